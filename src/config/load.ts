@@ -1,0 +1,171 @@
+/**
+ * Loads the configuration: embedded defaults, then the YAML file given with `--config`,
+ * then `COAP_EDGE_*` environment variables, then command-line flags; each later source wins.
+ * Every value is validated by the zod schema derived from `settings.ts`.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { type z } from 'zod';
+import { settings, type SettingName, type Settings, type SettingKind } from './settings.js';
+
+/** The validated configuration: a setting without a default may be `undefined`. */
+export type Config = {
+  readonly [K in SettingName]: Settings[K]['default'] extends undefined
+    ? z.output<Settings[K]['schema']> | undefined
+    : z.output<Settings[K]['schema']>;
+};
+
+/** A configuration problem: names the source (file, variable or flag) and the field. Exit code 2. */
+export class ConfigError extends Error {
+  readonly code = 'CONFIG_INVALID';
+  constructor(
+    message: string,
+    readonly source: string,
+    readonly field: string | undefined,
+  ) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+const names = Object.keys(settings) as SettingName[];
+
+export function flagName(key: string): string {
+  return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+}
+
+export function envName(key: string): string {
+  return `COAP_EDGE_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+}
+
+/** Turns a value given as text into the type its setting expects (zod validates it afterwards). */
+function fromText(kind: SettingKind, text: string): unknown {
+  switch (kind) {
+    case 'integer':
+    case 'number':
+      return text.trim() === '' ? text : Number(text);
+    case 'boolean': {
+      const t = text.trim().toLowerCase();
+      if (t === 'true' || t === '1' || t === 'yes' || t === 'on') return true;
+      if (t === 'false' || t === '0' || t === 'no' || t === 'off') return false;
+      return text;
+    }
+    case 'list':
+      return text
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s.length > 0);
+    case 'yaml':
+      try {
+        return parseYaml(text) as unknown;
+      } catch {
+        return text;
+      }
+    case 'string':
+      return text;
+  }
+}
+
+function describeIssue(issue: z.core.$ZodIssue): string {
+  return issue.message;
+}
+
+function validate(key: SettingName, value: unknown, source: string): unknown {
+  const result = settings[key].schema.safeParse(value);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const where = issue && issue.path.length > 0 ? `${key}.${issue.path.join('.')}` : key;
+    throw new ConfigError(
+      `${source}: invalid value for "${where}": ${issue ? describeIssue(issue) : 'invalid'}`,
+      source,
+      where,
+    );
+  }
+  return result.data;
+}
+
+export interface LoadOptions {
+  /** Path of a YAML file (the `--config` flag). */
+  readonly file?: string | undefined;
+  /** Environment (defaults to none; the CLI passes `process.env`). */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Values from command-line flags, keyed by setting name, as text. */
+  readonly flags?: Readonly<Partial<Record<SettingName, string | boolean>>>;
+  /** Values set programmatically (tests, embedded use); applied last, not coerced from text. */
+  readonly overrides?: Readonly<Partial<Record<SettingName, unknown>>>;
+}
+
+function readYaml(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code ?? 'unreadable';
+    throw new ConfigError(`${file}: cannot read config file (${reason})`, file, undefined);
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (err) {
+    const line = (err as { linePos?: { line: number }[] }).linePos?.[0]?.line;
+    throw new ConfigError(
+      `${file}: not valid YAML${line !== undefined ? ` (line ${line})` : ''}`,
+      file,
+      undefined,
+    );
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) {
+    throw new ConfigError(
+      `${file}: the config file must be a YAML mapping of settings`,
+      file,
+      undefined,
+    );
+  }
+  return doc as Record<string, unknown>;
+}
+
+export function loadConfig(opts: LoadOptions = {}): Config {
+  const out: Record<string, unknown> = {};
+  for (const key of names) out[key] = settings[key].default;
+
+  if (opts.file !== undefined) {
+    const doc = readYaml(opts.file);
+    for (const [key, value] of Object.entries(doc)) {
+      if (!(key in settings)) {
+        throw new ConfigError(`${opts.file}: unknown setting "${key}"`, opts.file, key);
+      }
+      out[key] = validate(key as SettingName, value, opts.file);
+    }
+  }
+  const env = opts.env ?? {};
+  for (const key of names) {
+    const s = settings[key];
+    if (s.yamlOnly === true) continue;
+    const text = env[envName(key)];
+    if (text === undefined || text === '') continue;
+    out[key] = validate(key, fromText(s.kind, text), `environment variable ${envName(key)}`);
+  }
+  for (const [key, value] of Object.entries(opts.flags ?? {})) {
+    if (value === undefined) continue;
+    const k = key as SettingName;
+    const s = settings[k];
+    const v = typeof value === 'boolean' ? value : fromText(s.kind, value);
+    out[k] = validate(k, v, `flag --${flagName(k)}`);
+  }
+  for (const [key, value] of Object.entries(opts.overrides ?? {})) {
+    out[key] = validate(key as SettingName, value, 'override');
+  }
+  return Object.freeze(out) as Config;
+}
+
+/** The configuration as YAML-ready data with secrets replaced, for `--print-config` and logs. */
+export function redactedConfig(config: Config): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const key of names) {
+    const value = config[key];
+    if (value === undefined) continue;
+    out[key] = settings[key].secret === true ? '<redacted>' : value;
+  }
+  return out;
+}
