@@ -1,0 +1,150 @@
+/** An established DTLS association: epoch-1 state for one peer address. */
+import { AlertLevel, AlertDescription, ContentType, HandshakeType } from './constants.js';
+import { encodeFlight, type FlightEntry } from './flight.js';
+import { ALERT_CLOSE_NOTIFY, type EpochState } from './keys.js';
+import type { DtlsStats, CloseReason } from './types.js';
+
+export interface AssociationHost {
+  send(data: Buffer, port: number, address: string): void;
+  readonly stats: DtlsStats;
+  /** Removes the association from the server's table and reports it closed. */
+  release(assoc: Association<unknown>, reason: CloseReason): void;
+}
+
+export interface DtlsAssociation<P> {
+  /** Table key: one association per peer address and port. */
+  readonly key: string;
+  readonly address: string;
+  readonly port: number;
+  /** What the PSK lookup returned for this peer (the authenticated principal). */
+  readonly peer: P;
+  /** The PSK identity as sent (printable; identities are not secret). */
+  readonly identity: string;
+  readonly cipherSuite: string;
+  readonly extendedMasterSecret: boolean;
+  readonly establishedAt: number;
+  readonly lastActivity: number;
+  readonly open: boolean;
+  /** Sends one application-data record; false when the association is closed. */
+  send(data: Buffer): boolean;
+  /** Sends close_notify and forgets the association. */
+  close(): void;
+}
+
+const NO_RENEGOTIATION = Buffer.from([AlertLevel.warning, AlertDescription.noRenegotiation]);
+
+export class Association<P> implements DtlsAssociation<P> {
+  lastActivity: number;
+  open = true;
+  /** Our last flight (CCS, Finished), re-sent when the client repeats its Finished. */
+  private lastFlight: readonly FlightEntry[] | undefined;
+
+  constructor(
+    private readonly host: AssociationHost,
+    readonly key: string,
+    readonly address: string,
+    readonly port: number,
+    readonly peer: P,
+    readonly identity: string,
+    readonly cipherSuite: string,
+    readonly extendedMasterSecret: boolean,
+    readonly state: EpochState,
+    private readonly epoch0: { seq: number },
+    lastFlight: readonly FlightEntry[],
+    /** message_seq of the client's Finished, to recognise its retransmission. */
+    private readonly clientFinishedSeq: number,
+    readonly establishedAt: number,
+  ) {
+    this.lastActivity = establishedAt;
+    this.lastFlight = lastFlight;
+  }
+
+  send(data: Buffer): boolean {
+    if (!this.open) return false;
+    const rec = this.state.seal(ContentType.applicationData, data);
+    if (rec === undefined) {
+      this.host.release(this, 'sequence-exhausted');
+      return false;
+    }
+    this.host.stats.applicationRecordsOut++;
+    this.host.stats.datagramsOut++;
+    this.host.send(rec, this.port, this.address);
+    return true;
+  }
+
+  close(): void {
+    if (!this.open) return;
+    this.sendAlert(ALERT_CLOSE_NOTIFY);
+    this.host.release(this, 'local-close');
+  }
+
+  sendAlert(alert: Buffer): void {
+    const rec = this.state.seal(ContentType.alert, alert);
+    if (rec === undefined) return;
+    this.host.stats.datagramsOut++;
+    this.host.send(rec, this.port, this.address);
+  }
+
+  /**
+   * Handles an authenticated, decrypted record. Returns application data for the layer above,
+   * or undefined when the record was consumed here.
+   */
+  onPlaintext(type: number, plaintext: Buffer, now: number): Buffer | undefined {
+    this.lastActivity = now;
+    switch (type) {
+      case ContentType.applicationData:
+        // The client sends data only after it processed our Finished: the flight arrived.
+        this.lastFlight = undefined;
+        this.host.stats.applicationRecordsIn++;
+        return plaintext;
+      case ContentType.alert:
+        this.onAlert(plaintext);
+        return undefined;
+      case ContentType.handshake:
+        this.onHandshake(plaintext);
+        return undefined;
+      default:
+        this.host.stats.drops['unexpected-record']++;
+        return undefined;
+    }
+  }
+
+  private onAlert(body: Buffer): void {
+    if (body.length !== 2) {
+      this.host.stats.drops['unexpected-record']++;
+      return;
+    }
+    const level = body[0];
+    const desc = body[1];
+    if (desc === AlertDescription.closeNotify) {
+      // RFC 5246 §7.2.1: answer close_notify with close_notify
+      this.sendAlert(ALERT_CLOSE_NOTIFY);
+      this.host.release(this, 'peer-close-notify');
+    } else if (level === AlertLevel.fatal) {
+      this.host.release(this, 'peer-fatal-alert');
+    }
+  }
+
+  private onHandshake(body: Buffer): void {
+    const msgType = body[0];
+    if (body.length >= 6 && msgType === HandshakeType.finished) {
+      const seq = body.readUInt16BE(4);
+      if (seq === this.clientFinishedSeq && this.lastFlight !== undefined) {
+        // The client did not get our last flight: send it again (RFC 6347 §4.2.4).
+        const datagram = encodeFlight(this.lastFlight, this.epoch0, this.state);
+        if (datagram !== undefined) {
+          this.host.stats.retransmissions++;
+          this.host.stats.datagramsOut++;
+          this.host.send(datagram, this.port, this.address);
+        }
+      }
+      return;
+    }
+    if (msgType === HandshakeType.clientHello) {
+      // Renegotiation is not supported (RFC 5746 §4.2 allows refusing with a warning).
+      this.sendAlert(NO_RENEGOTIATION);
+      return;
+    }
+    this.host.stats.drops['unexpected-record']++;
+  }
+}

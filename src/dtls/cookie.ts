@@ -1,0 +1,63 @@
+/**
+ * Stateless HelloVerifyRequest cookies (RFC 6347 §4.2.1): HMAC-SHA256 over the client's
+ * address, port and the ClientHello parameters the client must repeat (version, random,
+ * session_id, cipher_suites, compression_methods), keyed with a secret that rotates every
+ * `lifetimeMs`; the previous secret is still accepted, so a cookie lives one to two
+ * lifetimes. Nothing is stored per client.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+
+/** 16 bytes keeps the HelloVerifyRequest (44 bytes) smaller than any ClientHello. */
+export const COOKIE_LENGTH = 16;
+
+export class CookieJar {
+  private current: Buffer = randomBytes(32);
+  private previous: Buffer = randomBytes(32);
+  private rotatedAt: number;
+
+  constructor(
+    private readonly lifetimeMs: number,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.rotatedAt = now();
+  }
+
+  private rotate(): void {
+    const t = this.now();
+    const age = t - this.rotatedAt;
+    if (age < this.lifetimeMs) return;
+    // after two lifetimes without traffic the old secret is expired as well
+    this.previous = age < 2 * this.lifetimeMs ? this.current : randomBytes(32);
+    this.current = randomBytes(32);
+    this.rotatedAt = t;
+  }
+
+  private compute(
+    secret: Buffer,
+    address: string,
+    port: number,
+    input: readonly [Buffer, Buffer],
+  ): Buffer {
+    const portBytes = Buffer.allocUnsafe(2);
+    portBytes.writeUInt16BE(port, 0);
+    return createHmac('sha256', secret)
+      .update(address)
+      .update(portBytes)
+      .update(input[0])
+      .update(input[1])
+      .digest()
+      .subarray(0, COOKIE_LENGTH);
+  }
+
+  make(address: string, port: number, input: readonly [Buffer, Buffer]): Buffer {
+    this.rotate();
+    return this.compute(this.current, address, port, input);
+  }
+
+  verify(cookie: Buffer, address: string, port: number, input: readonly [Buffer, Buffer]): boolean {
+    if (cookie.length !== COOKIE_LENGTH) return false;
+    this.rotate();
+    if (timingSafeEqual(cookie, this.compute(this.current, address, port, input))) return true;
+    return timingSafeEqual(cookie, this.compute(this.previous, address, port, input));
+  }
+}

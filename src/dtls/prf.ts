@@ -1,0 +1,62 @@
+/**
+ * TLS 1.2 PRF with SHA-256 (RFC 5246 §5) and the PSK key schedule (RFC 4279 §2, RFC 7627).
+ */
+import { createHmac } from 'node:crypto';
+import { VERIFY_DATA_LENGTH } from './constants.js';
+
+/** P_SHA256(secret, seed) expanded to `length` bytes. */
+export function pSha256(secret: Buffer, seed: Buffer, length: number): Buffer {
+  const out = Buffer.allocUnsafe(length);
+  let a = createHmac('sha256', secret).update(seed).digest();
+  let written = 0;
+  while (written < length) {
+    const block = createHmac('sha256', secret).update(a).update(seed).digest();
+    written += block.copy(out, written, 0, Math.min(block.length, length - written));
+    a = createHmac('sha256', secret).update(a).digest();
+  }
+  return out;
+}
+
+export function prf(secret: Buffer, label: string, seed: Buffer, length: number): Buffer {
+  const labelBytes = Buffer.from(label, 'latin1');
+  const s = Buffer.allocUnsafe(labelBytes.length + seed.length);
+  labelBytes.copy(s, 0);
+  seed.copy(s, labelBytes.length);
+  return pSha256(secret, s, length);
+}
+
+/** Plain PSK premaster secret: uint16 N, N zero bytes, uint16 N, psk (RFC 4279 §2). */
+export function pskPremasterSecret(psk: Buffer): Buffer {
+  const n = psk.length;
+  const pms = Buffer.alloc(4 + 2 * n);
+  pms.writeUInt16BE(n, 0);
+  pms.writeUInt16BE(n, 2 + n);
+  psk.copy(pms, 4 + n);
+  return pms;
+}
+
+export function masterSecret(pms: Buffer, clientRandom: Buffer, serverRandom: Buffer): Buffer {
+  return prf(pms, 'master secret', Buffer.concat([clientRandom, serverRandom]), 48);
+}
+
+/** RFC 7627 §4: the session hash covers the handshake up to and including ClientKeyExchange. */
+export function extendedMasterSecret(pms: Buffer, sessionHash: Buffer): Buffer {
+  return prf(pms, 'extended master secret', sessionHash, 48);
+}
+
+export function keyBlock(
+  master: Buffer,
+  serverRandom: Buffer,
+  clientRandom: Buffer,
+  length: number,
+): Buffer {
+  return prf(master, 'key expansion', Buffer.concat([serverRandom, clientRandom]), length);
+}
+
+export function verifyData(
+  master: Buffer,
+  label: 'client finished' | 'server finished',
+  handshakeHash: Buffer,
+): Buffer {
+  return prf(master, label, handshakeHash, VERIFY_DATA_LENGTH);
+}

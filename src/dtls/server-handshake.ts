@@ -1,0 +1,496 @@
+/**
+ * Server side of one full PSK handshake, from the verified ClientHello to the Finished
+ * exchange (RFC 6347 §4.2, RFC 4279 §2). It exists only after the client returned a valid
+ * cookie. The PSK lookup may be asynchronous: the handshake waits in the `lookup` state,
+ * buffering the client's CCS and Finished, and resumes when the key arrives.
+ */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import {
+  AlertDescription,
+  AlertLevel,
+  CipherSuite,
+  ContentType,
+  DTLS_1_2,
+  EMPTY_RENEGOTIATION_INFO_SCSV,
+  ExtensionType,
+  HandshakeType,
+  alertName,
+  cipherSuiteName,
+} from './constants.js';
+import { DtlsError } from './errors.js';
+import { encodeFlight, type FlightEntry } from './flight.js';
+import {
+  handshakeMessage,
+  parseClientKeyExchange,
+  parseFinished,
+  readFragments,
+  serverHelloBody,
+  type ClientHello,
+} from './handshake.js';
+import { CHANGE_CIPHER_SPEC, EpochState, Transcript, deriveSessionKeys } from './keys.js';
+import { verifyData } from './prf.js';
+import { Reassembler, type HandshakeMessage } from './reassembly.js';
+import { plainRecord, type DtlsRecord } from './record.js';
+import type { DtlsStats, HandshakeFailReason, PeerAddress, PskResolution } from './types.js';
+
+export interface HandshakeSettings {
+  readonly cipherSuites: readonly number[];
+  readonly handshakeTimeoutMs: number;
+  readonly retransmitTimeoutMs: number;
+  readonly maxRetransmitTimeoutMs: number;
+  readonly pskIdentityHint: Buffer | undefined;
+}
+
+export interface HandshakeHost<P> {
+  readonly settings: HandshakeSettings;
+  readonly stats: DtlsStats;
+  now(): number;
+  send(data: Buffer, port: number, address: string): void;
+  resolvePsk(identity: Buffer, from: PeerAddress): PskResolution<P> | Promise<PskResolution<P>>;
+  completed(hs: ServerHandshake<P>, result: CompletedHandshake<P>): void;
+  failed(
+    hs: ServerHandshake<P>,
+    reason: HandshakeFailReason,
+    detail: string | undefined,
+    alert: string | undefined,
+  ): void;
+}
+
+export interface CompletedHandshake<P> {
+  readonly peer: P;
+  readonly identity: string;
+  readonly suite: number;
+  readonly extendedMasterSecret: boolean;
+  readonly state: EpochState;
+  readonly epoch0: { seq: number };
+  readonly lastFlight: readonly FlightEntry[];
+  readonly clientFinishedSeq: number;
+}
+
+type State = 'wait-cke' | 'lookup' | 'wait-finished' | 'done';
+
+/** Epoch-1 records held while keys or the CCS are not there yet (Finished arriving early). */
+const MAX_HELD_RECORDS = 8;
+
+const NO_DATA = Buffer.alloc(0);
+const RENEGOTIATION_INFO_EMPTY = Buffer.from([0]);
+
+export class ServerHandshake<P> {
+  private state: State = 'wait-cke';
+  private readonly transcript = new Transcript();
+  private readonly reassembler: Reassembler;
+  private readonly epoch0: { seq: number };
+  private readonly serverRandom = randomBytes(32);
+  private readonly clientRandom: Buffer;
+  private readonly clientHelloSeq: number;
+  private readonly suite: number;
+  private readonly ems: boolean;
+  private readonly etm: boolean;
+  private sendSeq: number;
+  private flight: FlightEntry[] = [];
+  private epoch1: EpochState | undefined;
+  private master: Buffer | undefined;
+  private ccsSeen = false;
+  private held: DtlsRecord[] = [];
+  private identity: string | undefined;
+  private peer: P | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private retransmitMs: number;
+  private readonly deadline: number;
+  private readonly onTimer = (): void => this.timerFired();
+
+  constructor(
+    private readonly host: HandshakeHost<P>,
+    readonly key: string,
+    readonly address: string,
+    readonly port: number,
+    ch: ClientHello,
+    clientHelloSeq: number,
+    recordSeq: number,
+  ) {
+    const s = host.settings;
+    this.clientRandom = Buffer.from(ch.random);
+    this.clientHelloSeq = clientHelloSeq;
+    this.reassembler = new Reassembler(clientHelloSeq + 1);
+    this.sendSeq = clientHelloSeq;
+    // A stateless server starts its epoch-0 record numbers at the ClientHello's (RFC 6347 §4.2.1).
+    this.epoch0 = { seq: recordSeq };
+    this.retransmitMs = s.retransmitTimeoutMs;
+    this.deadline = host.now() + s.handshakeTimeoutMs;
+    this.suite = s.cipherSuites.find((cs) => ch.cipherSuites.includes(cs)) ?? 0;
+    this.ems = ch.extensions.has(ExtensionType.extendedMasterSecret);
+    this.etm =
+      ch.extensions.has(ExtensionType.encryptThenMac) &&
+      this.suite === CipherSuite.TLS_PSK_WITH_AES_128_CBC_SHA256;
+    this.start(ch, clientHelloSeq);
+  }
+
+  get finished(): boolean {
+    return this.state === 'done';
+  }
+
+  /** Whether a ClientHello is a retransmission of the one this handshake answers. */
+  isSameClientHello(messageSeq: number, random: Buffer): boolean {
+    return messageSeq === this.clientHelloSeq && random.equals(this.clientRandom);
+  }
+
+  private start(ch: ClientHello, seq: number): void {
+    if (ch.clientVersion >>> 8 !== 0xfe || ch.clientVersion > DTLS_1_2) {
+      this.fail('protocol-version', undefined, AlertDescription.protocolVersion);
+      return;
+    }
+    if (!ch.compressionMethods.includes(0)) {
+      this.fail('protocol-error', 'no null compression', AlertDescription.illegalParameter);
+      return;
+    }
+    if (this.suite === 0) {
+      this.fail('no-shared-cipher', undefined, AlertDescription.handshakeFailure);
+      return;
+    }
+    const reneg = ch.extensions.get(ExtensionType.renegotiationInfo);
+    if (reneg !== undefined && !reneg.equals(RENEGOTIATION_INFO_EMPTY)) {
+      // RFC 5746 §3.6: an initial handshake carries an empty renegotiated_connection
+      this.fail('protocol-error', 'renegotiation_info', AlertDescription.handshakeFailure);
+      return;
+    }
+    const emsData = ch.extensions.get(ExtensionType.extendedMasterSecret);
+    if (emsData !== undefined && emsData.length !== 0) {
+      this.fail('protocol-error', 'extended_master_secret', AlertDescription.decodeError);
+      return;
+    }
+    const secureRenegotiation =
+      reneg !== undefined || ch.cipherSuites.includes(EMPTY_RENEGOTIATION_INFO_SCSV);
+
+    this.transcript.add(handshakeMessage(HandshakeType.clientHello, seq, ch.body));
+    const extensions: [number, Buffer][] = [];
+    if (secureRenegotiation)
+      extensions.push([ExtensionType.renegotiationInfo, RENEGOTIATION_INFO_EMPTY]);
+    if (this.ems) extensions.push([ExtensionType.extendedMasterSecret, NO_DATA]);
+    if (this.etm) extensions.push([ExtensionType.encryptThenMac, NO_DATA]);
+    const messages: Buffer[] = [
+      handshakeMessage(
+        HandshakeType.serverHello,
+        this.sendSeq++,
+        serverHelloBody({
+          random: this.serverRandom,
+          sessionId: NO_DATA, // no session resumption: every handshake is a full one
+          cipherSuite: this.suite,
+          extensions,
+        }),
+      ),
+    ];
+    const hint = this.host.settings.pskIdentityHint;
+    if (hint !== undefined) {
+      const ske = Buffer.allocUnsafe(2 + hint.length);
+      ske.writeUInt16BE(hint.length, 0);
+      hint.copy(ske, 2);
+      messages.push(handshakeMessage(HandshakeType.serverKeyExchange, this.sendSeq++, ske));
+    }
+    messages.push(handshakeMessage(HandshakeType.serverHelloDone, this.sendSeq++, NO_DATA));
+    for (const m of messages) this.transcript.add(m);
+    this.flight = messages.map((payload) => ({ type: ContentType.handshake, epoch: 0, payload }));
+    this.transmit();
+    this.schedule(Math.min(this.retransmitMs, this.deadline - this.host.now()));
+  }
+
+  /** The client repeated its ClientHello: our flight was lost (RFC 6347 §4.2.4). */
+  onClientHelloRetransmit(): void {
+    if (this.state === 'wait-cke') {
+      this.host.stats.retransmissions++;
+      this.transmit();
+    }
+  }
+
+  /** A record from this peer that belongs to the handshake (epoch 0 or 1, not ClientHello). */
+  onRecord(rec: DtlsRecord): void {
+    if (this.state === 'done') return;
+    try {
+      if (rec.epoch === 0) this.onPlainRecord(rec);
+      else this.onProtectedRecord(rec);
+    } catch (err) {
+      if (err instanceof DtlsError) {
+        this.fail('protocol-error', err.code, err.alert);
+        return;
+      }
+      throw err;
+    }
+  }
+
+  private onPlainRecord(rec: DtlsRecord): void {
+    switch (rec.type) {
+      case ContentType.handshake:
+        this.onFragments(rec.body, 0);
+        return;
+      case ContentType.changeCipherSpec:
+        if (!rec.body.equals(CHANGE_CIPHER_SPEC)) {
+          throw new DtlsError('DTLS_DECODE_ERROR', 'malformed ChangeCipherSpec');
+        }
+        this.ccsSeen = true;
+        this.releaseHeld();
+        return;
+      case ContentType.alert:
+        this.onAlert(rec.body);
+        return;
+      default:
+        this.host.stats.drops['unexpected-record']++;
+    }
+  }
+
+  private onProtectedRecord(rec: DtlsRecord): void {
+    if (rec.epoch !== 1) {
+      this.host.stats.drops['bad-epoch']++;
+      return;
+    }
+    const state = this.epoch1;
+    if (state === undefined || !this.ccsSeen) {
+      if (this.held.length >= MAX_HELD_RECORDS) {
+        this.host.stats.drops['buffer-full']++;
+        return;
+      }
+      this.held.push({ ...rec, body: Buffer.from(rec.body) });
+      return;
+    }
+    const pt = state.open(rec);
+    if (pt === 'replay') {
+      this.host.stats.drops.replay++;
+      return;
+    }
+    if (pt === 'bad-mac') {
+      // Wrong PSK on the client's side shows up here: its Finished does not authenticate.
+      this.fail('bad-record-mac', undefined, AlertDescription.badRecordMac);
+      return;
+    }
+    if (rec.type === ContentType.handshake) this.onFragments(pt, 1);
+    else if (rec.type === ContentType.alert) this.onAlert(pt);
+    else this.host.stats.drops['unexpected-record']++;
+  }
+
+  private releaseHeld(): void {
+    if (this.epoch1 === undefined || !this.ccsSeen || this.held.length === 0) return;
+    const held = this.held;
+    this.held = [];
+    for (const rec of held) {
+      if (this.state === 'done') return;
+      this.onProtectedRecord(rec);
+    }
+  }
+
+  private onAlert(body: Buffer): void {
+    if (body.length === 2 && body[0] === AlertLevel.fatal) {
+      this.fail('peer-alert', alertName.get(body[1] ?? -1), undefined);
+    }
+  }
+
+  private onFragments(body: Buffer, epoch: number): void {
+    for (const f of readFragments(body)) {
+      if (f.msgType === HandshakeType.clientHello) continue; // handled by the server
+      const r = this.reassembler.add(f, epoch);
+      if (r.kind === 'dropped') this.host.stats.drops['malformed-handshake']++;
+      if (r.kind !== 'messages') continue;
+      for (const m of r.messages) {
+        this.onMessage(m);
+        if (this.state === 'done') return;
+      }
+    }
+  }
+
+  private onMessage(m: HandshakeMessage): void {
+    if (
+      this.state === 'wait-cke' &&
+      m.msgType === HandshakeType.clientKeyExchange &&
+      m.epoch === 0
+    ) {
+      this.onClientKeyExchange(m);
+      return;
+    }
+    if (this.state === 'wait-finished' && m.msgType === HandshakeType.finished && m.epoch === 1) {
+      this.onFinished(m);
+      return;
+    }
+    throw new DtlsError('DTLS_UNEXPECTED_MESSAGE', 'unexpected handshake message');
+  }
+
+  private onClientKeyExchange(m: HandshakeMessage): void {
+    const identity = parseClientKeyExchange(m.body);
+    this.identity = printableIdentity(identity);
+    this.transcript.add(handshakeMessage(m.msgType, m.messageSeq, m.body));
+    const sessionHash = this.ems ? this.transcript.digest() : undefined;
+    this.state = 'lookup';
+    // The client answered our flight: stop retransmitting it, keep the deadline.
+    this.schedule(this.deadline - this.host.now());
+    this.host.stats.pskLookupsPending++;
+    let result: PskResolution<P> | Promise<PskResolution<P>>;
+    try {
+      result = this.host.resolvePsk(Buffer.from(identity), {
+        address: this.address,
+        port: this.port,
+      });
+    } catch {
+      this.onPsk(undefined, sessionHash);
+      return;
+    }
+    if (result instanceof Promise) {
+      result.then(
+        (r) => this.onPsk(r, sessionHash),
+        () => this.onPsk(undefined, sessionHash),
+      );
+    } else {
+      this.onPsk(result, sessionHash);
+    }
+  }
+
+  private onPsk(r: PskResolution<P> | undefined, sessionHash: Buffer | undefined): void {
+    this.host.stats.pskLookupsPending--;
+    if (this.state !== 'lookup') return; // timed out, replaced or shut down meanwhile
+    if (r === undefined) {
+      this.fail('psk-lookup-error', undefined, AlertDescription.internalError);
+      return;
+    }
+    if (!r.ok) {
+      const alert =
+        r.alert === 'unknown_psk_identity'
+          ? AlertDescription.unknownPskIdentity
+          : r.alert === 'internal_error'
+            ? AlertDescription.internalError
+            : AlertDescription.handshakeFailure;
+      this.fail('psk-rejected', r.reason, alert);
+      return;
+    }
+    const keys = deriveSessionKeys({
+      suite: this.suite,
+      psk: r.psk,
+      clientRandom: this.clientRandom,
+      serverRandom: this.serverRandom,
+      sessionHash,
+      encryptThenMac: this.etm,
+    });
+    this.master = keys.master;
+    this.epoch1 = new EpochState(1, keys.clientWrite, keys.serverWrite);
+    this.peer = r.peer;
+    this.state = 'wait-finished';
+    try {
+      this.releaseHeld();
+    } catch (err) {
+      if (err instanceof DtlsError) this.fail('protocol-error', err.code, err.alert);
+      else throw err;
+    }
+  }
+
+  private onFinished(m: HandshakeMessage): void {
+    const master = this.master;
+    const state = this.epoch1;
+    if (master === undefined || state === undefined || this.peer === undefined) {
+      throw new DtlsError('DTLS_UNEXPECTED_MESSAGE', 'Finished before keys');
+    }
+    const got = parseFinished(m.body);
+    const expected = verifyData(master, 'client finished', this.transcript.digest());
+    if (!timingSafeEqual(got, expected)) {
+      this.fail('bad-finished', undefined, AlertDescription.decryptError);
+      return;
+    }
+    this.transcript.add(handshakeMessage(m.msgType, m.messageSeq, m.body));
+    const serverVerify = verifyData(master, 'server finished', this.transcript.digest());
+    master.fill(0);
+    const lastFlight: FlightEntry[] = [
+      { type: ContentType.changeCipherSpec, epoch: 0, payload: CHANGE_CIPHER_SPEC },
+      {
+        type: ContentType.handshake,
+        epoch: 1,
+        payload: handshakeMessage(HandshakeType.finished, this.sendSeq++, serverVerify),
+      },
+    ];
+    this.flight = lastFlight;
+    this.transmit();
+    this.finish();
+    this.host.stats.handshakesCompleted++;
+    const name = cipherSuiteName.get(this.suite) ?? String(this.suite);
+    this.host.stats.completedBySuite[name] = (this.host.stats.completedBySuite[name] ?? 0) + 1;
+    this.host.completed(this, {
+      peer: this.peer,
+      identity: this.identity ?? '',
+      suite: this.suite,
+      extendedMasterSecret: this.ems,
+      state,
+      epoch0: this.epoch0,
+      lastFlight,
+      clientFinishedSeq: m.messageSeq,
+    });
+  }
+
+  private transmit(): void {
+    const datagram = encodeFlight(this.flight, this.epoch0, this.epoch1);
+    if (datagram === undefined) return;
+    this.host.stats.datagramsOut++;
+    this.host.send(datagram, this.port, this.address);
+  }
+
+  private schedule(ms: number): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = setTimeout(this.onTimer, Math.max(1, ms));
+    this.timer.unref();
+  }
+
+  private timerFired(): void {
+    this.timer = undefined;
+    if (this.state === 'done') return;
+    const now = this.host.now();
+    if (now >= this.deadline) {
+      this.fail('timeout', this.state, undefined);
+      return;
+    }
+    if (this.state === 'wait-cke') {
+      this.host.stats.retransmissions++;
+      this.transmit();
+      this.retransmitMs = Math.min(
+        2 * this.retransmitMs,
+        this.host.settings.maxRetransmitTimeoutMs,
+      );
+      this.schedule(Math.min(this.retransmitMs, this.deadline - now));
+    } else {
+      this.schedule(this.deadline - now);
+    }
+  }
+
+  private finish(): void {
+    this.state = 'done';
+    this.held = [];
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Ends the handshake with a fatal alert (if any) and reports the failure. */
+  fail(reason: HandshakeFailReason, detail: string | undefined, alert: number | undefined): void {
+    if (this.state === 'done') return;
+    this.finish();
+    if (alert !== undefined) {
+      const body = Buffer.from([AlertLevel.fatal, alert]);
+      this.host.stats.datagramsOut++;
+      this.host.send(
+        plainRecord(ContentType.alert, DTLS_1_2, 0, this.epoch0.seq++, body),
+        this.port,
+        this.address,
+      );
+    }
+    this.host.failed(this, reason, detail, alert !== undefined ? alertName.get(alert) : undefined);
+  }
+
+  /** Ends the handshake without an alert (replaced by a newer one, or server shutdown). */
+  abort(reason: 'replaced' | 'server-shutdown'): void {
+    this.fail(reason, undefined, undefined);
+  }
+
+  get pskIdentity(): string | undefined {
+    return this.identity;
+  }
+}
+
+/** Identities are ASCII in practice; anything else is shown escaped, length-capped. */
+export function printableIdentity(identity: Buffer): string {
+  const s = identity.subarray(0, 128).toString('latin1');
+   
+  const clean = s.replace(
+    /[^\x20-\x7e]/g,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`,
+  );
+  return identity.length > 128 ? `${clean}…` : clean;
+}

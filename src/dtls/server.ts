@@ -1,0 +1,359 @@
+/**
+ * DTLS 1.2 PSK server over any datagram transport (RFC 6347, RFC 4279, RFC 6655, RFC 5487,
+ * RFC 7627, RFC 7366, RFC 5746).
+ *
+ * Why our own: Node has no DTLS, and no npm package is a PSK DTLS server (see DESIGN.md).
+ *
+ * One association per peer address and port. Nothing is allocated for a peer until it
+ * returns a valid HelloVerifyRequest cookie; handshakes and associations are bounded and
+ * evicted. Invalid records are dropped silently and counted (RFC 6347 §4.1.2.7).
+ */
+import {
+  AlertDescription,
+  CipherSuite,
+  ContentType,
+  DTLS_1_0,
+  HandshakeType,
+  cipherSuiteName,
+} from './constants.js';
+import { Association, type AssociationHost, type DtlsAssociation } from './association.js';
+import { CookieJar } from './cookie.js';
+import { DtlsError } from './errors.js';
+import {
+  handshakeMessage,
+  helloVerifyRequestBody,
+  parseClientHello,
+  readFragments,
+} from './handshake.js';
+import { ALERT_CLOSE_NOTIFY } from './keys.js';
+import { plainRecord, readRecord, type DtlsRecord } from './record.js';
+import {
+  ServerHandshake,
+  type CompletedHandshake,
+  type HandshakeHost,
+  type HandshakeSettings,
+} from './server-handshake.js';
+import {
+  DtlsStats,
+  type CloseReason,
+  type HandshakeFailReason,
+  type HandshakeFailure,
+  type PeerAddress,
+  type PskResolution,
+} from './types.js';
+
+export interface DtlsServerHandler<P> {
+  /** Maps a PSK identity to its key; may be asynchronous (cache, Redis, registry). */
+  resolvePsk(identity: Buffer, from: PeerAddress): PskResolution<P> | Promise<PskResolution<P>>;
+  /** Application data from an established association. */
+  onData(assoc: DtlsAssociation<P>, data: Buffer): void;
+  onEstablished?(assoc: DtlsAssociation<P>): void;
+  onClosed?(assoc: DtlsAssociation<P>, reason: CloseReason): void;
+  onHandshakeFailed?(failure: HandshakeFailure): void;
+  /** An exception escaped a handler or the server itself; the datagram was dropped. */
+  onInternalError?(err: unknown): void;
+}
+
+export interface DtlsServerOptions<P> {
+  /** Writes one datagram to the network. */
+  readonly send: (data: Buffer, port: number, address: string) => void;
+  readonly handler: DtlsServerHandler<P>;
+  /** Suites in order of preference (default: CCM_8, then CBC-SHA256). */
+  readonly cipherSuites?: readonly number[];
+  readonly maxAssociations?: number;
+  readonly maxHandshakes?: number;
+  readonly idleTimeoutMs?: number;
+  readonly handshakeTimeoutMs?: number;
+  readonly retransmitTimeoutMs?: number;
+  readonly maxRetransmitTimeoutMs?: number;
+  readonly cookieLifetimeMs?: number;
+  /** Sent in a ServerKeyExchange when set (RFC 4279 §2); EnOS devices need none. */
+  readonly pskIdentityHint?: Buffer;
+  /** How often idle associations are looked for (default: idle timeout / 10, at most 30 s). */
+  readonly sweepIntervalMs?: number;
+  readonly now?: () => number;
+}
+
+/** Re-ordering the LRU on every record costs a Map delete+set; once a second is enough. */
+const LRU_TOUCH_MS = 1000;
+
+export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
+  readonly stats = new DtlsStats();
+  readonly settings: HandshakeSettings;
+  private readonly associations = new Map<string, Association<P>>();
+  private readonly handshakes = new Map<string, ServerHandshake<P>>();
+  private readonly touched = new Map<string, number>();
+  private readonly cookies: CookieJar;
+  private readonly handler: DtlsServerHandler<P>;
+  private readonly transport: (data: Buffer, port: number, address: string) => void;
+  private readonly maxAssociations: number;
+  private readonly maxHandshakes: number;
+  private readonly idleTimeoutMs: number;
+  private readonly sweeper: NodeJS.Timeout;
+  private accepting = true;
+  private closed = false;
+  readonly now: () => number;
+
+  constructor(opts: DtlsServerOptions<P>) {
+    this.transport = opts.send;
+    this.handler = opts.handler;
+    this.now = opts.now ?? Date.now;
+    this.maxAssociations = opts.maxAssociations ?? 100_000;
+    this.maxHandshakes = opts.maxHandshakes ?? 5_000;
+    this.idleTimeoutMs = opts.idleTimeoutMs ?? 86_700_000;
+    this.settings = {
+      cipherSuites: opts.cipherSuites ?? [
+        CipherSuite.TLS_PSK_WITH_AES_128_CCM_8,
+        CipherSuite.TLS_PSK_WITH_AES_128_CBC_SHA256,
+      ],
+      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 60_000,
+      retransmitTimeoutMs: opts.retransmitTimeoutMs ?? 1_000,
+      maxRetransmitTimeoutMs: opts.maxRetransmitTimeoutMs ?? 60_000,
+      pskIdentityHint: opts.pskIdentityHint,
+    };
+    this.cookies = new CookieJar(opts.cookieLifetimeMs ?? 60_000, this.now);
+    const sweep = opts.sweepIntervalMs ?? Math.min(30_000, Math.max(100, this.idleTimeoutMs / 10));
+    this.sweeper = setInterval(() => this.sweep(), sweep);
+    this.sweeper.unref();
+  }
+
+  get associationCount(): number {
+    return this.associations.size;
+  }
+
+  get handshakeCount(): number {
+    return this.handshakes.size;
+  }
+
+  /** Established associations (for shutdown, diagnostics and tests). */
+  *listAssociations(): IterableIterator<DtlsAssociation<P>> {
+    yield* this.associations.values();
+  }
+
+  /** Stop answering new ClientHellos (drain); established associations keep working. */
+  stopAccepting(): void {
+    this.accepting = false;
+  }
+
+  send(data: Buffer, port: number, address: string): void {
+    this.transport(data, port, address);
+  }
+
+  resolvePsk(identity: Buffer, from: PeerAddress): PskResolution<P> | Promise<PskResolution<P>> {
+    return this.handler.resolvePsk(identity, from);
+  }
+
+  /** Entry point for every datagram received on the socket. */
+  handleDatagram(buf: Buffer, address: string, port: number): void {
+    if (this.closed) return;
+    this.stats.datagramsIn++;
+    const key = peerKey(address, port);
+    try {
+      let offset = 0;
+      while (offset < buf.length) {
+        const rec = readRecord(buf, offset);
+        if (rec === undefined) {
+          this.stats.drops['malformed-record']++;
+          return;
+        }
+        offset += rec.raw.length;
+        this.stats.recordsIn++;
+        this.onRecord(key, address, port, rec);
+      }
+    } catch (err) {
+      this.handler.onInternalError?.(err);
+    }
+  }
+
+  private onRecord(key: string, address: string, port: number, rec: DtlsRecord): void {
+    if (rec.epoch === 0) {
+      if (rec.type === ContentType.handshake && rec.body[0] === HandshakeType.clientHello) {
+        this.onClientHello(key, address, port, rec);
+        return;
+      }
+      const hs = this.handshakes.get(key);
+      if (hs !== undefined) hs.onRecord(rec);
+      else if (!this.associations.has(key)) this.stats.drops['unknown-peer']++;
+      // else: a late retransmission of the client's flight 5 or an alert in the clear for an
+      // established association; neither can be authenticated, both are ignored.
+      return;
+    }
+    const assoc = this.associations.get(key);
+    const hs = this.handshakes.get(key);
+    if (hs !== undefined && (assoc === undefined || rec.type === ContentType.handshake)) {
+      hs.onRecord(rec);
+      return;
+    }
+    if (assoc === undefined) {
+      this.stats.drops['unknown-peer']++;
+      return;
+    }
+    if (rec.epoch !== assoc.state.epoch) {
+      this.stats.drops['bad-epoch']++;
+      return;
+    }
+    const pt = assoc.state.open(rec);
+    if (typeof pt === 'string') {
+      this.stats.drops[pt]++;
+      return;
+    }
+    const now = this.now();
+    if (now - (this.touched.get(key) ?? 0) >= LRU_TOUCH_MS) {
+      // Keep the Map in least-recently-active order for eviction.
+      this.associations.delete(key);
+      this.associations.set(key, assoc);
+      this.touched.set(key, now);
+    }
+    const data = assoc.onPlaintext(rec.type, pt, now);
+    if (data !== undefined && assoc.open) this.handler.onData(assoc, data);
+  }
+
+  private onClientHello(key: string, address: string, port: number, rec: DtlsRecord): void {
+    let fragments;
+    let ch;
+    try {
+      fragments = readFragments(rec.body);
+      const f = fragments[0];
+      if (fragments.length !== 1 || f === undefined)
+        throw new DtlsError('DTLS_DECODE_ERROR', 'ClientHello record');
+      if (f.fragmentOffset !== 0 || f.fragment.length !== f.length) {
+        // A PSK ClientHello fits in one datagram; fragmented ones are a known attack vector
+        // (CVE-2014-0195) and Scandium drops them too.
+        this.stats.drops['fragmented-client-hello']++;
+        return;
+      }
+      ch = { hello: parseClientHello(f.fragment), seq: f.messageSeq };
+    } catch (err) {
+      if (!(err instanceof DtlsError)) throw err;
+      this.stats.drops['malformed-handshake']++;
+      return;
+    }
+    const existing = this.handshakes.get(key);
+    if (existing !== undefined && existing.isSameClientHello(ch.seq, ch.hello.random)) {
+      existing.onClientHelloRetransmit();
+      return;
+    }
+    if (!this.accepting) {
+      this.stats.drops['not-accepting']++;
+      return;
+    }
+    const input = ch.hello.cookieInput;
+    if (
+      ch.hello.cookie.length === 0 ||
+      !this.cookies.verify(ch.hello.cookie, address, port, input)
+    ) {
+      // Stateless answer: record sequence number copied from the ClientHello and version
+      // DTLS 1.0 for the HelloVerifyRequest (RFC 6347 §4.2.1).
+      const cookie = this.cookies.make(address, port, input);
+      const hvr = handshakeMessage(
+        HandshakeType.helloVerifyRequest,
+        0,
+        helloVerifyRequestBody(DTLS_1_0, cookie),
+      );
+      this.stats.helloVerifySent++;
+      this.stats.datagramsOut++;
+      this.transport(plainRecord(ContentType.handshake, DTLS_1_0, 0, rec.seq, hvr), port, address);
+      return;
+    }
+    // The cookie proves the address: a new handshake may start. An existing association for
+    // this address keeps working until the new handshake completes (RFC 6347 §4.2.8).
+    if (existing !== undefined) existing.abort('replaced');
+    if (this.handshakes.size >= this.maxHandshakes) {
+      this.stats.drops['handshake-limit']++;
+      return;
+    }
+    this.stats.handshakesStarted++;
+    const hs = new ServerHandshake<P>(this, key, address, port, ch.hello, ch.seq, rec.seq);
+    if (!hs.finished) this.handshakes.set(key, hs);
+  }
+
+  completed(hs: ServerHandshake<P>, r: CompletedHandshake<P>): void {
+    if (this.handshakes.get(hs.key) === hs) this.handshakes.delete(hs.key);
+    const old = this.associations.get(hs.key);
+    if (old !== undefined) this.release(old, 'replaced');
+    else if (this.associations.size >= this.maxAssociations) this.evictOldest();
+    const assoc = new Association<P>(
+      this,
+      hs.key,
+      hs.address,
+      hs.port,
+      r.peer,
+      r.identity,
+      cipherSuiteName.get(r.suite) ?? String(r.suite),
+      r.extendedMasterSecret,
+      r.state,
+      r.epoch0,
+      r.lastFlight,
+      r.clientFinishedSeq,
+      this.now(),
+    );
+    this.associations.set(hs.key, assoc);
+    this.touched.set(hs.key, assoc.establishedAt);
+    this.handler.onEstablished?.(assoc);
+  }
+
+  failed(
+    hs: ServerHandshake<P>,
+    reason: HandshakeFailReason,
+    detail: string | undefined,
+    alert: string | undefined,
+  ): void {
+    if (this.handshakes.get(hs.key) === hs) this.handshakes.delete(hs.key);
+    this.stats.handshakesFailed[reason]++;
+    this.handler.onHandshakeFailed?.({
+      address: hs.address,
+      port: hs.port,
+      reason,
+      detail,
+      identity: hs.pskIdentity,
+      alert,
+    });
+  }
+
+  release(assoc: Association<unknown>, reason: CloseReason): void {
+    if (!assoc.open) return;
+    assoc.open = false;
+    if (this.associations.get(assoc.key) === assoc) {
+      this.associations.delete(assoc.key);
+      this.touched.delete(assoc.key);
+    }
+    this.stats.closed[reason]++;
+    this.handler.onClosed?.(assoc as Association<P>, reason);
+  }
+
+  private evictOldest(): void {
+    for (const a of this.associations.values()) {
+      a.sendAlert(ALERT_CLOSE_NOTIFY);
+      this.release(a, 'evicted');
+      return;
+    }
+  }
+
+  private sweep(): void {
+    const limit = this.now() - this.idleTimeoutMs;
+    for (const a of [...this.associations.values()]) {
+      if (a.lastActivity < limit) {
+        a.sendAlert(ALERT_CLOSE_NOTIFY);
+        this.release(a, 'idle');
+      }
+    }
+  }
+
+  /** Sends close_notify to every established peer, abandons handshakes, stops timers. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.sweeper);
+    for (const hs of [...this.handshakes.values()]) hs.abort('server-shutdown');
+    for (const a of [...this.associations.values()]) {
+      a.sendAlert(ALERT_CLOSE_NOTIFY);
+      this.release(a, 'server-shutdown');
+    }
+  }
+}
+
+export function peerKey(address: string, port: number): string {
+  return `${address}|${port}`;
+}
+
+export { AlertDescription };

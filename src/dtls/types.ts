@@ -1,0 +1,133 @@
+/** Public types of the DTLS server: what the layer above plugs in and gets back. */
+
+export interface PeerAddress {
+  readonly address: string;
+  readonly port: number;
+}
+
+/** What the server needs from the key lookup for one PSK identity. */
+export type PskResolution<P> =
+  | { readonly ok: true; readonly psk: Buffer; readonly peer: P }
+  | {
+      readonly ok: false;
+      /** Alert to end the handshake with. */
+      readonly alert: 'unknown_psk_identity' | 'handshake_failure' | 'internal_error';
+      /** Short, stable reason for logs and metrics; never contains a secret. */
+      readonly reason: string;
+    };
+
+export type CloseReason =
+  | 'peer-close-notify'
+  | 'peer-fatal-alert'
+  | 'local-close'
+  | 'idle'
+  | 'evicted'
+  | 'replaced'
+  | 'sequence-exhausted'
+  | 'server-shutdown';
+
+export type HandshakeFailReason =
+  | 'psk-rejected'
+  | 'psk-lookup-error'
+  | 'bad-record-mac'
+  | 'bad-finished'
+  | 'no-shared-cipher'
+  | 'protocol-version'
+  | 'protocol-error'
+  | 'peer-alert'
+  | 'timeout'
+  | 'replaced'
+  | 'server-shutdown';
+
+export interface HandshakeFailure {
+  readonly address: string;
+  readonly port: number;
+  readonly reason: HandshakeFailReason;
+  /** More detail, e.g. the lookup's own reason ('unknown-device'); never a secret. */
+  readonly detail: string | undefined;
+  /** The PSK identity the client sent, if it got that far (identities are not secret). */
+  readonly identity: string | undefined;
+  /** Alert sent to the client, by name. */
+  readonly alert: string | undefined;
+}
+
+export type DropReason =
+  | 'malformed-record'
+  | 'bad-version'
+  | 'unknown-peer'
+  | 'replay'
+  | 'bad-mac'
+  | 'unexpected-record'
+  | 'bad-epoch'
+  | 'malformed-handshake'
+  | 'fragmented-client-hello'
+  | 'handshake-limit'
+  | 'not-accepting'
+  | 'buffer-full';
+
+export const DROP_REASONS: readonly DropReason[] = [
+  'malformed-record',
+  'bad-version',
+  'unknown-peer',
+  'replay',
+  'bad-mac',
+  'unexpected-record',
+  'bad-epoch',
+  'malformed-handshake',
+  'fragmented-client-hello',
+  'handshake-limit',
+  'not-accepting',
+  'buffer-full',
+];
+
+export const HANDSHAKE_FAIL_REASONS: readonly HandshakeFailReason[] = [
+  'psk-rejected',
+  'psk-lookup-error',
+  'bad-record-mac',
+  'bad-finished',
+  'no-shared-cipher',
+  'protocol-version',
+  'protocol-error',
+  'peer-alert',
+  'timeout',
+  'replaced',
+  'server-shutdown',
+];
+
+export const CLOSE_REASONS: readonly CloseReason[] = [
+  'peer-close-notify',
+  'peer-fatal-alert',
+  'local-close',
+  'idle',
+  'evicted',
+  'replaced',
+  'sequence-exhausted',
+  'server-shutdown',
+];
+
+function zeroes<K extends string>(keys: readonly K[]): Record<K, number> {
+  const out = {} as Record<K, number>;
+  for (const k of keys) out[k] = 0;
+  return out;
+}
+
+/**
+ * Plain counters, incremented on the hot path at the cost of an add; telemetry reads them at
+ * scrape time (observable instruments), so nothing here depends on a metrics SDK.
+ */
+export class DtlsStats {
+  datagramsIn = 0;
+  datagramsOut = 0;
+  recordsIn = 0;
+  applicationRecordsIn = 0;
+  applicationRecordsOut = 0;
+  helloVerifySent = 0;
+  handshakesStarted = 0;
+  handshakesCompleted = 0;
+  retransmissions = 0;
+  pskLookupsPending = 0;
+  readonly drops = zeroes(DROP_REASONS);
+  readonly handshakesFailed = zeroes(HANDSHAKE_FAIL_REASONS);
+  readonly closed = zeroes(CLOSE_REASONS);
+  readonly completedBySuite: Record<string, number> = {};
+}
