@@ -1,0 +1,179 @@
+/**
+ * Option helpers over a decoded {@link CoapMessage}: lookups, string and uint option values
+ * (RFC 7252 §3.2, §5.10), and the Block1/Block2 value codec (RFC 7959 §2.2).
+ *
+ * @module
+ */
+
+import { OptionNumber } from './constants.js';
+import type { CoapMessage } from './codec.js';
+
+/** Value of the first option numbered `n`, or undefined when absent. */
+export function getOption(msg: CoapMessage, n: number): Buffer | undefined {
+  const options = msg.options;
+  for (let i = 0; i < options.length; i++) {
+    const opt = options[i];
+    if (opt !== undefined && opt.number === n) return opt.value;
+  }
+  return undefined;
+}
+
+/** Values of every option numbered `n`, in message order (empty array when absent). */
+export function getOptions(msg: CoapMessage, n: number): Buffer[] {
+  const out: Buffer[] = [];
+  const options = msg.options;
+  for (let i = 0; i < options.length; i++) {
+    const opt = options[i];
+    if (opt !== undefined && opt.number === n) out.push(opt.value);
+  }
+  return out;
+}
+
+/** Values of every option numbered `n`, decoded as UTF-8 strings (RFC 7252 §3.2). */
+function getStrings(msg: CoapMessage, n: number): string[] {
+  const out: string[] = [];
+  const options = msg.options;
+  for (let i = 0; i < options.length; i++) {
+    const opt = options[i];
+    if (opt !== undefined && opt.number === n) out.push(opt.value.toString('utf8'));
+  }
+  return out;
+}
+
+/**
+ * Uri-Path segments decoded as UTF-8 (RFC 7252 §5.10.1, §6.5). Invalid UTF-8 sequences
+ * become U+FFFD.
+ */
+export function uriPath(msg: CoapMessage): string[] {
+  return getStrings(msg, OptionNumber.URI_PATH);
+}
+
+/** Uri-Query arguments decoded as UTF-8 (RFC 7252 §5.10.1, §6.5). */
+export function uriQuery(msg: CoapMessage): string[] {
+  return getStrings(msg, OptionNumber.URI_QUERY);
+}
+
+/**
+ * Minimal big-endian encoding of an unsigned integer option value; 0 is the empty value
+ * (RFC 7252 §3.2, "uint").
+ *
+ * @throws RangeError unless `n` is an integer in 0..2^32-1.
+ */
+export function encodeUint(n: number): Buffer {
+  if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) {
+    throw new RangeError('uint option value must be an integer 0..4294967295');
+  }
+  if (n === 0) return Buffer.alloc(0);
+  if (n < 0x100) return Buffer.from([n]);
+  if (n < 0x10000) return Buffer.from([n >>> 8, n & 0xff]);
+  if (n < 0x1000000) return Buffer.from([n >>> 16, (n >>> 8) & 0xff, n & 0xff]);
+  return Buffer.from([n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff]);
+}
+
+/**
+ * Unsigned integer option value (RFC 7252 §3.2). Leading zero bytes are accepted; the empty
+ * value is 0. Values longer than 4 bytes give undefined.
+ */
+export function decodeUint(buf: Buffer): number | undefined {
+  const len = buf.length;
+  if (len > 4) return undefined;
+  let n = 0;
+  for (let i = 0; i < len; i++) n = n * 256 + (buf[i] ?? 0);
+  return n;
+}
+
+/**
+ * Content-Format of the message (RFC 7252 §5.10.3), or undefined when absent or when its
+ * value is longer than the 2 bytes the option allows; an elective option with a value
+ * outside its range is treated as unrecognized, i.e. ignored (RFC 7252 §5.4.3).
+ */
+export function contentFormat(msg: CoapMessage): number | undefined {
+  const value = getOption(msg, OptionNumber.CONTENT_FORMAT);
+  if (value === undefined || value.length > 2) return undefined;
+  return decodeUint(value);
+}
+
+/** A Block1/Block2 option value (RFC 7959 §2.2). */
+export interface BlockOption {
+  /** Block number, 0..2^20-1. */
+  readonly num: number;
+  /** More blocks follow (the M bit). */
+  readonly more: boolean;
+  /** Size exponent 0-6: the block size is 2^(szx+4) bytes. */
+  readonly szx: number;
+  /** Block size in bytes, 16-1024. */
+  readonly size: number;
+}
+
+/** Largest block number the 3-byte option value can carry (RFC 7959 §2.2). */
+export const MAX_BLOCK_NUM = 0xfffff;
+
+/**
+ * Decodes a Block1/Block2 option value (RFC 7959 §2.2). Returns undefined for a value longer
+ * than 3 bytes or with the reserved SZX 7; RFC 7959 §2.2 has the server answer such a
+ * request with 4.00 Bad Request.
+ */
+export function decodeBlock(buf: Buffer): BlockOption | undefined {
+  const len = buf.length;
+  if (len > 3) return undefined;
+  let v = 0;
+  for (let i = 0; i < len; i++) v = (v << 8) | (buf[i] ?? 0);
+  const szx = v & 0x07;
+  if (szx === 7) return undefined;
+  return { num: v >>> 4, more: (v & 0x08) !== 0, szx, size: 1 << (szx + 4) };
+}
+
+/**
+ * Encodes a Block1/Block2 option value in the fewest bytes (RFC 7959 §2.2); block 0 of
+ * size 16 with no more blocks is the empty value.
+ *
+ * @throws RangeError unless `num` is 0..2^20-1 and `szx` is 0-6.
+ */
+export function encodeBlock(block: {
+  readonly num: number;
+  readonly more: boolean;
+  readonly szx: number;
+}): Buffer {
+  const { num, more, szx } = block;
+  if (!Number.isInteger(num) || num < 0 || num > MAX_BLOCK_NUM) {
+    throw new RangeError('block num must be 0..1048575');
+  }
+  if (!Number.isInteger(szx) || szx < 0 || szx > 6) throw new RangeError('block szx must be 0-6');
+  return encodeUint(((num << 4) | (more ? 0x08 : 0) | szx) >>> 0);
+}
+
+/**
+ * SZX for a block size of 16, 32, 64, 128, 256, 512 or 1024 bytes (RFC 7959 §2.2).
+ *
+ * @throws RangeError for any other size.
+ */
+export function blockSizeToSzx(size: number): number {
+  switch (size) {
+    case 16:
+      return 0;
+    case 32:
+      return 1;
+    case 64:
+      return 2;
+    case 128:
+      return 3;
+    case 256:
+      return 4;
+    case 512:
+      return 5;
+    case 1024:
+      return 6;
+    default:
+      throw new RangeError('block size must be a power of two from 16 to 1024');
+  }
+}
+
+/**
+ * Block size in bytes for SZX 0-6 (RFC 7959 §2.2).
+ *
+ * @throws RangeError for SZX outside 0-6 (7 is reserved).
+ */
+export function szxToBlockSize(szx: number): number {
+  if (!Number.isInteger(szx) || szx < 0 || szx > 6) throw new RangeError('block szx must be 0-6');
+  return 1 << (szx + 4);
+}
