@@ -16,8 +16,8 @@ export interface DtlsAssociation<P> {
   readonly key: string;
   readonly address: string;
   readonly port: number;
-  /** What the PSK lookup returned for this peer (the authenticated principal). */
-  readonly peer: P;
+  /** What the PSK lookup returned: the authenticated principal. */
+  readonly principal: P;
   /** The PSK identity as sent (printable; identities are not secret). */
   readonly identity: string;
   readonly cipherSuite: string;
@@ -44,7 +44,7 @@ export class Association<P> implements DtlsAssociation<P> {
     readonly key: string,
     readonly address: string,
     readonly port: number,
-    readonly peer: P,
+    readonly principal: P,
     readonly identity: string,
     readonly cipherSuite: string,
     readonly extendedMasterSecret: boolean,

@@ -51,8 +51,12 @@ export const AlertDescription = {
 } as const;
 export type AlertDescriptionName = keyof typeof AlertDescription;
 
-export const alertName: ReadonlyMap<number, AlertDescriptionName> = new Map(
-  (Object.entries(AlertDescription) as [AlertDescriptionName, number][]).map(([k, v]) => [v, k]),
+/** Alert description → RFC name (`unknown_psk_identity`), for logs and metrics. */
+export const alertName: ReadonlyMap<number, string> = new Map(
+  (Object.entries(AlertDescription) as [AlertDescriptionName, number][]).map(([k, v]) => [
+    v,
+    k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`),
+  ]),
 );
 
 /** The two cipher suites of the EnOS CoAP endpoint. */

@@ -57,7 +57,7 @@ export interface HandshakeHost<P> {
 }
 
 export interface CompletedHandshake<P> {
-  readonly peer: P;
+  readonly principal: P;
   readonly identity: string;
   readonly suite: number;
   readonly extendedMasterSecret: boolean;
@@ -93,7 +93,7 @@ export class ServerHandshake<P> {
   private ccsSeen = false;
   private held: DtlsRecord[] = [];
   private identity: string | undefined;
-  private peer: P | undefined;
+  private principal: P | undefined;
   private timer: NodeJS.Timeout | undefined;
   private retransmitMs: number;
   private readonly deadline: number;
@@ -366,7 +366,7 @@ export class ServerHandshake<P> {
     });
     this.master = keys.master;
     this.epoch1 = new EpochState(1, keys.clientWrite, keys.serverWrite);
-    this.peer = r.peer;
+    this.principal = r.principal;
     this.state = 'wait-finished';
     try {
       this.releaseHeld();
@@ -379,7 +379,7 @@ export class ServerHandshake<P> {
   private onFinished(m: HandshakeMessage): void {
     const master = this.master;
     const state = this.epoch1;
-    if (master === undefined || state === undefined || this.peer === undefined) {
+    if (master === undefined || state === undefined || this.principal === undefined) {
       throw new DtlsError('DTLS_UNEXPECTED_MESSAGE', 'Finished before keys');
     }
     const got = parseFinished(m.body);
@@ -406,7 +406,7 @@ export class ServerHandshake<P> {
     const name = cipherSuiteName.get(this.suite) ?? String(this.suite);
     this.host.stats.completedBySuite[name] = (this.host.stats.completedBySuite[name] ?? 0) + 1;
     this.host.completed(this, {
-      peer: this.peer,
+      principal: this.principal,
       identity: this.identity ?? '',
       suite: this.suite,
       extendedMasterSecret: this.ems,
@@ -487,7 +487,7 @@ export class ServerHandshake<P> {
 /** Identities are ASCII in practice; anything else is shown escaped, length-capped. */
 export function printableIdentity(identity: Buffer): string {
   const s = identity.subarray(0, 128).toString('latin1');
-   
+
   const clean = s.replace(
     /[^\x20-\x7e]/g,
     (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`,

@@ -277,7 +277,7 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
       hs.key,
       hs.address,
       hs.port,
-      r.peer,
+      r.principal,
       r.identity,
       cipherSuiteName.get(r.suite) ?? String(r.suite),
       r.extendedMasterSecret,

@@ -7,7 +7,7 @@ export interface PeerAddress {
 
 /** What the server needs from the key lookup for one PSK identity. */
 export type PskResolution<P> =
-  | { readonly ok: true; readonly psk: Buffer; readonly peer: P }
+  | { readonly ok: true; readonly psk: Buffer; readonly principal: P }
   | {
       readonly ok: false;
       /** Alert to end the handshake with. */

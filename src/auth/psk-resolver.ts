@@ -1,0 +1,74 @@
+/**
+ * Turns a PSK identity into a key: parse the EnOS identity, fetch the secret from the
+ * source, derive SHA-256(secret)[8..24). Synchronous when the source is (a hit in memory
+ * costs no promise); asynchronous otherwise.
+ */
+import { derivePsk, parseIdentity, type DeviceIdentity } from '../enos/index.js';
+import { isPromise, type DeviceRecord, type ProductRecord, type SecretSource } from './source.js';
+
+export type PskRejectKind = 'unknown' | 'forbidden' | 'unavailable';
+
+export type PskLookup =
+  | {
+      readonly ok: true;
+      readonly psk: Buffer;
+      readonly identity: DeviceIdentity;
+      readonly assetId: string | undefined;
+    }
+  | {
+      readonly ok: false;
+      /** unknown → unknown_psk_identity; forbidden → handshake_failure; unavailable → internal_error */
+      readonly kind: PskRejectKind;
+      /** Stable, secret-free reason for logs and metrics. */
+      readonly reason: string;
+    };
+
+const reject = (kind: PskRejectKind, reason: string): PskLookup => ({ ok: false, kind, reason });
+
+export class PskResolver {
+  constructor(private readonly source: SecretSource) {}
+
+  resolve(raw: Buffer): PskLookup | Promise<PskLookup> {
+    const parsed = parseIdentity(raw);
+    if (!parsed.ok) return reject('forbidden', `bad-identity:${parsed.reason}`);
+    const id = parsed.identity;
+    if (id.secureMode === 2) {
+      let rec;
+      try {
+        rec = this.source.device(id.productKey, id.deviceKey);
+      } catch {
+        return reject('unavailable', 'source-unavailable');
+      }
+      return isPromise(rec)
+        ? rec.then(
+            (r) => fromDevice(id, r),
+            () => reject('unavailable', 'source-unavailable'),
+          )
+        : fromDevice(id, rec);
+    }
+    let rec;
+    try {
+      rec = this.source.product(id.productKey);
+    } catch {
+      return reject('unavailable', 'source-unavailable');
+    }
+    return isPromise(rec)
+      ? rec.then(
+          (r) => fromProduct(id, r),
+          () => reject('unavailable', 'source-unavailable'),
+        )
+      : fromProduct(id, rec);
+  }
+}
+
+function fromDevice(id: DeviceIdentity, rec: DeviceRecord | undefined): PskLookup {
+  if (rec === undefined) return reject('unknown', 'unknown-device');
+  return { ok: true, psk: derivePsk(rec.deviceSecret), identity: id, assetId: rec.assetId };
+}
+
+function fromProduct(id: DeviceIdentity, rec: ProductRecord | undefined): PskLookup {
+  if (rec === undefined) return reject('unknown', 'unknown-product');
+  // secureMode 3 keys come from the product secret, only with dynamic registration enabled
+  if (!rec.dynamicRegistration) return reject('forbidden', 'dynamic-registration-disabled');
+  return { ok: true, psk: derivePsk(rec.productSecret), identity: id, assetId: undefined };
+}

@@ -1,0 +1,106 @@
+/**
+ * Maps CoAP requests to bridge requests and bridge outcomes back to CoAP responses
+ * (codes per spec §3; Max-Age as a retry hint with 5.03).
+ */
+import type { CoapMessage, CoapOption } from '../coap/codec.js';
+import { Code, ContentFormat, OptionNumber, isCritical } from '../coap/constants.js';
+import type { CoapReply, CoapRequest } from '../coap/endpoint.js';
+import { contentFormat, encodeUint, uriPath, uriQuery } from '../coap/options.js';
+import type {
+  BridgeRequest,
+  BridgeResponse,
+  BridgeStatus,
+  Method,
+  Principal,
+} from '../bridge/types.js';
+
+const STATUS_CODES: Record<BridgeStatus, number> = {
+  changed: Code.CHANGED,
+  content: Code.CONTENT,
+  'bad-request': Code.BAD_REQUEST,
+  unauthorized: Code.UNAUTHORIZED,
+  forbidden: Code.FORBIDDEN,
+  'not-found': Code.NOT_FOUND,
+  'method-not-allowed': Code.METHOD_NOT_ALLOWED,
+  'too-large': Code.REQUEST_ENTITY_TOO_LARGE,
+  'unsupported-content-format': Code.UNSUPPORTED_CONTENT_FORMAT,
+  'too-many-requests': Code.TOO_MANY_REQUESTS,
+  'internal-error': Code.INTERNAL_SERVER_ERROR,
+  'bad-gateway': Code.BAD_GATEWAY,
+  unavailable: Code.SERVICE_UNAVAILABLE,
+  'gateway-timeout': Code.GATEWAY_TIMEOUT,
+};
+
+/** Options this server understands; any other critical option gets 4.02 (RFC 7252 §5.4.1). */
+const UNDERSTOOD = new Set<number>([
+  OptionNumber.URI_HOST,
+  OptionNumber.URI_PORT,
+  OptionNumber.URI_PATH,
+  OptionNumber.URI_QUERY,
+  OptionNumber.CONTENT_FORMAT,
+  OptionNumber.ACCEPT,
+  OptionNumber.BLOCK1,
+  OptionNumber.BLOCK2,
+  OptionNumber.SIZE1,
+  OptionNumber.SIZE2,
+]);
+
+function method(code: number): Method {
+  switch (code) {
+    case Code.GET:
+      return 'GET';
+    case Code.POST:
+      return 'POST';
+    case Code.PUT:
+      return 'PUT';
+    case Code.DELETE:
+      return 'DELETE';
+    default:
+      return 'OTHER';
+  }
+}
+
+export function hasUnknownCriticalOption(msg: CoapMessage): boolean {
+  for (const o of msg.options) if (isCritical(o.number) && !UNDERSTOOD.has(o.number)) return true;
+  return false;
+}
+
+export function toBridgeRequest(req: CoapRequest<Principal | undefined>): BridgeRequest {
+  const m = req.message;
+  return {
+    principal: req.peer.principal,
+    method: method(m.code),
+    path: uriPath(m),
+    query: uriQuery(m),
+    payload: m.payload,
+    contentFormat: contentFormat(m),
+  };
+}
+
+const REPLIES = new Map<BridgeStatus, CoapReply>(
+  (Object.entries(STATUS_CODES) as [BridgeStatus, number][]).map(([s, code]) => [s, { code }]),
+);
+
+export function toCoapReply(res: BridgeResponse): CoapReply {
+  if (res.payload === undefined && res.maxAge === undefined) {
+    const shared = REPLIES.get(res.status);
+    if (shared !== undefined) return shared;
+  }
+  const options: CoapOption[] = [];
+  if (res.payload !== undefined && res.payload.length > 0) {
+    options.push({
+      number: OptionNumber.CONTENT_FORMAT,
+      value: encodeUint(res.contentFormat ?? ContentFormat.JSON),
+    });
+  }
+  if (res.maxAge !== undefined) {
+    options.push({ number: OptionNumber.MAX_AGE, value: encodeUint(res.maxAge) });
+  }
+  return {
+    code: STATUS_CODES[res.status],
+    options,
+    ...(res.payload !== undefined ? { payload: res.payload } : {}),
+  };
+}
+
+export const BAD_OPTION_REPLY: CoapReply = { code: Code.BAD_OPTION };
