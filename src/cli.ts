@@ -12,6 +12,10 @@ import { settings, type SettingName } from './config/settings.js';
 import { derivePsk, parseIdentity, pskShellLiteral, pskUsableOnCommandLine } from './enos/index.js';
 import { Gateway, StartupError } from './gateway/index.js';
 import { createLogger } from './telemetry/log.js';
+import type { CoapResponse } from './tools/coap-client.js';
+import * as device from './tools/device.js';
+import { generateDevices, runLoad } from './tools/load.js';
+import { readFileSync } from 'node:fs';
 
 const EXIT_CONFIG = 2;
 
@@ -130,6 +134,160 @@ program
   )
   .option('--identity <pk,dk,mode,lifetime>', 'also check that an identity is well formed')
   .action(psk);
+
+interface DeviceFlags {
+  host: string;
+  port: string;
+  identity?: string;
+  productKey?: string;
+  deviceKey?: string;
+  secureMode?: string;
+  lifetime?: string;
+  secret?: string;
+  suite: string;
+  timeout: string;
+  activateThenPost?: boolean;
+}
+
+async function deviceCommand(
+  action: string,
+  topic: string | undefined,
+  json: string | undefined,
+  flags: DeviceFlags,
+): Promise<void> {
+  let o: device.DeviceToolOptions;
+  try {
+    if (flags.secret === undefined) throw new device.DeviceToolError('--secret is required');
+    if (flags.suite !== 'ccm8' && flags.suite !== 'cbc') {
+      throw new device.DeviceToolError('--suite must be ccm8 or cbc');
+    }
+    o = {
+      host: flags.host,
+      port: Number(flags.port),
+      identity: device.identityFrom(flags),
+      secret: flags.secret,
+      suite: flags.suite,
+      timeoutMs: Number(flags.timeout) * 1000,
+    };
+  } catch (err) {
+    if (err instanceof device.DeviceToolError) fail(err.message);
+    throw err;
+  }
+  const print = (r: CoapResponse): void => {
+    process.stdout.write(`${device.formatResponse(r)}\n`);
+  };
+  let ok = true;
+  if (flags.activateThenPost === true || action === 'activate-then-post') {
+    if (topic === undefined) fail('activate-then-post needs a topic');
+    for (const step of await device.activateThenPost(o, topic, json)) {
+      process.stdout.write(`${step.step}: `);
+      print(step.response);
+      ok &&= step.response.code >> 5 === 2;
+    }
+  } else if (action === 'post' || action === 'get') {
+    if (topic === undefined) fail(`${action} needs a topic`);
+    const r = action === 'post' ? await device.post(o, topic, json) : await device.get(o, topic);
+    print(r);
+    ok = r.code >> 5 === 2;
+  } else if (action === 'activate') {
+    const r = await device.activate(o);
+    print(r);
+    ok = r.code >> 5 === 2;
+  } else {
+    fail(`unknown device action "${action}" (post, get, activate, activate-then-post)`);
+  }
+  if (!ok) process.exitCode = 1;
+}
+
+program
+  .command('device')
+  .description('act as one EnOS device: connect over DTLS, send one request, print the answer')
+  .argument('<action>', 'post | get | activate | activate-then-post')
+  .argument(
+    '[topic]',
+    'MQTT topic (/sys/pk/dk/thing/measurepoint/post) or a path relative to /sys/{pk}/{dk}/',
+  )
+  .argument('[json]', 'request body for post (default: an EnOS request with empty params)')
+  .option('--host <host>', 'coap-edge address', '127.0.0.1')
+  .option('--port <port>', 'DTLS port', '5684')
+  .option('--identity <pk,dk,mode,lifetime>', 'PSK identity')
+  .option('--product-key <pk>', 'product key (instead of --identity)')
+  .option('--device-key <dk>', 'device key (instead of --identity)')
+  .option('--secure-mode <2|3>', 'secureMode (instead of --identity)', '2')
+  .option('--lifetime <seconds>', 'lifetime (instead of --identity)', '3600')
+  .option('--secret <secret>', 'device secret (mode 2) or product secret (mode 3, activation)')
+  .option('--suite <ccm8|cbc>', 'cipher suite to offer', 'ccm8')
+  .option('--timeout <seconds>', 'give up after this long', '30')
+  .option(
+    '--activate-then-post',
+    'activate with the product secret, then post with the returned device secret',
+  )
+  .action(deviceCommand);
+
+interface BenchFlags {
+  host: string;
+  port: string;
+  devices?: string;
+  count: string;
+  duration: string;
+  rate: string;
+  suite: string;
+  topic: string;
+  generate?: boolean;
+  productKey: string;
+  seed: string;
+}
+
+async function benchCommand(flags: BenchFlags): Promise<void> {
+  const count = Number(flags.count);
+  if (!Number.isInteger(count) || count < 1) fail('--count must be a positive integer');
+  if (flags.generate === true) {
+    process.stdout.write(
+      `${JSON.stringify(generateDevices(count, flags.productKey, flags.seed), null, 1)}\n`,
+    );
+    return;
+  }
+  if (flags.devices === undefined)
+    fail('--devices <file.json> is required (or --generate to write one)');
+  let file: { devices?: { productKey: string; deviceKey: string; deviceSecret: string }[] };
+  try {
+    file = JSON.parse(readFileSync(flags.devices, 'utf8')) as typeof file;
+  } catch {
+    fail(`${flags.devices}: cannot read a devices file`);
+  }
+  const list = (file.devices ?? []).slice(0, count).map((d) => ({
+    productKey: d.productKey,
+    deviceKey: d.deviceKey,
+    secret: d.deviceSecret,
+  }));
+  if (list.length === 0) fail(`${flags.devices}: no devices`);
+  const result = await runLoad({
+    host: flags.host,
+    port: Number(flags.port),
+    devices: list,
+    durationMs: Number(flags.duration) * 1000,
+    ratePerDevice: Number(flags.rate),
+    suite: flags.suite === 'cbc' ? 'cbc' : 'ccm8',
+    topic: flags.topic,
+  });
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+program
+  .command('bench')
+  .description('load generator: simulated devices posting measurepoints over DTLS; prints JSON')
+  .option('--host <host>', 'coap-edge address', '127.0.0.1')
+  .option('--port <port>', 'DTLS port', '5684')
+  .option('--devices <file.json>', 'devices file to take identities and secrets from')
+  .option('--count <n>', 'number of simulated devices', '100')
+  .option('--duration <seconds>', 'measured duration', '10')
+  .option('--rate <per-second>', 'requests per second per device (0: closed loop)', '0')
+  .option('--suite <ccm8|cbc>', 'cipher suite', 'ccm8')
+  .option('--topic <path>', 'topic relative to /sys/{pk}/{dk}/', 'thing/measurepoint/post')
+  .option('--generate', 'print a devices file with --count devices instead of running')
+  .option('--product-key <pk>', 'product key for --generate', 'benchPK')
+  .option('--seed <text>', 'secret seed for --generate', 'bench-secret')
+  .action(benchCommand);
 
 program
   .command('config-reference')

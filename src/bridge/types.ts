@@ -47,3 +47,40 @@ export interface BridgeResponse {
   /** Seconds; a retry hint with `unavailable` (RFC 7252 §5.10.5). */
   readonly maxAge?: number;
 }
+
+/** Options of one publish (trace context travels as MQTT 5 user properties). */
+export interface PublishOptions {
+  readonly userProperties?: Readonly<Record<string, string>>;
+}
+
+/**
+ * A platform reachable by messages (bridge-mode MQTT today). A publish resolves only when
+ * the platform accepted the message (MQTT PUBACK); errors carry a stable `code`:
+ * `BACKEND_UNAVAILABLE`, `BACKEND_PUBACK_TIMEOUT`, `BACKEND_REPLY_TIMEOUT`.
+ */
+export interface MessageBackend {
+  publish(topic: string, payload: Buffer, opts?: PublishOptions): Promise<void>;
+  /**
+   * Publishes and waits for the platform's reply on `replyTopic` whose JSON `id` equals
+   * `messageId`; with `messageId` undefined (raw topics) the first message on `replyTopic`.
+   */
+  request(
+    topic: string,
+    payload: Buffer,
+    replyTopic: string,
+    messageId: string | undefined,
+    opts?: PublishOptions,
+  ): Promise<Buffer>;
+}
+
+export type ActivationResult =
+  | { readonly ok: true; readonly deviceSecret: string; readonly assetId: string }
+  | {
+      readonly ok: false;
+      readonly reason: 'unknown-product' | 'dynamic-registration-disabled' | 'unavailable';
+    };
+
+/** Dynamic activation (spec §4); the same device always gets the same secret. */
+export interface ActivationService {
+  activate(productKey: string, deviceKey: string): Promise<ActivationResult>;
+}

@@ -77,7 +77,11 @@ export class Gateway {
       );
     }
     const resolver = new PskResolver(devices ?? EMPTY_SOURCE);
-    const router = new Router();
+    const router = new Router({
+      backend: undefined,
+      activation: undefined,
+      unavailableMaxAge: config.maxUnavailableRetry,
+    });
     const limiter = new LogLimiter();
 
     const handleRequest = (
