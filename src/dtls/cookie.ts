@@ -38,11 +38,16 @@ export class CookieJar {
     port: number,
     input: readonly [Buffer, Buffer],
   ): Buffer {
-    const portBytes = Buffer.allocUnsafe(2);
-    portBytes.writeUInt16BE(port, 0);
+    // Length-prefixed address, then the port: no byte can shift between address, port and
+    // ClientHello fields and still produce the same HMAC input.
+    const addr = Buffer.from(address, 'latin1');
+    const head = Buffer.allocUnsafe(3);
+    head[0] = addr.length;
+    head.writeUInt16BE(port, 1);
     return createHmac('sha256', secret)
-      .update(address)
-      .update(portBytes)
+      .update(head.subarray(0, 1))
+      .update(addr)
+      .update(head.subarray(1))
       .update(input[0])
       .update(input[1])
       .digest()

@@ -1,7 +1,9 @@
 /**
  * Handshake message reassembly (RFC 6347 §4.2.3) with strict bounds: messages larger than
  * MAX_HANDSHAKE_MESSAGE, too far ahead in message_seq, or beyond the per-handshake buffer cap
- * are refused; overlapping and duplicate fragments are tolerated (the first copy wins);
+ * are refused; overlapping and duplicate fragments are tolerated (a later copy overwrites
+ * the same bytes; a legitimate peer sends identical bytes, and the transcript check catches
+ * anything else);
  * fragments of one message must agree on type and length. Complete messages come out in
  * message_seq order, so reordered messages are buffered instead of costing a retransmission.
  */
@@ -65,7 +67,10 @@ export class Reassembler {
     }
     let p = this.pending.get(f.messageSeq);
     if (p === undefined) {
-      if (this.buffered + f.length > MAX_BUFFERED_BYTES) return { kind: 'dropped' };
+      // The cap applies to messages ahead of the next expected one: those cannot block it.
+      if (f.messageSeq !== this.nextSeq && this.buffered + f.length > MAX_BUFFERED_BYTES) {
+        return { kind: 'dropped' };
+      }
       p = {
         msgType: f.msgType,
         length: f.length,

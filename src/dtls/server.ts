@@ -147,6 +147,10 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
   handleDatagram(buf: Buffer, address: string, port: number): void {
     if (this.closed) return;
     this.stats.datagramsIn++;
+    if (buf.length === 0) {
+      this.stats.drops['malformed-record']++;
+      return;
+    }
     const key = peerKey(address, port);
     try {
       let offset = 0;

@@ -53,7 +53,6 @@ export interface HandshakeFailure {
 
 export type DropReason =
   | 'malformed-record'
-  | 'bad-version'
   | 'unknown-peer'
   | 'replay'
   | 'bad-mac'
@@ -67,7 +66,6 @@ export type DropReason =
 
 export const DROP_REASONS: readonly DropReason[] = [
   'malformed-record',
-  'bad-version',
   'unknown-peer',
   'replay',
   'bad-mac',

@@ -1,0 +1,407 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
+import fc from 'fast-check';
+
+import { CipherSuite, DTLS_1_0, DTLS_1_2, MAX_SEQUENCE } from '../../../src/dtls/constants.js';
+import {
+  createRecordCipher,
+  splitKeyBlock,
+  suiteParams,
+  writeRecordHeader,
+  type DirectionKeys,
+  type RecordCipher,
+} from '../../../src/dtls/record-cipher.js';
+import { readRecord } from '../../../src/dtls/record.js';
+
+const hex = (s: string): Buffer => Buffer.from(s, 'hex');
+const SEED = 0x0ccb;
+const CCM = CipherSuite.TLS_PSK_WITH_AES_128_CCM_8;
+const CBC = CipherSuite.TLS_PSK_WITH_AES_128_CBC_SHA256;
+
+interface Variant {
+  readonly name: string;
+  readonly suite: number;
+  readonly etm: boolean;
+}
+const VARIANTS: readonly Variant[] = [
+  { name: 'CCM_8', suite: CCM, etm: false },
+  { name: 'CBC MAC-then-encrypt', suite: CBC, etm: false },
+  { name: 'CBC encrypt-then-MAC', suite: CBC, etm: true },
+];
+
+function keyBlockFor(suite: number, fill = 0): Buffer {
+  const len = suiteParams.get(suite)!.keyBlockLength;
+  return Buffer.from(Array.from({ length: len }, (_, i) => (i * 7 + fill) & 0xff));
+}
+
+function keysFor(v: Variant, fill = 0): DirectionKeys {
+  return splitKeyBlock(v.suite, keyBlockFor(v.suite, fill)).client;
+}
+
+function cipherFor(v: Variant, fill = 0): RecordCipher {
+  return createRecordCipher(v.suite, keysFor(v, fill), v.etm);
+}
+
+/** seq_num(8) | type | version | length (RFC 6347 §4.1.2.1). */
+function pseudoHeader(epoch: number, seq: number, type: number, version: number, len: number) {
+  const b = Buffer.alloc(13);
+  b.writeUInt16BE(epoch, 0);
+  b.writeUIntBE(seq, 2, 6);
+  b[8] = type;
+  b.writeUInt16BE(version, 9);
+  b.writeUInt16BE(len, 11);
+  return b;
+}
+
+function cbcEncrypt(key: Buffer, iv: Buffer, data: Buffer): Buffer {
+  const c = createCipheriv('aes-128-cbc', key, iv);
+  c.setAutoPadding(false);
+  return Buffer.concat([c.update(data), c.final()]);
+}
+
+/** A MAC-then-encrypt body with arbitrary (possibly invalid) padding bytes. */
+function mteBody(
+  keys: DirectionKeys,
+  epoch: number,
+  seq: number,
+  type: number,
+  content: Buffer,
+  padding: Buffer,
+): Buffer {
+  const mac = createHmac('sha256', keys.macKey)
+    .update(pseudoHeader(epoch, seq, type, DTLS_1_2, content.length))
+    .update(content)
+    .digest();
+  const iv = randomBytes(16);
+  return Buffer.concat([iv, cbcEncrypt(keys.encKey, iv, Buffer.concat([content, mac, padding]))]);
+}
+
+/** An encrypt-then-MAC body with arbitrary (possibly invalid) padding bytes and a valid MAC. */
+function etmBody(
+  keys: DirectionKeys,
+  epoch: number,
+  seq: number,
+  type: number,
+  content: Buffer,
+  padding: Buffer,
+): Buffer {
+  const iv = randomBytes(16);
+  const enc = Buffer.concat([iv, cbcEncrypt(keys.encKey, iv, Buffer.concat([content, padding]))]);
+  const mac = createHmac('sha256', keys.macKey)
+    .update(pseudoHeader(epoch, seq, type, DTLS_1_2, enc.length))
+    .update(enc)
+    .digest();
+  return Buffer.concat([enc, mac]);
+}
+
+function bodyOf(record: Buffer): Buffer {
+  const rec = readRecord(record, 0);
+  assert.ok(rec !== undefined);
+  assert.equal(rec.raw.length, record.length);
+  return rec.body;
+}
+
+describe('node:crypto AES-CCM (pins the CCM_8 shape: 12-byte nonce, 8-byte tag)', () => {
+  const K = hex('404142434445464748494a4b4c4d4e4f');
+  const N = hex('101112131415161718191a1b');
+  const A = hex('000102030405060708090a0b0c0d0e0f10111213');
+  const P = hex('202122232425262728292a2b2c2d2e2f3031323334353637');
+  const CT = 'e3b201a9f5b71a7a9b1ceaeccd97e70b6176aad9a4428aa5484392fbc1b09951';
+
+  test('NIST SP 800-38C example C.3 encrypts', () => {
+    const c = createCipheriv('aes-128-ccm', K, N, { authTagLength: 8 });
+    c.setAAD(A, { plaintextLength: P.length });
+    const ct = Buffer.concat([c.update(P), c.final(), c.getAuthTag()]);
+    assert.equal(ct.toString('hex'), CT);
+  });
+
+  test('NIST SP 800-38C example C.3 decrypts, and a bad tag fails in final()', () => {
+    const body = hex(CT);
+    const d = createDecipheriv('aes-128-ccm', K, N, { authTagLength: 8 });
+    d.setAuthTag(body.subarray(P.length));
+    d.setAAD(A, { plaintextLength: P.length });
+    const pt = d.update(body.subarray(0, P.length));
+    d.final();
+    assert.ok(pt.equals(P));
+    const bad = Buffer.from(body);
+    bad[bad.length - 1]! ^= 1;
+    const d2 = createDecipheriv('aes-128-ccm', K, N, { authTagLength: 8 });
+    d2.setAuthTag(bad.subarray(P.length));
+    d2.setAAD(A, { plaintextLength: P.length });
+    d2.update(bad.subarray(0, P.length));
+    assert.throws(() => d2.final());
+  });
+});
+
+describe('splitKeyBlock', () => {
+  test('CCM_8: client key 16, server key 16, client salt 4, server salt 4', () => {
+    const block = keyBlockFor(CCM);
+    const { client, server } = splitKeyBlock(CCM, block);
+    assert.ok(client.encKey.equals(block.subarray(0, 16)));
+    assert.ok(server.encKey.equals(block.subarray(16, 32)));
+    assert.ok(client.salt.equals(block.subarray(32, 36)));
+    assert.ok(server.salt.equals(block.subarray(36, 40)));
+    assert.equal(client.macKey.length, 0);
+    // copies, not views: wiping the block leaves the keys intact
+    block.fill(0);
+    assert.notEqual(client.encKey.toString('hex'), '00'.repeat(16));
+  });
+
+  test('CBC-SHA256: client MAC 32, server MAC 32, client key 16, server key 16', () => {
+    const block = keyBlockFor(CBC);
+    const { client, server } = splitKeyBlock(CBC, block);
+    assert.ok(client.macKey.equals(block.subarray(0, 32)));
+    assert.ok(server.macKey.equals(block.subarray(32, 64)));
+    assert.ok(client.encKey.equals(block.subarray(64, 80)));
+    assert.ok(server.encKey.equals(block.subarray(80, 96)));
+    assert.equal(client.salt.length, 0);
+  });
+
+  test('createRecordCipher rejects an unknown suite', () => {
+    assert.throws(() => createRecordCipher(0x1301, keysFor(VARIANTS[0]!), false), RangeError);
+  });
+});
+
+for (const v of VARIANTS) {
+  describe(`record cipher: ${v.name}`, () => {
+    test('seal/open round trip for plaintext lengths 0..100 and a few larger', () => {
+      const sealer = cipherFor(v);
+      const opener = cipherFor(v);
+      const lengths = [...Array.from({ length: 101 }, (_, i) => i), 127, 128, 129, 1024, 16384];
+      for (const len of lengths) {
+        const pt = Buffer.alloc(len, len & 0xff);
+        for (let i = 0; i < len; i++) pt[i] = (i * 31 + len) & 0xff;
+        const seq = len * 1000 + 7;
+        const record = sealer.seal(23, 1, seq, pt);
+        const rec = readRecord(record, 0);
+        assert.ok(rec !== undefined, `length ${len}`);
+        assert.equal(rec.type, 23);
+        assert.equal(rec.version, DTLS_1_2);
+        assert.equal(rec.epoch, 1);
+        assert.equal(rec.seq, seq);
+        assert.equal(rec.body.length, len + sealer.overhead(len), `overhead for ${len}`);
+        if (v.suite === CBC) assert.equal((rec.body.length - (v.etm ? 32 : 0)) % 16, 0);
+        else assert.ok(rec.body.subarray(0, 8).equals(record.subarray(3, 11)), 'explicit nonce');
+        const out = opener.open(rec.type, rec.version, rec.epoch, rec.seq, rec.body);
+        assert.ok(out !== undefined, `length ${len} opens`);
+        assert.equal(out.toString('hex'), pt.toString('hex'));
+      }
+    });
+
+    test('round trip at epoch/seq extremes (seq 0 and 2^48-1, epoch 0xffff)', () => {
+      const c = cipherFor(v);
+      for (const [epoch, seq] of [
+        [0, 0],
+        [1, MAX_SEQUENCE],
+        [0xffff, 2 ** 32],
+        [0xffff, MAX_SEQUENCE],
+      ] as const) {
+        const pt = Buffer.from('payload');
+        const body = bodyOf(c.seal(22, epoch, seq, pt));
+        assert.ok(c.open(22, DTLS_1_2, epoch, seq, body)?.equals(pt), `${epoch}/${seq}`);
+      }
+    });
+
+    test('wrong epoch, seq, type or version in the AAD/MAC → undefined', () => {
+      const c = cipherFor(v);
+      for (const len of [0, 1, 15, 16, 17, 47, 48, 100]) {
+        const pt = Buffer.alloc(len, 0x42);
+        const body = bodyOf(c.seal(23, 1, 5, pt));
+        assert.ok(c.open(23, DTLS_1_2, 1, 5, body)?.equals(pt));
+        assert.equal(c.open(23, DTLS_1_2, 2, 5, body), undefined, 'epoch');
+        assert.equal(c.open(23, DTLS_1_2, 0, 5, body), undefined, 'epoch 0');
+        assert.equal(c.open(23, DTLS_1_2, 1, 4, body), undefined, 'seq-1');
+        assert.equal(c.open(23, DTLS_1_2, 1, 6, body), undefined, 'seq+1');
+        assert.equal(c.open(23, DTLS_1_2, 1, 5 + 2 ** 40, body), undefined, 'seq high bits');
+        assert.equal(c.open(22, DTLS_1_2, 1, 5, body), undefined, 'type');
+        assert.equal(c.open(21, DTLS_1_2, 1, 5, body), undefined, 'type');
+        assert.equal(c.open(23, DTLS_1_0, 1, 5, body), undefined, 'version');
+      }
+    });
+
+    test('other keys do not open the record', () => {
+      const body = bodyOf(cipherFor(v).seal(23, 1, 9, Buffer.from('x')));
+      assert.equal(cipherFor(v, 1).open(23, DTLS_1_2, 1, 9, body), undefined);
+      const other = VARIANTS.filter((w) => w !== v);
+      for (const w of other) assert.equal(cipherFor(w).open(23, DTLS_1_2, 1, 9, body), undefined);
+    });
+
+    test('every truncation of a body (prefix or suffix) → undefined, never throws', () => {
+      const c = cipherFor(v);
+      for (const len of [0, 1, 6, 15, 16, 17, 31, 32, 33, 64, 100]) {
+        const body = bodyOf(c.seal(23, 1, 77, Buffer.alloc(len, 0x5a)));
+        for (let k = 0; k < body.length; k++) {
+          assert.equal(c.open(23, DTLS_1_2, 1, 77, body.subarray(0, k)), undefined, `prefix ${k}`);
+          assert.equal(c.open(23, DTLS_1_2, 1, 77, body.subarray(body.length - k)), undefined);
+        }
+      }
+    });
+
+    test('a body with one extra byte or one extra block → undefined', () => {
+      const c = cipherFor(v);
+      const body = bodyOf(c.seal(23, 1, 3, Buffer.from('hello\n')));
+      const extra = [Buffer.alloc(1), Buffer.alloc(16)];
+      for (const e of extra) {
+        assert.equal(c.open(23, DTLS_1_2, 1, 3, Buffer.concat([body, e])), undefined);
+        assert.equal(c.open(23, DTLS_1_2, 1, 3, Buffer.concat([e, body])), undefined);
+      }
+    });
+
+    test('interleaved seals and opens on one cipher object do not disturb each other', () => {
+      const c = cipherFor(v);
+      const a = c.seal(23, 1, 1, Buffer.from('first'));
+      const b = c.seal(21, 1, 2, Buffer.from([1, 0]));
+      assert.ok(c.open(21, DTLS_1_2, 1, 2, bodyOf(b))?.equals(Buffer.from([1, 0])));
+      const d = c.seal(23, 1, 3, Buffer.from('third'));
+      assert.ok(c.open(23, DTLS_1_2, 1, 1, bodyOf(a))?.equals(Buffer.from('first')));
+      assert.ok(c.open(23, DTLS_1_2, 1, 3, bodyOf(d))?.equals(Buffer.from('third')));
+    });
+
+    test('fast-check: open never throws on arbitrary bodies and headers', () => {
+      const c = cipherFor(v);
+      fc.assert(
+        fc.property(
+          fc.uint8Array({ maxLength: 300 }),
+          fc.integer({ min: 0, max: 255 }),
+          fc.integer({ min: 0, max: 0xffff }),
+          fc.integer({ min: 0, max: 0xffff }),
+          fc.integer({ min: 0, max: MAX_SEQUENCE }),
+          (body, type, version, epoch, seq) => {
+            assert.equal(c.open(type, version, epoch, seq, Buffer.from(body)), undefined);
+          },
+        ),
+        { numRuns: 1000, seed: SEED },
+      );
+    });
+
+    test('fast-check: open never throws on mutated valid records', () => {
+      const c = cipherFor(v);
+      fc.assert(
+        fc.property(
+          fc.uint8Array({ maxLength: 64 }),
+          fc.array(fc.tuple(fc.nat(), fc.integer({ min: 1, max: 255 })), {
+            minLength: 1,
+            maxLength: 4,
+          }),
+          (pt, edits) => {
+            const body = Buffer.from(bodyOf(c.seal(23, 1, 42, Buffer.from(pt))));
+            for (const [pos, x] of edits) body[pos % body.length]! ^= x;
+            const out = c.open(23, DTLS_1_2, 1, 42, body);
+            // a mutated body never authenticates (unless the edits cancel out)
+            if (out !== undefined) assert.ok(out.equals(Buffer.from(pt)));
+          },
+        ),
+        { numRuns: 500, seed: SEED },
+      );
+    });
+  });
+}
+
+describe('CBC padding', () => {
+  const mte = VARIANTS[1]!;
+  const etm = VARIANTS[2]!;
+
+  /** Valid and invalid padding blocks for `content`, so that the total is block aligned. */
+  function paddings(contentAndMac: number): { good: Buffer[]; bad: Buffer[] } {
+    const p = 16 - (contentAndMac % 16); // minimal padding, including the length byte
+    const good = [
+      Buffer.alloc(p, p - 1),
+      Buffer.alloc(p + 16, p + 15),
+      Buffer.alloc(p + 32, p + 31),
+    ];
+    const bad: Buffer[] = [];
+    // one padding byte differs (each position in turn)
+    for (let i = 0; i < p - 1; i++) {
+      const b = Buffer.alloc(p, p - 1);
+      b[i] = (p - 1) ^ 0x01;
+      bad.push(b);
+    }
+    // a longer padding with one wrong byte just before the minimal one
+    const long = Buffer.alloc(p + 16, p + 15);
+    long[0] = 0;
+    bad.push(long);
+    // length byte says more padding than there is
+    const tooLong = Buffer.alloc(p, p - 1);
+    tooLong[p - 1] = 255;
+    bad.push(tooLong);
+    // length byte one more than the padding that is there
+    const offByOne = Buffer.alloc(p, p - 1);
+    offByOne[p - 1] = p;
+    bad.push(offByOne);
+    return { good, bad };
+  }
+
+  test('MAC-then-encrypt: valid (also non-minimal) padding opens, bad padding → undefined', () => {
+    const keys = keysFor(mte);
+    const c = createRecordCipher(CBC, keys, false);
+    for (const len of [0, 1, 5, 15, 16, 17, 40]) {
+      const content = Buffer.alloc(len, 0x61);
+      const { good, bad } = paddings(len + 32);
+      for (const pad of good) {
+        const body = mteBody(keys, 1, 8, 23, content, pad);
+        assert.ok(
+          c.open(23, DTLS_1_2, 1, 8, body)?.equals(content),
+          `len ${len} pad ${pad.length}`,
+        );
+      }
+      for (const pad of bad) {
+        const body = mteBody(keys, 1, 8, 23, content, pad);
+        assert.equal(
+          c.open(23, DTLS_1_2, 1, 8, body),
+          undefined,
+          `len ${len} bad ${pad.toString('hex')}`,
+        );
+      }
+    }
+  });
+
+  test('MAC-then-encrypt: padding that claims the whole record → undefined', () => {
+    const keys = keysFor(mte);
+    const c = createRecordCipher(CBC, keys, false);
+    // 48 bytes of 0x2f: a "padding" covering the MAC and everything
+    const iv = randomBytes(16);
+    const body = Buffer.concat([iv, cbcEncrypt(keys.encKey, iv, Buffer.alloc(48, 0x2f))]);
+    assert.equal(c.open(23, DTLS_1_2, 1, 8, body), undefined);
+    const body2 = Buffer.concat([iv, cbcEncrypt(keys.encKey, iv, Buffer.alloc(48, 0xff))]);
+    assert.equal(c.open(23, DTLS_1_2, 1, 8, body2), undefined);
+  });
+
+  test('encrypt-then-MAC: valid (also non-minimal) padding opens, bad padding → undefined', () => {
+    const keys = keysFor(etm);
+    const c = createRecordCipher(CBC, keys, true);
+    for (const len of [0, 1, 5, 15, 16, 17, 40]) {
+      const content = Buffer.alloc(len, 0x62);
+      const { good, bad } = paddings(len);
+      for (const pad of good) {
+        const body = etmBody(keys, 1, 8, 23, content, pad);
+        assert.ok(
+          c.open(23, DTLS_1_2, 1, 8, body)?.equals(content),
+          `len ${len} pad ${pad.length}`,
+        );
+      }
+      for (const pad of bad) {
+        const body = etmBody(keys, 1, 8, 23, content, pad);
+        assert.equal(
+          c.open(23, DTLS_1_2, 1, 8, body),
+          undefined,
+          `len ${len} bad ${pad.toString('hex')}`,
+        );
+      }
+    }
+  });
+
+  test('encrypt-then-MAC: the maximum padding (255) over a 256-byte body opens', () => {
+    const keys = keysFor(etm);
+    const c = createRecordCipher(CBC, keys, true);
+    const content = Buffer.alloc(0);
+    const body = etmBody(keys, 1, 8, 23, content, Buffer.alloc(256, 255));
+    assert.ok(c.open(23, DTLS_1_2, 1, 8, body)?.equals(content));
+  });
+});
+
+test('writeRecordHeader writes type | version | epoch | seq(6) | length', () => {
+  const b = Buffer.alloc(13);
+  writeRecordHeader(b, 23, DTLS_1_2, 0x0102, 0x030405060708, 0x090a);
+  assert.equal(b.toString('hex'), '17' + 'fefd' + '0102' + '030405060708' + '090a');
+});

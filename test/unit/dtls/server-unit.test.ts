@@ -1,0 +1,794 @@
+/**
+ * DtlsServer without sockets: datagrams go in through handleDatagram, whatever the server
+ * sends is captured. The client side is driven by hand with the codecs and the key schedule.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import fc from 'fast-check';
+
+import {
+  AlertDescription,
+  CipherSuite,
+  ContentType,
+  DTLS_1_0,
+  DTLS_1_2,
+  ExtensionType,
+  HandshakeType,
+} from '../../../src/dtls/constants.js';
+import {
+  clientHelloBody,
+  clientKeyExchangeBody,
+  handshakeMessage,
+  parseHelloVerifyRequest,
+  parseServerHello,
+  readFragments,
+  type HandshakeFragment,
+} from '../../../src/dtls/handshake.js';
+import { deriveSessionKeys, type SessionKeys } from '../../../src/dtls/keys.js';
+import { verifyData } from '../../../src/dtls/prf.js';
+import { plainRecord, readRecord, type DtlsRecord } from '../../../src/dtls/record.js';
+import { DtlsServer, type DtlsServerOptions } from '../../../src/dtls/server.js';
+import { DROP_REASONS, type CloseReason, type HandshakeFailure } from '../../../src/dtls/types.js';
+import type { DtlsAssociation } from '../../../src/dtls/association.js';
+import { loadCapture } from '../../helpers/vectors.js';
+
+const SEED = 0x5e4e;
+const PSK = Buffer.from('X9LStOPeYT3UZu5w');
+const IDENTITY = 'Client_identity';
+const ADDR = '198.51.100.7';
+const EMPTY = Buffer.alloc(0);
+const sha256 = (b: Buffer): Buffer => createHash('sha256').update(b).digest();
+
+interface Sent {
+  readonly data: Buffer;
+  readonly port: number;
+  readonly address: string;
+}
+
+interface Harness {
+  readonly server: DtlsServer<string>;
+  readonly sent: Sent[];
+  readonly data: Buffer[];
+  readonly established: DtlsAssociation<string>[];
+  readonly closed: CloseReason[];
+  readonly failures: HandshakeFailure[];
+  readonly internalErrors: unknown[];
+}
+
+type ExtraOptions = Partial<Omit<DtlsServerOptions<string>, 'send' | 'handler'>>;
+
+function harness(opts: ExtraOptions = {}): Harness {
+  const h: Omit<Harness, 'server'> = {
+    sent: [],
+    data: [],
+    established: [],
+    closed: [],
+    failures: [],
+    internalErrors: [],
+  };
+  const server = new DtlsServer<string>({
+    ...opts,
+    send: (data, port, address) => h.sent.push({ data: Buffer.from(data), port, address }),
+    handler: {
+      resolvePsk: (identity) =>
+        identity.toString() === IDENTITY
+          ? { ok: true, psk: PSK, principal: 'device-1' }
+          : { ok: false, alert: 'unknown_psk_identity', reason: 'unknown-device' },
+      onData: (_assoc, d) => h.data.push(Buffer.from(d)),
+      onEstablished: (a) => h.established.push(a),
+      onClosed: (_a, reason) => h.closed.push(reason),
+      onHandshakeFailed: (f) => h.failures.push(f),
+      onInternalError: (e) => h.internalErrors.push(e),
+    },
+  });
+  return { ...h, server };
+}
+
+/** Runs `f` with a fresh server and always closes it (timers). */
+function withServer(f: (h: Harness) => void, opts: ExtraOptions = {}): void {
+  const h = harness(opts);
+  try {
+    f(h);
+  } finally {
+    h.server.close();
+  }
+}
+
+function records(d: Buffer): DtlsRecord[] {
+  const out: DtlsRecord[] = [];
+  let off = 0;
+  while (off < d.length) {
+    const rec = readRecord(d, off);
+    assert.ok(rec !== undefined, `record at ${off}`);
+    out.push(rec);
+    off += rec.raw.length;
+  }
+  return out;
+}
+
+function only<T>(xs: readonly T[]): T {
+  assert.equal(xs.length, 1);
+  return xs[0]!;
+}
+
+function chDatagram(body: Buffer, recordSeq: number, messageSeq: number, version = DTLS_1_2) {
+  return plainRecord(
+    ContentType.handshake,
+    version,
+    0,
+    recordSeq,
+    handshakeMessage(HandshakeType.clientHello, messageSeq, body),
+  );
+}
+
+function withRecordSeq(record: Buffer, seq: number): Buffer {
+  const out = Buffer.from(record);
+  out.writeUIntBE(seq, 5, 6);
+  return out;
+}
+
+/** The cookie of a HelloVerifyRequest datagram, checking its shape on the way. */
+function hvrCookie(d: Buffer, expectedRecordSeq: number): Buffer {
+  const rec = only(records(d));
+  assert.equal(rec.type, ContentType.handshake);
+  assert.equal(rec.version, DTLS_1_0);
+  assert.equal(rec.epoch, 0);
+  assert.equal(rec.seq, expectedRecordSeq);
+  const f = only(readFragments(rec.body));
+  assert.equal(f.msgType, HandshakeType.helloVerifyRequest);
+  assert.equal(f.messageSeq, 0);
+  assert.equal(f.fragment.length, f.length);
+  const hvr = parseHelloVerifyRequest(f.fragment);
+  assert.equal(hvr.version, DTLS_1_0);
+  return hvr.cookie;
+}
+
+function totalDrops(server: DtlsServer<unknown>): number {
+  return DROP_REASONS.reduce((n, r) => n + server.stats.drops[r], 0);
+}
+
+const nodeCapture = loadCapture('alcalzone_node_dtls_client_psk_ccm8_no_ems');
+const osslCapture = loadCapture('openssl3_dtls12_psk_ccm8_ems');
+const NODE_CH1 = nodeCapture.datagrams[0]!.data;
+const OSSL_CH1 = osslCapture.datagrams[0]!.data;
+const NODE_CH2 = nodeCapture.datagrams[2]!.data;
+
+describe('DtlsServer: HelloVerifyRequest before any state', () => {
+  test('a cookie-less ClientHello gets an HVR with the same record seq, version FEFF', () => {
+    withServer((h) => {
+      h.server.handleDatagram(NODE_CH1, ADDR, 40000);
+      const reply = only(h.sent);
+      assert.equal(reply.address, ADDR);
+      assert.equal(reply.port, 40000);
+      assert.equal(hvrCookie(reply.data, 0).length, 16);
+      // the same with a non-zero record sequence number
+      h.server.handleDatagram(withRecordSeq(NODE_CH1, 0x123456789a), ADDR, 40000);
+      hvrCookie(h.sent[1]!.data, 0x123456789a);
+      // OpenSSL's ClientHello in a DTLS 1.0 record
+      h.server.handleDatagram(OSSL_CH1, ADDR, 40001);
+      hvrCookie(h.sent[2]!.data, 0);
+      assert.equal(h.server.associationCount, 0);
+      assert.equal(h.server.handshakeCount, 0);
+      assert.equal(h.server.stats.helloVerifySent, 3);
+      assert.equal(h.server.stats.handshakesStarted, 0);
+      assert.equal(totalDrops(h.server), 0);
+    });
+  });
+
+  test('the same ClientHello from the same peer gets the same cookie', () => {
+    withServer((h) => {
+      h.server.handleDatagram(NODE_CH1, ADDR, 40000);
+      h.server.handleDatagram(NODE_CH1, ADDR, 40000);
+      h.server.handleDatagram(NODE_CH1, ADDR, 40002);
+      const [a, b, c] = h.sent.map((s) => hvrCookie(s.data, 0));
+      assert.ok(a!.equals(b!));
+      assert.ok(!a!.equals(c!));
+    });
+  });
+
+  test('a ClientHello with a foreign cookie gets a fresh HVR, no state', () => {
+    withServer((h) => {
+      // node-dtls-client's ClientHello2 carries the cookie of another server
+      h.server.handleDatagram(NODE_CH2, ADDR, 40000);
+      hvrCookie(only(h.sent).data, 1);
+      assert.equal(h.server.handshakeCount, 0);
+    });
+  });
+
+  test('10 000 ClientHellos from distinct ports leave no handshake state', () => {
+    withServer((h) => {
+      for (let i = 0; i < 10_000; i++) h.server.handleDatagram(NODE_CH1, ADDR, 1024 + i);
+      assert.equal(h.sent.length, 10_000);
+      assert.equal(h.server.handshakeCount, 0);
+      assert.equal(h.server.associationCount, 0);
+      assert.equal(h.server.stats.helloVerifySent, 10_000);
+      assert.equal(h.internalErrors.length, 0);
+    });
+  });
+});
+
+interface ClientProfile {
+  readonly name: string;
+  readonly suites: readonly number[];
+  readonly extensions: readonly (readonly [number, Buffer])[] | undefined;
+  readonly suite: number;
+  readonly ems: boolean;
+  readonly etm: boolean;
+}
+
+const PROFILES: readonly ClientProfile[] = [
+  {
+    name: 'node-dtls-client style (no extensions), CCM_8',
+    suites: [0xc0a8, 0x00ae],
+    extensions: undefined,
+    suite: CipherSuite.TLS_PSK_WITH_AES_128_CCM_8,
+    ems: false,
+    etm: false,
+  },
+  {
+    name: 'OpenSSL style CCM_8 + EMS (ETM offered, not echoed)',
+    suites: [0xc0a8, 0x00ff],
+    extensions: [
+      [ExtensionType.encryptThenMac, EMPTY],
+      [ExtensionType.extendedMasterSecret, EMPTY],
+    ],
+    suite: CipherSuite.TLS_PSK_WITH_AES_128_CCM_8,
+    ems: true,
+    etm: false,
+  },
+  {
+    name: 'CBC-SHA256 + EMS + ETM',
+    suites: [0x00ae],
+    extensions: [
+      [ExtensionType.renegotiationInfo, Buffer.from([0])],
+      [ExtensionType.encryptThenMac, EMPTY],
+      [ExtensionType.extendedMasterSecret, EMPTY],
+    ],
+    suite: CipherSuite.TLS_PSK_WITH_AES_128_CBC_SHA256,
+    ems: true,
+    etm: true,
+  },
+  {
+    name: 'CBC-SHA256 + EMS, MAC-then-encrypt',
+    suites: [0x00ae, 0x00ff],
+    extensions: [[ExtensionType.extendedMasterSecret, EMPTY]],
+    suite: CipherSuite.TLS_PSK_WITH_AES_128_CBC_SHA256,
+    ems: true,
+    etm: false,
+  },
+];
+
+interface AfterHello {
+  readonly random: Buffer;
+  readonly ch2: Buffer;
+  /** The server's flight 4 datagram. */
+  readonly flight: Buffer;
+}
+
+/** ClientHello, HVR, ClientHello with cookie; returns the server's flight 4. */
+function hello(h: Harness, p: ClientProfile, port: number, random: Buffer): AfterHello {
+  const ch1 = clientHelloBody({
+    random,
+    cookie: EMPTY,
+    cipherSuites: p.suites,
+    extensions: p.extensions,
+  });
+  const before = h.sent.length;
+  const handshakes = h.server.handshakeCount;
+  h.server.handleDatagram(chDatagram(ch1, 0, 0), ADDR, port);
+  assert.equal(h.sent.length, before + 1);
+  const cookie = hvrCookie(h.sent[before]!.data, 0);
+  // no state for a ClientHello without a cookie
+  assert.equal(h.server.handshakeCount, handshakes);
+  const ch2 = clientHelloBody({ random, cookie, cipherSuites: p.suites, extensions: p.extensions });
+  h.server.handleDatagram(chDatagram(ch2, 1, 1), ADDR, port);
+  assert.equal(h.sent.length, before + 2);
+  return { random, ch2, flight: h.sent[before + 1]!.data };
+}
+
+function serverMessages(flight: Buffer): { rec: DtlsRecord; f: HandshakeFragment }[] {
+  return records(flight).map((rec) => {
+    assert.equal(rec.type, ContentType.handshake);
+    assert.equal(rec.epoch, 0);
+    return { rec, f: only(readFragments(rec.body)) };
+  });
+}
+
+/** Flight 5 (CKE, CCS, Finished in one datagram) and the keys the client derived. */
+function clientFinish(
+  p: ClientProfile,
+  a: AfterHello,
+  psk: Buffer,
+  identity = IDENTITY,
+): { datagram: Buffer; keys: SessionKeys; transcript: Buffer; finished: Buffer } {
+  const msgs = serverMessages(a.flight);
+  const shMsg = msgs[0]!.f;
+  const sh = parseServerHello(shMsg.fragment);
+  const cke = handshakeMessage(
+    HandshakeType.clientKeyExchange,
+    2,
+    clientKeyExchangeBody(Buffer.from(identity)),
+  );
+  const transcript = Buffer.concat([
+    handshakeMessage(HandshakeType.clientHello, 1, a.ch2),
+    ...msgs.map(({ f }) => handshakeMessage(f.msgType, f.messageSeq, f.fragment)),
+    cke,
+  ]);
+  const keys = deriveSessionKeys({
+    suite: sh.cipherSuite,
+    psk,
+    clientRandom: a.random,
+    serverRandom: sh.random,
+    sessionHash: p.ems ? sha256(transcript) : undefined,
+    encryptThenMac: p.etm,
+  });
+  const finished = handshakeMessage(
+    HandshakeType.finished,
+    3,
+    verifyData(keys.master, 'client finished', sha256(transcript)),
+  );
+  const datagram = Buffer.concat([
+    plainRecord(ContentType.handshake, DTLS_1_2, 0, 2, cke),
+    plainRecord(ContentType.changeCipherSpec, DTLS_1_2, 0, 3, Buffer.from([1])),
+    keys.clientWrite.seal(ContentType.handshake, 1, 0, finished),
+  ]);
+  return { datagram, keys, transcript, finished };
+}
+
+describe('DtlsServer: handshakes driven by hand', () => {
+  test('a ClientHello with a valid cookie creates exactly one handshake', () => {
+    withServer((h) => {
+      const a = hello(h, PROFILES[0]!, 41000, Buffer.alloc(32, 0x42));
+      assert.equal(h.server.handshakeCount, 1);
+      assert.equal(h.server.associationCount, 0);
+      assert.equal(h.server.stats.handshakesStarted, 1);
+      // flight 4: ServerHello (record seq 1, message_seq 1), ServerHelloDone (2, 2)
+      const msgs = serverMessages(a.flight);
+      assert.deepEqual(
+        msgs.map(({ rec, f }) => [rec.version, rec.seq, f.msgType, f.messageSeq]),
+        [
+          [DTLS_1_2, 1, HandshakeType.serverHello, 1],
+          [DTLS_1_2, 2, HandshakeType.serverHelloDone, 2],
+        ],
+      );
+      // the same ClientHello again: the flight is resent, no second handshake
+      const ch2 = chDatagram(a.ch2, 1, 1);
+      h.server.handleDatagram(ch2, ADDR, 41000);
+      assert.equal(h.server.handshakeCount, 1);
+      assert.equal(h.server.stats.handshakesStarted, 1);
+      assert.equal(h.server.stats.retransmissions, 1);
+      const again = serverMessages(h.sent.at(-1)!.data);
+      assert.deepEqual(
+        again.map(({ rec, f }) => [rec.seq, f.messageSeq]),
+        [
+          [3, 1],
+          [4, 2],
+        ],
+      );
+      // the cookie is bound to the port: from elsewhere the same hello gets an HVR
+      h.server.handleDatagram(ch2, ADDR, 41001);
+      hvrCookie(h.sent.at(-1)!.data, 1);
+      assert.equal(h.server.handshakeCount, 1);
+    });
+  });
+
+  for (const p of PROFILES) {
+    test(`full handshake, data both ways, close_notify: ${p.name}`, () => {
+      withServer((h) => {
+        const port = 42000;
+        const a = hello(h, p, port, Buffer.alloc(32, 0x17));
+        const sh = parseServerHello(serverMessages(a.flight)[0]!.f.fragment);
+        assert.equal(sh.cipherSuite, p.suite);
+        assert.equal(sh.extensions.has(ExtensionType.extendedMasterSecret), p.ems);
+        assert.equal(sh.extensions.has(ExtensionType.encryptThenMac), p.etm);
+        assert.equal(
+          sh.extensions.has(ExtensionType.renegotiationInfo),
+          p.suites.includes(0x00ff) ||
+            (p.extensions ?? []).some(([t]) => t === ExtensionType.renegotiationInfo),
+        );
+
+        const fin = clientFinish(p, a, PSK);
+        const before = h.sent.length;
+        h.server.handleDatagram(fin.datagram, ADDR, port);
+        assert.deepEqual(h.failures, []);
+        assert.equal(h.sent.length, before + 1);
+        assert.equal(h.server.handshakeCount, 0);
+        assert.equal(h.server.associationCount, 1);
+        const assoc = only(h.established);
+        assert.equal(assoc.identity, IDENTITY);
+        assert.equal(assoc.principal, 'device-1');
+        assert.equal(assoc.extendedMasterSecret, p.ems);
+
+        // flight 6: CCS (epoch 0, seq 3) and the server Finished (epoch 1, seq 0)
+        const [ccs, finRec, ...rest] = records(h.sent[before]!.data);
+        assert.equal(rest.length, 0);
+        assert.deepEqual([ccs?.type, ccs?.epoch, ccs?.seq, [...ccs!.body]], [20, 0, 3, [1]]);
+        assert.deepEqual([finRec?.type, finRec?.epoch, finRec?.seq], [22, 1, 0]);
+        const serverFin = fin.keys.serverWrite.open(22, DTLS_1_2, 1, 0, finRec!.body);
+        assert.ok(serverFin !== undefined);
+        const expected = handshakeMessage(
+          HandshakeType.finished,
+          3,
+          verifyData(
+            fin.keys.master,
+            'server finished',
+            sha256(Buffer.concat([fin.transcript, fin.finished])),
+          ),
+        );
+        assert.equal(serverFin.toString('hex'), expected.toString('hex'));
+
+        // application data in both directions
+        h.server.handleDatagram(
+          fin.keys.clientWrite.seal(23, 1, 1, Buffer.from('ping')),
+          ADDR,
+          port,
+        );
+        assert.deepEqual(
+          h.data.map((d) => d.toString()),
+          ['ping'],
+        );
+        assert.ok(assoc.send(Buffer.from('pong')));
+        const pong = only(records(h.sent.at(-1)!.data));
+        assert.equal(pong.seq, 1);
+        assert.equal(fin.keys.serverWrite.open(23, DTLS_1_2, 1, 1, pong.body)?.toString(), 'pong');
+        // a replayed record is dropped
+        h.server.handleDatagram(
+          fin.keys.clientWrite.seal(23, 1, 1, Buffer.from('ping')),
+          ADDR,
+          port,
+        );
+        assert.equal(h.data.length, 1);
+        assert.equal(h.server.stats.drops.replay, 1);
+
+        // close_notify is answered with close_notify and the association is gone
+        h.server.handleDatagram(
+          fin.keys.clientWrite.seal(21, 1, 2, Buffer.from([1, 0])),
+          ADDR,
+          port,
+        );
+        const bye = only(records(h.sent.at(-1)!.data));
+        assert.equal(
+          fin.keys.serverWrite.open(21, DTLS_1_2, 1, bye.seq, bye.body)?.toString('hex'),
+          '0100',
+        );
+        assert.equal(h.server.associationCount, 0);
+        assert.deepEqual(h.closed, ['peer-close-notify']);
+        assert.deepEqual(h.internalErrors, []);
+      });
+    });
+  }
+
+  test('flight 5 reordered (Finished, CCS, CKE) in separate datagrams still completes', () => {
+    withServer((h) => {
+      const p = PROFILES[2]!;
+      const a = hello(h, p, 42100, Buffer.alloc(32, 0x21));
+      const fin = clientFinish(p, a, PSK);
+      const [cke, ccs, finished] = records(fin.datagram);
+      for (const r of [finished!, ccs!, cke!]) h.server.handleDatagram(r.raw, ADDR, 42100);
+      assert.deepEqual(h.failures, []);
+      assert.equal(h.server.associationCount, 1);
+      assert.equal(h.server.handshakeCount, 0);
+    });
+  });
+
+  test('a retransmitted client Finished makes the server resend CCS + Finished', () => {
+    withServer((h) => {
+      const p = PROFILES[0]!;
+      const port = 42200;
+      const a = hello(h, p, port, Buffer.alloc(32, 0x22));
+      const fin = clientFinish(p, a, PSK);
+      h.server.handleDatagram(fin.datagram, ADDR, port);
+      const first = records(h.sent.at(-1)!.data);
+      const firstFin = fin.keys.serverWrite.open(22, DTLS_1_2, 1, 0, first[1]!.body)!;
+      // the client lost flight 6 and repeats flight 5 with new record sequence numbers
+      const again = Buffer.concat([
+        plainRecord(22, DTLS_1_2, 0, 4, records(fin.datagram)[0]!.body),
+        plainRecord(20, DTLS_1_2, 0, 5, Buffer.from([1])),
+        fin.keys.clientWrite.seal(22, 1, 1, fin.finished),
+      ]);
+      const before = h.sent.length;
+      h.server.handleDatagram(again, ADDR, port);
+      assert.equal(h.sent.length, before + 1);
+      const [ccs, finRec] = records(h.sent.at(-1)!.data);
+      assert.deepEqual([ccs?.type, ccs?.epoch, ccs?.seq], [20, 0, 4]);
+      assert.deepEqual([finRec?.type, finRec?.epoch, finRec?.seq], [22, 1, 1]);
+      const resent = fin.keys.serverWrite.open(22, DTLS_1_2, 1, 1, finRec!.body);
+      assert.equal(resent?.toString('hex'), firstFin.toString('hex'));
+      assert.equal(h.server.stats.retransmissions, 1);
+      assert.equal(h.server.associationCount, 1);
+      // after application data from the client the flight is no longer resent
+      h.server.handleDatagram(fin.keys.clientWrite.seal(23, 1, 2, Buffer.from('x')), ADDR, port);
+      const count = h.sent.length;
+      h.server.handleDatagram(fin.keys.clientWrite.seal(22, 1, 3, fin.finished), ADDR, port);
+      assert.equal(h.sent.length, count);
+    });
+  });
+
+  test('a client with the wrong PSK fails at its Finished (bad_record_mac)', () => {
+    withServer((h) => {
+      const p = PROFILES[1]!;
+      const a = hello(h, p, 43000, Buffer.alloc(32, 0x33));
+      const fin = clientFinish(p, a, Buffer.from('not-the-right-key'));
+      h.server.handleDatagram(fin.datagram, ADDR, 43000);
+      assert.equal(h.server.handshakeCount, 0);
+      assert.equal(h.server.associationCount, 0);
+      assert.equal(only(h.failures).reason, 'bad-record-mac');
+      const alert = only(records(h.sent.at(-1)!.data));
+      assert.deepEqual(
+        [alert.type, alert.epoch, [...alert.body]],
+        [21, 0, [2, AlertDescription.badRecordMac]],
+      );
+    });
+  });
+
+  test('an unknown identity ends the handshake with unknown_psk_identity', () => {
+    withServer((h) => {
+      const p = PROFILES[0]!;
+      const a = hello(h, p, 43001, Buffer.alloc(32, 0x34));
+      const fin = clientFinish(p, a, PSK, 'somebody-else');
+      h.server.handleDatagram(fin.datagram, ADDR, 43001);
+      const f = only(h.failures);
+      assert.equal(f.reason, 'psk-rejected');
+      assert.equal(f.identity, 'somebody-else');
+      assert.equal(f.detail, 'unknown-device');
+      const alert = only(records(h.sent.at(-1)!.data));
+      assert.deepEqual([...alert.body], [2, AlertDescription.unknownPskIdentity]);
+      assert.equal(h.server.handshakeCount, 0);
+    });
+  });
+
+  test('a cookie is not valid for a different address whose text extends the first', () => {
+    withServer((h) => {
+      const r = Buffer.alloc(32, 0x11);
+      r[31] = 1;
+      // X from the attacker's own address: client_version FD00, no session id
+      const x = clientHelloBody({
+        random: r,
+        cookie: EMPTY,
+        cipherSuites: [0xc0a8],
+        extensions: undefined,
+      });
+      x.writeUInt16BE(0xfd00, 0);
+      h.server.handleDatagram(chDatagram(x, 0, 0), '10.0.0.11', 0x12fe);
+      const cookie = hvrCookie(only(h.sent).data, 0);
+      // Y, spoofed: version FEFD, random 00‖r[0..30], session_id [00]; hashes like X
+      const y = Buffer.concat([
+        Buffer.from([0xfe, 0xfd, 0x00]),
+        r.subarray(0, 31),
+        Buffer.from([1, 0, cookie.length]),
+        cookie,
+        Buffer.from('0002c0a80100', 'hex'),
+      ]);
+      h.server.handleDatagram(chDatagram(y, 1, 1), '10.0.0.1', 0x3112);
+      assert.equal(h.server.handshakeCount, 0);
+      assert.equal(h.server.stats.handshakesStarted, 0);
+    });
+  });
+});
+
+describe('DtlsServer: limits, draining, replacement, cookie lifetime', () => {
+  const p = PROFILES[0]!;
+
+  function ch2With(h: Harness, port: number, random: Buffer): Buffer {
+    const ch1 = clientHelloBody({
+      random,
+      cookie: EMPTY,
+      cipherSuites: p.suites,
+      extensions: undefined,
+    });
+    h.server.handleDatagram(chDatagram(ch1, 0, 0), ADDR, port);
+    const cookie = hvrCookie(h.sent.at(-1)!.data, 0);
+    return chDatagram(
+      clientHelloBody({ random, cookie, cipherSuites: p.suites, extensions: undefined }),
+      1,
+      1,
+    );
+  }
+
+  test('maxHandshakes bounds concurrent handshakes (handshake-limit)', () => {
+    withServer(
+      (h) => {
+        hello(h, p, 46000, Buffer.alloc(32, 1));
+        hello(h, p, 46001, Buffer.alloc(32, 2));
+        const third = ch2With(h, 46002, Buffer.alloc(32, 3));
+        const sent = h.sent.length;
+        h.server.handleDatagram(third, ADDR, 46002);
+        assert.equal(h.sent.length, sent);
+        assert.equal(h.server.handshakeCount, 2);
+        assert.equal(h.server.stats.drops['handshake-limit'], 1);
+      },
+      { maxHandshakes: 2 },
+    );
+  });
+
+  test('stopAccepting: new ClientHellos are dropped (not-accepting), no HVR', () => {
+    withServer((h) => {
+      h.server.stopAccepting();
+      h.server.handleDatagram(NODE_CH1, ADDR, 46100);
+      assert.equal(h.sent.length, 0);
+      assert.equal(h.server.stats.drops['not-accepting'], 1);
+    });
+  });
+
+  test('a new verified ClientHello from the same peer replaces its handshake', () => {
+    withServer((h) => {
+      hello(h, p, 46200, Buffer.alloc(32, 1));
+      hello(h, p, 46200, Buffer.alloc(32, 2));
+      assert.equal(h.server.handshakeCount, 1);
+      assert.equal(h.server.stats.handshakesStarted, 2);
+      assert.deepEqual(
+        h.failures.map((f) => f.reason),
+        ['replaced'],
+      );
+    });
+  });
+
+  test('a cookie made before one rotation is accepted, after two it is not', () => {
+    let t = 1_000_000;
+    withServer(
+      (h) => {
+        const ch2 = ch2With(h, 46300, Buffer.alloc(32, 9));
+        t += 10_000; // one rotation
+        const ch2b = ch2With(h, 46301, Buffer.alloc(32, 9));
+        t += 10_000; // a second rotation: the first cookie is gone, the second still good
+        const sent = h.sent.length;
+        h.server.handleDatagram(ch2, ADDR, 46300);
+        hvrCookie(h.sent[sent]!.data, 1);
+        assert.equal(h.server.handshakeCount, 0);
+        h.server.handleDatagram(ch2b, ADDR, 46301);
+        assert.equal(h.server.handshakeCount, 1);
+      },
+      { cookieLifetimeMs: 10_000, now: () => t },
+    );
+  });
+});
+
+describe('DtlsServer: garbage never throws and is counted', () => {
+  const validCh = NODE_CH1;
+
+  function expectDrop(h: Harness, datagram: Buffer, reason: (typeof DROP_REASONS)[number]) {
+    const before = h.server.stats.drops[reason];
+    const sent = h.sent.length;
+    h.server.handleDatagram(datagram, ADDR, 44000);
+    assert.equal(
+      h.server.stats.drops[reason],
+      before + 1,
+      `${reason}: ${datagram.toString('hex')}`,
+    );
+    assert.equal(h.sent.length, sent);
+  }
+
+  test('truncated headers, lengths past the end, non-DTLS versions → malformed-record', () => {
+    withServer((h) => {
+      for (let n = 1; n < 13; n++) expectDrop(h, validCh.subarray(0, n), 'malformed-record');
+      // the length field points past the end of the datagram
+      for (let n = 13; n < validCh.length; n++) {
+        expectDrop(h, validCh.subarray(0, n), 'malformed-record');
+      }
+      const longer = Buffer.from(validCh);
+      longer.writeUInt16BE(0xffff, 11);
+      expectDrop(h, longer, 'malformed-record');
+      for (const v of [0x0303, 0x0000, 0xffff, 0x0100]) {
+        const b = Buffer.from(validCh);
+        b.writeUInt16BE(v, 1);
+        expectDrop(h, b, 'malformed-record');
+      }
+      assert.equal(h.server.handshakeCount, 0);
+    });
+  });
+
+  test('malformed, fragmented and unexpected records are dropped with their reason', () => {
+    withServer((h) => {
+      // a ClientHello record with a broken body
+      const broken = Buffer.from(validCh);
+      broken[13 + 12 + 2 + 32] = 40; // session_id length > 32
+      expectDrop(h, broken, 'malformed-handshake');
+      expectDrop(
+        h,
+        plainRecord(22, DTLS_1_2, 0, 0, Buffer.from('01000010000000', 'hex')),
+        'malformed-handshake',
+      );
+      // two ClientHellos in one record
+      const body = readRecord(validCh, 0)!.body;
+      expectDrop(
+        h,
+        plainRecord(22, DTLS_1_2, 0, 0, Buffer.concat([body, body])),
+        'malformed-handshake',
+      );
+      // a ClientHello fragment
+      const f = only(readFragments(body));
+      const frag = Buffer.from(body.subarray(0, 12 + 10));
+      frag.writeUIntBE(10, 9, 3);
+      assert.equal(f.length, body.length - 12);
+      expectDrop(h, plainRecord(22, DTLS_1_2, 0, 0, frag), 'fragmented-client-hello');
+      // records of a peer that has no handshake and no association
+      expectDrop(h, plainRecord(23, DTLS_1_2, 1, 0, Buffer.alloc(40)), 'unknown-peer');
+      expectDrop(h, plainRecord(22, DTLS_1_2, 0, 5, Buffer.alloc(20)), 'unknown-peer');
+      expectDrop(h, plainRecord(21, DTLS_1_2, 0, 5, Buffer.from([2, 40])), 'unknown-peer');
+      expectDrop(h, plainRecord(20, DTLS_1_2, 0, 5, Buffer.from([1])), 'unknown-peer');
+      expectDrop(h, plainRecord(22, DTLS_1_2, 0, 5, EMPTY), 'unknown-peer');
+      assert.equal(h.server.handshakeCount, 0);
+      assert.deepEqual(h.internalErrors, []);
+    });
+  });
+
+  test('a valid record followed by a truncated one: the first is answered, the rest dropped', () => {
+    withServer((h) => {
+      h.server.handleDatagram(Buffer.concat([validCh, validCh.subarray(0, 20)]), ADDR, 44001);
+      assert.equal(h.server.stats.helloVerifySent, 1);
+      assert.equal(h.server.stats.drops['malformed-record'], 1);
+    });
+  });
+
+  test('an empty datagram does not throw and creates nothing', () => {
+    withServer((h) => {
+      h.server.handleDatagram(EMPTY, ADDR, 44002);
+      assert.equal(h.sent.length, 0);
+      assert.equal(h.server.handshakeCount, 0);
+      assert.deepEqual(h.internalErrors, []);
+    });
+  });
+
+  test('fast-check: random datagrams never throw; each one is dropped or answered', () => {
+    withServer((h) => {
+      let port = 1;
+      const datagram = fc.oneof(
+        fc.uint8Array({ minLength: 1, maxLength: 200 }).map((a) => Buffer.from(a)),
+        // random bodies behind plausible DTLS headers
+        fc
+          .tuple(
+            fc.constantFrom(20, 21, 22, 23, 25, 0, 255),
+            fc.constantFrom(DTLS_1_2, DTLS_1_0, 0xfe00),
+            fc.constantFrom(0, 1, 2, 0xffff),
+            fc.uint8Array({ maxLength: 120 }),
+          )
+          .map(([t, v, e, b]) => plainRecord(t, v, e, 0, Buffer.from(b))),
+        // handshake records with a mutated ClientHello
+        fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })).map(([pos, v]) => {
+          const b = Buffer.from(validCh);
+          b[13 + (pos % (b.length - 13))] = v;
+          return b;
+        }),
+      );
+      fc.assert(
+        fc.property(datagram, (d) => {
+          const before = totalDrops(h.server) + h.server.stats.helloVerifySent;
+          h.server.handleDatagram(d, ADDR, port++);
+          assert.ok(totalDrops(h.server) + h.server.stats.helloVerifySent > before);
+          assert.equal(h.server.handshakeCount, 0);
+        }),
+        { numRuns: 2000, seed: SEED },
+      );
+      assert.deepEqual(h.internalErrors, []);
+      assert.equal(h.server.associationCount, 0);
+    });
+  });
+
+  test('garbage from a peer in the middle of a handshake never throws', () => {
+    withServer((h) => {
+      const p = PROFILES[0]!;
+      const port = 45000;
+      hello(h, p, port, Buffer.alloc(32, 0x55));
+      fc.assert(
+        fc.property(
+          fc.constantFrom(20, 21, 22, 23),
+          fc.constantFrom(0, 1, 2),
+          fc.integer({ min: 0, max: 100 }),
+          fc.uint8Array({ maxLength: 80 }),
+          (type, epoch, seq, body) => {
+            h.server.handleDatagram(
+              plainRecord(type, DTLS_1_2, epoch, seq, Buffer.from(body)),
+              ADDR,
+              port,
+            );
+          },
+        ),
+        { numRuns: 500, seed: SEED },
+      );
+      assert.deepEqual(h.internalErrors, []);
+      assert.ok(h.server.handshakeCount <= 1);
+      assert.equal(h.server.associationCount, 0);
+    });
+  });
+});
