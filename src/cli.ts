@@ -114,7 +114,11 @@ function psk(secret: string, opts: { shell?: boolean; identity?: string }): void
 
 const program = new Command('coap-edge')
   .description('CoAP over DTLS 1.2 PSK edge proxy for NB-IoT devices (EnOS scheme)')
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // usage errors (unknown flag or command, missing argument) are configuration errors: exit 2
+  .exitOverride((err) => {
+    process.exit(err.exitCode === 0 ? 0 : EXIT_CONFIG);
+  });
 
 addSettingFlags(
   program

@@ -13,10 +13,23 @@ export interface SecretSource {
   product(productKey: string): MaybePromise<ProductRecord | undefined>;
 }
 
-/** A source could not answer (Redis down, registry timeout); the caller fails fast. */
+/**
+ * Stable codes of {@link SecretSourceError}:
+ * - `SOURCE_UNAVAILABLE`: the source could not be reached or answered with an error status.
+ * - `SOURCE_TIMEOUT`: no complete answer within the configured timeout.
+ * - `SOURCE_BAD_RESPONSE`: the answer was malformed (wrong status, not JSON, wrong shape).
+ * - `SOURCE_CIRCUIT_OPEN`: the source failed repeatedly and is not asked for a while.
+ */
+export type SecretSourceErrorCode =
+  'SOURCE_UNAVAILABLE' | 'SOURCE_TIMEOUT' | 'SOURCE_BAD_RESPONSE' | 'SOURCE_CIRCUIT_OPEN';
+
+/**
+ * A source could not answer (Redis down, registry timeout); the caller fails fast. Messages
+ * never contain secrets or response bodies.
+ */
 export class SecretSourceError extends Error {
   constructor(
-    readonly code: 'SOURCE_UNAVAILABLE' | 'SOURCE_TIMEOUT' | 'SOURCE_BAD_RESPONSE',
+    readonly code: SecretSourceErrorCode,
     message: string,
   ) {
     super(message);

@@ -42,8 +42,11 @@ export function envName(key: string): string {
 function fromText(kind: SettingKind, text: string): unknown {
   switch (kind) {
     case 'integer':
-    case 'number':
-      return text.trim() === '' ? text : Number(text);
+    case 'number': {
+      // keep non-numeric text as text, so the error says what was given
+      const n = Number(text);
+      return text.trim() === '' || Number.isNaN(n) ? text : n;
+    }
     case 'boolean': {
       const t = text.trim().toLowerCase();
       if (t === 'true' || t === '1' || t === 'yes' || t === 'on') return true;

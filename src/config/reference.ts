@@ -4,6 +4,7 @@ import { envName, flagName } from './load.js';
 
 function show(value: unknown): string {
   if (value === undefined) return '(unset)';
+  if (value === '') return '(empty)';
   if (Array.isArray(value)) return value.length === 0 ? '(none)' : value.join(', ');
   if (typeof value === 'object' && value !== null) return '(see below)';
   return typeof value === 'string' ? value : JSON.stringify(value);

@@ -22,6 +22,8 @@ export interface DtlsAssociation<P> {
   readonly identity: string;
   readonly cipherSuite: string;
   readonly extendedMasterSecret: boolean;
+  /** RFC 7366 Encrypt-then-MAC in use (CBC suites only). */
+  readonly encryptThenMac: boolean;
   readonly establishedAt: number;
   readonly lastActivity: number;
   readonly open: boolean;
@@ -48,6 +50,7 @@ export class Association<P> implements DtlsAssociation<P> {
     readonly identity: string,
     readonly cipherSuite: string,
     readonly extendedMasterSecret: boolean,
+    readonly encryptThenMac: boolean,
     readonly state: EpochState,
     private readonly epoch0: { seq: number },
     lastFlight: readonly FlightEntry[],

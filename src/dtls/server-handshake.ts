@@ -61,6 +61,7 @@ export interface CompletedHandshake<P> {
   readonly identity: string;
   readonly suite: number;
   readonly extendedMasterSecret: boolean;
+  readonly encryptThenMac: boolean;
   readonly state: EpochState;
   readonly epoch0: { seq: number };
   readonly lastFlight: readonly FlightEntry[];
@@ -410,6 +411,7 @@ export class ServerHandshake<P> {
       identity: this.identity ?? '',
       suite: this.suite,
       extendedMasterSecret: this.ems,
+      encryptThenMac: this.etm,
       state,
       epoch0: this.epoch0,
       lastFlight,

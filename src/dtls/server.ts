@@ -285,6 +285,7 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
       r.identity,
       cipherSuiteName.get(r.suite) ?? String(r.suite),
       r.extendedMasterSecret,
+      r.encryptThenMac,
       r.state,
       r.epoch0,
       r.lastFlight,

@@ -121,6 +121,7 @@ export class Gateway {
             identity: a.identity,
             suite: a.cipherSuite,
             ems: a.extendedMasterSecret,
+            etm: a.encryptThenMac,
           },
           'association established',
         ),

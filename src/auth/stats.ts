@@ -1,0 +1,93 @@
+/**
+ * Counters of the secret chain, as plain numbers for telemetry to read (no metrics library
+ * here). One {@link AuthStats} object is shared by every part of one secret stack.
+ */
+
+/** Where a lookup was answered (or not). `activation` is the activation store. */
+export type LookupLayer = 'memory' | 'redis' | 'registry' | 'file' | 'activation';
+
+/**
+ * What one layer said to one lookup: `hit` (a record), `miss` (nothing, ask the next
+ * layer), `negative-hit` (a remembered "unknown"), `error` (failed), `timeout` (too slow).
+ */
+export type LookupOutcome = 'hit' | 'miss' | 'negative-hit' | 'error' | 'timeout';
+
+/** How an activation ended; see `activation.ts`. */
+export type ActivationOutcome =
+  /** An activation stored earlier (by this pod or another) was returned. */
+  | 'stored'
+  /** The registry activated the device. */
+  | 'registry'
+  /** The devices file has the device; its own secret was stored. */
+  | 'file'
+  /** A random secret was generated and stored. */
+  | 'generated'
+  /** Another pod stored an activation first; theirs was returned. */
+  | 'race-lost'
+  | 'unknown-product'
+  | 'dynamic-registration-disabled'
+  | 'unavailable';
+
+/** Redis as seen by the stack; `off` when no Redis is configured. */
+export type RedisState = 'connected' | 'connecting' | 'down' | 'off';
+
+const LAYERS: readonly LookupLayer[] = ['memory', 'redis', 'registry', 'file', 'activation'];
+const OUTCOMES: readonly LookupOutcome[] = ['hit', 'miss', 'negative-hit', 'error', 'timeout'];
+const ACTIVATION_OUTCOMES: readonly ActivationOutcome[] = [
+  'stored',
+  'registry',
+  'file',
+  'generated',
+  'race-lost',
+  'unknown-product',
+  'dynamic-registration-disabled',
+  'unavailable',
+];
+
+function zeros<K extends string>(keys: readonly K[]): Record<K, number> {
+  const out = {} as Record<K, number>;
+  for (const k of keys) out[k] = 0;
+  return out;
+}
+
+export class AuthStats {
+  /** Lookups per layer and outcome (device and product lookups together). */
+  readonly lookups: { readonly [L in LookupLayer]: Record<LookupOutcome, number> };
+  /** Lookups (and activations) that joined a request already in flight for the same key. */
+  singleFlightJoins = 0;
+  /** Registry requests that failed: error status, malformed answer, network error, timeout. */
+  registryFailures = 0;
+  /** Registry requests refused at once because the circuit breaker was open. */
+  registryRejected = 0;
+  /** Times the registry circuit breaker opened. */
+  registryCircuitOpened = 0;
+  /** Redis 'error' events (connection errors; ioredis reconnects by itself). */
+  redisConnectionErrors = 0;
+  /** Redis cache writes (device and product entries) that failed. */
+  redisWriteErrors = 0;
+  /** Values read from Redis that did not parse (treated as not cached). */
+  redisBadValues = 0;
+  /** Activations that could not be written to the activation store. */
+  activationStoreErrors = 0;
+  /** Activations per outcome. */
+  readonly activations: Record<ActivationOutcome, number>;
+
+  readonly #redisState: () => RedisState;
+
+  constructor(redisState: () => RedisState = () => 'off') {
+    const lookups = {} as Record<LookupLayer, Record<LookupOutcome, number>>;
+    for (const layer of LAYERS) lookups[layer] = zeros(OUTCOMES);
+    this.lookups = lookups;
+    this.activations = zeros(ACTIVATION_OUTCOMES);
+    this.#redisState = redisState;
+  }
+
+  /** The Redis connection state now. */
+  get redisState(): RedisState {
+    return this.#redisState();
+  }
+
+  count(layer: LookupLayer, outcome: LookupOutcome): void {
+    this.lookups[layer][outcome]++;
+  }
+}

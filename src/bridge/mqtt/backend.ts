@@ -1,0 +1,580 @@
+/**
+ * The MQTT backend in bridge mode (DESIGN.md "MQTT, two ways to face a platform"): a small
+ * pool of connections publishes for all devices, for brokers where the proxy is trusted.
+ *
+ * - At-least-once (DESIGN.md): `publish` resolves only on the PUBACK of a QoS 1 publish. It
+ *   fails fast with {@link BackendUnavailableError} when no connection is up (nothing is
+ *   queued while the broker is away), when the connection drops before the PUBACK, or when no
+ *   PUBACK arrives within `publishTimeoutMs`. The caller answers 5.03 and the device retries;
+ *   the platform may then see a message twice, never zero times.
+ * - Flow control: each connection keeps at most `maxInflight` unacknowledged publishes
+ *   (lowered to the broker's MQTT 5 Receive Maximum). When all connections are full, a
+ *   publish waits for a slot within its own timeout; at most `maxQueued` wait.
+ * - Connection choice: round-robin over the connections that are up and have a free slot,
+ *   skipping one whose last publish timed out ("suspect") while another is available.
+ * - MQTT 5 when the broker speaks it, else 3.1.1 (`protocol: 'auto'`); user properties
+ *   (W3C `traceparent`) are sent on MQTT 5 connections only.
+ * - Replies: see {@link MqttBridgeBackend.request} and `subscriptions.ts`.
+ */
+import { performance } from 'node:perf_hooks';
+import { ErrorWithReasonCode } from 'mqtt';
+import {
+  clientIdFor,
+  PoolConnection,
+  type ConnectionHooks,
+  type ProtocolLevel,
+  type UserProperties,
+} from './connection.js';
+import {
+  BackendRejectedError,
+  BackendUnavailableError,
+  MqttBackendError,
+  ReplyTimeoutError,
+  type BackendUnavailableCode,
+} from './errors.js';
+import { normalizeMessageId, ReplyMatcher } from './replies.js';
+import {
+  LatencyHistogram,
+  type BackendState,
+  type MqttBackendStats,
+  type PublishFailureReason,
+} from './stats.js';
+import { ReplySubscriptions, type SubscriptionLease } from './subscriptions.js';
+
+export type MqttProtocolSetting = 'auto' | '5' | '3.1.1';
+
+/** The subset of a pino logger the backend uses. */
+export interface MqttBackendLogger {
+  info(obj: Record<string, unknown>, msg: string): void;
+  warn(obj: Record<string, unknown>, msg: string): void;
+}
+
+export interface MqttBridgeOptions {
+  /** `mqtt://host:1883` or `mqtts://host:8883` (settings `mqttUrl`). */
+  readonly url: string;
+  readonly username?: string | undefined;
+  /** Never logged, never in an error message. */
+  readonly password?: string | undefined;
+  /** Client id prefix; a random suffix and the pool index are added. Default `coap-edge-`. */
+  readonly clientIdPrefix?: string;
+  /** Connections in the pool (settings `mqttPoolSize`). Default 2. */
+  readonly poolSize?: number;
+  /** Default `auto`: MQTT 5, falling back to 3.1.1 when the broker refuses 5. */
+  readonly protocol?: MqttProtocolSetting;
+  /** Put before every topic; the EnOS topic keeps its leading slash. Default ''. */
+  readonly topicPrefix?: string;
+  /** Ms to wait for a PUBACK (and for a SUBACK). Default 5000. */
+  readonly publishTimeoutMs?: number;
+  /** Ms to wait for a reply after the PUBACK. Default 5000. */
+  readonly replyTimeoutMs?: number;
+  /** Default 30. */
+  readonly keepaliveSec?: number;
+  /** Ms to wait for a CONNACK. Default 10000. */
+  readonly connectTimeoutMs?: number;
+  /** First reconnect delay; doubles per failed attempt up to `reconnectMaxMs`. Default 500. */
+  readonly reconnectMinMs?: number;
+  /** Default 30000. */
+  readonly reconnectMaxMs?: number;
+  /** Ms a reply subscription is kept after its last request. Default 60000. */
+  readonly replyLingerMs?: number;
+  /** Unacknowledged publishes per connection. Default 1000. */
+  readonly maxInflight?: number;
+  /** Publishes that may wait for an in-flight slot. Default 10000. */
+  readonly maxQueued?: number;
+  readonly logger?: MqttBackendLogger;
+}
+
+export interface PublishOptions {
+  /** MQTT 5 user properties (e.g. `traceparent`); not sent on a 3.1.1 connection. */
+  readonly userProperties?: UserProperties;
+}
+
+export interface RequestOptions extends PublishOptions {
+  /** Overrides the backend's `replyTimeoutMs` for this request. */
+  readonly replyTimeoutMs?: number;
+}
+
+interface PublishJob {
+  readonly topic: string;
+  readonly payload: Buffer;
+  readonly userProperties: UserProperties | undefined;
+  readonly startedAt: number;
+  /** 'new' until sent or failed; it may wait in the queue meanwhile (`queued`). */
+  state: 'new' | 'sent' | 'done';
+  /** In {@link MqttBridgeBackend.queue} and counted in `queuedCount`. */
+  queued: boolean;
+  /** The connection it was sent on. */
+  conn: PoolConnection | undefined;
+  timer: NodeJS.Timeout | undefined;
+  resolve(): void;
+  reject(err: Error): void;
+}
+
+/** The URL without credentials, for logs. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.protocol}//${u.host}`;
+  } catch {
+    return '<invalid url>';
+  }
+}
+
+const noopLogger: MqttBackendLogger = { info: () => undefined, warn: () => undefined };
+
+export class MqttBridgeBackend {
+  private readonly connections: readonly PoolConnection[];
+  private readonly protocol: MqttProtocolSetting;
+  private readonly topicPrefix: string;
+  private readonly publishTimeoutMs: number;
+  private readonly replyTimeoutMs: number;
+  private readonly maxQueued: number;
+  private readonly log: MqttBackendLogger;
+  private readonly urlForLogs: string;
+  private level: ProtocolLevel;
+  private rr = 0;
+  private closed = false;
+  /** Publishes waiting for a slot; entries that left it are skipped lazily. */
+  private readonly queue: PublishJob[] = [];
+  private queuedCount = 0;
+  private readonly replies = new ReplyMatcher();
+  private readonly subscriptions: ReplySubscriptions<PoolConnection>;
+  private readonly upWaiters = new Set<(up: boolean) => void>();
+  /** Connections whose failed attempts were logged since they were last up. */
+  private readonly failureLogged = new Set<PoolConnection>();
+
+  private publishOk = 0;
+  private readonly publishFailed: Record<PublishFailureReason, number> = {
+    unavailable: 0,
+    'connection-lost': 0,
+    'puback-timeout': 0,
+    overloaded: 0,
+    rejected: 0,
+    closed: 0,
+  };
+  private readonly latency = new LatencyHistogram();
+  private repliesMatched = 0;
+  private repliesTimedOut = 0;
+  private repliesUnmatched = 0;
+  private reconnects = 0;
+  private connectionUps = 0;
+  private connectionDowns = 0;
+  private protocolFallbacks = 0;
+
+  constructor(opts: MqttBridgeOptions) {
+    this.protocol = opts.protocol ?? 'auto';
+    this.level = this.protocol === '3.1.1' ? 4 : 5;
+    this.topicPrefix = opts.topicPrefix ?? '';
+    this.publishTimeoutMs = opts.publishTimeoutMs ?? 5000;
+    this.replyTimeoutMs = opts.replyTimeoutMs ?? 5000;
+    this.maxQueued = opts.maxQueued ?? 10_000;
+    this.log = opts.logger ?? noopLogger;
+    this.urlForLogs = redactUrl(opts.url);
+    const prefix = opts.clientIdPrefix ?? 'coap-edge-';
+    const hooks = this.hooks();
+    const size = Math.max(1, opts.poolSize ?? 2);
+    const conns: PoolConnection[] = [];
+    for (let i = 0; i < size; i++) {
+      conns.push(
+        new PoolConnection(
+          i,
+          {
+            url: opts.url,
+            username: opts.username,
+            password: opts.password,
+            clientId: clientIdFor(prefix, i),
+            keepaliveSec: opts.keepaliveSec ?? 30,
+            connectTimeoutMs: opts.connectTimeoutMs ?? 10_000,
+            reconnectMinMs: opts.reconnectMinMs ?? 500,
+            reconnectMaxMs: opts.reconnectMaxMs ?? 30_000,
+            maxInflight: Math.max(1, opts.maxInflight ?? 1000),
+          },
+          hooks,
+        ),
+      );
+    }
+    this.connections = conns;
+    this.subscriptions = new ReplySubscriptions(
+      () => this.pickConnection(false),
+      this.publishTimeoutMs,
+      opts.replyLingerMs ?? 60_000,
+    );
+  }
+
+  /** Starts connecting every pool connection; returns at once (see {@link waitConnected}). */
+  start(): void {
+    if (this.closed) return;
+    for (const c of this.connections) c.start();
+  }
+
+  /** Resolves true as soon as one connection is up, false after `timeoutMs`. */
+  waitConnected(timeoutMs: number): Promise<boolean> {
+    if (this.state() === 'connected') return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      const done = (ok: boolean): void => {
+        clearTimeout(timer);
+        this.upWaiters.delete(done);
+        resolve(ok);
+      };
+      const timer = setTimeout(() => done(false), timeoutMs);
+      this.upWaiters.add(done);
+    });
+  }
+
+  /**
+   * `connected`: at least one connection is up. `connecting`: none is up and a first attempt
+   * is still running. `down`: none is up (lost or refused; retrying in the background),
+   * not started, or closed.
+   */
+  state(): BackendState {
+    if (this.closed) return 'down';
+    if (this.connections.some((c) => c.isUp)) return 'connected';
+    if (this.connections.some((c) => c.phase === 'connecting')) return 'connecting';
+    return 'down';
+  }
+
+  stats(): MqttBackendStats {
+    const up = this.connections.filter((c) => c.isUp);
+    return {
+      state: this.state(),
+      connections: { total: this.connections.length, up: up.length },
+      protocolVersion: up[0]?.level,
+      publishes: {
+        ok: this.publishOk,
+        failed: { ...this.publishFailed },
+        inflight: this.connections.reduce((n, c) => n + c.inflight, 0),
+        queued: this.queuedCount,
+      },
+      pubackLatency: this.latency.snapshot(),
+      replies: {
+        matched: this.repliesMatched,
+        timedOut: this.repliesTimedOut,
+        unmatched: this.repliesUnmatched,
+        waiting: this.replies.size,
+      },
+      subscriptions: { active: this.subscriptions.active, failed: this.subscriptions.failed },
+      reconnects: this.reconnects,
+      connectionUps: this.connectionUps,
+      connectionDowns: this.connectionDowns,
+      protocolFallbacks: this.protocolFallbacks,
+    };
+  }
+
+  /**
+   * Publishes `payload` with QoS 1 on `topicPrefix + topic` (`topic` is the EnOS topic with
+   * its leading slash) and resolves on the PUBACK.
+   * @throws BackendUnavailableError `BACKEND_UNAVAILABLE` (no connection up, at once),
+   *   `BACKEND_CONNECTION_LOST`, `BACKEND_PUBACK_TIMEOUT`, `BACKEND_OVERLOADED`, `BACKEND_CLOSED`
+   * @throws BackendRejectedError the broker refused it (MQTT 5 PUBACK reason >= 0x80)
+   */
+  publish(topic: string, payload: Buffer, opts: PublishOptions = {}): Promise<void> {
+    const full = this.topicPrefix + topic;
+    const bad = checkTopic(full);
+    if (bad !== undefined) return Promise.reject(bad);
+    return this.send(full, payload, opts.userProperties);
+  }
+
+  /**
+   * Publishes a request and resolves with the payload of its reply, as received.
+   *
+   * 1. Makes sure this pod is subscribed to `topicPrefix + replyTopic` (SUBACK awaited).
+   * 2. Publishes like {@link publish} (QoS 1, PUBACK awaited).
+   * 3. Waits up to `replyTimeoutMs` (counted from the PUBACK) for a message on the reply
+   *    topic whose JSON `id` equals `messageId` (a number id matches its decimal string).
+   *
+   * `messageId` undefined: a raw exchange (`thing/model/up_raw` → `up_raw_reply`, raw bytes
+   * without an id): the first message on the reply topic not taken by an id-waiter answers
+   * the oldest raw request on that topic.
+   * @throws the errors of {@link publish}; BackendUnavailableError `BACKEND_SUBSCRIBE_FAILED`;
+   *   ReplyTimeoutError `BACKEND_REPLY_TIMEOUT`
+   */
+  async request(
+    topic: string,
+    payload: Buffer,
+    replyTopic: string,
+    messageId: string | number | undefined,
+    opts: RequestOptions = {},
+  ): Promise<Buffer> {
+    const fullReplyTopic = this.topicPrefix + replyTopic;
+    const bad = checkTopic(this.topicPrefix + topic) ?? checkTopic(fullReplyTopic);
+    if (bad !== undefined) throw bad;
+    const early = this.failEarly();
+    if (early !== undefined) throw early;
+    const waiter = this.replies.add(fullReplyTopic, normalizeMessageId(messageId));
+    let lease: SubscriptionLease;
+    try {
+      lease = this.subscriptions.acquire(fullReplyTopic);
+    } catch (e: unknown) {
+      this.replies.fail(waiter, toError(e));
+      throw e;
+    }
+    try {
+      await lease.ready;
+      await this.send(this.topicPrefix + topic, payload, opts.userProperties);
+    } catch (e: unknown) {
+      this.replies.fail(waiter, toError(e));
+      this.subscriptions.release(lease);
+      throw e;
+    }
+    const timeoutMs = opts.replyTimeoutMs ?? this.replyTimeoutMs;
+    const timer = setTimeout(() => {
+      if (this.replies.fail(waiter, new ReplyTimeoutError(fullReplyTopic, timeoutMs))) {
+        this.repliesTimedOut++;
+      }
+    }, timeoutMs);
+    try {
+      return await waiter.promise;
+    } finally {
+      clearTimeout(timer);
+      this.subscriptions.release(lease);
+    }
+  }
+
+  /** Fails everything pending with `BACKEND_CLOSED` and ends all connections. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const job of this.queue.splice(0)) this.finishFailed(job, 'closed');
+    this.replies.failAll(new BackendUnavailableError('BACKEND_CLOSED'));
+    this.subscriptions.clear();
+    for (const w of [...this.upWaiters]) w(false);
+    await Promise.all(this.connections.map((c) => c.close()));
+  }
+
+  // --- publishing ----------------------------------------------------------------------
+
+  /** The error (counted) when a publish cannot even start: closed, or no connection up. */
+  private failEarly(): BackendUnavailableError | undefined {
+    if (this.closed) {
+      this.publishFailed.closed++;
+      return new BackendUnavailableError('BACKEND_CLOSED');
+    }
+    if (!this.connections.some((c) => c.isUp)) {
+      this.publishFailed.unavailable++;
+      return new BackendUnavailableError('BACKEND_UNAVAILABLE');
+    }
+    return undefined;
+  }
+
+  private send(
+    topic: string,
+    payload: Buffer,
+    userProperties: UserProperties | undefined,
+  ): Promise<void> {
+    const early = this.failEarly();
+    if (early !== undefined) return Promise.reject(early);
+    return new Promise<void>((resolve, reject) => {
+      const job: PublishJob = {
+        topic,
+        payload,
+        userProperties,
+        startedAt: performance.now(),
+        state: 'new',
+        queued: false,
+        conn: undefined,
+        timer: undefined,
+        resolve,
+        reject,
+      };
+      job.timer = setTimeout(() => this.onJobTimeout(job), this.publishTimeoutMs);
+      const conn = this.pickConnection(true);
+      if (conn !== undefined) this.dispatch(job, conn);
+      else if (this.queuedCount >= this.maxQueued) this.finishFailed(job, 'overloaded');
+      else {
+        job.queued = true;
+        this.queuedCount++;
+        this.queue.push(job);
+      }
+    });
+  }
+
+  /**
+   * Round-robin over connections that are up (and, with `needSlot`, have a free in-flight
+   * slot), preferring ones not marked suspect.
+   */
+  private pickConnection(needSlot: boolean): PoolConnection | undefined {
+    const n = this.connections.length;
+    let fallback: PoolConnection | undefined;
+    for (let k = 0; k < n; k++) {
+      const i = (this.rr + k) % n;
+      const c = this.connections[i];
+      if (c === undefined || !c.isUp) continue;
+      if (needSlot && c.inflight >= c.limit) continue;
+      if (c.suspect) {
+        fallback ??= c;
+        continue;
+      }
+      this.rr = (i + 1) % n;
+      return c;
+    }
+    return fallback;
+  }
+
+  private dispatch(job: PublishJob, conn: PoolConnection): void {
+    this.unqueue(job);
+    job.state = 'sent';
+    job.conn = conn;
+    const sent = conn.publish(job.topic, job.payload, job.userProperties, (err) =>
+      this.onAck(job, err),
+    );
+    if (!sent) this.finishFailed(job, 'unavailable');
+  }
+
+  private onAck(job: PublishJob, err: Error | undefined): void {
+    if (job.state === 'sent') {
+      if (err === undefined) {
+        this.latency.observe(performance.now() - job.startedAt);
+        this.publishOk++;
+        this.finish(job);
+        job.resolve();
+      } else if (err instanceof ErrorWithReasonCode && err.code >= 0x80) {
+        this.publishFailed.rejected++;
+        this.finish(job);
+        job.reject(new BackendRejectedError(err.code));
+      } else {
+        this.finishFailed(job, 'connection-lost');
+      }
+    }
+    // A slot was freed (also by a late PUBACK after a timeout).
+    this.drain();
+  }
+
+  private onJobTimeout(job: PublishJob): void {
+    job.timer = undefined;
+    if (job.state === 'done') return;
+    // A connection that leaves a PUBACK out is avoided until it acknowledges again.
+    if (job.state === 'sent' && job.conn !== undefined && job.conn.isUp) job.conn.suspect = true;
+    this.finishFailed(job, 'puback-timeout');
+  }
+
+  private unqueue(job: PublishJob): void {
+    if (!job.queued) return;
+    job.queued = false;
+    this.queuedCount--;
+  }
+
+  private finish(job: PublishJob): void {
+    this.unqueue(job);
+    job.state = 'done';
+    if (job.timer !== undefined) clearTimeout(job.timer);
+    job.timer = undefined;
+  }
+
+  private finishFailed(job: PublishJob, reason: UnavailableReason): void {
+    if (job.state === 'done') return;
+    this.finish(job);
+    this.publishFailed[reason]++;
+    const code: BackendUnavailableCode = failureCodes[reason];
+    job.reject(new BackendUnavailableError(code));
+  }
+
+  /** Sends queued publishes while a connection has a free slot. */
+  private drain(): void {
+    while (this.queue.length > 0) {
+      const job = this.queue[0];
+      if (job === undefined || !job.queued) {
+        this.queue.shift();
+        continue;
+      }
+      const conn = this.pickConnection(true);
+      if (conn === undefined) return;
+      this.queue.shift();
+      this.dispatch(job, conn);
+    }
+  }
+
+  // --- connection events ---------------------------------------------------------------
+
+  private hooks(): ConnectionHooks {
+    return {
+      protocolLevel: () => this.level,
+      onVersionRefused: (conn, level) => {
+        if (this.protocol !== 'auto' || level !== 5) {
+          this.log.warn(
+            { url: this.urlForLogs, connection: conn.index, protocolVersion: level },
+            'mqtt broker refused the configured protocol version',
+          );
+          return false;
+        }
+        if (this.level === 5) {
+          this.level = 4;
+          this.protocolFallbacks++;
+          this.log.info(
+            { url: this.urlForLogs },
+            'mqtt broker refused MQTT 5; using MQTT 3.1.1 (no user properties)',
+          );
+        }
+        return true;
+      },
+      onAttempt: (_conn, first) => {
+        if (!first) this.reconnects++;
+      },
+      onUp: (conn) => {
+        this.connectionUps++;
+        this.failureLogged.delete(conn);
+        this.log.info(
+          { url: this.urlForLogs, connection: conn.index, protocolVersion: conn.level },
+          'mqtt connection up',
+        );
+        for (const w of [...this.upWaiters]) w(true);
+        this.drain();
+      },
+      onDown: (conn, wasUp, err) => {
+        this.subscriptions.connectionLost(conn);
+        if (wasUp) {
+          this.connectionDowns++;
+          this.log.warn(
+            { url: this.urlForLogs, connection: conn.index, err: err?.message },
+            'mqtt connection lost',
+          );
+        } else if (!this.failureLogged.has(conn)) {
+          // Once per outage; the attempts go on with backoff and are counted in `reconnects`.
+          this.failureLogged.add(conn);
+          this.log.warn(
+            { url: this.urlForLogs, connection: conn.index, err: err?.message },
+            'mqtt connection attempt failed; retrying with backoff',
+          );
+        }
+        if (!this.connections.some((c) => c.isUp)) {
+          // Fail fast: nothing waits for a broker that is away.
+          for (const job of this.queue.splice(0)) this.finishFailed(job, 'unavailable');
+        }
+      },
+      onMessage: (topic, payload) => {
+        if (this.replies.deliver(topic, payload) > 0) this.repliesMatched++;
+        else this.repliesUnmatched++;
+      },
+    };
+  }
+}
+
+type UnavailableReason = Exclude<PublishFailureReason, 'rejected'>;
+
+const failureCodes: { readonly [R in UnavailableReason]: BackendUnavailableCode } = {
+  unavailable: 'BACKEND_UNAVAILABLE',
+  'connection-lost': 'BACKEND_CONNECTION_LOST',
+  'puback-timeout': 'BACKEND_PUBACK_TIMEOUT',
+  overloaded: 'BACKEND_OVERLOADED',
+  closed: 'BACKEND_CLOSED',
+};
+
+/**
+ * A topic a broker would answer with a disconnect (wildcards or NUL in a PUBLISH topic, or an
+ * empty or over-long one) would take a shared pool connection down for every device; such a
+ * call is refused before anything is sent. EnOS topics from `parseTopicPath` never trip this.
+ */
+function checkTopic(topic: string): MqttBackendError | undefined {
+  const bad =
+    topic.length === 0 ||
+    topic.includes('+') ||
+    topic.includes('#') ||
+    topic.includes('\u0000') ||
+    Buffer.byteLength(topic) > 0xffff;
+  return bad
+    ? new MqttBackendError('BACKEND_BAD_TOPIC', JSON.stringify(topic.slice(0, 64)))
+    : undefined;
+}
+
+function toError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
+}

@@ -1,0 +1,311 @@
+/**
+ * One connection of the bridge pool, with its own reconnect loop.
+ *
+ * Every connection attempt uses a fresh mqtt.js client with `reconnectPeriod: 0`; this class
+ * schedules the next attempt itself (exponential backoff with jitter). Why not mqtt.js's own
+ * reconnect: its period is fixed (no backoff), and a reconnecting mqtt.js client re-sends the
+ * QoS 1 publishes of the lost connection, which the bridge has already reported as failed
+ * (the device retries; a resend would only add a duplicate). With a fresh client per attempt
+ * the publishes of a lost connection fail at once (`BACKEND_CONNECTION_LOST`), the clean
+ * session starts empty, and switching the protocol level (MQTT 5 → 3.1.1) needs no mqtt.js
+ * internals.
+ */
+import { randomBytes } from 'node:crypto';
+import {
+  connect,
+  ErrorWithReasonCode,
+  type IClientOptions,
+  type IClientPublishOptions,
+  type IConnackPacket,
+  type MqttClient,
+} from 'mqtt';
+import { BackendUnavailableError } from './errors.js';
+
+export type ProtocolLevel = 4 | 5;
+
+/** idle: not started; connecting: first attempt running; up; down: retrying; closed. */
+export type ConnectionPhase = 'idle' | 'connecting' | 'up' | 'down' | 'closed';
+
+export type UserProperties = Readonly<Record<string, string | string[]>>;
+
+export interface ConnectionOptions {
+  readonly url: string;
+  readonly username: string | undefined;
+  readonly password: string | undefined;
+  readonly clientId: string;
+  readonly keepaliveSec: number;
+  readonly connectTimeoutMs: number;
+  readonly reconnectMinMs: number;
+  readonly reconnectMaxMs: number;
+  /** In-flight QoS 1 publishes at most; lowered to the broker's MQTT 5 Receive Maximum. */
+  readonly maxInflight: number;
+}
+
+export interface ConnectionHooks {
+  /** The protocol level of the next attempt. */
+  protocolLevel(): ProtocolLevel;
+  /**
+   * The broker refused the protocol level of an attempt (CONNACK 0x01 "unacceptable protocol
+   * version" from a 3.1.1 broker, or MQTT 5 reason 0x84). True: retry at once (the pool
+   * switched to 3.1.1); false: retry after the usual backoff.
+   */
+  onVersionRefused(conn: PoolConnection, level: ProtocolLevel): boolean;
+  onAttempt(conn: PoolConnection, first: boolean): void;
+  onUp(conn: PoolConnection): void;
+  /** After a lost connection (`wasUp`) or a failed attempt; `err` is the last error seen. */
+  onDown(conn: PoolConnection, wasUp: boolean, err: Error | undefined): void;
+  onMessage(topic: string, payload: Buffer): void;
+}
+
+/** What one mqtt.js client carries; replaced on every attempt. */
+interface Session {
+  readonly client: MqttClient;
+  readonly level: ProtocolLevel;
+  inflight: number;
+  limit: number;
+  up: boolean;
+  versionRefused: boolean;
+  lastError: Error | undefined;
+}
+
+/** Random client id suffix: 8 hex digits, plus the pool index. */
+export function clientIdFor(prefix: string, index: number): string {
+  return `${prefix}${randomBytes(4).toString('hex')}-${index}`;
+}
+
+/**
+ * Delay before attempt number `failures + 1` after `failures` consecutive failures: doubling
+ * from `minMs`, capped at `maxMs`, with "equal jitter" (half fixed, half random).
+ */
+export function backoffDelay(failures: number, minMs: number, maxMs: number, random: number) {
+  const base = Math.min(maxMs, minMs * 2 ** Math.min(failures, 30));
+  return Math.round(base / 2 + (base / 2) * random);
+}
+
+/** A CONNACK refusal of the protocol level: 0x01 (3.1.1) or 0x84 (MQTT 5). */
+export function isVersionRefusal(err: Error): boolean {
+  return err instanceof ErrorWithReasonCode && (err.code === 1 || err.code === 0x84);
+}
+
+export class PoolConnection {
+  phase: ConnectionPhase = 'idle';
+  /** Set by the pool after a PUBACK timeout; cleared by the next PUBACK on this connection. */
+  suspect = false;
+  private session: Session | undefined;
+  private failures = 0;
+  private attempts = 0;
+  private retryTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly index: number,
+    private readonly opts: ConnectionOptions,
+    private readonly hooks: ConnectionHooks,
+  ) {}
+
+  get isUp(): boolean {
+    return this.phase === 'up' && this.session?.client.connected === true;
+  }
+
+  /** Protocol level of the current connection when up. */
+  get level(): ProtocolLevel | undefined {
+    return this.isUp ? this.session?.level : undefined;
+  }
+
+  get inflight(): number {
+    return this.session?.inflight ?? 0;
+  }
+
+  /** In-flight publishes allowed now (0 when not up). */
+  get limit(): number {
+    return this.isUp ? (this.session?.limit ?? 0) : 0;
+  }
+
+  start(): void {
+    if (this.phase !== 'idle') return;
+    this.phase = 'connecting';
+    this.open();
+  }
+
+  /**
+   * Publishes with QoS 1. `cb` runs once: without an error on PUBACK, with one when the broker
+   * refuses (MQTT 5 reason >= 0x80) or the connection is lost. False when not up (nothing sent).
+   */
+  publish(
+    topic: string,
+    payload: Buffer,
+    userProperties: UserProperties | undefined,
+    cb: (err: Error | undefined) => void,
+  ): boolean {
+    const s = this.session;
+    if (s === undefined || !this.isUp) return false;
+    const opts: IClientPublishOptions = { qos: 1 };
+    if (s.level === 5 && userProperties !== undefined) {
+      opts.properties = { userProperties: { ...userProperties } };
+    }
+    s.inflight++;
+    let done = false;
+    s.client.publish(topic, payload, opts, (err) => {
+      if (done) return;
+      done = true;
+      s.inflight--;
+      if (err === undefined || err === null) this.suspect = false;
+      cb(err ?? undefined);
+    });
+    return true;
+  }
+
+  /** Subscribes with QoS 1 and resolves on a successful SUBACK. */
+  subscribe(topic: string, timeoutMs: number): Promise<void> {
+    const s = this.session;
+    if (s === undefined || !this.isUp) {
+      return Promise.reject(new BackendUnavailableError('BACKEND_UNAVAILABLE'));
+    }
+    return new Promise<void>((resolve, reject) => {
+      let done = false;
+      const timer = setTimeout(() => {
+        done = true;
+        reject(new BackendUnavailableError('BACKEND_SUBSCRIBE_FAILED', 'no SUBACK in time'));
+      }, timeoutMs);
+      s.client.subscribe(topic, { qos: 1 }, (err, granted) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        const refused = granted?.find((g) => (g.qos & 0x80) !== 0);
+        if (this.session !== s || !s.up) {
+          reject(new BackendUnavailableError('BACKEND_CONNECTION_LOST', 'before the SUBACK'));
+        } else if (err !== undefined && err !== null) {
+          reject(new BackendUnavailableError('BACKEND_SUBSCRIBE_FAILED', err.message));
+        } else if (refused !== undefined) {
+          reject(
+            new BackendUnavailableError(
+              'BACKEND_SUBSCRIBE_FAILED',
+              `SUBACK 0x${refused.qos.toString(16)}`,
+            ),
+          );
+        } else resolve();
+      });
+    });
+  }
+
+  /** Best effort; a lost connection drops its subscriptions anyway (clean session). */
+  unsubscribe(topic: string): void {
+    const s = this.session;
+    if (s === undefined || !this.isUp) return;
+    s.client.unsubscribe(topic, () => undefined);
+  }
+
+  /** Ends the connection: DISCONNECT when idle, else a forced close; at most ~1 s. */
+  async close(): Promise<void> {
+    this.phase = 'closed';
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+    const s = this.session;
+    this.session = undefined;
+    if (s === undefined) return;
+    const client = s.client;
+    await new Promise<void>((resolve) => {
+      const guard = setTimeout(() => {
+        client.stream.destroy();
+        resolve();
+      }, 1000);
+      const force = !client.connected || s.inflight > 0;
+      client.end(force, () => {
+        clearTimeout(guard);
+        resolve();
+      });
+    });
+  }
+
+  private open(): void {
+    const first = this.attempts === 0;
+    this.attempts++;
+    this.hooks.onAttempt(this, first);
+    const level = this.hooks.protocolLevel();
+    const o = this.opts;
+    const options: IClientOptions = {
+      protocolVersion: level,
+      clientId: o.clientId,
+      clean: true,
+      keepalive: o.keepaliveSec,
+      connectTimeout: o.connectTimeoutMs,
+      reconnectPeriod: 0,
+      resubscribe: false,
+      queueQoSZero: false,
+    };
+    // Only set when given: an explicit undefined would override credentials in the URL.
+    if (o.username !== undefined) options.username = o.username;
+    if (o.password !== undefined) options.password = o.password;
+
+    const client = connect(o.url, options);
+    const s: Session = {
+      client,
+      level,
+      inflight: 0,
+      limit: o.maxInflight,
+      up: false,
+      versionRefused: false,
+      lastError: undefined,
+    };
+    this.session = s;
+
+    client.on('error', (err: Error) => {
+      s.lastError = err;
+      if (isVersionRefusal(err)) s.versionRefused = true;
+    });
+    client.on('connect', (connack: IConnackPacket) => {
+      if (this.session !== s) return;
+      s.up = true;
+      const receiveMaximum = connack.properties?.receiveMaximum;
+      if (level === 5 && receiveMaximum !== undefined && receiveMaximum > 0) {
+        s.limit = Math.min(o.maxInflight, receiveMaximum);
+      }
+      this.phase = 'up';
+      this.failures = 0;
+      this.suspect = false;
+      this.hooks.onUp(this);
+    });
+    client.on('message', (topic: string, payload: Buffer) => {
+      if (this.session === s) this.hooks.onMessage(topic, payload);
+    });
+    client.on('close', () => this.onClose(s));
+  }
+
+  private onClose(s: Session): void {
+    const current = this.session === s;
+    const wasUp = s.up;
+    s.up = false;
+    if (current) {
+      this.session = undefined;
+      this.suspect = false;
+      this.phase = 'down';
+    }
+    // Dispose of the client: with reconnectPeriod 0 and a clean session, end(true) fails
+    // every publish and subscribe still waiting for its acknowledgement (their callbacks run
+    // now, and see this connection down).
+    s.client.end(true);
+    if (!current) return; // closed by close(), or an older attempt
+    this.hooks.onDown(this, wasUp, s.lastError);
+    if (this.phase !== 'down') return; // the hook closed the pool
+
+    let delay: number;
+    if (s.versionRefused && this.hooks.onVersionRefused(this, s.level)) {
+      delay = 0;
+    } else if (wasUp) {
+      // A connection that was up retries soon; failures from here on back off.
+      delay = backoffDelay(0, this.opts.reconnectMinMs, this.opts.reconnectMaxMs, Math.random());
+      this.failures = 1;
+    } else {
+      delay = backoffDelay(
+        this.failures,
+        this.opts.reconnectMinMs,
+        this.opts.reconnectMaxMs,
+        Math.random(),
+      );
+      this.failures++;
+    }
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      if (this.phase === 'down') this.open();
+    }, delay);
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * Typed errors of the MQTT backend. Callers switch on `code` (stable) or on the class, never
+ * on the message. Messages name topics and numbers only; credentials never appear.
+ *
+ * How the router answers them (spec §3, DESIGN.md "At-least-once end to end"):
+ * - {@link BackendUnavailableError}: 5.03 Service Unavailable with Max-Age; the device retries.
+ *   The message was not reported published (no PUBACK), so nothing is lost; the platform may
+ *   still have received it (at-least-once, a duplicate is fine).
+ * - {@link BackendRejectedError}: the broker refused the publish (MQTT 5 PUBACK reason >= 0x80,
+ *   e.g. 0x87 not authorized, 0x97 quota exceeded); 5.02 Bad Gateway (or 5.03 for quota).
+ * - {@link ReplyTimeoutError}: published, but no platform reply in time; 5.04 Gateway Timeout.
+ * - A plain {@link MqttBackendError} with `BACKEND_BAD_TOPIC`: a caller bug; 5.00.
+ */
+
+/** Stable error codes of the MQTT backend. */
+export type MqttBackendErrorCode =
+  /** No bridge connection is up (broker down, still connecting): fail fast, nothing queued. */
+  | 'BACKEND_UNAVAILABLE'
+  /** The connection carrying the publish (or subscribe) dropped before its acknowledgement. */
+  | 'BACKEND_CONNECTION_LOST'
+  /** No PUBACK within the publish timeout (including any wait for an in-flight slot). */
+  | 'BACKEND_PUBACK_TIMEOUT'
+  /** Too many publishes already wait for an in-flight slot on the connections. */
+  | 'BACKEND_OVERLOADED'
+  /** The reply topic could not be subscribed (SUBACK failure code, or no SUBACK in time). */
+  | 'BACKEND_SUBSCRIBE_FAILED'
+  /** The backend was closed. */
+  | 'BACKEND_CLOSED'
+  /** The broker refused the publish with an MQTT 5 PUBACK reason code >= 0x80. */
+  | 'BACKEND_PUBLISH_REJECTED'
+  /** The publish was acknowledged but no reply with the request's id arrived in time. */
+  | 'BACKEND_REPLY_TIMEOUT'
+  /** A caller bug: the topic is empty, too long, or has `+`, `#` or NUL; nothing was sent. */
+  | 'BACKEND_BAD_TOPIC';
+
+export type BackendUnavailableCode = Extract<
+  MqttBackendErrorCode,
+  | 'BACKEND_UNAVAILABLE'
+  | 'BACKEND_CONNECTION_LOST'
+  | 'BACKEND_PUBACK_TIMEOUT'
+  | 'BACKEND_OVERLOADED'
+  | 'BACKEND_SUBSCRIBE_FAILED'
+  | 'BACKEND_CLOSED'
+>;
+
+const messages: { readonly [C in MqttBackendErrorCode]: string } = {
+  BACKEND_UNAVAILABLE: 'no MQTT connection is up',
+  BACKEND_CONNECTION_LOST: 'MQTT connection lost before the acknowledgement',
+  BACKEND_PUBACK_TIMEOUT: 'no PUBACK within the publish timeout',
+  BACKEND_OVERLOADED: 'too many publishes waiting for an MQTT in-flight slot',
+  BACKEND_SUBSCRIBE_FAILED: 'reply topic subscription failed',
+  BACKEND_CLOSED: 'MQTT backend closed',
+  BACKEND_PUBLISH_REJECTED: 'broker rejected the publish',
+  BACKEND_REPLY_TIMEOUT: 'no reply within the reply timeout',
+  BACKEND_BAD_TOPIC: 'topic cannot be published',
+};
+
+/** Base class of the MQTT backend's errors. */
+export class MqttBackendError extends Error {
+  readonly code: MqttBackendErrorCode;
+
+  constructor(code: MqttBackendErrorCode, detail?: string) {
+    super(detail === undefined ? messages[code] : `${messages[code]}: ${detail}`);
+    this.name = 'MqttBackendError';
+    this.code = code;
+  }
+}
+
+/** The backend cannot take the message now; answer 5.03 so the device retries. */
+export class BackendUnavailableError extends MqttBackendError {
+  declare readonly code: BackendUnavailableCode;
+
+  constructor(code: BackendUnavailableCode, detail?: string) {
+    super(code, detail);
+    this.name = 'BackendUnavailableError';
+  }
+}
+
+/** The broker refused the publish (MQTT 5 PUBACK reason code >= 0x80). */
+export class BackendRejectedError extends MqttBackendError {
+  declare readonly code: 'BACKEND_PUBLISH_REJECTED';
+  /** The PUBACK reason code, e.g. 0x87 (135) not authorized, 0x97 (151) quota exceeded. */
+  readonly reasonCode: number;
+
+  constructor(reasonCode: number) {
+    super('BACKEND_PUBLISH_REJECTED', `reason code 0x${reasonCode.toString(16)}`);
+    this.name = 'BackendRejectedError';
+    this.reasonCode = reasonCode;
+  }
+}
+
+/** The request was published (PUBACK) but its reply did not arrive in time. */
+export class ReplyTimeoutError extends MqttBackendError {
+  declare readonly code: 'BACKEND_REPLY_TIMEOUT';
+
+  constructor(replyTopic: string, timeoutMs: number) {
+    super('BACKEND_REPLY_TIMEOUT', `${timeoutMs} ms on ${replyTopic}`);
+    this.name = 'ReplyTimeoutError';
+  }
+}

@@ -1,0 +1,257 @@
+/**
+ * Message deduplication (RFC 7252 §4.5): remembers, per peer and message ID, what was
+ * answered, so that a duplicate Confirmable request is acknowledged with the same bytes
+ * and never processed twice; duplicate Non-confirmable requests are silently ignored.
+ *
+ * Structure: each peer has its own `Map<messageId, entry>` (one lookup of the peer's key,
+ * which is a constant string with a cached hash, then a small-integer lookup; no key string
+ * is built per datagram), and every completed entry is also linked into one global
+ * intrusive FIFO, oldest first. The FIFO serves both the lifetime (entries expire
+ * EXCHANGE_LIFETIME after a CON, NON_LIFETIME after a NON, counted from receipt,
+ * §4.8.2) and the global caps on entries and cached bytes, which evict from the head.
+ *
+ * Why FIFO with a TTL and not an LRU: a message ID's validity runs from its first
+ * transmission and is not extended by duplicates (a peer may reuse the ID after
+ * EXCHANGE_LIFETIME, and an entry kept alive by hits would wrongly swallow that new
+ * request), and retransmissions arrive within MAX_TRANSMIT_SPAN (45 s) of the original,
+ * so the oldest entry is always the least likely to be needed: insertion order is the right
+ * eviction order, and it needs no reordering on hits. Per-peer maps make `dropPeer` cost
+ * the size of that peer's state rather than a scan of the whole cache (which lru-cache
+ * would need), and entries of exchanges still in progress are kept out of the FIFO so caps
+ * can never evict them (a duplicate during processing must not reach the handler again).
+ *
+ * @module
+ */
+
+import { LinkedQueue, type QueueNode } from './linked-queue.js';
+import type { CoapStats } from './stats.js';
+
+/** The handler is running and nothing has been sent: a duplicate gets nothing yet. */
+export const IN_PROGRESS = 0;
+/** The handler is running and an empty ACK was sent: a duplicate gets the empty ACK again. */
+export const ACKED = 1;
+/** Answered: a duplicate gets `bytes` again (nothing for NON requests). */
+export const COMPLETE = 2;
+/** The peer was closed; the exchange finishing later must not touch the cache. */
+export const DROPPED = 3;
+
+/** What the cache remembers about one message ID of one peer. */
+export class DedupEntry implements QueueNode<DedupEntry> {
+  prev: DedupEntry | undefined = undefined;
+  next: DedupEntry | undefined = undefined;
+  /** {@link IN_PROGRESS}, {@link ACKED}, {@link COMPLETE} or {@link DROPPED}. */
+  state: number = IN_PROGRESS;
+  /** The encoded datagram to send again for a duplicate; undefined: send nothing. */
+  bytes: Buffer | undefined = undefined;
+
+  /**
+   * @param record the peer's record
+   * @param messageId the request's message ID
+   * @param expiresAt when a duplicate is no longer recognised (clock ms)
+   */
+  constructor(
+    readonly record: DedupPeer,
+    readonly messageId: number,
+    readonly expiresAt: number,
+  ) {}
+}
+
+/**
+ * One peer's entries, and the counter for the message IDs we send it (NON responses,
+ * separate CON responses). The record lives as long as the peer has recent message IDs,
+ * which covers the span in which our own IDs towards it must not repeat (§4.4).
+ */
+export class DedupPeer {
+  readonly entries = new Map<number, DedupEntry>();
+  /** Last message ID we used towards this peer. */
+  lastMessageId: number;
+
+  /**
+   * @param key the peer's key
+   * @param firstMessageId random start of our message IDs (§4.4: "randomized")
+   */
+  constructor(
+    readonly key: string,
+    firstMessageId: number,
+  ) {
+    this.lastMessageId = firstMessageId;
+  }
+}
+
+/** Lifetimes and global caps of a {@link DedupCache}. */
+export interface DedupLimits {
+  /** Most completed entries, all peers together. */
+  readonly maxEntries: number;
+  /** Most bytes of cached datagrams, all peers together. */
+  readonly maxBytes: number;
+  /** Lifetime of a CON request's entry (EXCHANGE_LIFETIME, 247 s). */
+  readonly exchangeLifetimeMs: number;
+  /** Lifetime of a NON request's entry (NON_LIFETIME, 145 s). */
+  readonly nonLifetimeMs: number;
+}
+
+/** Deduplication cache; see the module comment for its structure. */
+export class DedupCache {
+  private readonly peers = new Map<string, DedupPeer>();
+  private readonly fifo = new LinkedQueue<DedupEntry>();
+  private bytes = 0;
+
+  /**
+   * @param limits lifetimes and caps
+   * @param stats gauges `peers`, `dedupEntries`, `dedupBytes`, counter `dedupEvictions`
+   * @param random source of the random start of message IDs, in [0, 1)
+   */
+  constructor(
+    private readonly limits: DedupLimits,
+    private readonly stats: CoapStats,
+    private readonly random: () => number,
+  ) {}
+
+  /** Completed entries in the FIFO. */
+  get size(): number {
+    return this.fifo.size;
+  }
+
+  /** True when no peer has any state. */
+  get empty(): boolean {
+    return this.peers.size === 0;
+  }
+
+  /** The live entry for this peer and message ID, or undefined (expired entries are removed). */
+  find(peerKey: string, messageId: number, now: number): DedupEntry | undefined {
+    const record = this.peers.get(peerKey);
+    if (record === undefined) return undefined;
+    const e = record.entries.get(messageId);
+    if (e === undefined) return undefined;
+    if (e.state === COMPLETE && e.expiresAt <= now) {
+      this.remove(e);
+      this.gauges();
+      return undefined;
+    }
+    return e;
+  }
+
+  /**
+   * Registers a new request as {@link IN_PROGRESS}; call {@link find} first. Entries in
+   * progress are not subject to the caps.
+   */
+  begin(peerKey: string, messageId: number, confirmable: boolean, now: number): DedupEntry {
+    let record = this.peers.get(peerKey);
+    if (record === undefined) {
+      record = new DedupPeer(peerKey, Math.floor(this.random() * 0x10000) & 0xffff);
+      this.peers.set(peerKey, record);
+      this.stats.peers = this.peers.size;
+    }
+    const old = record.entries.get(messageId);
+    if (old !== undefined) this.remove(old);
+    const lifetime = confirmable ? this.limits.exchangeLifetimeMs : this.limits.nonLifetimeMs;
+    const e = new DedupEntry(record, messageId, now + lifetime);
+    record.entries.set(messageId, e);
+    return e;
+  }
+
+  /** The handler is still running and `emptyAck` went out: duplicates get it again. */
+  acked(e: DedupEntry, emptyAck: Buffer): void {
+    if (e.state !== IN_PROGRESS) return;
+    e.state = ACKED;
+    e.bytes = emptyAck;
+  }
+
+  /**
+   * The exchange is answered: duplicates get `bytes` (undefined: nothing) until the entry
+   * expires or the caps evict it. No-op for an entry whose peer was dropped.
+   */
+  complete(e: DedupEntry, bytes: Buffer | undefined, now: number): void {
+    if (e.state === DROPPED || e.state === COMPLETE) return;
+    e.state = COMPLETE;
+    e.bytes = bytes;
+    if (e.expiresAt <= now) {
+      // the handler outlived the message ID's lifetime: nothing left to deduplicate
+      this.remove(e);
+      this.gauges();
+      return;
+    }
+    this.fifo.push(e);
+    if (bytes !== undefined) this.bytes += bytes.length;
+    const { maxEntries, maxBytes } = this.limits;
+    while (this.fifo.size > maxEntries || this.bytes > maxBytes) {
+      const head = this.fifo.head;
+      if (head === undefined) break;
+      this.remove(head);
+      this.stats.dedupEvictions++;
+    }
+    this.gauges();
+  }
+
+  /** The next message ID for a message we send to the entry's peer (§4.4). */
+  nextMessageId(e: DedupEntry): number {
+    const record = e.record;
+    record.lastMessageId = (record.lastMessageId + 1) & 0xffff;
+    return record.lastMessageId;
+  }
+
+  /** Drops expired entries from the head of the FIFO. */
+  sweep(now: number): void {
+    for (;;) {
+      const head = this.fifo.head;
+      if (head === undefined || head.expiresAt > now) break;
+      this.remove(head);
+    }
+    // Entries behind a longer-lived head may have expired too (NON after CON); `find`
+    // treats them as absent and the caps still bound them.
+    this.gauges();
+  }
+
+  /** Forgets everything about one peer (its DTLS association closed). */
+  dropPeer(peerKey: string): void {
+    const record = this.peers.get(peerKey);
+    if (record === undefined) return;
+    for (const e of record.entries.values()) {
+      if (this.fifo.has(e)) {
+        this.fifo.remove(e);
+        if (e.bytes !== undefined) this.bytes -= e.bytes.length;
+      }
+      e.state = DROPPED;
+      e.bytes = undefined;
+    }
+    record.entries.clear();
+    this.peers.delete(peerKey);
+    this.gauges();
+  }
+
+  /** Forgets everything. */
+  clear(): void {
+    for (const record of this.peers.values()) {
+      for (const e of record.entries.values()) {
+        e.state = DROPPED;
+        e.bytes = undefined;
+      }
+    }
+    this.fifo.clear();
+    this.peers.clear();
+    this.bytes = 0;
+    this.gauges();
+  }
+
+  private remove(e: DedupEntry): void {
+    if (this.fifo.has(e)) {
+      this.fifo.remove(e);
+      if (e.bytes !== undefined) this.bytes -= e.bytes.length;
+    }
+    const record = e.record;
+    if (record.entries.get(e.messageId) === e) {
+      record.entries.delete(e.messageId);
+      if (record.entries.size === 0 && this.peers.get(record.key) === record) {
+        this.peers.delete(record.key);
+      }
+    }
+    e.state = DROPPED;
+    e.bytes = undefined;
+  }
+
+  private gauges(): void {
+    this.stats.dedupEntries = this.fifo.size;
+    this.stats.dedupBytes = this.bytes;
+    this.stats.peers = this.peers.size;
+  }
+}
