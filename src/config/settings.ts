@@ -235,7 +235,9 @@ export const settings = {
     { arg: '<version>' },
   ),
   mqttTopicPrefix: setting(
-    z.string().regex(/^[^#+\u0000]*$/),
+    z
+      .string()
+      .refine((v) => !/[#+]/.test(v) && !v.includes('\u0000'), 'must not contain #, + or NUL'),
     '',
     'string',
     'MQTT',

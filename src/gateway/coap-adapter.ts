@@ -2,8 +2,8 @@
  * Maps CoAP requests to bridge requests and bridge outcomes back to CoAP responses
  * (codes per spec §3; Max-Age as a retry hint with 5.03).
  */
-import type { CoapMessage, CoapOption } from '../coap/codec.js';
-import { Code, ContentFormat, OptionNumber, isCritical } from '../coap/constants.js';
+import type { CoapOption } from '../coap/codec.js';
+import { Code, ContentFormat, OptionNumber } from '../coap/constants.js';
 import type { CoapReply, CoapRequest } from '../coap/endpoint.js';
 import { contentFormat, encodeUint, uriPath, uriQuery } from '../coap/options.js';
 import type {
@@ -31,20 +31,6 @@ const STATUS_CODES: Record<BridgeStatus, number> = {
   'gateway-timeout': Code.GATEWAY_TIMEOUT,
 };
 
-/** Options this server understands; any other critical option gets 4.02 (RFC 7252 §5.4.1). */
-const UNDERSTOOD = new Set<number>([
-  OptionNumber.URI_HOST,
-  OptionNumber.URI_PORT,
-  OptionNumber.URI_PATH,
-  OptionNumber.URI_QUERY,
-  OptionNumber.CONTENT_FORMAT,
-  OptionNumber.ACCEPT,
-  OptionNumber.BLOCK1,
-  OptionNumber.BLOCK2,
-  OptionNumber.SIZE1,
-  OptionNumber.SIZE2,
-]);
-
 function method(code: number): Method {
   switch (code) {
     case Code.GET:
@@ -60,11 +46,6 @@ function method(code: number): Method {
   }
 }
 
-export function hasUnknownCriticalOption(msg: CoapMessage): boolean {
-  for (const o of msg.options) if (isCritical(o.number) && !UNDERSTOOD.has(o.number)) return true;
-  return false;
-}
-
 export function toBridgeRequest(req: CoapRequest<Principal | undefined>): BridgeRequest {
   const m = req.message;
   return {
@@ -72,7 +53,7 @@ export function toBridgeRequest(req: CoapRequest<Principal | undefined>): Bridge
     method: method(m.code),
     path: uriPath(m),
     query: uriQuery(m),
-    payload: m.payload,
+    payload: req.payload,
     contentFormat: contentFormat(m),
   };
 }
@@ -102,5 +83,3 @@ export function toCoapReply(res: BridgeResponse): CoapReply {
     ...(res.payload !== undefined ? { payload: res.payload } : {}),
   };
 }
-
-export const BAD_OPTION_REPLY: CoapReply = { code: Code.BAD_OPTION };

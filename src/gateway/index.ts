@@ -15,12 +15,7 @@ import type { PskResolution } from '../dtls/types.js';
 import type { Logger } from '../telemetry/log.js';
 import { LogLimiter } from '../telemetry/log.js';
 import { UdpEndpoint } from '../transport/udp.js';
-import {
-  BAD_OPTION_REPLY,
-  hasUnknownCriticalOption,
-  toBridgeRequest,
-  toCoapReply,
-} from './coap-adapter.js';
+import { toBridgeRequest, toCoapReply } from './coap-adapter.js';
 
 /** A start-up problem the operator must fix (port taken, file invalid); exit code 2. */
 export class StartupError extends Error {
@@ -87,12 +82,14 @@ export class Gateway {
     const handleRequest = (
       req: CoapRequest<Principal | undefined>,
     ): CoapReply | Promise<CoapReply> => {
-      if (hasUnknownCriticalOption(req.message)) return BAD_OPTION_REPLY;
       const res = router.handle(toBridgeRequest(req));
       return res instanceof Promise ? res.then(toCoapReply) : toCoapReply(res);
     };
     const coap = new CoapEndpoint<Principal | undefined>({
       handler: handleRequest,
+      ackTimeoutMs: config.ackTimeout,
+      maxPayload: config.maxPayload,
+      blockSize: config.blockSize,
       onError: (err) => log.error({ err }, 'request handler failed'),
     });
 
@@ -125,11 +122,13 @@ export class Gateway {
           },
           'association established',
         ),
-      onClosed: (a, reason) =>
+      onClosed: (a, reason) => {
+        coap.peerClosed(a.key);
         log.debug(
           { peer: `${a.address}:${a.port}`, identity: a.identity, reason },
           'association closed',
-        ),
+        );
+      },
       onHandshakeFailed: (f) => {
         const suppressed = limiter.admit(`handshake-failed:${f.reason}`);
         if (suppressed === undefined) return;
@@ -188,6 +187,7 @@ export class Gateway {
   async close(): Promise<void> {
     const n = this.dtls.associationCount;
     this.dtls.close();
+    this.coap.close();
     // give the close_notify datagrams a moment to leave before the socket closes
     await new Promise((r) => setImmediate(r));
     await Promise.all([this.dtlsSocket.close(), this.coapSocket?.close()]);

@@ -1,0 +1,220 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { Code } from '../../../src/coap/constants.js';
+import { DedupCache, COMPLETE, IN_PROGRESS } from '../../../src/coap/dedup.js';
+import { CoapEndpoint, type CoapReply } from '../../../src/coap/endpoint.js';
+import { LinkedQueue, type QueueNode } from '../../../src/coap/linked-queue.js';
+import { CoapStats } from '../../../src/coap/stats.js';
+import { ManualClock, TimerQueue, type Timed } from '../../../src/coap/timers.js';
+import { FakePeer, deferred, flush, req } from './exchange-harness.js';
+
+describe('deduplication cache bounds', () => {
+  function counting(extra: { dedupMaxEntries?: number; dedupMaxBytes?: number }): {
+    ep: CoapEndpoint<string>;
+    peer: FakePeer;
+    calls: Map<number, number>;
+  } {
+    const calls = new Map<number, number>();
+    const ep = new CoapEndpoint<string>({
+      clock: new ManualClock(),
+      handler: (r) => {
+        calls.set(r.message.messageId, (calls.get(r.message.messageId) ?? 0) + 1);
+        return { code: Code.CHANGED, payload: Buffer.alloc(100) };
+      },
+      ...extra,
+    });
+    return { ep, peer: new FakePeer(), calls };
+  }
+
+  test('the entry cap evicts the oldest entry', () => {
+    const { ep, peer, calls } = counting({ dedupMaxEntries: 3 });
+    for (let mid = 1; mid <= 4; mid++) ep.receive(peer, req({ mid }));
+    assert.equal(ep.stats.dedupEntries, 3);
+    assert.equal(ep.stats.dedupEvictions, 1);
+    ep.receive(peer, req({ mid: 2 })); // still cached
+    assert.equal(calls.get(2), 1);
+    ep.receive(peer, req({ mid: 1 })); // evicted: handled as new
+    assert.equal(calls.get(1), 2);
+  });
+
+  test('the byte cap evicts the oldest entries', () => {
+    // each cached ACK: 4 header + 2 token + 1 option (Uri-Path "t") ... about 110 bytes
+    const { ep, peer, calls } = counting({ dedupMaxBytes: 250 });
+    for (let mid = 1; mid <= 3; mid++) ep.receive(peer, req({ mid }));
+    assert.equal(ep.stats.dedupEntries, 2);
+    assert.ok(ep.stats.dedupBytes <= 250);
+    ep.receive(peer, req({ mid: 1 }));
+    assert.equal(calls.get(1), 2, 'the oldest was evicted');
+    ep.receive(peer, req({ mid: 3 }));
+    assert.equal(calls.get(3), 1);
+  });
+
+  test('caps never evict an exchange still in progress', async () => {
+    const d = deferred<CoapReply>();
+    let calls = 0;
+    const ep = new CoapEndpoint<string>({
+      clock: new ManualClock(),
+      dedupMaxEntries: 1,
+      handler: (r) => {
+        calls++;
+        return r.message.messageId === 1 ? d.promise : { code: Code.CHANGED };
+      },
+    });
+    const peer = new FakePeer();
+    ep.receive(peer, req({ mid: 1 }));
+    for (let mid = 2; mid < 10; mid++) ep.receive(peer, req({ mid }));
+    ep.receive(peer, req({ mid: 1 }));
+    assert.equal(calls, 9, 'the duplicate of the running exchange did not reach the handler');
+    d.resolve({ code: Code.CHANGED });
+    await flush();
+  });
+
+  test('DedupCache: find, begin, complete, per-peer message IDs', () => {
+    const stats = new CoapStats();
+    const c = new DedupCache(
+      { maxEntries: 10, maxBytes: 1000, exchangeLifetimeMs: 100, nonLifetimeMs: 50 },
+      stats,
+      () => 0.5,
+    );
+    assert.equal(c.find('a', 1, 0), undefined);
+    const e = c.begin('a', 1, true, 0);
+    assert.equal(e.state, IN_PROGRESS);
+    assert.equal(c.find('a', 1, 1000), e, 'in progress never expires');
+    c.complete(e, Buffer.alloc(10), 10);
+    assert.equal(e.state, COMPLETE);
+    assert.equal(stats.dedupBytes, 10);
+    assert.equal(c.find('a', 1, 99), e);
+    assert.equal(c.find('a', 1, 100), undefined);
+    assert.equal(stats.dedupEntries, 0);
+    const f = c.begin('b', 1, false, 0);
+    assert.equal(c.nextMessageId(f), 0x8001);
+    assert.equal(c.nextMessageId(f), 0x8002);
+    c.complete(f, undefined, 0);
+    c.sweep(49);
+    assert.equal(c.size, 1);
+    c.sweep(50);
+    assert.equal(c.size, 0);
+    assert.ok(c.empty);
+  });
+});
+
+describe('TimerQueue', () => {
+  class T implements Timed {
+    dueAt = 0;
+    heapIndex = -1;
+    constructor(
+      readonly name: string,
+      readonly log: string[],
+    ) {}
+    onTimer(now: number): void {
+      this.log.push(`${this.name}@${now}`);
+    }
+  }
+
+  test('fires in deadline order from one host timer; cancel and reschedule work', () => {
+    const clock = new ManualClock();
+    const q = new TimerQueue(clock);
+    const log: string[] = [];
+    const ts = ['a', 'b', 'c', 'd', 'e', 'f'].map((n) => new T(n, log));
+    const [a, b, c, d, e, f] = ts as [T, T, T, T, T, T];
+    q.schedule(a, 50);
+    q.schedule(b, 10);
+    q.schedule(c, 30);
+    q.schedule(d, 20);
+    q.schedule(e, 40);
+    q.schedule(f, 5);
+    assert.equal(clock.pending, 1, 'one host timer');
+    q.cancel(c);
+    q.schedule(a, 15);
+    q.schedule(f, 45);
+    assert.equal(q.size, 5);
+    clock.advance(100);
+    assert.deepEqual(log, ['b@10', 'a@15', 'd@20', 'e@40', 'f@45']);
+    assert.equal(q.size, 0);
+    assert.equal(clock.pending, 0);
+  });
+
+  test('a timer may reschedule itself from onTimer; clear stops everything', () => {
+    const clock = new ManualClock();
+    const q = new TimerQueue(clock);
+    let n = 0;
+    const t: Timed = {
+      dueAt: 0,
+      heapIndex: -1,
+      onTimer(now) {
+        n++;
+        if (n < 3) q.schedule(t, now + 10);
+      },
+    };
+    q.schedule(t, 10);
+    clock.advance(100);
+    assert.equal(n, 3);
+    q.schedule(t, 200);
+    q.clear();
+    clock.advance(1000);
+    assert.equal(n, 3);
+    assert.equal(clock.pending, 0);
+  });
+
+  test('random schedules and cancels keep heap order', () => {
+    const clock = new ManualClock();
+    const q = new TimerQueue(clock);
+    const log: string[] = [];
+    const ts = Array.from({ length: 200 }, (_, i) => new T(String(i), log));
+    let seed = 7;
+    const rnd = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    for (const t of ts) q.schedule(t, 1 + Math.floor(rnd() * 1000));
+    for (let i = 0; i < 50; i++) {
+      const t = ts[Math.floor(rnd() * ts.length)];
+      if (t !== undefined) q.cancel(t);
+    }
+    const expected = ts
+      .filter((t) => t.heapIndex >= 0)
+      .sort((x, y) => x.dueAt - y.dueAt)
+      .map((t) => t.dueAt);
+    const fired: number[] = [];
+    for (const t of ts) {
+      const orig = t.onTimer.bind(t);
+      t.onTimer = (now) => {
+        fired.push(t.dueAt);
+        orig(now);
+      };
+    }
+    clock.advance(2000);
+    assert.deepEqual(fired, expected);
+  });
+});
+
+describe('LinkedQueue', () => {
+  class N implements QueueNode<N> {
+    prev: N | undefined = undefined;
+    next: N | undefined = undefined;
+    constructor(readonly v: number) {}
+  }
+  const items = (q: LinkedQueue<N>): number[] => {
+    const out: number[] = [];
+    for (let n = q.head; n !== undefined; n = n.next) out.push(n.v);
+    return out;
+  };
+
+  test('push, remove, touch, clear', () => {
+    const q = new LinkedQueue<N>();
+    const ns = [1, 2, 3, 4].map((v) => new N(v));
+    for (const n of ns) q.push(n);
+    assert.deepEqual(items(q), [1, 2, 3, 4]);
+    q.remove(ns[1] as N);
+    q.remove(ns[1] as N);
+    assert.deepEqual(items(q), [1, 3, 4]);
+    q.touch(ns[0] as N);
+    assert.deepEqual(items(q), [3, 4, 1]);
+    q.remove(ns[2] as N);
+    q.remove(ns[0] as N);
+    assert.deepEqual(items(q), [4]);
+    assert.equal(q.size, 1);
+    assert.equal(q.tail, ns[3]);
+    q.clear();
+    assert.equal(q.size, 0);
+    assert.equal(q.has(ns[3] as N), false);
+  });
+});
