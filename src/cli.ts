@@ -6,7 +6,7 @@
 import { Command, Option } from 'commander';
 import { stringify as toYaml } from 'yaml';
 import { DevicesFileError } from './auth/devices-file.js';
-import { ConfigError, flagName, loadConfig, redactedConfig } from './config/load.js';
+import { ConfigError, flagName, loadConfig, redactedConfig, type Config } from './config/load.js';
 import { renderReference } from './config/reference.js';
 import { settings, type SettingName } from './config/settings.js';
 import { derivePsk, parseIdentity, pskShellLiteral, pskUsableOnCommandLine } from './enos/index.js';
@@ -79,6 +79,7 @@ async function serve(opts: Record<string, unknown>): Promise<void> {
     }
     throw err;
   }
+  if (gateway.embeddedBrokerUrl !== undefined) printEmbeddedBanner(config, gateway);
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -94,6 +95,27 @@ async function serve(opts: Record<string, unknown>): Promise<void> {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+/** How to try it, printed when coap-edge runs its embedded broker (npm start). */
+function printEmbeddedBanner(config: Config, gateway: Gateway): void {
+  const url = new URL(gateway.embeddedBrokerUrl ?? 'mqtt://127.0.0.1');
+  const lines = [
+    '',
+    'coap-edge is running on embedded defaults:',
+    `  DTLS (CoAP over DTLS 1.2 PSK)  udp://${config.bind}:${gateway.dtlsPort}`,
+    `  MQTT broker (embedded)         ${url.href}`,
+    `  devices file                   ${config.devices ?? '(none)'}`,
+    '',
+    'Watch what devices publish:',
+    `  mosquitto_sub -h ${url.hostname} -p ${url.port} -v -t '/sys/#'`,
+    'Send a measurepoint as a device of the devices file (identity pk,dk,2,lifetime):',
+    `  npx coap-edge device post thing/measurepoint/post --port ${gateway.dtlsPort} \\`,
+    '      --identity <productKey>,<deviceKey>,2,3600 --secret <deviceSecret>',
+    'or with libcoap (README.md, "Connect a device with coap-client-openssl").',
+    '',
+  ];
+  process.stderr.write(`${lines.join('\n')}\n`);
 }
 
 function psk(secret: string, opts: { shell?: boolean; identity?: string }): void {

@@ -23,6 +23,17 @@ const BAD_REQUEST: BridgeResponse = { status: 'bad-request' };
 const CHANGED: BridgeResponse = { status: 'changed' };
 const GATEWAY_TIMEOUT: BridgeResponse = { status: 'gateway-timeout' };
 const INTERNAL_ERROR: BridgeResponse = { status: 'internal-error' };
+const BAD_GATEWAY: BridgeResponse = { status: 'bad-gateway' };
+
+/** Backend error codes meaning "not accepted now, try again later" (5.03 with Max-Age). */
+const UNAVAILABLE_CODES: ReadonlySet<string> = new Set([
+  'BACKEND_UNAVAILABLE',
+  'BACKEND_CONNECTION_LOST',
+  'BACKEND_PUBACK_TIMEOUT',
+  'BACKEND_OVERLOADED',
+  'BACKEND_SUBSCRIBE_FAILED',
+  'BACKEND_CLOSED',
+]);
 
 /**
  * Topic and authorization rules (spec §2, §4): a secureMode-3 session may only activate;
@@ -147,10 +158,14 @@ export class Router {
   }
 
   private failure(err: unknown): BridgeResponse {
-    const code = (err as { code?: unknown } | null)?.code;
+    const e = err as { code?: unknown; reasonCode?: unknown } | null;
+    const code = typeof e?.code === 'string' ? e.code : '';
+    if (UNAVAILABLE_CODES.has(code)) return this.unavailable;
     if (code === 'BACKEND_REPLY_TIMEOUT') return GATEWAY_TIMEOUT;
-    if (code === 'BACKEND_UNAVAILABLE' || code === 'BACKEND_PUBACK_TIMEOUT')
-      return this.unavailable;
+    if (code === 'BACKEND_PUBLISH_REJECTED') {
+      // MQTT 5 reason 0x97 "quota exceeded": the platform may take it later
+      return e?.reasonCode === 0x97 ? this.unavailable : BAD_GATEWAY;
+    }
     return INTERNAL_ERROR;
   }
 }

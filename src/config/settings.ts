@@ -268,6 +268,13 @@ export const settings = {
     'Run an embedded MQTT broker (aedes) on this port and bridge to it; for trying coap-edge without a broker.',
     { arg: '<port>' },
   ),
+  demoPlatform: setting(
+    z.boolean(),
+    false,
+    'boolean',
+    'MQTT',
+    'Answer every uplink on the broker with a success reply, as a platform would: for trying coap-edge with the embedded broker, never in production.',
+  ),
   // --- DTLS ------------------------------------------------------------------------------
   maxAssociations: setting(
     positiveInt,

@@ -4,7 +4,14 @@
  */
 import { DevicesFile } from '../auth/devices-file.js';
 import { PskResolver, type PskLookup } from '../auth/psk-resolver.js';
-import type { SecretSource } from '../auth/source.js';
+import { createSecretStack, type SecretStack } from '../auth/stack.js';
+import {
+  EmbeddedBrokerError,
+  MqttBridgeBackend,
+  redactUrl,
+  startEmbeddedBroker,
+  type EmbeddedBroker,
+} from '../bridge/mqtt/index.js';
 import { Router } from '../bridge/router.js';
 import type { Principal } from '../bridge/types.js';
 import { CoapEndpoint, type CoapPeer, type CoapReply, type CoapRequest } from '../coap/endpoint.js';
@@ -14,6 +21,7 @@ import { DtlsServer, type DtlsServerHandler } from '../dtls/server.js';
 import type { PskResolution } from '../dtls/types.js';
 import type { Logger } from '../telemetry/log.js';
 import { LogLimiter } from '../telemetry/log.js';
+import { startPlatformStandIn, type PlatformStandIn } from '../tools/platform-standin.js';
 import { UdpEndpoint } from '../transport/udp.js';
 import { toBridgeRequest, toCoapReply } from './coap-adapter.js';
 
@@ -25,11 +33,6 @@ export class StartupError extends Error {
     this.name = 'StartupError';
   }
 }
-
-const EMPTY_SOURCE: SecretSource = {
-  device: () => undefined,
-  product: () => undefined,
-};
 
 async function bindOrExplain(what: string, bind: string, port: number): Promise<UdpEndpoint> {
   try {
@@ -46,13 +49,21 @@ async function bindOrExplain(what: string, bind: string, port: number): Promise<
   }
 }
 
+/** Things to close on shutdown (or when start-up fails half way), last opened first. */
+type Closer = () => Promise<void> | void;
+
 export class Gateway {
   private constructor(
     private readonly log: Logger,
     readonly dtls: DtlsServer<Principal>,
     readonly coap: CoapEndpoint<Principal | undefined>,
+    readonly secrets: SecretStack,
+    readonly mqtt: MqttBridgeBackend | undefined,
+    /** The embedded broker's MQTT URL, when one runs. */
+    readonly embeddedBrokerUrl: string | undefined,
     private readonly dtlsSocket: UdpEndpoint,
     private readonly coapSocket: UdpEndpoint | undefined,
+    private readonly closers: Closer[],
   ) {}
 
   get dtlsPort(): number {
@@ -64,6 +75,16 @@ export class Gateway {
   }
 
   static async start(config: Config, log: Logger): Promise<Gateway> {
+    const closers: Closer[] = [];
+    try {
+      return await Gateway.build(config, log, closers);
+    } catch (err) {
+      await runClosers(closers);
+      throw err;
+    }
+  }
+
+  private static async build(config: Config, log: Logger, closers: Closer[]): Promise<Gateway> {
     const devices = config.devices !== undefined ? DevicesFile.load(config.devices) : undefined;
     if (devices !== undefined) {
       log.info(
@@ -71,14 +92,79 @@ export class Gateway {
         'devices file loaded',
       );
     }
-    const resolver = new PskResolver(devices ?? EMPTY_SOURCE);
+    const secrets = createSecretStack({
+      devicesFile: devices,
+      redisUrl: config.redisUrl,
+      redisPrefix: config.redisPrefix,
+      registryUrl: config.registryUrl,
+      registryToken: config.registryToken,
+      registryTimeoutMs: config.registryTimeout,
+      cacheSize: config.secretCacheSize,
+      cacheTtlMs: config.secretCacheTtl * 1000,
+      redisTtlMs: config.redisCacheTtl * 1000,
+      negativeTtlMs: config.negativeCacheTtl * 1000,
+    });
+    closers.push(() => secrets.close());
+    const resolver = new PskResolver(secrets.source);
+
+    let brokerUrl = config.mqttUrl;
+    let embeddedUrl: string | undefined;
+    if (config.embeddedBroker !== undefined) {
+      let broker: EmbeddedBroker;
+      try {
+        broker = await startEmbeddedBroker({ port: config.embeddedBroker, host: '127.0.0.1' });
+      } catch (err) {
+        if (err instanceof EmbeddedBrokerError) throw new StartupError(err.message);
+        throw err;
+      }
+      closers.push(() => broker.close());
+      embeddedUrl = `mqtt://127.0.0.1:${broker.port}`;
+      brokerUrl ??= embeddedUrl;
+      log.info({ url: embeddedUrl }, 'embedded MQTT broker listening');
+    }
+    let mqtt: MqttBridgeBackend | undefined;
+    if (brokerUrl !== undefined) {
+      const backend = new MqttBridgeBackend({
+        url: brokerUrl,
+        username: config.mqttUsername,
+        password: config.mqttPassword,
+        clientIdPrefix: config.mqttClientIdPrefix,
+        poolSize: config.mqttPoolSize,
+        // aedes speaks 3.1.1 only: skip the MQTT 5 attempt against our own embedded broker
+        protocol:
+          config.mqttProtocol === 'auto' && brokerUrl === embeddedUrl
+            ? '3.1.1'
+            : config.mqttProtocol,
+        topicPrefix: config.mqttTopicPrefix,
+        publishTimeoutMs: config.publishTimeout,
+        replyTimeoutMs: config.replyTimeout,
+        logger: log,
+      });
+      backend.start();
+      closers.push(() => backend.close());
+      mqtt = backend;
+      log.info({ url: redactUrl(brokerUrl), pool: config.mqttPoolSize }, 'MQTT bridge started');
+      if (config.demoPlatform) {
+        let standIn: PlatformStandIn | undefined;
+        try {
+          standIn = await startPlatformStandIn(brokerUrl, config.mqttTopicPrefix);
+        } catch {
+          throw new StartupError(`demo platform cannot connect to ${redactUrl(brokerUrl)}`);
+        }
+        const s = standIn;
+        closers.push(() => s.close());
+        log.warn('demo platform is answering every uplink (demoPlatform: true)');
+      }
+    } else {
+      log.warn('no MQTT broker configured: requests that need one are answered 5.03');
+    }
+
     const router = new Router({
-      backend: undefined,
-      activation: undefined,
+      backend: mqtt,
+      activation: secrets.activator,
       unavailableMaxAge: config.maxUnavailableRetry,
     });
     const limiter = new LogLimiter();
-
     const handleRequest = (
       req: CoapRequest<Principal | undefined>,
     ): CoapReply | Promise<CoapReply> => {
@@ -92,18 +178,15 @@ export class Gateway {
       blockSize: config.blockSize,
       onError: (err) => log.error({ err }, 'request handler failed'),
     });
+    closers.push(() => coap.close());
 
     const dtlsSocket = await bindOrExplain('DTLS', config.bind, config.dtlsPort);
-    let coapSocket: UdpEndpoint | undefined;
-    try {
-      coapSocket =
-        config.coapPort !== undefined
-          ? await bindOrExplain('plain CoAP', config.bind, config.coapPort)
-          : undefined;
-    } catch (err) {
-      await dtlsSocket.close();
-      throw err;
-    }
+    closers.push(() => dtlsSocket.close());
+    const coapSocket =
+      config.coapPort !== undefined
+        ? await bindOrExplain('plain CoAP', config.bind, config.coapPort)
+        : undefined;
+    if (coapSocket !== undefined) closers.push(() => coapSocket.close());
 
     const handler: DtlsServerHandler<Principal> = {
       resolvePsk: (identity) => {
@@ -160,13 +243,12 @@ export class Gateway {
     dtlsSocket.onDatagram((msg, address, port) => dtls.handleDatagram(msg, address, port));
 
     if (coapSocket !== undefined) {
-      const plain = coapSocket;
-      plain.onDatagram((msg, address, port) => {
+      coapSocket.onDatagram((msg, address, port) => {
         const peer: CoapPeer<undefined> = {
           key: `${address}|${port}`,
           principal: undefined,
           send: (d) => {
-            plain.send(d, port, address);
+            coapSocket.send(d, port, address);
             return true;
           },
         };
@@ -180,18 +262,37 @@ export class Gateway {
       },
       'coap-edge listening',
     );
-    return new Gateway(log, dtls, coap, dtlsSocket, coapSocket);
+    return new Gateway(
+      log,
+      dtls,
+      coap,
+      secrets,
+      mqtt,
+      embeddedUrl,
+      dtlsSocket,
+      coapSocket,
+      closers,
+    );
   }
 
-  /** Sends close_notify to every established peer and closes the sockets. */
+  /** Sends close_notify to every established peer, closes sockets and backends. */
   async close(): Promise<void> {
     const n = this.dtls.associationCount;
     this.dtls.close();
-    this.coap.close();
     // give the close_notify datagrams a moment to leave before the socket closes
     await new Promise((r) => setImmediate(r));
-    await Promise.all([this.dtlsSocket.close(), this.coapSocket?.close()]);
+    await runClosers(this.closers);
     this.log.info({ closedAssociations: n }, 'coap-edge stopped');
+  }
+}
+
+async function runClosers(closers: Closer[]): Promise<void> {
+  for (const c of closers.splice(0).reverse()) {
+    try {
+      await c();
+    } catch {
+      // keep closing the rest
+    }
   }
 }
 

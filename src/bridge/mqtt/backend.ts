@@ -13,7 +13,13 @@
  * - Connection choice: round-robin over the connections that are up and have a free slot,
  *   skipping one whose last publish timed out ("suspect") while another is available.
  * - MQTT 5 when the broker speaks it, else 3.1.1 (`protocol: 'auto'`); user properties
- *   (W3C `traceparent`) are sent on MQTT 5 connections only.
+ *   (W3C `traceparent`) are sent on MQTT 5 connections only. `auto` connects with level 5;
+ *   a broker that answers CONNACK 0x01 "unacceptable protocol version" (what a 3.1.1 broker
+ *   such as aedes sends, and what mqtt.js reports as `ErrorWithReasonCode` code 1) or MQTT 5
+ *   reason 0x84 makes the whole pool switch to level 4 at once, for the life of the backend.
+ *   A broker that closes the socket without any CONNACK is treated as down, not as 3.1.1.
+ * - Mosquitto 2 announces Receive Maximum 20, so against it a pool of 2 keeps at most 40
+ *   publishes in flight; more wait for a slot (see `maxQueued`).
  * - Replies: see {@link MqttBridgeBackend.request} and `subscriptions.ts`.
  */
 import { performance } from 'node:perf_hooks';

@@ -1,0 +1,281 @@
+/** Pure parts of the MQTT bridge backend: reply matching, subscriptions, counters, errors. */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  BackendRejectedError,
+  BackendUnavailableError,
+  MqttBackendError,
+  MqttBridgeBackend,
+  redactUrl,
+  ReplyTimeoutError,
+} from '../../../src/bridge/mqtt/index.js';
+import { backoffDelay, clientIdFor } from '../../../src/bridge/mqtt/connection.js';
+import type { MessageBackend } from '../../../src/bridge/types.js';
+import { extractReplyId, ReplyMatcher } from '../../../src/bridge/mqtt/replies.js';
+import { LatencyHistogram } from '../../../src/bridge/mqtt/stats.js';
+import {
+  ReplySubscriptions,
+  type SubscribingConnection,
+} from '../../../src/bridge/mqtt/subscriptions.js';
+
+const buf = (s: string): Buffer => Buffer.from(s);
+const tick = (ms = 0): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+describe('extractReplyId', () => {
+  it('reads string and number ids of a JSON object', () => {
+    assert.equal(extractReplyId(buf('{"id":"17","code":200,"data":{}}')), '17');
+    assert.equal(extractReplyId(buf(' \n\t{"code":200,"id":17}')), '17');
+    assert.equal(extractReplyId(buf('{"id":"","code":200}')), '');
+  });
+  it('is undefined for anything else', () => {
+    for (const s of ['', 'x', '[{"id":"1"}]', '{"id":null}', '{"id":{}}', '{"id":"1"', '"1"']) {
+      assert.equal(extractReplyId(buf(s)), undefined, s);
+    }
+    assert.equal(extractReplyId(Buffer.from([0xff, 0xfe, 0x00])), undefined);
+  });
+});
+
+describe('ReplyMatcher', () => {
+  it('hands each reply to the waiter of its id', async () => {
+    const m = new ReplyMatcher();
+    const a = m.add('t_reply', '1');
+    const b = m.add('t_reply', '2');
+    assert.equal(m.size, 2);
+    assert.equal(m.deliver('t_reply', buf('{"id":"2"}')), 1);
+    assert.equal(m.deliver('t_reply', buf('{"id":"3"}')), 0, 'unknown id');
+    assert.equal(m.deliver('other', buf('{"id":"1"}')), 0, 'other topic');
+    assert.equal(m.deliver('t_reply', buf('{"id":"1","code":200}')), 1);
+    assert.equal((await a.promise).toString(), '{"id":"1","code":200}');
+    assert.equal((await b.promise).toString(), '{"id":"2"}');
+    assert.equal(m.size, 0);
+    assert.equal(m.deliver('t_reply', buf('{"id":"1"}')), 0, 'a duplicate finds nobody');
+  });
+
+  it('settles every waiter of one id with the same reply', async () => {
+    const m = new ReplyMatcher();
+    const a = m.add('t', '5');
+    const b = m.add('t', '5');
+    assert.equal(m.deliver('t', buf('{"id":5}')), 2);
+    assert.deepEqual(await a.promise, await b.promise);
+  });
+
+  it('raw waiters take messages first come, first served; id waiters go first', async () => {
+    const m = new ReplyMatcher();
+    const r1 = m.add('raw', undefined);
+    const r2 = m.add('raw', undefined);
+    const j = m.add('raw', '9');
+    assert.equal(m.deliver('raw', Buffer.from([1])), 1);
+    assert.equal(m.deliver('raw', buf('{"id":"9"}')), 1);
+    assert.equal(m.deliver('raw', Buffer.from([2])), 1);
+    assert.equal(m.deliver('raw', Buffer.from([3])), 0);
+    assert.deepEqual([...(await r1.promise)], [1]);
+    assert.deepEqual([...(await r2.promise)], [2]);
+    assert.equal((await j.promise).toString(), '{"id":"9"}');
+  });
+
+  it('fail removes one waiter; failAll rejects the rest; no unhandled rejection', async () => {
+    const m = new ReplyMatcher();
+    const a = m.add('t', '1');
+    const b = m.add('t', '2');
+    const c = m.add('u', undefined);
+    assert.equal(m.fail(a, new Error('timeout')), true);
+    assert.equal(m.fail(a, new Error('again')), false);
+    assert.equal(m.deliver('t', buf('{"id":"1"}')), 0);
+    await assert.rejects(a.promise, /timeout/);
+    m.failAll(new Error('closed'));
+    await assert.rejects(b.promise, /closed/);
+    await assert.rejects(c.promise, /closed/);
+    assert.equal(m.size, 0);
+    // failed before anyone awaited it: must not crash the process
+    m.fail(m.add('t', '3'), new Error('nobody listens'));
+    await tick(5);
+  });
+});
+
+class FakeConn implements SubscribingConnection {
+  subscribed: string[] = [];
+  unsubscribed: string[] = [];
+  fail = false;
+  subscribe(topic: string): Promise<void> {
+    this.subscribed.push(topic);
+    return this.fail
+      ? Promise.reject(new BackendUnavailableError('BACKEND_SUBSCRIBE_FAILED'))
+      : Promise.resolve();
+  }
+  unsubscribe(topic: string): void {
+    this.unsubscribed.push(topic);
+  }
+}
+
+describe('ReplySubscriptions', () => {
+  it('subscribes once per topic, shares it, lingers after the last user', async () => {
+    const conn = new FakeConn();
+    const subs = new ReplySubscriptions(() => conn, 1000, 30);
+    const a = subs.acquire('t');
+    const b = subs.acquire('t');
+    await Promise.all([a.ready, b.ready]);
+    assert.deepEqual(conn.subscribed, ['t']);
+    subs.release(a);
+    subs.release(b);
+    assert.equal(subs.active, 1, 'lingering');
+    const c = subs.acquire('t');
+    await tick(50);
+    assert.deepEqual(conn.unsubscribed, [], 'reuse cancels the linger');
+    subs.release(c);
+    await tick(60);
+    assert.deepEqual(conn.unsubscribed, ['t']);
+    assert.equal(subs.active, 0);
+    subs.acquire('t');
+    assert.deepEqual(conn.subscribed, ['t', 't'], 'subscribed again after the linger');
+  });
+
+  it('a failed subscribe is dropped and counted; a lost connection drops its topics', async () => {
+    const conn = new FakeConn();
+    conn.fail = true;
+    const subs = new ReplySubscriptions(() => conn, 1000, 1000);
+    const a = subs.acquire('t');
+    await assert.rejects(a.ready, (e: unknown) => e instanceof BackendUnavailableError);
+    subs.release(a);
+    assert.equal(subs.failed, 1);
+    assert.equal(subs.active, 0);
+    conn.fail = false;
+    const b = subs.acquire('t');
+    await b.ready;
+    subs.connectionLost(conn);
+    assert.equal(subs.active, 0);
+    subs.release(b); // releasing a discarded lease is harmless
+    assert.deepEqual(conn.unsubscribed, []);
+  });
+
+  it('throws BACKEND_UNAVAILABLE when no connection is up', () => {
+    const subs = new ReplySubscriptions<FakeConn>(() => undefined, 1000, 1000);
+    assert.throws(
+      () => subs.acquire('t'),
+      (e: unknown) => e instanceof BackendUnavailableError && e.code === 'BACKEND_UNAVAILABLE',
+    );
+  });
+});
+
+describe('counters and helpers', () => {
+  it('LatencyHistogram keeps cumulative buckets, count and sum', () => {
+    const h = new LatencyHistogram([1, 10, 100]);
+    for (const ms of [0.5, 1, 5, 50, 500]) h.observe(ms);
+    assert.deepEqual(h.snapshot(), {
+      boundsMs: [1, 10, 100],
+      cumulative: [2, 3, 4],
+      count: 5,
+      sumMs: 556.5,
+    });
+  });
+
+  it('backoffDelay doubles from min up to max with equal jitter', () => {
+    assert.equal(backoffDelay(0, 100, 1000, 0), 50);
+    assert.equal(backoffDelay(0, 100, 1000, 1), 100);
+    assert.equal(backoffDelay(2, 100, 1000, 1), 400);
+    assert.equal(backoffDelay(10, 100, 1000, 1), 1000);
+    assert.equal(backoffDelay(1000, 100, 1000, 0.5), 750);
+  });
+
+  it('clientIdFor adds a random suffix and the pool index', () => {
+    const a = clientIdFor('coap-edge-', 0);
+    assert.match(a, /^coap-edge-[0-9a-f]{8}-0$/);
+    assert.notEqual(a, clientIdFor('coap-edge-', 0));
+    assert.ok(a.length <= 23, 'fits the MQTT 3.1.1 guaranteed length');
+  });
+
+  it('redactUrl drops credentials', () => {
+    assert.equal(redactUrl('mqtts://u:p%40ss@broker:8883/x'), 'mqtts://broker:8883');
+    assert.equal(redactUrl('not a url'), '<invalid url>');
+  });
+});
+
+describe('errors', () => {
+  it('carry stable codes and class names', () => {
+    const u = new BackendUnavailableError('BACKEND_PUBACK_TIMEOUT');
+    assert.ok(u instanceof MqttBackendError);
+    assert.equal(u.name, 'BackendUnavailableError');
+    assert.equal(u.code, 'BACKEND_PUBACK_TIMEOUT');
+    const r = new BackendRejectedError(0x87);
+    assert.equal(r.code, 'BACKEND_PUBLISH_REJECTED');
+    assert.equal(r.reasonCode, 0x87);
+    assert.match(r.message, /0x87/);
+    const t = new ReplyTimeoutError('/sys/a/b/thing/measurepoint/post_reply', 5000);
+    assert.equal(t.code, 'BACKEND_REPLY_TIMEOUT');
+    assert.equal(t.name, 'ReplyTimeoutError');
+  });
+});
+
+describe('MqttBridgeBackend without a broker', () => {
+  it("is the router's MessageBackend", async () => {
+    const b = new MqttBridgeBackend({ url: 'mqtt://127.0.0.1:1' });
+    const backend: MessageBackend = b; // compile-time check
+    assert.equal(typeof backend.request, 'function');
+    await b.close();
+  });
+
+  it('is down before start and fails fast; close is idempotent', async () => {
+    const b = new MqttBridgeBackend({ url: 'mqtt://127.0.0.1:1', password: 'pw-secret' });
+    assert.equal(b.state(), 'down');
+    await assert.rejects(
+      b.publish('/sys/a/b/thing/measurepoint/post', Buffer.from('x')),
+      (e: unknown) => e instanceof BackendUnavailableError && e.code === 'BACKEND_UNAVAILABLE',
+    );
+    await assert.rejects(
+      b.request('/sys/a/b/thing/measurepoint/post', Buffer.from('{}'), 'r', '1'),
+      (e: unknown) => e instanceof BackendUnavailableError && e.code === 'BACKEND_UNAVAILABLE',
+    );
+    const s = b.stats();
+    assert.equal(s.publishes.failed.unavailable, 2);
+    assert.equal(s.connections.total, 2);
+    assert.ok(!JSON.stringify(s).includes('pw-secret'));
+    await b.close();
+    await b.close();
+    await assert.rejects(
+      b.publish('/x', Buffer.from('x')),
+      (e: unknown) => e instanceof BackendUnavailableError && e.code === 'BACKEND_CLOSED',
+    );
+  });
+
+  it('refuses wildcard, NUL and empty topics before sending (BACKEND_BAD_TOPIC)', async () => {
+    const b = new MqttBridgeBackend({ url: 'mqtt://127.0.0.1:1' });
+    for (const t of ['', '/sys/+/d/x', '/sys/p/d/#', '/sys/p/\u0000']) {
+      await assert.rejects(
+        b.publish(t, Buffer.from('x')),
+        (e: unknown) => e instanceof MqttBackendError && e.code === 'BACKEND_BAD_TOPIC',
+        JSON.stringify(t),
+      );
+    }
+    await assert.rejects(
+      b.request('/sys/p/d/x', Buffer.from('{}'), '/sys/p/d/#', '1'),
+      (e: unknown) => e instanceof MqttBackendError && e.code === 'BACKEND_BAD_TOPIC',
+    );
+    await b.close();
+  });
+
+  it('waitConnected resolves false when the backend is closed', async () => {
+    const b = new MqttBridgeBackend({ url: 'mqtt://127.0.0.1:1', poolSize: 1 });
+    const waiting = b.waitConnected(10_000);
+    await b.close();
+    assert.equal(await waiting, false);
+  });
+
+  it('retries a refused TCP connect in the background and reports down', async () => {
+    const b = new MqttBridgeBackend({
+      url: 'mqtt://127.0.0.1:1',
+      poolSize: 1,
+      reconnectMinMs: 10,
+      reconnectMaxMs: 20,
+    });
+    try {
+      b.start();
+      assert.equal(b.state(), 'connecting');
+      assert.equal(await b.waitConnected(100), false);
+      const deadline = Date.now() + 3000;
+      while (b.stats().reconnects < 3 && Date.now() < deadline) await tick(10);
+      assert.ok(b.stats().reconnects >= 3, 'keeps retrying');
+      assert.equal(b.state(), 'down');
+    } finally {
+      await b.close();
+    }
+  });
+});
