@@ -1,0 +1,192 @@
+/**
+ * The run both benchmarks follow: start both servers as separate processes, preflight
+ * them (the suite is negotiated and GET /nothing is answered with ACK 4.04), run the
+ * alternating rounds, stop the servers, take medians and coap-edge / libcoap ratios, print
+ * one JSON object on stdout and write it to bench/results/.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { cipherSuiteName } from '../../src/dtls/constants.js';
+import { loadCredentials, preflight, type Preflight } from './client.js';
+import { commandLine, environment, log, roundOrder, writeResult } from './harness.js';
+import { newestProfile, summariseProfile, type ProfileSummary } from './profile.js';
+import {
+  installCleanup,
+  startCoapEdge,
+  startLibcoap,
+  stopAll,
+  type ServerName,
+  type ServerProcess,
+} from './servers.js';
+import { median, ratio, round, sleep } from './stats.js';
+
+export interface Metric<R> {
+  readonly get: (r: R) => number | null;
+  readonly digits: number;
+  /** False for counts (failures, timeouts) that get a median but no ratio. */
+  readonly compare?: boolean;
+}
+
+export interface BenchSpec<R> {
+  readonly name: string;
+  readonly description: string;
+  readonly units: Record<string, string>;
+  readonly parameters: Record<string, unknown>;
+  readonly suite: number;
+  readonly rounds: number;
+  readonly devicesFile: string;
+  readonly device: string;
+  readonly profile: boolean;
+  /** One measured phase against one server. */
+  readonly run: (server: ServerProcess, creds: ReturnType<typeof loadCredentials>) => Promise<R>;
+  /** One-line progress text for stderr. */
+  readonly describe: (r: R) => string;
+  /** Numbers taken as medians over rounds and compared as coap-edge / libcoap. */
+  readonly metrics: Record<string, Metric<R>>;
+  readonly notes: readonly string[];
+}
+
+const SERVERS: readonly ServerName[] = ['coapEdge', 'libcoap'];
+const PAUSE_MS = 500;
+
+export async function runBench<R>(spec: BenchSpec<R>): Promise<void> {
+  installCleanup();
+  const startedAt = new Date();
+  const env = environment();
+  log(`${spec.name}: ${commandLine()}`);
+  const creds = loadCredentials(spec.devicesFile, spec.device);
+  const profDir = spec.profile ? mkdtempSync(join(tmpdir(), 'coap-edge-prof-')) : undefined;
+
+  const servers = new Map<ServerName, ServerProcess>();
+  const preflights = new Map<ServerName, Preflight>();
+  let profile: ProfileSummary | undefined;
+  const rounds: Record<string, unknown>[] = [];
+  const results = new Map<ServerName, R[]>(SERVERS.map((s) => [s, []]));
+  const compared = Object.entries(spec.metrics).filter(([, m]) => m.compare !== false);
+  try {
+    servers.set(
+      'coapEdge',
+      await startCoapEdge({ devicesFile: spec.devicesFile, cpuProfDir: profDir }, creds),
+    );
+    servers.set('libcoap', await startLibcoap(creds.psk, creds));
+    for (const [name, s] of servers) {
+      const p = await preflight(s.target, creds, spec.suite);
+      preflights.set(name, p);
+      log(
+        `${name}: pid ${s.pid}, ${s.target.host}:${s.target.port}, preflight ${JSON.stringify(p)}`,
+      );
+    }
+    const edgePre = preflights.get('coapEdge');
+    if (edgePre?.ok !== true)
+      throw new Error(`coap-edge preflight failed: ${JSON.stringify(edgePre)}`);
+    const libPre = preflights.get('libcoap');
+    const compareLibcoap = libPre?.ok === true;
+    if (!compareLibcoap) {
+      if (libPre?.response !== undefined) {
+        // It negotiated the suite but answered something else: the comparison would be unfair.
+        throw new Error(`libcoap did not answer ACK 4.04: ${JSON.stringify(libPre)}`);
+      }
+      log(`libcoap refuses this suite (${libPre?.error ?? '?'}): measuring coap-edge alone`);
+    }
+
+    for (let r = 0; r < spec.rounds; r++) {
+      const order = roundOrder(r).filter((n) => n === 'coapEdge' || compareLibcoap);
+      const row: Record<string, unknown> = { round: r + 1, order };
+      for (const name of order) {
+        const s = servers.get(name)!;
+        if (!s.alive()) throw new Error(`${name} exited:\n${s.outputTail()}`);
+        const res = await spec.run(s, creds);
+        results.get(name)!.push(res);
+        row[name] = res;
+        log(`round ${r + 1}/${spec.rounds} ${name.padEnd(8)} ${spec.describe(res)}`);
+        await sleep(PAUSE_MS);
+      }
+      if (compareLibcoap) {
+        const a = results.get('coapEdge')!.at(-1)!;
+        const b = results.get('libcoap')!.at(-1)!;
+        row.ratio = Object.fromEntries(
+          compared.map(([k, m]) => [k, round(ratio(m.get(a), m.get(b)), 3)]),
+        );
+      }
+      rounds.push(row);
+    }
+  } finally {
+    await stopAll();
+  }
+  if (profDir !== undefined) {
+    const f = newestProfile(profDir);
+    if (f !== undefined) {
+      profile = summariseProfile(f);
+      log(`coap-edge CPU profile ${profile.file} (busy ${profile.busyMs} ms), top self time:`);
+      for (const h of profile.top) {
+        log(`  ${h.selfPercent.toFixed(1).padStart(5)}%  ${h.function}  ${h.location}`);
+      }
+    } else log('no .cpuprofile was written');
+  }
+
+  const medians: Record<string, Record<string, number | null>> = {};
+  for (const name of SERVERS) {
+    const rs = results.get(name)!;
+    if (rs.length === 0) continue;
+    medians[name] = Object.fromEntries(
+      Object.entries(spec.metrics).map(([k, m]) => [k, round(median(rs.map(m.get)), m.digits)]),
+    );
+  }
+  const ratios: Record<string, number | null> | null =
+    medians.libcoap !== undefined
+      ? Object.fromEntries(
+          compared.map(([k]) => [
+            k,
+            round(
+              median(rounds.map((row) => (row.ratio as Record<string, number | null>)[k] ?? null)),
+              3,
+            ),
+          ]),
+        )
+      : null;
+
+  const result = {
+    bench: spec.name,
+    description: spec.description,
+    command: commandLine(),
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    environment: env,
+    parameters: {
+      ...spec.parameters,
+      suite: cipherSuiteName.get(spec.suite) ?? spec.suite,
+      identity: creds.identity,
+      rounds: spec.rounds,
+      profiled: spec.profile,
+    },
+    units: spec.units,
+    summary: {
+      medians,
+      ratios,
+      ratioDefinition:
+        'median over rounds of (coapEdge / libcoap) measured in the same round; ' +
+        '> 1 means coap-edge has the larger value (better for throughput, worse for CPU and latency)',
+    },
+    servers: Object.fromEntries(
+      [...servers].map(([name, s]) => [
+        name,
+        { command: s.command, pid: s.pid, preflight: preflights.get(name) },
+      ]),
+    ),
+    rounds,
+    ...(profile !== undefined ? { coapEdgeProfile: profile } : {}),
+    notes: [
+      ...spec.notes,
+      ...(ratios === null
+        ? ['libcoap refused the cipher suite in the preflight: only coap-edge was measured']
+        : []),
+      ...(spec.profile
+        ? ['coap-edge ran under node --cpu-prof: its CPU figures include profiler overhead']
+        : []),
+    ],
+  };
+  const file = writeResult(spec.name, startedAt, result);
+  process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  log(`written to ${file}`);
+}

@@ -1,0 +1,232 @@
+/**
+ * The two servers under test, each in a process of its own so its CPU can be read from
+ * /proc: coap-edge (`node dist/src/cli.js serve`) and libcoap's `coap-server-openssl -k`.
+ * Every child is registered so it is stopped on normal exit, on errors and on SIGINT/SIGTERM.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createSocket } from 'node:dgram';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { pskShellLiteral, pskUsableOnCommandLine } from '../../src/enos/index.js';
+import { waitReady, type Credentials, type Target } from './client.js';
+import { isAlive, readCpu, readRssKiB, type CpuSample } from './proc.js';
+
+export type ServerName = 'coapEdge' | 'libcoap';
+
+export interface ServerProcess {
+  readonly name: ServerName;
+  readonly pid: number;
+  readonly target: Target;
+  /** The command line, with the key shown as `<psk>`. */
+  readonly command: string;
+  cpu(): CpuSample;
+  rssKiB(): number | undefined;
+  alive(): boolean;
+  /** The last few KiB the process wrote to stdout and stderr. */
+  outputTail(): string;
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves when the process has exited. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+const HOST = '127.0.0.1';
+const TAIL_BYTES = 8192;
+const children = new Set<ChildProcess>();
+
+/** Path of the compiled CLI (this file is dist/bench/lib/servers.js). */
+export const CLI_PATH = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
+/** Repository root (three levels above dist/bench/lib). */
+export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+
+let cleanupInstalled = false;
+
+/** Kills every child on exit; stops them and exits on SIGINT/SIGTERM. Call once at start. */
+export function installCleanup(): void {
+  if (cleanupInstalled) return;
+  cleanupInstalled = true;
+  process.on('exit', () => {
+    for (const c of children) c.kill('SIGKILL');
+  });
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      process.stderr.write(`\nbench: ${sig}, stopping servers\n`);
+      void stopAll().finally(() => process.exit(130));
+    });
+  }
+}
+
+/** Stops every running child (SIGTERM, then SIGKILL). */
+export async function stopAll(): Promise<void> {
+  await Promise.all([...children].map((c) => stopChild(c, 3000)));
+}
+
+function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) {
+    children.delete(child);
+    return Promise.resolve();
+  }
+  return new Promise((resolve) => {
+    const kill = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    child.once('exit', () => {
+      clearTimeout(kill);
+      children.delete(child);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+function track(child: ChildProcess): () => string {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  let tail = '';
+  const keep = (d: Buffer): void => {
+    tail = (tail + d.toString('utf8')).slice(-TAIL_BYTES);
+  };
+  // Always drain the pipes: a full pipe would block the server.
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  return () => tail;
+}
+
+function canBindUdp(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createSocket('udp4');
+    s.once('error', () => {
+      s.close();
+      resolve(false);
+    });
+    s.bind(port, HOST, () => s.close(() => resolve(true)));
+  });
+}
+
+function canBindTcp(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.once('error', () => resolve(false));
+    s.listen(port, HOST, () => s.close(() => resolve(true)));
+  });
+}
+
+/** A port p such that UDP and TCP p and p+1 are free (libcoap binds all four). */
+async function freePortPair(): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const p = 20_000 + 2 * Math.floor(Math.random() * 15_000);
+    if (
+      (await canBindUdp(p)) &&
+      (await canBindUdp(p + 1)) &&
+      (await canBindTcp(p)) &&
+      (await canBindTcp(p + 1))
+    ) {
+      return p;
+    }
+  }
+  throw new Error('no free port pair found');
+}
+
+function handle(
+  name: ServerName,
+  child: ChildProcess,
+  target: Target,
+  command: string,
+  tail: () => string,
+): ServerProcess {
+  const pid = child.pid;
+  if (pid === undefined) throw new Error(`${name}: spawn failed`);
+  return {
+    name,
+    pid,
+    target,
+    command,
+    cpu: () => readCpu(pid),
+    rssKiB: () => readRssKiB(pid),
+    alive: () => child.exitCode === null && child.signalCode === null && isAlive(pid),
+    outputTail: tail,
+    stop: (graceMs = 5000) => stopChild(child, graceMs),
+  };
+}
+
+async function ready(s: ServerProcess, creds: Credentials): Promise<ServerProcess> {
+  try {
+    await waitReady(s.target, creds, () => s.alive());
+  } catch (err) {
+    await s.stop(1000);
+    const out = s.outputTail().trim();
+    throw new Error(
+      `${s.name} did not start: ${err instanceof Error ? err.message : String(err)}` +
+        (out !== '' ? `\n--- ${s.name} output ---\n${out}` : ''),
+    );
+  }
+  return s;
+}
+
+export interface CoapEdgeOptions {
+  readonly devicesFile: string;
+  /** Directory for `node --cpu-prof` output; profiling is off when undefined. */
+  readonly cpuProfDir?: string;
+}
+
+/** `node dist/src/cli.js serve --bind 127.0.0.1 --dtls-port <p> --devices <file> --log-level warn`. */
+export async function startCoapEdge(
+  o: CoapEdgeOptions,
+  creds: Credentials,
+): Promise<ServerProcess> {
+  const port = await freePortPair();
+  const nodeFlags =
+    o.cpuProfDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${o.cpuProfDir}`] : [];
+  const args = [
+    ...nodeFlags,
+    CLI_PATH,
+    'serve',
+    '--bind',
+    HOST,
+    '--dtls-port',
+    String(port),
+    '--devices',
+    o.devicesFile,
+    '--log-level',
+    'warn',
+  ];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const tail = track(child);
+  const command = ['node', ...args].join(' ');
+  return ready(handle('coapEdge', child, { host: HOST, port }, command, tail), creds);
+}
+
+/**
+ * `coap-server-openssl -A 127.0.0.1 -p <p> -k <key>`; DTLS listens on p + 1. `-k` takes the
+ * key as the raw bytes of its argument, which a Node argument string cannot carry (it is
+ * encoded as UTF-8), so the command runs through `bash -c 'exec …'` with the key as an
+ * ANSI-C `$'\xNN…'` literal; `exec` keeps the pid the server's. With `-k` alone libcoap
+ * accepts any identity.
+ */
+export async function startLibcoap(psk: Buffer, creds: Credentials): Promise<ServerProcess> {
+  if (!pskUsableOnCommandLine(psk)) {
+    throw new Error('the PSK holds a 0x00 byte and cannot be given to coap-server-openssl -k');
+  }
+  const port = await freePortPair();
+  const argv = (key: string): string => `coap-server-openssl -A ${HOST} -p ${port} -v 3 -k ${key}`;
+  const child = spawn('bash', ['-c', `exec ${argv(pskShellLiteral(psk))}`], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const tail = track(child);
+  const s = handle('libcoap', child, { host: HOST, port: port + 1 }, argv('<psk>'), tail);
+  await ready(s, creds);
+  const comm = readFileSync(`/proc/${s.pid}/comm`, 'utf8').trim();
+  if (!comm.startsWith('coap-server')) {
+    await s.stop(1000);
+    throw new Error(`pid ${s.pid} is ${comm}, not coap-server-openssl`);
+  }
+  return s;
+}
+
+/** `coap-server-openssl v4.3.1 -- …; TLS Library: OpenSSL - runtime …`, or undefined. */
+export function libcoapVersion(): string | undefined {
+  const r = spawnSync('coap-server-openssl', ['-h'], { encoding: 'utf8', timeout: 5000 });
+  const text = `${r.stdout ?? ''}\n${r.stderr ?? ''}`;
+  const lines = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => /^coap-server-openssl v|^TLS Library:/.test(l));
+  return lines.length > 0 ? lines.join('; ') : undefined;
+}
