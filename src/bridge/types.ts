@@ -7,6 +7,17 @@ import type { DeviceIdentity } from '../enos/index.js';
 /** The authenticated device behind a request. */
 export interface Principal extends DeviceIdentity {
   readonly assetId: string | undefined;
+  /**
+   * Identifies the DTLS session the device authenticated on (unique per handshake, across
+   * pods): presence and per-device connections tell a new session from an old one by it.
+   */
+  readonly sessionId: string;
+}
+
+/** A device by its keys. */
+export interface DeviceKey {
+  readonly productKey: string;
+  readonly deviceKey: string;
 }
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE' | 'OTHER';
@@ -46,6 +57,48 @@ export interface BridgeResponse {
   readonly contentFormat?: number;
   /** Seconds; a retry hint with `unavailable` (RFC 7252 §5.10.5). */
   readonly maxAge?: number;
+  /**
+   * A command waiting for the device (spec §5): travels as option 2100 = `/topic{topic}` and,
+   * when given, option 2102 = payload.
+   */
+  readonly command?: { readonly topic: string; readonly payload: Buffer | undefined };
+}
+
+/** A command for a device, waiting to be delivered (spec §5). */
+export interface QueuedCommand {
+  /** Queue entry id (unique per command). */
+  readonly id: string;
+  /** The MQTT command topic without prefix, e.g. `/sys/pk/dk/thing/service/reboot`. */
+  readonly topic: string;
+  readonly payload: Buffer;
+  /** The JSON `id` of the command body, when it is EnOS JSON; the device's reply carries it. */
+  readonly messageId: string | undefined;
+  /** ms since the epoch. */
+  readonly enqueuedAt: number;
+}
+
+/**
+ * Commands for sleepy devices, kept where every pod can deliver them (Redis in production,
+ * memory on a single embedded instance). A command leaves the queue only when the device
+ * acknowledged it with its reply (at-least-once), or when it expires.
+ */
+export interface CommandStore {
+  /** Adds a command; `full` when the device's queue is at its bound (the command is dropped). */
+  enqueue(device: DeviceKey, topic: string, payload: Buffer): Promise<'queued' | 'full'>;
+  /** The oldest waiting command and how many wait, without removing anything. */
+  peek(device: DeviceKey): Promise<{ head: QueuedCommand | undefined; count: number }>;
+  /** The oldest waiting command on `topic` (a GET of the command topic) and how many wait in all. */
+  fetch(
+    device: DeviceKey,
+    topic: string,
+  ): Promise<{ command: QueuedCommand | undefined; count: number }>;
+  /**
+   * The device replied to a command on `topic` (`{topic}_reply`, `rrpc/response/..`): removes
+   * the matching command (by JSON id when there is one, else the oldest on that topic).
+   */
+  acknowledge(device: DeviceKey, topic: string, reply: Buffer): Promise<boolean>;
+  /** Resolves with the first command for the device within `timeoutMs` (ttd), else undefined. */
+  waitFor(device: DeviceKey, timeoutMs: number): Promise<QueuedCommand | undefined>;
 }
 
 /** Options of one publish (trace context travels as MQTT 5 user properties). */

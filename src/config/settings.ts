@@ -44,6 +44,45 @@ function setting<S extends z.ZodType, const D extends z.output<S> | undefined>(
 }
 
 const port = z.number().int().min(0).max(65535);
+
+/** Where a route sends a device request: an MQTT topic or an HTTP endpoint. */
+const routeAuth = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('bearer'), tokenEnv: z.string().min(1) }).strict(),
+  z
+    .object({
+      type: z.literal('hmac'),
+      secretEnv: z.string().min(1),
+      header: z.string().min(1).default('X-Signature'),
+    })
+    .strict(),
+]);
+export const routeSchema = z.discriminatedUnion('backend', [
+  z
+    .object({
+      name: z.string().min(1).optional(),
+      /** MQTT topic pattern: literal levels, `{pk}`, `{dk}`, `+` and a final `#`. */
+      match: z.string().min(1),
+      backend: z.literal('mqtt'),
+      /** Topic template ({pk}, {dk}, {topic}); default: the device's own topic. */
+      topic: z.string().min(1).optional(),
+    })
+    .strict(),
+  z
+    .object({
+      name: z.string().min(1).optional(),
+      match: z.string().min(1),
+      backend: z.literal('http'),
+      method: z.enum(['POST', 'PUT']).default('POST'),
+      /** URL template ({pk}, {dk}, {topic}). */
+      url: z.string().min(1),
+      headers: z.record(z.string(), z.string()).default({}),
+      auth: routeAuth.optional(),
+      /** Request timeout in ms (default: httpTimeout). */
+      timeout: z.number().int().min(1).optional(),
+    })
+    .strict(),
+]);
+export type RouteConfig = z.output<typeof routeSchema>;
 const positiveInt = z.number().int().min(1);
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
@@ -274,6 +313,180 @@ export const settings = {
     'boolean',
     'MQTT',
     'Answer every uplink on the broker with a success reply, as a platform would: for trying coap-edge with the embedded broker, never in production.',
+  ),
+  mqttMode: setting(
+    z.enum(['bridge', 'per-device']),
+    'bridge',
+    'string',
+    'MQTT',
+    'bridge: a few pooled connections publish for all devices; per-device: one connection per online device, logged in with its own credentials.',
+    { arg: '<mode>' },
+  ),
+  mqttDeviceAuth: setting(
+    z.enum(['enos', 'template']),
+    'enos',
+    'string',
+    'MQTT',
+    'per-device login: enos (EnOS signed clientId/username/password from the device secret) or template (mqttDeviceUsername/Password).',
+    { arg: '<kind>' },
+  ),
+  mqttDeviceClientId: setting(
+    z.string().min(1),
+    '{pk}.{dk}',
+    'string',
+    'MQTT',
+    'per-device client id template for template login ({pk}, {dk}).',
+    { arg: '<template>' },
+  ),
+  mqttDeviceUsername: setting(
+    z.string().min(1),
+    '{dk}&{pk}',
+    'string',
+    'MQTT',
+    'per-device username template for template login ({pk}, {dk}).',
+    { arg: '<template>' },
+  ),
+  mqttDevicePassword: setting(
+    z.string().min(1),
+    '{secret}',
+    'string',
+    'MQTT',
+    'per-device password template for template login ({pk}, {dk}, {secret} = device secret).',
+    { arg: '<template>' },
+  ),
+  maxDeviceSessions: setting(
+    positiveInt,
+    10_000,
+    'integer',
+    'MQTT',
+    'per-device mode: most device connections open at once; beyond it requests get 5.03.',
+    { arg: '<n>' },
+  ),
+  deviceConnectRate: setting(
+    positiveInt,
+    200,
+    'integer',
+    'MQTT',
+    'per-device mode: most new device connections opened per second.',
+    { arg: '<per-second>' },
+  ),
+  // --- routes and HTTP backend -----------------------------------------------------------------
+  routes: setting(
+    z.array(routeSchema),
+    [],
+    'yaml',
+    'Routes',
+    'Route list (YAML only): CoAP topic patterns to an MQTT topic or an HTTP endpoint; first match wins; topics no route matches go to MQTT unchanged (the EnOS mapping). See "Routes" below.',
+    { yamlOnly: true },
+  ),
+  httpTimeout: setting(
+    positiveInt,
+    5_000,
+    'integer',
+    'Routes',
+    'Default HTTP route timeout in ms; a timeout answers 5.04.',
+    { arg: '<ms>' },
+  ),
+  httpConnections: setting(
+    positiveInt,
+    64,
+    'integer',
+    'Routes',
+    'Keep-alive connections per HTTP origin.',
+    { arg: '<n>' },
+  ),
+  httpMaxConcurrency: setting(
+    positiveInt,
+    512,
+    'integer',
+    'Routes',
+    'HTTP requests in flight at once across all routes; beyond it requests get 5.03.',
+    { arg: '<n>' },
+  ),
+  // --- commands (downlink) -------------------------------------------------------------------
+  commandTopics: setting(
+    z.array(z.string().min(1)).min(1),
+    [
+      '/sys/{pk}/{dk}/thing/service/#',
+      '/sys/{pk}/{dk}/thing/model/down_raw',
+      '/sys/{pk}/{dk}/rrpc/request/+',
+      '/sys/{pk}/{dk}/thing/enable',
+      '/sys/{pk}/{dk}/thing/disable',
+      '/sys/{pk}/{dk}/thing/delete',
+      '/sys/{pk}/{dk}/ota/device/upgrade',
+    ],
+    'list',
+    'Commands',
+    'MQTT topic filters carrying commands for devices ({pk}, {dk}; + for any device in bridge mode).',
+    { arg: '<filter,...>' },
+  ),
+  commandShareGroup: setting(
+    z
+      .string()
+      .min(1)
+      .regex(/^[A-Za-z0-9_-]+$/),
+    'coap-edge',
+    'string',
+    'Commands',
+    'Shared subscription group ($share/<group>/...) through which the pods of one deployment split the command stream in bridge mode.',
+    { arg: '<group>' },
+  ),
+  commandQueueLength: setting(
+    positiveInt,
+    16,
+    'integer',
+    'Commands',
+    'Most commands waiting per device; further ones are refused and counted.',
+    { arg: '<n>' },
+  ),
+  commandExpiry: setting(
+    positiveInt,
+    172_800,
+    'integer',
+    'Commands',
+    'Seconds a command waits for its device before it is dropped (default 48 h).',
+    { arg: '<seconds>' },
+  ),
+  maxInlineCommand: setting(
+    z.number().int().min(0).max(65_535),
+    256,
+    'integer',
+    'Commands',
+    'Largest command payload carried in option 2102 on the next response; longer ones are fetched with GET.',
+    { arg: '<bytes>' },
+  ),
+  maxTtd: setting(
+    z.number().int().min(0).max(3_600),
+    60,
+    'integer',
+    'Commands',
+    "Cap on a request's ttd=<seconds> (time till disconnect: the request is held open for a command).",
+    { arg: '<seconds>' },
+  ),
+  // --- presence ------------------------------------------------------------------------------
+  presenceTopic: setting(
+    z.string().min(1),
+    undefined,
+    'string',
+    'Presence',
+    'MQTT topic template for online/offline events ({pk}, {dk}); unset: no MQTT events.',
+    { arg: '<template>' },
+  ),
+  presenceWebhook: setting(
+    z.url({ protocol: /^https?$/ }),
+    undefined,
+    'string',
+    'Presence',
+    'URL that receives online/offline events as JSON POSTs; unset: no webhook.',
+    { arg: '<url>' },
+  ),
+  presenceSweepInterval: setting(
+    positiveInt,
+    5,
+    'integer',
+    'Presence',
+    'Seconds between checks for devices whose lifetime lapsed (they go offline).',
+    { arg: '<seconds>' },
   ),
   // --- DTLS ------------------------------------------------------------------------------
   maxAssociations: setting(

@@ -2,6 +2,7 @@
  * The composition root: builds every layer from the configuration and wires them
  * together. Nothing else imports across layers.
  */
+import { randomUUID } from 'node:crypto';
 import { DevicesFile } from '../auth/devices-file.js';
 import { PskResolver, type PskLookup } from '../auth/psk-resolver.js';
 import { createSecretStack, type SecretStack } from '../auth/stack.js';
@@ -297,7 +298,13 @@ async function runClosers(closers: Closer[]): Promise<void> {
 }
 
 function toPskResolution(r: PskLookup): PskResolution<Principal> {
-  if (r.ok) return { ok: true, psk: r.psk, principal: { ...r.identity, assetId: r.assetId } };
+  if (r.ok) {
+    return {
+      ok: true,
+      psk: r.psk,
+      principal: { ...r.identity, assetId: r.assetId, sessionId: randomUUID() },
+    };
+  }
   return {
     ok: false,
     alert:
