@@ -254,6 +254,9 @@ export class PoolConnection {
     });
     client.on('connect', (connack: IConnackPacket) => {
       if (this.session !== s) return;
+      // mqtt.js leaves Nagle on: a publish would wait for the previous PUBACK's delayed ACK
+      // (measured 22 ms per request with a reply instead of 0.8 ms on loopback).
+      noDelay(client);
       s.up = true;
       const receiveMaximum = connack.properties?.receiveMaximum;
       if (level === 5 && receiveMaximum !== undefined && receiveMaximum > 0) {
@@ -308,4 +311,10 @@ export class PoolConnection {
       if (this.phase === 'down') this.open();
     }, delay);
   }
+}
+
+/** Disables Nagle's algorithm on the client's TCP (or TLS) socket, when it has one. */
+export function noDelay(client: { stream?: unknown }): void {
+  const stream = client.stream as { setNoDelay?: (on: boolean) => void } | undefined;
+  stream?.setNoDelay?.(true);
 }
