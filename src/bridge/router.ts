@@ -1,16 +1,24 @@
 /**
- * Routes a device request by its EnOS topic: checks that the device may use the topic, then
- * answers activation itself and hands uplinks to the message backend. Without a backend,
- * requests that need one get `unavailable` (5.03) with a retry hint; nothing else breaks.
+ * Routes a device request by its EnOS topic: checks that the device may use the topic,
+ * answers activation and command fetches itself, sends uplinks to the backend their route
+ * names (MQTT by default, or HTTP), and lets a waiting command ride on a successful answer
+ * (spec §5: options 2100/2102), holding the request open for one when it asks with `ttd`.
+ * Without a backend, requests that need one get `unavailable` (5.03) with a retry hint.
  */
 import { randomUUID } from 'node:crypto';
 import { activationReply, parseTopicPath, type TopicInfo } from '../enos/index.js';
+import { commandOptions, parseTtd } from './commands/options.js';
+import type { HttpBackend } from './http/backend.js';
+import type { RouteTable } from './routes.js';
 import type {
   ActivationService,
   BridgeRequest,
   BridgeResponse,
-  MessageBackend,
+  CommandStore,
+  DeviceMessageBackend,
+  PresenceSink,
   Principal,
+  QueuedCommand,
 } from './types.js';
 
 export type Authorization =
@@ -18,12 +26,15 @@ export type Authorization =
 
 const NOT_FOUND: BridgeResponse = { status: 'not-found' };
 const FORBIDDEN: BridgeResponse = { status: 'forbidden' };
+const UNAUTHORIZED: BridgeResponse = { status: 'unauthorized' };
 const METHOD_NOT_ALLOWED: BridgeResponse = { status: 'method-not-allowed' };
 const BAD_REQUEST: BridgeResponse = { status: 'bad-request' };
 const CHANGED: BridgeResponse = { status: 'changed' };
 const GATEWAY_TIMEOUT: BridgeResponse = { status: 'gateway-timeout' };
 const INTERNAL_ERROR: BridgeResponse = { status: 'internal-error' };
 const BAD_GATEWAY: BridgeResponse = { status: 'bad-gateway' };
+const OCTET_STREAM = 42;
+const JSON_FORMAT = 50;
 
 /** Backend error codes meaning "not accepted now, try again later" (5.03 with Max-Age). */
 const UNAVAILABLE_CODES: ReadonlySet<string> = new Set([
@@ -56,26 +67,46 @@ export function authorize(req: BridgeRequest): Authorization {
   return { ok: true, topic };
 }
 
-/** The JSON `id` of an EnOS request body, or undefined when the body is not such JSON. */
-export function requestId(payload: Buffer): string | undefined {
+/** The JSON body of a request, or undefined when it is not a JSON object. */
+function jsonObject(payload: Buffer): Record<string, unknown> | undefined {
   let body: unknown;
   try {
     body = JSON.parse(payload.toString('utf8'));
   } catch {
     return undefined;
   }
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) return undefined;
-  const id = (body as { id?: unknown }).id;
+  return typeof body === 'object' && body !== null && !Array.isArray(body)
+    ? (body as Record<string, unknown>)
+    : undefined;
+}
+
+function idOf(body: Record<string, unknown>): string | undefined {
+  const id = body.id;
   if (typeof id === 'string' && id.length > 0) return id;
   if (typeof id === 'number' && Number.isFinite(id)) return String(id);
   return undefined;
 }
 
+/** The JSON `id` of an EnOS request body, or undefined when the body is not such JSON. */
+export function requestId(payload: Buffer): string | undefined {
+  const body = jsonObject(payload);
+  return body === undefined ? undefined : idOf(body);
+}
+
 export interface RouterOptions {
-  readonly backend: MessageBackend | undefined;
+  /** MQTT, bridge or per-device; undefined: none configured. */
+  readonly mqtt: DeviceMessageBackend | undefined;
+  readonly http: Pick<HttpBackend, 'call'> | undefined;
+  readonly routes: RouteTable | undefined;
   readonly activation: ActivationService | undefined;
+  readonly commands: CommandStore | undefined;
+  readonly presence: PresenceSink | undefined;
   /** Max-Age (s) sent with 5.03. */
   readonly unavailableMaxAge: number;
+  /** Largest command payload carried inline in option 2102. */
+  readonly maxInlineCommand: number;
+  /** Cap on ttd (s). */
+  readonly maxTtd: number;
 }
 
 export class Router {
@@ -92,18 +123,15 @@ export class Router {
     switch (topic.class) {
       case 'activate':
         return req.method === 'GET' ? this.activate(topic) : METHOD_NOT_ALLOWED;
+      case 'command-fetch':
+        return req.method === 'GET' ? this.fetchCommand(topic, req) : METHOD_NOT_ALLOWED;
       case 'uplink':
       case 'sub-device-session':
       case 'uplink-raw':
-        return req.method === 'POST' || req.method === 'PUT'
-          ? this.uplink(topic, req)
-          : METHOD_NOT_ALLOWED;
       case 'command-reply':
         return req.method === 'POST' || req.method === 'PUT'
-          ? this.publish(topic, req)
+          ? this.forward(topic, req)
           : METHOD_NOT_ALLOWED;
-      case 'command-fetch':
-        return NOT_FOUND;
     }
   }
 
@@ -125,35 +153,123 @@ export class Router {
     return { status: 'content', payload: Buffer.from(JSON.stringify(body)) };
   }
 
-  private async uplink(topic: TopicInfo, req: BridgeRequest): Promise<BridgeResponse> {
-    const backend = this.opts.backend;
+  /** `GET /topic{commandTopic}`: the oldest command on that topic; 2100 again while more wait. */
+  private async fetchCommand(topic: TopicInfo, req: BridgeRequest): Promise<BridgeResponse> {
+    const store = this.opts.commands;
+    if (store === undefined) return NOT_FOUND;
+    const device = principalFor(req, topic);
+    let got;
+    try {
+      got = await store.fetch(device, topic.mqttTopic);
+    } catch {
+      return this.unavailable;
+    }
+    const cmd = got.command;
+    if (cmd === undefined) return NOT_FOUND;
+    this.opts.presence?.seen(device);
+    const res: BridgeResponse = {
+      status: 'content',
+      payload: cmd.payload,
+      contentFormat: topic.raw ? OCTET_STREAM : JSON_FORMAT,
+    };
+    if (got.count <= 1) return res;
+    // more wait: name the next one (it may be this one again until the device replies)
+    const next = await this.peek(device);
+    return next === undefined
+      ? res
+      : { ...res, command: { topic: next.topic, payload: undefined } };
+  }
+
+  private async forward(topic: TopicInfo, req: BridgeRequest): Promise<BridgeResponse> {
+    const device = principalFor(req, topic);
     let id: string | undefined;
     if (!topic.raw) {
-      id = requestId(req.payload);
-      if (id === undefined) return BAD_REQUEST;
+      const body = jsonObject(req.payload);
+      if (body === undefined) return BAD_REQUEST;
+      id = idOf(body);
     }
+    // Look for a waiting command while the backend works (one Redis round trip, in parallel).
+    const store = this.opts.commands;
+    const pending = store !== undefined ? this.peek(device) : undefined;
+    const route = this.opts.routes?.match(topic.mqttTopic, device);
+    let res: BridgeResponse;
+    if (route?.backend === 'http') {
+      const http = this.opts.http;
+      res =
+        http === undefined
+          ? this.unavailable
+          : await http.call(route, {
+              device,
+              topic: topic.mqttTopic,
+              payload: req.payload,
+              contentFormat: req.contentFormat,
+            });
+    } else {
+      const mqttTopic =
+        route !== undefined ? route.renderTopic(topic.mqttTopic, device) : topic.mqttTopic;
+      res = await this.publish(topic, mqttTopic, device, req.payload, id);
+    }
+    if (!isSuccess(res)) {
+      void pending?.catch(() => undefined);
+      return res;
+    }
+    if (
+      topic.class === 'command-reply' &&
+      store !== undefined &&
+      topic.commandTopic !== undefined
+    ) {
+      // the device answered the command: now it may leave the queue
+      await store.acknowledge(device, topic.commandTopic, req.payload).catch(() => false);
+    }
+    if (req.principal !== undefined) this.opts.presence?.seen(device);
+    if (pending === undefined) return res;
+    let cmd = await pending;
+    if (topic.class === 'command-reply' && cmd !== undefined) cmd = await this.peek(device);
+    if (cmd === undefined) {
+      const ttd = parseTtd(req.query, this.opts.maxTtd);
+      if (ttd !== undefined && ttd > 0 && store !== undefined) {
+        cmd = await store.waitFor(device, ttd * 1000).catch(() => undefined);
+      }
+    }
+    return cmd === undefined
+      ? res
+      : { ...res, command: commandOptions(cmd, this.opts.maxInlineCommand) };
+  }
+
+  private async publish(
+    topic: TopicInfo,
+    mqttTopic: string,
+    device: Principal,
+    payload: Buffer,
+    id: string | undefined,
+  ): Promise<BridgeResponse> {
+    const backend = this.opts.mqtt;
     if (backend === undefined) return this.unavailable;
     try {
       if (topic.replyTopic === undefined) {
-        await backend.publish(topic.mqttTopic, req.payload);
+        await backend.publish(device, mqttTopic, payload);
         return CHANGED;
       }
-      const reply = await backend.request(topic.mqttTopic, req.payload, topic.replyTopic, id);
-      return { status: 'changed', payload: reply, ...(topic.raw ? { contentFormat: 42 } : {}) };
+      if (!topic.raw && id === undefined) return BAD_REQUEST; // a reply is matched by the JSON id
+      const replyTopic = mqttTopic === topic.mqttTopic ? topic.replyTopic : `${mqttTopic}_reply`;
+      const reply = await backend.request(device, mqttTopic, payload, replyTopic, id);
+      return {
+        status: 'changed',
+        payload: reply,
+        contentFormat: topic.raw ? OCTET_STREAM : JSON_FORMAT,
+      };
     } catch (err) {
       return this.failure(err);
     }
   }
 
-  private async publish(topic: TopicInfo, req: BridgeRequest): Promise<BridgeResponse> {
-    if (!topic.raw && requestId(req.payload) === undefined) return BAD_REQUEST;
-    const backend = this.opts.backend;
-    if (backend === undefined) return this.unavailable;
+  private async peek(device: Principal): Promise<QueuedCommand | undefined> {
+    const store = this.opts.commands;
+    if (store === undefined) return undefined;
     try {
-      await backend.publish(topic.mqttTopic, req.payload);
-      return CHANGED;
-    } catch (err) {
-      return this.failure(err);
+      return (await store.peek(device)).head;
+    } catch {
+      return undefined; // commands unavailable: the request itself is still answered
     }
   }
 
@@ -162,10 +278,32 @@ export class Router {
     const code = typeof e?.code === 'string' ? e.code : '';
     if (UNAVAILABLE_CODES.has(code)) return this.unavailable;
     if (code === 'BACKEND_REPLY_TIMEOUT') return GATEWAY_TIMEOUT;
+    if (code === 'BACKEND_DEVICE_UNAUTHORIZED') return UNAUTHORIZED;
     if (code === 'BACKEND_PUBLISH_REJECTED') {
       // MQTT 5 reason 0x97 "quota exceeded": the platform may take it later
       return e?.reasonCode === 0x97 ? this.unavailable : BAD_GATEWAY;
     }
     return INTERNAL_ERROR;
   }
+}
+
+function isSuccess(res: BridgeResponse): boolean {
+  return res.status === 'changed' || res.status === 'content';
+}
+
+/**
+ * The device a request acts for. On the unauthenticated development port there is no
+ * principal: the topic's keys stand in, with a one-hour lifetime.
+ */
+function principalFor(req: BridgeRequest, topic: TopicInfo): Principal {
+  return (
+    req.principal ?? {
+      productKey: topic.productKey,
+      deviceKey: topic.deviceKey,
+      secureMode: 2,
+      lifetime: 3600,
+      assetId: undefined,
+      sessionId: 'plain-coap',
+    }
+  );
 }

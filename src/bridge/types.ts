@@ -107,7 +107,30 @@ export interface PublishOptions {
 }
 
 /**
- * A platform reachable by messages (bridge-mode MQTT today). A publish resolves only when
+ * A platform reachable by messages, on behalf of a device: the bridge-mode pool ignores the
+ * device; per-device mode publishes on the device's own connection. Errors as for
+ * {@link MessageBackend}, plus `BACKEND_DEVICE_UNAUTHORIZED` (the broker refused the
+ * device's own login: 4.01).
+ */
+export interface DeviceMessageBackend {
+  publish(device: Principal, topic: string, payload: Buffer, opts?: PublishOptions): Promise<void>;
+  request(
+    device: Principal,
+    topic: string,
+    payload: Buffer,
+    replyTopic: string,
+    messageId: string | undefined,
+    opts?: PublishOptions,
+  ): Promise<Buffer>;
+}
+
+/** Presence: told about every successful request of an authenticated device. */
+export interface PresenceSink {
+  seen(p: Principal): void;
+}
+
+/**
+ * A platform reachable by messages (bridge-mode MQTT). A publish resolves only when
  * the platform accepted the message (MQTT PUBACK); errors carry a stable `code`:
  * `BACKEND_UNAVAILABLE`, `BACKEND_PUBACK_TIMEOUT`, `BACKEND_REPLY_TIMEOUT`.
  */

@@ -63,7 +63,7 @@ const REPLIES = new Map<BridgeStatus, CoapReply>(
 );
 
 export function toCoapReply(res: BridgeResponse): CoapReply {
-  if (res.payload === undefined && res.maxAge === undefined) {
+  if (res.payload === undefined && res.maxAge === undefined && res.command === undefined) {
     const shared = REPLIES.get(res.status);
     if (shared !== undefined) return shared;
   }
@@ -76,6 +76,16 @@ export function toCoapReply(res: BridgeResponse): CoapReply {
   }
   if (res.maxAge !== undefined) {
     options.push({ number: OptionNumber.MAX_AGE, value: encodeUint(res.maxAge) });
+  }
+  if (res.command !== undefined) {
+    // spec §5: 2100 = /topic{commandTopic}; 2102 = the command itself when it fits
+    options.push({
+      number: OptionNumber.COMMAND_TOPIC,
+      value: Buffer.from(`/topic${res.command.topic}`, 'utf8'),
+    });
+    if (res.command.payload !== undefined) {
+      options.push({ number: OptionNumber.COMMAND_PAYLOAD, value: res.command.payload });
+    }
   }
   return {
     code: STATUS_CODES[res.status],

@@ -13,8 +13,12 @@ import {
   startEmbeddedBroker,
   type EmbeddedBroker,
 } from '../bridge/mqtt/index.js';
+import { HttpBackend } from '../bridge/http/index.js';
 import { Router } from '../bridge/router.js';
-import type { Principal } from '../bridge/types.js';
+import { RouteConfigError, compileRoutes, type RouteTable } from '../bridge/routes.js';
+import { DeviceSessionManager } from '../bridge/mqtt/per-device.js';
+import { PerDeviceConfigError } from '../bridge/mqtt/per-device-login.js';
+import type { DeviceKey, Principal } from '../bridge/types.js';
 import { CoapEndpoint, type CoapPeer, type CoapReply, type CoapRequest } from '../coap/endpoint.js';
 import type { Config } from '../config/load.js';
 import { CipherSuite } from '../dtls/constants.js';
@@ -123,8 +127,13 @@ export class Gateway {
       brokerUrl ??= embeddedUrl;
       log.info({ url: embeddedUrl }, 'embedded MQTT broker listening');
     }
+    // Bridge pool: publishes for all devices in bridge mode; in per-device mode it is only
+    // needed for presence events on MQTT.
     let mqtt: MqttBridgeBackend | undefined;
-    if (brokerUrl !== undefined) {
+    const needPool =
+      brokerUrl !== undefined &&
+      (config.mqttMode === 'bridge' || config.presenceTopic !== undefined);
+    if (brokerUrl !== undefined && needPool) {
       const backend = new MqttBridgeBackend({
         url: brokerUrl,
         username: config.mqttUsername,
@@ -145,25 +154,99 @@ export class Gateway {
       closers.push(() => backend.close());
       mqtt = backend;
       log.info({ url: redactUrl(brokerUrl), pool: config.mqttPoolSize }, 'MQTT bridge started');
-      if (config.demoPlatform) {
-        let standIn: PlatformStandIn | undefined;
-        try {
-          standIn = await startPlatformStandIn(brokerUrl, config.mqttTopicPrefix);
-        } catch {
-          throw new StartupError(`demo platform cannot connect to ${redactUrl(brokerUrl)}`);
-        }
-        const s = standIn;
-        closers.push(() => s.close());
-        log.warn('demo platform is answering every uplink (demoPlatform: true)');
+    }
+    let sessions: DeviceSessionManager | undefined;
+    if (brokerUrl !== undefined && config.mqttMode === 'per-device') {
+      try {
+        sessions = new DeviceSessionManager({
+          url: brokerUrl,
+          auth: config.mqttDeviceAuth,
+          clientIdTemplate: config.mqttDeviceClientId,
+          usernameTemplate: config.mqttDeviceUsername,
+          passwordTemplate: config.mqttDevicePassword,
+          protocol:
+            config.mqttProtocol === 'auto' && brokerUrl === embeddedUrl
+              ? '3.1.1'
+              : config.mqttProtocol,
+          topicPrefix: config.mqttTopicPrefix,
+          publishTimeoutMs: config.publishTimeout,
+          replyTimeoutMs: config.replyTimeout,
+          maxSessions: config.maxDeviceSessions,
+          connectRatePerSecond: config.deviceConnectRate,
+          commandTopics: config.commandTopics,
+          secretOf: async (p) =>
+            (await secrets.source.device(p.productKey, p.deviceKey))?.deviceSecret,
+          onCommand: (device, topic, payload) => commandSink(device, topic, payload),
+          logger: log,
+        });
+      } catch (err) {
+        if (err instanceof PerDeviceConfigError) throw new StartupError(err.message);
+        throw err;
       }
-    } else {
+      const s = sessions;
+      s.start();
+      closers.push(() => s.close());
+      log.info(
+        { url: redactUrl(brokerUrl), max: config.maxDeviceSessions },
+        'per-device MQTT sessions',
+      );
+    }
+    if (brokerUrl !== undefined && config.demoPlatform) {
+      let standIn: PlatformStandIn | undefined;
+      try {
+        standIn = await startPlatformStandIn(brokerUrl, config.mqttTopicPrefix);
+      } catch {
+        throw new StartupError(`demo platform cannot connect to ${redactUrl(brokerUrl)}`);
+      }
+      const s = standIn;
+      closers.push(() => s.close());
+      log.warn('demo platform is answering every uplink (demoPlatform: true)');
+    }
+    if (brokerUrl === undefined) {
       log.warn('no MQTT broker configured: requests that need one are answered 5.03');
     }
+    // Commands that arrive before the command store exists are dropped (none can: the
+    // sessions open on device requests, which start after the listener is bound).
+    let commandSink = (_device: DeviceKey, _topic: string, _payload: Buffer): void => undefined;
 
+    let routes: RouteTable;
+    try {
+      routes = compileRoutes(config.routes);
+    } catch (err) {
+      if (err instanceof RouteConfigError) throw new StartupError(err.message);
+      throw err;
+    }
+    let http: HttpBackend | undefined;
+    if (routes.hasHttp) {
+      const h = new HttpBackend({
+        timeoutMs: config.httpTimeout,
+        connections: config.httpConnections,
+        maxConcurrency: config.httpMaxConcurrency,
+        unavailableMaxAge: config.maxUnavailableRetry,
+      });
+      closers.push(() => h.close());
+      http = h;
+      log.info({ routes: routes.routes.length }, 'HTTP routes configured');
+    }
+    const bridge = mqtt;
     const router = new Router({
-      backend: mqtt,
+      mqtt:
+        sessions ??
+        (bridge === undefined || config.mqttMode !== 'bridge'
+          ? undefined
+          : {
+              publish: (_device, topic, payload, opts) => bridge.publish(topic, payload, opts),
+              request: (_device, topic, payload, replyTopic, id, opts) =>
+                bridge.request(topic, payload, replyTopic, id, opts),
+            }),
+      http,
+      routes,
       activation: secrets.activator,
+      commands: undefined,
+      presence: undefined,
       unavailableMaxAge: config.maxUnavailableRetry,
+      maxInlineCommand: config.maxInlineCommand,
+      maxTtd: config.maxTtd,
     });
     const limiter = new LogLimiter();
     const handleRequest = (
@@ -208,6 +291,14 @@ export class Gateway {
         ),
       onClosed: (a, reason) => {
         coap.peerClosed(a.key);
+        // the device ended its session: end its own MQTT connection too
+        if (
+          sessions !== undefined &&
+          reason === 'peer-close-notify' &&
+          a.principal.secureMode === 2
+        ) {
+          void sessions.closeDevice(a.principal);
+        }
         log.debug(
           { peer: `${a.address}:${a.port}`, identity: a.identity, reason },
           'association closed',

@@ -10,6 +10,9 @@
  *   e.g. 0x87 not authorized, 0x97 quota exceeded); 5.02 Bad Gateway (or 5.03 for quota).
  * - {@link ReplyTimeoutError}: published, but no platform reply in time; 5.04 Gateway Timeout.
  * - A plain {@link MqttBackendError} with `BACKEND_BAD_TOPIC`: a caller bug; 5.00.
+ * - {@link DeviceUnauthorizedError} (per-device mode only): the broker refused the device's own
+ *   login; 4.01 Unauthorized (the device's credentials are wrong for the platform, retrying
+ *   at once will not help).
  */
 
 /** Stable error codes of the MQTT backend. */
@@ -31,7 +34,13 @@ export type MqttBackendErrorCode =
   /** The publish was acknowledged but no reply with the request's id arrived in time. */
   | 'BACKEND_REPLY_TIMEOUT'
   /** A caller bug: the topic is empty, too long, or has `+`, `#` or NUL; nothing was sent. */
-  | 'BACKEND_BAD_TOPIC';
+  | 'BACKEND_BAD_TOPIC'
+  /**
+   * Per-device mode: the broker refused the device's own login (CONNACK "bad username or
+   * password" / "not authorized": 3.1.1 codes 4/5, MQTT 5 reasons 0x86/0x87), now or within
+   * the refusal memory, or no device secret is known. Answer 4.01 Unauthorized.
+   */
+  | 'BACKEND_DEVICE_UNAUTHORIZED';
 
 export type BackendUnavailableCode = Extract<
   MqttBackendErrorCode,
@@ -53,6 +62,7 @@ const messages: { readonly [C in MqttBackendErrorCode]: string } = {
   BACKEND_PUBLISH_REJECTED: 'broker rejected the publish',
   BACKEND_REPLY_TIMEOUT: 'no reply within the reply timeout',
   BACKEND_BAD_TOPIC: 'topic cannot be published',
+  BACKEND_DEVICE_UNAUTHORIZED: "broker refused the device's login",
 };
 
 /** Base class of the MQTT backend's errors. */
@@ -96,5 +106,21 @@ export class ReplyTimeoutError extends MqttBackendError {
   constructor(replyTopic: string, timeoutMs: number) {
     super('BACKEND_REPLY_TIMEOUT', `${timeoutMs} ms on ${replyTopic}`);
     this.name = 'ReplyTimeoutError';
+  }
+}
+
+/**
+ * Per-device mode: the broker refused the device's own MQTT login (or no secret is known for
+ * it); the router answers 4.01 Unauthorized. `remembered`: answered from the refusal memory,
+ * without a new CONNECT.
+ */
+export class DeviceUnauthorizedError extends MqttBackendError {
+  declare readonly code: 'BACKEND_DEVICE_UNAUTHORIZED';
+  readonly remembered: boolean;
+
+  constructor(detail: string, remembered: boolean) {
+    super('BACKEND_DEVICE_UNAUTHORIZED', detail);
+    this.name = 'DeviceUnauthorizedError';
+    this.remembered = remembered;
   }
 }

@@ -15,7 +15,6 @@ import {
 } from '../../../src/bridge/mqtt/index.js';
 import {
   enosReply,
-  HAVE_MOSQUITTO,
   killBrokers,
   Mosquitto,
   platform,
@@ -24,7 +23,6 @@ import {
   until,
 } from './brokers.js';
 
-const skip = HAVE_MOSQUITTO ? false : 'mosquitto is not installed';
 const PK = 'pk1';
 const DK = 'dev1';
 const POST = `/sys/${PK}/${DK}/thing/measurepoint/post`;
@@ -75,7 +73,7 @@ after(async () => {
   await killBrokers();
 });
 
-describe('MQTT bridge against Mosquitto (MQTT 5)', { skip }, () => {
+describe('MQTT bridge against Mosquitto (MQTT 5)', () => {
   let mosq: Mosquitto;
   before(async () => {
     mosq = await Mosquitto.start();
@@ -261,7 +259,7 @@ describe('MQTT 3.1.1 fallback against aedes (3.1.1 only)', () => {
   });
 });
 
-describe('MQTT bridge faults (own Mosquitto per case)', { skip }, () => {
+describe('MQTT bridge faults (own Mosquitto per case)', () => {
   it('broker stopped: fails fast, state down; restarted: reconnects and publishes', async () => {
     const mosq = await Mosquitto.start();
     const b = backend(mosq.port, { poolSize: 2 });

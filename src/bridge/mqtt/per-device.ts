@@ -1,0 +1,1165 @@
+/**
+ * Per-device MQTT sessions (DESIGN.md "MQTT, two ways to face a platform", issue #4): one MQTT
+ * connection per online device, logged in with the device's own credentials, for platforms
+ * such as EnOS that authenticate each device.
+ *
+ * Life of a session
+ * - Opens on the device's first `publish`/`request`: connect-slot reservation (rate limit),
+ *   `secretOf(device)`, CONNECT with the device's login (`enos`: EnOS signed login from the
+ *   device secret, spec/enos-coap-protocol.md §6; `template`: `{pk}`/`{dk}`/`{secret}`
+ *   templates), then SUBSCRIBE (QoS 1) to the device's command topics; the request goes on
+ *   once those SUBACKs are in (a refused command subscription is counted and logged, the
+ *   session is still used). Concurrent first requests of a device share this one open
+ *   (single flight); a new DTLS session of the device (another `principal.sessionId`) reuses
+ *   the connection.
+ * - Every request refreshes the device's lifetime (seconds, from its PSK identity); so does
+ *   {@link DeviceSessionManager.touch}. A sweep (every `sweepIntervalMs`) closes a session
+ *   whose lifetime passed without traffic (DISCONNECT: the platform sees the device go
+ *   offline). {@link DeviceSessionManager.closeDevice} closes it at once (DTLS close_notify,
+ *   eviction); `close()` ends all.
+ * - A connection lost while open (broker down, network, the broker handing the client id to
+ *   another connection, e.g. the device moved to another pod) ends the session; there is no
+ *   background reconnect, the device's next request opens a new one. Reconnecting on our own
+ *   would make two pods that both saw the device take the client id from each other in a
+ *   loop, and would bypass the connect rate limit after a broker restart.
+ * - Messages on the device's connection: a topic matching one of its command filters (and
+ *   not ending in `_reply`: the broker echoes the device's own command replies back on a
+ *   `#` filter) goes to `onCommand(device, topic without topicPrefix, payload)`; one on a
+ *   reply topic a request waits for answers it (as in bridge mode, `replies.ts` and
+ *   `subscriptions.ts`, but on the device's own connection); anything else is counted as
+ *   unmatched.
+ *
+ * Bounds and what the router answers
+ * - `maxSessions` (settings `maxDeviceSessions`): sessions open or opening. A device without
+ *   a session beyond it fails with `BACKEND_OVERLOADED` (5.03 with Max-Age: the device retries
+ *   later); no other session is evicted. Evicting an idle one would turn a device that is
+ *   online by its lifetime offline at the platform and drop its command subscription, just to
+ *   let another in; the sweep frees capacity as lifetimes lapse. Counted:
+ *   `connects.refused['max-sessions']`.
+ * - `connectRatePerSecond` (settings `deviceConnectRate`): a token bucket (burst: one
+ *   second's worth). A first request that finds no token reserves the next one when it is
+ *   free within `connectWaitMs` (default 1000) and waits for it; otherwise it fails at once
+ *   with `BACKEND_OVERLOADED` (5.03). Counted: `connects.refused['rate-limited']`.
+ * - Refused login: CONNACK 3.1.1 return code 4/5 or MQTT 5 reason 0x86/0x87 fails the
+ *   request with {@link DeviceUnauthorizedError} `BACKEND_DEVICE_UNAUTHORIZED` — the router
+ *   answers 4.01 Unauthorized. The refusal is remembered for `refusalMemoryMs` (default
+ *   30 s): requests of that device meanwhile get the same error at once, without a CONNECT
+ *   (counted `connects.refused['remembered-unauthorized']`), so a device with a wrong secret
+ *   cannot make the proxy hammer the broker. No secret known (`secretOf` → undefined) is
+ *   `BACKEND_DEVICE_UNAUTHORIZED` too (not remembered; the secret chain caches misses).
+ * - Broker unreachable (TCP refused, no CONNACK within `connectTimeoutMs`), another CONNACK
+ *   refusal (e.g. 0x88 server unavailable, 0x89 busy), the secret lookup failing, a lost
+ *   connection: `BACKEND_UNAVAILABLE` / `BACKEND_CONNECTION_LOST` (5.03). Publish outcomes
+ *   are those of bridge mode: `BACKEND_PUBACK_TIMEOUT` (5.03), `BACKEND_PUBLISH_REJECTED`
+ *   (5.02), `BACKEND_REPLY_TIMEOUT` (5.04), and `BACKEND_OVERLOADED` when one device has more
+ *   than `maxInflightPerDevice` publishes unacknowledged.
+ * - Nothing here logs or throws a credential: logs name the device (`pk/dk`), the broker URL
+ *   without user info and CONNACK codes; errors carry codes and CONNACK codes only.
+ */
+import { createConnection } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { ErrorWithReasonCode } from 'mqtt';
+import type { DeviceKey, MessageBackend, Principal } from '../types.js';
+import { redactUrl, type MqttProtocolSetting } from './backend.js';
+import {
+  isVersionRefusal,
+  PoolConnection,
+  type ConnectionHooks,
+  type ProtocolLevel,
+  type UserProperties,
+} from './connection.js';
+import {
+  BackendRejectedError,
+  BackendUnavailableError,
+  DeviceUnauthorizedError,
+  MqttBackendError,
+  ReplyTimeoutError,
+  type BackendUnavailableCode,
+} from './errors.js';
+import {
+  checkCommandTopics,
+  checkLoginTemplates,
+  commandFilters,
+  deviceLogin,
+  isLoginRefusal,
+  refusalCode,
+  topicMatches,
+  type DeviceAuthKind,
+  type DeviceLoginTemplates,
+} from './per-device-login.js';
+import { TokenBucket } from './per-device-rate.js';
+import { normalizeMessageId, ReplyMatcher } from './replies.js';
+import {
+  LatencyHistogram,
+  type BackendState,
+  type LatencySnapshot,
+  type PublishFailureReason,
+} from './stats.js';
+import { ReplySubscriptions, type SubscriptionLease } from './subscriptions.js';
+
+/** The subset of a pino logger the sessions use (`debug` for per-device open/close). */
+export interface DeviceSessionLogger {
+  info(obj: Record<string, unknown>, msg: string): void;
+  warn(obj: Record<string, unknown>, msg: string): void;
+  debug?(obj: Record<string, unknown>, msg: string): void;
+}
+
+export interface DeviceSessionOptions {
+  /** `mqtt://host:1883` or `mqtts://host:8883` (settings `mqttUrl`). */
+  readonly url: string;
+  /** settings `mqttDeviceAuth`. */
+  readonly auth: DeviceAuthKind;
+  /** Template login: settings `mqttDeviceClientId` (`{pk}`, `{dk}`). Default `{pk}.{dk}`. */
+  readonly clientIdTemplate?: string;
+  /** Template login: settings `mqttDeviceUsername` (`{pk}`, `{dk}`). Default `{dk}&{pk}`. */
+  readonly usernameTemplate?: string;
+  /** Template login: settings `mqttDevicePassword` (`{pk}`, `{dk}`, `{secret}`). Default `{secret}`. */
+  readonly passwordTemplate?: string;
+  /** Default `auto`: MQTT 5, and 3.1.1 for all sessions once the broker refuses 5. */
+  readonly protocol?: MqttProtocolSetting;
+  /** Put before every topic (published, subscribed); stripped from command topics. Default ''. */
+  readonly topicPrefix?: string;
+  /** Ms to wait for a PUBACK (and a SUBACK). Default 5000. */
+  readonly publishTimeoutMs?: number;
+  /** Ms to wait for a reply after the PUBACK. Default 5000. */
+  readonly replyTimeoutMs?: number;
+  /** settings `maxDeviceSessions`: sessions open or opening at most. */
+  readonly maxSessions: number;
+  /** settings `deviceConnectRate`: new connections per second at most. */
+  readonly connectRatePerSecond: number;
+  /** Longest wait of a first request for a connect slot. Default 1000. */
+  readonly connectWaitMs?: number;
+  /** settings `commandTopics`: topic filter templates (`{pk}`, `{dk}`). */
+  readonly commandTopics: readonly string[];
+  /** The device secret (the lead wires the secret chain); undefined: unknown device. */
+  secretOf(device: Principal): Promise<string | undefined>;
+  /** A command arrived on the device's connection; `topic` without `topicPrefix`. */
+  onCommand(device: DeviceKey, topic: string, payload: Buffer): void | Promise<unknown>;
+  /**
+   * Clock in ms since the epoch (default `Date.now`) for lifetimes, the refusal memory, the
+   * rate limit and the EnOS login `timestamp=` (so not a monotonic clock).
+   */
+  readonly now?: () => number;
+  readonly logger?: DeviceSessionLogger;
+  /** Ms to wait for a CONNACK. Default 5000. */
+  readonly connectTimeoutMs?: number;
+  /** Default 60. */
+  readonly keepaliveSec?: number;
+  /** How long a refused login is answered from memory. Default 30000. */
+  readonly refusalMemoryMs?: number;
+  /** Unacknowledged publishes per device. Default 16. */
+  readonly maxInflightPerDevice?: number;
+  /** Ms a reply subscription is kept after its last request. Default 60000. */
+  readonly replyLingerMs?: number;
+  /** How often lifetimes are checked. Default 1000. */
+  readonly sweepIntervalMs?: number;
+  /** How often the broker's port is probed while no session is open (readiness). Default 5000. */
+  readonly probeIntervalMs?: number;
+}
+
+export interface DevicePublishOptions {
+  /** MQTT 5 user properties (e.g. `traceparent`); not sent on a 3.1.1 connection. */
+  readonly userProperties?: UserProperties;
+}
+
+export interface DeviceRequestOptions extends DevicePublishOptions {
+  /** Overrides `replyTimeoutMs` for this request. */
+  readonly replyTimeoutMs?: number;
+}
+
+/** Why an open session ended. `error`: the connection was lost (broker, network, takeover). */
+export type SessionCloseReason = 'lifetime' | 'evicted' | 'error' | 'shutdown';
+
+/** Why opening a session failed after it was started (a CONNECT was sent or about to be). */
+export type ConnectFailureReason =
+  /** CONNACK 4/5 or 0x86/0x87: the broker refused the device's login. */
+  | 'unauthorized'
+  /** No connection or no CONNACK in time (also a connection lost before the SUBACKs). */
+  | 'unreachable'
+  /** Any other CONNACK refusal (server unavailable, busy, protocol version, ...). */
+  | 'connack-refused'
+  /** `secretOf` gave no secret. */
+  | 'no-secret'
+  /** `secretOf` threw. */
+  | 'secret-error'
+  /** The login could not be built from the device's keys and secret. */
+  | 'login-invalid'
+  /** `closeDevice` or `close` while opening. */
+  | 'aborted';
+
+/** Why a session was not even started. */
+export type ConnectRefusalReason = 'remembered-unauthorized' | 'max-sessions' | 'rate-limited';
+
+export type DevicePublishFailureReason = PublishFailureReason | 'unauthorized';
+
+export interface DeviceSessionStats {
+  readonly state: BackendState;
+  /** Protocol level new sessions use (5, or 4 = 3.1.1 after a fallback). */
+  readonly protocolVersion: ProtocolLevel;
+  readonly sessions: {
+    /** Open now (connected, command topics subscribed). */
+    readonly open: number;
+    /** Opening now. */
+    readonly connecting: number;
+    readonly max: number;
+    /** Sessions opened since start. */
+    readonly opened: number;
+    readonly closed: { readonly [R in SessionCloseReason]: number };
+    /** Requests that came on a new DTLS session of a device and reused its connection. */
+    readonly reusedByNewDtlsSession: number;
+  };
+  readonly connects: {
+    /** CONNECTs sent. */
+    readonly attempts: number;
+    readonly ok: number;
+    readonly failed: { readonly [R in ConnectFailureReason]: number };
+    readonly refused: { readonly [R in ConnectRefusalReason]: number };
+    /** Devices whose refused login is remembered now. */
+    readonly rememberedRefusals: number;
+    /** Connect tokens available now (below zero while reserved ones wait). */
+    readonly tokens: number;
+  };
+  readonly publishes: {
+    readonly ok: number;
+    /** Publishes (of `publish` and `request`) that failed, including those that found no session. */
+    readonly failed: { readonly [R in DevicePublishFailureReason]: number };
+    readonly inflight: number;
+  };
+  readonly pubackLatency: LatencySnapshot;
+  readonly replies: {
+    readonly matched: number;
+    readonly timedOut: number;
+    /** Messages that were neither a command nor a reply someone waited for. */
+    readonly unmatched: number;
+    readonly waiting: number;
+  };
+  readonly subscriptions: {
+    /** Reply topic subscriptions refused or timed out. */
+    readonly replyFailed: number;
+    /** Command topic subscriptions refused or timed out (the session was still used). */
+    readonly commandFailed: number;
+  };
+  readonly commands: {
+    readonly received: number;
+    /** `onCommand` threw or its promise rejected. */
+    readonly failed: number;
+  };
+  readonly protocolFallbacks: number;
+}
+
+type Phase = 'connecting' | 'up' | 'closed';
+
+interface Session {
+  readonly key: string;
+  readonly device: DeviceKey;
+  phase: Phase;
+  ready: Promise<void>;
+  conn: PoolConnection | undefined;
+  lifetimeMs: number;
+  lastActivity: number;
+  dtlsSessionId: string;
+  /** Requests using the session now (the sweep leaves it alone meanwhile). */
+  active: number;
+  readonly filters: readonly string[];
+  readonly replies: ReplyMatcher;
+  readonly subscriptions: ReplySubscriptions<PoolConnection>;
+  /** While opening: fails the open at once (closeDevice, close). */
+  abort: ((err: Error) => void) | undefined;
+  /** Why the session ended, for requests that waited on it. */
+  endError: Error | undefined;
+}
+
+/** Thrown inside `open` for a failed CONNECT; carries the last mqtt.js error. */
+class AttemptFailed extends Error {
+  constructor(readonly last: Error | undefined) {
+    super('connect attempt failed');
+  }
+}
+
+const noopLogger: DeviceSessionLogger = { info: () => undefined, warn: () => undefined };
+
+/** Map key of a device: keys cannot contain `,` (identity rules). */
+function keyOf(d: DeviceKey): string {
+  return `${d.productKey},${d.deviceKey}`;
+}
+
+function label(d: DeviceKey): string {
+  return `${d.productKey}/${d.deviceKey}`;
+}
+
+export class DeviceSessionManager {
+  private readonly sessions = new Map<string, Session>();
+  /** Device key → until (ms, `now()`) its refused login is answered from memory. */
+  private readonly refusals = new Map<string, number>();
+  private readonly bucket: TokenBucket;
+  private readonly templates: DeviceLoginTemplates;
+  private readonly now: () => number;
+  private readonly log: DeviceSessionLogger;
+  private readonly urlForLogs: string;
+  private readonly prefix: string;
+  private readonly publishTimeoutMs: number;
+  private readonly replyTimeoutMs: number;
+  private readonly connectWaitMs: number;
+  private readonly refusalMemoryMs: number;
+  private readonly maxSessions: number;
+  private readonly protocol: MqttProtocolSetting;
+  private level: ProtocolLevel;
+  private closed = false;
+  private seq = 0;
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private probeTimer: NodeJS.Timeout | undefined;
+  private probing = false;
+  /** Last evidence about the broker: answered (true), unreachable (false), none yet. */
+  private reachable: boolean | undefined;
+  private unreachableLogged = false;
+  private connackRefusedLogged = false;
+  private readonly upWaiters = new Set<(up: boolean) => void>();
+
+  private openCount = 0;
+  private connectingCount = 0;
+  private opened = 0;
+  private readonly closedBy: Record<SessionCloseReason, number> = {
+    lifetime: 0,
+    evicted: 0,
+    error: 0,
+    shutdown: 0,
+  };
+  private reusedByNewDtlsSession = 0;
+  private attempts = 0;
+  private connectsOk = 0;
+  private readonly connectFailed: Record<ConnectFailureReason, number> = {
+    unauthorized: 0,
+    unreachable: 0,
+    'connack-refused': 0,
+    'no-secret': 0,
+    'secret-error': 0,
+    'login-invalid': 0,
+    aborted: 0,
+  };
+  private readonly connectRefused: Record<ConnectRefusalReason, number> = {
+    'remembered-unauthorized': 0,
+    'max-sessions': 0,
+    'rate-limited': 0,
+  };
+  private publishOk = 0;
+  private readonly publishFailed: Record<DevicePublishFailureReason, number> = {
+    unavailable: 0,
+    'connection-lost': 0,
+    'puback-timeout': 0,
+    overloaded: 0,
+    rejected: 0,
+    closed: 0,
+    unauthorized: 0,
+  };
+  private readonly latency = new LatencyHistogram();
+  private repliesMatched = 0;
+  private repliesTimedOut = 0;
+  private repliesUnmatched = 0;
+  private replySubscribeFailed = 0;
+  private commandSubscribeFailed = 0;
+  private commandsReceived = 0;
+  private commandsFailed = 0;
+  private protocolFallbacks = 0;
+
+  /** @throws PerDeviceConfigError for a template with an unknown placeholder or a bad filter. */
+  constructor(private readonly opts: DeviceSessionOptions) {
+    this.templates = {
+      clientId: opts.clientIdTemplate ?? '{pk}.{dk}',
+      username: opts.usernameTemplate ?? '{dk}&{pk}',
+      password: opts.passwordTemplate ?? '{secret}',
+    };
+    if (opts.auth === 'template') checkLoginTemplates(this.templates);
+    checkCommandTopics(opts.commandTopics);
+    this.now = opts.now ?? Date.now;
+    this.log = opts.logger ?? noopLogger;
+    this.urlForLogs = redactUrl(opts.url);
+    this.prefix = opts.topicPrefix ?? '';
+    this.publishTimeoutMs = opts.publishTimeoutMs ?? 5000;
+    this.replyTimeoutMs = opts.replyTimeoutMs ?? 5000;
+    this.connectWaitMs = opts.connectWaitMs ?? 1000;
+    this.refusalMemoryMs = opts.refusalMemoryMs ?? 30_000;
+    this.maxSessions = Math.max(1, Math.floor(opts.maxSessions));
+    this.protocol = opts.protocol ?? 'auto';
+    this.level = this.protocol === '3.1.1' ? 4 : 5;
+    const rate = Math.max(1, opts.connectRatePerSecond);
+    this.bucket = new TokenBucket(rate, rate, this.now);
+    this.sweepTimer = setInterval(() => this.sweep(), opts.sweepIntervalMs ?? 1000);
+    this.sweepTimer.unref();
+  }
+
+  /** Starts probing the broker's port while no session is open (for {@link state}). */
+  start(): void {
+    if (this.closed || this.probeTimer !== undefined) return;
+    void this.probe();
+    this.probeTimer = setInterval(() => {
+      if (this.openCount === 0) void this.probe();
+    }, this.opts.probeIntervalMs ?? 5000);
+    this.probeTimer.unref();
+  }
+
+  /** Resolves true once the broker is known reachable, false after `timeoutMs`. */
+  waitConnected(timeoutMs: number): Promise<boolean> {
+    if (this.state() === 'connected') return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      const done = (ok: boolean): void => {
+        clearTimeout(timer);
+        this.upWaiters.delete(done);
+        resolve(ok);
+      };
+      const timer = setTimeout(() => done(false), timeoutMs);
+      this.upWaiters.add(done);
+    });
+  }
+
+  /**
+   * For readiness, "is the broker reachable at all": `connected` when a device session is
+   * open or the broker last answered (a CONNACK, even a refusal, or the port probe of
+   * {@link start}); `down` when it last could not be reached, or after `close()`;
+   * `connecting` before any evidence.
+   */
+  state(): BackendState {
+    if (this.closed) return 'down';
+    if (this.openCount > 0) return 'connected';
+    if (this.reachable === undefined) return 'connecting';
+    return this.reachable ? 'connected' : 'down';
+  }
+
+  stats(): DeviceSessionStats {
+    let inflight = 0;
+    let waiting = 0;
+    for (const s of this.sessions.values()) {
+      inflight += s.conn?.inflight ?? 0;
+      waiting += s.replies.size;
+    }
+    return {
+      state: this.state(),
+      protocolVersion: this.level,
+      sessions: {
+        open: this.openCount,
+        connecting: this.connectingCount,
+        max: this.maxSessions,
+        opened: this.opened,
+        closed: { ...this.closedBy },
+        reusedByNewDtlsSession: this.reusedByNewDtlsSession,
+      },
+      connects: {
+        attempts: this.attempts,
+        ok: this.connectsOk,
+        failed: { ...this.connectFailed },
+        refused: { ...this.connectRefused },
+        rememberedRefusals: this.refusals.size,
+        tokens: this.bucket.available(),
+      },
+      publishes: { ok: this.publishOk, failed: { ...this.publishFailed }, inflight },
+      pubackLatency: this.latency.snapshot(),
+      replies: {
+        matched: this.repliesMatched,
+        timedOut: this.repliesTimedOut,
+        unmatched: this.repliesUnmatched,
+        waiting,
+      },
+      subscriptions: {
+        replyFailed: this.replySubscribeFailed,
+        commandFailed: this.commandSubscribeFailed,
+      },
+      commands: { received: this.commandsReceived, failed: this.commandsFailed },
+      protocolFallbacks: this.protocolFallbacks,
+    };
+  }
+
+  /**
+   * The sessions seen as the bridge's {@link MessageBackend} for one device, so the router
+   * can use either mode the same way (`publish`/`request` on the device's own connection).
+   */
+  forDevice(device: Principal): MessageBackend {
+    return {
+      publish: (topic, payload, opts) => this.publish(device, topic, payload, opts),
+      request: (topic, payload, replyTopic, messageId, opts) =>
+        this.request(device, topic, payload, replyTopic, messageId, opts),
+    };
+  }
+
+  /** True when the device has a session open now. */
+  isOpen(device: DeviceKey): boolean {
+    return this.sessions.get(keyOf(device))?.phase === 'up';
+  }
+
+  /**
+   * Publishes `payload` with QoS 1 on `topicPrefix + topic` from the device's own connection
+   * (opening it first when needed) and resolves on the PUBACK.
+   * @throws DeviceUnauthorizedError `BACKEND_DEVICE_UNAUTHORIZED` (4.01)
+   * @throws BackendUnavailableError `BACKEND_UNAVAILABLE`, `BACKEND_OVERLOADED`,
+   *   `BACKEND_CONNECTION_LOST`, `BACKEND_PUBACK_TIMEOUT`, `BACKEND_CLOSED` (5.03)
+   * @throws BackendRejectedError (MQTT 5 PUBACK reason >= 0x80)
+   * @throws MqttBackendError `BACKEND_BAD_TOPIC`
+   */
+  async publish(
+    device: Principal,
+    topic: string,
+    payload: Buffer,
+    opts: DevicePublishOptions = {},
+  ): Promise<void> {
+    const full = this.prefix + topic;
+    const bad = checkTopic(full);
+    if (bad !== undefined) throw bad;
+    const s = await this.acquire(device);
+    try {
+      await this.send(s, full, payload, opts.userProperties);
+    } finally {
+      this.release(s);
+    }
+  }
+
+  /**
+   * Publishes a request from the device's own connection and resolves with the platform's
+   * reply, as {@link MqttBridgeBackend.request} does: the reply topic is subscribed on the
+   * device's connection (SUBACK awaited) before the publish; the reply is the message on
+   * it whose JSON `id` equals `messageId` (undefined: the first message, raw exchanges).
+   * @throws the errors of {@link publish}; `BACKEND_SUBSCRIBE_FAILED`; ReplyTimeoutError
+   *   `BACKEND_REPLY_TIMEOUT` (5.04)
+   */
+  async request(
+    device: Principal,
+    topic: string,
+    payload: Buffer,
+    replyTopic: string,
+    messageId: string | number | undefined,
+    opts: DeviceRequestOptions = {},
+  ): Promise<Buffer> {
+    const full = this.prefix + topic;
+    const fullReply = this.prefix + replyTopic;
+    const bad = checkTopic(full) ?? checkTopic(fullReply);
+    if (bad !== undefined) throw bad;
+    const s = await this.acquire(device);
+    try {
+      const waiter = s.replies.add(fullReply, normalizeMessageId(messageId));
+      let lease: SubscriptionLease;
+      try {
+        lease = s.subscriptions.acquire(fullReply);
+      } catch (e: unknown) {
+        s.replies.fail(waiter, toError(e));
+        this.countPublishFailure(e);
+        throw e;
+      }
+      try {
+        try {
+          await lease.ready;
+        } catch (e: unknown) {
+          this.replySubscribeFailed++;
+          this.countPublishFailure(e);
+          throw e;
+        }
+        await this.send(s, full, payload, opts.userProperties);
+      } catch (e: unknown) {
+        s.replies.fail(waiter, toError(e));
+        s.subscriptions.release(lease);
+        throw e;
+      }
+      const timeoutMs = opts.replyTimeoutMs ?? this.replyTimeoutMs;
+      const timer = setTimeout(() => {
+        if (s.replies.fail(waiter, new ReplyTimeoutError(fullReply, timeoutMs))) {
+          this.repliesTimedOut++;
+        }
+      }, timeoutMs);
+      try {
+        return await waiter.promise;
+      } finally {
+        clearTimeout(timer);
+        s.subscriptions.release(lease);
+      }
+    } finally {
+      this.release(s);
+    }
+  }
+
+  /** Refreshes the device's lifetime when it has a session (no session: nothing happens). */
+  touch(device: Principal): void {
+    const s = this.sessions.get(keyOf(device));
+    if (s !== undefined && s.phase !== 'closed') this.refresh(s, device);
+  }
+
+  /** Ends the device's session (DISCONNECT), counted as `evicted`; no session: nothing. */
+  async closeDevice(device: DeviceKey): Promise<void> {
+    const s = this.sessions.get(keyOf(device));
+    if (s === undefined) return;
+    await this.end(
+      s,
+      'evicted',
+      new BackendUnavailableError('BACKEND_UNAVAILABLE', 'device session closed'),
+    );
+  }
+
+  /**
+   * Closes the sessions whose lifetime passed without traffic; returns how many. Runs every
+   * `sweepIntervalMs`; public so that tests with an injected clock need not wait for it.
+   */
+  sweep(): number {
+    const t = this.now();
+    let n = 0;
+    for (const s of [...this.sessions.values()]) {
+      if (s.phase === 'up' && s.active === 0 && t - s.lastActivity >= s.lifetimeMs) {
+        n++;
+        void this.end(
+          s,
+          'lifetime',
+          new BackendUnavailableError('BACKEND_UNAVAILABLE', 'device lifetime lapsed'),
+        );
+      }
+    }
+    for (const [key, until] of this.refusals) {
+      if (until <= t) this.refusals.delete(key);
+    }
+    return n;
+  }
+
+  /** Ends every session (`shutdown`) and fails everything pending with `BACKEND_CLOSED`. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
+    if (this.probeTimer !== undefined) clearInterval(this.probeTimer);
+    this.sweepTimer = undefined;
+    this.probeTimer = undefined;
+    for (const w of [...this.upWaiters]) w(false);
+    const err = new BackendUnavailableError('BACKEND_CLOSED');
+    await Promise.all([...this.sessions.values()].map((s) => this.end(s, 'shutdown', err)));
+    this.refusals.clear();
+  }
+
+  // --- sessions ------------------------------------------------------------------------
+
+  /** The device's open session, opening it when needed; counts a failure as a failed publish. */
+  private async acquire(device: Principal): Promise<Session> {
+    try {
+      const s = await this.acquireSession(device);
+      s.active++;
+      return s;
+    } catch (e: unknown) {
+      this.countPublishFailure(e);
+      throw e;
+    }
+  }
+
+  private release(s: Session): void {
+    if (s.active > 0) s.active--;
+    if (s.phase !== 'closed') s.lastActivity = this.now();
+  }
+
+  private async acquireSession(device: Principal): Promise<Session> {
+    if (this.closed) throw new BackendUnavailableError('BACKEND_CLOSED');
+    const key = keyOf(device);
+    const existing = this.sessions.get(key);
+    if (existing !== undefined) {
+      this.refresh(existing, device);
+      if (existing.phase === 'connecting') await existing.ready;
+      return this.usable(existing);
+    }
+
+    const until = this.refusals.get(key);
+    if (until !== undefined) {
+      if (until > this.now()) {
+        this.connectRefused['remembered-unauthorized']++;
+        throw new DeviceUnauthorizedError('login refused recently', true);
+      }
+      this.refusals.delete(key);
+    }
+    if (this.sessions.size >= this.maxSessions) {
+      this.connectRefused['max-sessions']++;
+      throw new BackendUnavailableError(
+        'BACKEND_OVERLOADED',
+        `per-device sessions at their maximum (${this.maxSessions})`,
+      );
+    }
+    const waitMs = this.bucket.reserve(this.connectWaitMs);
+    if (waitMs === undefined) {
+      this.connectRefused['rate-limited']++;
+      throw new BackendUnavailableError('BACKEND_OVERLOADED', 'device connect rate limit');
+    }
+
+    const replies = new ReplyMatcher();
+    const s: Session = {
+      key,
+      device: { productKey: device.productKey, deviceKey: device.deviceKey },
+      phase: 'connecting',
+      ready: Promise.resolve(),
+      conn: undefined,
+      lifetimeMs: device.lifetime * 1000,
+      lastActivity: this.now(),
+      dtlsSessionId: device.sessionId,
+      active: 0,
+      filters: commandFilters(this.opts.commandTopics, device, this.prefix),
+      replies,
+      subscriptions: new ReplySubscriptions<PoolConnection>(
+        () => (s.phase === 'up' && s.conn?.isUp === true ? s.conn : undefined),
+        this.publishTimeoutMs,
+        this.opts.replyLingerMs ?? 60_000,
+      ),
+      abort: undefined,
+      endError: undefined,
+    };
+    this.sessions.set(key, s);
+    this.connectingCount++;
+    s.ready = this.open(s, device, waitMs);
+    // Every waiter awaits `ready`; a failure must not also surface as unhandled.
+    s.ready.catch(() => undefined);
+    await s.ready;
+    return this.usable(s);
+  }
+
+  private usable(s: Session): Session {
+    if (s.phase === 'up' && s.conn?.isUp === true) return s;
+    throw s.endError ?? new BackendUnavailableError('BACKEND_UNAVAILABLE');
+  }
+
+  private refresh(s: Session, device: Principal): void {
+    s.lastActivity = this.now();
+    s.lifetimeMs = device.lifetime * 1000;
+    if (s.dtlsSessionId !== device.sessionId) {
+      s.dtlsSessionId = device.sessionId;
+      this.reusedByNewDtlsSession++;
+    }
+  }
+
+  /** Opens the session: connect slot, secret, CONNECT (with the version fallback), SUBSCRIBE. */
+  private async open(s: Session, device: Principal, waitMs: number): Promise<void> {
+    try {
+      if (waitMs > 0) await this.sleep(s, waitMs);
+      this.checkAborted(s);
+
+      let secret: string | undefined;
+      try {
+        secret = await this.opts.secretOf(device);
+      } catch {
+        this.connectFailed['secret-error']++;
+        throw new BackendUnavailableError('BACKEND_UNAVAILABLE', 'device secret lookup failed');
+      }
+      this.checkAborted(s);
+      if (secret === undefined || secret.length === 0) {
+        this.connectFailed['no-secret']++;
+        throw new DeviceUnauthorizedError('no device secret', false);
+      }
+      let login: { clientId: string; username: string; password: string };
+      try {
+        login = deviceLogin(this.opts.auth, this.templates, s.device, secret, this.now());
+      } catch {
+        this.connectFailed['login-invalid']++;
+        throw new DeviceUnauthorizedError('login cannot be built', false);
+      }
+
+      let conn: PoolConnection;
+      for (;;) {
+        const level = this.level;
+        try {
+          conn = await this.attempt(s, login, level);
+          break;
+        } catch (e: unknown) {
+          if (!(e instanceof AttemptFailed)) throw e; // aborted
+          const err = e.last;
+          if (err !== undefined && isVersionRefusal(err) && this.protocol === 'auto') {
+            if (level === 5) {
+              if (this.level === 5) {
+                this.level = 4;
+                this.protocolFallbacks++;
+                this.log.info(
+                  { url: this.urlForLogs },
+                  'mqtt broker refused MQTT 5; per-device sessions use MQTT 3.1.1',
+                );
+              }
+              continue;
+            }
+          }
+          throw this.attemptError(s, err);
+        }
+      }
+      this.connectsOk++;
+      this.connackRefusedLogged = false;
+      this.brokerAnswered();
+
+      const results = await Promise.allSettled(
+        s.filters.map((f) => conn.subscribe(f, this.publishTimeoutMs)),
+      );
+      this.checkAborted(s);
+      const failed = results.filter((r) => r.status === 'rejected').length;
+      if (failed > 0) {
+        this.commandSubscribeFailed += failed;
+        this.log.warn(
+          { device: label(s.device), failed, of: s.filters.length },
+          'device command topic subscription refused; commands on it will not arrive',
+        );
+      }
+      if (!conn.isUp) {
+        this.connectFailed.unreachable++;
+        throw new BackendUnavailableError('BACKEND_CONNECTION_LOST', 'before the SUBACKs');
+      }
+      s.phase = 'up';
+      s.lastActivity = this.now();
+      this.connectingCount--;
+      this.openCount++;
+      this.opened++;
+      this.log.debug?.(
+        { device: label(s.device), protocolVersion: conn.level },
+        'device mqtt session open',
+      );
+    } catch (e: unknown) {
+      if (s.phase === 'closed') {
+        // ended from outside while opening: closeDevice, close
+        this.connectFailed.aborted++;
+        throw s.endError ?? toError(e);
+      }
+      const err = toError(e);
+      s.endError = err;
+      void this.end(s, 'error', err);
+      throw err;
+    }
+  }
+
+  /** One CONNECT; resolves when up, rejects with {@link AttemptFailed} or the abort error. */
+  private attempt(
+    s: Session,
+    login: { clientId: string; username: string; password: string },
+    level: ProtocolLevel,
+  ): Promise<PoolConnection> {
+    return new Promise<PoolConnection>((resolve, reject) => {
+      let settled = false;
+      const hooks: ConnectionHooks = {
+        protocolLevel: () => level,
+        onVersionRefused: () => false,
+        onAttempt: () => {
+          this.attempts++;
+        },
+        onUp: (c) => {
+          if (settled) return;
+          settled = true;
+          s.abort = undefined;
+          resolve(c);
+        },
+        onDown: (c, wasUp, err) => {
+          // No reconnect loop: a per-device session reopens on the device's next request.
+          void c.close();
+          if (!settled) {
+            settled = true;
+            s.abort = undefined;
+            reject(new AttemptFailed(err));
+          } else if (wasUp) this.lost(s, err);
+        },
+        onMessage: (topic, payload) => this.onMessage(s, topic, payload),
+      };
+      const conn = new PoolConnection(
+        this.seq++,
+        {
+          url: this.opts.url,
+          username: login.username,
+          password: login.password,
+          clientId: login.clientId,
+          keepaliveSec: this.opts.keepaliveSec ?? 60,
+          connectTimeoutMs: this.opts.connectTimeoutMs ?? 5000,
+          reconnectMinMs: 1000,
+          reconnectMaxMs: 1000,
+          maxInflight: Math.max(1, this.opts.maxInflightPerDevice ?? 16),
+        },
+        hooks,
+      );
+      s.conn = conn;
+      s.abort = (err) => {
+        if (settled) return;
+        settled = true;
+        s.abort = undefined;
+        void conn.close();
+        reject(err);
+      };
+      conn.start();
+    });
+  }
+
+  /** The error of a failed CONNECT (counted); a refused login is remembered. */
+  private attemptError(s: Session, err: Error | undefined): MqttBackendError {
+    const code = refusalCode(err);
+    if (isLoginRefusal(err)) {
+      this.connectFailed.unauthorized++;
+      this.brokerAnswered();
+      this.refusals.delete(s.key);
+      this.refusals.set(s.key, this.now() + this.refusalMemoryMs);
+      this.trimRefusals();
+      this.log.warn(
+        { device: label(s.device), connack: code, rememberMs: this.refusalMemoryMs },
+        'broker refused the device login; answering unauthorized without retrying meanwhile',
+      );
+      return new DeviceUnauthorizedError(`CONNACK ${code ?? '?'}`, false);
+    }
+    if (err instanceof ErrorWithReasonCode) {
+      this.connectFailed['connack-refused']++;
+      this.brokerAnswered();
+      if (!this.connackRefusedLogged) {
+        // once until a device connects again; every refusal is counted
+        this.connackRefusedLogged = true;
+        this.log.warn(
+          { device: label(s.device), url: this.urlForLogs, connack: code },
+          'broker refused a device connection',
+        );
+      }
+      return new BackendUnavailableError('BACKEND_UNAVAILABLE', `CONNACK ${code ?? '?'}`);
+    }
+    this.connectFailed.unreachable++;
+    this.reachable = false;
+    if (!this.unreachableLogged) {
+      this.unreachableLogged = true;
+      this.log.warn(
+        { url: this.urlForLogs, err: err?.message ?? 'no CONNACK in time' },
+        'mqtt broker unreachable for device sessions',
+      );
+    }
+    return new BackendUnavailableError('BACKEND_UNAVAILABLE', 'broker unreachable');
+  }
+
+  /** Keeps the refusal memory bounded (oldest first: Map keeps insertion order). */
+  private trimRefusals(): void {
+    const cap = Math.max(1000, this.maxSessions);
+    while (this.refusals.size > cap) {
+      const first = this.refusals.keys().next();
+      if (first.done === true) break;
+      this.refusals.delete(first.value);
+    }
+  }
+
+  private brokerAnswered(): void {
+    this.reachable = true;
+    this.unreachableLogged = false;
+    for (const w of [...this.upWaiters]) w(true);
+  }
+
+  /** The open connection dropped. */
+  private lost(s: Session, err: Error | undefined): void {
+    // While opening (lost before the command SUBACKs), `open` sees it and fails the open.
+    if (s.phase !== 'up') return;
+    this.log.debug?.(
+      { device: label(s.device), err: err?.message },
+      'device mqtt session lost; reopens on its next request',
+    );
+    const e = new BackendUnavailableError('BACKEND_CONNECTION_LOST');
+    s.endError ??= e;
+    void this.end(s, 'error', e);
+    // Whether the broker went away or only this client was dropped: ask the port.
+    if (this.openCount === 0 && this.probeTimer !== undefined) void this.probe();
+  }
+
+  /** Ends a session once: counted under `reason` if it was open; waiters fail with `err`. */
+  private async end(s: Session, reason: SessionCloseReason, err: Error): Promise<void> {
+    if (s.phase === 'closed') return;
+    const wasUp = s.phase === 'up';
+    s.phase = 'closed';
+    s.endError ??= err;
+    if (this.sessions.get(s.key) === s) this.sessions.delete(s.key);
+    if (wasUp) {
+      this.openCount--;
+      this.closedBy[reason]++;
+      this.log.debug?.({ device: label(s.device), reason }, 'device mqtt session closed');
+    } else {
+      this.connectingCount--;
+      s.abort?.(err);
+    }
+    s.replies.failAll(err);
+    s.subscriptions.clear();
+    const conn = s.conn;
+    if (conn !== undefined) await conn.close();
+  }
+
+  /** Throws when the session was ended while opening (counted by `open`). */
+  private checkAborted(s: Session): void {
+    if (s.phase === 'closed')
+      throw s.endError ?? new BackendUnavailableError('BACKEND_UNAVAILABLE');
+  }
+
+  /** Waits for a reserved connect slot; ends early when the session is ended meanwhile. */
+  private sleep(s: Session, ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        s.abort = undefined;
+        resolve();
+      }, ms);
+      s.abort = () => {
+        clearTimeout(timer);
+        s.abort = undefined;
+        resolve();
+      };
+    });
+  }
+
+  // --- messages ------------------------------------------------------------------------
+
+  private onMessage(s: Session, topic: string, payload: Buffer): void {
+    if (s.replies.deliver(topic, payload) > 0) {
+      this.repliesMatched++;
+      return;
+    }
+    const bare =
+      this.prefix.length > 0 && topic.startsWith(this.prefix)
+        ? topic.slice(this.prefix.length)
+        : topic;
+    if (!bare.endsWith('_reply') && s.filters.some((f) => topicMatches(f, topic))) {
+      this.commandsReceived++;
+      try {
+        const r = this.opts.onCommand(s.device, bare, payload);
+        if (r instanceof Promise) r.catch((e: unknown) => this.commandFailed(s, e));
+      } catch (e: unknown) {
+        this.commandFailed(s, e);
+      }
+      return;
+    }
+    this.repliesUnmatched++;
+  }
+
+  private commandFailed(s: Session, e: unknown): void {
+    this.commandsFailed++;
+    this.log.warn(
+      { device: label(s.device), err: toError(e).message },
+      'device command could not be handed on',
+    );
+  }
+
+  // --- publishing ----------------------------------------------------------------------
+
+  private send(
+    s: Session,
+    topic: string,
+    payload: Buffer,
+    userProperties: UserProperties | undefined,
+  ): Promise<void> {
+    const conn = s.conn;
+    if (conn === undefined || s.phase !== 'up' || !conn.isUp) {
+      const err = s.endError ?? new BackendUnavailableError('BACKEND_CONNECTION_LOST');
+      this.countPublishFailure(err);
+      return Promise.reject(err);
+    }
+    if (conn.inflight >= conn.limit) {
+      const err = new BackendUnavailableError(
+        'BACKEND_OVERLOADED',
+        'too many unacknowledged publishes of this device',
+      );
+      this.countPublishFailure(err);
+      return Promise.reject(err);
+    }
+    const startedAt = performance.now();
+    return new Promise<void>((resolve, reject) => {
+      let done = false;
+      const fail = (err: MqttBackendError): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        this.countPublishFailure(err);
+        reject(err);
+      };
+      const timer = setTimeout(
+        () => fail(new BackendUnavailableError('BACKEND_PUBACK_TIMEOUT')),
+        this.publishTimeoutMs,
+      );
+      const sent = conn.publish(topic, payload, userProperties, (err) => {
+        if (err === undefined) {
+          if (done) return;
+          done = true;
+          clearTimeout(timer);
+          this.latency.observe(performance.now() - startedAt);
+          this.publishOk++;
+          resolve();
+        } else if (err instanceof ErrorWithReasonCode && err.code >= 0x80) {
+          fail(new BackendRejectedError(err.code));
+        } else {
+          fail(new BackendUnavailableError('BACKEND_CONNECTION_LOST'));
+        }
+      });
+      if (!sent) fail(new BackendUnavailableError('BACKEND_CONNECTION_LOST'));
+    });
+  }
+
+  private countPublishFailure(e: unknown): void {
+    this.publishFailed[publishFailureReason(e)]++;
+  }
+
+  // --- readiness probe -----------------------------------------------------------------
+
+  /** A TCP connect to the broker's port: reachable or not (no MQTT login: no credentials). */
+  private async probe(): Promise<void> {
+    if (this.probing || this.closed) return;
+    const target = probeTarget(this.opts.url);
+    if (target === undefined) return;
+    this.probing = true;
+    try {
+      const ok = await new Promise<boolean>((resolve) => {
+        const sock = createConnection({ host: target.host, port: target.port });
+        const timer = setTimeout(() => {
+          sock.destroy();
+          resolve(false);
+        }, this.opts.connectTimeoutMs ?? 5000);
+        sock.once('connect', () => {
+          clearTimeout(timer);
+          sock.destroy();
+          resolve(true);
+        });
+        sock.once('error', () => {
+          clearTimeout(timer);
+          resolve(false);
+        });
+      });
+      if (this.closed) return;
+      if (ok) this.brokerAnswered();
+      else this.reachable = false;
+    } finally {
+      this.probing = false;
+    }
+  }
+}
+
+const unavailableReasons: { readonly [C in BackendUnavailableCode]: DevicePublishFailureReason } = {
+  BACKEND_UNAVAILABLE: 'unavailable',
+  BACKEND_CONNECTION_LOST: 'connection-lost',
+  BACKEND_PUBACK_TIMEOUT: 'puback-timeout',
+  BACKEND_OVERLOADED: 'overloaded',
+  BACKEND_SUBSCRIBE_FAILED: 'unavailable',
+  BACKEND_CLOSED: 'closed',
+};
+
+function publishFailureReason(e: unknown): DevicePublishFailureReason {
+  if (e instanceof DeviceUnauthorizedError) return 'unauthorized';
+  if (e instanceof BackendRejectedError) return 'rejected';
+  if (e instanceof BackendUnavailableError) return unavailableReasons[e.code];
+  return 'unavailable';
+}
+
+/** Host and port of the broker URL for the TCP probe; undefined when it cannot be read. */
+export function probeTarget(url: string): { host: string; port: number } | undefined {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return undefined;
+  }
+  const defaults: Record<string, number> = {
+    'mqtt:': 1883,
+    'tcp:': 1883,
+    'mqtts:': 8883,
+    'ssl:': 8883,
+    'tls:': 8883,
+    'ws:': 80,
+    'wss:': 443,
+  };
+  const port = u.port === '' ? defaults[u.protocol] : Number(u.port);
+  if (port === undefined || !Number.isInteger(port) || u.hostname === '') return undefined;
+  const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
+  return { host, port };
+}
+
+/** As in bridge mode: a topic a broker would answer with a disconnect is refused up front. */
+function checkTopic(topic: string): MqttBackendError | undefined {
+  const bad =
+    topic.length === 0 ||
+    topic.includes('+') ||
+    topic.includes('#') ||
+    topic.includes('\u0000') ||
+    Buffer.byteLength(topic) > 0xffff;
+  return bad
+    ? new MqttBackendError('BACKEND_BAD_TOPIC', JSON.stringify(topic.slice(0, 64)))
+    : undefined;
+}
+
+function toError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
+}
