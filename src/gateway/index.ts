@@ -13,6 +13,12 @@ import {
   startEmbeddedBroker,
   type EmbeddedBroker,
 } from '../bridge/mqtt/index.js';
+import {
+  CommandIntake,
+  MemoryCommandStore,
+  RedisCommandStore,
+  isCommandError,
+} from '../bridge/commands/index.js';
 import { HttpBackend } from '../bridge/http/index.js';
 import { Router } from '../bridge/router.js';
 import { RouteConfigError, compileRoutes, type RouteTable } from '../bridge/routes.js';
@@ -155,6 +161,10 @@ export class Gateway {
       mqtt = backend;
       log.info({ url: redactUrl(brokerUrl), pool: config.mqttPoolSize }, 'MQTT bridge started');
     }
+    // Set once the command store exists (below); sessions only open on device requests,
+    // which start after that.
+    let commandSink = (_device: DeviceKey, _topic: string, _payload: Buffer): Promise<unknown> =>
+      Promise.resolve();
     let sessions: DeviceSessionManager | undefined;
     if (brokerUrl !== undefined && config.mqttMode === 'per-device') {
       try {
@@ -205,9 +215,47 @@ export class Gateway {
     if (brokerUrl === undefined) {
       log.warn('no MQTT broker configured: requests that need one are answered 5.03');
     }
-    // Commands that arrive before the command store exists are dropped (none can: the
-    // sessions open on device requests, which start after the listener is bound).
-    let commandSink = (_device: DeviceKey, _topic: string, _payload: Buffer): void => undefined;
+    // Commands wait where every pod can deliver them: Redis, or memory without it.
+    const expiryMs = config.commandExpiry * 1000;
+    let commands: RedisCommandStore | MemoryCommandStore;
+    if (config.redisUrl !== undefined) {
+      commands = new RedisCommandStore({
+        url: config.redisUrl,
+        prefix: config.redisPrefix,
+        queueLength: config.commandQueueLength,
+        expiryMs,
+      });
+    } else {
+      commands = new MemoryCommandStore({ queueLength: config.commandQueueLength, expiryMs });
+    }
+    const store = commands;
+    closers.push(() => store.close());
+    if (brokerUrl !== undefined && config.mqttMode === 'bridge') {
+      let intake: CommandIntake;
+      try {
+        intake = new CommandIntake({
+          url: brokerUrl,
+          username: config.mqttUsername,
+          password: config.mqttPassword,
+          protocol:
+            config.mqttProtocol === 'auto' && brokerUrl === embeddedUrl
+              ? '3.1.1'
+              : config.mqttProtocol,
+          topics: config.commandTopics,
+          topicPrefix: config.mqttTopicPrefix,
+          shareGroup: config.commandShareGroup,
+          // aedes (the embedded broker) has no $share; there is only one pod then anyway
+          shared: brokerUrl !== embeddedUrl,
+          store,
+        });
+      } catch (err) {
+        if (isCommandError(err)) throw new StartupError(`commandTopics: ${err.message}`);
+        throw err;
+      }
+      intake.start();
+      closers.push(() => intake.close());
+    }
+    commandSink = (device, topic, payload) => store.enqueue(device, topic, payload);
 
     let routes: RouteTable;
     try {
@@ -242,7 +290,7 @@ export class Gateway {
       http,
       routes,
       activation: secrets.activator,
-      commands: undefined,
+      commands: store,
       presence: undefined,
       unavailableMaxAge: config.maxUnavailableRetry,
       maxInlineCommand: config.maxInlineCommand,

@@ -5,7 +5,7 @@
  * secureMode 2 and the returned device secret, then the post).
  */
 import { randomInt } from 'node:crypto';
-import { ContentFormat, formatCode } from '../coap/constants.js';
+import { ContentFormat, OptionNumber, formatCode } from '../coap/constants.js';
 import { CipherSuite } from '../dtls/constants.js';
 import {
   activationTopic,
@@ -167,8 +167,18 @@ export async function activateThenPost(
   ];
 }
 
-/** One line per answer: `2.04 {payload}`. */
+/**
+ * One line per answer: `2.04 {payload}`, then the EnOS command options when present:
+ * `  command-topic: /topic/sys/..` (2100) and `  command: {..}` (2102).
+ */
 export function formatResponse(r: CoapResponse): string {
   const text = r.payload.length === 0 ? '' : ` ${r.payload.toString('utf8')}`;
-  return `${formatCode(r.code)}${text}`;
+  let out = `${formatCode(r.code)}${text}`;
+  for (const o of r.options) {
+    if (o.number === OptionNumber.COMMAND_TOPIC)
+      out += `\n  command-topic: ${o.value.toString('utf8')}`;
+    if (o.number === OptionNumber.COMMAND_PAYLOAD)
+      out += `\n  command: ${o.value.toString('utf8')}`;
+  }
+  return out;
 }

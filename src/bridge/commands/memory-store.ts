@@ -1,0 +1,160 @@
+/**
+ * The command queue of a single embedded instance without Redis: the same rules as
+ * {@link RedisCommandStore} (`entry.ts`), kept in process. Commands do not survive a restart
+ * and are not seen by other instances; use Redis for more than one pod.
+ *
+ * Bounded: `queueLength` commands per device, `maxDevices` devices with waiting commands
+ * (beyond it a new device's command is refused as `full`), `maxWaiters` waiters. Expired
+ * entries are dropped whenever their device's queue is touched, and by a sweep every
+ * `sweepIntervalMs` (unref'd timer) for devices that never come back.
+ */
+import { randomUUID } from 'node:crypto';
+import type { CommandStore, DeviceKey, QueuedCommand } from '../types.js';
+import { deviceId, isExpired, matchReply, messageIdOf } from './entry.js';
+import { CommandCounters, type CommandStoreStats } from './stats.js';
+import { Waiters } from './waiters.js';
+
+export interface MemoryCommandStoreOptions {
+  /** Most commands waiting per device (settings `commandQueueLength`). */
+  readonly queueLength: number;
+  /** Ms a command waits before it is dropped (settings `commandExpiry` × 1000). */
+  readonly expiryMs: number;
+  /** Most devices with waiting commands. Default 100000. */
+  readonly maxDevices?: number;
+  /** Most concurrent `waitFor` calls that wait. Default 10000. */
+  readonly maxWaiters?: number;
+  /** Clock in ms since the epoch. Default `Date.now`. */
+  readonly now?: () => number;
+  /** Ms between sweeps of expired entries; 0 disables the timer. Default 60000. */
+  readonly sweepIntervalMs?: number;
+}
+
+export class MemoryCommandStore implements CommandStore {
+  readonly #queues = new Map<string, QueuedCommand[]>();
+  readonly #queueLength: number;
+  readonly #expiryMs: number;
+  readonly #maxDevices: number;
+  readonly #now: () => number;
+  readonly #counters = new CommandCounters();
+  readonly #waiters: Waiters;
+  #sweepTimer: NodeJS.Timeout | undefined;
+
+  constructor(o: MemoryCommandStoreOptions) {
+    this.#queueLength = Math.max(1, o.queueLength);
+    this.#expiryMs = o.expiryMs;
+    this.#maxDevices = Math.max(1, o.maxDevices ?? 100_000);
+    this.#now = o.now ?? Date.now;
+    this.#waiters = new Waiters(Math.max(0, o.maxWaiters ?? 10_000), this.#counters, (d) =>
+      Promise.resolve(this.#live(deviceId(d))[0]),
+    );
+    const every = o.sweepIntervalMs ?? 60_000;
+    if (every > 0) {
+      this.#sweepTimer = setInterval(() => this.sweep(), every);
+      this.#sweepTimer.unref();
+    }
+  }
+
+  enqueue(device: DeviceKey, topic: string, payload: Buffer): Promise<'queued' | 'full'> {
+    const key = deviceId(device);
+    const q = this.#live(key);
+    const messageId = messageIdOf(topic, payload);
+    if (messageId !== undefined && q.some((e) => e.topic === topic && e.messageId === messageId)) {
+      this.#counters.duplicates++;
+      return Promise.resolve('queued');
+    }
+    if (q.length >= this.#queueLength) {
+      this.#counters.refusedFull++;
+      return Promise.resolve('full');
+    }
+    if (q.length === 0 && this.#queues.size >= this.#maxDevices) {
+      this.sweep();
+      if (this.#queues.size >= this.#maxDevices) {
+        this.#counters.refusedFull++;
+        return Promise.resolve('full');
+      }
+    }
+    q.push(
+      Object.freeze({
+        id: randomUUID(),
+        topic,
+        payload: Buffer.from(payload),
+        messageId,
+        enqueuedAt: this.#now(),
+      }),
+    );
+    this.#queues.set(key, q);
+    this.#counters.enqueued++;
+    this.#waiters.wake(device);
+    return Promise.resolve('queued');
+  }
+
+  peek(device: DeviceKey): Promise<{ head: QueuedCommand | undefined; count: number }> {
+    const q = this.#live(deviceId(device));
+    const head = q[0];
+    if (head !== undefined) this.#counters.delivered++;
+    return Promise.resolve({ head, count: q.length });
+  }
+
+  fetch(
+    device: DeviceKey,
+    topic: string,
+  ): Promise<{ command: QueuedCommand | undefined; count: number }> {
+    const q = this.#live(deviceId(device));
+    const command = q.find((e) => e.topic === topic);
+    if (command !== undefined) this.#counters.delivered++;
+    return Promise.resolve({ command, count: q.length });
+  }
+
+  acknowledge(device: DeviceKey, topic: string, reply: Buffer): Promise<boolean> {
+    const key = deviceId(device);
+    const q = this.#live(key);
+    const i = matchReply(q, topic, messageIdOf(topic, reply));
+    if (i < 0) {
+      this.#counters.ackUnmatched++;
+      return Promise.resolve(false);
+    }
+    q.splice(i, 1);
+    if (q.length === 0) this.#queues.delete(key);
+    this.#counters.acknowledged++;
+    return Promise.resolve(true);
+  }
+
+  waitFor(device: DeviceKey, timeoutMs: number): Promise<QueuedCommand | undefined> {
+    return this.#waiters.wait(device, timeoutMs);
+  }
+
+  /** Drops expired entries of every device. */
+  sweep(): void {
+    for (const key of [...this.#queues.keys()]) this.#live(key);
+  }
+
+  stats(): CommandStoreStats {
+    return this.#counters.snapshot(this.#waiters.size);
+  }
+
+  /** Devices with waiting commands. */
+  get devices(): number {
+    return this.#queues.size;
+  }
+
+  /** Answers every waiter with undefined and stops the sweep; queued commands stay. */
+  close(): Promise<void> {
+    if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer);
+    this.#sweepTimer = undefined;
+    this.#waiters.close();
+    return Promise.resolve();
+  }
+
+  /** The device's queue without expired entries (a new empty array when there is none). */
+  #live(key: string): QueuedCommand[] {
+    const q = this.#queues.get(key);
+    if (q === undefined) return [];
+    const now = this.#now();
+    const live = q.filter((e) => !isExpired(e.enqueuedAt, now, this.#expiryMs));
+    if (live.length === q.length) return q;
+    this.#counters.expired += q.length - live.length;
+    if (live.length === 0) this.#queues.delete(key);
+    else this.#queues.set(key, live);
+    return live;
+  }
+}

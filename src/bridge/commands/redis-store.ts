@@ -1,0 +1,298 @@
+/**
+ * The shared command queue (DESIGN.md "Commands for sleepy devices", "Stateless pods"): every
+ * pod can deliver a command that any pod queued.
+ *
+ * Layout (see also `auth/redis-keys.ts`; `%` and `:` in keys are written `%25`, `%3A`):
+ * - `{prefix}:cmd:{pk}:{dk}`: a list of JSON entries `{id, topic, payload (base64),
+ *   messageId?, enqueuedAt}`, oldest first, at most `queueLength` long; its TTL is set to the
+ *   expiry on every enqueue, so a device that never comes back leaves nothing behind.
+ * - channel `{prefix}:cmd-notify`: every enqueue publishes `pk\ndk`; each pod's subscriber
+ *   connection wakes its `waitFor` waiters of that device.
+ *
+ * Two connections: one for the scripts (`redis-scripts.ts`), one subscribed to the channel.
+ * Both fail fast: while Redis is away every operation rejects at once with
+ * `COMMANDS_UNAVAILABLE` (a hung Redis after `commandTimeoutMs`), so the router answers the
+ * request without a command; the uplink itself never depends on this store. Notifications
+ * lost while either connection was away are made up for: after every (re)subscription, and
+ * whenever the script connection is ready again, all waiters look at their queues again.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { escapeKeyPart } from '../../auth/redis-keys.js';
+import type { CommandStore, DeviceKey, QueuedCommand } from '../types.js';
+import { decodeEntry, deviceId, encodeEntry, messageIdOf, parseDeviceId } from './entry.js';
+import { CommandError } from './errors.js';
+import { closeRedis, createCommandRedis } from './redis-client.js';
+import { ACKNOWLEDGE, ENQUEUE, FETCH, LuaScript, PEEK } from './redis-scripts.js';
+import { CommandCounters, type CommandStoreStats } from './stats.js';
+import { Waiters } from './waiters.js';
+
+export interface RedisCommandStoreOptions {
+  /** Settings `redisUrl`. */
+  readonly url: string;
+  /** Settings `redisPrefix`. */
+  readonly prefix: string;
+  /** Most commands waiting per device (settings `commandQueueLength`). */
+  readonly queueLength: number;
+  /** Ms a command waits before it is dropped (settings `commandExpiry` × 1000). */
+  readonly expiryMs: number;
+  /** Most concurrent `waitFor` calls that wait (per pod). Default 10000. */
+  readonly maxWaiters?: number;
+  /** Clock in ms since the epoch. Default `Date.now`. */
+  readonly now?: () => number;
+  /** Per-command deadline. Default 300 ms. */
+  readonly commandTimeoutMs?: number;
+  /** Default 1000 ms. */
+  readonly connectTimeoutMs?: number;
+  /** Longest wait between reconnection attempts. Default 1000 ms. */
+  readonly maxBackoffMs?: number;
+}
+
+export type CommandRedisState = 'connected' | 'connecting' | 'down';
+
+/** `{prefix}:cmd:{pk}:{dk}` with `%` and `:` escaped in the keys. */
+export function commandQueueKey(prefix: string, device: DeviceKey): string {
+  return `${prefix}:cmd:${escapeKeyPart(device.productKey)}:${escapeKeyPart(device.deviceKey)}`;
+}
+
+/** `{prefix}:cmd-notify`. */
+export function commandNotifyChannel(prefix: string): string {
+  return `${prefix}:cmd-notify`;
+}
+
+const enqueueScript = new LuaScript(ENQUEUE);
+const peekScript = new LuaScript(PEEK);
+const fetchScript = new LuaScript(FETCH);
+const ackScript = new LuaScript(ACKNOWLEDGE);
+
+function int(v: unknown): number {
+  return typeof v === 'number' && Number.isFinite(v) ? v : 0;
+}
+
+export class RedisCommandStore implements CommandStore {
+  readonly #client: Redis;
+  readonly #sub: Redis;
+  readonly #prefix: string;
+  readonly #channel: string;
+  readonly #queueLength: number;
+  readonly #expiryMs: number;
+  readonly #now: () => number;
+  readonly #counters = new CommandCounters();
+  readonly #waiters: Waiters;
+  #subscribed = false;
+  #failedSinceReady = false;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+
+  constructor(o: RedisCommandStoreOptions) {
+    this.#prefix = o.prefix;
+    this.#channel = commandNotifyChannel(o.prefix);
+    this.#queueLength = Math.max(1, o.queueLength);
+    this.#expiryMs = Math.max(1, o.expiryMs);
+    this.#now = o.now ?? Date.now;
+    this.#waiters = new Waiters(Math.max(0, o.maxWaiters ?? 10_000), this.#counters, (d) =>
+      this.#peek(d).then((r) => r.head),
+    );
+    const common = {
+      url: o.url,
+      commandTimeoutMs: o.commandTimeoutMs,
+      connectTimeoutMs: o.connectTimeoutMs,
+      maxBackoffMs: o.maxBackoffMs,
+      onError: () => {
+        this.#counters.redisConnectionErrors++;
+      },
+    };
+    this.#client = createCommandRedis({ ...common, connectionName: 'coap-edge-cmd' });
+    this.#client.on('error', () => (this.#failedSinceReady = true));
+    this.#client.on('close', () => (this.#failedSinceReady = true));
+    this.#client.on('ready', () => {
+      this.#failedSinceReady = false;
+      // looks that failed while this connection was away: look again (the subscriber may
+      // have come back first and looked in vain)
+      if (this.#subscribed) this.#waiters.wakeAll();
+    });
+
+    this.#sub = createCommandRedis({ ...common, connectionName: 'coap-edge-cmd-sub' });
+    this.#sub.on('ready', () => this.#subscribe());
+    this.#sub.on('close', () => (this.#subscribed = false));
+    this.#sub.on('message', (channel: string, message: string) => {
+      if (channel !== this.#channel) return;
+      this.#counters.notifications++;
+      const device = parseDeviceId(message);
+      if (device !== undefined) this.#waiters.wake(device);
+    });
+  }
+
+  async enqueue(device: DeviceKey, topic: string, payload: Buffer): Promise<'queued' | 'full'> {
+    const messageId = messageIdOf(topic, payload);
+    const now = this.#now();
+    const entry = encodeEntry({ id: randomUUID(), topic, payload, messageId, enqueuedAt: now });
+    const r = await this.#run(enqueueScript, device, [
+      entry,
+      topic,
+      messageId ?? '',
+      this.#queueLength,
+      now,
+      this.#expiryMs,
+      this.#channel,
+      deviceId(device),
+    ]);
+    this.#countPurge(r);
+    switch (r[0]) {
+      case 'queued':
+        this.#counters.enqueued++;
+        return 'queued';
+      case 'duplicate':
+        this.#counters.duplicates++;
+        return 'queued';
+      case 'full':
+        this.#counters.refusedFull++;
+        return 'full';
+      default:
+        throw this.#unavailable('unexpected script reply');
+    }
+  }
+
+  async peek(device: DeviceKey): Promise<{ head: QueuedCommand | undefined; count: number }> {
+    const r = await this.#peek(device);
+    if (r.head !== undefined) this.#counters.delivered++;
+    return r;
+  }
+
+  async fetch(
+    device: DeviceKey,
+    topic: string,
+  ): Promise<{ command: QueuedCommand | undefined; count: number }> {
+    const r = await this.#run(fetchScript, device, [this.#now(), this.#expiryMs, topic]);
+    this.#countPurge(r);
+    const command = this.#entry(r[4]);
+    if (command !== undefined) this.#counters.delivered++;
+    return { command, count: int(r[1]) };
+  }
+
+  async acknowledge(device: DeviceKey, topic: string, reply: Buffer): Promise<boolean> {
+    const r = await this.#run(ackScript, device, [
+      this.#now(),
+      this.#expiryMs,
+      topic,
+      messageIdOf(topic, reply) ?? '',
+    ]);
+    this.#countPurge(r);
+    if (r[0] === 1) {
+      this.#counters.acknowledged++;
+      return true;
+    }
+    this.#counters.ackUnmatched++;
+    return false;
+  }
+
+  /**
+   * The oldest command at once when one waits, else the first enqueued for the device (by any
+   * pod) within `timeoutMs`, else undefined (also when the store closes meanwhile).
+   * @throws CommandError `COMMANDS_UNAVAILABLE` (Redis away at the call),
+   *   `COMMANDS_TOO_MANY_WAITERS` (nothing queued and `maxWaiters` already wait)
+   */
+  waitFor(device: DeviceKey, timeoutMs: number): Promise<QueuedCommand | undefined> {
+    return this.#waiters.wait(device, timeoutMs);
+  }
+
+  /** The script connection; `connected` when commands can be sent. */
+  state(): CommandRedisState {
+    if (this.#closed) return 'down';
+    switch (this.#client.status) {
+      case 'ready':
+        return 'connected';
+      case 'wait':
+      case 'connecting':
+      case 'connect':
+        return this.#failedSinceReady ? 'down' : 'connecting';
+      default:
+        return 'down';
+    }
+  }
+
+  /** True while the notification channel is subscribed (waiters wake at once). */
+  get subscribed(): boolean {
+    return this.#subscribed;
+  }
+
+  /** Resolves true once both connections are ready and subscribed, false after `timeoutMs`. */
+  async waitReady(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (!(this.state() === 'connected' && this.#subscribed)) {
+      if (this.#closed || Date.now() >= deadline) return false;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return true;
+  }
+
+  stats(): CommandStoreStats {
+    return this.#counters.snapshot(this.#waiters.size);
+  }
+
+  /** Answers every waiter with undefined and disconnects both connections. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#closed = true;
+      this.#waiters.close();
+      await Promise.all([closeRedis(this.#client), closeRedis(this.#sub)]);
+    })();
+    return this.#closing;
+  }
+
+  #subscribe(): void {
+    if (this.#closed) return;
+    this.#sub.subscribe(this.#channel).then(
+      () => {
+        this.#subscribed = true;
+        // notifications sent while we were not subscribed are lost: look again
+        this.#waiters.wakeAll();
+      },
+      () => {
+        // reconnect, and subscribe again on the next 'ready'
+        if (!this.#closed) this.#sub.disconnect(true);
+      },
+    );
+  }
+
+  async #peek(device: DeviceKey): Promise<{ head: QueuedCommand | undefined; count: number }> {
+    const r = await this.#run(peekScript, device, [this.#now(), this.#expiryMs]);
+    this.#countPurge(r);
+    return { head: this.#entry(r[4]), count: int(r[1]) };
+  }
+
+  async #run(
+    script: LuaScript,
+    device: DeviceKey,
+    args: readonly (string | number)[],
+  ): Promise<readonly unknown[]> {
+    if (this.#closed) throw this.#unavailable('closed');
+    if (this.#client.status !== 'ready') throw this.#unavailable('redis not connected');
+    let reply: unknown;
+    try {
+      reply = await script.run(this.#client, commandQueueKey(this.#prefix, device), args);
+    } catch (e: unknown) {
+      throw this.#unavailable('redis command failed', e);
+    }
+    if (!Array.isArray(reply)) throw this.#unavailable('unexpected script reply');
+    return reply as readonly unknown[];
+  }
+
+  #unavailable(detail: string, cause?: unknown): CommandError {
+    this.#counters.redisErrors++;
+    return new CommandError('COMMANDS_UNAVAILABLE', detail, cause);
+  }
+
+  /** Counts what the script's purge dropped (replies are `{result, count, expired, bad, …}`). */
+  #countPurge(r: readonly unknown[]): void {
+    this.#counters.expired += int(r[2]);
+    this.#counters.badEntries += int(r[3]);
+  }
+
+  #entry(v: unknown): QueuedCommand | undefined {
+    if (typeof v !== 'string') return undefined;
+    const cmd = decodeEntry(v);
+    if (cmd === undefined) this.#counters.badEntries++;
+    return cmd;
+  }
+}

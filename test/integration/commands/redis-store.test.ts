@@ -1,0 +1,203 @@
+/**
+ * The Redis command store against the Redis on 127.0.0.1:6379: the shared behaviour suite,
+ * then what only a shared store can show — two store instances ("pods") on one Redis, atomic
+ * acknowledgement, pub/sub wakeups across pods, the key layout.
+ */
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  commandNotifyChannel,
+  commandQueueKey,
+  type RedisCommandStore,
+} from '../../../src/bridge/commands/index.js';
+import { commandStoreSuite, device, json, reply, svc } from '../../unit/bridge/commands-suite.js';
+import { dropKeys, prefix, rawClient, startStore } from './helpers.js';
+
+const raw = rawClient();
+const prefixes: string[] = [];
+const stores: RedisCommandStore[] = [];
+after(async () => {
+  await Promise.all(stores.map((s) => s.close()));
+  for (const p of prefixes) await dropKeys(raw, p);
+  raw.disconnect();
+});
+
+async function pods(n: number, o: { queueLength?: number; expiryMs?: number } = {}) {
+  const p = prefix();
+  prefixes.push(p);
+  const out: RedisCommandStore[] = [];
+  for (let i = 0; i < n; i++) {
+    const s = await startStore({ prefix: p, ...o });
+    stores.push(s);
+    out.push(s);
+  }
+  return { p, pods: out };
+}
+
+commandStoreSuite('redis', async (o) => {
+  const p = prefix();
+  prefixes.push(p);
+  const store = await startStore({ prefix: p, ...o });
+  return {
+    store,
+    stats: () => store.stats(),
+    close: async () => {
+      await store.close();
+      await dropKeys(raw, p);
+    },
+  };
+});
+
+describe('redis command store: two pods', () => {
+  it('a command queued on one pod is peeked, fetched and acknowledged on the other', async () => {
+    const {
+      pods: [a, b],
+    } = await pods(2);
+    assert.ok(a && b);
+    const d = device();
+    assert.equal(await a.enqueue(d, svc(d, 'reboot'), json('r1')), 'queued');
+    const p = await b.peek(d);
+    assert.equal(p.count, 1);
+    assert.equal(p.head?.topic, svc(d, 'reboot'));
+    assert.equal(p.head?.payload.toString(), json('r1').toString());
+    assert.equal((await b.fetch(d, svc(d, 'reboot'))).command?.id, p.head?.id);
+    assert.equal(await b.acknowledge(d, svc(d, 'reboot'), reply('r1')), true);
+    assert.equal((await a.peek(d)).count, 0);
+    assert.equal(a.stats().enqueued, 1);
+    assert.equal(b.stats().acknowledged, 1);
+    assert.equal(b.stats().delivered, 2);
+  });
+
+  it('two pods acknowledging the same command: exactly one removes it', async () => {
+    const {
+      pods: [a, b],
+    } = await pods(2);
+    assert.ok(a && b);
+    const d = device();
+    const ids = Array.from({ length: 12 }, (_, i) => `c${i}`);
+    for (const id of ids) await a.enqueue(d, svc(d, 'x'), json(id));
+    for (const id of ids) {
+      const results: boolean[] = await Promise.all([
+        a.acknowledge(d, svc(d, 'x'), reply(id)),
+        b.acknowledge(d, svc(d, 'x'), reply(id)),
+      ]);
+      assert.equal(results.filter(Boolean).length, 1, id);
+    }
+    // raw replies: each of two concurrent ones takes a different command
+    const rawTopic = `/sys/${d.productKey}/${d.deviceKey}/thing/model/down_raw`;
+    await a.enqueue(d, rawTopic, Buffer.from('1'));
+    await a.enqueue(d, rawTopic, Buffer.from('2'));
+    const r = await Promise.all([
+      a.acknowledge(d, rawTopic, Buffer.from('ok')),
+      b.acknowledge(d, rawTopic, Buffer.from('ok')),
+      a.acknowledge(d, rawTopic, Buffer.from('ok')),
+    ]);
+    assert.deepEqual(r.filter(Boolean).length, 2);
+    assert.equal((await b.peek(d)).count, 0);
+    assert.equal(a.stats().acknowledged + b.stats().acknowledged, ids.length + 2);
+  });
+
+  it('two pods enqueueing at the bound: never more than the bound', async () => {
+    const {
+      pods: [a, b],
+    } = await pods(2, { queueLength: 5 });
+    assert.ok(a && b);
+    const d = device();
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        (i % 2 === 0 ? a : b).enqueue(d, svc(d, 'x'), json(`n${i}`)),
+      ),
+    );
+    assert.equal(results.filter((r) => r === 'queued').length, 5);
+    assert.equal((await a.peek(d)).count, 5);
+    assert.equal(a.stats().refusedFull + b.stats().refusedFull, 15);
+  });
+
+  it('waitFor on one pod wakes when the other pod enqueues (pub/sub)', async () => {
+    const {
+      pods: [a, b],
+    } = await pods(2);
+    assert.ok(a && b);
+    const d = device();
+    const waiting = b.waitFor(d, 5_000);
+    const second = b.waitFor(d, 5_000);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(b.stats().waiters, 2);
+    const t0 = performance.now();
+    await a.enqueue(d, svc(d, 'reboot'), json('w1'));
+    const [cmd, cmd2] = await Promise.all([waiting, second]);
+    const ms = performance.now() - t0;
+    assert.equal(cmd?.messageId, 'w1');
+    assert.equal(cmd2?.id, cmd?.id);
+    assert.ok(ms < 500, `woke after ${ms} ms`);
+    assert.equal(b.stats().wakeups, 2);
+    assert.ok(b.stats().notifications >= 1);
+    assert.equal(b.stats().waiters, 0);
+  });
+
+  it('keeps the documented layout: list of JSON entries, TTL, notify channel', async () => {
+    const {
+      p,
+      pods: [a],
+    } = await pods(1, { expiryMs: 60_000 });
+    assert.ok(a);
+    const d = { productKey: 'p:1', deviceKey: 'd%1' };
+    const sub = rawClient();
+    const heard: string[] = [];
+    await sub.subscribe(commandNotifyChannel(p));
+    sub.on('message', (_c: string, m: string) => heard.push(m));
+    try {
+      await a.enqueue(d, svc(d, 'x'), json('L'));
+      const key = commandQueueKey(p, d);
+      assert.equal(key, `${p}:cmd:p%3A1:d%251`);
+      assert.equal(await raw.type(key), 'list');
+      const [entry] = await raw.lrange(key, 0, -1);
+      const e = JSON.parse(entry ?? '') as Record<string, unknown>;
+      assert.deepEqual(Object.keys(e).sort(), [
+        'enqueuedAt',
+        'id',
+        'messageId',
+        'payload',
+        'topic',
+      ]);
+      assert.equal(e.payload, json('L').toString('base64'));
+      assert.equal(e.messageId, 'L');
+      const ttl = await raw.pttl(key);
+      assert.ok(ttl > 55_000 && ttl <= 60_000, `ttl ${ttl}`);
+      for (let i = 0; i < 50 && heard.length === 0; i++)
+        await new Promise((r) => setTimeout(r, 10));
+      assert.deepEqual(heard, ['p:1\nd%1']);
+    } finally {
+      sub.disconnect();
+    }
+  });
+
+  it('drops entries it cannot read, and counts them', async () => {
+    const {
+      p,
+      pods: [a],
+    } = await pods(1);
+    assert.ok(a);
+    const d = device();
+    const key = commandQueueKey(p, d);
+    await raw.rpush(key, 'garbage', '{"id":"x"}');
+    await a.enqueue(d, svc(d, 'x'), json('ok'));
+    const pk = await a.peek(d);
+    assert.equal(pk.count, 1);
+    assert.equal(pk.head?.messageId, 'ok');
+    assert.equal(a.stats().badEntries, 2);
+    assert.equal(await raw.llen(key), 1);
+  });
+
+  it('works again after its scripts were flushed (NOSCRIPT → EVAL)', async () => {
+    const {
+      pods: [a],
+    } = await pods(1);
+    assert.ok(a);
+    const d = device();
+    await a.enqueue(d, svc(d, 'x'), json('1'));
+    await raw.script('FLUSH');
+    assert.equal((await a.peek(d)).count, 1);
+    assert.equal(await a.acknowledge(d, svc(d, 'x'), reply('1')), true);
+  });
+});
