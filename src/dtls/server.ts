@@ -91,6 +91,8 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
   private readonly idleTimeoutMs: number;
   private readonly sweeper: NodeJS.Timeout;
   private accepting = true;
+  /** A ClientHello of the current datagram was already handled. */
+  private helloAnswered = false;
   private closed = false;
   readonly now: () => number;
 
@@ -152,6 +154,7 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
       return;
     }
     const key = peerKey(address, port);
+    this.helloAnswered = false;
     try {
       let offset = 0;
       while (offset < buf.length) {
@@ -172,14 +175,22 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
   private onRecord(key: string, address: string, port: number, rec: DtlsRecord): void {
     if (rec.epoch === 0) {
       if (rec.type === ContentType.handshake && rec.body[0] === HandshakeType.clientHello) {
+        // One ClientHello per datagram: a datagram packed with hellos from a spoofed source
+        // must not turn into as many answers.
+        if (this.helloAnswered) {
+          this.stats.drops['unexpected-record']++;
+          return;
+        }
+        this.helloAnswered = true;
         this.onClientHello(key, address, port, rec);
         return;
       }
       const hs = this.handshakes.get(key);
       if (hs !== undefined) hs.onRecord(rec);
       else if (!this.associations.has(key)) this.stats.drops['unknown-peer']++;
-      // else: a late retransmission of the client's flight 5 or an alert in the clear for an
-      // established association; neither can be authenticated, both are ignored.
+      // A late retransmission of the client's flight 5, or an alert or data in the clear for
+      // an established association: none can be authenticated, all are ignored.
+      else this.stats.drops['unexpected-record']++;
       return;
     }
     const assoc = this.associations.get(key);

@@ -155,6 +155,19 @@ const OSSL_CH1 = osslCapture.datagrams[0]!.data;
 const NODE_CH2 = nodeCapture.datagrams[2]!.data;
 
 describe('DtlsServer: HelloVerifyRequest before any state', () => {
+  test('a datagram packed with ClientHellos gets one HelloVerifyRequest, not one per hello', () => {
+    withServer((h) => {
+      const packed = Buffer.concat(
+        Array.from({ length: 20 }, (_, i) => withRecordSeq(NODE_CH1, i)),
+      );
+      h.server.handleDatagram(packed, ADDR, 40002);
+      assert.equal(h.sent.length, 1);
+      assert.equal(h.server.stats.helloVerifySent, 1);
+      assert.equal(h.server.stats.drops['unexpected-record'], 19);
+      assert.equal(h.server.handshakeCount, 0);
+    });
+  });
+
   test('a cookie-less ClientHello gets an HVR with the same record seq, version FEFF', () => {
     withServer((h) => {
       h.server.handleDatagram(NODE_CH1, ADDR, 40000);
