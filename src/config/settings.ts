@@ -488,6 +488,14 @@ export const settings = {
     'Seconds between checks for devices whose lifetime lapsed (they go offline).',
     { arg: '<seconds>' },
   ),
+  presenceLifetimeScale: setting(
+    z.number().gt(0).max(1),
+    1,
+    'number',
+    'Presence',
+    'Test only: factor applied to every device lifetime for presence (0.1 makes a 30 s lifetime lapse after 3 s).',
+    { arg: '<factor>' },
+  ),
   // --- DTLS ------------------------------------------------------------------------------
   maxAssociations: setting(
     positiveInt,

@@ -19,7 +19,14 @@ import {
   RedisCommandStore,
   isCommandError,
 } from '../bridge/commands/index.js';
+import { closeRedis, createCommandRedis } from '../bridge/commands/redis-client.js';
 import { HttpBackend } from '../bridge/http/index.js';
+import {
+  MemoryPresenceStore,
+  PresenceTracker,
+  RedisPresenceStore,
+  presencePublisher,
+} from '../bridge/presence/index.js';
 import { Router } from '../bridge/router.js';
 import { RouteConfigError, compileRoutes, type RouteTable } from '../bridge/routes.js';
 import { DeviceSessionManager } from '../bridge/mqtt/per-device.js';
@@ -29,7 +36,7 @@ import { CoapEndpoint, type CoapPeer, type CoapReply, type CoapRequest } from '.
 import type { Config } from '../config/load.js';
 import { CipherSuite } from '../dtls/constants.js';
 import { DtlsServer, type DtlsServerHandler } from '../dtls/server.js';
-import type { PskResolution } from '../dtls/types.js';
+import type { CloseReason, PskResolution } from '../dtls/types.js';
 import type { Logger } from '../telemetry/log.js';
 import { LogLimiter } from '../telemetry/log.js';
 import { startPlatformStandIn, type PlatformStandIn } from '../tools/platform-standin.js';
@@ -276,6 +283,45 @@ export class Gateway {
       http = h;
       log.info({ routes: routes.routes.length }, 'HTTP routes configured');
     }
+    // Presence: online at the first successful request, offline when the lifetime lapses
+    // or the device closes; exactly once per transition across pods (Redis scripts).
+    let presenceStore: RedisPresenceStore | MemoryPresenceStore;
+    if (config.redisUrl !== undefined) {
+      const client = createCommandRedis({
+        url: config.redisUrl,
+        connectionName: 'coap-edge-presence',
+        onError: () => undefined,
+      });
+      closers.push(() => closeRedis(client));
+      presenceStore = new RedisPresenceStore({ client, prefix: config.redisPrefix });
+    } else {
+      presenceStore = new MemoryPresenceStore();
+    }
+    const presencePool = mqtt;
+    let publisher: ReturnType<typeof presencePublisher>;
+    try {
+      publisher = presencePublisher({
+        topicTemplate: config.presenceTopic,
+        mqttPublish:
+          presencePool === undefined
+            ? undefined
+            : (topic, payload) => presencePool.publish(topic, payload),
+        webhookUrl: config.presenceWebhook,
+      });
+    } catch (err) {
+      throw new StartupError(`presenceTopic: ${err instanceof Error ? err.message : 'invalid'}`);
+    }
+    closers.push(() => publisher.close());
+    const presence = new PresenceTracker({
+      store: presenceStore,
+      publish: (e) => publisher.publish(e),
+      sweepIntervalMs: config.presenceSweepInterval * 1000,
+      lifetimeScale: config.presenceLifetimeScale,
+      logger: log,
+    });
+    presence.start();
+    closers.push(() => presence.close());
+
     const bridge = mqtt;
     const router = new Router({
       mqtt:
@@ -291,7 +337,7 @@ export class Gateway {
       routes,
       activation: secrets.activator,
       commands: store,
-      presence: undefined,
+      presence,
       unavailableMaxAge: config.maxUnavailableRetry,
       maxInlineCommand: config.maxInlineCommand,
       maxTtd: config.maxTtd,
@@ -339,6 +385,9 @@ export class Gateway {
         ),
       onClosed: (a, reason) => {
         coap.peerClosed(a.key);
+        const why = PRESENCE_CLOSE[reason];
+        if (why !== undefined && a.principal.secureMode === 2)
+          presence.sessionClosed(a.principal, why);
         // the device ended its session: end its own MQTT connection too
         if (
           sessions !== undefined &&
@@ -435,6 +484,21 @@ async function runClosers(closers: Closer[]): Promise<void> {
     }
   }
 }
+
+/** How a closed association counts for presence; a replaced one is the same device going on. */
+const PRESENCE_CLOSE: Record<
+  CloseReason,
+  'close-notify' | 'evicted' | 'idle' | 'shutdown' | undefined
+> = {
+  'peer-close-notify': 'close-notify',
+  'peer-fatal-alert': 'close-notify',
+  'local-close': 'evicted',
+  evicted: 'evicted',
+  'sequence-exhausted': 'evicted',
+  idle: 'idle',
+  'server-shutdown': 'shutdown',
+  replaced: undefined,
+};
 
 function toPskResolution(r: PskLookup): PskResolution<Principal> {
   if (r.ok) {

@@ -1,0 +1,154 @@
+/**
+ * Presence with a redis-server of this test's own: stopped (requests unaffected, transitions
+ * caught up once it is back) and paused (answers lost to the command timeout after Redis
+ * applied the script: the retry with the same token recovers the transition, once).
+ */
+import { after, afterEach, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Redis } from 'ioredis';
+import {
+  byDevice,
+  Clock,
+  prefix,
+  principal,
+  RedisServer,
+  startPod,
+  tick,
+  waitFor,
+  type Pod,
+} from './helpers.js';
+
+describe('presence: Redis faults', () => {
+  let redis: RedisServer;
+  let admin: Redis;
+  const pods: Pod[] = [];
+
+  before(async () => {
+    redis = await RedisServer.start();
+    admin = redis.client();
+    admin.on('error', () => {});
+  });
+
+  afterEach(async () => {
+    await Promise.all(pods.splice(0).map((p) => p.close()));
+    // a test that failed while the server was stopped must not break the next ones
+    if (redis.pid === undefined) await redis.restart();
+  });
+
+  after(async () => {
+    admin.disconnect();
+    await redis.stop();
+  });
+
+  async function two(o: Parameters<typeof startPod>[3] = {}) {
+    const p = prefix();
+    const clock = new Clock();
+    const a = await startPod('a', redis.url, p, { now: clock.now, retryMs: 500, ...o });
+    const b = await startPod('b', redis.url, p, { now: clock.now, retryMs: 500, ...o });
+    pods.push(a, b);
+    return { a, b, clock, p, all: () => [...a.events, ...b.events] };
+  }
+
+  /** Blocks every client of the server for `ms` (commands wait, then run). */
+  async function pause(ms: number): Promise<void> {
+    await admin.call('CLIENT', 'PAUSE', String(ms), 'ALL');
+  }
+
+  it('Redis stopped: no exception, requests unaffected; transitions catch up once it is back', async () => {
+    const { a, b, clock, all } = await two();
+    a.tracker.seen(principal('s0', 'before'));
+    await waitFor(() => all().length === 1, 'online before the outage');
+
+    await redis.stop();
+    await waitFor(
+      () => a.conn.state === 'down' && b.conn.state === 'down',
+      'both connections down',
+    );
+    const t0 = performance.now();
+    for (let i = 0; i < 1_000; i++) {
+      a.tracker.seen(principal('s1', 'during'));
+      b.tracker.seen(principal('s2', 'during'));
+      a.tracker.seen(principal('s0', 'before'));
+    }
+    a.tracker.sessionClosed(principal('s9', 'other'), 'close-notify');
+    const ms = performance.now() - t0;
+    // synchronous by construction; the bound only catches a regression that waits
+    assert.ok(ms < 1_000, `3000 requests took ${ms.toFixed(1)} ms`);
+    clock.advance(600);
+    const sweepStart = performance.now();
+    await Promise.all([a.tracker.sweep(), b.tracker.sweep()]);
+    assert.ok(performance.now() - sweepStart < 1_000, 'a sweep does not hang');
+    await tick(50);
+    assert.equal(all().length, 1, 'nothing decided while Redis is away');
+    assert.equal(a.tracker.stats().storeAvailable, false);
+    assert.ok(a.tracker.stats().storeErrors > 0);
+    assert.ok(b.tracker.stats().storeErrors > 0);
+    assert.ok(a.tracker.stats().storeWrites < 10, 'no write per request while down');
+
+    // back (empty: this server keeps nothing on disk)
+    await redis.restart();
+    await waitFor(
+      () => a.conn.state === 'connected' && b.conn.state === 'connected',
+      'reconnected',
+    );
+    clock.advance(600);
+    await Promise.all([a.tracker.sweep(), b.tracker.sweep()]);
+    await waitFor(() => byDevice(all()).during !== undefined, 'catch-up');
+    await tick(100);
+    assert.deepEqual(byDevice(all()).during, ['online:first-request'], 'one online for both pods');
+    assert.equal(a.tracker.stats().storeAvailable, true);
+    assert.equal(a.tracker.stats().pendingCloses, 0);
+  });
+
+  it('a touch applied but answered too late: the retry publishes its online, once', async () => {
+    const { a, b, clock, all } = await two({ commandTimeoutMs: 150 });
+    await pause(500);
+    a.tracker.seen(principal('s1'));
+    await waitFor(() => a.tracker.stats().storeErrors === 1, 'touch timed out');
+    await tick(500); // the paused script runs now
+    assert.ok((await a.store.get({ productKey: 'pk', deviceKey: 'dk' })) !== undefined, 'applied');
+    b.tracker.seen(principal('s1'));
+    await tick(50);
+    assert.equal(all().length, 0, 'b only refreshed');
+    clock.advance(500);
+    await a.tracker.sweep(); // retries the write with the same token
+    await waitFor(() => all().length === 1, 'online');
+    await tick(50);
+    assert.deepEqual(byDevice(all()), { dk: ['online:first-request'] });
+    assert.equal(a.events.length, 1);
+  });
+
+  it('a claim applied but answered too late: the retry publishes its offline, once', async () => {
+    const { a, b, clock, all } = await two({ commandTimeoutMs: 150 });
+    a.tracker.seen(principal('s1'));
+    await waitFor(() => all().length === 1, 'online');
+    clock.advance(31_000);
+    await pause(500);
+    await a.tracker.sweep(); // the claim times out
+    assert.ok(a.tracker.stats().storeErrors >= 1);
+    await tick(500);
+    await b.tracker.sweep(); // nothing left to claim
+    await tick(50);
+    assert.equal(all().length, 1);
+    await a.tracker.sweep(); // same token: learns what it claimed
+    await waitFor(() => all().length === 2, 'offline');
+    await tick(50);
+    assert.deepEqual(byDevice(all()), { dk: ['online:first-request', 'offline:lifetime-lapsed'] });
+  });
+
+  it('a close applied but answered too late: the retry publishes its offline, once', async () => {
+    const { a, clock, all } = await two({ commandTimeoutMs: 150 });
+    a.tracker.seen(principal('s1'));
+    await waitFor(() => all().length === 1, 'online');
+    await pause(500);
+    a.tracker.sessionClosed(principal('s1'), 'close-notify');
+    await waitFor(() => a.tracker.stats().pendingCloses === 1, 'close waits');
+    await tick(500);
+    assert.equal(await a.store.get({ productKey: 'pk', deviceKey: 'dk' }), undefined, 'applied');
+    clock.advance(500);
+    await a.tracker.sweep();
+    await waitFor(() => all().length === 2, 'offline');
+    assert.deepEqual(byDevice(all()), { dk: ['online:first-request', 'offline:close-notify'] });
+    assert.equal(a.tracker.stats().pendingCloses, 0);
+  });
+});

@@ -1,0 +1,165 @@
+/**
+ * Two trackers ("pods") sharing one Redis (127.0.0.1:6379, a fresh prefix per test): each
+ * transition is published exactly once in total, whichever pods see the device, sweep, or
+ * close its sessions.
+ */
+import { afterEach, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Redis } from 'ioredis';
+import {
+  byDevice,
+  Clock,
+  prefix,
+  principal,
+  SHARED_REDIS,
+  startPod,
+  T0,
+  tick,
+  waitFor,
+  type Pod,
+} from './helpers.js';
+
+describe('presence: two pods sharing Redis', () => {
+  const pods: Pod[] = [];
+  const clients: Redis[] = [];
+  const prefixes: string[] = [];
+
+  afterEach(async () => {
+    await Promise.all(pods.splice(0).map((p) => p.close()));
+    for (const c of clients.splice(0)) c.disconnect();
+    // the shared Redis keeps nothing of ours (the seq counter has no expiry)
+    const admin = new Redis(SHARED_REDIS);
+    for (const p of prefixes.splice(0)) {
+      const keys = await admin.keys(`${p}:*`);
+      if (keys.length > 0) await admin.del(...keys);
+    }
+    admin.disconnect();
+  });
+
+  async function two(o: Parameters<typeof startPod>[3] = {}) {
+    const p = prefix();
+    prefixes.push(p);
+    const clock = new Clock();
+    const a = await startPod('a', SHARED_REDIS, p, { now: clock.now, ...o });
+    const b = await startPod('b', SHARED_REDIS, p, { now: clock.now, ...o });
+    pods.push(a, b);
+    const admin = new Redis(SHARED_REDIS);
+    clients.push(admin);
+    return { a, b, clock, p, admin, all: () => [...a.events, ...b.events] };
+  }
+
+  const DEVICES = Array.from({ length: 20 }, (_, i) => `d${i}`);
+
+  it('a device seen on both pods: exactly one online; a lapse with both sweepers: exactly one offline', async () => {
+    const { a, b, clock, p, admin, all } = await two({ sweepBatch: 3 });
+    // both pods race for every device, several times
+    for (let round = 0; round < 3; round++) {
+      DEVICES.forEach((dk, i) => {
+        const [first, second] = (i + round) % 2 === 0 ? [a, b] : [b, a];
+        first.tracker.seen(principal(`${first.name}-${dk}`, dk));
+        second.tracker.seen(principal(`${second.name}-${dk}`, dk));
+      });
+      clock.advance(10);
+    }
+    await waitFor(() => all().length >= DEVICES.length, 'online events');
+    await tick(100);
+    const online = byDevice(all());
+    assert.equal(Object.keys(online).length, DEVICES.length);
+    for (const dk of DEVICES) assert.deepEqual(online[dk], ['online:first-request'], dk);
+
+    // layout
+    assert.equal(await admin.zcard(`${p}:presence:deadlines`), DEVICES.length);
+    const h = await admin.hgetall(`${p}:presence:pk:d0`);
+    assert.ok(h.sid === 'a-d0' || h.sid === 'b-d0');
+    assert.equal(h.lt, '30');
+    assert.ok((await admin.pttl(`${p}:presence:pk:d0`)) > 86_000_000);
+    assert.ok((await admin.pttl(`${p}:presence:deadlines`)) > 86_000_000);
+
+    // lapse: both sweepers, concurrently and repeatedly
+    const before = all().length;
+    clock.advance(30_000);
+    await Promise.all([a.tracker.sweep(), b.tracker.sweep(), a.tracker.sweep(), b.tracker.sweep()]);
+    await Promise.all([a.tracker.sweep(), b.tracker.sweep()]);
+    await waitFor(() => all().length >= before + DEVICES.length, 'offline events');
+    await tick(100);
+    const after = byDevice(all());
+    for (const dk of DEVICES) {
+      assert.deepEqual(after[dk], ['online:first-request', 'offline:lifetime-lapsed'], dk);
+    }
+    const offline = all().filter((e) => e.status === 'offline');
+    assert.equal(offline.length, DEVICES.length);
+    assert.ok(offline.every((e) => e.time === new Date(T0 + 20 + 30_000).toISOString()));
+    assert.equal(await admin.zcard(`${p}:presence:deadlines`), 0);
+    assert.equal(await admin.exists(`${p}:presence:pk:d0`), 0);
+    // seq: unique over both pods
+    assert.equal(new Set(all().map((e) => e.seq)).size, all().length);
+  });
+
+  it('a close on the pod that does not hold the current session: nothing', async () => {
+    const { a, b, clock, all } = await two();
+    a.tracker.seen(principal('s1'));
+    await waitFor(() => all().length === 1, 'online');
+    clock.advance(5_000);
+    a.tracker.seen(principal('s1')); // coalesced on a: not yet written
+    clock.advance(1_000);
+    b.tracker.seen(principal('s2')); // re-handshake on b
+    await tick(50);
+    // a flushes its older request before the deadline: it must not take the session back
+    clock.advance(19_000);
+    await a.tracker.sweep();
+    assert.equal((await a.store.get({ productKey: 'pk', deviceKey: 'dk' }))?.sessionId, 's2');
+    a.tracker.sessionClosed(principal('s1'), 'close-notify');
+    a.tracker.sessionClosed(principal('s1'), 'evicted');
+    await tick(100);
+    assert.deepEqual(byDevice(all()), { dk: ['online:first-request'] });
+    b.tracker.sessionClosed(principal('s2'), 'close-notify');
+    await waitFor(() => all().length === 2, 'offline');
+    await tick(50);
+    assert.deepEqual(byDevice(all()), { dk: ['online:first-request', 'offline:close-notify'] });
+    assert.equal(b.events[0]?.sessionId, 's2');
+  });
+
+  it('a deadline is the last request + lifetime on whichever pod: no early lapse', async () => {
+    const { a, b, clock, all } = await two();
+    a.tracker.seen(principal('s1'));
+    await waitFor(() => all().length === 1, 'online');
+    clock.advance(20_000);
+    b.tracker.seen(principal('s2')); // deadline 50 s
+    await tick(50);
+    clock.advance(15_000); // 35 s: past a's deadline, not b's
+    await Promise.all([a.tracker.sweep(), b.tracker.sweep()]);
+    await tick(50);
+    assert.equal(all().length, 1);
+    clock.advance(15_000); // 50 s
+    await Promise.all([a.tracker.sweep(), b.tracker.sweep()]);
+    await waitFor(() => all().length === 2, 'offline');
+    const off = all().find((e) => e.status === 'offline');
+    assert.equal(off?.time, new Date(T0 + 50_000).toISOString());
+    assert.equal(off?.sessionId, 's2');
+  });
+
+  it('with real timers and short lifetimes (lifetimeScale): one online, one offline in all', async () => {
+    const p = prefix();
+    prefixes.push(p);
+    const o = { sweepIntervalMs: 100, lifetimeScale: 0.02 }; // 30 s → 600 ms
+    const a = await startPod('a', SHARED_REDIS, p, o);
+    const b = await startPod('b', SHARED_REDIS, p, o);
+    pods.push(a, b);
+    a.tracker.start();
+    b.tracker.start();
+    const all = () => [...a.events, ...b.events];
+    // traffic on both pods for 1.2 s (two lifetimes), then silence
+    const end = Date.now() + 1_200;
+    let i = 0;
+    while (Date.now() < end) {
+      (i++ % 2 === 0 ? a : b).tracker.seen(principal('s1'));
+      await tick(10);
+    }
+    assert.deepEqual(byDevice(all()), { dk: ['online:first-request'] }, 'no lapse under traffic');
+    await waitFor(() => all().length === 2, 'offline', 3_000);
+    await tick(300);
+    assert.deepEqual(byDevice(all()), { dk: ['online:first-request', 'offline:lifetime-lapsed'] });
+    const st = a.tracker.stats();
+    assert.ok(st.coalesced > st.storeWrites, `coalesced ${st.coalesced}, writes ${st.storeWrites}`);
+  });
+});
