@@ -12,6 +12,7 @@ import { settings, type SettingName } from './config/settings.js';
 import { derivePsk, parseIdentity, pskShellLiteral, pskUsableOnCommandLine } from './enos/index.js';
 import { Gateway, StartupError } from './gateway/index.js';
 import { createLogger } from './telemetry/log.js';
+import { setupTracing } from './telemetry/setup.js';
 import type { CoapResponse } from './tools/coap-client.js';
 import * as device from './tools/device.js';
 import { generateDevices, runLoad } from './tools/load.js';
@@ -66,6 +67,24 @@ async function serve(opts: Record<string, unknown>): Promise<void> {
     return;
   }
   const log = createLogger(config.logLevel);
+  const tracingHandle = setupTracing({
+    endpoint: config.otlpEndpoint,
+    sampleRatio: config.traceSampleRatio,
+    forcedDevices: config.traceDevices,
+    serviceName: config.serviceName,
+    serviceVersion: packageVersion(),
+    env: process.env,
+  });
+  if (tracingHandle !== undefined) {
+    log.info(
+      {
+        endpoint: tracingHandle.endpoint,
+        ratio: config.traceSampleRatio,
+        forced: config.traceDevices.length,
+      },
+      'tracing on',
+    );
+  }
   let gateway: Gateway;
   try {
     gateway = await Gateway.start(config, log);
@@ -85,8 +104,13 @@ async function serve(opts: Record<string, unknown>): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
-    gateway.close().then(
-      () => process.exit(0),
+    // SIGTERM (Kubernetes): drain first; SIGINT (a person at a terminal): stop now
+    const done = signal === 'SIGTERM' ? gateway.drain(config.drainTimeout * 1000) : gateway.close();
+    done.then(
+      async () => {
+        await tracingHandle?.shutdown();
+        process.exit(0);
+      },
       (err: unknown) => {
         log.error({ err }, 'shutdown failed');
         process.exit(1);
@@ -116,6 +140,17 @@ function printEmbeddedBanner(config: Config, gateway: Gateway): void {
     '',
   ];
   process.stderr.write(`${lines.join('\n')}\n`);
+}
+
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(
+      readFileSync(new URL('../../package.json', import.meta.url), 'utf8'),
+    ) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
 }
 
 function psk(secret: string, opts: { shell?: boolean; identity?: string }): void {

@@ -9,6 +9,8 @@ import { randomUUID } from 'node:crypto';
 import { activationReply, parseTopicPath, type TopicInfo } from '../enos/index.js';
 import { commandOptions, parseTtd } from './commands/options.js';
 import type { HttpBackend } from './http/backend.js';
+import { LatencyHistogram } from './mqtt/stats.js';
+import { SpanKind, contextFrom, recordingSpan, tracer, tracing } from '../telemetry/trace.js';
 import type { RouteTable } from './routes.js';
 import type {
   ActivationService,
@@ -109,8 +111,13 @@ export interface RouterOptions {
   readonly maxTtd: number;
 }
 
+/** Age of a command when handed to its device: 1 s to 2 days (commands wait up to 48 h). */
+const COMMAND_AGE_BOUNDS_MS = [1e3, 1e4, 6e4, 3e5, 9e5, 36e5, 216e5, 864e5, 1728e5];
+
 export class Router {
   private readonly unavailable: BridgeResponse;
+  /** How long commands waited before their device got them (read by telemetry). */
+  readonly commandAge = new LatencyHistogram(COMMAND_AGE_BOUNDS_MS);
 
   constructor(private readonly opts: RouterOptions) {
     this.unavailable = { status: 'unavailable', maxAge: opts.unavailableMaxAge };
@@ -119,7 +126,14 @@ export class Router {
   handle(req: BridgeRequest): BridgeResponse | Promise<BridgeResponse> {
     const auth = authorize(req);
     if (!auth.ok) return auth.response;
-    const topic = auth.topic;
+    const res = this.dispatch(auth.topic, req);
+    const topicClass = auth.topic.class;
+    return res instanceof Promise
+      ? res.then((r) => ({ ...r, topicClass }))
+      : { ...res, topicClass };
+  }
+
+  private dispatch(topic: TopicInfo, req: BridgeRequest): BridgeResponse | Promise<BridgeResponse> {
     switch (topic.class) {
       case 'activate':
         return req.method === 'GET' ? this.activate(topic) : METHOD_NOT_ALLOWED;
@@ -166,6 +180,7 @@ export class Router {
     }
     const cmd = got.command;
     if (cmd === undefined) return NOT_FOUND;
+    this.delivered(cmd);
     this.opts.presence?.seen(device);
     const res: BridgeResponse = {
       status: 'content',
@@ -261,6 +276,32 @@ export class Router {
     } catch (err) {
       return this.failure(err);
     }
+  }
+
+  /**
+   * A command handed to its device: its age is measured, and a command the platform sent
+   * with a trace context continues that trace (a `command.deliver` span in it, linked to
+   * this request's span).
+   */
+  private delivered(cmd: QueuedCommand): void {
+    this.commandAge.observe(Date.now() - cmd.enqueuedAt);
+    if (cmd.traceparent === undefined || !tracing.on) return;
+    const current = recordingSpan();
+    tracer
+      .startSpan(
+        'command.deliver',
+        {
+          kind: SpanKind.CONSUMER,
+          links: current !== undefined ? [{ context: current.spanContext() }] : [],
+          attributes: {
+            'messaging.system': 'mqtt',
+            'messaging.destination.name': cmd.topic,
+            'messaging.operation.type': 'process',
+          },
+        },
+        contextFrom(cmd.traceparent),
+      )
+      .end();
   }
 
   private async peek(device: Principal): Promise<QueuedCommand | undefined> {

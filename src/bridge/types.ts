@@ -62,6 +62,8 @@ export interface BridgeResponse {
    * when given, option 2102 = payload.
    */
   readonly command?: { readonly topic: string; readonly payload: Buffer | undefined };
+  /** The EnOS topic class of the request (`uplink`, `activate`, ...), for metrics. */
+  readonly topicClass?: string;
 }
 
 /** A command for a device, waiting to be delivered (spec §5). */
@@ -75,6 +77,8 @@ export interface QueuedCommand {
   readonly messageId: string | undefined;
   /** ms since the epoch. */
   readonly enqueuedAt: number;
+  /** W3C trace context the platform sent the command with (MQTT 5 user property), if any. */
+  readonly traceparent?: string | undefined;
 }
 
 /**
@@ -84,7 +88,12 @@ export interface QueuedCommand {
  */
 export interface CommandStore {
   /** Adds a command; `full` when the device's queue is at its bound (the command is dropped). */
-  enqueue(device: DeviceKey, topic: string, payload: Buffer): Promise<'queued' | 'full'>;
+  enqueue(
+    device: DeviceKey,
+    topic: string,
+    payload: Buffer,
+    traceparent?: string,
+  ): Promise<'queued' | 'full'>;
   /** The oldest waiting command and how many wait, without removing anything. */
   peek(device: DeviceKey): Promise<{ head: QueuedCommand | undefined; count: number }>;
   /** The oldest waiting command on `topic` (a GET of the command topic) and how many wait in all. */

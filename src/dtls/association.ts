@@ -25,6 +25,8 @@ export interface DtlsAssociation<P> {
   /** RFC 7366 Encrypt-then-MAC in use (CBC suites only). */
   readonly encryptThenMac: boolean;
   readonly establishedAt: number;
+  /** ms the handshake took, from the verified ClientHello to the client's Finished. */
+  readonly handshakeDurationMs: number;
   readonly lastActivity: number;
   readonly open: boolean;
   /** Sends one application-data record; false when the association is closed. */
@@ -57,6 +59,7 @@ export class Association<P> implements DtlsAssociation<P> {
     /** message_seq of the client's Finished, to recognise its retransmission. */
     private readonly clientFinishedSeq: number,
     readonly establishedAt: number,
+    readonly handshakeDurationMs: number,
   ) {
     this.lastActivity = establishedAt;
     this.lastFlight = lastFlight;

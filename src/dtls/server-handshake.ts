@@ -66,6 +66,8 @@ export interface CompletedHandshake<P> {
   readonly epoch0: { seq: number };
   readonly lastFlight: readonly FlightEntry[];
   readonly clientFinishedSeq: number;
+  /** ms from the verified ClientHello to the client's Finished. */
+  readonly durationMs: number;
 }
 
 type State = 'wait-cke' | 'lookup' | 'wait-finished' | 'done';
@@ -98,6 +100,7 @@ export class ServerHandshake<P> {
   private timer: NodeJS.Timeout | undefined;
   private retransmitMs: number;
   private readonly deadline: number;
+  private readonly startedAt: number;
   private readonly onTimer = (): void => this.timerFired();
 
   constructor(
@@ -117,7 +120,8 @@ export class ServerHandshake<P> {
     // A stateless server starts its epoch-0 record numbers at the ClientHello's (RFC 6347 §4.2.1).
     this.epoch0 = { seq: recordSeq };
     this.retransmitMs = s.retransmitTimeoutMs;
-    this.deadline = host.now() + s.handshakeTimeoutMs;
+    this.startedAt = host.now();
+    this.deadline = this.startedAt + s.handshakeTimeoutMs;
     this.suite = s.cipherSuites.find((cs) => ch.cipherSuites.includes(cs)) ?? 0;
     this.ems = ch.extensions.has(ExtensionType.extendedMasterSecret);
     this.etm =
@@ -416,6 +420,7 @@ export class ServerHandshake<P> {
       epoch0: this.epoch0,
       lastFlight,
       clientFinishedSeq: m.messageSeq,
+      durationMs: this.host.now() - this.startedAt,
     });
   }
 

@@ -26,6 +26,7 @@ import {
   readFragments,
 } from './handshake.js';
 import { ALERT_CLOSE_NOTIFY } from './keys.js';
+import { endWithError, startChild, tracing, withSpan } from '../telemetry/trace.js';
 import { plainRecord, readRecord, type DtlsRecord } from './record.js';
 import {
   ServerHandshake,
@@ -132,6 +133,16 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     yield* this.associations.values();
   }
 
+  /** The principal of the association with a peer, if one is established. */
+  principalOf(address: string, port: number): P | undefined {
+    return this.associations.get(peerKey(address, port))?.principal;
+  }
+
+  /** Whether a handshake with a peer is in progress (after its cookie). */
+  handshaking(address: string, port: number): boolean {
+    return this.handshakes.has(peerKey(address, port));
+  }
+
   /** Stop answering new ClientHellos (drain); established associations keep working. */
   stopAccepting(): void {
     this.accepting = false;
@@ -182,12 +193,16 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
           return;
         }
         this.helloAnswered = true;
-        this.onClientHello(key, address, port, rec);
+        if (tracing.on)
+          this.traceHandshake(key, rec, () => this.onClientHello(key, address, port, rec));
+        else this.onClientHello(key, address, port, rec);
         return;
       }
       const hs = this.handshakes.get(key);
-      if (hs !== undefined) hs.onRecord(rec);
-      else if (!this.associations.has(key)) this.stats.drops['unknown-peer']++;
+      if (hs !== undefined) {
+        if (tracing.on) this.traceHandshake(key, rec, () => hs.onRecord(rec));
+        else hs.onRecord(rec);
+      } else if (!this.associations.has(key)) this.stats.drops['unknown-peer']++;
       // A late retransmission of the client's flight 5, or an alert or data in the clear for
       // an established association: none can be authenticated, all are ignored.
       else this.stats.drops['unexpected-record']++;
@@ -196,7 +211,8 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     const assoc = this.associations.get(key);
     const hs = this.handshakes.get(key);
     if (hs !== undefined && (assoc === undefined || rec.type === ContentType.handshake)) {
-      hs.onRecord(rec);
+      if (tracing.on) this.traceHandshake(key, rec, () => hs.onRecord(rec));
+      else hs.onRecord(rec);
       return;
     }
     if (assoc === undefined) {
@@ -207,11 +223,16 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
       this.stats.drops['bad-epoch']++;
       return;
     }
+    const span = tracing.on
+      ? startChild('dtls.decrypt', { 'dtls.epoch': rec.epoch, 'dtls.record.sequence': rec.seq })
+      : undefined;
     const pt = assoc.state.open(rec);
     if (typeof pt === 'string') {
       this.stats.drops[pt]++;
+      endWithError(span, pt);
       return;
     }
+    span?.end();
     const now = this.now();
     if (now - (this.touched.get(key) ?? 0) >= LRU_TOUCH_MS) {
       // Keep the Map in least-recently-active order for eviction.
@@ -221,6 +242,32 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     }
     const data = assoc.onPlaintext(rec.type, pt, now);
     if (data !== undefined && assoc.open) this.handler.onData(assoc, data);
+  }
+
+  /** Runs one handshake step inside a `dtls.handshake` span (tracing on only). */
+  private traceHandshake(key: string, rec: DtlsRecord, step: () => void): void {
+    const span = startChild('dtls.handshake', {
+      'dtls.epoch': rec.epoch,
+      'dtls.content_type': rec.type,
+      ...(rec.epoch === 0 && rec.type === ContentType.handshake
+        ? { 'dtls.handshake.message_type': rec.body[0] ?? -1 }
+        : {}),
+    });
+    const before = this.associations.get(key);
+    withSpan(span, step);
+    if (span === undefined) return;
+    const after = this.associations.get(key);
+    span.setAttribute(
+      'dtls.handshake.outcome',
+      after !== undefined && after !== before
+        ? 'established'
+        : this.handshakes.has(key)
+          ? 'in_progress'
+          : rec.body[0] === HandshakeType.clientHello && rec.epoch === 0
+            ? 'hello_verify'
+            : 'ended',
+    );
+    span.end();
   }
 
   private onClientHello(key: string, address: string, port: number, rec: DtlsRecord): void {
@@ -302,6 +349,7 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
       r.lastFlight,
       r.clientFinishedSeq,
       this.now(),
+      r.durationMs,
     );
     this.associations.set(hs.key, assoc);
     this.touched.set(hs.key, assoc.establishedAt);

@@ -32,7 +32,7 @@ import { RouteConfigError, compileRoutes, type RouteTable } from '../bridge/rout
 import { DeviceSessionManager } from '../bridge/mqtt/per-device.js';
 import { PerDeviceConfigError } from '../bridge/mqtt/per-device-login.js';
 import type { DeviceKey, Principal } from '../bridge/types.js';
-import { CoapEndpoint, type CoapPeer, type CoapReply, type CoapRequest } from '../coap/endpoint.js';
+import { CoapEndpoint, type CoapPeer } from '../coap/endpoint.js';
 import type { Config } from '../config/load.js';
 import { CipherSuite } from '../dtls/constants.js';
 import { DtlsServer, type DtlsServerHandler } from '../dtls/server.js';
@@ -41,7 +41,11 @@ import type { Logger } from '../telemetry/log.js';
 import { LogLimiter } from '../telemetry/log.js';
 import { startPlatformStandIn, type PlatformStandIn } from '../tools/platform-standin.js';
 import { UdpEndpoint } from '../transport/udp.js';
-import { toBridgeRequest, toCoapReply } from './coap-adapter.js';
+import { startAdminServer, type AdminServer, type ReadinessCheck } from './admin-server.js';
+import { DatagramTracer } from './datagram-tracing.js';
+import { createRequestHandler } from './request-handler.js';
+import { createMetrics, type Metrics } from '../telemetry/metrics.js';
+import { tracing } from '../telemetry/trace.js';
 
 /** A start-up problem the operator must fix (port taken, file invalid); exit code 2. */
 export class StartupError extends Error {
@@ -82,7 +86,16 @@ export class Gateway {
     private readonly dtlsSocket: UdpEndpoint,
     private readonly coapSocket: UdpEndpoint | undefined,
     private readonly closers: Closer[],
+    readonly metrics: Metrics,
+    private readonly state: { draining: boolean },
+    /** Port of the admin HTTP server (/metrics, /healthz, /readyz), when it runs. */
+    readonly httpPort: number | undefined,
   ) {}
+
+  /** Whether the instance is draining (SIGTERM): readiness is false, no new handshakes. */
+  get draining(): boolean {
+    return this.state.draining;
+  }
 
   get dtlsPort(): number {
     return this.dtlsSocket.port;
@@ -103,6 +116,8 @@ export class Gateway {
   }
 
   private static async build(config: Config, log: Logger, closers: Closer[]): Promise<Gateway> {
+    const metrics = createMetrics();
+    const state = { draining: false };
     const devices = config.devices !== undefined ? DevicesFile.load(config.devices) : undefined;
     if (devices !== undefined) {
       log.info(
@@ -343,14 +358,8 @@ export class Gateway {
       maxTtd: config.maxTtd,
     });
     const limiter = new LogLimiter();
-    const handleRequest = (
-      req: CoapRequest<Principal | undefined>,
-    ): CoapReply | Promise<CoapReply> => {
-      const res = router.handle(toBridgeRequest(req));
-      return res instanceof Promise ? res.then(toCoapReply) : toCoapReply(res);
-    };
     const coap = new CoapEndpoint<Principal | undefined>({
-      handler: handleRequest,
+      handler: createRequestHandler(router, metrics.requests),
       ackTimeoutMs: config.ackTimeout,
       maxPayload: config.maxPayload,
       blockSize: config.blockSize,
@@ -372,7 +381,8 @@ export class Gateway {
         return r instanceof Promise ? r.then(toPskResolution) : toPskResolution(r);
       },
       onData: (assoc, data) => coap.receive(assoc, data),
-      onEstablished: (a) =>
+      onEstablished: (a) => {
+        metrics.handshakeDuration.observe(a.handshakeDurationMs / 1000);
         log.info(
           {
             peer: `${a.address}:${a.port}`,
@@ -382,7 +392,8 @@ export class Gateway {
             etm: a.encryptThenMac,
           },
           'association established',
-        ),
+        );
+      },
       onClosed: (a, reason) => {
         coap.peerClosed(a.key);
         const why = PRESENCE_CLOSE[reason];
@@ -429,10 +440,16 @@ export class Gateway {
       retransmitTimeoutMs: config.retransmitTimeout,
       cookieLifetimeMs: config.cookieLifetime * 1000,
     });
-    dtlsSocket.onDatagram((msg, address, port) => dtls.handleDatagram(msg, address, port));
+    const traced = new DatagramTracer(dtls, coap.stats, () => dtlsSocket.port);
+    dtlsSocket.onDatagram((msg, address, port) => {
+      if (tracing.on) traced.handle(msg, address, port);
+      else dtls.handleDatagram(msg, address, port);
+    });
 
+    let plainDatagrams = 0;
     if (coapSocket !== undefined) {
       coapSocket.onDatagram((msg, address, port) => {
+        plainDatagrams++;
         const peer: CoapPeer<undefined> = {
           key: `${address}|${port}`,
           principal: undefined,
@@ -451,6 +468,60 @@ export class Gateway {
       },
       'coap-edge listening',
     );
+    const bridgePool = mqtt;
+    const ready = (): boolean => !state.draining && checks().every((c) => c.ok());
+    const checks = (): ReadinessCheck[] => {
+      const out: ReadinessCheck[] = [{ name: 'draining', ok: () => !state.draining }];
+      if (config.redisUrl !== undefined) {
+        out.push({ name: 'redis', ok: () => secrets.redisState() === 'connected' });
+      }
+      if (bridgePool !== undefined) {
+        out.push({ name: 'mqtt', ok: () => bridgePool.state() === 'connected' });
+      }
+      if (sessions !== undefined) {
+        const s = sessions;
+        out.push({ name: 'mqtt-device', ok: () => s.state() !== 'down' });
+      }
+      return out;
+    };
+    metrics.bind({
+      dtls,
+      coap: coap.stats,
+      requests: metrics.requests,
+      auth: secrets.stats,
+      udpSendErrors: () => dtlsSocket.sendErrors + (coapSocket?.sendErrors ?? 0),
+      plainDatagrams: () => plainDatagrams,
+      ...(bridgePool !== undefined ? { mqtt: () => bridgePool.stats() } : {}),
+      ...(sessions !== undefined ? { deviceSessions: () => sessions.stats() } : {}),
+      ...(http !== undefined ? { http: () => http.stats() } : {}),
+      commands: () => store.stats(),
+      commandAge: () => router.commandAge.snapshot(),
+      ...(store instanceof RedisCommandStore
+        ? { commandsRedisUp: () => store.state() === 'connected' }
+        : {}),
+      presence: () => presence.stats(),
+      onlineDevices: () => presenceStore.onlineCount().catch(() => undefined),
+      ready,
+    });
+    let admin: AdminServer | undefined;
+    if (config.httpPort !== undefined) {
+      try {
+        admin = await startAdminServer({
+          bind: config.httpBind,
+          port: config.httpPort,
+          registry: metrics.registry,
+          checks,
+        });
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? 'error';
+        throw new StartupError(
+          `cannot bind the admin HTTP server on ${config.httpBind}:${config.httpPort}: ${code}`,
+        );
+      }
+      const a = admin;
+      closers.push(() => a.close());
+      log.info({ http: `${config.httpBind}:${a.port}` }, 'admin HTTP server listening');
+    }
     return new Gateway(
       log,
       dtls,
@@ -461,7 +532,35 @@ export class Gateway {
       dtlsSocket,
       coapSocket,
       closers,
+      metrics,
+      state,
+      admin?.port,
     );
+  }
+
+  /**
+   * SIGTERM: readiness turns false at once and new handshakes go unanswered (the load
+   * balancer stops sending new devices here; an alert would be unauthenticated and a
+   * device's retried ClientHello then reaches another pod), while established devices keep
+   * being served; requests in flight and separate responses get up to `timeoutMs` to
+   * finish; then close_notify to every association and the sockets close.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    this.state.draining = true;
+    this.dtls.stopAccepting();
+    const n0 = this.coap.stats.exchangesInFlight + this.coap.stats.separateInFlight;
+    this.log.info({ inFlight: n0, timeoutMs }, 'draining');
+    const deadline = Date.now() + timeoutMs;
+    while (
+      Date.now() < deadline &&
+      this.coap.stats.exchangesInFlight + this.coap.stats.separateInFlight > 0
+    ) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const left = this.coap.stats.exchangesInFlight + this.coap.stats.separateInFlight;
+    if (left > 0)
+      this.log.warn({ inFlight: left }, 'drain timeout: closing with exchanges in flight');
+    await this.close();
   }
 
   /** Sends close_notify to every established peer, closes sockets and backends. */

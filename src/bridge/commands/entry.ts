@@ -38,7 +38,7 @@ export function isExpired(enqueuedAt: number, now: number, expiryMs: number): bo
   return now - enqueuedAt >= expiryMs;
 }
 
-/** The stored form: `{id, topic, payload (base64), messageId?, enqueuedAt}`. */
+/** The stored form: `{id, topic, payload (base64), messageId?, enqueuedAt, tp?}`. */
 export function encodeEntry(cmd: QueuedCommand): string {
   const o: Record<string, string | number> = {
     id: cmd.id,
@@ -47,6 +47,7 @@ export function encodeEntry(cmd: QueuedCommand): string {
     enqueuedAt: cmd.enqueuedAt,
   };
   if (cmd.messageId !== undefined) o.messageId = cmd.messageId;
+  if (cmd.traceparent !== undefined) o.tp = cmd.traceparent;
   return JSON.stringify(o);
 }
 
@@ -62,20 +63,23 @@ export function decodeEntry(text: string): QueuedCommand | undefined {
   }
   if (typeof o !== 'object' || o === null || Array.isArray(o)) return undefined;
   const r = o as Record<string, unknown>;
-  const { id, topic, payload, messageId, enqueuedAt } = r;
+  const { id, topic, payload, messageId, enqueuedAt, tp } = r;
   if (typeof id !== 'string' || typeof topic !== 'string' || typeof payload !== 'string') {
     return undefined;
   }
   if (typeof enqueuedAt !== 'number' || !Number.isFinite(enqueuedAt)) return undefined;
   if (messageId !== undefined && typeof messageId !== 'string') return undefined;
   if (payload.length % 4 !== 0 || !BASE64.test(payload)) return undefined;
-  return Object.freeze({
+  const cmd: QueuedCommand = {
     id,
     topic,
     payload: Buffer.from(payload, 'base64'),
     messageId,
     enqueuedAt,
-  });
+  };
+  return Object.freeze(
+    typeof tp === 'string' && tp.length <= 128 ? { ...cmd, traceparent: tp } : cmd,
+  );
 }
 
 /**

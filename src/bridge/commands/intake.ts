@@ -27,7 +27,12 @@
 import { randomBytes } from 'node:crypto';
 import { connect, type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
 import { isDownlinkTopic, parseMqttTopic } from '../../enos/index.js';
-import { backoffDelay, isVersionRefusal, type ProtocolLevel } from '../mqtt/connection.js';
+import {
+  backoffDelay,
+  isVersionRefusal,
+  traceparentOf,
+  type ProtocolLevel,
+} from '../mqtt/connection.js';
 import type { MqttBackendLogger, MqttProtocolSetting } from '../mqtt/backend.js';
 import { redactUrl } from '../mqtt/backend.js';
 import type { CommandStore } from '../types.js';
@@ -389,7 +394,7 @@ export class CommandIntake {
     }
     const device = { productKey: parsed.topic.productKey, deviceKey: parsed.topic.deviceKey };
     try {
-      const r = await this.#o.store.enqueue(device, enosTopic, payload);
+      const r = await this.#o.store.enqueue(device, enosTopic, payload, traceparentOf(packet));
       if (r === 'queued') this.#enqueued++;
       else this.#refusedFull++;
       if (this.#storeFailing) {

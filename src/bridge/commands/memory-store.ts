@@ -54,7 +54,12 @@ export class MemoryCommandStore implements CommandStore {
     }
   }
 
-  enqueue(device: DeviceKey, topic: string, payload: Buffer): Promise<'queued' | 'full'> {
+  enqueue(
+    device: DeviceKey,
+    topic: string,
+    payload: Buffer,
+    traceparent?: string,
+  ): Promise<'queued' | 'full'> {
     const key = deviceId(device);
     const q = this.#live(key);
     const messageId = messageIdOf(topic, payload);
@@ -80,6 +85,7 @@ export class MemoryCommandStore implements CommandStore {
         payload: Buffer.from(payload),
         messageId,
         enqueuedAt: this.#now(),
+        ...(traceparent !== undefined ? { traceparent } : {}),
       }),
     );
     this.#queues.set(key, q);

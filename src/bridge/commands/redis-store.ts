@@ -123,10 +123,22 @@ export class RedisCommandStore implements CommandStore {
     });
   }
 
-  async enqueue(device: DeviceKey, topic: string, payload: Buffer): Promise<'queued' | 'full'> {
+  async enqueue(
+    device: DeviceKey,
+    topic: string,
+    payload: Buffer,
+    traceparent?: string,
+  ): Promise<'queued' | 'full'> {
     const messageId = messageIdOf(topic, payload);
     const now = this.#now();
-    const entry = encodeEntry({ id: randomUUID(), topic, payload, messageId, enqueuedAt: now });
+    const entry = encodeEntry({
+      id: randomUUID(),
+      topic,
+      payload,
+      messageId,
+      enqueuedAt: now,
+      traceparent,
+    });
     const r = await this.#run(enqueueScript, device, [
       entry,
       topic,

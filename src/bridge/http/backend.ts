@@ -13,6 +13,7 @@
  * `call` never throws: every failure is an answer. Headers sent: `./headers.ts`; auth:
  * `./auth.ts`.
  */
+import { SpanKind, endWithError, startChild, traceparentOf } from '../../telemetry/trace.js';
 import { Pool } from 'undici';
 import type { CompiledHttpRoute } from '../routes.js';
 import type { BridgeResponse, DeviceKey } from '../types.js';
@@ -92,6 +93,8 @@ const TIMEOUT_CODES: ReadonlySet<string> = new Set([
 interface Result {
   readonly response: BridgeResponse;
   readonly outcome: HttpOutcome;
+  /** The HTTP status, when an answer came. */
+  readonly status?: number;
 }
 
 function firstHeader(v: string | string[] | undefined): string | undefined {
@@ -158,9 +161,20 @@ export class HttpBackend {
     }
     stats.inflight++;
     const started = performance.now();
+    const span = startChild(
+      'http.request',
+      {
+        'http.request.method': route.method,
+        'server.address': route.origin,
+        'coap_edge.route': route.label,
+      },
+      SpanKind.CLIENT,
+    );
+    // the platform continues the trace from our client span
+    const traced = span !== undefined ? { ...req, traceparent: traceparentOf(span) } : req;
     let result: Result;
     try {
-      result = await this.#send(route, req);
+      result = await this.#send(route, traced);
     } catch {
       // #send answers every failure itself; this is a last guard against a bug
       result = { response: BAD_GATEWAY, outcome: 'bad-response' };
@@ -169,6 +183,12 @@ export class HttpBackend {
     }
     stats.observe(performance.now() - started);
     stats.count(route.label, result.outcome);
+    if (span !== undefined) {
+      if (result.status !== undefined)
+        span.setAttribute('http.response.status_code', result.status);
+      if (result.outcome === '2xx' || result.outcome === '4xx') span.end();
+      else endWithError(span, result.outcome);
+    }
     return result.response;
   }
 
@@ -256,7 +276,7 @@ export class HttpBackend {
           mapped.maxAge === undefined
             ? { status: mapped.status }
             : { status: mapped.status, maxAge: mapped.maxAge };
-        return { response, outcome: mapped.outcome };
+        return { response, outcome: mapped.outcome, status: res.statusCode };
       }
       const declared = Number(firstHeader(res.headers['content-length']) ?? '0');
       if (declared > this.#maxBody) {
@@ -268,7 +288,7 @@ export class HttpBackend {
         res.body.destroy();
         return { response: BAD_GATEWAY, outcome: 'bad-response' };
       }
-      if (body.length === 0) return { response: CHANGED, outcome: '2xx' };
+      if (body.length === 0) return { response: CHANGED, outcome: '2xx', status: res.statusCode };
       const contentFormat = contentFormatFor(firstHeader(res.headers['content-type']));
       return {
         response:
@@ -276,6 +296,7 @@ export class HttpBackend {
             ? { status: 'changed', payload: body }
             : { status: 'changed', payload: body, contentFormat },
         outcome: '2xx',
+        status: res.statusCode,
       };
     } catch (err: unknown) {
       if (timedOut) return { response: GATEWAY_TIMEOUT, outcome: 'timeout' };

@@ -22,6 +22,15 @@
  *   publishes in flight; more wait for a slot (see `maxQueued`).
  * - Replies: see {@link MqttBridgeBackend.request} and `subscriptions.ts`.
  */
+import {
+  SpanKind,
+  contextFrom,
+  endWithError,
+  startChild,
+  traceparentOf,
+  tracer,
+  type Span,
+} from '../../telemetry/trace.js';
 import { performance } from 'node:perf_hooks';
 import { ErrorWithReasonCode } from 'mqtt';
 import {
@@ -277,7 +286,9 @@ export class MqttBridgeBackend {
     const full = this.topicPrefix + topic;
     const bad = checkTopic(full);
     if (bad !== undefined) return Promise.reject(bad);
-    return this.send(full, payload, opts.userProperties);
+    const span = publishSpan(full, payload);
+    if (span === undefined) return this.send(full, payload, opts.userProperties);
+    return endSpan(span, this.send(full, payload, withTraceparent(opts.userProperties, span)));
   }
 
   /**
@@ -316,7 +327,14 @@ export class MqttBridgeBackend {
     }
     try {
       await lease.ready;
-      await this.send(this.topicPrefix + topic, payload, opts.userProperties);
+      const full = this.topicPrefix + topic;
+      const span = publishSpan(full, payload);
+      const sent = this.send(
+        full,
+        payload,
+        span === undefined ? opts.userProperties : withTraceparent(opts.userProperties, span),
+      );
+      await (span === undefined ? sent : endSpan(span, sent));
     } catch (e: unknown) {
       this.replies.fail(waiter, toError(e));
       this.subscriptions.release(lease);
@@ -328,8 +346,21 @@ export class MqttBridgeBackend {
         this.repliesTimedOut++;
       }
     }, timeoutMs);
+    const wait = startChild('mqtt.reply_wait', {
+      'messaging.system': 'mqtt',
+      'messaging.destination.name': fullReplyTopic,
+      'messaging.operation.type': 'receive',
+    });
     try {
-      return await waiter.promise;
+      const reply = await waiter.promise;
+      if (wait !== undefined) {
+        continuePlatformTrace(waiter.traceparent, wait, fullReplyTopic);
+        wait.end();
+      }
+      return reply;
+    } catch (e: unknown) {
+      endWithError(wait, e instanceof MqttBackendError ? e.code : 'error');
+      throw e;
     } finally {
       clearTimeout(timer);
       this.subscriptions.release(lease);
@@ -546,8 +577,8 @@ export class MqttBridgeBackend {
           for (const job of this.queue.splice(0)) this.finishFailed(job, 'unavailable');
         }
       },
-      onMessage: (topic, payload) => {
-        if (this.replies.deliver(topic, payload) > 0) this.repliesMatched++;
+      onMessage: (topic, payload, traceparent) => {
+        if (this.replies.deliver(topic, payload, traceparent) > 0) this.repliesMatched++;
         else this.repliesUnmatched++;
       },
     };
@@ -583,4 +614,64 @@ function checkTopic(topic: string): MqttBackendError | undefined {
 
 function toError(e: unknown): Error {
   return e instanceof Error ? e : new Error(String(e));
+}
+
+/** `mqtt.publish` span (QoS 1 to PUBACK), under the active span when it records. */
+function publishSpan(topic: string, payload: Buffer): Span | undefined {
+  return startChild(
+    'mqtt.publish',
+    {
+      'messaging.system': 'mqtt',
+      'messaging.destination.name': topic,
+      'messaging.operation.type': 'send',
+      'messaging.message.body.size': payload.length,
+      'messaging.mqtt.qos': 1,
+    },
+    SpanKind.PRODUCER,
+  );
+}
+
+/**
+ * The trace context travels as the MQTT 5 user property `traceparent` (dropped on 3.1.1
+ * connections, which have no user properties).
+ */
+function withTraceparent(
+  props: UserProperties | undefined,
+  span: Span,
+): UserProperties | undefined {
+  const tp = traceparentOf(span);
+  return tp === undefined ? props : { ...props, traceparent: tp };
+}
+
+function endSpan(span: Span, p: Promise<void>): Promise<void> {
+  return p.then(
+    () => span.end(),
+    (e: unknown) => {
+      endWithError(span, e instanceof MqttBackendError ? e.code : 'error');
+      throw e;
+    },
+  );
+}
+
+/**
+ * A reply that carries the platform's trace context continues that trace: a short
+ * `mqtt.reply` span in the platform's trace, linked to our waiting span.
+ */
+function continuePlatformTrace(traceparent: string | undefined, wait: Span, topic: string): void {
+  if (traceparent === undefined) return;
+  tracer
+    .startSpan(
+      'mqtt.reply',
+      {
+        kind: SpanKind.CONSUMER,
+        links: [{ context: wait.spanContext() }],
+        attributes: {
+          'messaging.system': 'mqtt',
+          'messaging.destination.name': topic,
+          'messaging.operation.type': 'receive',
+        },
+      },
+      contextFrom(traceparent),
+    )
+    .end();
 }

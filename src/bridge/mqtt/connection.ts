@@ -17,6 +17,7 @@ import {
   type IClientOptions,
   type IClientPublishOptions,
   type IConnackPacket,
+  type IPublishPacket,
   type MqttClient,
 } from 'mqtt';
 import { BackendUnavailableError } from './errors.js';
@@ -54,7 +55,8 @@ export interface ConnectionHooks {
   onUp(conn: PoolConnection): void;
   /** After a lost connection (`wasUp`) or a failed attempt; `err` is the last error seen. */
   onDown(conn: PoolConnection, wasUp: boolean, err: Error | undefined): void;
-  onMessage(topic: string, payload: Buffer): void;
+  /** `traceparent`: the W3C trace context of an MQTT 5 message, when it carries one. */
+  onMessage(topic: string, payload: Buffer, traceparent: string | undefined): void;
 }
 
 /** What one mqtt.js client carries; replaced on every attempt. */
@@ -267,8 +269,8 @@ export class PoolConnection {
       this.suspect = false;
       this.hooks.onUp(this);
     });
-    client.on('message', (topic: string, payload: Buffer) => {
-      if (this.session === s) this.hooks.onMessage(topic, payload);
+    client.on('message', (topic: string, payload: Buffer, packet: IPublishPacket) => {
+      if (this.session === s) this.hooks.onMessage(topic, payload, traceparentOf(packet));
     });
     client.on('close', () => this.onClose(s));
   }
@@ -317,4 +319,10 @@ export class PoolConnection {
 export function noDelay(client: { stream?: unknown }): void {
   const stream = client.stream as { setNoDelay?: (on: boolean) => void } | undefined;
   stream?.setNoDelay?.(true);
+}
+
+/** The `traceparent` user property of an MQTT 5 PUBLISH, if any. */
+export function traceparentOf(packet: IPublishPacket): string | undefined {
+  const v = packet.properties?.userProperties?.traceparent;
+  return typeof v === 'string' ? v : Array.isArray(v) ? v[0] : undefined;
 }

@@ -49,10 +49,13 @@ export interface ReplyWaiter {
   readonly promise: Promise<Buffer>;
   /** True once resolved or rejected. */
   readonly settled: boolean;
+  /** The W3C trace context the reply carried (MQTT 5 user property), if any. */
+  readonly traceparent: string | undefined;
 }
 
 interface WaiterImpl extends ReplyWaiter {
   settled: boolean;
+  traceparent: string | undefined;
   resolve(payload: Buffer): void;
   reject(err: Error): void;
 }
@@ -81,7 +84,15 @@ export class ReplyMatcher {
     });
     // A waiter failed before anyone awaits it must not become an unhandled rejection.
     promise.catch(noop);
-    const w: WaiterImpl = { topic, id, promise, settled: false, resolve, reject };
+    const w: WaiterImpl = {
+      topic,
+      id,
+      promise,
+      settled: false,
+      traceparent: undefined,
+      resolve,
+      reject,
+    };
     let t = this.topics.get(topic);
     if (t === undefined) {
       t = { byId: new Map(), raw: [] };
@@ -101,7 +112,7 @@ export class ReplyMatcher {
    * Hands a received message to its waiters. Returns how many waiters it settled; 0 means
    * unmatched (no waiter on the topic, an unknown id, or not JSON while no raw waiter waits).
    */
-  deliver(topic: string, payload: Buffer): number {
+  deliver(topic: string, payload: Buffer, traceparent?: string): number {
     const t = this.topics.get(topic);
     if (t === undefined) return 0;
     if (t.byId.size > 0) {
@@ -110,13 +121,17 @@ export class ReplyMatcher {
       if (id !== undefined && list !== undefined) {
         t.byId.delete(id);
         this.dropIfEmpty(topic, t);
-        for (const w of list) this.settle(w, () => w.resolve(payload));
+        for (const w of list) {
+          w.traceparent = traceparent;
+          this.settle(w, () => w.resolve(payload));
+        }
         return list.length;
       }
     }
     const w = t.raw.shift();
     if (w === undefined) return 0;
     this.dropIfEmpty(topic, t);
+    w.traceparent = traceparent;
     this.settle(w, () => w.resolve(payload));
     return 1;
   }

@@ -33,6 +33,10 @@ export class MemoryPresenceStore implements PresenceStore {
   /** Calls per method (tests compare them with request counts). */
   readonly calls = { touch: 0, close: 0, claimLapsed: 0 };
 
+  onlineCount(): Promise<number> {
+    return Promise.resolve(this.#entries.size);
+  }
+
   touch(t: TouchRequest): Promise<TouchResult> {
     this.calls.touch++;
     const key = keyOf(t.device);

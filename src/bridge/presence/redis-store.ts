@@ -184,6 +184,10 @@ export class RedisPresenceStore implements PresenceStore {
     }
   }
 
+  onlineCount(): Promise<number> {
+    return this.#client.zcard(this.deadlinesKey);
+  }
+
   /** The sorted set of deadlines (tests and operators look at it). */
   get deadlinesKey(): string {
     return `${this.#prefix}:presence:deadlines`;

@@ -128,6 +128,8 @@ export interface PresenceStore {
   claimLapsed(now: number, limit: number, token: string): Promise<readonly LapsedDevice[]>;
   /** The device's entry, or undefined when it is offline. */
   get(device: DeviceKey): Promise<PresenceEntry | undefined>;
+  /** How many devices are online (for the online-devices gauge). */
+  onlineCount(): Promise<number>;
 }
 
 /** The subset of a pino logger presence uses. */

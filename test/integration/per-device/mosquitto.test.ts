@@ -29,7 +29,6 @@ import {
   type Received,
 } from '../bridge/brokers.js';
 
-
 const PK = 'pk1';
 const SECRETS: Record<string, string> = { devA: 'secret-A', devB: 'secret-B', devC: 'secret-C' };
 /** What the proxy's secret chain says; devC's is not what the broker has. */

@@ -77,6 +77,9 @@ class FlakyStore implements PresenceStore {
     if (this.loseReplies) return p.then(() => Promise.reject(new Error('Command timed out')));
     return p;
   }
+  onlineCount(): Promise<number> {
+    return this.#gate(() => this.inner.onlineCount());
+  }
   touch(t: TouchRequest): Promise<TouchResult> {
     return this.#gate(() => this.inner.touch(t));
   }

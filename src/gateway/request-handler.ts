@@ -1,0 +1,89 @@
+/**
+ * The CoAP request handler: maps a CoAP request to the bridge and the answer back, records
+ * request metrics, and (when traced) wraps the exchange in a `coap.exchange` span.
+ */
+import type { Router } from '../bridge/router.js';
+import type { BridgeResponse, Principal } from '../bridge/types.js';
+import { Code, OptionNumber, formatCode } from '../coap/constants.js';
+import type { CoapReply, CoapRequest, CoapRequestHandler } from '../coap/endpoint.js';
+import { decodeBlock, getOption } from '../coap/options.js';
+import type { RequestStats } from '../telemetry/metrics.js';
+import {
+  SpanKind,
+  SpanStatusCode,
+  startChild,
+  tracing,
+  withSpan,
+  type Attributes,
+  type Span,
+} from '../telemetry/trace.js';
+import { toBridgeRequest, toCoapReply } from './coap-adapter.js';
+
+const METHOD_NAMES = new Map<number, string>([
+  [Code.GET, 'GET'],
+  [Code.POST, 'POST'],
+  [Code.PUT, 'PUT'],
+  [Code.DELETE, 'DELETE'],
+]);
+
+/** "2.04" etc., computed once per code. */
+const CODE_LABELS: string[] = Array.from({ length: 256 }, (_, c) => formatCode(c));
+
+function exchangeAttributes(req: CoapRequest<Principal | undefined>): Attributes {
+  const m = req.message;
+  const attrs: Attributes = {
+    'coap.type': m.type === 0 ? 'CON' : 'NON',
+    'coap.method': METHOD_NAMES.get(m.code) ?? CODE_LABELS[m.code] ?? String(m.code),
+    'coap.message_id': m.messageId,
+    'coap.token_length': m.token.length,
+    'coap.duplicate': false,
+    'coap.request.body.size': req.payload.length,
+  };
+  const b1 = getOption(m, OptionNumber.BLOCK1);
+  const b2 = getOption(m, OptionNumber.BLOCK2);
+  if (b1 !== undefined) attrs['coap.block1.num'] = decodeBlock(b1)?.num ?? -1;
+  if (b2 !== undefined) attrs['coap.block2.num'] = decodeBlock(b2)?.num ?? -1;
+  const p = req.peer.principal;
+  if (p !== undefined) {
+    attrs['coap_edge.product_key'] = p.productKey;
+    attrs['coap_edge.device_key'] = p.deviceKey;
+  }
+  return attrs;
+}
+
+export function createRequestHandler(
+  router: Router,
+  requests: RequestStats,
+): CoapRequestHandler<Principal | undefined> {
+  const finish = (
+    res: BridgeResponse,
+    req: CoapRequest<Principal | undefined>,
+    started: number,
+    span: Span | undefined,
+  ): CoapReply => {
+    const reply = toCoapReply(res);
+    const code = CODE_LABELS[reply.code] ?? String(reply.code);
+    const method = METHOD_NAMES.get(req.method) ?? 'OTHER';
+    requests.record(method, res.topicClass ?? 'none', code, (performance.now() - started) / 1000);
+    if (span !== undefined) {
+      span.setAttribute('coap.response_code', code);
+      if (res.topicClass !== undefined) span.setAttribute('coap_edge.topic_class', res.topicClass);
+      if (res.command !== undefined) span.setAttribute('coap_edge.command_attached', true);
+      if (reply.code >> 5 === 5) span.setStatus({ code: SpanStatusCode.ERROR });
+      span.end();
+    }
+    return reply;
+  };
+  return (req) => {
+    const started = performance.now();
+    const span = tracing.on
+      ? startChild('coap.exchange', exchangeAttributes(req), SpanKind.SERVER)
+      : undefined;
+    const breq = toBridgeRequest(req);
+    const res =
+      span === undefined ? router.handle(breq) : withSpan(span, () => router.handle(breq));
+    return res instanceof Promise
+      ? res.then((r) => finish(r, req, started, span))
+      : finish(res, req, started, span);
+  };
+}
