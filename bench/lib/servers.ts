@@ -163,7 +163,9 @@ async function ready(s: ServerProcess, creds: Credentials): Promise<ServerProces
 export interface CoapEdgeOptions {
   readonly devicesFile: string;
   /** Directory for `node --cpu-prof` output; profiling is off when undefined. */
-  readonly cpuProfDir?: string;
+  readonly cpuProfDir?: string | undefined;
+  /** More `serve` flags, appended after the defaults (e.g. `--mqtt-url <url>`). */
+  readonly extraArgs?: readonly string[];
 }
 
 /** `node dist/src/cli.js serve --bind 127.0.0.1 --dtls-port <p> --devices <file> --log-level warn`. */
@@ -186,6 +188,7 @@ export async function startCoapEdge(
     o.devicesFile,
     '--log-level',
     'warn',
+    ...(o.extraArgs ?? []),
   ];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const tail = track(child);
@@ -200,12 +203,21 @@ export async function startCoapEdge(
  * ANSI-C `$'\xNN…'` literal; `exec` keeps the pid the server's. With `-k` alone libcoap
  * accepts any identity.
  */
-export async function startLibcoap(psk: Buffer, creds: Credentials): Promise<ServerProcess> {
+export async function startLibcoap(
+  psk: Buffer,
+  creds: Credentials,
+  extraArgs: readonly string[] = [],
+): Promise<ServerProcess> {
   if (!pskUsableOnCommandLine(psk)) {
     throw new Error('the PSK holds a 0x00 byte and cannot be given to coap-server-openssl -k');
   }
+  // Extra arguments go through bash unquoted: plain flags and numbers only.
+  const bad = extraArgs.find((a) => !/^[-\w.]+$/.test(a));
+  if (bad !== undefined) throw new Error(`unsafe coap-server-openssl argument ${bad}`);
   const port = await freePortPair();
-  const argv = (key: string): string => `coap-server-openssl -A ${HOST} -p ${port} -v 3 -k ${key}`;
+  const extra = extraArgs.map((a) => ` ${a}`).join('');
+  const argv = (key: string): string =>
+    `coap-server-openssl -A ${HOST} -p ${port} -v 3${extra} -k ${key}`;
   const child = spawn('bash', ['-c', `exec ${argv(pskShellLiteral(psk))}`], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -229,4 +241,56 @@ export function libcoapVersion(): string | undefined {
     .map((l) => l.trim())
     .filter((l) => /^coap-server-openssl v|^TLS Library:/.test(l));
   return lines.length > 0 ? lines.join('; ') : undefined;
+}
+
+/** A helper process (broker, platform stand-in, subscriber), stopped with the servers. */
+export interface HelperProcess {
+  readonly name: string;
+  readonly pid: number;
+  readonly command: string;
+  readonly child: ChildProcess;
+  cpu(): CpuSample;
+  rssKiB(): number | undefined;
+  alive(): boolean;
+  outputTail(): string;
+  stop(graceMs?: number): Promise<void>;
+}
+
+/**
+ * Spawns a helper process registered like the servers (killed on exit, stopped on SIGINT and
+ * by {@link stopAll}); its stdout and stderr are drained into a short tail. `ipc` adds an
+ * IPC channel (for node children).
+ */
+export function spawnHelper(
+  name: string,
+  command: string,
+  args: readonly string[],
+  ipc = false,
+): HelperProcess {
+  const child = spawn(command, args, {
+    stdio: ipc ? ['ignore', 'pipe', 'pipe', 'ipc'] : ['ignore', 'pipe', 'pipe'],
+  });
+  const tail = track(child);
+  const pid = child.pid;
+  if (pid === undefined) throw new Error(`${name}: spawn of ${command} failed`);
+  return {
+    name,
+    pid,
+    command: [command === process.execPath ? 'node' : command, ...args].join(' '),
+    child,
+    cpu: () => readCpu(pid),
+    rssKiB: () => readRssKiB(pid),
+    alive: () => child.exitCode === null && child.signalCode === null && isAlive(pid),
+    outputTail: tail,
+    stop: (graceMs = 5000) => stopChild(child, graceMs),
+  };
+}
+
+/** A free TCP port on 127.0.0.1 (for a broker). */
+export async function freeTcpPort(): Promise<number> {
+  for (let i = 0; i < 200; i++) {
+    const p = 20_000 + Math.floor(Math.random() * 30_000);
+    if (await canBindTcp(p)) return p;
+  }
+  throw new Error('no free TCP port found');
 }

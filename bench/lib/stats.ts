@@ -46,6 +46,30 @@ export class Samples {
     return this.n;
   }
 
+  /** Arithmetic mean in ms (rounded to µs); null when empty. */
+  mean(): number | null {
+    if (this.n === 0) return null;
+    let total = 0;
+    for (let i = 0; i < this.n; i++) total += this.buf[i]!;
+    return round(total / this.n, 3);
+  }
+
+  /** p50, p90, p99 and max in ms (rounded to µs). */
+  quantiles(): {
+    p50Ms: number | null;
+    p90Ms: number | null;
+    p99Ms: number | null;
+    maxMs: number | null;
+  } {
+    const s = this.buf.slice(0, this.n).sort();
+    return {
+      p50Ms: round(percentile(s, 50), 3),
+      p90Ms: round(percentile(s, 90), 3),
+      p99Ms: round(percentile(s, 99), 3),
+      maxMs: round(s.length > 0 ? s[s.length - 1]! : null, 3),
+    };
+  }
+
   /** p50, p99 and max in ms (rounded to µs). */
   summary(): { p50Ms: number | null; p99Ms: number | null; maxMs: number | null } {
     const s = this.buf.slice(0, this.n).sort();
