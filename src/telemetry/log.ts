@@ -3,6 +3,17 @@
  * datagrams) produce a bounded number of lines and a count of what was suppressed.
  */
 import { pino, type Logger, type LevelWithSilent } from 'pino';
+import { recordingSpan } from './trace.js';
+
+const NO_FIELDS = {};
+
+/** trace_id and span_id of the active span in every line logged while one records. */
+function traceFields(): Record<string, string> {
+  const span = recordingSpan();
+  if (span === undefined) return NO_FIELDS;
+  const c = span.spanContext();
+  return { trace_id: c.traceId, span_id: c.spanId };
+}
 
 export type { Logger };
 
@@ -13,6 +24,7 @@ export function createLogger(level: LevelWithSilent, destination?: NodeJS.Writab
       base: { service: 'coap-edge' },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
+      mixin: traceFields,
       redact: {
         paths: [
           'secret',
