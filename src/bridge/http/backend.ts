@@ -192,12 +192,15 @@ export class HttpBackend {
     return result.response;
   }
 
-  /** Closes every pool; calls in flight finish first (each bounded by its deadline). */
+  /**
+   * Closes every pool at once, aborting calls still in flight (they answer 5.03): the
+   * gateway calls this after its drain already gave requests their time.
+   */
   async close(): Promise<void> {
     this.#closed = true;
     const pools = [...this.#pools.values()];
     this.#pools.clear();
-    await Promise.all(pools.map((p) => p.close()));
+    await Promise.all(pools.map((p) => p.destroy().catch(() => undefined)));
   }
 
   #pool(origin: string): Pool {

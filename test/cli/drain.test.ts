@@ -1,0 +1,174 @@
+/**
+ * SIGTERM drain of `coap-edge serve`: readiness turns false at once, new handshakes are not
+ * answered, a request in flight (held by a slow HTTP backend) still gets its separate
+ * response, established peers then get close_notify, and the process exits 0 — also when
+ * the drain timeout cuts a hung request short.
+ */
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Code } from '../../src/coap/constants.js';
+import { derivePsk } from '../../src/enos/psk.js';
+import { CoapDtlsClient } from '../../src/tools/coap-client.js';
+import { DEMO, DEMO_DEVICES, MEASUREPOINT_PAYLOAD } from '../helpers/gateway.js';
+import { killAll, listeningPort, startCli, type Proc } from '../helpers/processes.js';
+
+after(killAll);
+
+/** An HTTP backend that answers 200 after `delayMs` (or never, with Infinity). */
+async function slowBackend(
+  delayMs: number,
+): Promise<{ server: Server; port: number; hits: () => number }> {
+  let hits = 0;
+  const server = createServer((req, res) => {
+    hits++;
+    req.resume();
+    if (delayMs === Infinity) return;
+    setTimeout(
+      () => res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}'),
+      delayMs,
+    );
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const addr = server.address();
+  return {
+    server,
+    port: typeof addr === 'object' && addr !== null ? addr.port : 0,
+    hits: () => hits,
+  };
+}
+
+function config(backendPort: number, drainTimeout: number): string {
+  const dir = mkdtempSync(join(tmpdir(), 'coap-edge-drain-'));
+  const file = join(dir, 'config.yaml');
+  writeFileSync(
+    file,
+    [
+      `devices: ${DEMO_DEVICES}`,
+      'bind: 127.0.0.1',
+      'dtlsPort: 0',
+      'httpPort: 0',
+      'httpBind: 127.0.0.1',
+      `drainTimeout: ${drainTimeout}`,
+      'routes:',
+      "  - match: '/sys/{pk}/{dk}/thing/measurepoint/post'",
+      '    backend: http',
+      `    url: 'http://127.0.0.1:${backendPort}/slow'`,
+      '    timeout: 60000',
+      '',
+    ].join('\n'),
+  );
+  return file;
+}
+
+async function adminPort(proc: Proc): Promise<number> {
+  const m = await proc.waitFor(/^.*"msg":"admin HTTP server listening".*$/m, { stream: 'stdout' });
+  const line = JSON.parse(m[0]) as { http?: unknown };
+  const port = typeof line.http === 'string' ? Number(/:(\d+)$/.exec(line.http)?.[1]) : NaN;
+  assert.ok(port > 0, `no admin port in ${m[0]}`);
+  return port;
+}
+
+async function readyz(port: number): Promise<{ status: number; body: unknown }> {
+  const res = await fetch(`http://127.0.0.1:${port}/readyz`);
+  return { status: res.status, body: (await res.json()) as unknown };
+}
+
+function connect(
+  port: number,
+  device: { identity: string; secret: string },
+): Promise<CoapDtlsClient> {
+  return CoapDtlsClient.connect({
+    host: '127.0.0.1',
+    port,
+    identity: device.identity,
+    psk: derivePsk(device.secret),
+    handshakeTimeoutMs: 1_500,
+    retransmitTimeoutMs: 300,
+  });
+}
+
+const PATH = '/topic/sys/demoPK01/device001/thing/measurepoint/post';
+
+describe('SIGTERM drain', () => {
+  it('finishes the request in flight, refuses new handshakes, then closes and exits 0', async () => {
+    const backend = await slowBackend(1_500);
+    after(() => backend.server.close());
+    const proc = startCli(['serve', '--config', config(backend.port, 10)]);
+    const dtlsPort = await listeningPort(proc);
+    const http = await adminPort(proc);
+    assert.equal((await readyz(http)).status, 200);
+
+    const device = await connect(dtlsPort, DEMO.device001);
+    let closeReason: string | undefined;
+    device.dtls.on('close', (r) => (closeReason = r));
+    const inFlight = device.request({
+      method: 'POST',
+      path: PATH,
+      payload: Buffer.from(MEASUREPOINT_PAYLOAD),
+      timeoutMs: 10_000,
+    });
+    // the backend has the request: now stop
+    const deadline = Date.now() + 5_000;
+    while (backend.hits() === 0 && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
+    assert.equal(backend.hits(), 1);
+    const signalledAt = Date.now();
+    proc.child.kill('SIGTERM');
+
+    // readiness turns false at once
+    let ready = await readyz(http).catch(() => undefined);
+    for (let i = 0; ready?.status === 200 && i < 50; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+      ready = await readyz(http).catch(() => undefined);
+    }
+    assert.equal(ready?.status, 503);
+    assert.deepEqual(ready?.body, { ready: false, failing: ['draining'] });
+
+    // a new device is not answered while draining
+    await assert.rejects(connect(dtlsPort, DEMO.device002));
+
+    // the request in flight still gets its (separate) answer
+    const res = await inFlight;
+    assert.equal(res.code, Code.CHANGED);
+    assert.equal(res.payload.toString(), '{"ok":true}');
+    assert.equal(res.separate, true);
+    assert.ok(Date.now() - signalledAt >= 1_000, 'answered after the drain began');
+
+    const result = await proc.done;
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(closeReason, 'peer-close-notify');
+    assert.match(result.stdout, /"msg":"draining"/);
+    assert.doesNotMatch(result.stdout, /drain timeout/);
+  });
+
+  it('gives up on a hung request after the drain timeout and still exits 0', async () => {
+    const backend = await slowBackend(Infinity);
+    after(() => backend.server.close());
+    const proc = startCli(['serve', '--config', config(backend.port, 1)]);
+    const dtlsPort = await listeningPort(proc);
+    const device = await connect(dtlsPort, DEMO.device001);
+    void device
+      .request({
+        method: 'POST',
+        path: PATH,
+        payload: Buffer.from(MEASUREPOINT_PAYLOAD),
+        timeoutMs: 10_000,
+      })
+      .catch(() => undefined);
+    const deadline = Date.now() + 5_000;
+    while (backend.hits() === 0 && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 20));
+    const signalledAt = Date.now();
+    proc.child.kill('SIGTERM');
+    const result = await proc.done;
+    const took = Date.now() - signalledAt;
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok(took >= 900 && took < 6_000, `exited ${took} ms after SIGTERM`);
+    assert.match(result.stdout, /drain timeout: closing with exchanges in flight/);
+    await device.close();
+  });
+});
