@@ -209,11 +209,17 @@ describe(
       await close(c);
     });
 
-    it('a command longer than maxInlineCommand: 2100 only, fetched with GET, then acknowledged', async () => {
-      const cmd = command('cmd-2', { firmware: 'x'.repeat(300) });
-      assert.ok(Buffer.byteLength(cmd) > MAX_INLINE);
-      await publishCommand(cmd);
-      await eventually(async () => (await queueLength()) === 1, 'the command waits in Redis');
+    it('commands longer than maxInlineCommand: 2100 only, fetched with GET (2100 again while more wait), then acknowledged', async () => {
+      const big = (id: string): string => command(id, { firmware: 'x'.repeat(300) });
+      const sent = new Map([
+        ['cmd-2a', big('cmd-2a')],
+        ['cmd-2b', big('cmd-2b')],
+      ]);
+      for (const cmd of sent.values()) {
+        assert.ok(Buffer.byteLength(cmd) > MAX_INLINE);
+        await publishCommand(cmd);
+      }
+      await eventually(async () => (await queueLength()) === 2, 'two commands wait in Redis');
 
       const c = await connect(podA);
       const res = await postJson(c, uplink, measurepoint('up-3'));
@@ -221,28 +227,40 @@ describe(
       assert.equal(commandTopicOf(res), `/topic${rebootTopic}`, describeAnswer(res));
       assert.equal(commandPayloadOf(res), undefined, 'too long for option 2102');
 
-      const got = await c.request({
-        method: 'GET',
-        path: `/topic${rebootTopic}`,
-        timeoutMs: 15_000,
-      });
-      assert.equal(codeOf(got), '2.05', describeAnswer(got));
-      assert.equal(got.payload.toString('utf8'), cmd);
-      assert.equal(contentFormatOf(got), ContentFormat.JSON);
-      assert.equal(commandTopicOf(got), undefined, 'no other command waits');
-
+      const fetch = (): Promise<CoapResponse> =>
+        c.request({ method: 'GET', path: `/topic${rebootTopic}`, timeoutMs: 15_000 });
       const before = repliesSeen().length;
-      const ack = await reply(c, 'cmd-2');
-      assert.equal(commandTopicOf(ack), undefined, describeAnswer(ack));
-      await eventually(() => repliesSeen().length === before + 1, 'the platform sees the reply');
-      assert.equal(idOf(repliesSeen().at(-1)), 'cmd-2');
+      const fetched: string[] = [];
+      for (const moreAfter of [true, false]) {
+        const got = await fetch();
+        assert.equal(codeOf(got), '2.05', describeAnswer(got));
+        assert.equal(contentFormatOf(got), ContentFormat.JSON);
+        const id = idOf(got.payload.toString('utf8'));
+        assert.ok(
+          id !== undefined && sent.get(id) === got.payload.toString('utf8'),
+          describeAnswer(got),
+        );
+        fetched.push(id);
+        // spec §5: the GET answer carries 2100 again while more commands wait
+        assert.equal(
+          commandTopicOf(got),
+          moreAfter ? `/topic${rebootTopic}` : undefined,
+          `${moreAfter ? 'another waits' : 'the last one'}: ${describeAnswer(got)}`,
+        );
+        const ack = await reply(c, id);
+        assert.equal(
+          commandTopicOf(ack),
+          moreAfter ? `/topic${rebootTopic}` : undefined,
+          describeAnswer(ack),
+        );
+        assert.equal(commandPayloadOf(ack), undefined, describeAnswer(ack));
+      }
+      assert.deepEqual([...fetched].sort(), ['cmd-2a', 'cmd-2b']);
+      await eventually(() => repliesSeen().length === before + 2, 'the platform sees both replies');
+      assert.deepEqual(repliesSeen().slice(before).map(idOf), fetched);
       assert.equal(await queueLength(), 0);
-      const gone = await c.request({
-        method: 'GET',
-        path: `/topic${rebootTopic}`,
-        timeoutMs: 15_000,
-      });
-      assert.equal(codeOf(gone), '4.04', `fetched after the reply: ${describeAnswer(gone)}`);
+      const gone = await fetch();
+      assert.equal(codeOf(gone), '4.04', `fetched after the replies: ${describeAnswer(gone)}`);
       const again = await postJson(c, uplink, measurepoint('up-4'));
       assert.equal(commandTopicOf(again), undefined, describeAnswer(again));
       await close(c);

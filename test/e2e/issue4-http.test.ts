@@ -15,6 +15,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ContentFormat, OptionNumber } from '../../src/coap/constants.js';
+import { settings } from '../../src/config/settings.js';
 import { decodeBlock } from '../../src/coap/options.js';
 import { derivePsk } from '../../src/enos/psk.js';
 import type { CoapDtlsClient } from '../../src/tools/coap-client.js';
@@ -38,12 +39,15 @@ import {
   connectAs,
   contentFormatOf,
   describeAnswer,
+  explainWith,
   maxAgeOf,
   optionOf,
   postJson,
   writeDevicesFile,
+  startPod,
   writeYamlConfig,
   type DeviceSpec,
+  type Pod,
 } from '../helpers/e2e-issue4.js';
 import { killAll, runCli, runCoapClient } from '../helpers/processes.js';
 
@@ -142,20 +146,6 @@ describe('e2e issue 4: HTTP route with a real HTTP server', { skip: MISSING_TOOL
     }
     assert.ok(!gw.logText().includes(token), 'the bearer token is not logged');
   });
-
-  it(
-    'the HTTP request carries the W3C traceparent of the device request',
-    {
-      todo: 'src/bridge/router.ts forward() calls http.call() without traceparent/tracestate, and nothing in src creates a span, so the header is never sent',
-    },
-    async () => {
-      http.answer = () => ({ status: 204 });
-      const res = await postJson(device, topic, measurepoint('h-tp'));
-      assert.equal(codeOf(res), '2.04', describeAnswer(res));
-      const req = http.requests.at(-1);
-      assert.match(String(req?.headers.traceparent), /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
-    },
-  );
 
   it('HTTP status → CoAP code: 400 4.00, 404 4.04, 429 4.29, 503+Retry-After 5.03 Max-Age, 504 5.04', async () => {
     const cases: {
@@ -290,6 +280,77 @@ describe('e2e issue 4: HTTP route with a real HTTP server', { skip: MISSING_TOOL
     assert.deepEqual(gw.errorLines(), []);
   });
 });
+
+/** Tracing settings exist (they are what turns trace context on). */
+const TRACING_SETTINGS = 'otlpEndpoint' in settings && 'traceSampleRatio' in settings;
+
+describe(
+  'e2e issue 4: with tracing on, the HTTP route request carries a W3C traceparent',
+  {
+    skip: MISSING_TOOLS || (TRACING_SETTINGS ? false : 'no otlpEndpoint/traceSampleRatio setting'),
+  },
+  () => {
+    const dev: DeviceSpec = { pk: uid('htPK'), dk: uid('htDK'), secret: cliSafeSecret('ht') };
+    const tokenEnv = 'E2E4_TRACE_TOKEN';
+    const token = `tok-${randomBytes(12).toString('hex')}`;
+    let dir: string;
+    let http: HttpStandIn;
+    let collector: HttpStandIn;
+    let pod: Pod;
+    let device: CoapDtlsClient | undefined;
+
+    before(async () => {
+      dir = mkdtempSync(join(tmpdir(), 'coap-edge-e2e4-trace-'));
+      http = await HttpStandIn.start();
+      collector = await HttpStandIn.start();
+      collector.answer = () => ({ status: 200 });
+      // a separate process: the trace SDK is set up once per process (src/cli.ts)
+      pod = await startPod(
+        dir,
+        'traced',
+        {
+          devices: writeDevicesFile(dir, [dev]),
+          otlpEndpoint: `${collector.origin}/v1/traces`,
+          traceSampleRatio: 1,
+          routes: [
+            {
+              match: '/sys/{pk}/{dk}/thing/measurepoint/post',
+              backend: 'http',
+              url: `${http.origin}/ingest/{pk}/{dk}`,
+              auth: { type: 'bearer', tokenEnv },
+            },
+          ],
+        },
+        { env: { [tokenEnv]: token } },
+      );
+    });
+
+    after(async () => {
+      await device?.close();
+      await pod?.stop();
+      await killAll();
+      await http?.close();
+      await collector?.close();
+      if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('traceparent (sampled) next to the device headers and the bearer', async () => {
+      http.answer = () => ({ status: 204 });
+      device = await explainWith([pod], connectAs(pod.port, dev));
+      const res = await postJson(device, measurepointTopic(dev.pk, dev.dk), measurepoint('t-1'));
+      assert.equal(codeOf(res), '2.04', describeAnswer(res));
+      const req = http.requests.at(-1);
+      assert.ok(req !== undefined, 'the HTTP server got the request');
+      assert.equal(req.headers['x-device-key'], dev.dk);
+      assert.equal(req.headers.authorization, `Bearer ${token}`);
+      assert.match(
+        String(req.headers.traceparent),
+        /^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-01$/,
+        JSON.stringify(req.headers),
+      );
+    });
+  },
+);
 
 describe('e2e issue 4: a bad route stops coap-edge serve (exit 2)', () => {
   let dir: string;

@@ -33,11 +33,6 @@ export function optionOf(r: CoapResponse, n: number): Buffer | undefined {
   return r.options.find((o) => o.number === n)?.value;
 }
 
-/** How many times option `n` occurs. */
-export function optionCount(r: CoapResponse, n: number): number {
-  return r.options.filter((o) => o.number === n).length;
-}
-
 /** Max-Age in seconds, when present. */
 export function maxAgeOf(r: CoapResponse): number | undefined {
   const v = optionOf(r, OptionNumber.MAX_AGE);
