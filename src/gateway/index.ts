@@ -19,7 +19,7 @@ import {
   RedisCommandStore,
   isCommandError,
 } from '../bridge/commands/index.js';
-import { closeRedis, createCommandRedis } from '../bridge/commands/redis-client.js';
+import { closeRedis, createFailFastRedis } from '../redis/client.js';
 import { HttpBackend } from '../bridge/http/index.js';
 import {
   MemoryPresenceStore,
@@ -269,6 +269,7 @@ export class Gateway {
           // aedes (the embedded broker) has no $share; there is only one pod then anyway
           shared: brokerUrl !== embeddedUrl,
           store,
+          logger: log,
         });
       } catch (err) {
         if (isCommandError(err)) throw new StartupError(`commandTopics: ${err.message}`);
@@ -302,7 +303,7 @@ export class Gateway {
     // or the device closes; exactly once per transition across pods (Redis scripts).
     let presenceStore: RedisPresenceStore | MemoryPresenceStore;
     if (config.redisUrl !== undefined) {
-      const client = createCommandRedis({
+      const client = createFailFastRedis({
         url: config.redisUrl,
         connectionName: 'coap-edge-presence',
         onError: () => undefined,

@@ -22,7 +22,7 @@ import { escapeKeyPart } from '../../auth/redis-keys.js';
 import type { CommandStore, DeviceKey, QueuedCommand } from '../types.js';
 import { decodeEntry, deviceId, encodeEntry, messageIdOf, parseDeviceId } from './entry.js';
 import { CommandError } from './errors.js';
-import { closeRedis, createCommandRedis } from './redis-client.js';
+import { closeRedis, createFailFastRedis } from '../../redis/client.js';
 import { ACKNOWLEDGE, ENQUEUE, FETCH, LuaScript, PEEK } from './redis-scripts.js';
 import { CommandCounters, type CommandStoreStats } from './stats.js';
 import { Waiters } from './waiters.js';
@@ -102,7 +102,7 @@ export class RedisCommandStore implements CommandStore {
         this.#counters.redisConnectionErrors++;
       },
     };
-    this.#client = createCommandRedis({ ...common, connectionName: 'coap-edge-cmd' });
+    this.#client = createFailFastRedis({ ...common, connectionName: 'coap-edge-cmd' });
     this.#client.on('error', () => (this.#failedSinceReady = true));
     this.#client.on('close', () => (this.#failedSinceReady = true));
     this.#client.on('ready', () => {
@@ -112,7 +112,7 @@ export class RedisCommandStore implements CommandStore {
       if (this.#subscribed) this.#waiters.wakeAll();
     });
 
-    this.#sub = createCommandRedis({ ...common, connectionName: 'coap-edge-cmd-sub' });
+    this.#sub = createFailFastRedis({ ...common, connectionName: 'coap-edge-cmd-sub' });
     this.#sub.on('ready', () => this.#subscribe());
     this.#sub.on('close', () => (this.#subscribed = false));
     this.#sub.on('message', (channel: string, message: string) => {

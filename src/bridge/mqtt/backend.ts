@@ -22,15 +22,7 @@
  *   publishes in flight; more wait for a slot (see `maxQueued`).
  * - Replies: see {@link MqttBridgeBackend.request} and `subscriptions.ts`.
  */
-import {
-  SpanKind,
-  contextFrom,
-  endWithError,
-  startChild,
-  traceparentOf,
-  tracer,
-  type Span,
-} from '../../telemetry/trace.js';
+import { checkTopic, requestReply, tracedPublish, type SendFn } from './exchange.js';
 import { performance } from 'node:perf_hooks';
 import { ErrorWithReasonCode } from 'mqtt';
 import {
@@ -43,18 +35,16 @@ import {
 import {
   BackendRejectedError,
   BackendUnavailableError,
-  MqttBackendError,
-  ReplyTimeoutError,
   type BackendUnavailableCode,
 } from './errors.js';
-import { normalizeMessageId, ReplyMatcher } from './replies.js';
+import { ReplyMatcher } from './replies.js';
 import {
   LatencyHistogram,
   type BackendState,
   type MqttBackendStats,
   type PublishFailureReason,
 } from './stats.js';
-import { ReplySubscriptions, type SubscriptionLease } from './subscriptions.js';
+import { ReplySubscriptions } from './subscriptions.js';
 
 export type MqttProtocolSetting = 'auto' | '5' | '3.1.1';
 
@@ -286,9 +276,7 @@ export class MqttBridgeBackend {
     const full = this.topicPrefix + topic;
     const bad = checkTopic(full);
     if (bad !== undefined) return Promise.reject(bad);
-    const span = publishSpan(full, payload);
-    if (span === undefined) return this.send(full, payload, opts.userProperties);
-    return endSpan(span, this.send(full, payload, withTraceparent(opts.userProperties, span)));
+    return tracedPublish(this.sendFn, full, payload, opts.userProperties);
   }
 
   /**
@@ -317,54 +305,18 @@ export class MqttBridgeBackend {
     if (bad !== undefined) throw bad;
     const early = this.failEarly();
     if (early !== undefined) throw early;
-    const waiter = this.replies.add(fullReplyTopic, normalizeMessageId(messageId));
-    let lease: SubscriptionLease;
-    try {
-      lease = this.subscriptions.acquire(fullReplyTopic);
-    } catch (e: unknown) {
-      this.replies.fail(waiter, toError(e));
-      throw e;
-    }
-    try {
-      await lease.ready;
-      const full = this.topicPrefix + topic;
-      const span = publishSpan(full, payload);
-      const sent = this.send(
-        full,
-        payload,
-        span === undefined ? opts.userProperties : withTraceparent(opts.userProperties, span),
-      );
-      await (span === undefined ? sent : endSpan(span, sent));
-    } catch (e: unknown) {
-      this.replies.fail(waiter, toError(e));
-      this.subscriptions.release(lease);
-      throw e;
-    }
-    const timeoutMs = opts.replyTimeoutMs ?? this.replyTimeoutMs;
-    const timer = setTimeout(() => {
-      if (this.replies.fail(waiter, new ReplyTimeoutError(fullReplyTopic, timeoutMs))) {
-        this.repliesTimedOut++;
-      }
-    }, timeoutMs);
-    const wait = startChild('mqtt.reply_wait', {
-      'messaging.system': 'mqtt',
-      'messaging.destination.name': fullReplyTopic,
-      'messaging.operation.type': 'receive',
+    return requestReply({
+      replies: this.replies,
+      subscriptions: this.subscriptions,
+      send: this.sendFn,
+      topic: this.topicPrefix + topic,
+      replyTopic: fullReplyTopic,
+      payload,
+      messageId,
+      userProperties: opts.userProperties,
+      timeoutMs: opts.replyTimeoutMs ?? this.replyTimeoutMs,
+      onTimeout: () => this.repliesTimedOut++,
     });
-    try {
-      const reply = await waiter.promise;
-      if (wait !== undefined) {
-        continuePlatformTrace(waiter.traceparent, wait, fullReplyTopic);
-        wait.end();
-      }
-      return reply;
-    } catch (e: unknown) {
-      endWithError(wait, e instanceof MqttBackendError ? e.code : 'error');
-      throw e;
-    } finally {
-      clearTimeout(timer);
-      this.subscriptions.release(lease);
-    }
   }
 
   /** Fails everything pending with `BACKEND_CLOSED` and ends all connections. */
@@ -392,6 +344,9 @@ export class MqttBridgeBackend {
     }
     return undefined;
   }
+
+  /** `send` bound once, for the shared publish and request/reply code. */
+  private readonly sendFn: SendFn = (topic, payload, props) => this.send(topic, payload, props);
 
   private send(
     topic: string,
@@ -594,84 +549,3 @@ const failureCodes: { readonly [R in UnavailableReason]: BackendUnavailableCode 
   overloaded: 'BACKEND_OVERLOADED',
   closed: 'BACKEND_CLOSED',
 };
-
-/**
- * A topic a broker would answer with a disconnect (wildcards or NUL in a PUBLISH topic, or an
- * empty or over-long one) would take a shared pool connection down for every device; such a
- * call is refused before anything is sent. EnOS topics from `parseTopicPath` never trip this.
- */
-function checkTopic(topic: string): MqttBackendError | undefined {
-  const bad =
-    topic.length === 0 ||
-    topic.includes('+') ||
-    topic.includes('#') ||
-    topic.includes('\u0000') ||
-    Buffer.byteLength(topic) > 0xffff;
-  return bad
-    ? new MqttBackendError('BACKEND_BAD_TOPIC', JSON.stringify(topic.slice(0, 64)))
-    : undefined;
-}
-
-function toError(e: unknown): Error {
-  return e instanceof Error ? e : new Error(String(e));
-}
-
-/** `mqtt.publish` span (QoS 1 to PUBACK), under the active span when it records. */
-function publishSpan(topic: string, payload: Buffer): Span | undefined {
-  return startChild(
-    'mqtt.publish',
-    {
-      'messaging.system': 'mqtt',
-      'messaging.destination.name': topic,
-      'messaging.operation.type': 'send',
-      'messaging.message.body.size': payload.length,
-      'messaging.mqtt.qos': 1,
-    },
-    SpanKind.PRODUCER,
-  );
-}
-
-/**
- * The trace context travels as the MQTT 5 user property `traceparent` (dropped on 3.1.1
- * connections, which have no user properties).
- */
-function withTraceparent(
-  props: UserProperties | undefined,
-  span: Span,
-): UserProperties | undefined {
-  const tp = traceparentOf(span);
-  return tp === undefined ? props : { ...props, traceparent: tp };
-}
-
-function endSpan(span: Span, p: Promise<void>): Promise<void> {
-  return p.then(
-    () => span.end(),
-    (e: unknown) => {
-      endWithError(span, e instanceof MqttBackendError ? e.code : 'error');
-      throw e;
-    },
-  );
-}
-
-/**
- * A reply that carries the platform's trace context continues that trace: a short
- * `mqtt.reply` span in the platform's trace, linked to our waiting span.
- */
-function continuePlatformTrace(traceparent: string | undefined, wait: Span, topic: string): void {
-  if (traceparent === undefined) return;
-  tracer
-    .startSpan(
-      'mqtt.reply',
-      {
-        kind: SpanKind.CONSUMER,
-        links: [{ context: wait.spanContext() }],
-        attributes: {
-          'messaging.system': 'mqtt',
-          'messaging.destination.name': topic,
-          'messaging.operation.type': 'receive',
-        },
-      },
-      contextFrom(traceparent),
-    )
-    .end();
-}

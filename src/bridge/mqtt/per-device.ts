@@ -72,10 +72,10 @@ import {
   BackendRejectedError,
   BackendUnavailableError,
   DeviceUnauthorizedError,
-  MqttBackendError,
-  ReplyTimeoutError,
+  type MqttBackendError,
   type BackendUnavailableCode,
 } from './errors.js';
+import { checkTopic, requestReply, toError, tracedPublish, type SendFn } from './exchange.js';
 import {
   checkCommandTopics,
   checkLoginTemplates,
@@ -88,14 +88,14 @@ import {
   type DeviceLoginTemplates,
 } from './per-device-login.js';
 import { TokenBucket } from './per-device-rate.js';
-import { normalizeMessageId, ReplyMatcher } from './replies.js';
+import { ReplyMatcher } from './replies.js';
 import {
   LatencyHistogram,
   type BackendState,
   type LatencySnapshot,
   type PublishFailureReason,
 } from './stats.js';
-import { ReplySubscriptions, type SubscriptionLease } from './subscriptions.js';
+import { ReplySubscriptions } from './subscriptions.js';
 
 /** The subset of a pino logger the sessions use (`debug` for per-device open/close). */
 export interface DeviceSessionLogger {
@@ -504,7 +504,7 @@ export class DeviceSessionManager {
     if (bad !== undefined) throw bad;
     const s = await this.acquire(device);
     try {
-      await this.send(s, full, payload, opts.userProperties);
+      await tracedPublish(this.senderFor(s), full, payload, opts.userProperties);
     } finally {
       this.release(s);
     }
@@ -532,41 +532,22 @@ export class DeviceSessionManager {
     if (bad !== undefined) throw bad;
     const s = await this.acquire(device);
     try {
-      const waiter = s.replies.add(fullReply, normalizeMessageId(messageId));
-      let lease: SubscriptionLease;
-      try {
-        lease = s.subscriptions.acquire(fullReply);
-      } catch (e: unknown) {
-        s.replies.fail(waiter, toError(e));
-        this.countPublishFailure(e);
-        throw e;
-      }
-      try {
-        try {
-          await lease.ready;
-        } catch (e: unknown) {
+      return await requestReply({
+        replies: s.replies,
+        subscriptions: s.subscriptions,
+        send: this.senderFor(s),
+        topic: full,
+        replyTopic: fullReply,
+        payload,
+        messageId,
+        userProperties: opts.userProperties,
+        timeoutMs: opts.replyTimeoutMs ?? this.replyTimeoutMs,
+        onSubscribeFailed: (e) => {
           this.replySubscribeFailed++;
           this.countPublishFailure(e);
-          throw e;
-        }
-        await this.send(s, full, payload, opts.userProperties);
-      } catch (e: unknown) {
-        s.replies.fail(waiter, toError(e));
-        s.subscriptions.release(lease);
-        throw e;
-      }
-      const timeoutMs = opts.replyTimeoutMs ?? this.replyTimeoutMs;
-      const timer = setTimeout(() => {
-        if (s.replies.fail(waiter, new ReplyTimeoutError(fullReply, timeoutMs))) {
-          this.repliesTimedOut++;
-        }
-      }, timeoutMs);
-      try {
-        return await waiter.promise;
-      } finally {
-        clearTimeout(timer);
-        s.subscriptions.release(lease);
-      }
+        },
+        onTimeout: () => this.repliesTimedOut++,
+      });
     } finally {
       this.release(s);
     }
@@ -1018,6 +999,11 @@ export class DeviceSessionManager {
 
   // --- publishing ----------------------------------------------------------------------
 
+  /** The publish function of one session, for the shared publish and request/reply code. */
+  private senderFor(s: Session): SendFn {
+    return (topic, payload, props) => this.send(s, topic, payload, props);
+  }
+
   private send(
     s: Session,
     topic: string,
@@ -1145,21 +1131,4 @@ export function probeTarget(url: string): { host: string; port: number } | undef
   if (port === undefined || !Number.isInteger(port) || u.hostname === '') return undefined;
   const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
   return { host, port };
-}
-
-/** As in bridge mode: a topic a broker would answer with a disconnect is refused up front. */
-function checkTopic(topic: string): MqttBackendError | undefined {
-  const bad =
-    topic.length === 0 ||
-    topic.includes('+') ||
-    topic.includes('#') ||
-    topic.includes('\u0000') ||
-    Buffer.byteLength(topic) > 0xffff;
-  return bad
-    ? new MqttBackendError('BACKEND_BAD_TOPIC', JSON.stringify(topic.slice(0, 64)))
-    : undefined;
-}
-
-function toError(e: unknown): Error {
-  return e instanceof Error ? e : new Error(String(e));
 }

@@ -1,0 +1,181 @@
+/**
+ * What the bridge pool and the per-device sessions do alike: check a topic before it can
+ * hurt a connection, publish QoS 1 inside an `mqtt.publish` span (with the trace context in
+ * the MQTT 5 user properties), and the request/reply exchange (subscribe the reply topic,
+ * publish, wait for the reply with the same JSON id).
+ */
+import type { UserProperties } from './connection.js';
+import { MqttBackendError, ReplyTimeoutError } from './errors.js';
+import { normalizeMessageId, type ReplyMatcher } from './replies.js';
+import type {
+  ReplySubscriptions,
+  SubscribingConnection,
+  SubscriptionLease,
+} from './subscriptions.js';
+import {
+  SpanKind,
+  contextFrom,
+  endWithError,
+  startChild,
+  traceparentOf,
+  tracer,
+  type Span,
+} from '../../telemetry/trace.js';
+
+/**
+ * A topic a broker would answer with a disconnect (wildcards or NUL in a PUBLISH topic, or an
+ * empty or over-long one) would take a connection down; such a call is refused before
+ * anything is sent. EnOS topics from `parseTopicPath` never trip this.
+ */
+export function checkTopic(topic: string): MqttBackendError | undefined {
+  const bad =
+    topic.length === 0 ||
+    topic.includes('+') ||
+    topic.includes('#') ||
+    topic.includes('\u0000') ||
+    Buffer.byteLength(topic) > 0xffff;
+  return bad
+    ? new MqttBackendError('BACKEND_BAD_TOPIC', JSON.stringify(topic.slice(0, 64)))
+    : undefined;
+}
+
+export function toError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
+}
+
+/** How one backend sends a QoS 1 publish and resolves on its PUBACK. */
+export type SendFn = (
+  topic: string,
+  payload: Buffer,
+  userProperties: UserProperties | undefined,
+) => Promise<void>;
+
+/**
+ * Publishes through `send` inside an `mqtt.publish` span when the active span records; the
+ * trace context then travels as the MQTT 5 user property `traceparent` (3.1.1 connections
+ * drop user properties).
+ */
+export function tracedPublish(
+  send: SendFn,
+  topic: string,
+  payload: Buffer,
+  userProperties: UserProperties | undefined,
+): Promise<void> {
+  const span = startChild(
+    'mqtt.publish',
+    {
+      'messaging.system': 'mqtt',
+      'messaging.destination.name': topic,
+      'messaging.operation.type': 'send',
+      'messaging.message.body.size': payload.length,
+      'messaging.mqtt.qos': 1,
+    },
+    SpanKind.PRODUCER,
+  );
+  if (span === undefined) return send(topic, payload, userProperties);
+  const tp = traceparentOf(span);
+  const props = tp === undefined ? userProperties : { ...userProperties, traceparent: tp };
+  return send(topic, payload, props).then(
+    () => span.end(),
+    (e: unknown) => {
+      endWithError(span, e instanceof MqttBackendError ? e.code : 'error');
+      throw e;
+    },
+  );
+}
+
+export interface RequestReplyOptions<C extends SubscribingConnection> {
+  readonly replies: ReplyMatcher;
+  readonly subscriptions: ReplySubscriptions<C>;
+  readonly send: SendFn;
+  /** Full topics (prefix included). */
+  readonly topic: string;
+  readonly replyTopic: string;
+  readonly payload: Buffer;
+  readonly messageId: string | number | undefined;
+  readonly userProperties: UserProperties | undefined;
+  readonly timeoutMs: number;
+  /** The reply topic could not be subscribed (counted by the caller). */
+  readonly onSubscribeFailed?: (e: unknown) => void;
+  readonly onTimeout: () => void;
+}
+
+/**
+ * 1. Makes sure the connection receives `replyTopic` (SUBACK awaited) and registers the
+ *    waiter before publishing, so an early reply is not missed.
+ * 2. Publishes (QoS 1, PUBACK awaited) in an `mqtt.publish` span.
+ * 3. Waits up to `timeoutMs` from the PUBACK, in an `mqtt.reply_wait` span, for the message
+ *    on the reply topic whose JSON `id` equals `messageId` (undefined: raw exchanges, first
+ *    come first served). A reply carrying the platform's trace context continues that trace.
+ * @throws the publish errors; `BACKEND_SUBSCRIBE_FAILED`; ReplyTimeoutError
+ */
+export async function requestReply<C extends SubscribingConnection>(
+  o: RequestReplyOptions<C>,
+): Promise<Buffer> {
+  const waiter = o.replies.add(o.replyTopic, normalizeMessageId(o.messageId));
+  let lease: SubscriptionLease;
+  try {
+    lease = o.subscriptions.acquire(o.replyTopic);
+  } catch (e: unknown) {
+    o.replies.fail(waiter, toError(e));
+    throw e;
+  }
+  try {
+    try {
+      await lease.ready;
+    } catch (e: unknown) {
+      o.onSubscribeFailed?.(e);
+      throw e;
+    }
+    await tracedPublish(o.send, o.topic, o.payload, o.userProperties);
+  } catch (e: unknown) {
+    o.replies.fail(waiter, toError(e));
+    o.subscriptions.release(lease);
+    throw e;
+  }
+  const timer = setTimeout(() => {
+    if (o.replies.fail(waiter, new ReplyTimeoutError(o.replyTopic, o.timeoutMs))) o.onTimeout();
+  }, o.timeoutMs);
+  const wait = startChild('mqtt.reply_wait', {
+    'messaging.system': 'mqtt',
+    'messaging.destination.name': o.replyTopic,
+    'messaging.operation.type': 'receive',
+  });
+  try {
+    const reply = await waiter.promise;
+    if (wait !== undefined) {
+      continuePlatformTrace(waiter.traceparent, wait, o.replyTopic);
+      wait.end();
+    }
+    return reply;
+  } catch (e: unknown) {
+    endWithError(wait, e instanceof MqttBackendError ? e.code : 'error');
+    throw e;
+  } finally {
+    clearTimeout(timer);
+    o.subscriptions.release(lease);
+  }
+}
+
+/**
+ * A reply that carries the platform's trace context continues that trace: a short
+ * `mqtt.reply` span in the platform's trace, linked to our waiting span.
+ */
+function continuePlatformTrace(traceparent: string | undefined, wait: Span, topic: string): void {
+  if (traceparent === undefined) return;
+  tracer
+    .startSpan(
+      'mqtt.reply',
+      {
+        kind: SpanKind.CONSUMER,
+        links: [{ context: wait.spanContext() }],
+        attributes: {
+          'messaging.system': 'mqtt',
+          'messaging.destination.name': topic,
+          'messaging.operation.type': 'receive',
+        },
+      },
+      contextFrom(traceparent),
+    )
+    .end();
+}
