@@ -657,6 +657,93 @@ describe('DtlsServer: limits, draining, replacement, cookie lifetime', () => {
   });
 });
 
+describe('DtlsServer: a peer that handshakes again', () => {
+  test('the old association keeps working through the new cookie exchange and handshake', () => {
+    withServer((h) => {
+      const p = PROFILES[0]!;
+      const port = 47000;
+      const first = clientFinish(p, hello(h, p, port, Buffer.alloc(32, 1)), PSK);
+      h.server.handleDatagram(first.datagram, ADDR, port);
+      assert.equal(h.server.associationCount, 1);
+      const oldAssoc = only(h.established);
+      let seq = 1;
+      const oldData = (text: string): Buffer =>
+        first.keys.clientWrite.seal(ContentType.applicationData, 1, seq++, Buffer.from(text));
+
+      // the peer (same address and port) starts over: ClientHello, HVR, ClientHello + cookie
+      const second = hello(h, p, port, Buffer.alloc(32, 2));
+      assert.equal(h.server.handshakeCount, 1);
+      assert.equal(h.server.associationCount, 1);
+      // the old association still carries data while the new handshake runs
+      h.server.handleDatagram(oldData('during'), ADDR, port);
+      assert.deepEqual(
+        h.data.map((d) => d.toString()),
+        ['during'],
+      );
+      assert.equal(oldAssoc.open, true);
+      // the new Finished replaces it
+      h.server.handleDatagram(clientFinish(p, second, PSK).datagram, ADDR, port);
+      assert.equal(h.server.associationCount, 1);
+      assert.equal(h.established.length, 2);
+      assert.equal(oldAssoc.open, false);
+      assert.deepEqual(h.closed, ['replaced']);
+      // and records of the old keys are dropped from now on
+      h.server.handleDatagram(oldData('after'), ADDR, port);
+      assert.equal(h.data.length, 1);
+      assert.equal(h.server.stats.drops['bad-mac'], 1);
+    });
+  });
+
+  test('a new handshake that fails leaves the old association in place', () => {
+    withServer((h) => {
+      const p = PROFILES[0]!;
+      const port = 47100;
+      h.server.handleDatagram(
+        clientFinish(p, hello(h, p, port, Buffer.alloc(32, 1)), PSK).datagram,
+        ADDR,
+        port,
+      );
+      hello(h, p, port, Buffer.alloc(32, 2));
+      // a wrong key on the new handshake: it fails, the association stays
+      const bad = clientFinish(p, hello(h, p, port, Buffer.alloc(32, 3)), Buffer.alloc(16, 7));
+      h.server.handleDatagram(bad.datagram, ADDR, port);
+      assert.equal(h.server.handshakeCount, 0);
+      assert.equal(h.server.associationCount, 1);
+      assert.deepEqual(h.closed, []);
+    });
+  });
+});
+
+describe('DtlsServer: idle associations are evicted', () => {
+  test('after idleTimeout without traffic the association gets close_notify and is gone', async () => {
+    let t = 5_000_000;
+    const h = harness({ idleTimeoutMs: 60_000, sweepIntervalMs: 20, now: () => t });
+    try {
+      const p = PROFILES[0]!;
+      h.server.handleDatagram(
+        clientFinish(p, hello(h, p, 47200, Buffer.alloc(32, 1)), PSK).datagram,
+        ADDR,
+        47200,
+      );
+      assert.equal(h.server.associationCount, 1);
+      await new Promise((r) => setTimeout(r, 60));
+      assert.equal(h.server.associationCount, 1, 'not idle yet');
+      const sent = h.sent.length;
+      t += 60_001;
+      await new Promise((r) => setTimeout(r, 60));
+      assert.equal(h.server.associationCount, 0);
+      assert.deepEqual(h.closed, ['idle']);
+      assert.equal(h.server.stats.closed.idle, 1);
+      // the peer was told: one encrypted alert record
+      const alert = only(records(only(h.sent.slice(sent)).data));
+      assert.equal(alert.type, ContentType.alert);
+      assert.equal(alert.epoch, 1);
+    } finally {
+      h.server.close();
+    }
+  });
+});
+
 describe('DtlsServer: garbage never throws and is counted', () => {
   const validCh = NODE_CH1;
 
