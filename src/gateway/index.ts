@@ -45,7 +45,7 @@ import { startAdminServer, type AdminServer, type ReadinessCheck } from './admin
 import { DatagramTracer } from './datagram-tracing.js';
 import { createRequestHandler } from './request-handler.js';
 import { createMetrics, type Metrics } from '../telemetry/metrics.js';
-import { tracing } from '../telemetry/trace.js';
+import { endWithError, startChild, tracing, withSpan } from '../telemetry/trace.js';
 
 /** A start-up problem the operator must fix (port taken, file invalid); exit code 2. */
 export class StartupError extends Error {
@@ -378,8 +378,24 @@ export class Gateway {
 
     const handler: DtlsServerHandler<Principal> = {
       resolvePsk: (identity) => {
-        const r = resolver.resolve(identity);
-        return r instanceof Promise ? r.then(toPskResolution) : toPskResolution(r);
+        if (!tracing.on) {
+          const r = resolver.resolve(identity);
+          return r instanceof Promise ? r.then(toPskResolution) : toPskResolution(r);
+        }
+        // the lookup's own span: an async lookup outlives the handshake step that started it
+        const span = startChild('auth.psk_lookup');
+        const r = withSpan(span, () => resolver.resolve(identity));
+        const done = (x: PskLookup): PskResolution<Principal> => {
+          span?.setAttribute('coap_edge.key_lookup.result', x.ok ? 'ok' : x.kind);
+          span?.end();
+          return toPskResolution(x);
+        };
+        return r instanceof Promise
+          ? r.then(done, (err: unknown) => {
+              endWithError(span, 'lookup_failed');
+              throw err;
+            })
+          : done(r);
       },
       onData: (assoc, data) => coap.receive(assoc, data),
       onEstablished: (a) => {

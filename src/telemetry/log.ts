@@ -5,12 +5,13 @@
 import { pino, type Logger, type LevelWithSilent } from 'pino';
 import { recordingSpan } from './trace.js';
 
-const NO_FIELDS = {};
-
-/** trace_id and span_id of the active span in every line logged while one records. */
+/**
+ * trace_id and span_id of the active span in every line logged while one records. pino
+ * merges the line's fields into the object returned here, so it must be a new one.
+ */
 function traceFields(): Record<string, string> {
   const span = recordingSpan();
-  if (span === undefined) return NO_FIELDS;
+  if (span === undefined) return {};
   const c = span.spanContext();
   return { trace_id: c.traceId, span_id: c.spanId };
 }

@@ -86,7 +86,10 @@ function readCounter<L extends string>(
     registers: [registry],
     async collect() {
       this.reset();
-      for (const [labels, value] of await read()) this.inc(labels, value);
+      const entries = await read();
+      // reset() puts 0 back in a label-less metric: a part not configured has no sample
+      if (entries.length === 0 && labelNames.length === 0) this.remove();
+      for (const [labels, value] of entries) this.inc(labels, value);
     },
   });
 }
@@ -106,49 +109,66 @@ function readGauge<L extends string>(
     registers: [registry],
     async collect() {
       this.reset();
-      for (const [labels, value] of await read()) this.set(labels, value);
+      const entries = await read();
+      // reset() puts 0 back in a label-less gauge: unknown is no sample, not 0
+      if (entries.length === 0 && labelNames.length === 0) this.remove();
+      for (const [labels, value] of entries) this.set(labels, value);
     },
   });
 }
 
 /**
  * A histogram whose buckets come from a core layer's snapshot (cumulative counts in ms);
- * exposed in seconds.
+ * exposed in seconds. Each snapshot may carry a `backend` label value.
  */
 class SnapshotHistogram extends Histogram<'backend'> {
   constructor(
     registry: Registry,
     private readonly metric: string,
-    help: string,
-    private readonly read: () => readonly (readonly [string, LatencySnapshot])[],
+    private readonly helpText: string,
+    private readonly read: () => readonly (readonly [string | undefined, LatencySnapshot])[],
   ) {
-    super({ name: metric, help, labelNames: ['backend'], registers: [registry] });
+    super({ name: metric, help: helpText, labelNames: ['backend'], registers: [registry] });
   }
 
-  override async get(): Promise<Awaited<ReturnType<Histogram<'backend'>['get']>>> {
-    const base = await super.get();
-    const values: typeof base.values = [];
+  /** prom-client 15 renders histograms with this, not with get(). */
+  getForPromString(): ReturnType<Histogram<'backend'>['get']> {
+    return this.get();
+  }
+
+  override get(): ReturnType<Histogram<'backend'>['get']> {
+    type Result = Awaited<ReturnType<Histogram<'backend'>['get']>>;
+    const values: Result['values'] = [];
     // `le` is the bucket label Prometheus expects; prom-client's types leave it out
-    const bucket = (backend: string, le: number | string): LabelValues<'backend'> =>
-      ({ backend, le }) as LabelValues<'backend'>;
+    const labels = (backend: string | undefined, le?: number | string): LabelValues<'backend'> => ({
+      ...(backend !== undefined ? { backend } : {}),
+      ...(le !== undefined ? { le } : {}),
+    });
     const name = this.metric;
     for (const [backend, s] of this.read()) {
       s.boundsMs.forEach((bound, i) => {
         values.push({
-          labels: bucket(backend, bound / 1000),
+          labels: labels(backend, bound / 1000),
           value: s.cumulative[i] ?? 0,
           metricName: `${name}_bucket`,
         });
       });
       values.push({
-        labels: bucket(backend, '+Inf'),
+        labels: labels(backend, '+Inf'),
         value: s.count,
         metricName: `${name}_bucket`,
       });
-      values.push({ labels: { backend }, value: s.sumMs / 1000, metricName: `${name}_sum` });
-      values.push({ labels: { backend }, value: s.count, metricName: `${name}_count` });
+      values.push({ labels: labels(backend), value: s.sumMs / 1000, metricName: `${name}_sum` });
+      values.push({ labels: labels(backend), value: s.count, metricName: `${name}_count` });
     }
-    return { ...base, values };
+    // not super.get(): it calls getForPromString()
+    return Promise.resolve({
+      name,
+      help: this.helpText,
+      type: 'histogram',
+      aggregator: 'sum',
+      values,
+    } as unknown as Result);
   }
 }
 
@@ -681,7 +701,7 @@ export function createMetrics(): Metrics {
     'Age of a command when it is handed to its device.',
     () => {
       const a = s()?.commandAge?.();
-      return a === undefined ? [] : [['commands', a]];
+      return a === undefined ? [] : [[undefined, a]];
     },
   );
   readGauge(

@@ -74,7 +74,7 @@ async function adminPort(proc: Proc): Promise<number> {
 
 async function readyz(port: number): Promise<{ status: number; body: unknown }> {
   const res = await fetch(`http://127.0.0.1:${port}/readyz`);
-  return { status: res.status, body: (await res.json()) };
+  return { status: res.status, body: await res.json() };
 }
 
 function connect(

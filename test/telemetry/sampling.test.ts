@@ -1,0 +1,176 @@
+/**
+ * Issue #5, sampling: per-device forced sampling end to end (sample ratio 0, one device in
+ * `traceDevices`: its datagrams are traced, another device's are not), through the
+ * `exporter` test hook of `setupTracing` and the SDK's `InMemorySpanExporter`; and the
+ * pieces of the setup that need no global registration (endpoint from OTEL_* variables,
+ * the sampler, tracing off without an endpoint).
+ *
+ * Tracing is global per process: node:test runs this file in a process of its own.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createSocket } from 'node:dgram';
+import { ROOT_CONTEXT, SpanKind } from '@opentelemetry/api';
+import { InMemorySpanExporter, SamplingDecision } from '@opentelemetry/sdk-trace-base';
+import { Code } from '../../src/coap/constants.js';
+import { CipherSuite } from '../../src/dtls/constants.js';
+import { derivePsk } from '../../src/enos/psk.js';
+import {
+  DeviceSampler,
+  setupTracing,
+  tracesEndpoint,
+  type TracingHandle,
+} from '../../src/telemetry/setup.js';
+import { CoapDtlsClient } from '../../src/tools/coap-client.js';
+import { eventually, sleep } from '../helpers/e2e.js';
+import { DEMO, MEASUREPOINT_PAYLOAD, startGateway, type TestGateway } from '../helpers/gateway.js';
+import { describeSpans, fromReadableSpan, type OtlpSpan } from '../helpers/otlp.js';
+
+const TRACE_ID = '0af7651916cd43dd8448eb211c80319c';
+
+describe('telemetry setup without registering anything', () => {
+  it('the traces endpoint comes from the setting, else OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces', () => {
+    const env = {
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/',
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'http://jaeger:4318/v1/traces',
+    };
+    assert.equal(tracesEndpoint('http://x:4318/v1/traces', env), 'http://x:4318/v1/traces');
+    assert.equal(tracesEndpoint(undefined, env), 'http://jaeger:4318/v1/traces');
+    assert.equal(
+      tracesEndpoint(undefined, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/' }),
+      'http://collector:4318/v1/traces',
+    );
+    assert.equal(tracesEndpoint(undefined, { OTEL_EXPORTER_OTLP_ENDPOINT: '' }), undefined);
+    assert.equal(tracesEndpoint(undefined, {}), undefined);
+  });
+
+  it('without an endpoint (and no test exporter) tracing stays off', () => {
+    const handle = setupTracing({
+      endpoint: undefined,
+      sampleRatio: 1,
+      forcedDevices: [],
+      serviceName: 'coap-edge',
+      serviceVersion: '0',
+      env: {},
+    });
+    assert.equal(handle, undefined);
+  });
+
+  it('DeviceSampler: a forced device key is sampled at ratio 0; others follow the ratio', () => {
+    const s = new DeviceSampler(0, new Set(['forcedDK']));
+    const decide = (attrs: Record<string, string>): SamplingDecision =>
+      s.shouldSample(ROOT_CONTEXT, TRACE_ID, 'coap-edge.datagram', SpanKind.SERVER, attrs, [])
+        .decision;
+    assert.equal(
+      decide({ 'coap_edge.device_key': 'forcedDK' }),
+      SamplingDecision.RECORD_AND_SAMPLED,
+    );
+    assert.equal(decide({ 'coap_edge.device_key': 'otherDK' }), SamplingDecision.NOT_RECORD);
+    assert.equal(decide({}), SamplingDecision.NOT_RECORD);
+    const all = new DeviceSampler(1, new Set());
+    assert.equal(
+      all.shouldSample(ROOT_CONTEXT, TRACE_ID, 'x', SpanKind.SERVER, {}, []).decision,
+      SamplingDecision.RECORD_AND_SAMPLED,
+    );
+  });
+});
+
+describe('telemetry: per-device forced sampling (ratio 0, traceDevices: [device001])', () => {
+  const exporter = new InMemorySpanExporter();
+  let tracing: TracingHandle | undefined;
+  let gw: TestGateway;
+  const clients: CoapDtlsClient[] = [];
+
+  before(async () => {
+    tracing = setupTracing({
+      endpoint: undefined,
+      exporter,
+      sampleRatio: 0,
+      forcedDevices: ['device001'],
+      serviceName: 'coap-edge-test',
+      serviceVersion: '0',
+      env: {},
+    });
+    assert.ok(tracing !== undefined);
+    // no broker: measurepoints are answered 5.03 at once, which is all this needs
+    gw = await startGateway();
+  });
+
+  after(async () => {
+    for (const c of clients) await c.close().catch(() => undefined);
+    await gw?.close();
+    await tracing?.shutdown();
+  });
+
+  const spans = (): OtlpSpan[] => exporter.getFinishedSpans().map(fromReadableSpan);
+
+  async function deviceRequest(d: { identity: string; secret: string }, dk: string): Promise<void> {
+    const client = await CoapDtlsClient.connect({
+      host: '127.0.0.1',
+      port: gw.port,
+      identity: d.identity,
+      psk: derivePsk(d.secret),
+      cipherSuites: [CipherSuite.TLS_PSK_WITH_AES_128_CCM_8],
+      handshakeTimeoutMs: 10_000,
+      retransmitTimeoutMs: 500,
+    });
+    clients.push(client);
+    const res = await client.request({
+      method: 'POST',
+      path: `/topic/sys/demoPK01/${dk}/thing/measurepoint/post`,
+      payload: Buffer.from(MEASUREPOINT_PAYLOAD),
+      contentFormat: 50,
+      timeoutMs: 10_000,
+    });
+    assert.equal(res.code, Code.SERVICE_UNAVAILABLE);
+  }
+
+  it("device001's datagrams are traced, device002's and anonymous ones are not", async () => {
+    // garbage from an unknown peer, then device002, then device001: once device001's spans
+    // are exported, anything of the others would have been (the batch goes in end order)
+    const udp = createSocket('udp4');
+    try {
+      await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
+      await new Promise<void>((resolve) =>
+        udp.send(Buffer.from('garbage'), gw.port, '127.0.0.1', () => resolve()),
+      );
+      await sleep(20);
+    } finally {
+      udp.close();
+    }
+    await deviceRequest(DEMO.device002, 'device002');
+    await deviceRequest(DEMO.device001, 'device001');
+    await eventually(
+      () => spans().some((s) => s.name === 'coap.exchange'),
+      'the spans of device001',
+      10_000,
+    );
+    const all = spans();
+    const msg = describeSpans(all);
+    const roots = all.filter((s) => s.parentSpanId === undefined);
+    assert.ok(roots.length >= 1, msg);
+    for (const r of roots) {
+      assert.equal(r.name, 'coap-edge.datagram', msg);
+      // only datagrams of the forced device's association: its key is known at the root
+      assert.equal(r.attributes['coap_edge.device_key'], 'device001', msg);
+      assert.equal(r.attributes['coap_edge.product_key'], 'demoPK01', msg);
+    }
+    assert.ok(
+      !all.some((s) => s.attributes['coap_edge.device_key'] === 'device002'),
+      `device002 must not be traced: ${msg}`,
+    );
+    const exchange = all.find((s) => s.name === 'coap.exchange');
+    assert.ok(exchange !== undefined, msg);
+    assert.equal(exchange.attributes['coap.response_code'], '5.03');
+    assert.equal(exchange.status.code, 2, '5.xx answers are errors');
+    const root = roots.find((r) => r.spanId === exchange.parentSpanId);
+    assert.ok(root !== undefined, msg);
+    assert.ok(
+      all.some((s) => s.name === 'dtls.decrypt' && s.parentSpanId === root.spanId),
+      msg,
+    );
+    // the handshake happens before the device key is known: at ratio 0 it is not traced,
+    // even for a forced device (forced sampling starts with its first datagram after it)
+    assert.ok(!all.some((s) => s.name === 'dtls.handshake'), msg);
+  });
+});
