@@ -5,7 +5,7 @@
  */
 import { Command, Option } from 'commander';
 import { stringify as toYaml } from 'yaml';
-import { DevicesFileError } from './auth/devices-file.js';
+import { DevicesFile, DevicesFileError } from './auth/devices-file.js';
 import { ConfigError, flagName, loadConfig, redactedConfig, type Config } from './config/load.js';
 import { renderReference } from './config/reference.js';
 import { settings, type SettingName } from './config/settings.js';
@@ -16,6 +16,7 @@ import { setupTracing } from './telemetry/setup.js';
 import type { CoapResponse } from './tools/coap-client.js';
 import * as device from './tools/device.js';
 import { generateDevices, runLoad } from './tools/load.js';
+import { startRegistryStandIn, type RegistryStandIn } from './tools/registry-standin.js';
 import { readFileSync } from 'node:fs';
 
 const EXIT_CONFIG = 2;
@@ -349,6 +350,67 @@ program
   .option('--product-key <pk>', 'product key for --generate', 'benchPK')
   .option('--seed <text>', 'secret seed for --generate', 'bench-secret')
   .action(benchCommand);
+
+interface RegistryFlags {
+  devices: string;
+  port: string;
+  bind: string;
+  token?: string;
+}
+
+async function registryCommand(flags: RegistryFlags): Promise<void> {
+  const port = Number(flags.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) fail('--port must be 0-65535');
+  if (flags.token === '') fail('--token must not be empty');
+  let devices: DevicesFile;
+  try {
+    devices = DevicesFile.load(flags.devices);
+  } catch (err) {
+    if (err instanceof DevicesFileError) fail(err.message);
+    throw err;
+  }
+  let standIn: RegistryStandIn;
+  try {
+    standIn = await startRegistryStandIn({
+      devices,
+      port,
+      bind: flags.bind,
+      token: flags.token,
+      log: (line) => process.stdout.write(`registry: ${line}\n`),
+    });
+  } catch (err) {
+    fail(
+      `cannot listen on ${flags.bind}:${port}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+    );
+  }
+  const s = standIn;
+  process.stdout.write(
+    `registry stand-in listening on http://${flags.bind}:${s.port} ` +
+      `(${devices.productCount} products, ${devices.deviceCount} devices; ` +
+      `${flags.token !== undefined ? 'bearer token required' : 'no token'})\n`,
+  );
+  const stop = (): void => {
+    void s.close().then(() => process.exit(0));
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}
+
+program
+  .command('registry')
+  .description(
+    'device registry stand-in: serves docs/registry-api.md from a devices file (demos, not production)',
+  )
+  .requiredOption('--devices <file.json>', 'devices file with the products and devices to serve')
+  .option('--port <port>', 'TCP port', '8080')
+  .option('--bind <address>', 'address to listen on', '0.0.0.0')
+  .addOption(
+    new Option(
+      '--token <token>',
+      'require Authorization: Bearer <token> on every registry request (default: none)',
+    ).env('COAP_EDGE_REGISTRY_TOKEN'),
+  )
+  .action(registryCommand);
 
 program
   .command('config-reference')
