@@ -1,33 +1,47 @@
 /**
- * Uplink benchmark (issue #3): N simulated devices (default 100) over DTLS 1.2 PSK with
- * TLS_PSK_WITH_AES_128_CCM_8 post EnOS measurepoints through coap-edge to Mosquitto with
- * QoS 1 (PUBACK awaited before the CoAP answer), side by side in one run with libcoap's
- * `coap-server-openssl` answering the same requests.
+ * Uplink benchmark (issues #3, #4, #5): N simulated devices (default 100) over DTLS 1.2 PSK
+ * with TLS_PSK_WITH_AES_128_CCM_8 post EnOS measurepoints through coap-edge, side by side in
+ * one run: with libcoap's `coap-server-openssl` answering the same requests (issue #3), with
+ * coap-edge's other backends (issue #4) and with tracing on (issue #5).
  *
- * Three phases per round, rotating their order from round to round:
- * - `coapEdgeReply` — publish + reply (the EnOS flow): POST `/topic/sys/{pk}/{dk}/thing/
- *   measurepoint/post`; coap-edge publishes, a platform stand-in (own process) answers on
- *   `..._reply`, and the device gets 2.04 with the reply as payload.
- * - `coapEdgePublish` — publish only: POST `/topic/sys/{pk}/{dk}/rrpc/response/1` (a device's
- *   answer to RRPC request 1, router class `command-reply`; `--publish-topic` picks another),
- *   which coap-edge publishes and answers 2.04 on the PUBACK, without waiting for any reply.
- *   (`thing/service/x_reply` would do the same, but coap-edge's command intake subscribes to
- *   `/sys/+/+/thing/service/#` by default, so each such publish also comes back to it.)
+ * Variants (`--variants`, default `base`), each a phase per round, their order rotating from
+ * round to round; every coap-edge configuration is a coap-edge process of its own, with its
+ * own product key (so no process sees another's reply topics):
+ * - `coapEdgeReply` — bridge mode, publish + reply (the EnOS flow): POST `/topic/sys/{pk}/{dk}/
+ *   thing/measurepoint/post`; coap-edge publishes QoS 1 to Mosquitto, a platform stand-in
+ *   (own process) answers on `..._reply`, and the device gets 2.04 with the reply as payload.
+ * - `coapEdgePublish` — bridge mode, publish only: POST `/topic/sys/{pk}/{dk}/rrpc/response/1`
+ *   (router class `command-reply`; `--publish-topic` picks another), answered 2.04 on the
+ *   PUBACK without waiting for any reply. (`thing/service/x_reply` would do the same, but
+ *   coap-edge's command intake subscribes to `/sys/+/+/thing/service/#` by default, so each
+ *   such publish also comes back to it.)
  * - `libcoap` — `coap-server-openssl -d <N+16> -k <key>`: the same POST to the measurepoint
  *   path, same body; `-d` lets a POST to an unknown path create a dynamic resource (2.01 once
  *   per path, done before the rounds), after which every POST updates it in memory and is
  *   answered 2.04 — DTLS + CoAP with no backend.
+ * - `coapEdgeHttp` — a YAML `routes` entry sends `/sys/{pk}/{dk}/thing/measurepoint/post` to
+ *   an HTTP sink (own process) that answers 200 with the platform reply's JSON; the device gets
+ *   2.04 with it. Publish + reply flavour, like `coapEdgeReply`.
+ * - `coapEdgePerDevice` — `mqttMode: per-device`, `mqttDeviceAuth: template`: one MQTT
+ *   connection per device, logged in as `{dk}&{pk}` / device secret against a password file;
+ *   publish + reply, the stand-in answering on the device's own reply topic.
+ * - `coapEdgeTrace1pct` / `coapEdgeTrace100pct` — `coapEdgeReply` with `--otlp-endpoint` to an
+ *   OTLP sink (own process, counts requests, bytes and spans) and `--trace-sample-ratio 0.01`
+ *   / `1`. `coapEdgeReply` is the "tracing off" reference.
+ * Groups: `base` = reply, publish, libcoap (issue #3); `backends` = reply, http, per-device;
+ * `tracing` = reply, trace-1pct, trace-100pct; `all`.
  *
  * Reports per phase and round (medians over rounds in `summary`): messages/s, p50/p90/p99
  * latency, CPU µs per message of coap-edge (or libcoap), Mosquitto, the platform stand-in,
- * the counting subscriber and the load generator, failures by kind, and the delivery check:
- * a QoS 1 subscriber on `/sys/#` (own process) must have received every message that was
- * answered 2.04 (delivered ≥ acknowledged; duplicates allowed). One JSON object on stdout,
- * progress on stderr, a copy in bench/results/uplink-<timestamp>.json.
+ * the HTTP and OTLP sinks, the counting subscriber and the load generator, failures by kind,
+ * and the delivery check: a QoS 1 subscriber on `/sys/#` (own process) must have received
+ * every MQTT message that was answered 2.04 (delivered ≥ acknowledged; duplicates allowed).
+ * Ratios to libcoap and to `coapEdgeReply` (bridge, tracing off) of the same round.
+ * One JSON object on stdout, progress on stderr, a copy in bench/results/uplink-<timestamp>.json.
  *
- * Run: `npm run build && node dist/bench/uplink.js [--devices 100] [--rate 0] [--rounds 3]
- *   [--duration 5] [--warmup 2] [--timeout 10000] [--suite ccm8|cbc] [--publish-topic t]
- *   [--profile]`
+ * Run: `npm run build && node dist/bench/uplink.js [--variants base|backends|tracing|all|…]
+ *   [--devices 100] [--rate 0] [--rounds 3] [--duration 5] [--warmup 2] [--timeout 10000]
+ *   [--suite ccm8|cbc] [--publish-topic t] [--profile]`
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -41,9 +55,11 @@ import { UsageError, choiceFlag, numberFlag, parseFlags, stringFlag } from './li
 import { SUITES, connect, type Target } from './lib/client.js';
 import { perMessage } from './lib/cpu-window.js';
 import { commandLine, environment, log, writeResult } from './lib/harness.js';
+import { checkPasswordAuth, startMosquittoWithPasswords } from './lib/mosquitto-auth.js';
 import { newestProfile, summariseProfile, type ProfileSummary } from './lib/profile.js';
 import {
   REPO_ROOT,
+  freeTcpPort,
   installCleanup,
   startCoapEdge,
   startLibcoap,
@@ -62,24 +78,163 @@ import {
 import { IpcChild, startMosquitto, type Broker } from './lib/uplink-procs.js';
 
 const USAGE = `usage: node dist/bench/uplink.js [options]
+  --variants <list>   comma-separated variants or groups (default base):
+                        reply (bridge, publish + reply), publish (bridge, publish only), libcoap,
+                        http (HTTP route), per-device (per-device MQTT, template login),
+                        trace-1pct, trace-100pct (reply with tracing, ratio 0.01 / 1);
+                        base = reply,publish,libcoap   backends = reply,http,per-device
+                        tracing = reply,trace-1pct,trace-100pct   all = every variant
   --devices <n>       simulated devices, one DTLS association each (default 100)
   --rate <r>          requests per second per device; 0 = closed loop, one outstanding (default 0)
-  --rounds <n>        rounds; each runs the three phases in rotating order (default 3)
+  --rounds <n>        rounds; each runs every variant once, in rotating order (default 3)
   --duration <s>      measured seconds per phase (default 5)
   --warmup <s>        unmeasured seconds of load before each measured window (default 2)
   --timeout <ms>      overall time a request may take, CoAP retransmissions included (default 10000)
   --suite <s>         ccm8 (TLS_PSK_WITH_AES_128_CCM_8, default) or cbc (..._CBC_SHA256)
   --publish-topic <t> path after /topic/sys/{pk}/{dk}/ of the publish-only variant; must be a
                       topic coap-edge publishes without awaiting a reply (default rrpc/response/1)
-  --profile           run coap-edge under node --cpu-prof and print its top functions`;
+  --profile           run the bridge coap-edge under node --cpu-prof and print its top functions`;
 
-type PhaseName = 'coapEdgeReply' | 'coapEdgePublish' | 'libcoap';
-const PHASES: readonly PhaseName[] = ['coapEdgeReply', 'coapEdgePublish', 'libcoap'];
-const TAG: Record<PhaseName, string> = { coapEdgeReply: 'a', coapEdgePublish: 'b', libcoap: 'l' };
-const PRODUCT_KEY = 'benchPK';
+type PhaseName =
+  | 'coapEdgeReply'
+  | 'coapEdgePublish'
+  | 'libcoap'
+  | 'coapEdgeHttp'
+  | 'coapEdgePerDevice'
+  | 'coapEdgeTrace1pct'
+  | 'coapEdgeTrace100pct';
+
+/** One coap-edge process (configuration) per kind. */
+type EdgeKind = 'bridge' | 'http' | 'perDevice' | 'trace1pct' | 'trace100pct';
+
+interface Variant {
+  /** The `--variants` name. */
+  readonly alias: string;
+  /** Letter in the JSON ids (`r<round><tag>-<seq>`). */
+  readonly tag: string;
+  /** The coap-edge process serving it; undefined for libcoap. */
+  readonly edge: EdgeKind | undefined;
+  /** The POST goes to the measurepoint path (reply expected) or to the publish-only path. */
+  readonly flow: 'reply' | 'publish';
+  /** Processes besides the server that make up its pipeline (CPU per message summed). */
+  readonly pipeline: readonly string[];
+  /** Published to MQTT: the /sys/# subscriber must have it. */
+  readonly mqtt: boolean;
+}
+
+const VARIANTS: Record<PhaseName, Variant> = {
+  coapEdgeReply: {
+    alias: 'reply',
+    tag: 'a',
+    edge: 'bridge',
+    flow: 'reply',
+    pipeline: ['mosquitto', 'platform'],
+    mqtt: true,
+  },
+  coapEdgePublish: {
+    alias: 'publish',
+    tag: 'b',
+    edge: 'bridge',
+    flow: 'publish',
+    pipeline: ['mosquitto', 'platform'],
+    mqtt: true,
+  },
+  libcoap: {
+    alias: 'libcoap',
+    tag: 'l',
+    edge: undefined,
+    flow: 'reply',
+    pipeline: [],
+    mqtt: false,
+  },
+  coapEdgeHttp: {
+    alias: 'http',
+    tag: 'h',
+    edge: 'http',
+    flow: 'reply',
+    pipeline: ['httpSink'],
+    mqtt: false,
+  },
+  coapEdgePerDevice: {
+    alias: 'per-device',
+    tag: 'd',
+    edge: 'perDevice',
+    flow: 'reply',
+    pipeline: ['mosquitto', 'platform'],
+    mqtt: true,
+  },
+  coapEdgeTrace1pct: {
+    alias: 'trace-1pct',
+    tag: 't',
+    edge: 'trace1pct',
+    flow: 'reply',
+    pipeline: ['mosquitto', 'platform'],
+    mqtt: true,
+  },
+  coapEdgeTrace100pct: {
+    alias: 'trace-100pct',
+    tag: 'u',
+    edge: 'trace100pct',
+    flow: 'reply',
+    pipeline: ['mosquitto', 'platform'],
+    mqtt: true,
+  },
+};
+const ALL_PHASES = Object.keys(VARIANTS) as PhaseName[];
+const GROUPS: Record<string, readonly PhaseName[]> = {
+  base: ['coapEdgeReply', 'coapEdgePublish', 'libcoap'],
+  backends: ['coapEdgeReply', 'coapEdgeHttp', 'coapEdgePerDevice'],
+  tracing: ['coapEdgeReply', 'coapEdgeTrace1pct', 'coapEdgeTrace100pct'],
+  all: ALL_PHASES,
+};
+/** Variants compared with `coapEdgeReply` (bridge mode, tracing off, same flow). */
+const BRIDGE_COMPARED: readonly PhaseName[] = [
+  'coapEdgeHttp',
+  'coapEdgePerDevice',
+  'coapEdgeTrace1pct',
+  'coapEdgeTrace100pct',
+];
+
+/** Product key of each coap-edge process's devices: reply topics never cross processes. */
+const PRODUCT_KEYS: Record<EdgeKind, string> = {
+  bridge: 'benchPK',
+  http: 'benchPKh',
+  perDevice: 'benchPKd',
+  trace1pct: 'benchPKt',
+  trace100pct: 'benchPKu',
+};
+const TRACE_RATIO: Partial<Record<EdgeKind, string>> = { trace1pct: '0.01', trace100pct: '1' };
+const PRODUCT_KEY = PRODUCT_KEYS.bridge;
 const SEED = 'bench-secret';
 const PAUSE_MS = 500;
 const CORES = cpus().length;
+const MEASUREPOINT_TAIL = 'thing/measurepoint/post';
+/** Per-device login templates given to coap-edge (they are also its defaults). */
+const DEVICE_LOGIN = { clientId: '{pk}.{dk}', username: '{dk}&{pk}', password: '{secret}' };
+
+function parseVariants(raw: string): PhaseName[] {
+  const byAlias = new Map(ALL_PHASES.map((p) => [VARIANTS[p].alias, p]));
+  const out: PhaseName[] = [];
+  for (const item of raw.split(',').map((s) => s.trim())) {
+    if (item === '') continue;
+    const names =
+      GROUPS[item] ??
+      (byAlias.has(item)
+        ? [byAlias.get(item)!]
+        : ALL_PHASES.includes(item as PhaseName)
+          ? [item as PhaseName]
+          : undefined);
+    if (names === undefined) {
+      throw new UsageError(
+        `--variants: unknown variant ${item} (one of ${[...byAlias.keys(), ...Object.keys(GROUPS)].join(', ')})`,
+      );
+    }
+    for (const n of names) if (!out.includes(n)) out.push(n);
+  }
+  if (out.length === 0) throw new UsageError('--variants: none given');
+  // keep the table's order (the rotation starts from it)
+  return ALL_PHASES.filter((p) => out.includes(p));
+}
 
 interface Delivery {
   /** Distinct ids answered 2.04 over the phase. */
@@ -96,14 +251,45 @@ interface Delivery {
   readonly ok: boolean;
 }
 
-interface PhaseReport {
+interface HttpSinkCounts {
+  readonly requests: number;
+  readonly bytesIn: number;
+  readonly answered200: number;
+  readonly noId: number;
+  /** Requests that carried a W3C traceparent header. */
+  readonly withTraceparent: number;
+  /** Sockets open at the sink after the phase, and opened during it. */
+  readonly connections: number;
+  readonly connectionsOpened: number;
+}
+
+interface SpanSinkCounts {
+  /** Over the whole phase (warm-up, window, drain, exporter flush). */
+  readonly requests: number;
+  readonly wireBytes: number;
+  readonly spans: number;
+  /** Per request answered (any code) over the whole phase. */
+  readonly spansPerMessage: number | null;
+  readonly wireBytesPerMessage: number | null;
+}
+
+interface PhaseExtra {
+  readonly delivery?: Delivery;
+  readonly platform?: { received: number; replied: number; publishErrors: number };
+  readonly httpSink?: HttpSinkCounts;
+  readonly spanSink?: SpanSinkCounts;
+}
+
+interface PhaseReport extends PhaseExtra {
   readonly messagesPerSec: number | null;
   readonly latency: ReturnType<UplinkPhase['latency']['quantiles']> & { meanMs: number | null };
-  /** CPU µs per message by process; `pipeline` = server + mosquitto + platform. */
+  /** CPU µs per message by process; `pipeline` = server + the variant's backend processes. */
   readonly cpuUsPerMessage: Record<string, number | null>;
   readonly processes: ReturnType<typeof perMessage>;
   readonly window: Record<string, number | null>;
   readonly messages: number;
+  /** Requests answered (any code) over the whole phase. */
+  readonly answered: number;
   readonly windowCodes: Record<string, number>;
   readonly failures: Record<string, number>;
   readonly timeouts: number;
@@ -115,12 +301,15 @@ interface PhaseReport {
   readonly associationsLost: number;
   readonly lateStarts: number;
   readonly serverRssKiB: number | null;
-  readonly delivery?: Delivery;
-  readonly platform?: { received: number; replied: number; publishErrors: number };
 }
 
-function toDevices(count: number, tail: string, libcoapKey?: Buffer): UplinkDevice[] {
-  return generateDevices(count, PRODUCT_KEY, SEED).devices.map((d) => ({
+function toDevices(
+  count: number,
+  tail: string,
+  productKey: string,
+  libcoapKey?: Buffer,
+): UplinkDevice[] {
+  return generateDevices(count, productKey, SEED).devices.map((d) => ({
     identity: `${d.productKey},${d.deviceKey},2,86400`,
     psk: libcoapKey ?? derivePsk(d.deviceSecret),
     path: `/topic/sys/${d.productKey}/${d.deviceKey}/${tail}`,
@@ -170,6 +359,27 @@ async function collectDelivery(
   };
 }
 
+/**
+ * The OTLP sink's counters once they stop moving: the exporter sends a batch every second
+ * (BatchSpanProcessor, scheduledDelayMillis 1000), so they must stay unchanged for longer.
+ */
+async function settledSpanStats(sink: IpcChild): Promise<Record<string, unknown>> {
+  let last = '';
+  let since = performance.now();
+  const deadline = performance.now() + 10_000;
+  for (;;) {
+    const s = await sink.request({ type: 'stats' });
+    const key = `${num(s, 'requests')}/${num(s, 'wireBytes')}`;
+    if (key !== last) {
+      last = key;
+      since = performance.now();
+    } else if (performance.now() - since >= 1500 || performance.now() > deadline) {
+      return s;
+    }
+    await sleep(250);
+  }
+}
+
 /** One POST per device path on one association, so libcoap creates each dynamic resource. */
 async function primeLibcoap(
   target: Target,
@@ -202,13 +412,14 @@ async function primeLibcoap(
 function report(
   p: UplinkPhase,
   server: ServerProcess,
-  extra: Pick<PhaseReport, 'delivery' | 'platform'>,
+  variant: Variant,
+  extra: PhaseExtra,
 ): PhaseReport {
   const w = p.window;
   const procs = perMessage(w, p.messages);
   const us = (name: string): number | null => procs[name]?.usPerMessage ?? null;
   const serverUs = us(server.name);
-  const pipelineParts = [serverUs, us('mosquitto'), us('platform')].filter(
+  const pipelineParts = [serverUs, ...variant.pipeline.map(us)].filter(
     (x): x is number => x !== null,
   );
   const cpuUsPerMessage: Record<string, number | null> = {
@@ -218,6 +429,8 @@ function report(
       ? {
           mosquitto: us('mosquitto'),
           platform: us('platform'),
+          ...(procs.httpSink !== undefined ? { httpSink: us('httpSink') } : {}),
+          ...(procs.spanSink !== undefined ? { spanSink: us('spanSink') } : {}),
           pipeline: round(
             pipelineParts.reduce((a, b) => a + b, 0),
             2,
@@ -239,7 +452,7 @@ function report(
       machineBusy: round(w.machineBusy, 3),
       machineSteal: round(w.machineSteal, 3),
       // cores busy with anything but the measured processes and the load generator: other
-      // tenants, idle servers of the other phase, interrupts not charged to a process
+      // tenants, idle servers of the other phases, interrupts not charged to a process
       otherCores: round(
         Math.max(
           0,
@@ -251,6 +464,7 @@ function report(
       ),
     },
     messages: p.messages,
+    answered: p.answered,
     windowCodes: p.windowCodes,
     failures: p.failures,
     timeouts: p.timeouts,
@@ -273,14 +487,22 @@ function describe(r: PhaseReport): string {
     `${r.messagesPerSec ?? '-'} msg/s, p50 ${r.latency.p50Ms} p90 ${r.latency.p90Ms} ` +
     `p99 ${r.latency.p99Ms} ms, server ${c.server ?? '-'} µs/msg` +
     (c.mosquitto !== undefined
-      ? `, mosquitto ${c.mosquitto ?? '-'}, platform ${c.platform ?? '-'}, ` +
-        `pipeline ${c.pipeline ?? '-'}`
+      ? `, mosquitto ${c.mosquitto ?? '-'}, platform ${c.platform ?? '-'}` +
+        (c.httpSink !== undefined ? `, httpSink ${c.httpSink ?? '-'}` : '') +
+        (c.spanSink !== undefined ? `, spanSink ${c.spanSink ?? '-'}` : '') +
+        `, pipeline ${c.pipeline ?? '-'}`
       : '') +
     `, loadgen ${c.loadGen ?? '-'} µs/msg (util ${r.window.loadGenCpuUtilisation}), ` +
     `machine busy ${r.window.machineBusy} (others ${r.window.otherCores} cores), failures ${failures} ${JSON.stringify(r.failures)}` +
+    (r.replyMismatches > 0 ? `, reply mismatches ${r.replyMismatches}` : '') +
     (r.delivery !== undefined
       ? `, delivery acked ${r.delivery.acknowledged} delivered ${r.delivery.delivered} ` +
         `missing ${r.delivery.missing} dup ${r.delivery.duplicates}`
+      : '') +
+    (r.httpSink !== undefined ? `, http requests ${r.httpSink.requests}` : '') +
+    (r.spanSink !== undefined
+      ? `, spans ${r.spanSink.spans} (${r.spanSink.spansPerMessage ?? '-'}/msg) in ` +
+        `${r.spanSink.requests} requests, ${r.spanSink.wireBytes} bytes`
       : '')
   );
 }
@@ -315,6 +537,16 @@ const METRICS: Record<string, Metric> = {
     digits: 2,
     compare: false,
   },
+  httpSinkCpuUsPerMessage: {
+    get: (r) => r.cpuUsPerMessage.httpSink ?? null,
+    digits: 2,
+    compare: false,
+  },
+  spanSinkCpuUsPerMessage: {
+    get: (r) => r.cpuUsPerMessage.spanSink ?? null,
+    digits: 2,
+    compare: false,
+  },
   pipelineCpuUsPerMessage: {
     get: (r) => r.cpuUsPerMessage.pipeline ?? null,
     digits: 2,
@@ -342,12 +574,20 @@ const METRICS: Record<string, Metric> = {
   },
   machineBusy: { get: (r) => r.window.machineBusy ?? null, digits: 3, compare: false },
   otherCores: { get: (r) => r.window.otherCores ?? null, digits: 3, compare: false },
+  spansPerMessage: { get: (r) => r.spanSink?.spansPerMessage ?? null, digits: 3, compare: false },
+  spanWireBytesPerMessage: {
+    get: (r) => r.spanSink?.wireBytesPerMessage ?? null,
+    digits: 1,
+    compare: false,
+  },
   failures: { get: (r) => sum(r.failures), digits: 0, compare: false },
   timeouts: { get: (r) => r.timeouts, digits: 0, compare: false },
   retransmissions: { get: (r) => r.retransmissions, digits: 0, compare: false },
   separateResponses: { get: (r) => r.separateResponses, digits: 0, compare: false },
+  replyMismatches: { get: (r) => r.replyMismatches, digits: 0, compare: false },
   serverRssKiB: { get: (r) => r.serverRssKiB, digits: 0, compare: false },
 };
+const COMPARED = Object.entries(METRICS).filter(([, m]) => m.compare);
 
 function mqttJsVersion(): string {
   try {
@@ -360,15 +600,108 @@ function mqttJsVersion(): string {
   }
 }
 
+/** Ratios of each variant's metrics to a reference phase of the same round. */
+function ratiosTo(
+  row: Record<string, unknown>,
+  reference: PhaseName,
+  variants: readonly PhaseName[],
+): Record<string, Record<string, number | null>> {
+  const ref = row[reference] as PhaseReport;
+  return Object.fromEntries(
+    variants.map((v) => [
+      v,
+      Object.fromEntries(
+        COMPARED.map(([k, m]) => [k, round(ratio(m.get(row[v] as PhaseReport), m.get(ref)), 3)]),
+      ),
+    ]),
+  );
+}
+
+/** Median over rounds of the per-round ratios in `row[key]`. */
+function medianRatios(
+  rows: readonly Record<string, unknown>[],
+  key: string,
+  variants: readonly PhaseName[],
+): Record<string, Record<string, number | null>> {
+  return Object.fromEntries(
+    variants.map((v) => [
+      v,
+      Object.fromEntries(
+        COMPARED.map(([k]) => [
+          k,
+          round(
+            median(
+              rows.map(
+                (row) =>
+                  (row[key] as Record<string, Record<string, number | null>> | undefined)?.[v]?.[
+                    k
+                  ] ?? null,
+              ),
+            ),
+            3,
+          ),
+        ]),
+      ),
+    ]),
+  );
+}
+
+const PHASE_TEXT = (publishTail: string, publishClass: string): Record<PhaseName, string> => ({
+  coapEdgeReply:
+    'bridge mode, publish + reply, tracing off: CON POST /topic/sys/{pk}/{dk}/thing/' +
+    'measurepoint/post → coap-edge publishes QoS 1 on /sys/{pk}/{dk}/thing/measurepoint/post ' +
+    '(PUBACK awaited) over its bridge pool, the platform stand-in replies on ..._reply, ' +
+    'coap-edge answers 2.04 with the reply',
+  coapEdgePublish:
+    `bridge mode, publish only: CON POST /topic/sys/{pk}/{dk}/${publishTail} (router class ` +
+    `${publishClass}) → coap-edge publishes QoS 1 on /sys/{pk}/{dk}/${publishTail} and ` +
+    'answers 2.04 on the PUBACK, no reply awaited',
+  libcoap:
+    'libcoap DTLS+CoAP without backend: coap-server-openssl -d <devices+16> answers the ' +
+    'same CON POST /topic/sys/{pk}/{dk}/thing/measurepoint/post with 2.04 by updating a ' +
+    'dynamic in-memory resource (created with 2.01 by one POST per path before the ' +
+    'rounds); -k gives one PSK for every identity, so its devices use that key',
+  coapEdgeHttp:
+    'HTTP route, publish + reply flavour: the same POST; a YAML routes entry (match ' +
+    '/sys/{pk}/{dk}/thing/measurepoint/post, backend http) makes coap-edge POST the body to ' +
+    'the HTTP sink (undici pool, keep-alive), which answers 200 {"id":<same>,"code":200,' +
+    '"data":null}; coap-edge answers 2.04 with that body. coap-edge is also connected to ' +
+    'Mosquitto (bridge pool, command intake) as in coapEdgeReply, but nothing is published',
+  coapEdgePerDevice:
+    'per-device MQTT (mqttMode per-device, mqttDeviceAuth template: clientId {pk}.{dk}, ' +
+    'username {dk}&{pk}, password = device secret, checked by Mosquitto against a password ' +
+    'file), publish + reply: the same POST; coap-edge publishes QoS 1 on the device’s own ' +
+    'connection, which also holds the reply subscription and the device’s command-topic ' +
+    'subscriptions; the platform stand-in replies on the device’s ..._reply topic. The ' +
+    'connections open on each device’s first request (in the warm-up) and close when the ' +
+    'device sends close_notify at the end of the phase',
+  coapEdgeTrace1pct:
+    'coapEdgeReply with tracing on: --otlp-endpoint http://127.0.0.1:<sink>/v1/traces ' +
+    '--trace-sample-ratio 0.01 (OTLP/HTTP JSON, BatchSpanProcessor: queue 8192, batch 512, ' +
+    'every 1 s); the OTLP sink accepts and discards',
+  coapEdgeTrace100pct: 'coapEdgeTrace1pct with --trace-sample-ratio 1 (every datagram traced)',
+});
+
 async function main(): Promise<void> {
   const flags = parseFlags(
-    ['devices', 'rate', 'rounds', 'duration', 'warmup', 'timeout', 'suite', 'publish-topic'],
+    [
+      'variants',
+      'devices',
+      'rate',
+      'rounds',
+      'duration',
+      'warmup',
+      'timeout',
+      'suite',
+      'publish-topic',
+    ],
     ['profile'],
   );
   if (flags.help === true) {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
+  const phases = parseVariants(stringFlag(flags, 'variants', 'base'));
   const deviceCount = numberFlag(flags, 'devices', 100, 1, 10_000);
   const rate = numberFlag(flags, 'rate', 0, 0, 10_000, false);
   const rounds = numberFlag(flags, 'rounds', 3, 1, 100);
@@ -392,59 +725,176 @@ async function main(): Promise<void> {
     );
   }
   const profiling = flags.profile === true;
+  const edgeKinds = [
+    ...new Set(phases.map((p) => VARIANTS[p].edge).filter((e): e is EdgeKind => e !== undefined)),
+  ];
+  const tracingOn = edgeKinds.some((k) => TRACE_RATIO[k] !== undefined);
 
   installCleanup();
   const startedAt = new Date();
   const env = environment();
-  log(`uplink: ${commandLine()}`);
+  log(`uplink: ${commandLine()} (variants ${phases.join(', ')})`);
+  // The OTEL_* variables would turn tracing on (or change its ratio) in every coap-edge child.
+  const clearedEnv = Object.keys(process.env).filter((k) => k.startsWith('OTEL_'));
+  for (const k of clearedEnv) delete process.env[k];
 
-  // devices: a generated file for coap-edge; libcoap gets one key for every identity
+  // devices: a generated file per coap-edge process; libcoap gets one key for every identity
   const tmp = mkdtempSync(join(tmpdir(), 'coap-edge-uplink-'));
   // also on Ctrl-C, which exits without running the finally below
   const removeTmp = (): void => rmSync(tmp, { recursive: true, force: true });
   process.once('exit', removeTmp);
-  const devicesFile = join(tmp, 'devices.json');
-  writeFileSync(
-    devicesFile,
-    `${JSON.stringify(generateDevices(deviceCount, PRODUCT_KEY, SEED), null, 1)}\n`,
-  );
-  const replyDevices = toDevices(deviceCount, 'thing/measurepoint/post');
-  const publishDevices = toDevices(deviceCount, publishTail);
-  const keyDevice = replyDevices.findIndex((d) => pskUsableOnCommandLine(d.psk));
+  const devicesFiles = new Map<EdgeKind, string>();
+  for (const kind of edgeKinds) {
+    const file = join(tmp, `devices-${kind}.json`);
+    writeFileSync(
+      file,
+      `${JSON.stringify(generateDevices(deviceCount, PRODUCT_KEYS[kind], SEED), null, 1)}\n`,
+    );
+    devicesFiles.set(kind, file);
+  }
+  const devicesOf = new Map<PhaseName, UplinkDevice[]>();
+  const bridgeReply = toDevices(deviceCount, MEASUREPOINT_TAIL, PRODUCT_KEY);
+  const keyDevice = bridgeReply.findIndex((d) => pskUsableOnCommandLine(d.psk));
   if (keyDevice < 0) throw new Error('no generated device has a PSK without a 0x00 byte');
-  const libcoapKey = replyDevices[keyDevice]!.psk;
-  const libcoapDevices = toDevices(deviceCount, 'thing/measurepoint/post', libcoapKey);
+  const libcoapKey = bridgeReply[keyDevice]!.psk;
+  for (const p of phases) {
+    const v = VARIANTS[p];
+    devicesOf.set(
+      p,
+      v.edge === undefined
+        ? toDevices(deviceCount, MEASUREPOINT_TAIL, PRODUCT_KEY, libcoapKey)
+        : toDevices(
+            deviceCount,
+            v.flow === 'reply' ? MEASUREPOINT_TAIL : publishTail,
+            PRODUCT_KEYS[v.edge],
+          ),
+    );
+  }
   const profDir = profiling ? mkdtempSync(join(tmpdir(), 'coap-edge-prof-')) : undefined;
 
   let broker: Broker | undefined;
   let profile: ProfileSummary | undefined;
   const setup: Record<string, unknown> = {};
   const preflight: Record<string, unknown> = {};
-  const results = new Map<PhaseName, PhaseReport[]>(PHASES.map((p) => [p, []]));
+  const results = new Map<PhaseName, PhaseReport[]>(phases.map((p) => [p, []]));
   const roundRows: Record<string, unknown>[] = [];
-  let compareLibcoap = true;
-  let edgeTail = '';
+  let runLibcoap = phases.includes('libcoap');
+  const edgeTails: Record<string, string> = {};
   try {
-    broker = await startMosquitto();
+    if (edgeKinds.includes('perDevice')) {
+      const users = generateDevices(deviceCount, PRODUCT_KEYS.perDevice, SEED).devices.map((d) => ({
+        username: `${d.deviceKey}&${d.productKey}`,
+        password: d.deviceSecret,
+      }));
+      const b = await startMosquittoWithPasswords(users);
+      broker = b;
+      setup.mosquittoPasswordFile = {
+        ...b.passwordFile,
+        usernames: `{dk}&{pk} of the ${PRODUCT_KEYS.perDevice} devices`,
+        passwords: 'device secrets, hashed with mosquitto_passwd -U',
+        anonymous:
+          'allowed (allow_anonymous true): the bridge pools, the stand-in and the counter ' +
+          'connect without a username; a client giving a username is checked',
+      };
+    } else {
+      broker = await startMosquitto();
+    }
+    const brokerUrl = broker.url;
     log(`mosquitto: pid ${broker.proc.pid}, ${broker.url} (${broker.version})`);
     const counter = await IpcChild.start('counter', 'uplink-counter', [broker.url, publishTail]);
     const platform = await IpcChild.start('platform', 'uplink-platform', [broker.url]);
-    const edge = await startCoapEdge(
-      {
-        devicesFile,
-        cpuProfDir: profDir,
-        extraArgs: ['--mqtt-url', broker.url],
-      },
-      replyDevices[0]!,
+    let httpSink: IpcChild | undefined;
+    let httpSinkPort = 0;
+    if (edgeKinds.includes('http')) {
+      httpSinkPort = await freeTcpPort();
+      httpSink = await IpcChild.start('httpSink', 'uplink-http-sink', [String(httpSinkPort)]);
+      log(`httpSink: pid ${httpSink.proc.pid}, http://127.0.0.1:${httpSinkPort}`);
+    }
+    let spanSink: IpcChild | undefined;
+    let spanSinkPort = 0;
+    if (tracingOn) {
+      spanSinkPort = await freeTcpPort();
+      spanSink = await IpcChild.start('spanSink', 'otlp-sink', [String(spanSinkPort)]);
+      log(`spanSink: pid ${spanSink.proc.pid}, http://127.0.0.1:${spanSinkPort}/v1/traces`);
+    }
+
+    const edges = new Map<EdgeKind, ServerProcess>();
+    for (const kind of edgeKinds) {
+      const extraArgs = ['--mqtt-url', brokerUrl];
+      if (kind !== 'bridge') extraArgs.push('--command-share-group', `bench-${kind}`);
+      if (kind === 'http') {
+        const yaml = join(tmp, 'routes-http.yaml');
+        writeFileSync(
+          yaml,
+          [
+            'routes:',
+            '  - name: bench-http',
+            '    match: /sys/{pk}/{dk}/thing/measurepoint/post',
+            '    backend: http',
+            '    method: POST',
+            `    url: http://127.0.0.1:${httpSinkPort}/measurepoints/{pk}/{dk}`,
+            '',
+          ].join('\n'),
+        );
+        extraArgs.push('--config', yaml);
+        setup.httpRoutesYaml = readFileSync(yaml, 'utf8').trim().split('\n');
+      }
+      if (kind === 'perDevice') {
+        extraArgs.push(
+          '--mqtt-mode',
+          'per-device',
+          '--mqtt-device-auth',
+          'template',
+          '--mqtt-device-client-id',
+          DEVICE_LOGIN.clientId,
+          '--mqtt-device-username',
+          DEVICE_LOGIN.username,
+          '--mqtt-device-password',
+          DEVICE_LOGIN.password,
+          // all sessions open within the warm-up, none refused
+          '--device-connect-rate',
+          String(Math.max(200, 2 * deviceCount)),
+          '--max-device-sessions',
+          String(Math.max(10_000, deviceCount + 64)),
+        );
+      }
+      const ratioText = TRACE_RATIO[kind];
+      if (ratioText !== undefined) {
+        extraArgs.push(
+          '--otlp-endpoint',
+          `http://127.0.0.1:${spanSinkPort}/v1/traces`,
+          '--trace-sample-ratio',
+          ratioText,
+        );
+      }
+      const first = toDevices(1, MEASUREPOINT_TAIL, PRODUCT_KEYS[kind])[0]!;
+      const edge = await startCoapEdge(
+        {
+          devicesFile: devicesFiles.get(kind)!,
+          cpuProfDir: kind === 'bridge' ? profDir : undefined,
+          extraArgs,
+        },
+        first,
+      );
+      edges.set(kind, edge);
+      log(`coapEdge ${kind}: pid ${edge.pid}, ${edge.target.host}:${edge.target.port}`);
+    }
+    const libcoap = runLibcoap
+      ? await startLibcoap(libcoapKey, devicesOf.get('libcoap')![0]!, [
+          '-d',
+          String(deviceCount + 16),
+        ])
+      : undefined;
+    if (libcoap !== undefined) {
+      log(`libcoap: pid ${libcoap.pid}, ${libcoap.target.host}:${libcoap.target.port}`);
+    }
+    setup.coapEdge = Object.fromEntries(
+      [...edges].map(([kind, e]) => [
+        kind,
+        { pid: e.pid, productKey: PRODUCT_KEYS[kind], command: e.command },
+      ]),
     );
-    log(`coapEdge: pid ${edge.pid}, ${edge.target.host}:${edge.target.port}`);
-    const libcoap = await startLibcoap(libcoapKey, libcoapDevices[0]!, [
-      '-d',
-      String(deviceCount + 16),
-    ]);
-    log(`libcoap: pid ${libcoap.pid}, ${libcoap.target.host}:${libcoap.target.port}`);
-    setup.coapEdge = { pid: edge.pid, command: edge.command };
-    setup.libcoap = { pid: libcoap.pid, command: libcoap.command };
+    if (libcoap !== undefined) setup.libcoap = { pid: libcoap.pid, command: libcoap.command };
     setup.mosquitto = {
       pid: broker.proc.pid,
       version: broker.version,
@@ -453,73 +903,110 @@ async function main(): Promise<void> {
     };
     setup.platform = { pid: platform.proc.pid, command: platform.proc.command };
     setup.counter = { pid: counter.proc.pid, command: counter.proc.command };
+    if (httpSink !== undefined) {
+      setup.httpSink = { pid: httpSink.proc.pid, command: httpSink.proc.command };
+    }
+    if (spanSink !== undefined) {
+      setup.spanSink = { pid: spanSink.proc.pid, command: spanSink.proc.command };
+    }
+    if (clearedEnv.length > 0) setup.clearedEnvironment = clearedEnv;
 
     // preflight: coap-edge may need a moment for its MQTT pool and first reply subscription
-    const body = measurepointBody('pre-0');
-    preflight.coapEdgeReply = await probe(
-      edge.target,
-      replyDevices[0]!,
-      suite,
-      body,
-      Code.CHANGED,
-      15_000,
-    );
-    preflight.coapEdgePublish = await probe(
-      edge.target,
-      publishDevices[0]!,
-      suite,
-      measurepointBody('pre-1'),
-      Code.CHANGED,
-      15_000,
-    );
-    for (const name of ['coapEdgeReply', 'coapEdgePublish'] as const) {
-      const p = preflight[name] as { code: string };
-      log(`${name} preflight ${JSON.stringify(preflight[name])}`);
+    if (edgeKinds.includes('perDevice')) {
+      const d = generateDevices(1, PRODUCT_KEYS.perDevice, SEED).devices[0]!;
+      const auth = await checkPasswordAuth(brokerUrl, {
+        username: `${d.deviceKey}&${d.productKey}`,
+        password: d.deviceSecret,
+      });
+      preflight.mosquittoPasswordAuth = auth;
+      log(`mosquitto password auth ${JSON.stringify(auth)}`);
+      if (!auth.enforced) throw new Error('Mosquitto does not enforce the password file');
+    }
+    for (const name of phases) {
+      const v = VARIANTS[name];
+      if (v.edge === undefined) continue;
+      const p = await probe(
+        edges.get(v.edge)!.target,
+        devicesOf.get(name)![0]!,
+        suite,
+        measurepointBody(`pre-${v.tag}`),
+        Code.CHANGED,
+        15_000,
+      );
+      preflight[name] = p;
+      log(`${name} preflight ${JSON.stringify(p)}`);
       if (p.code !== '2.04') throw new Error(`coap-edge ${name} preflight answered ${p.code}`);
     }
-    try {
-      const primed = await primeLibcoap(libcoap.target, libcoapDevices, suite);
-      const again = await probe(libcoap.target, libcoapDevices[0]!, suite, body, Code.CHANGED, 0);
-      preflight.libcoap = { primeCodes: primed, ...again };
-      log(`libcoap preflight ${JSON.stringify(preflight.libcoap)}`);
-      if (again.code !== '2.04') {
-        throw new Error(`libcoap answered ${again.code} to a POST on a created resource`);
+    if (spanSink !== undefined) {
+      const s = await settledSpanStats(spanSink);
+      preflight.spanSink = s;
+      log(`spanSink after preflight ${JSON.stringify(s)}`);
+      if (edgeKinds.includes('trace100pct') && num(s, 'spans') === 0) {
+        throw new Error('coap-edge with --trace-sample-ratio 1 exported no span in its preflight');
       }
-    } catch (err) {
-      if (err instanceof Error && err.message.startsWith('libcoap answered')) throw err;
-      compareLibcoap = false;
-      preflight.libcoap = { error: err instanceof Error ? err.message : String(err) };
-      log(`libcoap preflight failed (${String(err)}): measuring coap-edge alone`);
+    }
+    if (libcoap !== undefined) {
+      const body = measurepointBody('pre-0');
+      const libcoapDevices = devicesOf.get('libcoap')!;
+      try {
+        const primed = await primeLibcoap(libcoap.target, libcoapDevices, suite);
+        const again = await probe(libcoap.target, libcoapDevices[0]!, suite, body, Code.CHANGED, 0);
+        preflight.libcoap = { primeCodes: primed, ...again };
+        log(`libcoap preflight ${JSON.stringify(preflight.libcoap)}`);
+        if (again.code !== '2.04') {
+          throw new Error(`libcoap answered ${again.code} to a POST on a created resource`);
+        }
+      } catch (err) {
+        if (err instanceof Error && err.message.startsWith('libcoap answered')) throw err;
+        runLibcoap = false;
+        preflight.libcoap = { error: err instanceof Error ? err.message : String(err) };
+        log(`libcoap preflight failed (${String(err)}): not measuring it`);
+      }
     }
     await counter.request({ type: 'collect', prefix: 'pre-' });
 
-    const edgePids = {
-      coapEdge: edge.pid,
-      mosquitto: broker.proc.pid,
-      platform: platform.proc.pid,
-      counter: counter.proc.pid,
-    };
     const helpers = [broker.proc, platform.proc, counter.proc];
+    if (httpSink !== undefined) helpers.push(httpSink.proc);
+    if (spanSink !== undefined) helpers.push(spanSink.proc);
+    const measured = phases.filter((p) => p !== 'libcoap' || runLibcoap);
     for (let r = 0; r < rounds; r++) {
-      const order = PHASES.map((_, i) => PHASES[(i + r) % PHASES.length]!).filter(
-        (n) => n !== 'libcoap' || compareLibcoap,
-      );
+      const order = measured.map((_, i) => measured[(i + r) % measured.length]!);
       const row: Record<string, unknown> = { round: r + 1, order };
       for (const name of order) {
-        const server = name === 'libcoap' ? libcoap : edge;
+        const v = VARIANTS[name];
+        const server = v.edge === undefined ? libcoap! : edges.get(v.edge)!;
         for (const s of [server, ...helpers]) {
           if (!s.alive()) throw new Error(`${s.name} exited:\n${s.outputTail()}`);
         }
-        const tag = `r${r + 1}${TAG[name]}`;
-        const before = name === 'coapEdgeReply' ? await platform.request({ type: 'stats' }) : {};
+        const tag = `r${r + 1}${v.tag}`;
+        const expectReply = v.edge !== undefined && v.flow === 'reply';
+        const cpuPids: Record<string, number> =
+          v.edge === undefined
+            ? { libcoap: server.pid }
+            : {
+                coapEdge: server.pid,
+                mosquitto: broker.proc.pid,
+                platform: platform.proc.pid,
+                counter: counter.proc.pid,
+                ...(v.edge === 'http' && httpSink !== undefined
+                  ? { httpSink: httpSink.proc.pid }
+                  : {}),
+                ...(TRACE_RATIO[v.edge] !== undefined && spanSink !== undefined
+                  ? { spanSink: spanSink.proc.pid }
+                  : {}),
+              };
+        const platformBefore = expectReply ? await platform.request({ type: 'stats' }) : {};
+        const httpBefore =
+          v.edge === 'http' && httpSink !== undefined
+            ? await httpSink.request({ type: 'stats' })
+            : undefined;
+        const spansBefore =
+          v.edge !== undefined && TRACE_RATIO[v.edge] !== undefined && spanSink !== undefined
+            ? await spanSink.request({ type: 'stats' })
+            : undefined;
         const phase = await runUplinkPhase({
           target: server.target,
-          devices:
-            name === 'coapEdgeReply'
-              ? replyDevices
-              : name === 'coapEdgePublish'
-                ? publishDevices
-                : libcoapDevices,
+          devices: devicesOf.get(name)!,
           suite,
           tag,
           warmupMs: warmupS * 1000,
@@ -527,47 +1014,70 @@ async function main(): Promise<void> {
           ratePerDevice: rate,
           requestTimeoutMs: timeoutMs,
           expectedCode: Code.CHANGED,
-          expectReply: name === 'coapEdgeReply',
-          cpuPids: name === 'libcoap' ? { libcoap: libcoap.pid } : edgePids,
+          expectReply,
+          cpuPids,
         });
-        let extra: Pick<PhaseReport, 'delivery' | 'platform'> = {};
-        if (name !== 'libcoap') {
-          const delivery = await collectDelivery(counter, `${tag}-`, phase.acknowledgedIds);
-          extra = { delivery };
-          if (name === 'coapEdgeReply') {
-            const after = await platform.request({ type: 'stats' });
-            extra = {
-              delivery,
-              platform: {
-                received: num(after, 'received') - num(before, 'received'),
-                replied: num(after, 'replied') - num(before, 'replied'),
-                publishErrors: num(after, 'publishErrors') - num(before, 'publishErrors'),
-              },
-            };
-          }
+        const extra: {
+          delivery?: Delivery;
+          platform?: PhaseExtra['platform'];
+          httpSink?: HttpSinkCounts;
+          spanSink?: SpanSinkCounts;
+        } = {};
+        if (v.mqtt)
+          extra.delivery = await collectDelivery(counter, `${tag}-`, phase.acknowledgedIds);
+        if (expectReply && v.mqtt) {
+          const after = await platform.request({ type: 'stats' });
+          extra.platform = {
+            received: num(after, 'received') - num(platformBefore, 'received'),
+            replied: num(after, 'replied') - num(platformBefore, 'replied'),
+            publishErrors: num(after, 'publishErrors') - num(platformBefore, 'publishErrors'),
+          };
         }
-        const res = report(phase, server, extra);
+        if (httpBefore !== undefined && httpSink !== undefined) {
+          const after = await httpSink.request({ type: 'stats' });
+          const d = (k: string): number => num(after, k) - num(httpBefore, k);
+          const seen = (m: Record<string, unknown>): number =>
+            num((m.headerSeen as Record<string, unknown> | undefined) ?? {}, 'traceparent');
+          extra.httpSink = {
+            requests: d('requests'),
+            bytesIn: d('bytesIn'),
+            answered200: d('answered200'),
+            noId: d('noId'),
+            withTraceparent: seen(after) - seen(httpBefore),
+            connections: num(after, 'connections'),
+            connectionsOpened: d('connectionsOpened'),
+          };
+        }
+        if (spansBefore !== undefined && spanSink !== undefined) {
+          const after = await settledSpanStats(spanSink);
+          const d = (k: string): number => num(after, k) - num(spansBefore, k);
+          extra.spanSink = {
+            requests: d('requests'),
+            wireBytes: d('wireBytes'),
+            spans: d('spans'),
+            spansPerMessage: phase.answered > 0 ? round(d('spans') / phase.answered, 3) : null,
+            wireBytesPerMessage:
+              phase.answered > 0 ? round(d('wireBytes') / phase.answered, 1) : null,
+          };
+        }
+        const res = report(phase, server, v, extra);
         results.get(name)!.push(res);
         row[name] = res;
-        log(`round ${r + 1}/${rounds} ${name.padEnd(15)} ${describe(res)}`);
+        log(`round ${r + 1}/${rounds} ${name.padEnd(19)} ${describe(res)}`);
         await sleep(PAUSE_MS);
       }
-      if (compareLibcoap) {
-        const lib = row.libcoap as PhaseReport;
-        row.ratioToLibcoap = Object.fromEntries(
-          (['coapEdgeReply', 'coapEdgePublish'] as const).map((v) => [
-            v,
-            Object.fromEntries(
-              Object.entries(METRICS)
-                .filter(([, m]) => m.compare)
-                .map(([k, m]) => [k, round(ratio(m.get(row[v] as PhaseReport), m.get(lib)), 3)]),
-            ),
-          ]),
-        );
+      const edgePhases = order.filter((p) => p !== 'libcoap');
+      if (order.includes('libcoap')) row.ratioToLibcoap = ratiosTo(row, 'libcoap', edgePhases);
+      const toBridge = order.filter((p) => BRIDGE_COMPARED.includes(p));
+      if (order.includes('coapEdgeReply') && toBridge.length > 0) {
+        row.ratioToBridge = ratiosTo(row, 'coapEdgeReply', toBridge);
       }
       roundRows.push(row);
     }
-    edgeTail = edge.outputTail().trim();
+    for (const [kind, e] of edges) {
+      const t = e.outputTail().trim();
+      if (t !== '') edgeTails[kind] = t.slice(-2000);
+    }
   } finally {
     await stopAll();
     broker?.cleanup();
@@ -585,71 +1095,58 @@ async function main(): Promise<void> {
   }
 
   const medians: Record<string, Record<string, number | null>> = {};
-  for (const name of PHASES) {
+  for (const name of phases) {
     const rs = results.get(name)!;
     if (rs.length === 0) continue;
     medians[name] = Object.fromEntries(
       Object.entries(METRICS).map(([k, m]) => [k, round(median(rs.map(m.get)), m.digits)]),
     );
   }
-  const ratios = compareLibcoap
-    ? Object.fromEntries(
-        (['coapEdgeReply', 'coapEdgePublish'] as const).map((v) => [
-          v,
-          Object.fromEntries(
-            Object.entries(METRICS)
-              .filter(([, m]) => m.compare)
-              .map(([k]) => [
-                k,
-                round(
-                  median(
-                    roundRows.map(
-                      (row) =>
-                        (row.ratioToLibcoap as Record<string, Record<string, number | null>>)[v]?.[
-                          k
-                        ] ?? null,
-                    ),
-                  ),
-                  3,
-                ),
-              ]),
-          ),
-        ]),
-      )
-    : null;
+  const edgePhases = phases.filter((p) => p !== 'libcoap');
+  const ratios = runLibcoap ? medianRatios(roundRows, 'ratioToLibcoap', edgePhases) : null;
+  const bridgeCompared = phases.filter((p) => BRIDGE_COMPARED.includes(p));
+  const ratiosToBridge =
+    phases.includes('coapEdgeReply') && bridgeCompared.length > 0
+      ? medianRatios(roundRows, 'ratioToBridge', bridgeCompared)
+      : null;
   const delivery = Object.fromEntries(
-    (['coapEdgeReply', 'coapEdgePublish'] as const).map((v) => {
-      const ds = results
-        .get(v)!
-        .map((r) => r.delivery)
-        .filter((d): d is Delivery => d !== undefined);
-      const total = (k: 'acknowledged' | 'delivered' | 'duplicates' | 'missing'): number =>
-        ds.reduce((a, d) => a + d[k], 0);
-      return [
-        v,
-        {
-          acknowledged: total('acknowledged'),
-          delivered: total('delivered'),
-          duplicates: total('duplicates'),
-          missing: total('missing'),
-          ok: ds.every((d) => d.ok),
-        },
-      ];
-    }),
+    phases
+      .filter((p) => VARIANTS[p].mqtt)
+      .map((v) => {
+        const ds = results
+          .get(v)!
+          .map((r) => r.delivery)
+          .filter((d): d is Delivery => d !== undefined);
+        const total = (k: 'acknowledged' | 'delivered' | 'duplicates' | 'missing'): number =>
+          ds.reduce((a, d) => a + d[k], 0);
+        return [
+          v,
+          {
+            acknowledged: total('acknowledged'),
+            delivered: total('delivered'),
+            duplicates: total('duplicates'),
+            missing: total('missing'),
+            ok: ds.every((d) => d.ok),
+          },
+        ];
+      }),
   );
+  const phaseText = PHASE_TEXT(publishTail, publishClass.topic.class);
 
   const result = {
     bench: 'uplink',
     description:
       'N devices (own DTLS 1.2 PSK association each) POST an EnOS measurepoint body, one ' +
-      'request outstanding per device (or a fixed rate); coap-edge publishes it to Mosquitto ' +
-      'with QoS 1 and answers 2.04 after the PUBACK (and, in the reply variant, after the ' +
-      "platform's reply), side by side with libcoap answering the same POST without a backend",
+      'request outstanding per device (or a fixed rate), through coap-edge configured in ' +
+      'several ways (MQTT bridge, HTTP route, per-device MQTT, tracing off/1 %/100 %), each a ' +
+      'coap-edge process of its own, side by side in one run, optionally with libcoap ' +
+      'answering the same POST without a backend',
     command: commandLine(),
     startedAt: startedAt.toISOString(),
     finishedAt: new Date().toISOString(),
     environment: { ...env, mosquitto: broker?.version ?? 'unknown', mqttJs: mqttJsVersion() },
     parameters: {
+      variants: phases,
       devices: deviceCount,
       mode: rate > 0 ? `fixed rate ${rate}/s per device` : 'closed loop, one outstanding',
       ratePerDevice: rate,
@@ -658,27 +1155,18 @@ async function main(): Promise<void> {
       warmupS,
       requestTimeoutMs: timeoutMs,
       suite: cipherSuiteName.get(suite) ?? suite,
-      identity: `${PRODUCT_KEY},dev000000..,2,86400 (generated, seed ${SEED})`,
+      identity: `{pk},dev000000..,2,86400 (generated, seed ${SEED})`,
+      productKeys: Object.fromEntries(edgeKinds.map((k) => [k, PRODUCT_KEYS[k]])),
       requestBody: measurepointBody('r1a-0').toString('utf8'),
       requestBodyBytes: measurepointBody('r1a-0').length,
       profiled: profiling,
       publishTopic: publishTail,
+      flavour:
+        'publish + reply for every variant except coapEdgePublish: the device gets 2.04 ' +
+        'carrying the platform reply {"id":<same>,"code":200,"data":null} (MQTT stand-in or ' +
+        'HTTP sink), checked by the load generator (replyMismatches)',
     },
-    phases: {
-      coapEdgeReply:
-        'publish + reply: CON POST /topic/sys/{pk}/{dk}/thing/measurepoint/post → coap-edge ' +
-        'publishes QoS 1 on /sys/{pk}/{dk}/thing/measurepoint/post (PUBACK awaited), the ' +
-        'platform stand-in replies on ..._reply, coap-edge answers 2.04 with the reply',
-      coapEdgePublish:
-        `publish only: CON POST /topic/sys/{pk}/{dk}/${publishTail} (router class ` +
-        `${publishClass.topic.class}) → coap-edge publishes QoS 1 on ` +
-        `/sys/{pk}/{dk}/${publishTail} and answers 2.04 on the PUBACK, no reply awaited`,
-      libcoap:
-        'libcoap DTLS+CoAP without backend: coap-server-openssl -d <devices+16> answers the ' +
-        'same CON POST /topic/sys/{pk}/{dk}/thing/measurepoint/post with 2.04 by updating a ' +
-        'dynamic in-memory resource (created with 2.01 by one POST per path before the ' +
-        'rounds); -k gives one PSK for every identity, so its devices use that key',
-    },
+    phases: Object.fromEntries(phases.map((p) => [p, phaseText[p]])),
     setup,
     preflight,
     units: {
@@ -686,11 +1174,18 @@ async function main(): Promise<void> {
       latency: 'request sent to 2.04 received, ms, nearest-rank percentiles (window)',
       cpuUsPerMessage:
         'utime+stime (/proc/<pid>/stat) over the window / 2.04 answers in it; server = ' +
-        'coap-edge or libcoap, pipeline = server + mosquitto + platform stand-in (the ' +
-        'counting subscriber and the load generator are not part of it)',
+        'coap-edge or libcoap; pipeline = server + mosquitto + platform stand-in (MQTT ' +
+        'variants) or server + HTTP sink (coapEdgeHttp); the OTLP sink (spanSink), the ' +
+        'counting subscriber and the load generator are not part of it',
       failures: 'whole phase: non-2.04 answers by code, errors by kind (COAP_TIMEOUT, ...)',
       delivery:
-        'whole phase: ids answered 2.04 vs ids the /sys/# subscriber received; missing must be 0',
+        'MQTT variants, whole phase: ids answered 2.04 vs ids the /sys/# subscriber received; ' +
+        'missing must be 0',
+      httpSink: 'coapEdgeHttp, whole phase: requests, body bytes and sockets at the HTTP sink',
+      spanSink:
+        'tracing variants, whole phase (warm-up, window, drain and the exporter flush after ' +
+        'it): OTLP requests, bytes on the wire and spans at the sink; per message = per ' +
+        'request answered in the phase (the handshakes of the phase also produce spans)',
     },
     summary: {
       medians,
@@ -698,23 +1193,54 @@ async function main(): Promise<void> {
       ratioDefinition:
         'median over rounds of (coap-edge variant / libcoap) in the same round; > 1 means ' +
         'coap-edge has the larger value (better for messages/s, worse for CPU and latency)',
+      ratiosToBridge,
+      ratiosToBridgeDefinition:
+        'median over rounds of (variant / coapEdgeReply: bridge mode, tracing off, same ' +
+        'publish + reply flow) in the same round',
       delivery,
     },
     rounds: roundRows,
     ...(profile !== undefined ? { coapEdgeProfile: profile } : {}),
-    ...(edgeTail !== '' ? { coapEdgeOutputTail: edgeTail.slice(-2000) } : {}),
+    ...(Object.keys(edgeTails).length > 0 ? { coapEdgeOutputTail: edgeTails } : {}),
     notes: [
-      'loopback on one machine: the load generator, coap-edge, Mosquitto, the platform ' +
-        'stand-in, the counting subscriber and libcoap share the same cores, so CPU per ' +
-        'message is the primary figure and messages/s is bounded by whichever process ' +
-        'saturates first (see window.machineBusy and loadGenCpuUtilisation)',
-      'libcoap does no backend work at all: the coap-edge / libcoap ratio is the price of the ' +
-        'MQTT bridge plus any CoAP/DTLS difference (see bench/dtls-records for the latter)',
-      'the counting subscriber on /sys/# also receives the platform replies in the reply ' +
-        'variant, which adds to Mosquitto work (fan-out) in that variant',
-      ...(compareLibcoap ? [] : ['libcoap failed its preflight: only coap-edge was measured']),
+      'loopback on one machine: the load generator, every coap-edge process, Mosquitto, the ' +
+        'platform stand-in, the sinks, the counting subscriber and libcoap share the same ' +
+        'cores, so CPU per message is the primary figure and messages/s is bounded by ' +
+        'whichever process saturates first (see window.machineBusy and loadGenCpuUtilisation)',
+      'every coap-edge configuration is its own process, all started before the rounds and ' +
+        'idle outside their phases (keep-alives, timers: part of window.otherCores)',
+      ...(runLibcoap
+        ? [
+            'libcoap does no backend work at all: the coap-edge / libcoap ratio is the price of ' +
+              'the backend plus any CoAP/DTLS difference (see bench/dtls-records for the latter)',
+          ]
+        : []),
+      'the counting subscriber on /sys/# also receives the platform replies of the MQTT reply ' +
+        'variants, which adds to Mosquitto work (fan-out) in those variants',
+      ...(phases.includes('coapEdgeHttp')
+        ? [
+            'coapEdgeHttp: Mosquitto and the platform stand-in are idle in that phase (their ' +
+              'CPU is reported, not part of its pipeline); the HTTP sink does the platform’s job',
+          ]
+        : []),
+      ...(phases.includes('coapEdgePerDevice')
+        ? [
+            'coapEdgePerDevice: the device connections open in each phase’s warm-up (connect, ' +
+              'password check, command-topic and reply SUBSCRIBEs) and close at its end; the ' +
+              'window holds steady-state publishes only',
+          ]
+        : []),
+      ...(tracingOn
+        ? [
+            'tracing variants: OTEL_* environment variables are removed for the children; ' +
+              'spansPerMessage counts spans of the whole phase (handshakes included) per answer',
+          ]
+        : []),
+      ...(phases.includes('libcoap') && !runLibcoap
+        ? ['libcoap failed its preflight: only coap-edge was measured']
+        : []),
       ...(profiling
-        ? ['coap-edge ran under node --cpu-prof: its CPU figures include profiler overhead']
+        ? ['the bridge coap-edge ran under node --cpu-prof: its CPU figures include overhead']
         : []),
     ],
   };
