@@ -23,8 +23,13 @@ import type { RedisCache } from './redis-cache.js';
 import type { Registry } from './registry-client.js';
 import { deviceRecord } from './records.js';
 import { SingleFlight } from './single-flight.js';
-import { SecretSourceError, type MaybePromise, type SecretSource } from './source.js';
-import type { AuthStats, LookupLayer } from './stats.js';
+import {
+  SecretSourceError,
+  type LookupObserver,
+  type MaybePromise,
+  type SecretSource,
+} from './source.js';
+import type { AuthStats, LookupLayer, LookupOutcome } from './stats.js';
 
 export interface SecretChainOptions {
   readonly stats: AuthStats;
@@ -55,6 +60,11 @@ export function recordFromActivation(
   );
 }
 
+/** Where a lookup's layer outcomes are counted. */
+interface Counter {
+  count(layer: LookupLayer, outcome: LookupOutcome): void;
+}
+
 export class SecretChain implements SecretSource {
   readonly #o: SecretChainOptions;
   readonly #deviceFlights: SingleFlight<string, DeviceRecord | undefined>;
@@ -69,8 +79,13 @@ export class SecretChain implements SecretSource {
     this.#productFlights = new SingleFlight(join);
   }
 
-  device(productKey: string, deviceKey: string): MaybePromise<DeviceRecord | undefined> {
-    const { stats, file, devices, localActivations } = this.#o;
+  device(
+    productKey: string,
+    deviceKey: string,
+    observe?: LookupObserver,
+  ): MaybePromise<DeviceRecord | undefined> {
+    const { file, devices, localActivations } = this.#o;
+    const stats = this.#counter(observe);
     if (file !== undefined) {
       const rec = file.device(productKey, deviceKey);
       if (rec !== undefined) {
@@ -97,11 +112,12 @@ export class SecretChain implements SecretSource {
       stats.count('activation', 'miss');
     }
     if (this.#o.redis === undefined && this.#o.registry === undefined) return undefined;
-    return this.#deviceFlights.run(key, () => this.#loadDevice(productKey, deviceKey, key));
+    return this.#deviceFlights.run(key, () => this.#loadDevice(productKey, deviceKey, key, stats));
   }
 
-  product(productKey: string): MaybePromise<ProductRecord | undefined> {
-    const { stats, file, products, registry } = this.#o;
+  product(productKey: string, observe?: LookupObserver): MaybePromise<ProductRecord | undefined> {
+    const { file, products, registry } = this.#o;
+    const stats = this.#counter(observe);
     if (file !== undefined) {
       const rec = file.product(productKey);
       if (rec !== undefined) {
@@ -118,7 +134,9 @@ export class SecretChain implements SecretSource {
     stats.count('memory', 'miss');
     // products reach Redis only from the registry: without one there is nothing to find
     if (registry === undefined) return undefined;
-    return this.#productFlights.run(productKey, () => this.#loadProduct(productKey, registry));
+    return this.#productFlights.run(productKey, () =>
+      this.#loadProduct(productKey, registry, stats),
+    );
   }
 
   /** Puts a device record into the LRU (after an activation). */
@@ -126,12 +144,28 @@ export class SecretChain implements SecretSource {
     this.#o.devices.set(deviceCacheKey(rec.productKey, rec.deviceKey), rec);
   }
 
+  /**
+   * Counts a layer's answer in the stats and tells the caller's observer (the key-lookup span
+   * records it: this code runs after awaits, where no active span context reaches).
+   */
+  #counter(observe: LookupObserver | undefined): Counter {
+    const stats = this.#o.stats;
+    if (observe === undefined) return stats;
+    return {
+      count(layer, outcome) {
+        stats.count(layer, outcome);
+        observe(layer, outcome);
+      },
+    };
+  }
+
   async #loadDevice(
     productKey: string,
     deviceKey: string,
     key: string,
+    stats: Counter,
   ): Promise<DeviceRecord | undefined> {
-    const { stats, devices, redis, registry } = this.#o;
+    const { devices, redis, registry } = this.#o;
     let redisFailed = false;
     if (redis !== undefined) {
       try {
@@ -162,15 +196,19 @@ export class SecretChain implements SecretSource {
       devices.setMissing(key);
       return undefined;
     }
-    const rec = await this.#ask('registry', () => registry.device(productKey, deviceKey));
+    const rec = await this.#ask('registry', () => registry.device(productKey, deviceKey), stats);
     if (rec === undefined) devices.setMissing(key);
     else devices.set(key, rec);
     redis?.storeDevice(productKey, deviceKey, rec);
     return rec;
   }
 
-  async #loadProduct(productKey: string, registry: Registry): Promise<ProductRecord | undefined> {
-    const { stats, products, redis } = this.#o;
+  async #loadProduct(
+    productKey: string,
+    registry: Registry,
+    stats: Counter,
+  ): Promise<ProductRecord | undefined> {
+    const { products, redis } = this.#o;
     if (redis !== undefined) {
       try {
         const slot = await redis.lookupProduct(productKey);
@@ -186,7 +224,7 @@ export class SecretChain implements SecretSource {
         stats.count('redis', redisOutcome(err));
       }
     }
-    const rec = await this.#ask('registry', () => registry.product(productKey));
+    const rec = await this.#ask('registry', () => registry.product(productKey), stats);
     if (rec === undefined) products.setMissing(productKey);
     else products.set(productKey, rec);
     redis?.storeProduct(productKey, rec);
@@ -194,8 +232,11 @@ export class SecretChain implements SecretSource {
   }
 
   /** Calls a remote layer, counting hit/miss/error/timeout; failures reject. */
-  async #ask<T>(layer: LookupLayer, call: () => Promise<T | undefined>): Promise<T | undefined> {
-    const stats = this.#o.stats;
+  async #ask<T>(
+    layer: LookupLayer,
+    call: () => Promise<T | undefined>,
+    stats: Counter,
+  ): Promise<T | undefined> {
     try {
       const rec = await call();
       stats.count(layer, rec === undefined ? 'miss' : 'hit');

@@ -4,7 +4,13 @@
  * costs no promise); asynchronous otherwise.
  */
 import { derivePsk, parseIdentity, type DeviceIdentity } from '../enos/index.js';
-import { isPromise, type DeviceRecord, type ProductRecord, type SecretSource } from './source.js';
+import {
+  isPromise,
+  type DeviceRecord,
+  type LookupObserver,
+  type ProductRecord,
+  type SecretSource,
+} from './source.js';
 
 export type PskRejectKind = 'unknown' | 'forbidden' | 'unavailable';
 
@@ -28,14 +34,15 @@ const reject = (kind: PskRejectKind, reason: string): PskLookup => ({ ok: false,
 export class PskResolver {
   constructor(private readonly source: SecretSource) {}
 
-  resolve(raw: Buffer): PskLookup | Promise<PskLookup> {
+  /** `observe` hears how each secret layer answered (for the lookup's span). */
+  resolve(raw: Buffer, observe?: LookupObserver): PskLookup | Promise<PskLookup> {
     const parsed = parseIdentity(raw);
     if (!parsed.ok) return reject('forbidden', `bad-identity:${parsed.reason}`);
     const id = parsed.identity;
     if (id.secureMode === 2) {
       let rec;
       try {
-        rec = this.source.device(id.productKey, id.deviceKey);
+        rec = this.source.device(id.productKey, id.deviceKey, observe);
       } catch {
         return reject('unavailable', 'source-unavailable');
       }
@@ -48,7 +55,7 @@ export class PskResolver {
     }
     let rec;
     try {
-      rec = this.source.product(id.productKey);
+      rec = this.source.product(id.productKey, observe);
     } catch {
       return reject('unavailable', 'source-unavailable');
     }

@@ -1,16 +1,24 @@
 /** What the PSK resolver needs from wherever secrets live (file, cache, Redis, registry). */
 import type { DeviceRecord, ProductRecord } from './devices-file.js';
+import type { LookupLayer, LookupOutcome } from './stats.js';
 
 export type { DeviceRecord, ProductRecord };
 
 /** A value now, or later. Sources answer synchronously when they can (file, in-process cache). */
 export type MaybePromise<T> = T | Promise<T>;
 
+/** Told how each layer answered one lookup (for the lookup's span; never given secrets). */
+export type LookupObserver = (layer: LookupLayer, outcome: LookupOutcome) => void;
+
 export interface SecretSource {
   /** The device's record, or `undefined` when the device is unknown. Rejects when unavailable. */
-  device(productKey: string, deviceKey: string): MaybePromise<DeviceRecord | undefined>;
+  device(
+    productKey: string,
+    deviceKey: string,
+    observe?: LookupObserver,
+  ): MaybePromise<DeviceRecord | undefined>;
   /** The product's record, or `undefined` when the product is unknown. Rejects when unavailable. */
-  product(productKey: string): MaybePromise<ProductRecord | undefined>;
+  product(productKey: string, observe?: LookupObserver): MaybePromise<ProductRecord | undefined>;
 }
 
 /**

@@ -3,8 +3,6 @@
  * here). One {@link AuthStats} object is shared by every part of one secret stack.
  */
 
-import { recordingSpan } from '../telemetry/trace.js';
-
 /** Where a lookup was answered (or not). `activation` is the activation store. */
 export type LookupLayer = 'memory' | 'redis' | 'registry' | 'file' | 'activation';
 
@@ -91,10 +89,5 @@ export class AuthStats {
 
   count(layer: LookupLayer, outcome: LookupOutcome): void {
     this.lookups[layer][outcome]++;
-    // the key-lookup span (when traced) shows which layer answered and how
-    recordingSpan()?.addEvent('key_lookup', {
-      'coap_edge.key_lookup.layer': layer,
-      'coap_edge.key_lookup.outcome': outcome,
-    });
   }
 }

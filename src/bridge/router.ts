@@ -10,7 +10,14 @@ import { activationReply, parseTopicPath, type TopicInfo } from '../enos/index.j
 import { commandOptions, parseTtd } from './commands/options.js';
 import type { HttpBackend } from './http/backend.js';
 import { LatencyHistogram } from './mqtt/stats.js';
-import { SpanKind, contextFrom, recordingSpan, tracer, tracing } from '../telemetry/trace.js';
+import {
+  SpanKind,
+  contextFrom,
+  recordingSpan,
+  tracer,
+  tracing,
+  type Span,
+} from '../telemetry/trace.js';
 import type { RouteTable } from './routes.js';
 import type {
   ActivationService,
@@ -172,6 +179,7 @@ export class Router {
     const store = this.opts.commands;
     if (store === undefined) return NOT_FOUND;
     const device = principalFor(req, topic);
+    const exchange = recordingSpan(); // before any await (the context is synchronous)
     let got;
     try {
       got = await store.fetch(device, topic.mqttTopic);
@@ -180,7 +188,7 @@ export class Router {
     }
     const cmd = got.command;
     if (cmd === undefined) return NOT_FOUND;
-    this.delivered(cmd);
+    this.delivered(cmd, exchange);
     this.opts.presence?.seen(device);
     const res: BridgeResponse = {
       status: 'content',
@@ -196,6 +204,7 @@ export class Router {
   }
 
   private async forward(topic: TopicInfo, req: BridgeRequest): Promise<BridgeResponse> {
+    const exchange = recordingSpan(); // before any await (the context is synchronous)
     const device = principalFor(req, topic);
     let id: string | undefined;
     if (!topic.raw) {
@@ -246,9 +255,9 @@ export class Router {
         cmd = await store.waitFor(device, ttd * 1000).catch(() => undefined);
       }
     }
-    return cmd === undefined
-      ? res
-      : { ...res, command: commandOptions(cmd, this.opts.maxInlineCommand) };
+    if (cmd === undefined) return res;
+    this.delivered(cmd, exchange);
+    return { ...res, command: commandOptions(cmd, this.opts.maxInlineCommand) };
   }
 
   private async publish(
@@ -283,10 +292,9 @@ export class Router {
    * with a trace context continues that trace (a `command.deliver` span in it, linked to
    * this request's span).
    */
-  private delivered(cmd: QueuedCommand): void {
+  private delivered(cmd: QueuedCommand, current: Span | undefined): void {
     this.commandAge.observe(Date.now() - cmd.enqueuedAt);
     if (cmd.traceparent === undefined || !tracing.on) return;
-    const current = recordingSpan();
     tracer
       .startSpan(
         'command.deliver',

@@ -1,7 +1,7 @@
 /**
- * The root span of a received datagram, `coap-edge.datagram` (tracing on only). The
- * device key is a start attribute when the peer has an association, so per-device forced
- * sampling works. Datagrams from unknown peers (ClientHellos, garbage, floods) get spans
+ * The root span of a received datagram, `coap-edge.datagram` (tracing on only), for the
+ * datagrams `sampleDatagram` picks (by ratio, and always for the devices listed in
+ * `traceDevices`: the device is known once the peer has an association). Datagrams from unknown peers (ClientHellos, garbage, floods) get spans
  * only within a small budget per second; beyond it they are counted, not traced. Drops and
  * CoAP duplicates become span events.
  */
@@ -10,7 +10,7 @@ import type { Principal } from '../bridge/types.js';
 import type { CoapStats } from '../coap/stats.js';
 import type { DtlsServer } from '../dtls/server.js';
 import { DROP_REASONS } from '../dtls/types.js';
-import { SpanKind, tracer, type Attributes } from '../telemetry/trace.js';
+import { SpanKind, sampleDatagram, tracer, type Attributes } from '../telemetry/trace.js';
 
 /** Spans per second for datagrams of peers without an association or handshake. */
 const ANONYMOUS_SPANS_PER_SECOND = 20;
@@ -40,7 +40,10 @@ export class DatagramTracer {
   handle(msg: Buffer, address: string, port: number): void {
     const dtls = this.dtls;
     const principal = dtls.principalOf(address, port);
-    if (principal === undefined && !dtls.handshaking(address, port) && !this.takeToken()) {
+    if (
+      !sampleDatagram(principal?.deviceKey) ||
+      (principal === undefined && !dtls.handshaking(address, port) && !this.takeToken())
+    ) {
       dtls.handleDatagram(msg, address, port);
       return;
     }

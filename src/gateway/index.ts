@@ -45,7 +45,7 @@ import { startAdminServer, type AdminServer, type ReadinessCheck } from './admin
 import { DatagramTracer } from './datagram-tracing.js';
 import { createRequestHandler } from './request-handler.js';
 import { createMetrics, type Metrics } from '../telemetry/metrics.js';
-import { endWithError, startChild, tracing, withSpan } from '../telemetry/trace.js';
+import { endWithError, startChild, tracing } from '../telemetry/trace.js';
 
 /** A start-up problem the operator must fix (port taken, file invalid); exit code 2. */
 export class StartupError extends Error {
@@ -382,9 +382,19 @@ export class Gateway {
           const r = resolver.resolve(identity);
           return r instanceof Promise ? r.then(toPskResolution) : toPskResolution(r);
         }
-        // the lookup's own span: an async lookup outlives the handshake step that started it
+        // the lookup's own span: an async lookup outlives the handshake step that started it;
+        // each secret layer's answer becomes an event on it
         const span = startChild('auth.psk_lookup');
-        const r = withSpan(span, () => resolver.resolve(identity));
+        const r = resolver.resolve(
+          identity,
+          span === undefined
+            ? undefined
+            : (layer, outcome) =>
+                span.addEvent('key_lookup', {
+                  'coap_edge.key_lookup.layer': layer,
+                  'coap_edge.key_lookup.outcome': outcome,
+                }),
+        );
         const done = (x: PskLookup): PskResolution<Principal> => {
           span?.setAttribute('coap_edge.key_lookup.result', x.ok ? 'ok' : x.kind);
           span?.end();

@@ -5,55 +5,17 @@
  * OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER_ARG (ratio).
  */
 import { hostname } from 'node:os';
-import type { Attributes, Context, Link, SpanKind } from '@opentelemetry/api';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { detectResources, envDetector, resourceFromAttributes } from '@opentelemetry/resources';
 import {
+  AlwaysOnSampler,
   BatchSpanProcessor,
   ParentBasedSampler,
-  SamplingDecision,
-  TraceIdRatioBasedSampler,
-  type Sampler,
-  type SamplingResult,
   type SpanExporter,
 } from '@opentelemetry/sdk-trace-base';
 import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
-import { DEVICE_KEY } from './attributes.js';
+import { SyncContextManager } from './sync-context.js';
 import { tracing } from './trace.js';
-
-/**
- * Samples datagrams of listed devices always and the rest by ratio. It sees the device key
- * among the start attributes of the datagram span (known once an association exists).
- */
-export class DeviceSampler implements Sampler {
-  private readonly ratio: TraceIdRatioBasedSampler;
-
-  constructor(
-    ratio: number,
-    private readonly forced: ReadonlySet<string>,
-  ) {
-    this.ratio = new TraceIdRatioBasedSampler(ratio);
-  }
-
-  shouldSample(
-    ctx: Context,
-    traceId: string,
-    _name: string,
-    _kind: SpanKind,
-    attributes: Attributes,
-    _links: Link[],
-  ): SamplingResult {
-    const dk = attributes[DEVICE_KEY];
-    if (typeof dk === 'string' && this.forced.has(dk)) {
-      return { decision: SamplingDecision.RECORD_AND_SAMPLED };
-    }
-    return this.ratio.shouldSample(ctx, traceId);
-  }
-
-  toString(): string {
-    return `DeviceSampler{forced=${this.forced.size}, ${this.ratio.toString()}}`;
-  }
-}
 
 export interface TracingOptions {
   /** OTLP/HTTP traces URL; falls back to the OTEL_EXPORTER_OTLP_* variables. */
@@ -109,7 +71,9 @@ export function setupTracing(o: TracingOptions): TracingHandle | undefined {
   const exporter = o.exporter ?? new OTLPTraceExporter({ url: endpoint });
   const provider = new NodeTracerProvider({
     resource: base.merge(detected),
-    sampler: new ParentBasedSampler({ root: new DeviceSampler(ratio, new Set(o.forcedDevices)) }),
+    // Datagram spans are only started for datagrams the gateway chose to trace
+    // (sampleDatagram: ratio, forced devices); spans with a platform parent follow its flag.
+    sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }),
     spanProcessors: [
       new BatchSpanProcessor(exporter, {
         maxQueueSize: 8192,
@@ -118,7 +82,9 @@ export function setupTracing(o: TracingOptions): TracingHandle | undefined {
       }),
     ],
   });
-  provider.register();
+  provider.register({ contextManager: new SyncContextManager() });
+  tracing.ratio = ratio;
+  tracing.forced = new Set(o.forcedDevices);
   tracing.on = true;
   return {
     endpoint,

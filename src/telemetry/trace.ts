@@ -28,8 +28,25 @@ export { SpanKind, SpanStatusCode, type Span, type Context, type Attributes };
 
 export const tracer = trace.getTracer('coap-edge');
 
-/** Set by the telemetry setup when an SDK with an exporter is registered. */
-export const tracing = { on: false };
+/**
+ * Set by the telemetry setup when an SDK with an exporter is registered: whether tracing is
+ * on, the share of datagrams traced, and the device keys always traced.
+ */
+export const tracing: { on: boolean; ratio: number; forced: ReadonlySet<string> } = {
+  on: false,
+  ratio: 1,
+  forced: new Set(),
+};
+
+/**
+ * Whether a received datagram gets a trace: always for a listed device, else by ratio. It is
+ * decided before any span work, so a datagram that is not traced costs one random number.
+ */
+export function sampleDatagram(deviceKey: string | undefined): boolean {
+  if (deviceKey !== undefined && tracing.forced.has(deviceKey)) return true;
+  const r = tracing.ratio;
+  return r >= 1 || (r > 0 && Math.random() < r);
+}
 
 /** The active span when it records, else undefined. */
 export function recordingSpan(): Span | undefined {
@@ -38,16 +55,27 @@ export function recordingSpan(): Span | undefined {
   return span?.isRecording() === true ? span : undefined;
 }
 
-/** Starts a child of the active span; undefined when tracing is off or the parent is not sampled. */
+/**
+ * Starts a child of `parent` (default: the active context); undefined when tracing is off or
+ * the parent is not sampled. The active context lasts only for the synchronous extent of
+ * `withSpan`/`context.with` (see sync-context.ts): code that creates spans after an `await`
+ * captures the context first (`activeContext()`) and passes it here.
+ */
 export function startChild(
   name: string,
   attributes?: Attributes,
   kind?: SpanKind,
+  parent?: Context,
 ): Span | undefined {
   if (!tracing.on) return undefined;
-  const parent = context.active();
-  if (trace.getSpan(parent)?.isRecording() !== true) return undefined;
-  return tracer.startSpan(name, { attributes, kind: kind ?? SpanKind.INTERNAL }, parent);
+  const ctx = parent ?? context.active();
+  if (trace.getSpan(ctx)?.isRecording() !== true) return undefined;
+  return tracer.startSpan(name, { attributes, kind: kind ?? SpanKind.INTERNAL }, ctx);
+}
+
+/** The active context, to carry across an `await` (ROOT when tracing is off). */
+export function activeContext(): Context {
+  return tracing.on ? context.active() : ROOT_CONTEXT;
 }
 
 /** Runs `fn` with `span` active (or just runs it). */

@@ -10,23 +10,16 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
-import { ROOT_CONTEXT, SpanKind } from '@opentelemetry/api';
-import { InMemorySpanExporter, SamplingDecision } from '@opentelemetry/sdk-trace-base';
+import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import { Code } from '../../src/coap/constants.js';
 import { CipherSuite } from '../../src/dtls/constants.js';
 import { derivePsk } from '../../src/enos/psk.js';
-import {
-  DeviceSampler,
-  setupTracing,
-  tracesEndpoint,
-  type TracingHandle,
-} from '../../src/telemetry/setup.js';
+import { setupTracing, tracesEndpoint, type TracingHandle } from '../../src/telemetry/setup.js';
+import { sampleDatagram, tracing as tracingState } from '../../src/telemetry/trace.js';
 import { CoapDtlsClient } from '../../src/tools/coap-client.js';
 import { eventually, sleep } from '../helpers/e2e.js';
 import { DEMO, MEASUREPOINT_PAYLOAD, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { describeSpans, fromReadableSpan, type OtlpSpan } from '../helpers/otlp.js';
-
-const TRACE_ID = '0af7651916cd43dd8448eb211c80319c';
 
 describe('telemetry setup without registering anything', () => {
   it('the traces endpoint comes from the setting, else OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces', () => {
@@ -56,22 +49,24 @@ describe('telemetry setup without registering anything', () => {
     assert.equal(handle, undefined);
   });
 
-  it('DeviceSampler: a forced device key is sampled at ratio 0; others follow the ratio', () => {
-    const s = new DeviceSampler(0, new Set(['forcedDK']));
-    const decide = (attrs: Record<string, string>): SamplingDecision =>
-      s.shouldSample(ROOT_CONTEXT, TRACE_ID, 'coap-edge.datagram', SpanKind.SERVER, attrs, [])
-        .decision;
-    assert.equal(
-      decide({ 'coap_edge.device_key': 'forcedDK' }),
-      SamplingDecision.RECORD_AND_SAMPLED,
-    );
-    assert.equal(decide({ 'coap_edge.device_key': 'otherDK' }), SamplingDecision.NOT_RECORD);
-    assert.equal(decide({}), SamplingDecision.NOT_RECORD);
-    const all = new DeviceSampler(1, new Set());
-    assert.equal(
-      all.shouldSample(ROOT_CONTEXT, TRACE_ID, 'x', SpanKind.SERVER, {}, []).decision,
-      SamplingDecision.RECORD_AND_SAMPLED,
-    );
+  it('sampleDatagram: a forced device key is traced at ratio 0; others follow the ratio', () => {
+    const saved = { ratio: tracingState.ratio, forced: tracingState.forced };
+    try {
+      tracingState.forced = new Set(['forcedDK']);
+      tracingState.ratio = 0;
+      assert.equal(sampleDatagram('forcedDK'), true);
+      assert.equal(sampleDatagram('otherDK'), false);
+      assert.equal(sampleDatagram(undefined), false);
+      tracingState.ratio = 1;
+      assert.equal(sampleDatagram(undefined), true);
+      tracingState.ratio = 0.25;
+      let n = 0;
+      for (let i = 0; i < 20_000; i++) if (sampleDatagram('otherDK')) n++;
+      assert.ok(n > 4_000 && n < 6_000, `${n} of 20000 at ratio 0.25`);
+    } finally {
+      tracingState.ratio = saved.ratio;
+      tracingState.forced = saved.forced;
+    }
   });
 });
 

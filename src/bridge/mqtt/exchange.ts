@@ -14,11 +14,13 @@ import type {
 } from './subscriptions.js';
 import {
   SpanKind,
+  activeContext,
   contextFrom,
   endWithError,
   startChild,
   traceparentOf,
   tracer,
+  type Context,
   type Span,
 } from '../../telemetry/trace.js';
 
@@ -60,6 +62,7 @@ export function tracedPublish(
   topic: string,
   payload: Buffer,
   userProperties: UserProperties | undefined,
+  parent: Context = activeContext(),
 ): Promise<void> {
   const span = startChild(
     'mqtt.publish',
@@ -71,6 +74,7 @@ export function tracedPublish(
       'messaging.mqtt.qos': 1,
     },
     SpanKind.PRODUCER,
+    parent,
   );
   if (span === undefined) return send(topic, payload, userProperties);
   const tp = traceparentOf(span);
@@ -98,6 +102,8 @@ export interface RequestReplyOptions<C extends SubscribingConnection> {
   /** The reply topic could not be subscribed (counted by the caller). */
   readonly onSubscribeFailed?: (e: unknown) => void;
   readonly onTimeout: () => void;
+  /** The context the spans belong to (default: the active one when the call starts). */
+  readonly parent?: Context;
 }
 
 /**
@@ -112,6 +118,8 @@ export interface RequestReplyOptions<C extends SubscribingConnection> {
 export async function requestReply<C extends SubscribingConnection>(
   o: RequestReplyOptions<C>,
 ): Promise<Buffer> {
+  // captured now: the spans below start after awaits
+  const parent = o.parent ?? activeContext();
   const waiter = o.replies.add(o.replyTopic, normalizeMessageId(o.messageId));
   let lease: SubscriptionLease;
   try {
@@ -127,7 +135,7 @@ export async function requestReply<C extends SubscribingConnection>(
       o.onSubscribeFailed?.(e);
       throw e;
     }
-    await tracedPublish(o.send, o.topic, o.payload, o.userProperties);
+    await tracedPublish(o.send, o.topic, o.payload, o.userProperties, parent);
   } catch (e: unknown) {
     o.replies.fail(waiter, toError(e));
     o.subscriptions.release(lease);
@@ -136,11 +144,16 @@ export async function requestReply<C extends SubscribingConnection>(
   const timer = setTimeout(() => {
     if (o.replies.fail(waiter, new ReplyTimeoutError(o.replyTopic, o.timeoutMs))) o.onTimeout();
   }, o.timeoutMs);
-  const wait = startChild('mqtt.reply_wait', {
-    'messaging.system': 'mqtt',
-    'messaging.destination.name': o.replyTopic,
-    'messaging.operation.type': 'receive',
-  });
+  const wait = startChild(
+    'mqtt.reply_wait',
+    {
+      'messaging.system': 'mqtt',
+      'messaging.destination.name': o.replyTopic,
+      'messaging.operation.type': 'receive',
+    },
+    SpanKind.INTERNAL,
+    parent,
+  );
   try {
     const reply = await waiter.promise;
     if (wait !== undefined) {

@@ -76,6 +76,7 @@ import {
   type BackendUnavailableCode,
 } from './errors.js';
 import { checkTopic, requestReply, toError, tracedPublish, type SendFn } from './exchange.js';
+import { activeContext } from '../../telemetry/trace.js';
 import {
   checkCommandTopics,
   checkLoginTemplates,
@@ -502,9 +503,10 @@ export class DeviceSessionManager {
     const full = this.prefix + topic;
     const bad = checkTopic(full);
     if (bad !== undefined) throw bad;
+    const parent = activeContext(); // spans start after the await
     const s = await this.acquire(device);
     try {
-      await tracedPublish(this.senderFor(s), full, payload, opts.userProperties);
+      await tracedPublish(this.senderFor(s), full, payload, opts.userProperties, parent);
     } finally {
       this.release(s);
     }
@@ -530,9 +532,11 @@ export class DeviceSessionManager {
     const fullReply = this.prefix + replyTopic;
     const bad = checkTopic(full) ?? checkTopic(fullReply);
     if (bad !== undefined) throw bad;
+    const parent = activeContext(); // spans start after the await
     const s = await this.acquire(device);
     try {
       return await requestReply({
+        parent,
         replies: s.replies,
         subscriptions: s.subscriptions,
         send: this.senderFor(s),
