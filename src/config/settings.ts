@@ -376,7 +376,7 @@ export const settings = {
     [],
     'yaml',
     'Routes',
-    'Route list (YAML only): CoAP topic patterns to an MQTT topic or an HTTP endpoint; first match wins; topics no route matches go to MQTT unchanged (the EnOS mapping). See "Routes" below.',
+    'Route list (YAML only): CoAP topic patterns to an MQTT topic or an HTTP endpoint; first match wins; topics no route matches go to MQTT unchanged (the EnOS mapping). See "Routes" above.',
     { yamlOnly: true },
   ),
   httpTimeout: setting(
