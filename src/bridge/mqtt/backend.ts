@@ -45,6 +45,7 @@ import {
   type PublishFailureReason,
 } from './stats.js';
 import { ReplySubscriptions } from './subscriptions.js';
+import { UpWaiters } from './up-waiters.js';
 
 export type MqttProtocolSetting = 'auto' | '5' | '3.1.1';
 
@@ -144,7 +145,7 @@ export class MqttBridgeBackend {
   private queuedCount = 0;
   private readonly replies = new ReplyMatcher();
   private readonly subscriptions: ReplySubscriptions<PoolConnection>;
-  private readonly upWaiters = new Set<(up: boolean) => void>();
+  private readonly upWaiters = new UpWaiters();
   /** Connections whose failed attempts were logged since they were last up. */
   private readonly failureLogged = new Set<PoolConnection>();
 
@@ -215,15 +216,7 @@ export class MqttBridgeBackend {
   /** Resolves true as soon as one connection is up, false after `timeoutMs`. */
   waitConnected(timeoutMs: number): Promise<boolean> {
     if (this.state() === 'connected') return Promise.resolve(true);
-    return new Promise<boolean>((resolve) => {
-      const done = (ok: boolean): void => {
-        clearTimeout(timer);
-        this.upWaiters.delete(done);
-        resolve(ok);
-      };
-      const timer = setTimeout(() => done(false), timeoutMs);
-      this.upWaiters.add(done);
-    });
+    return this.upWaiters.wait(timeoutMs);
   }
 
   /**
@@ -326,7 +319,7 @@ export class MqttBridgeBackend {
     for (const job of this.queue.splice(0)) this.finishFailed(job, 'closed');
     this.replies.failAll(new BackendUnavailableError('BACKEND_CLOSED'));
     this.subscriptions.clear();
-    for (const w of [...this.upWaiters]) w(false);
+    this.upWaiters.settle(false);
     await Promise.all(this.connections.map((c) => c.close()));
   }
 
@@ -508,7 +501,7 @@ export class MqttBridgeBackend {
           { url: this.urlForLogs, connection: conn.index, protocolVersion: conn.level },
           'mqtt connection up',
         );
-        for (const w of [...this.upWaiters]) w(true);
+        this.upWaiters.settle(true);
         this.drain();
       },
       onDown: (conn, wasUp, err) => {

@@ -97,6 +97,7 @@ import {
   type PublishFailureReason,
 } from './stats.js';
 import { ReplySubscriptions } from './subscriptions.js';
+import { UpWaiters } from './up-waiters.js';
 
 /** The subset of a pino logger the sessions use (`debug` for per-device open/close). */
 export interface DeviceSessionLogger {
@@ -314,7 +315,7 @@ export class DeviceSessionManager {
   private reachable: boolean | undefined;
   private unreachableLogged = false;
   private connackRefusedLogged = false;
-  private readonly upWaiters = new Set<(up: boolean) => void>();
+  private readonly upWaiters = new UpWaiters();
 
   private openCount = 0;
   private connectingCount = 0;
@@ -401,15 +402,7 @@ export class DeviceSessionManager {
   /** Resolves true once the broker is known reachable, false after `timeoutMs`. */
   waitConnected(timeoutMs: number): Promise<boolean> {
     if (this.state() === 'connected') return Promise.resolve(true);
-    return new Promise<boolean>((resolve) => {
-      const done = (ok: boolean): void => {
-        clearTimeout(timer);
-        this.upWaiters.delete(done);
-        resolve(ok);
-      };
-      const timer = setTimeout(() => done(false), timeoutMs);
-      this.upWaiters.add(done);
-    });
+    return this.upWaiters.wait(timeoutMs);
   }
 
   /**
@@ -605,7 +598,7 @@ export class DeviceSessionManager {
     if (this.probeTimer !== undefined) clearInterval(this.probeTimer);
     this.sweepTimer = undefined;
     this.probeTimer = undefined;
-    for (const w of [...this.upWaiters]) w(false);
+    this.upWaiters.settle(false);
     const err = new BackendUnavailableError('BACKEND_CLOSED');
     await Promise.all([...this.sessions.values()].map((s) => this.end(s, 'shutdown', err)));
     this.refusals.clear();
@@ -909,7 +902,7 @@ export class DeviceSessionManager {
   private brokerAnswered(): void {
     this.reachable = true;
     this.unreachableLogged = false;
-    for (const w of [...this.upWaiters]) w(true);
+    this.upWaiters.settle(true);
   }
 
   /** The open connection dropped. */
