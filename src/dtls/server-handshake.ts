@@ -101,6 +101,7 @@ export class ServerHandshake<P> {
   private retransmitMs: number;
   private readonly deadline: number;
   private readonly startedAt: number;
+  private deadlineArmed = false;
   private readonly onTimer = (): void => this.timerFired();
 
   constructor(
@@ -195,7 +196,7 @@ export class ServerHandshake<P> {
     for (const m of messages) this.transcript.add(m);
     this.flight = messages.map((payload) => ({ type: ContentType.handshake, epoch: 0, payload }));
     this.transmit();
-    this.schedule(Math.min(this.retransmitMs, this.deadline - this.host.now()));
+    this.schedule(this.retransmitMs);
   }
 
   /** The client repeated its ClientHello: our flight was lost (RFC 6347 §4.2.4). */
@@ -322,7 +323,7 @@ export class ServerHandshake<P> {
     const sessionHash = this.ems ? this.transcript.digest() : undefined;
     this.state = 'lookup';
     // The client answered our flight: stop retransmitting it, keep the deadline.
-    this.schedule(this.deadline - this.host.now());
+    this.schedule(Infinity);
     this.host.stats.pskLookupsPending++;
     let result: PskResolution<P> | Promise<PskResolution<P>>;
     try {
@@ -431,17 +432,20 @@ export class ServerHandshake<P> {
     this.host.send(datagram, this.port, this.address);
   }
 
+  /** Arms the timer for `ms`, or for the deadline when that comes first. */
   private schedule(ms: number): void {
     if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = setTimeout(this.onTimer, Math.max(1, ms));
+    const untilDeadline = this.deadline - this.host.now();
+    // timers may fire a little early: remember that this one is the deadline
+    this.deadlineArmed = untilDeadline <= ms;
+    this.timer = setTimeout(this.onTimer, Math.max(1, Math.min(ms, untilDeadline)));
     this.timer.unref();
   }
 
   private timerFired(): void {
     this.timer = undefined;
     if (this.state === 'done') return;
-    const now = this.host.now();
-    if (now >= this.deadline) {
+    if (this.deadlineArmed || this.host.now() >= this.deadline) {
       this.fail('timeout', this.state, undefined);
       return;
     }
@@ -452,9 +456,9 @@ export class ServerHandshake<P> {
         2 * this.retransmitMs,
         this.host.settings.maxRetransmitTimeoutMs,
       );
-      this.schedule(Math.min(this.retransmitMs, this.deadline - now));
+      this.schedule(this.retransmitMs);
     } else {
-      this.schedule(this.deadline - now);
+      this.schedule(Infinity);
     }
   }
 

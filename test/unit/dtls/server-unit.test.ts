@@ -714,6 +714,56 @@ describe('DtlsServer: a peer that handshakes again', () => {
   });
 });
 
+describe('DtlsServer: flight retransmission on its timer', () => {
+  test('flight 4 is sent again with doubling intervals, new record numbers, the same message_seq, until the handshake times out', async () => {
+    const h = harness({
+      retransmitTimeoutMs: 40,
+      maxRetransmitTimeoutMs: 1_000,
+      handshakeTimeoutMs: 700,
+    });
+    try {
+      const t0 = Date.now();
+      const first = hello(h, PROFILES[0]!, 48000, Buffer.alloc(32, 5));
+      const firstSeqs = serverMessages(first.flight).map(({ rec }) => rec.seq);
+      const sentBefore = h.sent.length;
+      const times: number[] = [];
+      const watch = setInterval(() => {
+        while (times.length < h.sent.length - sentBefore) times.push(Date.now() - t0);
+      }, 2);
+      await new Promise((r) => setTimeout(r, 900));
+      clearInterval(watch);
+      const resent = h.sent.slice(sentBefore);
+      // 40, 80, 160, 320 ms after the first: four retransmissions inside 700 ms, then the deadline
+      assert.ok(resent.length >= 3 && resent.length <= 4, `${resent.length} retransmissions`);
+      for (let i = 1; i < times.length - 1; i++) {
+        const gap = (times[i + 1] ?? 0) - (times[i] ?? 0);
+        const prev = (times[i] ?? 0) - (times[i - 1] ?? 0);
+        assert.ok(gap > prev * 1.4, `intervals grow: ${times.join(', ')}`);
+      }
+      let lastSeq = Math.max(...firstSeqs);
+      for (const d of resent) {
+        const msgs = serverMessages(d.data);
+        assert.deepEqual(
+          msgs.map(({ f }) => f.messageSeq),
+          [1, 2],
+        );
+        for (const { rec } of msgs) {
+          assert.ok(rec.seq > lastSeq, 'fresh record sequence numbers');
+          lastSeq = rec.seq;
+        }
+      }
+      assert.equal(h.server.stats.retransmissions, resent.length);
+      assert.equal(h.server.handshakeCount, 0);
+      assert.deepEqual(
+        h.failures.map((f) => f.reason),
+        ['timeout'],
+      );
+    } finally {
+      h.server.close();
+    }
+  });
+});
+
 describe('DtlsServer: idle associations are evicted', () => {
   test('after idleTimeout without traffic the association gets close_notify and is gone', async () => {
     let t = 5_000_000;
