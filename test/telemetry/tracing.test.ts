@@ -382,6 +382,55 @@ describe('telemetry: spans of a device over OTLP/HTTP', () => {
     );
   });
 
+  it("a command sent with the platform's traceparent continues that trace when it is delivered (command.deliver)", async () => {
+    const commandTrace = platformTraceparent();
+    const commandTopic = `/sys/${dev.pk}/${dev.dk}/thing/service/reboot`;
+    await platform.client.publishAsync(
+      commandTopic,
+      JSON.stringify({
+        id: 'cmd-tr-1',
+        version: '1.0',
+        method: 'thing.service.reboot',
+        params: {},
+      }),
+      { qos: 1, properties: { userProperties: { traceparent: commandTrace.tp } } },
+    );
+    // the next answer that carries the command (the intake may take a moment to queue it)
+    let delivered = false;
+    for (let i = 0; i < 40 && !delivered; i++) {
+      const res = await postJson(device, mpTopic, measurepointBody(`cmd-${i}`));
+      delivered = res.options.some((o) => o.number === 2100);
+      if (!delivered) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(delivered, 'the command rode on an answer (option 2100)');
+    await receiver.waitFor(
+      (all) => all.some((s) => s.name === 'command.deliver' && s.traceId === commandTrace.traceId),
+      "the command.deliver span in the platform's trace",
+    );
+    const deliver = spans().find(
+      (s) => s.name === 'command.deliver' && s.traceId === commandTrace.traceId,
+    );
+    assert.ok(deliver !== undefined);
+    assert.equal(deliver.parentSpanId, commandTrace.spanId);
+    assert.equal(deliver.kind, OtlpKind.CONSUMER);
+    assert.equal(deliver.attributes['messaging.destination.name'], commandTopic);
+    // linked to the coap.exchange of the request whose answer carried it
+    assert.equal(deliver.links.length, 1);
+    const linkedId = deliver.links[0]?.spanId;
+    await receiver.waitFor(
+      (all) => all.some((s) => s.spanId === linkedId),
+      'the linked exchange span',
+    );
+    assert.equal(spans().find((s) => s.spanId === linkedId)?.name, 'coap.exchange');
+    // acknowledge it so later tests see no command
+    const ack = await postJson(
+      device,
+      `${commandTopic}_reply`,
+      JSON.stringify({ id: 'cmd-tr-1', code: 200, data: {} }),
+    );
+    assert.equal(codeOf(ack), '2.04');
+  });
+
   it('HTTP route: http.request under coap.exchange, traceparent header naming it', async () => {
     const before = http.requests.length;
     const body = JSON.stringify({
