@@ -71,6 +71,23 @@ export class RequestStats {
   }
 }
 
+/**
+ * Puts the samples read at scrape time into a counter or gauge. After reset() a value is 0,
+ * so inc() sets it for both kinds.
+ */
+async function refill<L extends string>(
+  metric: Counter<L> | Gauge<L>,
+  labelNames: readonly L[],
+  read: () => Labeled<L> | Promise<Labeled<L>>,
+): Promise<void> {
+  metric.reset();
+  const samples = await read();
+  // reset() puts 0 back in a label-less metric: a part not configured (or a value not
+  // known) has no sample, not 0
+  if (samples.length === 0 && labelNames.length === 0) metric.remove();
+  for (const [labels, value] of samples) metric.inc(labels, value);
+}
+
 /** A counter whose totals are read from elsewhere at scrape time. */
 function readCounter<L extends string>(
   registry: Registry,
@@ -84,17 +101,13 @@ function readCounter<L extends string>(
     help,
     labelNames,
     registers: [registry],
-    async collect() {
-      this.reset();
-      const entries = await read();
-      // reset() puts 0 back in a label-less metric: a part not configured has no sample
-      if (entries.length === 0 && labelNames.length === 0) this.remove();
-      for (const [labels, value] of entries) this.inc(labels, value);
+    collect() {
+      return refill(this, labelNames, read);
     },
   });
 }
 
-/** A gauge read at scrape time; entries with an undefined value are left out. */
+/** A gauge read at scrape time; a label-less one with no value has no sample. */
 function readGauge<L extends string>(
   registry: Registry,
   name: string,
@@ -107,12 +120,8 @@ function readGauge<L extends string>(
     help,
     labelNames,
     registers: [registry],
-    async collect() {
-      this.reset();
-      const entries = await read();
-      // reset() puts 0 back in a label-less gauge: unknown is no sample, not 0
-      if (entries.length === 0 && labelNames.length === 0) this.remove();
-      for (const [labels, value] of entries) this.set(labels, value);
+    collect() {
+      return refill(this, labelNames, read);
     },
   });
 }
@@ -172,14 +181,24 @@ class SnapshotHistogram extends Histogram<'backend'> {
   }
 }
 
-function entries<K extends string, L extends string>(
-  rec: Readonly<Record<K, number>>,
-  label: L,
-): Labeled<L> {
-  return Object.entries<number>(rec).map(([k, v]) => [
-    { [label]: k.replace(/-/g, '_') } as LabelValues<L>,
+/** One sample per key of `rec` (dashes in keys become underscores), plus fixed labels. */
+function entries<K extends string, F extends string = never>(
+  rec: Readonly<Record<string, number>>,
+  label: K,
+  fixed?: LabelValues<F>,
+): [LabelValues<K | F>, number][] {
+  return Object.entries(rec).map(([k, v]) => [
+    { ...fixed, [label]: k.replace(/-/g, '_') } as LabelValues<K | F>,
     v,
   ]);
+}
+
+/** Samples of fixed label values: `[['ok', n], ...]` becomes `[[{ outcome: 'ok' }, n], ...]`. */
+function named<L extends string>(
+  label: L,
+  values: readonly (readonly [string, number])[],
+): Labeled<L> {
+  return values.map(([k, v]) => [{ [label]: k } as LabelValues<L>, v]);
 }
 
 const up = (b: boolean): number => (b ? 1 : 0);
@@ -210,7 +229,16 @@ export function createMetrics(): Metrics {
     registry.removeSingleMetric(name);
   }
   let src: MetricSources | undefined;
-  const s = (): MetricSources | undefined => src;
+  /** Samples from the bound sources; none before bind(). */
+  const from =
+    <L extends string>(read: (x: MetricSources) => Labeled<L>) =>
+    (): Labeled<L> =>
+      src === undefined ? [] : read(src);
+  /** One label-less sample; none before bind() or while `read` gives undefined. */
+  const one = (read: (x: MetricSources) => number | undefined) => (): Labeled<never> => {
+    const v = src === undefined ? undefined : read(src);
+    return v === undefined ? [] : [[{}, v]];
+  };
 
   const latency = new Histogram<'method'>({
     name: 'coap_edge_coap_request_duration_seconds',
@@ -232,10 +260,7 @@ export function createMetrics(): Metrics {
     'coap_edge_ready',
     'Whether this instance is ready (1) or not (0, starting or draining).',
     [],
-    () => {
-      const x = s();
-      return x === undefined ? [] : [[{}, up(x.ready())]];
-    },
+    one((x) => up(x.ready())),
   );
 
   // --- datagrams and DTLS -----------------------------------------------------------------
@@ -244,138 +269,103 @@ export function createMetrics(): Metrics {
     'coap_edge_datagrams_received_total',
     'UDP datagrams received, by listener.',
     ['transport'],
-    () => {
-      const x = s();
-      return x === undefined
-        ? []
-        : [
-            [{ transport: 'dtls' }, x.dtls.stats.datagramsIn],
-            [{ transport: 'coap' }, x.plainDatagrams()],
-          ];
-    },
+    from((x) =>
+      named('transport', [
+        ['dtls', x.dtls.stats.datagramsIn],
+        ['coap', x.plainDatagrams()],
+      ]),
+    ),
   );
   readCounter(
     registry,
     'coap_edge_datagrams_sent_total',
     'UDP datagrams sent on the DTLS listener.',
     [],
-    () => {
-      const x = s();
-      return x === undefined ? [] : [[{}, x.dtls.stats.datagramsOut]];
-    },
+    one((x) => x.dtls.stats.datagramsOut),
   );
-  readCounter(registry, 'coap_edge_udp_send_errors_total', 'UDP sends that failed.', [], () => {
-    const x = s();
-    return x === undefined ? [] : [[{}, x.udpSendErrors()]];
-  });
+  readCounter(
+    registry,
+    'coap_edge_udp_send_errors_total',
+    'UDP sends that failed.',
+    [],
+    one((x) => x.udpSendErrors()),
+  );
   readCounter(
     registry,
     'coap_edge_dtls_records_received_total',
     'DTLS records received.',
     [],
-    () => {
-      const x = s();
-      return x === undefined ? [] : [[{}, x.dtls.stats.recordsIn]];
-    },
+    one((x) => x.dtls.stats.recordsIn),
   );
   readCounter(
     registry,
     'coap_edge_dtls_records_dropped_total',
     'DTLS records dropped, by reason.',
     ['reason'],
-    () => {
-      const x = s();
-      return x === undefined ? [] : entries(x.dtls.stats.drops, 'reason');
-    },
+    from((x) => entries(x.dtls.stats.drops, 'reason')),
   );
   readCounter(
     registry,
     'coap_edge_dtls_hello_verify_requests_total',
     'HelloVerifyRequests sent (stateless cookie answers).',
     [],
-    () => {
-      const x = s();
-      return x === undefined ? [] : [[{}, x.dtls.stats.helloVerifySent]];
-    },
+    one((x) => x.dtls.stats.helloVerifySent),
   );
   readCounter(
     registry,
     'coap_edge_dtls_handshakes_started_total',
     'Handshakes started after a valid cookie.',
     [],
-    () => {
-      const x = s();
-      return x === undefined ? [] : [[{}, x.dtls.stats.handshakesStarted]];
-    },
+    one((x) => x.dtls.stats.handshakesStarted),
   );
   readCounter(
     registry,
     'coap_edge_dtls_handshakes_completed_total',
     'Handshakes completed, by cipher suite.',
     ['cipher_suite'],
-    () => {
-      const x = s();
-      return x === undefined
-        ? []
-        : Object.entries(x.dtls.stats.completedBySuite).map(([suite, n]) => [
-            { cipher_suite: suite },
-            n,
-          ]);
-    },
+    from((x) => named('cipher_suite', Object.entries(x.dtls.stats.completedBySuite))),
   );
   readCounter(
     registry,
     'coap_edge_dtls_handshakes_failed_total',
     'Handshakes failed, by reason.',
     ['reason'],
-    () => {
-      const x = s();
-      return x === undefined ? [] : entries(x.dtls.stats.handshakesFailed, 'reason');
-    },
+    from((x) => entries(x.dtls.stats.handshakesFailed, 'reason')),
   );
   readCounter(
     registry,
     'coap_edge_dtls_retransmissions_total',
     'DTLS flights sent again.',
     [],
-    () => {
-      const x = s();
-      return x === undefined ? [] : [[{}, x.dtls.stats.retransmissions]];
-    },
+    one((x) => x.dtls.stats.retransmissions),
   );
   readCounter(
     registry,
     'coap_edge_dtls_associations_closed_total',
     'DTLS associations ended, by reason.',
     ['reason'],
-    () => {
-      const x = s();
-      return x === undefined ? [] : entries(x.dtls.stats.closed, 'reason');
-    },
+    from((x) => entries(x.dtls.stats.closed, 'reason')),
   );
-  readGauge(registry, 'coap_edge_dtls_associations', 'Established DTLS associations.', [], () => {
-    const x = s();
-    return x === undefined ? [] : [[{}, x.dtls.associationCount]];
-  });
+  readGauge(
+    registry,
+    'coap_edge_dtls_associations',
+    'Established DTLS associations.',
+    [],
+    one((x) => x.dtls.associationCount),
+  );
   readGauge(
     registry,
     'coap_edge_dtls_handshakes_in_progress',
     'Half-open handshakes (after the cookie, before Finished).',
     [],
-    () => {
-      const x = s();
-      return x === undefined ? [] : [[{}, x.dtls.handshakeCount]];
-    },
+    one((x) => x.dtls.handshakeCount),
   );
   readGauge(
     registry,
     'coap_edge_dtls_psk_lookups_pending',
     'Handshakes waiting for their key lookup.',
     [],
-    () => {
-      const x = s();
-      return x === undefined ? [] : [[{}, x.dtls.stats.pskLookupsPending]];
-    },
+    one((x) => x.dtls.stats.pskLookupsPending),
   );
 
   // --- CoAP -------------------------------------------------------------------------------
@@ -384,97 +374,74 @@ export function createMetrics(): Metrics {
     'coap_edge_coap_messages_received_total',
     'CoAP messages received.',
     [],
-    () => {
-      const x = s();
-      return x === undefined ? [] : [[{}, x.coap.messagesIn]];
-    },
+    one((x) => x.coap.messagesIn),
   );
   readCounter(
     registry,
     'coap_edge_coap_messages_dropped_total',
     'CoAP messages not processed, by reason.',
     ['reason'],
-    () => {
-      const x = s();
-      if (x === undefined) return [];
-      const c = x.coap;
-      return [
-        [{ reason: 'malformed' }, c.malformed],
-        [{ reason: 'ignored' }, c.ignored],
-        [{ reason: 'overloaded' }, c.overloaded],
-      ];
-    },
+    from(({ coap: c }) =>
+      named('reason', [
+        ['malformed', c.malformed],
+        ['ignored', c.ignored],
+        ['overloaded', c.overloaded],
+      ]),
+    ),
   );
   readCounter(
     registry,
     'coap_edge_coap_requests_total',
     'CoAP requests answered, by method, topic class and response code.',
     ['method', 'topic_class', 'code'],
-    () => {
-      const x = s();
-      return x === undefined ? [] : x.requests.entries();
-    },
+    from((x) => x.requests.entries()),
   );
   readCounter(
     registry,
     'coap_edge_coap_exchange_events_total',
     'CoAP message-layer events.',
     ['event'],
-    () => {
-      const x = s();
-      if (x === undefined) return [];
-      const c = x.coap;
-      return [
-        [{ event: 'duplicate' }, c.duplicates],
-        [{ event: 'empty_ack' }, c.emptyAcks],
-        [{ event: 'separate_response' }, c.separateResponses],
-        [{ event: 'retransmission' }, c.retransmissions],
-        [{ event: 'give_up' }, c.giveUps],
-        [{ event: 'reset_sent' }, c.resets],
-        [{ event: 'reset_received' }, c.resetsReceived],
-        [{ event: 'ping' }, c.pings],
-        [{ event: 'bad_option' }, c.badOptions],
-        [{ event: 'handler_error' }, c.handlerErrors],
-      ];
-    },
+    from(({ coap: c }) =>
+      named('event', [
+        ['duplicate', c.duplicates],
+        ['empty_ack', c.emptyAcks],
+        ['separate_response', c.separateResponses],
+        ['retransmission', c.retransmissions],
+        ['give_up', c.giveUps],
+        ['reset_sent', c.resets],
+        ['reset_received', c.resetsReceived],
+        ['ping', c.pings],
+        ['bad_option', c.badOptions],
+        ['handler_error', c.handlerErrors],
+      ]),
+    ),
   );
   readCounter(
     registry,
     'coap_edge_coap_block_transfers_total',
     'Block-wise transfers (RFC 7959), by direction and outcome.',
     ['direction', 'outcome'],
-    () => {
-      const x = s();
-      if (x === undefined) return [];
-      const c = x.coap;
-      return [
-        [{ direction: 'block1', outcome: 'completed' }, c.block1Completed],
-        [{ direction: 'block1', outcome: 'incomplete' }, c.block1Incomplete],
-        [{ direction: 'block1', outcome: 'too_large' }, c.block1TooLarge],
-        [{ direction: 'block2', outcome: 'started' }, c.block2Transfers],
-        [{ direction: 'block2', outcome: 'served' }, c.block2Served],
-      ];
-    },
+    from(({ coap: c }) => [
+      [{ direction: 'block1', outcome: 'completed' }, c.block1Completed],
+      [{ direction: 'block1', outcome: 'incomplete' }, c.block1Incomplete],
+      [{ direction: 'block1', outcome: 'too_large' }, c.block1TooLarge],
+      [{ direction: 'block2', outcome: 'started' }, c.block2Transfers],
+      [{ direction: 'block2', outcome: 'served' }, c.block2Served],
+    ]),
   );
   readGauge(
     registry,
     'coap_edge_coap_exchanges_in_flight',
     'Requests being processed or waiting for their separate response.',
     [],
-    () => {
-      const x = s();
-      return x === undefined ? [] : [[{}, x.coap.exchangesInFlight]];
-    },
+    one((x) => x.coap.exchangesInFlight),
   );
   readGauge(
     registry,
     'coap_edge_coap_dedup_entries',
     'Entries in the CoAP deduplication cache.',
     [],
-    () => {
-      const x = s();
-      return x === undefined ? [] : [[{}, x.coap.dedupEntries]];
-    },
+    one((x) => x.coap.dedupEntries),
   );
 
   // --- key lookups and activation -----------------------------------------------------------
@@ -483,56 +450,42 @@ export function createMetrics(): Metrics {
     'coap_edge_key_lookups_total',
     'Secret lookups, by layer and outcome.',
     ['layer', 'outcome'],
-    () => {
-      const x = s();
-      if (x === undefined) return [];
-      const out: [LabelValues<'layer' | 'outcome'>, number][] = [];
-      for (const [layer, outcomes] of Object.entries(x.auth.lookups)) {
-        for (const [outcome, n] of Object.entries(outcomes as Record<string, number>)) {
-          out.push([{ layer, outcome: outcome.replace(/-/g, '_') }, n]);
-        }
-      }
-      return out;
-    },
+    from((x) =>
+      Object.entries(x.auth.lookups).flatMap(([layer, outcomes]) =>
+        entries(outcomes as Record<string, number>, 'outcome', { layer }),
+      ),
+    ),
   );
   readCounter(
     registry,
     'coap_edge_registry_failures_total',
     'Registry requests that failed (error, timeout, circuit open).',
     [],
-    () => {
-      const x = s();
-      return x === undefined ? [] : [[{}, x.auth.registryFailures]];
-    },
+    one((x) => x.auth.registryFailures),
   );
   readCounter(
     registry,
     'coap_edge_activations_total',
     'Dynamic activations (secureMode 3), by outcome.',
     ['outcome'],
-    () => {
-      const x = s();
-      return x === undefined ? [] : entries(x.auth.activations, 'outcome');
-    },
+    from((x) => entries(x.auth.activations, 'outcome')),
   );
   readGauge(
     registry,
     'coap_edge_redis_up',
     'Redis connection state by client (1 connected, 0 not); absent when Redis is not configured.',
     ['client'],
-    () => {
-      const x = s();
-      if (x === undefined) return [];
-      const out: [LabelValues<'client'>, number][] = [];
+    from((x) => {
+      const out: [string, number][] = [];
       const secrets = x.auth.redisState;
-      if (secrets !== 'off') out.push([{ client: 'secrets' }, up(secrets === 'connected')]);
+      if (secrets !== 'off') out.push(['secrets', up(secrets === 'connected')]);
       const commands = x.commandsRedisUp?.();
-      if (commands !== undefined) out.push([{ client: 'commands' }, up(commands)]);
+      if (commands !== undefined) out.push(['commands', up(commands)]);
       const presence = x.presence?.();
       if (presence !== undefined && secrets !== 'off')
-        out.push([{ client: 'presence' }, up(presence.storeAvailable)]);
-      return out;
-    },
+        out.push(['presence', up(presence.storeAvailable)]);
+      return named('client', out);
+    }),
   );
 
   // --- backends ---------------------------------------------------------------------------
@@ -541,46 +494,35 @@ export function createMetrics(): Metrics {
     'coap_edge_backend_requests_total',
     'Backend publishes and calls, by backend and outcome.',
     ['backend', 'outcome'],
-    () => {
-      const x = s();
-      if (x === undefined) return [];
+    from((x) => {
       const out: [LabelValues<'backend' | 'outcome'>, number][] = [];
       const m = x.mqtt?.();
       if (m !== undefined) {
         out.push([{ backend: 'mqtt', outcome: 'ok' }, m.publishes.ok]);
-        for (const [r, n] of Object.entries(m.publishes.failed)) {
-          out.push([{ backend: 'mqtt', outcome: r.replace(/-/g, '_') }, n]);
-        }
+        out.push(...entries(m.publishes.failed, 'outcome', { backend: 'mqtt' }));
       }
       const d = x.deviceSessions?.();
       if (d !== undefined) {
         out.push([{ backend: 'mqtt_device', outcome: 'ok' }, d.publishes.ok]);
-        for (const [r, n] of Object.entries(d.publishes.failed)) {
-          out.push([{ backend: 'mqtt_device', outcome: r.replace(/-/g, '_') }, n]);
-        }
+        out.push(...entries(d.publishes.failed, 'outcome', { backend: 'mqtt_device' }));
       }
       const h = x.http?.();
-      if (h !== undefined) {
-        for (const [r, n] of Object.entries(h.calls)) {
-          out.push([{ backend: 'http', outcome: r.replace(/-/g, '_') }, n]);
-        }
-      }
+      if (h !== undefined) out.push(...entries(h.calls, 'outcome', { backend: 'http' }));
       return out;
-    },
+    }),
   );
   new SnapshotHistogram(
     registry,
     'coap_edge_backend_request_duration_seconds',
     'Backend latency: MQTT publish to PUBACK, HTTP call to answer.',
     () => {
-      const x = s();
-      if (x === undefined) return [];
+      if (src === undefined) return [];
       const out: [string, LatencySnapshot][] = [];
-      const m = x.mqtt?.();
+      const m = src.mqtt?.();
       if (m !== undefined) out.push(['mqtt', m.pubackLatency]);
-      const d = x.deviceSessions?.();
+      const d = src.deviceSessions?.();
       if (d !== undefined) out.push(['mqtt_device', d.pubackLatency]);
-      const h = x.http?.();
+      const h = src.http?.();
       if (h !== undefined) out.push(['http', h.latency]);
       return out;
     },
@@ -590,80 +532,66 @@ export function createMetrics(): Metrics {
     'coap_edge_backend_up',
     'Whether a backend is reachable (1) or not (0), by backend.',
     ['backend'],
-    () => {
-      const x = s();
-      if (x === undefined) return [];
-      const out: [LabelValues<'backend'>, number][] = [];
+    from((x) => {
+      const out: [string, number][] = [];
       const m = x.mqtt?.();
-      if (m !== undefined) out.push([{ backend: 'mqtt' }, up(m.state === 'connected')]);
+      if (m !== undefined) out.push(['mqtt', up(m.state === 'connected')]);
       const d = x.deviceSessions?.();
-      if (d !== undefined) out.push([{ backend: 'mqtt_device' }, up(d.state !== 'down')]);
-      return out;
-    },
+      if (d !== undefined) out.push(['mqtt_device', up(d.state !== 'down')]);
+      return named('backend', out);
+    }),
   );
   readCounter(
     registry,
     'coap_edge_mqtt_replies_total',
     'Platform replies awaited on _reply topics, by outcome.',
     ['outcome'],
-    () => {
-      const x = s();
-      if (x === undefined) return [];
+    from((x) => {
       const r = x.mqtt?.().replies ?? x.deviceSessions?.().replies;
       return r === undefined
         ? []
-        : [
-            [{ outcome: 'matched' }, r.matched],
-            [{ outcome: 'timeout' }, r.timedOut],
-            [{ outcome: 'unmatched' }, r.unmatched],
-          ];
-    },
+        : named('outcome', [
+            ['matched', r.matched],
+            ['timeout', r.timedOut],
+            ['unmatched', r.unmatched],
+          ]);
+    }),
   );
   readCounter(
     registry,
     'coap_edge_mqtt_reconnects_total',
     'MQTT bridge connection attempts after the first.',
     [],
-    () => {
-      const m = s()?.mqtt?.();
-      return m === undefined ? [] : [[{}, m.reconnects]];
-    },
+    one((x) => x.mqtt?.().reconnects),
   );
   readGauge(
     registry,
     'coap_edge_mqtt_device_sessions',
     'Per-device MQTT connections open.',
     [],
-    () => {
-      const d = s()?.deviceSessions?.();
-      return d === undefined ? [] : [[{}, d.sessions.open]];
-    },
+    one((x) => x.deviceSessions?.().sessions.open),
   );
   readCounter(
     registry,
     'coap_edge_mqtt_device_connects_total',
     'Per-device MQTT logins, by outcome.',
     ['outcome'],
-    () => {
-      const d = s()?.deviceSessions?.();
+    from((x) => {
+      const d = x.deviceSessions?.();
       if (d === undefined) return [];
-      const out: [LabelValues<'outcome'>, number][] = [[{ outcome: 'ok' }, d.connects.ok]];
-      for (const [r, n] of Object.entries(d.connects.failed))
-        out.push([{ outcome: r.replace(/-/g, '_') }, n]);
-      for (const [r, n] of Object.entries(d.connects.refused))
-        out.push([{ outcome: r.replace(/-/g, '_') }, n]);
-      return out;
-    },
+      return [
+        [{ outcome: 'ok' }, d.connects.ok],
+        ...entries(d.connects.failed, 'outcome'),
+        ...entries(d.connects.refused, 'outcome'),
+      ];
+    }),
   );
   readGauge(
     registry,
     'coap_edge_http_requests_in_flight',
     'HTTP route calls in flight.',
     [],
-    () => {
-      const h = s()?.http?.();
-      return h === undefined ? [] : [[{}, h.inflight]];
-    },
+    one((x) => x.http?.().inflight),
   );
 
   // --- commands and presence ---------------------------------------------------------------
@@ -672,35 +600,33 @@ export function createMetrics(): Metrics {
     'coap_edge_commands_total',
     'Commands for devices, by event.',
     ['event'],
-    () => {
-      const c = s()?.commands?.();
-      if (c === undefined) return [];
-      return [
-        [{ event: 'enqueued' }, c.enqueued],
-        [{ event: 'refused_full' }, c.refusedFull],
-        [{ event: 'duplicate' }, c.duplicates],
-        [{ event: 'expired' }, c.expired],
-        [{ event: 'delivered' }, c.delivered],
-        [{ event: 'acknowledged' }, c.acknowledged],
-      ];
-    },
+    from((x) => {
+      const c = x.commands?.();
+      return c === undefined
+        ? []
+        : named('event', [
+            ['enqueued', c.enqueued],
+            ['refused_full', c.refusedFull],
+            ['duplicate', c.duplicates],
+            ['expired', c.expired],
+            ['delivered', c.delivered],
+            ['acknowledged', c.acknowledged],
+          ]);
+    }),
   );
   readGauge(
     registry,
     'coap_edge_commands_waiters',
     'Requests held open for a command (ttd).',
     [],
-    () => {
-      const c = s()?.commands?.();
-      return c === undefined ? [] : [[{}, c.waiters]];
-    },
+    one((x) => x.commands?.().waiters),
   );
   new SnapshotHistogram(
     registry,
     'coap_edge_command_age_seconds',
     'Age of a command when it is handed to its device.',
     () => {
-      const a = s()?.commandAge?.();
+      const a = src?.commandAge?.();
       return a === undefined ? [] : [[undefined, a]];
     },
   );
@@ -710,7 +636,7 @@ export function createMetrics(): Metrics {
     'Devices online across all instances (from the shared presence store).',
     [],
     async () => {
-      const n = await s()?.onlineDevices?.();
+      const n = await src?.onlineDevices?.();
       return n === undefined ? [] : [[{}, n]];
     },
   );
@@ -719,16 +645,14 @@ export function createMetrics(): Metrics {
     'coap_edge_presence_transitions_total',
     'Presence transitions decided by this instance, by status and reason.',
     ['status', 'reason'],
-    () => {
-      const p = s()?.presence?.();
+    from((x) => {
+      const p = x.presence?.();
       if (p === undefined) return [];
-      const out: [LabelValues<'status' | 'reason'>, number][] = [
+      return [
         [{ status: 'online', reason: 'first_request' }, p.online],
+        ...entries(p.offline, 'reason', { status: 'offline' }),
       ];
-      for (const [r, n] of Object.entries(p.offline))
-        out.push([{ status: 'offline', reason: r.replace(/-/g, '_') }, n]);
-      return out;
-    },
+    }),
   );
 
   return {
