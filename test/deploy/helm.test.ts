@@ -171,6 +171,9 @@ function renderFailures(values: JsonObject): string[] {
   const grace = Number(values.terminationGracePeriodSeconds);
   const preStop = Number(values.preStopSleepSeconds ?? 0);
   if (!(grace > drain + preStop)) out.push('terminationGracePeriodSeconds');
+  const httpBind = typeof config.httpBind === 'string' ? config.httpBind : '0.0.0.0';
+  if (httpBind.startsWith('127.') || httpBind === '::1' || httpBind === 'localhost')
+    out.push('config.httpBind');
   const hpa = isObject(values.autoscaling) ? values.autoscaling : {};
   if (hpa.enabled === true) {
     if (Number(hpa.minReplicas) > Number(hpa.maxReplicas)) out.push('autoscaling.minReplicas');
@@ -696,6 +699,11 @@ describe('values files render and configure coap-edge', () => {
       'autoscaling.minReplicas',
     ],
     [
+      'an admin HTTP server bound to loopback (probes could not reach it)',
+      { config: { httpBind: '127.0.0.1' } },
+      'config.httpBind',
+    ],
+    [
       'autoscaling without a CPU request',
       { autoscaling: { enabled: true }, resources: { requests: { cpu: null } } },
       'resources.requests.cpu',
@@ -720,6 +728,7 @@ describe('values files render and configure coap-edge', () => {
     assert.match(body, /fail \(printf "terminationGracePeriodSeconds/);
     assert.match(body, /fail \(printf "autoscaling\.minReplicas/);
     assert.match(body, /fail "autoscaling\.enabled needs resources\.requests\.cpu/);
+    assert.match(body, /fail \(printf "config\.httpBind/);
     assert.match(
       helpers,
       /hasKey \.Values\.config "drainTimeout"[\s\S]*?\{\{- 20 \}\}/,

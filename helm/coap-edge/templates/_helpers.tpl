@@ -122,6 +122,10 @@ a message when one does not hold. Included by the Deployment.
 {{- if and .Values.autoscaling.enabled (gt (.Values.autoscaling.minReplicas | int) (.Values.autoscaling.maxReplicas | int)) }}
 {{- fail (printf "autoscaling.minReplicas (%d) must not be greater than autoscaling.maxReplicas (%d)" (.Values.autoscaling.minReplicas | int) (.Values.autoscaling.maxReplicas | int)) }}
 {{- end }}
+{{- $httpBind := dig "httpBind" "0.0.0.0" .Values.config | toString }}
+{{- if or (hasPrefix "127." $httpBind) (eq $httpBind "::1") (eq $httpBind "localhost") }}
+{{- fail (printf "config.httpBind (%s) is a loopback address: the kubelet's probes and Prometheus reach the pod IP, so the pod would never become ready; keep 0.0.0.0 and restrict access with networkPolicy" $httpBind) }}
+{{- end }}
 {{- if and .Values.autoscaling.enabled (not (dig "requests" "cpu" "" .Values.resources)) }}
 {{- fail "autoscaling.enabled needs resources.requests.cpu: CPU utilization is measured against the request" }}
 {{- end }}
