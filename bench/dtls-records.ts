@@ -15,10 +15,8 @@
  *   [--rounds 3] [--duration 5] [--warmup 1] [--timeout 2000] [--devices file] [--device dk]
  *   [--profile]`
  */
-import { fileURLToPath } from 'node:url';
-import { UsageError, choiceFlag, numberFlag, parseFlags, stringFlag } from './lib/args.js';
-import { SUITES } from './lib/client.js';
-import { runBench } from './lib/driver.js';
+import { numberFlag, parseFlags, runScript } from './lib/args.js';
+import { SERVER_FLAGS, runBench, serverFlags } from './lib/driver.js';
 import { runRecords, type RecordsResult } from './lib/records-load.js';
 
 const USAGE = `usage: node dist/bench/dtls-records.js [options]
@@ -33,27 +31,14 @@ const USAGE = `usage: node dist/bench/dtls-records.js [options]
   --profile           run coap-edge under node --cpu-prof and print its top functions`;
 
 async function main(): Promise<void> {
-  const flags = parseFlags(
-    ['clients', 'suite', 'rounds', 'duration', 'warmup', 'timeout', 'devices', 'device'],
-    ['profile'],
-  );
+  const flags = parseFlags(['clients', 'timeout', ...SERVER_FLAGS], ['profile']);
   if (flags.help === true) {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
   const clients = numberFlag(flags, 'clients', 50, 1, 10_000);
-  const suiteFlag = choiceFlag(flags, 'suite', ['ccm8', 'cbc'], 'ccm8');
-  const rounds = numberFlag(flags, 'rounds', 3, 1, 100);
-  const durationS = numberFlag(flags, 'duration', 5, 0.5, 3600, false);
-  const warmupS = numberFlag(flags, 'warmup', 1, 0, 600, false);
+  const { suite, rounds, durationS, warmupS, devicesFile, device, profile } = serverFlags(flags);
   const timeoutMs = numberFlag(flags, 'timeout', 2000, 50, 120_000);
-  const devicesFile = stringFlag(
-    flags,
-    'devices',
-    fileURLToPath(new URL('../../deploy/examples/devices.json', import.meta.url)),
-  );
-  const device = stringFlag(flags, 'device', 'device001');
-  const suite = SUITES[suiteFlag];
 
   await runBench<RecordsResult>({
     name: 'dtls-records',
@@ -86,7 +71,7 @@ async function main(): Promise<void> {
     rounds,
     devicesFile,
     device,
-    profile: flags.profile === true,
+    profile,
     run: (server, creds) =>
       runRecords(server, {
         creds,
@@ -135,14 +120,4 @@ async function main(): Promise<void> {
   });
 }
 
-main().catch((err: unknown) => {
-  if (err instanceof UsageError) {
-    process.stderr.write(`${err.message}\n${USAGE}\n`);
-    process.exit(2);
-  }
-  process.stderr.write(
-    `dtls-records: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-  );
-  // servers are already stopped (runBench's finally); exit despite open client sockets
-  process.exit(1);
-});
+runScript('dtls-records', USAGE, main);

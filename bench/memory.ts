@@ -35,7 +35,14 @@ import { cipherSuiteName } from '../src/dtls/constants.js';
 import { derivePsk } from '../src/enos/index.js';
 import { CoapClientError, CoapDtlsClient } from '../src/tools/coap-client.js';
 import { generateDevices } from '../src/tools/load.js';
-import { UsageError, choiceFlag, numberFlag, parseFlags, stringFlag } from './lib/args.js';
+import {
+  UsageError,
+  choiceFlag,
+  runScript,
+  numberFlag,
+  parseFlags,
+  stringFlag,
+} from './lib/args.js';
 import { SUITES, connect, failureName, type Target } from './lib/client.js';
 import { openMultiWindow, type MultiWindow } from './lib/cpu-window.js';
 import { commandLine, environment, log, writeResult } from './lib/harness.js';
@@ -790,13 +797,4 @@ async function main(): Promise<void> {
   log(`written to ${file}`);
 }
 
-main().catch((err: unknown) => {
-  if (err instanceof UsageError) {
-    process.stderr.write(`${err.message}\n${USAGE}\n`);
-    process.exit(2);
-  }
-  process.stderr.write(
-    `memory: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-  );
-  process.exit(1);
-});
+runScript('memory', USAGE, main);

@@ -51,7 +51,14 @@ import { cipherSuiteName } from '../src/dtls/constants.js';
 import { derivePsk, parseTopicPath, pskUsableOnCommandLine } from '../src/enos/index.js';
 import { CoapDtlsClient } from '../src/tools/coap-client.js';
 import { generateDevices } from '../src/tools/load.js';
-import { UsageError, choiceFlag, numberFlag, parseFlags, stringFlag } from './lib/args.js';
+import {
+  UsageError,
+  choiceFlag,
+  runScript,
+  numberFlag,
+  parseFlags,
+  stringFlag,
+} from './lib/args.js';
 import { SUITES, connect, type Target } from './lib/client.js';
 import { perMessage } from './lib/cpu-window.js';
 import { commandLine, environment, log, writeResult } from './lib/harness.js';
@@ -1249,13 +1256,4 @@ async function main(): Promise<void> {
   log(`written to ${file}`);
 }
 
-main().catch((err: unknown) => {
-  if (err instanceof UsageError) {
-    process.stderr.write(`${err.message}\n${USAGE}\n`);
-    process.exit(2);
-  }
-  process.stderr.write(
-    `uplink: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
-  );
-  process.exit(1);
-});
+runScript('uplink', USAGE, main);

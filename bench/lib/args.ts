@@ -8,7 +8,7 @@ export class UsageError extends Error {
   }
 }
 
-type StringFlags = Record<string, string | boolean | undefined>;
+export type StringFlags = Record<string, string | boolean | undefined>;
 
 /** Parses `--name value` / `--flag` options; unknown flags are usage errors. */
 export function parseFlags(
@@ -69,4 +69,22 @@ export function choiceFlag<T extends string>(
 export function stringFlag(flags: StringFlags, name: string, fallback: string): string {
   const raw = flags[name];
   return typeof raw === 'string' && raw !== '' ? raw : fallback;
+}
+
+/**
+ * Runs a benchmark script's main. A usage error prints the usage and exits 2; any other
+ * error exits 1 at once (servers are stopped by then; open client sockets must not hold
+ * the process).
+ */
+export function runScript(name: string, usage: string, main: () => Promise<void>): void {
+  main().catch((err: unknown) => {
+    if (err instanceof UsageError) {
+      process.stderr.write(`${err.message}\n${usage}\n`);
+      process.exit(2);
+    }
+    process.stderr.write(
+      `${name}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    );
+    process.exit(1);
+  });
 }

@@ -7,8 +7,10 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { cipherSuiteName } from '../../src/dtls/constants.js';
-import { loadCredentials, preflight, type Preflight } from './client.js';
+import { choiceFlag, numberFlag, stringFlag, type StringFlags } from './args.js';
+import { SUITES, loadCredentials, preflight, type Preflight } from './client.js';
 import { commandLine, environment, log, roundOrder, writeResult } from './harness.js';
 import { newestProfile, summariseProfile, type ProfileSummary } from './profile.js';
 import {
@@ -45,6 +47,31 @@ export interface BenchSpec<R> {
   /** Numbers taken as medians over rounds and compared as coap-edge / libcoap. */
   readonly metrics: Record<string, Metric<R>>;
   readonly notes: readonly string[];
+}
+
+/** The flags both server benchmarks take (see their usage text). */
+export const SERVER_FLAGS = ['suite', 'rounds', 'duration', 'warmup', 'devices', 'device'];
+
+export function serverFlags(flags: StringFlags): Pick<
+  BenchSpec<unknown>,
+  'suite' | 'rounds' | 'devicesFile' | 'device' | 'profile'
+> & {
+  readonly durationS: number;
+  readonly warmupS: number;
+} {
+  return {
+    suite: SUITES[choiceFlag(flags, 'suite', ['ccm8', 'cbc'], 'ccm8')],
+    rounds: numberFlag(flags, 'rounds', 3, 1, 100),
+    durationS: numberFlag(flags, 'duration', 5, 0.5, 3600, false),
+    warmupS: numberFlag(flags, 'warmup', 1, 0, 600, false),
+    devicesFile: stringFlag(
+      flags,
+      'devices',
+      fileURLToPath(new URL('../../../deploy/examples/devices.json', import.meta.url)),
+    ),
+    device: stringFlag(flags, 'device', 'device001'),
+    profile: flags.profile === true,
+  };
 }
 
 const SERVERS: readonly ServerName[] = ['coapEdge', 'libcoap'];
