@@ -5,6 +5,7 @@
  * empty raw reply). Enabled by `demoPlatform: true`; never for production.
  */
 import { connect, type MqttClient } from 'mqtt';
+import { noDelay } from '../bridge/mqtt/connection.js';
 import { parseMqttTopic } from '../enos/index.js';
 
 export interface PlatformStandIn {
@@ -20,6 +21,8 @@ export async function startPlatformStandIn(
     clientId: `coap-edge-demo-platform-${Math.random().toString(16).slice(2, 10)}`,
     reconnectPeriod: 1000,
   });
+  // every (re)connect: the replies must not wait for Nagle and the broker's delayed ACK
+  client.on('connect', () => noDelay(client));
   let replies = 0;
   client.on('message', (topic, payload) => {
     if (!topic.startsWith(topicPrefix)) return;

@@ -48,7 +48,9 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
   const emitter: EventEmitter = aedes;
   emitter.on('error', () => undefined);
   const sockets = new Set<Socket>();
-  const server: Server = createServer((socket) => {
+  // noDelay: aedes writes each packet separately; with Nagle on, a PUBACK or a forwarded
+  // reply waits for the peer's delayed ACK (tens of ms on loopback) before it leaves.
+  const server: Server = createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     aedes.handle(socket);
