@@ -10,14 +10,14 @@ import { ConfigError, flagName, loadConfig, redactedConfig, type Config } from '
 import { renderReference } from './config/reference.js';
 import { settings, type SettingName } from './config/settings.js';
 import { derivePsk, parseIdentity, pskShellLiteral, pskUsableOnCommandLine } from './enos/index.js';
-import { Gateway, StartupError } from './gateway/index.js';
-import { createLogger } from './telemetry/log.js';
-import { setupTracing } from './telemetry/setup.js';
+import type { Gateway } from './gateway/index.js';
 import type { CoapResponse } from './tools/coap-client.js';
-import * as device from './tools/device.js';
-import { generateDevices, runLoad } from './tools/load.js';
-import { startRegistryStandIn, type RegistryStandIn } from './tools/registry-standin.js';
+import type { DeviceToolOptions } from './tools/device.js';
+import type { RegistryStandIn } from './tools/registry-standin.js';
 import { readFileSync } from 'node:fs';
+
+// The gateway (with OpenTelemetry, aedes, ioredis, mqtt, undici) and the tools are imported
+// by the command that needs them, so `--help`, `psk` and `device` start without loading them.
 
 const EXIT_CONFIG = 2;
 
@@ -67,6 +67,11 @@ async function serve(opts: Record<string, unknown>): Promise<void> {
     process.stdout.write(toYaml(redactedConfig(config)));
     return;
   }
+  const [{ Gateway, StartupError }, { createLogger }, { setupTracing }] = await Promise.all([
+    import('./gateway/index.js'),
+    import('./telemetry/log.js'),
+    import('./telemetry/setup.js'),
+  ]);
   const log = createLogger(config.logLevel);
   const tracingHandle = setupTracing({
     endpoint: config.otlpEndpoint,
@@ -217,7 +222,8 @@ async function deviceCommand(
   json: string | undefined,
   flags: DeviceFlags,
 ): Promise<void> {
-  let o: device.DeviceToolOptions;
+  const device = await import('./tools/device.js');
+  let o: DeviceToolOptions;
   try {
     if (flags.secret === undefined) throw new device.DeviceToolError('--secret is required');
     if (flags.suite !== 'ccm8' && flags.suite !== 'cbc') {
@@ -303,6 +309,7 @@ interface BenchFlags {
 async function benchCommand(flags: BenchFlags): Promise<void> {
   const count = Number(flags.count);
   if (!Number.isInteger(count) || count < 1) fail('--count must be a positive integer');
+  const { generateDevices, runLoad } = await import('./tools/load.js');
   if (flags.generate === true) {
     process.stdout.write(
       `${JSON.stringify(generateDevices(count, flags.productKey, flags.seed), null, 1)}\n`,
@@ -369,6 +376,7 @@ async function registryCommand(flags: RegistryFlags): Promise<void> {
     if (err instanceof DevicesFileError) fail(err.message);
     throw err;
   }
+  const { startRegistryStandIn } = await import('./tools/registry-standin.js');
   let standIn: RegistryStandIn;
   try {
     standIn = await startRegistryStandIn({
