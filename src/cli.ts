@@ -82,10 +82,13 @@ async function serve(opts: Record<string, unknown>): Promise<void> {
     env: process.env,
   });
   if (tracingHandle !== undefined) {
+    for (const w of tracingHandle.warnings) log.warn(w);
     log.info(
       {
         endpoint: tracingHandle.endpoint,
-        ratio: config.traceSampleRatio,
+        protocol: tracingHandle.protocol,
+        sampler: tracingHandle.policy.sampler,
+        ratio: tracingHandle.policy.ratio,
         forced: config.traceDevices.length,
       },
       'tracing on',

@@ -575,15 +575,15 @@ export const settings = {
     undefined,
     'string',
     'Observability',
-    'OTLP/HTTP traces endpoint (e.g. http://jaeger:4318/v1/traces). Tracing is off unless this or OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set; other OTEL_* variables are honoured.',
+    'OTLP traces endpoint (http://jaeger:4318/v1/traces; for OTEL_EXPORTER_OTLP_PROTOCOL=grpc http://collector:4317). Tracing is off unless this or OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set, and off whenever OTEL_SDK_DISABLED=true.',
     { arg: '<url>' },
   ),
   traceSampleRatio: setting(
     z.number().min(0).max(1),
-    0.01,
+    undefined,
     'number',
     'Observability',
-    'Share of datagrams traced (parent-based ratio sampler) when tracing is on.',
+    'Share of datagrams traced when tracing is on. Unset: as OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG say, else 0.01; set, it wins over them.',
     { arg: '<ratio>' },
   ),
   traceDevices: setting(

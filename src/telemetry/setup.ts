@@ -1,26 +1,46 @@
 /**
  * The OpenTelemetry trace SDK, set up only when an OTLP endpoint is configured: tracing
- * off costs the datagram path one branch (see trace.ts). Honours the standard OTEL_*
- * variables: OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS,
- * OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER_ARG (ratio).
+ * off costs the datagram path one branch (see trace.ts). The standard OTEL_* variables are
+ * read in otel-env.ts (sampler, protocol, endpoint, headers, SDK disabled);
+ * OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES name the resource.
  */
 import { hostname } from 'node:os';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { isSpanContextValid, trace, TraceFlags, type Context } from '@opentelemetry/api';
+import { OTLPTraceExporter as OtlpHttpJsonExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { OTLPTraceExporter as OtlpGrpcExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
+import { OTLPTraceExporter as OtlpHttpProtoExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { detectResources, envDetector, resourceFromAttributes } from '@opentelemetry/resources';
 import {
-  AlwaysOnSampler,
   BatchSpanProcessor,
-  ParentBasedSampler,
+  SamplingDecision,
+  TraceIdRatioBasedSampler,
+  type Sampler,
+  type SamplingResult,
   type SpanExporter,
 } from '@opentelemetry/sdk-trace-base';
 import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
+import {
+  otlpHeaders,
+  otlpProtocol,
+  samplingPolicy,
+  sdkDisabled,
+  tracesEndpoint,
+  type OtlpProtocol,
+  type SamplingPolicy,
+} from './otel-env.js';
 import { SyncContextManager } from './sync-context.js';
 import { tracing } from './trace.js';
 
+export { tracesEndpoint };
+
+/** Share of datagrams traced when neither `traceSampleRatio` nor OTEL_TRACES_SAMPLER says. */
+export const DEFAULT_TRACE_SAMPLE_RATIO = 0.01;
+
 export interface TracingOptions {
-  /** OTLP/HTTP traces URL; falls back to the OTEL_EXPORTER_OTLP_* variables. */
+  /** OTLP traces URL; falls back to the OTEL_EXPORTER_OTLP_* variables. */
   readonly endpoint: string | undefined;
-  readonly sampleRatio: number;
+  /** `traceSampleRatio` when the operator set it; it wins over OTEL_TRACES_SAMPLER(_ARG). */
+  readonly sampleRatio: number | undefined;
   readonly forcedDevices: readonly string[];
   readonly serviceName: string;
   readonly serviceVersion: string;
@@ -31,32 +51,73 @@ export interface TracingOptions {
 
 export interface TracingHandle {
   readonly endpoint: string | undefined;
+  readonly protocol: OtlpProtocol;
+  readonly policy: SamplingPolicy;
+  /** Unsupported OTEL_* values that were ignored (to log at start). */
+  readonly warnings: readonly string[];
   /** Flushes spans and stops the exporter. */
   shutdown(): Promise<void>;
 }
 
-/** The traces endpoint from the setting or the standard environment variables. */
-export function tracesEndpoint(
-  setting: string | undefined,
-  env: TracingOptions['env'],
-): string | undefined {
-  if (setting !== undefined) return setting;
-  const traces = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT;
-  if (traces !== undefined && traces !== '') return traces;
-  const base = env.OTEL_EXPORTER_OTLP_ENDPOINT;
-  if (base !== undefined && base !== '') return `${base.replace(/\/+$/, '')}/v1/traces`;
-  return undefined;
+/**
+ * Datagram root spans are only started for datagrams `sampleDatagram` chose, so a span
+ * without a parent is sampled; a span under a local parent follows it (its trace is already
+ * decided). A remote parent (a platform's `traceparent`) is treated as the policy says.
+ */
+export class GatewaySampler implements Sampler {
+  private readonly byRatio: TraceIdRatioBasedSampler;
+
+  constructor(private readonly policy: SamplingPolicy) {
+    this.byRatio = new TraceIdRatioBasedSampler(policy.ratio);
+  }
+
+  shouldSample(ctx: Context, traceId: string): SamplingResult {
+    const parent = trace.getSpanContext(ctx);
+    if (parent === undefined || !isSpanContextValid(parent)) {
+      return { decision: SamplingDecision.RECORD_AND_SAMPLED };
+    }
+    const parentSampled = (parent.traceFlags & TraceFlags.SAMPLED) !== 0;
+    const rule = parent.isRemote === true ? this.policy.remoteParent : 'follow';
+    const sampled =
+      rule === 'always' ||
+      (rule === 'follow' && parentSampled) ||
+      (rule === 'ratio' &&
+        this.byRatio.shouldSample(ctx, traceId).decision === SamplingDecision.RECORD_AND_SAMPLED);
+    return {
+      decision: sampled ? SamplingDecision.RECORD_AND_SAMPLED : SamplingDecision.NOT_RECORD,
+    };
+  }
+
+  toString(): string {
+    return `GatewaySampler{${this.policy.sampler}, ratio=${this.policy.ratio}}`;
+  }
+}
+
+export function otlpExporter(
+  protocol: OtlpProtocol,
+  url: string | undefined,
+  headers: Record<string, string>,
+): SpanExporter {
+  switch (protocol) {
+    case 'grpc':
+      // the gRPC exporter reads OTEL_EXPORTER_OTLP_(TRACES_)HEADERS into its metadata itself
+      return new OtlpGrpcExporter({ url });
+    case 'http/json':
+      return new OtlpHttpJsonExporter({ url, headers });
+    case 'http/protobuf':
+      return new OtlpHttpProtoExporter({ url, headers });
+  }
 }
 
 /** Sets up tracing when an endpoint (or a test exporter) is given; undefined otherwise. */
 export function setupTracing(o: TracingOptions): TracingHandle | undefined {
-  const endpoint = tracesEndpoint(o.endpoint, o.env);
+  if (sdkDisabled(o.env)) return undefined;
+  const warnings: string[] = [];
+  const protocol = otlpProtocol(o.env, warnings);
+  const endpoint = tracesEndpoint(o.endpoint, o.env, protocol);
   if (endpoint === undefined && o.exporter === undefined) return undefined;
-  const fromEnv = Number(o.env.OTEL_TRACES_SAMPLER_ARG);
-  const ratio =
-    o.env.OTEL_TRACES_SAMPLER_ARG !== undefined && Number.isFinite(fromEnv)
-      ? fromEnv
-      : o.sampleRatio;
+  const policy = samplingPolicy(o.sampleRatio, DEFAULT_TRACE_SAMPLE_RATIO, o.env, warnings);
+  const headers = otlpHeaders(o.env, warnings);
   // OTEL_RESOURCE_ATTRIBUTES (and OTEL_SERVICE_NAME) override what is set here
   const detected = detectResources({ detectors: [envDetector] });
   const pod = o.env.POD_NAME ?? o.env.HOSTNAME ?? hostname();
@@ -68,12 +129,10 @@ export function setupTracing(o: TracingOptions): TracingHandle | undefined {
     ...(o.env.POD_NAMESPACE !== undefined ? { 'k8s.namespace.name': o.env.POD_NAMESPACE } : {}),
     ...(o.env.NODE_NAME !== undefined ? { 'k8s.node.name': o.env.NODE_NAME } : {}),
   });
-  const exporter = o.exporter ?? new OTLPTraceExporter({ url: endpoint });
+  const exporter = o.exporter ?? otlpExporter(protocol, endpoint, headers);
   const provider = new NodeTracerProvider({
     resource: base.merge(detected),
-    // Datagram spans are only started for datagrams the gateway chose to trace
-    // (sampleDatagram: ratio, forced devices); spans with a platform parent follow its flag.
-    sampler: new ParentBasedSampler({ root: new AlwaysOnSampler() }),
+    sampler: new GatewaySampler(policy),
     spanProcessors: [
       new BatchSpanProcessor(exporter, {
         maxQueueSize: 8192,
@@ -83,11 +142,14 @@ export function setupTracing(o: TracingOptions): TracingHandle | undefined {
     ],
   });
   provider.register({ contextManager: new SyncContextManager() });
-  tracing.ratio = ratio;
+  tracing.ratio = policy.ratio;
   tracing.forced = new Set(o.forcedDevices);
   tracing.on = true;
   return {
     endpoint,
+    protocol,
+    policy,
+    warnings,
     async shutdown() {
       tracing.on = false;
       await provider.shutdown().catch(() => undefined);

@@ -3,11 +3,11 @@
  * 127.0.0.1 port 0 that accepts `POST /v1/traces` the way a collector does and keeps every
  * span it gets, flattened ({@link OtlpSpan}).
  *
- * `@opentelemetry/exporter-trace-otlp-http` (0.212) sends the OTLP JSON encoding
- * (`Content-Type: application/json`; trace and span ids as hex strings, 64-bit integers as
- * numbers or decimal strings), gzip-compressed when OTEL_EXPORTER_OTLP_COMPRESSION=gzip. That
- * is what this receiver decodes; anything else (protobuf, another path) is answered 415/404
- * and recorded in {@link OtlpReceiver.rejected}, so a test can tell the wire format changed.
+ * It decodes both HTTP encodings coap-edge can send (OTEL_EXPORTER_OTLP_PROTOCOL): http/json
+ * (`application/json`; ids as hex strings, 64-bit integers as numbers or decimal strings) and
+ * http/protobuf (`application/x-protobuf`), gzip-compressed or not. Anything else (another
+ * content type or path) is answered 415/404 and recorded in {@link OtlpReceiver.rejected}, so
+ * a test can tell the wire format changed. {@link OtlpGrpcReceiver} is the gRPC counterpart.
  *
  * Also: {@link fromReadableSpan} puts spans of the SDK's `InMemorySpanExporter` in the same
  * shape, and small readers for span trees, W3C `traceparent` and every value a span carries.
@@ -15,8 +15,10 @@
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { createRequire } from 'node:module';
 import { gunzipSync } from 'node:zlib';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { Server as GrpcServer, ServerCredentials, type ServiceDefinition } from '@grpc/grpc-js';
 
 /** A decoded OTLP attribute value. */
 export type AttrValue = string | number | boolean | AttrValue[] | { [key: string]: AttrValue };
@@ -72,6 +74,8 @@ export interface OtlpRequest {
   readonly contentEncoding: string | undefined;
   readonly bytes: number;
   readonly spans: number;
+  /** Request headers (lower-case names), to check OTEL_EXPORTER_OTLP_HEADERS. */
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
 }
 
 // --- decoding the OTLP JSON encoding -----------------------------------------------------------
@@ -174,6 +178,55 @@ export function decodeOtlpJson(body: unknown): OtlpSpan[] {
   return out;
 }
 
+// --- decoding the OTLP protobuf encoding --------------------------------------------------------
+
+/** The protobufjs message type of `ExportTraceServiceRequest`, as far as it is used here. */
+interface ProtoType {
+  decode(bytes: Uint8Array): unknown;
+  toObject(message: unknown, options: Record<string, unknown>): Record<string, unknown>;
+}
+
+/**
+ * The OTLP protobuf schema as compiled into `@opentelemetry/otlp-transformer` (the exporters'
+ * own encoder; the package has no decoder API, so its generated static module is loaded).
+ */
+function exportTraceServiceRequest(): ProtoType {
+  const require = createRequire(import.meta.url);
+  const root = require('@opentelemetry/otlp-transformer/build/src/generated/root.js') as {
+    opentelemetry: {
+      proto: { collector: { trace: { v1: { ExportTraceServiceRequest: ProtoType } } } };
+    };
+  };
+  return root.opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest;
+}
+
+function base64ToHex(v: unknown): unknown {
+  return typeof v === 'string' ? Buffer.from(v, 'base64').toString('hex') : v;
+}
+
+/**
+ * Flattens an OTLP protobuf `ExportTraceServiceRequest` (http/protobuf body or gRPC message):
+ * decoded to the JSON mapping, ids turned from bytes into hex as OTLP JSON has them.
+ */
+export function decodeOtlpProtobuf(bytes: Uint8Array): OtlpSpan[] {
+  const type = exportTraceServiceRequest();
+  const obj = type.toObject(type.decode(bytes), { longs: String, bytes: String, enums: Number });
+  for (const rs of asArray(obj.resourceSpans)) {
+    for (const ss of asArray(isObject(rs) ? rs.scopeSpans : undefined)) {
+      for (const span of asArray(isObject(ss) ? ss.spans : undefined)) {
+        if (!isObject(span)) continue;
+        for (const k of ['traceId', 'spanId', 'parentSpanId']) span[k] = base64ToHex(span[k]);
+        for (const l of asArray(span.links)) {
+          if (!isObject(l)) continue;
+          l.traceId = base64ToHex(l.traceId);
+          l.spanId = base64ToHex(l.spanId);
+        }
+      }
+    }
+  }
+  return decodeOtlpJson(obj);
+}
+
 /** A span of the SDK (e.g. from `InMemorySpanExporter`) in the receiver's shape. */
 export function fromReadableSpan(s: ReadableSpan): OtlpSpan {
   const ctx = s.spanContext();
@@ -255,7 +308,9 @@ export class OtlpReceiver {
       if (size > MAX_BODY) return this.reject(res, 413, `body of ${size} bytes`);
       const contentType = req.headers['content-type'];
       const contentEncoding = req.headers['content-encoding'];
-      if (!(contentType ?? '').toLowerCase().startsWith('application/json')) {
+      const type = (contentType ?? '').toLowerCase();
+      const json = type.startsWith('application/json');
+      if (!json && !type.startsWith('application/x-protobuf')) {
         return this.reject(res, 415, `content-type ${contentType ?? '(none)'}`);
       }
       let spans: OtlpSpan[];
@@ -265,12 +320,19 @@ export class OtlpReceiver {
         else if (contentEncoding !== undefined && contentEncoding !== 'identity') {
           return this.reject(res, 415, `content-encoding ${contentEncoding}`);
         }
-        spans = decodeOtlpJson(JSON.parse(body.toString('utf8')));
+        spans = json ? decodeOtlpJson(JSON.parse(body.toString('utf8'))) : decodeOtlpProtobuf(body);
       } catch (err) {
         return this.reject(res, 400, `undecodable: ${String(err)}`);
       }
       if (this.failWith !== undefined) return this.reject(res, this.failWith, 'told to fail');
-      this.requests.push({ path, contentType, contentEncoding, bytes: size, spans: spans.length });
+      this.requests.push({
+        path,
+        contentType,
+        contentEncoding,
+        bytes: size,
+        spans: spans.length,
+        headers: req.headers,
+      });
       this.spans.push(...spans);
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end('{}');
@@ -317,6 +379,66 @@ export class OtlpReceiver {
     const closed = once(this.server, 'close');
     this.server.close();
     await closed;
+  }
+}
+
+/**
+ * An OTLP/gRPC trace receiver (`opentelemetry.proto.collector.trace.v1.TraceService/Export`)
+ * on 127.0.0.1 port 0, made with grpc-js's generic service definition: messages stay bytes
+ * and are decoded with {@link decodeOtlpProtobuf}; every call's metadata is kept.
+ */
+export class OtlpGrpcReceiver {
+  readonly spans: OtlpSpan[] = [];
+  readonly metadata: Record<string, string>[] = [];
+
+  private constructor(
+    private readonly server: GrpcServer,
+    /** The endpoint to give the exporter: `http://127.0.0.1:<port>`. */
+    readonly url: string,
+  ) {}
+
+  static async start(): Promise<OtlpGrpcReceiver> {
+    const server = new GrpcServer();
+    const ref: { self?: OtlpGrpcReceiver } = {};
+    const identity = (b: Buffer): Buffer => b;
+    const service: ServiceDefinition = {
+      Export: {
+        path: '/opentelemetry.proto.collector.trace.v1.TraceService/Export',
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: identity,
+        requestDeserialize: identity,
+        // an empty ExportTraceServiceResponse encodes to zero bytes
+        responseSerialize: () => Buffer.alloc(0),
+        responseDeserialize: identity,
+      },
+    };
+    server.addService(service, {
+      Export: (
+        call: { request: Buffer; metadata: { getMap(): Record<string, unknown> } },
+        callback: (err: Error | null, value: unknown) => void,
+      ) => {
+        const self = ref.self;
+        if (self !== undefined) {
+          const md: Record<string, string> = {};
+          for (const [k, v] of Object.entries(call.metadata.getMap())) md[k] = String(v);
+          self.metadata.push(md);
+          self.spans.push(...decodeOtlpProtobuf(call.request));
+        }
+        callback(null, {});
+      },
+    });
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (err, p) =>
+        err === null ? resolve(p) : reject(err),
+      ),
+    );
+    ref.self = new OtlpGrpcReceiver(server, `http://127.0.0.1:${port}`);
+    return ref.self;
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => this.server.tryShutdown(() => resolve()));
   }
 }
 

@@ -49,6 +49,18 @@ describe('telemetry setup without registering anything', () => {
     assert.equal(handle, undefined);
   });
 
+  it('OTEL_SDK_DISABLED=true keeps tracing off even with an endpoint', () => {
+    const handle = setupTracing({
+      endpoint: 'http://127.0.0.1:4318/v1/traces',
+      sampleRatio: 1,
+      forcedDevices: [],
+      serviceName: 'coap-edge',
+      serviceVersion: '0',
+      env: { OTEL_SDK_DISABLED: 'true' },
+    });
+    assert.equal(handle, undefined);
+  });
+
   it('sampleDatagram: a forced device key is traced at ratio 0; others follow the ratio', () => {
     const saved = { ratio: tracingState.ratio, forced: tracingState.forced };
     try {

@@ -562,12 +562,13 @@ describe('telemetry: spans of a device over OTLP/HTTP', () => {
         }
       }
     }
-    // and the exporter spoke OTLP/HTTP JSON, nothing was refused
+    // and the exporter spoke OTLP/HTTP in protobuf (the specification's default protocol),
+    // nothing was refused
     assert.deepEqual(receiver.rejected, []);
     assert.ok(receiver.requests.length > 0);
     for (const r of receiver.requests) {
       assert.equal(r.path, '/v1/traces');
-      assert.match(r.contentType ?? '', /^application\/json/);
+      assert.match(r.contentType ?? '', /^application\/x-protobuf/);
     }
   });
 

@@ -1,0 +1,166 @@
+/**
+ * The OpenTelemetry SDK environment variables that coap-edge honours, read as the
+ * specification lists them ("General SDK Configuration" and "OTLP Exporter"):
+ *
+ * - `OTEL_SDK_DISABLED=true`: no tracing, whatever else is set.
+ * - `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`: always_on, always_off, traceidratio,
+ *   parentbased_always_on, parentbased_always_off, parentbased_traceidratio.
+ * - `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL`: http/protobuf (the specification's default),
+ *   http/json, grpc.
+ * - `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`: the signal-specific one is used as is; the
+ *   general one gets `/v1/traces` appended for the HTTP protocols (not for gRPC).
+ * - `OTEL_EXPORTER_OTLP_(TRACES_)HEADERS`: `key=value` pairs, comma-separated, values
+ *   URL-encoded.
+ *
+ * coap-edge's own settings (`traceSampleRatio`, `otlpEndpoint`) win where they are given.
+ * Pure functions over an environment record, so each rule is tested without an SDK.
+ */
+
+export type OtlpProtocol = 'http/protobuf' | 'http/json' | 'grpc';
+
+/**
+ * What decides a span's sampling. Datagram root spans are chosen by `ratio` before any span
+ * work (telemetry/trace.ts); `remoteParent` says what happens to a span that continues a
+ * platform's trace (a `traceparent` on a reply or command): follow the parent's flag, decide
+ * by trace id ratio, or always / never sample.
+ */
+export interface SamplingPolicy {
+  readonly ratio: number;
+  readonly remoteParent: 'follow' | 'ratio' | 'always' | 'never';
+  /** The sampler name in effect, for the start-up log line. */
+  readonly sampler: string;
+}
+
+export type Env = Readonly<Record<string, string | undefined>>;
+
+/** Problems with the variables (unknown values): logged at start, then the defaults apply. */
+export type EnvWarnings = string[];
+
+function value(env: Env, name: string): string | undefined {
+  const v = env[name]?.trim();
+  return v === undefined || v === '' ? undefined : v;
+}
+
+/** `OTEL_SDK_DISABLED`: only the (case-insensitive) value `true` disables. */
+export function sdkDisabled(env: Env): boolean {
+  return value(env, 'OTEL_SDK_DISABLED')?.toLowerCase() === 'true';
+}
+
+const SAMPLERS = [
+  'always_on',
+  'always_off',
+  'traceidratio',
+  'parentbased_always_on',
+  'parentbased_always_off',
+  'parentbased_traceidratio',
+] as const;
+type SamplerName = (typeof SAMPLERS)[number];
+
+function isSampler(s: string): s is SamplerName {
+  return (SAMPLERS as readonly string[]).includes(s);
+}
+
+/**
+ * The sampling policy: `setting` is coap-edge's `traceSampleRatio` when the operator gave it
+ * (flag, YAML or COAP_EDGE_ variable), `fallback` its default ratio otherwise.
+ */
+export function samplingPolicy(
+  setting: number | undefined,
+  fallback: number,
+  env: Env,
+  warnings: EnvWarnings = [],
+): SamplingPolicy {
+  const raw = value(env, 'OTEL_TRACES_SAMPLER')?.toLowerCase();
+  let name: SamplerName | undefined;
+  if (raw !== undefined) {
+    if (isSampler(raw)) name = raw;
+    else warnings.push(`OTEL_TRACES_SAMPLER=${raw} is not supported; using the default sampler`);
+  }
+  const argText = value(env, 'OTEL_TRACES_SAMPLER_ARG');
+  let arg: number | undefined;
+  if (argText !== undefined) {
+    const n = Number(argText);
+    if (Number.isFinite(n) && n >= 0 && n <= 1) arg = n;
+    else warnings.push(`OTEL_TRACES_SAMPLER_ARG=${argText} is not a ratio in [0, 1]; ignored`);
+  }
+  if (name === undefined) {
+    // coap-edge's default: parent-based, datagrams by ratio (an ARG alone still sets it)
+    return {
+      ratio: setting ?? arg ?? fallback,
+      remoteParent: 'follow',
+      sampler: 'parentbased_traceidratio',
+    };
+  }
+  const ratioOf = (): number => setting ?? arg ?? 1;
+  switch (name) {
+    case 'always_on':
+      return { ratio: setting ?? 1, remoteParent: 'always', sampler: name };
+    case 'always_off':
+      return { ratio: setting ?? 0, remoteParent: 'never', sampler: name };
+    case 'traceidratio':
+      return { ratio: ratioOf(), remoteParent: 'ratio', sampler: name };
+    case 'parentbased_always_on':
+      return { ratio: setting ?? 1, remoteParent: 'follow', sampler: name };
+    case 'parentbased_always_off':
+      return { ratio: setting ?? 0, remoteParent: 'follow', sampler: name };
+    case 'parentbased_traceidratio':
+      return { ratio: ratioOf(), remoteParent: 'follow', sampler: name };
+  }
+}
+
+/** `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`, else http/protobuf. */
+export function otlpProtocol(env: Env, warnings: EnvWarnings = []): OtlpProtocol {
+  for (const name of ['OTEL_EXPORTER_OTLP_TRACES_PROTOCOL', 'OTEL_EXPORTER_OTLP_PROTOCOL']) {
+    const v = value(env, name)?.toLowerCase();
+    if (v === undefined) continue;
+    if (v === 'http/protobuf' || v === 'http/json' || v === 'grpc') return v;
+    warnings.push(
+      `${name}=${v} is not supported (http/protobuf, http/json, grpc); using http/protobuf`,
+    );
+    return 'http/protobuf';
+  }
+  return 'http/protobuf';
+}
+
+/** The traces endpoint from the setting or the standard environment variables. */
+export function tracesEndpoint(
+  setting: string | undefined,
+  env: Env,
+  protocol: OtlpProtocol = 'http/protobuf',
+): string | undefined {
+  if (setting !== undefined) return setting;
+  const traces = value(env, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT');
+  if (traces !== undefined) return traces;
+  const base = value(env, 'OTEL_EXPORTER_OTLP_ENDPOINT');
+  if (base === undefined) return undefined;
+  return protocol === 'grpc' ? base : `${base.replace(/\/+$/, '')}/v1/traces`;
+}
+
+/**
+ * `OTEL_EXPORTER_OTLP_HEADERS` merged with (and overridden by) `OTEL_EXPORTER_OTLP_TRACES_HEADERS`.
+ * A malformed pair is skipped with a warning that names its position, never its value (headers
+ * carry credentials).
+ */
+export function otlpHeaders(env: Env, warnings: EnvWarnings = []): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of ['OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_TRACES_HEADERS']) {
+    const v = value(env, name);
+    if (v === undefined) continue;
+    v.split(',').forEach((pair, i) => {
+      const eq = pair.indexOf('=');
+      const key = eq > 0 ? pair.slice(0, eq).trim() : '';
+      let val: string | undefined;
+      try {
+        val = eq > 0 ? decodeURIComponent(pair.slice(eq + 1).trim()) : undefined;
+      } catch {
+        val = undefined;
+      }
+      if (key === '' || val === undefined) {
+        if (pair.trim() !== '') warnings.push(`${name}: entry ${i + 1} is not key=value; skipped`);
+        return;
+      }
+      out[key.toLowerCase()] = val;
+    });
+  }
+  return out;
+}
