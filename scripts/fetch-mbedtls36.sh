@@ -7,11 +7,11 @@
 # run time from /etc/apt/sources.list.d/debian.sources (deb822) or /etc/apt/sources.list, and
 # only the suite is changed. Idempotent: does nothing when the folder is already complete.
 #
-# Usage: scripts/fetch-mbedtls36.sh            (MBEDTLS36_DIR overrides the destination)
+# Usage: scripts/fetch-mbedtls36.sh   (test/helpers/mbedtls.ts expects this destination)
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
-dest="${MBEDTLS36_DIR:-$root/test/.cache/mbedtls36}"
+dest="$root/test/.cache/mbedtls36"
 state="$dest-apt"
 suite=trixie
 # mbedTLS 3.6 in trixie: headers + .so links, and the three runtime libraries they link to.
