@@ -18,7 +18,7 @@ const layerRules = [
 ];
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'bench/results/**', 'helm/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'bench/results/**', 'helm/**', 'test/.cache/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
