@@ -104,14 +104,19 @@ describe(
     });
 
     /** coap-client-openssl: GET activate/info with the product secret (secureMode 3). */
-    async function libcoapActivate(port: number, dk: string): Promise<string> {
-      const r = await runCoapClient('coap-client-openssl', {
+    function libcoapAsk(port: number, dk: string): Promise<ProcessResult> {
+      return runCoapClient('coap-client-openssl', {
         port,
         identity: `${pk},${dk},3,3600`,
         psk: derivePsk(productSecret),
         method: 'get',
         path: activationPath(pk, dk),
       });
+    }
+
+    /** An activation with coap-client-openssl that succeeds; returns the device secret. */
+    async function libcoapActivate(port: number, dk: string): Promise<string> {
+      const r = await libcoapAsk(port, dk);
       const why = describeRun(r);
       assert.equal(r.timedOut, false, why);
       assert.equal(r.code, 0, why);
@@ -121,15 +126,9 @@ describe(
       return activatedSecret(bodies[0], pk, dk, why);
     }
 
-    /** coap-client-openssl: GET activate/info with the product secret is refused with 4.03. */
+    /** An activation with coap-client-openssl that is refused with 4.03, without `secret`. */
     async function libcoapRefused(port: number, dk: string, secret: string): Promise<void> {
-      const r = await runCoapClient('coap-client-openssl', {
-        port,
-        identity: `${pk},${dk},3,3600`,
-        psk: derivePsk(productSecret),
-        method: 'get',
-        path: activationPath(pk, dk),
-      });
+      const r = await libcoapAsk(port, dk);
       const why = describeRun(r);
       assert.equal(r.timedOut, false, why);
       assert.match(r.stderr, /^4\.03$/m, why);
@@ -247,13 +246,7 @@ describe(
     it('an activation whose registry answer is lost: 5.03, then 4.03 (409 is final)', async () => {
       const dk = uid('lost');
       registry.hangNextActivation = true;
-      const first = await runCoapClient('coap-client-openssl', {
-        port: gwA.port,
-        identity: `${pk},${dk},3,3600`,
-        psk: derivePsk(productSecret),
-        method: 'get',
-        path: activationPath(pk, dk),
-      });
+      const first = await libcoapAsk(gwA.port, dk);
       // after registryTimeout (1 s) as a separate response: "unavailable, retry later"
       assert.match(first.stderr, /^5\.03$/m, describeRun(first, `\n--- log\n${gwA.logText()}`));
       const upstream = registry.devices.get(`${pk}/${dk}`)?.deviceSecret;
