@@ -1,8 +1,14 @@
 /**
- * Where activations are kept so a repeated activation of the same device gets the same
- * secret (spec/enos-coap-protocol.md §4: upstream activation is one-shot). With Redis the
- * store is shared by all pods (`{prefix}:activation:{pk}:{dk}`, no TTL, written with
- * `SET NX`: the first pod to store wins); without Redis it is a bounded in-process map.
+ * The one-shot state of devices (spec/enos-coap-protocol.md §4): a device gets its secret
+ * through activation at most once. An entry exists for every device that was activated (the
+ * activation handed out, kept so other pods find the secret without asking the registry)
+ * or that has connected with its own secret (secureMode 2: a mark, no secret). Either
+ * means "no activation any more". Entries never expire and are written with "set if
+ * absent", so the first writer wins and nothing is overwritten.
+ *
+ * With Redis the store is shared by all pods (`{prefix}:activation:{pk}:{dk}`, no TTL); it
+ * lasts as long as Redis keeps its data (see docs/operations.md). Without Redis it is a
+ * bounded in-process map that a restart empties.
  */
 import { z } from 'zod';
 import type { RedisConnection } from './redis-connection.js';
@@ -10,9 +16,13 @@ import type { RedisKeys } from './redis-keys.js';
 import { assetIdSchema, secretSchema } from './records.js';
 import { SecretSourceError, type MaybePromise } from './source.js';
 
-/** Where an activation's secret came from. */
+/**
+ * Where an activation's secret came from. `generated` is read only: earlier versions made
+ * up secrets for devices the devices file did not list.
+ */
 export type ActivationSource = 'registry' | 'file' | 'generated';
 
+/** The activation handed to a device. */
 export interface StoredActivation {
   readonly deviceSecret: string;
   /** May be empty: a devices file entry without `assetId`. */
@@ -22,76 +32,89 @@ export interface StoredActivation {
   readonly activatedAt: string;
 }
 
-export interface ActivationStore {
-  /** The stored activation, or `undefined`. Rejects (or throws) when the store is unreachable. */
-  get(productKey: string, deviceKey: string): MaybePromise<StoredActivation | undefined>;
-  /**
-   * Stores `a` unless an activation is already stored; returns the one that is stored now
-   * and whether it is `a`.
-   */
-  putIfAbsent(
-    productKey: string,
-    deviceKey: string,
-    a: StoredActivation,
-  ): Promise<{ readonly stored: StoredActivation; readonly ours: boolean }>;
+/** The device has connected with its own secret (secureMode 2); no secret is kept. */
+export interface ConnectedMark {
+  readonly mark: 'connected';
+  /** ISO 8601 time of the first such connection seen. */
+  readonly connectedAt: string;
 }
 
-const storedSchema = z.object({
+/** What the store holds for a device: either way, the device may not activate again. */
+export type ActivationEntry = StoredActivation | ConnectedMark;
+
+export function isActivation(e: ActivationEntry): e is StoredActivation {
+  return !('mark' in e);
+}
+
+export function connectedMark(): ConnectedMark {
+  return { mark: 'connected', connectedAt: new Date().toISOString() };
+}
+
+export interface ActivationStore {
+  /** The device's entry, or `undefined`. Rejects (or throws) when the store is unreachable. */
+  get(productKey: string, deviceKey: string): MaybePromise<ActivationEntry | undefined>;
+  /**
+   * Stores `e` unless the device has an entry already; resolves to whether `e` was stored.
+   * Rejects when the store is unreachable or full.
+   */
+  claim(productKey: string, deviceKey: string, e: ActivationEntry): Promise<boolean>;
+}
+
+const activationSchema = z.object({
   deviceSecret: secretSchema,
   assetId: z.union([z.literal(''), assetIdSchema]),
   source: z.enum(['registry', 'file', 'generated']),
   activatedAt: z.string().max(64),
 });
 
-/** Parses a stored activation; `undefined` when the text is not one. */
-export function decodeActivation(text: string): StoredActivation | undefined {
+const markSchema = z.object({ mark: z.literal('connected'), connectedAt: z.string().max(64) });
+
+/** Parses a stored entry; `undefined` when the text is not one. */
+export function decodeActivation(text: string): ActivationEntry | undefined {
   let obj: unknown;
   try {
     obj = JSON.parse(text);
   } catch {
     return undefined;
   }
-  const parsed = storedSchema.safeParse(obj);
-  return parsed.success ? Object.freeze(parsed.data) : undefined;
+  const a = activationSchema.safeParse(obj);
+  if (a.success) return Object.freeze(a.data);
+  const m = markSchema.safeParse(obj);
+  return m.success ? Object.freeze(m.data) : undefined;
 }
 
-export function encodeActivation(a: StoredActivation): string {
+export function encodeActivation(e: ActivationEntry): string {
+  if (!isActivation(e)) return JSON.stringify({ mark: e.mark, connectedAt: e.connectedAt });
   return JSON.stringify({
-    deviceSecret: a.deviceSecret,
-    assetId: a.assetId,
-    source: a.source,
-    activatedAt: a.activatedAt,
+    deviceSecret: e.deviceSecret,
+    assetId: e.assetId,
+    source: e.source,
+    activatedAt: e.activatedAt,
   });
 }
 
 /** In-process store for stacks without Redis. Reads are synchronous. */
 export class MemoryActivationStore implements ActivationStore {
-  readonly #map = new Map<string, StoredActivation>();
+  readonly #map = new Map<string, ActivationEntry>();
   readonly #max: number;
 
-  /** @param max most activations kept; beyond it `putIfAbsent` rejects (`SOURCE_UNAVAILABLE`). */
+  /** @param max most devices kept; beyond it `claim` rejects (`SOURCE_UNAVAILABLE`). */
   constructor(max: number) {
     this.#max = max;
   }
 
-  get(productKey: string, deviceKey: string): StoredActivation | undefined {
+  get(productKey: string, deviceKey: string): ActivationEntry | undefined {
     return this.#map.get(`${productKey}\u0000${deviceKey}`);
   }
 
-  putIfAbsent(
-    productKey: string,
-    deviceKey: string,
-    a: StoredActivation,
-  ): Promise<{ stored: StoredActivation; ours: boolean }> {
+  claim(productKey: string, deviceKey: string, e: ActivationEntry): Promise<boolean> {
     const key = `${productKey}\u0000${deviceKey}`;
-    const current = this.#map.get(key);
-    if (current !== undefined) return Promise.resolve({ stored: current, ours: false });
+    if (this.#map.has(key)) return Promise.resolve(false);
     if (this.#map.size >= this.#max) {
       return Promise.reject(new SecretSourceError('SOURCE_UNAVAILABLE', 'activation store: full'));
     }
-    const stored = Object.freeze({ ...a });
-    this.#map.set(key, stored);
-    return Promise.resolve({ stored, ours: true });
+    this.#map.set(key, Object.freeze({ ...e }));
+    return Promise.resolve(true);
   }
 
   get size(): number {
@@ -106,29 +129,19 @@ export class RedisActivationStore implements ActivationStore {
     private readonly keys: RedisKeys,
   ) {}
 
-  async get(productKey: string, deviceKey: string): Promise<StoredActivation | undefined> {
+  async get(productKey: string, deviceKey: string): Promise<ActivationEntry | undefined> {
     const text = await this.redis.client.get(this.keys.activation(productKey, deviceKey));
     if (text === null) return undefined;
-    const a = decodeActivation(text);
-    if (a === undefined) {
+    const e = decodeActivation(text);
+    if (e === undefined) {
+      // something is there: whatever it is, it is not a licence to activate
       throw new SecretSourceError('SOURCE_BAD_RESPONSE', 'activation store: malformed entry');
     }
-    return a;
+    return e;
   }
 
-  async putIfAbsent(
-    productKey: string,
-    deviceKey: string,
-    a: StoredActivation,
-  ): Promise<{ stored: StoredActivation; ours: boolean }> {
+  async claim(productKey: string, deviceKey: string, e: ActivationEntry): Promise<boolean> {
     const key = this.keys.activation(productKey, deviceKey);
-    const set = await this.redis.client.set(key, encodeActivation(a), 'NX');
-    if (set === 'OK') return { stored: a, ours: true };
-    const theirs = await this.get(productKey, deviceKey);
-    if (theirs === undefined) {
-      // stored by another pod and deleted since (by an operator): let the device retry
-      throw new SecretSourceError('SOURCE_UNAVAILABLE', 'activation store: entry vanished');
-    }
-    return { stored: theirs, ours: false };
+    return (await this.redis.client.set(key, encodeActivation(e), 'NX')) === 'OK';
   }
 }

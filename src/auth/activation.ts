@@ -1,43 +1,63 @@
 /**
- * Dynamic activation (secureMode 3, spec/enos-coap-protocol.md §4): gives a device its
- * secret, and the same secret again on every repeated activation, from any pod.
+ * Dynamic activation (secureMode 3, spec/enos-coap-protocol.md §4), one-shot: the product
+ * secret is shared by every unit of a product, so a session holding it learns a device's
+ * secret only for a device that was never activated and has never connected with its own
+ * secret. Everything else is refused, on every pod.
  *
- * Steps, one at a time per device within a pod (concurrent calls join):
+ * Steps of one activation:
  * 1. The product must exist and allow dynamic registration (looked up through the chain).
- * 2. An activation already stored (Redis `{prefix}:activation:{pk}:{dk}`, or the in-process
- *    store without Redis) is returned as is.
- * 3. Otherwise the secret comes from the registry (`POST …/activate`; on 409 "activated
- *    before" it is read with `GET /devices/{pk}/{dk}`) when one is configured; else from the
- *    devices file (the device's own secret) or, for a device the file does not list, a new
- *    random one (32 base62 characters) with a new asset id (16 base62 characters).
- * 4. It is stored with `SET NX`; when another pod stored one first, theirs is returned.
+ * 2. The device must have no entry in the activation store (Redis
+ *    `{prefix}:activation:{pk}:{dk}`, or the in-process store without Redis): an entry means
+ *    it was activated, or connected in secureMode 2, before → `already-activated`.
+ * 3. The secret: with a registry, `POST …/activate` (its `409` is final:
+ *    `already-activated`, the secret is never read back); without one, the devices file's
+ *    entry for the device (a device the file does not list is `unknown-device`: nothing is
+ *    made up).
+ * 4. The activation is stored with "set if absent". Only the request that stored it answers
+ *    with the secret; one that finds an entry (a racing session, here or on another pod)
+ *    gets `already-activated`.
  * 5. The device's record goes into the in-process LRU; other pods find the activation
- *    through the chain's Redis step (the activation wins over cached entries).
+ *    through the chain's Redis step.
  *
- * When the store cannot be read, the answer is `unavailable` (the device retries later). When
- * it cannot be written, a secret that the registry or the file knows is still returned; a
- * generated one is not (it would be lost), and the answer is `unavailable`.
+ * When the store cannot be read, the answer is `unavailable` (the device retries later).
+ * When it cannot be written, a secret the registry handed out is still returned (the
+ * registry itself is one-shot and will not hand it out again); a secret from the devices
+ * file is not (nothing would stop a second activation), and the answer is `unavailable`.
+ *
+ * A device whose answer was lost retransmits the same CoAP request: the CoAP layer answers
+ * that from its exchange cache without calling this code again. A new request is a new
+ * activation, and is refused.
+ *
+ * {@link DeviceActivator.connected} marks a device that completed a secureMode 2 handshake,
+ * once per pod (devices known to have an entry are skipped).
  */
 import { randomBytes } from 'node:crypto';
-import type { ActivationStore, StoredActivation } from './activation-store.js';
+import { connectedMark, type ActivationStore, type StoredActivation } from './activation-store.js';
+import { deviceCacheKey, recordFromActivation, redisOutcome } from './chain.js';
 import type { DeviceRecord, DevicesFile } from './devices-file.js';
-import { recordFromActivation, redisOutcome } from './chain.js';
+import { MemoryCache, type MemoryCacheOptions } from './memory-cache.js';
 import type { Registry } from './registry-client.js';
-import { SingleFlight } from './single-flight.js';
 import type { SecretSource } from './source.js';
-import type { ActivationOutcome, AuthStats } from './stats.js';
+import type { AuthStats } from './stats.js';
+
+export type ActivationRefusal =
+  | 'unknown-product'
+  | 'unknown-device'
+  | 'dynamic-registration-disabled'
+  | 'already-activated'
+  | 'unavailable';
 
 export type ActivationResult =
   | { readonly ok: true; readonly deviceSecret: string; readonly assetId: string }
-  | {
-      readonly ok: false;
-      readonly reason: 'unknown-product' | 'dynamic-registration-disabled' | 'unavailable';
-    };
-
-type Refusal = Extract<ActivationResult, { ok: false }>['reason'];
+  | { readonly ok: false; readonly reason: ActivationRefusal };
 
 export interface Activator {
   activate(productKey: string, deviceKey: string): Promise<ActivationResult>;
+  /**
+   * The device completed a secureMode 2 handshake (it has its secret): it may not activate
+   * from now on. Not awaited; cheap when the device is known to have an entry already.
+   */
+  connected(productKey: string, deviceKey: string): void;
 }
 
 export interface DeviceActivatorOptions {
@@ -47,6 +67,8 @@ export interface DeviceActivatorOptions {
   readonly registry?: Registry | undefined;
   readonly file?: DevicesFile | undefined;
   readonly stats: AuthStats;
+  /** Size and lifetime of the in-process memory of devices known to have an entry. */
+  readonly known: MemoryCacheOptions;
   /** Called with the device's record after every successful activation. */
   readonly onActivated?: ((rec: DeviceRecord) => void) | undefined;
 }
@@ -65,27 +87,24 @@ export function randomBase62(length: number): string {
   return out;
 }
 
+/** Length of the secrets the registry stand-in makes up. */
 export const GENERATED_SECRET_LENGTH = 32;
+/** Length of the asset ids the registry stand-in makes up. */
 export const GENERATED_ASSET_ID_LENGTH = 16;
+
+const KNOWN = Object.freeze({});
 
 export class DeviceActivator implements Activator {
   readonly #o: DeviceActivatorOptions;
-  readonly #flights: SingleFlight<string, ActivationResult>;
+  /** Devices known to have an entry in the store (so `connected` need not write). */
+  readonly #known: MemoryCache<object>;
 
   constructor(o: DeviceActivatorOptions) {
     this.#o = o;
-    this.#flights = new SingleFlight(() => {
-      o.stats.singleFlightJoins++;
-    });
+    this.#known = new MemoryCache<object>(o.known);
   }
 
-  activate(productKey: string, deviceKey: string): Promise<ActivationResult> {
-    return this.#flights.run(`${productKey}\u0000${deviceKey}`, () =>
-      this.#activate(productKey, deviceKey),
-    );
-  }
-
-  async #activate(productKey: string, deviceKey: string): Promise<ActivationResult> {
+  async activate(productKey: string, deviceKey: string): Promise<ActivationResult> {
     const { source, store, stats } = this.#o;
     let product;
     try {
@@ -96,83 +115,85 @@ export class DeviceActivator implements Activator {
     if (product === undefined) return this.#refuse('unknown-product');
     if (!product.dynamicRegistration) return this.#refuse('dynamic-registration-disabled');
 
-    let stored: StoredActivation | undefined;
+    const key = deviceCacheKey(productKey, deviceKey);
     try {
-      stored = await store.get(productKey, deviceKey);
+      if ((await store.get(productKey, deviceKey)) !== undefined) {
+        stats.count('activation', 'hit');
+        this.#known.set(key, KNOWN);
+        return this.#refuse('already-activated');
+      }
     } catch (err: unknown) {
       stats.count('activation', redisOutcome(err));
       return this.#refuse('unavailable');
     }
-    if (stored !== undefined) {
-      stats.count('activation', 'hit');
-      return this.#grant(productKey, deviceKey, stored, 'stored');
-    }
     stats.count('activation', 'miss');
 
     const candidate = await this.#newActivation(productKey, deviceKey);
-    if (typeof candidate === 'string') return this.#refuse(candidate);
+    if (typeof candidate === 'string') {
+      if (candidate === 'already-activated') this.#known.set(key, KNOWN);
+      return this.#refuse(candidate);
+    }
 
+    let ours: boolean;
     try {
-      const { stored: winner, ours } = await store.putIfAbsent(productKey, deviceKey, candidate);
-      return this.#grant(productKey, deviceKey, winner, ours ? candidate.source : 'race-lost');
+      ours = await store.claim(productKey, deviceKey, candidate);
     } catch {
       stats.activationStoreErrors++;
-      // the registry and the file will give the same secret again; a generated one would be lost
-      if (candidate.source === 'generated') return this.#refuse('unavailable');
-      return this.#grant(productKey, deviceKey, candidate, candidate.source);
+      // the registry will not hand this secret out again; the file would, to anyone
+      if (candidate.source !== 'registry') return this.#refuse('unavailable');
+      ours = true;
     }
+    this.#known.set(key, KNOWN);
+    if (!ours) return this.#refuse('already-activated');
+    stats.activations[candidate.source === 'registry' ? 'registry' : 'file']++;
+    this.#o.onActivated?.(recordFromActivation(productKey, deviceKey, candidate));
+    return { ok: true, deviceSecret: candidate.deviceSecret, assetId: candidate.assetId };
   }
 
-  /** A new activation from the registry, else from the file, else generated. */
-  async #newActivation(productKey: string, deviceKey: string): Promise<StoredActivation | Refusal> {
+  connected(productKey: string, deviceKey: string): void {
+    const key = deviceCacheKey(productKey, deviceKey);
+    if (this.#known.get(key) !== undefined) return;
+    this.#o.store.claim(productKey, deviceKey, connectedMark()).then(
+      () => this.#known.set(key, KNOWN),
+      () => this.#o.stats.activationStoreErrors++, // not remembered: the next handshake tries again
+    );
+  }
+
+  /** The secret for a new activation: from the registry, else from the devices file. */
+  async #newActivation(
+    productKey: string,
+    deviceKey: string,
+  ): Promise<StoredActivation | ActivationRefusal> {
     const { registry, file } = this.#o;
     if (registry !== undefined) return this.#fromRegistry(registry, productKey, deviceKey);
     if (file === undefined) return 'unavailable';
     const rec = file.device(productKey, deviceKey);
-    if (rec !== undefined) return activation(rec.deviceSecret, rec.assetId ?? '', 'file');
-    return activation(
-      randomBase62(GENERATED_SECRET_LENGTH),
-      randomBase62(GENERATED_ASSET_ID_LENGTH),
-      'generated',
-    );
+    if (rec === undefined) return 'unknown-device';
+    return activation(rec.deviceSecret, rec.assetId ?? '', 'file');
   }
 
   async #fromRegistry(
     registry: Registry,
     productKey: string,
     deviceKey: string,
-  ): Promise<StoredActivation | Refusal> {
+  ): Promise<StoredActivation | ActivationRefusal> {
+    let r;
     try {
-      const r = await registry.activate(productKey, deviceKey);
-      switch (r.kind) {
-        case 'activated':
-          return activation(r.deviceSecret, r.assetId, 'registry');
-        case 'already-activated': {
-          // activated before, but the answer was lost (timeout) or the store was wiped
-          const rec = await registry.device(productKey, deviceKey);
-          if (rec === undefined) return 'unavailable';
-          return activation(rec.deviceSecret, rec.assetId ?? '', 'registry');
-        }
-        default:
-          return r.kind;
-      }
+      r = await registry.activate(productKey, deviceKey);
     } catch {
       return 'unavailable';
     }
+    switch (r.kind) {
+      case 'activated':
+        return activation(r.deviceSecret, r.assetId, 'registry');
+      case 'already-activated': // final: the secret is never read back for a secureMode 3 session
+        return 'already-activated';
+      default:
+        return r.kind;
+    }
   }
 
-  #grant(
-    productKey: string,
-    deviceKey: string,
-    a: StoredActivation,
-    outcome: ActivationOutcome,
-  ): ActivationResult {
-    this.#o.stats.activations[outcome]++;
-    this.#o.onActivated?.(recordFromActivation(productKey, deviceKey, a));
-    return { ok: true, deviceSecret: a.deviceSecret, assetId: a.assetId };
-  }
-
-  #refuse(reason: Refusal): ActivationResult {
+  #refuse(reason: ActivationRefusal): ActivationResult {
     this.#o.stats.activations[reason]++;
     return { ok: false, reason };
   }

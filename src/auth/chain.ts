@@ -4,8 +4,9 @@
  * Device lookup order (the first layer that knows the answer wins):
  * 1. devices file (synchronous; authoritative for the devices it lists)
  * 2. in-process LRU: records and remembered misses (synchronous)
- * 3. activation store when it is in-process (no Redis; synchronous)
+ * 3. activation store when it is in-process (no Redis; synchronous): an activation's secret
  * 4. Redis, one `MGET`: the device's activation (wins), else the cached record or miss
+ *    (a secureMode 2 mark in the activation store holds no secret and is passed over)
  * 5. registry `GET /devices/{pk}/{dk}`; its answer (record or 404) is written to the LRU
  *    and to Redis
  *
@@ -16,7 +17,11 @@
  * A Redis failure is counted and skipped (the registry is asked directly); a registry
  * failure rejects with a {@link SecretSourceError} and nothing is cached.
  */
-import type { MemoryActivationStore, StoredActivation } from './activation-store.js';
+import {
+  isActivation,
+  type MemoryActivationStore,
+  type StoredActivation,
+} from './activation-store.js';
 import type { DeviceRecord, DevicesFile, ProductRecord } from './devices-file.js';
 import type { MemoryCache } from './memory-cache.js';
 import type { RedisCache } from './redis-cache.js';
@@ -103,7 +108,7 @@ export class SecretChain implements SecretSource {
     stats.count('memory', 'miss');
     if (localActivations !== undefined) {
       const a = localActivations.get(productKey, deviceKey);
-      if (a !== undefined) {
+      if (a !== undefined && isActivation(a)) {
         stats.count('activation', 'hit');
         const rec = recordFromActivation(productKey, deviceKey, a);
         devices.set(key, rec);

@@ -2,7 +2,7 @@
  * The shared cache layer in Redis: device and product records fetched from the registry
  * (TTL `redisTtlMs`) and remembered misses (TTL `negativeTtlMs`). A device lookup also reads
  * the device's activation in the same round trip (`MGET`), so a device activated on any pod
- * is found even when the registry is not asked.
+ * is found even when the registry is not asked (a secureMode 2 mark there holds no secret).
  *
  * Values (JSON): `{"deviceSecret","assetId"?}`, `{"productSecret","dynamicRegistration"}`,
  * or `{"unknown":true}` for a miss. A value that does not parse is treated as not cached
@@ -11,7 +11,7 @@
  * Writes are not awaited by lookups; {@link RedisCache.settle} waits for the ones pending.
  */
 import { z } from 'zod';
-import { decodeActivation, type StoredActivation } from './activation-store.js';
+import { decodeActivation, isActivation, type StoredActivation } from './activation-store.js';
 import type { DeviceRecord, ProductRecord } from './devices-file.js';
 import type { CacheSlot } from './memory-cache.js';
 import type { RedisConnection } from './redis-connection.js';
@@ -43,7 +43,7 @@ export interface RedisCacheOptions {
 export interface RedisDeviceLookup {
   /** The cached record or remembered miss; `undefined` when nothing (valid) is cached. */
   readonly cached: CacheSlot<DeviceRecord> | undefined;
-  /** The device's activation, when it was activated. */
+  /** The device's activation, when it was activated (a secureMode 2 mark is not one). */
   readonly activation: StoredActivation | undefined;
 }
 
@@ -63,8 +63,9 @@ export class RedisCache {
     );
     let activation: StoredActivation | undefined;
     if (activationText !== null && activationText !== undefined) {
-      activation = decodeActivation(activationText);
-      if (activation === undefined) this.#o.stats.redisBadValues++;
+      const entry = decodeActivation(activationText);
+      if (entry === undefined) this.#o.stats.redisBadValues++;
+      else if (isActivation(entry)) activation = entry;
     }
     const cached = this.#decode(cachedText, (obj) => {
       const d = deviceSchema.safeParse(obj);

@@ -3,7 +3,9 @@
  *
  * - `{prefix}:device:{pk}:{dk}`: cached device record or remembered miss (TTL)
  * - `{prefix}:product:{pk}`: cached product record or remembered miss (TTL)
- * - `{prefix}:activation:{pk}:{dk}`: the activation handed to the device (no TTL)
+ * - `{prefix}:activation:{pk}:{dk}`: the device's one-shot state, the activation handed to
+ *   it or the mark that it connected in secureMode 2 (no TTL: lasting, removed only by an
+ *   operator resetting the device)
  *
  * Keys may contain `:` (only `,` `/` `+` `#`, white space and control characters are
  * excluded), so `%` and `:` inside a key are written `%25` and `%3A`: `a:b`+`c` and `a`+`b:c`

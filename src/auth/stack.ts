@@ -28,7 +28,10 @@ import { AuthStats, type RedisState } from './stats.js';
 export interface SecretStackOptions {
   /** The embedded source (`--devices`). */
   readonly devicesFile?: DevicesFile | undefined;
-  /** Shared cache and activation store; without it activations live in this process only. */
+  /**
+   * Shared cache and activation store; without it the one-shot state of devices lives in this
+   * process only (and a restart forgets it).
+   */
   readonly redisUrl?: string | undefined;
   /** Namespace of every Redis key (see `redis-keys.ts`). */
   readonly redisPrefix: string;
@@ -36,7 +39,10 @@ export interface SecretStackOptions {
   readonly registryToken?: string | undefined;
   /** Deadline of one registry request in ms. */
   readonly registryTimeoutMs: number;
-  /** Entries of each in-process LRU (devices, products); also caps in-process activations. */
+  /**
+   * Entries of each in-process LRU (devices, products, devices known activated); also caps
+   * the in-process activation store (devices activated or connected, without Redis).
+   */
   readonly cacheSize: number;
   /** Lifetime of a record in the in-process LRU, in ms. */
   readonly cacheTtlMs: number;
@@ -125,6 +131,7 @@ export function createSecretStack(o: SecretStackOptions): SecretStack {
     registry,
     file: o.devicesFile,
     stats,
+    known: memory,
     onActivated: (rec) => chain.remember(rec),
   });
 

@@ -14,18 +14,16 @@ export type LookupOutcome = 'hit' | 'miss' | 'negative-hit' | 'error' | 'timeout
 
 /** How an activation ended; see `activation.ts`. */
 export type ActivationOutcome =
-  /** An activation stored earlier (by this pod or another) was returned. */
-  | 'stored'
-  /** The registry activated the device. */
+  /** The registry activated the device; its secret was handed out. */
   | 'registry'
-  /** The devices file has the device; its own secret was stored. */
+  /** The devices file lists the device; its secret was handed out. */
   | 'file'
-  /** A random secret was generated and stored. */
-  | 'generated'
-  /** Another pod stored an activation first; theirs was returned. */
-  | 'race-lost'
   | 'unknown-product'
+  /** No registry, and the devices file does not list the device. */
+  | 'unknown-device'
   | 'dynamic-registration-disabled'
+  /** Activated, or connected with its own secret, before (or the registry said 409). */
+  | 'already-activated'
   | 'unavailable';
 
 /** Redis as seen by the stack; `off` when no Redis is configured. */
@@ -34,13 +32,12 @@ export type RedisState = 'connected' | 'connecting' | 'down' | 'off';
 const LAYERS: readonly LookupLayer[] = ['memory', 'redis', 'registry', 'file', 'activation'];
 const OUTCOMES: readonly LookupOutcome[] = ['hit', 'miss', 'negative-hit', 'error', 'timeout'];
 const ACTIVATION_OUTCOMES: readonly ActivationOutcome[] = [
-  'stored',
   'registry',
   'file',
-  'generated',
-  'race-lost',
   'unknown-product',
+  'unknown-device',
   'dynamic-registration-disabled',
+  'already-activated',
   'unavailable',
 ];
 
@@ -53,7 +50,7 @@ function zeros<K extends string>(keys: readonly K[]): Record<K, number> {
 export class AuthStats {
   /** Lookups per layer and outcome (device and product lookups together). */
   readonly lookups: { readonly [L in LookupLayer]: Record<LookupOutcome, number> };
-  /** Lookups (and activations) that joined a request already in flight for the same key. */
+  /** Lookups that joined a request already in flight for the same key. */
   singleFlightJoins = 0;
   /** Registry requests that failed: error status, malformed answer, network error, timeout. */
   registryFailures = 0;
@@ -67,7 +64,7 @@ export class AuthStats {
   redisWriteErrors = 0;
   /** Values read from Redis that did not parse (treated as not cached). */
   redisBadValues = 0;
-  /** Activations that could not be written to the activation store. */
+  /** Activations and secureMode 2 marks that could not be written to the activation store. */
   activationStoreErrors = 0;
   /** Activations per outcome. */
   readonly activations: Record<ActivationOutcome, number>;

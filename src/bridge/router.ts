@@ -162,7 +162,10 @@ export class Router {
     const r = await service.activate(topic.productKey, topic.deviceKey);
     if (!r.ok) {
       if (r.reason === 'unavailable') return this.unavailable;
-      return r.reason === 'unknown-product' ? NOT_FOUND : FORBIDDEN;
+      // already activated (or connected with its own secret), disabled: 4.03, no secret
+      return r.reason === 'unknown-product' || r.reason === 'unknown-device'
+        ? NOT_FOUND
+        : FORBIDDEN;
     }
     const body = activationReply({
       id: randomUUID(),

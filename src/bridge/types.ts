@@ -162,10 +162,18 @@ export type ActivationResult =
   | { readonly ok: true; readonly deviceSecret: string; readonly assetId: string }
   | {
       readonly ok: false;
-      readonly reason: 'unknown-product' | 'dynamic-registration-disabled' | 'unavailable';
+      readonly reason:
+        | 'unknown-product'
+        | 'unknown-device'
+        | 'dynamic-registration-disabled'
+        | 'already-activated'
+        | 'unavailable';
     };
 
-/** Dynamic activation (spec §4); the same device always gets the same secret. */
+/**
+ * Dynamic activation (spec §4), one-shot: a device gets its secret at most once, and never
+ * after it has connected with it; every later request is refused (`already-activated`).
+ */
 export interface ActivationService {
   activate(productKey: string, deviceKey: string): Promise<ActivationResult>;
 }

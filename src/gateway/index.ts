@@ -410,6 +410,10 @@ export class Gateway {
       onData: (assoc, data) => coap.receive(assoc, data),
       onEstablished: (a) => {
         metrics.handshakeDuration.observe(a.handshakeDurationMs / 1000);
+        // the device has its own secret now: activation must never hand it out again
+        if (a.principal.secureMode === 2) {
+          secrets.activator.connected(a.principal.productKey, a.principal.deviceKey);
+        }
         log.info(
           {
             peer: `${a.address}:${a.port}`,

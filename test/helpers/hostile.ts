@@ -133,6 +133,14 @@ export interface GatewayOptions {
   readonly handshakeTimeout?: number;
   /** Milliseconds. */
   readonly retransmitTimeout?: number;
+  /** The devices file (default: deploy/examples/devices.json). */
+  readonly devices?: string;
+  /** Shared secret cache and activation store (default: none, in-process stores). */
+  readonly redisUrl?: string;
+  readonly redisPrefix?: string;
+  /** A device registry (default: none, the devices file only). */
+  readonly registryUrl?: string;
+  readonly registryToken?: string;
 }
 
 /**

@@ -1,7 +1,7 @@
 /**
- * Activation against a real registry and a real Redis (and with the devices file): one
- * upstream activation per device, the same secret on every repeat and from every pod, the
- * refusals, and recovery when an activation's answer was lost.
+ * One-shot activation against a real registry and a real Redis (and with the devices file):
+ * one upstream activation per device, every repeat refused on every pod, secureMode 2 marks
+ * shared through Redis, the refusals, and what happens when the registry's answer is lost.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,14 +10,17 @@ import { DevicesFile } from '../../../src/auth/devices-file.js';
 import { PskResolver } from '../../../src/auth/psk-resolver.js';
 import { createSecretStack, type SecretStack } from '../../../src/auth/stack.js';
 import { derivePsk } from '../../../src/enos/index.js';
-import { FakeRegistry, RedisServer, prefix, stackOptions, startStack } from './helpers.js';
+import { FakeRegistry, RedisServer, prefix, stackOptions, startStack, waitFor } from './helpers.js';
 
 const file = DevicesFile.fromObject({
   products: [
     { productKey: 'dyn', productSecret: 'P-dyn', dynamicRegistration: true },
     { productKey: 'fixed', productSecret: 'P-fixed' },
   ],
-  devices: [{ productKey: 'dyn', deviceKey: 'listed', deviceSecret: 'listed-S3CRET' }],
+  devices: [
+    { productKey: 'dyn', deviceKey: 'listed', deviceSecret: 'listed-S3CRET' },
+    { productKey: 'dyn', deviceKey: 'listed2', deviceSecret: 'listed2-S3CRET' },
+  ],
 });
 
 describe('activation', () => {
@@ -60,15 +63,16 @@ describe('activation', () => {
     await redis.stop();
   });
 
-  it('activates upstream once; repeats (also from a second pod) get the same secret', async () => {
+  const refused = { ok: false, reason: 'already-activated' } as const;
+
+  it('activates upstream once; repeats on any pod are refused; the secret is found in Redis', async () => {
     const p = prefix();
     const a = await stack({ redisPrefix: p });
     const first = await a.activator.activate('dyn', 'd1');
     assert.ok(first.ok);
     assert.equal(first.assetId, 'A-d1');
     assert.equal(first.deviceSecret, registry.devices.get('dyn/d1')?.deviceSecret);
-    const again = await a.activator.activate('dyn', 'd1');
-    assert.deepEqual(again, first);
+    assert.deepEqual(await a.activator.activate('dyn', 'd1'), refused);
     assert.equal(registry.count('/devices/dyn/d1/activate', 'POST'), 1);
 
     const key = `${p}:activation:dyn:d1`;
@@ -78,22 +82,23 @@ describe('activation', () => {
     assert.equal(stored.source, 'registry');
 
     const b = await stack({ redisPrefix: p });
-    assert.deepEqual(await b.activator.activate('dyn', 'd1'), first);
-    assert.equal(registry.count('/devices/dyn/d1/activate', 'POST'), 1);
-    assert.equal(b.stats.activations.stored, 1);
+    assert.deepEqual(await b.activator.activate('dyn', 'd1'), refused);
+    assert.equal(registry.count('/devices/dyn/d1/activate', 'POST'), 1, 'registry not asked');
+    assert.equal(b.stats.activations['already-activated'], 1);
 
     // secureMode 2 on the second pod: found through the activation key, no registry call
+    const hits = b.stats.lookups.activation.hit;
     const resolved = await new PskResolver(b.source).resolve(Buffer.from('dyn,d1,2,300'));
     assert.ok(resolved.ok);
     assert.deepEqual(resolved.psk, derivePsk(first.deviceSecret));
-    assert.equal(b.stats.lookups.activation.hit, 1);
+    assert.equal(b.stats.lookups.activation.hit, hits + 1);
     assert.equal(registry.count('/devices/dyn/d1'), 0);
     // and on the first pod from memory
     const local = new PskResolver(a.source).resolve(Buffer.from('dyn,d1,2,300'));
     assert.ok(!(local instanceof Promise) && local.ok);
   });
 
-  it('concurrent activations on two pods end with one secret', async () => {
+  it('concurrent activations on two pods: one gets the secret, the rest are refused', async () => {
     const p = prefix();
     const a = await stack({ redisPrefix: p });
     const b = await stack({ redisPrefix: p });
@@ -101,10 +106,34 @@ describe('activation', () => {
       ...Array.from({ length: 10 }, () => a.activator.activate('dyn', 'race')),
       ...Array.from({ length: 10 }, () => b.activator.activate('dyn', 'race')),
     ]);
-    const secrets = new Set(results.map((r) => (r.ok ? r.deviceSecret : 'refused')));
-    assert.deepEqual([...secrets], [registry.devices.get('dyn/race')?.deviceSecret]);
-    assert.ok(registry.count('/devices/dyn/race/activate', 'POST') <= 2);
-    assert.equal(a.stats.singleFlightJoins + b.stats.singleFlightJoins >= 18, true);
+    const granted = results.filter((r) => r.ok);
+    assert.equal(granted.length, 1);
+    assert.equal(granted[0]?.deviceSecret, registry.devices.get('dyn/race')?.deviceSecret);
+    for (const r of results) if (!r.ok) assert.equal(r.reason, 'already-activated');
+    assert.equal(registry.count('/devices/dyn/race'), 0, 'no secret read back');
+  });
+
+  it('a secureMode 2 mark on one pod refuses activation on another; it holds no secret', async () => {
+    const p = prefix();
+    registry.devices.set('dyn/m2', { deviceSecret: 'm2-S3CRET', assetId: 'A-m2' });
+    const a = await stack({ redisPrefix: p });
+    const b = await stack({ redisPrefix: p });
+    a.activator.connected('dyn', 'm2');
+    const key = `${p}:activation:dyn:m2`;
+    await waitFor(async () => (await check.exists(key)) === 1, 'the mark in Redis');
+    const text = (await check.get(key)) ?? '';
+    assert.doesNotMatch(text, /S3CRET|deviceSecret/);
+    assert.equal(await check.ttl(key), -1, 'marks do not expire');
+    assert.deepEqual(await b.activator.activate('dyn', 'm2'), refused);
+    assert.equal(registry.count('/devices/dyn/m2/activate', 'POST'), 0);
+    // the mark is passed over by secureMode 2 lookups: the registry gives the secret
+    assert.equal((await b.source.device('dyn', 'm2'))?.deviceSecret, 'm2-S3CRET');
+    // the mark is written once per pod
+    a.activator.connected('dyn', 'm2');
+    await check.del(key);
+    a.activator.connected('dyn', 'm2');
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(await check.exists(key), 0, 'known to the pod: not written again');
   });
 
   it('refuses products without dynamic registration, and unknown products', async () => {
@@ -123,49 +152,54 @@ describe('activation', () => {
     assert.equal(a.stats.activations['unknown-product'], 1);
   });
 
-  it('recovers an activation whose answer was lost (timeout, then 409 → GET device)', async () => {
+  it('a registry answer lost on the way (timeout): the retry gets 409, which is final', async () => {
     const a = await stack({ redisPrefix: prefix(), registryTimeoutMs: 300 });
     registry.hangNextActivation = true;
     assert.deepEqual(await a.activator.activate('dyn', 'lost'), {
       ok: false,
       reason: 'unavailable',
     });
-    const upstream = registry.devices.get('dyn/lost');
-    assert.ok(upstream !== undefined, 'the registry did activate');
-    const r = await a.activator.activate('dyn', 'lost');
-    assert.deepEqual(r, { ok: true, deviceSecret: upstream.deviceSecret, assetId: 'A-lost' });
+    assert.ok(registry.devices.get('dyn/lost') !== undefined, 'the registry did activate');
+    assert.deepEqual(await a.activator.activate('dyn', 'lost'), refused);
     assert.equal(registry.count('/devices/dyn/lost/activate', 'POST'), 2);
-    assert.equal(registry.count('/devices/dyn/lost'), 1);
+    assert.equal(registry.count('/devices/dyn/lost'), 0, 'the secret is never read back');
   });
 
-  it('Redis + devices file: a generated secret is shared by the pods', async () => {
+  it('Redis + devices file: a listed device is activated once across pods; no secret is made up', async () => {
     const p = prefix();
     const a = await stack({ redisPrefix: p, registry: false, file: true });
     const b = await stack({ redisPrefix: p, registry: false, file: true });
-    const first = await a.activator.activate('dyn', 'fresh');
-    assert.ok(first.ok);
-    assert.equal(first.deviceSecret.length, 32);
-    assert.deepEqual(await b.activator.activate('dyn', 'fresh'), first);
-    assert.equal((await b.source.device('dyn', 'fresh'))?.deviceSecret, first.deviceSecret);
     assert.deepEqual(await a.activator.activate('dyn', 'listed'), {
       ok: true,
       deviceSecret: 'listed-S3CRET',
       assetId: '',
     });
-    assert.equal(a.stats.activations.generated, 1);
+    assert.deepEqual(await b.activator.activate('dyn', 'listed'), refused);
+    assert.deepEqual(await b.activator.activate('dyn', 'fresh'), {
+      ok: false,
+      reason: 'unknown-device',
+    });
+    assert.equal(await check.exists(`${p}:activation:dyn:fresh`), 0);
+    assert.equal(await b.source.device('dyn', 'fresh'), undefined);
     assert.equal(a.stats.activations.file, 1);
+    assert.equal(b.stats.activations['unknown-device'], 1);
   });
 
-  it('devices file only: generates a secret once, then returns the same', async () => {
+  it('devices file only: a listed device once, an unlisted one never', async () => {
     const s = createSecretStack(stackOptions({ redisPrefix: prefix(), devicesFile: file }));
     stacks.push(s);
     assert.equal(s.redisState(), 'off');
-    const first = await s.activator.activate('dyn', 'solo');
-    assert.ok(first.ok);
-    assert.deepEqual(await s.activator.activate('dyn', 'solo'), first);
-    const rec = s.source.device('dyn', 'solo');
-    assert.ok(!(rec instanceof Promise));
-    assert.equal(rec?.deviceSecret, first.deviceSecret);
+    assert.ok((await s.activator.activate('dyn', 'listed')).ok);
+    assert.deepEqual(await s.activator.activate('dyn', 'listed'), refused);
+    assert.deepEqual(await s.activator.activate('dyn', 'solo'), {
+      ok: false,
+      reason: 'unknown-device',
+    });
+    assert.equal(s.source.device('dyn', 'solo'), undefined);
+    // connected in secureMode 2: refused from then on
+    s.activator.connected('dyn', 'listed2');
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(await s.activator.activate('dyn', 'listed2'), refused);
     assert.deepEqual(await s.activator.activate('fixed', 'solo'), {
       ok: false,
       reason: 'dynamic-registration-disabled',

@@ -1,12 +1,14 @@
-/** The activator over the in-process store, with the devices file or a fake registry. */
+/** The one-shot activator over the in-process store, with the devices file or a fake registry. */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { DeviceActivator, randomBase62 } from '../../../src/auth/activation.js';
 import {
-  DeviceActivator,
-  GENERATED_SECRET_LENGTH,
-  randomBase62,
-} from '../../../src/auth/activation.js';
-import { MemoryActivationStore } from '../../../src/auth/activation-store.js';
+  MemoryActivationStore,
+  decodeActivation,
+  encodeActivation,
+  type ActivationEntry,
+  type ActivationStore,
+} from '../../../src/auth/activation-store.js';
 import { SecretChain } from '../../../src/auth/chain.js';
 import {
   DevicesFile,
@@ -26,20 +28,39 @@ const file = DevicesFile.fromObject({
   ],
   devices: [
     { productKey: 'dyn', deviceKey: 'listed', deviceSecret: 'listed-S3CRET', assetId: 'A1' },
+    { productKey: 'dyn', deviceKey: 'other', deviceSecret: 'other-S3CRET' },
   ],
 });
+
+/** The in-process store, counting claims; `failClaims` makes every claim reject. */
+class CountingStore implements ActivationStore {
+  readonly inner: MemoryActivationStore;
+  claims = 0;
+  failClaims = false;
+  constructor(max: number) {
+    this.inner = new MemoryActivationStore(max);
+  }
+  get(pk: string, dk: string): ActivationEntry | undefined {
+    return this.inner.get(pk, dk);
+  }
+  claim(pk: string, dk: string, e: ActivationEntry): Promise<boolean> {
+    this.claims++;
+    if (this.failClaims) return Promise.reject(new SecretSourceError('SOURCE_UNAVAILABLE', 'x'));
+    return this.inner.claim(pk, dk, e);
+  }
+}
 
 function setup(o: { file?: DevicesFile; registry?: Registry; storeMax?: number } = {}) {
   const stats = new AuthStats();
   const mem = { max: 100, ttlMs: 60_000, negativeTtlMs: 1_000 };
-  const store = new MemoryActivationStore(o.storeMax ?? 100);
+  const store = new CountingStore(o.storeMax ?? 100);
   const chain = new SecretChain({
     stats,
     devices: new MemoryCache<DeviceRecord>(mem),
     products: new MemoryCache<ProductRecord>(mem),
     file: o.file,
     registry: o.registry,
-    localActivations: store,
+    localActivations: store.inner,
   });
   const activator = new DeviceActivator({
     source: chain,
@@ -47,44 +68,95 @@ function setup(o: { file?: DevicesFile; registry?: Registry; storeMax?: number }
     registry: o.registry,
     file: o.file,
     stats,
+    known: mem,
     onActivated: (rec) => chain.remember(rec),
   });
   return { chain, activator, stats, store };
 }
 
-describe('DeviceActivator with the devices file', () => {
-  it('generates a secret once and returns the same one after that', async () => {
-    const { activator, chain, stats } = setup({ file });
-    const first = await activator.activate('dyn', 'new-device');
-    assert.ok(first.ok);
-    assert.match(first.deviceSecret, new RegExp(`^[0-9A-Za-z]{${GENERATED_SECRET_LENGTH}}$`));
-    assert.match(first.assetId, /^[0-9A-Za-z]{16}$/);
-    const again = await activator.activate('dyn', 'new-device');
-    assert.deepEqual(again, first);
-    assert.equal(stats.activations.generated, 1);
-    assert.equal(stats.activations.stored, 1);
-    // a secureMode 2 lookup finds it, synchronously
-    const rec = chain.device('dyn', 'new-device');
-    assert.ok(!isPromise(rec));
-    assert.equal(rec?.deviceSecret, first.deviceSecret);
-  });
+/** Lets the not-awaited store write of `connected` finish. */
+const settle = (): Promise<void> => new Promise((r) => setImmediate(r));
 
-  it('gives a listed device its own secret', async () => {
+describe('DeviceActivator with the devices file', () => {
+  it('gives a listed device its own secret once; asking again is refused', async () => {
     const { activator, stats } = setup({ file });
     assert.deepEqual(await activator.activate('dyn', 'listed'), {
       ok: true,
       deviceSecret: 'listed-S3CRET',
       assetId: 'A1',
     });
+    for (let i = 0; i < 3; i++) {
+      assert.deepEqual(await activator.activate('dyn', 'listed'), {
+        ok: false,
+        reason: 'already-activated',
+      });
+    }
+    assert.equal(stats.activations.file, 1);
+    assert.equal(stats.activations['already-activated'], 3);
+  });
+
+  it('makes up nothing for a device the file does not list', async () => {
+    const { activator, store, stats, chain } = setup({ file });
+    for (let i = 0; i < 2; i++) {
+      assert.deepEqual(await activator.activate('dyn', 'new-device'), {
+        ok: false,
+        reason: 'unknown-device',
+      });
+    }
+    assert.equal(store.inner.size, 0);
+    assert.equal(stats.activations['unknown-device'], 2);
+    assert.equal(chain.device('dyn', 'new-device'), undefined);
+  });
+
+  it('concurrent activations of one device: one gets the secret, the rest are refused', async () => {
+    const { activator, stats } = setup({ file });
+    const all = await Promise.all(
+      Array.from({ length: 20 }, () => activator.activate('dyn', 'listed')),
+    );
+    assert.equal(all.filter((r) => r.ok).length, 1);
+    assert.equal(all.filter((r) => !r.ok && r.reason === 'already-activated').length, 19);
     assert.equal(stats.activations.file, 1);
   });
 
-  it('concurrent activations of one device share one', async () => {
-    const { activator, stats } = setup({ file });
-    const all = await Promise.all(Array.from({ length: 20 }, () => activator.activate('dyn', 'x')));
-    assert.equal(new Set(all.map((r) => (r.ok ? r.deviceSecret : ''))).size, 1);
-    assert.equal(stats.activations.generated, 1);
-    assert.equal(stats.singleFlightJoins, 19);
+  it('a device that connected in secureMode 2 is refused; the mark is written once', async () => {
+    const { activator, store, chain } = setup({ file });
+    activator.connected('dyn', 'other');
+    await settle();
+    activator.connected('dyn', 'other');
+    activator.connected('dyn', 'other');
+    await settle();
+    assert.equal(store.claims, 1, 'known afterwards: no more writes');
+    assert.deepEqual(await activator.activate('dyn', 'other'), {
+      ok: false,
+      reason: 'already-activated',
+    });
+    // the mark is not a record: the file still answers secureMode 2 lookups
+    assert.equal((chain.device('dyn', 'other') as DeviceRecord).deviceSecret, 'other-S3CRET');
+  });
+
+  it('a mark that could not be written is tried again on the next handshake', async () => {
+    const { activator, store, stats } = setup({ file });
+    store.failClaims = true;
+    activator.connected('dyn', 'other');
+    await settle();
+    assert.equal(stats.activationStoreErrors, 1);
+    store.failClaims = false;
+    activator.connected('dyn', 'other');
+    await settle();
+    assert.equal(store.claims, 2);
+    assert.deepEqual(await activator.activate('dyn', 'other'), {
+      ok: false,
+      reason: 'already-activated',
+    });
+  });
+
+  it('an activated device is found by a secureMode 2 lookup, synchronously', async () => {
+    const { activator, chain } = setup({ registry: new ActivatingRegistry() });
+    const r = await activator.activate('dyn', 'd1');
+    assert.ok(r.ok);
+    const rec = chain.device('dyn', 'd1');
+    assert.ok(!isPromise(rec));
+    assert.equal(rec?.deviceSecret, 'reg-S3CRET');
   });
 
   it('refuses unknown products and products without dynamic registration', async () => {
@@ -101,15 +173,18 @@ describe('DeviceActivator with the devices file', () => {
     assert.equal(stats.activations['dynamic-registration-disabled'], 1);
   });
 
-  it('refuses when the in-process store is full', async () => {
-    const { activator } = setup({ file, storeMax: 1 });
-    assert.ok((await activator.activate('dyn', 'a')).ok);
-    assert.deepEqual(await activator.activate('dyn', 'b'), { ok: false, reason: 'unavailable' });
+  it('refuses (5.03) when the activation cannot be recorded', async () => {
+    const { activator } = setup({ file, storeMax: 0 });
+    assert.deepEqual(await activator.activate('dyn', 'listed'), {
+      ok: false,
+      reason: 'unavailable',
+    });
   });
 });
 
 class ActivatingRegistry implements Registry {
   activations = 0;
+  deviceReads = 0;
   answer: RegistryActivation = { kind: 'activated', deviceSecret: 'reg-S3CRET', assetId: 'R1' };
   deviceRec: DeviceRecord | undefined;
   fail = false;
@@ -119,6 +194,7 @@ class ActivatingRegistry implements Registry {
   }
 
   device(): Promise<DeviceRecord | undefined> {
+    this.deviceReads++;
     return Promise.resolve(this.deviceRec);
   }
 
@@ -130,26 +206,41 @@ class ActivatingRegistry implements Registry {
 }
 
 describe('DeviceActivator with a registry', () => {
-  it('activates upstream once', async () => {
+  it('activates upstream once; asking again is refused without asking the registry', async () => {
     const registry = new ActivatingRegistry();
     const { activator, stats } = setup({ registry });
     const r = await activator.activate('dyn', 'd1');
     assert.deepEqual(r, { ok: true, deviceSecret: 'reg-S3CRET', assetId: 'R1' });
-    assert.deepEqual(await activator.activate('dyn', 'd1'), r);
+    assert.deepEqual(await activator.activate('dyn', 'd1'), {
+      ok: false,
+      reason: 'already-activated',
+    });
     assert.equal(registry.activations, 1);
     assert.equal(stats.activations.registry, 1);
   });
 
-  it('on 409 reads the secret with GET /devices', async () => {
+  it('409 is final: refused, and the secret is never read with GET /devices', async () => {
     const registry = new ActivatingRegistry();
     registry.answer = { kind: 'already-activated' };
     registry.deviceRec = deviceRecord('dyn', 'd1', 'earlier-S3CRET', 'R0');
     const { activator } = setup({ registry });
     assert.deepEqual(await activator.activate('dyn', 'd1'), {
-      ok: true,
-      deviceSecret: 'earlier-S3CRET',
-      assetId: 'R0',
+      ok: false,
+      reason: 'already-activated',
     });
+    assert.equal(registry.deviceReads, 0);
+  });
+
+  it('a secret the registry handed out is returned even when the store cannot record it', async () => {
+    const registry = new ActivatingRegistry();
+    const { activator, store, stats } = setup({ registry });
+    store.failClaims = true;
+    assert.deepEqual(await activator.activate('dyn', 'd2'), {
+      ok: true,
+      deviceSecret: 'reg-S3CRET',
+      assetId: 'R1',
+    });
+    assert.equal(stats.activationStoreErrors, 1);
   });
 
   it('maps the registry refusals and failures', async () => {
@@ -167,9 +258,26 @@ describe('DeviceActivator with a registry', () => {
     });
     registry.fail = true;
     assert.deepEqual(await activator.activate('dyn', 'c'), { ok: false, reason: 'unavailable' });
+    // nothing was recorded for the refused ones: a later attempt asks the registry again
     registry.fail = false;
-    registry.answer = { kind: 'already-activated' };
-    assert.deepEqual(await activator.activate('dyn', 'd'), { ok: false, reason: 'unavailable' });
+    registry.answer = { kind: 'activated', deviceSecret: 'reg-S3CRET', assetId: 'R1' };
+    assert.ok((await activator.activate('dyn', 'c')).ok);
+  });
+});
+
+describe('activation store entries', () => {
+  it('round-trip activations and secureMode 2 marks; reject anything else', () => {
+    const a = { deviceSecret: 'S', assetId: '', source: 'file', activatedAt: 't' } as const;
+    assert.deepEqual(decodeActivation(encodeActivation(a)), a);
+    const m = { mark: 'connected', connectedAt: '2025-01-01T00:00:00.000Z' } as const;
+    assert.deepEqual(decodeActivation(encodeActivation(m)), m);
+    assert.doesNotMatch(encodeActivation(m), /deviceSecret/);
+    // written by earlier versions for made-up secrets: still an activation
+    const old = '{"deviceSecret":"S","assetId":"","source":"generated","activatedAt":"t"}';
+    assert.deepEqual(decodeActivation(old), JSON.parse(old));
+    for (const bad of ['{}', 'null', '[', '{"mark":"other","connectedAt":"t"}']) {
+      assert.equal(decodeActivation(bad), undefined, bad);
+    }
   });
 });
 
