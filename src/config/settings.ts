@@ -545,6 +545,13 @@ export const settings = {
     'Seconds between HelloVerifyRequest cookie secret rotations; the previous secret stays valid.',
     { arg: '<seconds>' },
   ),
+  detailedPskAlerts: setting(
+    z.boolean(),
+    false,
+    'boolean',
+    'DTLS',
+    'Tell a refused device why (unknown_psk_identity, handshake_failure, bad_record_mac) instead of decrypt_error for every PSK refusal; for debugging only, since it shows which devices exist. The reason is logged and counted either way.',
+  ),
   cipherSuites: setting(
     z.array(z.enum(['TLS_PSK_WITH_AES_128_CCM_8', 'TLS_PSK_WITH_AES_128_CBC_SHA256'])).min(1),
     ['TLS_PSK_WITH_AES_128_CCM_8', 'TLS_PSK_WITH_AES_128_CBC_SHA256'],

@@ -70,6 +70,8 @@ export interface DtlsServerOptions<P> {
   readonly cookieLifetimeMs?: number;
   /** Sent in a ServerKeyExchange when set (RFC 4279 §2); EnOS devices need none. */
   readonly pskIdentityHint?: Buffer;
+  /** Tell clients why their PSK was refused instead of one uniform alert (default false). */
+  readonly detailedPskAlerts?: boolean;
   /** How often idle associations are looked for (default: idle timeout / 10, at most 30 s). */
   readonly sweepIntervalMs?: number;
   readonly now?: () => number;
@@ -113,6 +115,7 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
       retransmitTimeoutMs: opts.retransmitTimeoutMs ?? 1_000,
       maxRetransmitTimeoutMs: opts.maxRetransmitTimeoutMs ?? 60_000,
       pskIdentityHint: opts.pskIdentityHint,
+      detailedPskAlerts: opts.detailedPskAlerts ?? false,
     };
     this.cookies = new CookieJar(opts.cookieLifetimeMs ?? 60_000, this.now);
     const sweep = opts.sweepIntervalMs ?? Math.min(30_000, Math.max(100, this.idleTimeoutMs / 10));
@@ -295,6 +298,14 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
       existing.onClientHelloRetransmit();
       return;
     }
+    // A late or duplicated copy of the ClientHello that made the current association still
+    // carries a valid cookie; starting over on it would strand the client's retransmitted
+    // last flight in a handshake that cannot verify it. The client has sent its Finished, so
+    // the copy asks for nothing: ignore it (RFC 6347 §4.2.4 retransmissions are by flight).
+    if (this.associations.get(key)?.startedBy(ch.hello.random) === true) {
+      this.stats.drops['duplicate-client-hello']++;
+      return;
+    }
     if (!this.accepting) {
       this.stats.drops['not-accepting']++;
       return;
@@ -350,6 +361,7 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
       r.clientFinishedSeq,
       this.now(),
       r.durationMs,
+      r.clientRandom,
     );
     this.associations.set(hs.key, assoc);
     this.touched.set(hs.key, assoc.establishedAt);

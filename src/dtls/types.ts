@@ -60,6 +60,7 @@ export type DropReason =
   | 'bad-epoch'
   | 'malformed-handshake'
   | 'fragmented-client-hello'
+  | 'duplicate-client-hello'
   | 'handshake-limit'
   | 'not-accepting'
   | 'buffer-full';
@@ -73,6 +74,7 @@ export const DROP_REASONS: readonly DropReason[] = [
   'bad-epoch',
   'malformed-handshake',
   'fragmented-client-hello',
+  'duplicate-client-hello',
   'handshake-limit',
   'not-accepting',
   'buffer-full',

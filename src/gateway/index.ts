@@ -466,6 +466,7 @@ export class Gateway {
       handshakeTimeoutMs: config.handshakeTimeout * 1000,
       retransmitTimeoutMs: config.retransmitTimeout,
       cookieLifetimeMs: config.cookieLifetime * 1000,
+      detailedPskAlerts: config.detailedPskAlerts,
     });
     const traced = new DatagramTracer(dtls, coap.stats, () => dtlsSocket.port);
     dtlsSocket.onDatagram((msg, address, port) => {
