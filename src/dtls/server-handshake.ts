@@ -14,6 +14,7 @@ import {
   EMPTY_RENEGOTIATION_INFO_SCSV,
   ExtensionType,
   HandshakeType,
+  MAX_PSK_IDENTITY,
   alertName,
   cipherSuiteName,
 } from './constants.js';
@@ -124,7 +125,7 @@ export class ServerHandshake<P> {
   private timer: NodeJS.Timeout | undefined;
   private retransmitMs: number;
   private readonly deadline: number;
-  private readonly startedAt: number;
+  readonly startedAt: number;
   private deadlineArmed = false;
   private readonly onTimer = (): void => this.timerFired();
 
@@ -157,6 +158,16 @@ export class ServerHandshake<P> {
 
   get finished(): boolean {
     return this.state === 'done';
+  }
+
+  /** The client has not answered our ServerHello flight yet. */
+  get stalled(): boolean {
+    return this.state === 'wait-cke';
+  }
+
+  /** Given up early to make room (the table is under pressure); no alert. */
+  expire(): void {
+    this.fail('stalled', undefined, undefined);
   }
 
   /** Whether a ClientHello is a retransmission of the one this handshake answers. */
@@ -339,6 +350,18 @@ export class ServerHandshake<P> {
   private onFragments(body: Buffer, epoch: number): void {
     for (const f of readFragments(body)) {
       if (f.msgType === HandshakeType.clientHello) continue; // handled by the server
+      if (f.msgType === HandshakeType.clientKeyExchange && f.length > 2 + MAX_PSK_IDENTITY) {
+        // Refused before any of it is buffered or looked up. Its length is no secret, so an
+        // alert at once tells nothing about which identities exist.
+        this.fail(
+          'psk-rejected',
+          'identity-too-long',
+          this.host.settings.detailedPskAlerts
+            ? AlertDescription.illegalParameter
+            : UNIFORM_PSK_ALERT,
+        );
+        return;
+      }
       const r = this.reassembler.add(f, epoch);
       if (r.kind === 'dropped') this.host.stats.drops['malformed-handshake']++;
       if (r.kind !== 'messages') continue;

@@ -36,6 +36,7 @@ export type HandshakeFailReason =
   | 'protocol-error'
   | 'peer-alert'
   | 'timeout'
+  | 'stalled'
   | 'replaced'
   | 'server-shutdown';
 
@@ -62,6 +63,8 @@ export type DropReason =
   | 'fragmented-client-hello'
   | 'duplicate-client-hello'
   | 'handshake-limit'
+  | 'address-limit'
+  | 'prefix-limit'
   | 'not-accepting'
   | 'buffer-full';
 
@@ -76,6 +79,8 @@ export const DROP_REASONS: readonly DropReason[] = [
   'fragmented-client-hello',
   'duplicate-client-hello',
   'handshake-limit',
+  'address-limit',
+  'prefix-limit',
   'not-accepting',
   'buffer-full',
 ];
@@ -90,6 +95,7 @@ export const HANDSHAKE_FAIL_REASONS: readonly HandshakeFailReason[] = [
   'protocol-error',
   'peer-alert',
   'timeout',
+  'stalled',
   'replaced',
   'server-shutdown',
 ];
