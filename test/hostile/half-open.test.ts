@@ -125,7 +125,7 @@ describe('hostile: half-open handshakes from one host or one network', () => {
     try {
       await stall(srv, pool, 0x3a1);
       await waitFor(
-        () => srv.stats.handshakesStarted + srv.stats.drops['address-limit'] >= 1000,
+        () => srv.stats.handshakesStarted + (srv.stats.drops['address-limit'] ?? 0) >= 1000,
         5_000,
         'every ClientHello2 read',
       );
@@ -152,7 +152,7 @@ describe('hostile: half-open handshakes from one host or one network', () => {
       for (let a = 1; a <= 5; a++) pools.push(await SocketPool.open(100, `127.0.1.${a}`));
       for (const [i, p] of pools.entries()) await stall(srv, p, 0x24 + i);
       await waitFor(
-        () => srv.stats.handshakesStarted + srv.stats.drops['prefix-limit'] >= 500,
+        () => srv.stats.handshakesStarted + (srv.stats.drops['prefix-limit'] ?? 0) >= 500,
         5_000,
         'every ClientHello2 read',
       );
@@ -173,7 +173,7 @@ describe('hostile: half-open handshakes from one host or one network', () => {
       await waitFor(
         () =>
           srv.stats.handshakesStarted +
-            srv.stats.drops['address-limit'] +
+            (srv.stats.drops['address-limit'] ?? 0) +
             srv.stats.drops['handshake-limit'] >=
           1000,
         5_000,
