@@ -60,9 +60,19 @@ export class Association<P> implements DtlsAssociation<P> {
     private readonly clientFinishedSeq: number,
     readonly establishedAt: number,
     readonly handshakeDurationMs: number,
+    /** client_random of the ClientHello that started this association's handshake. */
+    private readonly clientRandom: Buffer,
   ) {
     this.lastActivity = establishedAt;
     this.lastFlight = lastFlight;
+  }
+
+  /**
+   * Whether a ClientHello carries the random of the handshake that made this association: a
+   * late or duplicated copy of it, not a new handshake (a new one has a fresh random).
+   */
+  startedBy(random: Buffer): boolean {
+    return random.equals(this.clientRandom);
   }
 
   send(data: Buffer): boolean {

@@ -86,5 +86,11 @@ export const ExtensionType = {
 } as const;
 
 export const CLIENT_RANDOM_LENGTH = 32;
+/**
+ * Longest PSK identity accepted. RFC 4279 allows 2^16-1 bytes, but real identities (EnOS:
+ * `{productKey},{deviceKey},{secureMode},{lifetime}`) are far shorter; a longer one is refused
+ * before it costs a key lookup.
+ */
+export const MAX_PSK_IDENTITY = 128;
 export const MAX_COOKIE_LENGTH = 255;
 export const VERIFY_DATA_LENGTH = 12;

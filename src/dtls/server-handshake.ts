@@ -14,6 +14,7 @@ import {
   EMPTY_RENEGOTIATION_INFO_SCSV,
   ExtensionType,
   HandshakeType,
+  MAX_PSK_IDENTITY,
   alertName,
   cipherSuiteName,
 } from './constants.js';
@@ -39,6 +40,11 @@ export interface HandshakeSettings {
   readonly retransmitTimeoutMs: number;
   readonly maxRetransmitTimeoutMs: number;
   readonly pskIdentityHint: Buffer | undefined;
+  /**
+   * Send the alert that names why a PSK was refused (unknown_psk_identity, handshake_failure,
+   * bad_record_mac). Off by default: every refusal then looks like a wrong key.
+   */
+  readonly detailedPskAlerts: boolean;
 }
 
 export interface HandshakeHost<P> {
@@ -66,6 +72,7 @@ export interface CompletedHandshake<P> {
   readonly epoch0: { seq: number };
   readonly lastFlight: readonly FlightEntry[];
   readonly clientFinishedSeq: number;
+  readonly clientRandom: Buffer;
   /** ms from the verified ClientHello to the client's Finished. */
   readonly durationMs: number;
 }
@@ -74,6 +81,20 @@ type State = 'wait-cke' | 'lookup' | 'wait-finished' | 'done';
 
 /** Epoch-1 records held while keys or the CCS are not there yet (Finished arriving early). */
 const MAX_HELD_RECORDS = 8;
+
+/**
+ * The one alert for every refused PSK by default. RFC 4279 §2 lets a server hide whether an
+ * identity exists by carrying on as if it did and the key were wrong, which ends in
+ * decrypt_error; a real wrong key ends the same way, so unknown devices, wrong keys and
+ * identities that may not connect cannot be told apart from the outside.
+ */
+const UNIFORM_PSK_ALERT = AlertDescription.decryptError;
+
+/** Why a PSK was refused, kept while the handshake carries on with a throw-away key. */
+interface Refusal {
+  readonly reason: HandshakeFailReason;
+  readonly detail: string;
+}
 
 const NO_DATA = Buffer.alloc(0);
 const RENEGOTIATION_INFO_EMPTY = Buffer.from([0]);
@@ -95,12 +116,16 @@ export class ServerHandshake<P> {
   private master: Buffer | undefined;
   private ccsSeen = false;
   private held: DtlsRecord[] = [];
+  /** Set when the lookup refused the identity and the handshake goes on with a random key. */
+  private refusal: Refusal | undefined;
+  /** An epoch-1 record failed authentication; the verdict timer is running. */
+  private verdictArmed = false;
   private identity: string | undefined;
   private principal: P | undefined;
   private timer: NodeJS.Timeout | undefined;
   private retransmitMs: number;
   private readonly deadline: number;
-  private readonly startedAt: number;
+  readonly startedAt: number;
   private deadlineArmed = false;
   private readonly onTimer = (): void => this.timerFired();
 
@@ -133,6 +158,16 @@ export class ServerHandshake<P> {
 
   get finished(): boolean {
     return this.state === 'done';
+  }
+
+  /** The client has not answered our ServerHello flight yet. */
+  get stalled(): boolean {
+    return this.state === 'wait-cke';
+  }
+
+  /** Given up early to make room (the table is under pressure); no alert. */
+  expire(): void {
+    this.fail('stalled', undefined, undefined);
   }
 
   /** Whether a ClientHello is a retransmission of the one this handshake answers. */
@@ -250,8 +285,10 @@ export class ServerHandshake<P> {
     const state = this.epoch1;
     if (state === undefined || !this.ccsSeen) {
       if (this.held.length >= MAX_HELD_RECORDS) {
+        // Unauthenticated records can be forged by anyone who knows the port: make room by
+        // dropping the oldest, so records queued ahead cannot keep the client's out.
+        this.held.shift();
         this.host.stats.drops['buffer-full']++;
-        return;
       }
       this.held.push({ ...rec, body: Buffer.from(rec.body) });
       return;
@@ -262,13 +299,36 @@ export class ServerHandshake<P> {
       return;
     }
     if (pt === 'bad-mac') {
-      // Wrong PSK on the client's side shows up here: its Finished does not authenticate.
-      this.fail('bad-record-mac', undefined, AlertDescription.badRecordMac);
+      this.onAuthenticationFailure();
       return;
     }
     if (rec.type === ContentType.handshake) this.onFragments(pt, 1);
     else if (rec.type === ContentType.alert) this.onAlert(pt);
     else this.host.stats.drops['unexpected-record']++;
+  }
+
+  /**
+   * An epoch-1 record did not authenticate. It may be forged (anyone can send one from the
+   * client's address), so it is dropped silently and the handshake goes on (RFC 6347
+   * §4.1.2.7). It may also be the client's own Finished under a wrong key: if no record
+   * authenticates within two retransmission intervals (time for the client's genuine Finished,
+   * or its retransmission, to arrive after a forged one), the key is taken to be wrong.
+   */
+  private onAuthenticationFailure(): void {
+    this.host.stats.drops['bad-mac']++;
+    if (this.verdictArmed) return;
+    this.verdictArmed = true;
+    this.schedule(2 * this.host.settings.retransmitTimeoutMs);
+  }
+
+  /** Nothing authenticated after a failure: the client's key is not the one we hold. */
+  private keyMismatch(): void {
+    const r = this.refusal;
+    const alert = this.host.settings.detailedPskAlerts
+      ? AlertDescription.badRecordMac
+      : UNIFORM_PSK_ALERT;
+    if (r !== undefined) this.fail(r.reason, r.detail, alert);
+    else this.fail('bad-record-mac', undefined, alert);
   }
 
   private releaseHeld(): void {
@@ -290,6 +350,18 @@ export class ServerHandshake<P> {
   private onFragments(body: Buffer, epoch: number): void {
     for (const f of readFragments(body)) {
       if (f.msgType === HandshakeType.clientHello) continue; // handled by the server
+      if (f.msgType === HandshakeType.clientKeyExchange && f.length > 2 + MAX_PSK_IDENTITY) {
+        // Refused before any of it is buffered or looked up. Its length is no secret, so an
+        // alert at once tells nothing about which identities exist.
+        this.fail(
+          'psk-rejected',
+          'identity-too-long',
+          this.host.settings.detailedPskAlerts
+            ? AlertDescription.illegalParameter
+            : UNIFORM_PSK_ALERT,
+        );
+        return;
+      }
       const r = this.reassembler.add(f, epoch);
       if (r.kind === 'dropped') this.host.stats.drops['malformed-handshake']++;
       if (r.kind !== 'messages') continue;
@@ -352,7 +424,10 @@ export class ServerHandshake<P> {
       this.fail('psk-lookup-error', undefined, AlertDescription.internalError);
       return;
     }
-    if (!r.ok) {
+    let psk: Buffer;
+    if (r.ok) psk = r.psk;
+    else if (r.alert === 'internal_error' || this.host.settings.detailedPskAlerts) {
+      // A lookup that could not answer says nothing about the identity: say so at once.
       const alert =
         r.alert === 'unknown_psk_identity'
           ? AlertDescription.unknownPskIdentity
@@ -361,10 +436,15 @@ export class ServerHandshake<P> {
             : AlertDescription.handshakeFailure;
       this.fail('psk-rejected', r.reason, alert);
       return;
+    } else {
+      // RFC 4279 §2: continue as if the identity were known and the key wrong; the client's
+      // Finished then fails to authenticate exactly as with a wrong key, and ends the same way.
+      this.refusal = { reason: 'psk-rejected', detail: r.reason };
+      psk = randomBytes(16);
     }
     const keys = deriveSessionKeys({
       suite: this.suite,
-      psk: r.psk,
+      psk,
       clientRandom: this.clientRandom,
       serverRandom: this.serverRandom,
       sessionHash,
@@ -372,7 +452,7 @@ export class ServerHandshake<P> {
     });
     this.master = keys.master;
     this.epoch1 = new EpochState(1, keys.clientWrite, keys.serverWrite);
-    this.principal = r.principal;
+    this.principal = r.ok ? r.principal : undefined;
     this.state = 'wait-finished';
     try {
       this.releaseHeld();
@@ -385,7 +465,12 @@ export class ServerHandshake<P> {
   private onFinished(m: HandshakeMessage): void {
     const master = this.master;
     const state = this.epoch1;
-    if (master === undefined || state === undefined || this.principal === undefined) {
+    if (
+      master === undefined ||
+      state === undefined ||
+      this.principal === undefined ||
+      this.refusal !== undefined
+    ) {
       throw new DtlsError('DTLS_UNEXPECTED_MESSAGE', 'Finished before keys');
     }
     const got = parseFinished(m.body);
@@ -421,6 +506,7 @@ export class ServerHandshake<P> {
       epoch0: this.epoch0,
       lastFlight,
       clientFinishedSeq: m.messageSeq,
+      clientRandom: this.clientRandom,
       durationMs: this.host.now() - this.startedAt,
     });
   }
@@ -445,6 +531,10 @@ export class ServerHandshake<P> {
   private timerFired(): void {
     this.timer = undefined;
     if (this.state === 'done') return;
+    if (this.verdictArmed) {
+      this.keyMismatch();
+      return;
+    }
     if (this.deadlineArmed || this.host.now() >= this.deadline) {
       this.fail('timeout', this.state, undefined);
       return;

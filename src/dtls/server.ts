@@ -17,6 +17,7 @@ import {
   cipherSuiteName,
 } from './constants.js';
 import { Association, type AssociationHost, type DtlsAssociation } from './association.js';
+import { HalfOpenAdmission } from './admission.js';
 import { CookieJar } from './cookie.js';
 import { DtlsError } from './errors.js';
 import {
@@ -63,6 +64,16 @@ export interface DtlsServerOptions<P> {
   readonly cipherSuites?: readonly number[];
   readonly maxAssociations?: number;
   readonly maxHandshakes?: number;
+  /** Most half-open handshakes from one address (default 100). */
+  readonly maxHandshakesPerAddress?: number;
+  /** Most half-open handshakes from one /24 (IPv4) or /64 (IPv6) (default 400). */
+  readonly maxHandshakesPerPrefix?: number;
+  /**
+   * Once the handshake table is half full, a handshake whose client never answered the
+   * ServerHello flight is given up after this long instead of the full handshake timeout
+   * (default 5 s). Handshakes that progressed keep the full timeout.
+   */
+  readonly stalledHandshakeTimeoutMs?: number;
   readonly idleTimeoutMs?: number;
   readonly handshakeTimeoutMs?: number;
   readonly retransmitTimeoutMs?: number;
@@ -70,6 +81,8 @@ export interface DtlsServerOptions<P> {
   readonly cookieLifetimeMs?: number;
   /** Sent in a ServerKeyExchange when set (RFC 4279 §2); EnOS devices need none. */
   readonly pskIdentityHint?: Buffer;
+  /** Tell clients why their PSK was refused instead of one uniform alert (default false). */
+  readonly detailedPskAlerts?: boolean;
   /** How often idle associations are looked for (default: idle timeout / 10, at most 30 s). */
   readonly sweepIntervalMs?: number;
   readonly now?: () => number;
@@ -89,6 +102,8 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
   private readonly transport: (data: Buffer, port: number, address: string) => void;
   private readonly maxAssociations: number;
   private readonly maxHandshakes: number;
+  private readonly admission: HalfOpenAdmission;
+  private readonly stalledMs: number;
   private readonly idleTimeoutMs: number;
   private readonly sweeper: NodeJS.Timeout;
   private accepting = true;
@@ -103,6 +118,11 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     this.now = opts.now ?? Date.now;
     this.maxAssociations = opts.maxAssociations ?? 100_000;
     this.maxHandshakes = opts.maxHandshakes ?? 5_000;
+    this.admission = new HalfOpenAdmission({
+      perAddress: opts.maxHandshakesPerAddress ?? 100,
+      perPrefix: opts.maxHandshakesPerPrefix ?? 400,
+    });
+    this.stalledMs = opts.stalledHandshakeTimeoutMs ?? 5_000;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 86_700_000;
     this.settings = {
       cipherSuites: opts.cipherSuites ?? [
@@ -113,6 +133,7 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
       retransmitTimeoutMs: opts.retransmitTimeoutMs ?? 1_000,
       maxRetransmitTimeoutMs: opts.maxRetransmitTimeoutMs ?? 60_000,
       pskIdentityHint: opts.pskIdentityHint,
+      detailedPskAlerts: opts.detailedPskAlerts ?? false,
     };
     this.cookies = new CookieJar(opts.cookieLifetimeMs ?? 60_000, this.now);
     const sweep = opts.sweepIntervalMs ?? Math.min(30_000, Math.max(100, this.idleTimeoutMs / 10));
@@ -295,6 +316,14 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
       existing.onClientHelloRetransmit();
       return;
     }
+    // A late or duplicated copy of the ClientHello that made the current association still
+    // carries a valid cookie; starting over on it would strand the client's retransmitted
+    // last flight in a handshake that cannot verify it. The client has sent its Finished, so
+    // the copy asks for nothing: ignore it (RFC 6347 §4.2.4 retransmissions are by flight).
+    if (this.associations.get(key)?.startedBy(ch.hello.random) === true) {
+      this.stats.drops['duplicate-client-hello']++;
+      return;
+    }
     if (!this.accepting) {
       this.stats.drops['not-accepting']++;
       return;
@@ -320,17 +349,49 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     // The cookie proves the address: a new handshake may start. An existing association for
     // this address keeps working until the new handshake completes (RFC 6347 §4.2.8).
     if (existing !== undefined) existing.abort('replaced');
-    if (this.handshakes.size >= this.maxHandshakes) {
-      this.stats.drops['handshake-limit']++;
+    if (
+      this.handshakes.size * 2 >= this.maxHandshakes ||
+      this.admission.refusal(address) !== undefined
+    )
+      this.expireStalled();
+    const refused =
+      this.handshakes.size >= this.maxHandshakes
+        ? 'handshake-limit'
+        : this.admission.refusal(address);
+    if (refused !== undefined) {
+      this.stats.drops[refused]++;
       return;
     }
     this.stats.handshakesStarted++;
     const hs = new ServerHandshake<P>(this, key, address, port, ch.hello, ch.seq, rec.seq);
-    if (!hs.finished) this.handshakes.set(key, hs);
+    if (!hs.finished) {
+      this.handshakes.set(key, hs);
+      this.admission.add(address);
+    }
+  }
+
+  /**
+   * Under pressure (table half full, or this source at its cap), gives up the handshakes whose
+   * client has not answered our ServerHello flight for stalledMs. The table is in start order,
+   * so the scan stops at the first handshake younger than that.
+   */
+  private expireStalled(): void {
+    const startedBefore = this.now() - this.stalledMs;
+    for (const hs of this.handshakes.values()) {
+      if (hs.startedAt > startedBefore) return;
+      if (hs.stalled) hs.expire();
+    }
+  }
+
+  /** Takes a handshake that ended out of the table (if it is still the one for its peer). */
+  private forget(hs: ServerHandshake<P>): void {
+    if (this.handshakes.get(hs.key) !== hs) return;
+    this.handshakes.delete(hs.key);
+    this.admission.remove(hs.address);
   }
 
   completed(hs: ServerHandshake<P>, r: CompletedHandshake<P>): void {
-    if (this.handshakes.get(hs.key) === hs) this.handshakes.delete(hs.key);
+    this.forget(hs);
     const old = this.associations.get(hs.key);
     if (old !== undefined) this.release(old, 'replaced');
     else if (this.associations.size >= this.maxAssociations) this.evictOldest();
@@ -350,6 +411,7 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
       r.clientFinishedSeq,
       this.now(),
       r.durationMs,
+      r.clientRandom,
     );
     this.associations.set(hs.key, assoc);
     this.touched.set(hs.key, assoc.establishedAt);
@@ -362,7 +424,7 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     detail: string | undefined,
     alert: string | undefined,
   ): void {
-    if (this.handshakes.get(hs.key) === hs) this.handshakes.delete(hs.key);
+    this.forget(hs);
     this.stats.handshakesFailed[reason]++;
     this.handler.onHandshakeFailed?.({
       address: hs.address,

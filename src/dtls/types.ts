@@ -36,6 +36,7 @@ export type HandshakeFailReason =
   | 'protocol-error'
   | 'peer-alert'
   | 'timeout'
+  | 'stalled'
   | 'replaced'
   | 'server-shutdown';
 
@@ -60,7 +61,10 @@ export type DropReason =
   | 'bad-epoch'
   | 'malformed-handshake'
   | 'fragmented-client-hello'
+  | 'duplicate-client-hello'
   | 'handshake-limit'
+  | 'address-limit'
+  | 'prefix-limit'
   | 'not-accepting'
   | 'buffer-full';
 
@@ -73,7 +77,10 @@ export const DROP_REASONS: readonly DropReason[] = [
   'bad-epoch',
   'malformed-handshake',
   'fragmented-client-hello',
+  'duplicate-client-hello',
   'handshake-limit',
+  'address-limit',
+  'prefix-limit',
   'not-accepting',
   'buffer-full',
 ];
@@ -88,6 +95,7 @@ export const HANDSHAKE_FAIL_REASONS: readonly HandshakeFailReason[] = [
   'protocol-error',
   'peer-alert',
   'timeout',
+  'stalled',
   'replaced',
   'server-shutdown',
 ];

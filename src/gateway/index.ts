@@ -466,10 +466,14 @@ export class Gateway {
       cipherSuites: config.cipherSuites.map((s) => CipherSuite[s]),
       maxAssociations: config.maxAssociations,
       maxHandshakes: config.maxHandshakes,
+      maxHandshakesPerAddress: config.maxHandshakesPerAddress,
+      maxHandshakesPerPrefix: config.maxHandshakesPerPrefix,
+      stalledHandshakeTimeoutMs: config.stalledHandshakeTimeout * 1000,
       idleTimeoutMs: config.idleTimeout * 1000,
       handshakeTimeoutMs: config.handshakeTimeout * 1000,
       retransmitTimeoutMs: config.retransmitTimeout,
       cookieLifetimeMs: config.cookieLifetime * 1000,
+      detailedPskAlerts: config.detailedPskAlerts,
     });
     const traced = new DatagramTracer(dtls, coap.stats, () => dtlsSocket.port);
     dtlsSocket.onDatagram((msg, address, port) => {

@@ -149,7 +149,7 @@ describe(
       assert.equal(registry.count('GET', `/devices/${pk}/${dk}`), 1, 'still one registry call');
     });
 
-    it('an unknown device gets unknown_psk_identity; the miss is remembered', async () => {
+    it('an unknown device gets decrypt_error, like a wrong key; the miss is remembered', async () => {
       const unknown = uid('nobody');
       for (let i = 0; i < 2; i++) {
         const h = await timed(() => connectDevice(gw.port, { pk, dk: unknown, secret }));
@@ -158,7 +158,7 @@ describe(
           assert.fail('an unknown device completed the handshake');
         }
         assert.ok(h.error instanceof DtlsError, String(h.error));
-        assert.equal(h.error.alert, AlertDescription.unknownPskIdentity, h.error.message);
+        assert.equal(h.error.alert, AlertDescription.decryptError, h.error.message);
       }
       assert.equal(registry.count('GET', `/devices/${pk}/${unknown}`), 1, 'asked once');
       const cached = await redis.get(`${redisPrefix}:device:${pk}:${unknown}`);

@@ -129,6 +129,10 @@ export interface HostileServer {
 export interface GatewayOptions {
   readonly maxHandshakes?: number;
   readonly maxAssociations?: number;
+  readonly maxHandshakesPerAddress?: number;
+  readonly maxHandshakesPerPrefix?: number;
+  /** Seconds. */
+  readonly stalledHandshakeTimeout?: number;
   /** Seconds. */
   readonly handshakeTimeout?: number;
   /** Milliseconds. */
@@ -400,7 +404,7 @@ export function keepAsking(c: GoodClient): { stop: () => Promise<number> } {
 // ---------------------------------------------------------------------------------------------
 // attackers
 
-/** Plain UDP sockets on 127.0.0.1, each on its own port; counts what comes back. */
+/** Plain UDP sockets on 127.0.0.1 (or another loopback address), each on its own port. */
 export class SocketPool {
   readonly received: { socket: number; data: Buffer }[] = [];
   receivedCount = 0;
@@ -414,12 +418,12 @@ export class SocketPool {
     );
   }
 
-  static async open(n: number): Promise<SocketPool> {
+  static async open(n: number, address = '127.0.0.1'): Promise<SocketPool> {
     const sockets: Socket[] = [];
     for (let i = 0; i < n; i++) {
       const s = createSocket('udp4');
       s.on('error', () => undefined);
-      await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+      await new Promise<void>((r) => s.bind(0, address, () => r()));
       sockets.push(s);
     }
     return new SocketPool(sockets);

@@ -2,9 +2,11 @@
  * Handshakes that must fail, each tried by every real peer (openssl s_client,
  * coap-client-openssl, coap-client-gnutls, node-dtls-client) and our own DtlsClient against an
  * in-process gateway with the demo devices: wrong key, unknown device, secureMode 3 on a
- * product without dynamic registration, malformed identities. Each client must see the alert;
- * the gateway must keep no association and no handshake, log the refusal with the alert's
- * name, and never log a secret.
+ * product without dynamic registration, malformed identities. By default every one of them
+ * ends with the same decrypt_error (RFC 4279 §2), so a client cannot learn which devices
+ * exist; the real reason is in the log. With detailedPskAlerts the specific alert comes back.
+ * Each client must see the alert; the gateway must keep no association and no handshake, log
+ * the refusal with the alert's name and the reason, and never log a secret.
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -22,7 +24,7 @@ const { dtls } = createRequire(import.meta.url)('node-dtls-client') as {
   dtls: typeof NodeDtls;
 };
 
-type AlertName = 'bad_record_mac' | 'unknown_psk_identity' | 'handshake_failure';
+type AlertName = 'bad_record_mac' | 'unknown_psk_identity' | 'handshake_failure' | 'decrypt_error';
 
 const ALERTS: Record<AlertName, { code: number; openssl: RegExp }> = {
   bad_record_mac: { code: AlertDescription.badRecordMac, openssl: /alert bad record mac/i },
@@ -34,6 +36,7 @@ const ALERTS: Record<AlertName, { code: number; openssl: RegExp }> = {
     code: AlertDescription.handshakeFailure,
     openssl: /alert handshake failure/i,
   },
+  decrypt_error: { code: AlertDescription.decryptError, openssl: /alert decrypt error/i },
 };
 
 interface Case {
@@ -43,6 +46,8 @@ interface Case {
   readonly alert: AlertName;
   readonly reason: HandshakeFailReason;
   readonly detail: string | undefined;
+  /** Run with detailedPskAlerts on. */
+  readonly detailed?: boolean;
 }
 
 const WRONG_KEY = derivePsk('not-the-device-secret');
@@ -52,7 +57,7 @@ const cases: readonly Case[] = [
     name: 'wrong key',
     identity: DEMO.device001.identity,
     psk: WRONG_KEY,
-    alert: 'bad_record_mac',
+    alert: 'decrypt_error',
     reason: 'bad-record-mac',
     detail: undefined,
   },
@@ -60,7 +65,7 @@ const cases: readonly Case[] = [
     name: 'unknown device',
     identity: 'demoPK01,device404,2,3600',
     psk: derivePsk(DEMO.device001.secret),
-    alert: 'unknown_psk_identity',
+    alert: 'decrypt_error',
     reason: 'psk-rejected',
     detail: 'unknown-device',
   },
@@ -68,7 +73,7 @@ const cases: readonly Case[] = [
     name: 'secureMode 3 on a product without dynamic registration',
     identity: 'demoPK02,anydevice,3,60',
     psk: derivePsk(DEMO.product02.secret),
-    alert: 'handshake_failure',
+    alert: 'decrypt_error',
     reason: 'psk-rejected',
     detail: 'dynamic-registration-disabled',
   },
@@ -76,7 +81,7 @@ const cases: readonly Case[] = [
     name: 'malformed identity a,b,5,60 (secureMode 5)',
     identity: 'a,b,5,60',
     psk: derivePsk(DEMO.device001.secret),
-    alert: 'handshake_failure',
+    alert: 'decrypt_error',
     reason: 'psk-rejected',
     detail: 'bad-identity:bad-mode',
   },
@@ -84,7 +89,7 @@ const cases: readonly Case[] = [
     name: 'malformed identity a,b,2,10 (lifetime below 30)',
     identity: 'a,b,2,10',
     psk: derivePsk(DEMO.device001.secret),
-    alert: 'handshake_failure',
+    alert: 'decrypt_error',
     reason: 'psk-rejected',
     detail: 'bad-identity:bad-lifetime',
   },
@@ -92,9 +97,27 @@ const cases: readonly Case[] = [
     name: 'malformed identity abc',
     identity: 'abc',
     psk: derivePsk(DEMO.device001.secret),
-    alert: 'handshake_failure',
+    alert: 'decrypt_error',
     reason: 'psk-rejected',
     detail: 'bad-identity:field-count',
+  },
+  {
+    name: 'detailedPskAlerts: unknown device',
+    identity: 'demoPK01,device404,2,3600',
+    psk: derivePsk(DEMO.device001.secret),
+    alert: 'unknown_psk_identity',
+    reason: 'psk-rejected',
+    detail: 'unknown-device',
+    detailed: true,
+  },
+  {
+    name: 'detailedPskAlerts: wrong key',
+    identity: DEMO.device001.identity,
+    psk: WRONG_KEY,
+    alert: 'bad_record_mac',
+    reason: 'bad-record-mac',
+    detail: undefined,
+    detailed: true,
   },
 ];
 
@@ -124,7 +147,9 @@ describe('refused handshakes', { concurrency: true }, () => {
 
   for (const c of cases) {
     it(`${c.name}: every client sees ${c.alert}; nothing is kept`, async (t) => {
-      const gw = await startGateway();
+      const gw = await startGateway(
+        c.detailed === true ? { overrides: { detailedPskAlerts: true } } : {},
+      );
       t.after(() => gw.close());
       const alert = ALERTS[c.alert];
 

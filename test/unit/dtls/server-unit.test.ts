@@ -349,6 +349,15 @@ function clientFinish(
   return { datagram, keys, transcript, finished };
 }
 
+/** Waits until the handshake with `port` is over (the verdict timer runs in real time). */
+async function settled(h: Harness, port: number): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (h.server.handshaking(ADDR, port)) {
+    assert.ok(Date.now() < deadline, 'handshake still in progress');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 describe('DtlsServer: handshakes driven by hand', () => {
   test('a ClientHello with a valid cookie creates exactly one handshake', () => {
     withServer((h) => {
@@ -518,37 +527,75 @@ describe('DtlsServer: handshakes driven by hand', () => {
     });
   });
 
-  test('a client with the wrong PSK fails at its Finished (bad_record_mac)', () => {
-    withServer((h) => {
-      const p = PROFILES[1]!;
-      const a = hello(h, p, 43000, Buffer.alloc(32, 0x33));
-      const fin = clientFinish(p, a, Buffer.from('not-the-right-key'));
-      h.server.handleDatagram(fin.datagram, ADDR, 43000);
-      assert.equal(h.server.handshakeCount, 0);
-      assert.equal(h.server.associationCount, 0);
-      assert.equal(only(h.failures).reason, 'bad-record-mac');
-      const alert = only(records(h.sent.at(-1)!.data));
-      assert.deepEqual(
-        [alert.type, alert.epoch, [...alert.body]],
-        [21, 0, [2, AlertDescription.badRecordMac]],
-      );
-    });
-  });
+  const refusals = [
+    {
+      name: 'a wrong PSK',
+      port: 43000,
+      psk: Buffer.from('not-the-right-key'),
+      identity: IDENTITY,
+      reason: 'bad-record-mac',
+      detail: undefined,
+      detailed: AlertDescription.badRecordMac,
+    },
+    {
+      name: 'an unknown identity',
+      port: 43001,
+      psk: PSK,
+      identity: 'somebody-else',
+      reason: 'psk-rejected',
+      detail: 'unknown-device',
+      detailed: AlertDescription.unknownPskIdentity,
+    },
+  ] as const;
 
-  test('an unknown identity ends the handshake with unknown_psk_identity', () => {
-    withServer((h) => {
-      const p = PROFILES[0]!;
-      const a = hello(h, p, 43001, Buffer.alloc(32, 0x34));
-      const fin = clientFinish(p, a, PSK, 'somebody-else');
-      h.server.handleDatagram(fin.datagram, ADDR, 43001);
-      const f = only(h.failures);
-      assert.equal(f.reason, 'psk-rejected');
-      assert.equal(f.identity, 'somebody-else');
-      assert.equal(f.detail, 'unknown-device');
-      const alert = only(records(h.sent.at(-1)!.data));
-      assert.deepEqual([...alert.body], [2, AlertDescription.unknownPskIdentity]);
-      assert.equal(h.server.handshakeCount, 0);
+  for (const c of refusals) {
+    test(`${c.name}: decrypt_error after the Finished, the real reason in the failure`, async () => {
+      const h = harness({ retransmitTimeoutMs: 20 });
+      try {
+        const p = PROFILES[1]!;
+        const a = hello(h, p, c.port, Buffer.alloc(32, 0x33));
+        const fin = clientFinish(p, a, c.psk, c.identity);
+        const before = h.sent.length;
+        h.server.handleDatagram(fin.datagram, ADDR, c.port);
+        // nothing at once: the Finished that does not authenticate might be a forgery
+        assert.equal(h.sent.length, before);
+        assert.equal(h.server.handshakeCount, 1);
+        await settled(h, c.port);
+        assert.equal(h.server.associationCount, 0);
+        const f = only(h.failures);
+        assert.equal(f.reason, c.reason);
+        assert.equal(f.detail, c.detail);
+        assert.equal(f.identity, c.identity);
+        assert.equal(f.alert, 'decrypt_error');
+        const alert = only(records(only(h.sent.slice(before)).data));
+        assert.deepEqual(
+          [alert.type, alert.epoch, [...alert.body]],
+          [21, 0, [2, AlertDescription.decryptError]],
+        );
+      } finally {
+        h.server.close();
+      }
     });
+  }
+
+  test('detailedPskAlerts: unknown_psk_identity at once, bad_record_mac for a wrong key', async () => {
+    const h = harness({ retransmitTimeoutMs: 20, detailedPskAlerts: true });
+    try {
+      const p = PROFILES[0]!;
+      for (const c of refusals) {
+        const a = hello(h, p, c.port, Buffer.alloc(32, 0x34));
+        h.server.handleDatagram(clientFinish(p, a, c.psk, c.identity).datagram, ADDR, c.port);
+        await settled(h, c.port);
+        const alert = only(records(h.sent.at(-1)!.data));
+        assert.deepEqual([...alert.body], [2, c.detailed]);
+      }
+      assert.deepEqual(
+        h.failures.map((f) => [f.reason, f.detail]),
+        refusals.map((c) => [c.reason, c.detail]),
+      );
+    } finally {
+      h.server.close();
+    }
   });
 
   test('a cookie is not valid for a different address whose text extends the first', () => {
@@ -694,8 +741,9 @@ describe('DtlsServer: a peer that handshakes again', () => {
     });
   });
 
-  test('a new handshake that fails leaves the old association in place', () => {
-    withServer((h) => {
+  test('a new handshake that fails leaves the old association in place', async () => {
+    const h = harness({ retransmitTimeoutMs: 20 });
+    try {
       const p = PROFILES[0]!;
       const port = 47100;
       h.server.handleDatagram(
@@ -707,9 +755,95 @@ describe('DtlsServer: a peer that handshakes again', () => {
       // a wrong key on the new handshake: it fails, the association stays
       const bad = clientFinish(p, hello(h, p, port, Buffer.alloc(32, 3)), Buffer.alloc(16, 7));
       h.server.handleDatagram(bad.datagram, ADDR, port);
+      await settled(h, port);
       assert.equal(h.server.handshakeCount, 0);
       assert.equal(h.server.associationCount, 1);
       assert.deepEqual(h.closed, []);
+    } finally {
+      h.server.close();
+    }
+  });
+});
+
+describe('DtlsServer: records and hellos an attacker can inject into a handshake', () => {
+  /** An epoch-1 handshake record that cannot authenticate (random body). */
+  const forged = (seq: number, len = 40): Buffer => {
+    const body = Buffer.alloc(len, 0xa5);
+    body.writeUInt32BE(seq, 0);
+    return Buffer.concat([Buffer.from([22, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, seq, 0, len]), body]);
+  };
+
+  test('forged epoch-1 records between CCS and Finished are dropped silently; the Finished completes', () => {
+    withServer((h) => {
+      const p = PROFILES[1]!;
+      const port = 47500;
+      const fin = clientFinish(p, hello(h, p, port, Buffer.alloc(32, 0x51)), PSK);
+      const [cke, ccs, finished] = records(fin.datagram);
+      const before = h.sent.length;
+      h.server.handleDatagram(Buffer.concat([cke!.raw, ccs!.raw]), ADDR, port);
+      // one with the Finished's own sequence number, one with a later one, one with a flipped tag
+      const flipped = Buffer.from(finished!.raw);
+      flipped[flipped.length - 1] = (flipped[flipped.length - 1] ?? 0) ^ 1;
+      for (const d of [forged(0), forged(7), flipped]) h.server.handleDatagram(d, ADDR, port);
+      assert.equal(h.sent.length, before, 'no alert');
+      assert.equal(h.server.handshakeCount, 1);
+      assert.equal(h.server.stats.drops['bad-mac'], 3);
+      h.server.handleDatagram(finished!.raw, ADDR, port);
+      assert.equal(h.server.associationCount, 1);
+      assert.deepEqual(h.failures, []);
+    });
+  });
+
+  test('forged records held before the keys cannot crowd out or pre-empt the real Finished', () => {
+    withServer((h) => {
+      const p = PROFILES[0]!;
+      const port = 47501;
+      const fin = clientFinish(p, hello(h, p, port, Buffer.alloc(32, 0x52)), PSK);
+      // twelve forgeries while the server has no keys yet: held (the buffer holds eight)
+      for (let i = 0; i < 12; i++) h.server.handleDatagram(forged(i), ADDR, port);
+      h.server.handleDatagram(fin.datagram, ADDR, port);
+      assert.equal(h.server.associationCount, 1);
+      assert.deepEqual(h.failures, []);
+      assert.ok(h.server.stats.drops['bad-mac'] >= 1);
+    });
+  });
+
+  test('a late copy of the ClientHello that made the association starts nothing', () => {
+    withServer((h) => {
+      const p = PROFILES[0]!;
+      const port = 47502;
+      const a = hello(h, p, port, Buffer.alloc(32, 0x53));
+      const fin = clientFinish(p, a, PSK);
+      h.server.handleDatagram(fin.datagram, ADDR, port);
+      assert.equal(h.server.associationCount, 1);
+      const finFlight = h.sent.length;
+      // the copy: same random, same valid cookie, later record sequence number
+      h.server.handleDatagram(chDatagram(a.ch2, 9, 1), ADDR, port);
+      assert.equal(h.sent.length, finFlight, 'no ServerHello flight');
+      assert.equal(h.server.handshakeCount, 0);
+      assert.equal(h.server.stats.handshakesStarted, 1);
+      assert.equal(h.server.stats.drops['duplicate-client-hello'], 1);
+      // the server's Finished was lost: the client's repeated flight 5 gets it again
+      const again = Buffer.concat([
+        plainRecord(22, DTLS_1_2, 0, 10, records(fin.datagram)[0]!.body),
+        plainRecord(20, DTLS_1_2, 0, 11, Buffer.from([1])),
+        fin.keys.clientWrite.seal(22, 1, 1, fin.finished),
+      ]);
+      h.server.handleDatagram(again, ADDR, port);
+      assert.equal(h.sent.length, finFlight + 1);
+      const [ccs, finRec] = records(h.sent.at(-1)!.data);
+      assert.deepEqual([ccs?.type, finRec?.type, finRec?.epoch], [20, 22, 1]);
+      assert.equal(h.server.associationCount, 1);
+      assert.deepEqual(h.failures, []);
+      assert.deepEqual(h.closed, []);
+
+      // a copy arriving while a genuine new handshake runs does not replace that one either
+      const next = hello(h, p, port, Buffer.alloc(32, 0x54));
+      h.server.handleDatagram(chDatagram(a.ch2, 12, 1), ADDR, port);
+      assert.equal(h.server.handshakeCount, 1);
+      h.server.handleDatagram(clientFinish(p, next, PSK).datagram, ADDR, port);
+      assert.equal(h.established.length, 2);
+      assert.deepEqual(h.failures, []);
     });
   });
 });
