@@ -64,6 +64,9 @@ export function authorize(req: BridgeRequest): Authorization {
   if (!parsed.ok) return { ok: false, response: NOT_FOUND };
   const topic = parsed.topic;
   const p: Principal | undefined = req.principal;
+  // Activation hands out a device secret: never without a product-secret DTLS session (the
+  // plain development port has no principal at all).
+  if (p === undefined && topic.class === 'activate') return { ok: false, response: UNAUTHORIZED };
   if (p !== undefined) {
     if (topic.productKey !== p.productKey || topic.deviceKey !== p.deviceKey) {
       return { ok: false, response: FORBIDDEN };
