@@ -84,7 +84,7 @@ export class CoapStats {
   separateInFlight = 0;
   /** Block1 uploads being reassembled. */
   uploads = 0;
-  /** Bytes held by Block1 uploads. */
+  /** Bytes held by Block1 uploads (buffers as allocated, keys, bookkeeping). */
   uploadBytes = 0;
   /** Response bodies cached for Block2 follow-ups. */
   bodies = 0;

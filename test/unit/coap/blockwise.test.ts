@@ -11,7 +11,7 @@ import {
 } from '../../../src/coap/endpoint.js';
 import { getOption } from '../../../src/coap/options.js';
 import { ManualClock } from '../../../src/coap/timers.js';
-import { transferKey } from '../../../src/coap/blockwise.js';
+import { UPLOAD_OVERHEAD, transferKey } from '../../../src/coap/blockwise.js';
 import { decode } from '../../../src/coap/codec.js';
 import {
   FakePeer,
@@ -311,6 +311,74 @@ describe('Block1 uploads (RFC 7959 §2.3)', () => {
       payload: bytes(1),
     });
     assert.equal(r.code, Code.REQUEST_ENTITY_INCOMPLETE);
+  });
+});
+
+describe('Block1 upload memory', () => {
+  test('blocks are copied out: reusing a datagram buffer later does not change the body', () => {
+    let got: Buffer | undefined;
+    const { ep, peer } = setup((r) => {
+      got = Buffer.from(r.payload);
+      return { code: Code.CHANGED };
+    });
+    const body = bytes(40);
+    const datagrams = [0, 1].map((num) =>
+      req({
+        mid: 1 + num,
+        block1: { num, more: true, szx: 0 },
+        payload: body.subarray(num * 16, num * 16 + 16),
+      }),
+    );
+    for (const d of datagrams) {
+      ep.receive(peer, d);
+      d.fill(0); // the transport reuses its buffer
+    }
+    ep.receive(
+      peer,
+      req({ mid: 3, block1: { num: 2, more: false, szx: 0 }, payload: body.subarray(32) }),
+    );
+    assert.equal(peer.take().at(-1)?.code, Code.CHANGED);
+    assert.deepEqual(got, body);
+  });
+
+  test('uploadBytes counts the buffer as allocated (doubling), the key and the overhead', () => {
+    const { ep, peer } = setup(() => ({ code: Code.CHANGED }));
+    const keyLength = transferKey(decode(req({ mid: 0, code: Code.POST }))).length;
+    const send = (num: number, more: boolean, len: number): number => {
+      ep.receive(peer, req({ mid: 10 + num, block1: { num, more, szx: 0 }, payload: bytes(len) }));
+      return ep.stats.uploadBytes;
+    };
+    const fixed = keyLength + UPLOAD_OVERHEAD;
+    assert.equal(send(0, true, 16), 16 + fixed);
+    assert.equal(send(1, true, 16), 32 + fixed);
+    assert.equal(send(2, true, 16), 64 + fixed);
+    assert.equal(send(3, true, 16), 64 + fixed, 'room left: no new buffer');
+    assert.equal(send(4, true, 16), 128 + fixed);
+    assert.equal(send(5, false, 3), 0, 'completed: nothing held');
+  });
+
+  test('the byte budget refuses a block whose buffer would not fit (5.03), dropping the upload', () => {
+    const { ep, peer } = setup(() => ({ code: Code.CHANGED }), { maxUploadBytes: 2048 });
+    const codes: number[] = [];
+    for (let num = 0; num < 8; num++) {
+      const r = exchange(ep, peer, {
+        mid: 20 + num,
+        block1: { num, more: true, szx: 4 }, // 256-byte blocks
+        payload: bytes(256),
+      });
+      codes.push(r.code);
+      if (r.code !== Code.CONTINUE) break;
+    }
+    // 256, 512, 1024 fit with the key and overhead; 2048 does not
+    assert.deepEqual(codes, [
+      Code.CONTINUE,
+      Code.CONTINUE,
+      Code.CONTINUE,
+      Code.CONTINUE,
+      Code.SERVICE_UNAVAILABLE,
+    ]);
+    assert.equal(ep.stats.uploads, 0);
+    assert.equal(ep.stats.uploadBytes, 0);
   });
 });
 
