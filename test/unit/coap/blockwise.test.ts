@@ -382,6 +382,76 @@ describe('Block1 upload memory', () => {
   });
 });
 
+describe('Block1 admission', () => {
+  test('the hook sees the first block only; a refusal is the answer and nothing is kept', () => {
+    const asked: CoapRequest<string>[] = [];
+    let verdict: number | undefined = Code.FORBIDDEN;
+    const handled: Buffer[] = [];
+    const { ep, peer } = setup(
+      (r) => {
+        handled.push(Buffer.from(r.payload));
+        return { code: Code.CHANGED };
+      },
+      {
+        admit: (r) => {
+          asked.push(r);
+          return verdict;
+        },
+      },
+    );
+    const refused = exchange(ep, peer, {
+      mid: 1,
+      path: ['x'],
+      block1: { num: 0, more: true, szx: 0 },
+      payload: bytes(16),
+    });
+    assert.equal(refused.code, Code.FORBIDDEN);
+    assert.equal(getOption(refused, OptionNumber.BLOCK1), undefined);
+    assert.equal(ep.stats.uploads, 0);
+    assert.equal(ep.stats.block1Refused, 1);
+    assert.equal(asked.length, 1);
+    assert.equal(asked[0]?.payload.length, 16);
+    assert.equal(asked[0]?.peer, peer);
+
+    verdict = undefined;
+    const res = upload(ep, peer, bytes(40), 0, 10, { path: ['x'] });
+    assert.deepEqual(
+      res.map((m) => m.code),
+      [Code.CONTINUE, Code.CONTINUE, Code.CHANGED],
+    );
+    assert.equal(asked.length, 2, 'asked once per upload, not per block');
+    // a single-block request is the handler's business, not the hook's
+    exchange(ep, peer, { mid: 30, block1: { num: 0, more: false, szx: 0 }, payload: bytes(5) });
+    exchange(ep, peer, { mid: 31, payload: bytes(5) });
+    assert.equal(asked.length, 2);
+    assert.equal(handled.length, 3);
+  });
+
+  test('a hook that throws or answers a non-error code gives 5.00 and no upload', () => {
+    const errors: unknown[] = [];
+    let mode: 'throw' | 'success' | 'nonsense' = 'throw';
+    const { ep, peer } = setup(() => ({ code: Code.CHANGED }), {
+      onError: (e) => errors.push(e),
+      admit: () => {
+        if (mode === 'throw') throw new Error('boom');
+        return mode === 'success' ? Code.CHANGED : 4000;
+      },
+    });
+    for (const [i, m] of (['throw', 'success', 'nonsense'] as const).entries()) {
+      mode = m;
+      const r = exchange(ep, peer, {
+        mid: 1 + i,
+        block1: { num: 0, more: true, szx: 0 },
+        payload: bytes(16),
+      });
+      assert.equal(r.code, Code.INTERNAL_SERVER_ERROR, m);
+      assert.equal(r.payload.length, 0, 'no internal text in the answer');
+    }
+    assert.equal(errors.length, 3);
+    assert.equal(ep.stats.uploads, 0);
+  });
+});
+
 /** Fetches every block of a Block2 transfer after `first`; returns the body and responses. */
 function fetchRest(
   ep: CoapEndpoint<string>,
