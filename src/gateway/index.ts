@@ -365,6 +365,9 @@ export class Gateway {
       ackTimeoutMs: config.ackTimeout,
       maxPayload: config.maxPayload,
       blockSize: config.blockSize,
+      maxUploadsPerPeer: config.maxUploadsPerPeer,
+      maxUploads: config.maxUploads,
+      maxUploadBytes: config.maxUploadBytes,
       onError: (err) => log.error({ err }, 'request handler failed'),
     });
     closers.push(() => coap.close());
