@@ -26,7 +26,9 @@
  * Retained data: the endpoint keeps views into a received datagram while its exchange is in
  * flight (the request message), so callers must not reuse a datagram buffer after handing
  * it to {@link CoapEndpoint.receive}. Block1 blocks are copied out: an upload holds the
- * bytes its blocks carried, not the datagrams.
+ * bytes its blocks carried, not the datagrams. A request padded with more than a few bytes
+ * of options nobody understands is copied without them before it is handed on, so what an
+ * exchange in flight keeps alive is its real size, not its datagram's.
  *
  * @module
  */
@@ -215,6 +217,11 @@ export interface CoapEndpointOptions<I> {
 }
 
 const EMPTY = Buffer.alloc(0);
+/**
+ * Bytes of ignored (unknown elective) options a request may carry and still be handed on
+ * as views into its datagram; beyond it the request is copied without them.
+ */
+const MAX_IGNORED_BYTES_KEPT = 64;
 const NO_OPTIONS: readonly CoapOption[] = Object.freeze([]);
 const INTERNAL_ERROR: CoapReply = Object.freeze({ code: Code.INTERNAL_SERVER_ERROR });
 
@@ -484,8 +491,10 @@ export class CoapEndpoint<I> {
   }
 
   private onRequest(peer: CoapPeer<I>, msg: CoapMessage, entry: DedupEntry, now: number): void {
-    // One pass over the options: critical ones we do not understand, and the block options.
+    // One pass over the options: options we do not understand (critical ones refuse the
+    // request, elective ones are ignored and their bytes counted), and the block options.
     let unknownCritical = false;
+    let ignoredBytes = 0;
     let block1Raw: Buffer | undefined;
     let block2Raw: Buffer | undefined;
     let size1Raw: Buffer | undefined;
@@ -498,8 +507,9 @@ export class CoapEndpoint<I> {
       if (n === OptionNumber.BLOCK1) block1Raw ??= o.value;
       else if (n === OptionNumber.BLOCK2) block2Raw ??= o.value;
       else if (n === OptionNumber.SIZE1) size1Raw ??= o.value;
-      else if ((n & 1) === 1 && understood !== undefined && !understood.has(n)) {
-        unknownCritical = true;
+      else if (understood !== undefined && !understood.has(n)) {
+        if ((n & 1) === 1) unknownCritical = true;
+        else ignoredBytes += o.value.length;
       }
     }
     if (unknownCritical) {
@@ -509,6 +519,12 @@ export class CoapEndpoint<I> {
         this.finish(peer, msg, entry, Code.BAD_OPTION, NO_OPTIONS, EMPTY, false, now);
       else this.dedup.complete(entry, undefined, now);
       return;
+    }
+    // Whatever is handed on (handler, exchange in flight) is a view into its datagram, so
+    // padding in ignored options would stay alive with it: past a few bytes of such
+    // padding the request is rebuilt without those options, in a buffer of its real size.
+    if (ignoredBytes > MAX_IGNORED_BYTES_KEPT && understood !== undefined) {
+      msg = withoutIgnoredOptions(msg, understood);
     }
 
     let block1: BlockOption | undefined;
@@ -902,6 +918,21 @@ export class CoapEndpoint<I> {
     this.stats.handlerErrors++;
     this.onError?.(err);
   }
+}
+
+/**
+ * The request re-encoded without the elective options nobody understands (RFC 7252 §5.4.1
+ * says to ignore them), and decoded from that new, smaller buffer.
+ */
+function withoutIgnoredOptions(msg: CoapMessage, understood: ReadonlySet<number>): CoapMessage {
+  const kept: CoapOption[] = [];
+  for (let i = 0; i < msg.options.length; i++) {
+    const o = msg.options[i];
+    if (o === undefined) continue;
+    const n = o.number;
+    if (understood.has(n) || n === OptionNumber.SIZE1) kept.push(o);
+  }
+  return decode(encode({ ...msg, options: kept }));
 }
 
 /** The options without Block1, Block2 and Size2 (this layer sets those); no copy if none. */
