@@ -14,6 +14,10 @@
  * Both queues are global so the caps evict the oldest across peers, and every peer's
  * transfers are also in that peer's own maps so `dropPeer` needs no scan.
  *
+ * Upload memory follows the bytes the blocks carry: each block is copied into the upload's
+ * own buffer (never kept as a view into its datagram), and the global byte budget is
+ * charged with that buffer as allocated plus the key and a per-upload overhead.
+ *
  * @module
  */
 
@@ -65,25 +69,48 @@ export type Block1Status =
   | typeof BLOCK1_BAD
   | typeof BLOCK1_BUSY;
 
-/** A Block1 upload being reassembled. */
+/**
+ * Bytes charged to every upload besides its buffer and key: the upload object, its map
+ * entry and queue links. An estimate, but it keeps a flood of tiny uploads from looking free.
+ */
+export const UPLOAD_OVERHEAD = 256;
+
+/**
+ * A Block1 upload being reassembled. Each block is copied into `data`, so an upload holds
+ * what its blocks carried, not the datagrams they came in (a 16-byte block may arrive in a
+ * 16 KB datagram padded with options this layer ignores).
+ */
 export class Upload implements QueueNode<Upload> {
   prev: Upload | undefined = undefined;
   next: Upload | undefined = undefined;
-  /** The blocks so far, as received (views into their datagrams). */
-  readonly chunks: Buffer[] = [];
+  /** The body so far in `data[0, received)`; the rest is room to grow. */
+  data: Buffer;
   /** Bytes so far, i.e. the offset the next block must start at. */
   received = 0;
+  /** Bytes charged to the global budget: `data.length`, the key and {@link UPLOAD_OVERHEAD}. */
+  held: number;
 
   /**
    * @param owner the peer's record
    * @param key the transfer key
+   * @param capacity initial size of `data`
    * @param lastActive clock ms of the last block
    */
   constructor(
     readonly owner: PeerBlocks,
     readonly key: string,
+    capacity: number,
     public lastActive: number,
-  ) {}
+  ) {
+    // not from the shared pool: a pooled slice would keep a whole pool slab alive
+    this.data = Buffer.allocUnsafeSlow(capacity);
+    this.held = capacity + uploadCost(key);
+  }
+}
+
+/** What an upload costs besides its buffer. */
+function uploadCost(key: string): number {
+  return key.length + UPLOAD_OVERHEAD;
 }
 
 /** A response body kept for Block2 follow-up requests (RFC 7959 §2.4). */
@@ -127,7 +154,10 @@ export interface BlockLimits {
   readonly maxUploadsPerPeer: number;
   /** Concurrent uploads, all peers; a new one beyond it is refused (5.03). */
   readonly maxUploads: number;
-  /** Bytes held by uploads, all peers; a block beyond it is refused (5.03). */
+  /**
+   * Bytes held by uploads, all peers (buffers as allocated, keys and bookkeeping); a block
+   * that would need more is refused (5.03) and its upload dropped.
+   */
   readonly maxUploadBytes: number;
   /** Cached bodies, all peers; the oldest is evicted beyond it. */
   readonly maxBodies: number;
@@ -162,6 +192,7 @@ export class BlockStore {
    * Takes one Block1 request (RFC 7959 §2.3, §2.5). Returns the reassembled body when this
    * was the last block (num 0 without M: the payload itself, no copy), otherwise a
    * `BLOCK1_*` status. Any refusal drops the transfer, so the client has to start over.
+   * The payload is copied; the caller's buffer is not kept.
    *
    * @param size1 the request's Size1 (RFC 7959 §4), if any
    */
@@ -204,21 +235,20 @@ export class BlockStore {
       this.dropUpload(up);
       return BLOCK1_TOO_LARGE;
     }
-    if (this.uploadBytes + len > this.limits.maxUploadBytes) {
+    if (!this.reserve(up, up.received + len)) {
       this.dropUpload(up);
       return BLOCK1_BUSY;
     }
-    up.chunks.push(payload);
+    payload.copy(up.data, up.received);
     up.received += len;
-    this.uploadBytes += len;
     up.lastActive = now;
     this.uploads.touch(up);
     if (block.more) {
       this.uploadGauges();
       return BLOCK1_CONTINUE;
     }
-    // the only Buffer.concat of the layer: a completed upload
-    const body = Buffer.concat(up.chunks, up.received);
+    // the upload's own buffer is handed over (no copy); it holds at most twice the body
+    const body = up.data.subarray(0, up.received);
     this.removeUpload(up);
     return body;
   }
@@ -327,7 +357,8 @@ export class BlockStore {
       }
       if (oldest !== undefined) this.dropUpload(oldest);
     }
-    if (this.uploads.size >= maxUploads || this.uploadBytes + payload.length > maxUploadBytes) {
+    const cost = payload.length + uploadCost(key);
+    if (this.uploads.size >= maxUploads || this.uploadBytes + cost > maxUploadBytes) {
       return BLOCK1_BUSY;
     }
     record = this.peers.get(peerKey);
@@ -336,14 +367,33 @@ export class BlockStore {
       this.peers.set(peerKey, record);
     }
     record.uploads ??= new Map();
-    const up = new Upload(record, key, now);
-    up.chunks.push(payload);
+    const up = new Upload(record, key, payload.length, now);
+    payload.copy(up.data, 0);
     up.received = payload.length;
     record.uploads.set(key, up);
     this.uploads.push(up);
-    this.uploadBytes += payload.length;
+    this.uploadBytes += up.held;
     this.uploadGauges();
     return BLOCK1_CONTINUE;
+  }
+
+  /**
+   * Makes room for `needed` bytes in the upload's buffer, doubling it (up to maxPayload) so
+   * an upload of n blocks copies O(n) bytes in all. False when the global byte budget has no
+   * room for the larger buffer.
+   */
+  private reserve(up: Upload, needed: number): boolean {
+    const old = up.data;
+    if (needed <= old.length) return true;
+    const capacity = Math.min(this.limits.maxPayload, Math.max(needed, old.length * 2));
+    const extra = capacity - old.length;
+    if (this.uploadBytes + extra > this.limits.maxUploadBytes) return false;
+    const data = Buffer.allocUnsafeSlow(capacity);
+    old.copy(data, 0, 0, up.received);
+    up.data = data;
+    up.held += extra;
+    this.uploadBytes += extra;
+    return true;
   }
 
   /** Removes an upload that did not complete. */
@@ -355,7 +405,7 @@ export class BlockStore {
   private removeUpload(up: Upload): void {
     if (!this.uploads.has(up)) return;
     this.uploads.remove(up);
-    this.uploadBytes -= up.received;
+    this.uploadBytes -= up.held;
     const record = up.owner;
     if (record.uploads?.get(up.key) === up) {
       record.uploads.delete(up.key);

@@ -10,9 +10,11 @@
  *   duplicate CON is answered with the cached datagram (the response, or the empty ACK
  *   while/after a separate response is under way), never handed to the handler again;
  *   a duplicate NON is ignored;
- * - unrecognised critical options get 4.02 (§5.4.1), Block1 uploads are reassembled
- *   (RFC 7959 §2.3, 2.31 Continue / 4.08 / 4.13 with Size1), Block2 follow-ups are served
- *   from a body cache (§2.4) without calling the handler;
+ * - unrecognised critical options get 4.02 (§5.4.1); the first block of a Block1 upload
+ *   goes to the `admit` hook, which may refuse the whole upload before anything is kept;
+ *   Block1 uploads are reassembled (RFC 7959 §2.3, 2.31 Continue / 4.08 / 4.13 with Size1,
+ *   5.03 when the upload caps are reached), Block2 follow-ups are served from a body cache
+ *   (§2.4) without calling the handler;
  * - otherwise the handler gets the request with its complete payload. A reply ready at
  *   once, or within `ackTimeoutMs`, is piggybacked on the ACK; a later one follows an empty
  *   ACK as a separate CON response, retransmitted until acknowledged (§5.2.2, §4.2). NON
@@ -21,9 +23,12 @@
  * Hot path (a request answered synchronously): no closure, no JSON, no Buffer.concat; the
  * response is encoded once and the same bytes are cached for duplicates.
  *
- * Retained data: the endpoint keeps views into received datagrams (Block1 chunks, the
- * request message of an exchange in flight), so callers must not reuse a datagram buffer
- * after handing it to {@link CoapEndpoint.receive}.
+ * Retained data: the endpoint keeps views into a received datagram while its exchange is in
+ * flight (the request message), so callers must not reuse a datagram buffer after handing
+ * it to {@link CoapEndpoint.receive}. Block1 blocks are copied out: an upload holds the
+ * bytes its blocks carried, not the datagrams. A request padded with more than a few bytes
+ * of options nobody understands is copied without them before it is handed on, so what an
+ * exchange in flight keeps alive is its real size, not its datagram's.
  *
  * @module
  */
@@ -113,6 +118,14 @@ export interface CoapReply {
 export type CoapRequestHandler<I> = (req: CoapRequest<I>) => CoapReply | Promise<CoapReply>;
 
 /**
+ * Admission of a Block1 upload, asked with its first block (num 0, more to come) before
+ * any state is kept for it: a CoAP error code (class 4 or 5) refuses the upload and is the
+ * answer; undefined admits it. `req.payload` is that first block only. The later blocks are
+ * matched to the admitted transfer by peer, method and URI, so they are not asked about.
+ */
+export type CoapAdmission<I> = (req: CoapRequest<I>) => number | undefined;
+
+/**
  * Options the application of this project understands (RFC 7252 §5.4.1): Uri-Host,
  * Uri-Port, Uri-Path, Uri-Query, Content-Format, Accept, Block1, Block2, Size1, Size2 and
  * the EnOS private options 2100/2102 (elective anyway). Only odd (critical) numbers matter.
@@ -135,6 +148,12 @@ export const DEFAULT_UNDERSTOOD_OPTIONS: ReadonlySet<number> = new Set<number>([
 /** Construction options of a {@link CoapEndpoint}; every bound has a default. */
 export interface CoapEndpointOptions<I> {
   readonly handler: CoapRequestHandler<I>;
+  /**
+   * Asked before a Block1 upload starts (see {@link CoapAdmission}); lets the application
+   * refuse what it would refuse anyway (path, rights) before any body is reassembled.
+   * Default: every upload is admitted.
+   */
+  readonly admit?: CoapAdmission<I>;
   /** Handler exceptions and rejections, and replies that cannot be encoded. */
   readonly onError?: (err: unknown) => void;
   /**
@@ -169,11 +188,14 @@ export interface CoapEndpointOptions<I> {
   readonly maxRetransmit?: number;
   /** Block1 uploads and Block2 bodies expire this long after last use / creation. Default 120 s. */
   readonly blockLifetimeMs?: number;
-  /** Concurrent Block1 uploads per peer; a new one replaces the oldest. Default 4. */
+  /** Concurrent Block1 uploads per peer (at least 1); a new one replaces the oldest. Default 4. */
   readonly maxUploadsPerPeer?: number;
   /** Concurrent Block1 uploads, all peers; beyond it 5.03. Default 1000. */
   readonly maxUploads?: number;
-  /** Bytes of Block1 uploads, all peers; beyond it 5.03. Default 16 MiB. */
+  /**
+   * Bytes held by Block1 uploads, all peers (buffers as allocated, keys, bookkeeping);
+   * beyond it 5.03. Default 16 MiB.
+   */
   readonly maxUploadBytes?: number;
   /** Response bodies kept for Block2 follow-ups, all peers; oldest evicted. Default 1000. */
   readonly maxBodies?: number;
@@ -195,6 +217,11 @@ export interface CoapEndpointOptions<I> {
 }
 
 const EMPTY = Buffer.alloc(0);
+/**
+ * Bytes of ignored (unknown elective) options a request may carry and still be handed on
+ * as views into its datagram; beyond it the request is copied without them.
+ */
+const MAX_IGNORED_BYTES_KEPT = 64;
 const NO_OPTIONS: readonly CoapOption[] = Object.freeze([]);
 const INTERNAL_ERROR: CoapReply = Object.freeze({ code: Code.INTERNAL_SERVER_ERROR });
 
@@ -264,6 +291,7 @@ class Sweeper implements Timed {
 export class CoapEndpoint<I> {
   readonly stats = new CoapStats();
   private readonly handler: CoapRequestHandler<I>;
+  private readonly admit: CoapAdmission<I> | undefined;
   private readonly onError: ((err: unknown) => void) | undefined;
   private readonly clock: CoapClock;
   private readonly timers: TimerQueue;
@@ -284,6 +312,7 @@ export class CoapEndpoint<I> {
 
   constructor(opts: CoapEndpointOptions<I>) {
     this.handler = opts.handler;
+    this.admit = opts.admit;
     this.onError = opts.onError;
     this.clock = opts.clock ?? systemClock;
     const random = opts.random ?? Math.random;
@@ -462,8 +491,10 @@ export class CoapEndpoint<I> {
   }
 
   private onRequest(peer: CoapPeer<I>, msg: CoapMessage, entry: DedupEntry, now: number): void {
-    // One pass over the options: critical ones we do not understand, and the block options.
+    // One pass over the options: options we do not understand (critical ones refuse the
+    // request, elective ones are ignored and their bytes counted), and the block options.
     let unknownCritical = false;
+    let ignoredBytes = 0;
     let block1Raw: Buffer | undefined;
     let block2Raw: Buffer | undefined;
     let size1Raw: Buffer | undefined;
@@ -476,8 +507,9 @@ export class CoapEndpoint<I> {
       if (n === OptionNumber.BLOCK1) block1Raw ??= o.value;
       else if (n === OptionNumber.BLOCK2) block2Raw ??= o.value;
       else if (n === OptionNumber.SIZE1) size1Raw ??= o.value;
-      else if ((n & 1) === 1 && understood !== undefined && !understood.has(n)) {
-        unknownCritical = true;
+      else if (understood !== undefined && !understood.has(n)) {
+        if ((n & 1) === 1) unknownCritical = true;
+        else ignoredBytes += o.value.length;
       }
     }
     if (unknownCritical) {
@@ -487,6 +519,12 @@ export class CoapEndpoint<I> {
         this.finish(peer, msg, entry, Code.BAD_OPTION, NO_OPTIONS, EMPTY, false, now);
       else this.dedup.complete(entry, undefined, now);
       return;
+    }
+    // Whatever is handed on (handler, exchange in flight) is a view into its datagram, so
+    // padding in ignored options would stay alive with it: past a few bytes of such
+    // padding the request is rebuilt without those options, in a buffer of its real size.
+    if (ignoredBytes > MAX_IGNORED_BYTES_KEPT && understood !== undefined) {
+      msg = withoutIgnoredOptions(msg, understood);
     }
 
     let block1: BlockOption | undefined;
@@ -520,6 +558,13 @@ export class CoapEndpoint<I> {
 
     let payload = msg.payload;
     if (block1 !== undefined) {
+      if (block1.num === 0 && block1.more && this.admit !== undefined) {
+        const refused = this.admission(this.admit, peer, msg);
+        if (refused !== undefined) {
+          this.stats.block1Refused++;
+          return this.layerReply(peer, msg, entry, refused, NO_OPTIONS, now);
+        }
+      }
       const r = this.blocks.offerBlock1(peer.key, transferKey(msg), block1, payload, size1, now);
       if (typeof r === 'number') {
         switch (r) {
@@ -615,6 +660,34 @@ export class CoapEndpoint<I> {
       separate = true;
     }
     this.respond(peer, msg, entry, result, block1, block2, separate, now);
+  }
+
+  /** Asks the admission hook about an upload's first block; the refusal code, if any. */
+  private admission(
+    admit: CoapAdmission<I>,
+    peer: CoapPeer<I>,
+    msg: CoapMessage,
+  ): number | undefined {
+    let code: number | undefined;
+    try {
+      code = admit({
+        peer,
+        message: msg,
+        payload: msg.payload,
+        method: msg.code,
+        confirmable: msg.type === CON,
+      });
+    } catch (err) {
+      this.failed(err);
+      return Code.INTERNAL_SERVER_ERROR;
+    }
+    if (code === undefined) return undefined;
+    // class 4 (0x80-0x9f) or class 5 (0xa0-0xbf)
+    if (!Number.isInteger(code) || code < 0x80 || code > 0xbf) {
+      this.failed(new RangeError('admission code is not a 4.xx or 5.xx response code'));
+      return Code.INTERNAL_SERVER_ERROR;
+    }
+    return code;
   }
 
   private startAsync(
@@ -845,6 +918,21 @@ export class CoapEndpoint<I> {
     this.stats.handlerErrors++;
     this.onError?.(err);
   }
+}
+
+/**
+ * The request re-encoded without the elective options nobody understands (RFC 7252 §5.4.1
+ * says to ignore them), and decoded from that new, smaller buffer.
+ */
+function withoutIgnoredOptions(msg: CoapMessage, understood: ReadonlySet<number>): CoapMessage {
+  const kept: CoapOption[] = [];
+  for (let i = 0; i < msg.options.length; i++) {
+    const o = msg.options[i];
+    if (o === undefined) continue;
+    const n = o.number;
+    if (understood.has(n) || n === OptionNumber.SIZE1) kept.push(o);
+  }
+  return decode(encode({ ...msg, options: kept }));
 }
 
 /** The options without Block1, Block2 and Size2 (this layer sets those); no copy if none. */

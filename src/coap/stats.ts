@@ -58,6 +58,8 @@ export class CoapStats {
   block1Incomplete = 0;
   /** Block1 uploads refused with 4.13 (Size1 or reassembled size above maxPayload). */
   block1TooLarge = 0;
+  /** Block1 uploads refused on their first block by the application's admission check. */
+  block1Refused = 0;
   /** Block1 uploads dropped by expiry, caps or restart. */
   block1Dropped = 0;
   /** Responses split into Block2 blocks (first block sent). */
@@ -84,7 +86,7 @@ export class CoapStats {
   separateInFlight = 0;
   /** Block1 uploads being reassembled. */
   uploads = 0;
-  /** Bytes held by Block1 uploads. */
+  /** Bytes held by Block1 uploads (buffers as allocated, keys, bookkeeping). */
   uploadBytes = 0;
   /** Response bodies cached for Block2 follow-ups. */
   bodies = 0;

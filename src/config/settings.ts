@@ -208,6 +208,30 @@ export const settings = {
     'Largest request payload in bytes, also reassembled from Block1 transfers; larger requests get 4.13 with Size1.',
     { arg: '<bytes>' },
   ),
+  maxUploadsPerPeer: setting(
+    z.number().int().min(1).max(64),
+    4,
+    'integer',
+    'CoAP',
+    'Block1 uploads one association may reassemble at once; a new one beyond it replaces the association’s oldest.',
+    { arg: '<count>' },
+  ),
+  maxUploads: setting(
+    z.number().int().min(0),
+    1_000,
+    'integer',
+    'CoAP',
+    'Block1 uploads reassembled at once over all associations; a new one beyond it gets 5.03 with Max-Age.',
+    { arg: '<count>' },
+  ),
+  maxUploadBytes: setting(
+    z.number().int().min(0),
+    16_777_216,
+    'integer',
+    'CoAP',
+    'Bytes all Block1 uploads may hold together (their buffers, keys and bookkeeping); a block needing more gets 5.03 and its upload is dropped.',
+    { arg: '<bytes>' },
+  ),
   blockSize: setting(
     z.union([
       z.literal(16),

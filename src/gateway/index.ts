@@ -43,7 +43,7 @@ import { startPlatformStandIn, type PlatformStandIn } from '../tools/platform-st
 import { UdpEndpoint } from '../transport/udp.js';
 import { startAdminServer, type AdminServer, type ReadinessCheck } from './admin-server.js';
 import { DatagramTracer } from './datagram-tracing.js';
-import { createRequestHandler } from './request-handler.js';
+import { createRequestHandler, createUploadAdmission } from './request-handler.js';
 import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { endWithError, startChild, tracing } from '../telemetry/trace.js';
 
@@ -361,9 +361,13 @@ export class Gateway {
     const limiter = new LogLimiter();
     const coap = new CoapEndpoint<Principal | undefined>({
       handler: createRequestHandler(router, metrics.requests),
+      admit: createUploadAdmission(),
       ackTimeoutMs: config.ackTimeout,
       maxPayload: config.maxPayload,
       blockSize: config.blockSize,
+      maxUploadsPerPeer: config.maxUploadsPerPeer,
+      maxUploads: config.maxUploads,
+      maxUploadBytes: config.maxUploadBytes,
       onError: (err) => log.error({ err }, 'request handler failed'),
     });
     closers.push(() => coap.close());

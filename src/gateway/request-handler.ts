@@ -2,10 +2,15 @@
  * The CoAP request handler: maps a CoAP request to the bridge and the answer back, records
  * request metrics, and (when traced) wraps the exchange in a `coap.exchange` span.
  */
-import type { Router } from '../bridge/router.js';
+import { authorize, type Router } from '../bridge/router.js';
 import type { BridgeResponse, Principal } from '../bridge/types.js';
 import { Code, OptionNumber, formatCode } from '../coap/constants.js';
-import type { CoapReply, CoapRequest, CoapRequestHandler } from '../coap/endpoint.js';
+import type {
+  CoapAdmission,
+  CoapReply,
+  CoapRequest,
+  CoapRequestHandler,
+} from '../coap/endpoint.js';
 import { decodeBlock, getOption } from '../coap/options.js';
 import type { RequestStats } from '../telemetry/metrics.js';
 import {
@@ -85,5 +90,18 @@ export function createRequestHandler(
     return res instanceof Promise
       ? res.then((r) => finish(r, req, started, span))
       : finish(res, req, started, span);
+  };
+}
+
+/**
+ * Admission of Block1 uploads: the router's own authorization (topic path, the device's own
+ * productKey/deviceKey, secureMode 3 only activates) applied to the first block, so a
+ * request the router would refuse is refused before its body is reassembled, with the code
+ * the router would answer.
+ */
+export function createUploadAdmission(): CoapAdmission<Principal | undefined> {
+  return (req) => {
+    const auth = authorize(toBridgeRequest(req));
+    return auth.ok ? undefined : toCoapReply(auth.response).code;
   };
 }

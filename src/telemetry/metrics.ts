@@ -425,6 +425,7 @@ export function createMetrics(): Metrics {
       [{ direction: 'block1', outcome: 'completed' }, c.block1Completed],
       [{ direction: 'block1', outcome: 'incomplete' }, c.block1Incomplete],
       [{ direction: 'block1', outcome: 'too_large' }, c.block1TooLarge],
+      [{ direction: 'block1', outcome: 'refused' }, c.block1Refused],
       [{ direction: 'block2', outcome: 'started' }, c.block2Transfers],
       [{ direction: 'block2', outcome: 'served' }, c.block2Served],
     ]),

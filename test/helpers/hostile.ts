@@ -112,6 +112,11 @@ export const GOOD_PSK = derivePsk('demo-device-secret-0001');
 /** Second device of the same file, for "a new client can still connect". */
 export const OTHER_IDENTITY = 'demoPK01,device002,2,3600';
 export const OTHER_PSK = derivePsk('demo-device-secret-0002');
+/** Device demoPK02/device003: a third association. */
+export const THIRD_IDENTITY = 'demoPK02,device003,2,3600';
+export const THIRD_PSK = derivePsk('demo-device-secret-0003');
+/** Key of a secureMode-3 session of product demoPK01 (dynamic registration on). */
+export const PRODUCT_PSK = derivePsk('demo-product-secret');
 
 /** dist/test/helpers/hostile.js → <repo>/deploy/examples/devices.json */
 export const DEVICES_FILE = new URL('../../../deploy/examples/devices.json', import.meta.url)
@@ -145,6 +150,9 @@ export interface GatewayOptions {
   /** A device registry (default: none, the devices file only). */
   readonly registryUrl?: string;
   readonly registryToken?: string;
+  readonly maxUploadsPerPeer?: number;
+  readonly maxUploads?: number;
+  readonly maxUploadBytes?: number;
 }
 
 /**
@@ -859,4 +867,15 @@ export async function settledHeapUsed(): Promise<number> {
     forceGc();
   }
   return process.memoryUsage().heapUsed;
+}
+
+/**
+ * What the process holds after a few full collections: the V8 heap plus the memory behind
+ * ArrayBuffers and Buffers (large Buffers live outside the heap, so heapUsed alone misses
+ * them).
+ */
+export async function settledMemory(): Promise<number> {
+  await settledHeapUsed();
+  const m = process.memoryUsage();
+  return m.heapUsed + m.arrayBuffers;
 }

@@ -11,7 +11,7 @@ import {
 } from '../../../src/coap/endpoint.js';
 import { getOption } from '../../../src/coap/options.js';
 import { ManualClock } from '../../../src/coap/timers.js';
-import { transferKey } from '../../../src/coap/blockwise.js';
+import { UPLOAD_OVERHEAD, transferKey } from '../../../src/coap/blockwise.js';
 import { decode } from '../../../src/coap/codec.js';
 import {
   FakePeer,
@@ -311,6 +311,144 @@ describe('Block1 uploads (RFC 7959 §2.3)', () => {
       payload: bytes(1),
     });
     assert.equal(r.code, Code.REQUEST_ENTITY_INCOMPLETE);
+  });
+});
+
+describe('Block1 upload memory', () => {
+  test('blocks are copied out: reusing a datagram buffer later does not change the body', () => {
+    let got: Buffer | undefined;
+    const { ep, peer } = setup((r) => {
+      got = Buffer.from(r.payload);
+      return { code: Code.CHANGED };
+    });
+    const body = bytes(40);
+    const datagrams = [0, 1].map((num) =>
+      req({
+        mid: 1 + num,
+        block1: { num, more: true, szx: 0 },
+        payload: body.subarray(num * 16, num * 16 + 16),
+      }),
+    );
+    for (const d of datagrams) {
+      ep.receive(peer, d);
+      d.fill(0); // the transport reuses its buffer
+    }
+    ep.receive(
+      peer,
+      req({ mid: 3, block1: { num: 2, more: false, szx: 0 }, payload: body.subarray(32) }),
+    );
+    assert.equal(peer.take().at(-1)?.code, Code.CHANGED);
+    assert.deepEqual(got, body);
+  });
+
+  test('uploadBytes counts the buffer as allocated (doubling), the key and the overhead', () => {
+    const { ep, peer } = setup(() => ({ code: Code.CHANGED }));
+    const keyLength = transferKey(decode(req({ mid: 0, code: Code.POST }))).length;
+    const send = (num: number, more: boolean, len: number): number => {
+      ep.receive(peer, req({ mid: 10 + num, block1: { num, more, szx: 0 }, payload: bytes(len) }));
+      return ep.stats.uploadBytes;
+    };
+    const fixed = keyLength + UPLOAD_OVERHEAD;
+    assert.equal(send(0, true, 16), 16 + fixed);
+    assert.equal(send(1, true, 16), 32 + fixed);
+    assert.equal(send(2, true, 16), 64 + fixed);
+    assert.equal(send(3, true, 16), 64 + fixed, 'room left: no new buffer');
+    assert.equal(send(4, true, 16), 128 + fixed);
+    assert.equal(send(5, false, 3), 0, 'completed: nothing held');
+  });
+
+  test('the byte budget refuses a block whose buffer would not fit (5.03), dropping the upload', () => {
+    const { ep, peer } = setup(() => ({ code: Code.CHANGED }), { maxUploadBytes: 2048 });
+    const codes: number[] = [];
+    for (let num = 0; num < 8; num++) {
+      const r = exchange(ep, peer, {
+        mid: 20 + num,
+        block1: { num, more: true, szx: 4 }, // 256-byte blocks
+        payload: bytes(256),
+      });
+      codes.push(r.code);
+      if (r.code !== Code.CONTINUE) break;
+    }
+    // 256, 512, 1024 fit with the key and overhead; 2048 does not
+    assert.deepEqual(codes, [
+      Code.CONTINUE,
+      Code.CONTINUE,
+      Code.CONTINUE,
+      Code.CONTINUE,
+      Code.SERVICE_UNAVAILABLE,
+    ]);
+    assert.equal(ep.stats.uploads, 0);
+    assert.equal(ep.stats.uploadBytes, 0);
+  });
+});
+
+describe('Block1 admission', () => {
+  test('the hook sees the first block only; a refusal is the answer and nothing is kept', () => {
+    const asked: CoapRequest<string>[] = [];
+    let verdict: number | undefined = Code.FORBIDDEN;
+    const handled: Buffer[] = [];
+    const { ep, peer } = setup(
+      (r) => {
+        handled.push(Buffer.from(r.payload));
+        return { code: Code.CHANGED };
+      },
+      {
+        admit: (r) => {
+          asked.push(r);
+          return verdict;
+        },
+      },
+    );
+    const refused = exchange(ep, peer, {
+      mid: 1,
+      path: ['x'],
+      block1: { num: 0, more: true, szx: 0 },
+      payload: bytes(16),
+    });
+    assert.equal(refused.code, Code.FORBIDDEN);
+    assert.equal(getOption(refused, OptionNumber.BLOCK1), undefined);
+    assert.equal(ep.stats.uploads, 0);
+    assert.equal(ep.stats.block1Refused, 1);
+    assert.equal(asked.length, 1);
+    assert.equal(asked[0]?.payload.length, 16);
+    assert.equal(asked[0]?.peer, peer);
+
+    verdict = undefined;
+    const res = upload(ep, peer, bytes(40), 0, 10, { path: ['x'] });
+    assert.deepEqual(
+      res.map((m) => m.code),
+      [Code.CONTINUE, Code.CONTINUE, Code.CHANGED],
+    );
+    assert.equal(asked.length, 2, 'asked once per upload, not per block');
+    // a single-block request is the handler's business, not the hook's
+    exchange(ep, peer, { mid: 30, block1: { num: 0, more: false, szx: 0 }, payload: bytes(5) });
+    exchange(ep, peer, { mid: 31, payload: bytes(5) });
+    assert.equal(asked.length, 2);
+    assert.equal(handled.length, 3);
+  });
+
+  test('a hook that throws or answers a non-error code gives 5.00 and no upload', () => {
+    const errors: unknown[] = [];
+    let mode: 'throw' | 'success' | 'nonsense' = 'throw';
+    const { ep, peer } = setup(() => ({ code: Code.CHANGED }), {
+      onError: (e) => errors.push(e),
+      admit: () => {
+        if (mode === 'throw') throw new Error('boom');
+        return mode === 'success' ? Code.CHANGED : 4000;
+      },
+    });
+    for (const [i, m] of (['throw', 'success', 'nonsense'] as const).entries()) {
+      mode = m;
+      const r = exchange(ep, peer, {
+        mid: 1 + i,
+        block1: { num: 0, more: true, szx: 0 },
+        payload: bytes(16),
+      });
+      assert.equal(r.code, Code.INTERNAL_SERVER_ERROR, m);
+      assert.equal(r.payload.length, 0, 'no internal text in the answer');
+    }
+    assert.equal(errors.length, 3);
+    assert.equal(ep.stats.uploads, 0);
   });
 });
 

@@ -11,7 +11,17 @@ import {
 } from '../../../src/coap/endpoint.js';
 import { getOption } from '../../../src/coap/options.js';
 import { ManualClock } from '../../../src/coap/timers.js';
-import { FakePeer, TOKEN, deferred, empty, flush, req, uintOption } from './exchange-harness.js';
+import {
+  FakePeer,
+  TOKEN,
+  bytes,
+  deferred,
+  empty,
+  flush,
+  req,
+  uintOption,
+} from './exchange-harness.js';
+import { settledMemory } from '../../helpers/hostile.js';
 
 type Handler = CoapEndpointOptions<string>['handler'];
 
@@ -519,6 +529,72 @@ describe('unrecognised critical options (RFC 7252 §5.4.1)', () => {
     const c = setup(handler, { understoodOptions: null });
     c.ep.receive(c.peer, req({ mid: 1, options: [bad] }));
     assert.equal(calls, 2);
+  });
+});
+
+describe('ignored elective options (RFC 7252 §5.4.1)', () => {
+  /** An elective (even) option number nothing understands. */
+  const PAD = 65000;
+
+  test('padding in them is not kept: the request is copied without it', async () => {
+    const d = deferred<CoapReply>();
+    const seen: CoapRequest<string>[] = [];
+    const { ep, peer } = setup((r) => {
+      seen.push(r);
+      return d.promise;
+    });
+    const payload = bytes(20);
+    const datagram = req({
+      mid: 7,
+      options: [{ number: PAD, value: Buffer.alloc(4096, 1) }],
+      payload,
+    });
+    ep.receive(peer, datagram);
+    datagram.fill(0); // the transport reuses its buffer while the handler runs
+    const r = seen[0];
+    assert.ok(r);
+    assert.deepEqual(r.payload, payload);
+    assert.deepEqual(r.message.token, TOKEN);
+    assert.equal(getOption(r.message, PAD), undefined, 'the padding is gone');
+    assert.deepEqual(getOption(r.message, OptionNumber.URI_PATH), Buffer.from('t'));
+    d.resolve({ code: Code.CHANGED });
+    await flush();
+    const [res] = peer.take();
+    assert.equal(res?.code, Code.CHANGED);
+    assert.deepEqual(res?.token, TOKEN);
+  });
+
+  test('a few bytes of them are passed through untouched', () => {
+    const seen: CoapRequest<string>[] = [];
+    const { ep, peer } = setup((r) => {
+      seen.push(r);
+      return { code: Code.CHANGED };
+    });
+    ep.receive(peer, req({ mid: 8, options: [{ number: PAD, value: Buffer.from('etag-ish') }] }));
+    const r = seen[0];
+    assert.ok(r);
+    assert.deepEqual(getOption(r.message, PAD), Buffer.from('etag-ish'));
+    assert.equal(peer.take()[0]?.code, Code.CHANGED);
+  });
+
+  test('2000 requests padded to 16 KB held by a slow handler: memory follows their real size', async (t) => {
+    const N = 2000;
+    const LIMIT = 8 * 1024 * 1024;
+    const d = deferred<CoapReply>();
+    const { ep, peer } = setup(() => d.promise);
+    const pad = [{ number: PAD, value: Buffer.alloc(16_000, 1) }];
+    const payload = bytes(20);
+    const mem0 = await settledMemory();
+    for (let i = 0; i < N; i++) ep.receive(peer, req({ mid: i, options: pad, payload }));
+    assert.equal(ep.stats.exchangesInFlight, N);
+    const mem1 = await settledMemory();
+    const mb = (n: number): string => (n / 1024 / 1024).toFixed(1);
+    t.diagnostic(`${N} padded requests in flight: memory ${mb(mem0)} -> ${mb(mem1)} MB`);
+    assert.ok(mem1 - mem0 < LIMIT, `grew by ${mb(mem1 - mem0)} MB`);
+    d.resolve({ code: Code.CHANGED });
+    await flush();
+    assert.equal(ep.stats.exchangesInFlight, 0);
+    ep.close();
   });
 });
 
