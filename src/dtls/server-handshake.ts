@@ -21,6 +21,7 @@ import {
 import { DtlsError } from './errors.js';
 import { encodeFlight, type FlightEntry } from './flight.js';
 import {
+  MAX_HANDSHAKE_MESSAGE,
   handshakeMessage,
   parseClientKeyExchange,
   parseFinished,
@@ -350,9 +351,15 @@ export class ServerHandshake<P> {
   private onFragments(body: Buffer, epoch: number): void {
     for (const f of readFragments(body)) {
       if (f.msgType === HandshakeType.clientHello) continue; // handled by the server
-      if (f.msgType === HandshakeType.clientKeyExchange && f.length > 2 + MAX_PSK_IDENTITY) {
+      if (
+        f.msgType === HandshakeType.clientKeyExchange &&
+        f.length > 2 + MAX_PSK_IDENTITY &&
+        f.length <= MAX_HANDSHAKE_MESSAGE
+      ) {
         // Refused before any of it is buffered or looked up. Its length is no secret, so an
-        // alert at once tells nothing about which identities exist.
+        // alert at once tells nothing about which identities exist. (A length past the
+        // message bound is malformed framing: the reassembler drops it and the handshake
+        // goes on, so such a forged fragment cannot end it.)
         this.fail(
           'psk-rejected',
           'identity-too-long',
