@@ -112,6 +112,13 @@ export const GOOD_PSK = derivePsk('demo-device-secret-0001');
 /** Second device of the same file, for "a new client can still connect". */
 export const OTHER_IDENTITY = 'demoPK01,device002,2,3600';
 export const OTHER_PSK = derivePsk('demo-device-secret-0002');
+/** Key of every secureMode 3 identity of product demoPK01 (dynamic registration on). */
+export const PRODUCT_PSK = derivePsk('demo-product-secret');
+
+/** A secureMode 3 identity of demoPK01: a unit asking to be activated. */
+export function activationIdentity(deviceKey: string): string {
+  return `demoPK01,${deviceKey},3,3600`;
+}
 
 /** dist/test/helpers/hostile.js → <repo>/deploy/examples/devices.json */
 export const DEVICES_FILE = new URL('../../../deploy/examples/devices.json', import.meta.url)
@@ -129,6 +136,7 @@ export interface HostileServer {
 export interface GatewayOptions {
   readonly maxHandshakes?: number;
   readonly maxAssociations?: number;
+  readonly maxActivationSessions?: number;
   /** Seconds. */
   readonly handshakeTimeout?: number;
   /** Milliseconds. */
@@ -219,6 +227,19 @@ export function dropDelta(
 
 // ---------------------------------------------------------------------------------------------
 // the good client
+
+/** CoAP CON GET of the activation topic, what a secureMode 3 session may ask. */
+export function activationRequest(messageId: number, deviceKey: string): Buffer {
+  const path = ['topic', 'ext', 'session', 'demoPK01', deviceKey, 'thing', 'activate', 'info'];
+  return encode({
+    type: CON,
+    code: Code.GET,
+    messageId,
+    token: Buffer.from([messageId >>> 8, messageId & 0xff]),
+    options: path.map((p) => ({ number: OptionNumber.URI_PATH, value: Buffer.from(p) })),
+    payload: Buffer.alloc(0),
+  });
+}
 
 /** CoAP CON POST to a device's own measurepoint topic (answered 5.03 without a backend). */
 export function coapRequest(messageId: number, token: Buffer, deviceKey = 'device001'): Buffer {
