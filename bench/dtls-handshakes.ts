@@ -81,6 +81,7 @@ async function main(): Promise<void> {
     rounds,
     devicesFile,
     device,
+    identities: concurrency,
     profile: flags.profile === true,
     run: (server, creds) =>
       runHandshakes(server, {

@@ -86,6 +86,7 @@ async function main(): Promise<void> {
     rounds,
     devicesFile,
     device,
+    identities: clients,
     profile: flags.profile === true,
     run: (server, creds) =>
       runRecords(server, {
