@@ -26,6 +26,7 @@ import {
   snapshot,
   startGateway,
   waitFor,
+  type GatewayOptions,
   type HostileServer,
 } from '../helpers/hostile.js';
 import type { Gateway } from '../../src/gateway/index.js';
@@ -70,16 +71,27 @@ describe('hostile: one credential cannot evict other devices', () => {
     srv = undefined;
   });
 
-  test('40 secureMode 3 sessions on one product secret under maxAssociations 20: established devices keep their associations', async (t) => {
-    const s = await startGateway({ maxAssociations: 20 });
+  /** A gateway with device001 (and device002 when n is 2) connected and answered once. */
+  async function gatewayWith(
+    n: 1 | 2,
+    opts: GatewayOptions = {},
+  ): Promise<{ s: Server; first: GoodClient; second: GoodClient | undefined }> {
+    const s = await startGateway(opts);
     srv = s;
+    const first = await GoodClient.connect(s.port);
+    clients.push(first);
+    await first.ask();
+    if (n === 1) return { s, first, second: undefined };
+    const second = await GoodClient.connect(s.port, { identity: OTHER_IDENTITY, psk: OTHER_PSK });
+    clients.push(second);
+    await second.ask();
+    return { s, first, second };
+  }
+
+  test('40 secureMode 3 sessions on one product secret under maxAssociations 20: established devices keep their associations', async (t) => {
     // device001 talked once and went to sleep (an NB-IoT device in PSM); device002 keeps asking
-    const sleeper = await GoodClient.connect(s.port);
-    clients.push(sleeper);
-    await sleeper.ask();
-    const busy = await GoodClient.connect(s.port, { identity: OTHER_IDENTITY, psk: OTHER_PSK });
-    clients.push(busy);
-    await busy.ask();
+    const { s, first: sleeper, second } = await gatewayWith(2, { maxAssociations: 20 });
+    const busy = second!;
     const s0 = snapshot(s.stats);
     const evicted0 = { ...s.stats.evicted };
 
@@ -113,14 +125,8 @@ describe('hostile: one credential cannot evict other devices', () => {
   });
 
   test('a table full of active devices refuses a secureMode 3 session with internal_error before Finished', async () => {
-    const s = await startGateway({ maxAssociations: 2 });
-    srv = s;
-    const a = await GoodClient.connect(s.port);
-    clients.push(a);
-    await a.ask();
-    const b = await GoodClient.connect(s.port, { identity: OTHER_IDENTITY, psk: OTHER_PSK });
-    clients.push(b);
-    await b.ask();
+    const { s, first: a, second } = await gatewayWith(2, { maxAssociations: 2 });
+    const b = second!;
     const s0 = snapshot(s.stats);
 
     const m = await ManualHandshake.open(s.port, activationIdentity('unit-x'), PRODUCT_PSK);
@@ -139,11 +145,7 @@ describe('hostile: one credential cannot evict other devices', () => {
   });
 
   test('maxActivationSessions caps one product: its oldest session goes, with close_notify', async () => {
-    const s = await startGateway({ maxActivationSessions: 4 });
-    srv = s;
-    const good = await GoodClient.connect(s.port);
-    clients.push(good);
-    await good.ask();
+    const { s, first: good } = await gatewayWith(1, { maxActivationSessions: 4 });
     const flood = await activationFlood(s, 10, manual, 'cap');
     assert.equal(flood.established, 10);
     assert.equal(s.stats.evicted['group-cap'], 6);
@@ -160,11 +162,7 @@ describe('hostile: one credential cannot evict other devices', () => {
   });
 
   test('a new handshake of the same identity from another port retires the older association once its Finished verifies', async () => {
-    const s = await startGateway();
-    srv = s;
-    const first = await GoodClient.connect(s.port);
-    clients.push(first);
-    await first.ask();
+    const { s, first } = await gatewayWith(1);
     const s0 = snapshot(s.stats);
 
     const second = await ManualHandshake.open(s.port, GOOD_IDENTITY, GOOD_PSK);
@@ -192,11 +190,7 @@ describe('hostile: one credential cannot evict other devices', () => {
   });
 
   test("a secureMode 3 session naming a device's own key does not retire that device", async () => {
-    const s = await startGateway();
-    srv = s;
-    const device = await GoodClient.connect(s.port);
-    clients.push(device);
-    await device.ask();
+    const { s, first: device } = await gatewayWith(1);
     const m = await ManualHandshake.open(s.port, activationIdentity('device001'), PRODUCT_PSK);
     manual.push(m);
     await m.establish();

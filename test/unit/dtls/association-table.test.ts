@@ -27,6 +27,12 @@ function admit(t: AssociationTable<string>, peer: string, a: Admission, now: num
   return plan;
 }
 
+/** A device that has sent data: in good standing. */
+function active(t: AssociationTable<string>, peer: string, key: string, now: number): void {
+  admit(t, peer, DEVICE(key), now);
+  t.touch(peer, now, true);
+}
+
 function apply(t: AssociationTable<string>, plan: AdmissionPlan<string>): void {
   const gone = [plan.replaced, plan.superseded, ...plan.evicted.map((e) => e.assoc)];
   for (const g of gone) if (g !== undefined) assert.ok(t.delete(g, g));
@@ -106,8 +112,7 @@ describe('AssociationTable: group cap', () => {
 describe('AssociationTable: who goes when the table is full', () => {
   test('restricted first (least recently active), before any device', () => {
     const t = table(4);
-    admit(t, 'd1', DEVICE('a'), 0);
-    t.touch('d1', 0, true);
+    active(t, 'd1', 'a', 0);
     admit(t, 's1', SESSION('u1'), 1);
     admit(t, 's2', SESSION('u2'), 2);
     admit(t, 'd2', DEVICE('b'), 3);
@@ -118,11 +123,9 @@ describe('AssociationTable: who goes when the table is full', () => {
 
   test('then an association that never carried data, once past its grace', () => {
     const t = table(3);
-    admit(t, 'active-old', DEVICE('a'), 0);
-    t.touch('active-old', 0, true);
+    active(t, 'active-old', 'a', 0);
     admit(t, 'quiet', DEVICE('b'), 1_000);
-    admit(t, 'active-new', DEVICE('c'), 2_000);
-    t.touch('active-new', 2_000, true);
+    active(t, 'active-new', 'c', 2_000);
     // within the grace the quiet one is just a device: plain LRU takes the oldest
     assert.deepEqual(victims(t.plan('x', DEVICE('x'), 30_000)), ['active-old:active']);
     // past it, the quiet one goes before either active device
@@ -141,8 +144,7 @@ describe('AssociationTable: who goes when the table is full', () => {
 
   test('a restricted newcomer is refused when only active and fresh devices remain', () => {
     const t = table(2);
-    admit(t, 'd1', DEVICE('a'), 0);
-    t.touch('d1', 0, true);
+    active(t, 'd1', 'a', 0);
     admit(t, 'd2', DEVICE('b'), 1_000); // fresh, no data yet
     assert.equal(t.plan('s', SESSION('u'), 2_000), undefined);
     // a device newcomer still gets in (least recently active goes)
@@ -153,8 +155,7 @@ describe('AssociationTable: who goes when the table is full', () => {
 
   test('a restricted newcomer that supersedes its own older session is never refused', () => {
     const t = table(2);
-    admit(t, 'd1', DEVICE('a'), 0);
-    t.touch('d1', 0, true);
+    active(t, 'd1', 'a', 0);
     admit(t, 's1', SESSION('u'), 0);
     const plan = t.plan('s2', SESSION('u'), 10);
     assert.equal(plan?.superseded, 's1');
@@ -163,8 +164,7 @@ describe('AssociationTable: who goes when the table is full', () => {
 
   test('the cap eviction and the table eviction are different associations', () => {
     const t = table(3, 2);
-    admit(t, 'd1', DEVICE('a'), 0);
-    t.touch('d1', 0, true);
+    active(t, 'd1', 'a', 0);
     admit(t, 's0', SESSION('u0'), 1);
     admit(t, 's1', SESSION('u1'), 2);
     // at the cap and full: the group's oldest makes the room, nothing else goes
