@@ -502,7 +502,7 @@ export const settings = {
     100_000,
     'integer',
     'DTLS',
-    'Most established DTLS associations kept; when full, secureMode 3 sessions go first, then sessions that never sent data, then the least recently active device.',
+    'Most established DTLS associations kept; when full, secureMode 3 sessions go first, then sessions silent since their handshake (for over a minute), then the least recently active device.',
     { arg: '<n>' },
   ),
   maxActivationSessions: setting(
