@@ -66,6 +66,7 @@ async function main(): Promise<void> {
     rounds,
     devicesFile,
     device,
+    identities: concurrency,
     profile,
     run: (server, creds) =>
       runHandshakes(server, {

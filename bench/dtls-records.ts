@@ -71,6 +71,7 @@ async function main(): Promise<void> {
     rounds,
     devicesFile,
     device,
+    identities: clients,
     profile,
     run: (server, creds) =>
       runRecords(server, {

@@ -3,7 +3,8 @@
  * (src/dtls/client.ts), the one request both servers answer alike (CON GET /nothing →
  * 4.04 Not Found), and the preflight that checks a server really answers it.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { decode, encode } from '../../src/coap/codec.js';
 import { ACK, CON, Code, OptionNumber, formatCode } from '../../src/coap/constants.js';
 import { DtlsClient } from '../../src/dtls/client.js';
@@ -23,6 +24,20 @@ export interface Credentials {
   readonly psk: Buffer;
 }
 
+/**
+ * Credentials for a load of concurrent associations: identities with the same key, `identity`
+ * first, one per association, since coap-edge keeps one association per device identity (a
+ * new handshake retires the older).
+ */
+export interface PooledCredentials extends Credentials {
+  readonly identities: readonly string[];
+}
+
+/** The credentials of the i-th concurrent association of a load. */
+export function nthCredentials(c: PooledCredentials, i: number): Credentials {
+  return { ...c, identity: c.identities[i % c.identities.length] ?? c.identity };
+}
+
 export const SUITES = {
   ccm8: CipherSuite.TLS_PSK_WITH_AES_128_CCM_8,
   cbc: CipherSuite.TLS_PSK_WITH_AES_128_CBC_SHA256,
@@ -31,6 +46,34 @@ export type SuiteFlag = keyof typeof SUITES;
 
 interface DevicesJson {
   devices?: { productKey?: unknown; deviceKey?: unknown; deviceSecret?: unknown }[];
+}
+
+/**
+ * Writes a copy of the devices file into `dir` with `n - 1` clones of the device (keys
+ * `{deviceKey}-c{i}`, the same secret), so that n concurrent associations have distinct
+ * identities and one key (libcoap's `-k` serves any identity with it). Returns the new file
+ * and the credentials listing all n identities.
+ */
+export function withClones(
+  devicesFile: string,
+  deviceKey: string,
+  n: number,
+  dir: string,
+): { file: string; creds: PooledCredentials } {
+  const creds = loadCredentials(devicesFile, deviceKey);
+  const json = JSON.parse(readFileSync(devicesFile, 'utf8')) as DevicesJson & {
+    devices: Record<string, unknown>[];
+  };
+  const d = json.devices.find((x) => x.deviceKey === deviceKey) ?? {};
+  const identities = [creds.identity];
+  for (let i = 1; i < n; i++) {
+    const dk = `${deviceKey}-c${i}`;
+    json.devices.push({ ...d, deviceKey: dk, assetId: `${dk}-asset` });
+    identities.push(`${String(d.productKey)},${dk},2,86400`);
+  }
+  const file = join(dir, 'devices.json');
+  writeFileSync(file, `${JSON.stringify(json)}\n`);
+  return { file, creds: { ...creds, identities } };
 }
 
 /** Identity and PSK of one device of a devices file (secureMode 2, lifetime 86400 s). */

@@ -4,13 +4,13 @@
  * alternating rounds, stop the servers, take medians and coap-edge / libcoap ratios, print
  * one JSON object on stdout and write it to bench/results/.
  */
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cipherSuiteName } from '../../src/dtls/constants.js';
 import { choiceFlag, numberFlag, stringFlag, type StringFlags } from './args.js';
-import { SUITES, loadCredentials, preflight, type Preflight } from './client.js';
+import { SUITES, preflight, withClones, type PooledCredentials, type Preflight } from './client.js';
 import { commandLine, environment, log, roundOrder, writeResult } from './harness.js';
 import { newestProfile, summariseProfile, type ProfileSummary } from './profile.js';
 import {
@@ -39,9 +39,11 @@ export interface BenchSpec<R> {
   readonly rounds: number;
   readonly devicesFile: string;
   readonly device: string;
+  /** Concurrent associations of the load: each gets its own identity (same key). */
+  readonly identities: number;
   readonly profile: boolean;
   /** One measured phase against one server. */
-  readonly run: (server: ServerProcess, creds: ReturnType<typeof loadCredentials>) => Promise<R>;
+  readonly run: (server: ServerProcess, creds: PooledCredentials) => Promise<R>;
   /** One-line progress text for stderr. */
   readonly describe: (r: R) => string;
   /** Numbers taken as medians over rounds and compared as coap-edge / libcoap. */
@@ -82,7 +84,14 @@ export async function runBench<R>(spec: BenchSpec<R>): Promise<void> {
   const startedAt = new Date();
   const env = environment();
   log(`${spec.name}: ${commandLine()}`);
-  const creds = loadCredentials(spec.devicesFile, spec.device);
+  const clonesDir = mkdtempSync(join(tmpdir(), 'coap-edge-bench-devices-'));
+  process.once('exit', () => rmSync(clonesDir, { recursive: true, force: true }));
+  const { file: devicesFile, creds } = withClones(
+    spec.devicesFile,
+    spec.device,
+    spec.identities,
+    clonesDir,
+  );
   const profDir = spec.profile ? mkdtempSync(join(tmpdir(), 'coap-edge-prof-')) : undefined;
 
   const servers = new Map<ServerName, ServerProcess>();
@@ -92,10 +101,7 @@ export async function runBench<R>(spec: BenchSpec<R>): Promise<void> {
   const results = new Map<ServerName, R[]>(SERVERS.map((s) => [s, []]));
   const compared = Object.entries(spec.metrics).filter(([, m]) => m.compare !== false);
   try {
-    servers.set(
-      'coapEdge',
-      await startCoapEdge({ devicesFile: spec.devicesFile, cpuProfDir: profDir }, creds),
-    );
+    servers.set('coapEdge', await startCoapEdge({ devicesFile, cpuProfDir: profDir }, creds));
     servers.set('libcoap', await startLibcoap(creds.psk, creds));
     for (const [name, s] of servers) {
       const p = await preflight(s.target, creds, spec.suite);
@@ -184,6 +190,7 @@ export async function runBench<R>(spec: BenchSpec<R>): Promise<void> {
       ...spec.parameters,
       suite: cipherSuiteName.get(spec.suite) ?? spec.suite,
       identity: creds.identity,
+      identities: creds.identities.length,
       rounds: spec.rounds,
       profiled: spec.profile,
     },

@@ -5,13 +5,19 @@
  * a measured window, so handshakes in flight at the edges balance out (steady state).
  */
 import type { DtlsClient } from '../../src/dtls/client.js';
-import { connect, failureName, type Credentials } from './client.js';
+import {
+  connect,
+  failureName,
+  nthCredentials,
+  type Credentials,
+  type PooledCredentials,
+} from './client.js';
 import { openWindow, windowReport } from './harness.js';
 import type { ServerProcess } from './servers.js';
 import { Samples, increment, round, sleep } from './stats.js';
 
 export interface HandshakeLoad {
-  readonly creds: Credentials;
+  readonly creds: PooledCredentials;
   readonly suite: number;
   readonly concurrency: number;
   readonly warmupMs: number;
@@ -49,12 +55,12 @@ export async function runHandshakes(
   const failureKinds: Record<string, number> = {};
   const latency = new Samples();
 
-  const connector = async (): Promise<void> => {
+  const connector = async (creds: Credentials): Promise<void> => {
     while (!stopping) {
       const t0 = performance.now();
       let client: DtlsClient;
       try {
-        client = await connect(server.target, load.creds, {
+        client = await connect(server.target, creds, {
           suite: load.suite,
           handshakeTimeoutMs: load.handshakeTimeoutMs,
         });
@@ -74,7 +80,9 @@ export async function runHandshakes(
     }
   };
 
-  const connectors = Array.from({ length: load.concurrency }, () => connector());
+  const connectors = Array.from({ length: load.concurrency }, (_, i) =>
+    connector(nthCredentials(load.creds, i)),
+  );
   await sleep(load.warmupMs);
   const close = openWindow(server);
   measuring = true;

@@ -12,15 +12,16 @@ import {
   EXPECTED_TYPE,
   connect,
   failureName,
+  nthCredentials,
   nothingRequest,
-  type Credentials,
+  type PooledCredentials,
 } from './client.js';
 import { openWindow, windowReport } from './harness.js';
 import type { ServerProcess } from './servers.js';
 import { Samples, increment, round, sleep } from './stats.js';
 
 export interface RecordsLoad {
-  readonly creds: Credentials;
+  readonly creds: PooledCredentials;
   readonly suite: number;
   readonly clients: number;
   readonly warmupMs: number;
@@ -139,10 +140,10 @@ async function establish(
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < load.clients) {
-      next++;
+      const creds = nthCredentials(load.creds, next++);
       try {
         clients.push(
-          await connect(server.target, load.creds, {
+          await connect(server.target, creds, {
             suite: load.suite,
             handshakeTimeoutMs: 10_000,
           }),

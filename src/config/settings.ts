@@ -526,7 +526,15 @@ export const settings = {
     100_000,
     'integer',
     'DTLS',
-    'Most established DTLS associations kept; beyond it the least recently active one is evicted.',
+    'Most established DTLS associations kept; when full, secureMode 3 sessions go first, then sessions silent since their handshake (for over a minute), then the least recently active device.',
+    { arg: '<n>' },
+  ),
+  maxActivationSessions: setting(
+    positiveInt,
+    64,
+    'integer',
+    'DTLS',
+    'Most concurrent secureMode 3 (activation-only) associations per product; a new one evicts the oldest of its product.',
     { arg: '<n>' },
   ),
   maxHandshakes: setting(

@@ -54,6 +54,8 @@ export interface HandshakeHost<P> {
   now(): number;
   send(data: Buffer, port: number, address: string): void;
   resolvePsk(identity: Buffer, from: PeerAddress): PskResolution<P> | Promise<PskResolution<P>>;
+  /** Whether a handshake whose Finished verified may become an association (room for it). */
+  admit(hs: ServerHandshake<P>, principal: P, identity: string): boolean;
   completed(hs: ServerHandshake<P>, result: CompletedHandshake<P>): void;
   failed(
     hs: ServerHandshake<P>,
@@ -484,6 +486,12 @@ export class ServerHandshake<P> {
     const expected = verifyData(master, 'client finished', this.transcript.digest());
     if (!timingSafeEqual(got, expected)) {
       this.fail('bad-finished', undefined, AlertDescription.decryptError);
+      return;
+    }
+    if (!this.host.admit(this, this.principal, this.identity ?? '')) {
+      // no room for it: refused before our Finished, so the client never counts as connected
+      master.fill(0);
+      this.fail('association-limit', undefined, AlertDescription.internalError);
       return;
     }
     this.transcript.add(handshakeMessage(m.msgType, m.messageSeq, m.body));

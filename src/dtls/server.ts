@@ -6,7 +6,8 @@
  *
  * One association per peer address and port. Nothing is allocated for a peer until it
  * returns a valid HelloVerifyRequest cookie; handshakes and associations are bounded and
- * evicted. Invalid records are dropped silently and counted (RFC 6347 §4.1.2.7).
+ * evicted (associations by the rules of {@link AssociationTable}, from an admission policy the
+ * layer above injects). Invalid records are dropped silently and counted (RFC 6347 §4.1.2.7).
  */
 import {
   AlertDescription,
@@ -18,6 +19,13 @@ import {
 } from './constants.js';
 import { Association, type AssociationHost, type DtlsAssociation } from './association.js';
 import { HalfOpenAdmission } from './admission.js';
+import {
+  AssociationTable,
+  NO_ADMISSION,
+  type Admission,
+  type AdmissionPlan,
+  type AdmissionPolicy,
+} from './association-table.js';
 import { CookieJar } from './cookie.js';
 import { DtlsError } from './errors.js';
 import {
@@ -63,6 +71,16 @@ export interface DtlsServerOptions<P> {
   /** Suites in order of preference (default: CCM_8, then CBC-SHA256). */
   readonly cipherSuites?: readonly number[];
   readonly maxAssociations?: number;
+  /**
+   * How an association counts for admission: its peer identity (one live association each),
+   * its group (capped at `maxPerGroup`) and whether it is restricted (evicted first, never at
+   * the cost of an active one). Default: every association alone and unrestricted (plain LRU).
+   */
+  readonly admission?: AdmissionPolicy<P>;
+  /** Most associations per admission group (default: no cap). */
+  readonly maxPerGroup?: number;
+  /** How long a new association without application data is not yet idle (default 60 s). */
+  readonly idleGraceMs?: number;
   readonly maxHandshakes?: number;
   /** Most half-open handshakes from one address (default 100). */
   readonly maxHandshakesPerAddress?: number;
@@ -94,13 +112,13 @@ const LRU_TOUCH_MS = 1000;
 export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
   readonly stats = new DtlsStats();
   readonly settings: HandshakeSettings;
-  private readonly associations = new Map<string, Association<P>>();
+  private readonly associations: AssociationTable<Association<P>>;
   private readonly handshakes = new Map<string, ServerHandshake<P>>();
-  private readonly touched = new Map<string, number>();
+  /** Method-shaped so that a DtlsServer<string> still is a DtlsServer<unknown> for callers. */
+  private readonly policy: { admission(identity: string, principal: P): Admission };
   private readonly cookies: CookieJar;
   private readonly handler: DtlsServerHandler<P>;
   private readonly transport: (data: Buffer, port: number, address: string) => void;
-  private readonly maxAssociations: number;
   private readonly maxHandshakes: number;
   private readonly admission: HalfOpenAdmission;
   private readonly stalledMs: number;
@@ -116,7 +134,13 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     this.transport = opts.send;
     this.handler = opts.handler;
     this.now = opts.now ?? Date.now;
-    this.maxAssociations = opts.maxAssociations ?? 100_000;
+    this.associations = new AssociationTable({
+      maxSize: opts.maxAssociations ?? 100_000,
+      maxPerGroup: opts.maxPerGroup ?? Infinity,
+      idleGraceMs: opts.idleGraceMs ?? 60_000,
+      touchMs: LRU_TOUCH_MS,
+    });
+    this.policy = { admission: opts.admission ?? noAdmissionPolicy };
     this.maxHandshakes = opts.maxHandshakes ?? 5_000;
     this.admission = new HalfOpenAdmission({
       perAddress: opts.maxHandshakesPerAddress ?? 100,
@@ -255,13 +279,9 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     }
     span?.end();
     const now = this.now();
-    if (now - (this.touched.get(key) ?? 0) >= LRU_TOUCH_MS) {
-      // Keep the Map in least-recently-active order for eviction.
-      this.associations.delete(key);
-      this.associations.set(key, assoc);
-      this.touched.set(key, now);
-    }
     const data = assoc.onPlaintext(rec.type, pt, now);
+    // keep the table in least-recently-active order for eviction; data makes a device active
+    this.associations.touch(key, now, data !== undefined);
     if (data !== undefined && assoc.open) this.handler.onData(assoc, data);
   }
 
@@ -390,11 +410,17 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     this.admission.remove(hs.address);
   }
 
+  admit(hs: ServerHandshake<P>, principal: P, identity: string): boolean {
+    const a = this.policy.admission(identity, principal);
+    return this.associations.plan(hs.key, a, this.now()) !== undefined;
+  }
+
   completed(hs: ServerHandshake<P>, r: CompletedHandshake<P>): void {
     this.forget(hs);
-    const old = this.associations.get(hs.key);
-    if (old !== undefined) this.release(old, 'replaced');
-    else if (this.associations.size >= this.maxAssociations) this.evictOldest();
+    const admission = this.policy.admission(r.identity, r.principal);
+    // admit() said yes in this same turn, so the plan exists
+    const plan = this.associations.plan(hs.key, admission, this.now());
+    if (plan !== undefined) this.makeRoom(plan);
     const assoc = new Association<P>(
       this,
       hs.key,
@@ -413,8 +439,7 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
       r.durationMs,
       r.clientRandom,
     );
-    this.associations.set(hs.key, assoc);
-    this.touched.set(hs.key, assoc.establishedAt);
+    this.associations.add(hs.key, assoc, admission, assoc.establishedAt);
     this.handler.onEstablished?.(assoc);
   }
 
@@ -439,19 +464,22 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
   release(assoc: Association<unknown>, reason: CloseReason): void {
     if (!assoc.open) return;
     assoc.open = false;
-    if (this.associations.get(assoc.key) === assoc) {
-      this.associations.delete(assoc.key);
-      this.touched.delete(assoc.key);
-    }
+    this.associations.delete(assoc.key, assoc as Association<P>);
     this.stats.closed[reason]++;
     this.handler.onClosed?.(assoc as Association<P>, reason);
   }
 
-  private evictOldest(): void {
-    for (const a of this.associations.values()) {
-      a.sendAlert(ALERT_CLOSE_NOTIFY);
-      this.release(a, 'evicted');
-      return;
+  /**
+   * Removes what a new association displaces: the peer's own older association and the older
+   * one of the same identity go quietly (the peer holds the new one); evicted ones are told.
+   */
+  private makeRoom(plan: AdmissionPlan<Association<P>>): void {
+    if (plan.replaced !== undefined) this.release(plan.replaced, 'replaced');
+    if (plan.superseded !== undefined) this.release(plan.superseded, 'superseded');
+    for (const { assoc, cls } of plan.evicted) {
+      assoc.sendAlert(ALERT_CLOSE_NOTIFY);
+      this.stats.evicted[cls]++;
+      this.release(assoc, 'evicted');
     }
   }
 
@@ -476,6 +504,10 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
       this.release(a, 'server-shutdown');
     }
   }
+}
+
+function noAdmissionPolicy(): Admission {
+  return NO_ADMISSION;
 }
 
 export function peerKey(address: string, port: number): string {

@@ -1,4 +1,5 @@
 /** Public types of the DTLS server: what the layer above plugs in and gets back. */
+import { EVICTION_CLASSES } from './association-table.js';
 
 export interface PeerAddress {
   readonly address: string;
@@ -23,6 +24,8 @@ export type CloseReason =
   | 'idle'
   | 'evicted'
   | 'replaced'
+  /** A newer handshake of the same peer identity completed, on another address. */
+  | 'superseded'
   | 'sequence-exhausted'
   | 'server-shutdown';
 
@@ -38,6 +41,8 @@ export type HandshakeFailReason =
   | 'timeout'
   | 'stalled'
   | 'replaced'
+  /** Verified, but the table is full of associations a restricted one may not displace. */
+  | 'association-limit'
   | 'server-shutdown';
 
 export interface HandshakeFailure {
@@ -97,6 +102,7 @@ export const HANDSHAKE_FAIL_REASONS: readonly HandshakeFailReason[] = [
   'timeout',
   'stalled',
   'replaced',
+  'association-limit',
   'server-shutdown',
 ];
 
@@ -107,6 +113,7 @@ export const CLOSE_REASONS: readonly CloseReason[] = [
   'idle',
   'evicted',
   'replaced',
+  'superseded',
   'sequence-exhausted',
   'server-shutdown',
 ];
@@ -135,5 +142,7 @@ export class DtlsStats {
   readonly drops = zeroes(DROP_REASONS);
   readonly handshakesFailed = zeroes(HANDSHAKE_FAIL_REASONS);
   readonly closed = zeroes(CLOSE_REASONS);
+  /** Associations evicted to make room, by the rule that chose them. */
+  readonly evicted = zeroes(EVICTION_CLASSES);
   readonly completedBySuite: Record<string, number> = {};
 }

@@ -35,6 +35,7 @@ import type { DeviceKey, Principal } from '../bridge/types.js';
 import { CoapEndpoint, type CoapPeer } from '../coap/endpoint.js';
 import type { Config } from '../config/load.js';
 import { CipherSuite } from '../dtls/constants.js';
+import type { Admission } from '../dtls/association-table.js';
 import { DtlsServer, type DtlsServerHandler } from '../dtls/server.js';
 import type { CloseReason, PskResolution } from '../dtls/types.js';
 import type { Logger } from '../telemetry/log.js';
@@ -469,6 +470,8 @@ export class Gateway {
       handler,
       cipherSuites: config.cipherSuites.map((s) => CipherSuite[s]),
       maxAssociations: config.maxAssociations,
+      admission: (_identity, principal) => admissionOf(principal),
+      maxPerGroup: config.maxActivationSessions,
       maxHandshakes: config.maxHandshakes,
       maxHandshakesPerAddress: config.maxHandshakesPerAddress,
       maxHandshakesPerPrefix: config.maxHandshakesPerPrefix,
@@ -636,7 +639,22 @@ const PRESENCE_CLOSE: Record<
   idle: 'idle',
   'server-shutdown': 'shutdown',
   replaced: undefined,
+  superseded: undefined,
 };
+
+/**
+ * How a device's association counts in the DTLS table. One live association per device and
+ * secureMode: the key keeps the mode, so a product-secret session naming a device's key can
+ * never retire that device's own session. secureMode 3 sessions may only activate and are
+ * cheap to lose: restricted, and capped per product (their product secret is shared, and
+ * every deviceKey it names is a new identity).
+ */
+function admissionOf(p: Principal): Admission {
+  const key = `${p.productKey},${p.deviceKey},${p.secureMode}`;
+  return p.secureMode === 3
+    ? { key, group: p.productKey, restricted: true }
+    : { key, restricted: false };
+}
 
 function toPskResolution(r: PskLookup): PskResolution<Principal> {
   if (r.ok) {

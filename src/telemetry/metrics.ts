@@ -346,6 +346,13 @@ export function createMetrics(): Metrics {
     ['reason'],
     from((x) => entries(x.dtls.stats.closed, 'reason')),
   );
+  readCounter(
+    registry,
+    'coap_edge_dtls_associations_evicted_total',
+    'DTLS associations evicted to make room, by rule: group_cap (a product at its secureMode 3 cap), then with the table full restricted, idle, active.',
+    ['class'],
+    from((x) => entries(x.dtls.stats.evicted, 'class')),
+  );
   readGauge(
     registry,
     'coap_edge_dtls_associations',

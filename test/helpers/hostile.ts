@@ -115,8 +115,13 @@ export const OTHER_PSK = derivePsk('demo-device-secret-0002');
 /** Device demoPK02/device003: a third association. */
 export const THIRD_IDENTITY = 'demoPK02,device003,2,3600';
 export const THIRD_PSK = derivePsk('demo-device-secret-0003');
-/** Key of a secureMode-3 session of product demoPK01 (dynamic registration on). */
+/** Key of every secureMode 3 identity of product demoPK01 (dynamic registration on). */
 export const PRODUCT_PSK = derivePsk('demo-product-secret');
+
+/** A secureMode 3 identity of demoPK01: a unit asking to be activated. */
+export function activationIdentity(deviceKey: string): string {
+  return `demoPK01,${deviceKey},3,3600`;
+}
 
 /** dist/test/helpers/hostile.js → <repo>/deploy/examples/devices.json */
 export const DEVICES_FILE = new URL('../../../deploy/examples/devices.json', import.meta.url)
@@ -138,6 +143,7 @@ export interface GatewayOptions {
   readonly maxHandshakesPerPrefix?: number;
   /** Seconds. */
   readonly stalledHandshakeTimeout?: number;
+  readonly maxActivationSessions?: number;
   /** Seconds. */
   readonly handshakeTimeout?: number;
   /** Milliseconds. */
@@ -239,6 +245,19 @@ export function dropDelta(
 
 // ---------------------------------------------------------------------------------------------
 // the good client
+
+/** CoAP CON GET of the activation topic, what a secureMode 3 session may ask. */
+export function activationRequest(messageId: number, deviceKey: string): Buffer {
+  const path = ['topic', 'ext', 'session', 'demoPK01', deviceKey, 'thing', 'activate', 'info'];
+  return encode({
+    type: CON,
+    code: Code.GET,
+    messageId,
+    token: Buffer.from([messageId >>> 8, messageId & 0xff]),
+    options: path.map((p) => ({ number: OptionNumber.URI_PATH, value: Buffer.from(p) })),
+    payload: Buffer.alloc(0),
+  });
+}
 
 /** CoAP CON POST to a device's own measurepoint topic (answered 5.03 without a backend). */
 export function coapRequest(messageId: number, token: Buffer, deviceKey = 'device001'): Buffer {
