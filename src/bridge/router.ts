@@ -327,6 +327,12 @@ export class Router {
     const code = typeof e?.code === 'string' ? e.code : '';
     if (UNAVAILABLE_CODES.has(code)) return this.unavailable;
     if (code === 'BACKEND_REPLY_TIMEOUT') return GATEWAY_TIMEOUT;
+    if (code === 'BACKEND_DEVICE_SUSPECTED') {
+      // suspended after a broker dropped a shared connection with its publish in flight: it
+      // may be a bystander, so "retry later" (when the suspension ends), not 4.00
+      const after = (e as { retryAfterSec?: unknown }).retryAfterSec;
+      return typeof after === 'number' ? { status: 'unavailable', maxAge: after } : this.unavailable;
+    }
     if (code === 'BACKEND_DEVICE_UNAUTHORIZED') return UNAUTHORIZED;
     if (code === 'BACKEND_PUBLISH_REJECTED') {
       // MQTT 5 reason 0x97 "quota exceeded": the platform may take it later

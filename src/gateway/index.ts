@@ -345,9 +345,15 @@ export class Gateway {
         (bridge === undefined || config.mqttMode !== 'bridge'
           ? undefined
           : {
-              publish: (_device, topic, payload, opts) => bridge.publish(topic, payload, opts),
-              request: (_device, topic, payload, replyTopic, id, opts) =>
-                bridge.request(topic, payload, replyTopic, id, opts),
+              // the device rides along so a publish that gets a shared connection dropped
+              // suspects its device (no poison loop over the pool)
+              publish: (d, topic, payload, opts) =>
+                bridge.publish(topic, payload, { ...opts, device: bridgeDeviceKey(d) }),
+              request: (d, topic, payload, replyTopic, id, opts) =>
+                bridge.request(topic, payload, replyTopic, id, {
+                  ...opts,
+                  device: bridgeDeviceKey(d),
+                }),
             }),
       http,
       routes,
@@ -625,6 +631,11 @@ const PRESENCE_CLOSE: Record<
   'server-shutdown': 'shutdown',
   replaced: undefined,
 };
+
+/** A device's key in the bridge pool's suspects (keys cannot hold a comma). */
+function bridgeDeviceKey(d: DeviceKey): string {
+  return `${d.productKey},${d.deviceKey}`;
+}
 
 function toPskResolution(r: PskLookup): PskResolution<Principal> {
   if (r.ok) {

@@ -564,6 +564,21 @@ export function createMetrics(): Metrics {
     [],
     one((x) => x.mqtt?.().reconnects),
   );
+  readCounter(
+    registry,
+    'coap_edge_mqtt_suspects_total',
+    'Bridge pool: devices struck because the broker dropped a connection with their publish in flight (strike), and their publishes refused unsent while suspended (refused).',
+    ['event'],
+    from((x) => {
+      const m = x.mqtt?.().suspects;
+      return m === undefined
+        ? []
+        : named('event', [
+            ['strike', m.strikes],
+            ['refused', m.refused],
+          ]);
+    }),
+  );
   readGauge(
     registry,
     'coap_edge_mqtt_device_sessions',
