@@ -17,6 +17,7 @@ import {
   CommandIntake,
   MemoryCommandStore,
   RedisCommandStore,
+  deviceId,
   isCommandError,
 } from '../bridge/commands/index.js';
 import { closeRedis, createFailFastRedis } from '../redis/client.js';
@@ -246,9 +247,14 @@ export class Gateway {
         prefix: config.redisPrefix,
         queueLength: config.commandQueueLength,
         expiryMs,
+        maxWaiters: config.maxTtdWaiters,
       });
     } else {
-      commands = new MemoryCommandStore({ queueLength: config.commandQueueLength, expiryMs });
+      commands = new MemoryCommandStore({
+        queueLength: config.commandQueueLength,
+        expiryMs,
+        maxWaiters: config.maxTtdWaiters,
+      });
     }
     const store = commands;
     closers.push(() => store.close());
@@ -348,11 +354,11 @@ export class Gateway {
               // the device rides along so a publish that gets a shared connection dropped
               // suspects its device (no poison loop over the pool)
               publish: (d, topic, payload, opts) =>
-                bridge.publish(topic, payload, { ...opts, device: bridgeDeviceKey(d) }),
+                bridge.publish(topic, payload, { ...opts, device: deviceId(d) }),
               request: (d, topic, payload, replyTopic, id, opts) =>
                 bridge.request(topic, payload, replyTopic, id, {
                   ...opts,
-                  device: bridgeDeviceKey(d),
+                  device: deviceId(d),
                 }),
             }),
       http,
@@ -363,6 +369,8 @@ export class Gateway {
       unavailableMaxAge: config.maxUnavailableRetry,
       maxInlineCommand: config.maxInlineCommand,
       maxTtd: config.maxTtd,
+      maxTtdWaitersPerDevice: config.maxTtdWaitersPerDevice,
+      maxTtdWaiters: config.maxTtdWaiters,
     });
     const limiter = new LogLimiter();
     const coap = new CoapEndpoint<Principal | undefined>({
@@ -529,6 +537,7 @@ export class Gateway {
       ...(http !== undefined ? { http: () => http.stats() } : {}),
       commands: () => store.stats(),
       commandAge: () => router.commandAge.snapshot(),
+      ttd: () => router.ttd,
       ...(store instanceof RedisCommandStore
         ? { commandsRedisUp: () => store.state() === 'connected' }
         : {}),
@@ -631,11 +640,6 @@ const PRESENCE_CLOSE: Record<
   'server-shutdown': 'shutdown',
   replaced: undefined,
 };
-
-/** A device's key in the bridge pool's suspects (keys cannot hold a comma). */
-function bridgeDeviceKey(d: DeviceKey): string {
-  return `${d.productKey},${d.deviceKey}`;
-}
 
 function toPskResolution(r: PskLookup): PskResolution<Principal> {
   if (r.ok) {

@@ -40,6 +40,8 @@ export interface MetricSources {
   readonly http?: () => HttpBackendStats;
   readonly commands?: () => CommandStoreStats;
   readonly commandAge?: () => LatencySnapshot;
+  /** ttd long-polls refused by the per-device and the total bound. */
+  readonly ttd?: () => { readonly refusedDevice: number; readonly refusedTotal: number };
   readonly commandsRedisUp?: () => boolean | undefined;
   readonly presence?: () => PresenceStats;
   /** Devices online across all pods (Redis), when known. */
@@ -626,6 +628,21 @@ export function createMetrics(): Metrics {
             ['expired', c.expired],
             ['delivered', c.delivered],
             ['acknowledged', c.acknowledged],
+          ]);
+    }),
+  );
+  readCounter(
+    registry,
+    'coap_edge_ttd_refused_total',
+    'Requests with ttd answered 4.29 (not forwarded), by the bound they hit: device (maxTtdWaitersPerDevice) or total (maxTtdWaiters).',
+    ['bound'],
+    from((x) => {
+      const t = x.ttd?.();
+      return t === undefined
+        ? []
+        : named('bound', [
+            ['device', t.refusedDevice],
+            ['total', t.refusedTotal],
           ]);
     }),
   );
