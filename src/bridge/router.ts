@@ -366,7 +366,9 @@ export class Router {
       // suspended after a broker dropped a shared connection with its publish in flight: it
       // may be a bystander, so "retry later" (when the suspension ends), not 4.00
       const after = (e as { retryAfterSec?: unknown }).retryAfterSec;
-      return typeof after === 'number' ? { status: 'unavailable', maxAge: after } : this.unavailable;
+      return typeof after === 'number'
+        ? { status: 'unavailable', maxAge: after }
+        : this.unavailable;
     }
     if (code === 'BACKEND_DEVICE_UNAUTHORIZED') return UNAUTHORIZED;
     if (code === 'BACKEND_PUBLISH_REJECTED') {

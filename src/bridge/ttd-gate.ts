@@ -60,4 +60,3 @@ export class TtdGate {
     this.#total--;
   }
 }
-

@@ -51,7 +51,10 @@ function method(code: number): Method {
  * metrics under the topic class `malformed-path`. The path is not rewritten (U+FFFD) and
  * routed: a replacement character would reach the platform as a topic the device never sent.
  */
-export const MALFORMED_PATH: BridgeResponse = { status: 'bad-request', topicClass: 'malformed-path' };
+export const MALFORMED_PATH: BridgeResponse = {
+  status: 'bad-request',
+  topicClass: 'malformed-path',
+};
 
 /** The bridge request, or undefined when the Uri-Path is not well-formed UTF-8. */
 export function toBridgeRequest(

@@ -42,8 +42,7 @@ const BROKER_REFUSES = /[+#\p{Cc}\p{Cs}\p{Noncharacter_Code_Point}]/u;
  * trip this (their levels pass the identity key rules).
  */
 export function checkTopic(topic: string): MqttBackendError | undefined {
-  const bad =
-    topic.length === 0 || BROKER_REFUSES.test(topic) || Buffer.byteLength(topic) > 0xffff;
+  const bad = topic.length === 0 || BROKER_REFUSES.test(topic) || Buffer.byteLength(topic) > 0xffff;
   return bad
     ? new MqttBackendError('BACKEND_BAD_TOPIC', JSON.stringify(topic.slice(0, 64)))
     : undefined;
