@@ -17,39 +17,61 @@ import assert from 'node:assert/strict';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer } from 'node:net';
 import { randomBytes } from 'node:crypto';
-import { Writable } from 'node:stream';
 import { Aedes } from 'aedes';
 import { connect, type MqttClient } from 'mqtt';
 
-import { Gateway } from '../../src/gateway/index.js';
-import { loadConfig } from '../../src/config/load.js';
-import { createLogger } from '../../src/telemetry/log.js';
+import { type Gateway } from '../../src/gateway/index.js';
 import { decode, encode, type CoapMessage } from '../../src/coap/codec.js';
 import { ACK, CON, Code, OptionNumber } from '../../src/coap/constants.js';
 import { decodeUint, getOption } from '../../src/coap/options.js';
+import type { MqttBridgeBackend } from '../../src/bridge/mqtt/index.js';
 import {
-  DEVICES_FILE,
   GoodClient,
   OTHER_IDENTITY,
   OTHER_PSK,
   sleep,
+  startGateway as startHostileGateway,
   waitFor,
 } from '../helpers/hostile.js';
 
 const PK = 'demoPK01';
 
+/** The hostile gateway (example devices file, loopback) with more settings. */
 async function startGateway(overrides: Record<string, unknown>): Promise<Gateway> {
-  const config = loadConfig({
-    overrides: {
-      bind: '127.0.0.1',
-      dtlsPort: 0,
-      devices: DEVICES_FILE,
-      logLevel: 'silent',
-      ...overrides,
+  // the helper passes every key on to the settings
+  return (await startHostileGateway(overrides)).gateway;
+}
+
+/** A gateway in bridge mode (demo platform answering) and both example devices connected. */
+interface BridgeRig {
+  readonly gw: Gateway;
+  readonly mqtt: MqttBridgeBackend;
+  /** device001 */
+  readonly one: GoodClient;
+  /** device002 */
+  readonly two: GoodClient;
+  close(): Promise<void>;
+}
+
+async function bridgeRig(overrides: Record<string, unknown>): Promise<BridgeRig> {
+  const gw = await startGateway({ mqttMode: 'bridge', demoPlatform: true, ...overrides });
+  const mqtt = gw.mqtt;
+  assert.ok(mqtt !== undefined);
+  const up = (): boolean => mqtt.stats().connections.up === mqtt.stats().connections.total;
+  await waitFor(up, 10_000, 'the bridge pool is up');
+  const one = await GoodClient.connect(gw.dtlsPort);
+  const two = await GoodClient.connect(gw.dtlsPort, { identity: OTHER_IDENTITY, psk: OTHER_PSK });
+  return {
+    gw,
+    mqtt,
+    one,
+    two,
+    close: async () => {
+      await one.close();
+      await two.close();
+      await gw.close();
     },
-  });
-  const quiet = new Writable({ write: (_c, _e, cb) => cb() });
-  return Gateway.start(config, createLogger('silent', quiet));
+  };
 }
 
 let nextId = 0x2000;
@@ -118,36 +140,25 @@ function sysPath(dk: string, ...tail: (string | Buffer)[]): (string | Buffer)[] 
 
 describe('hostile: topics a broker calls malformed never reach the shared connection', () => {
   const prefix = `h9b${randomBytes(4).toString('hex')}`;
-  let gw: Gateway;
+  let rig: BridgeRig;
   let device: GoodClient;
   let spy: MqttClient;
   const seen: string[] = [];
 
   before(async () => {
-    gw = await startGateway({
-      mqttUrl: 'mqtt://127.0.0.1:1883',
-      mqttMode: 'bridge',
-      mqttPoolSize: 1,
-      mqttTopicPrefix: prefix,
-      demoPlatform: true,
-    });
-    const mqtt = gw.mqtt;
-    assert.ok(mqtt !== undefined);
-    assert.equal(await mqtt.waitConnected(10_000), true, 'bridge connected to Mosquitto');
+    rig = await bridgeRig({ mqttUrl: 'mqtt://127.0.0.1:1883', mqttTopicPrefix: prefix });
+    device = rig.one;
     spy = connect('mqtt://127.0.0.1:1883', { protocolVersion: 4 });
     spy.on('message', (t) => seen.push(t));
     await spy.subscribeAsync(`${prefix}/#`, { qos: 0 });
-    device = await GoodClient.connect(gw.dtlsPort);
   });
   after(async () => {
-    await device?.close();
     await spy?.endAsync();
-    await gw?.close();
+    await rig?.close();
   });
 
   test('non-characters in a topic level are refused, the bridge stays up', async () => {
-    const mqtt = gw.mqtt;
-    assert.ok(mqtt !== undefined);
+    const mqtt = rig.mqtt;
     const ok = await ask(device, { path: sysPath('device001', 'thing', 'measurepoint', 'post') });
     assert.equal(code(ok), '2.04', 'a good uplink is answered by the demo platform');
     const downs = mqtt.stats().connectionDowns;
@@ -164,8 +175,7 @@ describe('hostile: topics a broker calls malformed never reach the shared connec
   });
 
   test('invalid UTF-8 in Uri-Path answers 4.00 and is not rewritten to U+FFFD', async () => {
-    const mqtt = gw.mqtt;
-    assert.ok(mqtt !== undefined);
+    const mqtt = rig.mqtt;
     const downs = mqtt.stats().connectionDowns;
     const cases: [string, Buffer][] = [
       ['stray byte FF', Buffer.from([0x61, 0xff])],
@@ -235,35 +245,27 @@ async function poisonBroker(): Promise<{
 
 describe('hostile: a publish that gets a shared connection dropped is not retried on the next', () => {
   let broker: Awaited<ReturnType<typeof poisonBroker>>;
-  let gw: Gateway;
+  let rig: BridgeRig;
   let attacker: GoodClient;
   let victim: GoodClient;
 
   before(async () => {
     broker = await poisonBroker();
-    gw = await startGateway({
+    rig = await bridgeRig({
       mqttUrl: `mqtt://127.0.0.1:${broker.port}`,
-      mqttMode: 'bridge',
       mqttProtocol: '3.1.1',
       mqttPoolSize: 2,
-      demoPlatform: true,
     });
-    const mqtt = gw.mqtt;
-    assert.ok(mqtt !== undefined);
-    await waitFor(() => mqtt.stats().connections.up === 2, 10_000, 'both pool connections up');
-    attacker = await GoodClient.connect(gw.dtlsPort);
-    victim = await GoodClient.connect(gw.dtlsPort, { identity: OTHER_IDENTITY, psk: OTHER_PSK });
+    attacker = rig.one;
+    victim = rig.two;
   });
   after(async () => {
-    await attacker?.close();
-    await victim?.close();
-    await gw?.close();
+    await rig?.close();
     await broker?.close();
   });
 
   test('the device is suspected after one drop and answered 5.03 with Max-Age', async () => {
-    const mqtt = gw.mqtt;
-    assert.ok(mqtt !== undefined);
+    const mqtt = rig.mqtt;
     const poison: Ask = {
       path: sysPath('device001', 'thing', 'measurepoint', 'post'),
       payload: '{"id":"1","params":{"x":"POISON"}}',
@@ -294,8 +296,6 @@ describe('hostile: a publish that gets a shared connection dropped is not retrie
   });
 
   test('measured: the other device during a poison loop', async () => {
-    const mqtt = gw.mqtt;
-    assert.ok(mqtt !== undefined);
     const cutsBefore = broker.cuts();
     let stop = false;
     let attacks = 0;
@@ -334,36 +334,24 @@ describe('hostile: a publish that gets a shared connection dropped is not retrie
 // ---------------------------------------------------------------------------------------------
 
 describe('hostile: one device cannot take the ttd long-poll pool', () => {
-  const prefix = `h9b${randomBytes(4).toString('hex')}`;
-  let gw: Gateway;
+  let rig: BridgeRig;
   let hog: GoodClient;
   let other: GoodClient;
 
   before(async () => {
-    gw = await startGateway({
+    rig = await bridgeRig({
       mqttUrl: 'mqtt://127.0.0.1:1883',
-      mqttMode: 'bridge',
-      mqttPoolSize: 1,
-      mqttTopicPrefix: prefix,
-      demoPlatform: true,
+      mqttTopicPrefix: `h9b${randomBytes(4).toString('hex')}`,
       maxTtdWaitersPerDevice: 2,
       maxTtd: 30,
     });
-    const mqtt = gw.mqtt;
-    assert.ok(mqtt !== undefined);
-    assert.equal(await mqtt.waitConnected(10_000), true);
-    hog = await GoodClient.connect(gw.dtlsPort);
-    other = await GoodClient.connect(gw.dtlsPort, { identity: OTHER_IDENTITY, psk: OTHER_PSK });
+    hog = rig.one;
+    other = rig.two;
   });
-  after(async () => {
-    await hog?.close();
-    await other?.close();
-    await gw?.close();
-  });
+  after(async () => rig?.close());
 
   test('a third long-poll of one device gets 4.29 with Max-Age; another device still waits', async () => {
-    const mqtt = gw.mqtt;
-    assert.ok(mqtt !== undefined);
+    const mqtt = rig.mqtt;
     const poll = (dk: string): Ask => ({
       path: sysPath(dk, 'thing', 'measurepoint', 'post'),
       query: ['ttd=30'],
