@@ -19,6 +19,7 @@ import {
   type Span,
 } from '../telemetry/trace.js';
 import type { RouteTable } from './routes.js';
+import { TtdGate } from './ttd-gate.js';
 import type {
   ActivationService,
   BridgeRequest,
@@ -119,6 +120,10 @@ export interface RouterOptions {
   readonly maxInlineCommand: number;
   /** Cap on ttd (s). */
   readonly maxTtd: number;
+  /** Requests of one device held open for a command (ttd) at once. @default 2 */
+  readonly maxTtdWaitersPerDevice?: number;
+  /** Requests held open for a command (ttd) at once, all devices. @default 10000 */
+  readonly maxTtdWaiters?: number;
 }
 
 /** Age of a command when handed to its device: 1 s to 2 days (commands wait up to 48 h). */
@@ -126,11 +131,22 @@ const COMMAND_AGE_BOUNDS_MS = [1e3, 1e4, 6e4, 3e5, 9e5, 36e5, 216e5, 864e5, 1728
 
 export class Router {
   private readonly unavailable: BridgeResponse;
+  /**
+   * The answer to a `ttd` request beyond the long-poll bounds: 4.29 Too Many Requests
+   * (RFC 8516) with Max-Age, before anything is forwarded. A device that does not know 4.29
+   * reads it as a 4.xx client error, which it must not repeat unchanged at once; repeating it
+   * after Max-Age, or without `ttd`, works. Nothing was published, so repeating it is safe.
+   */
+  private readonly tooManyWaiters: BridgeResponse;
+  /** ttd long-polls admitted now, and those refused (read by telemetry). */
+  readonly ttd: TtdGate;
   /** How long commands waited before their device got them (read by telemetry). */
   readonly commandAge = new LatencyHistogram(COMMAND_AGE_BOUNDS_MS);
 
   constructor(private readonly opts: RouterOptions) {
     this.unavailable = { status: 'unavailable', maxAge: opts.unavailableMaxAge };
+    this.tooManyWaiters = { status: 'too-many-requests', maxAge: opts.unavailableMaxAge };
+    this.ttd = new TtdGate(opts.maxTtdWaitersPerDevice ?? 2, opts.maxTtdWaiters ?? 10_000);
   }
 
   handle(req: BridgeRequest): BridgeResponse | Promise<BridgeResponse> {
@@ -209,9 +225,31 @@ export class Router {
       : { ...res, command: { topic: next.topic, payload: undefined } };
   }
 
+  /**
+   * A request with `ttd` takes a long-poll slot before it is forwarded (see {@link TtdGate});
+   * without one it is answered 4.29 and not forwarded.
+   */
   private async forward(topic: TopicInfo, req: BridgeRequest): Promise<BridgeResponse> {
     const exchange = recordingSpan(); // before any await (the context is synchronous)
     const device = principalFor(req, topic);
+    const ttd =
+      this.opts.commands === undefined ? undefined : parseTtd(req.query, this.opts.maxTtd);
+    if (ttd === undefined || ttd <= 0) return this.forwardAndWait(topic, req, device, exchange, 0);
+    if (this.ttd.acquire(device) !== undefined) return this.tooManyWaiters;
+    try {
+      return await this.forwardAndWait(topic, req, device, exchange, ttd);
+    } finally {
+      this.ttd.release(device);
+    }
+  }
+
+  private async forwardAndWait(
+    topic: TopicInfo,
+    req: BridgeRequest,
+    device: Principal,
+    exchange: Span | undefined,
+    ttd: number,
+  ): Promise<BridgeResponse> {
     let id: string | undefined;
     if (!topic.raw) {
       const body = jsonObject(req.payload);
@@ -255,11 +293,8 @@ export class Router {
     if (pending === undefined) return res;
     let cmd = await pending;
     if (topic.class === 'command-reply' && cmd !== undefined) cmd = await this.peek(device);
-    if (cmd === undefined) {
-      const ttd = parseTtd(req.query, this.opts.maxTtd);
-      if (ttd !== undefined && ttd > 0 && store !== undefined) {
-        cmd = await store.waitFor(device, ttd * 1000).catch(() => undefined);
-      }
+    if (cmd === undefined && ttd > 0 && store !== undefined) {
+      cmd = await store.waitFor(device, ttd * 1000).catch(() => undefined);
     }
     if (cmd === undefined) return res;
     this.delivered(cmd, exchange);
@@ -333,6 +368,14 @@ export class Router {
     const code = typeof e?.code === 'string' ? e.code : '';
     if (UNAVAILABLE_CODES.has(code)) return this.unavailable;
     if (code === 'BACKEND_REPLY_TIMEOUT') return GATEWAY_TIMEOUT;
+    if (code === 'BACKEND_DEVICE_SUSPECTED') {
+      // suspended after a broker dropped a shared connection with its publish in flight: it
+      // may be a bystander, so "retry later" (when the suspension ends), not 4.00
+      const after = (e as { retryAfterSec?: unknown }).retryAfterSec;
+      return typeof after === 'number'
+        ? { status: 'unavailable', maxAge: after }
+        : this.unavailable;
+    }
     if (code === 'BACKEND_DEVICE_UNAUTHORIZED') return UNAUTHORIZED;
     if (code === 'BACKEND_PUBLISH_REJECTED') {
       // MQTT 5 reason 0x97 "quota exceeded": the platform may take it later

@@ -23,7 +23,13 @@
  * - MQTT `topic`: as they are (a rendered topic has no `+`, `#` or NUL: keys cannot hold them
  *   and the template's literal text is checked);
  * - `url`: `{pk}`/`{dk}` percent-encoded as one path segment, `{topic}` encoded per level with
- *   `/` kept; the scheme, host and port must be literal (one connection pool per origin);
+ *   `/` kept; the scheme, host and port must be literal (one connection pool per origin). A
+ *   rendered path must not hold a `.` or `..` segment (the device's topic levels and keys may
+ *   be `.` or `..`, which the encoding leaves alone as unreserved characters, and which a
+ *   server or proxy resolves per RFC 3986 §5.2.4, leaving the route's path); such a request is
+ *   not sent and answers 4.00. A `/` cannot come from a device value (keys and levels never
+ *   hold one) and `%` is encoded as `%25`, so `%2F` and `%2e` reach the backend as `%252F` and
+ *   `%252e`, never as a separator or a dot;
  * - header values: percent-encoded outside printable ASCII (`./http/headers.ts`).
  *
  * ## Errors
@@ -286,14 +292,19 @@ export class CompiledHttpRoute implements RouteBase {
     this.label = name ?? `routes[${index}]`;
   }
 
-  /** The request target (path and query) for a device request, e.g. `/in/sys/pk/dk/x?a=1`. */
-  renderPath(topic: string, device: DeviceKey): string {
-    return this.pathTemplate.render(topic, device);
+  /**
+   * The request target (path and query) for a device request, e.g. `/in/sys/pk/dk/x?a=1`;
+   * undefined when the device's values would put a dot segment into the path.
+   */
+  renderPath(topic: string, device: DeviceKey): string | undefined {
+    const path = this.pathTemplate.render(topic, device);
+    return hasDotSegment(path) ? undefined : path;
   }
 
-  /** The full URL for a device request. */
-  renderUrl(topic: string, device: DeviceKey): string {
-    return this.origin + this.pathTemplate.render(topic, device);
+  /** The full URL for a device request; undefined as for {@link renderPath}. */
+  renderUrl(topic: string, device: DeviceKey): string | undefined {
+    const path = this.renderPath(topic, device);
+    return path === undefined ? undefined : this.origin + path;
   }
 
   /** The route's own headers, rendered; names in lower case. */
@@ -343,6 +354,17 @@ export class RouteTable {
 export interface CompileRoutesOptions {
   /** Where auth secrets are read from; default `process.env`. Read once, here. */
   readonly env?: Readonly<Record<string, string | undefined>>;
+}
+
+/**
+ * A `.` or `..` segment in the path part (before `?`): RFC 3986 §5.2.4 removes or resolves it,
+ * and the WHATWG URL parser also reads `%2e` as a dot there.
+ */
+const DOT_SEGMENT = /(?:^|\/)(?:\.|%2e){1,2}(?:\/|\?|$)/i;
+
+function hasDotSegment(target: string): boolean {
+  const q = target.indexOf('?');
+  return DOT_SEGMENT.test(q < 0 ? target : target.slice(0, q));
 }
 
 /** Characters allowed literally in a URL path and query (RFC 3986 pchar, `/`, `?`, `%XX`). */
@@ -405,8 +427,9 @@ function compileUrl(template: string): { origin: string; path: Template } {
   } else if (head !== TOPIC) pathParts.unshift('/');
   const path = new Template(pathParts, encodeUrlSegment, encodeUrlTopic);
   for (const s of SAMPLES) {
-    const rendered = url.origin + path.render(`/sys/${s.productKey}/${s.deviceKey}/x`, s);
-    if (!URL.canParse(rendered)) throw new FieldProblem('not an http(s) URL');
+    const target = path.render(`/sys/${s.productKey}/${s.deviceKey}/x`, s);
+    if (!URL.canParse(url.origin + target)) throw new FieldProblem('not an http(s) URL');
+    if (hasDotSegment(target)) throw new FieldProblem("must not have '.' or '..' path segments");
   }
   return { origin: url.origin, path };
 }

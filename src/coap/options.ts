@@ -5,6 +5,7 @@
  * @module
  */
 
+import { isUtf8 } from 'node:buffer';
 import { OptionNumber } from './constants.js';
 import type { CoapMessage } from './codec.js';
 
@@ -42,10 +43,29 @@ function getStrings(msg: CoapMessage, n: number): string[] {
 
 /**
  * Uri-Path segments decoded as UTF-8 (RFC 7252 §5.10.1, §6.5). Invalid UTF-8 sequences
- * become U+FFFD.
+ * become U+FFFD; use {@link uriPathStrict} where that rewrite must not happen.
  */
 export function uriPath(msg: CoapMessage): string[] {
   return getStrings(msg, OptionNumber.URI_PATH);
+}
+
+/**
+ * Uri-Path segments decoded as UTF-8, or undefined when any segment is not well-formed UTF-8
+ * (overlong forms, surrogates, truncated or stray bytes, code points above U+10FFFF). Uri-Path
+ * is a string option (RFC 7252 §3.2: UTF-8, Net-Unicode), so such a request is malformed; a
+ * server answers 4.00 instead of guessing at what the bytes meant. Checked on the raw option
+ * bytes, before any decoding could replace the bad bytes with U+FFFD.
+ */
+export function uriPathStrict(msg: CoapMessage): string[] | undefined {
+  const out: string[] = [];
+  const options = msg.options;
+  for (let i = 0; i < options.length; i++) {
+    const opt = options[i];
+    if (opt === undefined || opt.number !== OptionNumber.URI_PATH) continue;
+    if (!isUtf8(opt.value)) return undefined;
+    out.push(opt.value.toString('utf8'));
+  }
+  return out;
 }
 
 /** Uri-Query arguments decoded as UTF-8 (RFC 7252 §5.10.1, §6.5). */

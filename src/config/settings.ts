@@ -487,6 +487,22 @@ export const settings = {
     "Cap on a request's ttd=<seconds> (time till disconnect: the request is held open for a command).",
     { arg: '<seconds>' },
   ),
+  maxTtdWaitersPerDevice: setting(
+    z.number().int().min(0).max(1_000),
+    2,
+    'integer',
+    'Commands',
+    'Requests of one device held open for a command (ttd) at once; one more is answered 4.29 Too Many Requests with Max-Age, before anything is forwarded.',
+    { arg: '<n>' },
+  ),
+  maxTtdWaiters: setting(
+    z.number().int().min(0).max(1_000_000),
+    10_000,
+    'integer',
+    'Commands',
+    'Requests held open for a command (ttd) at once on this instance, all devices; one more is answered 4.29 with Max-Age.',
+    { arg: '<n>' },
+  ),
   // --- presence ------------------------------------------------------------------------------
   presenceTopic: setting(
     z.string().min(1),

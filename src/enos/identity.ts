@@ -77,12 +77,16 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
  * Characters a key must not contain: control characters (C0 U+0000–U+001F, DEL U+007F,
  * C1 U+0080–U+009F: `\p{Cc}`), any Unicode white space (`\p{White_Space}`, which covers
  * leading/trailing/inner spaces, NBSP, U+2028/9, ...), the BOM / zero-width no-break space
- * U+FEFF, lone surrogates (`\p{Cs}`; a `u` regex sees paired ones as one code point), the field
- * separator `,`, and the MQTT topic level separator and wildcards `/`, `+`, `#`: keys become
- * topic levels (`/sys/{pk}/{dk}/...`) and subscription filters, so these would let an identity
- * address other devices' topics.
+ * U+FEFF, lone surrogates (`\p{Cs}`; a `u` regex sees paired ones as one code point), Unicode
+ * non-characters (U+FDD0–U+FDEF and the last two code points of every plane, U+nFFFE/U+nFFFF:
+ * `\p{Noncharacter_Code_Point}`), the field separator `,`, and the MQTT topic level separator
+ * and wildcards `/`, `+`, `#`: keys become topic levels (`/sys/{pk}/{dk}/...`) and subscription
+ * filters, so these would let an identity address other devices' topics. Controls and
+ * non-characters are also what MQTT 5 §1.5.4 lets a broker treat as malformed: Mosquitto 2
+ * disconnects a client that publishes a topic holding one, which on a shared bridge connection
+ * would fail every other device's publish in flight.
  */
-const forbiddenInKey = /[\p{Cc}\p{White_Space}\p{Cs}\uFEFF,/+#]/u;
+const forbiddenInKey = /[\p{Cc}\p{White_Space}\p{Cs}\p{Noncharacter_Code_Point}\uFEFF,/+#]/u;
 const loneSurrogate = /\p{Cs}/u;
 const lifetimeSyntax = /^[1-9][0-9]{1,4}$/;
 
@@ -93,7 +97,8 @@ function utf8Length(s: string): number {
 /**
  * Checks a productKey or deviceKey (in an identity, in the devices file, in a topic):
  * non-empty, at most {@link MAX_KEY_BYTES} UTF-8 bytes, well-formed Unicode, and none of the
- * characters listed at `forbiddenInKey` (controls, white space, U+FEFF, `,`, `/`, `+`, `#`).
+ * characters listed at `forbiddenInKey` (controls, white space, U+FEFF, non-characters, `,`,
+ * `/`, `+`, `#`).
  * @returns `undefined` when the key is acceptable, else the reason.
  */
 export function validateKey(key: string): KeyRejectReason | undefined {

@@ -22,9 +22,10 @@
  *   not classify; neither does anything else the spec does not list (→ 'unknown-shape').
  *
  * Every segment after `topic` must pass the identity key rules ({@link validateKey}): non-empty,
- * at most 128 UTF-8 bytes, no control characters, white space, `,`, `/`, `+` or `#` — so no
- * path can inject an MQTT level separator or wildcard, and the productKey/deviceKey of a path
- * can always be compared with a session's identity.
+ * at most 128 UTF-8 bytes, no control characters, white space, Unicode non-characters, `,`, `/`,
+ * `+` or `#` — so no path can inject an MQTT level separator or wildcard, nor anything a broker
+ * may call a malformed topic (and disconnect the connection it came on), and the
+ * productKey/deviceKey of a path can always be compared with a session's identity.
  */
 
 import { EnosError } from './errors.js';
@@ -257,7 +258,8 @@ function commandTopicOf(shape: Shape, mqttTopic: string, segments: readonly stri
  * Never throws.
  * - `not-topic`: the first segment is not `topic` (or there is none).
  * - `bad-segment`: a segment after `topic` is empty, longer than 128 bytes, or holds a
- *   control character, white space, `,`, `/`, `+` or `#` (MQTT wildcard/level injection).
+ *   control character, white space, a non-character, `,`, `/`, `+` or `#` (MQTT
+ *   wildcard/level injection, or a topic the broker would refuse).
  * - `unknown-shape`: well-formed but not a topic the spec lists for devices to use.
  */
 export function parseTopicPath(segments: readonly string[]): TopicParseResult {

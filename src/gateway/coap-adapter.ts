@@ -5,7 +5,7 @@
 import type { CoapOption } from '../coap/codec.js';
 import { Code, ContentFormat, OptionNumber } from '../coap/constants.js';
 import type { CoapReply, CoapRequest } from '../coap/endpoint.js';
-import { contentFormat, encodeUint, uriPath, uriQuery } from '../coap/options.js';
+import { contentFormat, encodeUint, uriPathStrict, uriQuery } from '../coap/options.js';
 import type {
   BridgeRequest,
   BridgeResponse,
@@ -46,12 +46,27 @@ function method(code: number): Method {
   }
 }
 
-export function toBridgeRequest(req: CoapRequest<Principal | undefined>): BridgeRequest {
+/**
+ * The answer to a request whose Uri-Path is not well-formed UTF-8: 4.00, counted in the request
+ * metrics under the topic class `malformed-path`. The path is not rewritten (U+FFFD) and
+ * routed: a replacement character would reach the platform as a topic the device never sent.
+ */
+export const MALFORMED_PATH: BridgeResponse = {
+  status: 'bad-request',
+  topicClass: 'malformed-path',
+};
+
+/** The bridge request, or undefined when the Uri-Path is not well-formed UTF-8. */
+export function toBridgeRequest(
+  req: CoapRequest<Principal | undefined>,
+): BridgeRequest | undefined {
   const m = req.message;
+  const path = uriPathStrict(m);
+  if (path === undefined) return undefined;
   return {
     principal: req.peer.principal,
     method: method(m.code),
-    path: uriPath(m),
+    path,
     query: uriQuery(m),
     payload: req.payload,
     contentFormat: contentFormat(m),

@@ -17,6 +17,7 @@ import {
   CommandIntake,
   MemoryCommandStore,
   RedisCommandStore,
+  deviceId,
   isCommandError,
 } from '../bridge/commands/index.js';
 import { closeRedis, createFailFastRedis } from '../redis/client.js';
@@ -247,9 +248,14 @@ export class Gateway {
         prefix: config.redisPrefix,
         queueLength: config.commandQueueLength,
         expiryMs,
+        maxWaiters: config.maxTtdWaiters,
       });
     } else {
-      commands = new MemoryCommandStore({ queueLength: config.commandQueueLength, expiryMs });
+      commands = new MemoryCommandStore({
+        queueLength: config.commandQueueLength,
+        expiryMs,
+        maxWaiters: config.maxTtdWaiters,
+      });
     }
     const store = commands;
     closers.push(() => store.close());
@@ -346,9 +352,15 @@ export class Gateway {
         (bridge === undefined || config.mqttMode !== 'bridge'
           ? undefined
           : {
-              publish: (_device, topic, payload, opts) => bridge.publish(topic, payload, opts),
-              request: (_device, topic, payload, replyTopic, id, opts) =>
-                bridge.request(topic, payload, replyTopic, id, opts),
+              // the device rides along so a publish that gets a shared connection dropped
+              // suspects its device (no poison loop over the pool)
+              publish: (d, topic, payload, opts) =>
+                bridge.publish(topic, payload, { ...opts, device: deviceId(d) }),
+              request: (d, topic, payload, replyTopic, id, opts) =>
+                bridge.request(topic, payload, replyTopic, id, {
+                  ...opts,
+                  device: deviceId(d),
+                }),
             }),
       http,
       routes,
@@ -358,6 +370,8 @@ export class Gateway {
       unavailableMaxAge: config.maxUnavailableRetry,
       maxInlineCommand: config.maxInlineCommand,
       maxTtd: config.maxTtd,
+      maxTtdWaitersPerDevice: config.maxTtdWaitersPerDevice,
+      maxTtdWaiters: config.maxTtdWaiters,
     });
     const limiter = new LogLimiter();
     const coap = new CoapEndpoint<Principal | undefined>({
@@ -538,6 +552,7 @@ export class Gateway {
       ...(http !== undefined ? { http: () => http.stats() } : {}),
       commands: () => store.stats(),
       commandAge: () => router.commandAge.snapshot(),
+      ttd: () => router.ttd,
       ...(store instanceof RedisCommandStore
         ? { commandsRedisUp: () => store.state() === 'connected' }
         : {}),

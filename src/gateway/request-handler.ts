@@ -22,7 +22,7 @@ import {
   type Attributes,
   type Span,
 } from '../telemetry/trace.js';
-import { toBridgeRequest, toCoapReply } from './coap-adapter.js';
+import { MALFORMED_PATH, toBridgeRequest, toCoapReply } from './coap-adapter.js';
 
 const METHOD_NAMES = new Map<number, string>([
   [Code.GET, 'GET'],
@@ -85,6 +85,7 @@ export function createRequestHandler(
       ? startChild('coap.exchange', exchangeAttributes(req), SpanKind.SERVER)
       : undefined;
     const breq = toBridgeRequest(req);
+    if (breq === undefined) return finish(MALFORMED_PATH, req, started, span);
     const res =
       span === undefined ? router.handle(breq) : withSpan(span, () => router.handle(breq));
     return res instanceof Promise

@@ -40,6 +40,8 @@ export interface MetricSources {
   readonly http?: () => HttpBackendStats;
   readonly commands?: () => CommandStoreStats;
   readonly commandAge?: () => LatencySnapshot;
+  /** ttd long-polls refused by the per-device and the total bound. */
+  readonly ttd?: () => { readonly refusedDevice: number; readonly refusedTotal: number };
   readonly commandsRedisUp?: () => boolean | undefined;
   readonly presence?: () => PresenceStats;
   /** Devices online across all pods (Redis), when known. */
@@ -572,6 +574,21 @@ export function createMetrics(): Metrics {
     [],
     one((x) => x.mqtt?.().reconnects),
   );
+  readCounter(
+    registry,
+    'coap_edge_mqtt_suspects_total',
+    'Bridge pool: devices struck because the broker dropped a connection with their publish in flight (strike), and their publishes refused unsent while suspended (refused).',
+    ['event'],
+    from((x) => {
+      const m = x.mqtt?.().suspects;
+      return m === undefined
+        ? []
+        : named('event', [
+            ['strike', m.strikes],
+            ['refused', m.refused],
+          ]);
+    }),
+  );
   readGauge(
     registry,
     'coap_edge_mqtt_device_sessions',
@@ -619,6 +636,21 @@ export function createMetrics(): Metrics {
             ['expired', c.expired],
             ['delivered', c.delivered],
             ['acknowledged', c.acknowledged],
+          ]);
+    }),
+  );
+  readCounter(
+    registry,
+    'coap_edge_ttd_refused_total',
+    'Requests with ttd answered 4.29 (not forwarded), by the bound they hit: device (maxTtdWaitersPerDevice) or total (maxTtdWaiters).',
+    ['bound'],
+    from((x) => {
+      const t = x.ttd?.();
+      return t === undefined
+        ? []
+        : named('bound', [
+            ['device', t.refusedDevice],
+            ['total', t.refusedTotal],
           ]);
     }),
   );

@@ -77,6 +77,7 @@ export interface HttpCallRequest {
 const CHANGED: BridgeResponse = { status: 'changed' };
 const GATEWAY_TIMEOUT: BridgeResponse = { status: 'gateway-timeout' };
 const BAD_GATEWAY: BridgeResponse = { status: 'bad-gateway' };
+const BAD_REQUEST: BridgeResponse = { status: 'bad-request' };
 
 /** undici / socket error codes meaning "the backend could not be reached or went away". */
 const CONNECT_CODES: ReadonlySet<string> = new Set([
@@ -159,6 +160,12 @@ export class HttpBackend {
       stats.count(route.label, 'overloaded');
       return this.#unavailable;
     }
+    const path = route.renderPath(req.topic, req.device);
+    if (path === undefined) {
+      // a `.`/`..` level or key would lead out of the route's path: not sent (routes.ts)
+      stats.count(route.label, 'bad-path');
+      return BAD_REQUEST;
+    }
     stats.inflight++;
     const started = performance.now();
     const span = startChild(
@@ -174,7 +181,7 @@ export class HttpBackend {
     const traced = span !== undefined ? { ...req, traceparent: traceparentOf(span) } : req;
     let result: Result;
     try {
-      result = await this.#send(route, traced);
+      result = await this.#send(route, traced, path);
     } catch {
       // #send answers every failure itself; this is a last guard against a bug
       result = { response: BAD_GATEWAY, outcome: 'bad-response' };
@@ -247,9 +254,8 @@ export class HttpBackend {
     return headers;
   }
 
-  async #send(route: CompiledHttpRoute, req: HttpCallRequest): Promise<Result> {
+  async #send(route: CompiledHttpRoute, req: HttpCallRequest, path: string): Promise<Result> {
     const timeoutMs = route.timeoutMs ?? this.#timeoutMs;
-    const path = route.renderPath(req.topic, req.device);
     const headers = this.#headers(route, req, path);
     const abort = new AbortController();
     let timedOut = false;

@@ -30,7 +30,9 @@ export type HttpOutcome =
   | 'connect-error'
   | 'overloaded'
   /** 1xx/3xx or otherwise unusable status, body over the read cap, broken response. */
-  | 'bad-response';
+  | 'bad-response'
+  /** Not sent: the device's values would put a `.` or `..` segment into the URL path (4.00). */
+  | 'bad-path';
 
 export const HTTP_OUTCOMES: readonly HttpOutcome[] = [
   '2xx',
@@ -40,6 +42,7 @@ export const HTTP_OUTCOMES: readonly HttpOutcome[] = [
   'connect-error',
   'overloaded',
   'bad-response',
+  'bad-path',
 ];
 
 export interface StatusMapping {

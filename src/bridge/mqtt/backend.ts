@@ -21,6 +21,12 @@
  * - Mosquitto 2 announces Receive Maximum 20, so against it a pool of 2 keeps at most 40
  *   publishes in flight; more wait for a slot (see `maxQueued`).
  * - Replies: see {@link MqttBridgeBackend.request} and `subscriptions.ts`.
+ * - Poisoned connections: when the broker drops a connection, the devices whose publishes were
+ *   in flight on it are suspected (`suspects.ts`) and their next publishes are refused for a
+ *   while instead of being sent on the next pooled connection (no poison loop). Such a refusal
+ *   is {@link DeviceSuspectedError}: the router answers 5.03 with Max-Age = the time left,
+ *   not 4.00, because a suspect may be a bystander of another device's bad publish (or of a
+ *   broker restart) and its request may be perfectly good; after the pause it is sent again.
  */
 import { checkTopic, requestReply, tracedPublish, type SendFn } from './exchange.js';
 import { performance } from 'node:perf_hooks';
@@ -35,6 +41,7 @@ import {
 import {
   BackendRejectedError,
   BackendUnavailableError,
+  DeviceSuspectedError,
   type BackendUnavailableCode,
 } from './errors.js';
 import { ReplyMatcher } from './replies.js';
@@ -45,6 +52,7 @@ import {
   type PublishFailureReason,
 } from './stats.js';
 import { ReplySubscriptions } from './subscriptions.js';
+import { Suspects } from './suspects.js';
 import { UpWaiters } from './up-waiters.js';
 
 export type MqttProtocolSetting = 'auto' | '5' | '3.1.1';
@@ -87,12 +95,26 @@ export interface MqttBridgeOptions {
   readonly maxInflight?: number;
   /** Publishes that may wait for an in-flight slot. Default 10000. */
   readonly maxQueued?: number;
+  /** First suspension of a device after a connection drop, ms. Default 10000. */
+  readonly suspectBaseMs?: number;
+  /** Longest suspension (doubling per drop), ms. Default 3600000. */
+  readonly suspectMaxMs?: number;
+  /** Suspected devices remembered at most. Default 10000. */
+  readonly maxSuspects?: number;
+  /** Monotonic clock in ms (suspensions). Default `performance.now`. */
+  readonly now?: () => number;
   readonly logger?: MqttBackendLogger;
 }
 
 export interface PublishOptions {
   /** MQTT 5 user properties (e.g. `traceparent`); not sent on a 3.1.1 connection. */
   readonly userProperties?: UserProperties;
+  /**
+   * The device the publish is for (any stable key, e.g. `pk,dk`): suspected when the broker
+   * drops the connection while this publish is in flight. Undefined: never suspected
+   * (the proxy's own publishes, e.g. presence events).
+   */
+  readonly device?: string;
 }
 
 export interface RequestOptions extends PublishOptions {
@@ -104,6 +126,7 @@ interface PublishJob {
   readonly topic: string;
   readonly payload: Buffer;
   readonly userProperties: UserProperties | undefined;
+  readonly device: string | undefined;
   readonly startedAt: number;
   /** 'new' until sent or failed; it may wait in the queue meanwhile (`queued`). */
   state: 'new' | 'sent' | 'done';
@@ -158,6 +181,9 @@ export class MqttBridgeBackend {
     rejected: 0,
     closed: 0,
   };
+  private readonly suspects: Suspects;
+  /** Publishes refused because their device is suspected. */
+  private suspectRefused = 0;
   private readonly latency = new LatencyHistogram();
   private repliesMatched = 0;
   private repliesTimedOut = 0;
@@ -176,6 +202,12 @@ export class MqttBridgeBackend {
     this.maxQueued = opts.maxQueued ?? 10_000;
     this.log = opts.logger ?? noopLogger;
     this.urlForLogs = redactUrl(opts.url);
+    this.suspects = new Suspects({
+      baseMs: opts.suspectBaseMs ?? 10_000,
+      maxMs: opts.suspectMaxMs ?? 3_600_000,
+      maxEntries: Math.max(1, opts.maxSuspects ?? 10_000),
+      now: opts.now ?? (() => performance.now()),
+    });
     const prefix = opts.clientIdPrefix ?? 'coap-edge-';
     const hooks = this.hooks();
     const size = Math.max(1, opts.poolSize ?? 2);
@@ -255,6 +287,11 @@ export class MqttBridgeBackend {
       connectionUps: this.connectionUps,
       connectionDowns: this.connectionDowns,
       protocolFallbacks: this.protocolFallbacks,
+      suspects: {
+        strikes: this.suspects.strikes,
+        refused: this.suspectRefused,
+        remembered: this.suspects.size,
+      },
     };
   }
 
@@ -264,12 +301,13 @@ export class MqttBridgeBackend {
    * @throws BackendUnavailableError `BACKEND_UNAVAILABLE` (no connection up, at once),
    *   `BACKEND_CONNECTION_LOST`, `BACKEND_PUBACK_TIMEOUT`, `BACKEND_OVERLOADED`, `BACKEND_CLOSED`
    * @throws BackendRejectedError the broker refused it (MQTT 5 PUBACK reason >= 0x80)
+   * @throws DeviceSuspectedError `opts.device` is suspected (nothing sent)
    */
   publish(topic: string, payload: Buffer, opts: PublishOptions = {}): Promise<void> {
     const full = this.topicPrefix + topic;
     const bad = checkTopic(full);
     if (bad !== undefined) return Promise.reject(bad);
-    return tracedPublish(this.sendFn, full, payload, opts.userProperties);
+    return tracedPublish(this.sendFn, full, payload, opts.userProperties, undefined, opts.device);
   }
 
   /**
@@ -296,7 +334,7 @@ export class MqttBridgeBackend {
     const fullReplyTopic = this.topicPrefix + replyTopic;
     const bad = checkTopic(this.topicPrefix + topic) ?? checkTopic(fullReplyTopic);
     if (bad !== undefined) throw bad;
-    const early = this.failEarly();
+    const early = this.failEarly() ?? this.refuseSuspect(opts.device);
     if (early !== undefined) throw early;
     return requestReply({
       replies: this.replies,
@@ -307,6 +345,7 @@ export class MqttBridgeBackend {
       payload,
       messageId,
       userProperties: opts.userProperties,
+      device: opts.device,
       timeoutMs: opts.replyTimeoutMs ?? this.replyTimeoutMs,
       onTimeout: () => this.repliesTimedOut++,
     });
@@ -338,21 +377,33 @@ export class MqttBridgeBackend {
     return undefined;
   }
 
+  /** The error (counted) when `device` is suspected; see `suspects.ts`. */
+  private refuseSuspect(device: string | undefined): DeviceSuspectedError | undefined {
+    if (device === undefined) return undefined;
+    const ms = this.suspects.remainingMs(device);
+    if (ms <= 0) return undefined;
+    this.suspectRefused++;
+    return new DeviceSuspectedError(Math.ceil(ms / 1000));
+  }
+
   /** `send` bound once, for the shared publish and request/reply code. */
-  private readonly sendFn: SendFn = (topic, payload, props) => this.send(topic, payload, props);
+  private readonly sendFn: SendFn = (topic, payload, props, device) =>
+    this.send(topic, payload, props, device);
 
   private send(
     topic: string,
     payload: Buffer,
     userProperties: UserProperties | undefined,
+    device: string | undefined,
   ): Promise<void> {
-    const early = this.failEarly();
+    const early = this.failEarly() ?? this.refuseSuspect(device);
     if (early !== undefined) return Promise.reject(early);
     return new Promise<void>((resolve, reject) => {
       const job: PublishJob = {
         topic,
         payload,
         userProperties,
+        device,
         startedAt: performance.now(),
         state: 'new',
         queued: false,
@@ -417,6 +468,12 @@ export class MqttBridgeBackend {
         this.finish(job);
         job.reject(new BackendRejectedError(err.code));
       } else {
+        const conn = job.conn;
+        // The broker dropped the connection with this publish in flight (not our close):
+        // its device is suspected of having caused it, once per drop.
+        if (job.device !== undefined && !this.closed && conn !== undefined && !conn.isUp) {
+          if (conn.phase === 'down') this.suspects.strike(job.device, conn.dropId);
+        }
         this.finishFailed(job, 'connection-lost');
       }
     }

@@ -93,6 +93,8 @@ export class PoolConnection {
   phase: ConnectionPhase = 'idle';
   /** Set by the pool after a PUBACK timeout; cleared by the next PUBACK on this connection. */
   suspect = false;
+  /** Connections lost while up so far; names the current drop in {@link dropId}. */
+  private drops = 0;
   private session: Session | undefined;
   private failures = 0;
   private attempts = 0;
@@ -103,6 +105,11 @@ export class PoolConnection {
     private readonly opts: ConnectionOptions,
     private readonly hooks: ConnectionHooks,
   ) {}
+
+  /** Names this connection's latest loss while up (`<index>:<n>`). */
+  get dropId(): string {
+    return `${this.index}:${this.drops}`;
+  }
 
   get isUp(): boolean {
     return this.phase === 'up' && this.session?.client.connected === true;
@@ -280,6 +287,7 @@ export class PoolConnection {
     const wasUp = s.up;
     s.up = false;
     if (current) {
+      if (wasUp) this.drops++;
       this.session = undefined;
       this.suspect = false;
       this.phase = 'down';

@@ -9,6 +9,9 @@
  * - {@link BackendRejectedError}: the broker refused the publish (MQTT 5 PUBACK reason >= 0x80,
  *   e.g. 0x87 not authorized, 0x97 quota exceeded); 5.02 Bad Gateway (or 5.03 for quota).
  * - {@link ReplyTimeoutError}: published, but no platform reply in time; 5.04 Gateway Timeout.
+ * - {@link DeviceSuspectedError}: the device had publishes in flight when the broker dropped
+ *   a shared connection; its publishes wait out a suspension (not sent). 5.03 with Max-Age =
+ *   the time left.
  * - A plain {@link MqttBackendError} with `BACKEND_BAD_TOPIC`: a caller bug; 5.00.
  * - {@link DeviceUnauthorizedError} (per-device mode only): the broker refused the device's own
  *   login; 4.01 Unauthorized (the device's credentials are wrong for the platform, retrying
@@ -40,7 +43,12 @@ export type MqttBackendErrorCode =
    * password" / "not authorized": 3.1.1 codes 4/5, MQTT 5 reasons 0x86/0x87), now or within
    * the refusal memory, or no device secret is known. Answer 4.01 Unauthorized.
    */
-  | 'BACKEND_DEVICE_UNAUTHORIZED';
+  | 'BACKEND_DEVICE_UNAUTHORIZED'
+  /**
+   * Bridge mode: the device's publishes were in flight when the broker dropped a shared
+   * connection, so they are refused for a while (not sent). Answer 5.03 with Max-Age.
+   */
+  | 'BACKEND_DEVICE_SUSPECTED';
 
 export type BackendUnavailableCode = Extract<
   MqttBackendErrorCode,
@@ -63,6 +71,7 @@ const messages: { readonly [C in MqttBackendErrorCode]: string } = {
   BACKEND_REPLY_TIMEOUT: 'no reply within the reply timeout',
   BACKEND_BAD_TOPIC: 'topic cannot be published',
   BACKEND_DEVICE_UNAUTHORIZED: "broker refused the device's login",
+  BACKEND_DEVICE_SUSPECTED: 'device suspended after a broker dropped a shared connection',
 };
 
 /** Base class of the MQTT backend's errors. */
@@ -122,5 +131,22 @@ export class DeviceUnauthorizedError extends MqttBackendError {
     super('BACKEND_DEVICE_UNAUTHORIZED', detail);
     this.name = 'DeviceUnauthorizedError';
     this.remembered = remembered;
+  }
+}
+
+/**
+ * Bridge mode: the device is suspected of having made the broker drop a shared connection
+ * (its publish was in flight then); nothing was sent. The router answers 5.03 with Max-Age =
+ * `retryAfterSec`.
+ */
+export class DeviceSuspectedError extends MqttBackendError {
+  declare readonly code: 'BACKEND_DEVICE_SUSPECTED';
+  /** Seconds until the device's publishes are sent again (at least 1). */
+  readonly retryAfterSec: number;
+
+  constructor(retryAfterSec: number) {
+    super('BACKEND_DEVICE_SUSPECTED');
+    this.name = 'DeviceSuspectedError';
+    this.retryAfterSec = Math.max(1, retryAfterSec);
   }
 }

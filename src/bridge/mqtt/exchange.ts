@@ -25,17 +25,24 @@ import {
 } from '../../telemetry/trace.js';
 
 /**
- * A topic a broker would answer with a disconnect (wildcards or NUL in a PUBLISH topic, or an
- * empty or over-long one) would take a connection down; such a call is refused before
- * anything is sent. EnOS topics from `parseTopicPath` never trip this.
+ * Characters a PUBLISH topic must not hold: the wildcards `+` and `#` (MQTT 5 §3.3.2.1,
+ * 3.1.1 §3.3.2.1), U+0000 and lone surrogates (not well-formed UTF-8: MQTT 5 §1.5.4, 3.1.1
+ * §1.5.3), the controls U+0001–U+001F and U+007F–U+009F and the Unicode non-characters, which
+ * MQTT 5 §1.5.4 lets a receiver treat as malformed. Mosquitto 2.0 does: publishing a topic
+ * with any of these (checked one by one with a raw client) gets the connection closed (3.1.1)
+ * or a DISCONNECT 0x81 malformed packet / 0x82 protocol error (5); U+00A0, U+FEFF and U+FFFD
+ * it accepts.
+ */
+const BROKER_REFUSES = /[+#\p{Cc}\p{Cs}\p{Noncharacter_Code_Point}]/u;
+
+/**
+ * A topic a broker would answer with a disconnect (see `BROKER_REFUSES`, or an empty or
+ * over-long topic) would take a connection down, and with it every other publish in flight on
+ * it; such a call is refused before anything is sent. EnOS topics from `parseTopicPath` never
+ * trip this (their levels pass the identity key rules).
  */
 export function checkTopic(topic: string): MqttBackendError | undefined {
-  const bad =
-    topic.length === 0 ||
-    topic.includes('+') ||
-    topic.includes('#') ||
-    topic.includes('\u0000') ||
-    Buffer.byteLength(topic) > 0xffff;
+  const bad = topic.length === 0 || BROKER_REFUSES.test(topic) || Buffer.byteLength(topic) > 0xffff;
   return bad
     ? new MqttBackendError('BACKEND_BAD_TOPIC', JSON.stringify(topic.slice(0, 64)))
     : undefined;
@@ -45,11 +52,15 @@ export function toError(e: unknown): Error {
   return e instanceof Error ? e : new Error(String(e));
 }
 
-/** How one backend sends a QoS 1 publish and resolves on its PUBACK. */
+/**
+ * How one backend sends a QoS 1 publish and resolves on its PUBACK; `device` names the device
+ * it is for, when the backend tracks that (the bridge pool's suspects).
+ */
 export type SendFn = (
   topic: string,
   payload: Buffer,
   userProperties: UserProperties | undefined,
+  device?: string,
 ) => Promise<void>;
 
 /**
@@ -63,6 +74,7 @@ export function tracedPublish(
   payload: Buffer,
   userProperties: UserProperties | undefined,
   parent: Context = activeContext(),
+  device?: string,
 ): Promise<void> {
   const span = startChild(
     'mqtt.publish',
@@ -76,10 +88,10 @@ export function tracedPublish(
     SpanKind.PRODUCER,
     parent,
   );
-  if (span === undefined) return send(topic, payload, userProperties);
+  if (span === undefined) return send(topic, payload, userProperties, device);
   const tp = traceparentOf(span);
   const props = tp === undefined ? userProperties : { ...userProperties, traceparent: tp };
-  return send(topic, payload, props).then(
+  return send(topic, payload, props, device).then(
     () => span.end(),
     (e: unknown) => {
       endWithError(span, e instanceof MqttBackendError ? e.code : 'error');
@@ -98,6 +110,8 @@ export interface RequestReplyOptions<C extends SubscribingConnection> {
   readonly payload: Buffer;
   readonly messageId: string | number | undefined;
   readonly userProperties: UserProperties | undefined;
+  /** The device the request is for (see {@link SendFn}). */
+  readonly device?: string | undefined;
   readonly timeoutMs: number;
   /** The reply topic could not be subscribed (counted by the caller). */
   readonly onSubscribeFailed?: (e: unknown) => void;
@@ -135,7 +149,7 @@ export async function requestReply<C extends SubscribingConnection>(
       o.onSubscribeFailed?.(e);
       throw e;
     }
-    await tracedPublish(o.send, o.topic, o.payload, o.userProperties, parent);
+    await tracedPublish(o.send, o.topic, o.payload, o.userProperties, parent, o.device);
   } catch (e: unknown) {
     o.replies.fail(waiter, toError(e));
     o.subscriptions.release(lease);

@@ -85,4 +85,13 @@ export interface MqttBackendStats {
   readonly connectionDowns: number;
   /** Times `auto` fell back from MQTT 5 to 3.1.1 because the broker refused version 5. */
   readonly protocolFallbacks: number;
+  /** Devices suspected of poisoning a connection (`suspects.ts`). */
+  readonly suspects: {
+    /** A device struck by a connection drop (once per drop). */
+    readonly strikes: number;
+    /** Publishes refused without being sent because their device was suspended. */
+    readonly refused: number;
+    /** Devices remembered now. */
+    readonly remembered: number;
+  };
 }
