@@ -102,7 +102,10 @@ export function createRequestHandler(
  */
 export function createUploadAdmission(): CoapAdmission<Principal | undefined> {
   return (req) => {
-    const auth = authorize(toBridgeRequest(req));
+    const breq = toBridgeRequest(req);
+    // a Uri-Path that is not UTF-8 is refused on the first block as the whole request would be
+    if (breq === undefined) return toCoapReply(MALFORMED_PATH).code;
+    const auth = authorize(breq);
     return auth.ok ? undefined : toCoapReply(auth.response).code;
   };
 }
