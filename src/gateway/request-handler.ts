@@ -102,6 +102,8 @@ export function createRequestHandler(
  */
 export function createUploadAdmission(): CoapAdmission<Principal | undefined> {
   return (req) => {
+    // GET and DELETE carry no body in any route (activation is a GET): nothing to reassemble
+    if (req.method === Code.GET || req.method === Code.DELETE) return Code.BAD_REQUEST;
     const breq = toBridgeRequest(req);
     // a Uri-Path that is not UTF-8 is refused on the first block as the whole request would be
     if (breq === undefined) return toCoapReply(MALFORMED_PATH).code;

@@ -428,6 +428,19 @@ describe('hostile: Block1 uploads are authorized on the first block', () => {
     assert.equal(srv.gateway.coap.stats.uploads, 0);
   });
 
+  test('secureMode 3 uploading a GET body to its activation path: 4.00 on block 0', async () => {
+    const r = await product.block({
+      path: ['topic', 'ext', 'session', 'demoPK01', 'fresh-device-7', 'thing', 'activate', 'info'],
+      method: Code.GET,
+      num: 0,
+      more: true,
+      szx: 0,
+      payload: Buffer.alloc(16, 9),
+    });
+    assert.equal(r.code, Code.BAD_REQUEST);
+    assert.equal(srv.gateway.coap.stats.uploads, 0);
+  });
+
   test('the device’s own topic is admitted and the upload reaches the router', async () => {
     const res = await dev.upload(Buffer.alloc(40, 1), 0);
     assert.deepEqual(
