@@ -560,6 +560,30 @@ export function clientHelloRecord(opts: {
   );
 }
 
+/**
+ * Round trip 2 of a stalling flood: for socket i of a pool, its ClientHello again (same
+ * random) with the cookie the HelloVerifyRequest gave it; message_seq and record seq 1.
+ */
+export function cookieHellos(
+  randoms: readonly Buffer[],
+  cookies: ReadonlyMap<number, Buffer | undefined>,
+  extensions?: readonly (readonly [number, Buffer])[],
+): (readonly [number, Buffer])[] {
+  return randoms.map(
+    (random, i) =>
+      [
+        i,
+        clientHelloRecord({
+          random,
+          cookie: cookies.get(i),
+          messageSeq: 1,
+          recordSeq: 1,
+          extensions,
+        }),
+      ] as const,
+  );
+}
+
 /** One handshake fragment with its 12-byte header; every field can lie. */
 export function fragment(f: {
   readonly msgType: number;

@@ -19,6 +19,7 @@ import {
   Rng,
   SocketPool,
   clientHelloRecord,
+  cookieHellos,
   dropDelta,
   hvrCookie,
   keepAsking,
@@ -157,19 +158,7 @@ describe('hostile: ClientHello floods from many source ports', () => {
       pool.received.length = 0;
 
       // round trip 2: ClientHello2 with the cookie, then silence
-      const hello2 = randoms.map(
-        (r, i) =>
-          [
-            i,
-            clientHelloRecord({
-              random: r,
-              cookie: cookies.get(i)!,
-              messageSeq: 1,
-              recordSeq: 1,
-              extensions: EXTENSIONS,
-            }),
-          ] as const,
-      );
+      const hello2 = cookieHellos(randoms, cookies, EXTENSIONS);
       const s0 = snapshot(srv.stats);
       let maxHandshakes = 0;
       sampler = setInterval(() => {

@@ -16,6 +16,7 @@ import {
   Rng,
   SocketPool,
   clientHelloRecord,
+  cookieHellos,
   hvrCookie,
   pump,
   settledHeapUsed,
@@ -53,25 +54,7 @@ async function stall(srv: HostileServer, pool: SocketPool, seed: number): Promis
   assert.equal(cookies.size, n);
   pool.received.length = 0;
   pool.keepReceived = false;
-  await pump(
-    srv,
-    srv.port,
-    pool,
-    randoms.map(
-      (r, i) =>
-        [
-          i,
-          clientHelloRecord({
-            random: r,
-            cookie: cookies.get(i)!,
-            messageSeq: 1,
-            recordSeq: 1,
-            extensions: EXTENSIONS,
-          }),
-        ] as const,
-    ),
-    { burst: 50 },
-  );
+  await pump(srv, srv.port, pool, cookieHellos(randoms, cookies, EXTENSIONS), { burst: 50 });
 }
 
 /** A legitimate device from 127.0.0.2: `tries` fresh handshakes, each with a deadline. */

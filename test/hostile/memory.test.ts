@@ -16,6 +16,7 @@ import {
   Rng,
   SocketPool,
   clientHelloRecord,
+  cookieHellos,
   dropDelta,
   hvrCookie,
   pump,
@@ -105,18 +106,7 @@ describe('hostile: memory under a sustained flood', () => {
     const cookies = new Map(pool.received.map(({ socket, data }) => [socket, hvrCookie(data)]));
     pool.keepReceived = false;
     pool.received.length = 0;
-    await pump(
-      srv,
-      srv.port,
-      pool,
-      randoms.map(
-        (r, i) =>
-          [
-            i,
-            clientHelloRecord({ random: r, cookie: cookies.get(i), messageSeq: 1, recordSeq: 1 }),
-          ] as const,
-      ),
-    );
+    await pump(srv, srv.port, pool, cookieHellos(randoms, cookies));
     assert.equal(srv.dtls.handshakeCount, MAX_HANDSHAKES);
 
     const samples: number[] = [];
