@@ -264,16 +264,22 @@ describe('hostile: a publish that gets a shared connection dropped is not retrie
     await broker?.close();
   });
 
-  test('the device is suspected after one drop and answered 5.03 with Max-Age', async () => {
+  test('the device is suspected at its second drop and answered 5.03 with Max-Age', async () => {
     const mqtt = rig.mqtt;
     const poison: Ask = {
       path: sysPath('device001', 'thing', 'measurepoint', 'post'),
       payload: '{"id":"1","params":{"x":"POISON"}}',
     };
+    // A 3.1.1 broker drops without saying why (as it does when it restarts): the first drop
+    // only strikes the devices in flight; being in flight at a second one suspends.
     const first = await ask(attacker, poison);
     assert.equal(code(first), '5.03', 'the publish on the dropped connection failed');
     assert.equal(broker.cuts(), 1);
-    assert.equal(mqtt.stats().suspects.strikes, 1, 'its device is suspected (counted)');
+    assert.equal(mqtt.stats().suspects.strikes, 1, 'its device is struck (counted)');
+    const second = await ask(attacker, poison);
+    assert.equal(code(second), '5.03');
+    assert.equal(broker.cuts(), 2, 'the second attempt reached the broker once more');
+    assert.equal(mqtt.stats().suspects.strikes, 2);
 
     // The device retries at once (as a poison loop would), several times.
     for (let i = 0; i < 5; i++) {
@@ -282,11 +288,16 @@ describe('hostile: a publish that gets a shared connection dropped is not retrie
       const age = maxAge(again);
       assert.ok(age !== undefined && age >= 1 && age <= 10, `Max-Age ${age} = time left`);
     }
-    assert.equal(broker.cuts(), 1, 'the retries never reached the broker');
+    assert.equal(broker.cuts(), 2, 'the retries never reached the broker');
     assert.equal(mqtt.stats().suspects.refused, 5);
-    assert.equal(mqtt.stats().connectionDowns, 1, 'no further pooled connection was dropped');
+    assert.equal(mqtt.stats().connectionDowns, 2, 'no further pooled connection was dropped');
 
-    // Other devices keep publishing meanwhile.
+    // Other devices keep publishing meanwhile (once the dropped connections are back).
+    await waitFor(
+      () => mqtt.stats().connections.up === 2,
+      10_000,
+      'the dropped connections reconnect',
+    );
     for (let i = 0; i < 5; i++) {
       const res = await ask(victim, {
         path: sysPath('device002', 'thing', 'measurepoint', 'post'),

@@ -99,6 +99,8 @@ export interface MqttBridgeOptions {
   readonly suspectBaseMs?: number;
   /** Longest suspension (doubling per drop), ms. Default 3600000. */
   readonly suspectMaxMs?: number;
+  /** How long an unexplained drop's strike is remembered without a suspension, ms. */
+  readonly suspectProbationMs?: number;
   /** Suspected devices remembered at most. Default 10000. */
   readonly maxSuspects?: number;
   /** Monotonic clock in ms (suspensions). Default `performance.now`. */
@@ -205,6 +207,7 @@ export class MqttBridgeBackend {
     this.suspects = new Suspects({
       baseMs: opts.suspectBaseMs ?? 10_000,
       maxMs: opts.suspectMaxMs ?? 3_600_000,
+      probationMs: opts.suspectProbationMs ?? 60_000,
       maxEntries: Math.max(1, opts.maxSuspects ?? 10_000),
       now: opts.now ?? (() => performance.now()),
     });
@@ -334,7 +337,7 @@ export class MqttBridgeBackend {
     const fullReplyTopic = this.topicPrefix + replyTopic;
     const bad = checkTopic(this.topicPrefix + topic) ?? checkTopic(fullReplyTopic);
     if (bad !== undefined) throw bad;
-    const early = this.failEarly() ?? this.refuseSuspect(opts.device);
+    const early = this.refuseSuspect(opts.device) ?? this.failEarly();
     if (early !== undefined) throw early;
     return requestReply({
       replies: this.replies,
@@ -396,7 +399,7 @@ export class MqttBridgeBackend {
     userProperties: UserProperties | undefined,
     device: string | undefined,
   ): Promise<void> {
-    const early = this.failEarly() ?? this.refuseSuspect(device);
+    const early = this.refuseSuspect(device) ?? this.failEarly();
     if (early !== undefined) return Promise.reject(early);
     return new Promise<void>((resolve, reject) => {
       const job: PublishJob = {
@@ -472,7 +475,9 @@ export class MqttBridgeBackend {
         // The broker dropped the connection with this publish in flight (not our close):
         // its device is suspected of having caused it, once per drop.
         if (job.device !== undefined && !this.closed && conn !== undefined && !conn.isUp) {
-          if (conn.phase === 'down') this.suspects.strike(job.device, conn.dropId);
+          if (conn.phase === 'down') {
+            this.suspects.strike(job.device, conn.dropId, conn.lastDropRefusedPacket);
+          }
         }
         this.finishFailed(job, 'connection-lost');
       }

@@ -17,6 +17,7 @@ import {
   type IClientOptions,
   type IClientPublishOptions,
   type IConnackPacket,
+  type IDisconnectPacket,
   type IPublishPacket,
   type MqttClient,
 } from 'mqtt';
@@ -68,7 +69,16 @@ interface Session {
   up: boolean;
   versionRefused: boolean;
   lastError: Error | undefined;
+  /** Reason code of the broker's DISCONNECT (MQTT 5), when it sent one before closing. */
+  disconnectReason: number | undefined;
 }
+
+/**
+ * MQTT 5 DISCONNECT reason codes with which a broker says it refused what a client sent:
+ * malformed packet, protocol error, implementation-specific error, topic name invalid,
+ * packet too large, payload format invalid (MQTT 5 §3.14.2.1).
+ */
+const REFUSED_PACKET_REASONS: ReadonlySet<number> = new Set([0x81, 0x82, 0x83, 0x90, 0x95, 0x99]);
 
 /** Random client id suffix: 8 hex digits, plus the pool index. */
 export function clientIdFor(prefix: string, index: number): string {
@@ -95,6 +105,12 @@ export class PoolConnection {
   suspect = false;
   /** Connections lost while up so far; names the current drop in {@link dropId}. */
   private drops = 0;
+  /**
+   * Whether the latest drop was the broker refusing a packet we sent (an MQTT 5 DISCONNECT
+   * with such a reason); false when it closed without saying why (MQTT 3.1.1, a restart, the
+   * network), which may as well be no publisher's fault.
+   */
+  lastDropRefusedPacket = false;
   private session: Session | undefined;
   private failures = 0;
   private attempts = 0;
@@ -254,6 +270,7 @@ export class PoolConnection {
       up: false,
       versionRefused: false,
       lastError: undefined,
+      disconnectReason: undefined,
     };
     this.session = s;
 
@@ -279,6 +296,9 @@ export class PoolConnection {
     client.on('message', (topic: string, payload: Buffer, packet: IPublishPacket) => {
       if (this.session === s) this.hooks.onMessage(topic, payload, traceparentOf(packet));
     });
+    client.on('disconnect', (packet: IDisconnectPacket) => {
+      s.disconnectReason = packet.reasonCode ?? 0;
+    });
     client.on('close', () => this.onClose(s));
   }
 
@@ -287,7 +307,11 @@ export class PoolConnection {
     const wasUp = s.up;
     s.up = false;
     if (current) {
-      if (wasUp) this.drops++;
+      if (wasUp) {
+        this.drops++;
+        this.lastDropRefusedPacket =
+          s.disconnectReason !== undefined && REFUSED_PACKET_REASONS.has(s.disconnectReason);
+      }
       this.session = undefined;
       this.suspect = false;
       this.phase = 'down';

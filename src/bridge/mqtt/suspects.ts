@@ -11,13 +11,20 @@
  * `baseMs`, `2 × baseMs`, ... up to `maxMs`. Its strikes are forgotten `maxMs` after its last
  * suspension ended, so one broker hiccup costs a device one short pause, never a ban.
  *
+ * How sure a drop is decides when the suspension starts. An MQTT 5 broker that refuses a
+ * packet says so (DISCONNECT with a malformed-packet, protocol-error, topic-invalid, ...
+ * reason): the devices in flight are suspended at once. A broker that just closes (MQTT 3.1.1,
+ * a restart, a network fault) names nobody: a device in flight gets a strike without a
+ * suspension, and is suspended only if it is in flight again at another such drop within
+ * `probationMs`. A broker restart thus costs no device a pause, while a device whose publish
+ * makes a 3.1.1 broker drop the connection gets to cut it twice, not endlessly.
+ *
  * Why not only the last publish before the drop: the broker reads the connection in order and
  * closes it at the packet it refuses, but publishes written after that one are in flight too,
  * and PUBACKs of good ones before it can be lost with the socket; no single publish can be
  * named with certainty. Every device with a publish in flight is suspected; an innocent one
- * pays one retry delay (it had a 5.03 from the drop anyway), the culprit is in every drop and
- * its suspension grows until it stops costing anything. A broker restart suspects the devices
- * in flight at that moment the same way (one short pause each).
+ * pays at most one retry delay, the culprit is in every drop and its suspension grows until it
+ * stops costing anything.
  *
  * Bounded: at most `maxEntries` devices are remembered (least recently struck dropped first).
  */
@@ -27,6 +34,8 @@ export interface SuspectOptions {
   readonly baseMs: number;
   /** Longest suspension, ms; also how long strikes are remembered after one ends. */
   readonly maxMs: number;
+  /** How long a strike without a suspension (an unexplained drop) is remembered, ms. */
+  readonly probationMs: number;
   /** Devices remembered at most. */
   readonly maxEntries: number;
   /** Monotonic clock in ms. */
@@ -37,8 +46,10 @@ interface Entry {
   strikes: number;
   /** The drop it was last struck for (one strike per drop, however many publishes). */
   cause: string;
-  /** Refused until then. */
+  /** Refused until then (not refused at all when not past `since`). */
   until: number;
+  /** Whether a suspension was imposed (or only a strike is remembered). */
+  suspended: boolean;
 }
 
 export class Suspects {
@@ -57,15 +68,24 @@ export class Suspects {
    * The device had a publish in flight on a connection the broker dropped; `cause` names that
    * drop, so a device with several publishes in it is struck once.
    */
-  strike(device: string, cause: string): void {
+  strike(device: string, cause: string, certain: boolean): void {
     const now = this.o.now();
     const e = this.#live(device, now);
     if (e !== undefined && e.cause === cause) return;
     const strikes = (e?.strikes ?? 0) + 1;
-    const ms = Math.min(this.o.maxMs, this.o.baseMs * 2 ** Math.min(strikes - 1, 30));
+    // an unexplained drop suspends only a device that was in flight at an earlier one too
+    const suspend = certain || strikes >= 2;
+    const ms = suspend
+      ? Math.min(this.o.maxMs, this.o.baseMs * 2 ** Math.min(strikes - (certain ? 1 : 2), 30))
+      : 0;
     // re-inserted: the Map's order is the LRU order
     this.#entries.delete(device);
-    this.#entries.set(device, { strikes, cause, until: now + ms });
+    this.#entries.set(device, {
+      strikes,
+      cause,
+      until: now + ms,
+      suspended: suspend || e?.suspended === true,
+    });
     this.strikes++;
     if (this.#entries.size > this.o.maxEntries) {
       const oldest = this.#entries.keys().next();
@@ -84,7 +104,7 @@ export class Suspects {
   /** The entry, unless its strikes are forgotten (dropped then). */
   #live(device: string, now: number): Entry | undefined {
     const e = this.#entries.get(device);
-    if (e !== undefined && now > e.until + this.o.maxMs) {
+    if (e !== undefined && now > e.until + (e.suspended ? this.o.maxMs : this.o.probationMs)) {
       this.#entries.delete(device);
       return undefined;
     }

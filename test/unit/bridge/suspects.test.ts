@@ -14,35 +14,59 @@ import { CON, Code, OptionNumber } from '../../../src/coap/constants.js';
 
 function make(maxEntries = 100) {
   let now = 0;
-  const s = new Suspects({ baseMs: 10_000, maxMs: 60_000, maxEntries, now: () => now });
+  const s = new Suspects({
+    baseMs: 10_000,
+    maxMs: 60_000,
+    probationMs: 20_000,
+    maxEntries,
+    now: () => now,
+  });
   return { s, at: (ms: number) => (now = ms) };
 }
 
-test('a suspension starts at baseMs, doubles per drop, is capped and then forgotten', () => {
+test('a refused packet (certain drop): suspension starts at baseMs, doubles per drop, is capped and then forgotten', () => {
   const { s, at } = make();
-  s.strike('d', '0:1');
+  s.strike('d', '0:1', true);
   assert.equal(s.remainingMs('d'), 10_000);
-  s.strike('d', '0:1'); // same drop, second publish: no second strike
+  s.strike('d', '0:1', true); // same drop, second publish: no second strike
   assert.equal(s.remainingMs('d'), 10_000);
   at(10_000);
   assert.equal(s.remainingMs('d'), 0, 'expired');
-  s.strike('d', '1:1');
+  s.strike('d', '1:1', true);
   assert.equal(s.remainingMs('d'), 20_000, 'doubled');
   at(30_000);
-  s.strike('d', '0:2');
-  s.strike('d', '1:2');
-  s.strike('d', '0:3');
+  s.strike('d', '0:2', true);
+  s.strike('d', '1:2', true);
+  s.strike('d', '0:3', true);
   assert.equal(s.remainingMs('d'), 60_000, 'capped at maxMs');
   at(30_000 + 60_000 + 60_001);
   assert.equal(s.remainingMs('d'), 0);
-  s.strike('d', '1:3');
+  s.strike('d', '1:3', true);
   assert.equal(s.remainingMs('d'), 10_000, 'strikes forgotten maxMs after the suspension');
   assert.equal(s.remainingMs('other'), 0);
 });
 
+test('an unexplained drop (a broker restart) suspends nobody; the same device at a second one is suspended', () => {
+  const { s, at } = make();
+  s.strike('d', '0:1', false);
+  s.strike('bystander', '0:1', false);
+  assert.equal(s.remainingMs('d'), 0, 'one unexplained drop: no pause');
+  assert.equal(s.remainingMs('bystander'), 0);
+  at(3_000);
+  s.strike('d', '1:1', false); // in flight again when the next connection dropped
+  assert.equal(s.remainingMs('d'), 10_000, 'suspended from the second strike');
+  at(13_000);
+  s.strike('d', '0:2', false);
+  assert.equal(s.remainingMs('d'), 20_000, 'then doubling');
+  // the bystander's strike is forgotten after probationMs
+  at(3_000 + 20_001 + 10_000);
+  s.strike('bystander', '1:2', false);
+  assert.equal(s.remainingMs('bystander'), 0, 'a strike long ago does not count');
+});
+
 test('at most maxEntries devices are remembered, least recently struck first out', () => {
   const { s } = make(3);
-  for (const d of ['a', 'b', 'c', 'd']) s.strike(d, 'x');
+  for (const d of ['a', 'b', 'c', 'd']) s.strike(d, 'x', true);
   assert.equal(s.size, 3);
   assert.equal(s.remainingMs('a'), 0);
   assert.ok(s.remainingMs('d') > 0);
