@@ -100,12 +100,6 @@ function idOf(body: Record<string, unknown>): string | undefined {
   return undefined;
 }
 
-/** The JSON `id` of an EnOS request body, or undefined when the body is not such JSON. */
-export function requestId(payload: Buffer): string | undefined {
-  const body = jsonObject(payload);
-  return body === undefined ? undefined : idOf(body);
-}
-
 export interface RouterOptions {
   /** MQTT, bridge or per-device; undefined: none configured. */
   readonly mqtt: DeviceMessageBackend | undefined;

@@ -91,14 +91,6 @@ export function endWithError(span: Span | undefined, errorType: string): void {
   span.end();
 }
 
-/** W3C `traceparent` of the active span, when it records. */
-export function activeTraceparent(): string | undefined {
-  if (recordingSpan() === undefined) return undefined;
-  const carrier: Record<string, string> = {};
-  propagation.inject(context.active(), carrier);
-  return carrier.traceparent;
-}
-
 /** W3C `traceparent` naming `span` as the parent. */
 export function traceparentOf(span: Span): string | undefined {
   const carrier: Record<string, string> = {};
