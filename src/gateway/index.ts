@@ -41,7 +41,7 @@ import { DtlsServer, type DtlsServerHandler } from '../dtls/server.js';
 import type { CloseReason, PskResolution } from '../dtls/types.js';
 import type { Logger } from '../telemetry/log.js';
 import { LogLimiter } from '../telemetry/log.js';
-import { startPlatformStandIn, type PlatformStandIn } from '../tools/platform-standin.js';
+import type { PlatformStandIn } from '../tools/platform-standin.js';
 import { UdpEndpoint } from '../transport/udp.js';
 import { startAdminServer, type AdminServer, type ReadinessCheck } from './admin-server.js';
 import { DatagramTracer } from './datagram-tracing.js';
@@ -228,6 +228,8 @@ export class Gateway {
     if (brokerUrl !== undefined && config.demoPlatform) {
       let standIn: PlatformStandIn | undefined;
       try {
+        // a demo tool, not part of the product: loaded only when it is asked for
+        const { startPlatformStandIn } = await import('../tools/platform-standin.js');
         standIn = await startPlatformStandIn(brokerUrl, config.mqttTopicPrefix);
       } catch {
         throw new StartupError(`demo platform cannot connect to ${redactUrl(brokerUrl)}`);
