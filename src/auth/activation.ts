@@ -1,5 +1,5 @@
 /**
- * Dynamic activation (secureMode 3, spec/enos-coap-protocol.md §4), one-shot: the product
+ * Dynamic activation (secureMode 3, docs/protocol.md, "Dynamic activation"), one-shot: the product
  * secret is shared by every unit of a product, so a session holding it learns a device's
  * secret only for a device that was never activated and has never connected with its own
  * secret. Everything else is refused, on every pod.

@@ -1,6 +1,6 @@
 /**
- * The embedded secret source: a JSON file with product and device secrets (DESIGN.md
- * "Secrets": "The embedded default reads a devices file instead").
+ * The embedded secret source: a JSON file with product and device secrets (the embedded
+ * default; docs/design.md, "Decisions, and why": secrets).
  *
  * ```json
  * {

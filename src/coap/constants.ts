@@ -215,12 +215,12 @@ export const OptionNumber = Object.freeze({
   SIZE1: 60,
   /**
    * EnOS private option: `/topic/{commandTopic}` of a queued command, carried on a response
-   * (spec/enos-coap-protocol.md §5). Even, so elective (RFC 7252 §5.4.6).
+   * (docs/protocol.md, "Commands for sleepy devices"). Even, so elective (RFC 7252 §5.4.6).
    */
   COMMAND_TOPIC: 2100,
   /**
    * EnOS private option: the queued command's payload, when it fits
-   * (spec/enos-coap-protocol.md §5). Even, so elective (RFC 7252 §5.4.6).
+   * (docs/protocol.md, "Commands for sleepy devices"). Even, so elective (RFC 7252 §5.4.6).
    */
   COMMAND_PAYLOAD: 2102,
 } as const);

@@ -1,7 +1,6 @@
 /**
  * The answer to `GET /topic/ext/session/{pk}/{dk}/thing/activate/info` (dynamic activation,
- * secureMode 3; spec/enos-coap-dtls.md "Unique-certificate-per-product Authentication",
- * spec/enos-coap-protocol.md §4), sent as the 2.05 payload:
+ * secureMode 3; docs/protocol.md, "Dynamic activation"), sent as the 2.05 payload:
  *
  * ```json
  * {"id":..,"version":"1.0","method":"thing.activate.info",

@@ -1,9 +1,8 @@
 /**
  * The EnOS PSK identity `{productKey},{deviceKey},{secureMode},{lifetime}`
- * (spec/enos-coap-dtls.md "Unique-certificate-per-device/-product Authentication";
- * spec/enos-coap-protocol.md §1).
+ * (docs/protocol.md, "Identity and key").
  *
- * The spec gives the shape and the value ranges but no grammar, so the rules below are the
+ * The platform documents the shape and the value ranges but no grammar, so the rules below are the
  * proxy's reading, chosen so that one identity has exactly one spelling (an accepted identity
  * re-formats to the very same string) and so that the keys are safe to put into MQTT topics,
  * MQTT usernames, Redis keys and logs:

@@ -1,4 +1,4 @@
-/** EnOS platform rules as pure functions (DESIGN.md: `enos/`). Imports only `node:crypto`. */
+/** EnOS platform rules as pure functions (docs/design.md, "Layers"). Imports only `node:crypto`. */
 
 export { EnosError, safeEcho, MAX_ECHO, type EnosErrorCode } from './errors.js';
 export {

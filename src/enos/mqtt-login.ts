@@ -1,5 +1,5 @@
 /**
- * The EnOS MQTT login for a proxy that logs in as the device (spec/enos-coap-protocol.md §6):
+ * The EnOS MQTT login for a proxy that logs in as the device (docs/protocol.md, "Lifetime and presence"):
  *
  * - clientId `{id}|securemode={2|3},signmethod=sha256,timestamp={ms}|`
  * - username `{deviceKey}&{productKey}`

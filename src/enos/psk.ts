@@ -1,6 +1,6 @@
 /**
- * EnOS PSK derivation (spec/enos-coap-dtls.md: "Key: SHA-256({DeviceSecret}) Byte 9 to Byte 24
- * (16 bytes in total)"; spec/enos-coap-protocol.md §1: `digest.subarray(8, 24)`).
+ * EnOS PSK derivation: SHA-256 of the secret, bytes 9 to 24 counted from 1, i.e.
+ * `digest.subarray(8, 24)` (docs/protocol.md, "Identity and key").
  */
 
 import { createHash } from 'node:crypto';

@@ -1,5 +1,5 @@
 /**
- * CoAP paths are EnOS MQTT topics (spec/enos-coap-protocol.md §2): Uri-Path segments
+ * CoAP paths are EnOS MQTT topics (docs/protocol.md, "Requests are MQTT topics"): Uri-Path segments
  * `topic, sys, {pk}, {dk}, thing, measurepoint, post` mean the MQTT topic
  * `/sys/{pk}/{dk}/thing/measurepoint/post`. This module classifies such a path with one table
  * of the shapes the spec lists (§2 uplinks and downlinks, §4 activation, §5 command fetch and

@@ -1,5 +1,5 @@
 /**
- * Commands for sleepy devices (spec §5, issue #4): the queue every pod can deliver from
+ * Commands for sleepy devices (docs/protocol.md, "Commands for sleepy devices"): the queue every pod can deliver from
  * (Redis, or memory on a single embedded instance), the bridge-mode intake that fills it from
  * the platform's command topics, and the helpers the router uses to put a command on a
  * response and to read a request's `ttd`.

@@ -1,5 +1,5 @@
 /**
- * Command intake in bridge mode (issue #4 "Commands to sleepy devices"): one MQTT connection
+ * Command intake in bridge mode (docs/protocol.md, "Commands for sleepy devices"): one MQTT connection
  * per pod, subscribed to the command topics of every device, putting each command into the
  * shared {@link CommandStore} for the device its topic names. (In per-device mode the device's
  * own session enqueues instead; this class is not used.)

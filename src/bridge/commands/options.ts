@@ -1,6 +1,6 @@
 /**
- * Small helpers the router uses to put a queued command on a response (spec §5) and to read a
- * request's `ttd` (time till disconnect, as in Eclipse Hono: research/peer-gateways.md §2.1).
+ * Small helpers the router uses to put a queued command on a response (docs/protocol.md) and to read a
+ * request's `ttd` (time till disconnect, as Eclipse Hono names it).
  */
 import type { QueuedCommand } from '../types.js';
 

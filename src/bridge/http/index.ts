@@ -1,4 +1,4 @@
-/** The HTTP backend of HTTP routes (issue #4): pooled undici calls, status mapping, auth. */
+/** The HTTP backend of HTTP routes: pooled undici calls, status mapping, auth. */
 export {
   HttpBackend,
   DEFAULT_MAX_RESPONSE_BODY,

@@ -1,8 +1,8 @@
 /**
- * The MQTT backend in bridge mode (DESIGN.md "MQTT, two ways to face a platform"): a small
+ * The MQTT backend in bridge mode (docs/design.md: two ways to face an MQTT platform): a small
  * pool of connections publishes for all devices, for brokers where the proxy is trusted.
  *
- * - At-least-once (DESIGN.md): `publish` resolves only on the PUBACK of a QoS 1 publish. It
+ * - At-least-once (docs/design.md): `publish` resolves only on the PUBACK of a QoS 1 publish. It
  *   fails fast with {@link BackendUnavailableError} when no connection is up (nothing is
  *   queued while the broker is away), when the connection drops before the PUBACK, or when no
  *   PUBACK arrives within `publishTimeoutMs`. The caller answers 5.03 and the device retries;

@@ -2,7 +2,7 @@
  * Typed errors of the MQTT backend. Callers switch on `code` (stable) or on the class, never
  * on the message. Messages name topics and numbers only; credentials never appear.
  *
- * How the router answers them (spec §3, DESIGN.md "At-least-once end to end"):
+ * How the router answers them (docs/protocol.md "Answers"; docs/design.md: at least once, end to end):
  * - {@link BackendUnavailableError}: 5.03 Service Unavailable with Max-Age; the device retries.
  *   The message was not reported published (no PUBACK), so nothing is lost; the platform may
  *   still have received it (at-least-once, a duplicate is fine).

@@ -76,7 +76,7 @@ export function checkLoginTemplates(t: DeviceLoginTemplates): void {
 
 /**
  * What the device's CONNECT carries.
- * - `enos` (spec/enos-coap-protocol.md §6, secureMode 2 with the device secret): clientId
+ * - `enos` (docs/protocol.md "Lifetime and presence", secureMode 2 with the device secret): clientId
  *   `{dk}|securemode=2,signmethod=sha256,timestamp={ms}|`, username `{dk}&{pk}`, password the
  *   upper-case hex SHA-256 signature.
  * - `template`: the three templates filled in.

@@ -1,12 +1,12 @@
 /**
- * Per-device MQTT sessions (DESIGN.md "MQTT, two ways to face a platform", issue #4): one MQTT
+ * Per-device MQTT sessions (docs/design.md: two ways to face an MQTT platform): one MQTT
  * connection per online device, logged in with the device's own credentials, for platforms
  * such as EnOS that authenticate each device.
  *
  * Life of a session
  * - Opens on the device's first `publish`/`request`: connect-slot reservation (rate limit),
  *   `secretOf(device)`, CONNECT with the device's login (`enos`: EnOS signed login from the
- *   device secret, spec/enos-coap-protocol.md §6; `template`: `{pk}`/`{dk}`/`{secret}`
+ *   device secret, docs/protocol.md "Lifetime and presence"; `template`: `{pk}`/`{dk}`/`{secret}`
  *   templates), then SUBSCRIBE (QoS 1) to the device's command topics; the request goes on
  *   once those SUBACKs are in (a refused command subscription is counted and logged, the
  *   session is still used). Concurrent first requests of a device share this one open

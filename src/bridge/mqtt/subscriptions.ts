@@ -1,7 +1,7 @@
 /**
  * Reply-topic subscriptions of one pod: on demand, exact, reference-counted, lingering.
  *
- * Strategy (a) of issue #3, chosen over (b) fixed wildcard filters per pod:
+ * Strategy (a), chosen over (b) fixed wildcard filters per pod:
  * - A request first acquires its exact reply topic (`/sys/pk/dk/thing/measurepoint/post_reply`).
  *   The first user subscribes it on one pool connection and everyone waits for the SUBACK,
  *   so the subscription is in force at the broker before the request is published and no
