@@ -59,7 +59,7 @@ export default tseslint.config(
         {
           patterns: forbid.map((f) => ({
             group: [`**/${f}/**`, `**/${f}.js`, `../${f}/*`],
-            message: `src/${layer} must not import from src/${f} (layering, DESIGN.md).`,
+            message: `src/${layer} must not import from src/${f} (layering, docs/design.md).`,
           })),
         },
       ],
