@@ -75,21 +75,29 @@ async function clusterPort(): Promise<number> {
   }
 }
 
+/** `fixture` once `start` succeeded; else stops what started and rethrows. */
+async function started<F extends { stop(): Promise<void> }>(
+  fixture: F,
+  start: () => Promise<void>,
+): Promise<F> {
+  try {
+    await start();
+  } catch (err) {
+    await fixture.stop();
+    throw err;
+  }
+  return fixture;
+}
+
 const common = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
 
 export class RedisClusterFixture {
   readonly #procs = new Processes();
   readonly ports: number[] = [];
 
-  static async start(): Promise<RedisClusterFixture> {
+  static start(): Promise<RedisClusterFixture> {
     const f = new RedisClusterFixture();
-    try {
-      await f.#start();
-    } catch (err) {
-      await f.stop();
-      throw err;
-    }
-    return f;
+    return started(f, () => f.#start());
   }
 
   async #start(): Promise<void> {
@@ -230,15 +238,9 @@ export class RedisSentinelFixture {
   replica = 0;
   sentinel = 0;
 
-  static async start(): Promise<RedisSentinelFixture> {
+  static start(): Promise<RedisSentinelFixture> {
     const f = new RedisSentinelFixture();
-    try {
-      await f.#start();
-    } catch (err) {
-      await f.stop();
-      throw err;
-    }
-    return f;
+    return started(f, () => f.#start());
   }
 
   async #start(): Promise<void> {
