@@ -118,7 +118,9 @@ export function createFailFastRedis(o: FailFastRedisOptions): RedisClient {
       clusterRetryStrategy: retryStrategy,
       // a command that meets a failover (connection closed, CLUSTERDOWN, TRYAGAIN) is sent
       // again after this delay, at most maxRedirections times: a failover of a few
-      // seconds is bridged, a cluster that stays down still fails the command
+      // seconds is bridged, a cluster that stays down still fails the command. A command
+      // whose connection closed after it ran runs twice: an enqueue is then deduplicated
+      // by its message ID, a command without one may be queued twice (at least once)
       retryDelayOnFailover: 200,
       retryDelayOnClusterDown: 200,
       retryDelayOnTryAgain: 100,

@@ -9,7 +9,9 @@
  * expiry of a 48 h queue by as much; each entry is judged by its own `enqueuedAt`.
  *
  * Scripts are sent by EVALSHA, falling back to EVAL when Redis does not know them yet
- * (NOSCRIPT: first use, after a restart or SCRIPT FLUSH).
+ * (NOSCRIPT: first use, after a restart, a failover or SCRIPT FLUSH). The one key is the
+ * only key a script touches, so it runs on a Redis Cluster too; the notification channel
+ * is not a key (a cluster forwards PUBLISH to every node).
  */
 import { createHash } from 'node:crypto';
 import { writeDurably, type Durability, type RedisClient } from '../../redis/client.js';
