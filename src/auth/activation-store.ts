@@ -6,11 +6,18 @@
  * means "no activation any more". Entries never expire and are written with "set if
  * absent", so the first writer wins and nothing is overwritten.
  *
- * With Redis the store is shared by all pods (`{prefix}:activation:{pk}:{dk}`, no TTL); it
+ * With Redis the store is shared by all pods (`{prefix}:activation:{pk/dk}`, no TTL); it
  * lasts as long as Redis keeps its data (see docs/operations.md). Without Redis it is a
  * bounded in-process map that a restart empties.
+ *
+ * Entries written by versions before the hash-tag layout (`{prefix}:activation:{pk}:{dk}`)
+ * are still honoured unless `legacyKeys` is off (a cluster, which those versions never
+ * used): a device without an entry under the new key is looked up under the old one, and
+ * an entry found there is copied to the new key (set if absent) before it is answered, so
+ * the old key is read once per device at most while it has no new entry.
  */
 import { z } from 'zod';
+import { writeDurably, type Durability } from '../redis/client.js';
 import type { RedisConnection } from './redis-connection.js';
 import type { RedisKeys } from './redis-keys.js';
 import { assetIdSchema, secretSchema } from './records.js';
@@ -122,15 +129,50 @@ export class MemoryActivationStore implements ActivationStore {
   }
 }
 
+/**
+ * The entry kept under the pre-hash-tag key, copied to the new key when found (so a claim
+ * under the new key cannot hide it); `null` when there is none.
+ */
+export async function adoptLegacyActivation(
+  redis: RedisConnection,
+  keys: RedisKeys,
+  productKey: string,
+  deviceKey: string,
+): Promise<string | null> {
+  const text = await redis.client.get(keys.legacyActivation(productKey, deviceKey));
+  if (text === null) return null;
+  const key = keys.activation(productKey, deviceKey);
+  // first writer wins: if a new entry appeared meanwhile, that one is the answer
+  if ((await redis.client.set(key, text, 'NX')) === 'OK') return text;
+  return await redis.client.get(key);
+}
+
+export interface RedisActivationStoreOptions {
+  /** Whether entries under the pre-hash-tag key are honoured. @default true */
+  readonly legacyKeys?: boolean | undefined;
+  /** Replicas that must have a claim before it counts (else the claim rejects). */
+  readonly durability?: Durability | undefined;
+}
+
 /** The shared store in Redis. */
 export class RedisActivationStore implements ActivationStore {
+  private readonly legacyKeys: boolean;
+  private readonly durability: Durability | undefined;
+
   constructor(
     private readonly redis: RedisConnection,
     private readonly keys: RedisKeys,
-  ) {}
+    o: RedisActivationStoreOptions = {},
+  ) {
+    this.legacyKeys = o.legacyKeys !== false;
+    this.durability = o.durability;
+  }
 
   async get(productKey: string, deviceKey: string): Promise<ActivationEntry | undefined> {
-    const text = await this.redis.client.get(this.keys.activation(productKey, deviceKey));
+    let text = await this.redis.client.get(this.keys.activation(productKey, deviceKey));
+    if (text === null && this.legacyKeys) {
+      text = await adoptLegacyActivation(this.redis, this.keys, productKey, deviceKey);
+    }
     if (text === null) return undefined;
     const e = decodeActivation(text);
     if (e === undefined) {
@@ -142,6 +184,17 @@ export class RedisActivationStore implements ActivationStore {
 
   async claim(productKey: string, deviceKey: string, e: ActivationEntry): Promise<boolean> {
     const key = this.keys.activation(productKey, deviceKey);
-    return (await this.redis.client.set(key, encodeActivation(e), 'NX')) === 'OK';
+    if (
+      this.legacyKeys &&
+      (await adoptLegacyActivation(this.redis, this.keys, productKey, deviceKey)) !== null
+    ) {
+      return false;
+    }
+    const value = encodeActivation(e);
+    // with durability: a claim counts only once replicas have it (a failover keeps it)
+    const reply = await writeDurably(this.redis.client, this.durability, (p) =>
+      p.set(key, value, 'NX'),
+    );
+    return reply === 'OK';
   }
 }

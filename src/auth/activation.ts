@@ -7,7 +7,7 @@
  * Steps of one activation:
  * 1. The product must exist and allow dynamic registration (looked up through the chain).
  * 2. The device must have no entry in the activation store (Redis
- *    `{prefix}:activation:{pk}:{dk}`, or the in-process store without Redis): an entry means
+ *    `{prefix}:activation:{pk/dk}`, or the in-process store without Redis): an entry means
  *    it was activated, or connected in secureMode 2, before → `already-activated`.
  * 3. The secret: with a registry, `POST …/activate` (its `409` is final:
  *    `already-activated`, the secret is never read back); without one, the devices file's

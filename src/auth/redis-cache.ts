@@ -11,7 +11,12 @@
  * Writes are not awaited by lookups; {@link RedisCache.settle} waits for the ones pending.
  */
 import { z } from 'zod';
-import { decodeActivation, isActivation, type StoredActivation } from './activation-store.js';
+import {
+  adoptLegacyActivation,
+  decodeActivation,
+  isActivation,
+  type StoredActivation,
+} from './activation-store.js';
 import type { DeviceRecord, ProductRecord } from './devices-file.js';
 import type { CacheSlot } from './memory-cache.js';
 import type { RedisConnection } from './redis-connection.js';
@@ -38,6 +43,8 @@ export interface RedisCacheOptions {
   readonly ttlMs: number;
   readonly negativeTtlMs: number;
   readonly stats: AuthStats;
+  /** Whether activations under the pre-hash-tag key are honoured. @default true */
+  readonly legacyKeys?: boolean | undefined;
 }
 
 export interface RedisDeviceLookup {
@@ -57,10 +64,15 @@ export class RedisCache {
 
   async lookupDevice(productKey: string, deviceKey: string): Promise<RedisDeviceLookup> {
     const { keys } = this.#o;
-    const [cachedText, activationText] = await this.#o.redis.client.mget(
+    // one slot (the device's hash tag): one round trip on a cluster too
+    const [cachedText, newActivationText] = await this.#o.redis.client.mget(
       keys.device(productKey, deviceKey),
       keys.activation(productKey, deviceKey),
     );
+    let activationText = newActivationText;
+    if ((activationText === null || activationText === undefined) && this.#o.legacyKeys !== false) {
+      activationText = await adoptLegacyActivation(this.#o.redis, keys, productKey, deviceKey);
+    }
     let activation: StoredActivation | undefined;
     if (activationText !== null && activationText !== undefined) {
       const entry = decodeActivation(activationText);

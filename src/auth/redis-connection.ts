@@ -2,15 +2,14 @@
  * The one ioredis client of a secret stack (configured by `createFailFastRedis`), with the
  * connection state the readiness check and metrics read.
  */
-import type { Redis } from 'ioredis';
-import { createFailFastRedis } from '../redis/client.js';
+import { createFailFastRedis, type RedisClient, type RedisTarget } from '../redis/client.js';
 import type { AuthStats, RedisState } from './stats.js';
 
 export { reconnectDelay } from '../redis/client.js';
 
 export interface RedisConnectionOptions {
-  /** `redis://[:password@]host:port/db` or `rediss://…`. */
-  readonly url: string;
+  /** `redis://[:password@]host:port/db`, `rediss://…`, or a cluster / sentinel target. */
+  readonly url: RedisTarget;
   readonly stats: AuthStats;
   /** Per-command deadline in ms. @default 300 */
   readonly commandTimeoutMs?: number | undefined;
@@ -21,7 +20,7 @@ export interface RedisConnectionOptions {
 }
 
 export class RedisConnection {
-  readonly client: Redis;
+  readonly client: RedisClient;
   /** Set on 'error'/'close', cleared on 'ready': a reconnect attempt then reads as `down`. */
   #failedSinceReady = false;
   #closed = false;

@@ -19,6 +19,7 @@ import { SecretChain } from './chain.js';
 import type { DeviceRecord, DevicesFile, ProductRecord } from './devices-file.js';
 import { MemoryCache } from './memory-cache.js';
 import { RedisCache } from './redis-cache.js';
+import type { RedisTarget } from '../redis/client.js';
 import { RedisConnection } from './redis-connection.js';
 import { RedisKeys } from './redis-keys.js';
 import { RegistryClient } from './registry-client.js';
@@ -32,7 +33,7 @@ export interface SecretStackOptions {
    * Shared cache and activation store; without it the one-shot state of devices lives in this
    * process only (and a restart forgets it).
    */
-  readonly redisUrl?: string | undefined;
+  readonly redisUrl?: RedisTarget | undefined;
   /** Namespace of every Redis key (see `redis-keys.ts`). */
   readonly redisPrefix: string;
   readonly registryUrl?: string | undefined;
@@ -54,6 +55,11 @@ export interface SecretStackOptions {
   readonly now?: (() => number) | undefined;
   /** Per-command Redis deadline in ms. @default 300 */
   readonly redisCommandTimeoutMs?: number | undefined;
+  /**
+   * Replicas that must have an activation (or secureMode 2 mark) before it counts; a claim
+   * that fewer replicas confirm within the command timeout fails. @default 0
+   */
+  readonly redisWaitReplicas?: number | undefined;
   /** Cap of the Redis reconnect backoff in ms. @default 1000 */
   readonly redisMaxBackoffMs?: number | undefined;
   /** Consecutive registry failures that open the circuit breaker (0: never). @default 5 */
@@ -76,6 +82,8 @@ export function createSecretStack(o: SecretStackOptions): SecretStack {
   let redis: RedisConnection | undefined;
   const stats = new AuthStats(() => redis?.state ?? 'off');
   const keys = new RedisKeys(o.redisPrefix);
+  // versions before the hash-tag layout never ran on a cluster: nothing to look for there
+  const legacyKeys = typeof o.redisUrl === 'string' || o.redisUrl?.kind === 'sentinel';
   if (o.redisUrl !== undefined) {
     redis = new RedisConnection({
       url: o.redisUrl,
@@ -93,6 +101,7 @@ export function createSecretStack(o: SecretStackOptions): SecretStack {
           ttlMs: o.redisTtlMs,
           negativeTtlMs: o.negativeTtlMs,
           stats,
+          legacyKeys,
         });
   const registry =
     o.registryUrl === undefined
@@ -115,7 +124,17 @@ export function createSecretStack(o: SecretStackOptions): SecretStack {
   let localActivations: MemoryActivationStore | undefined;
   let store: ActivationStore;
   if (redis === undefined) store = localActivations = new MemoryActivationStore(o.cacheSize);
-  else store = new RedisActivationStore(redis, keys);
+  else {
+    const replicas = Math.max(0, Math.floor(o.redisWaitReplicas ?? 0));
+    store = new RedisActivationStore(redis, keys, {
+      legacyKeys,
+      // WAIT must answer within the command timeout, or the timeout fails the claim instead
+      durability:
+        replicas > 0
+          ? { replicas, timeoutMs: Math.floor((o.redisCommandTimeoutMs ?? 300) * 0.8) }
+          : undefined,
+    });
+  }
   const chain = new SecretChain({
     stats,
     devices: new MemoryCache<DeviceRecord>(memory),

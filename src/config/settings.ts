@@ -84,6 +84,10 @@ export const routeSchema = z.discriminatedUnion('backend', [
 ]);
 export type RouteConfig = z.output<typeof routeSchema>;
 const positiveInt = z.number().int().min(1);
+/** `host:port` or `[v6addr]:port` of a Redis node or sentinel. */
+const redisNode = z
+  .string()
+  .regex(/^(?:\[[0-9A-Fa-f:.]+\]|[^\s:[\]]+):\d{1,5}$/, 'must be host:port');
 const logLevel = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
 export const settings = {
@@ -132,8 +136,79 @@ export const settings = {
     'coap-edge',
     'string',
     'Secrets',
-    'Namespace prefix of every Redis key coap-edge writes.',
+    'Namespace prefix of every Redis key coap-edge writes (no braces: keys carry Cluster hash tags).',
     { arg: '<prefix>' },
+  ),
+  redisCluster: setting(
+    z.array(redisNode).min(1),
+    undefined,
+    'list',
+    'Secrets',
+    'Seed nodes of a Redis Cluster (`host:port,...`), instead of `redisUrl`; auth and TLS from `redisUsername`, `redisPassword`, `redisTls`.',
+    { arg: '<host:port,...>' },
+  ),
+  redisSentinels: setting(
+    z.array(redisNode).min(1),
+    undefined,
+    'list',
+    'Secrets',
+    'Redis Sentinels (`host:port,...`) that name the master (`redisSentinelMaster`), instead of `redisUrl`.',
+    { arg: '<host:port,...>' },
+  ),
+  redisSentinelMaster: setting(
+    z.string().min(1).max(200),
+    undefined,
+    'string',
+    'Secrets',
+    'Master name the Redis Sentinels monitor (with `redisSentinels`).',
+    { arg: '<name>' },
+  ),
+  redisUsername: setting(
+    z.string().min(1),
+    undefined,
+    'string',
+    'Secrets',
+    'ACL user for Redis Cluster nodes or the Sentinel-named master (a `redisUrl` carries its own).',
+    { arg: '<user>' },
+  ),
+  redisPassword: setting(
+    z.string().min(1),
+    undefined,
+    'string',
+    'Secrets',
+    'Password for Redis Cluster nodes or the Sentinel-named master (a `redisUrl` carries its own).',
+    { arg: '<password>', secret: true },
+  ),
+  redisSentinelPassword: setting(
+    z.string().min(1),
+    undefined,
+    'string',
+    'Secrets',
+    'Password of the Redis Sentinels themselves, when they require one.',
+    { arg: '<password>', secret: true },
+  ),
+  redisTls: setting(
+    z.boolean(),
+    false,
+    'boolean',
+    'Secrets',
+    'TLS to Redis Cluster nodes, or to the sentinels and master (a `redisUrl` says `rediss://`).',
+  ),
+  redisTlsCa: setting(
+    z.string().min(1),
+    undefined,
+    'string',
+    'Secrets',
+    "PEM file of the CA that signed the Redis servers' certificates (default: the system CAs).",
+    { arg: '<file.pem>' },
+  ),
+  redisWaitReplicas: setting(
+    z.number().int().min(0).max(16),
+    0,
+    'integer',
+    'Secrets',
+    'Replicas that must confirm (Redis WAIT) a queued command or an activation before it is acknowledged; 1 with replicas keeps acknowledged writes through a failover.',
+    { arg: '<n>' },
   ),
   registryUrl: setting(
     z.url({ protocol: /^https?$/ }),

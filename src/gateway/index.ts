@@ -21,6 +21,7 @@ import {
   isCommandError,
 } from '../bridge/commands/index.js';
 import { closeRedis, createFailFastRedis } from '../redis/client.js';
+import { redisTargetOf } from './redis-target.js';
 import { HttpBackend } from '../bridge/http/index.js';
 import {
   MemoryPresenceStore,
@@ -127,10 +128,14 @@ export class Gateway {
         'devices file loaded',
       );
     }
+    const redisTarget = redisTargetOf(config);
+    if ('error' in redisTarget) throw new StartupError(redisTarget.error);
+    const redis = redisTarget.target;
     const secrets = createSecretStack({
       devicesFile: devices,
-      redisUrl: config.redisUrl,
+      redisUrl: redis,
       redisPrefix: config.redisPrefix,
+      redisWaitReplicas: config.redisWaitReplicas,
       registryUrl: config.registryUrl,
       registryToken: config.registryToken,
       registryTimeoutMs: config.registryTimeout,
@@ -244,10 +249,11 @@ export class Gateway {
     // Commands wait where every pod can deliver them: Redis, or memory without it.
     const expiryMs = config.commandExpiry * 1000;
     let commands: RedisCommandStore | MemoryCommandStore;
-    if (config.redisUrl !== undefined) {
+    if (redis !== undefined) {
       commands = new RedisCommandStore({
-        url: config.redisUrl,
+        url: redis,
         prefix: config.redisPrefix,
+        waitReplicas: config.redisWaitReplicas,
         queueLength: config.commandQueueLength,
         expiryMs,
         maxWaiters: config.maxTtdWaiters,
@@ -311,9 +317,9 @@ export class Gateway {
     // Presence: online at the first successful request, offline when the lifetime lapses
     // or the device closes; exactly once per transition across pods (Redis scripts).
     let presenceStore: RedisPresenceStore | MemoryPresenceStore;
-    if (config.redisUrl !== undefined) {
+    if (redis !== undefined) {
       const client = createFailFastRedis({
-        url: config.redisUrl,
+        url: redis,
         connectionName: 'coap-edge-presence',
         onError: () => undefined,
       });
@@ -530,7 +536,7 @@ export class Gateway {
     const ready = (): boolean => !state.draining && checks().every((c) => c.ok());
     const checks = (): ReadinessCheck[] => {
       const out: ReadinessCheck[] = [{ name: 'draining', ok: () => !state.draining }];
-      if (config.redisUrl !== undefined) {
+      if (redis !== undefined) {
         out.push({ name: 'redis', ok: () => secrets.redisState() === 'connected' });
       }
       if (bridgePool !== undefined) {

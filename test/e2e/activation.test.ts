@@ -138,7 +138,7 @@ describe(
     async function storedActivation(
       dk: string,
     ): Promise<{ deviceSecret?: string; source?: string }> {
-      const text = await redis.get(`${redisPrefix}:activation:${pk}:${dk}`);
+      const text = await redis.get(`${redisPrefix}:activation:{${pk}/${dk}}`);
       assert.ok(text !== null, `activation of ${dk} stored in Redis`);
       return JSON.parse(text) as { deviceSecret?: string; source?: string };
     }

@@ -146,7 +146,7 @@ describe(
       await postOn(c1, 'c1', 'before-1');
       await connectAndPost('c2', 'before-2');
       await eventually(
-        async () => (await check.exists(`${redisPrefix}:device:${pk}:c2`)) === 1,
+        async () => (await check.exists(`${redisPrefix}:device:{${pk}/c2}`)) === 1,
         'c2 cached in Redis',
       );
 
@@ -204,7 +204,7 @@ describe(
       );
       await connectAndPost('n4', 'after-1');
       await eventually(
-        async () => (await check.exists(`${redisPrefix}:device:${pk}:n4`)) === 1,
+        async () => (await check.exists(`${redisPrefix}:device:{${pk}/n4}`)) === 1,
         'n4 cached in the restarted Redis',
       );
       // and a device that failed while both were down works now (failures are not cached)
@@ -216,7 +216,7 @@ describe(
         timeoutMs: 10_000,
       });
       assert.equal(formatCode(again.code), formatCode(Code.CONTENT), again.payload.toString());
-      assert.equal(await check.exists(`${redisPrefix}:activation:${pk}:a1`), 1);
+      assert.equal(await check.exists(`${redisPrefix}:activation:{${pk}/a1}`), 1);
       t.diagnostic(
         `handshake ms with Redis down: cached ${cachedMs.toFixed(0)}, via registry ` +
           `${freshMs.toFixed(0)}, refused (registry 500) ${failFastMs.toFixed(0)}, ` +

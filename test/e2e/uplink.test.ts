@@ -119,7 +119,7 @@ describe(
         registry.calls.every((c) => c.authorized),
         'every call carried the bearer token',
       );
-      const key = `${redisPrefix}:device:${pk}:${dk}`;
+      const key = `${redisPrefix}:device:{${pk}/${dk}}`;
       await eventually(async () => (await redis.exists(key)) === 1, `Redis key ${key}`);
       const cached = JSON.parse((await redis.get(key)) ?? 'null') as { deviceSecret?: string };
       assert.equal(cached.deviceSecret, secret);
@@ -161,7 +161,7 @@ describe(
         assert.equal(h.error.alert, AlertDescription.decryptError, h.error.message);
       }
       assert.equal(registry.count('GET', `/devices/${pk}/${unknown}`), 1, 'asked once');
-      const cached = await redis.get(`${redisPrefix}:device:${pk}:${unknown}`);
+      const cached = await redis.get(`${redisPrefix}:device:{${pk}/${unknown}}`);
       assert.deepEqual(JSON.parse(cached ?? 'null'), { unknown: true });
     });
 

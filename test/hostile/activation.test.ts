@@ -277,7 +277,7 @@ describe('hostile: one-shot activation shared through Redis (two gateways, a res
     const a = await start();
     const b = await start();
     assert.equal(grantedSecret(await activateOnce(a.port, dk), 'on A'), secretOf(dk));
-    const key = `${redisPrefix}:activation:${PK}:${dk}`;
+    const key = `${redisPrefix}:activation:{${PK}/${dk}}`;
     assert.equal(await redis.ttl(key), -1, 'the activated state does not expire');
     assertRefused(await activateOnce(b.port, dk), Code.FORBIDDEN, 'on B', secretOf(dk));
 
@@ -292,7 +292,7 @@ describe('hostile: one-shot activation shared through Redis (two gateways, a res
     const a = await start();
     const b = await start();
     await connectsWith(a.port, PK, dk, secretOf(dk));
-    const key = `${redisPrefix}:activation:${PK}:${dk}`;
+    const key = `${redisPrefix}:activation:{${PK}/${dk}}`;
     await eventually(async () => (await redis.exists(key)) === 1, 'the device marked in Redis');
     assert.equal(await redis.ttl(key), -1, 'the mark does not expire');
     assertRefused(await activateOnce(b.port, dk), Code.FORBIDDEN, 'on B', secretOf(dk));
@@ -368,7 +368,7 @@ describe('hostile: one-shot activation with a registry', () => {
     const secret = cliSafeSecret('dev');
     registry.addDevice(pk, dk, secret);
     await connectsWith(srv.port, pk, dk, secret);
-    const key = `${redisPrefix}:activation:${pk}:${dk}`;
+    const key = `${redisPrefix}:activation:{${pk}/${dk}}`;
     await eventually(async () => (await redis.exists(key)) === 1, 'the device marked in Redis');
     const r = await activateOnce(srv.port, dk, pk, productSecret);
     assertRefused(r, Code.FORBIDDEN, 'activation after secureMode 2', secret);

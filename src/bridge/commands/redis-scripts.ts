@@ -1,6 +1,6 @@
 /**
  * The Lua scripts of the Redis command store. Each runs atomically on one key, the device's
- * queue `{prefix}:cmd:{pk}:{dk}` (a list of JSON entries, oldest first), so two pods never
+ * queue `{prefix}:cmd:{pk/dk}` (a list of JSON entries, oldest first), so two pods never
  * both take the same decision: enqueue-if-not-full, acknowledge = remove the matching entry
  * (exactly one of two concurrent acknowledgements of a command removes it). Every script
  * first drops expired and unreadable entries (`purge`), so they are dropped on read.
@@ -9,10 +9,12 @@
  * expiry of a 48 h queue by as much; each entry is judged by its own `enqueuedAt`.
  *
  * Scripts are sent by EVALSHA, falling back to EVAL when Redis does not know them yet
- * (NOSCRIPT: first use, after a restart or SCRIPT FLUSH).
+ * (NOSCRIPT: first use, after a restart, a failover or SCRIPT FLUSH). The one key is the
+ * only key a script touches, so it runs on a Redis Cluster too; the notification channel
+ * is not a key (a cluster forwards PUBLISH to every node).
  */
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import { writeDurably, type Durability, type RedisClient } from '../../redis/client.js';
 
 /**
  * Every script answers `{result, count, expired, bad[, entry]}`: its own result, how many
@@ -125,12 +127,33 @@ export class LuaScript {
     this.sha = createHash('sha1').update(source).digest('hex');
   }
 
-  async run(client: Redis, key: string, args: readonly (string | number)[]): Promise<unknown> {
+  /**
+   * Runs the script on `key`; with `durability`, the reply comes only once enough replicas
+   * have the script's writes (else `RedisNotReplicatedError`).
+   */
+  async run(
+    client: RedisClient,
+    key: string,
+    args: readonly (string | number)[],
+    durability?: Durability,
+  ): Promise<unknown> {
+    if (durability === undefined || durability.replicas <= 0) {
+      try {
+        return await client.evalsha(this.sha, 1, key, ...args);
+      } catch (e: unknown) {
+        if (!isNoScript(e)) throw e;
+        return await client.eval(this.source, 1, key, ...args);
+      }
+    }
     try {
-      return await client.evalsha(this.sha, 1, key, ...args);
+      return await writeDurably(client, durability, (p) => p.evalsha(this.sha, 1, key, ...args));
     } catch (e: unknown) {
-      if (!(e instanceof Error) || !e.message.startsWith('NOSCRIPT')) throw e;
-      return await client.eval(this.source, 1, key, ...args);
+      if (!isNoScript(e)) throw e;
+      return await writeDurably(client, durability, (p) => p.eval(this.source, 1, key, ...args));
     }
   }
+}
+
+function isNoScript(e: unknown): boolean {
+  return e instanceof Error && e.message.startsWith('NOSCRIPT');
 }

@@ -2,8 +2,8 @@
  * The shared command queue (DESIGN.md "Commands for sleepy devices", "Stateless pods"): every
  * pod can deliver a command that any pod queued.
  *
- * Layout (see also `auth/redis-keys.ts`; `%` and `:` in keys are written `%25`, `%3A`):
- * - `{prefix}:cmd:{pk}:{dk}`: a list of JSON entries `{id, topic, payload (base64),
+ * Layout (see also `auth/redis-keys.ts` for the hash tag `{pk/dk}` and the escaping):
+ * - `{prefix}:cmd:{pk/dk}`: a list of JSON entries `{id, topic, payload (base64),
  *   messageId?, enqueuedAt}`, oldest first, at most `queueLength` long; its TTL is set to the
  *   expiry on every enqueue, so a device that never comes back leaves nothing behind.
  * - channel `{prefix}:cmd-notify`: every enqueue publishes `pk\ndk`; each pod's subscriber
@@ -17,19 +17,24 @@
  * whenever the script connection is ready again, all waiters look at their queues again.
  */
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
-import { escapeKeyPart } from '../../auth/redis-keys.js';
+import { deviceHashTag } from '../../auth/redis-keys.js';
 import type { CommandStore, DeviceKey, QueuedCommand } from '../types.js';
 import { decodeEntry, deviceId, encodeEntry, messageIdOf, parseDeviceId } from './entry.js';
 import { CommandError } from './errors.js';
-import { closeRedis, createFailFastRedis } from '../../redis/client.js';
+import {
+  closeRedis,
+  createFailFastRedis,
+  type Durability,
+  type RedisClient,
+  type RedisTarget,
+} from '../../redis/client.js';
 import { ACKNOWLEDGE, ENQUEUE, FETCH, LuaScript, PEEK } from './redis-scripts.js';
 import { CommandCounters, type CommandStoreStats } from './stats.js';
 import { Waiters } from './waiters.js';
 
 export interface RedisCommandStoreOptions {
-  /** Settings `redisUrl`. */
-  readonly url: string;
+  /** Settings `redisUrl`, or the cluster / sentinel target. */
+  readonly url: RedisTarget;
   /** Settings `redisPrefix`. */
   readonly prefix: string;
   /** Most commands waiting per device (settings `commandQueueLength`). */
@@ -46,13 +51,18 @@ export interface RedisCommandStoreOptions {
   readonly connectTimeoutMs?: number;
   /** Longest wait between reconnection attempts. Default 1000 ms. */
   readonly maxBackoffMs?: number;
+  /**
+   * Replicas that must have an enqueued command before `enqueue` answers `queued` (settings
+   * `redisWaitReplicas`); fewer within the command timeout → `COMMANDS_UNAVAILABLE`. Default 0.
+   */
+  readonly waitReplicas?: number;
 }
 
 export type CommandRedisState = 'connected' | 'connecting' | 'down';
 
-/** `{prefix}:cmd:{pk}:{dk}` with `%` and `:` escaped in the keys. */
+/** `{prefix}:cmd:{pk/dk}`: in the slot of the device's other keys (`auth/redis-keys.ts`). */
 export function commandQueueKey(prefix: string, device: DeviceKey): string {
-  return `${prefix}:cmd:${escapeKeyPart(device.productKey)}:${escapeKeyPart(device.deviceKey)}`;
+  return `${prefix}:cmd:${deviceHashTag(device.productKey, device.deviceKey)}`;
 }
 
 /** `{prefix}:cmd-notify`. */
@@ -70,13 +80,14 @@ function int(v: unknown): number {
 }
 
 export class RedisCommandStore implements CommandStore {
-  readonly #client: Redis;
-  readonly #sub: Redis;
+  readonly #client: RedisClient;
+  readonly #sub: RedisClient;
   readonly #prefix: string;
   readonly #channel: string;
   readonly #queueLength: number;
   readonly #expiryMs: number;
   readonly #now: () => number;
+  readonly #durability: Durability | undefined;
   readonly #counters = new CommandCounters();
   readonly #waiters: Waiters;
   #subscribed = false;
@@ -90,6 +101,12 @@ export class RedisCommandStore implements CommandStore {
     this.#queueLength = Math.max(1, o.queueLength);
     this.#expiryMs = Math.max(1, o.expiryMs);
     this.#now = o.now ?? Date.now;
+    const replicas = Math.max(0, Math.floor(o.waitReplicas ?? 0));
+    // WAIT must answer within the command timeout, or the timeout fails the write instead
+    this.#durability =
+      replicas > 0
+        ? { replicas, timeoutMs: Math.max(1, Math.floor((o.commandTimeoutMs ?? 300) * 0.8)) }
+        : undefined;
     this.#waiters = new Waiters(Math.max(0, o.maxWaiters ?? 10_000), this.#counters, (d) =>
       this.#peek(d).then((r) => r.head),
     );
@@ -139,16 +156,21 @@ export class RedisCommandStore implements CommandStore {
       enqueuedAt: now,
       traceparent,
     });
-    const r = await this.#run(enqueueScript, device, [
-      entry,
-      topic,
-      messageId ?? '',
-      this.#queueLength,
-      now,
-      this.#expiryMs,
-      this.#channel,
-      deviceId(device),
-    ]);
+    const r = await this.#run(
+      enqueueScript,
+      device,
+      [
+        entry,
+        topic,
+        messageId ?? '',
+        this.#queueLength,
+        now,
+        this.#expiryMs,
+        this.#channel,
+        deviceId(device),
+      ],
+      this.#durability,
+    );
     this.#countPurge(r);
     switch (r[0]) {
       case 'queued':
@@ -277,12 +299,18 @@ export class RedisCommandStore implements CommandStore {
     script: LuaScript,
     device: DeviceKey,
     args: readonly (string | number)[],
+    durability?: Durability,
   ): Promise<readonly unknown[]> {
     if (this.#closed) throw this.#unavailable('closed');
     if (this.#client.status !== 'ready') throw this.#unavailable('redis not connected');
     let reply: unknown;
     try {
-      reply = await script.run(this.#client, commandQueueKey(this.#prefix, device), args);
+      reply = await script.run(
+        this.#client,
+        commandQueueKey(this.#prefix, device),
+        args,
+        durability,
+      );
     } catch (e: unknown) {
       throw this.#unavailable('redis command failed', e);
     }

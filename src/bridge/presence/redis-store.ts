@@ -1,41 +1,49 @@
 /**
  * Presence decided in Redis, shared by every pod. Layout (`{pk}`/`{dk}` escaped as in
- * `auth/redis-keys.ts`: `%` → `%25`, `:` → `%3A`):
+ * `auth/redis-keys.ts`); every key carries the hash tag `{presence}`, so all of them lie in
+ * one Redis Cluster slot and each transition stays one atomic script on one node:
  *
- * - `{prefix}:presence:deadlines`: sorted set, member `{pk}:{dk}`, score = deadline in ms.
+ * - `{prefix}:{presence}:deadlines`: sorted set, member `{pk}:{dk}`, score = deadline in ms.
  *   **A device is online exactly while it is a member.** Expires (PEXPIRE) `retainMs` after
  *   the latest deadline written, so the state of a pool that is gone does not stay forever.
- * - `{prefix}:presence:{pk}:{dk}`: hash `sid` (current session), `at` (ms of the request that
- *   set `sid`), `lt` (lifetime in s). Expires `retainMs` after the device's deadline.
- * - `{prefix}:presence:seq`: counter, incremented once per transition (the events' `seq`).
- * - `{prefix}:presence-op:{token}`: the answer of a transition, kept `opTtlMs` (60 s) so a
+ * - `{prefix}:{presence}:dev:{pk}:{dk}`: hash `sid` (current session), `at` (ms of the
+ *   request that set `sid`), `lt` (lifetime in s). Expires `retainMs` after the deadline.
+ * - `{prefix}:{presence}:seq`: counter, incremented once per transition (the events' `seq`).
+ * - `{prefix}:{presence}:op:{token}`: the answer of a transition, kept `opTtlMs` (60 s) so a
  *   retry of a write whose answer was lost (command timeout) learns what it did.
  *
- * Three Lua scripts make the transitions atomic (a script runs alone on the server):
+ * The set of online devices spans all devices and must change atomically with the device's
+ * hash, hence one slot for presence rather than the device's own hash tag: presence is
+ * small (one hash per online device) and on a cluster it lives on one shard.
+ *
+ * Three Lua scripts make the transitions atomic (a script runs alone on the server); each
+ * declares every key it touches (KEYS), none builds a key name itself:
  *
  * - touch: not a member → HSET + ZADD + INCR, answer `online` (only the first of any number
  *   of concurrent writers finds the device absent); a member → deadline = max(old, new), and
  *   the session is taken over only by a write whose request is not older than the stored one
  *   (a late flush of an old session on one pod cannot undo a re-handshake on another).
  * - close: member and `sid` equal → DEL + ZREM + INCR, answer `offline`; else nothing.
- * - claim: ZRANGEBYSCORE ≤ now LIMIT n, then DEL + ZREM + INCR for each, answer the list:
- *   each lapsed device is removed by exactly one claim, whichever pod's sweeper runs it.
+ * - claim: the candidates (ZRANGEBYSCORE ≤ now LIMIT n, read first) are passed with their
+ *   hashes; the script removes each that is still a member with a deadline ≤ now (DEL +
+ *   ZREM + INCR) and answers the list: each lapsed device is removed by exactly one claim,
+ *   whichever pod's sweeper runs it, and a device refreshed between the read and the script
+ *   is left alone.
  *
  * Deadlines are written with one pod's clock and compared with another's: pods' clocks must
  * agree (NTP); a skew of Δ makes a lapse Δ early or late. Keys expire relative to the write
  * (PEXPIRE), so an injected test clock is safe.
  *
- * The claim script derives hash keys from members, so it needs a single Redis (or a
- * primary with replicas/Sentinel); it is not Redis Cluster safe. Scripts are sent with
- * EVALSHA and fall back to EVAL when the server does not know them (after a restart).
+ * Scripts are sent with EVALSHA and fall back to EVAL when the server does not know them
+ * (after a restart or a failover to a replica that never ran them).
  *
  * The client should be configured to fail fast like `auth/redis-connection.ts` (no offline
  * queue, a command timeout): every method then rejects at once while Redis is away, and the
  * tracker retries later. The store does not own the client and never closes it.
  */
 import { createHash } from 'node:crypto';
-import type { Redis } from 'ioredis';
-import { escapeKeyPart } from '../../auth/redis-keys.js';
+import type { RedisClient } from '../../redis/client.js';
+import { escapeKeyPart, unescapeKeyPart } from '../../auth/redis-keys.js';
 import type { DeviceKey } from '../types.js';
 import {
   PresenceError,
@@ -95,25 +103,31 @@ redis.call('SET', KEYS[3], res, 'PX', ARGV[3])
 return res
 `;
 
-// KEYS: 1 deadlines, 2 op result, 3 seq
-// ARGV: 1 now ms, 2 limit, 3 device hash key prefix, 4 op ttl ms
+// KEYS: 1 deadlines, 2 op result, 3 seq, 4.. the candidates' hashes
+// ARGV: 1 now ms, 2 op ttl ms, 3.. the candidates' members (in the order of their hashes)
 const CLAIM = `
 local prior = redis.call('GET', KEYS[2])
 if prior then return prior end
-local items = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
-if #items == 0 then return '[]' end
+local now = tonumber(ARGV[1])
 local out = {}
-for i = 1, #items, 2 do
-  local m = items[i]
-  local h = ARGV[3] .. m
-  local d = redis.call('HMGET', h, 'sid', 'lt')
-  redis.call('DEL', h)
-  redis.call('ZREM', KEYS[1], m)
-  local seq = redis.call('INCR', KEYS[3])
-  out[#out + 1] = {m, items[i + 1], d[1] or '', tonumber(d[2]) or 0, seq}
+for i = 3, #ARGV do
+  local m = ARGV[i]
+  local h = KEYS[i + 1]
+  local score = redis.call('ZSCORE', KEYS[1], m)
+  if score and tonumber(score) <= now then
+    local d = redis.call('HMGET', h, 'sid', 'lt')
+    redis.call('DEL', h)
+    redis.call('ZREM', KEYS[1], m)
+    local seq = redis.call('INCR', KEYS[3])
+    out[#out + 1] = {m, score, d[1] or '', tonumber(d[2]) or 0, seq}
+  end
+end
+if #out == 0 then
+  redis.call('SET', KEYS[2], '[]', 'PX', ARGV[2])
+  return '[]'
 end
 local res = cjson.encode(out)
-redis.call('SET', KEYS[2], res, 'PX', ARGV[4])
+redis.call('SET', KEYS[2], res, 'PX', ARGV[2])
 return res
 `;
 
@@ -130,17 +144,13 @@ const SCRIPTS = { touch: script(TOUCH), close: script(CLOSE), claim: script(CLAI
 
 export interface RedisPresenceStoreOptions {
   /** A fail-fast ioredis client, e.g. `RedisConnection.client`. Not closed by the store. */
-  readonly client: Redis;
+  readonly client: RedisClient;
   /** Key namespace (settings `redisPrefix`). */
   readonly prefix: string;
   /** How long entries outlive their deadline when no sweeper removes them. @default 24 h */
   readonly retainMs?: number;
   /** How long a transition's answer is kept for a retry with the same token. @default 60 s */
   readonly opTtlMs?: number;
-}
-
-function unescapePart(s: string): string {
-  return s.replace(/%3A|%25/g, (m) => (m === '%25' ? '%' : ':'));
 }
 
 function badReply(what: string): PresenceError {
@@ -169,7 +179,7 @@ function int(v: unknown, what: string): number {
 }
 
 export class RedisPresenceStore implements PresenceStore {
-  readonly #client: Redis;
+  readonly #client: RedisClient;
   readonly #prefix: string;
   readonly #retainMs: number;
   readonly #opTtlMs: number;
@@ -190,12 +200,16 @@ export class RedisPresenceStore implements PresenceStore {
 
   /** The sorted set of deadlines (tests and operators look at it). */
   get deadlinesKey(): string {
-    return `${this.#prefix}:presence:deadlines`;
+    return `${this.#prefix}:{presence}:deadlines`;
   }
 
   /** The hash of one device. */
   deviceKey(d: DeviceKey): string {
-    return `${this.#prefix}:presence:${this.#member(d)}`;
+    return this.#hashKey(this.#member(d));
+  }
+
+  #hashKey(member: string): string {
+    return `${this.#prefix}:{presence}:dev:${member}`;
   }
 
   #member(d: DeviceKey): string {
@@ -203,11 +217,11 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   #seqKey(): string {
-    return `${this.#prefix}:presence:seq`;
+    return `${this.#prefix}:{presence}:seq`;
   }
 
   #opKey(token: string): string {
-    return `${this.#prefix}:presence-op:${token}`;
+    return `${this.#prefix}:{presence}:op:${token}`;
   }
 
   async touch(t: TouchRequest): Promise<TouchResult> {
@@ -259,10 +273,26 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   async claimLapsed(now: number, limit: number, token: string): Promise<readonly LapsedDevice[]> {
+    const at = Math.floor(now);
+    // candidates first (a read); the script decides again for each, atomically
+    const members = await this.#client.zrangebyscore(
+      this.deadlinesKey,
+      '-inf',
+      at,
+      'LIMIT',
+      0,
+      Math.max(1, Math.floor(limit)),
+    );
+    // even without candidates: a retry learns what the first attempt with this token did
     const raw = await this.#run(
       SCRIPTS.claim,
-      [this.deadlinesKey, this.#opKey(token), this.#seqKey()],
-      [Math.floor(now), Math.max(1, Math.floor(limit)), `${this.#prefix}:presence:`, this.#opTtlMs],
+      [
+        this.deadlinesKey,
+        this.#opKey(token),
+        this.#seqKey(),
+        ...members.map((m) => this.#hashKey(m)),
+      ],
+      [at, this.#opTtlMs, ...members],
     );
     const list = parseJson(raw, 'claim');
     // cjson encodes an empty table as an object; the script answers '[]' itself then
@@ -277,7 +307,7 @@ export class RedisPresenceStore implements PresenceStore {
       // a member this code did not write: removed by the claim all the same, no event
       if (parts.length !== 2 || pk === undefined || dk === undefined) continue;
       out.push({
-        device: { productKey: unescapePart(pk), deviceKey: unescapePart(dk) },
+        device: { productKey: unescapeKeyPart(pk), deviceKey: unescapeKeyPart(dk) },
         deadline: int(score, 'claim'),
         sessionId: sid === '' ? undefined : sid,
         lifetime: int(lt, 'claim'),

@@ -75,7 +75,7 @@ describe('activation', () => {
     assert.deepEqual(await a.activator.activate('dyn', 'd1'), refused);
     assert.equal(registry.count('/devices/dyn/d1/activate', 'POST'), 1);
 
-    const key = `${p}:activation:dyn:d1`;
+    const key = `${p}:activation:{dyn/d1}`;
     assert.equal(await check.ttl(key), -1, 'activations do not expire');
     const stored = JSON.parse((await check.get(key)) ?? '') as Record<string, unknown>;
     assert.equal(stored.deviceSecret, first.deviceSecret);
@@ -119,7 +119,7 @@ describe('activation', () => {
     const a = await stack({ redisPrefix: p });
     const b = await stack({ redisPrefix: p });
     a.activator.connected('dyn', 'm2');
-    const key = `${p}:activation:dyn:m2`;
+    const key = `${p}:activation:{dyn/m2}`;
     await waitFor(async () => (await check.exists(key)) === 1, 'the mark in Redis');
     const text = (await check.get(key)) ?? '';
     assert.doesNotMatch(text, /S3CRET|deviceSecret/);
@@ -179,10 +179,34 @@ describe('activation', () => {
       ok: false,
       reason: 'unknown-device',
     });
-    assert.equal(await check.exists(`${p}:activation:dyn:fresh`), 0);
+    assert.equal(await check.exists(`${p}:activation:{dyn/fresh}`), 0);
     assert.equal(await b.source.device('dyn', 'fresh'), undefined);
     assert.equal(a.stats.activations.file, 1);
     assert.equal(b.stats.activations['unknown-device'], 1);
+  });
+
+  it('an activation under the key layout before hash tags is honoured and carried forward', async () => {
+    const p = prefix();
+    // written by an older version: `{prefix}:activation:{pk}:{dk}`, no hash tag
+    const old = {
+      deviceSecret: 'listed-S3CRET',
+      assetId: '',
+      source: 'file',
+      activatedAt: '2026-01-01T00:00:00.000Z',
+    };
+    await check.set(`${p}:activation:dyn:listed`, JSON.stringify(old));
+    await check.set(`${p}:activation:dyn:listed2`, JSON.stringify(old));
+    const a = await stack({ redisPrefix: p, registry: false, file: true });
+    assert.deepEqual(await a.activator.activate('dyn', 'listed'), refused);
+    assert.equal(await check.get(`${p}:activation:{dyn/listed}`), JSON.stringify(old));
+    // a secureMode 2 connection does not hide the old activation behind a new mark
+    a.activator.connected('dyn', 'listed2');
+    await waitFor(
+      async () => (await check.exists(`${p}:activation:{dyn/listed2}`)) === 1,
+      'carried forward',
+    );
+    assert.equal(await check.get(`${p}:activation:{dyn/listed2}`), JSON.stringify(old));
+    assert.equal(a.stats.activations.file, 0);
   });
 
   it('devices file only: a listed device once, an unlisted one never', async () => {

@@ -82,7 +82,7 @@ describe('secret chain: Redis faults', () => {
     const check = redis.client();
     clients.push(check);
     await waitFor(
-      async () => (await check.exists(`${p}:device:pk:d`)) === 1,
+      async () => (await check.exists(`${p}:device:{pk/d}`)) === 1,
       'a write after reconnecting',
     );
   });

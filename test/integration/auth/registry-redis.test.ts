@@ -70,7 +70,7 @@ describe('secret chain: registry + Redis', () => {
     assert.equal(a.stats.lookups.registry.hit, 1);
     assert.equal(a.stats.lookups.redis.miss, 1);
 
-    const key = `${p}:device:pk1:dev1`;
+    const key = `${p}:device:{pk1/dev1}`;
     await waitFor(async () => (await check.exists(key)) === 1, 'the Redis entry');
     assert.deepEqual(JSON.parse((await check.get(key)) ?? ''), {
       deviceSecret: SECRET,
@@ -115,7 +115,7 @@ describe('secret chain: registry + Redis', () => {
     assert.equal(a.stats.singleFlightJoins, 19);
     assert.equal(a.stats.lookups.memory['negative-hit'], 5);
 
-    const key = `${p}:device:pk1:ghost`;
+    const key = `${p}:device:{pk1/ghost}`;
     await waitFor(async () => (await check.exists(key)) === 1, 'the negative entry');
     assert.deepEqual(JSON.parse((await check.get(key)) ?? ''), { unknown: true });
     const ttl = await check.pttl(key);
@@ -139,7 +139,7 @@ describe('secret chain: registry + Redis', () => {
     assert.equal(a.stats.registryFailures, 1);
     assert.equal(a.stats.lookups.registry.error, 1);
     await a.close();
-    assert.equal(await check.exists(`${p}:device:pk1:err500`), 0, 'nothing in Redis');
+    assert.equal(await check.exists(`${p}:device:{pk1/err500}`), 0, 'nothing in Redis');
 
     const b = await stack({ redisPrefix: p });
     registry.overrides.delete('/devices/pk1/err500');

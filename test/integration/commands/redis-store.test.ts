@@ -149,7 +149,7 @@ describe('redis command store: two pods', () => {
     try {
       await a.enqueue(d, svc(d, 'x'), json('L'));
       const key = commandQueueKey(p, d);
-      assert.equal(key, `${p}:cmd:p%3A1:d%251`);
+      assert.equal(key, `${p}:cmd:{p%3A1/d%251}`);
       assert.equal(await raw.type(key), 'list');
       const [entry] = await raw.lrange(key, 0, -1);
       const e = JSON.parse(entry ?? '') as Record<string, unknown>;

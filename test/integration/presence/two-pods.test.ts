@@ -68,12 +68,12 @@ describe('presence: two pods sharing Redis', () => {
     for (const dk of DEVICES) assert.deepEqual(online[dk], ['online:first-request'], dk);
 
     // layout
-    assert.equal(await admin.zcard(`${p}:presence:deadlines`), DEVICES.length);
-    const h = await admin.hgetall(`${p}:presence:pk:d0`);
+    assert.equal(await admin.zcard(`${p}:{presence}:deadlines`), DEVICES.length);
+    const h = await admin.hgetall(`${p}:{presence}:dev:pk:d0`);
     assert.ok(h.sid === 'a-d0' || h.sid === 'b-d0');
     assert.equal(h.lt, '30');
-    assert.ok((await admin.pttl(`${p}:presence:pk:d0`)) > 86_000_000);
-    assert.ok((await admin.pttl(`${p}:presence:deadlines`)) > 86_000_000);
+    assert.ok((await admin.pttl(`${p}:{presence}:dev:pk:d0`)) > 86_000_000);
+    assert.ok((await admin.pttl(`${p}:{presence}:deadlines`)) > 86_000_000);
 
     // lapse: both sweepers, concurrently and repeatedly
     const before = all().length;
@@ -89,8 +89,8 @@ describe('presence: two pods sharing Redis', () => {
     const offline = all().filter((e) => e.status === 'offline');
     assert.equal(offline.length, DEVICES.length);
     assert.ok(offline.every((e) => e.time === new Date(T0 + 20 + 30_000).toISOString()));
-    assert.equal(await admin.zcard(`${p}:presence:deadlines`), 0);
-    assert.equal(await admin.exists(`${p}:presence:pk:d0`), 0);
+    assert.equal(await admin.zcard(`${p}:{presence}:deadlines`), 0);
+    assert.equal(await admin.exists(`${p}:{presence}:dev:pk:d0`), 0);
     // seq: unique over both pods
     assert.equal(new Set(all().map((e) => e.seq)).size, all().length);
   });

@@ -193,7 +193,7 @@ describe('queue entries', () => {
     assert.equal(parseDeviceId('a'), undefined);
     assert.equal(parseDeviceId('a\nb\nc'), undefined);
     assert.equal(parseDeviceId('\nb'), undefined);
-    assert.equal(commandQueueKey('ce', d), 'ce:cmd:p%3Ak%25:d');
+    assert.equal(commandQueueKey('ce', d), 'ce:cmd:{p%3Ak%25/d}');
   });
 });
 
