@@ -1,5 +1,5 @@
 /**
- * The one-shot state of devices (spec/enos-coap-protocol.md §4): a device gets its secret
+ * The one-shot state of devices (docs/protocol.md, "Dynamic activation"): a device gets its secret
  * through activation at most once. An entry exists for every device that was activated (the
  * activation handed out, kept so other pods find the secret without asking the registry)
  * or that has connected with its own secret (secureMode 2: a mark, no secret). Either

@@ -1,7 +1,6 @@
 /**
  * The one way coap-edge configures ioredis, for every use (secret cache, activation store,
- * command queues, presence): fail fast instead of queueing (research/style-models.md §2,
- * §10 item 10). A dead Redis costs an immediate error, a hung one at most the command
+ * command queues, presence): fail fast instead of queueing. A dead Redis costs an immediate error, a hung one at most the command
  * timeout; ioredis reconnects by itself, forever, with capped and jittered backoff; 'error'
  * events go to the caller's counter and are never unhandled.
  *

@@ -1,5 +1,5 @@
 /**
- * The shared command queue (DESIGN.md "Commands for sleepy devices", "Stateless pods"): every
+ * The shared command queue (docs/design.md: commands for sleepy devices, stateless pods): every
  * pod can deliver a command that any pod queued.
  *
  * Layout (see also `auth/redis-keys.ts` for the hash tag `{pk/dk}` and the escaping):

@@ -1,4 +1,4 @@
-/** Device presence (issue #4): tracker, stores, publisher. See `tracker.ts` for the semantics. */
+/** Device presence: tracker, stores, publisher. See `tracker.ts` for the semantics. */
 export { PresenceTracker, type PresenceTrackerOptions, type PresenceStats } from './tracker.js';
 export { MemoryPresenceStore } from './memory-store.js';
 export { RedisPresenceStore, type RedisPresenceStoreOptions } from './redis-store.js';

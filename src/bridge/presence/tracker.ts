@@ -1,5 +1,5 @@
 /**
- * Device presence (issue #4, spec/enos-coap-protocol.md §6), one tracker per pod.
+ * Device presence (docs/protocol.md, "Lifetime and presence"), one tracker per pod.
  *
  * - `seen(p)` on every successful request. The first one of a device that is not online makes
  *   it online (event `online`, reason `first-request`); every request moves its deadline to

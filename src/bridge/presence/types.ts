@@ -1,5 +1,5 @@
 /**
- * Device presence (issue #4, spec/enos-coap-protocol.md §6): the shapes shared by the tracker,
+ * Device presence (docs/protocol.md, "Lifetime and presence"): the shapes shared by the tracker,
  * its stores and the publisher.
  *
  * A device is online from its first successful request after a handshake until its lifetime
