@@ -45,7 +45,7 @@ import { startPlatformStandIn, type PlatformStandIn } from '../tools/platform-st
 import { UdpEndpoint } from '../transport/udp.js';
 import { startAdminServer, type AdminServer, type ReadinessCheck } from './admin-server.js';
 import { DatagramTracer } from './datagram-tracing.js';
-import { createRequestHandler, createUploadAdmission } from './request-handler.js';
+import { createRequestHandler, createUploadAdmission, traceDuplicate } from './request-handler.js';
 import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { endWithError, startChild, tracing } from '../telemetry/trace.js';
 
@@ -384,6 +384,7 @@ export class Gateway {
       maxUploads: config.maxUploads,
       maxUploadBytes: config.maxUploadBytes,
       onError: (err) => log.error({ err }, 'request handler failed'),
+      onDuplicate: traceDuplicate,
     });
     closers.push(() => coap.close());
 
