@@ -14,7 +14,7 @@ import type { Gateway } from './gateway/index.js';
 import type { CoapResponse } from './tools/coap-client.js';
 import type { DeviceToolOptions } from './tools/device.js';
 import type { RegistryStandIn } from './tools/registry-standin.js';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 
 // The gateway (with OpenTelemetry, aedes, ioredis, mqtt, undici) and the tools are imported
 // by the command that needs them, so `--help`, `psk` and `device` start without loading them.
@@ -302,21 +302,54 @@ interface BenchFlags {
   count: string;
   duration: string;
   rate: string;
+  ramp: string;
+  concurrency: string;
+  non?: boolean;
+  payloadSize?: string;
   suite: string;
   topic: string;
+  metricsUrl?: string;
+  bindAddress?: string;
+  json?: boolean;
   generate?: boolean;
+  out?: string;
   productKey: string;
   seed: string;
 }
 
+/** A numeric flag, or exit 2 naming it. */
+function numberFlag(name: string, text: string, o: { min: number; integer?: boolean }): number {
+  const n = Number(text);
+  if (
+    text.trim() === '' ||
+    !Number.isFinite(n) ||
+    n < o.min ||
+    (o.integer === true && !Number.isInteger(n))
+  ) {
+    fail(`--${name} must be ${o.integer === true ? 'an integer' : 'a number'} ≥ ${o.min}`);
+  }
+  return n;
+}
+
 async function benchCommand(flags: BenchFlags): Promise<void> {
-  const count = Number(flags.count);
-  if (!Number.isInteger(count) || count < 1) fail('--count must be a positive integer');
-  const { generateDevices, runLoad } = await import('./tools/load.js');
+  const count = numberFlag('count', flags.count, { min: 1, integer: true });
+  const load = await import('./tools/load.js');
   if (flags.generate === true) {
-    process.stdout.write(
-      `${JSON.stringify(generateDevices(count, flags.productKey, flags.seed), null, 1)}\n`,
-    );
+    const text = `${JSON.stringify(load.generateDevices(count, flags.productKey, flags.seed), null, 1)}\n`;
+    if (flags.out === undefined) process.stdout.write(text);
+    else {
+      try {
+        writeFileSync(flags.out, text, { mode: 0o600 });
+      } catch (err) {
+        fail(`${flags.out}: cannot write (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+      }
+      process.stderr.write(
+        `wrote ${count} devices of product ${flags.productKey} to ${flags.out}\n` +
+          `  serve them:      coap-edge serve --devices ${flags.out} ...\n` +
+          `  or a registry:   coap-edge registry --devices ${flags.out}\n` +
+          `  then:            coap-edge bench --devices ${flags.out} --count ${count}\n`,
+      );
+    }
     return;
   }
   if (flags.devices === undefined)
@@ -333,30 +366,71 @@ async function benchCommand(flags: BenchFlags): Promise<void> {
     secret: d.deviceSecret,
   }));
   if (list.length === 0) fail(`${flags.devices}: no devices`);
-  const result = await runLoad({
+  if (flags.suite !== 'ccm8' && flags.suite !== 'cbc') fail('--suite must be ccm8 or cbc');
+  const o = {
     host: flags.host,
-    port: Number(flags.port),
+    port: numberFlag('port', flags.port, { min: 1, integer: true }),
     devices: list,
-    durationMs: Number(flags.duration) * 1000,
-    ratePerDevice: Number(flags.rate),
-    suite: flags.suite === 'cbc' ? 'cbc' : 'ccm8',
+    durationMs: numberFlag('duration', flags.duration, { min: 0 }) * 1000,
+    ratePerDevice: numberFlag('rate', flags.rate, { min: 0 }),
+    rampPerSecond: numberFlag('ramp', flags.ramp, { min: 0 }),
+    connectConcurrency: numberFlag('concurrency', flags.concurrency, { min: 1, integer: true }),
+    nonConfirmable: flags.non === true,
+    suite: flags.suite,
     topic: flags.topic,
+    ...(flags.payloadSize !== undefined
+      ? { payloadSize: numberFlag('payload-size', flags.payloadSize, { min: 0, integer: true }) }
+      : {}),
+    ...(flags.metricsUrl !== undefined ? { metricsUrl: flags.metricsUrl } : {}),
+    ...(flags.bindAddress !== undefined ? { bindAddress: flags.bindAddress } : {}),
+  } as const;
+  // a live progress line on a terminal only: --json and pipes get the result alone
+  const live = flags.json !== true && process.stderr.isTTY;
+  const result = await load.runLoad({
+    ...o,
+    ...(live
+      ? {
+          onProgress: (p) => {
+            process.stderr.write(`\r\x1b[K${load.formatProgress(p)}`);
+          },
+        }
+      : {}),
   });
-  process.stdout.write(`${JSON.stringify(result)}\n`);
+  if (live) process.stderr.write('\r\x1b[K');
+  if (flags.json === true) process.stdout.write(`${JSON.stringify(result)}\n`);
+  else process.stdout.write(load.formatSummary(result));
+  if (result.connected === 0) process.exitCode = 1;
 }
 
 program
   .command('bench')
-  .description('load generator: simulated devices posting measurepoints over DTLS; prints JSON')
+  .description(
+    'fleet simulator: devices connect over DTLS and post measurepoints; live progress, then a summary',
+  )
   .option('--host <host>', 'coap-edge address', '127.0.0.1')
   .option('--port <port>', 'DTLS port', '5684')
   .option('--devices <file.json>', 'devices file to take identities and secrets from')
   .option('--count <n>', 'number of simulated devices', '100')
-  .option('--duration <seconds>', 'measured duration', '10')
+  .option(
+    '--ramp <per-second>',
+    'handshakes started per second while connecting (0: no limit)',
+    '0',
+  )
+  .option('--concurrency <n>', 'handshakes in flight at once while connecting', '32')
+  .option('--duration <seconds>', 'measured duration once every device is connected', '10')
   .option('--rate <per-second>', 'requests per second per device (0: closed loop)', '0')
+  .option('--non', 'send NON requests instead of CON')
+  .option('--payload-size <bytes>', 'pad each measurepoint body to this many bytes')
   .option('--suite <ccm8|cbc>', 'cipher suite', 'ccm8')
   .option('--topic <path>', 'topic relative to /sys/{pk}/{dk}/', 'thing/measurepoint/post')
-  .option('--generate', 'print a devices file with --count devices instead of running')
+  .option(
+    '--metrics-url <url>',
+    "coap-edge's /metrics (e.g. http://127.0.0.1:9100/metrics): report its RSS per association",
+  )
+  .option('--bind-address <ip>', "local address of the devices' sockets")
+  .option('--json', 'print one JSON line with the result and nothing else')
+  .option('--generate', 'write a devices file (also a registry seed) with --count devices instead')
+  .option('--out <file.json>', 'file for --generate (default: standard output)')
   .option('--product-key <pk>', 'product key for --generate', 'benchPK')
   .option('--seed <text>', 'secret seed for --generate', 'bench-secret')
   .action(benchCommand);
