@@ -5,7 +5,7 @@
  */
 import { Command, Option } from 'commander';
 import { stringify as toYaml } from 'yaml';
-import { DevicesFile, DevicesFileError } from './auth/devices-file.js';
+import { DevicesFile, DevicesFileError, type DeviceRecord } from './auth/devices-file.js';
 import { ConfigError, flagName, loadConfig, redactedConfig, type Config } from './config/load.js';
 import { renderReference } from './config/reference.js';
 import { settings, type SettingName } from './config/settings.js';
@@ -67,12 +67,17 @@ async function serve(opts: Record<string, unknown>): Promise<void> {
     process.stdout.write(toYaml(redactedConfig(config)));
     return;
   }
-  const [{ Gateway, StartupError }, { createLogger }, { setupTracing }] = await Promise.all([
-    import('./gateway/index.js'),
-    import('./telemetry/log.js'),
-    import('./telemetry/setup.js'),
-  ]);
-  const log = createLogger(config.logLevel);
+  const [{ Gateway, StartupError }, { createLogger, resolveLogFormat }, { setupTracing }] =
+    await Promise.all([
+      import('./gateway/index.js'),
+      import('./telemetry/log.js'),
+      import('./telemetry/setup.js'),
+    ]);
+  const log = createLogger(
+    config.logLevel,
+    undefined,
+    resolveLogFormat(config.logFormat, process.stdout.isTTY),
+  );
   const tracingHandle = setupTracing({
     endpoint: config.otlpEndpoint,
     sampleRatio: config.traceSampleRatio,
@@ -130,24 +135,72 @@ async function serve(opts: Record<string, unknown>): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'));
 }
 
-/** How to try it, printed when coap-edge runs its embedded broker (npm start). */
-function printEmbeddedBanner(config: Config, gateway: Gateway): void {
-  const url = new URL(gateway.embeddedBrokerUrl ?? 'mqtt://127.0.0.1');
+/** A device of the devices file to suggest in the banner (the first one), if any. */
+function demoDevice(config: Config): DeviceRecord | undefined {
+  if (config.devices === undefined) return undefined;
+  try {
+    return DevicesFile.load(config.devices).firstDevice();
+  } catch {
+    return undefined; // the gateway loaded it a moment ago; nothing to suggest otherwise
+  }
+}
+
+/** Single-quotes `s` for a POSIX shell. */
+function shellQuote(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * How to try it, printed when coap-edge runs its embedded broker (npm start, a demo setup):
+ * commands to copy as they are, with a device of the devices file filled in.
+ */
+function embeddedBanner(
+  config: Config,
+  ports: { dtls: number; brokerUrl: string },
+  device: DeviceRecord | undefined,
+): string[] {
+  const url = new URL(ports.brokerUrl);
   const lines = [
     '',
     'coap-edge is running on embedded defaults:',
-    `  DTLS (CoAP over DTLS 1.2 PSK)  udp://${config.bind}:${gateway.dtlsPort}`,
+    `  DTLS (CoAP over DTLS 1.2 PSK)  udp://${config.bind}:${ports.dtls}`,
     `  MQTT broker (embedded)         ${url.href}`,
     `  devices file                   ${config.devices ?? '(none)'}`,
     '',
     'Watch what devices publish:',
     `  mosquitto_sub -h ${url.hostname} -p ${url.port} -v -t '/sys/#'`,
-    'Send a measurepoint as a device of the devices file (identity pk,dk,2,lifetime):',
-    `  npx coap-edge device post thing/measurepoint/post --port ${gateway.dtlsPort} \\`,
-    '      --identity <productKey>,<deviceKey>,2,3600 --secret <deviceSecret>',
-    'or with libcoap (README.md, "Connect a device with coap-client-openssl").',
-    '',
   ];
+  if (device === undefined) {
+    lines.push(
+      'Send a measurepoint as a device of the devices file (identity pk,dk,2,lifetime):',
+      `  npx coap-edge device post thing/measurepoint/post --port ${ports.dtls} \\`,
+      '      --identity <productKey>,<deviceKey>,2,3600 --secret <deviceSecret>',
+    );
+  } else {
+    const body = JSON.stringify({
+      id: '1',
+      version: '1.0',
+      method: 'thing.measurepoint.post',
+      params: { measurepoints: { temperature: 21.5 } },
+    });
+    const host = config.bind === '0.0.0.0' || config.bind === '::' ? '127.0.0.1' : config.bind;
+    lines.push(
+      `Send a first measurepoint as ${device.productKey}/${device.deviceKey} (a device of the devices file):`,
+      `  npx coap-edge device post thing/measurepoint/post ${shellQuote(body)} \\`,
+      `      --host ${shellQuote(host)} --port ${ports.dtls} \\`,
+      `      --identity ${shellQuote(`${device.productKey},${device.deviceKey},2,3600`)} --secret ${shellQuote(device.deviceSecret)}`,
+    );
+  }
+  lines.push('or with libcoap (README.md, "Connect a device with coap-client-openssl").', '');
+  return lines;
+}
+
+function printEmbeddedBanner(config: Config, gateway: Gateway): void {
+  const lines = embeddedBanner(
+    config,
+    { dtls: gateway.dtlsPort, brokerUrl: gateway.embeddedBrokerUrl ?? 'mqtt://127.0.0.1' },
+    demoDevice(config),
+  );
   process.stderr.write(`${lines.join('\n')}\n`);
 }
 
