@@ -237,26 +237,17 @@ describe('bench: the command against a coap-edge process', () => {
     if (dir !== '') rmSync(dir, { recursive: true, force: true });
   });
 
+  /** `coap-edge bench` against the serve process, with the devices of `file`. */
+  const bench = (args: readonly string[], file = devices): Promise<ProcessResult> =>
+    runCli(['bench', '--devices', file, '--port', String(dtlsPort), ...args], {
+      timeoutMs: 60_000,
+    });
+
   it('--json prints exactly one JSON line (and nothing on stderr), with memory per association', async () => {
-    const r = await runCli(
-      [
-        'bench',
-        '--devices',
-        devices,
-        '--count',
-        '6',
-        '--port',
-        String(dtlsPort),
-        '--duration',
-        '1',
-        '--rate',
-        '5',
-        '--json',
-        '--metrics-url',
-        metricsUrl,
-      ],
-      { timeoutMs: 60_000 },
-    );
+    const r = await bench([
+      ...['--count', '6', '--duration', '1', '--rate', '5'],
+      ...['--json', '--metrics-url', metricsUrl],
+    ]);
     assert.equal(r.code, 0, out(r));
     assert.equal(r.stderr, '', out(r));
     assert.match(r.stdout, /^\{.*\}\n$/, out(r));
@@ -272,27 +263,10 @@ describe('bench: the command against a coap-edge process', () => {
   });
 
   it('the summary table otherwise; NON requests padded to --payload-size at a --ramp', async () => {
-    const r = await runCli(
-      [
-        'bench',
-        '--devices',
-        devices,
-        '--count',
-        '4',
-        '--port',
-        String(dtlsPort),
-        '--duration',
-        '1',
-        '--rate',
-        '4',
-        '--ramp',
-        '20',
-        '--non',
-        '--payload-size',
-        '300',
-      ],
-      { timeoutMs: 60_000 },
-    );
+    const r = await bench([
+      ...['--count', '4', '--duration', '1', '--rate', '4', '--ramp', '20'],
+      ...['--non', '--payload-size', '300'],
+    ]);
     assert.equal(r.code, 0, out(r));
     assert.doesNotMatch(r.stdout, /^\{/m, 'no JSON');
     assert.match(r.stdout, /devices +4\/4 connected\n/, out(r));
@@ -318,10 +292,7 @@ describe('bench: the command against a coap-edge process', () => {
       wrong,
     ]);
     assert.equal(gen.code, 0, out(gen));
-    const r = await runCli(
-      ['bench', '--devices', wrong, '--count', '2', '--port', String(dtlsPort), '--json'],
-      { timeoutMs: 60_000 },
-    );
+    const r = await bench(['--count', '2', '--json'], wrong);
     assert.equal(r.code, 1, out(r));
     const j = JSON.parse(r.stdout) as LoadResult;
     assert.equal(j.connected, 0);

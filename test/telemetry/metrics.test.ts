@@ -76,6 +76,17 @@ describe('telemetry: /metrics across a scripted scenario', { skip: SKIP }, () =>
     return { now, delta: (n, l = {}) => now.sum(n, l) - before.sum(n, l) };
   }
 
+  /** Waits until a new failed handshake shows on /metrics, then takes the step. */
+  async function stepAfterFailedHandshake(): ReturnType<typeof step> {
+    await eventually(
+      async () =>
+        (await scrape()).sum('coap_edge_dtls_handshakes_failed_total') >
+        previous.sum('coap_edge_dtls_handshakes_failed_total'),
+      'the failed handshake to be counted',
+    );
+    return step();
+  }
+
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'coap-edge-tel-metrics-'));
     broker = await Mosquitto.start();
@@ -220,13 +231,7 @@ describe('telemetry: /metrics across a scripted scenario', { skip: SKIP }, () =>
       connectAs(gw.port, { ...dev, secret: 'not-the-secret' }),
       'the handshake with a wrong PSK fails',
     );
-    await eventually(
-      async () =>
-        (await scrape()).sum('coap_edge_dtls_handshakes_failed_total') >
-        previous.sum('coap_edge_dtls_handshakes_failed_total'),
-      'the failed handshake to be counted',
-    );
-    const { now, delta } = await step();
+    const { now, delta } = await stepAfterFailedHandshake();
     assert.equal(delta('coap_edge_dtls_handshakes_failed_total', { reason: 'bad_record_mac' }), 1);
     // the failure came after our ServerHello: counted under the suite it announced
     assert.equal(
@@ -256,13 +261,7 @@ describe('telemetry: /metrics across a scripted scenario', { skip: SKIP }, () =>
       }),
       'a handshake without a common suite fails',
     );
-    await eventually(
-      async () =>
-        (await scrape()).sum('coap_edge_dtls_handshakes_failed_total') >
-        previous.sum('coap_edge_dtls_handshakes_failed_total'),
-      'the failed handshake to be counted',
-    );
-    const { now, delta } = await step();
+    const { now, delta } = await stepAfterFailedHandshake();
     assert.equal(
       delta('coap_edge_dtls_handshakes_failed_total', {
         reason: 'no_shared_cipher',
