@@ -444,7 +444,9 @@ async function benchCommand(flags: BenchFlags): Promise<void> {
     ...(live
       ? {
           onProgress: (p) => {
-            process.stderr.write(`\r\x1b[K${load.formatProgress(p)}`);
+            // cut to the terminal's width: a wrapped line could not be rewritten in place
+            const width = Math.max(20, (process.stderr.columns || 120) - 1);
+            process.stderr.write(`\r\x1b[K${load.formatProgress(p).slice(0, width)}`);
           },
         }
       : {}),
