@@ -5,7 +5,7 @@
  */
 import { Command, Option } from 'commander';
 import { stringify as toYaml } from 'yaml';
-import { DevicesFile, DevicesFileError } from './auth/devices-file.js';
+import { DevicesFile, DevicesFileError, type DeviceRecord } from './auth/devices-file.js';
 import { ConfigError, flagName, loadConfig, redactedConfig, type Config } from './config/load.js';
 import { renderReference } from './config/reference.js';
 import { settings, type SettingName } from './config/settings.js';
@@ -14,7 +14,7 @@ import type { Gateway } from './gateway/index.js';
 import type { CoapResponse } from './tools/coap-client.js';
 import type { DeviceToolOptions } from './tools/device.js';
 import type { RegistryStandIn } from './tools/registry-standin.js';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 
 // The gateway (with OpenTelemetry, aedes, ioredis, mqtt, undici) and the tools are imported
 // by the command that needs them, so `--help`, `psk` and `device` start without loading them.
@@ -67,12 +67,17 @@ async function serve(opts: Record<string, unknown>): Promise<void> {
     process.stdout.write(toYaml(redactedConfig(config)));
     return;
   }
-  const [{ Gateway, StartupError }, { createLogger }, { setupTracing }] = await Promise.all([
-    import('./gateway/index.js'),
-    import('./telemetry/log.js'),
-    import('./telemetry/setup.js'),
-  ]);
-  const log = createLogger(config.logLevel);
+  const [{ Gateway, StartupError }, { createLogger, resolveLogFormat }, { setupTracing }] =
+    await Promise.all([
+      import('./gateway/index.js'),
+      import('./telemetry/log.js'),
+      import('./telemetry/setup.js'),
+    ]);
+  const log = createLogger(
+    config.logLevel,
+    undefined,
+    resolveLogFormat(config.logFormat, process.stdout.isTTY),
+  );
   const tracingHandle = setupTracing({
     endpoint: config.otlpEndpoint,
     sampleRatio: config.traceSampleRatio,
@@ -130,24 +135,72 @@ async function serve(opts: Record<string, unknown>): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'));
 }
 
-/** How to try it, printed when coap-edge runs its embedded broker (npm start). */
-function printEmbeddedBanner(config: Config, gateway: Gateway): void {
-  const url = new URL(gateway.embeddedBrokerUrl ?? 'mqtt://127.0.0.1');
+/** A device of the devices file to suggest in the banner (the first one), if any. */
+function demoDevice(config: Config): DeviceRecord | undefined {
+  if (config.devices === undefined) return undefined;
+  try {
+    return DevicesFile.load(config.devices).firstDevice();
+  } catch {
+    return undefined; // the gateway loaded it a moment ago; nothing to suggest otherwise
+  }
+}
+
+/** Single-quotes `s` for a POSIX shell. */
+function shellQuote(s: string): string {
+  return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/**
+ * How to try it, printed when coap-edge runs its embedded broker (npm start, a demo setup):
+ * commands to copy as they are, with a device of the devices file filled in.
+ */
+function embeddedBanner(
+  config: Config,
+  ports: { dtls: number; brokerUrl: string },
+  device: DeviceRecord | undefined,
+): string[] {
+  const url = new URL(ports.brokerUrl);
   const lines = [
     '',
     'coap-edge is running on embedded defaults:',
-    `  DTLS (CoAP over DTLS 1.2 PSK)  udp://${config.bind}:${gateway.dtlsPort}`,
+    `  DTLS (CoAP over DTLS 1.2 PSK)  udp://${config.bind}:${ports.dtls}`,
     `  MQTT broker (embedded)         ${url.href}`,
     `  devices file                   ${config.devices ?? '(none)'}`,
     '',
     'Watch what devices publish:',
     `  mosquitto_sub -h ${url.hostname} -p ${url.port} -v -t '/sys/#'`,
-    'Send a measurepoint as a device of the devices file (identity pk,dk,2,lifetime):',
-    `  npx coap-edge device post thing/measurepoint/post --port ${gateway.dtlsPort} \\`,
-    '      --identity <productKey>,<deviceKey>,2,3600 --secret <deviceSecret>',
-    'or with libcoap (README.md, "Connect a device with coap-client-openssl").',
-    '',
   ];
+  if (device === undefined) {
+    lines.push(
+      'Send a measurepoint as a device of the devices file (identity pk,dk,2,lifetime):',
+      `  npx coap-edge device post thing/measurepoint/post --port ${ports.dtls} \\`,
+      '      --identity <productKey>,<deviceKey>,2,3600 --secret <deviceSecret>',
+    );
+  } else {
+    const body = JSON.stringify({
+      id: '1',
+      version: '1.0',
+      method: 'thing.measurepoint.post',
+      params: { measurepoints: { temperature: 21.5 } },
+    });
+    const host = config.bind === '0.0.0.0' || config.bind === '::' ? '127.0.0.1' : config.bind;
+    lines.push(
+      `Send a first measurepoint as ${device.productKey}/${device.deviceKey} (a device of the devices file):`,
+      `  npx coap-edge device post thing/measurepoint/post ${shellQuote(body)} \\`,
+      `      --host ${shellQuote(host)} --port ${ports.dtls} \\`,
+      `      --identity ${shellQuote(`${device.productKey},${device.deviceKey},2,3600`)} --secret ${shellQuote(device.deviceSecret)}`,
+    );
+  }
+  lines.push('or with libcoap (README.md, "Connect a device with coap-client-openssl").', '');
+  return lines;
+}
+
+function printEmbeddedBanner(config: Config, gateway: Gateway): void {
+  const lines = embeddedBanner(
+    config,
+    { dtls: gateway.dtlsPort, brokerUrl: gateway.embeddedBrokerUrl ?? 'mqtt://127.0.0.1' },
+    demoDevice(config),
+  );
   process.stderr.write(`${lines.join('\n')}\n`);
 }
 
@@ -302,21 +355,54 @@ interface BenchFlags {
   count: string;
   duration: string;
   rate: string;
+  ramp: string;
+  concurrency: string;
+  non?: boolean;
+  payloadSize?: string;
   suite: string;
   topic: string;
+  metricsUrl?: string;
+  bindAddress?: string;
+  json?: boolean;
   generate?: boolean;
+  out?: string;
   productKey: string;
   seed: string;
 }
 
+/** A numeric flag, or exit 2 naming it. */
+function numberFlag(name: string, text: string, o: { min: number; integer?: boolean }): number {
+  const n = Number(text);
+  if (
+    text.trim() === '' ||
+    !Number.isFinite(n) ||
+    n < o.min ||
+    (o.integer === true && !Number.isInteger(n))
+  ) {
+    fail(`--${name} must be ${o.integer === true ? 'an integer' : 'a number'} ≥ ${o.min}`);
+  }
+  return n;
+}
+
 async function benchCommand(flags: BenchFlags): Promise<void> {
-  const count = Number(flags.count);
-  if (!Number.isInteger(count) || count < 1) fail('--count must be a positive integer');
-  const { generateDevices, runLoad } = await import('./tools/load.js');
+  const count = numberFlag('count', flags.count, { min: 1, integer: true });
+  const load = await import('./tools/load.js');
   if (flags.generate === true) {
-    process.stdout.write(
-      `${JSON.stringify(generateDevices(count, flags.productKey, flags.seed), null, 1)}\n`,
-    );
+    const text = `${JSON.stringify(load.generateDevices(count, flags.productKey, flags.seed), null, 1)}\n`;
+    if (flags.out === undefined) process.stdout.write(text);
+    else {
+      try {
+        writeFileSync(flags.out, text, { mode: 0o600 });
+      } catch (err) {
+        fail(`${flags.out}: cannot write (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+      }
+      process.stderr.write(
+        `wrote ${count} devices of product ${flags.productKey} to ${flags.out}\n` +
+          `  serve them:      coap-edge serve --devices ${flags.out} ...\n` +
+          `  or a registry:   coap-edge registry --devices ${flags.out}\n` +
+          `  then:            coap-edge bench --devices ${flags.out} --count ${count}\n`,
+      );
+    }
     return;
   }
   if (flags.devices === undefined)
@@ -333,30 +419,73 @@ async function benchCommand(flags: BenchFlags): Promise<void> {
     secret: d.deviceSecret,
   }));
   if (list.length === 0) fail(`${flags.devices}: no devices`);
-  const result = await runLoad({
+  if (flags.suite !== 'ccm8' && flags.suite !== 'cbc') fail('--suite must be ccm8 or cbc');
+  const o = {
     host: flags.host,
-    port: Number(flags.port),
+    port: numberFlag('port', flags.port, { min: 1, integer: true }),
     devices: list,
-    durationMs: Number(flags.duration) * 1000,
-    ratePerDevice: Number(flags.rate),
-    suite: flags.suite === 'cbc' ? 'cbc' : 'ccm8',
+    durationMs: numberFlag('duration', flags.duration, { min: 0 }) * 1000,
+    ratePerDevice: numberFlag('rate', flags.rate, { min: 0 }),
+    rampPerSecond: numberFlag('ramp', flags.ramp, { min: 0 }),
+    connectConcurrency: numberFlag('concurrency', flags.concurrency, { min: 1, integer: true }),
+    nonConfirmable: flags.non === true,
+    suite: flags.suite,
     topic: flags.topic,
+    ...(flags.payloadSize !== undefined
+      ? { payloadSize: numberFlag('payload-size', flags.payloadSize, { min: 0, integer: true }) }
+      : {}),
+    ...(flags.metricsUrl !== undefined ? { metricsUrl: flags.metricsUrl } : {}),
+    ...(flags.bindAddress !== undefined ? { bindAddress: flags.bindAddress } : {}),
+  } as const;
+  // a live progress line on a terminal only: --json and pipes get the result alone
+  const live = flags.json !== true && process.stderr.isTTY;
+  const result = await load.runLoad({
+    ...o,
+    ...(live
+      ? {
+          onProgress: (p) => {
+            // cut to the terminal's width: a wrapped line could not be rewritten in place
+            const width = Math.max(20, (process.stderr.columns || 120) - 1);
+            process.stderr.write(`\r\x1b[K${load.formatProgress(p).slice(0, width)}`);
+          },
+        }
+      : {}),
   });
-  process.stdout.write(`${JSON.stringify(result)}\n`);
+  if (live) process.stderr.write('\r\x1b[K');
+  if (flags.json === true) process.stdout.write(`${JSON.stringify(result)}\n`);
+  else process.stdout.write(load.formatSummary(result));
+  if (result.connected === 0) process.exitCode = 1;
 }
 
 program
   .command('bench')
-  .description('load generator: simulated devices posting measurepoints over DTLS; prints JSON')
+  .description(
+    'fleet simulator: devices connect over DTLS and post measurepoints; live progress, then a summary',
+  )
   .option('--host <host>', 'coap-edge address', '127.0.0.1')
   .option('--port <port>', 'DTLS port', '5684')
   .option('--devices <file.json>', 'devices file to take identities and secrets from')
   .option('--count <n>', 'number of simulated devices', '100')
-  .option('--duration <seconds>', 'measured duration', '10')
+  .option(
+    '--ramp <per-second>',
+    'handshakes started per second while connecting (0: no limit)',
+    '0',
+  )
+  .option('--concurrency <n>', 'handshakes in flight at once while connecting', '32')
+  .option('--duration <seconds>', 'measured duration once every device is connected', '10')
   .option('--rate <per-second>', 'requests per second per device (0: closed loop)', '0')
+  .option('--non', 'send NON requests instead of CON')
+  .option('--payload-size <bytes>', 'pad each measurepoint body to this many bytes')
   .option('--suite <ccm8|cbc>', 'cipher suite', 'ccm8')
   .option('--topic <path>', 'topic relative to /sys/{pk}/{dk}/', 'thing/measurepoint/post')
-  .option('--generate', 'print a devices file with --count devices instead of running')
+  .option(
+    '--metrics-url <url>',
+    "coap-edge's /metrics (e.g. http://127.0.0.1:9100/metrics): report its RSS per association",
+  )
+  .option('--bind-address <ip>', "local address of the devices' sockets")
+  .option('--json', 'print one JSON line with the result and nothing else')
+  .option('--generate', 'write a devices file (also a registry seed) with --count devices instead')
+  .option('--out <file.json>', 'file for --generate (default: standard output)')
   .option('--product-key <pk>', 'product key for --generate', 'benchPK')
   .option('--seed <text>', 'secret seed for --generate', 'bench-secret')
   .action(benchCommand);

@@ -291,6 +291,12 @@ export class DevicesFile {
     return this.#devices.get(`${productKey}\u0000${deviceKey}`);
   }
 
+  /** The first device the file lists (a demo device to suggest), or undefined when none. */
+  firstDevice(): DeviceRecord | undefined {
+    for (const d of this.#devices.values()) return d;
+    return undefined;
+  }
+
   get productCount(): number {
     return this.#products.size;
   }

@@ -157,6 +157,11 @@ export interface CoapEndpointOptions<I> {
   /** Handler exceptions and rejections, and replies that cannot be encoded. */
   readonly onError?: (err: unknown) => void;
   /**
+   * Told of each duplicate request (§4.5) after it was handled here; `resent` is true when
+   * the cached answer went out again. The handler never sees duplicates.
+   */
+  readonly onDuplicate?: (peer: CoapPeer<I>, message: CoapMessage, resent: boolean) => void;
+  /**
    * Milliseconds to wait for an asynchronous handler before an empty ACK goes out and the
    * answer follows as a separate CON response; 0: always separate (also for replies ready
    * at once); -1: always piggybacked, never an empty ACK. Default 500 (setting `ackTimeout`).
@@ -293,6 +298,7 @@ export class CoapEndpoint<I> {
   private readonly handler: CoapRequestHandler<I>;
   private readonly admit: CoapAdmission<I> | undefined;
   private readonly onError: ((err: unknown) => void) | undefined;
+  private readonly onDuplicate: CoapEndpointOptions<I>['onDuplicate'];
   private readonly clock: CoapClock;
   private readonly timers: TimerQueue;
   private readonly dedup: DedupCache;
@@ -314,6 +320,7 @@ export class CoapEndpoint<I> {
     this.handler = opts.handler;
     this.admit = opts.admit;
     this.onError = opts.onError;
+    this.onDuplicate = opts.onDuplicate;
     this.clock = opts.clock ?? systemClock;
     const random = opts.random ?? Math.random;
     this.timers = new TimerQueue(this.clock);
@@ -429,10 +436,12 @@ export class CoapEndpoint<I> {
     const dup = this.dedup.find(peer.key, msg.messageId, now);
     if (dup !== undefined) {
       this.stats.duplicates++;
-      if (dup.bytes !== undefined && type === CON) {
+      const bytes = type === CON ? dup.bytes : undefined;
+      if (bytes !== undefined) {
         this.stats.duplicateResends++;
-        peer.send(dup.bytes);
+        peer.send(bytes);
       }
+      this.onDuplicate?.(peer, msg, bytes !== undefined);
       return;
     }
     this.stats.requests++;

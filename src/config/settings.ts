@@ -780,6 +780,14 @@ export const settings = {
     'Log level: fatal, error, warn, info, debug, trace or silent.',
     { arg: '<level>' },
   ),
+  logFormat: setting(
+    z.enum(['auto', 'json', 'pretty']),
+    'auto',
+    'string',
+    'Process',
+    'Log line format: json (one JSON object per line), pretty (readable lines) or auto (pretty when standard output is a terminal, else json).',
+    { arg: '<auto|json|pretty>' },
+  ),
 } as const;
 
 export type Settings = typeof settings;

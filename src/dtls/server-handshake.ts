@@ -130,6 +130,8 @@ export class ServerHandshake<P> {
   private readonly deadline: number;
   readonly startedAt: number;
   private deadlineArmed = false;
+  /** Our ServerHello went out: the suite is the negotiated one from then on. */
+  private helloSent = false;
   private readonly onTimer = (): void => this.timerFired();
 
   constructor(
@@ -157,6 +159,11 @@ export class ServerHandshake<P> {
       ch.extensions.has(ExtensionType.encryptThenMac) &&
       this.suite === CipherSuite.TLS_PSK_WITH_AES_128_CBC_SHA256;
     this.start(ch, clientHelloSeq);
+  }
+
+  /** The cipher suite our ServerHello announced; undefined before it went out. */
+  get announcedSuite(): number | undefined {
+    return this.helloSent ? this.suite : undefined;
   }
 
   get finished(): boolean {
@@ -233,6 +240,7 @@ export class ServerHandshake<P> {
     messages.push(handshakeMessage(HandshakeType.serverHelloDone, this.sendSeq++, NO_DATA));
     for (const m of messages) this.transcript.add(m);
     this.flight = messages.map((payload) => ({ type: ContentType.handshake, epoch: 0, payload }));
+    this.helloSent = true;
     this.transmit();
     this.schedule(this.retransmitMs);
   }

@@ -450,7 +450,11 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     alert: string | undefined,
   ): void {
     this.forget(hs);
-    this.stats.handshakesFailed[reason]++;
+    const suite = hs.announcedSuite;
+    this.stats.handshakeFailed(
+      reason,
+      suite === undefined ? 'none' : (cipherSuiteName.get(suite) ?? String(suite)),
+    );
     this.handler.onHandshakeFailed?.({
       address: hs.address,
       port: hs.port,

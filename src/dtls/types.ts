@@ -145,4 +145,17 @@ export class DtlsStats {
   /** Associations evicted to make room, by the rule that chose them. */
   readonly evicted = zeroes(EVICTION_CLASSES);
   readonly completedBySuite: Record<string, number> = {};
+  /**
+   * Failed handshakes by the cipher suite our ServerHello announced (`none` when the
+   * handshake failed before one went out), then by reason.
+   */
+  readonly failedBySuite: Record<string, Record<HandshakeFailReason, number>> = {
+    none: zeroes(HANDSHAKE_FAIL_REASONS),
+  };
+
+  /** Counts a failed handshake by reason and by suite name (`none` before the ServerHello). */
+  handshakeFailed(reason: HandshakeFailReason, suite: string): void {
+    this.handshakesFailed[reason]++;
+    (this.failedBySuite[suite] ??= zeroes(HANDSHAKE_FAIL_REASONS))[reason]++;
+  }
 }

@@ -46,7 +46,7 @@ import type { PlatformStandIn } from '../tools/platform-standin.js';
 import { UdpEndpoint } from '../transport/udp.js';
 import { startAdminServer, type AdminServer, type ReadinessCheck } from './admin-server.js';
 import { DatagramTracer } from './datagram-tracing.js';
-import { createRequestHandler, createUploadAdmission } from './request-handler.js';
+import { createRequestHandler, createUploadAdmission, traceDuplicate } from './request-handler.js';
 import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { endWithError, startChild, tracing } from '../telemetry/trace.js';
 
@@ -392,6 +392,7 @@ export class Gateway {
       maxUploads: config.maxUploads,
       maxUploadBytes: config.maxUploadBytes,
       onError: (err) => log.error({ err }, 'request handler failed'),
+      onDuplicate: traceDuplicate,
     });
     closers.push(() => coap.close());
 

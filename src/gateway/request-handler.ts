@@ -5,8 +5,10 @@
 import { authorize, type Router } from '../bridge/router.js';
 import type { BridgeResponse, Principal } from '../bridge/types.js';
 import { Code, OptionNumber, formatCode } from '../coap/constants.js';
+import type { CoapMessage } from '../coap/codec.js';
 import type {
   CoapAdmission,
+  CoapPeer,
   CoapReply,
   CoapRequest,
   CoapRequestHandler,
@@ -34,26 +36,51 @@ const METHOD_NAMES = new Map<number, string>([
 /** "2.04" etc., computed once per code. */
 const CODE_LABELS: string[] = Array.from({ length: 256 }, (_, c) => formatCode(c));
 
-function exchangeAttributes(req: CoapRequest<Principal | undefined>): Attributes {
-  const m = req.message;
+function exchangeAttributes(
+  m: CoapMessage,
+  bodySize: number,
+  principal: Principal | undefined,
+  duplicate: boolean,
+): Attributes {
   const attrs: Attributes = {
     'coap.type': m.type === 0 ? 'CON' : 'NON',
     'coap.method': METHOD_NAMES.get(m.code) ?? CODE_LABELS[m.code] ?? String(m.code),
     'coap.message_id': m.messageId,
     'coap.token_length': m.token.length,
-    'coap.duplicate': false,
-    'coap.request.body.size': req.payload.length,
+    'coap.duplicate': duplicate,
+    'coap.request.body.size': bodySize,
   };
   const b1 = getOption(m, OptionNumber.BLOCK1);
   const b2 = getOption(m, OptionNumber.BLOCK2);
   if (b1 !== undefined) attrs['coap.block1.num'] = decodeBlock(b1)?.num ?? -1;
   if (b2 !== undefined) attrs['coap.block2.num'] = decodeBlock(b2)?.num ?? -1;
-  const p = req.peer.principal;
-  if (p !== undefined) {
-    attrs['coap_edge.product_key'] = p.productKey;
-    attrs['coap_edge.device_key'] = p.deviceKey;
+  if (principal !== undefined) {
+    attrs['coap_edge.product_key'] = principal.productKey;
+    attrs['coap_edge.device_key'] = principal.deviceKey;
   }
   return attrs;
+}
+
+/**
+ * A duplicate request (same peer and message ID within the exchange lifetime) never reaches
+ * the handler: the endpoint answers it from its cache (CON) or ignores it (NON). When traced it
+ * still gets its own short `coap.exchange` span, with `coap.duplicate` true and
+ * `coap.duplicate.resent` telling whether the cached answer went out again.
+ */
+export function traceDuplicate(
+  peer: CoapPeer<Principal | undefined>,
+  m: CoapMessage,
+  resent: boolean,
+): void {
+  if (!tracing.on) return;
+  const span = startChild(
+    'coap.exchange',
+    exchangeAttributes(m, m.payload.length, peer.principal, true),
+    SpanKind.SERVER,
+  );
+  if (span === undefined) return;
+  span.setAttribute('coap.duplicate.resent', resent);
+  span.end();
 }
 
 export function createRequestHandler(
@@ -82,7 +109,11 @@ export function createRequestHandler(
   return (req) => {
     const started = performance.now();
     const span = tracing.on
-      ? startChild('coap.exchange', exchangeAttributes(req), SpanKind.SERVER)
+      ? startChild(
+          'coap.exchange',
+          exchangeAttributes(req.message, req.payload.length, req.peer.principal, false),
+          SpanKind.SERVER,
+        )
       : undefined;
     const breq = toBridgeRequest(req);
     if (breq === undefined) return finish(MALFORMED_PATH, req, started, span);

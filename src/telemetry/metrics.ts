@@ -330,9 +330,13 @@ export function createMetrics(): Metrics {
   readCounter(
     registry,
     'coap_edge_dtls_handshakes_failed_total',
-    'Handshakes failed, by reason.',
-    ['reason'],
-    from((x) => entries(x.dtls.stats.handshakesFailed, 'reason')),
+    'Handshakes failed, by reason and by the cipher suite of our ServerHello (none: failed before it).',
+    ['reason', 'cipher_suite'],
+    from((x) =>
+      Object.entries(x.dtls.stats.failedBySuite).flatMap(([suite, byReason]) =>
+        entries(byReason, 'reason', { cipher_suite: suite }),
+      ),
+    ),
   );
   readCounter(
     registry,

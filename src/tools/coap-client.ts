@@ -11,6 +11,7 @@ import {
   ACK_RANDOM_FACTOR,
   ACK_TIMEOUT_MS,
   CON,
+  NON,
   Code,
   ContentFormat,
   MAX_RETRANSMIT,
@@ -35,6 +36,11 @@ export interface CoapRequestOptions {
   readonly ackTimeoutMs?: number;
   /** Follow Block2 to fetch the whole answer (default true). */
   readonly followBlocks?: boolean;
+  /**
+   * Send a non-confirmable request (RFC 7252 §5.2.3): no retransmission; the answer, if the
+   * server sends one, is a NON matched by token. Default false (CON).
+   */
+  readonly nonConfirmable?: boolean;
 }
 
 export interface CoapResponse {
@@ -52,6 +58,7 @@ const EMPTY = Buffer.alloc(0);
 
 interface Pending {
   readonly token: Buffer;
+  readonly confirmable: boolean;
   messageId: number;
   resolve(msg: CoapMessage, separate: boolean): void;
   acked: boolean;
@@ -118,8 +125,9 @@ export class CoapDtlsClient {
     const token = randomBytes(4);
     const key = token.toString('hex');
     const messageId = this.allocateMessageId();
+    const confirmable = o.nonConfirmable !== true;
     const datagram = encode({
-      type: CON,
+      type: confirmable ? CON : NON,
       code: METHODS[o.method],
       messageId,
       token,
@@ -145,6 +153,7 @@ export class CoapDtlsClient {
       };
       const p: Pending = {
         token,
+        confirmable,
         messageId,
         acked: false,
         resolve: (msg, separate) => {
@@ -170,6 +179,7 @@ export class CoapDtlsClient {
           finish(new CoapClientError('COAP_CLOSED', 'DTLS association closed'));
           return;
         }
+        if (!confirmable) return; // a NON is sent once (§4.3)
         timer = setTimeout(() => {
           if (p.acked) return;
           if (retransmissions >= MAX_RETRANSMIT) return; // keep waiting until the deadline
@@ -216,7 +226,8 @@ export class CoapDtlsClient {
     const p = this.pending.get(msg.token.toString('hex'));
     if (p !== undefined) {
       p.acked = true;
-      p.resolve(msg, true);
+      // the answer to a NON request is a NON of its own, not a separate response (§5.2.3)
+      p.resolve(msg, p.confirmable);
     }
   }
 

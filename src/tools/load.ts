@@ -1,13 +1,16 @@
 /**
- * Load generator: N simulated devices, each with its own DTLS association (CCM_8 by
- * default), posting EnOS measurepoints in a closed loop (one request outstanding per
- * device) or at a fixed rate, for a duration. Reports throughput, latency percentiles and
- * failures as one JSON object. Used by `coap-edge bench` and by bench/ scripts.
+ * Load generator behind `coap-edge bench`: N simulated devices, each with its own DTLS
+ * association (CCM_8 by default), connected at a given ramp rate, then posting EnOS
+ * measurepoints (CON or NON, a chosen payload size) in a closed loop (one request
+ * outstanding per device) or at a fixed rate, for a duration. Progress snapshots while it
+ * runs; a result with throughput, latency percentiles, errors by kind and, given coap-edge's
+ * /metrics, coap-edge's resident memory per association.
  */
 import { CipherSuite } from '../dtls/constants.js';
+import { DtlsError } from '../dtls/errors.js';
 import { derivePsk, formatIdentity } from '../enos/index.js';
 import { ContentFormat } from '../coap/constants.js';
-import { CoapDtlsClient } from './coap-client.js';
+import { CoapClientError, CoapDtlsClient } from './coap-client.js';
 
 export interface LoadDevice {
   readonly productKey: string;
@@ -25,23 +28,65 @@ export interface LoadOptions {
   readonly suite: 'ccm8' | 'cbc';
   /** Path relative to /topic/sys/{pk}/{dk}/ (default thing/measurepoint/post). */
   readonly topic?: string;
-  /** Connect this many devices at once (default 32). */
+  /** Handshakes in flight at once (default 32). */
   readonly connectConcurrency?: number;
+  /** Handshakes started per second during the ramp-up; 0 or absent: as fast as possible. */
+  readonly rampPerSecond?: number;
+  /** NON requests instead of CON (default false). */
+  readonly nonConfirmable?: boolean;
+  /** Size of each request body in bytes (a measurepoint post padded to it; default ~120). */
+  readonly payloadSize?: number;
   readonly requestTimeoutMs?: number;
+  /** Local address for the devices' sockets (default: any). */
+  readonly bindAddress?: string;
+  /** coap-edge's /metrics URL: read before and after the ramp for memory per association. */
+  readonly metricsUrl?: string;
   /** Called when every device is connected, before the measured phase. */
   readonly onConnected?: () => void | Promise<void>;
+  /** Called every `progressIntervalMs` (default 1000) while running. */
+  readonly onProgress?: (p: LoadProgress) => void;
+  readonly progressIntervalMs?: number;
+}
+
+/** What a progress line shows: totals so far and rates over the last interval. */
+export interface LoadProgress {
+  readonly phase: 'connecting' | 'running';
+  readonly elapsedMs: number;
+  readonly devices: number;
+  readonly connected: number;
+  readonly handshakesPerSecond: number;
+  readonly requests: number;
+  readonly requestsPerSecond: number;
+  /** Request latency so far; 0 before the first answer. */
+  readonly latencyMs: { readonly p50: number; readonly p99: number };
+  readonly errors: Readonly<Record<string, number>>;
+}
+
+export interface MemoryResult {
+  readonly rssBeforeBytes: number;
+  readonly rssAfterBytes: number;
+  /** Associations coap-edge added over the ramp (its own gauge, after minus before). */
+  readonly associations: number;
+  /** (RSS after − RSS before) / associations; 0 when no association was added. */
+  readonly bytesPerAssociation: number;
 }
 
 export interface LoadResult {
   readonly devices: number;
   readonly connected: number;
   readonly connectFailures: number;
+  readonly type: 'CON' | 'NON';
+  readonly payloadBytes: number;
+  readonly rampMs: number;
+  readonly handshakesPerSecond: number;
   readonly handshakeMs: { readonly p50: number; readonly p99: number };
   readonly durationMs: number;
   readonly requests: number;
   readonly ok: number;
   readonly failed: number;
   readonly codes: Readonly<Record<string, number>>;
+  /** Failed handshakes, failed requests and non-2.xx answers, by kind. */
+  readonly errors: Readonly<Record<string, number>>;
   readonly messagesPerSecond: number;
   readonly latencyMs: {
     readonly p50: number;
@@ -49,6 +94,8 @@ export interface LoadResult {
     readonly p99: number;
     readonly max: number;
   };
+  /** Present when `metricsUrl` was given and both scrapes worked. */
+  readonly memory?: MemoryResult;
 }
 
 export function percentile(sorted: readonly number[], p: number): number {
@@ -61,18 +108,109 @@ function round(n: number): number {
   return Math.round(n * 100) / 100;
 }
 
+/**
+ * Latencies in logarithmic buckets (4 % wide, 10 µs to ~10 min): constant memory for any
+ * number of samples, percentiles at any time for the progress line, within 4 %.
+ */
+export class LatencyHistogram {
+  private static readonly MIN_MS = 0.01;
+  private static readonly LOG_GROWTH = Math.log(1.04);
+  private readonly buckets = new Uint32Array(460);
+  count = 0;
+  max = 0;
+
+  record(ms: number): void {
+    const b = this.buckets;
+    const i =
+      ms <= LatencyHistogram.MIN_MS
+        ? 0
+        : Math.min(
+            b.length - 1,
+            Math.ceil(Math.log(ms / LatencyHistogram.MIN_MS) / LatencyHistogram.LOG_GROWTH),
+          );
+    b[i] = (b[i] ?? 0) + 1;
+    this.count++;
+    if (ms > this.max) this.max = ms;
+  }
+
+  /** The upper bound of the bucket holding the p-th percentile (at most the maximum seen). */
+  quantile(p: number): number {
+    if (this.count === 0) return 0;
+    const rank = Math.max(1, Math.ceil((p / 100) * this.count));
+    let seen = 0;
+    for (let i = 0; i < this.buckets.length; i++) {
+      seen += this.buckets[i] ?? 0;
+      if (seen >= rank) {
+        return Math.min(
+          this.max,
+          LatencyHistogram.MIN_MS * Math.exp(i * LatencyHistogram.LOG_GROWTH),
+        );
+      }
+    }
+    return this.max;
+  }
+}
+
+/** A short stable name for what went wrong, for the errors-by-kind counts. */
+export function errorKind(stage: 'handshake' | 'request', err: unknown): string {
+  let code = 'unknown';
+  if (err instanceof DtlsError || err instanceof CoapClientError) code = err.code;
+  else if (err instanceof Error) code = (err as NodeJS.ErrnoException).code ?? err.name;
+  return `${stage}:${code.replace(/^(DTLS|COAP)_/, '').toLowerCase()}`;
+}
+
+function bump(rec: Record<string, number>, key: string): void {
+  rec[key] = (rec[key] ?? 0) + 1;
+}
+
 let counter = 0;
-function measurepointBody(): Buffer {
+/** An EnOS measurepoint post, padded with a `pad` param to `size` bytes when that is larger. */
+export function measurepointBody(size = 0): Buffer {
   counter = (counter + 1) % 2 ** 31;
+  const base = {
+    id: String(counter),
+    version: '1.0',
+    method: 'thing.measurepoint.post',
+    params: { measurepoints: { temperature: 21.5, humidity: 40 }, time: Date.now() },
+  };
+  const text = JSON.stringify(base);
+  // `,"pad":""` adds 9 bytes inside params
+  const missing = size - Buffer.byteLength(text) - 9;
+  if (missing < 0) return Buffer.from(text);
   return Buffer.from(
-    JSON.stringify({
-      id: String(counter),
-      version: '1.0',
-      method: 'thing.measurepoint.post',
-      params: { measurepoints: { temperature: 21.5, humidity: 40 }, time: Date.now() },
-    }),
+    JSON.stringify({ ...base, params: { ...base.params, pad: 'x'.repeat(missing) } }),
   );
 }
+
+/** One value of a Prometheus text exposition: the sum of the samples of a label-less family. */
+export function scrapeValue(text: string, name: string): number | undefined {
+  let sum: number | undefined;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const rest = line.slice(name.length);
+    if (rest[0] !== ' ' && rest[0] !== '{') continue;
+    const v = Number(rest.slice(rest.lastIndexOf(' ') + 1));
+    if (Number.isFinite(v)) sum = (sum ?? 0) + v;
+  }
+  return sum;
+}
+
+async function memorySample(
+  url: string,
+): Promise<{ rss: number; associations: number } | undefined> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+    if (!res.ok) return undefined;
+    const text = await res.text();
+    const rss = scrapeValue(text, 'process_resident_memory_bytes');
+    const associations = scrapeValue(text, 'coap_edge_dtls_associations');
+    return rss === undefined || associations === undefined ? undefined : { rss, associations };
+  } catch {
+    return undefined;
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const suite =
@@ -80,99 +218,231 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
       ? CipherSuite.TLS_PSK_WITH_AES_128_CBC_SHA256
       : CipherSuite.TLS_PSK_WITH_AES_128_CCM_8;
   const clients: { c: CoapDtlsClient; path: string }[] = [];
-  const handshakeTimes: number[] = [];
-  let connectFailures = 0;
-  const queue = [...o.devices];
-  const worker = async (): Promise<void> => {
-    for (let d = queue.shift(); d !== undefined; d = queue.shift()) {
-      const started = performance.now();
-      try {
-        const c = await CoapDtlsClient.connect({
-          host: o.host,
-          port: o.port,
-          identity: formatIdentity({
-            productKey: d.productKey,
-            deviceKey: d.deviceKey,
-            secureMode: 2,
-            lifetime: 3600,
-          }),
-          psk: derivePsk(d.secret),
-          cipherSuites: [suite],
-          handshakeTimeoutMs: 20_000,
-        });
-        handshakeTimes.push(performance.now() - started);
-        clients.push({
-          c,
-          path: `/topic/sys/${d.productKey}/${d.deviceKey}/${o.topic ?? 'thing/measurepoint/post'}`,
-        });
-      } catch {
-        connectFailures++;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, o.connectConcurrency ?? 32) }, worker));
-  await o.onConnected?.();
-
-  const latencies: number[] = [];
+  const handshakes = new LatencyHistogram();
+  const latencies = new LatencyHistogram();
   const codes: Record<string, number> = {};
+  const errors: Record<string, number> = {};
+  let connectFailures = 0;
   let failed = 0;
-  const started = performance.now();
-  const end = started + o.durationMs;
-  const interval = o.ratePerDevice > 0 ? 1000 / o.ratePerDevice : 0;
-  await Promise.all(
-    clients.map(async ({ c, path }, i) => {
-      let next = started + (interval > 0 ? (i / clients.length) * interval : 0);
-      while (performance.now() < end) {
-        if (interval > 0) {
-          const wait = next - performance.now();
-          if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-          next += interval;
-          if (performance.now() >= end) break;
-        }
-        const t0 = performance.now();
-        try {
-          const r = await c.request({
-            method: 'POST',
-            path,
-            payload: measurepointBody(),
-            contentFormat: ContentFormat.JSON,
-            timeoutMs: o.requestTimeoutMs ?? 30_000,
+  let phase: LoadProgress['phase'] = 'connecting';
+  const t0 = performance.now();
+
+  // progress: totals, and rates over the last interval
+  const intervalMs = Math.max(100, o.progressIntervalMs ?? 1000);
+  let last = { at: t0, handshakes: 0, requests: 0 };
+  const progress =
+    o.onProgress === undefined
+      ? undefined
+      : setInterval(() => {
+          const now = performance.now();
+          const hs = clients.length + connectFailures;
+          const reqs = latencies.count + failed;
+          const dt = Math.max(1, now - last.at) / 1000;
+          o.onProgress?.({
+            phase,
+            elapsedMs: Math.round(now - t0),
+            devices: o.devices.length,
+            connected: clients.length,
+            handshakesPerSecond: round((hs - last.handshakes) / dt),
+            requests: reqs,
+            requestsPerSecond: round((reqs - last.requests) / dt),
+            latencyMs: { p50: round(latencies.quantile(50)), p99: round(latencies.quantile(99)) },
+            errors: { ...errors },
           });
-          latencies.push(performance.now() - t0);
-          const k = `${r.code >> 5}.${String(r.code & 31).padStart(2, '0')}`;
-          codes[k] = (codes[k] ?? 0) + 1;
-        } catch {
-          failed++;
+          last = { at: now, handshakes: hs, requests: reqs };
+        }, intervalMs);
+
+  try {
+    const before = o.metricsUrl === undefined ? undefined : await memorySample(o.metricsUrl);
+    const topic = o.topic ?? 'thing/measurepoint/post';
+    const spacing = (o.rampPerSecond ?? 0) > 0 ? 1000 / (o.rampPerSecond ?? 1) : 0;
+    let nextStart = performance.now();
+    let index = 0;
+    const worker = async (): Promise<void> => {
+      for (let d = o.devices[index++]; d !== undefined; d = o.devices[index++]) {
+        if (spacing > 0) {
+          const wait = nextStart - performance.now();
+          nextStart = Math.max(nextStart, performance.now()) + spacing;
+          if (wait > 0) await sleep(wait);
+        }
+        const started = performance.now();
+        try {
+          const c = await CoapDtlsClient.connect({
+            host: o.host,
+            port: o.port,
+            identity: formatIdentity({
+              productKey: d.productKey,
+              deviceKey: d.deviceKey,
+              secureMode: 2,
+              lifetime: 3600,
+            }),
+            psk: derivePsk(d.secret),
+            cipherSuites: [suite],
+            handshakeTimeoutMs: 20_000,
+            ...(o.bindAddress !== undefined ? { bindAddress: o.bindAddress } : {}),
+          });
+          handshakes.record(performance.now() - started);
+          clients.push({ c, path: `/topic/sys/${d.productKey}/${d.deviceKey}/${topic}` });
+        } catch (err) {
+          connectFailures++;
+          bump(errors, errorKind('handshake', err));
         }
       }
-    }),
-  );
-  const durationMs = performance.now() - started;
-  await Promise.all(clients.map(({ c }) => c.close().catch(() => undefined)));
-  latencies.sort((a, b) => a - b);
-  handshakeTimes.sort((a, b) => a - b);
-  const ok = Object.entries(codes).reduce((n, [k, v]) => (k.startsWith('2.') ? n + v : n), 0);
-  return {
-    devices: o.devices.length,
-    connected: clients.length,
-    connectFailures,
-    handshakeMs: {
-      p50: round(percentile(handshakeTimes, 50)),
-      p99: round(percentile(handshakeTimes, 99)),
-    },
-    durationMs: Math.round(durationMs),
-    requests: latencies.length + failed,
-    ok,
-    failed,
-    codes,
-    messagesPerSecond: round((latencies.length / durationMs) * 1000),
-    latencyMs: {
-      p50: round(percentile(latencies, 50)),
-      p90: round(percentile(latencies, 90)),
-      p99: round(percentile(latencies, 99)),
-      max: round(latencies[latencies.length - 1] ?? 0),
-    },
-  };
+    };
+    await Promise.all(Array.from({ length: Math.max(1, o.connectConcurrency ?? 32) }, worker));
+    const rampMs = performance.now() - t0;
+    const after =
+      before === undefined || o.metricsUrl === undefined
+        ? undefined
+        : await memorySample(o.metricsUrl);
+    await o.onConnected?.();
+
+    phase = 'running';
+    const started = performance.now();
+    const end = started + o.durationMs;
+    const interval = o.ratePerDevice > 0 ? 1000 / o.ratePerDevice : 0;
+    const nonConfirmable = o.nonConfirmable === true;
+    await Promise.all(
+      clients.map(async ({ c, path }, i) => {
+        let next = started + (interval > 0 ? (i / clients.length) * interval : 0);
+        while (performance.now() < end) {
+          if (interval > 0) {
+            const wait = next - performance.now();
+            if (wait > 0) await sleep(wait);
+            next += interval;
+            if (performance.now() >= end) break;
+          }
+          const t = performance.now();
+          try {
+            const r = await c.request({
+              method: 'POST',
+              path,
+              payload: measurepointBody(o.payloadSize),
+              contentFormat: ContentFormat.JSON,
+              timeoutMs: o.requestTimeoutMs ?? 30_000,
+              nonConfirmable,
+            });
+            latencies.record(performance.now() - t);
+            const k = `${r.code >> 5}.${String(r.code & 31).padStart(2, '0')}`;
+            bump(codes, k);
+            if (r.code >> 5 !== 2) bump(errors, `response:${k}`);
+          } catch (err) {
+            failed++;
+            bump(errors, errorKind('request', err));
+          }
+        }
+      }),
+    );
+    const durationMs = performance.now() - started;
+    await Promise.all(clients.map(({ c }) => c.close().catch(() => undefined)));
+    const ok = Object.entries(codes).reduce((n, [k, v]) => (k.startsWith('2.') ? n + v : n), 0);
+    let memory: MemoryResult | undefined;
+    if (before !== undefined && after !== undefined) {
+      const associations = after.associations - before.associations;
+      memory = {
+        rssBeforeBytes: before.rss,
+        rssAfterBytes: after.rss,
+        associations,
+        bytesPerAssociation:
+          associations > 0 ? Math.round((after.rss - before.rss) / associations) : 0,
+      };
+    }
+    return {
+      devices: o.devices.length,
+      connected: clients.length,
+      connectFailures,
+      type: nonConfirmable ? 'NON' : 'CON',
+      payloadBytes: measurepointBody(o.payloadSize).length,
+      rampMs: Math.round(rampMs),
+      handshakesPerSecond: round(((clients.length + connectFailures) / rampMs) * 1000),
+      handshakeMs: { p50: round(handshakes.quantile(50)), p99: round(handshakes.quantile(99)) },
+      durationMs: Math.round(durationMs),
+      requests: latencies.count + failed,
+      ok,
+      failed,
+      codes,
+      errors,
+      messagesPerSecond: round((latencies.count / durationMs) * 1000),
+      latencyMs: {
+        p50: round(latencies.quantile(50)),
+        p90: round(latencies.quantile(90)),
+        p99: round(latencies.quantile(99)),
+        max: round(latencies.max),
+      },
+      ...(memory !== undefined ? { memory } : {}),
+    };
+  } finally {
+    if (progress !== undefined) clearInterval(progress);
+  }
+}
+
+function ms(n: number): string {
+  return n >= 100 ? `${Math.round(n)} ms` : `${n.toFixed(1)} ms`;
+}
+
+function errorList(errors: Readonly<Record<string, number>>): string {
+  const e = Object.entries(errors).sort((a, b) => b[1] - a[1]);
+  return e.length === 0 ? 'none' : e.map(([k, v]) => `${k} ${v}`).join(', ');
+}
+
+/** The one-line live progress (no newline; the caller rewrites the line on a terminal). */
+export function formatProgress(p: LoadProgress): string {
+  const secs = String(Math.round(p.elapsedMs / 1000)).padStart(4);
+  const parts = [
+    `[${secs} s] ${p.phase === 'connecting' ? 'ramp' : 'load'}`,
+    `${p.connected}/${p.devices} devices connected`,
+    `${p.handshakesPerSecond.toFixed(0)} handshakes/s`,
+    `${p.requestsPerSecond.toFixed(0)} req/s`,
+    `p50 ${ms(p.latencyMs.p50)} p99 ${ms(p.latencyMs.p99)}`,
+    `errors: ${errorList(p.errors)}`,
+  ];
+  return parts.join(' | ');
+}
+
+/** The human summary printed when a run ends (several lines, ending in a newline). */
+export function formatSummary(r: LoadResult): string {
+  const rows: [string, string][] = [
+    [
+      'devices',
+      `${r.connected}/${r.devices} connected` +
+        (r.connectFailures > 0 ? ` (${r.connectFailures} failed)` : ''),
+    ],
+    [
+      'ramp-up',
+      `${(r.rampMs / 1000).toFixed(1)} s, ${r.handshakesPerSecond.toFixed(1)} handshakes/s`,
+    ],
+    ['handshake time', `p50 ${ms(r.handshakeMs.p50)}, p99 ${ms(r.handshakeMs.p99)}`],
+    ['requests', `${r.type}, ${r.payloadBytes}-byte body, ${(r.durationMs / 1000).toFixed(1)} s`],
+    [
+      'answered',
+      `${r.requests} sent, ${r.ok} ok (2.xx), ${r.failed} unanswered; ` +
+        `${r.messagesPerSecond.toFixed(1)} answers/s`,
+    ],
+    [
+      'latency',
+      `p50 ${ms(r.latencyMs.p50)}, p90 ${ms(r.latencyMs.p90)}, ` +
+        `p99 ${ms(r.latencyMs.p99)}, max ${ms(r.latencyMs.max)}`,
+    ],
+    [
+      'response codes',
+      Object.entries(r.codes)
+        .sort()
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ') || 'none',
+    ],
+    ['errors', errorList(r.errors)],
+  ];
+  if (r.memory !== undefined) {
+    const m = r.memory;
+    rows.push([
+      'coap-edge memory',
+      `${(m.bytesPerAssociation / 1024).toFixed(1)} KiB RSS per association ` +
+        `(${(m.rssBeforeBytes / 2 ** 20).toFixed(0)} → ${(m.rssAfterBytes / 2 ** 20).toFixed(0)} MiB ` +
+        `for ${m.associations} associations)`,
+    ]);
+  }
+  const width = Math.max(...rows.map(([k]) => k.length));
+  return `${rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}`).join('\n')}\n`;
 }
 
 /** A devices file with `count` devices of one product, secrets derived from a seed. */

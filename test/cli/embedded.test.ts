@@ -9,7 +9,15 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { connect } from 'mqtt';
 import { join } from 'node:path';
-import { REPO_ROOT, killAll, listeningPort, runCli, startCli } from '../helpers/processes.js';
+import {
+  CLI,
+  REPO_ROOT,
+  killAll,
+  listeningPort,
+  run,
+  runCli,
+  startCli,
+} from '../helpers/processes.js';
 
 after(killAll);
 
@@ -36,7 +44,10 @@ describe('embedded defaults (npm start)', () => {
       stream: 'stderr',
     });
     assert.match(proc.stderr, /mosquitto_sub -h 127\.0\.0\.1 -p \d+ -v -t '\/sys\/#'/);
-    assert.match(proc.stderr, /npx coap-edge device post thing\/measurepoint\/post/);
+    // not a terminal: the log is JSON lines (logFormat auto)
+    const logLines = proc.stdout.trim().split('\n');
+    assert.ok(logLines.length > 3);
+    for (const l of logLines) assert.doesNotThrow(() => JSON.parse(l), l);
 
     // a subscriber on the embedded broker sees what the device publishes
     const sub = connect(banner[1] ?? '', { protocolVersion: 4 });
@@ -47,21 +58,22 @@ describe('embedded defaults (npm start)', () => {
     const seen = new Promise<string>((resolve) => sub.on('message', (topic) => resolve(topic)));
     await sub.subscribeAsync('/sys/demoPK01/device001/thing/measurepoint/post', { qos: 1 });
 
-    const r = await runCli([
-      'device',
-      'post',
-      'thing/measurepoint/post',
-      '{"id":"77","version":"1.0","method":"thing.measurepoint.post","params":{}}',
-      '--port',
-      String(port),
-      '--identity',
-      'demoPK01,device001,2,3600',
-      '--secret',
-      'demo-device-secret-0001',
+    await proc.waitFor(/or with libcoap/, { stream: 'stderr' });
+    // the banner's command, exactly as printed (a demo device filled in, no placeholders),
+    // run by a shell with `npx coap-edge` standing for this build's CLI
+    const printed = /\n {2}(npx coap-edge device post (?:[^\n]*\\\n)*[^\n]*)/.exec(proc.stderr);
+    assert.ok(printed !== null, proc.stderr);
+    const command = printed[1] ?? '';
+    assert.doesNotMatch(command, /[<>]/, 'no placeholders');
+    assert.match(command, /--identity demoPK01,device001,2,3600 --secret demo-device-secret-0001/);
+    assert.match(command, new RegExp(`--port ${port} `));
+    const r = await run('bash', [
+      '-c',
+      command.replace(/^npx coap-edge /, `"${process.execPath}" "${CLI}" `),
     ]);
-    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.code, 0, `${command}\n${r.stdout}${r.stderr}`);
     // the demo platform answered on _reply with the same id
-    assert.equal(r.stdout.trim(), '2.04 {"id":"77","code":200,"data":null}');
+    assert.equal(r.stdout.trim(), '2.04 {"id":"1","code":200,"data":null}');
     assert.equal(await seen, '/sys/demoPK01/device001/thing/measurepoint/post');
 
     proc.child.kill('SIGINT');

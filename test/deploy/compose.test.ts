@@ -6,8 +6,9 @@
  *   host path it mounts exists, one network, health checks and `depends_on` conditions;
  * - the wiring: coap-edge's mounted config is a valid coap-edge config (loadConfig) whose URLs
  *   name the compose services on the ports they listen on; Prometheus scrapes coap-edge's HTTP
- *   port and loads deploy/prometheus/alerts.yml (promtool checks it when installed); Grafana's
- *   provisioning points at Prometheus, Jaeger and deploy/grafana/dashboards/; the registry and
+ *   port and loads helm/coap-edge/files/alerts.yml (promtool checks it when installed); Grafana's
+ *   provisioning points at Prometheus, Jaeger and the dashboard of helm/coap-edge/files/ (the one source of
+ *   the dashboard and the alert rules, shared with the chart); the registry and
  *   device simulator commands are valid coap-edge commands;
  * - the registry stand-in (src/tools/registry-standin.ts) over HTTP, also through coap-edge's
  *   own registry client, and as the `coap-edge registry` command;
@@ -345,7 +346,7 @@ describe('deploy/docker-compose.yml', () => {
     assert.equal(t[1], 'mosquitto_pub');
   });
 
-  it('prometheus: scrapes coap-edge by service name on its HTTP port and loads deploy/prometheus/alerts.yml', () => {
+  it('prometheus: scrapes coap-edge by service name on its HTTP port and loads the chart files/alerts.yml', () => {
     const c = composeConfig();
     const { prom } = prometheusConfig();
     const job = prom.scrape_configs.find((j) =>
@@ -356,7 +357,7 @@ describe('deploy/docker-compose.yml', () => {
     const rules = (prom.rule_files ?? []).map((r) => hostPath(svc('prometheus'), r));
     assert.deepEqual(
       rules.map((r) => relative(REPO_ROOT, r)),
-      [join('deploy', 'prometheus', 'alerts.yml')],
+      [join('helm', 'coap-edge', 'files', 'alerts.yml')],
     );
     for (const r of rules) assert.ok(existsSync(r), `${relative(REPO_ROOT, r)} exists`);
     assert.ok((svc('prometheus').ports ?? []).includes('9090:9090'));
@@ -386,7 +387,7 @@ describe('deploy/docker-compose.yml', () => {
     }
   });
 
-  it('grafana: provisions Prometheus and Jaeger by service name, and the dashboards of deploy/grafana/dashboards/', () => {
+  it('grafana: provisions Prometheus and Jaeger by service name, and the dashboard of the chart files/', () => {
     const g = svc('grafana');
     assert.equal(
       relative(REPO_ROOT, hostPath(g, '/etc/grafana/provisioning')),
@@ -414,10 +415,10 @@ describe('deploy/docker-compose.yml', () => {
     const dashDirs = provider.providers.map((p) => hostPath(g, p.options.path));
     assert.deepEqual(
       dashDirs.map((d) => relative(REPO_ROOT, d)),
-      [join('deploy', 'grafana', 'dashboards')],
+      [join('helm', 'coap-edge', 'files')],
     );
-    const dashboard = join(REPO_ROOT, 'deploy', 'grafana', 'dashboards', 'coap-edge.json');
-    assert.ok(existsSync(dashboard), 'deploy/grafana/dashboards/coap-edge.json exists');
+    const dashboard = join(REPO_ROOT, 'helm', 'coap-edge', 'files', 'coap-edge-dashboard.json');
+    assert.ok(existsSync(dashboard), 'helm/coap-edge/files/coap-edge-dashboard.json exists');
     const home = env(g).GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH;
     if (home !== undefined) assert.equal(hostPath(g, home), dashboard);
     assert.equal(env(g).GF_SECURITY_ADMIN_USER, 'admin');

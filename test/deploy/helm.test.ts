@@ -10,7 +10,7 @@
  *   kind per file, every `.Values.x.y` a path the schema allows (and values.yaml has), every
  *   `include` defined and every helper used, every `.Files.Get` file present, every value used;
  * - README.md has a row per leaf of values.yaml with its default (the table is generated);
- * - files/ holds exact copies of the dashboard and alert rules under deploy/;
+ * - files/ is the one source of the dashboard and alert rules (deploy/ holds no copies);
  * - NOTES.txt tells how to find the load balancer, connect a device and see metrics.
  *
  * `UPDATE_CHART=1 node scripts/run-tests.mjs deploy/helm` rewrites the generated parts (the
@@ -20,7 +20,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
 import {
@@ -978,26 +978,24 @@ describe('templates', () => {
   });
 });
 
-describe('files/ are copies of the deploy/ originals', () => {
-  const copies: [string, string][] = [
-    ['files/coap-edge-dashboard.json', 'deploy/grafana/dashboards/coap-edge.json'],
-    ['files/alerts.yml', 'deploy/prometheus/alerts.yml'],
-  ];
-  for (const [copy, original] of copies) {
-    it(`${copy} equals ${original}`, () => {
-      const from = join(REPO_ROOT, original);
-      assert.ok(existsSync(from), `${original} exists`);
-      assert.ok(
-        existsSync(join(CHART, copy)),
-        `${copy} exists: cp ${original} helm/coap-edge/${copy}`,
-      );
-      assert.equal(
-        readText(copy),
-        readFileSync(from, 'utf8'),
-        `cp ${original} helm/coap-edge/${copy}`,
-      );
-    });
-  }
+describe('files/ is the one source of the dashboard and the alert rules', () => {
+  it('no copy of files/alerts.yml or files/coap-edge-dashboard.json elsewhere under deploy/', () => {
+    const sources = ['files/alerts.yml', 'files/coap-edge-dashboard.json'].map((f) => readText(f));
+    const copies: string[] = [];
+    const walk = (dir: string): void => {
+      for (const e of readdirSync(dir, { withFileTypes: true })) {
+        const p = join(dir, e.name);
+        if (e.isDirectory()) walk(p);
+        else if (e.isFile()) {
+          const text = readFileSync(p, 'utf8');
+          const dashboardLike = p.endsWith('.json') && /"uid":\s*"coap-edge"/.test(text);
+          if (sources.includes(text) || dashboardLike) copies.push(relative(REPO_ROOT, p));
+        }
+      }
+    };
+    walk(join(REPO_ROOT, 'deploy'));
+    assert.deepEqual(copies, [], 'mount the chart files instead of copying them');
+  });
 
   it('files/alerts.yml has rule groups for the PrometheusRule', () => {
     const alerts = parseYaml(readText('files/alerts.yml')) as unknown;

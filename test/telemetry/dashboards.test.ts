@@ -1,8 +1,8 @@
 /**
  * Issue #5, the dashboard and the alert rules against what coap-edge exports:
- * - deploy/grafana/dashboards/coap-edge.json is a provisionable Grafana dashboard (schema,
+ * - helm/coap-edge/files/coap-edge-dashboard.json is a provisionable Grafana dashboard (schema,
  *   uid, data source variable, panels for every layer);
- * - deploy/prometheus/alerts.yml passes `promtool check rules`, every rule has a severity, a
+ * - helm/coap-edge/files/alerts.yml passes `promtool check rules`, every rule has a severity, a
  *   summary and a description, and `promtool test rules` fires each alert on synthetic
  *   series (and keeps the ratio alerts quiet below their volume);
  * - every metric name in every PromQL expression of both files is a family of a live
@@ -44,8 +44,9 @@ import {
   selectors,
 } from './prom.js';
 
-const DASHBOARD = join(REPO_ROOT, 'deploy', 'grafana', 'dashboards', 'coap-edge.json');
-const ALERTS = join(REPO_ROOT, 'deploy', 'prometheus', 'alerts.yml');
+// one source each, in the chart (Helm reads no file outside it); compose mounts them from there
+const DASHBOARD = join(REPO_ROOT, 'helm', 'coap-edge', 'files', 'coap-edge-dashboard.json');
+const ALERTS = join(REPO_ROOT, 'helm', 'coap-edge', 'files', 'alerts.yml');
 const DOC = join(REPO_ROOT, 'docs', 'observability.md');
 
 // --- reading the two files -------------------------------------------------------------------

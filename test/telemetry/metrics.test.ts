@@ -14,7 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { ContentType } from '../../src/dtls/constants.js';
-import type { CoapDtlsClient } from '../../src/tools/coap-client.js';
+import { derivePsk } from '../../src/enos/psk.js';
+import { CoapDtlsClient } from '../../src/tools/coap-client.js';
 import {
   eventually,
   measurepointTopic,
@@ -73,6 +74,17 @@ describe('telemetry: /metrics across a scripted scenario', { skip: SKIP }, () =>
     const before = previous;
     previous = now;
     return { now, delta: (n, l = {}) => now.sum(n, l) - before.sum(n, l) };
+  }
+
+  /** Waits until a new failed handshake shows on /metrics, then takes the step. */
+  async function stepAfterFailedHandshake(): ReturnType<typeof step> {
+    await eventually(
+      async () =>
+        (await scrape()).sum('coap_edge_dtls_handshakes_failed_total') >
+        previous.sum('coap_edge_dtls_handshakes_failed_total'),
+      'the failed handshake to be counted',
+    );
+    return step();
   }
 
   before(async () => {
@@ -219,18 +231,51 @@ describe('telemetry: /metrics across a scripted scenario', { skip: SKIP }, () =>
       connectAs(gw.port, { ...dev, secret: 'not-the-secret' }),
       'the handshake with a wrong PSK fails',
     );
-    await eventually(
-      async () =>
-        (await scrape()).sum('coap_edge_dtls_handshakes_failed_total') >
-        previous.sum('coap_edge_dtls_handshakes_failed_total'),
-      'the failed handshake to be counted',
-    );
-    const { now, delta } = await step();
+    const { now, delta } = await stepAfterFailedHandshake();
     assert.equal(delta('coap_edge_dtls_handshakes_failed_total', { reason: 'bad_record_mac' }), 1);
+    // the failure came after our ServerHello: counted under the suite it announced
+    assert.equal(
+      delta('coap_edge_dtls_handshakes_failed_total', {
+        reason: 'bad_record_mac',
+        cipher_suite: 'TLS_PSK_WITH_AES_128_CCM_8',
+      }),
+      1,
+    );
     assert.equal(delta('coap_edge_dtls_handshakes_failed_total'), 1);
     assert.equal(delta('coap_edge_dtls_handshakes_completed_total'), 0);
     assert.equal(delta('coap_edge_dtls_handshakes_started_total'), 1);
     assert.equal(now.sum('coap_edge_dtls_associations'), 1, 'the good device stays');
+  });
+
+  it('no shared cipher suite: the failure is counted with cipher_suite "none" (before any ServerHello)', async () => {
+    await assert.rejects(
+      CoapDtlsClient.connect({
+        host: '127.0.0.1',
+        port: gw.port,
+        identity: `${dev.pk},${dev.dk},2,3600`,
+        psk: derivePsk(dev.secret),
+        // TLS_PSK_WITH_AES_128_GCM_SHA256: a PSK suite coap-edge does not offer
+        cipherSuites: [0x00a8],
+        handshakeTimeoutMs: 10_000,
+        retransmitTimeoutMs: 500,
+      }),
+      'a handshake without a common suite fails',
+    );
+    const { now, delta } = await stepAfterFailedHandshake();
+    assert.equal(
+      delta('coap_edge_dtls_handshakes_failed_total', {
+        reason: 'no_shared_cipher',
+        cipher_suite: 'none',
+      }),
+      1,
+    );
+    assert.equal(delta('coap_edge_dtls_handshakes_failed_total'), 1);
+    for (const s of now.select('coap_edge_dtls_handshakes_failed_total')) {
+      assert.ok(
+        s.labels.cipher_suite === 'none' || s.labels.cipher_suite?.startsWith('TLS_PSK_'),
+        `cipher_suite label on ${JSON.stringify(s.labels)}`,
+      );
+    }
   });
 
   it('malformed datagram, replayed and forged records, a malformed CoAP message: dropped by reason', async () => {

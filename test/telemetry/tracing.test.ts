@@ -20,6 +20,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
+import { encode } from '../../src/coap/codec.js';
+import { CON, Code, OptionNumber } from '../../src/coap/constants.js';
 import { derivePsk } from '../../src/enos/psk.js';
 import { setupTracing, type TracingHandle } from '../../src/telemetry/setup.js';
 import type { CoapDtlsClient } from '../../src/tools/coap-client.js';
@@ -352,6 +354,57 @@ describe('telemetry: spans of a device over OTLP/HTTP', () => {
       !spans().some((s) => s.links.some((l) => l.spanId === wait.spanId)),
       'no mqtt.reply span for a reply without traceparent',
     );
+  });
+
+  it('a duplicate CON request gets its own coap.exchange span with coap.duplicate true (answer resent from the cache)', async () => {
+    // a request the router refuses at once (another device's topic: 4.03), sent twice with
+    // one message ID in two DTLS records, as a device whose ACK was lost retransmits it
+    const messageId = randomBytes(2).readUInt16BE(0);
+    const datagram = encode({
+      type: CON,
+      code: Code.POST,
+      messageId,
+      token: randomBytes(4),
+      options: ['topic', 'sys', uid('otherPK'), 'dk', 'thing', 'measurepoint', 'post'].map(
+        (seg) => ({ number: OptionNumber.URI_PATH, value: Buffer.from(seg) }),
+      ),
+      payload: Buffer.from('{}'),
+    });
+    const answers: Buffer[] = [];
+    const onMessage = (data: Buffer): void => {
+      answers.push(data);
+    };
+    device.dtls.on('message', onMessage);
+    try {
+      device.dtls.send(datagram);
+      await eventually(() => answers.length >= 1, 'the answer to the request');
+      device.dtls.send(datagram);
+      await eventually(() => answers.length >= 2, 'the cached answer to the duplicate');
+    } finally {
+      device.dtls.off('message', onMessage);
+    }
+    assert.ok(answers[1]!.equals(answers[0]!), 'the duplicate gets the same answer bytes');
+    const exchanges = (): OtlpSpan[] =>
+      spans().filter(
+        (s) => s.name === 'coap.exchange' && s.attributes['coap.message_id'] === messageId,
+      );
+    await receiver.waitFor(() => exchanges().length >= 2, 'both exchange spans');
+    const [first, dup] = [
+      exchanges().filter((s) => s.attributes['coap.duplicate'] === false),
+      exchanges().filter((s) => s.attributes['coap.duplicate'] === true),
+    ];
+    const msg = describeSpans(exchanges());
+    assert.equal(first.length, 1, msg);
+    assert.equal(dup.length, 1, msg);
+    assert.equal(first[0]!.attributes['coap.response_code'], '4.03', msg);
+    const d = dup[0]!;
+    assert.equal(d.attributes['coap.duplicate.resent'], true);
+    assert.equal(d.attributes['coap.type'], 'CON');
+    assert.equal(d.attributes['coap.method'], 'POST');
+    assert.equal(d.attributes['coap_edge.device_key'], dev.dk);
+    assert.notEqual(d.traceId, first[0]!.traceId, 'each datagram is its own trace');
+    const root = spans().find((s) => s.spanId === d.parentSpanId);
+    assert.equal(root?.name, DATAGRAM, msg);
   });
 
   it("a reply carrying the platform's traceparent continues the platform's trace (mqtt.reply linked to mqtt.reply_wait)", async () => {
