@@ -14,7 +14,7 @@ import type { Gateway } from './gateway/index.js';
 import type { CoapResponse } from './tools/coap-client.js';
 import type { DeviceToolOptions } from './tools/device.js';
 import type { RegistryStandIn } from './tools/registry-standin.js';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 
 // The gateway (with OpenTelemetry, aedes, ioredis, mqtt, undici) and the tools are imported
 // by the command that needs them, so `--help`, `psk` and `device` start without loading them.
@@ -392,7 +392,7 @@ async function benchCommand(flags: BenchFlags): Promise<void> {
     if (flags.out === undefined) process.stdout.write(text);
     else {
       try {
-        writeFileSync(flags.out, text, { mode: 0o600 });
+        load.writeDevicesFile(flags.out, text);
       } catch (err) {
         fail(`${flags.out}: cannot write (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
       }

@@ -6,6 +6,7 @@
  * runs; a result with throughput, latency percentiles, errors by kind and, given coap-edge's
  * /metrics, coap-edge's resident memory per association.
  */
+import { writeFileSync } from 'node:fs';
 import { CipherSuite } from '../dtls/constants.js';
 import { DtlsError } from '../dtls/errors.js';
 import { derivePsk, formatIdentity } from '../enos/index.js';
@@ -443,6 +444,14 @@ export function formatSummary(r: LoadResult): string {
   }
   const width = Math.max(...rows.map(([k]) => k.length));
   return `${rows.map(([k, v]) => `  ${k.padEnd(width)}  ${v}`).join('\n')}\n`;
+}
+
+/**
+ * Writes a generated devices file (secrets inside: owner-only permissions). A workstation
+ * tool: the proxy itself never writes to the filesystem.
+ */
+export function writeDevicesFile(path: string, text: string): void {
+  writeFileSync(path, text, { mode: 0o600 });
 }
 
 /** A devices file with `count` devices of one product, secrets derived from a seed. */

@@ -384,11 +384,12 @@ describe('deploy/Dockerfile', () => {
     assert.deepEqual(problems, [], 'not installed by npm ci --omit=dev');
   });
 
-  it('keeps the process off the filesystem (read-only root filesystem): no writes in src/', () => {
+  it('keeps the process off the filesystem (read-only root filesystem): no writes in src/ (workstation tools aside)', () => {
     const writers =
       /\b(writeFileSync|writeFile|appendFileSync|appendFile|createWriteStream|mkdirSync|mkdtempSync|rmSync|unlinkSync|renameSync)\s*\(/;
+    // src/tools/ (device tool, load generator, stand-ins) runs on a workstation, not in the pod
     const problems = filesBelow('src')
-      .filter((f) => f.endsWith('.ts'))
+      .filter((f) => f.endsWith('.ts') && !f.startsWith('src/tools/'))
       .filter((f) => writers.test(readFileSync(join(REPO_ROOT, f), 'utf8')));
     assert.deepEqual(problems, []);
   });
