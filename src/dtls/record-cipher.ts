@@ -399,8 +399,7 @@ class CbcEtmCipher extends CbcCipher {
     writeRecordHeader(out, recordType, DTLS_1_2, epoch, seq, bodyLength, cid);
     const padding = Buffer.alloc(pad, pad - 1);
     this.realType[0] = type;
-    const parts =
-      cid === undefined ? [plaintext, padding] : [plaintext, this.realType, padding];
+    const parts = cid === undefined ? [plaintext, padding] : [plaintext, this.realType, padding];
     this.encryptInto(out, hl, parts, encLength);
     // RFC 7366 §3 / RFC 9146 §5.3: the MAC's length field counts IV and ciphertext
     createHmac('sha256', this.macKey)

@@ -44,7 +44,8 @@ export function readRecord(buf: Buffer, offset: number, cidLength = 0): DtlsReco
     version,
     epoch: buf.readUInt16BE(offset + 3),
     seq: buf.readUIntBE(offset + 5, 6),
-    cid: type === ContentType.tls12Cid ? buf.subarray(offset + 11, offset + 11 + cidLen) : undefined,
+    cid:
+      type === ContentType.tls12Cid ? buf.subarray(offset + 11, offset + 11 + cidLen) : undefined,
     body: buf.subarray(offset + headerLength, end),
     raw: buf.subarray(offset, end),
   };

@@ -70,7 +70,11 @@ export interface DtlsServerHandler<P> {
    * A protected record from a peer we have no association with (by address, or by CID) was
    * dropped. Called at most once per second; `suppressed` counts the drops since the last call.
    */
-  onUnknownRecord?(from: PeerAddress, reason: 'unknown-peer' | 'unknown-cid', suppressed: number): void;
+  onUnknownRecord?(
+    from: PeerAddress,
+    reason: 'unknown-peer' | 'unknown-cid',
+    suppressed: number,
+  ): void;
 }
 
 export interface DtlsServerOptions<P> {
@@ -418,10 +422,13 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
   }
 
   /** Counts a record from an unknown peer, and tells the handler now and then. */
-  private unknownRecord(address: string, port: number, reason: 'unknown-peer' | 'unknown-cid'): void {
+  private unknownRecord(
+    address: string,
+    port: number,
+    reason: 'unknown-peer' | 'unknown-cid',
+  ): void {
     this.stats.drops[reason]++;
-    const report = this.handler.onUnknownRecord;
-    if (report === undefined) return;
+    if (this.handler.onUnknownRecord === undefined) return;
     const now = this.now();
     if (now - this.unknownReportedAt < UNKNOWN_REPORT_MS) {
       this.unknownSuppressed++;
@@ -430,7 +437,7 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     this.unknownReportedAt = now;
     const suppressed = this.unknownSuppressed;
     this.unknownSuppressed = 0;
-    report.call(this.handler, { address, port }, reason, suppressed);
+    this.handler.onUnknownRecord({ address, port }, reason, suppressed);
   }
 
   /** Runs one handshake step inside a `dtls.handshake` span (tracing on only). */
