@@ -217,6 +217,7 @@ interface DeviceFlags {
   suite: string;
   timeout: string;
   activateThenPost?: boolean;
+  cid?: boolean;
 }
 
 async function deviceCommand(
@@ -239,6 +240,7 @@ async function deviceCommand(
       secret: flags.secret,
       suite: flags.suite,
       timeoutMs: Number(flags.timeout) * 1000,
+      cid: flags.cid === true,
     };
   } catch (err) {
     if (err instanceof device.DeviceToolError) fail(err.message);
@@ -289,6 +291,7 @@ program
   .option('--secret <secret>', 'device secret (mode 2) or product secret (mode 3, activation)')
   .option('--suite <ccm8|cbc>', 'cipher suite to offer', 'ccm8')
   .option('--timeout <seconds>', 'give up after this long', '30')
+  .option('--cid', 'offer an RFC 9146 Connection ID (4 random bytes)')
   .option(
     '--activate-then-post',
     'activate with the product secret, then post with the returned device secret',
@@ -307,11 +310,16 @@ interface BenchFlags {
   generate?: boolean;
   productKey: string;
   seed: string;
+  cid?: boolean;
+  rebindEvery?: string;
 }
 
 async function benchCommand(flags: BenchFlags): Promise<void> {
   const count = Number(flags.count);
   if (!Number.isInteger(count) || count < 1) fail('--count must be a positive integer');
+  const rebindEvery = Number(flags.rebindEvery ?? 0);
+  if (!Number.isFinite(rebindEvery) || rebindEvery < 0)
+    fail('--rebind-every must be a number of seconds');
   const { generateDevices, runLoad } = await import('./tools/load.js');
   if (flags.generate === true) {
     process.stdout.write(
@@ -341,6 +349,8 @@ async function benchCommand(flags: BenchFlags): Promise<void> {
     ratePerDevice: Number(flags.rate),
     suite: flags.suite === 'cbc' ? 'cbc' : 'ccm8',
     topic: flags.topic,
+    cid: flags.cid === true,
+    ...(rebindEvery > 0 ? { rebindEveryMs: rebindEvery * 1000 } : {}),
   });
   process.stdout.write(`${JSON.stringify(result)}\n`);
 }
@@ -356,6 +366,11 @@ program
   .option('--rate <per-second>', 'requests per second per device (0: closed loop)', '0')
   .option('--suite <ccm8|cbc>', 'cipher suite', 'ccm8')
   .option('--topic <path>', 'topic relative to /sys/{pk}/{dk}/', 'thing/measurepoint/post')
+  .option('--cid', 'offer an RFC 9146 Connection ID (4 random bytes per device)')
+  .option(
+    '--rebind-every <seconds>',
+    'move each device to a new source port this often (a NAT rebinding; use with --cid)',
+  )
   .option('--generate', 'print a devices file with --count devices instead of running')
   .option('--product-key <pk>', 'product key for --generate', 'benchPK')
   .option('--seed <text>', 'secret seed for --generate', 'bench-secret')

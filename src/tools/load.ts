@@ -3,7 +3,12 @@
  * default), posting EnOS measurepoints in a closed loop (one request outstanding per
  * device) or at a fixed rate, for a duration. Reports throughput, latency percentiles and
  * failures as one JSON object. Used by `coap-edge bench` and by bench/ scripts.
+ *
+ * With `cid` the devices offer an RFC 9146 Connection ID; with `rebindEveryMs` each moves its
+ * association to a new source port now and then (a NAT rebinding), and the result says how
+ * the first request after each move fared.
  */
+import { randomBytes } from 'node:crypto';
 import { CipherSuite } from '../dtls/constants.js';
 import { derivePsk, formatIdentity } from '../enos/index.js';
 import { ContentFormat } from '../coap/constants.js';
@@ -30,6 +35,10 @@ export interface LoadOptions {
   readonly requestTimeoutMs?: number;
   /** Called when every device is connected, before the measured phase. */
   readonly onConnected?: () => void | Promise<void>;
+  /** Offer a 4-byte RFC 9146 Connection ID (as mbedTLS devices do). */
+  readonly cid?: boolean;
+  /** Each device moves to a new UDP source port this often during the measured phase. */
+  readonly rebindEveryMs?: number;
 }
 
 export interface LoadResult {
@@ -48,6 +57,14 @@ export interface LoadResult {
     readonly p90: number;
     readonly p99: number;
     readonly max: number;
+  };
+  /** With `rebindEveryMs`: the moves, and the first request after each. */
+  readonly rebinding?: {
+    readonly rebinds: number;
+    /** Answered 2.xx without a CoAP retransmission. */
+    readonly answeredFirstTry: number;
+    readonly answeredAfterRetransmission: number;
+    readonly failed: number;
   };
 }
 
@@ -99,6 +116,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
           psk: derivePsk(d.secret),
           cipherSuites: [suite],
           handshakeTimeoutMs: 20_000,
+          ...(o.cid === true ? { connectionId: randomBytes(4) } : {}),
         });
         handshakeTimes.push(performance.now() - started);
         clients.push({
@@ -119,15 +137,31 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const started = performance.now();
   const end = started + o.durationMs;
   const interval = o.ratePerDevice > 0 ? 1000 / o.ratePerDevice : 0;
+  const rebindEvery = o.rebindEveryMs ?? 0;
+  const moves = { rebinds: 0, answeredFirstTry: 0, answeredAfterRetransmission: 0, failed: 0 };
   await Promise.all(
     clients.map(async ({ c, path }, i) => {
       let next = started + (interval > 0 ? (i / clients.length) * interval : 0);
+      // staggered, so that not every device moves at once
+      let nextRebind =
+        rebindEvery > 0 ? started + rebindEvery * (1 + i / clients.length) : Infinity;
       while (performance.now() < end) {
         if (interval > 0) {
           const wait = next - performance.now();
           if (wait > 0) await new Promise((r) => setTimeout(r, wait));
           next += interval;
           if (performance.now() >= end) break;
+        }
+        let moved = false;
+        if (performance.now() >= nextRebind) {
+          nextRebind += rebindEvery;
+          try {
+            await c.dtls.rebind();
+            moves.rebinds++;
+            moved = true;
+          } catch {
+            moves.failed++;
+          }
         }
         const t0 = performance.now();
         try {
@@ -141,8 +175,14 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
           latencies.push(performance.now() - t0);
           const k = `${r.code >> 5}.${String(r.code & 31).padStart(2, '0')}`;
           codes[k] = (codes[k] ?? 0) + 1;
+          if (moved) {
+            if (r.code >> 5 !== 2) moves.failed++;
+            else if (r.retransmissions === 0) moves.answeredFirstTry++;
+            else moves.answeredAfterRetransmission++;
+          }
         } catch {
           failed++;
+          if (moved) moves.failed++;
         }
       }
     }),
@@ -172,6 +212,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
       p99: round(percentile(latencies, 99)),
       max: round(latencies[latencies.length - 1] ?? 0),
     },
+    ...(rebindEvery > 0 ? { rebinding: moves } : {}),
   };
 }
 
