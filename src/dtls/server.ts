@@ -6,9 +6,8 @@
  *
  * One association per peer address and port; with an RFC 9146 Connection ID, records are
  * matched by CID first and the association follows its peer to a new address (§6). Nothing
- * is allocated for a peer until it
- * returns a valid HelloVerifyRequest cookie; handshakes and associations are bounded and
- * evicted (associations by the rules of {@link AssociationTable}, from an admission policy the
+ * is allocated for a peer until it returns a valid HelloVerifyRequest cookie; handshakes and
+ * associations are bounded and evicted (associations by the rules of {@link AssociationTable}, from an admission policy the
  * layer above injects). Invalid records are dropped silently and counted (RFC 6347 §4.1.2.7).
  */
 import { randomBytes } from 'node:crypto';
