@@ -323,6 +323,30 @@ describe('DtlsServer: peer address update by CID (RFC 9146 §6)', () => {
     }
   });
 
+  it('a move onto an address that holds another association releases that one (its NAT mapping is gone)', async () => {
+    const a = await connect(r.port);
+    const b = await connect(r.port);
+    try {
+      const replaced = r.server.stats.closed.replaced;
+      const got = inbox(a);
+      const rec = a.sealRecord(ContentType.applicationData, Buffer.from('via b'));
+      assert.ok(rec !== undefined);
+      b.sendRaw(rec); // A's record from B's address and port
+      await until('b released', () => r.server.stats.closed.replaced === replaced + 1);
+      assert.equal(r.server.principalOf('127.0.0.1', a.localPort), undefined);
+      const moved = [...r.server.listAssociations()].find((x) => x.port === b.localPort);
+      assert.ok(moved !== undefined);
+      assert.equal(moved.key.startsWith(`127.0.0.1|${a.localPort}#`), true, "it is A's");
+      assert.equal(got.length, 0, 'the echo went to the new address, not to A');
+    } finally {
+      const unknown = r.server.stats.drops['unknown-cid'];
+      await a.close();
+      await b.close();
+      // B's close_notify carries the CID of its released association
+      await until('B close_notify dropped', () => r.server.stats.drops['unknown-cid'] > unknown);
+    }
+  });
+
   it('records with an unknown CID are dropped and counted; the handler hears of them at most once a second', async () => {
     const c = await connect(r.port);
     try {
@@ -330,6 +354,7 @@ describe('DtlsServer: peer address update by CID (RFC 9146 §6)', () => {
       assert.ok(rec !== undefined);
       const forged = Buffer.from(rec);
       forged[11] = (forged[11] ?? 0) ^ 0xff; // first CID byte
+      r.clock += 1_000; // past any report an earlier test caused
       const before = r.server.stats.drops['unknown-cid'];
       const reports = r.unknown.length;
       for (let i = 0; i < 5; i++) fromAttacker(forged);
