@@ -218,7 +218,9 @@ export class ServerHandshake<P> {
       this.fail('protocol-error', 'extended_master_secret', AlertDescription.decodeError);
       return;
     }
-    const offeredCid = ch.extensions.get(ExtensionType.connectionId);
+    // with CID off the extension is ignored like any other we do not speak
+    const offeredCid =
+      this.host.settings.cidLength > 0 ? ch.extensions.get(ExtensionType.connectionId) : undefined;
     if (offeredCid !== undefined && offeredCid[0] !== offeredCid.length - 1) {
       // RFC 9146 §3: opaque cid<0..2^8-1>, exactly
       this.fail('protocol-error', 'connection_id', AlertDescription.decodeError);
@@ -236,11 +238,7 @@ export class ServerHandshake<P> {
     // RFC 9146 §3: we hand every client that offers the extension a CID of ours, also when it
     // asks for none itself (a zero-length CID: our records to it stay plain). A client CID
     // longer than we accept for ourselves is declined by not answering the extension.
-    if (
-      offeredCid !== undefined &&
-      this.host.settings.cidLength > 0 &&
-      offeredCid.length - 1 <= MAX_CID_LENGTH
-    ) {
+    if (offeredCid !== undefined && offeredCid.length - 1 <= MAX_CID_LENGTH) {
       this.cid = this.host.newConnectionId();
       if (this.cid !== undefined) {
         this.peerCid = Buffer.from(offeredCid.subarray(1));
