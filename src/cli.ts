@@ -270,6 +270,7 @@ interface DeviceFlags {
   suite: string;
   timeout: string;
   activateThenPost?: boolean;
+  cid?: boolean;
 }
 
 async function deviceCommand(
@@ -292,6 +293,7 @@ async function deviceCommand(
       secret: flags.secret,
       suite: flags.suite,
       timeoutMs: Number(flags.timeout) * 1000,
+      cid: flags.cid === true,
     };
   } catch (err) {
     if (err instanceof device.DeviceToolError) fail(err.message);
@@ -342,6 +344,7 @@ program
   .option('--secret <secret>', 'device secret (mode 2) or product secret (mode 3, activation)')
   .option('--suite <ccm8|cbc>', 'cipher suite to offer', 'ccm8')
   .option('--timeout <seconds>', 'give up after this long', '30')
+  .option('--cid', 'offer an RFC 9146 Connection ID (4 random bytes)')
   .option(
     '--activate-then-post',
     'activate with the product secret, then post with the returned device secret',
@@ -368,6 +371,8 @@ interface BenchFlags {
   out?: string;
   productKey: string;
   seed: string;
+  cid?: boolean;
+  rebindEvery?: string;
 }
 
 /** A numeric flag, or exit 2 naming it. */
@@ -386,6 +391,9 @@ function numberFlag(name: string, text: string, o: { min: number; integer?: bool
 
 async function benchCommand(flags: BenchFlags): Promise<void> {
   const count = numberFlag('count', flags.count, { min: 1, integer: true });
+  const rebindEvery = Number(flags.rebindEvery ?? 0);
+  if (!Number.isFinite(rebindEvery) || rebindEvery < 0)
+    fail('--rebind-every must be a number of seconds');
   const load = await import('./tools/load.js');
   if (flags.generate === true) {
     const text = `${JSON.stringify(load.generateDevices(count, flags.productKey, flags.seed), null, 1)}\n`;
@@ -436,6 +444,8 @@ async function benchCommand(flags: BenchFlags): Promise<void> {
       : {}),
     ...(flags.metricsUrl !== undefined ? { metricsUrl: flags.metricsUrl } : {}),
     ...(flags.bindAddress !== undefined ? { bindAddress: flags.bindAddress } : {}),
+    cid: flags.cid === true,
+    ...(rebindEvery > 0 ? { rebindEveryMs: rebindEvery * 1000 } : {}),
   } as const;
   // a live progress line on a terminal only: --json and pipes get the result alone
   const live = flags.json !== true && process.stderr.isTTY;
@@ -484,6 +494,11 @@ program
   )
   .option('--bind-address <ip>', "local address of the devices' sockets")
   .option('--json', 'print one JSON line with the result and nothing else')
+  .option('--cid', 'offer an RFC 9146 Connection ID (4 random bytes per device)')
+  .option(
+    '--rebind-every <seconds>',
+    'move each device to a new source port this often (a NAT rebinding; use with --cid)',
+  )
   .option('--generate', 'write a devices file (also a registry seed) with --count devices instead')
   .option('--out <file.json>', 'file for --generate (default: standard output)')
   .option('--product-key <pk>', 'product key for --generate', 'benchPK')

@@ -692,6 +692,14 @@ export const settings = {
     'Seconds between HelloVerifyRequest cookie secret rotations; the previous secret stays valid.',
     { arg: '<seconds>' },
   ),
+  cidLength: setting(
+    z.number().int().min(0).max(32),
+    8,
+    'integer',
+    'DTLS',
+    'Length in bytes of the RFC 9146 Connection ID handed to devices that offer the connection_id extension; records are then matched by CID and a device keeps its session when its NAT mapping changes. Random, so unique across pods without coordination. 0 disables CID.',
+    { arg: '<n>' },
+  ),
   detailedPskAlerts: setting(
     z.boolean(),
     false,

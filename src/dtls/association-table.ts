@@ -45,7 +45,7 @@ type Lane = 'restricted' | 'idle' | 'active';
 
 interface Slot<A> {
   readonly assoc: A;
-  readonly peer: string;
+  peer: string;
   readonly admission: Admission;
   lane: Lane;
   /** When the slot last moved to the end of its lane (at most once per `touchMs`). */
@@ -75,7 +75,7 @@ export class AssociationTable<A> {
   private readonly byPeer = new Map<string, Slot<A>>();
   private readonly byKey = new Map<string, Slot<A>>();
   /** Members of each group, oldest first (establishment order). */
-  private readonly groups = new Map<string, Map<string, Slot<A>>>();
+  private readonly groups = new Map<string, Set<Slot<A>>>();
   /** Each lane in least-recently-touched order. */
   private readonly lanes: Record<Lane, Map<string, Slot<A>>> = {
     restricted: new Map(),
@@ -195,10 +195,10 @@ export class AssociationTable<A> {
     if (admission.group !== undefined) {
       let members = this.groups.get(admission.group);
       if (members === undefined) {
-        members = new Map();
+        members = new Set();
         this.groups.set(admission.group, members);
       }
-      members.set(peer, s);
+      members.add(s);
     }
   }
 
@@ -212,9 +212,26 @@ export class AssociationTable<A> {
     if (key !== undefined && this.byKey.get(key) === s) this.byKey.delete(key);
     if (group !== undefined) {
       const members = this.groups.get(group);
-      members?.delete(peer);
+      members?.delete(s);
       if (members?.size === 0) this.groups.delete(group);
     }
+    return true;
+  }
+
+  /**
+   * Moves the association held for `from` to the peer key `to` (its peer address changed,
+   * RFC 9146 §6), as activity now; the old key is gone. False when `from` does not hold
+   * `assoc` or `to` is taken (the caller frees it first).
+   */
+  rekey(from: string, to: string, assoc: A, now: number): boolean {
+    const s = this.byPeer.get(from);
+    if (s === undefined || s.assoc !== assoc || this.byPeer.has(to)) return false;
+    this.byPeer.delete(from);
+    this.byPeer.set(to, s);
+    this.lanes[s.lane].delete(from);
+    this.lanes[s.lane].set(to, s);
+    s.peer = to;
+    s.touchedAt = now;
     return true;
   }
 

@@ -12,10 +12,16 @@ export interface AssociationHost {
 }
 
 export interface DtlsAssociation<P> {
-  /** Table key: one association per peer address and port. */
+  /**
+   * Stable for the association's life, unique among live ones: the peer address and port it
+   * was established from, and with a Connection ID that CID too (the address may change).
+   */
   readonly key: string;
+  /** Where records go now: with a CID, the newest authenticated source (RFC 9146 §6). */
   readonly address: string;
   readonly port: number;
+  /** Our RFC 9146 Connection ID (what the peer's records carry), when one was negotiated. */
+  readonly connectionId: Buffer | undefined;
   /** What the PSK lookup returned: the authenticated principal. */
   readonly principal: P;
   /** The PSK identity as sent (printable; identities are not secret). */
@@ -37,17 +43,29 @@ export interface DtlsAssociation<P> {
 
 const NO_RENEGOTIATION = Buffer.from([AlertLevel.warning, AlertDescription.noRenegotiation]);
 
+/** RFC 9853 §4 anti-amplification: at most this many bytes out per byte in, until validated. */
+export const AMPLIFICATION_FACTOR = 3;
+
 export class Association<P> implements DtlsAssociation<P> {
   lastActivity: number;
   open = true;
+  /** The key of the server's table: the current peer address and port. */
+  peer: string;
   /** Our last flight (CCS, Finished), re-sent when the client repeats its Finished. */
   private lastFlight: readonly FlightEntry[] | undefined;
+  /**
+   * Bytes we may still send to an address the peer moved to and that is not validated yet;
+   * Infinity once it is (and for the address the handshake ran on, which the cookie proved).
+   */
+  private budget = Infinity;
+  /** Something was sent to the unvalidated address since the move. */
+  private sentSinceMove = false;
 
   constructor(
     private readonly host: AssociationHost,
     readonly key: string,
-    readonly address: string,
-    readonly port: number,
+    public address: string,
+    public port: number,
     readonly principal: P,
     readonly identity: string,
     readonly cipherSuite: string,
@@ -62,9 +80,56 @@ export class Association<P> implements DtlsAssociation<P> {
     readonly handshakeDurationMs: number,
     /** client_random of the ClientHello that started this association's handshake. */
     private readonly clientRandom: Buffer,
+    readonly connectionId: Buffer | undefined,
+    peer: string,
   ) {
     this.lastActivity = establishedAt;
     this.lastFlight = lastFlight;
+    this.peer = peer;
+  }
+
+  /** Whether records go to an address the peer moved to that is not validated yet. */
+  get unvalidated(): boolean {
+    return this.budget !== Infinity;
+  }
+
+  /**
+   * The peer moved (RFC 9146 §6: a record from `address` authenticated and was the newest
+   * received). Until the new address is validated it may receive at most 3× what came from
+   * it (RFC 9853 §4); `bytes` is the size of the record that moved it.
+   */
+  moveTo(peer: string, address: string, port: number, bytes: number): void {
+    this.peer = peer;
+    this.address = address;
+    this.port = port;
+    this.budget = AMPLIFICATION_FACTOR * bytes;
+    this.sentSinceMove = false;
+  }
+
+  /**
+   * Another authenticated record from the current, not yet validated address. Without RFC 9853
+   * return routability checks in DTLS 1.2, the best evidence that the peer receives there is
+   * that it goes on talking from there, with a newer record, after we sent it something:
+   * that validates the address. Other records only add to the budget.
+   */
+  heardFromNewAddress(newest: boolean, bytes: number): void {
+    if (newest && this.sentSinceMove) this.budget = Infinity;
+    else this.budget += AMPLIFICATION_FACTOR * bytes;
+  }
+
+  /** Every datagram to the peer goes here: the amplification budget applies. */
+  private transmit(datagram: Buffer): boolean {
+    if (this.budget !== Infinity) {
+      if (datagram.length > this.budget) {
+        this.host.stats.amplificationLimited++;
+        return false;
+      }
+      this.budget -= datagram.length;
+      this.sentSinceMove = true;
+    }
+    this.host.stats.datagramsOut++;
+    this.host.send(datagram, this.port, this.address);
+    return true;
   }
 
   /**
@@ -82,9 +147,7 @@ export class Association<P> implements DtlsAssociation<P> {
       this.host.release(this, 'sequence-exhausted');
       return false;
     }
-    this.host.stats.applicationRecordsOut++;
-    this.host.stats.datagramsOut++;
-    this.host.send(rec, this.port, this.address);
+    if (this.transmit(rec)) this.host.stats.applicationRecordsOut++;
     return true;
   }
 
@@ -97,8 +160,7 @@ export class Association<P> implements DtlsAssociation<P> {
   sendAlert(alert: Buffer): void {
     const rec = this.state.seal(ContentType.alert, alert);
     if (rec === undefined) return;
-    this.host.stats.datagramsOut++;
-    this.host.send(rec, this.port, this.address);
+    this.transmit(rec);
   }
 
   /**
@@ -148,11 +210,7 @@ export class Association<P> implements DtlsAssociation<P> {
       if (seq === this.clientFinishedSeq && this.lastFlight !== undefined) {
         // The client did not get our last flight: send it again (RFC 6347 §4.2.4).
         const datagram = encodeFlight(this.lastFlight, this.epoch0, this.state);
-        if (datagram !== undefined) {
-          this.host.stats.retransmissions++;
-          this.host.stats.datagramsOut++;
-          this.host.send(datagram, this.port, this.address);
-        }
+        if (datagram !== undefined && this.transmit(datagram)) this.host.stats.retransmissions++;
       }
       return;
     }

@@ -56,6 +56,11 @@ export interface DtlsClientOptions {
   readonly retransmitTimeoutMs?: number;
   /** Local address to bind (default: any). */
   readonly bindAddress?: string;
+  /**
+   * Offer an RFC 9146 Connection ID: the CID the server is to put in its records to us
+   * (empty: we send CIDs but want none back). Needs `extensions: 'standard'`.
+   */
+  readonly connectionId?: Buffer;
 }
 
 type State = 'hello' | 'server-flight' | 'finishing' | 'established' | 'closed';
@@ -67,10 +72,13 @@ export interface DtlsClientEvents {
 
 export class DtlsClient extends EventEmitter<DtlsClientEvents> {
   private state: State = 'hello';
-  private readonly socket: Socket;
-  private readonly opts: Required<Omit<DtlsClientOptions, 'bindAddress'>> & {
+  private socket: Socket;
+  private readonly opts: Required<Omit<DtlsClientOptions, 'bindAddress' | 'connectionId'>> & {
     bindAddress?: string;
+    connectionId?: Buffer;
   };
+  /** The server's CID (what our records carry), when negotiated. */
+  private peerCid: Buffer | undefined;
   private readonly random = randomBytes(32);
   private readonly identity: Buffer;
   private transcript = new Transcript();
@@ -106,25 +114,63 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
     this.identity =
       typeof opts.identity === 'string' ? Buffer.from(opts.identity, 'utf8') : opts.identity;
     this.retransmitMs = this.opts.retransmitTimeoutMs;
-    this.socket = createSocket(opts.host.includes(':') ? 'udp6' : 'udp4');
-    this.socket.on('message', (msg) => this.onDatagram(msg));
-    this.socket.on('error', () => this.shutdown('socket-error'));
+    this.socket = this.newSocket();
+  }
+
+  private newSocket(): Socket {
+    const socket = createSocket(this.opts.host.includes(':') ? 'udp6' : 'udp4');
+    socket.on('message', (msg) => {
+      if (socket === this.socket) this.onDatagram(msg);
+    });
+    socket.on('error', () => {
+      if (socket === this.socket) this.shutdown('socket-error');
+    });
+    return socket;
+  }
+
+  /** Binds `socket` to an ephemeral port and connects it to the server. */
+  private async open(socket: Socket): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject);
+      socket.bind(0, this.opts.bindAddress, () => {
+        socket.off('error', reject);
+        resolve();
+      });
+    });
+    socket.connect(this.opts.port, this.opts.host);
+    await new Promise<void>((resolve, reject) =>
+      socket.once('connect', resolve).once('error', reject),
+    );
+  }
+
+  /**
+   * Moves the association to a new socket (a new source port), as a NAT rebinding does to a
+   * device; the old socket is closed. With a Connection ID the server keeps the association.
+   */
+  async rebind(): Promise<void> {
+    const next = this.newSocket();
+    await this.open(next);
+    const old = this.socket;
+    this.socket = next;
+    try {
+      old.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  /** The negotiated Connection IDs (RFC 9146), or undefined when none was. */
+  get connectionIds(): { readonly own: Buffer; readonly peer: Buffer } | undefined {
+    const own = this.opts.connectionId;
+    return own !== undefined && this.peerCid !== undefined
+      ? { own, peer: this.peerCid }
+      : undefined;
   }
 
   /** Connects and completes the handshake; rejects on alert, timeout or socket error. */
   static async connect(opts: DtlsClientOptions): Promise<DtlsClient> {
     const c = new DtlsClient(opts);
-    await new Promise<void>((resolve, reject) => {
-      c.socket.once('error', reject);
-      c.socket.bind(0, opts.bindAddress, () => {
-        c.socket.off('error', reject);
-        resolve();
-      });
-    });
-    c.socket.connect(opts.port, opts.host);
-    await new Promise<void>((resolve, reject) =>
-      c.socket.once('connect', resolve).once('error', reject),
-    );
+    await c.open(c.socket);
     await new Promise<void>((resolve, reject) => {
       const deadline = setTimeout(
         () => fail(new DtlsError('DTLS_HANDSHAKE_TIMEOUT', 'handshake timed out')),
@@ -224,6 +270,10 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
             [ExtensionType.encryptThenMac, Buffer.alloc(0)],
             [ExtensionType.extendedMasterSecret, Buffer.alloc(0)],
           ];
+    const own = this.opts.connectionId;
+    if (exts !== undefined && own !== undefined) {
+      exts.push([ExtensionType.connectionId, Buffer.concat([Buffer.from([own.length]), own])]);
+    }
     const body = clientHelloBody({
       random: this.random,
       cookie,
@@ -259,7 +309,7 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
     let off = 0;
     try {
       while (off < buf.length && this.state !== 'closed') {
-        const rec = readRecord(buf, off);
+        const rec = readRecord(buf, off, this.opts.connectionId?.length ?? 0);
         if (rec === undefined) return;
         off += rec.raw.length;
         this.onRecord(rec);
@@ -291,16 +341,21 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
       return;
     }
     if (this.epoch1 === undefined || rec.epoch !== 1) return;
+    // a CID record must carry ours, and only when we asked for a non-empty one
+    const own = this.opts.connectionId;
+    if (rec.cid !== undefined && (own === undefined || own.length === 0 || !rec.cid.equals(own)))
+      return;
     if (this.state === 'finishing' && !this.serverCcs) {
       if (this.held.length < 8) this.held.push({ ...rec, body: Buffer.from(rec.body) });
       return;
     }
     const pt = this.epoch1.open(rec);
     if (typeof pt === 'string') return;
-    if (rec.type === ContentType.applicationData) {
+    const type = this.epoch1.contentType;
+    if (type === ContentType.applicationData) {
       if (this.state === 'established') this.emit('message', pt);
-    } else if (rec.type === ContentType.alert) this.onAlert(pt);
-    else if (rec.type === ContentType.handshake) this.onHandshakeBytes(pt, 1);
+    } else if (type === ContentType.alert) this.onAlert(pt);
+    else if (type === ContentType.handshake) this.onHandshakeBytes(pt, 1);
   }
 
   private releaseHeld(): void {
@@ -363,6 +418,14 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
           this.opts.extensions === 'standard' &&
           sh.extensions.has(ExtensionType.encryptThenMac) &&
           sh.cipherSuite === CipherSuite.TLS_PSK_WITH_AES_128_CBC_SHA256;
+        const cidExt = sh.extensions.get(ExtensionType.connectionId);
+        if (cidExt !== undefined) {
+          if (this.opts.connectionId === undefined || this.opts.extensions === 'none')
+            throw new DtlsError('DTLS_HANDSHAKE_FAILURE', 'connection_id not offered');
+          if (cidExt[0] !== cidExt.length - 1)
+            throw new DtlsError('DTLS_DECODE_ERROR', 'malformed connection_id');
+          this.peerCid = Buffer.from(cidExt.subarray(1));
+        }
         this.serverRandom = Buffer.from(sh.random);
         this.state = 'server-flight';
         this.transcript.add(msg);
@@ -419,6 +482,8 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
     this.master = keys.master;
     // the client reads what the server writes, and the other way round
     this.epoch1 = new EpochState(1, keys.serverWrite, keys.clientWrite);
+    // RFC 9146 §3: our records carry the server's CID, unless it gave a zero-length one
+    if (this.peerCid !== undefined && this.peerCid.length > 0) this.epoch1.writeCid = this.peerCid;
     const fin = handshakeMessage(
       HandshakeType.finished,
       this.sendSeq++,

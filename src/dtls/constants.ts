@@ -6,6 +6,8 @@ export const ContentType = {
   alert: 21,
   handshake: 22,
   applicationData: 23,
+  /** RFC 9146 §4: a record carrying a Connection ID; the real type is inside the ciphertext. */
+  tls12Cid: 25,
 } as const;
 
 /** Handshake message types (RFC 5246 §7.4, RFC 6347 §4.3.2). */
@@ -84,6 +86,9 @@ export const ExtensionType = {
   connectionId: 54,
   renegotiationInfo: 0xff01,
 } as const;
+
+/** Longest Connection ID (RFC 9146 §3: cid<0..2^8-1>; we hand out and accept at most 32). */
+export const MAX_CID_LENGTH = 32;
 
 export const CLIENT_RANDOM_LENGTH = 32;
 /**

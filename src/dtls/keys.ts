@@ -66,6 +66,16 @@ export class Transcript {
  */
 export class EpochState {
   readonly window = new ReplayWindow();
+  /**
+   * The content type of the record `open` last returned: the record's own, or for a
+   * tls12_cid record the real type from its DTLSInnerPlaintext.
+   */
+  contentType = 0;
+  /**
+   * The peer's Connection ID, written into every record we send (RFC 9146 §4); undefined
+   * when none was negotiated or the peer asked for a zero-length one (plain records then).
+   */
+  writeCid: Buffer | undefined;
 
   constructor(
     readonly epoch: number,
@@ -77,16 +87,38 @@ export class EpochState {
   /** Seals one record; `undefined` when the 48-bit sequence space is exhausted. */
   seal(type: number, plaintext: Buffer): Buffer | undefined {
     if (this.writeSeq >= MAX_SEQUENCE) return undefined;
-    return this.writer.seal(type, this.epoch, this.writeSeq++, plaintext);
+    return this.writer.seal(type, this.epoch, this.writeSeq++, plaintext, this.writeCid);
   }
 
-  /** Opens a record of this epoch: replay check, authentication, then the window moves. */
-  open(rec: DtlsRecord): Buffer | 'replay' | 'bad-mac' {
+  /**
+   * Whether `rec` is newer than every record received in this epoch (RFC 9146 §6: only such a
+   * record may move the peer address). Ask before {@link open}, which moves the window.
+   */
+  isNewest(rec: DtlsRecord): boolean {
+    return rec.epoch === this.epoch && rec.seq > this.window.highest;
+  }
+
+  /**
+   * Opens a record of this epoch: replay check, authentication, then the window moves. A
+   * tls12_cid record is unwrapped (RFC 9146 §4: content ‖ real type ‖ zeros); one whose inner
+   * plaintext is all zeros authenticated but is malformed.
+   */
+  open(rec: DtlsRecord): Buffer | 'replay' | 'bad-mac' | 'malformed-record' {
     if (!this.window.check(rec.seq)) return 'replay';
-    const pt = this.reader.open(rec.type, rec.version, rec.epoch, rec.seq, rec.body);
+    const cid = rec.cid;
+    const pt = this.reader.open(rec.type, rec.version, rec.epoch, rec.seq, rec.body, cid);
     if (pt === undefined) return 'bad-mac';
     this.window.accept(rec.seq);
-    return pt;
+    if (cid === undefined) {
+      this.contentType = rec.type;
+      return pt;
+    }
+    let i = pt.length - 1;
+    while (i >= 0 && pt[i] === 0) i--;
+    const real = pt[i];
+    if (real === undefined) return 'malformed-record';
+    this.contentType = real;
+    return pt.subarray(0, i);
   }
 
   overhead(length: number): number {

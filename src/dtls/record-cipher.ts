@@ -7,6 +7,11 @@
  * when the record does not authenticate (the caller drops it silently, RFC 6347 §4.1.2.7).
  * Scratch buffers for nonce and additional data are per cipher object and reused; node:crypto
  * copies them when a cipher is created, and everything here is synchronous.
+ *
+ * With a Connection ID (RFC 9146 §4-5) `seal` writes a `tls12_cid` record: the CID in the
+ * header, the content wrapped as DTLSInnerPlaintext (content ‖ real type, no padding) and
+ * the RFC 9146 additional data in the MAC or AEAD input; `open` then returns the whole
+ * DTLSInnerPlaintext, which the caller unwraps (it may carry zero padding from the peer).
  */
 import {
   createCipheriv,
@@ -15,13 +20,22 @@ import {
   randomFillSync,
   timingSafeEqual,
 } from 'node:crypto';
-import { CipherSuite, DTLS_1_2, RECORD_HEADER_LENGTH } from './constants.js';
+import { CipherSuite, ContentType, DTLS_1_2, RECORD_HEADER_LENGTH } from './constants.js';
 
 export interface RecordCipher {
   /** Bytes the protection adds to a plaintext of `length` bytes (upper bound for CBC). */
   overhead(length: number): number;
-  seal(type: number, epoch: number, seq: number, plaintext: Buffer): Buffer;
-  open(type: number, version: number, epoch: number, seq: number, body: Buffer): Buffer | undefined;
+  /** A whole record; with a (non-empty) `cid` a tls12_cid record carrying it. */
+  seal(type: number, epoch: number, seq: number, plaintext: Buffer, cid?: Buffer): Buffer;
+  /** The plaintext, or for a tls12_cid record (`cid` given) its DTLSInnerPlaintext. */
+  open(
+    type: number,
+    version: number,
+    epoch: number,
+    seq: number,
+    body: Buffer,
+    cid?: Buffer,
+  ): Buffer | undefined;
 }
 
 /** Key material for one direction, cut from the key block. */
@@ -85,6 +99,7 @@ export function createRecordCipher(
   throw new RangeError(`unsupported cipher suite 0x${suite.toString(16)}`);
 }
 
+/** Writes a record header; with `cid`, the tls12_cid header (CID before the length). */
 export function writeRecordHeader(
   out: Buffer,
   type: number,
@@ -92,12 +107,18 @@ export function writeRecordHeader(
   epoch: number,
   seq: number,
   length: number,
+  cid?: Buffer,
 ): void {
   out[0] = type;
   out.writeUInt16BE(version, 1);
   out.writeUInt16BE(epoch, 3);
   out.writeUIntBE(seq, 5, 6);
-  out.writeUInt16BE(length, 11);
+  if (cid === undefined) {
+    out.writeUInt16BE(length, 11);
+    return;
+  }
+  cid.copy(out, 11);
+  out.writeUInt16BE(length, 11 + cid.length);
 }
 
 /** seq_num(8) | type | version | length: the MAC/AAD prefix (RFC 6347 §4.1.2.1). */
@@ -116,13 +137,62 @@ function writePseudoHeader(
   out.writeUInt16BE(length, 11);
 }
 
+/** 8 × 0xFF, tls12_cid, cid_length, tls12_cid, version, epoch, seq(6), length: 23 + CID. */
+const CID_PSEUDO_FIXED = 23;
+
+/**
+ * The MAC/AAD prefix of one record, in scratch reused per cipher. Without a CID it is the
+ * 13-byte RFC 6347 one; with a CID the RFC 9146 §5 one, which is the same for AEAD,
+ * MAC-then-encrypt and encrypt-then-MAC (only what `length` counts differs):
+ * seq_num_placeholder (8 × 0xFF) ‖ tls12_cid ‖ cid_length ‖ tls12_cid ‖ version ‖ epoch ‖
+ * sequence_number ‖ cid ‖ length.
+ */
+class PseudoHeader {
+  private readonly plain = Buffer.alloc(13);
+  private withCid: Buffer | undefined;
+
+  write(
+    epoch: number,
+    seq: number,
+    type: number,
+    version: number,
+    length: number,
+    cid: Buffer | undefined,
+  ): Buffer {
+    if (cid === undefined) {
+      writePseudoHeader(this.plain, epoch, seq, type, version, length);
+      return this.plain;
+    }
+    let out = this.withCid;
+    if (out?.length !== CID_PSEUDO_FIXED + cid.length) {
+      out = Buffer.alloc(CID_PSEUDO_FIXED + cid.length);
+      this.withCid = out;
+    }
+    out.fill(0xff, 0, 8);
+    out[8] = ContentType.tls12Cid;
+    out[9] = cid.length;
+    out[10] = ContentType.tls12Cid;
+    out.writeUInt16BE(version, 11);
+    out.writeUInt16BE(epoch, 13);
+    out.writeUIntBE(seq, 15, 6);
+    cid.copy(out, 21);
+    out.writeUInt16BE(length, 21 + cid.length);
+    return out;
+  }
+}
+
+/** Header length of a record with `cid` (undefined: a plain record). */
+function headerLength(cid: Buffer | undefined): number {
+  return cid === undefined ? RECORD_HEADER_LENGTH : RECORD_HEADER_LENGTH + cid.length;
+}
+
 const CCM_TAG = 8;
 const CCM_EXPLICIT_NONCE = 8;
 
 class Ccm8Cipher implements RecordCipher {
   private readonly key: Buffer;
   private readonly nonce = Buffer.alloc(12);
-  private readonly aad = Buffer.alloc(13);
+  private readonly aad = new PseudoHeader();
 
   constructor(keys: DirectionKeys) {
     this.key = keys.encKey;
@@ -133,20 +203,25 @@ class Ccm8Cipher implements RecordCipher {
     return CCM_EXPLICIT_NONCE + CCM_TAG;
   }
 
-  seal(type: number, epoch: number, seq: number, plaintext: Buffer): Buffer {
+  seal(type: number, epoch: number, seq: number, content: Buffer, cid?: Buffer): Buffer {
+    // CCM takes its plaintext in one update: a CID record's inner plaintext is built first
+    const plaintext = cid === undefined ? content : innerPlaintext(content, type);
+    const hl = headerLength(cid);
     const bodyLength = CCM_EXPLICIT_NONCE + plaintext.length + CCM_TAG;
-    const out = Buffer.allocUnsafe(RECORD_HEADER_LENGTH + bodyLength);
-    writeRecordHeader(out, type, DTLS_1_2, epoch, seq, bodyLength);
-    // nonce_explicit = epoch || seq, as on the wire (RFC 6655 §3, RFC 6347 §4.1.2.1)
+    const out = Buffer.allocUnsafe(hl + bodyLength);
+    const recordType = cid === undefined ? type : ContentType.tls12Cid;
+    writeRecordHeader(out, recordType, DTLS_1_2, epoch, seq, bodyLength, cid);
+    // nonce_explicit = epoch || seq, as on the wire (RFC 6655 §3, RFC 6347 §4.1.2.1); the
+    // nonce is the same with a CID (RFC 9146 §5.2)
     out.copy(this.nonce, 4, 3, 11);
-    out.copy(out, RECORD_HEADER_LENGTH, 3, 11);
-    writePseudoHeader(this.aad, epoch, seq, type, DTLS_1_2, plaintext.length);
+    out.copy(out, hl, 3, 11);
+    const aad = this.aad.write(epoch, seq, type, DTLS_1_2, plaintext.length, cid);
     const cipher = createCipheriv('aes-128-ccm', this.key, this.nonce, { authTagLength: CCM_TAG });
-    cipher.setAAD(this.aad, { plaintextLength: plaintext.length });
+    cipher.setAAD(aad, { plaintextLength: plaintext.length });
     const ct = cipher.update(plaintext);
     cipher.final();
-    ct.copy(out, RECORD_HEADER_LENGTH + CCM_EXPLICIT_NONCE);
-    cipher.getAuthTag().copy(out, RECORD_HEADER_LENGTH + CCM_EXPLICIT_NONCE + plaintext.length);
+    ct.copy(out, hl + CCM_EXPLICIT_NONCE);
+    cipher.getAuthTag().copy(out, hl + CCM_EXPLICIT_NONCE + plaintext.length);
     return out;
   }
 
@@ -156,16 +231,17 @@ class Ccm8Cipher implements RecordCipher {
     epoch: number,
     seq: number,
     body: Buffer,
+    cid?: Buffer,
   ): Buffer | undefined {
     const ptLength = body.length - CCM_EXPLICIT_NONCE - CCM_TAG;
     if (ptLength < 0) return undefined;
     body.copy(this.nonce, 4, 0, CCM_EXPLICIT_NONCE);
-    writePseudoHeader(this.aad, epoch, seq, type, version, ptLength);
+    const aad = this.aad.write(epoch, seq, type, version, ptLength, cid);
     const decipher = createDecipheriv('aes-128-ccm', this.key, this.nonce, {
       authTagLength: CCM_TAG,
     });
     decipher.setAuthTag(body.subarray(body.length - CCM_TAG));
-    decipher.setAAD(this.aad, { plaintextLength: ptLength });
+    decipher.setAAD(aad, { plaintextLength: ptLength });
     const pt = decipher.update(body.subarray(CCM_EXPLICIT_NONCE, CCM_EXPLICIT_NONCE + ptLength));
     try {
       decipher.final();
@@ -174,6 +250,14 @@ class Ccm8Cipher implements RecordCipher {
     }
     return pt;
   }
+}
+
+/** DTLSInnerPlaintext without padding: content ‖ real content type (RFC 9146 §4). */
+function innerPlaintext(content: Buffer, type: number): Buffer {
+  const out = Buffer.allocUnsafe(content.length + 1);
+  content.copy(out, 0);
+  out[content.length] = type;
+  return out;
 }
 
 const BLOCK = 16;
@@ -202,7 +286,9 @@ function checkPadding(pt: Buffer, minContent: number): number {
 abstract class CbcCipher implements RecordCipher {
   protected readonly key: Buffer;
   protected readonly macKey: Buffer;
-  protected readonly pseudo = Buffer.alloc(13);
+  protected readonly pseudo = new PseudoHeader();
+  /** The real content type byte of a CID record's inner plaintext (scratch). */
+  protected readonly realType = Buffer.alloc(1);
 
   constructor(keys: DirectionKeys) {
     this.key = keys.encKey;
@@ -210,13 +296,14 @@ abstract class CbcCipher implements RecordCipher {
   }
 
   abstract overhead(length: number): number;
-  abstract seal(type: number, epoch: number, seq: number, plaintext: Buffer): Buffer;
+  abstract seal(type: number, epoch: number, seq: number, plaintext: Buffer, cid?: Buffer): Buffer;
   abstract open(
     type: number,
     version: number,
     epoch: number,
     seq: number,
     body: Buffer,
+    cid?: Buffer,
   ): Buffer | undefined;
 
   protected encryptInto(out: Buffer, ivOffset: number, data: Buffer[], length: number): void {
@@ -245,16 +332,26 @@ class CbcMteCipher extends CbcCipher {
     return BLOCK + MAC + paddingLength(length + MAC);
   }
 
-  seal(type: number, epoch: number, seq: number, plaintext: Buffer): Buffer {
-    writePseudoHeader(this.pseudo, epoch, seq, type, DTLS_1_2, plaintext.length);
-    const mac = createHmac('sha256', this.macKey).update(this.pseudo).update(plaintext).digest();
-    const pad = paddingLength(plaintext.length + MAC);
-    const encLength = plaintext.length + MAC + pad;
+  seal(type: number, epoch: number, seq: number, plaintext: Buffer, cid?: Buffer): Buffer {
+    // with a CID the content is DTLSInnerPlaintext: plaintext ‖ real type
+    const length = cid === undefined ? plaintext.length : plaintext.length + 1;
+    this.realType[0] = type;
+    const hmac = createHmac('sha256', this.macKey)
+      .update(this.pseudo.write(epoch, seq, type, DTLS_1_2, length, cid))
+      .update(plaintext);
+    if (cid !== undefined) hmac.update(this.realType);
+    const mac = hmac.digest();
+    const pad = paddingLength(length + MAC);
+    const encLength = length + MAC + pad;
     const bodyLength = BLOCK + encLength;
-    const out = Buffer.allocUnsafe(RECORD_HEADER_LENGTH + bodyLength);
-    writeRecordHeader(out, type, DTLS_1_2, epoch, seq, bodyLength);
+    const hl = headerLength(cid);
+    const out = Buffer.allocUnsafe(hl + bodyLength);
+    const recordType = cid === undefined ? type : ContentType.tls12Cid;
+    writeRecordHeader(out, recordType, DTLS_1_2, epoch, seq, bodyLength, cid);
     const padding = Buffer.alloc(pad, pad - 1);
-    this.encryptInto(out, RECORD_HEADER_LENGTH, [plaintext, mac, padding], encLength);
+    const parts =
+      cid === undefined ? [plaintext, mac, padding] : [plaintext, this.realType, mac, padding];
+    this.encryptInto(out, hl, parts, encLength);
     return out;
   }
 
@@ -264,6 +361,7 @@ class CbcMteCipher extends CbcCipher {
     epoch: number,
     seq: number,
     body: Buffer,
+    cid?: Buffer,
   ): Buffer | undefined {
     if (body.length < BLOCK + MAC + BLOCK || (body.length - BLOCK) % BLOCK !== 0) return undefined;
     const pt = this.decrypt(body);
@@ -274,9 +372,8 @@ class CbcMteCipher extends CbcCipher {
     // comparable work (Lucky 13 mitigation, best effort in JavaScript).
     if (!goodPadding) padLen = 0;
     const contentLength = Math.max(0, pt.length - MAC - padLen - 1);
-    writePseudoHeader(this.pseudo, epoch, seq, type, version, contentLength);
     const expected = createHmac('sha256', this.macKey)
-      .update(this.pseudo)
+      .update(this.pseudo.write(epoch, seq, type, version, contentLength, cid))
       .update(pt.subarray(0, contentLength))
       .digest();
     const got = pt.subarray(contentLength, contentLength + MAC);
@@ -291,20 +388,25 @@ class CbcEtmCipher extends CbcCipher {
     return BLOCK + paddingLength(length) + MAC;
   }
 
-  seal(type: number, epoch: number, seq: number, plaintext: Buffer): Buffer {
-    const pad = paddingLength(plaintext.length);
-    const encLength = plaintext.length + pad;
+  seal(type: number, epoch: number, seq: number, plaintext: Buffer, cid?: Buffer): Buffer {
+    const length = cid === undefined ? plaintext.length : plaintext.length + 1;
+    const pad = paddingLength(length);
+    const encLength = length + pad;
     const bodyLength = BLOCK + encLength + MAC;
-    const out = Buffer.allocUnsafe(RECORD_HEADER_LENGTH + bodyLength);
-    writeRecordHeader(out, type, DTLS_1_2, epoch, seq, bodyLength);
+    const hl = headerLength(cid);
+    const out = Buffer.allocUnsafe(hl + bodyLength);
+    const recordType = cid === undefined ? type : ContentType.tls12Cid;
+    writeRecordHeader(out, recordType, DTLS_1_2, epoch, seq, bodyLength, cid);
     const padding = Buffer.alloc(pad, pad - 1);
-    this.encryptInto(out, RECORD_HEADER_LENGTH, [plaintext, padding], encLength);
-    writePseudoHeader(this.pseudo, epoch, seq, type, DTLS_1_2, BLOCK + encLength);
+    this.realType[0] = type;
+    const parts = cid === undefined ? [plaintext, padding] : [plaintext, this.realType, padding];
+    this.encryptInto(out, hl, parts, encLength);
+    // RFC 7366 §3 / RFC 9146 §5.3: the MAC's length field counts IV and ciphertext
     createHmac('sha256', this.macKey)
-      .update(this.pseudo)
-      .update(out.subarray(RECORD_HEADER_LENGTH, RECORD_HEADER_LENGTH + BLOCK + encLength))
+      .update(this.pseudo.write(epoch, seq, type, DTLS_1_2, BLOCK + encLength, cid))
+      .update(out.subarray(hl, hl + BLOCK + encLength))
       .digest()
-      .copy(out, RECORD_HEADER_LENGTH + BLOCK + encLength);
+      .copy(out, hl + BLOCK + encLength);
     return out;
   }
 
@@ -314,12 +416,12 @@ class CbcEtmCipher extends CbcCipher {
     epoch: number,
     seq: number,
     body: Buffer,
+    cid?: Buffer,
   ): Buffer | undefined {
     const encLength = body.length - MAC;
     if (encLength < 2 * BLOCK || (encLength - BLOCK) % BLOCK !== 0) return undefined;
-    writePseudoHeader(this.pseudo, epoch, seq, type, version, encLength);
     const expected = createHmac('sha256', this.macKey)
-      .update(this.pseudo)
+      .update(this.pseudo.write(epoch, seq, type, version, encLength, cid))
       .update(body.subarray(0, encLength))
       .digest();
     if (!timingSafeEqual(expected, body.subarray(encLength))) return undefined;

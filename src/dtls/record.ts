@@ -1,5 +1,5 @@
 /** DTLS record header codec (RFC 6347 §4.1). */
-import { MAX_RECORD_BODY, RECORD_HEADER_LENGTH } from './constants.js';
+import { ContentType, MAX_RECORD_BODY, RECORD_HEADER_LENGTH } from './constants.js';
 import { writeRecordHeader } from './record-cipher.js';
 
 export interface DtlsRecord {
@@ -7,6 +7,11 @@ export interface DtlsRecord {
   readonly version: number;
   readonly epoch: number;
   readonly seq: number;
+  /**
+   * The Connection ID of a `tls12_cid` record (type 25, RFC 9146 §4), a view into the
+   * datagram; undefined for every other type.
+   */
+  readonly cid: Buffer | undefined;
   /** The record body (a view into the datagram). */
   readonly body: Buffer;
   /** The whole record, header included (a view into the datagram). */
@@ -18,20 +23,30 @@ export interface DtlsRecord {
  * field runs past the datagram or exceeds the RFC maximum, or the version is not DTLS
  * (major byte 0xFE). A record never spans datagrams, so the rest of the datagram is then
  * unusable and the caller stops.
+ *
+ * A `tls12_cid` record has its CID between sequence number and length, and nothing on the
+ * wire says how long it is (RFC 9146 §4): the receiver knows, because it chose the CIDs it
+ * receives. `cidLength` is that length (our CIDs are all one length); 0 reads the CID as
+ * empty, which no peer of ours sends, so such a record then matches nothing.
  */
-export function readRecord(buf: Buffer, offset: number): DtlsRecord | undefined {
-  if (buf.length - offset < RECORD_HEADER_LENGTH) return undefined;
+export function readRecord(buf: Buffer, offset: number, cidLength = 0): DtlsRecord | undefined {
+  const type = buf[offset] ?? 0;
+  const cidLen = type === ContentType.tls12Cid ? cidLength : 0;
+  const headerLength = RECORD_HEADER_LENGTH + cidLen;
+  if (buf.length - offset < headerLength) return undefined;
   const version = buf.readUInt16BE(offset + 1);
   if (version >>> 8 !== 0xfe) return undefined;
-  const length = buf.readUInt16BE(offset + 11);
-  const end = offset + RECORD_HEADER_LENGTH + length;
+  const length = buf.readUInt16BE(offset + 11 + cidLen);
+  const end = offset + headerLength + length;
   if (length > MAX_RECORD_BODY || end > buf.length) return undefined;
   return {
-    type: buf[offset] ?? 0,
+    type,
     version,
     epoch: buf.readUInt16BE(offset + 3),
     seq: buf.readUIntBE(offset + 5, 6),
-    body: buf.subarray(offset + RECORD_HEADER_LENGTH, end),
+    cid:
+      type === ContentType.tls12Cid ? buf.subarray(offset + 11, offset + 11 + cidLen) : undefined,
+    body: buf.subarray(offset + headerLength, end),
     raw: buf.subarray(offset, end),
   };
 }

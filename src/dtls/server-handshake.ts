@@ -14,6 +14,7 @@ import {
   EMPTY_RENEGOTIATION_INFO_SCSV,
   ExtensionType,
   HandshakeType,
+  MAX_CID_LENGTH,
   MAX_PSK_IDENTITY,
   alertName,
   cipherSuiteName,
@@ -46,6 +47,8 @@ export interface HandshakeSettings {
    * bad_record_mac). Off by default: every refusal then looks like a wrong key.
    */
   readonly detailedPskAlerts: boolean;
+  /** Length of the Connection IDs we hand out (RFC 9146); 0: CID is not negotiated. */
+  readonly cidLength: number;
 }
 
 export interface HandshakeHost<P> {
@@ -54,6 +57,8 @@ export interface HandshakeHost<P> {
   now(): number;
   send(data: Buffer, port: number, address: string): void;
   resolvePsk(identity: Buffer, from: PeerAddress): PskResolution<P> | Promise<PskResolution<P>>;
+  /** A fresh Connection ID of `settings.cidLength` bytes, unused here; undefined: none free. */
+  newConnectionId(): Buffer | undefined;
   /** Whether a handshake whose Finished verified may become an association (room for it). */
   admit(hs: ServerHandshake<P>, principal: P, identity: string): boolean;
   completed(hs: ServerHandshake<P>, result: CompletedHandshake<P>): void;
@@ -76,6 +81,8 @@ export interface CompletedHandshake<P> {
   readonly lastFlight: readonly FlightEntry[];
   readonly clientFinishedSeq: number;
   readonly clientRandom: Buffer;
+  /** The CID the client puts in its records to us, when one was negotiated. */
+  readonly connectionId: Buffer | undefined;
   /** ms from the verified ClientHello to the client's Finished. */
   readonly durationMs: number;
 }
@@ -125,6 +132,10 @@ export class ServerHandshake<P> {
   private verdictArmed = false;
   private identity: string | undefined;
   private principal: P | undefined;
+  /** Our CID (what the client's records carry), when negotiated. */
+  private cid: Buffer | undefined;
+  /** The client's CID (what ours carry); empty when it wants none (RFC 9146 §3). */
+  private peerCid: Buffer | undefined;
   private timer: NodeJS.Timeout | undefined;
   private retransmitMs: number;
   private readonly deadline: number;
@@ -180,6 +191,11 @@ export class ServerHandshake<P> {
     this.fail('stalled', undefined, undefined);
   }
 
+  /** Our Connection ID, when one was negotiated. */
+  get connectionId(): Buffer | undefined {
+    return this.cid;
+  }
+
   /** Whether a ClientHello is a retransmission of the one this handshake answers. */
   isSameClientHello(messageSeq: number, random: Buffer): boolean {
     return messageSeq === this.clientHelloSeq && random.equals(this.clientRandom);
@@ -209,6 +225,14 @@ export class ServerHandshake<P> {
       this.fail('protocol-error', 'extended_master_secret', AlertDescription.decodeError);
       return;
     }
+    // with CID off the extension is ignored like any other we do not speak
+    const offeredCid =
+      this.host.settings.cidLength > 0 ? ch.extensions.get(ExtensionType.connectionId) : undefined;
+    if (offeredCid !== undefined && offeredCid[0] !== offeredCid.length - 1) {
+      // RFC 9146 §3: opaque cid<0..2^8-1>, exactly
+      this.fail('protocol-error', 'connection_id', AlertDescription.decodeError);
+      return;
+    }
     const secureRenegotiation =
       reneg !== undefined || ch.cipherSuites.includes(EMPTY_RENEGOTIATION_INFO_SCSV);
 
@@ -218,6 +242,19 @@ export class ServerHandshake<P> {
       extensions.push([ExtensionType.renegotiationInfo, RENEGOTIATION_INFO_EMPTY]);
     if (this.ems) extensions.push([ExtensionType.extendedMasterSecret, NO_DATA]);
     if (this.etm) extensions.push([ExtensionType.encryptThenMac, NO_DATA]);
+    // RFC 9146 §3: we hand every client that offers the extension a CID of ours, also when it
+    // asks for none itself (a zero-length CID: our records to it stay plain). A client CID
+    // longer than we accept for ourselves is declined by not answering the extension.
+    if (offeredCid !== undefined && offeredCid.length - 1 <= MAX_CID_LENGTH) {
+      this.cid = this.host.newConnectionId();
+      if (this.cid !== undefined) {
+        this.peerCid = Buffer.from(offeredCid.subarray(1));
+        const ext = Buffer.allocUnsafe(1 + this.cid.length);
+        ext[0] = this.cid.length;
+        this.cid.copy(ext, 1);
+        extensions.push([ExtensionType.connectionId, ext]);
+      }
+    }
     const messages: Buffer[] = [
       handshakeMessage(
         HandshakeType.serverHello,
@@ -293,6 +330,11 @@ export class ServerHandshake<P> {
       this.host.stats.drops['bad-epoch']++;
       return;
     }
+    if ((rec.cid === undefined) !== (this.cid === undefined)) {
+      // with a CID negotiated every protected record carries it, without one none does
+      this.host.stats.drops['unexpected-record']++;
+      return;
+    }
     const state = this.epoch1;
     if (state === undefined || !this.ccsSeen) {
       if (this.held.length >= MAX_HELD_RECORDS) {
@@ -313,8 +355,12 @@ export class ServerHandshake<P> {
       this.onAuthenticationFailure();
       return;
     }
-    if (rec.type === ContentType.handshake) this.onFragments(pt, 1);
-    else if (rec.type === ContentType.alert) this.onAlert(pt);
+    if (pt === 'malformed-record') {
+      this.host.stats.drops['malformed-record']++;
+      return;
+    }
+    if (state.contentType === ContentType.handshake) this.onFragments(pt, 1);
+    else if (state.contentType === ContentType.alert) this.onAlert(pt);
     else this.host.stats.drops['unexpected-record']++;
   }
 
@@ -469,6 +515,7 @@ export class ServerHandshake<P> {
     });
     this.master = keys.master;
     this.epoch1 = new EpochState(1, keys.clientWrite, keys.serverWrite);
+    if (this.peerCid !== undefined && this.peerCid.length > 0) this.epoch1.writeCid = this.peerCid;
     this.principal = r.ok ? r.principal : undefined;
     this.state = 'wait-finished';
     try {
@@ -530,6 +577,7 @@ export class ServerHandshake<P> {
       lastFlight,
       clientFinishedSeq: m.messageSeq,
       clientRandom: this.clientRandom,
+      connectionId: this.cid,
       durationMs: this.host.now() - this.startedAt,
     });
   }

@@ -4,17 +4,20 @@
  *
  * Why our own: Node has no DTLS, and no npm package is a PSK DTLS server (see DESIGN.md).
  *
- * One association per peer address and port. Nothing is allocated for a peer until it
- * returns a valid HelloVerifyRequest cookie; handshakes and associations are bounded and
- * evicted (associations by the rules of {@link AssociationTable}, from an admission policy the
+ * One association per peer address and port; with an RFC 9146 Connection ID, records are
+ * matched by CID first and the association follows its peer to a new address (§6). Nothing
+ * is allocated for a peer until it returns a valid HelloVerifyRequest cookie; handshakes and
+ * associations are bounded and evicted (associations by the rules of {@link AssociationTable}, from an admission policy the
  * layer above injects). Invalid records are dropped silently and counted (RFC 6347 §4.1.2.7).
  */
+import { randomBytes } from 'node:crypto';
 import {
   AlertDescription,
   CipherSuite,
   ContentType,
   DTLS_1_0,
   HandshakeType,
+  MAX_CID_LENGTH,
   cipherSuiteName,
 } from './constants.js';
 import { Association, type AssociationHost, type DtlsAssociation } from './association.js';
@@ -62,6 +65,15 @@ export interface DtlsServerHandler<P> {
   onHandshakeFailed?(failure: HandshakeFailure): void;
   /** An exception escaped a handler or the server itself; the datagram was dropped. */
   onInternalError?(err: unknown): void;
+  /**
+   * A protected record from a peer we have no association with (by address, or by CID) was
+   * dropped. Called at most once per second; `suppressed` counts the drops since the last call.
+   */
+  onUnknownRecord?(
+    from: PeerAddress,
+    reason: 'unknown-peer' | 'unknown-cid',
+    suppressed: number,
+  ): void;
 }
 
 export interface DtlsServerOptions<P> {
@@ -101,6 +113,11 @@ export interface DtlsServerOptions<P> {
   readonly pskIdentityHint?: Buffer;
   /** Tell clients why their PSK was refused instead of one uniform alert (default false). */
   readonly detailedPskAlerts?: boolean;
+  /**
+   * Length of the RFC 9146 Connection IDs handed to clients that offer the extension
+   * (default 8; 0: CID is not negotiated). At most 32.
+   */
+  readonly cidLength?: number;
   /** How often idle associations are looked for (default: idle timeout / 10, at most 30 s). */
   readonly sweepIntervalMs?: number;
   readonly now?: () => number;
@@ -108,12 +125,23 @@ export interface DtlsServerOptions<P> {
 
 /** Re-ordering the LRU on every record costs a Map delete+set; once a second is enough. */
 const LRU_TOUCH_MS = 1000;
+/** Records from unknown peers are reported to the handler at most this often. */
+const UNKNOWN_REPORT_MS = 1000;
+/** Tries at a fresh random CID before the handshake goes on without one. */
+const CID_ATTEMPTS = 8;
 
 export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
   readonly stats = new DtlsStats();
   readonly settings: HandshakeSettings;
   private readonly associations: AssociationTable<Association<P>>;
   private readonly handshakes = new Map<string, ServerHandshake<P>>();
+  /** Associations by our Connection ID (latin1 string of its bytes). */
+  private readonly byCid = new Map<string, Association<P>>();
+  /** CIDs handed out in handshakes not completed yet. */
+  private readonly pendingCids = new Set<string>();
+  private readonly cidLength: number;
+  private unknownReportedAt = -Infinity;
+  private unknownSuppressed = 0;
   /** Method-shaped so that a DtlsServer<string> still is a DtlsServer<unknown> for callers. */
   private readonly policy: { admission(identity: string, principal: P): Admission };
   private readonly cookies: CookieJar;
@@ -148,6 +176,9 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     });
     this.stalledMs = opts.stalledHandshakeTimeoutMs ?? 5_000;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 86_700_000;
+    this.cidLength = opts.cidLength ?? 8;
+    if (!Number.isInteger(this.cidLength) || this.cidLength < 0 || this.cidLength > MAX_CID_LENGTH)
+      throw new RangeError(`cidLength must be 0..${MAX_CID_LENGTH}`);
     this.settings = {
       cipherSuites: opts.cipherSuites ?? [
         CipherSuite.TLS_PSK_WITH_AES_128_CCM_8,
@@ -158,6 +189,7 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
       maxRetransmitTimeoutMs: opts.maxRetransmitTimeoutMs ?? 60_000,
       pskIdentityHint: opts.pskIdentityHint,
       detailedPskAlerts: opts.detailedPskAlerts ?? false,
+      cidLength: this.cidLength,
     };
     this.cookies = new CookieJar(opts.cookieLifetimeMs ?? 60_000, this.now);
     const sweep = opts.sweepIntervalMs ?? Math.min(30_000, Math.max(100, this.idleTimeoutMs / 10));
@@ -201,6 +233,23 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     return this.handler.resolvePsk(identity, from);
   }
 
+  /**
+   * A random Connection ID, checked against the ones in use here. Unpredictable (an off-path
+   * attacker cannot guess one to aim records at an association), and unique across pods
+   * without coordination: with the default 8 bytes, two of a million live CIDs collide with
+   * probability about 2.7e-8 (birthday bound, 2^64 values).
+   */
+  newConnectionId(): Buffer | undefined {
+    for (let i = 0; i < CID_ATTEMPTS; i++) {
+      const cid = randomBytes(this.cidLength);
+      const k = cid.toString('latin1');
+      if (this.byCid.has(k) || this.pendingCids.has(k)) continue;
+      this.pendingCids.add(k);
+      return cid;
+    }
+    return undefined;
+  }
+
   /** Entry point for every datagram received on the socket. */
   handleDatagram(buf: Buffer, address: string, port: number): void {
     if (this.closed) return;
@@ -214,7 +263,7 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     try {
       let offset = 0;
       while (offset < buf.length) {
-        const rec = readRecord(buf, offset);
+        const rec = readRecord(buf, offset, this.cidLength);
         if (rec === undefined) {
           this.stats.drops['malformed-record']++;
           return;
@@ -247,10 +296,14 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
       if (hs !== undefined) {
         if (tracing.on) this.traceHandshake(key, rec, () => hs.onRecord(rec));
         else hs.onRecord(rec);
-      } else if (!this.associations.has(key)) this.stats.drops['unknown-peer']++;
+      } else if (!this.associations.has(key)) this.unknownRecord(address, port, 'unknown-peer');
       // A late retransmission of the client's flight 5, or an alert or data in the clear for
       // an established association: none can be authenticated, all are ignored.
       else this.stats.drops['unexpected-record']++;
+      return;
+    }
+    if (rec.type === ContentType.tls12Cid) {
+      this.onCidRecord(key, address, port, rec);
       return;
     }
     const assoc = this.associations.get(key);
@@ -261,9 +314,49 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
       return;
     }
     if (assoc === undefined) {
-      this.stats.drops['unknown-peer']++;
+      this.unknownRecord(address, port, 'unknown-peer');
       return;
     }
+    if (assoc.connectionId !== undefined) {
+      // RFC 9146 §4: with a CID negotiated the peer's protected records all carry it
+      this.stats.drops['unexpected-record']++;
+      return;
+    }
+    this.stats.demux.address++;
+    this.deliver(assoc, key, address, port, rec);
+  }
+
+  /**
+   * A tls12_cid record (RFC 9146 §4): matched by its Connection ID first, whatever address it
+   * came from; a CID not (yet) in the table may be that of the handshake at its address (the
+   * client's Finished is its first CID record).
+   */
+  private onCidRecord(key: string, address: string, port: number, rec: DtlsRecord): void {
+    const cid = rec.cid;
+    const assoc =
+      cid !== undefined && cid.length > 0 ? this.byCid.get(cid.toString('latin1')) : undefined;
+    if (assoc === undefined) {
+      const hs = this.handshakes.get(key);
+      if (hs !== undefined && cid !== undefined && hs.connectionId?.equals(cid) === true) {
+        if (tracing.on) this.traceHandshake(key, rec, () => hs.onRecord(rec));
+        else hs.onRecord(rec);
+        return;
+      }
+      this.unknownRecord(address, port, 'unknown-cid');
+      return;
+    }
+    this.stats.demux.cid++;
+    this.deliver(assoc, key, address, port, rec);
+  }
+
+  /** Authenticates a protected record of an association and hands on what it carries. */
+  private deliver(
+    assoc: Association<P>,
+    key: string,
+    address: string,
+    port: number,
+    rec: DtlsRecord,
+  ): void {
     if (rec.epoch !== assoc.state.epoch) {
       this.stats.drops['bad-epoch']++;
       return;
@@ -271,6 +364,8 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     const span = tracing.on
       ? startChild('dtls.decrypt', { 'dtls.epoch': rec.epoch, 'dtls.record.sequence': rec.seq })
       : undefined;
+    // asked before opening, which moves the window (RFC 9146 §6 "newer")
+    const newest = rec.cid !== undefined && assoc.state.isNewest(rec);
     const pt = assoc.state.open(rec);
     if (typeof pt === 'string') {
       this.stats.drops[pt]++;
@@ -279,10 +374,69 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     }
     span?.end();
     const now = this.now();
-    const data = assoc.onPlaintext(rec.type, pt, now);
+    if (rec.cid !== undefined) this.followPeer(assoc, key, address, port, newest, rec, now);
+    const data = assoc.onPlaintext(assoc.state.contentType, pt, now);
     // keep the table in least-recently-active order for eviction; data makes a device active
-    this.associations.touch(key, now, data !== undefined);
+    this.associations.touch(assoc.peer, now, data !== undefined);
     if (data !== undefined && assoc.open) this.handler.onData(assoc, data);
+  }
+
+  /**
+   * Peer address update for a CID record that authenticated (RFC 9146 §6). It moves the
+   * association to the record's source only when the record is newer than every one received
+   * before: a late, reordered datagram from the old address cannot undo a move, and a replay
+   * (rejected earlier by the window) cannot cause one. Records that do not move it are still
+   * delivered; the answers go to the current address.
+   *
+   * RFC 9146 §6 also asks for a way to make sure the new address can receive. DTLS 1.2 has no
+   * return routability check short of RFC 9853's, which no device here speaks, so RFC 9853's
+   * anti-amplification limit applies instead: until the new address is validated (see
+   * Association.heardFromNewAddress) it gets at most 3× the bytes that came from it. The
+   * record that moved the association already counts: the device's first request after a NAT
+   * rebinding is answered at once, since a CoAP answer is rarely 3× its request. What remains
+   * is RFC 9146 §9's on-path attacker, who can redirect traffic by relaying records.
+   *
+   * The old address key is removed; an association still held for the new address (a peer
+   * whose NAT mapping the device now has) is released, as a new handshake from there would.
+   */
+  private followPeer(
+    assoc: Association<P>,
+    key: string,
+    address: string,
+    port: number,
+    newest: boolean,
+    rec: DtlsRecord,
+    now: number,
+  ): void {
+    if (assoc.peer === key) {
+      if (assoc.unvalidated) assoc.heardFromNewAddress(newest, rec.raw.length);
+      return;
+    }
+    if (!newest) return;
+    const other = this.associations.get(key);
+    if (other !== undefined) this.release(other, 'replaced');
+    if (!this.associations.rekey(assoc.peer, key, assoc, now)) return;
+    assoc.moveTo(key, address, port, rec.raw.length);
+    this.stats.peerAddressUpdates++;
+  }
+
+  /** Counts a record from an unknown peer, and tells the handler now and then. */
+  private unknownRecord(
+    address: string,
+    port: number,
+    reason: 'unknown-peer' | 'unknown-cid',
+  ): void {
+    this.stats.drops[reason]++;
+    if (this.handler.onUnknownRecord === undefined) return;
+    const now = this.now();
+    if (now - this.unknownReportedAt < UNKNOWN_REPORT_MS) {
+      this.unknownSuppressed++;
+      return;
+    }
+    this.unknownReportedAt = now;
+    const suppressed = this.unknownSuppressed;
+    this.unknownSuppressed = 0;
+    this.handler.onUnknownRecord({ address, port }, reason, suppressed);
   }
 
   /** Runs one handshake step inside a `dtls.handshake` span (tracing on only). */
@@ -405,6 +559,7 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
 
   /** Takes a handshake that ended out of the table (if it is still the one for its peer). */
   private forget(hs: ServerHandshake<P>): void {
+    if (hs.connectionId !== undefined) this.pendingCids.delete(hs.connectionId.toString('latin1'));
     if (this.handshakes.get(hs.key) !== hs) return;
     this.handshakes.delete(hs.key);
     this.admission.remove(hs.address);
@@ -421,9 +576,11 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     // admit() said yes in this same turn, so the plan exists
     const plan = this.associations.plan(hs.key, admission, this.now());
     if (plan !== undefined) this.makeRoom(plan);
+    const cid = r.connectionId;
     const assoc = new Association<P>(
       this,
-      hs.key,
+      // stable and unique even after the peer moved and another took its old address
+      cid === undefined ? hs.key : `${hs.key}#${cid.toString('hex')}`,
       hs.address,
       hs.port,
       r.principal,
@@ -438,8 +595,11 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
       this.now(),
       r.durationMs,
       r.clientRandom,
+      cid,
+      hs.key,
     );
     this.associations.add(hs.key, assoc, admission, assoc.establishedAt);
+    if (cid !== undefined) this.byCid.set(cid.toString('latin1'), assoc);
     this.handler.onEstablished?.(assoc);
   }
 
@@ -468,7 +628,10 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
   release(assoc: Association<unknown>, reason: CloseReason): void {
     if (!assoc.open) return;
     assoc.open = false;
-    this.associations.delete(assoc.key, assoc as Association<P>);
+    this.associations.delete(assoc.peer, assoc as Association<P>);
+    const cid = assoc.connectionId;
+    if (cid !== undefined && this.byCid.get(cid.toString('latin1')) === assoc)
+      this.byCid.delete(cid.toString('latin1'));
     this.stats.closed[reason]++;
     this.handler.onClosed?.(assoc as Association<P>, reason);
   }

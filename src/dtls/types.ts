@@ -60,6 +60,8 @@ export interface HandshakeFailure {
 export type DropReason =
   | 'malformed-record'
   | 'unknown-peer'
+  /** A tls12_cid record whose Connection ID belongs to no association or handshake here. */
+  | 'unknown-cid'
   | 'replay'
   | 'bad-mac'
   | 'unexpected-record'
@@ -76,6 +78,7 @@ export type DropReason =
 export const DROP_REASONS: readonly DropReason[] = [
   'malformed-record',
   'unknown-peer',
+  'unknown-cid',
   'replay',
   'bad-mac',
   'unexpected-record',
@@ -139,6 +142,12 @@ export class DtlsStats {
   handshakesCompleted = 0;
   retransmissions = 0;
   pskLookupsPending = 0;
+  /** Protected records matched to their association by Connection ID / by address. */
+  readonly demux = { cid: 0, address: 0 };
+  /** Associations whose peer address moved to a new one (RFC 9146 §6). */
+  peerAddressUpdates = 0;
+  /** Datagrams not sent to a not yet validated new peer address (RFC 9853 §4 budget). */
+  amplificationLimited = 0;
   readonly drops = zeroes(DROP_REASONS);
   readonly handshakesFailed = zeroes(HANDSHAKE_FAIL_REASONS);
   readonly closed = zeroes(CLOSE_REASONS);

@@ -449,6 +449,7 @@ export class Gateway {
             suite: a.cipherSuite,
             ems: a.extendedMasterSecret,
             etm: a.encryptThenMac,
+            cid: a.connectionId !== undefined,
           },
           'association established',
         );
@@ -487,6 +488,16 @@ export class Gateway {
         );
       },
       onInternalError: (err) => log.error({ err }, 'datagram processing failed'),
+      // the server calls this at most once a second, with the count of drops in between
+      onUnknownRecord: (from, reason, suppressed) =>
+        log.debug(
+          {
+            peer: `${from.address}:${from.port}`,
+            reason,
+            ...(suppressed > 0 ? { suppressed } : {}),
+          },
+          'record from unknown peer dropped',
+        ),
     };
     const dtls = new DtlsServer<Principal>({
       send: dtlsSocket.send,
@@ -504,6 +515,7 @@ export class Gateway {
       retransmitTimeoutMs: config.retransmitTimeout,
       cookieLifetimeMs: config.cookieLifetime * 1000,
       detailedPskAlerts: config.detailedPskAlerts,
+      cidLength: config.cidLength,
     });
     const traced = new DatagramTracer(dtls, coap.stats, () => dtlsSocket.port);
     dtlsSocket.onDatagram((msg, address, port) => {

@@ -308,6 +308,27 @@ export function createMetrics(): Metrics {
   );
   readCounter(
     registry,
+    'coap_edge_dtls_records_matched_total',
+    'Protected DTLS records matched to an association, by how: cid (RFC 9146 Connection ID) or address (source address and port).',
+    ['by'],
+    from((x) => entries(x.dtls.stats.demux, 'by')),
+  );
+  readCounter(
+    registry,
+    'coap_edge_dtls_peer_address_updates_total',
+    'DTLS associations that followed their peer to a new address (Connection ID, RFC 9146 §6).',
+    [],
+    one((x) => x.dtls.stats.peerAddressUpdates),
+  );
+  readCounter(
+    registry,
+    'coap_edge_dtls_amplification_limited_total',
+    'Datagrams not sent to a peer address not yet validated after a move, over 3x the bytes received from it (RFC 9853).',
+    [],
+    one((x) => x.dtls.stats.amplificationLimited),
+  );
+  readCounter(
+    registry,
     'coap_edge_dtls_hello_verify_requests_total',
     'HelloVerifyRequests sent (stateless cookie answers).',
     [],

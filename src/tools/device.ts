@@ -4,7 +4,7 @@
  * activation flow (secureMode 3 with the product secret, GET activate/info, reconnect with
  * secureMode 2 and the returned device secret, then the post).
  */
-import { randomInt } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 import { ContentFormat, OptionNumber, formatCode } from '../coap/constants.js';
 import { CipherSuite } from '../dtls/constants.js';
 import {
@@ -23,6 +23,8 @@ export interface DeviceToolOptions {
   readonly secret: string;
   readonly suite: 'ccm8' | 'cbc';
   readonly timeoutMs: number;
+  /** Offer an RFC 9146 Connection ID. */
+  readonly cid?: boolean;
 }
 
 export interface DeviceOutcome {
@@ -87,6 +89,7 @@ async function connect(
         : CipherSuite.TLS_PSK_WITH_AES_128_CCM_8,
     ],
     handshakeTimeoutMs: o.timeoutMs,
+    ...(o.cid === true ? { connectionId: randomBytes(4) } : {}),
   });
 }
 

@@ -5,7 +5,12 @@
  * outstanding per device) or at a fixed rate, for a duration. Progress snapshots while it
  * runs; a result with throughput, latency percentiles, errors by kind and, given coap-edge's
  * /metrics, coap-edge's resident memory per association.
+ *
+ * With `cid` the devices offer an RFC 9146 Connection ID; with `rebindEveryMs` each moves its
+ * association to a new source port now and then (a NAT rebinding), and the result says how
+ * the first request after each move fared.
  */
+import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { CipherSuite } from '../dtls/constants.js';
 import { DtlsError } from '../dtls/errors.js';
@@ -44,6 +49,10 @@ export interface LoadOptions {
   readonly metricsUrl?: string;
   /** Called when every device is connected, before the measured phase. */
   readonly onConnected?: () => void | Promise<void>;
+  /** Offer a 4-byte RFC 9146 Connection ID (as mbedTLS devices do). */
+  readonly cid?: boolean;
+  /** Each device moves to a new UDP source port this often during the measured phase. */
+  readonly rebindEveryMs?: number;
   /** Called every `progressIntervalMs` (default 1000) while running. */
   readonly onProgress?: (p: LoadProgress) => void;
   readonly progressIntervalMs?: number;
@@ -97,6 +106,14 @@ export interface LoadResult {
   };
   /** Present when `metricsUrl` was given and both scrapes worked. */
   readonly memory?: MemoryResult;
+  /** With `rebindEveryMs`: the moves, and the first request after each. */
+  readonly rebinding?: {
+    readonly rebinds: number;
+    /** Answered 2.xx without a CoAP retransmission. */
+    readonly answeredFirstTry: number;
+    readonly answeredAfterRetransmission: number;
+    readonly failed: number;
+  };
 }
 
 export function percentile(sorted: readonly number[], p: number): number {
@@ -281,6 +298,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
             cipherSuites: [suite],
             handshakeTimeoutMs: 20_000,
             ...(o.bindAddress !== undefined ? { bindAddress: o.bindAddress } : {}),
+            ...(o.cid === true ? { connectionId: randomBytes(4) } : {}),
           });
           handshakes.record(performance.now() - started);
           clients.push({ c, path: `/topic/sys/${d.productKey}/${d.deviceKey}/${topic}` });
@@ -303,15 +321,31 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     const end = started + o.durationMs;
     const interval = o.ratePerDevice > 0 ? 1000 / o.ratePerDevice : 0;
     const nonConfirmable = o.nonConfirmable === true;
+    const rebindEvery = o.rebindEveryMs ?? 0;
+    const moves = { rebinds: 0, answeredFirstTry: 0, answeredAfterRetransmission: 0, failed: 0 };
     await Promise.all(
       clients.map(async ({ c, path }, i) => {
         let next = started + (interval > 0 ? (i / clients.length) * interval : 0);
+        // staggered, so that not every device moves at once
+        let nextRebind =
+          rebindEvery > 0 ? started + rebindEvery * (1 + i / clients.length) : Infinity;
         while (performance.now() < end) {
           if (interval > 0) {
             const wait = next - performance.now();
             if (wait > 0) await sleep(wait);
             next += interval;
             if (performance.now() >= end) break;
+          }
+          let moved = false;
+          if (performance.now() >= nextRebind) {
+            nextRebind += rebindEvery;
+            try {
+              await c.dtls.rebind();
+              moves.rebinds++;
+              moved = true;
+            } catch {
+              moves.failed++;
+            }
           }
           const t = performance.now();
           try {
@@ -327,9 +361,15 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
             const k = `${r.code >> 5}.${String(r.code & 31).padStart(2, '0')}`;
             bump(codes, k);
             if (r.code >> 5 !== 2) bump(errors, `response:${k}`);
+            if (moved) {
+              if (r.code >> 5 !== 2) moves.failed++;
+              else if (r.retransmissions === 0) moves.answeredFirstTry++;
+              else moves.answeredAfterRetransmission++;
+            }
           } catch (err) {
             failed++;
             bump(errors, errorKind('request', err));
+            if (moved) moves.failed++;
           }
         }
       }),
@@ -371,6 +411,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
         max: round(latencies.max),
       },
       ...(memory !== undefined ? { memory } : {}),
+      ...(rebindEvery > 0 ? { rebinding: moves } : {}),
     };
   } finally {
     if (progress !== undefined) clearInterval(progress);
@@ -440,6 +481,14 @@ export function formatSummary(r: LoadResult): string {
       `${(m.bytesPerAssociation / 1024).toFixed(1)} KiB RSS per association ` +
         `(${(m.rssBeforeBytes / 2 ** 20).toFixed(0)} → ${(m.rssAfterBytes / 2 ** 20).toFixed(0)} MiB ` +
         `for ${m.associations} associations)`,
+    ]);
+  }
+  if (r.rebinding !== undefined) {
+    const m = r.rebinding;
+    rows.push([
+      'source-port moves',
+      `${m.rebinds}; first request after a move: ${m.answeredFirstTry} answered at once, ` +
+        `${m.answeredAfterRetransmission} after a retransmission, ${m.failed} failed`,
     ]);
   }
   const width = Math.max(...rows.map(([k]) => k.length));

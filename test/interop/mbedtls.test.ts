@@ -114,12 +114,11 @@ function commonTests(version: MbedtlsVersion, gw: () => TestGateway): void {
 }
 
 /**
- * CURRENT BEHAVIOUR, documented: the device moves its session to a new source port after one
- * request (a carrier NAT rebinding). Without a Connection ID the gateway knows the session only
- * by address and port, so the records from the new port belong to no association: each is
- * dropped as `unknown-peer` and the second request is never answered (the device exits 3
- * after its CoAP retransmissions). With RFC 9146 CID negotiated (a later issue) the gateway
- * will find the session by CID and this test's `cid: true` variant must flip to answered.
+ * The device moves its session to a new source port after one request (a carrier NAT
+ * rebinding). Without a Connection ID the gateway knows the session only by address and port,
+ * so the records from the new port belong to no association: each is dropped as
+ * `unknown-peer` and the second request is never answered (the device exits 3 after its CoAP
+ * retransmissions).
  */
 async function rebindUnanswered(
   version: MbedtlsVersion,
@@ -200,29 +199,66 @@ describeVersion('2.28', 'mbedTLS 2.28 (Debian 12 libmbedtls-dev) device', (gw) =
 });
 
 describeVersion('3.6', 'mbedTLS 3.6 (Debian 13, scripts/fetch-mbedtls36.sh) device', (gw) => {
-  it('CURRENT BEHAVIOUR: CID offered (extension 54), the gateway ignores it, no CID is negotiated', async () => {
-    const tap = await startHelloTap(gw().port);
-    try {
-      const r = await uplink('3.6', tap.port, { cid: true, count: 1 });
-      assertAnswered(r, 1);
-      const own = /^CID offered own=([0-9a-f]{8})$/m.exec(r.stdout)?.[1];
-      assert.ok(own !== undefined, r.describe);
-      // what went over the wire: RFC 9146 §3, opaque cid<0..2^8-1> in every ClientHello
-      assert.ok(tap.clientHellos.length >= 1, 'the tap saw the ClientHello');
-      for (const ext of tap.clientHellos) {
-        assert.deepEqual(ext.get(ExtensionType.connectionId), Buffer.from(`04${own}`, 'hex'));
-      }
-      assert.equal(tap.serverHellos.length, 1, 'the tap saw the ServerHello');
-      assert.equal(tap.serverHellos[0]?.has(ExtensionType.connectionId), false);
-      // the later DTLS CID issue flips this to "CID negotiated own=... peer=..."
-      assert.match(r.stdout, /^CID not negotiated$/m, r.describe);
-    } finally {
-      await tap.close();
-    }
-  });
+  for (const s of SUITES) {
+    const what = `${s.name}${s.suite === 'cbc' ? (s.noEtm ? ' without ETM' : ' with ETM') : ''}`;
 
-  it('CURRENT BEHAVIOUR: CID offered, then a source-port change: the next request goes unanswered', async () => {
-    // the later DTLS CID issue makes this request answered
-    await rebindUnanswered('3.6', gw(), true);
-  });
+    it(`${what}: CID offered (extension 54) is negotiated, the gateway hands out an 8-byte CID`, async () => {
+      const tap = await startHelloTap(gw().port);
+      try {
+        const byCid = gw().gateway.dtls.stats.demux.cid;
+        const r = await uplink('3.6', tap.port, { cid: true, count: 2, ...s });
+        assertAnswered(r, 2);
+        const own = /^CID offered own=([0-9a-f]{8})$/m.exec(r.stdout)?.[1];
+        assert.ok(own !== undefined, r.describe);
+        // what went over the wire: RFC 9146 §3, opaque cid<0..2^8-1> in every hello
+        assert.ok(tap.clientHellos.length >= 1, 'the tap saw the ClientHello');
+        for (const ext of tap.clientHellos) {
+          assert.deepEqual(ext.get(ExtensionType.connectionId), Buffer.from(`04${own}`, 'hex'));
+        }
+        assert.equal(tap.serverHellos.length, 1, 'the tap saw the ServerHello');
+        const given = tap.serverHellos[0]?.get(ExtensionType.connectionId);
+        assert.ok(given !== undefined && given.length === 9 && given[0] === 8, 'an 8-byte CID');
+        const peer = given.subarray(1).toString('hex');
+        // mbedTLS itself says both CIDs are in use (its own and the one we gave it)
+        assert.match(r.stdout, new RegExp(`^CID negotiated own=${own} peer=${peer}$`, 'm'));
+        // both requests came as CID records (the Finished went to the handshake)
+        assert.ok(gw().gateway.dtls.stats.demux.cid - byCid >= 2, 'records matched by CID');
+        assert.match(
+          r.stdout,
+          new RegExp(`^handshake ok DTLSv1\\.2 ${s.name.replaceAll('_', '-')}$`, 'm'),
+        );
+      } finally {
+        await tap.close();
+      }
+    });
+
+    it(`${what}: CID negotiated, then a source-port change: the device keeps its association, no new handshake`, async () => {
+      const stats = gw().gateway.dtls.stats;
+      const before = {
+        completed: stats.handshakesCompleted,
+        started: stats.handshakesStarted,
+        moved: stats.peerAddressUpdates,
+        unknown: stats.drops['unknown-peer'] + stats.drops['unknown-cid'],
+      };
+      const r = await uplink('3.6', gw().port, {
+        count: 3,
+        rebindAfter: 1,
+        cid: true,
+        ackTimeoutMs: 300,
+        maxRetransmit: 2,
+        ...s,
+      });
+      assertAnswered(r, 3);
+      const rebind = /^rebind local port (\d+) -> (\d+)$/m.exec(r.stdout);
+      assert.ok(rebind !== null, r.describe);
+      assert.notEqual(rebind[1], rebind[2], 'a new source port');
+      assert.match(r.stdout, /^CID negotiated /m, r.describe);
+      assert.equal(stats.handshakesStarted - before.started, 1, 'one handshake, before the move');
+      assert.equal(stats.handshakesCompleted - before.completed, 1);
+      assert.equal(stats.peerAddressUpdates - before.moved, 1, 'the association moved once');
+      assert.equal(stats.drops['unknown-peer'] + stats.drops['unknown-cid'], before.unknown);
+      // nothing of it is left at the old port
+      assert.equal(gw().gateway.dtls.principalOf('127.0.0.1', Number(rebind[1])), undefined);
+    });
+  }
 });

@@ -195,3 +195,34 @@ describe('AssociationTable: who goes when the table is full', () => {
     assert.equal(t.plan('p2', DEVICE('a'), 1)?.superseded, undefined);
   });
 });
+
+describe('AssociationTable: rekey (a peer moved, RFC 9146 §6)', () => {
+  test('the association moves to the new peer key, the old key is gone, its key and group follow', () => {
+    const t = table(10, 2);
+    admit(t, 'p1', SESSION('s1'), 0);
+    admit(t, 'p2', SESSION('s2'), 1);
+    assert.equal(t.rekey('p1', 'p9', 'p1', 5), true);
+    assert.equal(t.has('p1'), false);
+    assert.equal(t.get('p9'), 'p1');
+    assert.equal(t.size, 2);
+    assert.equal(t.groupSize('pk1'), 2);
+    // still the oldest of its group (establishment order survives the move)
+    const plan = t.plan('p3', SESSION('s3'), 10);
+    assert.deepEqual(victims(plan), ['p1:group-cap']);
+    // its admission key follows: a newcomer with it supersedes the moved association
+    assert.equal(t.plan('p4', SESSION('s1'), 10)?.superseded, 'p1');
+    assert.equal(t.delete('p9', 'p1'), true);
+    assert.equal(t.groupSize('pk1'), 1);
+    assert.equal(t.size, 1);
+  });
+
+  test('refused when the new key is taken or the old one holds another association', () => {
+    const t = table(10);
+    admit(t, 'p1', DEVICE('a'), 0);
+    admit(t, 'p2', DEVICE('b'), 0);
+    assert.equal(t.rekey('p1', 'p2', 'p1', 1), false);
+    assert.equal(t.rekey('p1', 'p3', 'p2', 1), false);
+    assert.equal(t.get('p1'), 'p1');
+    assert.equal(t.get('p2'), 'p2');
+  });
+});

@@ -1076,3 +1076,52 @@ describe('DtlsServer: garbage never throws and is counted', () => {
     });
   });
 });
+
+describe('DtlsServer: connection_id extension (RFC 9146 §3)', () => {
+  const profile = (cid: Buffer): ClientProfile => ({
+    name: 'CCM_8 with connection_id',
+    suites: [CipherSuite.TLS_PSK_WITH_AES_128_CCM_8],
+    extensions: [[ExtensionType.connectionId, cid]],
+    suite: CipherSuite.TLS_PSK_WITH_AES_128_CCM_8,
+    ems: false,
+    etm: false,
+  });
+  const serverHelloOf = (flight: Buffer) => {
+    const first = records(flight)[0];
+    assert.ok(first !== undefined);
+    return parseServerHello(only(readFragments(first.body)).fragment);
+  };
+
+  test('a well-formed offer is answered with a CID of cidLength bytes', () => {
+    withServer(
+      (h) => {
+        const a = hello(h, profile(Buffer.from([2, 0xaa, 0xbb])), 43001, Buffer.alloc(32, 0x51));
+        const ext = serverHelloOf(a.flight).extensions.get(ExtensionType.connectionId);
+        assert.ok(ext !== undefined);
+        assert.equal(ext.length, 7);
+        assert.equal(ext[0], 6);
+      },
+      { cidLength: 6 },
+    );
+  });
+
+  test('a length byte that disagrees with the extension ends the handshake with decode_error', () => {
+    withServer((h) => {
+      const a = hello(h, profile(Buffer.from([5, 0xaa])), 43002, Buffer.alloc(32, 0x52));
+      const rec = only(records(a.flight));
+      assert.equal(rec.type, ContentType.alert);
+      assert.deepEqual(rec.body, Buffer.from([2, AlertDescription.decodeError]));
+      assert.equal(h.failures.at(-1)?.detail, 'connection_id');
+    });
+  });
+
+  test('with cidLength 0 the extension, even malformed, is ignored', () => {
+    withServer(
+      (h) => {
+        const a = hello(h, profile(Buffer.from([5, 0xaa])), 43003, Buffer.alloc(32, 0x53));
+        assert.equal(serverHelloOf(a.flight).extensions.has(ExtensionType.connectionId), false);
+      },
+      { cidLength: 0 },
+    );
+  });
+});
