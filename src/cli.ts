@@ -373,6 +373,7 @@ interface BenchFlags {
   seed: string;
   cid?: boolean;
   rebindEvery?: string;
+  rebindShare?: string;
 }
 
 /** A numeric flag, or exit 2 naming it. */
@@ -391,9 +392,11 @@ function numberFlag(name: string, text: string, o: { min: number; integer?: bool
 
 async function benchCommand(flags: BenchFlags): Promise<void> {
   const count = numberFlag('count', flags.count, { min: 1, integer: true });
-  const rebindEvery = Number(flags.rebindEvery ?? 0);
-  if (!Number.isFinite(rebindEvery) || rebindEvery < 0)
-    fail('--rebind-every must be a number of seconds');
+  const rebindEvery =
+    flags.rebindEvery === undefined ? 0 : numberFlag('rebind-every', flags.rebindEvery, { min: 0 });
+  const rebindShare =
+    flags.rebindShare === undefined ? 1 : numberFlag('rebind-share', flags.rebindShare, { min: 0 });
+  if (rebindShare > 1) fail('--rebind-share must be a number ≥ 0 and ≤ 1');
   const load = await import('./tools/load.js');
   if (flags.generate === true) {
     const text = `${JSON.stringify(load.generateDevices(count, flags.productKey, flags.seed), null, 1)}\n`;
@@ -445,7 +448,7 @@ async function benchCommand(flags: BenchFlags): Promise<void> {
     ...(flags.metricsUrl !== undefined ? { metricsUrl: flags.metricsUrl } : {}),
     ...(flags.bindAddress !== undefined ? { bindAddress: flags.bindAddress } : {}),
     cid: flags.cid === true,
-    ...(rebindEvery > 0 ? { rebindEveryMs: rebindEvery * 1000 } : {}),
+    ...(rebindEvery > 0 ? { rebindEveryMs: rebindEvery * 1000, rebindShare } : {}),
   } as const;
   // a live progress line on a terminal only: --json and pipes get the result alone
   const live = flags.json !== true && process.stderr.isTTY;
@@ -498,6 +501,10 @@ program
   .option(
     '--rebind-every <seconds>',
     'move each device to a new source port this often (a NAT rebinding; use with --cid)',
+  )
+  .option(
+    '--rebind-share <fraction>',
+    'share of the devices that move (0 to 1, default 1), the others keep their port',
   )
   .option('--generate', 'write a devices file (also a registry seed) with --count devices instead')
   .option('--out <file.json>', 'file for --generate (default: standard output)')

@@ -53,6 +53,8 @@ export interface LoadOptions {
   readonly cid?: boolean;
   /** Each device moves to a new UDP source port this often during the measured phase. */
   readonly rebindEveryMs?: number;
+  /** Share of the devices that move (0 to 1; default 1): the first that many of them. */
+  readonly rebindShare?: number;
   /** Called every `progressIntervalMs` (default 1000) while running. */
   readonly onProgress?: (p: LoadProgress) => void;
   readonly progressIntervalMs?: number;
@@ -322,13 +324,16 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     const interval = o.ratePerDevice > 0 ? 1000 / o.ratePerDevice : 0;
     const nonConfirmable = o.nonConfirmable === true;
     const rebindEvery = o.rebindEveryMs ?? 0;
+    const movers = Math.round(clients.length * Math.min(1, Math.max(0, o.rebindShare ?? 1)));
     const moves = { rebinds: 0, answeredFirstTry: 0, answeredAfterRetransmission: 0, failed: 0 };
     await Promise.all(
       clients.map(async ({ c, path }, i) => {
         let next = started + (interval > 0 ? (i / clients.length) * interval : 0);
         // staggered, so that not every device moves at once
         let nextRebind =
-          rebindEvery > 0 ? started + rebindEvery * (1 + i / clients.length) : Infinity;
+          rebindEvery > 0 && i < movers
+            ? started + rebindEvery * (1 + i / clients.length)
+            : Infinity;
         while (performance.now() < end) {
           if (interval > 0) {
             const wait = next - performance.now();

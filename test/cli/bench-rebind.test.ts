@@ -52,6 +52,28 @@ describe('coap-edge bench --cid --rebind-every', () => {
     assert.ok(stats.peerAddressUpdates >= r.rebinding.rebinds);
   });
 
+  it('--rebind-share: only that share of the devices moves', async () => {
+    const stats = current().gateway.dtls.stats;
+    const moved = stats.peerAddressUpdates;
+    const r = await runLoad({
+      host: '127.0.0.1',
+      port: current().port,
+      devices: DEVICES,
+      durationMs: 2_000,
+      ratePerDevice: 4,
+      suite: 'ccm8',
+      cid: true,
+      rebindEveryMs: 600,
+      rebindShare: 0.5,
+      requestTimeoutMs: 10_000,
+    });
+    assert.ok(r.rebinding !== undefined);
+    // one device of two moves, about every 600 ms of the 2 s: between 1 and 3 moves
+    assert.ok(r.rebinding.rebinds >= 1 && r.rebinding.rebinds <= 3, JSON.stringify(r));
+    assert.equal(r.rebinding.answeredFirstTry, r.rebinding.rebinds, JSON.stringify(r));
+    assert.equal(stats.peerAddressUpdates - moved, r.rebinding.rebinds);
+  });
+
   it('without CID: the first request after a move goes unanswered', async () => {
     const r = await runLoad({
       host: '127.0.0.1',
