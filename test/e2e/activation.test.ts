@@ -33,6 +33,7 @@ import {
   type E2eGateway,
   type PlatformStandIn,
 } from '../helpers/e2e.js';
+import { skipUnlessInstalled } from '../helpers/tools.js';
 import { killAll, runCli, runCoapClient, type ProcessResult } from '../helpers/processes.js';
 
 interface ActivationBody {
@@ -62,7 +63,7 @@ function activatedSecret(body: unknown, pk: string, dk: string, why: string): st
 describe(
   'e2e: dynamic activation (secureMode 3) across two gateways',
   {
-    skip: MISSING_TOOLS,
+    skip: skipUnlessInstalled(MISSING_TOOLS),
   },
   () => {
     const pk = uid('actPK');

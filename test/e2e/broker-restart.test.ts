@@ -40,6 +40,7 @@ import {
   type PlatformStandIn,
   type Recorder,
 } from '../helpers/e2e.js';
+import { skipUnlessInstalled } from '../helpers/tools.js';
 import { Mosquitto, killBrokers } from '../integration/bridge/brokers.js';
 
 const MESSAGES = 200;
@@ -71,7 +72,7 @@ function jsonId(payload: Buffer): string | undefined {
   }
 }
 
-describe('e2e: broker restarted mid-stream', { skip: MISSING_TOOLS }, () => {
+describe('e2e: broker restarted mid-stream', { skip: skipUnlessInstalled(MISSING_TOOLS) }, () => {
   const pk = uid('brPK');
   const dk = uid('brDK');
   const secret = cliSafeSecret('br');

@@ -37,6 +37,7 @@ import {
   type PlatformStandIn,
   type Recorder,
 } from '../helpers/e2e.js';
+import { skipUnlessInstalled } from '../helpers/tools.js';
 import {
   codeOf,
   commandPayloadOf,
@@ -68,7 +69,7 @@ function idOf(text: string | undefined): string | undefined {
 
 describe(
   'e2e issue 4: commands for sleepy devices, two coap-edge processes',
-  { skip: MISSING_TOOLS },
+  { skip: skipUnlessInstalled(MISSING_TOOLS) },
   () => {
     const dev: DeviceSpec = { pk: uid('cmPK'), dk: uid('cmDK'), secret: cliSafeSecret('cm') };
     const probe: DeviceSpec = { pk: dev.pk, dk: uid('cmProbe'), secret: cliSafeSecret('cmp') };

@@ -30,6 +30,7 @@ import {
   type E2eGateway,
   type PlatformStandIn,
 } from '../helpers/e2e.js';
+import { skipUnlessInstalled } from '../helpers/tools.js';
 import {
   codeOf,
   commandPayloadOf,
@@ -53,7 +54,7 @@ function escapeRe(s: string): string {
 
 describe(
   'e2e issue 4: per-device MQTT sessions against Mosquitto with password auth',
-  { skip: MISSING_TOOLS },
+  { skip: skipUnlessInstalled(MISSING_TOOLS) },
   () => {
     const pk = uid('pdPK');
     const devA: DeviceSpec = { pk, dk: uid('pdA'), secret: cliSafeSecret('pdA') };
