@@ -875,17 +875,6 @@ export class ManualHandshake {
 }
 
 // ---------------------------------------------------------------------------------------------
-// a look inside (test-only: private fields read at run time)
-
-/** Bytes the server's reassembler holds for the handshake with this local port, if any. */
-export function reassemblyBuffered(dtls: DtlsServer<unknown>, port: number): number | undefined {
-  const handshakes = (dtls as unknown as { handshakes: Map<string, unknown> }).handshakes;
-  const hs = handshakes.get(`127.0.0.1|${port}`) as
-    { reassembler: { buffered: number; pending: Map<number, unknown> } } | undefined;
-  return hs?.reassembler.buffered;
-}
-
-// ---------------------------------------------------------------------------------------------
 // memory
 
 let gcFn: (() => void) | undefined;
