@@ -33,7 +33,6 @@ import {
   type E2eGateway,
   type PlatformStandIn,
 } from '../helpers/e2e.js';
-import { skipUnlessInstalled } from '../helpers/tools.js';
 import { killAll, runCli, runCoapClient, type ProcessResult } from '../helpers/processes.js';
 
 interface ActivationBody {
@@ -63,7 +62,7 @@ function activatedSecret(body: unknown, pk: string, dk: string, why: string): st
 describe(
   'e2e: dynamic activation (secureMode 3) across two gateways',
   {
-    skip: skipUnlessInstalled(MISSING_TOOLS),
+    skip: MISSING_TOOLS,
   },
   () => {
     const pk = uid('actPK');

@@ -40,7 +40,6 @@ import {
   type PlatformStandIn,
   type Recorder,
 } from '../helpers/e2e.js';
-import { skipUnlessInstalled } from '../helpers/tools.js';
 import { Mosquitto, killBrokers } from '../integration/bridge/brokers.js';
 
 const MESSAGES = 200;
@@ -72,7 +71,7 @@ function jsonId(payload: Buffer): string | undefined {
   }
 }
 
-describe('e2e: broker restarted mid-stream', { skip: skipUnlessInstalled(MISSING_TOOLS) }, () => {
+describe('e2e: broker restarted mid-stream', { skip: MISSING_TOOLS }, () => {
   const pk = uid('brPK');
   const dk = uid('brDK');
   const secret = cliSafeSecret('br');

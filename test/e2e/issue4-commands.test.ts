@@ -37,7 +37,6 @@ import {
   type PlatformStandIn,
   type Recorder,
 } from '../helpers/e2e.js';
-import { skipUnlessInstalled } from '../helpers/tools.js';
 import {
   codeOf,
   commandPayloadOf,
@@ -69,7 +68,7 @@ function idOf(text: string | undefined): string | undefined {
 
 describe(
   'e2e issue 4: commands for sleepy devices, two coap-edge processes',
-  { skip: skipUnlessInstalled(MISSING_TOOLS) },
+  { skip: MISSING_TOOLS },
   () => {
     const dev: DeviceSpec = { pk: uid('cmPK'), dk: uid('cmDK'), secret: cliSafeSecret('cm') };
     const probe: DeviceSpec = { pk: dev.pk, dk: uid('cmProbe'), secret: cliSafeSecret('cmp') };

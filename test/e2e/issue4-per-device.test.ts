@@ -30,7 +30,6 @@ import {
   type E2eGateway,
   type PlatformStandIn,
 } from '../helpers/e2e.js';
-import { skipUnlessInstalled } from '../helpers/tools.js';
 import {
   codeOf,
   commandPayloadOf,
@@ -54,7 +53,7 @@ function escapeRe(s: string): string {
 
 describe(
   'e2e issue 4: per-device MQTT sessions against Mosquitto with password auth',
-  { skip: skipUnlessInstalled(MISSING_TOOLS) },
+  { skip: MISSING_TOOLS },
   () => {
     const pk = uid('pdPK');
     const devA: DeviceSpec = { pk, dk: uid('pdA'), secret: cliSafeSecret('pdA') };

@@ -30,7 +30,6 @@ import {
   uid,
   type PlatformStandIn,
 } from '../helpers/e2e.js';
-import { skipUnlessInstalled } from '../helpers/tools.js';
 import {
   HttpStandIn,
   codeOf,
@@ -62,153 +61,147 @@ interface Event {
   seq: number;
 }
 
-describe(
-  'e2e issue 4: presence with two coap-edge processes',
-  { skip: skipUnlessInstalled(MISSING_TOOLS) },
-  () => {
-    const pk = uid('prPK');
-    const quiet: DeviceSpec = { pk, dk: uid('prQuiet'), secret: cliSafeSecret('prq') };
-    const closing: DeviceSpec = { pk, dk: uid('prClose'), secret: cliSafeSecret('prc') };
-    const redisPrefix = uid('e2e4-pres-');
-    let dir: string;
-    let webhook: HttpStandIn;
-    let podA: Pod;
-    let podB: Pod;
-    let platform: PlatformStandIn;
-    let redis: Redis;
-    const clients: CoapDtlsClient[] = [];
+describe('e2e issue 4: presence with two coap-edge processes', { skip: MISSING_TOOLS }, () => {
+  const pk = uid('prPK');
+  const quiet: DeviceSpec = { pk, dk: uid('prQuiet'), secret: cliSafeSecret('prq') };
+  const closing: DeviceSpec = { pk, dk: uid('prClose'), secret: cliSafeSecret('prc') };
+  const redisPrefix = uid('e2e4-pres-');
+  let dir: string;
+  let webhook: HttpStandIn;
+  let podA: Pod;
+  let podB: Pod;
+  let platform: PlatformStandIn;
+  let redis: Redis;
+  const clients: CoapDtlsClient[] = [];
 
-    const events = (d: DeviceSpec): Event[] =>
-      (webhook.jsonBodies() as Event[]).filter(
-        (e) => e.deviceKey === d.dk && e.productKey === d.pk,
-      );
-    const show = (d: DeviceSpec): string => JSON.stringify(events(d), null, 1);
+  const events = (d: DeviceSpec): Event[] =>
+    (webhook.jsonBodies() as Event[]).filter((e) => e.deviceKey === d.dk && e.productKey === d.pk);
+  const show = (d: DeviceSpec): string => JSON.stringify(events(d), null, 1);
 
-    async function connect(pod: Pod, d: DeviceSpec): Promise<CoapDtlsClient> {
-      const c = await explainWith([pod], connectAs(pod.port, d, LIFETIME_S));
-      clients.push(c);
-      return c;
+  async function connect(pod: Pod, d: DeviceSpec): Promise<CoapDtlsClient> {
+    const c = await explainWith([pod], connectAs(pod.port, d, LIFETIME_S));
+    clients.push(c);
+    return c;
+  }
+
+  async function post(c: CoapDtlsClient, d: DeviceSpec, id: string): Promise<void> {
+    const res = await postJson(c, measurepointTopic(d.pk, d.dk), measurepoint(id));
+    assert.equal(codeOf(res), '2.04', describeAnswer(res));
+  }
+
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'coap-edge-e2e4-pres-'));
+    redis = new Redis(SHARED_REDIS_URL, { maxRetriesPerRequest: 1 });
+    webhook = await HttpStandIn.start();
+    webhook.answer = () => ({ status: 200 });
+    const config = {
+      devices: writeDevicesFile(dir, [quiet, closing]),
+      redisUrl: SHARED_REDIS_URL,
+      redisPrefix,
+      mqttUrl: SHARED_MQTT_URL,
+      commandShareGroup: uid('e2e4pres'),
+      presenceWebhook: `${webhook.origin}/presence`,
+      presenceLifetimeScale: SCALE,
+      presenceSweepInterval: SWEEP_S,
+      publishTimeout: 3_000,
+      replyTimeout: 3_000,
+    };
+    [podA, podB] = await Promise.all([
+      startPod(dir, 'podA', config),
+      startPod(dir, 'podB', config),
+    ]);
+    platform = await startPlatform(SHARED_MQTT_URL, `/sys/${pk}/+/thing/measurepoint/post`);
+  });
+
+  after(async () => {
+    await Promise.all(clients.map((c) => c.close()));
+    await Promise.all([podA?.stop(), podB?.stop()]);
+    await killAll();
+    await platform?.close();
+    await webhook?.close();
+    if (redis !== undefined) {
+      const keys = await redis.keys(`${redisPrefix}:*`);
+      if (keys.length > 0) await redis.del(...keys);
+      redis.disconnect();
     }
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
 
-    async function post(c: CoapDtlsClient, d: DeviceSpec, id: string): Promise<void> {
-      const res = await postJson(c, measurepointTopic(d.pk, d.dk), measurepoint(id));
-      assert.equal(codeOf(res), '2.04', describeAnswer(res));
+  it('posts via pod A, then via pod B, then quiet: one online and one offline (lifetime-lapsed) in total', async () => {
+    // both handshakes first, so the two posts follow each other closely
+    const a = await connect(podA, quiet);
+    const b = await connect(podB, quiet);
+    await post(a, quiet, 'q-1');
+    const tB = Date.now();
+    await post(b, quiet, 'q-2');
+    await eventually(
+      () => events(quiet).some((e) => e.status === 'offline'),
+      'the offline event',
+      EFFECTIVE_MS + 10_000,
+    );
+    // two more sweeps of both pods: nothing else comes
+    await sleep(2_500 * SWEEP_S);
+    const ev = events(quiet);
+    assert.equal(ev.length, 2, show(quiet));
+    const [online, offline] = ev;
+    assert.ok(online !== undefined && offline !== undefined);
+    assert.equal(online.status, 'online', show(quiet));
+    assert.equal(online.reason, 'first-request');
+    assert.equal(online.lifetime, LIFETIME_S);
+    assert.equal(offline.status, 'offline', show(quiet));
+    assert.equal(offline.reason, 'lifetime-lapsed');
+    assert.equal(offline.lifetime, LIFETIME_S);
+    assert.ok(offline.seq > online.seq);
+    // the deadline is pod B's request + the (scaled) lifetime: pod B's request counted
+    assert.ok(
+      Date.parse(offline.time) >= tB + EFFECTIVE_MS - 50,
+      `offline at ${offline.time}, pod B's request at ${new Date(tB).toISOString()}`,
+    );
+    assert.notEqual(offline.sessionId, online.sessionId, 'the session of pod B ended it');
+    const delivery = webhook.requests.find((r) => r.body.toString('utf8').includes(quiet.dk));
+    assert.equal(delivery?.method, 'POST');
+    assert.equal(delivery?.url, '/presence');
+    assert.equal(delivery?.headers['x-coap-edge-event'], 'presence');
+    assert.equal(delivery?.headers['content-type'], 'application/json');
+
+    // close_notify after the device went offline: no event
+    await a.close();
+    await b.close();
+    await sleep(1_500);
+    assert.equal(events(quiet).length, 2, show(quiet));
+  });
+
+  it('close_notify: one online, one offline (close-notify), nothing when the lifetime would have lapsed', async () => {
+    const c = await connect(podA, closing);
+    await post(c, closing, 'c-1');
+    const tPost = Date.now();
+    await eventually(() => events(closing).length >= 1, 'the online event', 10_000);
+    await c.close();
+    await eventually(
+      () => events(closing).some((e) => e.status === 'offline'),
+      'the offline event',
+      10_000,
+    );
+    // past the (scaled) lifetime and two sweeps: no lifetime-lapsed offline follows
+    const waitMs = tPost + EFFECTIVE_MS + 2_500 * SWEEP_S - Date.now();
+    if (waitMs > 0) await sleep(waitMs);
+    const ev = events(closing);
+    assert.deepEqual(
+      ev.map((e) => [e.status, e.reason]),
+      [
+        ['online', 'first-request'],
+        ['offline', 'close-notify'],
+      ],
+      show(closing),
+    );
+    assert.equal(ev[0]?.sessionId, ev[1]?.sessionId, 'the same DTLS session');
+    assert.ok((ev[1]?.seq ?? 0) > (ev[0]?.seq ?? 0));
+  });
+
+  it('neither pod logged an error', () => {
+    for (const p of [podA, podB]) {
+      const errors = p.proc.stdout.split('\n').filter((l) => /"level":"(error|fatal)"/.test(l));
+      assert.deepEqual(errors, [], p.name);
     }
-
-    before(async () => {
-      dir = mkdtempSync(join(tmpdir(), 'coap-edge-e2e4-pres-'));
-      redis = new Redis(SHARED_REDIS_URL, { maxRetriesPerRequest: 1 });
-      webhook = await HttpStandIn.start();
-      webhook.answer = () => ({ status: 200 });
-      const config = {
-        devices: writeDevicesFile(dir, [quiet, closing]),
-        redisUrl: SHARED_REDIS_URL,
-        redisPrefix,
-        mqttUrl: SHARED_MQTT_URL,
-        commandShareGroup: uid('e2e4pres'),
-        presenceWebhook: `${webhook.origin}/presence`,
-        presenceLifetimeScale: SCALE,
-        presenceSweepInterval: SWEEP_S,
-        publishTimeout: 3_000,
-        replyTimeout: 3_000,
-      };
-      [podA, podB] = await Promise.all([
-        startPod(dir, 'podA', config),
-        startPod(dir, 'podB', config),
-      ]);
-      platform = await startPlatform(SHARED_MQTT_URL, `/sys/${pk}/+/thing/measurepoint/post`);
-    });
-
-    after(async () => {
-      await Promise.all(clients.map((c) => c.close()));
-      await Promise.all([podA?.stop(), podB?.stop()]);
-      await killAll();
-      await platform?.close();
-      await webhook?.close();
-      if (redis !== undefined) {
-        const keys = await redis.keys(`${redisPrefix}:*`);
-        if (keys.length > 0) await redis.del(...keys);
-        redis.disconnect();
-      }
-      if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
-    });
-
-    it('posts via pod A, then via pod B, then quiet: one online and one offline (lifetime-lapsed) in total', async () => {
-      // both handshakes first, so the two posts follow each other closely
-      const a = await connect(podA, quiet);
-      const b = await connect(podB, quiet);
-      await post(a, quiet, 'q-1');
-      const tB = Date.now();
-      await post(b, quiet, 'q-2');
-      await eventually(
-        () => events(quiet).some((e) => e.status === 'offline'),
-        'the offline event',
-        EFFECTIVE_MS + 10_000,
-      );
-      // two more sweeps of both pods: nothing else comes
-      await sleep(2_500 * SWEEP_S);
-      const ev = events(quiet);
-      assert.equal(ev.length, 2, show(quiet));
-      const [online, offline] = ev;
-      assert.ok(online !== undefined && offline !== undefined);
-      assert.equal(online.status, 'online', show(quiet));
-      assert.equal(online.reason, 'first-request');
-      assert.equal(online.lifetime, LIFETIME_S);
-      assert.equal(offline.status, 'offline', show(quiet));
-      assert.equal(offline.reason, 'lifetime-lapsed');
-      assert.equal(offline.lifetime, LIFETIME_S);
-      assert.ok(offline.seq > online.seq);
-      // the deadline is pod B's request + the (scaled) lifetime: pod B's request counted
-      assert.ok(
-        Date.parse(offline.time) >= tB + EFFECTIVE_MS - 50,
-        `offline at ${offline.time}, pod B's request at ${new Date(tB).toISOString()}`,
-      );
-      assert.notEqual(offline.sessionId, online.sessionId, 'the session of pod B ended it');
-      const delivery = webhook.requests.find((r) => r.body.toString('utf8').includes(quiet.dk));
-      assert.equal(delivery?.method, 'POST');
-      assert.equal(delivery?.url, '/presence');
-      assert.equal(delivery?.headers['x-coap-edge-event'], 'presence');
-      assert.equal(delivery?.headers['content-type'], 'application/json');
-
-      // close_notify after the device went offline: no event
-      await a.close();
-      await b.close();
-      await sleep(1_500);
-      assert.equal(events(quiet).length, 2, show(quiet));
-    });
-
-    it('close_notify: one online, one offline (close-notify), nothing when the lifetime would have lapsed', async () => {
-      const c = await connect(podA, closing);
-      await post(c, closing, 'c-1');
-      const tPost = Date.now();
-      await eventually(() => events(closing).length >= 1, 'the online event', 10_000);
-      await c.close();
-      await eventually(
-        () => events(closing).some((e) => e.status === 'offline'),
-        'the offline event',
-        10_000,
-      );
-      // past the (scaled) lifetime and two sweeps: no lifetime-lapsed offline follows
-      const waitMs = tPost + EFFECTIVE_MS + 2_500 * SWEEP_S - Date.now();
-      if (waitMs > 0) await sleep(waitMs);
-      const ev = events(closing);
-      assert.deepEqual(
-        ev.map((e) => [e.status, e.reason]),
-        [
-          ['online', 'first-request'],
-          ['offline', 'close-notify'],
-        ],
-        show(closing),
-      );
-      assert.equal(ev[0]?.sessionId, ev[1]?.sessionId, 'the same DTLS session');
-      assert.ok((ev[1]?.seq ?? 0) > (ev[0]?.seq ?? 0));
-    });
-
-    it('neither pod logged an error', () => {
-      for (const p of [podA, podB]) {
-        const errors = p.proc.stdout.split('\n').filter((l) => /"level":"(error|fatal)"/.test(l));
-        assert.deepEqual(errors, [], p.name);
-      }
-    });
-  },
-);
+  });
+});

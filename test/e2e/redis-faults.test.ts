@@ -31,7 +31,6 @@ import {
   type E2eGateway,
   type PlatformStandIn,
 } from '../helpers/e2e.js';
-import { skipUnlessInstalled } from '../helpers/tools.js';
 import { RedisServer } from '../integration/auth/helpers.js';
 
 /** A handshake that succeeds must take less than this, Redis or not (generous: CI noise). */
@@ -40,7 +39,7 @@ const REGISTRY_TIMEOUT_MS = 1_000;
 
 describe(
   'e2e: Redis stopped and restarted under a running gateway',
-  { skip: skipUnlessInstalled(MISSING_TOOLS) },
+  { skip: MISSING_TOOLS },
   () => {
     const pk = uid('rfPK');
     const redisPrefix = uid('e2e-rf-');

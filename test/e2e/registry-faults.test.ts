@@ -31,7 +31,6 @@ import {
   type E2eGateway,
   type PlatformStandIn,
 } from '../helpers/e2e.js';
-import { skipUnlessInstalled } from '../helpers/tools.js';
 
 const REGISTRY_TIMEOUT_MS = 1_000;
 /** Margin on top of the registry timeout for a refused handshake (CI noise). */
@@ -40,7 +39,7 @@ const MARGIN_MS = 2_500;
 const BREAKER_THRESHOLD = 5;
 const BREAKER_COOLDOWN_MS = 5_000;
 
-describe('e2e: registry failing or hanging', { skip: skipUnlessInstalled(MISSING_TOOLS) }, () => {
+describe('e2e: registry failing or hanging', { skip: MISSING_TOOLS }, () => {
   const pk = uid('rgPK');
   const redisPrefix = uid('e2e-rg-');
   const secrets = new Map<string, string>();

@@ -33,13 +33,12 @@ import {
   type E2eGateway,
   type PlatformStandIn,
 } from '../helpers/e2e.js';
-import { skipUnlessInstalled } from '../helpers/tools.js';
 import { killAll, runCoapClient } from '../helpers/processes.js';
 
 describe(
   'e2e: coap-client-openssl → coap-edge → Mosquitto → platform → device',
   {
-    skip: skipUnlessInstalled(MISSING_TOOLS),
+    skip: MISSING_TOOLS,
   },
   () => {
     const pk = uid('upPK');

@@ -23,30 +23,25 @@ import { Gateway } from '../../src/gateway/index.js';
 import { createLogger } from '../../src/telemetry/log.js';
 import { CoapDtlsClient } from '../../src/tools/coap-client.js';
 import { Proc } from './processes.js';
-import { haveCommand } from './tools.js';
+import { missingCommands } from './tools.js';
 
 export const SHARED_REDIS_URL = 'redis://127.0.0.1:6379';
 export const SHARED_MQTT_PORT = 1883;
 export const SHARED_MQTT_URL = `mqtt://127.0.0.1:${SHARED_MQTT_PORT}`;
 
 /**
- * Why the e2e tests cannot run here (a command they spawn is missing), or false; pass it
- * through `skipUnlessInstalled`, which fails instead of skipping in CI. Redis and Mosquitto on
- * their default ports are not checked: CI provides them, and a test that cannot reach them
- * fails with a message naming them.
+ * Why the e2e tests cannot run here (a command they spawn is missing), or false; in CI a
+ * missing command throws instead (test/helpers/tools.ts). Redis and Mosquitto on their
+ * default ports are not checked: CI provides them, and a test that cannot reach them fails
+ * with a message naming them.
  */
-export const MISSING_TOOLS: string | false = (() => {
-  const missing = [
-    ['redis-server', '--version'],
-    ['mosquitto', '-h'],
-    ['mosquitto_sub', '--help'],
-    ['stdbuf', '--version'],
-    ['coap-client-openssl', '-h'],
-  ]
-    .filter(([cmd, arg]) => !haveCommand(cmd ?? '', arg ?? ''))
-    .map(([cmd]) => cmd);
-  return missing.length > 0 ? `not installed: ${missing.join(', ')}` : false;
-})();
+export const MISSING_TOOLS: string | false = missingCommands([
+  ['redis-server', '--version'],
+  ['mosquitto', '-h'],
+  ['mosquitto_sub', '--help'],
+  ['stdbuf', '--version'],
+  ['coap-client-openssl', '-h'],
+]);
 
 /** `tag` + 8 random hex digits: a valid EnOS key, unique per call. */
 export function uid(tag: string): string {

@@ -2,7 +2,8 @@
  * External commands the tests spawn (redis-server, mosquitto, coap-client-openssl, promtool,
  * ...). On a developer machine a missing one skips the tests that need it, naming what to
  * install; in CI (CI set and not "false"/"0") .ci/run installs them all, so a missing one is
- * a broken CI machine and fails the test file instead of turning it into silent skips.
+ * a broken CI machine: the check throws, failing every test file that loads it instead of
+ * turning its tests into silent skips.
  */
 import { spawnSync } from 'node:child_process';
 
@@ -17,12 +18,13 @@ export function inCI(): boolean {
 }
 
 /**
- * The `skip` option for tests that need tools: `missing` is false when everything is there,
- * else why not (e.g. "not installed: mosquitto"). Outside CI that reason is the skip message;
- * in CI it throws, failing the test file.
+ * Checks `[command, probe argument]` pairs: false when all are installed, else
+ * `not installed: a, b` (a skip reason). In CI a missing command throws instead.
  */
-export function skipUnlessInstalled(missing: string | false): string | false {
-  if (missing === false) return false;
-  if (inCI()) throw new Error(`${missing}: CI installs every tool the tests use (.ci/run)`);
-  return missing;
+export function missingCommands(commands: readonly (readonly [string, string])[]): string | false {
+  const missing = commands.filter(([cmd, arg]) => !haveCommand(cmd, arg)).map(([cmd]) => cmd);
+  if (missing.length === 0) return false;
+  const why = `not installed: ${missing.join(', ')}`;
+  if (inCI()) throw new Error(`${why}: CI installs every tool the tests use (.ci/run)`);
+  return why;
 }

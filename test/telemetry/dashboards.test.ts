@@ -43,7 +43,6 @@ import {
   promtool,
   selectors,
 } from './prom.js';
-import { skipUnlessInstalled } from '../helpers/tools.js';
 
 const DASHBOARD = join(REPO_ROOT, 'deploy', 'grafana', 'dashboards', 'coap-edge.json');
 const ALERTS = join(REPO_ROOT, 'deploy', 'prometheus', 'alerts.yml');
@@ -224,230 +223,218 @@ describe('telemetry: the Grafana dashboard', () => {
   });
 });
 
-describe(
-  'telemetry: the alert rules',
-  { skip: skipUnlessInstalled(HAVE_PROMTOOL ? false : 'not installed: promtool') },
-  () => {
-    let dir: string;
+describe('telemetry: the alert rules', { skip: HAVE_PROMTOOL ? false : 'promtool missing' }, () => {
+  let dir: string;
 
-    before(() => {
-      dir = mkdtempSync(join(tmpdir(), 'coap-edge-tel-rules-'));
-    });
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'coap-edge-tel-rules-'));
+  });
 
-    after(() => {
-      if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
-    });
+  after(() => {
+    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+  });
 
-    it('pass promtool check rules', async () => {
-      const r = await promtool(['check', 'rules', ALERTS]);
-      assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
-      assert.match(r.stdout, /SUCCESS: \d+ rules found/);
-    });
+  it('pass promtool check rules', async () => {
+    const r = await promtool(['check', 'rules', ALERTS]);
+    assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
+    assert.match(r.stdout, /SUCCESS: \d+ rules found/);
+  });
 
-    it('each alert has a severity, a summary and a description; the required alerts exist', () => {
-      const rules = loadRules().groups.flatMap((g) => g.rules);
-      for (const r of rules) {
-        assert.ok(r.alert !== undefined, `only alerting rules: ${r.record ?? r.expr}`);
-        assert.ok(
-          ['critical', 'warning', 'info'].includes(r.labels?.severity ?? ''),
-          `${r.alert} severity`,
-        );
-        assert.ok((r.annotations?.summary ?? '').length > 0, `${r.alert} summary`);
-        assert.ok((r.annotations?.description ?? '').length > 0, `${r.alert} description`);
-        assert.ok(r.for !== undefined, `${r.alert} has a for: duration`);
-      }
-      const names = rules.map((r) => r.alert);
-      for (const required of [
-        'CoapEdgeHandshakeFailureRatioHigh',
-        'CoapEdgeBackendDown',
-        'CoapEdgeUnavailableAnswersHigh',
-        'CoapEdgeRequestLatencyHigh',
-        'CoapEdgeDtlsDropsHigh',
-        'CoapEdgeRedisDown',
-        'CoapEdgeNotReady',
-      ]) {
-        assert.ok(names.includes(required), `${required} in ${names.join(', ')}`);
-      }
-    });
-
-    it('promtool test rules: every alert fires on synthetic series; the ratio alerts stay quiet below their volume', async () => {
-      // the rules as they are, without annotations (promtool compares rendered annotations;
-      // their templates are checked by `promtool check rules` above)
-      const file = loadRules();
-      const bare = {
-        groups: file.groups.map((g) => ({
-          ...g,
-          rules: g.rules.map(({ annotations: _annotations, ...r }) => r),
-        })),
-      };
-      writeFileSync(join(dir, 'rules.yml'), toYaml(bare));
-      const job = 'coap-edge';
-      const a = 'coap-edge-0:9464';
-      const series = (name: string, labels: Record<string, string>, values: string) => ({
-        series: `${name}{${Object.entries({ job, instance: a, ...labels })
-          .map(([k, v]) => `${k}="${v}"`)
-          .join(',')}}`,
-        values,
-      });
-      const fires = (alertname: string, at: string, labels: Record<string, string>) => ({
-        eval_time: at,
-        alertname,
-        exp_alerts: [{ exp_labels: { job, ...labels } }],
-      });
-      const quiet = (alertname: string, at: string) => ({
-        eval_time: at,
-        alertname,
-        exp_alerts: [],
-      });
-      const buckets = (le: string, values: string) =>
-        series('coap_edge_coap_request_duration_seconds_bucket', { method: 'POST', le }, values);
-      const tests = [
-        {
-          // backend down for 2 minutes
-          input_series: [series('coap_edge_backend_up', { backend: 'mqtt' }, '1 1 0x10')],
-          alert_rule_test: [
-            quiet('CoapEdgeBackendDown', '3m'),
-            fires('CoapEdgeBackendDown', '6m', {
-              instance: a,
-              backend: 'mqtt',
-              severity: 'critical',
-            }),
-          ],
-        },
-        {
-          input_series: [
-            series('coap_edge_redis_up', { client: 'secrets' }, '0x10'),
-            series('coap_edge_ready', {}, '0x10'),
-          ],
-          alert_rule_test: [
-            fires('CoapEdgeRedisDown', '5m', {
-              instance: a,
-              client: 'secrets',
-              severity: 'critical',
-            }),
-            quiet('CoapEdgeNotReady', '3m'),
-            fires('CoapEdgeNotReady', '6m', { instance: a, severity: 'warning' }),
-          ],
-        },
-        {
-          // every handshake fails (wrong keys after a rotation): no completed series at all
-          input_series: [
-            series(
-              'coap_edge_dtls_handshakes_failed_total',
-              { reason: 'bad_record_mac' },
-              '0+5x30',
-            ),
-          ],
-          alert_rule_test: [
-            fires('CoapEdgeHandshakeFailureRatioHigh', '20m', { severity: 'warning' }),
-          ],
-        },
-        {
-          // 30 % failing among many completions
-          input_series: [
-            series('coap_edge_dtls_handshakes_failed_total', { reason: 'psk_rejected' }, '0+3x30'),
-            series(
-              'coap_edge_dtls_handshakes_completed_total',
-              { cipher_suite: 'TLS_PSK_WITH_AES_128_CCM_8' },
-              '0+7x30',
-            ),
-          ],
-          alert_rule_test: [
-            fires('CoapEdgeHandshakeFailureRatioHigh', '20m', { severity: 'warning' }),
-          ],
-        },
-        {
-          // few failures (below the volume), or a small ratio, or only replaced handshakes
-          input_series: [
-            series('coap_edge_dtls_handshakes_failed_total', { reason: 'timeout' }, '0+1x30'),
-            series(
-              'coap_edge_dtls_handshakes_failed_total',
-              { reason: 'replaced', instance: 'coap-edge-1:9464' },
-              '0+50x30',
-            ),
-          ],
-          alert_rule_test: [quiet('CoapEdgeHandshakeFailureRatioHigh', '25m')],
-        },
-        {
-          input_series: [
-            series('coap_edge_dtls_handshakes_failed_total', { reason: 'timeout' }, '0+5x30'),
-            series(
-              'coap_edge_dtls_handshakes_completed_total',
-              { cipher_suite: 'TLS_PSK_WITH_AES_128_CCM_8' },
-              '0+100x30',
-            ),
-          ],
-          alert_rule_test: [quiet('CoapEdgeHandshakeFailureRatioHigh', '25m')],
-        },
-        {
-          // forged records: 3 per second; replays: 0.2 per second (below the threshold)
-          input_series: [
-            series('coap_edge_dtls_records_dropped_total', { reason: 'bad_mac' }, '0+180x30'),
-            series('coap_edge_dtls_records_dropped_total', { reason: 'replay' }, '0+12x30'),
-            series('coap_edge_dtls_records_dropped_total', { reason: 'handshake_limit' }, '0+6x30'),
-          ],
-          alert_rule_test: [
-            quiet('CoapEdgeDtlsDropsHigh', '8m'),
-            fires('CoapEdgeDtlsDropsHigh', '20m', {
-              instance: a,
-              reason: 'bad_mac',
-              severity: 'warning',
-            }),
-            fires('CoapEdgeHandshakeLimitReached', '10m', { instance: a, severity: 'warning' }),
-          ],
-        },
-        {
-          // every answer takes 2.5-5 s
-          input_series: [
-            buckets('1', '0x40'),
-            buckets('2.5', '0x40'),
-            buckets('5', '0+10x40'),
-            buckets('+Inf', '0+10x40'),
-          ],
-          alert_rule_test: [fires('CoapEdgeRequestLatencyHigh', '25m', { severity: 'warning' })],
-        },
-        {
-          // 25 % of the answers are 5.03
-          input_series: [
-            series(
-              'coap_edge_coap_requests_total',
-              { method: 'POST', topic_class: 'uplink', code: '2.04' },
-              '0+60x30',
-            ),
-            series(
-              'coap_edge_coap_requests_total',
-              { method: 'POST', topic_class: 'uplink', code: '5.03' },
-              '0+20x30',
-            ),
-            series('coap_edge_mqtt_replies_total', { outcome: 'matched' }, '0+60x30'),
-            series('coap_edge_mqtt_replies_total', { outcome: 'timeout' }, '0+20x30'),
-            series('coap_edge_registry_failures_total', {}, '0+12x30'),
-          ],
-          alert_rule_test: [
-            fires('CoapEdgeUnavailableAnswersHigh', '15m', { severity: 'warning' }),
-            fires('CoapEdgeMqttReplyTimeoutsHigh', '25m', { severity: 'warning' }),
-            fires('CoapEdgeRegistryFailing', '20m', { instance: a, severity: 'warning' }),
-          ],
-        },
-      ].map((t) => ({ interval: '1m', ...t }));
-      const tested = new Set(
-        tests.flatMap((t) =>
-          t.alert_rule_test.filter((x) => x.exp_alerts.length > 0).map((x) => x.alertname),
-        ),
+  it('each alert has a severity, a summary and a description; the required alerts exist', () => {
+    const rules = loadRules().groups.flatMap((g) => g.rules);
+    for (const r of rules) {
+      assert.ok(r.alert !== undefined, `only alerting rules: ${r.record ?? r.expr}`);
+      assert.ok(
+        ['critical', 'warning', 'info'].includes(r.labels?.severity ?? ''),
+        `${r.alert} severity`,
       );
-      for (const rule of file.groups.flatMap((g) => g.rules)) {
-        assert.ok(tested.has(rule.alert ?? ''), `a firing test for ${rule.alert}`);
-      }
-      const testFile = join(dir, 'tests.yml');
-      writeFileSync(
-        testFile,
-        toYaml({ rule_files: ['rules.yml'], evaluation_interval: '1m', tests }),
-      );
-      const r = await promtool(['test', 'rules', testFile]);
-      assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
+      assert.ok((r.annotations?.summary ?? '').length > 0, `${r.alert} summary`);
+      assert.ok((r.annotations?.description ?? '').length > 0, `${r.alert} description`);
+      assert.ok(r.for !== undefined, `${r.alert} has a for: duration`);
+    }
+    const names = rules.map((r) => r.alert);
+    for (const required of [
+      'CoapEdgeHandshakeFailureRatioHigh',
+      'CoapEdgeBackendDown',
+      'CoapEdgeUnavailableAnswersHigh',
+      'CoapEdgeRequestLatencyHigh',
+      'CoapEdgeDtlsDropsHigh',
+      'CoapEdgeRedisDown',
+      'CoapEdgeNotReady',
+    ]) {
+      assert.ok(names.includes(required), `${required} in ${names.join(', ')}`);
+    }
+  });
+
+  it('promtool test rules: every alert fires on synthetic series; the ratio alerts stay quiet below their volume', async () => {
+    // the rules as they are, without annotations (promtool compares rendered annotations;
+    // their templates are checked by `promtool check rules` above)
+    const file = loadRules();
+    const bare = {
+      groups: file.groups.map((g) => ({
+        ...g,
+        rules: g.rules.map(({ annotations: _annotations, ...r }) => r),
+      })),
+    };
+    writeFileSync(join(dir, 'rules.yml'), toYaml(bare));
+    const job = 'coap-edge';
+    const a = 'coap-edge-0:9464';
+    const series = (name: string, labels: Record<string, string>, values: string) => ({
+      series: `${name}{${Object.entries({ job, instance: a, ...labels })
+        .map(([k, v]) => `${k}="${v}"`)
+        .join(',')}}`,
+      values,
     });
-  },
-);
+    const fires = (alertname: string, at: string, labels: Record<string, string>) => ({
+      eval_time: at,
+      alertname,
+      exp_alerts: [{ exp_labels: { job, ...labels } }],
+    });
+    const quiet = (alertname: string, at: string) => ({ eval_time: at, alertname, exp_alerts: [] });
+    const buckets = (le: string, values: string) =>
+      series('coap_edge_coap_request_duration_seconds_bucket', { method: 'POST', le }, values);
+    const tests = [
+      {
+        // backend down for 2 minutes
+        input_series: [series('coap_edge_backend_up', { backend: 'mqtt' }, '1 1 0x10')],
+        alert_rule_test: [
+          quiet('CoapEdgeBackendDown', '3m'),
+          fires('CoapEdgeBackendDown', '6m', {
+            instance: a,
+            backend: 'mqtt',
+            severity: 'critical',
+          }),
+        ],
+      },
+      {
+        input_series: [
+          series('coap_edge_redis_up', { client: 'secrets' }, '0x10'),
+          series('coap_edge_ready', {}, '0x10'),
+        ],
+        alert_rule_test: [
+          fires('CoapEdgeRedisDown', '5m', {
+            instance: a,
+            client: 'secrets',
+            severity: 'critical',
+          }),
+          quiet('CoapEdgeNotReady', '3m'),
+          fires('CoapEdgeNotReady', '6m', { instance: a, severity: 'warning' }),
+        ],
+      },
+      {
+        // every handshake fails (wrong keys after a rotation): no completed series at all
+        input_series: [
+          series('coap_edge_dtls_handshakes_failed_total', { reason: 'bad_record_mac' }, '0+5x30'),
+        ],
+        alert_rule_test: [
+          fires('CoapEdgeHandshakeFailureRatioHigh', '20m', { severity: 'warning' }),
+        ],
+      },
+      {
+        // 30 % failing among many completions
+        input_series: [
+          series('coap_edge_dtls_handshakes_failed_total', { reason: 'psk_rejected' }, '0+3x30'),
+          series(
+            'coap_edge_dtls_handshakes_completed_total',
+            { cipher_suite: 'TLS_PSK_WITH_AES_128_CCM_8' },
+            '0+7x30',
+          ),
+        ],
+        alert_rule_test: [
+          fires('CoapEdgeHandshakeFailureRatioHigh', '20m', { severity: 'warning' }),
+        ],
+      },
+      {
+        // few failures (below the volume), or a small ratio, or only replaced handshakes
+        input_series: [
+          series('coap_edge_dtls_handshakes_failed_total', { reason: 'timeout' }, '0+1x30'),
+          series(
+            'coap_edge_dtls_handshakes_failed_total',
+            { reason: 'replaced', instance: 'coap-edge-1:9464' },
+            '0+50x30',
+          ),
+        ],
+        alert_rule_test: [quiet('CoapEdgeHandshakeFailureRatioHigh', '25m')],
+      },
+      {
+        input_series: [
+          series('coap_edge_dtls_handshakes_failed_total', { reason: 'timeout' }, '0+5x30'),
+          series(
+            'coap_edge_dtls_handshakes_completed_total',
+            { cipher_suite: 'TLS_PSK_WITH_AES_128_CCM_8' },
+            '0+100x30',
+          ),
+        ],
+        alert_rule_test: [quiet('CoapEdgeHandshakeFailureRatioHigh', '25m')],
+      },
+      {
+        // forged records: 3 per second; replays: 0.2 per second (below the threshold)
+        input_series: [
+          series('coap_edge_dtls_records_dropped_total', { reason: 'bad_mac' }, '0+180x30'),
+          series('coap_edge_dtls_records_dropped_total', { reason: 'replay' }, '0+12x30'),
+          series('coap_edge_dtls_records_dropped_total', { reason: 'handshake_limit' }, '0+6x30'),
+        ],
+        alert_rule_test: [
+          quiet('CoapEdgeDtlsDropsHigh', '8m'),
+          fires('CoapEdgeDtlsDropsHigh', '20m', {
+            instance: a,
+            reason: 'bad_mac',
+            severity: 'warning',
+          }),
+          fires('CoapEdgeHandshakeLimitReached', '10m', { instance: a, severity: 'warning' }),
+        ],
+      },
+      {
+        // every answer takes 2.5-5 s
+        input_series: [
+          buckets('1', '0x40'),
+          buckets('2.5', '0x40'),
+          buckets('5', '0+10x40'),
+          buckets('+Inf', '0+10x40'),
+        ],
+        alert_rule_test: [fires('CoapEdgeRequestLatencyHigh', '25m', { severity: 'warning' })],
+      },
+      {
+        // 25 % of the answers are 5.03
+        input_series: [
+          series(
+            'coap_edge_coap_requests_total',
+            { method: 'POST', topic_class: 'uplink', code: '2.04' },
+            '0+60x30',
+          ),
+          series(
+            'coap_edge_coap_requests_total',
+            { method: 'POST', topic_class: 'uplink', code: '5.03' },
+            '0+20x30',
+          ),
+          series('coap_edge_mqtt_replies_total', { outcome: 'matched' }, '0+60x30'),
+          series('coap_edge_mqtt_replies_total', { outcome: 'timeout' }, '0+20x30'),
+          series('coap_edge_registry_failures_total', {}, '0+12x30'),
+        ],
+        alert_rule_test: [
+          fires('CoapEdgeUnavailableAnswersHigh', '15m', { severity: 'warning' }),
+          fires('CoapEdgeMqttReplyTimeoutsHigh', '25m', { severity: 'warning' }),
+          fires('CoapEdgeRegistryFailing', '20m', { instance: a, severity: 'warning' }),
+        ],
+      },
+    ].map((t) => ({ interval: '1m', ...t }));
+    const tested = new Set(
+      tests.flatMap((t) =>
+        t.alert_rule_test.filter((x) => x.exp_alerts.length > 0).map((x) => x.alertname),
+      ),
+    );
+    for (const rule of file.groups.flatMap((g) => g.rules)) {
+      assert.ok(tested.has(rule.alert ?? ''), `a firing test for ${rule.alert}`);
+    }
+    const testFile = join(dir, 'tests.yml');
+    writeFileSync(
+      testFile,
+      toYaml({ rule_files: ['rules.yml'], evaluation_interval: '1m', tests }),
+    );
+    const r = await promtool(['test', 'rules', testFile]);
+    assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
+  });
+});
 
 // --- against a live scrape ---------------------------------------------------------------------
 

@@ -33,15 +33,12 @@ import {
 import { RedisServer } from '../integration/auth/helpers.js';
 import { HAVE_MOSQUITTO, Mosquitto, enosReply, platform } from '../integration/bridge/brokers.js';
 import { Exposition, HAVE_PROMTOOL, httpGet, promtool } from './prom.js';
-import { skipUnlessInstalled } from '../helpers/tools.js';
 
-const SKIP = skipUnlessInstalled(
-  !HAVE_PROMTOOL
-    ? 'not installed: promtool (Debian package prometheus)'
-    : !HAVE_MOSQUITTO
-      ? 'not installed: mosquitto'
-      : false,
-);
+const SKIP = !HAVE_PROMTOOL
+  ? 'promtool not installed (Debian package prometheus)'
+  : !HAVE_MOSQUITTO
+    ? 'mosquitto not installed'
+    : false;
 
 describe('telemetry: /metrics across a scripted scenario', { skip: SKIP }, () => {
   const dev: DeviceSpec = { pk: uid('mtPK'), dk: uid('mtDK'), secret: `mt-${uid('s')}` };

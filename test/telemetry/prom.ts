@@ -4,10 +4,10 @@
  * PromQL expressions (the dashboard's and the alert rules').
  */
 import { run, type ProcessResult } from '../helpers/processes.js';
-import { haveCommand } from '../helpers/tools.js';
+import { missingCommands } from '../helpers/tools.js';
 
-/** True when `promtool` (Debian package `prometheus`) is on the PATH. */
-export const HAVE_PROMTOOL = haveCommand('promtool', '--version');
+/** True when `promtool` (Debian package `prometheus`) is on the PATH; in CI, throws if not. */
+export const HAVE_PROMTOOL = missingCommands([['promtool', '--version']]) === false;
 
 /** `promtool` with `args` (and `input` on stdin). */
 export function promtool(args: readonly string[], input?: string): Promise<ProcessResult> {

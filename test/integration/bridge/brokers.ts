@@ -10,10 +10,10 @@ import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type IClientOptions, type MqttClient } from 'mqtt';
-import { haveCommand } from '../../helpers/tools.js';
+import { missingCommands } from '../../helpers/tools.js';
 
-/** True when a `mosquitto` binary is on the PATH (CI installs it). */
-export const HAVE_MOSQUITTO = haveCommand('mosquitto', '-h');
+/** True when a `mosquitto` binary is on the PATH; in CI (which installs it), throws if not. */
+export const HAVE_MOSQUITTO = missingCommands([['mosquitto', '-h']]) === false;
 
 /** A free TCP port on 127.0.0.1 (bound and released). */
 export async function freePort(): Promise<number> {
