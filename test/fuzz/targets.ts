@@ -66,11 +66,12 @@ import {
 import { isDownlinkTopic, parseMqttTopic, parseTopicPath } from '../../src/enos/topics.js';
 import {
   bytesArb,
+  fragment,
+  rawOrBuilt,
   coapMessageArb,
   isViewInto,
   mutate,
   mutatedArb,
-  mutationArb,
 } from '../helpers/fuzz.js';
 
 export type Layer = 'dtls' | 'coap' | 'enos';
@@ -166,15 +167,8 @@ const dtlsRecord = target(
   'dtls.readRecord',
   'dtls',
   'never throws; each record is a view inside the datagram with a 0xFE version, a body within the RFC maximum and header + body = raw; unmutated datagrams of records come back record by record, whole',
-  fc.oneof(
-    fc.record({ records: fc.constant(undefined), buf: bytesArb(80), muts: fc.constant([]) }),
-    fc.record({
-      records: fc.array(recordArb, { minLength: 1, maxLength: 4 }),
-      buf: fc.constant(undefined),
-      muts: fc.array(mutationArb, { maxLength: 3 }),
-    }),
-  ),
-  ({ records, buf, muts }) => {
+  rawOrBuilt(fc.array(recordArb, { minLength: 1, maxLength: 4 }), 80),
+  ({ items: records, buf, muts }) => {
     const clean = records?.map((r) => plainRecord(r.type, r.version, r.epoch, r.seq, r.body));
     const input = buf ?? mutate(Buffer.concat(clean ?? []), muts);
     const got: DtlsRecord[] = [];
@@ -222,29 +216,15 @@ const fragmentArb = fc
   });
 
 function fragmentBytes(f: HandshakeFragment): Buffer {
-  const out = Buffer.alloc(HANDSHAKE_HEADER_LENGTH + f.fragment.length);
-  out[0] = f.msgType;
-  out.writeUIntBE(f.length, 1, 3);
-  out.writeUInt16BE(f.messageSeq, 4);
-  out.writeUIntBE(f.fragmentOffset, 6, 3);
-  out.writeUIntBE(f.fragment.length, 9, 3);
-  f.fragment.copy(out, HANDSHAKE_HEADER_LENGTH);
-  return out;
+  return fragment({ ...f, offset: f.fragmentOffset, data: f.fragment });
 }
 
 const dtlsFragments = target(
   'dtls.readFragments',
   'dtls',
   'returns or throws decode_error; fragments are views inside the record body, each within its message length, and 12-byte headers + fragments add up to the whole body; unmutated records give their fragments back',
-  fc.oneof(
-    fc.record({ frags: fc.constant(undefined), buf: bytesArb(80), muts: fc.constant([]) }),
-    fc.record({
-      frags: fc.array(fragmentArb, { minLength: 1, maxLength: 4 }),
-      buf: fc.constant(undefined),
-      muts: fc.array(mutationArb, { maxLength: 3 }),
-    }),
-  ),
-  ({ frags, buf, muts }) => {
+  rawOrBuilt(fc.array(fragmentArb, { minLength: 1, maxLength: 4 }), 80),
+  ({ items: frags, buf, muts }) => {
     const input = buf ?? mutate(Buffer.concat((frags ?? []).map(fragmentBytes)), muts);
     const got = dtlsParse(() => readFragments(input));
     if (got !== undefined) {

@@ -66,6 +66,28 @@ export function mutatedArb(valid: fc.Arbitrary<Buffer>): fc.Arbitrary<Buffer> {
     .map(([b, muts]) => mutate(b, muts));
 }
 
+/**
+ * Either random bytes (`items` undefined), or generated items that the oracle encodes and then
+ * mutates 0-3 times (`buf` undefined): with no mutation the oracle knows what must come back.
+ */
+export function rawOrBuilt<T>(
+  items: fc.Arbitrary<T[]>,
+  rawMax: number,
+): fc.Arbitrary<{ items: T[] | undefined; buf: Buffer | undefined; muts: Mutation[] }> {
+  return fc.oneof(
+    fc.record({
+      items: fc.constant(undefined),
+      buf: bytesArb(rawMax),
+      muts: fc.constant<Mutation[]>([]),
+    }),
+    fc.record({
+      items,
+      buf: fc.constant(undefined),
+      muts: fc.array(mutationArb, { maxLength: 3 }),
+    }),
+  );
+}
+
 const optionNumberArb = fc.oneof(
   fc.integer({ min: 0, max: 64 }),
   fc.constantFrom(...Object.values(OptionNumber)),
@@ -123,4 +145,24 @@ export function isViewInto(view: Buffer, input: Buffer): boolean {
     view.byteOffset >= input.byteOffset &&
     view.byteOffset + view.length <= input.byteOffset + input.length
   );
+}
+
+/** One handshake fragment with its 12-byte header; every field can lie. */
+export function fragment(f: {
+  readonly msgType: number;
+  readonly length: number;
+  readonly messageSeq: number;
+  readonly offset: number;
+  readonly data: Buffer;
+  /** Written into fragment_length; defaults to data.length. */
+  readonly fragmentLength?: number;
+}): Buffer {
+  const out = Buffer.alloc(12 + f.data.length);
+  out[0] = f.msgType;
+  out.writeUIntBE(f.length, 1, 3);
+  out.writeUInt16BE(f.messageSeq, 4);
+  out.writeUIntBE(f.offset, 6, 3);
+  out.writeUIntBE(f.fragmentLength ?? f.data.length, 9, 3);
+  f.data.copy(out, 12);
+  return out;
 }
