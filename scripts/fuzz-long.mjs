@@ -25,6 +25,8 @@ const seconds = Number(opts.seconds);
 if (!(wanted > 0) || !(seconds > 0)) throw new Error('--runs and --seconds must be positive');
 const baseSeed = opts.seed !== undefined ? Number(opts.seed) : Date.now() & 0x7fffffff;
 
+/** The commit the targets come from (read once: commits made during the run do not count). */
+const COMMIT = commit();
 const { TARGETS } = await import(new URL('../dist/test/fuzz/targets.js', import.meta.url).href);
 const targets = TARGETS.filter((t) => opts.only === undefined || t.name.includes(opts.only));
 if (targets.length === 0) throw new Error('no target matched --only');
@@ -93,7 +95,7 @@ function render(done, finished) {
     '',
     '## Last long run',
     '',
-    `${finished ? 'Finished' : 'In progress'} ${new Date().toISOString().slice(0, 16)}Z on commit \`${commit()}\`,`,
+    `${finished ? 'Finished' : 'In progress'} ${new Date().toISOString().slice(0, 16)}Z on commit \`${COMMIT}\`,`,
     `Node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'}, one process (one core);`,
     `asked for ${wanted.toLocaleString('en')} inputs or ${seconds} s per target; ${total.toLocaleString('en')} inputs in all.`,
     '',
