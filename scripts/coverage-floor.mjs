@@ -14,17 +14,17 @@ import { parseArgs } from 'node:util';
  * when a layer's tests grow.
  */
 const FLOORS = {
-  src: { lines: 50, branches: 50 },
+  src: { lines: 68, branches: 60 },
   auth: { lines: 93, branches: 87 },
   bridge: { lines: 89, branches: 83 },
   coap: { lines: 95, branches: 89 },
   config: { lines: 94, branches: 57 },
   dtls: { lines: 90, branches: 80 },
   enos: { lines: 96, branches: 92 },
-  gateway: { lines: 68, branches: 45 },
+  gateway: { lines: 74, branches: 45 },
   redis: { lines: 95, branches: 84 },
   telemetry: { lines: 84, branches: 78 },
-  tools: { lines: 20, branches: 38 },
+  tools: { lines: 43, branches: 38 },
   transport: { lines: 89, branches: 68 },
 };
 
