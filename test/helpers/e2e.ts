@@ -9,7 +9,6 @@
  * keys or topics. Fault tests start their own redis-server / mosquitto
  * (test/integration/auth/helpers.ts, test/integration/bridge/brokers.ts).
  */
-import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -24,32 +23,25 @@ import { Gateway } from '../../src/gateway/index.js';
 import { createLogger } from '../../src/telemetry/log.js';
 import { CoapDtlsClient } from '../../src/tools/coap-client.js';
 import { Proc } from './processes.js';
+import { missingCommands } from './tools.js';
 
 export const SHARED_REDIS_URL = 'redis://127.0.0.1:6379';
 export const SHARED_MQTT_PORT = 1883;
 export const SHARED_MQTT_URL = `mqtt://127.0.0.1:${SHARED_MQTT_PORT}`;
 
-function haveCommand(cmd: string, arg: string): boolean {
-  return spawnSync(cmd, [arg], { stdio: 'ignore', timeout: 5_000 }).error === undefined;
-}
-
 /**
- * Why the e2e tests cannot run here (a command they spawn is missing), or false. Redis and
- * Mosquitto on their default ports are not checked: CI provides them, and a test that cannot
- * reach them fails with a message naming them.
+ * Why the e2e tests cannot run here (a command they spawn is missing), or false; in CI a
+ * missing command throws instead (test/helpers/tools.ts). Redis and Mosquitto on their
+ * default ports are not checked: CI provides them, and a test that cannot reach them fails
+ * with a message naming them.
  */
-export const MISSING_TOOLS: string | false = (() => {
-  const missing = [
-    ['redis-server', '--version'],
-    ['mosquitto', '-h'],
-    ['mosquitto_sub', '--help'],
-    ['stdbuf', '--version'],
-    ['coap-client-openssl', '-h'],
-  ]
-    .filter(([cmd, arg]) => !haveCommand(cmd ?? '', arg ?? ''))
-    .map(([cmd]) => cmd);
-  return missing.length > 0 ? `not installed: ${missing.join(', ')}` : false;
-})();
+export const MISSING_TOOLS: string | false = missingCommands([
+  ['redis-server', '--version'],
+  ['mosquitto', '-h'],
+  ['mosquitto_sub', '--help'],
+  ['stdbuf', '--version'],
+  ['coap-client-openssl', '-h'],
+]);
 
 /** `tag` + 8 random hex digits: a valid EnOS key, unique per call. */
 export function uid(tag: string): string {

@@ -584,25 +584,7 @@ export function cookieHellos(
   );
 }
 
-/** One handshake fragment with its 12-byte header; every field can lie. */
-export function fragment(f: {
-  readonly msgType: number;
-  readonly length: number;
-  readonly messageSeq: number;
-  readonly offset: number;
-  readonly data: Buffer;
-  /** Written into fragment_length; defaults to data.length. */
-  readonly fragmentLength?: number;
-}): Buffer {
-  const out = Buffer.alloc(12 + f.data.length);
-  out[0] = f.msgType;
-  out.writeUIntBE(f.length, 1, 3);
-  out.writeUInt16BE(f.messageSeq, 4);
-  out.writeUIntBE(f.offset, 6, 3);
-  out.writeUIntBE(f.fragmentLength ?? f.data.length, 9, 3);
-  f.data.copy(out, 12);
-  return out;
-}
+export { fragment } from './fuzz.js';
 
 /** Every record of a datagram (stops at the first malformed one). */
 export function records(buf: Buffer): DtlsRecord[] {
@@ -872,17 +854,6 @@ export class ManualHandshake {
       }
     });
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// a look inside (test-only: private fields read at run time)
-
-/** Bytes the server's reassembler holds for the handshake with this local port, if any. */
-export function reassemblyBuffered(dtls: DtlsServer<unknown>, port: number): number | undefined {
-  const handshakes = (dtls as unknown as { handshakes: Map<string, unknown> }).handshakes;
-  const hs = handshakes.get(`127.0.0.1|${port}`) as
-    { reassembler: { buffered: number; pending: Map<number, unknown> } } | undefined;
-  return hs?.reassembler.buffered;
 }
 
 // ---------------------------------------------------------------------------------------------

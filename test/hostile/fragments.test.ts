@@ -12,7 +12,6 @@ import assert from 'node:assert/strict';
 
 import { CipherSuite, HandshakeType } from '../../src/dtls/constants.js';
 import { clientHelloBody, handshakeMessage } from '../../src/dtls/handshake.js';
-import { MAX_BUFFERED_BYTES } from '../../src/dtls/reassembly.js';
 import {
   GoodClient,
   ManualHandshake,
@@ -22,7 +21,6 @@ import {
   dropDelta,
   fragment,
   pump,
-  reassemblyBuffered,
   sleep,
   snapshot,
   startGateway,
@@ -168,7 +166,6 @@ describe('hostile: handshake fragments', () => {
     const completed = srv.stats.handshakesCompleted;
     await deliver(m, part(0, 10));
     await deliver(m, part(5, 20));
-    assert.ok((reassemblyBuffered(srv.dtls, m.localPort) ?? 0) <= L);
     await deliver(m, part(15, L), part(3, 12)); // the last piece, plus an overlap in the same record
     await m.finish();
     assert.equal(srv.stats.handshakesCompleted, completed + 1);
@@ -194,7 +191,7 @@ describe('hostile: handshake fragments', () => {
     await served(m);
   });
 
-  test('zero-length fragments (CVE-2014-3507 shape) hold nothing and do not block', async () => {
+  test('zero-length fragments (CVE-2014-3507 shape) do not block the handshake', async () => {
     const m = await afterCookie();
     const cke = m.ckeBody();
     const L = cke.length;
@@ -204,12 +201,9 @@ describe('hostile: handshake fragments', () => {
         fragment({ msgType: CKE, length: L, messageSeq: 2, offset: off, data: Buffer.alloc(0) }),
       );
     }
+    // the reassembler counts such a message's length once, however many empty pieces
+    // arrive (unit test "zero-length fragments ..." in test/unit/dtls/reassembly.test.ts)
     for (let i = 0; i < 20; i++) await deliver(m, ...empties);
-    assert.equal(
-      reassemblyBuffered(srv.dtls, m.localPort),
-      L,
-      'one message buffer, allocated once',
-    );
     m.sendCke();
     await m.finish();
     await served(m);
@@ -234,7 +228,6 @@ describe('hostile: handshake fragments', () => {
     );
     assert.deepEqual(dropDelta(s0.drops, snapshot(srv.stats).drops), { 'malformed-handshake': 3 });
     assert.equal(srv.dtls.handshakeCount, handshakes, 'the handshake is still there');
-    assert.equal(reassemblyBuffered(srv.dtls, m.localPort), 0);
     m.sendCke();
     await m.finish();
     await served(m);
@@ -269,7 +262,6 @@ describe('hostile: handshake fragments', () => {
       );
     }
     assert.deepEqual(dropDelta(s0.drops, snapshot(srv.stats).drops), { 'malformed-handshake': 1 });
-    assert.equal(reassemblyBuffered(srv.dtls, m.localPort), MAX_BUFFERED_BYTES);
     // The expected ClientKeyExchange (seq 2) still gets in past the cap, but the junk at seq 3
     // (4096 bytes) then disagrees with the real Finished (12 bytes, seq 3): decode_error, and
     // the server forgets the handshake.
@@ -280,7 +272,6 @@ describe('hostile: handshake fragments', () => {
     assert.equal(srv.stats.handshakesFailed['protocol-error'], failed + 1);
     assert.equal(srv.stats.handshakesCompleted, s0.handshakesCompleted);
     assert.equal(srv.dtls.handshakeCount, handshakes - 1);
-    assert.equal(reassemblyBuffered(srv.dtls, m.localPort), undefined);
   });
 
   test('a fragment reaching past its message end fails the handshake with decode_error', async () => {

@@ -3,12 +3,11 @@
  * exposition format, running `promtool`, and pulling metric names and label matchers out of
  * PromQL expressions (the dashboard's and the alert rules').
  */
-import { spawnSync } from 'node:child_process';
 import { run, type ProcessResult } from '../helpers/processes.js';
+import { missingCommands } from '../helpers/tools.js';
 
-/** True when `promtool` (Debian package `prometheus`) is on the PATH. */
-export const HAVE_PROMTOOL =
-  spawnSync('promtool', ['--version'], { stdio: 'ignore', timeout: 5_000 }).error === undefined;
+/** True when `promtool` (Debian package `prometheus`) is on the PATH; in CI, throws if not. */
+export const HAVE_PROMTOOL = missingCommands([['promtool', '--version']]) === false;
 
 /** `promtool` with `args` (and `input` on stdin). */
 export function promtool(args: readonly string[], input?: string): Promise<ProcessResult> {

@@ -54,6 +54,7 @@ import {
   uriPath,
   uriQuery,
 } from '../../../src/coap/options.js';
+import { coapMessageArb } from '../../helpers/fuzz.js';
 
 const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 const EMPTY = Buffer.alloc(0);
@@ -428,130 +429,10 @@ describe('coap codec: encode validation', () => {
 // Properties (fast-check, fixed seed)
 // ---------------------------------------------------------------------------------------
 
-const bytesArb = (max: number): fc.Arbitrary<Buffer> =>
-  fc.uint8Array({ maxLength: max }).map((u) => Buffer.from(u));
-
-const optionNumberArb = fc.oneof(
-  fc.integer({ min: 0, max: 64 }),
-  fc.constantFrom(...Object.values(OptionNumber)),
-  fc.integer({ min: 0, max: 65535 }),
-);
-
-const optionArb: fc.Arbitrary<CoapOption> = fc.record(
-  {
-    number: optionNumberArb,
-    value: fc.oneof(
-      { weight: 8, arbitrary: bytesArb(20) },
-      { weight: 1, arbitrary: bytesArb(400) },
-    ),
-  },
-  { noNullPrototype: true },
-);
-
-const typeArb = fc.constantFrom<MessageType>(0, 1, 2, 3);
-
-const nonEmptyMessageArb: fc.Arbitrary<CoapMessage> = fc.record(
-  {
-    type: typeArb,
-    code: fc.integer({ min: 1, max: 255 }),
-    messageId: fc.integer({ min: 0, max: 0xffff }),
-    token: bytesArb(8),
-    options: fc.array(optionArb, { maxLength: 12 }),
-    payload: fc.oneof(fc.constant(EMPTY), bytesArb(300)),
-  },
-  { noNullPrototype: true },
-);
-
-const emptyMessageArb: fc.Arbitrary<CoapMessage> = fc.record(
-  {
-    type: typeArb,
-    code: fc.constant(0),
-    messageId: fc.integer({ min: 0, max: 0xffff }),
-    token: fc.constant(EMPTY),
-    options: fc.constant([]),
-    payload: fc.constant(EMPTY),
-  },
-  { noNullPrototype: true },
-);
-
-const messageArb = fc.oneof(
-  { weight: 9, arbitrary: nonEmptyMessageArb },
-  { weight: 1, arbitrary: emptyMessageArb },
-);
-
-type Mutation =
-  | { readonly kind: 'flip'; readonly at: number; readonly bit: number }
-  | { readonly kind: 'set'; readonly at: number; readonly byte: number }
-  | { readonly kind: 'insert'; readonly at: number; readonly byte: number }
-  | { readonly kind: 'delete'; readonly at: number }
-  | { readonly kind: 'truncate'; readonly at: number };
-
-const atArb = fc.nat({ max: 1 << 16 });
-const byteArb = fc.integer({ min: 0, max: 255 });
-const mutationArb: fc.Arbitrary<Mutation> = fc.oneof(
-  fc.record({ kind: fc.constant('flip' as const), at: atArb, bit: fc.integer({ min: 0, max: 7 }) }),
-  fc.record({ kind: fc.constant('set' as const), at: atArb, byte: byteArb }),
-  fc.record({ kind: fc.constant('insert' as const), at: atArb, byte: byteArb }),
-  fc.record({ kind: fc.constant('delete' as const), at: atArb }),
-  fc.record({ kind: fc.constant('truncate' as const), at: atArb }),
-);
-
-function mutate(input: Buffer, mutations: readonly Mutation[]): Buffer {
-  let b = Buffer.from(input);
-  for (const m of mutations) {
-    switch (m.kind) {
-      case 'flip':
-        if (b.length > 0) b[m.at % b.length]! ^= 1 << m.bit;
-        break;
-      case 'set':
-        if (b.length > 0) b[m.at % b.length] = m.byte;
-        break;
-      case 'insert': {
-        const at = m.at % (b.length + 1);
-        b = Buffer.concat([b.subarray(0, at), Buffer.from([m.byte]), b.subarray(at)]);
-        break;
-      }
-      case 'delete':
-        if (b.length > 0) {
-          const at = m.at % b.length;
-          b = Buffer.concat([b.subarray(0, at), b.subarray(at + 1)]);
-        }
-        break;
-      case 'truncate':
-        b = b.subarray(0, m.at % (b.length + 1));
-        break;
-    }
-  }
-  return b;
-}
-
-/**
- * The fuzz oracle: decode either returns or throws a well-formed CoapFormatError; an
- * accepted datagram re-encodes to exactly the same bytes (the format is canonical).
- */
-function checkDecodeTotal(input: Buffer): void {
-  let m: CoapMessage;
-  try {
-    m = decode(input);
-  } catch (err) {
-    if (!(err instanceof CoapFormatError)) throw err;
-    assert.ok((COAP_ERROR_CODES as readonly string[]).includes(err.code));
-    const headerReadable = input.length >= 4 && input[0]! >>> 6 === 1;
-    assert.equal(err.type === undefined, !headerReadable);
-    assert.equal(err.messageId === undefined, !headerReadable);
-    assert.equal(err.reaction, err.type === 0 ? 'reset' : 'drop');
-    return;
-  }
-  const again = encode(m);
-  assert.equal(again.toString('hex'), input.toString('hex'));
-}
-
-const FUZZ_RUNS = 20_000;
-
 describe('coap codec: properties', () => {
   test('encode → decode round-trips arbitrary valid messages', () => {
     fc.assert(
-      fc.property(messageArb, (m) => {
+      fc.property(coapMessageArb, (m) => {
         const wire = encode(m);
         assert.equal(wire.length, encodedLength(m));
         const back = decode(wire);
@@ -561,31 +442,7 @@ describe('coap codec: properties', () => {
       { seed: SEED, numRuns: 3000 },
     );
   });
-
-  test(`fuzz: ${FUZZ_RUNS} random byte strings (≤ 300 B) decode or throw CoapFormatError`, () => {
-    fc.assert(
-      fc.property(bytesArb(300), (b) => checkDecodeTotal(b)),
-      { seed: SEED, numRuns: FUZZ_RUNS },
-    );
-  });
-
-  test(`fuzz: ${FUZZ_RUNS} random byte strings behind a version-1 header`, () => {
-    fc.assert(
-      fc.property(fc.integer({ min: 0, max: 0x3f }), bytesArb(300), (h, b) =>
-        checkDecodeTotal(Buffer.concat([Buffer.from([0x40 | h]), b])),
-      ),
-      { seed: SEED, numRuns: FUZZ_RUNS },
-    );
-  });
-
-  test(`fuzz: ${FUZZ_RUNS} mutations (flip/set/insert/delete/truncate) of valid messages`, () => {
-    fc.assert(
-      fc.property(messageArb, fc.array(mutationArb, { minLength: 1, maxLength: 4 }), (m, muts) =>
-        checkDecodeTotal(mutate(encode(m), muts)),
-      ),
-      { seed: SEED, numRuns: FUZZ_RUNS },
-    );
-  });
+  // Random and mutated datagrams: test/fuzz/coap.test.ts (time-budgeted, seed varies per run).
 });
 
 // ---------------------------------------------------------------------------------------

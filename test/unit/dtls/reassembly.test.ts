@@ -194,6 +194,23 @@ describe('Reassembler', () => {
     assert.deepEqual(messages(r2.add(frag(14, count + 1, Buffer.alloc(0)), 0)), []);
   });
 
+  test('zero-length fragments of a message ahead count its length once against the cap', () => {
+    const r = new Reassembler(0);
+    const size = MAX_HANDSHAKE_MESSAGE;
+    const count = Math.floor(MAX_BUFFERED_BYTES / size);
+    // many empty pieces of one message ahead (CVE-2014-3507 shape): all taken, nothing held
+    for (let off = 0; off <= 100; off++) {
+      assert.deepEqual(messages(r.add(frag(1, 1, body(size), off, 0), 0)), []);
+    }
+    // so the other messages ahead that fit under the cap still get in ...
+    for (let s = 2; s <= count; s++) {
+      assert.deepEqual(messages(r.add(frag(1, s, body(size, s), 0, 1), 0)), [], `seq ${s}`);
+    }
+    // ... and the cap is reached exactly there
+    const rest = MAX_BUFFERED_BYTES - count * size;
+    assert.deepEqual(r.add(frag(1, count + 1, body(rest + 1), 0, 1), 0), { kind: 'dropped' });
+  });
+
   test('completing buffered messages frees their bytes', () => {
     const r = new Reassembler(0);
     const size = MAX_HANDSHAKE_MESSAGE;
