@@ -9,23 +9,24 @@ import { relative } from 'node:path';
 import { parseArgs } from 'node:util';
 
 /**
- * Floors in percent, a few points under what the tests measured (docs/testing.md), so a
+ * Floors in percent, 3 points (lines) and 5 points (branches) under what the full suite
+ * measured (docs/testing.md), so a
  * change that drops a layer's tests fails CI while run-to-run noise does not. Raise them
  * when a layer's tests grow.
  */
 const FLOORS = {
-  src: { lines: 68, branches: 60 },
-  auth: { lines: 93, branches: 87 },
-  bridge: { lines: 89, branches: 83 },
-  coap: { lines: 95, branches: 89 },
-  config: { lines: 94, branches: 57 },
-  dtls: { lines: 90, branches: 80 },
-  enos: { lines: 96, branches: 92 },
-  gateway: { lines: 74, branches: 45 },
-  redis: { lines: 95, branches: 84 },
-  telemetry: { lines: 84, branches: 78 },
-  tools: { lines: 43, branches: 38 },
-  transport: { lines: 89, branches: 68 },
+  src: { lines: 89, branches: 64 },
+  auth: { lines: 94, branches: 87 },
+  bridge: { lines: 92, branches: 84 },
+  coap: { lines: 96, branches: 88 },
+  config: { lines: 96, branches: 79 },
+  dtls: { lines: 93, branches: 85 },
+  enos: { lines: 97, branches: 91 },
+  gateway: { lines: 91, branches: 81 },
+  redis: { lines: 97, branches: 79 },
+  telemetry: { lines: 95, branches: 83 },
+  tools: { lines: 91, branches: 74 },
+  transport: { lines: 90, branches: 73 },
 };
 
 const { values: opts } = parseArgs({
