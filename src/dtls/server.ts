@@ -2,7 +2,7 @@
  * DTLS 1.2 PSK server over any datagram transport (RFC 6347, RFC 4279, RFC 6655, RFC 5487,
  * RFC 7627, RFC 7366, RFC 5746).
  *
- * Why our own: Node has no DTLS, and no npm package is a PSK DTLS server (see DESIGN.md).
+ * Why our own: Node has no DTLS, and no npm package is a PSK DTLS server (docs/design.md, "Decisions, and why").
  *
  * One association per peer address and port; with an RFC 9146 Connection ID, records are
  * matched by CID first and the association follows its peer to a new address (§6). Nothing
@@ -12,7 +12,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
-  AlertDescription,
   CipherSuite,
   ContentType,
   DTLS_1_0,
@@ -681,4 +680,3 @@ export function peerKey(address: string, port: number): string {
   return `${address}|${port}`;
 }
 
-export { AlertDescription };
