@@ -679,4 +679,3 @@ function noAdmissionPolicy(): Admission {
 export function peerKey(address: string, port: number): string {
   return `${address}|${port}`;
 }
-
