@@ -22,38 +22,7 @@
  * the key layout").
  */
 
-const ESCAPES: Readonly<Record<string, string>> = {
-  '%': '%25',
-  ':': '%3A',
-  '{': '%7B',
-  '}': '%7D',
-};
-
-/** `%` → `%25`, `:` → `%3A`, `{` → `%7B`, `}` → `%7D`; everything else as is. */
-export function escapeKeyPart(part: string): string {
-  return part.replace(/[%:{}]/g, (c) => ESCAPES[c] ?? c);
-}
-
-/** Reverses {@link escapeKeyPart}. */
-export function unescapeKeyPart(part: string): string {
-  return part.replace(/%(?:25|3A|7B|7D)/g, (m) => {
-    switch (m) {
-      case '%25':
-        return '%';
-      case '%3A':
-        return ':';
-      case '%7B':
-        return '{';
-      default:
-        return '}';
-    }
-  });
-}
-
-/** `{pk/dk}`: the hash tag of every key of one device. */
-export function deviceHashTag(productKey: string, deviceKey: string): string {
-  return `{${escapeKeyPart(productKey)}/${escapeKeyPart(deviceKey)}}`;
-}
+import { deviceHashTag, escapeKeyPart } from '../redis/keys.js';
 
 /** Key part escaping of the layout before hash tags (`%` and `:` only). */
 function legacyEscape(part: string): string {

@@ -37,7 +37,6 @@
  * `routes[2] ("telemetry"): url: unknown placeholder {foo}`. Secrets (auth environment
  * variables) are read here, once, and never appear in a message.
  */
-import type { RouteConfig } from '../config/settings.js';
 import { safeEcho, validateKey } from '../enos/index.js';
 import { BackendAuth } from './http/auth.js';
 import {
@@ -49,6 +48,36 @@ import {
   isValidHeaderName,
 } from './http/headers.js';
 import type { DeviceKey } from './types.js';
+
+/**
+ * One route as the configuration gives it (validated there: the settings schema's route
+ * entries are assignable to this). Declared here so the bridge does not depend on the
+ * configuration layer.
+ */
+export type RouteConfig =
+  | {
+      readonly name?: string | undefined;
+      /** MQTT topic pattern: literal levels, `{pk}`, `{dk}`, `+` and a final `#`. */
+      readonly match: string;
+      readonly backend: 'mqtt';
+      /** Topic template (`{pk}`, `{dk}`, `{topic}`); default: the device's own topic. */
+      readonly topic?: string | undefined;
+    }
+  | {
+      readonly name?: string | undefined;
+      readonly match: string;
+      readonly backend: 'http';
+      readonly method: 'POST' | 'PUT';
+      /** URL template (`{pk}`, `{dk}`, `{topic}`). */
+      readonly url: string;
+      readonly headers: Readonly<Record<string, string>>;
+      readonly auth?:
+        | { readonly type: 'bearer'; readonly tokenEnv: string }
+        | { readonly type: 'hmac'; readonly secretEnv: string; readonly header: string }
+        | undefined;
+      /** Request timeout in ms (default: the HTTP backend's). */
+      readonly timeout?: number | undefined;
+    };
 
 /** The label of a route in messages and stats: `routes[2] ("telemetry")` or `routes[2]`. */
 function describeRoute(index: number, name: string | undefined): string {

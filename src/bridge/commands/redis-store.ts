@@ -17,7 +17,7 @@
  * whenever the script connection is ready again, all waiters look at their queues again.
  */
 import { randomUUID } from 'node:crypto';
-import { deviceHashTag } from '../../auth/redis-keys.js';
+import { deviceHashTag } from '../../redis/keys.js';
 import type { CommandStore, DeviceKey, QueuedCommand } from '../types.js';
 import { decodeEntry, deviceId, encodeEntry, messageIdOf, parseDeviceId } from './entry.js';
 import { CommandError } from './errors.js';

@@ -43,7 +43,7 @@
  */
 import { createHash } from 'node:crypto';
 import type { RedisClient } from '../../redis/client.js';
-import { escapeKeyPart, unescapeKeyPart } from '../../auth/redis-keys.js';
+import { escapeKeyPart, unescapeKeyPart } from '../../redis/keys.js';
 import type { DeviceKey } from '../types.js';
 import {
   PresenceError,

@@ -3,7 +3,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { CircuitBreaker } from '../../../src/auth/circuit-breaker.js';
 import { reconnectDelay } from '../../../src/auth/redis-connection.js';
-import { RedisKeys, escapeKeyPart } from '../../../src/auth/redis-keys.js';
+import { RedisKeys } from '../../../src/auth/redis-keys.js';
+import { escapeKeyPart } from '../../../src/redis/keys.js';
 import { commandQueueKey } from '../../../src/bridge/commands/redis-store.js';
 
 describe('CircuitBreaker', () => {
