@@ -1,6 +1,6 @@
 /**
  * Differential fuzz: the same inputs through coap-packet's `parse` and our `decode`
- * (src/coap/codec.ts), for DESIGN.md's "coap-packet or our own, whichever survives fuzzing".
+ * (src/coap/codec.ts), to choose between coap-packet and our own codec: whichever survives fuzzing (docs/design.md).
  *
  * Inputs (fixed seed): uniform random bytes, random bytes behind a version-1 first byte,
  * and byte-level mutations (flip, set, insert, delete, truncate, append) of valid encoded

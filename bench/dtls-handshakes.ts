@@ -1,5 +1,5 @@
 /**
- * DTLS 1.2 PSK handshake benchmark (issue #2): coap-edge against libcoap's
+ * DTLS 1.2 PSK handshake benchmark: coap-edge against libcoap's
  * `coap-server-openssl -k <key>`, each in its own process, driven side by side in one run by
  * the same load generator (our DtlsClient). N concurrent connectors each do a full
  * handshake, HelloVerifyRequest round trip included, then close_notify, in a loop.

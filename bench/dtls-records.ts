@@ -1,5 +1,5 @@
 /**
- * DTLS application-record benchmark (issue #2): coap-edge against libcoap's
+ * DTLS application-record benchmark: coap-edge against libcoap's
  * `coap-server-openssl -k <key>`, each in its own process, driven side by side in one run by
  * the same load generator (our DtlsClient). K established associations each send CON GET
  * /nothing in a closed loop (one outstanding, new message ID and token each); both servers

@@ -1,5 +1,5 @@
 /**
- * Sizing benchmark (issue #6): memory per DTLS association, CPU per handshake, CPU per first
+ * Sizing benchmark: memory per DTLS association, CPU per handshake, CPU per first
  * request and idle CPU of one coap-edge process, for docs/operations.md.
  *
  * For each level N (default 1000, 5000, 10000) a fresh coap-edge runs in-process in a child

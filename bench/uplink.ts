@@ -1,8 +1,8 @@
 /**
- * Uplink benchmark (issues #3, #4, #5): N simulated devices (default 100) over DTLS 1.2 PSK
+ * Uplink benchmark: N simulated devices (default 100) over DTLS 1.2 PSK
  * with TLS_PSK_WITH_AES_128_CCM_8 post EnOS measurepoints through coap-edge, side by side in
- * one run: with libcoap's `coap-server-openssl` answering the same requests (issue #3), with
- * coap-edge's other backends (issue #4) and with tracing on (issue #5).
+ * one run: with libcoap's `coap-server-openssl` answering the same requests, with
+ * coap-edge's other backends and with tracing on.
  *
  * Variants (`--variants`, default `base`), each a phase per round, their order rotating from
  * round to round; every coap-edge configuration is a coap-edge process of its own, with its
@@ -28,7 +28,7 @@
  * - `coapEdgeTrace1pct` / `coapEdgeTrace100pct` — `coapEdgeReply` with `--otlp-endpoint` to an
  *   OTLP sink (own process, counts requests, bytes and spans) and `--trace-sample-ratio 0.01`
  *   / `1`. `coapEdgeReply` is the "tracing off" reference.
- * Groups: `base` = reply, publish, libcoap (issue #3); `backends` = reply, http, per-device;
+ * Groups: `base` = reply, publish, libcoap; `backends` = reply, http, per-device;
  * `tracing` = reply, trace-1pct, trace-100pct; `all`.
  *
  * Reports per phase and round (medians over rounds in `summary`): messages/s, p50/p90/p99

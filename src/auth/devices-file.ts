@@ -28,7 +28,7 @@ import { safeEcho, validateKey, type KeyRejectReason } from '../enos/index.js';
 export interface ProductRecord {
   readonly productKey: string;
   readonly productSecret: string;
-  /** Whether devices of this product may activate with secureMode 3 (spec §4). */
+  /** Whether devices of this product may activate with secureMode 3 (docs/protocol.md). */
   readonly dynamicRegistration: boolean;
 }
 

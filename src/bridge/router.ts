@@ -2,7 +2,7 @@
  * Routes a device request by its EnOS topic: checks that the device may use the topic,
  * answers activation and command fetches itself, sends uplinks to the backend their route
  * names (MQTT by default, or HTTP), and lets a waiting command ride on a successful answer
- * (spec §5: options 2100/2102), holding the request open for one when it asks with `ttd`.
+ * (docs/protocol.md: options 2100/2102), holding the request open for one when it asks with `ttd`.
  * Without a backend, requests that need one get `unavailable` (5.03) with a retry hint.
  */
 import { randomUUID } from 'node:crypto';
@@ -57,7 +57,7 @@ const UNAVAILABLE_CODES: ReadonlySet<string> = new Set([
 ]);
 
 /**
- * Topic and authorization rules (spec §2, §4): a secureMode-3 session may only activate;
+ * Topic and authorization rules (docs/protocol.md): a secureMode-3 session may only activate;
  * every session may only use its own productKey/deviceKey.
  */
 export function authorize(req: BridgeRequest): Authorization {

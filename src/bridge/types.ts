@@ -58,7 +58,7 @@ export interface BridgeResponse {
   /** Seconds; a retry hint with `unavailable` (RFC 7252 §5.10.5). */
   readonly maxAge?: number;
   /**
-   * A command waiting for the device (spec §5): travels as option 2100 = `/topic{topic}` and,
+   * A command waiting for the device (docs/protocol.md): travels as option 2100 = `/topic{topic}` and,
    * when given, option 2102 = payload.
    */
   readonly command?: { readonly topic: string; readonly payload: Buffer | undefined };
@@ -66,7 +66,7 @@ export interface BridgeResponse {
   readonly topicClass?: string;
 }
 
-/** A command for a device, waiting to be delivered (spec §5). */
+/** A command for a device, waiting to be delivered (docs/protocol.md). */
 export interface QueuedCommand {
   /** Queue entry id (unique per command). */
   readonly id: string;
@@ -171,7 +171,7 @@ export type ActivationResult =
     };
 
 /**
- * Dynamic activation (spec §4), one-shot: a device gets its secret at most once, and never
+ * Dynamic activation (docs/protocol.md), one-shot: a device gets its secret at most once, and never
  * after it has connected with it; every later request is refused (`already-activated`).
  */
 export interface ActivationService {

@@ -21,7 +21,7 @@
  * 6. lifetime: seconds, "value range is 30 to 86400"; written as a plain decimal integer with
  *    no sign, no leading zero, no spaces, no exponent or fraction.
  *
- * Anything else "is a handshake failure" (spec §1).
+ * Anything else "is a handshake failure" (docs/protocol.md).
  */
 
 import { EnosError, type EnosErrorCode } from './errors.js';

@@ -15,7 +15,7 @@ const loneSurrogate = /\p{Cs}/u;
  * The DTLS PSK for a device secret (secureMode 2) or product secret (secureMode 3):
  * bytes 9..24 (1-based) of `SHA-256(utf8(secret))`, in a fresh 16-byte buffer of its own.
  *
- * Vectors (spec §1): `abcdefg` → `F5B79B5FB0803061152A44F92B37E23C`,
+ * Vectors (docs/protocol.md): `abcdefg` → `F5B79B5FB0803061152A44F92B37E23C`,
  * `zPwChiLh0EaifR809D5Rc6LDIC6A` → `C14429BDE9E22995162F199D808297A5`.
  *
  * @throws EnosError `ENOS_SECRET` for an empty secret (its key would be public knowledge) or

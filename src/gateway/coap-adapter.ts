@@ -1,6 +1,6 @@
 /**
  * Maps CoAP requests to bridge requests and bridge outcomes back to CoAP responses
- * (codes per spec §3; Max-Age as a retry hint with 5.03).
+ * (codes per docs/protocol.md; Max-Age as a retry hint with 5.03).
  */
 import type { CoapOption } from '../coap/codec.js';
 import { Code, ContentFormat, OptionNumber } from '../coap/constants.js';
@@ -93,7 +93,7 @@ export function toCoapReply(res: BridgeResponse): CoapReply {
     options.push({ number: OptionNumber.MAX_AGE, value: encodeUint(res.maxAge) });
   }
   if (res.command !== undefined) {
-    // spec §5: 2100 = /topic{commandTopic}; 2102 = the command itself when it fits
+    // docs/protocol.md: 2100 = /topic{commandTopic}; 2102 = the command itself when it fits
     options.push({
       number: OptionNumber.COMMAND_TOPIC,
       value: Buffer.from(`/topic${res.command.topic}`, 'utf8'),

@@ -1,5 +1,5 @@
 /**
- * Issue #3, end to end 2: dynamic activation (secureMode 3, spec §4) against the registry's
+ * Dynamic activation (secureMode 3, docs/protocol.md) against the registry's
  * one-shot `POST …/activate`, then secureMode 2 with the returned secret; activation is
  * one-shot here too (issue 9): a repeated activation is refused (4.03) on any pod, without
  * a secret. Driven by the CLI device tool

@@ -1,5 +1,5 @@
 /**
- * Issue #3, end to end 3: what a device may do, through the whole chain (DTLS, CoAP, router,
+ * What a device may do, through the whole chain (DTLS, CoAP, router,
  * MQTT). A secureMode 3 session may only activate (4.03 for telemetry); device A may not use
  * device B's topics (4.03); a body that is not EnOS JSON on a JSON topic is 4.00; unknown
  * paths 4.04; GET on an uplink 4.05; none of these reaches the broker. Raw

@@ -1,11 +1,11 @@
 /**
- * Issue #3, end to end 4b: the broker restarts in the middle of a stream. A device posts
+ * The broker restarts in the middle of a stream. A device posts
  * measurepoints with ids 1..200 over one DTLS association, one at a time, retrying a message
  * (new CoAP message ID, same JSON id) after a short wait when it gets 5.03 (Max-Age says
  * 1 s; the test waits less) or 5.04; meanwhile the broker (a Mosquitto of this test's own,
  * with persistence) is stopped with SIGTERM and started again on the same port.
  *
- * At-least-once (DESIGN.md): a 2.04 is only sent after the broker's PUBACK (and here the
+ * At least once (docs/design.md): a 2.04 is only sent after the broker's PUBACK (and here the
  * platform's reply), so every message the device got 2.04 for must reach a subscriber. The
  * subscriber and the platform stand-in have persistent sessions (clean session false, fixed
  * client ids, QoS 1) on a broker that persists its state on shutdown, so what the broker

@@ -1,5 +1,5 @@
 /**
- * Issue #3, end to end 5: a CON request sent again with the same message ID over one DTLS
+ * A CON request sent again with the same message ID over one DTLS
  * association (a device retransmitting) is forwarded to MQTT once; every copy is answered
  * with the same response. Shared Redis 6379 and Mosquitto 1883.
  */

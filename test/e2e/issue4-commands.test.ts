@@ -1,5 +1,5 @@
 /**
- * Issue #4, end to end: commands for sleepy devices, across two coap-edge processes ("pods",
+ * End to end: commands for sleepy devices, across two coap-edge processes ("pods",
  * `node dist/src/cli.js serve`, each on its own DTLS port) sharing Redis (a unique prefix) and
  * the shared Mosquitto on 1883 (bridge mode; a unique shared-subscription group, so the two
  * pods split the command stream between them and no other test's gateway takes a command).
@@ -241,7 +241,7 @@ describe(
           describeAnswer(got),
         );
         fetched.push(id);
-        // spec §5: the GET answer carries 2100 again while more commands wait
+        // docs/protocol.md: the GET answer carries 2100 again while more commands wait
         assert.equal(
           commandTopicOf(got),
           moreAfter ? `/topic${rebootTopic}` : undefined,

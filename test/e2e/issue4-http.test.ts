@@ -1,5 +1,5 @@
 /**
- * Issue #4, end to end: an HTTP route. A device's measurepoint goes to a real in-process HTTP
+ * End to end: an HTTP route. A device's measurepoint goes to a real in-process HTTP
  * server (route `/sys/{pk}/{dk}/thing/measurepoint/post` → `POST /ingest/{pk}/{dk}` with the
  * device headers, a route header and a bearer token read from the environment); the HTTP
  * status and body become the CoAP answer (2.04 with the body, 4.00, 4.04, 4.29, 5.03 with

@@ -1,5 +1,5 @@
 /**
- * Issue #4, end to end: device presence across two coap-edge processes ("pods", `node
+ * End to end: device presence across two coap-edge processes ("pods", `node
  * dist/src/cli.js serve`) sharing Redis (a unique prefix), with events POSTed to a webhook (an
  * in-process HTTP server). Lifetimes are shortened with the test-only `presenceLifetimeScale:
  * 0.1` (a device announcing 30 s counts as 3 s) and the pods sweep every second.

@@ -1,5 +1,5 @@
 /**
- * Issue #3, end to end 4a: Redis stops under a running gateway (a redis-server of this test's
+ * Redis stops under a running gateway (a redis-server of this test's
  * own, killed with SIGKILL). Devices whose secrets are in the in-process LRU keep connecting
  * and posting; a device never seen before still works through the registry, or fails fast
  * when the registry fails too; no handshake hangs. Redis restarted on the same port is used

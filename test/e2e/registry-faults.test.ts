@@ -1,5 +1,5 @@
 /**
- * Issue #3, end to end 4c: the registry answers 500, or hangs. A new device's handshake fails
+ * The registry answers 500, or hangs. A new device's handshake fails
  * quickly (at once on 500, after `registryTimeout` when it hangs) with a fatal alert the
  * device sees; the failure is counted in `gateway.secrets.stats` and not cached; a device
  * already cached keeps working meanwhile, also while a lookup hangs. After five failures in a

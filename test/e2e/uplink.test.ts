@@ -1,5 +1,5 @@
 /**
- * Issue #3, end to end 1: coap-client-openssl posts a measurepoint to coap-edge, which
+ * `coap-client-openssl` posts a measurepoint to coap-edge, which
  * authenticates it with a secret from the registry (cached in Redis) and publishes it on
  * Mosquitto; `mosquitto_sub` sees it; a platform stand-in answers on `_reply` with the same
  * id; the device prints that reply (2.04). Shared Redis 6379 and Mosquitto 1883.

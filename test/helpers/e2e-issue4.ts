@@ -1,5 +1,5 @@
 /**
- * End-to-end helpers for issue #4 (HTTP routes, per-device MQTT sessions, commands for
+ * End-to-end helpers (HTTP routes, per-device MQTT sessions, commands for
  * sleepy devices, presence): an in-process HTTP server that records every request and answers
  * as a test tells it (status, headers, body, or never), `coap-edge serve` processes ("pods")
  * started from a YAML file, a Mosquitto of the test's own with a password file and an ACL,

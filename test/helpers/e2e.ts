@@ -1,5 +1,5 @@
 /**
- * End-to-end helpers (issue #3): a coap-edge Gateway wired to real Redis, real Mosquitto and
+ * End-to-end helpers: a coap-edge Gateway wired to real Redis, real Mosquitto and
  * an in-process HTTP device registry (docs/registry-api.md) that counts its calls and can be
  * told to answer 500 or to hang; platform stand-ins and recorders on MQTT; devices over our
  * DTLS client; `mosquitto_sub` as a child process. Every wait is bounded.

@@ -1,5 +1,5 @@
 /**
- * Issue #2, case 7: alerts. An alert in the clear (epoch 0) cannot be authenticated, so a
+ * Alerts. An alert in the clear (epoch 0) cannot be authenticated, so a
  * forged fatal alert or close_notify for an established association changes nothing; forged
  * epoch-1 alerts fail authentication. A genuine (sealed) close_notify or fatal alert ends the
  * association, and a replay of it afterwards finds nobody.

@@ -1,5 +1,5 @@
 /**
- * Issue #9, item 7: one credential cannot evict other devices. The product secret of
+ * One credential cannot evict other devices. The product secret of
  * demoPK01 (secureMode 3, activation only) names a new identity with every deviceKey, so one
  * leaked secret could open any number of associations; with the table full they used to push
  * established devices out (least recently active first). Now secureMode 3 sessions are

@@ -1,5 +1,5 @@
 /**
- * Issue #9, item 4: block-wise uploads (RFC 7959 Block1) from authenticated devices.
+ * Block-wise uploads (RFC 7959 Block1) from authenticated devices.
  *
  * - Memory: 8160 blocks of 16 bytes, each in a ~16 KB datagram padded with an elective
  *   option nobody understands (RFC 7252 §5.4.1 says to ignore it), spread over 8 uploads of

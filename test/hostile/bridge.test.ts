@@ -1,5 +1,5 @@
 /**
- * Issue #9, items 2 and 8 and the HTTP `{topic}` item: attacks on the bridge layer by an
+ * Attacks on the bridge layer by an
  * authenticated device, each against the whole gateway on loopback with real backends.
  *
  * 1. Topics a broker calls malformed (non-characters, invalid UTF-8 in Uri-Path) must not

@@ -1,5 +1,5 @@
 /**
- * Issue #2, case 5: ClientHello floods from many source ports. Without cookies the server
+ * ClientHello floods from many source ports. Without cookies the server
  * keeps no state at all and answers each hello with one HelloVerifyRequest no larger than the
  * hello. With valid cookies (every attacker socket does the round trip, sends ClientHello2 and
  * stops there) the handshake table fills up to maxHandshakes and not one entry further; the

@@ -1,5 +1,5 @@
 /**
- * Issue #2, case 2: forged records for an established association, for CCM_8 and CBC-SHA256
+ * Forged records for an established association, for CCM_8 and CBC-SHA256
  * (MAC-then-encrypt and encrypt-then-MAC). A valid record is sealed by the good client and
  * then mutated: flipped bits, another type or version, a shorter body, another epoch, absurd
  * sequence numbers. None of them authenticates, none moves the replay window (OpenSSL

@@ -1,5 +1,5 @@
 /**
- * Issue #2, case 4: fragments. A fragmented ClientHello is never answered. After a valid
+ * Fragments. A fragmented ClientHello is never answered. After a valid
  * cookie exchange the ClientKeyExchange arrives as overlapping fragments, duplicates, zero-
  * length fragments, a fragment claiming 1 MB, a fragment past its message end, fragments
  * disagreeing on the length, and messages far ahead. Overlaps and duplicates complete the

@@ -1,5 +1,5 @@
 /**
- * Issue #2, case 1: garbage. Random datagrams, truncated headers, lying length fields,
+ * Garbage. Random datagrams, truncated headers, lying length fields,
  * zero-length records, wrong versions, epoch-1 records from strangers, application data in
  * the clear. Every one is dropped and counted; nothing escapes into onInternalError; the good
  * client keeps its answers throughout and a new client can connect afterwards.

@@ -1,5 +1,5 @@
 /**
- * Issue #9, item 3: strangers filling the half-open handshake table. Attacker sockets do the
+ * Strangers filling the half-open handshake table. Attacker sockets do the
  * cookie round trip, send ClientHello2 and go silent. One host (or one /24) may only hold its
  * own share of the table, and once the table is under pressure a handshake whose client never
  * answered is given up after stalledHandshakeTimeout. A legitimate device on another loopback

@@ -1,5 +1,5 @@
 /**
- * Issue #2, case 6: memory stays bounded. A sustained flood in the same process (200 000
+ * Memory stays bounded. A sustained flood in the same process (200 000
  * datagrams: random garbage, cookie-less ClientHellos from 200 ports, epoch-1 junk, forged
  * records against the good association, and ClientHello2s with valid cookies beyond
  * maxHandshakes) must leave the server's tables at their bounds and the heap where it was,

@@ -1,5 +1,5 @@
 /**
- * Issue #2, case 3: replayed records. A record the good client sent, sent again (same bytes),
+ * Replayed records. A record the good client sent, sent again (same bytes),
  * is dropped as a replay and the CoAP layer answers it only once; reordering inside the
  * 64-record window is fine; anything older than the window is refused; a captured Finished
  * replayed after the handshake does nothing; a captured ClientHello with its cookie replayed

@@ -1,5 +1,5 @@
 /**
- * Issue #5, the dashboard and the alert rules against what coap-edge exports:
+ * The dashboard and the alert rules against what coap-edge exports:
  * - helm/coap-edge/files/coap-edge-dashboard.json is a provisionable Grafana dashboard (schema,
  *   uid, data source variable, panels for every layer);
  * - helm/coap-edge/files/alerts.yml passes `promtool check rules`, every rule has a severity, a

@@ -1,5 +1,5 @@
 /**
- * Issue #5, metrics: a Gateway with its admin server (`httpPort: 0`), a Mosquitto and a
+ * Metrics: a Gateway with its admin server (`httpPort: 0`), a Mosquitto and a
  * redis-server of the test's own (so they can be stopped), an HTTP route and a devices file.
  * A scripted scenario moves the counters, checked scrape by scrape on `/metrics`:
  * success (handshake, MQTT and HTTP uplinks), a wrong key, malformed, replayed and forged

@@ -1,5 +1,5 @@
 /**
- * Issue #5, sampling: per-device forced sampling end to end (sample ratio 0, one device in
+ * Sampling: per-device forced sampling end to end (sample ratio 0, one device in
  * `traceDevices`: its datagrams are traced, another device's are not), through the
  * `exporter` test hook of `setupTracing` and the SDK's `InMemorySpanExporter`; and the
  * pieces of the setup that need no global registration (endpoint from OTEL_* variables,

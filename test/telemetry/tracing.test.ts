@@ -1,5 +1,5 @@
 /**
- * Issue #5, tracing end to end: this process sets up the OpenTelemetry SDK with
+ * Tracing end to end: this process sets up the OpenTelemetry SDK with
  * `setupTracing` (sample ratio 1) exporting over real OTLP/HTTP to an in-process receiver
  * (test/helpers/otlp.ts), and runs an in-process Gateway with the shared Mosquitto
  * (127.0.0.1:1883, MQTT 5) and an HTTP route to an in-process server. A device (our DTLS

@@ -1,5 +1,5 @@
 /**
- * HTTP status → bridge outcome (the gateway turns it into a CoAP code, spec §3). Pure.
+ * HTTP status → bridge outcome (the gateway turns it into a CoAP code, docs/protocol.md). Pure.
  *
  * | HTTP                          | Bridge status                 | CoAP | Max-Age               |
  * | ----------------------------- | ----------------------------- | ---- | --------------------- |

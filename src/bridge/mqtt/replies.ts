@@ -1,6 +1,6 @@
 /**
  * Reply correlation: requests wait on a reply topic for the message whose JSON `id` equals
- * theirs (spec §2: reply `{"id","code","data"[,"message"]}`). Pure bookkeeping; the backend
+ * theirs (docs/protocol.md: reply `{"id","code","data"[,"message"]}`). Pure bookkeeping; the backend
  * feeds it every message received on a reply topic and owns subscriptions and timers.
  *
  * - Waiters are keyed by (reply topic, id). Many concurrent requests of one device with

@@ -1,5 +1,5 @@
 /**
- * Per-device MQTT sessions against Mosquitto 2 with password authentication (issue #4):
+ * Per-device MQTT sessions against Mosquitto 2 with password authentication:
  * the test starts its own mosquitto on a free port with a generated password file and an
  * ACL that lets each device use only its own topics. Two devices log in with their own
  * credentials (template login: username `{dk}&{pk}`, password `{secret}`), a third with a

@@ -1,4 +1,4 @@
-/** The command queue's pure parts and the in-memory store (issue #4, spec §5). */
+/** The command queue's pure parts and the in-memory store (docs/protocol.md, "Commands for sleepy devices"). */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {

@@ -1,5 +1,5 @@
 /**
- * The bridge pool's suspect list (issue #9 item 2): suspension doubles per drop, expires,
+ * The bridge pool's suspect list: suspension doubles per drop, expires,
  * is forgotten, is struck once per drop, and is bounded.
  */
 import { test } from 'node:test';

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { activationReply, EnosError } from '../../../src/enos/index.js';
 
 void describe('activationReply', () => {
-  void it('has the shape of spec §4 in the documented key order', () => {
+  void it('has the shape of docs/protocol.md (dynamic activation) in the documented key order', () => {
     const reply = activationReply({
       id: '42',
       assetId: 'asset1',

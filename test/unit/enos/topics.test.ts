@@ -41,7 +41,7 @@ function mqttMatches(filter: string, topic: string): boolean {
   return f.length === t.length;
 }
 
-void describe('parseTopicPath: uplinks (spec §2)', () => {
+void describe('parseTopicPath: uplinks', () => {
   const uplinks = [
     'thing/measurepoint/post',
     'thing/measurepoint/post/batch',
@@ -93,7 +93,7 @@ void describe('parseTopicPath: uplinks (spec §2)', () => {
     }
   });
 
-  void it('ext/session/{pk}/{dk}/thing/activate/info → activate (spec §4)', () => {
+  void it('ext/session/{pk}/{dk}/thing/activate/info → activate', () => {
     assert.deepEqual(
       ok(['topic', 'ext', 'session', 'MuGsF6W4', '15bBZlRknc', 'thing', 'activate', 'info']),
       {
@@ -109,7 +109,7 @@ void describe('parseTopicPath: uplinks (spec §2)', () => {
   });
 });
 
-void describe('parseTopicPath: commands (spec §2, §5)', () => {
+void describe('parseTopicPath: commands (docs/protocol.md)', () => {
   const downlinks: [string, boolean][] = [
     ['thing/service/restart', false],
     ['thing/service/measurepoint/set', false],
