@@ -23,7 +23,7 @@ const FLOORS = {
   dtls: { lines: 93, branches: 85 },
   enos: { lines: 97, branches: 91 },
   gateway: { lines: 91, branches: 81 },
-  redis: { lines: 97, branches: 79 },
+  redis: { lines: 93, branches: 78 },
   telemetry: { lines: 95, branches: 83 },
   tools: { lines: 91, branches: 74 },
   transport: { lines: 90, branches: 73 },
