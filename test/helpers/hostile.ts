@@ -6,6 +6,7 @@
  *
  * Every wait here has a deadline: a test fails with a message instead of hanging.
  */
+import assert from 'node:assert/strict';
 import { createSocket, type Socket } from 'node:dgram';
 import { Writable } from 'node:stream';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
@@ -853,6 +854,54 @@ export class ManualHandshake {
         r();
       }
     });
+  }
+}
+
+/**
+ * A gateway on loopback, a good client already answered once, and hand-driven clients that
+ * are closed with it: the setup of the tests that play with handshakes by hand.
+ */
+export class ManualRig {
+  private readonly clients: ManualHandshake[] = [];
+
+  private constructor(
+    readonly srv: HostileServer & { readonly gateway: Gateway },
+    readonly good: GoodClient,
+  ) {}
+
+  static async start(): Promise<ManualRig> {
+    const srv = await startGateway();
+    const good = await GoodClient.connect(srv.port);
+    await good.ask();
+    return new ManualRig(srv, good);
+  }
+
+  /** A fresh hand-driven client (device002), closed with the rig. */
+  async client(): Promise<ManualHandshake> {
+    const m = await ManualHandshake.open(this.srv.port, OTHER_IDENTITY, OTHER_PSK);
+    this.clients.push(m);
+    return m;
+  }
+
+  /** Runs `send` (one datagram from `m`) and waits until the server read it. */
+  async delivered(send: () => void): Promise<void> {
+    const n = this.srv.stats.datagramsIn;
+    send();
+    await waitFor(() => this.srv.stats.datagramsIn > n, 2_000, 'server to read');
+  }
+
+  /** The hand-driven client works as an association: a CoAP request is answered. */
+  async served(m: ManualHandshake, messageId: number): Promise<void> {
+    m.drain();
+    m.sendData(this.good.payload(messageId));
+    const answer = await m.nextData(3_000);
+    assert.ok(answer.length > 0);
+  }
+
+  async close(): Promise<void> {
+    for (const m of this.clients) await m.close();
+    await this.good.close();
+    await this.srv.close();
   }
 }
 

@@ -13,19 +13,17 @@ import assert from 'node:assert/strict';
 import { CipherSuite, HandshakeType } from '../../src/dtls/constants.js';
 import { clientHelloBody, handshakeMessage } from '../../src/dtls/handshake.js';
 import {
-  GoodClient,
-  ManualHandshake,
-  OTHER_IDENTITY,
-  OTHER_PSK,
+  ManualRig,
   SocketPool,
   dropDelta,
   fragment,
   pump,
   sleep,
   snapshot,
-  startGateway,
   waitFor,
+  type GoodClient,
   type HostileServer,
+  type ManualHandshake,
 } from '../helpers/hostile.js';
 import type { Gateway } from '../../src/gateway/index.js';
 import { plainRecord } from '../../src/dtls/record.js';
@@ -34,44 +32,33 @@ const CKE = HandshakeType.clientKeyExchange;
 const DECODE_ERROR = 50;
 
 describe('hostile: handshake fragments', () => {
+  let rig: ManualRig;
   let srv: HostileServer & { readonly gateway: Gateway };
   let good: GoodClient;
-  const open: ManualHandshake[] = [];
 
   before(async () => {
-    srv = await startGateway();
-    good = await GoodClient.connect(srv.port);
-    await good.ask();
+    rig = await ManualRig.start();
+    srv = rig.srv;
+    good = rig.good;
   });
 
   after(async () => {
-    for (const m of open) await m.close();
-    await good?.close();
-    await srv?.close();
+    await rig?.close();
   });
 
   /** A fresh hand-driven client past the cookie exchange: the server holds its handshake. */
   const afterCookie = async (): Promise<ManualHandshake> => {
-    const m = await ManualHandshake.open(srv.port, OTHER_IDENTITY, OTHER_PSK);
-    open.push(m);
+    const m = await rig.client();
     await m.hello();
     return m;
   };
 
   /** Sends and waits until the server read it. */
-  const deliver = async (m: ManualHandshake, ...fragments: Buffer[]): Promise<void> => {
-    const n = srv.stats.datagramsIn;
-    m.sendHandshakeRecord(...fragments);
-    await waitFor(() => srv.stats.datagramsIn > n, 2_000, 'server to read');
-  };
+  const deliver = (m: ManualHandshake, ...fragments: Buffer[]): Promise<void> =>
+    rig.delivered(() => m.sendHandshakeRecord(...fragments));
 
   /** The hand-driven client works as an association: a CoAP request is answered. */
-  const served = async (m: ManualHandshake): Promise<void> => {
-    m.drain();
-    m.sendData(good.payload(0x5000));
-    const answer = await m.nextData(3_000);
-    assert.ok(answer.length > 0);
-  };
+  const served = (m: ManualHandshake): Promise<void> => rig.served(m, 0x5000);
 
   test('a fragmented ClientHello is never answered', async () => {
     const pool = await SocketPool.open(1);
@@ -317,8 +304,7 @@ describe('hostile: handshake fragments', () => {
 
   test('afterwards: the good client is served and a new client connects', async () => {
     assert.equal((await good.ask()).attempts, 1);
-    const m = await ManualHandshake.open(srv.port, OTHER_IDENTITY, OTHER_PSK);
-    open.push(m);
+    const m = await rig.client();
     await m.establish();
     await served(m);
     assert.deepEqual(srv.internalErrors, []);

@@ -16,50 +16,32 @@ import { ContentType, DTLS_1_2 } from '../../src/dtls/constants.js';
 import { plainRecord } from '../../src/dtls/record.js';
 import { CHANGE_CIPHER_SPEC } from '../../src/dtls/keys.js';
 import {
-  GoodClient,
-  ManualHandshake,
-  OTHER_IDENTITY,
-  OTHER_PSK,
-  startGateway,
+  ManualRig,
   waitFor,
   type HostileServer,
+  type ManualHandshake,
 } from '../helpers/hostile.js';
 
 describe('hostile: integrity of handshakes in progress and finished', () => {
+  let rig: ManualRig;
   let srv: HostileServer & { readonly gateway: Gateway };
-  let good: GoodClient;
-  const open: ManualHandshake[] = [];
 
   before(async () => {
-    srv = await startGateway();
-    good = await GoodClient.connect(srv.port);
-    await good.ask();
+    rig = await ManualRig.start();
+    srv = rig.srv;
   });
 
   after(async () => {
-    for (const m of open) await m.close();
-    await good?.close();
-    await srv?.close();
+    await rig?.close();
   });
 
-  const client = async (): Promise<ManualHandshake> => {
-    const m = await ManualHandshake.open(srv.port, OTHER_IDENTITY, OTHER_PSK);
-    open.push(m);
-    return m;
-  };
+  const client = (): Promise<ManualHandshake> => rig.client();
 
   /** Sends raw bytes from the client's address and waits until the server read them. */
-  const inject = async (m: ManualHandshake, datagram: Buffer): Promise<void> => {
-    const n = srv.stats.datagramsIn;
-    m.send(datagram);
-    await waitFor(() => srv.stats.datagramsIn > n, 2_000, 'server to read');
-  };
+  const inject = (m: ManualHandshake, datagram: Buffer): Promise<void> =>
+    rig.delivered(() => m.send(datagram));
 
-  const served = async (m: ManualHandshake): Promise<void> => {
-    m.drain();
-    m.sendData(good.payload(0x5100));
-    assert.ok((await m.nextData(3_000)).length > 0);
-  };
+  const served = (m: ManualHandshake): Promise<void> => rig.served(m, 0x5100);
 
   test('a forged epoch-1 record between the CKE and the real Finished is dropped silently', async () => {
     const m = await client();
