@@ -207,7 +207,7 @@ export const settings = {
     0,
     'integer',
     'Secrets',
-    'Replicas that must confirm (Redis WAIT) a queued command or an activation before it is acknowledged; 1 with replicas keeps acknowledged writes through a failover.',
+    'Replicas that must confirm (Redis WAIT) a queued command, an activation or a shared association\'s sequence lease before it is used; 1 with replicas keeps them through a failover.',
     { arg: '<n>' },
   ),
   registryUrl: setting(
@@ -699,6 +699,19 @@ export const settings = {
     'DTLS',
     'Length in bytes of the RFC 9146 Connection ID handed to devices that offer the connection_id extension; records are then matched by CID and a device keeps its session when its NAT mapping changes. Random, so unique across pods without coordination. 0 disables CID.',
     { arg: '<n>' },
+  ),
+  associationKey: setting(
+    z
+      .string()
+      .refine(
+        (v) => /^[0-9a-fA-F]{64}$/.test(v) || Buffer.from(v, 'base64').length === 32,
+        'must be 32 bytes: 64 hex characters or base64',
+      ),
+    undefined,
+    'string',
+    'DTLS',
+    'Key (32 bytes, hex or base64) that encrypts DTLS association state in Redis. With Redis and this key, associations are shared: any pod continues any device without a handshake (pod loss, rolling update, NAT rebinding onto another pod). Every pod needs the same key; keep it in a Secret.',
+    { arg: '<key>', secret: true },
   ),
   detailedPskAlerts: setting(
     z.boolean(),

@@ -60,6 +60,11 @@ export interface DtlsServerHandler<P> {
   /** Application data from an established association. */
   onData(assoc: DtlsAssociation<P>, data: Buffer): void;
   onEstablished?(assoc: DtlsAssociation<P>): void;
+  /**
+   * An association established elsewhere was taken over from the shared store; `ms` is the
+   * time from the first record to the adoption (store round trip included).
+   */
+  onAdopted?(assoc: DtlsAssociation<P>, ms: number): void;
   onClosed?(assoc: DtlsAssociation<P>, reason: CloseReason): void;
   onHandshakeFailed?(failure: HandshakeFailure): void;
   /** An exception escaped a handler or the server itself; the datagram was dropped. */

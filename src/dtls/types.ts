@@ -1,5 +1,6 @@
 /** Public types of the DTLS server: what the layer above plugs in and gets back. */
 import { EVICTION_CLASSES } from './association-table.js';
+import { SharedStats } from './shared.js';
 
 export interface PeerAddress {
   readonly address: string;
@@ -27,7 +28,12 @@ export type CloseReason =
   /** A newer handshake of the same peer identity completed, on another address. */
   | 'superseded'
   | 'sequence-exhausted'
-  | 'server-shutdown';
+  | 'server-shutdown'
+  /**
+   * Dropped from this pod's memory but alive in the shared store: another pod took it over,
+   * the memory bound pushed it out, or the pod stopped (drain). The device goes on.
+   */
+  | 'offloaded';
 
 export type HandshakeFailReason =
   | 'psk-rejected'
@@ -119,6 +125,7 @@ export const CLOSE_REASONS: readonly CloseReason[] = [
   'superseded',
   'sequence-exhausted',
   'server-shutdown',
+  'offloaded',
 ];
 
 function zeroes<K extends string>(keys: readonly K[]): Record<K, number> {
@@ -153,6 +160,8 @@ export class DtlsStats {
   readonly closed = zeroes(CLOSE_REASONS);
   /** Associations evicted to make room, by the rule that chose them. */
   readonly evicted = zeroes(EVICTION_CLASSES);
+  /** Association sharing between pods (zero without a shared store). */
+  readonly shared = new SharedStats();
   readonly completedBySuite: Record<string, number> = {};
   /**
    * Failed handshakes by the cipher suite our ServerHello announced (`none` when the

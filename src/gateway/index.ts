@@ -676,6 +676,8 @@ const PRESENCE_CLOSE: Record<
   'server-shutdown': 'shutdown',
   replaced: undefined,
   superseded: undefined,
+  // the association lives on in Redis and the device on another pod
+  offloaded: undefined,
 };
 
 /**
