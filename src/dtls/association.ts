@@ -2,6 +2,7 @@
 import { AlertLevel, AlertDescription, ContentType, HandshakeType } from './constants.js';
 import { encodeFlight, type FlightEntry } from './flight.js';
 import { ALERT_CLOSE_NOTIFY, type EpochState } from './keys.js';
+import type { Lease } from './sharing.js';
 import type { DtlsStats, CloseReason } from './types.js';
 
 export interface AssociationHost {
@@ -9,6 +10,10 @@ export interface AssociationHost {
   readonly stats: DtlsStats;
   /** Removes the association from the server's table and reports it closed. */
   release(assoc: Association<unknown>, reason: CloseReason): void;
+  /** A shared association sealed records (its leased block may need renewing). */
+  sealed(assoc: Association<unknown>): void;
+  /** A shared association's leased blocks are used up: keep `data` until the next one. */
+  holdOut(assoc: Association<unknown>, type: number, data: Buffer): boolean;
 }
 
 export interface DtlsAssociation<P> {
@@ -60,6 +65,8 @@ export class Association<P> implements DtlsAssociation<P> {
   private budget = Infinity;
   /** Something was sent to the unvalidated address since the move. */
   private sentSinceMove = false;
+  /** Where a shared association's leases stand (shared.ts); undefined when not shared. */
+  lease: Lease | undefined;
 
   constructor(
     private readonly host: AssociationHost,
@@ -142,12 +149,24 @@ export class Association<P> implements DtlsAssociation<P> {
 
   send(data: Buffer): boolean {
     if (!this.open) return false;
-    const rec = this.state.seal(ContentType.applicationData, data);
+    return this.sealAndSend(ContentType.applicationData, data);
+  }
+
+  /**
+   * Seals and sends one record. Without a sequence number left: a shared association keeps
+   * the data until its next leased block arrives; otherwise the space is used up.
+   */
+  sealAndSend(type: number, data: Buffer): boolean {
+    const rec = this.state.seal(type, data);
     if (rec === undefined) {
+      if (this.lease !== undefined && !this.state.exhausted)
+        return this.host.holdOut(this, type, data);
       this.host.release(this, 'sequence-exhausted');
       return false;
     }
-    if (this.transmit(rec)) this.host.stats.applicationRecordsOut++;
+    if (this.transmit(rec) && type === ContentType.applicationData)
+      this.host.stats.applicationRecordsOut++;
+    if (this.lease !== undefined) this.host.sealed(this);
     return true;
   }
 
@@ -161,6 +180,7 @@ export class Association<P> implements DtlsAssociation<P> {
     const rec = this.state.seal(ContentType.alert, alert);
     if (rec === undefined) return;
     this.transmit(rec);
+    if (this.lease !== undefined) this.host.sealed(this);
   }
 
   /**

@@ -6,6 +6,7 @@ import {
   createRecordCipher,
   splitKeyBlock,
   suiteParams,
+  type DirectionKeys,
   type RecordCipher,
 } from './record-cipher.js';
 import { ReplayWindow } from './replay-window.js';
@@ -25,6 +26,8 @@ export interface SessionKeys {
   readonly master: Buffer;
   readonly clientWrite: RecordCipher;
   readonly serverWrite: RecordCipher;
+  /** The key material of both directions (for a shared association's snapshot). */
+  readonly keys: { readonly client: DirectionKeys; readonly server: DirectionKeys };
 }
 
 export function deriveSessionKeys(p: KeyScheduleInput): SessionKeys {
@@ -43,6 +46,7 @@ export function deriveSessionKeys(p: KeyScheduleInput): SessionKeys {
     master,
     clientWrite: createRecordCipher(p.suite, client, p.encryptThenMac),
     serverWrite: createRecordCipher(p.suite, server, p.encryptThenMac),
+    keys: { client, server },
   };
 }
 
@@ -76,6 +80,19 @@ export class EpochState {
    * when none was negotiated or the peer asked for a zero-length one (plain records then).
    */
   writeCid: Buffer | undefined;
+  /**
+   * Write sequence numbers below this may be used (exclusive). The 48-bit space alone, or for
+   * a shared association the end of the block leased from the store (shared.ts): a pod never
+   * seals with a number outside its blocks.
+   */
+  writeLimit = MAX_SEQUENCE;
+  /** The next leased block [start, limit), taken when the current one is used up. */
+  private nextBlock: readonly [number, number] | undefined;
+  /**
+   * Records at or above this sequence number are authenticated but not accepted
+   * ({@link open} answers 'fenced'): a shared association's receive limit. Infinity alone.
+   */
+  acceptBelow = Infinity;
 
   constructor(
     readonly epoch: number,
@@ -84,10 +101,61 @@ export class EpochState {
     private writeSeq = 0,
   ) {}
 
-  /** Seals one record; `undefined` when the 48-bit sequence space is exhausted. */
+  /** The next write sequence number. */
+  get nextWriteSeq(): number {
+    return this.writeSeq;
+  }
+
+  /** Write sequence numbers usable without a new lease (current and next block). */
+  get writesLeft(): number {
+    const n = this.nextBlock;
+    return this.writeLimit - this.writeSeq + (n === undefined ? 0 : n[1] - n[0]);
+  }
+
+  /** Whether the 48-bit sequence space is used up (no lease can help). */
+  get exhausted(): boolean {
+    return this.writeSeq >= MAX_SEQUENCE;
+  }
+
+  /**
+   * Adds a leased block [start, start + count): used at once when the current block is used
+   * up, else after it. Blocks come from one counter, so a later block never starts lower.
+   */
+  addWriteBlock(start: number, count: number): void {
+    const limit = Math.min(MAX_SEQUENCE, start + count);
+    if (this.writeSeq >= this.writeLimit) {
+      this.writeSeq = Math.max(this.writeSeq, start);
+      this.writeLimit = limit;
+    } else this.nextBlock = [start, limit];
+  }
+
+  /**
+   * Seals one record; `undefined` when no sequence number is left: the 48-bit space is used
+   * up ({@link exhausted}) or the leased blocks are.
+   */
   seal(type: number, plaintext: Buffer): Buffer | undefined {
-    if (this.writeSeq >= MAX_SEQUENCE) return undefined;
+    if (this.writeSeq >= this.writeLimit && !this.takeNextBlock()) return undefined;
     return this.writer.seal(type, this.epoch, this.writeSeq++, plaintext, this.writeCid);
+  }
+
+  /**
+   * No more leases: the whole space from `floor` up is this state's alone (a shared
+   * association the store never acknowledged; no pod leases that high).
+   */
+  unlease(floor: number): void {
+    this.writeSeq = Math.max(this.writeSeq, floor);
+    this.writeLimit = MAX_SEQUENCE;
+    this.nextBlock = undefined;
+    this.acceptBelow = Infinity;
+  }
+
+  private takeNextBlock(): boolean {
+    const n = this.nextBlock;
+    if (n === undefined) return false;
+    this.nextBlock = undefined;
+    this.writeSeq = Math.max(this.writeSeq, n[0]);
+    this.writeLimit = n[1];
+    return this.writeSeq < this.writeLimit;
   }
 
   /**
@@ -103,22 +171,29 @@ export class EpochState {
    * tls12_cid record is unwrapped (RFC 9146 §4: content ‖ real type ‖ zeros); one whose inner
    * plaintext is all zeros authenticated but is malformed.
    */
-  open(rec: DtlsRecord): Buffer | 'replay' | 'bad-mac' | 'malformed-record' {
+  open(rec: DtlsRecord): Buffer | 'replay' | 'bad-mac' | 'malformed-record' | 'fenced' {
     if (!this.window.check(rec.seq)) return 'replay';
     const cid = rec.cid;
-    const pt = this.reader.open(rec.type, rec.version, rec.epoch, rec.seq, rec.body, cid);
+    let pt = this.reader.open(rec.type, rec.version, rec.epoch, rec.seq, rec.body, cid);
     if (pt === undefined) return 'bad-mac';
-    this.window.accept(rec.seq);
-    if (cid === undefined) {
-      this.contentType = rec.type;
-      return pt;
+    if (cid === undefined) this.contentType = rec.type;
+    else {
+      let i = pt.length - 1;
+      while (i >= 0 && pt[i] === 0) i--;
+      const real = pt[i];
+      if (real === undefined) {
+        this.window.accept(rec.seq);
+        return 'malformed-record';
+      }
+      this.contentType = real;
+      pt = pt.subarray(0, i);
     }
-    let i = pt.length - 1;
-    while (i >= 0 && pt[i] === 0) i--;
-    const real = pt[i];
-    if (real === undefined) return 'malformed-record';
-    this.contentType = real;
-    return pt.subarray(0, i);
+    if (rec.seq >= this.acceptBelow) {
+      // authenticated, but past the receive limit: the caller raises it and comes back
+      return 'fenced';
+    }
+    this.window.accept(rec.seq);
+    return pt;
   }
 
   overhead(length: number): number {

@@ -42,6 +42,17 @@ export class ReplayWindow {
     else this.hi = (this.hi | (1 << (diff - 32))) >>> 0;
   }
 
+  /**
+   * Refuses everything below `floor` from now on, as if all of it had been received (an
+   * adopted shared association: records below its fence may have been accepted elsewhere).
+   */
+  refuseBelow(floor: number): void {
+    if (floor - 1 <= this.max) return;
+    this.max = floor - 1;
+    this.lo = 0xffffffff;
+    this.hi = 0xffffffff;
+  }
+
   /** Highest sequence number accepted so far, -1 if none. */
   get highest(): number {
     return this.max;

@@ -31,6 +31,7 @@ import {
   type ClientHello,
 } from './handshake.js';
 import { CHANGE_CIPHER_SPEC, EpochState, Transcript, deriveSessionKeys } from './keys.js';
+import type { DirectionKeys } from './record-cipher.js';
 import { verifyData } from './prf.js';
 import { Reassembler, type HandshakeMessage } from './reassembly.js';
 import { plainRecord, type DtlsRecord } from './record.js';
@@ -83,6 +84,10 @@ export interface CompletedHandshake<P> {
   readonly clientRandom: Buffer;
   /** The CID the client puts in its records to us, when one was negotiated. */
   readonly connectionId: Buffer | undefined;
+  /** The CID we put in our records to the client (may be empty or absent). */
+  readonly peerConnectionId: Buffer | undefined;
+  /** Both directions' key material (a shared association's snapshot carries it). */
+  readonly keys: { readonly client: DirectionKeys; readonly server: DirectionKeys } | undefined;
   /** ms from the verified ClientHello to the client's Finished. */
   readonly durationMs: number;
 }
@@ -124,6 +129,7 @@ export class ServerHandshake<P> {
   private flight: FlightEntry[] = [];
   private epoch1: EpochState | undefined;
   private master: Buffer | undefined;
+  private directionKeys: { client: DirectionKeys; server: DirectionKeys } | undefined;
   private ccsSeen = false;
   private held: DtlsRecord[] = [];
   /** Set when the lookup refused the identity and the handshake goes on with a random key. */
@@ -355,7 +361,8 @@ export class ServerHandshake<P> {
       this.onAuthenticationFailure();
       return;
     }
-    if (pt === 'malformed-record') {
+    if (pt === 'malformed-record' || pt === 'fenced') {
+      // (fenced: never here; the handshake's epoch has no receive limit)
       this.host.stats.drops['malformed-record']++;
       return;
     }
@@ -514,6 +521,7 @@ export class ServerHandshake<P> {
       encryptThenMac: this.etm,
     });
     this.master = keys.master;
+    this.directionKeys = keys.keys;
     this.epoch1 = new EpochState(1, keys.clientWrite, keys.serverWrite);
     if (this.peerCid !== undefined && this.peerCid.length > 0) this.epoch1.writeCid = this.peerCid;
     this.principal = r.ok ? r.principal : undefined;
@@ -578,6 +586,8 @@ export class ServerHandshake<P> {
       clientFinishedSeq: m.messageSeq,
       clientRandom: this.clientRandom,
       connectionId: this.cid,
+      peerConnectionId: this.peerCid,
+      keys: this.directionKeys,
       durationMs: this.host.now() - this.startedAt,
     });
   }

@@ -29,6 +29,16 @@ import {
   type AdmissionPolicy,
 } from './association-table.js';
 import { CookieJar } from './cookie.js';
+import { EpochState } from './keys.js';
+import { createRecordCipher } from './record-cipher.js';
+import {
+  Lease,
+  Sharing,
+  type HeldRecord,
+  type SharingHost,
+  type SharingOptions,
+} from './sharing.js';
+import { sealSnapshot, type AssociationSnapshot } from './snapshot.js';
 import { DtlsError } from './errors.js';
 import {
   handshakeMessage,
@@ -122,9 +132,23 @@ export interface DtlsServerOptions<P> {
    * (default 8; 0: CID is not negotiated). At most 32.
    */
   readonly cidLength?: number;
+  /**
+   * Share associations between servers (pods) through a store: each association is stored
+   * after its handshake, and a record for one this server does not hold is looked up and
+   * adopted (shared.ts). With sharing, associations pushed out of memory (maxAssociations)
+   * or left at shutdown live on in the store instead of being closed.
+   */
+  readonly shared?: SharingOptions & { readonly principal: PrincipalCodec<P> };
   /** How often idle associations are looked for (default: idle timeout / 10, at most 30 s). */
   readonly sweepIntervalMs?: number;
   readonly now?: () => number;
+}
+
+/** How the layer above's principal goes into a shared association's snapshot and back. */
+export interface PrincipalCodec<P> {
+  encode(p: P): unknown;
+  /** Undefined when the value is not a principal (another version wrote it). */
+  decode(v: unknown): P | undefined;
 }
 
 /** Re-ordering the LRU on every record costs a Map delete+set; once a second is enough. */
@@ -134,7 +158,9 @@ const UNKNOWN_REPORT_MS = 1000;
 /** Tries at a fresh random CID before the handshake goes on without one. */
 const CID_ATTEMPTS = 8;
 
-export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
+export class DtlsServer<P>
+  implements AssociationHost, HandshakeHost<P>, SharingHost<Association<P>>
+{
   readonly stats = new DtlsStats();
   readonly settings: HandshakeSettings;
   private readonly associations: AssociationTable<Association<P>>;
@@ -156,6 +182,8 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
   private readonly stalledMs: number;
   private readonly idleTimeoutMs: number;
   private readonly sweeper: NodeJS.Timeout;
+  private readonly sharing: Sharing<Association<P>> | undefined;
+  private readonly principalCodec: PrincipalCodec<P> | undefined;
   private accepting = true;
   /** A ClientHello of the current datagram was already handled. */
   private helloAnswered = false;
@@ -199,6 +227,14 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     const sweep = opts.sweepIntervalMs ?? Math.min(30_000, Math.max(100, this.idleTimeoutMs / 10));
     this.sweeper = setInterval(() => this.sweep(), sweep);
     this.sweeper.unref();
+    this.principalCodec = opts.shared?.principal;
+    this.sharing =
+      opts.shared === undefined ? undefined : new Sharing(this, opts.shared, this.idleTimeoutMs);
+  }
+
+  /** Whether associations are shared through a store. */
+  get sharingOn(): boolean {
+    return this.sharing !== undefined;
   }
 
   get associationCount(): number {
@@ -318,7 +354,8 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
       return;
     }
     if (assoc === undefined) {
-      this.unknownRecord(address, port, 'unknown-peer');
+      if (this.sharing !== undefined) this.sharing.lookup(`a:${key}`, { rec, key, address, port });
+      else this.unknownRecord(address, port, 'unknown-peer');
       return;
     }
     if (assoc.connectionId !== undefined) {
@@ -346,7 +383,9 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
         else hs.onRecord(rec);
         return;
       }
-      this.unknownRecord(address, port, 'unknown-cid');
+      if (this.sharing !== undefined && cid !== undefined && cid.length > 0)
+        this.sharing.lookup(`c:${cid.toString('hex')}`, { rec, key, address, port });
+      else this.unknownRecord(address, port, 'unknown-cid');
       return;
     }
     this.stats.demux.cid++;
@@ -372,6 +411,11 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     const newest = rec.cid !== undefined && assoc.state.isNewest(rec);
     const pt = assoc.state.open(rec);
     if (typeof pt === 'string') {
+      if (pt === 'fenced') {
+        span?.end();
+        this.sharing?.fenced(assoc, { rec, key, address, port });
+        return;
+      }
       this.stats.drops[pt]++;
       endWithError(span, pt);
       return;
@@ -379,6 +423,7 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     span?.end();
     const now = this.now();
     if (rec.cid !== undefined) this.followPeer(assoc, key, address, port, newest, rec, now);
+    if (assoc.lease !== undefined) this.sharing?.received(assoc, rec.seq);
     const data = assoc.onPlaintext(assoc.state.contentType, pt, now);
     // keep the table in least-recently-active order for eviction; data makes a device active
     this.associations.touch(assoc.peer, now, data !== undefined);
@@ -604,7 +649,183 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     );
     this.associations.add(hs.key, assoc, admission, assoc.establishedAt);
     if (cid !== undefined) this.byCid.set(cid.toString('latin1'), assoc);
+    if (this.sharing !== undefined) this.share(assoc, r, admission.key);
     this.handler.onEstablished?.(assoc);
+  }
+
+  /**
+   * Stores a new association for other pods. Until the store acknowledges it, the creator
+   * holds the first leases (it may seal below `txLease` and accept below `rxLease`); if the
+   * store refuses, the association stays this pod's alone (see {@link EpochState.unlease}).
+   */
+  private share(assoc: Association<P>, r: CompletedHandshake<P>, identity?: string): void {
+    const sharing = this.sharing;
+    const codec = this.principalCodec;
+    if (sharing === undefined || codec === undefined || r.keys === undefined) return;
+    const cid = r.connectionId;
+    const handle = cid !== undefined ? `c:${cid.toString('hex')}` : `a:${assoc.peer}`;
+    const snapshot: AssociationSnapshot = {
+      suite: r.suite,
+      encryptThenMac: r.encryptThenMac,
+      extendedMasterSecret: r.extendedMasterSecret,
+      epoch: r.state.epoch,
+      client: r.keys.client,
+      server: r.keys.server,
+      connectionId: cid,
+      peerConnectionId: r.peerConnectionId,
+      address: assoc.address,
+      port: assoc.port,
+      identity: r.identity,
+      principal: codec.encode(r.principal),
+      establishedAt: assoc.establishedAt,
+      handshakeDurationMs: assoc.handshakeDurationMs,
+      clientRandom: r.clientRandom,
+    };
+    assoc.lease = new Lease(handle);
+    // the client's Finished was the first record: its fence comes down once it is quiet
+    sharing.busy(assoc, assoc.lease);
+    r.state.writeLimit = sharing.txLease;
+    r.state.acceptBelow = sharing.rxLease;
+    sharing.known(handle);
+    sharing.create(assoc, sealSnapshot(snapshot, sharing.key, handle), identity, (ok) => {
+      if (ok || !assoc.open) return;
+      // not shared after all: this pod alone, from a sequence range no lease reaches
+      const lease = assoc.lease;
+      assoc.lease = undefined;
+      assoc.state.unlease(UNSHARED_SEQUENCE_BASE);
+      if (lease !== undefined) this.drainHeld(assoc, lease);
+    });
+  }
+
+  /** Delivers and sends what a lease no longer needed holds. */
+  private drainHeld(assoc: Association<P>, lease: Lease): void {
+    for (const h of lease.heldIn.splice(0)) this.deliver(assoc, h.key, h.address, h.port, h.rec);
+    for (const o of lease.heldOut.splice(0)) assoc.sealAndSend(o.type, o.data);
+  }
+
+  // SharingHost: what the shared store's answers do here
+
+  adopted(
+    handle: string,
+    snapshot: AssociationSnapshot,
+    rx: { floor: number; limit: number },
+    txStart: number,
+    held: readonly HeldRecord[],
+    startedAt: number,
+  ): void {
+    const first = held[0];
+    const principal = this.principalCodec?.decode(snapshot.principal);
+    const sharing = this.sharing;
+    if (first === undefined || sharing === undefined || this.closed) return;
+    if (principal === undefined) {
+      this.stats.shared.lookups.error++;
+      this.unknown(held);
+      return;
+    }
+    const cid = snapshot.connectionId;
+    const here =
+      cid !== undefined ? this.byCid.get(cid.toString('latin1')) : this.associations.get(first.key);
+    if (here !== undefined) {
+      // made here meanwhile (a handshake): the records go to it
+      for (const h of held) this.onRecord(h.key, h.address, h.port, h.rec);
+      return;
+    }
+    const now = this.now();
+    const admission = this.policy.admission(snapshot.identity, principal);
+    const plan = this.associations.plan(first.key, admission, now);
+    if (plan === undefined) {
+      this.unknown(held);
+      return;
+    }
+    this.makeRoom(plan);
+    const etm = snapshot.encryptThenMac;
+    const state = new EpochState(
+      snapshot.epoch,
+      createRecordCipher(snapshot.suite, snapshot.client, etm),
+      createRecordCipher(snapshot.suite, snapshot.server, etm),
+      txStart,
+    );
+    state.writeLimit = txStart + sharing.txLease;
+    const peerCid = snapshot.peerConnectionId;
+    if (peerCid !== undefined && peerCid.length > 0) state.writeCid = peerCid;
+    state.window.refuseBelow(rx.floor);
+    state.acceptBelow = rx.limit;
+    const assoc = new Association<P>(
+      this,
+      cid === undefined ? first.key : `${first.key}#${cid.toString('hex')}`,
+      first.address,
+      first.port,
+      principal,
+      snapshot.identity,
+      cipherSuiteName.get(snapshot.suite) ?? String(snapshot.suite),
+      snapshot.extendedMasterSecret,
+      etm,
+      state,
+      { seq: 0 },
+      [],
+      -1,
+      snapshot.establishedAt,
+      snapshot.handshakeDurationMs,
+      snapshot.clientRandom,
+      cid,
+      first.key,
+    );
+    assoc.lastActivity = now;
+    const lease = new Lease(handle);
+    lease.ready = true;
+    assoc.lease = lease;
+    // a device seen from elsewhere than its handshake's address: the RFC 9853 budget applies
+    // until it answers there (RFC 9146 §6 address update, as on one pod)
+    if (first.key !== peerKey(snapshot.address, snapshot.port))
+      assoc.moveTo(first.key, first.address, first.port, 0);
+    this.associations.add(first.key, assoc, admission, now);
+    if (cid !== undefined) this.byCid.set(cid.toString('latin1'), assoc);
+    this.stats.shared.adoptions[cid !== undefined ? 'cid' : 'address']++;
+    this.handler.onAdopted?.(assoc, now - startedAt);
+    this.redeliver(assoc, held);
+  }
+
+  authenticates(snapshot: AssociationSnapshot, rec: DtlsRecord): boolean {
+    if (rec.epoch !== snapshot.epoch) return false;
+    const reader = createRecordCipher(snapshot.suite, snapshot.client, snapshot.encryptThenMac);
+    return reader.open(rec.type, rec.version, rec.epoch, rec.seq, rec.body, rec.cid) !== undefined;
+  }
+
+  unknown(held: readonly HeldRecord[]): void {
+    for (const h of held)
+      this.unknownRecord(
+        h.address,
+        h.port,
+        h.rec.type === ContentType.tls12Cid ? 'unknown-cid' : 'unknown-peer',
+      );
+  }
+
+  redeliver(assoc: Association<P>, held: readonly HeldRecord[]): void {
+    for (const h of held) {
+      if (!assoc.open) return;
+      this.deliver(assoc, h.key, h.address, h.port, h.rec);
+    }
+  }
+
+  flushOut(assoc: Association<P>): void {
+    const lease = assoc.lease;
+    if (lease === undefined) return;
+    for (const o of lease.heldOut.splice(0)) {
+      if (!assoc.open) return;
+      assoc.sealAndSend(o.type, o.data);
+    }
+  }
+
+  lost(assoc: Association<P>): void {
+    this.release(assoc, 'offloaded');
+  }
+
+  sealed(assoc: Association<unknown>): void {
+    this.sharing?.sent(assoc as Association<P>);
+  }
+
+  holdOut(assoc: Association<unknown>, type: number, data: Buffer): boolean {
+    return this.sharing?.holdOut(assoc as Association<P>, type, data) ?? false;
   }
 
   failed(
@@ -637,6 +858,14 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     if (cid !== undefined && this.byCid.get(cid.toString('latin1')) === assoc)
       this.byCid.delete(cid.toString('latin1'));
     this.stats.closed[reason]++;
+    const sharing = this.sharing;
+    if (sharing !== undefined && assoc.lease !== undefined) {
+      // offloaded: lives on in the store; any other end: gone for every pod
+      if (reason === 'offloaded') {
+        this.stats.shared.offloaded++;
+        sharing.offload(assoc as Association<P>);
+      } else sharing.remove(assoc as Association<P>);
+    }
     this.handler.onClosed?.(assoc as Association<P>, reason);
   }
 
@@ -648,8 +877,13 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     if (plan.replaced !== undefined) this.release(plan.replaced, 'replaced');
     if (plan.superseded !== undefined) this.release(plan.superseded, 'superseded');
     for (const { assoc, cls } of plan.evicted) {
-      assoc.sendAlert(ALERT_CLOSE_NOTIFY);
       this.stats.evicted[cls]++;
+      // out of memory only: a shared association lives on in the store (not past a group cap)
+      if (assoc.lease !== undefined && cls !== 'group-cap') {
+        this.release(assoc, 'offloaded');
+        continue;
+      }
+      assoc.sendAlert(ALERT_CLOSE_NOTIFY);
       this.release(assoc, 'evicted');
     }
   }
@@ -658,24 +892,57 @@ export class DtlsServer<P> implements AssociationHost, HandshakeHost<P> {
     const limit = this.now() - this.idleTimeoutMs;
     for (const a of [...this.associations.values()]) {
       if (a.lastActivity < limit) {
+        // a shared one leaves memory; the store's expiry ends it for good
+        if (a.lease !== undefined) {
+          this.release(a, 'offloaded');
+          continue;
+        }
         a.sendAlert(ALERT_CLOSE_NOTIFY);
         this.release(a, 'idle');
       }
     }
   }
 
-  /** Sends close_notify to every established peer, abandons handshakes, stops timers. */
+  /**
+   * Before stopping with sharing on: no new handshakes, and every shared association's
+   * receive fence comes down to just above its last record, so the device goes on with
+   * whichever pod it reaches next, from exactly there. Resolves with how many the store
+   * took, at the latest after `timeoutMs`.
+   */
+  async handOver(timeoutMs: number): Promise<number> {
+    this.stopAccepting();
+    if (this.sharing === undefined) return 0;
+    const shared = [...this.associations.values()].filter((a) => a.lease !== undefined);
+    return this.sharing.handOver(shared, timeoutMs);
+  }
+
+  /**
+   * Abandons handshakes, stops timers, and ends every association: close_notify to each,
+   * except shared ones, which stay in the store for other pods (no close_notify: the
+   * device goes on elsewhere).
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.sweeper);
+    this.sharing?.close();
     for (const hs of [...this.handshakes.values()]) hs.abort('server-shutdown');
     for (const a of [...this.associations.values()]) {
+      if (a.lease !== undefined) {
+        this.release(a, 'offloaded');
+        continue;
+      }
       a.sendAlert(ALERT_CLOSE_NOTIFY);
       this.release(a, 'server-shutdown');
     }
   }
 }
+
+/**
+ * Write sequence numbers from here up belong to associations the store never acknowledged:
+ * leases start at 0 and grow by blocks, and no association sends 2^47 records.
+ */
+const UNSHARED_SEQUENCE_BASE = 2 ** 47;
 
 function noAdmissionPolicy(): Admission {
   return NO_ADMISSION;

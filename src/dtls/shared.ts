@@ -38,6 +38,13 @@ export interface AdoptedState {
  */
 export interface SharedAssociationStore {
   /**
+   * Reads an association without changing it: its sealed snapshot and receive fence, or
+   * undefined when none is stored. A pod peeks, authenticates the record that asked for the
+   * association with the snapshot's keys, and only then adopts: a forged or replayed record
+   * never moves an association.
+   */
+  peek(handle: string): Promise<{ readonly blob: Buffer; readonly rxFence: number } | undefined>;
+  /**
    * Stores a new association held by `owner`: its sealed `blob`, the write counter at
    * `txNext` (the creator holds [0, txNext)), the receive fence at `rxFence`, all expiring
    * after `ttlMs` without a lease. With `identity`, it becomes that identity's live
@@ -96,7 +103,7 @@ export class MemoryAssociationStore implements SharedAssociationStore {
   private readonly entries = new Map<string, MemoryEntry>();
   private readonly identities = new Map<string, string>();
   /** Calls made, by method (tests assert that steady state costs none). */
-  readonly calls = { create: 0, adopt: 0, leaseTx: 0, setRxFence: 0, remove: 0 };
+  readonly calls = { peek: 0, create: 0, adopt: 0, leaseTx: 0, setRxFence: 0, remove: 0 };
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -111,6 +118,12 @@ export class MemoryAssociationStore implements SharedAssociationStore {
       return undefined;
     }
     return e;
+  }
+
+  peek(handle: string): Promise<{ blob: Buffer; rxFence: number } | undefined> {
+    this.calls.peek++;
+    const e = this.live(handle);
+    return Promise.resolve(e === undefined ? undefined : { blob: e.blob, rxFence: e.rx });
   }
 
   create(
@@ -155,7 +168,12 @@ export class MemoryAssociationStore implements SharedAssociationStore {
     return Promise.resolve(out);
   }
 
-  leaseTx(handle: string, owner: string, count: number, ttlMs: number): Promise<number | undefined> {
+  leaseTx(
+    handle: string,
+    owner: string,
+    count: number,
+    ttlMs: number,
+  ): Promise<number | undefined> {
     this.calls.leaseTx++;
     const e = this.live(handle);
     if (e?.owner !== owner) return Promise.resolve(undefined);
@@ -188,9 +206,11 @@ export class SharedStats {
   /**
    * Store lookups for records of unknown associations, by result: found (adopted), missing
    * (nothing stored), negative (answered by the negative cache, no lookup), limited (too
-   * many lookups in flight, record dropped), error (store unreachable or snapshot unreadable).
+   * many lookups in flight, record dropped), unproven (stored, but no held record
+   * authenticated above the fence: forged or replayed, nothing moved), error (store
+   * unreachable or snapshot unreadable).
    */
-  readonly lookups = { found: 0, missing: 0, negative: 0, limited: 0, error: 0 };
+  readonly lookups = { found: 0, missing: 0, negative: 0, limited: 0, unproven: 0, error: 0 };
   /** Lease operations, by kind: write blocks, receive-fence raises, quiet lowerings. */
   readonly leases = { tx: 0, rx: 0, lower: 0 };
   /** Lease operations refused because another pod holds the association now. */

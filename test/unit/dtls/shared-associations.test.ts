@@ -1,0 +1,345 @@
+/**
+ * Two DtlsServers ("pods") sharing associations through one MemoryAssociationStore, behind a
+ * UDP relay that plays the load balancer (it forwards each client flow from its own back
+ * socket, like a Service's DNAT, and can switch the flows to the other pod). Our DtlsClient is
+ * the device; the servers echo application data, so an answer shows which pod served it.
+ */
+import { afterEach, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { createSocket, type Socket } from 'node:dgram';
+
+import { DtlsClient } from '../../../src/dtls/client.js';
+import { CipherSuite } from '../../../src/dtls/constants.js';
+import { DtlsServer, type DtlsServerOptions } from '../../../src/dtls/server.js';
+import { MemoryAssociationStore } from '../../../src/dtls/shared.js';
+import { sealSnapshot, openSnapshot } from '../../../src/dtls/snapshot.js';
+
+const PSK = Buffer.from('0123456789abcdef');
+const IDENTITY = 'demoPK01,device001,2,3600';
+const KEY = randomBytes(32);
+
+async function udp(): Promise<Socket> {
+  const s = createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+  return s;
+}
+
+async function until(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+interface Pod {
+  readonly name: string;
+  readonly server: DtlsServer<string>;
+  readonly port: number;
+  /** Application data each pod received, in order. */
+  readonly got: string[];
+  adopted: number;
+  /** A crashed pod hears nothing and sends nothing. */
+  dead: boolean;
+  close(): Promise<void>;
+}
+
+async function pod(
+  name: string,
+  store: MemoryAssociationStore,
+  opts: Partial<DtlsServerOptions<string>> & { quietMs?: number; rxLease?: number } = {},
+): Promise<Pod> {
+  const socket = await udp();
+  const p: Pod = {
+    name,
+    server: undefined as unknown as DtlsServer<string>,
+    port: socket.address().port,
+    got: [],
+    adopted: 0,
+    dead: false,
+    close: async () => {
+      p.server.close();
+      await new Promise<void>((done) => socket.close(() => done()));
+    },
+  };
+  const server = new DtlsServer<string>({
+    ...opts,
+    send: (data, port, address) => {
+      if (!p.dead) socket.send(data, port, address);
+    },
+    shared: {
+      store,
+      key: KEY,
+      quietMs: opts.quietMs ?? 200,
+      ...(opts.rxLease !== undefined ? { rxLease: opts.rxLease } : {}),
+      principal: {
+        encode: (x) => x,
+        decode: (v) => (typeof v === 'string' ? v : undefined),
+      },
+    },
+    handler: {
+      resolvePsk: (identity) =>
+        identity.toString() === IDENTITY
+          ? { ok: true, psk: PSK, principal: 'device001' }
+          : { ok: false, alert: 'unknown_psk_identity', reason: 'unknown-device' },
+      onData: (assoc, data) => {
+        p.got.push(data.toString());
+        assoc.send(Buffer.from(`${name}:${data.toString()}`));
+      },
+      onAdopted: () => {
+        p.adopted++;
+      },
+    },
+  });
+  (p as { server: DtlsServer<string> }).server = server;
+  socket.on('message', (msg, rinfo) => {
+    if (!p.dead) server.handleDatagram(msg, rinfo.address, rinfo.port);
+  });
+  return p;
+}
+
+/**
+ * The load balancer: clients talk to `port`; each client flow leaves from a back socket of
+ * its own toward the current target pod, answers come back the same way. `captured` keeps
+ * every datagram a client sent, for replays.
+ */
+class Relay {
+  readonly captured: Buffer[] = [];
+  private readonly flows = new Map<string, Socket>();
+  private constructor(
+    private readonly front: Socket,
+    public target: number,
+  ) {}
+
+  static async start(target: number): Promise<Relay> {
+    const front = await udp();
+    const r = new Relay(front, target);
+    front.on('message', (msg, rinfo) => void r.forward(msg, rinfo.address, rinfo.port));
+    return r;
+  }
+
+  get port(): number {
+    return this.front.address().port;
+  }
+
+  private async forward(msg: Buffer, address: string, port: number): Promise<void> {
+    const k = `${address}|${port}`;
+    let back = this.flows.get(k);
+    if (back === undefined) {
+      back = await udp();
+      this.flows.set(k, back);
+      back.on('message', (m) => this.front.send(m, port, address));
+    }
+    this.captured.push(Buffer.from(msg));
+    back.send(msg, this.target, '127.0.0.1');
+  }
+
+  /** Sends `msg` to the target pod from the back socket of the (first) client flow. */
+  inject(msg: Buffer): void {
+    const back = this.flows.values().next().value;
+    assert.ok(back !== undefined);
+    back.send(msg, this.target, '127.0.0.1');
+  }
+
+  async close(): Promise<void> {
+    for (const s of [this.front, ...this.flows.values()])
+      await new Promise<void>((done) => s.close(() => done()));
+  }
+}
+
+function inbox(c: DtlsClient): string[] {
+  const got: string[] = [];
+  c.on('message', (m) => got.push(m.toString()));
+  return got;
+}
+
+async function ask(c: DtlsClient, got: string[], text: string): Promise<string> {
+  const n = got.length;
+  c.send(Buffer.from(text));
+  await until(`an answer to ${text}`, () => got.length > n);
+  return got[n] ?? '';
+}
+
+for (const withCid of [true, false]) {
+  describe(`Shared associations ${withCid ? 'with a CID' : 'by address (no CID)'}`, () => {
+    let store: MemoryAssociationStore;
+    let a: Pod;
+    let b: Pod;
+    let lb: Relay;
+    let client: DtlsClient | undefined;
+
+    before(() => {
+      store = new MemoryAssociationStore();
+    });
+    afterEach(async () => {
+      await client?.close();
+      client = undefined;
+      await lb.close();
+      await a.close();
+      await b.close();
+    });
+
+    async function setUp(
+      o: { quietMs?: number; rxLease?: number; suite?: number; crashes?: boolean } = {},
+    ) {
+      // a pod that is to crash never lowers a fence (a dead pod does nothing)
+      a = await pod('A', store, o.crashes === true ? { ...o, quietMs: 3_600_000 } : o);
+      b = await pod('B', store, o);
+      lb = await Relay.start(a.port);
+      client = await DtlsClient.connect({
+        host: '127.0.0.1',
+        port: lb.port,
+        identity: IDENTITY,
+        psk: PSK,
+        ...(o.suite !== undefined ? { cipherSuites: [o.suite] } : {}),
+        ...(withCid ? { connectionId: Buffer.alloc(0) } : {}),
+      });
+      const got = inbox(client);
+      await until('stored', () => a.server.stats.shared.stored === 1);
+      return { c: client, got };
+    }
+
+    for (const suite of [
+      CipherSuite.TLS_PSK_WITH_AES_128_CCM_8,
+      CipherSuite.TLS_PSK_WITH_AES_128_CBC_SHA256,
+    ]) {
+      it(`suite 0x${suite.toString(16)}: the other pod continues the association with no handshake; steady state asks the store nothing per record`, async () => {
+        const { c, got } = await setUp({ suite });
+        assert.equal(await ask(c, got, 'one'), 'A:one');
+        lb.target = b.port;
+        assert.equal(await ask(c, got, 'two'), 'B:two');
+        assert.equal(b.adopted, 1);
+        assert.equal(b.server.stats.handshakesStarted, 0, 'no handshake on B');
+        assert.equal(b.server.stats.shared.adoptions[withCid ? 'cid' : 'address'], 1);
+        const calls = { ...store.calls };
+        for (let i = 0; i < 10; i++) assert.equal(await ask(c, got, `m${i}`), `B:m${i}`);
+        // ten records in and out fit the leases B took at adoption
+        assert.deepEqual(store.calls, calls, 'no store call for ten exchanges');
+      });
+    }
+
+    it('sends past the leased block: the next block comes from the store, nonces never repeat', async () => {
+      const { c, got } = await setUp({ rxLease: 8 });
+      lb.target = b.port;
+      for (let i = 0; i < 300; i++) {
+        const n = got.length;
+        c.send(Buffer.from(`x${i}`));
+        await until('answer', () => got.length > n);
+      }
+      assert.equal(got.at(-1), 'B:x299');
+      assert.ok(b.server.stats.shared.leases.tx >= 1, 'a write block was leased');
+      assert.ok(b.server.stats.shared.leases.rx >= 300 / 8 / 2, 'fence raised along');
+    });
+
+    it('a pod crash: records captured before it are replayed to the other pod and none is accepted; the device goes on', async () => {
+      const { c, got } = await setUp({ rxLease: 8, crashes: true });
+      for (let i = 0; i < 5; i++) await ask(c, got, `before${i}`);
+      const captured = lb.captured.slice();
+      a.dead = true; // SIGKILL: no hand-over, no fence lowered
+      lb.target = b.port;
+      for (const d of captured) lb.inject(d);
+      await until('the replays handled', () => b.server.stats.datagramsIn >= captured.length);
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(b.got, [], 'no replayed record reached the layer above');
+      // fresh records within A's last lease are refused too (A may have accepted them); the
+      // device gets through after at most rxLease records
+      let lost = 0;
+      for (;;) {
+        const n = got.length;
+        c.send(Buffer.from(`after${lost}`));
+        const answered = await new Promise<boolean>((r) => {
+          const t = setInterval(() => {
+            if (got.length > n) {
+              clearInterval(t);
+              r(true);
+            }
+          }, 5);
+          setTimeout(() => {
+            clearInterval(t);
+            r(got.length > n);
+          }, 300);
+        });
+        if (answered) break;
+        lost++;
+        assert.ok(lost <= 8, 'through within one receive lease');
+      }
+      assert.equal(got.at(-1), `B:after${lost}`);
+      assert.equal(b.server.stats.handshakesStarted, 0);
+    });
+
+    it('a quiet association was handed over exactly: after a crash, the first fresh record is answered and replays are not', async () => {
+      const { c, got } = await setUp({ quietMs: 100, crashes: false });
+      for (let i = 0; i < 3; i++) await ask(c, got, `before${i}`);
+      const captured = lb.captured.slice();
+      await until('fence lowered', () => a.server.stats.shared.leases.lower >= 1);
+      a.dead = true;
+      lb.target = b.port;
+      for (const d of captured) lb.inject(d);
+      await until('replays handled', () => b.server.stats.datagramsIn >= captured.length);
+      assert.deepEqual(b.got, []);
+      assert.equal(await ask(c, got, 'fresh'), 'B:fresh');
+      assert.deepEqual(b.got, ['fresh']);
+    });
+
+    it('drain: hand-over lowers the fences and sends no close_notify; the device goes on at the other pod from its next record', async () => {
+      const { c, got } = await setUp();
+      await ask(c, got, 'one');
+      let closed = false;
+      c.on('close', () => {
+        closed = true;
+      });
+      assert.equal(await a.server.handOver(1000), 1);
+      a.server.close();
+      lb.target = b.port;
+      assert.equal(await ask(c, got, 'two'), 'B:two');
+      assert.equal(closed, false, 'no close_notify reached the device');
+      assert.equal(a.server.stats.closed.offloaded, 1);
+    });
+
+    it('a forged record for a stored association moves nothing (authenticated before adoption)', async () => {
+      const { c, got } = await setUp();
+      await ask(c, got, 'one');
+      const last = lb.captured.at(-1);
+      assert.ok(last !== undefined);
+      const forged = Buffer.from(last);
+      forged.writeUInt8(forged.readUInt8(forged.length - 1) ^ 0xff, forged.length - 1);
+      lb.target = b.port;
+      lb.inject(forged);
+      await until('looked up', () => b.server.stats.shared.lookups.unproven === 1);
+      assert.equal(b.adopted, 0);
+      lb.target = a.port;
+      assert.equal(await ask(c, got, 'two'), 'A:two', 'A still holds it');
+    });
+  });
+}
+
+describe('Shared associations: snapshot sealing', () => {
+  it('opens only with its key and under its handle', () => {
+    const s = {
+      suite: CipherSuite.TLS_PSK_WITH_AES_128_CCM_8,
+      encryptThenMac: false,
+      extendedMasterSecret: true,
+      epoch: 1,
+      client: { encKey: randomBytes(16), salt: randomBytes(4), macKey: Buffer.alloc(0) },
+      server: { encKey: randomBytes(16), salt: randomBytes(4), macKey: Buffer.alloc(0) },
+      connectionId: randomBytes(8),
+      peerConnectionId: Buffer.alloc(0),
+      address: '10.0.0.1',
+      port: 5684,
+      identity: IDENTITY,
+      principal: { pk: 'p' },
+      establishedAt: 1,
+      handshakeDurationMs: 2,
+      clientRandom: randomBytes(32),
+    };
+    const blob = sealSnapshot(s, KEY, 'c:01');
+    assert.equal(blob.includes(s.client.encKey), false, 'keys are not in the clear');
+    assert.deepEqual(openSnapshot(blob, KEY, 'c:01'), s);
+    assert.equal(openSnapshot(blob, randomBytes(32), 'c:01'), undefined, 'another key');
+    assert.equal(openSnapshot(blob, KEY, 'c:02'), undefined, 'another handle');
+    const bad = Buffer.from(blob);
+    bad.writeUInt8(bad.readUInt8(bad.length - 1) ^ 1, bad.length - 1);
+    assert.equal(openSnapshot(bad, KEY, 'c:01'), undefined, 'damaged');
+  });
+});
