@@ -454,6 +454,18 @@ export class Gateway {
           'association established',
         );
       },
+      onAdopted: (a, ms) => {
+        metrics.adoptionDuration.observe(ms / 1000);
+        log.debug(
+          {
+            peer: `${a.address}:${a.port}`,
+            identity: a.identity,
+            cid: a.connectionId !== undefined,
+            ms,
+          },
+          'association adopted',
+        );
+      },
       onClosed: (a, reason) => {
         coap.peerClosed(a.key);
         const why = PRESENCE_CLOSE[reason];

@@ -1,7 +1,8 @@
 /**
  * Prometheus metrics for Grafana. Core layers keep plain counters (an add on the hot path);
  * this module reads them when Prometheus scrapes, so metrics cost nothing between scrapes.
- * Only the request latency and handshake duration histograms are observed per event.
+ * Only the request latency, handshake duration and adoption duration histograms are observed
+ * per event.
  *
  * Names follow Prometheus conventions: `coap_edge_` prefix, `_total` counters, base units
  * (`_seconds`); label values come from fixed sets (no device keys, no topics).
@@ -209,6 +210,12 @@ export interface Metrics {
   readonly registry: Registry;
   readonly requests: RequestStats;
   readonly handshakeDuration: Histogram;
+  /**
+   * Time from the first record of an association established elsewhere to its adoption from
+   * the shared store (the DTLS server's `onAdopted` hook; docs/operations.md, "Shared
+   * associations").
+   */
+  readonly adoptionDuration: Histogram;
   /** Binds the sources once the gateway is built (metrics exist before, reading nothing). */
   bind(sources: MetricSources): void;
 }
@@ -253,6 +260,12 @@ export function createMetrics(): Metrics {
   const handshakeDuration = new Histogram({
     name: 'coap_edge_dtls_handshake_duration_seconds',
     help: 'Time from the verified ClientHello to the Finished message.',
+    buckets: HANDSHAKE_BUCKETS,
+    registers: [registry],
+  });
+  const adoptionDuration = new Histogram({
+    name: 'coap_edge_dtls_adoption_duration_seconds',
+    help: 'Time from the first record of an association established on another instance to its adoption from the shared store (store round trip included).',
     buckets: HANDSHAKE_BUCKETS,
     registers: [registry],
   });
@@ -400,6 +413,95 @@ export function createMetrics(): Metrics {
     'Handshakes waiting for their key lookup.',
     [],
     one((x) => x.dtls.stats.pskLookupsPending),
+  );
+
+  // --- shared associations (docs/operations.md, "Shared associations") ----------------------
+  // all zero without a shared store (no Redis or no associationKey)
+  readCounter(
+    registry,
+    'coap_edge_dtls_adoptions_total',
+    'DTLS associations established on another instance and taken over from the shared store, by what matched the record: cid (Connection ID) or address.',
+    ['via'],
+    from((x) => entries(x.dtls.stats.shared.adoptions, 'via')),
+  );
+  readCounter(
+    registry,
+    'coap_edge_dtls_association_lookups_total',
+    'Shared-store lookups for records of unknown associations, by result: found (adopted), missing (not stored), negative (negative cache, not asked), limited (too many lookups in flight, record dropped), error (store unreachable or state unreadable).',
+    ['result'],
+    from((x) => {
+      const l = x.dtls.stats.shared.lookups;
+      return named('result', [
+        ['found', l.found],
+        ['missing', l.missing],
+        ['negative', l.negative],
+        ['limited', l.limited],
+        ['error', l.error],
+      ]);
+    }),
+  );
+  readCounter(
+    registry,
+    'coap_edge_dtls_sequence_leases_total',
+    'Sequence-number lease operations on the shared store, by kind: tx (a block of write sequence numbers), rx (receive fence raised), lower (receive fence lowered when the association went quiet or was handed over).',
+    ['kind'],
+    from((x) => {
+      const l = x.dtls.stats.shared.leases;
+      return named('kind', [
+        ['tx', l.tx],
+        ['rx', l.rx],
+        ['lower', l.lower],
+      ]);
+    }),
+  );
+  readCounter(
+    registry,
+    'coap_edge_dtls_sequence_leases_lost_total',
+    'Lease operations refused because another instance holds the association now.',
+    [],
+    one((x) => x.dtls.stats.shared.leasesLost),
+  );
+  readCounter(
+    registry,
+    'coap_edge_dtls_sequence_lease_errors_total',
+    'Lease operations that failed: the shared store was unreachable.',
+    [],
+    one((x) => x.dtls.stats.shared.leaseErrors),
+  );
+  readCounter(
+    registry,
+    'coap_edge_dtls_records_held_for_lease_total',
+    'DTLS records held while a sequence lease was outstanding.',
+    [],
+    one((x) => x.dtls.stats.shared.heldForLease),
+  );
+  readCounter(
+    registry,
+    'coap_edge_dtls_records_dropped_for_lease_total',
+    'DTLS records dropped because too many waited for a sequence lease.',
+    [],
+    one((x) => x.dtls.stats.shared.droppedForLease),
+  );
+  readCounter(
+    registry,
+    'coap_edge_dtls_associations_stored_total',
+    'DTLS associations written to the shared store after their handshake.',
+    [],
+    one((x) => x.dtls.stats.shared.stored),
+  );
+  readCounter(
+    registry,
+    'coap_edge_dtls_association_store_errors_total',
+    'DTLS associations that could not be written to the shared store (they stay on this instance).',
+    [],
+    one((x) => x.dtls.stats.shared.storeErrors),
+  );
+  readCounter(
+    registry,
+    'coap_edge_dtls_associations_offloaded_total',
+    'DTLS associations dropped from the memory of this instance that live on in the shared store (memory bound, drain).',
+    [],
+    one((x) => x.dtls.stats.shared.offloaded),
   );
 
   // --- CoAP -------------------------------------------------------------------------------
@@ -724,6 +826,7 @@ export function createMetrics(): Metrics {
     registry,
     requests,
     handshakeDuration,
+    adoptionDuration,
     bind(sources) {
       src = sources;
     },

@@ -422,7 +422,7 @@ describe('values.schema.json', () => {
     });
   }
 
-  it('has a production example with autoscaling, a ServiceMonitor, existingSecret and a NetworkPolicy', () => {
+  it('has a production example with autoscaling, a ServiceMonitor, existingSecret, shared associations and a NetworkPolicy', () => {
     const prod = readValues(join(CHART, 'examples', 'production.yaml'));
     assert.equal(at(prod, ['autoscaling', 'enabled']), true);
     assert.equal(at(prod, ['metrics', 'serviceMonitor', 'enabled']), true);
@@ -430,6 +430,11 @@ describe('values.schema.json', () => {
     assert.equal(typeof at(prod, ['secrets', 'existingSecret']), 'string');
     assert.notEqual(at(prod, ['secrets', 'existingSecret']), '');
     assert.equal(at(prod, ['networkPolicy', 'enabled']), true);
+    // shared associations (Redis + association key): any pod continues any device, so the
+    // example needs no session affinity
+    assert.notEqual(at(prod, ['secrets', 'keys', 'redisUrl']) ?? '', '');
+    assert.notEqual(at(prod, ['secrets', 'keys', 'associationKey']) ?? '', '');
+    assert.equal(at(prod, ['service', 'sessionAffinity']), 'None');
   });
 
   /** [what, override (null deletes, as with Helm), instance path, keyword] */
@@ -585,6 +590,12 @@ describe('values.schema.json', () => {
     [
       'a secret in config (redisUrl)',
       { config: { redisUrl: 'redis://:pw@redis:6379' } },
+      '/config',
+      'additionalProperties',
+    ],
+    [
+      'a secret in config (associationKey)',
+      { config: { associationKey: '00'.repeat(32) } },
       '/config',
       'additionalProperties',
     ],

@@ -168,7 +168,7 @@ describe('telemetry: the Grafana dashboard', () => {
     }
   });
 
-  it('has panels for traffic, latency, handshakes, errors, backends, online devices, commands and key lookups', () => {
+  it('has panels for traffic, latency, handshakes, shared associations, errors, backends, online devices, commands and key lookups', () => {
     const d = loadDashboard();
     const rows = allPanels(d)
       .filter((p) => p.type === 'row')
@@ -177,6 +177,7 @@ describe('telemetry: the Grafana dashboard', () => {
       'Traffic',
       'Latency',
       'Handshakes',
+      'Shared associations',
       'Errors',
       'Backend health',
       'Key lookups',
@@ -215,6 +216,35 @@ describe('telemetry: the Grafana dashboard', () => {
     uses(/coap_edge_registry_failures_total/, 'registry failures');
     uses(/coap_edge_key_lookups_total/, 'key lookups');
     uses(/coap_edge_commands_total/, 'commands');
+    // shared associations: the three panels operators look at, by title and by query
+    const titled = (title: string): string[] =>
+      allPanels(d)
+        .filter((p) => p.title === title)
+        .flatMap((p) => (p.targets ?? []).map((t) => t.expr ?? ''));
+    const panel = (title: string, res: readonly RegExp[]): void => {
+      const ex = titled(title);
+      assert.ok(ex.length > 0, `panel "${title}"`);
+      for (const re of res)
+        assert.ok(
+          ex.some((e) => re.test(e)),
+          `panel "${title}" queries ${re}`,
+        );
+    };
+    panel('Adoptions and lookups', [
+      /sum by \(via\) \(rate\(coap_edge_dtls_adoptions_total/,
+      /sum by \(result\) \(rate\(coap_edge_dtls_association_lookups_total/,
+    ]);
+    panel('Unknown peer / CID drops', [
+      /coap_edge_dtls_records_dropped_total\{[^}]*reason=~"unknown_peer\|unknown_cid"/,
+    ]);
+    panel('Sequence leases', [
+      /sum by \(kind\) \(rate\(coap_edge_dtls_sequence_leases_total/,
+      /coap_edge_dtls_sequence_leases_lost_total/,
+      /coap_edge_dtls_sequence_lease_errors_total/,
+      /coap_edge_dtls_records_held_for_lease_total/,
+      /coap_edge_dtls_records_dropped_for_lease_total/,
+    ]);
+    uses(/coap_edge_dtls_adoption_duration_seconds_bucket/, 'adoption duration');
     // the online count is global (every pod reads the shared store): never summed over pods
     uses(/^max\(coap_edge_devices_online/, 'online devices (max over pods)');
     assert.ok(
@@ -260,6 +290,8 @@ describe('telemetry: the alert rules', { skip: HAVE_PROMTOOL ? false : 'promtool
       'CoapEdgeUnavailableAnswersHigh',
       'CoapEdgeRequestLatencyHigh',
       'CoapEdgeDtlsDropsHigh',
+      'CoapEdgeUnknownPeerRecordsHigh',
+      'CoapEdgeSharedAssociationStoreErrors',
       'CoapEdgeRedisDown',
       'CoapEdgeNotReady',
     ]) {
@@ -384,6 +416,52 @@ describe('telemetry: the alert rules', { skip: HAVE_PROMTOOL ? false : 'promtool
           }),
           fires('CoapEdgeHandshakeLimitReached', '10m', { instance: a, severity: 'warning' }),
         ],
+      },
+      {
+        // records for unknown associations: 15/s by address and 10/s by CID on one instance
+        // (each alone below 20/s); the attack-signal drop alert leaves them out
+        input_series: [
+          series('coap_edge_dtls_records_dropped_total', { reason: 'unknown_peer' }, '0+900x30'),
+          series('coap_edge_dtls_records_dropped_total', { reason: 'unknown_cid' }, '0+600x30'),
+        ],
+        alert_rule_test: [
+          quiet('CoapEdgeUnknownPeerRecordsHigh', '8m'),
+          fires('CoapEdgeUnknownPeerRecordsHigh', '20m', { instance: a, severity: 'warning' }),
+          quiet('CoapEdgeDtlsDropsHigh', '20m'),
+        ],
+      },
+      {
+        // 10 unknown records/s: below the storm threshold
+        input_series: [
+          series('coap_edge_dtls_records_dropped_total', { reason: 'unknown_peer' }, '0+600x30'),
+        ],
+        alert_rule_test: [quiet('CoapEdgeUnknownPeerRecordsHigh', '25m')],
+      },
+      {
+        // lease, store and lookup errors together 0.1/s (each alone at most 0.05/s)
+        input_series: [
+          series('coap_edge_dtls_sequence_lease_errors_total', {}, '0+2x30'),
+          series('coap_edge_dtls_association_store_errors_total', {}, '0+1x30'),
+          series('coap_edge_dtls_association_lookups_total', { result: 'error' }, '0+3x30'),
+          series('coap_edge_dtls_association_lookups_total', { result: 'missing' }, '0+600x30'),
+        ],
+        alert_rule_test: [
+          quiet('CoapEdgeSharedAssociationStoreErrors', '4m'),
+          fires('CoapEdgeSharedAssociationStoreErrors', '15m', {
+            instance: a,
+            severity: 'warning',
+          }),
+        ],
+      },
+      {
+        // a few lease errors, and many lookups that found nothing (not an error): quiet
+        input_series: [
+          series('coap_edge_dtls_sequence_lease_errors_total', {}, '0+2x30'),
+          series('coap_edge_dtls_association_store_errors_total', {}, '0x30'),
+          series('coap_edge_dtls_association_lookups_total', { result: 'error' }, '0x30'),
+          series('coap_edge_dtls_association_lookups_total', { result: 'missing' }, '0+600x30'),
+        ],
+        alert_rule_test: [quiet('CoapEdgeSharedAssociationStoreErrors', '20m')],
       },
       {
         // every answer takes 2.5-5 s

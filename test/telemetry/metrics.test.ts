@@ -5,6 +5,10 @@
  * success (handshake, MQTT and HTTP uplinks), a wrong key, malformed, replayed and forged
  * records, a malformed CoAP message, the broker going away (5.03, backend down, not ready)
  * and Redis going away. Every scrape passes `promtool check metrics`.
+ *
+ * The shared-association series (docs/operations.md, "Shared associations") are checked
+ * against a metrics registry bound to synthetic stats: each counter of `SharedStats` gets its
+ * own value and must come out under its own name and label, and nothing else.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,8 +17,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
+import { AuthStats } from '../../src/auth/stats.js';
+import { CoapStats } from '../../src/coap/stats.js';
 import { ContentType } from '../../src/dtls/constants.js';
+import { DtlsStats } from '../../src/dtls/types.js';
 import { derivePsk } from '../../src/enos/psk.js';
+import { createMetrics } from '../../src/telemetry/metrics.js';
 import { CoapDtlsClient } from '../../src/tools/coap-client.js';
 import {
   eventually,
@@ -34,6 +42,121 @@ import {
 import { RedisServer } from '../integration/auth/helpers.js';
 import { HAVE_MOSQUITTO, Mosquitto, enosReply, platform } from '../integration/bridge/brokers.js';
 import { Exposition, HAVE_PROMTOOL, httpGet, promtool } from './prom.js';
+
+/** Label values of the shared-association families (fixed sets). */
+const SHARED_LABELS = {
+  via: ['cid', 'address'],
+  result: ['found', 'missing', 'negative', 'limited', 'error'],
+  kind: ['tx', 'rx', 'lower'],
+} as const;
+
+/** The shared-association counter families and their one label (undefined: none). */
+const SHARED_FAMILIES = new Map<string, keyof typeof SHARED_LABELS | undefined>([
+  ['coap_edge_dtls_adoptions_total', 'via'],
+  ['coap_edge_dtls_association_lookups_total', 'result'],
+  ['coap_edge_dtls_sequence_leases_total', 'kind'],
+  ['coap_edge_dtls_sequence_leases_lost_total', undefined],
+  ['coap_edge_dtls_sequence_lease_errors_total', undefined],
+  ['coap_edge_dtls_records_held_for_lease_total', undefined],
+  ['coap_edge_dtls_records_dropped_for_lease_total', undefined],
+  ['coap_edge_dtls_associations_stored_total', undefined],
+  ['coap_edge_dtls_association_store_errors_total', undefined],
+  ['coap_edge_dtls_associations_offloaded_total', undefined],
+]);
+
+describe('telemetry: shared-association series from DtlsStats.shared', () => {
+  it('every counter of SharedStats comes out under its own name and label, with its own value', async () => {
+    const metrics = createMetrics();
+    const dtls = new DtlsStats();
+    const sh = dtls.shared;
+    // a distinct value per counter: a series reading the wrong field shows the wrong number
+    sh.adoptions.cid = 3;
+    sh.adoptions.address = 5;
+    sh.lookups.found = 7;
+    sh.lookups.missing = 11;
+    sh.lookups.negative = 13;
+    sh.lookups.limited = 17;
+    sh.lookups.error = 19;
+    sh.leases.tx = 23;
+    sh.leases.rx = 29;
+    sh.leases.lower = 31;
+    sh.leasesLost = 37;
+    sh.leaseErrors = 41;
+    sh.heldForLease = 43;
+    sh.droppedForLease = 47;
+    sh.stored = 53;
+    sh.storeErrors = 59;
+    sh.offloaded = 61;
+    metrics.bind({
+      dtls: { stats: dtls, associationCount: 0, handshakeCount: 0 },
+      coap: new CoapStats(),
+      requests: metrics.requests,
+      auth: new AuthStats(),
+      udpSendErrors: () => 0,
+      plainDatagrams: () => 0,
+      ready: () => true,
+    });
+    metrics.adoptionDuration.observe(0.004);
+    metrics.adoptionDuration.observe(0.3);
+    const text = await metrics.registry.metrics();
+    const now = Exposition.parse(text);
+    const expected: Record<string, Record<string, number>> = {
+      coap_edge_dtls_adoptions_total: { cid: 3, address: 5 },
+      coap_edge_dtls_association_lookups_total: {
+        found: 7,
+        missing: 11,
+        negative: 13,
+        limited: 17,
+        error: 19,
+      },
+      coap_edge_dtls_sequence_leases_total: { tx: 23, rx: 29, lower: 31 },
+      coap_edge_dtls_sequence_leases_lost_total: { '': 37 },
+      coap_edge_dtls_sequence_lease_errors_total: { '': 41 },
+      coap_edge_dtls_records_held_for_lease_total: { '': 43 },
+      coap_edge_dtls_records_dropped_for_lease_total: { '': 47 },
+      coap_edge_dtls_associations_stored_total: { '': 53 },
+      coap_edge_dtls_association_store_errors_total: { '': 59 },
+      coap_edge_dtls_associations_offloaded_total: { '': 61 },
+    };
+    assert.deepEqual(Object.keys(expected).sort(), [...SHARED_FAMILIES.keys()].sort());
+    for (const [name, byValue] of Object.entries(expected)) {
+      assert.equal(now.families.get(name)?.type, 'counter', `${name} is a counter`);
+      const label = SHARED_FAMILIES.get(name);
+      const samples = now.select(name);
+      // exactly the fixed label set: one sample per value, no other label
+      const seen = samples.map((s) => {
+        assert.deepEqual(Object.keys(s.labels), label === undefined ? [] : [label], name);
+        return label === undefined ? '' : (s.labels[label] ?? '?');
+      });
+      assert.deepEqual(seen.sort(), Object.keys(byValue).sort(), `${name} label values`);
+      if (label !== undefined) {
+        assert.deepEqual(
+          [...seen].sort(),
+          [...SHARED_LABELS[label]].sort(),
+          `${name}{${label}} is the documented set`,
+        );
+      }
+      for (const [v, n] of Object.entries(byValue)) {
+        const labels = label === undefined ? {} : { [label]: v };
+        assert.equal(now.sum(name, labels), n, `${name} ${JSON.stringify(labels)}`);
+      }
+    }
+    // the adoption histogram: observed in seconds, buckets like the handshake duration
+    const h = 'coap_edge_dtls_adoption_duration_seconds';
+    assert.equal(now.families.get(h)?.type, 'histogram');
+    assert.equal(now.sum(`${h}_count`), 2);
+    assert.ok(Math.abs(now.sum(`${h}_sum`) - 0.304) < 1e-9, `${h}_sum ${now.sum(`${h}_sum`)}`);
+    assert.equal(now.sum(`${h}_bucket`, { le: '0.0025' }), 0);
+    assert.equal(now.sum(`${h}_bucket`, { le: '0.005' }), 1);
+    assert.equal(now.sum(`${h}_bucket`, { le: '0.25' }), 1);
+    assert.equal(now.sum(`${h}_bucket`, { le: '0.5' }), 2);
+    assert.equal(now.sum(`${h}_bucket`, { le: '+Inf' }), 2);
+    if (HAVE_PROMTOOL) {
+      const check = await promtool(['check', 'metrics'], text);
+      assert.equal(check.code, 0, `promtool check metrics:\n${check.stdout}${check.stderr}`);
+    }
+  });
+});
 
 const SKIP = !HAVE_PROMTOOL
   ? 'promtool not installed (Debian package prometheus)'
@@ -144,9 +267,20 @@ describe('telemetry: /metrics across a scripted scenario', { skip: SKIP }, () =>
       'coap_edge_backend_up',
       'coap_edge_redis_up',
       'coap_edge_devices_online',
+      ...SHARED_FAMILIES.keys(),
     ]) {
       assert.ok(now.families.has(name), `${name} declared`);
     }
+    // sharing is off here (no associationKey): every shared series is there, at 0
+    for (const [name, label] of SHARED_FAMILIES) {
+      const values = label === undefined ? [undefined] : SHARED_LABELS[label];
+      for (const v of values) {
+        const labels = label === undefined || v === undefined ? {} : { [label]: v };
+        assert.ok(now.has(name, labels), `${name} ${JSON.stringify(labels)}`);
+        assert.equal(now.sum(name, labels), 0, `${name} ${JSON.stringify(labels)}`);
+      }
+    }
+    assert.equal(now.sum('coap_edge_dtls_adoption_duration_seconds_count'), 0);
     assert.equal(now.sum('coap_edge_ready'), 1);
     assert.equal(now.sum('coap_edge_backend_up', { backend: 'mqtt' }), 1);
     for (const client of ['secrets', 'commands', 'presence']) {
