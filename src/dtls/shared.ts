@@ -49,7 +49,7 @@ export interface SharedAssociationStore {
    * `txNext` (the creator holds [0, txNext)), the receive fence at `rxFence`, all expiring
    * after `ttlMs` without a lease. With `identity`, it becomes that identity's live
    * association, and the association stored before for that identity (another handle) is
-   * deleted.
+   * deleted, if that handle still holds that identity's association.
    */
   create(
     handle: string,
@@ -90,6 +90,7 @@ export interface SharedAssociationStore {
 interface MemoryEntry {
   blob: Buffer;
   owner: string;
+  identity: string | undefined;
   tx: number;
   rx: number;
   expires: number;
@@ -136,11 +137,20 @@ export class MemoryAssociationStore implements SharedAssociationStore {
     identity: string | undefined,
   ): Promise<void> {
     this.calls.create++;
-    this.entries.set(handle, { blob, owner, tx: txNext, rx: rxFence, expires: this.now() + ttlMs });
+    this.entries.set(handle, {
+      blob,
+      owner,
+      tx: txNext,
+      rx: rxFence,
+      identity,
+      expires: this.now() + ttlMs,
+    });
     if (identity !== undefined) {
       const old = this.identities.get(identity);
       this.identities.set(identity, handle);
-      if (old !== undefined && old !== handle) this.entries.delete(old);
+      // only while the old handle is still that identity's (an address handle may be reused)
+      if (old !== undefined && old !== handle && this.entries.get(old)?.identity === identity)
+        this.entries.delete(old);
     }
     return Promise.resolve();
   }

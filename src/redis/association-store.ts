@@ -50,11 +50,23 @@ export interface RedisAssociationStoreOptions {
   readonly waitTimeoutMs?: number;
 }
 
-/** KEYS[1] hash; ARGV blob, owner, tx, rx, ttlMs. Replaces whatever was stored. */
+/**
+ * KEYS[1] hash; ARGV blob, owner, tx, rx, ttlMs, identity (may be empty). Replaces whatever
+ * was stored. The identity is kept so that retiring "the identity's older association" can
+ * check that the handle still holds that identity's (an address handle may be another
+ * device's by now, behind a NAT).
+ */
 const CREATE = `
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'blob', ARGV[1], 'owner', ARGV[2], 'tx', ARGV[3], 'rx', ARGV[4])
+redis.call('HSET', KEYS[1], 'blob', ARGV[1], 'owner', ARGV[2], 'tx', ARGV[3], 'rx', ARGV[4], 'id', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+`;
+
+/** KEYS[1] hash; ARGV identity. Deletes the association only while it is that identity's. */
+const RETIRE = `
+if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
 return 1
 `;
 
@@ -109,6 +121,7 @@ const adoptScript = script(ADOPT);
 const leaseTxScript = script(LEASE_TX);
 const setRxFenceScript = script(SET_RX_FENCE);
 const removeScript = script(REMOVE);
+const retireScript = script(RETIRE);
 
 function isNoScript(e: unknown): boolean {
   return e instanceof Error && e.message.startsWith('NOSCRIPT');
@@ -179,7 +192,7 @@ export class RedisAssociationStore {
       await this.#run(
         createScript,
         this.associationKey(handle),
-        [blob, owner, txNext, rxFence, ttlMs],
+        [blob, owner, txNext, rxFence, ttlMs, identity ?? ''],
         true,
       );
     } catch (e: unknown) {
@@ -191,8 +204,17 @@ export class RedisAssociationStore {
     );
     // the identity's association before this one ended: its snapshot must not be adopted
     if (typeof old === 'string' && old !== handle) {
-      await this.#client.del(this.associationKey(old));
+      await this.#run(retireScript, this.associationKey(old), [identity], false);
     }
+  }
+
+  /** The snapshot and receive fence, read only; undefined when nothing is stored. */
+  async peek(handle: string): Promise<{ blob: Buffer; rxFence: number } | undefined> {
+    const [blob, rx] = await this.#client.hmgetBuffer(this.associationKey(handle), 'blob', 'rx');
+    if (blob === null || blob === undefined || rx === null || rx === undefined) return undefined;
+    const fence = Number(rx.toString());
+    if (!Number.isSafeInteger(fence)) throw new Error('unexpected Redis reply to peek');
+    return { blob, rxFence: fence };
   }
 
   async adopt(

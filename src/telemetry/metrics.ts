@@ -427,7 +427,7 @@ export function createMetrics(): Metrics {
   readCounter(
     registry,
     'coap_edge_dtls_association_lookups_total',
-    'Shared-store lookups for records of unknown associations, by result: found (adopted), missing (not stored), negative (negative cache, not asked), limited (too many lookups in flight, record dropped), error (store unreachable or state unreadable).',
+    'Shared-store lookups for records of unknown associations, by result: found (adopted), missing (not stored), negative (negative cache, not asked), limited (too many lookups in flight, record dropped), unproven (stored, but no record authenticated above the receive fence in time: forged, replayed, or the holder kept its lease), error (store unreachable or state unreadable).',
     ['result'],
     from((x) => {
       const l = x.dtls.stats.shared.lookups;
@@ -436,6 +436,7 @@ export function createMetrics(): Metrics {
         ['missing', l.missing],
         ['negative', l.negative],
         ['limited', l.limited],
+        ['unproven', l.unproven],
         ['error', l.error],
       ]);
     }),

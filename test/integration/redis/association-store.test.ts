@@ -27,6 +27,7 @@ const H1 = 'c:0a0b0c';
 const H2 = 'a:10.0.0.1|5684';
 const H3 = 'a:[2001:db8::1]|5684';
 const H4 = 'c:{x}%y';
+const H5 = 'c:0e0f';
 const ID = 'pk/dev:1{a}';
 const BIG = 2 ** 48;
 
@@ -105,6 +106,18 @@ const SCENARIO: readonly Step[] = [
   ],
   ['H4 lives', (s) => s.leaseTx(H4, 'A', 1, TTL), 0],
   ['H2 is not resurrected', (s) => s.leaseTx(H2, 'E', 1, TTL), undefined],
+  // peek reads without changing anything
+  ['peek H4', (s) => s.peek(H4), { blob: blob('4'), rxFence: 0 }],
+  ['peek H4 again: unchanged', (s) => s.peek(H4), { blob: blob('4'), rxFence: 0 }],
+  ['peek of nothing', (s) => s.peek('c:ff'), undefined],
+  // an address handle taken over by another identity is not retired by the first identity
+  [
+    'create H4 for ID3 (reused handle)',
+    (s) => s.create(H4, 'A', blob('x'), 0, 0, TTL, 'third'),
+    undefined,
+  ],
+  ['ID2 makes a new one', (s) => s.create(H5, 'A', blob('5'), 0, 0, TTL, 'other'), undefined],
+  ['H4 (ID3) lives', (s) => s.peek(H4), { blob: blob('x'), rxFence: 0 }],
   // sequence numbers up to 2^48 stay exact
   [
     'create near 2^48',
@@ -226,7 +239,7 @@ for (const [name, topology] of Object.entries(topologies)) {
       const id = `${p}:assoc-id:{pk/dev%3A1%7Ba%7D}`;
       assert.equal(s.associationKey(H4), hash);
       assert.equal(s.identityKey(ID), id);
-      assert.deepEqual(await a.hgetall(hash), { blob: 'x', owner: 'A', tx: '0', rx: '0' });
+      assert.deepEqual(await a.hgetall(hash), { blob: 'x', owner: 'A', tx: '0', rx: '0', id: ID });
       assert.equal(await a.get(id), H4);
     });
 
