@@ -20,7 +20,9 @@ import {
   deviceId,
   isCommandError,
 } from '../bridge/commands/index.js';
-import { closeRedis, createFailFastRedis } from '../redis/client.js';
+import { z } from 'zod';
+import { RedisAssociationStore } from '../redis/association-store.js';
+import { closeRedis, createFailFastRedis, type RedisTarget } from '../redis/client.js';
 import { redisTargetOf } from './redis-target.js';
 import { HttpBackend } from '../bridge/http/index.js';
 import {
@@ -38,7 +40,8 @@ import { CoapEndpoint, type CoapPeer } from '../coap/endpoint.js';
 import type { Config } from '../config/load.js';
 import { CipherSuite } from '../dtls/constants.js';
 import type { Admission } from '../dtls/association-table.js';
-import { DtlsServer, type DtlsServerHandler } from '../dtls/server.js';
+import { DtlsServer, type DtlsServerHandler, type PrincipalCodec } from '../dtls/server.js';
+import type { SharingOptions } from '../dtls/sharing.js';
 import type { CloseReason, PskResolution } from '../dtls/types.js';
 import type { Logger } from '../telemetry/log.js';
 import { LogLimiter } from '../telemetry/log.js';
@@ -511,7 +514,9 @@ export class Gateway {
           'record from unknown peer dropped',
         ),
     };
+    const shared = sharedAssociations(config, redis, log, closers);
     const dtls = new DtlsServer<Principal>({
+      ...(shared !== undefined ? { shared } : {}),
       send: dtlsSocket.send,
       handler,
       cipherSuites: config.cipherSuites.map((s) => CipherSuite[s]),
@@ -650,6 +655,12 @@ export class Gateway {
     const left = this.coap.stats.exchangesInFlight + this.coap.stats.separateInFlight;
     if (left > 0)
       this.log.warn({ inFlight: left }, 'drain timeout: closing with exchanges in flight');
+    if (this.dtls.sharingOn) {
+      // no close_notify: each device goes on with whichever pod it reaches next
+      const n = this.dtls.associationCount;
+      const handed = await this.dtls.handOver(HAND_OVER_MS);
+      this.log.info({ associations: n, handedOver: handed }, 'associations handed over');
+    }
     await this.close();
   }
 
@@ -663,6 +674,68 @@ export class Gateway {
     this.log.info({ closedAssociations: n }, 'coap-edge stopped');
   }
 }
+
+/** How long a draining pod waits for the store to take its associations' fences. */
+const HAND_OVER_MS = 2_000;
+
+/**
+ * Association sharing between pods: on with Redis and an association key. The principal
+ * travels in the sealed snapshot as JSON and is checked on the way back.
+ */
+function sharedAssociations(
+  config: Config,
+  redis: RedisTarget | undefined,
+  log: Logger,
+  closers: Closer[],
+): (SharingOptions & { principal: PrincipalCodec<Principal> }) | undefined {
+  const key = config.associationKey;
+  if (key === undefined) return undefined;
+  if (redis === undefined) {
+    log.warn('associationKey is set but Redis is not: associations are not shared');
+    return undefined;
+  }
+  const client = createFailFastRedis({
+    url: redis,
+    connectionName: 'coap-edge-associations',
+    onError: () => undefined,
+  });
+  closers.push(() => closeRedis(client));
+  log.info('DTLS associations are shared through Redis');
+  return {
+    store: new RedisAssociationStore({
+      client,
+      prefix: config.redisPrefix,
+      waitReplicas: config.redisWaitReplicas,
+    }),
+    key: /^[0-9a-fA-F]{64}$/.test(key) ? Buffer.from(key, 'hex') : Buffer.from(key, 'base64'),
+    ttlMs: config.idleTimeout * 1000,
+    principal: principalCodec,
+  };
+}
+
+const principalSchema = z.object({
+  productKey: z.string(),
+  deviceKey: z.string(),
+  secureMode: z.union([z.literal(2), z.literal(3)]),
+  lifetime: z.number(),
+  assetId: z.string().optional(),
+  sessionId: z.string(),
+});
+
+const principalCodec: PrincipalCodec<Principal> = {
+  encode: (p) => ({
+    productKey: p.productKey,
+    deviceKey: p.deviceKey,
+    secureMode: p.secureMode,
+    lifetime: p.lifetime,
+    ...(p.assetId !== undefined ? { assetId: p.assetId } : {}),
+    sessionId: p.sessionId,
+  }),
+  decode: (v) => {
+    const r = principalSchema.safeParse(v);
+    return r.success ? { ...r.data, assetId: r.data.assetId } : undefined;
+  },
+};
 
 async function runClosers(closers: Closer[]): Promise<void> {
   for (const c of closers.splice(0).reverse()) {
