@@ -32,6 +32,7 @@ import { CookieJar } from './cookie.js';
 import { EpochState } from './keys.js';
 import { createRecordCipher } from './record-cipher.js';
 import {
+  INITIAL_RX_LEASE,
   Lease,
   Sharing,
   type HeldRecord,
@@ -655,7 +656,7 @@ export class DtlsServer<P>
 
   /**
    * Stores a new association for other pods. Until the store acknowledges it, the creator
-   * holds the first leases (it may seal below `txLease` and accept below `rxLease`); if the
+   * holds the first leases (it may seal below `txLease` and accept a few records); if the
    * store refuses, the association stays this pod's alone (see {@link EpochState.unlease}).
    */
   private share(assoc: Association<P>, r: CompletedHandshake<P>, identity?: string): void {
@@ -681,11 +682,11 @@ export class DtlsServer<P>
       handshakeDurationMs: assoc.handshakeDurationMs,
       clientRandom: r.clientRandom,
     };
-    assoc.lease = new Lease(handle);
+    assoc.lease = new Lease(handle, this.now(), INITIAL_RX_LEASE);
     // the client's Finished was the first record: its fence comes down once it is quiet
     sharing.busy(assoc, assoc.lease);
     r.state.writeLimit = sharing.txLease;
-    r.state.acceptBelow = sharing.rxLease;
+    r.state.acceptBelow = 1 + INITIAL_RX_LEASE;
     sharing.known(handle);
     sharing.create(assoc, sealSnapshot(snapshot, sharing.key, handle), identity, (ok) => {
       if (ok || !assoc.open) return;
@@ -771,7 +772,7 @@ export class DtlsServer<P>
       first.key,
     );
     assoc.lastActivity = now;
-    const lease = new Lease(handle);
+    const lease = new Lease(handle, now, rx.limit - rx.floor);
     lease.ready = true;
     assoc.lease = lease;
     // a device seen from elsewhere than its handshake's address: the RFC 9853 budget applies

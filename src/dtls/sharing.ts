@@ -6,9 +6,13 @@
  *
  * Costs: nothing per datagram in steady state but a comparison or two. The store is asked
  * once per handshake, once per adoption (peek, then adopt), once per `txLease` records sent,
- * once per `rxLease` records received, and once when an association goes quiet (its receive
- * fence comes down to just above the last record, so the next pod to see the device, after a
- * NAT rebinding or a rolling update, starts exactly there).
+ * and for the receive side about once a second per busy association: each raise of the
+ * receive fence covers about a second of the device's own records (its rate since the last
+ * raise, at most `rxLease`), so that after a pod crash the device's records the fence still
+ * covers are about one second's worth. A device that sends less than once a second gets a
+ * fence exactly above each record (one store operation per record, at its low rate). When an
+ * association goes quiet its fence comes down to just above the last record, so the next pod
+ * to see the device, after a NAT rebinding or a rolling update, starts exactly there.
  */
 import { randomBytes } from 'node:crypto';
 import type { DtlsRecord } from './record.js';
@@ -50,9 +54,26 @@ export class Lease {
   readonly heldIn: HeldRecord[] = [];
   /** Plaintexts waiting for write sequence numbers. */
   readonly heldOut: { readonly type: number; readonly data: Buffer }[] = [];
+  /** Records accepted since the last raise, and when that was: the device's rate. */
+  acceptedSinceRaise = 0;
+  lastRaiseAt: number;
+  /** Records the last raise covered beyond the highest one (prefetch at half of it). */
+  rxLease: number;
 
-  constructor(readonly handle: string) {}
+  constructor(
+    readonly handle: string,
+    now: number,
+    rxLease: number,
+  ) {
+    this.lastRaiseAt = now;
+    this.rxLease = rxLease;
+  }
 }
+
+/** Receive records a new or adopted association may take before its first raise. */
+export const INITIAL_RX_LEASE = 2;
+/** A raise covers this long of the device's records at its recent rate. */
+const RX_LEASE_SPAN_MS = 1_000;
 
 export interface SharingHost<A extends SharedAssociationView> {
   readonly stats: { readonly shared: SharedStats };
@@ -84,7 +105,10 @@ export interface SharingOptions {
   readonly key: Buffer;
   /** Write sequence numbers leased at a time (default 256). */
   readonly txLease?: number;
-  /** Receive sequence numbers a pod may accept before raising the fence (default 32). */
+  /**
+   * Most receive sequence numbers one raise of the fence covers (default 64): a busy device's
+   * records in a second, up to this, at most this many refused after a crash.
+   */
   readonly rxLease?: number;
   /** An association this long without records gets its fence lowered (default 1 s). */
   readonly quietMs?: number;
@@ -127,7 +151,7 @@ export class Sharing<A extends SharedAssociationView> {
     if (o.key.length !== 32) throw new RangeError('association key must be 32 bytes');
     this.key = o.key;
     this.txLease = o.txLease ?? 256;
-    this.rxLease = o.rxLease ?? 32;
+    this.rxLease = o.rxLease ?? 64;
     this.quietMs = o.quietMs ?? 1_000;
     this.ttlMs = o.ttlMs ?? idleTimeoutMs;
     this.maxLookups = o.maxLookups ?? 256;
@@ -154,7 +178,7 @@ export class Sharing<A extends SharedAssociationView> {
     const lease = assoc.lease;
     if (lease === undefined) return;
     this.store
-      .create(lease.handle, this.owner, blob, this.txLease, this.rxLease, this.ttlMs, identity)
+      .create(lease.handle, this.owner, blob, this.txLease, 1 + lease.rxLease, this.ttlMs, identity)
       .then(
         () => {
           this.stats.stored++;
@@ -216,6 +240,7 @@ export class Sharing<A extends SharedAssociationView> {
     const deadline = this.host.now() + 2 * this.quietMs;
     const genuine = new WeakSet<HeldRecord>();
     let snapshot: AssociationSnapshot | undefined;
+    let fence = 0;
     for (;;) {
       const found = await this.store.peek(handle);
       if (found === undefined) {
@@ -229,6 +254,7 @@ export class Sharing<A extends SharedAssociationView> {
         this.settle(handle, entry, true);
         return;
       }
+      fence = found.rxFence;
       let authentic = false;
       let above = false;
       for (const h of entry.held) {
@@ -247,7 +273,11 @@ export class Sharing<A extends SharedAssociationView> {
       }
       await new Promise((r) => setTimeout(r, Math.max(10, this.quietMs / 4)));
     }
-    const got = await this.store.adopt(handle, this.owner, this.rxLease, this.txLease, this.ttlMs);
+    // the fence rises just past the held records, plus a little for what follows them
+    let top = -1;
+    for (const h of entry.held) if (genuine.has(h) && h.rec.seq > top) top = h.rec.seq;
+    const rise = Math.max(0, top + 1 - fence) + INITIAL_RX_LEASE;
+    const got = await this.store.adopt(handle, this.owner, rise, this.txLease, this.ttlMs);
     if (this.pending.get(handle) === entry) this.pending.delete(handle);
     if (got === undefined) {
       this.stats.lookups.missing++;
@@ -306,7 +336,10 @@ export class Sharing<A extends SharedAssociationView> {
     const lease = assoc.lease;
     if (lease === undefined) return;
     if (!lease.dirty) this.busy(assoc, lease);
-    if (seq >= assoc.state.acceptBelow - this.rxLease / 2) this.raise(assoc);
+    lease.acceptedSinceRaise++;
+    // ask early only with room ahead; an exact fence (a slow device) waits to be reached
+    if (lease.rxLease >= 2 && seq >= assoc.state.acceptBelow - 1 - lease.rxLease / 2)
+      this.raise(assoc);
   }
 
   /** Its fence is to come down once it is quiet (a new association: after its handshake). */
@@ -358,7 +391,11 @@ export class Sharing<A extends SharedAssociationView> {
     );
   }
 
-  /** Raises the receive fence to `rxLease` above the highest record seen or held. */
+  /**
+   * Raises the receive fence above the highest record seen or held, by about a second of
+   * the device's records at its rate since the last raise (none for a device slower than
+   * one record a second: the fence then sits just above its last record).
+   */
   private raise(assoc: A): void {
     const lease = assoc.lease;
     if (lease === undefined) return;
@@ -368,10 +405,19 @@ export class Sharing<A extends SharedAssociationView> {
     }
     let top = assoc.state.window.highest;
     for (const h of lease.heldIn) if (h.rec.seq > top) top = h.rec.seq;
-    const fence = top + 1 + this.rxLease;
+    const now = this.host.now();
+    const perSpan = Math.floor(
+      (lease.acceptedSinceRaise * RX_LEASE_SPAN_MS) /
+        Math.max(RX_LEASE_SPAN_MS / 10, now - lease.lastRaiseAt),
+    );
+    const ahead = Math.min(this.rxLease, perSpan);
+    const fence = top + 1 + ahead;
     if (fence <= assoc.state.acceptBelow && lease.heldIn.length === 0) return;
     lease.fenceBusy = true;
     lease.raiseWanted = false;
+    lease.rxLease = ahead;
+    lease.acceptedSinceRaise = 0;
+    lease.lastRaiseAt = now;
     this.stats.leases.rx++;
     this.store.setRxFence(lease.handle, this.owner, fence, this.ttlMs).then(
       (ok) => {
