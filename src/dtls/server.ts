@@ -875,7 +875,15 @@ export class DtlsServer<P>
    * one of the same identity go quietly (the peer holds the new one); evicted ones are told.
    */
   private makeRoom(plan: AdmissionPlan<Association<P>>): void {
-    if (plan.replaced !== undefined) this.release(plan.replaced, 'replaced');
+    const replaced = plan.replaced;
+    if (replaced !== undefined) {
+      // A shared association with a CID is not its address: another device that now has
+      // that NAT mapping handshakes here, and the first one's association waits in the store
+      // for its next record from wherever it is.
+      if (replaced.lease !== undefined && replaced.connectionId !== undefined)
+        this.release(replaced, 'offloaded');
+      else this.release(replaced, 'replaced');
+    }
     if (plan.superseded !== undefined) this.release(plan.superseded, 'superseded');
     for (const { assoc, cls } of plan.evicted) {
       this.stats.evicted[cls]++;
