@@ -52,6 +52,7 @@ const USAGE = `usage: node dist/bench/shared-associations.js [options]
   --rebind-devices <n>   devices of the NAT rebinding run (default 50, at most 200; 0 skips it)
   --rebind-every <s>     seconds between moves of each device (default 2)
   --rebind-duration <s>  measured seconds of the rebinding run (default 10)
+  --rate <r>             uplink requests per second per device; 0 = closed loop (default 0)
   --store-count <n>      associations made for the Redis footprint (default 1000; 0 skips it)
   --redis-url <url>      Redis (default redis://127.0.0.1:6379)`;
 
@@ -132,6 +133,10 @@ function dropSilently(c: DtlsClient): void {
   }
 }
 
+function localPort(c: DtlsClient): number {
+  return (c as unknown as { socket: { address(): { port: number } } }).socket.address().port;
+}
+
 async function main(): Promise<void> {
   const flags = parseFlags(
     [
@@ -144,6 +149,7 @@ async function main(): Promise<void> {
       'rebind-duration',
       'store-count',
       'redis-url',
+      'rate',
     ],
     [],
   );
@@ -160,6 +166,7 @@ async function main(): Promise<void> {
   const rebindDuration = numberFlag(flags, 'rebind-duration', 10, 1, 60, false);
   const storeCount = numberFlag(flags, 'store-count', 1000, 0, 5000);
   const redisUrl = stringFlag(flags, 'redis-url', 'redis://127.0.0.1:6379');
+  const rate = numberFlag(flags, 'rate', 0, 0, 1000, false);
 
   installCleanup();
   const startedAt = new Date();
@@ -228,7 +235,7 @@ async function main(): Promise<void> {
           tag: `r${r}${g}`,
           warmupMs: warmupS * 1000,
           durationMs: durationS * 1000,
-          ratePerDevice: 0,
+          ratePerDevice: rate,
           requestTimeoutMs: 10_000,
           expectedCode: Code.CHANGED,
           expectReply: false,
@@ -309,6 +316,7 @@ async function main(): Promise<void> {
       const before = scanKeys(redisUrl, pattern).length;
       const failures: Record<string, number> = {};
       let made = 0;
+      const localPorts = new Set<number>();
       for (let start = 0; start < storeCount; start += BATCH) {
         const batch = devices.slice(start, Math.min(storeCount, start + BATCH));
         const clients: DtlsClient[] = [];
@@ -325,7 +333,10 @@ async function main(): Promise<void> {
         };
         await Promise.all(Array.from({ length: 16 }, () => worker()));
         made += clients.length;
-        for (const c of clients) dropSilently(c);
+        for (const c of clients) {
+          localPorts.add(localPort(c));
+          dropSilently(c);
+        }
       }
       // the store is written after each handshake: wait until the keys are there
       const deadline = performance.now() + 10_000;
@@ -345,6 +356,9 @@ async function main(): Promise<void> {
       const allKeys = scanKeys(redisUrl, `${prefixOf('on')}:*`);
       footprint = {
         associationsMade: made,
+        // without a CID the association's handle is the device's address: a port the OS
+        // hands out again (a later batch) replaces the earlier association's hash
+        distinctLocalPorts: localPorts.size,
         handshakeFailures: failures,
         assocKeysBefore: before,
         assocKeys: keys.length,
@@ -396,6 +410,7 @@ async function main(): Promise<void> {
     environment: env,
     parameters: {
       devices: deviceCount,
+      ratePerDevice: rate,
       rounds,
       durationS,
       warmupS,
