@@ -818,6 +818,8 @@ export class DtlsServer<P>
   }
 
   lost(assoc: Association<P>): void {
+    // the fence is the new holder's now: nothing to hand down
+    if (assoc.lease !== undefined) assoc.lease.dirty = false;
     this.release(assoc, 'offloaded');
   }
 

@@ -286,6 +286,8 @@ export class Sharing<A extends SharedAssociationView> {
       return;
     }
     this.stats.lookups.found++;
+    const forged = entry.held.filter((h) => !genuine.has(h));
+    if (forged.length > 0) this.host.unknown(forged);
     this.host.adopted(
       handle,
       snapshot,
