@@ -514,7 +514,10 @@ export class Gateway {
           'record from unknown peer dropped',
         ),
     };
-    const shared = sharedAssociations(config, redis, log, closers);
+    // the association store's own connection: until it is up, a handshake here would not be
+    // stored (and the association not shared), so the pod is not ready
+    const storeChecks: ReadinessCheck[] = [];
+    const shared = sharedAssociations(config, redis, log, closers, storeChecks);
     const dtls = new DtlsServer<Principal>({
       ...(shared !== undefined ? { shared } : {}),
       send: dtlsSocket.send,
@@ -569,6 +572,7 @@ export class Gateway {
       if (redis !== undefined) {
         out.push({ name: 'redis', ok: () => secrets.redisState() === 'connected' });
       }
+      out.push(...storeChecks);
       if (bridgePool !== undefined) {
         out.push({ name: 'mqtt', ok: () => bridgePool.state() === 'connected' });
       }
@@ -687,6 +691,7 @@ function sharedAssociations(
   redis: RedisTarget | undefined,
   log: Logger,
   closers: Closer[],
+  checks: ReadinessCheck[],
 ): (SharingOptions & { principal: PrincipalCodec<Principal> }) | undefined {
   const key = config.associationKey;
   if (key === undefined) return undefined;
@@ -700,6 +705,7 @@ function sharedAssociations(
     onError: () => undefined,
   });
   closers.push(() => closeRedis(client));
+  checks.push({ name: 'redis-associations', ok: () => client.status === 'ready' });
   log.info('DTLS associations are shared through Redis');
   return {
     store: new RedisAssociationStore({

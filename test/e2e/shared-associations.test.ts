@@ -1,0 +1,402 @@
+/**
+ * Shared DTLS associations across two `coap-edge serve` PROCESSES (docs/design.md, "Shared
+ * associations"): both pods use the same Redis (a unique prefix), the same association key
+ * and the shared Mosquitto 1883. A UDP relay in the test plays the load balancer in front of
+ * them: each device flow leaves from a back socket of its own (the source address the pods
+ * see stays the same, as with kube-proxy DNAT) toward pod A, and can be switched to pod B.
+ *
+ * - SIGKILL of A: the device's next request is answered by B with no handshake (an adoption
+ *   in B's /metrics), and every message acknowledged before the kill reached the broker once.
+ * - Replay: every datagram the device sent to A, sent again to B from the device's flow after
+ *   A died (before and after B adopted the association): nothing reaches the broker twice.
+ * - SIGTERM drain of A: the device gets no close_notify and goes on at B with no handshake.
+ *
+ * Each runs with a Connection ID offered by the device and without (matched by address).
+ */
+import { after, afterEach, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { createSocket, type Socket } from 'node:dgram';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Code, ContentFormat, formatCode } from '../../src/coap/constants.js';
+import { CipherSuite } from '../../src/dtls/constants.js';
+import { derivePsk } from '../../src/enos/psk.js';
+import { CoapDtlsClient, type CoapResponse } from '../../src/tools/coap-client.js';
+import {
+  MISSING_TOOLS,
+  SHARED_MQTT_URL,
+  SHARED_REDIS_URL,
+  cliSafeSecret,
+  eventually,
+  measurepoint,
+  measurepointTopic,
+  startPlatform,
+  uid,
+  type PlatformStandIn,
+} from '../helpers/e2e.js';
+import {
+  explainWith,
+  podLogLines,
+  podLogTail,
+  startPod,
+  writeDevicesFile,
+  type Pod,
+} from '../helpers/e2e-issue4.js';
+import { killAll } from '../helpers/processes.js';
+
+after(killAll);
+
+const ASSOCIATION_KEY = randomBytes(32).toString('hex');
+
+// --- the load balancer -------------------------------------------------------------------------
+
+async function udp(): Promise<Socket> {
+  const s = createSocket('udp4');
+  s.on('error', () => undefined); // ICMP unreachable from a killed pod is not the test's concern
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+  return s;
+}
+
+/**
+ * Devices talk to `port`; each device flow leaves from a back socket of its own toward the
+ * current `target`, answers come back the same way. `captured` keeps every datagram a device
+ * sent, for replays.
+ */
+class Relay {
+  readonly captured: Buffer[] = [];
+  private readonly flows = new Map<string, Socket>();
+  private constructor(
+    private readonly front: Socket,
+    public target: number,
+  ) {}
+
+  static async start(target: number): Promise<Relay> {
+    const r = new Relay(await udp(), target);
+    r.front.on('message', (msg, rinfo) => void r.forward(msg, rinfo.address, rinfo.port));
+    return r;
+  }
+
+  get port(): number {
+    return this.front.address().port;
+  }
+
+  private async forward(msg: Buffer, address: string, port: number): Promise<void> {
+    const k = `${address}|${port}`;
+    let back = this.flows.get(k);
+    if (back === undefined) {
+      back = await udp();
+      this.flows.set(k, back);
+      back.on('message', (m) => this.front.send(m, port, address));
+    }
+    this.captured.push(Buffer.from(msg));
+    back.send(msg, this.target, '127.0.0.1');
+  }
+
+  /** Sends `msg` to the target from the back socket of the (only) device flow. */
+  inject(msg: Buffer): void {
+    const back = this.flows.values().next().value;
+    assert.ok(back !== undefined, 'no device flow yet');
+    back.send(msg, this.target, '127.0.0.1');
+  }
+
+  async close(): Promise<void> {
+    for (const s of [this.front, ...this.flows.values()])
+      await new Promise<void>((done) => s.close(() => done()));
+  }
+}
+
+// --- pods and their metrics --------------------------------------------------------------------
+
+interface MetricsPod extends Pod {
+  readonly adminPort: number;
+}
+
+async function startSharingPod(
+  dir: string,
+  name: string,
+  devices: string,
+  redisPrefix: string,
+): Promise<MetricsPod> {
+  const pod = await startPod(
+    dir,
+    name,
+    {
+      devices,
+      redisUrl: SHARED_REDIS_URL,
+      redisPrefix,
+      mqttUrl: SHARED_MQTT_URL,
+      httpPort: 0,
+      httpBind: '127.0.0.1',
+      // "association adopted" is a debug line
+      logLevel: 'debug',
+      // always piggybacked: one answer per request
+      ackTimeout: -1,
+      replyTimeout: 5_000,
+      drainTimeout: 5,
+    },
+    { env: { COAP_EDGE_ASSOCIATION_KEY: ASSOCIATION_KEY } },
+  );
+  const m = await pod.proc.waitFor(/^.*"msg":"admin HTTP server listening".*$/m, {
+    stream: 'stdout',
+  });
+  const line = JSON.parse(m[0]) as { http?: unknown };
+  const adminPort = typeof line.http === 'string' ? Number(/:(\d+)$/.exec(line.http)?.[1]) : NaN;
+  assert.ok(adminPort > 0, `no admin port in ${m[0]}`);
+  // traffic only once ready, as from a load balancer: Redis (secrets and the association
+  // store) and MQTT connected; a handshake before the store is up would not be shared
+  await explainWith(
+    [pod],
+    eventually(
+      async () => (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).status === 200,
+      `${name} ready`,
+      10_000,
+    ),
+  );
+  return { ...pod, adminPort };
+}
+
+/** The sum of the samples of `name` whose labels include every `labels` pair. */
+async function metric(
+  pod: MetricsPod,
+  name: string,
+  labels: Record<string, string> = {},
+): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${pod.adminPort}/metrics`)).text();
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    const m = /^([a-z_]+)(?:\{([^}]*)\})? ([0-9.e+-]+|NaN)$/.exec(line);
+    if (m === null || m[1] !== name) continue;
+    const have = m[2] ?? '';
+    if (Object.entries(labels).every(([k, v]) => have.includes(`${k}="${v}"`))) sum += Number(m[3]);
+  }
+  return sum;
+}
+
+// --- the tests ---------------------------------------------------------------------------------
+
+for (const withCid of [true, false]) {
+  describe(
+    `e2e: shared associations across gateway processes, ${withCid ? 'CID offered' : 'no CID (by address)'}`,
+    { skip: MISSING_TOOLS },
+    () => {
+      const dir = mkdtempSync(join(tmpdir(), 'coap-edge-shared-'));
+      let a: MetricsPod | undefined;
+      let b: MetricsPod | undefined;
+      let relay: Relay | undefined;
+      let device: CoapDtlsClient | undefined;
+      let platform: PlatformStandIn | undefined;
+
+      afterEach(async () => {
+        await device?.close().catch(() => undefined);
+        await relay?.close();
+        await platform?.close();
+        await Promise.all([a?.stop(), b?.stop()]);
+        device = relay = platform = a = b = undefined;
+      });
+
+      /** Two pods, a platform for the device's topic, the relay toward A, the device on it. */
+      async function setUp(tag: string) {
+        const spec = { pk: uid(`sh${tag}`), dk: uid('dev'), secret: cliSafeSecret('sh') };
+        const devices = writeDevicesFile(dir, [spec], `${uid('devices-')}.json`);
+        const prefix = uid('e2e-shared-');
+        [a, b] = await Promise.all([
+          startSharingPod(dir, uid('A-'), devices, prefix),
+          startSharingPod(dir, uid('B-'), devices, prefix),
+        ]);
+        const topic = measurepointTopic(spec.pk, spec.dk);
+        platform = await startPlatform(SHARED_MQTT_URL, topic);
+        relay = await Relay.start(a.port);
+        device = await explainWith(
+          [a, b],
+          CoapDtlsClient.connect({
+            host: '127.0.0.1',
+            port: relay.port,
+            identity: `${spec.pk},${spec.dk},2,3600`,
+            psk: derivePsk(spec.secret),
+            cipherSuites: [CipherSuite.TLS_PSK_WITH_AES_128_CCM_8],
+            handshakeTimeoutMs: 10_000,
+            retransmitTimeoutMs: 500,
+            ...(withCid ? { connectionId: Buffer.alloc(0) } : {}),
+          }),
+        );
+        const pods = [a, b];
+        const d = device;
+        const p = platform;
+        const r = relay;
+        return {
+          a,
+          b,
+          d,
+          relay: r,
+          platform: p,
+          pods,
+          /** POSTs measurepoint `id`; must be answered 2.04 with the platform's reply. */
+          post: async (id: string): Promise<CoapResponse> => {
+            const res = await explainWith(
+              pods,
+              d.request({
+                method: 'POST',
+                path: `/topic${topic}`,
+                payload: Buffer.from(measurepoint(id)),
+                contentFormat: ContentFormat.JSON,
+                timeoutMs: 15_000,
+                ackTimeoutMs: 500,
+              }),
+            );
+            assert.equal(formatCode(res.code), formatCode(Code.CHANGED), res.payload.toString());
+            assert.equal((JSON.parse(res.payload.toString()) as { id?: unknown }).id, id);
+            return res;
+          },
+          /** How many times the broker delivered measurepoint `id` to the platform. */
+          seen: (id: string): number =>
+            p.messages.filter(
+              (m) => (JSON.parse(m.payload.toString()) as { id?: unknown }).id === id,
+            ).length,
+        };
+      }
+
+      /** Waits until A has lowered the device's receive fence (it went quiet). */
+      async function fenceLowered(pod: MetricsPod): Promise<void> {
+        try {
+          await eventually(
+            async () =>
+              (await metric(pod, 'coap_edge_dtls_sequence_leases_total', { kind: 'lower' })) >= 1,
+            `${pod.name}: the receive fence lowered`,
+            10_000,
+          );
+        } catch (err) {
+          const text = await (await fetch(`http://127.0.0.1:${pod.adminPort}/metrics`)).text();
+          const lines = text.split('\n').filter((l) => /^coap_edge_dtls_/.test(l));
+          throw new Error(`${String(err)}\n${lines.join('\n')}\n${podLogTail(pod, 30)}`, {
+            cause: err,
+          });
+        }
+      }
+
+      /** B answered after an adoption (by CID or address), with no handshake. */
+      async function adoptedWithoutHandshake(pod: MetricsPod): Promise<void> {
+        assert.ok(!pod.proc.exited, `${pod.name} is running`);
+        assert.equal(
+          await metric(pod, 'coap_edge_dtls_adoptions_total', { via: withCid ? 'cid' : 'address' }),
+          1,
+          `${pod.name}: one adoption via ${withCid ? 'cid' : 'address'}`,
+        );
+        assert.equal(await metric(pod, 'coap_edge_dtls_adoptions_total'), 1);
+        assert.equal(await metric(pod, 'coap_edge_dtls_handshakes_started_total'), 0);
+        assert.equal(await metric(pod, 'coap_edge_dtls_handshakes_completed_total'), 0);
+        assert.equal(podLogLines(pod, 'association adopted').length, 1, 'adoption logged');
+        assert.equal(podLogLines(pod, 'association established').length, 0, 'no handshake logged');
+      }
+
+      /** Switches the relay to B and times the first answer from it. */
+      async function switchAndPost(
+        s: Awaited<ReturnType<typeof setUp>>,
+        id: string,
+        what: string,
+      ): Promise<CoapResponse> {
+        s.relay.target = s.b.port;
+        const t0 = performance.now();
+        const res = await s.post(id);
+        console.log(
+          `# ${withCid ? 'cid' : 'address'} ${what}: first answer from B ` +
+            `${(performance.now() - t0).toFixed(0)} ms after the switch ` +
+            `(${res.retransmissions} CoAP retransmissions)`,
+        );
+        return res;
+      }
+
+      it('SIGKILL of A: B answers the next request by adoption, nothing acknowledged is lost or doubled', async () => {
+        const s = await setUp('k');
+        const ids = ['k1', 'k2', 'k3'];
+        for (const id of ids) await s.post(id);
+        assert.equal(await metric(s.a, 'coap_edge_dtls_associations_stored_total'), 1);
+        // A lowers the fence once the device is quiet (1 s); killed before, B refuses the
+        // records within A's receive lease until the next one past it (CoAP retransmissions)
+        await fenceLowered(s.a);
+        const gone = await s.a.proc.kill();
+        assert.equal(gone.signal, 'SIGKILL');
+
+        await switchAndPost(s, 'k4', 'after SIGKILL');
+        await adoptedWithoutHandshake(s.b);
+        await s.post('k5');
+        for (const id of [...ids, 'k4', 'k5'])
+          assert.equal(s.seen(id), 1, `${id} on the broker once`);
+        assert.equal(s.platform.messages.length, 5);
+      });
+
+      it('replay: everything the device sent to A, sent again to B after the kill, reaches the broker never twice', async () => {
+        const s = await setUp('r');
+        const ids = ['r1', 'r2', 'r3'];
+        for (const id of ids) await s.post(id);
+        await fenceLowered(s.a);
+        const captured = s.relay.captured.slice();
+        await s.a.proc.kill();
+        s.relay.target = s.b.port;
+
+        // before B holds the association: looked up, found, but nothing authenticates above
+        // the fence A lowered
+        for (const d of captured) s.relay.inject(d);
+        await eventually(
+          async () =>
+            (await metric(s.b, 'coap_edge_dtls_association_lookups_total', {
+              result: 'unproven',
+            })) >= 1,
+          'B: the replayed records looked up and left unproven',
+          10_000,
+        );
+        assert.equal(
+          await metric(s.b, 'coap_edge_dtls_adoptions_total'),
+          0,
+          'no adoption by replay',
+        );
+
+        // the device goes on at B
+        const first = await s.post('r4');
+        assert.ok(first.retransmissions <= 1, `${first.retransmissions} retransmissions`);
+        await adoptedWithoutHandshake(s.b);
+
+        // after the adoption: the replay window (and fence) drops them
+        const droppedBefore = await metric(s.b, 'coap_edge_dtls_records_dropped_total');
+        for (const d of captured) s.relay.inject(d);
+        // a fresh request after the replays: B handles datagrams of one flow in order, and
+        // publishes in order, so a replay that got through would be on the broker before it
+        await s.post('r5');
+        const dropped = (await metric(s.b, 'coap_edge_dtls_records_dropped_total')) - droppedBefore;
+        for (const id of [...ids, 'r4', 'r5'])
+          assert.equal(s.seen(id), 1, `${id} on the broker once`);
+        assert.equal(s.platform.messages.length, 5, 'nothing reached the broker twice');
+        console.log(
+          `# ${withCid ? 'cid' : 'address'} replay: ${captured.length} datagrams replayed twice; ` +
+            `after the adoption ${dropped} records dropped`,
+        );
+        assert.ok(dropped >= 1, 'the replays after the adoption were dropped and counted');
+      });
+
+      it('SIGTERM drain of A: no close_notify, the device goes on at B with no handshake', async () => {
+        const s = await setUp('d');
+        let closed: unknown;
+        s.d.dtls.on('close', (reason: unknown) => {
+          closed = reason ?? 'closed';
+        });
+        await s.post('d1');
+        await s.post('d2');
+        // no pause: the hand-over lowers the fence at once
+        s.a.proc.signal('SIGTERM');
+        const gone = await s.a.proc.done;
+        assert.equal(gone.code, 0, s.a.proc.describe());
+        const handed = podLogLines(s.a, 'associations handed over');
+        assert.equal(handed.length, 1, 'A logged the hand-over');
+        assert.equal(handed[0]?.handedOver, 1, podLogTail(s.a, 15));
+        assert.equal(closed, undefined, 'the device got no close_notify');
+
+        await switchAndPost(s, 'd3', 'after SIGTERM drain');
+        await adoptedWithoutHandshake(s.b);
+        assert.equal(closed, undefined, 'the device is still established');
+        for (const id of ['d1', 'd2', 'd3'])
+          assert.equal(s.seen(id), 1, `${id} on the broker once`);
+      });
+    },
+  );
+}
