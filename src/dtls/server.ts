@@ -76,6 +76,11 @@ export interface DtlsServerHandler<P> {
    * time from the first record to the adoption (store round trip included).
    */
   onAdopted?(assoc: DtlsAssociation<P>, ms: number): void;
+  /**
+   * An operation of the shared association store failed (`op`: create, lookup, lease,
+   * fence, remove); counted in `stats.shared` too. Never carries key material.
+   */
+  onShareError?(op: string, err: unknown): void;
   onClosed?(assoc: DtlsAssociation<P>, reason: CloseReason): void;
   onHandshakeFailed?(failure: HandshakeFailure): void;
   /** An exception escaped a handler or the server itself; the datagram was dropped. */
@@ -821,6 +826,10 @@ export class DtlsServer<P>
     // the fence is the new holder's now: nothing to hand down
     if (assoc.lease !== undefined) assoc.lease.dirty = false;
     this.release(assoc, 'offloaded');
+  }
+
+  storeFailed(op: string, err: unknown): void {
+    this.handler.onShareError?.(op, err);
   }
 
   sealed(assoc: Association<unknown>): void {

@@ -97,6 +97,8 @@ export interface SharingHost<A extends SharedAssociationView> {
   flushOut(assoc: A): void;
   /** Another pod holds the association now (or it expired): forget it here. */
   lost(assoc: A): void;
+  /** A store operation failed (`op`: create, lookup, lease, fence, remove); counted too. */
+  storeFailed(op: string, err: unknown): void;
 }
 
 export interface SharingOptions {
@@ -186,8 +188,9 @@ export class Sharing<A extends SharedAssociationView> {
           onStored(true);
           this.wake(assoc);
         },
-        () => {
+        (err: unknown) => {
           this.stats.storeErrors++;
+          this.host.storeFailed('create', err);
           onStored(false);
         },
       );
@@ -220,8 +223,9 @@ export class Sharing<A extends SharedAssociationView> {
     }
     const entry = { held: [held], startedAt: this.host.now() };
     this.pending.set(handle, entry);
-    this.peekThenAdopt(handle, entry).catch(() => {
+    this.peekThenAdopt(handle, entry).catch((err: unknown) => {
       this.stats.lookups.error++;
+      this.host.storeFailed('lookup', err);
       this.settle(handle, entry, false);
     });
   }
@@ -386,9 +390,10 @@ export class Sharing<A extends SharedAssociationView> {
         assoc.state.addWriteBlock(first, this.txLease);
         if (lease.heldOut.length > 0) this.host.flushOut(assoc);
       },
-      () => {
+      (err: unknown) => {
         lease.txBusy = false;
         this.stats.leaseErrors++;
+        this.host.storeFailed('lease', err);
       },
     );
   }
@@ -433,9 +438,10 @@ export class Sharing<A extends SharedAssociationView> {
         if (fence > assoc.state.acceptBelow) assoc.state.acceptBelow = fence;
         this.wake(assoc);
       },
-      () => {
+      (err: unknown) => {
         lease.fenceBusy = false;
         this.stats.leaseErrors++;
+        this.host.storeFailed('fence', err);
         // the held records wait for the next record's attempt (the device retransmits)
       },
     );
@@ -487,8 +493,9 @@ export class Sharing<A extends SharedAssociationView> {
       const ok = await this.store.setRxFence(lease.handle, this.owner, fence, this.ttlMs);
       if (!ok) this.stats.leasesLost++;
       return ok;
-    } catch {
+    } catch (err) {
       this.stats.leaseErrors++;
+      this.host.storeFailed('fence', err);
       return false;
     } finally {
       lease.fenceBusy = false;
@@ -503,9 +510,15 @@ export class Sharing<A extends SharedAssociationView> {
    */
   async handOver(assocs: readonly A[], timeoutMs: number): Promise<number> {
     let done = 0;
+    const deadline = this.host.now() + timeoutMs;
     const all = Promise.all(
       assocs.map(async (a) => {
-        if (a.lease !== undefined && !a.lease.fenceBusy && (await this.lower(a))) done++;
+        const lease = a.lease;
+        if (lease === undefined) return;
+        // a raise in flight first lands, then the fence comes down (held records go first)
+        while (lease.fenceBusy && this.host.now() < deadline)
+          await new Promise((r) => setTimeout(r, 5));
+        if (await this.lower(a)) done++;
       }),
     );
     let timer: NodeJS.Timeout | undefined;
@@ -524,8 +537,9 @@ export class Sharing<A extends SharedAssociationView> {
     const lease = assoc.lease;
     this.dirty.delete(assoc);
     if (lease === undefined || !lease.ready) return;
-    this.store.remove(lease.handle, this.owner).catch(() => {
+    this.store.remove(lease.handle, this.owner).catch((err: unknown) => {
       this.stats.leaseErrors++;
+      this.host.storeFailed('remove', err);
     });
   }
 

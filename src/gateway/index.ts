@@ -469,6 +469,19 @@ export class Gateway {
           'association adopted',
         );
       },
+      onShareError: (op, err) => {
+        const suppressed = limiter.admit(`share-error:${op}`);
+        if (suppressed === undefined) return;
+        // the message only: an ioredis error carries the command's arguments
+        log.warn(
+          {
+            op,
+            error: err instanceof Error ? err.message : 'unknown',
+            ...(suppressed > 0 ? { suppressed } : {}),
+          },
+          'shared association store failed',
+        );
+      },
       onClosed: (a, reason) => {
         coap.peerClosed(a.key);
         const why = PRESENCE_CLOSE[reason];

@@ -40,6 +40,7 @@ interface Pod {
   /** Application data each pod received, in order. */
   readonly got: string[];
   adopted: number;
+  readonly shareErrors: string[];
   /** A crashed pod hears nothing and sends nothing. */
   dead: boolean;
   close(): Promise<void>;
@@ -57,6 +58,7 @@ async function pod(
     port: socket.address().port,
     got: [],
     adopted: 0,
+    shareErrors: [],
     dead: false,
     close: async () => {
       p.server.close();
@@ -89,6 +91,9 @@ async function pod(
       },
       onAdopted: () => {
         p.adopted++;
+      },
+      onShareError: (op) => {
+        p.shareErrors.push(op);
       },
     },
   });
@@ -341,6 +346,80 @@ for (const withCid of [true, false]) {
     });
   });
 }
+
+/** A store whose operations can be slowed down or refused, for the failure paths. */
+class FaultyStore extends MemoryAssociationStore {
+  fenceDelayMs = 0;
+  refuseCreate = false;
+
+  override async setRxFence(h: string, o: string, fence: number, ttl: number): Promise<boolean> {
+    if (this.fenceDelayMs > 0) await new Promise((r) => setTimeout(r, this.fenceDelayMs));
+    return super.setRxFence(h, o, fence, ttl);
+  }
+
+  override create(...a: Parameters<MemoryAssociationStore['create']>): Promise<void> {
+    if (this.refuseCreate) return Promise.reject(new Error('store down'));
+    return super.create(...a);
+  }
+}
+
+describe('Shared associations: store faults', () => {
+  it('a drain during a fence raise waits for it, then hands the exact fence over', async () => {
+    const store = new FaultyStore();
+    const a = await pod('A', store, { quietMs: 3_600_000 });
+    const b = await pod('B', store);
+    const lb = await Relay.start(a.port);
+    const c = await DtlsClient.connect({
+      host: '127.0.0.1',
+      port: lb.port,
+      identity: IDENTITY,
+      psk: PSK,
+      connectionId: Buffer.alloc(0),
+    });
+    try {
+      const got = inbox(c);
+      await until('stored', () => a.server.stats.shared.stored === 1);
+      store.fenceDelayMs = 200;
+      c.send(Buffer.from('one')); // seq 1 … past the first lease: a slow raise starts
+      c.send(Buffer.from('two'));
+      c.send(Buffer.from('three'));
+      await until('a raise in flight', () => a.server.stats.shared.leases.rx >= 1);
+      assert.equal(await a.server.handOver(2_000), 1);
+      store.fenceDelayMs = 0;
+      a.server.close();
+      lb.target = b.port;
+      assert.equal(await ask(c, got, 'four'), 'B:four', 'answered at once: the fence is exact');
+    } finally {
+      await c.close();
+      await lb.close();
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('a store that refuses the association: it stays with this pod alone and works; the failure is reported', async () => {
+    const store = new FaultyStore();
+    store.refuseCreate = true;
+    const a = await pod('A', store);
+    const c = await DtlsClient.connect({
+      host: '127.0.0.1',
+      port: a.port,
+      identity: IDENTITY,
+      psk: PSK,
+    });
+    try {
+      const got = inbox(c);
+      await until('reported', () => a.shareErrors.length === 1);
+      assert.deepEqual(a.shareErrors, ['create']);
+      for (let i = 0; i < 20; i++) assert.equal(await ask(c, got, `m${i}`), `A:m${i}`);
+      assert.equal(a.server.stats.shared.storeErrors, 1);
+      assert.equal(store.size, 0);
+    } finally {
+      await c.close();
+      await a.close();
+    }
+  });
+});
 
 describe('Shared associations: snapshot sealing', () => {
   it('opens only with its key and under its handle', () => {
