@@ -3,12 +3,17 @@
  * replica, sentinel), configured through the settings (`redisCluster`, `redisSentinels` +
  * `redisSentinelMaster`, `redisWaitReplicas`), driven by coap-client-openssl: a device is
  * activated on B (secureMode 3), posts with its secret on A (A finds B's activation in Redis,
- * the registry is not asked for the device), and a repeated activation is refused on A.
+ * the registry is not asked for the device), and a repeated activation is refused on A. With
+ * `associationKey` the gateways share DTLS associations: a device's association made on A
+ * continues on B (behind a relay playing the load balancer) with no handshake, through a
+ * failover of the Redis master that holds it, and no acknowledged message is lost.
  * Shared Mosquitto 1883.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { ContentFormat } from '../../src/coap/constants.js';
+import { randomBytes } from 'node:crypto';
+import { ContentFormat, formatCode } from '../../src/coap/constants.js';
+import { CoapDtlsClient } from '../../src/tools/coap-client.js';
 import { derivePsk } from '../../src/enos/psk.js';
 import {
   E2eRegistry,
@@ -29,6 +34,7 @@ import {
 import { killAll, runCoapClient, type ProcessResult } from '../helpers/processes.js';
 import { waitFor } from '../integration/auth/helpers.js';
 import { RedisClusterFixture, RedisSentinelFixture } from '../helpers/redis-topologies.js';
+import { Relay } from '../helpers/udp-relay.js';
 
 function describeRun(r: ProcessResult): string {
   return `--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
@@ -36,6 +42,8 @@ function describeRun(r: ProcessResult): string {
 
 interface Fixture {
   readonly settings: Record<string, unknown>;
+  /** Fails over the master holding `key`. */
+  failover(key: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -43,7 +51,11 @@ const topologies: Record<string, () => Promise<Fixture>> = {
   cluster: async () => {
     const c = await RedisClusterFixture.start();
     const nodes = c.target().nodes.map((n) => `${n.host}:${n.port}`);
-    return { settings: { redisCluster: nodes }, stop: () => c.stop() };
+    return {
+      settings: { redisCluster: nodes },
+      failover: async (key) => c.failover((await c.ownerOf(key)).replica),
+      stop: () => c.stop(),
+    };
   },
   sentinel: async () => {
     const s = await RedisSentinelFixture.start();
@@ -53,6 +65,7 @@ const topologies: Record<string, () => Promise<Fixture>> = {
         redisSentinels: t.sentinels.map((n) => `${n.host}:${n.port}`),
         redisSentinelMaster: t.masterName,
       },
+      failover: () => s.failover(),
       stop: () => s.stop(),
     };
   },
@@ -68,6 +81,8 @@ for (const [name, start] of Object.entries(topologies)) {
     let gwB: E2eGateway;
     let platform: PlatformStandIn;
 
+    const redisPrefix = uid('e2e-topo-');
+
     before(async () => {
       fixture = await start();
       registry = await E2eRegistry.start();
@@ -76,7 +91,8 @@ for (const [name, start] of Object.entries(topologies)) {
         ...fixture.settings,
         redisWaitReplicas: 1,
         mqttUrl: SHARED_MQTT_URL,
-        redisPrefix: uid('e2e-topo-'),
+        redisPrefix,
+        associationKey: randomBytes(32).toString('hex'),
         registryUrl: registry.url,
         registryToken: registry.token,
       };
@@ -97,6 +113,16 @@ for (const [name, start] of Object.entries(topologies)) {
       await fixture?.stop();
     });
 
+    /** Activates a new device on B; its secret. */
+    async function activated(dk: string): Promise<string> {
+      const r = await ask(gwB.port, dk);
+      assert.equal(r.code, 0, describeRun(r));
+      const body = jsonLines(r.stdout)[0] as { params?: { deviceSecret?: unknown } } | undefined;
+      const secret = body?.params?.deviceSecret;
+      assert.ok(typeof secret === 'string' && secret.length > 0, describeRun(r));
+      return secret;
+    }
+
     function ask(port: number, dk: string): Promise<ProcessResult> {
       return runCoapClient('coap-client-openssl', {
         port,
@@ -109,11 +135,7 @@ for (const [name, start] of Object.entries(topologies)) {
 
     it('activate on B, post with secureMode 2 on A, repeat refused on A', async () => {
       const dk = uid('dev');
-      const r = await ask(gwB.port, dk);
-      assert.equal(r.code, 0, describeRun(r));
-      const body = jsonLines(r.stdout)[0] as { params?: { deviceSecret?: unknown } } | undefined;
-      const secret = body?.params?.deviceSecret;
-      assert.ok(typeof secret === 'string' && secret.length > 0, describeRun(r));
+      const secret = await activated(dk);
 
       const post = await runCoapClient('coap-client-openssl', {
         port: gwA.port,
@@ -136,6 +158,57 @@ for (const [name, start] of Object.entries(topologies)) {
       assert.match(again.stderr, /^4\.03$/m, describeRun(again));
       assert.ok(!`${again.stdout}${again.stderr}`.includes(secret));
       assert.equal(registry.count('POST', `/devices/${pk}/${dk}/activate`), 1);
+    });
+
+    it('a shared association made on A continues on B, through a failover of its master', async () => {
+      const dk = uid('dev');
+      const secret = await activated(dk);
+      const relay = await Relay.start(gwA.port);
+      const device = await CoapDtlsClient.connect({
+        host: '127.0.0.1',
+        port: relay.port,
+        identity: `${pk},${dk},2,3600`,
+        psk: derivePsk(secret),
+        connectionId: Buffer.alloc(0),
+        retransmitTimeoutMs: 500,
+      });
+      const acknowledged: string[] = [];
+      const post = async (id: string): Promise<void> => {
+        const res = await device.request({
+          method: 'POST',
+          path: coapPath(measurepointTopic(pk, dk)),
+          payload: Buffer.from(measurepoint(id)),
+          contentFormat: ContentFormat.JSON,
+          timeoutMs: 20_000,
+          ackTimeoutMs: 500,
+        });
+        assert.equal(formatCode(res.code), '2.04', res.payload.toString());
+        acknowledged.push(id);
+      };
+      try {
+        await post('shared-1');
+        const a = [...gwA.gateway.dtls.listAssociations()].find((x) => x.identity.includes(dk));
+        const cid = a?.connectionId;
+        assert.ok(cid !== undefined, 'a CID association on A');
+        await waitFor(() => gwA.gateway.dtls.stats.shared.stored >= 1, 'stored', 10_000);
+        const handshakesB = gwB.gateway.dtls.stats.handshakesCompleted;
+        relay.target = gwB.port;
+        await post('shared-2');
+        assert.equal(gwB.gateway.dtls.stats.shared.adoptions.cid, 1, 'adopted by CID');
+        // the master holding the association fails over while B goes on using its leases
+        const failover = fixture.failover(`${redisPrefix}:assoc:{c%3A${cid.toString('hex')}}`);
+        for (let i = 3; i <= 8; i++) await post(`shared-${i}`);
+        await failover;
+        for (let i = 9; i <= 12; i++) await post(`shared-${i}`);
+        assert.equal(gwB.gateway.dtls.stats.handshakesCompleted, handshakesB, 'no handshake on B');
+        const seen = (id: string): number =>
+          platform.messages.filter((m) => m.payload.toString().includes(`"${id}"`)).length;
+        await waitFor(() => acknowledged.every((id) => seen(id) >= 1), 'all at the broker', 10_000);
+        for (const id of acknowledged) assert.equal(seen(id), 1, `${id} exactly once`);
+      } finally {
+        await device.close();
+        await relay.close();
+      }
     });
   });
 }

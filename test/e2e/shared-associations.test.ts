@@ -17,7 +17,6 @@ import { after, afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { createSocket, type Socket } from 'node:dgram';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Code, ContentFormat, formatCode } from '../../src/coap/constants.js';
@@ -45,67 +44,11 @@ import {
   type Pod,
 } from '../helpers/e2e-issue4.js';
 import { killAll } from '../helpers/processes.js';
+import { Relay } from '../helpers/udp-relay.js';
 
 after(killAll);
 
 const ASSOCIATION_KEY = randomBytes(32).toString('hex');
-
-// --- the load balancer -------------------------------------------------------------------------
-
-async function udp(): Promise<Socket> {
-  const s = createSocket('udp4');
-  s.on('error', () => undefined); // ICMP unreachable from a killed pod is not the test's concern
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
-  return s;
-}
-
-/**
- * Devices talk to `port`; each device flow leaves from a back socket of its own toward the
- * current `target`, answers come back the same way. `captured` keeps every datagram a device
- * sent, for replays.
- */
-class Relay {
-  readonly captured: Buffer[] = [];
-  private readonly flows = new Map<string, Socket>();
-  private constructor(
-    private readonly front: Socket,
-    public target: number,
-  ) {}
-
-  static async start(target: number): Promise<Relay> {
-    const r = new Relay(await udp(), target);
-    r.front.on('message', (msg, rinfo) => void r.forward(msg, rinfo.address, rinfo.port));
-    return r;
-  }
-
-  get port(): number {
-    return this.front.address().port;
-  }
-
-  private async forward(msg: Buffer, address: string, port: number): Promise<void> {
-    const k = `${address}|${port}`;
-    let back = this.flows.get(k);
-    if (back === undefined) {
-      back = await udp();
-      this.flows.set(k, back);
-      back.on('message', (m) => this.front.send(m, port, address));
-    }
-    this.captured.push(Buffer.from(msg));
-    back.send(msg, this.target, '127.0.0.1');
-  }
-
-  /** Sends `msg` to the target from the back socket of the (only) device flow. */
-  inject(msg: Buffer): void {
-    const back = this.flows.values().next().value;
-    assert.ok(back !== undefined, 'no device flow yet');
-    back.send(msg, this.target, '127.0.0.1');
-  }
-
-  async close(): Promise<void> {
-    for (const s of [this.front, ...this.flows.values()])
-      await new Promise<void>((done) => s.close(() => done()));
-  }
-}
 
 // --- pods and their metrics --------------------------------------------------------------------
 

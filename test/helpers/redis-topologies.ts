@@ -42,6 +42,19 @@ class Processes {
   }
 }
 
+/** A key in a slot of the node `c` talks to (from its CLUSTER NODES `myself` line). */
+async function ownKey(c: Redis, nodes: readonly string[]): Promise<string | undefined> {
+  const mine = nodes.find((l) => l.includes('myself'));
+  const range = /(?:^|\s)(\d+)-(\d+)/.exec(mine?.split(' ').slice(8).join(' ') ?? '');
+  if (range === null) return undefined;
+  const [lo, hi] = [Number(range[1]), Number(range[2])];
+  for (let i = 0; i < 100; i++) {
+    const slot = Number(await c.cluster('KEYSLOT', `warm-up-${i}`));
+    if (slot >= lo && slot <= hi) return `warm-up-${i}`;
+  }
+  return undefined;
+}
+
 function client(port: number): Redis {
   return new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1, lazyConnect: false });
 }
@@ -133,7 +146,7 @@ export class RedisClusterFixture {
     await this.waitHealthy();
   }
 
-  /** Every node reports cluster_state:ok and every master has a connected replica. */
+  /** Every node reports cluster_state:ok and every master has a replica online. */
   async waitHealthy(timeoutMs = 20_000): Promise<void> {
     await waitFor(
       async () => {
@@ -149,6 +162,16 @@ export class RedisClusterFixture {
             const replicas = flags.filter((f) => f.includes('slave'));
             if (flags.some((f) => f.includes('fail'))) return false;
             if (replicas.length < 3) return false;
+            // A fresh replica acknowledges a master's first writes only on its 1 s cron: until
+            // a write there is confirmed at once (WAIT), a test with redisWaitReplicas would
+            // time out on the cluster's warm-up instead of on what it tests.
+            const repl = await c.info('replication');
+            if (/slave0:.*state=online/.test(repl)) {
+              const key = await ownKey(c, lines);
+              if (key === undefined) return false;
+              await c.set(key, '1', 'EX', 60);
+              if (Number(await c.wait(1, 100)) < 1) return false;
+            } else if (!repl.includes('role:slave')) return false;
           } catch {
             return false;
           } finally {

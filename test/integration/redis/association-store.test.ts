@@ -9,7 +9,6 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { Redis } from 'ioredis';
 import { MemoryAssociationStore, type SharedAssociationStore } from '../../../src/dtls/shared.js';
 import { RedisAssociationStore } from '../../../src/redis/association-store.js';
 import {
@@ -152,26 +151,6 @@ async function connect(url: RedisTarget, name: string): Promise<RedisClient> {
   return c;
 }
 
-/** Every master's replica is online (a fresh cluster's replicas are still syncing: WAIT 0). */
-async function replicasOnline(ports: readonly number[]): Promise<void> {
-  for (const port of ports) {
-    const c = new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1 });
-    c.on('error', () => {});
-    try {
-      await waitFor(
-        async () => {
-          const info = await c.info('replication');
-          return info.includes('role:slave') || /slave0:.*state=online/.test(info);
-        },
-        `replica of ${port} online`,
-        20_000,
-      );
-    } finally {
-      c.disconnect();
-    }
-  }
-}
-
 describe('MemoryAssociationStore', () => {
   it('answers the reference scenario', async () => {
     await runScenario(new MemoryAssociationStore());
@@ -188,12 +167,6 @@ const topologies: Record<string, { waitReplicas: number; start(): Promise<Topolo
     waitReplicas: 1,
     start: async () => {
       const f = await RedisClusterFixture.start();
-      try {
-        await replicasOnline(f.ports);
-      } catch (e) {
-        await f.stop();
-        throw e;
-      }
       return { url: f.target(), stop: () => f.stop() };
     },
   },

@@ -14,6 +14,7 @@ import { CipherSuite } from '../../../src/dtls/constants.js';
 import { DtlsServer, type DtlsServerOptions } from '../../../src/dtls/server.js';
 import { MemoryAssociationStore } from '../../../src/dtls/shared.js';
 import { sealSnapshot, openSnapshot } from '../../../src/dtls/snapshot.js';
+import { Relay } from '../../helpers/udp-relay.js';
 
 const PSK = Buffer.from('0123456789abcdef');
 const IDENTITY = 'demoPK01,device001,2,3600';
@@ -102,55 +103,6 @@ async function pod(
     if (!p.dead) server.handleDatagram(msg, rinfo.address, rinfo.port);
   });
   return p;
-}
-
-/**
- * The load balancer: clients talk to `port`; each client flow leaves from a back socket of
- * its own toward the current target pod, answers come back the same way. `captured` keeps
- * every datagram a client sent, for replays.
- */
-class Relay {
-  readonly captured: Buffer[] = [];
-  private readonly flows = new Map<string, Socket>();
-  private constructor(
-    private readonly front: Socket,
-    public target: number,
-  ) {}
-
-  static async start(target: number): Promise<Relay> {
-    const front = await udp();
-    const r = new Relay(front, target);
-    front.on('message', (msg, rinfo) => void r.forward(msg, rinfo.address, rinfo.port));
-    return r;
-  }
-
-  get port(): number {
-    return this.front.address().port;
-  }
-
-  private async forward(msg: Buffer, address: string, port: number): Promise<void> {
-    const k = `${address}|${port}`;
-    let back = this.flows.get(k);
-    if (back === undefined) {
-      back = await udp();
-      this.flows.set(k, back);
-      back.on('message', (m) => this.front.send(m, port, address));
-    }
-    this.captured.push(Buffer.from(msg));
-    back.send(msg, this.target, '127.0.0.1');
-  }
-
-  /** Sends `msg` to the target pod from the back socket of the (first) client flow. */
-  inject(msg: Buffer): void {
-    const back = this.flows.values().next().value;
-    assert.ok(back !== undefined);
-    back.send(msg, this.target, '127.0.0.1');
-  }
-
-  async close(): Promise<void> {
-    for (const s of [this.front, ...this.flows.values()])
-      await new Promise<void>((done) => s.close(() => done()));
-  }
 }
 
 function inbox(c: DtlsClient): string[] {
