@@ -79,7 +79,13 @@ export interface CoapPeer<I> {
   readonly key: string;
   /** Who the channel authenticated, or undefined on the plain (development) port. */
   readonly principal: I;
-  /** Sends one datagram; false when the channel is closed. */
+  /**
+   * Largest datagram the peer takes (a DTLS association: the device's record size limit,
+   * RFC 8449 / RFC 6066). Responses are cut into Block2 blocks small enough for it; absent:
+   * no limit beyond the block size.
+   */
+  readonly maxMessage?: number;
+  /** Sends one datagram; false when the channel is closed or it is too large. */
   send(datagram: Buffer): boolean;
 }
 
@@ -771,16 +777,27 @@ export class CoapEndpoint<I> {
     let options = reply.options ?? NO_OPTIONS;
     let payload = reply.payload ?? EMPTY;
 
-    // Block2 size: ours, or the smaller one the client asked for (RFC 7959 §2.4).
-    let szx = this.blockSzx;
-    let num = 0;
-    if (block2 !== undefined) {
-      if (block2.szx < szx) szx = block2.szx;
-      // a larger requested size is answered with ours and the num scaled (§2.4)
-      num = (block2.num << block2.szx) >>> szx;
+    // Block2 size: ours, or the smaller one the client asked for (RFC 7959 §2.4), or smaller
+    // still so that a whole block fits the peer's largest message.
+    let szx = block2 !== undefined && block2.szx < this.blockSzx ? block2.szx : this.blockSzx;
+    let split = payload.length > 1 << (szx + 4) || (block2 !== undefined && block2.num > 0);
+    const limit = peer.maxMessage;
+    if (limit !== undefined) {
+      let room = limit - messageOverhead(msg.token.length, options);
+      if (room < MIN_BLOCK && hasOption(options, OptionNumber.COMMAND_PAYLOAD)) {
+        // not even the smallest block fits beside the inline command: the command goes
+        // without it (elective; the device fetches it, docs/protocol.md "Commands")
+        options = options.filter(isNotCommandPayload);
+        room = limit - messageOverhead(msg.token.length, options);
+        this.stats.commandsNotInlined++;
+      }
+      if (payload.length > room && payload.length > 0) split = true;
+      while (szx > 0 && 1 << (szx + 4) > room) szx--;
+      if ((split ? 1 << (szx + 4) : payload.length) > room) this.stats.tooLargeForPeer++;
     }
+    // a larger requested size is answered with ours and the num scaled (§2.4)
+    const num = block2 !== undefined ? (block2.num << block2.szx) >>> szx : 0;
     const size = 1 << (szx + 4);
-    const split = payload.length > size || num > 0;
     if (block1 !== undefined || split) {
       const base = withoutBlockOptions(options);
       const out: CoapOption[] = base.slice();
@@ -822,7 +839,13 @@ export class CoapEndpoint<I> {
     block2: BlockOption,
     now: number,
   ): void {
-    const szx = block2.szx < this.blockSzx ? block2.szx : this.blockSzx;
+    let szx = block2.szx < this.blockSzx ? block2.szx : this.blockSzx;
+    const limit = peer.maxMessage;
+    if (limit !== undefined) {
+      const room = limit - messageOverhead(msg.token.length, body.options);
+      while (szx > 0 && 1 << (szx + 4) > room) szx--;
+      if (1 << (szx + 4) > room) this.stats.tooLargeForPeer++;
+    }
     const num = (block2.num << block2.szx) >>> szx;
     const size = 1 << (szx + 4);
     const total = body.payload.length;
@@ -942,6 +965,34 @@ function withoutIgnoredOptions(msg: CoapMessage, understood: ReadonlySet<number>
     if (understood.has(n) || n === OptionNumber.SIZE1) kept.push(o);
   }
   return decode(encode({ ...msg, options: kept }));
+}
+
+/** The smallest Block2 block (szx 0). */
+const MIN_BLOCK = 16;
+/**
+ * Room the layer's own options may take beyond the handler's: Block1 and Block2 (value ≤ 3
+ * bytes) and Size2 (≤ 4), each with a header of at most 5 bytes (RFC 7252 §3.1).
+ */
+const LAYER_OPTIONS_ROOM = 3 * 5 + 3 + 3 + 4;
+
+/**
+ * An upper bound of a response's size without its payload: header, token, the handler's
+ * options each with the longest option header, the layer's block options and the payload
+ * marker. Cheap (no encoding); a little generous, never short.
+ */
+function messageOverhead(tokenLength: number, options: readonly CoapOption[]): number {
+  let n = 4 + tokenLength + LAYER_OPTIONS_ROOM + 1;
+  for (let i = 0; i < options.length; i++) n += 5 + (options[i]?.value.length ?? 0);
+  return n;
+}
+
+function hasOption(options: readonly CoapOption[], n: number): boolean {
+  for (let i = 0; i < options.length; i++) if (options[i]?.number === n) return true;
+  return false;
+}
+
+function isNotCommandPayload(o: CoapOption): boolean {
+  return o.number !== OptionNumber.COMMAND_PAYLOAD;
 }
 
 /** The options without Block1, Block2 and Size2 (this layer sets those); no copy if none. */

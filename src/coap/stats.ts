@@ -70,6 +70,13 @@ export class CoapStats {
   block2Misses = 0;
   /** Cached bodies dropped by caps (not by expiry). */
   block2Evicted = 0;
+  /**
+   * Responses whose smallest block still did not fit the peer's largest message (its options
+   * alone are too long for the device's record size limit); the channel refuses them.
+   */
+  tooLargeForPeer = 0;
+  /** Commands announced without their inline payload (option 2102) because it did not fit. */
+  commandsNotInlined = 0;
 
   // --- gauges ---------------------------------------------------------------------------
   /** Peers with deduplication state (recent message IDs or exchanges in flight). */

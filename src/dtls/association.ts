@@ -1,5 +1,11 @@
 /** An established DTLS association: epoch-1 state for one peer address. */
-import { AlertLevel, AlertDescription, ContentType, HandshakeType } from './constants.js';
+import {
+  AlertLevel,
+  AlertDescription,
+  ContentType,
+  HandshakeType,
+  MAX_PLAINTEXT,
+} from './constants.js';
 import { encodeFlight, type FlightEntry } from './flight.js';
 import { ALERT_CLOSE_NOTIFY, type EpochState } from './keys.js';
 import type { Lease } from './sharing.js';
@@ -40,7 +46,22 @@ export interface DtlsAssociation<P> {
   readonly handshakeDurationMs: number;
   readonly lastActivity: number;
   readonly open: boolean;
-  /** Sends one application-data record; false when the association is closed. */
+  /**
+   * Largest `data` {@link send} takes: the peer's record size limit (RFC 8449
+   * record_size_limit, RFC 6066 max_fragment_length; 2^14 when it announced none), less the
+   * inner content type byte when our records carry a CID (RFC 9146). The layer above sizes
+   * its messages to fit: nothing is split here.
+   */
+  readonly maxPlaintext: number;
+  /**
+   * {@link maxPlaintext} under the name a datagram channel's user reads (the CoAP layer's
+   * `CoapPeer.maxMessage`: one message per record).
+   */
+  readonly maxMessage: number;
+  /**
+   * Sends one application-data record; false when the association is closed or `data` is
+   * longer than {@link maxPlaintext} (counted as `recordTooLarge`, nothing sent).
+   */
   send(data: Buffer): boolean;
   /** Sends close_notify and forgets the association. */
   close(): void;
@@ -89,10 +110,22 @@ export class Association<P> implements DtlsAssociation<P> {
     private readonly clientRandom: Buffer,
     readonly connectionId: Buffer | undefined,
     peer: string,
+    /** Largest plaintext the peer accepts per record (RFC 8449 / RFC 6066). */
+    readonly peerRecordLimit: number = MAX_PLAINTEXT,
   ) {
     this.lastActivity = establishedAt;
     this.lastFlight = lastFlight;
     this.peer = peer;
+  }
+
+  get maxPlaintext(): number {
+    // tls12_cid records carry the real content type inside the plaintext (RFC 9146 §4):
+    // counted against the peer's limit, to be safe
+    return this.state.writeCid !== undefined ? this.peerRecordLimit - 1 : this.peerRecordLimit;
+  }
+
+  get maxMessage(): number {
+    return this.maxPlaintext;
   }
 
   /** Whether records go to an address the peer moved to that is not validated yet. */
@@ -157,6 +190,11 @@ export class Association<P> implements DtlsAssociation<P> {
    * the data until its next leased block arrives; otherwise the space is used up.
    */
   sealAndSend(type: number, data: Buffer): boolean {
+    if (data.length > this.maxPlaintext) {
+      // never split behind the layer above's back, never sent over the peer's limit
+      this.host.stats.recordTooLarge++;
+      return false;
+    }
     const rec = this.state.seal(type, data);
     if (rec === undefined) {
       if (this.lease !== undefined && !this.state.exhausted)

@@ -61,6 +61,10 @@ export interface DtlsClientOptions {
    * (empty: we send CIDs but want none back). Needs `extensions: 'standard'`.
    */
   readonly connectionId?: Buffer;
+  /** Offer RFC 8449 record_size_limit with this value (sent as given, for tests too). */
+  readonly recordSizeLimit?: number;
+  /** Offer RFC 6066 max_fragment_length: 1..4 ask for 2^9..2^12 bytes. */
+  readonly maxFragmentLength?: 1 | 2 | 3 | 4;
 }
 
 type State = 'hello' | 'server-flight' | 'finishing' | 'established' | 'closed';
@@ -73,10 +77,18 @@ export interface DtlsClientEvents {
 export class DtlsClient extends EventEmitter<DtlsClientEvents> {
   private state: State = 'hello';
   private socket: Socket;
-  private readonly opts: Required<Omit<DtlsClientOptions, 'bindAddress' | 'connectionId'>> & {
-    bindAddress?: string;
-    connectionId?: Buffer;
-  };
+  private readonly opts: Required<
+    Omit<
+      DtlsClientOptions,
+      'bindAddress' | 'connectionId' | 'recordSizeLimit' | 'maxFragmentLength'
+    >
+  > &
+    Pick<
+      DtlsClientOptions,
+      'bindAddress' | 'connectionId' | 'recordSizeLimit' | 'maxFragmentLength'
+    >;
+  /** The extensions of the server's ServerHello, once it arrived (for tests). */
+  serverHelloExtensions: ReadonlyMap<number, Buffer> | undefined;
   /** The server's CID (what our records carry), when negotiated. */
   private peerCid: Buffer | undefined;
   private readonly random = randomBytes(32);
@@ -274,6 +286,15 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
     if (exts !== undefined && own !== undefined) {
       exts.push([ExtensionType.connectionId, Buffer.concat([Buffer.from([own.length]), own])]);
     }
+    const rsl = this.opts.recordSizeLimit;
+    if (exts !== undefined && rsl !== undefined) {
+      const v = Buffer.alloc(2);
+      v.writeUInt16BE(rsl, 0);
+      exts.push([ExtensionType.recordSizeLimit, v]);
+    }
+    const mfl = this.opts.maxFragmentLength;
+    if (exts !== undefined && mfl !== undefined)
+      exts.push([ExtensionType.maxFragmentLength, Buffer.from([mfl])]);
     const body = clientHelloBody({
       random: this.random,
       cookie,
@@ -411,6 +432,7 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
           throw new DtlsError('DTLS_HANDSHAKE_FAILURE', 'unacceptable ServerHello');
         }
         this.suite = sh.cipherSuite;
+        this.serverHelloExtensions = sh.extensions;
         this.ems =
           this.opts.extensions === 'standard' &&
           sh.extensions.has(ExtensionType.extendedMasterSecret);

@@ -76,16 +76,22 @@ export const cipherSuiteName: ReadonlyMap<number, CipherSuiteName> = new Map(
 /** TLS_EMPTY_RENEGOTIATION_INFO_SCSV (RFC 5746 §3.3). */
 export const EMPTY_RENEGOTIATION_INFO_SCSV = 0x00ff;
 
-/** Extension code points (RFC 6066, 7366, 7627, 5746). */
+/** Extension code points (RFC 6066, 7366, 7627, 8449, 5746). */
 export const ExtensionType = {
   serverName: 0,
   maxFragmentLength: 1,
   encryptThenMac: 22,
   extendedMasterSecret: 23,
+  recordSizeLimit: 28,
   sessionTicket: 35,
   connectionId: 54,
   renegotiationInfo: 0xff01,
 } as const;
+
+/** Largest record plaintext in DTLS 1.2 (RFC 6347 §4.1, RFC 5246 §6.2.1): 2^14. */
+export const MAX_PLAINTEXT = 16384;
+/** Smallest record_size_limit a peer may announce (RFC 8449 §4). */
+export const MIN_RECORD_SIZE_LIMIT = 64;
 
 /** Longest Connection ID (RFC 9146 §3: cid<0..2^8-1>; we hand out and accept at most 32). */
 export const MAX_CID_LENGTH = 32;

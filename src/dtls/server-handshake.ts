@@ -15,7 +15,9 @@ import {
   ExtensionType,
   HandshakeType,
   MAX_CID_LENGTH,
+  MAX_PLAINTEXT,
   MAX_PSK_IDENTITY,
+  MIN_RECORD_SIZE_LIMIT,
   alertName,
   cipherSuiteName,
 } from './constants.js';
@@ -88,6 +90,11 @@ export interface CompletedHandshake<P> {
   readonly peerConnectionId: Buffer | undefined;
   /** Both directions' key material (a shared association's snapshot carries it). */
   readonly keys: { readonly client: DirectionKeys; readonly server: DirectionKeys } | undefined;
+  /**
+   * Largest plaintext the peer accepts in one record (RFC 8449 record_size_limit or RFC 6066
+   * max_fragment_length); {@link MAX_PLAINTEXT} when it announced none.
+   */
+  readonly peerRecordLimit: number;
   /** ms from the verified ClientHello to the client's Finished. */
   readonly durationMs: number;
 }
@@ -125,6 +132,8 @@ export class ServerHandshake<P> {
   private readonly suite: number;
   private readonly ems: boolean;
   private readonly etm: boolean;
+  /** Largest plaintext the peer accepts per record (RFC 8449 / RFC 6066); 2^14 by default. */
+  private peerRecordLimit = MAX_PLAINTEXT;
   private sendSeq: number;
   private flight: FlightEntry[] = [];
   private epoch1: EpochState | undefined;
@@ -239,6 +248,12 @@ export class ServerHandshake<P> {
       this.fail('protocol-error', 'connection_id', AlertDescription.decodeError);
       return;
     }
+    const limits = recordLimits(ch);
+    if ('refused' in limits) {
+      this.fail('protocol-error', limits.refused, limits.alert);
+      return;
+    }
+    this.peerRecordLimit = limits.limit;
     const secureRenegotiation =
       reneg !== undefined || ch.cipherSuites.includes(EMPTY_RENEGOTIATION_INFO_SCSV);
 
@@ -248,6 +263,7 @@ export class ServerHandshake<P> {
       extensions.push([ExtensionType.renegotiationInfo, RENEGOTIATION_INFO_EMPTY]);
     if (this.ems) extensions.push([ExtensionType.extendedMasterSecret, NO_DATA]);
     if (this.etm) extensions.push([ExtensionType.encryptThenMac, NO_DATA]);
+    if (limits.answer !== undefined) extensions.push(limits.answer);
     // RFC 9146 §3: we hand every client that offers the extension a CID of ours, also when it
     // asks for none itself (a zero-length CID: our records to it stay plain). A client CID
     // longer than we accept for ourselves is declined by not answering the extension.
@@ -588,6 +604,7 @@ export class ServerHandshake<P> {
       connectionId: this.cid,
       peerConnectionId: this.peerCid,
       keys: this.directionKeys,
+      peerRecordLimit: this.peerRecordLimit,
       durationMs: this.host.now() - this.startedAt,
     });
   }
@@ -664,6 +681,49 @@ export class ServerHandshake<P> {
   get pskIdentity(): string | undefined {
     return this.identity;
   }
+}
+
+/** Our record_size_limit (RFC 8449 §4): we accept every record DTLS 1.2 allows, 2^14 bytes. */
+const OUR_RECORD_SIZE_LIMIT = Buffer.from([MAX_PLAINTEXT >>> 8, MAX_PLAINTEXT & 0xff]);
+
+/**
+ * The peer's record size limit from its ClientHello (docs/protocol.md, "Transport and
+ * security"), and the extension our ServerHello answers with; a string names an illegal value
+ * (illegal_parameter). RFC 8449 §5: when both are offered, record_size_limit wins and
+ * max_fragment_length is neither applied nor echoed.
+ */
+export function recordLimits(
+  ch: Pick<ClientHello, 'extensions'>,
+):
+  | { readonly limit: number; readonly answer: [number, Buffer] | undefined }
+  | { readonly refused: string; readonly alert: number } {
+  const rsl = ch.extensions.get(ExtensionType.recordSizeLimit);
+  if (rsl !== undefined) {
+    if (rsl.length !== 2)
+      return { refused: 'record_size_limit', alert: AlertDescription.decodeError };
+    const value = rsl.readUInt16BE(0);
+    // RFC 8449 §4: below 64 is illegal_parameter; above 2^14 means no limit in DTLS 1.2
+    if (value < MIN_RECORD_SIZE_LIMIT)
+      return { refused: 'record_size_limit', alert: AlertDescription.illegalParameter };
+    return {
+      limit: Math.min(value, MAX_PLAINTEXT),
+      answer: [ExtensionType.recordSizeLimit, OUR_RECORD_SIZE_LIMIT],
+    };
+  }
+  const mfl = ch.extensions.get(ExtensionType.maxFragmentLength);
+  if (mfl !== undefined) {
+    if (mfl.length !== 1)
+      return { refused: 'max_fragment_length', alert: AlertDescription.decodeError };
+    const code = mfl[0] ?? 0;
+    // RFC 6066 §4: 1..4 are 2^9..2^12; anything else is illegal_parameter
+    if (code < 1 || code > 4)
+      return { refused: 'max_fragment_length', alert: AlertDescription.illegalParameter };
+    return {
+      limit: 1 << (8 + code),
+      answer: [ExtensionType.maxFragmentLength, Buffer.from([code])],
+    };
+  }
+  return { limit: MAX_PLAINTEXT, answer: undefined };
 }
 
 /** Identities are ASCII in practice; anything else is shown escaped, length-capped. */

@@ -17,6 +17,7 @@ import {
   DTLS_1_0,
   HandshakeType,
   MAX_CID_LENGTH,
+  MAX_PLAINTEXT,
   cipherSuiteName,
 } from './constants.js';
 import { Association, type AssociationHost, type DtlsAssociation } from './association.js';
@@ -652,6 +653,7 @@ export class DtlsServer<P>
       r.clientRandom,
       cid,
       hs.key,
+      r.peerRecordLimit,
     );
     this.associations.add(hs.key, assoc, admission, assoc.establishedAt);
     if (cid !== undefined) this.byCid.set(cid.toString('latin1'), assoc);
@@ -686,6 +688,7 @@ export class DtlsServer<P>
       establishedAt: assoc.establishedAt,
       handshakeDurationMs: assoc.handshakeDurationMs,
       clientRandom: r.clientRandom,
+      peerRecordLimit: r.peerRecordLimit,
     };
     assoc.lease = new Lease(handle, this.now(), INITIAL_RX_LEASE);
     // the client's Finished was the first record: its fence comes down once it is quiet
@@ -775,6 +778,7 @@ export class DtlsServer<P>
       snapshot.clientRandom,
       cid,
       first.key,
+      snapshot.peerRecordLimit ?? MAX_PLAINTEXT,
     );
     assoc.lastActivity = now;
     const lease = new Lease(handle, now, rx.limit - rx.floor);

@@ -8,6 +8,7 @@
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { z } from 'zod';
+import { MAX_PLAINTEXT } from './constants.js';
 import type { DirectionKeys } from './record-cipher.js';
 
 const VERSION = 1;
@@ -37,6 +38,11 @@ export interface AssociationSnapshot {
   readonly establishedAt: number;
   readonly handshakeDurationMs: number;
   readonly clientRandom: Buffer;
+  /**
+   * Largest plaintext the peer accepts per record (RFC 8449 / RFC 6066); an adopting pod
+   * honours it. Absent in snapshots written before it was stored: 2^14.
+   */
+  readonly peerRecordLimit?: number;
 }
 
 const b64 = z.string().max(1024);
@@ -57,6 +63,7 @@ const schema = z.object({
   established: z.number(),
   handshakeMs: z.number(),
   random: b64,
+  rsl: z.number().int().min(64).max(MAX_PLAINTEXT).optional(),
 });
 
 function keysOut(k: DirectionKeys): z.infer<typeof keysSchema> {
@@ -97,6 +104,7 @@ export function sealSnapshot(s: AssociationSnapshot, key: Buffer, handle: string
     established: s.establishedAt,
     handshakeMs: s.handshakeDurationMs,
     random: s.clientRandom.toString('base64'),
+    ...(s.peerRecordLimit !== undefined ? { rsl: s.peerRecordLimit } : {}),
   };
   const plain = Buffer.from(JSON.stringify(doc));
   const iv = randomBytes(IV_LENGTH);
@@ -160,5 +168,6 @@ export function openSnapshot(
     establishedAt: doc.established,
     handshakeDurationMs: doc.handshakeMs,
     clientRandom: Buffer.from(doc.random, 'base64'),
+    peerRecordLimit: doc.rsl ?? MAX_PLAINTEXT,
   };
 }

@@ -155,6 +155,11 @@ export class DtlsStats {
   peerAddressUpdates = 0;
   /** Datagrams not sent to a not yet validated new peer address (RFC 9853 §4 budget). */
   amplificationLimited = 0;
+  /**
+   * Records not sent because their plaintext exceeded the peer's record size limit (RFC 8449,
+   * RFC 6066): the layer above sent a message too large for the device.
+   */
+  recordTooLarge = 0;
   readonly drops = zeroes(DROP_REASONS);
   readonly handshakesFailed = zeroes(HANDSHAKE_FAIL_REASONS);
   readonly closed = zeroes(CLOSE_REASONS);

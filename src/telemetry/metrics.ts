@@ -342,6 +342,13 @@ export function createMetrics(): Metrics {
   );
   readCounter(
     registry,
+    'coap_edge_dtls_record_too_large_total',
+    "Records not sent because they exceeded the device's record size limit (RFC 8449 record_size_limit, RFC 6066 max_fragment_length).",
+    [],
+    one((x) => x.dtls.stats.recordTooLarge),
+  );
+  readCounter(
+    registry,
     'coap_edge_dtls_hello_verify_requests_total',
     'HelloVerifyRequests sent (stateless cookie answers).',
     [],
@@ -565,6 +572,7 @@ export function createMetrics(): Metrics {
       [{ direction: 'block1', outcome: 'refused' }, c.block1Refused],
       [{ direction: 'block2', outcome: 'started' }, c.block2Transfers],
       [{ direction: 'block2', outcome: 'served' }, c.block2Served],
+      [{ direction: 'block2', outcome: 'too_large_for_peer' }, c.tooLargeForPeer],
     ]),
   );
   readGauge(

@@ -17,6 +17,8 @@ import {
 export class FakePeer implements CoapPeer<string> {
   readonly sent: Buffer[] = [];
   open = true;
+  /** The peer's largest message (a DTLS record size limit), when set. */
+  maxMessage?: number;
   constructor(
     readonly key = 'peer-1',
     readonly principal = 'device-1',

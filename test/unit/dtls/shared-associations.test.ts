@@ -144,6 +144,7 @@ for (const withCid of [true, false]) {
         suite?: number;
         crashes?: boolean;
         now?: () => number;
+        recordSizeLimit?: number;
       } = {},
     ) {
       // a pod that is to crash never lowers a fence (a dead pod does nothing)
@@ -156,6 +157,7 @@ for (const withCid of [true, false]) {
         identity: IDENTITY,
         psk: PSK,
         ...(o.suite !== undefined ? { cipherSuites: [o.suite] } : {}),
+        ...(o.recordSizeLimit !== undefined ? { recordSizeLimit: o.recordSizeLimit } : {}),
         ...(withCid ? { connectionId: Buffer.alloc(0) } : {}),
       });
       const got = inbox(client);
@@ -185,6 +187,17 @@ for (const withCid of [true, false]) {
         assert.equal(store.calls.peek, calls.peek);
       });
     }
+
+    it('the device’s record size limit travels with it: the adopting pod honours it', async () => {
+      const { c, got } = await setUp({ recordSizeLimit: 512 });
+      assert.equal(await ask(c, got, 'one'), 'A:one');
+      lb.target = b.port;
+      assert.equal(await ask(c, got, 'two'), 'B:two');
+      const [adopted] = [...b.server.listAssociations()];
+      assert.equal(adopted?.maxPlaintext, 512);
+      assert.equal(adopted.send(Buffer.alloc(513)), false);
+      assert.equal(b.server.stats.recordTooLarge, 1);
+    });
 
     it('sends past the leased block: the next block comes from the store, nonces never repeat', async () => {
       const { c, got } = await setUp({ rxLease: 8 });
@@ -391,6 +404,7 @@ describe('Shared associations: snapshot sealing', () => {
       establishedAt: 1,
       handshakeDurationMs: 2,
       clientRandom: randomBytes(32),
+      peerRecordLimit: 512,
     };
     const blob = sealSnapshot(s, KEY, 'c:01');
     assert.equal(blob.includes(s.client.encKey), false, 'keys are not in the clear');
