@@ -207,7 +207,7 @@ export const settings = {
     0,
     'integer',
     'Secrets',
-    'Replicas that must confirm (Redis WAIT) a queued command, an activation or a shared association\'s sequence lease before it is used; 1 with replicas keeps them through a failover.',
+    "Replicas that must confirm (Redis WAIT) a queued command, an activation or a shared association's sequence lease before it is used; 1 with replicas keeps them through a failover.",
     { arg: '<n>' },
   ),
   registryUrl: setting(
