@@ -21,6 +21,7 @@
  * never appear in messages.
  */
 
+import { CoapEdgeError } from '../errors/index.js';
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { safeEcho, validateKey, type KeyRejectReason } from '../enos/index.js';
@@ -40,7 +41,7 @@ export interface DeviceRecord {
 }
 
 /** The devices file cannot be read or is invalid. The message names the file and field. */
-export class DevicesFileError extends Error {
+export class DevicesFileError extends CoapEdgeError {
   readonly code = 'DEVICES_FILE_INVALID';
 
   /**

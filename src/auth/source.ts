@@ -1,4 +1,5 @@
 /** What the PSK resolver needs from wherever secrets live (file, cache, Redis, registry). */
+import { CoapEdgeError } from '../errors/index.js';
 import type { DeviceRecord, ProductRecord } from './devices-file.js';
 import type { LookupLayer, LookupOutcome } from './stats.js';
 
@@ -35,7 +36,7 @@ export type SecretSourceErrorCode =
  * A source could not answer (Redis down, registry timeout); the caller fails fast. Messages
  * never contain secrets or response bodies.
  */
-export class SecretSourceError extends Error {
+export class SecretSourceError extends CoapEdgeError {
   constructor(
     readonly code: SecretSourceErrorCode,
     message: string,

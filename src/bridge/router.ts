@@ -7,6 +7,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { activationReply, parseTopicPath, type TopicInfo } from '../enos/index.js';
+import { isCoapEdgeError, type CoapResponseCode } from '../errors/index.js';
 import { commandOptions, parseTtd } from './commands/options.js';
 import type { HttpBackend } from './http/backend.js';
 import { LatencyHistogram } from './mqtt/stats.js';
@@ -24,6 +25,7 @@ import type {
   ActivationService,
   BridgeRequest,
   BridgeResponse,
+  BridgeStatus,
   CommandStore,
   DeviceMessageBackend,
   PresenceSink,
@@ -40,21 +42,25 @@ const UNAUTHORIZED: BridgeResponse = { status: 'unauthorized' };
 const METHOD_NOT_ALLOWED: BridgeResponse = { status: 'method-not-allowed' };
 const BAD_REQUEST: BridgeResponse = { status: 'bad-request' };
 const CHANGED: BridgeResponse = { status: 'changed' };
-const GATEWAY_TIMEOUT: BridgeResponse = { status: 'gateway-timeout' };
 const INTERNAL_ERROR: BridgeResponse = { status: 'internal-error' };
-const BAD_GATEWAY: BridgeResponse = { status: 'bad-gateway' };
 const OCTET_STREAM = 42;
 const JSON_FORMAT = 50;
 
-/** Backend error codes meaning "not accepted now, try again later" (5.03 with Max-Age). */
-const UNAVAILABLE_CODES: ReadonlySet<string> = new Set([
-  'BACKEND_UNAVAILABLE',
-  'BACKEND_CONNECTION_LOST',
-  'BACKEND_PUBACK_TIMEOUT',
-  'BACKEND_OVERLOADED',
-  'BACKEND_SUBSCRIBE_FAILED',
-  'BACKEND_CLOSED',
-]);
+/** The bridge status of each CoAP answer an error may carry (docs/errors.md). */
+const STATUS_OF: { readonly [C in CoapResponseCode]: BridgeStatus } = {
+  '4.00': 'bad-request',
+  '4.01': 'unauthorized',
+  '4.03': 'forbidden',
+  '4.04': 'not-found',
+  '4.05': 'method-not-allowed',
+  '4.13': 'too-large',
+  '4.15': 'unsupported-content-format',
+  '4.29': 'too-many-requests',
+  '5.00': 'internal-error',
+  '5.02': 'bad-gateway',
+  '5.03': 'unavailable',
+  '5.04': 'gateway-timeout',
+};
 
 /**
  * Topic and authorization rules (docs/protocol.md): a secureMode-3 session may only activate;
@@ -199,8 +205,8 @@ export class Router {
     let got;
     try {
       got = await store.fetch(device, topic.mqttTopic);
-    } catch {
-      return this.unavailable;
+    } catch (err) {
+      return this.failure(err, this.unavailable);
     }
     const cmd = got.command;
     if (cmd === undefined) return NOT_FOUND;
@@ -357,25 +363,16 @@ export class Router {
     }
   }
 
-  private failure(err: unknown): BridgeResponse {
-    const e = err as { code?: unknown; reasonCode?: unknown } | null;
-    const code = typeof e?.code === 'string' ? e.code : '';
-    if (UNAVAILABLE_CODES.has(code)) return this.unavailable;
-    if (code === 'BACKEND_REPLY_TIMEOUT') return GATEWAY_TIMEOUT;
-    if (code === 'BACKEND_DEVICE_SUSPECTED') {
-      // suspended after a broker dropped a shared connection with its publish in flight: it
-      // may be a bystander, so "retry later" (when the suspension ends), not 4.00
-      const after = (e as { retryAfterSec?: unknown }).retryAfterSec;
-      return typeof after === 'number'
-        ? { status: 'unavailable', maxAge: after }
-        : this.unavailable;
-    }
-    if (code === 'BACKEND_DEVICE_UNAUTHORIZED') return UNAUTHORIZED;
-    if (code === 'BACKEND_PUBLISH_REJECTED') {
-      // MQTT 5 reason 0x97 "quota exceeded": the platform may take it later
-      return e?.reasonCode === 0x97 ? this.unavailable : BAD_GATEWAY;
-    }
-    return INTERNAL_ERROR;
+  /**
+   * The answer to a request that failed with `err`: the CoAP reaction the error carries
+   * (docs/errors.md), or `fallback` for an error without one.
+   */
+  private failure(err: unknown, fallback: BridgeResponse = INTERNAL_ERROR): BridgeResponse {
+    const reaction = isCoapEdgeError(err) ? err.coap : undefined;
+    if (reaction === undefined) return fallback;
+    const status = STATUS_OF[reaction.code];
+    const maxAge = reaction.maxAge === 'configured' ? this.opts.unavailableMaxAge : reaction.maxAge;
+    return maxAge === undefined ? { status } : { status, maxAge };
   }
 }
 

@@ -37,6 +37,7 @@
  * `routes[2] ("telemetry"): url: unknown placeholder {foo}`. Secrets (auth environment
  * variables) are read here, once, and never appear in a message.
  */
+import { CoapEdgeError } from '../errors/index.js';
 import { safeEcho, validateKey } from '../enos/index.js';
 import { BackendAuth } from './http/auth.js';
 import {
@@ -85,7 +86,7 @@ function describeRoute(index: number, name: string | undefined): string {
 }
 
 /** A route in the configuration cannot be used; start-up stops (exit code 2). */
-export class RouteConfigError extends Error {
+export class RouteConfigError extends CoapEdgeError {
   readonly code = 'ROUTE_CONFIG_INVALID';
 
   /**
@@ -121,7 +122,9 @@ const PLACEHOLDERS: ReadonlyMap<string, Placeholder> = new Map([
 ]);
 
 /** A problem found while compiling one field; turned into a RouteConfigError by the caller. */
-class FieldProblem extends Error {}
+class FieldProblem extends CoapEdgeError {
+  readonly code = 'ROUTE_FIELD_INVALID';
+}
 
 function placeholderName(name: string): string {
   return /^[A-Za-z0-9_.-]{0,40}$/.test(name) ? `{${name}}` : safeEcho(`{${name}}`);

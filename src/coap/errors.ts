@@ -10,6 +10,7 @@
  * @module
  */
 
+import { CoapEdgeError } from '../errors/index.js';
 import { CON, type MessageType } from './constants.js';
 
 /** Stable identifiers of every way `decode` can reject a datagram. */
@@ -63,7 +64,7 @@ const BRAND = Symbol.for('coap-edge.coap.CoapFormatError');
  * do about it; `messageId` and `type` are set whenever the fixed header was readable and its
  * version was 1, so a Reset can be built without looking at the bytes again.
  */
-export class CoapFormatError extends Error {
+export class CoapFormatError extends CoapEdgeError {
   override readonly name = 'CoapFormatError';
   /** Stable identifier, safe for metrics labels and logs. */
   readonly code: CoapErrorCode;

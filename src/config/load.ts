@@ -3,6 +3,7 @@
  * then `COAP_EDGE_*` environment variables, then command-line flags; each later source wins.
  * Every value is validated by the zod schema derived from `settings.ts`.
  */
+import { CoapEdgeError } from '../errors/index.js';
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { type z } from 'zod';
@@ -16,7 +17,7 @@ export type Config = {
 };
 
 /** A configuration problem: names the source (file, variable or flag) and the field. Exit code 2. */
-export class ConfigError extends Error {
+export class ConfigError extends CoapEdgeError {
   readonly code = 'CONFIG_INVALID';
   constructor(
     message: string,

@@ -2,7 +2,9 @@
  * Typed DTLS errors. Each carries a stable code and the protocol reaction: the fatal alert to
  * send to the peer, or none when the datagram is simply dropped (RFC 6347 §4.1.2.7: invalid
  * records are discarded silently; alerts only for a peer that proved its address).
+ * Every code is listed in docs/errors.md.
  */
+import { CoapEdgeError } from '../errors/index.js';
 import { AlertDescription } from './constants.js';
 
 export type DtlsErrorCode =
@@ -36,10 +38,10 @@ const alertFor: Record<DtlsErrorCode, number | undefined> = {
 
 const kDtlsError = Symbol.for('coap-edge.dtls.error');
 
-export class DtlsError extends Error {
+export class DtlsError extends CoapEdgeError {
   readonly code: DtlsErrorCode;
   /** Fatal alert to send to the peer, if any. */
-  readonly alert: number | undefined;
+  override readonly alert: number | undefined;
   readonly [kDtlsError] = true;
 
   constructor(code: DtlsErrorCode, message: string, alert: number | undefined = alertFor[code]) {

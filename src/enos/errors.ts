@@ -8,6 +8,8 @@
  * capped, escaped echo of a non-secret value (see {@link safeEcho}). Secrets never appear.
  */
 
+import { CoapEdgeError } from '../errors/index.js';
+
 /** Stable error codes; callers switch on these, never on the message text. */
 export type EnosErrorCode =
   /** The identity is not `{productKey},{deviceKey},{secureMode},{lifetime}` (field count, UTF-8, length). */
@@ -61,7 +63,7 @@ export function safeEcho(value: string): string {
 }
 
 /** An EnOS rule was broken by a value handed to a builder. `code` is stable. */
-export class EnosError extends Error {
+export class EnosError extends CoapEdgeError {
   readonly code: EnosErrorCode;
 
   /**

@@ -2,6 +2,7 @@
  * The composition root: builds every layer from the configuration and wires them
  * together. Nothing else imports across layers.
  */
+import { CoapEdgeError } from '../errors/index.js';
 import { randomUUID } from 'node:crypto';
 import { DevicesFile } from '../auth/devices-file.js';
 import { PskResolver, type PskLookup } from '../auth/psk-resolver.js';
@@ -54,7 +55,7 @@ import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { endWithError, startChild, tracing } from '../telemetry/trace.js';
 
 /** A start-up problem the operator must fix (port taken, file invalid); exit code 2. */
-export class StartupError extends Error {
+export class StartupError extends CoapEdgeError {
   readonly code = 'STARTUP_FAILED';
   constructor(message: string) {
     super(message);

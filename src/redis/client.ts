@@ -12,6 +12,7 @@
  *   on every (re)connection, and reconnects when the server it talks to turns read-only
  *   (it was demoted by a failover).
  */
+import { CoapEdgeError } from '../errors/index.js';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 
 export interface RedisNode {
@@ -197,7 +198,7 @@ export interface Durability {
 }
 
 /** Fewer replicas than asked confirmed a write in time; the master may still have it. */
-export class RedisNotReplicatedError extends Error {
+export class RedisNotReplicatedError extends CoapEdgeError {
   readonly code = 'REDIS_NOT_REPLICATED';
   constructor(
     readonly replicas: number,

@@ -4,6 +4,7 @@
  * that is acknowledged), and Block2 follow-ups for long answers. Used by `coap-edge
  * device`, the load generator and tests.
  */
+import { CoapEdgeError } from '../errors/index.js';
 import { randomBytes, randomInt } from 'node:crypto';
 import { decode, encode, type CoapMessage, type CoapOption } from '../coap/codec.js';
 import {
@@ -64,7 +65,7 @@ interface Pending {
   acked: boolean;
 }
 
-export class CoapClientError extends Error {
+export class CoapClientError extends CoapEdgeError {
   constructor(
     readonly code: 'COAP_TIMEOUT' | 'COAP_RESET' | 'COAP_CLOSED',
     message: string,

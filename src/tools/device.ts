@@ -4,6 +4,7 @@
  * activation flow (secureMode 3 with the product secret, GET activate/info, reconnect with
  * secureMode 2 and the returned device secret, then the post).
  */
+import { CoapEdgeError } from '../errors/index.js';
 import { randomBytes, randomInt } from 'node:crypto';
 import { ContentFormat, OptionNumber, formatCode } from '../coap/constants.js';
 import { CipherSuite } from '../dtls/constants.js';
@@ -32,7 +33,8 @@ export interface DeviceOutcome {
   readonly response: CoapResponse;
 }
 
-export class DeviceToolError extends Error {
+export class DeviceToolError extends CoapEdgeError {
+  readonly code = 'DEVICE_TOOL_FAILED';
   constructor(message: string) {
     super(message);
     this.name = 'DeviceToolError';

@@ -6,8 +6,9 @@
  * (any uplink, `ttd`) is answered without one; the uplink itself is unaffected. A
  * `GET /topic{commandTopic}` (fetch) gets 5.03 with Max-Age, so the device asks again; a
  * `_reply` whose acknowledgement failed is still published to the platform (the command stays
- * queued and is delivered again: at-least-once).
+ * queued and is delivered again: at-least-once). Every code is listed in docs/errors.md.
  */
+import { CoapEdgeError, type CoapReaction } from '../../errors/index.js';
 
 export type CommandErrorCode =
   /** The store cannot be reached now (Redis down, slow beyond its command timeout, closed). */
@@ -23,7 +24,10 @@ const messages: { readonly [C in CommandErrorCode]: string } = {
   COMMANDS_BAD_FILTER: 'bad command topic filter',
 };
 
-export class CommandError extends Error {
+/** A command fetch that failed with `COMMANDS_UNAVAILABLE`: 5.03 with Max-Age, ask again. */
+const UNAVAILABLE: CoapReaction = { code: '5.03', maxAge: 'configured' };
+
+export class CommandError extends CoapEdgeError {
   readonly code: CommandErrorCode;
 
   constructor(code: CommandErrorCode, detail?: string, cause?: unknown) {
@@ -33,6 +37,10 @@ export class CommandError extends Error {
     );
     this.name = 'CommandError';
     this.code = code;
+  }
+
+  override get coap(): CoapReaction | undefined {
+    return this.code === 'COMMANDS_UNAVAILABLE' ? UNAVAILABLE : undefined;
   }
 }
 

@@ -4,13 +4,14 @@
  * (it refuses a version 5 CONNECT with CONNACK 0x01), so a bridge in `auto` mode falls back
  * to 3.1.1 against it.
  */
+import { CoapEdgeError } from '../../errors/index.js';
 import type { EventEmitter } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
 import { Aedes } from 'aedes';
 
 export type EmbeddedBrokerErrorCode = 'EMBEDDED_BROKER_PORT_IN_USE' | 'EMBEDDED_BROKER_LISTEN';
 
-export class EmbeddedBrokerError extends Error {
+export class EmbeddedBrokerError extends CoapEdgeError {
   readonly code: EmbeddedBrokerErrorCode;
 
   /** `cause` is the system error (`EADDRINUSE`, `EACCES`, ...). */

@@ -2,7 +2,8 @@
  * Typed errors of the MQTT backend. Callers switch on `code` (stable) or on the class, never
  * on the message. Messages name topics and numbers only; credentials never appear.
  *
- * How the router answers them (docs/protocol.md "Answers"; docs/design.md: at least once, end to end):
+ * How the router answers them (docs/protocol.md "Answers"; docs/design.md: at least once, end to end;
+ * each error carries its answer in `coap`, listed in docs/errors.md):
  * - {@link BackendUnavailableError}: 5.03 Service Unavailable with Max-Age; the device retries.
  *   The message was not reported published (no PUBACK), so nothing is lost; the platform may
  *   still have received it (at-least-once, a duplicate is fine).
@@ -17,6 +18,8 @@
  *   login; 4.01 Unauthorized (the device's credentials are wrong for the platform, retrying
  *   at once will not help).
  */
+
+import { CoapEdgeError, type CoapReaction } from '../../errors/index.js';
 
 /** Stable error codes of the MQTT backend. */
 export type MqttBackendErrorCode =
@@ -74,14 +77,36 @@ const messages: { readonly [C in MqttBackendErrorCode]: string } = {
   BACKEND_DEVICE_SUSPECTED: 'device suspended after a broker dropped a shared connection',
 };
 
+/** "Not accepted now, try again later": 5.03 with the configured Max-Age. */
+const UNAVAILABLE: CoapReaction = { code: '5.03', maxAge: 'configured' };
+
+const reactions: { readonly [C in MqttBackendErrorCode]: CoapReaction } = {
+  BACKEND_UNAVAILABLE: UNAVAILABLE,
+  BACKEND_CONNECTION_LOST: UNAVAILABLE,
+  BACKEND_PUBACK_TIMEOUT: UNAVAILABLE,
+  BACKEND_OVERLOADED: UNAVAILABLE,
+  BACKEND_SUBSCRIBE_FAILED: UNAVAILABLE,
+  BACKEND_CLOSED: UNAVAILABLE,
+  BACKEND_PUBLISH_REJECTED: { code: '5.02' },
+  BACKEND_REPLY_TIMEOUT: { code: '5.04' },
+  BACKEND_BAD_TOPIC: { code: '5.00' },
+  BACKEND_DEVICE_UNAUTHORIZED: { code: '4.01' },
+  // a DeviceSuspectedError answers with the seconds left of the suspension
+  BACKEND_DEVICE_SUSPECTED: UNAVAILABLE,
+};
+
 /** Base class of the MQTT backend's errors. */
-export class MqttBackendError extends Error {
+export class MqttBackendError extends CoapEdgeError {
   readonly code: MqttBackendErrorCode;
 
   constructor(code: MqttBackendErrorCode, detail?: string) {
     super(detail === undefined ? messages[code] : `${messages[code]}: ${detail}`);
     this.name = 'MqttBackendError';
     this.code = code;
+  }
+
+  override get coap(): CoapReaction {
+    return reactions[this.code];
   }
 }
 
@@ -105,6 +130,11 @@ export class BackendRejectedError extends MqttBackendError {
     super('BACKEND_PUBLISH_REJECTED', `reason code 0x${reasonCode.toString(16)}`);
     this.name = 'BackendRejectedError';
     this.reasonCode = reasonCode;
+  }
+
+  /** 5.02, but 5.03 for 0x97 "quota exceeded": the platform may take it later. */
+  override get coap(): CoapReaction {
+    return this.reasonCode === 0x97 ? UNAVAILABLE : super.coap;
   }
 }
 
@@ -148,5 +178,13 @@ export class DeviceSuspectedError extends MqttBackendError {
     super('BACKEND_DEVICE_SUSPECTED');
     this.name = 'DeviceSuspectedError';
     this.retryAfterSec = Math.max(1, retryAfterSec);
+  }
+
+  /**
+   * 5.03 with Max-Age = the time left: the device may be a bystander, so "retry later" (when
+   * the suspension ends), not 4.00.
+   */
+  override get coap(): CoapReaction {
+    return { code: '5.03', maxAge: this.retryAfterSec };
   }
 }

@@ -3,6 +3,7 @@
  * templates), its command topic filters, topic filter matching, and what a refused CONNACK
  * means. Nothing here logs; `password` values are credentials and never leave the CONNECT.
  */
+import { CoapEdgeError } from '../../errors/index.js';
 import { ErrorWithReasonCode } from 'mqtt';
 import { enosMqttLogin, type MqttLogin } from '../../enos/index.js';
 import type { DeviceKey } from '../types.js';
@@ -22,7 +23,7 @@ export interface DeviceLoginTemplates {
 export type PerDeviceConfigErrorCode = 'PER_DEVICE_BAD_TEMPLATE';
 
 /** A template the per-device sessions cannot use; thrown at construction (start-up). */
-export class PerDeviceConfigError extends Error {
+export class PerDeviceConfigError extends CoapEdgeError {
   readonly code: PerDeviceConfigErrorCode = 'PER_DEVICE_BAD_TEMPLATE';
 
   constructor(message: string) {

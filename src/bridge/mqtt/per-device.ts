@@ -56,6 +56,7 @@
  * - Nothing here logs or throws a credential: logs name the device (`pk/dk`), the broker URL
  *   without user info and CONNACK codes; errors carry codes and CONNACK codes only.
  */
+import { CoapEdgeError } from '../../errors/index.js';
 import { createConnection } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { ErrorWithReasonCode } from 'mqtt';
@@ -272,7 +273,8 @@ interface Session {
 }
 
 /** Thrown inside `open` for a failed CONNECT; carries the last mqtt.js error. */
-class AttemptFailed extends Error {
+class AttemptFailed extends CoapEdgeError {
+  readonly code = 'PER_DEVICE_CONNECT_FAILED';
   constructor(readonly last: Error | undefined) {
     super('connect attempt failed');
   }

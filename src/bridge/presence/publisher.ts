@@ -16,6 +16,7 @@
  * and `x-coap-edge-seq`; any 2xx is success. Network errors, timeouts, 429 and 5xx are retried
  * once after `retryDelayMs`; other statuses are not retried.
  */
+import { CoapEdgeError } from '../../errors/index.js';
 import { Pool } from 'undici';
 import { PresenceError, type PresenceEvent } from './types.js';
 
@@ -106,7 +107,8 @@ class Sink {
 }
 
 /** A failure worth one retry, or not. */
-class AttemptError extends Error {
+class AttemptError extends CoapEdgeError {
+  readonly code = 'PRESENCE_ATTEMPT_FAILED';
   constructor(
     message: string,
     readonly retry: boolean,

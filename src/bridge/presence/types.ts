@@ -8,6 +8,7 @@
  * by a {@link PresenceStore} (Redis for a pod pool, memory for a single instance) so that it is
  * taken exactly once across all pods; the tracker then publishes one {@link PresenceEvent}.
  */
+import { CoapEdgeError } from '../../errors/index.js';
 import type { DeviceKey } from '../types.js';
 
 export type PresenceStatus = 'online' | 'offline';
@@ -149,7 +150,7 @@ export type PresenceErrorCode =
   /** A sink (MQTT, webhook) failed, after its one retry. */
   | 'PRESENCE_PUBLISH_FAILED';
 
-export class PresenceError extends Error {
+export class PresenceError extends CoapEdgeError {
   readonly code: PresenceErrorCode;
 
   constructor(code: PresenceErrorCode, message: string) {
