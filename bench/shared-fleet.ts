@@ -131,6 +131,13 @@ function buckets(text: string, name: string): Map<number, number> {
   return out;
 }
 
+/** Buckets of several pods added up. */
+function merged(all: readonly Map<number, number>[]): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const m of all) for (const [le, n] of m) out.set(le, (out.get(le) ?? 0) + n);
+  return out;
+}
+
 /** Upper bucket bound holding quantile q of the observations between two scrapes. */
 function bucketQuantile(
   before: Map<number, number>,
@@ -146,7 +153,31 @@ function bucketQuantile(
   return null;
 }
 
+/** Counters whose deltas explain an adoption (drops by reason, lookups by result, leases). */
+const DETAIL = [
+  'coap_edge_dtls_records_dropped_total',
+  'coap_edge_dtls_association_lookups_total',
+  'coap_edge_dtls_records_held_for_lease_total',
+  'coap_edge_dtls_records_dropped_for_lease_total',
+  'coap_edge_dtls_sequence_leases_lost_total',
+  'coap_edge_dtls_association_store_errors_total',
+  'coap_edge_dtls_adoptions_total',
+];
+
+/** Every sample of the DETAIL metrics, by `name{labels}` (the prefix `coap_edge_dtls_` cut). */
+function details(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const name = DETAIL.find((n) => line.startsWith(`${n}{`) || line.startsWith(`${n} `));
+    if (name === undefined) continue;
+    const cut = line.lastIndexOf(' ');
+    out.set(line.slice('coap_edge_dtls_'.length, cut), Number(line.slice(cut + 1)));
+  }
+  return out;
+}
+
 interface PodCounters {
+  readonly details: Map<string, number>;
   readonly handshakesStarted: number;
   readonly handshakesCompleted: number;
   readonly adoptions: number;
@@ -158,6 +189,7 @@ interface PodCounters {
 async function counters(port: number): Promise<PodCounters> {
   const t = await scrape(port);
   return {
+    details: details(t),
     handshakesStarted: metricSum(t, 'coap_edge_dtls_handshakes_started_total'),
     handshakesCompleted: metricSum(t, 'coap_edge_dtls_handshakes_completed_total'),
     adoptions: metricSum(t, 'coap_edge_dtls_adoptions_total'),
@@ -167,8 +199,14 @@ async function counters(port: number): Promise<PodCounters> {
   };
 }
 
-function diff(a: PodCounters, b: PodCounters): Record<string, number> {
+function diff(a: PodCounters, b: PodCounters): Record<string, unknown> {
+  const changed: Record<string, number> = {};
+  for (const [k, v] of b.details) {
+    const d = v - (a.details.get(k) ?? 0);
+    if (d !== 0) changed[k] = d;
+  }
   return {
+    changed,
     handshakesStarted: b.handshakesStarted - a.handshakesStarted,
     handshakesCompleted: b.handshakesCompleted - a.handshakesCompleted,
     adoptions: b.adoptions - a.adoptions,
@@ -725,13 +763,13 @@ async function partB(o: PartBOptions): Promise<unknown> {
       ),
       adoptions: after.reduce((s, x, k) => s + x.adoptions - before[k]!.adoptions, 0),
       adoptionLatencyBucketP50s: bucketQuantile(
-        before[0]!.adoptionBuckets,
-        after[0]!.adoptionBuckets,
+        merged(before.map((x) => x.adoptionBuckets)),
+        merged(after.map((x) => x.adoptionBuckets)),
         0.5,
       ),
       adoptionLatencyBucketP99s: bucketQuantile(
-        before[0]!.adoptionBuckets,
-        after[0]!.adoptionBuckets,
+        merged(before.map((x) => x.adoptionBuckets)),
+        merged(after.map((x) => x.adoptionBuckets)),
         0.99,
       ),
     };
