@@ -61,6 +61,7 @@ const USAGE = `usage: node dist/bench/shared-fleet.js [options]
   --max-associations <n>    in-memory bound of each pod in part B (default 10000)
   --b-sample <n>            idle devices that come back in part B (default 500)
   --b-parallel <n>          handshakes in flight at once in part B (default 32)
+  --trace-gc                part B pods run with --trace-gc: heap after the last full GC
   --redis-url <url>         Redis (default redis://127.0.0.1:6379)`;
 
 const PRODUCT_KEY = 'benchFleet';
@@ -349,6 +350,7 @@ async function startPods(
     prefix: string;
     associationKey: string;
     extra?: readonly string[];
+    nodeFlags?: readonly string[];
   },
   creds: Credentials,
 ): Promise<Pod[]> {
@@ -371,6 +373,7 @@ async function startPods(
           o.associationKey,
           ...(o.extra ?? []),
         ],
+        nodeFlags: o.nodeFlags ?? [],
       },
       creds,
     );
@@ -631,6 +634,14 @@ interface PartBOptions {
   readonly maxAssociations: number;
   readonly sample: number;
   readonly parallel: number;
+  readonly traceGc: boolean;
+}
+
+/** Heap in MB after the last full GC a `--trace-gc` pod printed, or null. */
+function heapAfterLastMarkCompact(tail: string): number | null {
+  const all = [...tail.matchAll(/Mark-Compact [\d.]+ \([\d.]+\) -> ([\d.]+) \([\d.]+\) MB/g)];
+  const last = all.at(-1)?.[1];
+  return last !== undefined ? Number(last) : null;
 }
 
 async function partB(o: PartBOptions): Promise<unknown> {
@@ -645,6 +656,7 @@ async function partB(o: PartBOptions): Promise<unknown> {
       prefix,
       associationKey: o.associationKey,
       extra: ['--max-associations', String(o.maxAssociations)],
+      nodeFlags: o.traceGc ? ['--trace-gc', '--trace-gc-ignore-scavenger'] : [],
     },
     { identity: first.identity, psk: first.psk },
   );
@@ -659,6 +671,13 @@ async function partB(o: PartBOptions): Promise<unknown> {
       associations: made,
       elapsedS: round(seconds, 1),
       podRssMiB: pods.map((p) => round((p.server.rssKiB() ?? NaN) / 1024, 1)),
+      ...(o.traceGc
+        ? {
+            podHeapAfterLastFullGcMB: pods.map((p) =>
+              heapAfterLastMarkCompact(p.server.outputTail()),
+            ),
+          }
+        : {}),
       podAssociationsInMemory: c.map((x) => x.associations),
       podHandshakesCompleted: c.map((x) => x.handshakesCompleted),
       podOffloaded: c.map((x) => x.offloaded),
@@ -812,7 +831,7 @@ async function main(): Promise<void> {
       'b-parallel',
       'redis-url',
     ],
-    [],
+    ['trace-gc'],
   );
   if (flags.help === true) {
     process.stdout.write(`${USAGE}\n`);
@@ -887,6 +906,7 @@ async function main(): Promise<void> {
         maxAssociations,
         sample: bSample,
         parallel: bParallel,
+        traceGc: flags['trace-gc'] === true,
       });
     }
   } finally {
