@@ -166,6 +166,8 @@ export interface CoapEdgeOptions {
   readonly cpuProfDir?: string | undefined;
   /** More `serve` flags, appended after the defaults (e.g. `--mqtt-url <url>`). */
   readonly extraArgs?: readonly string[];
+  /** Node flags before the script (e.g. `--trace-gc`). */
+  readonly nodeFlags?: readonly string[];
 }
 
 /** `node dist/src/cli.js serve --bind 127.0.0.1 --dtls-port <p> --devices <file> --log-level warn`. */
@@ -174,8 +176,10 @@ export async function startCoapEdge(
   creds: Credentials,
 ): Promise<ServerProcess> {
   const port = await freePortPair();
-  const nodeFlags =
-    o.cpuProfDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${o.cpuProfDir}`] : [];
+  const nodeFlags = [
+    ...(o.cpuProfDir !== undefined ? ['--cpu-prof', `--cpu-prof-dir=${o.cpuProfDir}`] : []),
+    ...(o.nodeFlags ?? []),
+  ];
   const args = [
     ...nodeFlags,
     CLI_PATH,

@@ -171,6 +171,25 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
     }
   }
 
+  /**
+   * Closes the socket without close_notify and keeps the association, as a device that goes
+   * to sleep: it holds no socket while idle and the server keeps (or stores) the association.
+   * {@link resume} opens a new socket; sends in between throw.
+   */
+  suspend(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    try {
+      this.socket.close();
+    } catch {
+      // already closed
+    }
+  }
+
+  /** Opens a new socket (a new source port) for a suspended association. */
+  resume(): Promise<void> {
+    return this.rebind();
+  }
+
   /** The negotiated Connection IDs (RFC 9146), or undefined when none was. */
   get connectionIds(): { readonly own: Buffer; readonly peer: Buffer } | undefined {
     const own = this.opts.connectionId;

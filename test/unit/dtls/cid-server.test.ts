@@ -211,6 +211,32 @@ describe('DtlsServer: peer address update by CID (RFC 9146 §6)', () => {
     }
   });
 
+  it('a device that suspends holds no socket, sends nothing, and resumes on a new port without a handshake', async () => {
+    const c = await connect(r.port);
+    try {
+      const got = inbox(c);
+      let closed = false;
+      c.on('close', () => (closed = true));
+      c.send(Buffer.from('before'));
+      await until('echo before', () => got.length === 1);
+      const completed = r.server.stats.handshakesCompleted;
+      const oldPort = c.localPort;
+      c.suspend();
+      assert.equal(closed, false, 'the association is kept');
+      assert.equal(c.established, true);
+      assert.throws(() => c.localPort, 'the socket is closed');
+      assert.throws(() => c.send(Buffer.from('asleep')));
+      await c.resume();
+      assert.notEqual(c.localPort, oldPort);
+      c.send(Buffer.from('after'));
+      await until('echo after', () => got.length === 2);
+      assert.deepEqual(got, ['echo:before', 'echo:after']);
+      assert.equal(r.server.stats.handshakesCompleted, completed, 'no new handshake');
+    } finally {
+      await c.close();
+    }
+  });
+
   it('a record that authenticates but is not newer (reordered) is delivered, the address stays', async () => {
     const c = await connect(r.port);
     try {
