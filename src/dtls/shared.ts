@@ -43,7 +43,18 @@ export interface SharedAssociationStore {
    * association with the snapshot's keys, and only then adopts: a forged or replayed record
    * never moves an association.
    */
-  peek(handle: string): Promise<{ readonly blob: Buffer; readonly rxFence: number } | undefined>;
+  peek(
+    handle: string,
+  ): Promise<
+    { readonly blob: Buffer; readonly rxFence: number; readonly owner: string } | undefined
+  >;
+  /**
+   * Marks `owner` (a pod instance) alive for `ttlMs`; 0 marks it gone at once (a pod that
+   * stops). An adopter that finds an association's fence up asks whether its holder lives.
+   */
+  heartbeat(owner: string, ttlMs: number): Promise<void>;
+  /** Whether `owner` sent a heartbeat that has not expired. */
+  alive(owner: string): Promise<boolean>;
   /**
    * Stores a new association held by `owner`: its sealed `blob`, the write counter at
    * `txNext` (the creator holds [0, txNext)), the receive fence at `rxFence`, all expiring
@@ -103,6 +114,7 @@ interface MemoryEntry {
 export class MemoryAssociationStore implements SharedAssociationStore {
   private readonly entries = new Map<string, MemoryEntry>();
   private readonly identities = new Map<string, string>();
+  private readonly owners = new Map<string, number>();
   /** Calls made, by method (tests assert that steady state costs none). */
   readonly calls = { peek: 0, create: 0, adopt: 0, leaseTx: 0, setRxFence: 0, remove: 0 };
 
@@ -121,10 +133,22 @@ export class MemoryAssociationStore implements SharedAssociationStore {
     return e;
   }
 
-  peek(handle: string): Promise<{ blob: Buffer; rxFence: number } | undefined> {
+  peek(handle: string): Promise<{ blob: Buffer; rxFence: number; owner: string } | undefined> {
     this.calls.peek++;
     const e = this.live(handle);
-    return Promise.resolve(e === undefined ? undefined : { blob: e.blob, rxFence: e.rx });
+    return Promise.resolve(
+      e === undefined ? undefined : { blob: e.blob, rxFence: e.rx, owner: e.owner },
+    );
+  }
+
+  heartbeat(owner: string, ttlMs: number): Promise<void> {
+    if (ttlMs <= 0) this.owners.delete(owner);
+    else this.owners.set(owner, this.now() + ttlMs);
+    return Promise.resolve();
+  }
+
+  alive(owner: string): Promise<boolean> {
+    return Promise.resolve((this.owners.get(owner) ?? 0) > this.now());
   }
 
   create(
@@ -220,7 +244,16 @@ export class SharedStats {
    * authenticated above the fence: forged or replayed, nothing moved), error (store
    * unreachable or snapshot unreadable).
    */
-  readonly lookups = { found: 0, missing: 0, negative: 0, limited: 0, unproven: 0, error: 0 };
+  readonly lookups = {
+    found: 0,
+    missing: 0,
+    negative: 0,
+    limited: 0,
+    unproven: 0,
+    /** Adopted at a fence that did not come down in time (its holder died busy). */
+    fenced: 0,
+    error: 0,
+  };
   /** Lease operations, by kind: write blocks, receive-fence raises, quiet lowerings. */
   readonly leases = { tx: 0, rx: 0, lower: 0 };
   /** Lease operations refused because another pod holds the association now. */

@@ -70,6 +70,10 @@ export class Lease {
   }
 }
 
+/** How often a pod tells the store it lives, and how long that holds. */
+const HEARTBEAT_MS = 1_000;
+const HEARTBEAT_TTL_MS = 3_000;
+
 /** Receive records a new or adopted association may take before its first raise. */
 export const INITIAL_RX_LEASE = 2;
 /** A raise covers this long of the device's records at its recent rate. */
@@ -143,6 +147,7 @@ export class Sharing<A extends SharedAssociationView> {
   /** Associations that received records since their fence came down. */
   private readonly dirty = new Set<A>();
   private readonly timer: NodeJS.Timeout;
+  private readonly heart: NodeJS.Timeout;
 
   constructor(
     private readonly host: SharingHost<A>,
@@ -160,14 +165,27 @@ export class Sharing<A extends SharedAssociationView> {
     this.negativeTtlMs = o.negativeTtlMs ?? 5_000;
     this.timer = setInterval(() => this.lowerQuiet(), Math.max(50, this.quietMs / 2));
     this.timer.unref();
+    this.beat();
+    this.heart = setInterval(() => this.beat(), HEARTBEAT_MS);
+    this.heart.unref();
+  }
+
+  /** Tells the store this pod lives (adopters wait for a live holder to lower its fences). */
+  private beat(): void {
+    this.store.heartbeat(this.owner, HEARTBEAT_TTL_MS).catch((err: unknown) => {
+      this.host.storeFailed('heartbeat', err);
+    });
   }
 
   private get stats(): SharedStats {
     return this.host.stats.shared;
   }
 
+  /** Stops the timers; the pod is gone for adopters at once (no waiting for its fences). */
   close(): void {
     clearInterval(this.timer);
+    clearInterval(this.heart);
+    this.store.heartbeat(this.owner, 0).catch(() => undefined);
   }
 
   /** Stores a new association; until the store has it, no lease is asked for. */
@@ -235,7 +253,8 @@ export class Sharing<A extends SharedAssociationView> {
    * have been accepted by the holder, or be a fresh record the holder's lease still covers
    * (the holder is alive and busy, or died busy). The holder lowers the fence once the
    * association is quiet there (`quietMs`), which it is once the device talks to us: so the
-   * lookup looks again for up to twice that long before it gives the records up.
+   * lookup looks again for up to twice that long. A holder whose heartbeat expired (a
+   * crashed pod) is not waited for.
    */
   private async peekThenAdopt(
     handle: string,
@@ -270,7 +289,20 @@ export class Sharing<A extends SharedAssociationView> {
         if (h.rec.seq >= found.rxFence) above = true;
       }
       if (above) break;
-      if (!authentic || this.host.now() >= deadline) {
+      if (!authentic) {
+        this.stats.lookups.unproven++;
+        this.settle(handle, entry, false);
+        return;
+      }
+      // The device (or a replay of it) is here and the fence is up. A holder that died busy
+      // will never lower it: take the association over at the fence (the records below it
+      // are refused, they may have been accepted there; the device's next ones are not). A
+      // live holder lowers it once the device is quiet there; replays never move it away.
+      if (!(await this.store.alive(found.owner))) {
+        this.stats.lookups.fenced++;
+        break;
+      }
+      if (this.host.now() >= deadline) {
         this.stats.lookups.unproven++;
         this.settle(handle, entry, false);
         return;

@@ -209,12 +209,33 @@ export class RedisAssociationStore {
   }
 
   /** The snapshot and receive fence, read only; undefined when nothing is stored. */
-  async peek(handle: string): Promise<{ blob: Buffer; rxFence: number } | undefined> {
-    const [blob, rx] = await this.#client.hmgetBuffer(this.associationKey(handle), 'blob', 'rx');
-    if (blob === null || blob === undefined || rx === null || rx === undefined) return undefined;
+  async peek(
+    handle: string,
+  ): Promise<{ blob: Buffer; rxFence: number; owner: string } | undefined> {
+    const [blob, rx, owner] = await this.#client.hmgetBuffer(
+      this.associationKey(handle),
+      'blob',
+      'rx',
+      'owner',
+    );
+    if (blob == null || rx == null || owner == null) return undefined;
     const fence = Number(rx.toString());
     if (!Number.isSafeInteger(fence)) throw new Error('unexpected Redis reply to peek');
-    return { blob, rxFence: fence };
+    return { blob, rxFence: fence, owner: owner.toString() };
+  }
+
+  /** `{prefix}:assoc-holder:{owner}`: the pod instance is alive while this key is. */
+  holderKey(owner: string): string {
+    return `${this.#prefix}:assoc-holder:{${escapeKeyPart(owner)}}`;
+  }
+
+  async heartbeat(owner: string, ttlMs: number): Promise<void> {
+    if (ttlMs <= 0) await this.#client.del(this.holderKey(owner));
+    else await this.#client.set(this.holderKey(owner), '1', 'PX', Math.ceil(ttlMs));
+  }
+
+  async alive(owner: string): Promise<boolean> {
+    return (await this.#client.exists(this.holderKey(owner))) === 1;
   }
 
   async adopt(

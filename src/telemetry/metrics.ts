@@ -434,7 +434,7 @@ export function createMetrics(): Metrics {
   readCounter(
     registry,
     'coap_edge_dtls_association_lookups_total',
-    'Shared-store lookups for records of unknown associations, by result: found (adopted), missing (not stored), negative (negative cache, not asked), limited (too many lookups in flight, record dropped), unproven (stored, but no record authenticated above the receive fence in time: forged, replayed, or the holder kept its lease), error (store unreachable or state unreadable).',
+    'Shared-store lookups for records of unknown associations, by result: found (adopted), missing (not stored), negative (negative cache, not asked), limited (too many lookups in flight, record dropped), unproven (stored, but no record authenticated: forged), fenced (authentic records below a receive fence that did not come down in time: adopted at the fence, the records below it refused), error (store unreachable or state unreadable).',
     ['result'],
     from((x) => {
       const l = x.dtls.stats.shared.lookups;
@@ -444,6 +444,7 @@ export function createMetrics(): Metrics {
         ['negative', l.negative],
         ['limited', l.limited],
         ['unproven', l.unproven],
+        ['fenced', l.fenced],
         ['error', l.error],
       ]);
     }),

@@ -46,7 +46,7 @@ import { Exposition, HAVE_PROMTOOL, httpGet, promtool } from './prom.js';
 /** Label values of the shared-association families (fixed sets). */
 const SHARED_LABELS = {
   via: ['cid', 'address'],
-  result: ['found', 'missing', 'negative', 'limited', 'unproven', 'error'],
+  result: ['found', 'missing', 'negative', 'limited', 'unproven', 'fenced', 'error'],
   kind: ['tx', 'rx', 'lower'],
 } as const;
 
@@ -78,6 +78,7 @@ describe('telemetry: shared-association series from DtlsStats.shared', () => {
     sh.lookups.limited = 17;
     sh.lookups.error = 19;
     sh.lookups.unproven = 67;
+    sh.lookups.fenced = 71;
     sh.leases.tx = 23;
     sh.leases.rx = 29;
     sh.leases.lower = 31;
@@ -109,6 +110,7 @@ describe('telemetry: shared-association series from DtlsStats.shared', () => {
         negative: 13,
         limited: 17,
         unproven: 67,
+        fenced: 71,
         error: 19,
       },
       coap_edge_dtls_sequence_leases_total: { tx: 23, rx: 29, lower: 31 },

@@ -106,8 +106,15 @@ const SCENARIO: readonly Step[] = [
   ['H4 lives', (s) => s.leaseTx(H4, 'A', 1, TTL), 0],
   ['H2 is not resurrected', (s) => s.leaseTx(H2, 'E', 1, TTL), undefined],
   // peek reads without changing anything
-  ['peek H4', (s) => s.peek(H4), { blob: blob('4'), rxFence: 0 }],
-  ['peek H4 again: unchanged', (s) => s.peek(H4), { blob: blob('4'), rxFence: 0 }],
+  ['peek H4', (s) => s.peek(H4), { blob: blob('4'), rxFence: 0, owner: 'A' }],
+  ['peek H4 again: unchanged', (s) => s.peek(H4), { blob: blob('4'), rxFence: 0, owner: 'A' }],
+  // holders' heartbeats
+  ['nobody alive yet', (s) => s.alive('P1'), false],
+  ['P1 beats', (s) => s.heartbeat('P1', TTL), undefined],
+  ['P1 alive', (s) => s.alive('P1'), true],
+  ['P2 not', (s) => s.alive('P2'), false],
+  ['P1 stops', (s) => s.heartbeat('P1', 0), undefined],
+  ['P1 gone', (s) => s.alive('P1'), false],
   ['peek of nothing', (s) => s.peek('c:ff'), undefined],
   // an address handle taken over by another identity is not retired by the first identity
   [
@@ -116,7 +123,7 @@ const SCENARIO: readonly Step[] = [
     undefined,
   ],
   ['ID2 makes a new one', (s) => s.create(H5, 'A', blob('5'), 0, 0, TTL, 'other'), undefined],
-  ['H4 (ID3) lives', (s) => s.peek(H4), { blob: blob('x'), rxFence: 0 }],
+  ['H4 (ID3) lives', (s) => s.peek(H4), { blob: blob('x'), rxFence: 0, owner: 'A' }],
   // sequence numbers up to 2^48 stay exact
   [
     'create near 2^48',
