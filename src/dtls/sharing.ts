@@ -71,8 +71,8 @@ export class Lease {
 }
 
 /** How often a pod tells the store it lives, and how long that holds. */
-const HEARTBEAT_MS = 1_000;
-const HEARTBEAT_TTL_MS = 3_000;
+const HEARTBEAT_MS = 500;
+const HEARTBEAT_TTL_MS = 1_500;
 
 /** Receive records a new or adopted association may take before its first raise. */
 export const INITIAL_RX_LEASE = 2;

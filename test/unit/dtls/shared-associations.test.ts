@@ -253,7 +253,7 @@ for (const withCid of [true, false]) {
         });
         if (answered) break;
         lost++;
-        // refused until A's heartbeat expires (3 s) or a record passes A's lease
+        // refused until A's heartbeat expires (1.5 s) or a record passes A's lease
         assert.ok(lost <= 20, 'through once the holder is known dead');
       }
       assert.equal(got.at(-1), `B:after${lost}`);
