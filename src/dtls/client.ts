@@ -427,7 +427,12 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
       if (this.state === 'hello' && f.msgType === HandshakeType.helloVerifyRequest) {
         const hvr = parseHelloVerifyRequest(f.fragment);
         this.trace.helloVerify = true;
-        this.sendClientHello(Buffer.from(hvr.cookie));
+        // A second HelloVerifyRequest with the same cookie answers a retransmission of our
+        // first ClientHello: the ClientHello with the cookie is out already (and its timer
+        // runs). Another ClientHello with a new message_seq would look like a new handshake.
+        if (this.cookieSent?.equals(hvr.cookie) === true) continue;
+        this.cookieSent = Buffer.from(hvr.cookie);
+        this.sendClientHello(this.cookieSent);
         continue;
       }
       if (this.state === 'established') continue; // late retransmission of the server's flight
@@ -504,6 +509,8 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
   }
 
   private serverRandom: Buffer = Buffer.alloc(32);
+  /** The cookie our last ClientHello carried. */
+  private cookieSent: Buffer | undefined;
 
   private sendFinishedFlight(): void {
     const cke = handshakeMessage(

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { REPO_ROOT } from '../helpers/processes.js';
 
-const LAYERS = ['auth', 'bridge', 'coap', 'config', 'dtls', 'enos', 'gateway', 'redis']
+const LAYERS = ['auth', 'bridge', 'coap', 'config', 'dtls', 'enos', 'errors', 'gateway', 'redis']
   .concat(['telemetry', 'tools', 'transport'])
   .map((l) => `src/${l}/x.ts`)
   .concat(['src/cli.ts']);

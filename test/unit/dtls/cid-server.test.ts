@@ -400,3 +400,45 @@ describe('DtlsServer: peer address update by CID (RFC 9146 §6)', () => {
     }
   });
 });
+
+describe('DtlsClient under a network that duplicates datagrams', () => {
+  it('a repeated HelloVerifyRequest does not start a second ClientHello; the handshake completes', async () => {
+    const r = await rig();
+    const front = createSocket('udp4');
+    await new Promise<void>((done) => front.bind(0, '127.0.0.1', done));
+    const back = createSocket('udp4');
+    await new Promise<void>((done) => back.bind(0, '127.0.0.1', done));
+    let client: { port: number } | undefined;
+    let hellos = 0;
+    front.on('message', (m, rinfo) => {
+      client = { port: rinfo.port };
+      if (m[0] === ContentType.handshake && m[13] === 1) hellos++;
+      back.send(m, r.port, '127.0.0.1');
+    });
+    // every datagram from the server arrives twice
+    back.on('message', (m) => {
+      if (client === undefined) return;
+      front.send(m, client.port, '127.0.0.1');
+      front.send(m, client.port, '127.0.0.1');
+    });
+    try {
+      const c = await DtlsClient.connect({
+        host: '127.0.0.1',
+        port: front.address().port,
+        identity: IDENTITY,
+        psk: PSK,
+      });
+      const got = inbox(c);
+      c.send(Buffer.from('dup'));
+      await until('the echo', () => got.length >= 1);
+      assert.equal(got[0], 'echo:dup');
+      assert.equal(hellos, 2, 'one ClientHello without and one with the cookie');
+      assert.equal(r.server.stats.handshakesStarted, 1);
+      await c.close();
+    } finally {
+      front.close();
+      back.close();
+      await r.close();
+    }
+  });
+});
