@@ -3,7 +3,7 @@
  * coap-edge command line: `serve`, `psk`, `config-reference` (and, later, `device`, `bench`).
  * Exit codes: 0 success, 1 runtime failure, 2 configuration or start-up error.
  */
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { stringify as toYaml } from 'yaml';
 import { DevicesFile, DevicesFileError, type DeviceRecord } from './auth/devices-file.js';
 import { ConfigError, flagName, loadConfig, redactedConfig, type Config } from './config/load.js';
@@ -14,16 +14,32 @@ import type { Gateway } from './gateway/index.js';
 import type { CoapResponse } from './tools/coap-client.js';
 import type { DeviceToolOptions } from './tools/device.js';
 import type { RegistryStandIn } from './tools/registry-standin.js';
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
 // The gateway (with OpenTelemetry, aedes, ioredis, mqtt, undici) and the tools are imported
 // by the command that needs them, so `--help`, `psk` and `device` start without loading them.
 
 const EXIT_CONFIG = 2;
 
+/** `CommanderError.code` of the errors `fail` throws; the entry point prints their message. */
+export const CLI_FAIL = 'coap-edge.fail';
+
+/**
+ * Where the commands write and which environment they read: the process's own when run as
+ * the binary, captured streams when a test drives `buildProgram` in-process.
+ */
+export interface CliIo {
+  readonly stdout: NodeJS.WritableStream & { readonly isTTY?: boolean };
+  readonly stderr: NodeJS.WritableStream & { readonly isTTY?: boolean; readonly columns?: number };
+  readonly env: NodeJS.ProcessEnv;
+}
+
+const processIo: CliIo = { stdout: process.stdout, stderr: process.stderr, env: process.env };
+
+/** Stops the command: the entry point prints `coap-edge: <message>` and exits with `code`. */
 function fail(message: string, code = EXIT_CONFIG): never {
-  process.stderr.write(`coap-edge: ${message}\n`);
-  process.exit(code);
+  throw new CommanderError(code, CLI_FAIL, message);
 }
 
 /** Adds one flag per setting; values stay text here and are validated by the config loader. */
@@ -51,12 +67,12 @@ function settingFlags(
   return out;
 }
 
-async function serve(opts: Record<string, unknown>): Promise<void> {
+async function serve(io: CliIo, opts: Record<string, unknown>): Promise<void> {
   let config;
   try {
     config = loadConfig({
       file: typeof opts.config === 'string' ? opts.config : undefined,
-      env: process.env,
+      env: io.env,
       flags: settingFlags(opts),
     });
   } catch (err) {
@@ -64,7 +80,7 @@ async function serve(opts: Record<string, unknown>): Promise<void> {
     throw err;
   }
   if (opts.printConfig === true) {
-    process.stdout.write(toYaml(redactedConfig(config)));
+    io.stdout.write(toYaml(redactedConfig(config)));
     return;
   }
   const [{ Gateway, StartupError }, { createLogger, resolveLogFormat }, { setupTracing }] =
@@ -75,8 +91,8 @@ async function serve(opts: Record<string, unknown>): Promise<void> {
     ]);
   const log = createLogger(
     config.logLevel,
-    undefined,
-    resolveLogFormat(config.logFormat, process.stdout.isTTY),
+    io.stdout === process.stdout ? undefined : io.stdout,
+    resolveLogFormat(config.logFormat, io.stdout.isTTY === true),
   );
   const tracingHandle = setupTracing({
     endpoint: config.otlpEndpoint,
@@ -84,7 +100,7 @@ async function serve(opts: Record<string, unknown>): Promise<void> {
     forcedDevices: config.traceDevices,
     serviceName: config.serviceName,
     serviceVersion: packageVersion(),
-    env: process.env,
+    env: io.env,
   });
   if (tracingHandle !== undefined) {
     for (const w of tracingHandle.warnings) log.warn(w);
@@ -112,7 +128,7 @@ async function serve(opts: Record<string, unknown>): Promise<void> {
     }
     throw err;
   }
-  if (gateway.embeddedBrokerUrl !== undefined) printEmbeddedBanner(config, gateway);
+  if (gateway.embeddedBrokerUrl !== undefined) printEmbeddedBanner(io, config, gateway);
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -195,13 +211,13 @@ function embeddedBanner(
   return lines;
 }
 
-function printEmbeddedBanner(config: Config, gateway: Gateway): void {
+function printEmbeddedBanner(io: CliIo, config: Config, gateway: Gateway): void {
   const lines = embeddedBanner(
     config,
     { dtls: gateway.dtlsPort, brokerUrl: gateway.embeddedBrokerUrl ?? 'mqtt://127.0.0.1' },
     demoDevice(config),
   );
-  process.stderr.write(`${lines.join('\n')}\n`);
+  io.stderr.write(`${lines.join('\n')}\n`);
 }
 
 function packageVersion(): string {
@@ -215,7 +231,7 @@ function packageVersion(): string {
   }
 }
 
-function psk(secret: string, opts: { shell?: boolean; identity?: string }): void {
+function psk(io: CliIo, secret: string, opts: { shell?: boolean; identity?: string }): void {
   if (opts.identity !== undefined) {
     const id = parseIdentity(opts.identity);
     if (!id.ok) fail(`invalid PSK identity: ${id.reason}`);
@@ -225,38 +241,11 @@ function psk(secret: string, opts: { shell?: boolean; identity?: string }): void
     if (!pskUsableOnCommandLine(key)) {
       fail('this key contains a 0x00 byte and cannot be passed as a command-line argument', 1);
     }
-    process.stdout.write(`${pskShellLiteral(key)}\n`);
+    io.stdout.write(`${pskShellLiteral(key)}\n`);
   } else {
-    process.stdout.write(`${key.toString('hex')}\n`);
+    io.stdout.write(`${key.toString('hex')}\n`);
   }
 }
-
-const program = new Command('coap-edge')
-  .description('CoAP over DTLS 1.2 PSK edge proxy for NB-IoT devices (EnOS scheme)')
-  .showHelpAfterError()
-  // usage errors (unknown flag or command, missing argument) are configuration errors: exit 2
-  .exitOverride((err) => {
-    process.exit(err.exitCode === 0 ? 0 : EXIT_CONFIG);
-  });
-
-addSettingFlags(
-  program
-    .command('serve')
-    .description('run the proxy')
-    .option('--config <file.yaml>', 'YAML configuration file (keys as in the reference table)')
-    .option('--print-config', 'print the effective configuration (secrets redacted) and exit'),
-).action((opts: Record<string, unknown>) => serve(opts));
-
-program
-  .command('psk')
-  .description('print the EnOS PSK for a device or product secret: SHA-256(secret)[8..24)')
-  .argument('<secret>', 'device secret (secureMode 2) or product secret (secureMode 3)')
-  .option(
-    '--shell',
-    "print as a bash $'..' literal for coap-client-openssl -k (which takes raw bytes)",
-  )
-  .option('--identity <pk,dk,mode,lifetime>', 'also check that an identity is well formed')
-  .action(psk);
 
 interface DeviceFlags {
   host: string;
@@ -274,6 +263,7 @@ interface DeviceFlags {
 }
 
 async function deviceCommand(
+  io: CliIo,
   action: string,
   topic: string | undefined,
   json: string | undefined,
@@ -300,13 +290,13 @@ async function deviceCommand(
     throw err;
   }
   const print = (r: CoapResponse): void => {
-    process.stdout.write(`${device.formatResponse(r)}\n`);
+    io.stdout.write(`${device.formatResponse(r)}\n`);
   };
   let ok = true;
   if (flags.activateThenPost === true || action === 'activate-then-post') {
     if (topic === undefined) fail('activate-then-post needs a topic');
     for (const step of await device.activateThenPost(o, topic, json)) {
-      process.stdout.write(`${step.step}: `);
+      io.stdout.write(`${step.step}: `);
       print(step.response);
       ok &&= step.response.code >> 5 === 2;
     }
@@ -324,32 +314,6 @@ async function deviceCommand(
   }
   if (!ok) process.exitCode = 1;
 }
-
-program
-  .command('device')
-  .description('act as one EnOS device: connect over DTLS, send one request, print the answer')
-  .argument('<action>', 'post | get | activate | activate-then-post')
-  .argument(
-    '[topic]',
-    'MQTT topic (/sys/pk/dk/thing/measurepoint/post) or a path relative to /sys/{pk}/{dk}/',
-  )
-  .argument('[json]', 'request body for post (default: an EnOS request with empty params)')
-  .option('--host <host>', 'coap-edge address', '127.0.0.1')
-  .option('--port <port>', 'DTLS port', '5684')
-  .option('--identity <pk,dk,mode,lifetime>', 'PSK identity')
-  .option('--product-key <pk>', 'product key (instead of --identity)')
-  .option('--device-key <dk>', 'device key (instead of --identity)')
-  .option('--secure-mode <2|3>', 'secureMode (instead of --identity)', '2')
-  .option('--lifetime <seconds>', 'lifetime (instead of --identity)', '3600')
-  .option('--secret <secret>', 'device secret (mode 2) or product secret (mode 3, activation)')
-  .option('--suite <ccm8|cbc>', 'cipher suite to offer', 'ccm8')
-  .option('--timeout <seconds>', 'give up after this long', '30')
-  .option('--cid', 'offer an RFC 9146 Connection ID (4 random bytes)')
-  .option(
-    '--activate-then-post',
-    'activate with the product secret, then post with the returned device secret',
-  )
-  .action(deviceCommand);
 
 interface BenchFlags {
   host: string;
@@ -390,7 +354,7 @@ function numberFlag(name: string, text: string, o: { min: number; integer?: bool
   return n;
 }
 
-async function benchCommand(flags: BenchFlags): Promise<void> {
+async function benchCommand(io: CliIo, flags: BenchFlags): Promise<void> {
   const count = numberFlag('count', flags.count, { min: 1, integer: true });
   const rebindEvery =
     flags.rebindEvery === undefined ? 0 : numberFlag('rebind-every', flags.rebindEvery, { min: 0 });
@@ -400,14 +364,14 @@ async function benchCommand(flags: BenchFlags): Promise<void> {
   const load = await import('./tools/load.js');
   if (flags.generate === true) {
     const text = `${JSON.stringify(load.generateDevices(count, flags.productKey, flags.seed), null, 1)}\n`;
-    if (flags.out === undefined) process.stdout.write(text);
+    if (flags.out === undefined) io.stdout.write(text);
     else {
       try {
         load.writeDevicesFile(flags.out, text);
       } catch (err) {
         fail(`${flags.out}: cannot write (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
       }
-      process.stderr.write(
+      io.stderr.write(
         `wrote ${count} devices of product ${flags.productKey} to ${flags.out}\n` +
           `  serve them:      coap-edge serve --devices ${flags.out} ...\n` +
           `  or a registry:   coap-edge registry --devices ${flags.out}\n` +
@@ -451,66 +415,24 @@ async function benchCommand(flags: BenchFlags): Promise<void> {
     ...(rebindEvery > 0 ? { rebindEveryMs: rebindEvery * 1000, rebindShare } : {}),
   } as const;
   // a live progress line on a terminal only: --json and pipes get the result alone
-  const live = flags.json !== true && process.stderr.isTTY;
+  const live = flags.json !== true && io.stderr.isTTY;
   const result = await load.runLoad({
     ...o,
     ...(live
       ? {
           onProgress: (p) => {
             // cut to the terminal's width: a wrapped line could not be rewritten in place
-            const width = Math.max(20, (process.stderr.columns || 120) - 1);
-            process.stderr.write(`\r\x1b[K${load.formatProgress(p).slice(0, width)}`);
+            const width = Math.max(20, (io.stderr.columns || 120) - 1);
+            io.stderr.write(`\r\x1b[K${load.formatProgress(p).slice(0, width)}`);
           },
         }
       : {}),
   });
-  if (live) process.stderr.write('\r\x1b[K');
-  if (flags.json === true) process.stdout.write(`${JSON.stringify(result)}\n`);
-  else process.stdout.write(load.formatSummary(result));
+  if (live) io.stderr.write('\r\x1b[K');
+  if (flags.json === true) io.stdout.write(`${JSON.stringify(result)}\n`);
+  else io.stdout.write(load.formatSummary(result));
   if (result.connected === 0) process.exitCode = 1;
 }
-
-program
-  .command('bench')
-  .description(
-    'fleet simulator: devices connect over DTLS and post measurepoints; live progress, then a summary',
-  )
-  .option('--host <host>', 'coap-edge address', '127.0.0.1')
-  .option('--port <port>', 'DTLS port', '5684')
-  .option('--devices <file.json>', 'devices file to take identities and secrets from')
-  .option('--count <n>', 'number of simulated devices', '100')
-  .option(
-    '--ramp <per-second>',
-    'handshakes started per second while connecting (0: no limit)',
-    '0',
-  )
-  .option('--concurrency <n>', 'handshakes in flight at once while connecting', '32')
-  .option('--duration <seconds>', 'measured duration once every device is connected', '10')
-  .option('--rate <per-second>', 'requests per second per device (0: closed loop)', '0')
-  .option('--non', 'send NON requests instead of CON')
-  .option('--payload-size <bytes>', 'pad each measurepoint body to this many bytes')
-  .option('--suite <ccm8|cbc>', 'cipher suite', 'ccm8')
-  .option('--topic <path>', 'topic relative to /sys/{pk}/{dk}/', 'thing/measurepoint/post')
-  .option(
-    '--metrics-url <url>',
-    "coap-edge's /metrics (e.g. http://127.0.0.1:9100/metrics): report its RSS per association",
-  )
-  .option('--bind-address <ip>', "local address of the devices' sockets")
-  .option('--json', 'print one JSON line with the result and nothing else')
-  .option('--cid', 'offer an RFC 9146 Connection ID (4 random bytes per device)')
-  .option(
-    '--rebind-every <seconds>',
-    'move each device to a new source port this often (a NAT rebinding; use with --cid)',
-  )
-  .option(
-    '--rebind-share <fraction>',
-    'share of the devices that move (0 to 1, default 1), the others keep their port',
-  )
-  .option('--generate', 'write a devices file (also a registry seed) with --count devices instead')
-  .option('--out <file.json>', 'file for --generate (default: standard output)')
-  .option('--product-key <pk>', 'product key for --generate', 'benchPK')
-  .option('--seed <text>', 'secret seed for --generate', 'bench-secret')
-  .action(benchCommand);
 
 interface RegistryFlags {
   devices: string;
@@ -519,7 +441,7 @@ interface RegistryFlags {
   token?: string;
 }
 
-async function registryCommand(flags: RegistryFlags): Promise<void> {
+async function registryCommand(io: CliIo, flags: RegistryFlags): Promise<void> {
   const port = Number(flags.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) fail('--port must be 0-65535');
   if (flags.token === '') fail('--token must not be empty');
@@ -538,7 +460,7 @@ async function registryCommand(flags: RegistryFlags): Promise<void> {
       port,
       bind: flags.bind,
       token: flags.token,
-      log: (line) => process.stdout.write(`registry: ${line}\n`),
+      log: (line) => io.stdout.write(`registry: ${line}\n`),
     });
   } catch (err) {
     fail(
@@ -546,7 +468,7 @@ async function registryCommand(flags: RegistryFlags): Promise<void> {
     );
   }
   const s = standIn;
-  process.stdout.write(
+  io.stdout.write(
     `registry stand-in listening on http://${flags.bind}:${s.port} ` +
       `(${devices.productCount} products, ${devices.deviceCount} devices; ` +
       `${flags.token !== undefined ? 'bearer token required' : 'no token'})\n`,
@@ -558,30 +480,160 @@ async function registryCommand(flags: RegistryFlags): Promise<void> {
   process.once('SIGTERM', stop);
 }
 
-program
-  .command('registry')
-  .description(
-    'device registry stand-in: serves docs/registry-api.md from a devices file (demos, not production)',
-  )
-  .requiredOption('--devices <file.json>', 'devices file with the products and devices to serve')
-  .option('--port <port>', 'TCP port', '8080')
-  .option('--bind <address>', 'address to listen on', '0.0.0.0')
-  .addOption(
-    new Option(
-      '--token <token>',
-      'require Authorization: Bearer <token> on every registry request (default: none)',
-    ).env('COAP_EDGE_REGISTRY_TOKEN'),
-  )
-  .action(registryCommand);
+/**
+ * The command line as a commander program writing to `io`. Nothing exits the process here:
+ * usage errors, `--help` and start-up errors are thrown as `CommanderError`s (`exitCode`: 0
+ * help, 2 configuration or usage, 1 runtime; `code` `coap-edge.fail` for coap-edge's own, whose
+ * message `main` prints). A server that started keeps running and exits on a signal.
+ */
+export function buildProgram(io: CliIo = processIo): Command {
+  const program = new Command('coap-edge')
+    .description('CoAP over DTLS 1.2 PSK edge proxy for NB-IoT devices (EnOS scheme)')
+    .showHelpAfterError()
+    // usage errors, help and `fail` are thrown as CommanderError (exit code and code) to the
+    // caller: `main` below when run as the binary, or a test
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => io.stdout.write(s),
+      writeErr: (s) => io.stderr.write(s),
+    });
 
-program
-  .command('config-reference')
-  .description('print the configuration reference table (Markdown) generated from the schema')
-  .action(() => {
-    process.stdout.write(`${renderReference()}\n`);
-  });
+  addSettingFlags(
+    program
+      .command('serve')
+      .description('run the proxy')
+      .option('--config <file.yaml>', 'YAML configuration file (keys as in the reference table)')
+      .option('--print-config', 'print the effective configuration (secrets redacted) and exit'),
+  ).action((opts: Record<string, unknown>) => serve(io, opts));
 
-program.parseAsync(process.argv).catch((err: unknown) => {
-  process.stderr.write(`coap-edge: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exit(1);
-});
+  program
+    .command('psk')
+    .description('print the EnOS PSK for a device or product secret: SHA-256(secret)[8..24)')
+    .argument('<secret>', 'device secret (secureMode 2) or product secret (secureMode 3)')
+    .option(
+      '--shell',
+      "print as a bash $'..' literal for coap-client-openssl -k (which takes raw bytes)",
+    )
+    .option('--identity <pk,dk,mode,lifetime>', 'also check that an identity is well formed')
+    .action((secret: string, opts: { shell?: boolean; identity?: string }) =>
+      psk(io, secret, opts),
+    );
+
+  program
+    .command('device')
+    .description('act as one EnOS device: connect over DTLS, send one request, print the answer')
+    .argument('<action>', 'post | get | activate | activate-then-post')
+    .argument(
+      '[topic]',
+      'MQTT topic (/sys/pk/dk/thing/measurepoint/post) or a path relative to /sys/{pk}/{dk}/',
+    )
+    .argument('[json]', 'request body for post (default: an EnOS request with empty params)')
+    .option('--host <host>', 'coap-edge address', '127.0.0.1')
+    .option('--port <port>', 'DTLS port', '5684')
+    .option('--identity <pk,dk,mode,lifetime>', 'PSK identity')
+    .option('--product-key <pk>', 'product key (instead of --identity)')
+    .option('--device-key <dk>', 'device key (instead of --identity)')
+    .option('--secure-mode <2|3>', 'secureMode (instead of --identity)', '2')
+    .option('--lifetime <seconds>', 'lifetime (instead of --identity)', '3600')
+    .option('--secret <secret>', 'device secret (mode 2) or product secret (mode 3, activation)')
+    .option('--suite <ccm8|cbc>', 'cipher suite to offer', 'ccm8')
+    .option('--timeout <seconds>', 'give up after this long', '30')
+    .option('--cid', 'offer an RFC 9146 Connection ID (4 random bytes)')
+    .option(
+      '--activate-then-post',
+      'activate with the product secret, then post with the returned device secret',
+    )
+    .action(
+      (action: string, topic: string | undefined, json: string | undefined, flags: DeviceFlags) =>
+        deviceCommand(io, action, topic, json, flags),
+    );
+
+  program
+    .command('bench')
+    .description(
+      'fleet simulator: devices connect over DTLS and post measurepoints; live progress, then a summary',
+    )
+    .option('--host <host>', 'coap-edge address', '127.0.0.1')
+    .option('--port <port>', 'DTLS port', '5684')
+    .option('--devices <file.json>', 'devices file to take identities and secrets from')
+    .option('--count <n>', 'number of simulated devices', '100')
+    .option(
+      '--ramp <per-second>',
+      'handshakes started per second while connecting (0: no limit)',
+      '0',
+    )
+    .option('--concurrency <n>', 'handshakes in flight at once while connecting', '32')
+    .option('--duration <seconds>', 'measured duration once every device is connected', '10')
+    .option('--rate <per-second>', 'requests per second per device (0: closed loop)', '0')
+    .option('--non', 'send NON requests instead of CON')
+    .option('--payload-size <bytes>', 'pad each measurepoint body to this many bytes')
+    .option('--suite <ccm8|cbc>', 'cipher suite', 'ccm8')
+    .option('--topic <path>', 'topic relative to /sys/{pk}/{dk}/', 'thing/measurepoint/post')
+    .option(
+      '--metrics-url <url>',
+      "coap-edge's /metrics (e.g. http://127.0.0.1:9100/metrics): report its RSS per association",
+    )
+    .option('--bind-address <ip>', "local address of the devices' sockets")
+    .option('--json', 'print one JSON line with the result and nothing else')
+    .option('--cid', 'offer an RFC 9146 Connection ID (4 random bytes per device)')
+    .option(
+      '--rebind-every <seconds>',
+      'move each device to a new source port this often (a NAT rebinding; use with --cid)',
+    )
+    .option(
+      '--rebind-share <fraction>',
+      'share of the devices that move (0 to 1, default 1), the others keep their port',
+    )
+    .option(
+      '--generate',
+      'write a devices file (also a registry seed) with --count devices instead',
+    )
+    .option('--out <file.json>', 'file for --generate (default: standard output)')
+    .option('--product-key <pk>', 'product key for --generate', 'benchPK')
+    .option('--seed <text>', 'secret seed for --generate', 'bench-secret')
+    .action((flags: BenchFlags) => benchCommand(io, flags));
+
+  program
+    .command('registry')
+    .description(
+      'device registry stand-in: serves docs/registry-api.md from a devices file (demos, not production)',
+    )
+    .requiredOption('--devices <file.json>', 'devices file with the products and devices to serve')
+    .option('--port <port>', 'TCP port', '8080')
+    .option('--bind <address>', 'address to listen on', '0.0.0.0')
+    .addOption(
+      new Option(
+        '--token <token>',
+        'require Authorization: Bearer <token> on every registry request (default: none)',
+      ).env('COAP_EDGE_REGISTRY_TOKEN'),
+    )
+    .action((flags: RegistryFlags) => registryCommand(io, flags));
+
+  program
+    .command('config-reference')
+    .description('print the configuration reference table (Markdown) generated from the schema')
+    .action(() => {
+      io.stdout.write(`${renderReference()}\n`);
+    });
+  return program;
+}
+
+/** Runs the binary: parses `process.argv`, turns what `buildProgram` throws into an exit. */
+async function main(): Promise<void> {
+  try {
+    await buildProgram().parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // commander printed its own usage errors and help; usage errors are configuration
+      // errors: exit 2
+      if (err.code === CLI_FAIL) process.stderr.write(`coap-edge: ${err.message}\n`);
+      process.exit(err.code === CLI_FAIL ? err.exitCode : err.exitCode === 0 ? 0 : EXIT_CONFIG);
+    }
+    process.stderr.write(`coap-edge: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  }
+}
+
+// run as the binary (also through the node_modules/.bin symlink), not when imported by a test
+const entry = process.argv[1];
+if (entry !== undefined && realpathSync(entry) === fileURLToPath(import.meta.url)) void main();

@@ -22,6 +22,8 @@ import {
   scrapeValue,
   type LoadResult,
 } from '../../src/tools/load.js';
+import { CLI_FAIL } from '../../src/cli.js';
+import { cliInProcess, describeResult } from '../helpers/cli-in-process.js';
 import {
   REPO_ROOT,
   killAll,
@@ -193,7 +195,8 @@ describe('bench: the command against a coap-edge process', () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'coap-edge-bench-'));
     devices = join(dir, 'devices.json');
-    const gen = await runCli([
+    // --generate in-process: only the load runs below need their own process
+    const gen = await cliInProcess([
       'bench',
       '--generate',
       '--count',
@@ -203,7 +206,7 @@ describe('bench: the command against a coap-edge process', () => {
       '--out',
       devices,
     ]);
-    assert.equal(gen.code, 0, out(gen));
+    assert.equal(gen.code, 0, describeResult(gen));
     assert.equal(gen.stdout, '');
     assert.match(gen.stderr, /wrote 6 devices of product benchTestPK/);
     const file = JSON.parse(readFileSync(devices, 'utf8')) as { devices: unknown[] };
@@ -279,7 +282,7 @@ describe('bench: the command against a coap-edge process', () => {
 
   it('devices with wrong secrets: no connection, handshake errors by kind, exit 1', async () => {
     const wrong = join(dir, 'wrong.json');
-    const gen = await runCli([
+    const gen = await cliInProcess([
       'bench',
       '--generate',
       '--count',
@@ -291,7 +294,7 @@ describe('bench: the command against a coap-edge process', () => {
       '--out',
       wrong,
     ]);
-    assert.equal(gen.code, 0, out(gen));
+    assert.equal(gen.code, 0, describeResult(gen));
     const r = await bench(['--count', '2', '--json'], wrong);
     assert.equal(r.code, 1, out(r));
     const j = JSON.parse(r.stdout) as LoadResult;
@@ -315,9 +318,12 @@ describe('bench: the command against a coap-edge process', () => {
       ['--ramp', '-1'],
       ['--payload-size', 'big'],
     ]) {
-      const r = await runCli(['bench', '--devices', devices, ...args]);
-      assert.equal(r.code, 2, out(r));
-      assert.match(r.stderr, /^coap-edge: --/, out(r));
+      // in-process: the error the binary prints as `coap-edge: <message>` (test/cli/cli.test.ts)
+      const r = await cliInProcess(['bench', '--devices', devices, ...args]);
+      assert.equal(r.code, 2, describeResult(r));
+      assert.equal(r.error?.code, CLI_FAIL, describeResult(r));
+      assert.match(r.error.message, /^--/, describeResult(r));
+      assert.equal(r.stdout + r.stderr, '', describeResult(r));
     }
   });
 });

@@ -1,8 +1,13 @@
 /**
- * The `coap-edge` command line, run as a process: help, `psk`, `config-reference`,
- * `serve --print-config` (defaults < YAML file < COAP_EDGE_* environment < flags, secrets
- * redacted) and every start-up error, which must exit with code 2 and a message naming the
- * file (or variable, or flag) and the field.
+ * The `coap-edge` command line: help, `psk`, `config-reference`, `serve --print-config`
+ * (defaults < YAML file < COAP_EDGE_* environment < flags, secrets redacted) and every
+ * start-up error, which must exit with code 2 and a message naming the file (or variable, or
+ * flag) and the field.
+ *
+ * Most cases run in-process (`buildProgram` with captured output, test/helpers/cli-in-process.ts):
+ * the exit code is the code of the error the command throws. A few run the binary itself, so
+ * its entry point (printing `coap-edge: <message>`, the exit codes) stays covered; serving as a
+ * process is test/cli/serve-process.test.ts.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,35 +20,62 @@ import { renderReference } from '../../src/config/reference.js';
 import { settings, type SettingName } from '../../src/config/settings.js';
 import { derivePsk, pskShellLiteral } from '../../src/enos/psk.js';
 import { DEMO, DEMO_DEVICES } from '../helpers/gateway.js';
-import { REPO_ROOT, bindUdp, killAll, runCli, type ProcessResult } from '../helpers/processes.js';
+import { CLI_FAIL } from '../../src/cli.js';
+import {
+  cliInProcess as runCli,
+  describeResult as out,
+  type InProcessResult,
+} from '../helpers/cli-in-process.js';
+import {
+  REPO_ROOT,
+  bindUdp,
+  killAll,
+  runCli as runBinary,
+  type ProcessResult,
+} from '../helpers/processes.js';
 
 const FIXTURES = join(REPO_ROOT, 'test', 'fixtures', 'interop');
 const fixture = (name: string): string => join(FIXTURES, name);
 const names = Object.keys(settings) as SettingName[];
 
-function out(r: ProcessResult): string {
+function outBinary(r: ProcessResult): string {
   return `exit ${r.code} signal ${r.signal}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
 }
 
-function assertOk(r: ProcessResult): void {
-  assert.equal(r.timedOut, false, out(r));
+function assertOk(r: InProcessResult): void {
   assert.equal(r.code, 0, out(r));
+  assert.equal(r.error, undefined, out(r));
 }
 
-/** Exit code 2, nothing on stdout, one `coap-edge: ...` line on stderr matching `message`. */
-function assertConfigError(r: ProcessResult, message: RegExp): void {
-  assert.equal(r.timedOut, false, out(r));
+/**
+ * Exit code 2 from coap-edge's own error (printed by the binary as one `coap-edge: ...` line
+ * on stderr, see the process tests below), a one-line message matching `message`, and nothing
+ * else printed.
+ */
+function assertConfigError(r: InProcessResult, message: RegExp): void {
   assert.equal(r.code, 2, out(r));
-  assert.match(r.stderr, /^coap-edge: .+\n$/, out(r));
-  assert.match(r.stderr, message, out(r));
+  assert.equal(r.error?.code, CLI_FAIL, out(r));
+  assert.equal(r.error.exitCode, 2, out(r));
+  assert.match(r.error.message, /^.+$/, out(r));
+  assert.match(r.error.message, message, out(r));
   assert.equal(r.stdout, '', out(r));
+  assert.equal(r.stderr, '', out(r));
+}
+
+/** The binary: exit code 2, nothing on stdout, one `coap-edge: ...` line matching `message`. */
+function assertBinaryConfigError(r: ProcessResult, message: RegExp): void {
+  assert.equal(r.timedOut, false, outBinary(r));
+  assert.equal(r.code, 2, outBinary(r));
+  assert.match(r.stderr, /^coap-edge: .+\n$/, outBinary(r));
+  assert.match(r.stderr, message, outBinary(r));
+  assert.equal(r.stdout, '', outBinary(r));
 }
 
 async function printConfig(
   args: readonly string[],
   env: Record<string, string> = {},
 ): Promise<Record<string, unknown>> {
-  const r = await runCli(['serve', '--print-config', ...args], { env });
+  const r = await runCli(['serve', '--print-config', ...args], env);
   assertOk(r);
   assert.equal(r.stderr, '', out(r));
   const doc = parseYaml(r.stdout) as unknown;
@@ -51,7 +83,7 @@ async function printConfig(
   return doc as Record<string, unknown>;
 }
 
-describe('coap-edge command line', { concurrency: 4 }, () => {
+describe('coap-edge command line', () => {
   let tmp = '';
   before(() => {
     tmp = mkdtempSync(join(tmpdir(), 'coap-edge-cli-'));
@@ -66,9 +98,37 @@ describe('coap-edge command line', { concurrency: 4 }, () => {
     return p;
   };
 
+  // --- the binary itself -------------------------------------------------------------------
+
+  it('binary: --help lists the commands (exit 0)', async () => {
+    const r = await runBinary(['--help']);
+    assert.equal(r.timedOut, false, outBinary(r));
+    assert.equal(r.code, 0, outBinary(r));
+    for (const cmd of ['serve', 'psk', 'config-reference']) {
+      assert.match(r.stdout, new RegExp(`^\\s+${cmd}\\b`, 'm'), outBinary(r));
+    }
+  });
+
+  it('binary: a configuration error and a usage error exit 2', async () => {
+    const [env, cmd] = await Promise.all([
+      runBinary(['serve'], { env: { COAP_EDGE_DTLS_PORT: 'abc' } }),
+      runBinary(['bogus']),
+    ]);
+    assertBinaryConfigError(
+      env,
+      /environment variable COAP_EDGE_DTLS_PORT: invalid value for "dtlsPort"/,
+    );
+    assert.equal(cmd.timedOut, false, outBinary(cmd));
+    assert.equal(cmd.code, 2, outBinary(cmd));
+    assert.match(cmd.stderr, /unknown command 'bogus'/);
+  });
+
+  // --- in-process ----------------------------------------------------------------------------
+
   it('--help lists the commands', async () => {
     const r = await runCli(['--help']);
-    assertOk(r);
+    assert.equal(r.code, 0, out(r));
+    assert.equal(r.error?.code, 'commander.helpDisplayed', out(r));
     for (const cmd of ['serve', 'psk', 'config-reference']) {
       assert.match(r.stdout, new RegExp(`^\\s+${cmd}\\b`, 'm'), out(r));
     }
@@ -76,7 +136,7 @@ describe('coap-edge command line', { concurrency: 4 }, () => {
 
   it('serve --help lists --config, --print-config and a flag for every setting', async () => {
     const r = await runCli(['serve', '--help']);
-    assertOk(r);
+    assert.equal(r.code, 0, out(r));
     assert.match(r.stdout, /--config <file\.yaml>/);
     assert.match(r.stdout, /--print-config/);
     for (const key of names) {
@@ -105,8 +165,9 @@ describe('coap-edge command line', { concurrency: 4 }, () => {
     const nulSecret = 'nul-key-secret-2'; // SHA-256(..)[8..24) = 7b1b6033c47bd5c2ed00c5c7953e81d7
     assert.ok(derivePsk(nulSecret).includes(0));
     const nul = await runCli(['psk', nulSecret, '--shell']);
-    assert.notEqual(nul.code, 0, out(nul));
-    assert.match(nul.stderr, /0x00 byte/);
+    assert.equal(nul.code, 1, out(nul));
+    assert.equal(nul.error?.code, CLI_FAIL, out(nul));
+    assert.match(nul.error.message, /0x00 byte/);
     assert.equal(nul.stdout, '');
     // hex output still works for such a key
     const hex = await runCli(['psk', nulSecret]);
@@ -190,7 +251,7 @@ describe('coap-edge command line', { concurrency: 4 }, () => {
         '--redis-url',
         'redis://:redis-pw-must-not-print@127.0.0.1:6379/0',
       ],
-      { env: { COAP_EDGE_MQTT_PASSWORD: 'mqtt-pw-must-not-print' } },
+      { COAP_EDGE_MQTT_PASSWORD: 'mqtt-pw-must-not-print' },
     );
     assertOk(r);
     assert.doesNotMatch(r.stdout + r.stderr, /must-not-print/);
@@ -233,14 +294,14 @@ describe('coap-edge command line', { concurrency: 4 }, () => {
 
   it('a bad value in the environment (COAP_EDGE_DTLS_PORT=abc)', async () => {
     assertConfigError(
-      await runCli(['serve'], { env: { COAP_EDGE_DTLS_PORT: 'abc' } }),
+      await runCli(['serve'], { COAP_EDGE_DTLS_PORT: 'abc' }),
       /environment variable COAP_EDGE_DTLS_PORT: invalid value for "dtlsPort"/,
     );
   });
 
   it('a bad value in a list (COAP_EDGE_CIPHER_SUITES) names the element', async () => {
     assertConfigError(
-      await runCli(['serve'], { env: { COAP_EDGE_CIPHER_SUITES: 'TLS_PSK_WITH_NULL_SHA' } }),
+      await runCli(['serve'], { COAP_EDGE_CIPHER_SUITES: 'TLS_PSK_WITH_NULL_SHA' }),
       /environment variable COAP_EDGE_CIPHER_SUITES: invalid value for "cipherSuites\.0"/,
     );
   });
@@ -295,7 +356,8 @@ describe('coap-edge command line', { concurrency: 4 }, () => {
       r,
       /devices-invalid\.json: devices\[1\]\.deviceSecret: expected a non-empty string/,
     );
-    assert.doesNotMatch(r.stderr, /must-not-leak/);
+    assert.doesNotMatch(r.error?.message ?? '', /must-not-leak/);
+    assert.doesNotMatch(r.stdout + r.stderr, /must-not-leak/);
   });
 
   it('a devices file that is not JSON gives the position and never a secret', async () => {
@@ -305,7 +367,8 @@ describe('coap-edge command line', { concurrency: 4 }, () => {
     );
     const r = await runCli(['serve', '--bind', '127.0.0.1', '--dtls-port', '0', '--devices', f]);
     assertConfigError(r, /devices-not-json\.json: not valid JSON \(line 3, column \d+\)/);
-    assert.doesNotMatch(r.stderr, /must-not-leak/);
+    assert.doesNotMatch(r.error?.message ?? '', /must-not-leak/);
+    assert.doesNotMatch(r.stdout + r.stderr, /must-not-leak/);
   });
 
   it('a UDP port already taken (DTLS and plain CoAP)', async (t) => {
@@ -333,24 +396,22 @@ describe('coap-edge command line', { concurrency: 4 }, () => {
         DEMO_DEVICES,
       ]),
     ]);
-    // the devices file is loaded (and logged) before the sockets are bound
-    assert.equal(dtls.timedOut, false, out(dtls));
-    assert.equal(dtls.code, 2, out(dtls));
-    assert.match(
-      dtls.stderr,
-      new RegExp(
-        `^coap-edge: cannot bind DTLS on 127\\.0\\.0\\.1:${taken.port}: EADDRINUSE \\(port already in use\\)\\n$`,
-      ),
-      out(dtls),
-    );
-    assert.equal(coap.code, 2, out(coap));
-    assert.match(
-      coap.stderr,
-      new RegExp(
-        `^coap-edge: cannot bind plain CoAP on 127\\.0\\.0\\.1:${taken.port}: EADDRINUSE \\(port already in use\\)\\n$`,
-      ),
-      out(coap),
-    );
+    // the devices file is loaded (and logged, on stdout) before the sockets are bound;
+    // stderr gets nothing but the error, which the binary prints as its one line
+    for (const [r, what] of [
+      [dtls, 'DTLS'],
+      [coap, 'plain CoAP'],
+    ] as const) {
+      assert.equal(r.code, 2, out(r));
+      assert.equal(r.error?.code, CLI_FAIL, out(r));
+      assert.equal(
+        r.error.message,
+        `cannot bind ${what} on 127.0.0.1:${taken.port}: EADDRINUSE (port already in use)`,
+        out(r),
+      );
+      assert.equal(r.stderr, '', out(r));
+      assert.match(r.stdout, /devices file loaded/, out(r));
+    }
     assert.doesNotMatch(dtls.stdout + coap.stdout, /coap-edge listening/);
   });
 
@@ -359,9 +420,11 @@ describe('coap-edge command line', { concurrency: 4 }, () => {
       runCli(['serve', '--dtls-prt', '5684']),
       runCli(['bogus']),
     ]);
-    assert.notEqual(flag.code, 0, out(flag));
+    assert.equal(flag.code, 2, out(flag));
+    assert.equal(flag.error?.code, 'commander.unknownOption', out(flag));
     assert.match(flag.stderr, /unknown option '--dtls-prt'/);
-    assert.notEqual(cmd.code, 0, out(cmd));
+    assert.equal(cmd.code, 2, out(cmd));
+    assert.equal(cmd.error?.code, 'commander.unknownCommand', out(cmd));
     assert.match(cmd.stderr, /unknown command 'bogus'/);
   });
 });
