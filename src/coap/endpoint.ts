@@ -310,6 +310,8 @@ export class CoapEndpoint<I> {
   private readonly dedup: DedupCache;
   private readonly blocks: BlockStore;
   private readonly retransmit: Retransmitter;
+  /** Drains waiting for no exchange in flight ({@link whenIdle}). */
+  private readonly idleWaiters: (() => void)[] = [];
   private readonly sweeper: Sweeper;
   private readonly understood: ReadonlySet<number> | undefined;
   private readonly ackTimeoutMs: number;
@@ -396,8 +398,27 @@ export class CoapEndpoint<I> {
       this.timers,
       this.stats,
       random,
+      () => this.checkIdle(),
     );
     this.sweeper = new Sweeper(this);
+  }
+
+  /**
+   * Resolves once no exchange is in flight and no separate response waits for its ACK (a
+   * draining pod waits for this, or for its deadline).
+   */
+  whenIdle(): Promise<void> {
+    if (this.inFlight() === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private inFlight(): number {
+    return this.stats.exchangesInFlight + this.stats.separateInFlight;
+  }
+
+  private checkIdle(): void {
+    if (this.idleWaiters.length === 0 || this.inFlight() !== 0) return;
+    for (const w of this.idleWaiters.splice(0)) w();
   }
 
   /** Handles one datagram (one CoAP message) from a peer. Never throws for bad input. */
@@ -737,6 +758,7 @@ export class CoapEndpoint<I> {
     if (ex.settled) return;
     ex.settled = true;
     this.stats.exchangesInFlight--;
+    if (this.idleWaiters.length > 0) queueMicrotask(() => this.checkIdle());
     this.timers.cancel(ex);
     if (this.closed || ex.entry.state === DROPPED) {
       this.stats.orphanedResponses++;

@@ -70,12 +70,14 @@ export class Retransmitter {
    * @param stats counters `retransmissions`, `giveUps`, `acksReceived`, `resetsReceived`,
    *   gauge `separateInFlight`
    * @param random uniform in [0, 1), for the initial timeout
+   * @param onEmpty called when the last message waiting for its ACK is gone
    */
   constructor(
     private readonly params: RetransmitParams,
     private readonly timers: TimerQueue,
     private readonly stats: CoapStats,
     private readonly random: () => number,
+    private readonly onEmpty: () => void = noop,
   ) {}
 
   /** Messages waiting for their ACK. */
@@ -158,5 +160,10 @@ export class Retransmitter {
     if (mine.size === 0) this.peers.delete(key);
     this.count--;
     this.stats.separateInFlight = this.count;
+    if (this.count === 0) this.onEmpty();
   }
+}
+
+function noop(): void {
+  // nothing waits
 }

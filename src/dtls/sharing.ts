@@ -50,6 +50,8 @@ export class Lease {
   raiseWanted = false;
   /** Received records since the fence last came down. */
   dirty = false;
+  /** The raise in flight (settles, never rejects), for a hand-over to wait for. */
+  raising: Promise<void> | undefined;
   /** Records authenticated past the receive limit, waiting for a raise. */
   readonly heldIn: HeldRecord[] = [];
   /** Plaintexts waiting for write sequence numbers. */
@@ -458,7 +460,7 @@ export class Sharing<A extends SharedAssociationView> {
     lease.acceptedSinceRaise = 0;
     lease.lastRaiseAt = now;
     this.stats.leases.rx++;
-    this.store.setRxFence(lease.handle, this.owner, fence, this.ttlMs).then(
+    lease.raising = this.store.setRxFence(lease.handle, this.owner, fence, this.ttlMs).then(
       (ok) => {
         lease.fenceBusy = false;
         if (!assoc.open) return;
@@ -542,14 +544,12 @@ export class Sharing<A extends SharedAssociationView> {
    */
   async handOver(assocs: readonly A[], timeoutMs: number): Promise<number> {
     let done = 0;
-    const deadline = this.host.now() + timeoutMs;
     const all = Promise.all(
       assocs.map(async (a) => {
         const lease = a.lease;
         if (lease === undefined) return;
         // a raise in flight first lands, then the fence comes down (held records go first)
-        while (lease.fenceBusy && this.host.now() < deadline)
-          await new Promise((r) => setTimeout(r, 5));
+        if (lease.fenceBusy) await lease.raising;
         if (await this.lower(a)) done++;
       }),
     );

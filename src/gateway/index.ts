@@ -663,13 +663,14 @@ export class Gateway {
     this.dtls.stopAccepting();
     const n0 = this.coap.stats.exchangesInFlight + this.coap.stats.separateInFlight;
     this.log.info({ inFlight: n0, timeoutMs }, 'draining');
-    const deadline = Date.now() + timeoutMs;
-    while (
-      Date.now() < deadline &&
-      this.coap.stats.exchangesInFlight + this.coap.stats.separateInFlight > 0
-    ) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.coap.whenIdle(),
+      new Promise((r) => {
+        timer = setTimeout(r, timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
     const left = this.coap.stats.exchangesInFlight + this.coap.stats.separateInFlight;
     if (left > 0)
       this.log.warn({ inFlight: left }, 'drain timeout: closing with exchanges in flight');

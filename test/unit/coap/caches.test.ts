@@ -218,3 +218,23 @@ describe('LinkedQueue', () => {
     assert.equal(q.has(ns[3] as N), false);
   });
 });
+
+describe('whenIdle (what a drain waits for)', () => {
+  test('resolves once the exchange in flight is answered, and at once when nothing is', async () => {
+    const d = deferred<CoapReply>();
+    const ep = new CoapEndpoint<string>({ clock: new ManualClock(), handler: () => d.promise });
+    await ep.whenIdle(); // nothing in flight
+    const peer = new FakePeer();
+    ep.receive(peer, req({ mid: 7 }));
+    let idle = false;
+    void ep.whenIdle().then(() => {
+      idle = true;
+    });
+    await flush();
+    assert.equal(idle, false, 'an exchange is in flight');
+    d.resolve({ code: Code.CHANGED });
+    await flush();
+    assert.equal(idle, true);
+    ep.close();
+  });
+});
