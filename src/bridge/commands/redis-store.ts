@@ -91,6 +91,8 @@ export class RedisCommandStore implements CommandStore {
   readonly #counters = new CommandCounters();
   readonly #waiters: Waiters;
   #subscribed = false;
+  /** {@link waitReady} calls waiting for the next connection event. */
+  readonly #readyWaiters: (() => void)[] = [];
   #failedSinceReady = false;
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -124,6 +126,7 @@ export class RedisCommandStore implements CommandStore {
     this.#client.on('close', () => (this.#failedSinceReady = true));
     this.#client.on('ready', () => {
       this.#failedSinceReady = false;
+      this.#changed();
       // looks that failed while this connection was away: look again (the subscriber may
       // have come back first and looked in vain)
       if (this.#subscribed) this.#waiters.wakeAll();
@@ -254,10 +257,22 @@ export class RedisCommandStore implements CommandStore {
   async waitReady(timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     while (!(this.state() === 'connected' && this.#subscribed)) {
-      if (this.#closed || Date.now() >= deadline) return false;
-      await new Promise((r) => setTimeout(r, 10));
+      const left = deadline - Date.now();
+      if (this.#closed || left <= 0) return false;
+      // woken by the next connection or subscription event, or by the deadline
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.#readyWaiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
     }
     return true;
+  }
+
+  #changed(): void {
+    for (const wake of this.#readyWaiters.splice(0)) wake();
   }
 
   stats(): CommandStoreStats {
@@ -268,6 +283,7 @@ export class RedisCommandStore implements CommandStore {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#closed = true;
+      this.#changed();
       this.#waiters.close();
       await Promise.all([closeRedis(this.#client), closeRedis(this.#sub)]);
     })();
@@ -279,6 +295,7 @@ export class RedisCommandStore implements CommandStore {
     this.#sub.subscribe(this.#channel).then(
       () => {
         this.#subscribed = true;
+        this.#changed();
         // notifications sent while we were not subscribed are lost: look again
         this.#waiters.wakeAll();
       },
