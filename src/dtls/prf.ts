@@ -9,12 +9,13 @@ export function pSha256(secret: Buffer, seed: Buffer, length: number): Buffer {
   const out = Buffer.allocUnsafe(length);
   let a = createHmac('sha256', secret).update(seed).digest();
   let written = 0;
-  while (written < length) {
+  for (;;) {
     const block = createHmac('sha256', secret).update(a).update(seed).digest();
     written += block.copy(out, written, 0, Math.min(block.length, length - written));
+    if (written >= length) return out;
+    // A(i+1) only when another block follows: the last one would be computed for nothing
     a = createHmac('sha256', secret).update(a).digest();
   }
-  return out;
 }
 
 export function prf(secret: Buffer, label: string, seed: Buffer, length: number): Buffer {

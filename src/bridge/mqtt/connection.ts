@@ -71,6 +71,8 @@ interface Session {
   lastError: Error | undefined;
   /** Reason code of the broker's DISCONNECT (MQTT 5), when it sent one before closing. */
   disconnectReason: number | undefined;
+  /** An uncork of the client's socket is scheduled for the end of this event loop turn. */
+  corked: boolean;
 }
 
 /**
@@ -168,6 +170,7 @@ export class PoolConnection {
       opts.properties = { userProperties: { ...userProperties } };
     }
     s.inflight++;
+    coalesceWrites(s);
     let done = false;
     s.client.publish(topic, payload, opts, (err) => {
       if (done) return;
@@ -271,6 +274,7 @@ export class PoolConnection {
       versionRefused: false,
       lastError: undefined,
       disconnectReason: undefined,
+      corked: false,
     };
     this.session = s;
 
@@ -345,6 +349,29 @@ export class PoolConnection {
       if (this.phase === 'down') this.open();
     }, delay);
   }
+}
+
+/**
+ * Holds the socket's writes until the end of this event loop turn (docs/design.md, "One
+ * datagram's way"): the publishes of all datagrams read in one turn, and the PUBACKs
+ * mqtt.js writes meanwhile, leave in one `writev` instead of one `write` system call each.
+ * The first publish of a turn corks; a `setImmediate` (after the poll phase that read the
+ * datagrams) uncorks. mqtt-packet's own cork per packet (uncorked on the next tick) nests inside it.
+ * Adds at most one loop turn to a write; PUBACK deadlines are timers and do not move.
+ */
+function coalesceWrites(s: Session): void {
+  if (s.corked) return;
+  const stream = s.client.stream as
+    { cork?: () => void; uncork?: () => void; destroyed?: boolean } | undefined;
+  if (stream?.cork === undefined || stream.uncork === undefined || stream.destroyed === true) {
+    return;
+  }
+  s.corked = true;
+  stream.cork();
+  setImmediate(() => {
+    s.corked = false;
+    stream.uncork?.();
+  });
 }
 
 /** Disables Nagle's algorithm on the client's TCP (or TLS) socket, when it has one. */

@@ -1,0 +1,112 @@
+/**
+ * A bridge pool connection holds its socket's writes until the end of the event loop turn
+ * (docs/design.md, "One datagram's way"): publishes made in different ticks of one turn
+ * leave in one socket write, a publish in a later turn is not held back, and every one of
+ * them still gets its PUBACK. Against the shared Mosquitto on 127.0.0.1:1883.
+ */
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Socket } from 'node:net';
+import { PoolConnection, type ConnectionHooks } from '../../../src/bridge/mqtt/connection.js';
+
+const BROKER_PORT = 1883;
+const TOPIC = `coalesce-test/${process.pid}/${Date.now()}`;
+
+type WriteFn = (this: Socket, ...args: unknown[]) => unknown;
+
+/** Counts `_write` / `_writev` calls on sockets connected to the broker port. */
+function spyBrokerWrites(): { count: () => number; restore: () => void } {
+  const proto = Socket.prototype as unknown as Record<'_write' | '_writev', WriteFn>;
+  const original = { _write: proto._write, _writev: proto._writev };
+  let calls = 0;
+  for (const name of ['_write', '_writev'] as const) {
+    const fn = original[name];
+    proto[name] = function (this: Socket, ...args: unknown[]): unknown {
+      if (this.remotePort === BROKER_PORT) calls++;
+      return fn.apply(this, args);
+    };
+  }
+  return {
+    count: () => calls,
+    restore: () => {
+      proto._write = original._write;
+      proto._writev = original._writev;
+    },
+  };
+}
+
+function publish(conn: PoolConnection, text: string): Promise<Error | undefined> {
+  return new Promise((resolve, reject) => {
+    const sent = conn.publish(`${TOPIC}/${text}`, Buffer.from(text), undefined, resolve);
+    if (!sent) reject(new Error('connection not up'));
+  });
+}
+
+describe('bridge connection write coalescing', () => {
+  let conn: PoolConnection | undefined;
+  after(async () => {
+    await conn?.close();
+  });
+
+  it('sends publishes of one event loop turn in one write, each still acknowledged', async () => {
+    let up: () => void = () => undefined;
+    const isUp = new Promise<void>((resolve) => (up = resolve));
+    const hooks: ConnectionHooks = {
+      protocolLevel: () => 5,
+      onVersionRefused: () => false,
+      onAttempt: () => undefined,
+      onUp: () => up(),
+      onDown: () => undefined,
+      onMessage: () => undefined,
+    };
+    conn = new PoolConnection(
+      0,
+      {
+        url: `mqtt://127.0.0.1:${BROKER_PORT}`,
+        username: undefined,
+        password: undefined,
+        clientId: `coalesce-test-${process.pid}-${Date.now()}`,
+        keepaliveSec: 30,
+        connectTimeoutMs: 5000,
+        reconnectMinMs: 100,
+        reconnectMaxMs: 1000,
+        maxInflight: 16,
+      },
+      hooks,
+    );
+    conn.start();
+    await isUp;
+    const c = conn;
+
+    const spy = spyBrokerWrites();
+    try {
+      // Three publishes in one turn, each a tick later than the previous one: mqtt-packet's
+      // own cork is released on the next tick, so without the connection's cork each would
+      // be its own write.
+      const acks: Promise<Error | undefined>[] = [];
+      acks.push(publish(c, 'a'));
+      await new Promise<void>((resolve) =>
+        process.nextTick(() => {
+          acks.push(publish(c, 'b'));
+          process.nextTick(() => {
+            acks.push(publish(c, 'c'));
+            resolve();
+          });
+        }),
+      );
+      assert.equal(spy.count(), 0, 'nothing written before the end of the turn');
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      assert.equal(spy.count(), 1, 'one write for the three publishes');
+      assert.deepEqual(await Promise.all(acks), [undefined, undefined, undefined]);
+
+      // A publish in a later turn is written in that turn and acknowledged too.
+      const before = spy.count();
+      const ack = publish(c, 'd');
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      assert.equal(spy.count(), before + 1);
+      assert.equal(await ack, undefined);
+    } finally {
+      spy.restore();
+    }
+  });
+});
