@@ -98,6 +98,8 @@ export interface MemoryResult {
   readonly bytesPerAssociation: number;
   /** RSS at the end of the measured phase, before the devices close (when scraped). */
   readonly rssEndBytes?: number;
+  /** (RSS at the end − RSS before) / associations at the end: after the devices' requests. */
+  readonly bytesPerAssociationEnd?: number;
 }
 
 /** With `idleSockets`: how the sockets were shared. */
@@ -445,6 +447,8 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
             : Infinity;
         while (performance.now() < end) {
           if (interval > 0) {
+            // at a low rate the next turn may lie past the end: do not wait for it
+            if (next >= end) break;
             const wait = next - performance.now();
             if (wait > 0) await sleep(wait);
             next += interval;
@@ -554,7 +558,17 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
         associations,
         bytesPerAssociation:
           associations > 0 ? Math.round((after.rss - before.rss) / associations) : 0,
-        ...(atEnd !== undefined ? { rssEndBytes: atEnd.rss } : {}),
+        ...(atEnd !== undefined
+          ? {
+              rssEndBytes: atEnd.rss,
+              bytesPerAssociationEnd:
+                atEnd.associations > before.associations
+                  ? Math.round(
+                      (atEnd.rss - before.rss) / (atEnd.associations - before.associations),
+                    )
+                  : 0,
+            }
+          : {}),
       };
     }
     return {
@@ -666,7 +680,8 @@ export function formatSummary(r: LoadResult): string {
         `(${(m.rssBeforeBytes / 2 ** 20).toFixed(0)} → ${(m.rssAfterBytes / 2 ** 20).toFixed(0)} MiB ` +
         `for ${m.associations} associations)` +
         (m.rssEndBytes !== undefined
-          ? `; ${(m.rssEndBytes / 2 ** 20).toFixed(0)} MiB after the load`
+          ? `; ${(m.rssEndBytes / 2 ** 20).toFixed(0)} MiB after the load` +
+            ` (${((m.bytesPerAssociationEnd ?? 0) / 1024).toFixed(1)} KiB per association)`
           : ''),
     ]);
   }

@@ -90,7 +90,7 @@ describe('bench --idle-sockets: the socket budget', () => {
     assert.throws(() => loopbackAddress(0xffffff), RangeError);
   });
 
-  it('the summary says how the sockets were shared', () => {
+  it('the summary says how the sockets were shared, and the memory after the load', () => {
     const r: LoadResult = {
       devices: 300,
       connected: 300,
@@ -108,6 +108,14 @@ describe('bench --idle-sockets: the socket budget', () => {
       errors: {},
       messagesPerSecond: 150,
       latencyMs: { p50: 2, p90: 4, p99: 8, max: 20 },
+      memory: {
+        rssBeforeBytes: 100 * 2 ** 20,
+        rssAfterBytes: 110 * 2 ** 20,
+        associations: 1024,
+        bytesPerAssociation: 10 * 1024,
+        rssEndBytes: 120 * 2 ** 20,
+        bytesPerAssociationEnd: 20 * 1024,
+      },
       idleSockets: {
         maxSockets: 20,
         peakSockets: 20,
@@ -116,6 +124,10 @@ describe('bench --idle-sockets: the socket budget', () => {
         socketWaitMs: { p50: 0.5, p99: 30 },
       },
     };
+    assert.match(
+      formatSummary(r),
+      /coap-edge memory +10\.0 KiB RSS per association \(100 → 110 MiB for 1024 associations\); 120 MiB after the load \(20\.0 KiB per association\)/,
+    );
     assert.match(
       formatSummary(r),
       /idle sockets +at most 20 of 20 open at once; 300 handshakes, 600 resumed on a new socket; wait for a socket p50 0\.5 ms, p99 30\.0 ms/,
