@@ -520,7 +520,8 @@ program
     '--idle-sockets',
     'devices hold no socket while idle (needs --cid): each suspends its association after ' +
       'the handshake and each request and resumes it on a new source port for the next, so ' +
-      'one process simulates more devices than it has ports (e.g. --count 100000 --rate 0.005)',
+      'one process simulates more devices than it has ports (e.g. --count 100000 --rate 0.005); ' +
+      'against a 127.x gateway each device binds its own 127/8 source address unless --bind-address',
   )
   .option('--max-sockets <n>', 'with --idle-sockets: most sockets open at once', '2000')
   .option('--generate', 'write a devices file (also a registry seed) with --count devices instead')
