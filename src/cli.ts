@@ -338,6 +338,8 @@ interface BenchFlags {
   cid?: boolean;
   rebindEvery?: string;
   rebindShare?: string;
+  idleSockets?: boolean;
+  maxSockets: string;
 }
 
 /** A numeric flag, or exit 2 naming it. */
@@ -361,6 +363,13 @@ async function benchCommand(io: CliIo, flags: BenchFlags): Promise<void> {
   const rebindShare =
     flags.rebindShare === undefined ? 1 : numberFlag('rebind-share', flags.rebindShare, { min: 0 });
   if (rebindShare > 1) fail('--rebind-share must be a number ≥ 0 and ≤ 1');
+  const maxSockets = numberFlag('max-sockets', flags.maxSockets, { min: 1, integer: true });
+  const idleSockets = flags.idleSockets === true;
+  if (idleSockets && flags.generate !== true) {
+    if (flags.cid !== true) fail('--idle-sockets needs --cid (the gateway follows a device by it)');
+    if (rebindEvery > 0)
+      fail('--rebind-every has no use with --idle-sockets (every request comes from a new port)');
+  }
   const load = await import('./tools/load.js');
   if (flags.generate === true) {
     const text = `${JSON.stringify(load.generateDevices(count, flags.productKey, flags.seed), null, 1)}\n`;
@@ -413,6 +422,7 @@ async function benchCommand(io: CliIo, flags: BenchFlags): Promise<void> {
     ...(flags.bindAddress !== undefined ? { bindAddress: flags.bindAddress } : {}),
     cid: flags.cid === true,
     ...(rebindEvery > 0 ? { rebindEveryMs: rebindEvery * 1000, rebindShare } : {}),
+    ...(idleSockets ? { idleSockets, maxSockets } : {}),
   } as const;
   // a live progress line on a terminal only: --json and pipes get the result alone
   const live = flags.json !== true && io.stderr.isTTY;
@@ -584,6 +594,14 @@ export function buildProgram(io: CliIo = processIo): Command {
       '--rebind-share <fraction>',
       'share of the devices that move (0 to 1, default 1), the others keep their port',
     )
+    .option(
+      '--idle-sockets',
+      'devices hold no socket while idle (needs --cid): each suspends its association after ' +
+        'the handshake and each request and resumes it on a new source port for the next, so ' +
+        'one process simulates more devices than it has ports (e.g. --count 100000 --rate 0.005); ' +
+        'against a 127.x gateway each device binds its own 127/8 source address unless --bind-address',
+    )
+    .option('--max-sockets <n>', 'with --idle-sockets: most sockets open at once', '2000')
     .option(
       '--generate',
       'write a devices file (also a registry seed) with --count devices instead',

@@ -9,6 +9,12 @@
  * With `cid` the devices offer an RFC 9146 Connection ID; with `rebindEveryMs` each moves its
  * association to a new source port now and then (a NAT rebinding), and the result says how
  * the first request after each move fared.
+ *
+ * With `idleSockets` (needs `cid`) a device holds no socket while idle, as a sleeping device:
+ * it suspends its association after the handshake and after each request, and resumes it on
+ * a new socket (a new source port) for the next request; the gateway follows it by its
+ * Connection ID (docs/design.md). At most `maxSockets` sockets are open at once, so one
+ * process can simulate a fleet far larger than its file descriptors and ephemeral ports.
  */
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -55,6 +61,13 @@ export interface LoadOptions {
   readonly rebindEveryMs?: number;
   /** Share of the devices that move (0 to 1; default 1): the first that many of them. */
   readonly rebindShare?: number;
+  /**
+   * Devices hold no socket while idle: suspend after the handshake and after each request,
+   * resume on a new socket for the next one. Needs `cid`; `rebindEveryMs` is ignored.
+   */
+  readonly idleSockets?: boolean;
+  /** With `idleSockets`: most sockets open at once (default 2000). */
+  readonly maxSockets?: number;
   /** Called every `progressIntervalMs` (default 1000) while running. */
   readonly onProgress?: (p: LoadProgress) => void;
   readonly progressIntervalMs?: number;
@@ -72,6 +85,8 @@ export interface LoadProgress {
   /** Request latency so far; 0 before the first answer. */
   readonly latencyMs: { readonly p50: number; readonly p99: number };
   readonly errors: Readonly<Record<string, number>>;
+  /** With `idleSockets`: sockets open right now. */
+  readonly socketsOpen?: number;
 }
 
 export interface MemoryResult {
@@ -81,6 +96,23 @@ export interface MemoryResult {
   readonly associations: number;
   /** (RSS after − RSS before) / associations; 0 when no association was added. */
   readonly bytesPerAssociation: number;
+  /** RSS at the end of the measured phase, before the devices close (when scraped). */
+  readonly rssEndBytes?: number;
+  /** (RSS at the end − RSS before) / associations at the end: after the devices' requests. */
+  readonly bytesPerAssociationEnd?: number;
+}
+
+/** With `idleSockets`: how the sockets were shared. */
+export interface IdleSocketsResult {
+  readonly maxSockets: number;
+  /** Most sockets the devices held open at once (the tool's own count). */
+  readonly peakSockets: number;
+  /** Handshakes the tool started: one per device, none later. */
+  readonly handshakes: number;
+  /** Associations resumed on a new socket (one per request sent). */
+  readonly resumes: number;
+  /** Time a device waited for a free socket before a request. */
+  readonly socketWaitMs: { readonly p50: number; readonly p99: number };
 }
 
 export interface LoadResult {
@@ -108,6 +140,8 @@ export interface LoadResult {
   };
   /** Present when `metricsUrl` was given and both scrapes worked. */
   readonly memory?: MemoryResult;
+  /** With `idleSockets`: socket sharing. */
+  readonly idleSockets?: IdleSocketsResult;
   /** With `rebindEveryMs`: the moves, and the first request after each. */
   readonly rebinding?: {
     readonly rebinds: number;
@@ -172,7 +206,7 @@ export class LatencyHistogram {
 }
 
 /** A short stable name for what went wrong, for the errors-by-kind counts. */
-export function errorKind(stage: 'handshake' | 'request', err: unknown): string {
+export function errorKind(stage: 'handshake' | 'request' | 'resume', err: unknown): string {
   let code = 'unknown';
   if (err instanceof DtlsError || err instanceof CoapClientError) code = err.code;
   else if (err instanceof Error) code = (err as NodeJS.ErrnoException).code ?? err.name;
@@ -230,6 +264,69 @@ async function memorySample(
   }
 }
 
+/**
+ * A counting semaphore for sockets: `acquire` waits (first come, first served) while `limit`
+ * are open; `peak` is the most ever open at once.
+ */
+export class SocketBudget {
+  open = 0;
+  peak = 0;
+  private readonly waiters: (() => void)[] = [];
+  private head = 0;
+
+  constructor(readonly limit: number) {
+    if (!(limit >= 1)) throw new RangeError('limit must be at least 1');
+  }
+
+  acquire(): Promise<void> {
+    if (this.open < this.limit && this.head === this.waiters.length) {
+      this.take();
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  release(): void {
+    this.open--;
+    const next = this.waiters[this.head];
+    if (next === undefined) return;
+    this.head++;
+    if (this.head > 1024 && this.head * 2 > this.waiters.length) {
+      this.waiters.splice(0, this.head);
+      this.head = 0;
+    }
+    this.take();
+    next();
+  }
+
+  /** Devices waiting for a socket. */
+  get waiting(): number {
+    return this.waiters.length - this.head;
+  }
+
+  private take(): void {
+    this.open++;
+    if (this.open > this.peak) this.peak = this.open;
+  }
+}
+
+function isLoopbackV4(host: string): boolean {
+  return /^127\.\d+\.\d+\.\d+$/.test(host) || host === 'localhost';
+}
+
+/**
+ * The source address of device `i` in idle-sockets mode against a loopback gateway: one
+ * address of 127.0.0.0/8 per device (127.1.0.0 onwards). Each resume takes a new port, and
+ * no other device can then take the address the gateway last saw this one at: the kernel
+ * hands out ports again soon, and the gateway lets a newcomer at a device's last address
+ * displace that device's association (docs/operations.md).
+ */
+export function loopbackAddress(i: number): string {
+  const n = (1 << 16) + i; // 127.1.0.0 + i, up to 127.255.255.254
+  if (n >= 0xffffff) throw new RangeError('too many devices for 127.0.0.0/8');
+  return `127.${(n >> 16) & 255}.${(n >> 8) & 255}.${n & 255}`;
+}
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export async function runLoad(o: LoadOptions): Promise<LoadResult> {
@@ -245,6 +342,11 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   let connectFailures = 0;
   let failed = 0;
   let phase: LoadProgress['phase'] = 'connecting';
+  const idle = o.idleSockets === true;
+  if (idle && o.cid !== true) throw new RangeError('idleSockets needs cid');
+  const sockets = idle ? new SocketBudget(Math.max(1, o.maxSockets ?? 2000)) : undefined;
+  const socketWait = new LatencyHistogram();
+  let resumes = 0;
   const t0 = performance.now();
 
   // progress: totals, and rates over the last interval
@@ -268,6 +370,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
             requestsPerSecond: round((reqs - last.requests) / dt),
             latencyMs: { p50: round(latencies.quantile(50)), p99: round(latencies.quantile(99)) },
             errors: { ...errors },
+            ...(sockets !== undefined ? { socketsOpen: sockets.open } : {}),
           });
           last = { at: now, handshakes: hs, requests: reqs };
         }, intervalMs);
@@ -278,13 +381,16 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     const spacing = (o.rampPerSecond ?? 0) > 0 ? 1000 / (o.rampPerSecond ?? 1) : 0;
     let nextStart = performance.now();
     let index = 0;
+    const ownAddresses = idle && o.bindAddress === undefined && isLoopbackV4(o.host);
     const worker = async (): Promise<void> => {
       for (let d = o.devices[index++]; d !== undefined; d = o.devices[index++]) {
+        const bindAddress = ownAddresses ? loopbackAddress(index - 1) : o.bindAddress;
         if (spacing > 0) {
           const wait = nextStart - performance.now();
           nextStart = Math.max(nextStart, performance.now()) + spacing;
           if (wait > 0) await sleep(wait);
         }
+        await sockets?.acquire();
         const started = performance.now();
         try {
           const c = await CoapDtlsClient.connect({
@@ -299,14 +405,18 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
             psk: derivePsk(d.secret),
             cipherSuites: [suite],
             handshakeTimeoutMs: 20_000,
-            ...(o.bindAddress !== undefined ? { bindAddress: o.bindAddress } : {}),
+            ...(bindAddress !== undefined ? { bindAddress } : {}),
             ...(o.cid === true ? { connectionId: randomBytes(4) } : {}),
           });
           handshakes.record(performance.now() - started);
+          // a sleeping device: no socket until its first request
+          if (sockets !== undefined) c.dtls.suspend();
           clients.push({ c, path: `/topic/sys/${d.productKey}/${d.deviceKey}/${topic}` });
         } catch (err) {
           connectFailures++;
           bump(errors, errorKind('handshake', err));
+        } finally {
+          sockets?.release();
         }
       }
     };
@@ -323,7 +433,8 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     const end = started + o.durationMs;
     const interval = o.ratePerDevice > 0 ? 1000 / o.ratePerDevice : 0;
     const nonConfirmable = o.nonConfirmable === true;
-    const rebindEvery = o.rebindEveryMs ?? 0;
+    // with idle sockets every request comes from a new port anyway
+    const rebindEvery = idle ? 0 : (o.rebindEveryMs ?? 0);
     const movers = Math.round(clients.length * Math.min(1, Math.max(0, o.rebindShare ?? 1)));
     const moves = { rebinds: 0, answeredFirstTry: 0, answeredAfterRetransmission: 0, failed: 0 };
     await Promise.all(
@@ -336,10 +447,30 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
             : Infinity;
         while (performance.now() < end) {
           if (interval > 0) {
+            // at a low rate the next turn may lie past the end: do not wait for it
+            if (next >= end) break;
             const wait = next - performance.now();
             if (wait > 0) await sleep(wait);
             next += interval;
             if (performance.now() >= end) break;
+          }
+          if (sockets !== undefined) {
+            const w = performance.now();
+            await sockets.acquire();
+            socketWait.record(performance.now() - w);
+            if (performance.now() >= end) {
+              sockets.release();
+              break;
+            }
+            try {
+              await c.dtls.resume();
+              resumes++;
+            } catch (err) {
+              sockets.release();
+              failed++;
+              bump(errors, errorKind('resume', err));
+              continue;
+            }
           }
           let moved = false;
           if (performance.now() >= nextRebind) {
@@ -375,12 +506,48 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
             failed++;
             bump(errors, errorKind('request', err));
             if (moved) moves.failed++;
+          } finally {
+            if (sockets !== undefined) {
+              c.dtls.suspend();
+              sockets.release();
+            }
           }
         }
       }),
     );
     const durationMs = performance.now() - started;
-    await Promise.all(clients.map(({ c }) => c.close().catch(() => undefined)));
+    const atEnd =
+      before === undefined || o.metricsUrl === undefined
+        ? undefined
+        : await memorySample(o.metricsUrl);
+    if (sockets === undefined) {
+      await Promise.all(clients.map(({ c }) => c.close().catch(() => undefined)));
+    } else {
+      // close_notify needs a socket: resume each association once more to close it, as many
+      // at once and at the rate of the ramp-up (a burst of them overflows a busy gateway's
+      // receive buffer, and the lost ones stay until idleTimeout)
+      let next = 0;
+      let nextClose = performance.now();
+      const closer = async (): Promise<void> => {
+        for (let e = clients[next++]; e !== undefined; e = clients[next++]) {
+          if (spacing > 0) {
+            const wait = nextClose - performance.now();
+            nextClose = Math.max(nextClose, performance.now()) + spacing;
+            if (wait > 0) await sleep(wait);
+          }
+          await sockets.acquire();
+          try {
+            await e.c.dtls.resume();
+            await e.c.close();
+          } catch {
+            // the gateway drops it when idle
+          } finally {
+            sockets.release();
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: Math.max(1, o.connectConcurrency ?? 32) }, closer));
+    }
     const ok = Object.entries(codes).reduce((n, [k, v]) => (k.startsWith('2.') ? n + v : n), 0);
     let memory: MemoryResult | undefined;
     if (before !== undefined && after !== undefined) {
@@ -391,6 +558,17 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
         associations,
         bytesPerAssociation:
           associations > 0 ? Math.round((after.rss - before.rss) / associations) : 0,
+        ...(atEnd !== undefined
+          ? {
+              rssEndBytes: atEnd.rss,
+              bytesPerAssociationEnd:
+                atEnd.associations > before.associations
+                  ? Math.round(
+                      (atEnd.rss - before.rss) / (atEnd.associations - before.associations),
+                    )
+                  : 0,
+            }
+          : {}),
       };
     }
     return {
@@ -416,6 +594,20 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
         max: round(latencies.max),
       },
       ...(memory !== undefined ? { memory } : {}),
+      ...(sockets !== undefined
+        ? {
+            idleSockets: {
+              maxSockets: sockets.limit,
+              peakSockets: sockets.peak,
+              handshakes: clients.length + connectFailures,
+              resumes,
+              socketWaitMs: {
+                p50: round(socketWait.quantile(50)),
+                p99: round(socketWait.quantile(99)),
+              },
+            },
+          }
+        : {}),
       ...(rebindEvery > 0 ? { rebinding: moves } : {}),
     };
   } finally {
@@ -443,6 +635,7 @@ export function formatProgress(p: LoadProgress): string {
     `p50 ${ms(p.latencyMs.p50)} p99 ${ms(p.latencyMs.p99)}`,
     `errors: ${errorList(p.errors)}`,
   ];
+  if (p.socketsOpen !== undefined) parts.splice(2, 0, `${p.socketsOpen} sockets open`);
   return parts.join(' | ');
 }
 
@@ -485,7 +678,20 @@ export function formatSummary(r: LoadResult): string {
       'coap-edge memory',
       `${(m.bytesPerAssociation / 1024).toFixed(1)} KiB RSS per association ` +
         `(${(m.rssBeforeBytes / 2 ** 20).toFixed(0)} → ${(m.rssAfterBytes / 2 ** 20).toFixed(0)} MiB ` +
-        `for ${m.associations} associations)`,
+        `for ${m.associations} associations)` +
+        (m.rssEndBytes !== undefined
+          ? `; ${(m.rssEndBytes / 2 ** 20).toFixed(0)} MiB after the load` +
+            ` (${((m.bytesPerAssociationEnd ?? 0) / 1024).toFixed(1)} KiB per association)`
+          : ''),
+    ]);
+  }
+  if (r.idleSockets !== undefined) {
+    const s = r.idleSockets;
+    rows.push([
+      'idle sockets',
+      `at most ${s.peakSockets} of ${s.maxSockets} open at once; ${s.handshakes} handshakes, ` +
+        `${s.resumes} resumed on a new socket; wait for a socket p50 ${ms(s.socketWaitMs.p50)}, ` +
+        `p99 ${ms(s.socketWaitMs.p99)}`,
     ]);
   }
   if (r.rebinding !== undefined) {
