@@ -892,12 +892,13 @@ export class DtlsServer<P>
   private makeRoom(plan: AdmissionPlan<Association<P>>): void {
     const replaced = plan.replaced;
     if (replaced !== undefined) {
-      // A shared association with a CID is not its address: another device that now has
-      // that NAT mapping handshakes here, and the first one's association waits in the store
-      // for its next record from wherever it is.
-      if (replaced.lease !== undefined && replaced.connectionId !== undefined)
-        this.release(replaced, 'offloaded');
-      else this.release(replaced, 'replaced');
+      // An association with a CID is not its address: another device that now has that NAT
+      // mapping handshakes here, and the first one's association waits for its device's next
+      // record from wherever it is (RFC 9146 §6) — in the store when shared, else parked here.
+      const cid = replaced.connectionId;
+      if (cid === undefined) this.release(replaced, 'replaced');
+      else if (replaced.lease !== undefined) this.release(replaced, 'offloaded');
+      else this.park(replaced, cid);
     }
     if (plan.superseded !== undefined) this.release(plan.superseded, 'superseded');
     for (const { assoc, cls } of plan.evicted) {
@@ -910,6 +911,22 @@ export class DtlsServer<P>
       assoc.sendAlert(ALERT_CLOSE_NOTIFY);
       this.release(assoc, 'evicted');
     }
+  }
+
+  /**
+   * Takes a CID association off its address, which a new peer has taken: it stays in the
+   * table (an LRU entry like any other) under its CID, and sends nothing until its device
+   * speaks again, from wherever it is (then the RFC 9146 §6 update moves it there).
+   */
+  private park(assoc: Association<P>, cid: Buffer): void {
+    const key = `cid:${cid.toString('hex')}`;
+    const now = this.now();
+    if (!this.associations.rekey(assoc.peer, key, assoc, now)) {
+      this.release(assoc, 'replaced');
+      return;
+    }
+    assoc.moveTo(key, assoc.address, assoc.port, 0);
+    this.stats.parked++;
   }
 
   private sweep(): void {

@@ -153,6 +153,11 @@ export class DtlsStats {
   readonly demux = { cid: 0, address: 0 };
   /** Associations whose peer address moved to a new one (RFC 9146 §6). */
   peerAddressUpdates = 0;
+  /**
+   * CID associations taken off their address because another peer handshook from it (NAT
+   * port reuse); kept under their CID until their device speaks again.
+   */
+  parked = 0;
   /** Datagrams not sent to a not yet validated new peer address (RFC 9853 §4 budget). */
   amplificationLimited = 0;
   /**

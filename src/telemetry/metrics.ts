@@ -335,6 +335,13 @@ export function createMetrics(): Metrics {
   );
   readCounter(
     registry,
+    'coap_edge_dtls_associations_parked_total',
+    'CID associations taken off their address because another peer handshook from it (NAT port reuse); kept until their device speaks again.',
+    [],
+    one((x) => x.dtls.stats.parked),
+  );
+  readCounter(
+    registry,
     'coap_edge_dtls_amplification_limited_total',
     'Datagrams not sent to a peer address not yet validated after a move, over 3x the bytes received from it (RFC 9853).',
     [],

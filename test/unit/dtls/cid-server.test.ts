@@ -16,6 +16,8 @@ import type { PeerAddress } from '../../../src/dtls/types.js';
 
 const PSK = Buffer.from('0123456789abcdef');
 const IDENTITY = 'demoPK01,device001,2,3600';
+/** A second device (same key), for the NAT port reuse test. */
+const IDENTITY2 = 'demoPK01,device002,2,3600';
 
 interface Unknown {
   readonly from: PeerAddress;
@@ -59,8 +61,8 @@ async function rig(opts: Partial<DtlsServerOptions<string>> = {}): Promise<Rig> 
     send: (data, port, address) => socket.send(data, port, address),
     handler: {
       resolvePsk: (identity) =>
-        identity.toString() === IDENTITY
-          ? { ok: true, psk: PSK, principal: 'device001' }
+        identity.toString() === IDENTITY || identity.toString() === IDENTITY2
+          ? { ok: true, psk: PSK, principal: identity.toString().split(',')[1] ?? '' }
           : { ok: false, alert: 'unknown_psk_identity', reason: 'unknown-device' },
       onData: (assoc: DtlsAssociation<string>, data) => {
         if (r.reply === undefined) assoc.send(Buffer.concat([Buffer.from('echo:'), data]));
@@ -438,6 +440,79 @@ describe('DtlsClient under a network that duplicates datagrams', () => {
     } finally {
       front.close();
       back.close();
+      await r.close();
+    }
+  });
+});
+
+describe('DtlsServer: NAT port reuse', () => {
+  it("a new device handshaking from a CID association's last address parks that association; its device comes back from elsewhere without a handshake", async () => {
+    const r = await rig();
+    // a NAT: each device gets an external port (back socket); `reuse` hands the next new
+    // device the external port another device had
+    const front = createSocket('udp4');
+    await new Promise<void>((done) => front.bind(0, '127.0.0.1', done));
+    const backs: Socket[] = [];
+    const byDevice = new Map<number, Socket>();
+    const lastDevice = new Map<Socket, number>();
+    const bound = new Set<Socket>();
+    let reuse: Socket | undefined;
+    front.on('message', (m, rinfo) => {
+      let back = byDevice.get(rinfo.port);
+      if (back === undefined) {
+        if (reuse !== undefined) back = reuse;
+        else {
+          back = createSocket('udp4');
+          const b = back;
+          back.on('listening', () => bound.add(b));
+          back.bind(0, '127.0.0.1');
+          back.on('message', (answer) => {
+            const to = lastDevice.get(b);
+            if (to !== undefined) front.send(answer, to, '127.0.0.1');
+          });
+          backs.push(back);
+        }
+        reuse = undefined;
+        byDevice.set(rinfo.port, back);
+      }
+      lastDevice.set(back, rinfo.port);
+      const b = back;
+      if (bound.has(b)) b.send(m, r.port, '127.0.0.1');
+      else b.once('listening', () => b.send(m, r.port, '127.0.0.1'));
+    });
+    const via = { host: '127.0.0.1', port: front.address().port, psk: PSK };
+    const clients: DtlsClient[] = [];
+    try {
+      const a = await DtlsClient.connect({
+        ...via,
+        identity: IDENTITY,
+        connectionId: Buffer.alloc(0),
+      });
+      clients.push(a);
+      const gotA = inbox(a);
+      a.send(Buffer.from('a1'));
+      await until('A answered', () => gotA.length === 1);
+      const aPort = a.localPort;
+      a.suspend(); // A sleeps; its NAT port goes to the next device
+      reuse = byDevice.get(aPort);
+      r.server.stats.handshakesStarted = 0;
+      const b = await DtlsClient.connect({ ...via, identity: IDENTITY2 });
+      clients.push(b);
+      const gotB = inbox(b);
+      b.send(Buffer.from('b1'));
+      await until('B answered', () => gotB.length === 1);
+      assert.equal(r.server.stats.parked, 1, "A's association parked, not ended");
+      await a.resume(); // a new NAT port
+      a.send(Buffer.from('a2'));
+      await until('A answered again', () => gotA.length === 2);
+      assert.deepEqual(gotA, ['echo:a1', 'echo:a2']);
+      assert.equal(r.server.stats.handshakesStarted, 1, 'only B handshook');
+      b.send(Buffer.from('b2'));
+      await until('B still answered', () => gotB.length === 2);
+    } finally {
+      for (const c of clients) await c.close().catch(() => undefined);
+      front.close();
+      for (const s of backs) s.close();
       await r.close();
     }
   });
