@@ -20,7 +20,6 @@ import {
   eventually,
   measurepoint,
   measurepointTopic,
-  sleep,
   startE2eGateway,
   startPlatform,
   startRecorder,
@@ -99,7 +98,15 @@ describe('e2e: a duplicate CON is forwarded once', { skip: MISSING_TOOLS }, () =
     await eventually(() => answers.length >= 2, 'the answer to the third copy', 10_000);
     d.dtls.send(datagram);
     await eventually(() => answers.length >= 3, 'the answer to the fourth copy', 10_000);
-    await sleep(300); // room for anything extra to show up
+    // a new message ID with the same body is a new request (the device's next message); on
+    // the same flow its answer and its publish come after anything extra the copies caused
+    const next = await d.request({
+      method: 'POST',
+      path: coapPath(topic),
+      payload: Buffer.from(measurepoint('dup-1')),
+      timeoutMs: 10_000,
+    });
+    assert.equal(formatCode(next.code), formatCode(Code.CHANGED));
 
     const first = decode(answers[0] ?? Buffer.alloc(0));
     assert.equal(first.type, ACK);
@@ -113,25 +120,20 @@ describe('e2e: a duplicate CON is forwarded once', { skip: MISSING_TOOLS }, () =
     });
     // the copy that came while the first was in progress is dropped (its answer is the
     // first's); the later copies get the cached response
-    assert.equal(answers.length, 3, `${answers.length} answers`);
-    for (const a of answers) assert.deepEqual(a, answers[0], 'every answer is the same datagram');
+    // three answers to the copies, then the one to the next request
+    assert.equal(answers.length, 4, `${answers.length} answers`);
+    const copies = answers.slice(0, 3);
+    for (const a of copies) assert.deepEqual(a, answers[0], 'every answer is the same datagram');
     assert.notEqual(decode(answers[0] ?? Buffer.alloc(0)).type, CON);
+    assert.notEqual(decode(answers[3] ?? Buffer.alloc(0)).messageId, messageId);
 
-    assert.equal(recorder.messages.length, 1, 'the subscriber saw the request exactly once');
-    assert.equal(recorder.messages[0]?.payload.toString(), measurepoint('dup-1'));
-    assert.equal(platform.messages.length, 1);
     assert.equal(gw.gateway.coap.stats.duplicates - dupsBefore, 3, 'three duplicates counted');
-    assert.equal(gw.gateway.mqtt?.stats().publishes.ok, 1, 'one publish');
-
-    // a new message ID with the same body is a new request (the device's next message)
-    const next = await d.request({
-      method: 'POST',
-      path: coapPath(topic),
-      payload: Buffer.from(measurepoint('dup-1')),
-      timeoutMs: 10_000,
-    });
-    assert.equal(formatCode(next.code), formatCode(Code.CHANGED));
-    await eventually(() => recorder.messages.length === 2, 'the new request on MQTT');
+    // the next request was answered after its PUBACK: the copies published nothing
+    assert.equal(gw.gateway.mqtt?.stats().publishes.ok, 2, 'one publish each');
+    await eventually(() => recorder.messages.length >= 2, 'the new request on MQTT');
+    assert.equal(recorder.messages.length, 2, 'the subscriber saw the request exactly once');
+    assert.equal(recorder.messages[0]?.payload.toString(), measurepoint('dup-1'));
+    assert.equal(platform.messages.length, 2);
   });
 
   it('with separate responses (ackTimeout 0): copies get the empty ACK, one publish', async () => {
@@ -170,11 +172,23 @@ describe('e2e: a duplicate CON is forwarded once', { skip: MISSING_TOOLS }, () =
         await eventually(() => got.some(isResponse), 'the separate response', 10_000);
         d.dtls.send(datagram);
         await eventually(() => got.length >= 4, 'the answers to the copies', 10_000);
-        await sleep(300);
+        // the device's next request, on the same flow: its answers and its publish come after
+        // anything extra the copies caused
+        const next = await d.request({
+          method: 'POST',
+          path: coapPath(topic),
+          payload: Buffer.from(measurepoint('dup-sep-next')),
+          timeoutMs: 10_000,
+        });
+        assert.equal(next.separate, true);
 
-        const decoded = got.map((b) => decode(b));
+        const ours = got.filter((b) => {
+          const m = decode(b);
+          return m.messageId === messageId || m.token.toString('hex') === 'e2ed0002';
+        });
+        const decoded = ours.map((b) => decode(b));
         const responses = decoded.filter((m) => m.type === CON);
-        const acks = got.filter((b) => decode(b).type === ACK);
+        const acks = ours.filter((b) => decode(b).type === ACK);
         assert.equal(responses.length, 1, 'one separate response (acknowledged at once)');
         assert.equal(formatCode(responses[0]?.code ?? 0), formatCode(Code.CHANGED));
         assert.equal(responses[0]?.token.toString('hex'), 'e2ed0002');
@@ -185,9 +199,17 @@ describe('e2e: a duplicate CON is forwarded once', { skip: MISSING_TOOLS }, () =
           assert.equal(decode(a).code, Code.EMPTY);
           assert.equal(decode(a).messageId, messageId);
         }
-        await eventually(() => recorder.messages.length === before + 1, 'the publish');
-        await sleep(300);
-        assert.equal(recorder.messages.length, before + 1, 'published exactly once');
+        const bodies = (): string[] =>
+          recorder.messages.slice(before).map((m) => m.payload.toString());
+        await eventually(
+          () => bodies().includes(measurepoint('dup-sep-next')),
+          'the next request published',
+        );
+        assert.deepEqual(
+          bodies(),
+          [measurepoint('dup-sep'), measurepoint('dup-sep-next')],
+          'published exactly once',
+        );
         assert.deepEqual(sep.errorLines(), []);
       } finally {
         await d.close();

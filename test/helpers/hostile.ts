@@ -212,6 +212,7 @@ export function snapshot(stats: DtlsStats): {
   readonly handshakesFailed: DtlsStats['handshakesFailed'];
   readonly closed: DtlsStats['closed'];
   readonly datagramsIn: number;
+  readonly datagramsOut: number;
   readonly recordsIn: number;
   readonly helloVerifySent: number;
   readonly handshakesStarted: number;
@@ -223,6 +224,7 @@ export function snapshot(stats: DtlsStats): {
     handshakesFailed: { ...stats.handshakesFailed },
     closed: { ...stats.closed },
     datagramsIn: stats.datagramsIn,
+    datagramsOut: stats.datagramsOut,
     recordsIn: stats.recordsIn,
     helloVerifySent: stats.helloVerifySent,
     handshakesStarted: stats.handshakesStarted,

@@ -20,6 +20,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MqttClient } from 'mqtt';
+import { ProxyTracerProvider, trace as otelTrace } from '@opentelemetry/api';
 import { encode } from '../../src/coap/codec.js';
 import { CON, Code, OptionNumber } from '../../src/coap/constants.js';
 import { derivePsk } from '../../src/enos/psk.js';
@@ -70,6 +71,30 @@ function platformTraceparent(): { tp: string; traceId: string; spanId: string } 
 
 let receiver: OtlpReceiver;
 let tracing: TracingHandle | undefined;
+
+/**
+ * Exports every span ended so far and waits for the receiver's answer: the batch processor
+ * of the global provider (setupTracing registers it) is flushed instead of waiting for its
+ * next export cycle.
+ */
+async function flushSpans(): Promise<void> {
+  const global = otelTrace.getTracerProvider();
+  const provider: object = global instanceof ProxyTracerProvider ? global.getDelegate() : global;
+  assert.ok('forceFlush' in provider && typeof provider.forceFlush === 'function');
+  await (provider.forceFlush as () => Promise<void>).call(provider);
+}
+
+/**
+ * Waits until `pred` holds for the spans received; flushes first, so spans that have ended
+ * arrive now rather than at the next export cycle (1 s).
+ */
+async function exported(
+  pred: (spans: readonly OtlpSpan[]) => boolean,
+  what: string,
+): Promise<void> {
+  await flushSpans();
+  await receiver.waitFor(pred, what);
+}
 
 /** The spans received so far. */
 const receiverSpans = (): readonly OtlpSpan[] => receiver.spans;
@@ -171,7 +196,7 @@ describe('telemetry: spans of a device over OTLP/HTTP', () => {
     what: string,
   ): Promise<{ root: OtlpSpan; exchange: OtlpSpan; trace: OtlpSpan[] }> {
     const trace = (): OtlpSpan[] => spans().filter((s) => s.traceId === traceId);
-    await receiver.waitFor(
+    await exported(
       () =>
         trace().some((s) => s.parentSpanId === undefined) &&
         trace().some((s) => s.name === 'coap.exchange') &&
@@ -216,7 +241,7 @@ describe('telemetry: spans of a device over OTLP/HTTP', () => {
     );
     const peerPort = root.attributes['network.peer.port'];
     assert.equal(typeof peerPort, 'number');
-    await receiver.waitFor(
+    await exported(
       (all) =>
         all.some(
           (s) =>
@@ -388,7 +413,7 @@ describe('telemetry: spans of a device over OTLP/HTTP', () => {
       spans().filter(
         (s) => s.name === 'coap.exchange' && s.attributes['coap.message_id'] === messageId,
       );
-    await receiver.waitFor(() => exchanges().length >= 2, 'both exchange spans');
+    await exported(() => exchanges().length >= 2, 'both exchange spans');
     const [first, dup] = [
       exchanges().filter((s) => s.attributes['coap.duplicate'] === false),
       exchanges().filter((s) => s.attributes['coap.duplicate'] === true),
@@ -417,7 +442,7 @@ describe('telemetry: spans of a device over OTLP/HTTP', () => {
       'the tp-1 trace',
     );
     const wait = onlyChild(trace, exchange, 'mqtt.reply_wait');
-    await receiver.waitFor(
+    await exported(
       (all) => all.some((s) => s.name === 'mqtt.reply' && s.traceId === platformTrace.traceId),
       "the mqtt.reply span in the platform's trace",
     );
@@ -456,7 +481,7 @@ describe('telemetry: spans of a device over OTLP/HTTP', () => {
       if (!delivered) await new Promise((r) => setTimeout(r, 50));
     }
     assert.ok(delivered, 'the command rode on an answer (option 2100)');
-    await receiver.waitFor(
+    await exported(
       (all) => all.some((s) => s.name === 'command.deliver' && s.traceId === commandTrace.traceId),
       "the command.deliver span in the platform's trace",
     );
@@ -470,10 +495,7 @@ describe('telemetry: spans of a device over OTLP/HTTP', () => {
     // linked to the coap.exchange of the request whose answer carried it
     assert.equal(deliver.links.length, 1);
     const linkedId = deliver.links[0]?.spanId;
-    await receiver.waitFor(
-      (all) => all.some((s) => s.spanId === linkedId),
-      'the linked exchange span',
-    );
+    await exported((all) => all.some((s) => s.spanId === linkedId), 'the linked exchange span');
     assert.equal(spans().find((s) => s.spanId === linkedId)?.name, 'coap.exchange');
     // acknowledge it so later tests see no command
     const ack = await postJson(
@@ -532,8 +554,11 @@ describe('telemetry: spans of a device over OTLP/HTTP', () => {
       new Promise((resolve, reject) =>
         udp!.send(buf, gw.port, '127.0.0.1', (err) => (err ? reject(err) : resolve())),
       );
+    const malformed = (): number => gw.gateway.dtls.stats.drops['malformed-record'];
+    const malformedBefore = malformed();
     await sent(Buffer.from('definitely not DTLS'));
-    await receiver.waitFor(
+    await eventually(() => malformed() > malformedBefore, 'the garbage datagram to be read');
+    await exported(
       (all) => all.some((s) => s.name === DATAGRAM && s.attributes['network.peer.port'] === port),
       'the span of the garbage datagram',
     );
@@ -566,9 +591,9 @@ describe('telemetry: spans of a device over OTLP/HTTP', () => {
         spans().filter(
           (s) => s.name === DATAGRAM && s.attributes['network.peer.port'] === floodPort,
         ).length;
-      await receiver.waitFor(() => count() > 0, 'spans of the flood');
-      // one more export cycle (1 s), so every span of the flood has arrived
-      await sleep(1_500);
+      // every span of the flood has ended (the drops are counted): export them all now
+      await flushSpans();
+      assert.ok(count() > 0, 'spans of the flood');
       assert.ok(
         count() <= 20 * seconds,
         `${count()} spans for 300 garbage datagrams in ${seconds} s`,
@@ -587,10 +612,7 @@ describe('telemetry: spans of a device over OTLP/HTTP', () => {
 
   it('no span carries the device secret, its PSK, a payload or an answer body', async () => {
     // make sure everything ended and was exported
-    await receiver.waitFor(
-      (all) => all.some((s) => s.name === 'http.request'),
-      'all spans exported',
-    );
+    await exported((all) => all.some((s) => s.name === 'http.request'), 'all spans exported');
     const psk = derivePsk(dev.secret);
     const forbidden = [
       dev.secret,
@@ -662,7 +684,7 @@ describe('telemetry: a key lookup that waits (registry)', () => {
     // no broker configured here: 5.03, the request only proves the association
     assert.equal(codeOf(res), '5.03');
     // the handshake datagram that carried the identity: its spans and their events
-    await sleep(1_500);
+    await flushSpans();
     const roots = receiverSpans().filter(
       (s) => s.name === DATAGRAM && s.attributes['server.port'] === gw.port,
     );

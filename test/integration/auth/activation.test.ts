@@ -132,7 +132,10 @@ describe('activation', () => {
     a.activator.connected('dyn', 'm2');
     await check.del(key);
     a.activator.connected('dyn', 'm2');
-    await new Promise((r) => setTimeout(r, 50));
+    // another device's mark, written after: the pod's writes to Redis keep their order
+    a.activator.connected('dyn', 'm2-later');
+    const later = `${p}:activation:{dyn/m2-later}`;
+    await waitFor(async () => (await check.exists(later)) === 1, 'the later mark');
     assert.equal(await check.exists(key), 0, 'known to the pod: not written again');
   });
 

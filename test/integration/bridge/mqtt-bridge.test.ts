@@ -13,15 +13,7 @@ import {
   type EmbeddedBroker,
   type MqttBridgeOptions,
 } from '../../../src/bridge/mqtt/index.js';
-import {
-  enosReply,
-  killBrokers,
-  Mosquitto,
-  platform,
-  sleep,
-  subscriber,
-  until,
-} from './brokers.js';
+import { enosReply, killBrokers, Mosquitto, platform, subscriber, until } from './brokers.js';
 
 const PK = 'pk1';
 const DK = 'dev1';
@@ -326,7 +318,7 @@ describe('MQTT bridge faults (own Mosquitto per case)', () => {
     // paused, then killed while a publish waits for its PUBACK: connection lost, no hang
     mosq.pause();
     const pending = rejectsWith(b.publish(POST, Buffer.from('lost')), 'BACKEND_CONNECTION_LOST');
-    await sleep(50);
+    await until(() => b.stats().publishes.inflight === 1, 2000, 'the publish on the wire');
     await mosq.stop('SIGKILL');
     await pending;
     await until(() => b.state() === 'down', 2000, 'state down');

@@ -15,7 +15,7 @@ import {
 } from '../../../src/bridge/commands/index.js';
 import { startEmbeddedBroker } from '../../../src/bridge/mqtt/index.js';
 import type { CommandStore } from '../../../src/bridge/types.js';
-import { killBrokers, Mosquitto, sleep, until } from '../bridge/brokers.js';
+import { killBrokers, Mosquitto, until } from '../bridge/brokers.js';
 import { dropKeys, prefix, rawClient, startStore } from './helpers.js';
 
 const TOPICS = [
@@ -72,6 +72,30 @@ async function pods(n: number) {
   return { p, stores };
 }
 
+/**
+ * A shared subscription hands each message to one pod, and the broker sends each pod its
+ * messages in order: publishes ignored replies on `topic` until every pod took one, so any
+ * wrong extra copy of an earlier message has reached its pod by then. Returns how many.
+ */
+async function markEveryPod(
+  pub: MqttClient,
+  topic: string,
+  intakes: readonly CommandIntake[],
+): Promise<number> {
+  const ignored = (i: CommandIntake): number => i.stats().ignored.notCommand;
+  const start = intakes.map(ignored);
+  const total = (): number => intakes.reduce((n, i) => n + ignored(i), 0);
+  let sent = 0;
+  while (intakes.some((i, k) => ignored(i) <= (start[k] ?? 0))) {
+    assert.ok(sent < 50, 'the markers reach every pod');
+    const before = total();
+    await pub.publishAsync(topic, '{"id":"marker"}', { qos: 1 });
+    sent++;
+    await until(() => total() > before, 5_000, 'a marker');
+  }
+  return sent;
+}
+
 const cmd = (id: string): Buffer =>
   Buffer.from(JSON.stringify({ id, version: '1.0', method: 'thing.service.reboot', params: {} }));
 
@@ -100,11 +124,11 @@ describe('command intake: Mosquitto shared subscription', () => {
       });
       const received = () => a.stats().received + b.stats().received;
       await until(() => received() === N + 1, 5_000, 'every message at one pod');
-      await sleep(200);
-      assert.equal(received(), N + 1, 'no message reached both pods');
+      const marks = await markEveryPod(pub, `${p}/sys/pk/dk/thing/service/reboot_reply`, [a, b]);
+      assert.equal(received(), N + 1 + marks, 'no message reached both pods');
       assert.ok(a.stats().received > 0 && b.stats().received > 0, 'both pods took a share');
       assert.equal(a.stats().enqueued + b.stats().enqueued, N);
-      assert.equal(a.stats().ignored.notCommand + b.stats().ignored.notCommand, 1);
+      assert.equal(a.stats().ignored.notCommand + b.stats().ignored.notCommand, 1 + marks);
 
       const d = { productKey: 'pk', deviceKey: 'dk' };
       const entries = await raw.lrange(commandQueueKey(p, d), 0, -1);
@@ -138,9 +162,13 @@ describe('command intake: Mosquitto shared subscription', () => {
           Buffer.from((JSON.parse(e) as { payload: string }).payload, 'base64').toString() ===
           marker,
       ).length;
-    const deadline = Date.now() + 5_000;
-    while ((await mine()) === 0 && Date.now() < deadline) await sleep(10);
-    await sleep(200);
+    await until(() => a.stats().received + b.stats().received > 0, 5_000, 'the command');
+    await markEveryPod(pub, '/sys/pk/dk/thing/service/reboot_reply', [a, b]);
+    // every command a pod took is in the store
+    const commandsIn = (): number =>
+      [a, b].reduce((n, i) => n + i.stats().received - i.stats().ignored.notCommand, 0);
+    const enqueued = (): number => a.stats().enqueued + b.stats().enqueued;
+    await until(() => enqueued() === commandsIn(), 5_000, 'every command enqueued');
     assert.equal(await mine(), 1);
   });
 
@@ -222,9 +250,14 @@ describe('command intake: aedes (embedded broker)', () => {
     cleanups.push(() => store.close());
     const i = intake({ url, store, shared: true });
     assert.equal(await i.waitSubscribed(5_000), true);
+    // a plain subscriber next to it: aedes hands a message to every matching subscription
+    // at once, so when the plain one has its second message the shared one had the first
+    const plain = intake({ url, store, shared: false });
+    assert.equal(await plain.waitSubscribed(5_000), true);
     const pub = await publisher(url, 4);
     await pub.publishAsync('/sys/pk/dk/thing/service/reboot', cmd('s1'), { qos: 1 });
-    await sleep(300);
+    await pub.publishAsync('/sys/pk/dk/thing/service/reboot', cmd('s2'), { qos: 1 });
+    await until(() => plain.stats().received === 2, 5_000, 'both at the plain subscriber');
     assert.equal(i.stats().received, 0);
   });
 

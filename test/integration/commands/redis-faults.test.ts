@@ -44,7 +44,7 @@ describe('redis command store: faults', () => {
     // a waiter when Redis dies: answered at its timeout, not with an error
     const waiting = b.waitFor(device(), 300);
     await waitFor(() => b.stats().waiters === 1, 'the waiter');
-    await new Promise((r) => setTimeout(r, 20)); // its first look is done
+    await b.peek(device()); // a later read on b's connection: its first look is done
     await redis.stop();
     await waitFor(() => a.state() === 'down' && b.state() === 'down', 'stores see Redis down');
 
@@ -71,7 +71,7 @@ describe('redis command store: faults', () => {
     // the data died with the server (no persistence); the store works again
     assert.equal((await a.peek(d)).count, 0);
     const w = b.waitFor(d, 5_000);
-    await new Promise((r) => setTimeout(r, 30));
+    await b.peek(d); // its first look is done: the command comes by notification
     assert.equal(await a.enqueue(d, svc(d, 'x'), json('3')), 'queued');
     assert.equal((await w)?.messageId, '3', 'b re-subscribed to the notification channel');
   });
@@ -87,7 +87,7 @@ describe('redis command store: faults', () => {
     // Redis restarts: b's waiter waits through it; a enqueues once Redis is back, possibly
     // before b has subscribed again; b looks at every waiter's queue after re-subscribing.
     const w = b.waitFor(d, 8_000);
-    await new Promise((r) => setTimeout(r, 20));
+    await b.peek(d); // its first look is done: it waits through the restart
     await redis.stop();
     await redis.restart();
     await waitFor(() => a.state() === 'connected', 'a connected again');

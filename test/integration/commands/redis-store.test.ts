@@ -11,6 +11,7 @@ import {
   type RedisCommandStore,
 } from '../../../src/bridge/commands/index.js';
 import { commandStoreSuite, device, json, reply, svc } from '../../unit/bridge/commands-suite.js';
+import { waitFor } from '../auth/helpers.js';
 import { dropKeys, prefix, rawClient, startStore } from './helpers.js';
 
 const raw = rawClient();
@@ -121,7 +122,8 @@ describe('redis command store: two pods', () => {
     const d = device();
     const waiting = b.waitFor(d, 5_000);
     const second = b.waitFor(d, 5_000);
-    await new Promise((r) => setTimeout(r, 50));
+    // a later read on b's connection: the waiters' first looks (empty queue) are answered
+    assert.equal((await b.peek(d)).count, 0);
     assert.equal(b.stats().waiters, 2);
     const t0 = performance.now();
     await a.enqueue(d, svc(d, 'reboot'), json('w1'));
@@ -164,8 +166,7 @@ describe('redis command store: two pods', () => {
       assert.equal(e.messageId, 'L');
       const ttl = await raw.pttl(key);
       assert.ok(ttl > 55_000 && ttl <= 60_000, `ttl ${ttl}`);
-      for (let i = 0; i < 50 && heard.length === 0; i++)
-        await new Promise((r) => setTimeout(r, 10));
+      await waitFor(() => heard.length > 0, 'the notification');
       assert.deepEqual(heard, ['p:1\nd%1']);
     } finally {
       sub.disconnect();

@@ -23,7 +23,6 @@ import {
   killBrokers,
   Mosquitto,
   platform,
-  sleep,
   subscriber,
   until,
   type Received,
@@ -159,14 +158,20 @@ describe('per-device MQTT sessions against Mosquitto with password auth', () => 
     } catch (e: unknown) {
       refused = e instanceof MqttBackendError && e.code === 'BACKEND_PUBLISH_REJECTED';
     }
-    await sleep(100);
+    // a later publish on devA's connection reaches the platform after the forged one would have
+    await m.publish(device('devA'), post('devA'), Buffer.from('{"id":"a2"}'));
+    await until(() => seen.length >= 3, 2000, 'the later publish at the platform');
     assert.equal(refused, true, 'MQTT 5 PUBACK 0x87 not authorized');
-    assert.equal(seen.length, 2, 'nothing from devA on devB topics');
+    assert.deepEqual(
+      seen.slice(2).map((r) => [r.topic, r.payload.toString()]),
+      [[post('devA'), '{"id":"a2"}']],
+      'nothing from devA on devB topics',
+    );
     const s = m.stats();
     assert.equal(s.sessions.open, 2);
     assert.equal(s.protocolVersion, 5);
     assert.equal(s.connects.attempts, 2);
-    assert.equal(s.publishes.ok, 2 + (refused ? 0 : 1));
+    assert.equal(s.publishes.ok, 3 + (refused ? 0 : 1));
     assert.equal(s.publishes.failed.rejected, refused ? 1 : 0);
     assert.equal(m.state(), 'connected');
     assert.doesNotMatch(JSON.stringify(s), /secret-[ABC]/);
@@ -175,7 +180,7 @@ describe('per-device MQTT sessions against Mosquitto with password auth', () => 
 
   it('a device with a wrong secret is refused: BACKEND_DEVICE_UNAUTHORIZED, counted, not retried', async () => {
     const m = manager();
-    const before = (broker.log.match(/not authorised/g) ?? []).length;
+    const logStart = broker.log.length;
     for (let i = 0; i < 5; i++) {
       await rejectsWith(
         m.publish(device('devC'), post('devC'), Buffer.from('{}')),
@@ -188,9 +193,6 @@ describe('per-device MQTT sessions against Mosquitto with password auth', () => 
       m.request(unknown, post('devX'), Buffer.from('{}'), `${post('devX')}_reply`, '1'),
       'BACKEND_DEVICE_UNAUTHORIZED',
     );
-    await sleep(100);
-    const after = (broker.log.match(/not authorised/g) ?? []).length;
-    assert.equal(after - before, 1, 'one refused CONNECT (devC); devX has no secret, no CONNECT');
     const s = m.stats();
     assert.equal(s.connects.attempts, 1);
     assert.equal(s.connects.failed.unauthorized, 1);
@@ -198,8 +200,11 @@ describe('per-device MQTT sessions against Mosquitto with password auth', () => 
     assert.equal(s.connects.refused['remembered-unauthorized'], 4);
     assert.equal(s.publishes.failed.unauthorized, 6);
     assert.equal(s.sessions.open, 0);
-    // devA still works next to it
+    // devA still works next to it; the broker logs its login after any refused one
     await m.publish(device('devA'), post('devA'), Buffer.from('{}'));
+    await until(() => broker.log.includes('as pk1.devA', logStart), 2000, "devA's login logged");
+    const refusals = (broker.log.slice(logStart).match(/not authorised/g) ?? []).length;
+    assert.equal(refusals, 1, 'one refused CONNECT (devC); devX has no secret, no CONNECT');
     assert.doesNotMatch(broker.log, /secret-[ABC]|wrong-C/);
     await m.close();
   });
@@ -218,16 +223,23 @@ describe('per-device MQTT sessions against Mosquitto with password auth', () => 
       qos: 1,
     });
     await until(() => commands.length >= 2, 2000, 'two commands');
-    await sleep(100);
+    // a later command to each device comes after any wrong extra copy on that device's session
+    for (const dk of ['devA', 'devB']) {
+      await client.publishAsync(service(dk, 'sync'), '{}', { qos: 1 });
+    }
+    const synced = (): boolean =>
+      ['devA', 'devB'].every((dk) => commands.some((c) => c.topic === service(dk, 'sync')));
+    await until(synced, 2000, 'the later commands');
     assert.deepEqual(
-      commands.map((c) => [c.device.deviceKey, c.topic]),
+      commands.filter((c) => !c.topic.endsWith('/sync')).map((c) => [c.device.deviceKey, c.topic]),
       [
         ['devA', service('devA', 'reboot')],
         ['devB', `/sys/${PK}/devB/thing/model/down_raw`],
       ],
     );
+    assert.equal(commands.length, 4);
     assert.equal(commands[0]?.payload, '{"id":"c1","method":"reboot"}');
-    assert.equal(m.stats().commands.received, 2);
+    assert.equal(m.stats().commands.received, 4);
     commands.length = 0;
     await m.close();
   });
@@ -265,7 +277,7 @@ describe('per-device MQTT sessions against Mosquitto with password auth', () => 
     offset += 20_000;
     await m.publish({ ...a, sessionId: 'dtls-8' }, post('devA'), Buffer.from('{}')); // refreshes
     offset += 20_000;
-    await sleep(100);
+    m.sweep(); // the sweep the timer would run
     assert.equal(m.isOpen(a), true, '40 s after the first, 20 s after the last request');
     offset += 11_000;
     await until(() => !m.isOpen(a), 2000, 'lifetime close');
@@ -279,8 +291,15 @@ describe('per-device MQTT sessions against Mosquitto with password auth', () => 
     const { client } = await subscriber(broker.port, '/none', PLATFORM);
     clients.push(client);
     await client.publishAsync(service('devA', 'late'), '{}', { qos: 1 });
-    await sleep(150);
-    assert.equal(commands.length, 0);
+    // the broker routes the platform's publishes in order: a command to a device with a
+    // session, published after, arrives after the late one would have
+    await m.publish(device('devB'), post('devB'), Buffer.from('{}'));
+    await client.publishAsync(service('devB', 'sync'), '{}', { qos: 1 });
+    await until(() => commands.length > 0, 2000, 'the command to devB');
+    assert.deepEqual(
+      commands.map((c) => c.topic),
+      [service('devB', 'sync')],
+    );
     offset = 0;
     await m.close();
   });

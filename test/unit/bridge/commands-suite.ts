@@ -247,7 +247,9 @@ export function commandStoreSuite(name: string, make: MakeStore): void {
         const other = device();
         const t0 = performance.now();
         const waiting = s.store.waitFor(d, 5_000);
-        await new Promise((r) => setTimeout(r, 30));
+        // a later read of the store: the waiter's first look (empty queue) is answered, so
+        // the command below wakes it
+        assert.equal((await s.store.peek(d)).count, 0);
         assert.equal(s.stats().waiters, 1);
         await s.store.enqueue(other, svc(other, 'a'), json('x'));
         await s.store.enqueue(d, svc(d, 'a'), json('1'));
@@ -278,7 +280,7 @@ export function commandStoreSuite(name: string, make: MakeStore): void {
         const [a, b, c] = [device(), device(), device()];
         const wa = s.store.waitFor(a, 5_000);
         const wb = s.store.waitFor(b, 5_000);
-        await new Promise((r) => setTimeout(r, 20));
+        await s.store.peek(a); // a later read: both first looks are answered
         await assert.rejects(
           s.store.waitFor(c, 5_000),
           (e: unknown) => isCommandError(e) && e.code === 'COMMANDS_TOO_MANY_WAITERS',

@@ -25,6 +25,15 @@ async function settle(): Promise<void> {
   for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
 }
 
+/** Polls `cond` until it holds; fails naming `what` after `ms`. */
+async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 function principal(sessionId: string, o: { dk?: string; lifetime?: number } = {}): Principal {
   return {
     productKey: 'pk',
@@ -441,7 +450,8 @@ describe('PresenceTracker (memory store)', () => {
       publish: () => new Promise(() => {}),
     });
     tracker.seen(principal('s1'));
-    await new Promise((r) => setTimeout(r, 120));
+    // the timeout is a real timer: wait for the count it leaves, not a fixed time
+    await until(() => tracker.stats().events.failed > 0, 2_000, 'the publish timeout');
     assert.equal(tracker.stats().events.failed, 1);
     assert.equal(tracker.stats().events.publishing, 0);
     await tracker.close();
@@ -482,8 +492,7 @@ describe('PresenceTracker (memory store)', () => {
     });
     tracker.start();
     tracker.seen(principal('s1'));
-    const deadline = Date.now() + 2_000;
-    while (events.length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    await until(() => events.length >= 2, 2_000, 'the lapse').catch(() => undefined);
     await tracker.close();
     assert.deepEqual(summary(events), ['online:first-request', 'offline:lifetime-lapsed']);
     assert.ok(tracker.stats().sweeps >= 1);

@@ -349,6 +349,15 @@ function clientFinish(
   return { datagram, keys, transcript, finished };
 }
 
+/** Polls `cond` until it holds; fails naming `what` after `ms`. */
+async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
 /** Waits until the handshake with `port` is over (the verdict timer runs in real time). */
 async function settled(h: Harness, port: number): Promise<void> {
   const deadline = Date.now() + 5_000;
@@ -864,8 +873,10 @@ describe('DtlsServer: flight retransmission on its timer', () => {
       const watch = setInterval(() => {
         while (times.length < h.sent.length - sentBefore) times.push(Date.now() - t0);
       }, 2);
-      await new Promise((r) => setTimeout(r, 900));
+      // the handshake's deadline ends the retransmissions: wait for it, not for a fixed time
+      await until(() => h.failures.length > 0, 5_000, 'the handshake deadline');
       clearInterval(watch);
+      while (times.length < h.sent.length - sentBefore) times.push(Date.now() - t0);
       const resent = h.sent.slice(sentBefore);
       // 40, 80, 160, 320 ms after the first: four retransmissions inside 700 ms, then the deadline
       assert.ok(resent.length >= 3 && resent.length <= 4, `${resent.length} retransmissions`);
@@ -901,7 +912,13 @@ describe('DtlsServer: flight retransmission on its timer', () => {
 describe('DtlsServer: idle associations are evicted', () => {
   test('after idleTimeout without traffic the association gets close_notify and is gone', async () => {
     let t = 5_000_000;
-    const h = harness({ idleTimeoutMs: 60_000, sweepIntervalMs: 20, now: () => t });
+    // with no traffic only the sweeper reads the clock: a read is a sweep that has run
+    let reads = 0;
+    const now = (): number => {
+      reads++;
+      return t;
+    };
+    const h = harness({ idleTimeoutMs: 60_000, sweepIntervalMs: 20, now });
     try {
       const p = PROFILES[0]!;
       h.server.handleDatagram(
@@ -910,11 +927,12 @@ describe('DtlsServer: idle associations are evicted', () => {
         47200,
       );
       assert.equal(h.server.associationCount, 1);
-      await new Promise((r) => setTimeout(r, 60));
+      const readsBefore = reads;
+      await until(() => reads > readsBefore, 5_000, 'a sweep');
       assert.equal(h.server.associationCount, 1, 'not idle yet');
       const sent = h.sent.length;
       t += 60_001;
-      await new Promise((r) => setTimeout(r, 60));
+      await until(() => h.server.associationCount === 0, 5_000, 'the idle sweep');
       assert.equal(h.server.associationCount, 0);
       assert.deepEqual(h.closed, ['idle']);
       assert.equal(h.server.stats.closed.idle, 1);
