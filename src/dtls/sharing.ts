@@ -362,9 +362,11 @@ export class Sharing<A extends SharedAssociationView> {
   fenced(assoc: A, held: HeldRecord): void {
     const lease = assoc.lease;
     if (lease === undefined) return;
+    // full (the store has been failing for a while): the oldest waiting record goes, the
+    // device's newest (a retransmission of it, likely) waits, and the raise is tried again
     if (lease.heldIn.length >= MAX_HELD) {
+      lease.heldIn.shift();
       this.stats.droppedForLease++;
-      return;
     }
     this.stats.heldForLease++;
     lease.heldIn.push(held);
@@ -399,6 +401,7 @@ export class Sharing<A extends SharedAssociationView> {
     if (lease === undefined) return false;
     if (lease.heldOut.length >= MAX_HELD) {
       this.stats.droppedForLease++;
+      this.leaseTx(assoc); // the store may be back: try again
       return false;
     }
     this.stats.heldForLease++;

@@ -325,9 +325,11 @@ for (const withCid of [true, false]) {
 class FaultyStore extends MemoryAssociationStore {
   fenceDelayMs = 0;
   refuseCreate = false;
+  refuseFence = false;
 
   override async setRxFence(h: string, o: string, fence: number, ttl: number): Promise<boolean> {
     if (this.fenceDelayMs > 0) await new Promise((r) => setTimeout(r, this.fenceDelayMs));
+    if (this.refuseFence) throw new Error('store down');
     return super.setRxFence(h, o, fence, ttl);
   }
 
@@ -368,6 +370,35 @@ describe('Shared associations: store faults', () => {
       await lb.close();
       await a.close();
       await b.close();
+    }
+  });
+
+  it('a store that fails for a while: records past the fence wait, and the device is answered once it is back, however many came meanwhile', async () => {
+    const store = new FaultyStore();
+    const a = await pod('A', store, { quietMs: 3_600_000 });
+    const c = await DtlsClient.connect({
+      host: '127.0.0.1',
+      port: a.port,
+      identity: IDENTITY,
+      psk: PSK,
+      connectionId: Buffer.alloc(0),
+    });
+    try {
+      const got = inbox(c);
+      await until('stored', () => a.server.stats.shared.stored === 1);
+      store.refuseFence = true;
+      for (let i = 0; i < 12; i++) c.send(Buffer.from(`during${i}`)); // more than are held
+      await until('raises failing', () => a.server.stats.shared.leaseErrors >= 2);
+      assert.ok(got.length < 12, 'not all answered while the store is down');
+      store.refuseFence = false;
+      // the device retransmits: a newer record brings the association back (the waiting
+      // records are delivered first)
+      c.send(Buffer.from('after'));
+      await until('the newest answered', () => got.includes('A:after'));
+      assert.ok(a.server.stats.shared.droppedForLease >= 1, 'the oldest waiting records went');
+    } finally {
+      await c.close();
+      await a.close();
     }
   });
 
