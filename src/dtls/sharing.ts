@@ -75,6 +75,7 @@ export class Lease {
 /** How often a pod tells the store it lives, and how long that holds. */
 const HEARTBEAT_MS = 500;
 const HEARTBEAT_TTL_MS = 1_500;
+const HEARTBEAT_RETRY_MS = 100;
 
 /** Receive records a new or adopted association may take before its first raise. */
 export const INITIAL_RX_LEASE = 2;
@@ -150,6 +151,7 @@ export class Sharing<A extends SharedAssociationView> {
   private readonly dirty = new Set<A>();
   private readonly timer: NodeJS.Timeout;
   private readonly heart: NodeJS.Timeout;
+  private closed = false;
 
   constructor(
     private readonly host: SharingHost<A>,
@@ -176,6 +178,9 @@ export class Sharing<A extends SharedAssociationView> {
   private beat(): void {
     this.store.heartbeat(this.owner, HEARTBEAT_TTL_MS).catch((err: unknown) => {
       this.host.storeFailed('heartbeat', err);
+      // not beating makes this pod look dead to adopters: try again soon (e.g. at start,
+      // before the connection is up)
+      if (!this.closed) setTimeout(() => this.beat(), HEARTBEAT_RETRY_MS).unref();
     });
   }
 
@@ -185,6 +190,7 @@ export class Sharing<A extends SharedAssociationView> {
 
   /** Stops the timers; the pod is gone for adopters at once (no waiting for its fences). */
   close(): void {
+    this.closed = true;
     clearInterval(this.timer);
     clearInterval(this.heart);
     this.store.heartbeat(this.owner, 0).catch(() => undefined);
@@ -452,7 +458,7 @@ export class Sharing<A extends SharedAssociationView> {
     const now = this.host.now();
     const perSpan = Math.floor(
       (lease.acceptedSinceRaise * RX_LEASE_SPAN_MS) /
-        Math.max(RX_LEASE_SPAN_MS / 10, now - lease.lastRaiseAt),
+        Math.max(RX_LEASE_SPAN_MS, now - lease.lastRaiseAt),
     );
     const ahead = Math.min(this.rxLease, perSpan);
     const fence = top + 1 + ahead;
