@@ -59,6 +59,8 @@ export class Lease {
   /** Records accepted since the last raise, and when that was: the device's rate. */
   acceptedSinceRaise = 0;
   lastRaiseAt: number;
+  /** A raise happened since the handshake or adoption: the rate below means something. */
+  measured = false;
   /** Records the last raise covered beyond the highest one (prefetch at half of it). */
   rxLease: number;
 
@@ -456,10 +458,15 @@ export class Sharing<A extends SharedAssociationView> {
     let top = assoc.state.window.highest;
     for (const h of lease.heldIn) if (h.rec.seq > top) top = h.rec.seq;
     const now = this.host.now();
-    const perSpan = Math.floor(
-      (lease.acceptedSinceRaise * RX_LEASE_SPAN_MS) /
-        Math.max(RX_LEASE_SPAN_MS, now - lease.lastRaiseAt),
-    );
+    // the first raise after the handshake or adoption has no rate yet: as many records
+    // ahead as came so far (a record right after the handshake is no rate)
+    const perSpan = lease.measured
+      ? Math.floor(
+          (lease.acceptedSinceRaise * RX_LEASE_SPAN_MS) /
+            Math.max(RX_LEASE_SPAN_MS / 10, now - lease.lastRaiseAt),
+        )
+      : lease.acceptedSinceRaise;
+    lease.measured = true;
     const ahead = Math.min(this.rxLease, perSpan);
     const fence = top + 1 + ahead;
     if (fence <= assoc.state.acceptBelow && lease.heldIn.length === 0) return;

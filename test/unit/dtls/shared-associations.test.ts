@@ -190,7 +190,7 @@ for (const withCid of [true, false]) {
         // a busy device: a raise covers about a second of its records, a write block 256
         const made =
           store.calls.setRxFence - calls.setRxFence + store.calls.leaseTx - calls.leaseTx;
-        assert.ok(made <= 3, `${made} store calls for 50 exchanges`);
+        assert.ok(made <= 5, `${made} store calls for 50 exchanges`);
         assert.equal(store.calls.adopt, calls.adopt);
         assert.equal(store.calls.peek, calls.peek);
       });
