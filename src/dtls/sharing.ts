@@ -50,8 +50,8 @@ export class Lease {
   raiseWanted = false;
   /** Received records since the fence last came down. */
   dirty = false;
-  /** The raise in flight (settles, never rejects), for a hand-over to wait for. */
-  raising: Promise<void> | undefined;
+  /** The fence operation in flight (raise or lowering; never rejects), for a hand-over. */
+  fenceOp: Promise<unknown> | undefined;
   /** Records authenticated past the receive limit, waiting for a raise. */
   readonly heldIn: HeldRecord[] = [];
   /** Plaintexts waiting for write sequence numbers. */
@@ -476,7 +476,7 @@ export class Sharing<A extends SharedAssociationView> {
     lease.acceptedSinceRaise = 0;
     lease.lastRaiseAt = now;
     this.stats.leases.rx++;
-    lease.raising = this.store.setRxFence(lease.handle, this.owner, fence, this.ttlMs).then(
+    lease.fenceOp = this.store.setRxFence(lease.handle, this.owner, fence, this.ttlMs).then(
       (ok) => {
         lease.fenceBusy = false;
         if (!assoc.open) return;
@@ -539,8 +539,10 @@ export class Sharing<A extends SharedAssociationView> {
     assoc.state.acceptBelow = fence;
     lease.fenceBusy = true;
     this.stats.leases.lower++;
+    const op = this.store.setRxFence(lease.handle, this.owner, fence, this.ttlMs);
+    lease.fenceOp = op.catch(() => undefined);
     try {
-      const ok = await this.store.setRxFence(lease.handle, this.owner, fence, this.ttlMs);
+      const ok = await op;
       if (!ok) this.stats.leasesLost++;
       return ok;
     } catch (err) {
@@ -564,8 +566,8 @@ export class Sharing<A extends SharedAssociationView> {
       assocs.map(async (a) => {
         const lease = a.lease;
         if (lease === undefined) return;
-        // a raise in flight first lands, then the fence comes down (held records go first)
-        if (lease.fenceBusy) await lease.raising;
+        // a fence operation in flight lands first (a raise delivers its held records)
+        if (lease.fenceBusy) await lease.fenceOp;
         if (await this.lower(a)) done++;
       }),
     );
