@@ -207,7 +207,7 @@ export const settings = {
     0,
     'integer',
     'Secrets',
-    "Replicas that must confirm (Redis WAIT) a queued command, an activation or a shared association's sequence lease before it is used; 1 with replicas keeps them through a failover.",
+    "Replicas that must confirm (Redis WAIT) a queued command, an activation or a shared association's sequence lease before it is used. Set it to the number of replicas each master has: then a failover keeps them (fewer lets one lose them; such writes are refused until the new master has that many).",
     { arg: '<n>' },
   ),
   registryUrl: setting(

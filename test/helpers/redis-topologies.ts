@@ -102,7 +102,18 @@ async function started<F extends { stop(): Promise<void> }>(
   return fixture;
 }
 
-const common = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
+// a replica that must resync in full starts at once, not after the default 5 s wait for
+// more replicas (docs/operations.md recommends the same)
+const common = [
+  '--bind',
+  '127.0.0.1',
+  '--save',
+  '',
+  '--appendonly',
+  'no',
+  '--repl-diskless-sync-delay',
+  '0',
+];
 
 export class RedisClusterFixture {
   readonly #procs = new Processes();
