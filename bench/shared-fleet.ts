@@ -22,7 +22,7 @@
  *    request: answered without a handshake (handshake counters unchanged), adoptions counted.
  *
  * Run: `npm run build && node dist/bench/shared-fleet.js [--devices 60] [--rate 2]
- *   [--before 8] [--after 20] [--ack-timeout 500] [--parts a,b] [--b-count 100000]
+ *   [--before 8] [--after 20] [--ack-timeout 500] [--fence-records 64] [--parts a,b] [--b-count 100000]
  *   [--max-associations 10000] [--b-sample 500] [--redis-url redis://127.0.0.1:6379]`
  * One JSON object on stdout, progress on stderr, a copy in bench/results/.
  */
@@ -57,6 +57,7 @@ const USAGE = `usage: node dist/bench/shared-fleet.js [options]
   --before <s>              seconds of load before the event (default 8)
   --after <s>               seconds of load after the event (default 20)
   --ack-timeout <ms>        initial CoAP retransmission timeout (default 500: RFC 7252's 2 s / 4)
+  --fence-records <n>       the pods' --association-fence-records in part A (default: theirs)
   --b-count <n>             associations made in part B (default 100000)
   --max-associations <n>    in-memory bound of each pod in part B (default 10000)
   --b-sample <n>            idle devices that come back in part B (default 500)
@@ -418,6 +419,8 @@ interface PartAOptions {
   readonly beforeS: number;
   readonly afterS: number;
   readonly ackTimeoutMs: number;
+  /** The pods' `--association-fence-records` (their default when undefined). */
+  readonly fenceRecords: number | undefined;
 }
 
 async function partARun(o: PartAOptions, cid: boolean, event: EventKind): Promise<unknown> {
@@ -431,6 +434,8 @@ async function partARun(o: PartAOptions, cid: boolean, event: EventKind): Promis
       redisUrl: o.redisUrl,
       prefix,
       associationKey: o.associationKey,
+      extra:
+        o.fenceRecords === undefined ? [] : ['--association-fence-records', String(o.fenceRecords)],
     },
     { identity: first.identity, psk: first.psk },
   );
@@ -572,6 +577,7 @@ async function partARun(o: PartAOptions, cid: boolean, event: EventKind): Promis
     const hs = diff(survivorBefore, survivorAfter);
     const result = {
       cid,
+      fenceRecords: o.fenceRecords ?? null,
       event,
       devices: o.devices.length,
       connected: clients.filter(Boolean).length,
@@ -843,6 +849,10 @@ async function main(): Promise<void> {
   const beforeS = numberFlag(flags, 'before', 8, 1, 300, false);
   const afterS = numberFlag(flags, 'after', 20, 1, 300, false);
   const ackTimeoutMs = numberFlag(flags, 'ack-timeout', 500, 50, 10_000);
+  const fenceRecords =
+    flags['fence-records'] === undefined
+      ? undefined
+      : numberFlag(flags, 'fence-records', 64, 0, 64);
   const bCount = numberFlag(flags, 'b-count', 100_000, 1, 1_000_000);
   const maxAssociations = numberFlag(flags, 'max-associations', 10_000, 1, 1_000_000);
   const bSample = numberFlag(flags, 'b-sample', 500, 0, 10_000);
@@ -886,6 +896,7 @@ async function main(): Promise<void> {
         beforeS,
         afterS,
         ackTimeoutMs,
+        fenceRecords,
       };
       for (const cid of [true, false]) {
         for (const event of ['sigkill', 'sigterm'] as const) {

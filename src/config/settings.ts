@@ -713,6 +713,14 @@ export const settings = {
     'Key (32 bytes, hex or base64) that encrypts DTLS association state in Redis. With Redis and this key, associations are shared: any pod continues any device without a handshake (pod loss, rolling update, NAT rebinding onto another pod). Every pod needs the same key; keep it in a Secret.',
     { arg: '<key>', secret: true },
   ),
+  associationFenceRecords: setting(
+    z.number().int().min(0).max(64),
+    64,
+    'integer',
+    'DTLS',
+    "Most of a shared association's incoming records one Redis write reserves (about a second of a busy device's records, at most this many). After a pod crash the device's next records up to that reservation are refused (the dead pod may have taken them), so a busy device needs a few CoAP retransmissions. 0: every record waits for its own Redis write before it is acted on, and a crash costs at most the request in flight, at one Redis write (and WAIT) per record. Devices slower than a record a second get their own write per record either way.",
+    { arg: '<n>' },
+  ),
   detailedPskAlerts: setting(
     z.boolean(),
     false,

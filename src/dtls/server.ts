@@ -33,7 +33,6 @@ import { CookieJar } from './cookie.js';
 import { EpochState } from './keys.js';
 import { createRecordCipher } from './record-cipher.js';
 import {
-  INITIAL_RX_LEASE,
   Lease,
   Sharing,
   type HeldRecord,
@@ -690,11 +689,11 @@ export class DtlsServer<P>
       clientRandom: r.clientRandom,
       peerRecordLimit: r.peerRecordLimit,
     };
-    assoc.lease = new Lease(handle, this.now(), INITIAL_RX_LEASE);
+    assoc.lease = new Lease(handle, this.now(), sharing.initialRxLease);
     // the client's Finished was the first record: its fence comes down once it is quiet
     sharing.busy(assoc, assoc.lease);
     r.state.writeLimit = sharing.txLease;
-    r.state.acceptBelow = 1 + INITIAL_RX_LEASE;
+    r.state.acceptBelow = 1 + sharing.initialRxLease;
     sharing.known(handle);
     sharing.create(assoc, sealSnapshot(snapshot, sharing.key, handle), identity, (ok) => {
       if (ok || !assoc.open) return;

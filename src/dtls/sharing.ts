@@ -27,6 +27,11 @@ export interface HeldRecord {
   readonly port: number;
 }
 
+/** Whether record `a` comes before record `b` (epoch, then sequence number). */
+function older(a: DtlsRecord, b: DtlsRecord): boolean {
+  return a.epoch !== b.epoch ? a.epoch < b.epoch : a.seq < b.seq;
+}
+
 /** What sharing needs of an association. */
 export interface SharedAssociationView {
   readonly open: boolean;
@@ -80,7 +85,7 @@ const HEARTBEAT_TTL_MS = 1_500;
 const HEARTBEAT_RETRY_MS = 100;
 
 /** Receive records a new or adopted association may take before its first raise. */
-export const INITIAL_RX_LEASE = 2;
+const INITIAL_RX_LEASE = 2;
 /** A raise covers this long of the device's records at its recent rate. */
 const RX_LEASE_SPAN_MS = 1_000;
 
@@ -118,7 +123,9 @@ export interface SharingOptions {
   readonly txLease?: number;
   /**
    * Most receive sequence numbers one raise of the fence covers (default 64): a busy device's
-   * records in a second, up to this, at most this many refused after a crash.
+   * records in a second, up to this, at most this many refused after a crash. 0: an exact
+   * fence for every device (each record waits for its own raise; a crash then refuses none
+   * of the device's new records, at one store write per record).
    */
   readonly rxLease?: number;
   /** An association this long without records gets its fence lowered (default 1 s). */
@@ -140,6 +147,8 @@ export class Sharing<A extends SharedAssociationView> {
   readonly owner = randomBytes(12).toString('base64url');
   readonly txLease: number;
   readonly rxLease: number;
+  /** Records a new or adopted association may take before its first raise. */
+  readonly initialRxLease: number;
   readonly ttlMs: number;
   private readonly store: SharedAssociationStore;
   /** The association key: seals snapshots for the store. */
@@ -165,6 +174,7 @@ export class Sharing<A extends SharedAssociationView> {
     this.key = o.key;
     this.txLease = o.txLease ?? 256;
     this.rxLease = o.rxLease ?? 64;
+    this.initialRxLease = Math.min(INITIAL_RX_LEASE, this.rxLease);
     this.quietMs = o.quietMs ?? 1_000;
     this.ttlMs = o.ttlMs ?? idleTimeoutMs;
     this.maxLookups = o.maxLookups ?? 256;
@@ -231,8 +241,25 @@ export class Sharing<A extends SharedAssociationView> {
   lookup(handle: string, held: HeldRecord): void {
     const p = this.pending.get(handle);
     if (p !== undefined) {
-      if (p.held.length < MAX_HELD) p.held.push(held);
-      else this.host.unknown([held]);
+      if (p.held.length < MAX_HELD) {
+        p.held.push(held);
+        return;
+      }
+      // full: the record with the lowest sequence number goes, so that replays of old
+      // records can never crowd out the device's fresh one (the highest) while we look
+      let low = 0;
+      for (let i = 1; i < p.held.length; i++) {
+        const h = p.held[i];
+        const l = p.held[low];
+        if (h !== undefined && l !== undefined && older(h.rec, l.rec)) low = i;
+      }
+      const lowest = p.held[low];
+      if (lowest === undefined || !older(lowest.rec, held.rec)) {
+        this.host.unknown([held]);
+        return;
+      }
+      p.held[low] = held;
+      this.host.unknown([lowest]);
       return;
     }
     const until = this.negative.get(handle);
@@ -322,7 +349,7 @@ export class Sharing<A extends SharedAssociationView> {
     // the fence rises just past the held records, plus a little for what follows them
     let top = -1;
     for (const h of entry.held) if (genuine.has(h) && h.rec.seq > top) top = h.rec.seq;
-    const rise = Math.max(0, top + 1 - fence) + INITIAL_RX_LEASE;
+    const rise = Math.max(0, top + 1 - fence) + this.initialRxLease;
     const got = await this.store.adopt(handle, this.owner, rise, this.txLease, this.ttlMs);
     if (this.pending.get(handle) === entry) this.pending.delete(handle);
     if (got === undefined) {

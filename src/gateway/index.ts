@@ -730,6 +730,7 @@ function sharedAssociations(
     }),
     key: /^[0-9a-fA-F]{64}$/.test(key) ? Buffer.from(key, 'hex') : Buffer.from(key, 'base64'),
     ttlMs: config.idleTimeout * 1000,
+    rxLease: config.associationFenceRecords,
     principal: principalCodec,
   };
 }

@@ -260,6 +260,25 @@ for (const withCid of [true, false]) {
       assert.equal(b.server.stats.handshakesStarted, 0);
     });
 
+    it("rxLease 0: a busy device's every record waits for its own raise; after a crash mid-burst replays are refused, and the first fresh record is answered even behind more replays than a lookup holds", async () => {
+      const { c, got } = await setUp({ rxLease: 0, crashes: true });
+      for (let i = 0; i < 20; i++) await ask(c, got, `busy${i}`);
+      const raises = a.server.stats.shared.leases.rx;
+      assert.ok(raises >= 20, `a raise per record (${raises})`);
+      const captured = lb.captured.slice();
+      a.dead = true; // SIGKILL: no hand-over, no fence lowered
+      lb.target = b.port;
+      for (const d of captured) lb.inject(d);
+      await until('the replays handled', () => b.server.stats.datagramsIn >= captured.length);
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(b.got, [], 'no replayed record reached the layer above');
+      // more replays than a lookup holds (8) came first: the fresh record still gets through
+      assert.ok(captured.length > 8, `${captured.length} replays`);
+      assert.equal(await ask(c, got, 'after'), 'B:after');
+      assert.deepEqual(b.got, ['after']);
+      assert.equal(b.server.stats.handshakesStarted, 0);
+    });
+
     it('a device slower than a record a second has its fence exactly above each record: after a crash its next record is answered', async () => {
       let clock = 1_000_000;
       const { c, got } = await setUp({ crashes: true, now: () => clock });
