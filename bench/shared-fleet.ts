@@ -831,6 +831,7 @@ async function main(): Promise<void> {
       'before',
       'after',
       'ack-timeout',
+      'fence-records',
       'b-count',
       'max-associations',
       'b-sample',
