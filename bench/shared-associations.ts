@@ -4,8 +4,9 @@
  *
  * 1. Uplink CPU per message of the gateway with sharing off vs on. Three coap-edge processes,
  *    all with the embedded devices file, their own Mosquitto and `--redis-url`: `off`,
- *    `offControl` (the same configuration again, so machine noise shows) and `on` (plus
- *    `--association-key`). Each round runs every process once, in rotating order; a phase is
+ *    `offControl` (the same configuration again, so machine noise shows), `on` (plus
+ *    `--association-key`) and `onExact` (sharing with `--association-fence-records 0`: a
+ *    Redis write before every record). Each round runs every process once, in rotating order; a phase is
  *    N devices in a closed loop posting to a publish-only topic (answered 2.04 on PUBACK).
  *    CPU = utime + stime of the gateway over the measured window / messages answered.
  *    Ratios on/off and offControl/off per round, medians over rounds.
@@ -61,8 +62,8 @@ const SEED = 'bench-shared-secret';
 const TOPIC_TAIL = 'rrpc/response/1';
 const BATCH = 200;
 
-type GatewayName = 'off' | 'offControl' | 'on';
-const GATEWAYS: readonly GatewayName[] = ['off', 'on', 'offControl'];
+type GatewayName = 'off' | 'offControl' | 'on' | 'onExact';
+const GATEWAYS: readonly GatewayName[] = ['off', 'on', 'offControl', 'onExact'];
 
 interface GatewayRun {
   readonly messages: number;
@@ -213,7 +214,8 @@ async function main(): Promise<void> {
         prefixOf(g),
         '--http-port',
         String(httpPort),
-        ...(g === 'on' ? ['--association-key', associationKey] : []),
+        ...(g === 'on' || g === 'onExact' ? ['--association-key', associationKey] : []),
+        ...(g === 'onExact' ? ['--association-fence-records', '0'] : []),
       ];
       const s = await startCoapEdge({ devicesFile, extraArgs }, creds);
       servers.set(g, s);
@@ -263,6 +265,7 @@ async function main(): Promise<void> {
       const off = byName.get('off')?.cpuUsPerMessage ?? null;
       row.ratio = {
         onOverOff: round(ratio(byName.get('on')?.cpuUsPerMessage ?? null, off), 3),
+        onExactOverOff: round(ratio(byName.get('onExact')?.cpuUsPerMessage ?? null, off), 3),
         controlOverOff: round(ratio(byName.get('offControl')?.cpuUsPerMessage ?? null, off), 3),
       };
       uplinkRounds.push(row);
@@ -426,6 +429,7 @@ async function main(): Promise<void> {
       medians,
       ratios: {
         onOverOff: ratioMedian('onOverOff'),
+        onExactOverOff: ratioMedian('onExactOverOff'),
         controlOverOff: ratioMedian('controlOverOff'),
       },
       rebinding,
