@@ -16,9 +16,13 @@
  *   messages (re-sent on every subscribe) and topics outside `topicPrefix` are ignored and
  *   counted.
  * - The PUBACK of a command goes out after the store answered (mqtt.js `handleMessage`): a
- *   QoS 1 command is acknowledged to the broker once it is in Redis (or refused as `full`, or
- *   lost to a store error — both counted, a store error logged). Messages of one connection
- *   are handled one at a time, so the broker's in-flight window gives back-pressure.
+ *   QoS 1 command is acknowledged to the broker once it is in Redis (or refused as `full`).
+ *   While the store is unavailable (`COMMANDS_UNAVAILABLE`: Redis down, hung, or a write
+ *   its replicas did not confirm) the command is tried again with backoff (50 ms doubling
+ *   to 2 s) and not acknowledged meanwhile: a Redis failover delays commands instead of
+ *   losing them. Only another store error, or closing the intake, loses one (counted, the
+ *   first of a run logged). Messages of one connection are handled one at a time, so the
+ *   broker's in-flight window gives back-pressure.
  * - Reconnects like the bridge pool (`mqtt/connection.ts`): a fresh client per attempt, clean
  *   session, exponential backoff with jitter; MQTT 5 falling back to 3.1.1 when the broker
  *   refuses 5 (`protocol: 'auto'`). The subscription is made again on every connection; a
@@ -95,8 +99,10 @@ export interface CommandIntakeStats {
   };
   /** Commands larger than `maxPayloadBytes`, dropped. */
   readonly tooLarge: number;
-  /** Commands lost because the store failed (Redis down). */
+  /** Commands lost because the store failed (an error other than unavailable, or closed). */
   readonly storeErrors: number;
+  /** Store attempts that failed as unavailable and were tried again. */
+  readonly storeRetries: number;
   /** SUBSCRIBEs refused or unanswered. */
   readonly subscribeFailures: number;
   readonly connectionUps: number;
@@ -186,6 +192,9 @@ export class CommandIntake {
   #foreign = 0;
   #tooLarge = 0;
   #storeErrors = 0;
+  #storeRetries = 0;
+  /** Wakes the waits of commands held for the store to come back (on close). */
+  readonly #storeWaits = new Set<() => void>();
   #subscribeFailures = 0;
   #connectionUps = 0;
   #connectionDowns = 0;
@@ -246,6 +255,7 @@ export class CommandIntake {
       ignored: { notCommand: this.#notCommand, retained: this.#retained, foreign: this.#foreign },
       tooLarge: this.#tooLarge,
       storeErrors: this.#storeErrors,
+      storeRetries: this.#storeRetries,
       subscribeFailures: this.#subscribeFailures,
       connectionUps: this.#connectionUps,
       connectionDowns: this.#connectionDowns,
@@ -258,6 +268,7 @@ export class CommandIntake {
   async close(): Promise<void> {
     if (this.#phase === 'closed') return;
     this.#phase = 'closed';
+    for (const wake of [...this.#storeWaits]) wake();
     if (this.#retryTimer !== undefined) clearTimeout(this.#retryTimer);
     this.#retryTimer = undefined;
     for (const w of [...this.#subscribedWaiters]) w(false);
@@ -393,22 +404,50 @@ export class CommandIntake {
       return;
     }
     const device = { productKey: parsed.topic.productKey, deviceKey: parsed.topic.deviceKey };
-    try {
-      const r = await this.#o.store.enqueue(device, enosTopic, payload, traceparentOf(packet));
-      if (r === 'queued') this.#enqueued++;
-      else this.#refusedFull++;
-      if (this.#storeFailing) {
-        this.#storeFailing = false;
-        this.#log.info({}, 'command intake: command store available again');
-      }
-    } catch (e: unknown) {
-      this.#storeErrors++;
-      if (!this.#storeFailing) {
-        this.#storeFailing = true;
+    const traceparent = traceparentOf(packet);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const r = await this.#o.store.enqueue(device, enosTopic, payload, traceparent);
+        if (r === 'queued') this.#enqueued++;
+        else this.#refusedFull++;
+        if (this.#storeFailing) {
+          this.#storeFailing = false;
+          this.#log.info({}, 'command intake: command store available again');
+        }
+        return;
+      } catch (e: unknown) {
         const code = e instanceof CommandError ? e.code : 'unknown';
-        this.#log.warn({ code }, 'command intake: command store failed; commands are dropped');
+        const retry = code === 'COMMANDS_UNAVAILABLE' && this.#phase !== 'closed';
+        if (!this.#storeFailing) {
+          this.#storeFailing = true;
+          this.#log.warn(
+            { code },
+            retry
+              ? 'command intake: command store failed; commands wait for it'
+              : 'command intake: command store failed; command dropped',
+          );
+        }
+        if (!retry) {
+          this.#storeErrors++;
+          return;
+        }
+        this.#storeRetries++;
+        await this.#waitForStore(backoffDelay(attempt, 50, 2_000, Math.random()));
       }
     }
+  }
+
+  /** Sleeps before the next store attempt; close() ends the sleep (the attempt then fails). */
+  #waitForStore(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        this.#storeWaits.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.#storeWaits.add(wake);
+    });
   }
 
   #onClose(s: Session): void {

@@ -7,6 +7,7 @@ import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, type MqttClient } from 'mqtt';
 import {
+  CommandError,
   CommandIntake,
   MemoryCommandStore,
   commandQueueKey,
@@ -259,6 +260,38 @@ describe('command intake: aedes (embedded broker)', () => {
     await pub.publishAsync('/sys/pk/dk/thing/service/reboot', cmd('s2'), { qos: 1 });
     await until(() => plain.stats().received === 2, 5_000, 'both at the plain subscriber');
     assert.equal(i.stats().received, 0);
+  });
+
+  it('a store unavailable for a while (a Redis failover): the command waits for it and is stored once, not dropped', async () => {
+    const broker = await startEmbeddedBroker({ port: 0 });
+    cleanups.push(() => broker.close());
+    const url = `mqtt://127.0.0.1:${broker.port}`;
+    const stored: string[] = [];
+    let failuresLeft = 3;
+    const down = (): Promise<never> =>
+      Promise.reject(new CommandError('COMMANDS_UNAVAILABLE', 'test'));
+    const flaky: CommandStore = {
+      enqueue: (_device, topic) => {
+        if (failuresLeft > 0) {
+          failuresLeft--;
+          return down();
+        }
+        stored.push(topic);
+        return Promise.resolve('queued');
+      },
+      peek: down,
+      fetch: down,
+      acknowledge: down,
+      waitFor: down,
+    };
+    const i = intake({ url, store: flaky, shared: false, protocol: '3.1.1' });
+    assert.equal(await i.waitSubscribed(5_000), true);
+    const pub = await publisher(url, 4);
+    await pub.publishAsync('/sys/pk/dk/thing/service/r', cmd('w1'), { qos: 1 });
+    await until(() => stored.length === 1, 10_000, 'stored once the store is back');
+    assert.deepEqual(stored, ['/sys/pk/dk/thing/service/r'], 'stored once');
+    assert.equal(i.stats().storeRetries, 3);
+    assert.equal(i.stats().storeErrors, 0, 'nothing lost');
   });
 
   it('a failing store: the command is counted as lost, the broker still gets its PUBACK', async () => {
