@@ -271,6 +271,7 @@ export class Gateway {
     }
     const store = commands;
     closers.push(() => store.close());
+    let commandIntake: CommandIntake | undefined;
     if (brokerUrl !== undefined && config.mqttMode === 'bridge') {
       let intake: CommandIntake;
       try {
@@ -296,6 +297,7 @@ export class Gateway {
       }
       intake.start();
       closers.push(() => intake.close());
+      commandIntake = intake;
     }
     commandSink = (device, topic, payload) => store.enqueue(device, topic, payload);
 
@@ -607,6 +609,9 @@ export class Gateway {
       ...(sessions !== undefined ? { deviceSessions: () => sessions.stats() } : {}),
       ...(http !== undefined ? { http: () => http.stats() } : {}),
       commands: () => store.stats(),
+      ...(commandIntake !== undefined
+        ? { commandIntake: commandIntake.stats.bind(commandIntake) }
+        : {}),
       commandAge: () => router.commandAge.snapshot(),
       ttd: () => router.ttd,
       ...(store instanceof RedisCommandStore

@@ -16,6 +16,7 @@ import {
   type LabelValues,
 } from 'prom-client';
 import type { AuthStats } from '../auth/stats.js';
+import type { CommandIntakeStats } from '../bridge/commands/intake.js';
 import type { CommandStoreStats } from '../bridge/commands/stats.js';
 import type { HttpBackendStats } from '../bridge/http/stats.js';
 import type { DeviceSessionStats } from '../bridge/mqtt/per-device.js';
@@ -40,6 +41,8 @@ export interface MetricSources {
   readonly deviceSessions?: () => DeviceSessionStats;
   readonly http?: () => HttpBackendStats;
   readonly commands?: () => CommandStoreStats;
+  /** The MQTT command intake (shared mode), when it runs. */
+  readonly commandIntake?: () => CommandIntakeStats;
   readonly commandAge?: () => LatencySnapshot;
   /** ttd long-polls refused by the per-device and the total bound. */
   readonly ttd?: () => { readonly refusedDevice: number; readonly refusedTotal: number };
@@ -780,6 +783,27 @@ export function createMetrics(): Metrics {
             ['expired', c.expired],
             ['delivered', c.delivered],
             ['acknowledged', c.acknowledged],
+          ]);
+    }),
+  );
+  readCounter(
+    registry,
+    'coap_edge_command_intake_total',
+    'Messages the MQTT command intake received, by outcome: enqueued, refused_full (the queue was full), too_large, not_command (replies and other topics), retained, foreign (outside topicPrefix), lost (a store error other than unavailable), and retry (a store attempt that found Redis unavailable; the command waits, unacknowledged).',
+    ['outcome'],
+    from((x) => {
+      const c = x.commandIntake?.();
+      return c === undefined
+        ? []
+        : named('outcome', [
+            ['enqueued', c.enqueued],
+            ['refused_full', c.refusedFull],
+            ['too_large', c.tooLarge],
+            ['not_command', c.ignored.notCommand],
+            ['retained', c.ignored.retained],
+            ['foreign', c.ignored.foreign],
+            ['lost', c.storeErrors],
+            ['retry', c.storeRetries],
           ]);
     }),
   );

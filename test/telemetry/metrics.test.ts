@@ -64,6 +64,58 @@ const SHARED_FAMILIES = new Map<string, keyof typeof SHARED_LABELS | undefined>(
   ['coap_edge_dtls_associations_offloaded_total', undefined],
 ]);
 
+describe('telemetry: command intake series', () => {
+  it('every outcome comes out under its own label with its own value; absent without an intake', async () => {
+    const base = {
+      dtls: { stats: new DtlsStats(), associationCount: 0, handshakeCount: 0 },
+      coap: new CoapStats(),
+      auth: new AuthStats(),
+      udpSendErrors: () => 0,
+      plainDatagrams: () => 0,
+      ready: () => true,
+    };
+    const without = createMetrics();
+    without.bind({ ...base, requests: without.requests });
+    const none = Exposition.parse(await without.registry.metrics());
+    assert.equal(none.has('coap_edge_command_intake_total', { outcome: 'lost' }), false);
+    const metrics = createMetrics();
+    metrics.bind({
+      ...base,
+      requests: metrics.requests,
+      commandIntake: () => ({
+        state: 'subscribed',
+        protocolVersion: 5,
+        received: 100,
+        enqueued: 3,
+        refusedFull: 5,
+        ignored: { notCommand: 7, retained: 11, foreign: 13 },
+        tooLarge: 17,
+        storeErrors: 19,
+        storeRetries: 23,
+        subscribeFailures: 0,
+        connectionUps: 1,
+        connectionDowns: 0,
+        reconnects: 0,
+        protocolFallbacks: 0,
+      }),
+    });
+    const now = Exposition.parse(await metrics.registry.metrics());
+    const expected: Record<string, number> = {
+      enqueued: 3,
+      refused_full: 5,
+      not_command: 7,
+      retained: 11,
+      foreign: 13,
+      too_large: 17,
+      lost: 19,
+      retry: 23,
+    };
+    for (const [outcome, value] of Object.entries(expected)) {
+      assert.equal(now.sum('coap_edge_command_intake_total', { outcome }), value, outcome);
+    }
+  });
+});
+
 describe('telemetry: shared-association series from DtlsStats.shared', () => {
   it('every counter of SharedStats comes out under its own name and label, with its own value', async () => {
     const metrics = createMetrics();
