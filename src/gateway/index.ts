@@ -473,6 +473,8 @@ export class Gateway {
         );
       },
       onShareError: (op, err) => {
+        // a heartbeat sent before the store's first connection is not news
+        if (op === 'heartbeat' && shared?.connected() === false) return;
         const suppressed = limiter.admit(`share-error:${op}`);
         if (suppressed === undefined) return;
         // the message only: an ioredis error carries the command's arguments
@@ -712,7 +714,13 @@ function sharedAssociations(
   log: Logger,
   closers: Closer[],
   checks: ReadinessCheck[],
-): (SharingOptions & { principal: PrincipalCodec<Principal> }) | undefined {
+):
+  | (SharingOptions & {
+      principal: PrincipalCodec<Principal>;
+      /** The store's client has been connected at least once. */
+      connected: () => boolean;
+    })
+  | undefined {
   const key = config.associationKey;
   if (key === undefined) return undefined;
   if (redis === undefined) {
@@ -726,6 +734,8 @@ function sharedAssociations(
   });
   closers.push(() => closeRedis(client));
   checks.push({ name: 'redis-associations', ok: () => client.status === 'ready' });
+  let connected = false;
+  client.once('ready', () => (connected = true));
   log.info('DTLS associations are shared through Redis');
   return {
     store: new RedisAssociationStore({
@@ -737,6 +747,7 @@ function sharedAssociations(
     ttlMs: config.idleTimeout * 1000,
     rxLease: config.associationFenceRecords,
     principal: principalCodec,
+    connected: () => connected,
   };
 }
 

@@ -99,6 +99,8 @@ async function startSharingPod(
       10_000,
     ),
   );
+  // the first heartbeat goes out before the store's connection is up: not worth a warning
+  assert.doesNotMatch(pod.proc.stdout, /shared association store failed/, pod.proc.describe());
   return { ...pod, adminPort };
 }
 
