@@ -689,7 +689,8 @@ export class DtlsServer<P>
       clientRandom: r.clientRandom,
       peerRecordLimit: r.peerRecordLimit,
     };
-    assoc.lease = new Lease(handle, this.now(), sharing.initialRxLease);
+    const now = this.now();
+    assoc.lease = new Lease(handle, now, sharing.initialRxLease, identity, now + sharing.ttlMs / 2);
     // the client's Finished was the first record: its fence comes down once it is quiet
     sharing.busy(assoc, assoc.lease);
     r.state.writeLimit = sharing.txLease;
@@ -780,7 +781,8 @@ export class DtlsServer<P>
       snapshot.peerRecordLimit ?? MAX_PLAINTEXT,
     );
     assoc.lastActivity = now;
-    const lease = new Lease(handle, now, rx.limit - rx.floor);
+    // the adopter restarts the identity index's expiry at its first lease
+    const lease = new Lease(handle, now, rx.limit - rx.floor, admission.key, now);
     lease.ready = true;
     assoc.lease = lease;
     // a device seen from elsewhere than its handshake's address: the RFC 9853 budget applies

@@ -94,6 +94,12 @@ export interface SharedAssociationStore {
    * the association. Expiry restarts.
    */
   setRxFence(handle: string, owner: string, fence: number, ttlMs: number): Promise<boolean>;
+  /**
+   * Restarts the expiry of `identity`'s index entry (written by create) while it still names
+   * `handle`: the holder calls it every half TTL while the association is in use, so the
+   * index lives as long as the association it names.
+   */
+  touchIdentity(identity: string, handle: string, ttlMs: number): Promise<void>;
   /** Deletes the association (it ended for good) if `owner` still holds it. */
   remove(handle: string, owner: string): Promise<void>;
 }
@@ -116,7 +122,15 @@ export class MemoryAssociationStore implements SharedAssociationStore {
   private readonly identities = new Map<string, string>();
   private readonly owners = new Map<string, number>();
   /** Calls made, by method (tests assert that steady state costs none). */
-  readonly calls = { peek: 0, create: 0, adopt: 0, leaseTx: 0, setRxFence: 0, remove: 0 };
+  readonly calls = {
+    peek: 0,
+    create: 0,
+    adopt: 0,
+    leaseTx: 0,
+    setRxFence: 0,
+    touchIdentity: 0,
+    remove: 0,
+  };
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -224,6 +238,12 @@ export class MemoryAssociationStore implements SharedAssociationStore {
     e.rx = fence;
     e.expires = this.now() + ttlMs;
     return Promise.resolve(true);
+  }
+
+  /** The index has no expiry here (entries do): only counted. */
+  touchIdentity(): Promise<void> {
+    this.calls.touchIdentity++;
+    return Promise.resolve();
   }
 
   remove(handle: string, owner: string): Promise<void> {

@@ -68,14 +68,20 @@ export class Lease {
   measured = false;
   /** Records the last raise covered beyond the highest one (prefetch at half of it). */
   rxLease: number;
+  /** When the identity index's expiry is next restarted (touchIdentity). */
+  identityDueAt: number;
 
   constructor(
     readonly handle: string,
     now: number,
     rxLease: number,
+    /** The identity index entry naming this association (one live one per identity). */
+    readonly identity: string | undefined,
+    identityDueAt: number,
   ) {
     this.lastRaiseAt = now;
     this.rxLease = rxLease;
+    this.identityDueAt = identityDueAt;
   }
 }
 
@@ -460,6 +466,7 @@ export class Sharing<A extends SharedAssociationView> {
           return;
         }
         assoc.state.addWriteBlock(first, this.txLease);
+        this.touchIdentity(lease);
         if (lease.heldOut.length > 0) this.host.flushOut(assoc);
       },
       (err: unknown) => {
@@ -513,6 +520,7 @@ export class Sharing<A extends SharedAssociationView> {
           return;
         }
         if (fence > assoc.state.acceptBelow) assoc.state.acceptBelow = fence;
+        this.touchIdentity(lease);
         this.wake(assoc);
       },
       (err: unknown) => {
@@ -522,6 +530,22 @@ export class Sharing<A extends SharedAssociationView> {
         // the held records wait for the next record's attempt (the device retransmits)
       },
     );
+  }
+
+  /**
+   * Restarts the identity index's expiry every half TTL while the association is in use
+   * (its own expiry restarts with every lease): without it the index lapsed after one TTL
+   * and a later handshake of the identity no longer retired this association.
+   */
+  private touchIdentity(lease: Lease): void {
+    if (lease.identity === undefined) return;
+    const now = this.host.now();
+    if (now < lease.identityDueAt) return;
+    lease.identityDueAt = now + this.ttlMs / 2;
+    this.store.touchIdentity(lease.identity, lease.handle, this.ttlMs).catch((err: unknown) => {
+      lease.identityDueAt = now; // the next lease tries again
+      this.host.storeFailed('identity', err);
+    });
   }
 
   /** After the store answered: deliver held records, send held data, do wanted work. */

@@ -10,7 +10,8 @@
  *   (the holder), `tx` (the write counter: next unleased sequence number) and `rx` (the
  *   receive fence); PEXPIRE ttlMs, restarted by create, adopt, leaseTx and setRxFence.
  * - `{prefix}:assoc-id:{identity}`: a STRING, the handle of the identity's live association,
- *   written (with the same TTL) by create; the handle it replaced loses its hash.
+ *   written (with the same TTL) by create, its expiry restarted by the holder (touchIdentity,
+ *   every half TTL while the association is used); the handle it replaced loses its hash.
  * Handles and identities are escaped like every key part (`escapeKeyPart`, keys.ts).
  *
  * Counters stay integers in Redis (HINCRBY): Lua numbers are doubles, and a number written
@@ -100,6 +101,12 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 `;
 
+/** KEYS[1] identity index; ARGV handle, ttlMs. Restarts its expiry while it names `handle`. */
+const TOUCH_IDENTITY = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+`;
+
 /** KEYS[1] hash; ARGV owner. Deletes when `owner` holds it: 1, else 0. */
 const REMOVE = `
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
@@ -122,6 +129,7 @@ const leaseTxScript = script(LEASE_TX);
 const setRxFenceScript = script(SET_RX_FENCE);
 const removeScript = script(REMOVE);
 const retireScript = script(RETIRE);
+const touchIdentityScript = script(TOUCH_IDENTITY);
 
 function isNoScript(e: unknown): boolean {
   return e instanceof Error && e.message.startsWith('NOSCRIPT');
@@ -287,6 +295,10 @@ export class RedisAssociationStore {
       true,
     );
     return int(r, 'setRxFence') === 1;
+  }
+
+  async touchIdentity(identity: string, handle: string, ttlMs: number): Promise<void> {
+    await this.#run(touchIdentityScript, this.identityKey(identity), [handle, ttlMs], false);
   }
 
   async remove(handle: string, owner: string): Promise<void> {

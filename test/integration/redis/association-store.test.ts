@@ -255,6 +255,20 @@ for (const [name, topology] of Object.entries(topologies)) {
       assert.equal(await s.adopt(H2, 'B', 1, 1, TTL), undefined);
     });
 
+    it('touchIdentity restarts the identity index expiry only while it names that handle', async () => {
+      const p = prefix();
+      const s = store(p);
+      const key = s.identityKey(ID);
+      await s.create(H1, 'A', blob('x'), 0, 0, 10_000, ID);
+      await s.touchIdentity(ID, H1, 500_000);
+      const t = await a.pttl(key);
+      assert.ok(t > 400_000 && t <= 500_000, `touched: ${t}`);
+      // another handle is not the identity's association: nothing changes
+      await s.touchIdentity(ID, H2, 900_000);
+      assert.ok((await a.pttl(key)) <= 500_000);
+      assert.equal(await a.get(key), H1);
+    });
+
     it('round-trips a binary snapshot of every byte value', async () => {
       const s = store(prefix());
       const all = Buffer.concat([BINARY, Buffer.alloc(1000, 0x80), BINARY]);

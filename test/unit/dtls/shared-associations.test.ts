@@ -152,7 +152,9 @@ for (const withCid of [true, false]) {
         suite?: number;
         crashes?: boolean;
         now?: () => number;
+        idleTimeoutMs?: number;
         recordSizeLimit?: number;
+        admission?: DtlsServerOptions<string>['admission'];
       } = {},
     ) {
       // a pod that is to crash never lowers a fence (a dead pod does nothing)
@@ -277,6 +279,35 @@ for (const withCid of [true, false]) {
       assert.equal(await ask(c, got, 'after'), 'B:after');
       assert.deepEqual(b.got, ['after']);
       assert.equal(b.server.stats.handshakesStarted, 0);
+    });
+
+    it('the identity index lives as long as its association: the holder restarts its expiry every half TTL while it is used', async () => {
+      let clock = 1_000_000;
+      const { c, got } = await setUp({
+        now: () => clock,
+        idleTimeoutMs: 10_000,
+        // one live association per device: the identity index names it
+        admission: (_identity, principal) => ({ key: principal, restricted: false }),
+      });
+      assert.equal(await ask(c, got, 'one'), 'A:one');
+      assert.equal(store.calls.touchIdentity, 0, 'create wrote the index with its TTL');
+      clock += 6_000; // past half the TTL: the next lease restarts the index's expiry
+      for (let i = 0; i < 4; i++) assert.equal(await ask(c, got, `a${i}`), `A:a${i}`);
+      await until('index touched', () => store.calls.touchIdentity === 1);
+      const raises = store.calls.setRxFence;
+      for (let i = 0; i < 12; i++) {
+        clock += 300; // 3.6 s in all: within half the TTL of the touch
+        assert.equal(await ask(c, got, `b${i}`), `A:b${i}`);
+      }
+      assert.ok(store.calls.setRxFence > raises, 'leases went on');
+      assert.equal(store.calls.touchIdentity, 1, 'once per half TTL, not per lease');
+      // an adopter touches it at its first lease
+      lb.target = b.port;
+      for (let i = 0; i < 4; i++) {
+        clock += 1_000;
+        assert.equal(await ask(c, got, `c${i}`), `B:c${i}`);
+      }
+      await until('adopter touched the index', () => store.calls.touchIdentity === 2);
     });
 
     it('a device slower than a record a second has its fence exactly above each record: after a crash its next record is answered', async () => {
