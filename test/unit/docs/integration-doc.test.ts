@@ -299,7 +299,7 @@ describe('docs/integration.md: HTTP routes', () => {
         const got = coapOf(Number(n));
         assert.equal(got.code, coap, `HTTP ${n}`);
         listed.set(Number(n), coap);
-        if (maxAge.includes('maxUnavailableRetry')) assert.equal(got.maxAge, 30, `HTTP ${n}`);
+        if (maxAge.includes('maxUnavailableRetrySeconds')) assert.equal(got.maxAge, 30, `HTTP ${n}`);
         if (maxAge.includes('Retry-After')) assert.equal(coapOf(Number(n), '7').maxAge, 7);
         if (maxAge === '') assert.equal(got.maxAge, undefined, `HTTP ${n}`);
       }
@@ -384,7 +384,7 @@ describe('docs/integration.md: MQTT outcomes', () => {
       assert.equal(formatCode(reply.code), coap, outcome);
       const maxAgeOption = reply.options?.find((op) => op.number === OptionNumber.MAX_AGE);
       const got = maxAgeOption === undefined ? undefined : decodeUint(maxAgeOption.value);
-      const want = maxAge.includes('maxUnavailableRetry')
+      const want = maxAge.includes('maxUnavailableRetrySeconds')
         ? 30
         : maxAge.includes('seconds left')
           ? 17
