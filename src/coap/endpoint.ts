@@ -170,7 +170,7 @@ export interface CoapEndpointOptions<I> {
   /**
    * Milliseconds to wait for an asynchronous handler before an empty ACK goes out and the
    * answer follows as a separate CON response; 0: always separate (also for replies ready
-   * at once); -1: always piggybacked, never an empty ACK. Default 500 (setting `ackTimeout`).
+   * at once); -1: always piggybacked, never an empty ACK. Default 500 (setting `ackTimeoutMs`).
    */
   readonly ackTimeoutMs?: number;
   /** Largest request body, also after Block1 reassembly; beyond it 4.13. Default 16384. */

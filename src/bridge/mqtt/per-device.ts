@@ -122,10 +122,10 @@ export interface DeviceSessionOptions {
   readonly protocol?: MqttProtocolSetting;
   /** Put before every topic (published, subscribed); stripped from command topics. Default ''. */
   readonly topicPrefix?: string;
-  /** Ms to wait for a PUBACK (and a SUBACK). Default 5000. */
-  readonly publishTimeoutMs?: number;
-  /** Ms to wait for a reply after the PUBACK. Default 5000. */
-  readonly replyTimeoutMs?: number;
+  /** Ms to wait for a PUBACK (and a SUBACK) (setting `publishTimeoutMs`). */
+  readonly publishTimeoutMs: number;
+  /** Ms to wait for a reply after the PUBACK (setting `replyTimeoutMs`). */
+  readonly replyTimeoutMs: number;
   /** settings `maxDeviceSessions`: sessions open or opening at most. */
   readonly maxSessions: number;
   /** settings `deviceConnectRate`: new connections per second at most. */
@@ -378,8 +378,8 @@ export class DeviceSessionManager {
     this.log = opts.logger ?? noopLogger;
     this.urlForLogs = redactUrl(opts.url);
     this.prefix = opts.topicPrefix ?? '';
-    this.publishTimeoutMs = opts.publishTimeoutMs ?? 5000;
-    this.replyTimeoutMs = opts.replyTimeoutMs ?? 5000;
+    this.publishTimeoutMs = opts.publishTimeoutMs;
+    this.replyTimeoutMs = opts.replyTimeoutMs;
     this.connectWaitMs = opts.connectWaitMs ?? 1000;
     this.refusalMemoryMs = opts.refusalMemoryMs ?? 30_000;
     this.maxSessions = Math.max(1, Math.floor(opts.maxSessions));

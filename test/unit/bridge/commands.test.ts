@@ -19,6 +19,7 @@ import { CommandCounters } from '../../../src/bridge/commands/stats.js';
 import { Waiters } from '../../../src/bridge/commands/waiters.js';
 import type { QueuedCommand } from '../../../src/bridge/types.js';
 import { commandStoreSuite, device, FakeClock, json, svc } from './commands-suite.js';
+import { COMMAND_STORE_DEFAULTS } from '../../helpers/component-defaults.js';
 
 commandStoreSuite('memory', (o) => {
   const store = new MemoryCommandStore(o);
@@ -29,6 +30,7 @@ describe('MemoryCommandStore', () => {
   it('bounds the devices and sweeps expired queues', async () => {
     const clock = new FakeClock();
     const s = new MemoryCommandStore({
+      ...COMMAND_STORE_DEFAULTS,
       queueLength: 4,
       expiryMs: 1_000,
       maxDevices: 2,
@@ -51,7 +53,12 @@ describe('MemoryCommandStore', () => {
   });
 
   it('after close, waitFor only looks', async () => {
-    const s = new MemoryCommandStore({ queueLength: 4, expiryMs: 1_000, sweepIntervalMs: 0 });
+    const s = new MemoryCommandStore({
+      ...COMMAND_STORE_DEFAULTS,
+      queueLength: 4,
+      expiryMs: 1_000,
+      sweepIntervalMs: 0,
+    });
     const d = device();
     await s.close();
     const t0 = performance.now();
@@ -62,7 +69,12 @@ describe('MemoryCommandStore', () => {
   });
 
   it('copies the payload it is given', async () => {
-    const s = new MemoryCommandStore({ queueLength: 4, expiryMs: 1_000, sweepIntervalMs: 0 });
+    const s = new MemoryCommandStore({
+      ...COMMAND_STORE_DEFAULTS,
+      queueLength: 4,
+      expiryMs: 1_000,
+      sweepIntervalMs: 0,
+    });
     const d = device();
     const p = Buffer.from('abc');
     await s.enqueue(d, svc(d, 'x'), p);
