@@ -261,6 +261,33 @@ describe('coap-edge command line', () => {
     ]);
   });
 
+  it('serve: a former name is logged as a warning when it starts', async (t) => {
+    const taken = await bindUdp();
+    t.after(() => taken.socket.close());
+    // the port is taken, so serve stops after the start-up logging
+    const r = await runCli(
+      [
+        'serve',
+        '--bind',
+        '127.0.0.1',
+        '--dtls-port',
+        String(taken.port),
+        '--devices',
+        DEMO_DEVICES,
+      ],
+      { COAP_EDGE_DRAIN_TIMEOUT: '5' },
+    );
+    assert.equal(r.code, 2, out(r));
+    const deprecations = r.stdout.split('\n').filter((l) => l.includes('deprecated'));
+    assert.equal(deprecations.length, 1, out(r));
+    const line = JSON.parse(deprecations[0] ?? '{}') as { level?: string; msg?: string };
+    assert.equal(line.level, 'warn', out(r));
+    assert.equal(
+      line.msg,
+      'environment: COAP_EDGE_DRAIN_TIMEOUT is deprecated, use COAP_EDGE_DRAIN_TIMEOUT_SECONDS (same unit)',
+    );
+  });
+
   it('serve --help does not list the former names', async () => {
     const r = await runCli(['serve', '--help']);
     assert.equal(r.code, 0, out(r));
