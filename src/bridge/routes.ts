@@ -317,7 +317,7 @@ export class CompiledHttpRoute implements RouteBase {
     readonly origin: string,
     private readonly pathTemplate: Template,
     private readonly headerTemplates: readonly (readonly [string, Template])[],
-    /** Route timeout in ms; undefined: the backend's default (`httpTimeout`). */
+    /** Route timeout in ms; undefined: the backend's default (`httpTimeoutMs`). */
     readonly timeoutMs: number | undefined,
     readonly auth: BackendAuth | undefined,
   ) {

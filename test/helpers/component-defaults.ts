@@ -1,28 +1,57 @@
 /**
- * What the composition root (src/gateway) passes to a component from the settings' defaults,
- * for tests that build a component themselves: the components have no defaults of their own
- * for values a setting defines, so src/config/settings.ts stays the one place of each.
+ * What the composition root (src/gateway) passes to a component when nothing is configured,
+ * for tests that build a component themselves: components have no defaults of their own for
+ * values a setting defines, so src/config/settings.ts stays the one place of each.
  */
-import { settings } from '../../src/config/settings.js';
+import { loadConfig } from '../../src/config/load.js';
+import { CipherSuite } from '../../src/dtls/constants.js';
+
+/** The configuration with every setting at its default. */
+const config = loadConfig();
+
+/** `DtlsServer`: suites, table bounds, timers (seconds turned into ms, as the gateway does). */
+export const DTLS_SERVER_DEFAULTS = {
+  cipherSuites: config.cipherSuites.map((s) => CipherSuite[s]),
+  maxAssociations: config.maxAssociations,
+  maxHandshakes: config.maxHandshakes,
+  maxHandshakesPerAddress: config.maxHandshakesPerAddress,
+  maxHandshakesPerPrefix: config.maxHandshakesPerPrefix,
+  stalledHandshakeTimeoutMs: config.stalledHandshakeTimeoutSeconds * 1000,
+  idleTimeoutMs: config.idleTimeoutSeconds * 1000,
+  handshakeTimeoutMs: config.handshakeTimeoutSeconds * 1000,
+  retransmitTimeoutMs: config.retransmitTimeoutMs,
+  cookieLifetimeMs: config.cookieLifetimeSeconds * 1000,
+  cidLength: config.cidLength,
+} as const;
+
+/** `CoapEndpoint`: the ACK timeout and the payload and Block1 bounds. */
+export const COAP_ENDPOINT_DEFAULTS = {
+  ackTimeoutMs: config.ackTimeoutMs,
+  maxPayload: config.maxPayload,
+  blockSize: config.blockSize,
+  maxUploadsPerPeer: config.maxUploadsPerPeer,
+  maxUploads: config.maxUploads,
+  maxUploadBytes: config.maxUploadBytes,
+} as const;
 
 /** `MqttBridgeBackend`: pool size and the PUBACK and reply timeouts. */
 export const MQTT_BRIDGE_DEFAULTS = {
-  poolSize: settings.mqttPoolSize.default,
-  publishTimeoutMs: settings.publishTimeoutMs.default,
-  replyTimeoutMs: settings.replyTimeoutMs.default,
+  poolSize: config.mqttPoolSize,
+  publishTimeoutMs: config.publishTimeoutMs,
+  replyTimeoutMs: config.replyTimeoutMs,
 } as const;
 
 /** `DeviceSessionManager` (per-device MQTT): the PUBACK and reply timeouts. */
 export const PER_DEVICE_DEFAULTS = {
-  publishTimeoutMs: settings.publishTimeoutMs.default,
-  replyTimeoutMs: settings.replyTimeoutMs.default,
+  publishTimeoutMs: config.publishTimeoutMs,
+  replyTimeoutMs: config.replyTimeoutMs,
 } as const;
 
 /** `Router`: requests held open for a command (ttd), per device and in all. */
 export const TTD_DEFAULTS = {
-  maxTtdWaitersPerDevice: settings.maxTtdWaitersPerDevice.default,
-  maxTtdWaiters: settings.maxTtdWaiters.default,
+  maxTtdWaitersPerDevice: config.maxTtdWaitersPerDevice,
+  maxTtdWaiters: config.maxTtdWaiters,
 } as const;
 
 /** `MemoryCommandStore`, `RedisCommandStore`: `waitFor` calls that wait at once. */
-export const COMMAND_STORE_DEFAULTS = { maxWaiters: settings.maxTtdWaiters.default } as const;
+export const COMMAND_STORE_DEFAULTS = { maxWaiters: config.maxTtdWaiters } as const;
