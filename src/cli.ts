@@ -558,7 +558,7 @@ export function buildProgram(io: CliIo = processIo): Command {
     )
     .argument('[json]', 'request body for post (default: an EnOS request with empty params)')
     .option('--host <host>', 'coap-edge address', '127.0.0.1')
-    .option('--port <port>', 'DTLS port', '5684')
+    .option('--port <port>', 'DTLS port', String(settings.dtlsPort.default))
     .option('--identity <pk,dk,mode,lifetime>', 'PSK identity')
     .option('--product-key <pk>', 'product key (instead of --identity)')
     .option('--device-key <dk>', 'device key (instead of --identity)')
@@ -583,7 +583,7 @@ export function buildProgram(io: CliIo = processIo): Command {
       'fleet simulator: devices connect over DTLS and post measurepoints; live progress, then a summary',
     )
     .option('--host <host>', 'coap-edge address', '127.0.0.1')
-    .option('--port <port>', 'DTLS port', '5684')
+    .option('--port <port>', 'DTLS port', String(settings.dtlsPort.default))
     .option('--devices <file.json>', 'devices file to take identities and secrets from')
     .option('--count <n>', 'number of simulated devices', '100')
     .option(

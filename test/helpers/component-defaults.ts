@@ -36,13 +36,17 @@ export const COAP_ENDPOINT_DEFAULTS = {
 
 /** `MqttBridgeBackend`: pool size and the PUBACK and reply timeouts. */
 export const MQTT_BRIDGE_DEFAULTS = {
+  clientIdPrefix: config.mqttClientIdPrefix,
   poolSize: config.mqttPoolSize,
   publishTimeoutMs: config.publishTimeoutMs,
   replyTimeoutMs: config.replyTimeoutMs,
 } as const;
 
-/** `DeviceSessionManager` (per-device MQTT): the PUBACK and reply timeouts. */
+/** `DeviceSessionManager` (per-device MQTT): the login templates, PUBACK and reply timeouts. */
 export const PER_DEVICE_DEFAULTS = {
+  clientIdTemplate: config.mqttDeviceClientId,
+  usernameTemplate: config.mqttDeviceUsername,
+  passwordTemplate: config.mqttDevicePassword,
   publishTimeoutMs: config.publishTimeoutMs,
   replyTimeoutMs: config.replyTimeoutMs,
 } as const;
@@ -52,6 +56,9 @@ export const TTD_DEFAULTS = {
   maxTtdWaitersPerDevice: config.maxTtdWaitersPerDevice,
   maxTtdWaiters: config.maxTtdWaiters,
 } as const;
+
+/** `CommandIntake`, `commandFilters`: the shared subscription group. */
+export const INTAKE_DEFAULTS = { shareGroup: config.commandShareGroup } as const;
 
 /** `MemoryCommandStore`, `RedisCommandStore`: `waitFor` calls that wait at once. */
 export const COMMAND_STORE_DEFAULTS = { maxWaiters: config.maxTtdWaiters } as const;

@@ -69,8 +69,8 @@ export interface MqttBridgeOptions {
   readonly username?: string | undefined;
   /** Never logged, never in an error message. */
   readonly password?: string | undefined;
-  /** Client id prefix; a random suffix and the pool index are added. Default `coap-edge-`. */
-  readonly clientIdPrefix?: string;
+  /** Client id prefix; a random suffix and the pool index are added (`mqttClientIdPrefix`). */
+  readonly clientIdPrefix: string;
   /** Connections in the pool (setting `mqttPoolSize`). */
   readonly poolSize: number;
   /** Default `auto`: MQTT 5, falling back to 3.1.1 when the broker refuses 5. */
@@ -211,7 +211,7 @@ export class MqttBridgeBackend {
       maxEntries: Math.max(1, opts.maxSuspects ?? 10_000),
       now: opts.now ?? (() => performance.now()),
     });
-    const prefix = opts.clientIdPrefix ?? 'coap-edge-';
+    const prefix = opts.clientIdPrefix;
     const hooks = this.hooks();
     const size = Math.max(1, opts.poolSize);
     const conns: PoolConnection[] = [];

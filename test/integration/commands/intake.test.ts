@@ -17,7 +17,7 @@ import { startEmbeddedBroker } from '../../../src/bridge/mqtt/index.js';
 import type { CommandStore } from '../../../src/bridge/types.js';
 import { killBrokers, Mosquitto, until } from '../bridge/brokers.js';
 import { dropKeys, prefix, rawClient, startStore } from './helpers.js';
-import { COMMAND_STORE_DEFAULTS } from '../../helpers/component-defaults.js';
+import { INTAKE_DEFAULTS, COMMAND_STORE_DEFAULTS } from '../../helpers/component-defaults.js';
 
 const TOPICS = [
   '/sys/{pk}/{dk}/thing/service/#',
@@ -40,6 +40,7 @@ after(async () => {
 
 function intake(o: Partial<CommandIntakeOptions> & { store: CommandStore; url: string }) {
   const i = new CommandIntake({
+    ...INTAKE_DEFAULTS,
     topics: TOPICS,
     reconnectMinMs: 50,
     reconnectMaxMs: 200,

@@ -403,7 +403,8 @@ describe('docs/integration.md: commands', () => {
     const lines = marked('command-filters').split('\n');
     const topics: readonly string[] | undefined = settings.commandTopics.default;
     assert.ok(topics !== undefined);
-    assert.deepEqual(lines, commandFilters(topics, {}));
+    const shareGroup = settings.commandShareGroup.default;
+    assert.deepEqual(lines, commandFilters(topics, { shareGroup }));
   });
 
   it('the option example is what a response with a waiting command carries', () => {
