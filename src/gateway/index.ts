@@ -39,7 +39,7 @@ import { PerDeviceConfigError } from '../bridge/mqtt/per-device-login.js';
 import type { DeviceKey, Principal } from '../bridge/types.js';
 import { CoapEndpoint, type CoapPeer } from '../coap/endpoint.js';
 import type { Config } from '../config/load.js';
-import { CipherSuite } from '../dtls/constants.js';
+import { coapEndpointSettings, dtlsServerSettings } from './component-settings.js';
 import type { Admission } from '../dtls/association-table.js';
 import { DtlsServer, type DtlsServerHandler, type PrincipalCodec } from '../dtls/server.js';
 import type { SharingOptions } from '../dtls/sharing.js';
@@ -410,12 +410,7 @@ export class Gateway {
     const coap = new CoapEndpoint<Principal | undefined>({
       handler: createRequestHandler(router, metrics.requests),
       admit: createUploadAdmission(),
-      ackTimeoutMs: config.ackTimeoutMs,
-      maxPayload: config.maxPayload,
-      blockSize: config.blockSize,
-      maxUploadsPerPeer: config.maxUploadsPerPeer,
-      maxUploads: config.maxUploads,
-      maxUploadBytes: config.maxUploadBytes,
+      ...coapEndpointSettings(config),
       onError: (err) => log.error({ err }, 'request handler failed'),
       onDuplicate: traceDuplicate,
     });
@@ -557,20 +552,10 @@ export class Gateway {
       ...(shared !== undefined ? { shared } : {}),
       send: dtlsSocket.send,
       handler,
-      cipherSuites: config.cipherSuites.map((s) => CipherSuite[s]),
-      maxAssociations: config.maxAssociations,
+      ...dtlsServerSettings(config),
       admission: (_identity, principal) => admissionOf(principal),
       maxPerGroup: config.maxActivationSessions,
-      maxHandshakes: config.maxHandshakes,
-      maxHandshakesPerAddress: config.maxHandshakesPerAddress,
-      maxHandshakesPerPrefix: config.maxHandshakesPerPrefix,
-      stalledHandshakeTimeoutMs: config.stalledHandshakeTimeoutSeconds * 1000,
-      idleTimeoutMs: config.idleTimeoutSeconds * 1000,
-      handshakeTimeoutMs: config.handshakeTimeoutSeconds * 1000,
-      retransmitTimeoutMs: config.retransmitTimeoutMs,
-      cookieLifetimeMs: config.cookieLifetimeSeconds * 1000,
       detailedPskAlerts: config.detailedPskAlerts,
-      cidLength: config.cidLength,
     });
     const traced = new DatagramTracer(dtls, coap.stats, () => dtlsSocket.port);
     dtlsSocket.onDatagram((msg, address, port) => {

@@ -4,35 +4,16 @@
  * values a setting defines, so src/config/settings.ts stays the one place of each.
  */
 import { loadConfig } from '../../src/config/load.js';
-import { CipherSuite } from '../../src/dtls/constants.js';
+import { coapEndpointSettings, dtlsServerSettings } from '../../src/gateway/component-settings.js';
 
 /** The configuration with every setting at its default. */
 const config = loadConfig();
 
-/** `DtlsServer`: suites, table bounds, timers (seconds turned into ms, as the gateway does). */
-export const DTLS_SERVER_DEFAULTS = {
-  cipherSuites: config.cipherSuites.map((s) => CipherSuite[s]),
-  maxAssociations: config.maxAssociations,
-  maxHandshakes: config.maxHandshakes,
-  maxHandshakesPerAddress: config.maxHandshakesPerAddress,
-  maxHandshakesPerPrefix: config.maxHandshakesPerPrefix,
-  stalledHandshakeTimeoutMs: config.stalledHandshakeTimeoutSeconds * 1000,
-  idleTimeoutMs: config.idleTimeoutSeconds * 1000,
-  handshakeTimeoutMs: config.handshakeTimeoutSeconds * 1000,
-  retransmitTimeoutMs: config.retransmitTimeoutMs,
-  cookieLifetimeMs: config.cookieLifetimeSeconds * 1000,
-  cidLength: config.cidLength,
-} as const;
+/** `DtlsServer`: suites, table bounds, timers. */
+export const DTLS_SERVER_DEFAULTS = dtlsServerSettings(config);
 
 /** `CoapEndpoint`: the ACK timeout and the payload and Block1 bounds. */
-export const COAP_ENDPOINT_DEFAULTS = {
-  ackTimeoutMs: config.ackTimeoutMs,
-  maxPayload: config.maxPayload,
-  blockSize: config.blockSize,
-  maxUploadsPerPeer: config.maxUploadsPerPeer,
-  maxUploads: config.maxUploads,
-  maxUploadBytes: config.maxUploadBytes,
-} as const;
+export const COAP_ENDPOINT_DEFAULTS = coapEndpointSettings(config);
 
 /** `MqttBridgeBackend`: pool size and the PUBACK and reply timeouts. */
 export const MQTT_BRIDGE_DEFAULTS = {
