@@ -11,6 +11,7 @@ import {
   renamedSettings,
   settings,
   type RenamedSetting,
+  type RouteConfig,
   type SettingName,
   type Settings,
   type SettingKind,
@@ -238,7 +239,24 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   for (const [key, value] of Object.entries(opts.overrides ?? {})) {
     out[key] = validate(key as SettingName, value, 'override');
   }
+  out.routes = routeTimeoutsInMs(out.routes as readonly RouteConfig[], opts.onDeprecated);
   return Object.freeze(out) as Config;
+}
+
+/**
+ * Routes with the former `timeout` field get it as `timeoutMs` (same unit), with one warning
+ * each; the others are returned as they are.
+ */
+function routeTimeoutsInMs(
+  routes: readonly RouteConfig[],
+  onDeprecated: ((message: string) => void) | undefined,
+): RouteConfig[] {
+  return routes.map((r, i) => {
+    if (r.backend !== 'http' || r.timeout === undefined) return r;
+    onDeprecated?.(`routes[${i}]: "timeout" is deprecated, use "timeoutMs" (same unit)`);
+    const { timeout, ...rest } = r;
+    return { ...rest, timeoutMs: timeout };
+  });
 }
 
 /** The configuration as YAML-ready data with secrets replaced, for `--print-config` and logs. */

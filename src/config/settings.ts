@@ -82,9 +82,14 @@ export const routeSchema = z.discriminatedUnion('backend', [
       headers: z.record(z.string(), z.string()).default({}),
       auth: routeAuth.optional(),
       /** Request timeout in ms (default: httpTimeoutMs). */
+      timeoutMs: z.number().int().min(1).optional(),
+      /** Former name of `timeoutMs`: still read, with a warning (see `routeTimeoutsInMs`). */
       timeout: z.number().int().min(1).optional(),
     })
-    .strict(),
+    .strict()
+    .refine((r) => r.timeout === undefined || r.timeoutMs === undefined, {
+      message: 'both timeout and timeoutMs are set; keep only timeoutMs',
+    }),
 ]);
 export type RouteConfig = z.output<typeof routeSchema>;
 const positiveInt = z.number().int().min(1);

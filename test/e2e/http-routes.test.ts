@@ -93,7 +93,7 @@ describe('e2e: HTTP route with a real HTTP server', { skip: MISSING_TOOLS }, () 
           url: `${http.origin}/ingest/{pk}/{dk}`,
           headers: { 'X-Tenant': 'tenant-{pk}' },
           auth: { type: 'bearer', tokenEnv },
-          timeout: ROUTE_TIMEOUT_MS,
+          timeoutMs: ROUTE_TIMEOUT_MS,
         },
       ],
     });

@@ -260,7 +260,7 @@ describe('HTTP backend against a real HTTP server', () => {
   });
 
   it('a server that never answers → 5.04 within the route timeout', async () => {
-    const r = route({ url: `${server.base}/hang`, timeout: 300 });
+    const r = route({ url: `${server.base}/hang`, timeoutMs: 300 });
     const t0 = performance.now();
     const res = await call(backend, r);
     const ms = performance.now() - t0;

@@ -141,6 +141,28 @@ describe('settings: former names', () => {
     assert.equal(layered.warnings.length, 1);
   });
 
+  it("a route's former timeout field becomes timeoutMs, with a warning; both are refused", () => {
+    const route = (extra: string): string =>
+      `routes:\n  - match: /sys/+/+/a\n    backend: mqtt\n` +
+      `  - match: /sys/+/+/b\n    backend: http\n    url: http://127.0.0.1:1/x\n${extra}`;
+    const old = load({ file: yamlFile('route-old.yaml', route('    timeout: 300\n')) });
+    const r1 = old.config.routes[1];
+    assert.ok(r1?.backend === 'http');
+    assert.equal(r1.timeoutMs, 300);
+    assert.equal(r1.timeout, undefined);
+    assert.deepEqual(old.warnings, [
+      'routes[1]: "timeout" is deprecated, use "timeoutMs" (same unit)',
+    ]);
+    const current = load({ file: yamlFile('route-new.yaml', route('    timeoutMs: 300\n')) });
+    assert.equal(
+      current.config.routes[1]?.backend === 'http' && current.config.routes[1].timeoutMs,
+      300,
+    );
+    assert.deepEqual(current.warnings, []);
+    const file = yamlFile('route-both.yaml', route('    timeout: 300\n    timeoutMs: 400\n'));
+    assert.throws(() => load({ file }), /both timeout and timeoutMs are set; keep only timeoutMs/);
+  });
+
   it('without former names there is no warning', () => {
     const file = yamlFile('current.yaml', 'drainTimeoutSeconds: 5\n');
     const { config, warnings } = load({
