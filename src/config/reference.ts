@@ -42,7 +42,8 @@ export function renderReference(): string {
     '',
     'Durations say their unit in their names (`...Ms`, `...Seconds`), and so do their flags and',
     'variables. The former names are still read from the file, the environment and flags, with a',
-    `warning at start naming the new one (giving both is an error): ${renamed.join(', ')}.`,
+    `warning at start naming the new one (giving both is an error): ${renamed.join(', ')}; in an`,
+    'HTTP route, `timeout` → `timeoutMs`.',
     '',
     REFERENCE_END,
   );
