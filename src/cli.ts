@@ -8,7 +8,12 @@ import { stringify as toYaml } from 'yaml';
 import { DevicesFile, DevicesFileError, type DeviceRecord } from './auth/devices-file.js';
 import { ConfigError, flagName, loadConfig, redactedConfig, type Config } from './config/load.js';
 import { renderReference } from './config/reference.js';
-import { settings, type SettingName } from './config/settings.js';
+import {
+  renamedSettings,
+  settings,
+  type RenamedSetting,
+  type SettingName,
+} from './config/settings.js';
 import { derivePsk, parseIdentity, pskShellLiteral, pskUsableOnCommandLine } from './enos/index.js';
 import type { Gateway } from './gateway/index.js';
 import type { CoapResponse } from './tools/coap-client.js';
@@ -53,14 +58,23 @@ function addSettingFlags(cmd: Command): Command {
         : `--${flagName(key)} ${s.arg ?? '<value>'}`;
     cmd.addOption(new Option(flag, s.doc));
   }
+  // former names of renamed settings: still read (with a warning), not shown in --help
+  for (const former of Object.keys(renamedSettings) as RenamedSetting[]) {
+    const s = settings[renamedSettings[former]];
+    const flag = `--${flagName(former)} ${s.arg ?? '<value>'}`;
+    cmd.addOption(new Option(flag).hideHelp());
+  }
   return cmd;
 }
 
 function settingFlags(
   opts: Record<string, unknown>,
-): Partial<Record<SettingName, string | boolean>> {
-  const out: Partial<Record<SettingName, string | boolean>> = {};
-  for (const key of Object.keys(settings) as SettingName[]) {
+): Partial<Record<SettingName | RenamedSetting, string | boolean>> {
+  const out: Partial<Record<SettingName | RenamedSetting, string | boolean>> = {};
+  const keys = [...Object.keys(settings), ...Object.keys(renamedSettings)] as (
+    SettingName | RenamedSetting
+  )[];
+  for (const key of keys) {
     const v = opts[key];
     if (typeof v === 'string' || typeof v === 'boolean') out[key] = v;
   }
@@ -69,17 +83,20 @@ function settingFlags(
 
 async function serve(io: CliIo, opts: Record<string, unknown>): Promise<void> {
   let config;
+  const deprecations: string[] = [];
   try {
     config = loadConfig({
       file: typeof opts.config === 'string' ? opts.config : undefined,
       env: io.env,
       flags: settingFlags(opts),
+      onDeprecated: (message) => deprecations.push(message),
     });
   } catch (err) {
     if (err instanceof ConfigError) fail(err.message);
     throw err;
   }
   if (opts.printConfig === true) {
+    for (const d of deprecations) io.stderr.write(`coap-edge: warning: ${d}\n`);
     io.stdout.write(toYaml(redactedConfig(config)));
     return;
   }
@@ -94,6 +111,7 @@ async function serve(io: CliIo, opts: Record<string, unknown>): Promise<void> {
     io.stdout === process.stdout ? undefined : io.stdout,
     resolveLogFormat(config.logFormat, io.stdout.isTTY === true),
   );
+  for (const d of deprecations) log.warn(d);
   const tracingHandle = setupTracing({
     endpoint: config.otlpEndpoint,
     sampleRatio: config.traceSampleRatio,
@@ -135,7 +153,8 @@ async function serve(io: CliIo, opts: Record<string, unknown>): Promise<void> {
     stopping = true;
     log.info({ signal }, 'shutting down');
     // SIGTERM (Kubernetes): drain first; SIGINT (a person at a terminal): stop now
-    const done = signal === 'SIGTERM' ? gateway.drain(config.drainTimeout * 1000) : gateway.close();
+    const done =
+      signal === 'SIGTERM' ? gateway.drain(config.drainTimeoutSeconds * 1000) : gateway.close();
     done.then(
       async () => {
         await tracingHandle?.shutdown();
@@ -539,7 +558,7 @@ export function buildProgram(io: CliIo = processIo): Command {
     )
     .argument('[json]', 'request body for post (default: an EnOS request with empty params)')
     .option('--host <host>', 'coap-edge address', '127.0.0.1')
-    .option('--port <port>', 'DTLS port', '5684')
+    .option('--port <port>', 'DTLS port', String(settings.dtlsPort.default))
     .option('--identity <pk,dk,mode,lifetime>', 'PSK identity')
     .option('--product-key <pk>', 'product key (instead of --identity)')
     .option('--device-key <dk>', 'device key (instead of --identity)')
@@ -564,7 +583,7 @@ export function buildProgram(io: CliIo = processIo): Command {
       'fleet simulator: devices connect over DTLS and post measurepoints; live progress, then a summary',
     )
     .option('--host <host>', 'coap-edge address', '127.0.0.1')
-    .option('--port <port>', 'DTLS port', '5684')
+    .option('--port <port>', 'DTLS port', String(settings.dtlsPort.default))
     .option('--devices <file.json>', 'devices file to take identities and secrets from')
     .option('--count <n>', 'number of simulated devices', '100')
     .option(

@@ -120,10 +120,10 @@ export interface RouterOptions {
   readonly maxInlineCommand: number;
   /** Cap on ttd (s). */
   readonly maxTtd: number;
-  /** Requests of one device held open for a command (ttd) at once. @default 2 */
-  readonly maxTtdWaitersPerDevice?: number;
-  /** Requests held open for a command (ttd) at once, all devices. @default 10000 */
-  readonly maxTtdWaiters?: number;
+  /** Requests of one device held open for a command (ttd) at once (setting of that name). */
+  readonly maxTtdWaitersPerDevice: number;
+  /** Requests held open for a command (ttd) at once, all devices (setting of that name). */
+  readonly maxTtdWaiters: number;
 }
 
 /** Age of a command when handed to its device: 1 s to 2 days (commands wait up to 48 h). */
@@ -146,7 +146,7 @@ export class Router {
   constructor(private readonly opts: RouterOptions) {
     this.unavailable = { status: 'unavailable', maxAge: opts.unavailableMaxAge };
     this.tooManyWaiters = { status: 'too-many-requests', maxAge: opts.unavailableMaxAge };
-    this.ttd = new TtdGate(opts.maxTtdWaitersPerDevice ?? 2, opts.maxTtdWaiters ?? 10_000);
+    this.ttd = new TtdGate(opts.maxTtdWaitersPerDevice, opts.maxTtdWaiters);
   }
 
   handle(req: BridgeRequest): BridgeResponse | Promise<BridgeResponse> {

@@ -77,7 +77,7 @@ export type RouteConfig =
         | { readonly type: 'hmac'; readonly secretEnv: string; readonly header: string }
         | undefined;
       /** Request timeout in ms (default: the HTTP backend's). */
-      readonly timeout?: number | undefined;
+      readonly timeoutMs?: number | undefined;
     };
 
 /** The label of a route in messages and stats: `routes[2] ("telemetry")` or `routes[2]`. */
@@ -317,7 +317,7 @@ export class CompiledHttpRoute implements RouteBase {
     readonly origin: string,
     private readonly pathTemplate: Template,
     private readonly headerTemplates: readonly (readonly [string, Template])[],
-    /** Route timeout in ms; undefined: the backend's default (`httpTimeout`). */
+    /** Route timeout in ms; undefined: the backend's default (`httpTimeoutMs`). */
     readonly timeoutMs: number | undefined,
     readonly auth: BackendAuth | undefined,
   ) {
@@ -515,8 +515,8 @@ function compileHttp(
     }
   };
   if (r.method !== 'POST' && r.method !== 'PUT') fail('method', 'must be POST or PUT');
-  if (r.timeout !== undefined && (!Number.isInteger(r.timeout) || r.timeout < 1)) {
-    fail('timeout', 'must be a positive integer (ms)');
+  if (r.timeoutMs !== undefined && (!Number.isInteger(r.timeoutMs) || r.timeoutMs < 1)) {
+    fail('timeoutMs', 'must be a positive integer (ms)');
   }
   const { origin, path } = at('url', () => compileUrl(r.url));
 
@@ -559,7 +559,7 @@ function compileHttp(
     origin,
     path,
     headers,
-    r.timeout,
+    r.timeoutMs,
     auth,
   );
 }

@@ -151,7 +151,7 @@ export const DEFAULT_UNDERSTOOD_OPTIONS: ReadonlySet<number> = new Set<number>([
   OptionNumber.COMMAND_PAYLOAD,
 ]);
 
-/** Construction options of a {@link CoapEndpoint}; every bound has a default. */
+/** Construction options of a {@link CoapEndpoint}; the bounds a setting defines are required, the others have defaults. */
 export interface CoapEndpointOptions<I> {
   readonly handler: CoapRequestHandler<I>;
   /**
@@ -170,13 +170,13 @@ export interface CoapEndpointOptions<I> {
   /**
    * Milliseconds to wait for an asynchronous handler before an empty ACK goes out and the
    * answer follows as a separate CON response; 0: always separate (also for replies ready
-   * at once); -1: always piggybacked, never an empty ACK. Default 500 (setting `ackTimeout`).
+   * at once); -1: always piggybacked, never an empty ACK (setting `ackTimeoutMs`).
    */
-  readonly ackTimeoutMs?: number;
-  /** Largest request body, also after Block1 reassembly; beyond it 4.13. Default 16384. */
-  readonly maxPayload?: number;
-  /** Largest response payload per message (16-1024, power of two); default 1024. */
-  readonly blockSize?: number;
+  readonly ackTimeoutMs: number;
+  /** Largest request body, also after Block1 reassembly; beyond it 4.13 (`maxPayload`). */
+  readonly maxPayload: number;
+  /** Largest response payload per message (16-1024, power of two; setting `blockSize`). */
+  readonly blockSize: number;
   /**
    * Option numbers the application understands; a request with any other critical option
    * gets 4.02 (CON) or is dropped (NON). Block1/Block2 are always understood (this layer
@@ -199,15 +199,15 @@ export interface CoapEndpointOptions<I> {
   readonly maxRetransmit?: number;
   /** Block1 uploads and Block2 bodies expire this long after last use / creation. Default 120 s. */
   readonly blockLifetimeMs?: number;
-  /** Concurrent Block1 uploads per peer (at least 1); a new one replaces the oldest. Default 4. */
-  readonly maxUploadsPerPeer?: number;
-  /** Concurrent Block1 uploads, all peers; beyond it 5.03. Default 1000. */
-  readonly maxUploads?: number;
+  /** Concurrent Block1 uploads per peer (at least 1); a new one replaces the oldest. */
+  readonly maxUploadsPerPeer: number;
+  /** Concurrent Block1 uploads, all peers; beyond it 5.03 (setting `maxUploads`). */
+  readonly maxUploads: number;
   /**
    * Bytes held by Block1 uploads, all peers (buffers as allocated, keys, bookkeeping);
-   * beyond it 5.03. Default 16 MiB.
+   * beyond it 5.03 (setting `maxUploadBytes`).
    */
-  readonly maxUploadBytes?: number;
+  readonly maxUploadBytes: number;
   /** Response bodies kept for Block2 follow-ups, all peers; oldest evicted. Default 1000. */
   readonly maxBodies?: number;
   /** Bytes of kept response bodies, all peers; oldest evicted. Default 16 MiB. */
@@ -255,7 +255,10 @@ function isSafeMethod(code: number): boolean {
 }
 
 function positive(v: number | undefined, dflt: number, name: string): number {
-  const n = v ?? dflt;
+  return nonNegative(v ?? dflt, name);
+}
+
+function nonNegative(n: number, name: string): number {
   if (!Number.isFinite(n) || n < 0) throw new RangeError(`${name} must be a number >= 0`);
   return n;
 }
@@ -333,13 +336,13 @@ export class CoapEndpoint<I> {
     const random = opts.random ?? Math.random;
     this.timers = new TimerQueue(this.clock);
 
-    const ackTimeoutMs = opts.ackTimeoutMs ?? 500;
+    const ackTimeoutMs = opts.ackTimeoutMs;
     if (!Number.isFinite(ackTimeoutMs) || ackTimeoutMs < -1) {
       throw new RangeError('ackTimeoutMs must be -1, 0 or a positive number');
     }
     this.ackTimeoutMs = ackTimeoutMs;
-    this.maxPayload = positive(opts.maxPayload, 16_384, 'maxPayload');
-    this.blockSize = opts.blockSize ?? 1024;
+    this.maxPayload = nonNegative(opts.maxPayload, 'maxPayload');
+    this.blockSize = opts.blockSize;
     this.blockSzx = blockSizeToSzx(this.blockSize);
     this.maxInFlight = positive(opts.maxInFlight, 50_000, 'maxInFlight');
     this.sweepIntervalMs = Math.max(1, positive(opts.sweepIntervalMs, 5000, 'sweepIntervalMs'));
@@ -378,9 +381,9 @@ export class CoapEndpoint<I> {
       {
         maxPayload: this.maxPayload,
         lifetimeMs: positive(opts.blockLifetimeMs, 120_000, 'blockLifetimeMs'),
-        maxUploadsPerPeer: Math.max(1, positive(opts.maxUploadsPerPeer, 4, 'maxUploadsPerPeer')),
-        maxUploads: positive(opts.maxUploads, 1000, 'maxUploads'),
-        maxUploadBytes: positive(opts.maxUploadBytes, 16 * 1024 * 1024, 'maxUploadBytes'),
+        maxUploadsPerPeer: Math.max(1, nonNegative(opts.maxUploadsPerPeer, 'maxUploadsPerPeer')),
+        maxUploads: nonNegative(opts.maxUploads, 'maxUploads'),
+        maxUploadBytes: nonNegative(opts.maxUploadBytes, 'maxUploadBytes'),
         maxBodies: positive(opts.maxBodies, 1000, 'maxBodies'),
         maxBodyBytes: positive(opts.maxBodyBytes, 16 * 1024 * 1024, 'maxBodyBytes'),
       },

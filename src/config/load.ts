@@ -7,7 +7,15 @@ import { CoapEdgeError } from '../errors/index.js';
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { type z } from 'zod';
-import { settings, type SettingName, type Settings, type SettingKind } from './settings.js';
+import {
+  renamedSettings,
+  settings,
+  type RenamedSetting,
+  type RouteConfig,
+  type SettingName,
+  type Settings,
+  type SettingKind,
+} from './settings.js';
 
 /** The validated configuration: a setting without a default may be `undefined`. */
 export type Config = {
@@ -30,6 +38,11 @@ export class ConfigError extends CoapEdgeError {
 }
 
 const names = Object.keys(settings) as SettingName[];
+const formerNames = Object.keys(renamedSettings) as RenamedSetting[];
+
+function isRenamed(key: string): key is RenamedSetting {
+  return Object.hasOwn(renamedSettings, key);
+}
 
 export function flagName(key: string): string {
   return key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
@@ -93,10 +106,38 @@ export interface LoadOptions {
   readonly file?: string | undefined;
   /** Environment (defaults to none; the CLI passes `process.env`). */
   readonly env?: Readonly<Record<string, string | undefined>>;
-  /** Values from command-line flags, keyed by setting name, as text. */
-  readonly flags?: Readonly<Partial<Record<SettingName, string | boolean>>>;
+  /** Values from command-line flags, keyed by setting name (or a former name), as text. */
+  readonly flags?: Readonly<Partial<Record<SettingName | RenamedSetting, string | boolean>>>;
   /** Values set programmatically (tests, embedded use); applied last, not coerced from text. */
   readonly overrides?: Readonly<Partial<Record<SettingName, unknown>>>;
+  /**
+   * Told once for every setting given under its former name (see `renamedSettings`), with a
+   * line naming the new one; the CLI logs it as a warning when it starts.
+   */
+  readonly onDeprecated?: (message: string) => void;
+}
+
+/**
+ * The setting a key names, when `key` is a former name: the new name, after telling
+ * `onDeprecated`. Both names in one source are refused: which one was meant is not clear.
+ */
+function currentName(
+  former: RenamedSetting,
+  given: (name: string) => boolean,
+  describe: (name: string) => string,
+  source: string,
+  onDeprecated: ((message: string) => void) | undefined,
+): SettingName {
+  const name = renamedSettings[former];
+  if (given(name)) {
+    throw new ConfigError(
+      `${source}: both ${describe(former)} and ${describe(name)} are set; keep only ${describe(name)}`,
+      source,
+      name,
+    );
+  }
+  onDeprecated?.(`${source}: ${describe(former)} is deprecated, use ${describe(name)} (same unit)`);
+  return name;
 }
 
 function readYaml(file: string): Record<string, unknown> {
@@ -135,11 +176,23 @@ export function loadConfig(opts: LoadOptions = {}): Config {
 
   if (opts.file !== undefined) {
     const doc = readYaml(opts.file);
+    const file = opts.file;
     for (const [key, value] of Object.entries(doc)) {
-      if (!(key in settings)) {
-        throw new ConfigError(`${opts.file}: unknown setting "${key}"`, opts.file, key);
+      let name: SettingName;
+      if (isRenamed(key)) {
+        name = currentName(
+          key,
+          (k) => k in doc,
+          (k) => `"${k}"`,
+          file,
+          opts.onDeprecated,
+        );
+      } else if (key in settings) {
+        name = key as SettingName;
+      } else {
+        throw new ConfigError(`${file}: unknown setting "${key}"`, file, key);
       }
-      out[key] = validate(key as SettingName, value, opts.file);
+      out[name] = validate(name, value, file);
     }
   }
   const env = opts.env ?? {};
@@ -150,17 +203,60 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     if (text === undefined || text === '') continue;
     out[key] = validate(key, fromText(s.kind, text), `environment variable ${envName(key)}`);
   }
-  for (const [key, value] of Object.entries(opts.flags ?? {})) {
+  const isSet = (name: string): boolean => (env[name] ?? '') !== '';
+  for (const former of formerNames) {
+    const text = env[envName(former)];
+    if (text === undefined || text === '') continue;
+    const key = currentName(
+      former,
+      (k) => isSet(envName(k)),
+      envName,
+      'environment',
+      opts.onDeprecated,
+    );
+    out[key] = validate(
+      key,
+      fromText(settings[key].kind, text),
+      `environment variable ${envName(former)}`,
+    );
+  }
+  const flags = opts.flags ?? {};
+  for (const [key, value] of Object.entries(flags)) {
     if (value === undefined) continue;
-    const k = key as SettingName;
+    const k = isRenamed(key)
+      ? currentName(
+          key,
+          (n) => flags[n as SettingName] !== undefined,
+          (n) => `--${flagName(n)}`,
+          'command line',
+          opts.onDeprecated,
+        )
+      : (key as SettingName);
     const s = settings[k];
     const v = typeof value === 'boolean' ? value : fromText(s.kind, value);
-    out[k] = validate(k, v, `flag --${flagName(k)}`);
+    out[k] = validate(k, v, `flag --${flagName(key)}`);
   }
   for (const [key, value] of Object.entries(opts.overrides ?? {})) {
     out[key] = validate(key as SettingName, value, 'override');
   }
+  out.routes = routeTimeoutsInMs(out.routes as readonly RouteConfig[], opts.onDeprecated);
   return Object.freeze(out) as Config;
+}
+
+/**
+ * Routes with the former `timeout` field get it as `timeoutMs` (same unit), with one warning
+ * each; the others are returned as they are.
+ */
+function routeTimeoutsInMs(
+  routes: readonly RouteConfig[],
+  onDeprecated: ((message: string) => void) | undefined,
+): RouteConfig[] {
+  return routes.map((r, i) => {
+    if (r.backend !== 'http' || r.timeout === undefined) return r;
+    onDeprecated?.(`routes[${i}]: "timeout" is deprecated, use "timeoutMs" (same unit)`);
+    const { timeout, ...rest } = r;
+    return { ...rest, timeoutMs: timeout };
+  });
 }
 
 /** The configuration as YAML-ready data with secrets replaced, for `--print-config` and logs. */

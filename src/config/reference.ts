@@ -1,5 +1,5 @@
 /** Renders the configuration reference table for README.md from the settings table. */
-import { settings, type SettingName } from './settings.js';
+import { renamedSettings, settings, type RenamedSetting, type SettingName } from './settings.js';
 import { envName, flagName } from './load.js';
 
 function show(value: unknown): string {
@@ -35,6 +35,17 @@ export function renderReference(): string {
     const doc = s.doc.replace(/\|/g, '\\|');
     lines.push(`| ${flag} | \`${key}\` | ${env} | \`${show(s.default)}\` | ${doc} |`);
   }
-  lines.push('', REFERENCE_END);
+  const renamed = (Object.keys(renamedSettings) as RenamedSetting[]).map(
+    (former) => `\`${former}\` → \`${renamedSettings[former]}\``,
+  );
+  lines.push(
+    '',
+    'Durations say their unit in their names (`...Ms`, `...Seconds`), and so do their flags and',
+    'variables. The former names are still read from the file, the environment and flags, with a',
+    `warning at start naming the new one (giving both is an error): ${renamed.join(', ')}; in an`,
+    'HTTP route, `timeout` → `timeoutMs`.',
+    '',
+    REFERENCE_END,
+  );
   return lines.join('\n');
 }

@@ -6,6 +6,10 @@
  * Naming: the YAML key is the table key (camelCase); the flag is its kebab-case form
  * (`dtlsPort` → `--dtls-port`); the environment variable is `COAP_EDGE_` + upper snake case
  * (`COAP_EDGE_DTLS_PORT`).
+ *
+ * Units: a duration's name ends in its unit, `Ms` or `Seconds` (`ackTimeoutMs`,
+ * `drainTimeoutSeconds`), and so do its flag and variable. The names these settings had before
+ * are still read (see {@link renamedSettings}).
  */
 import { z } from 'zod';
 
@@ -77,10 +81,15 @@ export const routeSchema = z.discriminatedUnion('backend', [
       url: z.string().min(1),
       headers: z.record(z.string(), z.string()).default({}),
       auth: routeAuth.optional(),
-      /** Request timeout in ms (default: httpTimeout). */
+      /** Request timeout in ms (default: httpTimeoutMs). */
+      timeoutMs: z.number().int().min(1).optional(),
+      /** Former name of `timeoutMs`: still read, with a warning (see `routeTimeoutsInMs`). */
       timeout: z.number().int().min(1).optional(),
     })
-    .strict(),
+    .strict()
+    .refine((r) => r.timeout === undefined || r.timeoutMs === undefined, {
+      message: 'both timeout and timeoutMs are set; keep only timeoutMs',
+    }),
 ]);
 export type RouteConfig = z.output<typeof routeSchema>;
 const positiveInt = z.number().int().min(1);
@@ -226,7 +235,7 @@ export const settings = {
     'Bearer token sent to the registry.',
     { arg: '<token>', secret: true },
   ),
-  registryTimeout: setting(
+  registryTimeoutMs: setting(
     positiveInt,
     2_000,
     'integer',
@@ -242,7 +251,7 @@ export const settings = {
     'Entries in the in-process secret cache (LRU).',
     { arg: '<n>' },
   ),
-  secretCacheTtl: setting(
+  secretCacheTtlSeconds: setting(
     positiveInt,
     300,
     'integer',
@@ -250,7 +259,7 @@ export const settings = {
     'Seconds a secret stays in the in-process cache.',
     { arg: '<seconds>' },
   ),
-  redisCacheTtl: setting(
+  redisCacheTtlSeconds: setting(
     positiveInt,
     3_600,
     'integer',
@@ -258,7 +267,7 @@ export const settings = {
     'Seconds a secret fetched from the registry stays in Redis.',
     { arg: '<seconds>' },
   ),
-  negativeCacheTtl: setting(
+  negativeCacheTtlSeconds: setting(
     positiveInt,
     30,
     'integer',
@@ -267,7 +276,7 @@ export const settings = {
     { arg: '<seconds>' },
   ),
   // --- CoAP ----------------------------------------------------------------------------------
-  ackTimeout: setting(
+  ackTimeoutMs: setting(
     z.number().int().min(-1),
     500,
     'integer',
@@ -382,7 +391,7 @@ export const settings = {
     'Prefix put before every MQTT topic (the EnOS topic keeps its leading slash after it).',
     { arg: '<prefix>' },
   ),
-  publishTimeout: setting(
+  publishTimeoutMs: setting(
     positiveInt,
     5_000,
     'integer',
@@ -390,7 +399,7 @@ export const settings = {
     'Ms to wait for the PUBACK of a QoS 1 publish before answering 5.03.',
     { arg: '<ms>' },
   ),
-  replyTimeout: setting(
+  replyTimeoutMs: setting(
     positiveInt,
     5_000,
     'integer',
@@ -478,7 +487,7 @@ export const settings = {
     'Route list (YAML only): CoAP topic patterns to an MQTT topic or an HTTP endpoint; first match wins; topics no route matches go to MQTT unchanged (the EnOS mapping). See "Routes" above.',
     { yamlOnly: true },
   ),
-  httpTimeout: setting(
+  httpTimeoutMs: setting(
     positiveInt,
     5_000,
     'integer',
@@ -538,7 +547,7 @@ export const settings = {
     'Most commands waiting per device; further ones are refused and counted.',
     { arg: '<n>' },
   ),
-  commandExpiry: setting(
+  commandExpirySeconds: setting(
     positiveInt,
     172_800,
     'integer',
@@ -554,7 +563,7 @@ export const settings = {
     'Largest command payload carried in option 2102 on the next response; longer ones are fetched with GET.',
     { arg: '<bytes>' },
   ),
-  maxTtd: setting(
+  maxTtdSeconds: setting(
     z.number().int().min(0).max(3_600),
     60,
     'integer',
@@ -595,21 +604,13 @@ export const settings = {
     'URL that receives online/offline events as JSON POSTs; unset: no webhook.',
     { arg: '<url>' },
   ),
-  presenceSweepInterval: setting(
+  presenceSweepIntervalSeconds: setting(
     positiveInt,
     5,
     'integer',
     'Presence',
     'Seconds between checks for devices whose lifetime lapsed (they go offline).',
     { arg: '<seconds>' },
-  ),
-  presenceLifetimeScale: setting(
-    z.number().gt(0).max(1),
-    1,
-    'number',
-    'Presence',
-    'Test only: factor applied to every device lifetime for presence (0.1 makes a 30 s lifetime lapse after 3 s).',
-    { arg: '<factor>' },
   ),
   // --- DTLS ------------------------------------------------------------------------------
   maxAssociations: setting(
@@ -652,15 +653,15 @@ export const settings = {
     'Most handshakes in progress from one /24 (IPv4) or /64 (IPv6) network.',
     { arg: '<n>' },
   ),
-  stalledHandshakeTimeout: setting(
+  stalledHandshakeTimeoutSeconds: setting(
     positiveInt,
     5,
     'integer',
     'DTLS',
-    'Seconds after which, once the handshake table is half full, a handshake whose client never answered the ServerHello is given up; handshakes that progress keep handshakeTimeout.',
+    'Seconds after which, once the handshake table is half full, a handshake whose client never answered the ServerHello is given up; handshakes that progress keep handshakeTimeoutSeconds.',
     { arg: '<seconds>' },
   ),
-  idleTimeout: setting(
+  idleTimeoutSeconds: setting(
     positiveInt,
     86_700,
     'integer',
@@ -668,7 +669,7 @@ export const settings = {
     'Seconds without traffic after which an association is evicted (default: the longest EnOS lifetime plus 5 min).',
     { arg: '<seconds>' },
   ),
-  handshakeTimeout: setting(
+  handshakeTimeoutSeconds: setting(
     positiveInt,
     60,
     'integer',
@@ -676,7 +677,7 @@ export const settings = {
     'Seconds a handshake may take from the verified ClientHello to the Finished message.',
     { arg: '<seconds>' },
   ),
-  retransmitTimeout: setting(
+  retransmitTimeoutMs: setting(
     positiveInt,
     1_000,
     'integer',
@@ -684,7 +685,7 @@ export const settings = {
     'Initial DTLS flight retransmission timer in ms; doubles on each retransmission up to 60 s (RFC 6347 §4.2.4.1).',
     { arg: '<ms>' },
   ),
-  cookieLifetime: setting(
+  cookieLifetimeSeconds: setting(
     positiveInt,
     60,
     'integer',
@@ -785,7 +786,7 @@ export const settings = {
     'service.name of traces (OTEL_SERVICE_NAME wins when set).',
     { arg: '<name>' },
   ),
-  maxUnavailableRetry: setting(
+  maxUnavailableRetrySeconds: setting(
     positiveInt,
     30,
     'integer',
@@ -793,7 +794,7 @@ export const settings = {
     'Max-Age in seconds sent with 5.03 when a backend is unavailable: when the device should retry.',
     { arg: '<seconds>' },
   ),
-  drainTimeout: setting(
+  drainTimeoutSeconds: setting(
     z.number().int().min(0).max(3_600),
     20,
     'integer',
@@ -821,3 +822,31 @@ export const settings = {
 
 export type Settings = typeof settings;
 export type SettingName = keyof Settings;
+
+/**
+ * Former names of the settings that were renamed to say their unit (same value, same unit).
+ * They are still read from the YAML file, as `COAP_EDGE_*` variables and as flags, each with a
+ * warning naming the new name; setting both names in one source is an error.
+ */
+export const renamedSettings = {
+  registryTimeout: 'registryTimeoutMs',
+  secretCacheTtl: 'secretCacheTtlSeconds',
+  redisCacheTtl: 'redisCacheTtlSeconds',
+  negativeCacheTtl: 'negativeCacheTtlSeconds',
+  ackTimeout: 'ackTimeoutMs',
+  publishTimeout: 'publishTimeoutMs',
+  replyTimeout: 'replyTimeoutMs',
+  httpTimeout: 'httpTimeoutMs',
+  commandExpiry: 'commandExpirySeconds',
+  maxTtd: 'maxTtdSeconds',
+  presenceSweepInterval: 'presenceSweepIntervalSeconds',
+  stalledHandshakeTimeout: 'stalledHandshakeTimeoutSeconds',
+  idleTimeout: 'idleTimeoutSeconds',
+  handshakeTimeout: 'handshakeTimeoutSeconds',
+  retransmitTimeout: 'retransmitTimeoutMs',
+  cookieLifetime: 'cookieLifetimeSeconds',
+  maxUnavailableRetry: 'maxUnavailableRetrySeconds',
+  drainTimeout: 'drainTimeoutSeconds',
+} as const satisfies Readonly<Record<string, SettingName>>;
+
+export type RenamedSetting = keyof typeof renamedSettings;

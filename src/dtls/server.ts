@@ -12,7 +12,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import {
-  CipherSuite,
   ContentType,
   DTLS_1_0,
   HandshakeType,
@@ -100,9 +99,10 @@ export interface DtlsServerOptions<P> {
   /** Writes one datagram to the network. */
   readonly send: (data: Buffer, port: number, address: string) => void;
   readonly handler: DtlsServerHandler<P>;
-  /** Suites in order of preference (default: CCM_8, then CBC-SHA256). */
-  readonly cipherSuites?: readonly number[];
-  readonly maxAssociations?: number;
+  /** Suites in order of preference (setting `cipherSuites`). */
+  readonly cipherSuites: readonly number[];
+  /** Setting `maxAssociations`. */
+  readonly maxAssociations: number;
   /**
    * How an association counts for admission: its peer identity (one live association each),
    * its group (capped at `maxPerGroup`) and whether it is restricted (evicted first, never at
@@ -113,31 +113,36 @@ export interface DtlsServerOptions<P> {
   readonly maxPerGroup?: number;
   /** How long a new association without application data is not yet idle (default 60 s). */
   readonly idleGraceMs?: number;
-  readonly maxHandshakes?: number;
-  /** Most half-open handshakes from one address (default 100). */
-  readonly maxHandshakesPerAddress?: number;
-  /** Most half-open handshakes from one /24 (IPv4) or /64 (IPv6) (default 400). */
-  readonly maxHandshakesPerPrefix?: number;
+  /** Setting `maxHandshakes`. */
+  readonly maxHandshakes: number;
+  /** Most half-open handshakes from one address (setting `maxHandshakesPerAddress`). */
+  readonly maxHandshakesPerAddress: number;
+  /** Most half-open handshakes from one /24 (IPv4) or /64 (IPv6) (`maxHandshakesPerPrefix`). */
+  readonly maxHandshakesPerPrefix: number;
   /**
    * Once the handshake table is half full, a handshake whose client never answered the
    * ServerHello flight is given up after this long instead of the full handshake timeout
-   * (default 5 s). Handshakes that progressed keep the full timeout.
+   * (setting `stalledHandshakeTimeoutSeconds`). Handshakes that progressed keep the full timeout.
    */
-  readonly stalledHandshakeTimeoutMs?: number;
-  readonly idleTimeoutMs?: number;
-  readonly handshakeTimeoutMs?: number;
-  readonly retransmitTimeoutMs?: number;
+  readonly stalledHandshakeTimeoutMs: number;
+  /** Setting `idleTimeoutSeconds`. */
+  readonly idleTimeoutMs: number;
+  /** Setting `handshakeTimeoutSeconds`. */
+  readonly handshakeTimeoutMs: number;
+  /** Setting `retransmitTimeoutMs`. */
+  readonly retransmitTimeoutMs: number;
   readonly maxRetransmitTimeoutMs?: number;
-  readonly cookieLifetimeMs?: number;
+  /** Setting `cookieLifetimeSeconds`. */
+  readonly cookieLifetimeMs: number;
   /** Sent in a ServerKeyExchange when set (RFC 4279 §2); EnOS devices need none. */
   readonly pskIdentityHint?: Buffer;
   /** Tell clients why their PSK was refused instead of one uniform alert (default false). */
   readonly detailedPskAlerts?: boolean;
   /**
    * Length of the RFC 9146 Connection IDs handed to clients that offer the extension
-   * (default 8; 0: CID is not negotiated). At most 32.
+   * (setting `cidLength`; 0: CID is not negotiated). At most 32.
    */
-  readonly cidLength?: number;
+  readonly cidLength: number;
   /**
    * Share associations between servers (pods) through a store: each association is stored
    * after its handshake, and a record for one this server does not hold is looked up and
@@ -201,35 +206,32 @@ export class DtlsServer<P>
     this.handler = opts.handler;
     this.now = opts.now ?? Date.now;
     this.associations = new AssociationTable({
-      maxSize: opts.maxAssociations ?? 100_000,
+      maxSize: opts.maxAssociations,
       maxPerGroup: opts.maxPerGroup ?? Infinity,
       idleGraceMs: opts.idleGraceMs ?? 60_000,
       touchMs: LRU_TOUCH_MS,
     });
     this.policy = { admission: opts.admission ?? noAdmissionPolicy };
-    this.maxHandshakes = opts.maxHandshakes ?? 5_000;
+    this.maxHandshakes = opts.maxHandshakes;
     this.admission = new HalfOpenAdmission({
-      perAddress: opts.maxHandshakesPerAddress ?? 100,
-      perPrefix: opts.maxHandshakesPerPrefix ?? 400,
+      perAddress: opts.maxHandshakesPerAddress,
+      perPrefix: opts.maxHandshakesPerPrefix,
     });
-    this.stalledMs = opts.stalledHandshakeTimeoutMs ?? 5_000;
-    this.idleTimeoutMs = opts.idleTimeoutMs ?? 86_700_000;
-    this.cidLength = opts.cidLength ?? 8;
+    this.stalledMs = opts.stalledHandshakeTimeoutMs;
+    this.idleTimeoutMs = opts.idleTimeoutMs;
+    this.cidLength = opts.cidLength;
     if (!Number.isInteger(this.cidLength) || this.cidLength < 0 || this.cidLength > MAX_CID_LENGTH)
       throw new RangeError(`cidLength must be 0..${MAX_CID_LENGTH}`);
     this.settings = {
-      cipherSuites: opts.cipherSuites ?? [
-        CipherSuite.TLS_PSK_WITH_AES_128_CCM_8,
-        CipherSuite.TLS_PSK_WITH_AES_128_CBC_SHA256,
-      ],
-      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 60_000,
-      retransmitTimeoutMs: opts.retransmitTimeoutMs ?? 1_000,
+      cipherSuites: opts.cipherSuites,
+      handshakeTimeoutMs: opts.handshakeTimeoutMs,
+      retransmitTimeoutMs: opts.retransmitTimeoutMs,
       maxRetransmitTimeoutMs: opts.maxRetransmitTimeoutMs ?? 60_000,
       pskIdentityHint: opts.pskIdentityHint,
       detailedPskAlerts: opts.detailedPskAlerts ?? false,
       cidLength: this.cidLength,
     };
-    this.cookies = new CookieJar(opts.cookieLifetimeMs ?? 60_000, this.now);
+    this.cookies = new CookieJar(opts.cookieLifetimeMs, this.now);
     const sweep = opts.sweepIntervalMs ?? Math.min(30_000, Math.max(100, this.idleTimeoutMs / 10));
     this.sweeper = setInterval(() => this.sweep(), sweep);
     this.sweeper.unref();

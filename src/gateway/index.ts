@@ -39,7 +39,7 @@ import { PerDeviceConfigError } from '../bridge/mqtt/per-device-login.js';
 import type { DeviceKey, Principal } from '../bridge/types.js';
 import { CoapEndpoint, type CoapPeer } from '../coap/endpoint.js';
 import type { Config } from '../config/load.js';
-import { CipherSuite } from '../dtls/constants.js';
+import { coapEndpointSettings, dtlsServerSettings } from './component-settings.js';
 import type { Admission } from '../dtls/association-table.js';
 import { DtlsServer, type DtlsServerHandler, type PrincipalCodec } from '../dtls/server.js';
 import type { SharingOptions } from '../dtls/sharing.js';
@@ -78,6 +78,18 @@ async function bindOrExplain(what: string, bind: string, port: number): Promise<
   }
 }
 
+/**
+ * Knobs for tests only: never settings (no YAML key, variable or flag), so no deployment can
+ * turn them on.
+ */
+export interface GatewayTestOptions {
+  /**
+   * Factor applied to every device lifetime for presence (0 < f <= 1; 0.1 makes a 30 s
+   * lifetime lapse after 3 s). Default 1.
+   */
+  readonly presenceLifetimeScale?: number;
+}
+
 /** Things to close on shutdown (or when start-up fails half way), last opened first. */
 type Closer = () => Promise<void> | void;
 
@@ -112,17 +124,26 @@ export class Gateway {
     return this.coapSocket?.port;
   }
 
-  static async start(config: Config, log: Logger): Promise<Gateway> {
+  static async start(
+    config: Config,
+    log: Logger,
+    testing: GatewayTestOptions = {},
+  ): Promise<Gateway> {
     const closers: Closer[] = [];
     try {
-      return await Gateway.build(config, log, closers);
+      return await Gateway.build(config, log, closers, testing);
     } catch (err) {
       await runClosers(closers);
       throw err;
     }
   }
 
-  private static async build(config: Config, log: Logger, closers: Closer[]): Promise<Gateway> {
+  private static async build(
+    config: Config,
+    log: Logger,
+    closers: Closer[],
+    testing: GatewayTestOptions,
+  ): Promise<Gateway> {
     const metrics = createMetrics();
     const state = { draining: false };
     const devices = config.devices !== undefined ? DevicesFile.load(config.devices) : undefined;
@@ -142,11 +163,11 @@ export class Gateway {
       redisWaitReplicas: config.redisWaitReplicas,
       registryUrl: config.registryUrl,
       registryToken: config.registryToken,
-      registryTimeoutMs: config.registryTimeout,
+      registryTimeoutMs: config.registryTimeoutMs,
       cacheSize: config.secretCacheSize,
-      cacheTtlMs: config.secretCacheTtl * 1000,
-      redisTtlMs: config.redisCacheTtl * 1000,
-      negativeTtlMs: config.negativeCacheTtl * 1000,
+      cacheTtlMs: config.secretCacheTtlSeconds * 1000,
+      redisTtlMs: config.redisCacheTtlSeconds * 1000,
+      negativeTtlMs: config.negativeCacheTtlSeconds * 1000,
     });
     closers.push(() => secrets.close());
     const resolver = new PskResolver(secrets.source);
@@ -185,8 +206,8 @@ export class Gateway {
             ? '3.1.1'
             : config.mqttProtocol,
         topicPrefix: config.mqttTopicPrefix,
-        publishTimeoutMs: config.publishTimeout,
-        replyTimeoutMs: config.replyTimeout,
+        publishTimeoutMs: config.publishTimeoutMs,
+        replyTimeoutMs: config.replyTimeoutMs,
         logger: log,
       });
       backend.start();
@@ -212,8 +233,8 @@ export class Gateway {
               ? '3.1.1'
               : config.mqttProtocol,
           topicPrefix: config.mqttTopicPrefix,
-          publishTimeoutMs: config.publishTimeout,
-          replyTimeoutMs: config.replyTimeout,
+          publishTimeoutMs: config.publishTimeoutMs,
+          replyTimeoutMs: config.replyTimeoutMs,
           maxSessions: config.maxDeviceSessions,
           connectRatePerSecond: config.deviceConnectRate,
           commandTopics: config.commandTopics,
@@ -251,7 +272,7 @@ export class Gateway {
       log.warn('no MQTT broker configured: requests that need one are answered 5.03');
     }
     // Commands wait where every pod can deliver them: Redis, or memory without it.
-    const expiryMs = config.commandExpiry * 1000;
+    const expiryMs = config.commandExpirySeconds * 1000;
     let commands: RedisCommandStore | MemoryCommandStore;
     if (redis !== undefined) {
       commands = new RedisCommandStore({
@@ -311,10 +332,10 @@ export class Gateway {
     let http: HttpBackend | undefined;
     if (routes.hasHttp) {
       const h = new HttpBackend({
-        timeoutMs: config.httpTimeout,
+        timeoutMs: config.httpTimeoutMs,
         connections: config.httpConnections,
         maxConcurrency: config.httpMaxConcurrency,
-        unavailableMaxAge: config.maxUnavailableRetry,
+        unavailableMaxAge: config.maxUnavailableRetrySeconds,
       });
       closers.push(() => h.close());
       http = h;
@@ -352,8 +373,8 @@ export class Gateway {
     const presence = new PresenceTracker({
       store: presenceStore,
       publish: (e) => publisher.publish(e),
-      sweepIntervalMs: config.presenceSweepInterval * 1000,
-      lifetimeScale: config.presenceLifetimeScale,
+      sweepIntervalMs: config.presenceSweepIntervalSeconds * 1000,
+      lifetimeScale: testing.presenceLifetimeScale,
       logger: log,
     });
     presence.start();
@@ -381,9 +402,9 @@ export class Gateway {
       activation: secrets.activator,
       commands: store,
       presence,
-      unavailableMaxAge: config.maxUnavailableRetry,
+      unavailableMaxAge: config.maxUnavailableRetrySeconds,
       maxInlineCommand: config.maxInlineCommand,
-      maxTtd: config.maxTtd,
+      maxTtd: config.maxTtdSeconds,
       maxTtdWaitersPerDevice: config.maxTtdWaitersPerDevice,
       maxTtdWaiters: config.maxTtdWaiters,
     });
@@ -391,12 +412,7 @@ export class Gateway {
     const coap = new CoapEndpoint<Principal | undefined>({
       handler: createRequestHandler(router, metrics.requests),
       admit: createUploadAdmission(),
-      ackTimeoutMs: config.ackTimeout,
-      maxPayload: config.maxPayload,
-      blockSize: config.blockSize,
-      maxUploadsPerPeer: config.maxUploadsPerPeer,
-      maxUploads: config.maxUploads,
-      maxUploadBytes: config.maxUploadBytes,
+      ...coapEndpointSettings(config),
       onError: (err) => log.error({ err }, 'request handler failed'),
       onDuplicate: traceDuplicate,
     });
@@ -540,20 +556,10 @@ export class Gateway {
       ...(shared !== undefined ? { shared } : {}),
       send: dtlsSocket.send,
       handler,
-      cipherSuites: config.cipherSuites.map((s) => CipherSuite[s]),
-      maxAssociations: config.maxAssociations,
+      ...dtlsServerSettings(config),
       admission: (_identity, principal) => admissionOf(principal),
       maxPerGroup: config.maxActivationSessions,
-      maxHandshakes: config.maxHandshakes,
-      maxHandshakesPerAddress: config.maxHandshakesPerAddress,
-      maxHandshakesPerPrefix: config.maxHandshakesPerPrefix,
-      stalledHandshakeTimeoutMs: config.stalledHandshakeTimeout * 1000,
-      idleTimeoutMs: config.idleTimeout * 1000,
-      handshakeTimeoutMs: config.handshakeTimeout * 1000,
-      retransmitTimeoutMs: config.retransmitTimeout,
-      cookieLifetimeMs: config.cookieLifetime * 1000,
       detailedPskAlerts: config.detailedPskAlerts,
-      cidLength: config.cidLength,
     });
     const traced = new DatagramTracer(dtls, coap.stats, () => dtlsSocket.port);
     dtlsSocket.onDatagram((msg, address, port) => {
@@ -744,7 +750,7 @@ function sharedAssociations(
       waitReplicas: config.redisWaitReplicas,
     }),
     key: /^[0-9a-fA-F]{64}$/.test(key) ? Buffer.from(key, 'hex') : Buffer.from(key, 'base64'),
-    ttlMs: config.idleTimeout * 1000,
+    ttlMs: config.idleTimeoutSeconds * 1000,
     rxLease: config.associationFenceRecords,
     principal: principalCodec,
     connected: () => connected,

@@ -525,7 +525,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
     } else {
       // close_notify needs a socket: resume each association once more to close it, as many
       // at once and at the rate of the ramp-up (a burst of them overflows a busy gateway's
-      // receive buffer, and the lost ones stay until idleTimeout)
+      // receive buffer, and the lost ones stay until idleTimeoutSeconds)
       let next = 0;
       let nextClose = performance.now();
       const closer = async (): Promise<void> => {

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { flagName } from '../../src/config/load.js';
 import { renderReference } from '../../src/config/reference.js';
-import { settings, type SettingName } from '../../src/config/settings.js';
+import { renamedSettings, settings, type SettingName } from '../../src/config/settings.js';
 import { derivePsk, pskShellLiteral } from '../../src/enos/psk.js';
 import { DEMO, DEMO_DEVICES } from '../helpers/gateway.js';
 import { CLI_FAIL } from '../../src/cli.js';
@@ -208,7 +208,7 @@ describe('coap-edge command line', () => {
     assert.equal(doc.devices, 'test/fixtures/interop/devices.json');
     assert.equal(doc.dtlsPort, 6000);
     assert.equal(doc.maxHandshakes, 77);
-    assert.equal(doc.idleTimeout, 600);
+    assert.equal(doc.idleTimeoutSeconds, 600);
     assert.deepEqual(doc.cipherSuites, ['TLS_PSK_WITH_AES_128_CBC_SHA256']);
     assert.equal(doc.logLevel, 'warn');
     assert.equal(doc.maxAssociations, settings.maxAssociations.default, 'not in the file');
@@ -238,7 +238,70 @@ describe('coap-edge command line', () => {
     assert.equal(doc.dtlsPort, 8000);
     assert.equal(doc.logLevel, 'debug');
     assert.equal(doc.maxHandshakes, 88, 'the environment, no flag given');
-    assert.equal(doc.idleTimeout, 600, 'the file, neither variable nor flag given');
+    assert.equal(doc.idleTimeoutSeconds, 600, 'the file, neither variable nor flag given');
+  });
+
+  it('--print-config: former names of renamed settings still work, one warning line each on stderr', async () => {
+    const f = tmpFile('former-names.yaml', 'drainTimeout: 7\n');
+    const r = await runCli(['serve', '--print-config', '--config', f, '--ack-timeout', '0'], {
+      COAP_EDGE_IDLE_TIMEOUT: '600',
+    });
+    assertOk(r);
+    const doc = parseYaml(r.stdout) as Record<string, unknown>;
+    assert.equal(doc.drainTimeoutSeconds, 7);
+    assert.equal(doc.idleTimeoutSeconds, 600);
+    assert.equal(doc.ackTimeoutMs, 0);
+    for (const former of ['drainTimeout', 'idleTimeout', 'ackTimeout'])
+      assert.equal(former in doc, false, former);
+    assert.deepEqual(r.stderr.split('\n'), [
+      `coap-edge: warning: ${f}: "drainTimeout" is deprecated, use "drainTimeoutSeconds" (same unit)`,
+      'coap-edge: warning: environment: COAP_EDGE_IDLE_TIMEOUT is deprecated, use COAP_EDGE_IDLE_TIMEOUT_SECONDS (same unit)',
+      'coap-edge: warning: command line: --ack-timeout is deprecated, use --ack-timeout-ms (same unit)',
+      '',
+    ]);
+  });
+
+  it('serve: a former name is logged as a warning when it starts', async (t) => {
+    const taken = await bindUdp();
+    t.after(() => taken.socket.close());
+    // the port is taken, so serve stops after the start-up logging
+    const r = await runCli(
+      [
+        'serve',
+        '--bind',
+        '127.0.0.1',
+        '--dtls-port',
+        String(taken.port),
+        '--devices',
+        DEMO_DEVICES,
+      ],
+      { COAP_EDGE_DRAIN_TIMEOUT: '5' },
+    );
+    assert.equal(r.code, 2, out(r));
+    const deprecations = r.stdout.split('\n').filter((l) => l.includes('deprecated'));
+    assert.equal(deprecations.length, 1, out(r));
+    const line = JSON.parse(deprecations[0] ?? '{}') as { level?: string; msg?: string };
+    assert.equal(line.level, 'warn', out(r));
+    assert.equal(
+      line.msg,
+      'environment: COAP_EDGE_DRAIN_TIMEOUT is deprecated, use COAP_EDGE_DRAIN_TIMEOUT_SECONDS (same unit)',
+    );
+  });
+
+  it('serve --help does not list the former names', async () => {
+    const r = await runCli(['serve', '--help']);
+    assert.equal(r.code, 0, out(r));
+    for (const former of Object.keys(renamedSettings)) {
+      assert.doesNotMatch(r.stdout, new RegExp(`--${flagName(former)}\\b(?!-)`), former);
+    }
+  });
+
+  it('a former name and its new name in one source: exit 2 naming both', async () => {
+    const f = tmpFile('both-names.yaml', 'drainTimeout: 5\ndrainTimeoutSeconds: 6\n');
+    assertConfigError(
+      await runCli(['serve', '--config', f]),
+      /both "drainTimeout" and "drainTimeoutSeconds" are set; keep only "drainTimeoutSeconds"/,
+    );
   });
 
   it('--print-config redacts secrets', async () => {

@@ -52,7 +52,7 @@ function config(backendPort: number, drainTimeout: number): string {
       'dtlsPort: 0',
       'httpPort: 0',
       'httpBind: 127.0.0.1',
-      `drainTimeout: ${drainTimeout}`,
+      `drainTimeoutSeconds: ${drainTimeout}`,
       'routes:',
       "  - match: '/sys/{pk}/{dk}/thing/measurepoint/post'",
       '    backend: http',

@@ -302,8 +302,8 @@ describe('deploy/docker-compose.yml', () => {
     assert.match(t[3] ?? '', new RegExp(`http://127\\.0\\.0\\.1:${c.httpPort}/readyz`));
     const grace = seconds(svc('coap-edge').stop_grace_period ?? '10s');
     assert.ok(
-      grace > c.drainTimeout,
-      `stop_grace_period ${grace}s > drainTimeout ${c.drainTimeout}s`,
+      grace > c.drainTimeoutSeconds,
+      `stop_grace_period ${grace}s > drainTimeoutSeconds ${c.drainTimeoutSeconds}s`,
     );
     assert.equal(svc('coap-edge').read_only, true);
   });

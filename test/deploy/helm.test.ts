@@ -34,7 +34,12 @@ import {
 import type { Node as YamlNode } from 'yaml';
 import { z } from 'zod';
 import { envName, loadConfig } from '../../src/config/load.js';
-import { settings, type SettingName } from '../../src/config/settings.js';
+import {
+  renamedSettings,
+  settings,
+  type RenamedSetting,
+  type SettingName,
+} from '../../src/config/settings.js';
 import { REPO_ROOT } from '../helpers/processes.js';
 
 const CHART = join(REPO_ROOT, 'helm', 'coap-edge');
@@ -121,14 +126,21 @@ function stripSchema(v: unknown): Json {
 
 function expectedConfigProperties(): JsonObject {
   const out: JsonObject = {};
+  const schemaOf = (key: SettingName): JsonObject =>
+    stripSchema(
+      z.toJSONSchema(settings[key].schema, {
+        target: 'draft-7',
+        io: 'input',
+        unrepresentable: 'any',
+      }),
+    ) as JsonObject;
   for (const key of configSettings) {
-    const s = settings[key];
-    const generated = z.toJSONSchema(s.schema, {
-      target: 'draft-7',
-      io: 'input',
-      unrepresentable: 'any',
-    });
-    out[key] = { description: s.doc, ...(stripSchema(generated) as JsonObject) };
+    out[key] = { description: settings[key].doc, ...schemaOf(key) };
+  }
+  // values written before the settings said their unit keep working (coap-edge reads them)
+  for (const former of Object.keys(renamedSettings) as RenamedSetting[]) {
+    const key = renamedSettings[former];
+    out[former] = { description: `Deprecated: former name of ${key}.`, ...schemaOf(key) };
   }
   return out;
 }
@@ -167,7 +179,8 @@ function describeErrors(errors: readonly ErrorObject[]): string {
 function renderFailures(values: JsonObject): string[] {
   const out: string[] = [];
   const config = isObject(values.config) ? values.config : {};
-  const drain = typeof config.drainTimeout === 'number' ? config.drainTimeout : 20;
+  const given = config.drainTimeout ?? config.drainTimeoutSeconds;
+  const drain = typeof given === 'number' ? given : 20;
   const grace = Number(values.terminationGracePeriodSeconds);
   const preStop = Number(values.preStopSleepSeconds ?? 0);
   if (!(grace > drain + preStop)) out.push('terminationGracePeriodSeconds');
@@ -183,13 +196,26 @@ function renderFailures(values: JsonObject): string[] {
   return out;
 }
 
+/**
+ * `config` as the ConfigMap renders it (the "coap-edge.config" helper): values that set the
+ * former drainTimeout go without the chart's default drainTimeoutSeconds.
+ */
+function renderedConfig(values: JsonObject): JsonObject {
+  const config = isObject(values.config) ? { ...values.config } : {};
+  if ('drainTimeout' in config) delete config.drainTimeoutSeconds;
+  return config;
+}
+
 /** Loads a values file's `config` with coap-edge's own loader (the zod schema of every setting). */
-function loadChartConfig(values: JsonObject): ReturnType<typeof loadConfig> {
+function loadChartConfig(
+  values: JsonObject,
+  onDeprecated?: (message: string) => void,
+): ReturnType<typeof loadConfig> {
   const dir = mkdtempSync(join(tmpdir(), 'coap-edge-helm-'));
   try {
     const file = join(dir, 'config.yaml');
-    writeFileSync(file, JSON.stringify(values.config ?? {}));
-    return loadConfig({ file });
+    writeFileSync(file, JSON.stringify(renderedConfig(values)));
+    return loadConfig({ file, onDeprecated });
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -614,14 +640,14 @@ describe('values.schema.json', () => {
     ['a bad log level', { config: { logLevel: 'verbose' } }, '/config/logLevel', 'enum'],
     [
       'a negative drain timeout',
-      { config: { drainTimeout: -1 } },
-      '/config/drainTimeout',
+      { config: { drainTimeoutSeconds: -1 } },
+      '/config/drainTimeoutSeconds',
       'minimum',
     ],
     [
       'a drain timeout that is not an integer',
-      { config: { drainTimeout: 2.5 } },
-      '/config/drainTimeout',
+      { config: { drainTimeoutSeconds: 2.5 } },
+      '/config/drainTimeoutSeconds',
       'type',
     ],
     [
@@ -680,7 +706,7 @@ describe('values files render and configure coap-edge', () => {
   for (const [name, values] of files) {
     it(`${name}: config is a valid coap-edge configuration`, () => {
       const config = loadChartConfig(values);
-      assert.equal(config.drainTimeout, at(values, ['config', 'drainTimeout']) ?? 20);
+      assert.equal(config.drainTimeoutSeconds, at(values, ['config', 'drainTimeoutSeconds']) ?? 20);
     });
 
     it(`${name}: passes the checks the templates make with fail (grace period > drain timeout, ...)`, () => {
@@ -701,6 +727,11 @@ describe('values files render and configure coap-edge', () => {
     ],
     [
       'a drain timeout above the grace period',
+      { config: { drainTimeoutSeconds: 45 } },
+      'terminationGracePeriodSeconds',
+    ],
+    [
+      'a drain timeout above the grace period, under its former name drainTimeout',
       { config: { drainTimeout: 45 } },
       'terminationGracePeriodSeconds',
     ],
@@ -728,6 +759,20 @@ describe('values files render and configure coap-edge', () => {
     });
   }
 
+  it('values that use the former names of renamed settings still configure coap-edge (with a warning)', () => {
+    const values = helmMerge(defaults, {
+      config: { drainTimeout: 25, registryTimeout: 1500, idleTimeout: 600 },
+    });
+    assert.deepEqual(errorsOf(values), [], 'the schema accepts the former names');
+    assert.deepEqual(renderFailures(values), []);
+    const warnings: string[] = [];
+    const config = loadChartConfig(values, (m) => warnings.push(m));
+    assert.equal(config.drainTimeoutSeconds, 25, "the values' drainTimeout, not the chart default");
+    assert.equal(config.registryTimeoutMs, 1500);
+    assert.equal(config.idleTimeoutSeconds, 600);
+    assert.equal(warnings.length, 3, warnings.join('\n'));
+  });
+
   it('the templates carry those checks as fail calls, run by the Deployment', () => {
     const helpers = templates.get('_helpers.tpl') ?? '';
     const validateBlock =
@@ -742,10 +787,10 @@ describe('values files render and configure coap-edge', () => {
     assert.match(body, /fail \(printf "config\.httpBind/);
     assert.match(
       helpers,
-      /hasKey \.Values\.config "drainTimeout"[\s\S]*?\{\{- 20 \}\}/,
-      'default drain timeout 20 s',
+      /hasKey \.Values\.config "drainTimeout"[\s\S]*?hasKey \.Values\.config "drainTimeoutSeconds"[\s\S]*?\{\{- 20 \}\}/,
+      'the former name, then the new one, else the default drain timeout 20 s',
     );
-    assert.equal(settings.drainTimeout.default, 20);
+    assert.equal(settings.drainTimeoutSeconds.default, 20);
     assert.match(
       templates.get('deployment.yaml') ?? '',
       /^\{\{- include "coap-edge\.validateValues" \. \}\}\n/,
@@ -951,7 +996,11 @@ describe('templates', () => {
     );
     assert.match(
       templates.get('configmap.yaml') ?? '',
-      /config\.yaml: \|\n\s+\{\{- toYaml \.Values\.config \| nindent 4 \}\}/,
+      /config\.yaml: \|\n\s+\{\{- include "coap-edge\.config" \. \| nindent 4 \}\}/,
+    );
+    assert.match(
+      templates.get('_helpers.tpl') ?? '',
+      /define "coap-edge\.config"[\s\S]*?hasKey \.Values\.config "drainTimeout"[\s\S]*?omit \.Values\.config "drainTimeoutSeconds"/,
     );
   });
 

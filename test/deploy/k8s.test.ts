@@ -460,7 +460,10 @@ describe('deploy/k8s: essentials', () => {
     const config = loadManifestConfig();
     const grace = podSpec.terminationGracePeriodSeconds;
     assert.equal(typeof grace, 'number');
-    assert.ok((grace as number) > config.drainTimeout, `${String(grace)} > ${config.drainTimeout}`);
+    assert.ok(
+      (grace as number) > config.drainTimeoutSeconds,
+      `${String(grace)} > ${config.drainTimeoutSeconds}`,
+    );
   });
 });
 

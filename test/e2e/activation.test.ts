@@ -1,7 +1,7 @@
 /**
  * Dynamic activation (secureMode 3, docs/protocol.md) against the registry's
  * one-shot `POST …/activate`, then secureMode 2 with the returned secret; activation is
- * one-shot here too (issue 9): a repeated activation is refused (4.03) on any pod, without
+ * one-shot here too: a repeated activation is refused (4.03) on any pod, without
  * a secret. Driven by the CLI device tool
  * (`coap-edge device activate-then-post`) and by coap-client-openssl; two gateways
  * (`Gateway.start` twice, different ports) share one Redis prefix. Shared Redis 6379 and
@@ -247,7 +247,7 @@ describe(
       const dk = uid('lost');
       registry.hangNextActivation = true;
       const first = await libcoapAsk(gwA.port, dk);
-      // after registryTimeout (1 s) as a separate response: "unavailable, retry later"
+      // after registryTimeoutMs (1 s) as a separate response: "unavailable, retry later"
       assert.match(first.stderr, /^5\.03$/m, describeRun(first, `\n--- log\n${gwA.logText()}`));
       const upstream = registry.devices.get(`${pk}/${dk}`)?.deviceSecret;
       assert.ok(upstream !== undefined, 'the registry did activate the device');

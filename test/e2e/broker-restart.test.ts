@@ -101,9 +101,9 @@ describe('e2e: broker restarted mid-stream', { skip: MISSING_TOOLS }, () => {
       redisPrefix,
       registryUrl: registry.url,
       registryToken: registry.token,
-      publishTimeout: 2_000,
-      replyTimeout: REPLY_TIMEOUT_MS,
-      maxUnavailableRetry: 1,
+      publishTimeoutMs: 2_000,
+      replyTimeoutMs: REPLY_TIMEOUT_MS,
+      maxUnavailableRetrySeconds: 1,
     });
     const durable = (name: string) => ({
       clientId: uid(`e2e-${name}-`),
@@ -159,7 +159,7 @@ describe('e2e: broker restarted mid-stream', { skip: MISSING_TOOLS }, () => {
         }
         if (r.code === Code.SERVICE_UNAVAILABLE) {
           counts.unavailable++;
-          assert.equal(maxAgeOf(r), 1, '5.03 carries Max-Age = maxUnavailableRetry');
+          assert.equal(maxAgeOf(r), 1, '5.03 carries Max-Age = maxUnavailableRetrySeconds');
           await sleep(RETRY_WAIT_MS);
           continue;
         }

@@ -54,7 +54,7 @@ describe('e2e: a duplicate CON is forwarded once', { skip: MISSING_TOOLS }, () =
       registryToken: registry.token,
       // always piggybacked, so every copy is answered with the full response (with the
       // default 500 ms a slow machine may send an empty ACK first; duplicates then get that)
-      ackTimeout: -1,
+      ackTimeoutMs: -1,
     });
     recorder = await startRecorder(SHARED_MQTT_URL, topic);
     // a platform that takes its time, so the second copy arrives while the first is handled
@@ -136,14 +136,14 @@ describe('e2e: a duplicate CON is forwarded once', { skip: MISSING_TOOLS }, () =
     assert.equal(platform.messages.length, 2);
   });
 
-  it('with separate responses (ackTimeout 0): copies get the empty ACK, one publish', async () => {
+  it('with separate responses (ackTimeoutMs 0): copies get the empty ACK, one publish', async () => {
     const sep = await startE2eGateway({
       mqttUrl: SHARED_MQTT_URL,
       redisUrl: SHARED_REDIS_URL,
       redisPrefix,
       registryUrl: registry.url,
       registryToken: registry.token,
-      ackTimeout: 0,
+      ackTimeoutMs: 0,
     });
     try {
       const d = await connectDevice(sep.port, { pk, dk, secret });

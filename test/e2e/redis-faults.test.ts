@@ -69,7 +69,7 @@ describe(
         redisPrefix,
         registryUrl: registry.url,
         registryToken: registry.token,
-        registryTimeout: REGISTRY_TIMEOUT_MS,
+        registryTimeoutMs: REGISTRY_TIMEOUT_MS,
       });
       platform = await startPlatform(SHARED_MQTT_URL, `/sys/${pk}/+/thing/measurepoint/post`);
     });

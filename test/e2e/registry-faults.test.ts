@@ -1,6 +1,6 @@
 /**
  * The registry answers 500, or hangs. A new device's handshake fails
- * quickly (at once on 500, after `registryTimeout` when it hangs) with a fatal alert the
+ * quickly (at once on 500, after `registryTimeoutMs` when it hangs) with a fatal alert the
  * device sees; the failure is counted in `gateway.secrets.stats` and not cached; a device
  * already cached keeps working meanwhile, also while a lookup hangs. After five failures in a
  * row the circuit breaker answers without asking the registry, and lets a probe through after
@@ -67,7 +67,7 @@ describe('e2e: registry failing or hanging', { skip: MISSING_TOOLS }, () => {
       redisPrefix,
       registryUrl: registry.url,
       registryToken: registry.token,
-      registryTimeout: REGISTRY_TIMEOUT_MS,
+      registryTimeoutMs: REGISTRY_TIMEOUT_MS,
     });
     platform = await startPlatform(SHARED_MQTT_URL, `/sys/${pk}/+/thing/measurepoint/post`);
     redis = new Redis(SHARED_REDIS_URL, { maxRetriesPerRequest: 1 });

@@ -42,7 +42,7 @@ import {
   startPod,
   writeDevicesFile,
   type Pod,
-} from '../helpers/e2e-issue4.js';
+} from '../helpers/e2e-pods.js';
 import { killAll } from '../helpers/processes.js';
 import { Relay } from '../helpers/udp-relay.js';
 
@@ -77,9 +77,9 @@ async function startSharingPod(
       // "association adopted" is a debug line
       logLevel: 'debug',
       // always piggybacked: one answer per request
-      ackTimeout: -1,
-      replyTimeout: 5_000,
-      drainTimeout: 5,
+      ackTimeoutMs: -1,
+      replyTimeoutMs: 5_000,
+      drainTimeoutSeconds: 5,
     },
     { env: { COAP_EDGE_ASSOCIATION_KEY: ASSOCIATION_KEY } },
   );

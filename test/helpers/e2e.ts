@@ -19,7 +19,7 @@ import { loadConfig } from '../../src/config/load.js';
 import type { SettingName } from '../../src/config/settings.js';
 import { CipherSuite } from '../../src/dtls/constants.js';
 import { derivePsk, pskUsableOnCommandLine } from '../../src/enos/psk.js';
-import { Gateway } from '../../src/gateway/index.js';
+import { Gateway, type GatewayTestOptions } from '../../src/gateway/index.js';
 import { createLogger } from '../../src/telemetry/log.js';
 import { CoapDtlsClient } from '../../src/tools/coap-client.js';
 import { Proc } from './processes.js';
@@ -247,11 +247,12 @@ export interface E2eGateway {
 
 /**
  * `Gateway.start` on 127.0.0.1, DTLS port 0, no devices file, short timeouts, with
- * `overrides` on top; waits (bounded) until the MQTT bridge and Redis are connected when
- * they are configured.
+ * `overrides` on top, and the test-only `testing` options; waits (bounded) until the MQTT
+ * bridge and Redis are connected when they are configured.
  */
 export async function startE2eGateway(
   overrides: Readonly<Partial<Record<SettingName, unknown>>>,
+  testing: GatewayTestOptions = {},
 ): Promise<E2eGateway> {
   const chunks: string[] = [];
   const sink = new Writable({
@@ -265,14 +266,14 @@ export async function startE2eGateway(
       bind: '127.0.0.1',
       dtlsPort: 0,
       logLevel: 'info',
-      registryTimeout: 1_000,
-      publishTimeout: 3_000,
-      replyTimeout: 3_000,
-      maxUnavailableRetry: 1,
+      registryTimeoutMs: 1_000,
+      publishTimeoutMs: 3_000,
+      replyTimeoutMs: 3_000,
+      maxUnavailableRetrySeconds: 1,
       ...overrides,
     },
   });
-  const gateway = await Gateway.start(config, createLogger(config.logLevel, sink));
+  const gateway = await Gateway.start(config, createLogger(config.logLevel, sink), testing);
   const logText = (): string => chunks.join('');
   try {
     if (gateway.mqtt !== undefined && !(await gateway.mqtt.waitConnected(10_000))) {

@@ -142,13 +142,10 @@ export interface GatewayOptions {
   readonly maxAssociations?: number;
   readonly maxHandshakesPerAddress?: number;
   readonly maxHandshakesPerPrefix?: number;
-  /** Seconds. */
-  readonly stalledHandshakeTimeout?: number;
+  readonly stalledHandshakeTimeoutSeconds?: number;
   readonly maxActivationSessions?: number;
-  /** Seconds. */
-  readonly handshakeTimeout?: number;
-  /** Milliseconds. */
-  readonly retransmitTimeout?: number;
+  readonly handshakeTimeoutSeconds?: number;
+  readonly retransmitTimeoutMs?: number;
   /** The devices file (default: deploy/examples/devices.json). */
   readonly devices?: string;
   /** Shared secret cache and activation store (default: none, in-process stores). */

@@ -1,5 +1,5 @@
 /**
- * Issue 9, item 1: activation is one-shot. The product secret is shared by every unit of a
+ * Activation is one-shot. The product secret is shared by every unit of a
  * product, so a secureMode 3 session is an attacker as soon as one unit leaks it. Such a
  * session gets a device's secret only for a device that was never activated and never
  * connected with its own secret; everything else is 4.03 (4.04 for a device nobody knows),

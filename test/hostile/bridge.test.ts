@@ -354,7 +354,7 @@ describe('hostile: one device cannot take the ttd long-poll pool', () => {
       mqttUrl: 'mqtt://127.0.0.1:1883',
       mqttTopicPrefix: `h9b${randomBytes(4).toString('hex')}`,
       maxTtdWaitersPerDevice: 2,
-      maxTtd: 30,
+      maxTtdSeconds: 30,
     });
     hog = rig.one;
     other = rig.two;

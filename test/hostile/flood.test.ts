@@ -3,7 +3,7 @@
  * keeps no state at all and answers each hello with one HelloVerifyRequest no larger than the
  * hello. With valid cookies (every attacker socket does the round trip, sends ClientHello2 and
  * stops there) the handshake table fills up to maxHandshakes and not one entry further; the
- * half-open handshakes expire after handshakeTimeout. The good client is served throughout,
+ * half-open handshakes expire after handshakeTimeoutSeconds. The good client is served throughout,
  * and a new client gets in as soon as slots free up.
  */
 import { after, before, describe, test } from 'node:test';
@@ -56,7 +56,7 @@ describe('hostile: ClientHello floods from many source ports', () => {
   let good: GoodClient;
 
   before(async () => {
-    srv = await startGateway({ maxHandshakes: MAX_HANDSHAKES, handshakeTimeout: 1 });
+    srv = await startGateway({ maxHandshakes: MAX_HANDSHAKES, handshakeTimeoutSeconds: 1 });
     good = await GoodClient.connect(srv.port);
     await good.ask();
   });

@@ -2,7 +2,7 @@
  * Strangers filling the half-open handshake table. Attacker sockets do the
  * cookie round trip, send ClientHello2 and go silent. One host (or one /24) may only hold its
  * own share of the table, and once the table is under pressure a handshake whose client never
- * answered is given up after stalledHandshakeTimeout. A legitimate device on another loopback
+ * answered is given up after stalledHandshakeTimeoutSeconds. A legitimate device on another loopback
  * address (127.0.0.2: Linux loopback answers all of 127/8) keeps completing fresh handshakes
  * while the flood holds its slots; its success rate is measured.
  */
@@ -174,8 +174,8 @@ describe('hostile: half-open handshakes from one host or one network', () => {
     }
   });
 
-  test('a full table (many networks): stalled handshakes give way after stalledHandshakeTimeout', async (t) => {
-    await start({ maxHandshakes: 200, stalledHandshakeTimeout: 1 });
+  test('a full table (many networks): stalled handshakes give way after stalledHandshakeTimeoutSeconds', async (t) => {
+    await start({ maxHandshakes: 200, stalledHandshakeTimeoutSeconds: 1 });
     const pools: SocketPool[] = [];
     try {
       for (let n = 1; n <= 3; n++) pools.push(await SocketPool.open(100, `127.1.${n}.1`));
@@ -203,7 +203,7 @@ describe('hostile: half-open handshakes from one host or one network', () => {
 describe('hostile: long PSK identities', () => {
   let srv: HostileServer & { readonly gateway: Gateway };
   before(async () => {
-    srv = await startGateway({ maxHandshakes: 4, stalledHandshakeTimeout: 1 });
+    srv = await startGateway({ maxHandshakes: 4, stalledHandshakeTimeoutSeconds: 1 });
   });
   after(async () => {
     await srv?.close();

@@ -39,7 +39,7 @@ describe('hostile: memory under a sustained flood', () => {
   let pool: SocketPool;
 
   before(async () => {
-    srv = await startGateway({ maxHandshakes: MAX_HANDSHAKES, handshakeTimeout: 30 });
+    srv = await startGateway({ maxHandshakes: MAX_HANDSHAKES, handshakeTimeoutSeconds: 30 });
     good = await GoodClient.connect(srv.port);
     pool = await SocketPool.open(SOCKETS);
     pool.keepReceived = false;

@@ -36,7 +36,7 @@ import {
 const FLAVORS: readonly CoapClientFlavor[] = ['coap-client-openssl', 'coap-client-gnutls'];
 const KEY1 = derivePsk(DEMO.device001.secret);
 
-/** The three requests of the issue, with the response code libcoap must print. */
+/** The three requests of the interop check, with the response code libcoap must print. */
 const REQUESTS = [
   {
     name: 'POST to its own measurepoint topic → 5.03 (no backend yet)',

@@ -66,7 +66,7 @@ function request(socket: NodeDtls.Socket, datagram: Buffer): Promise<Buffer> {
 }
 
 describe('node-dtls-client against an in-process gateway', { concurrency: true }, () => {
-  const maxAge = loadConfig().maxUnavailableRetry;
+  const maxAge = loadConfig().maxUnavailableRetrySeconds;
 
   for (const suite of ['TLS_PSK_WITH_AES_128_CCM_8', 'TLS_PSK_WITH_AES_128_CBC_SHA256'] as const) {
     it(`${suite}: CoAP requests get their answers; EMS off; close_notify closes`, async (t) => {

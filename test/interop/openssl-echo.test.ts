@@ -24,6 +24,7 @@ import type { DtlsAssociation } from '../../src/dtls/association.js';
 import type { CloseReason, HandshakeFailure } from '../../src/dtls/types.js';
 import { UdpEndpoint } from '../../src/transport/udp.js';
 import { killAll, startSClient, waitUntil, type OpensslCipher } from '../helpers/processes.js';
+import { DTLS_SERVER_DEFAULTS } from '../helpers/component-defaults.js';
 
 const IDENTITY = 'demoPK01,device001,2,3600';
 const PSK = Buffer.from('b069dae6f34d621ccd26097c78ecab48', 'hex');
@@ -69,6 +70,7 @@ async function echoServer(): Promise<EchoServer> {
   const established = new Promise<DtlsAssociation<string>>((r) => (onEstablished = r));
   const closed = new Promise<CloseReason>((r) => (onClosed = r));
   const server = new DtlsServer<string>({
+    ...DTLS_SERVER_DEFAULTS,
     send: (data, port, address) => {
       outbound.push(Buffer.from(data));
       ep.send(data, port, address);

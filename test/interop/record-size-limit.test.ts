@@ -41,6 +41,7 @@ import {
   startGateway,
 } from '../helpers/gateway.js';
 import { waitUntil } from '../helpers/processes.js';
+import { COAP_ENDPOINT_DEFAULTS, DTLS_SERVER_DEFAULTS } from '../helpers/component-defaults.js';
 
 const CCM8_OVERHEAD = 16;
 const PSK = Buffer.from('b069dae6f34d621ccd26097c78ecab48', 'hex');
@@ -183,9 +184,11 @@ async function composition() {
   const ep = await UdpEndpoint.bind({ bind: '127.0.0.1', port: 0 });
   const outbound: Buffer[] = [];
   const coap = new CoapEndpoint<string>({
+    ...COAP_ENDPOINT_DEFAULTS,
     handler: () => ({ code: Code.CONTENT, payload: BODY }),
   });
   const server = new DtlsServer<string>({
+    ...DTLS_SERVER_DEFAULTS,
     send: (data, port, address) => {
       outbound.push(Buffer.from(data));
       ep.send(data, port, address);

@@ -31,7 +31,7 @@ import {
   postJson,
   writeDevicesFile,
   type DeviceSpec,
-} from '../helpers/e2e-issue4.js';
+} from '../helpers/e2e-pods.js';
 import { REPO_ROOT } from '../helpers/processes.js';
 import {
   Exposition,

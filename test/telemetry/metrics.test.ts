@@ -38,7 +38,7 @@ import {
   postJson,
   writeDevicesFile,
   type DeviceSpec,
-} from '../helpers/e2e-issue4.js';
+} from '../helpers/e2e-pods.js';
 import { RedisServer } from '../integration/auth/helpers.js';
 import { HAVE_MOSQUITTO, Mosquitto, enosReply, platform } from '../integration/bridge/brokers.js';
 import { Exposition, HAVE_PROMTOOL, httpGet, promtool } from './prom.js';

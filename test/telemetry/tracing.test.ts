@@ -44,7 +44,7 @@ import {
   postJson,
   writeDevicesFile,
   type DeviceSpec,
-} from '../helpers/e2e-issue4.js';
+} from '../helpers/e2e-pods.js';
 import { subscriber, type Received } from '../integration/bridge/brokers.js';
 import {
   OtlpKind,

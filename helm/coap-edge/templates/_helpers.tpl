@@ -75,13 +75,28 @@ Image reference: repository@digest when a digest is given, repository:tag otherw
 {{- end }}
 
 {{/*
-config.drainTimeout, or coap-edge's default (20 s) when the config does not set it.
+config.drainTimeoutSeconds, or its former name drainTimeout when the values still use it (it
+wins over the chart's default), or coap-edge's default (20 s) when the config sets neither.
 */}}
 {{- define "coap-edge.drainTimeout" -}}
 {{- if hasKey .Values.config "drainTimeout" }}
 {{- .Values.config.drainTimeout | int }}
+{{- else if hasKey .Values.config "drainTimeoutSeconds" }}
+{{- .Values.config.drainTimeoutSeconds | int }}
 {{- else }}
 {{- 20 }}
+{{- end }}
+{{- end }}
+
+{{/*
+config as coap-edge reads it: values that still set drainTimeout (the former name) get it
+without the chart's default drainTimeoutSeconds, since coap-edge refuses both names at once.
+*/}}
+{{- define "coap-edge.config" -}}
+{{- if hasKey .Values.config "drainTimeout" }}
+{{- toYaml (omit .Values.config "drainTimeoutSeconds") }}
+{{- else }}
+{{- toYaml .Values.config }}
 {{- end }}
 {{- end }}
 
@@ -117,7 +132,7 @@ a message when one does not hold. Included by the Deployment.
 {{- $grace := .Values.terminationGracePeriodSeconds | int }}
 {{- $preStop := .Values.preStopSleepSeconds | int }}
 {{- if le $grace (add $drain $preStop | int) }}
-{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than config.drainTimeout (%d) plus preStopSleepSeconds (%d): the kubelet kills the container when the grace period ends, cutting the drain short" $grace $drain $preStop) }}
+{{- fail (printf "terminationGracePeriodSeconds (%d) must be greater than config.drainTimeoutSeconds (%d) plus preStopSleepSeconds (%d): the kubelet kills the container when the grace period ends, cutting the drain short" $grace $drain $preStop) }}
 {{- end }}
 {{- if and .Values.autoscaling.enabled (gt (.Values.autoscaling.minReplicas | int) (.Values.autoscaling.maxReplicas | int)) }}
 {{- fail (printf "autoscaling.minReplicas (%d) must not be greater than autoscaling.maxReplicas (%d)" (.Values.autoscaling.minReplicas | int) (.Values.autoscaling.maxReplicas | int)) }}

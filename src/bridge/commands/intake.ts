@@ -56,8 +56,8 @@ export interface CommandIntakeOptions {
   readonly topics: readonly string[];
   /** Settings `mqttTopicPrefix`, put before every filter and stripped from every topic. */
   readonly topicPrefix?: string;
-  /** Settings `commandShareGroup`. Default `coap-edge`. */
-  readonly shareGroup?: string;
+  /** Setting `commandShareGroup`. */
+  readonly shareGroup: string;
   /** Subscribe through `$share/{shareGroup}/`. Default true; false for brokers without it. */
   readonly shared?: boolean;
   readonly store: CommandStore;
@@ -115,7 +115,8 @@ export interface CommandIntakeStats {
 
 export interface CommandFilterOptions {
   readonly topicPrefix?: string | undefined;
-  readonly shareGroup?: string | undefined;
+  /** Setting `commandShareGroup` (used when `shared`). */
+  readonly shareGroup: string;
   readonly shared?: boolean | undefined;
 }
 
@@ -137,9 +138,9 @@ function validFilter(f: string): boolean {
  * @throws CommandError `COMMANDS_BAD_FILTER` for a filter that is not valid MQTT afterwards,
  *   or a share group holding `/`, `+` or `#`.
  */
-export function commandFilters(topics: readonly string[], o: CommandFilterOptions = {}): string[] {
+export function commandFilters(topics: readonly string[], o: CommandFilterOptions): string[] {
   const shared = o.shared ?? true;
-  const group = o.shareGroup ?? 'coap-edge';
+  const group = o.shareGroup;
   if (shared && (group.length === 0 || /[/+#]/.test(group) || group.includes('\u0000'))) {
     throw new CommandError('COMMANDS_BAD_FILTER', `share group ${JSON.stringify(group)}`);
   }

@@ -17,12 +17,12 @@ import { Waiters } from './waiters.js';
 export interface MemoryCommandStoreOptions {
   /** Most commands waiting per device (settings `commandQueueLength`). */
   readonly queueLength: number;
-  /** Ms a command waits before it is dropped (settings `commandExpiry` × 1000). */
+  /** Ms a command waits before it is dropped (setting `commandExpirySeconds` × 1000). */
   readonly expiryMs: number;
   /** Most devices with waiting commands. Default 100000. */
   readonly maxDevices?: number;
-  /** Most concurrent `waitFor` calls that wait. Default 10000. */
-  readonly maxWaiters?: number;
+  /** Most concurrent `waitFor` calls that wait (setting `maxTtdWaiters`). */
+  readonly maxWaiters: number;
   /** Clock in ms since the epoch. Default `Date.now`. */
   readonly now?: () => number;
   /** Ms between sweeps of expired entries; 0 disables the timer. Default 60000. */
@@ -44,7 +44,7 @@ export class MemoryCommandStore implements CommandStore {
     this.#expiryMs = o.expiryMs;
     this.#maxDevices = Math.max(1, o.maxDevices ?? 100_000);
     this.#now = o.now ?? Date.now;
-    this.#waiters = new Waiters(Math.max(0, o.maxWaiters ?? 10_000), this.#counters, (d) =>
+    this.#waiters = new Waiters(Math.max(0, o.maxWaiters), this.#counters, (d) =>
       Promise.resolve(this.#live(deviceId(d))[0]),
     );
     const every = o.sweepIntervalMs ?? 60_000;

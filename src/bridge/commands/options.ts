@@ -22,7 +22,7 @@ const SECONDS = /^[0-9]{1,10}$/;
 
 /**
  * The `ttd=<seconds>` (or Hono's `hono-ttd=<seconds>`) of a request's Uri-Query arguments,
- * capped at `maxTtd` (settings `maxTtd`): how long the request may be held open for a command.
+ * capped at `maxTtd` (setting `maxTtdSeconds`): how long the request may be held open for a command.
  * Undefined when there is none, or when the first one is malformed (not a decimal integer
  * >= 0: signs, fractions, empty, white space). Only the first ttd argument counts.
  */

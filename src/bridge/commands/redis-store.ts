@@ -39,10 +39,10 @@ export interface RedisCommandStoreOptions {
   readonly prefix: string;
   /** Most commands waiting per device (settings `commandQueueLength`). */
   readonly queueLength: number;
-  /** Ms a command waits before it is dropped (settings `commandExpiry` × 1000). */
+  /** Ms a command waits before it is dropped (setting `commandExpirySeconds` × 1000). */
   readonly expiryMs: number;
-  /** Most concurrent `waitFor` calls that wait (per pod). Default 10000. */
-  readonly maxWaiters?: number;
+  /** Most concurrent `waitFor` calls that wait, per pod (setting `maxTtdWaiters`). */
+  readonly maxWaiters: number;
   /** Clock in ms since the epoch. Default `Date.now`. */
   readonly now?: () => number;
   /** Per-command deadline. Default 300 ms. */
@@ -109,7 +109,7 @@ export class RedisCommandStore implements CommandStore {
       replicas > 0
         ? { replicas, timeoutMs: Math.max(1, Math.floor((o.commandTimeoutMs ?? 300) * 0.8)) }
         : undefined;
-    this.#waiters = new Waiters(Math.max(0, o.maxWaiters ?? 10_000), this.#counters, (d) =>
+    this.#waiters = new Waiters(Math.max(0, o.maxWaiters), this.#counters, (d) =>
       this.#peek(d).then((r) => r.head),
     );
     const common = {

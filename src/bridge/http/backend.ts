@@ -41,13 +41,13 @@ export const DEFAULT_MAX_RESPONSE_BODY = 64 * 1024;
 export const DEFAULT_MAX_RETRY_AFTER = 300;
 
 export interface HttpBackendOptions {
-  /** Default deadline of one call in ms (`httpTimeout`); a route's `timeout` wins. */
+  /** Default deadline of one call in ms (`httpTimeoutMs`); a route's `timeout` wins. */
   readonly timeoutMs: number;
   /** Keep-alive connections per origin (`httpConnections`). */
   readonly connections: number;
   /** Calls in flight at once across all routes (`httpMaxConcurrency`). */
   readonly maxConcurrency: number;
-  /** Max-Age (s) with 5.03 when the backend gives no Retry-After (`maxUnavailableRetry`). */
+  /** Max-Age (s) with 5.03 when the backend gives no Retry-After (`maxUnavailableRetrySeconds`). */
   readonly unavailableMaxAge: number;
   /** Cap on a Max-Age taken from Retry-After, in s. @default 300 */
   readonly maxRetryAfter?: number | undefined;

@@ -69,18 +69,18 @@ export interface MqttBridgeOptions {
   readonly username?: string | undefined;
   /** Never logged, never in an error message. */
   readonly password?: string | undefined;
-  /** Client id prefix; a random suffix and the pool index are added. Default `coap-edge-`. */
-  readonly clientIdPrefix?: string;
-  /** Connections in the pool (settings `mqttPoolSize`). Default 2. */
-  readonly poolSize?: number;
+  /** Client id prefix; a random suffix and the pool index are added (`mqttClientIdPrefix`). */
+  readonly clientIdPrefix: string;
+  /** Connections in the pool (setting `mqttPoolSize`). */
+  readonly poolSize: number;
   /** Default `auto`: MQTT 5, falling back to 3.1.1 when the broker refuses 5. */
   readonly protocol?: MqttProtocolSetting;
   /** Put before every topic; the EnOS topic keeps its leading slash. Default ''. */
   readonly topicPrefix?: string;
-  /** Ms to wait for a PUBACK (and for a SUBACK). Default 5000. */
-  readonly publishTimeoutMs?: number;
-  /** Ms to wait for a reply after the PUBACK. Default 5000. */
-  readonly replyTimeoutMs?: number;
+  /** Ms to wait for a PUBACK (and for a SUBACK) (setting `publishTimeoutMs`). */
+  readonly publishTimeoutMs: number;
+  /** Ms to wait for a reply after the PUBACK (setting `replyTimeoutMs`). */
+  readonly replyTimeoutMs: number;
   /** Default 30. */
   readonly keepaliveSec?: number;
   /** Ms to wait for a CONNACK. Default 10000. */
@@ -199,8 +199,8 @@ export class MqttBridgeBackend {
     this.protocol = opts.protocol ?? 'auto';
     this.level = this.protocol === '3.1.1' ? 4 : 5;
     this.topicPrefix = opts.topicPrefix ?? '';
-    this.publishTimeoutMs = opts.publishTimeoutMs ?? 5000;
-    this.replyTimeoutMs = opts.replyTimeoutMs ?? 5000;
+    this.publishTimeoutMs = opts.publishTimeoutMs;
+    this.replyTimeoutMs = opts.replyTimeoutMs;
     this.maxQueued = opts.maxQueued ?? 10_000;
     this.log = opts.logger ?? noopLogger;
     this.urlForLogs = redactUrl(opts.url);
@@ -211,9 +211,9 @@ export class MqttBridgeBackend {
       maxEntries: Math.max(1, opts.maxSuspects ?? 10_000),
       now: opts.now ?? (() => performance.now()),
     });
-    const prefix = opts.clientIdPrefix ?? 'coap-edge-';
+    const prefix = opts.clientIdPrefix;
     const hooks = this.hooks();
-    const size = Math.max(1, opts.poolSize ?? 2);
+    const size = Math.max(1, opts.poolSize);
     const conns: PoolConnection[] = [];
     for (let i = 0; i < size; i++) {
       conns.push(

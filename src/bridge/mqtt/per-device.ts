@@ -112,20 +112,20 @@ export interface DeviceSessionOptions {
   readonly url: string;
   /** settings `mqttDeviceAuth`. */
   readonly auth: DeviceAuthKind;
-  /** Template login: settings `mqttDeviceClientId` (`{pk}`, `{dk}`). Default `{pk}.{dk}`. */
-  readonly clientIdTemplate?: string;
-  /** Template login: settings `mqttDeviceUsername` (`{pk}`, `{dk}`). Default `{dk}&{pk}`. */
-  readonly usernameTemplate?: string;
-  /** Template login: settings `mqttDevicePassword` (`{pk}`, `{dk}`, `{secret}`). Default `{secret}`. */
-  readonly passwordTemplate?: string;
+  /** Template login: setting `mqttDeviceClientId` (`{pk}`, `{dk}`). */
+  readonly clientIdTemplate: string;
+  /** Template login: setting `mqttDeviceUsername` (`{pk}`, `{dk}`). */
+  readonly usernameTemplate: string;
+  /** Template login: setting `mqttDevicePassword` (`{pk}`, `{dk}`, `{secret}`). */
+  readonly passwordTemplate: string;
   /** Default `auto`: MQTT 5, and 3.1.1 for all sessions once the broker refuses 5. */
   readonly protocol?: MqttProtocolSetting;
   /** Put before every topic (published, subscribed); stripped from command topics. Default ''. */
   readonly topicPrefix?: string;
-  /** Ms to wait for a PUBACK (and a SUBACK). Default 5000. */
-  readonly publishTimeoutMs?: number;
-  /** Ms to wait for a reply after the PUBACK. Default 5000. */
-  readonly replyTimeoutMs?: number;
+  /** Ms to wait for a PUBACK (and a SUBACK) (setting `publishTimeoutMs`). */
+  readonly publishTimeoutMs: number;
+  /** Ms to wait for a reply after the PUBACK (setting `replyTimeoutMs`). */
+  readonly replyTimeoutMs: number;
   /** settings `maxDeviceSessions`: sessions open or opening at most. */
   readonly maxSessions: number;
   /** settings `deviceConnectRate`: new connections per second at most. */
@@ -368,9 +368,9 @@ export class DeviceSessionManager {
   /** @throws PerDeviceConfigError for a template with an unknown placeholder or a bad filter. */
   constructor(private readonly opts: DeviceSessionOptions) {
     this.templates = {
-      clientId: opts.clientIdTemplate ?? '{pk}.{dk}',
-      username: opts.usernameTemplate ?? '{dk}&{pk}',
-      password: opts.passwordTemplate ?? '{secret}',
+      clientId: opts.clientIdTemplate,
+      username: opts.usernameTemplate,
+      password: opts.passwordTemplate,
     };
     if (opts.auth === 'template') checkLoginTemplates(this.templates);
     checkCommandTopics(opts.commandTopics);
@@ -378,8 +378,8 @@ export class DeviceSessionManager {
     this.log = opts.logger ?? noopLogger;
     this.urlForLogs = redactUrl(opts.url);
     this.prefix = opts.topicPrefix ?? '';
-    this.publishTimeoutMs = opts.publishTimeoutMs ?? 5000;
-    this.replyTimeoutMs = opts.replyTimeoutMs ?? 5000;
+    this.publishTimeoutMs = opts.publishTimeoutMs;
+    this.replyTimeoutMs = opts.replyTimeoutMs;
     this.connectWaitMs = opts.connectWaitMs ?? 1000;
     this.refusalMemoryMs = opts.refusalMemoryMs ?? 30_000;
     this.maxSessions = Math.max(1, Math.floor(opts.maxSessions));

@@ -54,7 +54,7 @@ export interface PresenceTrackerOptions {
   readonly store: PresenceStore;
   /** Sends one event to the sinks (see `presencePublisher`); may reject, is counted then. */
   readonly publish: (event: PresenceEvent) => Promise<void>;
-  /** ms between sweeps (settings `presenceSweepInterval` × 1000). */
+  /** ms between sweeps (setting `presenceSweepIntervalSeconds` × 1000). */
   readonly sweepIntervalMs: number;
   /** Clock in ms since the epoch. @default Date.now */
   readonly now?: () => number;

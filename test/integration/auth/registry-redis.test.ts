@@ -171,7 +171,7 @@ describe('secret chain: registry + Redis', () => {
     assert.deepEqual(await check.keys(`${p}:*`), []);
   });
 
-  it('a hanging registry fails after about registryTimeout while cached devices keep answering', async () => {
+  it('a hanging registry fails after about registryTimeoutMs while cached devices keep answering', async () => {
     const p = prefix();
     registry.devices.set('pk1/warm', { deviceSecret: SECRET });
     registry.overrides.set('/devices/pk1/slow', 'hang');

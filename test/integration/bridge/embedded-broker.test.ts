@@ -9,6 +9,7 @@ import {
   type EmbeddedBroker,
 } from '../../../src/bridge/mqtt/index.js';
 import { freePort, subscriber, until, waitListening } from './brokers.js';
+import { MQTT_BRIDGE_DEFAULTS } from '../../helpers/component-defaults.js';
 
 const cleanups: (() => Promise<void>)[] = [];
 after(async () => {
@@ -25,7 +26,11 @@ describe('embedded broker', () => {
       protocolVersion: 4,
     });
     cleanups.push(() => sub.client.endAsync(true));
-    const b = new MqttBridgeBackend({ url: `mqtt://127.0.0.1:${broker.port}`, poolSize: 1 });
+    const b = new MqttBridgeBackend({
+      ...MQTT_BRIDGE_DEFAULTS,
+      url: `mqtt://127.0.0.1:${broker.port}`,
+      poolSize: 1,
+    });
     cleanups.push(() => b.close());
     b.start();
     assert.equal(await b.waitConnected(5000), true);

@@ -14,6 +14,7 @@ import {
   type MqttBridgeOptions,
 } from '../../../src/bridge/mqtt/index.js';
 import { enosReply, killBrokers, Mosquitto, platform, subscriber, until } from './brokers.js';
+import { MQTT_BRIDGE_DEFAULTS } from '../../helpers/component-defaults.js';
 
 const PK = 'pk1';
 const DK = 'dev1';
@@ -24,6 +25,7 @@ const clients: MqttClient[] = [];
 
 function backend(port: number, opts: Partial<MqttBridgeOptions> = {}): MqttBridgeBackend {
   const b = new MqttBridgeBackend({
+    ...MQTT_BRIDGE_DEFAULTS,
     url: `mqtt://127.0.0.1:${port}`,
     publishTimeoutMs: 2000,
     replyTimeoutMs: 2000,

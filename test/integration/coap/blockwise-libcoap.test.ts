@@ -20,6 +20,7 @@ import { DtlsServer } from '../../../src/dtls/server.js';
 import { derivePsk, pskShellLiteral, pskUsableOnCommandLine } from '../../../src/enos/psk.js';
 import { UdpEndpoint } from '../../../src/transport/udp.js';
 import { killAll, run, waitUntil, type ProcessResult } from '../../helpers/processes.js';
+import { COAP_ENDPOINT_DEFAULTS, DTLS_SERVER_DEFAULTS } from '../../helpers/component-defaults.js';
 
 const IDENTITY = 'blockwise-test';
 
@@ -85,8 +86,14 @@ describe('CoAP exchange layer over DTLS with coap-client-openssl', () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'coap-blockwise-'));
     udp = await UdpEndpoint.bind({ bind: '127.0.0.1', port: 0 });
-    coap = new CoapEndpoint<string>({ handler, ackTimeoutMs: 100, blockSize: 1024 });
+    coap = new CoapEndpoint<string>({
+      ...COAP_ENDPOINT_DEFAULTS,
+      handler,
+      ackTimeoutMs: 100,
+      blockSize: 1024,
+    });
     dtls = new DtlsServer<string>({
+      ...DTLS_SERVER_DEFAULTS,
       send: udp.send,
       handler: {
         resolvePsk: (identity) =>

@@ -5,6 +5,7 @@ import {
   type RedisCommandStoreOptions,
 } from '../../../src/bridge/commands/index.js';
 import { prefix } from '../auth/helpers.js';
+import { COMMAND_STORE_DEFAULTS } from '../../helpers/component-defaults.js';
 
 export const REDIS_URL = 'redis://127.0.0.1:6379';
 
@@ -13,6 +14,7 @@ export async function startStore(
   o: Partial<RedisCommandStoreOptions> & { prefix: string },
 ): Promise<RedisCommandStore> {
   const store = new RedisCommandStore({
+    ...COMMAND_STORE_DEFAULTS,
     url: REDIS_URL,
     queueLength: 16,
     expiryMs: 48 * 3_600_000,

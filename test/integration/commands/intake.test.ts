@@ -18,6 +18,7 @@ import { startEmbeddedBroker } from '../../../src/bridge/mqtt/index.js';
 import type { CommandStore } from '../../../src/bridge/types.js';
 import { killBrokers, Mosquitto, until } from '../bridge/brokers.js';
 import { dropKeys, prefix, rawClient, startStore } from './helpers.js';
+import { INTAKE_DEFAULTS, COMMAND_STORE_DEFAULTS } from '../../helpers/component-defaults.js';
 
 const TOPICS = [
   '/sys/{pk}/{dk}/thing/service/#',
@@ -40,6 +41,7 @@ after(async () => {
 
 function intake(o: Partial<CommandIntakeOptions> & { store: CommandStore; url: string }) {
   const i = new CommandIntake({
+    ...INTAKE_DEFAULTS,
     topics: TOPICS,
     reconnectMinMs: 50,
     reconnectMaxMs: 200,
@@ -192,7 +194,11 @@ describe('command intake: Mosquitto shared subscription', () => {
 
   it('subscribes again after the broker restarts', async () => {
     const m = await Mosquitto.start();
-    const store = new MemoryCommandStore({ queueLength: 4, expiryMs: 60_000 });
+    const store = new MemoryCommandStore({
+      ...COMMAND_STORE_DEFAULTS,
+      queueLength: 4,
+      expiryMs: 60_000,
+    });
     cleanups.push(() => store.close());
     const url = `mqtt://127.0.0.1:${m.port}`;
     const i = intake({ url, store, shareGroup: 'g' });
@@ -215,7 +221,11 @@ describe('command intake: aedes (embedded broker)', () => {
     const broker = await startEmbeddedBroker({ port: 0 });
     cleanups.push(() => broker.close());
     const url = `mqtt://127.0.0.1:${broker.port}`;
-    const store = new MemoryCommandStore({ queueLength: 4, expiryMs: 60_000 });
+    const store = new MemoryCommandStore({
+      ...COMMAND_STORE_DEFAULTS,
+      queueLength: 4,
+      expiryMs: 60_000,
+    });
     cleanups.push(() => store.close());
     const i = intake({ url, store, shared: false });
     assert.equal(await i.waitSubscribed(5_000), true);
@@ -247,7 +257,11 @@ describe('command intake: aedes (embedded broker)', () => {
     const broker = await startEmbeddedBroker({ port: 0 });
     cleanups.push(() => broker.close());
     const url = `mqtt://127.0.0.1:${broker.port}`;
-    const store = new MemoryCommandStore({ queueLength: 4, expiryMs: 60_000 });
+    const store = new MemoryCommandStore({
+      ...COMMAND_STORE_DEFAULTS,
+      queueLength: 4,
+      expiryMs: 60_000,
+    });
     cleanups.push(() => store.close());
     const i = intake({ url, store, shared: true });
     assert.equal(await i.waitSubscribed(5_000), true);

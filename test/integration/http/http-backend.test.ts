@@ -260,7 +260,7 @@ describe('HTTP backend against a real HTTP server', () => {
   });
 
   it('a server that never answers → 5.04 within the route timeout', async () => {
-    const r = route({ url: `${server.base}/hang`, timeout: 300 });
+    const r = route({ url: `${server.base}/hang`, timeoutMs: 300 });
     const t0 = performance.now();
     const res = await call(backend, r);
     const ms = performance.now() - t0;
@@ -268,7 +268,7 @@ describe('HTTP backend against a real HTTP server', () => {
     assert.ok(ms >= 280 && ms < 1_000, `${ms} ms`);
   });
 
-  it('the default timeout (httpTimeout) applies without a route timeout; a body that stalls times out too', async () => {
+  it('the default timeout (httpTimeoutMs) applies without a route timeout; a body that stalls times out too', async () => {
     await withBackend({ timeoutMs: 250 }, async (b) => {
       const t0 = performance.now();
       assert.deepEqual(await call(b, route({ url: `${server.base}/hang` })), {

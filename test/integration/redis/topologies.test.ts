@@ -18,6 +18,7 @@ import { RedisPresenceStore } from '../../../src/bridge/presence/index.js';
 import { closeRedis, createFailFastRedis, type RedisTarget } from '../../../src/redis/client.js';
 import { FakeRegistry, prefix, stackOptions, waitFor } from '../auth/helpers.js';
 import { RedisClusterFixture, RedisSentinelFixture } from '../../helpers/redis-topologies.js';
+import { COMMAND_STORE_DEFAULTS } from '../../helpers/component-defaults.js';
 
 interface Topology {
   target(): RedisTarget;
@@ -96,6 +97,7 @@ for (const [name, start] of Object.entries(topologies)) {
 
     async function commandStore(redisPrefix: string, waitReplicas = 0): Promise<RedisCommandStore> {
       const s = new RedisCommandStore({
+        ...COMMAND_STORE_DEFAULTS,
         waitReplicas,
         url: topo.target(),
         prefix: redisPrefix,

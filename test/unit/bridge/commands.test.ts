@@ -19,6 +19,7 @@ import { CommandCounters } from '../../../src/bridge/commands/stats.js';
 import { Waiters } from '../../../src/bridge/commands/waiters.js';
 import type { QueuedCommand } from '../../../src/bridge/types.js';
 import { commandStoreSuite, device, FakeClock, json, svc } from './commands-suite.js';
+import { INTAKE_DEFAULTS, COMMAND_STORE_DEFAULTS } from '../../helpers/component-defaults.js';
 
 commandStoreSuite('memory', (o) => {
   const store = new MemoryCommandStore(o);
@@ -29,6 +30,7 @@ describe('MemoryCommandStore', () => {
   it('bounds the devices and sweeps expired queues', async () => {
     const clock = new FakeClock();
     const s = new MemoryCommandStore({
+      ...COMMAND_STORE_DEFAULTS,
       queueLength: 4,
       expiryMs: 1_000,
       maxDevices: 2,
@@ -51,7 +53,12 @@ describe('MemoryCommandStore', () => {
   });
 
   it('after close, waitFor only looks', async () => {
-    const s = new MemoryCommandStore({ queueLength: 4, expiryMs: 1_000, sweepIntervalMs: 0 });
+    const s = new MemoryCommandStore({
+      ...COMMAND_STORE_DEFAULTS,
+      queueLength: 4,
+      expiryMs: 1_000,
+      sweepIntervalMs: 0,
+    });
     const d = device();
     await s.close();
     const t0 = performance.now();
@@ -62,7 +69,12 @@ describe('MemoryCommandStore', () => {
   });
 
   it('copies the payload it is given', async () => {
-    const s = new MemoryCommandStore({ queueLength: 4, expiryMs: 1_000, sweepIntervalMs: 0 });
+    const s = new MemoryCommandStore({
+      ...COMMAND_STORE_DEFAULTS,
+      queueLength: 4,
+      expiryMs: 1_000,
+      sweepIntervalMs: 0,
+    });
     const d = device();
     const p = Buffer.from('abc');
     await s.enqueue(d, svc(d, 'x'), p);
@@ -246,19 +258,19 @@ describe('commandFilters', () => {
       '$share/g//sys/+/+/thing/model/down_raw',
       '$share/g//sys/+/+/rrpc/request/+',
     ]);
-    assert.deepEqual(commandFilters(defaults.slice(0, 1), { topicPrefix: 'ten/a' }), [
-      '$share/coap-edge/ten/a/sys/+/+/thing/service/#',
-    ]);
-    assert.deepEqual(commandFilters([...defaults, defaults[0] ?? ''], { shared: false }), [
-      '/sys/+/+/thing/service/#',
-      '/sys/+/+/thing/model/down_raw',
-      '/sys/+/+/rrpc/request/+',
-    ]);
+    assert.deepEqual(
+      commandFilters(defaults.slice(0, 1), { ...INTAKE_DEFAULTS, topicPrefix: 'ten/a' }),
+      ['$share/coap-edge/ten/a/sys/+/+/thing/service/#'],
+    );
+    assert.deepEqual(
+      commandFilters([...defaults, defaults[0] ?? ''], { shareGroup: 'g', shared: false }),
+      ['/sys/+/+/thing/service/#', '/sys/+/+/thing/model/down_raw', '/sys/+/+/rrpc/request/+'],
+    );
   });
   it('refuses filters that are not valid MQTT', () => {
     for (const f of ['/sys/{pk}x/{dk}/a', '/sys/#/a', '/sys/a#', '', '/sys/a+/b']) {
       assert.throws(
-        () => commandFilters([f]),
+        () => commandFilters([f], INTAKE_DEFAULTS),
         (e: unknown) => e instanceof CommandError && e.code === 'COMMANDS_BAD_FILTER',
         f,
       );

@@ -17,6 +17,7 @@ import {
   ReplySubscriptions,
   type SubscribingConnection,
 } from '../../../src/bridge/mqtt/subscriptions.js';
+import { MQTT_BRIDGE_DEFAULTS } from '../../helpers/component-defaults.js';
 
 const buf = (s: string): Buffer => Buffer.from(s);
 const tick = (ms = 0): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -207,14 +208,18 @@ describe('errors', () => {
 
 describe('MqttBridgeBackend without a broker', () => {
   it("is the router's MessageBackend", async () => {
-    const b = new MqttBridgeBackend({ url: 'mqtt://127.0.0.1:1' });
+    const b = new MqttBridgeBackend({ ...MQTT_BRIDGE_DEFAULTS, url: 'mqtt://127.0.0.1:1' });
     const backend: MessageBackend = b; // compile-time check
     assert.equal(typeof backend.request, 'function');
     await b.close();
   });
 
   it('is down before start and fails fast; close is idempotent', async () => {
-    const b = new MqttBridgeBackend({ url: 'mqtt://127.0.0.1:1', password: 'pw-secret' });
+    const b = new MqttBridgeBackend({
+      ...MQTT_BRIDGE_DEFAULTS,
+      url: 'mqtt://127.0.0.1:1',
+      password: 'pw-secret',
+    });
     assert.equal(b.state(), 'down');
     await assert.rejects(
       b.publish('/sys/a/b/thing/measurepoint/post', Buffer.from('x')),
@@ -237,7 +242,7 @@ describe('MqttBridgeBackend without a broker', () => {
   });
 
   it('refuses wildcard, NUL and empty topics before sending (BACKEND_BAD_TOPIC)', async () => {
-    const b = new MqttBridgeBackend({ url: 'mqtt://127.0.0.1:1' });
+    const b = new MqttBridgeBackend({ ...MQTT_BRIDGE_DEFAULTS, url: 'mqtt://127.0.0.1:1' });
     for (const t of ['', '/sys/+/d/x', '/sys/p/d/#', '/sys/p/\u0000']) {
       await assert.rejects(
         b.publish(t, Buffer.from('x')),
@@ -253,7 +258,11 @@ describe('MqttBridgeBackend without a broker', () => {
   });
 
   it('waitConnected resolves false when the backend is closed', async () => {
-    const b = new MqttBridgeBackend({ url: 'mqtt://127.0.0.1:1', poolSize: 1 });
+    const b = new MqttBridgeBackend({
+      ...MQTT_BRIDGE_DEFAULTS,
+      url: 'mqtt://127.0.0.1:1',
+      poolSize: 1,
+    });
     const waiting = b.waitConnected(10_000);
     await b.close();
     assert.equal(await waiting, false);
@@ -261,6 +270,7 @@ describe('MqttBridgeBackend without a broker', () => {
 
   it('retries a refused TCP connect in the background and reports down', async () => {
     const b = new MqttBridgeBackend({
+      ...MQTT_BRIDGE_DEFAULTS,
       url: 'mqtt://127.0.0.1:1',
       poolSize: 1,
       reconnectMinMs: 10,

@@ -30,6 +30,7 @@ import {
 import { TokenBucket } from '../../../src/bridge/mqtt/per-device-rate.js';
 import { DeviceUnauthorizedError, MqttBackendError } from '../../../src/bridge/mqtt/errors.js';
 import { ErrorWithReasonCode } from 'mqtt';
+import { PER_DEVICE_DEFAULTS } from '../../helpers/component-defaults.js';
 
 const PK = 'prod1';
 const T0 = 1_548_753_362_502;
@@ -304,6 +305,7 @@ async function harness(
     clock: T0,
   };
   const m = new DeviceSessionManager({
+    ...PER_DEVICE_DEFAULTS,
     url: `mqtt://127.0.0.1:${broker.port}`,
     auth: 'template',
     maxSessions: 100,
@@ -675,6 +677,7 @@ describe('DeviceSessionManager (aedes)', () => {
     assert.throws(
       () =>
         new DeviceSessionManager({
+          ...PER_DEVICE_DEFAULTS,
           url: 'mqtt://127.0.0.1:1',
           auth: 'template',
           usernameTemplate: '{secret}',

@@ -22,6 +22,7 @@ import type {
   CommandStore,
   DeviceMessageBackend,
 } from '../../../src/bridge/types.js';
+import { TTD_DEFAULTS } from '../../helpers/component-defaults.js';
 
 const MAX_AGE = 37;
 const principal = {
@@ -54,6 +55,7 @@ function routerFailingWith(err: Error, commands?: CommandStore): Router {
     request: () => Promise.reject(err),
   };
   return new Router({
+    ...TTD_DEFAULTS,
     mqtt: backend,
     http: undefined,
     routes: undefined,

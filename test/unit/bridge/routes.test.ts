@@ -165,7 +165,7 @@ describe('templates', () => {
         method: 'PUT',
         url: 'https://Api.Example.com:8443/v1/{pk}/devices/{dk}/msg{topic}?src=coap&dk={dk}',
         headers: { 'X-Tenant': 'tenant-{pk}', 'X-Where': '{topic} ({dk})' },
-        timeout: 1234,
+        timeoutMs: 1234,
       }),
     );
     const r = t.routes[0];

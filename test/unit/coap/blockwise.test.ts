@@ -23,13 +23,20 @@ import {
   uintOption,
   type RequestSpec,
 } from './exchange-harness.js';
+import { COAP_ENDPOINT_DEFAULTS } from '../../helpers/component-defaults.js';
 
 function setup(
   handler: CoapEndpointOptions<string>['handler'],
   extra: Partial<CoapEndpointOptions<string>> = {},
 ): { ep: CoapEndpoint<string>; peer: FakePeer; clock: ManualClock } {
   const clock = new ManualClock(0);
-  const ep = new CoapEndpoint<string>({ handler, clock, random: () => 0, ...extra });
+  const ep = new CoapEndpoint<string>({
+    ...COAP_ENDPOINT_DEFAULTS,
+    handler,
+    clock,
+    random: () => 0,
+    ...extra,
+  });
   return { ep, peer: new FakePeer(), clock };
 }
 

@@ -8,6 +8,7 @@ import { LinkedQueue, type QueueNode } from '../../../src/coap/linked-queue.js';
 import { CoapStats } from '../../../src/coap/stats.js';
 import { ManualClock, TimerQueue, type Timed } from '../../../src/coap/timers.js';
 import { FakePeer, deferred, flush, req } from './exchange-harness.js';
+import { COAP_ENDPOINT_DEFAULTS } from '../../helpers/component-defaults.js';
 
 describe('deduplication cache bounds', () => {
   function counting(extra: { dedupMaxEntries?: number; dedupMaxBytes?: number }): {
@@ -17,6 +18,7 @@ describe('deduplication cache bounds', () => {
   } {
     const calls = new Map<number, number>();
     const ep = new CoapEndpoint<string>({
+      ...COAP_ENDPOINT_DEFAULTS,
       clock: new ManualClock(),
       handler: (r) => {
         calls.set(r.message.messageId, (calls.get(r.message.messageId) ?? 0) + 1);
@@ -54,6 +56,7 @@ describe('deduplication cache bounds', () => {
     const d = deferred<CoapReply>();
     let calls = 0;
     const ep = new CoapEndpoint<string>({
+      ...COAP_ENDPOINT_DEFAULTS,
       clock: new ManualClock(),
       dedupMaxEntries: 1,
       handler: (r) => {
@@ -222,7 +225,11 @@ describe('LinkedQueue', () => {
 describe('whenIdle (what a drain waits for)', () => {
   test('resolves once the exchange in flight is answered, and at once when nothing is', async () => {
     const d = deferred<CoapReply>();
-    const ep = new CoapEndpoint<string>({ clock: new ManualClock(), handler: () => d.promise });
+    const ep = new CoapEndpoint<string>({
+      ...COAP_ENDPOINT_DEFAULTS,
+      clock: new ManualClock(),
+      handler: () => d.promise,
+    });
     await ep.whenIdle(); // nothing in flight
     const peer = new FakePeer();
     ep.receive(peer, req({ mid: 7 }));

@@ -22,6 +22,7 @@ import {
   uintOption,
 } from './exchange-harness.js';
 import { settledMemory } from '../../helpers/hostile.js';
+import { COAP_ENDPOINT_DEFAULTS } from '../../helpers/component-defaults.js';
 
 type Handler = CoapEndpointOptions<string>['handler'];
 
@@ -32,6 +33,7 @@ function setup(
   const clock = new ManualClock(1000);
   const errors: unknown[] = [];
   const ep = new CoapEndpoint<string>({
+    ...COAP_ENDPOINT_DEFAULTS,
     handler,
     clock,
     random: () => 0,

@@ -20,12 +20,19 @@ import { decode } from '../../../src/coap/codec.js';
 import { getOption } from '../../../src/coap/options.js';
 import { ManualClock } from '../../../src/coap/timers.js';
 import { FakePeer, block, bytes, deferred, flush, req, uintOption } from './exchange-harness.js';
+import { COAP_ENDPOINT_DEFAULTS } from '../../helpers/component-defaults.js';
 
 type Handler = CoapEndpointOptions<string>['handler'];
 
 function setup(handler: Handler, maxMessage: number | undefined, blockSize = 1024) {
   const clock = new ManualClock(1000);
-  const ep = new CoapEndpoint<string>({ handler, clock, random: () => 0, blockSize });
+  const ep = new CoapEndpoint<string>({
+    ...COAP_ENDPOINT_DEFAULTS,
+    handler,
+    clock,
+    random: () => 0,
+    blockSize,
+  });
   const peer = new FakePeer();
   if (maxMessage !== undefined) peer.maxMessage = maxMessage;
   return { ep, peer, clock };

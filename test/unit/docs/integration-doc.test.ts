@@ -39,6 +39,7 @@ import { decodeUint } from '../../../src/coap/options.js';
 import { routeSchema, settings } from '../../../src/config/settings.js';
 import { toCoapReply } from '../../../src/gateway/coap-adapter.js';
 import { REPO_ROOT } from '../../helpers/processes.js';
+import { TTD_DEFAULTS } from '../../helpers/component-defaults.js';
 
 const DOC = readFileSync(join(REPO_ROOT, 'docs', 'integration.md'), 'utf8');
 
@@ -299,7 +300,8 @@ describe('docs/integration.md: HTTP routes', () => {
         const got = coapOf(Number(n));
         assert.equal(got.code, coap, `HTTP ${n}`);
         listed.set(Number(n), coap);
-        if (maxAge.includes('maxUnavailableRetry')) assert.equal(got.maxAge, 30, `HTTP ${n}`);
+        if (maxAge.includes('maxUnavailableRetrySeconds'))
+          assert.equal(got.maxAge, 30, `HTTP ${n}`);
         if (maxAge.includes('Retry-After')) assert.equal(coapOf(Number(n), '7').maxAge, 7);
         if (maxAge === '') assert.equal(got.maxAge, undefined, `HTTP ${n}`);
       }
@@ -327,6 +329,7 @@ describe('docs/integration.md: MQTT outcomes', () => {
   async function answerTo(err: Error): Promise<BridgeResponse> {
     const fail = () => Promise.reject(err);
     const router = new Router({
+      ...TTD_DEFAULTS,
       mqtt: { publish: fail, request: fail },
       http: undefined,
       routes: undefined,
@@ -384,7 +387,7 @@ describe('docs/integration.md: MQTT outcomes', () => {
       assert.equal(formatCode(reply.code), coap, outcome);
       const maxAgeOption = reply.options?.find((op) => op.number === OptionNumber.MAX_AGE);
       const got = maxAgeOption === undefined ? undefined : decodeUint(maxAgeOption.value);
-      const want = maxAge.includes('maxUnavailableRetry')
+      const want = maxAge.includes('maxUnavailableRetrySeconds')
         ? 30
         : maxAge.includes('seconds left')
           ? 17
@@ -400,7 +403,8 @@ describe('docs/integration.md: commands', () => {
     const lines = marked('command-filters').split('\n');
     const topics: readonly string[] | undefined = settings.commandTopics.default;
     assert.ok(topics !== undefined);
-    assert.deepEqual(lines, commandFilters(topics, {}));
+    const shareGroup = settings.commandShareGroup.default;
+    assert.deepEqual(lines, commandFilters(topics, { shareGroup }));
   });
 
   it('the option example is what a response with a waiting command carries', () => {

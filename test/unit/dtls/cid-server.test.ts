@@ -13,6 +13,7 @@ import { CipherSuite, ContentType } from '../../../src/dtls/constants.js';
 import { DtlsServer, type DtlsServerOptions } from '../../../src/dtls/server.js';
 import type { DtlsAssociation } from '../../../src/dtls/association.js';
 import type { PeerAddress } from '../../../src/dtls/types.js';
+import { DTLS_SERVER_DEFAULTS } from '../../helpers/component-defaults.js';
 
 const PSK = Buffer.from('0123456789abcdef');
 const IDENTITY = 'demoPK01,device001,2,3600';
@@ -56,6 +57,7 @@ async function rig(opts: Partial<DtlsServerOptions<string>> = {}): Promise<Rig> 
     },
   };
   const server = new DtlsServer<string>({
+    ...DTLS_SERVER_DEFAULTS,
     ...opts,
     now: () => r.clock,
     send: (data, port, address) => socket.send(data, port, address),

@@ -30,6 +30,7 @@ import { CoapEndpoint } from '../../../src/coap/endpoint.js';
 import { decode, encode } from '../../../src/coap/codec.js';
 import { CON, Code, OptionNumber } from '../../../src/coap/constants.js';
 import { decodeBlock, encodeBlock, getOption } from '../../../src/coap/options.js';
+import { COAP_ENDPOINT_DEFAULTS, DTLS_SERVER_DEFAULTS } from '../../helpers/component-defaults.js';
 
 const PSK = Buffer.from('0123456789abcdef');
 const IDENTITY = 'demoPK01,rsl001,2,3600';
@@ -165,12 +166,14 @@ async function rig(cidLength: number): Promise<Rig> {
   await new Promise<void>((r) => socket.bind(0, '127.0.0.1', r));
   const out = new Map<number, Buffer[]>();
   const coap = new CoapEndpoint<string>({
+    ...COAP_ENDPOINT_DEFAULTS,
     handler: (req) =>
       getOption(req.message, OptionNumber.URI_PATH)?.toString() === 'big'
         ? { code: Code.CONTENT, payload: BODY }
         : { code: Code.CONTENT, payload: Buffer.from('small') },
   });
   const server = new DtlsServer<string>({
+    ...DTLS_SERVER_DEFAULTS,
     cidLength,
     send: (data, port, address) => {
       let list = out.get(port);

@@ -32,6 +32,7 @@ import { DtlsServer, type DtlsServerOptions } from '../../../src/dtls/server.js'
 import { DROP_REASONS, type CloseReason, type HandshakeFailure } from '../../../src/dtls/types.js';
 import type { DtlsAssociation } from '../../../src/dtls/association.js';
 import { loadCapture } from '../../helpers/vectors.js';
+import { DTLS_SERVER_DEFAULTS } from '../../helpers/component-defaults.js';
 
 const SEED = 0x5e4e;
 const PSK = Buffer.from('X9LStOPeYT3UZu5w');
@@ -68,6 +69,7 @@ function harness(opts: ExtraOptions = {}): Harness {
     internalErrors: [],
   };
   const server = new DtlsServer<string>({
+    ...DTLS_SERVER_DEFAULTS,
     ...opts,
     send: (data, port, address) => h.sent.push({ data: Buffer.from(data), port, address }),
     handler: {

@@ -15,6 +15,7 @@ import { DtlsServer, type DtlsServerOptions } from '../../../src/dtls/server.js'
 import { MemoryAssociationStore } from '../../../src/dtls/shared.js';
 import { sealSnapshot, openSnapshot } from '../../../src/dtls/snapshot.js';
 import { Relay } from '../../helpers/udp-relay.js';
+import { DTLS_SERVER_DEFAULTS } from '../../helpers/component-defaults.js';
 
 const PSK = Buffer.from('0123456789abcdef');
 const IDENTITY = 'demoPK01,device001,2,3600';
@@ -67,6 +68,7 @@ async function pod(
     },
   };
   const server = new DtlsServer<string>({
+    ...DTLS_SERVER_DEFAULTS,
     ...opts,
     send: (data, port, address) => {
       if (!p.dead) socket.send(data, port, address);

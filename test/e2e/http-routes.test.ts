@@ -47,7 +47,7 @@ import {
   writeYamlConfig,
   type DeviceSpec,
   type Pod,
-} from '../helpers/e2e-issue4.js';
+} from '../helpers/e2e-pods.js';
 import { killAll, runCli, runCoapClient } from '../helpers/processes.js';
 
 const ROUTE_TIMEOUT_MS = 1_500;
@@ -59,7 +59,7 @@ function bigBody(n: number): string {
   return s.slice(0, n);
 }
 
-describe('e2e issue 4: HTTP route with a real HTTP server', { skip: MISSING_TOOLS }, () => {
+describe('e2e: HTTP route with a real HTTP server', { skip: MISSING_TOOLS }, () => {
   const dev: DeviceSpec = {
     pk: uid('h4PK'),
     dk: uid('h4DK'),
@@ -76,14 +76,14 @@ describe('e2e issue 4: HTTP route with a real HTTP server', { skip: MISSING_TOOL
   let platform: PlatformStandIn;
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'coap-edge-e2e4-http-'));
+    dir = mkdtempSync(join(tmpdir(), 'coap-edge-e2e-http-'));
     http = await HttpStandIn.start();
     // compileRoutes reads the token from process.env once, at Gateway.start
     process.env[tokenEnv] = token;
     gw = await startE2eGateway({
       devices: writeDevicesFile(dir, [dev]),
       mqttUrl: SHARED_MQTT_URL,
-      commandShareGroup: uid('e2e4http'),
+      commandShareGroup: uid('e2ehttp'),
       blockSize: 1024,
       routes: [
         {
@@ -93,7 +93,7 @@ describe('e2e issue 4: HTTP route with a real HTTP server', { skip: MISSING_TOOL
           url: `${http.origin}/ingest/{pk}/{dk}`,
           headers: { 'X-Tenant': 'tenant-{pk}' },
           auth: { type: 'bearer', tokenEnv },
-          timeout: ROUTE_TIMEOUT_MS,
+          timeoutMs: ROUTE_TIMEOUT_MS,
         },
       ],
     });
@@ -285,7 +285,7 @@ describe('e2e issue 4: HTTP route with a real HTTP server', { skip: MISSING_TOOL
 });
 
 describe(
-  'e2e issue 4: with tracing on, the HTTP route request carries a W3C traceparent',
+  'e2e: with tracing on, the HTTP route request carries a W3C traceparent',
   {
     skip: MISSING_TOOLS,
   },
@@ -300,7 +300,7 @@ describe(
     let device: CoapDtlsClient | undefined;
 
     before(async () => {
-      dir = mkdtempSync(join(tmpdir(), 'coap-edge-e2e4-trace-'));
+      dir = mkdtempSync(join(tmpdir(), 'coap-edge-e2e-trace-'));
       http = await HttpStandIn.start();
       collector = await HttpStandIn.start();
       collector.answer = () => ({ status: 200 });
@@ -352,11 +352,11 @@ describe(
   },
 );
 
-describe('e2e issue 4: a bad route stops coap-edge serve (exit 2)', () => {
+describe('e2e: a bad route stops coap-edge serve (exit 2)', () => {
   let dir: string;
 
   before(() => {
-    dir = mkdtempSync(join(tmpdir(), 'coap-edge-e2e4-route-'));
+    dir = mkdtempSync(join(tmpdir(), 'coap-edge-e2e-route-'));
   });
 
   after(async () => {

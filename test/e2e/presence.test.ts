@@ -1,8 +1,9 @@
 /**
- * End to end: device presence across two coap-edge processes ("pods", `node
- * dist/src/cli.js serve`) sharing Redis (a unique prefix), with events POSTed to a webhook (an
- * in-process HTTP server). Lifetimes are shortened with the test-only `presenceLifetimeScale:
- * 0.1` (a device announcing 30 s counts as 3 s) and the pods sweep every second.
+ * End to end: device presence across two gateways ("pods": two `Gateway` instances of this
+ * process, each with its own sockets and its own Redis and MQTT connections) sharing Redis (a
+ * unique prefix), with events POSTed to a webhook (an in-process HTTP server). Lifetimes are
+ * shortened with the gateway's test-only option `presenceLifetimeScale: 0.1` (a device
+ * announcing 30 s counts as 3 s; no setting can turn it on) and the pods sweep every second.
  *
  * - A device (lifetime 30) posts through pod A, then through pod B (a new handshake), then
  *   goes quiet: exactly one `online` (first-request) and one `offline` (lifetime-lapsed) in
@@ -26,8 +27,10 @@ import {
   measurepoint,
   measurepointTopic,
   sleep,
+  startE2eGateway,
   startPlatform,
   uid,
+  type E2eGateway,
   type PlatformStandIn,
 } from '../helpers/e2e.js';
 import {
@@ -35,14 +38,10 @@ import {
   codeOf,
   connectAs,
   describeAnswer,
-  explainWith,
   postJson,
-  startPod,
   writeDevicesFile,
   type DeviceSpec,
-  type Pod,
-} from '../helpers/e2e-issue4.js';
-import { killAll } from '../helpers/processes.js';
+} from '../helpers/e2e-pods.js';
 
 const LIFETIME_S = 30;
 const SCALE = 0.1;
@@ -61,15 +60,15 @@ interface Event {
   seq: number;
 }
 
-describe('e2e issue 4: presence with two coap-edge processes', { skip: MISSING_TOOLS }, () => {
+describe('e2e: presence with two gateways sharing Redis', { skip: MISSING_TOOLS }, () => {
   const pk = uid('prPK');
   const quiet: DeviceSpec = { pk, dk: uid('prQuiet'), secret: cliSafeSecret('prq') };
   const closing: DeviceSpec = { pk, dk: uid('prClose'), secret: cliSafeSecret('prc') };
-  const redisPrefix = uid('e2e4-pres-');
+  const redisPrefix = uid('e2e-pres-');
   let dir: string;
   let webhook: HttpStandIn;
-  let podA: Pod;
-  let podB: Pod;
+  let podA: E2eGateway;
+  let podB: E2eGateway;
   let platform: PlatformStandIn;
   let redis: Redis;
   const clients: CoapDtlsClient[] = [];
@@ -78,10 +77,17 @@ describe('e2e issue 4: presence with two coap-edge processes', { skip: MISSING_T
     (webhook.jsonBodies() as Event[]).filter((e) => e.deviceKey === d.dk && e.productKey === d.pk);
   const show = (d: DeviceSpec): string => JSON.stringify(events(d), null, 1);
 
-  async function connect(pod: Pod, d: DeviceSpec): Promise<CoapDtlsClient> {
-    const c = await explainWith([pod], connectAs(pod.port, d, LIFETIME_S));
-    clients.push(c);
-    return c;
+  async function connect(pod: E2eGateway, d: DeviceSpec): Promise<CoapDtlsClient> {
+    try {
+      const c = await connectAs(pod.port, d, LIFETIME_S);
+      clients.push(c);
+      return c;
+    } catch (err) {
+      const tail = pod.logText().split('\n').slice(-40).join('\n');
+      throw new Error(`${String(err)}\n--- the gateway's log (last 40 lines)\n${tail}`, {
+        cause: err,
+      });
+    }
   }
 
   async function post(c: CoapDtlsClient, d: DeviceSpec, id: string): Promise<void> {
@@ -90,7 +96,7 @@ describe('e2e issue 4: presence with two coap-edge processes', { skip: MISSING_T
   }
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'coap-edge-e2e4-pres-'));
+    dir = mkdtempSync(join(tmpdir(), 'coap-edge-e2e-pres-'));
     redis = new Redis(SHARED_REDIS_URL, { maxRetriesPerRequest: 1 });
     webhook = await HttpStandIn.start();
     webhook.answer = () => ({ status: 200 });
@@ -99,24 +105,23 @@ describe('e2e issue 4: presence with two coap-edge processes', { skip: MISSING_T
       redisUrl: SHARED_REDIS_URL,
       redisPrefix,
       mqttUrl: SHARED_MQTT_URL,
-      commandShareGroup: uid('e2e4pres'),
+      commandShareGroup: uid('e2epres'),
       presenceWebhook: `${webhook.origin}/presence`,
-      presenceLifetimeScale: SCALE,
-      presenceSweepInterval: SWEEP_S,
-      publishTimeout: 3_000,
-      replyTimeout: 3_000,
+      presenceSweepIntervalSeconds: SWEEP_S,
+      publishTimeoutMs: 3_000,
+      replyTimeoutMs: 3_000,
     };
+    const testing = { presenceLifetimeScale: SCALE };
     [podA, podB] = await Promise.all([
-      startPod(dir, 'podA', config),
-      startPod(dir, 'podB', config),
+      startE2eGateway(config, testing),
+      startE2eGateway(config, testing),
     ]);
     platform = await startPlatform(SHARED_MQTT_URL, `/sys/${pk}/+/thing/measurepoint/post`);
   });
 
   after(async () => {
     await Promise.all(clients.map((c) => c.close()));
-    await Promise.all([podA?.stop(), podB?.stop()]);
-    await killAll();
+    await Promise.all([podA?.close(), podB?.close()]);
     await platform?.close();
     await webhook?.close();
     if (redis !== undefined) {
@@ -199,9 +204,7 @@ describe('e2e issue 4: presence with two coap-edge processes', { skip: MISSING_T
   });
 
   it('neither pod logged an error', () => {
-    for (const p of [podA, podB]) {
-      const errors = p.proc.stdout.split('\n').filter((l) => /"level":"(error|fatal)"/.test(l));
-      assert.deepEqual(errors, [], p.name);
-    }
+    assert.deepEqual(podA.errorLines(), [], 'pod A');
+    assert.deepEqual(podB.errorLines(), [], 'pod B');
   });
 });

@@ -41,7 +41,7 @@ import {
   startAuthMosquitto,
   writeDevicesFile,
   type DeviceSpec,
-} from '../helpers/e2e-issue4.js';
+} from '../helpers/e2e-pods.js';
 import { killBrokers, type Mosquitto } from '../integration/bridge/brokers.js';
 import { killAll } from '../helpers/processes.js';
 
@@ -52,7 +52,7 @@ function escapeRe(s: string): string {
 }
 
 describe(
-  'e2e issue 4: per-device MQTT sessions against Mosquitto with password auth',
+  'e2e: per-device MQTT sessions against Mosquitto with password auth',
   { skip: MISSING_TOOLS },
   () => {
     const pk = uid('pdPK');
@@ -73,7 +73,7 @@ describe(
     const clients: CoapDtlsClient[] = [];
 
     before(async () => {
-      dir = mkdtempSync(join(tmpdir(), 'coap-edge-e2e4-perdev-'));
+      dir = mkdtempSync(join(tmpdir(), 'coap-edge-e2e-perdev-'));
       const acl = [`user ${platformLogin.username}`, 'topic readwrite #', ''];
       for (const d of [devA, devB, devC]) {
         acl.push(`user ${username(d)}`, `topic readwrite /sys/${d.pk}/${d.dk}/#`, '');
@@ -97,7 +97,7 @@ describe(
         mqttDeviceClientId: '{pk}.{dk}',
         mqttDeviceUsername: '{dk}@{pk}',
         mqttDevicePassword: 'pw-{secret}',
-        maxUnavailableRetry: UNAVAILABLE_RETRY_S,
+        maxUnavailableRetrySeconds: UNAVAILABLE_RETRY_S,
         maxInlineCommand: 256,
       });
       platform = await startPlatform(url, `/sys/${pk}/+/thing/measurepoint/post`, {

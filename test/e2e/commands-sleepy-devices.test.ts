@@ -51,7 +51,7 @@ import {
   writeDevicesFile,
   type DeviceSpec,
   type Pod,
-} from '../helpers/e2e-issue4.js';
+} from '../helpers/e2e-pods.js';
 import { killAll } from '../helpers/processes.js';
 
 const MAX_INLINE = 128;
@@ -67,12 +67,12 @@ function idOf(text: string | undefined): string | undefined {
 }
 
 describe(
-  'e2e issue 4: commands for sleepy devices, two coap-edge processes',
+  'e2e: commands for sleepy devices, two coap-edge processes',
   { skip: MISSING_TOOLS },
   () => {
     const dev: DeviceSpec = { pk: uid('cmPK'), dk: uid('cmDK'), secret: cliSafeSecret('cm') };
     const probe: DeviceSpec = { pk: dev.pk, dk: uid('cmProbe'), secret: cliSafeSecret('cmp') };
-    const redisPrefix = uid('e2e4-cmd-');
+    const redisPrefix = uid('e2e-cmd-');
     const rebootTopic = `/sys/${dev.pk}/${dev.dk}/thing/service/reboot`;
     const replyTopic = `${rebootTopic}_reply`;
     const uplink = measurepointTopic(dev.pk, dev.dk);
@@ -130,19 +130,19 @@ describe(
     }
 
     before(async () => {
-      dir = mkdtempSync(join(tmpdir(), 'coap-edge-e2e4-cmd-'));
+      dir = mkdtempSync(join(tmpdir(), 'coap-edge-e2e-cmd-'));
       redis = new Redis(SHARED_REDIS_URL, { maxRetriesPerRequest: 1 });
       const config = {
         devices: writeDevicesFile(dir, [dev, probe]),
         redisUrl: SHARED_REDIS_URL,
         redisPrefix,
         mqttUrl: SHARED_MQTT_URL,
-        commandShareGroup: uid('e2e4cmd'),
+        commandShareGroup: uid('e2ecmd'),
         maxInlineCommand: MAX_INLINE,
-        maxTtd: 10,
-        publishTimeout: 3_000,
-        replyTimeout: 3_000,
-        maxUnavailableRetry: 1,
+        maxTtdSeconds: 10,
+        publishTimeoutMs: 3_000,
+        replyTimeoutMs: 3_000,
+        maxUnavailableRetrySeconds: 1,
       };
       [podA, podB] = await Promise.all([
         startPod(dir, 'podA', config),
