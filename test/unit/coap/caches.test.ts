@@ -6,7 +6,7 @@ import { DedupCache, COMPLETE, IN_PROGRESS } from '../../../src/coap/dedup.js';
 import { CoapEndpoint, type CoapReply } from '../../../src/coap/endpoint.js';
 import { LinkedQueue, type QueueNode } from '../../../src/coap/linked-queue.js';
 import { CoapStats } from '../../../src/coap/stats.js';
-import { ManualClock, TimerQueue, type Timed } from '../../../src/coap/timers.js';
+import { ManualClock, TimerQueue, type Timed } from '../../../src/time/clock.js';
 import { FakePeer, deferred, flush, req } from './exchange-harness.js';
 
 describe('deduplication cache bounds', () => {
