@@ -213,8 +213,14 @@ export class TimerQueue {
   private armedAt = Infinity;
   private readonly fire = (): void => this.run();
 
-  /** @param clock time source and host timer */
-  constructor(private readonly clock: Clock) {}
+  /**
+   * @param clock time source and host timer
+   * @param keepAlive whether the host timer holds the process open while anything is scheduled
+   */
+  constructor(
+    private readonly clock: Clock,
+    private readonly keepAlive = false,
+  ) {}
 
   /** Objects scheduled. */
   get size(): number {
@@ -286,7 +292,7 @@ export class TimerQueue {
     // libuv's loop time may lag the clock a little: a timer firing "early" just re-arms.
     const delay = Math.max(1, Math.ceil(top.dueAt - this.clock.now()));
     this.armedAt = top.dueAt;
-    this.handle = this.clock.setTimeout(this.fire, delay);
+    this.handle = this.clock.setTimeout(this.fire, delay, this.keepAlive);
   }
 
   private disarm(): void {
