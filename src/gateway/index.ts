@@ -48,6 +48,7 @@ import type { Logger } from '../telemetry/log.js';
 import { LogLimiter } from '../telemetry/log.js';
 import type { PlatformStandIn } from '../tools/platform-standin.js';
 import { UdpEndpoint } from '../transport/udp.js';
+import { systemClock, type Clock } from '../time/clock.js';
 import { startAdminServer, type AdminServer, type ReadinessCheck } from './admin-server.js';
 import { DatagramTracer } from './datagram-tracing.js';
 import { createRequestHandler, createUploadAdmission, traceDuplicate } from './request-handler.js';
@@ -112,17 +113,26 @@ export class Gateway {
     return this.coapSocket?.port;
   }
 
-  static async start(config: Config, log: Logger): Promise<Gateway> {
+  /**
+   * @param clock the one clock every component's time and timers come from (docs/design.md,
+   *   "Time"); tests may pass a `ManualClock`
+   */
+  static async start(config: Config, log: Logger, clock: Clock = systemClock): Promise<Gateway> {
     const closers: Closer[] = [];
     try {
-      return await Gateway.build(config, log, closers);
+      return await Gateway.build(config, log, closers, clock);
     } catch (err) {
       await runClosers(closers);
       throw err;
     }
   }
 
-  private static async build(config: Config, log: Logger, closers: Closer[]): Promise<Gateway> {
+  private static async build(
+    config: Config,
+    log: Logger,
+    closers: Closer[],
+    clock: Clock,
+  ): Promise<Gateway> {
     const metrics = createMetrics();
     const state = { draining: false };
     const devices = config.devices !== undefined ? DevicesFile.load(config.devices) : undefined;
@@ -174,6 +184,7 @@ export class Gateway {
       (config.mqttMode === 'bridge' || config.presenceTopic !== undefined);
     if (brokerUrl !== undefined && needPool) {
       const backend = new MqttBridgeBackend({
+        clock,
         url: brokerUrl,
         username: config.mqttUsername,
         password: config.mqttPassword,
@@ -202,6 +213,7 @@ export class Gateway {
     if (brokerUrl !== undefined && config.mqttMode === 'per-device') {
       try {
         sessions = new DeviceSessionManager({
+          clock,
           url: brokerUrl,
           auth: config.mqttDeviceAuth,
           clientIdTemplate: config.mqttDeviceClientId,
@@ -309,6 +321,7 @@ export class Gateway {
     let http: HttpBackend | undefined;
     if (routes.hasHttp) {
       const h = new HttpBackend({
+        clock,
         timeoutMs: config.httpTimeout,
         connections: config.httpConnections,
         maxConcurrency: config.httpMaxConcurrency,
@@ -348,6 +361,7 @@ export class Gateway {
     }
     closers.push(() => publisher.close());
     const presence = new PresenceTracker({
+      clock,
       store: presenceStore,
       publish: (e) => publisher.publish(e),
       sweepIntervalMs: config.presenceSweepInterval * 1000,
@@ -387,6 +401,7 @@ export class Gateway {
     });
     const limiter = new LogLimiter();
     const coap = new CoapEndpoint<Principal | undefined>({
+      clock,
       handler: createRequestHandler(router, metrics.requests),
       admit: createUploadAdmission(),
       ackTimeoutMs: config.ackTimeout,
@@ -534,6 +549,7 @@ export class Gateway {
     const shared = sharedAssociations(config, redis, log, closers, storeChecks);
     const dtls = new DtlsServer<Principal>({
       ...(shared !== undefined ? { shared } : {}),
+      clock,
       send: dtlsSocket.send,
       handler,
       cipherSuites: config.cipherSuites.map((s) => CipherSuite[s]),
