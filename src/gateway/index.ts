@@ -349,6 +349,7 @@ export class Gateway {
     let publisher: ReturnType<typeof presencePublisher>;
     try {
       publisher = presencePublisher({
+        clock,
         topicTemplate: config.presenceTopic,
         mqttPublish:
           presencePool === undefined

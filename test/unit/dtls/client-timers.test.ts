@@ -62,6 +62,7 @@ describe('DtlsClient: retransmission and deadline on the injected clock', () => 
       assert.deepEqual(hellos, [0, 1_000, 3_000]);
       assert.equal(result.failure, undefined, 'still connecting at 4999 ms');
       clock.advance(1);
+      await until(() => result.failure !== undefined, 'the handshake deadline');
       await connecting;
       const failure = result.failure as unknown as { code?: unknown } | undefined;
       assert.equal(failure?.code, 'DTLS_HANDSHAKE_TIMEOUT');
