@@ -909,6 +909,33 @@ describe('DtlsServer: flight retransmission on its timer', () => {
   });
 });
 
+describe('DtlsServer: stalled handshakes under pressure', () => {
+  test('once the table is half full, a handshake whose client never answered is given up after stalledHandshakeTimeoutMs, not a millisecond before', () => {
+    withServer(
+      (h) => {
+        const p = PROFILES[0]!;
+        hello(h, p, 49000, Buffer.alloc(32, 1)); // never answers
+        const answered = hello(h, p, 49001, Buffer.alloc(32, 2));
+        const [cke] = records(clientFinish(p, answered, PSK).datagram);
+        h.server.handleDatagram(cke!.raw, ADDR, 49001); // answered: not stalled any more
+        h.clock.advance(4_999);
+        hello(h, p, 49002, Buffer.alloc(32, 3));
+        assert.equal(h.server.handshakeCount, 3, 'nothing given up before the timeout');
+        assert.equal(h.failures.length, 0);
+        h.clock.advance(1);
+        hello(h, p, 49003, Buffer.alloc(32, 4));
+        assert.deepEqual(
+          h.failures.map((f) => [f.reason, f.port]),
+          [['stalled', 49000]],
+        );
+        assert.equal(h.server.handshakeCount, 3);
+        assert.equal(h.server.handshaking(ADDR, 49001), true);
+      },
+      { maxHandshakes: 4, stalledHandshakeTimeoutMs: 5_000, handshakeTimeoutMs: 60_000 },
+    );
+  });
+});
+
 describe('DtlsServer: idle associations are evicted', () => {
   test('after idleTimeout without traffic the association gets close_notify and is gone', () => {
     const h = harness({ idleTimeoutMs: 60_000, sweepIntervalMs: 20 });
