@@ -569,7 +569,10 @@ describe('DtlsServer: handshakes driven by hand', () => {
         // nothing at once: the Finished that does not authenticate might be a forgery
         assert.equal(h.sent.length, before);
         assert.equal(h.server.handshakeCount, 1);
+        const failedAt = h.clock.now();
         settled(h, c.port);
+        // the verdict timer: two retransmission intervals (2 × 20 ms) after the bad record
+        assert.equal(h.clock.now() - failedAt, 40);
         assert.equal(h.server.associationCount, 0);
         const f = only(h.failures);
         assert.equal(f.reason, c.reason);
