@@ -226,13 +226,12 @@ export class MqttBridgeBackend {
     this.clock = opts.clock ?? systemClock;
     // a publish waiting for its PUBACK holds the process open, as a Node timer per publish did
     this.deadlines = new TimerQueue(this.clock, true);
-    const clock = this.clock;
     this.suspects = new Suspects({
       baseMs: opts.suspectBaseMs ?? 10_000,
       maxMs: opts.suspectMaxMs ?? 3_600_000,
       probationMs: opts.suspectProbationMs ?? 60_000,
       maxEntries: Math.max(1, opts.maxSuspects ?? 10_000),
-      now: () => clock.now(),
+      now: () => this.clock.now(),
     });
     const prefix = opts.clientIdPrefix ?? 'coap-edge-';
     const hooks = this.hooks();
