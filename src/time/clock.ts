@@ -255,7 +255,9 @@ export class TimerQueue {
       this.up(i);
       this.down(last.heapIndex);
     }
-    // The host timer stays armed; if it fires early it re-arms for the new head.
+    // The host timer stays armed (if it fires early it re-arms for the new head), unless
+    // nothing is left: a queue that holds the process open must let go when it is empty.
+    if (this.heap.length === 0) this.disarm();
   }
 
   /** Unschedules everything and stops the host timer. */

@@ -135,6 +135,21 @@ describe('TimerQueue', () => {
     assert.equal(clock.pending, 0);
   });
 
+  test('cancelling the last scheduled object stops the host timer', () => {
+    const clock = new ManualClock();
+    const q = new TimerQueue(clock, true);
+    const log: string[] = [];
+    const [a, b] = [new T('a', log), new T('b', log)];
+    q.schedule(a, 50);
+    q.schedule(b, 10);
+    q.cancel(b);
+    assert.equal(clock.pending, 1, 'still armed for a');
+    q.cancel(a);
+    assert.equal(clock.pending, 0, 'nothing left: no host timer');
+    clock.advance(100);
+    assert.deepEqual(log, []);
+  });
+
   test('a timer may reschedule itself from onTimer; clear stops everything', () => {
     const clock = new ManualClock();
     const q = new TimerQueue(clock);
