@@ -69,7 +69,7 @@ import {
 } from './options.js';
 import { Retransmitter } from './retransmit.js';
 import { CoapStats } from './stats.js';
-import { systemClock, TimerQueue, type CoapClock, type Timed } from './timers.js';
+import { systemClock, TimerQueue, type Clock, type Timed } from '../time/clock.js';
 
 export { CoapStats } from './stats.js';
 
@@ -222,7 +222,7 @@ export interface CoapEndpointOptions<I> {
   /** How often expired cache entries are dropped. Default 5000. */
   readonly sweepIntervalMs?: number;
   /** Clock and host timer (tests inject a `ManualClock`). */
-  readonly clock?: CoapClock;
+  readonly clock?: Clock;
   /** Uniform random in [0, 1) for retransmission jitter and message IDs. */
   readonly random?: () => number;
 }
@@ -308,7 +308,7 @@ export class CoapEndpoint<I> {
   private readonly admit: CoapAdmission<I> | undefined;
   private readonly onError: ((err: unknown) => void) | undefined;
   private readonly onDuplicate: CoapEndpointOptions<I>['onDuplicate'];
-  private readonly clock: CoapClock;
+  private readonly clock: Clock;
   private readonly timers: TimerQueue;
   private readonly dedup: DedupCache;
   private readonly blocks: BlockStore;

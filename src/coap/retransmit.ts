@@ -13,7 +13,7 @@
  */
 
 import type { CoapStats } from './stats.js';
-import type { Timed, TimerQueue } from './timers.js';
+import type { Timed, TimerQueue } from '../time/clock.js';
 
 /** Where a datagram goes: the subset of a CoAP peer this module needs. */
 export interface DatagramSink {

@@ -39,6 +39,7 @@ import {
 import { verifyData } from './prf.js';
 import { Reassembler } from './reassembly.js';
 import { readRecord, type DtlsRecord } from './record.js';
+import { systemClock, type Clock, type TimerHandle } from '../time/clock.js';
 
 export interface DtlsClientOptions {
   readonly host: string;
@@ -65,6 +66,8 @@ export interface DtlsClientOptions {
   readonly recordSizeLimit?: number;
   /** Offer RFC 6066 max_fragment_length: 1..4 ask for 2^9..2^12 bytes. */
   readonly maxFragmentLength?: 1 | 2 | 3 | 4;
+  /** Time for the retransmission timer and the handshake deadline (default: the system clock). */
+  readonly clock?: Clock;
 }
 
 type State = 'hello' | 'server-flight' | 'finishing' | 'established' | 'closed';
@@ -80,13 +83,14 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
   private readonly opts: Required<
     Omit<
       DtlsClientOptions,
-      'bindAddress' | 'connectionId' | 'recordSizeLimit' | 'maxFragmentLength'
+      'bindAddress' | 'connectionId' | 'recordSizeLimit' | 'maxFragmentLength' | 'clock'
     >
   > &
     Pick<
       DtlsClientOptions,
       'bindAddress' | 'connectionId' | 'recordSizeLimit' | 'maxFragmentLength'
     >;
+  private readonly clock: Clock;
   /** The extensions of the server's ServerHello, once it arrived (for tests). */
   serverHelloExtensions: ReadonlyMap<number, Buffer> | undefined;
   /** The server's CID (what our records carry), when negotiated. */
@@ -105,8 +109,13 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
   private etm = false;
   private serverCcs = false;
   private held: DtlsRecord[] = [];
-  private timer: NodeJS.Timeout | undefined;
+  private timer: TimerHandle = undefined;
   private retransmitMs: number;
+  private readonly onRetransmitTimer = (): void => {
+    this.trace.retransmissions++;
+    this.retransmitMs = Math.min(2 * this.retransmitMs, 60_000);
+    this.transmit();
+  };
   private settle: ((err?: Error) => void) | undefined;
   /** Record sequence numbers and message_seq values observed, for tests. */
   readonly trace = { retransmissions: 0, helloVerify: false };
@@ -125,6 +134,7 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
     };
     this.identity =
       typeof opts.identity === 'string' ? Buffer.from(opts.identity, 'utf8') : opts.identity;
+    this.clock = opts.clock ?? systemClock;
     this.retransmitMs = this.opts.retransmitTimeoutMs;
     this.socket = this.newSocket();
   }
@@ -177,7 +187,7 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
    * {@link resume} opens a new socket; sends in between throw.
    */
   suspend(): void {
-    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.clock.clearTimeout(this.timer);
     try {
       this.socket.close();
     } catch {
@@ -203,12 +213,13 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
     const c = new DtlsClient(opts);
     await c.open(c.socket);
     await new Promise<void>((resolve, reject) => {
-      const deadline = setTimeout(
+      const deadline = c.clock.setTimeout(
         () => fail(new DtlsError('DTLS_HANDSHAKE_TIMEOUT', 'handshake timed out')),
         c.opts.handshakeTimeoutMs,
+        true,
       );
       const fail = (err?: Error): void => {
-        clearTimeout(deadline);
+        c.clock.clearTimeout(deadline);
         c.settle = undefined;
         if (err === undefined) {
           resolve();
@@ -283,7 +294,7 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
   private shutdown(reason: string): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
-    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.clock.clearTimeout(this.timer);
     try {
       this.socket.close();
     } catch {
@@ -331,17 +342,12 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
   private transmit(): void {
     const d = encodeFlight(this.flight, this.epoch0, this.epoch1);
     if (d !== undefined) this.socket.send(d);
-    if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.trace.retransmissions++;
-      this.retransmitMs = Math.min(2 * this.retransmitMs, 60_000);
-      this.transmit();
-    }, this.retransmitMs);
-    this.timer.unref();
+    this.clock.clearTimeout(this.timer);
+    this.timer = this.clock.setTimeout(this.onRetransmitTimer, this.retransmitMs);
   }
 
   private stopTimer(): void {
-    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.clock.clearTimeout(this.timer);
     this.timer = undefined;
   }
 

@@ -38,6 +38,7 @@ import { verifyData } from './prf.js';
 import { Reassembler, type HandshakeMessage } from './reassembly.js';
 import { plainRecord, type DtlsRecord } from './record.js';
 import type { DtlsStats, HandshakeFailReason, PeerAddress, PskResolution } from './types.js';
+import type { Clock, TimerHandle } from '../time/clock.js';
 
 export interface HandshakeSettings {
   readonly cipherSuites: readonly number[];
@@ -57,6 +58,9 @@ export interface HandshakeSettings {
 export interface HandshakeHost<P> {
   readonly settings: HandshakeSettings;
   readonly stats: DtlsStats;
+  /** Sets the retransmission, deadline and verdict timers. */
+  readonly clock: Clock;
+  /** The server's time (wall milliseconds, as every time of the DTLS layer). */
   now(): number;
   send(data: Buffer, port: number, address: string): void;
   resolvePsk(identity: Buffer, from: PeerAddress): PskResolution<P> | Promise<PskResolution<P>>;
@@ -151,7 +155,7 @@ export class ServerHandshake<P> {
   private cid: Buffer | undefined;
   /** The client's CID (what ours carry); empty when it wants none (RFC 9146 §3). */
   private peerCid: Buffer | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: TimerHandle = undefined;
   private retransmitMs: number;
   private readonly deadline: number;
   readonly startedAt: number;
@@ -618,12 +622,11 @@ export class ServerHandshake<P> {
 
   /** Arms the timer for `ms`, or for the deadline when that comes first. */
   private schedule(ms: number): void {
-    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.host.clock.clearTimeout(this.timer);
     const untilDeadline = this.deadline - this.host.now();
     // timers may fire a little early: remember that this one is the deadline
     this.deadlineArmed = untilDeadline <= ms;
-    this.timer = setTimeout(this.onTimer, Math.max(1, Math.min(ms, untilDeadline)));
-    this.timer.unref();
+    this.timer = this.host.clock.setTimeout(this.onTimer, Math.max(1, Math.min(ms, untilDeadline)));
   }
 
   private timerFired(): void {
@@ -653,7 +656,7 @@ export class ServerHandshake<P> {
   private finish(): void {
     this.state = 'done';
     this.held = [];
-    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.host.clock.clearTimeout(this.timer);
     this.timer = undefined;
   }
 

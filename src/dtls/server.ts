@@ -48,6 +48,7 @@ import {
 } from './handshake.js';
 import { ALERT_CLOSE_NOTIFY } from './keys.js';
 import { endWithError, startChild, tracing, withSpan } from '../telemetry/trace.js';
+import { systemClock, type Clock, type TimerHandle } from '../time/clock.js';
 import { plainRecord, readRecord, type DtlsRecord } from './record.js';
 import {
   ServerHandshake,
@@ -152,7 +153,12 @@ export interface DtlsServerOptions<P> {
   readonly shared?: SharingOptions & { readonly principal: PrincipalCodec<P> };
   /** How often idle associations are looked for (default: idle timeout / 10, at most 30 s). */
   readonly sweepIntervalMs?: number;
-  readonly now?: () => number;
+  /**
+   * Time and timers: flight retransmission, handshake and stalled-handshake timeouts, the
+   * verdict timer, the idle sweep, cookie secret rotation (default: the system clock). The
+   * layer reads its wall time (`wallNow`): an association's times travel in its snapshot.
+   */
+  readonly clock?: Clock;
 }
 
 /** How the layer above's principal goes into a shared association's snapshot and back. */
@@ -192,19 +198,19 @@ export class DtlsServer<P>
   private readonly admission: HalfOpenAdmission;
   private readonly stalledMs: number;
   private readonly idleTimeoutMs: number;
-  private readonly sweeper: NodeJS.Timeout;
+  private readonly sweeper: TimerHandle;
   private readonly sharing: Sharing<Association<P>> | undefined;
   private readonly principalCodec: PrincipalCodec<P> | undefined;
   private accepting = true;
   /** A ClientHello of the current datagram was already handled. */
   private helloAnswered = false;
   private closed = false;
-  readonly now: () => number;
+  readonly clock: Clock;
 
   constructor(opts: DtlsServerOptions<P>) {
     this.transport = opts.send;
     this.handler = opts.handler;
-    this.now = opts.now ?? Date.now;
+    this.clock = opts.clock ?? systemClock;
     this.associations = new AssociationTable({
       maxSize: opts.maxAssociations,
       maxPerGroup: opts.maxPerGroup ?? Infinity,
@@ -231,13 +237,17 @@ export class DtlsServer<P>
       detailedPskAlerts: opts.detailedPskAlerts ?? false,
       cidLength: this.cidLength,
     };
-    this.cookies = new CookieJar(opts.cookieLifetimeMs, this.now);
+    this.cookies = new CookieJar(opts.cookieLifetimeMs, () => this.now());
     const sweep = opts.sweepIntervalMs ?? Math.min(30_000, Math.max(100, this.idleTimeoutMs / 10));
-    this.sweeper = setInterval(() => this.sweep(), sweep);
-    this.sweeper.unref();
+    this.sweeper = this.clock.setInterval(() => this.sweep(), sweep);
     this.principalCodec = opts.shared?.principal;
     this.sharing =
       opts.shared === undefined ? undefined : new Sharing(this, opts.shared, this.idleTimeoutMs);
+  }
+
+  /** Wall milliseconds from the clock: the time of every deadline and timestamp here. */
+  now(): number {
+    return this.clock.wallNow();
   }
 
   /** Whether associations are shared through a store. */
@@ -968,7 +978,7 @@ export class DtlsServer<P>
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    clearInterval(this.sweeper);
+    this.clock.clearTimeout(this.sweeper);
     this.sharing?.close();
     for (const hs of [...this.handshakes.values()]) hs.abort('server-shutdown');
     for (const a of [...this.associations.values()]) {

@@ -48,6 +48,7 @@ import type { Logger } from '../telemetry/log.js';
 import { LogLimiter } from '../telemetry/log.js';
 import type { PlatformStandIn } from '../tools/platform-standin.js';
 import { UdpEndpoint } from '../transport/udp.js';
+import { systemClock, type Clock } from '../time/clock.js';
 import { startAdminServer, type AdminServer, type ReadinessCheck } from './admin-server.js';
 import { DatagramTracer } from './datagram-tracing.js';
 import { createRequestHandler, createUploadAdmission, traceDuplicate } from './request-handler.js';
@@ -88,6 +89,11 @@ export interface GatewayTestOptions {
    * lifetime lapse after 3 s). Default 1.
    */
   readonly presenceLifetimeScale?: number;
+  /**
+   * The one clock every component's time and timers come from (docs/design.md, "Time"):
+   * a `ManualClock` in tests. Default: the system clock.
+   */
+  readonly clock?: Clock;
 }
 
 /** Things to close on shutdown (or when start-up fails half way), last opened first. */
@@ -131,7 +137,7 @@ export class Gateway {
   ): Promise<Gateway> {
     const closers: Closer[] = [];
     try {
-      return await Gateway.build(config, log, closers, testing);
+      return await Gateway.build(config, log, closers, testing, testing.clock ?? systemClock);
     } catch (err) {
       await runClosers(closers);
       throw err;
@@ -143,6 +149,7 @@ export class Gateway {
     log: Logger,
     closers: Closer[],
     testing: GatewayTestOptions,
+    clock: Clock,
   ): Promise<Gateway> {
     const metrics = createMetrics();
     const state = { draining: false };
@@ -195,6 +202,7 @@ export class Gateway {
       (config.mqttMode === 'bridge' || config.presenceTopic !== undefined);
     if (brokerUrl !== undefined && needPool) {
       const backend = new MqttBridgeBackend({
+        clock,
         url: brokerUrl,
         username: config.mqttUsername,
         password: config.mqttPassword,
@@ -223,6 +231,7 @@ export class Gateway {
     if (brokerUrl !== undefined && config.mqttMode === 'per-device') {
       try {
         sessions = new DeviceSessionManager({
+          clock,
           url: brokerUrl,
           auth: config.mqttDeviceAuth,
           clientIdTemplate: config.mqttDeviceClientId,
@@ -332,6 +341,7 @@ export class Gateway {
     let http: HttpBackend | undefined;
     if (routes.hasHttp) {
       const h = new HttpBackend({
+        clock,
         timeoutMs: config.httpTimeoutMs,
         connections: config.httpConnections,
         maxConcurrency: config.httpMaxConcurrency,
@@ -359,6 +369,7 @@ export class Gateway {
     let publisher: ReturnType<typeof presencePublisher>;
     try {
       publisher = presencePublisher({
+        clock,
         topicTemplate: config.presenceTopic,
         mqttPublish:
           presencePool === undefined
@@ -371,6 +382,7 @@ export class Gateway {
     }
     closers.push(() => publisher.close());
     const presence = new PresenceTracker({
+      clock,
       store: presenceStore,
       publish: (e) => publisher.publish(e),
       sweepIntervalMs: config.presenceSweepIntervalSeconds * 1000,
@@ -410,6 +422,7 @@ export class Gateway {
     });
     const limiter = new LogLimiter();
     const coap = new CoapEndpoint<Principal | undefined>({
+      clock,
       handler: createRequestHandler(router, metrics.requests),
       admit: createUploadAdmission(),
       ...coapEndpointSettings(config),
@@ -554,6 +567,7 @@ export class Gateway {
     const shared = sharedAssociations(config, redis, log, closers, storeChecks);
     const dtls = new DtlsServer<Principal>({
       ...(shared !== undefined ? { shared } : {}),
+      clock,
       send: dtlsSocket.send,
       handler,
       ...dtlsServerSettings(config),

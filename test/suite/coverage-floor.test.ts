@@ -11,7 +11,7 @@ import { after, describe, it } from 'node:test';
 import { REPO_ROOT } from '../helpers/processes.js';
 
 const LAYERS = ['auth', 'bridge', 'coap', 'config', 'dtls', 'enos', 'errors', 'gateway', 'redis']
-  .concat(['telemetry', 'tools', 'transport'])
+  .concat(['telemetry', 'time', 'tools', 'transport'])
   .map((l) => `src/${l}/x.ts`)
   .concat(['src/cli.ts']);
 

@@ -15,6 +15,7 @@
  */
 import { SpanKind, endWithError, startChild, traceparentOf } from '../../telemetry/trace.js';
 import { Pool } from 'undici';
+import { systemClock, type Clock } from '../../time/clock.js';
 import type { CompiledHttpRoute } from '../routes.js';
 import type { BridgeResponse, DeviceKey } from '../types.js';
 import {
@@ -55,8 +56,12 @@ export interface HttpBackendOptions {
   readonly maxResponseBody?: number | undefined;
   /** How long an idle connection is kept, in ms (a shorter server hint wins). @default 10000 */
   readonly keepAliveTimeoutMs?: number | undefined;
-  /** Wall clock in ms since the epoch (`X-Timestamp`, Retry-After dates). @default Date.now */
-  readonly now?: (() => number) | undefined;
+  /**
+   * Time: its wall time for `X-Timestamp` and Retry-After dates, its monotonic time for
+   * latencies, its timer for each call's deadline (undici's own header and body timeouts
+   * stay on Node's timers). @default the system clock
+   */
+  readonly clock?: Clock | undefined;
 }
 
 /** One device request for an HTTP route. */
@@ -120,7 +125,7 @@ export class HttpBackend {
   readonly #maxRetryAfter: number;
   readonly #maxBody: number;
   readonly #keepAliveMs: number;
-  readonly #now: () => number;
+  readonly #clock: Clock;
   readonly #unavailable: BridgeResponse;
   #closed = false;
 
@@ -132,7 +137,7 @@ export class HttpBackend {
     this.#maxRetryAfter = o.maxRetryAfter ?? DEFAULT_MAX_RETRY_AFTER;
     this.#maxBody = o.maxResponseBody ?? DEFAULT_MAX_RESPONSE_BODY;
     this.#keepAliveMs = o.keepAliveTimeoutMs ?? 10_000;
-    this.#now = o.now ?? Date.now;
+    this.#clock = o.clock ?? systemClock;
     this.#unavailable = { status: 'unavailable', maxAge: o.unavailableMaxAge };
   }
 
@@ -167,7 +172,7 @@ export class HttpBackend {
       return BAD_REQUEST;
     }
     stats.inflight++;
-    const started = performance.now();
+    const started = this.#clock.now();
     const span = startChild(
       'http.request',
       {
@@ -188,7 +193,7 @@ export class HttpBackend {
     } finally {
       stats.inflight--;
     }
-    stats.observe(performance.now() - started);
+    stats.observe(this.#clock.now() - started);
     stats.count(route.label, result.outcome);
     if (span !== undefined) {
       if (result.status !== undefined)
@@ -250,7 +255,7 @@ export class HttpBackend {
         this.#stats.traceContextDropped++;
       }
     }
-    route.auth?.apply(headers, route.method, path, req.payload, this.#now());
+    route.auth?.apply(headers, route.method, path, req.payload, this.#clock.wallNow());
     return headers;
   }
 
@@ -259,10 +264,14 @@ export class HttpBackend {
     const headers = this.#headers(route, req, path);
     const abort = new AbortController();
     let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      abort.abort();
-    }, timeoutMs);
+    const timer = this.#clock.setTimeout(
+      () => {
+        timedOut = true;
+        abort.abort();
+      },
+      timeoutMs,
+      true,
+    );
     try {
       const res = await this.#pool(route.origin).request({
         method: route.method,
@@ -276,7 +285,7 @@ export class HttpBackend {
       const mapped = mapHttpStatus(res.statusCode, firstHeader(res.headers['retry-after']), {
         unavailableMaxAge: this.#unavailableMaxAge,
         maxRetryAfter: this.#maxRetryAfter,
-        nowMs: this.#now(),
+        nowMs: this.#clock.wallNow(),
       });
       if (mapped.outcome !== '2xx') {
         // drain (so the connection can be reused) up to the cap; the body is not forwarded
@@ -316,7 +325,7 @@ export class HttpBackend {
       }
       return { response: BAD_GATEWAY, outcome: 'bad-response' };
     } finally {
-      clearTimeout(timer);
+      this.#clock.clearTimeout(timer);
     }
   }
 }

@@ -29,7 +29,7 @@
  *   broker restart) and its request may be perfectly good; after the pause it is sent again.
  */
 import { checkTopic, requestReply, tracedPublish, type SendFn } from './exchange.js';
-import { performance } from 'node:perf_hooks';
+import { systemClock, TimerQueue, type Clock, type Timed } from '../../time/clock.js';
 import { ErrorWithReasonCode } from 'mqtt';
 import {
   clientIdFor,
@@ -103,8 +103,11 @@ export interface MqttBridgeOptions {
   readonly suspectProbationMs?: number;
   /** Suspected devices remembered at most. Default 10000. */
   readonly maxSuspects?: number;
-  /** Monotonic clock in ms (suspensions). Default `performance.now`. */
-  readonly now?: () => number;
+  /**
+   * Time and timers: publish (PUBACK) and reply deadlines, suspensions, latencies.
+   * Default: the system clock.
+   */
+  readonly clock?: Clock;
   readonly logger?: MqttBackendLogger;
 }
 
@@ -124,21 +127,34 @@ export interface RequestOptions extends PublishOptions {
   readonly replyTimeoutMs?: number;
 }
 
-interface PublishJob {
-  readonly topic: string;
-  readonly payload: Buffer;
-  readonly userProperties: UserProperties | undefined;
-  readonly device: string | undefined;
-  readonly startedAt: number;
+/**
+ * One publish until its PUBACK, failure or deadline; it is its own entry in the backend's
+ * deadline queue (no closure or timer object per publish).
+ */
+class PublishJob implements Timed {
   /** 'new' until sent or failed; it may wait in the queue meanwhile (`queued`). */
-  state: 'new' | 'sent' | 'done';
+  state: 'new' | 'sent' | 'done' = 'new';
   /** In {@link MqttBridgeBackend.queue} and counted in `queuedCount`. */
-  queued: boolean;
+  queued = false;
   /** The connection it was sent on. */
-  conn: PoolConnection | undefined;
-  timer: NodeJS.Timeout | undefined;
-  resolve(): void;
-  reject(err: Error): void;
+  conn: PoolConnection | undefined = undefined;
+  dueAt = 0;
+  heapIndex = -1;
+
+  constructor(
+    private readonly expired: (job: PublishJob) => void,
+    readonly topic: string,
+    readonly payload: Buffer,
+    readonly userProperties: UserProperties | undefined,
+    readonly device: string | undefined,
+    readonly startedAt: number,
+    readonly resolve: () => void,
+    readonly reject: (err: Error) => void,
+  ) {}
+
+  onTimer(): void {
+    this.expired(this);
+  }
 }
 
 /** The URL without credentials, for logs. */
@@ -167,6 +183,9 @@ export class MqttBridgeBackend {
   private closed = false;
   /** Publishes waiting for a slot; entries that left it are skipped lazily. */
   private readonly queue: PublishJob[] = [];
+  private readonly clock: Clock;
+  /** The publishes' deadlines (PUBACK timeouts). */
+  private readonly deadlines: TimerQueue;
   private queuedCount = 0;
   private readonly replies = new ReplyMatcher();
   private readonly subscriptions: ReplySubscriptions<PoolConnection>;
@@ -204,12 +223,15 @@ export class MqttBridgeBackend {
     this.maxQueued = opts.maxQueued ?? 10_000;
     this.log = opts.logger ?? noopLogger;
     this.urlForLogs = redactUrl(opts.url);
+    this.clock = opts.clock ?? systemClock;
+    // a publish waiting for its PUBACK holds the process open, as a Node timer per publish did
+    this.deadlines = new TimerQueue(this.clock, true);
     this.suspects = new Suspects({
       baseMs: opts.suspectBaseMs ?? 10_000,
       maxMs: opts.suspectMaxMs ?? 3_600_000,
       probationMs: opts.suspectProbationMs ?? 60_000,
       maxEntries: Math.max(1, opts.maxSuspects ?? 10_000),
-      now: opts.now ?? (() => performance.now()),
+      now: () => this.clock.now(),
     });
     const prefix = opts.clientIdPrefix;
     const hooks = this.hooks();
@@ -350,6 +372,7 @@ export class MqttBridgeBackend {
       userProperties: opts.userProperties,
       device: opts.device,
       timeoutMs: opts.replyTimeoutMs ?? this.replyTimeoutMs,
+      clock: this.clock,
       onTimeout: () => this.repliesTimedOut++,
     });
   }
@@ -402,20 +425,18 @@ export class MqttBridgeBackend {
     const early = this.refuseSuspect(device) ?? this.failEarly();
     if (early !== undefined) return Promise.reject(early);
     return new Promise<void>((resolve, reject) => {
-      const job: PublishJob = {
+      const now = this.clock.now();
+      const job = new PublishJob(
+        this.jobExpired,
         topic,
         payload,
         userProperties,
         device,
-        startedAt: performance.now(),
-        state: 'new',
-        queued: false,
-        conn: undefined,
-        timer: undefined,
+        now,
         resolve,
         reject,
-      };
-      job.timer = setTimeout(() => this.onJobTimeout(job), this.publishTimeoutMs);
+      );
+      this.deadlines.schedule(job, now + this.publishTimeoutMs);
       const conn = this.pickConnection(true);
       if (conn !== undefined) this.dispatch(job, conn);
       else if (this.queuedCount >= this.maxQueued) this.finishFailed(job, 'overloaded');
@@ -462,7 +483,7 @@ export class MqttBridgeBackend {
   private onAck(job: PublishJob, err: Error | undefined): void {
     if (job.state === 'sent') {
       if (err === undefined) {
-        this.latency.observe(performance.now() - job.startedAt);
+        this.latency.observe(this.clock.now() - job.startedAt);
         this.publishOk++;
         this.finish(job);
         job.resolve();
@@ -486,8 +507,9 @@ export class MqttBridgeBackend {
     this.drain();
   }
 
+  private readonly jobExpired = (job: PublishJob): void => this.onJobTimeout(job);
+
   private onJobTimeout(job: PublishJob): void {
-    job.timer = undefined;
     if (job.state === 'done') return;
     // A connection that leaves a PUBACK out is avoided until it acknowledges again.
     if (job.state === 'sent' && job.conn !== undefined && job.conn.isUp) job.conn.suspect = true;
@@ -503,8 +525,7 @@ export class MqttBridgeBackend {
   private finish(job: PublishJob): void {
     this.unqueue(job);
     job.state = 'done';
-    if (job.timer !== undefined) clearTimeout(job.timer);
-    job.timer = undefined;
+    this.deadlines.cancel(job);
   }
 
   private finishFailed(job: PublishJob, reason: UnavailableReason): void {

@@ -7,6 +7,7 @@
 import type { UserProperties } from './connection.js';
 import { MqttBackendError, ReplyTimeoutError } from './errors.js';
 import { normalizeMessageId, type ReplyMatcher } from './replies.js';
+import { systemClock, type Clock } from '../../time/clock.js';
 import type {
   ReplySubscriptions,
   SubscribingConnection,
@@ -113,6 +114,8 @@ export interface RequestReplyOptions<C extends SubscribingConnection> {
   /** The device the request is for (see {@link SendFn}). */
   readonly device?: string | undefined;
   readonly timeoutMs: number;
+  /** Sets the reply deadline (default: the system clock). */
+  readonly clock?: Clock;
   /** The reply topic could not be subscribed (counted by the caller). */
   readonly onSubscribeFailed?: (e: unknown) => void;
   readonly onTimeout: () => void;
@@ -155,9 +158,14 @@ export async function requestReply<C extends SubscribingConnection>(
     o.subscriptions.release(lease);
     throw e;
   }
-  const timer = setTimeout(() => {
-    if (o.replies.fail(waiter, new ReplyTimeoutError(o.replyTopic, o.timeoutMs))) o.onTimeout();
-  }, o.timeoutMs);
+  const clock = o.clock ?? systemClock;
+  const timer = clock.setTimeout(
+    () => {
+      if (o.replies.fail(waiter, new ReplyTimeoutError(o.replyTopic, o.timeoutMs))) o.onTimeout();
+    },
+    o.timeoutMs,
+    true,
+  );
   const wait = startChild(
     'mqtt.reply_wait',
     {
@@ -179,7 +187,7 @@ export async function requestReply<C extends SubscribingConnection>(
     endWithError(wait, e instanceof MqttBackendError ? e.code : 'error');
     throw e;
   } finally {
-    clearTimeout(timer);
+    clock.clearTimeout(timer);
     o.subscriptions.release(lease);
   }
 }

@@ -58,7 +58,7 @@
  */
 import { CoapEdgeError } from '../../errors/index.js';
 import { createConnection } from 'node:net';
-import { performance } from 'node:perf_hooks';
+import { systemClock, type Clock, type TimerHandle } from '../../time/clock.js';
 import { ErrorWithReasonCode } from 'mqtt';
 import type { DeviceKey, MessageBackend, Principal } from '../types.js';
 import { redactUrl, type MqttProtocolSetting } from './backend.js';
@@ -139,10 +139,11 @@ export interface DeviceSessionOptions {
   /** A command arrived on the device's connection; `topic` without `topicPrefix`. */
   onCommand(device: DeviceKey, topic: string, payload: Buffer): void | Promise<unknown>;
   /**
-   * Clock in ms since the epoch (default `Date.now`) for lifetimes, the refusal memory, the
-   * rate limit and the EnOS login `timestamp=` (so not a monotonic clock).
+   * Time and timers (default: the system clock). Its wall time (ms since the epoch) is used
+   * for lifetimes, the refusal memory, the rate limit and the EnOS login `timestamp=`; its
+   * timers for the sweep, the probe, connect-slot waits and the publish and reply deadlines.
    */
-  readonly now?: () => number;
+  readonly clock?: Clock;
   readonly logger?: DeviceSessionLogger;
   /** Ms to wait for a CONNACK. Default 5000. */
   readonly connectTimeoutMs?: number;
@@ -297,6 +298,8 @@ export class DeviceSessionManager {
   private readonly refusals = new Map<string, number>();
   private readonly bucket: TokenBucket;
   private readonly templates: DeviceLoginTemplates;
+  private readonly clock: Clock;
+  /** The clock's wall time. */
   private readonly now: () => number;
   private readonly log: DeviceSessionLogger;
   private readonly urlForLogs: string;
@@ -310,8 +313,8 @@ export class DeviceSessionManager {
   private level: ProtocolLevel;
   private closed = false;
   private seq = 0;
-  private sweepTimer: NodeJS.Timeout | undefined;
-  private probeTimer: NodeJS.Timeout | undefined;
+  private sweepTimer: TimerHandle = undefined;
+  private probeTimer: TimerHandle = undefined;
   private probing = false;
   /** Last evidence about the broker: answered (true), unreachable (false), none yet. */
   private reachable: boolean | undefined;
@@ -374,7 +377,9 @@ export class DeviceSessionManager {
     };
     if (opts.auth === 'template') checkLoginTemplates(this.templates);
     checkCommandTopics(opts.commandTopics);
-    this.now = opts.now ?? Date.now;
+    const clock = opts.clock ?? systemClock;
+    this.clock = clock;
+    this.now = () => clock.wallNow();
     this.log = opts.logger ?? noopLogger;
     this.urlForLogs = redactUrl(opts.url);
     this.prefix = opts.topicPrefix ?? '';
@@ -387,18 +392,16 @@ export class DeviceSessionManager {
     this.level = this.protocol === '3.1.1' ? 4 : 5;
     const rate = Math.max(1, opts.connectRatePerSecond);
     this.bucket = new TokenBucket(rate, rate, this.now);
-    this.sweepTimer = setInterval(() => this.sweep(), opts.sweepIntervalMs ?? 1000);
-    this.sweepTimer.unref();
+    this.sweepTimer = clock.setInterval(() => this.sweep(), opts.sweepIntervalMs ?? 1000);
   }
 
   /** Starts probing the broker's port while no session is open (for {@link state}). */
   start(): void {
     if (this.closed || this.probeTimer !== undefined) return;
     void this.probe();
-    this.probeTimer = setInterval(() => {
+    this.probeTimer = this.clock.setInterval(() => {
       if (this.openCount === 0) void this.probe();
     }, this.opts.probeIntervalMs ?? 5000);
-    this.probeTimer.unref();
   }
 
   /** Resolves true once the broker is known reachable, false after `timeoutMs`. */
@@ -541,6 +544,7 @@ export class DeviceSessionManager {
         messageId,
         userProperties: opts.userProperties,
         timeoutMs: opts.replyTimeoutMs ?? this.replyTimeoutMs,
+        clock: this.clock,
         onSubscribeFailed: (e) => {
           this.replySubscribeFailed++;
           this.countPublishFailure(e);
@@ -596,8 +600,8 @@ export class DeviceSessionManager {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.sweepTimer !== undefined) clearInterval(this.sweepTimer);
-    if (this.probeTimer !== undefined) clearInterval(this.probeTimer);
+    this.clock.clearTimeout(this.sweepTimer);
+    this.clock.clearTimeout(this.probeTimer);
     this.sweepTimer = undefined;
     this.probeTimer = undefined;
     this.upWaiters.settle(false);
@@ -952,12 +956,16 @@ export class DeviceSessionManager {
   /** Waits for a reserved connect slot; ends early when the session is ended meanwhile. */
   private sleep(s: Session, ms: number): Promise<void> {
     return new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        s.abort = undefined;
-        resolve();
-      }, ms);
+      const timer = this.clock.setTimeout(
+        () => {
+          s.abort = undefined;
+          resolve();
+        },
+        ms,
+        true,
+      );
       s.abort = () => {
-        clearTimeout(timer);
+        this.clock.clearTimeout(timer);
         s.abort = undefined;
         resolve();
       };
@@ -1023,26 +1031,27 @@ export class DeviceSessionManager {
       this.countPublishFailure(err);
       return Promise.reject(err);
     }
-    const startedAt = performance.now();
+    const startedAt = this.clock.now();
     return new Promise<void>((resolve, reject) => {
       let done = false;
       const fail = (err: MqttBackendError): void => {
         if (done) return;
         done = true;
-        clearTimeout(timer);
+        this.clock.clearTimeout(timer);
         this.countPublishFailure(err);
         reject(err);
       };
-      const timer = setTimeout(
+      const timer = this.clock.setTimeout(
         () => fail(new BackendUnavailableError('BACKEND_PUBACK_TIMEOUT')),
         this.publishTimeoutMs,
+        true,
       );
       const sent = conn.publish(topic, payload, userProperties, (err) => {
         if (err === undefined) {
           if (done) return;
           done = true;
-          clearTimeout(timer);
-          this.latency.observe(performance.now() - startedAt);
+          this.clock.clearTimeout(timer);
+          this.latency.observe(this.clock.now() - startedAt);
           this.publishOk++;
           resolve();
         } else if (err instanceof ErrorWithReasonCode && err.code >= 0x80) {

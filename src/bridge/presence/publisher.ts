@@ -18,6 +18,7 @@
  */
 import { CoapEdgeError } from '../../errors/index.js';
 import { Pool } from 'undici';
+import { systemClock, type Clock, type TimerHandle } from '../../time/clock.js';
 import { PresenceError, type PresenceEvent } from './types.js';
 
 export interface PresencePublisherOptions {
@@ -35,6 +36,11 @@ export interface PresencePublisherOptions {
   readonly retryDelayMs?: number | undefined;
   /** Webhook connections. @default 4 */
   readonly connections?: number | undefined;
+  /**
+   * Timers of the attempt timeouts and the retry delay (undici's own connect, header and body
+   * timeouts stay on Node's timers). @default the system clock
+   */
+  readonly clock?: Clock | undefined;
 }
 
 export interface SinkStats {
@@ -117,18 +123,18 @@ class AttemptError extends CoapEdgeError {
   }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
+function sleep(clock: Clock, ms: number): Promise<void> {
+  return new Promise((r) => clock.setTimeout(r, ms, true));
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
+function withTimeout<T>(clock: Clock, p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: TimerHandle;
   return Promise.race([
     p,
     new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new AttemptError(`${what}: timeout`, true)), ms);
+      timer = clock.setTimeout(() => reject(new AttemptError(`${what}: timeout`, true)), ms, true);
     }),
-  ]).finally(() => clearTimeout(timer));
+  ]).finally(() => clock.clearTimeout(timer));
 }
 
 function errorText(err: unknown): string {
@@ -143,6 +149,7 @@ function errorText(err: unknown): string {
 export function presencePublisher(o: PresencePublisherOptions): PresencePublisher {
   const timeoutMs = o.timeoutMs ?? 5_000;
   const retryDelayMs = o.retryDelayMs ?? 500;
+  const clock = o.clock ?? systemClock;
   if (!(timeoutMs > 0 && retryDelayMs >= 0)) {
     throw new PresenceError('PRESENCE_BAD_CONFIG', 'presence publisher: bad timeouts');
   }
@@ -161,7 +168,7 @@ export function presencePublisher(o: PresencePublisherOptions): PresencePublishe
       );
     }
     mqttSend = (ev, body) =>
-      withTimeout(publish(renderPresenceTopic(template, ev), body), timeoutMs, 'mqtt');
+      withTimeout(clock, publish(renderPresenceTopic(template, ev), body), timeoutMs, 'mqtt');
   }
 
   let pool: Pool | undefined;
@@ -189,7 +196,7 @@ export function presencePublisher(o: PresencePublisherOptions): PresencePublishe
     const extra = o.webhookHeaders ?? {};
     webhookSend = async (ev, body) => {
       const abort = new AbortController();
-      const timer = setTimeout(() => abort.abort(), timeoutMs);
+      const timer = clock.setTimeout(() => abort.abort(), timeoutMs, true);
       try {
         const res = await p.request({
           method: 'POST',
@@ -215,7 +222,7 @@ export function presencePublisher(o: PresencePublisherOptions): PresencePublishe
           true,
         );
       } finally {
-        clearTimeout(timer);
+        clock.clearTimeout(timer);
       }
     };
   }
@@ -235,7 +242,7 @@ export function presencePublisher(o: PresencePublisherOptions): PresencePublishe
         const retry = !(err instanceof AttemptError) || err.retry;
         if (i === 0 && retry) {
           sink.retried++;
-          await sleep(retryDelayMs);
+          await sleep(clock, retryDelayMs);
           continue;
         }
         sink.failed++;

@@ -39,6 +39,7 @@
  * 3 s); events still report the announced lifetime.
  */
 import { randomBytes } from 'node:crypto';
+import { systemClock, type Clock, type TimerHandle } from '../../time/clock.js';
 import type { DeviceKey, Principal } from '../types.js';
 import {
   PresenceError,
@@ -56,8 +57,12 @@ export interface PresenceTrackerOptions {
   readonly publish: (event: PresenceEvent) => Promise<void>;
   /** ms between sweeps (setting `presenceSweepIntervalSeconds` × 1000). */
   readonly sweepIntervalMs: number;
-  /** Clock in ms since the epoch. @default Date.now */
-  readonly now?: () => number;
+  /**
+   * Time and timers: deadlines and event times are its wall time (they are shared with other
+   * pods through the store); sweeps and the publish and close timeouts are its timers.
+   * @default the system clock
+   */
+  readonly clock?: Clock;
   readonly logger?: PresenceLogger;
   /** Test only: factor applied to every lifetime. @default 1 */
   readonly lifetimeScale?: number;
@@ -189,7 +194,7 @@ function positive(name: string, v: number): number {
 export class PresenceTracker {
   readonly #store: PresenceStore;
   readonly #publish: (event: PresenceEvent) => Promise<void>;
-  readonly #now: () => number;
+  readonly #clock: Clock;
   readonly #log: PresenceLogger | undefined;
   readonly #sweepIntervalMs: number;
   readonly #scale: number;
@@ -218,7 +223,7 @@ export class PresenceTracker {
   readonly #busy = new Set<string>();
   #publishing = 0;
   #drainWaiters: (() => void)[] = [];
-  #timer: NodeJS.Timeout | undefined;
+  #timer: TimerHandle = undefined;
   #sweeping: Promise<void> | undefined;
   #started = false;
   #closed = false;
@@ -248,7 +253,7 @@ export class PresenceTracker {
   constructor(o: PresenceTrackerOptions) {
     this.#store = o.store;
     this.#publish = o.publish;
-    this.#now = o.now ?? Date.now;
+    this.#clock = o.clock ?? systemClock;
     this.#log = o.logger;
     this.#sweepIntervalMs = positive('sweepIntervalMs', o.sweepIntervalMs);
     this.#scale = positive('lifetimeScale', o.lifetimeScale ?? 1);
@@ -276,7 +281,7 @@ export class PresenceTracker {
   seen(p: Principal): void {
     if (this.#closed) return;
     this.#s.seen++;
-    const now = this.#now();
+    const now = this.#clock.wallNow();
     const key = keyOf(p);
     const e = this.#local.get(key);
     if (e !== undefined && e.sessionId === p.sessionId && e.lifetime === p.lifetime) {
@@ -354,7 +359,7 @@ export class PresenceTracker {
       sessionId: p.sessionId,
       lifetime: p.lifetime,
       reason,
-      time: this.#now(),
+      time: this.#clock.wallNow(),
       token: this.#newToken(),
       touch,
     });
@@ -365,12 +370,11 @@ export class PresenceTracker {
     if (this.#started || this.#closed) return;
     this.#started = true;
     const next = (): void => {
-      this.#timer = setTimeout(() => {
+      this.#timer = this.#clock.setTimeout(() => {
         void this.sweep().then(() => {
           if (!this.#closed) next();
         });
       }, this.#sweepIntervalMs);
-      this.#timer.unref();
     };
     next();
   }
@@ -490,7 +494,7 @@ export class PresenceTracker {
       },
       (err: unknown) => {
         e.inflight = undefined;
-        e.retryAt = this.#now() + this.#retryMs;
+        e.retryAt = this.#clock.wallNow() + this.#retryMs;
         this.#storeFailed('touch', err);
       },
     );
@@ -579,7 +583,7 @@ export class PresenceTracker {
   // --- sweeps ---------------------------------------------------------------------------
 
   async #sweepOnce(): Promise<void> {
-    const now = this.#now();
+    const now = this.#clock.wallNow();
     this.#s.sweeps++;
     await this.#retryCloses();
     // flush before claiming, so this pod's own sweeper never claims a device it has news of
@@ -680,9 +684,9 @@ export class PresenceTracker {
   }
 
   async #publishOne(ev: PresenceEvent): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
+    let timer: TimerHandle;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
+      timer = this.#clock.setTimeout(
         () =>
           reject(
             new PresenceError(
@@ -691,6 +695,7 @@ export class PresenceTracker {
             ),
           ),
         this.#publishTimeoutMs,
+        true,
       );
     });
     try {
@@ -700,12 +705,12 @@ export class PresenceTracker {
       this.#s.publishFailed++;
       this.#warnPublish('presence event not published', ev, err);
     } finally {
-      clearTimeout(timer);
+      this.#clock.clearTimeout(timer);
     }
   }
 
   #warnPublish(msg: string, ev: PresenceEvent, err: unknown): void {
-    const t = Date.now();
+    const t = this.#clock.now();
     if (t - this.#lastPublishWarn < 10_000) return;
     this.#lastPublishWarn = t;
     this.#log?.warn(
@@ -764,7 +769,7 @@ export class PresenceTracker {
 
   async #shutdown(): Promise<void> {
     this.#closed = true;
-    clearTimeout(this.#timer);
+    this.#clock.clearTimeout(this.#timer);
     const work = (async () => {
       if (this.#sweeping !== undefined) await this.#sweeping;
       await this.#retryCloses();
@@ -780,14 +785,14 @@ export class PresenceTracker {
     })().catch((err: unknown) => {
       this.#log?.warn({ error: describe(err) }, 'presence: close failed');
     });
-    let timer: NodeJS.Timeout | undefined;
+    let timer: TimerHandle;
     const gaveUp = await Promise.race([
       work.then(() => false),
       new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(true), this.#closeTimeoutMs);
+        timer = this.#clock.setTimeout(() => resolve(true), this.#closeTimeoutMs, true);
       }),
     ]);
-    clearTimeout(timer);
+    this.#clock.clearTimeout(timer);
     if (gaveUp) {
       this.#s.eventsDropped += this.#queue.length;
       this.#log?.warn(

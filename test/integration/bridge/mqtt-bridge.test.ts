@@ -13,6 +13,7 @@ import {
   type EmbeddedBroker,
   type MqttBridgeOptions,
 } from '../../../src/bridge/mqtt/index.js';
+import { ManualClock } from '../../../src/time/clock.js';
 import { enosReply, killBrokers, Mosquitto, platform, subscriber, until } from './brokers.js';
 import { MQTT_BRIDGE_DEFAULTS } from '../../helpers/component-defaults.js';
 
@@ -180,17 +181,24 @@ describe('MQTT bridge against Mosquitto (MQTT 5)', () => {
   });
 
   it('reply timeout: ReplyTimeoutError BACKEND_REPLY_TIMEOUT after replyTimeoutMs', async () => {
-    const b = backend(mosq.port, { replyTimeoutMs: 300, replyLingerMs: 100 });
+    const clock = new ManualClock();
+    const b = backend(mosq.port, { replyTimeoutMs: 300, replyLingerMs: 100, clock });
     await connected(b);
     const topic = '/sys/silent/d/thing/measurepoint/post';
-    const t0 = Date.now();
-    const err = await rejectsWith(
-      b.request(topic, request('9'), `${topic}_reply`, '9'),
-      'BACKEND_REPLY_TIMEOUT',
-    );
-    const took = Date.now() - t0;
+    let settled = false;
+    const asked = b.request(topic, request('9'), `${topic}_reply`, '9').finally(() => {
+      settled = true;
+    });
+    const rejected = rejectsWith(asked, 'BACKEND_REPLY_TIMEOUT');
+    // the reply deadline runs from the PUBACK
+    await until(() => b.stats().publishes.ok === 1, 2000, 'the PUBACK');
+    clock.advance(299);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(settled, false, 'no answer before replyTimeoutMs');
+    clock.advance(1);
+    await until(() => settled, 2000, 'the reply deadline');
+    const err = await rejected;
     assert.ok(err instanceof ReplyTimeoutError);
-    assert.ok(took >= 290 && took < 2000, `took ${took} ms`);
     const s = b.stats();
     assert.equal(s.replies.timedOut, 1);
     assert.equal(s.publishes.ok, 1, 'the request itself was published');
@@ -289,9 +297,11 @@ describe('MQTT bridge faults (own Mosquitto per case)', () => {
     await Promise.all(Array.from({ length: 20 }, (_, i) => one.publish(POST, Buffer.from(`${i}`))));
     assert.equal(one.stats().publishes.ok, 20);
 
+    const clock = new ManualClock();
     const b = backend(mosq.port, {
       poolSize: 1,
       publishTimeoutMs: 300,
+      clock,
       maxInflight: 1,
       maxQueued: 1,
       keepaliveSec: 60,
@@ -299,7 +309,6 @@ describe('MQTT bridge faults (own Mosquitto per case)', () => {
     await connected(b);
 
     mosq.pause();
-    const t0 = Date.now();
     const first = rejectsWith(b.publish(POST, Buffer.from('paused')), 'BACKEND_PUBACK_TIMEOUT');
     const second = rejectsWith(
       b.publish(POST, Buffer.from('waits for the slot')),
@@ -307,10 +316,18 @@ describe('MQTT bridge faults (own Mosquitto per case)', () => {
     );
     // the slot is taken and one publish already waits: the next one is refused at once
     await rejectsWith(b.publish(POST, Buffer.from('x')), 'BACKEND_OVERLOADED');
+    await until(() => b.stats().publishes.inflight === 1, 2000, 'the publish on the wire');
+    clock.advance(299);
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(b.stats().publishes.failed['puback-timeout'], 0, 'not before the deadline');
+    clock.advance(1);
+    await until(
+      () => b.stats().publishes.failed['puback-timeout'] === 2,
+      2000,
+      'both deadlines (the one that waited for the slot too)',
+    );
     await first;
     await second;
-    const took = Date.now() - t0;
-    assert.ok(took >= 290 && took < 2000, `took ${took} ms`);
     assert.equal(b.state(), 'connected', 'the TCP connection itself is still up');
 
     // resumed: the late PUBACK frees the slot and publishing goes on

@@ -11,6 +11,7 @@ import { routeSchema } from '../../../src/config/settings.js';
 import { CompiledHttpRoute, compileRoutes } from '../../../src/bridge/routes.js';
 import { HttpBackend, type HttpBackendOptions } from '../../../src/bridge/http/index.js';
 import type { BridgeResponse } from '../../../src/bridge/types.js';
+import { ManualClock } from '../../../src/time/clock.js';
 import { freePort, TestServer, waitFor, type Received } from './server.js';
 
 const TOKEN = 'tok-\u0041bc123';
@@ -266,6 +267,27 @@ describe('HTTP backend against a real HTTP server', () => {
     const ms = performance.now() - t0;
     assert.deepEqual(res, { status: 'gateway-timeout' });
     assert.ok(ms >= 280 && ms < 1_000, `${ms} ms`);
+  });
+
+  it('the call deadline is ours, on the injected clock: 5.04 when it passes, not a millisecond before', async () => {
+    // undici's own header and body timeouts (the same 60 s, on real timers) never come close
+    const clock = new ManualClock();
+    await withBackend({ timeoutMs: 60_000, clock }, async (b) => {
+      for (const path of ['/hang', '/slow-body']) {
+        const seen = (): number => server.received.filter((q) => q.url === path).length;
+        const before = seen();
+        let answer: unknown;
+        void call(b, route({ url: `${server.base}${path}` })).then((res) => (answer = res));
+        await waitFor(() => seen() > before);
+        clock.advance(59_999);
+        await new Promise((r) => setImmediate(r));
+        assert.equal(answer, undefined, `${path}: nothing before the deadline`);
+        clock.advance(1);
+        await waitFor(() => answer !== undefined);
+        assert.deepEqual(answer, { status: 'gateway-timeout' }, path);
+      }
+      assert.equal(b.stats().calls.timeout, 2);
+    });
   });
 
   it('the default timeout (httpTimeoutMs) applies without a route timeout; a body that stalls times out too', async () => {

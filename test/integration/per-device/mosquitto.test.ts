@@ -5,6 +5,7 @@
  * credentials (template login: username `{dk}&{pk}`, password `{secret}`), a third with a
  * wrong secret is refused. Lifetimes run on an injected clock (no 30 s of real waiting).
  */
+import { clockReading } from '../../helpers/clock.js';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -120,7 +121,7 @@ describe('per-device MQTT sessions against Mosquitto with password auth', () => 
       onCommand: (d, topic, payload) => {
         commands.push({ device: d, topic, payload: payload.toString('utf8') });
       },
-      now: () => Date.now() + offset,
+      clock: clockReading(() => Date.now() + offset),
       ...opts,
     });
     managers.push(m);

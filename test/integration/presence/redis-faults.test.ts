@@ -3,6 +3,7 @@
  * caught up once it is back) and paused (answers lost to the command timeout after Redis
  * applied the script: the retry with the same token recovers the transition, once).
  */
+import { clockReading } from '../../helpers/clock.js';
 import { after, afterEach, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Redis } from 'ioredis';
@@ -43,8 +44,16 @@ describe('presence: Redis faults', () => {
   async function two(o: Parameters<typeof startPod>[3] = {}) {
     const p = prefix();
     const clock = new Clock();
-    const a = await startPod('a', redis.url, p, { now: clock.now, retryMs: 500, ...o });
-    const b = await startPod('b', redis.url, p, { now: clock.now, retryMs: 500, ...o });
+    const a = await startPod('a', redis.url, p, {
+      clock: clockReading(clock.now),
+      retryMs: 500,
+      ...o,
+    });
+    const b = await startPod('b', redis.url, p, {
+      clock: clockReading(clock.now),
+      retryMs: 500,
+      ...o,
+    });
     pods.push(a, b);
     return { a, b, clock, p, all: () => [...a.events, ...b.events] };
   }

@@ -3,6 +3,7 @@
  * transition is published exactly once in total, whichever pods see the device, sweep, or
  * close its sessions.
  */
+import { clockReading } from '../../helpers/clock.js';
 import { afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
@@ -40,8 +41,8 @@ describe('presence: two pods sharing Redis', () => {
     const p = prefix();
     prefixes.push(p);
     const clock = new Clock();
-    const a = await startPod('a', SHARED_REDIS, p, { now: clock.now, ...o });
-    const b = await startPod('b', SHARED_REDIS, p, { now: clock.now, ...o });
+    const a = await startPod('a', SHARED_REDIS, p, { clock: clockReading(clock.now), ...o });
+    const b = await startPod('b', SHARED_REDIS, p, { clock: clockReading(clock.now), ...o });
     pods.push(a, b);
     const admin = new Redis(SHARED_REDIS);
     clients.push(admin);

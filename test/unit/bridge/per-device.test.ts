@@ -4,6 +4,7 @@
  * 3.1.1, so `auto` falls back from 5) whose `authenticate` hook records what mqtt.js sent.
  * The clock is injected: lifetimes, the refusal memory and the rate limit need no waiting.
  */
+import { clockReading } from '../../helpers/clock.js';
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { EventEmitter } from 'node:events';
@@ -322,7 +323,7 @@ async function harness(
     onCommand: (device, topic, payload) => {
       h.commands.push({ device, topic, payload: payload.toString('utf8') });
     },
-    now: () => h.clock,
+    clock: clockReading(() => h.clock),
     ...opts,
   });
   managers.push(m);

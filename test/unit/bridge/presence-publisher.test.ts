@@ -13,6 +13,21 @@ import {
   renderPresenceTopic,
   type PresenceEvent,
 } from '../../../src/bridge/presence/index.js';
+import { ManualClock } from '../../../src/time/clock.js';
+
+/** Lets promise callbacks run. */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+}
+
+/** Polls `cond` (real I/O has to arrive); fails naming `what` after 5 s. */
+async function until(cond: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!cond()) {
+    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
 
 const EV: PresenceEvent = {
   productKey: 'MuGsF6W4',
@@ -158,12 +173,29 @@ describe('presencePublisher', () => {
   it('times out, retries once, counts the failure', async () => {
     seen.length = 0;
     script = ['hang', 'hang'];
-    const pub = presencePublisher({ webhookUrl: url, timeoutMs: 200, retryDelayMs: 10 });
-    const t0 = Date.now();
-    await assert.rejects(pub.publish(EV), /webhook: timeout/);
-    assert.ok(Date.now() - t0 < 2_000);
-    // (under load an aborted attempt may not reach the server at all)
-    assert.ok(seen.length >= 1 && seen.length <= 2);
+    // the attempt timeout is ours, on the clock; undici's own (the same 60 s) never comes close
+    const clock = new ManualClock();
+    const pub = presencePublisher({ webhookUrl: url, timeoutMs: 60_000, retryDelayMs: 10, clock });
+    let outcome: unknown;
+    const published = pub.publish(EV).then(
+      () => (outcome = 'published'),
+      (e: unknown) => (outcome = e),
+    );
+    await until(() => seen.length === 1, 'the first attempt');
+    clock.advance(59_999);
+    await settle();
+    assert.equal(pub.stats().webhook.retried, 0, 'not before the timeout');
+    clock.advance(1);
+    await until(() => pub.stats().webhook.retried === 1, 'the timeout');
+    clock.advance(9);
+    await settle();
+    assert.equal(seen.length, 1, 'the retry waits retryDelayMs');
+    clock.advance(1);
+    await until(() => seen.length === 2, 'the retry');
+    clock.advance(60_000);
+    await until(() => outcome !== undefined, 'the second timeout');
+    await published;
+    assert.match(String(outcome), /webhook: timeout/);
     assert.deepEqual(pub.stats().webhook, { ok: 0, failed: 1, retried: 1 });
     await pub.close();
   });
@@ -177,10 +209,12 @@ describe('presencePublisher', () => {
 
   it('MQTT: retries once, a hung publish times out', async () => {
     let calls = 0;
+    const clock = new ManualClock();
     const pub = presencePublisher({
       topicTemplate: 'p/{dk}',
       timeoutMs: 50,
       retryDelayMs: 5,
+      clock,
       mqttPublish: () => {
         calls++;
         return calls === 1
@@ -188,7 +222,26 @@ describe('presencePublisher', () => {
           : new Promise(() => {});
       },
     });
-    await assert.rejects(pub.publish(EV), /mqtt: timeout/);
+    let outcome: unknown;
+    const published = pub.publish(EV).then(
+      () => (outcome = 'published'),
+      (e: unknown) => (outcome = e),
+    );
+    await settle();
+    assert.equal(calls, 1);
+    clock.advance(4);
+    await settle();
+    assert.equal(calls, 1, 'the retry waits retryDelayMs');
+    clock.advance(1);
+    await settle();
+    assert.equal(calls, 2);
+    clock.advance(49);
+    await settle();
+    assert.equal(outcome, undefined, 'not before the timeout');
+    clock.advance(1);
+    await until(() => outcome !== undefined, 'the timeout');
+    await published;
+    assert.match(String(outcome), /mqtt: timeout/);
     assert.equal(calls, 2);
     assert.deepEqual(pub.stats().mqtt, { ok: 0, failed: 1, retried: 1 });
   });

@@ -17,21 +17,13 @@ import {
   type TouchResult,
 } from '../../../src/bridge/presence/index.js';
 import type { DeviceKey, Principal } from '../../../src/bridge/types.js';
+import { ManualClock } from '../../../src/time/clock.js';
 
 const T0 = Date.UTC(2026, 4, 1, 10, 0, 0);
 
 /** Lets promise callbacks (store answers, publishes) run. */
 async function settle(): Promise<void> {
   for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
-}
-
-/** Polls `cond` until it holds; fails naming `what` after `ms`. */
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 function principal(sessionId: string, o: { dk?: string; lifetime?: number } = {}): Principal {
@@ -45,18 +37,11 @@ function principal(sessionId: string, o: { dk?: string; lifetime?: number } = {}
   };
 }
 
-class Clock {
-  t = T0;
-  readonly now = (): number => this.t;
-  advance(ms: number): void {
-    this.t += ms;
-  }
-}
+/** Time starts at T0 and moves only when a test advances it (timers fire then). */
+const newClock = (): ManualClock => new ManualClock(0, T0);
 
-function harness(
-  o: Partial<PresenceTrackerOptions> & { store?: PresenceStore; clock?: Clock } = {},
-) {
-  const clock = o.clock ?? new Clock();
+function harness(o: Partial<PresenceTrackerOptions> & { store?: PresenceStore } = {}) {
+  const clock = o.clock instanceof ManualClock ? o.clock : newClock();
   const store = o.store ?? new MemoryPresenceStore();
   const events: PresenceEvent[] = [];
   const tracker = new PresenceTracker({
@@ -65,8 +50,8 @@ function harness(
       return Promise.resolve();
     },
     sweepIntervalMs: 5_000,
-    now: clock.now,
     ...o,
+    clock,
     store,
   });
   return { clock, store, events, tracker };
@@ -209,7 +194,7 @@ describe('PresenceTracker (memory store)', () => {
 
   it('close of an old session after a re-handshake on another pod: nothing', async () => {
     const store = new MemoryPresenceStore();
-    const clock = new Clock();
+    const clock = newClock();
     const a = harness({ store, clock });
     const b = harness({ store, clock });
     a.tracker.seen(principal('s1'));
@@ -227,7 +212,7 @@ describe('PresenceTracker (memory store)', () => {
 
   it('a device seen on two pods sharing the store: one online', async () => {
     const store = new MemoryPresenceStore();
-    const clock = new Clock();
+    const clock = newClock();
     const a = harness({ store, clock });
     const b = harness({ store, clock });
     a.tracker.seen(principal('s1'));
@@ -275,14 +260,14 @@ describe('PresenceTracker (memory store)', () => {
     assert.equal(s.calls.touch, 1);
     // sweeps every 5 s: the flush before 30 s moves the deadline to 37 s
     for (let t = 5_000; t <= 35_000; t += 5_000) {
-      clock.t = T0 + t;
+      clock.advance(T0 + t - clock.wallNow());
       await tracker.sweep();
       await settle();
     }
     assert.equal(s.calls.touch, 2, 'one flush');
     assert.equal((await s.get({ productKey: 'pk', deviceKey: 'dk' }))?.deadline, T0 + 37_000);
     assert.deepEqual(summary(events), ['online:first-request']);
-    clock.t = T0 + 40_000;
+    clock.advance(T0 + 40_000 - clock.wallNow());
     await tracker.sweep();
     await settle();
     assert.deepEqual(summary(events), ['online:first-request', 'offline:lifetime-lapsed']);
@@ -315,7 +300,7 @@ describe('PresenceTracker (memory store)', () => {
 
   it('close() publishes no offline, flushes unwritten requests, drains events', async () => {
     const store = new MemoryPresenceStore();
-    const clock = new Clock();
+    const clock = newClock();
     const a = harness({ store, clock });
     a.tracker.seen(principal('s1'));
     await settle();
@@ -410,14 +395,14 @@ describe('PresenceTracker (memory store)', () => {
   });
 
   it('publish failures are counted and never reach the caller; one device stays in order', async () => {
-    const clock = new Clock();
+    const clock = newClock();
     const order: string[] = [];
     let fail = true;
     let release: (() => void) | undefined;
     const tracker = new PresenceTracker({
       store: new MemoryPresenceStore(),
       sweepIntervalMs: 5_000,
-      now: clock.now,
+      clock,
       publish: async (ev) => {
         if (ev.status === 'online' && release === undefined) {
           await new Promise<void>((r) => (release = r));
@@ -442,16 +427,23 @@ describe('PresenceTracker (memory store)', () => {
   });
 
   it('a publish that hangs times out and frees its slot', async () => {
+    const clock = newClock();
     const tracker = new PresenceTracker({
       store: new MemoryPresenceStore(),
       sweepIntervalMs: 5_000,
       publishTimeoutMs: 50,
       closeTimeoutMs: 500,
+      clock,
       publish: () => new Promise(() => {}),
     });
     tracker.seen(principal('s1'));
-    // the timeout is a real timer: wait for the count it leaves, not a fixed time
-    await until(() => tracker.stats().events.failed > 0, 2_000, 'the publish timeout');
+    await settle();
+    assert.equal(tracker.stats().events.publishing, 1);
+    clock.advance(49);
+    await settle();
+    assert.equal(tracker.stats().events.failed, 0, 'not before the timeout');
+    clock.advance(1);
+    await settle();
     assert.equal(tracker.stats().events.failed, 1);
     assert.equal(tracker.stats().events.publishing, 0);
     await tracker.close();
@@ -479,12 +471,14 @@ describe('PresenceTracker (memory store)', () => {
   });
 
   it('start() sweeps on its own until close()', async () => {
+    const clock = newClock();
     const store = new MemoryPresenceStore();
     const events: PresenceEvent[] = [];
     const tracker = new PresenceTracker({
       store,
       sweepIntervalMs: 20,
       lifetimeScale: 0.002, // 30 s → 60 ms
+      clock,
       publish: (ev) => {
         events.push(ev);
         return Promise.resolve();
@@ -492,9 +486,18 @@ describe('PresenceTracker (memory store)', () => {
     });
     tracker.start();
     tracker.seen(principal('s1'));
-    await until(() => events.length >= 2, 2_000, 'the lapse').catch(() => undefined);
-    await tracker.close();
+    // sweeps at 20 and 40 ms find nothing lapsed; the one at 60 ms finds the device
+    await clock.advanceAsync(40, 20);
+    await settle();
+    assert.deepEqual(summary(events), ['online:first-request']);
+    assert.equal(tracker.stats().sweeps, 2);
+    await clock.advanceAsync(20);
+    await settle();
     assert.deepEqual(summary(events), ['online:first-request', 'offline:lifetime-lapsed']);
-    assert.ok(tracker.stats().sweeps >= 1);
+    await tracker.close();
+    // no sweep after close()
+    await clock.advanceAsync(100, 20);
+    assert.equal(tracker.stats().sweeps, 3);
+    assert.equal(clock.pending, 0);
   });
 });

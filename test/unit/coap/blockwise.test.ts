@@ -10,7 +10,7 @@ import {
   type CoapRequest,
 } from '../../../src/coap/endpoint.js';
 import { getOption } from '../../../src/coap/options.js';
-import { ManualClock } from '../../../src/coap/timers.js';
+import { ManualClock } from '../../../src/time/clock.js';
 import { UPLOAD_OVERHEAD, transferKey } from '../../../src/coap/blockwise.js';
 import { decode } from '../../../src/coap/codec.js';
 import {

@@ -6,7 +6,7 @@ import { DedupCache, COMPLETE, IN_PROGRESS } from '../../../src/coap/dedup.js';
 import { CoapEndpoint, type CoapReply } from '../../../src/coap/endpoint.js';
 import { LinkedQueue, type QueueNode } from '../../../src/coap/linked-queue.js';
 import { CoapStats } from '../../../src/coap/stats.js';
-import { ManualClock, TimerQueue, type Timed } from '../../../src/coap/timers.js';
+import { ManualClock, TimerQueue, type Timed } from '../../../src/time/clock.js';
 import { FakePeer, deferred, flush, req } from './exchange-harness.js';
 import { COAP_ENDPOINT_DEFAULTS } from '../../helpers/component-defaults.js';
 
@@ -136,6 +136,21 @@ describe('TimerQueue', () => {
     assert.deepEqual(log, ['b@10', 'a@15', 'd@20', 'e@40', 'f@45']);
     assert.equal(q.size, 0);
     assert.equal(clock.pending, 0);
+  });
+
+  test('cancelling the last scheduled object stops the host timer', () => {
+    const clock = new ManualClock();
+    const q = new TimerQueue(clock, true);
+    const log: string[] = [];
+    const [a, b] = [new T('a', log), new T('b', log)];
+    q.schedule(a, 50);
+    q.schedule(b, 10);
+    q.cancel(b);
+    assert.equal(clock.pending, 1, 'still armed for a');
+    q.cancel(a);
+    assert.equal(clock.pending, 0, 'nothing left: no host timer');
+    clock.advance(100);
+    assert.deepEqual(log, []);
   });
 
   test('a timer may reschedule itself from onTimer; clear stops everything', () => {

@@ -18,7 +18,7 @@ import {
 import { CoapEndpoint, type CoapEndpointOptions } from '../../../src/coap/endpoint.js';
 import { decode } from '../../../src/coap/codec.js';
 import { getOption } from '../../../src/coap/options.js';
-import { ManualClock } from '../../../src/coap/timers.js';
+import { ManualClock } from '../../../src/time/clock.js';
 import { FakePeer, block, bytes, deferred, flush, req, uintOption } from './exchange-harness.js';
 import { COAP_ENDPOINT_DEFAULTS } from '../../helpers/component-defaults.js';
 

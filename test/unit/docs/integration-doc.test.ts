@@ -40,6 +40,7 @@ import { routeSchema, settings } from '../../../src/config/settings.js';
 import { toCoapReply } from '../../../src/gateway/coap-adapter.js';
 import { REPO_ROOT } from '../../helpers/processes.js';
 import { TTD_DEFAULTS } from '../../helpers/component-defaults.js';
+import { ManualClock } from '../../../src/time/clock.js';
 
 const DOC = readFileSync(join(REPO_ROOT, 'docs', 'integration.md'), 'utf8');
 
@@ -250,7 +251,7 @@ describe('docs/integration.md: HTTP routes', () => {
       connections: 1,
       maxConcurrency: 4,
       unavailableMaxAge: 30,
-      now: () => Number(timestamp),
+      clock: new ManualClock(0, Number(timestamp)),
     });
     let res: BridgeResponse;
     try {

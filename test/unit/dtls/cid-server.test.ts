@@ -10,6 +10,7 @@ import { createSocket, type Socket } from 'node:dgram';
 
 import { DtlsClient } from '../../../src/dtls/client.js';
 import { CipherSuite, ContentType } from '../../../src/dtls/constants.js';
+import { ManualClock } from '../../../src/time/clock.js';
 import { DtlsServer, type DtlsServerOptions } from '../../../src/dtls/server.js';
 import type { DtlsAssociation } from '../../../src/dtls/association.js';
 import type { PeerAddress } from '../../../src/dtls/types.js';
@@ -32,7 +33,8 @@ interface Rig {
   readonly unknown: Unknown[];
   /** Echo each datagram back, or (when set) send this many bytes per datagram received. */
   reply: number | undefined;
-  clock: number;
+  /** The server's clock (its timers fire only when a test advances it). */
+  readonly clock: ManualClock;
   close(): Promise<void>;
 }
 
@@ -50,7 +52,7 @@ async function rig(opts: Partial<DtlsServerOptions<string>> = {}): Promise<Rig> 
     port: socket.address().port,
     unknown,
     reply: undefined,
-    clock: 1_000_000,
+    clock: new ManualClock(0, 1_000_000),
     close: async () => {
       r.server.close();
       await new Promise<void>((done) => socket.close(() => done()));
@@ -59,7 +61,7 @@ async function rig(opts: Partial<DtlsServerOptions<string>> = {}): Promise<Rig> 
   const server = new DtlsServer<string>({
     ...DTLS_SERVER_DEFAULTS,
     ...opts,
-    now: () => r.clock,
+    clock: r.clock,
     send: (data, port, address) => socket.send(data, port, address),
     handler: {
       resolvePsk: (identity) =>
@@ -387,14 +389,14 @@ describe('DtlsServer: peer address update by CID (RFC 9146 §6)', () => {
       assert.ok(rec !== undefined);
       const forged = Buffer.from(rec);
       forged[11] = (forged[11] ?? 0) ^ 0xff; // first CID byte
-      r.clock += 1_000; // past any report an earlier test caused
+      r.clock.advance(1_000); // past any report an earlier test caused
       const before = r.server.stats.drops['unknown-cid'];
       const reports = r.unknown.length;
       for (let i = 0; i < 5; i++) fromAttacker(forged);
       await until('five drops', () => r.server.stats.drops['unknown-cid'] === before + 5);
       assert.equal(r.unknown.length - reports, 1, 'one report');
       assert.equal(r.unknown.at(-1)?.reason, 'unknown-cid');
-      r.clock += 1_000;
+      r.clock.advance(1_000);
       fromAttacker(forged);
       await until('sixth drop', () => r.server.stats.drops['unknown-cid'] === before + 6);
       assert.equal(r.unknown.length - reports, 2);

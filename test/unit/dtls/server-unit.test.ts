@@ -31,6 +31,7 @@ import { plainRecord, readRecord, type DtlsRecord } from '../../../src/dtls/reco
 import { DtlsServer, type DtlsServerOptions } from '../../../src/dtls/server.js';
 import { DROP_REASONS, type CloseReason, type HandshakeFailure } from '../../../src/dtls/types.js';
 import type { DtlsAssociation } from '../../../src/dtls/association.js';
+import { ManualClock } from '../../../src/time/clock.js';
 import { loadCapture } from '../../helpers/vectors.js';
 import { DTLS_SERVER_DEFAULTS } from '../../helpers/component-defaults.js';
 
@@ -49,6 +50,8 @@ interface Sent {
 
 interface Harness {
   readonly server: DtlsServer<string>;
+  /** The server's clock: time moves only when a test advances it. */
+  readonly clock: ManualClock;
   readonly sent: Sent[];
   readonly data: Buffer[];
   readonly established: DtlsAssociation<string>[];
@@ -61,6 +64,7 @@ type ExtraOptions = Partial<Omit<DtlsServerOptions<string>, 'send' | 'handler'>>
 
 function harness(opts: ExtraOptions = {}): Harness {
   const h: Omit<Harness, 'server'> = {
+    clock: new ManualClock(1_000_000),
     sent: [],
     data: [],
     established: [],
@@ -70,6 +74,7 @@ function harness(opts: ExtraOptions = {}): Harness {
   };
   const server = new DtlsServer<string>({
     ...DTLS_SERVER_DEFAULTS,
+    clock: h.clock,
     ...opts,
     send: (data, port, address) => h.sent.push({ data: Buffer.from(data), port, address }),
     handler: {
@@ -351,22 +356,17 @@ function clientFinish(
   return { datagram, keys, transcript, finished };
 }
 
-/** Polls `cond` until it holds; fails naming `what` after `ms`. */
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
+/**
+ * Moves the server's clock to each of its next timers until the handshake with `port` is over
+ * (the verdict timer, two retransmission intervals after a record that did not authenticate).
+ */
+function settled(h: Harness, port: number): void {
+  for (let i = 0; i < 100 && h.server.handshaking(ADDR, port); i++) {
+    const next = h.clock.nextIn;
+    assert.ok(next !== undefined, 'no timer pending');
+    h.clock.advance(next);
   }
-}
-
-/** Waits until the handshake with `port` is over (the verdict timer runs in real time). */
-async function settled(h: Harness, port: number): Promise<void> {
-  const deadline = Date.now() + 5_000;
-  while (h.server.handshaking(ADDR, port)) {
-    assert.ok(Date.now() < deadline, 'handshake still in progress');
-    await new Promise((r) => setTimeout(r, 5));
-  }
+  assert.equal(h.server.handshaking(ADDR, port), false, 'handshake still in progress');
 }
 
 describe('DtlsServer: handshakes driven by hand', () => {
@@ -560,7 +560,7 @@ describe('DtlsServer: handshakes driven by hand', () => {
   ] as const;
 
   for (const c of refusals) {
-    test(`${c.name}: decrypt_error after the Finished, the real reason in the failure`, async () => {
+    test(`${c.name}: decrypt_error after the Finished, the real reason in the failure`, () => {
       const h = harness({ retransmitTimeoutMs: 20 });
       try {
         const p = PROFILES[1]!;
@@ -571,7 +571,10 @@ describe('DtlsServer: handshakes driven by hand', () => {
         // nothing at once: the Finished that does not authenticate might be a forgery
         assert.equal(h.sent.length, before);
         assert.equal(h.server.handshakeCount, 1);
-        await settled(h, c.port);
+        const failedAt = h.clock.now();
+        settled(h, c.port);
+        // the verdict timer: two retransmission intervals (2 × 20 ms) after the bad record
+        assert.equal(h.clock.now() - failedAt, 40);
         assert.equal(h.server.associationCount, 0);
         const f = only(h.failures);
         assert.equal(f.reason, c.reason);
@@ -589,14 +592,14 @@ describe('DtlsServer: handshakes driven by hand', () => {
     });
   }
 
-  test('detailedPskAlerts: unknown_psk_identity at once, bad_record_mac for a wrong key', async () => {
+  test('detailedPskAlerts: unknown_psk_identity at once, bad_record_mac for a wrong key', () => {
     const h = harness({ retransmitTimeoutMs: 20, detailedPskAlerts: true });
     try {
       const p = PROFILES[0]!;
       for (const c of refusals) {
         const a = hello(h, p, c.port, Buffer.alloc(32, 0x34));
         h.server.handleDatagram(clientFinish(p, a, c.psk, c.identity).datagram, ADDR, c.port);
-        await settled(h, c.port);
+        settled(h, c.port);
         const alert = only(records(h.sent.at(-1)!.data));
         assert.deepEqual([...alert.body], [2, c.detailed]);
       }
@@ -696,13 +699,12 @@ describe('DtlsServer: limits, draining, replacement, cookie lifetime', () => {
   });
 
   test('a cookie made before one rotation is accepted, after two it is not', () => {
-    let t = 1_000_000;
     withServer(
       (h) => {
         const ch2 = ch2With(h, 46300, Buffer.alloc(32, 9));
-        t += 10_000; // one rotation
+        h.clock.advance(10_000); // one rotation
         const ch2b = ch2With(h, 46301, Buffer.alloc(32, 9));
-        t += 10_000; // a second rotation: the first cookie is gone, the second still good
+        h.clock.advance(10_000); // a second rotation: the first cookie is gone, the second still good
         const sent = h.sent.length;
         h.server.handleDatagram(ch2, ADDR, 46300);
         hvrCookie(h.sent[sent]!.data, 1);
@@ -710,7 +712,7 @@ describe('DtlsServer: limits, draining, replacement, cookie lifetime', () => {
         h.server.handleDatagram(ch2b, ADDR, 46301);
         assert.equal(h.server.handshakeCount, 1);
       },
-      { cookieLifetimeMs: 10_000, now: () => t },
+      { cookieLifetimeMs: 10_000 },
     );
   });
 });
@@ -752,7 +754,7 @@ describe('DtlsServer: a peer that handshakes again', () => {
     });
   });
 
-  test('a new handshake that fails leaves the old association in place', async () => {
+  test('a new handshake that fails leaves the old association in place', () => {
     const h = harness({ retransmitTimeoutMs: 20 });
     try {
       const p = PROFILES[0]!;
@@ -766,7 +768,7 @@ describe('DtlsServer: a peer that handshakes again', () => {
       // a wrong key on the new handshake: it fails, the association stays
       const bad = clientFinish(p, hello(h, p, port, Buffer.alloc(32, 3)), Buffer.alloc(16, 7));
       h.server.handleDatagram(bad.datagram, ADDR, port);
-      await settled(h, port);
+      settled(h, port);
       assert.equal(h.server.handshakeCount, 0);
       assert.equal(h.server.associationCount, 1);
       assert.deepEqual(h.closed, []);
@@ -860,28 +862,29 @@ describe('DtlsServer: records and hellos an attacker can inject into a handshake
 });
 
 describe('DtlsServer: flight retransmission on its timer', () => {
-  test('flight 4 is sent again with doubling intervals, new record numbers, the same message_seq, until the handshake times out', async () => {
+  test('flight 4 is sent again with doubling intervals, new record numbers, the same message_seq, until the handshake times out', () => {
     const h = harness({
       retransmitTimeoutMs: 40,
       maxRetransmitTimeoutMs: 1_000,
       handshakeTimeoutMs: 700,
     });
     try {
-      const t0 = Date.now();
+      const t0 = h.clock.now();
       const first = hello(h, PROFILES[0]!, 48000, Buffer.alloc(32, 5));
       const firstSeqs = serverMessages(first.flight).map(({ rec }) => rec.seq);
       const sentBefore = h.sent.length;
       const times: number[] = [];
-      const watch = setInterval(() => {
-        while (times.length < h.sent.length - sentBefore) times.push(Date.now() - t0);
-      }, 2);
-      // the handshake's deadline ends the retransmissions: wait for it, not for a fixed time
-      await until(() => h.failures.length > 0, 5_000, 'the handshake deadline');
-      clearInterval(watch);
-      while (times.length < h.sent.length - sentBefore) times.push(Date.now() - t0);
+      // the clock moves a millisecond at a time: each flight is seen at the time it went out;
+      // the handshake's deadline ends the retransmissions
+      while (h.failures.length === 0 && h.clock.now() - t0 < 5_000) {
+        h.clock.advance(1);
+        while (times.length < h.sent.length - sentBefore) times.push(h.clock.now() - t0);
+      }
+      assert.equal(h.clock.now() - t0, 700, 'the handshake deadline');
       const resent = h.sent.slice(sentBefore);
       // 40, 80, 160, 320 ms after the first: four retransmissions inside 700 ms, then the deadline
       assert.ok(resent.length >= 3 && resent.length <= 4, `${resent.length} retransmissions`);
+      assert.deepEqual(times, [40, 120, 280, 600]);
       for (let i = 1; i < times.length - 1; i++) {
         const gap = (times[i + 1] ?? 0) - (times[i] ?? 0);
         const prev = (times[i] ?? 0) - (times[i - 1] ?? 0);
@@ -911,16 +914,36 @@ describe('DtlsServer: flight retransmission on its timer', () => {
   });
 });
 
+describe('DtlsServer: stalled handshakes under pressure', () => {
+  test('once the table is half full, a handshake whose client never answered is given up after stalledHandshakeTimeoutMs, not a millisecond before', () => {
+    withServer(
+      (h) => {
+        const p = PROFILES[0]!;
+        hello(h, p, 49000, Buffer.alloc(32, 1)); // never answers
+        const answered = hello(h, p, 49001, Buffer.alloc(32, 2));
+        const [cke] = records(clientFinish(p, answered, PSK).datagram);
+        h.server.handleDatagram(cke!.raw, ADDR, 49001); // answered: not stalled any more
+        h.clock.advance(4_999);
+        hello(h, p, 49002, Buffer.alloc(32, 3));
+        assert.equal(h.server.handshakeCount, 3, 'nothing given up before the timeout');
+        assert.equal(h.failures.length, 0);
+        h.clock.advance(1);
+        hello(h, p, 49003, Buffer.alloc(32, 4));
+        assert.deepEqual(
+          h.failures.map((f) => [f.reason, f.port]),
+          [['stalled', 49000]],
+        );
+        assert.equal(h.server.handshakeCount, 3);
+        assert.equal(h.server.handshaking(ADDR, 49001), true);
+      },
+      { maxHandshakes: 4, stalledHandshakeTimeoutMs: 5_000, handshakeTimeoutMs: 60_000 },
+    );
+  });
+});
+
 describe('DtlsServer: idle associations are evicted', () => {
-  test('after idleTimeout without traffic the association gets close_notify and is gone', async () => {
-    let t = 5_000_000;
-    // with no traffic only the sweeper reads the clock: a read is a sweep that has run
-    let reads = 0;
-    const now = (): number => {
-      reads++;
-      return t;
-    };
-    const h = harness({ idleTimeoutMs: 60_000, sweepIntervalMs: 20, now });
+  test('after idleTimeout without traffic the association gets close_notify and is gone', () => {
+    const h = harness({ idleTimeoutMs: 60_000, sweepIntervalMs: 20 });
     try {
       const p = PROFILES[0]!;
       h.server.handleDatagram(
@@ -929,12 +952,14 @@ describe('DtlsServer: idle associations are evicted', () => {
         47200,
       );
       assert.equal(h.server.associationCount, 1);
-      const readsBefore = reads;
-      await until(() => reads > readsBefore, 5_000, 'a sweep');
+      // a sweep runs (every 20 ms) and finds the association active
+      h.clock.advance(20);
+      assert.equal(h.server.associationCount, 1, 'not idle yet');
+      h.clock.advance(59_970);
       assert.equal(h.server.associationCount, 1, 'not idle yet');
       const sent = h.sent.length;
-      t += 60_001;
-      await until(() => h.server.associationCount === 0, 5_000, 'the idle sweep');
+      // the first sweep past the idle timeout ends it
+      h.clock.advance(40);
       assert.equal(h.server.associationCount, 0);
       assert.deepEqual(h.closed, ['idle']);
       assert.equal(h.server.stats.closed.idle, 1);

@@ -11,6 +11,8 @@ import { createSocket, type Socket } from 'node:dgram';
 
 import { DtlsClient } from '../../../src/dtls/client.js';
 import { CipherSuite } from '../../../src/dtls/constants.js';
+import type { Clock } from '../../../src/time/clock.js';
+import { clockReading } from '../../helpers/clock.js';
 import { DtlsServer, type DtlsServerOptions } from '../../../src/dtls/server.js';
 import { MemoryAssociationStore } from '../../../src/dtls/shared.js';
 import { sealSnapshot, openSnapshot } from '../../../src/dtls/snapshot.js';
@@ -153,7 +155,7 @@ for (const withCid of [true, false]) {
         rxLease?: number;
         suite?: number;
         crashes?: boolean;
-        now?: () => number;
+        clock?: Clock;
         idleTimeoutMs?: number;
         recordSizeLimit?: number;
         admission?: DtlsServerOptions<string>['admission'];
@@ -286,7 +288,7 @@ for (const withCid of [true, false]) {
     it('the identity index lives as long as its association: the holder restarts its expiry every half TTL while it is used', async () => {
       let clock = 1_000_000;
       const { c, got } = await setUp({
-        now: () => clock,
+        clock: clockReading(() => clock),
         idleTimeoutMs: 10_000,
         // one live association per device: the identity index names it
         admission: (_identity, principal) => ({ key: principal, restricted: false }),
@@ -314,7 +316,7 @@ for (const withCid of [true, false]) {
 
     it('a device slower than a record a second has its fence exactly above each record: after a crash its next record is answered', async () => {
       let clock = 1_000_000;
-      const { c, got } = await setUp({ crashes: true, now: () => clock });
+      const { c, got } = await setUp({ crashes: true, clock: clockReading(() => clock) });
       for (let i = 0; i < 3; i++) {
         clock += 2_000;
         await ask(c, got, `slow${i}`);

@@ -1,0 +1,123 @@
+/**
+ * The clocks of src/time: the manual one tests drive, and the system one with its timers.
+ * (TimerQueue's tests are in test/unit/coap/caches.test.ts, beside the caches that use it.)
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { MANUAL_WALL_START, ManualClock, SystemClock } from '../../../src/time/clock.js';
+
+describe('ManualClock', () => {
+  test('monotonic and wall time start where asked and move together, only on advance', () => {
+    const c = new ManualClock(500, 1_700_000_000_000);
+    assert.deepEqual([c.now(), c.wallNow()], [500, 1_700_000_000_000]);
+    c.advance(250);
+    assert.deepEqual([c.now(), c.wallNow()], [750, 1_700_000_000_250]);
+    assert.equal(new ManualClock().wallNow(), MANUAL_WALL_START);
+  });
+
+  test('timers fire in deadline order, equal deadlines in the order they were set, with now at each deadline', () => {
+    const c = new ManualClock(0);
+    const log: string[] = [];
+    c.setTimeout(() => log.push(`b@${c.now()}`), 20);
+    c.setTimeout(() => log.push(`a@${c.now()}`), 10);
+    c.setTimeout(() => log.push(`c@${c.now()}`), 20);
+    const gone = c.setTimeout(() => log.push('cancelled'), 15);
+    c.clearTimeout(gone);
+    c.clearTimeout(undefined);
+    assert.equal(c.pending, 3);
+    assert.equal(c.nextIn, 10);
+    c.advance(19);
+    assert.deepEqual(log, ['a@10']);
+    assert.equal(c.now(), 19);
+    c.advance(1);
+    assert.deepEqual(log, ['a@10', 'b@20', 'c@20']);
+    assert.equal(c.pending, 0);
+    assert.equal(c.nextIn, undefined);
+  });
+
+  test('a timer set from a timer fires within the same advance when it falls due', () => {
+    const c = new ManualClock(0);
+    const at: number[] = [];
+    const again = (): void => {
+      at.push(c.now());
+      if (at.length < 3) c.setTimeout(again, 10);
+    };
+    c.setTimeout(again, 10);
+    c.advance(100);
+    assert.deepEqual(at, [10, 20, 30]);
+  });
+
+  test('an interval fires every period until cleared, also from its own callback', () => {
+    const c = new ManualClock(0);
+    const at: number[] = [];
+    const h = c.setInterval(() => {
+      at.push(c.now());
+      if (at.length === 4) c.clearTimeout(h);
+    }, 25);
+    c.advance(60);
+    assert.deepEqual(at, [25, 50]);
+    c.advance(1_000);
+    assert.deepEqual(at, [25, 50, 75, 100]);
+    assert.equal(c.pending, 0);
+  });
+
+  test('advanceAsync lets promises settle between steps', async () => {
+    const c = new ManualClock(0);
+    const at: number[] = [];
+    // a loop that awaits between timers, as a retrying publisher does
+    const loop = async (): Promise<void> => {
+      for (let i = 0; i < 3; i++) {
+        await new Promise<void>((r) => c.setTimeout(r, 100));
+        at.push(c.now());
+      }
+    };
+    const done = loop();
+    await c.advanceAsync(300, 100);
+    await done;
+    assert.deepEqual(at, [100, 200, 300]);
+  });
+});
+
+describe('SystemClock', () => {
+  test('real timers: a timeout fires once, a cleared one never, an interval until cleared', async () => {
+    const c = new SystemClock();
+    const t0 = c.now();
+    assert.ok(Math.abs(c.wallNow() - Date.now()) < 1_000);
+    let cancelledFired = false;
+    c.clearTimeout(
+      c.setTimeout(() => {
+        cancelledFired = true;
+      }, 1),
+    );
+    let ticks = 0;
+    // the interval is unref'd: a kept-alive timer holds the process open while it runs
+    const guard = c.setTimeout(() => undefined, 10_000, true);
+    await new Promise<void>((resolve) => {
+      const h = c.setInterval(() => {
+        if (++ticks === 3) {
+          c.clearTimeout(h);
+          resolve();
+        }
+      }, 1);
+    });
+    c.clearTimeout(guard);
+    // keepAlive: this timer alone holds the process open until it fires
+    await new Promise<void>((r) => c.setTimeout(r, 5, true));
+    assert.equal(ticks, 3);
+    assert.equal(cancelledFired, false);
+    assert.ok(c.now() - t0 >= 5);
+  });
+
+  test('timers do not hold the process open unless asked to', () => {
+    const c = new SystemClock();
+    const plain = c.setTimeout(() => undefined, 60_000);
+    const every = c.setInterval(() => undefined, 60_000);
+    const kept = c.setTimeout(() => undefined, 60_000, true);
+    try {
+      assert.deepEqual([plain.hasRef(), every.hasRef(), kept.hasRef()], [false, false, true]);
+    } finally {
+      for (const t of [plain, every, kept]) c.clearTimeout(t);
+    }
+  });
+});
