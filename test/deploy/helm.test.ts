@@ -1,14 +1,21 @@
 /**
- * The Helm chart (helm/coap-edge), checked without Helm (none runs here):
+ * The Helm chart (helm/coap-edge), checked with Helm itself (the binary scripts/fetch-helm.sh
+ * unpacks; test/helpers/helm.ts):
+ * - `helm lint --strict` with values.yaml and with every examples/*.yaml;
+ * - `helm template` with each of them: every manifest validates against the Kubernetes schemas
+ *   and uses only fields Kubernetes knows (test/deploy/kubernetes.ts), each template renders
+ *   the expected kind with the chart's names and labels, and the checks the templates make with
+ *   `fail` (grace period > drain timeout, ...) stop a rendering with bad values and pass every
+ *   values file;
  * - Chart.yaml fields; values.schema.json is valid draft-07 and accepts values.yaml and every
  *   examples/*.yaml (merged onto the defaults as Helm does), and rejects a table of bad values,
- *   each for the expected reason;
+ *   each for the expected reason (ajv; Helm applies the same schema: one case is checked
+ *   through `helm lint`);
  * - the schema's `config` part equals what src/config/settings.ts allows (secrets and ports left
- *   out), every values file's `config` loads with the real config loader, and the checks the
- *   templates make with `fail` (grace period > drain timeout, ...) hold for every values file;
- * - templates: balanced `{{ }}` and blocks, YAML once the actions are taken out, the expected
- *   kind per file, every `.Values.x.y` a path the schema allows (and values.yaml has), every
- *   `include` defined and every helper used, every `.Files.Get` file present, every value used;
+ *   out), and every values file's `config` loads with the real config loader;
+ * - template sources: every `.Values.x.y` a path the schema allows (and values.yaml has),
+ *   every `include` defined and every helper used, every `.Files.Get` file present, every value
+ *   used;
  * - README.md has a row per leaf of values.yaml with its default (the table is generated);
  * - files/ is the one source of the dashboard and alert rules (deploy/ holds no copies);
  * - NOTES.txt tells how to find the load balancer, connect a device and see metrics.
@@ -23,19 +30,14 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
-import {
-  isMap,
-  isPair,
-  isScalar,
-  parse as parseYaml,
-  parseAllDocuments,
-  parseDocument,
-} from 'yaml';
+import { isMap, isPair, isScalar, parse as parseYaml, parseDocument } from 'yaml';
 import type { Node as YamlNode } from 'yaml';
 import { z } from 'zod';
 import { envName, loadConfig } from '../../src/config/load.js';
 import { settings, type SettingName } from '../../src/config/settings.js';
+import { helmWithValues, renderedManifests, type Rendered } from '../helpers/helm.js';
 import { REPO_ROOT } from '../helpers/processes.js';
+import { isKnownKind, unknownFields, validateManifest } from './kubernetes.js';
 
 const CHART = join(REPO_ROOT, 'helm', 'coap-edge');
 const TEMPLATES = join(CHART, 'templates');
@@ -160,29 +162,6 @@ function describeErrors(errors: readonly ErrorObject[]): string {
   return errors.map((e) => `${e.instancePath || '/'} ${e.keyword}: ${e.message ?? ''}`).join('\n');
 }
 
-/**
- * What the templates check with `fail` (JSON Schema compares no two values), mirrored here so
- * that every values file is known to render; the templates carry the same rules (tested below).
- */
-function renderFailures(values: JsonObject): string[] {
-  const out: string[] = [];
-  const config = isObject(values.config) ? values.config : {};
-  const drain = typeof config.drainTimeout === 'number' ? config.drainTimeout : 20;
-  const grace = Number(values.terminationGracePeriodSeconds);
-  const preStop = Number(values.preStopSleepSeconds ?? 0);
-  if (!(grace > drain + preStop)) out.push('terminationGracePeriodSeconds');
-  const httpBind = typeof config.httpBind === 'string' ? config.httpBind : '0.0.0.0';
-  if (httpBind.startsWith('127.') || httpBind === '::1' || httpBind === 'localhost')
-    out.push('config.httpBind');
-  const hpa = isObject(values.autoscaling) ? values.autoscaling : {};
-  if (hpa.enabled === true) {
-    if (Number(hpa.minReplicas) > Number(hpa.maxReplicas)) out.push('autoscaling.minReplicas');
-    if (at(values, ['resources', 'requests', 'cpu']) === undefined)
-      out.push('resources.requests.cpu');
-  }
-  return out;
-}
-
 /** Loads a values file's `config` with coap-edge's own loader (the zod schema of every setting). */
 function loadChartConfig(values: JsonObject): ReturnType<typeof loadConfig> {
   const dir = mkdtempSync(join(tmpdir(), 'coap-edge-helm-'));
@@ -210,21 +189,6 @@ function withoutComments(text: string): string {
 /** The actions of a template, trimmed of `-` markers and spaces. */
 function actions(text: string): string[] {
   return [...withoutComments(text).matchAll(ACTION)].map((m) => (m[1] ?? '').trim());
-}
-
-/**
- * The YAML a template is made of, with its actions taken out: lines holding only actions
- * go, inline actions become a placeholder scalar. Branches of an if/else both stay.
- */
-function skeleton(text: string): string {
-  return withoutComments(text)
-    .split('\n')
-    .flatMap((line) => {
-      if (!line.includes('{{')) return [line];
-      if (line.replace(ACTION, '').trim() === '') return [];
-      return [line.replace(ACTION, 'TPL')];
-    })
-    .join('\n');
 }
 
 /** The `.Values.a.b` paths a text refers to. */
@@ -682,156 +646,184 @@ describe('values files render and configure coap-edge', () => {
       const config = loadChartConfig(values);
       assert.equal(config.drainTimeout, at(values, ['config', 'drainTimeout']) ?? 20);
     });
+  }
+});
 
-    it(`${name}: passes the checks the templates make with fail (grace period > drain timeout, ...)`, () => {
-      assert.deepEqual(renderFailures(values), []);
+/** Renders of the chart by `helm template`, one per set of values files, on first use. */
+const renders = new Map<string, Promise<Rendered[]>>();
+function render(name: string, values: readonly JsonObject[]): Promise<Rendered[]> {
+  let p = renders.get(name);
+  if (p === undefined) {
+    p = helmWithValues('template', CHART, values).then((r) => {
+      assert.equal(r.code, 0, `helm template with ${name}:\n${r.stderr}`);
+      return renderedManifests(r.stdout);
+    });
+    renders.set(name, p);
+  }
+  return p;
+}
+
+const valueSets: [string, JsonObject[]][] = [
+  ['values.yaml', []],
+  ...exampleFiles.map((f): [string, JsonObject[]] => [
+    `examples/${f}`,
+    [readValues(join(CHART, 'examples', f))],
+  ]),
+];
+
+describe('Helm: helm lint and helm template', () => {
+  for (const [name, values] of valueSets) {
+    it(`${name}: helm lint --strict passes`, async () => {
+      const r = await helmWithValues('lint', CHART, values, ['--strict']);
+      assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    });
+
+    it(`${name}: helm template renders manifests that validate against the Kubernetes schemas, with known fields only`, async () => {
+      const manifests = await render(name, values);
+      assert.ok(manifests.length > 0);
+      const known = manifests.filter((m) => isKnownKind(m.doc));
+      for (const m of manifests) {
+        if (isKnownKind(m.doc)) assert.doesNotThrow(() => validateManifest(m.doc), m.template);
+        // Prometheus Operator resources: no schema here
+        else assert.equal(m.doc.apiVersion, 'monitoring.coreos.com/v1', m.template);
+      }
+      const named = known.map((m) => ({
+        name: `${m.template}: ${String(m.doc.kind)}`,
+        doc: m.doc,
+      }));
+      assert.deepEqual(unknownFields(named), []);
     });
   }
 
-  const failing: [string, JsonObject, string][] = [
+  it('every template renders its kind, named after the release, with the chart labels (examples/production.yaml: every feature on)', async () => {
+    const [name, values] = valueSets.find(([n]) => n === 'examples/production.yaml')!;
+    const manifests = await render(name, values);
+    const chart = parseYaml(readText('Chart.yaml')) as JsonObject;
+    assert.deepEqual(
+      [...new Set(manifests.map((m) => m.template.replace('templates/', '')))].sort(),
+      Object.keys(EXPECTED_KINDS).sort(),
+    );
+    for (const [file, expected] of Object.entries(EXPECTED_KINDS)) {
+      const docs = manifests.filter((m) => m.template === `templates/${file}`).map((m) => m.doc);
+      assert.equal(docs.length, 1, file);
+      const doc = docs[0]!;
+      assert.equal(doc.apiVersion, expected.apiVersion, file);
+      assert.equal(doc.kind, expected.kind, file);
+      const metadata = doc.metadata as JsonObject;
+      assert.equal(typeof metadata.name, 'string', `${file}: name`);
+      assert.match(metadata.name as string, /^coap-edge(-[a-z]+)?$/, `${file}: name`);
+      const labels = metadata.labels as JsonObject;
+      assert.deepEqual(
+        {
+          name: labels['app.kubernetes.io/name'],
+          instance: labels['app.kubernetes.io/instance'],
+          managedBy: labels['app.kubernetes.io/managed-by'],
+          chart: labels['helm.sh/chart'],
+        },
+        {
+          name: 'coap-edge',
+          instance: 'coap-edge',
+          managedBy: 'Helm',
+          chart: `coap-edge-${chart.version as string}`,
+        },
+        `${file}: labels`,
+      );
+    }
+  });
+
+  it('helm lint applies values.schema.json (a replicaCount of 0 is refused)', async () => {
+    const r = await helmWithValues('lint', CHART, [{ replicaCount: 0 }], ['--strict']);
+    assert.notEqual(r.code, 0, r.stdout);
+    assert.match(`${r.stdout}${r.stderr}`, /replicaCount/);
+  });
+
+  /** [what, override (null deletes, as with Helm), what helm template says] */
+  const failing: [string, JsonObject, RegExp][] = [
     [
       'a grace period equal to the drain timeout',
       { terminationGracePeriodSeconds: 20 },
-      'terminationGracePeriodSeconds',
+      /terminationGracePeriodSeconds \(20\) must be greater than config\.drainTimeout \(20\) plus preStopSleepSeconds \(0\)/,
+    ],
+    [
+      'a grace period equal to the default drain timeout (config.drainTimeout unset)',
+      { terminationGracePeriodSeconds: 20, config: { drainTimeout: null } },
+      /terminationGracePeriodSeconds \(20\) must be greater than config\.drainTimeout \(20\)/,
     ],
     [
       'a grace period shorter than drain plus preStop sleep',
       { preStopSleepSeconds: 10 },
-      'terminationGracePeriodSeconds',
+      /terminationGracePeriodSeconds \(30\) must be greater than config\.drainTimeout \(20\) plus preStopSleepSeconds \(10\)/,
     ],
     [
       'a drain timeout above the grace period',
       { config: { drainTimeout: 45 } },
-      'terminationGracePeriodSeconds',
+      /must be greater than config\.drainTimeout \(45\)/,
     ],
     [
       'autoscaling with minReplicas > maxReplicas',
       { autoscaling: { enabled: true, minReplicas: 5, maxReplicas: 3 } },
-      'autoscaling.minReplicas',
+      /autoscaling\.minReplicas \(5\) must not be greater than autoscaling\.maxReplicas \(3\)/,
     ],
     [
       'an admin HTTP server bound to loopback (probes could not reach it)',
       { config: { httpBind: '127.0.0.1' } },
-      'config.httpBind',
+      /config\.httpBind \(127\.0\.0\.1\) is a loopback address/,
     ],
     [
       'autoscaling without a CPU request',
       { autoscaling: { enabled: true }, resources: { requests: { cpu: null } } },
-      'resources.requests.cpu',
+      /autoscaling\.enabled needs resources\.requests\.cpu/,
     ],
   ];
-  for (const [what, override, reason] of failing) {
-    it(`fails rendering for ${what} (the schema cannot tell)`, () => {
-      const values = helmMerge(defaults, override);
-      assert.deepEqual(errorsOf(values), [], 'the schema accepts it');
-      assert.deepEqual(renderFailures(values), [reason]);
+  for (const [what, override, message] of failing) {
+    it(`helm template fails for ${what} (the schema cannot tell)`, async () => {
+      assert.deepEqual(errorsOf(helmMerge(defaults, override)), [], 'the schema accepts it');
+      const r = await helmWithValues('template', CHART, [override]);
+      assert.notEqual(r.code, 0, 'rendered');
+      assert.match(r.stderr, message);
     });
   }
 
-  it('the templates carry those checks as fail calls, run by the Deployment', () => {
-    const helpers = templates.get('_helpers.tpl') ?? '';
-    const validateBlock =
-      /define "coap-edge\.validateValues"([\s\S]*?)\{\{- define|define "coap-edge\.validateValues"([\s\S]*)$/.exec(
-        helpers,
-      );
-    const body = validateBlock?.[1] ?? validateBlock?.[2] ?? '';
-    assert.match(body, /if le \$grace \(add \$drain \$preStop/);
-    assert.match(body, /fail \(printf "terminationGracePeriodSeconds/);
-    assert.match(body, /fail \(printf "autoscaling\.minReplicas/);
-    assert.match(body, /fail "autoscaling\.enabled needs resources\.requests\.cpu/);
-    assert.match(body, /fail \(printf "config\.httpBind/);
-    assert.match(
-      helpers,
-      /hasKey \.Values\.config "drainTimeout"[\s\S]*?\{\{- 20 \}\}/,
-      'default drain timeout 20 s',
-    );
+  it('the default drain timeout of the templates is the setting default', () => {
+    // the second failing case above: 20 s when config.drainTimeout is unset
     assert.equal(settings.drainTimeout.default, 20);
-    assert.match(
-      templates.get('deployment.yaml') ?? '',
-      /^\{\{- include "coap-edge\.validateValues" \. \}\}\n/,
-    );
   });
 
-  it('reads the credentials from secrets.existingSecret into the variables the settings define', () => {
-    const keys = at(defaults, ['secrets', 'keys']);
+  it('reads the credentials from secrets.existingSecret into the variables the settings define (examples/production.yaml)', async () => {
+    const [name, values] = valueSets.find(([n]) => n === 'examples/production.yaml')!;
+    const prod = values[0]!;
+    const keys = at(prod, ['secrets', 'keys']);
     assert.ok(isObject(keys));
-    const deployment = templates.get('deployment.yaml') ?? '';
-    for (const setting of Object.keys(keys) as SettingName[]) {
+    const deployment = (await render(name, values)).find((m) => m.doc.kind === 'Deployment');
+    const container = at(deployment?.doc as JsonObject | undefined, [
+      'spec',
+      'template',
+      'spec',
+      'containers',
+    ]);
+    assert.ok(Array.isArray(container) && isObject(container[0]));
+    const env = container[0].env;
+    assert.ok(Array.isArray(env));
+    for (const [setting, key] of Object.entries(keys)) {
       assert.ok(setting in settings, `secrets.keys.${setting} is a setting`);
-      assert.match(
-        deployment,
-        new RegExp(`"env" "${envName(setting)}" "key" \\.Values\\.secrets\\.keys\\.${setting}\\)`),
-        `${envName(setting)} from secrets.keys.${setting}`,
+      const variable = envName(setting);
+      const entry: Json | undefined = env.find((e: Json) => isObject(e) && e.name === variable);
+      assert.deepEqual(
+        at(entry, ['valueFrom', 'secretKeyRef']),
+        { name: at(prod, ['secrets', 'existingSecret']), key, optional: false },
+        `${variable} from secrets.keys.${setting}`,
       );
     }
+    const allKeys = at(defaults, ['secrets', 'keys']);
+    assert.ok(isObject(allKeys));
     for (const key of Object.keys(settings) as SettingName[]) {
       if (settings[key].secret === true)
-        assert.ok(key in keys, `secret setting ${key} can come from the Secret`);
+        assert.ok(key in allKeys, `secret setting ${key} can come from the Secret (values.yaml)`);
     }
-    assert.match(
-      templates.get('_helpers.tpl') ?? '',
-      /secretKeyRef:\n\s+name: \{\{ \.root\.Values\.secrets\.existingSecret \| quote \}\}/,
-    );
   });
 });
 
 describe('templates', () => {
-  for (const [file, text] of templates) {
-    it(`${file}: balanced delimiters and blocks`, () => {
-      const body = withoutComments(text);
-      const opened = body.split('{{').length - 1;
-      const closed = [...body.matchAll(ACTION)];
-      assert.equal(closed.length, opened, 'every {{ is closed by }}');
-      assert.ok(
-        closed.every((m) => !m[0].slice(2).includes('{{')),
-        'no {{ inside an action',
-      );
-      const stack: string[] = [];
-      for (const a of actions(text)) {
-        const word = /^(\w+)/.exec(a)?.[1];
-        if (
-          word === 'if' ||
-          word === 'range' ||
-          word === 'with' ||
-          word === 'define' ||
-          word === 'block'
-        )
-          stack.push(word);
-        else if (word === 'else') assert.ok(stack.length > 0, `else outside a block: {{ ${a} }}`);
-        else if (word === 'end') assert.ok(stack.pop() !== undefined, 'end without a block');
-      }
-      assert.deepEqual(stack, [], 'every block ends');
-    });
-  }
-
-  for (const [file, expected] of Object.entries(EXPECTED_KINDS)) {
-    it(`${file}: YAML once the actions are taken out, one ${expected.kind} (${expected.apiVersion})`, () => {
-      const docs = parseAllDocuments(skeleton(templates.get(file) ?? ''), { uniqueKeys: false });
-      assert.ok(Array.isArray(docs), 'parsed');
-      const objects = docs
-        .map((d) => {
-          assert.deepEqual(d.errors, [], `${file}: ${d.errors.map((e) => e.message).join('; ')}`);
-          return d.toJS() as unknown;
-        })
-        .filter((o) => o !== null);
-      assert.equal(objects.length, 1);
-      const obj = objects[0];
-      assert.ok(isObject(obj));
-      assert.equal(obj.apiVersion, expected.apiVersion);
-      assert.equal(obj.kind, expected.kind);
-      assert.ok(
-        isObject(obj.metadata) &&
-          typeof obj.metadata.name === 'string' &&
-          obj.metadata.name.startsWith('TPL'),
-        'metadata.name from a helper',
-      );
-      assert.match(
-        templates.get(file) ?? '',
-        /labels:\n\s+\{\{- include "coap-edge\.labels" \. \| nindent \d+ \}\}/,
-      );
-    });
-  }
-
   it('refer only to .Values paths the schema allows and values.yaml has (config: any setting)', () => {
     const problems: string[] = [];
     for (const [file, text] of templates) {
