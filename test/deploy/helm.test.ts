@@ -6,7 +6,7 @@
  *   and uses only fields Kubernetes knows (test/deploy/kubernetes.ts), each template renders
  *   the expected kind with the chart's names and labels, and the checks the templates make with
  *   `fail` (grace period > drain timeout, ...) stop a rendering with bad values and pass every
- *   values file;
+ *   values file; the rendered PrometheusRule passes `promtool check rules`;
  * - Chart.yaml fields; values.schema.json is valid draft-07 and accepts values.yaml and every
  *   examples/*.yaml (merged onto the defaults as Helm does), and rejects a table of bad values,
  *   each for the expected reason (ajv; Helm applies the same schema: one case is checked
@@ -30,13 +30,21 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import addFormats from 'ajv-formats';
-import { isMap, isPair, isScalar, parse as parseYaml, parseDocument } from 'yaml';
+import {
+  isMap,
+  isPair,
+  isScalar,
+  parse as parseYaml,
+  parseDocument,
+  stringify as toYaml,
+} from 'yaml';
 import type { Node as YamlNode } from 'yaml';
 import { z } from 'zod';
 import { envName, loadConfig } from '../../src/config/load.js';
 import { settings, type SettingName } from '../../src/config/settings.js';
 import { helmWithValues, renderedManifests, type Rendered } from '../helpers/helm.js';
 import { REPO_ROOT } from '../helpers/processes.js';
+import { HAVE_PROMTOOL, promtool } from '../telemetry/prom.js';
 import { isKnownKind, unknownFields, validateManifest } from './kubernetes.js';
 
 const CHART = join(REPO_ROOT, 'helm', 'coap-edge');
@@ -728,6 +736,24 @@ describe('Helm: helm lint and helm template', () => {
         },
         `${file}: labels`,
       );
+    }
+  });
+
+  it('the PrometheusRule (examples/production.yaml) carries the groups of files/alerts.yml, and promtool accepts them', async () => {
+    assert.ok(HAVE_PROMTOOL, 'promtool (Debian package prometheus) is needed');
+    const [name, values] = valueSets.find(([n]) => n === 'examples/production.yaml')!;
+    const rule = (await render(name, values)).find((m) => m.doc.kind === 'PrometheusRule');
+    assert.ok(rule !== undefined, 'rendered');
+    const spec = rule.doc.spec as JsonObject;
+    assert.deepEqual(spec.groups, (parseYaml(readText('files/alerts.yml')) as JsonObject).groups);
+    const dir = mkdtempSync(join(tmpdir(), 'coap-edge-helm-rules-'));
+    try {
+      const file = join(dir, 'rules.yml');
+      writeFileSync(file, toYaml(spec));
+      const r = await promtool(['check', 'rules', file]);
+      assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
