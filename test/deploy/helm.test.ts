@@ -914,96 +914,121 @@ describe('templates', () => {
     }
   });
 
-  it('deployment: config checksum, downward API env, probes on the http port, drain-aware grace period', () => {
-    const d = templates.get('deployment.yaml') ?? '';
-    assert.match(
-      d,
-      /checksum\/config: \{\{ include \(print \$\.Template\.BasePath "\/configmap\.yaml"\) \. \| sha256sum \}\}/,
-    );
-    for (const [env, field] of [
+  it('deployment (rendered): config checksum, downward API env, probes on the http port, ports coap-edge is told, grace period', async () => {
+    const custom = {
+      containerPorts: { dtls: 5700, http: 9500 },
+      terminationGracePeriodSeconds: 45,
+      config: { logLevel: 'debug' },
+    };
+    const rendered = await render('custom ports', [custom]);
+    const values = helmMerge(defaults, custom);
+    const deployment = rendered.find((m) => m.doc.kind === 'Deployment')?.doc as JsonObject;
+    const pod = at(deployment, ['spec', 'template', 'spec']) as JsonObject;
+    const c = (pod.containers as JsonObject[])[0]!;
+    const env = c.env as JsonObject[];
+    const envEntry = (name: string): JsonObject | undefined => env.find((e) => e.name === name);
+
+    // the checksum follows the ConfigMap: another config, another checksum
+    const checksum = (m: Rendered[]): Json | undefined =>
+      at(m.find((x) => x.doc.kind === 'Deployment')?.doc as JsonObject, [
+        'spec',
+        'template',
+        'metadata',
+        'annotations',
+        'checksum/config',
+      ]);
+    const defaultRender = await render('values.yaml', []);
+    assert.match(checksum(rendered) as string, /^[0-9a-f]{64}$/);
+    assert.notEqual(checksum(rendered), checksum(defaultRender));
+    assert.equal(checksum(await render('custom ports', [custom])), checksum(rendered));
+
+    for (const [name, field] of [
       ['POD_NAME', 'metadata.name'],
       ['POD_NAMESPACE', 'metadata.namespace'],
       ['NODE_NAME', 'spec.nodeName'],
     ] as const) {
-      assert.match(
-        d,
-        new RegExp(
-          `- name: ${env}\\n\\s+valueFrom:\\n\\s+fieldRef:\\n\\s+fieldPath: ${field.replace('.', '\\.')}`,
-        ),
-      );
+      assert.equal(at(envEntry(name), ['valueFrom', 'fieldRef', 'fieldPath']), field, name);
     }
     for (const probe of ['startup', 'liveness', 'readiness']) {
-      assert.match(
-        d,
-        new RegExp(
-          `${probe}Probe:\\n\\s+httpGet:\\n\\s+path: \\{\\{ \\.Values\\.probes\\.${probe}\\.path \\}\\}\\n\\s+port: http\\n`,
-        ),
-      );
+      assert.deepEqual(at(c, [`${probe}Probe`, 'httpGet']), {
+        path: at(values, ['probes', probe, 'path']),
+        port: 'http',
+      });
     }
-    assert.match(
-      d,
-      /- name: dtls\n\s+containerPort: \{\{ \.Values\.containerPorts\.dtls \| int \}\}\n\s+protocol: UDP/,
-    );
-    assert.match(
-      d,
-      /- name: http\n\s+containerPort: \{\{ \.Values\.containerPorts\.http \| int \}\}\n\s+protocol: TCP/,
-    );
-    assert.match(
-      d,
-      new RegExp(
-        `- name: ${envName('dtlsPort')}\\n\\s+value: \\{\\{ \\.Values\\.containerPorts\\.dtls`,
+    assert.deepEqual(c.ports, [
+      { name: 'dtls', containerPort: 5700, protocol: 'UDP' },
+      { name: 'http', containerPort: 9500, protocol: 'TCP' },
+    ]);
+    assert.equal(envEntry(envName('dtlsPort'))?.value, '5700');
+    assert.equal(envEntry(envName('httpPort'))?.value, '9500');
+    assert.deepEqual(c.args, ['serve', '--config', '/etc/coap-edge/config.yaml']);
+    const mounts = c.volumeMounts as JsonObject[];
+    const configVolume = mounts.find((m) => m.mountPath === '/etc/coap-edge')?.name;
+    const configMap = rendered.find((m) => m.doc.kind === 'ConfigMap')?.doc as JsonObject;
+    assert.equal(
+      at(
+        (pod.volumes as JsonObject[]).find((v) => v.name === configVolume),
+        ['configMap', 'name'],
       ),
+      at(configMap, ['metadata', 'name']),
     );
-    assert.match(
-      d,
-      new RegExp(
-        `- name: ${envName('httpPort')}\\n\\s+value: \\{\\{ \\.Values\\.containerPorts\\.http`,
-      ),
-    );
-    assert.match(d, /args:\n\s+- serve\n\s+- --config\n\s+- \/etc\/coap-edge\/config\.yaml/);
-    assert.match(d, /mountPath: \/etc\/coap-edge\n/);
-    assert.match(d, /- name: tmp\n\s+mountPath: \/tmp/);
-    assert.match(
-      d,
-      /terminationGracePeriodSeconds: \{\{ \.Values\.terminationGracePeriodSeconds \| int \}\}/,
-    );
-    assert.match(
-      templates.get('configmap.yaml') ?? '',
-      /config\.yaml: \|\n\s+\{\{- toYaml \.Values\.config \| nindent 4 \}\}/,
-    );
+    assert.ok(mounts.some((m) => m.name === 'tmp' && m.mountPath === '/tmp'));
+    assert.equal(pod.terminationGracePeriodSeconds, 45);
+    assert.deepEqual(parseYaml(at(configMap, ['data', 'config.yaml']) as string), values.config);
   });
 
-  it('service: UDP with externalTrafficPolicy (explained) and optional ClientIP affinity with a timeout', () => {
-    const s = templates.get('service.yaml') ?? '';
-    assert.match(s, /# DTLS keys each association by the device's source address/);
-    assert.match(s, /externalTrafficPolicy: \{\{ \.Values\.service\.externalTrafficPolicy \}\}/);
-    assert.match(s, /sessionAffinity: \{\{ \.Values\.service\.sessionAffinity \}\}/);
+  it('service (rendered): UDP with externalTrafficPolicy (explained) and optional ClientIP affinity with a timeout', async () => {
     assert.match(
-      s,
-      /timeoutSeconds: \{\{ \.Values\.service\.sessionAffinityTimeoutSeconds \| int \}\}/,
+      templates.get('service.yaml') ?? '',
+      /# DTLS keys each association by the device's source address/,
     );
-    assert.match(s, /protocol: \{\{ \.Values\.service\.protocol \}\}/);
-    assert.equal(at(defaults, ['service', 'type']), 'LoadBalancer');
-    assert.equal(at(defaults, ['service', 'externalTrafficPolicy']), 'Local');
-    assert.equal(at(defaults, ['service', 'port']), 5684);
+    const service = (m: Rendered[]): JsonObject =>
+      m.find(
+        (x) =>
+          x.doc.kind === 'Service' && at(x.doc as JsonObject, ['metadata', 'name']) === 'coap-edge',
+      )?.doc as JsonObject;
+    const plain = service(await render('values.yaml', []));
+    assert.equal(at(plain, ['spec', 'type']), 'LoadBalancer');
+    assert.equal(at(plain, ['spec', 'externalTrafficPolicy']), 'Local');
+    assert.equal(
+      at(plain, ['spec', 'sessionAffinity']),
+      at(defaults, ['service', 'sessionAffinity']),
+    );
+    assert.deepEqual(at(plain, ['spec', 'ports']), [
+      { name: 'dtls', port: 5684, targetPort: 'dtls', protocol: 'UDP' },
+    ]);
     assert.equal(at(defaults, ['containerPorts', 'dtls']), settings.dtlsPort.default);
+    const affinity = {
+      service: { sessionAffinity: 'ClientIP', sessionAffinityTimeoutSeconds: 600 },
+    };
+    const sticky = service(await render('ClientIP affinity', [affinity]));
+    assert.equal(at(sticky, ['spec', 'sessionAffinity']), 'ClientIP');
+    assert.equal(at(sticky, ['spec', 'sessionAffinityConfig', 'clientIP', 'timeoutSeconds']), 600);
+    assert.deepEqual(unknownFields([{ name: 'ClientIP Service', doc: sticky }]), []);
   });
 
-  it('monitoring: ServiceMonitor, PrometheusRule and the dashboard are off by default and read files/', () => {
-    for (const key of ['serviceMonitor', 'prometheusRule', 'grafanaDashboard']) {
-      assert.equal(at(defaults, ['metrics', key, 'enabled']), false, key);
-    }
-    assert.deepEqual(at(defaults, ['metrics', 'grafanaDashboard', 'labels']), {
-      grafana_dashboard: '1',
-    });
-    assert.match(
-      templates.get('prometheusrule.yaml') ?? '',
-      /\.Files\.Get "files\/alerts\.yml" \| fromYaml/,
+  it('monitoring (rendered): ServiceMonitor, PrometheusRule and the dashboard are off by default; the dashboard is files/', async () => {
+    const kinds = (m: Rendered[]): string[] =>
+      m.map(
+        (x) => `${String(x.doc.kind)}/${at(x.doc as JsonObject, ['metadata', 'name']) as string}`,
+      );
+    const plain = kinds(await render('values.yaml', []));
+    for (const k of [
+      'ServiceMonitor/coap-edge',
+      'PrometheusRule/coap-edge',
+      'ConfigMap/coap-edge-dashboard',
+    ])
+      assert.ok(!plain.includes(k), `${k} is off by default`);
+    const [name, values] = valueSets.find(([n]) => n === 'examples/production.yaml')!;
+    const prod = await render(name, values);
+    const dashboard = prod.find((x) => x.template === 'templates/dashboard-configmap.yaml')
+      ?.doc as JsonObject;
+    assert.equal(at(dashboard, ['metadata', 'labels', 'grafana_dashboard']), '1');
+    assert.equal(
+      at(dashboard, ['data', 'coap-edge.json']),
+      readText('files/coap-edge-dashboard.json').trimEnd(),
     );
-    assert.match(
-      templates.get('dashboard-configmap.yaml') ?? '',
-      /\.Files\.Get "files\/coap-edge-dashboard\.json"/,
-    );
+    assert.ok(prod.some((x) => x.doc.kind === 'ServiceMonitor'));
   });
 });
 
