@@ -25,54 +25,36 @@ export type Manifest = { [key: string]: unknown };
 interface Kind {
   /** Validates with the model's JSON schema; throws on a violation. */
   readonly validate: (doc: Manifest) => void;
-  /** The module and interface of the kind in kubernetes-models. */
+  /** The module of the kind in kubernetes-models (also its apiVersion/kind). */
   readonly module: string;
+  /** The interface the module declares for it (`IDeployment`, ...). */
   readonly type: string;
 }
 
-/** The kinds coap-edge deploys, keyed by apiVersion/kind. */
-const KINDS: Record<string, Kind> = {
-  'v1/ConfigMap': {
-    validate: (d) => new ConfigMap(d).validate(),
-    module: 'v1/ConfigMap',
-    type: 'IConfigMap',
-  },
-  'v1/Namespace': {
-    validate: (d) => new Namespace(d).validate(),
-    module: 'v1/Namespace',
-    type: 'INamespace',
-  },
-  'v1/Service': {
-    validate: (d) => new Service(d).validate(),
-    module: 'v1/Service',
-    type: 'IService',
-  },
-  'v1/ServiceAccount': {
-    validate: (d) => new ServiceAccount(d).validate(),
-    module: 'v1/ServiceAccount',
-    type: 'IServiceAccount',
-  },
-  'apps/v1/Deployment': {
-    validate: (d) => new Deployment(d).validate(),
-    module: 'apps/v1/Deployment',
-    type: 'IDeployment',
-  },
-  'policy/v1/PodDisruptionBudget': {
-    validate: (d) => new PodDisruptionBudget(d).validate(),
-    module: 'policy/v1/PodDisruptionBudget',
-    type: 'IPodDisruptionBudget',
-  },
-  'autoscaling/v2/HorizontalPodAutoscaler': {
-    validate: (d) => new HorizontalPodAutoscaler(d).validate(),
-    module: 'autoscaling/v2/HorizontalPodAutoscaler',
-    type: 'IHorizontalPodAutoscaler',
-  },
-  'networking.k8s.io/v1/NetworkPolicy': {
-    validate: (d) => new NetworkPolicy(d).validate(),
-    module: 'networking.k8s.io/v1/NetworkPolicy',
-    type: 'INetworkPolicy',
-  },
-};
+type Model = new (data: Manifest) => { validate(): void };
+
+/** The kinds coap-edge deploys, keyed by apiVersion/kind (which is their module's path). */
+const KINDS: Record<string, Kind> = Object.fromEntries(
+  (
+    [
+      [ConfigMap, 'v1/ConfigMap'],
+      [Namespace, 'v1/Namespace'],
+      [Service, 'v1/Service'],
+      [ServiceAccount, 'v1/ServiceAccount'],
+      [Deployment, 'apps/v1/Deployment'],
+      [PodDisruptionBudget, 'policy/v1/PodDisruptionBudget'],
+      [HorizontalPodAutoscaler, 'autoscaling/v2/HorizontalPodAutoscaler'],
+      [NetworkPolicy, 'networking.k8s.io/v1/NetworkPolicy'],
+    ] as const
+  ).map(([model, module]): [string, Kind] => [
+    module,
+    {
+      validate: (d) => new (model as unknown as Model)(d).validate(),
+      module,
+      type: `I${module.slice(module.lastIndexOf('/') + 1)}`,
+    },
+  ]),
+);
 
 function kindOf(doc: Manifest): Kind | undefined {
   return KINDS[`${String(doc.apiVersion)}/${String(doc.kind)}`];
