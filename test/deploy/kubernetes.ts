@@ -73,6 +73,8 @@ export function validateManifest(doc: Manifest): void {
   kind.validate(doc);
 }
 
+let previousProgram: ts.Program | undefined;
+
 /**
  * The fields of the manifests that their kinds do not have (the first of each manifest; and any
  * other type error), as
@@ -102,6 +104,8 @@ export function unknownFields(manifests: readonly { name: string; doc: Manifest 
     target: ts.ScriptTarget.ES2022,
     module: ts.ModuleKind.NodeNext,
     moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    // what the models' declarations need, without the DOM of the default library
+    lib: ['lib.es2022.d.ts'],
     types: [],
   };
   const base = ts.createCompilerHost(options);
@@ -114,7 +118,9 @@ export function unknownFields(manifests: readonly { name: string; doc: Manifest 
     fileExists: (name) => name === file || base.fileExists(name),
     readFile: (name) => (name === file ? source : base.readFile(name)),
   };
-  const program = ts.createProgram([file], options, host);
+  // the previous program lends its unchanged files (the library, kubernetes-models)
+  const program = ts.createProgram([file], options, host, previousProgram);
+  previousProgram = program;
   const lines = source.split('\n');
   return ts
     .getPreEmitDiagnostics(program)
