@@ -1,7 +1,9 @@
 /**
  * deploy/Dockerfile and .dockerignore, checked without a Docker engine (none runs on the
- * development machine; hadolint is not available): the file is parsed (test/deploy/
- * dockerfile.ts) and its promises are checked against the repository — base images, a
+ * development machine; hadolint is not available): the file passes the dockerfile-utils linter
+ * (the diagnostics of the Docker language server), is parsed with dockerfile-ast and
+ * .dockerignore matched with @balena/dockerignore (test/deploy/dockerfile.ts), and its
+ * promises are checked against the repository — base images, a
  * numeric non-root user, ports, health check, tini, production dependencies only, that every
  * COPY source exists and is in the build context, and what the runtime image will contain.
  * What can run without Docker runs: the image's ENTRYPOINT + CMD with the image's
@@ -13,16 +15,17 @@ import { builtinModules } from 'node:module';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, posix } from 'node:path';
+import { validate as validateDockerfile } from 'dockerfile-utils';
+import ts from 'typescript';
 import { loadConfig } from '../../src/config/load.js';
 import { REPO_ROOT, killAll, run, startCli } from '../helpers/processes.js';
 import {
-  DockerIgnore,
   cleanPath,
   copiedFiles,
   copyArgs,
-  envPairs,
+  dockerIgnore,
+  healthcheckCommand,
   parseDockerfile,
-  shellWords,
   workdirAt,
   type Instruction,
   type Stage,
@@ -30,7 +33,7 @@ import {
 
 const DOCKERFILE = join(REPO_ROOT, 'deploy', 'Dockerfile');
 const df = parseDockerfile(readFileSync(DOCKERFILE, 'utf8'));
-const ignore = new DockerIgnore(readFileSync(join(REPO_ROOT, '.dockerignore'), 'utf8'));
+const ignore = dockerIgnore(readFileSync(join(REPO_ROOT, '.dockerignore'), 'utf8'));
 const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as {
   dependencies?: Record<string, string>;
   devDependencies?: Record<string, string>;
@@ -54,7 +57,7 @@ const lastOf = (stage: Stage, keyword: string): Instruction => {
 };
 /** ENV of a stage (later lines win), with the image's values for every instruction. */
 const stageEnv = (stage: Stage): Record<string, string> =>
-  Object.assign({}, ...all(stage, 'ENV').map(envPairs)) as Record<string, string>;
+  Object.assign({}, ...all(stage, 'ENV').map((i) => i.env)) as Record<string, string>;
 
 /** Every file below a repository path (the path itself for a file). */
 function filesBelow(repoPath: string): string[] {
@@ -107,30 +110,43 @@ function buildStagePathToRepo(
   return { repoPath: rel, producedByBuild: false };
 }
 
-/** Module specifiers of a compiled ES module: static imports and re-exports, dynamic imports. */
+/**
+ * Module specifiers of a compiled module, by TypeScript's own scanner (`ts.preProcessFile`):
+ * static imports and re-exports, dynamic imports, `require` calls.
+ */
 function importedSpecifiers(text: string): string[] {
-  const out: { at: number; spec: string }[] = [];
-  const patterns = [
-    /^[ \t]*(?:import|export)\b[^;'"]*?\bfrom\s*(['"])([^'"]+)\1/gm,
-    /^[ \t]*import\s*(['"])([^'"]+)\1/gm,
-    /\bimport\(\s*(['"])([^'"]+)\1\s*\)/g,
-    /\brequire\(\s*(['"])([^'"]+)\1\s*\)/g,
-  ];
-  for (const re of patterns) {
-    for (const m of text.matchAll(re)) out.push({ at: m.index, spec: m[2] ?? '' });
-  }
-  return out.sort((a, b) => a.at - b.at).map((x) => x.spec);
+  return ts.preProcessFile(text, true, true).importedFiles.map((f) => f.fileName);
 }
 
-describe('deploy/Dockerfile parser', () => {
-  it('joins continuation lines, drops comments inside them, reads flags, forms and stages', () => {
+describe('deploy/Dockerfile: linter and parsers', () => {
+  it('passes the dockerfile-utils linter (the Docker language server diagnostics) without a problem', () => {
+    const problems = validateDockerfile(readFileSync(DOCKERFILE, 'utf8'));
+    assert.deepEqual(
+      problems.map((d) => `line ${d.range.start.line + 1}: ${JSON.stringify(d.message)}`),
+      [],
+    );
+  });
+
+  it('the linter finds the mistakes of a broken Dockerfile (self-test)', () => {
+    const problems = validateDockerfile(
+      [
+        'FROM node:20-bookworm-slim AS build AS again',
+        'EXPOSE 5684/udpp',
+        'HEALTHCHECK --interval=5 CMD ["node"]',
+        'COPY package.json',
+        'STOPSIGNAL',
+      ].join('\n'),
+    ).map((d) => d.range.start.line + 1);
+    assert.deepEqual([...new Set(problems)].sort(), [1, 2, 3, 4, 5]);
+  });
+
+  it('reads what the checks below rely on: options, exec form, ENV, stages, continuation lines', () => {
     const d = parseDockerfile(
       [
         '# syntax=docker/dockerfile:1',
         'ARG X=1',
         'FROM node:20-bookworm-slim AS Build',
         'RUN a \\',
-        '  # a comment inside the continuation',
         '  && b',
         'COPY --from=build --chown=1000:1000 /src/dist ./dist',
         'FROM node:20-bookworm-slim',
@@ -144,36 +160,34 @@ describe('deploy/Dockerfile parser', () => {
       d.preamble.map((i) => i.keyword),
       ['ARG'],
     );
-    assert.equal(d.stages.length, 2);
     const [b, r] = d.stages;
-    assert.ok(b !== undefined && r !== undefined);
+    assert.ok(b !== undefined && r !== undefined && d.stages.length === 2);
     assert.equal(b.name, 'build');
-    assert.equal(b.instructions[0]?.rest, 'a   && b');
+    assert.deepEqual(b.instructions[0]?.args, ['a', '&&', 'b']);
     assert.equal(b.instructions[0]?.line, 4);
-    assert.deepEqual(b.instructions[1]?.flags, { from: 'build', chown: '1000:1000' });
     const copy = b.instructions[1];
     assert.ok(copy !== undefined);
+    assert.deepEqual(copy.flags, { from: 'build', chown: '1000:1000' });
     assert.deepEqual(copyArgs(copy), { sources: ['/src/dist'], dest: './dist' });
     assert.equal(r.name, undefined);
     const hc = r.instructions[0];
-    assert.deepEqual(hc?.flags, { interval: '5s' });
-    assert.equal(hc?.rest, 'CMD ["node", "-e", "x"]');
-    const envLine = r.instructions[1];
-    assert.ok(envLine !== undefined);
-    assert.deepEqual(envPairs(envLine), { A: '1', B: 'two words' });
+    assert.ok(hc !== undefined);
+    assert.deepEqual(hc.flags, { interval: '5s' });
+    assert.deepEqual(healthcheckCommand(hc), ['node', '-e', 'x']);
+    assert.deepEqual(r.instructions[1]?.env, { A: '1', B: 'two words' });
     assert.deepEqual(r.instructions[2]?.exec, ['/usr/bin/tini', '--']);
   });
 
   it('matches .dockerignore patterns as Docker does', () => {
-    const ig = new DockerIgnore('# c\nnode_modules\n**/*.log\ndeploy/*\n!deploy/examples\n/dist\n');
-    assert.equal(ig.excludes('node_modules/x/y.js'), true);
-    assert.equal(ig.excludes('a/b.log'), true);
-    assert.equal(ig.excludes('b.log'), true);
-    assert.equal(ig.excludes('deploy/Dockerfile'), true);
-    assert.equal(ig.excludes('deploy/examples/devices.json'), false);
-    assert.equal(ig.excludes('dist/src/cli.js'), true);
-    assert.equal(ig.excludes('src/dist/x.ts'), false);
-    assert.equal(ig.excludes('package.json'), false);
+    const ig = dockerIgnore('# c\nnode_modules\n**/*.log\ndeploy/*\n!deploy/examples\n/dist\n');
+    assert.equal(ig.ignores('node_modules/x/y.js'), true);
+    assert.equal(ig.ignores('a/b.log'), true);
+    assert.equal(ig.ignores('b.log'), true);
+    assert.equal(ig.ignores('deploy/Dockerfile'), true);
+    assert.equal(ig.ignores('deploy/examples/devices.json'), false);
+    assert.equal(ig.ignores('dist/src/cli.js'), true);
+    assert.equal(ig.ignores('src/dist/x.ts'), false);
+    assert.equal(ig.ignores('package.json'), false);
   });
 });
 
@@ -231,7 +245,7 @@ describe('deploy/Dockerfile', () => {
     );
     const config = loadConfig({ env: coapEnv }); // every COAP_EDGE_* of the image is valid
     assert.equal(config.httpPort, 9464);
-    const exposed = all(finalStage(), 'EXPOSE').flatMap((e) => shellWords(e.rest));
+    const exposed = all(finalStage(), 'EXPOSE').flatMap((e) => e.args);
     assert.ok(exposed.includes('5684/udp'), `EXPOSE ${exposed.join(' ')}`);
     assert.equal(config.dtlsPort, 5684, 'the exposed UDP port is the DTLS port');
     assert.ok(
@@ -243,7 +257,7 @@ describe('deploy/Dockerfile', () => {
   it('has a HEALTHCHECK calling /healthz on the HTTP port with node (no curl in slim)', () => {
     const hc = lastOf(finalStage(), 'HEALTHCHECK');
     assert.ok(hc.rest.startsWith('CMD '), 'HEALTHCHECK [options] CMD ...');
-    const cmd = parseDockerfile(`X ${hc.rest.slice(4)}`).preamble[0]?.exec;
+    const cmd = healthcheckCommand(hc);
     assert.ok(cmd !== undefined, 'exec form (no shell needed)');
     assert.equal(cmd[0], 'node');
     const script = cmd.join(' ');
@@ -329,7 +343,7 @@ describe('deploy/Dockerfile', () => {
           );
           for (const f of filesBelow(p)) {
             assert.equal(
-              ignore.excludes(f),
+              ignore.ignores(f),
               false,
               `line ${c.line}: ${f} is excluded by .dockerignore`,
             );
@@ -359,7 +373,7 @@ describe('deploy/Dockerfile', () => {
   });
 
   it('the compiled code imports only node built-ins and production dependencies', () => {
-    // the scanner itself: statements only, not words in strings
+    // what the scanner finds: statements only, not words in strings
     assert.deepEqual(
       importedSpecifiers(
         "import a from 'x';\nimport { b,\n c } from \"@s/y/z\";\nexport * from './r.js';\n" +
@@ -407,7 +421,7 @@ describe('.dockerignore', () => {
       'npm-debug.log',
       '.env',
     ]) {
-      assert.equal(ignore.excludes(p), true, `${p} is excluded`);
+      assert.equal(ignore.ignores(p), true, `${p} is excluded`);
     }
   });
 });
@@ -430,7 +444,7 @@ describe('the image command and health check, run without Docker', () => {
   before(async () => {
     port = await freeTcpPort();
     const hc = lastOf(finalStage(), 'HEALTHCHECK');
-    healthcheck = parseDockerfile(`X ${hc.rest.slice(4)}`).preamble[0]?.exec ?? [];
+    healthcheck = healthcheckCommand(hc) ?? [];
     imageEnv = stageEnv(finalStage());
   });
 

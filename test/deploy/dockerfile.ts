@@ -1,28 +1,39 @@
 /**
- * Just enough of Docker's build file formats to check deploy/Dockerfile and .dockerignore
- * without a Docker engine (none runs on the development machine, and hadolint is not there).
+ * deploy/Dockerfile and .dockerignore through real parsers, for checks without a Docker engine
+ * (none runs on the development machine; hadolint is not packaged for Debian 12 or npm):
  *
- * - {@link parseDockerfile}: instructions with their line numbers, continuation lines (`\`
- *   at the end of a line; comment lines inside a continuation are dropped, as Docker does),
- *   `--flag=value` options, exec form (JSON array) or shell form, and stages
- *   (`FROM image [AS name]`).
- * - {@link DockerIgnore}: the patterns of a .dockerignore (Go `filepath.Match` syntax plus
- *   `**`, `!` exceptions, the last matching line wins, a match on a directory covers what is
- *   inside it).
+ * - {@link parseDockerfile}: dockerfile-ast (the parser of the Docker language server that
+ *   VS Code uses) for instructions, options, exec form, ENV properties and stages; the same
+ *   project's dockerfile-utils linter is run by the tests;
+ * - {@link dockerIgnore}: @balena/dockerignore, a port of Docker's own .dockerignore matching;
+ * - {@link copiedFiles}: which repository files a stage's COPY instructions put where (Docker's
+ *   rules for directories, files and destinations), which no tool answers without a build.
  */
 import { posix } from 'node:path';
+import dockerignore, { type Ignore } from '@balena/dockerignore';
+import {
+  DockerfileParser,
+  Env,
+  JSONInstruction,
+  ModifiableInstruction,
+  type Instruction as AstInstruction,
+} from 'dockerfile-ast';
 
 export interface Instruction {
   /** 1-based line of the keyword. */
   readonly line: number;
   /** Upper case: FROM, RUN, COPY, ... */
   readonly keyword: string;
-  /** Leading `--name=value` / `--name` options (FROM, COPY, ADD, RUN, HEALTHCHECK). */
+  /** `--name=value` / `--name` options (FROM, COPY, ADD, RUN, HEALTHCHECK). */
   readonly flags: Readonly<Record<string, string>>;
-  /** The arguments after the options, continuation lines joined. */
+  /** The arguments after the options, continuation lines joined (dockerfile-ast's text). */
   readonly rest: string;
+  /** The arguments, one string each (quotes kept in shell form; exec form: the JSON strings). */
+  readonly args: readonly string[];
   /** The arguments as a JSON array of strings (exec form), when they are one. */
   readonly exec: readonly string[] | undefined;
+  /** ENV: the variables it sets. */
+  readonly env: Readonly<Record<string, string>>;
 }
 
 export interface Stage {
@@ -40,61 +51,31 @@ export interface Dockerfile {
   readonly stages: readonly Stage[];
 }
 
-const FLAG_KEYWORDS = new Set(['FROM', 'COPY', 'ADD', 'RUN', 'HEALTHCHECK']);
-
-function execForm(text: string): string[] | undefined {
-  const t = text.trim();
-  if (!t.startsWith('[')) return undefined;
-  try {
-    const v = JSON.parse(t) as unknown;
-    return Array.isArray(v) && v.every((x) => typeof x === 'string') ? v : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function splitFlags(
-  keyword: string,
-  args: string,
-): { flags: Record<string, string>; rest: string } {
+function instruction(ast: AstInstruction): Instruction {
   const flags: Record<string, string> = {};
-  let rest = args.trimStart();
-  if (!FLAG_KEYWORDS.has(keyword)) return { flags, rest };
-  for (
-    let m = /^--([A-Za-z-]+)(?:=(\S*))?\s+/.exec(rest);
-    m;
-    m = /^--([A-Za-z-]+)(?:=(\S*))?\s+/.exec(rest)
-  ) {
-    flags[m[1] ?? ''] = m[2] ?? '';
-    rest = rest.slice(m[0].length);
+  if (ast instanceof ModifiableInstruction) {
+    for (const f of ast.getFlags()) flags[f.getName()] = f.getValue() ?? '';
   }
-  return { flags, rest };
+  const exec =
+    ast instanceof JSONInstruction && ast.getJSONStrings().length > 0
+      ? ast.getJSONStrings().map((s) => s.getJSONValue())
+      : undefined;
+  const env: Record<string, string> = {};
+  if (ast instanceof Env) {
+    for (const p of ast.getProperties()) env[p.getName()] = p.getValue() ?? '';
+  }
+  return {
+    line: ast.getRange().start.line + 1,
+    keyword: ast.getKeyword().toUpperCase(),
+    flags,
+    rest: ast.getArgumentsContent() ?? '',
+    args: exec ?? ast.getArguments().map((a) => a.getValue()),
+    exec,
+    env,
+  };
 }
 
 export function parseDockerfile(text: string): Dockerfile {
-  const lines = text.split(/\r?\n/);
-  const instructions: Instruction[] = [];
-  let pending: { line: number; text: string } | undefined;
-  lines.forEach((raw, i) => {
-    const trimmed = raw.trim();
-    // comment lines (parser directives included) and blank lines; inside a continuation too
-    if (trimmed.startsWith('#') || (trimmed === '' && pending === undefined)) return;
-    if (trimmed === '' && pending !== undefined) return;
-    const continued = /\\\s*$/.test(raw);
-    const part = continued ? raw.replace(/\\\s*$/, '') : raw;
-    if (pending === undefined) pending = { line: i + 1, text: part };
-    else pending.text += part;
-    if (!continued) {
-      const m = /^\s*(\S+)\s*([\s\S]*)$/.exec(pending.text);
-      if (m === null) throw new Error(`line ${pending.line}: cannot parse`);
-      const keyword = (m[1] ?? '').toUpperCase();
-      const { flags, rest } = splitFlags(keyword, m[2] ?? '');
-      instructions.push({ line: pending.line, keyword, flags, rest, exec: execForm(rest) });
-      pending = undefined;
-    }
-  });
-  if (pending !== undefined) throw new Error(`line ${pending.line}: continuation at end of file`);
-
   const preamble: Instruction[] = [];
   const stages: {
     index: number;
@@ -103,14 +84,21 @@ export function parseDockerfile(text: string): Dockerfile {
     from: Instruction;
     instructions: Instruction[];
   }[] = [];
-  for (const ins of instructions) {
+  for (const ast of DockerfileParser.parse(text).getInstructions()) {
+    const ins = instruction(ast);
     if (ins.keyword === 'FROM') {
-      const m = /^(\S+)(?:\s+AS\s+(\S+))?\s*$/i.exec(ins.rest);
-      if (m === null) throw new Error(`line ${ins.line}: FROM image [AS name] expected`);
+      const image = ast.getArguments()[0]?.getValue();
+      const as = ast.getArguments()[1]?.getValue();
+      const name = ast.getArguments()[2]?.getValue();
+      if (
+        image === undefined ||
+        (as !== undefined && (as.toUpperCase() !== 'AS' || name === undefined))
+      )
+        throw new Error(`line ${ins.line}: FROM image [AS name] expected`);
       stages.push({
         index: stages.length,
-        base: m[1] ?? '',
-        name: m[2]?.toLowerCase(),
+        base: image,
+        name: name?.toLowerCase(),
         from: ins,
         instructions: [],
       });
@@ -123,57 +111,18 @@ export function parseDockerfile(text: string): Dockerfile {
   return { preamble, stages };
 }
 
-/** The shell words of a simple command line (quotes respected; no expansions). */
-export function shellWords(text: string): string[] {
-  const words: string[] = [];
-  let cur = '';
-  let inWord = false;
-  let quote: '"' | "'" | undefined;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i] ?? '';
-    if (quote !== undefined) {
-      if (c === quote) quote = undefined;
-      else cur += c;
-    } else if (c === '"' || c === "'") {
-      quote = c;
-      inWord = true;
-    } else if (/\s/.test(c)) {
-      if (inWord) words.push(cur);
-      cur = '';
-      inWord = false;
-    } else {
-      cur += c;
-      inWord = true;
-    }
-  }
-  if (inWord) words.push(cur);
-  return words;
-}
-
-/** `ENV a=b c=d` or `ENV a b` as pairs. */
-export function envPairs(ins: Instruction): Record<string, string> {
-  const out: Record<string, string> = {};
-  const words = shellWords(ins.rest);
-  if (words.length > 0 && words.every((w) => w.includes('='))) {
-    for (const w of words) {
-      const eq = w.indexOf('=');
-      out[w.slice(0, eq)] = w.slice(eq + 1);
-    }
-  } else if (words.length >= 1) {
-    out[words[0] ?? ''] = words.slice(1).join(' ');
-  }
-  return out;
+/** The command of a `HEALTHCHECK [options] CMD ...` (exec form), parsed as a CMD instruction. */
+export function healthcheckCommand(ins: Instruction): readonly string[] | undefined {
+  const cmd = DockerfileParser.parse(ins.rest).getInstructions()[0];
+  return cmd === undefined ? undefined : instruction(cmd).exec;
 }
 
 /** COPY/ADD sources and destination (exec or shell form). */
 export function copyArgs(ins: Instruction): { sources: string[]; dest: string } {
-  const words = ins.exec ?? shellWords(ins.rest);
-  if (words.length < 2)
+  if (ins.args.length < 2)
     throw new Error(`line ${ins.line}: ${ins.keyword} needs a source and a destination`);
-  return { sources: words.slice(0, -1), dest: words[words.length - 1] ?? '' };
+  return { sources: ins.args.slice(0, -1), dest: ins.args[ins.args.length - 1] ?? '' };
 }
-
-// --- .dockerignore ----------------------------------------------------------------------------
 
 /** Normalises a context-relative path: no leading `./` or `/`, no trailing `/`, `//` folded. */
 export function cleanPath(p: string): string {
@@ -186,71 +135,12 @@ export function cleanPath(p: string): string {
   return parts.join('/');
 }
 
-function globToRegExp(pattern: string): RegExp {
-  let re = '';
-  const segs = pattern.split('/');
-  segs.forEach((seg, i) => {
-    const last = i === segs.length - 1;
-    if (seg === '**') {
-      // any number of path segments (also none)
-      re += last ? '.*' : '(?:[^/]+/)*';
-      return;
-    }
-    for (let j = 0; j < seg.length; j++) {
-      const c = seg[j] ?? '';
-      if (c === '*') re += '[^/]*';
-      else if (c === '?') re += '[^/]';
-      else if (c === '[') {
-        const close = seg.indexOf(']', j + 1);
-        if (close < 0) re += '\\[';
-        else {
-          let cls = seg.slice(j + 1, close);
-          if (cls.startsWith('^') || cls.startsWith('!')) cls = `^${cls.slice(1)}`;
-          re += `[${cls}]`;
-          j = close;
-        }
-      } else if (c === '\\' && j + 1 < seg.length) {
-        j++;
-        re += (seg[j] ?? '').replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-      } else re += c.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-    }
-    if (!last) re += '/';
-  });
-  return new RegExp(`^${re}$`);
-}
+// the package is CommonJS (`module.exports = ignore`); its types declare a default export
+const ignore = dockerignore as unknown as typeof dockerignore.default;
 
-export class DockerIgnore {
-  readonly rules: readonly {
-    readonly exclude: boolean;
-    readonly re: RegExp;
-    readonly pattern: string;
-  }[];
-
-  constructor(text: string) {
-    const rules: { exclude: boolean; re: RegExp; pattern: string }[] = [];
-    for (const raw of text.split(/\r?\n/)) {
-      const line = raw.trim();
-      if (line === '' || line.startsWith('#')) continue;
-      const exclude = !line.startsWith('!');
-      const pattern = cleanPath(exclude ? line : line.slice(1).trim());
-      if (pattern === '') continue;
-      rules.push({ exclude, re: globToRegExp(pattern), pattern: line });
-    }
-    this.rules = rules;
-  }
-
-  /** Whether a context-relative path is left out of the build context. */
-  excludes(path: string): boolean {
-    const p = cleanPath(path);
-    const parts = p.split('/');
-    // the path itself and each parent directory: a pattern matching a parent covers the path
-    const candidates = parts.map((_, i) => parts.slice(0, i + 1).join('/'));
-    let excluded = false;
-    for (const rule of this.rules) {
-      if (candidates.some((c) => rule.re.test(c))) excluded = rule.exclude;
-    }
-    return excluded;
-  }
+/** The matcher of a .dockerignore file: `ignores(path)` for a context-relative path. */
+export function dockerIgnore(text: string): Ignore {
+  return ignore().add(text);
 }
 
 // --- what a stage's COPY instructions put where -----------------------------------------------

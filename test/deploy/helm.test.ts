@@ -1,14 +1,21 @@
 /**
- * The Helm chart (helm/coap-edge), checked without Helm (none runs here):
+ * The Helm chart (helm/coap-edge), checked with Helm itself (the binary scripts/fetch-helm.sh
+ * unpacks; test/helpers/helm.ts):
+ * - `helm lint --strict` with values.yaml and with every examples/*.yaml;
+ * - `helm template` with each of them: every manifest validates against the Kubernetes schemas
+ *   and uses only fields Kubernetes knows (test/deploy/kubernetes.ts), each template renders
+ *   the expected kind with the chart's names and labels, and the checks the templates make with
+ *   `fail` (grace period > drain timeout, ...) stop a rendering with bad values and pass every
+ *   values file; the rendered PrometheusRule passes `promtool check rules`;
  * - Chart.yaml fields; values.schema.json is valid draft-07 and accepts values.yaml and every
  *   examples/*.yaml (merged onto the defaults as Helm does), and rejects a table of bad values,
- *   each for the expected reason;
+ *   each for the expected reason (ajv; Helm applies the same schema: one case is checked
+ *   through `helm lint`);
  * - the schema's `config` part equals what src/config/settings.ts allows (secrets and ports left
- *   out), every values file's `config` loads with the real config loader, and the checks the
- *   templates make with `fail` (grace period > drain timeout, ...) hold for every values file;
- * - templates: balanced `{{ }}` and blocks, YAML once the actions are taken out, the expected
- *   kind per file, every `.Values.x.y` a path the schema allows (and values.yaml has), every
- *   `include` defined and every helper used, every `.Files.Get` file present, every value used;
+ *   out), and every values file's `config` loads with the real config loader;
+ * - template sources: every `.Values.x.y` a path the schema allows (and values.yaml has),
+ *   every `include` defined and every helper used, every `.Files.Get` file present, every value
+ *   used;
  * - README.md has a row per leaf of values.yaml with its default (the table is generated);
  * - files/ is the one source of the dashboard and alert rules (deploy/ holds no copies);
  * - NOTES.txt tells how to find the load balancer, connect a device and see metrics.
@@ -28,8 +35,8 @@ import {
   isPair,
   isScalar,
   parse as parseYaml,
-  parseAllDocuments,
   parseDocument,
+  stringify as toYaml,
 } from 'yaml';
 import type { Node as YamlNode } from 'yaml';
 import { z } from 'zod';
@@ -40,7 +47,10 @@ import {
   type RenamedSetting,
   type SettingName,
 } from '../../src/config/settings.js';
+import { helmWithValues, renderedManifests, type Rendered } from '../helpers/helm.js';
 import { REPO_ROOT } from '../helpers/processes.js';
+import { HAVE_PROMTOOL, promtool } from '../telemetry/prom.js';
+import { isKnownKind, unknownFields, validateManifest } from './kubernetes.js';
 
 const CHART = join(REPO_ROOT, 'helm', 'coap-edge');
 const TEMPLATES = join(CHART, 'templates');
@@ -173,30 +183,6 @@ function describeErrors(errors: readonly ErrorObject[]): string {
 }
 
 /**
- * What the templates check with `fail` (JSON Schema compares no two values), mirrored here so
- * that every values file is known to render; the templates carry the same rules (tested below).
- */
-function renderFailures(values: JsonObject): string[] {
-  const out: string[] = [];
-  const config = isObject(values.config) ? values.config : {};
-  const given = config.drainTimeout ?? config.drainTimeoutSeconds;
-  const drain = typeof given === 'number' ? given : 20;
-  const grace = Number(values.terminationGracePeriodSeconds);
-  const preStop = Number(values.preStopSleepSeconds ?? 0);
-  if (!(grace > drain + preStop)) out.push('terminationGracePeriodSeconds');
-  const httpBind = typeof config.httpBind === 'string' ? config.httpBind : '0.0.0.0';
-  if (httpBind.startsWith('127.') || httpBind === '::1' || httpBind === 'localhost')
-    out.push('config.httpBind');
-  const hpa = isObject(values.autoscaling) ? values.autoscaling : {};
-  if (hpa.enabled === true) {
-    if (Number(hpa.minReplicas) > Number(hpa.maxReplicas)) out.push('autoscaling.minReplicas');
-    if (at(values, ['resources', 'requests', 'cpu']) === undefined)
-      out.push('resources.requests.cpu');
-  }
-  return out;
-}
-
-/**
  * `config` as the ConfigMap renders it (the "coap-edge.config" helper): values that set the
  * former drainTimeout go without the chart's default drainTimeoutSeconds.
  */
@@ -236,21 +222,6 @@ function withoutComments(text: string): string {
 /** The actions of a template, trimmed of `-` markers and spaces. */
 function actions(text: string): string[] {
   return [...withoutComments(text).matchAll(ACTION)].map((m) => (m[1] ?? '').trim());
-}
-
-/**
- * The YAML a template is made of, with its actions taken out: lines holding only actions
- * go, inline actions become a placeholder scalar. Branches of an if/else both stay.
- */
-function skeleton(text: string): string {
-  return withoutComments(text)
-    .split('\n')
-    .flatMap((line) => {
-      if (!line.includes('{{')) return [line];
-      if (line.replace(ACTION, '').trim() === '') return [];
-      return [line.replace(ACTION, 'TPL')];
-    })
-    .join('\n');
 }
 
 /** The `.Values.a.b` paths a text refers to. */
@@ -708,175 +679,250 @@ describe('values files render and configure coap-edge', () => {
       const config = loadChartConfig(values);
       assert.equal(config.drainTimeoutSeconds, at(values, ['config', 'drainTimeoutSeconds']) ?? 20);
     });
+  }
+});
 
-    it(`${name}: passes the checks the templates make with fail (grace period > drain timeout, ...)`, () => {
-      assert.deepEqual(renderFailures(values), []);
+/** Renders of the chart by `helm template`, one per set of values files, on first use. */
+const renders = new Map<string, Promise<Rendered[]>>();
+function render(name: string, values: readonly JsonObject[]): Promise<Rendered[]> {
+  let p = renders.get(name);
+  if (p === undefined) {
+    p = helmWithValues('template', CHART, values).then((r) => {
+      assert.equal(r.code, 0, `helm template with ${name}:\n${r.stderr}`);
+      return renderedManifests(r.stdout);
+    });
+    renders.set(name, p);
+  }
+  return p;
+}
+
+const valueSets: [string, JsonObject[]][] = [
+  ['values.yaml', []],
+  ...exampleFiles.map((f): [string, JsonObject[]] => [
+    `examples/${f}`,
+    [readValues(join(CHART, 'examples', f))],
+  ]),
+];
+
+/** Values that render what no values file does: the Service with ClientIP affinity. */
+const AFFINITY: JsonObject = {
+  service: { sessionAffinity: 'ClientIP', sessionAffinityTimeoutSeconds: 600 },
+};
+
+let fieldCheck: Promise<string[]> | undefined;
+/**
+ * The unknown fields of every manifest Helm renders from the values files (and AFFINITY), as
+ * `values: template: ...`: one TypeScript program for them all, built on first use.
+ */
+function fieldProblems(): Promise<string[]> {
+  const sets: [string, JsonObject[]][] = [...valueSets, ['ClientIP affinity', [AFFINITY]]];
+  fieldCheck ??= Promise.all(
+    sets.map(async ([name, values]) =>
+      (await render(name, values))
+        .filter((m) => isKnownKind(m.doc))
+        .map((m) => ({ name: `${name}: ${m.template}`, doc: m.doc })),
+    ),
+  ).then((all) => unknownFields(all.flat()));
+  return fieldCheck;
+}
+
+describe('Helm: helm lint and helm template', () => {
+  for (const [name, values] of valueSets) {
+    it(`${name}: helm lint --strict passes`, async () => {
+      const r = await helmWithValues('lint', CHART, values, ['--strict']);
+      assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    });
+
+    it(`${name}: helm template renders manifests that validate against the Kubernetes schemas, with known fields only`, async () => {
+      const manifests = await render(name, values);
+      assert.ok(manifests.length > 0);
+      for (const m of manifests) {
+        if (isKnownKind(m.doc)) assert.doesNotThrow(() => validateManifest(m.doc), m.template);
+        // Prometheus Operator resources: no schema here
+        else assert.equal(m.doc.apiVersion, 'monitoring.coreos.com/v1', m.template);
+      }
+      assert.deepEqual(
+        (await fieldProblems()).filter((p) => p.startsWith(`${name}: `)),
+        [],
+      );
     });
   }
 
-  const failing: [string, JsonObject, string][] = [
+  it('every template renders its kind, named after the release, with the chart labels (examples/production.yaml: every feature on)', async () => {
+    const [name, values] = valueSets.find(([n]) => n === 'examples/production.yaml')!;
+    const manifests = await render(name, values);
+    const chart = parseYaml(readText('Chart.yaml')) as JsonObject;
+    assert.deepEqual(
+      [...new Set(manifests.map((m) => m.template.replace('templates/', '')))].sort(),
+      Object.keys(EXPECTED_KINDS).sort(),
+    );
+    for (const [file, expected] of Object.entries(EXPECTED_KINDS)) {
+      const docs = manifests.filter((m) => m.template === `templates/${file}`).map((m) => m.doc);
+      assert.equal(docs.length, 1, file);
+      const doc = docs[0]!;
+      assert.equal(doc.apiVersion, expected.apiVersion, file);
+      assert.equal(doc.kind, expected.kind, file);
+      const metadata = doc.metadata as JsonObject;
+      assert.equal(typeof metadata.name, 'string', `${file}: name`);
+      assert.match(metadata.name as string, /^coap-edge(-[a-z]+)?$/, `${file}: name`);
+      const labels = metadata.labels as JsonObject;
+      assert.deepEqual(
+        {
+          name: labels['app.kubernetes.io/name'],
+          instance: labels['app.kubernetes.io/instance'],
+          managedBy: labels['app.kubernetes.io/managed-by'],
+          chart: labels['helm.sh/chart'],
+        },
+        {
+          name: 'coap-edge',
+          instance: 'coap-edge',
+          managedBy: 'Helm',
+          chart: `coap-edge-${chart.version as string}`,
+        },
+        `${file}: labels`,
+      );
+    }
+  });
+
+  it('the PrometheusRule (examples/production.yaml) carries the groups of files/alerts.yml, and promtool accepts them', async () => {
+    assert.ok(HAVE_PROMTOOL, 'promtool (Debian package prometheus) is needed');
+    const [name, values] = valueSets.find(([n]) => n === 'examples/production.yaml')!;
+    const rule = (await render(name, values)).find((m) => m.doc.kind === 'PrometheusRule');
+    assert.ok(rule !== undefined, 'rendered');
+    const spec = rule.doc.spec as JsonObject;
+    assert.deepEqual(spec.groups, (parseYaml(readText('files/alerts.yml')) as JsonObject).groups);
+    const dir = mkdtempSync(join(tmpdir(), 'coap-edge-helm-rules-'));
+    try {
+      const file = join(dir, 'rules.yml');
+      writeFileSync(file, toYaml(spec));
+      const r = await promtool(['check', 'rules', file]);
+      assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('helm lint applies values.schema.json (a replicaCount of 0 is refused)', async () => {
+    const r = await helmWithValues('lint', CHART, [{ replicaCount: 0 }], ['--strict']);
+    assert.notEqual(r.code, 0, r.stdout);
+    assert.match(`${r.stdout}${r.stderr}`, /replicaCount/);
+  });
+
+  /** [what, override (null deletes, as with Helm), what helm template says] */
+  const failing: [string, JsonObject, RegExp][] = [
     [
       'a grace period equal to the drain timeout',
       { terminationGracePeriodSeconds: 20 },
-      'terminationGracePeriodSeconds',
+      /terminationGracePeriodSeconds \(20\) must be greater than config\.drainTimeoutSeconds \(20\) plus preStopSleepSeconds \(0\)/,
+    ],
+    [
+      'a grace period equal to the default drain timeout (config.drainTimeoutSeconds unset)',
+      { terminationGracePeriodSeconds: 20, config: { drainTimeoutSeconds: null } },
+      /terminationGracePeriodSeconds \(20\) must be greater than config\.drainTimeoutSeconds \(20\)/,
     ],
     [
       'a grace period shorter than drain plus preStop sleep',
       { preStopSleepSeconds: 10 },
-      'terminationGracePeriodSeconds',
+      /terminationGracePeriodSeconds \(30\) must be greater than config\.drainTimeoutSeconds \(20\) plus preStopSleepSeconds \(10\)/,
     ],
     [
       'a drain timeout above the grace period',
       { config: { drainTimeoutSeconds: 45 } },
-      'terminationGracePeriodSeconds',
+      /must be greater than config\.drainTimeoutSeconds \(45\)/,
     ],
     [
       'a drain timeout above the grace period, under its former name drainTimeout',
       { config: { drainTimeout: 45 } },
-      'terminationGracePeriodSeconds',
+      /must be greater than config\.drainTimeoutSeconds \(45\)/,
     ],
     [
       'autoscaling with minReplicas > maxReplicas',
       { autoscaling: { enabled: true, minReplicas: 5, maxReplicas: 3 } },
-      'autoscaling.minReplicas',
+      /autoscaling\.minReplicas \(5\) must not be greater than autoscaling\.maxReplicas \(3\)/,
     ],
     [
       'an admin HTTP server bound to loopback (probes could not reach it)',
       { config: { httpBind: '127.0.0.1' } },
-      'config.httpBind',
+      /config\.httpBind \(127\.0\.0\.1\) is a loopback address/,
     ],
     [
       'autoscaling without a CPU request',
       { autoscaling: { enabled: true }, resources: { requests: { cpu: null } } },
-      'resources.requests.cpu',
+      /autoscaling\.enabled needs resources\.requests\.cpu/,
     ],
   ];
-  for (const [what, override, reason] of failing) {
-    it(`fails rendering for ${what} (the schema cannot tell)`, () => {
-      const values = helmMerge(defaults, override);
-      assert.deepEqual(errorsOf(values), [], 'the schema accepts it');
-      assert.deepEqual(renderFailures(values), [reason]);
+  for (const [what, override, message] of failing) {
+    it(`helm template fails for ${what} (the schema cannot tell)`, async () => {
+      assert.deepEqual(errorsOf(helmMerge(defaults, override)), [], 'the schema accepts it');
+      const r = await helmWithValues('template', CHART, [override]);
+      assert.notEqual(r.code, 0, 'rendered');
+      assert.match(r.stderr, message);
     });
   }
 
-  it('values that use the former names of renamed settings still configure coap-edge (with a warning)', () => {
-    const values = helmMerge(defaults, {
-      config: { drainTimeout: 25, registryTimeout: 1500, idleTimeout: 600 },
-    });
-    assert.deepEqual(errorsOf(values), [], 'the schema accepts the former names');
-    assert.deepEqual(renderFailures(values), []);
-    const warnings: string[] = [];
-    const config = loadChartConfig(values, (m) => warnings.push(m));
-    assert.equal(config.drainTimeoutSeconds, 25, "the values' drainTimeout, not the chart default");
-    assert.equal(config.registryTimeoutMs, 1500);
-    assert.equal(config.idleTimeoutSeconds, 600);
-    assert.equal(warnings.length, 3, warnings.join('\n'));
+  it('values that use the former names of renamed settings render a config coap-edge reads (with a warning each)', async () => {
+    const overrides = { config: { drainTimeout: 25, registryTimeout: 1500, idleTimeout: 600 } };
+    assert.deepEqual(errorsOf(helmMerge(defaults, overrides)), [], 'the schema accepts them');
+    const r = await helmWithValues('template', CHART, [overrides]);
+    assert.equal(r.code, 0, r.stderr);
+    const configMap = renderedManifests(r.stdout).find((m) => m.doc.kind === 'ConfigMap')?.doc;
+    const text = at(configMap as JsonObject, ['data', 'config.yaml']);
+    assert.ok(typeof text === 'string', 'the ConfigMap holds config.yaml');
+    const dir = mkdtempSync(join(tmpdir(), 'coap-edge-helm-'));
+    try {
+      const file = join(dir, 'config.yaml');
+      writeFileSync(file, text);
+      const warnings: string[] = [];
+      const config = loadConfig({ file, onDeprecated: (m) => warnings.push(m) });
+      assert.equal(config.drainTimeoutSeconds, 25, "the values' drainTimeout, not the default");
+      assert.equal(config.registryTimeoutMs, 1500);
+      assert.equal(config.idleTimeoutSeconds, 600);
+      assert.equal(warnings.length, 3, warnings.join('\n'));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
-  it('the templates carry those checks as fail calls, run by the Deployment', () => {
-    const helpers = templates.get('_helpers.tpl') ?? '';
-    const validateBlock =
-      /define "coap-edge\.validateValues"([\s\S]*?)\{\{- define|define "coap-edge\.validateValues"([\s\S]*)$/.exec(
-        helpers,
-      );
-    const body = validateBlock?.[1] ?? validateBlock?.[2] ?? '';
-    assert.match(body, /if le \$grace \(add \$drain \$preStop/);
-    assert.match(body, /fail \(printf "terminationGracePeriodSeconds/);
-    assert.match(body, /fail \(printf "autoscaling\.minReplicas/);
-    assert.match(body, /fail "autoscaling\.enabled needs resources\.requests\.cpu/);
-    assert.match(body, /fail \(printf "config\.httpBind/);
-    assert.match(
-      helpers,
-      /hasKey \.Values\.config "drainTimeout"[\s\S]*?hasKey \.Values\.config "drainTimeoutSeconds"[\s\S]*?\{\{- 20 \}\}/,
-      'the former name, then the new one, else the default drain timeout 20 s',
-    );
+  it('the default drain timeout of the templates is the setting default', () => {
+    // the second failing case above: 20 s when config.drainTimeoutSeconds is unset
     assert.equal(settings.drainTimeoutSeconds.default, 20);
-    assert.match(
-      templates.get('deployment.yaml') ?? '',
-      /^\{\{- include "coap-edge\.validateValues" \. \}\}\n/,
-    );
   });
 
-  it('reads the credentials from secrets.existingSecret into the variables the settings define', () => {
-    const keys = at(defaults, ['secrets', 'keys']);
+  it('reads the credentials from secrets.existingSecret into the variables the settings define (examples/production.yaml)', async () => {
+    const [name, values] = valueSets.find(([n]) => n === 'examples/production.yaml')!;
+    const prod = values[0]!;
+    const keys = at(prod, ['secrets', 'keys']);
     assert.ok(isObject(keys));
-    const deployment = templates.get('deployment.yaml') ?? '';
-    for (const setting of Object.keys(keys) as SettingName[]) {
+    const deployment = (await render(name, values)).find((m) => m.doc.kind === 'Deployment');
+    const container = at(deployment?.doc as JsonObject | undefined, [
+      'spec',
+      'template',
+      'spec',
+      'containers',
+    ]);
+    assert.ok(Array.isArray(container) && isObject(container[0]));
+    const env = container[0].env;
+    assert.ok(Array.isArray(env));
+    for (const [setting, key] of Object.entries(keys)) {
       assert.ok(setting in settings, `secrets.keys.${setting} is a setting`);
-      assert.match(
-        deployment,
-        new RegExp(`"env" "${envName(setting)}" "key" \\.Values\\.secrets\\.keys\\.${setting}\\)`),
-        `${envName(setting)} from secrets.keys.${setting}`,
+      const variable = envName(setting);
+      const entry: Json | undefined = env.find((e: Json) => isObject(e) && e.name === variable);
+      assert.deepEqual(
+        at(entry, ['valueFrom', 'secretKeyRef']),
+        { name: at(prod, ['secrets', 'existingSecret']), key, optional: false },
+        `${variable} from secrets.keys.${setting}`,
       );
     }
+    const allKeys = at(defaults, ['secrets', 'keys']);
+    assert.ok(isObject(allKeys));
     for (const key of Object.keys(settings) as SettingName[]) {
       if (settings[key].secret === true)
-        assert.ok(key in keys, `secret setting ${key} can come from the Secret`);
+        assert.ok(key in allKeys, `secret setting ${key} can come from the Secret (values.yaml)`);
     }
-    assert.match(
-      templates.get('_helpers.tpl') ?? '',
-      /secretKeyRef:\n\s+name: \{\{ \.root\.Values\.secrets\.existingSecret \| quote \}\}/,
-    );
   });
 });
 
 describe('templates', () => {
-  for (const [file, text] of templates) {
-    it(`${file}: balanced delimiters and blocks`, () => {
-      const body = withoutComments(text);
-      const opened = body.split('{{').length - 1;
-      const closed = [...body.matchAll(ACTION)];
-      assert.equal(closed.length, opened, 'every {{ is closed by }}');
-      assert.ok(
-        closed.every((m) => !m[0].slice(2).includes('{{')),
-        'no {{ inside an action',
-      );
-      const stack: string[] = [];
-      for (const a of actions(text)) {
-        const word = /^(\w+)/.exec(a)?.[1];
-        if (
-          word === 'if' ||
-          word === 'range' ||
-          word === 'with' ||
-          word === 'define' ||
-          word === 'block'
-        )
-          stack.push(word);
-        else if (word === 'else') assert.ok(stack.length > 0, `else outside a block: {{ ${a} }}`);
-        else if (word === 'end') assert.ok(stack.pop() !== undefined, 'end without a block');
-      }
-      assert.deepEqual(stack, [], 'every block ends');
-    });
-  }
-
-  for (const [file, expected] of Object.entries(EXPECTED_KINDS)) {
-    it(`${file}: YAML once the actions are taken out, one ${expected.kind} (${expected.apiVersion})`, () => {
-      const docs = parseAllDocuments(skeleton(templates.get(file) ?? ''), { uniqueKeys: false });
-      assert.ok(Array.isArray(docs), 'parsed');
-      const objects = docs
-        .map((d) => {
-          assert.deepEqual(d.errors, [], `${file}: ${d.errors.map((e) => e.message).join('; ')}`);
-          return d.toJS() as unknown;
-        })
-        .filter((o) => o !== null);
-      assert.equal(objects.length, 1);
-      const obj = objects[0];
-      assert.ok(isObject(obj));
-      assert.equal(obj.apiVersion, expected.apiVersion);
-      assert.equal(obj.kind, expected.kind);
-      assert.ok(
-        isObject(obj.metadata) &&
-          typeof obj.metadata.name === 'string' &&
-          obj.metadata.name.startsWith('TPL'),
-        'metadata.name from a helper',
-      );
-      assert.match(
-        templates.get(file) ?? '',
-        /labels:\n\s+\{\{- include "coap-edge\.labels" \. \| nindent \d+ \}\}/,
-      );
-    });
-  }
-
   it('refer only to .Values paths the schema allows and values.yaml has (config: any setting)', () => {
     const problems: string[] = [];
     for (const [file, text] of templates) {
@@ -941,100 +987,122 @@ describe('templates', () => {
     }
   });
 
-  it('deployment: config checksum, downward API env, probes on the http port, drain-aware grace period', () => {
-    const d = templates.get('deployment.yaml') ?? '';
-    assert.match(
-      d,
-      /checksum\/config: \{\{ include \(print \$\.Template\.BasePath "\/configmap\.yaml"\) \. \| sha256sum \}\}/,
-    );
-    for (const [env, field] of [
+  it('deployment (rendered): config checksum, downward API env, probes on the http port, ports coap-edge is told, grace period', async () => {
+    const custom = {
+      containerPorts: { dtls: 5700, http: 9500 },
+      terminationGracePeriodSeconds: 45,
+      config: { logLevel: 'debug' },
+    };
+    const rendered = await render('custom ports', [custom]);
+    const values = helmMerge(defaults, custom);
+    const deployment = rendered.find((m) => m.doc.kind === 'Deployment')?.doc as JsonObject;
+    const pod = at(deployment, ['spec', 'template', 'spec']) as JsonObject;
+    const c = (pod.containers as JsonObject[])[0]!;
+    const env = c.env as JsonObject[];
+    const envEntry = (name: string): JsonObject | undefined => env.find((e) => e.name === name);
+
+    // the checksum follows the ConfigMap: another config, another checksum
+    const checksum = (m: Rendered[]): Json | undefined =>
+      at(m.find((x) => x.doc.kind === 'Deployment')?.doc as JsonObject, [
+        'spec',
+        'template',
+        'metadata',
+        'annotations',
+        'checksum/config',
+      ]);
+    const defaultRender = await render('values.yaml', []);
+    assert.match(checksum(rendered) as string, /^[0-9a-f]{64}$/);
+    assert.notEqual(checksum(rendered), checksum(defaultRender));
+    assert.equal(checksum(await render('custom ports', [custom])), checksum(rendered));
+
+    for (const [name, field] of [
       ['POD_NAME', 'metadata.name'],
       ['POD_NAMESPACE', 'metadata.namespace'],
       ['NODE_NAME', 'spec.nodeName'],
     ] as const) {
-      assert.match(
-        d,
-        new RegExp(
-          `- name: ${env}\\n\\s+valueFrom:\\n\\s+fieldRef:\\n\\s+fieldPath: ${field.replace('.', '\\.')}`,
-        ),
-      );
+      assert.equal(at(envEntry(name), ['valueFrom', 'fieldRef', 'fieldPath']), field, name);
     }
     for (const probe of ['startup', 'liveness', 'readiness']) {
-      assert.match(
-        d,
-        new RegExp(
-          `${probe}Probe:\\n\\s+httpGet:\\n\\s+path: \\{\\{ \\.Values\\.probes\\.${probe}\\.path \\}\\}\\n\\s+port: http\\n`,
-        ),
-      );
+      assert.deepEqual(at(c, [`${probe}Probe`, 'httpGet']), {
+        path: at(values, ['probes', probe, 'path']),
+        port: 'http',
+      });
     }
-    assert.match(
-      d,
-      /- name: dtls\n\s+containerPort: \{\{ \.Values\.containerPorts\.dtls \| int \}\}\n\s+protocol: UDP/,
-    );
-    assert.match(
-      d,
-      /- name: http\n\s+containerPort: \{\{ \.Values\.containerPorts\.http \| int \}\}\n\s+protocol: TCP/,
-    );
-    assert.match(
-      d,
-      new RegExp(
-        `- name: ${envName('dtlsPort')}\\n\\s+value: \\{\\{ \\.Values\\.containerPorts\\.dtls`,
+    assert.deepEqual(c.ports, [
+      { name: 'dtls', containerPort: 5700, protocol: 'UDP' },
+      { name: 'http', containerPort: 9500, protocol: 'TCP' },
+    ]);
+    assert.equal(envEntry(envName('dtlsPort'))?.value, '5700');
+    assert.equal(envEntry(envName('httpPort'))?.value, '9500');
+    assert.deepEqual(c.args, ['serve', '--config', '/etc/coap-edge/config.yaml']);
+    const mounts = c.volumeMounts as JsonObject[];
+    const configVolume = mounts.find((m) => m.mountPath === '/etc/coap-edge')?.name;
+    const configMap = rendered.find((m) => m.doc.kind === 'ConfigMap')?.doc as JsonObject;
+    assert.equal(
+      at(
+        (pod.volumes as JsonObject[]).find((v) => v.name === configVolume),
+        ['configMap', 'name'],
       ),
+      at(configMap, ['metadata', 'name']),
     );
-    assert.match(
-      d,
-      new RegExp(
-        `- name: ${envName('httpPort')}\\n\\s+value: \\{\\{ \\.Values\\.containerPorts\\.http`,
-      ),
-    );
-    assert.match(d, /args:\n\s+- serve\n\s+- --config\n\s+- \/etc\/coap-edge\/config\.yaml/);
-    assert.match(d, /mountPath: \/etc\/coap-edge\n/);
-    assert.match(d, /- name: tmp\n\s+mountPath: \/tmp/);
-    assert.match(
-      d,
-      /terminationGracePeriodSeconds: \{\{ \.Values\.terminationGracePeriodSeconds \| int \}\}/,
-    );
-    assert.match(
-      templates.get('configmap.yaml') ?? '',
-      /config\.yaml: \|\n\s+\{\{- include "coap-edge\.config" \. \| nindent 4 \}\}/,
-    );
-    assert.match(
-      templates.get('_helpers.tpl') ?? '',
-      /define "coap-edge\.config"[\s\S]*?hasKey \.Values\.config "drainTimeout"[\s\S]*?omit \.Values\.config "drainTimeoutSeconds"/,
-    );
+    assert.ok(mounts.some((m) => m.name === 'tmp' && m.mountPath === '/tmp'));
+    assert.equal(pod.terminationGracePeriodSeconds, 45);
+    assert.deepEqual(parseYaml(at(configMap, ['data', 'config.yaml']) as string), values.config);
   });
 
-  it('service: UDP with externalTrafficPolicy (explained) and optional ClientIP affinity with a timeout', () => {
-    const s = templates.get('service.yaml') ?? '';
-    assert.match(s, /# DTLS keys each association by the device's source address/);
-    assert.match(s, /externalTrafficPolicy: \{\{ \.Values\.service\.externalTrafficPolicy \}\}/);
-    assert.match(s, /sessionAffinity: \{\{ \.Values\.service\.sessionAffinity \}\}/);
+  it('service (rendered): UDP with externalTrafficPolicy (explained) and optional ClientIP affinity with a timeout', async () => {
     assert.match(
-      s,
-      /timeoutSeconds: \{\{ \.Values\.service\.sessionAffinityTimeoutSeconds \| int \}\}/,
+      templates.get('service.yaml') ?? '',
+      /# DTLS keys each association by the device's source address/,
     );
-    assert.match(s, /protocol: \{\{ \.Values\.service\.protocol \}\}/);
-    assert.equal(at(defaults, ['service', 'type']), 'LoadBalancer');
-    assert.equal(at(defaults, ['service', 'externalTrafficPolicy']), 'Local');
-    assert.equal(at(defaults, ['service', 'port']), 5684);
+    const service = (m: Rendered[]): JsonObject =>
+      m.find(
+        (x) =>
+          x.doc.kind === 'Service' && at(x.doc as JsonObject, ['metadata', 'name']) === 'coap-edge',
+      )?.doc as JsonObject;
+    const plain = service(await render('values.yaml', []));
+    assert.equal(at(plain, ['spec', 'type']), 'LoadBalancer');
+    assert.equal(at(plain, ['spec', 'externalTrafficPolicy']), 'Local');
+    assert.equal(
+      at(plain, ['spec', 'sessionAffinity']),
+      at(defaults, ['service', 'sessionAffinity']),
+    );
+    assert.deepEqual(at(plain, ['spec', 'ports']), [
+      { name: 'dtls', port: 5684, targetPort: 'dtls', protocol: 'UDP' },
+    ]);
     assert.equal(at(defaults, ['containerPorts', 'dtls']), settings.dtlsPort.default);
+    const sticky = service(await render('ClientIP affinity', [AFFINITY]));
+    assert.equal(at(sticky, ['spec', 'sessionAffinity']), 'ClientIP');
+    assert.equal(at(sticky, ['spec', 'sessionAffinityConfig', 'clientIP', 'timeoutSeconds']), 600);
+    const problems = await fieldProblems();
+    assert.deepEqual(
+      problems.filter((p) => p.startsWith('ClientIP affinity: ')),
+      [],
+    );
   });
 
-  it('monitoring: ServiceMonitor, PrometheusRule and the dashboard are off by default and read files/', () => {
-    for (const key of ['serviceMonitor', 'prometheusRule', 'grafanaDashboard']) {
-      assert.equal(at(defaults, ['metrics', key, 'enabled']), false, key);
-    }
-    assert.deepEqual(at(defaults, ['metrics', 'grafanaDashboard', 'labels']), {
-      grafana_dashboard: '1',
-    });
-    assert.match(
-      templates.get('prometheusrule.yaml') ?? '',
-      /\.Files\.Get "files\/alerts\.yml" \| fromYaml/,
+  it('monitoring (rendered): ServiceMonitor, PrometheusRule and the dashboard are off by default; the dashboard is files/', async () => {
+    const kinds = (m: Rendered[]): string[] =>
+      m.map(
+        (x) => `${String(x.doc.kind)}/${at(x.doc as JsonObject, ['metadata', 'name']) as string}`,
+      );
+    const plain = kinds(await render('values.yaml', []));
+    for (const k of [
+      'ServiceMonitor/coap-edge',
+      'PrometheusRule/coap-edge',
+      'ConfigMap/coap-edge-dashboard',
+    ])
+      assert.ok(!plain.includes(k), `${k} is off by default`);
+    const [name, values] = valueSets.find(([n]) => n === 'examples/production.yaml')!;
+    const prod = await render(name, values);
+    const dashboard = prod.find((x) => x.template === 'templates/dashboard-configmap.yaml')
+      ?.doc as JsonObject;
+    assert.equal(at(dashboard, ['metadata', 'labels', 'grafana_dashboard']), '1');
+    assert.equal(
+      at(dashboard, ['data', 'coap-edge.json']),
+      readText('files/coap-edge-dashboard.json').trimEnd(),
     );
-    assert.match(
-      templates.get('dashboard-configmap.yaml') ?? '',
-      /\.Files\.Get "files\/coap-edge-dashboard\.json"/,
-    );
+    assert.ok(prod.some((x) => x.doc.kind === 'ServiceMonitor'));
   });
 });
 

@@ -1,35 +1,29 @@
 /**
  * The plain manifests of deploy/k8s/ (the Helm chart's defaults for a release named coap-edge):
+ * - they are what Helm renders from the chart with its defaults (`helm template`), less Helm's
+ *   own labels and the config checksum;
  * - every document validates against the Kubernetes schemas (kubernetes-models) and uses no
- *   field Kubernetes does not know (the models accept unknown fields, so the field names are
- *   checked against their type declarations);
+ *   field Kubernetes does not know (checked by the TypeScript compiler against the models'
+ *   interfaces: test/deploy/kubernetes.ts);
  * - the essentials: UDP 5684 on the container and the LoadBalancer Service with
  *   externalTrafficPolicy Local, probes on the http port's paths, a non-root read-only
  *   container without capabilities, resources, Services and the PDB selecting the pods, a grace
  *   period longer than the configured drain, a ConfigMap that coap-edge loads;
- * - they agree with the chart's values.yaml (image, ports, probes, grace period, resources, ...);
- * - the chart's templates, actions taken out, use only Kubernetes field names as well.
+ * - they agree with the chart's values.yaml (image, ports, probes, grace period, resources, ...).
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
-import { Namespace } from 'kubernetes-models/v1/Namespace';
-import { Service } from 'kubernetes-models/v1/Service';
-import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
-import { Deployment } from 'kubernetes-models/apps/v1/Deployment';
-import { PodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
-import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler';
-import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
+import { join } from 'node:path';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { envName, loadConfig } from '../../src/config/load.js';
+import { helmWithValues, renderedManifests } from '../helpers/helm.js';
 import { REPO_ROOT } from '../helpers/processes.js';
+import { unknownFields, validateManifest } from './kubernetes.js';
 
 const K8S = join(REPO_ROOT, 'deploy', 'k8s');
 const CHART = join(REPO_ROOT, 'helm', 'coap-edge');
-const NODE_MODULES = join(REPO_ROOT, 'node_modules');
 
 type Obj = { [key: string]: unknown };
 
@@ -54,129 +48,6 @@ function at(v: unknown, ...path: string[]): unknown {
     x = x[seg];
   }
   return x;
-}
-
-// --- Kubernetes models: schema validation and field names --------------------------------------
-
-interface Kind {
-  /** Validates with the model's JSON schema; throws on a violation. */
-  readonly validate: (doc: Obj) => void;
-  /** Type declaration of the kind, for field names. */
-  readonly dts: string;
-}
-
-const km = (path: string): string => join(NODE_MODULES, 'kubernetes-models', `${path}.d.ts`);
-
-/** The kinds coap-edge deploys, keyed by apiVersion and kind. */
-const KINDS: Record<string, Kind> = {
-  'v1/ConfigMap': {
-    validate: (d) => new ConfigMap(d).validate(),
-    dts: km('v1/ConfigMap'),
-  },
-  'v1/Namespace': {
-    validate: (d) => new Namespace(d).validate(),
-    dts: km('v1/Namespace'),
-  },
-  'v1/Service': {
-    validate: (d) => new Service(d).validate(),
-    dts: km('v1/Service'),
-  },
-  'v1/ServiceAccount': {
-    validate: (d) => new ServiceAccount(d).validate(),
-    dts: km('v1/ServiceAccount'),
-  },
-  'apps/v1/Deployment': {
-    validate: (d) => new Deployment(d).validate(),
-    dts: km('apps/v1/Deployment'),
-  },
-  'policy/v1/PodDisruptionBudget': {
-    validate: (d) => new PodDisruptionBudget(d).validate(),
-    dts: km('policy/v1/PodDisruptionBudget'),
-  },
-  'autoscaling/v2/HorizontalPodAutoscaler': {
-    validate: (d) => new HorizontalPodAutoscaler(d).validate(),
-    dts: km('autoscaling/v2/HorizontalPodAutoscaler'),
-  },
-  'networking.k8s.io/v1/NetworkPolicy': {
-    validate: (d) => new NetworkPolicy(d).validate(),
-    dts: km('networking.k8s.io/v1/NetworkPolicy'),
-  },
-};
-
-function kindOf(doc: Obj): Kind | undefined {
-  return KINDS[`${String(doc.apiVersion)}/${String(doc.kind)}`];
-}
-
-interface TypeDecl {
-  /** Field name → type text (`Array<T>`, `Map<T>` for `{ [key: string]: T }`, a name, ...). */
-  readonly fields: Map<string, string>;
-  /** Imported type name → its declaration file. */
-  readonly imports: Map<string, string>;
-}
-
-const declCache = new Map<string, TypeDecl | null>();
-
-/** The fields of the interface a kubernetes-models declaration file exports (null: a type alias). */
-function typeDecl(file: string): TypeDecl | null {
-  const cached = declCache.get(file);
-  if (cached !== undefined) return cached;
-  assert.ok(existsSync(file), `type declaration ${file} exists`);
-  const text = readFileSync(file, 'utf8');
-  const imports = new Map<string, string>();
-  for (const m of text.matchAll(/import \{ (\w+) \} from "([^"]+)";/g)) {
-    const spec = m[2] ?? '';
-    const target = spec.startsWith('.')
-      ? join(dirname(file), `${spec}.d.ts`)
-      : join(NODE_MODULES, `${spec}.d.ts`);
-    imports.set(m[1] ?? '', target);
-  }
-  const body = /export interface \w+(?: extends [^{]+)? \{\n([\s\S]*?)\n\}/.exec(text)?.[1];
-  let decl: TypeDecl | null = null;
-  if (body !== undefined) {
-    const fields = new Map<string, string>();
-    const lines = body.split('\n');
-    lines.forEach((line, i) => {
-      const m = /^ {4}"([^"]+)"\??: (.*?);?$/.exec(line);
-      if (m === null) return;
-      let type = m[2] ?? '';
-      if (type === '{')
-        type = `Map<${/\[key: string\]: (.+);/.exec(lines[i + 1] ?? '')?.[1] ?? 'unknown'}>`;
-      fields.set(m[1] ?? '', type);
-    });
-    decl = { fields, imports };
-  }
-  declCache.set(file, decl);
-  return decl;
-}
-
-/** Paths of fields in `value` that the declared type (file) does not have. */
-function unknownFields(value: unknown, file: string, path: string): string[] {
-  const decl = typeDecl(file);
-  if (decl === null || !isObject(value)) return [];
-  const out: string[] = [];
-  for (const [key, v] of Object.entries(value)) {
-    const type = decl.fields.get(key);
-    if (type === undefined) out.push(`${path}.${key}`);
-    else out.push(...unknownIn(v, type, decl, `${path}.${key}`));
-  }
-  return out;
-}
-
-function unknownIn(value: unknown, type: string, decl: TypeDecl, path: string): string[] {
-  const array = /^Array<(.+)>$/.exec(type);
-  if (array !== null) {
-    return Array.isArray(value)
-      ? value.flatMap((v, i) => unknownIn(v, array[1] ?? '', decl, `${path}[${i}]`))
-      : [];
-  }
-  const map = /^Map<(.+)>$/.exec(type);
-  if (map !== null) {
-    return isObject(value)
-      ? Object.entries(value).flatMap(([k, v]) => unknownIn(v, map[1] ?? '', decl, `${path}.${k}`))
-      : [];
-  }
-  const file = decl.imports.get(type);
-  return file !== undefined ? unknownFields(value, file, path) : [];
 }
 
 // --- the manifests and the chart's defaults ----------------------------------------------------
@@ -291,33 +162,76 @@ describe('deploy/k8s: Kubernetes schemas', () => {
   for (const { file, doc } of docs) {
     const name = `${file}: ${String(doc.kind)} ${String(at(doc, 'metadata', 'name'))}`;
     it(`${name} validates against the Kubernetes schema`, () => {
-      const kind = kindOf(doc);
-      assert.ok(kind !== undefined, `known kind ${String(doc.apiVersion)}/${String(doc.kind)}`);
-      assert.doesNotThrow(() => kind.validate(doc));
+      assert.doesNotThrow(() => validateManifest(doc));
       assert.equal(at(doc, 'metadata', 'namespace'), undefined, 'namespace from kubectl -n');
-    });
-    it(`${name} uses only fields Kubernetes knows`, () => {
-      const kind = kindOf(doc);
-      assert.ok(kind !== undefined);
-      assert.deepEqual(unknownFields(doc, kind.dts, String(doc.kind)), []);
     });
   }
 
+  it('uses only fields Kubernetes knows (TypeScript against the kubernetes-models interfaces)', () => {
+    const named = docs.map(({ file, doc }) => ({ name: `${file}: ${String(doc.kind)}`, doc }));
+    assert.deepEqual(unknownFields(named), []);
+  });
+
   it('the field-name check finds a misspelt field deep in a pod spec (self-test)', () => {
-    const bad = structuredClone(deployment);
-    const c = list(at(bad, 'spec', 'template', 'spec', 'containers'), 'containers')[0]!;
+    // TypeScript names the first unknown field of each manifest
+    const probe = structuredClone(deployment);
+    const c = list(at(probe, 'spec', 'template', 'spec', 'containers'), 'containers')[0]!;
     c.readinessProbe = { httpGet: { path: '/readyz', port: 'http', shceme: 'HTTP' } };
-    obj(at(bad, 'spec', 'template', 'spec'), 'spec').terminationGracePeriodSecond = 30;
-    assert.deepEqual(unknownFields(bad, KINDS['apps/v1/Deployment']!.dts, 'Deployment').sort(), [
-      'Deployment.spec.template.spec.containers[0].readinessProbe.httpGet.shceme',
-      'Deployment.spec.template.spec.terminationGracePeriodSecond',
+    const grace = structuredClone(deployment);
+    obj(at(grace, 'spec', 'template', 'spec'), 'spec').terminationGracePeriodSecond = 30;
+    const problems = unknownFields([
+      { name: 'probe', doc: probe },
+      { name: 'grace', doc: grace },
     ]);
+    assert.equal(problems.length, 2, problems.join('\n'));
+    assert.match(problems[0] ?? '', /^probe: "shceme": "HTTP": .*'"shceme"' does not exist/);
+    assert.match(
+      problems[1] ?? '',
+      /^grace: "terminationGracePeriodSecond": 30: .*'"terminationGracePeriodSecond"' does not exist/,
+    );
     assert.throws(() =>
-      KINDS['apps/v1/Deployment']!.validate({
+      validateManifest({
         ...deployment,
         spec: { ...obj(deployment.spec, 'spec'), replicas: 'two' },
       }),
     );
+  });
+
+  it('are what helm template renders from the chart with its defaults (less Helm labels and the config checksum)', async () => {
+    const r = await helmWithValues('template', CHART, []);
+    assert.equal(r.code, 0, r.stderr);
+    const normalise = (doc: Obj): Obj => {
+      const d = structuredClone(doc);
+      for (const meta of [at(d, 'metadata'), at(d, 'spec', 'template', 'metadata')]) {
+        if (!isObject(meta)) continue;
+        const labels = obj(meta.labels, 'labels');
+        delete labels['helm.sh/chart'];
+        delete labels['app.kubernetes.io/managed-by'];
+        if (isObject(meta.annotations)) {
+          delete meta.annotations['checksum/config'];
+          if (Object.keys(meta.annotations).length === 0) delete meta.annotations;
+        }
+      }
+      // the ConfigMap's config.yaml as data (deploy/k8s explains it with comments)
+      const config = at(d, 'data', 'config.yaml');
+      if (typeof config === 'string') obj(d.data, 'data')['config.yaml'] = parseYaml(config);
+      return d;
+    };
+    const key = (d: Obj): string => `${String(d.kind)}/${String(at(d, 'metadata', 'name'))}`;
+    const rendered = renderedManifests(r.stdout).map((m) => normalise(m.doc));
+    const plain = docs.map((d) => normalise(d.doc)).filter((d) => d.kind !== 'Namespace');
+    assert.deepEqual(plain.map(key).sort(), rendered.map(key).sort());
+    for (const d of plain) {
+      assert.deepEqual(
+        d,
+        rendered.find((x) => key(x) === key(d)),
+        key(d),
+      );
+    }
+    for (const d of docs) {
+      if (d.doc.kind === 'Namespace') continue;
+      assert.equal(at(d.doc, 'metadata', 'labels', 'app.kubernetes.io/managed-by'), 'kubectl');
+    }
   });
 });
 
@@ -575,47 +489,4 @@ describe('deploy/k8s agrees with the chart defaults (values.yaml)', () => {
       false,
     );
   });
-});
-
-// --- the chart's templates, with their actions taken out ------------------------------------
-
-const ACTION = /\{\{-?([\s\S]*?)-?\}\}/g;
-
-/** Same as in helm.test.ts: lines of actions only go, inline actions become a placeholder. */
-function skeleton(text: string): string {
-  return text
-    .replace(/\{\{-?\s*\/\*[\s\S]*?\*\/\s*-?\}\}/g, '')
-    .split('\n')
-    .flatMap((line) => {
-      if (!line.includes('{{')) return [line];
-      if (line.replace(ACTION, '').trim() === '') return [];
-      return [line.replace(ACTION, 'TPL')];
-    })
-    .join('\n');
-}
-
-describe('chart templates use only Kubernetes field names', () => {
-  const dir = join(CHART, 'templates');
-  for (const file of readdirSync(dir)
-    .filter((f) => f.endsWith('.yaml'))
-    .sort()) {
-    it(file, (t) => {
-      const parsed = parseAllDocuments(skeleton(readFileSync(join(dir, file), 'utf8')), {
-        uniqueKeys: false,
-      });
-      assert.ok(Array.isArray(parsed));
-      for (const d of parsed) {
-        const doc = d.toJS() as unknown;
-        if (!isObject(doc)) continue;
-        const kind = kindOf(doc);
-        if (kind === undefined) {
-          // Prometheus Operator resources: no schema here
-          assert.equal(doc.apiVersion, 'monitoring.coreos.com/v1');
-          t.diagnostic(`${String(doc.kind)}: custom resource, field names not checked`);
-          continue;
-        }
-        assert.deepEqual(unknownFields(doc, kind.dts, String(doc.kind)), []);
-      }
-    });
-  }
 });
