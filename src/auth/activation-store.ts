@@ -65,6 +65,13 @@ export interface ActivationStore {
    * Rejects when the store is unreachable or full.
    */
   claim(productKey: string, deviceKey: string, e: ActivationEntry): Promise<boolean>;
+  /**
+   * Removes the device's entry if it is `e`: undoes a claim that rejected although its write
+   * may have happened (the reply or the replicas' confirmation was lost), so that the refused
+   * device may activate again. Resolves to whether an entry was removed; rejects when the
+   * store is unreachable.
+   */
+  release(productKey: string, deviceKey: string, e: ActivationEntry): Promise<boolean>;
 }
 
 const activationSchema = z.object({
@@ -124,6 +131,16 @@ export class MemoryActivationStore implements ActivationStore {
     return Promise.resolve(true);
   }
 
+  release(productKey: string, deviceKey: string, e: ActivationEntry): Promise<boolean> {
+    const key = `${productKey}\u0000${deviceKey}`;
+    const cur = this.#map.get(key);
+    if (cur === undefined || encodeActivation(cur) !== encodeActivation(e)) {
+      return Promise.resolve(false);
+    }
+    this.#map.delete(key);
+    return Promise.resolve(true);
+  }
+
   get size(): number {
     return this.#map.size;
   }
@@ -153,6 +170,10 @@ export interface RedisActivationStoreOptions {
   /** Replicas that must have a claim before it counts (else the claim rejects). */
   readonly durability?: Durability | undefined;
 }
+
+/** Deletes KEYS[1] if it holds ARGV[1] (an entry that is someone else's stays). */
+const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`;
 
 /** The shared store in Redis. */
 export class RedisActivationStore implements ActivationStore {
@@ -196,5 +217,10 @@ export class RedisActivationStore implements ActivationStore {
       p.set(key, value, 'NX'),
     );
     return reply === 'OK';
+  }
+
+  async release(productKey: string, deviceKey: string, e: ActivationEntry): Promise<boolean> {
+    const key = this.keys.activation(productKey, deviceKey);
+    return (await this.redis.client.eval(RELEASE, 1, key, encodeActivation(e))) === 1;
   }
 }

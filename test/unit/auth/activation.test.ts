@@ -48,6 +48,9 @@ class CountingStore implements ActivationStore {
     if (this.failClaims) return Promise.reject(new SecretSourceError('SOURCE_UNAVAILABLE', 'x'));
     return this.inner.claim(pk, dk, e);
   }
+  release(pk: string, dk: string, e: ActivationEntry): Promise<boolean> {
+    return this.inner.release(pk, dk, e);
+  }
 }
 
 function setup(o: { file?: DevicesFile; registry?: Registry; storeMax?: number } = {}) {
