@@ -14,7 +14,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { Cluster, Redis } from 'ioredis';
-import type { RedisClusterTarget, RedisSentinelTarget } from '../../src/redis/client.js';
+import type {
+  RedisClusterTarget,
+  RedisSentinelTarget,
+  RedisTarget,
+} from '../../src/redis/client.js';
 import { freePort, waitFor } from '../integration/auth/helpers.js';
 
 const quiet = { stdio: 'ignore' } as const;
@@ -562,4 +566,53 @@ export class RedisSentinelFixture {
   async stop(): Promise<void> {
     await this.#procs.stopAll();
   }
+}
+
+/** Either topology, seen by a test that crashes the master holding some keys. */
+export interface CrashTopology {
+  target(): RedisTarget;
+  /** A plain client for checking keys (make it after a crash: it must know the new master). */
+  client(): Redis | Cluster;
+  /** The port of the master holding `key`. */
+  masterOf(key: string): Promise<number>;
+  /** Those of `keys` held by the master on `port`. */
+  keysOn(port: number, keys: readonly string[]): Promise<string[]>;
+  /** SIGKILL of the master on `port` (holding `key`); resolves with the promoted replica's port. */
+  crash(port: number, key: string): Promise<number>;
+  stop(): Promise<void>;
+}
+
+export type CrashTopologyName = 'cluster' | 'sentinel';
+
+/**
+ * A Redis Cluster (3 masters) or a Sentinel setup with `replicas` replicas per master, its
+ * failure detection at 1 s; `crash` waits at most `timeoutMs` for the promotion.
+ */
+export async function startCrashTopology(
+  name: CrashTopologyName,
+  o: { replicas: number; ports?: PortRange; timeoutMs: number },
+): Promise<CrashTopology> {
+  if (name === 'cluster') {
+    const c = await RedisClusterFixture.start(o);
+    return {
+      target: () => c.target(),
+      client: () => c.client(),
+      masterOf: async (key) => (await c.ownerOf(key)).master,
+      keysOn: (port, keys) => c.keysServedBy(port, keys),
+      crash: async (port, key) => {
+        await c.kill(port);
+        return c.waitPromoted(key, port, o.timeoutMs);
+      },
+      stop: () => c.stop(),
+    };
+  }
+  const s = await RedisSentinelFixture.start(o);
+  return {
+    target: () => s.target(),
+    client: () => s.client(),
+    masterOf: () => Promise.resolve(s.master),
+    keysOn: (_port, keys) => Promise.resolve([...keys]),
+    crash: () => s.killMaster(o.timeoutMs),
+    stop: () => s.stop(),
+  };
 }

@@ -3,7 +3,7 @@
  * (3 masters, 2 replicas each) and on Sentinel (master, 2 replicas, 1 sentinel), while two
  * pods' worth of the Redis-backed components keep working on that master's keys: commands
  * queued (`enqueue`), devices activated (devices file: the claim in Redis is what counts),
- * secrets read (registry behind Redis) and presence written. Nothing asks for the failover:
+ * secrets read (registry behind Redis: it answers while Redis cannot) and presence written. Nothing asks for the failover:
  * the cluster's nodes or the sentinel notice the dead master (1 s timeouts) and promote a
  * replica; the other replica follows it, so `WAIT 1` is answered again without the dead
  * node coming back.
@@ -18,7 +18,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import type { Cluster, Redis } from 'ioredis';
 import { DevicesFile } from '../../../src/auth/devices-file.js';
 import { RedisKeys } from '../../../src/auth/redis-keys.js';
 import { createSecretStack, type SecretStack } from '../../../src/auth/stack.js';
@@ -26,11 +25,12 @@ import { RedisCommandStore, commandQueueKey } from '../../../src/bridge/commands
 import { decodeEntry } from '../../../src/bridge/commands/entry.js';
 import { RedisPresenceStore } from '../../../src/bridge/presence/index.js';
 import type { DeviceKey } from '../../../src/bridge/types.js';
-import { closeRedis, createFailFastRedis, type RedisTarget } from '../../../src/redis/client.js';
+import { closeRedis, createFailFastRedis } from '../../../src/redis/client.js';
 import { FakeRegistry, prefix, stackOptions, waitFor } from '../auth/helpers.js';
 import {
-  RedisClusterFixture,
-  RedisSentinelFixture,
+  startCrashTopology,
+  type CrashTopology,
+  type CrashTopologyName,
   type PortRange,
 } from '../../helpers/redis-topologies.js';
 
@@ -38,47 +38,6 @@ const PORTS: PortRange = { from: 17_000, to: 17_999 };
 const TOPIC = '/sys/dyn/c/thing/service/reboot';
 /** How long the flows may take to work again after the kill before the test fails. */
 const RECOVERY_CEILING_MS = 30_000;
-
-interface Topology {
-  target(): RedisTarget;
-  /** A plain client for checking keys (made after the crash: it knows the new master). */
-  client(): Redis | Cluster;
-  /** The port of the master holding `key`. */
-  masterOf(key: string): Promise<number>;
-  /** Those of `keys` held by the master on `port`. */
-  keysOn(port: number, keys: readonly string[]): Promise<string[]>;
-  /** SIGKILL of the master on `port`; resolves with the promoted replica's port. */
-  crash(port: number, key: string): Promise<number>;
-  stop(): Promise<void>;
-}
-
-const topologies: Record<string, () => Promise<Topology>> = {
-  cluster: async () => {
-    const c = await RedisClusterFixture.start({ replicas: 2, ports: PORTS });
-    return {
-      target: () => c.target(),
-      client: () => c.client(),
-      masterOf: async (key) => (await c.ownerOf(key)).master,
-      keysOn: (port, keys) => c.keysServedBy(port, keys),
-      crash: async (port, key) => {
-        await c.kill(port);
-        return c.waitPromoted(key, port, RECOVERY_CEILING_MS);
-      },
-      stop: () => c.stop(),
-    };
-  },
-  sentinel: async () => {
-    const s = await RedisSentinelFixture.start({ replicas: 2, ports: PORTS });
-    return {
-      target: () => s.target(),
-      client: () => s.client(),
-      masterOf: () => Promise.resolve(s.master),
-      keysOn: (_port, keys) => Promise.resolve([...keys]),
-      crash: () => s.killMaster(RECOVERY_CEILING_MS),
-      stop: () => s.stop(),
-    };
-  },
-};
 
 /** What one flow saw: successes and refusals, and when (ms since the kill) it worked again. */
 class Flow {
@@ -119,14 +78,18 @@ class Flow {
   }
 }
 
-for (const [name, start] of Object.entries(topologies)) {
+for (const name of ['cluster', 'sentinel'] satisfies CrashTopologyName[]) {
   describe(`Redis ${name}: SIGKILL of the master`, () => {
-    let topo: Topology;
+    let topo: CrashTopology;
     let registry: FakeRegistry;
     const closers: (() => Promise<void>)[] = [];
 
     before(async () => {
-      topo = await start();
+      topo = await startCrashTopology(name, {
+        replicas: 2,
+        ports: PORTS,
+        timeoutMs: RECOVERY_CEILING_MS,
+      });
       registry = await FakeRegistry.start();
     });
 
@@ -241,7 +204,7 @@ for (const [name, start] of Object.entries(topologies)) {
       const flows = {
         commands: new Flow('commands'),
         activations: new Flow('activations'),
-        secrets: new Flow('secret reads'),
+        secrets: new Flow('secret reads from Redis'),
         presence: new Flow('presence'),
       };
       const acked = new Set<string>();
@@ -249,6 +212,7 @@ for (const [name, start] of Object.entries(topologies)) {
       const activated = new Map<string, string>();
       const refusedActivations = new Set<string>();
       let wrongSecrets = 0;
+      let unanswered = 0;
       const onlineEvents = new Map<string, number>();
       const touchedAfterKill = new Set<string>();
       let stop = false;
@@ -288,11 +252,19 @@ for (const [name, start] of Object.entries(topologies)) {
         }, 5),
         loop((i) =>
           flows.secrets.run(async () => {
+            // a success is a read Redis answered; the registry answers while Redis cannot
             const dk = secretDks[i % secretDks.length] ?? '';
-            const rec = await pod(i).secrets.source.device('pk', dk);
-            if (rec === undefined) return false;
-            if (rec.deviceSecret !== `${dk}-S`) wrongSecrets++;
-            return true;
+            const { secrets } = pod(i);
+            const hits = secrets.stats.lookups.redis.hit;
+            let rec: { deviceSecret: string } | undefined;
+            try {
+              rec = await secrets.source.device('pk', dk);
+            } catch {
+              rec = undefined;
+            }
+            if (rec === undefined) unanswered++;
+            else if (rec.deviceSecret !== `${dk}-S`) wrongSecrets++;
+            return rec !== undefined && secrets.stats.lookups.redis.hit > hits;
           }, clock),
         ),
         loop((i) =>
@@ -381,6 +353,11 @@ for (const [name, start] of Object.entries(topologies)) {
       }
 
       assert.equal(wrongSecrets, 0, 'a secret read answered a wrong secret');
+      assert.equal(
+        unanswered,
+        0,
+        'every secret read answered (by the registry while Redis could not)',
+      );
       // every presence device was touched after the switch: it is online
       const online = await check.zcard(`${p}:{presence}:deadlines`);
       assert.equal(online, presenceDks.length, 'every touched device online');
