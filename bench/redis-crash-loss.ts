@@ -242,6 +242,7 @@ runScript('redis-crash-loss', USAGE, async () => {
     beforeMs: numberFlag(flags, 'before', 1_000, 100, 60_000),
   };
   const startedAt = new Date();
+  const env = environment();
   const results: Record<string, CrashResult[]> = {};
   for (const name of names as CrashTopologyName[]) {
     const runs: CrashResult[] = [];
@@ -271,7 +272,7 @@ runScript('redis-crash-loss', USAGE, async () => {
     bench: 'redis-crash-loss',
     command: commandLine(),
     options: o,
-    environment: environment(),
+    environment: env,
     totals,
     runs: results,
   };

@@ -217,5 +217,11 @@ function activation(
   assetId: string,
   source: StoredActivation['source'],
 ): StoredActivation {
-  return { deviceSecret, assetId, source, activatedAt: new Date().toISOString() };
+  return {
+    deviceSecret,
+    assetId,
+    source,
+    activatedAt: new Date().toISOString(),
+    claimId: randomBase62(16),
+  };
 }

@@ -213,25 +213,50 @@ describe('activation', () => {
       deviceSecret: 'listed2-S3CRET',
       assetId: '',
     });
-    // a release removes its own entry only
+  });
+
+  /** A RedisActivationStore of its own for `fn`. */
+  async function withStore(
+    p: string,
+    fn: (store: RedisActivationStore) => Promise<void>,
+  ): Promise<void> {
     const conn = new RedisConnection({ url: redis.url, stats: new AuthStats() });
     try {
       await waitFor(() => conn.state === 'connected', 'connection');
-      const store = new RedisActivationStore(conn, new RedisKeys(p));
-      const mine = {
-        deviceSecret: 'x-S3CRET',
-        assetId: '',
-        source: 'file',
-        activatedAt: 'now',
-      } as const;
-      assert.equal(await store.claim('dyn', 'x', mine), true);
-      assert.equal(await store.release('dyn', 'x', { ...mine, activatedAt: 'later' }), false);
-      assert.equal(await check.exists(`${p}:activation:{dyn/x}`), 1);
-      assert.equal(await store.release('dyn', 'x', mine), true);
-      assert.equal(await check.exists(`${p}:activation:{dyn/x}`), 0);
+      await fn(new RedisActivationStore(conn, new RedisKeys(p)));
     } finally {
       conn.close();
     }
+  }
+
+  const entry = {
+    deviceSecret: 'x-S3CRET',
+    assetId: '',
+    source: 'file',
+    activatedAt: 'now',
+    claimId: 'c1',
+  } as const;
+
+  it('a release removes its own entry only', async () => {
+    const p = prefix();
+    await withStore(p, async (store) => {
+      assert.equal(await store.claim('dyn', 'x', entry), true);
+      assert.equal(await store.release('dyn', 'x', { ...entry, claimId: 'c2' }), false);
+      assert.equal(await check.exists(`${p}:activation:{dyn/x}`), 1);
+      assert.equal(await store.release('dyn', 'x', entry), true);
+      assert.equal(await check.exists(`${p}:activation:{dyn/x}`), 0);
+    });
+  });
+
+  it('a claim sent again after it ran (a cluster client retrying it) is its own; another is refused', async () => {
+    const p = prefix();
+    await withStore(p, async (store) => {
+      assert.equal(await store.claim('dyn', 'y', entry), true);
+      assert.equal(await store.claim('dyn', 'y', entry), true, 'the same claim again');
+      assert.equal(await store.claim('dyn', 'y', { ...entry, claimId: 'c2' }), false);
+      assert.equal(await store.claim('dyn', 'y', { ...entry, claimId: undefined }), false);
+      assert.equal(await store.claim('dyn', 'y', { mark: 'connected', connectedAt: 'now' }), false);
+    });
   });
 
   it('an activation under the key layout before hash tags is honoured and carried forward', async () => {
