@@ -43,6 +43,11 @@ interface CrashResult {
   activationsLost: number;
   /** Activations answered with a refusal whose claim is in Redis all the same. */
   activationsRefusedButStored: number;
+  /** Refused activations whose claim was found and removed again (`activationsReleased`). */
+  activationsReleased: number;
+  /** Activation store reads (GET) that failed, and claims or releases that failed. */
+  activationReadErrors: number;
+  activationStoreErrors: number;
   /** Refusals by reason. */
   activationRefusals: Record<string, number>;
   promotedAfterMs: number;
@@ -211,6 +216,12 @@ async function oneCrash(
       activationsRefused,
       activationsLost,
       activationsRefusedButStored,
+      activationsReleased: stacks.reduce((a, st) => a + st.stats.activationsReleased, 0),
+      activationReadErrors: stacks.reduce(
+        (a, st) => a + st.stats.lookups.activation.error + st.stats.lookups.activation.timeout,
+        0,
+      ),
+      activationStoreErrors: stacks.reduce((a, st) => a + st.stats.activationStoreErrors, 0),
       activationRefusals,
       promotedAfterMs,
       writingAgainAfterMs,
@@ -264,6 +275,7 @@ runScript('redis-crash-loss', USAGE, async () => {
         activationsAcked: sum(runs, 'activationsAcked'),
         activationsLost: sum(runs, 'activationsLost'),
         activationsRefusedButStored: sum(runs, 'activationsRefusedButStored'),
+        activationsReleased: sum(runs, 'activationsReleased'),
         crashesWithLoss: runs.filter((r) => r.commandsLost + r.activationsLost > 0).length,
       },
     ]),

@@ -276,6 +276,13 @@ export class RedisClusterFixture {
 
   /** The port of the master serving `key`'s slot and of one of its replicas. */
   async ownerOf(key: string): Promise<{ master: number; replica: number }> {
+    const { master, replica } = await this.#slotOwner(key);
+    if (replica === undefined) throw new Error(`no replica of ${master}`);
+    return { master, replica };
+  }
+
+  /** The port of the master serving `key`'s slot and of one of its live replicas, if any. */
+  async #slotOwner(key: string): Promise<{ master: number; replica: number | undefined }> {
     const c = client(this.live()[0] ?? 0);
     try {
       const slot = Number(await c.cluster('KEYSLOT', key));
@@ -300,8 +307,10 @@ export class RedisClusterFixture {
       const replica = nodes.find(
         (l) => l.split(' ')[3] === id && !(l.split(' ')[2] ?? '').includes('fail'),
       );
-      if (replica === undefined) throw new Error(`no replica of ${id}`);
-      return { master: portOf(master), replica: portOf(replica) };
+      return {
+        master: portOf(master),
+        replica: replica === undefined ? undefined : portOf(replica),
+      };
     } finally {
       c.disconnect();
     }
@@ -344,7 +353,7 @@ export class RedisClusterFixture {
     await waitFor(
       async () => {
         try {
-          const { master } = await this.ownerOf(key);
+          const { master } = await this.#slotOwner(key);
           if (master === dead) return false;
           const c = client(master);
           c.on('error', () => {});
