@@ -177,6 +177,11 @@ export interface RedisActivationStoreOptions {
   readonly legacyKeys?: boolean | undefined;
   /** Replicas that must have a claim before it counts (else the claim rejects). */
   readonly durability?: Durability | undefined;
+  /**
+   * The connection for claims and releases (with `durability`: their `WAIT` holds the
+   * connection it is sent on, and the reads must not queue behind it). Default: `redis`.
+   */
+  readonly writer?: RedisConnection | undefined;
 }
 
 /**
@@ -197,6 +202,7 @@ return 0`;
 export class RedisActivationStore implements ActivationStore {
   private readonly legacyKeys: boolean;
   private readonly durability: Durability | undefined;
+  private readonly writer: RedisConnection;
 
   constructor(
     private readonly redis: RedisConnection,
@@ -205,6 +211,7 @@ export class RedisActivationStore implements ActivationStore {
   ) {
     this.legacyKeys = o.legacyKeys !== false;
     this.durability = o.durability;
+    this.writer = o.writer ?? redis;
   }
 
   async get(productKey: string, deviceKey: string): Promise<ActivationEntry | undefined> {
@@ -231,7 +238,7 @@ export class RedisActivationStore implements ActivationStore {
     }
     const value = encodeActivation(e);
     // with durability: a claim counts only once replicas have it (a failover keeps it)
-    const reply = await writeDurably(this.redis.client, this.durability, (p) =>
+    const reply = await writeDurably(this.writer.client, this.durability, (p) =>
       p.eval(CLAIM, 1, key, value),
     );
     return reply === 1;
@@ -239,6 +246,6 @@ export class RedisActivationStore implements ActivationStore {
 
   async release(productKey: string, deviceKey: string, e: ActivationEntry): Promise<boolean> {
     const key = this.keys.activation(productKey, deviceKey);
-    return (await this.redis.client.eval(RELEASE, 1, key, encodeActivation(e))) === 1;
+    return (await this.writer.client.eval(RELEASE, 1, key, encodeActivation(e))) === 1;
   }
 }

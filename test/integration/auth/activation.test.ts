@@ -215,6 +215,26 @@ describe('activation', () => {
     });
   });
 
+  it('secret lookups are not held up behind claims waiting for replicas (WAIT holds its connection)', async () => {
+    // this Redis has no replica: every WAIT runs to its timeout (240 ms of 300)
+    const p = prefix();
+    const a = await stack({ redisPrefix: p, registry: false, file: true, waitReplicas: 1 });
+    await check.set(`${p}:device:{dyn/cached}`, '{"deviceSecret":"cached-S3CRET"}');
+    // two claims, sent together, each refused after its WAIT (and released)
+    const activations = ['listed', 'listed2'].map((dk) => a.activator.activate('dyn', dk));
+    await waitFor(
+      async () => (await check.exists(`${p}:activation:{dyn/listed}`)) === 1,
+      'the first claim written',
+    );
+    const hits = a.stats.lookups.redis.hit;
+    assert.equal((await a.source.device('dyn', 'cached'))?.deviceSecret, 'cached-S3CRET');
+    assert.equal(a.stats.lookups.redis.hit, hits + 1, 'Redis answered');
+    assert.deepEqual(
+      (await Promise.all(activations)).map((r) => r.ok),
+      [false, false],
+    );
+  });
+
   /** A RedisActivationStore of its own for `fn`. */
   async function withStore(
     p: string,
