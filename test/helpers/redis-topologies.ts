@@ -66,6 +66,18 @@ function client(port: number): Redis {
   return new Redis({ host: '127.0.0.1', port, maxRetriesPerRequest: 1, lazyConnect: false });
 }
 
+/** Whether the server on `port` answers ROLE as a master. */
+async function isMaster(port: number): Promise<boolean> {
+  const c = client(port);
+  c.on('error', () => {});
+  try {
+    const role = (await c.call('ROLE')) as unknown[];
+    return role[0] === 'master';
+  } finally {
+    c.disconnect();
+  }
+}
+
 async function answers(port: number): Promise<boolean> {
   const c = new Redis({
     host: '127.0.0.1',
@@ -354,15 +366,7 @@ export class RedisClusterFixture {
       async () => {
         try {
           const { master } = await this.#slotOwner(key);
-          if (master === dead) return false;
-          const c = client(master);
-          c.on('error', () => {});
-          try {
-            const role = (await c.call('ROLE')) as unknown[];
-            if (role[0] !== 'master') return false;
-          } finally {
-            c.disconnect();
-          }
+          if (master === dead || !(await isMaster(master))) return false;
           promoted = master;
           return true;
         } catch {
@@ -546,14 +550,7 @@ export class RedisSentinelFixture {
             )) as string[];
             const port = Number(addr[1]);
             if (port === dead || !this.replicas.includes(port)) return false;
-            const c = client(port);
-            c.on('error', () => {});
-            try {
-              const role = (await c.call('ROLE')) as unknown[];
-              if (role[0] !== 'master') return false;
-            } finally {
-              c.disconnect();
-            }
+            if (!(await isMaster(port))) return false;
             promoted = port;
             return true;
           } catch {
