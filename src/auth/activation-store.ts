@@ -246,6 +246,8 @@ export class RedisActivationStore implements ActivationStore {
 
   async release(productKey: string, deviceKey: string, e: ActivationEntry): Promise<boolean> {
     const key = this.keys.activation(productKey, deviceKey);
+    // after the claim on its connection: a claim the client gave up on (timed out behind
+    // other claims' WAITs) still runs first, and is removed, even when this answer is lost
     return (await this.writer.client.eval(RELEASE, 1, key, encodeActivation(e))) === 1;
   }
 }
