@@ -4,7 +4,8 @@
  * activation handed out, kept so other pods find the secret without asking the registry)
  * or that has connected with its own secret (secureMode 2: a mark, no secret). Either
  * means "no activation any more". Entries never expire and are written with "set if
- * absent", so the first writer wins and nothing is overwritten.
+ * absent", so the first writer wins and nothing is overwritten (a claim sent twice finds its
+ * own entry: each activation carries a random `claimId`).
  *
  * With Redis the store is shared by all pods (`{prefix}:activation:{pk/dk}`, no TTL); it
  * lasts as long as Redis keeps its data (see docs/operations.md). Without Redis it is a
@@ -37,6 +38,11 @@ export interface StoredActivation {
   readonly source: ActivationSource;
   /** ISO 8601 time of the activation. */
   readonly activatedAt: string;
+  /**
+   * Random, one per activation attempt: a claim sent again (a client retrying a command whose
+   * connection closed after it ran) finds its own entry by it. Absent in older entries.
+   */
+  readonly claimId?: string;
 }
 
 /** The device has connected with its own secret (secureMode 2); no secret is kept. */
@@ -65,6 +71,13 @@ export interface ActivationStore {
    * Rejects when the store is unreachable or full.
    */
   claim(productKey: string, deviceKey: string, e: ActivationEntry): Promise<boolean>;
+  /**
+   * Removes the device's entry if it is `e`: undoes a claim that rejected although its write
+   * may have happened (the reply or the replicas' confirmation was lost), so that the refused
+   * device may activate again. Resolves to whether an entry was removed; rejects when the
+   * store is unreachable.
+   */
+  release(productKey: string, deviceKey: string, e: ActivationEntry): Promise<boolean>;
 }
 
 const activationSchema = z.object({
@@ -72,6 +85,7 @@ const activationSchema = z.object({
   assetId: z.union([z.literal(''), assetIdSchema]),
   source: z.enum(['registry', 'file', 'generated']),
   activatedAt: z.string().max(64),
+  claimId: z.string().max(64).optional(),
 });
 
 const markSchema = z.object({ mark: z.literal('connected'), connectedAt: z.string().max(64) });
@@ -97,6 +111,7 @@ export function encodeActivation(e: ActivationEntry): string {
     assetId: e.assetId,
     source: e.source,
     activatedAt: e.activatedAt,
+    ...(e.claimId !== undefined ? { claimId: e.claimId } : {}),
   });
 }
 
@@ -121,6 +136,16 @@ export class MemoryActivationStore implements ActivationStore {
       return Promise.reject(new SecretSourceError('SOURCE_UNAVAILABLE', 'activation store: full'));
     }
     this.#map.set(key, Object.freeze({ ...e }));
+    return Promise.resolve(true);
+  }
+
+  release(productKey: string, deviceKey: string, e: ActivationEntry): Promise<boolean> {
+    const key = `${productKey}\u0000${deviceKey}`;
+    const cur = this.#map.get(key);
+    if (cur === undefined || encodeActivation(cur) !== encodeActivation(e)) {
+      return Promise.resolve(false);
+    }
+    this.#map.delete(key);
     return Promise.resolve(true);
   }
 
@@ -152,12 +177,32 @@ export interface RedisActivationStoreOptions {
   readonly legacyKeys?: boolean | undefined;
   /** Replicas that must have a claim before it counts (else the claim rejects). */
   readonly durability?: Durability | undefined;
+  /**
+   * The connection for claims and releases (with `durability`: their `WAIT` holds the
+   * connection it is sent on, and the reads must not queue behind it). Default: `redis`.
+   */
+  readonly writer?: RedisConnection | undefined;
 }
+
+/**
+ * Sets KEYS[1] to ARGV[1] unless it holds something else: 1 when the entry is ARGV[1] now.
+ * Unlike SET NX, a claim that ran already (its reply lost, the client sent it again: ioredis
+ * does on a cluster when the connection closes) answers 1 again instead of "taken".
+ */
+const CLAIM = `local v = redis.call('GET', KEYS[1])
+if not v then redis.call('SET', KEYS[1], ARGV[1]) return 1 end
+if v == ARGV[1] then return 1 end
+return 0`;
+
+/** Deletes KEYS[1] if it holds ARGV[1] (an entry that is someone else's stays). */
+const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`;
 
 /** The shared store in Redis. */
 export class RedisActivationStore implements ActivationStore {
   private readonly legacyKeys: boolean;
   private readonly durability: Durability | undefined;
+  private readonly writer: RedisConnection;
 
   constructor(
     private readonly redis: RedisConnection,
@@ -166,6 +211,7 @@ export class RedisActivationStore implements ActivationStore {
   ) {
     this.legacyKeys = o.legacyKeys !== false;
     this.durability = o.durability;
+    this.writer = o.writer ?? redis;
   }
 
   async get(productKey: string, deviceKey: string): Promise<ActivationEntry | undefined> {
@@ -192,9 +238,16 @@ export class RedisActivationStore implements ActivationStore {
     }
     const value = encodeActivation(e);
     // with durability: a claim counts only once replicas have it (a failover keeps it)
-    const reply = await writeDurably(this.redis.client, this.durability, (p) =>
-      p.set(key, value, 'NX'),
+    const reply = await writeDurably(this.writer.client, this.durability, (p) =>
+      p.eval(CLAIM, 1, key, value),
     );
-    return reply === 'OK';
+    return reply === 1;
+  }
+
+  async release(productKey: string, deviceKey: string, e: ActivationEntry): Promise<boolean> {
+    const key = this.keys.activation(productKey, deviceKey);
+    // after the claim on its connection: a claim the client gave up on (timed out behind
+    // other claims' WAITs) still runs first, and is removed, even when this answer is lost
+    return (await this.writer.client.eval(RELEASE, 1, key, encodeActivation(e))) === 1;
   }
 }

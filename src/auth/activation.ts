@@ -22,7 +22,10 @@
  * When the store cannot be read, the answer is `unavailable` (the device retries later).
  * When it cannot be written, a secret the registry handed out is still returned (the
  * registry itself is one-shot and will not hand it out again); a secret from the devices
- * file is not (nothing would stop a second activation), and the answer is `unavailable`.
+ * file is not (nothing would stop a second activation), and the answer is `unavailable`:
+ * then the claim is released (removed if it was written all the same and is still ours), so
+ * the retry is not refused as `already-activated`. A release that cannot reach the store
+ * either leaves the entry (docs/operations.md, Redis: a crashed master).
  *
  * A device whose answer was lost retransmits the same CoAP request: the CoAP layer answers
  * that from its exchange cache without calling this code again. A new request is a new
@@ -140,7 +143,17 @@ export class DeviceActivator implements Activator {
     } catch {
       stats.activationStoreErrors++;
       // the registry will not hand this secret out again; the file would, to anyone
-      if (candidate.source !== 'registry') return this.#refuse('unavailable');
+      if (candidate.source !== 'registry') {
+        // the claim may be stored all the same (its reply or the replicas' WAIT was lost, as
+        // when the master crashes): undo it, or the device's retry would be refused for good
+        await store.release(productKey, deviceKey, candidate).then(
+          (removed) => {
+            if (removed) stats.activationsReleased++;
+          },
+          () => stats.activationStoreErrors++,
+        );
+        return this.#refuse('unavailable');
+      }
       ours = true;
     }
     this.#known.set(key, KNOWN);
@@ -204,5 +217,11 @@ function activation(
   assetId: string,
   source: StoredActivation['source'],
 ): StoredActivation {
-  return { deviceSecret, assetId, source, activatedAt: new Date().toISOString() };
+  return {
+    deviceSecret,
+    assetId,
+    source,
+    activatedAt: new Date().toISOString(),
+    claimId: randomBase62(16),
+  };
 }

@@ -80,7 +80,13 @@ export interface SecretStack {
 
 export function createSecretStack(o: SecretStackOptions): SecretStack {
   let redis: RedisConnection | undefined;
-  const stats = new AuthStats(() => redis?.state ?? 'off');
+  /** Claims that wait for replicas go on a connection of their own (their WAIT holds it). */
+  let claims: RedisConnection | undefined;
+  // connected once every connection is
+  const stats = new AuthStats(() => {
+    const state = redis?.state ?? 'off';
+    return state === 'connected' && claims !== undefined ? claims.state : state;
+  });
   const keys = new RedisKeys(o.redisPrefix);
   // versions before the hash-tag layout never ran on a cluster: nothing to look for there
   const legacyKeys = typeof o.redisUrl === 'string' || o.redisUrl?.kind === 'sentinel';
@@ -123,10 +129,20 @@ export function createSecretStack(o: SecretStackOptions): SecretStack {
   };
   let localActivations: MemoryActivationStore | undefined;
   let store: ActivationStore;
-  if (redis === undefined) store = localActivations = new MemoryActivationStore(o.cacheSize);
-  else {
+  if (redis === undefined || o.redisUrl === undefined) {
+    store = localActivations = new MemoryActivationStore(o.cacheSize);
+  } else {
     const replicas = Math.max(0, Math.floor(o.redisWaitReplicas ?? 0));
+    if (replicas > 0) {
+      claims = new RedisConnection({
+        url: o.redisUrl,
+        stats,
+        commandTimeoutMs: o.redisCommandTimeoutMs,
+        maxBackoffMs: o.redisMaxBackoffMs,
+      });
+    }
     store = new RedisActivationStore(redis, keys, {
+      writer: claims,
       legacyKeys,
       // WAIT must answer within the command timeout, or the timeout fails the claim instead
       durability:
@@ -164,6 +180,7 @@ export function createSecretStack(o: SecretStackOptions): SecretStack {
       closing ??= (async () => {
         await redisCache?.settle();
         redis?.close();
+        claims?.close();
         await registry?.close();
       })();
       return closing;

@@ -66,6 +66,8 @@ export class AuthStats {
   redisBadValues = 0;
   /** Activations and secureMode 2 marks that could not be written to the activation store. */
   activationStoreErrors = 0;
+  /** Refused activations whose claim was stored all the same and then removed again. */
+  activationsReleased = 0;
   /** Activations per outcome. */
   readonly activations: Record<ActivationOutcome, number>;
 

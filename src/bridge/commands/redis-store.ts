@@ -9,7 +9,10 @@
  * - channel `{prefix}:cmd-notify`: every enqueue publishes `pk\ndk`; each pod's subscriber
  *   connection wakes its `waitFor` waiters of that device.
  *
- * Two connections: one for the scripts (`redis-scripts.ts`), one subscribed to the channel.
+ * Two connections: one for the scripts (`redis-scripts.ts`), one subscribed to the channel;
+ * with `waitReplicas` a third for `enqueue`: its `WAIT` holds the connection it is sent on
+ * until the replicas answer or it times out, and the peeks and fetches of every request must
+ * not queue behind it.
  * Both fail fast: while Redis is away every operation rejects at once with
  * `COMMANDS_UNAVAILABLE` (a hung Redis after `commandTimeoutMs`), so the router answers the
  * request without a command; the uplink itself never depends on this store. Notifications
@@ -81,6 +84,8 @@ function int(v: unknown): number {
 
 export class RedisCommandStore implements CommandStore {
   readonly #client: RedisClient;
+  /** The connection of writes that wait for replicas; `#client` without them. */
+  readonly #durable: RedisClient;
   readonly #sub: RedisClient;
   readonly #prefix: string;
   readonly #channel: string;
@@ -131,6 +136,12 @@ export class RedisCommandStore implements CommandStore {
       // have come back first and looked in vain)
       if (this.#subscribed) this.#waiters.wakeAll();
     });
+
+    if (this.#durability === undefined) this.#durable = this.#client;
+    else {
+      this.#durable = createFailFastRedis({ ...common, connectionName: 'coap-edge-cmd-durable' });
+      this.#durable.on('ready', () => this.#changed());
+    }
 
     this.#sub = createFailFastRedis({ ...common, connectionName: 'coap-edge-cmd-sub' });
     this.#sub.on('ready', () => this.#subscribe());
@@ -253,10 +264,14 @@ export class RedisCommandStore implements CommandStore {
     return this.#subscribed;
   }
 
-  /** Resolves true once both connections are ready and subscribed, false after `timeoutMs`. */
+  /** Resolves true once every connection is ready and subscribed, false after `timeoutMs`. */
   async waitReady(timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
-    while (!(this.state() === 'connected' && this.#subscribed)) {
+    while (!(
+      this.state() === 'connected' &&
+      this.#subscribed &&
+      this.#durable.status === 'ready'
+    )) {
       const left = deadline - Date.now();
       if (this.#closed || left <= 0) return false;
       // woken by the next connection or subscription event, or by the deadline
@@ -279,13 +294,14 @@ export class RedisCommandStore implements CommandStore {
     return this.#counters.snapshot(this.#waiters.size);
   }
 
-  /** Answers every waiter with undefined and disconnects both connections. */
+  /** Answers every waiter with undefined and disconnects every connection. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#closed = true;
       this.#changed();
       this.#waiters.close();
-      await Promise.all([closeRedis(this.#client), closeRedis(this.#sub)]);
+      const clients = new Set([this.#client, this.#durable, this.#sub]);
+      await Promise.all([...clients].map((c) => closeRedis(c)));
     })();
     return this.#closing;
   }
@@ -319,15 +335,11 @@ export class RedisCommandStore implements CommandStore {
     durability?: Durability,
   ): Promise<readonly unknown[]> {
     if (this.#closed) throw this.#unavailable('closed');
-    if (this.#client.status !== 'ready') throw this.#unavailable('redis not connected');
+    const client = durability === undefined ? this.#client : this.#durable;
+    if (client.status !== 'ready') throw this.#unavailable('redis not connected');
     let reply: unknown;
     try {
-      reply = await script.run(
-        this.#client,
-        commandQueueKey(this.#prefix, device),
-        args,
-        durability,
-      );
+      reply = await script.run(client, commandQueueKey(this.#prefix, device), args, durability);
     } catch (e: unknown) {
       throw this.#unavailable('redis command failed', e);
     }

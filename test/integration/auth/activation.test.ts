@@ -7,7 +7,11 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Redis } from 'ioredis';
 import { DevicesFile } from '../../../src/auth/devices-file.js';
+import { RedisActivationStore } from '../../../src/auth/activation-store.js';
 import { PskResolver } from '../../../src/auth/psk-resolver.js';
+import { RedisConnection } from '../../../src/auth/redis-connection.js';
+import { RedisKeys } from '../../../src/auth/redis-keys.js';
+import { AuthStats } from '../../../src/auth/stats.js';
 import { createSecretStack, type SecretStack } from '../../../src/auth/stack.js';
 import { derivePsk } from '../../../src/enos/index.js';
 import { FakeRegistry, RedisServer, prefix, stackOptions, startStack, waitFor } from './helpers.js';
@@ -34,6 +38,7 @@ describe('activation', () => {
     registry?: boolean;
     file?: boolean;
     registryTimeoutMs?: number;
+    waitReplicas?: number;
   }) {
     const s = await startStack(
       stackOptions({
@@ -42,6 +47,7 @@ describe('activation', () => {
         redisUrl: redis.url,
         registryUrl: o.registry === false ? undefined : registry.url,
         devicesFile: o.file === true ? file : undefined,
+        redisWaitReplicas: o.waitReplicas,
       }),
     );
     stacks.push(s);
@@ -186,6 +192,91 @@ describe('activation', () => {
     assert.equal(await b.source.device('dyn', 'fresh'), undefined);
     assert.equal(a.stats.activations.file, 1);
     assert.equal(b.stats.activations['unknown-device'], 1);
+  });
+
+  it('a claim written but not confirmed by a replica (WAIT) is released: the retry is not refused as activated', async () => {
+    // this Redis has no replica: WAIT answers 0 after the claim was written on it, as when a
+    // master crashes between the write and the replicas' confirmation
+    const p = prefix();
+    const a = await stack({ redisPrefix: p, registry: false, file: true, waitReplicas: 1 });
+    const unavailable = { ok: false, reason: 'unavailable' } as const;
+    assert.deepEqual(await a.activator.activate('dyn', 'listed2'), unavailable);
+    assert.equal(await check.exists(`${p}:activation:{dyn/listed2}`), 0, 'the claim is gone');
+    assert.equal(a.stats.activationsReleased, 1);
+    // the device's retry meets the same refusal, not "already activated"
+    assert.deepEqual(await a.activator.activate('dyn', 'listed2'), unavailable);
+    assert.equal(a.stats.activationsReleased, 2);
+    // and once the store confirms writes, the device gets its secret
+    const b = await stack({ redisPrefix: p, registry: false, file: true });
+    assert.deepEqual(await b.activator.activate('dyn', 'listed2'), {
+      ok: true,
+      deviceSecret: 'listed2-S3CRET',
+      assetId: '',
+    });
+  });
+
+  it('secret lookups are not held up behind claims waiting for replicas (WAIT holds its connection)', async () => {
+    // this Redis has no replica: every WAIT runs to its timeout (240 ms of 300)
+    const p = prefix();
+    const a = await stack({ redisPrefix: p, registry: false, file: true, waitReplicas: 1 });
+    await check.set(`${p}:device:{dyn/cached}`, '{"deviceSecret":"cached-S3CRET"}');
+    // two claims, sent together, each refused after its WAIT (and released)
+    const activations = ['listed', 'listed2'].map((dk) => a.activator.activate('dyn', dk));
+    await waitFor(
+      async () => (await check.exists(`${p}:activation:{dyn/listed}`)) === 1,
+      'the first claim written',
+    );
+    const hits = a.stats.lookups.redis.hit;
+    assert.equal((await a.source.device('dyn', 'cached'))?.deviceSecret, 'cached-S3CRET');
+    assert.equal(a.stats.lookups.redis.hit, hits + 1, 'Redis answered');
+    assert.deepEqual(
+      (await Promise.all(activations)).map((r) => r.ok),
+      [false, false],
+    );
+  });
+
+  /** A RedisActivationStore of its own for `fn`. */
+  async function withStore(
+    p: string,
+    fn: (store: RedisActivationStore) => Promise<void>,
+  ): Promise<void> {
+    const conn = new RedisConnection({ url: redis.url, stats: new AuthStats() });
+    try {
+      await waitFor(() => conn.state === 'connected', 'connection');
+      await fn(new RedisActivationStore(conn, new RedisKeys(p)));
+    } finally {
+      conn.close();
+    }
+  }
+
+  const entry = {
+    deviceSecret: 'x-S3CRET',
+    assetId: '',
+    source: 'file',
+    activatedAt: 'now',
+    claimId: 'c1',
+  } as const;
+
+  it('a release removes its own entry only', async () => {
+    const p = prefix();
+    await withStore(p, async (store) => {
+      assert.equal(await store.claim('dyn', 'x', entry), true);
+      assert.equal(await store.release('dyn', 'x', { ...entry, claimId: 'c2' }), false);
+      assert.equal(await check.exists(`${p}:activation:{dyn/x}`), 1);
+      assert.equal(await store.release('dyn', 'x', entry), true);
+      assert.equal(await check.exists(`${p}:activation:{dyn/x}`), 0);
+    });
+  });
+
+  it('a claim sent again after it ran (a cluster client retrying it) is its own; another is refused', async () => {
+    const p = prefix();
+    await withStore(p, async (store) => {
+      assert.equal(await store.claim('dyn', 'y', entry), true);
+      assert.equal(await store.claim('dyn', 'y', entry), true, 'the same claim again');
+      assert.equal(await store.claim('dyn', 'y', { ...entry, claimId: 'c2' }), false);
+      assert.equal(await store.claim('dyn', 'y', { ...entry, claimId: undefined }), false);
+      assert.equal(await store.claim('dyn', 'y', { mark: 'connected', connectedAt: 'now' }), false);
+    });
   });
 
   it('an activation under the key layout before hash tags is honoured and carried forward', async () => {

@@ -50,6 +50,30 @@ commandStoreSuite('redis', async (o) => {
 });
 
 describe('redis command store: two pods', () => {
+  it('reads are not held up behind enqueues waiting for replicas (WAIT holds its connection)', async () => {
+    // this Redis has no replica: every WAIT runs to its timeout (80 % of the command timeout)
+    const p = prefix();
+    const store = await startStore({ prefix: p, waitReplicas: 1, commandTimeoutMs: 300 });
+    try {
+      const d = device();
+      const writes = [1, 2, 3].map((i) =>
+        store.enqueue(d, svc(d, 'x'), json(`w${i}`)).then(
+          () => 'queued',
+          () => 'refused',
+        ),
+      );
+      // sent after the three enqueues; behind their WAITs it would wait 3 × 240 ms
+      const peek = await store.peek(d);
+      assert.ok(peek.count <= 3);
+      assert.deepEqual(await Promise.all(writes), ['refused', 'refused', 'refused']);
+    } finally {
+      await store.close();
+      const raw = rawClient();
+      await dropKeys(raw, p);
+      raw.disconnect();
+    }
+  });
+
   it('a command queued on one pod is peeked, fetched and acknowledged on the other', async () => {
     const {
       pods: [a, b],

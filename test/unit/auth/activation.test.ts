@@ -48,6 +48,9 @@ class CountingStore implements ActivationStore {
     if (this.failClaims) return Promise.reject(new SecretSourceError('SOURCE_UNAVAILABLE', 'x'));
     return this.inner.claim(pk, dk, e);
   }
+  release(pk: string, dk: string, e: ActivationEntry): Promise<boolean> {
+    return this.inner.release(pk, dk, e);
+  }
 }
 
 function setup(o: { file?: DevicesFile; registry?: Registry; storeMax?: number } = {}) {
@@ -269,6 +272,8 @@ describe('activation store entries', () => {
   it('round-trip activations and secureMode 2 marks; reject anything else', () => {
     const a = { deviceSecret: 'S', assetId: '', source: 'file', activatedAt: 't' } as const;
     assert.deepEqual(decodeActivation(encodeActivation(a)), a);
+    const withId = { ...a, claimId: 'c1' };
+    assert.deepEqual(decodeActivation(encodeActivation(withId)), withId);
     const m = { mark: 'connected', connectedAt: '2025-01-01T00:00:00.000Z' } as const;
     assert.deepEqual(decodeActivation(encodeActivation(m)), m);
     assert.doesNotMatch(encodeActivation(m), /deviceSecret/);
