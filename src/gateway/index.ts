@@ -88,8 +88,8 @@ export class Gateway {
     readonly coap: CoapEndpoint<Principal | undefined>,
     readonly secrets: SecretStack,
     readonly mqtt: MqttBridgeBackend | undefined,
-    /** The embedded broker's MQTT URL, when one runs. */
-    readonly embeddedBrokerUrl: string | undefined,
+    /** The embedded broker, when one runs. */
+    readonly embeddedBroker: EmbeddedBroker | undefined,
     private readonly dtlsSocket: UdpEndpoint,
     private readonly coapSocket: UdpEndpoint | undefined,
     private readonly closers: Closer[],
@@ -98,6 +98,12 @@ export class Gateway {
     /** Port of the admin HTTP server (/metrics, /healthz, /readyz), when it runs. */
     readonly httpPort: number | undefined,
   ) {}
+
+  /** The embedded broker's MQTT URL, when one runs. */
+  get embeddedBrokerUrl(): string | undefined {
+    const b = this.embeddedBroker;
+    return b === undefined ? undefined : `mqtt://${b.host}:${b.port}`;
+  }
 
   /** Whether the instance is draining (SIGTERM): readiness is false, no new handshakes. */
   get draining(): boolean {
@@ -153,6 +159,7 @@ export class Gateway {
 
     let brokerUrl = config.mqttUrl;
     let embeddedUrl: string | undefined;
+    let embedded: EmbeddedBroker | undefined;
     if (config.embeddedBroker !== undefined) {
       let broker: EmbeddedBroker;
       try {
@@ -161,6 +168,7 @@ export class Gateway {
         if (err instanceof EmbeddedBrokerError) throw new StartupError(err.message);
         throw err;
       }
+      embedded = broker;
       closers.push(() => broker.close());
       embeddedUrl = `mqtt://127.0.0.1:${broker.port}`;
       brokerUrl ??= embeddedUrl;
@@ -239,7 +247,11 @@ export class Gateway {
       try {
         // a demo tool, not part of the product: loaded only when it is asked for
         const { startPlatformStandIn } = await import('../tools/platform-standin.js');
-        standIn = await startPlatformStandIn(brokerUrl, config.mqttTopicPrefix);
+        // on our own broker it runs inside it, with no connection (docs/operations.md)
+        standIn = await startPlatformStandIn(
+          embedded !== undefined && brokerUrl === embeddedUrl ? embedded.local() : brokerUrl,
+          config.mqttTopicPrefix,
+        );
       } catch {
         throw new StartupError(`demo platform cannot connect to ${redactUrl(brokerUrl)}`);
       }
@@ -641,7 +653,7 @@ export class Gateway {
       coap,
       secrets,
       mqtt,
-      embeddedUrl,
+      embedded,
       dtlsSocket,
       coapSocket,
       closers,
