@@ -78,6 +78,9 @@ async function bindOrExplain(what: string, bind: string, port: number): Promise<
   }
 }
 
+/** How long start-up waits for the bridge pool to connect to the embedded broker. */
+const EMBEDDED_CONNECT_WAIT_MS = 5000;
+
 /** Things to close on shutdown (or when start-up fails half way), last opened first. */
 type Closer = () => Promise<void> | void;
 
@@ -201,6 +204,11 @@ export class Gateway {
       closers.push(() => backend.close());
       mqtt = backend;
       log.info({ url: redactUrl(brokerUrl), pool: config.mqttPoolSize }, 'MQTT bridge started');
+      // Our own broker is up already: devices are served from the first request on, not
+      // answered 5.03 while the pool connects (an external broker may be down: no wait).
+      if (brokerUrl === embeddedUrl && !(await backend.waitConnected(EMBEDDED_CONNECT_WAIT_MS))) {
+        log.warn('bridge pool not connected to the embedded broker yet');
+      }
     }
     // Set once the command store exists (below); sessions only open on device requests,
     // which start after that.

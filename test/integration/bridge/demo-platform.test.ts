@@ -65,6 +65,8 @@ describe('demo platform stand-in', () => {
     cleanups.push(() => gw.close());
     const broker = gw.gateway.embeddedBroker;
     assert.ok(broker !== undefined);
+    // started: the pool is connected, a first request is not answered 5.03
+    assert.equal(gw.gateway.mqtt?.state(), 'connected');
     assert.deepEqual(await post(gw), { code: '2.04', body: '{"id":"42","code":200,"data":null}' });
     // the bridge pool and the command intake; before, the demo platform was one more
     const ids = broker.clientIds();
