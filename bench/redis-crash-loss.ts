@@ -116,6 +116,7 @@ async function oneCrash(
       closers.push(() => s.close());
       stacks.push(s);
       const c = new RedisCommandStore({
+        maxWaiters: 1_000,
         url: topo.target(),
         prefix: p,
         waitReplicas: o.waitReplicas,

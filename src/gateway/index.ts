@@ -96,6 +96,9 @@ export interface GatewayTestOptions {
   readonly clock?: Clock;
 }
 
+/** How long start-up waits for the bridge pool to connect to the embedded broker. */
+const EMBEDDED_CONNECT_WAIT_MS = 5000;
+
 /** Things to close on shutdown (or when start-up fails half way), last opened first. */
 type Closer = () => Promise<void> | void;
 
@@ -106,8 +109,8 @@ export class Gateway {
     readonly coap: CoapEndpoint<Principal | undefined>,
     readonly secrets: SecretStack,
     readonly mqtt: MqttBridgeBackend | undefined,
-    /** The embedded broker's MQTT URL, when one runs. */
-    readonly embeddedBrokerUrl: string | undefined,
+    /** The embedded broker, when one runs. */
+    readonly embeddedBroker: EmbeddedBroker | undefined,
     private readonly dtlsSocket: UdpEndpoint,
     private readonly coapSocket: UdpEndpoint | undefined,
     private readonly closers: Closer[],
@@ -116,6 +119,12 @@ export class Gateway {
     /** Port of the admin HTTP server (/metrics, /healthz, /readyz), when it runs. */
     readonly httpPort: number | undefined,
   ) {}
+
+  /** The embedded broker's MQTT URL, when one runs. */
+  get embeddedBrokerUrl(): string | undefined {
+    const b = this.embeddedBroker;
+    return b === undefined ? undefined : `mqtt://${b.host}:${b.port}`;
+  }
 
   /** Whether the instance is draining (SIGTERM): readiness is false, no new handshakes. */
   get draining(): boolean {
@@ -181,6 +190,7 @@ export class Gateway {
 
     let brokerUrl = config.mqttUrl;
     let embeddedUrl: string | undefined;
+    let embedded: EmbeddedBroker | undefined;
     if (config.embeddedBroker !== undefined) {
       let broker: EmbeddedBroker;
       try {
@@ -189,6 +199,7 @@ export class Gateway {
         if (err instanceof EmbeddedBrokerError) throw new StartupError(err.message);
         throw err;
       }
+      embedded = broker;
       closers.push(() => broker.close());
       embeddedUrl = `mqtt://127.0.0.1:${broker.port}`;
       brokerUrl ??= embeddedUrl;
@@ -222,6 +233,11 @@ export class Gateway {
       closers.push(() => backend.close());
       mqtt = backend;
       log.info({ url: redactUrl(brokerUrl), pool: config.mqttPoolSize }, 'MQTT bridge started');
+      // Our own broker is up already: devices are served from the first request on, not
+      // answered 5.03 while the pool connects (an external broker may be down: no wait).
+      if (brokerUrl === embeddedUrl && !(await backend.waitConnected(EMBEDDED_CONNECT_WAIT_MS))) {
+        log.warn('bridge pool not connected to the embedded broker yet');
+      }
     }
     // Set once the command store exists (below); sessions only open on device requests,
     // which start after that.
@@ -269,7 +285,11 @@ export class Gateway {
       try {
         // a demo tool, not part of the product: loaded only when it is asked for
         const { startPlatformStandIn } = await import('../tools/platform-standin.js');
-        standIn = await startPlatformStandIn(brokerUrl, config.mqttTopicPrefix);
+        // on our own broker it runs inside it, with no connection (docs/operations.md)
+        standIn = await startPlatformStandIn(
+          embedded !== undefined && brokerUrl === embeddedUrl ? embedded.local() : brokerUrl,
+          config.mqttTopicPrefix,
+        );
       } catch {
         throw new StartupError(`demo platform cannot connect to ${redactUrl(brokerUrl)}`);
       }
@@ -668,7 +688,7 @@ export class Gateway {
       coap,
       secrets,
       mqtt,
-      embeddedUrl,
+      embedded,
       dtlsSocket,
       coapSocket,
       closers,

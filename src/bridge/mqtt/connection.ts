@@ -298,7 +298,11 @@ export class PoolConnection {
       this.hooks.onUp(this);
     });
     client.on('message', (topic: string, payload: Buffer, packet: IPublishPacket) => {
-      if (this.session === s) this.hooks.onMessage(topic, payload, traceparentOf(packet));
+      if (this.session !== s) return;
+      // mqtt.js writes the PUBACK right after this event, before the promises it settles run:
+      // held to the end of the turn, it leaves after the answer it brought has gone out
+      coalesceWrites(s);
+      this.hooks.onMessage(topic, payload, traceparentOf(packet));
     });
     client.on('disconnect', (packet: IDisconnectPacket) => {
       s.disconnectReason = packet.reasonCode ?? 0;
@@ -355,9 +359,10 @@ export class PoolConnection {
  * Holds the socket's writes until the end of this event loop turn (docs/design.md, "One
  * datagram's way"): the publishes of all datagrams read in one turn, and the PUBACKs
  * mqtt.js writes meanwhile, leave in one `writev` instead of one `write` system call each.
- * The first publish of a turn corks; a `setImmediate` (after the poll phase that read the
- * datagrams) uncorks. mqtt-packet's own cork per packet (uncorked on the next tick) nests inside it.
- * Adds at most one loop turn to a write; PUBACK deadlines are timers and do not move.
+ * The first publish or received message of a turn corks; a `setImmediate` (after the poll
+ * phase that read the datagrams) uncorks. mqtt-packet's own cork per packet (uncorked on the
+ * next tick) nests inside it. Adds at most one loop turn to a write; PUBACK deadlines are
+ * timers and do not move.
  */
 function coalesceWrites(s: Session): void {
   if (s.corked) return;

@@ -2,12 +2,13 @@
  * The embedded MQTT broker of `--embedded-broker <port>`: aedes 1.x on a plain TCP listener,
  * in memory, anonymous, for trying coap-edge without a broker. aedes speaks MQTT 3.1.1 only
  * (it refuses a version 5 CONNECT with CONNACK 0x01), so a bridge in `auto` mode falls back
- * to 3.1.1 against it.
+ * to 3.1.1 against it. Code in the same process (the demo platform) may use it without a
+ * connection ({@link EmbeddedBroker.local}).
  */
 import { CoapEdgeError } from '../../errors/index.js';
 import type { EventEmitter } from 'node:events';
 import { createServer, type Server, type Socket } from 'node:net';
-import { Aedes } from 'aedes';
+import { Aedes, type AedesPublishPacket } from 'aedes';
 
 export type EmbeddedBrokerErrorCode = 'EMBEDDED_BROKER_PORT_IN_USE' | 'EMBEDDED_BROKER_LISTEN';
 
@@ -29,10 +30,28 @@ export interface EmbeddedBrokerOptions {
   readonly host?: string;
 }
 
+/**
+ * The broker as seen from its own process, without a TCP connection: what is published here
+ * reaches the broker's clients as any publish does, and a subscriber here is called for
+ * every matching publish (its own ones included).
+ */
+export interface LocalBrokerClient {
+  /** Calls `onMessage` for every message on a topic matching `filter` (MQTT wildcards). */
+  subscribe(filter: string, onMessage: (topic: string, payload: Buffer) => void): Promise<void>;
+  /** Publishes with QoS 1 (a subscriber receives it at the QoS it subscribed with). */
+  publish(topic: string, payload: Buffer): void;
+  /** Removes this client's subscriptions. */
+  close(): Promise<void>;
+}
+
 export interface EmbeddedBroker {
   /** The bound port (the chosen one when 0 was asked for). */
   readonly port: number;
   readonly host: string;
+  /** Client ids of the MQTT clients connected now. */
+  clientIds(): string[];
+  /** A client for code in this process; each call returns a new one. */
+  local(): LocalBrokerClient;
   /** Stops listening, disconnects every client, frees the port. */
   close(): Promise<void>;
 }
@@ -48,6 +67,9 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
   // Persistence errors of the in-memory store must not crash the proxy.
   const emitter: EventEmitter = aedes;
   emitter.on('error', () => undefined);
+  const clientIds = new Set<string>();
+  aedes.on('clientReady', (c) => clientIds.add(c.id));
+  aedes.on('clientDisconnect', (c) => clientIds.delete(c.id));
   const sockets = new Set<Socket>();
   // noDelay: aedes writes each packet separately; with Nagle on, a PUBACK or a forwarded
   // reply waits for the peer's delayed ACK (tens of ms on loopback) before it leaves.
@@ -97,6 +119,8 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
   return {
     port,
     host,
+    clientIds: () => [...clientIds],
+    local: () => localClient(aedes),
     close(): Promise<void> {
       closing ??= (async () => {
         const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
@@ -105,6 +129,40 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
         await serverClosed;
       })();
       return closing;
+    },
+  };
+}
+
+type DeliverFunc = (packet: AedesPublishPacket, callback: () => void) => void;
+
+function localClient(aedes: Aedes): LocalBrokerClient {
+  const subscribed: [string, DeliverFunc][] = [];
+  return {
+    subscribe(filter, onMessage): Promise<void> {
+      const deliver: DeliverFunc = (packet, callback) => {
+        callback();
+        onMessage(
+          packet.topic,
+          Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload),
+        );
+      };
+      subscribed.push([filter, deliver]);
+      return new Promise<void>((resolve) => aedes.subscribe(filter, deliver, resolve));
+    },
+    publish(topic, payload): void {
+      aedes.publish(
+        { cmd: 'publish', topic, payload, qos: 1, retain: false, dup: false },
+        () => undefined,
+      );
+    },
+    async close(): Promise<void> {
+      const all = subscribed.splice(0);
+      await Promise.all(
+        all.map(
+          ([filter, deliver]) =>
+            new Promise<void>((resolve) => aedes.unsubscribe(filter, deliver, resolve)),
+        ),
+      );
     },
   };
 }

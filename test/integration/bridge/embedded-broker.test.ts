@@ -40,6 +40,44 @@ describe('embedded broker', () => {
     assert.equal(sub.messages[0]?.payload.toString(), '{"id":"1"}');
   });
 
+  it('a local client hears TCP clients and reaches them, without a connection', async () => {
+    const broker = await startEmbeddedBroker({ port: 0 });
+    cleanups.push(() => broker.close());
+    const sub = await subscriber(broker.port, '/sys/+/+/thing/measurepoint/post_reply', {
+      protocolVersion: 4,
+    });
+    cleanups.push(() => sub.client.endAsync(true));
+    const local = broker.local();
+    const heard: { topic: string; payload: string }[] = [];
+    await local.subscribe('/sys/#', (topic, payload) => {
+      heard.push({ topic, payload: payload.toString() });
+    });
+    const b = new MqttBridgeBackend({
+      ...MQTT_BRIDGE_DEFAULTS,
+      url: `mqtt://127.0.0.1:${broker.port}`,
+      poolSize: 1,
+    });
+    cleanups.push(() => b.close());
+    b.start();
+    assert.equal(await b.waitConnected(5000), true);
+    await until(() => broker.clientIds().length === 2, 2000, 'the subscriber and the bridge');
+    await b.publish('/sys/pk/dk/thing/measurepoint/post', Buffer.from('{"id":"1"}'));
+    await until(() => heard.length === 1, 2000, 'the local subscriber hears the publish');
+    assert.deepEqual(heard[0], {
+      topic: '/sys/pk/dk/thing/measurepoint/post',
+      payload: '{"id":"1"}',
+    });
+    local.publish('/sys/pk/dk/thing/measurepoint/post_reply', Buffer.from('{"id":"1","code":200}'));
+    await until(() => sub.messages.length === 1, 2000, 'the TCP subscriber gets the local publish');
+    assert.equal(sub.messages[0]?.payload.toString(), '{"id":"1","code":200}');
+    assert.equal(heard.length, 2, 'a local subscriber hears its own publishes too');
+    await local.close();
+    // one emit reaches every matching subscriber: once the TCP one has it, a local one would
+    await b.publish('/sys/pk/dk/thing/measurepoint/post_reply', Buffer.from('{"id":"2"}'));
+    await until(() => sub.messages.length === 2, 2000, 'the TCP subscriber gets the publish');
+    assert.equal(heard.length, 2, 'nothing after close');
+  });
+
   it('a taken port gives EmbeddedBrokerError EMBEDDED_BROKER_PORT_IN_USE, no crash', async () => {
     const port = await freePort();
     const holder: Server = createServer();

@@ -42,41 +42,49 @@ function publish(conn: PoolConnection, text: string): Promise<Error | undefined>
   });
 }
 
+/** A pool connection to the shared broker, up; `onMessage` sees what it receives. */
+async function openConnection(
+  onMessage: ConnectionHooks['onMessage'] = () => undefined,
+): Promise<PoolConnection> {
+  let up: () => void = () => undefined;
+  const isUp = new Promise<void>((resolve) => (up = resolve));
+  const hooks: ConnectionHooks = {
+    protocolLevel: () => 5,
+    onVersionRefused: () => false,
+    onAttempt: () => undefined,
+    onUp: () => up(),
+    onDown: () => undefined,
+    onMessage,
+  };
+  const conn = new PoolConnection(
+    0,
+    {
+      url: `mqtt://127.0.0.1:${BROKER_PORT}`,
+      username: undefined,
+      password: undefined,
+      clientId: `coalesce-test-${process.pid}-${Date.now()}`,
+      keepaliveSec: 30,
+      connectTimeoutMs: 5000,
+      reconnectMinMs: 100,
+      reconnectMaxMs: 1000,
+      maxInflight: 16,
+    },
+    hooks,
+  );
+  conn.start();
+  await isUp;
+  return conn;
+}
+
 describe('bridge connection write coalescing', () => {
-  let conn: PoolConnection | undefined;
+  const conns: PoolConnection[] = [];
   after(async () => {
-    await conn?.close();
+    for (const c of conns) await c.close();
   });
 
   it('sends publishes of one event loop turn in one write, each still acknowledged', async () => {
-    let up: () => void = () => undefined;
-    const isUp = new Promise<void>((resolve) => (up = resolve));
-    const hooks: ConnectionHooks = {
-      protocolLevel: () => 5,
-      onVersionRefused: () => false,
-      onAttempt: () => undefined,
-      onUp: () => up(),
-      onDown: () => undefined,
-      onMessage: () => undefined,
-    };
-    conn = new PoolConnection(
-      0,
-      {
-        url: `mqtt://127.0.0.1:${BROKER_PORT}`,
-        username: undefined,
-        password: undefined,
-        clientId: `coalesce-test-${process.pid}-${Date.now()}`,
-        keepaliveSec: 30,
-        connectTimeoutMs: 5000,
-        reconnectMinMs: 100,
-        reconnectMaxMs: 1000,
-        maxInflight: 16,
-      },
-      hooks,
-    );
-    conn.start();
-    await isUp;
-    const c = conn;
+    const c = await openConnection();
+    conns.push(c);
 
     const spy = spyBrokerWrites();
     try {
@@ -105,6 +113,32 @@ describe('bridge connection write coalescing', () => {
       await new Promise<void>((resolve) => setImmediate(resolve));
       assert.equal(spy.count(), before + 1);
       assert.equal(await ack, undefined);
+    } finally {
+      spy.restore();
+    }
+  });
+
+  it('holds the PUBACK of a received message until the answer it settles has gone', async () => {
+    const spy = spyBrokerWrites();
+    // writes seen when the message arrives, once the promises it settles have run, and at
+    // the end of the turn
+    let report: (counts: number[]) => void = () => undefined;
+    const seen = new Promise<number[]>((resolve) => (report = resolve));
+    const c = await openConnection(() => {
+      const counts = [spy.count()];
+      void Promise.resolve().then(() => {
+        counts.push(spy.count());
+        setImmediate(() => report([...counts, spy.count()]));
+      });
+    });
+    conns.push(c);
+    try {
+      await c.subscribe(`${TOPIC}/echo`, 5000);
+      // the broker sends our own QoS 1 publish back to us: mqtt.js acknowledges it
+      assert.equal(await publish(c, 'echo'), undefined);
+      const [atMessage = -1, afterPromises, atTurnEnd] = await seen;
+      assert.equal(afterPromises, atMessage, 'no write before the settled promises ran');
+      assert.equal(atTurnEnd, atMessage + 1, 'the PUBACK at the end of the turn');
     } finally {
       spy.restore();
     }

@@ -33,6 +33,7 @@ import {
   type CrashTopologyName,
   type PortRange,
 } from '../../helpers/redis-topologies.js';
+import { COMMAND_STORE_DEFAULTS } from '../../helpers/component-defaults.js';
 
 const PORTS: PortRange = { from: 17_000, to: 17_999 };
 const TOPIC = '/sys/dyn/c/thing/service/reboot';
@@ -123,6 +124,7 @@ for (const name of ['cluster', 'sentinel'] satisfies CrashTopologyName[]) {
 
     async function commandStore(redisPrefix: string): Promise<RedisCommandStore> {
       const s = new RedisCommandStore({
+        ...COMMAND_STORE_DEFAULTS,
         waitReplicas: 1,
         url: topo.target(),
         prefix: redisPrefix,
