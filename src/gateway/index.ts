@@ -773,7 +773,21 @@ function sharedAssociations(
     onError: () => undefined,
   });
   closers.push(() => closeRedis(client));
-  checks.push({ name: 'redis-associations', ok: () => client.status === 'ready' });
+  // leases that wait for replicas (WAIT) get a connection of their own: WAIT holds the one it
+  // is sent on, and lookups behind it would time out
+  const durableClient =
+    config.redisWaitReplicas > 0
+      ? createFailFastRedis({
+          url: redis,
+          connectionName: 'coap-edge-associations-durable',
+          onError: () => undefined,
+        })
+      : client;
+  if (durableClient !== client) closers.push(() => closeRedis(durableClient));
+  checks.push({
+    name: 'redis-associations',
+    ok: () => client.status === 'ready' && durableClient.status === 'ready',
+  });
   let connected = false;
   client.once('ready', () => (connected = true));
   log.info('DTLS associations are shared through Redis');
@@ -782,6 +796,7 @@ function sharedAssociations(
       client,
       prefix: config.redisPrefix,
       waitReplicas: config.redisWaitReplicas,
+      durableClient,
     }),
     key: /^[0-9a-fA-F]{64}$/.test(key) ? Buffer.from(key, 'hex') : Buffer.from(key, 'base64'),
     ttlMs: config.idleTimeoutSeconds * 1000,

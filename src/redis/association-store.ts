@@ -45,6 +45,13 @@ export interface RedisAssociationStoreOptions {
   /** Replicas that must confirm every lease (settings `redisWaitReplicas`). Default 0. */
   readonly waitReplicas?: number;
   /**
+   * A second client (same topology) for the writes that wait for replicas: `WAIT` holds the
+   * connection it is sent on until the replicas answer or it times out, and every command
+   * behind it waits too, so lookups (peeks) must not share it. The caller owns it. Default:
+   * `client` (fine without `waitReplicas`).
+   */
+  readonly durableClient?: RedisClient;
+  /**
    * How long WAIT waits for them. Default 80 % of the client's command timeout (300 ms when
    * it has none), so WAIT answers before the command timeout fails the write.
    */
@@ -165,11 +172,14 @@ function commandTimeoutOf(client: RedisClient): number | undefined {
 
 export class RedisAssociationStore {
   readonly #client: RedisClient;
+  /** Where writes that wait for replicas go (`#client` unless given one of its own). */
+  readonly #durable: RedisClient;
   readonly #prefix: string;
   readonly #durability: Durability | undefined;
 
   constructor(o: RedisAssociationStoreOptions) {
     this.#client = o.client;
+    this.#durable = o.durableClient ?? o.client;
     this.#prefix = o.prefix;
     const replicas = Math.max(0, Math.floor(o.waitReplicas ?? 0));
     const timeoutMs = o.waitTimeoutMs ?? Math.floor((commandTimeoutOf(o.client) ?? 300) * 0.8);
@@ -207,7 +217,7 @@ export class RedisAssociationStore {
       throw withoutBlob(e, blob);
     }
     if (identity === undefined) return;
-    const old = await writeDurably(this.#client, this.#durability, (p) =>
+    const old = await writeDurably(this.#durable, this.#durability, (p) =>
       p.set(this.identityKey(identity), handle, 'PX', ttlMs, 'GET'),
     );
     // the identity's association before this one ended: its snapshot must not be adopted
@@ -319,7 +329,7 @@ export class RedisAssociationStore {
     const once = (cmd: 'EVALSHA' | 'EVAL', body: string): Promise<unknown> =>
       durability === undefined
         ? this.#client.callBuffer(cmd, body, 1, key, ...args)
-        : writeDurably(this.#client, durability, (p) => p.callBuffer(cmd, body, 1, key, ...args));
+        : writeDurably(this.#durable, durability, (p) => p.callBuffer(cmd, body, 1, key, ...args));
     try {
       return await once('EVALSHA', s.sha);
     } catch (e: unknown) {

@@ -357,6 +357,45 @@ for (const [name, topology] of Object.entries(topologies)) {
         ]);
       });
 
+      it('lookups are not held up behind leases waiting for replicas (WAIT holds its connection)', async () => {
+        // this Redis has no replica: every WAIT runs to its timeout (80 % of the command timeout)
+        const p = prefix();
+        const reads = createFailFastRedis({
+          url: topo.url,
+          connectionName: 'assoc-test-reads',
+          commandTimeoutMs: 300,
+          onError: () => {},
+        });
+        const writes = createFailFastRedis({
+          url: topo.url,
+          connectionName: 'assoc-test-writes',
+          commandTimeoutMs: 300,
+          onError: () => {},
+        });
+        try {
+          await waitFor(() => reads.status === 'ready' && writes.status === 'ready', 'ready');
+          const s = new RedisAssociationStore({
+            client: reads,
+            durableClient: writes,
+            prefix: p,
+            waitReplicas: 1,
+          });
+          await store(p).create(H1, 'A', blob('x'), 0, 0, TTL, undefined);
+          const leases = [1, 2, 3].map((i) =>
+            s.setRxFence(H1, 'A', i, TTL).then(
+              () => 'confirmed',
+              () => 'refused',
+            ),
+          );
+          // sent after the three leases; behind their WAITs it would wait 3 × 240 ms and time out
+          const found = await s.peek(H1);
+          assert.equal(found?.owner, 'A');
+          assert.deepEqual(await Promise.all(leases), ['refused', 'refused', 'refused']);
+        } finally {
+          await Promise.all([closeRedis(reads), closeRedis(writes)]);
+        }
+      });
+
       it('measures the Redis bytes per association', async (t) => {
         const s = store(prefix());
         await s.create(H1, 'A', Buffer.alloc(400, 0xa5), 12_345, 678, TTL, 'product/device-0001');
