@@ -783,6 +783,7 @@ export function createMetrics(): Metrics {
             ['expired', c.expired],
             ['delivered', c.delivered],
             ['acknowledged', c.acknowledged],
+            ['peek_skipped', c.peeksSkipped],
           ]);
     }),
   );

@@ -9,6 +9,9 @@
  * - channel `{prefix}:cmd-notify`: every enqueue publishes `pk\ndk`; each pod's subscriber
  *   connection wakes its `waitFor` waiters of that device.
  *
+ * - Devices whose queue a look found empty are remembered (`known-empty.ts`) until their
+ *   notification: the look that goes with every uplink then costs no round trip.
+ *
  * Two connections: one for the scripts (`redis-scripts.ts`), one subscribed to the channel;
  * with `waitReplicas` a third for `enqueue`: its `WAIT` holds the connection it is sent on
  * until the replicas answer or it times out, and the peeks and fetches of every request must
@@ -24,6 +27,7 @@ import { deviceHashTag } from '../../redis/keys.js';
 import type { CommandStore, DeviceKey, QueuedCommand } from '../types.js';
 import { decodeEntry, deviceId, encodeEntry, messageIdOf, parseDeviceId } from './entry.js';
 import { CommandError } from './errors.js';
+import { KnownEmpty } from './known-empty.js';
 import {
   closeRedis,
   createFailFastRedis,
@@ -78,6 +82,11 @@ const peekScript = new LuaScript(PEEK);
 const fetchScript = new LuaScript(FETCH);
 const ackScript = new LuaScript(ACKNOWLEDGE);
 
+/** Devices remembered with an empty queue, per pod (about 100 bytes each). */
+const KNOWN_EMPTY_MAX = 100_000;
+
+const NO_COMMAND = { head: undefined, count: 0 } as const;
+
 function int(v: unknown): number {
   return typeof v === 'number' && Number.isFinite(v) ? v : 0;
 }
@@ -95,6 +104,7 @@ export class RedisCommandStore implements CommandStore {
   readonly #durability: Durability | undefined;
   readonly #counters = new CommandCounters();
   readonly #waiters: Waiters;
+  readonly #knownEmpty = new KnownEmpty(KNOWN_EMPTY_MAX);
   #subscribed = false;
   /** {@link waitReady} calls waiting for the next connection event. */
   readonly #readyWaiters: (() => void)[] = [];
@@ -145,10 +155,14 @@ export class RedisCommandStore implements CommandStore {
 
     this.#sub = createFailFastRedis({ ...common, connectionName: 'coap-edge-cmd-sub' });
     this.#sub.on('ready', () => this.#subscribe());
-    this.#sub.on('close', () => (this.#subscribed = false));
+    this.#sub.on('close', () => {
+      this.#subscribed = false;
+      this.#knownEmpty.subscription(false);
+    });
     this.#sub.on('message', (channel: string, message: string) => {
       if (channel !== this.#channel) return;
       this.#counters.notifications++;
+      this.#knownEmpty.notified(message);
       const device = parseDeviceId(message);
       if (device !== undefined) this.#waiters.wake(device);
     });
@@ -162,6 +176,9 @@ export class RedisCommandStore implements CommandStore {
   ): Promise<'queued' | 'full'> {
     const messageId = messageIdOf(topic, payload);
     const now = this.#now();
+    // this pod's own looks must not wait for the notification to come back
+    const id = deviceId(device);
+    this.#knownEmpty.notified(id);
     const entry = encodeEntry({
       id: randomUUID(),
       topic,
@@ -173,18 +190,10 @@ export class RedisCommandStore implements CommandStore {
     const r = await this.#run(
       enqueueScript,
       device,
-      [
-        entry,
-        topic,
-        messageId ?? '',
-        this.#queueLength,
-        now,
-        this.#expiryMs,
-        this.#channel,
-        deviceId(device),
-      ],
+      [entry, topic, messageId ?? '', this.#queueLength, now, this.#expiryMs, this.#channel, id],
       this.#durability,
     );
+    this.#knownEmpty.notified(id);
     this.#countPurge(r);
     switch (r[0]) {
       case 'queued':
@@ -202,7 +211,20 @@ export class RedisCommandStore implements CommandStore {
   }
 
   async peek(device: DeviceKey): Promise<{ head: QueuedCommand | undefined; count: number }> {
-    const r = await this.#peek(device);
+    const id = deviceId(device);
+    if (this.#knownEmpty.has(id)) {
+      this.#counters.peeksSkipped++;
+      return NO_COMMAND;
+    }
+    const look = this.#knownEmpty.begin(id);
+    let r: { head: QueuedCommand | undefined; count: number };
+    try {
+      r = await this.#peek(device);
+    } catch (e: unknown) {
+      this.#knownEmpty.end(id, look, false);
+      throw e;
+    }
+    this.#knownEmpty.end(id, look, r.count === 0);
     if (r.head !== undefined) this.#counters.delivered++;
     return r;
   }
@@ -311,6 +333,7 @@ export class RedisCommandStore implements CommandStore {
     this.#sub.subscribe(this.#channel).then(
       () => {
         this.#subscribed = true;
+        this.#knownEmpty.subscription(true);
         this.#changed();
         // notifications sent while we were not subscribed are lost: look again
         this.#waiters.wakeAll();

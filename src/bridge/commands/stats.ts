@@ -35,6 +35,8 @@ export interface CommandStoreStats {
   readonly redisConnectionErrors: number;
   /** Enqueue notifications received (pub/sub; other pods' enqueues included). */
   readonly notifications: number;
+  /** Looks for a waiting command answered without Redis: the queue was known to be empty. */
+  readonly peeksSkipped: number;
 }
 
 /** The mutable counters behind {@link CommandStoreStats}. */
@@ -53,6 +55,7 @@ export class CommandCounters {
   redisErrors = 0;
   redisConnectionErrors = 0;
   notifications = 0;
+  peeksSkipped = 0;
 
   snapshot(waiters: number): CommandStoreStats {
     return {
@@ -71,6 +74,7 @@ export class CommandCounters {
       redisErrors: this.redisErrors,
       redisConnectionErrors: this.redisConnectionErrors,
       notifications: this.notifications,
+      peeksSkipped: this.peeksSkipped,
     };
   }
 }

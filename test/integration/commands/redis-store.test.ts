@@ -11,7 +11,8 @@ import {
   type RedisCommandStore,
 } from '../../../src/bridge/commands/index.js';
 import { commandStoreSuite, device, json, reply, svc } from '../../unit/bridge/commands-suite.js';
-import { waitFor } from '../auth/helpers.js';
+import { RedisServer, waitFor } from '../auth/helpers.js';
+import { closeRedis, createFailFastRedis } from '../../../src/redis/client.js';
 import { dropKeys, prefix, rawClient, startStore } from './helpers.js';
 
 const raw = rawClient();
@@ -224,5 +225,68 @@ describe('redis command store: two pods', () => {
     await raw.script('FLUSH');
     assert.equal((await a.peek(d)).count, 1);
     assert.equal(await a.acknowledge(d, svc(d, 'x'), reply('1')), true);
+  });
+
+  it('a device known to have no command costs no Redis look, until any pod queues one', async () => {
+    const {
+      pods: [a, b],
+    } = await pods(2);
+    assert.ok(a && b);
+    await waitFor(() => a.subscribed && b.subscribed, 'subscribed');
+    const d = device();
+    assert.equal((await b.peek(d)).count, 0);
+    const skipped = b.stats().peeksSkipped;
+    for (let i = 0; i < 3; i++) assert.equal((await b.peek(d)).count, 0);
+    assert.equal(b.stats().peeksSkipped, skipped + 3, 'answered without Redis');
+    // the other pod queues one: its notification reaches b, whose next look goes to Redis
+    const heard = b.stats().notifications;
+    await a.enqueue(d, svc(d, 'x'), json('c1'));
+    await waitFor(() => b.stats().notifications > heard, 'b notified');
+    assert.equal((await b.peek(d)).head?.messageId, 'c1');
+    assert.equal(b.stats().peeksSkipped, skipped + 3);
+    // this pod's own enqueue is seen at once, without waiting for its notification
+    const d2 = device();
+    assert.equal((await a.peek(d2)).count, 0);
+    assert.equal((await a.peek(d2)).count, 0);
+    await a.enqueue(d2, svc(d2, 'x'), json('c2'));
+    assert.equal((await a.peek(d2)).head?.messageId, 'c2');
+  });
+
+  it('a lost subscription forgets which queues were empty (a notification may have been missed)', async () => {
+    // a Redis of its own: its subscriber connections are killed
+    const server = await RedisServer.start();
+    const p = prefix();
+    const [a, b] = await Promise.all([1, 2].map(() => startStore({ prefix: p, url: server.url })));
+    const killer = createFailFastRedis({
+      url: server.url,
+      connectionName: 'killer',
+      onError: () => {},
+    });
+    try {
+      assert.ok(a && b);
+      await waitFor(() => a.subscribed && b.subscribed, 'subscribed');
+      const d = device();
+      assert.equal((await a.peek(d)).count, 0);
+      const skipped = a.stats().peeksSkipped;
+      assert.equal((await a.peek(d)).count, 0);
+      assert.equal(a.stats().peeksSkipped, skipped + 1);
+      // the subscriber connections drop; the other pod queues a command meanwhile, whose
+      // notification nobody hears
+      await waitFor(() => killer.status === 'ready', 'killer ready');
+      await killer.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+      // looked for on every turn: the store subscribes again within tens of milliseconds
+      const lostBy = Date.now() + 5_000;
+      while (a.subscribed && Date.now() < lostBy) await new Promise((r) => setImmediate(r));
+      assert.equal(a.subscribed, false, 'subscription lost');
+      await b.enqueue(d, svc(d, 'x'), json('missed'));
+      // not subscribed: nothing is known, the look goes to Redis
+      assert.equal((await a.peek(d)).head?.messageId, 'missed', 'looked in Redis');
+      assert.equal(a.stats().peeksSkipped, skipped + 1);
+      await waitFor(() => a.subscribed, 'subscribed again');
+      assert.equal((await a.peek(d)).head?.messageId, 'missed');
+    } finally {
+      await Promise.all([a?.close(), b?.close(), closeRedis(killer)]);
+      await server.stop();
+    }
   });
 });
