@@ -24,8 +24,10 @@
  * registry itself is one-shot and will not hand it out again); a secret from the devices
  * file is not (nothing would stop a second activation), and the answer is `unavailable`:
  * then the claim is released (removed if it was written all the same and is still ours), so
- * the retry is not refused as `already-activated`. A release that cannot reach the store
- * either leaves the entry (docs/operations.md, Redis: a crashed master).
+ * the retry is not refused as `already-activated`. A release that cannot reach the store is
+ * tried again in the background (250 ms doubling to 4 s, 10 attempts in about 25 s: a crashed
+ * master's replica is promoted within seconds); a device that retries before then is refused
+ * until it does (docs/operations.md, Redis: a crashed master).
  *
  * A device whose answer was lost retransmits the same CoAP request: the CoAP layer answers
  * that from its exchange cache without calling this code again. A new request is a new
@@ -42,6 +44,7 @@ import { MemoryCache, type MemoryCacheOptions } from './memory-cache.js';
 import type { Registry } from './registry-client.js';
 import type { SecretSource } from './source.js';
 import type { AuthStats } from './stats.js';
+import { systemClock, type Clock } from '../time/clock.js';
 
 export type ActivationRefusal =
   | 'unknown-product'
@@ -74,7 +77,17 @@ export interface DeviceActivatorOptions {
   readonly known: MemoryCacheOptions;
   /** Called with the device's record after every successful activation. */
   readonly onActivated?: ((rec: DeviceRecord) => void) | undefined;
+  /** Times the background retries of a failed release. Default: the system clock. */
+  readonly clock?: Clock | undefined;
 }
+
+/** A release that failed is tried again after this long, doubling up to the cap. */
+const RELEASE_RETRY_MS = 250;
+const RELEASE_RETRY_MAX_MS = 4_000;
+/** Attempts per release in all (the first one included). */
+const RELEASE_ATTEMPTS = 10;
+/** Releases waiting to be tried again at most; beyond, a failed one is given up at once. */
+const RELEASES_PENDING_MAX = 10_000;
 
 const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
 
@@ -101,9 +114,12 @@ export class DeviceActivator implements Activator {
   readonly #o: DeviceActivatorOptions;
   /** Devices known to have an entry in the store (so `connected` need not write). */
   readonly #known: MemoryCache<object>;
+  readonly #clock: Clock;
+  #releasesPending = 0;
 
   constructor(o: DeviceActivatorOptions) {
     this.#o = o;
+    this.#clock = o.clock ?? systemClock;
     this.#known = new MemoryCache<object>(o.known);
   }
 
@@ -146,12 +162,7 @@ export class DeviceActivator implements Activator {
       if (candidate.source !== 'registry') {
         // the claim may be stored all the same (its reply or the replicas' WAIT was lost, as
         // when the master crashes): undo it, or the device's retry would be refused for good
-        await store.release(productKey, deviceKey, candidate).then(
-          (removed) => {
-            if (removed) stats.activationsReleased++;
-          },
-          () => stats.activationStoreErrors++,
-        );
+        await this.#release(productKey, deviceKey, candidate, 1);
         return this.#refuse('unavailable');
       }
       ours = true;
@@ -170,6 +181,35 @@ export class DeviceActivator implements Activator {
       () => this.#known.set(key, KNOWN),
       () => this.#o.stats.activationStoreErrors++, // not remembered: the next handshake tries again
     );
+  }
+
+  /**
+   * Removes a claim that was refused but may be stored all the same (if it is still ours);
+   * one that cannot reach the store is tried again in the background, with backoff.
+   */
+  async #release(
+    productKey: string,
+    deviceKey: string,
+    candidate: StoredActivation,
+    attempt: number,
+  ): Promise<void> {
+    const { store, stats } = this.#o;
+    try {
+      if (await store.release(productKey, deviceKey, candidate)) stats.activationsReleased++;
+      return;
+    } catch {
+      stats.activationStoreErrors++;
+    }
+    if (attempt >= RELEASE_ATTEMPTS || this.#releasesPending >= RELEASES_PENDING_MAX) {
+      stats.activationReleasesAbandoned++;
+      return;
+    }
+    this.#releasesPending++;
+    const delay = Math.min(RELEASE_RETRY_MAX_MS, RELEASE_RETRY_MS * 2 ** (attempt - 1));
+    this.#clock.setTimeout(() => {
+      this.#releasesPending--;
+      void this.#release(productKey, deviceKey, candidate, attempt + 1);
+    }, delay);
   }
 
   /** The secret for a new activation: from the registry, else from the devices file. */

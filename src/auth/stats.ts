@@ -68,6 +68,8 @@ export class AuthStats {
   activationStoreErrors = 0;
   /** Refused activations whose claim was stored all the same and then removed again. */
   activationsReleased = 0;
+  /** Refused activations whose release never reached the store (10 attempts, about 25 s). */
+  activationReleasesAbandoned = 0;
   /** Activations per outcome. */
   readonly activations: Record<ActivationOutcome, number>;
 

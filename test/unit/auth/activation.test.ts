@@ -20,6 +20,7 @@ import { deviceRecord, productRecord } from '../../../src/auth/records.js';
 import type { Registry, RegistryActivation } from '../../../src/auth/registry-client.js';
 import { isPromise, SecretSourceError } from '../../../src/auth/source.js';
 import { AuthStats } from '../../../src/auth/stats.js';
+import { ManualClock } from '../../../src/time/clock.js';
 
 const file = DevicesFile.fromObject({
   products: [
@@ -37,6 +38,10 @@ class CountingStore implements ActivationStore {
   readonly inner: MemoryActivationStore;
   claims = 0;
   failClaims = false;
+  storeButFailClaims = false;
+  releases = 0;
+  /** Releases that reject before one goes through. */
+  failReleases = 0;
   constructor(max: number) {
     this.inner = new MemoryActivationStore(max);
   }
@@ -46,14 +51,27 @@ class CountingStore implements ActivationStore {
   claim(pk: string, dk: string, e: ActivationEntry): Promise<boolean> {
     this.claims++;
     if (this.failClaims) return Promise.reject(new SecretSourceError('SOURCE_UNAVAILABLE', 'x'));
+    if (this.storeButFailClaims) {
+      // written, but the answer (or the replicas' confirmation) is lost: a master crash
+      return this.inner
+        .claim(pk, dk, e)
+        .then(() => Promise.reject(new SecretSourceError('SOURCE_UNAVAILABLE', 'x')));
+    }
     return this.inner.claim(pk, dk, e);
   }
   release(pk: string, dk: string, e: ActivationEntry): Promise<boolean> {
+    this.releases++;
+    if (this.failReleases > 0) {
+      this.failReleases--;
+      return Promise.reject(new SecretSourceError('SOURCE_UNAVAILABLE', 'x'));
+    }
     return this.inner.release(pk, dk, e);
   }
 }
 
-function setup(o: { file?: DevicesFile; registry?: Registry; storeMax?: number } = {}) {
+function setup(
+  o: { file?: DevicesFile; registry?: Registry; storeMax?: number; clock?: ManualClock } = {},
+) {
   const stats = new AuthStats();
   const mem = { max: 100, ttlMs: 60_000, negativeTtlMs: 1_000 };
   const store = new CountingStore(o.storeMax ?? 100);
@@ -73,6 +91,7 @@ function setup(o: { file?: DevicesFile; registry?: Registry; storeMax?: number }
     stats,
     known: mem,
     onActivated: (rec) => chain.remember(rec),
+    clock: o.clock,
   });
   return { chain, activator, stats, store };
 }
@@ -174,6 +193,46 @@ describe('DeviceActivator with the devices file', () => {
     });
     assert.equal(stats.activations['unknown-product'], 1);
     assert.equal(stats.activations['dynamic-registration-disabled'], 1);
+  });
+
+  it('a refused claim stored all the same is released, in the background until the store answers (a master crash)', async () => {
+    const clock = new ManualClock();
+    const { activator, store, stats } = setup({ file, clock });
+    store.storeButFailClaims = true;
+    store.failReleases = 3;
+    assert.deepEqual(await activator.activate('dyn', 'listed'), {
+      ok: false,
+      reason: 'unavailable',
+    });
+    assert.equal(store.releases, 1, 'released at once, and failed');
+    assert.notEqual(store.inner.get('dyn', 'listed'), undefined, 'the claim is still stored');
+    // retried after 250, 500 and 1000 ms; the fourth attempt reaches the store
+    for (const [ms, releases] of [
+      [249, 1],
+      [1, 2],
+      [500, 3],
+      [1_000, 4],
+    ] as const) {
+      await clock.advanceAsync(ms, 1);
+      assert.equal(store.releases, releases, `after +${ms} ms`);
+    }
+    assert.equal(store.inner.get('dyn', 'listed'), undefined, 'released');
+    assert.equal(stats.activationsReleased, 1);
+    // the device asks again and gets its secret
+    store.storeButFailClaims = false;
+    const again = await activator.activate('dyn', 'listed');
+    assert.equal(again.ok, true);
+  });
+
+  it('a release that never reaches the store is given up after 10 attempts', async () => {
+    const clock = new ManualClock();
+    const { activator, store, stats } = setup({ file, clock });
+    store.storeButFailClaims = true;
+    store.failReleases = 100;
+    await activator.activate('dyn', 'listed');
+    await clock.advanceAsync(60_000, 100);
+    assert.equal(store.releases, 10);
+    assert.equal(stats.activationReleasesAbandoned, 1);
   });
 
   it('refuses (5.03) when the activation cannot be recorded', async () => {
