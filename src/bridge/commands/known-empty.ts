@@ -8,7 +8,8 @@
  * (a notification may have been missed), and a look that found the queue empty enters the
  * device only if the subscription was live for the whole look and no notification for the
  * device arrived meanwhile. What remains is the channel's own delay: a look on this pod within
- * that delay after another pod's enqueue (well under a millisecond on one network) still says
+ * that delay after another pod's enqueue (Redis delivering the PUBLISH to this pod; not measured
+ * here) still says
  * "none", and the device gets the command on its next request or long-poll (`waitFor` wakes on
  * the notification). Expiry and acknowledgement only empty queues, which never makes the set
  * wrong.

@@ -66,9 +66,11 @@ describe('ManualClock', () => {
     const c = new ManualClock(0);
     const at: number[] = [];
     // a loop that awaits between timers, as a retrying publisher does
+    // manual time: nothing here waits in real time
+    const stepMs = 100;
     const loop = async (): Promise<void> => {
       for (let i = 0; i < 3; i++) {
-        await new Promise<void>((r) => c.setTimeout(r, 100));
+        await new Promise<void>((r) => c.setTimeout(r, stepMs));
         at.push(c.now());
       }
     };
