@@ -69,11 +69,12 @@ import {
   freeTcpPort,
   installCleanup,
   startCoapEdge,
+  startFloor,
   startLibcoap,
   stopAll,
   type ServerProcess,
 } from './lib/servers.js';
-import { median, ratio, round, sleep } from './lib/stats.js';
+import { median, percentile, ratio, round, sleep } from './lib/stats.js';
 import {
   codeName,
   measurepointBody,
@@ -105,6 +106,9 @@ const USAGE = `usage: node dist/bench/uplink.js [options]
 type PhaseName =
   | 'coapEdgeReply'
   | 'coapEdgePublish'
+  | 'floorReply'
+  | 'floorPublish'
+  | 'coapEdgeReplyControl'
   | 'libcoap'
   | 'coapEdgeHttp'
   | 'coapEdgePerDevice'
@@ -112,15 +116,17 @@ type PhaseName =
   | 'coapEdgeTrace100pct';
 
 /** One coap-edge process (configuration) per kind. */
-type EdgeKind = 'bridge' | 'http' | 'perDevice' | 'trace1pct' | 'trace100pct';
+type EdgeKind = 'bridge' | 'control' | 'http' | 'perDevice' | 'trace1pct' | 'trace100pct';
 
 interface Variant {
   /** The `--variants` name. */
   readonly alias: string;
   /** Letter in the JSON ids (`r<round><tag>-<seq>`). */
   readonly tag: string;
-  /** The coap-edge process serving it; undefined for libcoap. */
+  /** The coap-edge process serving it; undefined for libcoap and the floor program. */
   readonly edge: EdgeKind | undefined;
+  /** Served by the floor reference program (bench/lib/uplink-floor.ts). */
+  readonly floor?: true;
   /** The POST goes to the measurepoint path (reply expected) or to the publish-only path. */
   readonly flow: 'reply' | 'publish';
   /** Processes besides the server that make up its pipeline (CPU per message summed). */
@@ -143,6 +149,32 @@ const VARIANTS: Record<PhaseName, Variant> = {
     tag: 'b',
     edge: 'bridge',
     flow: 'publish',
+    pipeline: ['mosquitto', 'platform'],
+    mqtt: true,
+  },
+  floorReply: {
+    alias: 'floor-reply',
+    tag: 'f',
+    edge: undefined,
+    floor: true,
+    flow: 'reply',
+    pipeline: ['mosquitto', 'platform'],
+    mqtt: true,
+  },
+  floorPublish: {
+    alias: 'floor-publish',
+    tag: 'g',
+    edge: undefined,
+    floor: true,
+    flow: 'publish',
+    pipeline: ['mosquitto', 'platform'],
+    mqtt: true,
+  },
+  coapEdgeReplyControl: {
+    alias: 'reply-control',
+    tag: 'c',
+    edge: 'control',
+    flow: 'reply',
     pipeline: ['mosquitto', 'platform'],
     mqtt: true,
   },
@@ -189,22 +221,30 @@ const VARIANTS: Record<PhaseName, Variant> = {
 };
 const ALL_PHASES = Object.keys(VARIANTS) as PhaseName[];
 const GROUPS: Record<string, readonly PhaseName[]> = {
-  base: ['coapEdgeReply', 'coapEdgePublish', 'libcoap'],
+  base: ['coapEdgeReply', 'coapEdgePublish', 'floorReply', 'floorPublish', 'libcoap'],
   backends: ['coapEdgeReply', 'coapEdgeHttp', 'coapEdgePerDevice'],
-  tracing: ['coapEdgeReply', 'coapEdgeTrace1pct', 'coapEdgeTrace100pct'],
+  tracing: ['coapEdgeReply', 'coapEdgeReplyControl', 'coapEdgeTrace1pct', 'coapEdgeTrace100pct'],
+  floor: ['coapEdgeReply', 'coapEdgePublish', 'floorReply', 'floorPublish'],
   all: ALL_PHASES,
 };
 /** Variants compared with `coapEdgeReply` (bridge mode, tracing off, same flow). */
 const BRIDGE_COMPARED: readonly PhaseName[] = [
+  'coapEdgeReplyControl',
   'coapEdgeHttp',
   'coapEdgePerDevice',
   'coapEdgeTrace1pct',
   'coapEdgeTrace100pct',
 ];
 
+/** coap-edge variant → the floor variant of the same flow (`summary.ratiosToFloor`). */
+const FLOOR_OF: Partial<Record<PhaseName, PhaseName>> = {
+  coapEdgeReply: 'floorReply',
+  coapEdgePublish: 'floorPublish',
+};
 /** Product key of each coap-edge process's devices: reply topics never cross processes. */
 const PRODUCT_KEYS: Record<EdgeKind, string> = {
   bridge: 'benchPK',
+  control: 'benchPKc',
   http: 'benchPKh',
   perDevice: 'benchPKd',
   trace1pct: 'benchPKt',
@@ -212,6 +252,8 @@ const PRODUCT_KEYS: Record<EdgeKind, string> = {
 };
 const TRACE_RATIO: Partial<Record<EdgeKind, string>> = { trace1pct: '0.01', trace100pct: '1' };
 const PRODUCT_KEY = PRODUCT_KEYS.bridge;
+/** The floor program's devices (a process of its own: its reply topics are its own too). */
+const FLOOR_PRODUCT_KEY = 'benchPKf';
 const SEED = 'bench-secret';
 const PAUSE_MS = 500;
 const CORES = cpus().length;
@@ -432,7 +474,7 @@ function report(
   const cpuUsPerMessage: Record<string, number | null> = {
     server: serverUs,
     serverSystem: procs[server.name]?.systemUsPerMessage ?? null,
-    ...(server.name === 'coapEdge'
+    ...(server.name !== 'libcoap'
       ? {
           mosquitto: us('mosquitto'),
           platform: us('platform'),
@@ -653,6 +695,60 @@ function medianRatios(
   );
 }
 
+/** Ratios of coap-edge variants to the floor variant of the same flow, same round. */
+function ratiosToFloor(
+  row: Record<string, unknown>,
+  variants: readonly PhaseName[],
+): Record<string, Record<string, number | null>> {
+  return Object.fromEntries(variants.map((v) => [v, ratiosTo(row, FLOOR_OF[v]!, [v])[v]!]));
+}
+
+/** Ratio metrics whose per-round spread is reported. */
+const SPREAD_METRICS = [
+  'serverCpuUsPerMessage',
+  'pipelineCpuUsPerMessage',
+  'messagesPerSec',
+  'latencyP50Ms',
+  'latencyP99Ms',
+] as const;
+
+/** Per variant and metric: the per-round ratios in `row[key]`, min, quartiles, max. */
+function ratioSpread(
+  rows: readonly Record<string, unknown>[],
+  key: string,
+  variants: readonly PhaseName[],
+): Record<string, Record<string, unknown>> {
+  return Object.fromEntries(
+    variants.map((v) => [
+      v,
+      Object.fromEntries(
+        SPREAD_METRICS.map((k) => {
+          const xs = rows
+            .map(
+              (row) =>
+                (row[key] as Record<string, Record<string, number | null>> | undefined)?.[v]?.[k] ??
+                null,
+            )
+            .filter((x): x is number => x !== null);
+          return [k, spreadOf(xs)];
+        }),
+      ),
+    ]),
+  );
+}
+
+function spreadOf(xs: readonly number[]): Record<string, unknown> {
+  const s = Float64Array.from(xs).sort();
+  return {
+    perRound: xs,
+    min: round(s.length > 0 ? s[0]! : null, 3),
+    q1: round(percentile(s, 25), 3),
+    median: round(median(xs), 3),
+    q3: round(percentile(s, 75), 3),
+    max: round(s.length > 0 ? s[s.length - 1]! : null, 3),
+  };
+}
+
 const PHASE_TEXT = (publishTail: string, publishClass: string): Record<PhaseName, string> => ({
   coapEdgeReply:
     'bridge mode, publish + reply, tracing off: CON POST /topic/sys/{pk}/{dk}/thing/' +
@@ -687,6 +783,21 @@ const PHASE_TEXT = (publishTail: string, publishClass: string): Record<PhaseName
     '--trace-sample-ratio 0.01 (OTLP/HTTP JSON, BatchSpanProcessor: queue 8192, batch 512, ' +
     'every 1 s); the OTLP sink accepts and discards',
   coapEdgeTrace100pct: 'coapEdgeTrace1pct with --trace-sample-ratio 1 (every datagram traced)',
+  coapEdgeReplyControl:
+    'identical-process control: a second coap-edge process configured exactly as ' +
+    'coapEdgeReply (tracing off, own product key); its ratio to coapEdgeReply is the noise ' +
+    'floor of two processes doing the same thing, to set beside the tracing ratios',
+  floorReply:
+    'floor reference, publish + reply: bench/lib/uplink-floor.ts (own process; DtlsServer for ' +
+    'the handshake only, then its own record path: DTLS header, AES-128-CCM-8, replay window, ' +
+    'CoAP parse, mqtt.js QoS 1 publish with writes corked per event-loop turn, PUBACK and the ' +
+    'reply on ..._reply matched by JSON id, 2.04 piggybacked ACK with the reply, seal, send). ' +
+    'Leaves out: tracing, metrics, logs, CoAP dedup, separate responses, blockwise, CID, ' +
+    'authorisation beyond the key and the topic naming the device, per-topic subscriptions, ' +
+    'MQTT pool and reconnects',
+  floorPublish:
+    `floor reference, publish only: the same program, POST /topic/sys/{pk}/{dk}/${publishTail}, ` +
+    'answered 2.04 on the PUBACK',
 });
 
 async function main(): Promise<void> {
@@ -736,6 +847,7 @@ async function main(): Promise<void> {
     ...new Set(phases.map((p) => VARIANTS[p].edge).filter((e): e is EdgeKind => e !== undefined)),
   ];
   const tracingOn = edgeKinds.some((k) => TRACE_RATIO[k] !== undefined);
+  const floorOn = phases.some((p) => VARIANTS[p].floor === true);
 
   installCleanup();
   const startedAt = new Date();
@@ -759,6 +871,13 @@ async function main(): Promise<void> {
     );
     devicesFiles.set(kind, file);
   }
+  const floorDevicesFile = join(tmp, 'devices-floor.json');
+  if (floorOn) {
+    writeFileSync(
+      floorDevicesFile,
+      `${JSON.stringify(generateDevices(deviceCount, FLOOR_PRODUCT_KEY, SEED), null, 1)}\n`,
+    );
+  }
   const devicesOf = new Map<PhaseName, UplinkDevice[]>();
   const bridgeReply = toDevices(deviceCount, MEASUREPOINT_TAIL, PRODUCT_KEY);
   const keyDevice = bridgeReply.findIndex((d) => pskUsableOnCommandLine(d.psk));
@@ -768,13 +887,19 @@ async function main(): Promise<void> {
     const v = VARIANTS[p];
     devicesOf.set(
       p,
-      v.edge === undefined
-        ? toDevices(deviceCount, MEASUREPOINT_TAIL, PRODUCT_KEY, libcoapKey)
-        : toDevices(
+      v.floor === true
+        ? toDevices(
             deviceCount,
             v.flow === 'reply' ? MEASUREPOINT_TAIL : publishTail,
-            PRODUCT_KEYS[v.edge],
-          ),
+            FLOOR_PRODUCT_KEY,
+          )
+        : v.edge === undefined
+          ? toDevices(deviceCount, MEASUREPOINT_TAIL, PRODUCT_KEY, libcoapKey)
+          : toDevices(
+              deviceCount,
+              v.flow === 'reply' ? MEASUREPOINT_TAIL : publishTail,
+              PRODUCT_KEYS[v.edge],
+            ),
     );
   }
   const profDir = profiling ? mkdtempSync(join(tmpdir(), 'coap-edge-prof-')) : undefined;
@@ -886,6 +1011,14 @@ async function main(): Promise<void> {
       edges.set(kind, edge);
       log(`coapEdge ${kind}: pid ${edge.pid}, ${edge.target.host}:${edge.target.port}`);
     }
+    const floor = floorOn
+      ? await startFloor(
+          { devicesFile: floorDevicesFile, mqttUrl: brokerUrl, productKey: FLOOR_PRODUCT_KEY },
+          toDevices(1, MEASUREPOINT_TAIL, FLOOR_PRODUCT_KEY)[0]!,
+        )
+      : undefined;
+    if (floor !== undefined)
+      log(`floor: pid ${floor.pid}, ${floor.target.host}:${floor.target.port}`);
     const libcoap = runLibcoap
       ? await startLibcoap(libcoapKey, devicesOf.get('libcoap')![0]!, [
           '-d',
@@ -902,6 +1035,9 @@ async function main(): Promise<void> {
       ]),
     );
     if (libcoap !== undefined) setup.libcoap = { pid: libcoap.pid, command: libcoap.command };
+    if (floor !== undefined) {
+      setup.floor = { pid: floor.pid, productKey: FLOOR_PRODUCT_KEY, command: floor.command };
+    }
     setup.mosquitto = {
       pid: broker.proc.pid,
       version: broker.version,
@@ -931,9 +1067,11 @@ async function main(): Promise<void> {
     }
     for (const name of phases) {
       const v = VARIANTS[name];
-      if (v.edge === undefined) continue;
+      const probed =
+        v.floor === true ? floor : v.edge !== undefined ? edges.get(v.edge) : undefined;
+      if (probed === undefined) continue;
       const p = await probe(
-        edges.get(v.edge)!.target,
+        probed.target,
         devicesOf.get(name)![0]!,
         suite,
         measurepointBody(`pre-${v.tag}`),
@@ -942,7 +1080,7 @@ async function main(): Promise<void> {
       );
       preflight[name] = p;
       log(`${name} preflight ${JSON.stringify(p)}`);
-      if (p.code !== '2.04') throw new Error(`coap-edge ${name} preflight answered ${p.code}`);
+      if (p.code !== '2.04') throw new Error(`${name} preflight answered ${p.code}`);
     }
     if (spanSink !== undefined) {
       const s = await settledSpanStats(spanSink);
@@ -981,24 +1119,27 @@ async function main(): Promise<void> {
       const row: Record<string, unknown> = { round: r + 1, order };
       for (const name of order) {
         const v = VARIANTS[name];
-        const server = v.edge === undefined ? libcoap! : edges.get(v.edge)!;
+        const server =
+          v.floor === true ? floor! : v.edge === undefined ? libcoap! : edges.get(v.edge)!;
         for (const s of [server, ...helpers]) {
           if (!s.alive()) throw new Error(`${s.name} exited:\n${s.outputTail()}`);
         }
         const tag = `r${r + 1}${v.tag}`;
-        const expectReply = v.edge !== undefined && v.flow === 'reply';
+        const expectReply = server.name !== 'libcoap' && v.flow === 'reply';
         const cpuPids: Record<string, number> =
-          v.edge === undefined
+          server.name === 'libcoap'
             ? { libcoap: server.pid }
             : {
-                coapEdge: server.pid,
+                [server.name]: server.pid,
                 mosquitto: broker.proc.pid,
                 platform: platform.proc.pid,
                 counter: counter.proc.pid,
                 ...(v.edge === 'http' && httpSink !== undefined
                   ? { httpSink: httpSink.proc.pid }
                   : {}),
-                ...(TRACE_RATIO[v.edge] !== undefined && spanSink !== undefined
+                ...(v.edge !== undefined &&
+                TRACE_RATIO[v.edge] !== undefined &&
+                spanSink !== undefined
                   ? { spanSink: spanSink.proc.pid }
                   : {}),
               };
@@ -1075,6 +1216,11 @@ async function main(): Promise<void> {
       }
       const edgePhases = order.filter((p) => p !== 'libcoap');
       if (order.includes('libcoap')) row.ratioToLibcoap = ratiosTo(row, 'libcoap', edgePhases);
+      const toFloor = order.filter((p) => {
+        const f = FLOOR_OF[p];
+        return f !== undefined && order.includes(f);
+      });
+      if (toFloor.length > 0) row.ratioToFloor = ratiosToFloor(row, toFloor);
       const toBridge = order.filter((p) => BRIDGE_COMPARED.includes(p));
       if (order.includes('coapEdgeReply') && toBridge.length > 0) {
         row.ratioToBridge = ratiosTo(row, 'coapEdgeReply', toBridge);
@@ -1085,6 +1231,8 @@ async function main(): Promise<void> {
       const t = e.outputTail().trim();
       if (t !== '') edgeTails[kind] = t.slice(-2000);
     }
+    const floorTail = floor?.outputTail().trim() ?? '';
+    if (floorTail !== '') edgeTails.floor = floorTail.slice(-2000);
   } finally {
     await stopAll();
     broker?.cleanup();
@@ -1116,6 +1264,12 @@ async function main(): Promise<void> {
     phases.includes('coapEdgeReply') && bridgeCompared.length > 0
       ? medianRatios(roundRows, 'ratioToBridge', bridgeCompared)
       : null;
+  const floorCompared = phases.filter((p) => {
+    const f = FLOOR_OF[p];
+    return f !== undefined && phases.includes(f);
+  });
+  const ratiosToFloorSummary =
+    floorCompared.length > 0 ? medianRatios(roundRows, 'ratioToFloor', floorCompared) : null;
   const delivery = Object.fromEntries(
     phases
       .filter((p) => VARIANTS[p].mqtt)
@@ -1201,6 +1355,20 @@ async function main(): Promise<void> {
         'median over rounds of (coap-edge variant / libcoap) in the same round; > 1 means ' +
         'coap-edge has the larger value (better for messages/s, worse for CPU and latency)',
       ratiosToBridge,
+      ratiosToBridgeSpread:
+        ratiosToBridge !== null ? ratioSpread(roundRows, 'ratioToBridge', bridgeCompared) : null,
+      ratiosToFloor: ratiosToFloorSummary,
+      ratiosToFloorSpread:
+        ratiosToFloorSummary !== null
+          ? ratioSpread(roundRows, 'ratioToFloor', floorCompared)
+          : null,
+      ratiosToFloorDefinition:
+        'median over rounds of (coap-edge variant / the floor program doing the same flow: ' +
+        'coapEdgeReply / floorReply, coapEdgePublish / floorPublish) in the same round; the ' +
+        'floor is bench/lib/uplink-floor.ts (see phases.floorReply for what it leaves out)',
+      ratioSpreadDefinition:
+        'per metric, the per-round ratios (rounds in order) with their min, quartiles (nearest ' +
+        'rank) and max: a ratio whose spread covers the target cannot be told from it',
       ratiosToBridgeDefinition:
         'median over rounds of (variant / coapEdgeReply: bridge mode, tracing off, same ' +
         'publish + reply flow) in the same round',
