@@ -84,6 +84,7 @@ import {
   type UplinkPhase,
 } from './lib/uplink-load.js';
 import { IpcChild, startMosquitto, type Broker } from './lib/uplink-procs.js';
+import { runBrokerRttPhase } from './lib/broker-rtt.js';
 
 const USAGE = `usage: node dist/bench/uplink.js [options]
   --variants <list>   comma-separated variants or groups (default base):
@@ -236,6 +237,10 @@ const BRIDGE_COMPARED: readonly PhaseName[] = [
   'coapEdgeTrace100pct',
 ];
 
+const TRACE_PHASES: readonly PhaseName[] = ['coapEdgeTrace1pct', 'coapEdgeTrace100pct'];
+/** The broker round trip's step in a `--half-saturation` round, and its product key. */
+const BROKER_STEP = 'brokerRoundTrip';
+const BROKER_PRODUCT_KEY = 'benchPKr';
 /** coap-edge variant → the floor variant of the same flow (`summary.ratiosToFloor`). */
 const FLOOR_OF: Partial<Record<PhaseName, PhaseName>> = {
   coapEdgeReply: 'floorReply',
@@ -695,6 +700,85 @@ function medianRatios(
   );
 }
 
+/** Per reply-flow variant: its p50/p99 minus the broker round trip's of the same round. */
+function addedLatency(
+  row: Record<string, unknown>,
+  order: readonly PhaseName[],
+): Record<string, Record<string, number | null>> {
+  const b = row[BROKER_STEP] as { latency: { p50Ms: number | null; p99Ms: number | null } };
+  const minus = (a: number | null, c: number | null): number | null =>
+    a === null || c === null ? null : round(a - c, 3);
+  return Object.fromEntries(
+    order
+      .filter((p) => VARIANTS[p].flow === 'reply' && p !== 'libcoap')
+      .map((p) => {
+        const l = (row[p] as PhaseReport).latency;
+        return [
+          p,
+          {
+            addedP50Ms: minus(l.p50Ms, b.latency.p50Ms),
+            addedP99Ms: minus(l.p99Ms, b.latency.p99Ms),
+          },
+        ];
+      }),
+  );
+}
+
+/** `summary.halfSaturation`: medians over rounds of the latencies and their differences. */
+function halfSaturationSummary(
+  rows: readonly Record<string, unknown>[],
+  phases: readonly PhaseName[],
+  base: Record<string, unknown>,
+): Record<string, unknown> {
+  const brokerQ = (k: 'p50Ms' | 'p99Ms'): number | null =>
+    round(
+      median(
+        rows.map(
+          (r) => (r[BROKER_STEP] as { latency: Record<string, number | null> }).latency[k] ?? null,
+        ),
+      ),
+      3,
+    );
+  const added = (p: PhaseName, k: string): number[] =>
+    rows
+      .map((r) => (r.addedLatency as Record<string, Record<string, number | null>>)[p]?.[k] ?? null)
+      .filter((x): x is number => x !== null);
+  const variants = phases.filter((p) => VARIANTS[p].flow === 'reply' && p !== 'libcoap');
+  return {
+    ...base,
+    brokerRoundTrip: {
+      p50Ms: brokerQ('p50Ms'),
+      p99Ms: brokerQ('p99Ms'),
+      messagesPerSec: round(
+        median(
+          rows.map((r) => (r[BROKER_STEP] as { messagesPerSec: number | null }).messagesPerSec),
+        ),
+        1,
+      ),
+    },
+    variants: Object.fromEntries(
+      variants.map((p) => [
+        p,
+        {
+          p50Ms: round(median(rows.map((r) => (r[p] as PhaseReport).latency.p50Ms)), 3),
+          p99Ms: round(median(rows.map((r) => (r[p] as PhaseReport).latency.p99Ms)), 3),
+          messagesPerSec: round(median(rows.map((r) => (r[p] as PhaseReport).messagesPerSec)), 1),
+          addedP50Ms: round(median(added(p, 'addedP50Ms')), 3),
+          addedP99Ms: round(median(added(p, 'addedP99Ms')), 3),
+          addedP99MsSpread: spreadOf(added(p, 'addedP99Ms')),
+        },
+      ]),
+    ),
+    definition:
+      'saturation = messages/s of each reply-flow variant alone in closed loop (one ' +
+      'outstanding per device); every phase of the rounds then runs at a fixed rate of half ' +
+      'of coapEdgeReply’s saturation (the same offered load for every variant); the broker ' +
+      'round trip is an MQTT 5 client in the bench publishing QoS 1 at that rate and timing ' +
+      'PUBACK + the platform reply; added = variant − broker round trip of the same round ' +
+      '(p50 and p99 of the device-side latency), median over rounds',
+  };
+}
+
 /** Ratios of coap-edge variants to the floor variant of the same flow, same round. */
 function ratiosToFloor(
   row: Record<string, unknown>,
@@ -813,16 +897,29 @@ async function main(): Promise<void> {
       'suite',
       'publish-topic',
     ],
-    ['profile'],
+    ['profile', 'half-saturation'],
   );
   if (flags.help === true) {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
-  const phases = parseVariants(stringFlag(flags, 'variants', 'base'));
+  const halfSaturation = flags['half-saturation'] === true;
+  if (halfSaturation && flags.rate !== undefined) {
+    throw new UsageError('--half-saturation sets the rate itself: leave --rate out');
+  }
+  const phases = parseVariants(
+    stringFlag(flags, 'variants', halfSaturation ? 'reply,floor-reply' : 'base'),
+  );
+  if (halfSaturation && !phases.includes('coapEdgeReply')) {
+    throw new UsageError(
+      '--half-saturation needs the reply variant (its saturation sets the rate)',
+    );
+  }
   const deviceCount = numberFlag(flags, 'devices', 100, 1, 10_000);
-  const rate = numberFlag(flags, 'rate', 0, 0, 10_000, false);
-  const rounds = numberFlag(flags, 'rounds', 3, 1, 100);
+  let rate = numberFlag(flags, 'rate', 0, 0, 10_000, false);
+  // tracing's 5 % question needs the spread of many rounds (see bench/README.md)
+  const tracingAsked = phases.some((p) => TRACE_PHASES.includes(p));
+  const rounds = numberFlag(flags, 'rounds', tracingAsked ? 8 : 3, 1, 100);
   const durationS = numberFlag(flags, 'duration', 5, 0.5, 3600, false);
   const warmupS = numberFlag(flags, 'warmup', 2, 0, 600, false);
   const timeoutMs = numberFlag(flags, 'timeout', 10_000, 100, 120_000);
@@ -911,6 +1008,7 @@ async function main(): Promise<void> {
   const results = new Map<PhaseName, PhaseReport[]>(phases.map((p) => [p, []]));
   const roundRows: Record<string, unknown>[] = [];
   let runLibcoap = phases.includes('libcoap');
+  let halfSat: Record<string, unknown> | undefined;
   const edgeTails: Record<string, string> = {};
   try {
     if (edgeKinds.includes('perDevice')) {
@@ -1114,13 +1212,87 @@ async function main(): Promise<void> {
     if (httpSink !== undefined) helpers.push(httpSink.proc);
     if (spanSink !== undefined) helpers.push(spanSink.proc);
     const measured = phases.filter((p) => p !== 'libcoap' || runLibcoap);
+    const serverOf = (name: PhaseName): ServerProcess => {
+      const v = VARIANTS[name];
+      return v.floor === true ? floor! : v.edge === undefined ? libcoap! : edges.get(v.edge)!;
+    };
+    if (halfSaturation) {
+      // saturation: each reply-flow variant once in closed loop; the rate is half of
+      // coapEdgeReply's messages/s, spread over the devices
+      const saturation: Record<string, unknown> = {};
+      for (const name of measured) {
+        const v = VARIANTS[name];
+        if (v.flow !== 'reply' || name === 'libcoap') continue;
+        const tag = `s${v.tag}`;
+        const phase = await runUplinkPhase({
+          target: serverOf(name).target,
+          devices: devicesOf.get(name)!,
+          suite,
+          tag,
+          warmupMs: warmupS * 1000,
+          durationMs: durationS * 1000,
+          ratePerDevice: 0,
+          requestTimeoutMs: timeoutMs,
+          expectedCode: Code.CHANGED,
+          expectReply: true,
+          cpuPids: { [serverOf(name).name]: serverOf(name).pid },
+        });
+        await counter.request({ type: 'collect', prefix: `${tag}-` }, 30_000);
+        const q = phase.latency.quantiles();
+        saturation[name] = {
+          messagesPerSec: round((phase.messages * 1000) / phase.window.wallMs, 1),
+          p50Ms: q.p50Ms,
+          p99Ms: q.p99Ms,
+          failures: phase.failures,
+          machineBusy: round(phase.window.machineBusy, 3),
+        };
+        log(`saturation ${name}: ${JSON.stringify(saturation[name])}`);
+        await sleep(PAUSE_MS);
+      }
+      const sat = (saturation.coapEdgeReply as { messagesPerSec: number | null }).messagesPerSec;
+      if (sat === null || sat <= 0)
+        throw new Error('coapEdgeReply answered nothing in closed loop');
+      rate = round(sat / 2 / deviceCount, 3)!;
+      halfSat = { saturation, basis: 'coapEdgeReply', offeredMessagesPerSec: sat / 2 };
+      log(`half saturation: ${sat / 2} msg/s offered, ${rate}/s per device`);
+    }
     for (let r = 0; r < rounds; r++) {
       const order = measured.map((_, i) => measured[(i + r) % measured.length]!);
-      const row: Record<string, unknown> = { round: r + 1, order };
-      for (const name of order) {
+      const steps: (PhaseName | typeof BROKER_STEP)[] = [...order];
+      if (halfSaturation) steps.splice(r % (order.length + 1), 0, BROKER_STEP);
+      const row: Record<string, unknown> = { round: r + 1, order: steps };
+      for (const step of steps) {
+        if (step === BROKER_STEP) {
+          const tag = `r${r + 1}m`;
+          const b = await runBrokerRttPhase({
+            url: brokerUrl,
+            productKey: BROKER_PRODUCT_KEY,
+            devices: deviceCount,
+            ratePerDevice: rate,
+            warmupMs: warmupS * 1000,
+            durationMs: durationS * 1000,
+            tag,
+            timeoutMs,
+            cpuPids: { mosquitto: broker.proc.pid, platform: platform.proc.pid },
+          });
+          const delivery = await collectDelivery(counter, `${tag}-`, b.acknowledgedIds);
+          const res = {
+            messagesPerSec: round((b.messages * 1000) / b.window.wallMs, 1),
+            latency: { ...b.latency.quantiles(), meanMs: b.latency.mean() },
+            messages: b.messages,
+            failures: b.failures,
+            lateStarts: b.lateStarts,
+            machineBusy: round(b.window.machineBusy, 3),
+            delivery,
+          };
+          row[BROKER_STEP] = res;
+          log(`round ${r + 1}/${rounds} ${BROKER_STEP.padEnd(19)} ${JSON.stringify(res)}`);
+          await sleep(PAUSE_MS);
+          continue;
+        }
+        const name = step;
         const v = VARIANTS[name];
-        const server =
-          v.floor === true ? floor! : v.edge === undefined ? libcoap! : edges.get(v.edge)!;
+        const server = serverOf(name);
         for (const s of [server, ...helpers]) {
           if (!s.alive()) throw new Error(`${s.name} exited:\n${s.outputTail()}`);
         }
@@ -1225,6 +1397,7 @@ async function main(): Promise<void> {
       if (order.includes('coapEdgeReply') && toBridge.length > 0) {
         row.ratioToBridge = ratiosTo(row, 'coapEdgeReply', toBridge);
       }
+      if (halfSaturation) row.addedLatency = addedLatency(row, order);
       roundRows.push(row);
     }
     for (const [kind, e] of edges) {
@@ -1309,8 +1482,13 @@ async function main(): Promise<void> {
     parameters: {
       variants: phases,
       devices: deviceCount,
-      mode: rate > 0 ? `fixed rate ${rate}/s per device` : 'closed loop, one outstanding',
+      mode: halfSaturation
+        ? `half saturation: fixed rate ${rate}/s per device`
+        : rate > 0
+          ? `fixed rate ${rate}/s per device`
+          : 'closed loop, one outstanding',
       ratePerDevice: rate,
+      offeredMessagesPerSec: rate > 0 ? round(rate * deviceCount, 1) : null,
       rounds,
       durationS,
       warmupS,
@@ -1373,6 +1551,9 @@ async function main(): Promise<void> {
         'median over rounds of (variant / coapEdgeReply: bridge mode, tracing off, same ' +
         'publish + reply flow) in the same round',
       delivery,
+      ...(halfSat !== undefined
+        ? { halfSaturation: halfSaturationSummary(roundRows, phases, halfSat) }
+        : {}),
     },
     rounds: roundRows,
     ...(profile !== undefined ? { coapEdgeProfile: profile } : {}),
