@@ -28,20 +28,32 @@
  * - `coapEdgeTrace1pct` / `coapEdgeTrace100pct` — `coapEdgeReply` with `--otlp-endpoint` to an
  *   OTLP sink (own process, counts requests, bytes and spans) and `--trace-sample-ratio 0.01`
  *   / `1`. `coapEdgeReply` is the "tracing off" reference.
- * Groups: `base` = reply, publish, libcoap; `backends` = reply, http, per-device;
- * `tracing` = reply, trace-1pct, trace-100pct; `all`.
+ * - `coapEdgeReplyControl` — a second coap-edge process configured as `coapEdgeReply`: its
+ *   ratio to `coapEdgeReply` is the noise between two identical processes.
+ * - `floorReply` / `floorPublish` — the floor reference program (bench/lib/uplink-floor.ts,
+ *   own process): the least a correct Node gateway does per uplink, same two flows.
+ * Groups: `base` = reply, publish, floor-reply, floor-publish, libcoap; `floor` = the same
+ * without libcoap; `backends` = reply, http, per-device; `tracing` = reply, reply-control,
+ * trace-1pct, trace-100pct (8 rounds by default); `all`.
+ *
+ * `--half-saturation`: first each reply-flow variant alone in closed loop (its saturation,
+ * messages/s), then every round at a fixed rate of half of `coapEdgeReply`'s saturation, with
+ * a broker round trip step (an MQTT client in the bench: QoS 1 publish, PUBACK + platform
+ * reply) at the same rate; `summary.halfSaturation` has p50/p99 and what each variant adds
+ * to the broker round trip (`addedP99Ms`). Default variants: reply, floor-reply.
  *
  * Reports per phase and round (medians over rounds in `summary`): messages/s, p50/p90/p99
  * latency, CPU µs per message of coap-edge (or libcoap), Mosquitto, the platform stand-in,
  * the HTTP and OTLP sinks, the counting subscriber and the load generator, failures by kind,
  * and the delivery check: a QoS 1 subscriber on `/sys/#` (own process) must have received
  * every MQTT message that was answered 2.04 (delivered ≥ acknowledged; duplicates allowed).
- * Ratios to libcoap and to `coapEdgeReply` (bridge, tracing off) of the same round.
+ * Ratios to libcoap, to `coapEdgeReply` (bridge, tracing off) and of coap-edge to the floor
+ * program, each per round (same round) and as medians with their spread over rounds.
  * One JSON object on stdout, progress on stderr, a copy in bench/results/uplink-<timestamp>.json.
  *
  * Run: `npm run build && node dist/bench/uplink.js [--variants base|backends|tracing|all|…]
  *   [--devices 100] [--rate 0] [--rounds 3] [--duration 5] [--warmup 2] [--timeout 10000]
- *   [--suite ccm8|cbc] [--publish-topic t] [--profile]`
+ *   [--suite ccm8|cbc] [--publish-topic t] [--profile] [--half-saturation]`
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -90,19 +102,28 @@ const USAGE = `usage: node dist/bench/uplink.js [options]
   --variants <list>   comma-separated variants or groups (default base):
                         reply (bridge, publish + reply), publish (bridge, publish only), libcoap,
                         http (HTTP route), per-device (per-device MQTT, template login),
-                        trace-1pct, trace-100pct (reply with tracing, ratio 0.01 / 1);
-                        base = reply,publish,libcoap   backends = reply,http,per-device
-                        tracing = reply,trace-1pct,trace-100pct   all = every variant
+                        trace-1pct, trace-100pct (reply with tracing, ratio 0.01 / 1),
+                        reply-control (a second coap-edge configured as reply),
+                        floor-reply, floor-publish (the floor reference program);
+                        base = reply,publish,floor-reply,floor-publish,libcoap
+                        floor = reply,publish,floor-reply,floor-publish
+                        backends = reply,http,per-device
+                        tracing = reply,reply-control,trace-1pct,trace-100pct
+                        all = every variant
   --devices <n>       simulated devices, one DTLS association each (default 100)
   --rate <r>          requests per second per device; 0 = closed loop, one outstanding (default 0)
-  --rounds <n>        rounds; each runs every variant once, in rotating order (default 3)
+  --rounds <n>        rounds; each runs every variant once, in rotating order (default 3;
+                      8 when a tracing variant runs)
   --duration <s>      measured seconds per phase (default 5)
   --warmup <s>        unmeasured seconds of load before each measured window (default 2)
   --timeout <ms>      overall time a request may take, CoAP retransmissions included (default 10000)
   --suite <s>         ccm8 (TLS_PSK_WITH_AES_128_CCM_8, default) or cbc (..._CBC_SHA256)
   --publish-topic <t> path after /topic/sys/{pk}/{dk}/ of the publish-only variant; must be a
                       topic coap-edge publishes without awaiting a reply (default rrpc/response/1)
-  --profile           run the bridge coap-edge under node --cpu-prof and print its top functions`;
+  --profile           run the bridge coap-edge under node --cpu-prof and print its top functions
+  --half-saturation   find coapEdgeReply's closed-loop messages/s, run every round at half of
+                      it beside a broker round trip; report added p50/p99 (default variants
+                      reply,floor-reply; --rate not allowed)`;
 
 type PhaseName =
   | 'coapEdgeReply'
@@ -864,7 +885,7 @@ const PHASE_TEXT = (publishTail: string, publishClass: string): Record<PhaseName
     'device sends close_notify at the end of the phase',
   coapEdgeTrace1pct:
     'coapEdgeReply with tracing on: --otlp-endpoint http://127.0.0.1:<sink>/v1/traces ' +
-    '--trace-sample-ratio 0.01 (OTLP/HTTP JSON, BatchSpanProcessor: queue 8192, batch 512, ' +
+    '--trace-sample-ratio 0.01 (OTLP/HTTP, http/protobuf by default, BatchSpanProcessor: queue 8192, batch 512, ' +
     'every 1 s); the OTLP sink accepts and discards',
   coapEdgeTrace100pct: 'coapEdgeTrace1pct with --trace-sample-ratio 1 (every datagram traced)',
   coapEdgeReplyControl:
