@@ -300,6 +300,18 @@ function open(peer: Peer, msg: Buffer, offset: number, length: number): Buffer |
   return plain;
 }
 
+/** Read position of {@link extended} (module state: no allocation per option). */
+let at = 0;
+
+/** An option delta or length nibble with its extension bytes at `at` (RFC 7252 §3.1); -1 when cut off. */
+function extended(m: Buffer, nibble: number): number {
+  if (nibble < 13) return nibble;
+  if (nibble === 13) return at + 1 > m.length ? -1 : 13 + m[at++]!;
+  if (at + 2 > m.length) return -1;
+  at += 2;
+  return 269 + m.readUInt16BE(at - 2);
+}
+
 /** Parses a CoAP request and starts its publish; answers errors at once. */
 function onCoap(peer: Peer, m: Buffer): void {
   if (m.length < 4 || m[0]! >> 6 !== 1) return;
@@ -321,25 +333,14 @@ function onCoap(peer: Peer, m: Buffer): void {
       payload = m.subarray(i);
       break;
     }
-    let delta = b >> 4;
-    let len = b & 15;
-    if (delta === 15 || len === 15) return answer(peer, messageId, token, BAD_REQUEST, undefined);
-    if (delta === 13) {
-      if (i + 1 > m.length) return;
-      delta = 13 + m[i++]!;
-    } else if (delta === 14) {
-      if (i + 2 > m.length) return;
-      delta = 269 + m.readUInt16BE(i);
-      i += 2;
+    if (b >> 4 === 15 || (b & 15) === 15) {
+      return answer(peer, messageId, token, BAD_REQUEST, undefined);
     }
-    if (len === 13) {
-      if (i + 1 > m.length) return;
-      len = 13 + m[i++]!;
-    } else if (len === 14) {
-      if (i + 2 > m.length) return;
-      len = 269 + m.readUInt16BE(i);
-      i += 2;
-    }
+    at = i;
+    const delta = extended(m, b >> 4);
+    const len = extended(m, b & 15);
+    if (delta < 0 || len < 0) return;
+    i = at;
     if (i + len > m.length) return answer(peer, messageId, token, BAD_REQUEST, undefined);
     number += delta;
     if (number === URI_PATH) path += `/${m.toString('utf8', i, i + len)}`;
