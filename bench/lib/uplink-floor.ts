@@ -131,15 +131,8 @@ const peers = new Map<string, Peer>();
 const associationKey = randomBytes(ASSOCIATION_KEY_LENGTH);
 
 class TakeOverStore extends MemoryAssociationStore {
-  override create(
-    handle: string,
-    owner: string,
-    blob: Buffer,
-    txNext: number,
-    rxFence: number,
-    ttlMs: number,
-    identity: string | undefined,
-  ): Promise<void> {
+  override create(...args: Parameters<MemoryAssociationStore['create']>): Promise<void> {
+    const [handle, , blob, txNext] = args;
     const s = openSnapshot(blob, associationKey, handle);
     if (s !== undefined && s.suite === CipherSuite.TLS_PSK_WITH_AES_128_CCM_8) {
       const [pk, dk] = s.identity.split(',');
@@ -158,7 +151,7 @@ class TakeOverStore extends MemoryAssociationStore {
         topicPrefix: `sys/${pk}/${dk}/`,
       });
     }
-    return super.create(handle, owner, blob, txNext, rxFence, ttlMs, identity);
+    return super.create(...args);
   }
 }
 
