@@ -51,7 +51,11 @@ import { UdpEndpoint } from '../transport/udp.js';
 import { systemClock, type Clock } from '../time/clock.js';
 import { startAdminServer, type AdminServer, type ReadinessCheck } from './admin-server.js';
 import { DatagramTracer } from './datagram-tracing.js';
-import { createRequestHandler, createUploadAdmission, traceDuplicate } from './request-handler.js';
+import {
+  createRequestHandler,
+  createUploadAdmission,
+  traceDuplicate,
+} from './translation/request-handler.js';
 import { createMetrics, type Metrics } from '../telemetry/metrics.js';
 import { endWithError, startChild, tracing } from '../telemetry/trace.js';
 
