@@ -262,7 +262,8 @@ async function main(): Promise<void> {
       throw new UsageError('--worker needs --dist and --prefix');
     }
     const r = await worker(flags.dist, variant, url, flags.prefix, devices, warmup, duration);
-    process.stdout.write(JSON.stringify(r));
+    // exit at once: nothing of the worker needs to outlive its result
+    process.stdout.write(JSON.stringify(r), () => process.exit(0));
     return;
   }
   if (typeof flags.old !== 'string')
