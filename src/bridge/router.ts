@@ -6,7 +6,7 @@
  * Without a backend, requests that need one get `unavailable` (5.03) with a retry hint.
  */
 import { randomUUID } from 'node:crypto';
-import { activationReply, parseTopicPath, type TopicInfo } from '../enos/index.js';
+import { activationReply, parseTopicPath, type TopicClass, type TopicInfo } from '../enos/index.js';
 import { isCoapEdgeError, type CoapResponseCode } from '../errors/index.js';
 import { commandOptions, parseTtd } from './commands/options.js';
 import type { HttpBackend } from './http/backend.js';
@@ -41,7 +41,6 @@ const FORBIDDEN: BridgeResponse = { status: 'forbidden' };
 const UNAUTHORIZED: BridgeResponse = { status: 'unauthorized' };
 const METHOD_NOT_ALLOWED: BridgeResponse = { status: 'method-not-allowed' };
 const BAD_REQUEST: BridgeResponse = { status: 'bad-request' };
-const CHANGED: BridgeResponse = { status: 'changed' };
 const INTERNAL_ERROR: BridgeResponse = { status: 'internal-error' };
 const OCTET_STREAM = 42;
 const JSON_FORMAT = 50;
@@ -149,29 +148,31 @@ export class Router {
     this.ttd = new TtdGate(opts.maxTtdWaitersPerDevice, opts.maxTtdWaiters);
   }
 
+  /**
+   * The answer to one request, with its topic class (for metrics). Synchronous where nothing
+   * waits; the common case (an uplink forwarded to MQTT, no `ttd`, no command waiting) is one
+   * async frame awaiting the backend, with nothing chained after it here.
+   */
   handle(req: BridgeRequest): BridgeResponse | Promise<BridgeResponse> {
     const auth = authorize(req);
     if (!auth.ok) return auth.response;
-    const res = this.dispatch(auth.topic, req);
-    const topicClass = auth.topic.class;
-    return res instanceof Promise
-      ? res.then((r) => ({ ...r, topicClass }))
-      : { ...res, topicClass };
-  }
-
-  private dispatch(topic: TopicInfo, req: BridgeRequest): BridgeResponse | Promise<BridgeResponse> {
+    const topic = auth.topic;
     switch (topic.class) {
       case 'activate':
-        return req.method === 'GET' ? this.activate(topic) : METHOD_NOT_ALLOWED;
+        return req.method === 'GET'
+          ? this.activate(topic).then(classOf(topic.class).set)
+          : classed(METHOD_NOT_ALLOWED, topic.class);
       case 'command-fetch':
-        return req.method === 'GET' ? this.fetchCommand(topic, req) : METHOD_NOT_ALLOWED;
+        return req.method === 'GET'
+          ? this.fetchCommand(topic, req).then(classOf(topic.class).set)
+          : classed(METHOD_NOT_ALLOWED, topic.class);
       case 'uplink':
       case 'sub-device-session':
       case 'uplink-raw':
       case 'command-reply':
         return req.method === 'POST' || req.method === 'PUT'
           ? this.forward(topic, req)
-          : METHOD_NOT_ALLOWED;
+          : classed(METHOD_NOT_ALLOWED, topic.class);
     }
   }
 
@@ -222,43 +223,62 @@ export class Router {
     const next = await this.peek(device);
     return next === undefined
       ? res
-      : { ...res, command: { topic: next.topic, payload: undefined } };
+      : withCommand(res, { topic: next.topic, payload: undefined }, topic.class);
   }
 
   /**
    * A request with `ttd` takes a long-poll slot before it is forwarded (see {@link TtdGate});
-   * without one it is answered 4.29 and not forwarded.
+   * without one it is answered 4.29 and not forwarded. Every answer carries the topic class.
    */
-  private async forward(topic: TopicInfo, req: BridgeRequest): Promise<BridgeResponse> {
+  private forward(topic: TopicInfo, req: BridgeRequest): BridgeResponse | Promise<BridgeResponse> {
     const exchange = recordingSpan(); // before any await (the context is synchronous)
     const device = principalFor(req, topic);
     const ttd =
-      this.opts.commands === undefined ? undefined : parseTtd(req.query, this.opts.maxTtd);
-    if (ttd === undefined || ttd <= 0) return this.forwardAndWait(topic, req, device, exchange, 0);
-    if (this.ttd.acquire(device) !== undefined) return this.tooManyWaiters;
-    try {
-      return await this.forwardAndWait(topic, req, device, exchange, ttd);
-    } finally {
-      this.ttd.release(device);
+      this.opts.commands === undefined || req.query.length === 0
+        ? undefined
+        : parseTtd(req.query, this.opts.maxTtd);
+    const waits = ttd !== undefined && ttd > 0;
+    if (waits && this.ttd.acquire(device) !== undefined) {
+      return classed(this.tooManyWaiters, topic.class);
     }
+    let id: string | undefined;
+    if (!topic.raw) {
+      const body = jsonObject(req.payload);
+      if (body === undefined) {
+        if (waits) this.ttd.release(device);
+        return classed(BAD_REQUEST, topic.class);
+      }
+      id = idOf(body);
+    }
+    if (!waits) return this.forwardAndWait(topic, req, device, id, exchange, 0);
+    return this.forwardAndWait(topic, req, device, id, exchange, ttd).finally(() =>
+      this.ttd.release(device),
+    );
   }
 
+  /**
+   * Forwards to the route's backend, then lets a waiting command ride on a successful answer
+   * (waiting up to `ttd` s for one). The look for a command starts before the backend is
+   * called; a store that knows the answer without I/O (`peekNow`) costs no promise.
+   */
   private async forwardAndWait(
     topic: TopicInfo,
     req: BridgeRequest,
     device: Principal,
+    id: string | undefined,
     exchange: Span | undefined,
     ttd: number,
   ): Promise<BridgeResponse> {
-    let id: string | undefined;
-    if (!topic.raw) {
-      const body = jsonObject(req.payload);
-      if (body === undefined) return BAD_REQUEST;
-      id = idOf(body);
-    }
+    const cls = topic.class;
     // Look for a waiting command while the backend works (one Redis round trip, in parallel).
     const store = this.opts.commands;
-    const pending = store !== undefined ? this.peek(device) : undefined;
+    let known: QueuedCommand | undefined;
+    let pending: Promise<QueuedCommand | undefined> | undefined;
+    if (store !== undefined) {
+      const now = store.peekNow?.(device);
+      if (now === undefined) pending = this.peek(device);
+      else known = now.head;
+    }
     const route = this.opts.routes?.match(topic.mqttTopic, device);
     let res: BridgeResponse;
     if (route?.backend === 'http') {
@@ -273,59 +293,52 @@ export class Router {
               contentFormat: req.contentFormat,
             });
     } else {
+      const backend = this.opts.mqtt;
       const mqttTopic =
         route !== undefined ? route.renderTopic(topic.mqttTopic, device) : topic.mqttTopic;
-      res = await this.publish(topic, mqttTopic, device, req.payload, id);
+      if (backend === undefined) res = this.unavailable;
+      else if (topic.replyTopic === undefined) {
+        try {
+          await backend.publish(device, mqttTopic, req.payload);
+          res = classOf(cls).changed;
+        } catch (err) {
+          res = this.failure(err);
+        }
+      } else if (!topic.raw && id === undefined) {
+        res = BAD_REQUEST; // a reply is matched by the JSON id
+      } else {
+        const replyTopic = mqttTopic === topic.mqttTopic ? topic.replyTopic : `${mqttTopic}_reply`;
+        try {
+          const reply = await backend.request(device, mqttTopic, req.payload, replyTopic, id);
+          res = {
+            status: 'changed',
+            payload: reply,
+            contentFormat: topic.raw ? OCTET_STREAM : JSON_FORMAT,
+            topicClass: cls,
+          };
+        } catch (err) {
+          res = this.failure(err);
+        }
+      }
     }
     if (!isSuccess(res)) {
       void pending?.catch(() => undefined);
-      return res;
+      return classed(res, cls);
     }
-    if (
-      topic.class === 'command-reply' &&
-      store !== undefined &&
-      topic.commandTopic !== undefined
-    ) {
+    if (cls === 'command-reply' && store !== undefined && topic.commandTopic !== undefined) {
       // the device answered the command: now it may leave the queue
       await store.acknowledge(device, topic.commandTopic, req.payload).catch(() => false);
     }
     if (req.principal !== undefined) this.opts.presence?.seen(device);
-    if (pending === undefined) return res;
-    let cmd = await pending;
-    if (topic.class === 'command-reply' && cmd !== undefined) cmd = await this.peek(device);
-    if (cmd === undefined && ttd > 0 && store !== undefined) {
+    if (store === undefined) return classed(res, cls);
+    let cmd = pending === undefined ? known : await pending;
+    if (cls === 'command-reply' && cmd !== undefined) cmd = await this.peek(device);
+    if (cmd === undefined && ttd > 0) {
       cmd = await store.waitFor(device, ttd * 1000).catch(() => undefined);
     }
-    if (cmd === undefined) return res;
+    if (cmd === undefined) return classed(res, cls);
     this.delivered(cmd, exchange);
-    return { ...res, command: commandOptions(cmd, this.opts.maxInlineCommand) };
-  }
-
-  private async publish(
-    topic: TopicInfo,
-    mqttTopic: string,
-    device: Principal,
-    payload: Buffer,
-    id: string | undefined,
-  ): Promise<BridgeResponse> {
-    const backend = this.opts.mqtt;
-    if (backend === undefined) return this.unavailable;
-    try {
-      if (topic.replyTopic === undefined) {
-        await backend.publish(device, mqttTopic, payload);
-        return CHANGED;
-      }
-      if (!topic.raw && id === undefined) return BAD_REQUEST; // a reply is matched by the JSON id
-      const replyTopic = mqttTopic === topic.mqttTopic ? topic.replyTopic : `${mqttTopic}_reply`;
-      const reply = await backend.request(device, mqttTopic, payload, replyTopic, id);
-      return {
-        status: 'changed',
-        payload: reply,
-        contentFormat: topic.raw ? OCTET_STREAM : JSON_FORMAT,
-      };
-    } catch (err) {
-      return this.failure(err);
-    }
+    return withCommand(res, commandOptions(cmd, this.opts.maxInlineCommand), cls);
   }
 
   /**
@@ -395,4 +408,54 @@ function principalFor(req: BridgeRequest, topic: TopicInfo): Principal {
       sessionId: 'plain-coap',
     }
   );
+}
+
+/**
+ * `res` with the topic class `cls`: `res` itself when it has it, else a copy (the fields
+ * named one by one: no object spread on the request path).
+ */
+function classed(res: BridgeResponse, cls: TopicClass): BridgeResponse {
+  return res.topicClass === cls ? res : withCommand(res, res.command, cls);
+}
+
+/** A copy of `res` with `command` (when defined) and the topic class `cls`. */
+function withCommand(
+  res: BridgeResponse,
+  command: BridgeResponse['command'],
+  cls: TopicClass,
+): BridgeResponse {
+  const out: {
+    status: BridgeStatus;
+    payload?: Buffer;
+    contentFormat?: number;
+    maxAge?: number;
+    command?: BridgeResponse['command'];
+    topicClass?: string;
+  } = { status: res.status };
+  if (res.payload !== undefined) out.payload = res.payload;
+  if (res.contentFormat !== undefined) out.contentFormat = res.contentFormat;
+  if (res.maxAge !== undefined) out.maxAge = res.maxAge;
+  if (command !== undefined) out.command = command;
+  out.topicClass = cls;
+  return out;
+}
+
+/** Per topic class, made once: its bare 2.04 and the `then` callback that sets the class. */
+interface ClassAnswers {
+  readonly changed: BridgeResponse;
+  readonly set: (res: BridgeResponse) => BridgeResponse;
+}
+
+const CLASS_ANSWERS = new Map<TopicClass, ClassAnswers>();
+
+function classOf(cls: TopicClass): ClassAnswers {
+  let a = CLASS_ANSWERS.get(cls);
+  if (a === undefined) {
+    a = {
+      changed: Object.freeze({ status: 'changed', topicClass: cls }),
+      set: (res) => classed(res, cls),
+    };
+    CLASS_ANSWERS.set(cls, a);
+  }
+  return a;
 }

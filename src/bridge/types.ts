@@ -96,6 +96,12 @@ export interface CommandStore {
   ): Promise<'queued' | 'full'>;
   /** The oldest waiting command and how many wait, without removing anything. */
   peek(device: DeviceKey): Promise<{ head: QueuedCommand | undefined; count: number }>;
+  /**
+   * What {@link peek} would answer, when the store knows it without I/O (memory; a device
+   * whose queue is known to be empty); undefined when only `peek` can tell. Counted as a peek.
+   * Lets the request path skip a promise per uplink.
+   */
+  peekNow?(device: DeviceKey): { head: QueuedCommand | undefined; count: number } | undefined;
   /** The oldest waiting command on `topic` (a GET of the command topic) and how many wait in all. */
   fetch(
     device: DeviceKey,

@@ -20,6 +20,9 @@ export function messageIdOf(topic: string, payload: Buffer): string | undefined 
   return id === undefined || id.length === 0 ? undefined : id;
 }
 
+/** A peek's answer when no command waits (shared: read only). */
+export const NO_COMMAND = Object.freeze({ head: undefined, count: 0 } as const);
+
 /** A device as one string: `pk\ndk` (keys never hold control characters). */
 export function deviceId(device: DeviceKey): string {
   return `${device.productKey}\n${device.deviceKey}`;

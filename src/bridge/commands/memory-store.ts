@@ -10,7 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { CommandStore, DeviceKey, QueuedCommand } from '../types.js';
-import { deviceId, isExpired, matchReply, messageIdOf } from './entry.js';
+import { NO_COMMAND, deviceId, isExpired, matchReply, messageIdOf } from './entry.js';
 import { CommandCounters, type CommandStoreStats } from './stats.js';
 import { Waiters } from './waiters.js';
 
@@ -95,10 +95,16 @@ export class MemoryCommandStore implements CommandStore {
   }
 
   peek(device: DeviceKey): Promise<{ head: QueuedCommand | undefined; count: number }> {
+    return Promise.resolve(this.peekNow(device));
+  }
+
+  /** Memory answers at once: {@link peek} without the promise. */
+  peekNow(device: DeviceKey): { head: QueuedCommand | undefined; count: number } {
     const q = this.#live(deviceId(device));
     const head = q[0];
-    if (head !== undefined) this.#counters.delivered++;
-    return Promise.resolve({ head, count: q.length });
+    if (head === undefined) return NO_COMMAND;
+    this.#counters.delivered++;
+    return { head, count: q.length };
   }
 
   fetch(

@@ -25,7 +25,14 @@
 import { randomUUID } from 'node:crypto';
 import { deviceHashTag } from '../../redis/keys.js';
 import type { CommandStore, DeviceKey, QueuedCommand } from '../types.js';
-import { decodeEntry, deviceId, encodeEntry, messageIdOf, parseDeviceId } from './entry.js';
+import {
+  NO_COMMAND,
+  decodeEntry,
+  deviceId,
+  encodeEntry,
+  messageIdOf,
+  parseDeviceId,
+} from './entry.js';
 import { CommandError } from './errors.js';
 import { KnownEmpty } from './known-empty.js';
 import {
@@ -84,8 +91,6 @@ const ackScript = new LuaScript(ACKNOWLEDGE);
 
 /** Devices remembered with an empty queue, per pod (about 100 bytes each). */
 const KNOWN_EMPTY_MAX = 100_000;
-
-const NO_COMMAND = { head: undefined, count: 0 } as const;
 
 function int(v: unknown): number {
   return typeof v === 'number' && Number.isFinite(v) ? v : 0;
@@ -208,6 +213,13 @@ export class RedisCommandStore implements CommandStore {
       default:
         throw this.#unavailable('unexpected script reply');
     }
+  }
+
+  /** {@link peek} without I/O when the device's queue is known to be empty, else undefined. */
+  peekNow(device: DeviceKey): { head: QueuedCommand | undefined; count: number } | undefined {
+    if (!this.#knownEmpty.has(deviceId(device))) return undefined;
+    this.#counters.peeksSkipped++;
+    return NO_COMMAND;
   }
 
   async peek(device: DeviceKey): Promise<{ head: QueuedCommand | undefined; count: number }> {

@@ -54,6 +54,12 @@ import {
 import { ReplySubscriptions } from './subscriptions.js';
 import { Suspects } from './suspects.js';
 import { UpWaiters } from './up-waiters.js';
+import { deviceId } from '../commands/entry.js';
+import type {
+  DeviceMessageBackend,
+  Principal,
+  PublishOptions as DevicePublishOptions,
+} from '../types.js';
 
 export type MqttProtocolSetting = 'auto' | '5' | '3.1.1';
 
@@ -328,12 +334,33 @@ export class MqttBridgeBackend {
    * @throws BackendRejectedError the broker refused it (MQTT 5 PUBACK reason >= 0x80)
    * @throws DeviceSuspectedError `opts.device` is suspected (nothing sent)
    */
-  publish(topic: string, payload: Buffer, opts: PublishOptions = {}): Promise<void> {
+  publish(topic: string, payload: Buffer, opts?: PublishOptions): Promise<void> {
+    return this.publishFor(opts?.device, topic, payload, opts?.userProperties);
+  }
+
+  /** @internal {@link publish} with its options as arguments (no options object per call). */
+  publishFor(
+    device: string | undefined,
+    topic: string,
+    payload: Buffer,
+    userProperties: UserProperties | undefined,
+  ): Promise<void> {
     const full = this.topicPrefix + topic;
     const bad = checkTopic(full);
     if (bad !== undefined) return Promise.reject(bad);
-    return tracedPublish(this.sendFn, full, payload, opts.userProperties, undefined, opts.device);
+    return tracedPublish(this.sendFn, full, payload, userProperties, undefined, device);
   }
+
+  /**
+   * The pool as the router's {@link DeviceMessageBackend}: the device rides along so a
+   * publish that gets a shared connection dropped suspects its device (no poison loop over
+   * the pool). Made once; its methods allocate no options object per request.
+   */
+  forDevices(): DeviceMessageBackend {
+    return (this.devices ??= new PoolForDevices(this));
+  }
+
+  private devices: PoolForDevices | undefined;
 
   /**
    * Publishes a request and resolves with the payload of its reply, as received.
@@ -349,33 +376,60 @@ export class MqttBridgeBackend {
    * @throws the errors of {@link publish}; BackendUnavailableError `BACKEND_SUBSCRIBE_FAILED`;
    *   ReplyTimeoutError `BACKEND_REPLY_TIMEOUT`
    */
-  async request(
+  request(
     topic: string,
     payload: Buffer,
     replyTopic: string,
     messageId: string | number | undefined,
-    opts: RequestOptions = {},
+    opts?: RequestOptions,
   ): Promise<Buffer> {
+    return this.requestFor(
+      opts?.device,
+      topic,
+      payload,
+      replyTopic,
+      messageId,
+      opts?.userProperties,
+      opts?.replyTimeoutMs,
+    );
+  }
+
+  /** @internal {@link request} with its options as arguments. */
+  requestFor(
+    device: string | undefined,
+    topic: string,
+    payload: Buffer,
+    replyTopic: string,
+    messageId: string | number | undefined,
+    userProperties: UserProperties | undefined,
+    replyTimeoutMs: number | undefined,
+  ): Promise<Buffer> {
+    const full = this.topicPrefix + topic;
     const fullReplyTopic = this.topicPrefix + replyTopic;
-    const bad = checkTopic(this.topicPrefix + topic) ?? checkTopic(fullReplyTopic);
-    if (bad !== undefined) throw bad;
-    const early = this.refuseSuspect(opts.device) ?? this.failEarly();
-    if (early !== undefined) throw early;
+    const bad = checkTopic(full) ?? checkTopic(fullReplyTopic);
+    if (bad !== undefined) return Promise.reject(bad);
+    const early = this.refuseSuspect(device) ?? this.failEarly();
+    if (early !== undefined) return Promise.reject(early);
     return requestReply({
       replies: this.replies,
       subscriptions: this.subscriptions,
       send: this.sendFn,
-      topic: this.topicPrefix + topic,
+      topic: full,
       replyTopic: fullReplyTopic,
       payload,
       messageId,
-      userProperties: opts.userProperties,
-      device: opts.device,
-      timeoutMs: opts.replyTimeoutMs ?? this.replyTimeoutMs,
+      userProperties,
+      device,
+      timeoutMs: replyTimeoutMs ?? this.replyTimeoutMs,
       clock: this.clock,
-      onTimeout: () => this.repliesTimedOut++,
+      deadlines: this.deadlines,
+      onTimeout: this.replyTimedOut,
     });
   }
+
+  private readonly replyTimedOut = (): void => {
+    this.repliesTimedOut++;
+  };
 
   /** Fails everything pending with `BACKEND_CLOSED` and ends all connections. */
   async close(): Promise<void> {
@@ -396,11 +450,17 @@ export class MqttBridgeBackend {
       this.publishFailed.closed++;
       return new BackendUnavailableError('BACKEND_CLOSED');
     }
-    if (!this.connections.some((c) => c.isUp)) {
+    if (!this.anyUp()) {
       this.publishFailed.unavailable++;
       return new BackendUnavailableError('BACKEND_UNAVAILABLE');
     }
     return undefined;
+  }
+
+  private anyUp(): boolean {
+    const conns = this.connections;
+    for (let i = 0; i < conns.length; i++) if (conns[i]?.isUp === true) return true;
+    return false;
   }
 
   /** The error (counted) when `device` is suspected; see `suspects.ts`. */
@@ -613,6 +673,43 @@ export class MqttBridgeBackend {
         else this.repliesUnmatched++;
       },
     };
+  }
+}
+
+/**
+ * The bridge pool on behalf of devices (see {@link MqttBridgeBackend.forDevices}). A class
+ * rather than closures in the composition root: the device key and the options travel as
+ * arguments, with no object spread per request.
+ */
+class PoolForDevices implements DeviceMessageBackend {
+  constructor(private readonly pool: MqttBridgeBackend) {}
+
+  publish(
+    device: Principal,
+    topic: string,
+    payload: Buffer,
+    opts?: DevicePublishOptions,
+  ): Promise<void> {
+    return this.pool.publishFor(deviceId(device), topic, payload, opts?.userProperties);
+  }
+
+  request(
+    device: Principal,
+    topic: string,
+    payload: Buffer,
+    replyTopic: string,
+    messageId: string | undefined,
+    opts?: DevicePublishOptions,
+  ): Promise<Buffer> {
+    return this.pool.requestFor(
+      deviceId(device),
+      topic,
+      payload,
+      replyTopic,
+      messageId,
+      opts?.userProperties,
+      undefined,
+    );
   }
 }
 

@@ -6,8 +6,8 @@
  */
 import type { UserProperties } from './connection.js';
 import { MqttBackendError, ReplyTimeoutError } from './errors.js';
-import { normalizeMessageId, type ReplyMatcher } from './replies.js';
-import { systemClock, type Clock } from '../../time/clock.js';
+import { normalizeMessageId, type ReplyMatcher, type ReplyWaiter } from './replies.js';
+import { systemClock, type Clock, type Timed, type TimerQueue } from '../../time/clock.js';
 import type {
   ReplySubscriptions,
   SubscribingConnection,
@@ -116,6 +116,11 @@ export interface RequestReplyOptions<C extends SubscribingConnection> {
   readonly timeoutMs: number;
   /** Sets the reply deadline (default: the system clock). */
   readonly clock?: Clock;
+  /**
+   * Where the reply deadline waits, on `clock`: an object in this queue instead of a host
+   * timer and a closure per request. Default: a host timer of `clock`.
+   */
+  readonly deadlines?: TimerQueue;
   /** The reply topic could not be subscribed (counted by the caller). */
   readonly onSubscribeFailed?: (e: unknown) => void;
   readonly onTimeout: () => void;
@@ -146,11 +151,14 @@ export async function requestReply<C extends SubscribingConnection>(
     throw e;
   }
   try {
-    try {
-      await lease.ready;
-    } catch (e: unknown) {
-      o.onSubscribeFailed?.(e);
-      throw e;
+    // an established subscription needs no turn of the event loop
+    if (!lease.subscribed) {
+      try {
+        await lease.ready;
+      } catch (e: unknown) {
+        o.onSubscribeFailed?.(e);
+        throw e;
+      }
     }
     await tracedPublish(o.send, o.topic, o.payload, o.userProperties, parent, o.device);
   } catch (e: unknown) {
@@ -159,13 +167,15 @@ export async function requestReply<C extends SubscribingConnection>(
     throw e;
   }
   const clock = o.clock ?? systemClock;
-  const timer = clock.setTimeout(
-    () => {
-      if (o.replies.fail(waiter, new ReplyTimeoutError(o.replyTopic, o.timeoutMs))) o.onTimeout();
-    },
-    o.timeoutMs,
-    true,
-  );
+  const deadlines = o.deadlines;
+  let deadline: ReplyDeadline | undefined;
+  let timer: unknown;
+  if (deadlines !== undefined) {
+    deadline = new ReplyDeadline(o, waiter);
+    deadlines.schedule(deadline, clock.now() + o.timeoutMs);
+  } else {
+    timer = clock.setTimeout(() => deadlineMissed(o, waiter), o.timeoutMs, true);
+  }
   const wait = startChild(
     'mqtt.reply_wait',
     {
@@ -187,8 +197,28 @@ export async function requestReply<C extends SubscribingConnection>(
     endWithError(wait, e instanceof MqttBackendError ? e.code : 'error');
     throw e;
   } finally {
-    clock.clearTimeout(timer);
+    if (deadline !== undefined) deadlines?.cancel(deadline);
+    else clock.clearTimeout(timer);
     o.subscriptions.release(lease);
+  }
+}
+
+/** No reply within the timeout: the waiter fails (counted once). */
+function deadlineMissed(o: RequestReplyOptions<SubscribingConnection>, waiter: ReplyWaiter): void {
+  if (o.replies.fail(waiter, new ReplyTimeoutError(o.replyTopic, o.timeoutMs))) o.onTimeout();
+}
+
+/** A request's reply deadline as an entry of a {@link TimerQueue}. */
+class ReplyDeadline implements Timed {
+  dueAt = 0;
+  heapIndex = -1;
+  constructor(
+    private readonly o: RequestReplyOptions<SubscribingConnection>,
+    private readonly waiter: ReplyWaiter,
+  ) {}
+
+  onTimer(): void {
+    deadlineMissed(this.o, this.waiter);
   }
 }
 

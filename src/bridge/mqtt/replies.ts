@@ -62,7 +62,8 @@ interface WaiterImpl extends ReplyWaiter {
 
 interface TopicWaiters {
   readonly byId: Map<string, WaiterImpl[]>;
-  readonly raw: WaiterImpl[];
+  /** Raw waiters, oldest first; made with the first one (most topics never have any). */
+  raw: WaiterImpl[] | undefined;
 }
 
 export class ReplyMatcher {
@@ -95,10 +96,10 @@ export class ReplyMatcher {
     };
     let t = this.topics.get(topic);
     if (t === undefined) {
-      t = { byId: new Map(), raw: [] };
+      t = { byId: new Map(), raw: undefined };
       this.topics.set(topic, t);
     }
-    if (id === undefined) t.raw.push(w);
+    if (id === undefined) (t.raw ??= []).push(w);
     else {
       const list = t.byId.get(id);
       if (list === undefined) t.byId.set(id, [w]);
@@ -123,16 +124,16 @@ export class ReplyMatcher {
         this.dropIfEmpty(topic, t);
         for (const w of list) {
           w.traceparent = traceparent;
-          this.settle(w, () => w.resolve(payload));
+          if (this.settle(w)) w.resolve(payload);
         }
         return list.length;
       }
     }
-    const w = t.raw.shift();
+    const w = t.raw?.shift();
     if (w === undefined) return 0;
     this.dropIfEmpty(topic, t);
     w.traceparent = traceparent;
-    this.settle(w, () => w.resolve(payload));
+    if (this.settle(w)) w.resolve(payload);
     return 1;
   }
 
@@ -142,8 +143,9 @@ export class ReplyMatcher {
     const w = waiter as WaiterImpl;
     const t = this.topics.get(w.topic);
     if (t !== undefined) {
-      if (w.id === undefined) removeItem(t.raw, w);
-      else {
+      if (w.id === undefined) {
+        if (t.raw !== undefined) removeItem(t.raw, w);
+      } else {
         const list = t.byId.get(w.id);
         if (list !== undefined) {
           removeItem(list, w);
@@ -152,7 +154,7 @@ export class ReplyMatcher {
       }
       this.dropIfEmpty(w.topic, t);
     }
-    this.settle(w, () => w.reject(err));
+    if (this.settle(w)) w.reject(err);
     return true;
   }
 
@@ -161,21 +163,24 @@ export class ReplyMatcher {
     const all: WaiterImpl[] = [];
     for (const t of this.topics.values()) {
       for (const list of t.byId.values()) all.push(...list);
-      all.push(...t.raw);
+      if (t.raw !== undefined) all.push(...t.raw);
     }
     this.topics.clear();
-    for (const w of all) this.settle(w, () => w.reject(err));
+    for (const w of all) if (this.settle(w)) w.reject(err);
   }
 
-  private settle(w: WaiterImpl, fn: () => void): void {
-    if (w.settled) return;
+  /** Marks `w` settled; false when it already was (no closure per settlement). */
+  private settle(w: WaiterImpl): boolean {
+    if (w.settled) return false;
     w.settled = true;
     this.count--;
-    fn();
+    return true;
   }
 
   private dropIfEmpty(topic: string, t: TopicWaiters): void {
-    if (t.byId.size === 0 && t.raw.length === 0) this.topics.delete(topic);
+    if (t.byId.size === 0 && (t.raw === undefined || t.raw.length === 0)) {
+      this.topics.delete(topic);
+    }
   }
 }
 

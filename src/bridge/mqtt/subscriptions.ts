@@ -25,6 +25,7 @@
  *   otherwise they end with their reply timeout.
  */
 import { BackendUnavailableError } from './errors.js';
+import { systemClock, TimerQueue, type Clock, type Timed } from '../../time/clock.js';
 
 /** What the manager needs of a pool connection. */
 export interface SubscribingConnection {
@@ -37,13 +38,29 @@ export interface SubscriptionLease {
   readonly topic: string;
   /** Resolves once the SUBACK arrived; rejects with BackendUnavailableError otherwise. */
   readonly ready: Promise<void>;
+  /** True once `ready` resolved: a request need not wait for it. */
+  readonly subscribed: boolean;
 }
 
-interface Entry<C> extends SubscriptionLease {
-  readonly conn: C;
-  refs: number;
-  dead: boolean;
-  linger: NodeJS.Timeout | undefined;
+/** One subscription; while nobody holds it, it is its own linger deadline in the queue. */
+class Entry<C extends SubscribingConnection> implements SubscriptionLease, Timed {
+  refs = 1;
+  dead = false;
+  subscribed = false;
+  dueAt = 0;
+  heapIndex = -1;
+
+  constructor(
+    private readonly owner: ReplySubscriptions<C>,
+    readonly topic: string,
+    readonly conn: C,
+    readonly ready: Promise<void>,
+  ) {}
+
+  /** The linger period passed. */
+  onTimer(): void {
+    this.owner.lingerEnded(this);
+  }
 }
 
 export class ReplySubscriptions<C extends SubscribingConnection> {
@@ -55,11 +72,26 @@ export class ReplySubscriptions<C extends SubscribingConnection> {
    * @param subackTimeoutMs how long to wait for a SUBACK.
    * @param lingerMs how long a subscription is kept after its last user.
    */
+  /**
+   * The linger deadlines: one host timer for all of them, not one per release. On the
+   * system clock unless told otherwise (it does not hold the process open).
+   */
+  private readonly lingering: TimerQueue;
+
+  /**
+   * @param pick a connection that is up for a new subscription, or undefined when none is.
+   * @param subackTimeoutMs how long to wait for a SUBACK.
+   * @param lingerMs how long a subscription is kept after its last user.
+   * @param clock the linger periods' time and timer (default: the system clock).
+   */
   constructor(
     private readonly pick: () => C | undefined,
     private readonly subackTimeoutMs: number,
     private readonly lingerMs: number,
-  ) {}
+    private readonly clock: Clock = systemClock,
+  ) {
+    this.lingering = new TimerQueue(clock);
+  }
 
   /** Subscriptions held now, lingering ones included. */
   get active(): number {
@@ -79,21 +111,23 @@ export class ReplySubscriptions<C extends SubscribingConnection> {
     const existing = this.entries.get(topic);
     if (existing !== undefined && !existing.dead) {
       existing.refs++;
-      if (existing.linger !== undefined) {
-        clearTimeout(existing.linger);
-        existing.linger = undefined;
-      }
+      this.lingering.cancel(existing);
       return existing;
     }
     const conn = this.pick();
     if (conn === undefined) throw new BackendUnavailableError('BACKEND_UNAVAILABLE');
     const ready = conn.subscribe(topic, this.subackTimeoutMs);
-    const entry: Entry<C> = { topic, conn, ready, refs: 1, dead: false, linger: undefined };
+    const entry = new Entry<C>(this, topic, conn, ready);
     // Several requests may await `ready`; a failure must not also surface as unhandled.
-    ready.catch(() => {
-      this.failedCount++;
-      this.discard(entry);
-    });
+    ready.then(
+      () => {
+        entry.subscribed = true;
+      },
+      () => {
+        this.failedCount++;
+        this.discard(entry);
+      },
+    );
     this.entries.set(topic, entry);
     return entry;
   }
@@ -103,13 +137,14 @@ export class ReplySubscriptions<C extends SubscribingConnection> {
     const entry = lease as Entry<C>;
     if (entry.refs > 0) entry.refs--;
     if (entry.dead || entry.refs > 0) return;
-    entry.linger = setTimeout(() => {
-      entry.linger = undefined;
-      if (entry.dead || entry.refs > 0) return;
-      this.discard(entry);
-      entry.conn.unsubscribe(entry.topic);
-    }, this.lingerMs);
-    entry.linger.unref();
+    this.lingering.schedule(entry, this.clock.now() + this.lingerMs);
+  }
+
+  /** @internal A subscription nobody took again within `lingerMs`: unsubscribed. */
+  lingerEnded(entry: Entry<C>): void {
+    if (entry.dead || entry.refs > 0) return;
+    this.discard(entry);
+    entry.conn.unsubscribe(entry.topic);
   }
 
   /** The connection dropped: its subscriptions are gone at the broker (clean session). */
@@ -126,8 +161,7 @@ export class ReplySubscriptions<C extends SubscribingConnection> {
 
   private discard(entry: Entry<C>): void {
     entry.dead = true;
-    if (entry.linger !== undefined) clearTimeout(entry.linger);
-    entry.linger = undefined;
+    this.lingering.cancel(entry);
     if (this.entries.get(entry.topic) === entry) this.entries.delete(entry.topic);
   }
 }

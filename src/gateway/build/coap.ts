@@ -3,7 +3,6 @@
  * commands, presence) and the CoAP endpoint whose requests the translation
  * (`../translation/`) hands to it.
  */
-import { deviceId } from '../../bridge/commands/index.js';
 import type { DeviceSessionManager } from '../../bridge/mqtt/per-device.js';
 import type { PresenceTracker } from '../../bridge/presence/index.js';
 import { Router } from '../../bridge/router.js';
@@ -45,17 +44,9 @@ export function buildCoap(
       sessions ??
       (bridge === undefined || config.mqttMode !== 'bridge'
         ? undefined
-        : {
-            // the device rides along so a publish that gets a shared connection dropped
-            // suspects its device (no poison loop over the pool)
-            publish: (d, topic, payload, opts) =>
-              bridge.publish(topic, payload, { ...opts, device: deviceId(d) }),
-            request: (d, topic, payload, replyTopic, id, opts) =>
-              bridge.request(topic, payload, replyTopic, id, {
-                ...opts,
-                device: deviceId(d),
-              }),
-          }),
+        : // the device rides along so a publish that gets a shared connection dropped
+          // suspects its device (no poison loop over the pool)
+          bridge.forDevices()),
     http,
     routes,
     activation: secrets.activator,

@@ -5,7 +5,13 @@
 import type { CoapOption } from '../../coap/codec.js';
 import { Code, ContentFormat, OptionNumber } from '../../coap/constants.js';
 import type { CoapReply, CoapRequest } from '../../coap/endpoint.js';
-import { contentFormat, encodeUint, uriPathStrict, uriQuery } from '../../coap/options.js';
+import {
+  contentFormat,
+  encodeUint,
+  getOption,
+  uriPathStrict,
+  uriQuery,
+} from '../../coap/options.js';
 import type {
   BridgeRequest,
   BridgeResponse,
@@ -56,6 +62,8 @@ export const MALFORMED_PATH: BridgeResponse = {
   topicClass: 'malformed-path',
 };
 
+const NO_QUERY: readonly string[] = Object.freeze([]);
+
 /** The bridge request, or undefined when the Uri-Path is not well-formed UTF-8. */
 export function toBridgeRequest(
   req: CoapRequest<Principal | undefined>,
@@ -67,7 +75,7 @@ export function toBridgeRequest(
     principal: req.peer.principal,
     method: method(m.code),
     path,
-    query: uriQuery(m),
+    query: getOption(m, OptionNumber.URI_QUERY) === undefined ? NO_QUERY : uriQuery(m),
     payload: req.payload,
     contentFormat: contentFormat(m),
   };
@@ -77,13 +85,27 @@ const REPLIES = new Map<BridgeStatus, CoapReply>(
   (Object.entries(STATUS_CODES) as [BridgeStatus, number][]).map(([s, code]) => [s, { code }]),
 );
 
+/** The options of a reply that carries a payload in the default format (JSON) and nothing else. */
+const JSON_OPTIONS: readonly CoapOption[] = Object.freeze([
+  Object.freeze({ number: OptionNumber.CONTENT_FORMAT, value: encodeUint(ContentFormat.JSON) }),
+]);
+
 export function toCoapReply(res: BridgeResponse): CoapReply {
-  if (res.payload === undefined && res.maxAge === undefined && res.command === undefined) {
-    const shared = REPLIES.get(res.status);
-    if (shared !== undefined) return shared;
+  const payload = res.payload;
+  if (res.maxAge === undefined && res.command === undefined) {
+    if (payload === undefined) {
+      const shared = REPLIES.get(res.status);
+      if (shared !== undefined) return shared;
+    } else if (
+      payload.length > 0 &&
+      (res.contentFormat === undefined || res.contentFormat === ContentFormat.JSON)
+    ) {
+      // the platform's reply: the common answer with a body, no option array made for it
+      return { code: STATUS_CODES[res.status], options: JSON_OPTIONS, payload };
+    }
   }
   const options: CoapOption[] = [];
-  if (res.payload !== undefined && res.payload.length > 0) {
+  if (payload !== undefined && payload.length > 0) {
     options.push({
       number: OptionNumber.CONTENT_FORMAT,
       value: encodeUint(res.contentFormat ?? ContentFormat.JSON),
@@ -102,9 +124,6 @@ export function toCoapReply(res: BridgeResponse): CoapReply {
       options.push({ number: OptionNumber.COMMAND_PAYLOAD, value: res.command.payload });
     }
   }
-  return {
-    code: STATUS_CODES[res.status],
-    options,
-    ...(res.payload !== undefined ? { payload: res.payload } : {}),
-  };
+  const code = STATUS_CODES[res.status];
+  return payload !== undefined ? { code, options, payload } : { code, options };
 }

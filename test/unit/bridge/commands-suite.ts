@@ -104,6 +104,26 @@ export function commandStoreSuite(name: string, make: MakeStore): void {
       });
     });
 
+    it('peekNow, when it answers without I/O, says what peek says', async () => {
+      await withStore({}, async ({ store }) => {
+        const d = device();
+        const agree = async (): Promise<void> => {
+          const now = store.peekNow?.(d);
+          const later = await store.peek(d);
+          if (now !== undefined) {
+            assert.equal(now.count, later.count);
+            assert.equal(now.head?.id, later.head?.id);
+          }
+        };
+        await agree();
+        await agree(); // the Redis store now knows the queue is empty (when subscribed)
+        assert.equal(await store.enqueue(d, svc(d, 'a'), json('1')), 'queued');
+        await agree();
+        assert.equal(await store.acknowledge(d, svc(d, 'a'), reply('1')), true);
+        await agree();
+      });
+    });
+
     it('keeps devices apart, also when keys contain `:` or `%`', async () => {
       await withStore({}, async ({ store }) => {
         const a: DeviceKey = { productKey: 'a:b', deviceKey: 'c' };

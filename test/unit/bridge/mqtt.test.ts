@@ -18,6 +18,7 @@ import {
   type SubscribingConnection,
 } from '../../../src/bridge/mqtt/subscriptions.js';
 import { MQTT_BRIDGE_DEFAULTS } from '../../helpers/component-defaults.js';
+import { ManualClock } from '../../../src/time/clock.js';
 
 const buf = (s: string): Buffer => Buffer.from(s);
 const tick = (ms = 0): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -128,6 +129,25 @@ describe('ReplySubscriptions', () => {
     assert.equal(subs.active, 0);
     subs.acquire('t');
     assert.deepEqual(conn.subscribed, ['t', 't'], 'subscribed again after the linger');
+  });
+
+  it('lingers on one timer of its clock, not a host timer per release', async () => {
+    const conn = new FakeConn();
+    const clock = new ManualClock();
+    const subs = new ReplySubscriptions(() => conn, 1000, 30, clock);
+    for (let i = 0; i < 50; i++) {
+      const lease = subs.acquire(`t${i % 5}`);
+      await lease.ready;
+      assert.equal(lease.subscribed, true, 'the SUBACK is known once ready resolved');
+      subs.release(lease);
+      clock.advance(1);
+    }
+    assert.equal(clock.pending, 1, 'five lingering topics, one host timer');
+    assert.deepEqual(conn.unsubscribed, []);
+    clock.advance(30);
+    assert.deepEqual(conn.unsubscribed.sort(), ['t0', 't1', 't2', 't3', 't4']);
+    assert.equal(subs.active, 0);
+    assert.equal(clock.pending, 0);
   });
 
   it('a failed subscribe is dropped and counted; a lost connection drops its topics', async () => {

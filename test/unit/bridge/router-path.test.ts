@@ -1,0 +1,134 @@
+/**
+ * The router's request path: what it asks of the command store and the backend for an uplink,
+ * and the topic class every answer carries (the request metrics count by it).
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Router } from '../../../src/bridge/router.js';
+import { MemoryCommandStore } from '../../../src/bridge/commands/index.js';
+import type {
+  BridgeRequest,
+  CommandStore,
+  DeviceKey,
+  DeviceMessageBackend,
+  QueuedCommand,
+} from '../../../src/bridge/types.js';
+import { TTD_DEFAULTS } from '../../helpers/component-defaults.js';
+
+const principal = {
+  productKey: 'pk1',
+  deviceKey: 'dk1',
+  secureMode: 2 as const,
+  lifetime: 3600,
+  assetId: undefined,
+  sessionId: 's1',
+};
+const UPLINK = '/topic/sys/pk1/dk1/thing/measurepoint/post';
+
+function request(path: string, body = '{"id":"1"}', query: string[] = []): BridgeRequest {
+  return {
+    principal,
+    method: 'POST',
+    path: path.split('/').filter((s) => s !== ''),
+    query,
+    payload: Buffer.from(body),
+    contentFormat: undefined,
+  };
+}
+
+/** A memory store that counts the calls the router makes. */
+class CountingStore extends MemoryCommandStore {
+  peeks = 0;
+  peekNows = 0;
+  constructor() {
+    super({ queueLength: 4, expiryMs: 60_000, maxWaiters: 10, sweepIntervalMs: 0 });
+  }
+  override peek(d: DeviceKey): Promise<{ head: QueuedCommand | undefined; count: number }> {
+    this.peeks++;
+    return super.peek(d);
+  }
+  override peekNow(d: DeviceKey): { head: QueuedCommand | undefined; count: number } {
+    this.peekNows++;
+    return super.peekNow(d);
+  }
+}
+
+function router(commands: CommandStore | undefined, backend: DeviceMessageBackend): Router {
+  return new Router({
+    ...TTD_DEFAULTS,
+    mqtt: backend,
+    http: undefined,
+    routes: undefined,
+    activation: undefined,
+    commands,
+    presence: undefined,
+    unavailableMaxAge: 5,
+    maxInlineCommand: 256,
+    maxTtd: 60,
+  });
+}
+
+const replying: DeviceMessageBackend = {
+  publish: () => Promise.resolve(),
+  request: (_d, _t, _p, _r, id) => Promise.resolve(Buffer.from(`{"id":"${id}","code":200}`)),
+};
+
+describe('router request path', () => {
+  it('a store that answers without I/O is not asked for a promise per uplink', async () => {
+    const store = new CountingStore();
+    const r = router(store, replying);
+    const res = await r.handle(request(UPLINK));
+    assert.equal(res.status, 'changed');
+    assert.equal(res.topicClass, 'uplink');
+    assert.equal(res.payload?.toString(), '{"id":"1","code":200}');
+    assert.equal(store.peekNows, 1);
+    assert.equal(store.peeks, 0, 'no promise-returning peek');
+
+    // a command waiting still rides on the answer
+    await store.enqueue(principal, '/sys/pk1/dk1/thing/service/reboot', Buffer.from('{"id":"c1"}'));
+    const withCmd = await r.handle(request(UPLINK, '{"id":"2"}'));
+    assert.equal(withCmd.topicClass, 'uplink');
+    assert.equal(withCmd.command?.topic, '/sys/pk1/dk1/thing/service/reboot');
+    assert.equal(withCmd.command?.payload?.toString(), '{"id":"c1"}');
+    assert.equal(withCmd.payload?.toString(), '{"id":"2","code":200}');
+    await store.close();
+  });
+
+  it('every answer carries its topic class, also those given before the backend', async () => {
+    const r = router(undefined, replying);
+    const bad = await r.handle(request(UPLINK, 'not json'));
+    assert.deepEqual(bad, { status: 'bad-request', topicClass: 'uplink' });
+    const method = await r.handle({ ...request(UPLINK), method: 'GET' });
+    assert.deepEqual(method, { status: 'method-not-allowed', topicClass: 'uplink' });
+    const published = await r.handle(request('/topic/sys/pk1/dk1/rrpc/response/1'));
+    assert.deepEqual(published, { status: 'changed', topicClass: 'command-reply' });
+    const failing = router(undefined, {
+      publish: () => Promise.reject(new Error('x')),
+      request: () => Promise.reject(new Error('x')),
+    });
+    const failed = await failing.handle(request(UPLINK));
+    assert.deepEqual(failed, { status: 'internal-error', topicClass: 'uplink' });
+  });
+
+  it('a ttd request beyond the long-poll bounds is answered 4.29 before its body is read', async () => {
+    const store = new CountingStore();
+    const r = new Router({
+      mqtt: replying,
+      http: undefined,
+      routes: undefined,
+      activation: undefined,
+      commands: store,
+      presence: undefined,
+      unavailableMaxAge: 5,
+      maxInlineCommand: 256,
+      maxTtd: 60,
+      maxTtdWaitersPerDevice: 0,
+      maxTtdWaiters: 0,
+    });
+    const res = await r.handle(request(UPLINK, 'not json', ['ttd=5']));
+    assert.deepEqual(res, { status: 'too-many-requests', maxAge: 5, topicClass: 'uplink' });
+    assert.equal(r.ttd.refusedDevice, 1);
+    assert.equal(store.peeks + store.peekNows, 0, 'nothing looked up for a refused request');
+    await store.close();
+  });
+});
