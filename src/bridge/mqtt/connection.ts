@@ -509,7 +509,7 @@ export class PublishDeadlines {
   }
 
   /** A publish that was not sent: counted, and rejected with `err`. */
-  refuse(err: MqttBackendError): Promise<never> {
+  refuse(err: Error): Promise<never> {
     this.counters.failure(err);
     return Promise.reject(err);
   }
