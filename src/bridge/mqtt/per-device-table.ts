@@ -5,6 +5,7 @@
  */
 import type { DeviceKey, Principal } from '../types.js';
 import type { MqttConnection } from './connection.js';
+import { BackendUnavailableError } from './errors.js';
 import type { ReplyMatcher } from './replies.js';
 import type { ReplySubscriptions } from './subscriptions.js';
 
@@ -37,6 +38,11 @@ export interface DeviceSession {
 /** Map key of a device: keys cannot contain `,` (identity rules). */
 export function keyOf(d: DeviceKey): string {
   return `${d.productKey},${d.deviceKey}`;
+}
+
+/** Throws when the session was ended while opening (closeDevice, close). */
+export function checkOpening(s: DeviceSession): void {
+  if (s.phase === 'closed') throw s.endError ?? new BackendUnavailableError('BACKEND_UNAVAILABLE');
 }
 
 /** The device as logs name it (`pk/dk`). */

@@ -55,17 +55,22 @@
  *   than `maxInflightPerDevice` publishes unacknowledged.
  * - Nothing here logs or throws a credential: logs name the device (`pk/dk`), the broker URL
  *   without user info and CONNACK codes; errors carry codes and CONNACK codes only.
+ *
+ * Files: this one is the manager (the API, opening and ending sessions, messages, publishing);
+ * `per-device-table.ts` the session table, `per-device-admission.ts` who may open a session
+ * (refusal memory, `maxSessions`, with `per-device-rate.ts` the connect rate),
+ * `per-device-connect.ts` the device's login and CONNECT, `per-device-login.ts` the login's
+ * pure parts (templates, EnOS signing, command filters), `per-device-probe.ts` the broker
+ * reachability probe. Every session's connection is an {@link MqttConnection}
+ * (`connection.ts`).
  */
-import { CoapEdgeError } from '../../errors/index.js';
 import { systemClock, type Clock, type TimerHandle } from '../../time/clock.js';
-import { ErrorWithReasonCode } from 'mqtt';
 import type { DeviceKey, MessageBackend, Principal } from '../types.js';
 import { redactUrl } from './backend.js';
 import {
-  MqttConnection,
   ProtocolChoice,
   PublishDeadlines,
-  type ConnectionHooks,
+  type MqttConnection,
   type MqttProtocolSetting,
   type ProtocolLevel,
   type UserProperties,
@@ -74,25 +79,23 @@ import {
   BackendUnavailableError,
   BackendRejectedError,
   DeviceUnauthorizedError,
-  type MqttBackendError,
   type BackendUnavailableCode,
 } from './errors.js';
 import { checkTopic, requestReply, toError, tracedPublish, type SendFn } from './exchange.js';
 import { activeContext } from '../../telemetry/trace.js';
 import { Admission, type ConnectRefusalReason } from './per-device-admission.js';
+import { DeviceConnector, type ConnectFailureReason } from './per-device-connect.js';
 import {
   checkCommandTopics,
   checkLoginTemplates,
   commandFilters,
-  deviceLogin,
-  isLoginRefusal,
-  refusalCode,
   topicMatches,
   type DeviceAuthKind,
   type DeviceLoginTemplates,
 } from './per-device-login.js';
 import { BrokerProbe } from './per-device-probe.js';
 import {
+  checkOpening,
   keyOf,
   label,
   SessionTable,
@@ -108,6 +111,7 @@ import {
 } from './stats.js';
 import { ReplySubscriptions } from './subscriptions.js';
 
+export type { ConnectFailureReason } from './per-device-connect.js';
 export type { ConnectRefusalReason } from './per-device-admission.js';
 export { probeTarget } from './per-device-probe.js';
 export type { SessionCloseReason } from './per-device-table.js';
@@ -183,23 +187,6 @@ export interface DeviceRequestOptions extends DevicePublishOptions {
   readonly replyTimeoutMs?: number;
 }
 
-/** Why opening a session failed after it was started (a CONNECT was sent or about to be). */
-export type ConnectFailureReason =
-  /** CONNACK 4/5 or 0x86/0x87: the broker refused the device's login. */
-  | 'unauthorized'
-  /** No connection or no CONNACK in time (also a connection lost before the SUBACKs). */
-  | 'unreachable'
-  /** Any other CONNACK refusal (server unavailable, busy, protocol version, ...). */
-  | 'connack-refused'
-  /** `secretOf` gave no secret. */
-  | 'no-secret'
-  /** `secretOf` threw. */
-  | 'secret-error'
-  /** The login could not be built from the device's keys and secret. */
-  | 'login-invalid'
-  /** `closeDevice` or `close` while opening. */
-  | 'aborted';
-
 export type DevicePublishFailureReason = PublishFailureReason | 'unauthorized';
 
 export interface DeviceSessionStats {
@@ -257,14 +244,6 @@ export interface DeviceSessionStats {
   readonly protocolFallbacks: number;
 }
 
-/** Thrown inside `open` for a failed CONNECT; carries the last mqtt.js error. */
-class AttemptFailed extends CoapEdgeError {
-  readonly code = 'PER_DEVICE_CONNECT_FAILED';
-  constructor(readonly last: Error | undefined) {
-    super('connect attempt failed');
-  }
-}
-
 const noopLogger: DeviceSessionLogger = { info: () => undefined, warn: () => undefined };
 
 export class DeviceSessionManager {
@@ -280,7 +259,6 @@ export class DeviceSessionManager {
   private readonly prefix: string;
   private readonly publishTimeoutMs: number;
   private readonly replyTimeoutMs: number;
-  private readonly refusalMemoryMs: number;
   private readonly protocol: ProtocolChoice;
   /** The PUBACK deadlines of every session's publishes, and their counters. */
   private readonly deadlines: PublishDeadlines;
@@ -297,21 +275,8 @@ export class DeviceSessionManager {
     publishFailureReason,
   );
   private closed = false;
-  private seq = 0;
   private sweepTimer: TimerHandle = undefined;
-  private connackRefusedLogged = false;
-
-  private attempts = 0;
-  private connectsOk = 0;
-  private readonly connectFailed: Record<ConnectFailureReason, number> = {
-    unauthorized: 0,
-    unreachable: 0,
-    'connack-refused': 0,
-    'no-secret': 0,
-    'secret-error': 0,
-    'login-invalid': 0,
-    aborted: 0,
-  };
+  private readonly connector: DeviceConnector;
   private repliesMatched = 0;
   private repliesTimedOut = 0;
   private repliesUnmatched = 0;
@@ -338,7 +303,7 @@ export class DeviceSessionManager {
     this.prefix = opts.topicPrefix ?? '';
     this.publishTimeoutMs = opts.publishTimeoutMs;
     this.replyTimeoutMs = opts.replyTimeoutMs;
-    this.refusalMemoryMs = opts.refusalMemoryMs ?? 30_000;
+    const refusalMemoryMs = opts.refusalMemoryMs ?? 30_000;
     this.protocol = new ProtocolChoice(opts.protocol ?? 'auto', () =>
       log.info(
         { url: this.urlForLogs },
@@ -350,7 +315,7 @@ export class DeviceSessionManager {
       maxSessions: opts.maxSessions,
       connectRatePerSecond: opts.connectRatePerSecond,
       connectWaitMs: opts.connectWaitMs ?? 1000,
-      refusalMemoryMs: this.refusalMemoryMs,
+      refusalMemoryMs,
       now: this.now,
     });
     this.probe = new BrokerProbe({
@@ -359,6 +324,24 @@ export class DeviceSessionManager {
       connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
       clock,
       warn: (obj, msg) => log.warn(obj, msg),
+    });
+    this.connector = new DeviceConnector({
+      url: opts.url,
+      urlForLogs: this.urlForLogs,
+      auth: opts.auth,
+      templates: this.templates,
+      keepaliveSec: opts.keepaliveSec ?? 60,
+      connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
+      maxInflightPerDevice: opts.maxInflightPerDevice ?? 16,
+      refusalMemoryMs,
+      secretOf: (device) => opts.secretOf(device),
+      now: this.now,
+      protocol: this.protocol,
+      admission: this.admission,
+      probe: this.probe,
+      warn: (obj, msg) => log.warn(obj, msg),
+      onMessage: (s, topic, payload) => this.onMessage(s, topic, payload),
+      onLost: (s, err) => this.lost(s, err),
     });
     this.sweepTimer = clock.setInterval(() => this.sweep(), opts.sweepIntervalMs ?? 1000);
   }
@@ -407,9 +390,9 @@ export class DeviceSessionManager {
         reusedByNewDtlsSession: t.reusedByNewDtlsSession,
       },
       connects: {
-        attempts: this.attempts,
-        ok: this.connectsOk,
-        failed: { ...this.connectFailed },
+        attempts: this.connector.attempts,
+        ok: this.connector.ok,
+        failed: { ...this.connector.failed },
         refused: { ...this.admission.refused },
         rememberedRefusals: this.admission.rememberedRefusals,
         tokens: this.admission.tokens(),
@@ -636,43 +619,13 @@ export class DeviceSessionManager {
   private async open(s: DeviceSession, device: Principal, waitMs: number): Promise<void> {
     try {
       if (waitMs > 0) await this.sleep(s, waitMs);
-      this.checkAborted(s);
-
-      let secret: string | undefined;
-      try {
-        secret = await this.opts.secretOf(device);
-      } catch {
-        this.connectFailed['secret-error']++;
-        throw new BackendUnavailableError('BACKEND_UNAVAILABLE', 'device secret lookup failed');
-      }
-      this.checkAborted(s);
-      if (secret === undefined || secret.length === 0) {
-        this.connectFailed['no-secret']++;
-        throw new DeviceUnauthorizedError('no device secret', false);
-      }
-      let login: { clientId: string; username: string; password: string };
-      try {
-        login = deviceLogin(this.opts.auth, this.templates, s.device, secret, this.now());
-      } catch {
-        this.connectFailed['login-invalid']++;
-        throw new DeviceUnauthorizedError('login cannot be built', false);
-      }
-
-      let conn: MqttConnection;
-      try {
-        conn = await this.attempt(s, login);
-      } catch (e: unknown) {
-        if (!(e instanceof AttemptFailed)) throw e; // aborted
-        throw this.attemptError(s, e.last);
-      }
-      this.connectsOk++;
-      this.connackRefusedLogged = false;
-      this.probe.answered();
+      checkOpening(s);
+      const conn = await this.connector.connect(s, device);
 
       const results = await Promise.allSettled(
         s.filters.map((f) => conn.subscribe(f, this.publishTimeoutMs)),
       );
-      this.checkAborted(s);
+      checkOpening(s);
       const failed = results.filter((r) => r.status === 'rejected').length;
       if (failed > 0) {
         this.commandSubscribeFailed += failed;
@@ -682,7 +635,7 @@ export class DeviceSessionManager {
         );
       }
       if (!conn.isUp) {
-        this.connectFailed.unreachable++;
+        this.connector.failed.unreachable++;
         throw new BackendUnavailableError('BACKEND_CONNECTION_LOST', 'before the SUBACKs');
       }
       this.sessions.opening(s, this.now());
@@ -693,7 +646,7 @@ export class DeviceSessionManager {
     } catch (e: unknown) {
       if (s.phase === 'closed') {
         // ended from outside while opening: closeDevice, close
-        this.connectFailed.aborted++;
+        this.connector.failed.aborted++;
         throw s.endError ?? toError(e);
       }
       const err = toError(e);
@@ -701,97 +654,6 @@ export class DeviceSessionManager {
       void this.end(s, 'error', err);
       throw err;
     }
-  }
-
-  /**
-   * Connects (a refused MQTT 5 is tried again at once with 3.1.1, see {@link ProtocolChoice});
-   * resolves when up, rejects with {@link AttemptFailed} or the abort error. The connection
-   * does not reconnect: a session reopens on the device's next request.
-   */
-  private attempt(
-    s: DeviceSession,
-    login: { clientId: string; username: string; password: string },
-  ): Promise<MqttConnection> {
-    return new Promise<MqttConnection>((resolve, reject) => {
-      let settled = false;
-      const hooks: ConnectionHooks = {
-        protocolLevel: () => this.protocol.level,
-        onVersionRefused: (_c, level) => this.protocol.refused(level),
-        onAttempt: () => {
-          this.attempts++;
-        },
-        onUp: (c) => {
-          if (settled) return;
-          settled = true;
-          s.abort = undefined;
-          resolve(c);
-        },
-        onDown: (c, wasUp, err, retrying) => {
-          if (retrying) return;
-          void c.close();
-          if (!settled) {
-            settled = true;
-            s.abort = undefined;
-            reject(new AttemptFailed(err));
-          } else if (wasUp) this.lost(s, err);
-        },
-        onMessage: (topic, payload) => this.onMessage(s, topic, payload),
-      };
-      const conn = new MqttConnection(
-        this.seq++,
-        {
-          url: this.opts.url,
-          username: login.username,
-          password: login.password,
-          clientId: login.clientId,
-          keepaliveSec: this.opts.keepaliveSec ?? 60,
-          connectTimeoutMs: this.opts.connectTimeoutMs ?? 5000,
-          reconnect: false,
-          maxInflight: Math.max(1, this.opts.maxInflightPerDevice ?? 16),
-        },
-        hooks,
-      );
-      s.conn = conn;
-      s.abort = (err) => {
-        if (settled) return;
-        settled = true;
-        s.abort = undefined;
-        void conn.close();
-        reject(err);
-      };
-      conn.start();
-    });
-  }
-
-  /** The error of a failed CONNECT (counted); a refused login is remembered. */
-  private attemptError(s: DeviceSession, err: Error | undefined): MqttBackendError {
-    const code = refusalCode(err);
-    if (isLoginRefusal(err)) {
-      this.connectFailed.unauthorized++;
-      this.probe.answered();
-      this.admission.rememberRefusal(s.key);
-      this.log.warn(
-        { device: label(s.device), connack: code, rememberMs: this.refusalMemoryMs },
-        'broker refused the device login; answering unauthorized without retrying meanwhile',
-      );
-      return new DeviceUnauthorizedError(`CONNACK ${code ?? '?'}`, false);
-    }
-    if (err instanceof ErrorWithReasonCode) {
-      this.connectFailed['connack-refused']++;
-      this.probe.answered();
-      if (!this.connackRefusedLogged) {
-        // once until a device connects again; every refusal is counted
-        this.connackRefusedLogged = true;
-        this.log.warn(
-          { device: label(s.device), url: this.urlForLogs, connack: code },
-          'broker refused a device connection',
-        );
-      }
-      return new BackendUnavailableError('BACKEND_UNAVAILABLE', `CONNACK ${code ?? '?'}`);
-    }
-    this.connectFailed.unreachable++;
-    this.probe.unreachable(err);
-    return new BackendUnavailableError('BACKEND_UNAVAILABLE', 'broker unreachable');
   }
 
   /** The open connection dropped. */
@@ -823,12 +685,6 @@ export class DeviceSessionManager {
     s.subscriptions.clear();
     const conn = s.conn;
     if (conn !== undefined) await conn.close();
-  }
-
-  /** Throws when the session was ended while opening (counted by `open`). */
-  private checkAborted(s: DeviceSession): void {
-    if (s.phase === 'closed')
-      throw s.endError ?? new BackendUnavailableError('BACKEND_UNAVAILABLE');
   }
 
   /** Waits for a reserved connect slot; ends early when the session is ended meanwhile. */
