@@ -3,8 +3,9 @@
  * connection and every per-device session is one {@link MqttConnection}. It owns connecting
  * (MQTT 5 falling back to 3.1.1 through a {@link ProtocolChoice} its owner shares among its
  * connections), TCP_NODELAY, holding writes to the end of the event loop turn, QoS 1 publish
- * (with a PUBACK deadline on its owner's {@link TimerQueue}: {@link PublishDeadlines}),
- * subscribe, and reconnecting with backoff (or, for per-device sessions, not at all).
+ * (optionally with a PUBACK deadline on its owner's {@link TimerQueue}:
+ * {@link PublishDeadlines}), subscribe, and reconnecting with backoff (or, for per-device
+ * sessions, not at all).
  *
  * Every connection attempt uses a fresh mqtt.js client with `reconnectPeriod: 0`; this class
  * schedules the next attempt itself (exponential backoff with jitter). Why not mqtt.js's own
@@ -495,7 +496,9 @@ export { MqttConnection as PoolConnection };
 /**
  * The PUBACK deadlines of one owner's publishes ({@link MqttConnection.publishAcked}): one
  * {@link TimerQueue} on the owner's clock, holding the process open while a publish waits,
- * and the counters the outcomes go to.
+ * and the counters the outcomes go to. The per-device sessions use it; the bridge pool keeps
+ * its own entries (`PublishJob` in backend.ts), whose deadline also covers the wait for an
+ * in-flight slot and which mark suspects, on the same `publish` underneath.
  */
 export class PublishDeadlines {
   readonly queue: TimerQueue;
