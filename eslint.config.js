@@ -43,6 +43,38 @@ const layerRules = [
   { layer: 'tools', forbid: ['transport', 'redis', 'config', 'telemetry', 'gateway'] },
 ];
 
+/**
+ * Inside the composition root, the CoAP↔bridge translation (docs/design.md, "Layout of the
+ * composition root") knows the CoAP and bridge types and telemetry, nothing below CoAP, no
+ * secrets or configuration, and nothing of the root around it: the root imports it, never
+ * the other way.
+ */
+const translationRule = {
+  files: ['src/gateway/translation/**/*.ts'],
+  rules: {
+    'no-restricted-imports': [
+      'error',
+      {
+        patterns: [
+          ...['transport', 'dtls', 'enos', 'auth', 'redis', 'config', 'tools'].map((f) => ({
+            group: [`**/${f}/**`],
+            message: `src/gateway/translation must not import from src/${f} (docs/design.md).`,
+          })),
+          {
+            group: ['**/telemetry/setup.js'],
+            message:
+              'src/gateway/translation must not import src/telemetry/setup (docs/design.md).',
+          },
+          {
+            group: ['../*.js', '../build/**', '../../*.js', '**/gateway/*.js'],
+            message: 'src/gateway/translation must not import the composition root around it.',
+          },
+        ],
+      },
+    ],
+  },
+};
+
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'bench/results/**', 'helm/**', 'test/.cache/**'] },
   js.configs.recommended,
@@ -92,6 +124,7 @@ export default tseslint.config(
       ],
     },
   })),
+  translationRule,
   {
     files: ['src/cli.ts', 'scripts/**', 'test/**', 'bench/**'],
     rules: { 'no-restricted-syntax': 'off' },

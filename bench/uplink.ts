@@ -28,20 +28,32 @@
  * - `coapEdgeTrace1pct` / `coapEdgeTrace100pct` — `coapEdgeReply` with `--otlp-endpoint` to an
  *   OTLP sink (own process, counts requests, bytes and spans) and `--trace-sample-ratio 0.01`
  *   / `1`. `coapEdgeReply` is the "tracing off" reference.
- * Groups: `base` = reply, publish, libcoap; `backends` = reply, http, per-device;
- * `tracing` = reply, trace-1pct, trace-100pct; `all`.
+ * - `coapEdgeReplyControl` — a second coap-edge process configured as `coapEdgeReply`: its
+ *   ratio to `coapEdgeReply` is the noise between two identical processes.
+ * - `floorReply` / `floorPublish` — the floor reference program (bench/lib/uplink-floor.ts,
+ *   own process): the least a correct Node gateway does per uplink, same two flows.
+ * Groups: `base` = reply, publish, floor-reply, floor-publish, libcoap; `floor` = the same
+ * without libcoap; `backends` = reply, http, per-device; `tracing` = reply, reply-control,
+ * trace-1pct, trace-100pct (8 rounds by default); `all`.
+ *
+ * `--half-saturation`: first each reply-flow variant alone in closed loop (its saturation,
+ * messages/s), then every round at a fixed rate of half of `coapEdgeReply`'s saturation, with
+ * a broker round trip step (an MQTT client in the bench: QoS 1 publish, PUBACK + platform
+ * reply) at the same rate; `summary.halfSaturation` has p50/p99 and what each variant adds
+ * to the broker round trip (`addedP99Ms`). Default variants: reply, floor-reply.
  *
  * Reports per phase and round (medians over rounds in `summary`): messages/s, p50/p90/p99
  * latency, CPU µs per message of coap-edge (or libcoap), Mosquitto, the platform stand-in,
  * the HTTP and OTLP sinks, the counting subscriber and the load generator, failures by kind,
  * and the delivery check: a QoS 1 subscriber on `/sys/#` (own process) must have received
  * every MQTT message that was answered 2.04 (delivered ≥ acknowledged; duplicates allowed).
- * Ratios to libcoap and to `coapEdgeReply` (bridge, tracing off) of the same round.
+ * Ratios to libcoap, to `coapEdgeReply` (bridge, tracing off) and of coap-edge to the floor
+ * program, each per round (same round) and as medians with their spread over rounds.
  * One JSON object on stdout, progress on stderr, a copy in bench/results/uplink-<timestamp>.json.
  *
  * Run: `npm run build && node dist/bench/uplink.js [--variants base|backends|tracing|all|…]
  *   [--devices 100] [--rate 0] [--rounds 3] [--duration 5] [--warmup 2] [--timeout 10000]
- *   [--suite ccm8|cbc] [--publish-topic t] [--profile]`
+ *   [--suite ccm8|cbc] [--publish-topic t] [--profile] [--half-saturation]`
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -69,11 +81,12 @@ import {
   freeTcpPort,
   installCleanup,
   startCoapEdge,
+  startFloor,
   startLibcoap,
   stopAll,
   type ServerProcess,
 } from './lib/servers.js';
-import { median, ratio, round, sleep } from './lib/stats.js';
+import { median, percentile, ratio, round, sleep } from './lib/stats.js';
 import {
   codeName,
   measurepointBody,
@@ -83,28 +96,41 @@ import {
   type UplinkPhase,
 } from './lib/uplink-load.js';
 import { IpcChild, startMosquitto, type Broker } from './lib/uplink-procs.js';
+import { runBrokerRttPhase } from './lib/broker-rtt.js';
 
 const USAGE = `usage: node dist/bench/uplink.js [options]
   --variants <list>   comma-separated variants or groups (default base):
                         reply (bridge, publish + reply), publish (bridge, publish only), libcoap,
                         http (HTTP route), per-device (per-device MQTT, template login),
-                        trace-1pct, trace-100pct (reply with tracing, ratio 0.01 / 1);
-                        base = reply,publish,libcoap   backends = reply,http,per-device
-                        tracing = reply,trace-1pct,trace-100pct   all = every variant
+                        trace-1pct, trace-100pct (reply with tracing, ratio 0.01 / 1),
+                        reply-control (a second coap-edge configured as reply),
+                        floor-reply, floor-publish (the floor reference program);
+                        base = reply,publish,floor-reply,floor-publish,libcoap
+                        floor = reply,publish,floor-reply,floor-publish
+                        backends = reply,http,per-device
+                        tracing = reply,reply-control,trace-1pct,trace-100pct
+                        all = every variant
   --devices <n>       simulated devices, one DTLS association each (default 100)
   --rate <r>          requests per second per device; 0 = closed loop, one outstanding (default 0)
-  --rounds <n>        rounds; each runs every variant once, in rotating order (default 3)
+  --rounds <n>        rounds; each runs every variant once, in rotating order (default 3;
+                      8 when a tracing variant runs)
   --duration <s>      measured seconds per phase (default 5)
   --warmup <s>        unmeasured seconds of load before each measured window (default 2)
   --timeout <ms>      overall time a request may take, CoAP retransmissions included (default 10000)
   --suite <s>         ccm8 (TLS_PSK_WITH_AES_128_CCM_8, default) or cbc (..._CBC_SHA256)
   --publish-topic <t> path after /topic/sys/{pk}/{dk}/ of the publish-only variant; must be a
                       topic coap-edge publishes without awaiting a reply (default rrpc/response/1)
-  --profile           run the bridge coap-edge under node --cpu-prof and print its top functions`;
+  --profile           run the bridge coap-edge under node --cpu-prof and print its top functions
+  --half-saturation   find coapEdgeReply's closed-loop messages/s, run every round at half of
+                      it beside a broker round trip; report added p50/p99 (default variants
+                      reply,floor-reply; --rate not allowed)`;
 
 type PhaseName =
   | 'coapEdgeReply'
   | 'coapEdgePublish'
+  | 'floorReply'
+  | 'floorPublish'
+  | 'coapEdgeReplyControl'
   | 'libcoap'
   | 'coapEdgeHttp'
   | 'coapEdgePerDevice'
@@ -112,15 +138,17 @@ type PhaseName =
   | 'coapEdgeTrace100pct';
 
 /** One coap-edge process (configuration) per kind. */
-type EdgeKind = 'bridge' | 'http' | 'perDevice' | 'trace1pct' | 'trace100pct';
+type EdgeKind = 'bridge' | 'control' | 'http' | 'perDevice' | 'trace1pct' | 'trace100pct';
 
 interface Variant {
   /** The `--variants` name. */
   readonly alias: string;
   /** Letter in the JSON ids (`r<round><tag>-<seq>`). */
   readonly tag: string;
-  /** The coap-edge process serving it; undefined for libcoap. */
+  /** The coap-edge process serving it; undefined for libcoap and the floor program. */
   readonly edge: EdgeKind | undefined;
+  /** Served by the floor reference program (bench/lib/uplink-floor.ts). */
+  readonly floor?: true;
   /** The POST goes to the measurepoint path (reply expected) or to the publish-only path. */
   readonly flow: 'reply' | 'publish';
   /** Processes besides the server that make up its pipeline (CPU per message summed). */
@@ -143,6 +171,32 @@ const VARIANTS: Record<PhaseName, Variant> = {
     tag: 'b',
     edge: 'bridge',
     flow: 'publish',
+    pipeline: ['mosquitto', 'platform'],
+    mqtt: true,
+  },
+  floorReply: {
+    alias: 'floor-reply',
+    tag: 'f',
+    edge: undefined,
+    floor: true,
+    flow: 'reply',
+    pipeline: ['mosquitto', 'platform'],
+    mqtt: true,
+  },
+  floorPublish: {
+    alias: 'floor-publish',
+    tag: 'g',
+    edge: undefined,
+    floor: true,
+    flow: 'publish',
+    pipeline: ['mosquitto', 'platform'],
+    mqtt: true,
+  },
+  coapEdgeReplyControl: {
+    alias: 'reply-control',
+    tag: 'c',
+    edge: 'control',
+    flow: 'reply',
     pipeline: ['mosquitto', 'platform'],
     mqtt: true,
   },
@@ -189,22 +243,34 @@ const VARIANTS: Record<PhaseName, Variant> = {
 };
 const ALL_PHASES = Object.keys(VARIANTS) as PhaseName[];
 const GROUPS: Record<string, readonly PhaseName[]> = {
-  base: ['coapEdgeReply', 'coapEdgePublish', 'libcoap'],
+  base: ['coapEdgeReply', 'coapEdgePublish', 'floorReply', 'floorPublish', 'libcoap'],
   backends: ['coapEdgeReply', 'coapEdgeHttp', 'coapEdgePerDevice'],
-  tracing: ['coapEdgeReply', 'coapEdgeTrace1pct', 'coapEdgeTrace100pct'],
+  tracing: ['coapEdgeReply', 'coapEdgeReplyControl', 'coapEdgeTrace1pct', 'coapEdgeTrace100pct'],
+  floor: ['coapEdgeReply', 'coapEdgePublish', 'floorReply', 'floorPublish'],
   all: ALL_PHASES,
 };
 /** Variants compared with `coapEdgeReply` (bridge mode, tracing off, same flow). */
 const BRIDGE_COMPARED: readonly PhaseName[] = [
+  'coapEdgeReplyControl',
   'coapEdgeHttp',
   'coapEdgePerDevice',
   'coapEdgeTrace1pct',
   'coapEdgeTrace100pct',
 ];
 
+const TRACE_PHASES: readonly PhaseName[] = ['coapEdgeTrace1pct', 'coapEdgeTrace100pct'];
+/** The broker round trip's step in a `--half-saturation` round, and its product key. */
+const BROKER_STEP = 'brokerRoundTrip';
+const BROKER_PRODUCT_KEY = 'benchPKr';
+/** coap-edge variant → the floor variant of the same flow (`summary.ratiosToFloor`). */
+const FLOOR_OF: Partial<Record<PhaseName, PhaseName>> = {
+  coapEdgeReply: 'floorReply',
+  coapEdgePublish: 'floorPublish',
+};
 /** Product key of each coap-edge process's devices: reply topics never cross processes. */
 const PRODUCT_KEYS: Record<EdgeKind, string> = {
   bridge: 'benchPK',
+  control: 'benchPKc',
   http: 'benchPKh',
   perDevice: 'benchPKd',
   trace1pct: 'benchPKt',
@@ -212,6 +278,8 @@ const PRODUCT_KEYS: Record<EdgeKind, string> = {
 };
 const TRACE_RATIO: Partial<Record<EdgeKind, string>> = { trace1pct: '0.01', trace100pct: '1' };
 const PRODUCT_KEY = PRODUCT_KEYS.bridge;
+/** The floor program's devices (a process of its own: its reply topics are its own too). */
+const FLOOR_PRODUCT_KEY = 'benchPKf';
 const SEED = 'bench-secret';
 const PAUSE_MS = 500;
 const CORES = cpus().length;
@@ -432,7 +500,7 @@ function report(
   const cpuUsPerMessage: Record<string, number | null> = {
     server: serverUs,
     serverSystem: procs[server.name]?.systemUsPerMessage ?? null,
-    ...(server.name === 'coapEdge'
+    ...(server.name !== 'libcoap'
       ? {
           mosquitto: us('mosquitto'),
           platform: us('platform'),
@@ -653,6 +721,139 @@ function medianRatios(
   );
 }
 
+/** Per reply-flow variant: its p50/p99 minus the broker round trip's of the same round. */
+function addedLatency(
+  row: Record<string, unknown>,
+  order: readonly PhaseName[],
+): Record<string, Record<string, number | null>> {
+  const b = row[BROKER_STEP] as { latency: { p50Ms: number | null; p99Ms: number | null } };
+  const minus = (a: number | null, c: number | null): number | null =>
+    a === null || c === null ? null : round(a - c, 3);
+  return Object.fromEntries(
+    order
+      .filter((p) => VARIANTS[p].flow === 'reply' && p !== 'libcoap')
+      .map((p) => {
+        const l = (row[p] as PhaseReport).latency;
+        return [
+          p,
+          {
+            addedP50Ms: minus(l.p50Ms, b.latency.p50Ms),
+            addedP99Ms: minus(l.p99Ms, b.latency.p99Ms),
+          },
+        ];
+      }),
+  );
+}
+
+/** `summary.halfSaturation`: medians over rounds of the latencies and their differences. */
+function halfSaturationSummary(
+  rows: readonly Record<string, unknown>[],
+  phases: readonly PhaseName[],
+  base: Record<string, unknown>,
+): Record<string, unknown> {
+  const brokerQ = (k: 'p50Ms' | 'p99Ms'): number | null =>
+    round(
+      median(
+        rows.map(
+          (r) => (r[BROKER_STEP] as { latency: Record<string, number | null> }).latency[k] ?? null,
+        ),
+      ),
+      3,
+    );
+  const added = (p: PhaseName, k: string): number[] =>
+    rows
+      .map((r) => (r.addedLatency as Record<string, Record<string, number | null>>)[p]?.[k] ?? null)
+      .filter((x): x is number => x !== null);
+  const variants = phases.filter((p) => VARIANTS[p].flow === 'reply' && p !== 'libcoap');
+  return {
+    ...base,
+    brokerRoundTrip: {
+      p50Ms: brokerQ('p50Ms'),
+      p99Ms: brokerQ('p99Ms'),
+      messagesPerSec: round(
+        median(
+          rows.map((r) => (r[BROKER_STEP] as { messagesPerSec: number | null }).messagesPerSec),
+        ),
+        1,
+      ),
+    },
+    variants: Object.fromEntries(
+      variants.map((p) => [
+        p,
+        {
+          p50Ms: round(median(rows.map((r) => (r[p] as PhaseReport).latency.p50Ms)), 3),
+          p99Ms: round(median(rows.map((r) => (r[p] as PhaseReport).latency.p99Ms)), 3),
+          messagesPerSec: round(median(rows.map((r) => (r[p] as PhaseReport).messagesPerSec)), 1),
+          addedP50Ms: round(median(added(p, 'addedP50Ms')), 3),
+          addedP99Ms: round(median(added(p, 'addedP99Ms')), 3),
+          addedP99MsSpread: spreadOf(added(p, 'addedP99Ms')),
+        },
+      ]),
+    ),
+    definition:
+      'saturation = messages/s of each reply-flow variant alone in closed loop (one ' +
+      'outstanding per device), mean of two passes in A B … B A order; every phase of the rounds then runs at a fixed rate of half ' +
+      'of coapEdgeReply’s saturation (the same offered load for every variant); the broker ' +
+      'round trip is an MQTT 5 client in the bench publishing QoS 1 at that rate and timing ' +
+      'PUBACK + the platform reply; added = variant − broker round trip of the same round ' +
+      '(p50 and p99 of the device-side latency), median over rounds',
+  };
+}
+
+/** Ratios of coap-edge variants to the floor variant of the same flow, same round. */
+function ratiosToFloor(
+  row: Record<string, unknown>,
+  variants: readonly PhaseName[],
+): Record<string, Record<string, number | null>> {
+  return Object.fromEntries(variants.map((v) => [v, ratiosTo(row, FLOOR_OF[v]!, [v])[v]!]));
+}
+
+/** Ratio metrics whose per-round spread is reported. */
+const SPREAD_METRICS = [
+  'serverCpuUsPerMessage',
+  'pipelineCpuUsPerMessage',
+  'messagesPerSec',
+  'latencyP50Ms',
+  'latencyP99Ms',
+] as const;
+
+/** Per variant and metric: the per-round ratios in `row[key]`, min, quartiles, max. */
+function ratioSpread(
+  rows: readonly Record<string, unknown>[],
+  key: string,
+  variants: readonly PhaseName[],
+): Record<string, Record<string, unknown>> {
+  return Object.fromEntries(
+    variants.map((v) => [
+      v,
+      Object.fromEntries(
+        SPREAD_METRICS.map((k) => {
+          const xs = rows
+            .map(
+              (row) =>
+                (row[key] as Record<string, Record<string, number | null>> | undefined)?.[v]?.[k] ??
+                null,
+            )
+            .filter((x): x is number => x !== null);
+          return [k, spreadOf(xs)];
+        }),
+      ),
+    ]),
+  );
+}
+
+function spreadOf(xs: readonly number[]): Record<string, unknown> {
+  const s = Float64Array.from(xs).sort();
+  return {
+    perRound: xs,
+    min: round(s.length > 0 ? s[0]! : null, 3),
+    q1: round(percentile(s, 25), 3),
+    median: round(median(xs), 3),
+    q3: round(percentile(s, 75), 3),
+    max: round(s.length > 0 ? s[s.length - 1]! : null, 3),
+  };
+}
+
 const PHASE_TEXT = (publishTail: string, publishClass: string): Record<PhaseName, string> => ({
   coapEdgeReply:
     'bridge mode, publish + reply, tracing off: CON POST /topic/sys/{pk}/{dk}/thing/' +
@@ -684,9 +885,24 @@ const PHASE_TEXT = (publishTail: string, publishClass: string): Record<PhaseName
     'device sends close_notify at the end of the phase',
   coapEdgeTrace1pct:
     'coapEdgeReply with tracing on: --otlp-endpoint http://127.0.0.1:<sink>/v1/traces ' +
-    '--trace-sample-ratio 0.01 (OTLP/HTTP JSON, BatchSpanProcessor: queue 8192, batch 512, ' +
+    '--trace-sample-ratio 0.01 (OTLP/HTTP, http/protobuf by default, BatchSpanProcessor: queue 8192, batch 512, ' +
     'every 1 s); the OTLP sink accepts and discards',
   coapEdgeTrace100pct: 'coapEdgeTrace1pct with --trace-sample-ratio 1 (every datagram traced)',
+  coapEdgeReplyControl:
+    'identical-process control: a second coap-edge process configured exactly as ' +
+    'coapEdgeReply (tracing off, own product key); its ratio to coapEdgeReply is the noise ' +
+    'floor of two processes doing the same thing, to set beside the tracing ratios',
+  floorReply:
+    'floor reference, publish + reply: bench/lib/uplink-floor.ts (own process; DtlsServer for ' +
+    'the handshake only, then its own record path: DTLS header, AES-128-CCM-8, replay window, ' +
+    'CoAP parse, mqtt.js QoS 1 publish with writes corked per event-loop turn, PUBACK and the ' +
+    'reply on ..._reply matched by JSON id, 2.04 piggybacked ACK with the reply, seal, send). ' +
+    'Leaves out: tracing, metrics, logs, CoAP dedup, separate responses, blockwise, CID, ' +
+    'authorisation beyond the key and the topic naming the device, per-topic subscriptions, ' +
+    'MQTT pool and reconnects',
+  floorPublish:
+    `floor reference, publish only: the same program, POST /topic/sys/{pk}/{dk}/${publishTail}, ` +
+    'answered 2.04 on the PUBACK',
 });
 
 async function main(): Promise<void> {
@@ -702,16 +918,29 @@ async function main(): Promise<void> {
       'suite',
       'publish-topic',
     ],
-    ['profile'],
+    ['profile', 'half-saturation'],
   );
   if (flags.help === true) {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
-  const phases = parseVariants(stringFlag(flags, 'variants', 'base'));
+  const halfSaturation = flags['half-saturation'] === true;
+  if (halfSaturation && flags.rate !== undefined) {
+    throw new UsageError('--half-saturation sets the rate itself: leave --rate out');
+  }
+  const phases = parseVariants(
+    stringFlag(flags, 'variants', halfSaturation ? 'reply,floor-reply' : 'base'),
+  );
+  if (halfSaturation && !phases.includes('coapEdgeReply')) {
+    throw new UsageError(
+      '--half-saturation needs the reply variant (its saturation sets the rate)',
+    );
+  }
   const deviceCount = numberFlag(flags, 'devices', 100, 1, 10_000);
-  const rate = numberFlag(flags, 'rate', 0, 0, 10_000, false);
-  const rounds = numberFlag(flags, 'rounds', 3, 1, 100);
+  let rate = numberFlag(flags, 'rate', 0, 0, 10_000, false);
+  // tracing's 5 % question needs the spread of many rounds (see bench/README.md)
+  const tracingAsked = phases.some((p) => TRACE_PHASES.includes(p));
+  const rounds = numberFlag(flags, 'rounds', tracingAsked ? 8 : 3, 1, 100);
   const durationS = numberFlag(flags, 'duration', 5, 0.5, 3600, false);
   const warmupS = numberFlag(flags, 'warmup', 2, 0, 600, false);
   const timeoutMs = numberFlag(flags, 'timeout', 10_000, 100, 120_000);
@@ -736,6 +965,7 @@ async function main(): Promise<void> {
     ...new Set(phases.map((p) => VARIANTS[p].edge).filter((e): e is EdgeKind => e !== undefined)),
   ];
   const tracingOn = edgeKinds.some((k) => TRACE_RATIO[k] !== undefined);
+  const floorOn = phases.some((p) => VARIANTS[p].floor === true);
 
   installCleanup();
   const startedAt = new Date();
@@ -759,6 +989,13 @@ async function main(): Promise<void> {
     );
     devicesFiles.set(kind, file);
   }
+  const floorDevicesFile = join(tmp, 'devices-floor.json');
+  if (floorOn) {
+    writeFileSync(
+      floorDevicesFile,
+      `${JSON.stringify(generateDevices(deviceCount, FLOOR_PRODUCT_KEY, SEED), null, 1)}\n`,
+    );
+  }
   const devicesOf = new Map<PhaseName, UplinkDevice[]>();
   const bridgeReply = toDevices(deviceCount, MEASUREPOINT_TAIL, PRODUCT_KEY);
   const keyDevice = bridgeReply.findIndex((d) => pskUsableOnCommandLine(d.psk));
@@ -768,13 +1005,19 @@ async function main(): Promise<void> {
     const v = VARIANTS[p];
     devicesOf.set(
       p,
-      v.edge === undefined
-        ? toDevices(deviceCount, MEASUREPOINT_TAIL, PRODUCT_KEY, libcoapKey)
-        : toDevices(
+      v.floor === true
+        ? toDevices(
             deviceCount,
             v.flow === 'reply' ? MEASUREPOINT_TAIL : publishTail,
-            PRODUCT_KEYS[v.edge],
-          ),
+            FLOOR_PRODUCT_KEY,
+          )
+        : v.edge === undefined
+          ? toDevices(deviceCount, MEASUREPOINT_TAIL, PRODUCT_KEY, libcoapKey)
+          : toDevices(
+              deviceCount,
+              v.flow === 'reply' ? MEASUREPOINT_TAIL : publishTail,
+              PRODUCT_KEYS[v.edge],
+            ),
     );
   }
   const profDir = profiling ? mkdtempSync(join(tmpdir(), 'coap-edge-prof-')) : undefined;
@@ -786,6 +1029,7 @@ async function main(): Promise<void> {
   const results = new Map<PhaseName, PhaseReport[]>(phases.map((p) => [p, []]));
   const roundRows: Record<string, unknown>[] = [];
   let runLibcoap = phases.includes('libcoap');
+  let halfSat: Record<string, unknown> | undefined;
   const edgeTails: Record<string, string> = {};
   try {
     if (edgeKinds.includes('perDevice')) {
@@ -886,6 +1130,14 @@ async function main(): Promise<void> {
       edges.set(kind, edge);
       log(`coapEdge ${kind}: pid ${edge.pid}, ${edge.target.host}:${edge.target.port}`);
     }
+    const floor = floorOn
+      ? await startFloor(
+          { devicesFile: floorDevicesFile, mqttUrl: brokerUrl, productKey: FLOOR_PRODUCT_KEY },
+          toDevices(1, MEASUREPOINT_TAIL, FLOOR_PRODUCT_KEY)[0]!,
+        )
+      : undefined;
+    if (floor !== undefined)
+      log(`floor: pid ${floor.pid}, ${floor.target.host}:${floor.target.port}`);
     const libcoap = runLibcoap
       ? await startLibcoap(libcoapKey, devicesOf.get('libcoap')![0]!, [
           '-d',
@@ -902,6 +1154,9 @@ async function main(): Promise<void> {
       ]),
     );
     if (libcoap !== undefined) setup.libcoap = { pid: libcoap.pid, command: libcoap.command };
+    if (floor !== undefined) {
+      setup.floor = { pid: floor.pid, productKey: FLOOR_PRODUCT_KEY, command: floor.command };
+    }
     setup.mosquitto = {
       pid: broker.proc.pid,
       version: broker.version,
@@ -931,9 +1186,11 @@ async function main(): Promise<void> {
     }
     for (const name of phases) {
       const v = VARIANTS[name];
-      if (v.edge === undefined) continue;
+      const probed =
+        v.floor === true ? floor : v.edge !== undefined ? edges.get(v.edge) : undefined;
+      if (probed === undefined) continue;
       const p = await probe(
-        edges.get(v.edge)!.target,
+        probed.target,
         devicesOf.get(name)![0]!,
         suite,
         measurepointBody(`pre-${v.tag}`),
@@ -942,7 +1199,7 @@ async function main(): Promise<void> {
       );
       preflight[name] = p;
       log(`${name} preflight ${JSON.stringify(p)}`);
-      if (p.code !== '2.04') throw new Error(`coap-edge ${name} preflight answered ${p.code}`);
+      if (p.code !== '2.04') throw new Error(`${name} preflight answered ${p.code}`);
     }
     if (spanSink !== undefined) {
       const s = await settledSpanStats(spanSink);
@@ -976,29 +1233,123 @@ async function main(): Promise<void> {
     if (httpSink !== undefined) helpers.push(httpSink.proc);
     if (spanSink !== undefined) helpers.push(spanSink.proc);
     const measured = phases.filter((p) => p !== 'libcoap' || runLibcoap);
+    const serverOf = (name: PhaseName): ServerProcess => {
+      const v = VARIANTS[name];
+      return v.floor === true ? floor! : v.edge === undefined ? libcoap! : edges.get(v.edge)!;
+    };
+    if (halfSaturation) {
+      // saturation: each reply-flow variant once in closed loop; the rate is half of
+      // coapEdgeReply's messages/s, spread over the devices
+      // two passes, the second in reverse order (A B … B A): no variant is always the first
+      // to run after start-up
+      const saturating = measured.filter((p) => VARIANTS[p].flow === 'reply' && p !== 'libcoap');
+      const runs = new Map<PhaseName, Record<string, unknown>[]>(saturating.map((p) => [p, []]));
+      for (const [pass, name] of [
+        ...saturating.map((p) => [1, p] as const),
+        ...[...saturating].reverse().map((p) => [2, p] as const),
+      ]) {
+        const v = VARIANTS[name];
+        const tag = `s${pass}${v.tag}`;
+        const phase = await runUplinkPhase({
+          target: serverOf(name).target,
+          devices: devicesOf.get(name)!,
+          suite,
+          tag,
+          warmupMs: warmupS * 1000,
+          durationMs: durationS * 1000,
+          ratePerDevice: 0,
+          requestTimeoutMs: timeoutMs,
+          expectedCode: Code.CHANGED,
+          expectReply: true,
+          cpuPids: { [serverOf(name).name]: serverOf(name).pid },
+        });
+        await counter.request({ type: 'collect', prefix: `${tag}-` }, 30_000);
+        const q = phase.latency.quantiles();
+        const one = {
+          pass,
+          messagesPerSec: round((phase.messages * 1000) / phase.window.wallMs, 1),
+          p50Ms: q.p50Ms,
+          p99Ms: q.p99Ms,
+          failures: phase.failures,
+          machineBusy: round(phase.window.machineBusy, 3),
+        };
+        runs.get(name)!.push(one);
+        log(`saturation ${name}: ${JSON.stringify(one)}`);
+        await sleep(PAUSE_MS);
+      }
+      const saturation = Object.fromEntries(
+        [...runs].map(([name, rs]) => [
+          name,
+          {
+            messagesPerSec: round(median(rs.map((x) => x.messagesPerSec as number | null)), 1),
+            passes: rs,
+          },
+        ]),
+      );
+      const sat = saturation.coapEdgeReply?.messagesPerSec ?? null;
+      if (sat === null || sat <= 0) {
+        throw new Error('coapEdgeReply answered nothing in closed loop');
+      }
+      rate = round(sat / 2 / deviceCount, 3)!;
+      halfSat = { saturation, basis: 'coapEdgeReply', offeredMessagesPerSec: sat / 2 };
+      log(`half saturation: ${sat / 2} msg/s offered, ${rate}/s per device`);
+    }
     for (let r = 0; r < rounds; r++) {
       const order = measured.map((_, i) => measured[(i + r) % measured.length]!);
-      const row: Record<string, unknown> = { round: r + 1, order };
-      for (const name of order) {
+      const steps: (PhaseName | typeof BROKER_STEP)[] = [...order];
+      if (halfSaturation) steps.splice(r % (order.length + 1), 0, BROKER_STEP);
+      const row: Record<string, unknown> = { round: r + 1, order: steps };
+      for (const step of steps) {
+        if (step === BROKER_STEP) {
+          const tag = `r${r + 1}m`;
+          const b = await runBrokerRttPhase({
+            url: brokerUrl,
+            productKey: BROKER_PRODUCT_KEY,
+            devices: deviceCount,
+            ratePerDevice: rate,
+            warmupMs: warmupS * 1000,
+            durationMs: durationS * 1000,
+            tag,
+            timeoutMs,
+            cpuPids: { mosquitto: broker.proc.pid, platform: platform.proc.pid },
+          });
+          const delivery = await collectDelivery(counter, `${tag}-`, b.acknowledgedIds);
+          const res = {
+            messagesPerSec: round((b.messages * 1000) / b.window.wallMs, 1),
+            latency: { ...b.latency.quantiles(), meanMs: b.latency.mean() },
+            messages: b.messages,
+            failures: b.failures,
+            lateStarts: b.lateStarts,
+            machineBusy: round(b.window.machineBusy, 3),
+            delivery,
+          };
+          row[BROKER_STEP] = res;
+          log(`round ${r + 1}/${rounds} ${BROKER_STEP.padEnd(19)} ${JSON.stringify(res)}`);
+          await sleep(PAUSE_MS);
+          continue;
+        }
+        const name = step;
         const v = VARIANTS[name];
-        const server = v.edge === undefined ? libcoap! : edges.get(v.edge)!;
+        const server = serverOf(name);
         for (const s of [server, ...helpers]) {
           if (!s.alive()) throw new Error(`${s.name} exited:\n${s.outputTail()}`);
         }
         const tag = `r${r + 1}${v.tag}`;
-        const expectReply = v.edge !== undefined && v.flow === 'reply';
+        const expectReply = server.name !== 'libcoap' && v.flow === 'reply';
         const cpuPids: Record<string, number> =
-          v.edge === undefined
+          server.name === 'libcoap'
             ? { libcoap: server.pid }
             : {
-                coapEdge: server.pid,
+                [server.name]: server.pid,
                 mosquitto: broker.proc.pid,
                 platform: platform.proc.pid,
                 counter: counter.proc.pid,
                 ...(v.edge === 'http' && httpSink !== undefined
                   ? { httpSink: httpSink.proc.pid }
                   : {}),
-                ...(TRACE_RATIO[v.edge] !== undefined && spanSink !== undefined
+                ...(v.edge !== undefined &&
+                TRACE_RATIO[v.edge] !== undefined &&
+                spanSink !== undefined
                   ? { spanSink: spanSink.proc.pid }
                   : {}),
               };
@@ -1075,16 +1426,24 @@ async function main(): Promise<void> {
       }
       const edgePhases = order.filter((p) => p !== 'libcoap');
       if (order.includes('libcoap')) row.ratioToLibcoap = ratiosTo(row, 'libcoap', edgePhases);
+      const toFloor = order.filter((p) => {
+        const f = FLOOR_OF[p];
+        return f !== undefined && order.includes(f);
+      });
+      if (toFloor.length > 0) row.ratioToFloor = ratiosToFloor(row, toFloor);
       const toBridge = order.filter((p) => BRIDGE_COMPARED.includes(p));
       if (order.includes('coapEdgeReply') && toBridge.length > 0) {
         row.ratioToBridge = ratiosTo(row, 'coapEdgeReply', toBridge);
       }
+      if (halfSaturation) row.addedLatency = addedLatency(row, order);
       roundRows.push(row);
     }
     for (const [kind, e] of edges) {
       const t = e.outputTail().trim();
       if (t !== '') edgeTails[kind] = t.slice(-2000);
     }
+    const floorTail = floor?.outputTail().trim() ?? '';
+    if (floorTail !== '') edgeTails.floor = floorTail.slice(-2000);
   } finally {
     await stopAll();
     broker?.cleanup();
@@ -1116,6 +1475,12 @@ async function main(): Promise<void> {
     phases.includes('coapEdgeReply') && bridgeCompared.length > 0
       ? medianRatios(roundRows, 'ratioToBridge', bridgeCompared)
       : null;
+  const floorCompared = phases.filter((p) => {
+    const f = FLOOR_OF[p];
+    return f !== undefined && phases.includes(f);
+  });
+  const ratiosToFloorSummary =
+    floorCompared.length > 0 ? medianRatios(roundRows, 'ratioToFloor', floorCompared) : null;
   const delivery = Object.fromEntries(
     phases
       .filter((p) => VARIANTS[p].mqtt)
@@ -1155,8 +1520,13 @@ async function main(): Promise<void> {
     parameters: {
       variants: phases,
       devices: deviceCount,
-      mode: rate > 0 ? `fixed rate ${rate}/s per device` : 'closed loop, one outstanding',
+      mode: halfSaturation
+        ? `half saturation: fixed rate ${rate}/s per device`
+        : rate > 0
+          ? `fixed rate ${rate}/s per device`
+          : 'closed loop, one outstanding',
       ratePerDevice: rate,
+      offeredMessagesPerSec: rate > 0 ? round(rate * deviceCount, 1) : null,
       rounds,
       durationS,
       warmupS,
@@ -1201,10 +1571,27 @@ async function main(): Promise<void> {
         'median over rounds of (coap-edge variant / libcoap) in the same round; > 1 means ' +
         'coap-edge has the larger value (better for messages/s, worse for CPU and latency)',
       ratiosToBridge,
+      ratiosToBridgeSpread:
+        ratiosToBridge !== null ? ratioSpread(roundRows, 'ratioToBridge', bridgeCompared) : null,
+      ratiosToFloor: ratiosToFloorSummary,
+      ratiosToFloorSpread:
+        ratiosToFloorSummary !== null
+          ? ratioSpread(roundRows, 'ratioToFloor', floorCompared)
+          : null,
+      ratiosToFloorDefinition:
+        'median over rounds of (coap-edge variant / the floor program doing the same flow: ' +
+        'coapEdgeReply / floorReply, coapEdgePublish / floorPublish) in the same round; the ' +
+        'floor is bench/lib/uplink-floor.ts (see phases.floorReply for what it leaves out)',
+      ratioSpreadDefinition:
+        'per metric, the per-round ratios (rounds in order) with their min, quartiles (nearest ' +
+        'rank) and max: a ratio whose spread covers the target cannot be told from it',
       ratiosToBridgeDefinition:
         'median over rounds of (variant / coapEdgeReply: bridge mode, tracing off, same ' +
         'publish + reply flow) in the same round',
       delivery,
+      ...(halfSat !== undefined
+        ? { halfSaturation: halfSaturationSummary(roundRows, phases, halfSat) }
+        : {}),
     },
     rounds: roundRows,
     ...(profile !== undefined ? { coapEdgeProfile: profile } : {}),

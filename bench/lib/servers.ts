@@ -12,7 +12,7 @@ import { pskShellLiteral, pskUsableOnCommandLine } from '../../src/enos/index.js
 import { waitReady, type Credentials, type Target } from './client.js';
 import { isAlive, readCpu, readRssKiB, type CpuSample } from './proc.js';
 
-export type ServerName = 'coapEdge' | 'libcoap';
+export type ServerName = 'coapEdge' | 'libcoap' | 'floor';
 
 export interface ServerProcess {
   readonly name: ServerName;
@@ -198,6 +198,33 @@ export async function startCoapEdge(
   const tail = track(child);
   const command = ['node', ...args].join(' ');
   return ready(handle('coapEdge', child, { host: HOST, port }, command, tail), creds);
+}
+
+/**
+ * The uplink floor reference (bench/lib/uplink-floor.ts): `node dist/bench/lib/uplink-floor.js
+ * --port <p> --devices <file> --mqtt-url <url> --product-key <pk>`.
+ */
+export async function startFloor(
+  o: { devicesFile: string; mqttUrl: string; productKey: string },
+  creds: Credentials,
+): Promise<ServerProcess> {
+  const port = await freePortPair();
+  const script = fileURLToPath(new URL('./uplink-floor.js', import.meta.url));
+  const args = [
+    script,
+    '--port',
+    String(port),
+    '--devices',
+    o.devicesFile,
+    '--mqtt-url',
+    o.mqttUrl,
+    '--product-key',
+    o.productKey,
+  ];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const tail = track(child);
+  const command = ['node', ...args].join(' ');
+  return ready(handle('floor', child, { host: HOST, port }, command, tail), creds);
 }
 
 /**

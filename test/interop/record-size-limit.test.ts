@@ -7,7 +7,7 @@
  * it as a client): the ServerHello must echo the extension, and no record we send may carry
  * more than 512 bytes of plaintext. Against the real in-process gateway (a device request and
  * its answer), and against the gateway's composition (DtlsServer feeding a CoapEndpoint, as
- * src/gateway/index.ts wires them) serving a 3 KB body, fetched block by block.
+ * src/gateway/build/dtls.ts wires them) serving a 3 KB body, fetched block by block.
  *
  * s_client runs with `-quiet` (stdout is exactly the application data, binary) and `-msg
  * -msgfile`: every record header and handshake message, in hex, goes to a file. The

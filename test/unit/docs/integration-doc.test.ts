@@ -37,7 +37,7 @@ import type { BridgeResponse, Principal } from '../../../src/bridge/types.js';
 import { OptionNumber, formatCode } from '../../../src/coap/constants.js';
 import { decodeUint } from '../../../src/coap/options.js';
 import { routeSchema, settings } from '../../../src/config/settings.js';
-import { toCoapReply } from '../../../src/gateway/coap-adapter.js';
+import { toCoapReply } from '../../../src/gateway/translation/coap-adapter.js';
 import { REPO_ROOT } from '../../helpers/processes.js';
 import { TTD_DEFAULTS } from '../../helpers/component-defaults.js';
 import { ManualClock } from '../../../src/time/clock.js';

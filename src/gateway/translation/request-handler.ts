@@ -2,19 +2,19 @@
  * The CoAP request handler: maps a CoAP request to the bridge and the answer back, records
  * request metrics, and (when traced) wraps the exchange in a `coap.exchange` span.
  */
-import { authorize, type Router } from '../bridge/router.js';
-import type { BridgeResponse, Principal } from '../bridge/types.js';
-import { Code, OptionNumber, formatCode } from '../coap/constants.js';
-import type { CoapMessage } from '../coap/codec.js';
+import { authorize, type Router } from '../../bridge/router.js';
+import type { BridgeResponse, Principal } from '../../bridge/types.js';
+import { Code, OptionNumber, formatCode } from '../../coap/constants.js';
+import type { CoapMessage } from '../../coap/codec.js';
 import type {
   CoapAdmission,
   CoapPeer,
   CoapReply,
   CoapRequest,
   CoapRequestHandler,
-} from '../coap/endpoint.js';
-import { decodeBlock, getOption } from '../coap/options.js';
-import type { RequestStats } from '../telemetry/metrics.js';
+} from '../../coap/endpoint.js';
+import { decodeBlock, getOption } from '../../coap/options.js';
+import type { RequestStats } from '../../telemetry/metrics.js';
 import {
   SpanKind,
   SpanStatusCode,
@@ -23,7 +23,7 @@ import {
   withSpan,
   type Attributes,
   type Span,
-} from '../telemetry/trace.js';
+} from '../../telemetry/trace.js';
 import { MALFORMED_PATH, toBridgeRequest, toCoapReply } from './coap-adapter.js';
 
 const METHOD_NAMES = new Map<number, string>([

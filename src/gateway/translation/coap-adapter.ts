@@ -2,17 +2,17 @@
  * Maps CoAP requests to bridge requests and bridge outcomes back to CoAP responses
  * (codes per docs/protocol.md; Max-Age as a retry hint with 5.03).
  */
-import type { CoapOption } from '../coap/codec.js';
-import { Code, ContentFormat, OptionNumber } from '../coap/constants.js';
-import type { CoapReply, CoapRequest } from '../coap/endpoint.js';
-import { contentFormat, encodeUint, uriPathStrict, uriQuery } from '../coap/options.js';
+import type { CoapOption } from '../../coap/codec.js';
+import { Code, ContentFormat, OptionNumber } from '../../coap/constants.js';
+import type { CoapReply, CoapRequest } from '../../coap/endpoint.js';
+import { contentFormat, encodeUint, uriPathStrict, uriQuery } from '../../coap/options.js';
 import type {
   BridgeRequest,
   BridgeResponse,
   BridgeStatus,
   Method,
   Principal,
-} from '../bridge/types.js';
+} from '../../bridge/types.js';
 
 const STATUS_CODES: Record<BridgeStatus, number> = {
   changed: Code.CHANGED,
