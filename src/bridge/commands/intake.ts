@@ -23,22 +23,26 @@
  *   losing them. Only another store error, or closing the intake, loses one (counted, the
  *   first of a run logged). Messages of one connection are handled one at a time, so the
  *   broker's in-flight window gives back-pressure.
- * - Reconnects like the bridge pool (`mqtt/connection.ts`): a fresh client per attempt, clean
- *   session, exponential backoff with jitter; MQTT 5 falling back to 3.1.1 when the broker
- *   refuses 5 (`protocol: 'auto'`). The subscription is made again on every connection; a
- *   refused or unanswered SUBSCRIBE drops the connection and retries with backoff.
+ * - Its connection is the bridge pool's (`mqtt/connection.ts`): a fresh client per attempt,
+ *   clean session, exponential backoff with jitter; MQTT 5 falling back to 3.1.1 when the
+ *   broker refuses 5 (`protocol: 'auto'`). The subscription is made again on every
+ *   connection; a refused or unanswered SUBSCRIBE drops the connection and retries with
+ *   backoff (the backoff is reset only by a subscription, not by a CONNACK).
  */
 import { randomBytes } from 'node:crypto';
-import { connect, type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
+import type { IPublishPacket } from 'mqtt';
 import { isDownlinkTopic, parseMqttTopic } from '../../enos/index.js';
 import {
   backoffDelay,
-  isVersionRefusal,
+  MqttConnection,
+  ProtocolChoice,
   traceparentOf,
-  type ProtocolLevel,
+  type ConnectionHooks,
+  type MqttProtocolSetting,
 } from '../mqtt/connection.js';
-import type { MqttBackendLogger, MqttProtocolSetting } from '../mqtt/backend.js';
+import type { MqttBackendLogger } from '../mqtt/backend.js';
 import { redactUrl } from '../mqtt/backend.js';
+import { MqttBackendError } from '../mqtt/errors.js';
 import type { CommandStore } from '../types.js';
 import { CommandError } from './errors.js';
 
@@ -153,33 +157,22 @@ export function commandFilters(topics: readonly string[], o: CommandFilterOption
   return [...out];
 }
 
-interface Session {
-  readonly client: MqttClient;
-  readonly level: ProtocolLevel;
-  up: boolean;
-  subscribed: boolean;
-  subscribeFailed: boolean;
-  versionRefused: boolean;
-  lastError: Error | undefined;
-}
-
 const noopLogger: MqttBackendLogger = { info: () => undefined, warn: () => undefined };
 
 export class CommandIntake {
   readonly #o: CommandIntakeOptions;
   readonly #filters: readonly string[];
   readonly #prefix: string;
-  readonly #protocol: MqttProtocolSetting;
-  readonly #clientId: string;
+  readonly #protocol: ProtocolChoice;
+  readonly #conn: MqttConnection;
   readonly #maxPayload: number;
   readonly #log: MqttBackendLogger;
   readonly #urlForLogs: string;
-  #level: ProtocolLevel;
   #phase: CommandIntakeState = 'idle';
-  #session: Session | undefined;
-  #retryTimer: NodeJS.Timeout | undefined;
-  #failures = 0;
-  #attempts = 0;
+  /** The current connection's subscription was granted. */
+  #subscribed = false;
+  /** The current connection's subscription was refused or not answered (logged already). */
+  #subscribeFailed = false;
   #failureLogged = false;
   #storeFailing = false;
   readonly #pending = new Set<Promise<void>>();
@@ -200,19 +193,37 @@ export class CommandIntake {
   #connectionUps = 0;
   #connectionDowns = 0;
   #reconnects = 0;
-  #protocolFallbacks = 0;
 
   /** @throws CommandError `COMMANDS_BAD_FILTER` (see {@link commandFilters}). */
   constructor(o: CommandIntakeOptions) {
     this.#o = o;
     this.#filters = commandFilters(o.topics, o);
     this.#prefix = o.topicPrefix ?? '';
-    this.#protocol = o.protocol ?? 'auto';
-    this.#level = this.#protocol === '3.1.1' ? 4 : 5;
-    this.#clientId = `${o.clientIdPrefix ?? 'coap-edge-c-'}${randomBytes(4).toString('hex')}`;
     this.#maxPayload = o.maxPayloadBytes ?? 65_536;
     this.#log = o.logger ?? noopLogger;
     this.#urlForLogs = redactUrl(o.url);
+    this.#protocol = new ProtocolChoice(o.protocol ?? 'auto', () =>
+      this.#log.info(
+        { url: this.#urlForLogs },
+        'command intake: broker refused MQTT 5; using 3.1.1',
+      ),
+    );
+    this.#conn = new MqttConnection(
+      0,
+      {
+        url: o.url,
+        username: o.username,
+        password: o.password,
+        clientId: `${o.clientIdPrefix ?? 'coap-edge-c-'}${randomBytes(4).toString('hex')}`,
+        keepaliveSec: o.keepaliveSec ?? 30,
+        connectTimeoutMs: o.connectTimeoutMs ?? 10_000,
+        reconnectMinMs: o.reconnectMinMs ?? 500,
+        reconnectMaxMs: o.reconnectMaxMs ?? 30_000,
+        steadyOnConnect: false,
+        maxInflight: 1,
+      },
+      this.#hooks(),
+    );
   }
 
   /** The subscription filters in use. */
@@ -228,7 +239,7 @@ export class CommandIntake {
   start(): void {
     if (this.#phase !== 'idle') return;
     this.#phase = 'connecting';
-    this.#open();
+    this.#conn.start();
   }
 
   /** Resolves true once subscribed, false after `timeoutMs` or on close. */
@@ -249,7 +260,7 @@ export class CommandIntake {
   stats(): CommandIntakeStats {
     return {
       state: this.#phase,
-      protocolVersion: this.#phase === 'subscribed' ? this.#session?.level : undefined,
+      protocolVersion: this.#phase === 'subscribed' ? this.#conn.level : undefined,
       received: this.#received,
       enqueued: this.#enqueued,
       refusedFull: this.#refusedFull,
@@ -261,7 +272,7 @@ export class CommandIntake {
       connectionUps: this.#connectionUps,
       connectionDowns: this.#connectionDowns,
       reconnects: this.#reconnects,
-      protocolFallbacks: this.#protocolFallbacks,
+      protocolFallbacks: this.#protocol.fallbacks,
     };
   }
 
@@ -270,115 +281,69 @@ export class CommandIntake {
     if (this.#phase === 'closed') return;
     this.#phase = 'closed';
     for (const wake of [...this.#storeWaits]) wake();
-    if (this.#retryTimer !== undefined) clearTimeout(this.#retryTimer);
-    this.#retryTimer = undefined;
     for (const w of [...this.#subscribedWaiters]) w(false);
-    const s = this.#session;
-    this.#session = undefined;
-    if (s !== undefined) {
-      const client = s.client;
-      await new Promise<void>((resolve) => {
-        const guard = setTimeout(() => {
-          client.stream.destroy();
-          resolve();
-        }, 1000);
-        client.end(!client.connected, () => {
-          clearTimeout(guard);
-          resolve();
-        });
-      });
-    }
+    await this.#conn.close();
     await Promise.all([...this.#pending]);
   }
 
-  #open(): void {
-    const first = this.#attempts === 0;
-    this.#attempts++;
-    if (!first) this.#reconnects++;
-    const level = this.#level;
-    const o = this.#o;
-    const options: IClientOptions = {
-      protocolVersion: level,
-      clientId: this.#clientId,
-      clean: true,
-      keepalive: o.keepaliveSec ?? 30,
-      connectTimeout: o.connectTimeoutMs ?? 10_000,
-      reconnectPeriod: 0,
-      resubscribe: false,
-      queueQoSZero: false,
+  #hooks(): ConnectionHooks {
+    return {
+      protocolLevel: () => this.#protocol.level,
+      onVersionRefused: (_conn, level) => this.#protocol.refused(level),
+      onAttempt: (_conn, first) => {
+        if (!first) this.#reconnects++;
+        this.#subscribed = false;
+        this.#subscribeFailed = false;
+      },
+      onUp: () => {
+        this.#connectionUps++;
+        this.#subscribe();
+      },
+      onDown: (_conn, _wasUp, err) => this.#onDown(err),
+      onMessage: () => undefined,
+      // One message at a time; the PUBACK (sent after `done`) waits for the store.
+      handleMessage: (packet, done) => {
+        const p = this.#onPublish(packet);
+        this.#pending.add(p);
+        void p.finally(() => {
+          this.#pending.delete(p);
+          done();
+        });
+      },
     };
-    if (o.username !== undefined) options.username = o.username;
-    if (o.password !== undefined) options.password = o.password;
-    const client = connect(o.url, options);
-    const s: Session = {
-      client,
-      level,
-      up: false,
-      subscribed: false,
-      subscribeFailed: false,
-      versionRefused: false,
-      lastError: undefined,
-    };
-    this.#session = s;
-    // One message at a time; the PUBACK (sent after `done`) waits for the store.
-    client.handleMessage = (packet: IPublishPacket, done: (error?: Error) => void): void => {
-      const p = this.#onPublish(packet);
-      this.#pending.add(p);
-      void p.finally(() => {
-        this.#pending.delete(p);
-        done();
-      });
-    };
-    client.on('error', (err: Error) => {
-      s.lastError = err;
-      if (isVersionRefusal(err)) s.versionRefused = true;
-    });
-    client.on('connect', () => {
-      if (this.#session !== s) return;
-      s.up = true;
-      this.#connectionUps++;
-      this.#subscribe(s);
-    });
-    client.on('close', () => this.#onClose(s));
   }
 
-  #subscribe(s: Session): void {
-    const timeoutMs = this.#o.subscribeTimeoutMs ?? 5_000;
-    let done = false;
-    const fail = (why: string): void => {
-      if (this.#session !== s || !s.up) return; // the connection is gone anyway
-      this.#subscribeFailures++;
-      s.subscribeFailed = true;
-      this.#log.warn(
-        { url: this.#urlForLogs, filters: this.#filters, err: why },
-        'command intake: subscription failed; reconnecting with backoff',
-      );
-      s.client.end(true);
-    };
-    const timer = setTimeout(() => {
-      done = true;
-      fail('no SUBACK in time');
-    }, timeoutMs);
-    s.client.subscribe([...this.#filters], { qos: 1 }, (err, granted) => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      const refused = granted?.find((g) => (g.qos & 0x80) !== 0);
-      if (err !== undefined && err !== null) fail(err.message);
-      else if (this.#session !== s || !s.up) return;
-      else if (refused !== undefined) fail(`SUBACK 0x${refused.qos.toString(16)} ${refused.topic}`);
-      else {
-        s.subscribed = true;
+  #subscribe(): void {
+    const conn = this.#conn;
+    conn.subscribe(this.#filters, this.#o.subscribeTimeoutMs ?? 5_000).then(
+      () => {
+        this.#subscribed = true;
+        conn.markSteady();
         this.#phase = 'subscribed';
-        this.#failures = 0;
         this.#failureLogged = false;
         this.#log.info(
-          { url: this.#urlForLogs, filters: this.#filters, protocolVersion: s.level },
+          { url: this.#urlForLogs, filters: this.#filters, protocolVersion: conn.level },
           'command intake subscribed',
         );
         for (const w of [...this.#subscribedWaiters]) w(true);
-      }
-    });
+      },
+      (e: unknown) => {
+        // BACKEND_CONNECTION_LOST: the connection is gone anyway
+        const lost = e instanceof MqttBackendError && e.code === 'BACKEND_CONNECTION_LOST';
+        if (lost || !conn.isUp) return;
+        this.#subscribeFailures++;
+        this.#subscribeFailed = true;
+        this.#log.warn(
+          {
+            url: this.#urlForLogs,
+            filters: this.#filters,
+            err: e instanceof Error ? e.message : String(e),
+          },
+          'command intake: subscription failed; reconnecting with backoff',
+        );
+        conn.drop();
+      },
+    );
   }
 
   async #onPublish(packet: IPublishPacket): Promise<void> {
@@ -451,49 +416,23 @@ export class CommandIntake {
     });
   }
 
-  #onClose(s: Session): void {
-    const current = this.#session === s;
-    const wasSubscribed = s.subscribed;
-    s.up = false;
-    s.subscribed = false;
-    s.client.end(true);
-    if (!current || this.#phase === 'closed') return;
-    this.#session = undefined;
+  #onDown(err: Error | undefined): void {
+    const wasSubscribed = this.#subscribed;
+    this.#subscribed = false;
+    if (this.#phase === 'closed') return;
     this.#phase = 'down';
     if (wasSubscribed) {
       this.#connectionDowns++;
       this.#log.warn(
-        { url: this.#urlForLogs, err: s.lastError?.message },
+        { url: this.#urlForLogs, err: err?.message },
         'command intake: connection lost',
       );
-    } else if (!this.#failureLogged && !s.subscribeFailed) {
+    } else if (!this.#failureLogged && !this.#subscribeFailed) {
       this.#failureLogged = true;
       this.#log.warn(
-        { url: this.#urlForLogs, err: s.lastError?.message },
+        { url: this.#urlForLogs, err: err?.message },
         'command intake: connection attempt failed; retrying with backoff',
       );
     }
-    let delay: number;
-    const min = this.#o.reconnectMinMs ?? 500;
-    const max = this.#o.reconnectMaxMs ?? 30_000;
-    if (s.versionRefused && this.#protocol === 'auto' && s.level === 5) {
-      this.#level = 4;
-      this.#protocolFallbacks++;
-      this.#log.info(
-        { url: this.#urlForLogs },
-        'command intake: broker refused MQTT 5; using 3.1.1',
-      );
-      delay = 0;
-    } else if (wasSubscribed) {
-      delay = backoffDelay(0, min, max, Math.random());
-      this.#failures = 1;
-    } else {
-      delay = backoffDelay(this.#failures, min, max, Math.random());
-      this.#failures++;
-    }
-    this.#retryTimer = setTimeout(() => {
-      this.#retryTimer = undefined;
-      if (this.#phase === 'down') this.#open();
-    }, delay);
   }
 }

@@ -34,8 +34,9 @@ import { ErrorWithReasonCode } from 'mqtt';
 import {
   clientIdFor,
   PoolConnection,
+  ProtocolChoice,
   type ConnectionHooks,
-  type ProtocolLevel,
+  type MqttProtocolSetting,
   type UserProperties,
 } from './connection.js';
 import {
@@ -61,7 +62,7 @@ import type {
   PublishOptions as DevicePublishOptions,
 } from '../types.js';
 
-export type MqttProtocolSetting = 'auto' | '5' | '3.1.1';
+export type { MqttProtocolSetting } from './connection.js';
 
 /** The subset of a pino logger the backend uses. */
 export interface MqttBackendLogger {
@@ -177,14 +178,13 @@ const noopLogger: MqttBackendLogger = { info: () => undefined, warn: () => undef
 
 export class MqttBridgeBackend {
   private readonly connections: readonly PoolConnection[];
-  private readonly protocol: MqttProtocolSetting;
+  private readonly protocol: ProtocolChoice;
   private readonly topicPrefix: string;
   private readonly publishTimeoutMs: number;
   private readonly replyTimeoutMs: number;
   private readonly maxQueued: number;
   private readonly log: MqttBackendLogger;
   private readonly urlForLogs: string;
-  private level: ProtocolLevel;
   private rr = 0;
   private closed = false;
   /** Publishes waiting for a slot; entries that left it are skipped lazily. */
@@ -218,17 +218,20 @@ export class MqttBridgeBackend {
   private reconnects = 0;
   private connectionUps = 0;
   private connectionDowns = 0;
-  private protocolFallbacks = 0;
 
   constructor(opts: MqttBridgeOptions) {
-    this.protocol = opts.protocol ?? 'auto';
-    this.level = this.protocol === '3.1.1' ? 4 : 5;
     this.topicPrefix = opts.topicPrefix ?? '';
     this.publishTimeoutMs = opts.publishTimeoutMs;
     this.replyTimeoutMs = opts.replyTimeoutMs;
     this.maxQueued = opts.maxQueued ?? 10_000;
     this.log = opts.logger ?? noopLogger;
     this.urlForLogs = redactUrl(opts.url);
+    this.protocol = new ProtocolChoice(opts.protocol ?? 'auto', () =>
+      this.log.info(
+        { url: this.urlForLogs },
+        'mqtt broker refused MQTT 5; using MQTT 3.1.1 (no user properties)',
+      ),
+    );
     this.clock = opts.clock ?? systemClock;
     // a publish waiting for its PUBACK holds the process open, as a Node timer per publish did
     this.deadlines = new TimerQueue(this.clock, true);
@@ -317,7 +320,7 @@ export class MqttBridgeBackend {
       reconnects: this.reconnects,
       connectionUps: this.connectionUps,
       connectionDowns: this.connectionDowns,
-      protocolFallbacks: this.protocolFallbacks,
+      protocolFallbacks: this.protocol.fallbacks,
       suspects: {
         strikes: this.suspects.strikes,
         refused: this.suspectRefused,
@@ -615,24 +618,14 @@ export class MqttBridgeBackend {
 
   private hooks(): ConnectionHooks {
     return {
-      protocolLevel: () => this.level,
+      protocolLevel: () => this.protocol.level,
       onVersionRefused: (conn, level) => {
-        if (this.protocol !== 'auto' || level !== 5) {
-          this.log.warn(
-            { url: this.urlForLogs, connection: conn.index, protocolVersion: level },
-            'mqtt broker refused the configured protocol version',
-          );
-          return false;
-        }
-        if (this.level === 5) {
-          this.level = 4;
-          this.protocolFallbacks++;
-          this.log.info(
-            { url: this.urlForLogs },
-            'mqtt broker refused MQTT 5; using MQTT 3.1.1 (no user properties)',
-          );
-        }
-        return true;
+        if (this.protocol.refused(level)) return true;
+        this.log.warn(
+          { url: this.urlForLogs, connection: conn.index, protocolVersion: level },
+          'mqtt broker refused the configured protocol version',
+        );
+        return false;
       },
       onAttempt: (_conn, first) => {
         if (!first) this.reconnects++;

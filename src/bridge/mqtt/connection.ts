@@ -1,5 +1,11 @@
 /**
- * One connection of the bridge pool, with its own reconnect loop.
+ * The one MQTT connection of coap-edge: each bridge pool connection, the command intake's
+ * connection and every per-device session is one {@link MqttConnection}. It owns connecting
+ * (MQTT 5 falling back to 3.1.1 through a {@link ProtocolChoice} its owner shares among its
+ * connections), TCP_NODELAY, holding writes to the end of the event loop turn, QoS 1 publish
+ * (optionally with a PUBACK deadline on its owner's {@link TimerQueue}:
+ * {@link PublishDeadlines}), subscribe, and reconnecting with backoff (or, for per-device
+ * sessions, not at all).
  *
  * Every connection attempt uses a fresh mqtt.js client with `reconnectPeriod: 0`; this class
  * schedules the next attempt itself (exponential backoff with jitter). Why not mqtt.js's own
@@ -21,9 +27,46 @@ import {
   type IPublishPacket,
   type MqttClient,
 } from 'mqtt';
-import { BackendUnavailableError } from './errors.js';
+import { TimerQueue, type Clock, type Timed } from '../../time/clock.js';
+import { BackendRejectedError, BackendUnavailableError, type MqttBackendError } from './errors.js';
+import type { PublishCounters } from './stats.js';
 
 export type ProtocolLevel = 4 | 5;
+
+/** Setting `mqttProtocol`: `auto` is MQTT 5, falling back to 3.1.1 when the broker refuses 5. */
+export type MqttProtocolSetting = 'auto' | '5' | '3.1.1';
+
+/**
+ * The protocol level an owner's connections use: 5 (or 3.1.1 when so configured), and with
+ * `auto` 3.1.1 for all of them, for the owner's life, once the broker refused 5.
+ */
+export class ProtocolChoice {
+  level: ProtocolLevel;
+  /** Times `auto` fell back from MQTT 5 to 3.1.1. */
+  fallbacks = 0;
+
+  /** `onFallback`: runs once, when the choice switches to 3.1.1 (for a log line). */
+  constructor(
+    readonly setting: MqttProtocolSetting,
+    private readonly onFallback: () => void,
+  ) {
+    this.level = setting === '3.1.1' ? 4 : 5;
+  }
+
+  /**
+   * The broker refused `level` (see {@link isVersionRefusal}). True when the next attempt
+   * should be made at once with 3.1.1 (`auto`, and `level` was 5); false otherwise.
+   */
+  refused(level: ProtocolLevel): boolean {
+    if (this.setting !== 'auto' || level !== 5) return false;
+    if (this.level === 5) {
+      this.level = 4;
+      this.fallbacks++;
+      this.onFallback();
+    }
+    return true;
+  }
+}
 
 /** idle: not started; connecting: first attempt running; up; down: retrying; closed. */
 export type ConnectionPhase = 'idle' | 'connecting' | 'up' | 'down' | 'closed';
@@ -37,8 +80,23 @@ export interface ConnectionOptions {
   readonly clientId: string;
   readonly keepaliveSec: number;
   readonly connectTimeoutMs: number;
-  readonly reconnectMinMs: number;
-  readonly reconnectMaxMs: number;
+  /**
+   * False: no reconnect; after a lost connection or a failed attempt the connection stays
+   * down (its owner opens a new one), except that a refused protocol level is retried at
+   * once when `onVersionRefused` says so. Default true.
+   */
+  readonly reconnect?: boolean;
+  /** First reconnect delay; doubles per failed attempt up to `reconnectMaxMs`. Default 500. */
+  readonly reconnectMinMs?: number;
+  /** Default 30000. */
+  readonly reconnectMaxMs?: number;
+  /**
+   * False: the connection counts as healthy for the backoff only once its owner calls
+   * {@link MqttConnection.markSteady} (the command intake: after its SUBACK), so a connection
+   * that comes up and is refused what its owner needs keeps backing off. Default true (at
+   * the CONNACK).
+   */
+  readonly steadyOnConnect?: boolean;
   /** In-flight QoS 1 publishes at most; lowered to the broker's MQTT 5 Receive Maximum. */
   readonly maxInflight: number;
 }
@@ -51,13 +109,23 @@ export interface ConnectionHooks {
    * version" from a 3.1.1 broker, or MQTT 5 reason 0x84). True: retry at once (the pool
    * switched to 3.1.1); false: retry after the usual backoff.
    */
-  onVersionRefused(conn: PoolConnection, level: ProtocolLevel): boolean;
-  onAttempt(conn: PoolConnection, first: boolean): void;
-  onUp(conn: PoolConnection): void;
-  /** After a lost connection (`wasUp`) or a failed attempt; `err` is the last error seen. */
-  onDown(conn: PoolConnection, wasUp: boolean, err: Error | undefined): void;
+  onVersionRefused(conn: MqttConnection, level: ProtocolLevel): boolean;
+  onAttempt(conn: MqttConnection, first: boolean): void;
+  onUp(conn: MqttConnection): void;
+  /**
+   * After a lost connection (`wasUp`) or a failed attempt; `err` is the last error seen.
+   * `retrying`: another attempt follows unless the hook closes the connection (false when
+   * it does not reconnect and the protocol level was not refused).
+   */
+  onDown(conn: MqttConnection, wasUp: boolean, err: Error | undefined, retrying: boolean): void;
   /** `traceparent`: the W3C trace context of an MQTT 5 message, when it carries one. */
   onMessage(topic: string, payload: Buffer, traceparent: string | undefined): void;
+  /**
+   * Takes over mqtt.js's `handleMessage`: the PUBACK of a QoS 1 message is sent when `done`
+   * runs, and messages are handed over one at a time (the command intake's store writes).
+   * `onMessage` still runs for each message, before it is handed to this.
+   */
+  handleMessage?(packet: IPublishPacket, done: () => void): void;
 }
 
 /** What one mqtt.js client carries; replaced on every attempt. */
@@ -73,6 +141,8 @@ interface Session {
   disconnectReason: number | undefined;
   /** An uncork of the client's socket is scheduled for the end of this event loop turn. */
   corked: boolean;
+  /** Healthy for the backoff: up (or, without `steadyOnConnect`, marked by the owner). */
+  steady: boolean;
 }
 
 /**
@@ -101,7 +171,7 @@ export function isVersionRefusal(err: Error): boolean {
   return err instanceof ErrorWithReasonCode && (err.code === 1 || err.code === 0x84);
 }
 
-export class PoolConnection {
+export class MqttConnection {
   phase: ConnectionPhase = 'idle';
   /** Set by the pool after a PUBACK timeout; cleared by the next PUBACK on this connection. */
   suspect = false;
@@ -182,8 +252,37 @@ export class PoolConnection {
     return true;
   }
 
-  /** Subscribes with QoS 1 and resolves on a successful SUBACK. */
-  subscribe(topic: string, timeoutMs: number): Promise<void> {
+  /**
+   * Publishes with QoS 1 and resolves on the PUBACK, counted in `d.counters`. Rejects with
+   * `BACKEND_CONNECTION_LOST` (not up, or lost before the PUBACK), `BACKEND_OVERLOADED` (the
+   * in-flight limit is reached; nothing sent), `BACKEND_PUBACK_TIMEOUT` (`d.timeoutMs` passed
+   * on `d`'s clock) or {@link BackendRejectedError} (MQTT 5 PUBACK reason >= 0x80).
+   */
+  publishAcked(
+    d: PublishDeadlines,
+    topic: string,
+    payload: Buffer,
+    userProperties: UserProperties | undefined,
+  ): Promise<void> {
+    if (!this.isUp) return d.refuse(new BackendUnavailableError('BACKEND_CONNECTION_LOST'));
+    if (this.inflight >= this.limit) {
+      return d.refuse(
+        new BackendUnavailableError('BACKEND_OVERLOADED', 'too many unacknowledged publishes'),
+      );
+    }
+    return new Promise<void>((resolve, reject) => {
+      const job = new AckedPublish(d, resolve, reject);
+      d.queue.schedule(job, job.startedAt + d.timeoutMs);
+      const sent = this.publish(topic, payload, userProperties, (err) => job.acked(err));
+      if (!sent) job.acked(new Error('not up'));
+    });
+  }
+
+  /**
+   * Subscribes with QoS 1 to `topic` (one SUBSCRIBE for a list) and resolves on a SUBACK
+   * that grants every filter.
+   */
+  subscribe(topic: string | readonly string[], timeoutMs: number): Promise<void> {
     const s = this.session;
     if (s === undefined || !this.isUp) {
       return Promise.reject(new BackendUnavailableError('BACKEND_UNAVAILABLE'));
@@ -192,27 +291,53 @@ export class PoolConnection {
       let done = false;
       const timer = setTimeout(() => {
         done = true;
-        reject(new BackendUnavailableError('BACKEND_SUBSCRIBE_FAILED', 'no SUBACK in time'));
+        reject(
+          this.session !== s || !s.up
+            ? new BackendUnavailableError('BACKEND_CONNECTION_LOST', 'before the SUBACK')
+            : new BackendUnavailableError('BACKEND_SUBSCRIBE_FAILED', 'no SUBACK in time'),
+        );
       }, timeoutMs);
-      s.client.subscribe(topic, { qos: 1 }, (err, granted) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        const refused = granted?.find((g) => (g.qos & 0x80) !== 0);
-        if (this.session !== s || !s.up) {
-          reject(new BackendUnavailableError('BACKEND_CONNECTION_LOST', 'before the SUBACK'));
-        } else if (err !== undefined && err !== null) {
-          reject(new BackendUnavailableError('BACKEND_SUBSCRIBE_FAILED', err.message));
-        } else if (refused !== undefined) {
-          reject(
-            new BackendUnavailableError(
-              'BACKEND_SUBSCRIBE_FAILED',
-              `SUBACK 0x${refused.qos.toString(16)}`,
-            ),
-          );
-        } else resolve();
-      });
+      s.client.subscribe(
+        typeof topic === 'string' ? topic : [...topic],
+        { qos: 1 },
+        (err, granted) => {
+          if (done) return;
+          done = true;
+          clearTimeout(timer);
+          const refused = granted?.find((g) => (g.qos & 0x80) !== 0);
+          if (this.session !== s || !s.up) {
+            reject(new BackendUnavailableError('BACKEND_CONNECTION_LOST', 'before the SUBACK'));
+          } else if (err !== undefined && err !== null) {
+            reject(new BackendUnavailableError('BACKEND_SUBSCRIBE_FAILED', err.message));
+          } else if (refused !== undefined) {
+            reject(
+              new BackendUnavailableError(
+                'BACKEND_SUBSCRIBE_FAILED',
+                typeof topic === 'string'
+                  ? `SUBACK 0x${refused.qos.toString(16)}`
+                  : `SUBACK 0x${refused.qos.toString(16)} ${refused.topic}`,
+              ),
+            );
+          } else resolve();
+        },
+      );
     });
+  }
+
+  /** The connection is healthy for the backoff (with `steadyOnConnect: false`). */
+  markSteady(): void {
+    const s = this.session;
+    if (s === undefined || !s.up) return;
+    s.steady = true;
+    this.failures = 0;
+  }
+
+  /**
+   * Drops the current connection (no DISCONNECT); the reconnect follows as after a lost
+   * connection.
+   */
+  drop(): void {
+    this.session?.client.end(true);
   }
 
   /** Best effort; a lost connection drops its subscriptions anyway (clean session). */
@@ -275,8 +400,14 @@ export class PoolConnection {
       lastError: undefined,
       disconnectReason: undefined,
       corked: false,
+      steady: false,
     };
     this.session = s;
+    const hooks = this.hooks;
+    if (hooks.handleMessage !== undefined) {
+      client.handleMessage = (packet: IPublishPacket, done: (error?: Error) => void): void =>
+        hooks.handleMessage?.(packet, () => done());
+    }
 
     client.on('error', (err: Error) => {
       s.lastError = err;
@@ -293,7 +424,10 @@ export class PoolConnection {
         s.limit = Math.min(o.maxInflight, receiveMaximum);
       }
       this.phase = 'up';
-      this.failures = 0;
+      if (o.steadyOnConnect ?? true) {
+        s.steady = true;
+        this.failures = 0;
+      }
       this.suspect = false;
       this.hooks.onUp(this);
     });
@@ -329,29 +463,100 @@ export class PoolConnection {
     // now, and see this connection down).
     s.client.end(true);
     if (!current) return; // closed by close(), or an older attempt
-    this.hooks.onDown(this, wasUp, s.lastError);
-    if (this.phase !== 'down') return; // the hook closed the pool
+    const o = this.opts;
+    const retryNow = s.versionRefused && this.hooks.onVersionRefused(this, s.level);
+    this.hooks.onDown(this, wasUp, s.lastError, retryNow || (o.reconnect ?? true));
+    if (this.phase !== 'down') return; // the hook closed the connection
 
+    const min = o.reconnectMinMs ?? 500;
+    const max = o.reconnectMaxMs ?? 30_000;
     let delay: number;
-    if (s.versionRefused && this.hooks.onVersionRefused(this, s.level)) {
+    if (retryNow) {
       delay = 0;
-    } else if (wasUp) {
+    } else if (!(o.reconnect ?? true)) {
+      return;
+    } else if (s.steady) {
       // A connection that was up retries soon; failures from here on back off.
-      delay = backoffDelay(0, this.opts.reconnectMinMs, this.opts.reconnectMaxMs, Math.random());
+      delay = backoffDelay(0, min, max, Math.random());
       this.failures = 1;
     } else {
-      delay = backoffDelay(
-        this.failures,
-        this.opts.reconnectMinMs,
-        this.opts.reconnectMaxMs,
-        Math.random(),
-      );
+      delay = backoffDelay(this.failures, min, max, Math.random());
       this.failures++;
     }
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
       if (this.phase === 'down') this.open();
     }, delay);
+  }
+}
+
+/** The bridge pool's name for the connection (its tests and the pool's code use it). */
+export { MqttConnection as PoolConnection };
+
+/**
+ * The PUBACK deadlines of one owner's publishes ({@link MqttConnection.publishAcked}): one
+ * {@link TimerQueue} on the owner's clock, holding the process open while a publish waits,
+ * and the counters the outcomes go to. The per-device sessions use it; the bridge pool keeps
+ * its own entries (`PublishJob` in backend.ts), whose deadline also covers the wait for an
+ * in-flight slot and which mark suspects, on the same `publish` underneath.
+ */
+export class PublishDeadlines {
+  readonly queue: TimerQueue;
+
+  constructor(
+    readonly clock: Clock,
+    readonly timeoutMs: number,
+    readonly counters: PublishCounters<string>,
+  ) {
+    this.queue = new TimerQueue(clock, true);
+  }
+
+  /** A publish that was not sent: counted, and rejected with `err`. */
+  refuse(err: Error): Promise<never> {
+    this.counters.failure(err);
+    return Promise.reject(err);
+  }
+}
+
+/** One publish of {@link MqttConnection.publishAcked}; its own entry in the deadline queue. */
+class AckedPublish implements Timed {
+  dueAt = 0;
+  heapIndex = -1;
+  readonly startedAt: number;
+  private done = false;
+
+  constructor(
+    private readonly d: PublishDeadlines,
+    private readonly resolve: () => void,
+    private readonly reject: (err: Error) => void,
+  ) {
+    this.startedAt = d.clock.now();
+  }
+
+  onTimer(): void {
+    this.fail(new BackendUnavailableError('BACKEND_PUBACK_TIMEOUT'));
+  }
+
+  acked(err: Error | undefined): void {
+    if (err === undefined) {
+      if (this.done) return;
+      this.done = true;
+      this.d.queue.cancel(this);
+      this.d.counters.acked(this.d.clock.now() - this.startedAt);
+      this.resolve();
+    } else if (err instanceof ErrorWithReasonCode && err.code >= 0x80) {
+      this.fail(new BackendRejectedError(err.code));
+    } else {
+      this.fail(new BackendUnavailableError('BACKEND_CONNECTION_LOST'));
+    }
+  }
+
+  private fail(err: MqttBackendError): void {
+    if (this.done) return;
+    this.done = true;
+    this.d.queue.cancel(this);
+    this.d.counters.failure(err);
+    this.reject(err);
   }
 }
 

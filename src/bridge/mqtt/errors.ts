@@ -68,7 +68,7 @@ const messages: { readonly [C in MqttBackendErrorCode]: string } = {
   BACKEND_CONNECTION_LOST: 'MQTT connection lost before the acknowledgement',
   BACKEND_PUBACK_TIMEOUT: 'no PUBACK within the publish timeout',
   BACKEND_OVERLOADED: 'too many publishes waiting for an MQTT in-flight slot',
-  BACKEND_SUBSCRIBE_FAILED: 'reply topic subscription failed',
+  BACKEND_SUBSCRIBE_FAILED: 'topic subscription failed',
   BACKEND_CLOSED: 'MQTT backend closed',
   BACKEND_PUBLISH_REJECTED: 'broker rejected the publish',
   BACKEND_REPLY_TIMEOUT: 'no reply within the reply timeout',

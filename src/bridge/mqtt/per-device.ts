@@ -55,50 +55,66 @@
  *   than `maxInflightPerDevice` publishes unacknowledged.
  * - Nothing here logs or throws a credential: logs name the device (`pk/dk`), the broker URL
  *   without user info and CONNACK codes; errors carry codes and CONNACK codes only.
+ *
+ * Files: this one is the manager (the API, opening and ending sessions, messages, publishing);
+ * `per-device-table.ts` the session table, `per-device-admission.ts` who may open a session
+ * (refusal memory, `maxSessions`, with `per-device-rate.ts` the connect rate),
+ * `per-device-connect.ts` the device's login and CONNECT, `per-device-login.ts` the login's
+ * pure parts (templates, EnOS signing, command filters), `per-device-probe.ts` the broker
+ * reachability probe. Every session's connection is an {@link MqttConnection}
+ * (`connection.ts`).
  */
-import { CoapEdgeError } from '../../errors/index.js';
-import { createConnection } from 'node:net';
 import { systemClock, type Clock, type TimerHandle } from '../../time/clock.js';
-import { ErrorWithReasonCode } from 'mqtt';
 import type { DeviceKey, MessageBackend, Principal } from '../types.js';
-import { redactUrl, type MqttProtocolSetting } from './backend.js';
+import { redactUrl } from './backend.js';
 import {
-  isVersionRefusal,
-  PoolConnection,
-  type ConnectionHooks,
+  ProtocolChoice,
+  PublishDeadlines,
+  type MqttConnection,
+  type MqttProtocolSetting,
   type ProtocolLevel,
   type UserProperties,
 } from './connection.js';
 import {
-  BackendRejectedError,
   BackendUnavailableError,
+  BackendRejectedError,
   DeviceUnauthorizedError,
-  type MqttBackendError,
   type BackendUnavailableCode,
 } from './errors.js';
 import { checkTopic, requestReply, toError, tracedPublish, type SendFn } from './exchange.js';
 import { activeContext } from '../../telemetry/trace.js';
+import { Admission, type ConnectRefusalReason } from './per-device-admission.js';
+import { DeviceConnector, type ConnectFailureReason } from './per-device-connect.js';
 import {
   checkCommandTopics,
   checkLoginTemplates,
   commandFilters,
-  deviceLogin,
-  isLoginRefusal,
-  refusalCode,
   topicMatches,
   type DeviceAuthKind,
   type DeviceLoginTemplates,
 } from './per-device-login.js';
-import { TokenBucket } from './per-device-rate.js';
+import { BrokerProbe } from './per-device-probe.js';
+import {
+  checkOpening,
+  keyOf,
+  label,
+  SessionTable,
+  type DeviceSession,
+  type SessionCloseReason,
+} from './per-device-table.js';
 import { ReplyMatcher } from './replies.js';
 import {
-  LatencyHistogram,
+  PublishCounters,
   type BackendState,
   type LatencySnapshot,
   type PublishFailureReason,
 } from './stats.js';
 import { ReplySubscriptions } from './subscriptions.js';
-import { UpWaiters } from './up-waiters.js';
+
+export type { ConnectFailureReason } from './per-device-connect.js';
+export type { ConnectRefusalReason } from './per-device-admission.js';
+export { probeTarget } from './per-device-probe.js';
+export type { SessionCloseReason } from './per-device-table.js';
 
 /** The subset of a pino logger the sessions use (`debug` for per-device open/close). */
 export interface DeviceSessionLogger {
@@ -171,29 +187,6 @@ export interface DeviceRequestOptions extends DevicePublishOptions {
   readonly replyTimeoutMs?: number;
 }
 
-/** Why an open session ended. `error`: the connection was lost (broker, network, takeover). */
-export type SessionCloseReason = 'lifetime' | 'evicted' | 'error' | 'shutdown';
-
-/** Why opening a session failed after it was started (a CONNECT was sent or about to be). */
-export type ConnectFailureReason =
-  /** CONNACK 4/5 or 0x86/0x87: the broker refused the device's login. */
-  | 'unauthorized'
-  /** No connection or no CONNACK in time (also a connection lost before the SUBACKs). */
-  | 'unreachable'
-  /** Any other CONNACK refusal (server unavailable, busy, protocol version, ...). */
-  | 'connack-refused'
-  /** `secretOf` gave no secret. */
-  | 'no-secret'
-  /** `secretOf` threw. */
-  | 'secret-error'
-  /** The login could not be built from the device's keys and secret. */
-  | 'login-invalid'
-  /** `closeDevice` or `close` while opening. */
-  | 'aborted';
-
-/** Why a session was not even started. */
-export type ConnectRefusalReason = 'remembered-unauthorized' | 'max-sessions' | 'rate-limited';
-
 export type DevicePublishFailureReason = PublishFailureReason | 'unauthorized';
 
 export interface DeviceSessionStats {
@@ -251,52 +244,12 @@ export interface DeviceSessionStats {
   readonly protocolFallbacks: number;
 }
 
-type Phase = 'connecting' | 'up' | 'closed';
-
-interface Session {
-  readonly key: string;
-  readonly device: DeviceKey;
-  phase: Phase;
-  ready: Promise<void>;
-  conn: PoolConnection | undefined;
-  lifetimeMs: number;
-  lastActivity: number;
-  dtlsSessionId: string;
-  /** Requests using the session now (the sweep leaves it alone meanwhile). */
-  active: number;
-  readonly filters: readonly string[];
-  readonly replies: ReplyMatcher;
-  readonly subscriptions: ReplySubscriptions<PoolConnection>;
-  /** While opening: fails the open at once (closeDevice, close). */
-  abort: ((err: Error) => void) | undefined;
-  /** Why the session ended, for requests that waited on it. */
-  endError: Error | undefined;
-}
-
-/** Thrown inside `open` for a failed CONNECT; carries the last mqtt.js error. */
-class AttemptFailed extends CoapEdgeError {
-  readonly code = 'PER_DEVICE_CONNECT_FAILED';
-  constructor(readonly last: Error | undefined) {
-    super('connect attempt failed');
-  }
-}
-
 const noopLogger: DeviceSessionLogger = { info: () => undefined, warn: () => undefined };
 
-/** Map key of a device: keys cannot contain `,` (identity rules). */
-function keyOf(d: DeviceKey): string {
-  return `${d.productKey},${d.deviceKey}`;
-}
-
-function label(d: DeviceKey): string {
-  return `${d.productKey}/${d.deviceKey}`;
-}
-
 export class DeviceSessionManager {
-  private readonly sessions = new Map<string, Session>();
-  /** Device key → until (ms, `now()`) its refused login is answered from memory. */
-  private readonly refusals = new Map<string, number>();
-  private readonly bucket: TokenBucket;
+  private readonly sessions = new SessionTable();
+  private readonly admission: Admission;
+  private readonly probe: BrokerProbe;
   private readonly templates: DeviceLoginTemplates;
   private readonly clock: Clock;
   /** The clock's wall time. */
@@ -306,59 +259,24 @@ export class DeviceSessionManager {
   private readonly prefix: string;
   private readonly publishTimeoutMs: number;
   private readonly replyTimeoutMs: number;
-  private readonly connectWaitMs: number;
-  private readonly refusalMemoryMs: number;
-  private readonly maxSessions: number;
-  private readonly protocol: MqttProtocolSetting;
-  private level: ProtocolLevel;
+  private readonly protocol: ProtocolChoice;
+  /** The PUBACK deadlines of every session's publishes, and their counters. */
+  private readonly deadlines: PublishDeadlines;
+  private readonly publishes = new PublishCounters<DevicePublishFailureReason>(
+    [
+      'unavailable',
+      'connection-lost',
+      'puback-timeout',
+      'overloaded',
+      'rejected',
+      'closed',
+      'unauthorized',
+    ],
+    publishFailureReason,
+  );
   private closed = false;
-  private seq = 0;
   private sweepTimer: TimerHandle = undefined;
-  private probeTimer: TimerHandle = undefined;
-  private probing = false;
-  /** Last evidence about the broker: answered (true), unreachable (false), none yet. */
-  private reachable: boolean | undefined;
-  private unreachableLogged = false;
-  private connackRefusedLogged = false;
-  private readonly upWaiters = new UpWaiters();
-
-  private openCount = 0;
-  private connectingCount = 0;
-  private opened = 0;
-  private readonly closedBy: Record<SessionCloseReason, number> = {
-    lifetime: 0,
-    evicted: 0,
-    error: 0,
-    shutdown: 0,
-  };
-  private reusedByNewDtlsSession = 0;
-  private attempts = 0;
-  private connectsOk = 0;
-  private readonly connectFailed: Record<ConnectFailureReason, number> = {
-    unauthorized: 0,
-    unreachable: 0,
-    'connack-refused': 0,
-    'no-secret': 0,
-    'secret-error': 0,
-    'login-invalid': 0,
-    aborted: 0,
-  };
-  private readonly connectRefused: Record<ConnectRefusalReason, number> = {
-    'remembered-unauthorized': 0,
-    'max-sessions': 0,
-    'rate-limited': 0,
-  };
-  private publishOk = 0;
-  private readonly publishFailed: Record<DevicePublishFailureReason, number> = {
-    unavailable: 0,
-    'connection-lost': 0,
-    'puback-timeout': 0,
-    overloaded: 0,
-    rejected: 0,
-    closed: 0,
-    unauthorized: 0,
-  };
-  private readonly latency = new LatencyHistogram();
+  private readonly connector: DeviceConnector;
   private repliesMatched = 0;
   private repliesTimedOut = 0;
   private repliesUnmatched = 0;
@@ -366,7 +284,6 @@ export class DeviceSessionManager {
   private commandSubscribeFailed = 0;
   private commandsReceived = 0;
   private commandsFailed = 0;
-  private protocolFallbacks = 0;
 
   /** @throws PerDeviceConfigError for a template with an unknown placeholder or a bad filter. */
   constructor(private readonly opts: DeviceSessionOptions) {
@@ -380,34 +297,65 @@ export class DeviceSessionManager {
     const clock = opts.clock ?? systemClock;
     this.clock = clock;
     this.now = () => clock.wallNow();
-    this.log = opts.logger ?? noopLogger;
+    const log = opts.logger ?? noopLogger;
+    this.log = log;
     this.urlForLogs = redactUrl(opts.url);
     this.prefix = opts.topicPrefix ?? '';
     this.publishTimeoutMs = opts.publishTimeoutMs;
     this.replyTimeoutMs = opts.replyTimeoutMs;
-    this.connectWaitMs = opts.connectWaitMs ?? 1000;
-    this.refusalMemoryMs = opts.refusalMemoryMs ?? 30_000;
-    this.maxSessions = Math.max(1, Math.floor(opts.maxSessions));
-    this.protocol = opts.protocol ?? 'auto';
-    this.level = this.protocol === '3.1.1' ? 4 : 5;
-    const rate = Math.max(1, opts.connectRatePerSecond);
-    this.bucket = new TokenBucket(rate, rate, this.now);
+    const refusalMemoryMs = opts.refusalMemoryMs ?? 30_000;
+    this.protocol = new ProtocolChoice(opts.protocol ?? 'auto', () =>
+      log.info(
+        { url: this.urlForLogs },
+        'mqtt broker refused MQTT 5; per-device sessions use MQTT 3.1.1',
+      ),
+    );
+    this.deadlines = new PublishDeadlines(clock, this.publishTimeoutMs, this.publishes);
+    this.admission = new Admission({
+      maxSessions: opts.maxSessions,
+      connectRatePerSecond: opts.connectRatePerSecond,
+      connectWaitMs: opts.connectWaitMs ?? 1000,
+      refusalMemoryMs,
+      now: this.now,
+    });
+    this.probe = new BrokerProbe({
+      url: opts.url,
+      urlForLogs: this.urlForLogs,
+      connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
+      clock,
+      warn: (obj, msg) => log.warn(obj, msg),
+    });
+    this.connector = new DeviceConnector({
+      url: opts.url,
+      urlForLogs: this.urlForLogs,
+      auth: opts.auth,
+      templates: this.templates,
+      keepaliveSec: opts.keepaliveSec ?? 60,
+      connectTimeoutMs: opts.connectTimeoutMs ?? 5000,
+      maxInflightPerDevice: opts.maxInflightPerDevice ?? 16,
+      refusalMemoryMs,
+      secretOf: (device) => opts.secretOf(device),
+      now: this.now,
+      protocol: this.protocol,
+      admission: this.admission,
+      probe: this.probe,
+      warn: (obj, msg) => log.warn(obj, msg),
+      onMessage: (s, topic, payload) => this.onMessage(s, topic, payload),
+      onLost: (s, err) => this.lost(s, err),
+    });
     this.sweepTimer = clock.setInterval(() => this.sweep(), opts.sweepIntervalMs ?? 1000);
   }
 
   /** Starts probing the broker's port while no session is open (for {@link state}). */
   start(): void {
-    if (this.closed || this.probeTimer !== undefined) return;
-    void this.probe();
-    this.probeTimer = this.clock.setInterval(() => {
-      if (this.openCount === 0) void this.probe();
-    }, this.opts.probeIntervalMs ?? 5000);
+    if (this.closed) return;
+    this.probe.start(this.opts.probeIntervalMs ?? 5000, () => this.sessions.open === 0);
   }
 
   /** Resolves true once the broker is known reachable, false after `timeoutMs`. */
   waitConnected(timeoutMs: number): Promise<boolean> {
     if (this.state() === 'connected') return Promise.resolve(true);
-    return this.upWaiters.wait(timeoutMs);
+    return this.probe.wait(timeoutMs);
   }
 
   /**
@@ -418,9 +366,7 @@ export class DeviceSessionManager {
    */
   state(): BackendState {
     if (this.closed) return 'down';
-    if (this.openCount > 0) return 'connected';
-    if (this.reachable === undefined) return 'connecting';
-    return this.reachable ? 'connected' : 'down';
+    return this.probe.state(this.sessions.open);
   }
 
   stats(): DeviceSessionStats {
@@ -430,27 +376,29 @@ export class DeviceSessionManager {
       inflight += s.conn?.inflight ?? 0;
       waiting += s.replies.size;
     }
+    const t = this.sessions;
+    const p = this.publishes;
     return {
       state: this.state(),
-      protocolVersion: this.level,
+      protocolVersion: this.protocol.level,
       sessions: {
-        open: this.openCount,
-        connecting: this.connectingCount,
-        max: this.maxSessions,
-        opened: this.opened,
-        closed: { ...this.closedBy },
-        reusedByNewDtlsSession: this.reusedByNewDtlsSession,
+        open: t.open,
+        connecting: t.connecting,
+        max: this.admission.maxSessions,
+        opened: t.opened,
+        closed: { ...t.closedBy },
+        reusedByNewDtlsSession: t.reusedByNewDtlsSession,
       },
       connects: {
-        attempts: this.attempts,
-        ok: this.connectsOk,
-        failed: { ...this.connectFailed },
-        refused: { ...this.connectRefused },
-        rememberedRefusals: this.refusals.size,
-        tokens: this.bucket.available(),
+        attempts: this.connector.attempts,
+        ok: this.connector.ok,
+        failed: { ...this.connector.failed },
+        refused: { ...this.admission.refused },
+        rememberedRefusals: this.admission.rememberedRefusals,
+        tokens: this.admission.tokens(),
       },
-      publishes: { ok: this.publishOk, failed: { ...this.publishFailed }, inflight },
-      pubackLatency: this.latency.snapshot(),
+      publishes: { ok: p.ok, failed: { ...p.failed }, inflight },
+      pubackLatency: p.latency.snapshot(),
       replies: {
         matched: this.repliesMatched,
         timedOut: this.repliesTimedOut,
@@ -462,7 +410,7 @@ export class DeviceSessionManager {
         commandFailed: this.commandSubscribeFailed,
       },
       commands: { received: this.commandsReceived, failed: this.commandsFailed },
-      protocolFallbacks: this.protocolFallbacks,
+      protocolFallbacks: this.protocol.fallbacks,
     };
   }
 
@@ -547,7 +495,7 @@ export class DeviceSessionManager {
         clock: this.clock,
         onSubscribeFailed: (e) => {
           this.replySubscribeFailed++;
-          this.countPublishFailure(e);
+          this.publishes.failure(e);
         },
         onTimeout: () => this.repliesTimedOut++,
       });
@@ -559,7 +507,7 @@ export class DeviceSessionManager {
   /** Refreshes the device's lifetime when it has a session (no session: nothing happens). */
   touch(device: Principal): void {
     const s = this.sessions.get(keyOf(device));
-    if (s !== undefined && s.phase !== 'closed') this.refresh(s, device);
+    if (s !== undefined && s.phase !== 'closed') this.sessions.refresh(s, device, this.now());
   }
 
   /** Ends the device's session (DISCONNECT), counted as `evicted`; no session: nothing. */
@@ -579,21 +527,16 @@ export class DeviceSessionManager {
    */
   sweep(): number {
     const t = this.now();
-    let n = 0;
-    for (const s of [...this.sessions.values()]) {
-      if (s.phase === 'up' && s.active === 0 && t - s.lastActivity >= s.lifetimeMs) {
-        n++;
-        void this.end(
-          s,
-          'lifetime',
-          new BackendUnavailableError('BACKEND_UNAVAILABLE', 'device lifetime lapsed'),
-        );
-      }
+    const lapsed = this.sessions.lapsed(t);
+    for (const s of lapsed) {
+      void this.end(
+        s,
+        'lifetime',
+        new BackendUnavailableError('BACKEND_UNAVAILABLE', 'device lifetime lapsed'),
+      );
     }
-    for (const [key, until] of this.refusals) {
-      if (until <= t) this.refusals.delete(key);
-    }
-    return n;
+    this.admission.sweep(t);
+    return lapsed.length;
   }
 
   /** Ends every session (`shutdown`) and fails everything pending with `BACKEND_CLOSED`. */
@@ -601,67 +544,45 @@ export class DeviceSessionManager {
     if (this.closed) return;
     this.closed = true;
     this.clock.clearTimeout(this.sweepTimer);
-    this.clock.clearTimeout(this.probeTimer);
     this.sweepTimer = undefined;
-    this.probeTimer = undefined;
-    this.upWaiters.settle(false);
+    this.probe.stop();
     const err = new BackendUnavailableError('BACKEND_CLOSED');
     await Promise.all([...this.sessions.values()].map((s) => this.end(s, 'shutdown', err)));
-    this.refusals.clear();
+    this.admission.clear();
   }
 
   // --- sessions ------------------------------------------------------------------------
 
   /** The device's open session, opening it when needed; counts a failure as a failed publish. */
-  private async acquire(device: Principal): Promise<Session> {
+  private async acquire(device: Principal): Promise<DeviceSession> {
     try {
       const s = await this.acquireSession(device);
       s.active++;
       return s;
     } catch (e: unknown) {
-      this.countPublishFailure(e);
+      this.publishes.failure(e);
       throw e;
     }
   }
 
-  private release(s: Session): void {
+  private release(s: DeviceSession): void {
     if (s.active > 0) s.active--;
     if (s.phase !== 'closed') s.lastActivity = this.now();
   }
 
-  private async acquireSession(device: Principal): Promise<Session> {
+  private async acquireSession(device: Principal): Promise<DeviceSession> {
     if (this.closed) throw new BackendUnavailableError('BACKEND_CLOSED');
     const key = keyOf(device);
     const existing = this.sessions.get(key);
     if (existing !== undefined) {
-      this.refresh(existing, device);
+      this.sessions.refresh(existing, device, this.now());
       if (existing.phase === 'connecting') await existing.ready;
       return this.usable(existing);
     }
-
-    const until = this.refusals.get(key);
-    if (until !== undefined) {
-      if (until > this.now()) {
-        this.connectRefused['remembered-unauthorized']++;
-        throw new DeviceUnauthorizedError('login refused recently', true);
-      }
-      this.refusals.delete(key);
-    }
-    if (this.sessions.size >= this.maxSessions) {
-      this.connectRefused['max-sessions']++;
-      throw new BackendUnavailableError(
-        'BACKEND_OVERLOADED',
-        `per-device sessions at their maximum (${this.maxSessions})`,
-      );
-    }
-    const waitMs = this.bucket.reserve(this.connectWaitMs);
-    if (waitMs === undefined) {
-      this.connectRefused['rate-limited']++;
-      throw new BackendUnavailableError('BACKEND_OVERLOADED', 'device connect rate limit');
-    }
+    const waitMs = this.admission.admit(key, this.sessions.size);
 
     const replies = new ReplyMatcher();
-    const s: Session = {
+    const s: DeviceSession = {
       key,
       device: { productKey: device.productKey, deviceKey: device.deviceKey },
       phase: 'connecting',
@@ -673,7 +594,7 @@ export class DeviceSessionManager {
       active: 0,
       filters: commandFilters(this.opts.commandTopics, device, this.prefix),
       replies,
-      subscriptions: new ReplySubscriptions<PoolConnection>(
+      subscriptions: new ReplySubscriptions<MqttConnection>(
         () => (s.phase === 'up' && s.conn?.isUp === true ? s.conn : undefined),
         this.publishTimeoutMs,
         this.opts.replyLingerMs ?? 60_000,
@@ -681,8 +602,7 @@ export class DeviceSessionManager {
       abort: undefined,
       endError: undefined,
     };
-    this.sessions.set(key, s);
-    this.connectingCount++;
+    this.sessions.add(s);
     s.ready = this.open(s, device, waitMs);
     // Every waiter awaits `ready`; a failure must not also surface as unhandled.
     s.ready.catch(() => undefined);
@@ -690,79 +610,22 @@ export class DeviceSessionManager {
     return this.usable(s);
   }
 
-  private usable(s: Session): Session {
+  private usable(s: DeviceSession): DeviceSession {
     if (s.phase === 'up' && s.conn?.isUp === true) return s;
     throw s.endError ?? new BackendUnavailableError('BACKEND_UNAVAILABLE');
   }
 
-  private refresh(s: Session, device: Principal): void {
-    s.lastActivity = this.now();
-    s.lifetimeMs = device.lifetime * 1000;
-    if (s.dtlsSessionId !== device.sessionId) {
-      s.dtlsSessionId = device.sessionId;
-      this.reusedByNewDtlsSession++;
-    }
-  }
-
   /** Opens the session: connect slot, secret, CONNECT (with the version fallback), SUBSCRIBE. */
-  private async open(s: Session, device: Principal, waitMs: number): Promise<void> {
+  private async open(s: DeviceSession, device: Principal, waitMs: number): Promise<void> {
     try {
       if (waitMs > 0) await this.sleep(s, waitMs);
-      this.checkAborted(s);
-
-      let secret: string | undefined;
-      try {
-        secret = await this.opts.secretOf(device);
-      } catch {
-        this.connectFailed['secret-error']++;
-        throw new BackendUnavailableError('BACKEND_UNAVAILABLE', 'device secret lookup failed');
-      }
-      this.checkAborted(s);
-      if (secret === undefined || secret.length === 0) {
-        this.connectFailed['no-secret']++;
-        throw new DeviceUnauthorizedError('no device secret', false);
-      }
-      let login: { clientId: string; username: string; password: string };
-      try {
-        login = deviceLogin(this.opts.auth, this.templates, s.device, secret, this.now());
-      } catch {
-        this.connectFailed['login-invalid']++;
-        throw new DeviceUnauthorizedError('login cannot be built', false);
-      }
-
-      let conn: PoolConnection;
-      for (;;) {
-        const level = this.level;
-        try {
-          conn = await this.attempt(s, login, level);
-          break;
-        } catch (e: unknown) {
-          if (!(e instanceof AttemptFailed)) throw e; // aborted
-          const err = e.last;
-          if (err !== undefined && isVersionRefusal(err) && this.protocol === 'auto') {
-            if (level === 5) {
-              if (this.level === 5) {
-                this.level = 4;
-                this.protocolFallbacks++;
-                this.log.info(
-                  { url: this.urlForLogs },
-                  'mqtt broker refused MQTT 5; per-device sessions use MQTT 3.1.1',
-                );
-              }
-              continue;
-            }
-          }
-          throw this.attemptError(s, err);
-        }
-      }
-      this.connectsOk++;
-      this.connackRefusedLogged = false;
-      this.brokerAnswered();
+      checkOpening(s);
+      const conn = await this.connector.connect(s, device);
 
       const results = await Promise.allSettled(
         s.filters.map((f) => conn.subscribe(f, this.publishTimeoutMs)),
       );
-      this.checkAborted(s);
+      checkOpening(s);
       const failed = results.filter((r) => r.status === 'rejected').length;
       if (failed > 0) {
         this.commandSubscribeFailed += failed;
@@ -772,14 +635,10 @@ export class DeviceSessionManager {
         );
       }
       if (!conn.isUp) {
-        this.connectFailed.unreachable++;
+        this.connector.failed.unreachable++;
         throw new BackendUnavailableError('BACKEND_CONNECTION_LOST', 'before the SUBACKs');
       }
-      s.phase = 'up';
-      s.lastActivity = this.now();
-      this.connectingCount--;
-      this.openCount++;
-      this.opened++;
+      this.sessions.opening(s, this.now());
       this.log.debug?.(
         { device: label(s.device), protocolVersion: conn.level },
         'device mqtt session open',
@@ -787,7 +646,7 @@ export class DeviceSessionManager {
     } catch (e: unknown) {
       if (s.phase === 'closed') {
         // ended from outside while opening: closeDevice, close
-        this.connectFailed.aborted++;
+        this.connector.failed.aborted++;
         throw s.endError ?? toError(e);
       }
       const err = toError(e);
@@ -797,122 +656,8 @@ export class DeviceSessionManager {
     }
   }
 
-  /** One CONNECT; resolves when up, rejects with {@link AttemptFailed} or the abort error. */
-  private attempt(
-    s: Session,
-    login: { clientId: string; username: string; password: string },
-    level: ProtocolLevel,
-  ): Promise<PoolConnection> {
-    return new Promise<PoolConnection>((resolve, reject) => {
-      let settled = false;
-      const hooks: ConnectionHooks = {
-        protocolLevel: () => level,
-        onVersionRefused: () => false,
-        onAttempt: () => {
-          this.attempts++;
-        },
-        onUp: (c) => {
-          if (settled) return;
-          settled = true;
-          s.abort = undefined;
-          resolve(c);
-        },
-        onDown: (c, wasUp, err) => {
-          // No reconnect loop: a per-device session reopens on the device's next request.
-          void c.close();
-          if (!settled) {
-            settled = true;
-            s.abort = undefined;
-            reject(new AttemptFailed(err));
-          } else if (wasUp) this.lost(s, err);
-        },
-        onMessage: (topic, payload) => this.onMessage(s, topic, payload),
-      };
-      const conn = new PoolConnection(
-        this.seq++,
-        {
-          url: this.opts.url,
-          username: login.username,
-          password: login.password,
-          clientId: login.clientId,
-          keepaliveSec: this.opts.keepaliveSec ?? 60,
-          connectTimeoutMs: this.opts.connectTimeoutMs ?? 5000,
-          reconnectMinMs: 1000,
-          reconnectMaxMs: 1000,
-          maxInflight: Math.max(1, this.opts.maxInflightPerDevice ?? 16),
-        },
-        hooks,
-      );
-      s.conn = conn;
-      s.abort = (err) => {
-        if (settled) return;
-        settled = true;
-        s.abort = undefined;
-        void conn.close();
-        reject(err);
-      };
-      conn.start();
-    });
-  }
-
-  /** The error of a failed CONNECT (counted); a refused login is remembered. */
-  private attemptError(s: Session, err: Error | undefined): MqttBackendError {
-    const code = refusalCode(err);
-    if (isLoginRefusal(err)) {
-      this.connectFailed.unauthorized++;
-      this.brokerAnswered();
-      this.refusals.delete(s.key);
-      this.refusals.set(s.key, this.now() + this.refusalMemoryMs);
-      this.trimRefusals();
-      this.log.warn(
-        { device: label(s.device), connack: code, rememberMs: this.refusalMemoryMs },
-        'broker refused the device login; answering unauthorized without retrying meanwhile',
-      );
-      return new DeviceUnauthorizedError(`CONNACK ${code ?? '?'}`, false);
-    }
-    if (err instanceof ErrorWithReasonCode) {
-      this.connectFailed['connack-refused']++;
-      this.brokerAnswered();
-      if (!this.connackRefusedLogged) {
-        // once until a device connects again; every refusal is counted
-        this.connackRefusedLogged = true;
-        this.log.warn(
-          { device: label(s.device), url: this.urlForLogs, connack: code },
-          'broker refused a device connection',
-        );
-      }
-      return new BackendUnavailableError('BACKEND_UNAVAILABLE', `CONNACK ${code ?? '?'}`);
-    }
-    this.connectFailed.unreachable++;
-    this.reachable = false;
-    if (!this.unreachableLogged) {
-      this.unreachableLogged = true;
-      this.log.warn(
-        { url: this.urlForLogs, err: err?.message ?? 'no CONNACK in time' },
-        'mqtt broker unreachable for device sessions',
-      );
-    }
-    return new BackendUnavailableError('BACKEND_UNAVAILABLE', 'broker unreachable');
-  }
-
-  /** Keeps the refusal memory bounded (oldest first: Map keeps insertion order). */
-  private trimRefusals(): void {
-    const cap = Math.max(1000, this.maxSessions);
-    while (this.refusals.size > cap) {
-      const first = this.refusals.keys().next();
-      if (first.done === true) break;
-      this.refusals.delete(first.value);
-    }
-  }
-
-  private brokerAnswered(): void {
-    this.reachable = true;
-    this.unreachableLogged = false;
-    this.upWaiters.settle(true);
-  }
-
   /** The open connection dropped. */
-  private lost(s: Session, err: Error | undefined): void {
+  private lost(s: DeviceSession, err: Error | undefined): void {
     // While opening (lost before the command SUBACKs), `open` sees it and fails the open.
     if (s.phase !== 'up') return;
     this.log.debug?.(
@@ -923,22 +668,17 @@ export class DeviceSessionManager {
     s.endError ??= e;
     void this.end(s, 'error', e);
     // Whether the broker went away or only this client was dropped: ask the port.
-    if (this.openCount === 0 && this.probeTimer !== undefined) void this.probe();
+    if (this.sessions.open === 0 && this.probe.started) void this.probe.probe();
   }
 
   /** Ends a session once: counted under `reason` if it was open; waiters fail with `err`. */
-  private async end(s: Session, reason: SessionCloseReason, err: Error): Promise<void> {
+  private async end(s: DeviceSession, reason: SessionCloseReason, err: Error): Promise<void> {
     if (s.phase === 'closed') return;
-    const wasUp = s.phase === 'up';
-    s.phase = 'closed';
     s.endError ??= err;
-    if (this.sessions.get(s.key) === s) this.sessions.delete(s.key);
-    if (wasUp) {
-      this.openCount--;
-      this.closedBy[reason]++;
+    const was = this.sessions.remove(s, reason);
+    if (was === 'up') {
       this.log.debug?.({ device: label(s.device), reason }, 'device mqtt session closed');
     } else {
-      this.connectingCount--;
       s.abort?.(err);
     }
     s.replies.failAll(err);
@@ -947,14 +687,8 @@ export class DeviceSessionManager {
     if (conn !== undefined) await conn.close();
   }
 
-  /** Throws when the session was ended while opening (counted by `open`). */
-  private checkAborted(s: Session): void {
-    if (s.phase === 'closed')
-      throw s.endError ?? new BackendUnavailableError('BACKEND_UNAVAILABLE');
-  }
-
   /** Waits for a reserved connect slot; ends early when the session is ended meanwhile. */
-  private sleep(s: Session, ms: number): Promise<void> {
+  private sleep(s: DeviceSession, ms: number): Promise<void> {
     return new Promise<void>((resolve) => {
       const timer = this.clock.setTimeout(
         () => {
@@ -974,7 +708,7 @@ export class DeviceSessionManager {
 
   // --- messages ------------------------------------------------------------------------
 
-  private onMessage(s: Session, topic: string, payload: Buffer): void {
+  private onMessage(s: DeviceSession, topic: string, payload: Buffer): void {
     if (s.replies.deliver(topic, payload) > 0) {
       this.repliesMatched++;
       return;
@@ -996,7 +730,7 @@ export class DeviceSessionManager {
     this.repliesUnmatched++;
   }
 
-  private commandFailed(s: Session, e: unknown): void {
+  private commandFailed(s: DeviceSession, e: unknown): void {
     this.commandsFailed++;
     this.log.warn(
       { device: label(s.device), err: toError(e).message },
@@ -1007,98 +741,23 @@ export class DeviceSessionManager {
   // --- publishing ----------------------------------------------------------------------
 
   /** The publish function of one session, for the shared publish and request/reply code. */
-  private senderFor(s: Session): SendFn {
+  private senderFor(s: DeviceSession): SendFn {
     return (topic, payload, props) => this.send(s, topic, payload, props);
   }
 
   private send(
-    s: Session,
+    s: DeviceSession,
     topic: string,
     payload: Buffer,
     userProperties: UserProperties | undefined,
   ): Promise<void> {
     const conn = s.conn;
-    if (conn === undefined || s.phase !== 'up' || !conn.isUp) {
-      const err = s.endError ?? new BackendUnavailableError('BACKEND_CONNECTION_LOST');
-      this.countPublishFailure(err);
-      return Promise.reject(err);
-    }
-    if (conn.inflight >= conn.limit) {
-      const err = new BackendUnavailableError(
-        'BACKEND_OVERLOADED',
-        'too many unacknowledged publishes of this device',
+    if (conn === undefined || s.phase !== 'up') {
+      return this.deadlines.refuse(
+        s.endError ?? new BackendUnavailableError('BACKEND_CONNECTION_LOST'),
       );
-      this.countPublishFailure(err);
-      return Promise.reject(err);
     }
-    const startedAt = this.clock.now();
-    return new Promise<void>((resolve, reject) => {
-      let done = false;
-      const fail = (err: MqttBackendError): void => {
-        if (done) return;
-        done = true;
-        this.clock.clearTimeout(timer);
-        this.countPublishFailure(err);
-        reject(err);
-      };
-      const timer = this.clock.setTimeout(
-        () => fail(new BackendUnavailableError('BACKEND_PUBACK_TIMEOUT')),
-        this.publishTimeoutMs,
-        true,
-      );
-      const sent = conn.publish(topic, payload, userProperties, (err) => {
-        if (err === undefined) {
-          if (done) return;
-          done = true;
-          this.clock.clearTimeout(timer);
-          this.latency.observe(this.clock.now() - startedAt);
-          this.publishOk++;
-          resolve();
-        } else if (err instanceof ErrorWithReasonCode && err.code >= 0x80) {
-          fail(new BackendRejectedError(err.code));
-        } else {
-          fail(new BackendUnavailableError('BACKEND_CONNECTION_LOST'));
-        }
-      });
-      if (!sent) fail(new BackendUnavailableError('BACKEND_CONNECTION_LOST'));
-    });
-  }
-
-  private countPublishFailure(e: unknown): void {
-    this.publishFailed[publishFailureReason(e)]++;
-  }
-
-  // --- readiness probe -----------------------------------------------------------------
-
-  /** A TCP connect to the broker's port: reachable or not (no MQTT login: no credentials). */
-  private async probe(): Promise<void> {
-    if (this.probing || this.closed) return;
-    const target = probeTarget(this.opts.url);
-    if (target === undefined) return;
-    this.probing = true;
-    try {
-      const ok = await new Promise<boolean>((resolve) => {
-        const sock = createConnection({ host: target.host, port: target.port });
-        const timer = setTimeout(() => {
-          sock.destroy();
-          resolve(false);
-        }, this.opts.connectTimeoutMs ?? 5000);
-        sock.once('connect', () => {
-          clearTimeout(timer);
-          sock.destroy();
-          resolve(true);
-        });
-        sock.once('error', () => {
-          clearTimeout(timer);
-          resolve(false);
-        });
-      });
-      if (this.closed) return;
-      if (ok) this.brokerAnswered();
-      else this.reachable = false;
-    } finally {
-      this.probing = false;
-    }
+    return conn.publishAcked(this.deadlines, topic, payload, userProperties);
   }
 }
 
@@ -1116,27 +775,4 @@ function publishFailureReason(e: unknown): DevicePublishFailureReason {
   if (e instanceof BackendRejectedError) return 'rejected';
   if (e instanceof BackendUnavailableError) return unavailableReasons[e.code];
   return 'unavailable';
-}
-
-/** Host and port of the broker URL for the TCP probe; undefined when it cannot be read. */
-export function probeTarget(url: string): { host: string; port: number } | undefined {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    return undefined;
-  }
-  const defaults: Record<string, number> = {
-    'mqtt:': 1883,
-    'tcp:': 1883,
-    'mqtts:': 8883,
-    'ssl:': 8883,
-    'tls:': 8883,
-    'ws:': 80,
-    'wss:': 443,
-  };
-  const port = u.port === '' ? defaults[u.protocol] : Number(u.port);
-  if (port === undefined || !Number.isInteger(port) || u.hostname === '') return undefined;
-  const host = u.hostname.startsWith('[') ? u.hostname.slice(1, -1) : u.hostname;
-  return { host, port };
 }

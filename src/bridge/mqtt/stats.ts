@@ -49,6 +49,32 @@ export class LatencyHistogram {
 export type PublishFailureReason =
   'unavailable' | 'connection-lost' | 'puback-timeout' | 'overloaded' | 'rejected' | 'closed';
 
+/**
+ * What publishes came to: acknowledged (with their PUBACK latency) or failed, one counter per
+ * reason (`reasonOf` tells an error's).
+ */
+export class PublishCounters<R extends string> {
+  ok = 0;
+  readonly failed: Record<R, number>;
+  readonly latency = new LatencyHistogram();
+
+  constructor(
+    reasons: readonly R[],
+    private readonly reasonOf: (e: unknown) => R,
+  ) {
+    this.failed = Object.fromEntries(reasons.map((r) => [r, 0])) as Record<R, number>;
+  }
+
+  acked(latencyMs: number): void {
+    this.ok++;
+    this.latency.observe(latencyMs);
+  }
+
+  failure(e: unknown): void {
+    this.failed[this.reasonOf(e)]++;
+  }
+}
+
 export type BackendState = 'connected' | 'connecting' | 'down';
 
 export interface MqttBackendStats {
