@@ -91,11 +91,19 @@ export class DatagramTracer {
   handle(msg: Buffer, address: string, port: number): void {
     const dtls = this.dtls;
     const tracing = this.tracing;
-    const principal = dtls.principalOf(address, port);
+    // without forced devices the ratio alone decides: no association lookup for the
+    // datagrams that are not traced
     if (
       !this.subscribed ||
       !tracing.on ||
-      !tracing.sampleDatagram(principal?.deviceKey) ||
+      (tracing.forced.size === 0 && !tracing.sampleDatagram(undefined))
+    ) {
+      dtls.handleDatagram(msg, address, port);
+      return;
+    }
+    const principal = dtls.principalOf(address, port);
+    if (
+      (tracing.forced.size > 0 && !tracing.sampleDatagram(principal?.deviceKey)) ||
       (principal === undefined && !dtls.handshaking(address, port) && !this.takeToken())
     ) {
       dtls.handleDatagram(msg, address, port);
