@@ -13,8 +13,13 @@
  * order rotates per round. Medians over rounds of process CPU ns per datagram
  * (`process.cpuUsage`, not wall time: the machine is shared), and the ratios to "new".
  *
+ * With `--trace-ratio r`, tracing is on (through each build's DatagramTracer, spans dropped
+ * by a discarding exporter) for old, new and the control, and "newOff" is the new build
+ * with tracing off: newOff/new is the cost of tracing at that ratio. The old build's
+ * tracing is a process-global flag, so no untraced old instance can run next to them.
+ *
  * Run: `npm run build && node --expose-gc dist/bench/datagram-path.js --old .old/dist
- *   [--rounds 9] [--batch 2000]`
+ *   [--rounds 9] [--batch 2000] [--trace-ratio 0.01]`
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { resolve } from 'node:path';
@@ -28,7 +33,9 @@ import { UsageError, numberFlag, parseFlags, runScript } from './lib/args.js';
 const USAGE = `usage: node --expose-gc dist/bench/datagram-path.js --old <dist dir> [options]
   --old <dir>      the other build's dist directory (its src/ inside), e.g. .old/dist
   --rounds <n>     rounds (default 9)
-  --batch <n>      records per instance and round (default 2000)`;
+  --batch <n>      records per instance and round (default 2000)
+  --trace-ratio <r>  tracing on at this ratio (spans dropped) for old, new and a control,
+                   next to new with tracing off ("newOff")`;
 
 interface Instance {
   readonly name: string;
@@ -44,20 +51,36 @@ interface Build {
     handleDatagram(b: Buffer, a: string, p: number): void;
     close(): void;
   };
-  CoapEndpoint: new (o: unknown) => { receive(peer: unknown, data: Buffer): void; close(): void };
+  CoapEndpoint: new (o: unknown) => {
+    receive(peer: unknown, data: Buffer): void;
+    close(): void;
+    stats: unknown;
+  };
   dtlsServerSettings(c: unknown): object;
   coapEndpointSettings(c: unknown): object;
   loadConfig(o: unknown): unknown;
+  setupTracing(o: unknown): { tracing?: unknown; shutdown(): Promise<void> } | undefined;
+  DatagramTracer: new (...args: unknown[]) => {
+    handle(m: Buffer, a: string, p: number): void;
+  };
+}
+
+/** How an instance traces: not at all, or through the build's DatagramTracer. */
+interface TraceMode {
+  /** The new build's Tracing; undefined for the old build (its global flag). */
+  readonly tracing?: unknown;
 }
 
 async function loadBuild(dir: string): Promise<Build> {
   const at = (p: string): Promise<Record<string, unknown>> =>
     import(pathToFileURL(resolve(dir, p)).href) as Promise<Record<string, unknown>>;
-  const [server, endpoint, settings, load] = await Promise.all([
+  const [server, endpoint, settings, load, setup, tracer] = await Promise.all([
     at('src/dtls/server.js'),
     at('src/coap/endpoint.js'),
     at('src/gateway/component-settings.js'),
     at('src/config/load.js'),
+    at('src/telemetry/setup.js'),
+    at('src/gateway/datagram-tracing.js'),
   ]);
   return {
     DtlsServer: server.DtlsServer as Build['DtlsServer'],
@@ -65,14 +88,28 @@ async function loadBuild(dir: string): Promise<Build> {
     dtlsServerSettings: settings.dtlsServerSettings as Build['dtlsServerSettings'],
     coapEndpointSettings: settings.coapEndpointSettings as Build['coapEndpointSettings'],
     loadConfig: load.loadConfig as Build['loadConfig'],
+    setupTracing: setup.setupTracing as Build['setupTracing'],
+    DatagramTracer: tracer.DatagramTracer as Build['DatagramTracer'],
   };
 }
+
+/** A span exporter that drops every span (the export itself is not what is measured). */
+const DISCARD = {
+  export: (_spans: unknown, done: (r: { code: number }) => void): void => done({ code: 0 }),
+  shutdown: (): Promise<void> => Promise.resolve(),
+};
 
 const PSK = derivePsk('bench-secret-0123456789');
 const IDENTITY = 'benchPK,benchDK,2,86400';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-async function instance(name: string, b: Build, rounds: number, batch: number): Promise<Instance> {
+async function instance(
+  name: string,
+  b: Build,
+  rounds: number,
+  batch: number,
+  trace?: TraceMode,
+): Promise<Instance> {
   const config = b.loadConfig({ overrides: {} });
   const socket: Socket = createSocket('udp4');
   await new Promise<void>((r) => socket.bind(0, '127.0.0.1', r));
@@ -90,7 +127,18 @@ async function instance(name: string, b: Build, rounds: number, batch: number): 
       resolvePsk: () => ({ ok: true, psk: PSK, principal: 'bench' }),
       onData: (assoc: unknown, data: Buffer) => coap.receive(assoc, data),
     },
+    ...(trace?.tracing !== undefined ? { tracing: trace.tracing } : {}),
   });
+  const port = socket.address().port;
+  const traced =
+    trace === undefined
+      ? undefined
+      : new b.DatagramTracer(
+          server,
+          coap.stats,
+          () => port,
+          ...(trace.tracing !== undefined ? [trace.tracing] : []),
+        );
   const captured: Buffer[] = [];
   let from = { address: '', port: 0 };
   socket.on('message', (msg, rinfo) => {
@@ -129,7 +177,10 @@ async function instance(name: string, b: Build, rounds: number, batch: number): 
   for (let r = 0; r < rounds; r++) batches.push(captured.slice(r * per, (r + 1) * per));
   return {
     name,
-    handle: (msg) => server.handleDatagram(msg, from.address, from.port),
+    handle:
+      traced === undefined
+        ? (msg) => server.handleDatagram(msg, from.address, from.port)
+        : (msg) => traced.handle(msg, from.address, from.port),
     batches,
     fresh: [],
     replay: [],
@@ -160,18 +211,47 @@ const median = (xs: number[]): number => {
 };
 
 async function main(): Promise<void> {
-  const flags = parseFlags(['old', 'rounds', 'batch'], []);
+  const flags = parseFlags(['old', 'rounds', 'batch', 'trace-ratio'], []);
   const oldDir = flags.old;
   if (typeof oldDir !== 'string') throw new UsageError('--old is required');
   const rounds = numberFlag(flags, 'rounds', 9, 1, 100);
   const batch = numberFlag(flags, 'batch', 2000, 300, 20_000);
   const newBuild = await loadBuild(resolve(import.meta.dirname, '..'));
   const oldBuild = await loadBuild(oldDir);
-  const all = [
-    await instance('old', oldBuild, rounds, batch),
-    await instance('new', newBuild, rounds, batch),
-    await instance('control', newBuild, rounds, batch),
-  ];
+  const ratio = flags['trace-ratio'];
+  let all: Instance[];
+  const shutdowns: (() => Promise<void>)[] = [];
+  if (typeof ratio === 'string') {
+    // tracing on at this ratio, spans to an exporter that drops them: old (its global flag,
+    // so no untraced old instance can share the process) and new, and new with tracing off
+    const traceOptions = {
+      endpoint: undefined,
+      exporter: DISCARD,
+      sampleRatio: Number(ratio),
+      forcedDevices: [],
+      serviceName: 'bench',
+      serviceVersion: '0',
+      env: {},
+    };
+    const newSetup = newBuild.setupTracing(traceOptions)!;
+    const oldSetup = oldBuild.setupTracing(traceOptions)!;
+    shutdowns.push(
+      () => newSetup.shutdown(),
+      () => oldSetup.shutdown(),
+    );
+    all = [
+      await instance('old', oldBuild, rounds, batch, {}),
+      await instance('new', newBuild, rounds, batch, { tracing: newSetup.tracing }),
+      await instance('control', newBuild, rounds, batch, { tracing: newSetup.tracing }),
+      await instance('newOff', newBuild, rounds, batch),
+    ];
+  } else {
+    all = [
+      await instance('old', oldBuild, rounds, batch),
+      await instance('new', newBuild, rounds, batch),
+      await instance('control', newBuild, rounds, batch),
+    ];
+  }
   // one unmeasured pass each, to warm up the JIT on both builds' code
   for (const inst of all) for (const msg of inst.batches[0]!.slice(0, 200)) inst.handle(msg, '', 0);
   for (let r = 0; r < rounds; r++) {
@@ -184,10 +264,11 @@ async function main(): Promise<void> {
     }
   }
   for (const inst of all) await inst.close();
+  for (const s of shutdowns) await s();
   const med = Object.fromEntries(
     all.map((i) => [i.name, { freshNs: median(i.fresh), replayNs: median(i.replay) }]),
   );
-  const ratio = (key: 'fresh' | 'replay', name: string): number[] => {
+  const ratioOf = (key: 'fresh' | 'replay', name: string): number[] => {
     const a = all.find((i) => i.name === name)!;
     const n = all.find((i) => i.name === 'new')!;
     return a[key].map((v, i) => v / n[key][i]!);
@@ -198,13 +279,15 @@ async function main(): Promise<void> {
     rounds,
     batch,
     medians: med,
-    ratiosToNew: {
-      old: { fresh: median(ratio('fresh', 'old')), replay: median(ratio('replay', 'old')) },
-      control: {
-        fresh: median(ratio('fresh', 'control')),
-        replay: median(ratio('replay', 'control')),
-      },
-    },
+    traceRatio: typeof ratio === 'string' ? Number(ratio) : 'off',
+    ratiosToNew: Object.fromEntries(
+      all
+        .filter((i) => i.name !== 'new')
+        .map((i) => [
+          i.name,
+          { fresh: median(ratioOf('fresh', i.name)), replay: median(ratioOf('replay', i.name)) },
+        ]),
+    ),
     rounds_: all.map((i) => ({ name: i.name, fresh: i.fresh, replay: i.replay })),
   };
   process.stdout.write(JSON.stringify(out, null, 2) + '\n');
