@@ -5,8 +5,8 @@
  * unknown peers (ClientHellos, garbage, floods) get spans only within a small budget per
  * second; beyond it they are counted, not traced.
  *
- * What happens to a traced datagram becomes events on its span: DTLS drops, CoAP duplicates
- * and failed handshakes, which the protocol layers publish on their diagnostics channels
+ * What happens to a traced datagram becomes events on its span: DTLS drops and CoAP
+ * duplicates, which the protocol layers publish on their diagnostics channels
  * (dtls/events.ts, coap/events.ts). One subscription per channel lives as long as the tracer
  * (while tracing is on); an event counts when it comes from this gateway's server or endpoint
  * while one of its datagrams is traced, which is synchronous (`handleDatagram` runs to its
@@ -18,12 +18,7 @@ import { ROOT_CONTEXT, context } from '@opentelemetry/api';
 import type { Principal } from '../bridge/types.js';
 import { COAP_DUPLICATE_CHANNEL, type CoapDuplicateEvent } from '../coap/events.js';
 import type { CoapStats } from '../coap/stats.js';
-import {
-  DTLS_DROP_CHANNEL,
-  DTLS_HANDSHAKE_CHANNEL,
-  type DtlsDropEvent,
-  type DtlsHandshakeEvent,
-} from '../dtls/events.js';
+import { DTLS_DROP_CHANNEL, type DtlsDropEvent } from '../dtls/events.js';
 import type { DtlsServer } from '../dtls/server.js';
 import { SpanKind, type Attributes, type Span, type Tracing } from '../telemetry/trace.js';
 
@@ -49,12 +44,6 @@ export class DatagramTracer {
       this.current.addEvent('coap.duplicate');
   };
 
-  private readonly onHandshake = (message: unknown): void => {
-    const e = message as DtlsHandshakeEvent;
-    if (this.current !== undefined && e.source === this.dtls.stats && e.outcome === 'failed')
-      this.current.addEvent('dtls.handshake_failed', { 'dtls.handshake.fail_reason': e.reason });
-  };
-
   constructor(
     private readonly dtls: DtlsServer<Principal>,
     private readonly coap: CoapStats,
@@ -63,7 +52,6 @@ export class DatagramTracer {
   ) {
     if (!tracing.on) return;
     subscribe(DTLS_DROP_CHANNEL, this.onDrop);
-    subscribe(DTLS_HANDSHAKE_CHANNEL, this.onHandshake);
     subscribe(COAP_DUPLICATE_CHANNEL, this.onDuplicate);
     this.subscribed = true;
   }
@@ -73,7 +61,6 @@ export class DatagramTracer {
     if (!this.subscribed) return;
     this.subscribed = false;
     unsubscribe(DTLS_DROP_CHANNEL, this.onDrop);
-    unsubscribe(DTLS_HANDSHAKE_CHANNEL, this.onHandshake);
     unsubscribe(COAP_DUPLICATE_CHANNEL, this.onDuplicate);
   }
 

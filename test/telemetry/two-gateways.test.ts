@@ -15,6 +15,8 @@ import { createSocket } from 'node:dgram';
 import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import { Code } from '../../src/coap/constants.js';
 import { CipherSuite } from '../../src/dtls/constants.js';
+import { coapDuplicateChannel } from '../../src/coap/events.js';
+import { dtlsDropChannel } from '../../src/dtls/events.js';
 import { derivePsk } from '../../src/enos/psk.js';
 import { setupTracing, type TracingHandle } from '../../src/telemetry/setup.js';
 import { CoapDtlsClient } from '../../src/tools/coap-client.js';
@@ -152,5 +154,22 @@ describe('telemetry: two gateways with different tracing in one process', () => 
 
   it('C (no tracing) is traced nowhere', () => {
     for (const s of [...spansA, ...spansB]) assert.notEqual(s.attributes['server.port'], c.port);
+  });
+});
+
+describe('telemetry: a closed gateway leaves no subscription behind', () => {
+  it('the channels have no subscriber once the traced gateway closed', async () => {
+    const exporter = new InMemorySpanExporter();
+    const handle = traced(exporter, 'gateway-closed');
+    const gw = await startGateway({ tracing: handle.tracing });
+    try {
+      assert.equal(dtlsDropChannel.hasSubscribers, true, 'the tracer listens while it runs');
+      assert.equal(coapDuplicateChannel.hasSubscribers, true);
+    } finally {
+      await gw.close();
+      await handle.shutdown();
+    }
+    assert.equal(dtlsDropChannel.hasSubscribers, false);
+    assert.equal(coapDuplicateChannel.hasSubscribers, false);
   });
 });
