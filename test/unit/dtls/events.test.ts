@@ -20,6 +20,7 @@ import {
 } from '../../../src/dtls/events.js';
 import { DtlsServer } from '../../../src/dtls/server.js';
 import { DTLS_SERVER_DEFAULTS } from '../../helpers/component-defaults.js';
+import { eventually } from '../../helpers/e2e.js';
 
 const PSK = Buffer.from('0123456789abcdef');
 const IDENTITY = 'demoPK01,device001,2,3600';
@@ -60,14 +61,6 @@ async function rig(): Promise<Rig> {
   };
 }
 
-async function until(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 async function sendRaw(port: number, data: Buffer): Promise<void> {
   const s = await udp();
   try {
@@ -100,7 +93,7 @@ describe('dtls events (diagnostics_channel)', () => {
     try {
       drops.length = 0;
       await sendRaw(b.port, Buffer.from('garbage'));
-      await until('the drop', () => drops.length > 0);
+      await eventually(() => drops.length > 0, 'the drop');
     } finally {
       unsubscribe(DTLS_DROP_CHANNEL, onDrop);
     }
@@ -124,7 +117,7 @@ describe('dtls events (diagnostics_channel)', () => {
         psk: PSK,
       });
       suite = client.cipherSuite;
-      await until('the handshake event', () => handshakes.length > 0);
+      await eventually(() => handshakes.length > 0, 'the handshake event');
     } finally {
       unsubscribe(DTLS_HANDSHAKE_CHANNEL, onHandshake);
       await client?.close();
@@ -150,7 +143,7 @@ describe('dtls events (diagnostics_channel)', () => {
           handshakeTimeoutMs: 5_000,
         }),
       );
-      await until('the handshake event', () => handshakes.length > 0);
+      await eventually(() => handshakes.length > 0, 'the handshake event');
     } finally {
       unsubscribe(DTLS_HANDSHAKE_CHANNEL, onHandshake);
     }
@@ -173,13 +166,16 @@ describe('dtls events (diagnostics_channel)', () => {
       assert.equal(dtlsDropChannel.hasSubscribers, false);
       const before = a.server.stats.drops['malformed-record'];
       for (let i = 0; i < 3; i++) await sendRaw(a.port, Buffer.from([0xff, 0x00]));
-      await until('three drops', () => a.server.stats.drops['malformed-record'] === before + 3);
+      await eventually(
+        () => a.server.stats.drops['malformed-record'] === before + 3,
+        'three drops',
+      );
       assert.equal(published, 0);
       // the count does count: with a subscriber the same drop is published
       subscribe(DTLS_DROP_CHANNEL, onDrop);
       try {
         await sendRaw(a.port, Buffer.from([0xff, 0x00]));
-        await until('the published drop', () => published === 1);
+        await eventually(() => published === 1, 'the published drop');
       } finally {
         unsubscribe(DTLS_DROP_CHANNEL, onDrop);
       }
