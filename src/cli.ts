@@ -135,7 +135,7 @@ async function serve(io: CliIo, opts: Record<string, unknown>): Promise<void> {
   }
   let gateway: Gateway;
   try {
-    gateway = await Gateway.start(config, log);
+    gateway = await Gateway.start(config, log, {}, tracingHandle?.tracing);
   } catch (err) {
     if (
       err instanceof DevicesFileError ||

@@ -12,12 +12,12 @@ import { commandOptions, parseTtd } from './commands/options.js';
 import type { HttpBackend } from './http/backend.js';
 import { LatencyHistogram } from './mqtt/stats.js';
 import {
+  NO_TRACING,
   SpanKind,
   contextFrom,
   recordingSpan,
-  tracer,
-  tracing,
   type Span,
+  type Tracing,
 } from '../telemetry/trace.js';
 import type { RouteTable } from './routes.js';
 import { TtdGate } from './ttd-gate.js';
@@ -106,6 +106,8 @@ function idOf(body: Record<string, unknown>): string | undefined {
 }
 
 export interface RouterOptions {
+  /** Continues a platform's trace when a command that carries one is delivered (default: off). */
+  readonly tracing?: Tracing;
   /** MQTT, bridge or per-device; undefined: none configured. */
   readonly mqtt: DeviceMessageBackend | undefined;
   readonly http: Pick<HttpBackend, 'call'> | undefined;
@@ -348,8 +350,9 @@ export class Router {
    */
   private delivered(cmd: QueuedCommand, current: Span | undefined): void {
     this.commandAge.observe(Date.now() - cmd.enqueuedAt);
+    const tracing = this.opts.tracing ?? NO_TRACING;
     if (cmd.traceparent === undefined || !tracing.on) return;
-    tracer
+    tracing.tracer
       .startSpan(
         'command.deliver',
         {

@@ -59,6 +59,7 @@ import {
 } from './constants.js';
 import { DROPPED, DedupCache, IN_PROGRESS, type DedupEntry } from './dedup.js';
 import { CoapFormatError } from './errors.js';
+import { publishDuplicate } from './events.js';
 import {
   blockSizeToSzx,
   decodeBlock,
@@ -471,6 +472,7 @@ export class CoapEndpoint<I> {
         this.stats.duplicateResends++;
         peer.send(bytes);
       }
+      publishDuplicate(this.stats, msg.messageId, bytes !== undefined);
       this.onDuplicate?.(peer, msg, bytes !== undefined);
       return;
     }

@@ -240,14 +240,14 @@ export class Association<P> implements DtlsAssociation<P> {
         this.onHandshake(plaintext);
         return undefined;
       default:
-        this.host.stats.drops['unexpected-record']++;
+        this.host.stats.drop('unexpected-record');
         return undefined;
     }
   }
 
   private onAlert(body: Buffer): void {
     if (body.length !== 2) {
-      this.host.stats.drops['unexpected-record']++;
+      this.host.stats.drop('unexpected-record');
       return;
     }
     const level = body[0];
@@ -277,6 +277,6 @@ export class Association<P> implements DtlsAssociation<P> {
       this.sendAlert(NO_RENEGOTIATION);
       return;
     }
-    this.host.stats.drops['unexpected-record']++;
+    this.host.stats.drop('unexpected-record');
   }
 }

@@ -347,18 +347,18 @@ export class ServerHandshake<P> {
         this.onAlert(rec.body);
         return;
       default:
-        this.host.stats.drops['unexpected-record']++;
+        this.host.stats.drop('unexpected-record');
     }
   }
 
   private onProtectedRecord(rec: DtlsRecord): void {
     if (rec.epoch !== 1) {
-      this.host.stats.drops['bad-epoch']++;
+      this.host.stats.drop('bad-epoch');
       return;
     }
     if ((rec.cid === undefined) !== (this.cid === undefined)) {
       // with a CID negotiated every protected record carries it, without one none does
-      this.host.stats.drops['unexpected-record']++;
+      this.host.stats.drop('unexpected-record');
       return;
     }
     const state = this.epoch1;
@@ -367,14 +367,14 @@ export class ServerHandshake<P> {
         // Unauthenticated records can be forged by anyone who knows the port: make room by
         // dropping the oldest, so records queued ahead cannot keep the client's out.
         this.held.shift();
-        this.host.stats.drops['buffer-full']++;
+        this.host.stats.drop('buffer-full');
       }
       this.held.push({ ...rec, body: Buffer.from(rec.body) });
       return;
     }
     const pt = state.open(rec);
     if (pt === 'replay') {
-      this.host.stats.drops.replay++;
+      this.host.stats.drop('replay');
       return;
     }
     if (pt === 'bad-mac') {
@@ -383,12 +383,12 @@ export class ServerHandshake<P> {
     }
     if (pt === 'malformed-record' || pt === 'fenced') {
       // (fenced: never here; the handshake's epoch has no receive limit)
-      this.host.stats.drops['malformed-record']++;
+      this.host.stats.drop('malformed-record');
       return;
     }
     if (state.contentType === ContentType.handshake) this.onFragments(pt, 1);
     else if (state.contentType === ContentType.alert) this.onAlert(pt);
-    else this.host.stats.drops['unexpected-record']++;
+    else this.host.stats.drop('unexpected-record');
   }
 
   /**
@@ -399,7 +399,7 @@ export class ServerHandshake<P> {
    * or its retransmission, to arrive after a forged one), the key is taken to be wrong.
    */
   private onAuthenticationFailure(): void {
-    this.host.stats.drops['bad-mac']++;
+    this.host.stats.drop('bad-mac');
     if (this.verdictArmed) return;
     this.verdictArmed = true;
     this.schedule(2 * this.host.settings.retransmitTimeoutMs);
@@ -453,7 +453,7 @@ export class ServerHandshake<P> {
         return;
       }
       const r = this.reassembler.add(f, epoch);
-      if (r.kind === 'dropped') this.host.stats.drops['malformed-handshake']++;
+      if (r.kind === 'dropped') this.host.stats.drop('malformed-handshake');
       if (r.kind !== 'messages') continue;
       for (const m of r.messages) {
         this.onMessage(m);

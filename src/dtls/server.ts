@@ -40,6 +40,7 @@ import {
 } from './sharing.js';
 import { sealSnapshot, type AssociationSnapshot } from './snapshot.js';
 import { DtlsError } from './errors.js';
+import { publishHandshake } from './events.js';
 import {
   handshakeMessage,
   helloVerifyRequestBody,
@@ -47,7 +48,14 @@ import {
   readFragments,
 } from './handshake.js';
 import { ALERT_CLOSE_NOTIFY } from './keys.js';
-import { endWithError, startChild, tracing, withSpan } from '../telemetry/trace.js';
+import {
+  NO_TRACING,
+  endWithError,
+  isTraced,
+  startChild,
+  withSpan,
+  type Tracing,
+} from '../telemetry/trace.js';
 import { systemClock, type Clock, type TimerHandle } from '../time/clock.js';
 import { plainRecord, readRecord, type DtlsRecord } from './record.js';
 import {
@@ -159,6 +167,11 @@ export interface DtlsServerOptions<P> {
    * layer reads its wall time (`wallNow`): an association's times travel in its snapshot.
    */
   readonly clock?: Clock;
+  /**
+   * Spans of handshake steps and decrypted records (`dtls.handshake`, `dtls.decrypt`) under
+   * the traced datagram's span (default: no tracing).
+   */
+  readonly tracing?: Tracing;
 }
 
 /** How the layer above's principal goes into a shared association's snapshot and back. */
@@ -197,6 +210,7 @@ export class DtlsServer<P>
   private readonly maxHandshakes: number;
   private readonly admission: HalfOpenAdmission;
   private readonly stalledMs: number;
+  private readonly tracing: Tracing;
   private readonly idleTimeoutMs: number;
   private readonly sweeper: TimerHandle;
   private readonly sharing: Sharing<Association<P>> | undefined;
@@ -211,6 +225,7 @@ export class DtlsServer<P>
     this.transport = opts.send;
     this.handler = opts.handler;
     this.clock = opts.clock ?? systemClock;
+    this.tracing = opts.tracing ?? NO_TRACING;
     this.associations = new AssociationTable({
       maxSize: opts.maxAssociations,
       maxPerGroup: opts.maxPerGroup ?? Infinity,
@@ -313,7 +328,7 @@ export class DtlsServer<P>
     if (this.closed) return;
     this.stats.datagramsIn++;
     if (buf.length === 0) {
-      this.stats.drops['malformed-record']++;
+      this.stats.drop('malformed-record');
       return;
     }
     const key = peerKey(address, port);
@@ -323,7 +338,7 @@ export class DtlsServer<P>
       while (offset < buf.length) {
         const rec = readRecord(buf, offset, this.cidLength);
         if (rec === undefined) {
-          this.stats.drops['malformed-record']++;
+          this.stats.drop('malformed-record');
           return;
         }
         offset += rec.raw.length;
@@ -341,23 +356,23 @@ export class DtlsServer<P>
         // One ClientHello per datagram: a datagram packed with hellos from a spoofed source
         // must not turn into as many answers.
         if (this.helloAnswered) {
-          this.stats.drops['unexpected-record']++;
+          this.stats.drop('unexpected-record');
           return;
         }
         this.helloAnswered = true;
-        if (tracing.on)
+        if (this.tracing.on)
           this.traceHandshake(key, rec, () => this.onClientHello(key, address, port, rec));
         else this.onClientHello(key, address, port, rec);
         return;
       }
       const hs = this.handshakes.get(key);
       if (hs !== undefined) {
-        if (tracing.on) this.traceHandshake(key, rec, () => hs.onRecord(rec));
+        if (this.tracing.on) this.traceHandshake(key, rec, () => hs.onRecord(rec));
         else hs.onRecord(rec);
       } else if (!this.associations.has(key)) this.unknownRecord(address, port, 'unknown-peer');
       // A late retransmission of the client's flight 5, or an alert or data in the clear for
       // an established association: none can be authenticated, all are ignored.
-      else this.stats.drops['unexpected-record']++;
+      else this.stats.drop('unexpected-record');
       return;
     }
     if (rec.type === ContentType.tls12Cid) {
@@ -367,7 +382,7 @@ export class DtlsServer<P>
     const assoc = this.associations.get(key);
     const hs = this.handshakes.get(key);
     if (hs !== undefined && (assoc === undefined || rec.type === ContentType.handshake)) {
-      if (tracing.on) this.traceHandshake(key, rec, () => hs.onRecord(rec));
+      if (this.tracing.on) this.traceHandshake(key, rec, () => hs.onRecord(rec));
       else hs.onRecord(rec);
       return;
     }
@@ -378,7 +393,7 @@ export class DtlsServer<P>
     }
     if (assoc.connectionId !== undefined) {
       // RFC 9146 §4: with a CID negotiated the peer's protected records all carry it
-      this.stats.drops['unexpected-record']++;
+      this.stats.drop('unexpected-record');
       return;
     }
     this.stats.demux.address++;
@@ -397,7 +412,7 @@ export class DtlsServer<P>
     if (assoc === undefined) {
       const hs = this.handshakes.get(key);
       if (hs !== undefined && cid !== undefined && hs.connectionId?.equals(cid) === true) {
-        if (tracing.on) this.traceHandshake(key, rec, () => hs.onRecord(rec));
+        if (this.tracing.on) this.traceHandshake(key, rec, () => hs.onRecord(rec));
         else hs.onRecord(rec);
         return;
       }
@@ -419,12 +434,13 @@ export class DtlsServer<P>
     rec: DtlsRecord,
   ): void {
     if (rec.epoch !== assoc.state.epoch) {
-      this.stats.drops['bad-epoch']++;
+      this.stats.drop('bad-epoch');
       return;
     }
-    const span = tracing.on
-      ? startChild('dtls.decrypt', { 'dtls.epoch': rec.epoch, 'dtls.record.sequence': rec.seq })
-      : undefined;
+    const span =
+      this.tracing.on && isTraced()
+        ? startChild('dtls.decrypt', { 'dtls.epoch': rec.epoch, 'dtls.record.sequence': rec.seq })
+        : undefined;
     // asked before opening, which moves the window (RFC 9146 §6 "newer")
     const newest = rec.cid !== undefined && assoc.state.isNewest(rec);
     const pt = assoc.state.open(rec);
@@ -434,7 +450,7 @@ export class DtlsServer<P>
         this.sharing?.fenced(assoc, { rec, key, address, port });
         return;
       }
-      this.stats.drops[pt]++;
+      this.stats.drop(pt);
       endWithError(span, pt);
       return;
     }
@@ -493,7 +509,7 @@ export class DtlsServer<P>
     port: number,
     reason: 'unknown-peer' | 'unknown-cid',
   ): void {
-    this.stats.drops[reason]++;
+    this.stats.drop(reason);
     if (this.handler.onUnknownRecord === undefined) return;
     const now = this.now();
     if (now - this.unknownReportedAt < UNKNOWN_REPORT_MS) {
@@ -508,6 +524,10 @@ export class DtlsServer<P>
 
   /** Runs one handshake step inside a `dtls.handshake` span (tracing on only). */
   private traceHandshake(key: string, rec: DtlsRecord, step: () => void): void {
+    if (!isTraced()) {
+      step();
+      return;
+    }
     const span = startChild('dtls.handshake', {
       'dtls.epoch': rec.epoch,
       'dtls.content_type': rec.type,
@@ -543,13 +563,13 @@ export class DtlsServer<P>
       if (f.fragmentOffset !== 0 || f.fragment.length !== f.length) {
         // A PSK ClientHello fits in one datagram; fragmented ones are a known attack vector
         // (CVE-2014-0195) and Scandium drops them too.
-        this.stats.drops['fragmented-client-hello']++;
+        this.stats.drop('fragmented-client-hello');
         return;
       }
       ch = { hello: parseClientHello(f.fragment), seq: f.messageSeq };
     } catch (err) {
       if (!(err instanceof DtlsError)) throw err;
-      this.stats.drops['malformed-handshake']++;
+      this.stats.drop('malformed-handshake');
       return;
     }
     const existing = this.handshakes.get(key);
@@ -562,11 +582,11 @@ export class DtlsServer<P>
     // last flight in a handshake that cannot verify it. The client has sent its Finished, so
     // the copy asks for nothing: ignore it (RFC 6347 §4.2.4 retransmissions are by flight).
     if (this.associations.get(key)?.startedBy(ch.hello.random) === true) {
-      this.stats.drops['duplicate-client-hello']++;
+      this.stats.drop('duplicate-client-hello');
       return;
     }
     if (!this.accepting) {
-      this.stats.drops['not-accepting']++;
+      this.stats.drop('not-accepting');
       return;
     }
     const input = ch.hello.cookieInput;
@@ -600,7 +620,7 @@ export class DtlsServer<P>
         ? 'handshake-limit'
         : this.admission.refusal(address);
     if (refused !== undefined) {
-      this.stats.drops[refused]++;
+      this.stats.drop(refused);
       return;
     }
     this.stats.handshakesStarted++;
@@ -669,6 +689,7 @@ export class DtlsServer<P>
     this.associations.add(hs.key, assoc, admission, assoc.establishedAt);
     if (cid !== undefined) this.byCid.set(cid.toString('latin1'), assoc);
     if (this.sharing !== undefined) this.share(assoc, r, admission.key);
+    publishHandshake(this.stats, assoc.cipherSuite, undefined);
     this.handler.onEstablished?.(assoc);
   }
 
@@ -864,11 +885,11 @@ export class DtlsServer<P>
     alert: string | undefined,
   ): void {
     this.forget(hs);
-    const suite = hs.announcedSuite;
-    this.stats.handshakeFailed(
-      reason,
-      suite === undefined ? 'none' : (cipherSuiteName.get(suite) ?? String(suite)),
-    );
+    const announced = hs.announcedSuite;
+    const suite =
+      announced === undefined ? 'none' : (cipherSuiteName.get(announced) ?? String(announced));
+    this.stats.handshakeFailed(reason, suite);
+    publishHandshake(this.stats, suite, reason);
     this.handler.onHandshakeFailed?.({
       address: hs.address,
       port: hs.port,

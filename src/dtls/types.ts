@@ -1,5 +1,6 @@
 /** Public types of the DTLS server: what the layer above plugs in and gets back. */
 import { EVICTION_CLASSES } from './association-table.js';
+import { publishDrop } from './events.js';
 import { SharedStats } from './shared.js';
 
 export interface PeerAddress {
@@ -185,5 +186,11 @@ export class DtlsStats {
   handshakeFailed(reason: HandshakeFailReason, suite: string): void {
     this.handshakesFailed[reason]++;
     (this.failedBySuite[suite] ??= zeroes(HANDSHAKE_FAIL_REASONS))[reason]++;
+  }
+
+  /** Counts a dropped record and publishes it (`coap-edge:dtls.drop`, events.ts) to listeners. */
+  drop(reason: DropReason): void {
+    this.drops[reason]++;
+    publishDrop(this, reason);
   }
 }

@@ -14,6 +14,7 @@ import { systemClock, type Clock } from '../time/clock.js';
 import type { ReadinessCheck } from './admin-server.js';
 import { redisTargetOf } from './redis-target.js';
 import { createMetrics, type Metrics } from '../telemetry/metrics.js';
+import type { Tracing } from '../telemetry/trace.js';
 import { buildCoap } from './build/coap.js';
 import { buildCommands } from './build/commands.js';
 import { StartupError, runClosers, type BuildContext, type Closer } from './build/context.js';
@@ -80,14 +81,23 @@ export class Gateway {
     return this.coapSocket?.port;
   }
 
+  /** `tracing`: from `setupTracing` (src/telemetry/setup.ts); default no tracing. */
   static async start(
     config: Config,
     log: Logger,
     testing: GatewayTestOptions = {},
+    tracing?: Tracing,
   ): Promise<Gateway> {
     const closers: Closer[] = [];
     try {
-      return await Gateway.build(config, log, closers, testing, testing.clock ?? systemClock);
+      return await Gateway.build(
+        config,
+        log,
+        closers,
+        testing,
+        testing.clock ?? systemClock,
+        tracing,
+      );
     } catch (err) {
       await runClosers(closers);
       throw err;
@@ -100,8 +110,9 @@ export class Gateway {
     closers: Closer[],
     testing: GatewayTestOptions,
     clock: Clock,
+    tracing: Tracing | undefined,
   ): Promise<Gateway> {
-    const ctx: BuildContext = { config, log, clock, closers };
+    const ctx: BuildContext = { config, log, clock, closers, tracing };
     const metrics = createMetrics();
     const state = { draining: false };
     const redisTarget = redisTargetOf(config);

@@ -1,6 +1,7 @@
 /**
- * The OpenTelemetry trace SDK, set up only when an OTLP endpoint is configured: tracing
- * off costs the datagram path one branch (see trace.ts). The standard OTEL_* variables are
+ * The OpenTelemetry trace SDK, set up only when an OTLP endpoint is configured; the
+ * {@link Tracing} it returns is handed to the gateway. Tracing off costs the datagram path one
+ * branch (see trace.ts). The standard OTEL_* variables are
  * read in otel-env.ts (sampler, protocol, endpoint, headers, SDK disabled);
  * OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES name the resource.
  */
@@ -29,7 +30,7 @@ import {
   type SamplingPolicy,
 } from './otel-env.js';
 import { SyncContextManager } from './sync-context.js';
-import { tracing } from './trace.js';
+import { Tracing } from './trace.js';
 
 export { tracesEndpoint };
 
@@ -50,6 +51,8 @@ export interface TracingOptions {
 }
 
 export interface TracingHandle {
+  /** What the gateway is given (`Gateway.start`) to trace with. */
+  readonly tracing: Tracing;
   readonly endpoint: string | undefined;
   readonly protocol: OtlpProtocol;
   readonly policy: SamplingPolicy;
@@ -141,11 +144,17 @@ export function setupTracing(o: TracingOptions): TracingHandle | undefined {
       }),
     ],
   });
+  // The context manager and the W3C propagator are process-wide (the first setup's stay, and
+  // are alike); the tracer is this provider's own, so spans go to this setup's exporter.
   provider.register({ contextManager: new SyncContextManager() });
-  tracing.ratio = policy.ratio;
-  tracing.forced = new Set(o.forcedDevices);
-  tracing.on = true;
+  const tracing = new Tracing(
+    provider.getTracer('coap-edge'),
+    true,
+    policy.ratio,
+    new Set(o.forcedDevices),
+  );
   return {
+    tracing,
     endpoint,
     protocol,
     policy,

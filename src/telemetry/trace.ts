@@ -1,8 +1,13 @@
 /**
- * Tracing as core code sees it: only `@opentelemetry/api`, behind one flag. With tracing
- * off (no SDK set up), every helper here returns after one branch, so the datagram path
- * pays nothing else. Child spans are made only under a recording parent: a datagram that
- * was not sampled creates no spans at all.
+ * Tracing as core code sees it: only `@opentelemetry/api`, and a {@link Tracing} object that
+ * the telemetry setup creates and the composition root hands to the components that trace
+ * (no process-global flag: two gateways in one process may trace differently). With tracing
+ * off ({@link NO_TRACING}) a component pays one branch on its own field. Child spans are made
+ * only under a recording parent: a datagram that was not sampled creates no spans at all.
+ *
+ * The context of a traced datagram names its `Tracing` (see {@link Tracing.rootContext}), so
+ * code below it (bridge backends, key lookups) starts children with the right tracer by
+ * looking at the parent context alone, without a `Tracing` of its own.
  *
  * Span layout (one trace per received datagram):
  *   coap-edge.datagram (root, per datagram, made by the gateway)
@@ -17,49 +22,91 @@ import {
   SpanKind,
   SpanStatusCode,
   context,
+  createContextKey,
   propagation,
   trace,
   type Attributes,
   type Context,
   type Span,
+  type Tracer,
 } from '@opentelemetry/api';
 
 export { SpanKind, SpanStatusCode, type Span, type Context, type Attributes };
 
-export const tracer = trace.getTracer('coap-edge');
+/** The context value naming the {@link Tracing} a traced datagram's spans belong to. */
+const TRACING_KEY = createContextKey('coap-edge tracing');
 
 /**
- * Set by the telemetry setup when an SDK with an exporter is registered: whether tracing is
- * on, the share of datagrams traced, and the device keys always traced.
+ * Whether and how a gateway traces: its tracer (of its own tracer provider), whether tracing
+ * is on, the share of datagrams traced and the device keys always traced. Made by
+ * `setupTracing` (telemetry/setup.ts); {@link NO_TRACING} everywhere else.
  */
-export const tracing: { on: boolean; ratio: number; forced: ReadonlySet<string> } = {
-  on: false,
-  ratio: 1,
-  forced: new Set(),
-};
+export class Tracing {
+  /** The root of every datagram trace of this Tracing (names it, for {@link startChild}). */
+  private readonly root: Context;
 
-/**
- * Whether a received datagram gets a trace: always for a listed device, else by ratio. It is
- * decided before any span work, so a datagram that is not traced costs one random number.
- */
-export function sampleDatagram(deviceKey: string | undefined): boolean {
-  if (deviceKey !== undefined && tracing.forced.has(deviceKey)) return true;
-  const r = tracing.ratio;
-  return r >= 1 || (r > 0 && Math.random() < r);
+  constructor(
+    readonly tracer: Tracer,
+    /** Turned off once, at shutdown; components read it before any span work. */
+    public on: boolean,
+    readonly ratio: number,
+    readonly forced: ReadonlySet<string>,
+  ) {
+    this.root = ROOT_CONTEXT.setValue(TRACING_KEY, this);
+  }
+
+  /**
+   * Whether a received datagram gets a trace: always for a listed device, else by ratio. It
+   * is decided before any span work, so a datagram that is not traced costs one random number.
+   */
+  sampleDatagram(deviceKey: string | undefined): boolean {
+    if (deviceKey !== undefined && this.forced.has(deviceKey)) return true;
+    const r = this.ratio;
+    return r >= 1 || (r > 0 && Math.random() < r);
+  }
+
+  /** The context a datagram's root span is active in: the span, and this Tracing. */
+  rootContext(span: Span): Context {
+    return trace.setSpan(this.root, span);
+  }
 }
 
-/** The active span when it records, else undefined. */
+/** No tracing: the default of every component that takes a `Tracing`. */
+export const NO_TRACING = new Tracing(trace.getTracer('coap-edge'), false, 0, new Set());
+
+/** The Tracing of a traced datagram's context, while it is on; else undefined. */
+export function tracingOf(ctx: Context): Tracing | undefined {
+  const t = ctx.getValue(TRACING_KEY);
+  return t instanceof Tracing && t.on ? t : undefined;
+}
+
+/** The active span when it records (in a traced datagram's context), else undefined. */
 export function recordingSpan(): Span | undefined {
-  if (!tracing.on) return undefined;
-  const span = trace.getSpan(context.active());
+  const ctx = context.active();
+  if (ctx === ROOT_CONTEXT) return undefined;
+  const span = trace.getSpan(ctx);
   return span?.isRecording() === true ? span : undefined;
 }
 
 /**
- * Starts a child of `parent` (default: the active context); undefined when tracing is off or
- * the parent is not sampled. The active context lasts only for the synchronous extent of
- * `withSpan`/`context.with` (see sync-context.ts): code that creates spans after an `await`
- * captures the context first (`activeContext()`) and passes it here.
+ * Whether `ctx` (default: the active context) is that of a recording span of a traced
+ * datagram: children started under it will record. Asked before building a child's
+ * attributes, so an untraced request builds none.
+ */
+export function isTraced(ctx: Context = context.active()): boolean {
+  return (
+    ctx !== ROOT_CONTEXT &&
+    tracingOf(ctx) !== undefined &&
+    trace.getSpan(ctx)?.isRecording() === true
+  );
+}
+
+/**
+ * Starts a child of `parent` (default: the active context) with the tracer of the datagram's
+ * {@link Tracing}; undefined when the parent is not a recording span of a traced datagram.
+ * The active context lasts only for the synchronous extent of `withSpan`/`context.with` (see
+ * sync-context.ts): code that creates spans after an `await` captures the context first
+ * (`activeContext()`) and passes it here.
  */
 export function startChild(
   name: string,
@@ -67,15 +114,16 @@ export function startChild(
   kind?: SpanKind,
   parent?: Context,
 ): Span | undefined {
-  if (!tracing.on) return undefined;
   const ctx = parent ?? context.active();
-  if (trace.getSpan(ctx)?.isRecording() !== true) return undefined;
-  return tracer.startSpan(name, { attributes, kind: kind ?? SpanKind.INTERNAL }, ctx);
+  if (ctx === ROOT_CONTEXT) return undefined;
+  const t = tracingOf(ctx);
+  if (t === undefined || trace.getSpan(ctx)?.isRecording() !== true) return undefined;
+  return t.tracer.startSpan(name, { attributes, kind: kind ?? SpanKind.INTERNAL }, ctx);
 }
 
-/** The active context, to carry across an `await` (ROOT when tracing is off). */
+/** The active context, to carry across an `await` (ROOT outside a traced datagram). */
 export function activeContext(): Context {
-  return tracing.on ? context.active() : ROOT_CONTEXT;
+  return context.active();
 }
 
 /** Runs `fn` with `span` active (or just runs it). */

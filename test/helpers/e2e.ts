@@ -21,6 +21,7 @@ import { CipherSuite } from '../../src/dtls/constants.js';
 import { derivePsk, pskUsableOnCommandLine } from '../../src/enos/psk.js';
 import { Gateway, type GatewayTestOptions } from '../../src/gateway/index.js';
 import { createLogger } from '../../src/telemetry/log.js';
+import type { Tracing } from '../../src/telemetry/trace.js';
 import { CoapDtlsClient } from '../../src/tools/coap-client.js';
 import { Proc } from './processes.js';
 import { missingCommands } from './tools.js';
@@ -247,12 +248,14 @@ export interface E2eGateway {
 
 /**
  * `Gateway.start` on 127.0.0.1, DTLS port 0, no devices file, short timeouts, with
- * `overrides` on top, and the test-only `testing` options; waits (bounded) until the MQTT
+ * `overrides` on top, the test-only `testing` options and `tracing`; waits (bounded) until the MQTT
  * bridge and Redis are connected when they are configured.
  */
 export async function startE2eGateway(
   overrides: Readonly<Partial<Record<SettingName, unknown>>>,
   testing: GatewayTestOptions = {},
+  /** From `setupTracing` (default: no tracing). */
+  tracing?: Tracing,
 ): Promise<E2eGateway> {
   const chunks: string[] = [];
   const sink = new Writable({
@@ -273,7 +276,12 @@ export async function startE2eGateway(
       ...overrides,
     },
   });
-  const gateway = await Gateway.start(config, createLogger(config.logLevel, sink), testing);
+  const gateway = await Gateway.start(
+    config,
+    createLogger(config.logLevel, sink),
+    testing,
+    tracing,
+  );
   const logText = (): string => chunks.join('');
   try {
     if (gateway.mqtt !== undefined && !(await gateway.mqtt.waitConnected(10_000))) {

@@ -13,6 +13,7 @@ import type { SettingName } from '../../src/config/settings.js';
 import { derivePsk } from '../../src/enos/psk.js';
 import { Gateway } from '../../src/gateway/index.js';
 import { createLogger } from '../../src/telemetry/log.js';
+import type { Tracing } from '../../src/telemetry/trace.js';
 import { REPO_ROOT } from './processes.js';
 
 /** The demo devices file that `npm start` uses. */
@@ -35,6 +36,8 @@ export async function startGateway(
   opts: {
     devices?: string;
     overrides?: Readonly<Partial<Record<SettingName, unknown>>>;
+    /** From `setupTracing` (default: no tracing). */
+    tracing?: Tracing;
   } = {},
 ): Promise<TestGateway> {
   const chunks: string[] = [];
@@ -53,7 +56,7 @@ export async function startGateway(
       ...opts.overrides,
     },
   });
-  const gateway = await Gateway.start(config, createLogger('info', sink));
+  const gateway = await Gateway.start(config, createLogger('info', sink), {}, opts.tracing);
   let closed = false;
   const logText = (): string => chunks.join('');
   return {

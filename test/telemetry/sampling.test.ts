@@ -15,7 +15,7 @@ import { Code } from '../../src/coap/constants.js';
 import { CipherSuite } from '../../src/dtls/constants.js';
 import { derivePsk } from '../../src/enos/psk.js';
 import { setupTracing, tracesEndpoint, type TracingHandle } from '../../src/telemetry/setup.js';
-import { sampleDatagram, tracing as tracingState } from '../../src/telemetry/trace.js';
+import { NO_TRACING, Tracing } from '../../src/telemetry/trace.js';
 import { CoapDtlsClient } from '../../src/tools/coap-client.js';
 import { eventually, sleep } from '../helpers/e2e.js';
 import { DEMO, MEASUREPOINT_PAYLOAD, startGateway, type TestGateway } from '../helpers/gateway.js';
@@ -62,23 +62,16 @@ describe('telemetry setup without registering anything', () => {
   });
 
   it('sampleDatagram: a forced device key is traced at ratio 0; others follow the ratio', () => {
-    const saved = { ratio: tracingState.ratio, forced: tracingState.forced };
-    try {
-      tracingState.forced = new Set(['forcedDK']);
-      tracingState.ratio = 0;
-      assert.equal(sampleDatagram('forcedDK'), true);
-      assert.equal(sampleDatagram('otherDK'), false);
-      assert.equal(sampleDatagram(undefined), false);
-      tracingState.ratio = 1;
-      assert.equal(sampleDatagram(undefined), true);
-      tracingState.ratio = 0.25;
-      let n = 0;
-      for (let i = 0; i < 20_000; i++) if (sampleDatagram('otherDK')) n++;
-      assert.ok(n > 4_000 && n < 6_000, `${n} of 20000 at ratio 0.25`);
-    } finally {
-      tracingState.ratio = saved.ratio;
-      tracingState.forced = saved.forced;
-    }
+    const forced = new Set(['forcedDK']);
+    const at = (ratio: number): Tracing => new Tracing(NO_TRACING.tracer, true, ratio, forced);
+    assert.equal(at(0).sampleDatagram('forcedDK'), true);
+    assert.equal(at(0).sampleDatagram('otherDK'), false);
+    assert.equal(at(0).sampleDatagram(undefined), false);
+    assert.equal(at(1).sampleDatagram(undefined), true);
+    const quarter = at(0.25);
+    let n = 0;
+    for (let i = 0; i < 20_000; i++) if (quarter.sampleDatagram('otherDK')) n++;
+    assert.ok(n > 4_000 && n < 6_000, `${n} of 20000 at ratio 0.25`);
   });
 });
 
@@ -100,7 +93,7 @@ describe('telemetry: per-device forced sampling (ratio 0, traceDevices: [device0
     });
     assert.ok(tracing !== undefined);
     // no broker: measurepoints are answered 5.03 at once, which is all this needs
-    gw = await startGateway();
+    gw = await startGateway({ tracing: tracing.tracing });
   });
 
   after(async () => {

@@ -145,20 +145,24 @@ describe('telemetry: spans of a device over OTLP/HTTP', () => {
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ ok: true, marker: answerMarker }),
     });
-    gw = await startE2eGateway({
-      devices: writeDevicesFile(dir, [dev]),
-      mqttUrl: SHARED_MQTT_URL,
-      mqttProtocol: '5',
-      commandShareGroup: uid('tel'),
-      routes: [
-        {
-          name: 'events',
-          match: '/sys/{pk}/{dk}/thing/event/+/post',
-          backend: 'http',
-          url: `${http.origin}/events/{pk}/{dk}`,
-        },
-      ],
-    });
+    gw = await startE2eGateway(
+      {
+        devices: writeDevicesFile(dir, [dev]),
+        mqttUrl: SHARED_MQTT_URL,
+        mqttProtocol: '5',
+        commandShareGroup: uid('tel'),
+        routes: [
+          {
+            name: 'events',
+            match: '/sys/{pk}/{dk}/thing/event/+/post',
+            backend: 'http',
+            url: `${http.origin}/events/{pk}/{dk}`,
+          },
+        ],
+      },
+      {},
+      tracing?.tracing,
+    );
     // the platform: MQTT 5, answers every measurepoint on `_reply`; a request whose id starts
     // with `tp-` is answered with the platform's own trace context as a user property
     platform = await subscriber(SHARED_MQTT_PORT, `/sys/${dev.pk}/+/thing/measurepoint/post`);
@@ -669,7 +673,11 @@ describe('telemetry: a key lookup that waits (registry)', () => {
     // tracing is on already (the describe above set it up for this process)
     registry = await E2eRegistry.start();
     registry.addDevice(dev.pk, dev.dk, dev.secret);
-    gw = await startE2eGateway({ registryUrl: registry.url, registryToken: registry.token });
+    gw = await startE2eGateway(
+      { registryUrl: registry.url, registryToken: registry.token },
+      {},
+      tracing?.tracing,
+    );
   });
 
   after(async () => {

@@ -13,7 +13,13 @@
  * `call` never throws: every failure is an answer. Headers sent: `./headers.ts`; auth:
  * `./auth.ts`.
  */
-import { SpanKind, endWithError, startChild, traceparentOf } from '../../telemetry/trace.js';
+import {
+  SpanKind,
+  endWithError,
+  isTraced,
+  startChild,
+  traceparentOf,
+} from '../../telemetry/trace.js';
 import { Pool } from 'undici';
 import { systemClock, type Clock } from '../../time/clock.js';
 import type { CompiledHttpRoute } from '../routes.js';
@@ -173,15 +179,18 @@ export class HttpBackend {
     }
     stats.inflight++;
     const started = this.#clock.now();
-    const span = startChild(
-      'http.request',
-      {
-        'http.request.method': route.method,
-        'server.address': route.origin,
-        'coap_edge.route': route.label,
-      },
-      SpanKind.CLIENT,
-    );
+    // attributes are built only for a call that will be recorded
+    const span = !isTraced()
+      ? undefined
+      : startChild(
+          'http.request',
+          {
+            'http.request.method': route.method,
+            'server.address': route.origin,
+            'coap_edge.route': route.label,
+          },
+          SpanKind.CLIENT,
+        );
     // the platform continues the trace from our client span
     const traced = span !== undefined ? { ...req, traceparent: traceparentOf(span) } : req;
     let result: Result;

@@ -18,9 +18,10 @@ import {
   activeContext,
   contextFrom,
   endWithError,
+  isTraced,
   startChild,
   traceparentOf,
-  tracer,
+  tracingOf,
   type Context,
   type Span,
 } from '../../telemetry/trace.js';
@@ -77,18 +78,21 @@ export function tracedPublish(
   parent: Context = activeContext(),
   device?: string,
 ): Promise<void> {
-  const span = startChild(
-    'mqtt.publish',
-    {
-      'messaging.system': 'mqtt',
-      'messaging.destination.name': topic,
-      'messaging.operation.type': 'send',
-      'messaging.message.body.size': payload.length,
-      'messaging.mqtt.qos': 1,
-    },
-    SpanKind.PRODUCER,
-    parent,
-  );
+  // attributes are built only for a publish that will be recorded
+  const span = !isTraced(parent)
+    ? undefined
+    : startChild(
+        'mqtt.publish',
+        {
+          'messaging.system': 'mqtt',
+          'messaging.destination.name': topic,
+          'messaging.operation.type': 'send',
+          'messaging.message.body.size': payload.length,
+          'messaging.mqtt.qos': 1,
+        },
+        SpanKind.PRODUCER,
+        parent,
+      );
   if (span === undefined) return send(topic, payload, userProperties, device);
   const tp = traceparentOf(span);
   const props = tp === undefined ? userProperties : { ...userProperties, traceparent: tp };
@@ -176,20 +180,22 @@ export async function requestReply<C extends SubscribingConnection>(
   } else {
     timer = clock.setTimeout(() => deadlineMissed(o, waiter), o.timeoutMs, true);
   }
-  const wait = startChild(
-    'mqtt.reply_wait',
-    {
-      'messaging.system': 'mqtt',
-      'messaging.destination.name': o.replyTopic,
-      'messaging.operation.type': 'receive',
-    },
-    SpanKind.INTERNAL,
-    parent,
-  );
+  const wait = !isTraced(parent)
+    ? undefined
+    : startChild(
+        'mqtt.reply_wait',
+        {
+          'messaging.system': 'mqtt',
+          'messaging.destination.name': o.replyTopic,
+          'messaging.operation.type': 'receive',
+        },
+        SpanKind.INTERNAL,
+        parent,
+      );
   try {
     const reply = await waiter.promise;
     if (wait !== undefined) {
-      continuePlatformTrace(waiter.traceparent, wait, o.replyTopic);
+      continuePlatformTrace(waiter.traceparent, wait, o.replyTopic, parent);
       wait.end();
     }
     return reply;
@@ -226,9 +232,15 @@ class ReplyDeadline implements Timed {
  * A reply that carries the platform's trace context continues that trace: a short
  * `mqtt.reply` span in the platform's trace, linked to our waiting span.
  */
-function continuePlatformTrace(traceparent: string | undefined, wait: Span, topic: string): void {
-  if (traceparent === undefined) return;
-  tracer
+function continuePlatformTrace(
+  traceparent: string | undefined,
+  wait: Span,
+  topic: string,
+  parent: Context,
+): void {
+  const tracing = tracingOf(parent);
+  if (traceparent === undefined || tracing === undefined) return;
+  tracing.tracer
     .startSpan(
       'mqtt.reply',
       {

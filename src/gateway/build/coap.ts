@@ -13,8 +13,9 @@ import { coapEndpointSettings } from '../component-settings.js';
 import {
   createRequestHandler,
   createUploadAdmission,
-  traceDuplicate,
+  duplicateTracer,
 } from '../translation/request-handler.js';
+import { NO_TRACING } from '../../telemetry/trace.js';
 import type { Commands } from './commands.js';
 import type { BuildContext, Built } from './context.js';
 import type { Routes } from './http.js';
@@ -32,7 +33,7 @@ export interface CoapDeps {
 }
 
 export function buildCoap(
-  { config, log, clock, closers }: BuildContext,
+  { config, log, clock, closers, tracing = NO_TRACING }: BuildContext,
   { mqtt, sessions, routes: { routes, http }, secrets: { secrets }, ...deps }: CoapDeps,
 ): Built<
   CoapEndpoint<Principal | undefined>,
@@ -40,6 +41,7 @@ export function buildCoap(
 > {
   const bridge = mqtt.pool;
   const router = new Router({
+    tracing,
     mqtt:
       sessions ??
       (bridge === undefined || config.mqttMode !== 'bridge'
@@ -60,11 +62,11 @@ export function buildCoap(
   });
   const coap = new CoapEndpoint<Principal | undefined>({
     clock,
-    handler: createRequestHandler(router, deps.requests),
+    handler: createRequestHandler(router, deps.requests, tracing),
     admit: createUploadAdmission(),
     ...coapEndpointSettings(config),
     onError: (err) => log.error({ err }, 'request handler failed'),
-    onDuplicate: traceDuplicate,
+    onDuplicate: duplicateTracer(tracing),
   });
   closers.push(() => coap.close());
   return {

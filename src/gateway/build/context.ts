@@ -7,6 +7,7 @@ import { CoapEdgeError } from '../../errors/index.js';
 import type { Config } from '../../config/load.js';
 import type { Logger } from '../../telemetry/log.js';
 import type { MetricSources } from '../../telemetry/metrics.js';
+import type { Tracing } from '../../telemetry/trace.js';
 import type { Clock } from '../../time/clock.js';
 import type { ReadinessCheck } from '../admin-server.js';
 
@@ -33,6 +34,8 @@ export interface BuildContext {
    * connection is open), what it opened is closed with the rest.
    */
   readonly closers: Closer[];
+  /** From `setupTracing` (src/telemetry/setup.ts), for the components that trace; default none. */
+  readonly tracing?: Tracing;
 }
 
 /** A builder's result: its component, its readiness checks and what the metrics read of it. */

@@ -15,7 +15,7 @@ import type { CloseReason, PskResolution } from '../../dtls/types.js';
 import type { RedisTarget } from '../../redis/client.js';
 import { LogLimiter } from '../../telemetry/log.js';
 import type { MetricSources, Metrics } from '../../telemetry/metrics.js';
-import { endWithError, startChild, tracing } from '../../telemetry/trace.js';
+import { NO_TRACING, endWithError, startChild } from '../../telemetry/trace.js';
 import { UdpEndpoint } from '../../transport/udp.js';
 import type { ReadinessCheck } from '../admin-server.js';
 import { dtlsServerSettings } from '../component-settings.js';
@@ -40,7 +40,7 @@ export interface DtlsDeps {
 }
 
 export async function buildDtls(
-  { config, log, clock, closers }: BuildContext,
+  { config, log, clock, closers, tracing = NO_TRACING }: BuildContext,
   { redis, secrets: { secrets, resolver }, coap, presence, sessions, metrics }: DtlsDeps,
 ): Promise<Built<Dtls, Pick<MetricSources, 'dtls' | 'udpSendErrors' | 'plainDatagrams'>>> {
   const dtlsSocket = await bindOrExplain('DTLS', config.bind, config.dtlsPort);
@@ -187,8 +187,10 @@ export async function buildDtls(
     admission: (_identity, principal) => admissionOf(principal),
     maxPerGroup: config.maxActivationSessions,
     detailedPskAlerts: config.detailedPskAlerts,
+    tracing,
   });
-  const traced = new DatagramTracer(dtls, coap.stats, () => dtlsSocket.port);
+  const traced = new DatagramTracer(dtls, coap.stats, () => dtlsSocket.port, tracing);
+  closers.push(() => traced.close());
   dtlsSocket.onDatagram((msg, address, port) => {
     if (tracing.on) traced.handle(msg, address, port);
     else dtls.handleDatagram(msg, address, port);

@@ -1,7 +1,8 @@
 /**
  * What the gateway tells about itself: the metrics read their sources, and the admin HTTP
  * server (`/metrics`, `/healthz`, `/readyz`) runs when `httpPort` is set. Tracing is set up
- * by the CLI before the gateway starts (`src/telemetry/setup.ts`).
+ * by the CLI before the gateway starts (`src/telemetry/setup.ts`); its `Tracing` reaches the
+ * builders in the build context.
  */
 import type { MetricSources, Metrics } from '../../telemetry/metrics.js';
 import { startAdminServer, type AdminServer, type ReadinessCheck } from '../admin-server.js';

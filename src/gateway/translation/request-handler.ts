@@ -18,11 +18,13 @@ import type { RequestStats } from '../../telemetry/metrics.js';
 import {
   SpanKind,
   SpanStatusCode,
+  isTraced,
   startChild,
-  tracing,
   withSpan,
   type Attributes,
   type Span,
+  NO_TRACING,
+  type Tracing,
 } from '../../telemetry/trace.js';
 import { MALFORMED_PATH, toBridgeRequest, toCoapReply } from './coap-adapter.js';
 
@@ -67,12 +69,19 @@ function exchangeAttributes(
  * still gets its own short `coap.exchange` span, with `coap.duplicate` true and
  * `coap.duplicate.resent` telling whether the cached answer went out again.
  */
-export function traceDuplicate(
+export function duplicateTracer(
+  tracing: Tracing,
+): (peer: CoapPeer<Principal | undefined>, m: CoapMessage, resent: boolean) => void {
+  return (peer, m, resent) => {
+    if (tracing.on && isTraced()) traceDuplicate(peer, m, resent);
+  };
+}
+
+function traceDuplicate(
   peer: CoapPeer<Principal | undefined>,
   m: CoapMessage,
   resent: boolean,
 ): void {
-  if (!tracing.on) return;
   const span = startChild(
     'coap.exchange',
     exchangeAttributes(m, m.payload.length, peer.principal, true),
@@ -86,6 +95,7 @@ export function traceDuplicate(
 export function createRequestHandler(
   router: Router,
   requests: RequestStats,
+  tracing: Tracing = NO_TRACING,
 ): CoapRequestHandler<Principal | undefined> {
   const finish = (
     res: BridgeResponse,
@@ -108,13 +118,15 @@ export function createRequestHandler(
   };
   return (req) => {
     const started = performance.now();
-    const span = tracing.on
-      ? startChild(
-          'coap.exchange',
-          exchangeAttributes(req.message, req.payload.length, req.peer.principal, false),
-          SpanKind.SERVER,
-        )
-      : undefined;
+    // attributes are built only for an exchange that will be recorded
+    const span =
+      tracing.on && isTraced()
+        ? startChild(
+            'coap.exchange',
+            exchangeAttributes(req.message, req.payload.length, req.peer.principal, false),
+            SpanKind.SERVER,
+          )
+        : undefined;
     const breq = toBridgeRequest(req);
     if (breq === undefined) return finish(MALFORMED_PATH, req, started, span);
     const res =
