@@ -300,13 +300,19 @@ class Ccm8 {
 }
 
 class Ccm8Cipher implements RecordCipher {
-  private readonly ccm: Ccm8;
+  private readonly key: Buffer;
+  /** Created on first use: an association imported from the shared store may never be. */
+  private ccmObjects: Ccm8 | undefined;
   private readonly nonce = Buffer.alloc(12);
   private readonly aad = new PseudoHeader();
 
   constructor(keys: DirectionKeys) {
-    this.ccm = new Ccm8(keys.encKey);
+    this.key = keys.encKey;
     keys.salt.copy(this.nonce, 0);
+  }
+
+  private get ccm(): Ccm8 {
+    return (this.ccmObjects ??= new Ccm8(this.key));
   }
 
   overhead(): number {
