@@ -195,6 +195,29 @@ function headerLength(cid: Buffer | undefined): number {
   return cid === undefined ? RECORD_HEADER_LENGTH : RECORD_HEADER_LENGTH + cid.length;
 }
 
+/** A record cipher whose long-lived node:crypto objects can be dropped (made again on use). */
+interface LiveObjects {
+  release(): void;
+}
+
+/**
+ * The record ciphers that hold long-lived node:crypto objects, at most `LIVE_LIMIT`, oldest
+ * first out. Each object costs ~1.2 KB of RSS (OpenSSL context and key schedule): kept by
+ * every association they would add ~5 KB (CCM_8) to its ~9 KB, for devices that send a
+ * record every few minutes. A record cipher that makes its objects joins; when the ring is
+ * full the oldest member releases its objects and makes them again on its next record. A
+ * busy association keeps its objects until LIVE_LIMIT other record ciphers made theirs.
+ */
+export const LIVE_LIMIT = 2048;
+const live: (LiveObjects | undefined)[] = new Array<LiveObjects | undefined>(LIVE_LIMIT);
+let liveNext = 0;
+
+function admitLive(holder: LiveObjects): void {
+  live[liveNext]?.release();
+  live[liveNext] = holder;
+  liveNext = (liveNext + 1) % LIVE_LIMIT;
+}
+
 const CCM_TAG = 8;
 const CCM_EXPLICIT_NONCE = 8;
 const BLOCK = 16;
@@ -299,9 +322,9 @@ class Ccm8 {
   }
 }
 
-class Ccm8Cipher implements RecordCipher {
+class Ccm8Cipher implements RecordCipher, LiveObjects {
   private readonly key: Buffer;
-  /** Created on first use: an association imported from the shared store may never be. */
+  /** Made on use and kept while among the LIVE_LIMIT latest (see `admitLive`). */
   private ccmObjects: Ccm8 | undefined;
   private readonly nonce = Buffer.alloc(12);
   private readonly aad = new PseudoHeader();
@@ -312,7 +335,15 @@ class Ccm8Cipher implements RecordCipher {
   }
 
   private get ccm(): Ccm8 {
-    return (this.ccmObjects ??= new Ccm8(this.key));
+    if (this.ccmObjects === undefined) {
+      this.ccmObjects = new Ccm8(this.key);
+      admitLive(this);
+    }
+    return this.ccmObjects;
+  }
+
+  release(): void {
+    this.ccmObjects = undefined;
   }
 
   overhead(): number {
@@ -387,13 +418,16 @@ function checkPadding(pt: Buffer, minContent: number): number {
   return bad === 0 ? padLen : -1;
 }
 
-abstract class CbcCipher implements RecordCipher {
+abstract class CbcCipher implements RecordCipher, LiveObjects {
   protected readonly key: Buffer;
   protected readonly macKey: Buffer;
   protected readonly pseudo = new PseudoHeader();
   /** The real content type byte of a CID record's inner plaintext (scratch). */
   protected readonly realType = Buffer.alloc(1);
-  /** Created on first use: a record cipher seals or opens, seldom both. */
+  /**
+   * Made on use (a record cipher seals or opens, seldom both) and kept while among the
+   * LIVE_LIMIT latest (see `admitLive`).
+   */
   private encryptor: Cipher | undefined;
   private decryptor: Decipher | undefined;
   /** R ‖ the blocks to encrypt (scratch, grown when a record needs more). */
@@ -424,6 +458,7 @@ abstract class CbcCipher implements RecordCipher {
   protected encryptInto(out: Buffer, ivOffset: number, data: Buffer[], length: number): void {
     if (length % BLOCK !== 0) throw new RangeError('CBC length mismatch');
     if (this.encryptor === undefined) {
+      if (this.decryptor === undefined) admitLive(this);
       this.encryptor = createCipheriv('aes-128-cbc', this.key, ZERO_BLOCK);
       this.encryptor.setAutoPadding(false);
     }
@@ -445,10 +480,16 @@ abstract class CbcCipher implements RecordCipher {
     // a partial block would stay buffered in the decryptor and shift every later record
     if (body.length % BLOCK !== 0 || body.length < 2 * BLOCK) return undefined;
     if (this.decryptor === undefined) {
+      if (this.encryptor === undefined) admitLive(this);
       this.decryptor = createDecipheriv('aes-128-cbc', this.key, ZERO_BLOCK);
       this.decryptor.setAutoPadding(false);
     }
     return this.decryptor.update(body).subarray(BLOCK);
+  }
+
+  release(): void {
+    this.encryptor = undefined;
+    this.decryptor = undefined;
   }
 }
 

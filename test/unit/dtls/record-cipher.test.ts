@@ -6,6 +6,7 @@ import fc from 'fast-check';
 import { CipherSuite, DTLS_1_0, DTLS_1_2, MAX_SEQUENCE } from '../../../src/dtls/constants.js';
 import {
   createRecordCipher,
+  LIVE_LIMIT,
   splitKeyBlock,
   suiteParams,
   writeRecordHeader,
@@ -489,5 +490,25 @@ describe('record ciphers on long-lived node:crypto objects match one-shot cipher
         assert.ok(c.open(23, DTLS_1_2, 1, len, body)?.equals(pt), `length ${len}`);
       }
     });
+  }
+});
+
+test('record ciphers beyond LIVE_LIMIT drop their long-lived objects and make them again', () => {
+  for (const v of VARIANTS) {
+    const first = cipherFor(v);
+    const reader = cipherFor(v);
+    const a = first.seal(23, 1, 1, Buffer.from('before'));
+    assert.ok(reader.open(23, DTLS_1_2, 1, 1, bodyOf(a))?.equals(Buffer.from('before')));
+    const held = (c: RecordCipher): boolean =>
+      Object.values(c).some((x) => x !== undefined && typeof x === 'object' && 'chain' in x) ||
+      Object.values(c).some((x) => x?.constructor?.name === 'Cipheriv');
+    assert.ok(held(first), `${v.name}: objects made on use`);
+    // LIVE_LIMIT others make theirs: the two above are pushed out
+    for (let i = 0; i < LIVE_LIMIT; i++) cipherFor(v, 1).seal(23, 1, i, Buffer.alloc(1));
+    assert.ok(!held(first), `${v.name}: released`);
+    const b = first.seal(23, 1, 2, Buffer.from('after'));
+    assert.ok(held(first), `${v.name}: made again`);
+    assert.ok(reader.open(23, DTLS_1_2, 1, 2, bodyOf(b))?.equals(Buffer.from('after')));
+    assert.ok(cipherFor(v).open(23, DTLS_1_2, 1, 1, bodyOf(a))?.equals(Buffer.from('before')));
   }
 });
