@@ -243,7 +243,7 @@ function blocks(length: number): number {
  * Output is byte for byte node's aes-128-ccm (tests: NIST SP 800-38C C.3, the captured
  * handshakes, random records against createCipheriv). Tag comparison stays timingSafeEqual.
  */
-class Ccm8 {
+export class Ccm8 {
   private readonly ecb: Cipher;
   private readonly cbc: Cipher;
   /** The CBC encryptor's chaining value: its last output block. */

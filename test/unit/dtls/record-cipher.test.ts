@@ -5,6 +5,7 @@ import fc from 'fast-check';
 
 import { CipherSuite, DTLS_1_0, DTLS_1_2, MAX_SEQUENCE } from '../../../src/dtls/constants.js';
 import {
+  Ccm8,
   createRecordCipher,
   LIVE_LIMIT,
   splitKeyBlock,
@@ -132,6 +133,45 @@ describe('node:crypto AES-CCM (pins the CCM_8 shape: 12-byte nonce, 8-byte tag)'
     d2.setAAD(A, { plaintextLength: P.length });
     d2.update(bad.subarray(0, P.length));
     assert.throws(() => d2.final());
+  });
+});
+
+describe('Ccm8 (CCM_8 from AES-ECB and a running AES-CBC)', () => {
+  const K = hex('404142434445464748494a4b4c4d4e4f');
+  const N = hex('101112131415161718191a1b');
+  const A = hex('000102030405060708090a0b0c0d0e0f10111213');
+  const P = hex('202122232425262728292a2b2c2d2e2f3031323334353637');
+  const CT = hex('e3b201a9f5b71a7a9b1ceaeccd97e70b6176aad9a4428aa5484392fbc1b09951');
+
+  test('NIST SP 800-38C example C.3, three times on one object, both ways', () => {
+    const ccm = new Ccm8(K);
+    for (let i = 0; i < 3; i++) {
+      const out = Buffer.alloc(P.length + 8);
+      ccm.seal(N, A, P, out, 0);
+      assert.equal(out.toString('hex'), CT.toString('hex'));
+      const pt = ccm.open(N, A, CT.subarray(0, P.length), CT.subarray(P.length));
+      assert.equal(pt?.toString('hex'), P.toString('hex'));
+    }
+  });
+
+  test('a flipped bit anywhere (ciphertext, tag, AAD, nonce) → undefined', () => {
+    const ccm = new Ccm8(K);
+    const flip = (b: Buffer, at: number): Buffer => {
+      const c = Buffer.from(b);
+      c[at]! ^= 0x80;
+      return c;
+    };
+    for (let at = 0; at < CT.length; at++) {
+      const bad = flip(CT, at);
+      assert.equal(ccm.open(N, A, bad.subarray(0, P.length), bad.subarray(P.length)), undefined);
+    }
+    const ct = CT.subarray(0, P.length);
+    const tag = CT.subarray(P.length);
+    for (let at = 0; at < A.length; at++)
+      assert.equal(ccm.open(N, flip(A, at), ct, tag), undefined);
+    for (let at = 0; at < N.length; at++)
+      assert.equal(ccm.open(flip(N, at), A, ct, tag), undefined);
+    assert.ok(ccm.open(N, A, ct, tag)?.equals(P));
   });
 });
 
