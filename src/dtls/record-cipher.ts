@@ -8,6 +8,13 @@
  * Scratch buffers for nonce and additional data are per cipher object and reused; node:crypto
  * copies them when a cipher is created, and everything here is synchronous.
  *
+ * node:crypto cipher objects are one-shot (no new IV, no second message: bench/README.md,
+ * "Per-datagram CPU levers", lever 3), so instead of a new cipher per record each record
+ * cipher keeps long-lived ones and never finalizes them: CCM_8 is built from AES-ECB (the CTR
+ * keystream) and a running AES-CBC (the CBC-MAC), see `Ccm8`; CBC encrypts with a running
+ * AES-CBC encryptor and a random first block, and decrypts with a running AES-CBC decryptor
+ * whose first output block is dropped. Measured in bench/README.md ("Record crypto").
+ *
  * With a Connection ID (RFC 9146 §4-5) `seal` writes a `tls12_cid` record: the CID in the
  * header, the content wrapped as DTLSInnerPlaintext (content ‖ real type, no padding) and
  * the RFC 9146 additional data in the MAC or AEAD input; `open` then returns the whole
@@ -19,6 +26,8 @@ import {
   createHmac,
   randomFillSync,
   timingSafeEqual,
+  type Cipher,
+  type Decipher,
 } from 'node:crypto';
 import { CipherSuite, ContentType, DTLS_1_2, RECORD_HEADER_LENGTH } from './constants.js';
 
@@ -186,11 +195,137 @@ function headerLength(cid: Buffer | undefined): number {
   return cid === undefined ? RECORD_HEADER_LENGTH : RECORD_HEADER_LENGTH + cid.length;
 }
 
+/** A record cipher whose long-lived node:crypto objects can be dropped (made again on use). */
+interface LiveObjects {
+  release(): void;
+}
+
+/**
+ * The record ciphers that hold long-lived node:crypto objects, at most `LIVE_LIMIT`, oldest
+ * first out. Each object costs ~1.2 KB of RSS (OpenSSL context and key schedule): kept by
+ * every association they would add ~5 KB (CCM_8) to its ~9 KB, for devices that send a
+ * record every few minutes. A record cipher that makes its objects joins; when the ring is
+ * full the oldest member releases its objects and makes them again on its next record. A
+ * busy association keeps its objects until LIVE_LIMIT other record ciphers made theirs.
+ */
+export const LIVE_LIMIT = 2048;
+const live: (LiveObjects | undefined)[] = new Array<LiveObjects | undefined>(LIVE_LIMIT);
+let liveNext = 0;
+
+function admitLive(holder: LiveObjects): void {
+  live[liveNext]?.release();
+  live[liveNext] = holder;
+  liveNext = (liveNext + 1) % LIVE_LIMIT;
+}
+
 const CCM_TAG = 8;
 const CCM_EXPLICIT_NONCE = 8;
+const BLOCK = 16;
+const ZERO_BLOCK = Buffer.alloc(BLOCK);
 
-class Ccm8Cipher implements RecordCipher {
+/** Blocks of 16 bytes that hold `length` bytes. */
+function blocks(length: number): number {
+  return Math.ceil(length / BLOCK);
+}
+
+/**
+ * AES-128-CCM with an 8-byte tag and a 12-byte nonce (RFC 3610 with M = 8, L = 3; RFC 6655)
+ * on two long-lived node:crypto ciphers instead of a new `aes-128-ccm` cipher per record (our
+ * own because node:crypto has no resettable CCM; see the file comment):
+ *
+ * - the CTR keystream S_0..S_m is one `aes-128-ecb` update over the counter blocks A_i
+ *   (flags 2 ‖ nonce ‖ i);
+ * - the CBC-MAC runs on an `aes-128-cbc` encryptor that is never finalized. Its chaining value
+ *   is the last block it output (`chain`); feeding B_0 ⊕ chain makes AES see B_0, as CBC-MAC
+ *   from a zero IV does, and the last output block is X_{n+1}, whose first 8 bytes ⊕ S_0 are
+ *   the tag.
+ *
+ * Output is byte for byte node's aes-128-ccm (tests: NIST SP 800-38C C.3, the captured
+ * handshakes, random records against createCipheriv). Tag comparison stays timingSafeEqual.
+ */
+export class Ccm8 {
+  private readonly ecb: Cipher;
+  private readonly cbc: Cipher;
+  /** The CBC encryptor's chaining value: its last output block. */
+  private readonly chain = Buffer.alloc(BLOCK);
+  /** Counter blocks, then the CBC-MAC input; grown when a record needs more. */
+  private scratch = Buffer.alloc(64 * BLOCK);
+
+  constructor(key: Buffer) {
+    this.ecb = createCipheriv('aes-128-ecb', key, null);
+    this.ecb.setAutoPadding(false);
+    this.cbc = createCipheriv('aes-128-cbc', key, ZERO_BLOCK);
+    this.cbc.setAutoPadding(false);
+  }
+
+  private scratchOf(length: number): Buffer {
+    if (this.scratch.length < length) this.scratch = Buffer.alloc(length);
+    return this.scratch.subarray(0, length);
+  }
+
+  /** S_0 ‖ S_1 ‖ …: 16 bytes for the tag, then keystream for `length` bytes. */
+  private keystream(nonce: Buffer, length: number): Buffer {
+    const n = 1 + blocks(length);
+    const a = this.scratchOf(n * BLOCK);
+    for (let i = 0, o = 0; i < n; i++, o += BLOCK) {
+      a[o] = 2; // flags: L - 1
+      nonce.copy(a, o + 1);
+      a[o + 13] = i >>> 16;
+      a[o + 14] = (i >>> 8) & 0xff;
+      a[o + 15] = i & 0xff;
+    }
+    return this.ecb.update(a);
+  }
+
+  /** X_{n+1} of the CBC-MAC over B_0, the encoded AAD and `data` (valid until the next call). */
+  private mac(nonce: Buffer, aad: Buffer, data: Buffer): Buffer {
+    const aadBlocks = blocks(2 + aad.length);
+    const at = BLOCK + aadBlocks * BLOCK;
+    const b = this.scratchOf(at + blocks(data.length) * BLOCK);
+    // B_0: flags (Adata, (M - 2) / 2, L - 1) ‖ nonce ‖ l(m) in 3 bytes
+    b[0] = 0x40 | (((CCM_TAG - 2) / 2) << 3) | 2;
+    nonce.copy(b, 1);
+    b[13] = data.length >>> 16;
+    b[14] = (data.length >>> 8) & 0xff;
+    b[15] = data.length & 0xff;
+    const chain = this.chain;
+    for (let i = 0; i < BLOCK; i++) b[i] = b[i]! ^ chain[i]!;
+    // l(a) < 2^16 - 2^8: two bytes, then the AAD, zero padded
+    b.writeUInt16BE(aad.length, BLOCK);
+    aad.copy(b, BLOCK + 2);
+    b.fill(0, BLOCK + 2 + aad.length, at);
+    data.copy(b, at);
+    b.fill(0, at + data.length);
+    const x = this.cbc.update(b);
+    x.copy(chain, 0, x.length - BLOCK);
+    return chain;
+  }
+
+  /** Writes ciphertext ‖ tag (plaintext length + 8 bytes) at `out[at]`. */
+  seal(nonce: Buffer, aad: Buffer, plaintext: Buffer, out: Buffer, at: number): void {
+    const s = this.keystream(nonce, plaintext.length);
+    const len = plaintext.length;
+    for (let i = 0; i < len; i++) out[at + i] = plaintext[i]! ^ s[BLOCK + i]!;
+    const t = this.mac(nonce, aad, plaintext);
+    for (let i = 0; i < CCM_TAG; i++) out[at + len + i] = t[i]! ^ s[i]!;
+  }
+
+  /** The plaintext, or `undefined` when the tag does not verify. */
+  open(nonce: Buffer, aad: Buffer, ciphertext: Buffer, tag: Buffer): Buffer | undefined {
+    const s = this.keystream(nonce, ciphertext.length);
+    const len = ciphertext.length;
+    const pt = Buffer.allocUnsafe(len);
+    for (let i = 0; i < len; i++) pt[i] = ciphertext[i]! ^ s[BLOCK + i]!;
+    const t = this.mac(nonce, aad, pt);
+    for (let i = 0; i < CCM_TAG; i++) s[i] = s[i]! ^ t[i]!;
+    return timingSafeEqual(s.subarray(0, CCM_TAG), tag) ? pt : undefined;
+  }
+}
+
+class Ccm8Cipher implements RecordCipher, LiveObjects {
   private readonly key: Buffer;
+  /** Made on use and kept while among the LIVE_LIMIT latest (see `admitLive`). */
+  private ccmObjects: Ccm8 | undefined;
   private readonly nonce = Buffer.alloc(12);
   private readonly aad = new PseudoHeader();
 
@@ -199,12 +334,24 @@ class Ccm8Cipher implements RecordCipher {
     keys.salt.copy(this.nonce, 0);
   }
 
+  private get ccm(): Ccm8 {
+    if (this.ccmObjects === undefined) {
+      this.ccmObjects = new Ccm8(this.key);
+      admitLive(this);
+    }
+    return this.ccmObjects;
+  }
+
+  release(): void {
+    this.ccmObjects = undefined;
+  }
+
   overhead(): number {
     return CCM_EXPLICIT_NONCE + CCM_TAG;
   }
 
   seal(type: number, epoch: number, seq: number, content: Buffer, cid?: Buffer): Buffer {
-    // CCM takes its plaintext in one update: a CID record's inner plaintext is built first
+    // with a CID the content is DTLSInnerPlaintext: content ‖ real type
     const plaintext = cid === undefined ? content : innerPlaintext(content, type);
     const hl = headerLength(cid);
     const bodyLength = CCM_EXPLICIT_NONCE + plaintext.length + CCM_TAG;
@@ -216,12 +363,7 @@ class Ccm8Cipher implements RecordCipher {
     out.copy(this.nonce, 4, 3, 11);
     out.copy(out, hl, 3, 11);
     const aad = this.aad.write(epoch, seq, type, DTLS_1_2, plaintext.length, cid);
-    const cipher = createCipheriv('aes-128-ccm', this.key, this.nonce, { authTagLength: CCM_TAG });
-    cipher.setAAD(aad, { plaintextLength: plaintext.length });
-    const ct = cipher.update(plaintext);
-    cipher.final();
-    ct.copy(out, hl + CCM_EXPLICIT_NONCE);
-    cipher.getAuthTag().copy(out, hl + CCM_EXPLICIT_NONCE + plaintext.length);
+    this.ccm.seal(this.nonce, aad, plaintext, out, hl + CCM_EXPLICIT_NONCE);
     return out;
   }
 
@@ -237,18 +379,12 @@ class Ccm8Cipher implements RecordCipher {
     if (ptLength < 0) return undefined;
     body.copy(this.nonce, 4, 0, CCM_EXPLICIT_NONCE);
     const aad = this.aad.write(epoch, seq, type, version, ptLength, cid);
-    const decipher = createDecipheriv('aes-128-ccm', this.key, this.nonce, {
-      authTagLength: CCM_TAG,
-    });
-    decipher.setAuthTag(body.subarray(body.length - CCM_TAG));
-    decipher.setAAD(aad, { plaintextLength: ptLength });
-    const pt = decipher.update(body.subarray(CCM_EXPLICIT_NONCE, CCM_EXPLICIT_NONCE + ptLength));
-    try {
-      decipher.final();
-    } catch {
-      return undefined;
-    }
-    return pt;
+    return this.ccm.open(
+      this.nonce,
+      aad,
+      body.subarray(CCM_EXPLICIT_NONCE, CCM_EXPLICIT_NONCE + ptLength),
+      body.subarray(body.length - CCM_TAG),
+    );
   }
 }
 
@@ -260,7 +396,6 @@ function innerPlaintext(content: Buffer, type: number): Buffer {
   return out;
 }
 
-const BLOCK = 16;
 const MAC = 32;
 
 /** Padding so that `length + padding` is a multiple of the block size; padding ≥ 1 byte. */
@@ -283,12 +418,20 @@ function checkPadding(pt: Buffer, minContent: number): number {
   return bad === 0 ? padLen : -1;
 }
 
-abstract class CbcCipher implements RecordCipher {
+abstract class CbcCipher implements RecordCipher, LiveObjects {
   protected readonly key: Buffer;
   protected readonly macKey: Buffer;
   protected readonly pseudo = new PseudoHeader();
   /** The real content type byte of a CID record's inner plaintext (scratch). */
   protected readonly realType = Buffer.alloc(1);
+  /**
+   * Made on use (a record cipher seals or opens, seldom both) and kept while among the
+   * LIVE_LIMIT latest (see `admitLive`).
+   */
+  private encryptor: Cipher | undefined;
+  private decryptor: Decipher | undefined;
+  /** R ‖ the blocks to encrypt (scratch, grown when a record needs more). */
+  private input = Buffer.alloc(0);
 
   constructor(keys: DirectionKeys) {
     this.key = keys.encKey;
@@ -306,23 +449,47 @@ abstract class CbcCipher implements RecordCipher {
     cid?: Buffer,
   ): Buffer | undefined;
 
+  /**
+   * Encrypts the concatenation of `data` (`length` bytes, whole blocks) and writes IV ‖
+   * ciphertext at `out[ivOffset]`. One running CBC encryptor: a random block R goes first and
+   * its ciphertext, E(R ⊕ the previous record's last block), is the record's IV (RFC 4346
+   * §6.2.3.2, option (2)(b)); the rest chains from it as CBC from that IV does.
+   */
   protected encryptInto(out: Buffer, ivOffset: number, data: Buffer[], length: number): void {
-    const iv = out.subarray(ivOffset, ivOffset + BLOCK);
-    randomFillSync(iv);
-    const cipher = createCipheriv('aes-128-cbc', this.key, iv);
-    cipher.setAutoPadding(false);
-    let off = ivOffset + BLOCK;
-    for (const d of data) off += cipher.update(d).copy(out, off);
-    off += cipher.final().copy(out, off);
-    if (off !== ivOffset + BLOCK + length) throw new RangeError('CBC length mismatch');
+    if (length % BLOCK !== 0) throw new RangeError('CBC length mismatch');
+    if (this.encryptor === undefined) {
+      if (this.decryptor === undefined) admitLive(this);
+      this.encryptor = createCipheriv('aes-128-cbc', this.key, ZERO_BLOCK);
+      this.encryptor.setAutoPadding(false);
+    }
+    if (this.input.length < BLOCK + length) this.input = Buffer.alloc(BLOCK + length);
+    const input = this.input.subarray(0, BLOCK + length);
+    randomFillSync(input, 0, BLOCK);
+    let off = BLOCK;
+    for (const d of data) off += d.copy(input, off);
+    if (off !== BLOCK + length) throw new RangeError('CBC length mismatch');
+    this.encryptor.update(input).copy(out, ivOffset);
   }
 
+  /**
+   * IV ‖ ciphertext (whole blocks) → plaintext. One running CBC decryptor: the IV goes in as
+   * a first ciphertext block, whose output (garbage) is dropped; the next blocks decrypt
+   * against the IV, as a decryptor created with it would.
+   */
   protected decrypt(body: Buffer): Buffer | undefined {
-    const decipher = createDecipheriv('aes-128-cbc', this.key, body.subarray(0, BLOCK));
-    decipher.setAutoPadding(false);
-    const a = decipher.update(body.subarray(BLOCK));
-    const b = decipher.final();
-    return b.length === 0 ? a : Buffer.concat([a, b]);
+    // a partial block would stay buffered in the decryptor and shift every later record
+    if (body.length % BLOCK !== 0 || body.length < 2 * BLOCK) return undefined;
+    if (this.decryptor === undefined) {
+      if (this.encryptor === undefined) admitLive(this);
+      this.decryptor = createDecipheriv('aes-128-cbc', this.key, ZERO_BLOCK);
+      this.decryptor.setAutoPadding(false);
+    }
+    return this.decryptor.update(body).subarray(BLOCK);
+  }
+
+  release(): void {
+    this.encryptor = undefined;
+    this.decryptor = undefined;
   }
 }
 

@@ -5,7 +5,9 @@ import fc from 'fast-check';
 
 import { CipherSuite, DTLS_1_0, DTLS_1_2, MAX_SEQUENCE } from '../../../src/dtls/constants.js';
 import {
+  Ccm8,
   createRecordCipher,
+  LIVE_LIMIT,
   splitKeyBlock,
   suiteParams,
   writeRecordHeader,
@@ -131,6 +133,45 @@ describe('node:crypto AES-CCM (pins the CCM_8 shape: 12-byte nonce, 8-byte tag)'
     d2.setAAD(A, { plaintextLength: P.length });
     d2.update(bad.subarray(0, P.length));
     assert.throws(() => d2.final());
+  });
+});
+
+describe('Ccm8 (CCM_8 from AES-ECB and a running AES-CBC)', () => {
+  const K = hex('404142434445464748494a4b4c4d4e4f');
+  const N = hex('101112131415161718191a1b');
+  const A = hex('000102030405060708090a0b0c0d0e0f10111213');
+  const P = hex('202122232425262728292a2b2c2d2e2f3031323334353637');
+  const CT = hex('e3b201a9f5b71a7a9b1ceaeccd97e70b6176aad9a4428aa5484392fbc1b09951');
+
+  test('NIST SP 800-38C example C.3, three times on one object, both ways', () => {
+    const ccm = new Ccm8(K);
+    for (let i = 0; i < 3; i++) {
+      const out = Buffer.alloc(P.length + 8);
+      ccm.seal(N, A, P, out, 0);
+      assert.equal(out.toString('hex'), CT.toString('hex'));
+      const pt = ccm.open(N, A, CT.subarray(0, P.length), CT.subarray(P.length));
+      assert.equal(pt?.toString('hex'), P.toString('hex'));
+    }
+  });
+
+  test('a flipped bit anywhere (ciphertext, tag, AAD, nonce) → undefined', () => {
+    const ccm = new Ccm8(K);
+    const flip = (b: Buffer, at: number): Buffer => {
+      const c = Buffer.from(b);
+      c[at]! ^= 0x80;
+      return c;
+    };
+    for (let at = 0; at < CT.length; at++) {
+      const bad = flip(CT, at);
+      assert.equal(ccm.open(N, A, bad.subarray(0, P.length), bad.subarray(P.length)), undefined);
+    }
+    const ct = CT.subarray(0, P.length);
+    const tag = CT.subarray(P.length);
+    for (let at = 0; at < A.length; at++)
+      assert.equal(ccm.open(N, flip(A, at), ct, tag), undefined);
+    for (let at = 0; at < N.length; at++)
+      assert.equal(ccm.open(flip(N, at), A, ct, tag), undefined);
+    assert.ok(ccm.open(N, A, ct, tag)?.equals(P));
   });
 });
 
@@ -404,4 +445,110 @@ test('writeRecordHeader writes type | version | epoch | seq(6) | length', () => 
   const b = Buffer.alloc(13);
   writeRecordHeader(b, 23, DTLS_1_2, 0x0102, 0x030405060708, 0x090a);
   assert.equal(b.toString('hex'), '17' + 'fefd' + '0102' + '030405060708' + '090a');
+});
+
+/**
+ * The record ciphers keep long-lived node:crypto objects (CCM_8 from AES-ECB and a running
+ * AES-CBC MAC; CBC through running encryptor/decryptor). These pin them, record after record
+ * on one object, against one-shot ciphers created per record as before.
+ */
+describe('record ciphers on long-lived node:crypto objects match one-shot ciphers', () => {
+  const rand = fc.integer({ min: 0, max: 2 ** 31 - 1 });
+  const keys = splitKeyBlock(CCM, randomBytes(40)).client;
+  const lengths = [...Array.from({ length: 70 }, (_, i) => i), 255, 256, 1000, 16_384];
+
+  function ccmReference(seq: number, pt: Buffer): Buffer {
+    const nonce = Buffer.concat([keys.salt, Buffer.alloc(8)]);
+    nonce.writeUInt16BE(1, 4);
+    nonce.writeUIntBE(seq, 6, 6);
+    const c = createCipheriv('aes-128-ccm', keys.encKey, nonce, { authTagLength: 8 });
+    c.setAAD(pseudoHeader(1, seq, 23, DTLS_1_2, pt.length), { plaintextLength: pt.length });
+    // on Node 20 final() throws 'tag not set' after update(randomBytes(0)), not after the
+    // update of a concatenated (empty) copy
+    const ct = Buffer.concat([c.update(Buffer.concat([Buffer.alloc(0), pt])), c.final()]);
+    return Buffer.concat([nonce.subarray(4), ct, c.getAuthTag()]);
+  }
+
+  test('CCM_8: every sealed body equals aes-128-ccm, and its records open', () => {
+    const sealer = createRecordCipher(CCM, keys, false);
+    const opener = createRecordCipher(CCM, keys, false);
+    let seq = 0;
+    for (const len of [...lengths, ...[...lengths].reverse()]) {
+      const pt = randomBytes(len);
+      seq++;
+      const body = bodyOf(sealer.seal(23, 1, seq, pt));
+      assert.equal(body.toString('hex'), ccmReference(seq, pt).toString('hex'), `length ${len}`);
+      assert.ok(opener.open(23, DTLS_1_2, 1, seq, ccmReference(seq, pt))?.equals(pt));
+    }
+  });
+
+  test('CCM_8: a flipped tag, ciphertext or nonce bit → undefined; the next record opens', () => {
+    const c = createRecordCipher(CCM, keys, false);
+    fc.assert(
+      fc.property(rand, fc.integer({ min: 0, max: 80 }), (r, len) => {
+        const pt = Buffer.alloc(len, r & 0xff);
+        const body = ccmReference(r, pt);
+        const bad = Buffer.from(body);
+        const at = r % bad.length;
+        bad[at]! ^= 1 << (r % 8);
+        assert.equal(c.open(23, DTLS_1_2, 1, r, bad), undefined, `bit at ${at}`);
+        assert.ok(c.open(23, DTLS_1_2, 1, r, body)?.equals(pt));
+      }),
+      { seed: SEED, numRuns: 300 },
+    );
+  });
+
+  for (const etm of [false, true]) {
+    const name = etm ? 'encrypt-then-MAC' : 'MAC-then-encrypt';
+    const cbcKeys = splitKeyBlock(CBC, randomBytes(96)).client;
+    const oneShot = etm ? etmBody : mteBody;
+
+    test(`CBC ${name}: records decrypt with a decipher from their IV; IVs differ`, () => {
+      const c = createRecordCipher(CBC, cbcKeys, etm);
+      const ivs = new Set<string>();
+      for (const len of lengths) {
+        const pt = randomBytes(len);
+        const body = bodyOf(c.seal(23, 1, len, pt));
+        const enc = etm ? body.subarray(0, body.length - 32) : body;
+        ivs.add(enc.subarray(0, 16).toString('hex'));
+        const d = createDecipheriv('aes-128-cbc', cbcKeys.encKey, enc.subarray(0, 16));
+        d.setAutoPadding(false);
+        const plain = Buffer.concat([d.update(enc.subarray(16)), d.final()]);
+        assert.ok(plain.subarray(0, len).equals(pt), `length ${len}`);
+      }
+      assert.equal(ivs.size, lengths.length);
+    });
+
+    test(`CBC ${name}: records of one-shot ciphers open, also after a partial block`, () => {
+      const c = createRecordCipher(CBC, cbcKeys, etm);
+      for (const len of lengths) {
+        const pt = randomBytes(len);
+        const pad = 16 - ((len + (etm ? 0 : 32)) % 16);
+        const body = oneShot(cbcKeys, 1, len, 23, pt, Buffer.alloc(pad, pad - 1));
+        // not whole blocks: refused before it reaches the running decryptor
+        assert.equal(c.open(23, DTLS_1_2, 1, len, body.subarray(0, body.length - 1)), undefined);
+        assert.ok(c.open(23, DTLS_1_2, 1, len, body)?.equals(pt), `length ${len}`);
+      }
+    });
+  }
+});
+
+test('record ciphers beyond LIVE_LIMIT drop their long-lived objects and make them again', () => {
+  for (const v of VARIANTS) {
+    const first = cipherFor(v);
+    const reader = cipherFor(v);
+    const a = first.seal(23, 1, 1, Buffer.from('before'));
+    assert.ok(reader.open(23, DTLS_1_2, 1, 1, bodyOf(a))?.equals(Buffer.from('before')));
+    const held = (c: RecordCipher): boolean =>
+      Object.values(c).some((x) => x !== undefined && typeof x === 'object' && 'chain' in x) ||
+      Object.values(c).some((x) => x?.constructor?.name === 'Cipheriv');
+    assert.ok(held(first), `${v.name}: objects made on use`);
+    // LIVE_LIMIT others make theirs: the two above are pushed out
+    for (let i = 0; i < LIVE_LIMIT; i++) cipherFor(v, 1).seal(23, 1, i, Buffer.alloc(1));
+    assert.ok(!held(first), `${v.name}: released`);
+    const b = first.seal(23, 1, 2, Buffer.from('after'));
+    assert.ok(held(first), `${v.name}: made again`);
+    assert.ok(reader.open(23, DTLS_1_2, 1, 2, bodyOf(b))?.equals(Buffer.from('after')));
+    assert.ok(cipherFor(v).open(23, DTLS_1_2, 1, 1, bodyOf(a))?.equals(Buffer.from('before')));
+  }
 });
