@@ -132,75 +132,79 @@ describe('e2e: presence with two gateways sharing Redis', { skip: MISSING_TOOLS 
     if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('posts via pod A, then via pod B, then quiet: one online and one offline (lifetime-lapsed) in total', async () => {
-    // both handshakes first, so the two posts follow each other closely
-    const a = await connect(podA, quiet);
-    const b = await connect(podB, quiet);
-    await post(a, quiet, 'q-1');
-    const tB = Date.now();
-    await post(b, quiet, 'q-2');
-    await eventually(
-      () => events(quiet).some((e) => e.status === 'offline'),
-      'the offline event',
-      EFFECTIVE_MS + 10_000,
-    );
-    // two more sweeps of both pods: nothing else comes
-    await sleep(2_500 * SWEEP_S);
-    const ev = events(quiet);
-    assert.equal(ev.length, 2, show(quiet));
-    const [online, offline] = ev;
-    assert.ok(online !== undefined && offline !== undefined);
-    assert.equal(online.status, 'online', show(quiet));
-    assert.equal(online.reason, 'first-request');
-    assert.equal(online.lifetime, LIFETIME_S);
-    assert.equal(offline.status, 'offline', show(quiet));
-    assert.equal(offline.reason, 'lifetime-lapsed');
-    assert.equal(offline.lifetime, LIFETIME_S);
-    assert.ok(offline.seq > online.seq);
-    // the deadline is pod B's request + the (scaled) lifetime: pod B's request counted
-    assert.ok(
-      Date.parse(offline.time) >= tB + EFFECTIVE_MS - 50,
-      `offline at ${offline.time}, pod B's request at ${new Date(tB).toISOString()}`,
-    );
-    assert.notEqual(offline.sessionId, online.sessionId, 'the session of pod B ended it');
-    const delivery = webhook.requests.find((r) => r.body.toString('utf8').includes(quiet.dk));
-    assert.equal(delivery?.method, 'POST');
-    assert.equal(delivery?.url, '/presence');
-    assert.equal(delivery?.headers['x-coap-edge-event'], 'presence');
-    assert.equal(delivery?.headers['content-type'], 'application/json');
+  // The two devices are independent (each test reads only its own device's events) and
+  // each mostly waits for a lifetime and sweeps to pass: they run side by side.
+  describe('two devices side by side', { concurrency: true }, () => {
+    it('posts via pod A, then via pod B, then quiet: one online and one offline (lifetime-lapsed) in total', async () => {
+      // both handshakes first, so the two posts follow each other closely
+      const a = await connect(podA, quiet);
+      const b = await connect(podB, quiet);
+      await post(a, quiet, 'q-1');
+      const tB = Date.now();
+      await post(b, quiet, 'q-2');
+      await eventually(
+        () => events(quiet).some((e) => e.status === 'offline'),
+        'the offline event',
+        EFFECTIVE_MS + 10_000,
+      );
+      // two more sweeps of both pods: nothing else comes
+      await sleep(2_500 * SWEEP_S);
+      const ev = events(quiet);
+      assert.equal(ev.length, 2, show(quiet));
+      const [online, offline] = ev;
+      assert.ok(online !== undefined && offline !== undefined);
+      assert.equal(online.status, 'online', show(quiet));
+      assert.equal(online.reason, 'first-request');
+      assert.equal(online.lifetime, LIFETIME_S);
+      assert.equal(offline.status, 'offline', show(quiet));
+      assert.equal(offline.reason, 'lifetime-lapsed');
+      assert.equal(offline.lifetime, LIFETIME_S);
+      assert.ok(offline.seq > online.seq);
+      // the deadline is pod B's request + the (scaled) lifetime: pod B's request counted
+      assert.ok(
+        Date.parse(offline.time) >= tB + EFFECTIVE_MS - 50,
+        `offline at ${offline.time}, pod B's request at ${new Date(tB).toISOString()}`,
+      );
+      assert.notEqual(offline.sessionId, online.sessionId, 'the session of pod B ended it');
+      const delivery = webhook.requests.find((r) => r.body.toString('utf8').includes(quiet.dk));
+      assert.equal(delivery?.method, 'POST');
+      assert.equal(delivery?.url, '/presence');
+      assert.equal(delivery?.headers['x-coap-edge-event'], 'presence');
+      assert.equal(delivery?.headers['content-type'], 'application/json');
 
-    // close_notify after the device went offline: no event
-    await a.close();
-    await b.close();
-    await sleep(1_500);
-    assert.equal(events(quiet).length, 2, show(quiet));
-  });
+      // close_notify after the device went offline: no event
+      await a.close();
+      await b.close();
+      await sleep(1_500);
+      assert.equal(events(quiet).length, 2, show(quiet));
+    });
 
-  it('close_notify: one online, one offline (close-notify), nothing when the lifetime would have lapsed', async () => {
-    const c = await connect(podA, closing);
-    await post(c, closing, 'c-1');
-    const tPost = Date.now();
-    await eventually(() => events(closing).length >= 1, 'the online event', 10_000);
-    await c.close();
-    await eventually(
-      () => events(closing).some((e) => e.status === 'offline'),
-      'the offline event',
-      10_000,
-    );
-    // past the (scaled) lifetime and two sweeps: no lifetime-lapsed offline follows
-    const waitMs = tPost + EFFECTIVE_MS + 2_500 * SWEEP_S - Date.now();
-    if (waitMs > 0) await sleep(waitMs);
-    const ev = events(closing);
-    assert.deepEqual(
-      ev.map((e) => [e.status, e.reason]),
-      [
-        ['online', 'first-request'],
-        ['offline', 'close-notify'],
-      ],
-      show(closing),
-    );
-    assert.equal(ev[0]?.sessionId, ev[1]?.sessionId, 'the same DTLS session');
-    assert.ok((ev[1]?.seq ?? 0) > (ev[0]?.seq ?? 0));
+    it('close_notify: one online, one offline (close-notify), nothing when the lifetime would have lapsed', async () => {
+      const c = await connect(podA, closing);
+      await post(c, closing, 'c-1');
+      const tPost = Date.now();
+      await eventually(() => events(closing).length >= 1, 'the online event', 10_000);
+      await c.close();
+      await eventually(
+        () => events(closing).some((e) => e.status === 'offline'),
+        'the offline event',
+        10_000,
+      );
+      // past the (scaled) lifetime and two sweeps: no lifetime-lapsed offline follows
+      const waitMs = tPost + EFFECTIVE_MS + 2_500 * SWEEP_S - Date.now();
+      if (waitMs > 0) await sleep(waitMs);
+      const ev = events(closing);
+      assert.deepEqual(
+        ev.map((e) => [e.status, e.reason]),
+        [
+          ['online', 'first-request'],
+          ['offline', 'close-notify'],
+        ],
+        show(closing),
+      );
+      assert.equal(ev[0]?.sessionId, ev[1]?.sessionId, 'the same DTLS session');
+      assert.ok((ev[1]?.seq ?? 0) > (ev[0]?.seq ?? 0));
+    });
   });
 
   it('neither pod logged an error', () => {
