@@ -326,6 +326,15 @@ class Ccm8Cipher implements RecordCipher, LiveObjects {
   private readonly key: Buffer;
   /** Made on use and kept while among the LIVE_LIMIT latest (see `admitLive`). */
   private ccmObjects: Ccm8 | undefined;
+  /**
+   * Whether a record went through since the cipher was made or its objects released. The
+   * first record is sealed or opened with a one-shot `aes-128-ccm` cipher, as before the
+   * long-lived objects: a handshake's Finished is often the only record of its epoch in
+   * that direction (connect, then close), and a device waking every few minutes sends one
+   * record per wake-up; two long-lived objects (more native objects for the GC to finalize)
+   * would cost more than one one-shot cipher. From the second record on they pay.
+   */
+  private used = false;
   private readonly nonce = Buffer.alloc(12);
   private readonly aad = new PseudoHeader();
 
@@ -334,16 +343,24 @@ class Ccm8Cipher implements RecordCipher, LiveObjects {
     keys.salt.copy(this.nonce, 0);
   }
 
-  private get ccm(): Ccm8 {
-    if (this.ccmObjects === undefined) {
-      this.ccmObjects = new Ccm8(this.key);
-      admitLive(this);
+  /**
+   * The long-lived objects, or undefined for a first record (see `used`). An empty plaintext
+   * always takes them: Node 20's one-shot aes-128-ccm cannot seal or open one ("tag not set").
+   */
+  private ccm(length: number): Ccm8 | undefined {
+    if (this.ccmObjects !== undefined) return this.ccmObjects;
+    if (!this.used && length > 0) {
+      this.used = true;
+      return undefined;
     }
+    this.ccmObjects = new Ccm8(this.key);
+    admitLive(this);
     return this.ccmObjects;
   }
 
   release(): void {
     this.ccmObjects = undefined;
+    this.used = false;
   }
 
   overhead(): number {
@@ -363,7 +380,17 @@ class Ccm8Cipher implements RecordCipher, LiveObjects {
     out.copy(this.nonce, 4, 3, 11);
     out.copy(out, hl, 3, 11);
     const aad = this.aad.write(epoch, seq, type, DTLS_1_2, plaintext.length, cid);
-    this.ccm.seal(this.nonce, aad, plaintext, out, hl + CCM_EXPLICIT_NONCE);
+    const ccm = this.ccm(plaintext.length);
+    if (ccm !== undefined) {
+      ccm.seal(this.nonce, aad, plaintext, out, hl + CCM_EXPLICIT_NONCE);
+      return out;
+    }
+    const cipher = createCipheriv('aes-128-ccm', this.key, this.nonce, { authTagLength: CCM_TAG });
+    cipher.setAAD(aad, { plaintextLength: plaintext.length });
+    const ct = cipher.update(plaintext);
+    cipher.final();
+    ct.copy(out, hl + CCM_EXPLICIT_NONCE);
+    cipher.getAuthTag().copy(out, hl + CCM_EXPLICIT_NONCE + plaintext.length);
     return out;
   }
 
@@ -379,12 +406,22 @@ class Ccm8Cipher implements RecordCipher, LiveObjects {
     if (ptLength < 0) return undefined;
     body.copy(this.nonce, 4, 0, CCM_EXPLICIT_NONCE);
     const aad = this.aad.write(epoch, seq, type, version, ptLength, cid);
-    return this.ccm.open(
-      this.nonce,
-      aad,
-      body.subarray(CCM_EXPLICIT_NONCE, CCM_EXPLICIT_NONCE + ptLength),
-      body.subarray(body.length - CCM_TAG),
-    );
+    const ciphertext = body.subarray(CCM_EXPLICIT_NONCE, CCM_EXPLICIT_NONCE + ptLength);
+    const tag = body.subarray(body.length - CCM_TAG);
+    const ccm = this.ccm(ptLength);
+    if (ccm !== undefined) return ccm.open(this.nonce, aad, ciphertext, tag);
+    const decipher = createDecipheriv('aes-128-ccm', this.key, this.nonce, {
+      authTagLength: CCM_TAG,
+    });
+    decipher.setAuthTag(tag);
+    decipher.setAAD(aad, { plaintextLength: ptLength });
+    const pt = decipher.update(ciphertext);
+    try {
+      decipher.final();
+    } catch {
+      return undefined;
+    }
+    return pt;
   }
 }
 

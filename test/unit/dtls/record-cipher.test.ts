@@ -534,21 +534,45 @@ describe('record ciphers on long-lived node:crypto objects match one-shot cipher
 });
 
 test('record ciphers beyond LIVE_LIMIT drop their long-lived objects and make them again', () => {
+  const held = (c: RecordCipher): boolean =>
+    Object.values(c).some((x) => x !== undefined && typeof x === 'object' && 'chain' in x) ||
+    Object.values(c).some((x) => x?.constructor?.name === 'Cipheriv');
   for (const v of VARIANTS) {
+    // CCM_8 seals a cipher's first record with a one-shot cipher and makes its long-lived
+    // objects on the second; CBC makes them on the first
+    const ccm = v.name.includes('CCM');
     const first = cipherFor(v);
     const reader = cipherFor(v);
     const a = first.seal(23, 1, 1, Buffer.from('before'));
+    assert.equal(held(first), !ccm, `${v.name}: objects after one record`);
     assert.ok(reader.open(23, DTLS_1_2, 1, 1, bodyOf(a))?.equals(Buffer.from('before')));
-    const held = (c: RecordCipher): boolean =>
-      Object.values(c).some((x) => x !== undefined && typeof x === 'object' && 'chain' in x) ||
-      Object.values(c).some((x) => x?.constructor?.name === 'Cipheriv');
+    const a2 = first.seal(23, 1, 2, Buffer.from('before, again'));
     assert.ok(held(first), `${v.name}: objects made on use`);
-    // LIVE_LIMIT others make theirs: the two above are pushed out
-    for (let i = 0; i < LIVE_LIMIT; i++) cipherFor(v, 1).seal(23, 1, i, Buffer.alloc(1));
+    assert.ok(reader.open(23, DTLS_1_2, 1, 2, bodyOf(a2))?.equals(Buffer.from('before, again')));
+    // LIVE_LIMIT others make theirs (two records each): the two above are pushed out
+    for (let i = 0; i < LIVE_LIMIT; i++) {
+      const other = cipherFor(v, 1);
+      other.seal(23, 1, 2 * i, Buffer.alloc(1));
+      other.seal(23, 1, 2 * i + 1, Buffer.alloc(1));
+    }
     assert.ok(!held(first), `${v.name}: released`);
-    const b = first.seal(23, 1, 2, Buffer.from('after'));
+    const b = first.seal(23, 1, 3, Buffer.from('after'));
+    const b2 = first.seal(23, 1, 4, Buffer.from('after, again'));
     assert.ok(held(first), `${v.name}: made again`);
-    assert.ok(reader.open(23, DTLS_1_2, 1, 2, bodyOf(b))?.equals(Buffer.from('after')));
+    assert.ok(reader.open(23, DTLS_1_2, 1, 3, bodyOf(b))?.equals(Buffer.from('after')));
+    assert.ok(reader.open(23, DTLS_1_2, 1, 4, bodyOf(b2))?.equals(Buffer.from('after, again')));
     assert.ok(cipherFor(v).open(23, DTLS_1_2, 1, 1, bodyOf(a))?.equals(Buffer.from('before')));
+  }
+});
+
+test('CCM_8: the first record of a cipher is a one-shot aes-128-ccm record, the later ones the same bytes from the long-lived objects', () => {
+  const keys = splitKeyBlock(CCM, keyBlockFor(CCM, 3)).client;
+  const once = (seq: number, pt: Buffer): Buffer =>
+    createRecordCipher(CCM, keys, false).seal(23, 1, seq, pt);
+  const running = createRecordCipher(CCM, keys, false);
+  for (let seq = 0; seq < 5; seq++) {
+    const pt = randomBytes(20 + seq);
+    // a fresh cipher's record (one-shot) equals the running cipher's (one-shot, then ECB/CBC)
+    assert.ok(running.seal(23, 1, seq, pt).equals(once(seq, pt)), `record ${seq}`);
   }
 });
