@@ -1,5 +1,5 @@
 /**
- * The floor reference of bench/uplink.ts (issue 11): the least a correct Node gateway must do
+ * The floor reference of bench/uplink.ts: the least a correct Node gateway must do
  * per uplink, in a process of its own so its CPU per message can be set beside coap-edge's.
  * The bench starts it as the `floorReply` / `floorPublish` phases.
  *
