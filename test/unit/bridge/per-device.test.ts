@@ -619,6 +619,30 @@ describe('DeviceSessionManager (aedes)', () => {
     assert.ok(s.replies.unmatched >= 1);
   });
 
+  it('reply deadlines wait in the deadline queue: no host timer per request', async () => {
+    const h = await harness({ protocol: '3.1.1' });
+    const p = principal('q2');
+    await h.m.publish(p, post('q2'), Buffer.from('{}')); // the session is up
+    const timersBefore = h.manual.pending;
+    const pending = [1, 2, 3, 4, 5].map((i) =>
+      h.m.request(p, post('q2'), Buffer.from(`{"id":"${i}"}`), `${post('q2')}_reply`, `${i}`, {
+        replyTimeoutMs: 1000,
+      }),
+    );
+    await until(() => h.broker.published.length === 6, 2000, 'the requests');
+    await tick(20); // their PUBACKs: the reply deadlines are set
+    assert.ok(
+      h.manual.pending <= timersBefore + 1,
+      `host timers ${timersBefore} before, ${h.manual.pending} with five replies awaited`,
+    );
+    h.clock += 999;
+    await tick(10);
+    assert.equal(h.m.stats().replies.timedOut, 0);
+    h.clock += 1;
+    for (const r of pending) await rejectsWith(r, 'BACKEND_REPLY_TIMEOUT');
+    assert.equal(h.m.stats().replies.timedOut, 5);
+  });
+
   it('closeDevice while opening fails the waiting requests and leaves nothing behind', async () => {
     let release: (v: string) => void = () => undefined;
     const h = await harness({
