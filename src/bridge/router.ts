@@ -328,8 +328,12 @@ export class Router {
       return classed(res, cls);
     }
     if (cls === 'command-reply' && store !== undefined && topic.commandTopic !== undefined) {
-      // the device answered the command: now it may leave the queue
-      await store.acknowledge(device, topic.commandTopic, req.payload).catch(() => false);
+      // the device answered the command: now it may leave the queue (without a promise when
+      // the store can say at once)
+      const acked = store.acknowledgeNow?.(device, topic.commandTopic, req.payload);
+      if (acked === undefined) {
+        await store.acknowledge(device, topic.commandTopic, req.payload).catch(() => false);
+      }
     }
     if (req.principal !== undefined) this.opts.presence?.seen(device);
     if (store === undefined) return classed(res, cls);

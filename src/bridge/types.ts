@@ -112,6 +112,11 @@ export interface CommandStore {
    * the matching command (by JSON id when there is one, else the oldest on that topic).
    */
   acknowledge(device: DeviceKey, topic: string, reply: Buffer): Promise<boolean>;
+  /**
+   * {@link acknowledge} without I/O, when the store can do it so (memory): its answer, or
+   * undefined when only `acknowledge` can. Lets a command reply skip a promise and a turn.
+   */
+  acknowledgeNow?(device: DeviceKey, topic: string, reply: Buffer): boolean | undefined;
   /** Resolves with the first command for the device within `timeoutMs` (ttd), else undefined. */
   waitFor(device: DeviceKey, timeoutMs: number): Promise<QueuedCommand | undefined>;
 }

@@ -102,7 +102,13 @@ function utf8Length(s: string): number {
  */
 export function validateKey(key: string): KeyRejectReason | undefined {
   if (key.length === 0) return 'empty-key';
-  if (key.length > MAX_KEY_BYTES || utf8Length(key) > MAX_KEY_BYTES) return 'too-long';
+  // a UTF-16 code unit is at most 3 UTF-8 bytes: short keys need no byte count
+  if (
+    key.length > MAX_KEY_BYTES / 3 &&
+    (key.length > MAX_KEY_BYTES || utf8Length(key) > MAX_KEY_BYTES)
+  ) {
+    return 'too-long';
+  }
   if (forbiddenInKey.test(key)) return loneSurrogate.test(key) ? 'not-utf8' : 'bad-character';
   return undefined;
 }

@@ -197,17 +197,16 @@ const shapes: readonly Shape[] = [
 const prefixLength: { readonly [R in Root]: number } = { sys: 4, 'ext/session': 5 };
 
 /** Shapes indexed by root and tail length; literal-only shapes first within a bucket. */
-const index = new Map<string, Shape[]>();
+const index: { readonly [R in Root]: Shape[][] } = { sys: [], 'ext/session': [] };
 let maxSegments = 0;
 for (const s of shapes) {
-  const key = `${s.root}|${s.tail.length}`;
-  const bucket = index.get(key) ?? [];
+  const byLength = index[s.root];
+  const bucket = (byLength[s.tail.length] ??= []);
   bucket.push(s);
-  index.set(key, bucket);
   maxSegments = Math.max(maxSegments, prefixLength[s.root] + s.tail.length);
 }
-for (const bucket of index.values()) {
-  bucket.sort((a, b) => varCount(a.tail) - varCount(b.tail));
+for (const byLength of Object.values(index)) {
+  for (const bucket of byLength) bucket?.sort((a, b) => varCount(a.tail) - varCount(b.tail));
 }
 function varCount(tail: readonly string[]): number {
   return tail.filter((t) => t === VAR || t === VAR_REPLY).length;
@@ -275,7 +274,7 @@ export function parseTopicPath(segments: readonly string[]): TopicParseResult {
   else return { ok: false, reason: 'unknown-shape' };
 
   const from = prefixLength[root];
-  const bucket = index.get(`${root}|${segments.length - from}`);
+  const bucket = index[root][segments.length - from];
   const shape = bucket && matchShape(bucket, segments, from);
   if (!shape) return { ok: false, reason: 'unknown-shape' };
 

@@ -47,6 +47,11 @@ export interface Clock {
    * handle that already fired are ignored.
    */
   clearTimeout(handle: TimerHandle): void;
+  /**
+   * Whether a pending timer set with {@link setTimeout} holds the process open from now on
+   * (optional: a clock without it cannot change that after the fact).
+   */
+  setKeepAlive?(handle: TimerHandle, keepAlive: boolean): void;
 }
 
 /**
@@ -78,6 +83,11 @@ export class SystemClock implements Clock {
     // clearTimeout clears an interval as well (one Timeout class in Node)
     clearTimeout(handle);
   }
+
+  setKeepAlive(handle: NodeJS.Timeout, keepAlive: boolean): void {
+    if (keepAlive) handle.ref();
+    else handle.unref();
+  }
 }
 
 /** Shared default clock. */
@@ -87,6 +97,8 @@ interface ManualTimer {
   at: number;
   readonly every: number;
   readonly fn: () => void;
+  /** Would hold a process open (recorded only: nothing runs on its own here). */
+  keepAlive: boolean;
 }
 
 /** Where {@link ManualClock.wallNow} starts by default: 2026-01-01T00:00:00Z. */
@@ -120,22 +132,34 @@ export class ManualClock implements Clock {
     return this.wallOffset + this.t;
   }
 
-  setTimeout(fn: () => void, ms: number): number {
-    return this.add(fn, ms, 0);
+  setTimeout(fn: () => void, ms: number, keepAlive = false): number {
+    return this.add(fn, ms, 0, keepAlive);
   }
 
   setInterval(fn: () => void, ms: number): number {
     // like Node: an interval of less than 1 ms is 1 ms
-    return this.add(fn, ms, Math.max(1, ms));
+    return this.add(fn, ms, Math.max(1, ms), false);
   }
 
   clearTimeout(handle: number | undefined): void {
     if (handle !== undefined) this.timers.delete(handle);
   }
 
+  setKeepAlive(handle: number, keepAlive: boolean): void {
+    const timer = this.timers.get(handle);
+    if (timer !== undefined) timer.keepAlive = keepAlive;
+  }
+
   /** Number of host timers pending (intervals included). */
   get pending(): number {
     return this.timers.size;
+  }
+
+  /** Number of pending host timers that would hold a process open. */
+  get pendingKeptAlive(): number {
+    let n = 0;
+    for (const timer of this.timers.values()) if (timer.keepAlive) n++;
+    return n;
   }
 
   /** Milliseconds until the earliest pending timer, undefined when none is pending. */
@@ -186,9 +210,9 @@ export class ManualClock implements Clock {
     await new Promise<void>((r) => setImmediate(r));
   }
 
-  private add(fn: () => void, ms: number, every: number): number {
+  private add(fn: () => void, ms: number, every: number, keepAlive: boolean): number {
     const id = ++this.seq;
-    this.timers.set(id, { at: this.t + Math.max(0, ms), every, fn });
+    this.timers.set(id, { at: this.t + Math.max(0, ms), every, fn, keepAlive });
     return id;
   }
 }
@@ -211,15 +235,23 @@ export class TimerQueue {
   private readonly heap: Timed[] = [];
   private handle: TimerHandle = undefined;
   private armedAt = Infinity;
+  /** The armed host timer holds the process open. */
+  private held = false;
   private readonly fire = (): void => this.run();
 
   /**
    * @param clock time source and host timer
    * @param keepAlive whether the host timer holds the process open while anything is scheduled
+   * @param idle what the host timer does when a cancel empties the queue: `stop` (cleared), or
+   *   `linger` (left armed, and no longer holding the process open, where the clock can say
+   *   so): a queue that empties after nearly every schedule (a deadline per publish at a low
+   *   rate) then costs no host timer set and cleared per deadline; the lingering timer fires
+   *   once for nothing, or is reused when the next deadline is not earlier.
    */
   constructor(
     private readonly clock: Clock,
     private readonly keepAlive = false,
+    private readonly idle: 'stop' | 'linger' = 'stop',
   ) {}
 
   /** Objects scheduled. */
@@ -255,9 +287,10 @@ export class TimerQueue {
       this.up(i);
       this.down(last.heapIndex);
     }
-    // The host timer stays armed (if it fires early it re-arms for the new head), unless
-    // nothing is left: a queue that holds the process open must let go when it is empty.
-    if (this.heap.length === 0) this.disarm();
+    // The host timer stays armed (if it fires early it re-arms for the new head). A queue
+    // that holds the process open must let go when nothing is left: it clears its timer,
+    // or, lingering, leaves it armed without holding the process.
+    if (this.heap.length === 0) this.letGo();
   }
 
   /** Unschedules everything and stops the host timer. */
@@ -270,6 +303,7 @@ export class TimerQueue {
   private run(): void {
     this.handle = undefined;
     this.armedAt = Infinity;
+    this.held = false;
     const now = this.clock.now();
     try {
       for (;;) {
@@ -289,18 +323,41 @@ export class TimerQueue {
       this.disarm();
       return;
     }
-    if (this.handle !== undefined && this.armedAt <= top.dueAt) return;
+    if (this.handle !== undefined && this.armedAt <= top.dueAt) {
+      if (this.keepAlive && !this.held) {
+        this.clock.setKeepAlive?.(this.handle, true);
+        this.held = true;
+      }
+      return;
+    }
     this.disarm();
     // libuv's loop time may lag the clock a little: a timer firing "early" just re-arms.
     const delay = Math.max(1, Math.ceil(top.dueAt - this.clock.now()));
     this.armedAt = top.dueAt;
     this.handle = this.clock.setTimeout(this.fire, delay, this.keepAlive);
+    this.held = this.keepAlive;
+  }
+
+  /** Nothing is scheduled: the host timer stops, or lingers without holding the process. */
+  private letGo(): void {
+    if (this.idle === 'stop' || this.handle === undefined) {
+      this.disarm();
+      return;
+    }
+    if (!this.held) return;
+    if (this.clock.setKeepAlive === undefined) {
+      this.disarm();
+      return;
+    }
+    this.clock.setKeepAlive(this.handle, false);
+    this.held = false;
   }
 
   private disarm(): void {
     if (this.handle !== undefined) this.clock.clearTimeout(this.handle);
     this.handle = undefined;
     this.armedAt = Infinity;
+    this.held = false;
   }
 
   private up(i: number): void {

@@ -118,17 +118,25 @@ export class MemoryCommandStore implements CommandStore {
   }
 
   acknowledge(device: DeviceKey, topic: string, reply: Buffer): Promise<boolean> {
+    return Promise.resolve(this.acknowledgeNow(device, topic, reply));
+  }
+
+  /**
+   * Memory answers at once: {@link acknowledge} without the promise. A device with nothing
+   * queued (the common case) costs no look at the topic or the reply's JSON.
+   */
+  acknowledgeNow(device: DeviceKey, topic: string, reply: Buffer): boolean {
     const key = deviceId(device);
     const q = this.#live(key);
-    const i = matchReply(q, topic, messageIdOf(topic, reply));
+    const i = q.length === 0 ? -1 : matchReply(q, topic, messageIdOf(topic, reply));
     if (i < 0) {
       this.#counters.ackUnmatched++;
-      return Promise.resolve(false);
+      return false;
     }
     q.splice(i, 1);
     if (q.length === 0) this.#queues.delete(key);
     this.#counters.acknowledged++;
-    return Promise.resolve(true);
+    return true;
   }
 
   waitFor(device: DeviceKey, timeoutMs: number): Promise<QueuedCommand | undefined> {

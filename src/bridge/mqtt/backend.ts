@@ -234,7 +234,8 @@ export class MqttBridgeBackend {
     );
     this.clock = opts.clock ?? systemClock;
     // a publish waiting for its PUBACK holds the process open, as a Node timer per publish did
-    this.deadlines = new TimerQueue(this.clock, true);
+    // lingers: at a low rate the queue empties after nearly every publish
+    this.deadlines = new TimerQueue(this.clock, true, 'linger');
     this.suspects = new Suspects({
       baseMs: opts.suspectBaseMs ?? 10_000,
       maxMs: opts.suspectMaxMs ?? 3_600_000,

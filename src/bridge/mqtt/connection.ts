@@ -508,7 +508,8 @@ export class PublishDeadlines {
     readonly timeoutMs: number,
     readonly counters: PublishCounters<string>,
   ) {
-    this.queue = new TimerQueue(clock, true);
+    // lingers: at a low rate the queue empties after nearly every publish
+    this.queue = new TimerQueue(clock, true, 'linger');
   }
 
   /** A publish that was not sent: counted, and rejected with `err`. */

@@ -7,7 +7,7 @@
 import type { UserProperties } from './connection.js';
 import { MqttBackendError, ReplyTimeoutError } from './errors.js';
 import { normalizeMessageId, type ReplyMatcher, type ReplyWaiter } from './replies.js';
-import { systemClock, type Clock, type Timed, type TimerQueue } from '../../time/clock.js';
+import type { Clock, Timed, TimerQueue } from '../../time/clock.js';
 import type {
   ReplySubscriptions,
   SubscribingConnection,
@@ -118,13 +118,13 @@ export interface RequestReplyOptions<C extends SubscribingConnection> {
   /** The device the request is for (see {@link SendFn}). */
   readonly device?: string | undefined;
   readonly timeoutMs: number;
-  /** Sets the reply deadline (default: the system clock). */
-  readonly clock?: Clock;
+  /** Reads the time the reply deadline counts from (the clock of `deadlines`). */
+  readonly clock: Clock;
   /**
-   * Where the reply deadline waits, on `clock`: an object in this queue instead of a host
-   * timer and a closure per request. Default: a host timer of `clock`.
+   * Where the reply deadline waits: an object in this queue, no host timer and no closure
+   * per request.
    */
-  readonly deadlines?: TimerQueue;
+  readonly deadlines: TimerQueue;
   /** The reply topic could not be subscribed (counted by the caller). */
   readonly onSubscribeFailed?: (e: unknown) => void;
   readonly onTimeout: () => void;
@@ -170,16 +170,8 @@ export async function requestReply<C extends SubscribingConnection>(
     o.subscriptions.release(lease);
     throw e;
   }
-  const clock = o.clock ?? systemClock;
-  const deadlines = o.deadlines;
-  let deadline: ReplyDeadline | undefined;
-  let timer: unknown;
-  if (deadlines !== undefined) {
-    deadline = new ReplyDeadline(o, waiter);
-    deadlines.schedule(deadline, clock.now() + o.timeoutMs);
-  } else {
-    timer = clock.setTimeout(() => deadlineMissed(o, waiter), o.timeoutMs, true);
-  }
+  const deadline = new ReplyDeadline(o, waiter);
+  o.deadlines.schedule(deadline, o.clock.now() + o.timeoutMs);
   const wait = !isTraced(parent)
     ? undefined
     : startChild(
@@ -203,8 +195,7 @@ export async function requestReply<C extends SubscribingConnection>(
     endWithError(wait, e instanceof MqttBackendError ? e.code : 'error');
     throw e;
   } finally {
-    if (deadline !== undefined) deadlines?.cancel(deadline);
-    else clock.clearTimeout(timer);
+    o.deadlines.cancel(deadline);
     o.subscriptions.release(lease);
   }
 }

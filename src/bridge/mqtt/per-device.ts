@@ -493,16 +493,24 @@ export class DeviceSessionManager {
         userProperties: opts.userProperties,
         timeoutMs: opts.replyTimeoutMs ?? this.replyTimeoutMs,
         clock: this.clock,
-        onSubscribeFailed: (e) => {
-          this.replySubscribeFailed++;
-          this.publishes.failure(e);
-        },
-        onTimeout: () => this.repliesTimedOut++,
+        deadlines: this.deadlines.queue,
+        onSubscribeFailed: this.replySubscribeFailedOnce,
+        onTimeout: this.replyTimedOut,
       });
     } finally {
       this.release(s);
     }
   }
+
+  // made once: no closures per request
+  private readonly replySubscribeFailedOnce = (e: unknown): void => {
+    this.replySubscribeFailed++;
+    this.publishes.failure(e);
+  };
+
+  private readonly replyTimedOut = (): void => {
+    this.repliesTimedOut++;
+  };
 
   /** Refreshes the device's lifetime when it has a session (no session: nothing happens). */
   touch(device: Principal): void {

@@ -4,7 +4,7 @@
  * 3.1.1, so `auto` falls back from 5) whose `authenticate` hook records what mqtt.js sent.
  * The clock is injected: lifetimes, the refusal memory and the rate limit need no waiting.
  */
-import { clockReading } from '../../helpers/clock.js';
+import { ManualClock } from '../../../src/time/clock.js';
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { EventEmitter } from 'node:events';
@@ -289,6 +289,9 @@ interface Harness {
   readonly m: DeviceSessionManager;
   readonly commands: { device: DeviceKey; topic: string; payload: string }[];
   readonly secretCalls: string[];
+  /** The manager's clock: its timers fire only when a test moves it. */
+  readonly manual: ManualClock;
+  /** Its wall time; setting it moves the clock (firing what falls due). */
   clock: number;
 }
 
@@ -298,12 +301,19 @@ async function harness(
 ): Promise<Harness> {
   const broker = await startBroker(refuse);
   brokers.push(broker);
+  const manual = new ManualClock(0, T0);
   const h: Harness = {
     broker,
     m: undefined as unknown as DeviceSessionManager,
     commands: [],
     secretCalls: [],
-    clock: T0,
+    manual,
+    get clock(): number {
+      return manual.wallNow();
+    },
+    set clock(wall: number) {
+      manual.advance(wall - manual.wallNow());
+    },
   };
   const m = new DeviceSessionManager({
     ...PER_DEVICE_DEFAULTS,
@@ -323,7 +333,9 @@ async function harness(
     onCommand: (device, topic, payload) => {
       h.commands.push({ device, topic, payload: payload.toString('utf8') });
     },
-    clock: clockReading(() => h.clock),
+    clock: manual,
+    // the tests sweep themselves (sweep()); moving the clock must not sweep on its own
+    sweepIntervalMs: 3_600_000,
     ...opts,
   });
   managers.push(m);
@@ -445,9 +457,16 @@ describe('DeviceSessionManager (aedes)', () => {
     assert.equal(h.broker.logins.length, 2);
     // 450 ms later (injected clock) the next token is 50 ms away: within the wait bound
     h.clock += 450;
-    const t1 = Date.now();
-    await h.m.publish(principal('r3'), post('r3'), Buffer.from('3'));
-    assert.ok(Date.now() - t1 >= 40, 'waited for its slot');
+    let done = false;
+    const waiting = h.m.publish(principal('r3'), post('r3'), Buffer.from('3')).then(() => {
+      done = true;
+    });
+    await tick(20);
+    h.clock += 49;
+    await tick(20);
+    assert.ok(!done && h.broker.logins.length === 2, 'waited for its slot');
+    h.clock += 1;
+    await waiting;
     assert.equal(h.broker.logins.length, 3);
     // requests of devices with a session are not rate limited
     await h.m.publish(principal('r1'), post('r1'), Buffer.from('1b'));
@@ -585,18 +604,43 @@ describe('DeviceSessionManager (aedes)', () => {
     await h.broker.publish(`${post('q1')}_reply`, '{"id":"4","code":200}');
     await h.broker.publish(`${post('q1')}_reply`, '{"id":"5","code":200}');
     assert.equal((await pending).toString(), '{"id":"5","code":200}');
-    await rejectsWith(
-      h.m.request(p, post('q1'), Buffer.from('{"id":"6"}'), `${post('q1')}_reply`, '6', {
-        replyTimeoutMs: 50,
-      }),
-      'BACKEND_REPLY_TIMEOUT',
-    );
+    const late = h.m.request(p, post('q1'), Buffer.from('{"id":"6"}'), `${post('q1')}_reply`, '6', {
+      replyTimeoutMs: 50,
+    });
+    await until(() => h.broker.published.length === 2, 2000, 'the second request');
+    await tick(20); // its PUBACK: the reply deadline counts from there
+    h.clock += 50;
+    await rejectsWith(late, 'BACKEND_REPLY_TIMEOUT');
     await h.broker.publish(`/sys/${PK}/q1/thing/service/x`, '{}');
     await until(() => h.m.stats().commands.failed === 1, 2000, 'failed command');
     const s = h.m.stats();
     assert.equal(s.replies.matched, 1);
     assert.equal(s.replies.timedOut, 1);
     assert.ok(s.replies.unmatched >= 1);
+  });
+
+  it('reply deadlines wait in the deadline queue: no host timer per request', async () => {
+    const h = await harness({ protocol: '3.1.1' });
+    const p = principal('q2');
+    await h.m.publish(p, post('q2'), Buffer.from('{}')); // the session is up
+    const timersBefore = h.manual.pending;
+    const pending = [1, 2, 3, 4, 5].map((i) =>
+      h.m.request(p, post('q2'), Buffer.from(`{"id":"${i}"}`), `${post('q2')}_reply`, `${i}`, {
+        replyTimeoutMs: 1000,
+      }),
+    );
+    await until(() => h.broker.published.length === 6, 2000, 'the requests');
+    await tick(20); // their PUBACKs: the reply deadlines are set
+    assert.ok(
+      h.manual.pending <= timersBefore + 1,
+      `host timers ${timersBefore} before, ${h.manual.pending} with five replies awaited`,
+    );
+    h.clock += 999;
+    await tick(10);
+    assert.equal(h.m.stats().replies.timedOut, 0);
+    h.clock += 1;
+    for (const r of pending) await rejectsWith(r, 'BACKEND_REPLY_TIMEOUT');
+    assert.equal(h.m.stats().replies.timedOut, 5);
   });
 
   it('closeDevice while opening fails the waiting requests and leaves nothing behind', async () => {

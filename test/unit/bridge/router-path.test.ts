@@ -51,6 +51,16 @@ class CountingStore extends MemoryCommandStore {
     this.peekNows++;
     return super.peekNow(d);
   }
+  acks = 0;
+  ackNows = 0;
+  override acknowledge(d: DeviceKey, topic: string, reply: Buffer): Promise<boolean> {
+    this.acks++;
+    return super.acknowledge(d, topic, reply);
+  }
+  override acknowledgeNow(d: DeviceKey, topic: string, reply: Buffer): boolean {
+    this.ackNows++;
+    return super.acknowledgeNow(d, topic, reply);
+  }
 }
 
 function router(commands: CommandStore | undefined, backend: DeviceMessageBackend): Router {
@@ -91,6 +101,29 @@ describe('router request path', () => {
     assert.equal(withCmd.command?.topic, '/sys/pk1/dk1/thing/service/reboot');
     assert.equal(withCmd.command?.payload?.toString(), '{"id":"c1"}');
     assert.equal(withCmd.payload?.toString(), '{"id":"2","code":200}');
+    await store.close();
+  });
+
+  it('a command reply is acknowledged without a promise when the store can at once', async () => {
+    const store = new CountingStore();
+    const r = router(store, replying);
+    const reqTopic = '/sys/pk1/dk1/rrpc/request/7';
+    await store.enqueue(principal, reqTopic, Buffer.from('{"id":"c7"}'));
+    // nothing waits on another topic: the reply matches nothing, the command stays
+    const other = await r.handle(request('/topic/sys/pk1/dk1/rrpc/response/8', '{"id":"c7"}'));
+    assert.equal(other.status, 'changed');
+    assert.equal(store.stats().ackUnmatched, 1);
+    assert.equal((await store.peek(principal)).count, 1);
+    // the reply to it takes it off the queue
+    const res = await r.handle(request('/topic/sys/pk1/dk1/rrpc/response/7', '{"id":"c7"}'));
+    assert.deepEqual(res, { status: 'changed', topicClass: 'command-reply' });
+    assert.equal(store.stats().acknowledged, 1);
+    assert.equal((await store.peek(principal)).count, 0);
+    // with nothing queued the reply is counted unmatched, as before
+    await r.handle(request('/topic/sys/pk1/dk1/rrpc/response/7', '{"id":"c7"}'));
+    assert.equal(store.stats().ackUnmatched, 2);
+    assert.equal(store.ackNows, 3);
+    assert.equal(store.acks, 0, 'no promise-returning acknowledge');
     await store.close();
   });
 

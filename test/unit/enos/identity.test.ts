@@ -165,6 +165,11 @@ void describe('validateKey', () => {
     assert.equal(validateKey('x'.repeat(128)), undefined);
     assert.equal(validateKey('x'.repeat(129)), 'too-long');
     assert.equal(validateKey('ü'.repeat(65)), 'too-long');
+    // three-byte characters around the length below which bytes are not counted
+    assert.equal(validateKey('€'.repeat(42)), undefined);
+    assert.equal(validateKey('€'.repeat(43)), 'too-long');
+    assert.equal(validateKey('😀'.repeat(32)), undefined);
+    assert.equal(validateKey('😀'.repeat(33)), 'too-long');
     assert.equal(isValidKey('😀'), true);
     assert.equal(isValidKey('+'), false);
   });

@@ -5,7 +5,13 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { MANUAL_WALL_START, ManualClock, SystemClock } from '../../../src/time/clock.js';
+import {
+  MANUAL_WALL_START,
+  ManualClock,
+  SystemClock,
+  TimerQueue,
+  type Timed,
+} from '../../../src/time/clock.js';
 
 describe('ManualClock', () => {
   test('monotonic and wall time start where asked and move together, only on advance', () => {
@@ -121,5 +127,95 @@ describe('SystemClock', () => {
     } finally {
       for (const t of [plain, every, kept]) c.clearTimeout(t);
     }
+  });
+});
+
+describe('TimerQueue lingering when empty', () => {
+  /** A manual clock that counts the host timers set and cleared. */
+  class CountingClock extends ManualClock {
+    sets = 0;
+    clears = 0;
+    override setTimeout(fn: () => void, ms: number, keepAlive = false): number {
+      this.sets++;
+      return super.setTimeout(fn, ms, keepAlive);
+    }
+    override clearTimeout(handle: number | undefined): void {
+      if (handle !== undefined) this.clears++;
+      super.clearTimeout(handle);
+    }
+  }
+  const deadline = (log: number[]): Timed => ({
+    dueAt: 0,
+    heapIndex: -1,
+    onTimer: (now) => log.push(now),
+  });
+
+  test('a deadline per publish at a low rate: one host timer, let go whenever the queue is empty', () => {
+    const clock = new CountingClock();
+    const q = new TimerQueue(clock, true, 'linger');
+    const fired: number[] = [];
+    for (let i = 0; i < 100; i++) {
+      const d = deadline(fired);
+      q.schedule(d, clock.now() + 1000);
+      assert.equal(clock.pendingKeptAlive, 1, 'held while a deadline waits');
+      clock.advance(3); // its PUBACK
+      q.cancel(d);
+      assert.equal(clock.pendingKeptAlive, 0, 'an empty queue does not hold the process');
+      clock.advance(7);
+    }
+    assert.deepEqual(fired, []);
+    assert.ok(clock.sets <= 2, `host timers set: ${clock.sets}`);
+    assert.equal(clock.clears, 0);
+    // the lingering timer fires for nothing, and then none is left
+    clock.advance(2000);
+    assert.deepEqual(fired, []);
+    assert.equal(clock.pending, 0);
+    // a deadline that is due still fires at its time
+    const d = deadline(fired);
+    q.schedule(d, clock.now() + 1000);
+    clock.advance(999);
+    assert.deepEqual(fired, []);
+    clock.advance(1);
+    assert.deepEqual(fired, [clock.now()]);
+    assert.equal(clock.pending, 0);
+  });
+
+  test('an earlier deadline than the lingering timer re-arms; clear stops it', () => {
+    const clock = new CountingClock();
+    const q = new TimerQueue(clock, true, 'linger');
+    const fired: number[] = [];
+    const a = deadline(fired);
+    q.schedule(a, 1000);
+    q.cancel(a);
+    const b = deadline(fired);
+    q.schedule(b, 500);
+    assert.equal(clock.pending, 1);
+    assert.equal(clock.pendingKeptAlive, 1);
+    clock.advance(500);
+    assert.deepEqual(fired, [500]);
+    q.schedule(a, 800);
+    q.cancel(a);
+    q.clear();
+    assert.equal(clock.pending, 0);
+  });
+
+  test('the system clock: the lingering timer is unref-ed, and ref-ed again when reused', () => {
+    const clock = new SystemClock();
+    let handle: NodeJS.Timeout | undefined;
+    const spy = new (class extends SystemClock {
+      override setTimeout(fn: () => void, ms: number, keepAlive = false): NodeJS.Timeout {
+        handle = clock.setTimeout(fn, ms, keepAlive);
+        return handle;
+      }
+    })();
+    const q = new TimerQueue(spy, true, 'linger');
+    const d = deadline([]);
+    q.schedule(d, spy.now() + 60_000);
+    assert.equal(handle?.hasRef(), true);
+    q.cancel(d);
+    assert.equal(handle?.hasRef(), false);
+    q.schedule(d, spy.now() + 60_000);
+    assert.equal(handle?.hasRef(), true);
+    q.clear();
   });
 });
