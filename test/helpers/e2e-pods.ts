@@ -257,12 +257,7 @@ export async function startPod(
   dir: string,
   name: string,
   config: Record<string, unknown>,
-  o: {
-    env?: Record<string, string>;
-    timeoutMs?: number;
-    /** How long it may take to print its listening line (default PROCESS_TIMEOUT_MS). */
-    startTimeoutMs?: number;
-  } = {},
+  o: { env?: Record<string, string>; timeoutMs?: number } = {},
 ): Promise<Pod> {
   const file = writeYamlConfig(dir, name, {
     bind: '127.0.0.1',
@@ -276,7 +271,7 @@ export async function startPod(
   });
   let port: number;
   try {
-    port = await listeningPort(proc, o.startTimeoutMs);
+    port = await listeningPort(proc);
   } catch (err) {
     await proc.kill();
     throw err;

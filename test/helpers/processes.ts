@@ -340,11 +340,8 @@ export function runCoapClient(
  * Waits for the "coap-edge listening" log line of a `serve` process and returns the DTLS port
  * it names (`"dtls":"127.0.0.1:40123"`), which is how `--dtls-port 0` becomes usable.
  */
-export async function listeningPort(proc: Proc, timeoutMs = PROCESS_TIMEOUT_MS): Promise<number> {
-  const m = await proc.waitFor(/^.*"msg":"coap-edge listening".*$/m, {
-    stream: 'stdout',
-    timeoutMs,
-  });
+export async function listeningPort(proc: Proc): Promise<number> {
+  const m = await proc.waitFor(/^.*"msg":"coap-edge listening".*$/m, { stream: 'stdout' });
   const line = JSON.parse(m[0]) as { dtls?: unknown };
   const port = typeof line.dtls === 'string' ? Number(/:(\d+)$/.exec(line.dtls)?.[1]) : NaN;
   if (!(port > 0)) throw new Error(`no DTLS port in ${m[0]}`);
