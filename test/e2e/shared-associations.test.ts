@@ -123,259 +123,247 @@ async function metric(
 
 // --- the tests ---------------------------------------------------------------------------------
 
-// The two describes run side by side (each waits mostly on its pods: start-up, the fence
-// coming down, the kill); each has its own pods, Redis prefix, device, relay and topic.
-// Within one, the tests run one after the other: they share the describe's slots.
-describe('e2e: shared associations', { skip: MISSING_TOOLS, concurrency: true }, () => {
-  for (const withCid of [true, false]) {
-    describe(
-      `e2e: shared associations across gateway processes, ${withCid ? 'CID offered' : 'no CID (by address)'}`,
-      { concurrency: 1 },
-      () => {
-        const dir = mkdtempSync(join(tmpdir(), 'coap-edge-shared-'));
-        let a: MetricsPod | undefined;
-        let b: MetricsPod | undefined;
-        let relay: Relay | undefined;
-        let device: CoapDtlsClient | undefined;
-        let platform: PlatformStandIn | undefined;
+for (const withCid of [true, false]) {
+  describe(
+    `e2e: shared associations across gateway processes, ${withCid ? 'CID offered' : 'no CID (by address)'}`,
+    { skip: MISSING_TOOLS },
+    () => {
+      const dir = mkdtempSync(join(tmpdir(), 'coap-edge-shared-'));
+      let a: MetricsPod | undefined;
+      let b: MetricsPod | undefined;
+      let relay: Relay | undefined;
+      let device: CoapDtlsClient | undefined;
+      let platform: PlatformStandIn | undefined;
 
-        afterEach(async () => {
-          await device?.close().catch(() => undefined);
-          await relay?.close();
-          await platform?.close();
-          await Promise.all([a?.stop(), b?.stop()]);
-          device = relay = platform = a = b = undefined;
-        });
+      afterEach(async () => {
+        await device?.close().catch(() => undefined);
+        await relay?.close();
+        await platform?.close();
+        await Promise.all([a?.stop(), b?.stop()]);
+        device = relay = platform = a = b = undefined;
+      });
 
-        /** Two pods, a platform for the device's topic, the relay toward A, the device on it. */
-        async function setUp(tag: string, settings: Record<string, unknown> = {}) {
-          const spec = { pk: uid(`sh${tag}`), dk: uid('dev'), secret: cliSafeSecret('sh') };
-          const devices = writeDevicesFile(dir, [spec], `${uid('devices-')}.json`);
-          const prefix = uid('e2e-shared-');
-          [a, b] = await Promise.all([
-            startSharingPod(dir, uid('A-'), devices, prefix, settings),
-            startSharingPod(dir, uid('B-'), devices, prefix, settings),
-          ]);
-          const topic = measurepointTopic(spec.pk, spec.dk);
-          platform = await startPlatform(SHARED_MQTT_URL, topic);
-          relay = await Relay.start(a.port);
-          device = await explainWith(
-            [a, b],
-            CoapDtlsClient.connect({
-              host: '127.0.0.1',
-              port: relay.port,
-              identity: `${spec.pk},${spec.dk},2,3600`,
-              psk: derivePsk(spec.secret),
-              cipherSuites: [CipherSuite.TLS_PSK_WITH_AES_128_CCM_8],
-              handshakeTimeoutMs: 10_000,
-              retransmitTimeoutMs: 500,
-              ...(withCid ? { connectionId: Buffer.alloc(0) } : {}),
-            }),
-          );
-          const pods = [a, b];
-          const d = device;
-          const p = platform;
-          const r = relay;
-          return {
-            a,
-            b,
-            d,
-            relay: r,
-            platform: p,
-            pods,
-            /** POSTs measurepoint `id`; must be answered 2.04 with the platform's reply. */
-            post: async (id: string): Promise<CoapResponse> => {
-              const res = await explainWith(
-                pods,
-                d.request({
-                  method: 'POST',
-                  path: `/topic${topic}`,
-                  payload: Buffer.from(measurepoint(id)),
-                  contentFormat: ContentFormat.JSON,
-                  timeoutMs: 15_000,
-                  ackTimeoutMs: 500,
-                }),
-              );
-              assert.equal(formatCode(res.code), formatCode(Code.CHANGED), res.payload.toString());
-              assert.equal((JSON.parse(res.payload.toString()) as { id?: unknown }).id, id);
-              return res;
-            },
-            /** How many times the broker delivered measurepoint `id` to the platform. */
-            seen: (id: string): number =>
-              p.messages.filter(
-                (m) => (JSON.parse(m.payload.toString()) as { id?: unknown }).id === id,
-              ).length,
-          };
-        }
-
-        /** Waits until A has lowered the device's receive fence (it went quiet). */
-        async function fenceLowered(pod: MetricsPod): Promise<void> {
-          try {
-            await eventually(
-              async () =>
-                (await metric(pod, 'coap_edge_dtls_sequence_leases_total', { kind: 'lower' })) >= 1,
-              `${pod.name}: the receive fence lowered`,
-              10_000,
+      /** Two pods, a platform for the device's topic, the relay toward A, the device on it. */
+      async function setUp(tag: string, settings: Record<string, unknown> = {}) {
+        const spec = { pk: uid(`sh${tag}`), dk: uid('dev'), secret: cliSafeSecret('sh') };
+        const devices = writeDevicesFile(dir, [spec], `${uid('devices-')}.json`);
+        const prefix = uid('e2e-shared-');
+        [a, b] = await Promise.all([
+          startSharingPod(dir, uid('A-'), devices, prefix, settings),
+          startSharingPod(dir, uid('B-'), devices, prefix, settings),
+        ]);
+        const topic = measurepointTopic(spec.pk, spec.dk);
+        platform = await startPlatform(SHARED_MQTT_URL, topic);
+        relay = await Relay.start(a.port);
+        device = await explainWith(
+          [a, b],
+          CoapDtlsClient.connect({
+            host: '127.0.0.1',
+            port: relay.port,
+            identity: `${spec.pk},${spec.dk},2,3600`,
+            psk: derivePsk(spec.secret),
+            cipherSuites: [CipherSuite.TLS_PSK_WITH_AES_128_CCM_8],
+            handshakeTimeoutMs: 10_000,
+            retransmitTimeoutMs: 500,
+            ...(withCid ? { connectionId: Buffer.alloc(0) } : {}),
+          }),
+        );
+        const pods = [a, b];
+        const d = device;
+        const p = platform;
+        const r = relay;
+        return {
+          a,
+          b,
+          d,
+          relay: r,
+          platform: p,
+          pods,
+          /** POSTs measurepoint `id`; must be answered 2.04 with the platform's reply. */
+          post: async (id: string): Promise<CoapResponse> => {
+            const res = await explainWith(
+              pods,
+              d.request({
+                method: 'POST',
+                path: `/topic${topic}`,
+                payload: Buffer.from(measurepoint(id)),
+                contentFormat: ContentFormat.JSON,
+                timeoutMs: 15_000,
+                ackTimeoutMs: 500,
+              }),
             );
-          } catch (err) {
-            const text = await (await fetch(`http://127.0.0.1:${pod.adminPort}/metrics`)).text();
-            const lines = text.split('\n').filter((l) => /^coap_edge_dtls_/.test(l));
-            throw new Error(`${String(err)}\n${lines.join('\n')}\n${podLogTail(pod, 30)}`, {
-              cause: err,
-            });
-          }
-        }
+            assert.equal(formatCode(res.code), formatCode(Code.CHANGED), res.payload.toString());
+            assert.equal((JSON.parse(res.payload.toString()) as { id?: unknown }).id, id);
+            return res;
+          },
+          /** How many times the broker delivered measurepoint `id` to the platform. */
+          seen: (id: string): number =>
+            p.messages.filter(
+              (m) => (JSON.parse(m.payload.toString()) as { id?: unknown }).id === id,
+            ).length,
+        };
+      }
 
-        /** B answered after an adoption (by CID or address), with no handshake. */
-        async function adoptedWithoutHandshake(pod: MetricsPod): Promise<void> {
-          assert.ok(!pod.proc.exited, `${pod.name} is running`);
-          assert.equal(
-            await metric(pod, 'coap_edge_dtls_adoptions_total', {
-              via: withCid ? 'cid' : 'address',
-            }),
-            1,
-            `${pod.name}: one adoption via ${withCid ? 'cid' : 'address'}`,
-          );
-          assert.equal(await metric(pod, 'coap_edge_dtls_adoptions_total'), 1);
-          assert.equal(await metric(pod, 'coap_edge_dtls_handshakes_started_total'), 0);
-          assert.equal(await metric(pod, 'coap_edge_dtls_handshakes_completed_total'), 0);
-          assert.equal(podLogLines(pod, 'association adopted').length, 1, 'adoption logged');
-          assert.equal(
-            podLogLines(pod, 'association established').length,
-            0,
-            'no handshake logged',
-          );
-        }
-
-        /** Switches the relay to B and times the first answer from it. */
-        async function switchAndPost(
-          s: Awaited<ReturnType<typeof setUp>>,
-          id: string,
-          what: string,
-        ): Promise<CoapResponse> {
-          s.relay.target = s.b.port;
-          const t0 = performance.now();
-          const res = await s.post(id);
-          console.log(
-            `# ${withCid ? 'cid' : 'address'} ${what}: first answer from B ` +
-              `${(performance.now() - t0).toFixed(0)} ms after the switch ` +
-              `(${res.retransmissions} CoAP retransmissions)`,
-          );
-          return res;
-        }
-
-        it('SIGKILL of A: B answers the next request by adoption, nothing acknowledged is lost or doubled', async () => {
-          const s = await setUp('k');
-          const ids = ['k1', 'k2', 'k3'];
-          for (const id of ids) await s.post(id);
-          assert.equal(await metric(s.a, 'coap_edge_dtls_associations_stored_total'), 1);
-          // A lowers the fence once the device is quiet (1 s); killed before, B refuses the
-          // records within A's receive lease until the next one past it (CoAP retransmissions)
-          await fenceLowered(s.a);
-          const gone = await s.a.proc.kill();
-          assert.equal(gone.signal, 'SIGKILL');
-
-          await switchAndPost(s, 'k4', 'after SIGKILL');
-          await adoptedWithoutHandshake(s.b);
-          await s.post('k5');
-          for (const id of [...ids, 'k4', 'k5'])
-            assert.equal(s.seen(id), 1, `${id} on the broker once`);
-          assert.equal(s.platform.messages.length, 5);
-        });
-
-        it("associationFenceRecords 0: SIGKILL in mid-traffic, B takes the device's very next record", async () => {
-          const s = await setUp('x', { associationFenceRecords: 0 });
-          const ids = Array.from({ length: 10 }, (_, i) => `x${i}`);
-          for (const id of ids) await s.post(id);
-          // killed busy, before the fence could come down: with an exact fence B takes the
-          // association over at the device's very next record
-          const gone = await s.a.proc.kill();
-          assert.equal(gone.signal, 'SIGKILL');
-          await switchAndPost(s, 'x10', 'after SIGKILL (exact fence)');
-          // nothing the device sent after the kill was refused as possibly taken by A (with
-          // the default fence a busy device's next records are: replay drops, retransmissions)
-          assert.equal(
-            await metric(s.b, 'coap_edge_dtls_records_dropped_total', { reason: 'replay' }),
-            0,
-            'no fresh record refused',
-          );
-          await adoptedWithoutHandshake(s.b);
-          for (const id of [...ids, 'x10']) assert.equal(s.seen(id), 1, `${id} on the broker once`);
-        });
-
-        it('replay: everything the device sent to A, sent again to B after the kill, reaches the broker never twice', async () => {
-          const s = await setUp('r');
-          const ids = ['r1', 'r2', 'r3'];
-          for (const id of ids) await s.post(id);
-          await fenceLowered(s.a);
-          const captured = s.relay.captured.slice();
-          await s.a.proc.kill();
-          s.relay.target = s.b.port;
-
-          // before B holds the association: looked up, found, every record authentic but
-          // below the fence A lowered. While A's heartbeat lasts B leaves them (unproven); once
-          // it expired B may take the association over at the fence (fenced): either way no
-          // replayed record is accepted
-          for (const d of captured) s.relay.inject(d);
-          const lookups = async (): Promise<number> =>
-            (await metric(s.b, 'coap_edge_dtls_association_lookups_total', {
-              result: 'unproven',
-            })) +
-            (await metric(s.b, 'coap_edge_dtls_association_lookups_total', { result: 'fenced' }));
+      /** Waits until A has lowered the device's receive fence (it went quiet). */
+      async function fenceLowered(pod: MetricsPod): Promise<void> {
+        try {
           await eventually(
-            async () => (await lookups()) >= 1,
-            'B: the replayed records looked up, none accepted',
+            async () =>
+              (await metric(pod, 'coap_edge_dtls_sequence_leases_total', { kind: 'lower' })) >= 1,
+            `${pod.name}: the receive fence lowered`,
             10_000,
           );
-          assert.equal(s.platform.messages.length, 3, 'no replayed request reached the broker');
-
-          // the device goes on at B
-          const first = await s.post('r4');
-          assert.ok(first.retransmissions <= 1, `${first.retransmissions} retransmissions`);
-          await adoptedWithoutHandshake(s.b);
-
-          // after the adoption: the replay window (and fence) drops them
-          const droppedBefore = await metric(s.b, 'coap_edge_dtls_records_dropped_total');
-          for (const d of captured) s.relay.inject(d);
-          // a fresh request after the replays: B handles datagrams of one flow in order, and
-          // publishes in order, so a replay that got through would be on the broker before it
-          await s.post('r5');
-          const dropped =
-            (await metric(s.b, 'coap_edge_dtls_records_dropped_total')) - droppedBefore;
-          for (const id of [...ids, 'r4', 'r5'])
-            assert.equal(s.seen(id), 1, `${id} on the broker once`);
-          assert.equal(s.platform.messages.length, 5, 'nothing reached the broker twice');
-          console.log(
-            `# ${withCid ? 'cid' : 'address'} replay: ${captured.length} datagrams replayed twice; ` +
-              `after the adoption ${dropped} records dropped`,
-          );
-          assert.ok(dropped >= 1, 'the replays after the adoption were dropped and counted');
-        });
-
-        it('SIGTERM drain of A: no close_notify, the device goes on at B with no handshake', async () => {
-          const s = await setUp('d');
-          let closed: unknown;
-          s.d.dtls.on('close', (reason: unknown) => {
-            closed = reason ?? 'closed';
+        } catch (err) {
+          const text = await (await fetch(`http://127.0.0.1:${pod.adminPort}/metrics`)).text();
+          const lines = text.split('\n').filter((l) => /^coap_edge_dtls_/.test(l));
+          throw new Error(`${String(err)}\n${lines.join('\n')}\n${podLogTail(pod, 30)}`, {
+            cause: err,
           });
-          await s.post('d1');
-          await s.post('d2');
-          // no pause: the hand-over lowers the fence at once
-          s.a.proc.signal('SIGTERM');
-          const gone = await s.a.proc.done;
-          assert.equal(gone.code, 0, s.a.proc.describe());
-          const handed = podLogLines(s.a, 'associations handed over');
-          assert.equal(handed.length, 1, 'A logged the hand-over');
-          assert.equal(handed[0]?.handedOver, 1, podLogTail(s.a, 15));
-          assert.equal(closed, undefined, 'the device got no close_notify');
+        }
+      }
 
-          await switchAndPost(s, 'd3', 'after SIGTERM drain');
-          await adoptedWithoutHandshake(s.b);
-          assert.equal(closed, undefined, 'the device is still established');
-          for (const id of ['d1', 'd2', 'd3'])
-            assert.equal(s.seen(id), 1, `${id} on the broker once`);
+      /** B answered after an adoption (by CID or address), with no handshake. */
+      async function adoptedWithoutHandshake(pod: MetricsPod): Promise<void> {
+        assert.ok(!pod.proc.exited, `${pod.name} is running`);
+        assert.equal(
+          await metric(pod, 'coap_edge_dtls_adoptions_total', { via: withCid ? 'cid' : 'address' }),
+          1,
+          `${pod.name}: one adoption via ${withCid ? 'cid' : 'address'}`,
+        );
+        assert.equal(await metric(pod, 'coap_edge_dtls_adoptions_total'), 1);
+        assert.equal(await metric(pod, 'coap_edge_dtls_handshakes_started_total'), 0);
+        assert.equal(await metric(pod, 'coap_edge_dtls_handshakes_completed_total'), 0);
+        assert.equal(podLogLines(pod, 'association adopted').length, 1, 'adoption logged');
+        assert.equal(podLogLines(pod, 'association established').length, 0, 'no handshake logged');
+      }
+
+      /** Switches the relay to B and times the first answer from it. */
+      async function switchAndPost(
+        s: Awaited<ReturnType<typeof setUp>>,
+        id: string,
+        what: string,
+      ): Promise<CoapResponse> {
+        s.relay.target = s.b.port;
+        const t0 = performance.now();
+        const res = await s.post(id);
+        console.log(
+          `# ${withCid ? 'cid' : 'address'} ${what}: first answer from B ` +
+            `${(performance.now() - t0).toFixed(0)} ms after the switch ` +
+            `(${res.retransmissions} CoAP retransmissions)`,
+        );
+        return res;
+      }
+
+      it('SIGKILL of A: B answers the next request by adoption, nothing acknowledged is lost or doubled', async () => {
+        const s = await setUp('k');
+        const ids = ['k1', 'k2', 'k3'];
+        for (const id of ids) await s.post(id);
+        assert.equal(await metric(s.a, 'coap_edge_dtls_associations_stored_total'), 1);
+        // A lowers the fence once the device is quiet (1 s); killed before, B refuses the
+        // records within A's receive lease until the next one past it (CoAP retransmissions)
+        await fenceLowered(s.a);
+        const gone = await s.a.proc.kill();
+        assert.equal(gone.signal, 'SIGKILL');
+
+        await switchAndPost(s, 'k4', 'after SIGKILL');
+        await adoptedWithoutHandshake(s.b);
+        await s.post('k5');
+        for (const id of [...ids, 'k4', 'k5'])
+          assert.equal(s.seen(id), 1, `${id} on the broker once`);
+        assert.equal(s.platform.messages.length, 5);
+      });
+
+      it("associationFenceRecords 0: SIGKILL in mid-traffic, B takes the device's very next record", async () => {
+        const s = await setUp('x', { associationFenceRecords: 0 });
+        const ids = Array.from({ length: 10 }, (_, i) => `x${i}`);
+        for (const id of ids) await s.post(id);
+        // killed busy, before the fence could come down: with an exact fence B takes the
+        // association over at the device's very next record
+        const gone = await s.a.proc.kill();
+        assert.equal(gone.signal, 'SIGKILL');
+        await switchAndPost(s, 'x10', 'after SIGKILL (exact fence)');
+        // nothing the device sent after the kill was refused as possibly taken by A (with
+        // the default fence a busy device's next records are: replay drops, retransmissions)
+        assert.equal(
+          await metric(s.b, 'coap_edge_dtls_records_dropped_total', { reason: 'replay' }),
+          0,
+          'no fresh record refused',
+        );
+        await adoptedWithoutHandshake(s.b);
+        for (const id of [...ids, 'x10']) assert.equal(s.seen(id), 1, `${id} on the broker once`);
+      });
+
+      it('replay: everything the device sent to A, sent again to B after the kill, reaches the broker never twice', async () => {
+        const s = await setUp('r');
+        const ids = ['r1', 'r2', 'r3'];
+        for (const id of ids) await s.post(id);
+        await fenceLowered(s.a);
+        const captured = s.relay.captured.slice();
+        await s.a.proc.kill();
+        s.relay.target = s.b.port;
+
+        // before B holds the association: looked up, found, every record authentic but
+        // below the fence A lowered. While A's heartbeat lasts B leaves them (unproven); once
+        // it expired B may take the association over at the fence (fenced): either way no
+        // replayed record is accepted
+        for (const d of captured) s.relay.inject(d);
+        const lookups = async (): Promise<number> =>
+          (await metric(s.b, 'coap_edge_dtls_association_lookups_total', {
+            result: 'unproven',
+          })) +
+          (await metric(s.b, 'coap_edge_dtls_association_lookups_total', { result: 'fenced' }));
+        await eventually(
+          async () => (await lookups()) >= 1,
+          'B: the replayed records looked up, none accepted',
+          10_000,
+        );
+        assert.equal(s.platform.messages.length, 3, 'no replayed request reached the broker');
+
+        // the device goes on at B
+        const first = await s.post('r4');
+        assert.ok(first.retransmissions <= 1, `${first.retransmissions} retransmissions`);
+        await adoptedWithoutHandshake(s.b);
+
+        // after the adoption: the replay window (and fence) drops them
+        const droppedBefore = await metric(s.b, 'coap_edge_dtls_records_dropped_total');
+        for (const d of captured) s.relay.inject(d);
+        // a fresh request after the replays: B handles datagrams of one flow in order, and
+        // publishes in order, so a replay that got through would be on the broker before it
+        await s.post('r5');
+        const dropped = (await metric(s.b, 'coap_edge_dtls_records_dropped_total')) - droppedBefore;
+        for (const id of [...ids, 'r4', 'r5'])
+          assert.equal(s.seen(id), 1, `${id} on the broker once`);
+        assert.equal(s.platform.messages.length, 5, 'nothing reached the broker twice');
+        console.log(
+          `# ${withCid ? 'cid' : 'address'} replay: ${captured.length} datagrams replayed twice; ` +
+            `after the adoption ${dropped} records dropped`,
+        );
+        assert.ok(dropped >= 1, 'the replays after the adoption were dropped and counted');
+      });
+
+      it('SIGTERM drain of A: no close_notify, the device goes on at B with no handshake', async () => {
+        const s = await setUp('d');
+        let closed: unknown;
+        s.d.dtls.on('close', (reason: unknown) => {
+          closed = reason ?? 'closed';
         });
-      },
-    );
-  }
-});
+        await s.post('d1');
+        await s.post('d2');
+        // no pause: the hand-over lowers the fence at once
+        s.a.proc.signal('SIGTERM');
+        const gone = await s.a.proc.done;
+        assert.equal(gone.code, 0, s.a.proc.describe());
+        const handed = podLogLines(s.a, 'associations handed over');
+        assert.equal(handed.length, 1, 'A logged the hand-over');
+        assert.equal(handed[0]?.handedOver, 1, podLogTail(s.a, 15));
+        assert.equal(closed, undefined, 'the device got no close_notify');
+
+        await switchAndPost(s, 'd3', 'after SIGTERM drain');
+        await adoptedWithoutHandshake(s.b);
+        assert.equal(closed, undefined, 'the device is still established');
+        for (const id of ['d1', 'd2', 'd3'])
+          assert.equal(s.seen(id), 1, `${id} on the broker once`);
+      });
+    },
+  );
+}
