@@ -62,6 +62,8 @@ interface Pending {
   readonly confirmable: boolean;
   messageId: number;
   resolve(msg: CoapMessage, separate: boolean): void;
+  /** Ends the exchange with `err` (the association closed: no answer can come). */
+  fail(err: Error): void;
   acked: boolean;
 }
 
@@ -81,8 +83,11 @@ export class CoapDtlsClient {
 
   private constructor(readonly dtls: DtlsClient) {
     dtls.on('message', (data) => this.onDatagram(data));
+    // a closed association's socket is closed: nothing can answer, so no exchange is left
+    // waiting for its deadline (its timer would also hold the process open)
     dtls.on('close', () => {
-      for (const p of this.pending.values()) p.acked = true;
+      const closed = new CoapClientError('COAP_CLOSED', 'DTLS association closed');
+      for (const p of [...this.pending.values()]) p.fail(closed);
     });
   }
 
@@ -157,6 +162,7 @@ export class CoapDtlsClient {
         confirmable,
         messageId,
         acked: false,
+        fail: finish,
         resolve: (msg, separate) => {
           if (msg.type === RST) {
             finish(new CoapClientError('COAP_RESET', 'request was reset by the server'));

@@ -14,17 +14,24 @@ import { Code } from '../../src/coap/constants.js';
 import { derivePsk } from '../../src/enos/psk.js';
 import { CoapDtlsClient } from '../../src/tools/coap-client.js';
 import { DEMO, DEMO_DEVICES, MEASUREPOINT_PAYLOAD } from '../helpers/gateway.js';
+import { withTimeout } from '../helpers/hostile.js';
 import { killAll, listeningPort, startCli, type Proc } from '../helpers/processes.js';
 
 after(killAll);
 
-/** An HTTP backend that answers 200 after `delayMs` (or never, with Infinity). */
+/**
+ * An HTTP backend that answers 200 after `delayMs` (or never, with Infinity); `hit` settles
+ * when the first request arrives.
+ */
 async function slowBackend(
   delayMs: number,
-): Promise<{ server: Server; port: number; hits: () => number }> {
+): Promise<{ server: Server; port: number; hits: () => number; hit: Promise<void> }> {
   let hits = 0;
+  let onHit = (): void => undefined;
+  const hit = new Promise<void>((r) => (onHit = r));
   const server = createServer((req, res) => {
     hits++;
+    onHit();
     req.resume();
     if (delayMs === Infinity) return;
     setTimeout(
@@ -38,6 +45,7 @@ async function slowBackend(
     server,
     port: typeof addr === 'object' && addr !== null ? addr.port : 0,
     hits: () => hits,
+    hit,
   };
 }
 
@@ -93,7 +101,8 @@ function connect(
 
 const PATH = '/topic/sys/demoPK01/device001/thing/measurepoint/post';
 
-describe('SIGTERM drain', () => {
+// the two run side by side: each has its own process, backend and device
+describe('SIGTERM drain', { concurrency: true }, () => {
   it('finishes the request in flight, refuses new handshakes, then closes and exits 0', async () => {
     const backend = await slowBackend(1_500);
     after(() => backend.server.close());
@@ -112,9 +121,7 @@ describe('SIGTERM drain', () => {
       timeoutMs: 10_000,
     });
     // the backend has the request: now stop
-    const deadline = Date.now() + 5_000;
-    while (backend.hits() === 0 && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 20));
+    await withTimeout(backend.hit, 5_000, 'request at the backend');
     assert.equal(backend.hits(), 1);
     const signalledAt = Date.now();
     proc.child.kill('SIGTERM');
@@ -151,17 +158,14 @@ describe('SIGTERM drain', () => {
     const proc = startCli(['serve', '--config', config(backend.port, 1)]);
     const dtlsPort = await listeningPort(proc);
     const device = await connect(dtlsPort, DEMO.device001);
-    void device
-      .request({
-        method: 'POST',
-        path: PATH,
-        payload: Buffer.from(MEASUREPOINT_PAYLOAD),
-        timeoutMs: 10_000,
-      })
-      .catch(() => undefined);
-    const deadline = Date.now() + 5_000;
-    while (backend.hits() === 0 && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 20));
+    const hung = device.request({
+      method: 'POST',
+      path: PATH,
+      payload: Buffer.from(MEASUREPOINT_PAYLOAD),
+      timeoutMs: 10_000,
+    });
+    hung.catch(() => undefined);
+    await withTimeout(backend.hit, 5_000, 'request at the backend');
     const signalledAt = Date.now();
     proc.child.kill('SIGTERM');
     const result = await proc.done;
@@ -169,6 +173,12 @@ describe('SIGTERM drain', () => {
     assert.equal(result.code, 0, result.stderr);
     assert.ok(took >= 900 && took < 6_000, `exited ${took} ms after SIGTERM`);
     assert.match(result.stdout, /drain timeout: closing with exchanges in flight/);
+    // the gateway closed the association (close_notify) with the request unanswered: the
+    // request ends then, not at its 10 s deadline (whose timer held this file open)
+    await assert.rejects(withTimeout(hung, 2_000, 'end of the request'), {
+      name: 'CoapClientError',
+      code: 'COAP_CLOSED',
+    });
     await device.close();
   });
 });
