@@ -21,8 +21,15 @@
  *   [--rounds 3] [--duration 5] [--warmup 1] [--timeout 2000] [--devices file] [--device dk]
  *   [--servers floor,echo,control] [--profile]`
  */
-import { numberFlag, parseFlags, runScript, stringFlag } from './lib/args.js';
-import { SERVER_FLAGS, runBench, serverFlags, type ExtraServer } from './lib/driver.js';
+import { numberFlag, parseFlags, runScript } from './lib/args.js';
+import {
+  SERVER_FLAGS,
+  controlServer,
+  runBench,
+  serverFlags,
+  serversFlag,
+  type ExtraServer,
+} from './lib/driver.js';
 import {
   echoAnswerBytes,
   echoRequestBytes,
@@ -31,7 +38,7 @@ import {
   type RecordsLoad,
   type RecordsResult,
 } from './lib/records-load.js';
-import { startCoapEdge, startRecordsFloor } from './lib/servers.js';
+import { startRecordsFloor } from './lib/servers.js';
 import { SUITES } from './lib/client.js';
 
 const USAGE = `usage: node dist/bench/dtls-records.js [options]
@@ -58,14 +65,8 @@ async function main(): Promise<void> {
   const clients = numberFlag(flags, 'clients', 50, 1, 10_000);
   const { suite, rounds, durationS, warmupS, devicesFile, device, profile } = serverFlags(flags);
   const timeoutMs = numberFlag(flags, 'timeout', 2000, 50, 120_000);
-  const wanted = new Set(
-    stringFlag(flags, 'servers', 'floor,echo,control')
-      .split(',')
-      .filter((x) => x !== '' && x !== 'none'),
-  );
-  for (const w of wanted) {
-    if (!['floor', 'echo', 'control'].includes(w)) throw new Error(`--servers: unknown ${w}`);
-  }
+  const wanted = serversFlag(flags, ['floor', 'echo', 'control']);
+
   const ccm8 = suite === SUITES.ccm8;
   const load = (creds: RecordsLoad['creds']): RecordsLoad => ({
     creds,
@@ -76,13 +77,7 @@ async function main(): Promise<void> {
     requestTimeoutMs: timeoutMs,
   });
   const extraServers: ExtraServer<RecordsResult>[] = [];
-  if (wanted.has('control')) {
-    extraServers.push({
-      name: 'coapEdgeControl',
-      description: 'identical-process control: a second coap-edge started exactly as coapEdge',
-      start: (devicesFile, creds) => startCoapEdge({ devicesFile, name: 'coapEdgeControl' }, creds),
-    });
-  }
+  if (wanted.has('control')) extraServers.push(controlServer());
   if (wanted.has('floor') && ccm8) {
     extraServers.push({
       name: 'floor',

@@ -49,6 +49,11 @@ export interface BenchSpec<R> {
   /** Numbers taken as medians over rounds and compared as coap-edge / libcoap. */
   readonly metrics: Record<string, Metric<R>>;
   readonly notes: readonly string[];
+  /**
+   * Run before any server starts (e.g. a census the extra servers need); what it returns goes
+   * into the JSON as `prepared`.
+   */
+  readonly prepare?: (devicesFile: string, creds: PooledCredentials) => Promise<unknown>;
   /** More servers measured in the same alternating rounds (floor references, a control). */
   readonly extraServers?: readonly ExtraServer<R>[];
   /**
@@ -67,6 +72,31 @@ export interface ExtraServer<R> {
   readonly run?: (server: ServerProcess, creds: PooledCredentials) => Promise<R>;
   /** False: not preflighted (it speaks no DTLS). */
   readonly preflight?: boolean;
+}
+
+/**
+ * `--servers <list>`: the extra servers wanted (comma-separated names out of `allowed`, or
+ * "none"; all of them when the flag is absent).
+ */
+export function serversFlag(flags: StringFlags, allowed: readonly string[]): Set<string> {
+  const wanted = new Set(
+    stringFlag(flags, 'servers', allowed.join(','))
+      .split(',')
+      .filter((x) => x !== '' && x !== 'none'),
+  );
+  for (const w of wanted) {
+    if (!allowed.includes(w)) throw new Error(`--servers: unknown ${w}`);
+  }
+  return wanted;
+}
+
+/** The identical-process control: a second coap-edge started exactly as `coapEdge`. */
+export function controlServer<R>(): ExtraServer<R> {
+  return {
+    name: 'coapEdgeControl',
+    description: 'identical-process control: a second coap-edge started exactly as coapEdge',
+    start: (devicesFile, creds) => startCoapEdge({ devicesFile, name: 'coapEdgeControl' }, creds),
+  };
 }
 
 /** The flags both server benchmarks take (see their usage text). */
@@ -125,7 +155,12 @@ export async function runBench<R>(spec: BenchSpec<R>): Promise<void> {
   const SERVERS: readonly ServerName[] = ['coapEdge', 'libcoap', ...extras.map((e) => e.name)];
   const results = new Map<ServerName, R[]>(SERVERS.map((s) => [s, []]));
   const compared = Object.entries(spec.metrics).filter(([, m]) => m.compare !== false);
+  let prepared: unknown;
   try {
+    if (spec.prepare !== undefined) {
+      prepared = await spec.prepare(devicesFile, creds);
+      log(`prepared: ${JSON.stringify(prepared)}`);
+    }
     servers.set('coapEdge', await startCoapEdge({ devicesFile, cpuProfDir: profDir }, creds));
     servers.set('libcoap', await startLibcoap(creds.psk, creds));
     for (const e of extras) servers.set(e.name, await e.start(devicesFile, creds));
@@ -283,6 +318,7 @@ export async function runBench<R>(spec: BenchSpec<R>): Promise<void> {
         },
       ]),
     ),
+    ...(prepared !== undefined ? { prepared } : {}),
     rounds,
     ...(profile !== undefined ? { coapEdgeProfile: profile } : {}),
     notes: [

@@ -12,7 +12,8 @@ import { pskShellLiteral, pskUsableOnCommandLine } from '../../src/enos/index.js
 import { waitReady, type Credentials, type Target } from './client.js';
 import { isAlive, readCpu, readRssKiB, type CpuSample } from './proc.js';
 
-export type ServerName = 'coapEdge' | 'coapEdgeControl' | 'libcoap' | 'floor' | 'udpEcho';
+export type ServerName =
+  'coapEdge' | 'coapEdgeControl' | 'libcoap' | 'floor' | 'udpEcho' | 'floorUdp' | 'floorCrypto';
 
 export interface ServerProcess {
   readonly name: ServerName;
@@ -248,18 +249,47 @@ export async function startRecordsFloor(
   const command = ['node', ...args].join(' ');
   const name = o.echoBytes !== undefined ? 'udpEcho' : 'floor';
   const s = handle(name, child, { host: HOST, port }, command, tail);
-  if (o.echoBytes === undefined) return ready(s, creds);
+  return o.echoBytes === undefined ? ready(s, creds) : probed(s);
+}
+
+/**
+ * The handshake floor (bench/lib/handshake-floor.ts): `node dist/bench/lib/handshake-floor.js
+ * --port <p> --script <file> [--crypto]`, ready when it answers the probe datagram.
+ */
+export async function startHandshakeFloor(o: {
+  name: ServerName;
+  scriptFile: string;
+  crypto: boolean;
+}): Promise<ServerProcess> {
+  const port = await freePortPair();
+  const script = fileURLToPath(new URL('./handshake-floor.js', import.meta.url));
+  const args = [
+    script,
+    '--port',
+    String(port),
+    '--script',
+    o.scriptFile,
+    ...(o.crypto ? ['--crypto'] : []),
+  ];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const tail = track(child);
+  const command = ['node', ...args].join(' ');
+  return probed(handle(o.name, child, { host: HOST, port }, command, tail));
+}
+
+/** `s` once it answers a probe datagram `[0xff]`; stopped and thrown when it does not. */
+async function probed(s: ServerProcess): Promise<ServerProcess> {
   try {
-    await waitEcho(s);
+    await waitProbe(s);
   } catch (err) {
     await s.stop(1000);
-    throw new Error(`udpEcho did not start: ${String(err)}\n${s.outputTail()}`);
+    throw new Error(`${s.name} did not start: ${String(err)}\n${s.outputTail()}`);
   }
   return s;
 }
 
-/** Resolves when a datagram sent to the server is answered (tries for up to 15 s). */
-async function waitEcho(s: ServerProcess): Promise<void> {
+/** Resolves when a datagram `[0xff]` sent to the server is answered (tries for up to 15 s). */
+async function waitProbe(s: ServerProcess): Promise<void> {
   const sock = createSocket('udp4');
   try {
     const answered = new Promise<void>((resolve) => sock.once('message', () => resolve()));
@@ -269,7 +299,7 @@ async function waitEcho(s: ServerProcess): Promise<void> {
     while (!done) {
       if (!s.alive()) throw new Error('exited during start-up');
       if (performance.now() > deadline) throw new Error('no answer after 15 s');
-      sock.send(Buffer.alloc(1), s.target.port, s.target.host);
+      sock.send(Buffer.from([0xff]), s.target.port, s.target.host);
       await new Promise((r) => setTimeout(r, 100));
     }
   } finally {
