@@ -13,7 +13,8 @@
  * cipher keeps long-lived ones and never finalizes them: CCM_8 is built from AES-ECB (the CTR
  * keystream) and a running AES-CBC (the CBC-MAC), see `Ccm8`; CBC encrypts with a running
  * AES-CBC encryptor and a random first block, and decrypts with a running AES-CBC decryptor
- * whose first output block is dropped. Measured in bench/README.md ("Record crypto").
+ * whose first output block is dropped. A cipher's first record and alerts still go through
+ * one-shot ciphers (`oneShotRecord`). Measured in bench/README.md ("Record crypto").
  *
  * With a Connection ID (RFC 9146 §4-5) `seal` writes a `tls12_cid` record: the CID in the
  * header, the content wrapped as DTLSInnerPlaintext (content ‖ real type, no padding) and
@@ -322,17 +323,28 @@ export class Ccm8 {
   }
 }
 
+/**
+ * Whether a record of `type` goes through one-shot node:crypto ciphers when the record cipher
+ * holds no long-lived objects (`used`: a record went through since it was made or released):
+ * the first record, as before the long-lived objects — a handshake's Finished is often the
+ * only record of its epoch in that direction, and a device waking every few minutes sends
+ * one record per wake-up — and any alert: a close_notify ends the association, a fatal alert
+ * too, so objects made for one (two for CCM_8, one for CBC, with scratch buffers; native
+ * objects the GC must finalize) would serve no later record. A handshake followed by
+ * close_notify makes no long-lived object on either side.
+ */
+function oneShotRecord(used: boolean, type: number): boolean {
+  return !used || type === ContentType.alert;
+}
+
 class Ccm8Cipher implements RecordCipher, LiveObjects {
   private readonly key: Buffer;
   /** Made on use and kept while among the LIVE_LIMIT latest (see `admitLive`). */
   private ccmObjects: Ccm8 | undefined;
   /**
    * Whether a record went through since the cipher was made or its objects released. The
-   * first record is sealed or opened with a one-shot `aes-128-ccm` cipher, as before the
-   * long-lived objects: a handshake's Finished is often the only record of its epoch in
-   * that direction (connect, then close), and a device waking every few minutes sends one
-   * record per wake-up; two long-lived objects (more native objects for the GC to finalize)
-   * would cost more than one one-shot cipher. From the second record on they pay.
+   * first record, and any alert, is sealed or opened with a one-shot `aes-128-ccm` cipher
+   * (see `oneShotRecord`). From the second other record on the long-lived objects pay.
    */
   private used = false;
   private readonly nonce = Buffer.alloc(12);
@@ -344,12 +356,13 @@ class Ccm8Cipher implements RecordCipher, LiveObjects {
   }
 
   /**
-   * The long-lived objects, or undefined for a first record (see `used`). An empty plaintext
-   * always takes them: Node 20's one-shot aes-128-ccm cannot seal or open one ("tag not set").
+   * The long-lived objects, or undefined for a one-shot record (`oneShotRecord`). An empty
+   * plaintext always takes them: Node 20's one-shot aes-128-ccm cannot seal or open one
+   * ("tag not set").
    */
-  private ccm(length: number): Ccm8 | undefined {
+  private ccm(length: number, type: number): Ccm8 | undefined {
     if (this.ccmObjects !== undefined) return this.ccmObjects;
-    if (!this.used && length > 0) {
+    if (length > 0 && oneShotRecord(this.used, type)) {
       this.used = true;
       return undefined;
     }
@@ -380,7 +393,7 @@ class Ccm8Cipher implements RecordCipher, LiveObjects {
     out.copy(this.nonce, 4, 3, 11);
     out.copy(out, hl, 3, 11);
     const aad = this.aad.write(epoch, seq, type, DTLS_1_2, plaintext.length, cid);
-    const ccm = this.ccm(plaintext.length);
+    const ccm = this.ccm(plaintext.length, type);
     if (ccm !== undefined) {
       ccm.seal(this.nonce, aad, plaintext, out, hl + CCM_EXPLICIT_NONCE);
       return out;
@@ -408,7 +421,7 @@ class Ccm8Cipher implements RecordCipher, LiveObjects {
     const aad = this.aad.write(epoch, seq, type, version, ptLength, cid);
     const ciphertext = body.subarray(CCM_EXPLICIT_NONCE, CCM_EXPLICIT_NONCE + ptLength);
     const tag = body.subarray(body.length - CCM_TAG);
-    const ccm = this.ccm(ptLength);
+    const ccm = this.ccm(ptLength, type);
     if (ccm !== undefined) return ccm.open(this.nonce, aad, ciphertext, tag);
     const decipher = createDecipheriv('aes-128-ccm', this.key, this.nonce, {
       authTagLength: CCM_TAG,
@@ -467,6 +480,8 @@ abstract class CbcCipher implements RecordCipher, LiveObjects {
    */
   private encryptor: Cipher | undefined;
   private decryptor: Decipher | undefined;
+  /** A record went through since creation or release (see `oneShotRecord`). */
+  private used = false;
   /** R ‖ the blocks to encrypt (scratch, grown when a record needs more). */
   private input = Buffer.alloc(0);
 
@@ -492,8 +507,26 @@ abstract class CbcCipher implements RecordCipher, LiveObjects {
    * its ciphertext, E(R ⊕ the previous record's last block), is the record's IV (RFC 4346
    * §6.2.3.2, option (2)(b)); the rest chains from it as CBC from that IV does.
    */
-  protected encryptInto(out: Buffer, ivOffset: number, data: Buffer[], length: number): void {
+  protected encryptInto(
+    out: Buffer,
+    ivOffset: number,
+    data: Buffer[],
+    length: number,
+    type: number,
+  ): void {
     if (length % BLOCK !== 0) throw new RangeError('CBC length mismatch');
+    if (this.encryptor === undefined && this.oneShot(type)) {
+      // a one-shot encryptor from a random IV (RFC 5246 §6.2.3.2)
+      const iv = out.subarray(ivOffset, ivOffset + BLOCK);
+      randomFillSync(iv);
+      const c = createCipheriv('aes-128-cbc', this.key, iv);
+      c.setAutoPadding(false);
+      let off = ivOffset + BLOCK;
+      for (const d of data) off += c.update(d).copy(out, off);
+      off += c.final().copy(out, off);
+      if (off !== ivOffset + BLOCK + length) throw new RangeError('CBC length mismatch');
+      return;
+    }
     if (this.encryptor === undefined) {
       if (this.decryptor === undefined) admitLive(this);
       this.encryptor = createCipheriv('aes-128-cbc', this.key, ZERO_BLOCK);
@@ -513,9 +546,14 @@ abstract class CbcCipher implements RecordCipher, LiveObjects {
    * a first ciphertext block, whose output (garbage) is dropped; the next blocks decrypt
    * against the IV, as a decryptor created with it would.
    */
-  protected decrypt(body: Buffer): Buffer | undefined {
+  protected decrypt(body: Buffer, type: number): Buffer | undefined {
     // a partial block would stay buffered in the decryptor and shift every later record
     if (body.length % BLOCK !== 0 || body.length < 2 * BLOCK) return undefined;
+    if (this.decryptor === undefined && this.oneShot(type)) {
+      const d = createDecipheriv('aes-128-cbc', this.key, body.subarray(0, BLOCK));
+      d.setAutoPadding(false);
+      return d.update(body.subarray(BLOCK));
+    }
     if (this.decryptor === undefined) {
       if (this.encryptor === undefined) admitLive(this);
       this.decryptor = createDecipheriv('aes-128-cbc', this.key, ZERO_BLOCK);
@@ -524,9 +562,17 @@ abstract class CbcCipher implements RecordCipher, LiveObjects {
     return this.decryptor.update(body).subarray(BLOCK);
   }
 
+  /** Whether this record takes a one-shot cipher (no long-lived one made, `oneShotRecord`). */
+  private oneShot(type: number): boolean {
+    const once = oneShotRecord(this.used, type);
+    this.used = true;
+    return once;
+  }
+
   release(): void {
     this.encryptor = undefined;
     this.decryptor = undefined;
+    this.used = false;
   }
 }
 
@@ -555,7 +601,7 @@ class CbcMteCipher extends CbcCipher {
     const padding = Buffer.alloc(pad, pad - 1);
     const parts =
       cid === undefined ? [plaintext, mac, padding] : [plaintext, this.realType, mac, padding];
-    this.encryptInto(out, hl, parts, encLength);
+    this.encryptInto(out, hl, parts, encLength, type);
     return out;
   }
 
@@ -568,7 +614,7 @@ class CbcMteCipher extends CbcCipher {
     cid?: Buffer,
   ): Buffer | undefined {
     if (body.length < BLOCK + MAC + BLOCK || (body.length - BLOCK) % BLOCK !== 0) return undefined;
-    const pt = this.decrypt(body);
+    const pt = this.decrypt(body, type);
     if (pt === undefined) return undefined;
     let padLen = checkPadding(pt, MAC);
     const goodPadding = padLen >= 0;
@@ -604,7 +650,7 @@ class CbcEtmCipher extends CbcCipher {
     const padding = Buffer.alloc(pad, pad - 1);
     this.realType[0] = type;
     const parts = cid === undefined ? [plaintext, padding] : [plaintext, this.realType, padding];
-    this.encryptInto(out, hl, parts, encLength);
+    this.encryptInto(out, hl, parts, encLength, type);
     // RFC 7366 §3 / RFC 9146 §5.3: the MAC's length field counts IV and ciphertext
     createHmac('sha256', this.macKey)
       .update(this.pseudo.write(epoch, seq, type, DTLS_1_2, BLOCK + encLength, cid))
@@ -629,7 +675,7 @@ class CbcEtmCipher extends CbcCipher {
       .update(body.subarray(0, encLength))
       .digest();
     if (!timingSafeEqual(expected, body.subarray(encLength))) return undefined;
-    const pt = this.decrypt(body.subarray(0, encLength));
+    const pt = this.decrypt(body.subarray(0, encLength), type);
     if (pt === undefined) return undefined;
     const padLen = checkPadding(pt, 0);
     if (padLen < 0) return undefined;
