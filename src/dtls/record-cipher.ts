@@ -13,8 +13,8 @@
  * cipher keeps long-lived ones and never finalizes them: CCM_8 is built from AES-ECB (the CTR
  * keystream) and a running AES-CBC (the CBC-MAC), see `Ccm8`; CBC encrypts with a running
  * AES-CBC encryptor and a random first block, and decrypts with a running AES-CBC decryptor
- * whose first output block is dropped. A cipher's first record and alerts still go through
- * one-shot ciphers (`oneShotRecord`). Measured in bench/README.md ("Record crypto").
+ * whose first output block is dropped. A CCM_8 cipher's first record and alerts still go
+ * through one-shot ciphers (`oneShotRecord`). Measured in bench/README.md ("Record crypto").
  *
  * With a Connection ID (RFC 9146 §4-5) `seal` writes a `tls12_cid` record: the CID in the
  * header, the content wrapped as DTLSInnerPlaintext (content ‖ real type, no padding) and
@@ -324,14 +324,16 @@ export class Ccm8 {
 }
 
 /**
- * Whether a record of `type` goes through one-shot node:crypto ciphers when the record cipher
- * holds no long-lived objects (`used`: a record went through since it was made or released):
- * the first record, as before the long-lived objects — a handshake's Finished is often the
- * only record of its epoch in that direction, and a device waking every few minutes sends
- * one record per wake-up — and any alert: a close_notify ends the association, a fatal alert
- * too, so objects made for one (two for CCM_8, one for CBC, with scratch buffers; native
- * objects the GC must finalize) would serve no later record. A handshake followed by
- * close_notify makes no long-lived object on either side.
+ * Whether a CCM_8 record of `type` goes through a one-shot node:crypto cipher when the record
+ * cipher holds no long-lived objects (`used`: a record went through since it was made or
+ * released): the first record, as before the long-lived objects — a handshake's Finished is
+ * often the only record of its epoch in that direction, and a device waking every few
+ * minutes sends one record per wake-up — and any alert: a close_notify ends the association,
+ * a fatal alert too, so the two objects made for one (with a scratch buffer; native objects
+ * the GC must finalize) would serve no later record. A handshake followed by close_notify
+ * makes no long-lived object on either side. (CBC keeps making its one long-lived object at
+ * the first record: one one-shot object per record would cost two for Finished and
+ * close_notify, measured 1.12× the long-lived one.)
  */
 function oneShotRecord(used: boolean, type: number): boolean {
   return !used || type === ContentType.alert;
@@ -480,8 +482,6 @@ abstract class CbcCipher implements RecordCipher, LiveObjects {
    */
   private encryptor: Cipher | undefined;
   private decryptor: Decipher | undefined;
-  /** A record went through since creation or release (see `oneShotRecord`). */
-  private used = false;
   /** R ‖ the blocks to encrypt (scratch, grown when a record needs more). */
   private input = Buffer.alloc(0);
 
@@ -507,26 +507,8 @@ abstract class CbcCipher implements RecordCipher, LiveObjects {
    * its ciphertext, E(R ⊕ the previous record's last block), is the record's IV (RFC 4346
    * §6.2.3.2, option (2)(b)); the rest chains from it as CBC from that IV does.
    */
-  protected encryptInto(
-    out: Buffer,
-    ivOffset: number,
-    data: Buffer[],
-    length: number,
-    type: number,
-  ): void {
+  protected encryptInto(out: Buffer, ivOffset: number, data: Buffer[], length: number): void {
     if (length % BLOCK !== 0) throw new RangeError('CBC length mismatch');
-    if (this.encryptor === undefined && this.oneShot(type)) {
-      // a one-shot encryptor from a random IV (RFC 5246 §6.2.3.2)
-      const iv = out.subarray(ivOffset, ivOffset + BLOCK);
-      randomFillSync(iv);
-      const c = createCipheriv('aes-128-cbc', this.key, iv);
-      c.setAutoPadding(false);
-      let off = ivOffset + BLOCK;
-      for (const d of data) off += c.update(d).copy(out, off);
-      off += c.final().copy(out, off);
-      if (off !== ivOffset + BLOCK + length) throw new RangeError('CBC length mismatch');
-      return;
-    }
     if (this.encryptor === undefined) {
       if (this.decryptor === undefined) admitLive(this);
       this.encryptor = createCipheriv('aes-128-cbc', this.key, ZERO_BLOCK);
@@ -546,14 +528,9 @@ abstract class CbcCipher implements RecordCipher, LiveObjects {
    * a first ciphertext block, whose output (garbage) is dropped; the next blocks decrypt
    * against the IV, as a decryptor created with it would.
    */
-  protected decrypt(body: Buffer, type: number): Buffer | undefined {
+  protected decrypt(body: Buffer): Buffer | undefined {
     // a partial block would stay buffered in the decryptor and shift every later record
     if (body.length % BLOCK !== 0 || body.length < 2 * BLOCK) return undefined;
-    if (this.decryptor === undefined && this.oneShot(type)) {
-      const d = createDecipheriv('aes-128-cbc', this.key, body.subarray(0, BLOCK));
-      d.setAutoPadding(false);
-      return d.update(body.subarray(BLOCK));
-    }
     if (this.decryptor === undefined) {
       if (this.encryptor === undefined) admitLive(this);
       this.decryptor = createDecipheriv('aes-128-cbc', this.key, ZERO_BLOCK);
@@ -562,17 +539,9 @@ abstract class CbcCipher implements RecordCipher, LiveObjects {
     return this.decryptor.update(body).subarray(BLOCK);
   }
 
-  /** Whether this record takes a one-shot cipher (no long-lived one made, `oneShotRecord`). */
-  private oneShot(type: number): boolean {
-    const once = oneShotRecord(this.used, type);
-    this.used = true;
-    return once;
-  }
-
   release(): void {
     this.encryptor = undefined;
     this.decryptor = undefined;
-    this.used = false;
   }
 }
 
@@ -601,7 +570,7 @@ class CbcMteCipher extends CbcCipher {
     const padding = Buffer.alloc(pad, pad - 1);
     const parts =
       cid === undefined ? [plaintext, mac, padding] : [plaintext, this.realType, mac, padding];
-    this.encryptInto(out, hl, parts, encLength, type);
+    this.encryptInto(out, hl, parts, encLength);
     return out;
   }
 
@@ -614,7 +583,7 @@ class CbcMteCipher extends CbcCipher {
     cid?: Buffer,
   ): Buffer | undefined {
     if (body.length < BLOCK + MAC + BLOCK || (body.length - BLOCK) % BLOCK !== 0) return undefined;
-    const pt = this.decrypt(body, type);
+    const pt = this.decrypt(body);
     if (pt === undefined) return undefined;
     let padLen = checkPadding(pt, MAC);
     const goodPadding = padLen >= 0;
@@ -650,7 +619,7 @@ class CbcEtmCipher extends CbcCipher {
     const padding = Buffer.alloc(pad, pad - 1);
     this.realType[0] = type;
     const parts = cid === undefined ? [plaintext, padding] : [plaintext, this.realType, padding];
-    this.encryptInto(out, hl, parts, encLength, type);
+    this.encryptInto(out, hl, parts, encLength);
     // RFC 7366 §3 / RFC 9146 §5.3: the MAC's length field counts IV and ciphertext
     createHmac('sha256', this.macKey)
       .update(this.pseudo.write(epoch, seq, type, DTLS_1_2, BLOCK + encLength, cid))
@@ -675,7 +644,7 @@ class CbcEtmCipher extends CbcCipher {
       .update(body.subarray(0, encLength))
       .digest();
     if (!timingSafeEqual(expected, body.subarray(encLength))) return undefined;
-    const pt = this.decrypt(body.subarray(0, encLength), type);
+    const pt = this.decrypt(body.subarray(0, encLength));
     if (pt === undefined) return undefined;
     const padLen = checkPadding(pt, 0);
     if (padLen < 0) return undefined;

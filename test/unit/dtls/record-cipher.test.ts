@@ -538,12 +538,13 @@ test('record ciphers beyond LIVE_LIMIT drop their long-lived objects and make th
     Object.values(c).some((x) => x !== undefined && typeof x === 'object' && 'chain' in x) ||
     Object.values(c).some((x) => x?.constructor?.name === 'Cipheriv');
   for (const v of VARIANTS) {
-    // a cipher's first record goes through a one-shot cipher; the long-lived objects are
-    // made on the second
+    // CCM_8 seals a cipher's first record with a one-shot cipher and makes its long-lived
+    // objects on the second; CBC makes them on the first
+    const ccm = v.name.includes('CCM');
     const first = cipherFor(v);
     const reader = cipherFor(v);
     const a = first.seal(23, 1, 1, Buffer.from('before'));
-    assert.equal(held(first), false, `${v.name}: objects after one record`);
+    assert.equal(held(first), !ccm, `${v.name}: objects after one record`);
     assert.ok(reader.open(23, DTLS_1_2, 1, 1, bodyOf(a))?.equals(Buffer.from('before')));
     const a2 = first.seal(23, 1, 2, Buffer.from('before, again'));
     assert.ok(held(first), `${v.name}: objects made on use`);
@@ -576,7 +577,7 @@ test('CCM_8: the first record of a cipher is a one-shot aes-128-ccm record, the 
   }
 });
 
-test('alerts and first records go through one-shot ciphers: a handshake and close_notify make no long-lived object, the next application record does', () => {
+test('CCM_8: alerts and first records go through one-shot ciphers: a handshake and close_notify make no long-lived object, the next application record does', () => {
   const held = (c: RecordCipher): boolean =>
     Object.values(c).some(
       (x) =>
@@ -585,7 +586,7 @@ test('alerts and first records go through one-shot ciphers: a handshake and clos
         ('chain' in x || ['Cipheriv', 'Decipheriv'].includes(x?.constructor?.name ?? '')),
     );
   const CLOSE_NOTIFY = Buffer.from([1, 0]);
-  for (const v of VARIANTS) {
+  for (const v of VARIANTS.filter((x) => x.suite === CCM)) {
     const writer = cipherFor(v);
     const reader = cipherFor(v);
     // Finished (first record), then close_notify (an alert), each way
