@@ -4,18 +4,45 @@
  * the same load generator (our DtlsClient). N concurrent connectors each do a full
  * handshake, HelloVerifyRequest round trip included, then close_notify, in a loop.
  *
+ * The floor (`--servers`, CCM_8 only): first a census of coap-edge's handshake
+ * (bench/lib/handshake-census.ts: its node:crypto calls per handshake and the datagrams each
+ * way, under a counter and through a relay: `prepared` in the JSON), then in the same
+ * rotating rounds bench/lib/handshake-floor.ts replaying those datagrams: `floor` with the
+ * crypto calls a minimal server must do at each step, `floorUdp` the datagrams alone (two
+ * Node processes ping-ponging), `floorCrypto` the crypto alone in a loop; and
+ * `coapEdgeControl`, a second coap-edge started identically.
+ *
  * Reports handshakes/s, server CPU µs per handshake (utime + stime from /proc), latency
- * and failures per server and round, medians over alternating rounds and the ratios
- * coap-edge / libcoap. One JSON object on stdout, progress on stderr, a copy in
- * bench/results/.
+ * and failures per server and round, medians over rotating rounds, the ratios coap-edge /
+ * libcoap and the pair ratios (coap-edge / floor, floor / libcoap, …). One JSON object on
+ * stdout, progress on stderr, a copy in bench/results/.
  *
  * Run: `npm run build && node dist/bench/dtls-handshakes.js [--concurrency 16] [--suite ccm8|cbc]
  *   [--rounds 3] [--duration 5] [--warmup 1] [--timeout 5000] [--devices file] [--device dk]
- *   [--profile]`
+ *   [--servers floor,udp,crypto,control] [--profile]`
  */
 import { numberFlag, parseFlags, runScript } from './lib/args.js';
-import { SERVER_FLAGS, runBench, serverFlags } from './lib/driver.js';
-import { runHandshakes, type HandshakeResult } from './lib/handshake-load.js';
+import { rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SUITES } from './lib/client.js';
+import {
+  SERVER_FLAGS,
+  controlServer,
+  runBench,
+  serverFlags,
+  serversFlag,
+  type ExtraServer,
+} from './lib/driver.js';
+import { handshakeCensus, type Census } from './lib/handshake-census.js';
+import {
+  runCryptoOnly,
+  runHandshakes,
+  runPingPong,
+  type HandshakeLoad,
+  type HandshakeResult,
+} from './lib/handshake-load.js';
+import { startHandshakeFloor } from './lib/servers.js';
 
 const USAGE = `usage: node dist/bench/dtls-handshakes.js [options]
   --concurrency <n>   concurrent connectors (default 16)
@@ -26,10 +53,27 @@ const USAGE = `usage: node dist/bench/dtls-handshakes.js [options]
   --timeout <ms>      handshake timeout (default 5000)
   --devices <file>    devices file for coap-edge (default deploy/examples/devices.json)
   --device <key>      device whose identity and PSK are used (default device001)
+  --servers <list>    measured beside coap-edge and libcoap, comma-separated, or "none":
+                      floor (handshake-floor.ts: census datagrams + minimal crypto),
+                      udp (the datagrams alone), crypto (the crypto alone), control (a
+                      second identical coap-edge); default floor,udp,crypto,control
+                      (floor, udp, crypto: CCM_8 only)
   --profile           run coap-edge under node --cpu-prof and print its top functions`;
 
+/** The floor's node:crypto calls per handshake (bench/lib/handshake-floor.ts), as counted. */
+const FLOOR_CRYPTO = {
+  'createHmac sha256': 14,
+  'createHash sha256': 1,
+  'Hash#copy': 1,
+  'Hash#digest': 2,
+  randomBytes: 1,
+  timingSafeEqual: 2,
+  'createCipheriv aes-128-ccm': 2,
+  'createDecipheriv aes-128-ccm': 2,
+};
+
 async function main(): Promise<void> {
-  const flags = parseFlags(['concurrency', 'timeout', ...SERVER_FLAGS], ['profile']);
+  const flags = parseFlags(['concurrency', 'timeout', 'servers', ...SERVER_FLAGS], ['profile']);
   if (flags.help === true) {
     process.stdout.write(`${USAGE}\n`);
     return;
@@ -37,6 +81,63 @@ async function main(): Promise<void> {
   const concurrency = numberFlag(flags, 'concurrency', 16, 1, 1000);
   const { suite, rounds, durationS, warmupS, devicesFile, device, profile } = serverFlags(flags);
   const timeoutMs = numberFlag(flags, 'timeout', 5000, 100, 120_000);
+  const wanted = serversFlag(flags, ['floor', 'udp', 'crypto', 'control']);
+
+  const load = (creds: HandshakeLoad['creds']): HandshakeLoad => ({
+    creds,
+    suite,
+    concurrency,
+    warmupMs: warmupS * 1000,
+    durationMs: durationS * 1000,
+    handshakeTimeoutMs: timeoutMs,
+  });
+  const floors = suite === SUITES.ccm8 && ['floor', 'udp', 'crypto'].some((w) => wanted.has(w));
+  let census: Census | undefined;
+  const scriptFile = join(tmpdir(), `coap-edge-handshake-floor-${process.pid}.json`);
+  const steps = (): Census['steps'] => census?.steps ?? [];
+  const extraServers: ExtraServer<HandshakeResult>[] = [];
+  if (wanted.has('control')) extraServers.push(controlServer());
+  const floor = (
+    name: 'floor' | 'floorUdp' | 'floorCrypto',
+    crypto: boolean,
+    description: string,
+    run: ExtraServer<HandshakeResult>['run'],
+  ): void => {
+    extraServers.push({
+      name,
+      description,
+      start: () => startHandshakeFloor({ name, scriptFile, crypto }),
+      run,
+      preflight: false,
+    });
+  };
+  if (floors && wanted.has('floor')) {
+    floor(
+      'floor',
+      true,
+      'handshake floor: handshake-floor.ts --crypto, the census datagrams ping-ponged with ' +
+        'the minimal crypto of each step (see prepared.floorCrypto)',
+      (server, creds) => runPingPong(server, load(creds), steps()),
+    );
+  }
+  if (floors && wanted.has('udp')) {
+    floor(
+      'floorUdp',
+      false,
+      'handshake floor, datagrams alone: handshake-floor.ts without --crypto (two Node ' +
+        'processes ping-ponging the census datagrams, a new client socket per handshake)',
+      (server, creds) => runPingPong(server, load(creds), steps()),
+    );
+  }
+  if (floors && wanted.has('crypto')) {
+    floor(
+      'floorCrypto',
+      true,
+      'handshake floor, crypto alone: the same crypto of all steps in a loop in the floor ' +
+        'process, no datagram per step',
+      (server, creds) => runCryptoOnly(server, load(creds)),
+    );
+  }
 
   await runBench<HandshakeResult>({
     name: 'dtls-handshakes',
@@ -61,6 +162,7 @@ async function main(): Promise<void> {
       warmupS,
       handshakeTimeoutMs: timeoutMs,
       extensions: 'renegotiation_info, encrypt_then_mac, extended_master_secret',
+      servers: ['coapEdge', 'libcoap', ...extraServers.map((e) => e.name)],
     },
     suite,
     rounds,
@@ -68,15 +170,25 @@ async function main(): Promise<void> {
     device,
     identities: concurrency,
     profile,
-    run: (server, creds) =>
-      runHandshakes(server, {
-        creds,
-        suite,
-        concurrency,
-        warmupMs: warmupS * 1000,
-        durationMs: durationS * 1000,
-        handshakeTimeoutMs: timeoutMs,
-      }),
+    run: (server, creds) => runHandshakes(server, load(creds)),
+    ...(floors
+      ? {
+          prepare: async (devicesFile, creds) => {
+            census = await handshakeCensus(devicesFile, creds, suite);
+            writeFileSync(scriptFile, JSON.stringify(census.steps));
+            process.once('exit', () => rmSync(scriptFile, { force: true }));
+            return { census, floorCrypto: FLOOR_CRYPTO };
+          },
+        }
+      : {}),
+    extraServers,
+    pairRatios: {
+      coapEdgeToFloor: ['coapEdge', 'floor'],
+      floorToLibcoap: ['floor', 'libcoap'],
+      floorUdpToFloor: ['floorUdp', 'floor'],
+      floorCryptoToFloor: ['floorCrypto', 'floor'],
+      controlToCoapEdge: ['coapEdgeControl', 'coapEdge'],
+    },
     describe: (r) =>
       `${r.handshakesPerSec ?? '-'} hs/s, server ${r.serverCpuUsPerHandshake ?? '-'} µs/hs ` +
       `(${r.window.serverCpuTicks} ticks, util ${r.window.serverCpuUtilisation}), ` +

@@ -6,18 +6,40 @@
  * answer with a piggybacked ACK 4.04, so every request is one application-data record each
  * way.
  *
+ * Beside them, in the same rotating rounds (`--servers`): `floor`, the minimal Node program
+ * doing the same work per request (bench/lib/records-floor.ts); `udpEcho`, the same program's
+ * plain UDP echo of datagrams of the same sizes (the pure Node UDP cost, no DTLS, no CoAP);
+ * `coapEdgeControl`, a second coap-edge process started identically (the noise floor of two
+ * identical processes).
+ *
  * Reports requests/s (= records/s each way), p50/p99 latency, server CPU µs per request
- * (utime + stime from /proc) per server and round, medians over alternating rounds and the
- * ratios coap-edge / libcoap. One JSON object on stdout, progress on stderr, a copy in
- * bench/results/.
+ * (utime + stime from /proc) per server and round, medians over rotating rounds, the ratios
+ * coap-edge / libcoap and the pair ratios (coap-edge / floor, floor / libcoap, control /
+ * coap-edge, …). One JSON object on stdout, progress on stderr, a copy in bench/results/.
  *
  * Run: `npm run build && node dist/bench/dtls-records.js [--clients 50] [--suite ccm8|cbc]
  *   [--rounds 3] [--duration 5] [--warmup 1] [--timeout 2000] [--devices file] [--device dk]
- *   [--profile]`
+ *   [--servers floor,echo,control] [--profile]`
  */
 import { numberFlag, parseFlags, runScript } from './lib/args.js';
-import { SERVER_FLAGS, runBench, serverFlags } from './lib/driver.js';
-import { runRecords, type RecordsResult } from './lib/records-load.js';
+import {
+  SERVER_FLAGS,
+  controlServer,
+  runBench,
+  serverFlags,
+  serversFlag,
+  type ExtraServer,
+} from './lib/driver.js';
+import {
+  echoAnswerBytes,
+  echoRequestBytes,
+  runRecords,
+  runUdpEcho,
+  type RecordsLoad,
+  type RecordsResult,
+} from './lib/records-load.js';
+import { startRecordsFloor } from './lib/servers.js';
+import { SUITES } from './lib/client.js';
 
 const USAGE = `usage: node dist/bench/dtls-records.js [options]
   --clients <n>       established associations, one request outstanding each (default 50)
@@ -28,10 +50,14 @@ const USAGE = `usage: node dist/bench/dtls-records.js [options]
   --timeout <ms>      a request unanswered this long is replaced by a new one (default 2000)
   --devices <file>    devices file for coap-edge (default deploy/examples/devices.json)
   --device <key>      device whose identity and PSK are used (default device001)
+  --servers <list>    measured beside coap-edge and libcoap, comma-separated, or "none":
+                      floor (bench/lib/records-floor.ts), echo (its plain UDP echo),
+                      control (a second identical coap-edge); default floor,echo,control
+                      (floor and echo: CCM_8 only)
   --profile           run coap-edge under node --cpu-prof and print its top functions`;
 
 async function main(): Promise<void> {
-  const flags = parseFlags(['clients', 'timeout', ...SERVER_FLAGS], ['profile']);
+  const flags = parseFlags(['clients', 'timeout', 'servers', ...SERVER_FLAGS], ['profile']);
   if (flags.help === true) {
     process.stdout.write(`${USAGE}\n`);
     return;
@@ -39,6 +65,42 @@ async function main(): Promise<void> {
   const clients = numberFlag(flags, 'clients', 50, 1, 10_000);
   const { suite, rounds, durationS, warmupS, devicesFile, device, profile } = serverFlags(flags);
   const timeoutMs = numberFlag(flags, 'timeout', 2000, 50, 120_000);
+  const wanted = serversFlag(flags, ['floor', 'echo', 'control']);
+
+  const ccm8 = suite === SUITES.ccm8;
+  const load = (creds: RecordsLoad['creds']): RecordsLoad => ({
+    creds,
+    suite,
+    clients,
+    warmupMs: warmupS * 1000,
+    durationMs: durationS * 1000,
+    requestTimeoutMs: timeoutMs,
+  });
+  const extraServers: ExtraServer<RecordsResult>[] = [];
+  if (wanted.has('control')) extraServers.push(controlServer());
+  if (wanted.has('floor') && ccm8) {
+    extraServers.push({
+      name: 'floor',
+      description:
+        'floor reference: bench/lib/records-floor.ts (handshakes by a DtlsServer; per ' +
+        'request record header, CCM_8 open on long-lived objects, replay window, CoAP parse, ' +
+        'ACK 4.04, CCM_8 seal, UDP send; nothing else)',
+      start: (devicesFile, creds) => startRecordsFloor({ devicesFile }, creds),
+    });
+  }
+  if (wanted.has('echo') && ccm8) {
+    extraServers.push({
+      name: 'udpEcho',
+      description:
+        `pure Node UDP: records-floor.js --echo answers each ${echoRequestBytes}-byte ` +
+        `datagram (the request record's size) with one ${echoAnswerBytes}-byte datagram ` +
+        '(the sealed 4.04), no DTLS, no CoAP; driven by K connected UDP sockets',
+      start: (devicesFile, creds) =>
+        startRecordsFloor({ devicesFile, echoBytes: echoAnswerBytes }, creds),
+      run: (server, creds) => runUdpEcho(server, load(creds)),
+      preflight: false,
+    });
+  }
 
   await runBench<RecordsResult>({
     name: 'dtls-records',
@@ -66,6 +128,7 @@ async function main(): Promise<void> {
       requestTimeoutMs: timeoutMs,
       request: 'CON GET /nothing, 4-byte token',
       extensions: 'renegotiation_info, encrypt_then_mac, extended_master_secret',
+      servers: ['coapEdge', 'libcoap', ...extraServers.map((e) => e.name)],
     },
     suite,
     rounds,
@@ -73,15 +136,15 @@ async function main(): Promise<void> {
     device,
     identities: clients,
     profile,
-    run: (server, creds) =>
-      runRecords(server, {
-        creds,
-        suite,
-        clients,
-        warmupMs: warmupS * 1000,
-        durationMs: durationS * 1000,
-        requestTimeoutMs: timeoutMs,
-      }),
+    run: (server, creds) => runRecords(server, load(creds)),
+    extraServers,
+    pairRatios: {
+      coapEdgeToFloor: ['coapEdge', 'floor'],
+      floorToLibcoap: ['floor', 'libcoap'],
+      floorToUdpEcho: ['floor', 'udpEcho'],
+      udpEchoToLibcoap: ['udpEcho', 'libcoap'],
+      controlToCoapEdge: ['coapEdgeControl', 'coapEdge'],
+    },
     describe: (r) =>
       `${r.requestsPerSec ?? '-'} req/s, server ${r.serverCpuUsPerRequest ?? '-'} µs/req ` +
       `(${r.window.serverCpuTicks} ticks, util ${r.window.serverCpuUtilisation}), ` +

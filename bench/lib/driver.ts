@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { cipherSuiteName } from '../../src/dtls/constants.js';
 import { choiceFlag, numberFlag, stringFlag, type StringFlags } from './args.js';
 import { SUITES, preflight, withClones, type PooledCredentials, type Preflight } from './client.js';
-import { commandLine, environment, log, roundOrder, writeResult } from './harness.js';
+import { commandLine, environment, log, writeResult } from './harness.js';
 import { newestProfile, summariseProfile, type ProfileSummary } from './profile.js';
 import {
   installCleanup,
@@ -49,6 +49,54 @@ export interface BenchSpec<R> {
   /** Numbers taken as medians over rounds and compared as coap-edge / libcoap. */
   readonly metrics: Record<string, Metric<R>>;
   readonly notes: readonly string[];
+  /**
+   * Run before any server starts (e.g. a census the extra servers need); what it returns goes
+   * into the JSON as `prepared`.
+   */
+  readonly prepare?: (devicesFile: string, creds: PooledCredentials) => Promise<unknown>;
+  /** More servers measured in the same alternating rounds (floor references, a control). */
+  readonly extraServers?: readonly ExtraServer<R>[];
+  /**
+   * Ratios between two servers of the same round (then the median over rounds), by label:
+   * `summary.pairRatios[label]`, per round in `rounds[].pairRatios`.
+   */
+  readonly pairRatios?: Readonly<Record<string, readonly [ServerName, ServerName]>>;
+}
+
+export interface ExtraServer<R> {
+  readonly name: ServerName;
+  /** What it is, for the JSON's `servers` block. */
+  readonly description: string;
+  readonly start: (devicesFile: string, creds: PooledCredentials) => Promise<ServerProcess>;
+  /** Its own load instead of `BenchSpec.run` (a server that speaks no DTLS). */
+  readonly run?: (server: ServerProcess, creds: PooledCredentials) => Promise<R>;
+  /** False: not preflighted (it speaks no DTLS). */
+  readonly preflight?: boolean;
+}
+
+/**
+ * `--servers <list>`: the extra servers wanted (comma-separated names out of `allowed`, or
+ * "none"; all of them when the flag is absent).
+ */
+export function serversFlag(flags: StringFlags, allowed: readonly string[]): Set<string> {
+  const wanted = new Set(
+    stringFlag(flags, 'servers', allowed.join(','))
+      .split(',')
+      .filter((x) => x !== '' && x !== 'none'),
+  );
+  for (const w of wanted) {
+    if (!allowed.includes(w)) throw new Error(`--servers: unknown ${w}`);
+  }
+  return wanted;
+}
+
+/** The identical-process control: a second coap-edge started exactly as `coapEdge`. */
+export function controlServer<R>(): ExtraServer<R> {
+  return {
+    name: 'coapEdgeControl',
+    description: 'identical-process control: a second coap-edge started exactly as coapEdge',
+    start: (devicesFile, creds) => startCoapEdge({ devicesFile, name: 'coapEdgeControl' }, creds),
+  };
 }
 
 /** The flags both server benchmarks take (see their usage text). */
@@ -76,8 +124,13 @@ export function serverFlags(flags: StringFlags): Pick<
   };
 }
 
-const SERVERS: readonly ServerName[] = ['coapEdge', 'libcoap'];
 const PAUSE_MS = 500;
+
+/** Round r's order: the list rotated by r, so each server takes each place in turn. */
+function rotated<T>(list: readonly T[], r: number): T[] {
+  const k = r % list.length;
+  return [...list.slice(k), ...list.slice(0, k)];
+}
 
 export async function runBench<R>(spec: BenchSpec<R>): Promise<void> {
   installCleanup();
@@ -98,12 +151,21 @@ export async function runBench<R>(spec: BenchSpec<R>): Promise<void> {
   const preflights = new Map<ServerName, Preflight>();
   let profile: ProfileSummary | undefined;
   const rounds: Record<string, unknown>[] = [];
+  const extras = spec.extraServers ?? [];
+  const SERVERS: readonly ServerName[] = ['coapEdge', 'libcoap', ...extras.map((e) => e.name)];
   const results = new Map<ServerName, R[]>(SERVERS.map((s) => [s, []]));
   const compared = Object.entries(spec.metrics).filter(([, m]) => m.compare !== false);
+  let prepared: unknown;
   try {
+    if (spec.prepare !== undefined) {
+      prepared = await spec.prepare(devicesFile, creds);
+      log(`prepared: ${JSON.stringify(prepared)}`);
+    }
     servers.set('coapEdge', await startCoapEdge({ devicesFile, cpuProfDir: profDir }, creds));
     servers.set('libcoap', await startLibcoap(creds.psk, creds));
+    for (const e of extras) servers.set(e.name, await e.start(devicesFile, creds));
     for (const [name, s] of servers) {
+      if (extras.find((e) => e.name === name)?.preflight === false) continue;
       const p = await preflight(s.target, creds, spec.suite);
       preflights.set(name, p);
       log(
@@ -123,13 +185,21 @@ export async function runBench<R>(spec: BenchSpec<R>): Promise<void> {
       log(`libcoap refuses this suite (${libPre?.error ?? '?'}): measuring coap-edge alone`);
     }
 
+    for (const e of extras) {
+      const p = preflights.get(e.name);
+      if (p !== undefined && p.ok !== true) {
+        throw new Error(`${e.name} preflight failed: ${JSON.stringify(p)}`);
+      }
+    }
+    const active = SERVERS.filter((n) => n !== 'libcoap' || compareLibcoap);
+    const runs = new Map(extras.map((e) => [e.name, e.run]));
     for (let r = 0; r < spec.rounds; r++) {
-      const order = roundOrder(r).filter((n) => n === 'coapEdge' || compareLibcoap);
+      const order = rotated(active, r);
       const row: Record<string, unknown> = { round: r + 1, order };
       for (const name of order) {
         const s = servers.get(name)!;
         if (!s.alive()) throw new Error(`${name} exited:\n${s.outputTail()}`);
-        const res = await spec.run(s, creds);
+        const res = await (runs.get(name) ?? spec.run)(s, creds);
         results.get(name)!.push(res);
         row[name] = res;
         log(`round ${r + 1}/${spec.rounds} ${name.padEnd(8)} ${spec.describe(res)}`);
@@ -142,6 +212,16 @@ export async function runBench<R>(spec: BenchSpec<R>): Promise<void> {
           compared.map(([k, m]) => [k, round(ratio(m.get(a), m.get(b)), 3)]),
         );
       }
+      const pairs: Record<string, Record<string, number | null>> = {};
+      for (const [label, [num, den]] of Object.entries(spec.pairRatios ?? {})) {
+        const a = results.get(num)?.[r];
+        const b = results.get(den)?.[r];
+        if (a === undefined || b === undefined) continue;
+        pairs[label] = Object.fromEntries(
+          compared.map(([k, m]) => [k, round(ratio(m.get(a), m.get(b)), 3)]),
+        );
+      }
+      if (Object.keys(pairs).length > 0) row.pairRatios = pairs;
       rounds.push(row);
     }
   } finally {
@@ -179,6 +259,20 @@ export async function runBench<R>(spec: BenchSpec<R>): Promise<void> {
         )
       : null;
 
+  const pairRatios: Record<string, Record<string, number | null>> = {};
+  for (const label of Object.keys(spec.pairRatios ?? {})) {
+    const per = rounds
+      .map(
+        (row) =>
+          (row.pairRatios as Record<string, Record<string, number | null>> | undefined)?.[label],
+      )
+      .filter((x): x is Record<string, number | null> => x !== undefined);
+    if (per.length === 0) continue;
+    pairRatios[label] = Object.fromEntries(
+      compared.map(([k]) => [k, round(median(per.map((x) => x[k] ?? null)), 3)]),
+    );
+  }
+
   const result = {
     bench: spec.name,
     description: spec.description,
@@ -201,13 +295,30 @@ export async function runBench<R>(spec: BenchSpec<R>): Promise<void> {
       ratioDefinition:
         'median over rounds of (coapEdge / libcoap) measured in the same round; ' +
         '> 1 means coap-edge has the larger value (better for throughput, worse for CPU and latency)',
+      ...(spec.pairRatios !== undefined
+        ? {
+            pairRatios,
+            pairRatiosDefinition: Object.fromEntries(
+              Object.entries(spec.pairRatios).map(([label, [a, b]]) => [
+                label,
+                `median over rounds of (${a} / ${b}) measured in the same round`,
+              ]),
+            ),
+          }
+        : {}),
     },
     servers: Object.fromEntries(
       [...servers].map(([name, s]) => [
         name,
-        { command: s.command, pid: s.pid, preflight: preflights.get(name) },
+        {
+          command: s.command,
+          pid: s.pid,
+          preflight: preflights.get(name),
+          description: extras.find((e) => e.name === name)?.description,
+        },
       ]),
     ),
+    ...(prepared !== undefined ? { prepared } : {}),
     rounds,
     ...(profile !== undefined ? { coapEdgeProfile: profile } : {}),
     notes: [

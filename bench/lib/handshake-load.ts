@@ -4,15 +4,11 @@
  * server's CPU and the count of completed handshakes are snapshot at the start and end of
  * a measured window, so handshakes in flight at the edges balance out (steady state).
  */
+import { createSocket } from 'node:dgram';
 import type { DtlsClient } from '../../src/dtls/client.js';
-import {
-  connect,
-  failureName,
-  nthCredentials,
-  type Credentials,
-  type PooledCredentials,
-} from './client.js';
-import { openWindow, windowReport } from './harness.js';
+import { connect, failureName, nthCredentials, type PooledCredentials } from './client.js';
+import type { Step } from './handshake-floor.js';
+import { openWindow, windowReport, type Window } from './harness.js';
 import type { ServerProcess } from './servers.js';
 import { Samples, increment, round, sleep } from './stats.js';
 
@@ -42,57 +38,97 @@ export interface HandshakeResult {
   readonly serverRssKiB: number | null;
 }
 
+interface Tally {
+  measuring: boolean;
+  handshakes: number;
+  retransmissions: number;
+  withoutHelloVerify: number;
+  failures: number;
+  readonly failureKinds: Record<string, number>;
+  readonly latency: Samples;
+}
+
+function newTally(): Tally {
+  return {
+    measuring: false,
+    handshakes: 0,
+    retransmissions: 0,
+    withoutHelloVerify: 0,
+    failures: 0,
+    failureKinds: {},
+    latency: new Samples(),
+  };
+}
+
 export async function runHandshakes(
   server: ServerProcess,
   load: HandshakeLoad,
 ): Promise<HandshakeResult> {
-  let measuring = false;
-  let stopping = false;
-  let handshakes = 0;
-  let retransmissions = 0;
-  let withoutHelloVerify = 0;
-  let failures = 0;
-  const failureKinds: Record<string, number> = {};
-  const latency = new Samples();
+  const t = newTally();
+  return tallied(server, load, t, async (i) => {
+    const t0 = performance.now();
+    let client: DtlsClient;
+    try {
+      client = await connect(server.target, nthCredentials(load.creds, i), {
+        suite: load.suite,
+        handshakeTimeoutMs: load.handshakeTimeoutMs,
+      });
+    } catch (err) {
+      return failureName(err);
+    }
+    const ms = performance.now() - t0;
+    if (t.measuring) {
+      t.retransmissions += client.trace.retransmissions;
+      if (!client.trace.helloVerify) t.withoutHelloVerify++;
+    }
+    await client.close();
+    return ms;
+  });
+}
 
-  const connector = async (creds: Credentials): Promise<void> => {
+/**
+ * `load.concurrency` connectors (connector i) each run `once` in a loop: it answers the
+ * handshake's latency in ms, or the name of its failure. Failures are counted over the whole
+ * phase (warm-up and drain included), handshakes and latencies over the window.
+ */
+async function tallied(
+  server: ServerProcess,
+  load: HandshakeLoad,
+  t: Tally,
+  once: (connector: number) => Promise<number | string>,
+): Promise<HandshakeResult> {
+  let stopping = false;
+  const connector = async (i: number): Promise<void> => {
     while (!stopping) {
-      const t0 = performance.now();
-      let client: DtlsClient;
-      try {
-        client = await connect(server.target, creds, {
-          suite: load.suite,
-          handshakeTimeoutMs: load.handshakeTimeoutMs,
-        });
-      } catch (err) {
-        // Failures are counted over the whole phase (warm-up and drain included).
-        failures++;
-        increment(failureKinds, failureName(err));
-        continue;
+      const r = await once(i);
+      if (typeof r === 'string') {
+        t.failures++;
+        increment(t.failureKinds, r);
+      } else if (t.measuring) {
+        t.handshakes++;
+        t.latency.push(r);
       }
-      if (measuring) {
-        handshakes++;
-        latency.push(performance.now() - t0);
-        retransmissions += client.trace.retransmissions;
-        if (!client.trace.helloVerify) withoutHelloVerify++;
-      }
-      await client.close();
     }
   };
-
-  const connectors = Array.from({ length: load.concurrency }, (_, i) =>
-    connector(nthCredentials(load.creds, i)),
-  );
+  const connectors = Array.from({ length: load.concurrency }, (_, i) => connector(i));
   await sleep(load.warmupMs);
   const close = openWindow(server);
-  measuring = true;
+  t.measuring = true;
   await sleep(load.durationMs);
-  measuring = false;
+  t.measuring = false;
   const w = close();
   const serverRssKiB = server.rssKiB() ?? null;
   stopping = true;
   await Promise.all(connectors);
+  return result(w, t.handshakes, serverRssKiB, t);
+}
 
+function result(
+  w: Window,
+  handshakes: number,
+  serverRssKiB: number | null,
+  t: Omit<Tally, 'measuring' | 'handshakes'>,
+): HandshakeResult {
   const per = (us: number | null): number | null =>
     us !== null && handshakes > 0 ? round(us / handshakes, 1) : null;
   return {
@@ -102,12 +138,110 @@ export async function runHandshakes(
     serverSystemCpuUsPerHandshake: per(w.serverSystemCpuUs),
     loadGenCpuUsPerHandshake: per(w.loadGenCpuUtilisation * w.wallMs * 1000),
     handshakes,
-    failures,
-    failureKinds,
-    retransmissions,
-    withoutHelloVerify,
-    latency: latency.summary(),
+    failures: t.failures,
+    failureKinds: t.failureKinds,
+    retransmissions: t.retransmissions,
+    withoutHelloVerify: t.withoutHelloVerify,
+    latency: t.latency.summary(),
     window: windowReport(w),
     serverRssKiB,
   };
+}
+
+/**
+ * The UDP part of the handshake floor: N connectors replay the census's steps against
+ * bench/lib/handshake-floor.ts, each handshake from a new connected UDP socket (as the
+ * DtlsClient does): the step's datagrams `[step, index, …]` of the recorded sizes, then wait
+ * for the step's answers. A handshake not done in `handshakeTimeoutMs` is a failure.
+ */
+export async function runPingPong(
+  server: ServerProcess,
+  load: HandshakeLoad,
+  steps: readonly Step[],
+): Promise<HandshakeResult> {
+  const requests = steps.map((s) =>
+    s.in.map((bytes, i) => {
+      const b = Buffer.alloc(Math.max(2, bytes), 0x16);
+      b[0] = steps.indexOf(s);
+      b[1] = i;
+      return b;
+    }),
+  );
+  const once = (): Promise<boolean> =>
+    new Promise((resolve) => {
+      const socket = createSocket('udp4');
+      let step = 0;
+      let answers = 0;
+      const finish = (ok: boolean): void => {
+        clearTimeout(timer);
+        socket.close();
+        resolve(ok);
+      };
+      const timer = setTimeout(() => finish(false), load.handshakeTimeoutMs);
+      const sendStep = (): void => {
+        for (const r of requests[step] ?? []) socket.send(r);
+        if ((steps[step]?.out.length ?? 0) === 0) next();
+      };
+      const next = (): void => {
+        step++;
+        answers = 0;
+        if (step >= steps.length) finish(true);
+        else sendStep();
+      };
+      socket.on('message', () => {
+        if (++answers === steps[step]?.out.length) next();
+      });
+      socket.connect(server.target.port, server.target.host, sendStep);
+    });
+  return tallied(server, load, newTally(), async () => {
+    const t0 = performance.now();
+    const ok = await once();
+    return ok ? performance.now() - t0 : 'timeout';
+  });
+}
+
+/**
+ * The crypto part of the handshake floor alone: the floor process runs the crypto of all
+ * steps in a loop (its `[0xfe, n]` command) in batches of `batch` handshakes until the window
+ * closes; no UDP per step.
+ */
+export async function runCryptoOnly(
+  server: ServerProcess,
+  load: HandshakeLoad,
+  batch = 200,
+): Promise<HandshakeResult> {
+  const socket = createSocket('udp4');
+  await new Promise<void>((resolve) =>
+    socket.connect(server.target.port, server.target.host, resolve),
+  );
+  const command = Buffer.alloc(5);
+  command[0] = 0xfe;
+  command.writeUInt32BE(batch, 1);
+  const run = (): Promise<void> =>
+    new Promise((resolve) => {
+      socket.once('message', () => resolve());
+      socket.send(command);
+    });
+  let handshakes = 0;
+  let measuring = false;
+  let stopping = false;
+  const loop = (async () => {
+    while (!stopping) {
+      await run();
+      if (measuring) handshakes += batch;
+    }
+  })();
+  try {
+    await sleep(load.warmupMs);
+    const close = openWindow(server);
+    measuring = true;
+    await sleep(load.durationMs);
+    measuring = false;
+    const w = close();
+    stopping = true;
+    await loop;
+    return result(w, handshakes, server.rssKiB() ?? null, newTally());
+  } finally {
+    socket.close();
+  }
 }

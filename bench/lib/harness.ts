@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, relative } from 'node:path';
 import { CLK_TCK, cpuModel, readMachine } from './proc.js';
-import { REPO_ROOT, libcoapVersion, type ServerName, type ServerProcess } from './servers.js';
+import { REPO_ROOT, libcoapVersion, type ServerProcess } from './servers.js';
 import { round } from './stats.js';
 
 export interface Window {
@@ -73,11 +73,6 @@ export function windowReport(w: Window): Record<string, number | null> {
     machineBusy: round(w.machineBusy, 3),
     machineSteal: round(w.machineSteal, 3),
   };
-}
-
-/** Round r runs coap-edge first when r is even, libcoap first when odd. */
-export function roundOrder(r: number): ServerName[] {
-  return r % 2 === 0 ? ['coapEdge', 'libcoap'] : ['libcoap', 'coapEdge'];
 }
 
 export function environment(): Record<string, unknown> {

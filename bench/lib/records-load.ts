@@ -4,6 +4,7 @@
  * time). Each request is one application-data record each way. After a warm-up the
  * counters and the server's CPU are snapshot over a measured window.
  */
+import { createSocket, type Socket } from 'node:dgram';
 import { decode } from '../../src/coap/codec.js';
 import type { DtlsClient } from '../../src/dtls/client.js';
 import { formatCode } from '../../src/coap/constants.js';
@@ -67,17 +68,52 @@ interface Counters {
 
 let tokenSeq = Math.floor(Math.random() * 0x1_0000_0000);
 
-/** One association in the closed loop. */
-class Looper {
-  private mid = Math.floor(Math.random() * 0x10000);
-  private readonly token = Buffer.alloc(4);
+/** One sender of a closed loop (one request outstanding), what {@link measure} drives. */
+abstract class Sender {
   private sentAt = 0;
   outstanding = false;
 
+  constructor(protected readonly c: Counters) {}
+
+  abstract send(): void;
+  abstract close(): Promise<void>;
+
+  /** Call when a request went out. */
+  protected sent(): void {
+    this.outstanding = true;
+    this.sentAt = performance.now();
+  }
+
+  /** Replaces a request older than the timeout; returns true when it did. */
+  expire(now: number, timeoutMs: number): boolean {
+    if (!this.outstanding || now - this.sentAt < timeoutMs) return false;
+    this.outstanding = false;
+    if (this.c.running) this.send();
+    return true;
+  }
+
+  /** The outstanding request was answered (`unexpected`: what was wrong with the answer). */
+  protected answered(unexpected: string | undefined): void {
+    this.outstanding = false;
+    if (this.c.measuring) {
+      this.c.requests++;
+      this.c.latency.push(performance.now() - this.sentAt);
+    }
+    if (unexpected !== undefined) increment(this.c.unexpected, unexpected);
+    if (this.c.running) this.send();
+  }
+}
+
+/** One association in the closed loop. */
+class Looper extends Sender {
+  private mid = Math.floor(Math.random() * 0x10000);
+  private readonly token = Buffer.alloc(4);
+
   constructor(
     private readonly client: DtlsClient,
-    private readonly c: Counters,
+    c: Counters,
   ) {
+    super(c);
     client.on('message', (m) => this.onMessage(m));
     client.on('close', () => {
       if (this.c.running) this.c.lost++;
@@ -90,17 +126,8 @@ class Looper {
     this.mid = (this.mid + 1) & 0xffff;
     tokenSeq = (tokenSeq + 1) >>> 0;
     this.token.writeUInt32BE(tokenSeq, 0);
-    this.outstanding = true;
-    this.sentAt = performance.now();
+    this.sent();
     this.client.send(nothingRequest(this.mid, this.token));
-  }
-
-  /** Replaces a request older than the timeout; returns true when it did. */
-  expire(now: number, timeoutMs: number): boolean {
-    if (!this.outstanding || now - this.sentAt < timeoutMs) return false;
-    this.outstanding = false;
-    if (this.c.running) this.send();
-    return true;
   }
 
   private onMessage(raw: Buffer): void {
@@ -115,15 +142,11 @@ class Looper {
       this.c.unmatched++;
       return;
     }
-    this.outstanding = false;
-    if (this.c.measuring) {
-      this.c.requests++;
-      this.c.latency.push(performance.now() - this.sentAt);
-    }
-    if (m.type !== EXPECTED_TYPE || m.code !== EXPECTED_CODE) {
-      increment(this.c.unexpected, `${TYPE_NAMES[m.type] ?? '?'} ${formatCode(m.code)}`);
-    }
-    if (this.c.running) this.send();
+    this.answered(
+      m.type !== EXPECTED_TYPE || m.code !== EXPECTED_CODE
+        ? `${TYPE_NAMES[m.type] ?? '?'} ${formatCode(m.code)}`
+        : undefined,
+    );
   }
 
   close(): Promise<void> {
@@ -159,11 +182,8 @@ async function establish(
   return clients;
 }
 
-export async function runRecords(server: ServerProcess, load: RecordsLoad): Promise<RecordsResult> {
-  const setupFailures: Record<string, number> = {};
-  const clients = await establish(server, load, setupFailures);
-  if (clients.length === 0) throw new Error(`${server.name}: no association could be established`);
-  const c: Counters = {
+function newCounters(): Counters {
+  return {
     measuring: false,
     running: true,
     requests: 0,
@@ -173,7 +193,80 @@ export async function runRecords(server: ServerProcess, load: RecordsLoad): Prom
     unexpected: {},
     latency: new Samples(),
   };
+}
+
+export async function runRecords(server: ServerProcess, load: RecordsLoad): Promise<RecordsResult> {
+  const setupFailures: Record<string, number> = {};
+  const clients = await establish(server, load, setupFailures);
+  if (clients.length === 0) throw new Error(`${server.name}: no association could be established`);
+  const c = newCounters();
   const loopers = clients.map((client) => new Looper(client, c));
+  return measure(server, load, c, loopers, setupFailures);
+}
+
+/**
+ * The pure Node UDP cost of the same exchange: K connected UDP sockets, one datagram
+ * outstanding each, sending datagrams of the size of this bench's request record to the
+ * records floor's `--echo` server, which answers each with one datagram of the size of the
+ * sealed 4.04 (`echoAnswerBytes`). No DTLS, no CoAP: a reply of the expected size counts.
+ */
+export async function runUdpEcho(server: ServerProcess, load: RecordsLoad): Promise<RecordsResult> {
+  const c = newCounters();
+  const echoers: Echoer[] = [];
+  for (let i = 0; i < load.clients; i++) echoers.push(await Echoer.open(server, c));
+  return measure(server, load, c, echoers, {});
+}
+
+/** CON GET /nothing with a 4-byte token in a CCM_8 record: header, explicit nonce, tag. */
+export const echoRequestBytes = nothingRequest(0, Buffer.alloc(4)).length + 13 + 8 + 8;
+/** ACK 4.04 with a 4-byte token and no payload in a CCM_8 record (coap-edge's answer). */
+export const echoAnswerBytes = 4 + 4 + 13 + 8 + 8;
+
+/** One connected UDP socket in the echo's closed loop. */
+class Echoer extends Sender {
+  private readonly request = Buffer.alloc(echoRequestBytes, 0x17);
+
+  private constructor(
+    private readonly socket: Socket,
+    c: Counters,
+  ) {
+    super(c);
+    socket.on('message', (m) => this.onMessage(m));
+  }
+
+  static async open(server: ServerProcess, c: Counters): Promise<Echoer> {
+    const socket = createSocket('udp4');
+    await new Promise<void>((resolve) =>
+      socket.connect(server.target.port, server.target.host, resolve),
+    );
+    return new Echoer(socket, c);
+  }
+
+  send(): void {
+    this.sent();
+    this.socket.send(this.request);
+  }
+
+  private onMessage(m: Buffer): void {
+    if (!this.outstanding) {
+      this.c.unmatched++;
+      return;
+    }
+    this.answered(m.length !== echoAnswerBytes ? `length ${m.length}` : undefined);
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => this.socket.close(resolve));
+  }
+}
+
+async function measure(
+  server: ServerProcess,
+  load: RecordsLoad,
+  c: Counters,
+  loopers: readonly Sender[],
+  setupFailures: Record<string, number>,
+): Promise<RecordsResult> {
   const sweeper = setInterval(() => {
     const now = performance.now();
     for (const l of loopers) if (l.expire(now, load.requestTimeoutMs)) c.timeouts++;
@@ -204,7 +297,7 @@ export async function runRecords(server: ServerProcess, load: RecordsLoad): Prom
       loadGenCpuUsPerRequest: per(w.loadGenCpuUtilisation * w.wallMs * 1000),
       requests: c.requests,
       latency: c.latency.summary(),
-      associations: clients.length,
+      associations: loopers.length,
       setupFailures,
       unexpectedResponses: c.unexpected,
       timeouts: c.timeouts,

@@ -12,7 +12,8 @@ import { pskShellLiteral, pskUsableOnCommandLine } from '../../src/enos/index.js
 import { waitReady, type Credentials, type Target } from './client.js';
 import { isAlive, readCpu, readRssKiB, type CpuSample } from './proc.js';
 
-export type ServerName = 'coapEdge' | 'libcoap' | 'floor';
+export type ServerName =
+  'coapEdge' | 'coapEdgeControl' | 'libcoap' | 'floor' | 'udpEcho' | 'floorUdp' | 'floorCrypto';
 
 export interface ServerProcess {
   readonly name: ServerName;
@@ -168,6 +169,8 @@ export interface CoapEdgeOptions {
   readonly extraArgs?: readonly string[];
   /** Node flags before the script (e.g. `--trace-gc`). */
   readonly nodeFlags?: readonly string[];
+  /** Its name in results (default `coapEdge`; `coapEdgeControl` for an identical second one). */
+  readonly name?: ServerName;
 }
 
 /** `node dist/src/cli.js serve --bind 127.0.0.1 --dtls-port <p> --devices <file> --log-level warn`. */
@@ -197,7 +200,7 @@ export async function startCoapEdge(
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const tail = track(child);
   const command = ['node', ...args].join(' ');
-  return ready(handle('coapEdge', child, { host: HOST, port }, command, tail), creds);
+  return ready(handle(o.name ?? 'coapEdge', child, { host: HOST, port }, command, tail), creds);
 }
 
 /**
@@ -225,6 +228,83 @@ export async function startFloor(
   const tail = track(child);
   const command = ['node', ...args].join(' ');
   return ready(handle('floor', child, { host: HOST, port }, command, tail), creds);
+}
+
+/**
+ * The records floor reference (bench/lib/records-floor.ts): `node dist/bench/lib/records-floor.js
+ * --port <p> --devices <file>`, or with `echoBytes` its plain UDP echo (`--echo <bytes>`, no DTLS:
+ * ready when it answers a datagram).
+ */
+export async function startRecordsFloor(
+  o: { devicesFile: string; echoBytes?: number },
+  creds: Credentials,
+): Promise<ServerProcess> {
+  const port = await freePortPair();
+  const script = fileURLToPath(new URL('./records-floor.js', import.meta.url));
+  const mode =
+    o.echoBytes !== undefined ? ['--echo', String(o.echoBytes)] : ['--devices', o.devicesFile];
+  const args = [script, '--port', String(port), ...mode];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const tail = track(child);
+  const command = ['node', ...args].join(' ');
+  const name = o.echoBytes !== undefined ? 'udpEcho' : 'floor';
+  const s = handle(name, child, { host: HOST, port }, command, tail);
+  return o.echoBytes === undefined ? ready(s, creds) : probed(s);
+}
+
+/**
+ * The handshake floor (bench/lib/handshake-floor.ts): `node dist/bench/lib/handshake-floor.js
+ * --port <p> --script <file> [--crypto]`, ready when it answers the probe datagram.
+ */
+export async function startHandshakeFloor(o: {
+  name: ServerName;
+  scriptFile: string;
+  crypto: boolean;
+}): Promise<ServerProcess> {
+  const port = await freePortPair();
+  const script = fileURLToPath(new URL('./handshake-floor.js', import.meta.url));
+  const args = [
+    script,
+    '--port',
+    String(port),
+    '--script',
+    o.scriptFile,
+    ...(o.crypto ? ['--crypto'] : []),
+  ];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const tail = track(child);
+  const command = ['node', ...args].join(' ');
+  return probed(handle(o.name, child, { host: HOST, port }, command, tail));
+}
+
+/** `s` once it answers a probe datagram `[0xff]`; stopped and thrown when it does not. */
+async function probed(s: ServerProcess): Promise<ServerProcess> {
+  try {
+    await waitProbe(s);
+  } catch (err) {
+    await s.stop(1000);
+    throw new Error(`${s.name} did not start: ${String(err)}\n${s.outputTail()}`);
+  }
+  return s;
+}
+
+/** Resolves when a datagram `[0xff]` sent to the server is answered (tries for up to 15 s). */
+async function waitProbe(s: ServerProcess): Promise<void> {
+  const sock = createSocket('udp4');
+  try {
+    const answered = new Promise<void>((resolve) => sock.once('message', () => resolve()));
+    const deadline = performance.now() + 15_000;
+    let done = false;
+    void answered.then(() => (done = true));
+    while (!done) {
+      if (!s.alive()) throw new Error('exited during start-up');
+      if (performance.now() > deadline) throw new Error('no answer after 15 s');
+      sock.send(Buffer.from([0xff]), s.target.port, s.target.host);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    sock.close();
+  }
 }
 
 /**

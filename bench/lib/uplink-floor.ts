@@ -4,13 +4,11 @@
  * The bench starts it as the `floorReply` / `floorPublish` phases.
  *
  * Handshakes are not measured, so they are left to coap-edge's own `DtlsServer` (src/dtls),
- * run with association sharing on an in-process `MemoryAssociationStore`: when a handshake
- * completes, the server hands the store the sealed snapshot of the association (suite, epoch,
- * both directions' keys, address) and the first write sequence number it does not hold
- * (`txNext`; it sealed its Finished below it). The floor opens that snapshot with the key it
- * gave the server (`openSnapshot`) and from then on handles the peer's records itself — read
- * only, nothing in src/ changed. Everything else (ClientHello, handshake records, records of
- * peers it does not know) still goes to the DtlsServer.
+ * set up by bench/lib/floor-takeover.ts: association sharing on an in-process store hands the
+ * floor each completed association's keys and first write sequence number, and from then on
+ * the floor handles that peer's records itself — read only, nothing in src/ changed.
+ * Everything else (ClientHello, handshake records, records of peers it does not know) still
+ * goes to the DtlsServer.
  *
  * The measured path, per datagram, is this file's own straight code:
  *   DTLS record header, every length checked → AES-128-CCM-8 open with node:crypto (nonce =
@@ -40,18 +38,21 @@
  * Usage: node dist/bench/lib/uplink-floor.js --port <udp> --devices <file> --mqtt-url <url>
  *   --product-key <pk> [--reply-timeout 10000]   (listens on 127.0.0.1)
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { createSocket, type RemoteInfo } from 'node:dgram';
-import { readFileSync } from 'node:fs';
+import { createCipheriv, createDecipheriv } from 'node:crypto';
+import { createSocket } from 'node:dgram';
 import { connect, type MqttClient } from 'mqtt';
-import { loadConfig } from '../../src/config/load.js';
-import { CipherSuite } from '../../src/dtls/constants.js';
-import { derivePsk } from '../../src/enos/index.js';
 import { ReplayWindow } from '../../src/dtls/replay-window.js';
-import { DtlsServer } from '../../src/dtls/server.js';
-import { MemoryAssociationStore } from '../../src/dtls/shared.js';
-import { ASSOCIATION_KEY_LENGTH, openSnapshot } from '../../src/dtls/snapshot.js';
-import { dtlsServerSettings } from '../../src/gateway/component-settings.js';
+import {
+  EXPLICIT_NONCE,
+  RECORD_HEADER,
+  TAG,
+  checkRecord,
+  floorDatagrams,
+  newRecord,
+  peerKey,
+  takeOverServer,
+  type FloorPeer,
+} from './floor-takeover.js';
 
 function arg(name: string, fallback?: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -69,13 +70,6 @@ const mqttUrl = arg('mqtt-url');
 const productKey = arg('product-key');
 const replyTimeoutMs = Number(arg('reply-timeout', '10000'));
 
-const RECORD_HEADER = 13;
-const EXPLICIT_NONCE = 8;
-const TAG = 8;
-const TYPE_ALERT = 21;
-const TYPE_APPLICATION_DATA = 23;
-const DTLS_1_2 = 0xfefd;
-const CLOSE_NOTIFY = 0;
 /** CoAP: ACK, 2.04 Changed, 4.00, 4.03, 4.04, 5.02, 5.04, Uri-Path, Content-Format JSON. */
 const COAP_ACK = 2;
 const CHANGED = 0x44;
@@ -90,19 +84,9 @@ const CONTENT_FORMAT = 12;
 const JSON_FORMAT = 50;
 
 /** One association the floor took over from the DtlsServer. */
-interface Peer {
-  readonly address: string;
-  readonly port: number;
-  readonly epoch: number;
+interface Peer extends FloorPeer {
   readonly readKey: Buffer;
   readonly writeKey: Buffer;
-  /** salt(4) ‖ explicit nonce(8): the CCM nonce, rewritten per record (node copies it). */
-  readonly readNonce: Buffer;
-  readonly writeNonce: Buffer;
-  /** The 13-byte AAD, rewritten per record. */
-  readonly aad: Buffer;
-  readonly window: ReplayWindow;
-  writeSeq: number;
   /** `sys/{pk}/{dk}/` of the identity: the only topics this device may post to. */
   readonly topicPrefix: string;
 }
@@ -119,64 +103,27 @@ interface Pending {
 
 // --- handshakes: coap-edge's DtlsServer, keys read from the snapshot it stores ---------------
 
-const psks = new Map<string, Buffer>();
-const devicesJson = JSON.parse(readFileSync(arg('devices'), 'utf8')) as {
-  devices: { productKey: string; deviceKey: string; deviceSecret: string }[];
-};
-for (const d of devicesJson.devices) {
-  psks.set(`${d.productKey},${d.deviceKey}`, derivePsk(d.deviceSecret));
-}
-
 const peers = new Map<string, Peer>();
-const associationKey = randomBytes(ASSOCIATION_KEY_LENGTH);
-
-class TakeOverStore extends MemoryAssociationStore {
-  override create(...args: Parameters<MemoryAssociationStore['create']>): Promise<void> {
-    const [handle, , blob, txNext] = args;
-    const s = openSnapshot(blob, associationKey, handle);
-    if (s !== undefined && s.suite === CipherSuite.TLS_PSK_WITH_AES_128_CCM_8) {
-      const [pk, dk] = s.identity.split(',');
-      const salt = (k: Buffer): Buffer => Buffer.concat([k, Buffer.alloc(EXPLICIT_NONCE)]);
-      peers.set(`${s.address}|${s.port}`, {
-        address: s.address,
-        port: s.port,
-        epoch: s.epoch,
-        readKey: s.client.encKey,
-        writeKey: s.server.encKey,
-        readNonce: salt(s.client.salt),
-        writeNonce: salt(s.server.salt),
-        aad: Buffer.alloc(13),
-        window: new ReplayWindow(),
-        writeSeq: txNext,
-        topicPrefix: `sys/${pk}/${dk}/`,
-      });
-    }
-    return super.create(...args);
-  }
-}
-
 const socket = createSocket('udp4');
-const dtls = new DtlsServer<string>({
-  ...dtlsServerSettings(loadConfig()),
-  cipherSuites: [CipherSuite.TLS_PSK_WITH_AES_128_CCM_8],
-  cidLength: 0,
+const dtls = takeOverServer({
+  devicesFile: arg('devices'),
   send: (data, p, address) => socket.send(data, p, address),
-  shared: {
-    store: new TakeOverStore(),
-    key: associationKey,
-    principal: { encode: (p) => p, decode: (v) => (typeof v === 'string' ? v : undefined) },
-  },
-  handler: {
-    resolvePsk: (identity) => {
-      const id = identity.toString('utf8');
-      const parts = id.split(',');
-      const psk = psks.get(`${parts[0]},${parts[1]}`);
-      return psk !== undefined
-        ? { ok: true, psk, principal: id }
-        : { ok: false, alert: 'unknown_psk_identity', reason: 'unknown-device' };
-    },
-    // application data of the floor's peers never reaches the DtlsServer
-    onData: () => undefined,
+  onPeer: (s, txNext) => {
+    const [pk, dk] = s.identity.split(',');
+    const salt = (k: Buffer): Buffer => Buffer.concat([k, Buffer.alloc(EXPLICIT_NONCE)]);
+    peers.set(peerKey(s.address, s.port), {
+      address: s.address,
+      port: s.port,
+      epoch: s.epoch,
+      readKey: s.client.encKey,
+      writeKey: s.server.encKey,
+      readNonce: salt(s.client.salt),
+      writeNonce: salt(s.server.salt),
+      aad: Buffer.alloc(13),
+      window: new ReplayWindow(),
+      writeSeq: txNext,
+      topicPrefix: `sys/${pk}/${dk}/`,
+    });
   },
 });
 
@@ -238,51 +185,18 @@ setInterval(() => {
 
 // --- the record path -------------------------------------------------------------------------
 
-socket.on('message', (msg: Buffer, rinfo: RemoteInfo) => {
-  const type = msg[0];
-  const peer =
-    type === TYPE_APPLICATION_DATA || type === TYPE_ALERT
-      ? peers.get(`${rinfo.address}|${rinfo.port}`)
-      : undefined;
-  if (peer === undefined) {
-    dtls.handleDatagram(msg, rinfo.address, rinfo.port);
-    return;
-  }
-  let offset = 0;
-  while (msg.length - offset >= RECORD_HEADER) {
-    const length = msg.readUInt16BE(offset + 11);
-    const end = offset + RECORD_HEADER + length;
-    if (end > msg.length) return;
-    const plain = open(peer, msg, offset, length);
-    const recordType = msg[offset];
-    offset = end;
-    if (plain === undefined) continue;
-    if (recordType === TYPE_APPLICATION_DATA) onCoap(peer, plain);
-    else if (recordType === TYPE_ALERT && plain.length === 2 && plain[1] === CLOSE_NOTIFY) {
-      peers.delete(`${peer.address}|${peer.port}`);
-      return;
-    }
-  }
-});
+socket.on('message', floorDatagrams(dtls, peers, open, onCoap));
 
 /** The plaintext of the record at `offset`, or undefined (dropped silently, RFC 6347). */
 function open(peer: Peer, msg: Buffer, offset: number, length: number): Buffer | undefined {
-  if (msg.readUInt16BE(offset + 1) !== DTLS_1_2) return undefined;
-  if (msg.readUInt16BE(offset + 3) !== peer.epoch) return undefined;
-  if (length < EXPLICIT_NONCE + TAG) return undefined;
-  const seq = msg.readUIntBE(offset + 5, 6);
-  if (!peer.window.check(seq)) return undefined;
+  const seq = checkRecord(peer, msg, offset, length);
+  if (seq < 0) return undefined;
   const body = offset + RECORD_HEADER;
   const plainLength = length - EXPLICIT_NONCE - TAG;
   msg.copy(peer.readNonce, 4, body, body + EXPLICIT_NONCE);
-  const aad = peer.aad;
-  msg.copy(aad, 0, offset + 3, offset + 11); // epoch ‖ seq
-  aad[8] = msg[offset] ?? 0;
-  aad.writeUInt16BE(DTLS_1_2, 9);
-  aad.writeUInt16BE(plainLength, 11);
   const d = createDecipheriv('aes-128-ccm', peer.readKey, peer.readNonce, { authTagLength: TAG });
   d.setAuthTag(msg.subarray(body + length - TAG, body + length));
-  d.setAAD(aad, { plaintextLength: plainLength });
+  d.setAAD(peer.aad, { plaintextLength: plainLength });
   const plain = d.update(msg.subarray(body + EXPLICIT_NONCE, body + length - TAG));
   try {
     d.final();
@@ -395,23 +309,9 @@ function answer(
     plain[i++] = 0xff;
     payload.copy(plain, i);
   }
-  const seq = peer.writeSeq++;
-  const record = Buffer.allocUnsafe(RECORD_HEADER + EXPLICIT_NONCE + coapLength + TAG);
-  record[0] = TYPE_APPLICATION_DATA;
-  record.writeUInt16BE(DTLS_1_2, 1);
-  record.writeUInt16BE(peer.epoch, 3);
-  record.writeUIntBE(seq, 5, 6);
-  record.writeUInt16BE(EXPLICIT_NONCE + coapLength + TAG, 11);
-  // explicit nonce = epoch ‖ seq (RFC 6655 §3)
-  record.copy(record, RECORD_HEADER, 3, 11);
-  record.copy(peer.writeNonce, 4, 3, 11);
-  const aad = peer.aad;
-  record.copy(aad, 0, 3, 11);
-  aad[8] = TYPE_APPLICATION_DATA;
-  aad.writeUInt16BE(DTLS_1_2, 9);
-  aad.writeUInt16BE(coapLength, 11);
+  const record = newRecord(peer, coapLength);
   const c = createCipheriv('aes-128-ccm', peer.writeKey, peer.writeNonce, { authTagLength: TAG });
-  c.setAAD(aad, { plaintextLength: coapLength });
+  c.setAAD(peer.aad, { plaintextLength: coapLength });
   const body = c.update(plain);
   c.final();
   body.copy(record, RECORD_HEADER + EXPLICIT_NONCE);

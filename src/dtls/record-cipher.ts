@@ -13,7 +13,8 @@
  * cipher keeps long-lived ones and never finalizes them: CCM_8 is built from AES-ECB (the CTR
  * keystream) and a running AES-CBC (the CBC-MAC), see `Ccm8`; CBC encrypts with a running
  * AES-CBC encryptor and a random first block, and decrypts with a running AES-CBC decryptor
- * whose first output block is dropped. Measured in bench/README.md ("Record crypto").
+ * whose first output block is dropped. A CCM_8 cipher's first record and alerts still go
+ * through one-shot ciphers (`oneShotRecord`). Measured in bench/README.md ("Record crypto").
  *
  * With a Connection ID (RFC 9146 §4-5) `seal` writes a `tls12_cid` record: the CID in the
  * header, the content wrapped as DTLSInnerPlaintext (content ‖ real type, no padding) and
@@ -322,17 +323,30 @@ export class Ccm8 {
   }
 }
 
+/**
+ * Whether a CCM_8 record of `type` goes through a one-shot node:crypto cipher when the record
+ * cipher holds no long-lived objects (`used`: a record went through since it was made or
+ * released): the first record, as before the long-lived objects — a handshake's Finished is
+ * often the only record of its epoch in that direction, and a device waking every few
+ * minutes sends one record per wake-up — and any alert: a close_notify ends the association,
+ * a fatal alert too, so the two objects made for one (with a scratch buffer; native objects
+ * the GC must finalize) would serve no later record. A handshake followed by close_notify
+ * makes no long-lived object on either side. (CBC keeps making its one long-lived object at
+ * the first record: one one-shot object per record would cost two for Finished and
+ * close_notify, measured 1.12× the long-lived one.)
+ */
+function oneShotRecord(used: boolean, type: number): boolean {
+  return !used || type === ContentType.alert;
+}
+
 class Ccm8Cipher implements RecordCipher, LiveObjects {
   private readonly key: Buffer;
   /** Made on use and kept while among the LIVE_LIMIT latest (see `admitLive`). */
   private ccmObjects: Ccm8 | undefined;
   /**
    * Whether a record went through since the cipher was made or its objects released. The
-   * first record is sealed or opened with a one-shot `aes-128-ccm` cipher, as before the
-   * long-lived objects: a handshake's Finished is often the only record of its epoch in
-   * that direction (connect, then close), and a device waking every few minutes sends one
-   * record per wake-up; two long-lived objects (more native objects for the GC to finalize)
-   * would cost more than one one-shot cipher. From the second record on they pay.
+   * first record, and any alert, is sealed or opened with a one-shot `aes-128-ccm` cipher
+   * (see `oneShotRecord`). From the second other record on the long-lived objects pay.
    */
   private used = false;
   private readonly nonce = Buffer.alloc(12);
@@ -344,12 +358,13 @@ class Ccm8Cipher implements RecordCipher, LiveObjects {
   }
 
   /**
-   * The long-lived objects, or undefined for a first record (see `used`). An empty plaintext
-   * always takes them: Node 20's one-shot aes-128-ccm cannot seal or open one ("tag not set").
+   * The long-lived objects, or undefined for a one-shot record (`oneShotRecord`). An empty
+   * plaintext always takes them: Node 20's one-shot aes-128-ccm cannot seal or open one
+   * ("tag not set").
    */
-  private ccm(length: number): Ccm8 | undefined {
+  private ccm(length: number, type: number): Ccm8 | undefined {
     if (this.ccmObjects !== undefined) return this.ccmObjects;
-    if (!this.used && length > 0) {
+    if (length > 0 && oneShotRecord(this.used, type)) {
       this.used = true;
       return undefined;
     }
@@ -380,7 +395,7 @@ class Ccm8Cipher implements RecordCipher, LiveObjects {
     out.copy(this.nonce, 4, 3, 11);
     out.copy(out, hl, 3, 11);
     const aad = this.aad.write(epoch, seq, type, DTLS_1_2, plaintext.length, cid);
-    const ccm = this.ccm(plaintext.length);
+    const ccm = this.ccm(plaintext.length, type);
     if (ccm !== undefined) {
       ccm.seal(this.nonce, aad, plaintext, out, hl + CCM_EXPLICIT_NONCE);
       return out;
@@ -408,7 +423,7 @@ class Ccm8Cipher implements RecordCipher, LiveObjects {
     const aad = this.aad.write(epoch, seq, type, version, ptLength, cid);
     const ciphertext = body.subarray(CCM_EXPLICIT_NONCE, CCM_EXPLICIT_NONCE + ptLength);
     const tag = body.subarray(body.length - CCM_TAG);
-    const ccm = this.ccm(ptLength);
+    const ccm = this.ccm(ptLength, type);
     if (ccm !== undefined) return ccm.open(this.nonce, aad, ciphertext, tag);
     const decipher = createDecipheriv('aes-128-ccm', this.key, this.nonce, {
       authTagLength: CCM_TAG,

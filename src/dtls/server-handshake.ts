@@ -143,6 +143,8 @@ export class ServerHandshake<P> {
   private epoch1: EpochState | undefined;
   private master: Buffer | undefined;
   private directionKeys: { client: DirectionKeys; server: DirectionKeys } | undefined;
+  /** The transcript hash through ClientKeyExchange (see onClientKeyExchange). */
+  private throughCke: Buffer | undefined;
   private ccsSeen = false;
   private held: DtlsRecord[] = [];
   /** Set when the lookup refused the identity and the handshake goes on with a random key. */
@@ -482,7 +484,11 @@ export class ServerHandshake<P> {
     const identity = parseClientKeyExchange(m.body);
     this.identity = printableIdentity(identity);
     this.transcript.add(handshakeMessage(m.msgType, m.messageSeq, m.body));
-    const sessionHash = this.ems ? this.transcript.digest() : undefined;
+    // No handshake message comes between ClientKeyExchange and the client's Finished (the
+    // ChangeCipherSpec is not one): this digest is both the EMS session hash (RFC 7627 §3)
+    // and what the client's verify_data covers, computed once.
+    this.throughCke = this.transcript.digest();
+    const sessionHash = this.ems ? this.throughCke : undefined;
     this.state = 'lookup';
     // The client answered our flight: stop retransmitting it, keep the deadline.
     this.schedule(Infinity);
@@ -566,7 +572,10 @@ export class ServerHandshake<P> {
       throw new DtlsError('DTLS_UNEXPECTED_MESSAGE', 'Finished before keys');
     }
     const got = parseFinished(m.body);
-    const expected = verifyData(master, 'client finished', this.transcript.digest());
+    const throughCke = this.throughCke;
+    if (throughCke === undefined)
+      throw new DtlsError('DTLS_UNEXPECTED_MESSAGE', 'Finished before keys');
+    const expected = verifyData(master, 'client finished', throughCke);
     if (!timingSafeEqual(got, expected)) {
       this.fail('bad-finished', undefined, AlertDescription.decryptError);
       return;

@@ -1,8 +1,9 @@
 /**
  * Prometheus metrics for Grafana. Core layers keep plain counters (an add on the hot path);
  * this module reads them when Prometheus scrapes, so metrics cost nothing between scrapes.
- * Only the request latency, handshake duration and adoption duration histograms are observed
- * per event.
+ * Only the handshake duration and adoption duration histograms are observed per event
+ * through prom-client; the request latency is counted in plain buckets (`RequestStats`) and
+ * read at scrape time like the backend latencies.
  *
  * Names follow Prometheus conventions: `coap_edge_` prefix, `_total` counters, base units
  * (`_seconds`); label values come from fixed sets (no device keys, no topics).
@@ -20,7 +21,11 @@ import type { CommandIntakeStats } from '../bridge/commands/intake.js';
 import type { CommandStoreStats } from '../bridge/commands/stats.js';
 import type { HttpBackendStats } from '../bridge/http/stats.js';
 import type { DeviceSessionStats } from '../bridge/mqtt/per-device.js';
-import type { LatencySnapshot, MqttBackendStats } from '../bridge/mqtt/stats.js';
+import {
+  LatencyHistogram,
+  type LatencySnapshot,
+  type MqttBackendStats,
+} from '../bridge/mqtt/stats.js';
 import type { PresenceStats } from '../bridge/presence/tracker.js';
 import type { CoapStats } from '../coap/stats.js';
 import type { DtlsStats } from '../dtls/types.js';
@@ -55,16 +60,31 @@ export interface MetricSources {
 
 type Labeled<L extends string> = readonly (readonly [LabelValues<L>, number])[];
 
-/** Request counts by method, topic class and response code, and the latency histogram. */
+/**
+ * Request counts by method, topic class and response code, and the latency by method in
+ * plain buckets (upper bounds `boundsMs`), read at scrape time: prom-client's `observe`
+ * with a label builds a closure, a label object and the label hash per call.
+ */
 export class RequestStats {
   private readonly counts = new Map<string, number>();
+  private readonly latency = new Map<string, LatencyHistogram>();
 
-  constructor(readonly latency: Histogram<'method'>) {}
+  constructor(private readonly boundsMs: readonly number[]) {}
 
   record(method: string, topicClass: string, code: string, seconds: number): void {
     const key = `${method}|${topicClass}|${code}`;
     this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
-    this.latency.observe({ method }, seconds);
+    let h = this.latency.get(method);
+    if (h === undefined) {
+      h = new LatencyHistogram(this.boundsMs);
+      this.latency.set(method, h);
+    }
+    h.observe(seconds * 1000);
+  }
+
+  /** The latency histogram of each method seen so far. */
+  latencies(): [string, LatencySnapshot][] {
+    return [...this.latency].map(([method, h]) => [method, h.snapshot()]);
   }
 
   entries(): Labeled<'method' | 'topic_class' | 'code'> {
@@ -134,31 +154,34 @@ function readGauge<L extends string>(
 
 /**
  * A histogram whose buckets come from a core layer's snapshot (cumulative counts in ms);
- * exposed in seconds. Each snapshot may carry a `backend` label value.
+ * exposed in seconds. Each snapshot may carry a value of the label `labelName` (`backend`
+ * unless given).
  */
-class SnapshotHistogram extends Histogram<'backend'> {
+class SnapshotHistogram<L extends string = 'backend'> extends Histogram<L> {
   constructor(
     registry: Registry,
     private readonly metric: string,
     private readonly helpText: string,
     private readonly read: () => readonly (readonly [string | undefined, LatencySnapshot])[],
+    private readonly labelName: L = 'backend' as L,
   ) {
-    super({ name: metric, help: helpText, labelNames: ['backend'], registers: [registry] });
+    super({ name: metric, help: helpText, labelNames: [labelName], registers: [registry] });
   }
 
   /** prom-client 15 renders histograms with this, not with get(). */
-  getForPromString(): ReturnType<Histogram<'backend'>['get']> {
+  getForPromString(): ReturnType<Histogram<L>['get']> {
     return this.get();
   }
 
-  override get(): ReturnType<Histogram<'backend'>['get']> {
-    type Result = Awaited<ReturnType<Histogram<'backend'>['get']>>;
+  override get(): ReturnType<Histogram<L>['get']> {
+    type Result = Awaited<ReturnType<Histogram<L>['get']>>;
     const values: Result['values'] = [];
     // `le` is the bucket label Prometheus expects; prom-client's types leave it out
-    const labels = (backend: string | undefined, le?: number | string): LabelValues<'backend'> => ({
-      ...(backend !== undefined ? { backend } : {}),
-      ...(le !== undefined ? { le } : {}),
-    });
+    const labels = (value: string | undefined, le?: number | string): LabelValues<L> =>
+      ({
+        ...(value !== undefined ? { [this.labelName]: value } : {}),
+        ...(le !== undefined ? { le } : {}),
+      }) as LabelValues<L>;
     const name = this.metric;
     for (const [backend, s] of this.read()) {
       s.boundsMs.forEach((bound, i) => {
@@ -252,14 +275,14 @@ export function createMetrics(): Metrics {
     return v === undefined ? [] : [[{}, v]];
   };
 
-  const latency = new Histogram<'method'>({
-    name: 'coap_edge_coap_request_duration_seconds',
-    help: 'Time from a device request to its answer (piggybacked or separate).',
-    labelNames: ['method'],
-    buckets: LATENCY_BUCKETS,
-    registers: [registry],
-  });
-  const requests = new RequestStats(latency);
+  const requests = new RequestStats(LATENCY_BUCKETS.map((s) => s * 1000));
+  new SnapshotHistogram(
+    registry,
+    'coap_edge_coap_request_duration_seconds',
+    'Time from a device request to its answer (piggybacked or separate).',
+    () => requests.latencies(),
+    'method',
+  );
   const handshakeDuration = new Histogram({
     name: 'coap_edge_dtls_handshake_duration_seconds',
     help: 'Time from the verified ClientHello to the Finished message.',

@@ -576,3 +576,40 @@ test('CCM_8: the first record of a cipher is a one-shot aes-128-ccm record, the 
     assert.ok(running.seal(23, 1, seq, pt).equals(once(seq, pt)), `record ${seq}`);
   }
 });
+
+test('CCM_8: alerts and first records go through one-shot ciphers: a handshake and close_notify make no long-lived object, the next application record does', () => {
+  const held = (c: RecordCipher): boolean =>
+    Object.values(c).some(
+      (x) =>
+        x !== undefined &&
+        typeof x === 'object' &&
+        ('chain' in x || ['Cipheriv', 'Decipheriv'].includes(x?.constructor?.name ?? '')),
+    );
+  const CLOSE_NOTIFY = Buffer.from([1, 0]);
+  for (const v of VARIANTS.filter((x) => x.suite === CCM)) {
+    const writer = cipherFor(v);
+    const reader = cipherFor(v);
+    // Finished (first record), then close_notify (an alert), each way
+    const fin = writer.seal(22, 1, 0, Buffer.from('finished-12b'));
+    assert.ok(reader.open(22, DTLS_1_2, 1, 0, bodyOf(fin))?.equals(Buffer.from('finished-12b')));
+    const alert = writer.seal(21, 1, 1, CLOSE_NOTIFY);
+    assert.ok(reader.open(21, DTLS_1_2, 1, 1, bodyOf(alert))?.equals(CLOSE_NOTIFY), v.name);
+    assert.equal(held(writer), false, `${v.name}: writer after Finished and an alert`);
+    assert.equal(held(reader), false, `${v.name}: reader after Finished and an alert`);
+    // a tampered alert is still refused on the one-shot path
+    const bad = Buffer.from(bodyOf(writer.seal(21, 1, 2, CLOSE_NOTIFY)));
+    bad[bad.length - 1]! ^= 1;
+    assert.equal(reader.open(21, DTLS_1_2, 1, 2, bad), undefined, `${v.name}: tampered alert`);
+    // the next application record makes them, and records keep opening across the switch
+    for (let seq = 3; seq < 6; seq++) {
+      const pt = randomBytes(10 + seq);
+      const r = writer.seal(23, 1, seq, pt);
+      assert.ok(reader.open(23, DTLS_1_2, 1, seq, bodyOf(r))?.equals(pt), `${v.name} ${seq}`);
+      assert.equal(held(writer), true, `${v.name}: writer after application data`);
+      assert.equal(held(reader), true, `${v.name}: reader after application data`);
+    }
+    // an alert after them takes the long-lived objects (they are there) and still opens
+    const late = writer.seal(21, 1, 6, CLOSE_NOTIFY);
+    assert.ok(reader.open(21, DTLS_1_2, 1, 6, bodyOf(late))?.equals(CLOSE_NOTIFY), v.name);
+  }
+});

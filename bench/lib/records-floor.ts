@@ -1,0 +1,186 @@
+/**
+ * The floor reference of bench/dtls-records.ts: the least a correct Node server must do per
+ * request of that bench, in a process of its own so its CPU per request can be set beside
+ * coap-edge's and libcoap's.
+ *
+ * Handshakes are not measured: coap-edge's own `DtlsServer` does them and hands each
+ * completed CCM_8 association to this program (bench/lib/floor-takeover.ts). From then on,
+ * per datagram of a known peer, this file's own straight code:
+ *   DTLS record header, every length checked → AES-128-CCM-8 open on the long-lived
+ *   node:crypto objects coap-edge uses (`Ccm8` of src/dtls/record-cipher.ts: an ECB keystream
+ *   and a running CBC-MAC, two objects per direction made once per association) → 64-record
+ *   replay window (src/dtls/replay-window.ts) → CoAP header, token and options (delta and
+ *   length extensions checked; a message format error is dropped) → piggybacked ACK 4.04
+ *   with the token → AES-128-CCM-8 seal → UDP send.
+ * Left out (so coap-edge / floor is the price of these and of coap-edge's structure): tracing,
+ * metrics, logs, deduplication, routing, blockwise, Connection IDs, association limits, idle
+ * expiry, address moves, answering close_notify (it only drops the floor's association).
+ *
+ * With `--echo <bytes>` it is the pure Node UDP cost instead: no DTLS at all, every datagram
+ * is answered with one preallocated datagram of that many bytes (bench/lib/records-load.ts
+ * `runUdpEcho` sends datagrams the size of the bench's request records).
+ *
+ * Usage: node dist/bench/lib/records-floor.js --port <udp> (--devices <file> | --echo <bytes>)
+ *   (listens on 127.0.0.1)
+ */
+import { createSocket } from 'node:dgram';
+import { Ccm8 } from '../../src/dtls/record-cipher.js';
+import { ReplayWindow } from '../../src/dtls/replay-window.js';
+import {
+  EXPLICIT_NONCE,
+  RECORD_HEADER,
+  TAG,
+  checkRecord,
+  floorDatagrams,
+  newRecord,
+  peerKey,
+  takeOverServer,
+  type FloorPeer,
+} from './floor-takeover.js';
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+}
+
+const HOST = '127.0.0.1';
+const port = Number(arg('port'));
+const echoBytes = arg('echo');
+const devicesFile = arg('devices');
+
+const COAP_ACK = 2;
+const NOT_FOUND = 0x84;
+
+/** One association the floor took over from the DtlsServer. */
+interface Peer extends FloorPeer {
+  readonly read: Ccm8;
+  readonly write: Ccm8;
+}
+
+const socket = createSocket('udp4');
+const peers = new Map<string, Peer>();
+
+function nonceOf(salt: Buffer): Buffer {
+  const n = Buffer.alloc(4 + EXPLICIT_NONCE);
+  salt.copy(n, 0, 0, 4);
+  return n;
+}
+
+/** The plaintext of the record at `offset`, or undefined (dropped silently, RFC 6347). */
+function open(peer: Peer, msg: Buffer, offset: number, length: number): Buffer | undefined {
+  const seq = checkRecord(peer, msg, offset, length);
+  if (seq < 0) return undefined;
+  const body = offset + RECORD_HEADER;
+  const end = body + length;
+  msg.copy(peer.readNonce, 4, body, body + EXPLICIT_NONCE);
+  const plain = peer.read.open(
+    peer.readNonce,
+    peer.aad,
+    msg.subarray(body + EXPLICIT_NONCE, end - TAG),
+    msg.subarray(end - TAG, end),
+  );
+  if (plain !== undefined) peer.window.accept(seq);
+  return plain;
+}
+
+/** Skips an option delta or length nibble's extension bytes at `i`; -1 when cut off. */
+function skipExtension(m: Buffer, i: number, nibble: number): number {
+  const next = nibble === 13 ? i + 1 : nibble === 14 ? i + 2 : i;
+  return next > m.length ? -1 : next;
+}
+
+/** An option's length from its nibble and extension bytes at `i`. */
+function optionLength(m: Buffer, i: number, nibble: number): number {
+  if (nibble === 13) return 13 + m[i]!;
+  if (nibble === 14) return 269 + m.readUInt16BE(i);
+  return nibble;
+}
+
+/** Parses a CoAP CON request and answers it ACK 4.04; anything malformed is dropped. */
+function onCoap(peer: Peer, m: Buffer): void {
+  if (m.length < 4 || m[0]! >> 6 !== 1) return;
+  const type = (m[0]! >> 4) & 3;
+  const tkl = m[0]! & 15;
+  if (tkl > 8 || m.length < 4 + tkl || type !== 0) return;
+  let i = 4 + tkl;
+  while (i < m.length) {
+    const b = m[i++]!;
+    if (b === 0xff) {
+      if (i >= m.length) return;
+      break;
+    }
+    const dn = b >> 4;
+    const ln = b & 15;
+    if (dn === 15 || ln === 15) return;
+    i = skipExtension(m, i, dn);
+    if (i < 0) return;
+    const at = i;
+    i = skipExtension(m, i, ln);
+    if (i < 0) return;
+    i += optionLength(m, at, ln);
+    if (i > m.length) return;
+  }
+  answer(peer, m, tkl);
+}
+
+const answerScratch = Buffer.alloc(4 + 8);
+
+/** ACK 4.04 with the request's message ID and token, sealed and sent. */
+function answer(peer: Peer, request: Buffer, tkl: number): void {
+  const coapLength = 4 + tkl;
+  const record = newRecord(peer, coapLength);
+  // the CoAP answer in scratch (Ccm8.seal reads the plaintext after writing the ciphertext)
+  const at = RECORD_HEADER + EXPLICIT_NONCE;
+  const plain = answerScratch.subarray(0, coapLength);
+  plain[0] = 0x40 | (COAP_ACK << 4) | tkl;
+  plain[1] = NOT_FOUND;
+  request.copy(plain, 2, 2, 4 + tkl); // message ID ‖ token
+  peer.write.seal(peer.writeNonce, peer.aad, plain, record, at);
+  socket.send(record, peer.port, peer.address);
+}
+
+function startFloor(devices: string): void {
+  const dtls = takeOverServer({
+    devicesFile: devices,
+    send: (data, p, address) => socket.send(data, p, address),
+    onPeer: (s, txNext) => {
+      peers.set(peerKey(s.address, s.port), {
+        address: s.address,
+        port: s.port,
+        epoch: s.epoch,
+        read: new Ccm8(s.client.encKey),
+        write: new Ccm8(s.server.encKey),
+        readNonce: nonceOf(s.client.salt),
+        writeNonce: nonceOf(s.server.salt),
+        aad: Buffer.alloc(13),
+        window: new ReplayWindow(),
+        writeSeq: txNext,
+      });
+    },
+  });
+  socket.on('message', floorDatagrams(dtls, peers, open, onCoap));
+  process.on('SIGTERM', () => {
+    dtls.close();
+    socket.close(() => process.exit(0));
+  });
+}
+
+function startEcho(bytes: number): void {
+  const reply = Buffer.alloc(bytes, 0x17);
+  socket.on('message', (_msg, rinfo) => {
+    socket.send(reply, rinfo.port, rinfo.address);
+  });
+  process.on('SIGTERM', () => socket.close(() => process.exit(0)));
+}
+
+if (!Number.isInteger(port) || port <= 0) {
+  process.stderr.write('records-floor: --port missing\n');
+  process.exit(2);
+}
+if (echoBytes !== undefined) startEcho(Number(echoBytes));
+else if (devicesFile !== undefined) startFloor(devicesFile);
+else {
+  process.stderr.write('records-floor: --devices or --echo missing\n');
+  process.exit(2);
+}
+socket.bind(port, HOST, () => process.stderr.write(`records-floor: listening on ${port}\n`));
