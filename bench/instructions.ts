@@ -4,14 +4,16 @@
  * rate. Callgrind counts the instructions (Ir) the server executes, all its threads together;
  * unlike CPU time, the count does not depend on the machine's load.
  *
- * One run: start-up, set-up (associations, broker…), `--warmup` operations, then
- * `--segments` (default 2) segments of `--ops` N operations each. After the warm-up and after
- * each segment, once the operations are answered and the server is idle, `callgrind_control
- * --dump` writes the counts since the previous dump and zeroes them. Ir(kN) is the count from
- * process start to the end of segment k, so (Ir(2N) − Ir(N)) / N is segment 2's Ir / N:
- * start-up, set-up, warm-up and shut-down cancel. Every segment's Ir/op is reported (segment 1
- * still holds the last of the JIT warm-up if the warm-up was short); `irPerOp` is the last
- * segment's. `--repeat` runs the whole thing again in a new server process.
+ * One run: start-up, set-up (associations, broker…) and `--warmup` operations with callgrind's
+ * instrumentation off (`--instr-atstart=no`: valgrind still runs the code, several times
+ * faster than when counting), then `callgrind_control --instr=on` and `--segments` (default 2)
+ * segments of `--ops` N operations each. After each segment, once the operations are answered
+ * and the server is idle, `callgrind_control --dump` writes the counts since the previous dump
+ * and zeroes them. Ir(kN), the count from counting's start to the end of segment k, gives
+ * (Ir(2N) − Ir(N)) / N = segment 2's Ir / N: start-up, set-up, warm-up and shut-down are not
+ * in it. Every segment's Ir/op is reported (segment 1 still holds the last of the JIT warm-up if
+ * the warm-up was short); `irPerOp` is the last segment's. `--repeat` runs the whole thing
+ * again in a new server process.
  *
  * Kinds (`--kind`):
  * - `handshake`: a full DTLS 1.2 PSK handshake (HelloVerifyRequest round trip included) with
@@ -90,12 +92,13 @@ const USAGE = `usage: node dist/bench/instructions.js --kind <k> [options]
   --tracing <t>       off (default), 1 or 100: coap-edge's trace sampling % (uplink kinds)
   --ops <n>           operations per measured segment (default: handshake 60, others 150)
   --warmup <n>        unmeasured operations before the first segment, one at a time with no
-                      pause (default 4 × --ops)
+                      pause (default 10 × --ops)
   --segments <n>      measured segments (default 2; irPerOp is the last one's)
   --rate <r>          operations started per second (default: handshake 4, others 10)
   --repeat <n>        server processes, one after the other (default 1)
   --associations <n>  record/uplink: associations (devices) used in turn (default 4)
   --top <n>           functions listed from callgrind_annotate (default 15)
+  --node-flags <f>    space-separated node flags for coap-edge (its output tail is reported)
   --separate-threads  callgrind --separate-threads=yes (one count per thread)
   --keep              keep the callgrind output directory (its path is in the report)`;
 
@@ -140,6 +143,8 @@ interface Config {
   readonly associations: number;
   readonly suite: number;
   readonly tmp: string;
+  /** Node flags for a coap-edge server (e.g. --trace-opt to see what V8 still compiles). */
+  readonly nodeFlags: readonly string[];
 }
 
 function callgrindLaunch(outFile: string, separateThreads: boolean): Launch {
@@ -152,9 +157,11 @@ function callgrindLaunch(outFile: string, separateThreads: boolean): Launch {
       `--callgrind-out-file=${outFile}`,
       `--separate-threads=${separateThreads ? 'yes' : 'no'}`,
       '--trace-children=no',
+      // start-up and warm-up run uninstrumented (several times faster); counting starts after
+      '--instr-atstart=no',
     ],
-    readyTimeoutMs: 300_000,
-    attemptTimeoutMs: 10_000,
+    readyTimeoutMs: 600_000,
+    attemptTimeoutMs: 20_000,
   };
 }
 
@@ -172,7 +179,10 @@ async function dtlsRig(c: Config, launch: Launch): Promise<Rig> {
   const server =
     c.server === 'libcoap'
       ? await startLibcoap(creds.psk, creds, [], launch)
-      : await startCoapEdge({ devicesFile: file, cliPath: c.cliPath, ...launch }, creds);
+      : await startCoapEdge(
+          { devicesFile: file, cliPath: c.cliPath, nodeFlags: c.nodeFlags, ...launch },
+          creds,
+        );
   const dtlsOpts = {
     suite: c.suite,
     handshakeTimeoutMs: OP_TIMEOUT_MS,
@@ -273,7 +283,7 @@ async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
         );
       }
       server = await startCoapEdge(
-        { devicesFile, cliPath: c.cliPath, extraArgs, ...launch },
+        { devicesFile, cliPath: c.cliPath, extraArgs, nodeFlags: c.nodeFlags, ...launch },
         devices[0]!,
       );
     }
@@ -378,6 +388,10 @@ const ENTRY_FRAME =
 const GC_FUNCTION =
   /v8::internal::(Heap::|MarkCompact|MinorMarkCompact|MinorMark|\w*Marking|Scavenge|\w*Sweep|\w*Evacuat|GCTracer|ConcurrentMarking|IncrementalMarking|MemoryAllocator|PagedSpace|\w*Compactor|MarkingVisitor|\w*RememberedSet|SlotSet|WeakObjects|MemoryChunk|ScavengeVisitor|\w*GC\w*::)|MarkingVisitorBase|ScavengerCollector|FullEvacuator/;
 
+/** V8's compilers (TurboFan, Maglev, Sparkplug, the bytecode compiler): warm-up, not steady state. */
+const COMPILE_FUNCTION =
+  /v8::internal::(compiler::|maglev::|baseline::|interpreter::BytecodeGenerator|Compiler::|OptimizingCompileDispatcher|\w*Compilation\w*::|Parser::|ParserBase|Scanner::|AstNodeSourceRanges|DeclarationScope::|Scope::)/;
+
 interface FunctionCost {
   readonly irPerOp: number;
   readonly percent: number;
@@ -409,7 +423,9 @@ async function annotate(
       continue;
     }
     const m = /^\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(.*)$/.exec(line);
-    if (m === null || ENTRY_FRAME.test(m[3]!)) continue;
+    if (m === null) continue;
+    // an unnamed function of half the total is the entry point of a stripped executable
+    if (ENTRY_FRAME.test(m[3]!) || (Number(m[2]) >= 50 && /^\?\?\?:0x/.test(m[3]!))) continue;
     out.push({
       irPerOp: round(Number(m[1]!.replace(/,/g, '')) / ops, 0) ?? 0,
       percent: Number(m[2]),
@@ -446,12 +462,14 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
   const segmentFaults: Faults[] = [];
   const segmentMs: number[] = [];
   const interval = 1000 / o.rate;
+  let outputTail = '';
   try {
     // the warm-up goes as fast as the answers come (still one at a time): JIT tiering needs
     // hundreds of operations, which at the measured rate would take minutes
     await drive(op, 0, o.warmup, 0, faults);
     faults.lateStarts = 0;
     await sleep(SETTLE_MS);
+    await execFileP('callgrind_control', ['--instr=on', String(server.pid)], { timeout: 120_000 });
     await dump(server.pid, 'warmup');
     for (let s = 0; s < o.segments; s++) {
       const f: Faults = { timeouts: 0, retransmissions: 0, lateStarts: 0, failures: {} };
@@ -465,6 +483,7 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
     }
   } finally {
     await close();
+    outputTail = server.outputTail();
     await stopAll();
   }
   const parts = readParts(dir);
@@ -479,11 +498,16 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
   const lastFiles = byTrigger(`segment${o.segments}`).map((p) => p.file);
   const exclusive = await annotate(lastFiles, false, o.ops);
   // GC share of every segment (its cost comes in lumps: a segment with a mark-compact is dearer)
+  // and the JIT compilers' (still at work if the warm-up did not reach the steady state)
   const segGc: number[] = [];
+  const segCompile: number[] = [];
+  const share = (fns: readonly FunctionCost[], re: RegExp): number =>
+    fns.filter((f) => re.test(f.fn)).reduce((a, f) => a + f.irPerOp, 0);
   for (let s = 0; s < o.segments; s++) {
     const files = byTrigger(`segment${s + 1}`).map((p) => p.file);
     const fns = await annotate(files, false, o.ops);
-    segGc.push(fns.filter((f) => GC_FUNCTION.test(f.fn)).reduce((a, f) => a + f.irPerOp, 0));
+    segGc.push(share(fns, GC_FUNCTION));
+    segCompile.push(share(fns, COMPILE_FUNCTION));
   }
   const inclusive = await annotate(lastFiles, true, o.ops);
   const threads = o.separateThreads
@@ -500,7 +524,11 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
     irPerOp: round(last / o.ops, 0),
     segmentsIrPerOp: segIr.map((x) => round(x / o.ops, 0)),
     segmentsGcIrPerOp: segGc,
-    segmentsIrPerOpWithoutGc: segIr.map((x, k) => round(x / o.ops - segGc[k]!, 0)),
+    segmentsCompileIrPerOp: segCompile,
+    segmentsIrPerOpWithoutCompile: segIr.map((x, k) => round(x / o.ops - segCompile[k]!, 0)),
+    segmentsIrPerOpWithoutCompileAndGc: segIr.map((x, k) =>
+      round(x / o.ops - segCompile[k]! - segGc[k]!, 0),
+    ),
     irStartupAndWarmup: startup,
     irCumulative: cumulative,
     irTwoNMinusN: o.segments >= 2 ? round((cumulative[1]! - cumulative[0]!) / o.ops, 0) : undefined,
@@ -512,6 +540,7 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
     exclusive: exclusive.slice(0, o.top),
     inclusive: inclusive.slice(0, o.top),
     ...(o.keep ? { callgrindDir: dir } : {}),
+    ...(c.nodeFlags.length > 0 ? { serverOutputTail: outputTail.split('\n') } : {}),
   };
 }
 
@@ -544,6 +573,7 @@ async function main(): Promise<void> {
       'associations',
       'top',
       'suite',
+      'node-flags',
     ],
     ['separate-threads', 'keep'],
   );
@@ -564,7 +594,7 @@ async function main(): Promise<void> {
   const ops = numberFlag(flags, 'ops', kind === 'handshake' ? 60 : 150, 1, 1_000_000);
   const o: RunOptions = {
     ops,
-    warmup: numberFlag(flags, 'warmup', 4 * ops, 0, 1_000_000),
+    warmup: numberFlag(flags, 'warmup', 10 * ops, 0, 1_000_000),
     segments: numberFlag(flags, 'segments', 2, 1, 100),
     rate: numberFlag(flags, 'rate', kind === 'handshake' ? 4 : 10, 0.01, 10_000, false),
     top: numberFlag(flags, 'top', 15, 1, 1000),
@@ -590,6 +620,9 @@ async function main(): Promise<void> {
     associations: numberFlag(flags, 'associations', 4, 1, 1000),
     suite: SUITES[suiteFlag],
     tmp,
+    nodeFlags: stringFlag(flags, 'node-flags', '')
+      .split(' ')
+      .filter((x) => x !== ''),
   };
   const runs: Record<string, unknown>[] = [];
   for (let r = 0; r < repeat; r++) runs.push(await oneRun(c, o, r + 1));
