@@ -214,6 +214,7 @@ export async function waitReady(
   c: Credentials,
   alive: () => boolean,
   timeoutMs = 15_000,
+  attemptTimeoutMs = 1000,
 ): Promise<void> {
   const deadline = performance.now() + timeoutMs;
   let last = 'not tried';
@@ -222,8 +223,8 @@ export async function waitReady(
     try {
       const client = await connect(t, c, {
         suite: SUITES.ccm8,
-        handshakeTimeoutMs: 1000,
-        retransmitTimeoutMs: 200,
+        handshakeTimeoutMs: attemptTimeoutMs,
+        retransmitTimeoutMs: attemptTimeoutMs / 5,
       });
       await client.close();
       return;

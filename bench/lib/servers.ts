@@ -147,9 +147,9 @@ function handle(
   };
 }
 
-async function ready(s: ServerProcess, creds: Credentials): Promise<ServerProcess> {
+async function ready(s: ServerProcess, creds: Credentials, l: Launch = {}): Promise<ServerProcess> {
   try {
-    await waitReady(s.target, creds, () => s.alive());
+    await waitReady(s.target, creds, () => s.alive(), l.readyTimeoutMs, l.attemptTimeoutMs);
   } catch (err) {
     await s.stop(1000);
     const out = s.outputTail().trim();
@@ -161,7 +161,29 @@ async function ready(s: ServerProcess, creds: Credentials): Promise<ServerProces
   return s;
 }
 
-export interface CoapEdgeOptions {
+/**
+ * How a server is launched when it is not started directly: a command prefix (e.g.
+ * `valgrind --tool=callgrind …`, which runs the server in the same pid) and the start-up
+ * patience such a slowed-down server needs.
+ */
+export interface Launch {
+  /** Command and arguments put before the server's own command line. */
+  readonly launcher?: readonly string[];
+  /** How long the server may take to answer a first handshake (default 15 s). */
+  readonly readyTimeoutMs?: number;
+  /** Handshake timeout of each readiness attempt (default 1 s). */
+  readonly attemptTimeoutMs?: number;
+}
+
+/** `[command, args]` of `command args…`, behind the launch's prefix if any. */
+function launched(l: Launch, command: string, args: readonly string[]): [string, string[]] {
+  const [first, ...rest] = l.launcher ?? [];
+  return first === undefined ? [command, [...args]] : [first, [...rest, command, ...args]];
+}
+
+export interface CoapEdgeOptions extends Launch {
+  /** The CLI to run (default this checkout's dist/src/cli.js; another build's to compare). */
+  readonly cliPath?: string;
   readonly devicesFile: string;
   /** Directory for `node --cpu-prof` output; profiling is off when undefined. */
   readonly cpuProfDir?: string | undefined;
@@ -185,7 +207,7 @@ export async function startCoapEdge(
   ];
   const args = [
     ...nodeFlags,
-    CLI_PATH,
+    o.cliPath ?? CLI_PATH,
     'serve',
     '--bind',
     HOST,
@@ -197,10 +219,12 @@ export async function startCoapEdge(
     'warn',
     ...(o.extraArgs ?? []),
   ];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(...launched(o, process.execPath, args), {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const tail = track(child);
-  const command = ['node', ...args].join(' ');
-  return ready(handle(o.name ?? 'coapEdge', child, { host: HOST, port }, command, tail), creds);
+  const command = [...(o.launcher ?? []), 'node', ...args].join(' ');
+  return ready(handle(o.name ?? 'coapEdge', child, { host: HOST, port }, command, tail), creds, o);
 }
 
 /**
@@ -208,7 +232,7 @@ export async function startCoapEdge(
  * --port <p> --devices <file> --mqtt-url <url> --product-key <pk>`.
  */
 export async function startFloor(
-  o: { devicesFile: string; mqttUrl: string; productKey: string },
+  o: { devicesFile: string; mqttUrl: string; productKey: string } & Launch,
   creds: Credentials,
 ): Promise<ServerProcess> {
   const port = await freePortPair();
@@ -224,10 +248,12 @@ export async function startFloor(
     '--product-key',
     o.productKey,
   ];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(...launched(o, process.execPath, args), {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const tail = track(child);
-  const command = ['node', ...args].join(' ');
-  return ready(handle('floor', child, { host: HOST, port }, command, tail), creds);
+  const command = [...(o.launcher ?? []), 'node', ...args].join(' ');
+  return ready(handle('floor', child, { host: HOST, port }, command, tail), creds, o);
 }
 
 /**
@@ -318,24 +344,32 @@ export async function startLibcoap(
   psk: Buffer,
   creds: Credentials,
   extraArgs: readonly string[] = [],
+  l: Launch = {},
 ): Promise<ServerProcess> {
   if (!pskUsableOnCommandLine(psk)) {
     throw new Error('the PSK holds a 0x00 byte and cannot be given to coap-server-openssl -k');
   }
   // Extra arguments go through bash unquoted: plain flags and numbers only.
-  const bad = extraArgs.find((a) => !/^[-\w.]+$/.test(a));
+  const bad = [...(l.launcher ?? []), ...extraArgs].find((a) => !/^[-\w.=/%]+$/.test(a));
   if (bad !== undefined) throw new Error(`unsafe coap-server-openssl argument ${bad}`);
   const port = await freePortPair();
   const extra = extraArgs.map((a) => ` ${a}`).join('');
+  const prefix = (l.launcher ?? []).map((a) => `${a} `).join('');
   const argv = (key: string): string =>
-    `coap-server-openssl -A ${HOST} -p ${port} -v 3${extra} -k ${key}`;
+    `${prefix}coap-server-openssl -A ${HOST} -p ${port} -v 3${extra} -k ${key}`;
   const child = spawn('bash', ['-c', `exec ${argv(pskShellLiteral(psk))}`], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const tail = track(child);
   const s = handle('libcoap', child, { host: HOST, port: port + 1 }, argv('<psk>'), tail);
-  await ready(s, creds);
-  const comm = readFileSync(`/proc/${s.pid}/comm`, 'utf8').trim();
+  await ready(s, creds, l);
+  // under a launcher (valgrind) the pid's comm is the tool's; its command line names the server
+  const comm =
+    l.launcher === undefined
+      ? readFileSync(`/proc/${s.pid}/comm`, 'utf8').trim()
+      : (readFileSync(`/proc/${s.pid}/cmdline`, 'utf8')
+          .split('\0')
+          .find((a) => a.startsWith('coap-server')) ?? '');
   if (!comm.startsWith('coap-server')) {
     await s.stop(1000);
     throw new Error(`pid ${s.pid} is ${comm}, not coap-server-openssl`);

@@ -1,0 +1,680 @@
+/**
+ * Instructions per operation: a server process runs under `valgrind --tool=callgrind` and is
+ * driven by this (unvalgrinded) process with a fixed number of operations at a fixed modest
+ * rate. Callgrind counts the instructions (Ir) the server executes, all its threads together;
+ * unlike CPU time, the count does not depend on the machine's load.
+ *
+ * One run: start-up, set-up (associations, broker…) and `--warmup` operations with callgrind's
+ * instrumentation off (`--instr-atstart=no`: valgrind still runs the code, several times
+ * faster than when counting), then `callgrind_control --instr=on`, a transition of N/5
+ * operations, and `--segments` (default 2) segments of `--ops` N operations each. After each
+ * segment, once the operations are answered and the server is idle, `callgrind_control --dump`
+ * writes the counts since the previous dump and zeroes them. Ir(kN), the count from the end of
+ * the transition to the end of segment k, gives (Ir(2N) − Ir(N)) / N = segment 2's Ir / N:
+ * start-up, set-up, warm-up and shut-down are not in it. Every segment's Ir/op is reported;
+ * `irPerOp` is the last segment's. `--repeat` runs the whole thing again in a new server
+ * process. V8 JIT compiles and garbage collections fall in some segments and not others: see
+ * the per-segment shares and bench/README.md.
+ *
+ * Kinds (`--kind`):
+ * - `handshake`: a full DTLS 1.2 PSK handshake (HelloVerifyRequest round trip included) with
+ *   our DtlsClient, then close_notify, as bench/dtls-handshakes.ts does.
+ * - `record`: CON GET /nothing → piggybacked ACK 4.04 on one of `--associations` established
+ *   associations (one application record each way), as bench/dtls-records.ts does.
+ * - `uplink-publish` / `uplink-reply`: a device's CON POST of a measurepoint body through a
+ *   Mosquitto of its own, as bench/uplink.ts does: publish only (answered 2.04 on the PUBACK) or
+ *   publish + platform reply (a stand-in process answers on `…_reply`). `--tracing 1|100`
+ *   gives coap-edge an OTLP endpoint (a sink process) and that sampling percentage.
+ * Servers (`--server`): `coap-edge` (`--build <dir>`: a checkout with a compiled dist/; default
+ * this one), `libcoap` (coap-server-openssl -k, as dtls-records runs it; `-d` for the uplink
+ * kinds, which it answers with no backend) and `floor` (bench/lib/uplink-floor.ts, uplink kinds).
+ *
+ * Operations go one at a time, started every 1/`--rate` s (later if the previous one is still
+ * outstanding: counted as late starts). Timeouts and retransmissions are counted; any during the
+ * warm-up or a segment fails the run (exit 1 after the report), since the repeated work would be
+ * counted as the operation's. The report also splits the last segment's Ir by function
+ * (callgrind_annotate, exclusive and inclusive), per operation.
+ *
+ * Run: `npm run build && node dist/bench/instructions.js --kind handshake|record|uplink-publish|
+ *   uplink-reply [--server coap-edge|libcoap|floor] [--build dir] [--tracing off|1|100]
+ *   [--ops N] [--warmup W] [--segments 2] [--rate r] [--repeat 1] [--top 15]
+ *   [--separate-threads] [--keep]`
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { decode } from '../src/coap/codec.js';
+import { Code, ContentFormat } from '../src/coap/constants.js';
+import type { DtlsClient } from '../src/dtls/client.js';
+import { derivePsk, pskUsableOnCommandLine } from '../src/enos/index.js';
+import { CoapClientError, CoapDtlsClient } from '../src/tools/coap-client.js';
+import { generateDevices } from '../src/tools/load.js';
+import {
+  UsageError,
+  choiceFlag,
+  numberFlag,
+  parseFlags,
+  runScript,
+  stringFlag,
+} from './lib/args.js';
+import {
+  EXPECTED_CODE,
+  SUITES,
+  connect,
+  failureName,
+  nothingRequest,
+  withClones,
+  type Credentials,
+} from './lib/client.js';
+import { commandLine, environment, log, writeResult } from './lib/harness.js';
+import {
+  REPO_ROOT,
+  freeTcpPort,
+  installCleanup,
+  startCoapEdge,
+  startFloor,
+  startLibcoap,
+  stopAll,
+  type Launch,
+  type ServerProcess,
+} from './lib/servers.js';
+import { codeName, measurepointBody, type UplinkDevice } from './lib/uplink-load.js';
+import { IpcChild, startMosquitto, type Broker } from './lib/uplink-procs.js';
+import { increment, round, sleep } from './lib/stats.js';
+
+const execFileP = promisify(execFile);
+
+const USAGE = `usage: node dist/bench/instructions.js --kind <k> [options]
+  --kind <k>          handshake, record, uplink-publish or uplink-reply
+  --server <s>        coap-edge (default), libcoap, floor (uplink kinds only)
+  --build <dir>       checkout whose dist/src/cli.js is the coap-edge run (default this one)
+  --tracing <t>       off (default), 1 or 100: coap-edge's trace sampling % (uplink kinds)
+  --ops <n>           operations per measured segment (default: handshake 60, others 150)
+  --warmup <n>        unmeasured operations before the first segment, one at a time with no
+                      pause (default 10 × --ops)
+  --segments <n>      measured segments (default 2; irPerOp is the last one's)
+  --rate <r>          operations started per second (default: handshake 4, others 10)
+  --repeat <n>        server processes, one after the other (default 1)
+  --associations <n>  record/uplink: associations (devices) used in turn (default 4)
+  --top <n>           functions listed from callgrind_annotate (default 15)
+  --node-flags <f>    space-separated node flags for coap-edge (its output tail is reported)
+  --separate-threads  callgrind --separate-threads=yes (one count per thread)
+  --keep              keep the callgrind output directory (its path is in the report)`;
+
+type Kind = 'handshake' | 'record' | 'uplink-publish' | 'uplink-reply';
+type Server = 'coap-edge' | 'libcoap' | 'floor';
+const KINDS: readonly Kind[] = ['handshake', 'record', 'uplink-publish', 'uplink-reply'];
+const SERVERS: readonly Server[] = ['coap-edge', 'libcoap', 'floor'];
+const TRACING = ['off', '1', '100'] as const;
+
+const SEED = 'bench-secret';
+const EDGE_PK = 'benchPK';
+const FLOOR_PK = 'benchPKf';
+const MEASUREPOINT_TAIL = 'thing/measurepoint/post';
+const PUBLISH_TAIL = 'rrpc/response/1';
+/** Timeouts far beyond what a server under callgrind needs: any expiry is a fault. */
+const OP_TIMEOUT_MS = 60_000;
+const RETRANSMIT_MS = 20_000;
+/** Idle time after a segment's last answer before the dump (trailing work lands in it). */
+const SETTLE_MS = 500;
+
+interface Faults {
+  timeouts: number;
+  retransmissions: number;
+  lateStarts: number;
+  readonly failures: Record<string, number>;
+}
+
+/** One operation; adds what went wrong to `f` (never throws for a failed operation). */
+type Op = (i: number, f: Faults) => Promise<void>;
+
+interface Rig {
+  readonly server: ServerProcess;
+  readonly op: Op;
+  readonly close: () => Promise<void>;
+}
+
+interface Config {
+  readonly kind: Kind;
+  readonly server: Server;
+  readonly cliPath: string;
+  readonly tracing: (typeof TRACING)[number];
+  readonly associations: number;
+  readonly suite: number;
+  readonly tmp: string;
+  /** Node flags for a coap-edge server (e.g. --trace-opt to see what V8 still compiles). */
+  readonly nodeFlags: readonly string[];
+}
+
+function callgrindLaunch(outFile: string, separateThreads: boolean): Launch {
+  return {
+    launcher: [
+      'valgrind',
+      '--tool=callgrind',
+      // Node's JIT writes code into anonymous memory and patches it
+      '--smc-check=all-non-file',
+      `--callgrind-out-file=${outFile}`,
+      `--separate-threads=${separateThreads ? 'yes' : 'no'}`,
+      '--trace-children=no',
+      // start-up and warm-up run uninstrumented (several times faster); counting starts after
+      '--instr-atstart=no',
+    ],
+    readyTimeoutMs: 600_000,
+    attemptTimeoutMs: 20_000,
+  };
+}
+
+function uplinkDevices(n: number, pk: string, tail: string, key?: Buffer): UplinkDevice[] {
+  return generateDevices(n, pk, SEED).devices.map((d) => ({
+    identity: `${d.productKey},${d.deviceKey},2,86400`,
+    psk: key ?? derivePsk(d.deviceSecret),
+    path: `/topic/sys/${d.productKey}/${d.deviceKey}/${tail}`,
+  }));
+}
+
+async function dtlsRig(c: Config, launch: Launch): Promise<Rig> {
+  const devicesFile = join(REPO_ROOT, 'deploy', 'examples', 'devices.json');
+  const { file, creds } = withClones(devicesFile, 'device001', c.associations, c.tmp);
+  const server =
+    c.server === 'libcoap'
+      ? await startLibcoap(creds.psk, creds, [], launch)
+      : await startCoapEdge(
+          { devicesFile: file, cliPath: c.cliPath, nodeFlags: c.nodeFlags, ...launch },
+          creds,
+        );
+  const dtlsOpts = {
+    suite: c.suite,
+    handshakeTimeoutMs: OP_TIMEOUT_MS,
+    retransmitTimeoutMs: RETRANSMIT_MS,
+  };
+  if (c.kind === 'handshake') {
+    const op: Op = async (_i, f) => {
+      try {
+        const client = await connect(server.target, creds, dtlsOpts);
+        f.retransmissions += client.trace.retransmissions;
+        await client.close();
+      } catch (err) {
+        increment(f.failures, failureName(err));
+      }
+    };
+    return { server, op, close: () => Promise.resolve() };
+  }
+  const clients: DtlsClient[] = [];
+  for (let i = 0; i < c.associations; i++) {
+    const id: Credentials = { ...creds, identity: creds.identities[i] ?? creds.identity };
+    clients.push(await connect(server.target, id, dtlsOpts));
+  }
+  const token = Buffer.alloc(4);
+  const op: Op = async (i, f) => {
+    const client = clients[i % clients.length]!;
+    const mid = i & 0xffff;
+    token.writeUInt32BE(i >>> 0, 0);
+    const req = nothingRequest(mid, token);
+    const answer = await new Promise<Buffer | undefined>((done) => {
+      const timer = setTimeout(() => {
+        client.off('message', onMessage);
+        done(undefined);
+      }, OP_TIMEOUT_MS);
+      const onMessage = (m: Buffer): void => {
+        clearTimeout(timer);
+        client.off('message', onMessage);
+        done(m);
+      };
+      client.on('message', onMessage);
+      client.send(req);
+    });
+    if (answer === undefined) {
+      f.timeouts++;
+      return;
+    }
+    const m = decode(answer);
+    if (m.messageId !== mid || m.code !== EXPECTED_CODE) {
+      increment(f.failures, `answer ${codeName(m.code)} mid ${m.messageId}`);
+    }
+  };
+  return {
+    server,
+    op,
+    close: async () => {
+      await Promise.all(clients.map((x) => x.close()));
+    },
+  };
+}
+
+async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
+  const reply = c.kind === 'uplink-reply';
+  const tail = reply ? MEASUREPOINT_TAIL : PUBLISH_TAIL;
+  const n = c.associations;
+  let broker: Broker | undefined;
+  const helpers: IpcChild[] = [];
+  let server: ServerProcess;
+  let devices: UplinkDevice[];
+  // libcoap (-d) creates a resource on a device's first POST (2.01), then updates it (2.04)
+  const expected = new Set<number>([Code.CHANGED]);
+  if (c.server === 'libcoap') {
+    const key = uplinkDevices(n + 16, EDGE_PK, tail).find((d) => pskUsableOnCommandLine(d.psk));
+    if (key === undefined) throw new Error('no generated device has a PSK without a 0x00 byte');
+    devices = uplinkDevices(n, EDGE_PK, tail, key.psk);
+    server = await startLibcoap(key.psk, devices[0]!, ['-d', String(n + 16)], launch);
+    expected.add(Code.CREATED);
+  } else {
+    broker = await startMosquitto();
+    if (reply) helpers.push(await IpcChild.start('platform', 'uplink-platform', [broker.url]));
+    const pk = c.server === 'floor' ? FLOOR_PK : EDGE_PK;
+    const devicesFile = join(c.tmp, 'devices.json');
+    writeFileSync(devicesFile, `${JSON.stringify(generateDevices(n, pk, SEED))}\n`);
+    devices = uplinkDevices(n, pk, tail);
+    if (c.server === 'floor') {
+      server = await startFloor(
+        { devicesFile, mqttUrl: broker.url, productKey: pk, ...launch },
+        devices[0]!,
+      );
+    } else {
+      const extraArgs = ['--mqtt-url', broker.url];
+      if (c.tracing !== 'off') {
+        const port = await freeTcpPort();
+        helpers.push(await IpcChild.start('spanSink', 'otlp-sink', [String(port)]));
+        extraArgs.push(
+          '--otlp-endpoint',
+          `http://127.0.0.1:${port}/v1/traces`,
+          '--trace-sample-ratio',
+          String(Number(c.tracing) / 100),
+        );
+      }
+      server = await startCoapEdge(
+        { devicesFile, cliPath: c.cliPath, extraArgs, nodeFlags: c.nodeFlags, ...launch },
+        devices[0]!,
+      );
+    }
+  }
+  const clients: CoapDtlsClient[] = [];
+  for (const d of devices) {
+    const dtls = await connect(server.target, d, {
+      suite: c.suite,
+      handshakeTimeoutMs: OP_TIMEOUT_MS,
+      retransmitTimeoutMs: RETRANSMIT_MS,
+    });
+    clients.push(CoapDtlsClient.over(dtls));
+  }
+  const op: Op = async (i, f) => {
+    const k = i % clients.length;
+    const id = `insn-${i}`;
+    try {
+      const r = await clients[k]!.request({
+        method: 'POST',
+        path: devices[k]!.path,
+        payload: measurepointBody(id),
+        contentFormat: ContentFormat.JSON,
+        timeoutMs: OP_TIMEOUT_MS,
+        ackTimeoutMs: RETRANSMIT_MS,
+        followBlocks: false,
+      });
+      f.retransmissions += r.retransmissions;
+      if (!expected.has(r.code)) increment(f.failures, `code ${codeName(r.code)}`);
+      else if (
+        reply &&
+        c.server !== 'libcoap' &&
+        r.payload.toString('utf8') !== `{"id":"${id}","code":200,"data":null}`
+      ) {
+        increment(f.failures, 'reply mismatch');
+      }
+    } catch (err) {
+      const kind = err instanceof CoapClientError ? err.code : failureName(err);
+      if (kind === 'COAP_TIMEOUT') f.timeouts++;
+      else increment(f.failures, kind);
+    }
+  };
+  return {
+    server,
+    op,
+    close: async () => {
+      await Promise.all(clients.map((x) => x.close().catch(() => undefined)));
+      broker?.cleanup();
+    },
+  };
+}
+
+/** `count` operations, one at a time, started every `intervalMs` (or late). */
+async function drive(op: Op, first: number, count: number, intervalMs: number, f: Faults) {
+  let next = performance.now();
+  for (let i = first; i < first + count; i++) {
+    const wait = next - performance.now();
+    if (wait > 0) await sleep(wait);
+    else if (wait < -1) f.lateStarts++;
+    next = Math.max(next + intervalMs, performance.now());
+    await op(i, f);
+  }
+}
+
+interface Part {
+  readonly file: string;
+  readonly part: number;
+  readonly trigger: string;
+  readonly ir: number;
+}
+
+/** Reads every dump file in `dir` (several per part with --separate-threads). */
+function readParts(dir: string): Part[] {
+  const parts: Part[] = [];
+  for (const name of readdirSync(dir)) {
+    const text = readFileSync(join(dir, name), 'utf8');
+    const head = text.slice(0, 4096);
+    const part = /^part: (\d+)$/m.exec(head);
+    const trigger = /^desc: Trigger: (.*)$/m.exec(head);
+    const summary = /^summary: (\d+)$/m.exec(text) ?? /^totals: (\d+)$/m.exec(text);
+    if (part === null || summary === null) continue;
+    parts.push({
+      file: join(dir, name),
+      part: Number(part[1]),
+      trigger: trigger?.[1] ?? '?',
+      ir: Number(summary[1]),
+    });
+  }
+  return parts;
+}
+
+async function dump(pid: number, tag: string): Promise<void> {
+  await execFileP('callgrind_control', ['--dump=' + tag, String(pid)], { timeout: 120_000 });
+}
+
+/** Process and thread entry frames (see {@link annotate}). */
+const ENTRY_FRAME =
+  /:(main|\(below main\)|__libc_start_main\S*|clone3?|start_thread|node::Start\(.*|node::NodeMainInstance::Run\(.*|node::SpinEventLoopInternal\(.*|0x0*1ab70) \[/;
+/**
+ * V8's garbage collector (scavenges, mark-compact, concurrent marking and sweeping on the
+ * worker threads), by function name: a rough share (inlined parts and allocation are missed).
+ */
+const GC_FUNCTION =
+  /v8::internal::(Heap::|MarkCompact|MinorMarkCompact|MinorMark|\w*Marking|Scavenge|\w*Sweep|\w*Evacuat|GCTracer|ConcurrentMarking|IncrementalMarking|MemoryAllocator|PagedSpace|\w*Compactor|MarkingVisitor|\w*RememberedSet|SlotSet|WeakObjects|MemoryChunk|ScavengeVisitor|\w*GC\w*::)|MarkingVisitorBase|ScavengerCollector|FullEvacuator/;
+
+/** V8's compilers (TurboFan, Maglev, Sparkplug, the bytecode compiler): warm-up, not steady state. */
+const COMPILE_FUNCTION =
+  /v8::internal::(compiler::|maglev::|baseline::|interpreter::BytecodeGenerator|Compiler::|OptimizingCompileDispatcher|\w*Compilation\w*::|Parser::|ParserBase|Scanner::|AstNodeSourceRanges|DeclarationScope::|Scope::)/;
+
+interface FunctionCost {
+  readonly irPerOp: number;
+  readonly percent: number;
+  readonly fn: string;
+}
+
+/**
+ * The functions of callgrind_annotate (exclusive or inclusive) of some dump files, costliest
+ * first. A dump taken while the server runs lists the frames then on the stack (main,
+ * node::Start, the event loop…; clone and start_thread for the other threads) with their
+ * thread's whole cost even as exclusive cost: those entry frames are left out. Inclusive figures of V8's recursive builtins (`'2` cycles) can exceed 100 %.
+ */
+async function annotate(
+  files: readonly string[],
+  inclusive: boolean,
+  ops: number,
+): Promise<FunctionCost[]> {
+  const { stdout } = await execFileP(
+    'callgrind_annotate',
+    [`--inclusive=${inclusive ? 'yes' : 'no'}`, '--threshold=100', ...files],
+    { maxBuffer: 256 * 1024 * 1024, timeout: 300_000 },
+  );
+  const out: FunctionCost[] = [];
+  let started = false;
+  for (const line of stdout.split('\n')) {
+    if (/^-+$/.test(line.trim()) && line.includes('-')) continue;
+    if (!started) {
+      if (/\bfile:function\b/.test(line)) started = true;
+      continue;
+    }
+    const m = /^\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(.*)$/.exec(line);
+    if (m === null) continue;
+    // an unnamed function of half the total is the entry point of a stripped executable
+    if (ENTRY_FRAME.test(m[3]!) || (Number(m[2]) >= 50 && /^\?\?\?:0x/.test(m[3]!))) continue;
+    out.push({
+      irPerOp: round(Number(m[1]!.replace(/,/g, '')) / ops, 0) ?? 0,
+      percent: Number(m[2]),
+      fn: m[3]!.trim(),
+    });
+  }
+  return out;
+}
+
+/**
+ * Exclusive Ir per operation by object file: `[???]` is code with no file behind it, i.e.
+ * V8's JIT code (baseline, Maglev, TurboFan) and its stubs; `/usr/bin/node` holds V8's
+ * builtins and runtime, libuv and the statically linked OpenSSL.
+ */
+function byObject(fns: readonly FunctionCost[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const f of fns) {
+    const obj = /\[([^\]]*)\]$/.exec(f.fn)?.[1] ?? '?';
+    out[obj] = (out[obj] ?? 0) + f.irPerOp;
+  }
+  return Object.fromEntries(Object.entries(out).sort((a, b) => b[1] - a[1]));
+}
+
+async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<string, unknown>> {
+  const dir = mkdtempSync(join(tmpdir(), 'coap-edge-insn-'));
+  const launch = callgrindLaunch(join(dir, 'callgrind.out'), o.separateThreads);
+  const faults: Faults = { timeouts: 0, retransmissions: 0, lateStarts: 0, failures: {} };
+  const transitionFaults: Faults = {
+    timeouts: 0,
+    retransmissions: 0,
+    lateStarts: 0,
+    failures: {},
+  };
+  const transition = Math.ceil(o.ops / 5);
+  const t0 = performance.now();
+  const rig = c.kind === 'handshake' || c.kind === 'record' ? dtlsRig : uplinkRig;
+  const { server, op, close } = await rig(c, launch);
+  log(
+    `run ${rep}: ${c.server} pid ${server.pid} ready after ${round((performance.now() - t0) / 1000, 1)} s`,
+  );
+  const segmentFaults: Faults[] = [];
+  const segmentMs: number[] = [];
+  const interval = 1000 / o.rate;
+  let outputTail = '';
+  try {
+    // the warm-up goes as fast as the answers come (still one at a time): JIT tiering needs
+    // hundreds of operations, which at the measured rate would take minutes
+    await drive(op, 0, o.warmup, 0, faults);
+    faults.lateStarts = 0;
+    await sleep(SETTLE_MS);
+    await execFileP('callgrind_control', ['--instr=on', String(server.pid)], { timeout: 120_000 });
+    // Counting makes the server several times slower at once: the first answers after the
+    // switch may overrun the server's own timers (a 5.03 on an uplink). A short transition at
+    // the measured rate, counted but not reported, absorbs that; its faults do not fail the run.
+    await drive(op, o.warmup, transition, interval, transitionFaults);
+    await sleep(SETTLE_MS);
+    await dump(server.pid, 'warmup');
+    for (let s = 0; s < o.segments; s++) {
+      const f: Faults = { timeouts: 0, retransmissions: 0, lateStarts: 0, failures: {} };
+      const ts = performance.now();
+      await drive(op, o.warmup + transition + s * o.ops, o.ops, interval, f);
+      segmentMs.push(round(performance.now() - ts, 0) ?? 0);
+      await sleep(SETTLE_MS);
+      await dump(server.pid, `segment${s + 1}`);
+      segmentFaults.push(f);
+      log(`run ${rep}: segment ${s + 1} done (${JSON.stringify(f)})`);
+    }
+  } finally {
+    await close();
+    outputTail = server.outputTail();
+    await stopAll();
+  }
+  const parts = readParts(dir);
+  const byTrigger = (tag: string): Part[] => parts.filter((p) => p.trigger === `dump ${tag}`);
+  const sum = (ps: readonly Part[]): number => ps.reduce((a, p) => a + p.ir, 0);
+  const startup = sum(byTrigger('warmup'));
+  const segIr = Array.from({ length: o.segments }, (_, s) => sum(byTrigger(`segment${s + 1}`)));
+  if (segIr.some((x) => x === 0)) {
+    throw new Error(`callgrind dumps missing in ${dir}: ${JSON.stringify(parts)}`);
+  }
+  const cumulative = segIr.map((_, k) => startup + segIr.slice(0, k + 1).reduce((a, b) => a + b));
+  const lastFiles = byTrigger(`segment${o.segments}`).map((p) => p.file);
+  const exclusive = await annotate(lastFiles, false, o.ops);
+  // GC share of every segment (its cost comes in lumps: a segment with a mark-compact is dearer)
+  // and the JIT compilers' (still at work if the warm-up did not reach the steady state)
+  const segGc: number[] = [];
+  const segCompile: number[] = [];
+  const share = (fns: readonly FunctionCost[], re: RegExp): number =>
+    fns.filter((f) => re.test(f.fn)).reduce((a, f) => a + f.irPerOp, 0);
+  for (let s = 0; s < o.segments; s++) {
+    const files = byTrigger(`segment${s + 1}`).map((p) => p.file);
+    const fns = await annotate(files, false, o.ops);
+    segGc.push(share(fns, GC_FUNCTION));
+    segCompile.push(share(fns, COMPILE_FUNCTION));
+  }
+  const inclusive = await annotate(lastFiles, true, o.ops);
+  const threads = o.separateThreads
+    ? byTrigger(`segment${o.segments}`).map((p) => ({
+        file: p.file.slice(dir.length + 1),
+        irPerOp: round(p.ir / o.ops, 0),
+      }))
+    : undefined;
+  if (!o.keep) rmSync(dir, { recursive: true, force: true });
+  const last = segIr[segIr.length - 1]!;
+  return {
+    pid: server.pid,
+    command: server.command,
+    irPerOp: round(last / o.ops, 0),
+    segmentsIrPerOp: segIr.map((x) => round(x / o.ops, 0)),
+    segmentsGcIrPerOp: segGc,
+    segmentsCompileIrPerOp: segCompile,
+    segmentsIrPerOpWithoutCompile: segIr.map((x, k) => round(x / o.ops - segCompile[k]!, 0)),
+    segmentsIrPerOpWithoutCompileAndGc: segIr.map((x, k) =>
+      round(x / o.ops - segCompile[k]! - segGc[k]!, 0),
+    ),
+    irStartupAndWarmup: startup,
+    irCumulative: cumulative,
+    irTwoNMinusN: o.segments >= 2 ? round((cumulative[1]! - cumulative[0]!) / o.ops, 0) : undefined,
+    segmentMs,
+    warmupFaults: faults,
+    transitionOps: transition,
+    transitionFaults,
+    segmentFaults,
+    ...(threads !== undefined ? { threads } : {}),
+    exclusiveByObject: byObject(exclusive),
+    exclusive: exclusive.slice(0, o.top),
+    inclusive: inclusive.slice(0, o.top),
+    ...(o.keep ? { callgrindDir: dir } : {}),
+    ...(c.nodeFlags.length > 0 ? { serverOutputTail: outputTail.split('\n') } : {}),
+  };
+}
+
+interface RunOptions {
+  readonly ops: number;
+  readonly warmup: number;
+  readonly segments: number;
+  readonly rate: number;
+  readonly top: number;
+  readonly separateThreads: boolean;
+  readonly keep: boolean;
+}
+
+function faulty(f: Faults): boolean {
+  return f.timeouts + f.retransmissions + Object.values(f.failures).reduce((a, b) => a + b, 0) > 0;
+}
+
+async function main(): Promise<void> {
+  const flags = parseFlags(
+    [
+      'kind',
+      'server',
+      'build',
+      'tracing',
+      'ops',
+      'warmup',
+      'segments',
+      'rate',
+      'repeat',
+      'associations',
+      'top',
+      'suite',
+      'node-flags',
+    ],
+    ['separate-threads', 'keep'],
+  );
+  if (flags.help === true) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  if (flags.kind === undefined) throw new UsageError('--kind is required');
+  const kind = choiceFlag(flags, 'kind', KINDS, 'handshake');
+  const server = choiceFlag(flags, 'server', SERVERS, 'coap-edge');
+  const tracing = choiceFlag(flags, 'tracing', TRACING, 'off');
+  const uplink = kind === 'uplink-publish' || kind === 'uplink-reply';
+  if (server === 'floor' && !uplink) throw new UsageError('--server floor: uplink kinds only');
+  if (tracing !== 'off' && (!uplink || server !== 'coap-edge')) {
+    throw new UsageError('--tracing: coap-edge with an uplink kind only');
+  }
+  const build = resolve(stringFlag(flags, 'build', REPO_ROOT));
+  const ops = numberFlag(flags, 'ops', kind === 'handshake' ? 60 : 150, 1, 1_000_000);
+  const o: RunOptions = {
+    ops,
+    warmup: numberFlag(flags, 'warmup', 10 * ops, 0, 1_000_000),
+    segments: numberFlag(flags, 'segments', 2, 1, 100),
+    rate: numberFlag(flags, 'rate', kind === 'handshake' ? 4 : 10, 0.01, 10_000, false),
+    top: numberFlag(flags, 'top', 15, 1, 1000),
+    separateThreads: flags['separate-threads'] === true,
+    keep: flags.keep === true,
+  };
+  const repeat = numberFlag(flags, 'repeat', 1, 1, 100);
+  const suiteFlag = choiceFlag(flags, 'suite', ['ccm8', 'cbc'], 'ccm8');
+
+  installCleanup();
+  const startedAt = new Date();
+  const env = environment();
+  log(`instructions: ${commandLine()}`);
+  // OTEL_* variables would turn tracing on in the coap-edge child
+  for (const k of Object.keys(process.env)) if (k.startsWith('OTEL_')) delete process.env[k];
+  const tmp = mkdtempSync(join(tmpdir(), 'coap-edge-insn-setup-'));
+  process.once('exit', () => rmSync(tmp, { recursive: true, force: true }));
+  const c: Config = {
+    kind,
+    server,
+    cliPath: join(build, 'dist', 'src', 'cli.js'),
+    tracing,
+    associations: numberFlag(flags, 'associations', 4, 1, 1000),
+    suite: SUITES[suiteFlag],
+    tmp,
+    nodeFlags: stringFlag(flags, 'node-flags', '')
+      .split(' ')
+      .filter((x) => x !== ''),
+  };
+  const runs: Record<string, unknown>[] = [];
+  for (let r = 0; r < repeat; r++) runs.push(await oneRun(c, o, r + 1));
+  const perOp = runs.map((r) => r.irPerOp as number);
+  const failed = runs.some(
+    (r) => faulty(r.warmupFaults as Faults) || (r.segmentFaults as Faults[]).some((f) => faulty(f)),
+  );
+  const result = {
+    bench: 'instructions',
+    command: commandLine(),
+    startedAt: startedAt.toISOString(),
+    environment: { ...env, loadAverageAtEnd: loadavg().map((x) => round(x, 2)) },
+    description:
+      'instructions (callgrind Ir, all threads of the server process) per operation: the last ' +
+      'of --segments segments of --ops operations after --warmup operations, between ' +
+      'callgrind_control dumps, so start-up, set-up, warm-up and shut-down are not in it',
+    parameters: {
+      kind,
+      server,
+      build: server === 'coap-edge' ? build : undefined,
+      tracing,
+      suite: suiteFlag,
+      associations: kind === 'handshake' ? undefined : c.associations,
+      ...o,
+    },
+    irPerOp: perOp,
+    spread: perOp.length > 1 ? round(Math.max(...perOp) / Math.min(...perOp) - 1, 4) : undefined,
+    failed,
+    runs,
+  };
+  const file = writeResult(`instructions-${kind}-${server}`, startedAt, result);
+  log(`instructions: Ir/op ${perOp.join(', ')} (${file})`);
+  process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+  if (failed) {
+    log('instructions: timeouts, retransmissions or failed operations: the counts are not valid');
+    process.exitCode = 1;
+  }
+}
+
+runScript('instructions', USAGE, main);
