@@ -2,11 +2,14 @@
 // Runs every compiled test file (dist/test/**/*.test.js) with node:test.
 // Node 20's --test takes file paths only (no globs), so the list is built here.
 // Usage: node scripts/run-tests.mjs [--coverage] [substring filter ...]
+// Files run os.availableParallelism() + 1 at a time (many mostly wait for processes, Redis
+// fail-overs or timers); TEST_CONCURRENCY=<n> overrides it (docs/testing.md, "Suite time").
 // --coverage runs the tests under c8 (V8 coverage, mapped back to src/*.ts through the
 // source maps; child processes the tests start are covered too), writes coverage/ and then
 // checks the per-layer floors of scripts/coverage-floor.mjs: enforced on a whole run,
 // only reported when a filter picks some files.
 import { readdirSync, statSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join, relative } from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -30,10 +33,19 @@ if (chosen.length === 0) {
   console.error('no test files matched');
   process.exit(1);
 }
+const concurrencyEnv = process.env.TEST_CONCURRENCY;
+const concurrency =
+  concurrencyEnv === undefined || concurrencyEnv === ''
+    ? availableParallelism() + 1
+    : Number(concurrencyEnv);
+if (!Number.isSafeInteger(concurrency) || concurrency < 1) {
+  console.error(`TEST_CONCURRENCY must be a whole number of files ≥ 1 (got ${concurrencyEnv})`);
+  process.exit(2);
+}
 const testArgs = [
   '--enable-source-maps',
   '--test',
-  '--test-concurrency=2',
+  `--test-concurrency=${concurrency}`,
   '--test-timeout=120000',
   ...chosen,
 ];

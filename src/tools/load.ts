@@ -2,9 +2,10 @@
  * Load generator behind `coap-edge bench`: N simulated devices, each with its own DTLS
  * association (CCM_8 by default), connected at a given ramp rate, then posting EnOS
  * measurepoints (CON or NON, a chosen payload size) in a closed loop (one request
- * outstanding per device) or at a fixed rate, for a duration. Progress snapshots while it
- * runs; a result with throughput, latency percentiles, errors by kind and, given coap-edge's
- * /metrics, coap-edge's resident memory per association.
+ * outstanding per device) or at a fixed rate, for a duration (at a rate: every request due
+ * within it is sent, however late). Progress snapshots while it runs; a result with
+ * throughput, latency percentiles, errors by kind and, given coap-edge's /metrics,
+ * coap-edge's resident memory per association.
  *
  * With `cid` the devices offer an RFC 9146 Connection ID; with `rebindEveryMs` each moves its
  * association to a new source port now and then (a NAT rebinding), and the result says how
@@ -445,20 +446,23 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
           rebindEvery > 0 && i < movers
             ? started + rebindEvery * (1 + i / clients.length)
             : Infinity;
-        while (performance.now() < end) {
+        // at a rate, every turn due before the end is taken, however late a slow machine or
+        // the socket budget makes it (the offered load does not depend on the machine's
+        // speed); in closed loop the requests started before the end count
+        while (interval > 0 ? next < end : performance.now() < end) {
+          // when this turn is (at a rate: when it was due, so that moves come with the same
+          // turns whatever the machine's speed)
+          let turn = next;
           if (interval > 0) {
-            // at a low rate the next turn may lie past the end: do not wait for it
-            if (next >= end) break;
             const wait = next - performance.now();
             if (wait > 0) await sleep(wait);
             next += interval;
-            if (performance.now() >= end) break;
-          }
+          } else turn = performance.now();
           if (sockets !== undefined) {
             const w = performance.now();
             await sockets.acquire();
             socketWait.record(performance.now() - w);
-            if (performance.now() >= end) {
+            if (interval === 0 && performance.now() >= end) {
               sockets.release();
               break;
             }
@@ -473,7 +477,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
             }
           }
           let moved = false;
-          if (performance.now() >= nextRebind) {
+          if (turn >= nextRebind) {
             nextRebind += rebindEvery;
             try {
               await c.dtls.rebind();

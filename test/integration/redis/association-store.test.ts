@@ -289,7 +289,13 @@ for (const [name, topology] of Object.entries(topologies)) {
       let adoption: Promise<{ txStart: number } | undefined> | undefined;
       for (let i = 0; i < 200; i++) {
         leases.push((i % 2 === 0 ? sa : sb).leaseTx(H1, 'A', 64, TTL));
-        if (i === 150) adoption = sb.adopt(H1, 'B', 0, 64, TTL);
+        if (i === 150) {
+          // the 151 leases so far (racing each other on two connections) are in before the
+          // adoption, whatever the machine's speed (a loaded one delayed A's behind it: 99
+          // blocks); the adoption races the leases A sends after it
+          await Promise.all(leases);
+          adoption = sb.adopt(H1, 'B', 0, 64, TTL);
+        }
       }
       const got = await Promise.all(leases);
       const adopted = await adoption;
