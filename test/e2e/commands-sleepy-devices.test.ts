@@ -150,20 +150,20 @@ describe(
       ]);
       platform = await startPlatform(SHARED_MQTT_URL, `/sys/${dev.pk}/+/thing/measurepoint/post`);
       commands = await startRecorder(SHARED_MQTT_URL, `/sys/${dev.pk}/+/thing/service/#`);
-      // both bridge pools are up; then a probe command must reach Redis through some pod's
-      // command intake (the intake logs nothing: it gets no logger in src/gateway/index.ts)
-      await Promise.all([podA, podB].map((p) => waitPodLog(p, 'mqtt connection up', 2)));
-      const probeTopic = `/sys/${probe.pk}/${probe.dk}/thing/service/probe`;
-      await eventually(
-        async () => {
-          if ((await queueLength(probe)) > 0) return true;
-          await publishCommand(command(uid('probe-')), probeTopic);
-          await sleep(200);
-          return (await queueLength(probe)) > 0;
-        },
-        'a command intake subscribed (probe command in Redis)',
-        15_000,
+      // both bridge pools are up and both pods' command intakes subscribed (their shared
+      // subscription takes what is published from now on); then a probe command must reach
+      // Redis through one of them
+      await Promise.all(
+        [podA, podB].map(async (p) => {
+          await waitPodLog(p, 'mqtt connection up', 2);
+          await waitPodLog(p, 'command intake subscribed', 1, 15_000);
+        }),
       );
+      await publishCommand(
+        command(uid('probe-')),
+        `/sys/${probe.pk}/${probe.dk}/thing/service/probe`,
+      );
+      await eventually(async () => (await queueLength(probe)) > 0, 'the probe command in Redis');
     });
 
     after(async () => {

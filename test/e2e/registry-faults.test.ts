@@ -4,7 +4,8 @@
  * device sees; the failure is counted in `gateway.secrets.stats` and not cached; a device
  * already cached keeps working meanwhile, also while a lookup hangs. After five failures in a
  * row the circuit breaker answers without asking the registry, and lets a probe through after
- * its cool-down. Shared Redis 6379 and Mosquitto 1883.
+ * its cool-down. The gateway's clock is stepped over the cool-down (no 5 s sleep). Shared
+ * Redis 6379 and Mosquitto 1883.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,7 +24,6 @@ import {
   connectDevice,
   measurepoint,
   measurepointTopic,
-  sleep,
   startE2eGateway,
   startPlatform,
   timed,
@@ -31,6 +31,7 @@ import {
   type E2eGateway,
   type PlatformStandIn,
 } from '../helpers/e2e.js';
+import { steppedClock } from '../helpers/clock.js';
 
 const REGISTRY_TIMEOUT_MS = 1_000;
 /** Margin on top of the registry timeout for a refused handshake (CI noise). */
@@ -38,6 +39,8 @@ const MARGIN_MS = 2_500;
 /** The registry client's circuit breaker (src/auth/registry-client.ts defaults). */
 const BREAKER_THRESHOLD = 5;
 const BREAKER_COOLDOWN_MS = 5_000;
+/** Lifetime of a record in the in-process cache (`secretCacheTtlSeconds` default). */
+const CACHE_TTL_MS = 300_000;
 
 describe('e2e: registry failing or hanging', { skip: MISSING_TOOLS }, () => {
   const pk = uid('rgPK');
@@ -48,6 +51,8 @@ describe('e2e: registry failing or hanging', { skip: MISSING_TOOLS }, () => {
   let platform: PlatformStandIn;
   let redis: Redis;
   const devices: CoapDtlsClient[] = [];
+  /** The gateway's clock: the breaker's cool-down passes when the test steps it. */
+  const clock = steppedClock();
 
   function secretOf(dk: string): string {
     let s = secrets.get(dk);
@@ -61,14 +66,17 @@ describe('e2e: registry failing or hanging', { skip: MISSING_TOOLS }, () => {
 
   before(async () => {
     registry = await E2eRegistry.start();
-    gw = await startE2eGateway({
-      mqttUrl: SHARED_MQTT_URL,
-      redisUrl: SHARED_REDIS_URL,
-      redisPrefix,
-      registryUrl: registry.url,
-      registryToken: registry.token,
-      registryTimeoutMs: REGISTRY_TIMEOUT_MS,
-    });
+    gw = await startE2eGateway(
+      {
+        mqttUrl: SHARED_MQTT_URL,
+        redisUrl: SHARED_REDIS_URL,
+        redisPrefix,
+        registryUrl: registry.url,
+        registryToken: registry.token,
+        registryTimeoutMs: REGISTRY_TIMEOUT_MS,
+      },
+      { clock },
+    );
     platform = await startPlatform(SHARED_MQTT_URL, `/sys/${pk}/+/thing/measurepoint/post`);
     redis = new Redis(SHARED_REDIS_URL, { maxRetriesPerRequest: 1 });
   });
@@ -160,7 +168,7 @@ describe('e2e: registry failing or hanging', { skip: MISSING_TOOLS }, () => {
     registry.mode = 'error';
     for (let i = 1; i <= BREAKER_THRESHOLD; i++) await refused(`b${i}`);
     assert.ok(stats().registryCircuitOpened >= 1, 'the breaker opened');
-    const opened = Date.now();
+    const opened = clock.now();
     const calls = registry.calls.length;
     const rejected = stats().registryRejected;
     await refused('b6');
@@ -169,10 +177,31 @@ describe('e2e: registry failing or hanging', { skip: MISSING_TOOLS }, () => {
     await connectAndPost('cached', 'c-4');
 
     registry.mode = 'ok';
-    await sleep(Math.max(0, BREAKER_COOLDOWN_MS + 200 - (Date.now() - opened)));
+    // still open until the cool-down is over, the registry answering or not
+    clock.step(Math.max(0, BREAKER_COOLDOWN_MS - 1_000 - (clock.now() - opened)));
+    await refused('b6');
+    assert.equal(registry.calls.length, calls, 'nothing was sent before the cool-down ended');
+    assert.equal(stats().registryRejected, rejected + 2);
+    clock.step(Math.max(0, BREAKER_COOLDOWN_MS + 200 - (clock.now() - opened)));
     await connectAndPost('b6', 'b6-1');
     assert.equal(registry.count('GET', `/devices/${pk}/b6`), 1, 'the probe went out');
     t.diagnostic(`registry failures counted: ${stats().registryFailures}`);
+  });
+
+  it('the in-process cache expires on the gateway clock: then Redis answers, not the registry', async () => {
+    registry.mode = 'ok';
+    const lookups = () => ({ ...stats().lookups.memory, redis: stats().lookups.redis.hit });
+    const before = lookups();
+    await connectAndPost('cached', 'c-5');
+    const fresh = lookups();
+    assert.ok(fresh.hit > before.hit, 'cached: read from the in-process cache');
+    assert.equal(fresh.redis, before.redis, 'cached: Redis not asked');
+    clock.step(CACHE_TTL_MS + 1_000);
+    await connectAndPost('cached', 'c-6');
+    const expired = lookups();
+    assert.ok(expired.miss > fresh.miss, 'cached: expired from the in-process cache');
+    assert.ok(expired.redis > fresh.redis, 'cached: read from Redis');
+    assert.equal(registry.count('GET', `/devices/${pk}/cached`), 1, 'cached: no registry call');
   });
 
   it('the gateway logged no errors', () => {

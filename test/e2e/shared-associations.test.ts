@@ -12,6 +12,8 @@
  * - SIGTERM drain of A: the device gets no close_notify and goes on at B with no handshake.
  *
  * Each runs with a Connection ID offered by the device and without (matched by address).
+ * Every test has its own pod A (killed or drained) and device; the tests with default settings
+ * share one pod B, and assert on what its metrics and log gained during the test.
  */
 import { after, afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -42,6 +44,7 @@ import {
   startPod,
   waitPodLog,
   writeDevicesFile,
+  type DeviceSpec,
   type Pod,
 } from '../helpers/e2e-pods.js';
 import { killAll } from '../helpers/processes.js';
@@ -130,6 +133,16 @@ for (const withCid of [true, false]) {
     { skip: MISSING_TOOLS },
     () => {
       const dir = mkdtempSync(join(tmpdir(), 'coap-edge-shared-'));
+      const newSpec = (tag: string): DeviceSpec => ({
+        pk: uid(`sh${tag}`),
+        dk: uid('dev'),
+        secret: cliSafeSecret('sh'),
+      });
+      /** The devices of the tests with default settings: they share pod B (and its files). */
+      const sharedSpecs = new Map(['k', 'r', 'd'].map((tag) => [tag, newSpec(tag)]));
+      const sharedDevices = writeDevicesFile(dir, [...sharedSpecs.values()], 'shared.json');
+      const sharedPrefix = uid('e2e-shared-');
+      let sharedB: MetricsPod | undefined;
       let a: MetricsPod | undefined;
       let b: MetricsPod | undefined;
       let relay: Relay | undefined;
@@ -140,19 +153,39 @@ for (const withCid of [true, false]) {
         await device?.close().catch(() => undefined);
         await relay?.close();
         await platform?.close();
-        await Promise.all([a?.stop(), b?.stop()]);
+        await Promise.all([a?.stop(), b === sharedB ? undefined : b?.stop()]);
         device = relay = platform = a = b = undefined;
       });
 
-      /** Two pods, a platform for the device's topic, the relay toward A, the device on it. */
-      async function setUp(tag: string, settings: Record<string, unknown> = {}) {
-        const spec = { pk: uid(`sh${tag}`), dk: uid('dev'), secret: cliSafeSecret('sh') };
-        const devices = writeDevicesFile(dir, [spec], `${uid('devices-')}.json`);
-        const prefix = uid('e2e-shared-');
-        [a, b] = await Promise.all([
-          startSharingPod(dir, uid('A-'), devices, prefix, settings),
-          startSharingPod(dir, uid('B-'), devices, prefix, settings),
-        ]);
+      after(async () => {
+        await sharedB?.stop();
+        sharedB = undefined;
+      });
+
+      /**
+       * Pod A, pod B, a platform for the device's topic, the relay toward A, the device on it.
+       * With `settings`, a pair of pods of their own; without, a new A beside the shared B.
+       */
+      async function setUp(tag: string, settings?: Record<string, unknown>) {
+        const own = settings !== undefined ? newSpec(tag) : undefined;
+        const spec = own ?? sharedSpecs.get(tag);
+        assert.ok(spec !== undefined, `no device for ${tag}`);
+        if (own !== undefined) {
+          const devices = writeDevicesFile(dir, [own], `${uid('devices-')}.json`);
+          const prefix = uid('e2e-shared-');
+          [a, b] = await Promise.all([
+            startSharingPod(dir, uid('A-'), devices, prefix, settings),
+            startSharingPod(dir, uid('B-'), devices, prefix, settings),
+          ]);
+        } else {
+          [a, b] = await Promise.all([
+            startSharingPod(dir, uid('A-'), sharedDevices, sharedPrefix),
+            sharedB ?? startSharingPod(dir, uid('B-'), sharedDevices, sharedPrefix),
+          ]);
+          sharedB = b;
+        }
+        // what B had counted and logged before this test's device
+        const bBefore = await snapshot(b);
         const topic = measurepointTopic(spec.pk, spec.dk);
         platform = await startPlatform(SHARED_MQTT_URL, topic);
         relay = await Relay.start(a.port);
@@ -176,6 +209,7 @@ for (const withCid of [true, false]) {
         return {
           a,
           b,
+          bBefore,
           d,
           relay: r,
           platform: p,
@@ -223,22 +257,53 @@ for (const withCid of [true, false]) {
         }
       }
 
-      /** B answered after an adoption (by CID or address), with no handshake. */
-      async function adoptedWithoutHandshake(pod: MetricsPod): Promise<void> {
+      /** What B's metrics and log say about adoptions and handshakes. */
+      async function snapshot(pod: MetricsPod) {
+        return {
+          adoptionsVia: await metric(pod, 'coap_edge_dtls_adoptions_total', {
+            via: withCid ? 'cid' : 'address',
+          }),
+          adoptions: await metric(pod, 'coap_edge_dtls_adoptions_total'),
+          started: await metric(pod, 'coap_edge_dtls_handshakes_started_total'),
+          completed: await metric(pod, 'coap_edge_dtls_handshakes_completed_total'),
+          adoptedLines: podLogLines(pod, 'association adopted').length,
+          establishedLines: podLogLines(pod, 'association established').length,
+        };
+      }
+
+      /**
+       * B answered after an adoption (by CID or address), with no handshake: since `before`
+       * (taken when the test began), one adoption more and no handshake.
+       */
+      async function adoptedWithoutHandshake(
+        pod: MetricsPod,
+        before: Awaited<ReturnType<typeof snapshot>>,
+      ): Promise<void> {
         assert.ok(!pod.proc.exited, `${pod.name} is running`);
         assert.equal(
           await metric(pod, 'coap_edge_dtls_adoptions_total', { via: withCid ? 'cid' : 'address' }),
-          1,
+          before.adoptionsVia + 1,
           `${pod.name}: one adoption via ${withCid ? 'cid' : 'address'}`,
         );
-        assert.equal(await metric(pod, 'coap_edge_dtls_adoptions_total'), 1);
-        assert.equal(await metric(pod, 'coap_edge_dtls_handshakes_started_total'), 0);
-        assert.equal(await metric(pod, 'coap_edge_dtls_handshakes_completed_total'), 0);
+        assert.equal(await metric(pod, 'coap_edge_dtls_adoptions_total'), before.adoptions + 1);
+        assert.equal(await metric(pod, 'coap_edge_dtls_handshakes_started_total'), before.started);
+        assert.equal(
+          await metric(pod, 'coap_edge_dtls_handshakes_completed_total'),
+          before.completed,
+        );
         // the pod writes its log to a pipe: the line may reach this process after the
         // /metrics answer that already counts the adoption
-        await waitPodLog(pod, 'association adopted');
-        assert.equal(podLogLines(pod, 'association adopted').length, 1, 'adoption logged');
-        assert.equal(podLogLines(pod, 'association established').length, 0, 'no handshake logged');
+        await waitPodLog(pod, 'association adopted', before.adoptedLines + 1);
+        assert.equal(
+          podLogLines(pod, 'association adopted').length,
+          before.adoptedLines + 1,
+          'adoption logged',
+        );
+        assert.equal(
+          podLogLines(pod, 'association established').length,
+          before.establishedLines,
+          'no handshake logged',
+        );
       }
 
       /** Switches the relay to B and times the first answer from it. */
@@ -270,7 +335,7 @@ for (const withCid of [true, false]) {
         assert.equal(gone.signal, 'SIGKILL');
 
         await switchAndPost(s, 'k4', 'after SIGKILL');
-        await adoptedWithoutHandshake(s.b);
+        await adoptedWithoutHandshake(s.b, s.bBefore);
         await s.post('k5');
         for (const id of [...ids, 'k4', 'k5'])
           assert.equal(s.seen(id), 1, `${id} on the broker once`);
@@ -278,6 +343,7 @@ for (const withCid of [true, false]) {
       });
 
       it("associationFenceRecords 0: SIGKILL in mid-traffic, B takes the device's very next record", async () => {
+        // pods of its own: both with the exact fence
         const s = await setUp('x', { associationFenceRecords: 0 });
         const ids = Array.from({ length: 10 }, (_, i) => `x${i}`);
         for (const id of ids) await s.post(id);
@@ -293,7 +359,7 @@ for (const withCid of [true, false]) {
           0,
           'no fresh record refused',
         );
-        await adoptedWithoutHandshake(s.b);
+        await adoptedWithoutHandshake(s.b, s.bBefore);
         for (const id of [...ids, 'x10']) assert.equal(s.seen(id), 1, `${id} on the broker once`);
       });
 
@@ -310,14 +376,15 @@ for (const withCid of [true, false]) {
         // below the fence A lowered. While A's heartbeat lasts B leaves them (unproven); once
         // it expired B may take the association over at the fence (fenced): either way no
         // replayed record is accepted
-        for (const d of captured) s.relay.inject(d);
         const lookups = async (): Promise<number> =>
           (await metric(s.b, 'coap_edge_dtls_association_lookups_total', {
             result: 'unproven',
           })) +
           (await metric(s.b, 'coap_edge_dtls_association_lookups_total', { result: 'fenced' }));
+        const lookupsBefore = await lookups();
+        for (const d of captured) s.relay.inject(d);
         await eventually(
-          async () => (await lookups()) >= 1,
+          async () => (await lookups()) >= lookupsBefore + 1,
           'B: the replayed records looked up, none accepted',
           10_000,
         );
@@ -326,7 +393,7 @@ for (const withCid of [true, false]) {
         // the device goes on at B
         const first = await s.post('r4');
         assert.ok(first.retransmissions <= 1, `${first.retransmissions} retransmissions`);
-        await adoptedWithoutHandshake(s.b);
+        await adoptedWithoutHandshake(s.b, s.bBefore);
 
         // after the adoption: the replay window (and fence) drops them
         const droppedBefore = await metric(s.b, 'coap_edge_dtls_records_dropped_total');
@@ -363,7 +430,7 @@ for (const withCid of [true, false]) {
         assert.equal(closed, undefined, 'the device got no close_notify');
 
         await switchAndPost(s, 'd3', 'after SIGTERM drain');
-        await adoptedWithoutHandshake(s.b);
+        await adoptedWithoutHandshake(s.b, s.bBefore);
         assert.equal(closed, undefined, 'the device is still established');
         for (const id of ['d1', 'd2', 'd3'])
           assert.equal(s.seen(id), 1, `${id} on the broker once`);

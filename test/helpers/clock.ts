@@ -18,3 +18,31 @@ export function clockReading(now: () => number): Clock {
     }
   })();
 }
+
+/** Real timers and real time, plus whatever {@link SteppedClock.step} has added. */
+export interface SteppedClock extends Clock {
+  /** Moves monotonic and wall time forward by `ms` at once (a sleep of `ms` that takes none). */
+  step(ms: number): void;
+}
+
+/**
+ * The system clock with a forward offset: for a component whose time a test moves past a
+ * cool-down or lifetime while its peers (sockets, a registry, a store) run in real time.
+ * Deadlines due by the new time fire at their host timer's next turn.
+ */
+export function steppedClock(): SteppedClock {
+  let offset = 0;
+  return new (class extends SystemClock implements SteppedClock {
+    override now(): number {
+      return super.now() + offset;
+    }
+
+    override wallNow(): number {
+      return super.wallNow() + offset;
+    }
+
+    step(ms: number): void {
+      offset += ms;
+    }
+  })();
+}

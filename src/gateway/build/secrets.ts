@@ -16,7 +16,7 @@ export interface Secrets {
 }
 
 export function buildSecrets(
-  { config, log, closers }: BuildContext,
+  { config, log, clock, closers }: BuildContext,
   redis: RedisTarget | undefined,
 ): Built<Secrets, Pick<MetricSources, 'auth'>> {
   const devices = config.devices !== undefined ? DevicesFile.load(config.devices) : undefined;
@@ -38,6 +38,8 @@ export function buildSecrets(
     cacheTtlMs: config.secretCacheTtlSeconds * 1000,
     redisTtlMs: config.redisCacheTtlSeconds * 1000,
     negativeTtlMs: config.negativeCacheTtlSeconds * 1000,
+    // the LRU lifetimes and the registry breaker's cool-down follow the gateway's one clock
+    now: () => clock.now(),
   });
   closers.push(() => secrets.close());
   const resolver = new PskResolver(secrets.source);
