@@ -23,8 +23,9 @@
  *   associations (one application record each way), as bench/dtls-records.ts does.
  * - `uplink-publish` / `uplink-reply`: a device's CON POST of a measurepoint body through a
  *   Mosquitto of its own, as bench/uplink.ts does: publish only (answered 2.04 on the PUBACK) or
- *   publish + platform reply (a stand-in process answers on `…_reply`). `--tracing 1|100`
- *   gives coap-edge an OTLP endpoint (a sink process) and that sampling percentage.
+ *   publish + platform reply (a stand-in process answers on `…_reply`). `--tracing 0|1|100`
+ *   gives coap-edge an OTLP endpoint (a sink process) and that sampling percentage (0: tracing
+ *   on with no datagram sampled, the unsampled path alone).
  * Servers (`--server`): `coap-edge` (`--build <dir>`: a checkout with a compiled dist/; default
  * this one), `libcoap` (coap-server-openssl -k, as dtls-records runs it; `-d` for the uplink
  * kinds, which it answers with no backend) and `floor` (bench/lib/uplink-floor.ts, uplink kinds).
@@ -36,7 +37,7 @@
  * (callgrind_annotate, exclusive and inclusive), per operation.
  *
  * Run: `npm run build && node dist/bench/instructions.js --kind handshake|record|uplink-publish|
- *   uplink-reply [--server coap-edge|libcoap|floor] [--build dir] [--tracing off|1|100]
+ *   uplink-reply [--server coap-edge|libcoap|floor] [--build dir] [--tracing off|0|1|100]
  *   [--ops N] [--warmup W] [--segments 2] [--rate r] [--repeat 1] [--top 15]
  *   [--separate-threads] [--keep]`
  */
@@ -90,7 +91,7 @@ const USAGE = `usage: node dist/bench/instructions.js --kind <k> [options]
   --kind <k>          handshake, record, uplink-publish or uplink-reply
   --server <s>        coap-edge (default), libcoap, floor (uplink kinds only)
   --build <dir>       checkout whose dist/src/cli.js is the coap-edge run (default this one)
-  --tracing <t>       off (default), 1 or 100: coap-edge's trace sampling % (uplink kinds)
+  --tracing <t>       off (default), 0, 1 or 100: coap-edge's trace sampling % (uplink kinds)
   --ops <n>           operations per measured segment (default: handshake 60, others 150)
   --warmup <n>        unmeasured operations before the first segment, one at a time with no
                       pause (default 10 × --ops)
@@ -107,7 +108,7 @@ type Kind = 'handshake' | 'record' | 'uplink-publish' | 'uplink-reply';
 type Server = 'coap-edge' | 'libcoap' | 'floor';
 const KINDS: readonly Kind[] = ['handshake', 'record', 'uplink-publish', 'uplink-reply'];
 const SERVERS: readonly Server[] = ['coap-edge', 'libcoap', 'floor'];
-const TRACING = ['off', '1', '100'] as const;
+const TRACING = ['off', '0', '1', '100'] as const;
 
 const SEED = 'bench-secret';
 const EDGE_PK = 'benchPK';

@@ -10,6 +10,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
+import { context, type Context, type Span, type Tracer } from '@opentelemetry/api';
 import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import { Code } from '../../src/coap/constants.js';
 import { CipherSuite } from '../../src/dtls/constants.js';
@@ -172,5 +173,43 @@ describe('telemetry: per-device forced sampling (ratio 0, traceDevices: [device0
     // the handshake happens before the device key is known: at ratio 0 it is not traced,
     // even for a forced device (forced sampling starts with its first datagram after it)
     assert.ok(!all.some((s) => s.name === 'dtls.handshake'), msg);
+  });
+
+  it('a datagram that is not sampled starts no span and enters no context; a forced one does both', async () => {
+    // what tracing on adds to the 99 % of datagrams a 1 % ratio leaves out: only the sampling
+    // decision (bench/README.md, "Tracing"); counted at the tracer and the context API
+    assert.ok(tracing !== undefined);
+    const tracer = tracing.tracing.tracer;
+    const startSpan = tracer.startSpan.bind(tracer);
+    const enter = context.with.bind(context);
+    let started = 0;
+    let entered = 0;
+    // own properties over the prototypes' methods, deleted afterwards
+    tracer.startSpan = (...args: Parameters<Tracer['startSpan']>): Span => {
+      started++;
+      return startSpan(...args);
+    };
+    context.with = ((
+      ctx: Context,
+      fn: (...a: unknown[]) => unknown,
+      thisArg?: unknown,
+      ...rest: unknown[]
+    ): unknown => {
+      entered++;
+      return enter(ctx, fn, thisArg, ...rest);
+    }) as typeof context.with;
+    try {
+      await deviceRequest(DEMO.device002, 'device002');
+      assert.deepEqual(
+        { started, entered },
+        { started: 0, entered: 0 },
+        'device002 (handshake and request)',
+      );
+      await deviceRequest(DEMO.device001, 'device001');
+      assert.ok(started > 0 && entered > 0, `device001: ${started} spans, ${entered} contexts`);
+    } finally {
+      Reflect.deleteProperty(tracer, 'startSpan');
+      Reflect.deleteProperty(context, 'with');
+    }
   });
 });
