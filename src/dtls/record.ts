@@ -16,6 +16,34 @@ export interface DtlsRecord {
   readonly body: Buffer;
   /** The whole record, header included (a view into the datagram). */
   readonly raw: Buffer;
+  /** The whole record's length in bytes, header included: `raw.length`. */
+  readonly length: number;
+}
+
+/**
+ * A record read from a datagram. The datagram path only needs the whole record's length, so
+ * `raw` is made on demand: one `subarray` (a new Buffer object) less per record.
+ */
+class RecordView implements DtlsRecord {
+  constructor(
+    readonly type: number,
+    readonly version: number,
+    readonly epoch: number,
+    readonly seq: number,
+    readonly cid: Buffer | undefined,
+    readonly body: Buffer,
+    private readonly datagram: Buffer,
+    private readonly start: number,
+    private readonly end: number,
+  ) {}
+
+  get raw(): Buffer {
+    return this.datagram.subarray(this.start, this.end);
+  }
+
+  get length(): number {
+    return this.end - this.start;
+  }
 }
 
 /**
@@ -39,16 +67,17 @@ export function readRecord(buf: Buffer, offset: number, cidLength = 0): DtlsReco
   const length = buf.readUInt16BE(offset + 11 + cidLen);
   const end = offset + headerLength + length;
   if (length > MAX_RECORD_BODY || end > buf.length) return undefined;
-  return {
+  return new RecordView(
     type,
     version,
-    epoch: buf.readUInt16BE(offset + 3),
-    seq: buf.readUIntBE(offset + 5, 6),
-    cid:
-      type === ContentType.tls12Cid ? buf.subarray(offset + 11, offset + 11 + cidLen) : undefined,
-    body: buf.subarray(offset + headerLength, end),
-    raw: buf.subarray(offset, end),
-  };
+    buf.readUInt16BE(offset + 3),
+    buf.readUIntBE(offset + 5, 6),
+    type === ContentType.tls12Cid ? buf.subarray(offset + 11, offset + 11 + cidLen) : undefined,
+    buf.subarray(offset + headerLength, end),
+    buf,
+    offset,
+    end,
+  );
 }
 
 /** A plaintext (epoch 0, or NULL-protected) record. */

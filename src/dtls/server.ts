@@ -341,7 +341,7 @@ export class DtlsServer<P>
           this.stats.drop('malformed-record');
           return;
         }
-        offset += rec.raw.length;
+        offset += rec.length;
         this.stats.recordsIn++;
         this.onRecord(key, address, port, rec);
       }
@@ -492,14 +492,14 @@ export class DtlsServer<P>
     now: number,
   ): void {
     if (assoc.peer === key) {
-      if (assoc.unvalidated) assoc.heardFromNewAddress(newest, rec.raw.length);
+      if (assoc.unvalidated) assoc.heardFromNewAddress(newest, rec.length);
       return;
     }
     if (!newest) return;
     const other = this.associations.get(key);
     if (other !== undefined) this.release(other, 'replaced');
     if (!this.associations.rekey(assoc.peer, key, assoc, now)) return;
-    assoc.moveTo(key, address, port, rec.raw.length);
+    assoc.moveTo(key, address, port, rec.length);
     this.stats.peerAddressUpdates++;
   }
 

@@ -52,6 +52,7 @@ import {
   getOptions,
   szxToBlockSize,
   uriPath,
+  uriPathStrict,
   uriQuery,
 } from '../../../src/coap/options.js';
 import { coapMessageArb } from '../../helpers/fuzz.js';
@@ -494,6 +495,34 @@ describe('coap options', () => {
     ]);
     assert.deepEqual(uriQuery(request), ['a=1', 'b']);
     assert.deepEqual(uriPath(decode(hex('40 01 0000'))), []);
+  });
+
+  test('uriPathStrict: ASCII, UTF-8 and over-long segments decode as uriPath; a bad byte anywhere refuses', () => {
+    const withPath = (segments: Buffer[]): CoapMessage =>
+      decode(
+        encode(
+          msg({
+            code: Code.GET,
+            options: segments.map((value) => opt(OptionNumber.URI_PATH, value)),
+          }),
+        ),
+      );
+    const long = Buffer.alloc(300, 0x61); // past the 255-byte limit: the general path
+    const ok = withPath([Buffer.from('nothing'), Buffer.alloc(0), Buffer.from('pöst'), long]);
+    assert.deepEqual(uriPathStrict(ok), ['nothing', '', 'pöst', 'a'.repeat(300)]);
+    assert.deepEqual(uriPathStrict(ok), uriPath(ok));
+    for (const bad of [
+      Buffer.from([0x61, 0x80]), // stray continuation byte after ASCII
+      Buffer.from([0x61, 0xff]),
+      Buffer.concat([long, Buffer.from([0xc0, 0xaf])]), // overlong form in a long segment
+      Buffer.from([0x7f, 0xed, 0xa0, 0x80]), // surrogate after ASCII
+    ]) {
+      assert.equal(
+        uriPathStrict(withPath([Buffer.from('a'), bad])),
+        undefined,
+        bad.toString('hex'),
+      );
+    }
   });
 
   test('contentFormat', () => {
