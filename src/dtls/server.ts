@@ -610,15 +610,12 @@ export class DtlsServer<P>
     // The cookie proves the address: a new handshake may start. An existing association for
     // this address keeps working until the new handshake completes (RFC 6347 §4.2.8).
     if (existing !== undefined) existing.abort('replaced');
-    if (
-      this.handshakes.size * 2 >= this.maxHandshakes ||
-      this.admission.refusal(address) !== undefined
-    )
+    let bySource = this.admission.refusal(address);
+    if (this.handshakes.size * 2 >= this.maxHandshakes || bySource !== undefined) {
       this.expireStalled();
-    const refused =
-      this.handshakes.size >= this.maxHandshakes
-        ? 'handshake-limit'
-        : this.admission.refusal(address);
+      bySource = this.admission.refusal(address);
+    }
+    const refused = this.handshakes.size >= this.maxHandshakes ? 'handshake-limit' : bySource;
     if (refused !== undefined) {
       this.stats.drop(refused);
       return;
