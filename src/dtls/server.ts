@@ -218,6 +218,10 @@ export class DtlsServer<P>
   private accepting = true;
   /** A ClientHello of the current datagram was already handled. */
   private helloAnswered = false;
+  /** What admit() decided for this handshake, used by completed() in the same turn. */
+  private admittedHs: ServerHandshake<P> | undefined;
+  private admittedAs: Admission | undefined;
+  private admittedPlan: AdmissionPlan<Association<P>> | undefined;
   private closed = false;
   readonly clock: Clock;
 
@@ -651,14 +655,25 @@ export class DtlsServer<P>
 
   admit(hs: ServerHandshake<P>, principal: P, identity: string): boolean {
     const a = this.policy.admission(identity, principal);
-    return this.associations.plan(hs.key, a, this.now()) !== undefined;
+    const plan = this.associations.plan(hs.key, a, this.now());
+    // completed() follows in this same turn, with nothing changed in the table between
+    this.admittedHs = plan !== undefined ? hs : undefined;
+    this.admittedAs = a;
+    this.admittedPlan = plan;
+    return plan !== undefined;
   }
 
   completed(hs: ServerHandshake<P>, r: CompletedHandshake<P>): void {
     this.forget(hs);
-    const admission = this.policy.admission(r.identity, r.principal);
-    // admit() said yes in this same turn, so the plan exists
-    const plan = this.associations.plan(hs.key, admission, this.now());
+    let admission = this.admittedAs;
+    let plan = this.admittedPlan;
+    if (this.admittedHs !== hs || admission === undefined) {
+      admission = this.policy.admission(r.identity, r.principal);
+      plan = this.associations.plan(hs.key, admission, this.now());
+    }
+    this.admittedHs = undefined;
+    this.admittedAs = undefined;
+    this.admittedPlan = undefined;
     if (plan !== undefined) this.makeRoom(plan);
     const cid = r.connectionId;
     const assoc = new Association<P>(
