@@ -50,7 +50,9 @@ export function prf(
 /** Plain PSK premaster secret: uint16 N, N zero bytes, uint16 N, psk (RFC 4279 §2). */
 export function pskPremasterSecret(psk: Buffer): Buffer {
   const n = psk.length;
-  const pms = Buffer.alloc(4 + 2 * n);
+  // from Node's pool (no allocation of its own); the caller wipes it after use
+  const pms = Buffer.allocUnsafe(4 + 2 * n);
+  pms.fill(0, 2, 2 + n);
   pms.writeUInt16BE(n, 0);
   pms.writeUInt16BE(n, 2 + n);
   psk.copy(pms, 4 + n);
