@@ -500,8 +500,10 @@ export class ServerHandshake<P> {
     this.throughCke = this.transcript.digest();
     const sessionHash = this.ems ? this.throughCke : undefined;
     this.state = 'lookup';
-    // The client answered our flight: stop retransmitting it, keep the deadline.
-    this.schedule(Infinity);
+    // The client answered our flight: no more retransmissions of it. The retransmission timer
+    // is left running: when it fires outside wait-cke it only arms the deadline. Most
+    // handshakes finish in this datagram's turn, before it fires, and so never set a timer of
+    // the deadline's length (a Node timer list per distinct duration).
     this.host.stats.pskLookupsPending++;
     let result: PskResolution<P> | Promise<PskResolution<P>>;
     try {

@@ -914,6 +914,35 @@ describe('DtlsServer: flight retransmission on its timer', () => {
   });
 });
 
+describe('DtlsServer: after the client answered', () => {
+  test('flight 4 is not sent again once the ClientKeyExchange is in, and the deadline still ends the handshake', () => {
+    const h = harness({
+      retransmitTimeoutMs: 40,
+      maxRetransmitTimeoutMs: 1_000,
+      handshakeTimeoutMs: 700,
+    });
+    try {
+      const t0 = h.clock.now();
+      const p = PROFILES[0]!;
+      const answered = hello(h, p, 48100, Buffer.alloc(32, 6));
+      h.clock.advance(10);
+      const [cke] = records(clientFinish(p, answered, PSK).datagram);
+      h.server.handleDatagram(cke!.raw, ADDR, 48100); // no CCS, no Finished: it waits for them
+      const sentBefore = h.sent.length;
+      while (h.failures.length === 0 && h.clock.now() - t0 < 5_000) h.clock.advance(1);
+      assert.equal(h.clock.now() - t0, 700, 'the handshake deadline');
+      assert.equal(h.sent.length, sentBefore, 'nothing sent after the ClientKeyExchange');
+      assert.equal(h.server.stats.retransmissions, 0);
+      assert.deepEqual(
+        h.failures.map((f) => [f.reason, f.detail]),
+        [['timeout', 'wait-finished']],
+      );
+    } finally {
+      h.server.close();
+    }
+  });
+});
+
 describe('DtlsServer: stalled handshakes under pressure', () => {
   test('once the table is half full, a handshake whose client never answered is given up after stalledHandshakeTimeoutMs, not a millisecond before', () => {
     withServer(
