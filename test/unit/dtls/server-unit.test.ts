@@ -861,13 +861,16 @@ describe('DtlsServer: records and hellos an attacker can inject into a handshake
   });
 });
 
+/** Timers short enough to walk through a millisecond at a time. */
+const SHORT_TIMERS: ExtraOptions = {
+  retransmitTimeoutMs: 40,
+  maxRetransmitTimeoutMs: 1_000,
+  handshakeTimeoutMs: 700,
+};
+
 describe('DtlsServer: flight retransmission on its timer', () => {
   test('flight 4 is sent again with doubling intervals, new record numbers, the same message_seq, until the handshake times out', () => {
-    const h = harness({
-      retransmitTimeoutMs: 40,
-      maxRetransmitTimeoutMs: 1_000,
-      handshakeTimeoutMs: 700,
-    });
+    const h = harness(SHORT_TIMERS);
     try {
       const t0 = h.clock.now();
       const first = hello(h, PROFILES[0]!, 48000, Buffer.alloc(32, 5));
@@ -916,12 +919,7 @@ describe('DtlsServer: flight retransmission on its timer', () => {
 
 describe('DtlsServer: after the client answered', () => {
   test('flight 4 is not sent again once the ClientKeyExchange is in, and the deadline still ends the handshake', () => {
-    const h = harness({
-      retransmitTimeoutMs: 40,
-      maxRetransmitTimeoutMs: 1_000,
-      handshakeTimeoutMs: 700,
-    });
-    try {
+    withServer((h) => {
       const t0 = h.clock.now();
       const p = PROFILES[0]!;
       const answered = hello(h, p, 48100, Buffer.alloc(32, 6));
@@ -937,9 +935,7 @@ describe('DtlsServer: after the client answered', () => {
         h.failures.map((f) => [f.reason, f.detail]),
         [['timeout', 'wait-finished']],
       );
-    } finally {
-      h.server.close();
-    }
+    }, SHORT_TIMERS);
   });
 });
 
