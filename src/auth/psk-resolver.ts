@@ -29,9 +29,22 @@ export type PskLookup =
       readonly reason: string;
     };
 
+interface DerivedKey {
+  readonly secret: string;
+  readonly key: Buffer;
+}
+
 const reject = (kind: PskRejectKind, reason: string): PskLookup => ({ ok: false, kind, reason });
 
 export class PskResolver {
+  /**
+   * The key derived from each record's secret, kept as long as the record itself (records are
+   * immutable; a refreshed secret comes as a new record, and the secret is compared anyway): a
+   * handshake of a device whose record is cached costs no SHA-256. Holds nothing the record does
+   * not already give away.
+   */
+  private readonly keys = new WeakMap<DeviceRecord | ProductRecord, DerivedKey>();
+
   constructor(private readonly source: SecretSource) {}
 
   /** `observe` hears how each secret layer answered (for the lookup's span). */
@@ -48,10 +61,10 @@ export class PskResolver {
       }
       return isPromise(rec)
         ? rec.then(
-            (r) => fromDevice(id, r),
+            (r) => this.fromDevice(id, r),
             () => reject('unavailable', 'source-unavailable'),
           )
-        : fromDevice(id, rec);
+        : this.fromDevice(id, rec);
     }
     let rec;
     try {
@@ -61,21 +74,31 @@ export class PskResolver {
     }
     return isPromise(rec)
       ? rec.then(
-          (r) => fromProduct(id, r),
+          (r) => this.fromProduct(id, r),
           () => reject('unavailable', 'source-unavailable'),
         )
-      : fromProduct(id, rec);
+      : this.fromProduct(id, rec);
   }
-}
 
-function fromDevice(id: DeviceIdentity, rec: DeviceRecord | undefined): PskLookup {
-  if (rec === undefined) return reject('unknown', 'unknown-device');
-  return { ok: true, psk: derivePsk(rec.deviceSecret), identity: id, assetId: rec.assetId };
-}
+  private fromDevice(id: DeviceIdentity, rec: DeviceRecord | undefined): PskLookup {
+    if (rec === undefined) return reject('unknown', 'unknown-device');
+    return { ok: true, psk: this.psk(rec, rec.deviceSecret), identity: id, assetId: rec.assetId };
+  }
 
-function fromProduct(id: DeviceIdentity, rec: ProductRecord | undefined): PskLookup {
-  if (rec === undefined) return reject('unknown', 'unknown-product');
-  // secureMode 3 keys come from the product secret, only with dynamic registration enabled
-  if (!rec.dynamicRegistration) return reject('forbidden', 'dynamic-registration-disabled');
-  return { ok: true, psk: derivePsk(rec.productSecret), identity: id, assetId: undefined };
+  private fromProduct(id: DeviceIdentity, rec: ProductRecord | undefined): PskLookup {
+    if (rec === undefined) return reject('unknown', 'unknown-product');
+    // secureMode 3 keys come from the product secret, only with dynamic registration enabled
+    if (!rec.dynamicRegistration) return reject('forbidden', 'dynamic-registration-disabled');
+    return { ok: true, psk: this.psk(rec, rec.productSecret), identity: id, assetId: undefined };
+  }
+
+  /** `derivePsk(secret)` of the record, in a fresh buffer of the caller's own (as derivePsk). */
+  private psk(rec: DeviceRecord | ProductRecord, secret: string): Buffer {
+    let derived = this.keys.get(rec);
+    if (derived?.secret !== secret) {
+      derived = { secret, key: derivePsk(secret) };
+      this.keys.set(rec, derived);
+    }
+    return Buffer.from(derived.key);
+  }
 }

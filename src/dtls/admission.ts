@@ -15,25 +15,36 @@ export type AdmissionRefusal = 'address-limit' | 'prefix-limit';
 export class HalfOpenAdmission {
   private readonly byAddress = new Map<string, number>();
   private readonly byPrefix = new Map<string, number>();
+  /** The last address asked about and its prefix: a handshake asks, adds, then removes it. */
+  private lastAddress = '';
+  private lastPrefix = '';
 
   constructor(private readonly limits: AdmissionLimits) {}
 
   /** Why a new handshake from `address` may not start now, or undefined when it may. */
   refusal(address: string): AdmissionRefusal | undefined {
     if ((this.byAddress.get(address) ?? 0) >= this.limits.perAddress) return 'address-limit';
-    if ((this.byPrefix.get(networkPrefix(address)) ?? 0) >= this.limits.perPrefix)
+    if ((this.byPrefix.get(this.prefixOf(address)) ?? 0) >= this.limits.perPrefix)
       return 'prefix-limit';
     return undefined;
   }
 
   add(address: string): void {
     bump(this.byAddress, address, 1);
-    bump(this.byPrefix, networkPrefix(address), 1);
+    bump(this.byPrefix, this.prefixOf(address), 1);
   }
 
   remove(address: string): void {
     bump(this.byAddress, address, -1);
-    bump(this.byPrefix, networkPrefix(address), -1);
+    bump(this.byPrefix, this.prefixOf(address), -1);
+  }
+
+  private prefixOf(address: string): string {
+    if (address !== this.lastAddress) {
+      this.lastPrefix = networkPrefix(address);
+      this.lastAddress = address;
+    }
+    return this.lastPrefix;
   }
 
   /** Distinct addresses with a half-open handshake (for tests and diagnostics). */

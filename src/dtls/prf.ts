@@ -18,18 +18,41 @@ export function pSha256(secret: Buffer, seed: Buffer, length: number): Buffer {
   }
 }
 
-export function prf(secret: Buffer, label: string, seed: Buffer, length: number): Buffer {
-  const labelBytes = Buffer.from(label, 'latin1');
-  const s = Buffer.allocUnsafe(labelBytes.length + seed.length);
-  labelBytes.copy(s, 0);
-  seed.copy(s, labelBytes.length);
+/** The labels' bytes, made once each (the key schedule uses five). */
+const labels = new Map<string, Buffer>();
+const MAX_LABELS = 16;
+
+function labelBytes(label: string): Buffer {
+  let bytes = labels.get(label);
+  if (bytes === undefined) {
+    bytes = Buffer.from(label, 'latin1');
+    if (labels.size < MAX_LABELS) labels.set(label, bytes);
+  }
+  return bytes;
+}
+
+/** PRF(secret, label, seed ‖ seed2): `seed2` saves the caller a concatenation. */
+export function prf(
+  secret: Buffer,
+  label: string,
+  seed: Buffer,
+  length: number,
+  seed2?: Buffer,
+): Buffer {
+  const l = labelBytes(label);
+  const s = Buffer.allocUnsafe(l.length + seed.length + (seed2 === undefined ? 0 : seed2.length));
+  l.copy(s, 0);
+  seed.copy(s, l.length);
+  if (seed2 !== undefined) seed2.copy(s, l.length + seed.length);
   return pSha256(secret, s, length);
 }
 
 /** Plain PSK premaster secret: uint16 N, N zero bytes, uint16 N, psk (RFC 4279 §2). */
 export function pskPremasterSecret(psk: Buffer): Buffer {
   const n = psk.length;
-  const pms = Buffer.alloc(4 + 2 * n);
+  // from Node's pool (no allocation of its own); the caller wipes it after use
+  const pms = Buffer.allocUnsafe(4 + 2 * n);
+  pms.fill(0, 2, 2 + n);
   pms.writeUInt16BE(n, 0);
   pms.writeUInt16BE(n, 2 + n);
   psk.copy(pms, 4 + n);
@@ -37,7 +60,7 @@ export function pskPremasterSecret(psk: Buffer): Buffer {
 }
 
 export function masterSecret(pms: Buffer, clientRandom: Buffer, serverRandom: Buffer): Buffer {
-  return prf(pms, 'master secret', Buffer.concat([clientRandom, serverRandom]), 48);
+  return prf(pms, 'master secret', clientRandom, 48, serverRandom);
 }
 
 /** RFC 7627 §4: the session hash covers the handshake up to and including ClientKeyExchange. */
@@ -51,7 +74,7 @@ export function keyBlock(
   clientRandom: Buffer,
   length: number,
 ): Buffer {
-  return prf(master, 'key expansion', Buffer.concat([serverRandom, clientRandom]), length);
+  return prf(master, 'key expansion', serverRandom, length, clientRandom);
 }
 
 export function verifyData(

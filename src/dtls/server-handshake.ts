@@ -123,6 +123,9 @@ interface Refusal {
 }
 
 const NO_DATA = Buffer.alloc(0);
+const NO_FLIGHT: readonly FlightEntry[] = [];
+/** Never pushed to: onProtectedRecord gives a handshake its own array first. */
+const NO_HELD: DtlsRecord[] = [];
 const RENEGOTIATION_INFO_EMPTY = Buffer.from([0]);
 
 export class ServerHandshake<P> {
@@ -139,14 +142,15 @@ export class ServerHandshake<P> {
   /** Largest plaintext the peer accepts per record (RFC 8449 / RFC 6066); 2^14 by default. */
   private peerRecordLimit = MAX_PLAINTEXT;
   private sendSeq: number;
-  private flight: FlightEntry[] = [];
+  private flight: readonly FlightEntry[] = NO_FLIGHT;
   private epoch1: EpochState | undefined;
   private master: Buffer | undefined;
   private directionKeys: { client: DirectionKeys; server: DirectionKeys } | undefined;
   /** The transcript hash through ClientKeyExchange (see onClientKeyExchange). */
   private throughCke: Buffer | undefined;
   private ccsSeen = false;
-  private held: DtlsRecord[] = [];
+  /** Shared empty array until a record is held (most handshakes hold none). */
+  private held: DtlsRecord[] = NO_HELD;
   /** Set when the lookup refused the identity and the handshake goes on with a random key. */
   private refusal: Refusal | undefined;
   /** An epoch-1 record failed authentication; the verdict timer is running. */
@@ -283,31 +287,36 @@ export class ServerHandshake<P> {
         extensions.push([ExtensionType.connectionId, ext]);
       }
     }
-    const messages: Buffer[] = [
-      handshakeMessage(
-        HandshakeType.serverHello,
-        this.sendSeq++,
-        serverHelloBody({
-          random: this.serverRandom,
-          sessionId: NO_DATA, // no session resumption: every handshake is a full one
-          cipherSuite: this.suite,
-          extensions,
-        }),
-      ),
-    ];
+    const flight: FlightEntry[] = [];
+    this.addToFlight(
+      flight,
+      HandshakeType.serverHello,
+      serverHelloBody({
+        random: this.serverRandom,
+        sessionId: NO_DATA, // no session resumption: every handshake is a full one
+        cipherSuite: this.suite,
+        extensions,
+      }),
+    );
     const hint = this.host.settings.pskIdentityHint;
     if (hint !== undefined) {
       const ske = Buffer.allocUnsafe(2 + hint.length);
       ske.writeUInt16BE(hint.length, 0);
       hint.copy(ske, 2);
-      messages.push(handshakeMessage(HandshakeType.serverKeyExchange, this.sendSeq++, ske));
+      this.addToFlight(flight, HandshakeType.serverKeyExchange, ske);
     }
-    messages.push(handshakeMessage(HandshakeType.serverHelloDone, this.sendSeq++, NO_DATA));
-    for (const m of messages) this.transcript.add(m);
-    this.flight = messages.map((payload) => ({ type: ContentType.handshake, epoch: 0, payload }));
+    this.addToFlight(flight, HandshakeType.serverHelloDone, NO_DATA);
+    this.flight = flight;
     this.helloSent = true;
     this.transmit();
     this.schedule(this.retransmitMs);
+  }
+
+  /** Our next handshake message, into the transcript and (one record) into `flight`. */
+  private addToFlight(flight: FlightEntry[], msgType: number, body: Buffer): void {
+    const payload = handshakeMessage(msgType, this.sendSeq++, body);
+    this.transcript.add(payload);
+    flight.push({ type: ContentType.handshake, epoch: 0, payload });
   }
 
   /** The client repeated its ClientHello: our flight was lost (RFC 6347 §4.2.4). */
@@ -371,6 +380,7 @@ export class ServerHandshake<P> {
         this.held.shift();
         this.host.stats.drop('buffer-full');
       }
+      if (this.held === NO_HELD) this.held = [];
       this.held.push({ ...rec, body: Buffer.from(rec.body) });
       return;
     }
@@ -420,7 +430,7 @@ export class ServerHandshake<P> {
   private releaseHeld(): void {
     if (this.epoch1 === undefined || !this.ccsSeen || this.held.length === 0) return;
     const held = this.held;
-    this.held = [];
+    this.held = NO_HELD;
     for (const rec of held) {
       if (this.state === 'done') return;
       this.onProtectedRecord(rec);
@@ -490,8 +500,10 @@ export class ServerHandshake<P> {
     this.throughCke = this.transcript.digest();
     const sessionHash = this.ems ? this.throughCke : undefined;
     this.state = 'lookup';
-    // The client answered our flight: stop retransmitting it, keep the deadline.
-    this.schedule(Infinity);
+    // The client answered our flight: no more retransmissions of it. The retransmission timer
+    // is left running: when it fires outside wait-cke it only arms the deadline. Most
+    // handshakes finish in this datagram's turn, before it fires, and so never set a timer of
+    // the deadline's length (a Node timer list per distinct duration).
     this.host.stats.pskLookupsPending++;
     let result: PskResolution<P> | Promise<PskResolution<P>>;
     try {
@@ -664,7 +676,7 @@ export class ServerHandshake<P> {
 
   private finish(): void {
     this.state = 'done';
-    this.held = [];
+    this.held = NO_HELD;
     this.host.clock.clearTimeout(this.timer);
     this.timer = undefined;
   }

@@ -218,6 +218,10 @@ export class DtlsServer<P>
   private accepting = true;
   /** A ClientHello of the current datagram was already handled. */
   private helloAnswered = false;
+  /** What admit() decided for this handshake, used by completed() in the same turn. */
+  private admittedHs: ServerHandshake<P> | undefined;
+  private admittedAs: Admission | undefined;
+  private admittedPlan: AdmissionPlan<Association<P>> | undefined;
   private closed = false;
   readonly clock: Clock;
 
@@ -610,15 +614,12 @@ export class DtlsServer<P>
     // The cookie proves the address: a new handshake may start. An existing association for
     // this address keeps working until the new handshake completes (RFC 6347 §4.2.8).
     if (existing !== undefined) existing.abort('replaced');
-    if (
-      this.handshakes.size * 2 >= this.maxHandshakes ||
-      this.admission.refusal(address) !== undefined
-    )
+    let bySource = this.admission.refusal(address);
+    if (this.handshakes.size * 2 >= this.maxHandshakes || bySource !== undefined) {
       this.expireStalled();
-    const refused =
-      this.handshakes.size >= this.maxHandshakes
-        ? 'handshake-limit'
-        : this.admission.refusal(address);
+      bySource = this.admission.refusal(address);
+    }
+    const refused = this.handshakes.size >= this.maxHandshakes ? 'handshake-limit' : bySource;
     if (refused !== undefined) {
       this.stats.drop(refused);
       return;
@@ -654,14 +655,25 @@ export class DtlsServer<P>
 
   admit(hs: ServerHandshake<P>, principal: P, identity: string): boolean {
     const a = this.policy.admission(identity, principal);
-    return this.associations.plan(hs.key, a, this.now()) !== undefined;
+    const plan = this.associations.plan(hs.key, a, this.now());
+    // completed() follows in this same turn, with nothing changed in the table between
+    this.admittedHs = plan !== undefined ? hs : undefined;
+    this.admittedAs = a;
+    this.admittedPlan = plan;
+    return plan !== undefined;
   }
 
   completed(hs: ServerHandshake<P>, r: CompletedHandshake<P>): void {
     this.forget(hs);
-    const admission = this.policy.admission(r.identity, r.principal);
-    // admit() said yes in this same turn, so the plan exists
-    const plan = this.associations.plan(hs.key, admission, this.now());
+    let admission = this.admittedAs;
+    let plan = this.admittedPlan;
+    if (this.admittedHs !== hs || admission === undefined) {
+      admission = this.policy.admission(r.identity, r.principal);
+      plan = this.associations.plan(hs.key, admission, this.now());
+    }
+    this.admittedHs = undefined;
+    this.admittedAs = undefined;
+    this.admittedPlan = undefined;
     if (plan !== undefined) this.makeRoom(plan);
     const cid = r.connectionId;
     const assoc = new Association<P>(

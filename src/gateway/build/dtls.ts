@@ -278,10 +278,19 @@ function admissionOf(p: Principal): Admission {
 
 function toPskResolution(r: PskLookup): PskResolution<Principal> {
   if (r.ok) {
+    const id = r.identity;
     return {
       ok: true,
       psk: r.psk,
-      principal: { ...r.identity, assetId: r.assetId, sessionId: randomUUID() },
+      // written out, not spread: a spread copies through a slower generic path per handshake
+      principal: {
+        productKey: id.productKey,
+        deviceKey: id.deviceKey,
+        secureMode: id.secureMode,
+        lifetime: id.lifetime,
+        assetId: r.assetId,
+        sessionId: randomUUID(),
+      },
     };
   }
   return {

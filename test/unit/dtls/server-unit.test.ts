@@ -861,13 +861,16 @@ describe('DtlsServer: records and hellos an attacker can inject into a handshake
   });
 });
 
+/** Timers short enough to walk through a millisecond at a time. */
+const SHORT_TIMERS: ExtraOptions = {
+  retransmitTimeoutMs: 40,
+  maxRetransmitTimeoutMs: 1_000,
+  handshakeTimeoutMs: 700,
+};
+
 describe('DtlsServer: flight retransmission on its timer', () => {
   test('flight 4 is sent again with doubling intervals, new record numbers, the same message_seq, until the handshake times out', () => {
-    const h = harness({
-      retransmitTimeoutMs: 40,
-      maxRetransmitTimeoutMs: 1_000,
-      handshakeTimeoutMs: 700,
-    });
+    const h = harness(SHORT_TIMERS);
     try {
       const t0 = h.clock.now();
       const first = hello(h, PROFILES[0]!, 48000, Buffer.alloc(32, 5));
@@ -911,6 +914,28 @@ describe('DtlsServer: flight retransmission on its timer', () => {
     } finally {
       h.server.close();
     }
+  });
+});
+
+describe('DtlsServer: after the client answered', () => {
+  test('flight 4 is not sent again once the ClientKeyExchange is in, and the deadline still ends the handshake', () => {
+    withServer((h) => {
+      const t0 = h.clock.now();
+      const p = PROFILES[0]!;
+      const answered = hello(h, p, 48100, Buffer.alloc(32, 6));
+      h.clock.advance(10);
+      const [cke] = records(clientFinish(p, answered, PSK).datagram);
+      h.server.handleDatagram(cke!.raw, ADDR, 48100); // no CCS, no Finished: it waits for them
+      const sentBefore = h.sent.length;
+      while (h.failures.length === 0 && h.clock.now() - t0 < 5_000) h.clock.advance(1);
+      assert.equal(h.clock.now() - t0, 700, 'the handshake deadline');
+      assert.equal(h.sent.length, sentBefore, 'nothing sent after the ClientKeyExchange');
+      assert.equal(h.server.stats.retransmissions, 0);
+      assert.deepEqual(
+        h.failures.map((f) => [f.reason, f.detail]),
+        [['timeout', 'wait-finished']],
+      );
+    }, SHORT_TIMERS);
   });
 });
 
