@@ -219,6 +219,14 @@ export const settings = {
     "Replicas that must confirm (Redis WAIT) a queued command, an activation or a shared association's sequence lease before it is used. Set it to the number of replicas each master has: then a failover keeps them (fewer lets one lose them; such writes are refused until the new master has that many).",
     { arg: '<n>' },
   ),
+  redisCommandTimeoutMs: setting(
+    positiveInt,
+    300,
+    'integer',
+    'Secrets',
+    'Deadline in ms of one Redis command, on every Redis connection (secret lookups, activations, commands, shared associations, presence); WAIT for replicas gets 80 % of it. A slower answer counts as Redis unavailable: a secret lookup goes to the registry, an activation is refused (5.03). Raise it when Redis answers slowly (remote, loaded).',
+    { arg: '<ms>' },
+  ),
   registryUrl: setting(
     z.url({ protocol: /^https?$/ }),
     undefined,

@@ -114,6 +114,22 @@ describe(
       if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
     });
 
+    /** The gateway's `coap_edge_commands_total{event="enqueued"}`. */
+    async function commandsEnqueued(): Promise<number> {
+      const text = await gw.gateway.metrics.registry.metrics();
+      return Number(/^coap_edge_commands_total\{event="enqueued"\} (\d+)$/m.exec(text)?.[1] ?? 0);
+    }
+
+    /** Publishes a probe as the platform and waits until the broker has logged receiving it. */
+    async function brokerProbe(): Promise<void> {
+      const topic = `/probe/${uid('probe')}`;
+      await platform.client.publishAsync(topic, 'probe', { qos: 1 });
+      await eventually(
+        () => new RegExp(`Received PUBLISH from [^\\n]*'${escapeRe(topic)}'`).test(broker.log),
+        'the broker logs the probe',
+      );
+    }
+
     async function device(d: DeviceSpec): Promise<CoapDtlsClient> {
       const c = await connectAs(gw.port, d);
       clients.push(c);
@@ -191,6 +207,7 @@ describe(
         method: 'thing.service.reboot',
         params: {},
       });
+      const enqueuedBefore = await commandsEnqueued();
       await platform.client.publishAsync(cmdTopic, cmd, { qos: 1 });
       // the device's session subscribed to its command topics: the broker delivers it there
       await eventually(
@@ -200,7 +217,10 @@ describe(
           ).test(broker.log),
         "the broker sends the command to devA's own connection",
       );
-      await sleep(100);
+      await eventually(
+        async () => (await commandsEnqueued()) > enqueuedBefore,
+        "the gateway queued the command for devA's next answer",
+      );
       const res = await postJson(a, measurepointTopic(pk, devA.dk), measurepoint('a-2'));
       assertPlatformReply(res, 'a-2');
       assert.equal(commandTopicOf(res), `/topic${cmdTopic}`, describeAnswer(res));
@@ -234,7 +254,9 @@ describe(
       await eventually(() => notAuthorised() === 1, 'mosquitto logs the refused login');
       const r2 = await postJson(c, measurepointTopic(pk, devC.dk), measurepoint('c-2'));
       assert.equal(codeOf(r2), '4.01', describeAnswer(r2));
-      await sleep(200);
+      // a probe publish after r2's answer: once the broker logged it, it has logged any second
+      // CONNECT for r2 (that one came before the answer; the broker logs in order)
+      await brokerProbe();
       assert.equal(notAuthorised(), 1, 'the refusal is remembered: no second CONNECT');
       assert.equal(
         platform.messages.filter((m) => m.topic.includes(devC.dk)).length,

@@ -306,6 +306,8 @@ export interface CoapClientRequest {
   readonly payload?: string;
   /** CoAP Content-Format number (50: application/json). */
   readonly contentFormat?: number;
+  /** How long coap-client waits for the answer (`-B`), in seconds. @default 5 */
+  readonly waitSeconds?: number;
 }
 
 /**
@@ -323,7 +325,7 @@ export function runCoapClient(
 ): Promise<ProcessResult> {
   const args = [
     '-B',
-    '5',
+    String(req.waitSeconds ?? 5),
     '-u',
     req.identity,
     '-m',

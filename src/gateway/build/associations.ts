@@ -39,6 +39,7 @@ export function sharedAssociations(
   const client = createFailFastRedis({
     url: redis,
     connectionName: 'coap-edge-associations',
+    commandTimeoutMs: config.redisCommandTimeoutMs,
     onError: () => undefined,
   });
   closers.push(() => closeRedis(client));
@@ -49,6 +50,7 @@ export function sharedAssociations(
       ? createFailFastRedis({
           url: redis,
           connectionName: 'coap-edge-associations-durable',
+          commandTimeoutMs: config.redisCommandTimeoutMs,
           onError: () => undefined,
         })
       : client;

@@ -34,6 +34,7 @@ export function buildCommands(
       url: redis,
       prefix: config.redisPrefix,
       waitReplicas: config.redisWaitReplicas,
+      commandTimeoutMs: config.redisCommandTimeoutMs,
       queueLength: config.commandQueueLength,
       expiryMs,
       maxWaiters: config.maxTtdWaiters,

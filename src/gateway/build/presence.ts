@@ -26,6 +26,7 @@ export function buildPresence(
     const client = createFailFastRedis({
       url: redis,
       connectionName: 'coap-edge-presence',
+      commandTimeoutMs: config.redisCommandTimeoutMs,
       onError: () => undefined,
     });
     closers.push(() => closeRedis(client));

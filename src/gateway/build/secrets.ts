@@ -31,6 +31,7 @@ export function buildSecrets(
     redisUrl: redis,
     redisPrefix: config.redisPrefix,
     redisWaitReplicas: config.redisWaitReplicas,
+    redisCommandTimeoutMs: config.redisCommandTimeoutMs,
     registryUrl: config.registryUrl,
     registryToken: config.registryToken,
     registryTimeoutMs: config.registryTimeoutMs,

@@ -199,12 +199,15 @@ describe('secret chain: registry + Redis', () => {
 
   it('the circuit breaker opens after consecutive failures and closes after a good probe', async () => {
     const p = prefix();
+    // the breaker's clock, stepped by hand (the cool-down passes without waiting for it)
+    let nowMs = 0;
     const s = await startStack(
       stackOptions({
         redisPrefix: p,
         registryUrl: registry.url,
         breakerThreshold: 3,
         breakerCooldownMs: 300,
+        now: () => nowMs,
       }),
     );
     stacks.push(s);
@@ -222,8 +225,14 @@ describe('secret chain: registry + Redis', () => {
     assert.equal(s.stats.registryCircuitOpened, 1);
     assert.equal(s.stats.registryRejected, 1);
 
-    await new Promise((res) => setTimeout(res, 320));
+    // still open 1 ms before the cool-down ends, whatever the registry would answer now
     registry.devices.set('cb/other', { deviceSecret: SECRET });
+    nowMs += 299;
+    await assert.rejects(Promise.resolve(s.source.device('cb', 'other')), {
+      code: 'SOURCE_CIRCUIT_OPEN',
+    });
+    assert.equal(registry.requests.length, before, 'no request while open');
+    nowMs += 1;
     assert.equal((await s.source.device('cb', 'other'))?.deviceSecret, SECRET, 'the probe');
     registry.devices.set('cb/next', { deviceSecret: SECRET });
     assert.equal((await s.source.device('cb', 'next'))?.deviceSecret, SECRET, 'closed again');
