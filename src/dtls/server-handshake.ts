@@ -752,6 +752,14 @@ export function recordLimits(
 
 /** Identities are ASCII in practice; anything else is shown escaped, length-capped. */
 export function printableIdentity(identity: Buffer): string {
+  const n = identity.length;
+  let plain = n <= 128;
+  for (let i = 0; plain && i < n; i++) {
+    const b = identity[i] ?? 0;
+    plain = b >= 0x20 && b <= 0x7e;
+  }
+  // the usual identity: printable ASCII, short; no copy and no replace
+  if (plain) return identity.toString('latin1');
   const s = identity.subarray(0, 128).toString('latin1');
 
   const clean = s.replace(
