@@ -184,6 +184,11 @@ export class ServerHandshake<P> implements Timed {
     ch: ClientHello,
     clientHelloSeq: number,
     recordSeq: number,
+    /**
+     * The ClientHello as it came, header and body: what enters the transcript. Given when the
+     * caller has it whole (an unfragmented ClientHello is its record's body); else it is made.
+     */
+    helloMessage?: Buffer,
   ) {
     const s = host.settings;
     this.clientRandom = Buffer.from(ch.random);
@@ -200,7 +205,7 @@ export class ServerHandshake<P> implements Timed {
     this.etm =
       ch.extensions.has(ExtensionType.encryptThenMac) &&
       this.suite === CipherSuite.TLS_PSK_WITH_AES_128_CBC_SHA256;
-    this.start(ch, clientHelloSeq);
+    this.start(ch, clientHelloSeq, helloMessage);
   }
 
   /** The cipher suite our ServerHello announced; undefined before it went out. */
@@ -232,7 +237,7 @@ export class ServerHandshake<P> implements Timed {
     return messageSeq === this.clientHelloSeq && random.equals(this.clientRandom);
   }
 
-  private start(ch: ClientHello, seq: number): void {
+  private start(ch: ClientHello, seq: number, helloMessage: Buffer | undefined): void {
     if (ch.clientVersion >>> 8 !== 0xfe || ch.clientVersion > DTLS_1_2) {
       this.fail('protocol-version', undefined, AlertDescription.protocolVersion);
       return;
@@ -273,7 +278,7 @@ export class ServerHandshake<P> implements Timed {
     const secureRenegotiation =
       reneg !== undefined || ch.cipherSuites.includes(EMPTY_RENEGOTIATION_INFO_SCSV);
 
-    this.transcript.add(handshakeMessage(HandshakeType.clientHello, seq, ch.body));
+    this.transcript.add(helloMessage ?? handshakeMessage(HandshakeType.clientHello, seq, ch.body));
     const extensions: [number, Buffer][] = [];
     if (secureRenegotiation)
       extensions.push([ExtensionType.renegotiationInfo, RENEGOTIATION_INFO_EMPTY]);

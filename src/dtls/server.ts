@@ -632,7 +632,17 @@ export class DtlsServer<P>
       return;
     }
     this.stats.handshakesStarted++;
-    const hs = new ServerHandshake<P>(this, key, address, port, ch.hello, ch.seq, rec.seq);
+    // the record holds the one unfragmented ClientHello: its body is the message as it came
+    const hs = new ServerHandshake<P>(
+      this,
+      key,
+      address,
+      port,
+      ch.hello,
+      ch.seq,
+      rec.seq,
+      rec.body,
+    );
     if (!hs.finished) {
       this.handshakes.set(key, hs);
       this.admission.add(address);
