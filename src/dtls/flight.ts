@@ -1,7 +1,6 @@
 /** A flight of handshake records kept for retransmission (RFC 6347 §4.2.4). */
-import { DTLS_1_2 } from './constants.js';
+import { DTLS_1_2, RECORD_HEADER_LENGTH } from './constants.js';
 import type { EpochState } from './keys.js';
-import { plainRecord } from './record.js';
 
 export interface FlightEntry {
   readonly type: number;
@@ -12,22 +11,43 @@ export interface FlightEntry {
 
 /**
  * Serializes a flight into one datagram. Every (re)transmission takes fresh record sequence
- * numbers, the handshake message_seq values stay the same.
+ * numbers, the handshake message_seq values stay the same. The protected records are sealed
+ * first (their length depends on the cipher); then every record is written into one buffer,
+ * the plain ones straight from their payload (no record of their own, no concatenation).
  */
 export function encodeFlight(
   entries: readonly FlightEntry[],
   epoch0: { seq: number },
   epoch1: EpochState | undefined,
 ): Buffer | undefined {
-  const records: Buffer[] = [];
+  let length = 0;
+  let sealed: Buffer[] | undefined;
   for (const e of entries) {
-    if (e.epoch === 0) {
-      records.push(plainRecord(e.type, DTLS_1_2, 0, epoch0.seq++, e.payload));
-    } else {
+    if (e.epoch === 0) length += RECORD_HEADER_LENGTH + e.payload.length;
+    else {
       const r = epoch1?.seal(e.type, e.payload);
       if (r === undefined) return undefined;
-      records.push(r);
+      if (entries.length === 1) return r;
+      (sealed ??= []).push(r);
+      length += r.length;
     }
   }
-  return records.length === 1 ? records[0] : Buffer.concat(records);
+  const out = Buffer.allocUnsafe(length);
+  let o = 0;
+  let next = 0;
+  for (const e of entries) {
+    if (e.epoch === 0) {
+      // the header of record.ts's plainRecord, at its place in the datagram
+      out[o] = e.type;
+      out.writeUInt16BE(DTLS_1_2, o + 1);
+      out.writeUInt16BE(0, o + 3);
+      out.writeUIntBE(epoch0.seq++, o + 5, 6);
+      o = out.writeUInt16BE(e.payload.length, o + 11);
+      o += e.payload.copy(out, o);
+    } else {
+      const r = sealed?.[next++];
+      if (r !== undefined) o += r.copy(out, o);
+    }
+  }
+  return out;
 }

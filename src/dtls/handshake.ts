@@ -78,18 +78,21 @@ export function parseClientHello(body: Buffer): ClientHello {
   const afterSession = 2 + CLIENT_RANDOM_LENGTH + 1 + sessionId.length;
   const cookie = r.vec8(0, MAX_COOKIE_LENGTH);
   const suitesStart = afterSession + 1 + cookie.length;
-  const suiteBytes = r.vec16(2, 65534);
-  if (suiteBytes.length % 2 !== 0) throw decodeError('ClientHello cipher suites');
+  // suites and the extensions block are read in place (no views of them)
+  const suitesAt = r.skip16(2, 65534);
+  const suitesEnd16 = suitesAt + body.readUInt16BE(suitesAt - 2);
+  if ((suitesEnd16 - suitesAt) % 2 !== 0) throw decodeError('ClientHello cipher suites');
   const cipherSuites: number[] = [];
-  for (let i = 0; i < suiteBytes.length; i += 2) cipherSuites.push(suiteBytes.readUInt16BE(i));
+  for (let i = suitesAt; i < suitesEnd16; i += 2) cipherSuites.push(body.readUInt16BE(i));
   const compressionMethods = r.vec8(1, 255);
-  const suitesEnd = suitesStart + 2 + suiteBytes.length + 1 + compressionMethods.length;
+  const suitesEnd = suitesEnd16 + 1 + compressionMethods.length;
   const extensions = new Map<number, Buffer>();
   let hasExtensionsBlock = false;
   if (r.remaining > 0) {
     hasExtensionsBlock = true;
-    const block = r.vec16(0, 65535);
-    const e = new Reader(block, 'ClientHello extensions');
+    const blockAt = r.skip16(0, 65535);
+    const blockEnd = blockAt + body.readUInt16BE(blockAt - 2);
+    const e = new Reader(body, 'ClientHello extensions', blockAt, blockEnd);
     while (e.remaining > 0) {
       const type = e.u16();
       const data = e.vec16();
@@ -137,10 +140,11 @@ export interface ServerHelloParams {
 }
 
 export function serverHelloBody(p: ServerHelloParams): Buffer {
+  // indexed, not destructured: no iterator per extension
+  const exts = p.extensions;
   let extLength = 0;
-  for (const [, data] of p.extensions) extLength += 4 + data.length;
-  const length =
-    2 + 32 + 1 + p.sessionId.length + 2 + 1 + (p.extensions.length > 0 ? 2 + extLength : 0);
+  for (const e of exts) extLength += 4 + e[1].length;
+  const length = 2 + 32 + 1 + p.sessionId.length + 2 + 1 + (exts.length > 0 ? 2 + extLength : 0);
   const out = Buffer.allocUnsafe(length);
   let o = out.writeUInt16BE(DTLS_1_2, 0);
   o += p.random.copy(out, o);
@@ -148,12 +152,12 @@ export function serverHelloBody(p: ServerHelloParams): Buffer {
   o += p.sessionId.copy(out, o);
   o = out.writeUInt16BE(p.cipherSuite, o);
   out[o++] = 0; // compression: null
-  if (p.extensions.length > 0) {
+  if (exts.length > 0) {
     o = out.writeUInt16BE(extLength, o);
-    for (const [type, data] of p.extensions) {
-      o = out.writeUInt16BE(type, o);
-      o = out.writeUInt16BE(data.length, o);
-      o += data.copy(out, o);
+    for (const e of exts) {
+      o = out.writeUInt16BE(e[0], o);
+      o = out.writeUInt16BE(e[1].length, o);
+      o += e[1].copy(out, o);
     }
   }
   return out;

@@ -67,6 +67,19 @@ export class Reader {
     return this.bytes(n);
   }
 
+  /**
+   * opaque x<min..max> with a two-byte length, skipped: its start offset in the buffer (its
+   * length is the 2 bytes before), for a caller that reads it in place instead of a view.
+   */
+  skip16(min = 0, max = 65535): number {
+    const n = this.u16();
+    if (n < min || n > max) throw decodeError(this.what);
+    this.need(n);
+    const start = this.off;
+    this.off += n;
+    return start;
+  }
+
   /** Structures must be consumed exactly: trailing bytes are a decode error. */
   done(): void {
     if (this.off !== this.end) throw decodeError(this.what);

@@ -41,9 +41,12 @@ export type ReassemblyResult =
   | { readonly kind: 'dropped' };
 
 const NONE: HandshakeMessage[] = [];
+/** Never written to: add() gives a reassembler its own map first. */
+const NO_PENDING: Map<number, Pending> = new Map();
 
 export class Reassembler {
-  private readonly pending = new Map<number, Pending>();
+  /** Shared empty map until a message needs buffering (most handshakes buffer none). */
+  private pending: Map<number, Pending> = NO_PENDING;
   private buffered = 0;
 
   constructor(private nextSeq: number) {}
@@ -79,6 +82,7 @@ export class Reassembler {
         epoch,
         complete: f.length === 0,
       };
+      if (this.pending === NO_PENDING) this.pending = new Map();
       this.pending.set(f.messageSeq, p);
       this.buffered += f.length;
     } else if (p.msgType !== f.msgType || p.length !== f.length) {

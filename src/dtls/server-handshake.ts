@@ -38,7 +38,7 @@ import { verifyData } from './prf.js';
 import { Reassembler, type HandshakeMessage } from './reassembly.js';
 import { plainRecord, type DtlsRecord } from './record.js';
 import type { DtlsStats, HandshakeFailReason, PeerAddress, PskResolution } from './types.js';
-import type { Clock, TimerHandle } from '../time/clock.js';
+import type { Clock, Timed, TimerQueue } from '../time/clock.js';
 
 export interface HandshakeSettings {
   readonly cipherSuites: readonly number[];
@@ -58,8 +58,13 @@ export interface HandshakeSettings {
 export interface HandshakeHost<P> {
   readonly settings: HandshakeSettings;
   readonly stats: DtlsStats;
-  /** Sets the retransmission, deadline and verdict timers. */
+  /** Its monotonic time (`now()`) is the time of {@link handshakeTimers}' deadlines. */
   readonly clock: Clock;
+  /**
+   * The retransmission, deadline and verdict timers of every handshake: one queue with one
+   * host timer, each handshake its own entry (no Node timer and no closure per handshake).
+   */
+  readonly handshakeTimers: TimerQueue;
   /** The server's time (wall milliseconds, as every time of the DTLS layer). */
   now(): number;
   send(data: Buffer, port: number, address: string): void;
@@ -128,7 +133,7 @@ const NO_FLIGHT: readonly FlightEntry[] = [];
 const NO_HELD: DtlsRecord[] = [];
 const RENEGOTIATION_INFO_EMPTY = Buffer.from([0]);
 
-export class ServerHandshake<P> {
+export class ServerHandshake<P> implements Timed {
   private state: State = 'wait-cke';
   private readonly transcript = new Transcript();
   private readonly reassembler: Reassembler;
@@ -161,14 +166,15 @@ export class ServerHandshake<P> {
   private cid: Buffer | undefined;
   /** The client's CID (what ours carry); empty when it wants none (RFC 9146 §3). */
   private peerCid: Buffer | undefined;
-  private timer: TimerHandle = undefined;
+  /** The timer queue's (Timed): deadline on the host clock, place in the queue. */
+  dueAt = 0;
+  heapIndex = -1;
   private retransmitMs: number;
   private readonly deadline: number;
   readonly startedAt: number;
   private deadlineArmed = false;
   /** Our ServerHello went out: the suite is the negotiated one from then on. */
   private helloSent = false;
-  private readonly onTimer = (): void => this.timerFired();
 
   constructor(
     private readonly host: HandshakeHost<P>,
@@ -178,6 +184,11 @@ export class ServerHandshake<P> {
     ch: ClientHello,
     clientHelloSeq: number,
     recordSeq: number,
+    /**
+     * The ClientHello as it came, header and body: what enters the transcript. Given when the
+     * caller has it whole (an unfragmented ClientHello is its record's body); else it is made.
+     */
+    helloMessage?: Buffer,
   ) {
     const s = host.settings;
     this.clientRandom = Buffer.from(ch.random);
@@ -194,7 +205,7 @@ export class ServerHandshake<P> {
     this.etm =
       ch.extensions.has(ExtensionType.encryptThenMac) &&
       this.suite === CipherSuite.TLS_PSK_WITH_AES_128_CBC_SHA256;
-    this.start(ch, clientHelloSeq);
+    this.start(ch, clientHelloSeq, helloMessage);
   }
 
   /** The cipher suite our ServerHello announced; undefined before it went out. */
@@ -226,7 +237,7 @@ export class ServerHandshake<P> {
     return messageSeq === this.clientHelloSeq && random.equals(this.clientRandom);
   }
 
-  private start(ch: ClientHello, seq: number): void {
+  private start(ch: ClientHello, seq: number, helloMessage: Buffer | undefined): void {
     if (ch.clientVersion >>> 8 !== 0xfe || ch.clientVersion > DTLS_1_2) {
       this.fail('protocol-version', undefined, AlertDescription.protocolVersion);
       return;
@@ -267,7 +278,7 @@ export class ServerHandshake<P> {
     const secureRenegotiation =
       reneg !== undefined || ch.cipherSuites.includes(EMPTY_RENEGOTIATION_INFO_SCSV);
 
-    this.transcript.add(handshakeMessage(HandshakeType.clientHello, seq, ch.body));
+    this.transcript.add(helloMessage ?? handshakeMessage(HandshakeType.clientHello, seq, ch.body));
     const extensions: [number, Buffer][] = [];
     if (secureRenegotiation)
       extensions.push([ExtensionType.renegotiationInfo, RENEGOTIATION_INFO_EMPTY]);
@@ -643,15 +654,17 @@ export class ServerHandshake<P> {
 
   /** Arms the timer for `ms`, or for the deadline when that comes first. */
   private schedule(ms: number): void {
-    this.host.clock.clearTimeout(this.timer);
     const untilDeadline = this.deadline - this.host.now();
     // timers may fire a little early: remember that this one is the deadline
     this.deadlineArmed = untilDeadline <= ms;
-    this.timer = this.host.clock.setTimeout(this.onTimer, Math.max(1, Math.min(ms, untilDeadline)));
+    this.host.handshakeTimers.schedule(
+      this,
+      this.host.clock.now() + Math.max(1, Math.min(ms, untilDeadline)),
+    );
   }
 
-  private timerFired(): void {
-    this.timer = undefined;
+  /** The timer queue's call (Timed), when this handshake's timer is due. */
+  onTimer(): void {
     if (this.state === 'done') return;
     if (this.verdictArmed) {
       this.keyMismatch();
@@ -677,8 +690,7 @@ export class ServerHandshake<P> {
   private finish(): void {
     this.state = 'done';
     this.held = NO_HELD;
-    this.host.clock.clearTimeout(this.timer);
-    this.timer = undefined;
+    this.host.handshakeTimers.cancel(this);
   }
 
   /** Ends the handshake with a fatal alert (if any) and reports the failure. */
@@ -752,6 +764,14 @@ export function recordLimits(
 
 /** Identities are ASCII in practice; anything else is shown escaped, length-capped. */
 export function printableIdentity(identity: Buffer): string {
+  const n = identity.length;
+  let plain = n <= 128;
+  for (let i = 0; plain && i < n; i++) {
+    const b = identity[i] ?? 0;
+    plain = b >= 0x20 && b <= 0x7e;
+  }
+  // the usual identity: printable ASCII, short; no copy and no replace
+  if (plain) return identity.toString('latin1');
   const s = identity.subarray(0, 128).toString('latin1');
 
   const clean = s.replace(

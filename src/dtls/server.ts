@@ -56,7 +56,7 @@ import {
   withSpan,
   type Tracing,
 } from '../telemetry/trace.js';
-import { systemClock, type Clock, type TimerHandle } from '../time/clock.js';
+import { TimerQueue, systemClock, type Clock, type TimerHandle } from '../time/clock.js';
 import { plainRecord, readRecord, type DtlsRecord } from './record.js';
 import {
   ServerHandshake,
@@ -224,11 +224,18 @@ export class DtlsServer<P>
   private admittedPlan: AdmissionPlan<Association<P>> | undefined;
   private closed = false;
   readonly clock: Clock;
+  /**
+   * Every handshake's timer (HandshakeHost). Lingering: when the last handshake finishes, the
+   * host timer is left armed (not holding the process open) and serves the next handshake,
+   * whose retransmission deadline is later, instead of a host timer set and cleared each.
+   */
+  readonly handshakeTimers: TimerQueue;
 
   constructor(opts: DtlsServerOptions<P>) {
     this.transport = opts.send;
     this.handler = opts.handler;
     this.clock = opts.clock ?? systemClock;
+    this.handshakeTimers = new TimerQueue(this.clock, false, 'linger');
     this.tracing = opts.tracing ?? NO_TRACING;
     this.associations = new AssociationTable({
       maxSize: opts.maxAssociations,
@@ -625,7 +632,17 @@ export class DtlsServer<P>
       return;
     }
     this.stats.handshakesStarted++;
-    const hs = new ServerHandshake<P>(this, key, address, port, ch.hello, ch.seq, rec.seq);
+    // the record holds the one unfragmented ClientHello: its body is the message as it came
+    const hs = new ServerHandshake<P>(
+      this,
+      key,
+      address,
+      port,
+      ch.hello,
+      ch.seq,
+      rec.seq,
+      rec.body,
+    );
     if (!hs.finished) {
       this.handshakes.set(key, hs);
       this.admission.add(address);
@@ -1014,6 +1031,7 @@ export class DtlsServer<P>
     this.clock.clearTimeout(this.sweeper);
     this.sharing?.close();
     for (const hs of [...this.handshakes.values()]) hs.abort('server-shutdown');
+    this.handshakeTimers.clear();
     for (const a of [...this.associations.values()]) {
       if (a.lease !== undefined) {
         this.release(a, 'offloaded');

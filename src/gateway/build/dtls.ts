@@ -94,17 +94,19 @@ export async function buildDtls(
       if (a.principal.secureMode === 2) {
         secrets.activator.connected(a.principal.productKey, a.principal.deviceKey);
       }
-      log.info(
-        {
-          peer: `${a.address}:${a.port}`,
-          identity: a.identity,
-          suite: a.cipherSuite,
-          ems: a.extendedMasterSecret,
-          etm: a.encryptThenMac,
-          cid: a.connectionId !== undefined,
-        },
-        'association established',
-      );
+      // per handshake: the fields are built only when the line is written
+      if (log.isLevelEnabled('info'))
+        log.info(
+          {
+            peer: `${a.address}:${a.port}`,
+            identity: a.identity,
+            suite: a.cipherSuite,
+            ems: a.extendedMasterSecret,
+            etm: a.encryptThenMac,
+            cid: a.connectionId !== undefined,
+          },
+          'association established',
+        );
     },
     onAdopted: (a, ms) => {
       metrics.adoptionDuration.observe(ms / 1000);
@@ -146,10 +148,11 @@ export async function buildDtls(
       ) {
         void sessions.closeDevice(a.principal);
       }
-      log.debug(
-        { peer: `${a.address}:${a.port}`, identity: a.identity, reason },
-        'association closed',
-      );
+      if (log.isLevelEnabled('debug'))
+        log.debug(
+          { peer: `${a.address}:${a.port}`, identity: a.identity, reason },
+          'association closed',
+        );
     },
     onHandshakeFailed: (f) => {
       const suppressed = limiter.admit(`handshake-failed:${f.reason}`);

@@ -917,6 +917,46 @@ describe('DtlsServer: flight retransmission on its timer', () => {
   });
 });
 
+describe('DtlsServer: the handshakes share one host timer', () => {
+  test('three handshakes in progress hold one host timer between them, and each flight is still sent again on its own schedule', () => {
+    withServer((h) => {
+      const idle = h.clock.pending; // the association sweep
+      const t0 = h.clock.now();
+      const ports = [48200, 48201, 48202];
+      const sentAt: number[] = [];
+      for (const [i, port] of ports.entries()) {
+        hello(h, PROFILES[0]!, port, Buffer.alloc(32, 7 + i));
+        sentAt.push(h.clock.now() - t0);
+        assert.equal(h.clock.pending, idle + 1, `host timers with ${i + 1} handshakes`);
+        h.clock.advance(10);
+      }
+      // each flight again 40 ms after it first went out, to its own port
+      const resent: [number, number][] = [];
+      const before = h.sent.length;
+      while (h.clock.now() - t0 < 65) {
+        h.clock.advance(1);
+        for (const d of h.sent.slice(before + resent.length))
+          resent.push([d.port, h.clock.now() - t0]);
+      }
+      assert.deepEqual(sentAt, [0, 10, 20]);
+      assert.deepEqual(resent, [
+        [48200, 40],
+        [48201, 50],
+        [48202, 60],
+      ]);
+      assert.equal(h.clock.pending, idle + 1);
+      // all three time out at their deadline (700 ms); nothing holds a host timer for them after
+      h.clock.advance(1_000);
+      assert.deepEqual(
+        h.failures.map((f) => f.reason),
+        ['timeout', 'timeout', 'timeout'],
+      );
+      assert.equal(h.server.handshakeCount, 0);
+      assert.ok(h.clock.pending <= idle + 1, 'at most the lingering host timer');
+    }, SHORT_TIMERS);
+  });
+});
+
 describe('DtlsServer: after the client answered', () => {
   test('flight 4 is not sent again once the ClientKeyExchange is in, and the deadline still ends the handshake', () => {
     withServer((h) => {
