@@ -16,6 +16,7 @@ import {
 } from './config/settings.js';
 import { derivePsk, parseIdentity, pskShellLiteral, pskUsableOnCommandLine } from './enos/index.js';
 import type { Gateway } from './gateway/index.js';
+import { tracingRequested } from './telemetry/otel-env.js';
 import type { CoapResponse } from './tools/coap-client.js';
 import type { DeviceToolOptions } from './tools/device.js';
 import type { RegistryStandIn } from './tools/registry-standin.js';
@@ -100,19 +101,22 @@ async function serve(io: CliIo, opts: Record<string, unknown>): Promise<void> {
     io.stdout.write(toYaml(redactedConfig(config)));
     return;
   }
-  const [{ Gateway, StartupError }, { createLogger, resolveLogFormat }, { setupTracing }] =
-    await Promise.all([
-      import('./gateway/index.js'),
-      import('./telemetry/log.js'),
-      import('./telemetry/setup.js'),
-    ]);
+  // The trace SDK and its three OTLP exporters are loaded only when tracing is asked for:
+  // without it they were start-up CPU spent for nothing (docs/testing.md, "Suite time").
+  const [{ Gateway, StartupError }, { createLogger, resolveLogFormat }, setup] = await Promise.all([
+    import('./gateway/index.js'),
+    import('./telemetry/log.js'),
+    tracingRequested(config.otlpEndpoint, io.env)
+      ? import('./telemetry/setup.js')
+      : Promise.resolve(undefined),
+  ]);
   const log = createLogger(
     config.logLevel,
     io.stdout === process.stdout ? undefined : io.stdout,
     resolveLogFormat(config.logFormat, io.stdout.isTTY === true),
   );
   for (const d of deprecations) log.warn(d);
-  const tracingHandle = setupTracing({
+  const tracingHandle = setup?.setupTracing({
     endpoint: config.otlpEndpoint,
     sampleRatio: config.traceSampleRatio,
     forcedDevices: config.traceDevices,

@@ -137,6 +137,15 @@ export function tracesEndpoint(
 }
 
 /**
+ * Whether tracing is asked for: an endpoint from the setting or the variables, and the SDK not
+ * disabled. The same test `setupTracing` makes before it builds anything, so the CLI loads the
+ * trace SDK and its exporters (setup.ts) only when this holds.
+ */
+export function tracingRequested(setting: string | undefined, env: Env): boolean {
+  return !sdkDisabled(env) && tracesEndpoint(setting, env, otlpProtocol(env)) !== undefined;
+}
+
+/**
  * `OTEL_EXPORTER_OTLP_HEADERS` merged with (and overridden by) `OTEL_EXPORTER_OTLP_TRACES_HEADERS`.
  * A malformed pair is skipped with a warning that names its position, never its value (headers
  * carry credentials).

@@ -3,13 +3,10 @@
  * devices in bridge mode, presence events in either mode), the demo platform stand-in, and
  * the per-device sessions (docs/design.md, "Two ways to face an MQTT platform").
  */
-import {
-  EmbeddedBrokerError,
-  MqttBridgeBackend,
-  redactUrl,
-  startEmbeddedBroker,
-  type EmbeddedBroker,
-} from '../../bridge/mqtt/index.js';
+// Not through bridge/mqtt/index.js: that would load the embedded broker (aedes) with the
+// pool, and it is loaded only when one is configured (below).
+import { MqttBridgeBackend, redactUrl } from '../../bridge/mqtt/backend.js';
+import type { EmbeddedBroker } from '../../bridge/mqtt/embedded-broker.js';
 import type { CommandStore } from '../../bridge/types.js';
 import { DeviceSessionManager } from '../../bridge/mqtt/per-device.js';
 import { PerDeviceConfigError } from '../../bridge/mqtt/per-device-login.js';
@@ -46,6 +43,8 @@ export async function buildMqtt({
   let embeddedUrl: string | undefined;
   let embedded: EmbeddedBroker | undefined;
   if (config.embeddedBroker !== undefined) {
+    const { EmbeddedBrokerError, startEmbeddedBroker } =
+      await import('../../bridge/mqtt/embedded-broker.js');
     let broker: EmbeddedBroker;
     try {
       broker = await startEmbeddedBroker({ port: config.embeddedBroker, host: '127.0.0.1' });
