@@ -290,12 +290,12 @@ export class DtlsServer<P>
 
   /** The principal of the association with a peer, if one is established. */
   principalOf(address: string, port: number): P | undefined {
-    return this.associations.get(peerKey(address, port))?.principal;
+    return this.associations.at(address, port)?.principal;
   }
 
   /** Whether a handshake with a peer is in progress (after its cookie). */
   handshaking(address: string, port: number): boolean {
-    return this.handshakes.has(peerKey(address, port));
+    return this.handshakes.size > 0 && this.handshakes.has(peerKey(address, port));
   }
 
   /** Stop answering new ClientHellos (drain); established associations keep working. */
