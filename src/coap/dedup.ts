@@ -95,6 +95,15 @@ export class DedupCache {
   private readonly peers = new Map<string, DedupPeer>();
   private readonly fifo = new LinkedQueue<DedupEntry>();
   private bytes = 0;
+  /**
+   * What the last {@link find} that returned nothing saw: the peer's record (undefined: no
+   * record) under `foundKey`, and that `foundId` had no entry. {@link begin} right after it for
+   * the same peer and ID (the datagram path) looks nothing up again. Forgotten whenever a
+   * record leaves the map.
+   */
+  private foundKey: string | undefined = undefined;
+  private foundId = -1;
+  private found: DedupPeer | undefined = undefined;
 
   /**
    * @param limits lifetimes and caps
@@ -120,15 +129,17 @@ export class DedupCache {
   /** The live entry for this peer and message ID, or undefined (expired entries are removed). */
   find(peerKey: string, messageId: number, now: number): DedupEntry | undefined {
     const record = this.peers.get(peerKey);
-    if (record === undefined) return undefined;
-    const e = record.entries.get(messageId);
-    if (e === undefined) return undefined;
-    if (e.state === COMPLETE && e.expiresAt <= now) {
+    const e = record?.entries.get(messageId);
+    if (e !== undefined) {
+      if (e.state !== COMPLETE || e.expiresAt > now) return e;
       this.remove(e);
       this.gauges();
-      return undefined;
     }
-    return e;
+    // remove() may have taken the record out of the map: only a record still in it is kept
+    this.foundKey = peerKey;
+    this.foundId = messageId;
+    this.found = record !== undefined && record.entries.size > 0 ? record : this.peers.get(peerKey);
+    return undefined;
   }
 
   /**
@@ -136,14 +147,18 @@ export class DedupCache {
    * progress are not subject to the caps.
    */
   begin(peerKey: string, messageId: number, confirmable: boolean, now: number): DedupEntry {
-    let record = this.peers.get(peerKey);
+    const known = this.foundKey === peerKey && this.foundId === messageId;
+    let record = known ? this.found : this.peers.get(peerKey);
+    this.forgetFound();
     if (record === undefined) {
       record = new DedupPeer(peerKey, Math.floor(this.random() * 0x10000) & 0xffff);
       this.peers.set(peerKey, record);
       this.stats.peers = this.peers.size;
     }
-    const old = record.entries.get(messageId);
-    if (old !== undefined) this.remove(old);
+    if (!known) {
+      const old = record.entries.get(messageId);
+      if (old !== undefined) this.remove(old);
+    }
     const lifetime = confirmable ? this.limits.exchangeLifetimeMs : this.limits.nonLifetimeMs;
     const e = new DedupEntry(record, messageId, now + lifetime);
     record.entries.set(messageId, e);
@@ -216,6 +231,7 @@ export class DedupCache {
     }
     record.entries.clear();
     this.peers.delete(peerKey);
+    this.forgetFound();
     this.gauges();
   }
 
@@ -229,6 +245,7 @@ export class DedupCache {
     }
     this.fifo.clear();
     this.peers.clear();
+    this.forgetFound();
     this.bytes = 0;
     this.gauges();
   }
@@ -243,10 +260,16 @@ export class DedupCache {
       record.entries.delete(e.messageId);
       if (record.entries.size === 0 && this.peers.get(record.key) === record) {
         this.peers.delete(record.key);
+        this.forgetFound();
       }
     }
     e.state = DROPPED;
     e.bytes = undefined;
+  }
+
+  private forgetFound(): void {
+    this.foundKey = undefined;
+    this.found = undefined;
   }
 
   private gauges(): void {

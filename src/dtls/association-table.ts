@@ -43,9 +43,20 @@ export const NO_ADMISSION: Admission = { restricted: false };
 
 type Lane = 'restricted' | 'idle' | 'active';
 
+/**
+ * The table's key of a peer address and port. {@link AssociationTable.at} finds an
+ * association by address and port without building it, for peers added under this key.
+ */
+export function peerKey(address: string, port: number): string {
+  return `${address}|${port}`;
+}
+
 interface Slot<A> {
   readonly assoc: A;
   peer: string;
+  /** The address and port of `peer` when it is a {@link peerKey}; port -1 otherwise. */
+  address: string;
+  port: number;
   readonly admission: Admission;
   lane: Lane;
   /** When the slot last moved to the end of its lane (at most once per `touchMs`). */
@@ -73,6 +84,14 @@ export interface AssociationTableOptions {
 
 export class AssociationTable<A> {
   private readonly byPeer = new Map<string, Slot<A>>();
+  /**
+   * The slots of {@link peerKey} peers by port: the one slot of a port, or a map of a port's
+   * slots by address when several addresses share it (devices on a private APN may all use
+   * one source port). The datagram path finds its association from the socket's address and
+   * port with a small-integer lookup and a string comparison, instead of building and hashing
+   * a key string per datagram.
+   */
+  private readonly byPort = new Map<number, Slot<A> | Map<string, Slot<A>>>();
   private readonly byKey = new Map<string, Slot<A>>();
   /** Members of each group, oldest first (establishment order). */
   private readonly groups = new Map<string, Set<Slot<A>>>();
@@ -91,6 +110,14 @@ export class AssociationTable<A> {
 
   get(peer: string): A | undefined {
     return this.byPeer.get(peer)?.assoc;
+  }
+
+  /** The association of the peer at `address` and `port` (added under their {@link peerKey}). */
+  at(address: string, port: number): A | undefined {
+    const e = this.byPort.get(port);
+    if (e === undefined) return undefined;
+    if (e instanceof Map) return e.get(address)?.assoc;
+    return e.address === address ? e.assoc : undefined;
   }
 
   has(peer: string): boolean {
@@ -185,11 +212,14 @@ export class AssociationTable<A> {
     const s: Slot<A> = {
       assoc,
       peer,
+      address: '',
+      port: -1,
       admission,
       lane: admission.restricted ? 'restricted' : 'idle',
       touchedAt: now,
     };
     this.byPeer.set(peer, s);
+    this.index(s);
     this.lanes[s.lane].set(peer, s);
     if (admission.key !== undefined) this.byKey.set(admission.key, s);
     if (admission.group !== undefined) {
@@ -207,6 +237,7 @@ export class AssociationTable<A> {
     const s = this.byPeer.get(peer);
     if (s === undefined || s.assoc !== assoc) return false;
     this.byPeer.delete(peer);
+    this.unindex(s);
     this.lanes[s.lane].delete(peer);
     const { key, group } = s.admission;
     if (key !== undefined && this.byKey.get(key) === s) this.byKey.delete(key);
@@ -228,11 +259,50 @@ export class AssociationTable<A> {
     if (s === undefined || s.assoc !== assoc || this.byPeer.has(to)) return false;
     this.byPeer.delete(from);
     this.byPeer.set(to, s);
+    this.unindex(s);
     this.lanes[s.lane].delete(from);
     this.lanes[s.lane].set(to, s);
     s.peer = to;
     s.touchedAt = now;
+    this.index(s);
     return true;
+  }
+
+  /** Adds the slot to the port index when its peer is a {@link peerKey}. */
+  private index(s: Slot<A>): void {
+    const bar = s.peer.lastIndexOf('|');
+    const tail = s.peer.slice(bar + 1);
+    const port = Number(tail);
+    if (bar < 0 || String(port) !== tail || !(port >= 0 && port <= 0xffff)) {
+      s.port = -1;
+      return;
+    }
+    s.address = s.peer.slice(0, bar);
+    s.port = port;
+    const e = this.byPort.get(port);
+    if (e === undefined) this.byPort.set(port, s);
+    else if (e instanceof Map) e.set(s.address, s);
+    else
+      this.byPort.set(
+        port,
+        new Map([
+          [e.address, e],
+          [s.address, s],
+        ]),
+      );
+  }
+
+  private unindex(s: Slot<A>): void {
+    const port = s.port;
+    if (port < 0) return;
+    s.port = -1;
+    const e = this.byPort.get(port);
+    if (e === s) this.byPort.delete(port);
+    else if (e instanceof Map && e.get(s.address) === s) {
+      e.delete(s.address);
+      // back to the one slot when one is left
+      if (e.size === 1) for (const only of e.values()) this.byPort.set(port, only);
+    }
   }
 
   /** Associations in a group (for tests and diagnostics). */

@@ -24,6 +24,7 @@ import { HalfOpenAdmission } from './admission.js';
 import {
   AssociationTable,
   NO_ADMISSION,
+  peerKey,
   type Admission,
   type AdmissionPlan,
   type AdmissionPolicy,
@@ -296,12 +297,12 @@ export class DtlsServer<P>
 
   /** The principal of the association with a peer, if one is established. */
   principalOf(address: string, port: number): P | undefined {
-    return this.associations.get(peerKey(address, port))?.principal;
+    return this.associations.at(address, port)?.principal;
   }
 
   /** Whether a handshake with a peer is in progress (after its cookie). */
   handshaking(address: string, port: number): boolean {
-    return this.handshakes.has(peerKey(address, port));
+    return this.handshakes.size > 0 && this.handshakes.has(peerKey(address, port));
   }
 
   /** Stop answering new ClientHellos (drain); established associations keep working. */
@@ -342,7 +343,6 @@ export class DtlsServer<P>
       this.stats.drop('malformed-record');
       return;
     }
-    const key = peerKey(address, port);
     this.helloAnswered = false;
     try {
       let offset = 0;
@@ -354,15 +354,21 @@ export class DtlsServer<P>
         }
         offset += rec.length;
         this.stats.recordsIn++;
-        this.onRecord(key, address, port, rec);
+        this.onRecord(address, port, rec);
       }
     } catch (err) {
       this.handler.onInternalError?.(err);
     }
   }
 
-  private onRecord(key: string, address: string, port: number, rec: DtlsRecord): void {
+  /**
+   * One record of a datagram. The peer key string is built only off the common path (an
+   * established association's protected record, no handshake at the address): the
+   * association is found by address and port.
+   */
+  private onRecord(address: string, port: number, rec: DtlsRecord): void {
     if (rec.epoch === 0) {
+      const key = peerKey(address, port);
       if (rec.type === ContentType.handshake && rec.body[0] === HandshakeType.clientHello) {
         // One ClientHello per datagram: a datagram packed with hellos from a spoofed source
         // must not turn into as many answers.
@@ -387,12 +393,37 @@ export class DtlsServer<P>
       return;
     }
     if (rec.type === ContentType.tls12Cid) {
-      this.onCidRecord(key, address, port, rec);
+      this.onCidRecord(peerKey(address, port), address, port, rec);
       return;
     }
-    const assoc = this.associations.get(key);
+    const assoc = this.associations.at(address, port);
+    if (assoc === undefined || (this.handshakes.size > 0 && rec.type === ContentType.handshake)) {
+      this.offPathRecord(assoc, address, port, rec);
+      return;
+    }
+    if (assoc.connectionId !== undefined) {
+      // RFC 9146 §4: with a CID negotiated the peer's protected records all carry it
+      this.stats.drop('unexpected-record');
+      return;
+    }
+    this.stats.demux.address++;
+    this.deliver(assoc, undefined, address, port, rec);
+  }
+
+  /**
+   * A protected record (no CID) without an association at its address, or a handshake record
+   * while handshakes run: the handshake at the address takes it, else the association does,
+   * else the shared store is asked.
+   */
+  private offPathRecord(
+    assoc: Association<P> | undefined,
+    address: string,
+    port: number,
+    rec: DtlsRecord,
+  ): void {
+    const key = peerKey(address, port);
     const hs = this.handshakes.get(key);
-    if (hs !== undefined && (assoc === undefined || rec.type === ContentType.handshake)) {
+    if (hs !== undefined) {
       if (this.tracing.on) this.traceHandshake(key, rec, () => hs.onRecord(rec));
       else hs.onRecord(rec);
       return;
@@ -436,10 +467,13 @@ export class DtlsServer<P>
     this.deliver(assoc, key, address, port, rec);
   }
 
-  /** Authenticates a protected record of an association and hands on what it carries. */
+  /**
+   * Authenticates a protected record of an association and hands on what it carries. `key` is
+   * the peer key of `address` and `port` when the caller made it (built here when needed).
+   */
   private deliver(
     assoc: Association<P>,
-    key: string,
+    key: string | undefined,
     address: string,
     port: number,
     rec: DtlsRecord,
@@ -458,7 +492,7 @@ export class DtlsServer<P>
     if (typeof pt === 'string') {
       if (pt === 'fenced') {
         span?.end();
-        this.sharing?.fenced(assoc, { rec, key, address, port });
+        this.sharing?.fenced(assoc, { rec, key: key ?? peerKey(address, port), address, port });
         return;
       }
       this.stats.drop(pt);
@@ -467,7 +501,8 @@ export class DtlsServer<P>
     }
     span?.end();
     const now = this.now();
-    if (rec.cid !== undefined) this.followPeer(assoc, key, address, port, newest, rec, now);
+    if (rec.cid !== undefined)
+      this.followPeer(assoc, key ?? peerKey(address, port), address, port, newest, rec, now);
     if (assoc.lease !== undefined) this.sharing?.received(assoc, rec.seq);
     const data = assoc.onPlaintext(assoc.state.contentType, pt, now);
     // keep the table in least-recently-active order for eviction; data makes a device active
@@ -798,7 +833,7 @@ export class DtlsServer<P>
       cid !== undefined ? this.byCid.get(cid.toString('latin1')) : this.associations.get(first.key);
     if (here !== undefined) {
       // made here meanwhile (a handshake): the records go to it
-      for (const h of held) this.onRecord(h.key, h.address, h.port, h.rec);
+      for (const h of held) this.onRecord(h.address, h.port, h.rec);
       return;
     }
     const now = this.now();
@@ -1053,6 +1088,4 @@ function noAdmissionPolicy(): Admission {
   return NO_ADMISSION;
 }
 
-export function peerKey(address: string, port: number): string {
-  return `${address}|${port}`;
-}
+export { peerKey };

@@ -175,6 +175,21 @@ function keyOf(d: DeviceKey): string {
   return `${d.productKey}\u0000${d.deviceKey}`;
 }
 
+/**
+ * The key of a principal, made once per principal object: a session's requests all carry the
+ * same one, so `seen` builds and hashes no key string per request.
+ */
+const principalKeys = new WeakMap<Principal, string>();
+
+function keyOfPrincipal(p: Principal): string {
+  let key = principalKeys.get(p);
+  if (key === undefined) {
+    key = keyOf(p);
+    principalKeys.set(p, key);
+  }
+  return key;
+}
+
 function describe(err: unknown): string {
   if (err instanceof PresenceError) return `${err.code}: ${err.message}`;
   if (err instanceof Error) {
@@ -282,7 +297,7 @@ export class PresenceTracker {
     if (this.#closed) return;
     this.#s.seen++;
     const now = this.#clock.wallNow();
-    const key = keyOf(p);
+    const key = keyOfPrincipal(p);
     const e = this.#local.get(key);
     if (e !== undefined && e.sessionId === p.sessionId && e.lifetime === p.lifetime) {
       if (now > e.lastSeen) e.lastSeen = now;

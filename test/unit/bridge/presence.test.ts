@@ -108,6 +108,28 @@ describe('PresenceTracker (memory store)', () => {
     assert.equal(tracker.stats().online, 1);
   });
 
+  it("a session's requests key the device once, not per request", async () => {
+    const { tracker, events, clock } = harness();
+    // the DTLS layer hands the same principal object with every request of a session
+    let keyReads = 0;
+    const p = principal('s1');
+    const counted: Principal = {
+      ...p,
+      get productKey() {
+        keyReads++;
+        return p.productKey;
+      },
+    };
+    for (let i = 0; i < 50; i++) {
+      clock.advance(100);
+      tracker.seen(counted);
+    }
+    await settle();
+    assert.deepEqual(summary(events), ['online:first-request']);
+    assert.equal(events[0]?.productKey, 'pk');
+    assert.ok(keyReads <= 3, `productKey read ${keyReads} times for 50 requests`);
+  });
+
   it('publishes offline once when the lifetime lapses, online again at the next request', async () => {
     const { tracker, events, clock, store } = harness();
     tracker.seen(principal('s1'));

@@ -2,7 +2,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { Code } from '../../../src/coap/constants.js';
-import { DedupCache, COMPLETE, IN_PROGRESS } from '../../../src/coap/dedup.js';
+import { DedupCache, COMPLETE, DROPPED, IN_PROGRESS } from '../../../src/coap/dedup.js';
 import { CoapEndpoint, type CoapReply } from '../../../src/coap/endpoint.js';
 import { LinkedQueue, type QueueNode } from '../../../src/coap/linked-queue.js';
 import { CoapStats } from '../../../src/coap/stats.js';
@@ -99,6 +99,68 @@ describe('deduplication cache bounds', () => {
     c.sweep(50);
     assert.equal(c.size, 0);
     assert.ok(c.empty);
+  });
+
+  function dedup(): { c: DedupCache; stats: CoapStats } {
+    const stats = new CoapStats();
+    const c = new DedupCache(
+      { maxEntries: 10, maxBytes: 1000, exchangeLifetimeMs: 100, nonLifetimeMs: 50 },
+      stats,
+      () => 0.5,
+    );
+    return { c, stats };
+  }
+
+  test('DedupCache: a request (find, then begin) looks its peer and ID up once', () => {
+    const { c } = dedup();
+    c.complete(c.begin('a', 1, true, 0), Buffer.alloc(4), 0);
+    const peers = (c as unknown as { peers: Map<string, { entries: Map<number, unknown> }> }).peers;
+    const record = peers.get('a');
+    assert.ok(record !== undefined);
+    let peerGets = 0;
+    let idGets = 0;
+    const getPeer = peers.get.bind(peers);
+    peers.get = (k: string) => {
+      peerGets++;
+      return getPeer(k);
+    };
+    const getId = record.entries.get.bind(record.entries);
+    record.entries.get = (k: number) => {
+      idGets++;
+      return getId(k);
+    };
+    assert.equal(c.find('a', 2, 1), undefined);
+    const e = c.begin('a', 2, true, 1);
+    assert.equal(peerGets, 1, 'the peer looked up once');
+    assert.equal(idGets, 1, 'the message ID looked up once');
+    assert.equal(e.record, record);
+    assert.equal(c.find('a', 2, 2), e);
+  });
+
+  test('DedupCache: begin after find stays right when the peer changed in between', () => {
+    const { c, stats } = dedup();
+    // the expired entry find removes was the peer's last: begin makes a new record
+    c.complete(c.begin('a', 1, true, 0), Buffer.alloc(4), 0);
+    assert.equal(c.find('a', 1, 100), undefined);
+    assert.ok(c.empty);
+    const e = c.begin('a', 1, true, 100);
+    assert.equal(c.find('a', 1, 101), e);
+    assert.equal(stats.peers, 1);
+    // the peer dropped between find and begin: the new entry is in the cache, not lost
+    c.complete(c.begin('b', 1, true, 0), Buffer.alloc(4), 0);
+    assert.equal(c.find('b', 2, 1), undefined);
+    c.dropPeer('b');
+    const f = c.begin('b', 2, true, 1);
+    assert.equal(c.find('b', 2, 2), f);
+    // find for one peer or ID, begin for another: looked up as before
+    assert.equal(c.find('b', 3, 2), undefined);
+    const g = c.begin('a', 3, true, 2);
+    assert.equal(c.find('a', 3, 3), g);
+    assert.equal(c.find('b', 3, 3), undefined);
+    // begin over a live entry of the same ID without a find replaces it
+    const h = c.begin('a', 3, true, 4);
+    assert.equal(g.state, DROPPED);
+    assert.equal(c.find('a', 3, 5), h);
   });
 });
 

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 
 import {
   AssociationTable,
+  peerKey,
   type Admission,
   type AdmissionPlan,
 } from '../../../src/dtls/association-table.js';
@@ -224,5 +225,59 @@ describe('AssociationTable: rekey (a peer moved, RFC 9146 §6)', () => {
     assert.equal(t.rekey('p1', 'p3', 'p2', 1), false);
     assert.equal(t.get('p1'), 'p1');
     assert.equal(t.get('p2'), 'p2');
+  });
+});
+
+describe('AssociationTable: by address and port', () => {
+  const A = '192.0.2.1';
+  const B = '192.0.2.2';
+  const C = '2001:db8::1';
+
+  test('finds each peer added under its peerKey, several addresses on one port included', () => {
+    const t = table(10);
+    for (const [address, port] of [
+      [A, 5684],
+      [B, 5684],
+      [C, 5684],
+      [A, 40000],
+    ] as const)
+      admit(t, peerKey(address, port), DEVICE(`${address}/${port}`), 0);
+    assert.equal(t.at(A, 5684), peerKey(A, 5684));
+    assert.equal(t.at(B, 5684), peerKey(B, 5684));
+    assert.equal(t.at(C, 5684), peerKey(C, 5684));
+    assert.equal(t.at(A, 40000), peerKey(A, 40000));
+    assert.equal(t.at(B, 40000), undefined);
+    assert.equal(t.at('192.0.2.3', 5684), undefined);
+    // deleting down to one address on the port, then none
+    assert.ok(t.delete(peerKey(B, 5684), peerKey(B, 5684)));
+    assert.ok(t.delete(peerKey(C, 5684), peerKey(C, 5684)));
+    assert.equal(t.at(A, 5684), peerKey(A, 5684));
+    assert.equal(t.at(B, 5684), undefined);
+    assert.ok(t.delete(peerKey(A, 5684), peerKey(A, 5684)));
+    assert.equal(t.at(A, 5684), undefined);
+    assert.equal(t.at(A, 40000), peerKey(A, 40000));
+  });
+
+  test('a rekeyed association is found at its new address only; a wrong delete changes nothing', () => {
+    const t = table(10);
+    const from = peerKey(A, 1000);
+    admit(t, from, DEVICE('d'), 0);
+    admit(t, peerKey(B, 1000), DEVICE('e'), 0);
+    assert.equal(t.rekey(from, peerKey(C, 2000), from, 1), true);
+    assert.equal(t.at(A, 1000), undefined);
+    assert.equal(t.at(C, 2000), from);
+    assert.equal(t.at(B, 1000), peerKey(B, 1000));
+    assert.equal(t.delete(peerKey(C, 2000), 'someone else'), false);
+    assert.equal(t.at(C, 2000), from);
+  });
+
+  test('peers under keys that are not a peerKey are held, not indexed', () => {
+    const t = table(10);
+    for (const peer of ['p1', 'x|', 'x|007', 'x|70000', 'x|NaN']) admit(t, peer, DEVICE(peer), 0);
+    assert.equal(t.size, 5);
+    assert.equal(t.get('x|007'), 'x|007');
+    assert.equal(t.at('x', 7), undefined);
+    assert.equal(t.at('x', 0), undefined);
+    assert.equal(t.at('x', 70000), undefined);
   });
 });

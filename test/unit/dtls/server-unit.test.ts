@@ -287,7 +287,13 @@ interface AfterHello {
 }
 
 /** ClientHello, HVR, ClientHello with cookie; returns the server's flight 4. */
-function hello(h: Harness, p: ClientProfile, port: number, random: Buffer): AfterHello {
+function hello(
+  h: Harness,
+  p: ClientProfile,
+  port: number,
+  random: Buffer,
+  address = ADDR,
+): AfterHello {
   const ch1 = clientHelloBody({
     random,
     cookie: EMPTY,
@@ -296,13 +302,13 @@ function hello(h: Harness, p: ClientProfile, port: number, random: Buffer): Afte
   });
   const before = h.sent.length;
   const handshakes = h.server.handshakeCount;
-  h.server.handleDatagram(chDatagram(ch1, 0, 0), ADDR, port);
+  h.server.handleDatagram(chDatagram(ch1, 0, 0), address, port);
   assert.equal(h.sent.length, before + 1);
   const cookie = hvrCookie(h.sent[before]!.data, 0);
   // no state for a ClientHello without a cookie
   assert.equal(h.server.handshakeCount, handshakes);
   const ch2 = clientHelloBody({ random, cookie, cipherSuites: p.suites, extensions: p.extensions });
-  h.server.handleDatagram(chDatagram(ch2, 1, 1), ADDR, port);
+  h.server.handleDatagram(chDatagram(ch2, 1, 1), address, port);
   assert.equal(h.sent.length, before + 2);
   return { random, ch2, flight: h.sent[before + 1]!.data };
 }
@@ -1233,5 +1239,57 @@ describe('DtlsServer: connection_id extension (RFC 9146 §3)', () => {
       },
       { cidLength: 0 },
     );
+  });
+});
+
+describe('DtlsServer: the record path of an established peer', () => {
+  /** Counts the calls of one Map's `get` (the server's own instance, patched in place). */
+  function countGets(m: Map<string, unknown>): { n: number } {
+    const count = { n: 0 };
+    const get = m.get.bind(m);
+    m.get = (k: string) => {
+      count.n++;
+      return get(k);
+    };
+    return count;
+  }
+
+  test('finds the association by address and port: no handshake lookup, no key string looked up', () => {
+    withServer((h) => {
+      const p = PROFILES[0]!;
+      // two peers on one port (one source port behind different addresses), one more port
+      const other = '198.51.100.8';
+      const a = clientFinish(p, hello(h, p, 47500, Buffer.alloc(32, 1)), PSK);
+      h.server.handleDatagram(a.datagram, ADDR, 47500);
+      const b = clientFinish(p, hello(h, p, 47500, Buffer.alloc(32, 2), other), PSK);
+      h.server.handleDatagram(b.datagram, other, 47500);
+      const c = clientFinish(p, hello(h, p, 47501, Buffer.alloc(32, 3)), PSK);
+      h.server.handleDatagram(c.datagram, ADDR, 47501);
+      assert.equal(h.server.associationCount, 3);
+      assert.equal(h.server.handshakeCount, 0);
+      const inner = h.server as unknown as {
+        handshakes: Map<string, unknown>;
+        associations: { byPeer: Map<string, unknown> };
+      };
+      const hsGets = countGets(inner.handshakes);
+      const peerGets = countGets(inner.associations.byPeer);
+      const data = (keys: typeof a.keys, text: string): Buffer =>
+        keys.clientWrite.seal(ContentType.applicationData, 1, 1, Buffer.from(text));
+      h.server.handleDatagram(data(a.keys, 'a'), ADDR, 47500);
+      h.server.handleDatagram(data(b.keys, 'b'), other, 47500);
+      h.server.handleDatagram(data(c.keys, 'c'), ADDR, 47501);
+      assert.deepEqual(
+        h.data.map((d) => d.toString()),
+        ['a', 'b', 'c'],
+      );
+      assert.equal(hsGets.n, 0, 'no handshake runs: the handshake map is not asked');
+      // the activity mark (touch) is the one lookup by the association's own key
+      assert.ok(peerGets.n <= 3, `${peerGets.n} lookups by peer key for 3 records`);
+      // a record of a's keys from an address or port without an association is unknown
+      h.server.handleDatagram(data(a.keys, 'x'), ADDR, 47502);
+      h.server.handleDatagram(data(a.keys, 'y'), '198.51.100.9', 47500);
+      assert.equal(h.server.stats.drops['unknown-peer'], 2);
+      assert.equal(h.data.length, 3);
+    });
   });
 });
