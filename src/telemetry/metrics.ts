@@ -66,14 +66,29 @@ type Labeled<L extends string> = readonly (readonly [LabelValues<L>, number])[];
  * with a label builds a closure, a label object and the label hash per call.
  */
 export class RequestStats {
-  private readonly counts = new Map<string, number>();
+  /**
+   * Counts by method, then topic class, then code: the three labels are short constant
+   * strings, so each request costs three lookups and no key string built and hashed.
+   */
+  private readonly counts = new Map<string, Map<string, Map<string, { n: number }>>>();
   private readonly latency = new Map<string, LatencyHistogram>();
 
   constructor(private readonly boundsMs: readonly number[]) {}
 
   record(method: string, topicClass: string, code: string, seconds: number): void {
-    const key = `${method}|${topicClass}|${code}`;
-    this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
+    let byClass = this.counts.get(method);
+    if (byClass === undefined) {
+      byClass = new Map();
+      this.counts.set(method, byClass);
+    }
+    let byCode = byClass.get(topicClass);
+    if (byCode === undefined) {
+      byCode = new Map();
+      byClass.set(topicClass, byCode);
+    }
+    const cell = byCode.get(code);
+    if (cell === undefined) byCode.set(code, { n: 1 });
+    else cell.n++;
     let h = this.latency.get(method);
     if (h === undefined) {
       h = new LatencyHistogram(this.boundsMs);
@@ -89,9 +104,11 @@ export class RequestStats {
 
   entries(): Labeled<'method' | 'topic_class' | 'code'> {
     const out: [LabelValues<'method' | 'topic_class' | 'code'>, number][] = [];
-    for (const [key, n] of this.counts) {
-      const [method = '', topicClass = '', code = ''] = key.split('|');
-      out.push([{ method, topic_class: topicClass, code }, n]);
+    for (const [method, byClass] of this.counts) {
+      for (const [topicClass, byCode] of byClass) {
+        for (const [code, { n }] of byCode)
+          out.push([{ method, topic_class: topicClass, code }, n]);
+      }
     }
     return out;
   }

@@ -57,3 +57,24 @@ test('request latency: buckets, +Inf, sum and count per method, in seconds', asy
   // 14 bounds + Inf + sum + count per method
   assert.equal(got.length, 2 * (14 + 3));
 });
+
+test('request counts: one entry per method, topic class and code, with its count', () => {
+  const m = createMetrics();
+  m.requests.record('POST', 'uplink', '2.04', 0.001);
+  m.requests.record('POST', 'uplink', '2.04', 0.001);
+  m.requests.record('POST', 'uplink', '5.04', 0.001);
+  m.requests.record('POST', 'reply', '2.04', 0.001);
+  m.requests.record('GET', 'uplink', '2.04', 0.001);
+  m.requests.record('GET', 'none', '4.04', 0.001);
+  const got = m.requests
+    .entries()
+    .map(([l, n]) => `${l.method} ${l.topic_class} ${l.code} ${n}`)
+    .sort();
+  assert.deepEqual(got, [
+    'GET none 4.04 1',
+    'GET uplink 2.04 1',
+    'POST reply 2.04 1',
+    'POST uplink 2.04 2',
+    'POST uplink 5.04 1',
+  ]);
+});
