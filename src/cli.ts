@@ -596,7 +596,11 @@ export function buildProgram(io: CliIo = processIo): Command {
       '0',
     )
     .option('--concurrency <n>', 'handshakes in flight at once while connecting', '32')
-    .option('--duration <seconds>', 'measured duration once every device is connected', '10')
+    .option(
+      '--duration <seconds>',
+      'seconds of requests once every device is connected (at a --rate: every request due in them is sent, however late)',
+      '10',
+    )
     .option('--rate <per-second>', 'requests per second per device (0: closed loop)', '0')
     .option('--non', 'send NON requests instead of CON')
     .option('--payload-size <bytes>', 'pad each measurepoint body to this many bytes')
