@@ -3,6 +3,7 @@
  * together. Nothing else imports across layers.
  */
 import type { Principal } from '../bridge/types.js';
+import type { PresenceTracker } from '../bridge/presence/index.js';
 import type { MqttBridgeBackend, EmbeddedBroker } from '../bridge/mqtt/index.js';
 import type { SecretStack } from '../auth/stack.js';
 import type { CoapEndpoint } from '../coap/endpoint.js';
@@ -60,6 +61,8 @@ export class Gateway {
     private readonly state: { draining: boolean },
     /** Port of the admin HTTP server (/metrics, /healthz, /readyz), when it runs. */
     readonly httpPort: number | undefined,
+    /** The presence tracker, read-only: its counters and `settled()` (tests wait on them). */
+    readonly presence: Pick<PresenceTracker, 'stats' | 'sweepsCompleted' | 'settled'>,
   ) {}
 
   /** The embedded broker's MQTT URL, when one runs. */
@@ -185,6 +188,7 @@ export class Gateway {
       metrics,
       state,
       admin.component?.port,
+      presence.component,
     );
   }
 

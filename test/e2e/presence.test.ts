@@ -77,6 +77,21 @@ describe('e2e: presence with two gateways sharing Redis', { skip: MISSING_TOOLS 
     (webhook.jsonBodies() as Event[]).filter((e) => e.deviceKey === d.dk && e.productKey === d.pk);
   const show = (d: DeviceSpec): string => JSON.stringify(events(d), null, 1);
 
+  /**
+   * Until both pods have finished `n` more presence sweeps (n = 2: a whole sweep started from
+   * now on each) and then have nothing in flight (store calls, webhook deliveries).
+   */
+  async function sweptAndSettled(n: number): Promise<void> {
+    const pods = [podA, podB];
+    const target = pods.map((p) => p.gateway.presence.sweepsCompleted + n);
+    await eventually(
+      () => pods.every((p, i) => p.gateway.presence.sweepsCompleted >= (target[i] ?? 0)),
+      `${n} more sweeps on both pods`,
+      n * SWEEP_S * 1000 + 10_000,
+    );
+    await Promise.all(pods.map((p) => p.gateway.presence.settled()));
+  }
+
   async function connect(pod: E2eGateway, d: DeviceSpec): Promise<CoapDtlsClient> {
     try {
       const c = await connectAs(pod.port, d, LIFETIME_S);
@@ -147,8 +162,8 @@ describe('e2e: presence with two gateways sharing Redis', { skip: MISSING_TOOLS 
         'the offline event',
         EFFECTIVE_MS + 10_000,
       );
-      // two more sweeps of both pods: nothing else comes
-      await sleep(2_500 * SWEEP_S);
+      // a whole sweep of both pods after it: nothing else comes
+      await sweptAndSettled(2);
       const ev = events(quiet);
       assert.equal(ev.length, 2, show(quiet));
       const [online, offline] = ev;
@@ -173,9 +188,17 @@ describe('e2e: presence with two gateways sharing Redis', { skip: MISSING_TOOLS 
       assert.equal(delivery?.headers['content-type'], 'application/json');
 
       // close_notify after the device went offline: no event
+      const closes = (p: E2eGateway): number =>
+        p.gateway.presence.stats().sessionCloses['close-notify'];
+      const [closedA, closedB] = [closes(podA), closes(podB)];
       await a.close();
       await b.close();
-      await sleep(1_500);
+      await eventually(
+        () => closes(podA) > closedA && closes(podB) > closedB,
+        'both pods handled the close_notify',
+        10_000,
+      );
+      await Promise.all([podA, podB].map((p) => p.gateway.presence.settled()));
       assert.equal(events(quiet).length, 2, show(quiet));
     });
 
@@ -190,9 +213,11 @@ describe('e2e: presence with two gateways sharing Redis', { skip: MISSING_TOOLS 
         'the offline event',
         10_000,
       );
-      // past the (scaled) lifetime and two sweeps: no lifetime-lapsed offline follows
-      const waitMs = tPost + EFFECTIVE_MS + 2_500 * SWEEP_S - Date.now();
+      // past the (scaled) lifetime (a wall-time deadline: the store's), then a whole sweep of
+      // both pods: no lifetime-lapsed offline follows
+      const waitMs = tPost + EFFECTIVE_MS - Date.now();
       if (waitMs > 0) await sleep(waitMs);
+      await sweptAndSettled(2);
       const ev = events(closing);
       assert.deepEqual(
         ev.map((e) => [e.status, e.reason]),

@@ -240,6 +240,7 @@ export class PresenceTracker {
   #drainWaiters: (() => void)[] = [];
   #timer: TimerHandle = undefined;
   #sweeping: Promise<void> | undefined;
+  #sweepsCompleted = 0;
   #started = false;
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -405,9 +406,36 @@ export class PresenceTracker {
         this.#log?.warn({ error: describe(err) }, 'presence sweep failed');
       })
       .finally(() => {
+        this.#sweepsCompleted++;
         this.#sweeping = undefined;
       });
     return this.#sweeping;
+  }
+
+  /**
+   * For observers (tests, diagnostics): sweeps finished so far, failed ones included
+   * (`stats().sweeps` counts sweeps started). A sweep that finishes after a moment started
+   * after it (or with it) when this number has grown by 2 since then.
+   */
+  get sweepsCompleted(): number {
+    return this.#sweepsCompleted;
+  }
+
+  /**
+   * For observers: resolves once nothing is in flight at the same moment: no sweep, no store
+   * call (write, close, claim) and no event queued or being published. Events a store answer
+   * decides are queued before its call counts as done, so after `settled()` every transition
+   * decided so far has been handed to `publish` and its call has ended. Closes waiting for
+   * the next sweep (store down) are not in flight. Never rejects; may take as long as
+   * `publishTimeoutMs` when a sink hangs.
+   */
+  async settled(): Promise<void> {
+    for (;;) {
+      if (this.#sweeping !== undefined) await this.#sweeping;
+      else if (this.#ops.size > 0) await Promise.allSettled([...this.#ops]);
+      else if (this.#publishing > 0 || this.#queue.length > 0) await this.#drained();
+      else return;
+    }
   }
 
   /**

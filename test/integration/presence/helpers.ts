@@ -87,6 +87,24 @@ export async function startPod(
 
 export const tick = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** Until every pod has nothing in flight (no sweep, store call or publish): see `settled()`. */
+export async function settled(...pods: readonly Pod[]): Promise<void> {
+  await Promise.all(pods.map((p) => p.tracker.settled()));
+}
+
+/**
+ * Until each pod has finished `n` more sweeps (the first may be one already running: n = 2
+ * includes a whole sweep started from now), then until all are settled.
+ */
+export async function sweptAndSettled(n: number, ...pods: readonly Pod[]): Promise<void> {
+  const target = pods.map((p) => p.tracker.sweepsCompleted + n);
+  await waitFor(
+    () => pods.every((p, i) => p.tracker.sweepsCompleted >= (target[i] ?? 0)),
+    `${n} more sweeps on ${pods.map((p) => p.name).join(', ')}`,
+  );
+  await settled(...pods);
+}
+
 /** `status:reason` of each event, per device, sorted. */
 export function byDevice(events: readonly PresenceEvent[]): Record<string, string[]> {
   const out: Record<string, string[]> = {};

@@ -13,6 +13,7 @@ import {
   prefix,
   principal,
   RedisServer,
+  settled,
   startPod,
   tick,
   waitFor,
@@ -92,7 +93,7 @@ describe('presence: Redis faults', () => {
     const sweepStart = performance.now();
     await Promise.all([a.tracker.sweep(), b.tracker.sweep()]);
     assert.ok(performance.now() - sweepStart < 1_000, 'a sweep does not hang');
-    await tick(50);
+    await settled(a, b);
     assert.equal(all().length, 1, 'nothing decided while Redis is away');
     assert.equal(a.tracker.stats().storeAvailable, false);
     assert.ok(a.tracker.stats().storeErrors > 0);
@@ -108,7 +109,7 @@ describe('presence: Redis faults', () => {
     clock.advance(600);
     await Promise.all([a.tracker.sweep(), b.tracker.sweep()]);
     await waitFor(() => byDevice(all()).during !== undefined, 'catch-up');
-    await tick(100);
+    await settled(a, b);
     assert.deepEqual(byDevice(all()).during, ['online:first-request'], 'one online for both pods');
     assert.equal(a.tracker.stats().storeAvailable, true);
     assert.equal(a.tracker.stats().pendingCloses, 0);
@@ -122,12 +123,12 @@ describe('presence: Redis faults', () => {
     await tick(500); // the paused script runs now
     assert.ok((await a.store.get({ productKey: 'pk', deviceKey: 'dk' })) !== undefined, 'applied');
     b.tracker.seen(principal('s1'));
-    await tick(50);
+    await settled(a, b);
     assert.equal(all().length, 0, 'b only refreshed');
     clock.advance(500);
     await a.tracker.sweep(); // retries the write with the same token
     await waitFor(() => all().length === 1, 'online');
-    await tick(50);
+    await settled(a, b);
     assert.deepEqual(byDevice(all()), { dk: ['online:first-request'] });
     assert.equal(a.events.length, 1);
   });
@@ -142,11 +143,11 @@ describe('presence: Redis faults', () => {
     assert.ok(a.tracker.stats().storeErrors >= 1);
     await tick(500);
     await b.tracker.sweep(); // nothing left to claim
-    await tick(50);
+    await settled(a, b);
     assert.equal(all().length, 1);
     await a.tracker.sweep(); // same token: learns what it claimed
     await waitFor(() => all().length === 2, 'offline');
-    await tick(50);
+    await settled(a, b);
     assert.deepEqual(byDevice(all()), { dk: ['online:first-request', 'offline:lifetime-lapsed'] });
   });
 

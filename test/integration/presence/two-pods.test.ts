@@ -13,7 +13,9 @@ import {
   prefix,
   principal,
   SHARED_REDIS,
+  settled,
   startPod,
+  sweptAndSettled,
   T0,
   tick,
   waitFor,
@@ -63,7 +65,7 @@ describe('presence: two pods sharing Redis', () => {
       clock.advance(10);
     }
     await waitFor(() => all().length >= DEVICES.length, 'online events');
-    await tick(100);
+    await settled(a, b);
     const online = byDevice(all());
     assert.equal(Object.keys(online).length, DEVICES.length);
     for (const dk of DEVICES) assert.deepEqual(online[dk], ['online:first-request'], dk);
@@ -82,7 +84,7 @@ describe('presence: two pods sharing Redis', () => {
     await Promise.all([a.tracker.sweep(), b.tracker.sweep(), a.tracker.sweep(), b.tracker.sweep()]);
     await Promise.all([a.tracker.sweep(), b.tracker.sweep()]);
     await waitFor(() => all().length >= before + DEVICES.length, 'offline events');
-    await tick(100);
+    await settled(a, b);
     const after = byDevice(all());
     for (const dk of DEVICES) {
       assert.deepEqual(after[dk], ['online:first-request', 'offline:lifetime-lapsed'], dk);
@@ -104,18 +106,18 @@ describe('presence: two pods sharing Redis', () => {
     a.tracker.seen(principal('s1')); // coalesced on a: not yet written
     clock.advance(1_000);
     b.tracker.seen(principal('s2')); // re-handshake on b
-    await tick(50);
+    await settled(a, b);
     // a flushes its older request before the deadline: it must not take the session back
     clock.advance(19_000);
     await a.tracker.sweep();
     assert.equal((await a.store.get({ productKey: 'pk', deviceKey: 'dk' }))?.sessionId, 's2');
     a.tracker.sessionClosed(principal('s1'), 'close-notify');
     a.tracker.sessionClosed(principal('s1'), 'evicted');
-    await tick(100);
+    await settled(a, b);
     assert.deepEqual(byDevice(all()), { dk: ['online:first-request'] });
     b.tracker.sessionClosed(principal('s2'), 'close-notify');
     await waitFor(() => all().length === 2, 'offline');
-    await tick(50);
+    await settled(a, b);
     assert.deepEqual(byDevice(all()), { dk: ['online:first-request', 'offline:close-notify'] });
     assert.equal(b.events[0]?.sessionId, 's2');
   });
@@ -126,10 +128,10 @@ describe('presence: two pods sharing Redis', () => {
     await waitFor(() => all().length === 1, 'online');
     clock.advance(20_000);
     b.tracker.seen(principal('s2')); // deadline 50 s
-    await tick(50);
+    await settled(a, b);
     clock.advance(15_000); // 35 s: past a's deadline, not b's
     await Promise.all([a.tracker.sweep(), b.tracker.sweep()]);
-    await tick(50);
+    await settled(a, b);
     assert.equal(all().length, 1);
     clock.advance(15_000); // 50 s
     await Promise.all([a.tracker.sweep(), b.tracker.sweep()]);
@@ -158,7 +160,8 @@ describe('presence: two pods sharing Redis', () => {
     }
     assert.deepEqual(byDevice(all()), { dk: ['online:first-request'] }, 'no lapse under traffic');
     await waitFor(() => all().length === 2, 'offline', 3_000);
-    await tick(300);
+    // both sweepers had a whole sweep after it: a second claim would have come
+    await sweptAndSettled(2, a, b);
     assert.deepEqual(byDevice(all()), { dk: ['online:first-request', 'offline:lifetime-lapsed'] });
     const st = a.tracker.stats();
     assert.ok(st.coalesced > st.storeWrites, `coalesced ${st.coalesced}, writes ${st.storeWrites}`);

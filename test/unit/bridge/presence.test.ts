@@ -522,4 +522,71 @@ describe('PresenceTracker (memory store)', () => {
     assert.equal(tracker.stats().sweeps, 3);
     assert.equal(clock.pending, 0);
   });
+
+  it('sweepsCompleted and settled(): observers wait for sweeps, store calls and publishes', async () => {
+    const inner = new MemoryPresenceStore();
+    const gated = (): { wait: Promise<void>; open: () => void } => {
+      let open = (): void => undefined;
+      const wait = new Promise<void>((r) => {
+        open = r;
+      });
+      return { wait, open };
+    };
+    const touchGate = gated();
+    const claimGate = gated();
+    const publishGate = gated();
+    const store: PresenceStore = {
+      onlineCount: () => inner.onlineCount(),
+      touch: async (t) => {
+        await touchGate.wait;
+        return inner.touch(t);
+      },
+      close: (d, sid, token) => inner.close(d, sid, token),
+      claimLapsed: async (now, limit, token) => {
+        await claimGate.wait;
+        return inner.claimLapsed(now, limit, token);
+      },
+      get: (d) => inner.get(d),
+    };
+    const published: PresenceEvent[] = [];
+    const { tracker } = harness({
+      store,
+      publish: async (ev) => {
+        await publishGate.wait;
+        published.push(ev);
+      },
+    });
+    await tracker.settled(); // nothing in flight: at once
+    let done = false;
+    tracker.seen(principal('s1'));
+    const s = tracker.settled().then(() => {
+      done = true;
+    });
+    await settle();
+    assert.equal(done, false, 'a store write in flight');
+    touchGate.open();
+    await settle();
+    assert.equal(tracker.stats().events.publishing, 1);
+    assert.equal(done, false, 'a publish in flight');
+    publishGate.open();
+    await s;
+    assert.deepEqual(summary(published), ['online:first-request']);
+
+    assert.equal(tracker.sweepsCompleted, 0);
+    const sweep = tracker.sweep();
+    let swept = false;
+    const s2 = tracker.settled().then(() => {
+      swept = true;
+    });
+    await settle();
+    assert.equal(tracker.stats().sweeps, 1);
+    assert.equal(tracker.sweepsCompleted, 0, 'started, not finished');
+    assert.equal(swept, false, 'a sweep in flight');
+    claimGate.open();
+    await sweep;
+    assert.equal(tracker.sweepsCompleted, 1);
+    await s2;
+    await tracker.sweep();
+    assert.equal(tracker.sweepsCompleted, 2);
+  });
 });
