@@ -1,11 +1,13 @@
 /**
  * The upstream device registry over HTTP (docs/registry-api.md): one undici `Pool` with
  * keep-alive, a deadline per request, responses validated with zod, and a circuit breaker.
+ * undici is imported by the constructor, in the background: a gateway without a registry
+ * never loads it (110 files, start-up CPU; docs/testing.md, "Suite time").
  *
  * Every failure is a {@link SecretSourceError}; its message names the request kind and the
  * status or error code, never a response body, a header or a secret.
  */
-import { Pool } from 'undici';
+import type { Pool } from 'undici';
 import { z } from 'zod';
 import { CircuitBreaker } from './circuit-breaker.js';
 import type { DeviceRecord, ProductRecord } from './devices-file.js';
@@ -57,7 +59,9 @@ interface Answer {
 }
 
 export class RegistryClient {
-  readonly #pool: Pool;
+  /** The pool once undici is loaded (`#loading`). */
+  #pool: Pool | undefined;
+  readonly #loading: Promise<Pool>;
   readonly #basePath: string;
   readonly #headers: Record<string, string>;
   readonly #timeoutMs: number;
@@ -74,7 +78,7 @@ export class RegistryClient {
     this.#stats = o.stats;
     this.#headers = { accept: 'application/json' };
     if (o.token !== undefined) this.#headers.authorization = `Bearer ${o.token}`;
-    this.#pool = new Pool(url.origin, {
+    const options: Pool.Options = {
       connections: o.connections ?? 32,
       connectTimeout: o.timeoutMs,
       headersTimeout: o.timeoutMs,
@@ -82,7 +86,12 @@ export class RegistryClient {
       keepAliveTimeout: 30_000,
       keepAliveMaxTimeout: 120_000,
       pipelining: 1,
-    });
+    };
+    this.#loading = import('undici').then(
+      ({ Pool }) => (this.#pool = new Pool(url.origin, options)),
+    );
+    // a failure to load reaches each request (as SOURCE_UNAVAILABLE) instead
+    this.#loading.catch(() => undefined);
     this.#breaker = new CircuitBreaker({
       threshold: o.breakerThreshold ?? 5,
       cooldownMs: o.breakerCooldownMs ?? 5_000,
@@ -132,7 +141,8 @@ export class RegistryClient {
 
   /** Closes idle connections and waits for requests in flight (each bounded by the timeout). */
   async close(): Promise<void> {
-    await this.#pool.close();
+    const pool = this.#pool ?? (await this.#loading.catch(() => undefined));
+    await pool?.close();
   }
 
   /**
@@ -163,7 +173,9 @@ export class RegistryClient {
       abort.abort();
     }, this.#timeoutMs);
     try {
-      const res = await this.#pool.request({
+      // the first requests may come before undici is loaded: they wait for it, within the deadline
+      const pool = this.#pool ?? (await this.#loading);
+      const res = await pool.request({
         method,
         path: this.#basePath + path,
         headers: this.#headers,

@@ -4,12 +4,18 @@
  * when one runs. Each costs start-up CPU, paid by every pod start and restart and by every
  * serve process of the tests (docs/testing.md, "Suite time"). The child's loaded CommonJS
  * modules are listed at its exit by a preload (test/helpers/loaded-modules.ts).
+ *
+ * The secret stack and the HTTP backend import undici only when a registry or an HTTP route
+ * is configured; `serve` itself still loads it through the presence publisher, and ioredis
+ * through `redis/client.ts` (docs/testing.md, "Suite time"), so those are checked on the
+ * parts, each in a child of its own.
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { LOADED_MODULES_HOOK } from '../helpers/loaded-modules.js';
 import { CLI, REPO_ROOT, Proc, cleanEnv, killAll, listeningPort } from '../helpers/processes.js';
 
@@ -41,6 +47,41 @@ async function modulesOfServe(name: string, flags: readonly string[]): Promise<s
 }
 
 const common = ['--dtls-port', '0', '--bind', '127.0.0.1'];
+
+const UNDICI = /node_modules\/undici\//;
+const moduleUrl = (...path: string[]): string =>
+  pathToFileURL(join(REPO_ROOT, 'dist', 'src', ...path)).href;
+/** Builds a secret stack (with a registry when `REGISTRY_URL` is set) and, with `HTTP_BACKEND`, an HTTP backend; closes both. */
+const PARTS = `
+const { createSecretStack } = await import(${JSON.stringify(moduleUrl('auth', 'stack.js'))});
+const { HttpBackend } = await import(${JSON.stringify(moduleUrl('bridge', 'http', 'index.js'))});
+const stack = createSecretStack({
+  registryUrl: process.env.REGISTRY_URL || undefined,
+  redisPrefix: 'serve-modules:',
+  registryTimeoutMs: 1000,
+  cacheSize: 100000,
+  cacheTtlMs: 60000,
+  redisTtlMs: 60000,
+  negativeTtlMs: 1000,
+});
+if (process.env.HTTP_BACKEND) {
+  await new HttpBackend({ timeoutMs: 1000, connections: 1, maxConcurrency: 1, unavailableMaxAge: 30 }).close();
+}
+await stack.close();
+`;
+
+/** Runs {@link PARTS} with `env`; the modules the child loaded. */
+async function modulesOfParts(name: string, env: Record<string, string>): Promise<string[]> {
+  const file = join(dir, `parts-${name}.txt`);
+  const proc = new Proc(
+    process.execPath,
+    ['--import', LOADED_MODULES_HOOK, '--input-type=module', '-e', PARTS],
+    { env: cleanEnv({ LOADED_MODULES_FILE: file, ...env }), timeoutMs: 30_000 },
+  );
+  const done = await proc.done;
+  assert.equal(done.code, 0, `${done.stdout}${done.stderr}`);
+  return readFileSync(file, 'utf8').split('\n').filter(Boolean);
+}
 
 describe('modules serve loads at start', () => {
   it('tracing off and an external broker: no trace SDK, no OTLP exporter, no aedes', async () => {
@@ -80,6 +121,28 @@ describe('modules serve loads at start', () => {
     assert.ok(
       loaded.some((m) => AEDES.test(m)),
       'and aedes when the embedded broker runs',
+    );
+  });
+
+  it('the secret stack and the HTTP backend load undici only for a registry or HTTP routes', async () => {
+    const [none, registry, http] = await Promise.all([
+      modulesOfParts('none', {}),
+      // nothing listens on port 1: no request is made, the pool is only opened and closed
+      modulesOfParts('registry', { REGISTRY_URL: 'http://127.0.0.1:1' }),
+      modulesOfParts('http', { HTTP_BACKEND: '1' }),
+    ]);
+    assert.deepEqual(
+      none.filter((m) => UNDICI.test(m)),
+      [],
+      'no registry, no HTTP backend: no undici',
+    );
+    assert.ok(
+      registry.some((m) => UNDICI.test(m)),
+      'a registry client loads undici',
+    );
+    assert.ok(
+      http.some((m) => UNDICI.test(m)),
+      'an HTTP backend loads undici',
     );
   });
 });

@@ -11,7 +11,8 @@
  *   `maxResponseBody` bytes; a longer one answers 5.02. Bodies of other statuses are discarded.
  *
  * `call` never throws: every failure is an answer. Headers sent: `./headers.ts`; auth:
- * `./auth.ts`.
+ * `./auth.ts`. undici is imported by the constructor, in the background: a gateway without
+ * HTTP routes never loads it (110 files, start-up CPU; docs/testing.md, "Suite time").
  */
 import {
   SpanKind,
@@ -20,7 +21,7 @@ import {
   startChild,
   traceparentOf,
 } from '../../telemetry/trace.js';
-import { Pool } from 'undici';
+import type { Pool } from 'undici';
 import { systemClock, type Clock } from '../../time/clock.js';
 import type { CompiledHttpRoute } from '../routes.js';
 import type { BridgeResponse, DeviceKey } from '../types.js';
@@ -134,8 +135,14 @@ export class HttpBackend {
   readonly #clock: Clock;
   readonly #unavailable: BridgeResponse;
   #closed = false;
+  /** undici's `Pool` once loaded (`#loading`). */
+  #Pool: typeof Pool | undefined;
+  readonly #loading: Promise<typeof Pool>;
 
   constructor(o: HttpBackendOptions) {
+    this.#loading = import('undici').then(({ Pool }) => (this.#Pool = Pool));
+    // a failure to load reaches each call (as a bad response) instead
+    this.#loading.catch(() => undefined);
     this.#timeoutMs = o.timeoutMs;
     this.#connections = o.connections;
     this.#maxConcurrency = o.maxConcurrency;
@@ -222,12 +229,14 @@ export class HttpBackend {
     const pools = [...this.#pools.values()];
     this.#pools.clear();
     await Promise.all(pools.map((p) => p.destroy().catch(() => undefined)));
+    // nothing of the backend is left in flight: not even the import of undici
+    await this.#loading.catch(() => undefined);
   }
 
-  #pool(origin: string): Pool {
+  #pool(origin: string, PoolClass: typeof Pool): Pool {
     let pool = this.#pools.get(origin);
     if (pool === undefined) {
-      pool = new Pool(origin, {
+      pool = new PoolClass(origin, {
         connections: this.#connections,
         pipelining: 1,
         connectTimeout: this.#timeoutMs,
@@ -282,7 +291,11 @@ export class HttpBackend {
       true,
     );
     try {
-      const res = await this.#pool(route.origin).request({
+      // the first calls may come before undici is loaded: they wait for it, within the deadline
+      const PoolClass = this.#Pool ?? (await this.#loading);
+      // closed meanwhile: no pool is opened after close() destroyed them
+      if (this.#closed) return { response: this.#unavailable, outcome: 'connect-error' };
+      const res = await this.#pool(route.origin, PoolClass).request({
         method: route.method,
         path,
         headers,

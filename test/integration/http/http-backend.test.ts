@@ -409,4 +409,15 @@ describe('HTTP backend against a real HTTP server', () => {
       assert.equal(b.stats().pools, 0);
     });
   });
+
+  it('a call made just before close() answers 5.03 and leaves no pool open', async () => {
+    // the backend imports undici in the background (a gateway without HTTP routes never
+    // loads it); a call waiting for it must not open a pool once close() destroyed them
+    const b = new HttpBackend(defaults);
+    const pending = call(b, route({ url: `${server.base}/echo` }));
+    await b.close();
+    assert.deepEqual(await pending, { status: 'unavailable', maxAge: 30 });
+    assert.equal(b.stats().pools, 0);
+    assert.equal(b.stats().byRoute['routes[0]']?.['connect-error'], 1);
+  });
 });

@@ -64,4 +64,30 @@ describe('MemoryCache', () => {
     assert.ok(cache.get('c') !== undefined);
     assert.equal(cache.size, 2);
   });
+
+  it('holds at most max entries, records and remembered misses alike, oldest out first', () => {
+    const cache = new MemoryCache<Rec>({ max: 3, ttlMs: 60_000, negativeTtlMs: 1_000 });
+    for (let i = 0; i < 10; i++) {
+      if (i % 2 === 0) cache.set(`k${i}`, { secret: String(i) });
+      else cache.setMissing(`k${i}`);
+      assert.equal(cache.size, Math.min(i + 1, 3));
+    }
+    assert.deepEqual(
+      ['k6', 'k7', 'k8', 'k9'].map((k) => cache.get(k) !== undefined),
+      [false, true, true, true],
+    );
+    assert.equal(cache.get('k8')?.value?.secret, '8');
+    assert.equal(cache.get('k9')?.value, undefined, 'k9 is a remembered miss');
+  });
+
+  it('allocates for the entries it holds, not for max up front', () => {
+    // lru-cache's `max` allocated arrays for every entry at construction (about 70 ms of CPU
+    // for the three 100 000-entry caches at each start); a cache of a million is as light as
+    // an empty one until entries arrive
+    const before = process.memoryUsage().heapUsed;
+    const cache = new MemoryCache<Rec>({ max: 1_000_000, ttlMs: 60_000, negativeTtlMs: 1_000 });
+    const grown = process.memoryUsage().heapUsed - before;
+    assert.equal(cache.size, 0);
+    assert.ok(grown < 4_000_000, `constructing took ${grown} bytes of heap`);
+  });
 });
