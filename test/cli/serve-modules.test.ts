@@ -5,10 +5,9 @@
  * serve process of the tests (docs/testing.md, "Suite time"). The child's loaded CommonJS
  * modules are listed at its exit by a preload (test/helpers/loaded-modules.ts).
  *
- * The secret stack and the HTTP backend import undici only when a registry or an HTTP route
- * is configured; `serve` itself still loads it through the presence publisher, and ioredis
- * through `redis/client.ts` (docs/testing.md, "Suite time"), so those are checked on the
- * parts, each in a child of its own.
+ * undici is loaded only for a registry, an HTTP route or a presence webhook (the secret stack
+ * and the HTTP backend are also checked each in a child of its own); ioredis still loads for
+ * every configuration through `redis/client.ts` (docs/testing.md, "Suite time").
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -27,6 +26,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 const DEVICES = join(REPO_ROOT, 'deploy', 'examples', 'devices.json');
 const TRACE_SDK = /node_modules\/@opentelemetry\/(sdk-trace-[a-z]+|exporter-trace-otlp-[a-z]+)\//;
 const AEDES = /node_modules\/(aedes-persistence|mqemitter)\//;
+const UNDICI = /node_modules\/undici\//;
 
 /** Starts `serve` with `flags`, stops it with SIGINT once listening; its loaded modules. */
 async function modulesOfServe(name: string, flags: readonly string[]): Promise<string[]> {
@@ -48,7 +48,6 @@ async function modulesOfServe(name: string, flags: readonly string[]): Promise<s
 
 const common = ['--dtls-port', '0', '--bind', '127.0.0.1'];
 
-const UNDICI = /node_modules\/undici\//;
 const moduleUrl = (...path: string[]): string =>
   pathToFileURL(join(REPO_ROOT, 'dist', 'src', ...path)).href;
 /** Builds a secret stack (with a registry when `REGISTRY_URL` is set) and, with `HTTP_BACKEND`, an HTTP backend; closes both. */
@@ -99,6 +98,11 @@ describe('modules serve loads at start', () => {
       loaded.filter((m) => AEDES.test(m)),
       [],
     );
+    assert.deepEqual(
+      loaded.filter((m) => UNDICI.test(m)),
+      [],
+      'no registry, no HTTP route, no presence webhook: no undici',
+    );
   });
 
   it('tracing on and the embedded broker: the trace SDK and aedes are loaded', async () => {
@@ -109,6 +113,9 @@ describe('modules serve loads at start', () => {
       '0',
       '--otlp-endpoint',
       'http://127.0.0.1:1/v1/traces',
+      // nothing listens: no event is sent before the process stops
+      '--presence-webhook',
+      'http://127.0.0.1:1/presence',
     ]);
     assert.ok(
       loaded.some((m) => m.includes('/node_modules/@opentelemetry/sdk-trace-node/')),
@@ -121,6 +128,10 @@ describe('modules serve loads at start', () => {
     assert.ok(
       loaded.some((m) => AEDES.test(m)),
       'and aedes when the embedded broker runs',
+    );
+    assert.ok(
+      loaded.some((m) => UNDICI.test(m)),
+      'and undici for the presence webhook',
     );
   });
 

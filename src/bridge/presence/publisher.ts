@@ -16,8 +16,10 @@
  * and `x-coap-edge-seq`; any 2xx is success. Network errors, timeouts, 429 and 5xx are retried
  * once after `retryDelayMs`; other statuses are not retried.
  */
+import { createRequire } from 'node:module';
 import { CoapEdgeError } from '../../errors/index.js';
-import { Pool } from 'undici';
+import type * as Undici from 'undici';
+import type { Pool } from 'undici';
 import { systemClock, type Clock, type TimerHandle } from '../../time/clock.js';
 import { PresenceError, type PresenceEvent } from './types.js';
 
@@ -183,7 +185,10 @@ export function presencePublisher(o: PresencePublisherOptions): PresencePublishe
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
       throw new PresenceError('PRESENCE_BAD_CONFIG', 'presence webhook: URL must be http(s)');
     }
-    const p = new Pool(url.origin, {
+    // undici (a CommonJS package of ~110 files) is loaded only when a webhook is configured:
+    // every pod without one saved its start-up CPU (docs/testing.md, "Suite time")
+    const { Pool: PoolClass } = createRequire(import.meta.url)('undici') as typeof Undici;
+    const p = new PoolClass(url.origin, {
       connections: o.connections ?? 4,
       connectTimeout: timeoutMs,
       headersTimeout: timeoutMs,
