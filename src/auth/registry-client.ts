@@ -1,12 +1,14 @@
 /**
  * The upstream device registry over HTTP (docs/registry-api.md): one undici `Pool` with
  * keep-alive, a deadline per request, responses validated with zod, and a circuit breaker.
- * undici is imported by the constructor, in the background: a gateway without a registry
- * never loads it (110 files, start-up CPU; docs/testing.md, "Suite time").
+ * undici is required by the constructor: a gateway without a registry never loads it (110
+ * files, start-up CPU; docs/testing.md, "Suite time").
  *
  * Every failure is a {@link SecretSourceError}; its message names the request kind and the
  * status or error code, never a response body, a header or a secret.
  */
+import { createRequire } from 'node:module';
+import type * as Undici from 'undici';
 import type { Pool } from 'undici';
 import { z } from 'zod';
 import { CircuitBreaker } from './circuit-breaker.js';
@@ -59,9 +61,7 @@ interface Answer {
 }
 
 export class RegistryClient {
-  /** The pool once undici is loaded (`#loading`). */
-  #pool: Pool | undefined;
-  readonly #loading: Promise<Pool>;
+  readonly #pool: Pool;
   readonly #basePath: string;
   readonly #headers: Record<string, string>;
   readonly #timeoutMs: number;
@@ -87,11 +87,8 @@ export class RegistryClient {
       keepAliveMaxTimeout: 120_000,
       pipelining: 1,
     };
-    this.#loading = import('undici').then(
-      ({ Pool }) => (this.#pool = new Pool(url.origin, options)),
-    );
-    // a failure to load reaches each request (as SOURCE_UNAVAILABLE) instead
-    this.#loading.catch(() => undefined);
+    const { Pool: PoolClass } = createRequire(import.meta.url)('undici') as typeof Undici;
+    this.#pool = new PoolClass(url.origin, options);
     this.#breaker = new CircuitBreaker({
       threshold: o.breakerThreshold ?? 5,
       cooldownMs: o.breakerCooldownMs ?? 5_000,
@@ -141,8 +138,7 @@ export class RegistryClient {
 
   /** Closes idle connections and waits for requests in flight (each bounded by the timeout). */
   async close(): Promise<void> {
-    const pool = this.#pool ?? (await this.#loading.catch(() => undefined));
-    await pool?.close();
+    await this.#pool.close();
   }
 
   /**
@@ -173,9 +169,7 @@ export class RegistryClient {
       abort.abort();
     }, this.#timeoutMs);
     try {
-      // the first requests may come before undici is loaded: they wait for it, within the deadline
-      const pool = this.#pool ?? (await this.#loading);
-      const res = await pool.request({
+      const res = await this.#pool.request({
         method,
         path: this.#basePath + path,
         headers: this.#headers,

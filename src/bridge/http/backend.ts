@@ -11,9 +11,10 @@
  *   `maxResponseBody` bytes; a longer one answers 5.02. Bodies of other statuses are discarded.
  *
  * `call` never throws: every failure is an answer. Headers sent: `./headers.ts`; auth:
- * `./auth.ts`. undici is imported by the constructor, in the background: a gateway without
- * HTTP routes never loads it (110 files, start-up CPU; docs/testing.md, "Suite time").
+ * `./auth.ts`. undici is required by the constructor: a gateway without HTTP routes (no
+ * backend) never loads it (110 files, start-up CPU; docs/testing.md, "Suite time").
  */
+import { createRequire } from 'node:module';
 import {
   SpanKind,
   endWithError,
@@ -21,6 +22,7 @@ import {
   startChild,
   traceparentOf,
 } from '../../telemetry/trace.js';
+import type * as Undici from 'undici';
 import type { Pool } from 'undici';
 import { systemClock, type Clock } from '../../time/clock.js';
 import type { CompiledHttpRoute } from '../routes.js';
@@ -135,14 +137,10 @@ export class HttpBackend {
   readonly #clock: Clock;
   readonly #unavailable: BridgeResponse;
   #closed = false;
-  /** undici's `Pool` once loaded (`#loading`). */
-  #Pool: typeof Pool | undefined;
-  readonly #loading: Promise<typeof Pool>;
+  readonly #PoolClass: typeof Pool;
 
   constructor(o: HttpBackendOptions) {
-    this.#loading = import('undici').then(({ Pool }) => (this.#Pool = Pool));
-    // a failure to load reaches each call (as a bad response) instead
-    this.#loading.catch(() => undefined);
+    this.#PoolClass = (createRequire(import.meta.url)('undici') as typeof Undici).Pool;
     this.#timeoutMs = o.timeoutMs;
     this.#connections = o.connections;
     this.#maxConcurrency = o.maxConcurrency;
@@ -229,14 +227,12 @@ export class HttpBackend {
     const pools = [...this.#pools.values()];
     this.#pools.clear();
     await Promise.all(pools.map((p) => p.destroy().catch(() => undefined)));
-    // nothing of the backend is left in flight: not even the import of undici
-    await this.#loading.catch(() => undefined);
   }
 
-  #pool(origin: string, PoolClass: typeof Pool): Pool {
+  #pool(origin: string): Pool {
     let pool = this.#pools.get(origin);
     if (pool === undefined) {
-      pool = new PoolClass(origin, {
+      pool = new this.#PoolClass(origin, {
         connections: this.#connections,
         pipelining: 1,
         connectTimeout: this.#timeoutMs,
@@ -291,11 +287,9 @@ export class HttpBackend {
       true,
     );
     try {
-      // the first calls may come before undici is loaded: they wait for it, within the deadline
-      const PoolClass = this.#Pool ?? (await this.#loading);
-      // closed meanwhile: no pool is opened after close() destroyed them
+      // a call after close(): no pool is opened again once close() destroyed them
       if (this.#closed) return { response: this.#unavailable, outcome: 'connect-error' };
-      const res = await this.#pool(route.origin, PoolClass).request({
+      const res = await this.#pool(route.origin).request({
         method: route.method,
         path,
         headers,
