@@ -6,12 +6,13 @@
  * modules are listed at its exit by a preload (test/helpers/loaded-modules.ts).
  *
  * undici is loaded only for a registry, an HTTP route or a presence webhook (the secret stack
- * and the HTTP backend are also checked each in a child of its own); ioredis still loads for
- * every configuration through `redis/client.ts` (docs/testing.md, "Suite time").
+ * and the HTTP backend are also checked each in a child of its own), ioredis only for a Redis
+ * (`redis/client.ts` requires it when it makes a connection).
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -27,6 +28,24 @@ const DEVICES = join(REPO_ROOT, 'deploy', 'examples', 'devices.json');
 const TRACE_SDK = /node_modules\/@opentelemetry\/(sdk-trace-[a-z]+|exporter-trace-otlp-[a-z]+)\//;
 const AEDES = /node_modules\/(aedes-persistence|mqemitter)\//;
 const UNDICI = /node_modules\/undici\//;
+const IOREDIS = /node_modules\/(ioredis|@ioredis\/[a-z-]+)\//;
+
+/**
+ * A TCP server that takes connections and never answers: enough for `--redis-url` (the clients
+ * connect and wait for their ready check), and closed at once at shutdown, where a refused
+ * connection would keep reconnecting until `closeRedis` gives up on it.
+ */
+const sockets = new Set<Socket>();
+const silentRedis = createServer((s: Socket) => {
+  s.on('error', () => undefined);
+  sockets.add(s);
+});
+await new Promise<void>((resolve) => silentRedis.listen(0, '127.0.0.1', resolve));
+after(() => {
+  for (const s of sockets) s.destroy();
+  silentRedis.close();
+});
+const redisUrl = `redis://127.0.0.1:${(silentRedis.address() as AddressInfo).port}`;
 
 /** Starts `serve` with `flags`, stops it with SIGINT once listening; its loaded modules. */
 async function modulesOfServe(name: string, flags: readonly string[]): Promise<string[]> {
@@ -83,7 +102,7 @@ async function modulesOfParts(name: string, env: Record<string, string>): Promis
 }
 
 describe('modules serve loads at start', () => {
-  it('tracing off and an external broker: no trace SDK, no OTLP exporter, no aedes', async () => {
+  it('tracing off, an external broker, no Redis: no trace SDK, no OTLP exporter, no aedes, no ioredis', async () => {
     // port 1: nothing listens; the pool and the command intake connect in the background
     const loaded = await modulesOfServe('off', [...common, '--mqtt-url', 'mqtt://127.0.0.1:1']);
     assert.ok(
@@ -103,9 +122,14 @@ describe('modules serve loads at start', () => {
       [],
       'no registry, no HTTP route, no presence webhook: no undici',
     );
+    assert.deepEqual(
+      loaded.filter((m) => IOREDIS.test(m)),
+      [],
+      'no Redis: no ioredis',
+    );
   });
 
-  it('tracing on and the embedded broker: the trace SDK and aedes are loaded', async () => {
+  it('tracing on, the embedded broker and Redis: the trace SDK, aedes and ioredis are loaded', async () => {
     // nothing is exported (no datagram is traced); the endpoint only turns tracing on
     const loaded = await modulesOfServe('on', [
       ...common,
@@ -116,6 +140,8 @@ describe('modules serve loads at start', () => {
       // nothing listens: no event is sent before the process stops
       '--presence-webhook',
       'http://127.0.0.1:1/presence',
+      '--redis-url',
+      redisUrl,
     ]);
     assert.ok(
       loaded.some((m) => m.includes('/node_modules/@opentelemetry/sdk-trace-node/')),
@@ -133,6 +159,10 @@ describe('modules serve loads at start', () => {
       loaded.some((m) => UNDICI.test(m)),
       'and undici for the presence webhook',
     );
+    assert.ok(
+      loaded.some((m) => m.includes('/node_modules/ioredis/')),
+      'and ioredis for Redis',
+    );
   });
 
   it('the secret stack and the HTTP backend load undici only for a registry or HTTP routes', async () => {
@@ -146,6 +176,11 @@ describe('modules serve loads at start', () => {
       none.filter((m) => UNDICI.test(m)),
       [],
       'no registry, no HTTP backend: no undici',
+    );
+    assert.deepEqual(
+      none.filter((m) => IOREDIS.test(m)),
+      [],
+      'no Redis: the secret stack loads no ioredis',
     );
     assert.ok(
       registry.some((m) => UNDICI.test(m)),
