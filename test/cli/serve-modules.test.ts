@@ -7,11 +7,12 @@
  *
  * undici is loaded only for a registry, an HTTP route or a presence webhook (the secret stack
  * and the HTTP backend are also checked each in a child of its own), ioredis only for a Redis
- * (`redis/client.ts` requires it when it makes a connection).
+ * (`redis/client.ts` requires it when it makes a connection), yaml only for a configuration
+ * file (or a setting given as YAML).
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,6 +30,7 @@ const TRACE_SDK = /node_modules\/@opentelemetry\/(sdk-trace-[a-z]+|exporter-trac
 const AEDES = /node_modules\/(aedes-persistence|mqemitter)\//;
 const UNDICI = /node_modules\/undici\//;
 const IOREDIS = /node_modules\/(ioredis|@ioredis\/[a-z-]+)\//;
+const YAML = /node_modules\/yaml\//;
 
 /**
  * A TCP server that takes connections and never answers: enough for `--redis-url` (the clients
@@ -102,7 +104,7 @@ async function modulesOfParts(name: string, env: Record<string, string>): Promis
 }
 
 describe('modules serve loads at start', () => {
-  it('tracing off, an external broker, no Redis: no trace SDK, no OTLP exporter, no aedes, no ioredis', async () => {
+  it('tracing off, an external broker, no Redis, no file: no trace SDK, no OTLP exporter, no aedes, no ioredis, no yaml', async () => {
     // port 1: nothing listens; the pool and the command intake connect in the background
     const loaded = await modulesOfServe('off', [...common, '--mqtt-url', 'mqtt://127.0.0.1:1']);
     assert.ok(
@@ -127,12 +129,21 @@ describe('modules serve loads at start', () => {
       [],
       'no Redis: no ioredis',
     );
+    assert.deepEqual(
+      loaded.filter((m) => YAML.test(m)),
+      [],
+      'no configuration file: no yaml',
+    );
   });
 
-  it('tracing on, the embedded broker and Redis: the trace SDK, aedes and ioredis are loaded', async () => {
+  it('tracing on, the embedded broker, Redis and a file: the trace SDK, aedes, ioredis and yaml are loaded', async () => {
     // nothing is exported (no datagram is traced); the endpoint only turns tracing on
+    const config = join(dir, 'config.yaml');
+    writeFileSync(config, 'logLevel: info\n');
     const loaded = await modulesOfServe('on', [
       ...common,
+      '--config',
+      config,
       '--embedded-broker',
       '0',
       '--otlp-endpoint',
@@ -162,6 +173,10 @@ describe('modules serve loads at start', () => {
     assert.ok(
       loaded.some((m) => m.includes('/node_modules/ioredis/')),
       'and ioredis for Redis',
+    );
+    assert.ok(
+      loaded.some((m) => YAML.test(m)),
+      'and yaml for the configuration file',
     );
   });
 
