@@ -103,6 +103,15 @@ async function modulesOfParts(name: string, env: Record<string, string>): Promis
   return readFileSync(file, 'utf8').split('\n').filter(Boolean);
 }
 
+/** No module of `loaded` is one of `pattern`'s (the list names them when the check fails). */
+function assertNone(loaded: readonly string[], pattern: RegExp, message?: string): void {
+  assert.deepEqual(
+    loaded.filter((m) => pattern.test(m)),
+    [],
+    message,
+  );
+}
+
 describe('modules serve loads at start', () => {
   it('tracing off, an external broker, no Redis, no file: no trace SDK, no OTLP exporter, no aedes, no ioredis, no yaml', async () => {
     // port 1: nothing listens; the pool and the command intake connect in the background
@@ -111,29 +120,11 @@ describe('modules serve loads at start', () => {
       loaded.some((m) => m.includes('/node_modules/mqtt-packet/')),
       'the list holds the packages the bridge uses',
     );
-    assert.deepEqual(
-      loaded.filter((m) => TRACE_SDK.test(m)),
-      [],
-    );
-    assert.deepEqual(
-      loaded.filter((m) => AEDES.test(m)),
-      [],
-    );
-    assert.deepEqual(
-      loaded.filter((m) => UNDICI.test(m)),
-      [],
-      'no registry, no HTTP route, no presence webhook: no undici',
-    );
-    assert.deepEqual(
-      loaded.filter((m) => IOREDIS.test(m)),
-      [],
-      'no Redis: no ioredis',
-    );
-    assert.deepEqual(
-      loaded.filter((m) => YAML.test(m)),
-      [],
-      'no configuration file: no yaml',
-    );
+    assertNone(loaded, TRACE_SDK);
+    assertNone(loaded, AEDES);
+    assertNone(loaded, UNDICI, 'no registry, no HTTP route, no presence webhook: no undici');
+    assertNone(loaded, IOREDIS, 'no Redis: no ioredis');
+    assertNone(loaded, YAML, 'no configuration file: no yaml');
   });
 
   it('tracing on, the embedded broker, Redis and a file: the trace SDK, aedes, ioredis and yaml are loaded', async () => {
@@ -187,16 +178,8 @@ describe('modules serve loads at start', () => {
       modulesOfParts('registry', { REGISTRY_URL: 'http://127.0.0.1:1' }),
       modulesOfParts('http', { HTTP_BACKEND: '1' }),
     ]);
-    assert.deepEqual(
-      none.filter((m) => UNDICI.test(m)),
-      [],
-      'no registry, no HTTP backend: no undici',
-    );
-    assert.deepEqual(
-      none.filter((m) => IOREDIS.test(m)),
-      [],
-      'no Redis: the secret stack loads no ioredis',
-    );
+    assertNone(none, UNDICI, 'no registry, no HTTP backend: no undici');
+    assertNone(none, IOREDIS, 'no Redis: the secret stack loads no ioredis');
     assert.ok(
       registry.some((m) => UNDICI.test(m)),
       'a registry client loads undici',
