@@ -13,10 +13,10 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { SHARED_REDIS_URL } from '../helpers/e2e.js';
 import { LOADED_MODULES_HOOK } from '../helpers/loaded-modules.js';
 import { CLI, REPO_ROOT, Proc, cleanEnv, killAll, listeningPort } from '../helpers/processes.js';
 
@@ -31,23 +31,6 @@ const AEDES = /node_modules\/(aedes-persistence|mqemitter)\//;
 const UNDICI = /node_modules\/undici\//;
 const IOREDIS = /node_modules\/(ioredis|@ioredis\/[a-z-]+)\//;
 const YAML = /node_modules\/yaml\//;
-
-/**
- * A TCP server that takes connections and never answers: enough for `--redis-url` (the clients
- * connect and wait for their ready check), and closed at once at shutdown, where a refused
- * connection would keep reconnecting until `closeRedis` gives up on it.
- */
-const sockets = new Set<Socket>();
-const silentRedis = createServer((s: Socket) => {
-  s.on('error', () => undefined);
-  sockets.add(s);
-});
-await new Promise<void>((resolve) => silentRedis.listen(0, '127.0.0.1', resolve));
-after(() => {
-  for (const s of sockets) s.destroy();
-  silentRedis.close();
-});
-const redisUrl = `redis://127.0.0.1:${(silentRedis.address() as AddressInfo).port}`;
 
 /** Starts `serve` with `flags`, stops it with SIGINT once listening; its loaded modules. */
 async function modulesOfServe(name: string, flags: readonly string[]): Promise<string[]> {
@@ -142,8 +125,11 @@ describe('modules serve loads at start', () => {
       // nothing listens: no event is sent before the process stops
       '--presence-webhook',
       'http://127.0.0.1:1/presence',
+      // the suite's Redis (a Redis that cannot be reached only makes the shutdown slower)
       '--redis-url',
-      redisUrl,
+      SHARED_REDIS_URL,
+      '--redis-prefix',
+      'serve-modules:',
     ]);
     assert.ok(
       loaded.some((m) => m.includes('/node_modules/@opentelemetry/sdk-trace-node/')),
