@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // CPU of starting `coap-edge serve`, from spawn to its "coap-edge listening" log line (utime +
 // stime of /proc/<pid>/stat, 10 ms ticks; Linux only), for builds in rotation.
-// Usage: node scripts/serve-start-cpu.mjs <rounds> <embedded|redis> <label>=<checkout> ...
+// With `import` instead of a configuration: the CPU of `await import()` of the checkout's
+// dist/src/gateway/index.js in a fresh process (process.cpuUsage() around it), no serve.
+// Usage: node scripts/serve-start-cpu.mjs <rounds> <embedded|redis|import> <label>=<checkout> ...
 // e.g. node scripts/serve-start-cpu.mjs 8 embedded base=/work/wt/base new=. control=/work/wt/base
 // Each checkout needs a build (`npm run build`); `redis` needs Redis on 127.0.0.1:6379 and an
 // MQTT broker on 127.0.0.1:1883 (it only connects). Prints medians and each build's ratio to
 // the first (docs/testing.md, "Suite time").
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 
@@ -25,9 +27,12 @@ const args = {
     'mqtt://127.0.0.1:1883',
     ...common,
   ],
+  import: [],
 }[config ?? ''];
 if (!(Number(rounds) > 0) || args === undefined || specs.length === 0) {
-  console.error('usage: serve-start-cpu.mjs <rounds> <embedded|redis> <label>=<checkout> ...');
+  console.error(
+    'usage: serve-start-cpu.mjs <rounds> <embedded|redis|import> <label>=<checkout> ...',
+  );
   process.exit(2);
 }
 const builds = specs.map((s) => {
@@ -35,6 +40,22 @@ const builds = specs.map((s) => {
   return { label, dir: resolve(dir), cpu: [], wall: [] };
 });
 const TICK_MS = 10;
+
+const IMPORT = `const c0 = process.cpuUsage();
+await import(process.argv[1]);
+const c = process.cpuUsage(c0);
+console.log((c.user + c.system) / 1000);`;
+
+function importOnce(b) {
+  const t0 = performance.now();
+  const out = execFileSync(
+    process.execPath,
+    ['--input-type=module', '-e', IMPORT, `${b.dir}/dist/src/gateway/index.js`],
+    { encoding: 'utf8' },
+  );
+  b.cpu.push(Math.round(Number(out)));
+  b.wall.push(performance.now() - t0);
+}
 
 function startOnce(b) {
   return new Promise((done, fail) => {
@@ -72,7 +93,10 @@ const median = (a) => {
 };
 const load0 = readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
 for (let r = 0; r < Number(rounds); r++) {
-  for (const b of r % 2 === 0 ? builds : [...builds].reverse()) await startOnce(b);
+  for (const b of r % 2 === 0 ? builds : [...builds].reverse()) {
+    if (config === 'import') importOnce(b);
+    else await startOnce(b);
+  }
 }
 const load1 = readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
 const first = median(builds[0].cpu);

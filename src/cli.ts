@@ -4,9 +4,15 @@
  * Exit codes: 0 success, 1 runtime failure, 2 configuration or start-up error.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { stringify as toYaml } from 'yaml';
 import { DevicesFile, DevicesFileError, type DeviceRecord } from './auth/devices-file.js';
-import { ConfigError, flagName, loadConfig, redactedConfig, type Config } from './config/load.js';
+import {
+  ConfigError,
+  flagName,
+  loadConfig,
+  redactedConfig,
+  toYaml,
+  type Config,
+} from './config/load.js';
 import { renderReference } from './config/reference.js';
 import {
   renamedSettings,

@@ -5,7 +5,8 @@
  */
 import { CoapEdgeError } from '../errors/index.js';
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
+import { createRequire } from 'node:module';
+import type * as Yaml from 'yaml';
 import { type z } from 'zod';
 import {
   renamedSettings,
@@ -16,6 +17,24 @@ import {
   type Settings,
   type SettingKind,
 } from './settings.js';
+
+/**
+ * yaml (a CommonJS package of 72 files, ~65 ms of CPU to load) is required only where YAML is
+ * read or written: a configuration given by flags and variables never loads it
+ * (docs/testing.md, "Suite time").
+ */
+function yaml(): typeof Yaml {
+  return createRequire(import.meta.url)('yaml') as typeof Yaml;
+}
+
+function parseYaml(text: string): unknown {
+  return yaml().parse(text);
+}
+
+/** YAML text of `value` (`--print-config`). */
+export function toYaml(value: unknown): string {
+  return yaml().stringify(value);
+}
 
 /** The validated configuration: a setting without a default may be `undefined`. */
 export type Config = {
@@ -74,7 +93,7 @@ function fromText(kind: SettingKind, text: string): unknown {
         .filter((s) => s.length > 0);
     case 'yaml':
       try {
-        return parseYaml(text) as unknown;
+        return parseYaml(text);
       } catch {
         return text;
       }

@@ -25,8 +25,7 @@
  * errors (or `RedisNotReplicatedError`); no error carries the snapshot.
  */
 import { createHash } from 'node:crypto';
-import { Cluster } from 'ioredis';
-import { writeDurably, type Durability, type RedisClient } from './client.js';
+import { isCluster, writeDurably, type Durability, type RedisClient } from './client.js';
 import { escapeKeyPart } from './keys.js';
 
 /** What an adopter gets back (the DTLS layer's `AdoptedState`). */
@@ -165,7 +164,7 @@ function withoutBlob(e: unknown, blob: Buffer): unknown {
 
 /** The client's per-command timeout, whatever the topology. */
 function commandTimeoutOf(client: RedisClient): number | undefined {
-  return client instanceof Cluster
+  return isCluster(client)
     ? client.options.redisOptions?.commandTimeout
     : client.options.commandTimeout;
 }

@@ -12,8 +12,10 @@
  *   on every (re)connection, and reconnects when the server it talks to turns read-only
  *   (it was demoted by a failover).
  */
+import { createRequire } from 'node:module';
 import { CoapEdgeError } from '../errors/index.js';
-import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import type * as IORedis from 'ioredis';
+import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 
 export interface RedisNode {
   readonly host: string;
@@ -54,6 +56,11 @@ export type RedisTarget = string | RedisClusterTarget | RedisSentinelTarget;
 /** A client of any topology: both offer the same commands and events. */
 export type RedisClient = Redis | Cluster;
 
+/** A Redis Cluster client (ioredis's own flag: no class needed, so no import of ioredis). */
+export function isCluster(client: RedisClient): client is Cluster {
+  return client.isCluster;
+}
+
 export interface FailFastRedisOptions {
   readonly url: RedisTarget;
   readonly connectionName: string;
@@ -84,6 +91,9 @@ function tlsOptions(a: RedisAuth): RedisOptions['tls'] {
 }
 
 export function createFailFastRedis(o: FailFastRedisOptions): RedisClient {
+  // ioredis (45 files and five packages, ~300 ms of CPU to load) is required only when a
+  // connection is made: a gateway without Redis never loads it (docs/testing.md, "Suite time")
+  const { Cluster, Redis } = createRequire(import.meta.url)('ioredis') as typeof IORedis;
   const maxBackoffMs = o.maxBackoffMs ?? 1_000;
   const perConnection = {
     // commands in flight when the connection drops fail instead of being retried
@@ -232,7 +242,7 @@ export async function writeDurably(
       // after a cluster failover the pipeline meets the old master: its write is refused
       // with MOVED (so it did not happen) but its WAIT fails otherwise, and ioredis
       // follows a pipeline's redirection only when every reply is the same MOVED
-      if (client instanceof Cluster && failed.message.startsWith('MOVED ') && attempt < 3) {
+      if (isCluster(client) && failed.message.startsWith('MOVED ') && attempt < 3) {
         await new Promise<void>((resolve) => client.refreshSlotsCache(() => resolve()));
         continue;
       }

@@ -6,15 +6,17 @@
  * modules are listed at its exit by a preload (test/helpers/loaded-modules.ts).
  *
  * undici is loaded only for a registry, an HTTP route or a presence webhook (the secret stack
- * and the HTTP backend are also checked each in a child of its own); ioredis still loads for
- * every configuration through `redis/client.ts` (docs/testing.md, "Suite time").
+ * and the HTTP backend are also checked each in a child of its own), ioredis only for a Redis
+ * (`redis/client.ts` requires it when it makes a connection), yaml only for a configuration
+ * file (or a setting given as YAML).
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { SHARED_REDIS_URL } from '../helpers/e2e.js';
 import { LOADED_MODULES_HOOK } from '../helpers/loaded-modules.js';
 import { CLI, REPO_ROOT, Proc, cleanEnv, killAll, listeningPort } from '../helpers/processes.js';
 
@@ -27,6 +29,8 @@ const DEVICES = join(REPO_ROOT, 'deploy', 'examples', 'devices.json');
 const TRACE_SDK = /node_modules\/@opentelemetry\/(sdk-trace-[a-z]+|exporter-trace-otlp-[a-z]+)\//;
 const AEDES = /node_modules\/(aedes-persistence|mqemitter)\//;
 const UNDICI = /node_modules\/undici\//;
+const IOREDIS = /node_modules\/(ioredis|@ioredis\/[a-z-]+)\//;
+const YAML = /node_modules\/yaml\//;
 
 /** Starts `serve` with `flags`, stops it with SIGINT once listening; its loaded modules. */
 async function modulesOfServe(name: string, flags: readonly string[]): Promise<string[]> {
@@ -82,33 +86,38 @@ async function modulesOfParts(name: string, env: Record<string, string>): Promis
   return readFileSync(file, 'utf8').split('\n').filter(Boolean);
 }
 
+/** No module of `loaded` is one of `pattern`'s (the list names them when the check fails). */
+function assertNone(loaded: readonly string[], pattern: RegExp, message?: string): void {
+  assert.deepEqual(
+    loaded.filter((m) => pattern.test(m)),
+    [],
+    message,
+  );
+}
+
 describe('modules serve loads at start', () => {
-  it('tracing off and an external broker: no trace SDK, no OTLP exporter, no aedes', async () => {
+  it('tracing off, an external broker, no Redis, no file: no trace SDK, no OTLP exporter, no aedes, no ioredis, no yaml', async () => {
     // port 1: nothing listens; the pool and the command intake connect in the background
     const loaded = await modulesOfServe('off', [...common, '--mqtt-url', 'mqtt://127.0.0.1:1']);
     assert.ok(
       loaded.some((m) => m.includes('/node_modules/mqtt-packet/')),
       'the list holds the packages the bridge uses',
     );
-    assert.deepEqual(
-      loaded.filter((m) => TRACE_SDK.test(m)),
-      [],
-    );
-    assert.deepEqual(
-      loaded.filter((m) => AEDES.test(m)),
-      [],
-    );
-    assert.deepEqual(
-      loaded.filter((m) => UNDICI.test(m)),
-      [],
-      'no registry, no HTTP route, no presence webhook: no undici',
-    );
+    assertNone(loaded, TRACE_SDK);
+    assertNone(loaded, AEDES);
+    assertNone(loaded, UNDICI, 'no registry, no HTTP route, no presence webhook: no undici');
+    assertNone(loaded, IOREDIS, 'no Redis: no ioredis');
+    assertNone(loaded, YAML, 'no configuration file: no yaml');
   });
 
-  it('tracing on and the embedded broker: the trace SDK and aedes are loaded', async () => {
+  it('tracing on, the embedded broker, Redis and a file: the trace SDK, aedes, ioredis and yaml are loaded', async () => {
     // nothing is exported (no datagram is traced); the endpoint only turns tracing on
+    const config = join(dir, 'config.yaml');
+    writeFileSync(config, 'logLevel: info\n');
     const loaded = await modulesOfServe('on', [
       ...common,
+      '--config',
+      config,
       '--embedded-broker',
       '0',
       '--otlp-endpoint',
@@ -116,6 +125,11 @@ describe('modules serve loads at start', () => {
       // nothing listens: no event is sent before the process stops
       '--presence-webhook',
       'http://127.0.0.1:1/presence',
+      // the suite's Redis (a Redis that cannot be reached only makes the shutdown slower)
+      '--redis-url',
+      SHARED_REDIS_URL,
+      '--redis-prefix',
+      'serve-modules:',
     ]);
     assert.ok(
       loaded.some((m) => m.includes('/node_modules/@opentelemetry/sdk-trace-node/')),
@@ -133,6 +147,14 @@ describe('modules serve loads at start', () => {
       loaded.some((m) => UNDICI.test(m)),
       'and undici for the presence webhook',
     );
+    assert.ok(
+      loaded.some((m) => m.includes('/node_modules/ioredis/')),
+      'and ioredis for Redis',
+    );
+    assert.ok(
+      loaded.some((m) => YAML.test(m)),
+      'and yaml for the configuration file',
+    );
   });
 
   it('the secret stack and the HTTP backend load undici only for a registry or HTTP routes', async () => {
@@ -142,11 +164,8 @@ describe('modules serve loads at start', () => {
       modulesOfParts('registry', { REGISTRY_URL: 'http://127.0.0.1:1' }),
       modulesOfParts('http', { HTTP_BACKEND: '1' }),
     ]);
-    assert.deepEqual(
-      none.filter((m) => UNDICI.test(m)),
-      [],
-      'no registry, no HTTP backend: no undici',
-    );
+    assertNone(none, UNDICI, 'no registry, no HTTP backend: no undici');
+    assertNone(none, IOREDIS, 'no Redis: the secret stack loads no ioredis');
     assert.ok(
       registry.some((m) => UNDICI.test(m)),
       'a registry client loads undici',
