@@ -174,16 +174,27 @@ export function createFailFastRedis(o: FailFastRedisOptions): RedisClient {
   return client;
 }
 
-/** Disconnects at once (no reconnection) and waits, at most 1 s, until the client ended. */
-export async function closeRedis(client: RedisClient): Promise<void> {
-  if (client.status === 'end') return;
-  await new Promise<void>((resolve) => {
-    const guard = setTimeout(resolve, 1_000);
+/**
+ * Disconnects at once (no reconnection) and waits, at most 1 s, until the client ended.
+ * Resolves `true` when it ended (or had nothing open), `false` when the wait gave up.
+ * A single-server or Sentinel client waiting to reconnect has no socket: `disconnect()` only
+ * cancels its reconnection timer and ioredis emits no 'end' for it, so it is done at once
+ * (a pod whose Redis is down used to spend the whole second per client at shutdown).
+ */
+export async function closeRedis(client: RedisClient): Promise<boolean> {
+  if (client.status === 'end') return true;
+  const waitingToReconnect = client.status === 'reconnecting' && !isCluster(client);
+  return new Promise<boolean>((resolve) => {
+    const guard = setTimeout(() => resolve(false), 1_000);
     client.once('end', () => {
       clearTimeout(guard);
-      resolve();
+      resolve(true);
     });
     client.disconnect(false);
+    if (waitingToReconnect) {
+      clearTimeout(guard);
+      resolve(true);
+    }
   });
 }
 

@@ -21,7 +21,7 @@ export class StartupError extends CoapEdgeError {
 }
 
 /** Something to close on shutdown (or when start-up fails half way). */
-export type Closer = () => Promise<void> | void;
+export type Closer = () => Promise<unknown> | void;
 
 export interface BuildContext {
   readonly config: Config;

@@ -83,7 +83,7 @@ for (const name of ['cluster', 'sentinel'] satisfies CrashTopologyName[]) {
   describe(`Redis ${name}: SIGKILL of the master`, () => {
     let topo: CrashTopology;
     let registry: FakeRegistry;
-    const closers: (() => Promise<void>)[] = [];
+    const closers: (() => Promise<unknown>)[] = [];
 
     before(async () => {
       topo = await startCrashTopology(name, {

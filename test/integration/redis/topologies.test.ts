@@ -62,7 +62,7 @@ describe('Redis topologies', { concurrency: true }, () => {
       let topo: Topology;
       let registry: FakeRegistry;
       let check: Redis | Cluster;
-      const closers: (() => Promise<void>)[] = [];
+      const closers: (() => Promise<unknown>)[] = [];
 
       before(async () => {
         topo = await start();
