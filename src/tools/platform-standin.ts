@@ -70,6 +70,7 @@ export async function startPlatformStandIn(
   const client: MqttClient = connect(broker, {
     clientId: `coap-edge-demo-platform-${Math.random().toString(16).slice(2, 10)}`,
     reconnectPeriod: 1000,
+    writeCache: false, // as src/bridge/mqtt/connection.ts: no table of 65 536 Buffers
   });
   // every (re)connect: the replies must not wait for Nagle and the broker's delayed ACK
   client.on('connect', () => noDelay(client));

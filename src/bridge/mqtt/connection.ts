@@ -384,6 +384,12 @@ export class MqttConnection {
       reconnectPeriod: 0,
       resubscribe: false,
       queueQoSZero: false,
+      // mqtt-packet otherwise fills, on the first packet it writes, a table of all 65 536
+      // two-byte numbers (one Buffer each, ~7 MB of live heap that every major GC marks);
+      // without it each topic length and packet id is a fresh 2-byte Buffer from the pool.
+      // The setting is process-wide in mqtt-packet (aedes writes with the same module).
+      // docs/design.md, "Memory at idle".
+      writeCache: false,
     };
     // Only set when given: an explicit undefined would override credentials in the URL.
     if (o.username !== undefined) options.username = o.username;

@@ -3,7 +3,6 @@
  * with its handshake key lookup, association events (metrics, activation, presence, logs)
  * and sharing between pods, and the datagram's way from each socket into it.
  */
-import { randomUUID } from 'node:crypto';
 import type { PskLookup } from '../../auth/psk-resolver.js';
 import type { DeviceSessionManager } from '../../bridge/mqtt/per-device.js';
 import type { PresenceTracker } from '../../bridge/presence/index.js';
@@ -20,6 +19,7 @@ import { UdpEndpoint } from '../../transport/udp.js';
 import type { ReadinessCheck } from '../admin-server.js';
 import { dtlsServerSettings } from '../component-settings.js';
 import { DatagramTracer } from '../datagram-tracing.js';
+import { newSessionId } from '../session-id.js';
 import { sharedAssociations } from './associations.js';
 import { StartupError, type BuildContext, type Built } from './context.js';
 import type { Secrets } from './secrets.js';
@@ -292,7 +292,7 @@ function toPskResolution(r: PskLookup): PskResolution<Principal> {
         secureMode: id.secureMode,
         lifetime: id.lifetime,
         assetId: r.assetId,
-        sessionId: randomUUID(),
+        sessionId: newSessionId(),
       },
     };
   }

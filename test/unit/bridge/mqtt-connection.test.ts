@@ -7,6 +7,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { EventEmitter } from 'node:events';
+import { createRequire } from 'node:module';
 import { createServer, type Server, type Socket } from 'node:net';
 import { Aedes } from 'aedes';
 import { ProtocolChoice } from '../../../src/bridge/mqtt/connection.js';
@@ -152,5 +153,13 @@ describe('per-device publish deadline and in-flight cap', () => {
     assert.equal(await outcome, 'BACKEND_PUBACK_TIMEOUT');
     assert.equal(s.publishes.ok, 1);
     assert.equal(s.pubackLatency.count, 1);
+
+    // docs/design.md, "Memory at idle": the connections write without mqtt-packet's table
+    // of every two-byte number (65 536 Buffers kept for the process's life), and the
+    // publish above still carried its topic length and packet id.
+    const numbers = createRequire(import.meta.url)('mqtt-packet/numbers.js') as {
+      cache: Record<number, Buffer>;
+    };
+    assert.equal(Object.keys(numbers.cache).length, 0, 'no number table generated');
   });
 });
