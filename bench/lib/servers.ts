@@ -262,7 +262,7 @@ export async function startFloor(
  * ready when it answers a datagram).
  */
 export async function startRecordsFloor(
-  o: { devicesFile: string; echoBytes?: number },
+  o: { devicesFile: string; echoBytes?: number } & Launch,
   creds: Credentials,
 ): Promise<ServerProcess> {
   const port = await freePortPair();
@@ -270,12 +270,14 @@ export async function startRecordsFloor(
   const mode =
     o.echoBytes !== undefined ? ['--echo', String(o.echoBytes)] : ['--devices', o.devicesFile];
   const args = [script, '--port', String(port), ...mode];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(...launched(o, process.execPath, args), {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const tail = track(child);
-  const command = ['node', ...args].join(' ');
+  const command = [...(o.launcher ?? []), 'node', ...args].join(' ');
   const name = o.echoBytes !== undefined ? 'udpEcho' : 'floor';
   const s = handle(name, child, { host: HOST, port }, command, tail);
-  return o.echoBytes === undefined ? ready(s, creds) : probed(s);
+  return o.echoBytes === undefined ? ready(s, creds, o) : probed(s);
 }
 
 /**
