@@ -103,7 +103,8 @@ const USAGE = `usage: node dist/bench/instructions.js --kind <k> [options]
   --repeat <n>        server processes, one after the other (default 1)
   --associations <n>  record/uplink: associations (devices) used in turn (default 4)
   --top <n>           functions listed from callgrind_annotate (default 15)
-  --node-flags <f>    space-separated node flags for coap-edge (its output tail is reported)
+  --node-flags <f>    space-separated node flags for coap-edge or the records floor (coap-edge's
+                      output tail is reported)
   --separate-threads  callgrind --separate-threads=yes (one count per thread)
   --keep              keep the callgrind output directory (its path is in the report)`;
 
@@ -185,7 +186,7 @@ async function dtlsRig(c: Config, launch: Launch): Promise<Rig> {
     c.server === 'libcoap'
       ? await startLibcoap(creds.psk, creds, [], launch)
       : c.server === 'floor'
-        ? await startRecordsFloor({ devicesFile: file, ...launch }, creds)
+        ? await startRecordsFloor({ devicesFile: file, nodeFlags: c.nodeFlags, ...launch }, creds)
         : await startCoapEdge(
             { devicesFile: file, cliPath: c.cliPath, nodeFlags: c.nodeFlags, ...launch },
             creds,

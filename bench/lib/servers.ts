@@ -262,14 +262,14 @@ export async function startFloor(
  * ready when it answers a datagram).
  */
 export async function startRecordsFloor(
-  o: { devicesFile: string; echoBytes?: number } & Launch,
+  o: { devicesFile: string; echoBytes?: number; nodeFlags?: readonly string[] } & Launch,
   creds: Credentials,
 ): Promise<ServerProcess> {
   const port = await freePortPair();
   const script = fileURLToPath(new URL('./records-floor.js', import.meta.url));
   const mode =
     o.echoBytes !== undefined ? ['--echo', String(o.echoBytes)] : ['--devices', o.devicesFile];
-  const args = [script, '--port', String(port), ...mode];
+  const args = [...(o.nodeFlags ?? []), script, '--port', String(port), ...mode];
   const child = spawn(...launched(o, process.execPath, args), {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
