@@ -120,6 +120,19 @@ describe('telemetry: per-device forced sampling (ratio 0, traceDevices: [device0
     assert.equal(res.code, Code.SERVICE_UNAVAILABLE);
   }
 
+  /** One datagram of garbage from a peer without an association (dropped, counted). */
+  async function sendGarbage(): Promise<void> {
+    const udp = createSocket('udp4');
+    try {
+      await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
+      await new Promise<void>((resolve) =>
+        udp.send(Buffer.from('garbage'), gw.port, '127.0.0.1', () => resolve()),
+      );
+    } finally {
+      udp.close();
+    }
+  }
+
   async function connectDevice(d: { identity: string; secret: string }): Promise<CoapDtlsClient> {
     const client = await CoapDtlsClient.connect({
       host: '127.0.0.1',
@@ -140,17 +153,9 @@ describe('telemetry: per-device forced sampling (ratio 0, traceDevices: [device0
     const drops = (): number =>
       Object.values(gw.gateway.dtls.stats.drops).reduce((a, b) => a + b, 0);
     const dropsBefore = drops();
-    const udp = createSocket('udp4');
-    try {
-      await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
-      await new Promise<void>((resolve) =>
-        udp.send(Buffer.from('garbage'), gw.port, '127.0.0.1', () => resolve()),
-      );
-      // the gateway has handled it (and ended its span, if it made one) before device002 starts
-      await eventually(() => drops() > dropsBefore, 'the garbage dropped');
-    } finally {
-      udp.close();
-    }
+    await sendGarbage();
+    // the gateway has handled it (and ended its span, if it made one) before device002 starts
+    await eventually(() => drops() > dropsBefore, 'the garbage dropped');
     await deviceRequest(DEMO.device002, 'device002');
     await deviceRequest(DEMO.device001, 'device001');
     await eventually(
@@ -263,16 +268,8 @@ describe('telemetry: per-device forced sampling (ratio 0, traceDevices: [device0
     };
     try {
       const before = stats();
-      const udp = createSocket('udp4');
-      try {
-        await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
-        await new Promise<void>((resolve) =>
-          udp.send(Buffer.from('garbage'), gw.port, '127.0.0.1', () => resolve()),
-        );
-        await eventually(() => stats().drops === before.drops + 1, 'the garbage dropped');
-      } finally {
-        udp.close();
-      }
+      await sendGarbage();
+      await eventually(() => stats().drops === before.drops + 1, 'the garbage dropped');
       await twice(await connectDevice(DEMO.device002), 0x4242);
       assert.equal(stats().duplicates, before.duplicates + 1, 'the duplicate counted');
       assert.deepEqual({ drops, duplicates }, { drops: 0, duplicates: 0 }, 'nothing traced');
