@@ -225,8 +225,6 @@ const CCM_EXPLICIT_NONCE = 8;
 const CCM_NONCE = 12;
 /** Plaintexts up to this many bytes go into the CBC-MAC input by a loop, longer ones by copy. */
 const SMALL_COPY = 64;
-/** Scratch views kept, by block count (a CoAP message of up to ~1 KiB). */
-const MAX_VIEWS = 66;
 const BLOCK = 16;
 const ZERO_BLOCK = Buffer.alloc(BLOCK);
 
@@ -272,8 +270,13 @@ export class Ccm8 {
   private readonly chain = Buffer.alloc(BLOCK);
   /** Counter blocks, then the CBC-MAC input; grown when a record needs more. */
   private scratch = Buffer.alloc(64 * BLOCK);
-  /** Views of the first 1, 2, … blocks of `scratch`, made once each (per scratch). */
-  private views: (Buffer | undefined)[] = [];
+  /**
+   * The last two views of `scratch` made (the keystream's counter blocks and the CBC-MAC
+   * input of a record length): records of one length, as a device sends, make no new view.
+   * Two, not one per length: memory per long-lived cipher stays bounded whatever lengths come.
+   */
+  private viewA: Buffer | undefined;
+  private viewB: Buffer | undefined;
 
   constructor(key: Buffer) {
     this.ecb = createCipheriv('aes-128-ecb', key, null);
@@ -282,18 +285,21 @@ export class Ccm8 {
     this.cbc.setAutoPadding(false);
   }
 
-  /** The first `n` blocks of the scratch buffer (the same view for the same `n`). */
+  /** The first `n` blocks of the scratch buffer. */
   private scratchOf(n: number): Buffer {
     const length = n * BLOCK;
     if (this.scratch.length < length) {
       this.scratch = Buffer.alloc(length);
-      this.views = [];
+      this.viewA = undefined;
+      this.viewB = undefined;
     }
-    let v = this.views[n];
-    if (v === undefined) {
-      v = this.scratch.subarray(0, length);
-      if (n <= MAX_VIEWS) this.views[n] = v;
-    }
+    const a = this.viewA;
+    if (a?.length === length) return a;
+    const b = this.viewB;
+    if (b?.length === length) return b;
+    const v = this.scratch.subarray(0, length);
+    this.viewB = a;
+    this.viewA = v;
     return v;
   }
 
