@@ -28,7 +28,8 @@
  *   on with no datagram sampled, the unsampled path alone).
  * Servers (`--server`): `coap-edge` (`--build <dir>`: a checkout with a compiled dist/; default
  * this one), `libcoap` (coap-server-openssl -k, as dtls-records runs it; `-d` for the uplink
- * kinds, which it answers with no backend) and `floor` (bench/lib/uplink-floor.ts, uplink kinds).
+ * kinds, which it answers with no backend) and `floor` (bench/lib/records-floor.ts for records,
+ * bench/lib/uplink-floor.ts for the uplink kinds).
  *
  * Operations go one at a time, started every 1/`--rate` s (later if the previous one is still
  * outstanding: counted as late starts). Timeouts and retransmissions are counted; any during the
@@ -77,6 +78,7 @@ import {
   startCoapEdge,
   startFloor,
   startLibcoap,
+  startRecordsFloor,
   stopAll,
   type Launch,
   type ServerProcess,
@@ -89,7 +91,8 @@ const execFileP = promisify(execFile);
 
 const USAGE = `usage: node dist/bench/instructions.js --kind <k> [options]
   --kind <k>          handshake, record, uplink-publish or uplink-reply
-  --server <s>        coap-edge (default), libcoap, floor (uplink kinds only)
+  --server <s>        coap-edge (default), libcoap, floor (record: bench/lib/records-floor.ts;
+                      uplink kinds: bench/lib/uplink-floor.ts)
   --build <dir>       checkout whose dist/src/cli.js is the coap-edge run (default this one)
   --tracing <t>       off (default), 0, 1 or 100: coap-edge's trace sampling % (uplink kinds)
   --ops <n>           operations per measured segment (default: handshake 60, others 150)
@@ -100,7 +103,8 @@ const USAGE = `usage: node dist/bench/instructions.js --kind <k> [options]
   --repeat <n>        server processes, one after the other (default 1)
   --associations <n>  record/uplink: associations (devices) used in turn (default 4)
   --top <n>           functions listed from callgrind_annotate (default 15)
-  --node-flags <f>    space-separated node flags for coap-edge (its output tail is reported)
+  --node-flags <f>    space-separated node flags for coap-edge or the records floor (coap-edge's
+                      output tail is reported)
   --separate-threads  callgrind --separate-threads=yes (one count per thread)
   --keep              keep the callgrind output directory (its path is in the report)`;
 
@@ -181,10 +185,12 @@ async function dtlsRig(c: Config, launch: Launch): Promise<Rig> {
   const server =
     c.server === 'libcoap'
       ? await startLibcoap(creds.psk, creds, [], launch)
-      : await startCoapEdge(
-          { devicesFile: file, cliPath: c.cliPath, nodeFlags: c.nodeFlags, ...launch },
-          creds,
-        );
+      : c.server === 'floor'
+        ? await startRecordsFloor({ devicesFile: file, nodeFlags: c.nodeFlags, ...launch }, creds)
+        : await startCoapEdge(
+            { devicesFile: file, cliPath: c.cliPath, nodeFlags: c.nodeFlags, ...launch },
+            creds,
+          );
   const dtlsOpts = {
     suite: c.suite,
     handshakeTimeoutMs: OP_TIMEOUT_MS,
@@ -602,7 +608,8 @@ async function main(): Promise<void> {
   const server = choiceFlag(flags, 'server', SERVERS, 'coap-edge');
   const tracing = choiceFlag(flags, 'tracing', TRACING, 'off');
   const uplink = kind === 'uplink-publish' || kind === 'uplink-reply';
-  if (server === 'floor' && !uplink) throw new UsageError('--server floor: uplink kinds only');
+  if (server === 'floor' && kind === 'handshake')
+    throw new UsageError('--server floor: record and uplink kinds only');
   if (tracing !== 'off' && (!uplink || server !== 'coap-edge')) {
     throw new UsageError('--tracing: coap-edge with an uplink kind only');
   }

@@ -262,20 +262,22 @@ export async function startFloor(
  * ready when it answers a datagram).
  */
 export async function startRecordsFloor(
-  o: { devicesFile: string; echoBytes?: number },
+  o: { devicesFile: string; echoBytes?: number; nodeFlags?: readonly string[] } & Launch,
   creds: Credentials,
 ): Promise<ServerProcess> {
   const port = await freePortPair();
   const script = fileURLToPath(new URL('./records-floor.js', import.meta.url));
   const mode =
     o.echoBytes !== undefined ? ['--echo', String(o.echoBytes)] : ['--devices', o.devicesFile];
-  const args = [script, '--port', String(port), ...mode];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const args = [...(o.nodeFlags ?? []), script, '--port', String(port), ...mode];
+  const child = spawn(...launched(o, process.execPath, args), {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const tail = track(child);
-  const command = ['node', ...args].join(' ');
+  const command = [...(o.launcher ?? []), 'node', ...args].join(' ');
   const name = o.echoBytes !== undefined ? 'udpEcho' : 'floor';
   const s = handle(name, child, { host: HOST, port }, command, tail);
-  return o.echoBytes === undefined ? ready(s, creds) : probed(s);
+  return o.echoBytes === undefined ? ready(s, creds, o) : probed(s);
 }
 
 /**

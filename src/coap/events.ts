@@ -22,9 +22,12 @@ export interface CoapDuplicateEvent {
 
 export const coapDuplicateChannel = channel(COAP_DUPLICATE_CHANNEL);
 
-/** Publishes a duplicate when somebody listens (the caller counted it already). */
+/**
+ * Publishes a duplicate when somebody listens and the source publishes duplicates now
+ * (`CoapStats.duplicateEvents`); the caller counted it already.
+ */
 export function publishDuplicate(source: CoapStats, messageId: number, resent: boolean): void {
-  if (!coapDuplicateChannel.hasSubscribers) return;
+  if (!source.duplicateEvents || !coapDuplicateChannel.hasSubscribers) return;
   const event: CoapDuplicateEvent = { source, messageId, resent };
   coapDuplicateChannel.publish(event);
 }

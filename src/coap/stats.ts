@@ -16,6 +16,12 @@ export class CoapStats {
   responses = 0;
   /** Requests recognised as duplicates by peer and message ID (RFC 7252 §4.5). */
   duplicates = 0;
+  /**
+   * Whether duplicates are published to the duplicate channel's subscribers (events.ts). A
+   * subscriber that wants them only at times turns this off and back on around those times
+   * (telemetry: while a datagram is traced). Default on.
+   */
+  duplicateEvents = true;
   /** Cached datagrams (response or empty ACK) sent again for a duplicate. */
   duplicateResends = 0;
   /** Empty ACKs sent because the handler took longer than the ACK timeout (RFC 7252 §5.2.2). */

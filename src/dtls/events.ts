@@ -36,9 +36,12 @@ export type DtlsHandshakeEvent =
 export const dtlsDropChannel = channel(DTLS_DROP_CHANNEL);
 export const dtlsHandshakeChannel = channel(DTLS_HANDSHAKE_CHANNEL);
 
-/** Publishes a drop when somebody listens (the caller counted it already). */
+/**
+ * Publishes a drop when somebody listens and the source publishes drops now
+ * (`DtlsStats.dropEvents`); the caller counted it already.
+ */
 export function publishDrop(source: DtlsStats, reason: DropReason): void {
-  if (!dtlsDropChannel.hasSubscribers) return;
+  if (!source.dropEvents || !dtlsDropChannel.hasSubscribers) return;
   const event: DtlsDropEvent = { source, reason };
   dtlsDropChannel.publish(event);
 }

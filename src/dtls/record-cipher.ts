@@ -221,12 +221,31 @@ function admitLive(holder: LiveObjects): void {
 
 const CCM_TAG = 8;
 const CCM_EXPLICIT_NONCE = 8;
+/** The CCM nonce: 4-byte salt ‖ 8-byte explicit nonce (RFC 6655 §3). */
+const CCM_NONCE = 12;
+/** Plaintexts up to this many bytes go into the CBC-MAC input by a loop, longer ones by copy. */
+const SMALL_COPY = 64;
 const BLOCK = 16;
 const ZERO_BLOCK = Buffer.alloc(BLOCK);
 
 /** Blocks of 16 bytes that hold `length` bytes. */
 function blocks(length: number): number {
   return Math.ceil(length / BLOCK);
+}
+
+/**
+ * Copies `n` bytes from `src[from]` to `dst[to]`: for the few bytes of a nonce, an AAD or a
+ * block, a loop costs less than `Buffer.copy`, which validates its arguments, makes a
+ * `Uint8Array` view for a source offset and calls `TypedArray.prototype.set` (bench/README.md,
+ * "The record path against its floor"). The ranges are the caller's to get right.
+ */
+function copyBytes(src: Buffer, from: number, dst: Buffer, to: number, n: number): void {
+  for (let i = 0; i < n; i++) dst[to + i] = src[from + i]!;
+}
+
+/** Zeroes `dst[from]` up to `end` (a block's padding: a few bytes). */
+function zeroBytes(dst: Buffer, from: number, end: number): void {
+  for (let i = from; i < end; i++) dst[i] = 0;
 }
 
 /**
@@ -251,6 +270,13 @@ export class Ccm8 {
   private readonly chain = Buffer.alloc(BLOCK);
   /** Counter blocks, then the CBC-MAC input; grown when a record needs more. */
   private scratch = Buffer.alloc(64 * BLOCK);
+  /**
+   * The last two views of `scratch` made (the keystream's counter blocks and the CBC-MAC
+   * input of a record length): records of one length, as a device sends, make no new view.
+   * Two, not one per length: memory per long-lived cipher stays bounded whatever lengths come.
+   */
+  private viewA: Buffer | undefined;
+  private viewB: Buffer | undefined;
 
   constructor(key: Buffer) {
     this.ecb = createCipheriv('aes-128-ecb', key, null);
@@ -259,18 +285,31 @@ export class Ccm8 {
     this.cbc.setAutoPadding(false);
   }
 
-  private scratchOf(length: number): Buffer {
-    if (this.scratch.length < length) this.scratch = Buffer.alloc(length);
-    return this.scratch.subarray(0, length);
+  /** The first `n` blocks of the scratch buffer. */
+  private scratchOf(n: number): Buffer {
+    const length = n * BLOCK;
+    if (this.scratch.length < length) {
+      this.scratch = Buffer.alloc(length);
+      this.viewA = undefined;
+      this.viewB = undefined;
+    }
+    const a = this.viewA;
+    if (a?.length === length) return a;
+    const b = this.viewB;
+    if (b?.length === length) return b;
+    const v = this.scratch.subarray(0, length);
+    this.viewB = a;
+    this.viewA = v;
+    return v;
   }
 
   /** S_0 ‖ S_1 ‖ …: 16 bytes for the tag, then keystream for `length` bytes. */
   private keystream(nonce: Buffer, length: number): Buffer {
     const n = 1 + blocks(length);
-    const a = this.scratchOf(n * BLOCK);
+    const a = this.scratchOf(n);
     for (let i = 0, o = 0; i < n; i++, o += BLOCK) {
       a[o] = 2; // flags: L - 1
-      nonce.copy(a, o + 1);
+      copyBytes(nonce, 0, a, o + 1, CCM_NONCE);
       a[o + 13] = i >>> 16;
       a[o + 14] = (i >>> 8) & 0xff;
       a[o + 15] = i & 0xff;
@@ -282,23 +321,25 @@ export class Ccm8 {
   private mac(nonce: Buffer, aad: Buffer, data: Buffer): Buffer {
     const aadBlocks = blocks(2 + aad.length);
     const at = BLOCK + aadBlocks * BLOCK;
-    const b = this.scratchOf(at + blocks(data.length) * BLOCK);
+    const b = this.scratchOf(1 + aadBlocks + blocks(data.length));
     // B_0: flags (Adata, (M - 2) / 2, L - 1) ‖ nonce ‖ l(m) in 3 bytes
     b[0] = 0x40 | (((CCM_TAG - 2) / 2) << 3) | 2;
-    nonce.copy(b, 1);
+    copyBytes(nonce, 0, b, 1, CCM_NONCE);
     b[13] = data.length >>> 16;
     b[14] = (data.length >>> 8) & 0xff;
     b[15] = data.length & 0xff;
     const chain = this.chain;
     for (let i = 0; i < BLOCK; i++) b[i] = b[i]! ^ chain[i]!;
     // l(a) < 2^16 - 2^8: two bytes, then the AAD, zero padded
-    b.writeUInt16BE(aad.length, BLOCK);
-    aad.copy(b, BLOCK + 2);
-    b.fill(0, BLOCK + 2 + aad.length, at);
-    data.copy(b, at);
-    b.fill(0, at + data.length);
+    b[BLOCK] = aad.length >>> 8;
+    b[BLOCK + 1] = aad.length & 0xff;
+    copyBytes(aad, 0, b, BLOCK + 2, aad.length);
+    zeroBytes(b, BLOCK + 2 + aad.length, at);
+    if (data.length > SMALL_COPY) data.copy(b, at);
+    else copyBytes(data, 0, b, at, data.length);
+    zeroBytes(b, at + data.length, b.length);
     const x = this.cbc.update(b);
-    x.copy(chain, 0, x.length - BLOCK);
+    copyBytes(x, x.length - BLOCK, chain, 0, BLOCK);
     return chain;
   }
 
@@ -392,8 +433,8 @@ class Ccm8Cipher implements RecordCipher, LiveObjects {
     writeRecordHeader(out, recordType, DTLS_1_2, epoch, seq, bodyLength, cid);
     // nonce_explicit = epoch || seq, as on the wire (RFC 6655 §3, RFC 6347 §4.1.2.1); the
     // nonce is the same with a CID (RFC 9146 §5.2)
-    out.copy(this.nonce, 4, 3, 11);
-    out.copy(out, hl, 3, 11);
+    copyBytes(out, 3, this.nonce, 4, CCM_EXPLICIT_NONCE);
+    copyBytes(out, 3, out, hl, CCM_EXPLICIT_NONCE);
     const aad = this.aad.write(epoch, seq, type, DTLS_1_2, plaintext.length, cid);
     const ccm = this.ccm(plaintext.length, type);
     if (ccm !== undefined) {
@@ -419,7 +460,7 @@ class Ccm8Cipher implements RecordCipher, LiveObjects {
   ): Buffer | undefined {
     const ptLength = body.length - CCM_EXPLICIT_NONCE - CCM_TAG;
     if (ptLength < 0) return undefined;
-    body.copy(this.nonce, 4, 0, CCM_EXPLICIT_NONCE);
+    copyBytes(body, 0, this.nonce, 4, CCM_EXPLICIT_NONCE);
     const aad = this.aad.write(epoch, seq, type, version, ptLength, cid);
     const ciphertext = body.subarray(CCM_EXPLICIT_NONCE, CCM_EXPLICIT_NONCE + ptLength);
     const tag = body.subarray(body.length - CCM_TAG);

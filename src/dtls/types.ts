@@ -166,6 +166,13 @@ export class DtlsStats {
    * RFC 6066): the layer above sent a message too large for the device.
    */
   recordTooLarge = 0;
+  /**
+   * Whether drops are published to the drop channel's subscribers (events.ts). A subscriber
+   * that wants them only at times turns this off and back on around those times: telemetry
+   * wants the drops of traced datagrams only (gateway/datagram-tracing.ts), so with tracing on
+   * no event is built for the drops of the datagrams it does not trace. Default on.
+   */
+  dropEvents = true;
   readonly drops = zeroes(DROP_REASONS);
   readonly handshakesFailed = zeroes(HANDSHAKE_FAIL_REASONS);
   readonly closed = zeroes(CLOSE_REASONS);

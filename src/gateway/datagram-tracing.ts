@@ -11,7 +11,10 @@
  * (while tracing is on); an event counts when it comes from this gateway's server or endpoint
  * while one of its datagrams is traced, which is synchronous (`handleDatagram` runs to its
  * end before the span does). Subscribing per traced datagram instead was measured at ~10 µs
- * a subscribe/unsubscribe pair on Node 20, and flips the channel's prototype each time.
+ * a subscribe/unsubscribe pair on Node 20, and flips the channel's prototype each time. So
+ * that the datagrams it does not trace build no event (a replay flood drops every record),
+ * the tracer turns its server's and endpoint's events off (`DtlsStats.dropEvents`,
+ * `CoapStats.duplicateEvents`) and on only while it traces one of their datagrams.
  */
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { ROOT_CONTEXT, context } from '@opentelemetry/api';
@@ -54,14 +57,22 @@ export class DatagramTracer {
     subscribe(DTLS_DROP_CHANNEL, this.onDrop);
     subscribe(COAP_DUPLICATE_CHANNEL, this.onDuplicate);
     this.subscribed = true;
+    this.events(false);
   }
 
   /** Ends the subscriptions (the gateway closes). */
   close(): void {
     if (!this.subscribed) return;
     this.subscribed = false;
+    this.events(true);
     unsubscribe(DTLS_DROP_CHANNEL, this.onDrop);
     unsubscribe(COAP_DUPLICATE_CHANNEL, this.onDuplicate);
+  }
+
+  /** Whether the server and the endpoint publish their drops and duplicates. */
+  private events(on: boolean): void {
+    this.dtls.stats.dropEvents = on;
+    this.coap.duplicateEvents = on;
   }
 
   private takeToken(): boolean {
@@ -118,10 +129,12 @@ export class DatagramTracer {
     }
     const outer = this.current;
     this.current = span;
+    this.events(true);
     try {
       context.with(tracing.rootContext(span), () => dtls.handleDatagram(msg, address, port));
     } finally {
       this.current = outer;
+      this.events(outer !== undefined);
       span.end();
     }
   }

@@ -12,7 +12,10 @@ import assert from 'node:assert/strict';
 import { createSocket } from 'node:dgram';
 import { context, type Context, type Span, type Tracer } from '@opentelemetry/api';
 import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
-import { Code } from '../../src/coap/constants.js';
+import { CON, Code } from '../../src/coap/constants.js';
+import { encode } from '../../src/coap/codec.js';
+import { coapDuplicateChannel } from '../../src/coap/events.js';
+import { dtlsDropChannel } from '../../src/dtls/events.js';
 import { CipherSuite } from '../../src/dtls/constants.js';
 import { derivePsk } from '../../src/enos/psk.js';
 import { setupTracing, tracesEndpoint, type TracingHandle } from '../../src/telemetry/setup.js';
@@ -106,16 +109,7 @@ describe('telemetry: per-device forced sampling (ratio 0, traceDevices: [device0
   const spans = (): OtlpSpan[] => exporter.getFinishedSpans().map(fromReadableSpan);
 
   async function deviceRequest(d: { identity: string; secret: string }, dk: string): Promise<void> {
-    const client = await CoapDtlsClient.connect({
-      host: '127.0.0.1',
-      port: gw.port,
-      identity: d.identity,
-      psk: derivePsk(d.secret),
-      cipherSuites: [CipherSuite.TLS_PSK_WITH_AES_128_CCM_8],
-      handshakeTimeoutMs: 10_000,
-      retransmitTimeoutMs: 500,
-    });
-    clients.push(client);
+    const client = await connectDevice(d);
     const res = await client.request({
       method: 'POST',
       path: `/topic/sys/demoPK01/${dk}/thing/measurepoint/post`,
@@ -126,23 +120,42 @@ describe('telemetry: per-device forced sampling (ratio 0, traceDevices: [device0
     assert.equal(res.code, Code.SERVICE_UNAVAILABLE);
   }
 
-  it("device001's datagrams are traced, device002's and anonymous ones are not", async () => {
-    // garbage from an unknown peer, then device002, then device001: once device001's spans
-    // are exported, anything of the others would have been (the batch goes in end order)
-    const drops = (): number =>
-      Object.values(gw.gateway.dtls.stats.drops).reduce((a, b) => a + b, 0);
-    const dropsBefore = drops();
+  /** One datagram of garbage from a peer without an association (dropped, counted). */
+  async function sendGarbage(): Promise<void> {
     const udp = createSocket('udp4');
     try {
       await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
       await new Promise<void>((resolve) =>
         udp.send(Buffer.from('garbage'), gw.port, '127.0.0.1', () => resolve()),
       );
-      // the gateway has handled it (and ended its span, if it made one) before device002 starts
-      await eventually(() => drops() > dropsBefore, 'the garbage dropped');
     } finally {
       udp.close();
     }
+  }
+
+  async function connectDevice(d: { identity: string; secret: string }): Promise<CoapDtlsClient> {
+    const client = await CoapDtlsClient.connect({
+      host: '127.0.0.1',
+      port: gw.port,
+      identity: d.identity,
+      psk: derivePsk(d.secret),
+      cipherSuites: [CipherSuite.TLS_PSK_WITH_AES_128_CCM_8],
+      handshakeTimeoutMs: 10_000,
+      retransmitTimeoutMs: 500,
+    });
+    clients.push(client);
+    return client;
+  }
+
+  it("device001's datagrams are traced, device002's and anonymous ones are not", async () => {
+    // garbage from an unknown peer, then device002, then device001: once device001's spans
+    // are exported, anything of the others would have been (the batch goes in end order)
+    const drops = (): number =>
+      Object.values(gw.gateway.dtls.stats.drops).reduce((a, b) => a + b, 0);
+    const dropsBefore = drops();
+    await sendGarbage();
+    // the gateway has handled it (and ended its span, if it made one) before device002 starts
+    await eventually(() => drops() > dropsBefore, 'the garbage dropped');
     await deviceRequest(DEMO.device002, 'device002');
     await deviceRequest(DEMO.device001, 'device001');
     await eventually(
@@ -214,6 +227,68 @@ describe('telemetry: per-device forced sampling (ratio 0, traceDevices: [device0
     } finally {
       Reflect.deleteProperty(tracer, 'startSpan');
       Reflect.deleteProperty(context, 'with');
+    }
+  });
+
+  it('drops and duplicates of datagrams that are not traced build no event; those of a traced one do', async () => {
+    // the tracer listens on both channels for as long as tracing is on, but the layers publish
+    // only while it traces a datagram: a replay flood or garbage builds no event per record
+    let drops = 0;
+    let duplicates = 0;
+    const publishDrop = dtlsDropChannel.publish.bind(dtlsDropChannel);
+    const publishDuplicate = coapDuplicateChannel.publish.bind(coapDuplicateChannel);
+    dtlsDropChannel.publish = (m: unknown) => {
+      drops++;
+      publishDrop(m);
+    };
+    coapDuplicateChannel.publish = (m: unknown) => {
+      duplicates++;
+      publishDuplicate(m);
+    };
+    const stats = (): { drops: number; duplicates: number } => ({
+      drops: gw.gateway.dtls.stats.drops['malformed-record'],
+      duplicates: gw.gateway.coap.stats.duplicates,
+    });
+    // a CON request sent twice with one message ID: the second is a duplicate
+    const twice = async (client: CoapDtlsClient, messageId: number): Promise<void> => {
+      const request = encode({
+        type: CON,
+        code: Code.GET,
+        messageId,
+        token: Buffer.from([1, 2, 3, 4]),
+        options: [],
+        payload: Buffer.alloc(0),
+      });
+      const answered = new Promise<void>((resolve) => client.dtls.once('message', () => resolve()));
+      client.dtls.send(request);
+      await answered;
+      const again = new Promise<void>((resolve) => client.dtls.once('message', () => resolve()));
+      client.dtls.send(request);
+      await again;
+    };
+    try {
+      const before = stats();
+      await sendGarbage();
+      await eventually(() => stats().drops === before.drops + 1, 'the garbage dropped');
+      await twice(await connectDevice(DEMO.device002), 0x4242);
+      assert.equal(stats().duplicates, before.duplicates + 1, 'the duplicate counted');
+      assert.deepEqual({ drops, duplicates }, { drops: 0, duplicates: 0 }, 'nothing traced');
+      // device001 is traced: its duplicate is published and becomes an event on its span
+      await twice(await connectDevice(DEMO.device001), 0x4343);
+      assert.equal(stats().duplicates, before.duplicates + 2);
+      assert.equal(duplicates, 1, 'the traced duplicate');
+      await eventually(
+        () =>
+          spans().some(
+            (s) =>
+              s.name === 'coap-edge.datagram' && s.events.some((e) => e.name === 'coap.duplicate'),
+          ),
+        'the duplicate event on its datagram span',
+        10_000,
+      );
+    } finally {
+      Reflect.deleteProperty(dtlsDropChannel, 'publish');
+      Reflect.deleteProperty(coapDuplicateChannel, 'publish');
     }
   });
 });
