@@ -9,6 +9,7 @@ import { CoapStats } from '../../../src/coap/stats.js';
 import { ManualClock, TimerQueue, type Timed } from '../../../src/time/clock.js';
 import { FakePeer, deferred, flush, req } from './exchange-harness.js';
 import { COAP_ENDPOINT_DEFAULTS } from '../../helpers/component-defaults.js';
+import { countMapLookups } from '../../helpers/map-lookups.js';
 
 describe('deduplication cache bounds', () => {
   function counting(extra: { dedupMaxEntries?: number; dedupMaxBytes?: number }): {
@@ -113,27 +114,15 @@ describe('deduplication cache bounds', () => {
 
   test('DedupCache: a request (find, then begin) looks its peer and ID up once', () => {
     const { c } = dedup();
-    c.complete(c.begin('a', 1, true, 0), Buffer.alloc(4), 0);
-    const peers = (c as unknown as { peers: Map<string, { entries: Map<number, unknown> }> }).peers;
-    const record = peers.get('a');
-    assert.ok(record !== undefined);
-    let peerGets = 0;
-    let idGets = 0;
-    const getPeer = peers.get.bind(peers);
-    peers.get = (k: string) => {
-      peerGets++;
-      return getPeer(k);
-    };
-    const getId = record.entries.get.bind(record.entries);
-    record.entries.get = (k: number) => {
-      idGets++;
-      return getId(k);
-    };
-    assert.equal(c.find('a', 2, 1), undefined);
-    const e = c.begin('a', 2, true, 1);
-    assert.equal(peerGets, 1, 'the peer looked up once');
-    assert.equal(idGets, 1, 'the message ID looked up once');
-    assert.equal(e.record, record);
+    const first = c.begin('a', 1, true, 0);
+    c.complete(first, Buffer.alloc(4), 0);
+    const { result: e, keys } = countMapLookups(() => {
+      assert.equal(c.find('a', 2, 1), undefined);
+      return c.begin('a', 2, true, 1);
+    });
+    assert.equal(keys.filter((k) => k === 'a').length, 1, 'the peer looked up once');
+    assert.equal(keys.filter((k) => k === 2).length, 1, 'the message ID looked up once');
+    assert.equal(e.record, first.record);
     assert.equal(c.find('a', 2, 2), e);
   });
 
