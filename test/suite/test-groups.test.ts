@@ -40,7 +40,8 @@ function runEntry(files: string[], timeoutMs?: number) {
   const entry = join(dir, `entry-${Math.random()}.test.mjs`);
   writeFileSync(entry, groups.entrySource(pathToFileURL(`${dir}/`).href, files, timeoutMs));
   // without NODE_TEST_CONTEXT, which tells node:test that it runs inside a test file
-  const { NODE_TEST_CONTEXT: _, ...env } = process.env;
+  const env = { ...process.env };
+  delete env.NODE_TEST_CONTEXT;
   const r = spawnSync(process.execPath, ['--test', '--test-reporter=tap', entry], {
     encoding: 'utf8',
     env,
