@@ -27,7 +27,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 
 const FILES = [
   'cli/cli.test.js',
-  'e2e/uplink.test.js',
+  'deploy/helm.test.js',
   'hostile/memory.test.js',
   'hostile/replay.test.js',
   'unit/auth/chain.test.js',
@@ -61,7 +61,7 @@ describe('the plan', () => {
         groups.SHARED.some((p) => f.startsWith(p)),
         f,
       );
-    assert.deepEqual(entries.slice(2), [['cli/cli.test.js'], ['e2e/uplink.test.js']]);
+    assert.deepEqual(entries.slice(2), [['cli/cli.test.js'], ['deploy/helm.test.js']]);
   });
 
   it('fails when a file is left out, given twice or not chosen', () => {
