@@ -30,7 +30,7 @@ export function isShared(rel) {
 /**
  * Splits the chosen files (paths relative to dist/test/) into entries: the shared ones into
  * `groups` groups balanced by weight (the heaviest file to the lightest group, each group then
- * in path order), the others one to an entry, in path order after the groups.
+ * in path order), the others one to an entry; the entries longest first (by recorded time).
  */
 export function plan(files, groups) {
   const shared = files.filter(isShared);
@@ -41,9 +41,13 @@ export function plan(files, groups) {
     lightest.ms += weight(f);
     lightest.files.push(f);
   }
-  const entries = bins.filter((b) => b.files.length > 0).map((b) => b.files.sort());
-  for (const f of files) if (!isShared(f)) entries.push([f]);
-  return entries;
+  const entries = bins
+    .filter((b) => b.files.length > 0)
+    .map((b) => ({ ms: b.ms, files: b.files.sort() }));
+  for (const f of files) if (!isShared(f)) entries.push({ ms: weight(f), files: [f] });
+  // longest first: the processes start in this order, so the long ones do not make the tail
+  entries.sort((a, b) => b.ms - a.ms);
+  return entries.map((e) => e.files);
 }
 
 /** Throws unless every chosen file is in exactly one entry and the entries hold nothing else. */
