@@ -2,17 +2,22 @@
 // Runs every compiled test file (dist/test/**/*.test.js) with node:test.
 // Node 20's --test takes file paths only (no globs), so the list is built here.
 // Usage: node scripts/run-tests.mjs [--coverage] [substring filter ...]
-// Files run os.availableParallelism() + 1 at a time (many mostly wait for processes, Redis
-// fail-overs or timers); TEST_CONCURRENCY=<n> overrides it (docs/testing.md, "Suite time").
+// Processes run os.availableParallelism() + 1 at a time (many files mostly wait for processes,
+// Redis fail-overs or timers); TEST_CONCURRENCY=<n> overrides it (docs/testing.md, "Suite time").
+// Files of the folders in scripts/test-groups.mjs's SHARED share TEST_GROUPS processes (default
+// 4), so that they load the modules once; every other file has a process of its own. Each
+// process runs a generated entry file (under os.tmpdir()), which runs each of its files in a
+// describe named by its path, with the 120 s limit a file had.
 // --coverage runs the tests under c8 (V8 coverage, mapped back to src/*.ts through the
 // source maps; child processes the tests start are covered too), writes coverage/ and then
 // checks the per-layer floors of scripts/coverage-floor.mjs: enforced on a whole run,
 // only reported when a filter picks some files.
-import { readdirSync, statSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { FILE_TIMEOUT_MS, checkPlan, entrySource, plan } from './test-groups.mjs';
 
 const root = new URL('../dist/test/', import.meta.url).pathname;
 const argv = process.argv.slice(2);
@@ -26,9 +31,9 @@ const files = [];
     else if (name.endsWith('.test.js')) files.push(p);
   }
 })(root);
-const chosen = files.filter(
-  (f) => filters.length === 0 || filters.some((s) => relative(root, f).includes(s)),
-);
+const chosen = files
+  .map((f) => relative(root, f))
+  .filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)));
 if (chosen.length === 0) {
   console.error('no test files matched');
   process.exit(1);
@@ -42,12 +47,32 @@ if (!Number.isSafeInteger(concurrency) || concurrency < 1) {
   console.error(`TEST_CONCURRENCY must be a whole number of files ≥ 1 (got ${concurrencyEnv})`);
   process.exit(2);
 }
+const groupsEnv = process.env.TEST_GROUPS;
+const groups = groupsEnv === undefined || groupsEnv === '' ? 4 : Number(groupsEnv);
+if (!Number.isSafeInteger(groups) || groups < 1) {
+  console.error(`TEST_GROUPS must be a whole number of processes ≥ 1 (got ${groupsEnv})`);
+  process.exit(2);
+}
+const entries = plan(chosen, groups);
+checkPlan(chosen, entries);
+const entryDir = mkdtempSync(join(tmpdir(), 'coap-edge-tests-'));
+process.on('exit', () => rmSync(entryDir, { recursive: true, force: true }));
+const rootUrl = pathToFileURL(root).href;
+const entryFiles = entries.map((e, i) => {
+  const name = e.length === 1 ? e[0].replaceAll('/', '--') : `group-${i + 1}.test.mjs`;
+  const file = join(entryDir, name.replace(/\.js$/, '.mjs'));
+  writeFileSync(file, entrySource(rootUrl, e));
+  return file;
+});
+const longest = Math.max(...entries.map((e) => e.length));
 const testArgs = [
   '--enable-source-maps',
   '--test',
   `--test-concurrency=${concurrency}`,
-  '--test-timeout=120000',
-  ...chosen,
+  // each file has FILE_TIMEOUT_MS (its describe); this only ends a process that hangs after
+  // its files (an entry file itself exits after FILE_TIMEOUT_MS with open handles)
+  `--test-timeout=${(longest + 2) * FILE_TIMEOUT_MS}`,
+  ...entryFiles,
 ];
 const c8Args = [
   fileURLToPath(import.meta.resolve('c8/bin/c8.js')),
