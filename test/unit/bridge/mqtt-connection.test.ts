@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createSecureContext, createServer as createTlsServer } from 'node:tls';
 import { promisify } from 'node:util';
-import { Aedes } from 'aedes';
+import { Aedes, type AedesOptions } from 'aedes';
 import { connect } from 'mqtt';
 import {
   brokerTarget,
@@ -70,28 +70,43 @@ describe('PublishCounters', () => {
   });
 });
 
-/** aedes on 127.0.0.1:0 that takes publishes on `hold/...` and never acknowledges them. */
-async function holdingBroker(): Promise<{ port: number; held: string[]; close(): Promise<void> }> {
-  const held: string[] = [];
-  const aedes = await Aedes.createBroker({
-    authorizePublish: (_client, packet, done) => {
-      if (packet.topic.includes('/hold/')) held.push(packet.topic);
-      else done(null);
-    },
-  });
+/** aedes behind TLS (or TCP) on `host`:0; `names`: the SNI server names clients sent. */
+async function aedesOn(
+  host: string,
+  tls: { key: string; cert: string } | undefined,
+  options?: AedesOptions,
+): Promise<{ port: number; names: string[]; close(): Promise<void> }> {
+  const aedes = await Aedes.createBroker(options);
   (aedes as EventEmitter).on('error', () => undefined);
+  const names: string[] = [];
   const sockets = new Set<Socket>();
-  const server: Server = createServer((socket) => {
+  const handle = (socket: Socket): void => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     aedes.handle(socket);
+  };
+  const server: Server =
+    tls === undefined
+      ? createServer(handle)
+      : createTlsServer(
+          {
+            ...tls,
+            SNICallback: (name, cb) => {
+              names.push(name);
+              cb(null, createSecureContext(tls));
+            },
+          },
+          handle,
+        );
+  server.on('tlsClientError', () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, host, resolve);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.address();
-  const port = typeof address === 'object' && address !== null ? address.port : 0;
   return {
-    port,
-    held,
+    port: typeof address === 'object' && address !== null ? address.port : 0,
+    names,
     close: async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
@@ -99,6 +114,18 @@ async function holdingBroker(): Promise<{ port: number; held: string[]; close():
       await closed;
     },
   };
+}
+
+/** aedes on 127.0.0.1:0 that takes publishes on `hold/...` and never acknowledges them. */
+async function holdingBroker(): Promise<{ port: number; held: string[]; close(): Promise<void> }> {
+  const held: string[] = [];
+  const broker = await aedesOn('127.0.0.1', undefined, {
+    authorizePublish: (_client, packet, done) => {
+      if (packet.topic.includes('/hold/')) held.push(packet.topic);
+      else done(null);
+    },
+  });
+  return { ...broker, held };
 }
 
 describe('per-device publish deadline and in-flight cap', () => {
@@ -233,51 +260,6 @@ function localhostCertificate(dir: string): { key: string; cert: string; certFil
     { stdio: 'ignore' },
   );
   return { key: readFileSync(keyFile, 'utf8'), cert: readFileSync(certFile, 'utf8'), certFile };
-}
-
-/** aedes behind TLS (or TCP) on `host`:0; `names`: the SNI server names clients sent. */
-async function aedesOn(
-  host: string,
-  tls: { key: string; cert: string } | undefined,
-): Promise<{ port: number; names: string[]; close(): Promise<void> }> {
-  const aedes = await Aedes.createBroker();
-  (aedes as EventEmitter).on('error', () => undefined);
-  const names: string[] = [];
-  const sockets = new Set<Socket>();
-  const handle = (socket: Socket): void => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
-    aedes.handle(socket);
-  };
-  const server: Server =
-    tls === undefined
-      ? createServer(handle)
-      : createTlsServer(
-          {
-            ...tls,
-            SNICallback: (name, cb) => {
-              names.push(name);
-              cb(null, createSecureContext(tls));
-            },
-          },
-          handle,
-        );
-  server.on('tlsClientError', () => undefined);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, host, resolve);
-  });
-  const address = server.address();
-  return {
-    port: typeof address === 'object' && address !== null ? address.port : 0,
-    names,
-    close: async () => {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      await new Promise<void>((resolve) => aedes.close(() => resolve()));
-      for (const s of sockets) s.destroy();
-      await closed;
-    },
-  };
 }
 
 /**
