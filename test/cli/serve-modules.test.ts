@@ -8,7 +8,8 @@
  * undici is loaded only for a registry, an HTTP route or a presence webhook (the secret stack
  * and the HTTP backend are also checked each in a child of its own), ioredis only for a Redis
  * (`redis/client.ts` requires it when it makes a connection), yaml only for a configuration
- * file (or a setting given as YAML).
+ * file (or a setting given as YAML), and mqtt.js's WebSocket and SOCKS transports not for an
+ * `mqtt://` broker (`bridge/mqtt/connection.ts` builds its TCP or TLS stream itself).
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -31,6 +32,8 @@ const AEDES = /node_modules\/(aedes-persistence|mqemitter)\//;
 const UNDICI = /node_modules\/undici\//;
 const IOREDIS = /node_modules\/(ioredis|@ioredis\/[a-z-]+)\//;
 const YAML = /node_modules\/yaml\//;
+/** mqtt.js's WebSocket and SOCKS transports: `mqtt.connect` requires them for any URL. */
+const MQTT_OTHER_TRANSPORTS = /node_modules\/(ws|socks|ip-address|smart-buffer)\//;
 
 /** Starts `serve` with `flags`, stops it with SIGINT once listening; its loaded modules. */
 async function modulesOfServe(name: string, flags: readonly string[]): Promise<string[]> {
@@ -96,7 +99,7 @@ function assertNone(loaded: readonly string[], pattern: RegExp, message?: string
 }
 
 describe('modules serve loads at start', () => {
-  it('tracing off, an external broker, no Redis, no file: no trace SDK, no OTLP exporter, no aedes, no ioredis, no yaml', async () => {
+  it('tracing off, an external broker, no Redis, no file: no trace SDK, no OTLP exporter, no aedes, no ioredis, no yaml, no WebSocket or SOCKS', async () => {
     // port 1: nothing listens; the pool and the command intake connect in the background
     const loaded = await modulesOfServe('off', [...common, '--mqtt-url', 'mqtt://127.0.0.1:1']);
     assert.ok(
@@ -108,6 +111,7 @@ describe('modules serve loads at start', () => {
     assertNone(loaded, UNDICI, 'no registry, no HTTP route, no presence webhook: no undici');
     assertNone(loaded, IOREDIS, 'no Redis: no ioredis');
     assertNone(loaded, YAML, 'no configuration file: no yaml');
+    assertNone(loaded, MQTT_OTHER_TRANSPORTS, 'mqtt://: no WebSocket, no SOCKS');
   });
 
   it('tracing on, the embedded broker, Redis and a file: the trace SDK, aedes, ioredis and yaml are loaded', async () => {

@@ -17,15 +17,18 @@
  * internals.
  */
 import { randomBytes } from 'node:crypto';
+import { connect as netConnect, isIP } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import {
   connect,
   ErrorWithReasonCode,
+  MqttClient,
   type IClientOptions,
   type IClientPublishOptions,
   type IConnackPacket,
   type IDisconnectPacket,
   type IPublishPacket,
-  type MqttClient,
 } from 'mqtt';
 import { TimerQueue, type Clock, type Timed } from '../../time/clock.js';
 import { BackendRejectedError, BackendUnavailableError, type MqttBackendError } from './errors.js';
@@ -395,7 +398,9 @@ export class MqttConnection {
     if (o.username !== undefined) options.username = o.username;
     if (o.password !== undefined) options.password = o.password;
 
-    const client = connect(o.url, options);
+    const target = brokerTarget(o.url);
+    const client =
+      target === undefined ? connect(o.url, options) : new MqttClient(streamTo(target), options);
     const s: Session = {
       client,
       level,
@@ -589,6 +594,70 @@ function coalesceWrites(s: Session): void {
     s.corked = false;
     stream.uncork?.();
   });
+}
+
+/** Where an `mqtt://` or `mqtts://` broker URL points: what mqtt.js's tcp/tls builders use. */
+export interface BrokerTarget {
+  readonly tls: boolean;
+  /** Host name or IP address (an IPv6 literal without its brackets). */
+  readonly host: string;
+  readonly port: number;
+}
+
+/**
+ * The target of a broker URL that {@link streamTo} connects to as mqtt.js would, or undefined
+ * when `mqtt.connect` keeps the URL: another scheme, credentials or a `clientId` in the URL
+ * (mqtt.js reads those from it), a SOCKS proxy (`MQTTJS_SOCKS_PROXY`), or a URL it cannot
+ * parse. `mqtt.connect` requires every protocol mqtt.js has (WebSocket, SOCKS and their
+ * packages) whatever the URL: tens of ms of CPU at every start (docs/testing.md, "Suite
+ * time").
+ */
+export function brokerTarget(url: string): BrokerTarget | undefined {
+  if (process.env['MQTTJS_SOCKS_PROXY'] !== undefined) return undefined;
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return undefined;
+  }
+  const tls = u.protocol === 'mqtts:';
+  if (!tls && u.protocol !== 'mqtt:') return undefined;
+  if (u.username !== '' || u.password !== '' || u.searchParams.has('clientId')) return undefined;
+  const bracketed = u.hostname.startsWith('[') && u.hostname.endsWith(']');
+  // lower case as mqtt.js's url.parse; a name it would convert (punycode) stays with it
+  const host = (bracketed ? u.hostname.slice(1, -1) : u.hostname).toLowerCase();
+  if (!/^[\w.:-]*$/.test(host)) return undefined;
+  // as mqtt.js: no host is localhost, no port (or port 0) the scheme's default
+  return { tls, host: host || 'localhost', port: Number(u.port) || (tls ? 8883 : 1883) };
+}
+
+/**
+ * mqtt.js's stream builder for `target` (build/lib/connect/tcp.js and tls.js, without their
+ * SOCKS path): a TCP connection, or TLS verifying the broker's certificate with the name in
+ * the URL as SNI (none for an IP address). A TLS error before the handshake completes is the
+ * client's error, as with mqtt.js. Called by the client for its (one) stream.
+ */
+export function streamTo(target: BrokerTarget): (client: MqttClient) => Duplex {
+  const { host, port } = target;
+  if (!target.tls) return () => netConnect({ host, port });
+  return (client) => {
+    const socket: TLSSocket = tlsConnect({
+      host,
+      port,
+      rejectUnauthorized: true,
+      ...(isIP(host) === 0 ? { servername: host } : {}),
+    });
+    const onTlsError = (err: Error): void => {
+      client.emit('error', err);
+      socket.end();
+    };
+    socket.on('error', onTlsError);
+    socket.on('secureConnect', () => {
+      if (!socket.authorized) socket.emit('error', new Error('TLS not authorized'));
+      else socket.removeListener('error', onTlsError);
+    });
+    return socket;
+  };
 }
 
 /** Disables Nagle's algorithm on the client's TCP (or TLS) socket, when it has one. */

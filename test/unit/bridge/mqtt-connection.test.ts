@@ -8,15 +8,28 @@ import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { EventEmitter } from 'node:events';
 import { createRequire } from 'node:module';
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
-import { Aedes } from 'aedes';
-import { ProtocolChoice } from '../../../src/bridge/mqtt/connection.js';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createSecureContext, createServer as createTlsServer } from 'node:tls';
+import { promisify } from 'node:util';
+import { Aedes, type AedesOptions } from 'aedes';
+import { connect } from 'mqtt';
+import {
+  brokerTarget,
+  MqttConnection,
+  ProtocolChoice,
+} from '../../../src/bridge/mqtt/connection.js';
 import { MqttBackendError } from '../../../src/bridge/mqtt/errors.js';
 import { DeviceSessionManager } from '../../../src/bridge/mqtt/per-device.js';
 import { PublishCounters } from '../../../src/bridge/mqtt/stats.js';
 import type { Principal } from '../../../src/bridge/types.js';
 import { ManualClock } from '../../../src/time/clock.js';
 import { PER_DEVICE_DEFAULTS } from '../../helpers/component-defaults.js';
+
+const execFileAsync = promisify(execFile);
 
 describe('ProtocolChoice', () => {
   it('auto: a refused 5 switches to 3.1.1 once, for every connection after it', () => {
@@ -57,28 +70,43 @@ describe('PublishCounters', () => {
   });
 });
 
-/** aedes on 127.0.0.1:0 that takes publishes on `hold/...` and never acknowledges them. */
-async function holdingBroker(): Promise<{ port: number; held: string[]; close(): Promise<void> }> {
-  const held: string[] = [];
-  const aedes = await Aedes.createBroker({
-    authorizePublish: (_client, packet, done) => {
-      if (packet.topic.includes('/hold/')) held.push(packet.topic);
-      else done(null);
-    },
-  });
+/** aedes behind TLS (or TCP) on `host`:0; `names`: the SNI server names clients sent. */
+async function aedesOn(
+  host: string,
+  tls: { key: string; cert: string } | undefined,
+  options?: AedesOptions,
+): Promise<{ port: number; names: string[]; close(): Promise<void> }> {
+  const aedes = await Aedes.createBroker(options);
   (aedes as EventEmitter).on('error', () => undefined);
+  const names: string[] = [];
   const sockets = new Set<Socket>();
-  const server: Server = createServer((socket) => {
+  const handle = (socket: Socket): void => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
     aedes.handle(socket);
+  };
+  const server: Server =
+    tls === undefined
+      ? createServer(handle)
+      : createTlsServer(
+          {
+            ...tls,
+            SNICallback: (name, cb) => {
+              names.push(name);
+              cb(null, createSecureContext(tls));
+            },
+          },
+          handle,
+        );
+  server.on('tlsClientError', () => undefined);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, host, resolve);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.address();
-  const port = typeof address === 'object' && address !== null ? address.port : 0;
   return {
-    port,
-    held,
+    port: typeof address === 'object' && address !== null ? address.port : 0,
+    names,
     close: async () => {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
@@ -86,6 +114,18 @@ async function holdingBroker(): Promise<{ port: number; held: string[]; close():
       await closed;
     },
   };
+}
+
+/** aedes on 127.0.0.1:0 that takes publishes on `hold/...` and never acknowledges them. */
+async function holdingBroker(): Promise<{ port: number; held: string[]; close(): Promise<void> }> {
+  const held: string[] = [];
+  const broker = await aedesOn('127.0.0.1', undefined, {
+    authorizePublish: (_client, packet, done) => {
+      if (packet.topic.includes('/hold/')) held.push(packet.topic);
+      else done(null);
+    },
+  });
+  return { ...broker, held };
 }
 
 describe('per-device publish deadline and in-flight cap', () => {
@@ -161,5 +201,188 @@ describe('per-device publish deadline and in-flight cap', () => {
       cache: Record<number, Buffer>;
     };
     assert.equal(Object.keys(numbers.cache).length, 0, 'no number table generated');
+  });
+});
+
+describe('brokerTarget: what the connection builds its own stream for', () => {
+  it('mqtt:// and mqtts:// with mqtt.js defaults: port 1883/8883 (also for port 0), localhost, IPv6 without brackets, lower case', () => {
+    assert.deepEqual(brokerTarget('mqtt://broker'), { tls: false, host: 'broker', port: 1883 });
+    assert.deepEqual(brokerTarget('mqtts://Broker.Example:0'), {
+      tls: true,
+      host: 'broker.example',
+      port: 8883,
+    });
+    assert.deepEqual(brokerTarget('mqtt://[::1]:1884/x'), { tls: false, host: '::1', port: 1884 });
+    assert.deepEqual(brokerTarget('mqtts://10.0.0.1'), { tls: true, host: '10.0.0.1', port: 8883 });
+    assert.deepEqual(brokerTarget('mqtt://'), { tls: false, host: 'localhost', port: 1883 });
+  });
+
+  it('what mqtt.js reads from the URL, another scheme or an unparsable URL stays with mqtt.connect', () => {
+    for (const url of [
+      'mqtt://user:pass@broker',
+      'mqtt://user@broker',
+      'mqtts://broker?clientId=fixed',
+      'ws://broker/mqtt',
+      'tcp://broker',
+      'mqtt://bücher.example',
+      'not a url',
+    ]) {
+      assert.equal(brokerTarget(url), undefined, url);
+    }
+  });
+});
+
+/** A self-signed certificate for `localhost` only (DNS name, no IP address), made by openssl. */
+function localhostCertificate(dir: string): { key: string; cert: string; certFile: string } {
+  const keyFile = join(dir, 'key.pem');
+  const certFile = join(dir, 'cert.pem');
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=DNS:localhost',
+      '-days',
+      '2',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+    ],
+    { stdio: 'ignore' },
+  );
+  return { key: readFileSync(keyFile, 'utf8'), cert: readFileSync(certFile, 'utf8'), certFile };
+}
+
+/**
+ * Connects once to each URL (MQTT 3.1.1, no reconnect): `up`, or the code (else the message)
+ * of the error the connection went down with.
+ */
+const ATTEMPTS = `
+const { MqttConnection } = await import(process.env.CONNECTION_MODULE);
+const attempt = (url) =>
+  new Promise((resolve) => {
+    const options = { url, username: undefined, password: undefined, clientId: 'stream-test',
+      keepaliveSec: 30, connectTimeoutMs: 5000, reconnect: false, maxInflight: 1 };
+    const conn = new MqttConnection(0, options, {
+      protocolLevel: () => 4,
+      onVersionRefused: () => false,
+      onAttempt: () => undefined,
+      onMessage: () => undefined,
+      onUp: () => void conn.close().then(() => resolve('up')),
+      onDown: (_c, _wasUp, err) => void conn.close().then(() => resolve(err?.code ?? err?.message)),
+    });
+    conn.start();
+  });
+const out = [];
+for (const url of JSON.parse(process.env.URLS)) out.push(await attempt(url));
+process.stdout.write(JSON.stringify(out));
+`;
+
+/** {@link ATTEMPTS}'s attempt in this process. */
+function attemptHere(url: string): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const conn: MqttConnection = new MqttConnection(
+      0,
+      {
+        url,
+        username: undefined,
+        password: undefined,
+        clientId: 'stream-test',
+        keepaliveSec: 30,
+        connectTimeoutMs: 5000,
+        reconnect: false,
+        maxInflight: 1,
+      },
+      {
+        protocolLevel: () => 4,
+        onVersionRefused: () => false,
+        onAttempt: () => undefined,
+        onMessage: () => undefined,
+        onUp: () => void conn.close().then(() => resolve('up')),
+        onDown: (_c, _wasUp, err) =>
+          void conn.close().then(() => {
+            const code = (err as { code?: unknown } | undefined)?.code;
+            resolve(typeof code === 'string' ? code : err?.message);
+          }),
+      },
+    );
+    conn.start();
+  });
+}
+
+describe('the connection stream: TCP and TLS as mqtt.js builds them', () => {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  after(async () => {
+    for (const c of cleanups.reverse()) await c();
+  });
+  const dir = mkdtempSync(join(tmpdir(), 'coap-edge-mqtt-stream-'));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  const certificate = localhostCertificate(dir);
+
+  /** {@link ATTEMPTS} in a child that trusts the certificate (`NODE_EXTRA_CA_CERTS`). */
+  async function trustingAttempts(urls: readonly string[]): Promise<string[]> {
+    const { stdout } = await execFileAsync(
+      process.execPath,
+      ['--input-type=module', '-e', ATTEMPTS],
+      {
+        env: {
+          ...process.env,
+          CONNECTION_MODULE: new URL('../../../src/bridge/mqtt/connection.js', import.meta.url)
+            .href,
+          URLS: JSON.stringify(urls),
+          NODE_EXTRA_CA_CERTS: certificate.certFile,
+        },
+      },
+    );
+    return JSON.parse(stdout) as string[];
+  }
+
+  it('mqtts:// with a trusted certificate comes up, with the host name as SNI; the name must match the certificate', async () => {
+    const broker = await aedesOn('127.0.0.1', certificate);
+    cleanups.push(() => broker.close());
+    const out = await trustingAttempts([
+      `mqtts://localhost:${broker.port}`,
+      `mqtts://127.0.0.1:${broker.port}`,
+    ]);
+    assert.deepEqual(out, ['up', 'ERR_TLS_CERT_ALTNAME_INVALID']);
+    assert.deepEqual(broker.names, ['localhost'], 'SNI for the name, none for the IP address');
+  });
+
+  it('mqtts:// still verifies: an untrusted certificate is the error the connection goes down with, as with mqtt.connect', async () => {
+    const broker = await aedesOn('127.0.0.1', certificate);
+    cleanups.push(() => broker.close());
+    const url = `mqtts://localhost:${broker.port}`;
+    const ours = await attemptHere(url);
+    const theirs = await new Promise<string | undefined>((resolve) => {
+      const client = connect(url, { reconnectPeriod: 0, protocolVersion: 4 });
+      client.once('error', (err: Error & { code?: unknown }) => {
+        client.end(true);
+        resolve(typeof err.code === 'string' ? err.code : err.message);
+      });
+    });
+    assert.equal(theirs, 'DEPTH_ZERO_SELF_SIGNED_CERT');
+    assert.equal(ours, theirs);
+  });
+
+  it('mqtt:// to an IPv6 literal in brackets and to a name come up', async (t) => {
+    const v4 = await aedesOn('127.0.0.1', undefined);
+    cleanups.push(() => v4.close());
+    const urls = [`mqtt://localhost:${v4.port}`];
+    const v6 = await aedesOn('::1', undefined).catch(() => undefined);
+    if (v6 === undefined) t.diagnostic('no ::1 here: IPv6 not tried');
+    else {
+      cleanups.push(() => v6.close());
+      urls.push(`mqtt://[::1]:${v6.port}`);
+    }
+    for (const url of urls) assert.equal(await attemptHere(url), 'up', url);
   });
 });
