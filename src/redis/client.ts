@@ -183,7 +183,10 @@ export function createFailFastRedis(o: FailFastRedisOptions): RedisClient {
  */
 export async function closeRedis(client: RedisClient): Promise<boolean> {
   if (client.status === 'end') return true;
-  const waitingToReconnect = client.status === 'reconnecting' && !isCluster(client);
+  if (client.status === 'reconnecting' && !isCluster(client)) {
+    client.disconnect(false);
+    return true;
+  }
   return new Promise<boolean>((resolve) => {
     const guard = setTimeout(() => resolve(false), 1_000);
     client.once('end', () => {
@@ -191,10 +194,6 @@ export async function closeRedis(client: RedisClient): Promise<boolean> {
       resolve(true);
     });
     client.disconnect(false);
-    if (waitingToReconnect) {
-      clearTimeout(guard);
-      resolve(true);
-    }
   });
 }
 
