@@ -116,16 +116,28 @@ async function aedesOn(
   };
 }
 
-/** aedes on 127.0.0.1:0 that takes publishes on `hold/...` and never acknowledges them. */
-async function holdingBroker(): Promise<{ port: number; held: string[]; close(): Promise<void> }> {
+/**
+ * aedes on 127.0.0.1:0 that takes publishes on `hold/...` and never acknowledges them;
+ * `firstHeld` settles when the first such publish has reached it.
+ */
+async function holdingBroker(): Promise<{
+  port: number;
+  held: string[];
+  firstHeld: Promise<void>;
+  close(): Promise<void>;
+}> {
   const held: string[] = [];
+  let reached = (): void => undefined;
+  const firstHeld = new Promise<void>((resolve) => (reached = resolve));
   const broker = await aedesOn('127.0.0.1', undefined, {
     authorizePublish: (_client, packet, done) => {
-      if (packet.topic.includes('/hold/')) held.push(packet.topic);
-      else done(null);
+      if (packet.topic.includes('/hold/')) {
+        held.push(packet.topic);
+        reached();
+      } else done(null);
     },
   });
-  return { ...broker, held };
+  return { ...broker, held, firstHeld };
 }
 
 describe('per-device publish deadline and in-flight cap', () => {
@@ -171,9 +183,7 @@ describe('per-device publish deadline and in-flight cap', () => {
       () => 'resolved',
       (e: unknown) => (e instanceof MqttBackendError ? e.code : String(e)),
     );
-    for (let i = 0; i < 200 && broker.held.length === 0; i++) {
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
+    await broker.firstHeld;
     assert.equal(broker.held.length, 1, 'the broker holds the publish');
 
     // the device's one in-flight slot is taken: refused at once, nothing sent
