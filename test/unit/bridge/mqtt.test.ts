@@ -1,4 +1,5 @@
 /** Pure parts of the MQTT bridge backend: reply matching, subscriptions, counters, errors. */
+import { createHook } from 'node:async_hooks';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -91,6 +92,44 @@ describe('ReplyMatcher', () => {
     // failed before anyone awaited it: must not crash the process
     m.fail(m.add('t', '3'), new Error('nobody listens'));
     await tick(5);
+  });
+
+  it('makes one promise per answered waiter (none more to guard against unhandled rejections)', async () => {
+    const m = new ReplyMatcher();
+    let promises = 0;
+    const hook = createHook({
+      init: (_id, type) => {
+        if (type === 'PROMISE') promises++;
+      },
+    });
+    hook.enable();
+    let w;
+    try {
+      w = m.add('t', '1');
+      m.deliver('t', buf('{"id":"1"}'));
+    } finally {
+      hook.disable();
+    }
+    assert.equal(promises, 1);
+    assert.equal((await w.promise).toString(), '{"id":"1"}');
+  });
+
+  it('matches the exact topic and id, also where a topic holds U+0000', async () => {
+    const m = new ReplyMatcher();
+    const a = m.add('t', 'x\u0000y');
+    const b = m.add('t\u0000x', 'y');
+    const c = m.add('t\u0000x', 'y');
+    assert.equal(m.deliver('t', buf('{"id":"x\\u0000y"}')), 1);
+    assert.equal((await a.promise).toString(), '{"id":"x\\u0000y"}');
+    assert.equal(m.deliver('t', buf('{"id":"x\\u0000y"}')), 0);
+    assert.equal(m.size, 2);
+    const d = m.add('t', 'x\u0000y');
+    assert.equal(m.deliver('t\u0000x', buf('{"id":"y"}')), 2);
+    assert.deepEqual(await b.promise, await c.promise);
+    assert.equal(m.size, 1);
+    assert.equal(m.fail(d, new Error('timeout')), true);
+    await assert.rejects(d.promise, /timeout/);
+    assert.equal(m.size, 0);
   });
 });
 
