@@ -239,10 +239,10 @@ export class MqttConnection {
   ): boolean {
     const s = this.session;
     if (s === undefined || !this.isUp) return false;
-    const opts: IClientPublishOptions = { qos: 1 };
-    if (s.level === 5 && userProperties !== undefined) {
-      opts.properties = { userProperties: { ...userProperties } };
-    }
+    const opts: IClientPublishOptions =
+      s.level === 5 && userProperties !== undefined
+        ? { qos: 1, properties: { userProperties: { ...userProperties } } }
+        : QOS1;
     s.inflight++;
     coalesceWrites(s);
     let done = false;
@@ -604,6 +604,9 @@ function coalesceWrites(s: Session): void {
 }
 
 function noLog(): void {}
+
+/** The options of a publish without properties: mqtt.js copies them, so one object serves all. */
+const QOS1: IClientPublishOptions = Object.freeze({ qos: 1 });
 
 /** Where an `mqtt://` or `mqtts://` broker URL points: what mqtt.js's tcp/tls builders use. */
 export interface BrokerTarget {
