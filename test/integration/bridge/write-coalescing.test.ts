@@ -76,12 +76,12 @@ async function openConnection(
   return conn;
 }
 
-describe('bridge connection write coalescing', () => {
-  const conns: PoolConnection[] = [];
-  after(async () => {
-    for (const c of conns) await c.close();
-  });
+const conns: PoolConnection[] = [];
+after(async () => {
+  for (const c of conns) await c.close();
+});
 
+describe('bridge connection write coalescing', () => {
   it('sends publishes of one event loop turn in one write, each still acknowledged', async () => {
     const c = await openConnection();
     conns.push(c);
@@ -146,11 +146,6 @@ describe('bridge connection write coalescing', () => {
 });
 
 describe('bridge connection work per publish', () => {
-  const conns: PoolConnection[] = [];
-  after(async () => {
-    for (const c of conns) await c.close();
-  });
-
   it('sets no Node timer per PUBACK (the keep-alive restart only moves a deadline)', async () => {
     const c = await openConnection();
     conns.push(c);
