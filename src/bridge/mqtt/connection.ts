@@ -31,6 +31,7 @@ import {
   type IPublishPacket,
 } from 'mqtt';
 import { TimerQueue, type Clock, type Timed } from '../../time/clock.js';
+import { KeepaliveTimer } from './keepalive-timer.js';
 import { BackendRejectedError, BackendUnavailableError, type MqttBackendError } from './errors.js';
 import type { PublishCounters } from './stats.js';
 
@@ -238,10 +239,10 @@ export class MqttConnection {
   ): boolean {
     const s = this.session;
     if (s === undefined || !this.isUp) return false;
-    const opts: IClientPublishOptions = { qos: 1 };
-    if (s.level === 5 && userProperties !== undefined) {
-      opts.properties = { userProperties: { ...userProperties } };
-    }
+    const opts: IClientPublishOptions =
+      s.level === 5 && userProperties !== undefined
+        ? { qos: 1, properties: { userProperties: { ...userProperties } } }
+        : QOS1;
     s.inflight++;
     coalesceWrites(s);
     let done = false;
@@ -393,7 +394,13 @@ export class MqttConnection {
       // The setting is process-wide in mqtt-packet (aedes writes with the same module).
       // docs/design.md, "Memory at idle".
       writeCache: false,
+      // mqtt.js restarts its keep-alive interval on every PUBACK: one host timer per client
+      // instead of a Node interval cleared and set again per publish
+      timerVariant: new KeepaliveTimer().forMqtt(),
     };
+    // mqtt.js's debug logger gathers its arguments on each of its ~20 calls per publish even
+    // when off; the debug package keeps what is on in DEBUG, so without it nothing would log
+    if (process.env['DEBUG'] === undefined) options.log = noLog;
     // Only set when given: an explicit undefined would override credentials in the URL.
     if (o.username !== undefined) options.username = o.username;
     if (o.password !== undefined) options.password = o.password;
@@ -595,6 +602,11 @@ function coalesceWrites(s: Session): void {
     stream.uncork?.();
   });
 }
+
+function noLog(): void {}
+
+/** The options of a publish without properties: mqtt.js copies them, so one object serves all. */
+const QOS1: IClientPublishOptions = Object.freeze({ qos: 1 });
 
 /** Where an `mqtt://` or `mqtts://` broker URL points: what mqtt.js's tcp/tls builders use. */
 export interface BrokerTarget {

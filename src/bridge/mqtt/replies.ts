@@ -60,14 +60,23 @@ interface WaiterImpl extends ReplyWaiter {
   reject(err: Error): void;
 }
 
-interface TopicWaiters {
-  readonly byId: Map<string, WaiterImpl[]>;
-  /** Raw waiters, oldest first; made with the first one (most topics never have any). */
-  raw: WaiterImpl[] | undefined;
+/**
+ * Where the id-waiters of (topic, id) are filed: one string, no map or list per topic while
+ * one request waits. A topic that holds U+0000 (MQTT forbids it) could make two pairs share a
+ * key: a hit is checked against the waiters' own topic and id.
+ */
+function keyOf(topic: string, id: string): string {
+  return `${topic}\u0000${id}`;
 }
 
+/** The waiters of one key: one waiter, or a list when several share it. */
+type Filed = WaiterImpl | WaiterImpl[];
+
 export class ReplyMatcher {
-  private readonly topics = new Map<string, TopicWaiters>();
+  /** Id-waiters by {@link keyOf}. */
+  private readonly byKey = new Map<string, Filed>();
+  /** Raw waiters by topic, oldest first (most topics never have any). */
+  private readonly raw = new Map<string, WaiterImpl[]>();
   private count = 0;
 
   /** Waiters not yet settled. */
@@ -83,8 +92,6 @@ export class ReplyMatcher {
       resolve = res;
       reject = rej;
     });
-    // A waiter failed before anyone awaits it must not become an unhandled rejection.
-    promise.catch(noop);
     const w: WaiterImpl = {
       topic,
       id,
@@ -94,16 +101,16 @@ export class ReplyMatcher {
       resolve,
       reject,
     };
-    let t = this.topics.get(topic);
-    if (t === undefined) {
-      t = { byId: new Map(), raw: undefined };
-      this.topics.set(topic, t);
-    }
-    if (id === undefined) (t.raw ??= []).push(w);
-    else {
-      const list = t.byId.get(id);
-      if (list === undefined) t.byId.set(id, [w]);
+    if (id === undefined) {
+      const list = this.raw.get(topic);
+      if (list === undefined) this.raw.set(topic, [w]);
       else list.push(w);
+    } else {
+      const key = keyOf(topic, id);
+      const filed = this.byKey.get(key);
+      if (filed === undefined) this.byKey.set(key, w);
+      else if (Array.isArray(filed)) filed.push(w);
+      else this.byKey.set(key, [filed, w]);
     }
     this.count++;
     return w;
@@ -114,59 +121,87 @@ export class ReplyMatcher {
    * unmatched (no waiter on the topic, an unknown id, or not JSON while no raw waiter waits).
    */
   deliver(topic: string, payload: Buffer, traceparent?: string): number {
-    const t = this.topics.get(topic);
-    if (t === undefined) return 0;
-    if (t.byId.size > 0) {
+    if (this.byKey.size > 0) {
       const id = extractReplyId(payload);
-      const list = id === undefined ? undefined : t.byId.get(id);
-      if (id !== undefined && list !== undefined) {
-        t.byId.delete(id);
-        this.dropIfEmpty(topic, t);
-        for (const w of list) {
-          w.traceparent = traceparent;
-          if (this.settle(w)) w.resolve(payload);
-        }
-        return list.length;
+      if (id !== undefined) {
+        const n = this.deliverById(keyOf(topic, id), topic, id, payload, traceparent);
+        if (n > 0) return n;
       }
     }
-    const w = t.raw?.shift();
-    if (w === undefined) return 0;
-    this.dropIfEmpty(topic, t);
+    const list = this.raw.get(topic);
+    const w = list?.shift();
+    if (list === undefined || w === undefined) return 0;
+    if (list.length === 0) this.raw.delete(topic);
     w.traceparent = traceparent;
     if (this.settle(w)) w.resolve(payload);
     return 1;
+  }
+
+  private deliverById(
+    key: string,
+    topic: string,
+    id: string,
+    payload: Buffer,
+    traceparent: string | undefined,
+  ): number {
+    const filed = this.byKey.get(key);
+    if (filed === undefined) return 0;
+    if (!Array.isArray(filed)) {
+      if (filed.topic !== topic || filed.id !== id) return 0;
+      this.byKey.delete(key);
+      filed.traceparent = traceparent;
+      if (this.settle(filed)) filed.resolve(payload);
+      return 1;
+    }
+    const taken = filed.filter((w) => w.topic === topic && w.id === id);
+    if (taken.length === 0) return 0;
+    if (taken.length === filed.length) this.byKey.delete(key);
+    else
+      this.byKey.set(
+        key,
+        filed.filter((w) => !taken.includes(w)),
+      );
+    for (const w of taken) {
+      w.traceparent = traceparent;
+      if (this.settle(w)) w.resolve(payload);
+    }
+    return taken.length;
   }
 
   /** Rejects and removes one waiter (timeout, failed publish). False if already settled. */
   fail(waiter: ReplyWaiter, err: Error): boolean {
     if (waiter.settled) return false;
     const w = waiter as WaiterImpl;
-    const t = this.topics.get(w.topic);
-    if (t !== undefined) {
-      if (w.id === undefined) {
-        if (t.raw !== undefined) removeItem(t.raw, w);
-      } else {
-        const list = t.byId.get(w.id);
-        if (list !== undefined) {
-          removeItem(list, w);
-          if (list.length === 0) t.byId.delete(w.id);
-        }
+    if (w.id === undefined) {
+      const list = this.raw.get(w.topic);
+      if (list !== undefined) {
+        removeItem(list, w);
+        if (list.length === 0) this.raw.delete(w.topic);
       }
-      this.dropIfEmpty(w.topic, t);
+    } else {
+      const key = keyOf(w.topic, w.id);
+      const filed = this.byKey.get(key);
+      if (filed === w) this.byKey.delete(key);
+      else if (Array.isArray(filed)) {
+        removeItem(filed, w);
+        if (filed.length === 0) this.byKey.delete(key);
+      }
     }
-    if (this.settle(w)) w.reject(err);
+    if (this.settle(w)) rejectWaiter(w, err);
     return true;
   }
 
   /** Rejects every waiter (backend closing). */
   failAll(err: Error): void {
     const all: WaiterImpl[] = [];
-    for (const t of this.topics.values()) {
-      for (const list of t.byId.values()) all.push(...list);
-      if (t.raw !== undefined) all.push(...t.raw);
+    for (const filed of this.byKey.values()) {
+      if (Array.isArray(filed)) all.push(...filed);
+      else all.push(filed);
     }
-    this.topics.clear();
-    for (const w of all) if (this.settle(w)) w.reject(err);
+    for (const list of this.raw.values()) all.push(...list);
+    this.byKey.clear();
+    this.raw.clear();
+    for (const w of all) if (this.settle(w)) rejectWaiter(w, err);
   }
 
   /** Marks `w` settled; false when it already was (no closure per settlement). */
@@ -176,12 +211,16 @@ export class ReplyMatcher {
     this.count--;
     return true;
   }
+}
 
-  private dropIfEmpty(topic: string, t: TopicWaiters): void {
-    if (t.byId.size === 0 && (t.raw === undefined || t.raw.length === 0)) {
-      this.topics.delete(topic);
-    }
-  }
+/**
+ * Rejects a waiter's promise. It may be failed before anyone awaits it (a publish that failed,
+ * the backend closing): it must not become an unhandled rejection. Marked handled here rather
+ * than when made, so an answered request costs no extra promise.
+ */
+function rejectWaiter(w: WaiterImpl, err: Error): void {
+  w.promise.catch(noop);
+  w.reject(err);
 }
 
 function noop(): void {}

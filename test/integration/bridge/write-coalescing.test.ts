@@ -76,12 +76,12 @@ async function openConnection(
   return conn;
 }
 
-describe('bridge connection write coalescing', () => {
-  const conns: PoolConnection[] = [];
-  after(async () => {
-    for (const c of conns) await c.close();
-  });
+const conns: PoolConnection[] = [];
+after(async () => {
+  for (const c of conns) await c.close();
+});
 
+describe('bridge connection write coalescing', () => {
   it('sends publishes of one event loop turn in one write, each still acknowledged', async () => {
     const c = await openConnection();
     conns.push(c);
@@ -142,5 +142,42 @@ describe('bridge connection write coalescing', () => {
     } finally {
       spy.restore();
     }
+  });
+});
+
+describe('bridge connection work per publish', () => {
+  it('sets no Node timer per PUBACK (the keep-alive restart only moves a deadline)', async () => {
+    const c = await openConnection();
+    conns.push(c);
+    // one publish first: whatever a first publish sets up is not counted
+    assert.equal(await publish(c, 'first'), undefined);
+    const timers = { setInterval: 0, setTimeout: 0 };
+    const original = { setInterval: globalThis.setInterval, setTimeout: globalThis.setTimeout };
+    globalThis.setInterval = (...args: Parameters<typeof setInterval>) => {
+      timers.setInterval++;
+      return original.setInterval(...args);
+    };
+    globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
+      timers.setTimeout++;
+      return original.setTimeout(...args);
+    }) as typeof setTimeout;
+    try {
+      for (let i = 0; i < 20; i++) assert.equal(await publish(c, `n${i}`), undefined);
+    } finally {
+      globalThis.setInterval = original.setInterval;
+      globalThis.setTimeout = original.setTimeout;
+    }
+    // before: mqtt.js cleared and set its keep-alive interval on each of the 20 PUBACKs
+    assert.deepEqual(timers, { setInterval: 0, setTimeout: 0 });
+  });
+
+  it("leaves mqtt.js's debug logger out when DEBUG is not set", async () => {
+    const c = await openConnection();
+    conns.push(c);
+    const client = (c as unknown as { session?: { client: { log?: { namespace?: string } } } })
+      .session?.client;
+    assert.ok(client !== undefined);
+    // a debug logger carries its namespace (`mqttjs:client`)
+    assert.equal(process.env['DEBUG'] === undefined ? client.log?.namespace : undefined, undefined);
   });
 });

@@ -1,4 +1,8 @@
-/** Pure parts of the MQTT bridge backend: reply matching, subscriptions, counters, errors. */
+/**
+ * Pure parts of the MQTT bridge backend: reply matching, subscriptions, counters, errors, and
+ * the keep-alive timer handed to mqtt.js.
+ */
+import { createHook } from 'node:async_hooks';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -19,6 +23,8 @@ import {
 } from '../../../src/bridge/mqtt/subscriptions.js';
 import { MQTT_BRIDGE_DEFAULTS } from '../../helpers/component-defaults.js';
 import { ManualClock } from '../../../src/time/clock.js';
+import { KeepaliveManager, type MqttClient } from 'mqtt';
+import { KeepaliveTimer } from '../../../src/bridge/mqtt/keepalive-timer.js';
 
 const buf = (s: string): Buffer => Buffer.from(s);
 const tick = (ms = 0): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -91,6 +97,44 @@ describe('ReplyMatcher', () => {
     // failed before anyone awaited it: must not crash the process
     m.fail(m.add('t', '3'), new Error('nobody listens'));
     await tick(5);
+  });
+
+  it('makes one promise per answered waiter (none more to guard against unhandled rejections)', async () => {
+    const m = new ReplyMatcher();
+    let promises = 0;
+    const hook = createHook({
+      init: (_id, type) => {
+        if (type === 'PROMISE') promises++;
+      },
+    });
+    hook.enable();
+    let w;
+    try {
+      w = m.add('t', '1');
+      m.deliver('t', buf('{"id":"1"}'));
+    } finally {
+      hook.disable();
+    }
+    assert.equal(promises, 1);
+    assert.equal((await w.promise).toString(), '{"id":"1"}');
+  });
+
+  it('matches the exact topic and id, also where a topic holds U+0000', async () => {
+    const m = new ReplyMatcher();
+    const a = m.add('t', 'x\u0000y');
+    const b = m.add('t\u0000x', 'y');
+    const c = m.add('t\u0000x', 'y');
+    assert.equal(m.deliver('t', buf('{"id":"x\\u0000y"}')), 1);
+    assert.equal((await a.promise).toString(), '{"id":"x\\u0000y"}');
+    assert.equal(m.deliver('t', buf('{"id":"x\\u0000y"}')), 0);
+    assert.equal(m.size, 2);
+    const d = m.add('t', 'x\u0000y');
+    assert.equal(m.deliver('t\u0000x', buf('{"id":"y"}')), 2);
+    assert.deepEqual(await b.promise, await c.promise);
+    assert.equal(m.size, 1);
+    assert.equal(m.fail(d, new Error('timeout')), true);
+    await assert.rejects(d.promise, /timeout/);
+    assert.equal(m.size, 0);
   });
 });
 
@@ -307,5 +351,81 @@ describe('MqttBridgeBackend without a broker', () => {
     } finally {
       await b.close();
     }
+  });
+});
+
+/** A clock that counts the host timers set on it. */
+class CountingClock extends ManualClock {
+  set = 0;
+  override setTimeout(fn: () => void, ms: number, keepAlive = false): number {
+    this.set++;
+    return super.setTimeout(fn, ms, keepAlive);
+  }
+}
+
+function managed(keepaliveSec: number): {
+  clock: CountingClock;
+  manager: KeepaliveManager;
+  events: string[];
+} {
+  const clock = new CountingClock();
+  const events: string[] = [];
+  const client = {
+    keepalive: keepaliveSec,
+    log: () => undefined,
+    sendPing: () => events.push(`ping@${clock.now()}`),
+    onKeepaliveTimeout: () => events.push(`timeout@${clock.now()}`),
+  };
+  const manager = new KeepaliveManager(
+    client as unknown as MqttClient,
+    new KeepaliveTimer(clock).forMqtt(),
+  );
+  return { clock, manager, events };
+}
+
+/**
+ * `bridge/mqtt/keepalive-timer.ts` driven by mqtt.js's own KeepaliveManager on a ManualClock:
+ * the ping and the timeout come when they would with a Node interval, a restart (what every
+ * PUBACK does) moves them, and a restart sets no host timer while one is pending.
+ */
+describe('KeepaliveTimer under mqtt.js keep-alive', () => {
+  it('pings after two half-intervals of silence and times out after a third', () => {
+    const { clock, events } = managed(30);
+    clock.advance(29_999);
+    assert.deepEqual(events, []);
+    clock.advance(1);
+    assert.deepEqual(events, ['ping@30000']);
+    clock.advance(15_000);
+    assert.deepEqual(events, ['ping@30000', 'timeout@45000']);
+  });
+
+  it('a restart moves the ping without setting another host timer', () => {
+    const { clock, manager, events } = managed(30);
+    assert.equal(clock.set, 1);
+    for (let t = 0; t < 100; t++) {
+      clock.advance(100);
+      manager.reschedule(); // a PUBACK
+    }
+    assert.equal(clock.set, 1, 'one host timer for 100 restarts');
+    // the last restart at 10 s: the first half-interval ends at 25 s, the ping is due at 40 s
+    clock.advance(29_999);
+    assert.deepEqual(events, []);
+    clock.advance(1);
+    assert.deepEqual(events, ['ping@40000']);
+  });
+
+  it('stops when mqtt.js clears it', () => {
+    const { clock, manager, events } = managed(30);
+    manager.destroy();
+    clock.advance(120_000);
+    assert.deepEqual(events, []);
+    assert.equal(clock.pending, 0);
+  });
+
+  it('a shorter interval set later takes effect at once', () => {
+    const { clock, manager, events } = managed(60);
+    manager.setKeepalive(2);
+    clock.advance(2_000);
+    assert.deepEqual(events, ['ping@2000']);
   });
 });
