@@ -21,6 +21,8 @@
  * the RFC 9146 additional data in the MAC or AEAD input; `open` then returns the whole
  * DTLSInnerPlaintext, which the caller unwraps (it may carry zero padding from the peer).
  */
+// Node's global `Buffer` is a getter: an imported binding is a constant (bench/README.md, records)
+import { Buffer } from 'node:buffer';
 import {
   createCipheriv,
   createDecipheriv,
