@@ -29,7 +29,7 @@ import {
   NO_TRACING,
   type Tracing,
 } from '../../telemetry/trace.js';
-import { MALFORMED_PATH, toBridgeRequest, toCoapReply } from './coap-adapter.js';
+import { MALFORMED_PATH, methodName, toBridgeRequest, toCoapReply } from './coap-adapter.js';
 
 const METHOD_NAMES = new Map<number, string>([
   [Code.GET, 'GET'],
@@ -108,8 +108,12 @@ export function createRequestHandler(
   ): CoapReply => {
     const reply = toCoapReply(res);
     const code = CODE_LABELS[reply.code] ?? String(reply.code);
-    const method = METHOD_NAMES.get(req.method) ?? 'OTHER';
-    requests.record(method, res.topicClass ?? 'none', code, (performance.now() - started) / 1000);
+    requests.record(
+      methodName(req.method),
+      res.topicClass ?? 'none',
+      code,
+      (performance.now() - started) / 1000,
+    );
     if (span !== undefined) {
       span.setAttribute('coap.response_code', code);
       if (res.topicClass !== undefined) span.setAttribute('coap_edge.topic_class', res.topicClass);
