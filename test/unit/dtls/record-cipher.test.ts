@@ -200,6 +200,20 @@ function countingBufferCalls<T>(
   }
 }
 
+/**
+ * A CCM_8 sealer and opener of one key that have passed two records of `pt`: the first of each
+ * goes through a one-shot cipher, the second makes the long-lived objects.
+ */
+function warmCcm8Pair(): { sealer: RecordCipher; opener: RecordCipher; pt: Buffer } {
+  const keys = splitKeyBlock(CCM, keyBlockFor(CCM)).client;
+  const sealer = createRecordCipher(CCM, keys, false);
+  const opener = createRecordCipher(CCM, keys, false);
+  const pt = Buffer.from('a CoAP message of 20');
+  for (let seq = 1; seq <= 2; seq++)
+    assert.ok(opener.open(23, DTLS_1_2, 1, seq, bodyOf(sealer.seal(23, 1, seq, pt)))?.equals(pt));
+  return { sealer, opener, pt };
+}
+
 describe('CCM_8 records on the long-lived objects: the bytes by loop, not by Buffer calls', () => {
   // a seal of this record used to make 9 Buffer.copy calls (the nonce into each counter
   // block and B_0, the explicit nonce twice, the AAD, the plaintext, the chaining value),
@@ -207,13 +221,7 @@ describe('CCM_8 records on the long-lived objects: the bytes by loop, not by Buf
   const counting = <T>(run: () => T) => countingBufferCalls(['copy', 'fill', 'subarray'], run);
 
   test('seal and open of a 20-byte record after the first: no copy, fill or new view', () => {
-    const keys = splitKeyBlock(CCM, keyBlockFor(CCM)).client;
-    const sealer = createRecordCipher(CCM, keys, false);
-    const opener = createRecordCipher(CCM, keys, false);
-    const pt = Buffer.from('a CoAP message of 20');
-    // the first record of each goes through a one-shot cipher; the second makes the objects
-    for (let seq = 1; seq <= 2; seq++)
-      assert.ok(opener.open(23, DTLS_1_2, 1, seq, bodyOf(sealer.seal(23, 1, seq, pt)))?.equals(pt));
+    const { sealer, opener, pt } = warmCcm8Pair();
     const body = bodyOf(sealer.seal(23, 1, 3, pt));
     const sealed = counting(() => sealer.seal(23, 1, 4, pt));
     assert.deepEqual(sealed.calls, { copy: 0, fill: 0, subarray: 0 }, 'seal');
@@ -233,12 +241,7 @@ describe('record headers by byte, not by Buffer read/write calls', () => {
   const none = { readUInt16BE: 0, readUIntBE: 0, writeUInt16BE: 0, writeUIntBE: 0 };
 
   test('seal, readRecord and open of a CCM_8 record make none', () => {
-    const keys = splitKeyBlock(CCM, keyBlockFor(CCM)).client;
-    const sealer = createRecordCipher(CCM, keys, false);
-    const opener = createRecordCipher(CCM, keys, false);
-    const pt = Buffer.from('a CoAP message of 20');
-    for (let seq = 1; seq <= 2; seq++)
-      assert.ok(opener.open(23, DTLS_1_2, 1, seq, bodyOf(sealer.seal(23, 1, seq, pt)))?.equals(pt));
+    const { sealer, opener, pt } = warmCcm8Pair();
     const sealed = countingBufferCalls(fields, () => sealer.seal(23, 1, 3, pt));
     assert.deepEqual(sealed.calls, none, 'seal');
     const read = countingBufferCalls(fields, () => readRecord(sealed.result, 0));
