@@ -13,6 +13,8 @@
  * @module
  */
 
+// Node's global `Buffer` is a getter: an imported binding is a constant (bench/README.md, records)
+import { Buffer } from 'node:buffer';
 import {
   MAX_OPTION_LENGTH,
   MAX_OPTION_NUMBER,

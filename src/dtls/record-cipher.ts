@@ -21,6 +21,8 @@
  * the RFC 9146 additional data in the MAC or AEAD input; `open` then returns the whole
  * DTLSInnerPlaintext, which the caller unwraps (it may carry zero padding from the peer).
  */
+// Node's global `Buffer` is a getter: an imported binding is a constant (bench/README.md, records)
+import { Buffer } from 'node:buffer';
 import {
   createCipheriv,
   createDecipheriv,
@@ -109,6 +111,29 @@ export function createRecordCipher(
   throw new RangeError(`unsupported cipher suite 0x${suite.toString(16)}`);
 }
 
+/**
+ * Big-endian 16 and 48-bit writes of the header fields. `Buffer#writeUInt16BE` and
+ * `writeUIntBE` check the value's range and the offset on every call (through a
+ * stack-hiding wrapper); every field here is in range by construction (epoch and length
+ * 16-bit, a sequence number below 2^48) and every offset inside a buffer sized for it
+ * (bench/README.md, records).
+ */
+function put16(out: Buffer, at: number, v: number): void {
+  out[at] = v >>> 8;
+  out[at + 1] = v & 0xff;
+}
+
+function put48(out: Buffer, at: number, v: number): void {
+  const hi = (v / 0x100000000) >>> 0;
+  const lo = v >>> 0;
+  out[at] = hi >>> 8;
+  out[at + 1] = hi & 0xff;
+  out[at + 2] = lo >>> 24;
+  out[at + 3] = (lo >>> 16) & 0xff;
+  out[at + 4] = (lo >>> 8) & 0xff;
+  out[at + 5] = lo & 0xff;
+}
+
 /** Writes a record header; with `cid`, the tls12_cid header (CID before the length). */
 export function writeRecordHeader(
   out: Buffer,
@@ -120,15 +145,15 @@ export function writeRecordHeader(
   cid?: Buffer,
 ): void {
   out[0] = type;
-  out.writeUInt16BE(version, 1);
-  out.writeUInt16BE(epoch, 3);
-  out.writeUIntBE(seq, 5, 6);
+  put16(out, 1, version);
+  put16(out, 3, epoch);
+  put48(out, 5, seq);
   if (cid === undefined) {
-    out.writeUInt16BE(length, 11);
+    put16(out, 11, length);
     return;
   }
   cid.copy(out, 11);
-  out.writeUInt16BE(length, 11 + cid.length);
+  put16(out, 11 + cid.length, length);
 }
 
 /** seq_num(8) | type | version | length: the MAC/AAD prefix (RFC 6347 §4.1.2.1). */
@@ -140,11 +165,11 @@ function writePseudoHeader(
   version: number,
   length: number,
 ): void {
-  out.writeUInt16BE(epoch, 0);
-  out.writeUIntBE(seq, 2, 6);
+  put16(out, 0, epoch);
+  put48(out, 2, seq);
   out[8] = type;
-  out.writeUInt16BE(version, 9);
-  out.writeUInt16BE(length, 11);
+  put16(out, 9, version);
+  put16(out, 11, length);
 }
 
 /** 8 × 0xFF, tls12_cid, cid_length, tls12_cid, version, epoch, seq(6), length: 23 + CID. */
@@ -182,11 +207,11 @@ class PseudoHeader {
     out[8] = ContentType.tls12Cid;
     out[9] = cid.length;
     out[10] = ContentType.tls12Cid;
-    out.writeUInt16BE(version, 11);
-    out.writeUInt16BE(epoch, 13);
-    out.writeUIntBE(seq, 15, 6);
+    put16(out, 11, version);
+    put16(out, 13, epoch);
+    put48(out, 15, seq);
     cid.copy(out, 21);
-    out.writeUInt16BE(length, 21 + cid.length);
+    put16(out, 21 + cid.length, length);
     return out;
   }
 }

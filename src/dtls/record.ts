@@ -62,16 +62,27 @@ export function readRecord(buf: Buffer, offset: number, cidLength = 0): DtlsReco
   const cidLen = type === ContentType.tls12Cid ? cidLength : 0;
   const headerLength = RECORD_HEADER_LENGTH + cidLen;
   if (buf.length - offset < headerLength) return undefined;
-  const version = buf.readUInt16BE(offset + 1);
-  if (version >>> 8 !== 0xfe) return undefined;
-  const length = buf.readUInt16BE(offset + 11 + cidLen);
+  // the header's fields read byte by byte: the bounds are checked above, and each
+  // `readUInt16BE` / `readUIntBE` call would check them again (bench/README.md, records)
+  const major = buf[offset + 1] ?? 0;
+  if (major !== 0xfe) return undefined;
+  const lengthAt = offset + 11 + cidLen;
+  const length = ((buf[lengthAt] ?? 0) << 8) | (buf[lengthAt + 1] ?? 0);
   const end = offset + headerLength + length;
   if (length > MAX_RECORD_BODY || end > buf.length) return undefined;
+  // 48-bit sequence number: the high 16 bits times 2^32 plus the low 32, exact in a number
+  const seq =
+    (((buf[offset + 5] ?? 0) << 8) | (buf[offset + 6] ?? 0)) * 0x100000000 +
+    ((((buf[offset + 7] ?? 0) << 24) |
+      ((buf[offset + 8] ?? 0) << 16) |
+      ((buf[offset + 9] ?? 0) << 8) |
+      (buf[offset + 10] ?? 0)) >>>
+      0);
   return new RecordView(
     type,
-    version,
-    buf.readUInt16BE(offset + 3),
-    buf.readUIntBE(offset + 5, 6),
+    (major << 8) | (buf[offset + 2] ?? 0),
+    ((buf[offset + 3] ?? 0) << 8) | (buf[offset + 4] ?? 0),
+    seq,
     type === ContentType.tls12Cid ? buf.subarray(offset + 11, offset + 11 + cidLen) : undefined,
     buf.subarray(offset + headerLength, end),
     buf,

@@ -19,6 +19,9 @@
  *
  * @module
  */
+// Node's global `performance` is a getter: an imported binding is a constant (bench/README.md,
+// records)
+import { performance } from 'node:perf_hooks';
 
 /**
  * A timer set with {@link Clock.setTimeout} or {@link Clock.setInterval}; opaque to callers

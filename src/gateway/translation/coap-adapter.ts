@@ -37,7 +37,8 @@ const STATUS_CODES: Record<BridgeStatus, number> = {
   'gateway-timeout': Code.GATEWAY_TIMEOUT,
 };
 
-function method(code: number): Method {
+/** The bridge's name of a CoAP method code (also the `method` label of the request metrics). */
+export function methodName(code: number): Method {
   switch (code) {
     case Code.GET:
       return 'GET';
@@ -73,7 +74,7 @@ export function toBridgeRequest(
   if (path === undefined) return undefined;
   return {
     principal: req.peer.principal,
-    method: method(m.code),
+    method: methodName(m.code),
     path,
     query: getOption(m, OptionNumber.URI_QUERY) === undefined ? NO_QUERY : uriQuery(m),
     payload: req.payload,

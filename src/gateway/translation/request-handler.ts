@@ -2,6 +2,9 @@
  * The CoAP request handler: maps a CoAP request to the bridge and the answer back, records
  * request metrics, and (when traced) wraps the exchange in a `coap.exchange` span.
  */
+// Node's global `performance` is a getter: an imported binding is a constant (bench/README.md,
+// records)
+import { performance } from 'node:perf_hooks';
 import { authorize, type Router } from '../../bridge/router.js';
 import type { BridgeResponse, Principal } from '../../bridge/types.js';
 import { Code, OptionNumber, formatCode } from '../../coap/constants.js';
@@ -26,7 +29,7 @@ import {
   NO_TRACING,
   type Tracing,
 } from '../../telemetry/trace.js';
-import { MALFORMED_PATH, toBridgeRequest, toCoapReply } from './coap-adapter.js';
+import { MALFORMED_PATH, methodName, toBridgeRequest, toCoapReply } from './coap-adapter.js';
 
 const METHOD_NAMES = new Map<number, string>([
   [Code.GET, 'GET'],
@@ -105,8 +108,12 @@ export function createRequestHandler(
   ): CoapReply => {
     const reply = toCoapReply(res);
     const code = CODE_LABELS[reply.code] ?? String(reply.code);
-    const method = METHOD_NAMES.get(req.method) ?? 'OTHER';
-    requests.record(method, res.topicClass ?? 'none', code, (performance.now() - started) / 1000);
+    requests.record(
+      methodName(req.method),
+      res.topicClass ?? 'none',
+      code,
+      (performance.now() - started) / 1000,
+    );
     if (span !== undefined) {
       span.setAttribute('coap.response_code', code);
       if (res.topicClass !== undefined) span.setAttribute('coap_edge.topic_class', res.topicClass);

@@ -175,39 +175,53 @@ describe('Ccm8 (CCM_8 from AES-ECB and a running AES-CBC)', () => {
   });
 });
 
+/** Runs `run` with the named `Buffer.prototype` methods counted. */
+function countingBufferCalls<T>(
+  counted: readonly string[],
+  run: () => T,
+): { result: T; calls: Record<string, number> } {
+  const calls: Record<string, number> = {};
+  for (const name of counted) calls[name] = 0;
+  const proto = Buffer.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const originals = counted.map((name) => proto[name]!);
+  counted.forEach((name, i) => {
+    const original = originals[i]!;
+    proto[name] = function (this: Buffer, ...a: unknown[]) {
+      calls[name]!++;
+      return original.apply(this, a);
+    };
+  });
+  try {
+    return { result: run(), calls };
+  } finally {
+    counted.forEach((name, i) => {
+      proto[name] = originals[i]!;
+    });
+  }
+}
+
+/**
+ * A CCM_8 sealer and opener of one key that have passed two records of `pt`: the first of each
+ * goes through a one-shot cipher, the second makes the long-lived objects.
+ */
+function warmCcm8Pair(): { sealer: RecordCipher; opener: RecordCipher; pt: Buffer } {
+  const keys = splitKeyBlock(CCM, keyBlockFor(CCM)).client;
+  const sealer = createRecordCipher(CCM, keys, false);
+  const opener = createRecordCipher(CCM, keys, false);
+  const pt = Buffer.from('a CoAP message of 20');
+  for (let seq = 1; seq <= 2; seq++)
+    assert.ok(opener.open(23, DTLS_1_2, 1, seq, bodyOf(sealer.seal(23, 1, seq, pt)))?.equals(pt));
+  return { sealer, opener, pt };
+}
+
 describe('CCM_8 records on the long-lived objects: the bytes by loop, not by Buffer calls', () => {
   // a seal of this record used to make 9 Buffer.copy calls (the nonce into each counter
   // block and B_0, the explicit nonce twice, the AAD, the plaintext, the chaining value),
   // 2 fills and 2 scratch views; a CoAP-sized record now needs none of them
-  const counted = ['copy', 'fill', 'subarray'] as const;
-  function counting<T>(run: () => T): { result: T; calls: Record<string, number> } {
-    const calls: Record<string, number> = { copy: 0, fill: 0, subarray: 0 };
-    const proto = Buffer.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
-    const originals = counted.map((name) => proto[name]!);
-    counted.forEach((name, i) => {
-      const original = originals[i]!;
-      proto[name] = function (this: Buffer, ...a: unknown[]) {
-        calls[name]!++;
-        return original.apply(this, a);
-      };
-    });
-    try {
-      return { result: run(), calls };
-    } finally {
-      counted.forEach((name, i) => {
-        proto[name] = originals[i]!;
-      });
-    }
-  }
+  const counting = <T>(run: () => T) => countingBufferCalls(['copy', 'fill', 'subarray'], run);
 
   test('seal and open of a 20-byte record after the first: no copy, fill or new view', () => {
-    const keys = splitKeyBlock(CCM, keyBlockFor(CCM)).client;
-    const sealer = createRecordCipher(CCM, keys, false);
-    const opener = createRecordCipher(CCM, keys, false);
-    const pt = Buffer.from('a CoAP message of 20');
-    // the first record of each goes through a one-shot cipher; the second makes the objects
-    for (let seq = 1; seq <= 2; seq++)
-      assert.ok(opener.open(23, DTLS_1_2, 1, seq, bodyOf(sealer.seal(23, 1, seq, pt)))?.equals(pt));
+    const { sealer, opener, pt } = warmCcm8Pair();
     const body = bodyOf(sealer.seal(23, 1, 3, pt));
     const sealed = counting(() => sealer.seal(23, 1, 4, pt));
     assert.deepEqual(sealed.calls, { copy: 0, fill: 0, subarray: 0 }, 'seal');
@@ -217,6 +231,84 @@ describe('CCM_8 records on the long-lived objects: the bytes by loop, not by Buf
     assert.deepEqual(opened.calls, { copy: 0, fill: 0, subarray: 3 }, 'open');
     // and the bytes are still aes-128-ccm's: the record sealed while counting opens
     assert.ok(opener.open(23, DTLS_1_2, 1, 4, bodyOf(sealed.result))?.equals(pt));
+  });
+});
+
+describe('record headers by byte, not by Buffer read/write calls', () => {
+  // Buffer's readUInt16BE/readUIntBE/writeUInt16BE/writeUIntBE check range and offset on
+  // every call; a seal made 8 such writes (header and AAD), an open 4 and readRecord 4 reads
+  const fields = ['readUInt16BE', 'readUIntBE', 'writeUInt16BE', 'writeUIntBE'];
+  const none = { readUInt16BE: 0, readUIntBE: 0, writeUInt16BE: 0, writeUIntBE: 0 };
+
+  test('seal, readRecord and open of a CCM_8 record make none', () => {
+    const { sealer, opener, pt } = warmCcm8Pair();
+    const sealed = countingBufferCalls(fields, () => sealer.seal(23, 1, 3, pt));
+    assert.deepEqual(sealed.calls, none, 'seal');
+    const read = countingBufferCalls(fields, () => readRecord(sealed.result, 0));
+    assert.deepEqual(read.calls, none, 'readRecord');
+    const rec = read.result;
+    assert.ok(rec !== undefined);
+    const opened = countingBufferCalls(fields, () =>
+      opener.open(rec.type, rec.version, rec.epoch, rec.seq, rec.body),
+    );
+    assert.deepEqual(opened.calls, none, 'open');
+    assert.ok(opened.result?.equals(pt));
+  });
+
+  test('header fields at their extremes: the bytes Buffer methods write, read back', () => {
+    const cid = Buffer.from([0xc1, 0xd2, 0xe3]);
+    for (const [epoch, seq, length] of [
+      [0, 0, 0],
+      [1, 1, 1],
+      [0xffff, 2 ** 32 - 1, 0xff],
+      [0x1234, 2 ** 32, 0x100],
+      [0xfffe, 2 ** 40 + 0x0102_0304, 0x3fff],
+      [0xffff, MAX_SEQUENCE, 0x4000],
+    ] as const) {
+      for (const withCid of [false, true]) {
+        const hl = 13 + (withCid ? cid.length : 0);
+        const out = Buffer.alloc(hl + length, 0xaa);
+        writeRecordHeader(
+          out,
+          withCid ? 25 : 23,
+          DTLS_1_2,
+          epoch,
+          seq,
+          length,
+          withCid ? cid : undefined,
+        );
+        const expected = Buffer.alloc(hl);
+        expected[0] = withCid ? 25 : 23;
+        expected.writeUInt16BE(DTLS_1_2, 1);
+        expected.writeUInt16BE(epoch, 3);
+        expected.writeUIntBE(seq, 5, 6);
+        if (withCid) cid.copy(expected, 11);
+        expected.writeUInt16BE(length, hl - 2);
+        assert.equal(
+          out.subarray(0, hl).toString('hex'),
+          expected.toString('hex'),
+          `${epoch}/${seq}`,
+        );
+        const rec = readRecord(out, 0, withCid ? cid.length : 0);
+        assert.ok(rec !== undefined);
+        assert.deepEqual(
+          [rec.type, rec.version, rec.epoch, rec.seq, rec.body.length, rec.length],
+          [withCid ? 25 : 23, DTLS_1_2, epoch, seq, length, hl + length],
+        );
+        assert.equal(rec.cid?.toString('hex'), withCid ? cid.toString('hex') : undefined);
+      }
+    }
+  });
+
+  test('readRecord: DTLS 1.0 version read back; a non-DTLS major byte or a cut header is refused', () => {
+    const rec = Buffer.alloc(13 + 2);
+    writeRecordHeader(rec, 22, DTLS_1_0, 0, 7, 2);
+    assert.equal(readRecord(rec, 0)?.version, DTLS_1_0);
+    const tls = Buffer.from(rec);
+    tls[1] = 0x03;
+    assert.equal(readRecord(tls, 0), undefined);
+    assert.equal(readRecord(rec.subarray(0, 12), 0), undefined);
+    assert.equal(readRecord(rec.subarray(0, 14), 0), undefined, 'body cut');
   });
 });
 

@@ -6,7 +6,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createMetrics } from '../../../src/telemetry/metrics.js';
+import { RequestStats, createMetrics } from '../../../src/telemetry/metrics.js';
 
 const NAME = 'coap_edge_coap_request_duration_seconds';
 
@@ -77,4 +77,49 @@ test('request counts: one entry per method, topic class and code, with its count
     'POST uplink 2.04 2',
     'POST uplink 5.04 1',
   ]);
+});
+
+test('request counts: a request with the labels of the one before looks nothing up', () => {
+  const stats = new RequestStats([1, 10]);
+  const saved = Object.getOwnPropertyDescriptor(Map.prototype, 'get')!;
+  const mapGet = saved.value as (this: Map<unknown, unknown>, key: unknown) => unknown;
+  let gets = 0;
+  const counted = (run: () => void): number => {
+    gets = 0;
+    Map.prototype.get = function (this: Map<unknown, unknown>, key: unknown): unknown {
+      gets++;
+      return mapGet.call(this, key);
+    };
+    try {
+      run();
+    } finally {
+      Object.defineProperty(Map.prototype, 'get', saved);
+    }
+    return gets;
+  };
+  // label strings built at run time, as the handler's code labels are: equal, not identical
+  const code = (c: string): string => ['4', c].join('.');
+  assert.equal(
+    counted(() => stats.record('GET', 'none', code('04'), 0.001)),
+    4,
+    'first',
+  );
+  assert.equal(
+    counted(() => stats.record('GET', 'none', code('04'), 0.02)),
+    0,
+    'repeated',
+  );
+  stats.record('POST', 'uplink', '2.04', 0.5);
+  stats.record('GET', 'none', code('04'), 0.001);
+  stats.record('GET', 'none', '2.05', 0.001);
+  stats.record('GET', 'none', '2.05', 0.001);
+  stats.record('GET', 'none', code('04'), 20);
+  assert.deepEqual(
+    stats.entries().map(([l, n]) => `${l.method} ${l.topic_class} ${l.code} ${n}`),
+    ['GET none 4.04 4', 'GET none 2.05 2', 'POST uplink 2.04 1'],
+  );
+  const byMethod = new Map(stats.latencies());
+  assert.equal(byMethod.get('GET')?.count, 6);
+  assert.deepEqual(byMethod.get('GET')?.cumulative, [4, 4]);
+  assert.equal(byMethod.get('POST')?.count, 1);
 });
