@@ -133,12 +133,44 @@ const NO_FLIGHT: readonly FlightEntry[] = [];
 const NO_HELD: DtlsRecord[] = [];
 const RENEGOTIATION_INFO_EMPTY = Buffer.from([0]);
 
+/**
+ * Server randoms are cut from a block drawn 64 at a time (one randomFillSync per 64
+ * handshakes instead of one each). Each is a view of its block; a new block is drawn when one
+ * is used up, so no random is handed out twice. They are public (sent in the ServerHello).
+ */
+const RANDOMS_PER_BLOCK = 64;
+const SERVER_RANDOM_LENGTH = 32;
+let randomBlock = Buffer.alloc(0);
+let randomAt = 0;
+
+function nextServerRandom(): Buffer {
+  if (randomAt + SERVER_RANDOM_LENGTH > randomBlock.length) {
+    randomBlock = randomBytes(RANDOMS_PER_BLOCK * SERVER_RANDOM_LENGTH);
+    randomAt = 0;
+  }
+  const r = randomBlock.subarray(randomAt, randomAt + SERVER_RANDOM_LENGTH);
+  randomAt += SERVER_RANDOM_LENGTH;
+  return r;
+}
+
+/** Our first suite the client offers as well; 0: none. */
+function firstShared(ours: readonly number[], offered: readonly number[]): number {
+  for (const cs of ours) if (offered.includes(cs)) return cs;
+  return 0;
+}
+
+/** Whether the null compression method (0) is offered; a loop, not Buffer's native indexOf. */
+function hasNullCompression(methods: Buffer): boolean {
+  for (let i = 0; i < methods.length; i++) if (methods[i] === 0) return true;
+  return false;
+}
+
 export class ServerHandshake<P> implements Timed {
   private state: State = 'wait-cke';
   private readonly transcript = new Transcript();
   private readonly reassembler: Reassembler;
   private readonly epoch0: { seq: number };
-  private readonly serverRandom = randomBytes(32);
+  private readonly serverRandom = nextServerRandom();
   private readonly clientRandom: Buffer;
   private readonly clientHelloSeq: number;
   private readonly suite: number;
@@ -200,7 +232,7 @@ export class ServerHandshake<P> implements Timed {
     this.retransmitMs = s.retransmitTimeoutMs;
     this.startedAt = host.now();
     this.deadline = this.startedAt + s.handshakeTimeoutMs;
-    this.suite = s.cipherSuites.find((cs) => ch.cipherSuites.includes(cs)) ?? 0;
+    this.suite = firstShared(s.cipherSuites, ch.cipherSuites);
     this.ems = ch.extensions.has(ExtensionType.extendedMasterSecret);
     this.etm =
       ch.extensions.has(ExtensionType.encryptThenMac) &&
@@ -242,7 +274,7 @@ export class ServerHandshake<P> implements Timed {
       this.fail('protocol-version', undefined, AlertDescription.protocolVersion);
       return;
     }
-    if (!ch.compressionMethods.includes(0)) {
+    if (!hasNullCompression(ch.compressionMethods)) {
       this.fail('protocol-error', 'no null compression', AlertDescription.illegalParameter);
       return;
     }
