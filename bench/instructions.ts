@@ -25,7 +25,8 @@
  *   Mosquitto of its own, as bench/uplink.ts does: publish only (answered 2.04 on the PUBACK) or
  *   publish + platform reply (a stand-in process answers on `…_reply`). `--tracing 0|1|100`
  *   gives coap-edge an OTLP endpoint (a sink process) and that sampling percentage (0: tracing
- *   on with no datagram sampled, the unsampled path alone).
+ *   on with no datagram sampled, the unsampled path alone); the sink's spans and export
+ *   requests per segment are reported (`segmentSpans`).
  * Servers (`--server`): `coap-edge` (`--build <dir>`: a checkout with a compiled dist/; default
  * this one), `libcoap` (coap-server-openssl -k, as dtls-records runs it; `-d` for the uplink
  * kinds, which it answers with no backend) and `floor` (bench/lib/records-floor.ts for records,
