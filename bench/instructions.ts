@@ -25,7 +25,8 @@
  *   Mosquitto of its own, as bench/uplink.ts does: publish only (answered 2.04 on the PUBACK) or
  *   publish + platform reply (a stand-in process answers on `…_reply`). `--tracing 0|1|100`
  *   gives coap-edge an OTLP endpoint (a sink process) and that sampling percentage (0: tracing
- *   on with no datagram sampled, the unsampled path alone).
+ *   on with no datagram sampled, the unsampled path alone); the sink's spans and export
+ *   requests per segment are reported (`segmentSpans`).
  * Servers (`--server`): `coap-edge` (`--build <dir>`: a checkout with a compiled dist/; default
  * this one), `libcoap` (coap-server-openssl -k, as dtls-records runs it; `-d` for the uplink
  * kinds, which it answers with no backend) and `floor` (bench/lib/records-floor.ts for records,
@@ -139,6 +140,13 @@ interface Rig {
   readonly server: ServerProcess;
   readonly op: Op;
   readonly close: () => Promise<void>;
+  /** With `--tracing`: the OTLP sink's counts so far (export requests, spans). */
+  readonly spanCounts?: () => Promise<SpanCounts>;
+}
+
+interface SpanCounts {
+  readonly requests: number;
+  readonly spans: number;
 }
 
 interface Config {
@@ -256,6 +264,7 @@ async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
   const n = c.associations;
   let broker: Broker | undefined;
   const helpers: IpcChild[] = [];
+  let spanSink: IpcChild | undefined;
   let server: ServerProcess;
   let devices: UplinkDevice[];
   // libcoap (-d) creates a resource on a device's first POST (2.01), then updates it (2.04)
@@ -282,7 +291,8 @@ async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
       const extraArgs = ['--mqtt-url', broker.url];
       if (c.tracing !== 'off') {
         const port = await freeTcpPort();
-        helpers.push(await IpcChild.start('spanSink', 'otlp-sink', [String(port)]));
+        spanSink = await IpcChild.start('spanSink', 'otlp-sink', [String(port)]);
+        helpers.push(spanSink);
         extraArgs.push(
           '--otlp-endpoint',
           `http://127.0.0.1:${port}/v1/traces`,
@@ -333,9 +343,18 @@ async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
       else increment(f.failures, kind);
     }
   };
+  const sink = spanSink;
+  const spanCounts =
+    sink === undefined
+      ? undefined
+      : async (): Promise<SpanCounts> => {
+          const st = await sink.request({ type: 'stats' });
+          return { requests: Number(st.requests ?? 0), spans: Number(st.spans ?? 0) };
+        };
   return {
     server,
     op,
+    ...(spanCounts !== undefined ? { spanCounts } : {}),
     close: async () => {
       await Promise.all(clients.map((x) => x.close().catch(() => undefined)));
       broker?.cleanup();
@@ -470,12 +489,15 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
   const transition = Math.ceil(o.ops / 5);
   const t0 = performance.now();
   const rig = c.kind === 'handshake' || c.kind === 'record' ? dtlsRig : uplinkRig;
-  const { server, op, close } = await rig(c, launch);
+  const { server, op, close, spanCounts } = await rig(c, launch);
   log(
     `run ${rep}: ${c.server} pid ${server.pid} ready after ${round((performance.now() - t0) / 1000, 1)} s`,
   );
   const segmentFaults: Faults[] = [];
   const segmentMs: number[] = [];
+  // spans and export requests the sink got by each dump (an export is up to a second late:
+  // it counts where its instructions were counted)
+  const segmentSpans: SpanCounts[] = [];
   const interval = 1000 / o.rate;
   let outputTail = '';
   try {
@@ -491,6 +513,7 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
     await drive(op, o.warmup, transition, interval, transitionFaults);
     await sleep(SETTLE_MS);
     await dump(server.pid, 'warmup');
+    let counted = await spanCounts?.();
     for (let s = 0; s < o.segments; s++) {
       const f: Faults = { timeouts: 0, retransmissions: 0, lateStarts: 0, failures: {} };
       const ts = performance.now();
@@ -498,6 +521,14 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
       segmentMs.push(round(performance.now() - ts, 0) ?? 0);
       await sleep(SETTLE_MS);
       await dump(server.pid, `segment${s + 1}`);
+      const now = await spanCounts?.();
+      if (now !== undefined && counted !== undefined) {
+        segmentSpans.push({
+          requests: now.requests - counted.requests,
+          spans: now.spans - counted.spans,
+        });
+      }
+      counted = now;
       segmentFaults.push(f);
       log(`run ${rep}: segment ${s + 1} done (${JSON.stringify(f)})`);
     }
@@ -553,6 +584,7 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
     irCumulative: cumulative,
     irTwoNMinusN: o.segments >= 2 ? round((cumulative[1]! - cumulative[0]!) / o.ops, 0) : undefined,
     segmentMs,
+    ...(spanCounts !== undefined ? { segmentSpans } : {}),
     warmupFaults: faults,
     transitionOps: transition,
     transitionFaults,
