@@ -8,11 +8,12 @@
 // 4), so that they load the modules once; every other file has a process of its own. Each
 // process runs a generated entry file (under os.tmpdir()), which runs each of its files in a
 // describe named by its path, with the 120 s limit a file had.
-// --coverage runs the tests under c8 (V8 coverage, mapped back to src/*.ts through the
-// source maps; child processes the tests start are covered too), writes coverage/ and then
+// --coverage records V8 coverage of dist/src/ in every node process of the run, child
+// processes the tests start included (scripts/coverage-preload.mjs), has c8 map it back to
+// src/*.ts through the source maps and write coverage/, and then
 // checks the per-layer floors of scripts/coverage-floor.mjs: enforced on a whole run,
 // only reported when a filter picks some files.
-import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -74,22 +75,40 @@ const testArgs = [
   `--test-timeout=${(longest + 2) * FILE_TIMEOUT_MS}`,
   ...entryFiles,
 ];
-const c8Args = [
-  fileURLToPath(import.meta.resolve('c8/bin/c8.js')),
-  '--all',
-  '--include=dist/src/**',
-  '--include=src/**',
-  '--exclude-after-remap',
-  '--reporter=json-summary',
-  '--reporter=text-summary',
-  '--report-dir=coverage',
-  process.execPath,
-];
-const args = coverage ? [...c8Args, ...testArgs] : testArgs;
+// Under coverage every node process of the run (the tests' children too, through
+// NODE_OPTIONS) loads scripts/coverage-preload.mjs, which writes the V8 coverage of dist/src/
+// only; `c8 report` then maps it to src/*.ts through the source maps.
+const coverageDir = new URL('../coverage/tmp/', import.meta.url).pathname;
+let env = process.env;
+if (coverage) {
+  rmSync(coverageDir, { recursive: true, force: true });
+  mkdirSync(coverageDir, { recursive: true });
+  const preload = `--import="${new URL('coverage-preload.mjs', import.meta.url).href}"`;
+  const nodeOptions = process.env.NODE_OPTIONS;
+  env = {
+    ...process.env,
+    NODE_OPTIONS: nodeOptions ? `${nodeOptions} ${preload}` : preload,
+    COAP_TEST_COVERAGE_DIR: coverageDir,
+  };
+}
 const started = Date.now();
-const code = await run(args);
-if (coverage)
+const code = await run(testArgs, env);
+if (coverage) {
   console.log(`# tests under coverage: ${((Date.now() - started) / 1000).toFixed(0)} s`);
+  const reported = await run([
+    fileURLToPath(import.meta.resolve('c8/bin/c8.js')),
+    'report',
+    '--all',
+    '--include=dist/src/**',
+    '--include=src/**',
+    '--exclude-after-remap',
+    '--reporter=json-summary',
+    '--reporter=text-summary',
+    '--report-dir=coverage',
+    `--temp-directory=${coverageDir}`,
+  ]);
+  if (reported !== 0) process.exit(reported);
+}
 const floorCode =
   coverage && code === 0
     ? await run([
@@ -99,9 +118,9 @@ const floorCode =
     : 0;
 process.exit(code !== 0 ? code : floorCode);
 
-function run(a) {
+function run(a, env = process.env) {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, a, { stdio: 'inherit' });
+    const child = spawn(process.execPath, a, { stdio: 'inherit', env });
     child.on('exit', (c, signal) => resolve(signal ? 1 : (c ?? 1)));
   });
 }

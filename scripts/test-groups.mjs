@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 // Folders (paths under dist/test/) whose files may share a process: they pass alone and in
 // their group, and none of them changes process-wide state another file reads (environment,
 // process listeners, OpenTelemetry's global providers, the exit code, fake timers).
-export const SHARED = ['unit/', 'hostile/', 'integration/'];
+export const SHARED = ['unit/', 'hostile/', 'integration/', 'deploy/'];
 
 /** Milliseconds a file may take, as when each file had a process of its own. */
 export const FILE_TIMEOUT_MS = 120_000;

@@ -29,6 +29,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 const FILES = [
   'cli/cli.test.js',
   'deploy/helm.test.js',
+  'e2e/shared-associations.test.js',
   'hostile/memory.test.js',
   'hostile/replay.test.js',
   'unit/auth/chain.test.js',
@@ -60,7 +61,7 @@ describe('the plan', () => {
     const alone = entries.filter(
       (e) => e.length === 1 && !groups.SHARED.some((p) => e[0]!.startsWith(p)),
     );
-    assert.deepEqual(alone.flat().sort(), ['cli/cli.test.js', 'deploy/helm.test.js']);
+    assert.deepEqual(alone.flat().sort(), ['cli/cli.test.js', 'e2e/shared-associations.test.js']);
     // longest first, so that no long process starts last
     const ms = entries.map((e) => e.reduce((t, f) => t + groups.weight(f), 0));
     assert.deepEqual(
