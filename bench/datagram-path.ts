@@ -222,8 +222,9 @@ async function main(): Promise<void> {
   let all: Instance[];
   const shutdowns: (() => Promise<void>)[] = [];
   if (typeof ratio === 'string') {
-    // tracing on at this ratio, spans to an exporter that drops them: old (its global flag,
-    // so no untraced old instance can share the process) and new, and new with tracing off
+    // tracing on at this ratio, spans to an exporter that drops them: old (its Tracing, or for
+    // a build from before the injected tracer its global flag, so no untraced old instance
+    // can share the process) and new, and new with tracing off
     const traceOptions = {
       endpoint: undefined,
       exporter: DISCARD,
@@ -240,7 +241,7 @@ async function main(): Promise<void> {
       () => oldSetup.shutdown(),
     );
     all = [
-      await instance('old', oldBuild, rounds, batch, {}),
+      await instance('old', oldBuild, rounds, batch, { tracing: oldSetup.tracing }),
       await instance('new', newBuild, rounds, batch, { tracing: newSetup.tracing }),
       await instance('control', newBuild, rounds, batch, { tracing: newSetup.tracing }),
       await instance('newOff', newBuild, rounds, batch),
