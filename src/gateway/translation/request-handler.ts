@@ -31,13 +31,6 @@ import {
 } from '../../telemetry/trace.js';
 import { MALFORMED_PATH, methodName, toBridgeRequest, toCoapReply } from './coap-adapter.js';
 
-const METHOD_NAMES = new Map<number, string>([
-  [Code.GET, 'GET'],
-  [Code.POST, 'POST'],
-  [Code.PUT, 'PUT'],
-  [Code.DELETE, 'DELETE'],
-]);
-
 /** "2.04" etc., computed once per code. */
 const CODE_LABELS: string[] = Array.from({ length: 256 }, (_, c) => formatCode(c));
 
@@ -47,9 +40,11 @@ function exchangeAttributes(
   principal: Principal | undefined,
   duplicate: boolean,
 ): Attributes {
+  const method = methodName(m.code);
   const attrs: Attributes = {
     'coap.type': m.type === 0 ? 'CON' : 'NON',
-    'coap.method': METHOD_NAMES.get(m.code) ?? CODE_LABELS[m.code] ?? String(m.code),
+    // a method the bridge does not name (FETCH, PATCH…) by its code, "0.05"
+    'coap.method': method !== 'OTHER' ? method : (CODE_LABELS[m.code] ?? String(m.code)),
     'coap.message_id': m.messageId,
     'coap.token_length': m.token.length,
     'coap.duplicate': duplicate,
