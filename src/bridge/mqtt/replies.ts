@@ -153,14 +153,12 @@ export class ReplyMatcher {
       if (this.settle(filed)) filed.resolve(payload);
       return 1;
     }
-    const taken = filed.filter((w) => w.topic === topic && w.id === id);
+    const taken: WaiterImpl[] = [];
+    const rest: WaiterImpl[] = [];
+    for (const w of filed) (w.topic === topic && w.id === id ? taken : rest).push(w);
     if (taken.length === 0) return 0;
-    if (taken.length === filed.length) this.byKey.delete(key);
-    else
-      this.byKey.set(
-        key,
-        filed.filter((w) => !taken.includes(w)),
-      );
+    if (rest.length === 0) this.byKey.delete(key);
+    else this.byKey.set(key, rest);
     for (const w of taken) {
       w.traceparent = traceparent;
       if (this.settle(w)) w.resolve(payload);
