@@ -257,6 +257,16 @@ export async function bindUdp(): Promise<{ socket: Socket; port: number }> {
   return { socket, port: socket.address().port };
 }
 
+/** Sends one datagram to 127.0.0.1:`port` from a socket of its own, closed once it is sent. */
+export async function sendDatagram(port: number, data: Buffer): Promise<void> {
+  const { socket } = await bindUdp();
+  try {
+    await new Promise<void>((resolve) => socket.send(data, port, '127.0.0.1', () => resolve()));
+  } finally {
+    socket.close();
+  }
+}
+
 // --- real peers ----------------------------------------------------------------------------
 
 export type OpensslCipher = 'PSK-AES128-CCM8' | 'PSK-AES128-CBC-SHA256';

@@ -12,7 +12,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createSocket } from 'node:dgram';
+import { sendDatagram } from '../helpers/processes.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -469,15 +469,7 @@ describe('telemetry: /metrics across a scripted scenario', { skip: SKIP }, () =>
   });
 
   it('malformed datagram, replayed and forged records, a malformed CoAP message: dropped by reason', async () => {
-    const udp = createSocket('udp4');
-    try {
-      await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
-      await new Promise<void>((resolve) =>
-        udp.send(Buffer.from('not a DTLS record'), gw.port, '127.0.0.1', () => resolve()),
-      );
-    } finally {
-      udp.close();
-    }
+    await sendDatagram(gw.port, Buffer.from('not a DTLS record'));
     // a CoAP ping (empty CON) sealed once and sent twice: the second is a replay
     const ping = Buffer.from([0x40, 0x00, 0x12, 0x34]);
     const sealed = device.dtls.sealRecord(ContentType.applicationData, ping);

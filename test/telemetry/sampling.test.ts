@@ -9,7 +9,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createSocket } from 'node:dgram';
+import { sendDatagram } from '../helpers/processes.js';
 import { context, type Context, type Span, type Tracer } from '@opentelemetry/api';
 import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import { CON, Code } from '../../src/coap/constants.js';
@@ -122,15 +122,7 @@ describe('telemetry: per-device forced sampling (ratio 0, traceDevices: [device0
 
   /** One datagram of garbage from a peer without an association (dropped, counted). */
   async function sendGarbage(): Promise<void> {
-    const udp = createSocket('udp4');
-    try {
-      await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
-      await new Promise<void>((resolve) =>
-        udp.send(Buffer.from('garbage'), gw.port, '127.0.0.1', () => resolve()),
-      );
-    } finally {
-      udp.close();
-    }
+    await sendDatagram(gw.port, Buffer.from('garbage'));
   }
 
   async function connectDevice(d: { identity: string; secret: string }): Promise<CoapDtlsClient> {

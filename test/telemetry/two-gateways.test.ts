@@ -11,7 +11,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createSocket } from 'node:dgram';
+import { sendDatagram } from '../helpers/processes.js';
 import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import { Code } from '../../src/coap/constants.js';
 import { CipherSuite } from '../../src/dtls/constants.js';
@@ -63,16 +63,8 @@ async function deviceRequest(port: number): Promise<void> {
   }
 }
 
-async function garbage(port: number): Promise<void> {
-  const udp = createSocket('udp4');
-  try {
-    await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
-    await new Promise<void>((resolve) =>
-      udp.send(Buffer.from('garbage'), port, '127.0.0.1', () => resolve()),
-    );
-  } finally {
-    udp.close();
-  }
+function garbage(port: number): Promise<void> {
+  return sendDatagram(port, Buffer.from('garbage'));
 }
 
 describe('telemetry: two gateways with different tracing in one process', () => {
