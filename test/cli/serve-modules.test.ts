@@ -89,6 +89,14 @@ async function modulesOfParts(name: string, env: Record<string, string>): Promis
   return readFileSync(file, 'utf8').split('\n').filter(Boolean);
 }
 
+/** Some module of `loaded` is one of `pattern`'s. */
+function assertSome(loaded: readonly string[], pattern: RegExp, message: string): void {
+  assert.ok(
+    loaded.some((m) => pattern.test(m)),
+    message,
+  );
+}
+
 /** No module of `loaded` is one of `pattern`'s (the list names them when the check fails). */
 function assertNone(loaded: readonly string[], pattern: RegExp, message?: string): void {
   assert.deepEqual(
@@ -102,8 +110,9 @@ describe('modules serve loads at start', () => {
   it('tracing off, an external broker, no Redis, no file: no trace SDK, no OTLP exporter, no aedes, no ioredis, no yaml, no WebSocket or SOCKS', async () => {
     // port 1: nothing listens; the pool and the command intake connect in the background
     const loaded = await modulesOfServe('off', [...common, '--mqtt-url', 'mqtt://127.0.0.1:1']);
-    assert.ok(
-      loaded.some((m) => m.includes('/node_modules/mqtt-packet/')),
+    assertSome(
+      loaded,
+      /\/node_modules\/mqtt-packet\//,
       'the list holds the packages the bridge uses',
     );
     assertNone(loaded, TRACE_SDK);
@@ -135,30 +144,20 @@ describe('modules serve loads at start', () => {
       '--redis-prefix',
       'serve-modules:',
     ]);
-    assert.ok(
-      loaded.some((m) => m.includes('/node_modules/@opentelemetry/sdk-trace-node/')),
+    assertSome(
+      loaded,
+      /\/node_modules\/@opentelemetry\/sdk-trace-node\//,
       'the preload sees the trace SDK when it is loaded',
     );
-    assert.ok(
-      loaded.some((m) => m.includes('/node_modules/@opentelemetry/exporter-trace-otlp-proto/')),
+    assertSome(
+      loaded,
+      /\/node_modules\/@opentelemetry\/exporter-trace-otlp-proto\//,
       'and the exporter of the protocol in use (http/protobuf by default)',
     );
-    assert.ok(
-      loaded.some((m) => AEDES.test(m)),
-      'and aedes when the embedded broker runs',
-    );
-    assert.ok(
-      loaded.some((m) => UNDICI.test(m)),
-      'and undici for the presence webhook',
-    );
-    assert.ok(
-      loaded.some((m) => m.includes('/node_modules/ioredis/')),
-      'and ioredis for Redis',
-    );
-    assert.ok(
-      loaded.some((m) => YAML.test(m)),
-      'and yaml for the configuration file',
-    );
+    assertSome(loaded, AEDES, 'and aedes when the embedded broker runs');
+    assertSome(loaded, UNDICI, 'and undici for the presence webhook');
+    assertSome(loaded, /\/node_modules\/ioredis\//, 'and ioredis for Redis');
+    assertSome(loaded, YAML, 'and yaml for the configuration file');
   });
 
   it('the secret stack and the HTTP backend load undici only for a registry or HTTP routes', async () => {
@@ -170,13 +169,7 @@ describe('modules serve loads at start', () => {
     ]);
     assertNone(none, UNDICI, 'no registry, no HTTP backend: no undici');
     assertNone(none, IOREDIS, 'no Redis: the secret stack loads no ioredis');
-    assert.ok(
-      registry.some((m) => UNDICI.test(m)),
-      'a registry client loads undici',
-    );
-    assert.ok(
-      http.some((m) => UNDICI.test(m)),
-      'an HTTP backend loads undici',
-    );
+    assertSome(registry, UNDICI, 'a registry client loads undici');
+    assertSome(http, UNDICI, 'an HTTP backend loads undici');
   });
 });
