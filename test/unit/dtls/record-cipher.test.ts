@@ -436,6 +436,30 @@ for (const v of VARIANTS) {
       assert.ok(c.open(23, DTLS_1_2, 1, 3, bodyOf(d))?.equals(Buffer.from('third')));
     });
 
+    test('ciphers of other keys and CID lengths in turn: each record opens with its own only', () => {
+      // the ciphers share their nonce and MAC/AAD scratch: nothing of one may leak into another
+      const sealers = [0, 1, 2].map((f) => cipherFor(v, f));
+      const openers = [0, 1, 2].map((f) => cipherFor(v, f));
+      const cids = [undefined, Buffer.from([7]), Buffer.alloc(9, 3)];
+      const records: { i: number; seq: number; cid: Buffer | undefined; rec: Buffer }[] = [];
+      for (let seq = 1; seq <= 12; seq++) {
+        const i = seq % 3;
+        const cid = cids[(seq >> 1) % 3];
+        const pt = Buffer.alloc(seq * 5, seq);
+        records.push({ i, seq, cid, rec: sealers[i]!.seal(23, 1, seq, pt, cid) });
+      }
+      for (const r of records.reverse()) {
+        const body = r.rec.subarray(13 + (r.cid?.length ?? 0));
+        const type = r.cid === undefined ? 23 : 25;
+        const got = openers[r.i]!.open(type, DTLS_1_2, 1, r.seq, body, r.cid);
+        const want = Buffer.alloc(r.seq * 5, r.seq);
+        if (r.cid === undefined) assert.ok(got?.equals(want), `record ${r.seq}`);
+        else assert.ok(got?.equals(Buffer.concat([want, Buffer.from([23])])), `record ${r.seq}`);
+        const other = openers[(r.i + 1) % 3]!;
+        assert.equal(other.open(type, DTLS_1_2, 1, r.seq, body, r.cid), undefined);
+      }
+    });
+
     test('fast-check: open never throws on arbitrary bodies and headers', () => {
       const c = cipherFor(v);
       fc.assert(
