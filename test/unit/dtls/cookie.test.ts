@@ -96,25 +96,6 @@ describe('CookieJar', () => {
     assert.ok(jar.verify(c2, '192.0.2.1', 5684, input(4)));
   });
 
-  test('two jars in turn over many rotations: each verifies its own cookies only', () => {
-    const clock = new Clock();
-    const a = new CookieJar(LIFETIME, clock.now);
-    const b = new CookieJar(LIFETIME, clock.now);
-    for (let i = 0; i < 10; i++) {
-      const ca = a.make('192.0.2.1', 5684, input(i));
-      const cb = b.make('192.0.2.1', 5684, input(i));
-      assert.ok(!ca.equals(cb));
-      assert.ok(a.verify(ca, '192.0.2.1', 5684, input(i)));
-      assert.equal(b.verify(ca, '192.0.2.1', 5684, input(i)), false);
-      assert.ok(b.verify(cb, '192.0.2.1', 5684, input(i)));
-      // every second step a rotation (the secret before is kept), every fifth two lifetimes
-      clock.t += i % 5 === 4 ? 2 * LIFETIME : i % 2 === 0 ? 0 : LIFETIME;
-      const kept = i % 5 !== 4;
-      assert.equal(a.verify(ca, '192.0.2.1', 5684, input(i)), kept);
-      assert.equal(b.verify(cb, '192.0.2.1', 5684, input(i)), kept);
-    }
-  });
-
   test('wrong length or altered cookies are rejected (no throw)', () => {
     const jar = new CookieJar(LIFETIME);
     const cookie = jar.make('192.0.2.1', 5684, input(5));

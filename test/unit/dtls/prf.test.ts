@@ -13,7 +13,6 @@ import {
   verifyData,
 } from '../../../src/dtls/prf.js';
 import { deriveSessionKeys, Transcript } from '../../../src/dtls/keys.js';
-import { HmacSha256Key } from '../../../src/dtls/hmac.js';
 import { CipherSuite } from '../../../src/dtls/constants.js';
 
 const hex = (s: string): Buffer => Buffer.from(s, 'hex');
@@ -69,48 +68,6 @@ describe('TLS 1.2 PRF (SHA-256)', () => {
           const got = prf(Buffer.from(secret), label, Buffer.from(seed), length);
           const want = modelPrf(Buffer.from(secret), label, Buffer.from(seed), length);
           assert.equal(got.toString('hex'), want.toString('hex'));
-        },
-      ),
-      { numRuns: 200, seed: SEED },
-    );
-  });
-});
-
-describe('TLS 1.2 PRF on a keyed secret', () => {
-  test('the published vector with the secret keyed once, for every prefix length', () => {
-    const key = new HmacSha256Key(SECRET);
-    for (let n = 0; n <= 100; n++) {
-      assert.equal(prf(key, LABEL, PRF_SEED, n).toString('hex'), EXPECTED.slice(0, 2 * n));
-    }
-    const seed = Buffer.concat([Buffer.from(LABEL), PRF_SEED]);
-    assert.equal(pSha256(key, seed, 100).toString('hex'), EXPECTED);
-  });
-
-  test('keyed and byte secrets equal node:crypto on random secrets, labels, seeds and lengths', () => {
-    fc.assert(
-      fc.property(
-        fc.uint8Array({ maxLength: 150 }),
-        fc.string({ maxLength: 30 }),
-        fc.uint8Array({ maxLength: 100 }),
-        fc.uint8Array({ maxLength: 40 }),
-        fc.integer({ min: 0, max: 200 }),
-        (secret, label, seed, seed2, length) => {
-          const s = Buffer.from(secret);
-          const want = modelPrf(s, label, Buffer.concat([seed, seed2]), length).toString('hex');
-          const key = new HmacSha256Key(s);
-          // twice on the same key: the key's state is not used up by a PRF
-          for (let i = 0; i < 2; i++) {
-            assert.equal(
-              prf(key, label, Buffer.from(seed), length, Buffer.from(seed2)).toString('hex'),
-              want,
-            );
-          }
-          assert.equal(
-            prf(s, label, Buffer.from(seed), length, Buffer.from(seed2)).toString('hex'),
-            want,
-          );
-          // the caller's secret is not changed
-          assert.ok(s.equals(Buffer.from(secret)));
         },
       ),
       { numRuns: 200, seed: SEED },
@@ -211,46 +168,6 @@ describe('key schedule', () => {
     );
     // the caller's psk is left untouched (the premaster copy is wiped)
     assert.equal(psk.toString(), 'X9LStOPeYT3UZu5w');
-  });
-
-  test('deriveSessionKeys: masterKey is the master secret keyed (key block and verify_data)', () => {
-    for (const [suite, length] of [
-      [CipherSuite.TLS_PSK_WITH_AES_128_CCM_8, 40],
-      [CipherSuite.TLS_PSK_WITH_AES_128_CBC_SHA256, 96],
-    ] as const) {
-      const keys = deriveSessionKeys({
-        suite,
-        psk,
-        clientRandom,
-        serverRandom,
-        sessionHash: undefined,
-        encryptThenMac: false,
-      });
-      assert.equal(keys.master.toString('hex'), master);
-      const h = createHash('sha256').update('y').digest();
-      for (const label of ['client finished', 'server finished'] as const) {
-        assert.equal(
-          verifyData(keys.masterKey, label, h).toString('hex'),
-          modelPrf(hex(master), label, h, 12).toString('hex'),
-        );
-      }
-      const block = modelPrf(
-        hex(master),
-        'key expansion',
-        Buffer.concat([serverRandom, clientRandom]),
-        length,
-      );
-      const first = suite === CipherSuite.TLS_PSK_WITH_AES_128_CCM_8 ? 0 : 64;
-      assert.ok(keys.keys.client.encKey.equals(block.subarray(first, first + 16)));
-      assert.ok(keys.keys.server.encKey.equals(block.subarray(first + 16, first + 32)));
-      // the owner wipes the bytes: the keyed master does not depend on them
-      keys.master.fill(0);
-      assert.equal(
-        verifyData(keys.masterKey, 'client finished', h).toString('hex'),
-        modelPrf(hex(master), 'client finished', h, 12).toString('hex'),
-      );
-      keys.masterKey.destroy();
-    }
   });
 
   test('deriveSessionKeys rejects an unknown suite', () => {
