@@ -36,7 +36,6 @@ import {
   Transcript,
   deriveSessionKeys,
 } from './keys.js';
-import type { HmacSha256Key } from './hmac.js';
 import { verifyData } from './prf.js';
 import { Reassembler } from './reassembly.js';
 import { readRecord, type DtlsRecord } from './record.js';
@@ -104,8 +103,7 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
   private flight: FlightEntry[] = [];
   private reassembler = new Reassembler(0);
   private epoch1: EpochState | undefined;
-  /** The master secret keyed for the PRF (its bytes are wiped once keyed). */
-  private master: HmacSha256Key | undefined;
+  private master: Buffer | undefined;
   private suite = 0;
   private ems = false;
   private etm = false;
@@ -508,8 +506,6 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
       if (!timingSafeEqual(parseFinished(body), expected)) {
         throw new DtlsError('DTLS_DECRYPT_ERROR', 'server Finished does not verify');
       }
-      this.master.destroy();
-      this.master = undefined;
       this.stopTimer();
       this.state = 'established';
       this.settle?.();
@@ -537,8 +533,7 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
       sessionHash: this.ems ? this.transcript.digest() : undefined,
       encryptThenMac: this.etm,
     });
-    keys.master.fill(0);
-    this.master = keys.masterKey;
+    this.master = keys.master;
     // the client reads what the server writes, and the other way round
     this.epoch1 = new EpochState(1, keys.serverWrite, keys.clientWrite);
     // RFC 9146 §3: our records carry the server's CID, unless it gave a zero-length one
@@ -546,7 +541,7 @@ export class DtlsClient extends EventEmitter<DtlsClientEvents> {
     const fin = handshakeMessage(
       HandshakeType.finished,
       this.sendSeq++,
-      verifyData(keys.masterKey, 'client finished', this.transcript.digest()),
+      verifyData(keys.master, 'client finished', this.transcript.digest()),
     );
     this.transcript.add(fin);
     this.flight = [

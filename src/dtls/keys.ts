@@ -1,7 +1,6 @@
 /** Key schedule for a completed PSK key exchange and the epoch-1 connection state. */
 import { createHash, type Hash } from 'node:crypto';
 import { ContentType, MAX_SEQUENCE } from './constants.js';
-import { HmacSha256Key } from './hmac.js';
 import { extendedMasterSecret, keyBlock, masterSecret, pskPremasterSecret } from './prf.js';
 import {
   createRecordCipher,
@@ -24,13 +23,7 @@ export interface KeyScheduleInput {
 }
 
 export interface SessionKeys {
-  /** The master secret's bytes; the owner wipes them (fill 0) when done with them. */
   readonly master: Buffer;
-  /**
-   * The master secret keyed for the PRF (the key block was derived with it; it serves both
-   * verify_data); the owner destroys it when done.
-   */
-  readonly masterKey: HmacSha256Key;
   readonly clientWrite: RecordCipher;
   readonly serverWrite: RecordCipher;
   /** The key material of both directions (for a shared association's snapshot). */
@@ -41,21 +34,16 @@ export function deriveSessionKeys(p: KeyScheduleInput): SessionKeys {
   const params = suiteParams.get(p.suite);
   if (params === undefined) throw new RangeError('unsupported cipher suite');
   const pms = pskPremasterSecret(p.psk);
-  // the premaster secret keyed once for the master secret's four HMACs
-  const pmsKey = new HmacSha256Key(pms);
-  pms.fill(0);
   const master =
     p.sessionHash !== undefined
-      ? extendedMasterSecret(pmsKey, p.sessionHash)
-      : masterSecret(pmsKey, p.clientRandom, p.serverRandom);
-  pmsKey.destroy();
-  const masterKey = new HmacSha256Key(master);
-  const block = keyBlock(masterKey, p.serverRandom, p.clientRandom, params.keyBlockLength);
+      ? extendedMasterSecret(pms, p.sessionHash)
+      : masterSecret(pms, p.clientRandom, p.serverRandom);
+  pms.fill(0);
+  const block = keyBlock(master, p.serverRandom, p.clientRandom, params.keyBlockLength);
   const { client, server } = splitKeyBlock(p.suite, block);
   block.fill(0);
   return {
     master,
-    masterKey,
     clientWrite: createRecordCipher(p.suite, client, p.encryptThenMac),
     serverWrite: createRecordCipher(p.suite, server, p.encryptThenMac),
     keys: { client, server },

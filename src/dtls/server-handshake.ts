@@ -34,7 +34,6 @@ import {
 } from './handshake.js';
 import { CHANGE_CIPHER_SPEC, EpochState, Transcript, deriveSessionKeys } from './keys.js';
 import type { DirectionKeys } from './record-cipher.js';
-import type { HmacSha256Key } from './hmac.js';
 import { verifyData } from './prf.js';
 import { Reassembler, type HandshakeMessage } from './reassembly.js';
 import { plainRecord, type DtlsRecord } from './record.js';
@@ -182,8 +181,7 @@ export class ServerHandshake<P> implements Timed {
   private sendSeq: number;
   private flight: readonly FlightEntry[] = NO_FLIGHT;
   private epoch1: EpochState | undefined;
-  /** The master secret keyed for the PRF (its bytes are wiped once keyed). */
-  private master: HmacSha256Key | undefined;
+  private master: Buffer | undefined;
   private directionKeys: { client: DirectionKeys; server: DirectionKeys } | undefined;
   /** The transcript hash through ClientKeyExchange (see onClientKeyExchange). */
   private throughCke: Buffer | undefined;
@@ -603,8 +601,7 @@ export class ServerHandshake<P> implements Timed {
       sessionHash,
       encryptThenMac: this.etm,
     });
-    keys.master.fill(0);
-    this.master = keys.masterKey;
+    this.master = keys.master;
     this.directionKeys = keys.keys;
     this.epoch1 = new EpochState(1, keys.clientWrite, keys.serverWrite);
     if (this.peerCid !== undefined && this.peerCid.length > 0) this.epoch1.writeCid = this.peerCid;
@@ -635,22 +632,18 @@ export class ServerHandshake<P> implements Timed {
       throw new DtlsError('DTLS_UNEXPECTED_MESSAGE', 'Finished before keys');
     const expected = verifyData(master, 'client finished', throughCke);
     if (!timingSafeEqual(got, expected)) {
-      master.destroy();
-      this.master = undefined;
       this.fail('bad-finished', undefined, AlertDescription.decryptError);
       return;
     }
     if (!this.host.admit(this, this.principal, this.identity ?? '')) {
       // no room for it: refused before our Finished, so the client never counts as connected
-      master.destroy();
-      this.master = undefined;
+      master.fill(0);
       this.fail('association-limit', undefined, AlertDescription.internalError);
       return;
     }
     this.transcript.add(handshakeMessage(m.msgType, m.messageSeq, m.body));
     const serverVerify = verifyData(master, 'server finished', this.transcript.digest());
-    master.destroy();
-    this.master = undefined;
+    master.fill(0);
     const lastFlight: FlightEntry[] = [
       { type: ContentType.changeCipherSpec, epoch: 0, payload: CHANGE_CIPHER_SPEC },
       {
