@@ -234,6 +234,37 @@ describe('CCM_8 records on the long-lived objects: the bytes by loop, not by Buf
   });
 });
 
+describe('record ciphers are made without buffers of their own', () => {
+  // a CCM_8 cipher used to allocate a 12-byte nonce and a 13-byte MAC/AAD prefix, a CBC one a
+  // prefix, a type byte and an empty buffer: two ciphers per handshake; the scratch is shared now
+  test('createRecordCipher makes no Buffer.alloc, for every suite', () => {
+    const statics = Buffer as unknown as Record<string, (...a: unknown[]) => unknown>;
+    const original = statics.alloc!;
+    let allocs = 0;
+    statics.alloc = function (this: unknown, ...a: unknown[]) {
+      allocs++;
+      return original.apply(this, a);
+    };
+    try {
+      for (const v of VARIANTS) {
+        const keys = keysFor(v);
+        allocs = 0;
+        const c = createRecordCipher(v.suite, keys, v.etm);
+        assert.equal(allocs, 0, v.name);
+        // and it works: a record round trip
+        const pt = Buffer.from('hello');
+        assert.ok(
+          cipherFor(v)
+            .open(23, DTLS_1_2, 1, 1, bodyOf(c.seal(23, 1, 1, pt)))
+            ?.equals(pt),
+        );
+      }
+    } finally {
+      statics.alloc = original;
+    }
+  });
+});
+
 describe('record headers by byte, not by Buffer read/write calls', () => {
   // Buffer's readUInt16BE/readUIntBE/writeUInt16BE/writeUIntBE check range and offset on
   // every call; a seal made 8 such writes (header and AAD), an open 4 and readRecord 4 reads
