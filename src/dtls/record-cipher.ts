@@ -77,12 +77,15 @@ export const suiteParams: ReadonlyMap<number, SuiteParams> = new Map([
   ],
 ]);
 
+/** The unused key fields of a suite (CCM: MAC key; CBC: salt), and an empty scratch. */
+const EMPTY = Buffer.alloc(0);
+
 /** Splits a key block (RFC 5246 §6.3) into client-write and server-write keys. */
 export function splitKeyBlock(
   suite: number,
   block: Buffer,
 ): { client: DirectionKeys; server: DirectionKeys } {
-  const empty = Buffer.alloc(0);
+  const empty = EMPTY;
   if (suite === CipherSuite.TLS_PSK_WITH_AES_128_CCM_8) {
     return {
       client: { encKey: copy(block, 0, 16), salt: copy(block, 32, 36), macKey: empty },
@@ -176,15 +179,17 @@ function writePseudoHeader(
 const CID_PSEUDO_FIXED = 23;
 
 /**
- * The MAC/AAD prefix of one record, in scratch reused per cipher. Without a CID it is the
- * 13-byte RFC 6347 one; with a CID the RFC 9146 §5 one, which is the same for AEAD,
- * MAC-then-encrypt and encrypt-then-MAC (only what `length` counts differs):
+ * The MAC/AAD prefix of one record, in scratch shared by every record cipher (each record is
+ * sealed or opened synchronously, the prefix used before the next one is written). Without a
+ * CID it is the 13-byte RFC 6347 one; with a CID the RFC 9146 §5 one, which is the same for
+ * AEAD, MAC-then-encrypt and encrypt-then-MAC (only what `length` counts differs):
  * seq_num_placeholder (8 × 0xFF) ‖ tls12_cid ‖ cid_length ‖ tls12_cid ‖ version ‖ epoch ‖
  * sequence_number ‖ cid ‖ length.
  */
 class PseudoHeader {
   private readonly plain = Buffer.alloc(13);
-  private withCid: Buffer | undefined;
+  /** One buffer per CID length met (peers' CIDs differ in length). */
+  private readonly withCid: (Buffer | undefined)[] = [];
 
   write(
     epoch: number,
@@ -198,10 +203,10 @@ class PseudoHeader {
       writePseudoHeader(this.plain, epoch, seq, type, version, length);
       return this.plain;
     }
-    let out = this.withCid;
-    if (out?.length !== CID_PSEUDO_FIXED + cid.length) {
+    let out = this.withCid[cid.length];
+    if (out === undefined) {
       out = Buffer.alloc(CID_PSEUDO_FIXED + cid.length);
-      this.withCid = out;
+      this.withCid[cid.length] = out;
     }
     out.fill(0xff, 0, 8);
     out[8] = ContentType.tls12Cid;
@@ -215,6 +220,12 @@ class PseudoHeader {
     return out;
   }
 }
+
+/**
+ * The record ciphers' shared scratch: no buffer of its own per cipher, so a handshake's two
+ * record ciphers allocate none (they were a 12-byte nonce and a 13-byte prefix each).
+ */
+const pseudoHeader = new PseudoHeader();
 
 /** Header length of a record with `cid` (undefined: a plain record). */
 function headerLength(cid: Buffer | undefined): number {
@@ -252,6 +263,8 @@ const CCM_NONCE = 12;
 const SMALL_COPY = 64;
 const BLOCK = 16;
 const ZERO_BLOCK = Buffer.alloc(BLOCK);
+/** The CCM nonce of the record being sealed or opened (scratch shared by every cipher). */
+const ccmNonce = Buffer.alloc(CCM_NONCE);
 
 /** Blocks of 16 bytes that hold `length` bytes. */
 function blocks(length: number): number {
@@ -415,12 +428,19 @@ class Ccm8Cipher implements RecordCipher, LiveObjects {
    * (see `oneShotRecord`). From the second other record on the long-lived objects pay.
    */
   private used = false;
-  private readonly nonce = Buffer.alloc(12);
-  private readonly aad = new PseudoHeader();
+  /** The implicit part of the nonce (client/server_write_IV, 4 bytes). */
+  private readonly salt: Buffer;
 
   constructor(keys: DirectionKeys) {
     this.key = keys.encKey;
-    keys.salt.copy(this.nonce, 0);
+    this.salt = keys.salt;
+  }
+
+  /** The shared nonce scratch with this cipher's salt, explicit part from `src[at]`. */
+  private nonce(src: Buffer, at: number): Buffer {
+    copyBytes(this.salt, 0, ccmNonce, 0, 4);
+    copyBytes(src, at, ccmNonce, 4, CCM_EXPLICIT_NONCE);
+    return ccmNonce;
   }
 
   /**
@@ -458,15 +478,15 @@ class Ccm8Cipher implements RecordCipher, LiveObjects {
     writeRecordHeader(out, recordType, DTLS_1_2, epoch, seq, bodyLength, cid);
     // nonce_explicit = epoch || seq, as on the wire (RFC 6655 §3, RFC 6347 §4.1.2.1); the
     // nonce is the same with a CID (RFC 9146 §5.2)
-    copyBytes(out, 3, this.nonce, 4, CCM_EXPLICIT_NONCE);
+    const nonce = this.nonce(out, 3);
     copyBytes(out, 3, out, hl, CCM_EXPLICIT_NONCE);
-    const aad = this.aad.write(epoch, seq, type, DTLS_1_2, plaintext.length, cid);
+    const aad = pseudoHeader.write(epoch, seq, type, DTLS_1_2, plaintext.length, cid);
     const ccm = this.ccm(plaintext.length, type);
     if (ccm !== undefined) {
-      ccm.seal(this.nonce, aad, plaintext, out, hl + CCM_EXPLICIT_NONCE);
+      ccm.seal(nonce, aad, plaintext, out, hl + CCM_EXPLICIT_NONCE);
       return out;
     }
-    const cipher = createCipheriv('aes-128-ccm', this.key, this.nonce, { authTagLength: CCM_TAG });
+    const cipher = createCipheriv('aes-128-ccm', this.key, nonce, { authTagLength: CCM_TAG });
     cipher.setAAD(aad, { plaintextLength: plaintext.length });
     const ct = cipher.update(plaintext);
     cipher.final();
@@ -485,13 +505,13 @@ class Ccm8Cipher implements RecordCipher, LiveObjects {
   ): Buffer | undefined {
     const ptLength = body.length - CCM_EXPLICIT_NONCE - CCM_TAG;
     if (ptLength < 0) return undefined;
-    copyBytes(body, 0, this.nonce, 4, CCM_EXPLICIT_NONCE);
-    const aad = this.aad.write(epoch, seq, type, version, ptLength, cid);
+    const nonce = this.nonce(body, 0);
+    const aad = pseudoHeader.write(epoch, seq, type, version, ptLength, cid);
     const ciphertext = body.subarray(CCM_EXPLICIT_NONCE, CCM_EXPLICIT_NONCE + ptLength);
     const tag = body.subarray(body.length - CCM_TAG);
     const ccm = this.ccm(ptLength, type);
-    if (ccm !== undefined) return ccm.open(this.nonce, aad, ciphertext, tag);
-    const decipher = createDecipheriv('aes-128-ccm', this.key, this.nonce, {
+    if (ccm !== undefined) return ccm.open(nonce, aad, ciphertext, tag);
+    const decipher = createDecipheriv('aes-128-ccm', this.key, nonce, {
       authTagLength: CCM_TAG,
     });
     decipher.setAuthTag(tag);
@@ -536,12 +556,14 @@ function checkPadding(pt: Buffer, minContent: number): number {
   return bad === 0 ? padLen : -1;
 }
 
+const realTypeScratch = Buffer.alloc(1);
+
 abstract class CbcCipher implements RecordCipher, LiveObjects {
   protected readonly key: Buffer;
   protected readonly macKey: Buffer;
-  protected readonly pseudo = new PseudoHeader();
-  /** The real content type byte of a CID record's inner plaintext (scratch). */
-  protected readonly realType = Buffer.alloc(1);
+  protected readonly pseudo = pseudoHeader;
+  /** The real content type byte of a CID record's inner plaintext (shared scratch). */
+  protected readonly realType = realTypeScratch;
   /**
    * Made on use (a record cipher seals or opens, seldom both) and kept while among the
    * LIVE_LIMIT latest (see `admitLive`).
@@ -549,7 +571,7 @@ abstract class CbcCipher implements RecordCipher, LiveObjects {
   private encryptor: Cipher | undefined;
   private decryptor: Decipher | undefined;
   /** R ‖ the blocks to encrypt (scratch, grown when a record needs more). */
-  private input = Buffer.alloc(0);
+  private input = EMPTY;
 
   constructor(keys: DirectionKeys) {
     this.key = keys.encKey;

@@ -234,6 +234,37 @@ describe('CCM_8 records on the long-lived objects: the bytes by loop, not by Buf
   });
 });
 
+describe('record ciphers are made without buffers of their own', () => {
+  // a CCM_8 cipher used to allocate a 12-byte nonce and a 13-byte MAC/AAD prefix, a CBC one a
+  // prefix, a type byte and an empty buffer: two ciphers per handshake; the scratch is shared now
+  test('createRecordCipher makes no Buffer.alloc, for every suite', () => {
+    const statics = Buffer as unknown as Record<string, (...a: unknown[]) => unknown>;
+    const original = statics.alloc!;
+    let allocs = 0;
+    statics.alloc = function (this: unknown, ...a: unknown[]) {
+      allocs++;
+      return original.apply(this, a);
+    };
+    try {
+      for (const v of VARIANTS) {
+        const keys = keysFor(v);
+        allocs = 0;
+        const c = createRecordCipher(v.suite, keys, v.etm);
+        assert.equal(allocs, 0, v.name);
+        // and it works: a record round trip
+        const pt = Buffer.from('hello');
+        assert.ok(
+          cipherFor(v)
+            .open(23, DTLS_1_2, 1, 1, bodyOf(c.seal(23, 1, 1, pt)))
+            ?.equals(pt),
+        );
+      }
+    } finally {
+      statics.alloc = original;
+    }
+  });
+});
+
 describe('record headers by byte, not by Buffer read/write calls', () => {
   // Buffer's readUInt16BE/readUIntBE/writeUInt16BE/writeUIntBE check range and offset on
   // every call; a seal made 8 such writes (header and AAD), an open 4 and readRecord 4 reads
@@ -434,6 +465,30 @@ for (const v of VARIANTS) {
       const d = c.seal(23, 1, 3, Buffer.from('third'));
       assert.ok(c.open(23, DTLS_1_2, 1, 1, bodyOf(a))?.equals(Buffer.from('first')));
       assert.ok(c.open(23, DTLS_1_2, 1, 3, bodyOf(d))?.equals(Buffer.from('third')));
+    });
+
+    test('ciphers of other keys and CID lengths in turn: each record opens with its own only', () => {
+      // the ciphers share their nonce and MAC/AAD scratch: nothing of one may leak into another
+      const sealers = [0, 1, 2].map((f) => cipherFor(v, f));
+      const openers = [0, 1, 2].map((f) => cipherFor(v, f));
+      const cids = [undefined, Buffer.from([7]), Buffer.alloc(9, 3)];
+      const records: { i: number; seq: number; cid: Buffer | undefined; rec: Buffer }[] = [];
+      for (let seq = 1; seq <= 12; seq++) {
+        const i = seq % 3;
+        const cid = cids[(seq >> 1) % 3];
+        const pt = Buffer.alloc(seq * 5, seq);
+        records.push({ i, seq, cid, rec: sealers[i]!.seal(23, 1, seq, pt, cid) });
+      }
+      for (const r of records.reverse()) {
+        const body = r.rec.subarray(13 + (r.cid?.length ?? 0));
+        const type = r.cid === undefined ? 23 : 25;
+        const got = openers[r.i]!.open(type, DTLS_1_2, 1, r.seq, body, r.cid);
+        const want = Buffer.alloc(r.seq * 5, r.seq);
+        if (r.cid === undefined) assert.ok(got?.equals(want), `record ${r.seq}`);
+        else assert.ok(got?.equals(Buffer.concat([want, Buffer.from([23])])), `record ${r.seq}`);
+        const other = openers[(r.i + 1) % 3]!;
+        assert.equal(other.open(type, DTLS_1_2, 1, r.seq, body, r.cid), undefined);
+      }
     });
 
     test('fast-check: open never throws on arbitrary bodies and headers', () => {
