@@ -14,3 +14,27 @@ export const testFileScope = new AsyncLocalStorage<string>();
 export function currentTestFile(): string {
   return testFileScope.getStore() ?? '';
 }
+
+/**
+ * Things (child processes, brokers) kept by the test file that made them, so that a file's
+ * cleanup ends its own only where files share a process.
+ */
+export class PerTestFile<T> {
+  private readonly byFile = new Map<string, Set<T>>();
+
+  /** The calling test file's set (made on first use). */
+  own(): Set<T> {
+    const file = currentTestFile();
+    let set = this.byFile.get(file);
+    if (set === undefined) {
+      set = new Set();
+      this.byFile.set(file, set);
+    }
+    return set;
+  }
+
+  /** Every file's, e.g. for a process `exit` listener. */
+  all(): T[] {
+    return [...this.byFile.values()].flatMap((s) => [...s]);
+  }
+}

@@ -11,7 +11,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pskShellLiteral } from '../../src/enos/psk.js';
-import { currentTestFile } from './file-scope.js';
+import { PerTestFile } from './file-scope.js';
 
 function findRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -51,27 +51,17 @@ export interface SpawnOptions {
 }
 
 /**
- * The children still running, by the test file that started them (`currentTestFile()`), so that
- * a file's `killAll` ends only its own where files share a process (scripts/test-groups.mjs).
+ * The children still running, by the test file that started them, so that a file's `killAll`
+ * ends only its own where files share a process (scripts/test-groups.mjs).
  */
-const live = new Map<string, Set<Proc>>();
-
-function childrenOf(file: string): Set<Proc> {
-  let set = live.get(file);
-  if (set === undefined) {
-    set = new Set();
-    live.set(file, set);
-  }
-  return set;
-}
+const live = new PerTestFile<Proc>();
 
 /**
  * Kills every child the calling test file started that is still running; call from `after` /
  * `t.after` of each test file. Children of other files in the same process are left alone.
  */
 export async function killAll(): Promise<void> {
-  const own = live.get(currentTestFile());
-  if (own !== undefined) await Promise.all([...own].map((p) => p.kill()));
+  await Promise.all([...live.own()].map((p) => p.kill()));
 }
 
 /** The environment of this process without any `COAP_EDGE_*` variable, plus `extra`. */
@@ -103,7 +93,7 @@ export class Proc {
       env: opts.env ?? cleanEnv(),
       stdio: ['pipe', 'pipe', 'pipe'],
     });
-    const children = childrenOf(currentTestFile());
+    const children = live.own();
     children.add(this);
     const timer = setTimeout(() => {
       this.timedOut = true;

@@ -228,53 +228,63 @@ test('${me} 2 after ${me} 1', () => console.log('${me}-2-done'));
     assert.match(serial.out, /^not ok \d+ - ping\.test\.mjs$/m);
   });
 
-  it('side by side: a file that ends kills its own child processes only', () => {
-    // "keeper" starts a child and checks that it outlives "quitter", which starts one too and
-    // ends with after(killAll) while keeper still runs; keeper's own after(killAll) ends its own
-    const processes = JSON.stringify(
-      pathToFileURL(join(REPO_ROOT, 'dist', 'test', 'helpers', 'processes.js')).href,
-    );
-    const child = `new Proc(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { timeoutMs: 20_000 })`;
+  it('side by side: a file that ends kills its own child processes and brokers only', () => {
+    // "keeper" starts a child and a Mosquitto and checks that they outlive "quitter", which
+    // starts its own and ends with after(killAll) and after(killBrokers) while keeper still
+    // runs; keeper's own cleanup then ends its own
+    const helper = (...path: string[]): string =>
+      JSON.stringify(pathToFileURL(join(REPO_ROOT, 'dist', 'test', ...path)).href);
+    const imports = `import { Proc, killAll } from ${helper('helpers', 'processes.js')};
+import { Mosquitto, killBrokers } from ${helper('integration', 'bridge', 'brokers.js')};
+${MARKS}
+const child = () =>
+  new Proc(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { timeoutMs: 20_000 });
+const state = (proc, broker) =>
+  (proc.exited ? 'gone' : 'alive') + ', broker ' + (broker.child === undefined ? 'gone' : 'alive');
+`;
     writeFileSync(
       join(dir, 'keeper.test.mjs'),
       `import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Proc, killAll } from ${processes};
-${MARKS}
+${imports}
 let mine;
+let myBroker;
 after(async () => {
-  await killAll();
-  console.log('keeper child after its own killAll: ' + (mine.exited ? 'gone' : 'alive'));
+  await Promise.all([killAll(), killBrokers()]);
+  console.log('keeper child after its own cleanup: ' + state(mine, myBroker));
 });
-test('my child outlives the other file', async () => {
-  mine = ${child};
+test('my child and broker outlive the other file', async () => {
+  mine = child();
+  myBroker = await Mosquitto.start();
   mark('keeper started').resolve();
   await mark('quitter ended').promise;
   assert.equal(mine.exited, false, 'the other file killed my child');
+  assert.notEqual(myBroker.child, undefined, 'the other file killed my broker');
 });
 `,
     );
     writeFileSync(
       join(dir, 'quitter.test.mjs'),
       `import { after, test } from 'node:test';
-import { Proc, killAll } from ${processes};
-${MARKS}
+${imports}
 let theirs;
+let theirBroker;
 after(async () => {
-  await killAll();
-  console.log('quitter child after its killAll: ' + (theirs.exited ? 'gone' : 'alive'));
+  await Promise.all([killAll(), killBrokers()]);
+  console.log('quitter child after its cleanup: ' + state(theirs, theirBroker));
   mark('quitter ended').resolve();
 });
-test('starts a child and ends', async () => {
+test('starts a child and a broker and ends', async () => {
   await mark('keeper started').promise;
-  theirs = ${child};
+  theirs = child();
+  theirBroker = await Mosquitto.start();
 });
 `,
     );
     const { status, out } = runEntry(['keeper.test.mjs', 'quitter.test.mjs'], 15_000, 2);
     assert.equal(status, 0, out);
-    assert.match(out, /quitter child after its killAll: gone/);
-    assert.match(out, /keeper child after its own killAll: gone/);
+    assert.match(out, /quitter child after its cleanup: gone, broker gone/);
+    assert.match(out, /keeper child after its own cleanup: gone, broker gone/);
     assert.match(out, /^ +ok \d+ - keeper\.test\.mjs$/m);
   });
 
