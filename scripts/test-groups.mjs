@@ -12,12 +12,21 @@ import { readFileSync } from 'node:fs';
 // Folders (paths under dist/test/) whose files may share a process: they pass alone and in
 // their group, and none of them changes process-wide state another file reads (environment,
 // process listeners, OpenTelemetry's global providers, the exit code, fake timers).
-export const SHARED = ['unit/', 'hostile/', 'integration/', 'deploy/', 'fuzz/'];
+// telemetry/metrics and telemetry/dashboards set up no tracing (the other telemetry/ files do).
+export const SHARED = [
+  'unit/',
+  'hostile/',
+  'integration/',
+  'deploy/',
+  'fuzz/',
+  'telemetry/metrics.test.js',
+  'telemetry/dashboards.test.js',
+];
 
 // Folders whose files share a process per folder and run side by side, FILES_AT_ONCE at a
 // time, longest first: the same conditions as SHARED, and none of them blocks the event loop
-// for long (fuzz/ does: it stays in SHARED). telemetry/ stays out: each file sets up
-// OpenTelemetry, whose context manager and propagator are process-wide.
+// for long (fuzz/ does: it stays in SHARED). The rest of telemetry/ stays out: each of those
+// files sets up OpenTelemetry, whose context manager and propagator are process-wide.
 export const SIDE_BY_SIDE = ['e2e/', 'interop/', 'cli/', 'suite/'];
 
 /** How many files of a SIDE_BY_SIDE process run at a time. */
