@@ -32,7 +32,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 
 const FILES = [
   'cli/cli.test.js',
-  'deploy/helm.test.js',
+  'integration/http/http-backend.test.js',
   'e2e/shared-associations.test.js',
   'hostile/memory.test.js',
   'hostile/replay.test.js',
