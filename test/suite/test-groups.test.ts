@@ -234,57 +234,49 @@ test('${me} 2 after ${me} 1', () => console.log('${me}-2-done'));
     // runs; keeper's own cleanup then ends its own
     const helper = (...path: string[]): string =>
       JSON.stringify(pathToFileURL(join(REPO_ROOT, 'dist', 'test', ...path)).href);
-    const imports = `import { Proc, killAll } from ${helper('helpers', 'processes.js')};
+    /** What both files do: start a child and a broker; end them in `after`, say so, mark it. */
+    const prelude = (name: string) => `import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Proc, killAll } from ${helper('helpers', 'processes.js')};
 import { Mosquitto, killBrokers } from ${helper('integration', 'bridge', 'brokers.js')};
 ${MARKS}
-const child = () =>
-  new Proc(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { timeoutMs: 20_000 });
-const state = (proc, broker) =>
-  (proc.exited ? 'gone' : 'alive') + ', broker ' + (broker.child === undefined ? 'gone' : 'alive');
+const own = {};
+const start = async () => {
+  own.child = new Proc(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { timeoutMs: 20_000 });
+  own.broker = await Mosquitto.start();
+};
+after(async () => {
+  await Promise.all([killAll(), killBrokers()]);
+  console.log('${name} after its own cleanup: child ' + (own.child.exited ? 'gone' : 'alive') +
+    ', broker ' + (own.broker.child === undefined ? 'gone' : 'alive'));
+  mark('${name} ended').resolve();
+});
 `;
     writeFileSync(
       join(dir, 'keeper.test.mjs'),
-      `import { after, test } from 'node:test';
-import assert from 'node:assert/strict';
-${imports}
-let mine;
-let myBroker;
-after(async () => {
-  await Promise.all([killAll(), killBrokers()]);
-  console.log('keeper child after its own cleanup: ' + state(mine, myBroker));
-});
+      `${prelude('keeper')}
 test('my child and broker outlive the other file', async () => {
-  mine = child();
-  myBroker = await Mosquitto.start();
+  await start();
   mark('keeper started').resolve();
   await mark('quitter ended').promise;
-  assert.equal(mine.exited, false, 'the other file killed my child');
-  assert.notEqual(myBroker.child, undefined, 'the other file killed my broker');
+  assert.equal(own.child.exited, false, 'the other file killed my child');
+  assert.notEqual(own.broker.child, undefined, 'the other file killed my broker');
 });
 `,
     );
     writeFileSync(
       join(dir, 'quitter.test.mjs'),
-      `import { after, test } from 'node:test';
-${imports}
-let theirs;
-let theirBroker;
-after(async () => {
-  await Promise.all([killAll(), killBrokers()]);
-  console.log('quitter child after its cleanup: ' + state(theirs, theirBroker));
-  mark('quitter ended').resolve();
-});
+      `${prelude('quitter')}
 test('starts a child and a broker and ends', async () => {
   await mark('keeper started').promise;
-  theirs = child();
-  theirBroker = await Mosquitto.start();
+  await start();
 });
 `,
     );
     const { status, out } = runEntry(['keeper.test.mjs', 'quitter.test.mjs'], 15_000, 2);
     assert.equal(status, 0, out);
-    assert.match(out, /quitter child after its cleanup: gone, broker gone/);
-    assert.match(out, /keeper child after its own cleanup: gone, broker gone/);
+    assert.match(out, /quitter after its own cleanup: child gone, broker gone/);
+    assert.match(out, /keeper after its own cleanup: child gone, broker gone/);
     assert.match(out, /^ +ok \d+ - keeper\.test\.mjs$/m);
   });
 
