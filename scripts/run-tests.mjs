@@ -5,9 +5,10 @@
 // Processes run os.availableParallelism() + 1 at a time (many files mostly wait for processes,
 // Redis fail-overs or timers); TEST_CONCURRENCY=<n> overrides it (docs/testing.md, "Suite time").
 // Files of the folders in scripts/test-groups.mjs's SHARED share TEST_GROUPS processes (default
-// 4), so that they load the modules once; every other file has a process of its own. Each
-// process runs a generated entry file (under os.tmpdir()), which runs each of its files in a
-// describe named by its path, with the 120 s limit a file had.
+// 4), one after another, so that they load the modules once; the files of each folder in its
+// SIDE_BY_SIDE share a process per folder, FILES_AT_ONCE at a time; every other file has a
+// process of its own. Each process runs a generated entry file (under os.tmpdir()), which runs
+// each of its files in a describe named by its path, with the 120 s limit a file had.
 // --coverage records V8 coverage of dist/src/ in every node process of the run, child
 // processes the tests start included (scripts/coverage-preload.mjs), has c8 map it back to
 // src/*.ts through the source maps and write coverage/, and then
@@ -18,7 +19,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { FILE_TIMEOUT_MS, checkPlan, entrySource, plan } from './test-groups.mjs';
+import { FILE_TIMEOUT_MS, checkPlan, entrySource, filesAtOnce, plan } from './test-groups.mjs';
 
 const root = new URL('../dist/test/', import.meta.url).pathname;
 const argv = process.argv.slice(2);
@@ -62,7 +63,7 @@ const rootUrl = pathToFileURL(root).href;
 const entryFiles = entries.map((e, i) => {
   const name = e.length === 1 ? e[0].replaceAll('/', '--') : `group-${i + 1}.test.mjs`;
   const file = join(entryDir, name.replace(/\.js$/, '.mjs'));
-  writeFileSync(file, entrySource(rootUrl, e));
+  writeFileSync(file, entrySource(rootUrl, e, FILE_TIMEOUT_MS, filesAtOnce(e)));
   return file;
 });
 const longest = Math.max(...entries.map((e) => e.length));

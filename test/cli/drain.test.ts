@@ -126,12 +126,9 @@ describe('SIGTERM drain', { concurrency: true }, () => {
     const signalledAt = Date.now();
     proc.child.kill('SIGTERM');
 
-    // readiness turns false at once
-    let ready = await readyz(http).catch(() => undefined);
-    for (let i = 0; ready?.status === 200 && i < 50; i++) {
-      await new Promise((r) => setTimeout(r, 10));
-      ready = await readyz(http).catch(() => undefined);
-    }
+    // readiness turns false at once: the gateway logs "draining" once it is (no polling)
+    await proc.waitFor(/"msg":"draining"/, { stream: 'stdout' });
+    const ready = await readyz(http).catch(() => undefined);
     assert.equal(ready?.status, 503);
     assert.deepEqual(ready?.body, { ready: false, failing: ['draining'] });
 

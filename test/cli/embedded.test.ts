@@ -9,15 +9,9 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { connect } from 'mqtt';
 import { join } from 'node:path';
-import {
-  CLI,
-  REPO_ROOT,
-  killAll,
-  listeningPort,
-  run,
-  runCli,
-  startCli,
-} from '../helpers/processes.js';
+import { CLI_FAIL } from '../../src/cli.js';
+import { cliInProcess, describeResult } from '../helpers/cli-in-process.js';
+import { CLI, REPO_ROOT, killAll, listeningPort, run, startCli } from '../helpers/processes.js';
 
 after(killAll);
 
@@ -87,7 +81,8 @@ describe('embedded defaults (npm start)', () => {
     after(() => blocker.close());
     const addr = blocker.address();
     const taken = typeof addr === 'object' && addr !== null ? addr.port : 0;
-    const r = await runCli([
+    // in-process: the error the binary prints as `coap-edge: <message>` (test/cli/cli.test.ts)
+    const r = await cliInProcess([
       'serve',
       '--config',
       EMBEDDED,
@@ -96,8 +91,9 @@ describe('embedded defaults (npm start)', () => {
       '--embedded-broker',
       String(taken),
     ]);
-    assert.equal(r.code, 2);
-    assert.match(r.stderr, new RegExp(`${taken}`));
-    assert.match(r.stderr, /in use|EADDRINUSE/);
+    assert.equal(r.code, 2, describeResult(r));
+    assert.equal(r.error?.code, CLI_FAIL, describeResult(r));
+    assert.match(r.error.message, new RegExp(`${taken}`));
+    assert.match(r.error.message, /in use|EADDRINUSE/);
   });
 });

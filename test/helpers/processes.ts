@@ -1,6 +1,7 @@
 /**
  * Child processes for interop and CLI tests: spawn with a hard timeout, collect output, wait
- * for a line, kill everything still running when a test file ends (`after(killAll)`).
+ * for a line, kill everything a test file started and is still running when it ends
+ * (`after(killAll)`); each file's children are its own, also where files share a process.
  * Also: the repository root, the CLI path, free UDP ports, and argv builders for the real
  * peers (openssl s_client, libcoap's coap-client-openssl / coap-client-gnutls).
  */
@@ -10,6 +11,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pskShellLiteral } from '../../src/enos/psk.js';
+import { PerTestFile } from './file-scope.js';
 
 function findRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -48,11 +50,18 @@ export interface SpawnOptions {
   readonly timeoutMs?: number;
 }
 
-const live = new Set<Proc>();
+/**
+ * The children still running, by the test file that started them, so that a file's `killAll`
+ * ends only its own where files share a process (scripts/test-groups.mjs).
+ */
+const live = new PerTestFile<Proc>();
 
-/** Kills every child still running; call from `after` / `t.after` of each test file. */
+/**
+ * Kills every child the calling test file started that is still running; call from `after` /
+ * `t.after` of each test file. Children of other files in the same process are left alone.
+ */
 export async function killAll(): Promise<void> {
-  await Promise.all([...live].map((p) => p.kill()));
+  await Promise.all([...live.own()].map((p) => p.kill()));
 }
 
 /** The environment of this process without any `COAP_EDGE_*` variable, plus `extra`. */
@@ -84,7 +93,8 @@ export class Proc {
       env: opts.env ?? cleanEnv(),
       stdio: ['pipe', 'pipe', 'pipe'],
     });
-    live.add(this);
+    const children = live.own();
+    children.add(this);
     const timer = setTimeout(() => {
       this.timedOut = true;
       this.child.kill('SIGKILL');
@@ -103,7 +113,7 @@ export class Proc {
       const finish = (code: number | null, signal: NodeJS.Signals | null): void => {
         if (this.result !== undefined) return;
         clearTimeout(timer);
-        live.delete(this);
+        children.delete(this);
         this.result = {
           code,
           signal,

@@ -7,7 +7,7 @@
  * range. Every process is ours (children of the test), killed by `stop()`; their files live
  * in a temporary directory removed with them. Every wait has a deadline.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,6 +20,7 @@ import type {
   RedisTarget,
 } from '../../src/redis/client.js';
 import { freePort, waitFor } from '../integration/auth/helpers.js';
+import { run } from './processes.js';
 
 const quiet = { stdio: 'ignore' } as const;
 
@@ -209,7 +210,9 @@ export class RedisClusterFixture {
       ]);
     }
     for (const p of this.ports) await waitFor(() => answers(p), `cluster node ${p}`);
-    const r = spawnSync(
+    // not spawnSync: redis-cli waits (1 s steps) for the cluster to join, and the event loop
+    // may be other test files' too (scripts/test-groups.mjs, files side by side)
+    const r = await run(
       'redis-cli',
       [
         '--cluster',
@@ -219,9 +222,9 @@ export class RedisClusterFixture {
         String(this.#replicas),
         '--cluster-yes',
       ],
-      { encoding: 'utf8', timeout: 30_000 },
+      { timeoutMs: 30_000 },
     );
-    if (r.status !== 0) throw new Error(`redis-cli --cluster create failed: ${r.stdout}`);
+    if (r.code !== 0) throw new Error(`redis-cli --cluster create failed: ${r.stdout}`);
     await this.waitHealthy();
   }
 

@@ -1,7 +1,8 @@
 /**
  * scripts/test-groups.mjs, which scripts/run-tests.mjs uses to run several test files in one
  * process (docs/testing.md, "Suite time"): no chosen file may be left out of the plan, and a
- * grouped file keeps its own hooks, its own time limit and its name in every report.
+ * grouped file keeps its own hooks, its own time limit, its name in every report and its own
+ * child processes, also when files run side by side.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -14,10 +15,13 @@ import { REPO_ROOT } from '../helpers/processes.js';
 
 interface Groups {
   SHARED: string[];
+  SIDE_BY_SIDE: string[];
+  FILES_AT_ONCE: number;
   plan(files: string[], groups: number): string[][];
   weight(rel: string): number;
+  filesAtOnce(entry: string[]): number;
   checkPlan(files: string[], entries: string[][]): void;
-  entrySource(rootUrl: string, files: string[], timeoutMs?: number): string;
+  entrySource(rootUrl: string, files: string[], timeoutMs?: number, atOnce?: number): string;
 }
 const groups = (await import(
   pathToFileURL(join(REPO_ROOT, 'scripts', 'test-groups.mjs')).href
@@ -28,7 +32,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 
 const FILES = [
   'cli/cli.test.js',
-  'deploy/helm.test.js',
+  'integration/http/http-backend.test.js',
   'e2e/shared-associations.test.js',
   'hostile/memory.test.js',
   'hostile/replay.test.js',
@@ -38,9 +42,9 @@ const FILES = [
   'unit/new-folder/not-in-the-census.test.js',
 ];
 
-function runEntry(files: string[], timeoutMs?: number) {
+function runEntry(files: string[], timeoutMs?: number, atOnce?: number) {
   const entry = join(dir, `entry-${Math.random()}.test.mjs`);
-  writeFileSync(entry, groups.entrySource(pathToFileURL(`${dir}/`).href, files, timeoutMs));
+  writeFileSync(entry, groups.entrySource(pathToFileURL(`${dir}/`).href, files, timeoutMs, atOnce));
   // without NODE_TEST_CONTEXT, which tells node:test that it runs inside a test file
   const env = { ...process.env };
   delete env.NODE_TEST_CONTEXT;
@@ -78,6 +82,38 @@ describe('the plan', () => {
     assert.throws(() => groups.checkPlan(FILES, twice), /twice \["cli\/cli.test.js"\]/);
     const extra = [...entries, ['unit/extra.test.js']];
     assert.throws(() => groups.checkPlan(FILES, extra), /not chosen \["unit\/extra.test.js"\]/);
+  });
+
+  it('puts the files of each side-by-side folder in one process, longest first', () => {
+    const files = [
+      'e2e/uplink.test.js',
+      'e2e/shared-associations.test.js',
+      'interop/libcoap.test.js',
+      'interop/mbedtls.test.js',
+      'telemetry/tracing.test.js',
+      'telemetry/metrics.test.js',
+      'unit/coap/codec.test.js',
+    ];
+    const entries = groups.plan(files, 2);
+    groups.checkPlan(files, entries);
+    const byFirst = new Map(entries.map((e) => [e[0], e]));
+    assert.deepEqual(byFirst.get('e2e/shared-associations.test.js'), [
+      'e2e/shared-associations.test.js',
+      'e2e/uplink.test.js',
+    ]);
+    assert.deepEqual(byFirst.get('interop/mbedtls.test.js'), [
+      'interop/mbedtls.test.js',
+      'interop/libcoap.test.js',
+    ]);
+    // telemetry/ files each have a process (OpenTelemetry's globals)
+    assert.deepEqual(byFirst.get('telemetry/tracing.test.js'), ['telemetry/tracing.test.js']);
+    assert.deepEqual(byFirst.get('telemetry/metrics.test.js'), ['telemetry/metrics.test.js']);
+    assert.equal(entries.length, 5);
+    for (const e of entries) {
+      const sideBySide = e.length > 1 && groups.SIDE_BY_SIDE.some((p) => e[0]!.startsWith(p));
+      assert.equal(groups.filesAtOnce(e), sideBySide ? groups.FILES_AT_ONCE : 1, e.join());
+    }
+    assert.ok(groups.FILES_AT_ONCE > 1);
   });
 
   it('balances the groups by the files’ recorded times', () => {
@@ -152,6 +188,96 @@ test('leaves an interval running', () => { setInterval(() => {}, 1000); });
     assert.match(out, /^not ok \d+ - slow\.test\.mjs$/m);
     assert.match(out, /test timed out after 500ms/);
     assert.match(out, /^ok \d+ - a\.test\.mjs$/m);
+  });
+
+  // named promises the files of one process share, made by whichever file asks first
+  const MARKS = `const marks = (globalThis.marks ??= {});
+const mark = (name) => {
+  if (marks[name] === undefined) {
+    let resolve;
+    const promise = new Promise((r) => (resolve = r));
+    marks[name] = { promise, resolve };
+  }
+  return marks[name];
+};
+`;
+
+  it('side by side: runs its files at once, each under its name and its own tests in order', () => {
+    // each file waits for a mark the other sets: one after the other, the first never ends
+    const waiter = (me: string, other: string) => `import { test } from 'node:test';
+${MARKS}
+test('${me} 1 waits for ${other}', async () => {
+  mark('${me}').resolve();
+  await mark('${other}').promise;
+  console.log('${me}-1-done');
+});
+test('${me} 2 after ${me} 1', () => console.log('${me}-2-done'));
+`;
+    writeFileSync(join(dir, 'ping.test.mjs'), waiter('ping', 'pong'));
+    writeFileSync(join(dir, 'pong.test.mjs'), waiter('pong', 'ping'));
+    const { status, out } = runEntry(['ping.test.mjs', 'pong.test.mjs'], 5_000, 2);
+    assert.equal(status, 0, out);
+    assert.match(out, /^ +ok \d+ - ping\.test\.mjs$/m);
+    assert.match(out, /^ +ok \d+ - pong\.test\.mjs$/m);
+    assert.match(out, /^ok \d+ - all 2 test files of this process ran$/m);
+    for (const f of ['ping', 'pong'])
+      assert.ok(out.indexOf(`${f}-1-done`) < out.indexOf(`${f}-2-done`), out);
+    // one after the other (as in a SHARED group) the first file cannot pass
+    const serial = runEntry(['ping.test.mjs', 'pong.test.mjs'], 2_000);
+    assert.equal(serial.status, 1, serial.out);
+    assert.match(serial.out, /^not ok \d+ - ping\.test\.mjs$/m);
+  });
+
+  it('side by side: a file that ends kills its own child processes and brokers only', () => {
+    // "keeper" starts a child and a Mosquitto and checks that they outlive "quitter", which
+    // starts its own and ends with after(killAll) and after(killBrokers) while keeper still
+    // runs; keeper's own cleanup then ends its own
+    const helper = (...path: string[]): string =>
+      JSON.stringify(pathToFileURL(join(REPO_ROOT, 'dist', 'test', ...path)).href);
+    /** What both files do: start a child and a broker; end them in `after`, say so, mark it. */
+    const prelude = (name: string) => `import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Proc, killAll } from ${helper('helpers', 'processes.js')};
+import { Mosquitto, killBrokers } from ${helper('integration', 'bridge', 'brokers.js')};
+${MARKS}
+const own = {};
+const start = async () => {
+  own.child = new Proc(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { timeoutMs: 20_000 });
+  own.broker = await Mosquitto.start();
+};
+after(async () => {
+  await Promise.all([killAll(), killBrokers()]);
+  console.log('${name} after its own cleanup: child ' + (own.child.exited ? 'gone' : 'alive') +
+    ', broker ' + (own.broker.child === undefined ? 'gone' : 'alive'));
+  mark('${name} ended').resolve();
+});
+`;
+    writeFileSync(
+      join(dir, 'keeper.test.mjs'),
+      `${prelude('keeper')}
+test('my child and broker outlive the other file', async () => {
+  await start();
+  mark('keeper started').resolve();
+  await mark('quitter ended').promise;
+  assert.equal(own.child.exited, false, 'the other file killed my child');
+  assert.notEqual(own.broker.child, undefined, 'the other file killed my broker');
+});
+`,
+    );
+    writeFileSync(
+      join(dir, 'quitter.test.mjs'),
+      `${prelude('quitter')}
+test('starts a child and a broker and ends', async () => {
+  await mark('keeper started').promise;
+  await start();
+});
+`,
+    );
+    const { status, out } = runEntry(['keeper.test.mjs', 'quitter.test.mjs'], 15_000, 2);
+    assert.equal(status, 0, out);
+    assert.match(out, /quitter after its own cleanup: child gone, broker gone/);
+    assert.match(out, /keeper after its own cleanup: child gone, broker gone/);
+    assert.match(out, /^ +ok \d+ - keeper\.test\.mjs$/m);
   });
 
   it('exits 1 naming what is open when its files leave a handle behind', () => {

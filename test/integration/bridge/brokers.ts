@@ -10,6 +10,7 @@ import { createConnection, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type IClientOptions, type MqttClient } from 'mqtt';
+import { PerTestFile } from '../../helpers/file-scope.js';
 import { missingCommands } from '../../helpers/tools.js';
 
 /** True when a `mosquitto` binary is on the PATH; in CI (which installs it), throws if not. */
@@ -59,14 +60,15 @@ export async function until(cond: () => boolean, timeoutMs: number, what: string
   }
 }
 
-const live = new Set<Mosquitto>();
+/** By the test file that started them (files may share a process: scripts/test-groups.mjs). */
+const live = new PerTestFile<Mosquitto>();
 process.on('exit', () => {
-  for (const m of live) m.child?.kill('SIGKILL');
+  for (const m of live.all()) m.child?.kill('SIGKILL');
 });
 
 /** Kills every Mosquitto started by this file and removes their config directories. */
 export async function killBrokers(): Promise<void> {
-  await Promise.all([...live].map((m) => m.dispose()));
+  await Promise.all([...live.own()].map((m) => m.dispose()));
 }
 
 /** A Mosquitto 2 child process listening on 127.0.0.1:`port`. */
@@ -74,13 +76,16 @@ export class Mosquitto {
   child: ChildProcess | undefined;
   log = '';
   private readonly dir: string;
+  /** Its test file's brokers (`killBrokers`). */
+  private readonly kept: Set<Mosquitto>;
 
   private constructor(
     readonly port: number,
     private readonly extraConfig: string,
   ) {
     this.dir = mkdtempSync(join(tmpdir(), 'coap-edge-mosq-'));
-    live.add(this);
+    this.kept = live.own();
+    this.kept.add(this);
   }
 
   /** Starts Mosquitto on `port` (a free one when omitted) and waits until it listens. */
@@ -139,7 +144,7 @@ export class Mosquitto {
   /** Stops it for good and removes its directory. */
   async dispose(): Promise<void> {
     await this.stop();
-    live.delete(this);
+    this.kept.delete(this);
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
