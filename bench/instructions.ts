@@ -106,6 +106,8 @@ const USAGE = `usage: node dist/bench/instructions.js --kind <k> [options]
   --top <n>           functions listed from callgrind_annotate (default 15)
   --node-flags <f>    space-separated node flags for coap-edge or the records floor (coap-edge's
                       output tail is reported)
+  --export-delay <ms> with --tracing: OTEL_BSP_SCHEDULE_DELAY for coap-edge (default: none set,
+                      so its default, 5000); longer than the run = the spans without any export
   --separate-threads  callgrind --separate-threads=yes (one count per thread)
   --keep              keep the callgrind output directory (its path is in the report)`;
 
@@ -628,6 +630,7 @@ async function main(): Promise<void> {
       'top',
       'suite',
       'node-flags',
+      'export-delay',
     ],
     ['separate-threads', 'keep'],
   );
@@ -644,6 +647,13 @@ async function main(): Promise<void> {
     throw new UsageError('--server floor: record and uplink kinds only');
   if (tracing !== 'off' && (!uplink || server !== 'coap-edge')) {
     throw new UsageError('--tracing: coap-edge with an uplink kind only');
+  }
+  const exportDelay =
+    flags['export-delay'] === undefined
+      ? undefined
+      : numberFlag(flags, 'export-delay', 5000, 0, 2 ** 31 - 1);
+  if (exportDelay !== undefined && tracing === 'off') {
+    throw new UsageError('--export-delay: with --tracing only');
   }
   const build = resolve(stringFlag(flags, 'build', REPO_ROOT));
   const ops = numberFlag(flags, 'ops', kind === 'handshake' ? 60 : 150, 1, 1_000_000);
@@ -665,6 +675,8 @@ async function main(): Promise<void> {
   log(`instructions: ${commandLine()}`);
   // OTEL_* variables would turn tracing on in the coap-edge child
   for (const k of Object.keys(process.env)) if (k.startsWith('OTEL_')) delete process.env[k];
+  // ...but this one the child is meant to read (a build from before OTEL_BSP_* ignores it)
+  if (exportDelay !== undefined) process.env.OTEL_BSP_SCHEDULE_DELAY = String(exportDelay);
   const tmp = mkdtempSync(join(tmpdir(), 'coap-edge-insn-setup-'));
   process.once('exit', () => rmSync(tmp, { recursive: true, force: true }));
   const c: Config = {
@@ -699,6 +711,7 @@ async function main(): Promise<void> {
       server,
       build: server === 'coap-edge' ? build : undefined,
       tracing,
+      exportDelayMs: exportDelay,
       suite: suiteFlag,
       associations: kind === 'handshake' ? undefined : c.associations,
       ...o,

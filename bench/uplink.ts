@@ -61,6 +61,7 @@ import { join } from 'node:path';
 import { Code } from '../src/coap/constants.js';
 import { cipherSuiteName } from '../src/dtls/constants.js';
 import { derivePsk, parseTopicPath, pskUsableOnCommandLine } from '../src/enos/index.js';
+import { DEFAULT_BATCH } from '../src/telemetry/otel-env.js';
 import { CoapDtlsClient } from '../src/tools/coap-client.js';
 import { generateDevices } from '../src/tools/load.js';
 import {
@@ -111,7 +112,8 @@ const USAGE = `usage: node dist/bench/uplink.js [options]
                         tracing = reply,reply-control,trace-1pct,trace-100pct
                         all = every variant
   --devices <n>       simulated devices, one DTLS association each (default 100)
-  --rate <r>          requests per second per device; 0 = closed loop, one outstanding (default 0)
+  --rate <r>          requests per second per device; 0 = closed loop, one outstanding (default 0;
+                      2 when a tracing variant runs)
   --rounds <n>        rounds; each runs every variant once, in rotating order (default 3;
                       8 when a tracing variant runs)
   --duration <s>      measured seconds per phase (default 5)
@@ -435,20 +437,24 @@ async function collectDelivery(
 }
 
 /**
- * The OTLP sink's counters once they stop moving: the exporter sends a batch every second
- * (BatchSpanProcessor, scheduledDelayMillis 1000), so they must stay unchanged for longer.
+ * The OTLP sink's counters once they stop moving: the exporter sends a batch at most
+ * `scheduledDelayMillis` after a span ends (BatchSpanProcessor; the children get no OTEL_BSP_*
+ * variable, so the default, 5 s), so they must stay unchanged for longer than that, or the
+ * last batch of a phase would be counted in the next phase of the same process.
  */
+const SPAN_SETTLE_MS = DEFAULT_BATCH.scheduledDelayMillis + 1000;
+
 async function settledSpanStats(sink: IpcChild): Promise<Record<string, unknown>> {
   let last = '';
   let since = performance.now();
-  const deadline = performance.now() + 10_000;
+  const deadline = performance.now() + 3 * SPAN_SETTLE_MS;
   for (;;) {
     const s = await sink.request({ type: 'stats' });
     const key = `${num(s, 'requests')}/${num(s, 'wireBytes')}`;
     if (key !== last) {
       last = key;
       since = performance.now();
-    } else if (performance.now() - since >= 1500 || performance.now() > deadline) {
+    } else if (performance.now() - since >= SPAN_SETTLE_MS || performance.now() > deadline) {
       return s;
     }
     await sleep(250);
@@ -937,9 +943,10 @@ async function main(): Promise<void> {
     );
   }
   const deviceCount = numberFlag(flags, 'devices', 100, 1, 10_000);
-  let rate = numberFlag(flags, 'rate', 0, 0, 10_000, false);
-  // tracing's 5 % question needs the spread of many rounds (see bench/README.md)
+  // tracing's 5 % question needs the spread of many rounds, at one offered load below
+  // saturation for every phase (see bench/README.md, "Measuring tracing")
   const tracingAsked = phases.some((p) => TRACE_PHASES.includes(p));
+  let rate = numberFlag(flags, 'rate', tracingAsked && !halfSaturation ? 2 : 0, 0, 10_000, false);
   const rounds = numberFlag(flags, 'rounds', tracingAsked ? 8 : 3, 1, 100);
   const durationS = numberFlag(flags, 'duration', 5, 0.5, 3600, false);
   const warmupS = numberFlag(flags, 'warmup', 2, 0, 600, false);

@@ -138,6 +138,7 @@ async function serve(io: CliIo, opts: Record<string, unknown>): Promise<void> {
         protocol: tracingHandle.protocol,
         sampler: tracingHandle.policy.sampler,
         ratio: tracingHandle.policy.ratio,
+        exportDelayMs: tracingHandle.batch.scheduledDelayMillis,
         forced: config.traceDevices.length,
       },
       'tracing on',

@@ -11,6 +11,8 @@
  *   general one gets `/v1/traces` appended for the HTTP protocols (not for gRPC).
  * - `OTEL_EXPORTER_OTLP_(TRACES_)HEADERS`: `key=value` pairs, comma-separated, values
  *   URL-encoded.
+ * - `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_EXPORT_TIMEOUT`, `OTEL_BSP_MAX_QUEUE_SIZE`,
+ *   `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`: the batch span processor ("Batching processor").
  *
  * coap-edge's own settings (`traceSampleRatio`, `otlpEndpoint`) win where they are given.
  * Pure functions over an environment record, so each rule is tested without an SDK.
@@ -143,6 +145,67 @@ export function tracesEndpoint(
  */
 export function tracingRequested(setting: string | undefined, env: Env): boolean {
   return !sdkDisabled(env) && tracesEndpoint(setting, env, otlpProtocol(env)) !== undefined;
+}
+
+/** How the batch span processor queues and exports spans (the SDK's `BufferConfig`). */
+export interface BatchConfig {
+  /** Longest a finished span waits before its batch is exported (ms). */
+  readonly scheduledDelayMillis: number;
+  /** How long one export may take before it is given up (ms). */
+  readonly exportTimeoutMillis: number;
+  /** Spans held at most; beyond that new spans are dropped (never datagrams). */
+  readonly maxQueueSize: number;
+  /** Spans per export at most; a full batch is exported at once, without waiting. */
+  readonly maxExportBatchSize: number;
+}
+
+/**
+ * The batch span processor's settings when no OTEL_BSP_* variable is set: the specification's
+ * defaults (5 s delay, 30 s timeout, batches of 512), but a queue of 8192 instead of 2048, so a
+ * burst at 100 % sampling does not lose spans while an export is in flight. A longer delay puts
+ * more traces in one export, and an export (an HTTP request) costs several traces' worth of CPU
+ * (bench/README.md, "Measuring tracing").
+ */
+export const DEFAULT_BATCH: BatchConfig = {
+  scheduledDelayMillis: 5000,
+  exportTimeoutMillis: 30_000,
+  maxQueueSize: 8192,
+  maxExportBatchSize: 512,
+};
+
+/**
+ * The batch span processor's settings from `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_EXPORT_TIMEOUT`
+ * (ms, integers >= 0), `OTEL_BSP_MAX_QUEUE_SIZE` and `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`
+ * (integers >= 1), each defaulting to {@link DEFAULT_BATCH}. A value that is not such an
+ * integer is ignored with a warning; a batch size above the queue size is cut to it (as the
+ * SDK does). Read here rather than by the SDK, which reads `process.env` only when no option
+ * is passed: the setup's environment record decides, as for every other variable.
+ */
+export function batchConfig(env: Env, warnings: EnvWarnings = []): BatchConfig {
+  const int = (name: string, min: number, fallback: number): number => {
+    const v = value(env, name);
+    if (v === undefined) return fallback;
+    const n = Number(v);
+    if (Number.isInteger(n) && n >= min) return n;
+    warnings.push(`${name}=${v} is not an integer >= ${min}; using ${fallback}`);
+    return fallback;
+  };
+  const d = DEFAULT_BATCH;
+  const maxQueueSize = int('OTEL_BSP_MAX_QUEUE_SIZE', 1, d.maxQueueSize);
+  let maxExportBatchSize = int('OTEL_BSP_MAX_EXPORT_BATCH_SIZE', 1, d.maxExportBatchSize);
+  if (maxExportBatchSize > maxQueueSize) {
+    warnings.push(
+      `OTEL_BSP_MAX_EXPORT_BATCH_SIZE=${maxExportBatchSize} is above the queue size ` +
+        `${maxQueueSize}; using ${maxQueueSize}`,
+    );
+    maxExportBatchSize = maxQueueSize;
+  }
+  return {
+    scheduledDelayMillis: int('OTEL_BSP_SCHEDULE_DELAY', 0, d.scheduledDelayMillis),
+    exportTimeoutMillis: int('OTEL_BSP_EXPORT_TIMEOUT', 0, d.exportTimeoutMillis),
+    maxQueueSize,
+    maxExportBatchSize,
+  };
 }
 
 /**

@@ -2,7 +2,7 @@
  * The OpenTelemetry trace SDK, set up only when an OTLP endpoint is configured; the
  * {@link Tracing} it returns is handed to the gateway. Tracing off costs the datagram path one
  * branch (see trace.ts). The standard OTEL_* variables are
- * read in otel-env.ts (sampler, protocol, endpoint, headers, SDK disabled);
+ * read in otel-env.ts (sampler, protocol, endpoint, headers, batching, SDK disabled);
  * OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES name the resource.
  */
 import { hostname } from 'node:os';
@@ -21,11 +21,13 @@ import {
 } from '@opentelemetry/sdk-trace-base';
 import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import {
+  batchConfig,
   otlpHeaders,
   otlpProtocol,
   samplingPolicy,
   sdkDisabled,
   tracesEndpoint,
+  type BatchConfig,
   type OtlpProtocol,
   type SamplingPolicy,
 } from './otel-env.js';
@@ -56,6 +58,8 @@ export interface TracingHandle {
   readonly endpoint: string | undefined;
   readonly protocol: OtlpProtocol;
   readonly policy: SamplingPolicy;
+  /** The batch span processor's settings (OTEL_BSP_* or the defaults). */
+  readonly batch: BatchConfig;
   /** Unsupported OTEL_* values that were ignored (to log at start). */
   readonly warnings: readonly string[];
   /** Flushes spans and stops the exporter. */
@@ -121,6 +125,7 @@ export function setupTracing(o: TracingOptions): TracingHandle | undefined {
   if (endpoint === undefined && o.exporter === undefined) return undefined;
   const policy = samplingPolicy(o.sampleRatio, DEFAULT_TRACE_SAMPLE_RATIO, o.env, warnings);
   const headers = otlpHeaders(o.env, warnings);
+  const batch = batchConfig(o.env, warnings);
   // OTEL_RESOURCE_ATTRIBUTES (and OTEL_SERVICE_NAME) override what is set here
   const detected = detectResources({ detectors: [envDetector] });
   const pod = o.env.POD_NAME ?? o.env.HOSTNAME ?? hostname();
@@ -136,13 +141,8 @@ export function setupTracing(o: TracingOptions): TracingHandle | undefined {
   const provider = new NodeTracerProvider({
     resource: base.merge(detected),
     sampler: new GatewaySampler(policy),
-    spanProcessors: [
-      new BatchSpanProcessor(exporter, {
-        maxQueueSize: 8192,
-        maxExportBatchSize: 512,
-        scheduledDelayMillis: 1000,
-      }),
-    ],
+    // every field given, so the SDK reads no OTEL_BSP_* of process.env behind the env record
+    spanProcessors: [new BatchSpanProcessor(exporter, { ...batch })],
   });
   // The context manager and the W3C propagator are process-wide (the first setup's stay, and
   // are alike); the tracer is this provider's own, so spans go to this setup's exporter.
@@ -158,6 +158,7 @@ export function setupTracing(o: TracingOptions): TracingHandle | undefined {
     endpoint,
     protocol,
     policy,
+    batch,
     warnings,
     async shutdown() {
       tracing.on = false;

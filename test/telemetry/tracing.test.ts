@@ -86,7 +86,7 @@ async function flushSpans(): Promise<void> {
 
 /**
  * Waits until `pred` holds for the spans received; flushes first, so spans that have ended
- * arrive now rather than at the next export cycle (1 s).
+ * arrive now rather than at the next export cycle (5 s).
  */
 async function exported(
   pred: (spans: readonly OtlpSpan[]) => boolean,

@@ -605,8 +605,15 @@ function coalesceWrites(s: Session): void {
 
 function noLog(): void {}
 
-/** The options of a publish without properties: mqtt.js copies them, so one object serves all. */
-const QOS1: IClientPublishOptions = Object.freeze({ qos: 1 });
+/**
+ * The options of a publish without properties: mqtt.js copies them, so one object serves all.
+ * It has the shape of a traced publish's options (`qos`, then `properties`), not frozen: with
+ * `{ qos: 1 }` alone, mqtt.js's copy of the options and the packet it builds took another shape
+ * on each sampled publish, and V8 deoptimized its `publish`/`_sendPacket` (and mqtt-packet's
+ * writer) when the first trace of a warm process came through (bench/README.md, "Measuring
+ * tracing").
+ */
+const QOS1: IClientPublishOptions = { qos: 1, properties: undefined };
 
 /** Where an `mqtt://` or `mqtts://` broker URL points: what mqtt.js's tcp/tls builders use. */
 export interface BrokerTarget {

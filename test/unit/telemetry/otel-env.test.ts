@@ -8,6 +8,8 @@ import { ROOT_CONTEXT, TraceFlags, trace, type Context } from '@opentelemetry/ap
 import { SamplingDecision } from '@opentelemetry/sdk-trace-base';
 import { GatewaySampler } from '../../../src/telemetry/setup.js';
 import {
+  DEFAULT_BATCH,
+  batchConfig,
   otlpHeaders,
   otlpProtocol,
   samplingPolicy,
@@ -151,6 +153,68 @@ describe('OTEL_EXPORTER_OTLP_HEADERS', () => {
     for (const w of warnings) {
       assert.doesNotMatch(w, /secret-token|%E0/);
     }
+  });
+});
+
+describe('OTEL_BSP_* (the batch span processor)', () => {
+  it("unset: the specification's 5 s delay, 30 s timeout and batches of 512; a queue of 8192", () => {
+    const warnings: string[] = [];
+    assert.deepEqual(batchConfig({}, warnings), {
+      scheduledDelayMillis: 5000,
+      exportTimeoutMillis: 30_000,
+      maxQueueSize: 8192,
+      maxExportBatchSize: 512,
+    });
+    assert.deepEqual(DEFAULT_BATCH, batchConfig({}));
+    assert.deepEqual(warnings, []);
+  });
+
+  it('each variable sets its field', () => {
+    assert.deepEqual(
+      batchConfig({
+        OTEL_BSP_SCHEDULE_DELAY: '250',
+        OTEL_BSP_EXPORT_TIMEOUT: ' 4000 ',
+        OTEL_BSP_MAX_QUEUE_SIZE: '100',
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '10',
+      }),
+      {
+        scheduledDelayMillis: 250,
+        exportTimeoutMillis: 4000,
+        maxQueueSize: 100,
+        maxExportBatchSize: 10,
+      },
+    );
+    assert.equal(batchConfig({ OTEL_BSP_SCHEDULE_DELAY: '0' }).scheduledDelayMillis, 0);
+  });
+
+  it('values that are not integers in range are reported and the defaults apply', () => {
+    const warnings: string[] = [];
+    const c = batchConfig(
+      {
+        OTEL_BSP_SCHEDULE_DELAY: '1.5',
+        OTEL_BSP_EXPORT_TIMEOUT: '-1',
+        OTEL_BSP_MAX_QUEUE_SIZE: '0',
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE: 'many',
+      },
+      warnings,
+    );
+    assert.deepEqual(c, DEFAULT_BATCH);
+    assert.equal(warnings.length, 4);
+    assert.match(
+      warnings.join('\n'),
+      /OTEL_BSP_SCHEDULE_DELAY=1\.5 is not an integer >= 0; using 5000/,
+    );
+  });
+
+  it('a batch larger than the queue is cut to the queue size, with a warning', () => {
+    const warnings: string[] = [];
+    const c = batchConfig(
+      { OTEL_BSP_MAX_QUEUE_SIZE: '64', OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '512' },
+      warnings,
+    );
+    assert.equal(c.maxQueueSize, 64);
+    assert.equal(c.maxExportBatchSize, 64);
+    assert.equal(warnings.length, 1);
   });
 });
 
