@@ -49,7 +49,12 @@ const BROKER_REFUSES = /[+#\p{Cc}\p{Cs}\p{Noncharacter_Code_Point}]/u;
  * trip this (their levels pass the identity key rules).
  */
 export function checkTopic(topic: string): MqttBackendError | undefined {
-  const bad = topic.length === 0 || BROKER_REFUSES.test(topic) || Buffer.byteLength(topic) > 0xffff;
+  // a UTF-16 code unit is at most 3 UTF-8 bytes: a topic's bytes are counted only when it is
+  // long enough to exceed 65 535 (the count was ~1.3 k instructions a call, twice a request)
+  const bad =
+    topic.length === 0 ||
+    BROKER_REFUSES.test(topic) ||
+    (topic.length > 0xffff / 3 && Buffer.byteLength(topic) > 0xffff);
   return bad
     ? new MqttBackendError('BACKEND_BAD_TOPIC', JSON.stringify(topic.slice(0, 64)))
     : undefined;
