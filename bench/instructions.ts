@@ -104,8 +104,8 @@ const USAGE = `usage: node dist/bench/instructions.js --kind <k> [options]
   --repeat <n>        server processes, one after the other (default 1)
   --associations <n>  record/uplink: associations (devices) used in turn (default 4)
   --top <n>           functions listed from callgrind_annotate (default 15)
-  --node-flags <f>    space-separated node flags for coap-edge or the records floor (coap-edge's
-                      output tail is reported)
+  --node-flags <f>    space-separated node flags for coap-edge or the records or uplink floor
+                      (coap-edge's output tail is reported)
   --export-delay <ms> with --tracing: OTEL_BSP_SCHEDULE_DELAY for coap-edge (default: none set,
                       so its default, 5000); longer than the run = the spans without any export
   --separate-threads  callgrind --separate-threads=yes (one count per thread)
@@ -286,7 +286,7 @@ async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
     devices = uplinkDevices(n, pk, tail);
     if (c.server === 'floor') {
       server = await startFloor(
-        { devicesFile, mqttUrl: broker.url, productKey: pk, ...launch },
+        { devicesFile, mqttUrl: broker.url, productKey: pk, nodeFlags: c.nodeFlags, ...launch },
         devices[0]!,
       );
     } else {

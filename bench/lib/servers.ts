@@ -232,12 +232,18 @@ export async function startCoapEdge(
  * --port <p> --devices <file> --mqtt-url <url> --product-key <pk>`.
  */
 export async function startFloor(
-  o: { devicesFile: string; mqttUrl: string; productKey: string } & Launch,
+  o: {
+    devicesFile: string;
+    mqttUrl: string;
+    productKey: string;
+    nodeFlags?: readonly string[];
+  } & Launch,
   creds: Credentials,
 ): Promise<ServerProcess> {
   const port = await freePortPair();
   const script = fileURLToPath(new URL('./uplink-floor.js', import.meta.url));
   const args = [
+    ...(o.nodeFlags ?? []),
     script,
     '--port',
     String(port),

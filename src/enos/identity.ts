@@ -102,6 +102,8 @@ function utf8Length(s: string): number {
  */
 export function validateKey(key: string): KeyRejectReason | undefined {
   if (key.length === 0) return 'empty-key';
+  // the common key, checked per request segment by segment (parseTopicPath): no regex
+  if (key.length <= MAX_KEY_BYTES && plainAscii(key)) return undefined;
   // a UTF-16 code unit is at most 3 UTF-8 bytes: short keys need no byte count
   if (
     key.length > MAX_KEY_BYTES / 3 &&
@@ -111,6 +113,20 @@ export function validateKey(key: string): KeyRejectReason | undefined {
   }
   if (forbiddenInKey.test(key)) return loneSurrogate.test(key) ? 'not-utf8' : 'bad-character';
   return undefined;
+}
+
+/**
+ * True when every character is printable ASCII other than space, `,`, `/`, `+` and `#`: none
+ * of the characters a key may not hold, and one UTF-8 byte each.
+ */
+function plainAscii(key: string): boolean {
+  for (let i = 0; i < key.length; i++) {
+    const c = key.charCodeAt(i);
+    if (c <= 0x20 || c >= 0x7f || c === 0x2c || c === 0x2f || c === 0x2b || c === 0x23) {
+      return false;
+    }
+  }
+  return true;
 }
 
 /** True when {@link validateKey} accepts the key. */

@@ -196,17 +196,30 @@ const shapes: readonly Shape[] = [
 /** Segments before the tail: `topic, sys, pk, dk` or `topic, ext, session, pk, dk`. */
 const prefixLength: { readonly [R in Root]: number } = { sys: 4, 'ext/session': 5 };
 
-/** Shapes indexed by root and tail length; literal-only shapes first within a bucket. */
-const index: { readonly [R in Root]: Shape[][] } = { sys: [], 'ext/session': [] };
+/**
+ * Shapes indexed by root, tail length and first tail level (every tail starts with a literal
+ * level: a request's topic is compared with the few shapes that begin as it does, not with
+ * all of its length); literal-only shapes first within a list.
+ */
+const index: { readonly [R in Root]: Map<string, Shape[]>[] } = { sys: [], 'ext/session': [] };
 let maxSegments = 0;
 for (const s of shapes) {
-  const byLength = index[s.root];
-  const bucket = (byLength[s.tail.length] ??= []);
-  bucket.push(s);
+  const first = s.tail[0];
+  if (first === undefined || first === VAR || first === VAR_REPLY) {
+    throw new Error(`topic shape ${s.tail.join('/')} starts with a variable level`);
+  }
+  const byFirst = (index[s.root][s.tail.length] ??= new Map<string, Shape[]>());
+  const list = byFirst.get(first);
+  if (list === undefined) byFirst.set(first, [s]);
+  else list.push(s);
   maxSegments = Math.max(maxSegments, prefixLength[s.root] + s.tail.length);
 }
 for (const byLength of Object.values(index)) {
-  for (const bucket of byLength) bucket?.sort((a, b) => varCount(a.tail) - varCount(b.tail));
+  for (const byFirst of byLength) {
+    for (const list of byFirst?.values() ?? []) {
+      list.sort((a, b) => varCount(a.tail) - varCount(b.tail));
+    }
+  }
 }
 function varCount(tail: readonly string[]): number {
   return tail.filter((t) => t === VAR || t === VAR_REPLY).length;
@@ -274,11 +287,13 @@ export function parseTopicPath(segments: readonly string[]): TopicParseResult {
   else return { ok: false, reason: 'unknown-shape' };
 
   const from = prefixLength[root];
-  const bucket = index[root][segments.length - from];
+  const bucket = index[root][segments.length - from]?.get(segments[from] ?? '');
   const shape = bucket && matchShape(bucket, segments, from);
   if (!shape) return { ok: false, reason: 'unknown-shape' };
 
-  const mqttTopic = `/${segments.slice(1).join('/')}`;
+  // concatenated: a slice and its join cost ~1 k instructions more per request (callgrind)
+  let mqttTopic = '';
+  for (let i = 1; i < segments.length; i++) mqttTopic += `/${segments[i] ?? ''}`;
   return {
     ok: true,
     topic: {

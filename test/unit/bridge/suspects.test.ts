@@ -83,6 +83,29 @@ test('checkTopic refuses what Mosquitto disconnects on', () => {
   for (const good of ['/a/b', '/a/\u00a0', '/a/\ufeff', '/a/\ufffd', '/a/\u{10fffd}']) {
     assert.equal(checkTopic(good), undefined, JSON.stringify(good));
   }
+  // at most 65 535 UTF-8 bytes (MQTT's string length), however few UTF-16 code units
+  assert.equal(checkTopic(`/${'a'.repeat(0xfffe)}`), undefined);
+  assert.ok(checkTopic(`/${'a'.repeat(0xffff)}`) !== undefined);
+  assert.equal(checkTopic(`/${'€'.repeat(21844)}`), undefined); // 65 533 bytes
+  assert.ok(checkTopic(`/${'€'.repeat(21845)}`) !== undefined); // 65 536 bytes
+});
+
+test('checkTopic counts no bytes of a topic too short to exceed 65 535 of them', () => {
+  // per request, twice with a reply (bench/README.md, "fourth pass")
+  const buffer = Buffer as unknown as { byteLength: (s: string) => number };
+  const byteLength = buffer.byteLength;
+  let calls = 0;
+  buffer.byteLength = (s: string) => {
+    calls++;
+    return byteLength(s);
+  };
+  try {
+    assert.equal(checkTopic('/sys/pk1/dev1/thing/measurepoint/post_reply'), undefined);
+    assert.equal(checkTopic(`/${'€'.repeat(21844)}`), undefined);
+  } finally {
+    buffer.byteLength = byteLength;
+  }
+  assert.equal(calls, 0);
 });
 
 test('keys with non-characters are refused', () => {

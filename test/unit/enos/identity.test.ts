@@ -173,6 +173,39 @@ void describe('validateKey', () => {
     assert.equal(isValidKey('😀'), true);
     assert.equal(isValidKey('+'), false);
   });
+
+  void it('judges every character of U+0000–U+00FF as the key rules say', () => {
+    // controls (C0, DEL, C1), white space (space, NEL, NBSP) and , / + # are refused
+    const refused = (c: number): boolean =>
+      c <= 0x20 || (c >= 0x7f && c <= 0xa0) || [0x2c, 0x2f, 0x2b, 0x23].includes(c);
+    for (let c = 0; c <= 0xff; c++) {
+      const key = `a${String.fromCharCode(c)}b`;
+      assert.equal(
+        validateKey(key),
+        refused(c) ? 'bad-character' : undefined,
+        `U+${c.toString(16)}`,
+      );
+    }
+  });
+
+  void it('checks a printable ASCII key without a regular expression', () => {
+    // the common key, checked per request for every Uri-Path segment (bench/README.md)
+    const proto = RegExp.prototype as { test: (s: string) => boolean };
+    const test = proto.test;
+    let calls = 0;
+    proto.test = function (this: RegExp, s: string) {
+      calls++;
+      return test.call(this, s);
+    };
+    try {
+      assert.equal(validateKey('benchPK'), undefined);
+      assert.equal(validateKey('device-0001_x.y~z'), undefined);
+      assert.equal(validateKey('x'.repeat(128)), undefined);
+    } finally {
+      proto.test = test;
+    }
+    assert.equal(calls, 0);
+  });
 });
 
 void describe('identityErrorCode', () => {
