@@ -28,15 +28,7 @@
  *   not 4.00, because a suspect may be a bystander of another device's bad publish (or of a
  *   broker restart) and its request may be perfectly good; after the pause it is sent again.
  */
-import {
-  checkTopic,
-  requestReplyAs,
-  tracedPublish,
-  type ExchangeContext,
-  type PublishDone,
-  type SendFn,
-  type SendToFn,
-} from './exchange.js';
+import { checkTopic, requestReply, tracedPublish, type SendFn } from './exchange.js';
 import { systemClock, TimerQueue, type Clock, type Timed } from '../../time/clock.js';
 import { ErrorWithReasonCode } from 'mqtt';
 import {
@@ -144,11 +136,9 @@ export interface RequestOptions extends PublishOptions {
 
 /**
  * One publish until its PUBACK, failure or deadline; it is its own entry in the backend's
- * deadline queue (no closure or timer object per publish). Its outcome goes to `done`: the
- * job itself, settling the promise of {@link MqttBridgeBackend.publish} through `resolve`
- * and `reject`, or a request that waits for the PUBACK (exchange.ts).
+ * deadline queue (no closure or timer object per publish).
  */
-class PublishJob implements Timed, PublishDone {
+class PublishJob implements Timed {
   /** 'new' until sent or failed; it may wait in the queue meanwhile (`queued`). */
   state: 'new' | 'sent' | 'done' = 'new';
   /** In {@link MqttBridgeBackend.queue} and counted in `queuedCount`. */
@@ -157,9 +147,6 @@ class PublishJob implements Timed, PublishDone {
   conn: PoolConnection | undefined = undefined;
   dueAt = 0;
   heapIndex = -1;
-  resolve: () => void = noop;
-  reject: (err: Error) => void = noop;
-  done: PublishDone = this;
 
   constructor(
     private readonly expired: (job: PublishJob) => void,
@@ -168,22 +155,14 @@ class PublishJob implements Timed, PublishDone {
     readonly userProperties: UserProperties | undefined,
     readonly device: string | undefined,
     readonly startedAt: number,
+    readonly resolve: () => void,
+    readonly reject: (err: Error) => void,
   ) {}
 
   onTimer(): void {
     this.expired(this);
   }
-
-  published(): void {
-    this.resolve();
-  }
-
-  publishFailed(err: Error): void {
-    this.reject(err);
-  }
 }
-
-function noop(): void {}
 
 /** The URL without credentials, for logs. */
 export function redactUrl(url: string): string {
@@ -435,36 +414,26 @@ export class MqttBridgeBackend {
     if (bad !== undefined) return Promise.reject(bad);
     const early = this.refuseSuspect(device) ?? this.failEarly();
     if (early !== undefined) return Promise.reject(early);
-    return requestReplyAs(
-      this.exchanges,
-      full,
-      fullReplyTopic,
+    return requestReply({
+      replies: this.replies,
+      subscriptions: this.subscriptions,
+      send: this.sendFn,
+      topic: full,
+      replyTopic: fullReplyTopic,
       payload,
       messageId,
       userProperties,
       device,
-      replyTimeoutMs ?? this.replyTimeoutMs,
-    );
-  }
-
-  private readonly replyTimedOut = (): void => {
-    this.repliesTimedOut++;
-  };
-
-  /** What every request/reply exchange of this backend shares (exchange.ts). */
-  private get exchanges(): ExchangeContext<PoolConnection> {
-    return (this.exchangeContext ??= {
-      replies: this.replies,
-      subscriptions: this.subscriptions,
-      send: this.sendFn,
-      sendTo: this.sendToFn,
+      timeoutMs: replyTimeoutMs ?? this.replyTimeoutMs,
       clock: this.clock,
       deadlines: this.deadlines,
       onTimeout: this.replyTimedOut,
     });
   }
 
-  private exchangeContext: ExchangeContext<PoolConnection> | undefined;
+  private readonly replyTimedOut = (): void => {
+    this.repliesTimedOut++;
+  };
 
   /** Fails everything pending with `BACKEND_CLOSED` and ends all connections. */
   async close(): Promise<void> {
@@ -520,43 +489,27 @@ export class MqttBridgeBackend {
     const early = this.refuseSuspect(device) ?? this.failEarly();
     if (early !== undefined) return Promise.reject(early);
     return new Promise<void>((resolve, reject) => {
+      const now = this.clock.now();
       const job = new PublishJob(
         this.jobExpired,
         topic,
         payload,
         userProperties,
         device,
-        this.clock.now(),
+        now,
+        resolve,
+        reject,
       );
-      job.resolve = resolve;
-      job.reject = reject;
-      this.launch(job);
+      this.deadlines.schedule(job, now + this.publishTimeoutMs);
+      const conn = this.pickConnection(true);
+      if (conn !== undefined) this.dispatch(job, conn);
+      else if (this.queuedCount >= this.maxQueued) this.finishFailed(job, 'overloaded');
+      else {
+        job.queued = true;
+        this.queuedCount++;
+        this.queue.push(job);
+      }
     });
-  }
-
-  /** {@link send} reporting to `done` (a request waiting for its PUBACK): no promise. */
-  private readonly sendToFn: SendToFn = (topic, payload, props, device, done) => {
-    const early = this.refuseSuspect(device) ?? this.failEarly();
-    if (early !== undefined) {
-      done.publishFailed(early);
-      return;
-    }
-    const job = new PublishJob(this.jobExpired, topic, payload, props, device, this.clock.now());
-    job.done = done;
-    this.launch(job);
-  };
-
-  /** Arms the job's PUBACK deadline and sends it, or queues it for a free slot. */
-  private launch(job: PublishJob): void {
-    this.deadlines.schedule(job, job.startedAt + this.publishTimeoutMs);
-    const conn = this.pickConnection(true);
-    if (conn !== undefined) this.dispatch(job, conn);
-    else if (this.queuedCount >= this.maxQueued) this.finishFailed(job, 'overloaded');
-    else {
-      job.queued = true;
-      this.queuedCount++;
-      this.queue.push(job);
-    }
   }
 
   /**
@@ -597,11 +550,11 @@ export class MqttBridgeBackend {
         this.latency.observe(this.clock.now() - job.startedAt);
         this.publishOk++;
         this.finish(job);
-        job.done.published();
+        job.resolve();
       } else if (err instanceof ErrorWithReasonCode && err.code >= 0x80) {
         this.publishFailed.rejected++;
         this.finish(job);
-        job.done.publishFailed(new BackendRejectedError(err.code));
+        job.reject(new BackendRejectedError(err.code));
       } else {
         const conn = job.conn;
         // The broker dropped the connection with this publish in flight (not our close):
@@ -644,7 +597,7 @@ export class MqttBridgeBackend {
     this.finish(job);
     this.publishFailed[reason]++;
     const code: BackendUnavailableCode = failureCodes[reason];
-    job.done.publishFailed(new BackendUnavailableError(code));
+    job.reject(new BackendUnavailableError(code));
   }
 
   /** Sends queued publishes while a connection has a free slot. */

@@ -6,12 +6,7 @@
  */
 import type { UserProperties } from './connection.js';
 import { MqttBackendError, ReplyTimeoutError } from './errors.js';
-import {
-  normalizeMessageId,
-  type FiledWaiter,
-  type ReplyMatcher,
-  type ReplyWaiter,
-} from './replies.js';
+import { normalizeMessageId, type ReplyMatcher, type ReplyWaiter } from './replies.js';
 import type { Clock, Timed, TimerQueue } from '../../time/clock.js';
 import type {
   ReplySubscriptions,
@@ -140,8 +135,6 @@ export interface RequestReplyOptions<C extends SubscribingConnection> {
   readonly onTimeout: () => void;
   /** The context the spans belong to (default: the active one when the call starts). */
   readonly parent?: Context;
-  /** The reply topic's subscription, when the caller already took it. */
-  readonly lease?: SubscriptionLease | undefined;
 }
 
 /**
@@ -161,7 +154,7 @@ export async function requestReply<C extends SubscribingConnection>(
   const waiter = o.replies.add(o.replyTopic, normalizeMessageId(o.messageId));
   let lease: SubscriptionLease;
   try {
-    lease = o.lease ?? o.subscriptions.acquire(o.replyTopic);
+    lease = o.subscriptions.acquire(o.replyTopic);
   } catch (e: unknown) {
     o.replies.fail(waiter, toError(e));
     throw e;
@@ -211,163 +204,6 @@ export async function requestReply<C extends SubscribingConnection>(
     o.subscriptions.release(lease);
   }
 }
-
-/** Where the outcome of one QoS 1 publish goes: a callback object, no promise per publish. */
-export interface PublishDone {
-  /** The PUBACK arrived. */
-  published(): void;
-  /** The publish failed (the errors a {@link SendFn}'s promise rejects with). */
-  publishFailed(err: Error): void;
-}
-
-/** {@link SendFn} reporting to `done` instead of returning a promise. */
-export type SendToFn = (
-  topic: string,
-  payload: Buffer,
-  userProperties: UserProperties | undefined,
-  device: string | undefined,
-  done: PublishDone,
-) => void;
-
-/** What {@link requestReplyAs} needs of its backend, made once per backend. */
-export interface ExchangeContext<C extends SubscribingConnection> {
-  readonly replies: ReplyMatcher;
-  readonly subscriptions: ReplySubscriptions<C>;
-  readonly send: SendFn;
-  readonly sendTo: SendToFn;
-  /** Reads the time the reply deadline counts from (the clock of `deadlines`). */
-  readonly clock: Clock;
-  readonly deadlines: TimerQueue;
-  readonly onTimeout: () => void;
-}
-
-/**
- * {@link requestReply} with its per-request options as arguments and the backend's in `ctx`.
- * The common case, an untraced request whose reply topic is already subscribed, is one
- * {@link Exchange} object and the one promise returned: no options object, no async frames,
- * no promise per publish or per waiter. Anything else (a subscription to wait for, a traced
- * request) goes the general way.
- */
-export function requestReplyAs<C extends SubscribingConnection>(
-  ctx: ExchangeContext<C>,
-  topic: string,
-  replyTopic: string,
-  payload: Buffer,
-  messageId: string | number | undefined,
-  userProperties: UserProperties | undefined,
-  device: string | undefined,
-  timeoutMs: number,
-): Promise<Buffer> {
-  const parent = activeContext();
-  let lease: SubscriptionLease | undefined;
-  if (!isTraced(parent)) {
-    try {
-      lease = ctx.subscriptions.acquire(replyTopic);
-    } catch (e: unknown) {
-      return Promise.reject(toError(e));
-    }
-    if (lease.subscribed) {
-      const ex = new Exchange(ctx, replyTopic, normalizeMessageId(messageId), lease, timeoutMs);
-      ctx.replies.file(ex);
-      ctx.sendTo(topic, payload, userProperties, device, ex);
-      return ex.promise;
-    }
-  }
-  return requestReply({
-    replies: ctx.replies,
-    subscriptions: ctx.subscriptions,
-    send: ctx.send,
-    topic,
-    replyTopic,
-    payload,
-    messageId,
-    userProperties,
-    device,
-    timeoutMs,
-    clock: ctx.clock,
-    deadlines: ctx.deadlines,
-    onTimeout: ctx.onTimeout,
-    parent,
-    lease,
-  });
-}
-
-/**
- * One untraced request on a subscribed reply topic (see {@link requestReplyAs}): its own reply
- * waiter, the receiver of its PUBACK and its reply deadline (counted from the PUBACK). It
- * settles once it has both the PUBACK and the reply, or on the first failure; the subscription
- * is then handed back, as {@link requestReply} does.
- */
-class Exchange<C extends SubscribingConnection> implements FiledWaiter, PublishDone, Timed {
-  dueAt = 0;
-  heapIndex = -1;
-  /** As a waiter: the matcher set it (reply, timeout, failure). */
-  settled = false;
-  traceparent: string | undefined = undefined;
-  readonly promise: Promise<Buffer>;
-  private resolvePromise: (reply: Buffer) => void = noop;
-  private rejectPromise: (err: Error) => void = noop;
-  /** A reply that came before the PUBACK. */
-  private early: Buffer | undefined = undefined;
-  private acked = false;
-  private done = false;
-
-  constructor(
-    private readonly ctx: ExchangeContext<C>,
-    readonly topic: string,
-    readonly id: string | undefined,
-    private readonly lease: SubscriptionLease,
-    private readonly timeoutMs: number,
-  ) {
-    this.promise = new Promise<Buffer>((resolve, reject) => {
-      this.resolvePromise = resolve;
-      this.rejectPromise = reject;
-    });
-  }
-
-  /** The reply (from the matcher). */
-  resolve(reply: Buffer): void {
-    if (this.acked) this.finish(reply, undefined);
-    else this.early = reply;
-  }
-
-  /** Failed by the matcher: the reply deadline, a failed publish, the backend closing. */
-  reject(err: Error): void {
-    this.finish(undefined, err);
-  }
-
-  published(): void {
-    if (this.done) return;
-    this.acked = true;
-    const early = this.early;
-    if (early !== undefined) this.finish(early, undefined);
-    else this.ctx.deadlines.schedule(this, this.ctx.clock.now() + this.timeoutMs);
-  }
-
-  publishFailed(err: Error): void {
-    // the waiter goes (unless a reply already settled it); the request fails either way
-    this.ctx.replies.fail(this, err);
-    this.finish(undefined, err);
-  }
-
-  /** The reply deadline passed. */
-  onTimer(): void {
-    if (this.ctx.replies.fail(this, new ReplyTimeoutError(this.topic, this.timeoutMs))) {
-      this.ctx.onTimeout();
-    }
-  }
-
-  private finish(reply: Buffer | undefined, err: Error | undefined): void {
-    if (this.done) return;
-    this.done = true;
-    this.ctx.deadlines.cancel(this);
-    this.ctx.subscriptions.release(this.lease);
-    if (reply !== undefined) this.resolvePromise(reply);
-    else this.rejectPromise(err ?? new Error('no reply'));
-  }
-}
-
-function noop(): void {}
 
 /** No reply within the timeout: the waiter fails (counted once). */
 function deadlineMissed(o: RequestReplyOptions<SubscribingConnection>, waiter: ReplyWaiter): void {

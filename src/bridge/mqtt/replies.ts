@@ -53,19 +53,12 @@ export interface ReplyWaiter {
   readonly traceparent: string | undefined;
 }
 
-/**
- * A waiter as the matcher files it: {@link ReplyMatcher.add} makes one around a promise of its
- * own; a request that is its own waiter ({@link ReplyMatcher.file}) implements it (exchange.ts).
- * `resolve` and `reject` are called once, after the matcher set `settled`.
- */
-export interface FiledWaiter extends ReplyWaiter {
+interface WaiterImpl extends ReplyWaiter {
   settled: boolean;
   traceparent: string | undefined;
   resolve(payload: Buffer): void;
   reject(err: Error): void;
 }
-
-type WaiterImpl = FiledWaiter;
 
 /**
  * Where the id-waiters of (topic, id) are filed: one string, no map or list per topic while
@@ -108,16 +101,6 @@ export class ReplyMatcher {
       resolve,
       reject,
     };
-    this.file(w);
-    return w;
-  }
-
-  /**
-   * Registers `w` itself as a waiter (unsettled, on `w.topic` and `w.id`): for a request that
-   * is its own waiter, with no promise made here.
-   */
-  file(w: FiledWaiter): void {
-    const { topic, id } = w;
     if (id === undefined) {
       const list = this.raw.get(topic);
       if (list === undefined) this.raw.set(topic, [w]);
@@ -130,6 +113,7 @@ export class ReplyMatcher {
       else this.byKey.set(key, [filed, w]);
     }
     this.count++;
+    return w;
   }
 
   /**
