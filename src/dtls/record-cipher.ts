@@ -33,6 +33,7 @@ import {
   type Decipher,
 } from 'node:crypto';
 import { CipherSuite, ContentType, DTLS_1_2, RECORD_HEADER_LENGTH } from './constants.js';
+import { ownCopy } from './own-buffer.js';
 
 export interface RecordCipher {
   /** Bytes the protection adds to a plaintext of `length` bytes (upper bound for CBC). */
@@ -80,26 +81,27 @@ export const suiteParams: ReadonlyMap<number, SuiteParams> = new Map([
 /** The unused key fields of a suite (CCM: MAC key; CBC: salt), and an empty scratch. */
 const EMPTY = Buffer.alloc(0);
 
-/** Splits a key block (RFC 5246 §6.3) into client-write and server-write keys. */
+/**
+ * Splits a key block (RFC 5246 §6.3) into client-write and server-write keys: views of one
+ * copy of the block in an allocation of its own (the keys live as long as the association;
+ * own-buffer.ts), so `block` itself can be wiped.
+ */
 export function splitKeyBlock(
   suite: number,
   block: Buffer,
 ): { client: DirectionKeys; server: DirectionKeys } {
   const empty = EMPTY;
+  const own = ownCopy(block);
   if (suite === CipherSuite.TLS_PSK_WITH_AES_128_CCM_8) {
     return {
-      client: { encKey: copy(block, 0, 16), salt: copy(block, 32, 36), macKey: empty },
-      server: { encKey: copy(block, 16, 32), salt: copy(block, 36, 40), macKey: empty },
+      client: { encKey: own.subarray(0, 16), salt: own.subarray(32, 36), macKey: empty },
+      server: { encKey: own.subarray(16, 32), salt: own.subarray(36, 40), macKey: empty },
     };
   }
   return {
-    client: { macKey: copy(block, 0, 32), encKey: copy(block, 64, 80), salt: empty },
-    server: { macKey: copy(block, 32, 64), encKey: copy(block, 80, 96), salt: empty },
+    client: { macKey: own.subarray(0, 32), encKey: own.subarray(64, 80), salt: empty },
+    server: { macKey: own.subarray(32, 64), encKey: own.subarray(80, 96), salt: empty },
   };
-}
-
-function copy(b: Buffer, start: number, end: number): Buffer {
-  return Buffer.from(b.subarray(start, end));
 }
 
 export function createRecordCipher(
