@@ -289,6 +289,45 @@ function zeroBytes(dst: Buffer, from: number, end: number): void {
 }
 
 /**
+ * Counter blocks, then the CBC-MAC input, of the record a `Ccm8` is sealing or opening; grown
+ * when a record needs more. One for every Ccm8: each record is sealed or opened synchronously
+ * and nothing keeps a view of it past the call (the keystream and the MAC come out of
+ * node:crypto in buffers of their own, the tag in the Ccm8's `chain`). It was 1 KiB per
+ * long-lived Ccm8, two per busy CCM_8 association (bench/README.md, "Association memory and
+ * the Buffer pool").
+ */
+class BlockScratch {
+  private buffer = Buffer.alloc(64 * BLOCK);
+  /**
+   * The last two views made (the keystream's counter blocks and the CBC-MAC input of a record
+   * length): records of one length, as a device sends, make no new view. Two, not one per
+   * length: memory stays bounded whatever lengths come.
+   */
+  private viewA: Buffer | undefined;
+  private viewB: Buffer | undefined;
+
+  /** The first `n` blocks. */
+  of(n: number): Buffer {
+    const length = n * BLOCK;
+    if (this.buffer.length < length) {
+      this.buffer = Buffer.alloc(length);
+      this.viewA = undefined;
+      this.viewB = undefined;
+    }
+    const a = this.viewA;
+    if (a?.length === length) return a;
+    const b = this.viewB;
+    if (b?.length === length) return b;
+    const v = this.buffer.subarray(0, length);
+    this.viewB = a;
+    this.viewA = v;
+    return v;
+  }
+}
+
+const ccmScratch = new BlockScratch();
+
+/**
  * AES-128-CCM with an 8-byte tag and a 12-byte nonce (RFC 3610 with M = 8, L = 3; RFC 6655)
  * on two long-lived node:crypto ciphers instead of a new `aes-128-ccm` cipher per record (our
  * own because node:crypto has no resettable CCM; see the file comment):
@@ -308,15 +347,8 @@ export class Ccm8 {
   private readonly cbc: Cipher;
   /** The CBC encryptor's chaining value: its last output block. */
   private readonly chain = Buffer.alloc(BLOCK);
-  /** Counter blocks, then the CBC-MAC input; grown when a record needs more. */
-  private scratch = Buffer.alloc(64 * BLOCK);
-  /**
-   * The last two views of `scratch` made (the keystream's counter blocks and the CBC-MAC
-   * input of a record length): records of one length, as a device sends, make no new view.
-   * Two, not one per length: memory per long-lived cipher stays bounded whatever lengths come.
-   */
-  private viewA: Buffer | undefined;
-  private viewB: Buffer | undefined;
+  /** Counter blocks, then the CBC-MAC input: shared by every Ccm8 (`BlockScratch`). */
+  private readonly scratch = ccmScratch;
 
   constructor(key: Buffer) {
     this.ecb = createCipheriv('aes-128-ecb', key, null);
@@ -325,28 +357,10 @@ export class Ccm8 {
     this.cbc.setAutoPadding(false);
   }
 
-  /** The first `n` blocks of the scratch buffer. */
-  private scratchOf(n: number): Buffer {
-    const length = n * BLOCK;
-    if (this.scratch.length < length) {
-      this.scratch = Buffer.alloc(length);
-      this.viewA = undefined;
-      this.viewB = undefined;
-    }
-    const a = this.viewA;
-    if (a?.length === length) return a;
-    const b = this.viewB;
-    if (b?.length === length) return b;
-    const v = this.scratch.subarray(0, length);
-    this.viewB = a;
-    this.viewA = v;
-    return v;
-  }
-
   /** S_0 ‖ S_1 ‖ …: 16 bytes for the tag, then keystream for `length` bytes. */
   private keystream(nonce: Buffer, length: number): Buffer {
     const n = 1 + blocks(length);
-    const a = this.scratchOf(n);
+    const a = this.scratch.of(n);
     for (let i = 0, o = 0; i < n; i++, o += BLOCK) {
       a[o] = 2; // flags: L - 1
       copyBytes(nonce, 0, a, o + 1, CCM_NONCE);
@@ -361,7 +375,7 @@ export class Ccm8 {
   private mac(nonce: Buffer, aad: Buffer, data: Buffer): Buffer {
     const aadBlocks = blocks(2 + aad.length);
     const at = BLOCK + aadBlocks * BLOCK;
-    const b = this.scratchOf(1 + aadBlocks + blocks(data.length));
+    const b = this.scratch.of(1 + aadBlocks + blocks(data.length));
     // B_0: flags (Adata, (M - 2) / 2, L - 1) ‖ nonce ‖ l(m) in 3 bytes
     b[0] = 0x40 | (((CCM_TAG - 2) / 2) << 3) | 2;
     copyBytes(nonce, 0, b, 1, CCM_NONCE);
@@ -559,6 +573,11 @@ function checkPadding(pt: Buffer, minContent: number): number {
 }
 
 const realTypeScratch = Buffer.alloc(1);
+/**
+ * R ‖ the blocks a CBC cipher encrypts, shared by every CBC cipher (each record encrypted
+ * synchronously, the encryptor's output its own buffer); grown when a record needs more.
+ */
+let cbcInput = EMPTY;
 
 abstract class CbcCipher implements RecordCipher, LiveObjects {
   protected readonly key: Buffer;
@@ -572,8 +591,6 @@ abstract class CbcCipher implements RecordCipher, LiveObjects {
    */
   private encryptor: Cipher | undefined;
   private decryptor: Decipher | undefined;
-  /** R ‖ the blocks to encrypt (scratch, grown when a record needs more). */
-  private input = EMPTY;
 
   constructor(keys: DirectionKeys) {
     this.key = keys.encKey;
@@ -604,8 +621,8 @@ abstract class CbcCipher implements RecordCipher, LiveObjects {
       this.encryptor = createCipheriv('aes-128-cbc', this.key, ZERO_BLOCK);
       this.encryptor.setAutoPadding(false);
     }
-    if (this.input.length < BLOCK + length) this.input = Buffer.alloc(BLOCK + length);
-    const input = this.input.subarray(0, BLOCK + length);
+    if (cbcInput.length < BLOCK + length) cbcInput = Buffer.alloc(BLOCK + length);
+    const input = cbcInput.subarray(0, BLOCK + length);
     randomFillSync(input, 0, BLOCK);
     let off = BLOCK;
     for (const d of data) off += d.copy(input, off);

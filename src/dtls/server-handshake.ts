@@ -651,7 +651,8 @@ export class ServerHandshake<P> implements Timed {
       {
         type: ContentType.handshake,
         epoch: 1,
-        payload: handshakeMessage(HandshakeType.finished, this.sendSeq++, serverVerify),
+        // kept by the association until the client's first data: not a pool slice
+        payload: ownCopy(handshakeMessage(HandshakeType.finished, this.sendSeq++, serverVerify)),
       },
     ];
     this.flight = lastFlight;

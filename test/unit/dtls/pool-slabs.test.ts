@@ -6,10 +6,12 @@
  * datagrams, cookies and other garbage, so each association holding such a slice may pin 8 KiB.
  *
  * Real handshakes (our DtlsClient to a DtlsServer over loopback UDP, with and without a
- * Connection ID, both suites, one application record each so the final flight is let go), then
+ * Connection ID, both suites; two application records, or none, so that the server keeps its
+ * last flight), then
  * every Buffer reachable from each association (not through its host, the server) is checked:
  * none may be a slice of a pool slab, except the module-level constants several associations
- * share (one slab for the process, not one per association). The same for the key material,
+ * share (one slab for the process, not one per association), and what the association's
+ * buffers hold of their own stays under a bound. The same for the key material,
  * CIDs and client_random of a snapshot another pod adopts (shared associations).
  */
 import { after, before, describe, it } from 'node:test';
@@ -27,6 +29,12 @@ import { DTLS_SERVER_DEFAULTS } from '../../helpers/component-defaults.js';
 
 const PSK = Buffer.from('0123456789abcdef');
 const IDENTITY = 'demoPK01,device001,2,3600';
+/**
+ * Bytes of buffers an association may hold of its own: its key material and the few short
+ * values beside it. Scratch for sealing and opening records is shared by all (it was 1 KiB per
+ * long-lived CCM_8 cipher).
+ */
+const OWN_BYTES_LIMIT = 256;
 
 /** Whether `v` is a slice of one of the pool's slabs (Buffer.poolSize bytes, shared). */
 function fromPool(v: ArrayBufferView): boolean {
@@ -101,38 +109,60 @@ describe('established associations keep no slice of the shared Buffer pool', () 
         CipherSuite.TLS_PSK_WITH_AES_128_CBC_SHA256,
       ]) {
         for (const connectionId of [undefined, Buffer.from('0a0b0c0d', 'hex')]) {
-          const c = await DtlsClient.connect({
-            host: '127.0.0.1',
-            port,
-            identity: IDENTITY,
-            psk: PSK,
-            cipherSuites: [suite],
-            ...(connectionId !== undefined ? { connectionId } : {}),
-          });
-          clients.push(c);
-          const echoed = new Promise<void>((r) => c.once('message', () => r()));
-          c.send(Buffer.from('hello'));
-          await echoed;
+          // without data the server keeps its last flight (Finished) for retransmission
+          for (const data of [true, false]) {
+            const c = await DtlsClient.connect({
+              host: '127.0.0.1',
+              port,
+              identity: IDENTITY,
+              psk: PSK,
+              cipherSuites: [suite],
+              ...(connectionId !== undefined ? { connectionId } : {}),
+            });
+            clients.push(c);
+            if (!data) continue;
+            const echoed = new Promise<void>((r) => c.once('message', () => r()));
+            // two records: the second makes the long-lived cipher objects
+            c.send(Buffer.from('hello'));
+            await echoed;
+            const again = new Promise<void>((r) => c.once('message', () => r()));
+            c.send(Buffer.from('again'));
+            await again;
+          }
         }
       }
       const all = [...server.listAssociations()];
       assert.equal(all.length, clients.length, 'one association per client');
       const perAssociation = all.map((a) => views(a, new Set(['host'])));
-      // a view reachable from every association is a shared constant, not per-association
+      // a view reachable from two associations is a shared constant, not per-association
+      const seenOnce = new Set<ArrayBufferView>();
       const shared = new Set<ArrayBufferView>();
-      const [first, ...rest] = perAssociation;
-      for (const v of first?.keys() ?? []) if (rest.every((m) => m.has(v))) shared.add(v);
+      for (const m of perAssociation) {
+        for (const v of m.keys()) {
+          if (seenOnce.has(v)) shared.add(v);
+          else seenOnce.add(v);
+        }
+      }
       const pinned: string[] = [];
+      const large: string[] = [];
       let owned = 0;
       perAssociation.forEach((m, i) => {
+        // the memory of its own an association's buffers hold (each ArrayBuffer once)
+        const own = new Set<ArrayBufferLike>();
         for (const [v, path] of m) {
           if (shared.has(v)) continue;
           owned++;
           if (fromPool(v)) pinned.push(`association ${i}${path} (${v.byteLength} bytes)`);
+          else own.add(v.buffer);
         }
+        let bytes = 0;
+        for (const b of own) bytes += b.byteLength;
+        // key block (≤ 96), client_random (32), CIDs, Finished (24), CCM chaining blocks (32)
+        if (bytes > OWN_BYTES_LIMIT) large.push(`association ${i}: ${bytes} bytes`);
       });
       assert.ok(owned >= 4 * all.length, `the walk found each association's buffers (${owned})`);
       assert.deepEqual(pinned, [], 'slices of a pool slab kept by an association');
+      assert.deepEqual(large, [], `associations holding more than ${OWN_BYTES_LIMIT} bytes`);
     } finally {
       await Promise.all(clients.map((c) => c.close()));
     }
