@@ -288,6 +288,9 @@ function zeroBytes(dst: Buffer, from: number, end: number): void {
   for (let i = from; i < end; i++) dst[i] = 0;
 }
 
+/** Block counts up to which `BlockScratch` keeps a view per count (64 blocks: 1 KiB). */
+const CACHED_VIEW_BLOCKS = 64;
+
 /**
  * Counter blocks, then the CBC-MAC input, of the record a `Ccm8` is sealing or opening; grown
  * when a record needs more. One for every Ccm8: each record is sealed or opened synchronously
@@ -297,30 +300,28 @@ function zeroBytes(dst: Buffer, from: number, end: number): void {
  * the Buffer pool").
  */
 class BlockScratch {
-  private buffer = Buffer.alloc(64 * BLOCK);
+  private buffer = Buffer.alloc(CACHED_VIEW_BLOCKS * BLOCK);
   /**
-   * The last two views made (the keystream's counter blocks and the CBC-MAC input of a record
-   * length): records of one length, as a device sends, make no new view. Two, not one per
-   * length: memory stays bounded whatever lengths come.
+   * A view per block count up to CACHED_VIEW_BLOCKS (a record of up to ~1 000 bytes): records
+   * of the lengths devices send make no new view, whichever cipher, direction or association
+   * comes next. Longer records take a new view (their crypto dwarfs it).
    */
-  private viewA: Buffer | undefined;
-  private viewB: Buffer | undefined;
+  private readonly views: (Buffer | undefined)[] = [];
 
   /** The first `n` blocks. */
   of(n: number): Buffer {
+    const cached = n <= CACHED_VIEW_BLOCKS;
+    if (cached) {
+      const v = this.views[n];
+      if (v !== undefined) return v;
+    }
     const length = n * BLOCK;
     if (this.buffer.length < length) {
       this.buffer = Buffer.alloc(length);
-      this.viewA = undefined;
-      this.viewB = undefined;
+      this.views.length = 0;
     }
-    const a = this.viewA;
-    if (a?.length === length) return a;
-    const b = this.viewB;
-    if (b?.length === length) return b;
     const v = this.buffer.subarray(0, length);
-    this.viewB = a;
-    this.viewA = v;
+    if (cached) this.views[n] = v;
     return v;
   }
 }
