@@ -8,7 +8,9 @@
  * quartiles as JSON.
  *
  * Run: `node dist/bench/record-cipher-ab.js --base .ab/base/dist/src/dtls/record-cipher.js
- *   [--length 60] [--rounds 30] [--ops 4000]`
+ *   [--length 60] [--answer-length n] [--rounds 30] [--ops 4000]`
+ * With `--answer-length`, each operation also seals and opens an answer of that length on a
+ * second pair of ciphers (an association's other direction), as an uplink and its reply do.
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -23,6 +25,7 @@ type Module = Pick<typeof current, 'createRecordCipher' | 'splitKeyBlock'>;
 
 const USAGE = `usage: node dist/bench/record-cipher-ab.js --base <record-cipher.js of another build>
   --length <n>   plaintext bytes per record (default 60)
+  --answer-length <n>  also an answer of n bytes per operation, on a second pair of ciphers
   --rounds <n>   measured rounds (default 30; 4 more warm up)
   --ops <n>      seal + open operations per variant per round (default 4000)`;
 
@@ -42,7 +45,7 @@ function quantile(values: readonly number[], q: number): number {
 }
 
 async function main(): Promise<void> {
-  const flags = parseFlags(['base', 'length', 'rounds', 'ops'], []);
+  const flags = parseFlags(['base', 'length', 'answer-length', 'rounds', 'ops'], []);
   if (flags.help === true) {
     process.stdout.write(`${USAGE}\n`);
     return;
@@ -50,6 +53,7 @@ async function main(): Promise<void> {
   const basePath = stringFlag(flags, 'base', '');
   if (basePath === '') throw new UsageError('--base is required');
   const length = numberFlag(flags, 'length', 60, 0, 16_384);
+  const answerLength = numberFlag(flags, 'answer-length', -1, -1, 16_384);
   const rounds = numberFlag(flags, 'rounds', 30, 1, 10_000);
   const ops = numberFlag(flags, 'ops', 4000, 1, 1_000_000);
   const base = (await import(pathToFileURL(resolve(basePath)).href)) as Module;
@@ -62,12 +66,15 @@ async function main(): Promise<void> {
       return {
         w: m.createRecordCipher(s.suite, keys, s.etm),
         r: m.createRecordCipher(s.suite, keys, s.etm),
+        aw: m.createRecordCipher(s.suite, keys, s.etm),
+        ar: m.createRecordCipher(s.suite, keys, s.etm),
       };
     };
     const variants = { base: make(base), new: make(current), control: make(base) };
     const names = ['base', 'new', 'control'] as const;
     const perOp: Record<(typeof names)[number], number[]> = { base: [], new: [], control: [] };
     const plaintext = randomBytes(length);
+    const answer = answerLength >= 0 ? randomBytes(answerLength) : undefined;
     let seq = 0;
     for (let round = 0; round < WARMUP_ROUNDS + rounds; round++) {
       for (let k = 0; k < names.length; k++) {
@@ -79,6 +86,10 @@ async function main(): Promise<void> {
           const record = v.w.seal(23, 1, seq, plaintext);
           const body = record.subarray(RECORD_HEADER_LENGTH);
           if (v.r.open(23, DTLS_1_2, 1, seq, body) === undefined)
+            throw new Error(`${name}: open failed`);
+          if (answer === undefined) continue;
+          const a = v.aw.seal(23, 1, seq, answer).subarray(RECORD_HEADER_LENGTH);
+          if (v.ar.open(23, DTLS_1_2, 1, seq, a) === undefined)
             throw new Error(`${name}: open failed`);
         }
         if (round >= WARMUP_ROUNDS) perOp[name].push((cpuNs() - t0) / ops / 1000);
@@ -96,7 +107,7 @@ async function main(): Promise<void> {
     };
   }
   process.stdout.write(
-    `${JSON.stringify({ bench: 'record-cipher-ab', length, rounds, ops, op: 'seal + open one record', out }, null, 2)}\n`,
+    `${JSON.stringify({ bench: 'record-cipher-ab', length, answerLength, rounds, ops, op: 'seal + open one record', out }, null, 2)}\n`,
   );
 }
 

@@ -33,6 +33,7 @@ import {
   type Decipher,
 } from 'node:crypto';
 import { CipherSuite, ContentType, DTLS_1_2, RECORD_HEADER_LENGTH } from './constants.js';
+import { ownCopy } from './own-buffer.js';
 
 export interface RecordCipher {
   /** Bytes the protection adds to a plaintext of `length` bytes (upper bound for CBC). */
@@ -80,26 +81,27 @@ export const suiteParams: ReadonlyMap<number, SuiteParams> = new Map([
 /** The unused key fields of a suite (CCM: MAC key; CBC: salt), and an empty scratch. */
 const EMPTY = Buffer.alloc(0);
 
-/** Splits a key block (RFC 5246 §6.3) into client-write and server-write keys. */
+/**
+ * Splits a key block (RFC 5246 §6.3) into client-write and server-write keys: views of one
+ * copy of the block in an allocation of its own (the keys live as long as the association;
+ * own-buffer.ts), so `block` itself can be wiped.
+ */
 export function splitKeyBlock(
   suite: number,
   block: Buffer,
 ): { client: DirectionKeys; server: DirectionKeys } {
   const empty = EMPTY;
+  const own = ownCopy(block);
   if (suite === CipherSuite.TLS_PSK_WITH_AES_128_CCM_8) {
     return {
-      client: { encKey: copy(block, 0, 16), salt: copy(block, 32, 36), macKey: empty },
-      server: { encKey: copy(block, 16, 32), salt: copy(block, 36, 40), macKey: empty },
+      client: { encKey: own.subarray(0, 16), salt: own.subarray(32, 36), macKey: empty },
+      server: { encKey: own.subarray(16, 32), salt: own.subarray(36, 40), macKey: empty },
     };
   }
   return {
-    client: { macKey: copy(block, 0, 32), encKey: copy(block, 64, 80), salt: empty },
-    server: { macKey: copy(block, 32, 64), encKey: copy(block, 80, 96), salt: empty },
+    client: { macKey: own.subarray(0, 32), encKey: own.subarray(64, 80), salt: empty },
+    server: { macKey: own.subarray(32, 64), encKey: own.subarray(80, 96), salt: empty },
   };
-}
-
-function copy(b: Buffer, start: number, end: number): Buffer {
-  return Buffer.from(b.subarray(start, end));
 }
 
 export function createRecordCipher(
@@ -286,6 +288,46 @@ function zeroBytes(dst: Buffer, from: number, end: number): void {
   for (let i = from; i < end; i++) dst[i] = 0;
 }
 
+/** Block counts up to which `BlockScratch` keeps a view per count (64 blocks: 1 KiB). */
+const CACHED_VIEW_BLOCKS = 64;
+
+/**
+ * Counter blocks, then the CBC-MAC input, of the record a `Ccm8` is sealing or opening; grown
+ * when a record needs more. One for every Ccm8: each record is sealed or opened synchronously
+ * and nothing keeps a view of it past the call (the keystream and the MAC come out of
+ * node:crypto in buffers of their own, the tag in the Ccm8's `chain`). It was 1 KiB per
+ * long-lived Ccm8, two per busy CCM_8 association (bench/README.md, "Association memory and
+ * the Buffer pool").
+ */
+class BlockScratch {
+  private buffer = Buffer.alloc(CACHED_VIEW_BLOCKS * BLOCK);
+  /**
+   * A view per block count up to CACHED_VIEW_BLOCKS (a record of up to ~1 000 bytes): records
+   * of the lengths devices send make no new view, whichever cipher, direction or association
+   * comes next. Longer records take a new view (their crypto dwarfs it).
+   */
+  private readonly views: (Buffer | undefined)[] = [];
+
+  /** The first `n` blocks. */
+  of(n: number): Buffer {
+    const cached = n <= CACHED_VIEW_BLOCKS;
+    if (cached) {
+      const v = this.views[n];
+      if (v !== undefined) return v;
+    }
+    const length = n * BLOCK;
+    if (this.buffer.length < length) {
+      this.buffer = Buffer.alloc(length);
+      this.views.length = 0;
+    }
+    const v = this.buffer.subarray(0, length);
+    if (cached) this.views[n] = v;
+    return v;
+  }
+}
+
+const ccmScratch = new BlockScratch();
+
 /**
  * AES-128-CCM with an 8-byte tag and a 12-byte nonce (RFC 3610 with M = 8, L = 3; RFC 6655)
  * on two long-lived node:crypto ciphers instead of a new `aes-128-ccm` cipher per record (our
@@ -306,15 +348,8 @@ export class Ccm8 {
   private readonly cbc: Cipher;
   /** The CBC encryptor's chaining value: its last output block. */
   private readonly chain = Buffer.alloc(BLOCK);
-  /** Counter blocks, then the CBC-MAC input; grown when a record needs more. */
-  private scratch = Buffer.alloc(64 * BLOCK);
-  /**
-   * The last two views of `scratch` made (the keystream's counter blocks and the CBC-MAC
-   * input of a record length): records of one length, as a device sends, make no new view.
-   * Two, not one per length: memory per long-lived cipher stays bounded whatever lengths come.
-   */
-  private viewA: Buffer | undefined;
-  private viewB: Buffer | undefined;
+  /** Counter blocks, then the CBC-MAC input: shared by every Ccm8 (`BlockScratch`). */
+  private readonly scratch = ccmScratch;
 
   constructor(key: Buffer) {
     this.ecb = createCipheriv('aes-128-ecb', key, null);
@@ -323,28 +358,10 @@ export class Ccm8 {
     this.cbc.setAutoPadding(false);
   }
 
-  /** The first `n` blocks of the scratch buffer. */
-  private scratchOf(n: number): Buffer {
-    const length = n * BLOCK;
-    if (this.scratch.length < length) {
-      this.scratch = Buffer.alloc(length);
-      this.viewA = undefined;
-      this.viewB = undefined;
-    }
-    const a = this.viewA;
-    if (a?.length === length) return a;
-    const b = this.viewB;
-    if (b?.length === length) return b;
-    const v = this.scratch.subarray(0, length);
-    this.viewB = a;
-    this.viewA = v;
-    return v;
-  }
-
   /** S_0 ‖ S_1 ‖ …: 16 bytes for the tag, then keystream for `length` bytes. */
   private keystream(nonce: Buffer, length: number): Buffer {
     const n = 1 + blocks(length);
-    const a = this.scratchOf(n);
+    const a = this.scratch.of(n);
     for (let i = 0, o = 0; i < n; i++, o += BLOCK) {
       a[o] = 2; // flags: L - 1
       copyBytes(nonce, 0, a, o + 1, CCM_NONCE);
@@ -359,7 +376,7 @@ export class Ccm8 {
   private mac(nonce: Buffer, aad: Buffer, data: Buffer): Buffer {
     const aadBlocks = blocks(2 + aad.length);
     const at = BLOCK + aadBlocks * BLOCK;
-    const b = this.scratchOf(1 + aadBlocks + blocks(data.length));
+    const b = this.scratch.of(1 + aadBlocks + blocks(data.length));
     // B_0: flags (Adata, (M - 2) / 2, L - 1) ‖ nonce ‖ l(m) in 3 bytes
     b[0] = 0x40 | (((CCM_TAG - 2) / 2) << 3) | 2;
     copyBytes(nonce, 0, b, 1, CCM_NONCE);
@@ -557,6 +574,11 @@ function checkPadding(pt: Buffer, minContent: number): number {
 }
 
 const realTypeScratch = Buffer.alloc(1);
+/**
+ * R ‖ the blocks a CBC cipher encrypts, shared by every CBC cipher (each record encrypted
+ * synchronously, the encryptor's output its own buffer); grown when a record needs more.
+ */
+let cbcInput = EMPTY;
 
 abstract class CbcCipher implements RecordCipher, LiveObjects {
   protected readonly key: Buffer;
@@ -570,8 +592,6 @@ abstract class CbcCipher implements RecordCipher, LiveObjects {
    */
   private encryptor: Cipher | undefined;
   private decryptor: Decipher | undefined;
-  /** R ‖ the blocks to encrypt (scratch, grown when a record needs more). */
-  private input = EMPTY;
 
   constructor(keys: DirectionKeys) {
     this.key = keys.encKey;
@@ -602,8 +622,8 @@ abstract class CbcCipher implements RecordCipher, LiveObjects {
       this.encryptor = createCipheriv('aes-128-cbc', this.key, ZERO_BLOCK);
       this.encryptor.setAutoPadding(false);
     }
-    if (this.input.length < BLOCK + length) this.input = Buffer.alloc(BLOCK + length);
-    const input = this.input.subarray(0, BLOCK + length);
+    if (cbcInput.length < BLOCK + length) cbcInput = Buffer.alloc(BLOCK + length);
+    const input = cbcInput.subarray(0, BLOCK + length);
     randomFillSync(input, 0, BLOCK);
     let off = BLOCK;
     for (const d of data) off += d.copy(input, off);

@@ -23,6 +23,7 @@ import {
 } from './constants.js';
 import { DtlsError } from './errors.js';
 import { encodeFlight, type FlightEntry } from './flight.js';
+import { ownCopy } from './own-buffer.js';
 import {
   MAX_HANDSHAKE_MESSAGE,
   handshakeMessage,
@@ -223,7 +224,8 @@ export class ServerHandshake<P> implements Timed {
     helloMessage?: Buffer,
   ) {
     const s = host.settings;
-    this.clientRandom = Buffer.from(ch.random);
+    // kept by the association: its own allocation, not a pool slice (own-buffer.ts)
+    this.clientRandom = ownCopy(ch.random);
     this.clientHelloSeq = clientHelloSeq;
     this.reassembler = new Reassembler(clientHelloSeq + 1);
     this.sendSeq = clientHelloSeq;
@@ -323,7 +325,7 @@ export class ServerHandshake<P> implements Timed {
     if (offeredCid !== undefined && offeredCid.length - 1 <= MAX_CID_LENGTH) {
       this.cid = this.host.newConnectionId();
       if (this.cid !== undefined) {
-        this.peerCid = Buffer.from(offeredCid.subarray(1));
+        this.peerCid = ownCopy(offeredCid.subarray(1));
         const ext = Buffer.allocUnsafe(1 + this.cid.length);
         ext[0] = this.cid.length;
         this.cid.copy(ext, 1);
@@ -649,7 +651,8 @@ export class ServerHandshake<P> implements Timed {
       {
         type: ContentType.handshake,
         epoch: 1,
-        payload: handshakeMessage(HandshakeType.finished, this.sendSeq++, serverVerify),
+        // kept by the association until the client's first data: not a pool slice
+        payload: ownCopy(handshakeMessage(HandshakeType.finished, this.sendSeq++, serverVerify)),
       },
     ];
     this.flight = lastFlight;

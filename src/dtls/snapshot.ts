@@ -9,6 +9,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { MAX_PLAINTEXT } from './constants.js';
+import { ownCopy } from './own-buffer.js';
 import type { DirectionKeys } from './record-cipher.js';
 
 const VERSION = 1;
@@ -74,11 +75,16 @@ function keysOut(k: DirectionKeys): z.infer<typeof keysSchema> {
   };
 }
 
+/** The adopted association keeps these: each in its own allocation (own-buffer.ts). */
+function fromBase64(text: string): Buffer {
+  return ownCopy(Buffer.from(text, 'base64'));
+}
+
 function keysIn(k: z.infer<typeof keysSchema>): DirectionKeys {
   return {
-    encKey: Buffer.from(k.encKey, 'base64'),
-    salt: Buffer.from(k.salt, 'base64'),
-    macKey: Buffer.from(k.macKey, 'base64'),
+    encKey: fromBase64(k.encKey),
+    salt: fromBase64(k.salt),
+    macKey: fromBase64(k.macKey),
   };
 }
 
@@ -159,15 +165,15 @@ export function openSnapshot(
     epoch: doc.epoch,
     client: keysIn(doc.client),
     server: keysIn(doc.server),
-    connectionId: doc.cid !== undefined ? Buffer.from(doc.cid, 'base64') : undefined,
-    peerConnectionId: doc.peerCid !== undefined ? Buffer.from(doc.peerCid, 'base64') : undefined,
+    connectionId: doc.cid !== undefined ? fromBase64(doc.cid) : undefined,
+    peerConnectionId: doc.peerCid !== undefined ? fromBase64(doc.peerCid) : undefined,
     address: doc.address,
     port: doc.port,
     identity: doc.identity,
     principal: doc.principal,
     establishedAt: doc.established,
     handshakeDurationMs: doc.handshakeMs,
-    clientRandom: Buffer.from(doc.random, 'base64'),
+    clientRandom: fromBase64(doc.random),
     peerRecordLimit: doc.rsl ?? MAX_PLAINTEXT,
   };
 }

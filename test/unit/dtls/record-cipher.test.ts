@@ -234,6 +234,31 @@ describe('CCM_8 records on the long-lived objects: the bytes by loop, not by Buf
   });
 });
 
+describe('CCM_8 scratch shared by every cipher: no new view per record, whatever comes next', () => {
+  // the counter-block and CBC-MAC scratch is one for all Ccm8 objects; an uplink's request
+  // (opened on one association's reader) and its longer answer (sealed on its writer), and
+  // other associations' records between them, must not make new views of it each time
+  const counting = <T>(run: () => T) => countingBufferCalls(['subarray'], run);
+
+  test('a 20-byte request and a 100-byte answer on two warm pairs, interleaved', () => {
+    const a = warmCcm8Pair();
+    const b = warmCcm8Pair();
+    const answer = Buffer.alloc(100, 0x61);
+    for (let seq = 3; seq <= 4; seq++)
+      assert.ok(b.opener.open(23, DTLS_1_2, 1, seq, bodyOf(b.sealer.seal(23, 1, seq, answer))));
+    const request = bodyOf(a.sealer.seal(23, 1, 3, a.pt));
+    for (let seq = 5; seq <= 7; seq++) {
+      const opened = counting(() => a.opener.open(23, DTLS_1_2, 1, 3, request));
+      assert.ok(opened.result?.equals(a.pt));
+      // the ciphertext and tag views of the record body, and the tag's part of the keystream
+      assert.deepEqual(opened.calls, { subarray: 3 }, `open ${seq}`);
+      const sealed = counting(() => b.sealer.seal(23, 1, seq, answer));
+      assert.deepEqual(sealed.calls, { subarray: 0 }, `seal ${seq}`);
+      assert.ok(b.opener.open(23, DTLS_1_2, 1, seq, bodyOf(sealed.result))?.equals(answer));
+    }
+  });
+});
+
 describe('record ciphers are made without buffers of their own', () => {
   // a CCM_8 cipher used to allocate a 12-byte nonce and a 13-byte MAC/AAD prefix, a CBC one a
   // prefix, a type byte and an empty buffer: two ciphers per handshake; the scratch is shared now
