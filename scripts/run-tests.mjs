@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Runs every compiled test file (dist/test/**/*.test.js) with node:test.
 // Node 20's --test takes file paths only (no globs), so the list is built here.
-// Usage: node scripts/run-tests.mjs [--coverage] [substring filter ...]
+// Usage: node scripts/run-tests.mjs [--coverage] [--record-times] [substring filter ...]
 // Processes run os.availableParallelism() + 1 at a time (many files mostly wait for processes,
 // Redis fail-overs or timers); TEST_CONCURRENCY=<n> overrides it (docs/testing.md, "Suite time").
 // Files of the folders in scripts/test-groups.mjs's SHARED share TEST_GROUPS processes (default
@@ -14,7 +14,18 @@
 // src/*.ts through the source maps and write coverage/, and then
 // checks the per-layer floors of scripts/coverage-floor.mjs: enforced on a whole run,
 // only reported when a filter picks some files.
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+// --record-times writes each file's wall time in this run into scripts/test-times.json (the
+// weights that balance the groups; scripts/test-times-reporter.mjs).
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -24,7 +35,8 @@ import { FILE_TIMEOUT_MS, checkPlan, entrySource, filesAtOnce, plan } from './te
 const root = new URL('../dist/test/', import.meta.url).pathname;
 const argv = process.argv.slice(2);
 const coverage = argv.includes('--coverage');
-const filters = argv.filter((a) => a !== '--coverage');
+const recordTimes = argv.includes('--record-times');
+const filters = argv.filter((a) => a !== '--coverage' && a !== '--record-times');
 const files = [];
 (function walk(dir) {
   for (const name of readdirSync(dir).sort()) {
@@ -67,9 +79,20 @@ const entryFiles = entries.map((e, i) => {
   return file;
 });
 const longest = Math.max(...entries.map((e) => e.length));
+// --record-times: a second reporter writes each file's wall time, merged into
+// scripts/test-times.json after the run (the weights that balance the groups)
+const timesFile = join(entryDir, 'times.json');
 const testArgs = [
   '--enable-source-maps',
   '--test',
+  ...(recordTimes
+    ? [
+        `--test-reporter=${process.stdout.isTTY ? 'spec' : 'tap'}`,
+        '--test-reporter-destination=stdout',
+        `--test-reporter=${new URL('test-times-reporter.mjs', import.meta.url).href}`,
+        `--test-reporter-destination=${timesFile}`,
+      ]
+    : []),
   `--test-concurrency=${concurrency}`,
   // each file has FILE_TIMEOUT_MS (its describe); this only ends a process that hangs after
   // its files (an entry file itself exits after FILE_TIMEOUT_MS with open handles)
@@ -94,6 +117,7 @@ if (coverage) {
 }
 const started = Date.now();
 const code = await run(testArgs, env);
+if (recordTimes) recordFileTimes();
 if (coverage) {
   console.log(`# tests under coverage: ${((Date.now() - started) / 1000).toFixed(0)} s`);
   const reported = await run([
@@ -118,6 +142,29 @@ const floorCode =
       ])
     : 0;
 process.exit(code !== 0 ? code : floorCode);
+
+/**
+ * Merges the times of this run's files into scripts/test-times.json; files no longer in
+ * dist/test/ are dropped, files not run keep their time.
+ */
+function recordFileTimes() {
+  if (!existsSync(timesFile)) {
+    console.error('# no test times were recorded');
+    return;
+  }
+  const path = new URL('test-times.json', import.meta.url);
+  const existing = new Set(files.map((f) => relative(root, f).replace(/\.test\.js$/, '')));
+  const merged = {
+    ...JSON.parse(readFileSync(path, 'utf8')),
+    ...JSON.parse(readFileSync(timesFile, 'utf8')),
+  };
+  const kept = Object.keys(merged)
+    .filter((k) => existing.has(k))
+    .sort()
+    .map((k) => [k, merged[k]]);
+  writeFileSync(path, `${JSON.stringify(Object.fromEntries(kept), null, 2)}\n`);
+  console.log(`# test times of ${kept.length} files written to scripts/test-times.json`);
+}
 
 function run(a, env = process.env) {
   return new Promise((resolve) => {

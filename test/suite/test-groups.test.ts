@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -42,13 +42,14 @@ const FILES = [
   'unit/new-folder/not-in-the-census.test.js',
 ];
 
-function runEntry(files: string[], timeoutMs?: number, atOnce?: number) {
+function runEntry(files: string[], timeoutMs?: number, atOnce?: number, reporters: string[] = []) {
   const entry = join(dir, `entry-${Math.random()}.test.mjs`);
   writeFileSync(entry, groups.entrySource(pathToFileURL(`${dir}/`).href, files, timeoutMs, atOnce));
   // without NODE_TEST_CONTEXT, which tells node:test that it runs inside a test file
   const env = { ...process.env };
   delete env.NODE_TEST_CONTEXT;
-  const r = spawnSync(process.execPath, ['--test', '--test-reporter=tap', entry], {
+  const args = ['--test', '--test-reporter=tap', ...reporters, entry];
+  const r = spawnSync(process.execPath, args, {
     encoding: 'utf8',
     env,
     timeout: 60_000,
@@ -284,5 +285,29 @@ test('starts a child and a broker and ends', async () => {
     const { status, out } = runEntry(['leak.test.mjs'], 500);
     assert.equal(status, 1, out);
     assert.match(out, /test files left handles open: \[[^\]]*'Timeout'/);
+  });
+});
+
+describe('--record-times (scripts/test-times-reporter.mjs)', () => {
+  it('reports each file’s wall time under its key in scripts/test-times.json', () => {
+    // CommonJS (.js in a folder without package.json), named as the runner's files are
+    const test = (ms: number) =>
+      `const { it } = require('node:test');\n` +
+      `it('waits ${ms} ms', () => new Promise((r) => setTimeout(r, ${ms})));\n`;
+    mkdirSync(join(dir, 'times'), { recursive: true });
+    writeFileSync(join(dir, 'times', 'slow.test.js'), test(600));
+    writeFileSync(join(dir, 'times', 'quick.test.js'), test(0));
+    const out = join(dir, 'times.json');
+    const reporter = pathToFileURL(join(REPO_ROOT, 'scripts', 'test-times-reporter.mjs')).href;
+    const r = runEntry(['times/slow.test.js', 'times/quick.test.js'], undefined, 1, [
+      '--test-reporter-destination=stdout',
+      `--test-reporter=${reporter}`,
+      `--test-reporter-destination=${out}`,
+    ]);
+    assert.equal(r.status, 0, r.out);
+    const times = JSON.parse(readFileSync(out, 'utf8')) as Record<string, number>;
+    assert.deepEqual(Object.keys(times).sort(), ['times/quick', 'times/slow']);
+    assert.ok(times['times/slow']! >= 600, JSON.stringify(times));
+    assert.ok(times['times/quick']! < times['times/slow']!, JSON.stringify(times));
   });
 });
