@@ -27,6 +27,8 @@
  *   gives coap-edge an OTLP endpoint (a sink process) and that sampling percentage (0: tracing
  *   on with no datagram sampled, the unsampled path alone); the sink's spans and export
  *   requests per segment are reported (`segmentSpans`).
+ *   `--scrape-metrics N` adds coap-edge's admin HTTP server and N GETs of its /metrics spread
+ *   over the warm-up (uncounted): a scraped pod's process.
  * Servers (`--server`): `coap-edge` (`--build <dir>`: a checkout with a compiled dist/; default
  * this one), `libcoap` (coap-server-openssl -k, as dtls-records runs it; `-d` for the uplink
  * kinds, which it answers with no backend) and `floor` (bench/lib/records-floor.ts for records,
@@ -108,6 +110,9 @@ const USAGE = `usage: node dist/bench/instructions.js --kind <k> [options]
                       (coap-edge's output tail is reported)
   --export-delay <ms> with --tracing: OTEL_BSP_SCHEDULE_DELAY for coap-edge (default: none set,
                       so its default, 5000); longer than the run = the spans without any export
+  --scrape-metrics <n> coap-edge uplink kinds: serve the admin HTTP server (--http-port) and
+                      GET its /metrics n times, spread over the warm-up (none counted): a
+                      scraped pod's HTTP sockets in the process, with or without --tracing
   --separate-threads  callgrind --separate-threads=yes (one count per thread)
   --keep              keep the callgrind output directory (its path is in the report)`;
 
@@ -144,6 +149,8 @@ interface Rig {
   readonly close: () => Promise<void>;
   /** With `--tracing`: the OTLP sink's counts so far (export requests, spans). */
   readonly spanCounts?: () => Promise<SpanCounts>;
+  /** With `--scrape-metrics`: one GET of coap-edge's /metrics (throws unless a 200 with metrics). */
+  readonly scrape?: () => Promise<void>;
 }
 
 interface SpanCounts {
@@ -161,6 +168,8 @@ interface Config {
   readonly tmp: string;
   /** Node flags for a coap-edge server (e.g. --trace-opt to see what V8 still compiles). */
   readonly nodeFlags: readonly string[];
+  /** `--scrape-metrics`: GETs of coap-edge's /metrics during the warm-up (0: no admin server). */
+  readonly scrapes: number;
 }
 
 function callgrindLaunch(outFile: string, separateThreads: boolean): Launch {
@@ -267,6 +276,7 @@ async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
   let broker: Broker | undefined;
   const helpers: IpcChild[] = [];
   let spanSink: IpcChild | undefined;
+  let metricsPort: number | undefined;
   let server: ServerProcess;
   let devices: UplinkDevice[];
   // libcoap (-d) creates a resource on a device's first POST (2.01), then updates it (2.04)
@@ -291,6 +301,10 @@ async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
       );
     } else {
       const extraArgs = ['--mqtt-url', broker.url];
+      if (c.scrapes > 0) {
+        metricsPort = await freeTcpPort();
+        extraArgs.push('--http-port', String(metricsPort), '--http-bind', '127.0.0.1');
+      }
       if (c.tracing !== 'off') {
         const port = await freeTcpPort();
         spanSink = await IpcChild.start('spanSink', 'otlp-sink', [String(port)]);
@@ -353,10 +367,22 @@ async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
           const st = await sink.request({ type: 'stats' });
           return { requests: Number(st.requests ?? 0), spans: Number(st.spans ?? 0) };
         };
+  const port = metricsPort;
+  const scrape =
+    port === undefined
+      ? undefined
+      : async (): Promise<void> => {
+          const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+          const text = await res.text();
+          if (res.status !== 200 || !text.includes('# TYPE ')) {
+            throw new Error(`/metrics answered ${res.status}: ${text.slice(0, 200)}`);
+          }
+        };
   return {
     server,
     op,
     ...(spanCounts !== undefined ? { spanCounts } : {}),
+    ...(scrape !== undefined ? { scrape } : {}),
     close: async () => {
       await Promise.all(clients.map((x) => x.close().catch(() => undefined)));
       broker?.cleanup();
@@ -491,7 +517,7 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
   const transition = Math.ceil(o.ops / 5);
   const t0 = performance.now();
   const rig = c.kind === 'handshake' || c.kind === 'record' ? dtlsRig : uplinkRig;
-  const { server, op, close, spanCounts } = await rig(c, launch);
+  const { server, op, close, spanCounts, scrape } = await rig(c, launch);
   log(
     `run ${rep}: ${c.server} pid ${server.pid} ready after ${round((performance.now() - t0) / 1000, 1)} s`,
   );
@@ -502,10 +528,21 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
   const segmentSpans: SpanCounts[] = [];
   const interval = 1000 / o.rate;
   let outputTail = '';
+  let scrapes = 0;
   try {
     // the warm-up goes as fast as the answers come (still one at a time): JIT tiering needs
     // hundreds of operations, which at the measured rate would take minutes
-    await drive(op, 0, o.warmup, 0, faults);
+    // with --scrape-metrics: a GET of /metrics after each of `scrapes` equal parts of it
+    const warmupParts = scrape === undefined ? 1 : c.scrapes;
+    for (let p = 0, done = 0; p < warmupParts; p++) {
+      const n = Math.round(((p + 1) * o.warmup) / warmupParts) - done;
+      await drive(op, done, n, 0, faults);
+      done += n;
+      if (scrape !== undefined) {
+        await scrape();
+        scrapes++;
+      }
+    }
     faults.lateStarts = 0;
     await sleep(SETTLE_MS);
     await execFileP('callgrind_control', ['--instr=on', String(server.pid)], { timeout: 120_000 });
@@ -586,6 +623,7 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
     irCumulative: cumulative,
     irTwoNMinusN: o.segments >= 2 ? round((cumulative[1]! - cumulative[0]!) / o.ops, 0) : undefined,
     segmentMs,
+    ...(scrape !== undefined ? { metricsScrapes: scrapes } : {}),
     ...(spanCounts !== undefined ? { segmentSpans } : {}),
     warmupFaults: faults,
     transitionOps: transition,
@@ -631,6 +669,7 @@ async function main(): Promise<void> {
       'suite',
       'node-flags',
       'export-delay',
+      'scrape-metrics',
     ],
     ['separate-threads', 'keep'],
   );
@@ -654,6 +693,10 @@ async function main(): Promise<void> {
       : numberFlag(flags, 'export-delay', 5000, 0, 2 ** 31 - 1);
   if (exportDelay !== undefined && tracing === 'off') {
     throw new UsageError('--export-delay: with --tracing only');
+  }
+  const scrapes = numberFlag(flags, 'scrape-metrics', 0, 0, 100_000);
+  if (scrapes > 0 && (!uplink || server !== 'coap-edge')) {
+    throw new UsageError('--scrape-metrics: coap-edge with an uplink kind only');
   }
   const build = resolve(stringFlag(flags, 'build', REPO_ROOT));
   const ops = numberFlag(flags, 'ops', kind === 'handshake' ? 60 : 150, 1, 1_000_000);
@@ -690,6 +733,7 @@ async function main(): Promise<void> {
     nodeFlags: stringFlag(flags, 'node-flags', '')
       .split(' ')
       .filter((x) => x !== ''),
+    scrapes,
   };
   const runs: Record<string, unknown>[] = [];
   for (let r = 0; r < repeat; r++) runs.push(await oneRun(c, o, r + 1));
@@ -712,6 +756,7 @@ async function main(): Promise<void> {
       build: server === 'coap-edge' ? build : undefined,
       tracing,
       exportDelayMs: exportDelay,
+      scrapeMetrics: scrapes,
       suite: suiteFlag,
       associations: kind === 'handshake' ? undefined : c.associations,
       ...o,
