@@ -90,17 +90,16 @@ export function splitKeyBlock(
   suite: number,
   block: Buffer,
 ): { client: DirectionKeys; server: DirectionKeys } {
-  const empty = EMPTY;
   const own = ownCopy(block);
   if (suite === CipherSuite.TLS_PSK_WITH_AES_128_CCM_8) {
     return {
-      client: { encKey: own.subarray(0, 16), salt: own.subarray(32, 36), macKey: empty },
-      server: { encKey: own.subarray(16, 32), salt: own.subarray(36, 40), macKey: empty },
+      client: { encKey: own.subarray(0, 16), salt: own.subarray(32, 36), macKey: EMPTY },
+      server: { encKey: own.subarray(16, 32), salt: own.subarray(36, 40), macKey: EMPTY },
     };
   }
   return {
-    client: { macKey: own.subarray(0, 32), encKey: own.subarray(64, 80), salt: empty },
-    server: { macKey: own.subarray(32, 64), encKey: own.subarray(80, 96), salt: empty },
+    client: { macKey: own.subarray(0, 32), encKey: own.subarray(64, 80), salt: EMPTY },
+    server: { macKey: own.subarray(32, 64), encKey: own.subarray(80, 96), salt: EMPTY },
   };
 }
 
@@ -348,8 +347,6 @@ export class Ccm8 {
   private readonly cbc: Cipher;
   /** The CBC encryptor's chaining value: its last output block. */
   private readonly chain = Buffer.alloc(BLOCK);
-  /** Counter blocks, then the CBC-MAC input: shared by every Ccm8 (`BlockScratch`). */
-  private readonly scratch = ccmScratch;
 
   constructor(key: Buffer) {
     this.ecb = createCipheriv('aes-128-ecb', key, null);
@@ -361,7 +358,7 @@ export class Ccm8 {
   /** S_0 ‖ S_1 ‖ …: 16 bytes for the tag, then keystream for `length` bytes. */
   private keystream(nonce: Buffer, length: number): Buffer {
     const n = 1 + blocks(length);
-    const a = this.scratch.of(n);
+    const a = ccmScratch.of(n);
     for (let i = 0, o = 0; i < n; i++, o += BLOCK) {
       a[o] = 2; // flags: L - 1
       copyBytes(nonce, 0, a, o + 1, CCM_NONCE);
@@ -376,7 +373,7 @@ export class Ccm8 {
   private mac(nonce: Buffer, aad: Buffer, data: Buffer): Buffer {
     const aadBlocks = blocks(2 + aad.length);
     const at = BLOCK + aadBlocks * BLOCK;
-    const b = this.scratch.of(1 + aadBlocks + blocks(data.length));
+    const b = ccmScratch.of(1 + aadBlocks + blocks(data.length));
     // B_0: flags (Adata, (M - 2) / 2, L - 1) ‖ nonce ‖ l(m) in 3 bytes
     b[0] = 0x40 | (((CCM_TAG - 2) / 2) << 3) | 2;
     copyBytes(nonce, 0, b, 1, CCM_NONCE);
@@ -573,6 +570,7 @@ function checkPadding(pt: Buffer, minContent: number): number {
   return bad === 0 ? padLen : -1;
 }
 
+/** The real content type byte of a CID record's inner plaintext (shared scratch). */
 const realTypeScratch = Buffer.alloc(1);
 /**
  * R ‖ the blocks a CBC cipher encrypts, shared by every CBC cipher (each record encrypted
@@ -583,9 +581,6 @@ let cbcInput = EMPTY;
 abstract class CbcCipher implements RecordCipher, LiveObjects {
   protected readonly key: Buffer;
   protected readonly macKey: Buffer;
-  protected readonly pseudo = pseudoHeader;
-  /** The real content type byte of a CID record's inner plaintext (shared scratch). */
-  protected readonly realType = realTypeScratch;
   /**
    * Made on use (a record cipher seals or opens, seldom both) and kept while among the
    * LIVE_LIMIT latest (see `admitLive`).
@@ -662,11 +657,11 @@ class CbcMteCipher extends CbcCipher {
   seal(type: number, epoch: number, seq: number, plaintext: Buffer, cid?: Buffer): Buffer {
     // with a CID the content is DTLSInnerPlaintext: plaintext ‖ real type
     const length = cid === undefined ? plaintext.length : plaintext.length + 1;
-    this.realType[0] = type;
+    realTypeScratch[0] = type;
     const hmac = createHmac('sha256', this.macKey)
-      .update(this.pseudo.write(epoch, seq, type, DTLS_1_2, length, cid))
+      .update(pseudoHeader.write(epoch, seq, type, DTLS_1_2, length, cid))
       .update(plaintext);
-    if (cid !== undefined) hmac.update(this.realType);
+    if (cid !== undefined) hmac.update(realTypeScratch);
     const mac = hmac.digest();
     const pad = paddingLength(length + MAC);
     const encLength = length + MAC + pad;
@@ -677,7 +672,7 @@ class CbcMteCipher extends CbcCipher {
     writeRecordHeader(out, recordType, DTLS_1_2, epoch, seq, bodyLength, cid);
     const padding = Buffer.alloc(pad, pad - 1);
     const parts =
-      cid === undefined ? [plaintext, mac, padding] : [plaintext, this.realType, mac, padding];
+      cid === undefined ? [plaintext, mac, padding] : [plaintext, realTypeScratch, mac, padding];
     this.encryptInto(out, hl, parts, encLength);
     return out;
   }
@@ -700,7 +695,7 @@ class CbcMteCipher extends CbcCipher {
     if (!goodPadding) padLen = 0;
     const contentLength = Math.max(0, pt.length - MAC - padLen - 1);
     const expected = createHmac('sha256', this.macKey)
-      .update(this.pseudo.write(epoch, seq, type, version, contentLength, cid))
+      .update(pseudoHeader.write(epoch, seq, type, version, contentLength, cid))
       .update(pt.subarray(0, contentLength))
       .digest();
     const got = pt.subarray(contentLength, contentLength + MAC);
@@ -725,12 +720,12 @@ class CbcEtmCipher extends CbcCipher {
     const recordType = cid === undefined ? type : ContentType.tls12Cid;
     writeRecordHeader(out, recordType, DTLS_1_2, epoch, seq, bodyLength, cid);
     const padding = Buffer.alloc(pad, pad - 1);
-    this.realType[0] = type;
-    const parts = cid === undefined ? [plaintext, padding] : [plaintext, this.realType, padding];
+    realTypeScratch[0] = type;
+    const parts = cid === undefined ? [plaintext, padding] : [plaintext, realTypeScratch, padding];
     this.encryptInto(out, hl, parts, encLength);
     // RFC 7366 §3 / RFC 9146 §5.3: the MAC's length field counts IV and ciphertext
     createHmac('sha256', this.macKey)
-      .update(this.pseudo.write(epoch, seq, type, DTLS_1_2, BLOCK + encLength, cid))
+      .update(pseudoHeader.write(epoch, seq, type, DTLS_1_2, BLOCK + encLength, cid))
       .update(out.subarray(hl, hl + BLOCK + encLength))
       .digest()
       .copy(out, hl + BLOCK + encLength);
@@ -748,7 +743,7 @@ class CbcEtmCipher extends CbcCipher {
     const encLength = body.length - MAC;
     if (encLength < 2 * BLOCK || (encLength - BLOCK) % BLOCK !== 0) return undefined;
     const expected = createHmac('sha256', this.macKey)
-      .update(this.pseudo.write(epoch, seq, type, version, encLength, cid))
+      .update(pseudoHeader.write(epoch, seq, type, version, encLength, cid))
       .update(body.subarray(0, encLength))
       .digest();
     if (!timingSafeEqual(expected, body.subarray(encLength))) return undefined;
