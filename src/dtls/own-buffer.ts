@@ -5,8 +5,8 @@
  * an 8 KiB slab that every such allocation of the process shares (`Buffer.poolSize`); a slice
  * kept keeps the whole slab alive. What an association holds for its lifetime (keys, IVs,
  * Connection IDs, client_random) is copied with {@link ownCopy} instead, so that an association
- * costs its own bytes, not a slab of datagrams and cookies per association (issue 11; measured
- * in bench/README.md, "memory").
+ * costs its own bytes, not a slab of datagrams and cookies per association (measured in
+ * bench/README.md, "Association memory and the Buffer pool").
  */
 import { Buffer } from 'node:buffer';
 
