@@ -1,5 +1,5 @@
 /**
- * What an established association keeps must not pin Node's shared Buffer pool (issue 11).
+ * What an established association keeps must not pin Node's shared Buffer pool.
  * `Buffer.from(array)`, `Buffer.from(string)` and `Buffer.allocUnsafe(n < 4 KiB)` cut from one
  * 8 KiB slab shared by every such allocation of the process; a long-lived slice keeps the
  * whole slab alive. Between two handshakes of a running server the slab is filled with
@@ -16,7 +16,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createSocket, type Socket } from 'node:dgram';
+import type { Socket } from 'node:dgram';
 import { randomBytes } from 'node:crypto';
 
 import { DtlsClient } from '../../../src/dtls/client.js';
@@ -26,6 +26,7 @@ import { openSnapshot, sealSnapshot } from '../../../src/dtls/snapshot.js';
 import { DtlsServer } from '../../../src/dtls/server.js';
 import type { DtlsAssociation } from '../../../src/dtls/association.js';
 import { DTLS_SERVER_DEFAULTS } from '../../helpers/component-defaults.js';
+import { bindUdp } from '../../helpers/processes.js';
 
 const PSK = Buffer.from('0123456789abcdef');
 const IDENTITY = 'demoPK01,device001,2,3600';
@@ -78,9 +79,7 @@ describe('established associations keep no slice of the shared Buffer pool', () 
   let server: DtlsServer<string>;
   let port: number;
   before(async () => {
-    socket = createSocket('udp4');
-    await new Promise<void>((r) => socket.bind(0, '127.0.0.1', r));
-    port = socket.address().port;
+    ({ socket, port } = await bindUdp());
     server = new DtlsServer<string>({
       ...DTLS_SERVER_DEFAULTS,
       clock: new ManualClock(0, 1_000_000),
