@@ -98,6 +98,7 @@ import {
 } from './lib/uplink-load.js';
 import { IpcChild, startMosquitto, type Broker } from './lib/uplink-procs.js';
 import { runBrokerRttPhase } from './lib/broker-rtt.js';
+import { pauseTail, pauseTotals, readPauses } from './lib/pause-tail.js';
 
 const USAGE = `usage: node dist/bench/uplink.js [options]
   --variants <list>   comma-separated variants or groups (default base):
@@ -125,7 +126,12 @@ const USAGE = `usage: node dist/bench/uplink.js [options]
   --profile           run the bridge coap-edge under node --cpu-prof and print its top functions
   --half-saturation   find coapEdgeReply's closed-loop messages/s, run every round at half of
                       it beside a broker round trip; report added p50/p99 (default variants
-                      reply,floor-reply; --rate not allowed)`;
+                      reply,floor-reply; --rate not allowed)
+  --pause-log         log every GC and event-loop stall of the coap-edge and floor processes
+                      (bench/lib/pause-log.ts) and set them beside each phase's p99 requests
+                      (rounds[].pauses, summary.pauses)
+  --control-cli <p>   the reply-control coap-edge runs this CLI (another build's
+                      dist/src/cli.js): old and new builds side by side in one run`;
 
 type PhaseName =
   | 'coapEdgeReply'
@@ -923,8 +929,9 @@ async function main(): Promise<void> {
       'timeout',
       'suite',
       'publish-topic',
+      'control-cli',
     ],
-    ['profile', 'half-saturation'],
+    ['profile', 'half-saturation', 'pause-log'],
   );
   if (flags.help === true) {
     process.stdout.write(`${USAGE}\n`);
@@ -968,6 +975,13 @@ async function main(): Promise<void> {
     );
   }
   const profiling = flags.profile === true;
+  const controlCli =
+    flags['control-cli'] === undefined ? undefined : stringFlag(flags, 'control-cli', '');
+  const pauseDir =
+    flags['pause-log'] === true ? mkdtempSync(join(tmpdir(), 'coap-edge-pauses-')) : undefined;
+  const pauseFlags =
+    pauseDir !== undefined ? ['--import', new URL('./lib/pause-log.js', import.meta.url).href] : [];
+  if (pauseDir !== undefined) process.env.BENCH_PAUSE_LOG_DIR = pauseDir;
   const edgeKinds = [
     ...new Set(phases.map((p) => VARIANTS[p].edge).filter((e): e is EdgeKind => e !== undefined)),
   ];
@@ -1035,6 +1049,7 @@ async function main(): Promise<void> {
   const preflight: Record<string, unknown> = {};
   const results = new Map<PhaseName, PhaseReport[]>(phases.map((p) => [p, []]));
   const roundRows: Record<string, unknown>[] = [];
+  const pauseRows = new Map<PhaseName, Record<string, unknown>[]>(phases.map((p) => [p, []]));
   let runLibcoap = phases.includes('libcoap');
   let halfSat: Record<string, unknown> | undefined;
   const edgeTails: Record<string, string> = {};
@@ -1131,6 +1146,8 @@ async function main(): Promise<void> {
           devicesFile: devicesFiles.get(kind)!,
           cpuProfDir: kind === 'bridge' ? profDir : undefined,
           extraArgs,
+          nodeFlags: pauseFlags,
+          ...(kind === 'control' && controlCli !== undefined ? { cliPath: controlCli } : {}),
         },
         first,
       );
@@ -1139,7 +1156,12 @@ async function main(): Promise<void> {
     }
     const floor = floorOn
       ? await startFloor(
-          { devicesFile: floorDevicesFile, mqttUrl: brokerUrl, productKey: FLOOR_PRODUCT_KEY },
+          {
+            devicesFile: floorDevicesFile,
+            mqttUrl: brokerUrl,
+            productKey: FLOOR_PRODUCT_KEY,
+            nodeFlags: pauseFlags,
+          },
           toDevices(1, MEASUREPOINT_TAIL, FLOOR_PRODUCT_KEY)[0]!,
         )
       : undefined;
@@ -1428,6 +1450,12 @@ async function main(): Promise<void> {
         const res = report(phase, server, v, extra);
         results.get(name)!.push(res);
         row[name] = res;
+        if (pauseDir !== undefined && server.name !== 'libcoap') {
+          const pt = pauseTail(phase, readPauses(pauseDir, server.pid));
+          ((row.pauses ??= {}) as Record<string, unknown>)[name] = pt;
+          pauseRows.get(name)!.push(pt);
+          log(`round ${r + 1}/${rounds} ${name.padEnd(19)} pauses ${JSON.stringify(pt)}`);
+        }
         log(`round ${r + 1}/${rounds} ${name.padEnd(19)} ${describe(res)}`);
         await sleep(PAUSE_MS);
       }
@@ -1455,6 +1483,7 @@ async function main(): Promise<void> {
     await stopAll();
     broker?.cleanup();
     removeTmp();
+    if (pauseDir !== undefined) rmSync(pauseDir, { recursive: true, force: true });
   }
   if (profDir !== undefined) {
     const f = newestProfile(profDir);
@@ -1544,6 +1573,8 @@ async function main(): Promise<void> {
       requestBody: measurepointBody('r1a-0').toString('utf8'),
       requestBodyBytes: measurepointBody('r1a-0').length,
       profiled: profiling,
+      controlCli: controlCli ?? null,
+      pauseLog: pauseDir !== undefined,
       publishTopic: publishTail,
       flavour:
         'publish + reply for every variant except coapEdgePublish: the device gets 2.04 ' +
@@ -1598,6 +1629,15 @@ async function main(): Promise<void> {
       delivery,
       ...(halfSat !== undefined
         ? { halfSaturation: halfSaturationSummary(roundRows, phases, halfSat) }
+        : {}),
+      ...(pauseDir !== undefined
+        ? {
+            pauses: Object.fromEntries(
+              [...pauseRows]
+                .filter(([, rs]) => rs.length > 0)
+                .map(([p, rs]) => [p, pauseTotals(rs)]),
+            ),
+          }
         : {}),
     },
     rounds: roundRows,

@@ -46,6 +46,11 @@ export class Samples {
     return this.n;
   }
 
+  /** The samples in the order pushed (a copy). */
+  values(): Float64Array {
+    return this.buf.slice(0, this.n);
+  }
+
   /** Arithmetic mean in ms (rounded to µs); null when empty. */
   mean(): number | null {
     if (this.n === 0) return null;

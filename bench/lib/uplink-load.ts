@@ -49,6 +49,11 @@ export interface UplinkPhase {
   /** Answers with the expected code inside the window. */
   readonly messages: number;
   readonly latency: Samples;
+  /** When each latency sample's request was sent (epoch ms), same order as `latency`. */
+  readonly sentAt: Samples;
+  /** The measured window, epoch ms. */
+  readonly windowStartMs: number;
+  readonly windowEndMs: number;
   readonly window: MultiWindow;
   /** Answers by code inside the window ("2.04": n). */
   readonly windowCodes: Record<string, number>;
@@ -130,6 +135,7 @@ export async function runUplinkPhase(load: UplinkLoad): Promise<UplinkPhase> {
   let lost = 0;
   let lateStarts = 0;
   const latency = new Samples();
+  const sentAt = new Samples();
   const windowCodes: Record<string, number> = {};
   const failures: Record<string, number> = {};
   const acknowledgedIds = new Set<string>();
@@ -141,7 +147,7 @@ export async function runUplinkPhase(load: UplinkLoad): Promise<UplinkPhase> {
     });
   }
 
-  const onAnswer = (id: string, r: CoapResponse, ms: number): void => {
+  const onAnswer = (id: string, r: CoapResponse, t0: number, ms: number): void => {
     answered++;
     if (r.separate) separateResponses++;
     retransmissions += r.retransmissions;
@@ -160,6 +166,7 @@ export async function runUplinkPhase(load: UplinkLoad): Promise<UplinkPhase> {
       if (ok) {
         messages++;
         latency.push(ms);
+        sentAt.push(performance.timeOrigin + t0);
       }
     }
   };
@@ -187,7 +194,7 @@ export async function runUplinkPhase(load: UplinkLoad): Promise<UplinkPhase> {
           timeoutMs: load.requestTimeoutMs,
           followBlocks: false,
         });
-        onAnswer(id, r, performance.now() - t0);
+        onAnswer(id, r, t0, performance.now() - t0);
       } catch (err) {
         const kind = err instanceof CoapClientError ? err.code : failureName(err);
         if (kind === 'COAP_TIMEOUT') timeouts++;
@@ -200,9 +207,11 @@ export async function runUplinkPhase(load: UplinkLoad): Promise<UplinkPhase> {
   try {
     await sleep(load.warmupMs);
     const close = openMultiWindow(load.cpuPids);
+    const windowStartMs = performance.timeOrigin + performance.now();
     measuring = true;
     await sleep(load.durationMs);
     measuring = false;
+    const windowEndMs = performance.timeOrigin + performance.now();
     const window = close();
     // drain: no new requests; the outstanding ones finish (or time out)
     running = false;
@@ -210,6 +219,9 @@ export async function runUplinkPhase(load: UplinkLoad): Promise<UplinkPhase> {
     return {
       messages,
       latency,
+      sentAt,
+      windowStartMs,
+      windowEndMs,
       window,
       windowCodes,
       failures,

@@ -20,6 +20,14 @@
  * would need), and entries of exchanges still in progress are kept out of the FIFO so caps
  * can never evict them (a duplicate during processing must not reach the handler again).
  *
+ * Completed entries outlive the requests by minutes (100 000 of them at the default cap), so
+ * every object they hold survives the young generation, is copied by each scavenge on its way
+ * and later needs a mark-compact: an entry's expiry is a small integer (ms after the cache's
+ * base time, stored in the entry) rather than a fractional clock reading (which V8 boxes as a
+ * heap number of its own per entry). Expired entries are swept in bounded batches, so a
+ * backlog of them never holds up the event loop for a whole scan (bench/README.md, "Latency
+ * at half saturation").
+ *
  * @module
  */
 
@@ -35,6 +43,11 @@ export const COMPLETE = 2;
 /** The peer was closed; the exchange finishing later must not touch the cache. */
 export const DROPPED = 3;
 
+/** Expiries are kept below this many ms after the base (small integers); see `rebase`. */
+const REBASE_AFTER_MS = 2 ** 29;
+/** Most expired entries one {@link DedupCache.sweep} removes: a turn of the loop stays short. */
+export const SWEEP_BATCH = 2048;
+
 /** What the cache remembers about one message ID of one peer. */
 export class DedupEntry implements QueueNode<DedupEntry> {
   prev: DedupEntry | undefined = undefined;
@@ -47,12 +60,13 @@ export class DedupEntry implements QueueNode<DedupEntry> {
   /**
    * @param record the peer's record
    * @param messageId the request's message ID
-   * @param expiresAt when a duplicate is no longer recognised (clock ms)
+   * @param expires when a duplicate is no longer recognised (integer ms after the cache's base)
    */
   constructor(
     readonly record: DedupPeer,
     readonly messageId: number,
-    readonly expiresAt: number,
+    /** @internal */
+    public expires: number,
   ) {}
 }
 
@@ -95,6 +109,8 @@ export class DedupCache {
   private readonly peers = new Map<string, DedupPeer>();
   private readonly fifo = new LinkedQueue<DedupEntry>();
   private bytes = 0;
+  /** Clock ms that entry expiries count from (integers: no heap number per entry). */
+  private base = 0;
   /**
    * What the last {@link find} that returned nothing saw: the peer's record (undefined: no
    * record) under `foundKey`, and that `foundId` had no entry. {@link begin} right after it for
@@ -131,7 +147,7 @@ export class DedupCache {
     const record = this.peers.get(peerKey);
     const e = record?.entries.get(messageId);
     if (e !== undefined) {
-      if (e.state !== COMPLETE || e.expiresAt > now) return e;
+      if (e.state !== COMPLETE || e.expires > now - this.base) return e;
       this.remove(e);
       this.gauges();
     }
@@ -159,8 +175,10 @@ export class DedupCache {
       const old = record.entries.get(messageId);
       if (old !== undefined) this.remove(old);
     }
+    if (now - this.base > REBASE_AFTER_MS) this.rebase(now);
     const lifetime = confirmable ? this.limits.exchangeLifetimeMs : this.limits.nonLifetimeMs;
-    const e = new DedupEntry(record, messageId, now + lifetime);
+    // rounded up: an entry lives its whole lifetime, at most 1 ms more
+    const e = new DedupEntry(record, messageId, Math.ceil(now - this.base + lifetime));
     record.entries.set(messageId, e);
     return e;
   }
@@ -180,7 +198,7 @@ export class DedupCache {
     if (e.state === DROPPED || e.state === COMPLETE) return;
     e.state = COMPLETE;
     e.bytes = bytes;
-    if (e.expiresAt <= now) {
+    if (e.expires <= now - this.base) {
       // the handler outlived the message ID's lifetime: nothing left to deduplicate
       this.remove(e);
       this.gauges();
@@ -205,16 +223,28 @@ export class DedupCache {
     return record.lastMessageId;
   }
 
-  /** Drops expired entries from the head of the FIFO. */
-  sweep(now: number): void {
-    for (;;) {
+  /**
+   * Drops expired entries from the head of the FIFO, at most {@link SWEEP_BATCH} of them (an
+   * expired entry is absent for {@link find} either way).
+   *
+   * @returns true when expired entries are left at the head: sweep again soon
+   */
+  sweep(now: number): boolean {
+    const at = now - this.base;
+    let more = false;
+    for (let n = 0; ; n++) {
       const head = this.fifo.head;
-      if (head === undefined || head.expiresAt > now) break;
+      if (head === undefined || head.expires > at) break;
+      if (n === SWEEP_BATCH) {
+        more = true;
+        break;
+      }
       this.remove(head);
     }
     // Entries behind a longer-lived head may have expired too (NON after CON); `find`
     // treats them as absent and the caps still bound them.
     this.gauges();
+    return more;
   }
 
   /** Forgets everything about one peer (its DTLS association closed). */
@@ -265,6 +295,15 @@ export class DedupCache {
     }
     e.state = DROPPED;
     e.bytes = undefined;
+  }
+
+  /** Moves the base to `now`, keeping expiries small integers (once every ~6 days). */
+  private rebase(now: number): void {
+    const shift = Math.floor(now) - this.base;
+    for (const record of this.peers.values()) {
+      for (const e of record.entries.values()) e.expires -= shift;
+    }
+    this.base += shift;
   }
 
   private forgetFound(): void {

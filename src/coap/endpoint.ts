@@ -504,9 +504,11 @@ export class CoapEndpoint<I> {
 
   /** @internal Drops expired cache entries; reschedules itself while state remains. */
   sweep(now: number): void {
-    this.dedup.sweep(now);
+    // a large backlog of expired entries goes in batches, one per turn of the loop
+    const more = this.dedup.sweep(now);
     this.blocks.sweep(now);
-    if (!this.dedup.empty || !this.blocks.empty) {
+    if (more) this.timers.schedule(this.sweeper, now + 1);
+    else if (!this.dedup.empty || !this.blocks.empty) {
       this.timers.schedule(this.sweeper, now + this.sweepIntervalMs);
     }
   }

@@ -163,6 +163,11 @@ export interface DtlsServerOptions<P> {
   /** How often idle associations are looked for (default: idle timeout / 10, at most 30 s). */
   readonly sweepIntervalMs?: number;
   /**
+   * Most associations the idle sweep checks in one turn of the event loop; a pass over more
+   * goes on 1 ms later (default 4096).
+   */
+  readonly sweepBatch?: number;
+  /**
    * Time and timers: flight retransmission, handshake and stalled-handshake timeouts, the
    * verdict timer, the idle sweep, cookie secret rotation (default: the system clock). The
    * layer reads its wall time (`wallNow`): an association's times travel in its snapshot.
@@ -214,6 +219,15 @@ export class DtlsServer<P>
   private readonly tracing: Tracing;
   private readonly idleTimeoutMs: number;
   private readonly sweeper: TimerHandle;
+  private readonly sweepBatch: number;
+  /** The idle sweep's pass in progress, and the timer that goes on with it. */
+  private sweepCursor: Iterator<Association<P>> | undefined = undefined;
+  /** undefined: no pass waiting to go on */
+  private sweepMore: TimerHandle = undefined;
+  private readonly sweepOn = (): void => {
+    this.sweepMore = undefined;
+    this.sweep();
+  };
   private readonly sharing: Sharing<Association<P>> | undefined;
   private readonly principalCodec: PrincipalCodec<P> | undefined;
   private accepting = true;
@@ -266,7 +280,11 @@ export class DtlsServer<P>
     };
     this.cookies = new CookieJar(opts.cookieLifetimeMs, () => this.now());
     const sweep = opts.sweepIntervalMs ?? Math.min(30_000, Math.max(100, this.idleTimeoutMs / 10));
-    this.sweeper = this.clock.setInterval(() => this.sweep(), sweep);
+    this.sweepBatch = Math.max(1, Math.floor(opts.sweepBatch ?? 4096));
+    this.sweeper = this.clock.setInterval(() => {
+      // a pass still going on continues on its own timer
+      if (this.sweepMore === undefined) this.sweep();
+    }, sweep);
     this.principalCodec = opts.shared?.principal;
     this.sharing =
       opts.shared === undefined ? undefined : new Sharing(this, opts.shared, this.idleTimeoutMs);
@@ -1027,9 +1045,23 @@ export class DtlsServer<P>
     this.stats.parked++;
   }
 
+  /**
+   * Ends the associations idle for longer than the idle timeout. A pass walks the live table
+   * (no copy of it), at most `sweepBatch` associations per turn of the loop and the rest 1 ms
+   * later: with hundreds of thousands of associations, one turn for all of them would hold up
+   * every datagram behind it.
+   */
   private sweep(): void {
+    if (this.closed) return;
     const limit = this.now() - this.idleTimeoutMs;
-    for (const a of [...this.associations.values()]) {
+    const pass = (this.sweepCursor ??= this.associations.values());
+    for (let n = 0; n < this.sweepBatch; n++) {
+      const next = pass.next();
+      if (next.done === true) {
+        this.sweepCursor = undefined;
+        return;
+      }
+      const a = next.value;
       if (a.lastActivity < limit) {
         // a shared one leaves memory; the store's expiry ends it for good
         if (a.lease !== undefined) {
@@ -1040,6 +1072,7 @@ export class DtlsServer<P>
         this.release(a, 'idle');
       }
     }
+    this.sweepMore = this.clock.setTimeout(this.sweepOn, 1);
   }
 
   /**
@@ -1064,6 +1097,8 @@ export class DtlsServer<P>
     if (this.closed) return;
     this.closed = true;
     this.clock.clearTimeout(this.sweeper);
+    this.clock.clearTimeout(this.sweepMore);
+    this.sweepCursor = undefined;
     this.sharing?.close();
     for (const hs of [...this.handshakes.values()]) hs.abort('server-shutdown');
     this.handshakeTimers.clear();

@@ -2,7 +2,13 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { Code } from '../../../src/coap/constants.js';
-import { DedupCache, COMPLETE, DROPPED, IN_PROGRESS } from '../../../src/coap/dedup.js';
+import {
+  DedupCache,
+  COMPLETE,
+  DROPPED,
+  IN_PROGRESS,
+  SWEEP_BATCH,
+} from '../../../src/coap/dedup.js';
 import { CoapEndpoint, type CoapReply } from '../../../src/coap/endpoint.js';
 import { LinkedQueue, type QueueNode } from '../../../src/coap/linked-queue.js';
 import { CoapStats } from '../../../src/coap/stats.js';
@@ -150,6 +156,73 @@ describe('deduplication cache bounds', () => {
     const h = c.begin('a', 3, true, 4);
     assert.equal(g.state, DROPPED);
     assert.equal(c.find('a', 3, 5), h);
+  });
+});
+
+describe('deduplication cache: what a completed entry keeps', () => {
+  function cache(maxEntries = 100_000): DedupCache {
+    return new DedupCache(
+      { maxEntries, maxBytes: 32 << 20, exchangeLifetimeMs: 1_000, nonLifetimeMs: 500 },
+      new CoapStats(),
+      () => 0.5,
+    );
+  }
+
+  test('a sweep removes a bounded batch of expired entries; the rest go in later sweeps', () => {
+    const c = cache();
+    const total = 2 * SWEEP_BATCH + 5;
+    for (let id = 0; id < total; id++) c.complete(c.begin('a', id, true, 0), Buffer.alloc(4), 0);
+    assert.equal(c.sweep(999), false, 'nothing expired yet');
+    assert.equal(c.size, total);
+    assert.equal(c.sweep(1_000), true, 'more left');
+    assert.equal(c.size, total - SWEEP_BATCH);
+    assert.equal(c.find('a', total - 1, 1_000), undefined, 'expired entries are absent anyway');
+    assert.equal(c.sweep(1_000), true);
+    assert.equal(c.sweep(1_000), false);
+    assert.equal(c.size, 0);
+    assert.ok(c.empty);
+  });
+
+  test('the endpoint sweeps a large backlog one batch per timer turn', () => {
+    const clock = new ManualClock();
+    const ep = new CoapEndpoint<string>({
+      ...COAP_ENDPOINT_DEFAULTS,
+      clock,
+      exchangeLifetimeMs: 1_000,
+      sweepIntervalMs: 500,
+      handler: () => ({ code: Code.CHANGED }),
+    });
+    const peer = new FakePeer();
+    const total = 2 * SWEEP_BATCH + 5;
+    for (let mid = 0; mid < total; mid++) ep.receive(peer, req({ mid }));
+    assert.equal(ep.stats.dedupEntries, total);
+    clock.advance(1_000);
+    assert.equal(ep.stats.dedupEntries, total - SWEEP_BATCH, 'one batch at the due sweep');
+    clock.advance(10);
+    assert.equal(ep.stats.dedupEntries, 0, 'the rest in the next turns');
+    assert.equal(ep.stats.peers, 0);
+    assert.equal(clock.pending, 0, 'no timer left when nothing is cached');
+  });
+
+  test('expiries are small integers with a fractional clock, and stay exact', () => {
+    // completed entries outlive requests by minutes: whatever they hold is copied by every
+    // scavenge and marked by every mark-compact (bench/README.md, "Latency at half
+    // saturation"); an expiry kept as a fraction (performance.now()) is a heap number each
+    const c = cache();
+    let now = 5e9 + 0.25; // ~58 days of uptime, in fractional ms
+    const e = c.begin('a', 1, true, now);
+    assert.ok(Number.isInteger(e.expires) && Math.abs(e.expires) < 2 ** 30, String(e.expires));
+    c.complete(e, Buffer.alloc(4), now);
+    assert.equal(c.find('a', 1, now + 999.9), e, 'alive for its whole lifetime');
+    assert.equal(c.find('a', 1, now + 1_000.75), undefined, 'gone within 1 ms after it');
+    // a later time far past the base moves the base: live entries keep their expiry
+    const f = c.begin('b', 1, true, now);
+    c.complete(f, Buffer.alloc(4), now);
+    now += 0.5;
+    const g = c.begin('c', 1, true, now + 2 ** 30);
+    assert.ok(Number.isInteger(g.expires) && Math.abs(g.expires) < 2 ** 30, String(g.expires));
+    assert.equal(c.find('b', 1, now + 998), f, 'the rebased entry is still alive');
+    assert.equal(c.find('b', 1, now + 1_001), undefined, 'and gone after it');
   });
 });
 

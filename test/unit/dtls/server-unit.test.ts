@@ -1046,6 +1046,40 @@ describe('DtlsServer: idle associations are evicted', () => {
   });
 });
 
+describe('DtlsServer: the idle sweep works in bounded batches', () => {
+  test('a pass checks at most sweepBatch associations per turn, the rest 1 ms later', () => {
+    const h = harness({ idleTimeoutMs: 60_000, sweepIntervalMs: 1_000, sweepBatch: 2 });
+    try {
+      const p = PROFILES[0]!;
+      // last activity between two sweeps: a pass finds all five idle or none
+      h.clock.advance(500);
+      for (let i = 0; i < 5; i++) {
+        const port = 47300 + i;
+        h.server.handleDatagram(
+          clientFinish(p, hello(h, p, port, Buffer.alloc(32, i + 1)), PSK).datagram,
+          ADDR,
+          port,
+        );
+      }
+      assert.equal(h.server.associationCount, 5);
+      // sweeps every second; the first pass that finds them idle starts at +61 000
+      h.clock.advance(60_500);
+      assert.equal(h.server.associationCount, 3, 'one batch of two in that turn');
+      h.clock.advance(1);
+      assert.equal(h.server.associationCount, 1, 'the next batch 1 ms later');
+      h.clock.advance(1);
+      assert.equal(h.server.associationCount, 0);
+      assert.deepEqual(h.closed, ['idle', 'idle', 'idle', 'idle', 'idle']);
+      // the pass is over: the interval starts the next one, nothing else is pending
+      h.clock.advance(2_000);
+      assert.equal(h.server.stats.closed.idle, 5);
+    } finally {
+      h.server.close();
+    }
+    assert.equal(h.clock.pending, 0, 'close() clears the sweep timers');
+  });
+});
+
 describe('DtlsServer: garbage never throws and is counted', () => {
   const validCh = NODE_CH1;
 

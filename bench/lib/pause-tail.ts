@@ -1,0 +1,164 @@
+/**
+ * `uplink.js --pause-log`: sets a server's pauses (GCs and event-loop stalls logged by
+ * bench/lib/pause-log.ts in that process) beside the per-request latencies of a phase, to see
+ * which pauses the slowest requests sat through.
+ *
+ * A request "sat through" a pause when the pause overlaps [sent, sent + latency]. The tail is
+ * the requests at or above the phase's p99; the same overlaps over all requests are the base
+ * rate (a tail made by pauses overlaps them far more often than the base rate).
+ *
+ * @module
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { percentile, round } from './stats.js';
+import type { UplinkPhase } from './uplink-load.js';
+
+export interface Pause {
+  readonly ev: 'gc' | 'stall';
+  /** GC kind (scavenge, mark-compact, incremental, weak-callbacks). */
+  readonly kind?: string;
+  /** Start, epoch ms. */
+  readonly t: number;
+  /** Duration, ms. */
+  readonly d: number;
+}
+
+/** The pauses a process has logged so far (`<dir>/<pid>.jsonl`). */
+export function readPauses(dir: string, pid: number): Pause[] {
+  const file = join(dir, `${pid}.jsonl`);
+  if (!existsSync(file)) return [];
+  const out: Pause[] = [];
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    if (line === '') continue;
+    try {
+      out.push(JSON.parse(line) as Pause);
+    } catch {
+      // a line cut by a concurrent append: the next read has it whole
+    }
+  }
+  return out;
+}
+
+interface Count {
+  n: number;
+  totalMs: number;
+  maxMs: number;
+}
+
+function add(c: Count, d: number): void {
+  c.n++;
+  c.totalMs += d;
+  if (d > c.maxMs) c.maxMs = d;
+}
+
+const rounded = (c: Count): Count => ({
+  n: c.n,
+  totalMs: round(c.totalMs, 1)!,
+  maxMs: round(c.maxMs, 2)!,
+});
+
+/** Pause counts inside the phase's window and how they line up with its p99 requests. */
+export function pauseTail(phase: UplinkPhase, pauses: readonly Pause[]): Record<string, unknown> {
+  const lat = phase.latency.values();
+  const sent = phase.sentAt.values();
+  const from = phase.windowStartMs;
+  const to = phase.windowEndMs;
+  const inWindow = pauses.filter((p) => p.t + p.d >= from && p.t <= to);
+  const gcs = inWindow.filter((p) => p.ev === 'gc');
+  const stalls = inWindow.filter((p) => p.ev === 'stall');
+  const byKind: Record<string, Count> = {};
+  for (const g of gcs) add((byKind[g.kind ?? '?'] ??= { n: 0, totalMs: 0, maxMs: 0 }), g.d);
+  const gcOver5 = gcs.filter((g) => g.d > 5).length;
+  const stallCount: Count = { n: 0, totalMs: 0, maxMs: 0 };
+  for (const s of stalls) add(stallCount, s.d);
+  const p99 = percentile(lat.slice().sort(), 99);
+  // overlaps, all requests and the tail
+  const overlaps = (i: number, list: readonly Pause[]): boolean => {
+    const a = sent[i]!;
+    const b = a + lat[i]!;
+    for (const p of list) if (p.t < b && p.t + p.d > a) return true;
+    return false;
+  };
+  const all = { n: 0, gc: 0, stall: 0 };
+  const tail = { n: 0, gc: 0, gcOver2ms: 0, stall: 0, neither: 0 };
+  const gcOver2 = gcs.filter((g) => g.d > 2);
+  for (let i = 0; i < lat.length; i++) {
+    const g = overlaps(i, gcs);
+    const s = overlaps(i, stalls);
+    all.n++;
+    if (g) all.gc++;
+    if (s) all.stall++;
+    if (p99 !== null && lat[i]! >= p99) {
+      tail.n++;
+      if (g) tail.gc++;
+      if (overlaps(i, gcOver2)) tail.gcOver2ms++;
+      if (s) tail.stall++;
+      if (!g && !s) tail.neither++;
+    }
+  }
+  const share = (k: number, n: number): number | null => (n > 0 ? round(k / n, 3) : null);
+  return {
+    uplinks: phase.messages,
+    gc: Object.fromEntries(Object.entries(byKind).map(([k, c]) => [k, rounded(c)])),
+    gcOver5ms: gcOver5,
+    gcOver5msPer10k: phase.messages > 0 ? round((gcOver5 * 10_000) / phase.messages, 2) : null,
+    stalls: rounded(stallCount),
+    p99Ms: round(p99, 3),
+    tail: {
+      requests: tail.n,
+      shareOverlappingGc: share(tail.gc, tail.n),
+      shareOverlappingGcOver2ms: share(tail.gcOver2ms, tail.n),
+      shareOverlappingStall: share(tail.stall, tail.n),
+      shareOverlappingNeither: share(tail.neither, tail.n),
+    },
+    all: {
+      requests: all.n,
+      shareOverlappingGc: share(all.gc, all.n),
+      shareOverlappingStall: share(all.stall, all.n),
+    },
+  };
+}
+
+/** Sums of {@link pauseTail} results over rounds (counts add up; shares are weighted). */
+export function pauseTotals(rows: readonly Record<string, unknown>[]): Record<string, unknown> {
+  let uplinks = 0;
+  let over5 = 0;
+  let tailN = 0;
+  let tailGc = 0;
+  let tailStall = 0;
+  let allN = 0;
+  let allGc = 0;
+  const kinds: Record<string, Count> = {};
+  for (const r of rows) {
+    uplinks += r.uplinks as number;
+    over5 += r.gcOver5ms as number;
+    const t = r.tail as Record<string, number | null>;
+    const a = r.all as Record<string, number | null>;
+    tailN += t.requests ?? 0;
+    tailGc += (t.shareOverlappingGc ?? 0) * (t.requests ?? 0);
+    tailStall += (t.shareOverlappingStall ?? 0) * (t.requests ?? 0);
+    allN += a.requests ?? 0;
+    allGc += (a.shareOverlappingGc ?? 0) * (a.requests ?? 0);
+    for (const [k, c] of Object.entries(r.gc as Record<string, Count>)) {
+      const s = (kinds[k] ??= { n: 0, totalMs: 0, maxMs: 0 });
+      s.n += c.n;
+      s.totalMs += c.totalMs;
+      s.maxMs = Math.max(s.maxMs, c.maxMs);
+    }
+  }
+  return {
+    uplinks,
+    gc: Object.fromEntries(
+      Object.entries(kinds).map(([k, c]) => [
+        k,
+        { ...rounded(c), per10k: uplinks > 0 ? round((c.n * 10_000) / uplinks, 2) : null },
+      ]),
+    ),
+    gcOver5ms: over5,
+    gcOver5msPer10k: uplinks > 0 ? round((over5 * 10_000) / uplinks, 2) : null,
+    tailShareOverlappingGc: tailN > 0 ? round(tailGc / tailN, 3) : null,
+    tailShareOverlappingStall: tailN > 0 ? round(tailStall / tailN, 3) : null,
+    allShareOverlappingGc: allN > 0 ? round(allGc / allN, 3) : null,
+  };
+}
