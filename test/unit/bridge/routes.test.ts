@@ -118,16 +118,17 @@ describe('route patterns', () => {
     assert.ok(t.routes[1] instanceof CompiledHttpRoute);
   });
 
-  it('matches 100k topics against 20 routes quickly', () => {
+  // What matching costs is measured in bench/, not budgeted here: a time limit in a unit test
+  // fails on a loaded machine and proves nothing on a fast one (docs/testing.md).
+  it('a topic only the last of 20 routes takes reaches it, the same route every time', () => {
     const routes = Array.from({ length: 19 }, (_, i) => ({
       match: `/sys/{pk}/{dk}/thing/event/e${i}/post`,
       backend: 'mqtt',
     }));
     const t = compileRoutes(cfg(...routes, { name: 'last', match: '/sys/+/+/#', backend: 'mqtt' }));
     const topic = T('pk1', 'dk1', 'thing/measurepoint/post');
-    const start = performance.now();
-    for (let i = 0; i < 100_000; i++) assert.ok(t.match(topic, dev));
-    assert.ok(performance.now() - start < 2_000);
+    for (let i = 0; i < 1_000; i++) assert.equal(t.match(topic, dev), t.routes[19]);
+    assert.equal(t.match(T('pk1', 'dk1', 'thing/event/e7/post'), dev), t.routes[7]);
   });
 });
 
