@@ -10,6 +10,7 @@ import { activationReply, parseTopicPath, type TopicClass, type TopicInfo } from
 import { isCoapEdgeError, type CoapResponseCode } from '../errors/index.js';
 import { commandOptions, parseTtd } from './commands/options.js';
 import type { HttpBackend } from './http/backend.js';
+import { isJsonObject, parseJsonObject } from './json-object.js';
 import { LatencyHistogram } from './mqtt/stats.js';
 import {
   NO_TRACING,
@@ -83,19 +84,6 @@ export function authorize(req: BridgeRequest): Authorization {
     if (p.secureMode === 2 && topic.class === 'activate') return { ok: false, response: FORBIDDEN };
   }
   return { ok: true, topic };
-}
-
-/** The JSON body of a request, or undefined when it is not a JSON object. */
-function jsonObject(payload: Buffer): Record<string, unknown> | undefined {
-  let body: unknown;
-  try {
-    body = JSON.parse(payload.toString('utf8'));
-  } catch {
-    return undefined;
-  }
-  return typeof body === 'object' && body !== null && !Array.isArray(body)
-    ? (body as Record<string, unknown>)
-    : undefined;
 }
 
 function idOf(body: Record<string, unknown>): string | undefined {
@@ -243,14 +231,21 @@ export class Router {
     if (waits && this.ttd.acquire(device) !== undefined) {
       return classed(this.tooManyWaiters, topic.class);
     }
+    // Only a request with a reply needs a field of its body (the id); for the others it is
+    // enough to know that the body is a JSON object, without building it.
     let id: string | undefined;
+    let wellFormed = true;
     if (!topic.raw) {
-      const body = jsonObject(req.payload);
-      if (body === undefined) {
-        if (waits) this.ttd.release(device);
-        return classed(BAD_REQUEST, topic.class);
+      if (topic.replyTopic === undefined) wellFormed = isJsonObject(req.payload);
+      else {
+        const body = parseJsonObject(req.payload);
+        wellFormed = body !== undefined;
+        if (body !== undefined) id = idOf(body);
       }
-      id = idOf(body);
+    }
+    if (!wellFormed) {
+      if (waits) this.ttd.release(device);
+      return classed(BAD_REQUEST, topic.class);
     }
     if (!waits) return this.forwardAndWait(topic, req, device, id, exchange, 0);
     return this.forwardAndWait(topic, req, device, id, exchange, ttd).finally(() =>

@@ -2,7 +2,7 @@
  * The router's request path: what it asks of the command store and the backend for an uplink,
  * and the topic class every answer carries (the request metrics count by it).
  */
-import { describe, it } from 'node:test';
+import { describe, it, mock } from 'node:test';
 import assert from 'node:assert/strict';
 import { Router } from '../../../src/bridge/router.js';
 import { MemoryCommandStore } from '../../../src/bridge/commands/index.js';
@@ -141,6 +141,26 @@ describe('router request path', () => {
     });
     const failed = await failing.handle(request(UPLINK));
     assert.deepEqual(failed, { status: 'internal-error', topicClass: 'uplink' });
+  });
+
+  it('a publish-only body is checked without JSON.parse; a body whose id is needed is parsed', async () => {
+    const r = router(undefined, replying);
+    const publishOnly = '/topic/sys/pk1/dk1/rrpc/response/1';
+    const parse = mock.method(JSON, 'parse');
+    try {
+      const published = await r.handle(request(publishOnly, '{"id":"9","data":[1,{"a":null}]}'));
+      assert.deepEqual(published, { status: 'changed', topicClass: 'command-reply' });
+      for (const body of ['[]', 'null', '"{}"', '{"a":1', '{"a":1}}', '\ufeff{}', '']) {
+        const res = await r.handle(request(publishOnly, body));
+        assert.deepEqual(res, { status: 'bad-request', topicClass: 'command-reply' }, body);
+      }
+      assert.equal(parse.mock.callCount(), 0, 'no JSON.parse for a publish-only uplink');
+      const replied = await r.handle(request(UPLINK, '{"id":"2"}'));
+      assert.equal(replied.payload?.toString(), '{"id":"2","code":200}');
+      assert.equal(parse.mock.callCount(), 1, 'the request with a reply is parsed for its id');
+    } finally {
+      parse.mock.restore();
+    }
   });
 
   it('a ttd request beyond the long-poll bounds is answered 4.29 before its body is read', async () => {
