@@ -3,8 +3,8 @@
  * settings' and the devices file's zod schemas (about 95 modules, a third of such a process's
  * start-up CPU) and without the gateway; `serve` gets its setting flags when it runs or its
  * help is asked for, also through `help serve` (docs/operations.md, "Start time"). The child's
- * loaded modules, ES modules included, are listed at its exit by a preload
- * (test/helpers/loaded-modules.ts).
+ * loaded modules, ES modules included (`LOADED_MODULES_ESM`), are listed at its exit by a
+ * preload (test/helpers/loaded-modules.ts).
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -33,7 +33,7 @@ async function modulesOf(
 ): Promise<{ code: number | null; output: string; loaded: string[] }> {
   const file = join(dir, `${name}.txt`);
   const proc = new Proc(process.execPath, ['--import', LOADED_MODULES_HOOK, CLI, ...args], {
-    env: cleanEnv({ LOADED_MODULES_FILE: file }),
+    env: cleanEnv({ LOADED_MODULES_FILE: file, LOADED_MODULES_ESM: '1' }),
     timeoutMs: 30_000,
   });
   const done = await proc.done;
