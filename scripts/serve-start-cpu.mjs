@@ -3,14 +3,18 @@
 // stime of /proc/<pid>/stat, 10 ms ticks; Linux only), for builds in rotation.
 // With `import` instead of a configuration: the CPU of `await import()` of the checkout's
 // dist/src/gateway/index.js in a fresh process (process.cpuUsage() around it), no serve.
-// Usage: node scripts/serve-start-cpu.mjs <rounds> <embedded|redis|import> <label>=<checkout> ...
+// With `device`, `bench` or `help`: the whole CPU (user + sys, /usr/bin/time) of a command
+// that ends by itself: `device post` to a port where nothing listens (it gives up after
+// 0.3 s), `bench --generate --count 2`, `--help`.
+// Usage: node scripts/serve-start-cpu.mjs <rounds> <embedded|redis|import|device|bench|help> <label>=<checkout> ...
 // e.g. node scripts/serve-start-cpu.mjs 8 embedded base=/work/wt/base new=. control=/work/wt/base
 // Each checkout needs a build (`npm run build`); `redis` needs Redis on 127.0.0.1:6379 and an
 // MQTT broker on 127.0.0.1:1883 (it only connects). Prints medians and each build's ratio to
 // the first (docs/testing.md, "Suite time").
-import { execFileSync, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 
 const [rounds, config, ...specs] = process.argv.slice(2);
 const common = ['--dtls-port', '0', '--bind', '127.0.0.1'];
@@ -29,9 +33,18 @@ const args = {
   ],
   import: [],
 }[config ?? ''];
-if (!(Number(rounds) > 0) || args === undefined || specs.length === 0) {
+const commands = {
+  device: [
+    ...['device', 'post', 'thing/measurepoint/post', '--port', '1', '--timeout', '0.3'],
+    ...['--product-key', 'pk', '--device-key', 'dk', '--secret', 'secret'],
+  ],
+  bench: ['bench', '--generate', '--count', '2'],
+  help: ['--help'],
+};
+const command = commands[config ?? ''];
+if (!(Number(rounds) > 0) || (args ?? command) === undefined || specs.length === 0) {
   console.error(
-    'usage: serve-start-cpu.mjs <rounds> <embedded|redis|import> <label>=<checkout> ...',
+    'usage: serve-start-cpu.mjs <rounds> <embedded|redis|import|device|bench|help> <label>=<checkout> ...',
   );
   process.exit(2);
 }
@@ -55,6 +68,19 @@ function importOnce(b) {
   );
   b.cpu.push(Math.round(Number(out)));
   b.wall.push(performance.now() - t0);
+}
+
+const timeFile = join(mkdtempSync(join(tmpdir(), 'serve-start-cpu-')), 'time');
+function commandOnce(b) {
+  const t0 = performance.now();
+  spawnSync(
+    '/usr/bin/time',
+    ['-f', '%U %S', '-o', timeFile, process.execPath, `${b.dir}/dist/src/cli.js`, ...command],
+    { cwd: b.dir, stdio: 'ignore' },
+  );
+  b.wall.push(performance.now() - t0);
+  const [user = '', sys = ''] = readFileSync(timeFile, 'utf8').trim().split('\n').pop().split(' ');
+  b.cpu.push(Math.round((Number(user) + Number(sys)) * 1000));
 }
 
 function startOnce(b) {
@@ -95,6 +121,7 @@ const load0 = readFileSync('/proc/loadavg', 'utf8').split(' ')[0];
 for (let r = 0; r < Number(rounds); r++) {
   for (const b of r % 2 === 0 ? builds : [...builds].reverse()) {
     if (config === 'import') importOnce(b);
+    else if (command !== undefined) commandOnce(b);
     else await startOnce(b);
   }
 }

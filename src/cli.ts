@@ -4,22 +4,10 @@
  * Exit codes: 0 success, 1 runtime failure, 2 configuration or start-up error.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { DevicesFile, DevicesFileError, type DeviceRecord } from './auth/devices-file.js';
-import {
-  ConfigError,
-  flagName,
-  loadConfig,
-  redactedConfig,
-  toYaml,
-  type Config,
-} from './config/load.js';
-import { renderReference } from './config/reference.js';
-import {
-  renamedSettings,
-  settings,
-  type RenamedSetting,
-  type SettingName,
-} from './config/settings.js';
+import type { DeviceRecord, DevicesFile } from './auth/devices-file.js';
+import { DEFAULT_DTLS_PORT } from './config/dtls-port.js';
+import type { Config } from './config/load.js';
+import type { RenamedSetting, SettingName } from './config/settings.js';
 import { derivePsk, parseIdentity, pskShellLiteral, pskUsableOnCommandLine } from './enos/index.js';
 import type { Gateway } from './gateway/index.js';
 import { tracingRequested } from './telemetry/otel-env.js';
@@ -31,6 +19,9 @@ import { fileURLToPath } from 'node:url';
 
 // The gateway (with OpenTelemetry, aedes, ioredis, mqtt, undici) and the tools are imported
 // by the command that needs them, so `--help`, `psk` and `device` start without loading them.
+// So are the settings and the devices file (their zod schemas: ~95 modules, about a third of
+// the CPU of starting `device`, `bench` or `registry`): `serve` gets its setting flags when
+// it is the command run or the one whose help is asked for (docs/operations.md, "Start time").
 
 const EXIT_CONFIG = 2;
 
@@ -55,7 +46,11 @@ function fail(message: string, code = EXIT_CONFIG): never {
 }
 
 /** Adds one flag per setting; values stay text here and are validated by the config loader. */
-function addSettingFlags(cmd: Command): Command {
+async function addSettingFlags(cmd: Command): Promise<void> {
+  const [{ renamedSettings, settings }, { flagName }] = await Promise.all([
+    import('./config/settings.js'),
+    import('./config/load.js'),
+  ]);
   for (const key of Object.keys(settings) as SettingName[]) {
     const s = settings[key];
     if (s.yamlOnly === true) continue;
@@ -71,14 +66,14 @@ function addSettingFlags(cmd: Command): Command {
     const flag = `--${flagName(former)} ${s.arg ?? '<value>'}`;
     cmd.addOption(new Option(flag).hideHelp());
   }
-  return cmd;
 }
 
 function settingFlags(
   opts: Record<string, unknown>,
+  names: { settings: object; renamedSettings: object },
 ): Partial<Record<SettingName | RenamedSetting, string | boolean>> {
   const out: Partial<Record<SettingName | RenamedSetting, string | boolean>> = {};
-  const keys = [...Object.keys(settings), ...Object.keys(renamedSettings)] as (
+  const keys = [...Object.keys(names.settings), ...Object.keys(names.renamedSettings)] as (
     SettingName | RenamedSetting
   )[];
   for (const key of keys) {
@@ -89,13 +84,19 @@ function settingFlags(
 }
 
 async function serve(io: CliIo, opts: Record<string, unknown>): Promise<void> {
+  const [{ ConfigError, loadConfig, redactedConfig, toYaml }, names, devicesFile] =
+    await Promise.all([
+      import('./config/load.js'),
+      import('./config/settings.js'),
+      import('./auth/devices-file.js'),
+    ]);
   let config;
   const deprecations: string[] = [];
   try {
     config = loadConfig({
       file: typeof opts.config === 'string' ? opts.config : undefined,
       env: io.env,
-      flags: settingFlags(opts),
+      flags: settingFlags(opts, names),
       onDeprecated: (message) => deprecations.push(message),
     });
   } catch (err) {
@@ -149,7 +150,7 @@ async function serve(io: CliIo, opts: Record<string, unknown>): Promise<void> {
     gateway = await Gateway.start(config, log, {}, tracingHandle?.tracing);
   } catch (err) {
     if (
-      err instanceof DevicesFileError ||
+      err instanceof devicesFile.DevicesFileError ||
       err instanceof StartupError ||
       err instanceof ConfigError
     ) {
@@ -157,7 +158,9 @@ async function serve(io: CliIo, opts: Record<string, unknown>): Promise<void> {
     }
     throw err;
   }
-  if (gateway.embeddedBrokerUrl !== undefined) printEmbeddedBanner(io, config, gateway);
+  if (gateway.embeddedBrokerUrl !== undefined) {
+    printEmbeddedBanner(io, config, gateway, devicesFile.DevicesFile);
+  }
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -182,10 +185,10 @@ async function serve(io: CliIo, opts: Record<string, unknown>): Promise<void> {
 }
 
 /** A device of the devices file to suggest in the banner (the first one), if any. */
-function demoDevice(config: Config): DeviceRecord | undefined {
+function demoDevice(config: Config, file: typeof DevicesFile): DeviceRecord | undefined {
   if (config.devices === undefined) return undefined;
   try {
-    return DevicesFile.load(config.devices).firstDevice();
+    return file.load(config.devices).firstDevice();
   } catch {
     return undefined; // the gateway loaded it a moment ago; nothing to suggest otherwise
   }
@@ -241,11 +244,16 @@ function embeddedBanner(
   return lines;
 }
 
-function printEmbeddedBanner(io: CliIo, config: Config, gateway: Gateway): void {
+function printEmbeddedBanner(
+  io: CliIo,
+  config: Config,
+  gateway: Gateway,
+  file: typeof DevicesFile,
+): void {
   const lines = embeddedBanner(
     config,
     { dtls: gateway.dtlsPort, brokerUrl: gateway.embeddedBrokerUrl ?? 'mqtt://127.0.0.1' },
-    demoDevice(config),
+    demoDevice(config, file),
   );
   io.stderr.write(`${lines.join('\n')}\n`);
 }
@@ -485,11 +493,12 @@ async function registryCommand(io: CliIo, flags: RegistryFlags): Promise<void> {
   const port = Number(flags.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) fail('--port must be 0-65535');
   if (flags.token === '') fail('--token must not be empty');
+  const file = await import('./auth/devices-file.js');
   let devices: DevicesFile;
   try {
-    devices = DevicesFile.load(flags.devices);
+    devices = file.DevicesFile.load(flags.devices);
   } catch (err) {
-    if (err instanceof DevicesFileError) fail(err.message);
+    if (err instanceof file.DevicesFileError) fail(err.message);
     throw err;
   }
   const { startRegistryStandIn } = await import('./tools/registry-standin.js');
@@ -538,13 +547,20 @@ export function buildProgram(io: CliIo = processIo): Command {
       writeErr: (s) => io.stderr.write(s),
     });
 
-  addSettingFlags(
-    program
-      .command('serve')
-      .description('run the proxy')
-      .option('--config <file.yaml>', 'YAML configuration file (keys as in the reference table)')
-      .option('--print-config', 'print the effective configuration (secrets redacted) and exit'),
-  ).action((opts: Record<string, unknown>) => serve(io, opts));
+  const serveCommand = program
+    .command('serve')
+    .description('run the proxy')
+    .option('--config <file.yaml>', 'YAML configuration file (keys as in the reference table)')
+    .option('--print-config', 'print the effective configuration (secrets redacted) and exit')
+    .action((opts: Record<string, unknown>) => serve(io, opts));
+  // serve's setting flags, added before serve parses its arguments or prints its help
+  let settingFlagsAdded = false;
+  const withSettingFlags = async (cmd: Command | undefined): Promise<void> => {
+    if (cmd !== serveCommand || settingFlagsAdded) return;
+    settingFlagsAdded = true;
+    await addSettingFlags(serveCommand);
+  };
+  program.hook('preSubcommand', (_program, sub) => withSettingFlags(sub));
 
   program
     .command('psk')
@@ -569,7 +585,7 @@ export function buildProgram(io: CliIo = processIo): Command {
     )
     .argument('[json]', 'request body for post (default: an EnOS request with empty params)')
     .option('--host <host>', 'coap-edge address', '127.0.0.1')
-    .option('--port <port>', 'DTLS port', String(settings.dtlsPort.default))
+    .option('--port <port>', 'DTLS port', String(DEFAULT_DTLS_PORT))
     .option('--identity <pk,dk,mode,lifetime>', 'PSK identity')
     .option('--product-key <pk>', 'product key (instead of --identity)')
     .option('--device-key <dk>', 'device key (instead of --identity)')
@@ -594,7 +610,7 @@ export function buildProgram(io: CliIo = processIo): Command {
       'fleet simulator: devices connect over DTLS and post measurepoints; live progress, then a summary',
     )
     .option('--host <host>', 'coap-edge address', '127.0.0.1')
-    .option('--port <port>', 'DTLS port', String(settings.dtlsPort.default))
+    .option('--port <port>', 'DTLS port', String(DEFAULT_DTLS_PORT))
     .option('--devices <file.json>', 'devices file to take identities and secrets from')
     .option('--count <n>', 'number of simulated devices', '100')
     .option(
@@ -664,8 +680,27 @@ export function buildProgram(io: CliIo = processIo): Command {
   program
     .command('config-reference')
     .description('print the configuration reference table (Markdown) generated from the schema')
-    .action(() => {
+    .action(async () => {
+      const { renderReference } = await import('./config/reference.js');
       io.stdout.write(`${renderReference()}\n`);
+    });
+
+  // commander's own help command, as commander defines it, but one that gives `help serve`
+  // serve's setting flags first (commander's prints a command's help without its hooks)
+  program.helpCommand(false);
+  const helpCommand = program
+    .command('help')
+    .argument('[command]')
+    .description('display help for command')
+    .helpOption(false)
+    .action(async (name: string | undefined) => {
+      if (name === undefined) return program.help();
+      const cmd = program.commands.find(
+        (c) => c !== helpCommand && (c.name() === name || c.aliases().includes(name)),
+      );
+      if (cmd === undefined) return program.help({ error: true });
+      await withSettingFlags(cmd);
+      cmd.help();
     });
   return program;
 }

@@ -12,6 +12,7 @@
  * are still read (see {@link renamedSettings}).
  */
 import { z } from 'zod';
+import { DEFAULT_DTLS_PORT } from './dtls-port.js';
 
 /** How a value given as text (flag or environment variable) is turned into the setting's type. */
 export type SettingKind = 'string' | 'integer' | 'number' | 'boolean' | 'list' | 'yaml';
@@ -109,9 +110,16 @@ export const settings = {
     'Address the UDP sockets bind to (`::` for dual stack).',
     { arg: '<address>' },
   ),
-  dtlsPort: setting(port, 5684, 'integer', 'Network', 'UDP port for CoAP over DTLS 1.2 PSK.', {
-    arg: '<port>',
-  }),
+  dtlsPort: setting(
+    port,
+    DEFAULT_DTLS_PORT,
+    'integer',
+    'Network',
+    'UDP port for CoAP over DTLS 1.2 PSK.',
+    {
+      arg: '<port>',
+    },
+  ),
   coapPort: setting(
     port,
     undefined,
