@@ -123,32 +123,10 @@ function inbox(c: DtlsClient): string[] {
   return got;
 }
 
-/**
- * Resolves once `got` (the client's inbox) holds more than `n` answers: at the client's message
- * that brings it there, not at the next poll (a 300-record exchange would wait 5 ms a record).
- */
-function answered(c: DtlsClient, got: string[], n: number, what: string): Promise<void> {
-  if (got.length > n) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      c.off('message', onMessage);
-      reject(new Error(`timed out waiting for ${what}`));
-    }, 10_000);
-    // registered after inbox()'s listener, so the answer is in `got` when this runs
-    function onMessage(): void {
-      if (got.length <= n) return;
-      clearTimeout(timer);
-      c.off('message', onMessage);
-      resolve();
-    }
-    c.on('message', onMessage);
-  });
-}
-
 async function ask(c: DtlsClient, got: string[], text: string): Promise<string> {
   const n = got.length;
   c.send(Buffer.from(text));
-  await answered(c, got, n, `an answer to ${text}`);
+  await until(`an answer to ${text}`, () => got.length > n);
   return got[n] ?? '';
 }
 
@@ -249,7 +227,7 @@ for (const withCid of [true, false]) {
       for (let i = 0; i < 300; i++) {
         const n = got.length;
         c.send(Buffer.from(`x${i}`));
-        await answered(c, got, n, 'answer');
+        await until('answer', () => got.length > n);
       }
       assert.equal(got.at(-1), 'B:x299');
       assert.ok(b.server.stats.shared.leases.tx >= 1, 'a write block was leased');
