@@ -33,7 +33,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 const FILES = [
   'cli/cli.test.js',
   'integration/http/http-backend.test.js',
-  'e2e/shared-associations.test.js',
+  'e2e/redis-topologies.test.js',
   'hostile/memory.test.js',
   'hostile/replay.test.js',
   'unit/auth/chain.test.js',
@@ -66,7 +66,7 @@ describe('the plan', () => {
     const alone = entries.filter(
       (e) => e.length === 1 && !groups.SHARED.some((p) => e[0]!.startsWith(p)),
     );
-    assert.deepEqual(alone.flat().sort(), ['cli/cli.test.js', 'e2e/shared-associations.test.js']);
+    assert.deepEqual(alone.flat().sort(), ['cli/cli.test.js', 'e2e/redis-topologies.test.js']);
     // longest first, so that no long process starts last
     const ms = entries.map((e) => e.reduce((t, f) => t + groups.weight(f), 0));
     assert.deepEqual(
@@ -88,7 +88,7 @@ describe('the plan', () => {
   it('puts the files of each side-by-side folder in one process, longest first', () => {
     const files = [
       'e2e/uplink.test.js',
-      'e2e/shared-associations.test.js',
+      'e2e/redis-topologies.test.js',
       'interop/libcoap.test.js',
       'interop/mbedtls.test.js',
       'telemetry/tracing.test.js',
@@ -98,8 +98,8 @@ describe('the plan', () => {
     const entries = groups.plan(files, 2);
     groups.checkPlan(files, entries);
     const byFirst = new Map(entries.map((e) => [e[0], e]));
-    assert.deepEqual(byFirst.get('e2e/shared-associations.test.js'), [
-      'e2e/shared-associations.test.js',
+    assert.deepEqual(byFirst.get('e2e/redis-topologies.test.js'), [
+      'e2e/redis-topologies.test.js',
       'e2e/uplink.test.js',
     ]);
     assert.deepEqual(byFirst.get('interop/mbedtls.test.js'), [

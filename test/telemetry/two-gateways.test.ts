@@ -32,7 +32,9 @@ function traced(exporter: InMemorySpanExporter, serviceName: string): TracingHan
     forcedDevices: [],
     serviceName,
     serviceVersion: '0',
-    env: {},
+    // spans leave 50 ms after they end, not after the specification's 5 s, which the wait
+    // for both exports would sit out (telemetry/batch-export checks the setting)
+    env: { OTEL_BSP_SCHEDULE_DELAY: '50' },
   });
   assert.ok(handle !== undefined);
   return handle;

@@ -14,6 +14,11 @@
  * Each runs with a Connection ID offered by the device and without (matched by address).
  * Every test has its own pod A (killed or drained) and device; the tests with default settings
  * share one pod B, and assert on what its metrics and log gained during the test.
+ *
+ * The tests are declared here and run from three files side by side (each test mostly waits
+ * for its pods): `shared-associations-cid` and `shared-associations-address` (the tests with
+ * default settings, one pod B each) and `shared-associations-exact-fence` (both modes with
+ * `associationFenceRecords: 0`, pods of their own).
  */
 import { after, afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -47,10 +52,7 @@ import {
   type DeviceSpec,
   type Pod,
 } from '../helpers/e2e-pods.js';
-import { killAll } from '../helpers/processes.js';
 import { Relay } from '../helpers/udp-relay.js';
-
-after(killAll);
 
 const ASSOCIATION_KEY = randomBytes(32).toString('hex');
 
@@ -60,6 +62,30 @@ interface MetricsPod extends Pod {
   readonly adminPort: number;
 }
 
+/**
+ * `serve` starts of this module's tests, two at a time in a process: the three files that
+ * declare them run side by side in one process (and load this module once), and the six pods
+ * their first tests started at once missed the 15 s start deadline at a load of 26 on two cores
+ * where a file alone, starting two, did not. A start waits here before its deadline runs.
+ */
+const POD_STARTS_AT_ONCE = 2;
+let podStarts = 0;
+const podStartQueue: (() => void)[] = [];
+
+async function oneOfPodStarts<T>(start: () => Promise<T>): Promise<T> {
+  if (podStarts >= POD_STARTS_AT_ONCE)
+    await new Promise<void>((resolve) => podStartQueue.push(resolve));
+  else podStarts++;
+  try {
+    return await start();
+  } finally {
+    // the slot goes to the next start waiting, or is freed
+    const next = podStartQueue.shift();
+    if (next !== undefined) next();
+    else podStarts--;
+  }
+}
+
 async function startSharingPod(
   dir: string,
   name: string,
@@ -67,25 +93,27 @@ async function startSharingPod(
   redisPrefix: string,
   settings: Record<string, unknown> = {},
 ): Promise<MetricsPod> {
-  const pod = await startPod(
-    dir,
-    name,
-    {
-      ...settings,
-      devices,
-      redisUrl: SHARED_REDIS_URL,
-      redisPrefix,
-      mqttUrl: SHARED_MQTT_URL,
-      httpPort: 0,
-      httpBind: '127.0.0.1',
-      // "association adopted" is a debug line
-      logLevel: 'debug',
-      // always piggybacked: one answer per request
-      ackTimeoutMs: -1,
-      replyTimeoutMs: 5_000,
-      drainTimeoutSeconds: 5,
-    },
-    { env: { COAP_EDGE_ASSOCIATION_KEY: ASSOCIATION_KEY } },
+  const pod = await oneOfPodStarts(() =>
+    startPod(
+      dir,
+      name,
+      {
+        ...settings,
+        devices,
+        redisUrl: SHARED_REDIS_URL,
+        redisPrefix,
+        mqttUrl: SHARED_MQTT_URL,
+        httpPort: 0,
+        httpBind: '127.0.0.1',
+        // "association adopted" is a debug line
+        logLevel: 'debug',
+        // always piggybacked: one answer per request
+        ackTimeoutMs: -1,
+        replyTimeoutMs: 5_000,
+        drainTimeoutSeconds: 5,
+      },
+      { env: { COAP_EDGE_ASSOCIATION_KEY: ASSOCIATION_KEY } },
+    ),
   );
   const m = await pod.proc.waitFor(/^.*"msg":"admin HTTP server listening".*$/m, {
     stream: 'stdout',
@@ -127,7 +155,11 @@ async function metric(
 
 // --- the tests ---------------------------------------------------------------------------------
 
-for (const withCid of [true, false]) {
+/** Which tests a file declares: those with default settings (sharing pod B), or the exact fence's. */
+export type SharedAssociationTests = 'default settings' | 'exact fence';
+
+/** Declares the tests `which`, with a Connection ID offered by the device (`withCid`) or not. */
+export function describeSharedAssociations(withCid: boolean, which: SharedAssociationTests): void {
   describe(
     `e2e: shared associations across gateway processes, ${withCid ? 'CID offered' : 'no CID (by address)'}`,
     { skip: MISSING_TOOLS },
@@ -323,118 +355,121 @@ for (const withCid of [true, false]) {
         return res;
       }
 
-      it('SIGKILL of A: B answers the next request by adoption, nothing acknowledged is lost or doubled', async () => {
-        const s = await setUp('k');
-        const ids = ['k1', 'k2', 'k3'];
-        for (const id of ids) await s.post(id);
-        assert.equal(await metric(s.a, 'coap_edge_dtls_associations_stored_total'), 1);
-        // A lowers the fence once the device is quiet (1 s); killed before, B refuses the
-        // records within A's receive lease until the next one past it (CoAP retransmissions)
-        await fenceLowered(s.a);
-        const gone = await s.a.proc.kill();
-        assert.equal(gone.signal, 'SIGKILL');
+      if (which === 'default settings') {
+        it('SIGKILL of A: B answers the next request by adoption, nothing acknowledged is lost or doubled', async () => {
+          const s = await setUp('k');
+          const ids = ['k1', 'k2', 'k3'];
+          for (const id of ids) await s.post(id);
+          assert.equal(await metric(s.a, 'coap_edge_dtls_associations_stored_total'), 1);
+          // A lowers the fence once the device is quiet (1 s); killed before, B refuses the
+          // records within A's receive lease until the next one past it (CoAP retransmissions)
+          await fenceLowered(s.a);
+          const gone = await s.a.proc.kill();
+          assert.equal(gone.signal, 'SIGKILL');
 
-        await switchAndPost(s, 'k4', 'after SIGKILL');
-        await adoptedWithoutHandshake(s.b, s.bBefore);
-        await s.post('k5');
-        for (const id of [...ids, 'k4', 'k5'])
-          assert.equal(s.seen(id), 1, `${id} on the broker once`);
-        assert.equal(s.platform.messages.length, 5);
-      });
-
-      it("associationFenceRecords 0: SIGKILL in mid-traffic, B takes the device's very next record", async () => {
-        // pods of its own: both with the exact fence
-        const s = await setUp('x', { associationFenceRecords: 0 });
-        const ids = Array.from({ length: 10 }, (_, i) => `x${i}`);
-        for (const id of ids) await s.post(id);
-        // killed busy, before the fence could come down: with an exact fence B takes the
-        // association over at the device's very next record
-        const gone = await s.a.proc.kill();
-        assert.equal(gone.signal, 'SIGKILL');
-        await switchAndPost(s, 'x10', 'after SIGKILL (exact fence)');
-        // nothing the device sent after the kill was refused as possibly taken by A (with
-        // the default fence a busy device's next records are: replay drops, retransmissions)
-        assert.equal(
-          await metric(s.b, 'coap_edge_dtls_records_dropped_total', { reason: 'replay' }),
-          0,
-          'no fresh record refused',
-        );
-        await adoptedWithoutHandshake(s.b, s.bBefore);
-        for (const id of [...ids, 'x10']) assert.equal(s.seen(id), 1, `${id} on the broker once`);
-      });
-
-      it('replay: everything the device sent to A, sent again to B after the kill, reaches the broker never twice', async () => {
-        const s = await setUp('r');
-        const ids = ['r1', 'r2', 'r3'];
-        for (const id of ids) await s.post(id);
-        await fenceLowered(s.a);
-        const captured = s.relay.captured.slice();
-        await s.a.proc.kill();
-        s.relay.target = s.b.port;
-
-        // before B holds the association: looked up, found, every record authentic but
-        // below the fence A lowered. While A's heartbeat lasts B leaves them (unproven); once
-        // it expired B may take the association over at the fence (fenced): either way no
-        // replayed record is accepted
-        const lookups = async (): Promise<number> =>
-          (await metric(s.b, 'coap_edge_dtls_association_lookups_total', {
-            result: 'unproven',
-          })) +
-          (await metric(s.b, 'coap_edge_dtls_association_lookups_total', { result: 'fenced' }));
-        const lookupsBefore = await lookups();
-        for (const d of captured) s.relay.inject(d);
-        await eventually(
-          async () => (await lookups()) >= lookupsBefore + 1,
-          'B: the replayed records looked up, none accepted',
-          10_000,
-        );
-        assert.equal(s.platform.messages.length, 3, 'no replayed request reached the broker');
-
-        // the device goes on at B
-        const first = await s.post('r4');
-        assert.ok(first.retransmissions <= 1, `${first.retransmissions} retransmissions`);
-        await adoptedWithoutHandshake(s.b, s.bBefore);
-
-        // after the adoption: the replay window (and fence) drops them
-        const droppedBefore = await metric(s.b, 'coap_edge_dtls_records_dropped_total');
-        for (const d of captured) s.relay.inject(d);
-        // a fresh request after the replays: B handles datagrams of one flow in order, and
-        // publishes in order, so a replay that got through would be on the broker before it
-        await s.post('r5');
-        const dropped = (await metric(s.b, 'coap_edge_dtls_records_dropped_total')) - droppedBefore;
-        for (const id of [...ids, 'r4', 'r5'])
-          assert.equal(s.seen(id), 1, `${id} on the broker once`);
-        assert.equal(s.platform.messages.length, 5, 'nothing reached the broker twice');
-        console.log(
-          `# ${withCid ? 'cid' : 'address'} replay: ${captured.length} datagrams replayed twice; ` +
-            `after the adoption ${dropped} records dropped`,
-        );
-        assert.ok(dropped >= 1, 'the replays after the adoption were dropped and counted');
-      });
-
-      it('SIGTERM drain of A: no close_notify, the device goes on at B with no handshake', async () => {
-        const s = await setUp('d');
-        let closed: unknown;
-        s.d.dtls.on('close', (reason: unknown) => {
-          closed = reason ?? 'closed';
+          await switchAndPost(s, 'k4', 'after SIGKILL');
+          await adoptedWithoutHandshake(s.b, s.bBefore);
+          await s.post('k5');
+          for (const id of [...ids, 'k4', 'k5'])
+            assert.equal(s.seen(id), 1, `${id} on the broker once`);
+          assert.equal(s.platform.messages.length, 5);
         });
-        await s.post('d1');
-        await s.post('d2');
-        // no pause: the hand-over lowers the fence at once
-        s.a.proc.signal('SIGTERM');
-        const gone = await s.a.proc.done;
-        assert.equal(gone.code, 0, s.a.proc.describe());
-        const handed = podLogLines(s.a, 'associations handed over');
-        assert.equal(handed.length, 1, 'A logged the hand-over');
-        assert.equal(handed[0]?.handedOver, 1, podLogTail(s.a, 15));
-        assert.equal(closed, undefined, 'the device got no close_notify');
 
-        await switchAndPost(s, 'd3', 'after SIGTERM drain');
-        await adoptedWithoutHandshake(s.b, s.bBefore);
-        assert.equal(closed, undefined, 'the device is still established');
-        for (const id of ['d1', 'd2', 'd3'])
-          assert.equal(s.seen(id), 1, `${id} on the broker once`);
-      });
+        it('replay: everything the device sent to A, sent again to B after the kill, reaches the broker never twice', async () => {
+          const s = await setUp('r');
+          const ids = ['r1', 'r2', 'r3'];
+          for (const id of ids) await s.post(id);
+          await fenceLowered(s.a);
+          const captured = s.relay.captured.slice();
+          await s.a.proc.kill();
+          s.relay.target = s.b.port;
+
+          // before B holds the association: looked up, found, every record authentic but
+          // below the fence A lowered. While A's heartbeat lasts B leaves them (unproven); once
+          // it expired B may take the association over at the fence (fenced): either way no
+          // replayed record is accepted
+          const lookups = async (): Promise<number> =>
+            (await metric(s.b, 'coap_edge_dtls_association_lookups_total', {
+              result: 'unproven',
+            })) +
+            (await metric(s.b, 'coap_edge_dtls_association_lookups_total', { result: 'fenced' }));
+          const lookupsBefore = await lookups();
+          for (const d of captured) s.relay.inject(d);
+          await eventually(
+            async () => (await lookups()) >= lookupsBefore + 1,
+            'B: the replayed records looked up, none accepted',
+            10_000,
+          );
+          assert.equal(s.platform.messages.length, 3, 'no replayed request reached the broker');
+
+          // the device goes on at B
+          const first = await s.post('r4');
+          assert.ok(first.retransmissions <= 1, `${first.retransmissions} retransmissions`);
+          await adoptedWithoutHandshake(s.b, s.bBefore);
+
+          // after the adoption: the replay window (and fence) drops them
+          const droppedBefore = await metric(s.b, 'coap_edge_dtls_records_dropped_total');
+          for (const d of captured) s.relay.inject(d);
+          // a fresh request after the replays: B handles datagrams of one flow in order, and
+          // publishes in order, so a replay that got through would be on the broker before it
+          await s.post('r5');
+          const dropped =
+            (await metric(s.b, 'coap_edge_dtls_records_dropped_total')) - droppedBefore;
+          for (const id of [...ids, 'r4', 'r5'])
+            assert.equal(s.seen(id), 1, `${id} on the broker once`);
+          assert.equal(s.platform.messages.length, 5, 'nothing reached the broker twice');
+          console.log(
+            `# ${withCid ? 'cid' : 'address'} replay: ${captured.length} datagrams replayed twice; ` +
+              `after the adoption ${dropped} records dropped`,
+          );
+          assert.ok(dropped >= 1, 'the replays after the adoption were dropped and counted');
+        });
+
+        it('SIGTERM drain of A: no close_notify, the device goes on at B with no handshake', async () => {
+          const s = await setUp('d');
+          let closed: unknown;
+          s.d.dtls.on('close', (reason: unknown) => {
+            closed = reason ?? 'closed';
+          });
+          await s.post('d1');
+          await s.post('d2');
+          // no pause: the hand-over lowers the fence at once
+          s.a.proc.signal('SIGTERM');
+          const gone = await s.a.proc.done;
+          assert.equal(gone.code, 0, s.a.proc.describe());
+          const handed = podLogLines(s.a, 'associations handed over');
+          assert.equal(handed.length, 1, 'A logged the hand-over');
+          assert.equal(handed[0]?.handedOver, 1, podLogTail(s.a, 15));
+          assert.equal(closed, undefined, 'the device got no close_notify');
+
+          await switchAndPost(s, 'd3', 'after SIGTERM drain');
+          await adoptedWithoutHandshake(s.b, s.bBefore);
+          assert.equal(closed, undefined, 'the device is still established');
+          for (const id of ['d1', 'd2', 'd3'])
+            assert.equal(s.seen(id), 1, `${id} on the broker once`);
+        });
+      } else {
+        it("associationFenceRecords 0: SIGKILL in mid-traffic, B takes the device's very next record", async () => {
+          // pods of its own: both with the exact fence
+          const s = await setUp('x', { associationFenceRecords: 0 });
+          const ids = Array.from({ length: 10 }, (_, i) => `x${i}`);
+          for (const id of ids) await s.post(id);
+          // killed busy, before the fence could come down: with an exact fence B takes the
+          // association over at the device's very next record
+          const gone = await s.a.proc.kill();
+          assert.equal(gone.signal, 'SIGKILL');
+          await switchAndPost(s, 'x10', 'after SIGKILL (exact fence)');
+          // nothing the device sent after the kill was refused as possibly taken by A (with
+          // the default fence a busy device's next records are: replay drops, retransmissions)
+          assert.equal(
+            await metric(s.b, 'coap_edge_dtls_records_dropped_total', { reason: 'replay' }),
+            0,
+            'no fresh record refused',
+          );
+          await adoptedWithoutHandshake(s.b, s.bBefore);
+          for (const id of [...ids, 'x10']) assert.equal(s.seen(id), 1, `${id} on the broker once`);
+        });
+      }
     },
   );
 }
