@@ -45,9 +45,23 @@ const files = [];
     else if (name.endsWith('.test.js')) files.push(p);
   }
 })(root);
+// tsc never deletes what it compiled: a test file renamed or removed in test/ stays in dist/
+// and would run again. Only compiled files whose source is still there are run.
+const sources = new URL('../test/', import.meta.url).pathname;
+const stale = [];
 const chosen = files
   .map((f) => relative(root, f))
+  .filter((f) => {
+    if (existsSync(join(sources, f.replace(/\.js$/, '.ts')))) return true;
+    stale.push(f);
+    return false;
+  })
   .filter((f) => filters.length === 0 || filters.some((s) => f.includes(s)));
+if (stale.length > 0) {
+  console.error(
+    `not run, no source in test/ any more (left in dist/ by an earlier build): ${stale.join(', ')}`,
+  );
+}
 if (chosen.length === 0) {
   console.error('no test files matched');
   process.exit(1);

@@ -311,3 +311,31 @@ describe('--record-times (scripts/test-times-reporter.mjs)', () => {
     assert.ok(times['times/quick']! < times['times/slow']!, JSON.stringify(times));
   });
 });
+
+describe('the runner (scripts/run-tests.mjs)', () => {
+  it('does not run a compiled test file whose source is gone from test/', () => {
+    // what a renamed test leaves in dist/: tsc never deletes its old output
+    const name = `stale-probe-${process.pid}.test.js`;
+    const file = join(REPO_ROOT, 'dist', 'test', 'suite', name);
+    writeFileSync(
+      file,
+      `import { test } from 'node:test';\ntest('stale', () => console.log('STALE-PROBE-RAN'));\n`,
+    );
+    try {
+      const env = { ...process.env };
+      delete env.NODE_TEST_CONTEXT;
+      const r = spawnSync(process.execPath, [join(REPO_ROOT, 'scripts', 'run-tests.mjs'), name], {
+        encoding: 'utf8',
+        env,
+        timeout: 60_000,
+      });
+      const out = `${r.stdout}${r.stderr}`;
+      assert.doesNotMatch(out, /STALE-PROBE-RAN/);
+      assert.match(out, new RegExp(`no source in test/.*suite/${name}`));
+      assert.match(out, /no test files matched/);
+      assert.equal(r.status, 1, out);
+    } finally {
+      rmSync(file, { force: true });
+    }
+  });
+});
