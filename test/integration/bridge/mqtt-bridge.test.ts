@@ -304,16 +304,17 @@ describe('MQTT 3.1.1 fallback against aedes (3.1.1 only)', () => {
 describe('MQTT bridge faults (own Mosquitto per case)', () => {
   it('broker stopped: fails fast, state down; restarted: reconnects and publishes', async () => {
     const mosq = await Mosquitto.start();
-    const b = backend(mosq.port, { poolSize: 2 });
+    // deadlines of an hour: a publish that waited for one would hang the file (a failure),
+    // so rejecting at all shows it rejects at once (no wall-clock budget)
+    const hour = 3_600_000;
+    const b = backend(mosq.port, { poolSize: 2, publishTimeoutMs: hour, replyTimeoutMs: hour });
     await connected(b);
     await b.publish(POST, Buffer.from('before'));
 
     await mosq.stop();
     await until(() => b.state() === 'down', 3000, 'state down');
-    const t0 = Date.now();
     const err = await rejectsWith(b.publish(POST, Buffer.from('x')), 'BACKEND_UNAVAILABLE');
     assert.ok(err instanceof BackendUnavailableError);
-    assert.ok(Date.now() - t0 < 500, 'rejects at once, no hang');
     await rejectsWith(b.request(POST, request('1'), `${POST}_reply`, '1'), 'BACKEND_UNAVAILABLE');
 
     await mosq.restart();

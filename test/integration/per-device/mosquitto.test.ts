@@ -306,12 +306,14 @@ describe('per-device MQTT sessions against Mosquitto with password auth', () => 
   });
 
   it('broker stopped: requests fail fast with BACKEND_UNAVAILABLE; back after a restart', async () => {
-    const m = manager();
+    // deadlines of an hour: a request that waited for one would hang the file (a failure),
+    // so failing at all shows it fails fast (no wall-clock budget)
+    const hour = 3_600_000;
+    const m = manager({ publishTimeoutMs: hour, replyTimeoutMs: hour, connectTimeoutMs: hour });
     m.start();
     await m.publish(device('devA'), post('devA'), Buffer.from('{}'));
     await broker.stop();
     await until(() => !m.isOpen(device('devA')), 2000, 'session lost');
-    const t0 = Date.now();
     await rejectsWith(
       m.publish(device('devA'), post('devA'), Buffer.from('{}')),
       'BACKEND_UNAVAILABLE',
@@ -320,7 +322,6 @@ describe('per-device MQTT sessions against Mosquitto with password auth', () => 
       m.publish(device('devB'), post('devB'), Buffer.from('{}')),
       'BACKEND_UNAVAILABLE',
     );
-    assert.ok(Date.now() - t0 < 1000, `fast: ${Date.now() - t0} ms`);
     await until(() => m.state() === 'down', 2000, 'state down');
     const s = m.stats();
     assert.equal(s.sessions.closed.error, 1);
