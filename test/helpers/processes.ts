@@ -34,6 +34,12 @@ export const CLI = join(REPO_ROOT, 'dist', 'src', 'cli.js');
 
 /** Default hard limit for one child process. */
 export const PROCESS_TIMEOUT_MS = 15_000;
+/**
+ * How long a `serve` process may take to say it listens. Not a property under test: a start
+ * that ends sooner ends the wait, and on a loaded 2-core machine starts took over 15 s. The
+ * process's own limit (`startCli`: 30 s unless given) still ends a start that hangs.
+ */
+export const START_TIMEOUT_MS = 60_000;
 
 export interface ProcessResult {
   readonly code: number | null;
@@ -363,7 +369,10 @@ export function runCoapClient(
  * it names (`"dtls":"127.0.0.1:40123"`), which is how `--dtls-port 0` becomes usable.
  */
 export async function listeningPort(proc: Proc): Promise<number> {
-  const m = await proc.waitFor(/^.*"msg":"coap-edge listening".*$/m, { stream: 'stdout' });
+  const m = await proc.waitFor(/^.*"msg":"coap-edge listening".*$/m, {
+    stream: 'stdout',
+    timeoutMs: START_TIMEOUT_MS,
+  });
   const line = JSON.parse(m[0]) as { dtls?: unknown };
   const port = typeof line.dtls === 'string' ? Number(/:(\d+)$/.exec(line.dtls)?.[1]) : NaN;
   if (!(port > 0)) throw new Error(`no DTLS port in ${m[0]}`);
