@@ -4,6 +4,13 @@
 import { SystemClock, type Clock } from '../../src/time/clock.js';
 
 /**
+ * A deadline no test reaches: an operation given it that ends at all did not wait for it (a
+ * wait would hang the file until its limit, a failure), which shows "at once" without a
+ * wall-clock budget.
+ */
+export const UNREACHED_DEADLINE_MS = 3_600_000;
+
+/**
  * Real timers, but the time (monotonic and wall alike) read from `now`: for a component whose
  * notion of time a test steps while its peers (sockets, a store) run in real time.
  */

@@ -15,6 +15,7 @@ import {
 } from '../../../src/bridge/mqtt/index.js';
 import { ManualClock } from '../../../src/time/clock.js';
 import { enosReply, killBrokers, Mosquitto, platform, subscriber, until } from './brokers.js';
+import { UNREACHED_DEADLINE_MS } from '../../helpers/clock.js';
 import { MQTT_BRIDGE_DEFAULTS } from '../../helpers/component-defaults.js';
 
 const PK = 'pk1';
@@ -304,10 +305,9 @@ describe('MQTT 3.1.1 fallback against aedes (3.1.1 only)', () => {
 describe('MQTT bridge faults (own Mosquitto per case)', () => {
   it('broker stopped: fails fast, state down; restarted: reconnects and publishes', async () => {
     const mosq = await Mosquitto.start();
-    // deadlines of an hour: a publish that waited for one would hang the file (a failure),
-    // so rejecting at all shows it rejects at once (no wall-clock budget)
-    const hour = 3_600_000;
-    const b = backend(mosq.port, { poolSize: 2, publishTimeoutMs: hour, replyTimeoutMs: hour });
+    // rejecting at all shows it rejects at once, without waiting for a deadline
+    const never = UNREACHED_DEADLINE_MS;
+    const b = backend(mosq.port, { poolSize: 2, publishTimeoutMs: never, replyTimeoutMs: never });
     await connected(b);
     await b.publish(POST, Buffer.from('before'));
 

@@ -7,9 +7,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { CommandStore, DeviceKey } from '../../../src/bridge/types.js';
 import { isCommandError, type CommandStoreStats } from '../../../src/bridge/commands/index.js';
-
-/** A deadline no test waits for: a wait that ends shows it did not wait for it. */
-export const HOUR_MS = 3_600_000;
+import { UNREACHED_DEADLINE_MS } from '../../helpers/clock.js';
 
 export interface StoreUnderTest {
   readonly store: CommandStore;
@@ -255,8 +253,7 @@ export function commandStoreSuite(name: string, make: MakeStore): void {
       await withStore({}, async (s) => {
         const d = device();
         await s.store.enqueue(d, svc(d, 'a'), json('1'));
-        // an hour's deadline: resolving at all shows it did not wait (no wall-clock budget)
-        const cmd = await s.store.waitFor(d, HOUR_MS);
+        const cmd = await s.store.waitFor(d, UNREACHED_DEADLINE_MS);
         assert.equal(cmd?.messageId, '1');
         assert.equal(s.stats().waiters, 0);
         assert.equal((await s.store.peek(d)).count, 1, 'waiting removes nothing');
@@ -267,8 +264,8 @@ export function commandStoreSuite(name: string, make: MakeStore): void {
       await withStore({}, async (s) => {
         const d = device();
         const other = device();
-        // an hour's deadline: the command, not the deadline, ends the wait
-        const waiting = s.store.waitFor(d, HOUR_MS);
+        // the command, not the deadline, ends the wait
+        const waiting = s.store.waitFor(d, UNREACHED_DEADLINE_MS);
         // a later read of the store: the waiter's first look (empty queue) is answered, so
         // the command below wakes it
         assert.equal((await s.store.peek(d)).count, 0);
