@@ -108,8 +108,8 @@ describe('JSON object scanner', () => {
     }
   });
 
-  // Sizes kept to about a second under coverage; a longer comparison (871 k inputs, no
-  // mismatch) was run by raising them.
+  // Sizes kept to about a second under coverage; a scratch comparison of 871 k inputs found
+  // no mismatch when the scanner was written.
   it('answers as JSON.parse on generated and mutated bodies', () => {
     const next = rng(12345);
     let accepted = 0;
