@@ -19,6 +19,7 @@ import {
   type DtlsHandshakeEvent,
 } from '../../../src/dtls/events.js';
 import { DtlsServer } from '../../../src/dtls/server.js';
+import { ManualClock } from '../../../src/time/clock.js';
 import { DTLS_SERVER_DEFAULTS } from '../../helpers/component-defaults.js';
 import { eventually } from '../../helpers/e2e.js';
 
@@ -37,10 +38,11 @@ async function udp(): Promise<Socket> {
   return s;
 }
 
-async function rig(): Promise<Rig> {
+async function rig(clock?: ManualClock): Promise<Rig> {
   const socket = await udp();
   const server = new DtlsServer<string>({
     ...DTLS_SERVER_DEFAULTS,
+    ...(clock === undefined ? {} : { clock }),
     send: (data, port, address) => socket.send(data, port, address),
     handler: {
       resolvePsk: (identity) =>
@@ -73,6 +75,8 @@ async function sendRaw(port: number, data: Buffer): Promise<void> {
 describe('dtls events (diagnostics_channel)', () => {
   let a: Rig;
   let b: Rig;
+  // b's timers (the wrong-key verdict among them) run when the test advances this clock
+  const bClock = new ManualClock();
   const drops: DtlsDropEvent[] = [];
   const handshakes: DtlsHandshakeEvent[] = [];
   const onDrop = (m: unknown): void => void drops.push(m as DtlsDropEvent);
@@ -80,7 +84,7 @@ describe('dtls events (diagnostics_channel)', () => {
 
   before(async () => {
     a = await rig();
-    b = await rig();
+    b = await rig(bClock);
   });
 
   after(async () => {
@@ -134,7 +138,7 @@ describe('dtls events (diagnostics_channel)', () => {
     subscribe(DTLS_HANDSHAKE_CHANNEL, onHandshake);
     try {
       handshakes.length = 0;
-      await assert.rejects(
+      const refused = assert.rejects(
         DtlsClient.connect({
           host: '127.0.0.1',
           port: b.port,
@@ -143,6 +147,12 @@ describe('dtls events (diagnostics_channel)', () => {
           handshakeTimeoutMs: 5_000,
         }),
       );
+      // an unknown identity goes on as a wrong key (RFC 4279 §2): the client's Finished fails
+      // to authenticate, and the verdict waits two retransmission intervals for a genuine one
+      await eventually(() => (b.server.stats.drops['bad-mac'] ?? 0) > 0, "the client's Finished");
+      assert.equal(handshakes.length, 0, 'no verdict before two retransmission intervals');
+      bClock.advance(2 * DTLS_SERVER_DEFAULTS.retransmitTimeoutMs);
+      await refused;
       await eventually(() => handshakes.length > 0, 'the handshake event');
     } finally {
       unsubscribe(DTLS_HANDSHAKE_CHANNEL, onHandshake);
