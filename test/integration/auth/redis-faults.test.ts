@@ -7,6 +7,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Redis } from 'ioredis';
+import { UNREACHED_DEADLINE_MS } from '../../helpers/clock.js';
 import { isPromise, SecretSourceError } from '../../../src/auth/source.js';
 import { createSecretStack, type SecretStack } from '../../../src/auth/stack.js';
 import {
@@ -21,6 +22,15 @@ import {
 } from './helpers.js';
 
 const SECRET = 'fault-S3CRET';
+/**
+ * Neither Redis commands nor registry calls time out: a lookup that waited for a Redis that is
+ * down (instead of failing at once) would hang its test until the file's limit, which shows
+ * "at once" without a wall-clock budget.
+ */
+const NO_TIMEOUTS = {
+  redisCommandTimeoutMs: UNREACHED_DEADLINE_MS,
+  registryTimeoutMs: UNREACHED_DEADLINE_MS,
+} as const;
 
 describe('secret chain: Redis faults', () => {
   let redis: RedisServer;
@@ -47,7 +57,12 @@ describe('secret chain: Redis faults', () => {
   it('survives Redis stopping and reconnects when it is back', async () => {
     const p = prefix();
     const s = await startStack(
-      stackOptions({ redisPrefix: p, redisUrl: redis.url, registryUrl: registry.url }),
+      stackOptions({
+        redisPrefix: p,
+        redisUrl: redis.url,
+        registryUrl: registry.url,
+        ...NO_TIMEOUTS,
+      }),
     );
     stacks.push(s);
     assert.equal(s.redisState(), 'connected');
@@ -64,14 +79,12 @@ describe('secret chain: Redis faults', () => {
     // new: Redis fails at once, the registry answers
     const fresh = await timed(() => s.source.device('pk', 'b'));
     assert.equal(fresh.value?.deviceSecret, `${SECRET}-b`);
-    assert.ok(fresh.ms < 400, `took ${fresh.ms} ms with Redis down`);
     assert.ok(s.stats.lookups.redis.error >= 1);
 
     // new, and the registry is down too: fails fast
     registry.overrides.set('/devices/pk/c', { status: 503 });
     const failed = await timed(() => s.source.device('pk', 'c'));
     assert.ok(failed.error instanceof SecretSourceError);
-    assert.ok(failed.ms < 400, `took ${failed.ms} ms with both down`);
     registry.overrides.delete('/devices/pk/c');
     await waitFor(() => s.stats.redisConnectionErrors >= 1, 'reconnect attempts counted');
 
@@ -104,8 +117,10 @@ describe('secret chain: Redis faults', () => {
     try {
       const r = await timed(() => s.source.device('pk', 'e'));
       assert.equal(r.value?.deviceSecret, `${SECRET}-e`);
-      assert.ok(r.ms >= 180 && r.ms < 200 + 300, `took ${r.ms} ms (command timeout 200)`);
+      // ended by the one command's timeout (a timer fires late under load, never early)
+      assert.ok(r.ms >= 180, `took ${r.ms} ms (command timeout 200)`);
       assert.equal(s.stats.lookups.redis.timeout, 1);
+      assert.equal(registry.count('/devices/pk/e', 'GET'), 1, 'then the registry, once');
     } finally {
       process.kill(pid, 'SIGCONT');
     }
@@ -119,16 +134,15 @@ describe('secret chain: Redis faults', () => {
         redisPrefix: prefix(),
         registryUrl: registry.url,
         redisUrl: `redis://127.0.0.1:${port}`,
+        ...NO_TIMEOUTS,
       }),
     );
     stacks.push(s);
     const r = await timed(() => s.source.device('pk', 'f'));
     assert.equal(r.value?.deviceSecret, `${SECRET}-f`);
-    assert.ok(r.ms < 400, `took ${r.ms} ms`);
     await waitFor(() => s.redisState() === 'down', 'Redis reported down');
     const act = await timed(() => s.activator.activate('pk', 'f'));
     assert.deepEqual(act.value, { ok: false, reason: 'unavailable' });
-    assert.ok(act.ms < 400, `activation refused in ${act.ms} ms`);
     assert.equal(registry.count('/devices/pk/f/activate', 'POST'), 0, 'no upstream activation');
   });
 });
