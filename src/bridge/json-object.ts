@@ -12,6 +12,12 @@
  * malformed one into U+FFFD, and never takes an ASCII byte such as the closing quote into
  * it). Written here because the libraries that validate JSON parse it first; the tests
  * compare it with `JSON.parse` on generated and edge-case bodies.
+ *
+ * A request with a reply, and the reply that answers it, need one field more: the top-level
+ * `id` that matches the two (docs/protocol.md). The same scan notes where the last top-level
+ * `id` value lies (`JSON.parse` keeps the last of duplicate keys), and {@link jsonObjectId}
+ * reads it from the bytes when it is a plain string or integer; anything else (an escape
+ * anywhere in the body, non-ASCII, fractions) is left to `JSON.parse`.
  */
 
 const TAB = 0x09;
@@ -34,7 +40,9 @@ const BACKSLASH = 0x5c;
 const RIGHT_BRACKET = 0x5d;
 const LOWER_B = 0x62;
 const LOWER_E = 0x65;
+const LOWER_D = 0x64;
 const LOWER_F = 0x66;
+const LOWER_I = 0x69;
 const LOWER_N = 0x6e;
 const LOWER_R = 0x72;
 const LOWER_T = 0x74;
@@ -50,6 +58,21 @@ export const SCAN_MAX_DEPTH = 64;
 
 /** Per open container, whether it is an object (1) or an array (0): one scan at a time. */
 const open = new Uint8Array(SCAN_MAX_DEPTH);
+
+/**
+ * Where the last scan that answered {@link SCAN_YES} found the value of the last top-level
+ * `id` key: its first byte and the index after it (the same index for an object or array
+ * value); -1 when there was none. And whether that body held an escape anywhere (a key
+ * written with one might spell `id`).
+ */
+let idStart = -1;
+let idEnd = -1;
+let sawEscape = false;
+/**
+ * Backslashes {@link skipString} went past, all scans together, wrapping at 2^31 (only
+ * whether it changed during a scan is read).
+ */
+let escapes = 0;
 
 /** What {@link scanJsonObject} found: not a JSON object, one, or nested too deep to say. */
 export const SCAN_NO = 0;
@@ -79,6 +102,7 @@ function skipString(b: Uint8Array, i: number, n: number): number {
     if (c === QUOTE) return i;
     if (c < SPACE) return -1;
     if (c !== BACKSLASH) continue;
+    escapes = (escapes + 1) | 0;
     if (i >= n) return -1;
     const e = b[i++]!;
     if (e === LOWER_U) {
@@ -159,20 +183,35 @@ function skipKey(b: Uint8Array, i: number, n: number): number {
   return skipSpace(b, i + 1, n);
 }
 
+/** Whether the key whose opening quote is at `k` is `id` as written (no escape). */
+function isIdKey(b: Uint8Array, k: number): boolean {
+  return b[k + 1] === LOWER_I && b[k + 2] === LOWER_D && b[k + 3] === QUOTE;
+}
+
 /**
  * Whether `b` is the UTF-8 of a JSON object (RFC 8259 with `JSON.parse`'s rules: no byte
  * order mark, whitespace only around tokens, an object at the top). Allocates nothing.
+ * Notes where the last top-level `id` value lies, for {@link jsonObjectId}.
  */
 export function scanJsonObject(b: Uint8Array): JsonScan {
+  const escapesBefore = escapes;
   const n = b.length;
   let i = skipSpace(b, 0, n);
   if (i >= n || b[i] !== LEFT_BRACE) return SCAN_NO;
   let depth = 0;
+  /** The value that starts at `i` is the top-level `id`'s. */
+  let idNext = false;
+  let idS = -1;
+  let idE = -1;
   for (;;) {
     // `i` is at the first byte of a value
     if (i >= n) return SCAN_NO;
     const c = b[i]!;
     if (c === LEFT_BRACE || c === LEFT_BRACKET) {
+      if (idNext) {
+        idNext = false;
+        idS = idE = i; // neither a string nor a number
+      }
       const isObject = c === LEFT_BRACE;
       i = skipSpace(b, i + 1, n);
       if (i < n && b[i] === (isObject ? RIGHT_BRACE : RIGHT_BRACKET)) {
@@ -180,28 +219,50 @@ export function scanJsonObject(b: Uint8Array): JsonScan {
       } else {
         if (depth === SCAN_MAX_DEPTH) return SCAN_TOO_DEEP;
         open[depth++] = isObject ? 1 : 0;
-        if (isObject) i = skipKey(b, i, n);
-        if (i < 0) return SCAN_NO;
+        if (isObject) {
+          const k = i;
+          i = skipKey(b, i, n);
+          if (i < 0) return SCAN_NO;
+          if (depth === 1) idNext = isIdKey(b, k);
+        }
         continue;
       }
-    } else if (c === QUOTE) i = skipString(b, i + 1, n);
-    else if (c === MINUS || (c >= ZERO && c <= NINE)) i = skipNumber(b, i, n);
-    else if (c === LOWER_T) i = skipWord(b, i, n, 'true');
-    else if (c === LOWER_F) i = skipWord(b, i, n, 'false');
-    else if (c === LOWER_N) i = skipWord(b, i, n, 'null');
-    else return SCAN_NO;
-    if (i < 0) return SCAN_NO;
+    } else {
+      const at = i;
+      if (c === QUOTE) i = skipString(b, i + 1, n);
+      else if (c === MINUS || (c >= ZERO && c <= NINE)) i = skipNumber(b, i, n);
+      else if (c === LOWER_T) i = skipWord(b, i, n, 'true');
+      else if (c === LOWER_F) i = skipWord(b, i, n, 'false');
+      else if (c === LOWER_N) i = skipWord(b, i, n, 'null');
+      else return SCAN_NO;
+      if (i < 0) return SCAN_NO;
+      if (idNext) {
+        idNext = false;
+        idS = at;
+        idE = i;
+      }
+    }
     // after a value: close containers until a comma starts the next value
     for (;;) {
       i = skipSpace(b, i, n);
-      if (depth === 0) return i === n ? SCAN_YES : SCAN_NO;
+      if (depth === 0) {
+        if (i !== n) return SCAN_NO;
+        idStart = idS;
+        idEnd = idE;
+        sawEscape = escapes !== escapesBefore;
+        return SCAN_YES;
+      }
       if (i >= n) return SCAN_NO;
       const inObject = open[depth - 1] === 1;
       const d = b[i]!;
       if (d === COMMA) {
         i = skipSpace(b, i + 1, n);
-        if (inObject) i = skipKey(b, i, n);
-        if (i < 0) return SCAN_NO;
+        if (inObject) {
+          const k = i;
+          i = skipKey(b, i, n);
+          if (i < 0) return SCAN_NO;
+          if (depth === 1) idNext = isIdKey(b, k);
+        }
         break;
       }
       if (d !== (inObject ? RIGHT_BRACE : RIGHT_BRACKET)) return SCAN_NO;
@@ -216,6 +277,54 @@ export function isJsonObject(payload: Buffer): boolean {
   const scan = scanJsonObject(payload);
   if (scan !== SCAN_TOO_DEEP) return scan === SCAN_YES;
   return parseJsonObject(payload) !== undefined;
+}
+
+/** What {@link jsonObjectId} answers for a body that is not a JSON object. */
+export const NOT_OBJECT = null;
+
+/** Digits of an integer id read from its bytes: below 2^53, so exactly the parsed number. */
+const MAX_ID_DIGITS = 15;
+
+/**
+ * The top-level `id` of a body that is a JSON object, as `JSON.parse` of its UTF-8 gives it
+ * when it is a string or a number; undefined when the object has no `id` or one of another
+ * type; {@link NOT_OBJECT} when the body is not a JSON object. A string of ASCII and an
+ * integer of up to 15 digits are read from the bytes; any other id, a body with an escape
+ * anywhere (a key so written may spell `id`) and nesting past the scanner's depth are left
+ * to `JSON.parse` of the whole body. (Outside strings JSON is ASCII, so an ASCII string read as
+ * Latin-1 is what the UTF-8 decoding gives.)
+ */
+export function jsonObjectId(payload: Buffer): string | number | undefined | typeof NOT_OBJECT {
+  const scan = scanJsonObject(payload);
+  if (scan === SCAN_NO) return NOT_OBJECT;
+  if (scan === SCAN_YES && !sawEscape) {
+    const start = idStart;
+    if (start < 0) return undefined;
+    const end = idEnd;
+    const first = payload[start]!;
+    if (first === QUOTE) {
+      let k = start + 1;
+      const last = end - 1;
+      while (k < last && payload[k]! < 0x80) k++;
+      if (k === last) return payload.toString('latin1', start + 1, last);
+    } else if (first === MINUS || (first >= ZERO && first <= NINE)) {
+      let k = first === MINUS ? start + 1 : start;
+      if (end - k <= MAX_ID_DIGITS) {
+        let v = 0;
+        while (k < end) {
+          const c = payload[k]!;
+          if (c < ZERO || c > NINE) break;
+          v = v * 10 + (c - ZERO);
+          k++;
+        }
+        if (k === end) return first === MINUS ? -v : v;
+      }
+    } else return undefined; // true, false, null, an object or an array
+  }
+  const body = parseJsonObject(payload);
+  if (body === undefined) return NOT_OBJECT;
+  const id = body.id;
+  return typeof id === 'string' || typeof id === 'number' ? id : undefined;
 }
 
 /** The JSON object a request body holds, or undefined when it holds something else. */

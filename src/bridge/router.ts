@@ -10,7 +10,7 @@ import { activationReply, parseTopicPath, type TopicClass, type TopicInfo } from
 import { isCoapEdgeError, type CoapResponseCode } from '../errors/index.js';
 import { commandOptions, parseTtd } from './commands/options.js';
 import type { HttpBackend } from './http/backend.js';
-import { isJsonObject, parseJsonObject } from './json-object.js';
+import { NOT_OBJECT, isJsonObject, jsonObjectId } from './json-object.js';
 import { LatencyHistogram } from './mqtt/stats.js';
 import {
   NO_TRACING,
@@ -86,8 +86,8 @@ export function authorize(req: BridgeRequest): Authorization {
   return { ok: true, topic };
 }
 
-function idOf(body: Record<string, unknown>): string | undefined {
-  const id = body.id;
+/** A body's `id` as the reply is matched by: a non-empty string, or a number's decimal string. */
+function idOf(id: string | number | undefined): string | undefined {
   if (typeof id === 'string' && id.length > 0) return id;
   if (typeof id === 'number' && Number.isFinite(id)) return String(id);
   return undefined;
@@ -231,16 +231,16 @@ export class Router {
     if (waits && this.ttd.acquire(device) !== undefined) {
       return classed(this.tooManyWaiters, topic.class);
     }
-    // Only a request with a reply needs a field of its body (the id); for the others it is
-    // enough to know that the body is a JSON object, without building it.
+    // Only a request with a reply needs a field of its body (the id, read from the bytes); for
+    // the others it is enough to know that the body is a JSON object, without building it.
     let id: string | undefined;
     let wellFormed = true;
     if (!topic.raw) {
       if (topic.replyTopic === undefined) wellFormed = isJsonObject(req.payload);
       else {
-        const body = parseJsonObject(req.payload);
-        wellFormed = body !== undefined;
-        if (body !== undefined) id = idOf(body);
+        const found = jsonObjectId(req.payload);
+        wellFormed = found !== NOT_OBJECT;
+        if (found !== NOT_OBJECT) id = idOf(found);
       }
     }
     if (!wellFormed) {

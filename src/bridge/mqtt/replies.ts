@@ -12,25 +12,14 @@
  *   answer the next one; raw replies carry nothing to tell them apart.
  * - A message no waiter takes is unmatched: the caller drops and counts it.
  */
+import { jsonObjectId } from '../json-object.js';
 
-/** The `id` of a JSON reply as a string (a number id is rendered with `String`), else undefined. */
+/**
+ * The `id` of a JSON reply as a string (a number id is rendered with `String`), else
+ * undefined: read by the byte scanner of `json-object.ts`, the value `JSON.parse` gives.
+ */
 export function extractReplyId(payload: Buffer): string | undefined {
-  // Cheap pre-check: a JSON object starts with `{` after optional white space.
-  let i = 0;
-  while (i < payload.length) {
-    const b = payload[i];
-    if (b !== 0x20 && b !== 0x09 && b !== 0x0a && b !== 0x0d) break;
-    i++;
-  }
-  if (payload[i] !== 0x7b) return undefined;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(payload.toString('utf8'));
-  } catch {
-    return undefined;
-  }
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined;
-  const id: unknown = (parsed as Record<string, unknown>).id;
+  const id = jsonObjectId(payload);
   if (typeof id === 'string') return id;
   if (typeof id === 'number' && Number.isFinite(id)) return String(id);
   return undefined;

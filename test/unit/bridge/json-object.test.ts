@@ -4,7 +4,7 @@
  * edge cases and on generated and mutated bodies (UTF-8, malformed UTF-8, surrogates,
  * escapes, numbers, whitespace, nesting beyond the scanner's own depth).
  */
-import { describe, it } from 'node:test';
+import { describe, it, mock } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   SCAN_MAX_DEPTH,
@@ -12,6 +12,7 @@ import {
   SCAN_TOO_DEEP,
   SCAN_YES,
   isJsonObject,
+  jsonObjectId,
   parseJsonObject,
   scanJsonObject,
 } from '../../../src/bridge/json-object.js';
@@ -26,12 +27,34 @@ function reference(b: Buffer): boolean {
   }
 }
 
+/**
+ * What the router and the reply matcher took as the id before the scanner: the top-level
+ * `id` of JSON.parse's object when a string or a number, undefined otherwise, null when the
+ * body is not an object.
+ */
+function referenceId(b: Buffer): string | number | undefined | null {
+  let v: unknown;
+  try {
+    v = JSON.parse(b.toString('utf8'));
+  } catch {
+    return null;
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return null;
+  const id = (v as Record<string, unknown>).id;
+  return typeof id === 'string' || typeof id === 'number' ? id : undefined;
+}
+
 function agrees(b: Buffer): void {
   const want = reference(b);
-  assert.equal(isJsonObject(b), want, `${JSON.stringify(b.toString('latin1'))} → ${want}`);
+  const shown = JSON.stringify(b.toString('latin1'));
+  assert.equal(isJsonObject(b), want, `${shown} → ${want}`);
   assert.equal(parseJsonObject(b) !== undefined, want);
   const scan = scanJsonObject(b);
   if (scan !== SCAN_TOO_DEEP) assert.equal(scan === SCAN_YES, want);
+  const id = jsonObjectId(b);
+  const wantId = referenceId(b);
+  // Object.is: -0 stays -0 (its String is "0" either way, but the value must be JSON.parse's)
+  assert.ok(Object.is(id, wantId), `${shown}: id ${String(id)}, JSON.parse ${String(wantId)}`);
 }
 
 /** A small deterministic generator (so a failure repeats). */
@@ -49,7 +72,8 @@ const PIECES = [
   '\n', '\t', '\r', '\f', '\v', 't', 'r', 'f', 'a', 'l', 's', 'n', 'b', 'A', 'F', 'x', '/',
   '"a"', '"\\u00e9"', '"\\ud800"', '\u00e9', '\u20ac', '\ud83d\ude00', '\u2028', '\ufeff',
   '\u00a0', '\x00', '\x1f', '\x7f', 'true', 'false', 'null', 'nul', '1e5', '-0.5', '01', '1.',
-  '.5', '-', '1e', '1e+', 'Infinity', 'NaN', "'", '/*', '//',
+  '.5', '-', '1e', '1e+', 'Infinity', 'NaN', "'", '/*', '//', '"id":', '"id"', 'id', '"i\\u0064":',
+  '"\\u0069d"', '12', '"x"', '"\\n"', ',"id":7', '{"id":"n"}',
 ];
 
 const VALID = [
@@ -60,6 +84,9 @@ const VALID = [
   ' \t\r\n{"\u00e9":"\ud83d\ude00\u20ac","k":{"":[[],{},[{}]]}} \n',
   '{"a":{"b":{"c":[1,[2,[3,{"d":"e"}]]]}},"a":2}',
   '{"__proto__":{"x":1},"constructor":null}',
+  '{"id":"r1-42","code":200,"data":null}',
+  '{"code":200,"id":17,"data":{"id":"inner"}}',
+  '{"id":"a","x":[{"id":"b"}],"id":"c"}',
 ];
 
 describe('JSON object scanner', () => {
@@ -140,6 +167,147 @@ describe('JSON object scanner', () => {
     assert.ok(accepted > 500, `accepted ${accepted}`);
   });
 
+  it('finds the top-level id as JSON.parse does', () => {
+    // body, and the id JSON.parse gives (null: not an object)
+    // prettier-ignore
+    const cases: [string, string | number | undefined | null][] = [
+      ['{"id":"1"}', '1'],
+      ['{"id":""}', ''],
+      ['{ "id" : "r0a-17" , "code":200}', 'r0a-17'],
+      ['{"code":200,"data":null,"id":"x y\x7f~"}', 'x y\x7f~'],
+      // duplicates: the last one counts, whatever it is
+      ['{"id":"a","id":"b"}', 'b'],
+      ['{"id":"a","x":1,"id":2}', 2],
+      ['{"id":"a","id":true}', undefined],
+      ['{"id":"a","id":null}', undefined],
+      ['{"id":"a","id":{"id":"c"}}', undefined],
+      ['{"id":"a","id":[]}', undefined],
+      ['{"id":{},"id":"d"}', 'd'],
+      // not at the top level
+      ['{"a":{"id":"n"}}', undefined],
+      ['{"a":[{"id":"n"}],"b":{"c":{"id":1}}}', undefined],
+      ['{"a":{"id":"n"},"id":"t"}', 't'],
+      ['{"id":{"id":"n"}}', undefined],
+      ['{"a":"{\\"id\\":\\"s\\"}"}', undefined],
+      // other types
+      ['{"id":true}', undefined],
+      ['{"id":false}', undefined],
+      ['{"id":null}', undefined],
+      ['{"id":[1]}', undefined],
+      // numbers: integers read from the bytes, the rest parsed
+      ['{"id":0}', 0],
+      ['{"id":-0}', -0],
+      ['{"id":17}', 17],
+      ['{"id":-17}', -17],
+      ['{"id":999999999999999}', 999999999999999],
+      ['{"id":-999999999999999}', -999999999999999],
+      ['{"id":9007199254740993}', 9007199254740992],
+      ['{"id":123456789012345678901234567890}', 1.2345678901234568e29],
+      ['{"id":1.0}', 1],
+      ['{"id":1.5}', 1.5],
+      ['{"id":1e2}', 100],
+      ['{"id":-1E-2}', -0.01],
+      ['{"id":1e999}', Infinity],
+      // escapes and non-ASCII in the id: JSON.parse's string
+      ['{"id":"\\u0041\\n\\"\\\\\\/"}', 'A\n"\\/'],
+      ['{"id":"\\ud83d\\ude00"}', '\u{1f600}'],
+      ['{"id":"\\ud800"}', '\ud800'],
+      ['{"id":"\\u00e9t\\u00e9"}', '\u00e9t\u00e9'],
+      ['{"id":"\u00e9t\u00e9 raw"}', '\u00e9t\u00e9 raw'],
+      ['{"id":"\u{1f600}"}', '\u{1f600}'],
+      // keys written with escapes are keys as JSON.parse reads them
+      ['{"\\u0069d":"e"}', 'e'],
+      ['{"i\\u0064":"e","x":1}', 'e'],
+      ['{"id":"a","\\u0069\\u0064":"e"}', 'e'],
+      ['{"\\u0069d":"e","id":"f"}', 'f'],
+      ['{"\\"id":"q"}', undefined],
+      ['{"id\\u0000":"q"}', undefined],
+      ['{"ID":"q","Id":"r","idx":"s","i":"t","":"u"}', undefined],
+      ['{"__proto__":{"id":"p"}}', undefined],
+      // not an object
+      ['[{"id":"1"}]', null],
+      ['"id"', null],
+      ['{"id":"1"', null],
+      ['{"id":"1"}}', null],
+      ['{"id":"1\\x"}', null],
+      ['{"id":01}', null],
+      ['{"id":"1",}', null],
+    ];
+    for (const [body, want] of cases) {
+      const b = Buffer.from(body);
+      agrees(b);
+      const got = jsonObjectId(b);
+      assert.ok(Object.is(got, want), `${body}: ${String(got)} (want ${String(want)})`);
+    }
+  });
+
+  it('reads a plain string or integer id from the bytes, and parses the rest', () => {
+    const parse = mock.method(JSON, 'parse');
+    try {
+      const plain = ['{"id":"r0a-17","code":200,"data":null}', '{"x":[1,{"id":2}],"id":-42}'];
+      for (const body of plain) jsonObjectId(Buffer.from(body));
+      assert.equal(parse.mock.callCount(), 0, 'no JSON.parse for a plain id');
+      for (const body of ['{"id":"\\u0041"}', '{"id":"\u00e9"}', '{"id":1.5}', '{"\\u0069d":1}']) {
+        jsonObjectId(Buffer.from(body));
+      }
+      assert.equal(parse.mock.callCount(), 4, 'one JSON.parse for each id that is not plain');
+    } finally {
+      parse.mock.restore();
+    }
+    // the same answers as JSON.parse all the same
+    assert.equal(jsonObjectId(Buffer.from('{"id":"\\u0041"}')), 'A');
+    assert.equal(jsonObjectId(Buffer.from('{"id":"\u00e9"}')), '\u00e9');
+  });
+
+  it('reads an id with non-ASCII or malformed UTF-8 as JSON.parse of the UTF-8 does', () => {
+    // prettier-ignore
+    const raw = [
+      [0x80], [0xc3], [0xc3, 0xa9], [0xe2, 0x82], [0xe2, 0x82, 0xac], [0xed, 0xa0, 0x80],
+      [0xf0, 0x9f, 0x98, 0x80], [0xf0, 0x9f, 0x98], [0xff], [0xc0, 0xaf],
+    ];
+    for (const bytes of raw) {
+      for (const [a, z] of [
+        ['{"id":"', '"}'],
+        ['{"id":"x', 'y"}'],
+        ['{"id":"', '","id":"z"}'],
+      ]) {
+        agrees(Buffer.concat([Buffer.from(a!), Buffer.from(bytes), Buffer.from(z!)]));
+      }
+    }
+  });
+
+  it('finds the id of generated objects as JSON.parse does', () => {
+    const next = rng(99);
+    // prettier-ignore
+    const keys = ['"id"', '"id"', '"id"', '"\\u0069d"', '"i\\u0064"', '"a"', '"ID"', '"idx"', '""'];
+    // prettier-ignore
+    const values = [
+      '"r1-7"', '""', '"x\\"y"', '"\\u0041"', '"\u00e9"', '"\u{1f600}"', '"a b~\x7f"', '0', '-0',
+      '17', '-17', '123456789012345', '1234567890123456', '1.5', '2e3', '-1E-2', 'true', 'false',
+      'null', '{}', '[]', '{"id":"n"}', '[{"id":1}]', '{"a":{"id":"m"},"id":2}',
+    ];
+    let found = 0;
+    for (let k = 0; k < 3_000; k++) {
+      const pairs: string[] = [];
+      const len = 1 + next(5);
+      for (let j = 0; j < len; j++) {
+        pairs.push(
+          `${keys[next(keys.length)]!}${next(4) === 0 ? ' : ' : ':'}${values[next(values.length)]!}`,
+        );
+      }
+      const body = Buffer.from(`{${pairs.join(next(4) === 0 ? ' ,\n' : ',')}}`);
+      const id = referenceId(body);
+      if (id !== null && id !== undefined) found++;
+      agrees(body);
+      // and a mutation of it, mostly no longer an object
+      const cut = Buffer.from(body);
+      cut[next(cut.length)] = PIECES[next(PIECES.length)]!.charCodeAt(0) & 0xff;
+      agrees(cut);
+    }
+    // most bodies have an id of a kind the scanner reads or leaves to JSON.parse
+    assert.ok(found > 1_500, `found ${found}`);
+  });
+
   it('leaves nesting beyond its depth to JSON.parse, with the same answer', () => {
     for (const depth of [SCAN_MAX_DEPTH - 2, SCAN_MAX_DEPTH - 1, SCAN_MAX_DEPTH, 200, 5_000]) {
       const arrays = Buffer.from(`{"a":${'['.repeat(depth)}${']'.repeat(depth)}}`);
@@ -156,5 +324,19 @@ describe('JSON object scanner', () => {
     // a scan that stopped deep leaves nothing behind for the next one
     assert.equal(scanJsonObject(Buffer.from('{"a":[{"b":1}]}')), SCAN_YES);
     assert.equal(scanJsonObject(Buffer.from('{"a":[{"b":1]}}')), SCAN_NO);
+    // nor an id: each scan finds its own
+    assert.equal(jsonObjectId(Buffer.from('{"id":"old","x":1}')), 'old');
+    assert.equal(jsonObjectId(Buffer.from('{"x":1}')), undefined);
+    for (const depth of [SCAN_MAX_DEPTH, SCAN_MAX_DEPTH + 1, 300]) {
+      const deep = `{"a":${'['.repeat(depth)}${']'.repeat(depth)}`;
+      for (const b of [
+        `${deep},"id":"d"}`,
+        `{"id":"d",${deep.slice(1)}}`,
+        `${deep},"id":"\\u0064"}`,
+      ]) {
+        agrees(Buffer.from(b));
+        assert.equal(jsonObjectId(Buffer.from(b)), 'd', b);
+      }
+    }
   });
 });

@@ -3,7 +3,7 @@
  * the keep-alive timer handed to mqtt.js.
  */
 import { createHook } from 'node:async_hooks';
-import { describe, it } from 'node:test';
+import { describe, it, mock } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   BackendRejectedError,
@@ -40,6 +40,29 @@ describe('extractReplyId', () => {
       assert.equal(extractReplyId(buf(s)), undefined, s);
     }
     assert.equal(extractReplyId(Buffer.from([0xff, 0xfe, 0x00])), undefined);
+  });
+  it('takes the id JSON.parse would: the last top-level one, escapes decoded', () => {
+    assert.equal(extractReplyId(buf('{"id":"1","data":{"id":"2"},"id":"3"}')), '3');
+    assert.equal(extractReplyId(buf('{"id":"1","id":true}')), undefined);
+    assert.equal(extractReplyId(buf('{"data":{"id":"2"}}')), undefined);
+    assert.equal(extractReplyId(buf('{"id":"\\u0031\\u0037"}')), '17');
+    assert.equal(extractReplyId(buf('{"\\u0069d":"17"}')), '17');
+    assert.equal(extractReplyId(buf('{"id":1.70e1}')), '17');
+    assert.equal(extractReplyId(buf('{"id":-0}')), '0');
+    assert.equal(extractReplyId(buf('{"id":1e999}')), undefined, 'not finite');
+  });
+  it('reads a plain id without JSON.parse', () => {
+    const parse = mock.method(JSON, 'parse');
+    try {
+      const m = new ReplyMatcher();
+      const w = m.add('t_reply', '17');
+      assert.equal(m.deliver('t_reply', buf('{"id":"17","code":200,"data":null}')), 1);
+      assert.equal(w.settled, true);
+      assert.equal(extractReplyId(buf('{"code":200,"id":17}')), '17');
+      assert.equal(parse.mock.callCount(), 0);
+    } finally {
+      parse.mock.restore();
+    }
   });
 });
 

@@ -143,7 +143,7 @@ describe('router request path', () => {
     assert.deepEqual(failed, { status: 'internal-error', topicClass: 'uplink' });
   });
 
-  it('a publish-only body is checked without JSON.parse; a body whose id is needed is parsed', async () => {
+  it('a publish-only body is checked without JSON.parse; a plain id is read without it too', async () => {
     const r = router(undefined, replying);
     const publishOnly = '/topic/sys/pk1/dk1/rrpc/response/1';
     const parse = mock.method(JSON, 'parse');
@@ -157,7 +157,21 @@ describe('router request path', () => {
       assert.equal(parse.mock.callCount(), 0, 'no JSON.parse for a publish-only uplink');
       const replied = await r.handle(request(UPLINK, '{"id":"2"}'));
       assert.equal(replied.payload?.toString(), '{"id":"2","code":200}');
-      assert.equal(parse.mock.callCount(), 1, 'the request with a reply is parsed for its id');
+      const numbered = await r.handle(request(UPLINK, '{"data":{"id":"x"},"id":3}'));
+      assert.equal(numbered.payload?.toString(), '{"id":"3","code":200}');
+      assert.equal(parse.mock.callCount(), 0, 'a plain id is read from the bytes');
+      // an id that is not plain is parsed for: still the id JSON.parse gives
+      const escaped = await r.handle(request(UPLINK, '{"id":"\\u0034"}'));
+      assert.equal(escaped.payload?.toString(), '{"id":"4","code":200}');
+      assert.equal(parse.mock.callCount(), 1, 'an escaped id is parsed for');
+      for (const body of ['{"id":""}', '{"id":true}', '{"a":{"id":"5"}}', '{"id":"6","id":null}']) {
+        const res = await r.handle(request(UPLINK, body));
+        assert.deepEqual(res, { status: 'bad-request', topicClass: 'uplink' }, body);
+      }
+      for (const body of ['[{"id":"7"}]', '{"id":"8"']) {
+        const res = await r.handle(request(UPLINK, body));
+        assert.deepEqual(res, { status: 'bad-request', topicClass: 'uplink' }, body);
+      }
     } finally {
       parse.mock.restore();
     }
