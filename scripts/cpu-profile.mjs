@@ -3,9 +3,9 @@
 // Usage:
 //   node scripts/cpu-profile.mjs run <dir> [run-tests.mjs arguments …]
 //   node scripts/cpu-profile.mjs report <dir> [--kind <substring>] [--top <n>]
-// `run` empties <dir>, runs `node scripts/run-tests.mjs …` with scripts/cpu-profile-preload.mjs
-// preloaded into every node process (NODE_OPTIONS; children that inherit it are profiled too)
-// and then prints the report; `report` prints it again, for the processes whose kind contains
+// `run` empties <dir>, runs `node scripts/run-tests.mjs …` (its output to stderr) with
+// scripts/cpu-profile-preload.mjs preloaded into every node process (NODE_OPTIONS; children
+// that inherit it are profiled too) and then prints the report; `report` prints it again, for the processes whose kind contains
 // the substring if given (`test process`, `coap-edge serve`, …). The report is JSON:
 // - `processes`: by kind, how many wrote a profile and their CPU (user + sys, resourceUsage);
 // - `self`: self time by category: `node:<area>` (Node's own JavaScript, e.g.
@@ -21,7 +21,10 @@
 // Samples whose leaf is a synchronous wait for a child (spawnSync) count as idle: the process
 // sleeps there, the sampler does not know it (`blockedInSpawnSyncS`, sampled wall seconds).
 // Times are CPU seconds: each process's non-idle samples are scaled to its user + sys time, so
-// a process's helper threads (GC, compiler) are spread over its samples in proportion.
+// a process's helper threads (GC, compiler) are spread over its samples in proportion. The
+// samples are taken by wall clock, also while the thread waits for a core (or in a blocking
+// call other than spawnSync): under load read the figures as shares. Profiling costs: the
+// sampler thread wakes every COAP_CPU_PROFILE_INTERVAL_US (1000) in every process, idle or not.
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
@@ -46,7 +49,7 @@ if (mode === 'run') {
   };
   const code = await new Promise((done) => {
     const child = spawn(process.execPath, [`${repo}scripts/run-tests.mjs`, ...rest], {
-      stdio: ['ignore', 'ignore', 'inherit'],
+      stdio: ['ignore', process.stderr, 'inherit'],
       env,
     });
     child.on('exit', (c) => done(c ?? 1));

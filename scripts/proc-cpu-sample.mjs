@@ -6,10 +6,12 @@
 // what was seen. Node processes are named by their script (`node cli.js serve`, `node
 // <test entry>`), others by their executable. Linux only. Prints JSON. (docs/testing.md,
 // "Suite time".)
-// Usage: node scripts/proc-cpu-sample.mjs [--interval <ms>] -- <command> [args …]
+// The command's output goes to this process's stderr; the JSON to stdout, or to the file --out
+// names.
+// Usage: node scripts/proc-cpu-sample.mjs [--interval <ms>] [--out <file>] -- <command> [args …]
 // e.g.   node scripts/proc-cpu-sample.mjs -- node scripts/run-tests.mjs --coverage
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 
@@ -21,13 +23,15 @@ if (sep < 0 || sep === args.length - 1) {
 }
 const intervalAt = args.indexOf('--interval');
 const interval = intervalAt >= 0 && intervalAt < sep ? Number(args[intervalAt + 1]) : 100;
+const outAt = args.indexOf('--out');
+const outFile = outAt >= 0 && outAt < sep ? args[outAt + 1] : undefined;
 const command = args.slice(sep + 1);
 const tmp = mkdtempSync(join(tmpdir(), 'proc-cpu-'));
 const timeFile = join(tmp, 'time');
 const TICK_MS = 10; // USER_HZ is 100 on Linux
 
 const child = spawn('/usr/bin/time', ['-f', '%U %S %e', '-o', timeFile, ...command], {
-  stdio: ['ignore', 'ignore', 'inherit'],
+  stdio: ['ignore', process.stderr, 'inherit'],
 });
 const root = child.pid;
 /** key `${pid}:${starttime}` → { name, cpuMs } */
@@ -129,25 +133,26 @@ for (const [key, r] of seen) {
 }
 const totalS = Number(user) + Number(sys);
 const self = process.resourceUsage();
-console.log(
-  JSON.stringify(
-    {
-      command: command.join(' '),
-      exitCode: code,
-      wallS: Number(wall),
-      userS: Number(user),
-      sysS: Number(sys),
-      sampledS: Number((seenMs / 1000).toFixed(1)),
-      notSampledS: Number((totalS - seenMs / 1000).toFixed(1)),
-      samplerCpuS: Number(((self.userCPUTime + self.systemCPUTime) / 1e6).toFixed(1)),
-      byCommand: Object.fromEntries(
-        [...byName]
-          .sort((a, b) => b[1].cpuS - a[1].cpuS)
-          .map(([k, v]) => [k, { processes: v.processes, cpuS: Number(v.cpuS.toFixed(2)) }]),
-      ),
-    },
-    null,
-    1,
-  ),
-);
+const json = `${JSON.stringify(
+  {
+    command: command.join(' '),
+    exitCode: code,
+    wallS: Number(wall),
+    userS: Number(user),
+    sysS: Number(sys),
+    sampledS: Number((seenMs / 1000).toFixed(1)),
+    notSampledS: Number((totalS - seenMs / 1000).toFixed(1)),
+    samplerCpuS: Number(((self.userCPUTime + self.systemCPUTime) / 1e6).toFixed(1)),
+    byCommand: Object.fromEntries(
+      [...byName]
+        .sort((a, b) => b[1].cpuS - a[1].cpuS)
+        .map(([k, v]) => [k, { processes: v.processes, cpuS: Number(v.cpuS.toFixed(2)) }]),
+    ),
+  },
+  null,
+  1,
+)}
+`;
+if (outFile === undefined) process.stdout.write(json);
+else writeFileSync(outFile, json);
 process.exit(code);
