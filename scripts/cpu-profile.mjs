@@ -5,8 +5,9 @@
 //   node scripts/cpu-profile.mjs report <dir> [--kind <substring>] [--top <n>]
 // `run` empties <dir>, runs `node scripts/run-tests.mjs …` (its output to stderr) with
 // scripts/cpu-profile-preload.mjs preloaded into every node process (NODE_OPTIONS; children
-// that inherit it are profiled too) and then prints the report; `report` prints it again, for the processes whose kind contains
-// the substring if given (`test process`, `coap-edge serve`, …). The report is JSON:
+// that inherit it are profiled too) and then prints the report; `report` prints it again, for
+// the processes whose kind contains the substring if given (`test process`, `coap-edge
+// serve`, …). The report is JSON:
 // - `processes`: by kind, how many wrote a profile and their CPU (user + sys, resourceUsage);
 // - `self`: self time by category: `node:<area>` (Node's own JavaScript, e.g.
 //   `node:internal/modules`), `pkg:<package>` (node_modules), `src:<file>`, `test:<file>`,
