@@ -110,6 +110,14 @@ function category(frame) {
   return `other:${url}`;
 }
 
+/** `name path:line`, the path from dist/, node_modules/ or scripts/ on. */
+function frameName(f) {
+  const name = f.functionName || '(anonymous)';
+  if (f.url === '') return name;
+  const path = f.url.replace(/^file:\/\/.*?\/(dist|node_modules|scripts)\//, '$1/');
+  return `${name} ${path}:${f.lineNumber + 1}`;
+}
+
 function report(dir, kindFilter, top, callersOf) {
   if (!existsSync(dir)) {
     console.error(`no ${dir}`);
@@ -184,22 +192,14 @@ function report(dir, kindFilter, top, callersOf) {
       const f = n.callFrame;
       add(self, category(f), s);
       for (const c of stackCats(id)) add(inclusive, c, s);
-      const where =
-        f.url === ''
-          ? ''
-          : ` ${f.url.replace(/^file:\/\/.*?\/(dist|node_modules|scripts)\//, '$1/')}:${f.lineNumber + 1}`;
-      add(functions, `${f.functionName || '(anonymous)'}${where}`, s);
+      add(functions, frameName(f), s);
       if (callersOf !== undefined) {
         let hit = false;
         for (let p = id; p !== undefined; p = parent.get(p)) {
           const cf = byId.get(p).callFrame;
           if (!hit && cf.functionName === callersOf) hit = true;
           else if (hit && /\/(dist|scripts)\//.test(cf.url)) {
-            add(
-              callers,
-              `${cf.functionName || '(anonymous)'} ${cf.url.replace(/^.*?\/(dist|scripts)\//, '$1/')}:${cf.lineNumber + 1}`,
-              s,
-            );
+            add(callers, frameName(cf), s);
             hit = false;
             break;
           }
