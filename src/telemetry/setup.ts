@@ -7,7 +7,9 @@
  */
 import { hostname } from 'node:os';
 import { isSpanContextValid, trace, TraceFlags, type Context } from '@opentelemetry/api';
+import { OTLPTraceExporter as OtlpHttpJsonExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { OTLPTraceExporter as OtlpGrpcExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
+import { OTLPTraceExporter as OtlpHttpProtoExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { detectResources, envDetector, resourceFromAttributes } from '@opentelemetry/resources';
 import {
   BatchSpanProcessor,
@@ -29,7 +31,6 @@ import {
   type OtlpProtocol,
   type SamplingPolicy,
 } from './otel-env.js';
-import { WorkerOtlpExporter } from './otlp-worker-exporter.js';
 import { SyncContextManager } from './sync-context.js';
 import { Tracing } from './trace.js';
 
@@ -99,11 +100,6 @@ export class GatewaySampler implements Sampler {
   }
 }
 
-/**
- * The span exporter of a protocol. The OTLP/HTTP ones serialize on the main thread and send
- * from a worker thread (otlp-worker-exporter.ts: the main thread's HTTP client code never runs,
- * which keeps every datagram's path cheaper); gRPC is the SDK's exporter.
- */
 export function otlpExporter(
   protocol: OtlpProtocol,
   url: string | undefined,
@@ -114,8 +110,9 @@ export function otlpExporter(
       // the gRPC exporter reads OTEL_EXPORTER_OTLP_(TRACES_)HEADERS into its metadata itself
       return new OtlpGrpcExporter({ url });
     case 'http/json':
+      return new OtlpHttpJsonExporter({ url, headers });
     case 'http/protobuf':
-      return new WorkerOtlpExporter(protocol, url, headers);
+      return new OtlpHttpProtoExporter({ url, headers });
   }
 }
 
