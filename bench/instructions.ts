@@ -113,6 +113,10 @@ const USAGE = `usage: node dist/bench/instructions.js --kind <k> [options]
   --scrape-metrics <n> coap-edge uplink kinds: serve the admin HTTP server (--http-port) and
                       GET its /metrics n times, spread over the warm-up (none counted): a
                       scraped pod's HTTP sockets in the process, with or without --tracing
+  --http-posts <n>    coap-edge uplink kinds: n HTTP client POSTs made by coap-edge's process
+                      (preload dist/bench/lib/http-posts.js, SIGUSR2) to a sink, spread over
+                      the warm-up (uncounted), without tracing
+  --http-transport <t> http (default), undici, net or worker: how --http-posts are made
   --separate-threads  callgrind --separate-threads=yes (one count per thread)
   --keep              keep the callgrind output directory (its path is in the report)`;
 
@@ -132,6 +136,8 @@ const OP_TIMEOUT_MS = 60_000;
 const RETRANSMIT_MS = 20_000;
 /** Idle time after a segment's last answer before the dump (trailing work lands in it). */
 const SETTLE_MS = 500;
+/** Helper processes (platform stand-in, sinks) may take long to start beside callgrind waves. */
+const HELPER_READY_MS = 120_000;
 
 interface Faults {
   timeouts: number;
@@ -151,6 +157,8 @@ interface Rig {
   readonly spanCounts?: () => Promise<SpanCounts>;
   /** With `--scrape-metrics`: one GET of coap-edge's /metrics (throws unless a 200 with metrics). */
   readonly scrape?: () => Promise<void>;
+  /** With `--http-posts`: one POST made by the server process, waited for at the sink. */
+  readonly post?: () => Promise<void>;
 }
 
 interface SpanCounts {
@@ -170,6 +178,9 @@ interface Config {
   readonly nodeFlags: readonly string[];
   /** `--scrape-metrics`: GETs of coap-edge's /metrics during the warm-up (0: no admin server). */
   readonly scrapes: number;
+  /** `--http-posts`: HTTP client POSTs by coap-edge's process during the warm-up. */
+  readonly posts: number;
+  readonly postTransport: string;
 }
 
 function callgrindLaunch(outFile: string, separateThreads: boolean): Launch {
@@ -276,6 +287,7 @@ async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
   let broker: Broker | undefined;
   const helpers: IpcChild[] = [];
   let spanSink: IpcChild | undefined;
+  let postSink: IpcChild | undefined;
   let metricsPort: number | undefined;
   let server: ServerProcess;
   let devices: UplinkDevice[];
@@ -289,7 +301,10 @@ async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
     expected.add(Code.CREATED);
   } else {
     broker = await startMosquitto();
-    if (reply) helpers.push(await IpcChild.start('platform', 'uplink-platform', [broker.url]));
+    if (reply)
+      helpers.push(
+        await IpcChild.start('platform', 'uplink-platform', [broker.url], HELPER_READY_MS),
+      );
     const pk = c.server === 'floor' ? FLOOR_PK : EDGE_PK;
     const devicesFile = join(c.tmp, 'devices.json');
     writeFileSync(devicesFile, `${JSON.stringify(generateDevices(n, pk, SEED))}\n`);
@@ -305,9 +320,18 @@ async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
         metricsPort = await freeTcpPort();
         extraArgs.push('--http-port', String(metricsPort), '--http-bind', '127.0.0.1');
       }
+      const nodeFlags = [...c.nodeFlags];
+      if (c.posts > 0) {
+        const port = await freeTcpPort();
+        postSink = await IpcChild.start('postSink', 'otlp-sink', [String(port)], HELPER_READY_MS);
+        helpers.push(postSink);
+        process.env.BENCH_HTTP_POSTS_URL = `http://127.0.0.1:${port}/posts`;
+        process.env.BENCH_HTTP_POSTS_TRANSPORT = c.postTransport;
+        nodeFlags.push(`--import=${new URL('./lib/http-posts.js', import.meta.url).href}`);
+      }
       if (c.tracing !== 'off') {
         const port = await freeTcpPort();
-        spanSink = await IpcChild.start('spanSink', 'otlp-sink', [String(port)]);
+        spanSink = await IpcChild.start('spanSink', 'otlp-sink', [String(port)], HELPER_READY_MS);
         helpers.push(spanSink);
         extraArgs.push(
           '--otlp-endpoint',
@@ -317,7 +341,7 @@ async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
         );
       }
       server = await startCoapEdge(
-        { devicesFile, cliPath: c.cliPath, extraArgs, nodeFlags: c.nodeFlags, ...launch },
+        { devicesFile, cliPath: c.cliPath, extraArgs, nodeFlags, ...launch },
         devices[0]!,
       );
     }
@@ -378,9 +402,27 @@ async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
             throw new Error(`/metrics answered ${res.status}: ${text.slice(0, 200)}`);
           }
         };
+  const ps = postSink;
+  const pid = server.pid;
+  const posted = async (): Promise<number> =>
+    Number((await ps!.request({ type: 'stats' })).otherRequests ?? 0);
+  const post =
+    ps === undefined
+      ? undefined
+      : async (): Promise<void> => {
+          const before = await posted();
+          process.kill(pid, 'SIGUSR2');
+          const until = performance.now() + OP_TIMEOUT_MS;
+          while ((await posted()) === before) {
+            if (performance.now() > until)
+              throw new Error('--http-posts: no POST reached the sink');
+            await sleep(100);
+          }
+        };
   return {
     server,
     op,
+    ...(post !== undefined ? { post } : {}),
     ...(spanCounts !== undefined ? { spanCounts } : {}),
     ...(scrape !== undefined ? { scrape } : {}),
     close: async () => {
@@ -517,7 +559,7 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
   const transition = Math.ceil(o.ops / 5);
   const t0 = performance.now();
   const rig = c.kind === 'handshake' || c.kind === 'record' ? dtlsRig : uplinkRig;
-  const { server, op, close, spanCounts, scrape } = await rig(c, launch);
+  const { server, op, close, spanCounts, scrape, post } = await rig(c, launch);
   log(
     `run ${rep}: ${c.server} pid ${server.pid} ready after ${round((performance.now() - t0) / 1000, 1)} s`,
   );
@@ -529,18 +571,28 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
   const interval = 1000 / o.rate;
   let outputTail = '';
   let scrapes = 0;
+  let posts = 0;
   try {
     // the warm-up goes as fast as the answers come (still one at a time): JIT tiering needs
     // hundreds of operations, which at the measured rate would take minutes
     // with --scrape-metrics: a GET of /metrics after each of `scrapes` equal parts of it
-    const warmupParts = scrape === undefined ? 1 : c.scrapes;
+    // with --http-posts: a POST by the server after each of `posts` equal parts of it
+    const warmupParts = Math.max(
+      1,
+      scrape === undefined ? 0 : c.scrapes,
+      post === undefined ? 0 : c.posts,
+    );
     for (let p = 0, done = 0; p < warmupParts; p++) {
       const n = Math.round(((p + 1) * o.warmup) / warmupParts) - done;
       await drive(op, done, n, 0, faults);
       done += n;
-      if (scrape !== undefined) {
+      if (scrape !== undefined && scrapes < c.scrapes) {
         await scrape();
         scrapes++;
+      }
+      if (post !== undefined && posts < c.posts) {
+        await post();
+        posts++;
       }
     }
     faults.lateStarts = 0;
@@ -624,6 +676,7 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
     irTwoNMinusN: o.segments >= 2 ? round((cumulative[1]! - cumulative[0]!) / o.ops, 0) : undefined,
     segmentMs,
     ...(scrape !== undefined ? { metricsScrapes: scrapes } : {}),
+    ...(post !== undefined ? { httpPosts: posts, httpTransport: c.postTransport } : {}),
     ...(spanCounts !== undefined ? { segmentSpans } : {}),
     warmupFaults: faults,
     transitionOps: transition,
@@ -670,6 +723,8 @@ async function main(): Promise<void> {
       'node-flags',
       'export-delay',
       'scrape-metrics',
+      'http-posts',
+      'http-transport',
     ],
     ['separate-threads', 'keep'],
   );
@@ -698,6 +753,16 @@ async function main(): Promise<void> {
   if (scrapes > 0 && (!uplink || server !== 'coap-edge')) {
     throw new UsageError('--scrape-metrics: coap-edge with an uplink kind only');
   }
+  const posts = numberFlag(flags, 'http-posts', 0, 0, 100_000);
+  if (posts > 0 && (!uplink || server !== 'coap-edge')) {
+    throw new UsageError('--http-posts: coap-edge with an uplink kind only');
+  }
+  const postTransport = choiceFlag(
+    flags,
+    'http-transport',
+    ['http', 'undici', 'net', 'worker'],
+    'http',
+  );
   const build = resolve(stringFlag(flags, 'build', REPO_ROOT));
   const ops = numberFlag(flags, 'ops', kind === 'handshake' ? 60 : 150, 1, 1_000_000);
   const o: RunOptions = {
@@ -734,6 +799,8 @@ async function main(): Promise<void> {
       .split(' ')
       .filter((x) => x !== ''),
     scrapes,
+    posts,
+    postTransport,
   };
   const runs: Record<string, unknown>[] = [];
   for (let r = 0; r < repeat; r++) runs.push(await oneRun(c, o, r + 1));
@@ -757,6 +824,8 @@ async function main(): Promise<void> {
       tracing,
       exportDelayMs: exportDelay,
       scrapeMetrics: scrapes,
+      httpPosts: posts,
+      httpTransport: posts > 0 ? postTransport : undefined,
       suite: suiteFlag,
       associations: kind === 'handshake' ? undefined : c.associations,
       ...o,
