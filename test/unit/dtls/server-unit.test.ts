@@ -1317,3 +1317,69 @@ describe('DtlsServer: the record path of an established peer', () => {
     });
   });
 });
+
+describe('DtlsServer: a handshake reads and writes its fields by byte', () => {
+  // Buffer's readUInt16BE/readUIntBE/writeUInt16BE/writeUIntBE check range and offset on
+  // every call through Node's stack-hiding wrapper: the server side of one handshake made
+  // dozens of them (ClientHello parsed twice, fragments, handshake message headers, the
+  // cookie's port, the flights' record headers, the ServerHello, the premaster secret)
+  const fields = ['readUInt16BE', 'readUIntBE', 'writeUInt16BE', 'writeUIntBE'] as const;
+
+  for (const p of PROFILES) {
+    test(`none from ClientHello to close_notify: ${p.name}`, () => {
+      withServer((h) => {
+        const calls: Record<string, number> = {};
+        const proto = Buffer.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+        const originals = fields.map((name) => proto[name]!);
+        let counting = false;
+        fields.forEach((name, i) => {
+          const original = originals[i]!;
+          calls[name] = 0;
+          proto[name] = function (this: Buffer, ...a: unknown[]) {
+            if (counting) calls[name]!++;
+            return original.apply(this, a);
+          };
+        });
+        const handle = h.server.handleDatagram.bind(h.server);
+        h.server.handleDatagram = (d, address, port) => {
+          counting = true;
+          try {
+            handle(d, address, port);
+          } finally {
+            counting = false;
+          }
+        };
+        try {
+          const port = 48000;
+          const a = hello(h, p, port, Buffer.alloc(32, 0x29));
+          const fin = clientFinish(p, a, PSK);
+          h.server.handleDatagram(fin.datagram, ADDR, port);
+          const assoc = only(h.established);
+          h.server.handleDatagram(
+            fin.keys.clientWrite.seal(ContentType.alert, 1, 1, Buffer.from([1, 0])),
+            ADDR,
+            port,
+          );
+          assert.equal(assoc.open, false);
+          assert.deepEqual(h.closed, ['peer-close-notify']);
+          // the answering close_notify went out and opens under the server's keys
+          const last = only(records(h.sent.at(-1)!.data));
+          assert.deepEqual(
+            [...(fin.keys.serverWrite.open(ContentType.alert, DTLS_1_2, 1, 1, last.body) ?? [])],
+            [1, 0],
+          );
+        } finally {
+          fields.forEach((name, i) => {
+            proto[name] = originals[i]!;
+          });
+        }
+        assert.deepEqual(calls, {
+          readUInt16BE: 0,
+          readUIntBE: 0,
+          writeUInt16BE: 0,
+          writeUIntBE: 0,
+        });
+      });
+    });
+  }
+});
