@@ -1,4 +1,5 @@
 /** An established DTLS association: epoch-1 state for one peer address. */
+import { Buffer } from 'node:buffer';
 import {
   AlertLevel,
   AlertDescription,

@@ -5,6 +5,7 @@
  * `lifetimeMs`; the previous secret is still accepted, so a cookie lives one to two
  * lifetimes. Nothing is stored per client.
  */
+import { Buffer } from 'node:buffer';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { put16 } from './bytes.js';
 

@@ -1,4 +1,5 @@
 /** A flight of handshake records kept for retransmission (RFC 6347 §4.2.4). */
+import { Buffer } from 'node:buffer';
 import { DTLS_1_2, RECORD_HEADER_LENGTH } from './constants.js';
 import type { EpochState } from './keys.js';
 import { writeRecordHeader } from './record-cipher.js';

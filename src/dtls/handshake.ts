@@ -2,6 +2,7 @@
  * Handshake message codecs for the PSK handshake (RFC 6347 §4.2, §4.3.2; RFC 5246 §7.4;
  * RFC 4279 §2). Parsers take the complete (reassembled) message body and reject trailing bytes.
  */
+import { Buffer } from 'node:buffer';
 import {
   CLIENT_RANDOM_LENGTH,
   DTLS_1_2,

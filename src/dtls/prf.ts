@@ -1,6 +1,7 @@
 /**
  * TLS 1.2 PRF with SHA-256 (RFC 5246 §5) and the PSK key schedule (RFC 4279 §2, RFC 7627).
  */
+import { Buffer } from 'node:buffer';
 import { createHmac } from 'node:crypto';
 import { put16 } from './bytes.js';
 import { VERIFY_DATA_LENGTH } from './constants.js';

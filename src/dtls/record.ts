@@ -1,4 +1,5 @@
 /** DTLS record header codec (RFC 6347 §4.1). */
+import { Buffer } from 'node:buffer';
 import { ContentType, MAX_RECORD_BODY, RECORD_HEADER_LENGTH } from './constants.js';
 import { writeRecordHeader } from './record-cipher.js';
 

@@ -4,6 +4,7 @@
  * cookie. The PSK lookup may be asynchronous: the handshake waits in the `lookup` state,
  * buffering the client's CCS and Finished, and resumes when the key arrives.
  */
+import { Buffer } from 'node:buffer';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import {
   AlertDescription,

@@ -1319,6 +1319,65 @@ describe('DtlsServer: the record path of an established peer', () => {
 });
 
 describe('DtlsServer: a handshake reads and writes its fields by byte', () => {
+  test('and never reads the global Buffer getter (the modules import it)', () => {
+    // Node 20 defines the global `Buffer` as a getter on globalThis: every `Buffer.allocUnsafe`
+    // of the handshake (messages, records, flights, the cookie, the PRF) called it
+    withServer((h) => {
+      const saved = Object.getOwnPropertyDescriptor(globalThis, 'Buffer');
+      assert.ok(saved?.get !== undefined, 'the global Buffer is a getter in this Node');
+      const value: unknown = Reflect.get(globalThis, 'Buffer');
+      let counting = false;
+      let calls = 0;
+      Object.defineProperty(globalThis, 'Buffer', {
+        configurable: true,
+        enumerable: saved.enumerable,
+        get() {
+          if (counting) calls++;
+          return value;
+        },
+      });
+      const handle = h.server.handleDatagram.bind(h.server);
+      h.server.handleDatagram = (d, address, port) => {
+        counting = true;
+        try {
+          handle(d, address, port);
+        } finally {
+          counting = false;
+        }
+      };
+      // the harness's own send (it copies each datagram) is not the server's
+      const server = h.server as unknown as {
+        transport: (d: Buffer, p: number, a: string) => void;
+      };
+      const transport = server.transport;
+      server.transport = (d, p, a) => {
+        counting = false;
+        try {
+          transport(d, p, a);
+        } finally {
+          counting = true;
+        }
+      };
+      try {
+        const p = PROFILES[1]!;
+        const a = hello(h, p, 48100, Buffer.alloc(32, 0x2a));
+        const fin = clientFinish(p, a, PSK);
+        h.server.handleDatagram(fin.datagram, ADDR, 48100);
+        assert.equal(only(h.established).open, true);
+        h.server.handleDatagram(
+          fin.keys.clientWrite.seal(ContentType.alert, 1, 1, Buffer.from([1, 0])),
+          ADDR,
+          48100,
+        );
+        assert.deepEqual(h.closed, ['peer-close-notify']);
+        assert.equal(h.sent.length, 4);
+      } finally {
+        Object.defineProperty(globalThis, 'Buffer', saved);
+      }
+      assert.equal(calls, 0);
+    });
+  });
+
   // Buffer's readUInt16BE/readUIntBE/writeUInt16BE/writeUIntBE check range and offset on
   // every call through Node's stack-hiding wrapper: the server side of one handshake made
   // dozens of them (ClientHello parsed twice, fragments, handshake message headers, the
