@@ -20,6 +20,7 @@ import {
   clientHelloBody,
   clientKeyExchangeBody,
   handshakeMessage,
+  helloVerifyRequestBody,
   parseHelloVerifyRequest,
   parseServerHello,
   readFragments,
@@ -27,7 +28,12 @@ import {
 } from '../../../src/dtls/handshake.js';
 import { deriveSessionKeys, type SessionKeys } from '../../../src/dtls/keys.js';
 import { verifyData } from '../../../src/dtls/prf.js';
-import { plainRecord, readRecord, type DtlsRecord } from '../../../src/dtls/record.js';
+import {
+  helloVerifyRequestRecord,
+  plainRecord,
+  readRecord,
+  type DtlsRecord,
+} from '../../../src/dtls/record.js';
 import { DtlsServer, type DtlsServerOptions } from '../../../src/dtls/server.js';
 import { peerKey } from '../../../src/dtls/association-table.js';
 import { DROP_REASONS, type CloseReason, type HandshakeFailure } from '../../../src/dtls/types.js';
@@ -164,6 +170,46 @@ const OSSL_CH1 = osslCapture.datagrams[0]!.data;
 const NODE_CH2 = nodeCapture.datagrams[2]!.data;
 
 describe('DtlsServer: HelloVerifyRequest before any state', () => {
+  test('the HelloVerifyRequest is written into one buffer, the bytes of record and message', () => {
+    for (const seq of [0, 1, 0x1234, 2 ** 32 + 5, 2 ** 48 - 1]) {
+      for (const cookie of [EMPTY, Buffer.alloc(16, 0xc5), Buffer.alloc(255, 7)]) {
+        const expected = plainRecord(
+          ContentType.handshake,
+          DTLS_1_0,
+          0,
+          seq,
+          handshakeMessage(
+            HandshakeType.helloVerifyRequest,
+            0,
+            helloVerifyRequestBody(DTLS_1_0, cookie),
+          ),
+        );
+        assert.equal(
+          helloVerifyRequestRecord(seq, cookie).toString('hex'),
+          expected.toString('hex'),
+        );
+      }
+    }
+    // a cookie-less ClientHello costs the cookie's HMAC input and the answer: two buffers
+    // (four before: the body, the message and the record of the answer were one each)
+    withServer((h) => {
+      const statics = Buffer as unknown as { allocUnsafe: (n: number) => Buffer };
+      const original = statics.allocUnsafe;
+      let allocations = 0;
+      statics.allocUnsafe = (n: number) => {
+        allocations++;
+        return original(n);
+      };
+      try {
+        h.server.handleDatagram(NODE_CH1, ADDR, 40000);
+      } finally {
+        statics.allocUnsafe = original;
+      }
+      assert.equal(hvrCookie(only(h.sent).data, 0).length, 16);
+      assert.equal(allocations, 2);
+    });
+  });
+
   test('a datagram packed with ClientHellos gets one HelloVerifyRequest, not one per hello', () => {
     withServer((h) => {
       const packed = Buffer.concat(
