@@ -32,7 +32,8 @@
  * Servers (`--server`): `coap-edge` (`--build <dir>`: a checkout with a compiled dist/; default
  * this one), `libcoap` (coap-server-openssl -k, as dtls-records runs it; `-d` for the uplink
  * kinds, which it answers with no backend) and `floor` (bench/lib/records-floor.ts for records,
- * bench/lib/uplink-floor.ts for the uplink kinds).
+ * bench/lib/uplink-floor.ts for the uplink kinds, bench/lib/handshake-floor.ts --crypto for
+ * handshakes: the census of this checkout's coap-edge first, as dtls-handshakes.js takes it).
  *
  * Operations go one at a time, started every 1/`--rate` s (later if the previous one is still
  * outstanding: counted as late starts). Timeouts and retransmissions are counted; any during the
@@ -69,10 +70,13 @@ import {
   SUITES,
   connect,
   failureName,
+  loadCredentials,
   nothingRequest,
   withClones,
   type Credentials,
 } from './lib/client.js';
+import { handshakeCensus } from './lib/handshake-census.js';
+import { pingPongHandshake, pingPongRequests } from './lib/handshake-load.js';
 import { commandLine, environment, log, writeResult } from './lib/harness.js';
 import {
   REPO_ROOT,
@@ -80,6 +84,7 @@ import {
   installCleanup,
   startCoapEdge,
   startFloor,
+  startHandshakeFloor,
   startLibcoap,
   startRecordsFloor,
   stopAll,
@@ -95,7 +100,8 @@ const execFileP = promisify(execFile);
 const USAGE = `usage: node dist/bench/instructions.js --kind <k> [options]
   --kind <k>          handshake, record, uplink-publish or uplink-reply
   --server <s>        coap-edge (default), libcoap, floor (record: bench/lib/records-floor.ts;
-                      uplink kinds: bench/lib/uplink-floor.ts)
+                      uplink kinds: bench/lib/uplink-floor.ts; handshake:
+                      bench/lib/handshake-floor.ts --crypto on this checkout's census)
   --build <dir>       checkout whose dist/src/cli.js is the coap-edge run (default this one)
   --tracing <t>       off (default), 0, 1 or 100: coap-edge's trace sampling % (uplink kinds)
   --ops <n>           operations per measured segment (default: handshake 60, others 150)
@@ -106,7 +112,7 @@ const USAGE = `usage: node dist/bench/instructions.js --kind <k> [options]
   --repeat <n>        server processes, one after the other (default 1)
   --associations <n>  record/uplink: associations (devices) used in turn (default 4)
   --top <n>           functions listed from callgrind_annotate (default 15)
-  --node-flags <f>    space-separated node flags for coap-edge or the records or uplink floor
+  --node-flags <f>    space-separated node flags for coap-edge or a floor program
                       (coap-edge's output tail is reported)
   --export-delay <ms> with --tracing: OTEL_BSP_SCHEDULE_DELAY for coap-edge (default: none set,
                       so its default, 5000); longer than the run = the spans without any export
@@ -212,6 +218,7 @@ function uplinkDevices(n: number, pk: string, tail: string, key?: Buffer): Uplin
 async function dtlsRig(c: Config, launch: Launch): Promise<Rig> {
   const devicesFile = join(REPO_ROOT, 'deploy', 'examples', 'devices.json');
   const { file, creds } = withClones(devicesFile, 'device001', c.associations, c.tmp);
+  if (c.kind === 'handshake' && c.server === 'floor') return handshakeFloorRig(c, launch);
   const server =
     c.server === 'libcoap'
       ? await startLibcoap(creds.psk, creds, [], launch)
@@ -278,6 +285,33 @@ async function dtlsRig(c: Config, launch: Launch): Promise<Rig> {
       await Promise.all(clients.map((x) => x.close()));
     },
   };
+}
+
+/**
+ * The handshake floor (bench/lib/handshake-floor.ts --crypto), as dtls-handshakes.js runs it:
+ * first the census of this checkout's coap-edge (its datagrams, uncounted, outside callgrind),
+ * then the floor program under callgrind replaying them, one handshake a new client socket.
+ */
+async function handshakeFloorRig(c: Config, launch: Launch): Promise<Rig> {
+  const devicesFile = join(REPO_ROOT, 'deploy', 'examples', 'devices.json');
+  const creds = loadCredentials(devicesFile, 'device001');
+  const census = await handshakeCensus(devicesFile, creds, c.suite);
+  log(`handshake floor: census ${JSON.stringify(census.datagrams)}`);
+  const scriptFile = join(c.tmp, 'handshake-floor.json');
+  writeFileSync(scriptFile, JSON.stringify(census.steps));
+  const server = await startHandshakeFloor({
+    name: 'floor',
+    scriptFile,
+    crypto: true,
+    nodeFlags: c.nodeFlags,
+    ...launch,
+  });
+  const requests = pingPongRequests(census.steps);
+  const op: Op = async (_i, f) => {
+    if (!(await pingPongHandshake(server.target, census.steps, requests, OP_TIMEOUT_MS)))
+      f.timeouts++;
+  };
+  return { server, op, close: () => Promise.resolve() };
 }
 
 async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
@@ -737,8 +771,6 @@ async function main(): Promise<void> {
   const server = choiceFlag(flags, 'server', SERVERS, 'coap-edge');
   const tracing = choiceFlag(flags, 'tracing', TRACING, 'off');
   const uplink = kind === 'uplink-publish' || kind === 'uplink-reply';
-  if (server === 'floor' && kind === 'handshake')
-    throw new UsageError('--server floor: record and uplink kinds only');
   if (tracing !== 'off' && (!uplink || server !== 'coap-edge')) {
     throw new UsageError('--tracing: coap-edge with an uplink kind only');
   }

@@ -6,7 +6,13 @@
  */
 import { createSocket } from 'node:dgram';
 import type { DtlsClient } from '../../src/dtls/client.js';
-import { connect, failureName, nthCredentials, type PooledCredentials } from './client.js';
+import {
+  connect,
+  failureName,
+  nthCredentials,
+  type PooledCredentials,
+  type Target,
+} from './client.js';
 import type { Step } from './handshake-floor.js';
 import { openWindow, windowReport, type Window } from './harness.js';
 import type { ServerProcess } from './servers.js';
@@ -159,44 +165,60 @@ export async function runPingPong(
   load: HandshakeLoad,
   steps: readonly Step[],
 ): Promise<HandshakeResult> {
-  const requests = steps.map((s) =>
+  const requests = pingPongRequests(steps);
+  return tallied(server, load, newTally(), async () => {
+    const t0 = performance.now();
+    const ok = await pingPongHandshake(server.target, steps, requests, load.handshakeTimeoutMs);
+    return ok ? performance.now() - t0 : 'timeout';
+  });
+}
+
+/** Per step, the client's datagrams `[step, index, …padding]` of the recorded sizes. */
+export function pingPongRequests(steps: readonly Step[]): Buffer[][] {
+  return steps.map((s, k) =>
     s.in.map((bytes, i) => {
       const b = Buffer.alloc(Math.max(2, bytes), 0x16);
-      b[0] = steps.indexOf(s);
+      b[0] = k;
       b[1] = i;
       return b;
     }),
   );
-  const once = (): Promise<boolean> =>
-    new Promise((resolve) => {
-      const socket = createSocket('udp4');
-      let step = 0;
-      let answers = 0;
-      const finish = (ok: boolean): void => {
-        clearTimeout(timer);
-        socket.close();
-        resolve(ok);
-      };
-      const timer = setTimeout(() => finish(false), load.handshakeTimeoutMs);
-      const sendStep = (): void => {
-        for (const r of requests[step] ?? []) socket.send(r);
-        if ((steps[step]?.out.length ?? 0) === 0) next();
-      };
-      const next = (): void => {
-        step++;
-        answers = 0;
-        if (step >= steps.length) finish(true);
-        else sendStep();
-      };
-      socket.on('message', () => {
-        if (++answers === steps[step]?.out.length) next();
-      });
-      socket.connect(server.target.port, server.target.host, sendStep);
+}
+
+/**
+ * One floor handshake from a new connected UDP socket: each step's datagrams, then its
+ * answers. Resolves false when it is not done in `timeoutMs`.
+ */
+export function pingPongHandshake(
+  target: Target,
+  steps: readonly Step[],
+  requests: readonly (readonly Buffer[])[],
+  timeoutMs: number,
+): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = createSocket('udp4');
+    let step = 0;
+    let answers = 0;
+    const finish = (ok: boolean): void => {
+      clearTimeout(timer);
+      socket.close();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => finish(false), timeoutMs);
+    const sendStep = (): void => {
+      for (const r of requests[step] ?? []) socket.send(r);
+      if ((steps[step]?.out.length ?? 0) === 0) next();
+    };
+    const next = (): void => {
+      step++;
+      answers = 0;
+      if (step >= steps.length) finish(true);
+      else sendStep();
+    };
+    socket.on('message', () => {
+      if (++answers === steps[step]?.out.length) next();
     });
-  return tallied(server, load, newTally(), async () => {
-    const t0 = performance.now();
-    const ok = await once();
-    return ok ? performance.now() - t0 : 'timeout';
+    socket.connect(target.port, target.host, sendStep);
   });
 }
 

@@ -288,16 +288,21 @@ export async function startRecordsFloor(
 
 /**
  * The handshake floor (bench/lib/handshake-floor.ts): `node dist/bench/lib/handshake-floor.js
- * --port <p> --script <file> [--crypto]`, ready when it answers the probe datagram.
+ * --port <p> --script <file> [--crypto]`, ready when it answers the probe datagram. With a
+ * launch (callgrind, instructions.ts) the probe waits as long as the launch's ready timeout.
  */
-export async function startHandshakeFloor(o: {
-  name: ServerName;
-  scriptFile: string;
-  crypto: boolean;
-}): Promise<ServerProcess> {
+export async function startHandshakeFloor(
+  o: {
+    name: ServerName;
+    scriptFile: string;
+    crypto: boolean;
+    nodeFlags?: readonly string[];
+  } & Launch,
+): Promise<ServerProcess> {
   const port = await freePortPair();
   const script = fileURLToPath(new URL('./handshake-floor.js', import.meta.url));
   const args = [
+    ...(o.nodeFlags ?? []),
     script,
     '--port',
     String(port),
@@ -305,16 +310,18 @@ export async function startHandshakeFloor(o: {
     o.scriptFile,
     ...(o.crypto ? ['--crypto'] : []),
   ];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(...launched(o, process.execPath, args), {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const tail = track(child);
-  const command = ['node', ...args].join(' ');
-  return probed(handle(o.name, child, { host: HOST, port }, command, tail));
+  const command = [...(o.launcher ?? []), 'node', ...args].join(' ');
+  return probed(handle(o.name, child, { host: HOST, port }, command, tail), o.readyTimeoutMs);
 }
 
 /** `s` once it answers a probe datagram `[0xff]`; stopped and thrown when it does not. */
-async function probed(s: ServerProcess): Promise<ServerProcess> {
+async function probed(s: ServerProcess, timeoutMs = 15_000): Promise<ServerProcess> {
   try {
-    await waitProbe(s);
+    await waitProbe(s, timeoutMs);
   } catch (err) {
     await s.stop(1000);
     throw new Error(`${s.name} did not start: ${String(err)}\n${s.outputTail()}`);
@@ -322,17 +329,17 @@ async function probed(s: ServerProcess): Promise<ServerProcess> {
   return s;
 }
 
-/** Resolves when a datagram `[0xff]` sent to the server is answered (tries for up to 15 s). */
-async function waitProbe(s: ServerProcess): Promise<void> {
+/** Resolves when a datagram `[0xff]` sent to the server is answered (tries for `timeoutMs`). */
+async function waitProbe(s: ServerProcess, timeoutMs: number): Promise<void> {
   const sock = createSocket('udp4');
   try {
     const answered = new Promise<void>((resolve) => sock.once('message', () => resolve()));
-    const deadline = performance.now() + 15_000;
+    const deadline = performance.now() + timeoutMs;
     let done = false;
     void answered.then(() => (done = true));
     while (!done) {
       if (!s.alive()) throw new Error('exited during start-up');
-      if (performance.now() > deadline) throw new Error('no answer after 15 s');
+      if (performance.now() > deadline) throw new Error(`no answer after ${timeoutMs} ms`);
       sock.send(Buffer.from([0xff]), s.target.port, s.target.host);
       await new Promise((r) => setTimeout(r, 100));
     }

@@ -1,4 +1,5 @@
 /** An established DTLS association: epoch-1 state for one peer address. */
+import { Buffer } from 'node:buffer';
 import {
   AlertLevel,
   AlertDescription,
@@ -6,6 +7,7 @@ import {
   HandshakeType,
   MAX_PLAINTEXT,
 } from './constants.js';
+import { get16 } from './bytes.js';
 import { encodeFlight, type FlightEntry } from './flight.js';
 import { ALERT_CLOSE_NOTIFY, type EpochState } from './keys.js';
 import type { Lease } from './sharing.js';
@@ -264,7 +266,7 @@ export class Association<P> implements DtlsAssociation<P> {
   private onHandshake(body: Buffer): void {
     const msgType = body[0];
     if (body.length >= 6 && msgType === HandshakeType.finished) {
-      const seq = body.readUInt16BE(4);
+      const seq = get16(body, 4);
       if (seq === this.clientFinishedSeq && this.lastFlight !== undefined) {
         // The client did not get our last flight: send it again (RFC 6347 §4.2.4).
         const datagram = encodeFlight(this.lastFlight, this.epoch0, this.state);

@@ -5,7 +5,9 @@
  * `lifetimeMs`; the previous secret is still accepted, so a cookie lives one to two
  * lifetimes. Nothing is stored per client.
  */
+import { Buffer } from 'node:buffer';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { put16 } from './bytes.js';
 
 /** 16 bytes keeps the HelloVerifyRequest (44 bytes) smaller than any ClientHello. */
 export const COOKIE_LENGTH = 16;
@@ -45,7 +47,7 @@ export class CookieJar {
     const head = Buffer.allocUnsafe(n + 3);
     head[0] = n;
     head.write(address, 1, n, 'latin1');
-    head.writeUInt16BE(port, n + 1);
+    put16(head, n + 1, port);
     return createHmac('sha256', secret)
       .update(head)
       .update(input[0])

@@ -1,6 +1,8 @@
 /** A flight of handshake records kept for retransmission (RFC 6347 §4.2.4). */
+import { Buffer } from 'node:buffer';
 import { DTLS_1_2, RECORD_HEADER_LENGTH } from './constants.js';
 import type { EpochState } from './keys.js';
+import { writeRecordHeader } from './record-cipher.js';
 
 export interface FlightEntry {
   readonly type: number;
@@ -38,11 +40,8 @@ export function encodeFlight(
   for (const e of entries) {
     if (e.epoch === 0) {
       // the header of record.ts's plainRecord, at its place in the datagram
-      out[o] = e.type;
-      out.writeUInt16BE(DTLS_1_2, o + 1);
-      out.writeUInt16BE(0, o + 3);
-      out.writeUIntBE(epoch0.seq++, o + 5, 6);
-      o = out.writeUInt16BE(e.payload.length, o + 11);
+      writeRecordHeader(out, e.type, DTLS_1_2, 0, epoch0.seq++, e.payload.length, undefined, o);
+      o += RECORD_HEADER_LENGTH;
       o += e.payload.copy(out, o);
     } else {
       const r = sealed?.[next++];

@@ -2,6 +2,7 @@
  * Handshake message codecs for the PSK handshake (RFC 6347 §4.2, §4.3.2; RFC 5246 §7.4;
  * RFC 4279 §2). Parsers take the complete (reassembled) message body and reject trailing bytes.
  */
+import { Buffer } from 'node:buffer';
 import {
   CLIENT_RANDOM_LENGTH,
   DTLS_1_2,
@@ -9,6 +10,7 @@ import {
   HandshakeType,
   MAX_COOKIE_LENGTH,
 } from './constants.js';
+import { get16, put16, put24 } from './bytes.js';
 import { DtlsError, decodeError } from './errors.js';
 import { Reader } from './reader.js';
 
@@ -45,10 +47,10 @@ export function readFragments(body: Buffer): HandshakeFragment[] {
 export function handshakeMessage(msgType: number, messageSeq: number, body: Buffer): Buffer {
   const out = Buffer.allocUnsafe(HANDSHAKE_HEADER_LENGTH + body.length);
   out[0] = msgType;
-  out.writeUIntBE(body.length, 1, 3);
-  out.writeUInt16BE(messageSeq, 4);
-  out.writeUIntBE(0, 6, 3);
-  out.writeUIntBE(body.length, 9, 3);
+  put24(out, 1, body.length);
+  put16(out, 4, messageSeq);
+  put24(out, 6, 0);
+  put24(out, 9, body.length);
   body.copy(out, HANDSHAKE_HEADER_LENGTH);
   return out;
 }
@@ -80,10 +82,10 @@ export function parseClientHello(body: Buffer): ClientHello {
   const suitesStart = afterSession + 1 + cookie.length;
   // suites and the extensions block are read in place (no views of them)
   const suitesAt = r.skip16(2, 65534);
-  const suitesEnd16 = suitesAt + body.readUInt16BE(suitesAt - 2);
+  const suitesEnd16 = suitesAt + get16(body, suitesAt - 2);
   if ((suitesEnd16 - suitesAt) % 2 !== 0) throw decodeError('ClientHello cipher suites');
   const cipherSuites: number[] = [];
-  for (let i = suitesAt; i < suitesEnd16; i += 2) cipherSuites.push(body.readUInt16BE(i));
+  for (let i = suitesAt; i < suitesEnd16; i += 2) cipherSuites.push(get16(body, i));
   const compressionMethods = r.vec8(1, 255);
   const suitesEnd = suitesEnd16 + 1 + compressionMethods.length;
   const extensions = new Map<number, Buffer>();
@@ -91,7 +93,7 @@ export function parseClientHello(body: Buffer): ClientHello {
   if (r.remaining > 0) {
     hasExtensionsBlock = true;
     const blockAt = r.skip16(0, 65535);
-    const blockEnd = blockAt + body.readUInt16BE(blockAt - 2);
+    const blockEnd = blockAt + get16(body, blockAt - 2);
     const e = new Reader(body, 'ClientHello extensions', blockAt, blockEnd);
     while (e.remaining > 0) {
       const type = e.u16();
@@ -117,7 +119,7 @@ export function parseClientHello(body: Buffer): ClientHello {
 
 export function helloVerifyRequestBody(version: number, cookie: Buffer): Buffer {
   const out = Buffer.allocUnsafe(3 + cookie.length);
-  out.writeUInt16BE(version, 0);
+  put16(out, 0, version);
   out[2] = cookie.length;
   cookie.copy(out, 3);
   return out;
@@ -146,17 +148,21 @@ export function serverHelloBody(p: ServerHelloParams): Buffer {
   for (const e of exts) extLength += 4 + e[1].length;
   const length = 2 + 32 + 1 + p.sessionId.length + 2 + 1 + (exts.length > 0 ? 2 + extLength : 0);
   const out = Buffer.allocUnsafe(length);
-  let o = out.writeUInt16BE(DTLS_1_2, 0);
+  put16(out, 0, DTLS_1_2);
+  let o = 2;
   o += p.random.copy(out, o);
   out[o++] = p.sessionId.length;
   o += p.sessionId.copy(out, o);
-  o = out.writeUInt16BE(p.cipherSuite, o);
+  put16(out, o, p.cipherSuite);
+  o += 2;
   out[o++] = 0; // compression: null
   if (exts.length > 0) {
-    o = out.writeUInt16BE(extLength, o);
+    put16(out, o, extLength);
+    o += 2;
     for (const e of exts) {
-      o = out.writeUInt16BE(e[0], o);
-      o = out.writeUInt16BE(e[1].length, o);
+      put16(out, o, e[0]);
+      put16(out, o + 2, e[1].length);
+      o += 4;
       o += e[1].copy(out, o);
     }
   }

@@ -1,4 +1,5 @@
 /** Key schedule for a completed PSK key exchange and the epoch-1 connection state. */
+import { Buffer } from 'node:buffer';
 import { createHash, type Hash } from 'node:crypto';
 import { ContentType, MAX_SEQUENCE } from './constants.js';
 import { extendedMasterSecret, keyBlock, masterSecret, pskPremasterSecret } from './prf.js';

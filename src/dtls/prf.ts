@@ -1,7 +1,9 @@
 /**
  * TLS 1.2 PRF with SHA-256 (RFC 5246 §5) and the PSK key schedule (RFC 4279 §2, RFC 7627).
  */
+import { Buffer } from 'node:buffer';
 import { createHmac } from 'node:crypto';
+import { put16 } from './bytes.js';
 import { VERIFY_DATA_LENGTH } from './constants.js';
 
 /** P_SHA256(secret, seed) expanded to `length` bytes. */
@@ -53,8 +55,8 @@ export function pskPremasterSecret(psk: Buffer): Buffer {
   // from Node's pool (no allocation of its own); the caller wipes it after use
   const pms = Buffer.allocUnsafe(4 + 2 * n);
   pms.fill(0, 2, 2 + n);
-  pms.writeUInt16BE(n, 0);
-  pms.writeUInt16BE(n, 2 + n);
+  put16(pms, 0, n);
+  put16(pms, 2 + n, n);
   psk.copy(pms, 4 + n);
   return pms;
 }

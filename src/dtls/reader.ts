@@ -3,6 +3,7 @@
  * first and throws a `decode_error` DtlsError instead of reading past the end; views are
  * returned with `subarray` (no copies).
  */
+import { get16, get24 } from './bytes.js';
 import { decodeError } from './errors.js';
 
 export class Reader {
@@ -34,14 +35,14 @@ export class Reader {
 
   u16(): number {
     this.need(2);
-    const v = this.buf.readUInt16BE(this.off);
+    const v = get16(this.buf, this.off);
     this.off += 2;
     return v;
   }
 
   u24(): number {
     this.need(3);
-    const v = this.buf.readUIntBE(this.off, 3);
+    const v = get24(this.buf, this.off);
     this.off += 3;
     return v;
   }

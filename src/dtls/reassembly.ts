@@ -7,6 +7,7 @@
  * fragments of one message must agree on type and length. Complete messages come out in
  * message_seq order, so reordered messages are buffered instead of costing a retransmission.
  */
+import { Buffer } from 'node:buffer';
 import { MAX_HANDSHAKE_MESSAGE, type HandshakeFragment } from './handshake.js';
 import { decodeError } from './errors.js';
 

@@ -34,6 +34,7 @@ import {
 } from 'node:crypto';
 import { CipherSuite, ContentType, DTLS_1_2, RECORD_HEADER_LENGTH } from './constants.js';
 import { ownCopy } from './own-buffer.js';
+import { put16, put48 } from './bytes.js';
 
 export interface RecordCipher {
   /** Bytes the protection adds to a plaintext of `length` bytes (upper bound for CBC). */
@@ -116,29 +117,9 @@ export function createRecordCipher(
 }
 
 /**
- * Big-endian 16 and 48-bit writes of the header fields. `Buffer#writeUInt16BE` and
- * `writeUIntBE` check the value's range and the offset on every call (through a
- * stack-hiding wrapper); every field here is in range by construction (epoch and length
- * 16-bit, a sequence number below 2^48) and every offset inside a buffer sized for it
- * (bench/README.md, records).
+ * Writes a record header at `at`; with `cid`, the tls12_cid header (CID before the length).
+ * By byte (bytes.ts): every field is in range by construction, the buffer sized for it.
  */
-function put16(out: Buffer, at: number, v: number): void {
-  out[at] = v >>> 8;
-  out[at + 1] = v & 0xff;
-}
-
-function put48(out: Buffer, at: number, v: number): void {
-  const hi = (v / 0x100000000) >>> 0;
-  const lo = v >>> 0;
-  out[at] = hi >>> 8;
-  out[at + 1] = hi & 0xff;
-  out[at + 2] = lo >>> 24;
-  out[at + 3] = (lo >>> 16) & 0xff;
-  out[at + 4] = (lo >>> 8) & 0xff;
-  out[at + 5] = lo & 0xff;
-}
-
-/** Writes a record header; with `cid`, the tls12_cid header (CID before the length). */
 export function writeRecordHeader(
   out: Buffer,
   type: number,
@@ -147,17 +128,18 @@ export function writeRecordHeader(
   seq: number,
   length: number,
   cid?: Buffer,
+  at = 0,
 ): void {
-  out[0] = type;
-  put16(out, 1, version);
-  put16(out, 3, epoch);
-  put48(out, 5, seq);
+  out[at] = type;
+  put16(out, at + 1, version);
+  put16(out, at + 3, epoch);
+  put48(out, at + 5, seq);
   if (cid === undefined) {
-    put16(out, 11, length);
+    put16(out, at + 11, length);
     return;
   }
-  cid.copy(out, 11);
-  put16(out, 11 + cid.length, length);
+  cid.copy(out, at + 11);
+  put16(out, at + 11 + cid.length, length);
 }
 
 /** seq_num(8) | type | version | length: the MAC/AAD prefix (RFC 6347 §4.1.2.1). */

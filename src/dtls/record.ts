@@ -1,5 +1,14 @@
 /** DTLS record header codec (RFC 6347 §4.1). */
-import { ContentType, MAX_RECORD_BODY, RECORD_HEADER_LENGTH } from './constants.js';
+import { Buffer } from 'node:buffer';
+import { put16, put24 } from './bytes.js';
+import {
+  ContentType,
+  DTLS_1_0,
+  HANDSHAKE_HEADER_LENGTH,
+  HandshakeType,
+  MAX_RECORD_BODY,
+  RECORD_HEADER_LENGTH,
+} from './constants.js';
 import { writeRecordHeader } from './record-cipher.js';
 
 export interface DtlsRecord {
@@ -89,6 +98,30 @@ export function readRecord(buf: Buffer, offset: number, cidLength = 0): DtlsReco
     offset,
     end,
   );
+}
+
+/**
+ * The stateless answer to a ClientHello without a valid cookie (RFC 6347 §4.2.1): one record
+ * (version DTLS 1.0, epoch 0, the ClientHello's record sequence number) holding one
+ * HelloVerifyRequest (message_seq 0, unfragmented, server_version DTLS 1.0), written into one
+ * buffer: the same bytes as `plainRecord(…, handshakeMessage(…, helloVerifyRequestBody(…)))`
+ * without the two buffers between.
+ */
+export function helloVerifyRequestRecord(recordSeq: number, cookie: Buffer): Buffer {
+  const body = 3 + cookie.length;
+  const message = HANDSHAKE_HEADER_LENGTH + body;
+  const out = Buffer.allocUnsafe(RECORD_HEADER_LENGTH + message);
+  writeRecordHeader(out, ContentType.handshake, DTLS_1_0, 0, recordSeq, message);
+  const h = RECORD_HEADER_LENGTH;
+  out[h] = HandshakeType.helloVerifyRequest;
+  put24(out, h + 1, body);
+  put16(out, h + 4, 0);
+  put24(out, h + 6, 0);
+  put24(out, h + 9, body);
+  put16(out, h + 12, DTLS_1_0);
+  out[h + 14] = cookie.length;
+  cookie.copy(out, h + 15);
+  return out;
 }
 
 /** A plaintext (epoch 0, or NULL-protected) record. */

@@ -4,6 +4,7 @@
  * cookie. The PSK lookup may be asynchronous: the handshake waits in the `lookup` state,
  * buffering the client's CCS and Finished, and resumes when the key arrives.
  */
+import { Buffer } from 'node:buffer';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import {
   AlertDescription,
@@ -21,6 +22,7 @@ import {
   alertName,
   cipherSuiteName,
 } from './constants.js';
+import { get16, put16 } from './bytes.js';
 import { DtlsError } from './errors.js';
 import { encodeFlight, type FlightEntry } from './flight.js';
 import { ownCopy } from './own-buffer.js';
@@ -346,7 +348,7 @@ export class ServerHandshake<P> implements Timed {
     const hint = this.host.settings.pskIdentityHint;
     if (hint !== undefined) {
       const ske = Buffer.allocUnsafe(2 + hint.length);
-      ske.writeUInt16BE(hint.length, 0);
+      put16(ske, 0, hint.length);
       hint.copy(ske, 2);
       this.addToFlight(flight, HandshakeType.serverKeyExchange, ske);
     }
@@ -772,7 +774,7 @@ export function recordLimits(
   if (rsl !== undefined) {
     if (rsl.length !== 2)
       return { refused: 'record_size_limit', alert: AlertDescription.decodeError };
-    const value = rsl.readUInt16BE(0);
+    const value = get16(rsl, 0);
     // RFC 8449 §4: below 64 is illegal_parameter; above 2^14 means no limit in DTLS 1.2
     if (value < MIN_RECORD_SIZE_LIMIT)
       return { refused: 'record_size_limit', alert: AlertDescription.illegalParameter };

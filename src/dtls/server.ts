@@ -13,7 +13,6 @@
 import { randomBytes } from 'node:crypto';
 import {
   ContentType,
-  DTLS_1_0,
   HandshakeType,
   MAX_CID_LENGTH,
   MAX_PLAINTEXT,
@@ -42,12 +41,7 @@ import {
 import { sealSnapshot, type AssociationSnapshot } from './snapshot.js';
 import { DtlsError } from './errors.js';
 import { publishHandshake } from './events.js';
-import {
-  handshakeMessage,
-  helloVerifyRequestBody,
-  parseClientHello,
-  readFragments,
-} from './handshake.js';
+import { parseClientHello, readFragments } from './handshake.js';
 import { ALERT_CLOSE_NOTIFY } from './keys.js';
 import {
   NO_TRACING,
@@ -58,7 +52,7 @@ import {
   type Tracing,
 } from '../telemetry/trace.js';
 import { TimerQueue, systemClock, type Clock, type TimerHandle } from '../time/clock.js';
-import { plainRecord, readRecord, type DtlsRecord } from './record.js';
+import { helloVerifyRequestRecord, readRecord, type DtlsRecord } from './record.js';
 import {
   ServerHandshake,
   type CompletedHandshake,
@@ -661,14 +655,9 @@ export class DtlsServer<P>
       // Stateless answer: record sequence number copied from the ClientHello and version
       // DTLS 1.0 for the HelloVerifyRequest (RFC 6347 §4.2.1).
       const cookie = this.cookies.make(address, port, input);
-      const hvr = handshakeMessage(
-        HandshakeType.helloVerifyRequest,
-        0,
-        helloVerifyRequestBody(DTLS_1_0, cookie),
-      );
       this.stats.helloVerifySent++;
       this.stats.datagramsOut++;
-      this.transport(plainRecord(ContentType.handshake, DTLS_1_0, 0, rec.seq, hvr), port, address);
+      this.transport(helloVerifyRequestRecord(rec.seq, cookie), port, address);
       return;
     }
     // The cookie proves the address: a new handshake may start. An existing association for

@@ -20,6 +20,7 @@ import {
   clientHelloBody,
   clientKeyExchangeBody,
   handshakeMessage,
+  helloVerifyRequestBody,
   parseHelloVerifyRequest,
   parseServerHello,
   readFragments,
@@ -27,7 +28,12 @@ import {
 } from '../../../src/dtls/handshake.js';
 import { deriveSessionKeys, type SessionKeys } from '../../../src/dtls/keys.js';
 import { verifyData } from '../../../src/dtls/prf.js';
-import { plainRecord, readRecord, type DtlsRecord } from '../../../src/dtls/record.js';
+import {
+  helloVerifyRequestRecord,
+  plainRecord,
+  readRecord,
+  type DtlsRecord,
+} from '../../../src/dtls/record.js';
 import { DtlsServer, type DtlsServerOptions } from '../../../src/dtls/server.js';
 import { peerKey } from '../../../src/dtls/association-table.js';
 import { DROP_REASONS, type CloseReason, type HandshakeFailure } from '../../../src/dtls/types.js';
@@ -164,6 +170,46 @@ const OSSL_CH1 = osslCapture.datagrams[0]!.data;
 const NODE_CH2 = nodeCapture.datagrams[2]!.data;
 
 describe('DtlsServer: HelloVerifyRequest before any state', () => {
+  test('the HelloVerifyRequest is written into one buffer, the bytes of record and message', () => {
+    for (const seq of [0, 1, 0x1234, 2 ** 32 + 5, 2 ** 48 - 1]) {
+      for (const cookie of [EMPTY, Buffer.alloc(16, 0xc5), Buffer.alloc(255, 7)]) {
+        const expected = plainRecord(
+          ContentType.handshake,
+          DTLS_1_0,
+          0,
+          seq,
+          handshakeMessage(
+            HandshakeType.helloVerifyRequest,
+            0,
+            helloVerifyRequestBody(DTLS_1_0, cookie),
+          ),
+        );
+        assert.equal(
+          helloVerifyRequestRecord(seq, cookie).toString('hex'),
+          expected.toString('hex'),
+        );
+      }
+    }
+    // a cookie-less ClientHello costs the cookie's HMAC input and the answer: two buffers
+    // (four before: the body, the message and the record of the answer were one each)
+    withServer((h) => {
+      const statics = Buffer as unknown as { allocUnsafe: (n: number) => Buffer };
+      const original = statics.allocUnsafe;
+      let allocations = 0;
+      statics.allocUnsafe = (n: number) => {
+        allocations++;
+        return original(n);
+      };
+      try {
+        h.server.handleDatagram(NODE_CH1, ADDR, 40000);
+      } finally {
+        statics.allocUnsafe = original;
+      }
+      assert.equal(hvrCookie(only(h.sent).data, 0).length, 16);
+      assert.equal(allocations, 2);
+    });
+  });
+
   test('a datagram packed with ClientHellos gets one HelloVerifyRequest, not one per hello', () => {
     withServer((h) => {
       const packed = Buffer.concat(
@@ -1316,4 +1362,129 @@ describe('DtlsServer: the record path of an established peer', () => {
       assert.equal(h.data.length, 3);
     });
   });
+});
+
+describe('DtlsServer: a handshake reads and writes its fields by byte', () => {
+  test('and never reads the global Buffer getter (the modules import it)', () => {
+    // Node 20 defines the global `Buffer` as a getter on globalThis: every `Buffer.allocUnsafe`
+    // of the handshake (messages, records, flights, the cookie, the PRF) called it
+    withServer((h) => {
+      const saved = Object.getOwnPropertyDescriptor(globalThis, 'Buffer');
+      assert.ok(saved?.get !== undefined, 'the global Buffer is a getter in this Node');
+      const value: unknown = Reflect.get(globalThis, 'Buffer');
+      let counting = false;
+      let calls = 0;
+      Object.defineProperty(globalThis, 'Buffer', {
+        configurable: true,
+        enumerable: saved.enumerable,
+        get() {
+          if (counting) calls++;
+          return value;
+        },
+      });
+      const handle = h.server.handleDatagram.bind(h.server);
+      h.server.handleDatagram = (d, address, port) => {
+        counting = true;
+        try {
+          handle(d, address, port);
+        } finally {
+          counting = false;
+        }
+      };
+      // the harness's own send (it copies each datagram) is not the server's
+      const server = h.server as unknown as {
+        transport: (d: Buffer, p: number, a: string) => void;
+      };
+      const transport = server.transport;
+      server.transport = (d, p, a) => {
+        counting = false;
+        try {
+          transport(d, p, a);
+        } finally {
+          counting = true;
+        }
+      };
+      try {
+        const p = PROFILES[1]!;
+        const a = hello(h, p, 48100, Buffer.alloc(32, 0x2a));
+        const fin = clientFinish(p, a, PSK);
+        h.server.handleDatagram(fin.datagram, ADDR, 48100);
+        assert.equal(only(h.established).open, true);
+        h.server.handleDatagram(
+          fin.keys.clientWrite.seal(ContentType.alert, 1, 1, Buffer.from([1, 0])),
+          ADDR,
+          48100,
+        );
+        assert.deepEqual(h.closed, ['peer-close-notify']);
+        assert.equal(h.sent.length, 4);
+      } finally {
+        Object.defineProperty(globalThis, 'Buffer', saved);
+      }
+      assert.equal(calls, 0);
+    });
+  });
+
+  // Buffer's readUInt16BE/readUIntBE/writeUInt16BE/writeUIntBE check range and offset on
+  // every call through Node's stack-hiding wrapper: the server side of one handshake made
+  // dozens of them (ClientHello parsed twice, fragments, handshake message headers, the
+  // cookie's port, the flights' record headers, the ServerHello, the premaster secret)
+  const fields = ['readUInt16BE', 'readUIntBE', 'writeUInt16BE', 'writeUIntBE'] as const;
+
+  for (const p of PROFILES) {
+    test(`none from ClientHello to close_notify: ${p.name}`, () => {
+      withServer((h) => {
+        const calls: Record<string, number> = {};
+        const proto = Buffer.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+        const originals = fields.map((name) => proto[name]!);
+        let counting = false;
+        fields.forEach((name, i) => {
+          const original = originals[i]!;
+          calls[name] = 0;
+          proto[name] = function (this: Buffer, ...a: unknown[]) {
+            if (counting) calls[name]!++;
+            return original.apply(this, a);
+          };
+        });
+        const handle = h.server.handleDatagram.bind(h.server);
+        h.server.handleDatagram = (d, address, port) => {
+          counting = true;
+          try {
+            handle(d, address, port);
+          } finally {
+            counting = false;
+          }
+        };
+        try {
+          const port = 48000;
+          const a = hello(h, p, port, Buffer.alloc(32, 0x29));
+          const fin = clientFinish(p, a, PSK);
+          h.server.handleDatagram(fin.datagram, ADDR, port);
+          const assoc = only(h.established);
+          h.server.handleDatagram(
+            fin.keys.clientWrite.seal(ContentType.alert, 1, 1, Buffer.from([1, 0])),
+            ADDR,
+            port,
+          );
+          assert.equal(assoc.open, false);
+          assert.deepEqual(h.closed, ['peer-close-notify']);
+          // the answering close_notify went out and opens under the server's keys
+          const last = only(records(h.sent.at(-1)!.data));
+          assert.deepEqual(
+            [...(fin.keys.serverWrite.open(ContentType.alert, DTLS_1_2, 1, 1, last.body) ?? [])],
+            [1, 0],
+          );
+        } finally {
+          fields.forEach((name, i) => {
+            proto[name] = originals[i]!;
+          });
+        }
+        assert.deepEqual(calls, {
+          readUInt16BE: 0,
+          readUIntBE: 0,
+          writeUInt16BE: 0,
+          writeUIntBE: 0,
+        });
+      });
+    });
+  }
 });
