@@ -1364,6 +1364,34 @@ describe('DtlsServer: the record path of an established peer', () => {
   });
 });
 
+/**
+ * Calls `count(true)` while the server handles a datagram and `count(false)` around
+ * everything else, the harness's own send included (it copies each datagram the server sends).
+ */
+function countInsideServer(h: Harness, count: (on: boolean) => void): void {
+  const handle = h.server.handleDatagram.bind(h.server);
+  h.server.handleDatagram = (d, address, port) => {
+    count(true);
+    try {
+      handle(d, address, port);
+    } finally {
+      count(false);
+    }
+  };
+  const server = h.server as unknown as {
+    transport: (d: Buffer, p: number, a: string) => void;
+  };
+  const transport = server.transport;
+  server.transport = (d, p, a) => {
+    count(false);
+    try {
+      transport(d, p, a);
+    } finally {
+      count(true);
+    }
+  };
+}
+
 describe('DtlsServer: a handshake reads and writes its fields by byte', () => {
   test('and never reads the global Buffer getter (the modules import it)', () => {
     // Node 20 defines the global `Buffer` as a getter on globalThis: every `Buffer.allocUnsafe`
@@ -1382,28 +1410,9 @@ describe('DtlsServer: a handshake reads and writes its fields by byte', () => {
           return value;
         },
       });
-      const handle = h.server.handleDatagram.bind(h.server);
-      h.server.handleDatagram = (d, address, port) => {
-        counting = true;
-        try {
-          handle(d, address, port);
-        } finally {
-          counting = false;
-        }
-      };
-      // the harness's own send (it copies each datagram) is not the server's
-      const server = h.server as unknown as {
-        transport: (d: Buffer, p: number, a: string) => void;
-      };
-      const transport = server.transport;
-      server.transport = (d, p, a) => {
-        counting = false;
-        try {
-          transport(d, p, a);
-        } finally {
-          counting = true;
-        }
-      };
+      countInsideServer(h, (on) => {
+        counting = on;
+      });
       try {
         const p = PROFILES[1]!;
         const a = hello(h, p, 48100, Buffer.alloc(32, 0x2a));
@@ -1445,15 +1454,9 @@ describe('DtlsServer: a handshake reads and writes its fields by byte', () => {
             return original.apply(this, a);
           };
         });
-        const handle = h.server.handleDatagram.bind(h.server);
-        h.server.handleDatagram = (d, address, port) => {
-          counting = true;
-          try {
-            handle(d, address, port);
-          } finally {
-            counting = false;
-          }
-        };
+        countInsideServer(h, (on) => {
+          counting = on;
+        });
         try {
           const port = 48000;
           const a = hello(h, p, port, Buffer.alloc(32, 0x29));
