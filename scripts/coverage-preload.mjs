@@ -10,6 +10,7 @@
 import { Session } from 'node:inspector';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { afterExitListeners } from './preload.mjs';
 
 const dir = process.env.COAP_TEST_COVERAGE_DIR;
 if (dir !== undefined && dir !== '') {
@@ -18,10 +19,8 @@ if (dir !== undefined && dir !== '') {
   session.connect();
   session.post('Profiler.enable');
   session.post('Profiler.startPreciseCoverage', { callCount: true, detailed: true });
-  let written = false;
-  const write = () => {
-    if (written) return;
-    written = true;
+  // after every 'exit' listener, so code they run counts too
+  afterExitListeners(() => {
     // an in-process session answers synchronously, so this runs before the process ends
     session.post('Profiler.takePreciseCoverage', (err, res) => {
       if (err !== null) return;
@@ -30,13 +29,5 @@ if (dir !== undefined && dir !== '') {
       const name = `coverage-${process.pid}-${Date.now()}-${process.hrtime.bigint()}.json`;
       writeFileSync(join(dir, name), JSON.stringify({ result }));
     });
-  };
-  // After every 'exit' listener, so code they run counts too (process.exit() and a natural
-  // end both emit 'exit' through process.emit).
-  const emit = process.emit;
-  process.emit = function (event, ...args) {
-    const r = emit.call(this, event, ...args);
-    if (event === 'exit') write();
-    return r;
-  };
+  });
 }

@@ -9,6 +9,7 @@
 import { Session } from 'node:inspector';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { afterExitListeners, processRecord } from './preload.mjs';
 
 const dir = process.env.COAP_CPU_PROFILE_DIR;
 if (dir !== undefined && dir !== '') {
@@ -18,37 +19,17 @@ if (dir !== undefined && dir !== '') {
   session.post('Profiler.enable');
   session.post('Profiler.setSamplingInterval', { interval });
   session.post('Profiler.start');
-  let written = false;
-  const write = () => {
-    if (written) return;
-    written = true;
+  afterExitListeners(() => {
     // an in-process session answers synchronously, so this runs before the process ends
     session.post('Profiler.stop', (err, res) => {
       if (err !== null) return;
-      const u = process.resourceUsage();
+      const meta = processRecord();
       try {
         writeFileSync(join(dir, `${process.pid}.cpuprofile`), JSON.stringify(res.profile));
-        writeFileSync(
-          join(dir, `${process.pid}.meta.json`),
-          JSON.stringify({
-            pid: process.pid,
-            ppid: process.ppid,
-            argv: process.argv.slice(1),
-            execArgv: process.execArgv,
-            userMs: u.userCPUTime / 1000,
-            systemMs: u.systemCPUTime / 1000,
-            wallMs: performance.now(),
-          }),
-        );
+        writeFileSync(join(dir, `${process.pid}.meta.json`), JSON.stringify(meta));
       } catch {
         // the run's directory is gone (the process outlived the run): nothing to record
       }
     });
-  };
-  const emit = process.emit;
-  process.emit = function (event, ...args) {
-    const r = emit.call(this, event, ...args);
-    if (event === 'exit') write();
-    return r;
-  };
+  });
 }

@@ -29,6 +29,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
+import { withPreload } from './preload.mjs';
 
 const [mode = 'report', dirArg, ...rest] = process.argv.slice(2);
 const repo = new URL('..', import.meta.url).pathname;
@@ -42,12 +43,7 @@ const dir = resolve(dirArg);
 if (mode === 'run') {
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  const nodeOptions = process.env.NODE_OPTIONS;
-  const env = {
-    ...process.env,
-    NODE_OPTIONS: `${nodeOptions ? `${nodeOptions} ` : ''}--import="${preload}"`,
-    COAP_CPU_PROFILE_DIR: dir,
-  };
+  const env = withPreload(preload, { COAP_CPU_PROFILE_DIR: dir });
   const code = await new Promise((done) => {
     const child = spawn(process.execPath, [`${repo}scripts/run-tests.mjs`, ...rest], {
       stdio: ['ignore', process.stderr, 'inherit'],

@@ -13,6 +13,7 @@
 // Nothing is written without COAP_PROCESS_CPU_FILE. (docs/testing.md, "Suite time".)
 import { appendFileSync, readFileSync } from 'node:fs';
 import { ChildProcess } from 'node:child_process';
+import { processRecord } from './preload.mjs';
 
 const out = process.env.COAP_PROCESS_CPU_FILE;
 if (out !== undefined && out !== '') {
@@ -71,17 +72,5 @@ if (out !== undefined && out !== '') {
     beforeSignal(pid, signal ?? 'SIGTERM');
     return processKill.call(this, pid, signal);
   };
-  process.on('exit', () => {
-    const u = process.resourceUsage();
-    write({
-      pid: process.pid,
-      ppid: process.ppid,
-      argv: process.argv.slice(1),
-      execArgv: process.execArgv,
-      userMs: u.userCPUTime / 1000,
-      systemMs: u.systemCPUTime / 1000,
-      maxRssKiB: u.maxRSS,
-      wallMs: performance.now(),
-    });
-  });
+  process.on('exit', () => write(processRecord()));
 }

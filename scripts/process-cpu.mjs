@@ -17,6 +17,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
+import { withPreload } from './preload.mjs';
 
 const [mode = 'report', ...rest] = process.argv.slice(2);
 const repo = new URL('..', import.meta.url).pathname;
@@ -26,12 +27,7 @@ if (mode === 'run') {
   const file = resolve(process.env.PROCESS_CPU_FILE ?? 'process-cpu.jsonl');
   const timeFile = file.replace(/(\.jsonl)?$/, '.time');
   rmSync(file, { force: true });
-  const nodeOptions = process.env.NODE_OPTIONS;
-  const env = {
-    ...process.env,
-    NODE_OPTIONS: `${nodeOptions ? `${nodeOptions} ` : ''}--import="${preload}"`,
-    COAP_PROCESS_CPU_FILE: file,
-  };
+  const env = withPreload(preload, { COAP_PROCESS_CPU_FILE: file });
   const code = await new Promise((done) => {
     const child = spawn(
       '/usr/bin/time',

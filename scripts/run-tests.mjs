@@ -30,6 +30,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { spawn } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { withPreload } from './preload.mjs';
 import { FILE_TIMEOUT_MS, checkPlan, entrySource, filesAtOnce, plan } from './test-groups.mjs';
 
 const root = new URL('../dist/test/', import.meta.url).pathname;
@@ -121,13 +122,9 @@ let env = process.env;
 if (coverage) {
   rmSync(coverageDir, { recursive: true, force: true });
   mkdirSync(coverageDir, { recursive: true });
-  const preload = `--import="${new URL('coverage-preload.mjs', import.meta.url).href}"`;
-  const nodeOptions = process.env.NODE_OPTIONS;
-  env = {
-    ...process.env,
-    NODE_OPTIONS: nodeOptions ? `${nodeOptions} ${preload}` : preload,
+  env = withPreload(new URL('coverage-preload.mjs', import.meta.url).href, {
     COAP_TEST_COVERAGE_DIR: coverageDir,
-  };
+  });
 }
 const started = Date.now();
 const code = await run(testArgs, env);
