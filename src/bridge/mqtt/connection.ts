@@ -145,6 +145,12 @@ interface Session {
   disconnectReason: number | undefined;
   /** An uncork of the client's socket is scheduled for the end of this event loop turn. */
   corked: boolean;
+  /**
+   * The latest uncork's Immediate, held until the next: with no Immediate alive a full GC
+   * frees the maps of node's Immediate objects and deoptimizes this path compiled against
+   * them (NATIVE_BUFFER_MAP_HOLDER in src/dtls/record-cipher.ts says why).
+   */
+  uncork: NodeJS.Immediate | undefined;
   /** Healthy for the backoff: up (or, without `steadyOnConnect`, marked by the owner). */
   steady: boolean;
 }
@@ -418,6 +424,7 @@ export class MqttConnection {
       lastError: undefined,
       disconnectReason: undefined,
       corked: false,
+      uncork: undefined,
       steady: false,
     };
     this.session = s;
@@ -597,7 +604,7 @@ function coalesceWrites(s: Session): void {
   }
   s.corked = true;
   stream.cork();
-  setImmediate(() => {
+  s.uncork = setImmediate(() => {
     s.corked = false;
     stream.uncork?.();
   });
