@@ -7,7 +7,8 @@
  *
  * A child node (`--allow-natives-syntax --expose-gc`) drives each function through its real
  * path (records sealed, read and opened with the record cipher, one of them received from a
- * UDP socket; requests through a CoapEndpoint whose handler answers asynchronously), has
+ * UDP socket; requests through a CoapEndpoint whose handler answers asynchronously; publishes
+ * through the MQTT bridge backend to the shared Mosquitto, answered by PUBACKs), has
  * TurboFan compile it (`%OptimizeFunctionOnNextCall`: no timing involved), runs a full
  * `gc()` with no object of the path alive, and reports whether the function is still
  * optimized, then again after one more call. On the code before the fix the first answer
@@ -17,6 +18,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+
+import { SHARED_MQTT_PORT } from '../../helpers/e2e.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -99,6 +102,17 @@ const request = async () => {
 await compile('CoapEndpoint.startAsync', CoapEndpoint.prototype.startAsync, request);
 await compile('CoapEndpoint.settle', CoapEndpoint.prototype.settle, request);
 
+// publishes through the bridge backend to the shared Mosquitto, each answered by its PUBACK:
+// a PublishJob each, the socket's writes corked until an Immediate
+const { MqttBridgeBackend } = await import(src + 'bridge/mqtt/backend.js');
+const { MQTT_BRIDGE_DEFAULTS } = await import(process.env.HELPERS + 'component-defaults.js');
+const backend = new MqttBridgeBackend({ ...MQTT_BRIDGE_DEFAULTS, url: process.env.MQTT_URL, poolSize: 1 });
+backend.start();
+if (!(await backend.waitConnected(10000))) throw new Error('no broker at ' + process.env.MQTT_URL);
+const topic = 'coap-edge-test/full-gc-deopt/' + process.pid;
+const publish = () => backend.publish(topic, pt);
+await compile('MqttBridgeBackend.send', MqttBridgeBackend.prototype.send, publish);
+
 // full GCs with nothing of the path alive: V8 keeps a map that optimized code embeds for at
 // most retain_maps_for_n_gc (2) full GCs without an object of it, and only when it finds the
 // map's constructor early; three, as a long-running process has many
@@ -107,6 +121,7 @@ for (const [name, f] of checked) out[name].afterGc = optimized(f);
 for (const [, , run] of checked) await run();
 for (const [name, f] of checked) out[name].afterNextCall = optimized(f);
 ep.close();
+await backend.close();
 out.answered = peer.sent;
 process.stdout.write(JSON.stringify(out));
 `;
@@ -134,6 +149,7 @@ test('a full GC leaves the record and exchange functions optimized', async () =>
         ...process.env,
         SRC_ROOT: new URL('../../../src/', import.meta.url).href,
         HELPERS: new URL('../../helpers/', import.meta.url).href,
+        MQTT_URL: `mqtt://127.0.0.1:${SHARED_MQTT_PORT}`,
       },
     },
   );
@@ -147,6 +163,7 @@ test('a full GC leaves the record and exchange functions optimized', async () =>
     'Ccm8.open',
     'CoapEndpoint.startAsync',
     'CoapEndpoint.settle',
+    'MqttBridgeBackend.send',
   ];
   for (const name of names) {
     assert.deepEqual(
