@@ -151,6 +151,8 @@ interface Session {
    * them (NATIVE_BUFFER_MAP_HOLDER in src/dtls/record-cipher.ts says why).
    */
   uncork: NodeJS.Immediate | undefined;
+  /** The latest message received (mqtt-packet's object), held until the next, as `uncork`. */
+  lastMessage: IPublishPacket | undefined;
   /** Healthy for the backoff: up (or, without `steadyOnConnect`, marked by the owner). */
   steady: boolean;
 }
@@ -425,6 +427,7 @@ export class MqttConnection {
       disconnectReason: undefined,
       corked: false,
       uncork: undefined,
+      lastMessage: undefined,
       steady: false,
     };
     this.session = s;
@@ -458,6 +461,7 @@ export class MqttConnection {
     });
     client.on('message', (topic: string, payload: Buffer, packet: IPublishPacket) => {
       if (this.session !== s) return;
+      s.lastMessage = packet;
       // mqtt.js writes the PUBACK right after this event, before the promises it settles run:
       // held to the end of the turn, it leaves after the answer it brought has gone out
       coalesceWrites(s);
