@@ -50,6 +50,7 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { decode } from '../src/coap/codec.js';
 import { Code, ContentFormat } from '../src/coap/constants.js';
@@ -123,13 +124,16 @@ const USAGE = `usage: node dist/bench/instructions.js --kind <k> [options]
                       (preload dist/bench/lib/http-posts.js, SIGUSR2) to a sink, spread over
                       the warm-up (uncounted), without tracing
   --http-transport <t> http (default), undici, net or worker: how --http-posts are made
+  --gc-between-segments  one forced full GC (a mark-compact) in the server before every
+                      segment, after the previous dump (preload dist/bench/lib/gc-signal.js,
+                      --expose-gc, SIGUSR2): each segment is the path right after a full GC
   --separate-threads  callgrind --separate-threads=yes (one count per thread)
   --keep              keep the callgrind output directory (its path is in the report)`;
 
-type Kind = 'handshake' | 'record' | 'uplink-publish' | 'uplink-reply';
-type Server = 'coap-edge' | 'libcoap' | 'floor';
-const KINDS: readonly Kind[] = ['handshake', 'record', 'uplink-publish', 'uplink-reply'];
-const SERVERS: readonly Server[] = ['coap-edge', 'libcoap', 'floor'];
+export type Kind = 'handshake' | 'record' | 'uplink-publish' | 'uplink-reply';
+export type Server = 'coap-edge' | 'libcoap' | 'floor';
+export const KINDS: readonly Kind[] = ['handshake', 'record', 'uplink-publish', 'uplink-reply'];
+export const SERVERS: readonly Server[] = ['coap-edge', 'libcoap', 'floor'];
 const TRACING = ['off', '0', '1', '100'] as const;
 
 const SEED = 'bench-secret';
@@ -145,7 +149,7 @@ const SETTLE_MS = 500;
 /** Helper processes (platform stand-in, sinks) may take long to start beside callgrind waves. */
 const HELPER_READY_MS = 120_000;
 
-interface Faults {
+export interface Faults {
   timeouts: number;
   retransmissions: number;
   lateStarts: number;
@@ -153,9 +157,9 @@ interface Faults {
 }
 
 /** One operation; adds what went wrong to `f` (never throws for a failed operation). */
-type Op = (i: number, f: Faults) => Promise<void>;
+export type Op = (i: number, f: Faults) => Promise<void>;
 
-interface Rig {
+export interface Rig {
   readonly server: ServerProcess;
   readonly op: Op;
   readonly close: () => Promise<void>;
@@ -172,7 +176,7 @@ interface SpanCounts {
   readonly spans: number;
 }
 
-interface Config {
+export interface Config {
   readonly kind: Kind;
   readonly server: Server;
   readonly cliPath: string;
@@ -215,7 +219,7 @@ function uplinkDevices(n: number, pk: string, tail: string, key?: Buffer): Uplin
   }));
 }
 
-async function dtlsRig(c: Config, launch: Launch): Promise<Rig> {
+export async function dtlsRig(c: Config, launch: Launch): Promise<Rig> {
   const devicesFile = join(REPO_ROOT, 'deploy', 'examples', 'devices.json');
   const { file, creds } = withClones(devicesFile, 'device001', c.associations, c.tmp);
   if (c.kind === 'handshake' && c.server === 'floor') return handshakeFloorRig(c, launch);
@@ -314,7 +318,7 @@ async function handshakeFloorRig(c: Config, launch: Launch): Promise<Rig> {
   return { server, op, close: () => Promise.resolve() };
 }
 
-async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
+export async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
   const reply = c.kind === 'uplink-reply';
   const tail = reply ? MEASUREPOINT_TAIL : PUBLISH_TAIL;
   const n = c.associations;
@@ -466,8 +470,24 @@ async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
   };
 }
 
+/** Node flags of a server that runs a full GC on SIGUSR2 (bench/lib/gc-signal.ts). */
+export const GC_SIGNAL_FLAGS: readonly string[] = [
+  '--expose-gc',
+  `--import=${new URL('./lib/gc-signal.js', import.meta.url).href}`,
+];
+
+/** The `n`th forced full GC in server `pid`, waited for (gc-signal's line in its output). */
+export async function forceGc(pid: number, n: number, output: () => string): Promise<void> {
+  process.kill(pid, 'SIGUSR2');
+  const until = performance.now() + OP_TIMEOUT_MS;
+  while (!output().includes(`gc-signal: ${n} done`)) {
+    if (performance.now() > until) throw new Error(`gc-signal: no answer to forced GC ${n}`);
+    await sleep(20);
+  }
+}
+
 /** `count` operations, one at a time, started every `intervalMs` (or late). */
-async function drive(op: Op, first: number, count: number, intervalMs: number, f: Faults) {
+export async function drive(op: Op, first: number, count: number, intervalMs: number, f: Faults) {
   let next = performance.now();
   for (let i = first; i < first + count; i++) {
     const wait = next - performance.now();
@@ -641,6 +661,8 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
     let counted = await spanCounts?.();
     for (let s = 0; s < o.segments; s++) {
       const f: Faults = { timeouts: 0, retransmissions: 0, lateStarts: 0, failures: {} };
+      // the forced GC's own instructions fall in this segment, as a mark-compact's would
+      if (o.gcBetweenSegments) await forceGc(server.pid, s + 1, () => server.outputTail());
       const ts = performance.now();
       await drive(op, o.warmup + transition + s * o.ops, o.ops, interval, f);
       segmentMs.push(round(performance.now() - ts, 0) ?? 0);
@@ -726,6 +748,8 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
 }
 
 interface RunOptions {
+  /** `--gc-between-segments`: SIGUSR2 (bench/lib/gc-signal.ts) before every segment. */
+  readonly gcBetweenSegments: boolean;
   readonly ops: number;
   readonly warmup: number;
   readonly segments: number;
@@ -760,7 +784,7 @@ async function main(): Promise<void> {
       'http-posts',
       'http-transport',
     ],
-    ['separate-threads', 'keep'],
+    ['separate-threads', 'keep', 'gc-between-segments'],
   );
   if (flags.help === true) {
     process.stdout.write(`${USAGE}\n`);
@@ -805,7 +829,13 @@ async function main(): Promise<void> {
     top: numberFlag(flags, 'top', 15, 1, 1000),
     separateThreads: flags['separate-threads'] === true,
     keep: flags.keep === true,
+    gcBetweenSegments: flags['gc-between-segments'] === true,
   };
+  if (o.gcBetweenSegments && (server === 'libcoap' || posts > 0)) {
+    throw new UsageError(
+      '--gc-between-segments: a node server (coap-edge or floor), no --http-posts',
+    );
+  }
   const repeat = numberFlag(flags, 'repeat', 1, 1, 100);
   const suiteFlag = choiceFlag(flags, 'suite', ['ccm8', 'cbc'], 'ccm8');
 
@@ -827,9 +857,12 @@ async function main(): Promise<void> {
     associations: numberFlag(flags, 'associations', 4, 1, 1000),
     suite: SUITES[suiteFlag],
     tmp,
-    nodeFlags: stringFlag(flags, 'node-flags', '')
-      .split(' ')
-      .filter((x) => x !== ''),
+    nodeFlags: [
+      ...(o.gcBetweenSegments ? GC_SIGNAL_FLAGS : []),
+      ...stringFlag(flags, 'node-flags', '')
+        .split(' ')
+        .filter((x) => x !== ''),
+    ],
     scrapes,
     posts,
     postTransport,
@@ -876,4 +909,7 @@ async function main(): Promise<void> {
   }
 }
 
-runScript('instructions', USAGE, main);
+// bench/deopt-gc.ts imports the rigs above: run main only when this file is the script
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  runScript('instructions', USAGE, main);
+}

@@ -288,6 +288,13 @@ class Exchange<I> implements Timed {
   }
 }
 
+/**
+ * The latest asynchronous exchange, held until the next one: with no Exchange alive a full GC
+ * frees the maps of its fields and deoptimizes the request path compiled against them (see
+ * NATIVE_BUFFER_MAP_HOLDER in src/dtls/record-cipher.ts).
+ */
+const latest: { exchange: object | undefined } = { exchange: undefined };
+
 /** Periodic expiry of the caches; scheduled only while they hold something. */
 class Sweeper implements Timed {
   dueAt = 0;
@@ -743,6 +750,7 @@ export class CoapEndpoint<I> {
     now: number,
   ): void {
     const ex = new Exchange<I>(this, peer, msg, entry, block1, block2);
+    latest.exchange = ex;
     this.stats.exchangesInFlight++;
     if (msg.type === CON) {
       if (this.ackTimeoutMs === 0) {

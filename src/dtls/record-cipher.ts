@@ -249,6 +249,23 @@ const ZERO_BLOCK = Buffer.alloc(BLOCK);
 /** The CCM nonce of the record being sealed or opened (scratch shared by every cipher). */
 const ccmNonce = Buffer.alloc(CCM_NONCE);
 
+/**
+ * A Buffer made by Node's C++ side, held for the process's life so that V8 keeps the map all
+ * such Buffers share (issue 11). `node::Buffer::New` makes a `Uint8Array` and then sets its
+ * prototype to `Buffer.prototype`: every node:crypto `update`/`digest` output (each record's
+ * keystream and CBC-MAC below) and every datagram a UDP socket receives gets that map, reached
+ * from the `Uint8Array` map by a prototype transition V8 holds weakly, and not the map of the
+ * Buffers JavaScript makes (`FastBuffer`: `Buffer.alloc`, `subarray`). The record path's
+ * functions see both and are compiled against both. Between two datagrams no such Buffer is
+ * alive, so a full GC freed the map and deoptimized them all ("weak objects"), and the next
+ * datagram made a new map: the path ran unoptimized until TurboFan compiled it again, at every
+ * mark-compact of a long-running process (bench/README.md, "A full GC no longer deoptimizes
+ * the request path"). With this Buffer alive the map stays the one the code checks for.
+ */
+export const NATIVE_BUFFER_MAP_HOLDER: Buffer = createCipheriv('aes-128-ecb', ZERO_BLOCK, null)
+  .setAutoPadding(false)
+  .update(ZERO_BLOCK);
+
 /** Blocks of 16 bytes that hold `length` bytes. */
 function blocks(length: number): number {
   return Math.ceil(length / BLOCK);

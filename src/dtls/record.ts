@@ -87,7 +87,7 @@ export function readRecord(buf: Buffer, offset: number, cidLength = 0): DtlsReco
       ((buf[offset + 9] ?? 0) << 8) |
       (buf[offset + 10] ?? 0)) >>>
       0);
-  return new RecordView(
+  const view = new RecordView(
     type,
     (major << 8) | (buf[offset + 2] ?? 0),
     ((buf[offset + 3] ?? 0) << 8) | (buf[offset + 4] ?? 0),
@@ -98,7 +98,17 @@ export function readRecord(buf: Buffer, offset: number, cidLength = 0): DtlsReco
     offset,
     end,
   );
+  latest.view = view;
+  return view;
 }
+
+/**
+ * The latest record read, held until the next one: a RecordView is dead once its datagram is
+ * handled, and a full GC that finds no instance of a class frees the maps of its fields
+ * (V8 holds them weakly) and deoptimizes every function compiled against them ("weak
+ * objects"). One live instance keeps them (src/dtls/record-cipher.ts, NATIVE_BUFFER_MAP_HOLDER).
+ */
+const latest: { view: RecordView | undefined } = { view: undefined };
 
 /**
  * The stateless answer to a ClientHello without a valid cookie (RFC 6347 §4.2.1): one record

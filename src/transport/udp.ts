@@ -18,7 +18,7 @@
  * (src/udp_wrap.cc) reallocates it to the datagram's length; no dgram option changes that
  * (`recvBufferSize` is the kernel's SO_RCVBUF).
  */
-import { createSocket, type Socket } from 'node:dgram';
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 import { lookup as dnsLookup, type LookupOneOptions } from 'node:dns';
 import { isIP, isIPv6 } from 'node:net';
 
@@ -52,6 +52,13 @@ export interface UdpEndpointOptions {
   readonly sendBufferSize?: number;
 }
 
+/**
+ * The latest datagram's address object (made by node's C++ side), held until the next: with
+ * none alive a full GC frees the maps these objects take and deoptimizes the datagram handler
+ * compiled against them (NATIVE_BUFFER_MAP_HOLDER in src/dtls/record-cipher.ts says why).
+ */
+const latest: { source: RemoteInfo | undefined } = { source: undefined };
+
 export class UdpEndpoint {
   private readonly socket: Socket;
   private handler: DatagramHandler = () => undefined;
@@ -62,7 +69,10 @@ export class UdpEndpoint {
 
   private constructor(socket: Socket) {
     this.socket = socket;
-    socket.on('message', (msg, rinfo) => this.handler(msg, rinfo.address, rinfo.port));
+    socket.on('message', (msg, rinfo) => {
+      latest.source = rinfo;
+      this.handler(msg, rinfo.address, rinfo.port);
+    });
     socket.on('error', () => {
       this.sendErrors++;
     });

@@ -164,6 +164,13 @@ class PublishJob implements Timed {
   }
 }
 
+/**
+ * The latest publish, held until the next one: with no PublishJob alive a full GC frees the
+ * maps of its fields and deoptimizes the publish path compiled against them (see
+ * NATIVE_BUFFER_MAP_HOLDER in src/dtls/record-cipher.ts). Its promise is settled by then.
+ */
+const latest: { job: PublishJob | undefined } = { job: undefined };
+
 /** The URL without credentials, for logs. */
 export function redactUrl(url: string): string {
   try {
@@ -500,6 +507,7 @@ export class MqttBridgeBackend {
         resolve,
         reject,
       );
+      latest.job = job;
       this.deadlines.schedule(job, now + this.publishTimeoutMs);
       const conn = this.pickConnection(true);
       if (conn !== undefined) this.dispatch(job, conn);

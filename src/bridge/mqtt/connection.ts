@@ -145,6 +145,14 @@ interface Session {
   disconnectReason: number | undefined;
   /** An uncork of the client's socket is scheduled for the end of this event loop turn. */
   corked: boolean;
+  /**
+   * The latest uncork's Immediate, held until the next: with no Immediate alive a full GC
+   * frees the maps of node's Immediate objects and deoptimizes this path compiled against
+   * them (NATIVE_BUFFER_MAP_HOLDER in src/dtls/record-cipher.ts says why).
+   */
+  uncork: NodeJS.Immediate | undefined;
+  /** The latest message received (mqtt-packet's object), held until the next, as `uncork`. */
+  lastMessage: IPublishPacket | undefined;
   /** Healthy for the backoff: up (or, without `steadyOnConnect`, marked by the owner). */
   steady: boolean;
 }
@@ -418,6 +426,8 @@ export class MqttConnection {
       lastError: undefined,
       disconnectReason: undefined,
       corked: false,
+      uncork: undefined,
+      lastMessage: undefined,
       steady: false,
     };
     this.session = s;
@@ -451,6 +461,7 @@ export class MqttConnection {
     });
     client.on('message', (topic: string, payload: Buffer, packet: IPublishPacket) => {
       if (this.session !== s) return;
+      s.lastMessage = packet;
       // mqtt.js writes the PUBACK right after this event, before the promises it settles run:
       // held to the end of the turn, it leaves after the answer it brought has gone out
       coalesceWrites(s);
@@ -597,7 +608,7 @@ function coalesceWrites(s: Session): void {
   }
   s.corked = true;
   stream.cork();
-  setImmediate(() => {
+  s.uncork = setImmediate(() => {
     s.corked = false;
     stream.uncork?.();
   });

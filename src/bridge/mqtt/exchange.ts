@@ -176,6 +176,7 @@ export async function requestReply<C extends SubscribingConnection>(
     throw e;
   }
   const deadline = new ReplyDeadline(o, waiter);
+  latest.deadline = deadline;
   o.deadlines.schedule(deadline, o.clock.now() + o.timeoutMs);
   const wait = !isTraced(parent)
     ? undefined
@@ -211,6 +212,13 @@ function deadlineMissed(o: RequestReplyOptions<SubscribingConnection>, waiter: R
 }
 
 /** A request's reply deadline as an entry of a {@link TimerQueue}. */
+/**
+ * The latest reply deadline, held until the next one: with no ReplyDeadline alive a full GC
+ * frees the maps of its fields and deoptimizes the reply flow compiled against them
+ * (NATIVE_BUFFER_MAP_HOLDER in src/dtls/record-cipher.ts says why).
+ */
+const latest: { deadline: ReplyDeadline | undefined } = { deadline: undefined };
+
 class ReplyDeadline implements Timed {
   dueAt = 0;
   heapIndex = -1;
