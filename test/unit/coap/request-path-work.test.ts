@@ -10,11 +10,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { Code, ContentFormat, OptionNumber } from '../../../src/coap/constants.js';
-import {
-  CoapEndpoint,
-  type CoapEndpointOptions,
-  type CoapRequest,
-} from '../../../src/coap/endpoint.js';
+import type { CoapRequest } from '../../../src/coap/endpoint.js';
 import {
   contentFormat,
   getOption,
@@ -22,28 +18,13 @@ import {
   uriPath,
   uriPathStrict,
 } from '../../../src/coap/options.js';
-import { ManualClock } from '../../../src/time/clock.js';
-import { COAP_ENDPOINT_DEFAULTS } from '../../helpers/component-defaults.js';
-import { FakePeer, req } from './exchange-harness.js';
+import { endpointSetup, req } from './exchange-harness.js';
 
 const PATH = ['topic', 'sys', 'pk0001', 'dk000001', 'thing', 'measurepoint', 'post'];
 const BODY = Buffer.from('{"id":"1","params":{}}');
 const JSON_CF = { number: OptionNumber.CONTENT_FORMAT, value: Buffer.from([ContentFormat.JSON]) };
 
-function setup(
-  handler: CoapEndpointOptions<string>['handler'],
-  ackTimeoutMs = 500,
-): { ep: CoapEndpoint<string>; peer: FakePeer; clock: ManualClock } {
-  const clock = new ManualClock(1000);
-  const ep = new CoapEndpoint<string>({
-    ...COAP_ENDPOINT_DEFAULTS,
-    ackTimeoutMs,
-    handler,
-    clock,
-    random: () => 0,
-  });
-  return { ep, peer: new FakePeer(), clock };
-}
+const setup = endpointSetup;
 
 /** The uplink request of the benches: seven Uri-Path segments, Content-Format, a 4-byte token. */
 function uplink(mid: number): Buffer {
