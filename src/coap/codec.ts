@@ -3,8 +3,10 @@
  *
  * `decode` is a pure function over the datagram: it checks every length before reading,
  * returns zero-copy `subarray` views into the input (token, option values, payload), and
- * throws only {@link CoapFormatError}. `encode` computes the exact length first, makes one
- * allocation and writes into it. Neither keeps state between calls.
+ * throws only {@link CoapFormatError}. `decodeWire`, the exchange layer's, is the same parser
+ * but leaves each option value where it lies in the datagram ({@link WireOption}): the view
+ * is made only if something reads `value`. `encode` computes the exact length first, makes
+ * one allocation and writes into it. None keeps state between calls.
  *
  * The wire format is canonical (each delta and length has exactly one encoding, and the
  * payload marker appears only before a non-empty payload), so for every datagram `decode`
@@ -53,6 +55,41 @@ const EMPTY: Buffer = Buffer.alloc(0);
 const NO_OPTIONS: readonly CoapOption[] = Object.freeze([]);
 
 /**
+ * An option of a message from {@link decodeWire}: its value is `bytes[start, end)` of the
+ * datagram, and `value` makes the Buffer view of it on first read (and keeps it). A view costs
+ * a typed array's construction (~1 k instructions through `subarray`'s species lookup,
+ * bench/README.md, "The CoAP decode, the Uri-Path and the exchange timer"); the request path
+ * reads its seven Uri-Path segments and its Content-Format straight from the bytes
+ * (options.ts), so on that path no view is made at all.
+ */
+export class WireOption implements CoapOption {
+  private view: Buffer | undefined = undefined;
+
+  /**
+   * @param number the option's absolute number
+   * @param bytes the datagram
+   * @param start where the value starts in `bytes`
+   * @param end where it ends (exclusive); `start <= end <= bytes.length`, checked by the decoder
+   */
+  constructor(
+    readonly number: number,
+    readonly bytes: Buffer,
+    readonly start: number,
+    readonly end: number,
+  ) {}
+
+  /** The value as a view into the datagram (the shared empty Buffer when it has no bytes). */
+  get value(): Buffer {
+    let v = this.view;
+    if (v === undefined) {
+      v = this.start === this.end ? EMPTY : this.bytes.subarray(this.start, this.end);
+      this.view = v;
+    }
+    return v;
+  }
+}
+
+/**
  * Decodes one datagram into a message.
  *
  * The returned token, option values and payload are views into `buf`, valid as long as
@@ -63,6 +100,23 @@ const NO_OPTIONS: readonly CoapOption[] = Object.freeze([]);
  *   whether to answer with a Reset (RFC 7252 §4.2) or drop it.
  */
 export function decode(buf: Buffer): CoapMessage {
+  return decodeMessage(buf, false);
+}
+
+/**
+ * {@link decode} with each option a {@link WireOption}: the same checks, errors and message,
+ * but an option value's view is made only when `value` is read. The exchange layer decodes
+ * with it; where the value lies (`bytes`, `start`, `end`) is what options.ts reads on the
+ * request path.
+ *
+ * @throws CoapFormatError exactly as {@link decode} does.
+ */
+export function decodeWire(buf: Buffer): CoapMessage {
+  return decodeMessage(buf, true);
+}
+
+/** The one parser of {@link decode} and {@link decodeWire}; `wire` picks the option kind. */
+function decodeMessage(buf: Buffer, wire: boolean): CoapMessage {
   const len = buf.length;
   if (len < 4) throw new CoapFormatError('COAP_TRUNCATED_HEADER', 0, undefined, undefined);
   const b0 = buf[0] ?? 0;
@@ -136,13 +190,15 @@ export function decode(buf: Buffer): CoapMessage {
     if (length > len - off) {
       throw new CoapFormatError('COAP_TRUNCATED_OPTION', start, type, messageId);
     }
-    const value = length === 0 ? EMPTY : buf.subarray(off, off + length);
+    const option: CoapOption = wire
+      ? new WireOption(number, buf, off, off + length)
+      : { number, value: length === 0 ? EMPTY : buf.subarray(off, off + length) };
     off += length;
     if (list === undefined) {
       list = [];
       options = list;
     }
-    list.push({ number, value });
+    list.push(option);
   }
   return { type, code, messageId, token, options, payload };
 }

@@ -41,7 +41,7 @@ import {
   transferKey,
   type CachedBody,
 } from './blockwise.js';
-import { decode, encode, type CoapMessage, type CoapOption } from './codec.js';
+import { decodeWire, encode, type CoapMessage, type CoapOption } from './codec.js';
 import {
   ACK,
   ACK_RANDOM_FACTOR,
@@ -438,7 +438,7 @@ export class CoapEndpoint<I> {
     this.stats.messagesIn++;
     let msg: CoapMessage;
     try {
-      msg = decode(datagram);
+      msg = decodeWire(datagram);
     } catch (err) {
       if (!(err instanceof CoapFormatError)) throw err;
       this.stats.malformed++;
@@ -1001,7 +1001,7 @@ function withoutIgnoredOptions(msg: CoapMessage, understood: ReadonlySet<number>
     const n = o.number;
     if (understood.has(n) || n === OptionNumber.SIZE1) kept.push(o);
   }
-  return decode(encode({ ...msg, options: kept }));
+  return decodeWire(encode({ ...msg, options: kept }));
 }
 
 /** The smallest Block2 block (szx 0). */

@@ -7,16 +7,11 @@
 
 import { isUtf8 } from 'node:buffer';
 import { OptionNumber } from './constants.js';
-import type { CoapMessage } from './codec.js';
+import { WireOption, type CoapMessage, type CoapOption } from './codec.js';
 
 /** Value of the first option numbered `n`, or undefined when absent. */
 export function getOption(msg: CoapMessage, n: number): Buffer | undefined {
-  const options = msg.options;
-  for (let i = 0; i < options.length; i++) {
-    const opt = options[i];
-    if (opt !== undefined && opt.number === n) return opt.value;
-  }
-  return undefined;
+  return findOption(msg, n)?.value;
 }
 
 /** Values of every option numbered `n`, in message order (empty array when absent). */
@@ -62,10 +57,21 @@ export function uriPathStrict(msg: CoapMessage): string[] | undefined {
   for (let i = 0; i < options.length; i++) {
     const opt = options[i];
     if (opt === undefined || opt.number !== OptionNumber.URI_PATH) continue;
+    // a decoded option is read where it lies in the datagram: no view made for it
+    let ascii: string | undefined;
+    if (opt instanceof WireOption) {
+      ascii =
+        opt.end - opt.start <= MAX_SEGMENT ? asciiString(opt.bytes, opt.start, opt.end) : undefined;
+    } else {
+      const v = opt.value;
+      ascii = v.length <= MAX_SEGMENT ? asciiString(v, 0, v.length) : undefined;
+    }
+    if (ascii !== undefined) {
+      out.push(ascii);
+      continue;
+    }
     const value = opt.value;
-    const ascii = value.length <= MAX_SEGMENT ? asciiString(value) : undefined;
-    if (ascii !== undefined) out.push(ascii);
-    else if (isUtf8(value)) out.push(value.toString('utf8'));
+    if (isUtf8(value)) out.push(value.toString('utf8'));
     else return undefined;
   }
   return out;
@@ -78,15 +84,15 @@ export function uriPathStrict(msg: CoapMessage): string[] | undefined {
 const MAX_SEGMENT = 255;
 
 /**
- * The value as a string when every byte is below 0x80 (such bytes are well-formed UTF-8 and
+ * `bytes[start, end)` as a string when every byte is below 0x80 (such bytes are well-formed UTF-8 and
  * decode to the same code points), else undefined. Uri-Path segments nearly always are
  * ASCII; for a few bytes this loop costs fewer instructions than the two calls into C++
  * (`isUtf8`, then `toString`) a segment otherwise takes (bench/README.md, records).
  */
-function asciiString(value: Buffer): string | undefined {
+function asciiString(bytes: Uint8Array, start: number, end: number): string | undefined {
   let s = '';
-  for (let i = 0; i < value.length; i++) {
-    const b = value[i] ?? 0;
+  for (let i = start; i < end; i++) {
+    const b = bytes[i] ?? 0;
     if (b > 0x7f) return undefined;
     s += String.fromCharCode(b);
   }
@@ -120,11 +126,24 @@ export function encodeUint(n: number): Buffer {
  * value is 0. Values longer than 4 bytes give undefined.
  */
 export function decodeUint(buf: Buffer): number | undefined {
-  const len = buf.length;
-  if (len > 4) return undefined;
+  return buf.length > 4 ? undefined : uintAt(buf, 0, buf.length);
+}
+
+/** The big-endian unsigned integer in `bytes[start, end)`; the caller keeps it to 4 bytes. */
+function uintAt(bytes: Uint8Array, start: number, end: number): number {
   let n = 0;
-  for (let i = 0; i < len; i++) n = n * 256 + (buf[i] ?? 0);
+  for (let i = start; i < end; i++) n = n * 256 + (bytes[i] ?? 0);
   return n;
+}
+
+/** The first option numbered `n`, or undefined when absent. */
+function findOption(msg: CoapMessage, n: number): CoapOption | undefined {
+  const options = msg.options;
+  for (let i = 0; i < options.length; i++) {
+    const opt = options[i];
+    if (opt !== undefined && opt.number === n) return opt;
+  }
+  return undefined;
 }
 
 /**
@@ -133,9 +152,14 @@ export function decodeUint(buf: Buffer): number | undefined {
  * outside its range is treated as unrecognized, i.e. ignored (RFC 7252 §5.4.3).
  */
 export function contentFormat(msg: CoapMessage): number | undefined {
-  const value = getOption(msg, OptionNumber.CONTENT_FORMAT);
-  if (value === undefined || value.length > 2) return undefined;
-  return decodeUint(value);
+  const opt = findOption(msg, OptionNumber.CONTENT_FORMAT);
+  if (opt === undefined) return undefined;
+  // a decoded option is read where it lies in the datagram: no view made for it
+  if (opt instanceof WireOption) {
+    return opt.end - opt.start > 2 ? undefined : uintAt(opt.bytes, opt.start, opt.end);
+  }
+  const value = opt.value;
+  return value.length > 2 ? undefined : uintAt(value, 0, value.length);
 }
 
 /** A Block1/Block2 option value (RFC 7959 §2.2). */

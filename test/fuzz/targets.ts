@@ -16,7 +16,7 @@
 import assert from 'node:assert/strict';
 import { isUtf8 } from 'node:buffer';
 import fc from 'fast-check';
-import { decode, encode, type CoapMessage } from '../../src/coap/codec.js';
+import { WireOption, decode, decodeWire, encode, type CoapMessage } from '../../src/coap/codec.js';
 import { OptionNumber } from '../../src/coap/constants.js';
 import { COAP_ERROR_CODES, CoapFormatError, reactionFor } from '../../src/coap/errors.js';
 import {
@@ -471,13 +471,32 @@ const coapMessageText = new Map(
   COAP_ERROR_CODES.map((c) => [c, new CoapFormatError(c, 0, undefined, undefined).message]),
 );
 
-/** decode returns or throws a well-formed CoapFormatError; accepted bytes re-encode exactly. */
+/** decodeWire's outcome: the message, or the error it threw (checked by checkDecodeTotal). */
+function tryDecodeWire(input: Buffer): CoapMessage | CoapFormatError {
+  try {
+    return decodeWire(input);
+  } catch (err) {
+    if (!(err instanceof CoapFormatError)) throw err;
+    return err;
+  }
+}
+
+/**
+ * decode returns or throws a well-formed CoapFormatError; accepted bytes re-encode exactly;
+ * decodeWire accepts and refuses the same input the same way, its options read as decode's.
+ */
 function checkDecodeTotal(input: Buffer): CoapMessage | undefined {
   let m: CoapMessage;
+  const wire = tryDecodeWire(input);
   try {
     m = decode(input);
   } catch (err) {
     if (!(err instanceof CoapFormatError)) throw err;
+    assert.ok(wire instanceof CoapFormatError, 'decodeWire accepted what decode refused');
+    assert.deepEqual(
+      [wire.code, wire.offset, wire.type, wire.messageId, wire.reaction],
+      [err.code, err.offset, err.type, err.messageId, err.reaction],
+    );
     assert.ok(coapMessageText.has(err.code), `unknown code ${err.code}`);
     assert.equal(err.message, coapMessageText.get(err.code));
     const headerReadable = input.length >= 4 && input[0]! >>> 6 === 1;
@@ -494,13 +513,26 @@ function checkDecodeTotal(input: Buffer): CoapMessage | undefined {
   assert.ok(isViewInto(m.token, input) && isViewInto(m.payload, input));
   for (const o of m.options) assert.ok(isViewInto(o.value, input));
   assert.ok(encode(m).equals(input), 'accepted bytes do not re-encode to themselves');
+  assert.ok(!(wire instanceof CoapFormatError), 'decodeWire refused what decode accepted');
+  assert.deepEqual(
+    [wire.type, wire.code, wire.messageId, wire.token, wire.payload],
+    [m.type, m.code, m.messageId, m.token, m.payload],
+  );
+  assert.equal(wire.options.length, m.options.length);
+  wire.options.forEach((o, i) => {
+    assert.ok(o instanceof WireOption && o.bytes === input);
+    assert.ok(o.start >= 0 && o.start <= o.end && o.end <= input.length);
+    assert.equal(o.number, m.options[i]?.number);
+    assert.ok(isViewInto(o.value, input) && o.value.equals(m.options[i]!.value));
+  });
+  assert.ok(encode(wire).equals(input), 'decodeWire: accepted bytes do not re-encode');
   return m;
 }
 
 const coapDecode = target(
   'coap.decode',
   'coap',
-  'decode returns or throws CoapFormatError with a known code, its fixed text, the header type and message ID when readable, and the reaction RFC 7252 gives that type; accepted datagrams are views of the input and re-encode to the same bytes; encode → decode round-trips arbitrary messages',
+  "decode returns or throws CoapFormatError with a known code, its fixed text, the header type and message ID when readable, and the reaction RFC 7252 gives that type; accepted datagrams are views of the input and re-encode to the same bytes; encode → decode round-trips arbitrary messages; decodeWire accepts and refuses the same datagrams with the same error, its options ranges of the input that read as decode's values",
   fc.oneof(
     fc.tuple(bytesArb(300), fc.constant(undefined)),
     fc.tuple(
@@ -530,7 +562,7 @@ const coapDecode = target(
 const coapOptions = target(
   'coap.options',
   'coap',
-  'on decoded messages with random option values: uriPathStrict is undefined exactly when a Uri-Path is not UTF-8, else equals uriPath; decodeUint/encodeUint and decodeBlock/encodeBlock round-trip (minimal form), refuse what RFC 7252/7959 refuse, and never throw',
+  "on decoded messages with random option values: uriPathStrict is undefined exactly when a Uri-Path is not UTF-8, else equals uriPath (the same on decodeWire's message, and contentFormat too); decodeUint/encodeUint and decodeBlock/encodeBlock round-trip (minimal form), refuse what RFC 7252/7959 refuse, and never throw",
   fc.tuple(
     mutatedArb(coapMessageArb.map(encode)),
     fc.array(
@@ -556,9 +588,15 @@ const coapOptions = target(
       payload: Buffer.alloc(0),
       options: [...(base?.code === 0 ? [] : (base?.options ?? [])), ...extra],
     };
-    const msg = decode(encode(m));
+    const bytes = encode(m);
+    const msg = decode(bytes);
     const paths = getOptions(msg, OptionNumber.URI_PATH);
     const strict = uriPathStrict(msg);
+    // the exchange layer's messages (options read from the datagram) read the same
+    const wire = decodeWire(bytes);
+    assert.deepEqual(uriPathStrict(wire), strict);
+    assert.deepEqual(uriPath(wire), uriPath(msg));
+    assert.equal(contentFormat(wire), contentFormat(msg));
     assert.equal(
       strict === undefined,
       paths.some((p) => !isUtf8(p)),

@@ -3,14 +3,8 @@ import assert from 'node:assert/strict';
 
 import type { CoapMessage } from '../../../src/coap/codec.js';
 import { ACK, CON, Code, NON, OptionNumber } from '../../../src/coap/constants.js';
-import {
-  CoapEndpoint,
-  type CoapEndpointOptions,
-  type CoapReply,
-  type CoapRequest,
-} from '../../../src/coap/endpoint.js';
+import type { CoapEndpoint, CoapReply, CoapRequest } from '../../../src/coap/endpoint.js';
 import { getOption } from '../../../src/coap/options.js';
-import { ManualClock } from '../../../src/time/clock.js';
 import { UPLOAD_OVERHEAD, transferKey } from '../../../src/coap/blockwise.js';
 import { decode } from '../../../src/coap/codec.js';
 import {
@@ -18,27 +12,14 @@ import {
   block,
   bytes,
   deferred,
+  endpointSetup,
   flush,
   req,
   uintOption,
   type RequestSpec,
 } from './exchange-harness.js';
-import { COAP_ENDPOINT_DEFAULTS } from '../../helpers/component-defaults.js';
 
-function setup(
-  handler: CoapEndpointOptions<string>['handler'],
-  extra: Partial<CoapEndpointOptions<string>> = {},
-): { ep: CoapEndpoint<string>; peer: FakePeer; clock: ManualClock } {
-  const clock = new ManualClock(0);
-  const ep = new CoapEndpoint<string>({
-    ...COAP_ENDPOINT_DEFAULTS,
-    handler,
-    clock,
-    random: () => 0,
-    ...extra,
-  });
-  return { ep, peer: new FakePeer(), clock };
-}
+const setup = endpointSetup;
 
 /** Sends one request and returns the single response. */
 function exchange(ep: CoapEndpoint<string>, peer: FakePeer, spec: RequestSpec): CoapMessage {

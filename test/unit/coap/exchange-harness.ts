@@ -4,7 +4,11 @@
  */
 import { decode, encode, type CoapMessage, type CoapOption } from '../../../src/coap/codec.js';
 import { CON, Code, OptionNumber, type MessageType } from '../../../src/coap/constants.js';
-import type { CoapPeer } from '../../../src/coap/endpoint.js';
+import {
+  CoapEndpoint,
+  type CoapEndpointOptions,
+  type CoapPeer,
+} from '../../../src/coap/endpoint.js';
 import {
   decodeBlock,
   decodeUint,
@@ -12,6 +16,8 @@ import {
   getOption,
   type BlockOption,
 } from '../../../src/coap/options.js';
+import { ManualClock } from '../../../src/time/clock.js';
+import { COAP_ENDPOINT_DEFAULTS } from '../../helpers/component-defaults.js';
 
 /** A peer whose `send` records datagrams; `open = false` makes it refuse them. */
 export class FakePeer implements CoapPeer<string> {
@@ -43,6 +49,25 @@ export class FakePeer implements CoapPeer<string> {
     this.sent.length = 0;
     return out;
   }
+}
+
+/**
+ * An endpoint with the defaults of the settings, `handler`, a manual clock at 0, `random` 0 and
+ * `extra`, and a fake peer to talk to it.
+ */
+export function endpointSetup(
+  handler: CoapEndpointOptions<string>['handler'],
+  extra: Partial<CoapEndpointOptions<string>> = {},
+): { ep: CoapEndpoint<string>; peer: FakePeer; clock: ManualClock } {
+  const clock = new ManualClock(0);
+  const ep = new CoapEndpoint<string>({
+    ...COAP_ENDPOINT_DEFAULTS,
+    handler,
+    clock,
+    random: () => 0,
+    ...extra,
+  });
+  return { ep, peer: new FakePeer(), clock };
 }
 
 export interface RequestSpec {
