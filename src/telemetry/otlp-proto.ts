@@ -40,6 +40,8 @@ import {
 const SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK = 0x100;
 const SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK = 0x200;
 const TWO_32 = 4294967296;
+/** The writer's buffer is kept between requests up to this size. */
+const KEPT_BUFFER_BYTES = 1 << 20;
 
 /*
  * The writer: one buffer and a position, module variables rather than an object's fields
@@ -414,6 +416,8 @@ export class OtlpTraceEncoder {
     const out = Buffer.allocUnsafe(pos);
     buf.copy(out, 0, 0, pos);
     pos = 0;
+    // a rare large batch does not keep its buffer for the life of the process
+    if (buf.length > KEPT_BUFFER_BYTES) buf = rawWrites(Buffer.allocUnsafe(4096));
     return out;
   }
 }

@@ -143,6 +143,24 @@ describe('OTLP protobuf serializer', () => {
     assert.equal(encoder.encode([]).length, 0);
   });
 
+  it('a request larger than the buffer kept between requests, then a small one', () => {
+    const [big] = spansOf({ 'service.name': 'coap-edge' }, (p) => {
+      p.getTracer('coap-edge')
+        .startSpan('big', { attributes: { a: 'z'.repeat(3 << 20), b: 1 } })
+        .end();
+    });
+    const [small] = spansOf({ 'service.name': 'coap-edge' }, (p) => {
+      p.getTracer('coap-edge').startSpan('small').end();
+    });
+    assert.ok(big !== undefined && small !== undefined);
+    const encoder = new OtlpTraceEncoder();
+    for (const s of [big, small, big]) {
+      const ours = Buffer.from(encoder.encode([s]));
+      const sdk = Buffer.from(ProtobufTraceSerializer.serializeRequest([s]) ?? new Uint8Array());
+      assert.ok(ours.equals(sdk), `${s.name}: ${ours.length} bytes, the SDK's ${sdk.length}`);
+    }
+  });
+
   it("http/protobuf, the default: the spans reach a receiver without the SDK's serializer", async () => {
     // the generated protobufjs module the SDK's serializer encodes with (one instance: CJS cache)
     const require = createRequire(import.meta.url);
