@@ -11,6 +11,7 @@
 //
 //   valgrind --tool=callgrind --smc-check=all-non-file node [--no-opt] bench/otlp-trace-ir.mjs <build dir> <part> <n>
 import { resolve } from 'node:path';
+import { oneTrace as makeTrace } from './otlp-trace.mjs';
 
 const [, , buildArg, part, nArg] = process.argv;
 const parts = ['spans', 'sdk-proto', 'sdk-json', 'own-proto'];
@@ -22,7 +23,8 @@ const build = resolve(buildArg);
 const n = Number(nArg);
 const mod = (p) => import(`file://${build}/${p}`);
 const { setupTracing } = await mod('dist/src/telemetry/setup.js');
-const { trace, context } = await mod('node_modules/@opentelemetry/api/build/src/index.js');
+const api = await mod('node_modules/@opentelemetry/api/build/src/index.js');
+const { trace } = api;
 const transformer = await mod('node_modules/@opentelemetry/otlp-transformer/build/src/index.js');
 
 const captured = [];
@@ -46,27 +48,7 @@ const handle = setupTracing({
 const provider = trace.getTracerProvider().getDelegate();
 const tracer = handle.tracing.tracer;
 
-function oneTrace(i) {
-  const root = tracer.startSpan('coap.datagram', {
-    attributes: {
-      'net.peer.ip': '127.0.0.1',
-      'net.peer.port': 40000 + (i % 1000),
-      'dtls.epoch': 1,
-    },
-  });
-  const ctx = trace.setSpan(context.active(), root);
-  for (const name of ['coap.request', 'enos.route', 'mqtt.publish', 'platform.reply']) {
-    const attributes = {
-      'coap.method': 'POST',
-      'coap.mid': i & 0xffff,
-      'messaging.destination': '/sys/benchPK/dev0001/thing/measurepoint/post',
-      'enos.product_key': 'benchPK',
-      'enos.device_key': 'dev0001',
-    };
-    tracer.startSpan(name, { attributes }, ctx).end();
-  }
-  root.end();
-}
+const oneTrace = (i) => makeTrace(api, tracer, i);
 
 for (let t = 0; t < 10; t++) oneTrace(t);
 await provider.forceFlush();

@@ -159,6 +159,13 @@ function string(s: string): void {
   pos += buf.utf8Write(s, pos, n);
 }
 
+/** A string field: its tag (one byte) and the string. */
+function stringField(tag: number, s: string): void {
+  ensure(1);
+  buf[pos++] = tag;
+  string(s);
+}
+
 /** A span or trace id: hex text written as its bytes (length prefixed); room reserved. */
 function hexId(hex: string): void {
   const n = hex.length >>> 1;
@@ -197,9 +204,7 @@ function end(at: number): void {
 function anyValue(v: AttributeValue | null | undefined): void {
   switch (typeof v) {
     case 'string':
-      ensure(1);
-      buf[pos++] = 10;
-      string(v);
+      stringField(10, v);
       return;
     case 'number':
       ensure(11);
@@ -241,8 +246,7 @@ function keyValues(tag: number, attributes: Attributes): void {
   for (const key in attributes) {
     if (!Object.prototype.hasOwnProperty.call(attributes, key)) continue;
     const kv = begin(tag);
-    buf[pos++] = 10;
-    string(key);
+    stringField(10, key);
     const value = begin(18);
     anyValue(attributes[key]);
     end(value);
@@ -255,8 +259,7 @@ function event(e: TimedEvent): void {
   ensure(10);
   buf[pos++] = 9;
   hrTime(e.time);
-  buf[pos++] = 18;
-  string(e.name);
+  stringField(18, e.name);
   if (e.attributes !== undefined) keyValues(26, e.attributes);
   ensure(6);
   buf[pos++] = 32;
@@ -273,8 +276,7 @@ function link(l: Link): void {
   hexId(l.context.spanId);
   const state = l.context.traceState?.serialize();
   if (state !== undefined) {
-    buf[pos++] = 26;
-    string(state);
+    stringField(26, state);
   }
   if (l.attributes !== undefined) keyValues(34, l.attributes);
   ensure(11);
@@ -302,17 +304,14 @@ function span(s: ReadableSpan): void {
   hexId(ctx.spanId);
   const state = ctx.traceState?.serialize();
   if (state !== undefined) {
-    buf[pos++] = 26;
-    string(state);
+    stringField(26, state);
   }
   if (parent !== undefined && parent.spanId !== '') {
     ensure(34);
     buf[pos++] = 34;
     hexId(parent.spanId);
   }
-  ensure(1);
-  buf[pos++] = 42;
-  string(s.name);
+  stringField(42, s.name);
   ensure(11 + 18);
   buf[pos++] = 48;
   int32(s.kind + 1);
@@ -334,9 +333,7 @@ function span(s: ReadableSpan): void {
   varint(s.droppedLinksCount);
   const status = begin(122);
   if (s.status.message !== undefined) {
-    ensure(1);
-    buf[pos++] = 18;
-    string(s.status.message);
+    stringField(18, s.status.message);
   }
   ensure(11 + 6);
   buf[pos++] = 24;
@@ -350,13 +347,9 @@ function span(s: ReadableSpan): void {
 
 function scope(sc: InstrumentationScope): void {
   const at = begin(10);
-  ensure(1);
-  buf[pos++] = 10;
-  string(sc.name);
+  stringField(10, sc.name);
   if (sc.version !== undefined) {
-    ensure(1);
-    buf[pos++] = 18;
-    string(sc.version);
+    stringField(18, sc.version);
   }
   end(at);
 }
@@ -399,17 +392,13 @@ export class OtlpTraceEncoder {
         for (const s of list) span(s);
         const schemaUrl = first.instrumentationScope.schemaUrl;
         if (schemaUrl !== undefined) {
-          ensure(1);
-          buf[pos++] = 26;
-          string(schemaUrl);
+          stringField(26, schemaUrl);
         }
         end(ss);
       }
       const schemaUrl = resource.schemaUrl;
       if (schemaUrl !== undefined && schemaUrl !== '') {
-        ensure(1);
-        buf[pos++] = 26;
-        string(schemaUrl);
+        stringField(26, schemaUrl);
       }
       end(rs);
     }
