@@ -15,6 +15,7 @@ import { fork } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
+import { oneTrace as makeTrace } from './otlp-trace.mjs';
 
 const [, , buildArg, exportsArg, tracesArg = '1'] = process.argv;
 if (buildArg === undefined || exportsArg === undefined) {
@@ -33,9 +34,8 @@ const sink = fork(new URL('../dist/bench/lib/otlp-sink.js', import.meta.url), [S
 await new Promise((r) => sink.on('message', (m) => m.type === 'ready' && r()));
 
 const { setupTracing } = await import(`file://${build}/dist/src/telemetry/setup.js`);
-const { trace, context } = await import(
-  `file://${build}/node_modules/@opentelemetry/api/build/src/index.js`
-);
+const api = await import(`file://${build}/node_modules/@opentelemetry/api/build/src/index.js`);
+const { trace } = api;
 const handle = setupTracing({
   endpoint: `http://127.0.0.1:${port}/v1/traces`,
   sampleRatio: 1,
@@ -48,34 +48,7 @@ const handle = setupTracing({
 const provider = trace.getTracerProvider().getDelegate();
 const tracer = handle.tracing.tracer;
 
-function oneTrace(i) {
-  const root = tracer.startSpan('coap.datagram', {
-    attributes: {
-      'net.peer.ip': '127.0.0.1',
-      'net.peer.port': 40000 + (i % 1000),
-      'dtls.epoch': 1,
-    },
-  });
-  const ctx = trace.setSpan(context.active(), root);
-  for (const name of ['coap.request', 'enos.route', 'mqtt.publish', 'platform.reply']) {
-    tracer
-      .startSpan(
-        name,
-        {
-          attributes: {
-            'coap.method': 'POST',
-            'coap.mid': i & 0xffff,
-            'messaging.destination': '/sys/benchPK/dev0001/thing/measurepoint/post',
-            'enos.product_key': 'benchPK',
-            'enos.device_key': 'dev0001',
-          },
-        },
-        ctx,
-      )
-      .end();
-  }
-  root.end();
-}
+const oneTrace = (i) => makeTrace(api, tracer, i);
 
 async function sinkRequests() {
   sink.send({ type: 'stats', seq: 0 });

@@ -9,7 +9,6 @@ import { hostname } from 'node:os';
 import { isSpanContextValid, trace, TraceFlags, type Context } from '@opentelemetry/api';
 import { OTLPTraceExporter as OtlpHttpJsonExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { OTLPTraceExporter as OtlpGrpcExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
-import { OTLPTraceExporter as OtlpHttpProtoExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { detectResources, envDetector, resourceFromAttributes } from '@opentelemetry/resources';
 import {
   BatchSpanProcessor,
@@ -31,6 +30,7 @@ import {
   type OtlpProtocol,
   type SamplingPolicy,
 } from './otel-env.js';
+import { OtlpProtoTraceExporter } from './otlp-proto.js';
 import { SyncContextManager } from './sync-context.js';
 import { Tracing } from './trace.js';
 
@@ -112,7 +112,8 @@ export function otlpExporter(
     case 'http/json':
       return new OtlpHttpJsonExporter({ url, headers });
     case 'http/protobuf':
-      return new OtlpHttpProtoExporter({ url, headers });
+      // the SDK's exporter with our own serializer (otlp-proto.ts)
+      return new OtlpProtoTraceExporter({ url, headers });
   }
 }
 

@@ -151,8 +151,8 @@ describe('modules serve loads at start', () => {
     );
     assertSome(
       loaded,
-      /\/node_modules\/@opentelemetry\/exporter-trace-otlp-proto\//,
-      'and the exporter of the protocol in use (http/protobuf by default)',
+      /\/node_modules\/@opentelemetry\/otlp-exporter-base\/build\/src\/otlp-http-export-delegate\.js/,
+      "and the SDK's OTLP/HTTP transport (http/protobuf by default)",
     );
     assertSome(loaded, AEDES, 'and aedes when the embedded broker runs');
     assertSome(loaded, UNDICI, 'and undici for the presence webhook');
