@@ -46,21 +46,17 @@ async function lint(file: string, text: string) {
 const source = (f: string) => readFileSync(join(REPO_ROOT, f), 'utf8');
 
 void describe('npm run lint', () => {
-  void it('type-checks every TypeScript file with the build program, with the typed rules on', async () => {
+  void it('lints every TypeScript file with type information, the typed rules on', async () => {
     for (const file of [
       'src/coap/codec.ts',
       'test/unit/coap/codec.test.ts',
       'bench/coap-codec.ts',
     ]) {
       const cfg = (await eslint.calculateConfigForFile(file)) as {
-        languageOptions: { parserOptions: { project?: unknown; tsconfigRootDir?: unknown } };
+        languageOptions: { parserOptions: { projectService?: unknown } };
         rules: Record<string, unknown[]>;
       };
-      const { project, tsconfigRootDir } = cfg.languageOptions.parserOptions;
-      assert.equal(
-        join(String(tsconfigRootDir), String(project)),
-        join(REPO_ROOT, 'tsconfig.json'),
-      );
+      assert.ok(cfg.languageOptions.parserOptions.projectService, `${file}: no type information`);
       for (const rule of ['no-floating-promises', 'no-misused-promises', 'await-thenable'])
         assert.equal(cfg.rules[`@typescript-eslint/${rule}`]?.[0], 2, `${file}: ${rule}`);
     }
