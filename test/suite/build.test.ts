@@ -45,11 +45,13 @@ fs.readFileSync = function (p, ...rest) {
 };
 `;
 
-function write(rel: string, text: string): void {
+function write(rel: string, text: string, edit = true): void {
   const file = join(dir, rel);
   mkdirSync(join(file, '..'), { recursive: true });
   writeFileSync(file, text);
-  // an edit made after the last build: a second later than anything the build wrote
+  if (!edit) return;
+  // an edit made after the last build: a second later than anything the build wrote (whatever
+  // the file system's time resolution)
   const later = new Date(Date.now() + 1000);
   utimesSync(file, later, later);
 }
@@ -69,9 +71,9 @@ function setUp(): void {
   mkdirSync(join(dir, 'scripts'));
   copyFileSync(join(REPO_ROOT, 'scripts', 'link-bin.mjs'), join(dir, 'scripts', 'link-bin.mjs'));
   writeFileSync(join(dir, 'preload.mjs'), PRELOAD);
-  write('src/cli.ts', `export const name: string = 'probe';\n`);
-  write('src/a.ts', `export const a: number = 1;\n`);
-  write('test/a.test.ts', `import { a } from '../src/a.js';\nexport const b: number = a;\n`);
+  write('src/cli.ts', `export const name: string = 'probe';\n`, false);
+  write('src/a.ts', `export const a: number = 1;\n`, false);
+  write('test/a.test.ts', `import { a } from '../src/a.js';\nexport const b: number = a;\n`, false);
 }
 
 /** The build script (`npm run build` without npm's own start) in the project; the sources it read. */

@@ -6,8 +6,7 @@
  * CPU to build; `npm run lint` builds it once).
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -91,40 +90,4 @@ void describe('npm run lint', () => {
     );
     assert.match(messages[0]!.message, /src\/coap must not import from src\/gateway/);
   });
-});
-
-/** scripts/lint.mjs in a copy whose eslint and prettier print their name and exit with `codes`. */
-function lintScript(codes: { eslint: number; prettier: number }) {
-  const root = mkdtempSync(join(dir, 'root-'));
-  mkdirSync(join(root, 'scripts'));
-  copyFileSync(join(REPO_ROOT, 'scripts', 'lint.mjs'), join(root, 'scripts', 'lint.mjs'));
-  mkdirSync(join(root, 'node_modules', '.bin'), { recursive: true });
-  for (const [tool, code] of Object.entries(codes))
-    writeFileSync(
-      join(root, 'node_modules', '.bin', tool),
-      `#!/bin/sh\necho "${tool} ran: $*"\nexit ${code}\n`,
-      {
-        mode: 0o755,
-      },
-    );
-  const r = spawnSync(process.execPath, [join(root, 'scripts', 'lint.mjs')], {
-    encoding: 'utf8',
-    timeout: 30_000,
-  });
-  return { status: r.status, out: `${r.stdout}${r.stderr}` };
-}
-
-void describe('scripts/lint.mjs (npm run lint: eslint and prettier side by side)', () => {
-  for (const [eslint, prettier, status] of [
-    [0, 0, 0],
-    [1, 0, 1],
-    [0, 2, 1],
-    [1, 2, 1],
-  ] as const) {
-    void it(`eslint exiting ${eslint}, prettier ${prettier}: exit ${status}, both run`, () => {
-      const r = lintScript({ eslint, prettier });
-      assert.equal(r.status, status, r.out);
-      assert.match(r.out, /eslint ran: \.\n[^]*prettier ran: --check \.\n/);
-    });
-  }
 });
