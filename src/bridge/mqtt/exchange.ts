@@ -211,7 +211,6 @@ function deadlineMissed(o: RequestReplyOptions<SubscribingConnection>, waiter: R
   if (o.replies.fail(waiter, new ReplyTimeoutError(o.replyTopic, o.timeoutMs))) o.onTimeout();
 }
 
-/** A request's reply deadline as an entry of a {@link TimerQueue}. */
 /**
  * The latest reply deadline, held until the next one: with no ReplyDeadline alive a full GC
  * frees the maps of its fields and deoptimizes the reply flow compiled against them
@@ -219,6 +218,7 @@ function deadlineMissed(o: RequestReplyOptions<SubscribingConnection>, waiter: R
  */
 const latest: { deadline: ReplyDeadline | undefined } = { deadline: undefined };
 
+/** A request's reply deadline as an entry of a {@link TimerQueue}. */
 class ReplyDeadline implements Timed {
   dueAt = 0;
   heapIndex = -1;
