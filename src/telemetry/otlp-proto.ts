@@ -337,10 +337,12 @@ function span(s: ReadableSpan): void {
   if (s.status.message !== undefined) {
     stringField(18, s.status.message);
   }
-  ensure(11 + 6);
+  ensure(11);
   buf[pos++] = 24;
   int32(s.status.code);
   end(status);
+  // reserved after the status's end, which may have moved its body to a longer length
+  ensure(6);
   buf[pos++] = 133;
   buf[pos++] = 1;
   fixed32(flagsOf(ctx.traceFlags, parent?.isRemote));

@@ -161,6 +161,34 @@ describe('OTLP protobuf serializer', () => {
     }
   });
 
+  it('a status whose longest form ends where the kept buffer ends', () => {
+    // the status's code as a ten-byte varint (a negative enum) and a message long enough for a
+    // two-byte length: the flags after it must still fit, wherever the buffer ends
+    const [big] = spansOf({ 'service.name': 'coap-edge' }, (p) => {
+      p.getTracer('coap-edge')
+        .startSpan('big', { attributes: { a: 'z'.repeat(1100 << 10) } })
+        .end();
+    });
+    assert.ok(big !== undefined);
+    const encoder = new OtlpTraceEncoder();
+    const sizes = new Set<number>();
+    for (let n = 3740; n < 3790; n++) {
+      encoder.encode([big]); // leaves the writer with a new 4 KiB buffer
+      const [s] = spansOf({ 'service.name': 'coap-edge' }, (p) => {
+        const span = p.getTracer('coap-edge').startSpan('n'.repeat(n));
+        span.setStatus({ code: -1 as SpanStatusCode, message: 'm'.repeat(200) });
+        span.end();
+      });
+      assert.ok(s !== undefined);
+      const ours = Buffer.from(encoder.encode([s]));
+      const sdk = Buffer.from(ProtobufTraceSerializer.serializeRequest([s]) ?? new Uint8Array());
+      assert.ok(ours.equals(sdk), `name of ${n}: ${ours.length} bytes, the SDK's ${sdk.length}`);
+      sizes.add(ours.length);
+    }
+    // the sweep crossed the 4 KiB buffer's end
+    assert.ok(Math.min(...sizes) < 4096 && Math.max(...sizes) > 4096);
+  });
+
   it("http/protobuf, the default: the spans reach a receiver without the SDK's serializer", async () => {
     // the generated protobufjs module the SDK's serializer encodes with (one instance: CJS cache)
     const require = createRequire(import.meta.url);
