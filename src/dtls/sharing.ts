@@ -15,6 +15,7 @@
  * to see the device, after a NAT rebinding or a rolling update, starts exactly there.
  */
 import { randomBytes } from 'node:crypto';
+import type { Clock, TimerHandle } from '../time/clock.js';
 import type { DtlsRecord } from './record.js';
 import type { SharedAssociationStore, SharedStats } from './shared.js';
 import { openSnapshot, type AssociationSnapshot } from './snapshot.js';
@@ -97,6 +98,8 @@ const RX_LEASE_SPAN_MS = 1_000;
 
 export interface SharingHost<A extends SharedAssociationView> {
   readonly stats: { readonly shared: SharedStats };
+  /** The server's clock: the fence-lowering pass, the heartbeat and its retry run on it. */
+  readonly clock: Clock;
   now(): number;
   /** Found and authenticated: make it an association and hand it the held records. */
   adopted(
@@ -166,8 +169,8 @@ export class Sharing<A extends SharedAssociationView> {
   private readonly negative = new Map<string, number>();
   /** Associations that received records since their fence came down. */
   private readonly dirty = new Set<A>();
-  private readonly timer: NodeJS.Timeout;
-  private readonly heart: NodeJS.Timeout;
+  private readonly timer: TimerHandle;
+  private readonly heart: TimerHandle;
   private closed = false;
 
   constructor(
@@ -185,11 +188,10 @@ export class Sharing<A extends SharedAssociationView> {
     this.ttlMs = o.ttlMs ?? idleTimeoutMs;
     this.maxLookups = o.maxLookups ?? 256;
     this.negativeTtlMs = o.negativeTtlMs ?? 5_000;
-    this.timer = setInterval(() => this.lowerQuiet(), Math.max(50, this.quietMs / 2));
-    this.timer.unref();
+    const clock = host.clock;
+    this.timer = clock.setInterval(() => this.lowerQuiet(), Math.max(50, this.quietMs / 2));
     this.beat();
-    this.heart = setInterval(() => this.beat(), HEARTBEAT_MS);
-    this.heart.unref();
+    this.heart = clock.setInterval(() => this.beat(), HEARTBEAT_MS);
   }
 
   /** Tells the store this pod lives (adopters wait for a live holder to lower its fences). */
@@ -198,7 +200,7 @@ export class Sharing<A extends SharedAssociationView> {
       this.host.storeFailed('heartbeat', err);
       // not beating makes this pod look dead to adopters: try again soon (e.g. at start,
       // before the connection is up)
-      if (!this.closed) setTimeout(() => this.beat(), HEARTBEAT_RETRY_MS).unref();
+      if (!this.closed) this.host.clock.setTimeout(() => this.beat(), HEARTBEAT_RETRY_MS);
     });
   }
 
@@ -209,8 +211,8 @@ export class Sharing<A extends SharedAssociationView> {
   /** Stops the timers; the pod is gone for adopters at once (no waiting for its fences). */
   close(): void {
     this.closed = true;
-    clearInterval(this.timer);
-    clearInterval(this.heart);
+    this.host.clock.clearTimeout(this.timer);
+    this.host.clock.clearTimeout(this.heart);
     this.store.heartbeat(this.owner, 0).catch(() => undefined);
   }
 
@@ -350,7 +352,7 @@ export class Sharing<A extends SharedAssociationView> {
         this.settle(handle, entry, false);
         return;
       }
-      await new Promise((r) => setTimeout(r, Math.max(10, this.quietMs / 4)));
+      await new Promise<void>((r) => this.host.clock.setTimeout(r, Math.max(10, this.quietMs / 4)));
     }
     // the fence rises just past the held records, plus a little for what follows them
     let top = -1;
@@ -622,14 +624,15 @@ export class Sharing<A extends SharedAssociationView> {
         if (await this.lower(a)) done++;
       }),
     );
-    let timer: NodeJS.Timeout | undefined;
+    let timer: TimerHandle;
     await Promise.race([
       all,
-      new Promise((r) => {
-        timer = setTimeout(r, timeoutMs);
+      new Promise<void>((r) => {
+        // held open like the drain it is part of
+        timer = this.host.clock.setTimeout(r, timeoutMs, true);
       }),
     ]);
-    clearTimeout(timer);
+    this.host.clock.clearTimeout(timer);
     return done;
   }
 

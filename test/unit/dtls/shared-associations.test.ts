@@ -11,7 +11,7 @@ import { createSocket, type Socket } from 'node:dgram';
 
 import { DtlsClient } from '../../../src/dtls/client.js';
 import { CipherSuite } from '../../../src/dtls/constants.js';
-import type { Clock } from '../../../src/time/clock.js';
+import { ManualClock, type Clock } from '../../../src/time/clock.js';
 import { clockReading } from '../../helpers/clock.js';
 import { DtlsServer, type DtlsServerOptions } from '../../../src/dtls/server.js';
 import { MemoryAssociationStore } from '../../../src/dtls/shared.js';
@@ -335,6 +335,43 @@ for (const withCid of [true, false]) {
       clock += 2_000;
       assert.equal(await ask(c, got, 'next'), 'B:next');
       assert.deepEqual(b.got, ['next']);
+    });
+
+    it("the quiet fence comes down on the server's clock: an hour of quiet passes in no time", async () => {
+      const hour = 3_600_000;
+      const manual = new ManualClock(0, Date.now());
+      const { c, got } = await setUp({ quietMs: hour, clock: manual, idleTimeoutMs: 100 * hour });
+      assert.equal(await ask(c, got, 'one'), 'A:one');
+      manual.advance(hour / 2); // a lowering pass runs: the association is not quiet yet
+      assert.equal(a.server.stats.shared.leases.lower, 0);
+      // the pass runs every half hour of the server's time (before, on host timers every half
+      // hour of real time: this wait timed out). At most ten hours: far from the idle sweep's
+      // 100, whose offloading would lower the fence on its own
+      let steps = 0;
+      await until('fence lowered', () => {
+        if (steps++ < 20) manual.advance(hour / 2);
+        return a.server.stats.shared.leases.lower >= 1;
+      });
+      lb.target = b.port;
+      assert.equal(await ask(c, got, 'two'), 'B:two');
+      assert.equal(b.adopted, 1);
+    });
+
+    it("drain waits for the store at most its time limit, on the server's clock", async () => {
+      const hour = 3_600_000;
+      const manual = new ManualClock(0, Date.now());
+      const { c, got } = await setUp({ quietMs: hour, clock: manual, idleTimeoutMs: 100 * hour });
+      assert.equal(await ask(c, got, 'one'), 'A:one');
+      a.dead = true; // its store calls never answer
+      let handed: number | undefined;
+      void a.server.handOver(hour).then((n) => {
+        handed = n;
+      });
+      await new Promise((r) => setImmediate(r));
+      assert.equal(handed, undefined);
+      manual.advance(hour); // before this change, an hour of real time
+      await until('the hand-over given up', () => handed !== undefined);
+      assert.equal(handed, 0);
     });
 
     it('a quiet association was handed over exactly: after a crash, the first fresh record is answered and replays are not', async () => {
