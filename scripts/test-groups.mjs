@@ -11,10 +11,12 @@ import { readFileSync } from 'node:fs';
 
 // Folders (paths under dist/test/) whose files may share a process: they pass alone and in
 // their group, and none of them changes process-wide state another file reads (environment,
-// process listeners, OpenTelemetry's global providers, the exit code, fake timers). Three files
-// of telemetry/ too: they set up no tracing (no global provider, context manager or
-// propagator) and set no environment: each alone cost a process start and its imports, ~0.5 s
-// of CPU (docs/testing.md, "The sixth session").
+// process listeners, OpenTelemetry's global providers, the exit code, fake timers). telemetry/
+// too: a file that sets up tracing registers OpenTelemetry's global provider, context manager
+// and propagator, and puts them back to none when it ends (test/helpers/otel-globals.ts), so
+// that the next one registers its own; otlp-protocols sets OTEL_EXPORTER_OTLP_HEADERS only
+// around one export. Alone, each cost a process start and its imports (docs/testing.md,
+// "The sixth session").
 export const SHARED = [
   'unit/',
   'hostile/',
@@ -22,9 +24,7 @@ export const SHARED = [
   'deploy/',
   'fuzz/',
   'suite/',
-  'telemetry/dashboards.test.js',
-  'telemetry/metrics.test.js',
-  'telemetry/otlp-proto.test.js',
+  'telemetry/',
 ];
 
 // Folders whose files share a process per folder and run side by side, FILES_AT_ONCE at a
@@ -32,9 +32,7 @@ export const SHARED = [
 // for long, which would stall the files beside it. Those that do stay in SHARED: fuzz/ (a
 // synchronous fast-check run per target), deploy/ (synchronous TypeScript programs in
 // test/deploy/kubernetes.ts: side by side, compose's registry stand-in missed a 5 s fetch
-// deadline at load 20), suite/ (spawnSync). The rest of telemetry/ has a process a file: five
-// of its files set up OpenTelemetry, whose context manager and propagator are process-wide,
-// and otlp-protocols sets OTEL_EXPORTER_OTLP_HEADERS for a case.
+// deadline at load 20), suite/ (spawnSync), telemetry/ (the globals of OpenTelemetry, above).
 export const SIDE_BY_SIDE = ['e2e/', 'interop/', 'cli/'];
 
 // Files of SHARED that go to the same group, because they share what is costly to make
