@@ -12,8 +12,11 @@
 // processes, other scripts) and the CPU of the processes each test file started (children
 // and theirs). Processes ended by a signal they do not handle count with their CPU read just
 // before it was sent; processes that do not inherit NODE_OPTIONS (a test giving its child an
-// environment of its own) and their children are not seen. Linux only. (docs/testing.md,
-// "Suite time".)
+// environment of its own) and their children are not seen. Then each test file's CPU: its
+// share of its test process's own (by the marks its describe leaves) and its reaped children's
+// (node or not, their descendants included); the processes that are not node by command; and
+// the coverage taken at exit under --coverage. Linux only. (docs/testing.md, "Suite time" and
+// "The sixth session".)
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
