@@ -8,7 +8,7 @@
 // source maps of all of them, 2–3 MB a process that c8 then reads back only to drop; c8 finds
 // the source maps of dist/src/ beside the files. (docs/testing.md, "Suite time".)
 import { Session } from 'node:inspector';
-import { writeFileSync } from 'node:fs';
+import { appendFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterExitListeners } from './preload.mjs';
 
@@ -21,6 +21,7 @@ if (dir !== undefined && dir !== '') {
   session.post('Profiler.startPreciseCoverage', { callCount: true, detailed: true });
   // after every 'exit' listener, so code they run counts too
   afterExitListeners(() => {
+    const before = process.cpuUsage();
     // an in-process session answers synchronously, so this runs before the process ends
     session.post('Profiler.takePreciseCoverage', (err, res) => {
       if (err !== null) return;
@@ -29,5 +30,16 @@ if (dir !== undefined && dir !== '') {
       const name = `coverage-${process.pid}-${Date.now()}-${process.hrtime.bigint()}.json`;
       writeFileSync(join(dir, name), JSON.stringify({ result }));
     });
+    // the census of scripts/process-cpu.mjs: what taking and writing the coverage cost
+    const census = process.env.COAP_PROCESS_CPU_FILE;
+    if (census !== undefined && census !== '') {
+      const u = process.cpuUsage(before);
+      const record = { coverageWrite: process.pid, ms: (u.user + u.system) / 1000 };
+      try {
+        appendFileSync(census, `${JSON.stringify(record)}\n`);
+      } catch {
+        // the run's directory is gone
+      }
+    }
   });
 }

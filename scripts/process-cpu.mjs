@@ -12,8 +12,11 @@
 // processes, other scripts) and the CPU of the processes each test file started (children
 // and theirs). Processes ended by a signal they do not handle count with their CPU read just
 // before it was sent; processes that do not inherit NODE_OPTIONS (a test giving its child an
-// environment of its own) and their children are not seen. Linux only. (docs/testing.md,
-// "Suite time".)
+// environment of its own) and their children are not seen. Then each test file's CPU: its
+// share of its test process's own (by the marks its describe leaves) and its reaped children's
+// (node or not, their descendants included); the processes that are not node by command; and
+// the coverage taken at exit under --coverage. Linux only. (docs/testing.md, "Suite time" and
+// "The sixth session".)
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
@@ -68,11 +71,17 @@ function report(file, timeFile) {
   const exits = new Map();
   const spawned = new Map();
   const signalled = new Map();
+  const reaped = [];
+  const coverageWrites = [];
+  const marks = new Map();
   for (const line of readFileSync(file, 'utf8').split('\n')) {
     if (line === '') continue;
     const r = JSON.parse(line);
     if (r.spawned !== undefined) spawned.set(r.spawned, r);
     else if (r.signalled !== undefined) signalled.set(r.signalled, r);
+    else if (r.reaped !== undefined) reaped.push(r);
+    else if (r.fileMark !== undefined) marks.set(r.pid, [...(marks.get(r.pid) ?? []), r]);
+    else if (r.coverageWrite !== undefined) coverageWrites.push(r.ms);
     else exits.set(r.pid, r);
   }
   const entryFile = (r) => {
@@ -150,7 +159,84 @@ function report(file, timeFile) {
       console.log(`| ${k} | ${e.n} | ${s(e.cpuMs)} | ${per} | ${s(e.wallMs)} |`);
     }
   };
+  if (coverageWrites.length > 0) {
+    const ms = coverageWrites.reduce((t, m) => t + m, 0);
+    console.log(
+      `# coverage taken and written at exit (scripts/coverage-preload.mjs, after the exit ` +
+        `record, so not in the figures below): ${coverageWrites.length} processes, ${s(ms)} s CPU`,
+    );
+  }
   table('kind', byKind, 50);
   table('test file (the node processes it started)', byFile, 40);
   table('not node, ended by a signal (CPU until then)', otherSignalled, 20);
+
+  // Processes that are not node, by command: the CPU of each reaped child (its descendants
+  // included) whose command is not node, whoever started it.
+  const isNode = (c) => c === 'node' || c === basename(process.execPath) || c === 'coap-edge';
+  const byCommand = new Map();
+  for (const r of reaped) if (!isNode(r.command)) add(byCommand, r.command || '(?)', r.ms, 0);
+  table('not node, reaped (CPU with its descendants)', byCommand, 30);
+
+  // Each test file's CPU: its share of its test process's own CPU (marks: between two marks
+  // the CPU is split evenly between the files loading or running then) and every child its
+  // code started and reaped (their descendants included).
+  const own = new Map();
+  const children = new Map();
+  const addTo = (map, k, ms) => map.set(k, (map.get(k) ?? 0) + ms);
+  for (const [pid, ms] of marks) {
+    const proc = exits.get(pid);
+    const active = new Set();
+    let last = 0;
+    for (const m of ms) {
+      const d = m.selfMs - last;
+      if (active.size === 0) addTo(own, '(test processes: outside any file)', d);
+      for (const f of active) addTo(own, f, d / active.size);
+      last = m.selfMs;
+      if (m.fileMark === 'load' || m.fileMark === 'start') active.add(m.file);
+      else active.delete(m.file);
+    }
+    if (proc !== undefined) {
+      addTo(own, '(test processes: outside any file)', proc.userMs + proc.systemMs - last);
+    }
+  }
+  for (const r of reaped) {
+    const parent = exits.get(r.by);
+    if (parent === undefined || kindOf(parent) !== 'test process') continue;
+    addTo(children, r.file || entryFile(parent) || '(group, file unknown)', r.ms);
+  }
+  // test processes without marks (files alone whose describe was not seen): all to the file
+  for (const r of exits.values()) {
+    if (kindOf(r) === 'test process' && !marks.has(r.pid) && entryFile(r) !== '') {
+      addTo(own, entryFile(r), r.userMs + r.systemMs);
+    }
+  }
+  const files = new Set([...own.keys(), ...children.keys()]);
+  const rows = [...files]
+    .map((f) => [f, own.get(f) ?? 0, children.get(f) ?? 0])
+    .sort((a, b) => b[1] + b[2] - (a[1] + a[2]));
+  const total = rows.reduce((t, r) => t + r[1] + r[2], 0);
+  console.log(
+    `\n# test files: ${s(total)} s of CPU, their test processes' own and their children's`,
+  );
+  console.log('\n| test file | CPU (s) | in its test process (s) | its children (s) |');
+  console.log('| --- | ---: | ---: | ---: |');
+  for (const [f, o, c] of rows.slice(0, Number(process.env.PROCESS_CPU_TOP ?? 40))) {
+    console.log(`| ${f} | ${s(o + c)} | ${s(o)} | ${s(c)} |`);
+  }
+  const byFolder = new Map();
+  for (const [f, o, c] of rows) {
+    const folder = f.startsWith('(') ? f : f.split('/')[0];
+    const e = byFolder.get(folder) ?? { n: 0, own: 0, children: 0 };
+    e.n++;
+    e.own += o;
+    e.children += c;
+    byFolder.set(folder, e);
+  }
+  console.log('\n| folder | files | CPU (s) | in test processes (s) | children (s) |');
+  console.log('| --- | ---: | ---: | ---: | ---: |');
+  for (const [k, e] of [...byFolder].sort(
+    (a, b) => b[1].own + b[1].children - a[1].own - a[1].children,
+  )) {
+    console.log(`| ${k} | ${e.n} | ${s(e.own + e.children)} | ${s(e.own)} | ${s(e.children)} |`);
+  }
 }

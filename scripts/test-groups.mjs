@@ -11,17 +11,37 @@ import { readFileSync } from 'node:fs';
 
 // Folders (paths under dist/test/) whose files may share a process: they pass alone and in
 // their group, and none of them changes process-wide state another file reads (environment,
-// process listeners, OpenTelemetry's global providers, the exit code, fake timers).
-export const SHARED = ['unit/', 'hostile/', 'integration/', 'deploy/', 'fuzz/', 'suite/'];
+// process listeners, OpenTelemetry's global providers, the exit code, fake timers). telemetry/
+// too: a file that sets up tracing registers OpenTelemetry's global provider, context manager
+// and propagator, and puts them back to none when it ends (test/helpers/otel-globals.ts), so
+// that the next one registers its own; otlp-protocols sets OTEL_EXPORTER_OTLP_HEADERS only
+// around one export. Alone, each cost a process start and its imports (docs/testing.md,
+// "The sixth session").
+export const SHARED = [
+  'unit/',
+  'hostile/',
+  'integration/',
+  'deploy/',
+  'fuzz/',
+  'suite/',
+  'telemetry/',
+];
 
 // Folders whose files share a process per folder and run side by side, FILES_AT_ONCE at a
 // time, longest first: the same conditions as SHARED, and none of them blocks the event loop
 // for long, which would stall the files beside it. Those that do stay in SHARED: fuzz/ (a
 // synchronous fast-check run per target), deploy/ (synchronous TypeScript programs in
 // test/deploy/kubernetes.ts: side by side, compose's registry stand-in missed a 5 s fetch
-// deadline at load 20), suite/ (spawnSync). telemetry/ stays out: four of its files set up
-// OpenTelemetry, whose context manager and propagator are process-wide.
+// deadline at load 20), suite/ (spawnSync), telemetry/ (the globals of OpenTelemetry, above).
 export const SIDE_BY_SIDE = ['e2e/', 'interop/', 'cli/'];
+
+// Files of SHARED that go to the same group, because they share what is costly to make
+// again in another process: deploy/helm and deploy/k8s type-check manifests in TypeScript
+// programs (test/deploy/kubernetes.ts), and the second program reuses the first one's parsed
+// library and kubernetes-models declarations (and the imports of typescript and
+// kubernetes-models): the two files in one group took 6.3 s of CPU against 8.1–8.8 s in two
+// (docs/testing.md, "The sixth session").
+export const TOGETHER = [['deploy/helm.test.js', 'deploy/k8s.test.js']];
 
 /** How many files of a SIDE_BY_SIDE process run at a time. */
 export const FILES_AT_ONCE = 4;
@@ -55,19 +75,26 @@ export function filesAtOnce(entry) {
 
 /**
  * Splits the chosen files (paths relative to dist/test/) into entries: the shared ones into
- * `groups` groups balanced by weight (the heaviest file to the lightest group, each group then
- * in path order), those of each SIDE_BY_SIDE folder into one entry (longest first), the others
+ * `groups` groups balanced by weight (the heaviest file, or TOGETHER set, to the lightest
+ * group, each group then in path order), those of each SIDE_BY_SIDE folder into one entry (longest first), the others
  * one to an entry; the entries longest first (by recorded time, a side-by-side entry's
  * counted as half the sum of its files' but never under its longest file's).
  */
 export function plan(files, groups) {
   const shared = files.filter(isShared);
-  const n = Math.max(1, Math.min(groups, shared.length));
+  // the files of a TOGETHER set (those chosen) go to a group as one
+  const units = TOGETHER.map((set) => set.filter((f) => shared.includes(f))).filter(
+    (u) => u.length > 1,
+  );
+  const placed = new Set(units.flat());
+  for (const f of shared) if (!placed.has(f)) units.push([f]);
+  const unitMs = (u) => u.reduce((t, f) => t + weight(f), 0);
+  const n = Math.max(1, Math.min(groups, units.length));
   const bins = Array.from({ length: n }, () => ({ ms: 0, files: [] }));
-  for (const f of [...shared].sort((a, b) => weight(b) - weight(a) || (a < b ? -1 : 1))) {
+  for (const u of units.sort((a, b) => unitMs(b) - unitMs(a) || (a[0] < b[0] ? -1 : 1))) {
     const lightest = bins.reduce((m, b) => (b.ms < m.ms ? b : m));
-    lightest.ms += weight(f);
-    lightest.files.push(f);
+    lightest.ms += unitMs(u);
+    lightest.files.push(...u);
   }
   const entries = bins
     .filter((b) => b.files.length > 0)

@@ -19,6 +19,7 @@ interface Groups {
   FILES_AT_ONCE: number;
   plan(files: string[], groups: number): string[][];
   weight(rel: string): number;
+  isShared(rel: string): boolean;
   filesAtOnce(entry: string[]): number;
   checkPlan(files: string[], entries: string[][]): void;
   entrySource(rootUrl: string, files: string[], timeoutMs?: number, atOnce?: number): string;
@@ -106,15 +107,33 @@ describe('the plan', () => {
       'interop/mbedtls.test.js',
       'interop/libcoap.test.js',
     ]);
-    // telemetry/ files each have a process (OpenTelemetry's globals)
-    assert.deepEqual(byFirst.get('telemetry/tracing.test.js'), ['telemetry/tracing.test.js']);
-    assert.deepEqual(byFirst.get('telemetry/metrics.test.js'), ['telemetry/metrics.test.js']);
-    assert.equal(entries.length, 5);
+    // telemetry/ files join the groups (each resets OpenTelemetry's globals when it ends)
+    assert.ok(groups.isShared('telemetry/metrics.test.js'));
+    assert.ok(groups.isShared('telemetry/tracing.test.js'));
+    const grouped = entries.filter((e) => e.some((f) => f.startsWith('telemetry/')));
+    assert.deepEqual(grouped.flat().sort(), [
+      'telemetry/metrics.test.js',
+      'telemetry/tracing.test.js',
+      'unit/coap/codec.test.js',
+    ]);
+    assert.equal(entries.length, 4);
     for (const e of entries) {
       const sideBySide = e.length > 1 && groups.SIDE_BY_SIDE.some((p) => e[0]!.startsWith(p));
       assert.equal(groups.filesAtOnce(e), sideBySide ? groups.FILES_AT_ONCE : 1, e.join());
     }
     assert.ok(groups.FILES_AT_ONCE > 1);
+  });
+
+  it('puts the files of a TOGETHER set in one group, whatever the number of groups', () => {
+    const files = ['deploy/helm.test.js', 'deploy/k8s.test.js', 'unit/coap/codec.test.js'];
+    for (const n of [1, 2, 3, 4]) {
+      const entries = groups.plan(files, n);
+      groups.checkPlan(files, entries);
+      const helm = entries.find((e) => e.includes('deploy/helm.test.js'));
+      assert.ok(helm?.includes('deploy/k8s.test.js'), JSON.stringify(entries));
+    }
+    // alone, either keeps its own group
+    assert.deepEqual(groups.plan(['deploy/k8s.test.js', 'unit/coap/codec.test.js'], 2).length, 2);
   });
 
   it('balances the groups by the files’ recorded times', () => {

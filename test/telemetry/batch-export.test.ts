@@ -6,13 +6,15 @@
  * Spans go to a recording exporter through the `exporter` test hook; that sampled traces
  * reach a real OTLP receiver with every span, attribute and parent is tracing.test.ts's.
  *
- * Tracing is global per process: node:test runs this file in a process of its own.
+ * Tracing is global per process: this file puts OpenTelemetry's globals back to none when it
+ * ends, for the next file of its process (test/helpers/otel-globals.ts).
  */
-import { afterEach, beforeEach, describe, it, mock } from 'node:test';
+import { after, afterEach, beforeEach, describe, it, mock } from 'node:test';
 import assert from 'node:assert/strict';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { setupTracing, type TracingHandle } from '../../src/telemetry/setup.js';
+import { resetOpenTelemetryGlobals } from '../helpers/otel-globals.js';
 
 /** Keeps each export call's spans apart, answers success at once. */
 class RecordingExporter implements SpanExporter {
@@ -134,3 +136,6 @@ describe('batch export on the configured delay', () => {
     assert.equal(handle.tracing.on, false);
   });
 });
+
+// the next file of a shared process registers its own (scripts/test-groups.mjs)
+after(resetOpenTelemetryGlobals);

@@ -5,7 +5,8 @@
  * pieces of the setup that need no global registration (endpoint from OTEL_* variables,
  * the sampler, tracing off without an endpoint).
  *
- * Tracing is global per process: node:test runs this file in a process of its own.
+ * Tracing is global per process: this file puts OpenTelemetry's globals back to none when it
+ * ends, for the next file of its process (test/helpers/otel-globals.ts).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -24,6 +25,7 @@ import { CoapDtlsClient } from '../../src/tools/coap-client.js';
 import { eventually } from '../helpers/e2e.js';
 import { DEMO, MEASUREPOINT_PAYLOAD, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { describeSpans, fromReadableSpan, type OtlpSpan } from '../helpers/otlp.js';
+import { resetOpenTelemetryGlobals } from '../helpers/otel-globals.js';
 
 describe('telemetry setup without registering anything', () => {
   it('the traces endpoint comes from the setting, else OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces', () => {
@@ -286,3 +288,6 @@ describe('telemetry: per-device forced sampling (ratio 0, traceDevices: [device0
     }
   });
 });
+
+// the next file of a shared process registers its own (scripts/test-groups.mjs)
+after(resetOpenTelemetryGlobals);

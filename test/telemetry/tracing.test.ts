@@ -9,8 +9,9 @@
  * drops as span events within a span budget, trace ids in log lines, and that no span carries
  * a secret, a key or a payload.
  *
- * Tracing is global per process: only this file (and sampling.test.ts, a process of its own
- * under node:test) turns it on; the rest of the suite runs untraced.
+ * Tracing is global per process: only the telemetry/ files turn it on, each putting
+ * OpenTelemetry's globals back to none when it ends (test/helpers/otel-globals.ts), for the
+ * next file of its process; the rest of the suite runs untraced.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -59,6 +60,7 @@ import {
   parseTraceparent,
   type OtlpSpan,
 } from '../helpers/otlp.js';
+import { resetOpenTelemetryGlobals } from '../helpers/otel-globals.js';
 
 const DATAGRAM = 'coap-edge.datagram';
 
@@ -703,3 +705,6 @@ describe('telemetry: a key lookup that waits (registry)', () => {
     assert.ok(pairs.includes('registry:hit'), `lookups: ${pairs.join(', ')}`);
   });
 });
+
+// the next file of a shared process registers its own (scripts/test-groups.mjs)
+after(resetOpenTelemetryGlobals);

@@ -6,8 +6,9 @@
  * an event on the datagram span of the gateway that dropped it (diagnostics channels are
  * process-wide; the event names its server).
  *
- * node:test runs this file in a process of its own (the context manager and propagator the
- * first setup registers are process-wide).
+ * The context manager and propagator the first setup registers are process-wide: this file
+ * puts them back to none when it ends, for the next file of its process
+ * (test/helpers/otel-globals.ts).
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,6 +24,7 @@ import { CoapDtlsClient } from '../../src/tools/coap-client.js';
 import { eventually } from '../helpers/e2e.js';
 import { DEMO, MEASUREPOINT_PAYLOAD, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { describeSpans, fromReadableSpan, type OtlpSpan } from '../helpers/otlp.js';
+import { resetOpenTelemetryGlobals } from '../helpers/otel-globals.js';
 
 function traced(exporter: InMemorySpanExporter, serviceName: string): TracingHandle {
   const handle = setupTracing({
@@ -167,3 +169,6 @@ describe('telemetry: a closed gateway leaves no subscription behind', () => {
     assert.equal(coapDuplicateChannel.hasSubscribers, false);
   });
 });
+
+// the next file of a shared process registers its own (scripts/test-groups.mjs)
+after(resetOpenTelemetryGlobals);
