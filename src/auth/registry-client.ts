@@ -11,6 +11,7 @@ import { createRequire } from 'node:module';
 import type * as Undici from 'undici';
 import type { Pool } from 'undici';
 import { z } from 'zod';
+import { systemClock, type Clock } from '../time/clock.js';
 import { CircuitBreaker } from './circuit-breaker.js';
 import type { DeviceRecord, ProductRecord } from './devices-file.js';
 import { assetIdSchema, deviceRecord, productRecord, secretSchema } from './records.js';
@@ -38,8 +39,13 @@ export interface RegistryClientOptions {
   /** How long an open breaker refuses requests, in ms. @default 5000 */
   readonly breakerCooldownMs?: number | undefined;
   readonly stats: AuthStats;
-  /** Clock in ms for the breaker; default `performance.now()`. */
+  /** Clock in ms for the breaker; default the clock's `now()`. */
   readonly now?: (() => number) | undefined;
+  /**
+   * Time and the request deadline's timer (which holds the process open, as a request does).
+   * @default systemClock
+   */
+  readonly clock?: Clock | undefined;
 }
 
 /** What `POST …/activate` said. */
@@ -67,6 +73,7 @@ export class RegistryClient {
   readonly #timeoutMs: number;
   readonly #breaker: CircuitBreaker;
   readonly #stats: AuthStats;
+  readonly #clock: Clock;
 
   constructor(o: RegistryClientOptions) {
     const url = new URL(o.url);
@@ -76,6 +83,7 @@ export class RegistryClient {
     this.#basePath = url.pathname.replace(/\/+$/, '');
     this.#timeoutMs = o.timeoutMs;
     this.#stats = o.stats;
+    const clock = (this.#clock = o.clock ?? systemClock);
     this.#headers = { accept: 'application/json' };
     if (o.token !== undefined) this.#headers.authorization = `Bearer ${o.token}`;
     const options: Pool.Options = {
@@ -92,7 +100,7 @@ export class RegistryClient {
     this.#breaker = new CircuitBreaker({
       threshold: o.breakerThreshold ?? 5,
       cooldownMs: o.breakerCooldownMs ?? 5_000,
-      now: o.now,
+      now: o.now ?? (() => clock.now()),
       onOpen: () => this.#stats.registryCircuitOpened++,
     });
   }
@@ -164,10 +172,14 @@ export class RegistryClient {
   async #request(kind: Kind, method: 'GET' | 'POST', path: string): Promise<Answer> {
     const abort = new AbortController();
     let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      abort.abort();
-    }, this.#timeoutMs);
+    const timer = this.#clock.setTimeout(
+      () => {
+        timedOut = true;
+        abort.abort();
+      },
+      this.#timeoutMs,
+      true,
+    );
     try {
       const res = await this.#pool.request({
         method,
@@ -201,7 +213,7 @@ export class RegistryClient {
       if (err instanceof SecretSourceError) throw err;
       throw new SecretSourceError('SOURCE_UNAVAILABLE', `registry ${kind}: ${errorCode(err)}`);
     } finally {
-      clearTimeout(timer);
+      this.#clock.clearTimeout(timer);
     }
   }
 }

@@ -20,6 +20,7 @@ import type { DeviceRecord, DevicesFile, ProductRecord } from './devices-file.js
 import { MemoryCache } from './memory-cache.js';
 import { RedisCache } from './redis-cache.js';
 import type { RedisTarget } from '../redis/client.js';
+import type { Clock } from '../time/clock.js';
 import { RedisConnection } from './redis-connection.js';
 import { RedisKeys } from './redis-keys.js';
 import { RegistryClient } from './registry-client.js';
@@ -53,6 +54,8 @@ export interface SecretStackOptions {
   readonly negativeTtlMs: number;
   /** Clock in ms for the LRU TTLs and the circuit breaker (tests). */
   readonly now?: (() => number) | undefined;
+  /** Timers of the registry's request deadline. @default systemClock */
+  readonly clock?: Clock | undefined;
   /** Per-command Redis deadline in ms. @default 300 */
   readonly redisCommandTimeoutMs?: number | undefined;
   /**
@@ -120,6 +123,7 @@ export function createSecretStack(o: SecretStackOptions): SecretStack {
           breakerCooldownMs: o.breakerCooldownMs,
           stats,
           now: o.now,
+          clock: o.clock,
         });
   const memory = {
     max: o.cacheSize,

@@ -11,7 +11,7 @@ import type { Config } from '../config/load.js';
 import type { DtlsServer } from '../dtls/server.js';
 import type { Logger } from '../telemetry/log.js';
 import type { UdpEndpoint } from '../transport/udp.js';
-import { systemClock, type Clock } from '../time/clock.js';
+import { systemClock, type Clock, type TimerHandle } from '../time/clock.js';
 import type { ReadinessCheck } from './admin-server.js';
 import { redisTargetOf } from './redis-target.js';
 import { createMetrics, type Metrics } from '../telemetry/metrics.js';
@@ -63,6 +63,8 @@ export class Gateway {
     readonly httpPort: number | undefined,
     /** The presence tracker, read-only: its counters and `settled()` (tests wait on them). */
     readonly presence: Pick<PresenceTracker, 'stats' | 'sweepsCompleted' | 'settled'>,
+    /** The drain deadline's timer. */
+    private readonly clock: Clock,
   ) {}
 
   /** The embedded broker's MQTT URL, when one runs. */
@@ -189,6 +191,7 @@ export class Gateway {
       state,
       admin.component?.port,
       presence.component,
+      clock,
     );
   }
 
@@ -204,14 +207,15 @@ export class Gateway {
     this.dtls.stopAccepting();
     const n0 = this.coap.stats.exchangesInFlight + this.coap.stats.separateInFlight;
     this.log.info({ inFlight: n0, timeoutMs }, 'draining');
-    let timer: NodeJS.Timeout | undefined;
+    let timer: TimerHandle;
     await Promise.race([
       this.coap.whenIdle(),
-      new Promise((r) => {
-        timer = setTimeout(r, timeoutMs);
+      new Promise<void>((r) => {
+        // held open: a drain runs to its end even with nothing else pending
+        timer = this.clock.setTimeout(r, timeoutMs, true);
       }),
     ]);
-    clearTimeout(timer);
+    this.clock.clearTimeout(timer);
     const left = this.coap.stats.exchangesInFlight + this.coap.stats.separateInFlight;
     if (left > 0)
       this.log.warn({ inFlight: left }, 'drain timeout: closing with exchanges in flight');

@@ -14,6 +14,7 @@
  */
 import { createRequire } from 'node:module';
 import { CoapEdgeError } from '../errors/index.js';
+import { systemClock, type Clock } from '../time/clock.js';
 import type * as IORedis from 'ioredis';
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 
@@ -174,23 +175,31 @@ export function createFailFastRedis(o: FailFastRedisOptions): RedisClient {
   return client;
 }
 
+/** How long {@link closeRedis} waits for a client to end. */
+export const CLOSE_GUARD_MS = 1_000;
+
 /**
- * Disconnects at once (no reconnection) and waits, at most 1 s, until the client ended.
+ * Disconnects at once (no reconnection) and waits, at most 1 s ({@link CLOSE_GUARD_MS}) on
+ * `clock`, until the client ended.
  * Resolves `true` when it ended (or had nothing open), `false` when the wait gave up.
  * A single-server or Sentinel client waiting to reconnect has no socket: `disconnect()` only
  * cancels its reconnection timer and ioredis emits no 'end' for it, so it is done at once
  * (a pod whose Redis is down used to spend the whole second per client at shutdown).
  */
-export async function closeRedis(client: RedisClient): Promise<boolean> {
+export async function closeRedis(
+  client: RedisClient,
+  clock: Clock = systemClock,
+): Promise<boolean> {
   if (client.status === 'end') return true;
   if (client.status === 'reconnecting' && !isCluster(client)) {
     client.disconnect(false);
     return true;
   }
   return new Promise<boolean>((resolve) => {
-    const guard = setTimeout(() => resolve(false), 1_000);
+    // held open like the client's socket: shutdown waits for the end or the guard
+    const guard = clock.setTimeout(() => resolve(false), CLOSE_GUARD_MS, true);
     client.once('end', () => {
-      clearTimeout(guard);
+      clock.clearTimeout(guard);
       resolve(true);
     });
     client.disconnect(false);

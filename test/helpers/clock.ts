@@ -1,7 +1,8 @@
 /**
  * Clocks for tests beyond the {@link ManualClock} of src/time.
  */
-import { SystemClock, type Clock } from '../../src/time/clock.js';
+import assert from 'node:assert/strict';
+import { SystemClock, type Clock, type ManualClock } from '../../src/time/clock.js';
 
 /**
  * A deadline no test reaches: an operation given it that ends at all did not wait for it (a
@@ -52,4 +53,30 @@ export function steppedClock(): SteppedClock {
       offset += ms;
     }
   })();
+}
+
+/**
+ * Moves `clock` to 1 ms before `ms` from now, checks that `pending` has not settled, then to
+ * `ms`, and checks that it has settled in the same turn (no real time waited for it: a
+ * deadline still on a host timer fails here at once instead of passing late). Returns what
+ * `pending` resolved to; a rejection is passed on.
+ */
+export async function settlesAt<T>(
+  clock: ManualClock,
+  ms: number,
+  pending: Promise<T>,
+  what: string,
+): Promise<T> {
+  let settled = false;
+  const observed = pending.finally(() => {
+    settled = true;
+  });
+  observed.catch(() => undefined);
+  clock.advance(ms - 1);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(settled, false, `${what}: still pending 1 ms before its ${ms} ms`);
+  clock.advance(1);
+  await new Promise((r) => setImmediate(r));
+  assert.equal(settled, true, `${what}: settled at its ${ms} ms, on the clock`);
+  return observed;
 }

@@ -43,6 +43,7 @@ import {
 import type { MqttBackendLogger } from '../mqtt/backend.js';
 import { redactUrl } from '../mqtt/backend.js';
 import { MqttBackendError } from '../mqtt/errors.js';
+import { systemClock, type Clock } from '../../time/clock.js';
 import type { CommandStore } from '../types.js';
 import { CommandError } from './errors.js';
 
@@ -78,6 +79,11 @@ export interface CommandIntakeOptions {
   /** Default 30000. */
   readonly reconnectMaxMs?: number;
   readonly logger?: MqttBackendLogger;
+  /**
+   * The timers of {@link CommandIntake.waitSubscribed} and of the waits between store
+   * attempts (the connection's own timers are the MQTT connection's). Default the system clock.
+   */
+  readonly clock?: Clock;
 }
 
 /** subscribed: receiving commands; connecting: first attempt; down: retrying; closed. */
@@ -168,6 +174,7 @@ export class CommandIntake {
   readonly #maxPayload: number;
   readonly #log: MqttBackendLogger;
   readonly #urlForLogs: string;
+  readonly #clock: Clock;
   #phase: CommandIntakeState = 'idle';
   /** The current connection's subscription was granted. */
   #subscribed = false;
@@ -202,6 +209,7 @@ export class CommandIntake {
     this.#maxPayload = o.maxPayloadBytes ?? 65_536;
     this.#log = o.logger ?? noopLogger;
     this.#urlForLogs = redactUrl(o.url);
+    this.#clock = o.clock ?? systemClock;
     this.#protocol = new ProtocolChoice(o.protocol ?? 'auto', () =>
       this.#log.info(
         { url: this.#urlForLogs },
@@ -248,11 +256,11 @@ export class CommandIntake {
     if (this.#phase === 'closed') return Promise.resolve(false);
     return new Promise<boolean>((resolve) => {
       const done = (ok: boolean): void => {
-        clearTimeout(timer);
+        this.#clock.clearTimeout(timer);
         this.#subscribedWaiters.delete(done);
         resolve(ok);
       };
-      const timer = setTimeout(() => done(false), timeoutMs);
+      const timer = this.#clock.setTimeout(() => done(false), timeoutMs, true);
       this.#subscribedWaiters.add(done);
     });
   }
@@ -407,11 +415,11 @@ export class CommandIntake {
   #waitForStore(ms: number): Promise<void> {
     return new Promise<void>((resolve) => {
       const wake = (): void => {
-        clearTimeout(timer);
+        this.#clock.clearTimeout(timer);
         this.#storeWaits.delete(wake);
         resolve();
       };
-      const timer = setTimeout(wake, ms);
+      const timer = this.#clock.setTimeout(wake, ms, true);
       this.#storeWaits.add(wake);
     });
   }

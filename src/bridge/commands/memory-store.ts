@@ -9,6 +9,7 @@
  * `sweepIntervalMs` (unref'd timer) for devices that never come back.
  */
 import { randomUUID } from 'node:crypto';
+import { systemClock, type Clock, type TimerHandle } from '../../time/clock.js';
 import type { CommandStore, DeviceKey, QueuedCommand } from '../types.js';
 import { NO_COMMAND, deviceId, isExpired, matchReply, messageIdOf } from './entry.js';
 import { CommandCounters, type CommandStoreStats } from './stats.js';
@@ -23,8 +24,10 @@ export interface MemoryCommandStoreOptions {
   readonly maxDevices?: number;
   /** Most concurrent `waitFor` calls that wait (setting `maxTtdWaiters`). */
   readonly maxWaiters: number;
-  /** Clock in ms since the epoch. Default `Date.now`. */
+  /** Clock in ms since the epoch. Default the clock's `wallNow()`. */
   readonly now?: () => number;
+  /** Time, the waits' deadlines and the sweep's timer. Default the system clock. */
+  readonly clock?: Clock;
   /** Ms between sweeps of expired entries; 0 disables the timer. Default 60000. */
   readonly sweepIntervalMs?: number;
 }
@@ -37,21 +40,24 @@ export class MemoryCommandStore implements CommandStore {
   readonly #now: () => number;
   readonly #counters = new CommandCounters();
   readonly #waiters: Waiters;
-  #sweepTimer: NodeJS.Timeout | undefined;
+  readonly #clock: Clock;
+  #sweepTimer: TimerHandle;
 
   constructor(o: MemoryCommandStoreOptions) {
     this.#queueLength = Math.max(1, o.queueLength);
     this.#expiryMs = o.expiryMs;
     this.#maxDevices = Math.max(1, o.maxDevices ?? 100_000);
-    this.#now = o.now ?? Date.now;
-    this.#waiters = new Waiters(Math.max(0, o.maxWaiters), this.#counters, (d) =>
-      Promise.resolve(this.#live(deviceId(d))[0]),
+    const clock = (this.#clock = o.clock ?? systemClock);
+    this.#now = o.now ?? (() => clock.wallNow());
+    this.#waiters = new Waiters(
+      Math.max(0, o.maxWaiters),
+      this.#counters,
+      (d) => Promise.resolve(this.#live(deviceId(d))[0]),
+      clock,
     );
     const every = o.sweepIntervalMs ?? 60_000;
-    if (every > 0) {
-      this.#sweepTimer = setInterval(() => this.sweep(), every);
-      this.#sweepTimer.unref();
-    }
+    // the clock's interval never holds the process open
+    if (every > 0) this.#sweepTimer = clock.setInterval(() => this.sweep(), every);
   }
 
   enqueue(
@@ -159,7 +165,7 @@ export class MemoryCommandStore implements CommandStore {
 
   /** Answers every waiter with undefined and stops the sweep; queued commands stay. */
   close(): Promise<void> {
-    if (this.#sweepTimer !== undefined) clearInterval(this.#sweepTimer);
+    if (this.#sweepTimer !== undefined) this.#clock.clearTimeout(this.#sweepTimer);
     this.#sweepTimer = undefined;
     this.#waiters.close();
     return Promise.resolve();

@@ -42,6 +42,7 @@ import {
   type RedisClient,
   type RedisTarget,
 } from '../../redis/client.js';
+import { systemClock, type Clock } from '../../time/clock.js';
 import { ACKNOWLEDGE, ENQUEUE, FETCH, LuaScript, PEEK } from './redis-scripts.js';
 import { CommandCounters, type CommandStoreStats } from './stats.js';
 import { Waiters } from './waiters.js';
@@ -57,8 +58,13 @@ export interface RedisCommandStoreOptions {
   readonly expiryMs: number;
   /** Most concurrent `waitFor` calls that wait, per pod (setting `maxTtdWaiters`). */
   readonly maxWaiters: number;
-  /** Clock in ms since the epoch. Default `Date.now`. */
+  /** Clock in ms since the epoch. Default the clock's `wallNow()`. */
   readonly now?: () => number;
+  /**
+   * Time and the timers of the waits for a command, {@link RedisCommandStore.waitReady} and
+   * closing. Default the system clock.
+   */
+  readonly clock?: Clock;
   /** Per-command deadline. Default 300 ms. */
   readonly commandTimeoutMs?: number;
   /** Default 1000 ms. */
@@ -106,6 +112,7 @@ export class RedisCommandStore implements CommandStore {
   readonly #queueLength: number;
   readonly #expiryMs: number;
   readonly #now: () => number;
+  readonly #clock: Clock;
   readonly #durability: Durability | undefined;
   readonly #counters = new CommandCounters();
   readonly #waiters: Waiters;
@@ -122,15 +129,19 @@ export class RedisCommandStore implements CommandStore {
     this.#channel = commandNotifyChannel(o.prefix);
     this.#queueLength = Math.max(1, o.queueLength);
     this.#expiryMs = Math.max(1, o.expiryMs);
-    this.#now = o.now ?? Date.now;
+    const clock = (this.#clock = o.clock ?? systemClock);
+    this.#now = o.now ?? (() => clock.wallNow());
     const replicas = Math.max(0, Math.floor(o.waitReplicas ?? 0));
     // WAIT must answer within the command timeout, or the timeout fails the write instead
     this.#durability =
       replicas > 0
         ? { replicas, timeoutMs: Math.max(1, Math.floor((o.commandTimeoutMs ?? 300) * 0.8)) }
         : undefined;
-    this.#waiters = new Waiters(Math.max(0, o.maxWaiters), this.#counters, (d) =>
-      this.#peek(d).then((r) => r.head),
+    this.#waiters = new Waiters(
+      Math.max(0, o.maxWaiters),
+      this.#counters,
+      (d) => this.#peek(d).then((r) => r.head),
+      clock,
     );
     const common = {
       url: o.url,
@@ -300,19 +311,20 @@ export class RedisCommandStore implements CommandStore {
 
   /** Resolves true once every connection is ready and subscribed, false after `timeoutMs`. */
   async waitReady(timeoutMs: number): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
+    const clock = this.#clock;
+    const deadline = clock.now() + timeoutMs;
     while (!(
       this.state() === 'connected' &&
       this.#subscribed &&
       this.#durable.status === 'ready'
     )) {
-      const left = deadline - Date.now();
+      const left = deadline - clock.now();
       if (this.#closed || left <= 0) return false;
       // woken by the next connection or subscription event, or by the deadline
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
+        const timer = clock.setTimeout(resolve, left, true);
         this.#readyWaiters.push(() => {
-          clearTimeout(timer);
+          clock.clearTimeout(timer);
           resolve();
         });
       });
@@ -335,7 +347,7 @@ export class RedisCommandStore implements CommandStore {
       this.#changed();
       this.#waiters.close();
       const clients = new Set([this.#client, this.#durable, this.#sub]);
-      await Promise.all([...clients].map((c) => closeRedis(c)));
+      await Promise.all([...clients].map((c) => closeRedis(c, this.#clock)));
     })();
     return this.#closing;
   }

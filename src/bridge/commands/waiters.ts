@@ -8,6 +8,7 @@
  * share one look per wake. A look that fails leaves the waiters waiting (until their time
  * runs out or the next wake).
  */
+import type { Clock, TimerHandle } from '../../time/clock.js';
 import type { DeviceKey, QueuedCommand } from '../types.js';
 import { deviceId } from './entry.js';
 import { CommandError } from './errors.js';
@@ -17,7 +18,7 @@ interface Waiter {
   readonly key: string;
   readonly device: DeviceKey;
   settled: boolean;
-  timer: NodeJS.Timeout | undefined;
+  timer: TimerHandle;
   resolve(cmd: QueuedCommand | undefined): void;
 }
 
@@ -34,6 +35,8 @@ export class Waiters {
     private readonly max: number,
     private readonly counters: CommandCounters,
     private readonly check: (device: DeviceKey) => Promise<QueuedCommand | undefined>,
+    /** The waits' deadlines (each holds the process open, as the request it answers does). */
+    private readonly clock: Clock,
   ) {}
 
   /** Waiters now. */
@@ -70,12 +73,16 @@ export class Waiters {
     }
     set.add(w);
     this.#count++;
-    w.timer = setTimeout(() => {
-      w.timer = undefined;
-      if (w.settled) return;
-      this.counters.waitTimeouts++;
-      this.#settle(w, undefined);
-    }, timeoutMs);
+    w.timer = this.clock.setTimeout(
+      () => {
+        w.timer = undefined;
+        if (w.settled) return;
+        this.counters.waitTimeouts++;
+        this.#settle(w, undefined);
+      },
+      timeoutMs,
+      true,
+    );
 
     let head: QueuedCommand | undefined;
     try {
@@ -143,7 +150,7 @@ export class Waiters {
   #settle(w: Waiter, cmd: QueuedCommand | undefined): void {
     if (w.settled) return;
     w.settled = true;
-    if (w.timer !== undefined) clearTimeout(w.timer);
+    if (w.timer !== undefined) this.clock.clearTimeout(w.timer);
     w.timer = undefined;
     const set = this.#byDevice.get(w.key);
     if (set !== undefined) {

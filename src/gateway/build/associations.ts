@@ -10,6 +10,7 @@ import type { SharingOptions } from '../../dtls/sharing.js';
 import { RedisAssociationStore } from '../../redis/association-store.js';
 import { closeRedis, createFailFastRedis, type RedisTarget } from '../../redis/client.js';
 import type { Logger } from '../../telemetry/log.js';
+import type { Clock } from '../../time/clock.js';
 import type { ReadinessCheck } from '../admin-server.js';
 import type { Closer } from './context.js';
 
@@ -23,6 +24,7 @@ export function sharedAssociations(
   log: Logger,
   closers: Closer[],
   checks: ReadinessCheck[],
+  clock: Clock,
 ):
   | (SharingOptions & {
       principal: PrincipalCodec<Principal>;
@@ -42,7 +44,7 @@ export function sharedAssociations(
     commandTimeoutMs: config.redisCommandTimeoutMs,
     onError: () => undefined,
   });
-  closers.push(() => closeRedis(client));
+  closers.push(() => closeRedis(client, clock));
   // leases that wait for replicas (WAIT) get a connection of their own: WAIT holds the one it
   // is sent on, and lookups behind it would time out
   const durableClient =
@@ -54,7 +56,7 @@ export function sharedAssociations(
           onError: () => undefined,
         })
       : client;
-  if (durableClient !== client) closers.push(() => closeRedis(durableClient));
+  if (durableClient !== client) closers.push(() => closeRedis(durableClient, clock));
   checks.push({
     name: 'redis-associations',
     ok: () => client.status === 'ready' && durableClient.status === 'ready',

@@ -22,7 +22,7 @@ export interface Commands {
 }
 
 export function buildCommands(
-  { config, log, closers }: BuildContext,
+  { config, log, clock, closers }: BuildContext,
   redis: RedisTarget | undefined,
   { brokerUrl, onEmbedded, protocol }: Mqtt,
 ): Built<Commands, Pick<MetricSources, 'commands' | 'commandIntake' | 'commandsRedisUp'>> {
@@ -38,12 +38,14 @@ export function buildCommands(
       queueLength: config.commandQueueLength,
       expiryMs,
       maxWaiters: config.maxTtdWaiters,
+      clock,
     });
   } else {
     commands = new MemoryCommandStore({
       queueLength: config.commandQueueLength,
       expiryMs,
       maxWaiters: config.maxTtdWaiters,
+      clock,
     });
   }
   const store = commands;
@@ -64,6 +66,7 @@ export function buildCommands(
         shared: !onEmbedded,
         store,
         logger: log,
+        clock,
       });
     } catch (err) {
       if (isCommandError(err)) throw new StartupError(`commandTopics: ${err.message}`);

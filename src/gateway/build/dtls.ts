@@ -54,7 +54,7 @@ export async function buildDtls(
   // the association store's own connection: until it is up, a handshake here would not be
   // stored (and the association not shared), so the pod is not ready
   const storeChecks: ReadinessCheck[] = [];
-  const shared = sharedAssociations(config, redis, log, closers, storeChecks);
+  const shared = sharedAssociations(config, redis, log, closers, storeChecks, clock);
   const limiter = new LogLimiter();
   const handler: DtlsServerHandler<Principal> = {
     resolvePsk: (identity) => {

@@ -29,7 +29,7 @@ export function buildPresence(
       commandTimeoutMs: config.redisCommandTimeoutMs,
       onError: () => undefined,
     });
-    closers.push(() => closeRedis(client));
+    closers.push(() => closeRedis(client, clock));
     presenceStore = new RedisPresenceStore({ client, prefix: config.redisPrefix });
   } else {
     presenceStore = new MemoryPresenceStore();

@@ -39,8 +39,10 @@ export function buildSecrets(
     cacheTtlMs: config.secretCacheTtlSeconds * 1000,
     redisTtlMs: config.redisCacheTtlSeconds * 1000,
     negativeTtlMs: config.negativeCacheTtlSeconds * 1000,
-    // the LRU lifetimes and the registry breaker's cool-down follow the gateway's one clock
+    // the LRU lifetimes, the registry breaker's cool-down and the registry's request
+    // deadline follow the gateway's one clock
     now: () => clock.now(),
+    clock,
   });
   closers.push(() => secrets.close());
   const resolver = new PskResolver(secrets.source);

@@ -14,6 +14,8 @@ import { RedisKeys } from '../../../src/auth/redis-keys.js';
 import { AuthStats } from '../../../src/auth/stats.js';
 import { createSecretStack, type SecretStack } from '../../../src/auth/stack.js';
 import { derivePsk } from '../../../src/enos/index.js';
+import { ManualClock } from '../../../src/time/clock.js';
+import { UNREACHED_DEADLINE_MS } from '../../helpers/clock.js';
 import { FakeRegistry, RedisServer, prefix, stackOptions, startStack, waitFor } from './helpers.js';
 
 const file = DevicesFile.fromObject({
@@ -39,11 +41,13 @@ describe('activation', () => {
     file?: boolean;
     registryTimeoutMs?: number;
     waitReplicas?: number;
+    clock?: ManualClock;
   }) {
     const s = await startStack(
       stackOptions({
         redisPrefix: o.redisPrefix,
         registryTimeoutMs: o.registryTimeoutMs ?? 1_000,
+        clock: o.clock,
         redisUrl: redis.url,
         registryUrl: o.registry === false ? undefined : registry.url,
         devicesFile: o.file === true ? file : undefined,
@@ -162,9 +166,21 @@ describe('activation', () => {
   });
 
   it('a registry answer lost on the way (timeout): the retry gets 409, which is final', async () => {
-    const a = await stack({ redisPrefix: prefix(), registryTimeoutMs: 300 });
+    // the deadline runs on the stack's clock (undici's own timeouts, as long, are never reached)
+    const clock = new ManualClock();
+    const a = await stack({
+      redisPrefix: prefix(),
+      registryTimeoutMs: UNREACHED_DEADLINE_MS,
+      clock,
+    });
     registry.hangNextActivation = true;
-    assert.deepEqual(await a.activator.activate('dyn', 'lost'), {
+    const lost = a.activator.activate('dyn', 'lost');
+    await waitFor(
+      () => registry.count('/devices/dyn/lost/activate', 'POST') === 1,
+      'the activation at the registry',
+    );
+    clock.advance(UNREACHED_DEADLINE_MS);
+    assert.deepEqual(await lost, {
       ok: false,
       reason: 'unavailable',
     });

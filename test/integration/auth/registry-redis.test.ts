@@ -3,13 +3,14 @@
  * sharing between pods, negative caching, failures that are fast, counted and not cached,
  * the timeout, the circuit breaker.
  */
-import { UNREACHED_DEADLINE_MS } from '../../helpers/clock.js';
+import { settlesAt, UNREACHED_DEADLINE_MS } from '../../helpers/clock.js';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Redis } from 'ioredis';
 import { PskResolver } from '../../../src/auth/psk-resolver.js';
 import { isPromise, SecretSourceError } from '../../../src/auth/source.js';
 import type { SecretStack } from '../../../src/auth/stack.js';
+import { ManualClock } from '../../../src/time/clock.js';
 import {
   FakeRegistry,
   RedisServer,
@@ -33,11 +34,13 @@ describe('secret chain: registry + Redis', () => {
     redis?: boolean;
     token?: string;
     registryTimeoutMs?: number;
+    clock?: ManualClock;
   }) {
     const s = await startStack(
       stackOptions({
         redisPrefix: o.redisPrefix,
         ...(o.registryTimeoutMs !== undefined ? { registryTimeoutMs: o.registryTimeoutMs } : {}),
+        clock: o.clock,
         redisUrl: o.redis === false ? undefined : redis.url,
         registryUrl: registry.url,
         registryToken: o.token,
@@ -172,31 +175,48 @@ describe('secret chain: registry + Redis', () => {
     assert.deepEqual(await check.keys(`${p}:*`), []);
   });
 
-  it('a hanging registry fails after about registryTimeoutMs while cached devices keep answering', async () => {
+  it('a hanging registry fails after registryTimeoutMs while cached devices keep answering', async () => {
     const p = prefix();
     registry.devices.set('pk1/warm', { deviceSecret: SECRET });
     registry.overrides.set('/devices/pk1/slow', 'hang');
-    const a = await stack({ redisPrefix: p, registryTimeoutMs: 300 });
+    // the deadline runs on the stack's clock; undici's own timeouts (as long, in real time)
+    // are never reached
+    const clock = new ManualClock();
+    const timeoutMs = UNREACHED_DEADLINE_MS;
+    const a = await stack({ redisPrefix: p, registryTimeoutMs: timeoutMs, clock });
     const resolver = new PskResolver(a.source);
     assert.ok((await resolver.resolve(Buffer.from('pk1,warm,2,300'))).ok);
 
-    const slow = timed(() => a.source.device('pk1', 'slow'));
+    const t0 = clock.now();
+    let ms: number | undefined;
+    const slow = timed(() => a.source.device('pk1', 'slow')).finally(() => {
+      ms = clock.now() - t0;
+    });
+    await waitFor(() => registry.count('/devices/pk1/slow') === 1, 'the request at the registry');
     // while the registry hangs, the cached device answers at once
     for (let i = 0; i < 10; i++) {
       const hit = resolver.resolve(Buffer.from('pk1,warm,2,300'));
       assert.ok(!isPromise(hit) && hit.ok);
-      await new Promise((r) => setTimeout(r, 10));
+      clock.advance(10);
+      await new Promise((r) => setImmediate(r));
     }
-    const r = await slow;
+    assert.equal(clock.pendingKeptAlive, 1, 'the deadline holds the process open, as before');
+    const r = await settlesAt(clock, timeoutMs - 100, slow, 'the hanging lookup');
     assert.ok(r.error instanceof SecretSourceError);
     assert.equal(r.error.code, 'SOURCE_TIMEOUT');
-    // ended by its timeout (a timer fires late under load, never early)
-    assert.ok(r.ms >= 280, `took ${r.ms} ms (timeout 300)`);
+    // ended by its timeout, on the clock
+    assert.equal(ms, timeoutMs, 'ended by the deadline');
     assert.equal(a.stats.lookups.registry.timeout, 1);
     assert.equal(a.stats.registryFailures, 1);
-    // the PSK resolver turns it into "unavailable", quickly
-    const viaResolver = await resolver.resolve(Buffer.from('pk1,slow,2,300'));
-    assert.deepEqual(viaResolver, { ok: false, kind: 'unavailable', reason: 'source-unavailable' });
+    // the PSK resolver turns it into "unavailable", quickly (at the deadline of its own call)
+    const viaResolver = resolver.resolve(Buffer.from('pk1,slow,2,300'));
+    await waitFor(() => registry.count('/devices/pk1/slow') === 2, 'the second request');
+    clock.advance(timeoutMs);
+    assert.deepEqual(await viaResolver, {
+      ok: false,
+      kind: 'unavailable',
+      reason: 'source-unavailable',
+    });
   });
 
   it('the circuit breaker opens after consecutive failures and closes after a good probe', async () => {

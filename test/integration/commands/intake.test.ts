@@ -16,6 +16,9 @@ import {
 } from '../../../src/bridge/commands/index.js';
 import { startEmbeddedBroker } from '../../../src/bridge/mqtt/index.js';
 import type { CommandStore } from '../../../src/bridge/types.js';
+import { ManualClock } from '../../../src/time/clock.js';
+import { settlesAt } from '../../helpers/clock.js';
+import { freePort } from '../auth/helpers.js';
 import { killBrokers, Mosquitto, until } from '../bridge/brokers.js';
 import { dropKeys, prefix, rawClient, startStore } from './helpers.js';
 import { INTAKE_DEFAULTS, COMMAND_STORE_DEFAULTS } from '../../helpers/component-defaults.js';
@@ -298,14 +301,42 @@ describe('command intake: aedes (embedded broker)', () => {
       acknowledge: down,
       waitFor: down,
     };
-    const i = intake({ url, store: flaky, shared: false, protocol: '3.1.1' });
+    // the waits between store attempts run on the intake's clock: the test moves it
+    const clock = new ManualClock();
+    const i = intake({ url, store: flaky, shared: false, protocol: '3.1.1', clock });
     assert.equal(await i.waitSubscribed(5_000), true);
     const pub = await publisher(url, 4);
     await pub.publishAsync('/sys/pk/dk/thing/service/r', cmd('w1'), { qos: 1 });
+    for (let n = 1; n <= 3; n++) {
+      await until(() => i.stats().storeRetries === n, 5_000, `failed store attempt ${n}`);
+      const wait = clock.nextIn;
+      // 50 ms doubling, with jitter, at most 2 s
+      assert.ok(wait !== undefined && wait > 0 && wait <= 2_000, `backoff ${wait} ms`);
+      assert.equal(stored.length, 0, 'not tried again before its backoff');
+      clock.advance(wait);
+    }
     await until(() => stored.length === 1, 10_000, 'stored once the store is back');
     assert.deepEqual(stored, ['/sys/pk/dk/thing/service/r'], 'stored once');
     assert.equal(i.stats().storeRetries, 3);
     assert.equal(i.stats().storeErrors, 0, 'nothing lost');
+  });
+
+  it('waitSubscribed gives up after its timeout, on the intake clock, while no broker answers', async () => {
+    const clock = new ManualClock();
+    const i = intake({
+      url: `mqtt://127.0.0.1:${await freePort()}`,
+      store: new MemoryCommandStore({
+        ...COMMAND_STORE_DEFAULTS,
+        queueLength: 1,
+        expiryMs: 1_000,
+        sweepIntervalMs: 0,
+      }),
+      clock,
+    });
+    const subscribed = i.waitSubscribed(5_000);
+    assert.equal(clock.pendingKeptAlive, 1, 'the wait holds the process open, as before');
+    assert.equal(await settlesAt(clock, 5_000, subscribed, 'waitSubscribed'), false);
+    assert.equal(clock.pending, 0);
   });
 
   it('a failing store: the command is counted as lost, the broker still gets its PUBACK', async () => {

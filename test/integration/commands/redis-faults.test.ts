@@ -6,8 +6,12 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { isCommandError, type RedisCommandStore } from '../../../src/bridge/commands/index.js';
-import { RedisServer, prefix, timed, waitFor } from '../auth/helpers.js';
+import { isCommandError, RedisCommandStore } from '../../../src/bridge/commands/index.js';
+import { CLOSE_GUARD_MS } from '../../../src/redis/client.js';
+import { ManualClock } from '../../../src/time/clock.js';
+import { settlesAt } from '../../helpers/clock.js';
+import { COMMAND_STORE_DEFAULTS } from '../../helpers/component-defaults.js';
+import { RedisServer, freePort, prefix, timed, waitFor } from '../auth/helpers.js';
 import { device, json, svc } from '../../unit/bridge/commands-suite.js';
 import { startStore } from './helpers.js';
 
@@ -118,5 +122,23 @@ describe('redis command store: faults', () => {
         return false;
       }
     }, 'Redis answers again');
+  });
+
+  it('waitReady gives up after its timeout, on the store clock, while Redis is away', async () => {
+    const clock = new ManualClock();
+    const s = new RedisCommandStore({
+      ...COMMAND_STORE_DEFAULTS,
+      url: `redis://127.0.0.1:${await freePort()}`,
+      prefix: prefix(),
+      queueLength: 16,
+      expiryMs: 60_000,
+      maxBackoffMs: 100,
+      clock,
+    });
+    // refused connections and reconnections wake the wait; each re-arms it for what is left
+    assert.equal(await settlesAt(clock, 5_000, s.waitReady(5_000), 'waitReady'), false);
+    const closing = s.close();
+    clock.advance(CLOSE_GUARD_MS); // a connection still connecting may never end
+    await closing;
   });
 });

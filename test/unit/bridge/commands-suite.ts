@@ -1,13 +1,15 @@
 /**
  * One behaviour suite for every CommandStore: the memory store runs it in the unit tests, the
- * Redis store in test/integration/commands. The clock is injected (entries carry the calling
- * pod's `now`), so expiry is tested without waiting.
+ * Redis store in test/integration/commands. A {@link ManualClock} is injected (entries carry
+ * the calling pod's wall time; a wait for a command ends on its deadline), so expiry and
+ * waits are tested without waiting.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { CommandStore, DeviceKey } from '../../../src/bridge/types.js';
 import { isCommandError, type CommandStoreStats } from '../../../src/bridge/commands/index.js';
-import { UNREACHED_DEADLINE_MS } from '../../helpers/clock.js';
+import { ManualClock } from '../../../src/time/clock.js';
+import { settlesAt, UNREACHED_DEADLINE_MS } from '../../helpers/clock.js';
 
 export interface StoreUnderTest {
   readonly store: CommandStore;
@@ -19,18 +21,15 @@ export interface SuiteStoreOptions {
   readonly queueLength: number;
   readonly expiryMs: number;
   readonly maxWaiters: number;
-  readonly now: () => number;
+  /** Time and timers of the store. */
+  readonly clock: ManualClock;
 }
 
 export type MakeStore = (o: SuiteStoreOptions) => Promise<StoreUnderTest>;
 
-/** A clock that only moves when told. */
-export class FakeClock {
-  t = 1_700_000_000_000;
-  readonly now = (): number => this.t;
-  advance(ms: number): void {
-    this.t += ms;
-  }
+/** A clock that only moves when told, its wall time in 2023 (a time stamp of 13 digits). */
+export function storeClock(): ManualClock {
+  return new ManualClock(0, 1_700_000_000_000);
 }
 
 let n = 0;
@@ -55,14 +54,14 @@ export function commandStoreSuite(name: string, make: MakeStore): void {
   describe(`${name}: command store behaviour`, () => {
     async function withStore(
       o: Partial<SuiteStoreOptions>,
-      fn: (s: StoreUnderTest, clock: FakeClock) => Promise<void>,
+      fn: (s: StoreUnderTest, clock: ManualClock) => Promise<void>,
     ): Promise<void> {
-      const clock = new FakeClock();
+      const clock = storeClock();
       const s = await make({
         queueLength: 16,
         expiryMs: 48 * HOUR,
         maxWaiters: 100,
-        now: clock.now,
+        clock,
         ...o,
       });
       try {
@@ -88,7 +87,7 @@ export function commandStoreSuite(name: string, make: MakeStore): void {
         assert.equal(p.head?.topic, svc(d, 'a'));
         assert.equal(p.head?.messageId, '1');
         assert.equal(p.head?.payload.toString(), json('1').toString());
-        assert.equal(p.head?.enqueuedAt, clock.t - 10);
+        assert.equal(p.head?.enqueuedAt, clock.wallNow() - 10);
         assert.match(p.head?.id ?? '', /^[0-9a-f-]{36}$/);
 
         assert.equal(await store.acknowledge(d, svc(d, 'a'), reply('1')), true);
@@ -281,12 +280,18 @@ export function commandStoreSuite(name: string, make: MakeStore): void {
     });
 
     it('waitFor times out with undefined', async () => {
-      await withStore({}, async (s) => {
+      await withStore({}, async (s, clock) => {
         const d = device();
-        const t0 = performance.now();
-        assert.equal(await s.store.waitFor(d, 80), undefined);
-        const ms = performance.now() - t0;
-        assert.ok(ms >= 70 && ms < 1_000, `${ms} ms`);
+        const t0 = clock.now();
+        let ms: number | undefined;
+        const waiting = s.store.waitFor(d, 80).then((cmd) => {
+          ms = clock.now() - t0;
+          return cmd;
+        });
+        await s.store.peek(d); // a later read: the waiter's first look (empty queue) is answered
+        assert.equal(s.stats().waiters, 1);
+        assert.equal(await settlesAt(clock, 80, waiting, 'waitFor'), undefined);
+        assert.ok(ms !== undefined && ms >= 70 && ms < 1_000, `${ms} ms`);
         assert.equal(s.stats().waitTimeouts, 1);
         assert.equal(s.stats().waiters, 0);
         assert.equal(await s.store.waitFor(d, 0), undefined, 'ttd 0: just a look');

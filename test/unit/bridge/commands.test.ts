@@ -18,8 +18,9 @@ import {
 import { CommandCounters } from '../../../src/bridge/commands/stats.js';
 import { Waiters } from '../../../src/bridge/commands/waiters.js';
 import type { QueuedCommand } from '../../../src/bridge/types.js';
-import { commandStoreSuite, device, FakeClock, json, svc } from './commands-suite.js';
-import { UNREACHED_DEADLINE_MS } from '../../helpers/clock.js';
+import { commandStoreSuite, device, json, storeClock, svc } from './commands-suite.js';
+import { ManualClock } from '../../../src/time/clock.js';
+import { settlesAt, UNREACHED_DEADLINE_MS } from '../../helpers/clock.js';
 import { INTAKE_DEFAULTS, COMMAND_STORE_DEFAULTS } from '../../helpers/component-defaults.js';
 
 commandStoreSuite('memory', (o) => {
@@ -29,13 +30,13 @@ commandStoreSuite('memory', (o) => {
 
 describe('MemoryCommandStore', () => {
   it('bounds the devices and sweeps expired queues', async () => {
-    const clock = new FakeClock();
+    const clock = storeClock();
     const s = new MemoryCommandStore({
       ...COMMAND_STORE_DEFAULTS,
       queueLength: 4,
       expiryMs: 1_000,
       maxDevices: 2,
-      now: clock.now,
+      clock,
       sweepIntervalMs: 0,
     });
     const [a, b, c] = [device(), device(), device()];
@@ -68,6 +69,27 @@ describe('MemoryCommandStore', () => {
     assert.equal((await s.waitFor(d, 5_000))?.messageId, '1');
   });
 
+  it('sweeps expired queues on its clock every sweepIntervalMs', async () => {
+    const clock = storeClock();
+    const s = new MemoryCommandStore({
+      ...COMMAND_STORE_DEFAULTS,
+      queueLength: 4,
+      expiryMs: 1_000,
+      clock,
+      sweepIntervalMs: 60_000,
+    });
+    const d = device();
+    await s.enqueue(d, svc(d, 'x'), json('1'));
+    clock.advance(59_999);
+    assert.equal(s.devices, 1, 'expired, but no sweep yet');
+    clock.advance(1);
+    assert.equal(s.devices, 0, 'the sweep dropped the expired queue');
+    assert.equal(s.stats().expired, 1);
+    assert.equal(clock.pendingKeptAlive, 0, 'the sweep never holds the process open');
+    await s.close();
+    assert.equal(clock.pending, 0, 'close stops the sweep');
+  });
+
   it('copies the payload it is given', async () => {
     const s = new MemoryCommandStore({
       ...COMMAND_STORE_DEFAULTS,
@@ -97,10 +119,15 @@ describe('Waiters', () => {
     let queued: QueuedCommand | undefined = undefined;
     const looks: ((v: QueuedCommand | undefined) => void)[] = [];
     const counters = new CommandCounters();
-    const w = new Waiters(10, counters, () => {
-      const snapshot = queued;
-      return new Promise((resolve) => looks.push(() => resolve(snapshot)));
-    });
+    const w = new Waiters(
+      10,
+      counters,
+      () => {
+        const snapshot = queued;
+        return new Promise((resolve) => looks.push(() => resolve(snapshot)));
+      },
+      new ManualClock(),
+    );
     const d = device();
     const waiting = w.wait(d, 5_000);
     looks.shift()?.(undefined); // the first look: nothing yet
@@ -122,8 +149,12 @@ describe('Waiters', () => {
   it('a failed look leaves the waiters waiting; a failed first look rejects', async () => {
     let fail = true;
     const counters = new CommandCounters();
-    const w = new Waiters(10, counters, () =>
-      fail ? Promise.reject(new Error('x')) : Promise.resolve(cmd('ok')),
+    const clock = new ManualClock();
+    const w = new Waiters(
+      10,
+      counters,
+      () => (fail ? Promise.reject(new Error('x')) : Promise.resolve(cmd('ok'))),
+      clock,
     );
     const d = device();
     await assert.rejects(w.wait(d, 1_000), /x/);
@@ -132,10 +163,13 @@ describe('Waiters', () => {
     const waiting = w.wait(d, 1_000);
     assert.equal((await waiting)?.id, 'ok');
     fail = true;
-    const slow = new Waiters(10, counters, () => Promise.resolve(undefined));
+    const slow = new Waiters(10, counters, () => Promise.resolve(undefined), clock);
     const p = slow.wait(d, 50);
-    slow.wake(d);
-    assert.equal(await p, undefined);
+    slow.wake(d); // a look that finds nothing leaves the waiter waiting
+    assert.equal(clock.pendingKeptAlive, 1, 'a wait holds the process open, as its request does');
+    assert.equal(await settlesAt(clock, 50, p, 'the wait'), undefined);
+    assert.equal(counters.waitTimeouts, 1);
+    assert.equal(clock.pending, 0, 'no timer left behind');
   });
 });
 

@@ -1,8 +1,15 @@
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import { createServer } from 'node:net';
 import { describe, test } from 'node:test';
-import { closeRedis, createFailFastRedis } from '../../../src/redis/client.js';
+import {
+  CLOSE_GUARD_MS,
+  closeRedis,
+  createFailFastRedis,
+  type RedisClient,
+} from '../../../src/redis/client.js';
+import { ManualClock } from '../../../src/time/clock.js';
+import { settlesAt } from '../../helpers/clock.js';
 
 /** A loopback port nothing listens on: connections to it are refused at once. */
 async function refusedPort(): Promise<number> {
@@ -42,5 +49,33 @@ describe('closeRedis', () => {
     assert.equal(await closeRedis(client), true);
     assert.equal(client.status, 'end');
     assert.equal(await closeRedis(client), true, 'closing twice is fine');
+  });
+
+  test('a client that never ends: the wait gives up after CLOSE_GUARD_MS on the given clock', async () => {
+    // what closeRedis uses of a client: its status, 'end' and disconnect (which here does not
+    // lead to an 'end', as with a hung connection)
+    let disconnects = 0;
+    const client = Object.assign(new EventEmitter(), {
+      status: 'ready',
+      isCluster: false,
+      disconnect: () => void disconnects++,
+    }) as unknown as RedisClient;
+    const clock = new ManualClock();
+    const closing = closeRedis(client, clock);
+    assert.equal(disconnects, 1);
+    assert.equal(clock.pendingKeptAlive, 1, 'the guard holds the process open, as before');
+    assert.equal(await settlesAt(clock, CLOSE_GUARD_MS, closing, 'closeRedis'), false);
+    assert.equal(clock.pending, 0);
+  });
+
+  test('a client that ends in time: the guard is cleared', async () => {
+    const client = Object.assign(new EventEmitter(), {
+      status: 'ready',
+      isCluster: false,
+      disconnect: () => queueMicrotask(() => client.emit('end')),
+    }) as EventEmitter & { status: string };
+    const clock = new ManualClock();
+    assert.equal(await closeRedis(client as unknown as RedisClient, clock), true);
+    assert.equal(clock.pending, 0, 'no guard left behind');
   });
 });
