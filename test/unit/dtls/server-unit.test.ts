@@ -1392,6 +1392,69 @@ function countInsideServer(h: Harness, count: (on: boolean) => void): void {
   };
 }
 
+describe('DtlsServer: a handshake does no crypto and makes no buffer beyond its needs', () => {
+  // The transcript's running hash was copied for each of its two digests; the last one can
+  // finish it instead (the floor program of bench/lib/handshake-floor.ts does one copy too).
+  // verify_data (12 bytes of one PRF block) was copied out of the HMAC's digest into a new
+  // buffer, twice per handshake.
+  for (const p of [PROFILES[0]!, PROFILES[1]!]) {
+    test(`one transcript copy, 20 pool buffers: ${p.name}`, () => {
+      withServer((h) => {
+        const hashProto = Object.getPrototypeOf(createHash('sha256')) as {
+          copy: (...a: unknown[]) => unknown;
+        };
+        const statics = Buffer as unknown as { allocUnsafe: (n: number) => Buffer };
+        const copy = hashProto.copy;
+        const allocUnsafe = statics.allocUnsafe;
+        let counting = false;
+        let copies = 0;
+        let buffers = 0;
+        hashProto.copy = function (this: unknown, ...a: unknown[]) {
+          if (counting) copies++;
+          return copy.apply(this, a);
+        };
+        statics.allocUnsafe = (n: number) => {
+          if (counting) buffers++;
+          return allocUnsafe(n);
+        };
+        countInsideServer(h, (on) => {
+          counting = on;
+        });
+        try {
+          const port = 48200;
+          const a = hello(h, p, port, Buffer.alloc(32, 0x2b));
+          const fin = clientFinish(p, a, PSK);
+          h.server.handleDatagram(fin.datagram, ADDR, port);
+          // the server's Finished verifies under the client's view of the transcript
+          const finished = only(records(h.sent.at(-1)!.data).filter((r) => r.epoch === 1));
+          const body = fin.keys.serverWrite.open(
+            ContentType.handshake,
+            DTLS_1_2,
+            1,
+            finished.seq,
+            finished.body,
+          );
+          const transcript = Buffer.concat([fin.transcript, fin.finished]);
+          assert.deepEqual(
+            [...(body ?? EMPTY).subarray(12)],
+            [...verifyData(fin.keys.master, 'server finished', sha256(transcript))],
+          );
+          h.server.handleDatagram(
+            fin.keys.clientWrite.seal(ContentType.alert, 1, 1, Buffer.from([1, 0])),
+            ADDR,
+            port,
+          );
+          assert.deepEqual(h.closed, ['peer-close-notify']);
+        } finally {
+          hashProto.copy = copy;
+          statics.allocUnsafe = allocUnsafe;
+        }
+        assert.deepEqual({ copies, buffers }, { copies: 1, buffers: 20 });
+      });
+    });
+  }
+});
+
 describe('DtlsServer: a handshake reads and writes its fields by byte', () => {
   test('and never reads the global Buffer getter (the modules import it)', () => {
     // Node 20 defines the global `Buffer` as a getter on globalThis: every `Buffer.allocUnsafe`
