@@ -38,6 +38,13 @@ export const EVICTION_CLASSES: readonly EvictionClass[] = [
   'active',
 ];
 
+/** The plan of a newcomer for whom nobody leaves (frozen: shared by every such plan). */
+const NOBODY_LEAVES: AdmissionPlan<never> = Object.freeze({
+  replaced: undefined,
+  superseded: undefined,
+  evicted: Object.freeze([]),
+});
+
 /** Every association alone, unrestricted: plain LRU (for servers without a policy). */
 export const NO_ADMISSION: Admission = { restricted: false };
 
@@ -151,8 +158,18 @@ export class AssociationTable<A> {
    * nothing: {@link add} applies the same plan.
    */
   plan(peer: string, admission: Admission, now: number): AdmissionPlan<A> | undefined {
-    const leaving = new Set<Slot<A>>();
     const replaced = this.byPeer.get(peer);
+    if (
+      replaced === undefined &&
+      admission.group === undefined &&
+      (admission.key === undefined || !this.byKey.has(admission.key)) &&
+      this.byPeer.size < this.opts.maxSize
+    ) {
+      // the usual newcomer (a new peer, its key unused, no group, room left): nobody leaves,
+      // and the plan is the shared empty one (no set, array or object per handshake)
+      return NOBODY_LEAVES;
+    }
+    const leaving = new Set<Slot<A>>();
     if (replaced !== undefined) leaving.add(replaced);
     let superseded: Slot<A> | undefined;
     if (admission.key !== undefined) {

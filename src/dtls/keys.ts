@@ -63,6 +63,14 @@ export class Transcript {
   digest(): Buffer {
     return this.hash.copy().digest();
   }
+
+  /**
+   * Digest of everything so far, for the transcript's last use: the running hash itself is
+   * finished (no copy of it), so nothing may be added or digested afterwards.
+   */
+  finalDigest(): Buffer {
+    return this.hash.digest();
+  }
 }
 
 /**

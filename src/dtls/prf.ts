@@ -8,15 +8,18 @@ import { VERIFY_DATA_LENGTH } from './constants.js';
 
 /** P_SHA256(secret, seed) expanded to `length` bytes. */
 export function pSha256(secret: Buffer, seed: Buffer, length: number): Buffer {
-  const out = Buffer.allocUnsafe(length);
   let a = createHmac('sha256', secret).update(seed).digest();
+  let block = createHmac('sha256', secret).update(a).update(seed).digest();
+  // One block is enough (verify_data): the HMAC's own digest, with no buffer and no copy
+  if (length <= block.length) return length === block.length ? block : block.subarray(0, length);
+  const out = Buffer.allocUnsafe(length);
   let written = 0;
   for (;;) {
-    const block = createHmac('sha256', secret).update(a).update(seed).digest();
     written += block.copy(out, written, 0, Math.min(block.length, length - written));
     if (written >= length) return out;
     // A(i+1) only when another block follows: the last one would be computed for nothing
     a = createHmac('sha256', secret).update(a).digest();
+    block = createHmac('sha256', secret).update(a).update(seed).digest();
   }
 }
 

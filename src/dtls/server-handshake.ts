@@ -646,7 +646,8 @@ export class ServerHandshake<P> implements Timed {
       return;
     }
     this.transcript.add(handshakeMessage(m.msgType, m.messageSeq, m.body));
-    const serverVerify = verifyData(master, 'server finished', this.transcript.digest());
+    // the transcript's last use: its running hash is finished, not copied first
+    const serverVerify = verifyData(master, 'server finished', this.transcript.finalDigest());
     master.fill(0);
     const lastFlight: FlightEntry[] = [
       { type: ContentType.changeCipherSpec, epoch: 0, payload: CHANGE_CIPHER_SPEC },

@@ -81,6 +81,42 @@ describe('AssociationTable: one association per key', () => {
   });
 });
 
+describe('AssociationTable: the usual newcomer', () => {
+  test('nobody leaves: one shared empty plan, no set, array or object made for it', () => {
+    const t = table(3);
+    const first = t.plan('p1', DEVICE('dev-a'), 0);
+    assert.deepEqual(first, { replaced: undefined, superseded: undefined, evicted: [] });
+    admit(t, 'p1', DEVICE('dev-a'), 0);
+    const setCtor = globalThis.Set;
+    let sets = 0;
+    globalThis.Set = class extends setCtor<unknown> {
+      constructor(values?: Iterable<unknown> | null) {
+        super(values);
+        sets++;
+      }
+    };
+    let plans;
+    try {
+      plans = [
+        t.plan('p2', DEVICE('dev-b'), 1),
+        t.plan('p3', { restricted: false }, 1),
+        t.plan('p4', DEVICE('dev-c'), 2),
+      ];
+    } finally {
+      globalThis.Set = setCtor;
+    }
+    assert.equal(sets, 0);
+    assert.ok(plans.every((p) => p === first));
+    // each of the other cases still gets a plan of its own
+    assert.equal(t.plan('p1', DEVICE('dev-x'), 3)?.replaced, 'p1');
+    assert.equal(t.plan('p5', DEVICE('dev-a'), 3)?.superseded, 'p1');
+    assert.deepEqual(victims(t.plan('s1', SESSION('u1'), 3)), []);
+    admit(t, 'p2', DEVICE('dev-b'), 4);
+    admit(t, 'p3', DEVICE('dev-c'), 5);
+    assert.deepEqual(victims(t.plan('p6', DEVICE('dev-d'), 10 * GRACE)), ['p1:idle']);
+  });
+});
+
 describe('AssociationTable: group cap', () => {
   test('a group at its cap loses its oldest member, even a recently active one', () => {
     const t = table(100, 3);

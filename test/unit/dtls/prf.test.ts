@@ -193,5 +193,17 @@ describe('key schedule', () => {
     assert.ok(t.digest().equals(d1));
     t.add(Buffer.from('cd'));
     assert.ok(t.digest().equals(createHash('sha256').update('abcd').digest()));
+    // the last use finishes the running hash itself: the same digest, then nothing more
+    assert.ok(t.finalDigest().equals(createHash('sha256').update('abcd').digest()));
+    assert.throws(() => t.digest(), { code: 'ERR_CRYPTO_HASH_FINALIZED' });
+  });
+
+  test('an output of one block or less is a view of that block (verify_data: no copy)', () => {
+    const long = pSha256(SECRET, PRF_SEED, 64);
+    for (const n of [0, 12, 31, 32]) {
+      const out = pSha256(SECRET, PRF_SEED, n);
+      assert.equal(out.toString('hex'), long.subarray(0, n).toString('hex'));
+      assert.equal(out.buffer.byteLength, 32, `length ${n}: the digest's own 32 bytes`);
+    }
   });
 });

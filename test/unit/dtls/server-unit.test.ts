@@ -1392,6 +1392,84 @@ function countInsideServer(h: Harness, count: (on: boolean) => void): void {
   };
 }
 
+/**
+ * A full handshake of profile `p` from `port`, then the client's close_notify, counted as
+ * {@link countInsideServer} counts; returns what the client derived and sent.
+ */
+function countedHandshake(
+  h: Harness,
+  p: ClientProfile,
+  port: number,
+  count: (on: boolean) => void,
+): ReturnType<typeof clientFinish> {
+  countInsideServer(h, count);
+  const a = hello(h, p, port, Buffer.alloc(32, port & 0xff));
+  const fin = clientFinish(p, a, PSK);
+  h.server.handleDatagram(fin.datagram, ADDR, port);
+  const assoc = only(h.established);
+  h.server.handleDatagram(
+    fin.keys.clientWrite.seal(ContentType.alert, 1, 1, Buffer.from([1, 0])),
+    ADDR,
+    port,
+  );
+  assert.equal(assoc.open, false);
+  assert.deepEqual(h.closed, ['peer-close-notify']);
+  return fin;
+}
+
+describe('DtlsServer: a handshake does no crypto and makes no buffer beyond its needs', () => {
+  // The transcript's running hash was copied for each of its two digests; the last one can
+  // finish it instead (the floor program of bench/lib/handshake-floor.ts does one copy too).
+  // verify_data (12 bytes of one PRF block) was copied out of the HMAC's digest into a new
+  // buffer, twice per handshake.
+  for (const p of [PROFILES[0]!, PROFILES[1]!]) {
+    test(`one transcript copy, 20 pool buffers: ${p.name}`, () => {
+      withServer((h) => {
+        const hashProto = Object.getPrototypeOf(createHash('sha256')) as {
+          copy: (...a: unknown[]) => unknown;
+        };
+        const statics = Buffer as unknown as { allocUnsafe: (n: number) => Buffer };
+        const copy = hashProto.copy;
+        const allocUnsafe = statics.allocUnsafe;
+        let counting = false;
+        let copies = 0;
+        let buffers = 0;
+        hashProto.copy = function (this: unknown, ...a: unknown[]) {
+          if (counting) copies++;
+          return copy.apply(this, a);
+        };
+        statics.allocUnsafe = (n: number) => {
+          if (counting) buffers++;
+          return allocUnsafe(n);
+        };
+        try {
+          const fin = countedHandshake(h, p, 48200, (on) => {
+            counting = on;
+          });
+          // the server's Finished verifies under the client's view of the transcript
+          const finished = only(records(h.sent.at(-2)!.data).filter((r) => r.epoch === 1));
+          const body = fin.keys.serverWrite.open(
+            ContentType.handshake,
+            DTLS_1_2,
+            1,
+            finished.seq,
+            finished.body,
+          );
+          const transcript = Buffer.concat([fin.transcript, fin.finished]);
+          assert.deepEqual(
+            [...(body ?? EMPTY).subarray(12)],
+            [...verifyData(fin.keys.master, 'server finished', sha256(transcript))],
+          );
+        } finally {
+          hashProto.copy = copy;
+          statics.allocUnsafe = allocUnsafe;
+        }
+        assert.deepEqual({ copies, buffers }, { copies: 1, buffers: 20 });
+      });
+    });
+  }
+});
+
 describe('DtlsServer: a handshake reads and writes its fields by byte', () => {
   test('and never reads the global Buffer getter (the modules import it)', () => {
     // Node 20 defines the global `Buffer` as a getter on globalThis: every `Buffer.allocUnsafe`
@@ -1454,22 +1532,10 @@ describe('DtlsServer: a handshake reads and writes its fields by byte', () => {
             return original.apply(this, a);
           };
         });
-        countInsideServer(h, (on) => {
-          counting = on;
-        });
         try {
-          const port = 48000;
-          const a = hello(h, p, port, Buffer.alloc(32, 0x29));
-          const fin = clientFinish(p, a, PSK);
-          h.server.handleDatagram(fin.datagram, ADDR, port);
-          const assoc = only(h.established);
-          h.server.handleDatagram(
-            fin.keys.clientWrite.seal(ContentType.alert, 1, 1, Buffer.from([1, 0])),
-            ADDR,
-            port,
-          );
-          assert.equal(assoc.open, false);
-          assert.deepEqual(h.closed, ['peer-close-notify']);
+          const fin = countedHandshake(h, p, 48000, (on) => {
+            counting = on;
+          });
           // the answering close_notify went out and opens under the server's keys
           const last = only(records(h.sent.at(-1)!.data));
           assert.deepEqual(
