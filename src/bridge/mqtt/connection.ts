@@ -24,6 +24,7 @@ import {
   connect,
   ErrorWithReasonCode,
   MqttClient,
+  Store,
   type IClientOptions,
   type IClientPublishOptions,
   type IConnackPacket,
@@ -32,6 +33,7 @@ import {
 } from 'mqtt';
 import { TimerQueue, type Clock, type Timed } from '../../time/clock.js';
 import { KeepaliveTimer } from './keepalive-timer.js';
+import { publishPacket } from './publish-packet.js';
 import { BackendRejectedError, BackendUnavailableError, type MqttBackendError } from './errors.js';
 import type { PublishCounters } from './stats.js';
 
@@ -247,20 +249,38 @@ export class MqttConnection {
   ): boolean {
     const s = this.session;
     if (s === undefined || !this.isUp) return false;
-    const opts: IClientPublishOptions =
-      s.level === 5 && userProperties !== undefined
-        ? { qos: 1, properties: { userProperties: { ...userProperties } } }
-        : QOS1;
     s.inflight++;
     coalesceWrites(s);
     let done = false;
-    s.client.publish(topic, payload, opts, (err) => {
+    const onAck = (err: Error | undefined | null): void => {
       if (done) return;
       done = true;
       s.inflight--;
       if (err === undefined || err === null) this.suspect = false;
       cb(err ?? undefined);
-    });
+    };
+    const client = s.client;
+    // Our own PUBLISH in one write (publish-packet.ts says why); mqtt.js still owns the packet
+    // id, the PUBACK (its `outgoing` entry, as its own publish makes) and failing what is
+    // pending when the connection goes. While it is disconnecting, or for a packet the encoder
+    // leaves alone, mqtt.js's publish does as before.
+    if (!client.disconnecting) {
+      const id = client.messageIdProvider.allocate();
+      if (id !== null) {
+        const packet = publishPacket(topic, payload, id, s.level, userProperties);
+        if (packet !== undefined) {
+          client.outgoing[id] = { volatile: false, cmd: 'publish', cb: onAck };
+          client.stream.write(packet);
+          return true;
+        }
+        client.messageIdProvider.deallocate(id);
+      }
+    }
+    const opts: IClientPublishOptions =
+      s.level === 5 && userProperties !== undefined
+        ? { qos: 1, properties: { userProperties: { ...userProperties } } }
+        : QOS1;
+    client.publish(topic, payload, opts, onAck);
     return true;
   }
 
@@ -405,6 +425,8 @@ export class MqttConnection {
       // mqtt.js restarts its keep-alive interval on every PUBACK: one host timer per client
       // instead of a Node interval cleared and set again per publish
       timerVariant: new KeepaliveTimer().forMqtt(),
+      // nothing is ever resent (a fresh client per attempt), so no copy of each publish
+      outgoingStore: new NoResendStore(),
     };
     // mqtt.js's debug logger gathers its arguments on each of its ~20 calls per publish even
     // when off; the debug package keeps what is on in DEBUG, so without it nothing would log
@@ -615,6 +637,29 @@ function coalesceWrites(s: Session): void {
 }
 
 function noLog(): void {}
+
+/**
+ * mqtt.js's outgoing store, which keeps each QoS 1 publish until its PUBACK to send it again
+ * on a reconnect of the same client. Ours never reconnect (a fresh client per attempt, clean
+ * session: the class comment of {@link MqttConnection}), so it keeps nothing: the publishes
+ * {@link MqttConnection.publish} writes itself are never put, and those mqtt.js sends are
+ * not kept either (mqtt.js has already copied them by then). Removing one is always found, as
+ * mqtt.js's PUBACK handler expects (it passes the store's error to the publish's callback).
+ * `createStream` is the base class's: nothing to resend at the CONNACK.
+ */
+class NoResendStore extends Store {
+  override put(_packet: StorePacket, cb: Parameters<Store['put']>[1]): this {
+    cb();
+    return this;
+  }
+
+  override del(_packet: Parameters<Store['del']>[0], cb: Parameters<Store['del']>[1]): this {
+    cb(undefined);
+    return this;
+  }
+}
+
+type StorePacket = Parameters<Store['put']>[0];
 
 /**
  * The options of a publish without properties: mqtt.js copies them, so one object serves all.
