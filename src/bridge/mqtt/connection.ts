@@ -33,7 +33,7 @@ import {
 } from 'mqtt';
 import { TimerQueue, type Clock, type Timed } from '../../time/clock.js';
 import { KeepaliveTimer } from './keepalive-timer.js';
-import { publishPacket } from './publish-packet.js';
+import { pubackPacket, publishPacket } from './publish-packet.js';
 import { BackendRejectedError, BackendUnavailableError, type MqttBackendError } from './errors.js';
 import type { PublishCounters } from './stats.js';
 
@@ -454,10 +454,14 @@ export class MqttConnection {
     };
     this.session = s;
     const hooks = this.hooks;
-    if (hooks.handleMessage !== undefined) {
-      client.handleMessage = (packet: IPublishPacket, done: (error?: Error) => void): void =>
-        hooks.handleMessage?.(packet, () => done());
-    }
+    // The PUBACK of a QoS 1 message received is ours too (one write; publish-packet.ts says
+    // why), written when the message is handled: at once, or when the owner's
+    // `handleMessage` says so.
+    client.handleMessage =
+      hooks.handleMessage === undefined
+        ? (packet: IPublishPacket, done: DoneCallback): void => acknowledge(client, packet, done)
+        : (packet: IPublishPacket, done: DoneCallback): void =>
+            hooks.handleMessage?.(packet, () => acknowledge(client, packet, done));
 
     client.on('error', (err: Error) => {
       s.lastError = err;
@@ -637,6 +641,30 @@ function coalesceWrites(s: Session): void {
 }
 
 function noLog(): void {}
+
+type DoneCallback = Parameters<MqttClient['handleMessage']>[1];
+
+/**
+ * What {@link acknowledge} hands mqtt.js's callback: with an error, mqtt.js's QoS 1 handler
+ * (handlers/publish.js) goes on to the next packet received without writing its own PUBACK.
+ * Never seen outside mqtt.js.
+ */
+const PUBACK_WRITTEN = new Error('PUBACK written by MqttConnection');
+
+/**
+ * The end of a received message's handling (mqtt.js's `handleMessage`): for QoS 1, our PUBACK
+ * (the same 4 bytes mqtt-packet writes for a success at 3.1.1 and 5), instead of mqtt.js's
+ * packet object, writer and its cork per packet; nothing when the connection has gone (mqtt.js
+ * would queue it for a reconnect that ours never make). Then mqtt.js's next packet.
+ */
+function acknowledge(client: MqttClient, packet: IPublishPacket, done: DoneCallback): void {
+  if (packet.qos !== 1 || packet.messageId === undefined) {
+    done();
+    return;
+  }
+  if (client.connected) client.stream.write(pubackPacket(packet.messageId));
+  done(PUBACK_WRITTEN);
+}
 
 /**
  * mqtt.js's outgoing store, which keeps each QoS 1 publish until its PUBACK to send it again

@@ -1,6 +1,7 @@
 /**
  * The bytes of a QoS 1 PUBLISH, in one Buffer, for {@link MqttConnection.publish}
- * (connection.ts), which writes it on mqtt.js's stream itself.
+ * (connection.ts), which writes it on mqtt.js's stream itself, and of the PUBACK it writes for
+ * a QoS 1 message received.
  *
  * Why our own encoder where mqtt.js and mqtt-packet exist: per QoS 1 publish, mqtt.js's
  * `publish` spreads its defaults and the options into a new object, builds the packet, deep-
@@ -9,6 +10,9 @@
  * length, topic, packet id, properties, payload; a closure pair per MQTT 5 properties block).
  * With our connections none of that store is needed (a fresh client per attempt, clean
  * session, no resend: connection.ts says why), and one write of one Buffer is the same bytes.
+ * Likewise the PUBACK mqtt.js answers a QoS 1 message received with: a packet object through
+ * its `_sendPacket` and mqtt-packet's writer (three writes, a cork and a next-tick uncork), for
+ * four bytes.
  * bench/README.md, "The MQTT path, i11-mqtt", has the figures.
  *
  * Only the case coap-edge sends is encoded here (QoS 1, no retain, no DUP, no topic alias;
@@ -19,6 +23,8 @@ import type { UserProperties } from './connection.js';
 
 /** PUBLISH (3), QoS 1, no DUP, no RETAIN. */
 const PUBLISH_QOS1 = 0x32;
+/** PUBACK (4). */
+const PUBACK = 0x40;
 /** MQTT 5 property identifier of a User Property (a UTF-8 string pair). */
 const USER_PROPERTY = 0x26;
 /** Largest Remaining Length a four-byte variable byte integer holds (MQTT §1.5.5). */
@@ -65,6 +71,19 @@ export function publishPacket(
     }
   }
   payload.copy(buf, at);
+  return buf;
+}
+
+/**
+ * The PUBACK of a QoS 1 message received with packet id `messageId`: success at 3.1.1 and at
+ * MQTT 5 (reason code 0 and no properties are left out, §3.4.2.1), as mqtt-packet writes it.
+ */
+export function pubackPacket(messageId: number): Buffer {
+  const buf = Buffer.allocUnsafe(4);
+  buf[0] = PUBACK;
+  buf[1] = 2;
+  buf[2] = messageId >>> 8;
+  buf[3] = messageId & 0xff;
   return buf;
 }
 

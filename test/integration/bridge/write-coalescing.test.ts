@@ -7,6 +7,7 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Socket } from 'node:net';
+import { MqttClient } from 'mqtt';
 import { PoolConnection, type ConnectionHooks } from '../../../src/bridge/mqtt/connection.js';
 
 const BROKER_PORT = 1883;
@@ -169,6 +170,37 @@ describe('bridge connection work per publish', () => {
     }
     // before: mqtt.js cleared and set its keep-alive interval on each of the 20 PUBACKs
     assert.deepEqual(timers, { setInterval: 0, setTimeout: 0 });
+  });
+
+  it("writes its PUBLISHes and the PUBACKs of QoS 1 messages received without mqtt.js's _sendPacket", async () => {
+    // publish-packet.ts: mqtt.js's send path (its packet copy for the store, mqtt-packet's
+    // writes) is left out both ways. More messages than Mosquitto's in-flight window (20):
+    // without our PUBACKs the broker would stop sending.
+    const n = 60;
+    const received: string[] = [];
+    let all: () => void = () => undefined;
+    const allReceived = new Promise<void>((resolve) => (all = resolve));
+    const c = await openConnection((topic) => {
+      if (received.push(topic) === n) all();
+    });
+    conns.push(c);
+    await c.subscribe(`${TOPIC}/many/#`, 5000);
+    const proto = MqttClient.prototype as unknown as Record<'_sendPacket', WriteFn>;
+    const original = proto._sendPacket;
+    const sent: string[] = [];
+    proto._sendPacket = function (this: Socket, ...args: unknown[]): unknown {
+      sent.push((args[0] as { cmd: string }).cmd);
+      return original.apply(this, args);
+    };
+    try {
+      const acks = Array.from({ length: n }, (_, i) => publish(c, `many/${i}`));
+      assert.deepEqual(new Set(await Promise.all(acks)), new Set([undefined]));
+      await allReceived;
+      // before: one publish and one puback per message
+      assert.deepEqual(sent, []);
+    } finally {
+      proto._sendPacket = original;
+    }
   });
 
   it("leaves mqtt.js's debug logger out when DEBUG is not set", async () => {

@@ -9,12 +9,13 @@ import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import fc from 'fast-check';
 import type { IPublishPacket } from 'mqtt';
+import type { IPubackPacket } from 'mqtt-packet';
 import type { UserProperties } from '../../../src/bridge/mqtt/connection.js';
-import { publishPacket } from '../../../src/bridge/mqtt/publish-packet.js';
+import { pubackPacket, publishPacket } from '../../../src/bridge/mqtt/publish-packet.js';
 
 const require = createRequire(import.meta.url);
 const mqttPacket = require('mqtt-packet') as {
-  generate(packet: IPublishPacket, opts: { protocolVersion: number }): Buffer;
+  generate(packet: IPublishPacket | IPubackPacket, opts: { protocolVersion: number }): Buffer;
 };
 
 /** mqtt-packet's bytes for the packet mqtt.js's `publish` builds from coap-edge's options. */
@@ -112,5 +113,14 @@ describe('publishPacket', () => {
     // at 3.1.1 there are no properties to write, so none is checked
     assert.ok(publishPacket('t', Buffer.from('1'), 1, 4, { k: long }) !== undefined);
     check('y'.repeat(65_535), Buffer.from('1'), 1, 5, undefined);
+  });
+
+  it("pubackPacket is mqtt-packet's PUBACK of a success (what mqtt.js answers a QoS 1 message with)", () => {
+    for (const level of [4, 5]) {
+      for (const id of [1, 255, 256, 4660, 65535]) {
+        const packet: IPubackPacket = { cmd: 'puback', messageId: id, reasonCode: 0 };
+        assert.deepEqual(pubackPacket(id), mqttPacket.generate(packet, { protocolVersion: level }));
+      }
+    }
   });
 });
