@@ -34,6 +34,7 @@ import {
 import { TimerQueue, type Clock, type Timed } from '../../time/clock.js';
 import { KeepaliveTimer } from './keepalive-timer.js';
 import { pubackPacket, publishPacket } from './publish-packet.js';
+import { tapPubacks } from './puback-tap.js';
 import { BackendRejectedError, BackendUnavailableError, type MqttBackendError } from './errors.js';
 import type { PublishCounters } from './stats.js';
 
@@ -454,6 +455,12 @@ export class MqttConnection {
     };
     this.session = s;
     const hooks = this.hooks;
+    // PUBACKs of our publishes are settled before mqtt.js parses them (puback-tap.ts), on a
+    // socket of ours, and only when messages are handled at once (no `handleMessage` hook that
+    // holds mqtt.js's packet pump, which the tap's order relies on)
+    if (target !== undefined && hooks.handleMessage === undefined) {
+      tapPubacks(client, client.stream);
+    }
     // The PUBACK of a QoS 1 message received is ours too (one write; publish-packet.ts says
     // why), written when the message is handled: at once, or when the owner's
     // `handleMessage` says so.

@@ -6,6 +6,7 @@
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
 import { Socket } from 'node:net';
 import { MqttClient } from 'mqtt';
 import { PoolConnection, type ConnectionHooks } from '../../../src/bridge/mqtt/connection.js';
@@ -201,6 +202,28 @@ describe('bridge connection work per publish', () => {
     } finally {
       proto._sendPacket = original;
     }
+  });
+
+  it("settles PUBACKs before mqtt.js's parser: no parse per publish", async () => {
+    // puback-tap.ts: a read that holds only PUBACKs of pending publishes never reaches
+    // mqtt-packet's parser (on a build without the tap, one parse per PUBACK read)
+    const c = await openConnection();
+    conns.push(c);
+    assert.equal(await publish(c, 'first'), undefined);
+    const require = createRequire(import.meta.url);
+    const parser = require('mqtt-packet/parser.js') as { prototype: Record<'parse', WriteFn> };
+    const original = parser.prototype.parse;
+    let parses = 0;
+    parser.prototype.parse = function (this: Socket, ...args: unknown[]): unknown {
+      parses++;
+      return original.apply(this, args);
+    };
+    try {
+      for (let i = 0; i < 20; i++) assert.equal(await publish(c, `p${i}`), undefined);
+    } finally {
+      parser.prototype.parse = original;
+    }
+    assert.equal(parses, 0);
   });
 
   it("leaves mqtt.js's debug logger out when DEBUG is not set", async () => {
