@@ -697,7 +697,8 @@ class NoResendStore extends Store {
 type StorePacket = Parameters<Store['put']>[0];
 
 /**
- * The options of a publish without properties: mqtt.js copies them, so one object serves all.
+ * The options of a publish without properties that mqtt.js sends (the rare fallback of
+ * {@link MqttConnection.publish}): mqtt.js copies them, so one object serves all.
  * It has the shape of a traced publish's options (`qos`, then `properties`), not frozen: with
  * `{ qos: 1 }` alone, mqtt.js's copy of the options and the packet it builds took another shape
  * on each sampled publish, and V8 deoptimized its `publish`/`_sendPacket` (and mqtt-packet's
