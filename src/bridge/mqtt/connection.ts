@@ -626,10 +626,10 @@ class AckedPublish implements Timed {
 /**
  * Holds the socket's writes until the end of this event loop turn (docs/design.md, "One
  * datagram's way"): the publishes of all datagrams read in one turn, and the PUBACKs
- * mqtt.js writes meanwhile, leave in one `writev` instead of one `write` system call each.
+ * written meanwhile, leave in one `writev` instead of one `write` system call each.
  * The first publish or received message of a turn corks; a `setImmediate` (after the poll
  * phase that read the datagrams) uncorks. mqtt-packet's own cork per packet (uncorked on the
- * next tick) nests inside it. Adds at most one loop turn to a write; PUBACK deadlines are
+ * next tick), on the packets mqtt.js still writes, nests inside it. Adds at most one loop turn to a write; PUBACK deadlines are
  * timers and do not move.
  */
 function coalesceWrites(s: Session): void {

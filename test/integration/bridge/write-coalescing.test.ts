@@ -90,9 +90,9 @@ describe('bridge connection write coalescing', () => {
 
     const spy = spyBrokerWrites();
     try {
-      // Three publishes in one turn, each a tick later than the previous one: mqtt-packet's
-      // own cork is released on the next tick, so without the connection's cork each would
-      // be its own write.
+      // Three publishes in one turn, each a tick later than the previous one: without the
+      // connection's cork each would be its own write (mqtt-packet's own cork, when mqtt.js
+      // wrote them, was released on the next tick; ours are single writes).
       const acks: Promise<Error | undefined>[] = [];
       acks.push(publish(c, 'a'));
       await new Promise<void>((resolve) =>
