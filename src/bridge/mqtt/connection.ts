@@ -24,6 +24,7 @@ import {
   connect,
   ErrorWithReasonCode,
   MqttClient,
+  Store,
   type IClientOptions,
   type IClientPublishOptions,
   type IConnackPacket,
@@ -32,6 +33,8 @@ import {
 } from 'mqtt';
 import { TimerQueue, type Clock, type Timed } from '../../time/clock.js';
 import { KeepaliveTimer } from './keepalive-timer.js';
+import { pubackPacket, publishPacket } from './publish-packet.js';
+import { tapPubacks } from './puback-tap.js';
 import { BackendRejectedError, BackendUnavailableError, type MqttBackendError } from './errors.js';
 import type { PublishCounters } from './stats.js';
 
@@ -247,20 +250,38 @@ export class MqttConnection {
   ): boolean {
     const s = this.session;
     if (s === undefined || !this.isUp) return false;
-    const opts: IClientPublishOptions =
-      s.level === 5 && userProperties !== undefined
-        ? { qos: 1, properties: { userProperties: { ...userProperties } } }
-        : QOS1;
     s.inflight++;
     coalesceWrites(s);
     let done = false;
-    s.client.publish(topic, payload, opts, (err) => {
+    const onAck = (err: Error | undefined | null): void => {
       if (done) return;
       done = true;
       s.inflight--;
       if (err === undefined || err === null) this.suspect = false;
       cb(err ?? undefined);
-    });
+    };
+    const client = s.client;
+    // Our own PUBLISH in one write (publish-packet.ts says why); mqtt.js still owns the packet
+    // id, the PUBACK (its `outgoing` entry, as its own publish makes) and failing what is
+    // pending when the connection goes. While it is disconnecting, or for a packet the encoder
+    // leaves alone, mqtt.js's publish does as before.
+    if (!client.disconnecting) {
+      const id = client.messageIdProvider.allocate();
+      if (id !== null) {
+        const packet = publishPacket(topic, payload, id, s.level, userProperties);
+        if (packet !== undefined) {
+          client.outgoing[id] = { volatile: false, cmd: 'publish', cb: onAck };
+          client.stream.write(packet);
+          return true;
+        }
+        client.messageIdProvider.deallocate(id);
+      }
+    }
+    const opts: IClientPublishOptions =
+      s.level === 5 && userProperties !== undefined
+        ? { qos: 1, properties: { userProperties: { ...userProperties } } }
+        : QOS1;
+    client.publish(topic, payload, opts, onAck);
     return true;
   }
 
@@ -405,6 +426,8 @@ export class MqttConnection {
       // mqtt.js restarts its keep-alive interval on every PUBACK: one host timer per client
       // instead of a Node interval cleared and set again per publish
       timerVariant: new KeepaliveTimer().forMqtt(),
+      // nothing is ever resent (a fresh client per attempt), so no copy of each publish
+      outgoingStore: new NoResendStore(),
     };
     // mqtt.js's debug logger gathers its arguments on each of its ~20 calls per publish even
     // when off; the debug package keeps what is on in DEBUG, so without it nothing would log
@@ -432,10 +455,20 @@ export class MqttConnection {
     };
     this.session = s;
     const hooks = this.hooks;
-    if (hooks.handleMessage !== undefined) {
-      client.handleMessage = (packet: IPublishPacket, done: (error?: Error) => void): void =>
-        hooks.handleMessage?.(packet, () => done());
+    // PUBACKs of our publishes are settled before mqtt.js parses them (puback-tap.ts), on a
+    // socket of ours, and only when messages are handled at once (no `handleMessage` hook that
+    // holds mqtt.js's packet pump, which the tap's order relies on)
+    if (target !== undefined && hooks.handleMessage === undefined) {
+      tapPubacks(client, client.stream);
     }
+    // The PUBACK of a QoS 1 message received is ours too (one write; publish-packet.ts says
+    // why), written when the message is handled: at once, or when the owner's
+    // `handleMessage` says so.
+    client.handleMessage =
+      hooks.handleMessage === undefined
+        ? (packet: IPublishPacket, done: DoneCallback): void => acknowledge(client, packet, done)
+        : (packet: IPublishPacket, done: DoneCallback): void =>
+            hooks.handleMessage?.(packet, () => acknowledge(client, packet, done));
 
     client.on('error', (err: Error) => {
       s.lastError = err;
@@ -593,10 +626,10 @@ class AckedPublish implements Timed {
 /**
  * Holds the socket's writes until the end of this event loop turn (docs/design.md, "One
  * datagram's way"): the publishes of all datagrams read in one turn, and the PUBACKs
- * mqtt.js writes meanwhile, leave in one `writev` instead of one `write` system call each.
+ * written meanwhile, leave in one `writev` instead of one `write` system call each.
  * The first publish or received message of a turn corks; a `setImmediate` (after the poll
  * phase that read the datagrams) uncorks. mqtt-packet's own cork per packet (uncorked on the
- * next tick) nests inside it. Adds at most one loop turn to a write; PUBACK deadlines are
+ * next tick), on the packets mqtt.js still writes, nests inside it. Adds at most one loop turn to a write; PUBACK deadlines are
  * timers and do not move.
  */
 function coalesceWrites(s: Session): void {
@@ -616,8 +649,56 @@ function coalesceWrites(s: Session): void {
 
 function noLog(): void {}
 
+type DoneCallback = Parameters<MqttClient['handleMessage']>[1];
+
 /**
- * The options of a publish without properties: mqtt.js copies them, so one object serves all.
+ * What {@link acknowledge} hands mqtt.js's callback: with an error, mqtt.js's QoS 1 handler
+ * (handlers/publish.js) goes on to the next packet received without writing its own PUBACK.
+ * Never seen outside mqtt.js.
+ */
+const PUBACK_WRITTEN = new Error('PUBACK written by MqttConnection');
+
+/**
+ * The end of a received message's handling (mqtt.js's `handleMessage`): for QoS 1, our PUBACK
+ * (the same 4 bytes mqtt-packet writes for a success at 3.1.1 and 5), instead of mqtt.js's
+ * packet object, writer and its cork per packet; nothing when the connection has gone (mqtt.js
+ * would queue it for a reconnect that ours never make). Then mqtt.js's next packet.
+ */
+function acknowledge(client: MqttClient, packet: IPublishPacket, done: DoneCallback): void {
+  if (packet.qos !== 1 || packet.messageId === undefined) {
+    done();
+    return;
+  }
+  if (client.connected) client.stream.write(pubackPacket(packet.messageId));
+  done(PUBACK_WRITTEN);
+}
+
+/**
+ * mqtt.js's outgoing store, which keeps each QoS 1 publish until its PUBACK to send it again
+ * on a reconnect of the same client. Ours never reconnect (a fresh client per attempt, clean
+ * session: the class comment of {@link MqttConnection}), so it keeps nothing: the publishes
+ * {@link MqttConnection.publish} writes itself are never put, and those mqtt.js sends are
+ * not kept either (mqtt.js has already copied them by then). Removing one is always found, as
+ * mqtt.js's PUBACK handler expects (it passes the store's error to the publish's callback).
+ * `createStream` is the base class's: nothing to resend at the CONNACK.
+ */
+class NoResendStore extends Store {
+  override put(_packet: StorePacket, cb: Parameters<Store['put']>[1]): this {
+    cb();
+    return this;
+  }
+
+  override del(_packet: Parameters<Store['del']>[0], cb: Parameters<Store['del']>[1]): this {
+    cb(undefined);
+    return this;
+  }
+}
+
+type StorePacket = Parameters<Store['put']>[0];
+
+/**
+ * The options of a publish without properties that mqtt.js sends (the rare fallback of
+ * {@link MqttConnection.publish}): mqtt.js copies them, so one object serves all.
  * It has the shape of a traced publish's options (`qos`, then `properties`), not frozen: with
  * `{ qos: 1 }` alone, mqtt.js's copy of the options and the packet it builds took another shape
  * on each sampled publish, and V8 deoptimized its `publish`/`_sendPacket` (and mqtt-packet's

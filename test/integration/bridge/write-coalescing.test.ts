@@ -6,7 +6,9 @@
  */
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
 import { Socket } from 'node:net';
+import { MqttClient } from 'mqtt';
 import { PoolConnection, type ConnectionHooks } from '../../../src/bridge/mqtt/connection.js';
 
 const BROKER_PORT = 1883;
@@ -88,9 +90,9 @@ describe('bridge connection write coalescing', () => {
 
     const spy = spyBrokerWrites();
     try {
-      // Three publishes in one turn, each a tick later than the previous one: mqtt-packet's
-      // own cork is released on the next tick, so without the connection's cork each would
-      // be its own write.
+      // Three publishes in one turn, each a tick later than the previous one: without the
+      // connection's cork each would be its own write (mqtt-packet's own cork, when mqtt.js
+      // wrote them, was released on the next tick; ours are single writes).
       const acks: Promise<Error | undefined>[] = [];
       acks.push(publish(c, 'a'));
       await new Promise<void>((resolve) =>
@@ -169,6 +171,59 @@ describe('bridge connection work per publish', () => {
     }
     // before: mqtt.js cleared and set its keep-alive interval on each of the 20 PUBACKs
     assert.deepEqual(timers, { setInterval: 0, setTimeout: 0 });
+  });
+
+  it("writes its PUBLISHes and the PUBACKs of QoS 1 messages received without mqtt.js's _sendPacket", async () => {
+    // publish-packet.ts: mqtt.js's send path (its packet copy for the store, mqtt-packet's
+    // writes) is left out both ways. More messages than Mosquitto's in-flight window (20):
+    // without our PUBACKs the broker would stop sending.
+    const n = 60;
+    const received: string[] = [];
+    let all: () => void = () => undefined;
+    const allReceived = new Promise<void>((resolve) => (all = resolve));
+    const c = await openConnection((topic) => {
+      if (received.push(topic) === n) all();
+    });
+    conns.push(c);
+    await c.subscribe(`${TOPIC}/many/#`, 5000);
+    const proto = MqttClient.prototype as unknown as Record<'_sendPacket', WriteFn>;
+    const original = proto._sendPacket;
+    const sent: string[] = [];
+    proto._sendPacket = function (this: Socket, ...args: unknown[]): unknown {
+      sent.push((args[0] as { cmd: string }).cmd);
+      return original.apply(this, args);
+    };
+    try {
+      const acks = Array.from({ length: n }, (_, i) => publish(c, `many/${i}`));
+      assert.deepEqual(new Set(await Promise.all(acks)), new Set([undefined]));
+      await allReceived;
+      // before: one publish and one puback per message
+      assert.deepEqual(sent, []);
+    } finally {
+      proto._sendPacket = original;
+    }
+  });
+
+  it("settles PUBACKs before mqtt.js's parser: no parse per publish", async () => {
+    // puback-tap.ts: a read that holds only PUBACKs of pending publishes never reaches
+    // mqtt-packet's parser (on a build without the tap, one parse per PUBACK read)
+    const c = await openConnection();
+    conns.push(c);
+    assert.equal(await publish(c, 'first'), undefined);
+    const require = createRequire(import.meta.url);
+    const parser = require('mqtt-packet/parser.js') as { prototype: Record<'parse', WriteFn> };
+    const original = parser.prototype.parse;
+    let parses = 0;
+    parser.prototype.parse = function (this: Socket, ...args: unknown[]): unknown {
+      parses++;
+      return original.apply(this, args);
+    };
+    try {
+      for (let i = 0; i < 20; i++) assert.equal(await publish(c, `p${i}`), undefined);
+    } finally {
+      parser.prototype.parse = original;
+    }
+    assert.equal(parses, 0);
   });
 
   it("leaves mqtt.js's debug logger out when DEBUG is not set", async () => {

@@ -1,0 +1,174 @@
+/**
+ * The PUBACKs of our QoS 1 publishes taken off the broker socket before mqtt.js's parser.
+ *
+ * Why our own code where mqtt.js parses: every uplink's PUBACK went from the socket through a
+ * stream pipe into mqtt.js's Writable, mqtt-packet's parser (a `bl` BufferList whose every
+ * one- and two-byte read slices and copies a new Buffer, a `debug` call per step, a packet
+ * object) and mqtt.js's packet pump and ack handler: about a tenth of a publish-only uplink's
+ * instructions, for four or five bytes (bench/README.md, "The MQTT path, i11-mqtt"). The tap
+ * reads a chunk the socket receives before it is pushed to its readers; a chunk made only of
+ * whole success PUBACKs ({@link successPubackSize}) of publishes mqtt.js has pending,
+ * starting where a packet starts, is settled here as mqtt.js's
+ * ack handler would and never reaches mqtt.js. Every other chunk goes to mqtt.js unchanged
+ * (with a PUBACK of a refusal, of an unknown id, anything else in it, or split across reads),
+ * and the tap only follows where its packets end. mqtt.js's parser therefore sees the same
+ * stream minus whole packets, and stays in step.
+ *
+ * Order: a chunk is only taken when mqtt.js has handled everything before it: the socket
+ * is flowing with nothing buffered (so every earlier chunk went to mqtt.js's Writable) and
+ * the connection's owner handles messages synchronously (no `handleMessage` hook that holds
+ * mqtt.js's packet pump: connection.ts installs the tap only then), so that what was written
+ * to mqtt.js was handled before the next socket read.
+ */
+import type { Duplex } from 'node:stream';
+import type { MqttClient } from 'mqtt';
+
+/** PUBACK packet type with no flags. */
+const PUBACK = 0x40;
+/** MQTT 5 PUBACK reason code 0x10: accepted, no subscriber (a success to mqtt.js). */
+const NO_MATCHING_SUBSCRIBERS = 0x10;
+
+/** A fixed header's Remaining Length is at most four bytes (MQTT §1.5.5). */
+const MAX_LENGTH_BYTES = 4;
+
+/**
+ * Follows the packet boundaries of the bytes a broker sends (whatever the chunking) and says
+ * which chunks are only whole success PUBACKs of pending publishes.
+ */
+export class PubackTap {
+  /** Bytes of the current packet's body still to come. */
+  private rest = 0;
+  /** Bytes of the current packet's fixed header seen so far (0: at a packet boundary). */
+  private header = 0;
+  private length = 0;
+  private multiplier = 1;
+  /** Lost track of the packets (a malformed length): takes nothing from then on. */
+  private lost = false;
+  /** Chunks taken so far (counts for tests). */
+  taken = 0;
+
+  constructor(private readonly client: MqttClient) {}
+
+  /**
+   * Called with each chunk read from the socket, before anyone else sees it; `idle`: mqtt.js
+   * has handled every earlier chunk. True: the chunk was only PUBACKs, now settled, and
+   * must not be passed on.
+   */
+  take(chunk: Buffer, idle: boolean): boolean {
+    if (idle && this.header === 0 && this.rest === 0 && !this.lost && this.settle(chunk)) {
+      this.taken++;
+      return true;
+    }
+    this.follow(chunk);
+    return false;
+  }
+
+  /** Settles the chunk's PUBACKs when it holds nothing else; false (nothing done) otherwise. */
+  private settle(chunk: Buffer): boolean {
+    const n = chunk.length;
+    const outgoing = this.client.outgoing;
+    let i = 0;
+    while (i < n) {
+      const size = successPubackSize(chunk, i);
+      if (size === 0) return false;
+      const id = ((chunk[i + 2] ?? 0) << 8) | (chunk[i + 3] ?? 0);
+      if (outgoing[id]?.cmd !== 'publish') return false;
+      i += size;
+    }
+    if (n === 0) return false;
+    for (i = 0; i < n; i += successPubackSize(chunk, i)) {
+      this.acked(((chunk[i + 2] ?? 0) << 8) | (chunk[i + 3] ?? 0));
+    }
+    return true;
+  }
+
+  /**
+   * What mqtt.js does for a success PUBACK of a pending publish (handlers/index.js and
+   * ack.js): restart the keep-alive, forget the publish and its packet id (its outgoing
+   * store keeps nothing: connection.ts), then its callback. mqtt.js's queue of publishes
+   * waiting for a packet id is never used by our connections (their packet ids never run
+   * out), so there is nothing to start from it.
+   */
+  private acked(id: number): void {
+    const client = this.client;
+    const pending = client.outgoing[id];
+    if (pending === undefined) return;
+    client.reschedulePing();
+    delete client.outgoing[id];
+    client.messageIdProvider.deallocate(id);
+    (pending.cb as (err?: Error) => void)(undefined);
+  }
+
+  /** Moves past the chunk's bytes: where the packet it ends in has got to. */
+  private follow(chunk: Buffer): void {
+    const n = chunk.length;
+    let i = 0;
+    while (i < n && !this.lost) {
+      if (this.rest > 0) {
+        const skip = Math.min(this.rest, n - i);
+        this.rest -= skip;
+        i += skip;
+        continue;
+      }
+      const byte = chunk[i++] ?? 0;
+      if (this.header === 0) {
+        // the packet type byte
+        this.header = 1;
+        this.length = 0;
+        this.multiplier = 1;
+        continue;
+      }
+      this.length += (byte & 0x7f) * this.multiplier;
+      this.multiplier *= 128;
+      if ((byte & 0x80) === 0) {
+        this.rest = this.length;
+        this.header = 0;
+      } else if (++this.header > MAX_LENGTH_BYTES) {
+        this.lost = true;
+      }
+    }
+  }
+}
+
+/**
+ * The size of the success PUBACK at `at` in `chunk` (whole in it), or 0 when there is none:
+ * `40 02 id id` (3.1.1, and MQTT 5 with the reason code left out), `40 03 id id rc` and
+ * `40 04 id id rc 00` (MQTT 5 with the reason code and no properties, as Mosquitto sends), with
+ * a reason code mqtt.js takes for success: 0, or 0x10 "no matching subscribers".
+ */
+function successPubackSize(chunk: Buffer, at: number): number {
+  if (chunk[at] !== PUBACK) return 0;
+  const length = chunk[at + 1] ?? 0;
+  if (length < 2 || length > 4 || at + 2 + length > chunk.length) return 0;
+  if (length > 2) {
+    const reason = chunk[at + 4];
+    if (reason !== 0 && reason !== NO_MATCHING_SUBSCRIBERS) return 0;
+    if (length === 4 && chunk[at + 5] !== 0) return 0;
+  }
+  return 2 + length;
+}
+
+/**
+ * Installs a {@link PubackTap} on `socket`, mqtt.js's stream of `client`: its chunks pass the
+ * tap before the socket's readers (mqtt.js's pipe) get them.
+ */
+export function tapPubacks(client: MqttClient, socket: Duplex): PubackTap {
+  const tap = new PubackTap(client);
+  // called with the socket as `this` below
+  // eslint-disable-next-line @typescript-eslint/unbound-method
+  const push = socket.push;
+  socket.push = function pushTapped(
+    this: Duplex,
+    chunk: unknown,
+    encoding?: BufferEncoding,
+  ): boolean {
+    if (
+      Buffer.isBuffer(chunk) &&
+      tap.take(chunk, this.readableFlowing === true && this.readableLength === 0)
+    ) {
+      return true;
+    }
+    return push.call(this, chunk, encoding);
+  };
+  return tap;
+}
