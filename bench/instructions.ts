@@ -30,7 +30,7 @@
  *   `--alternate off,1,off,0 --rounds R` runs those tracing variants as the segments of ONE
  *   process (bench/lib/tracing-switch.ts switches them between segments; round r runs the list
  *   rotated by r; a repeated name, `off` twice, is the identical control) and reports each
- *   variant's Ir/op per round against the round's first `off` (`alternate`).
+ *   variant's segments' Ir/op against their neighbouring `off` segments (`alternate`).
  *   `--scrape-metrics N` adds coap-edge's admin HTTP server and N GETs of its /metrics spread
  *   over the warm-up (uncounted): a scraped pod's process.
  * Servers (`--server`): `coap-edge` (`--build <dir>`: a checkout with a compiled dist/; default
@@ -121,7 +121,8 @@ const USAGE = `usage: node dist/bench/instructions.js --kind <k> [options]
                       (coap-edge's output tail is reported)
   --export-delay <ms> with --tracing: OTEL_BSP_SCHEDULE_DELAY for coap-edge (default: none set,
                       so its default, 5000); longer than the run = the spans without any export
-  --alternate <list>  coap-edge uplink kinds: comma list of tracing variants (off, 0, 1, 100)
+  --alternate <list>  coap-edge uplink kinds: comma list of tracing variants (off or a
+                      sampling percentage: 0, 1, 20, 100…)
                       run as the segments of one process, switched at run time
                       (bench/lib/tracing-switch.ts); a repeated name is a control of the same
                       variant; the warm-up runs --tracing's variant (default 1); at each
@@ -708,6 +709,11 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
     // the measured rate, counted but not reported, absorbs that; its faults do not fail the run.
     await drive(op, o.warmup, transition, interval, transitionFaults);
     await sleep(SETTLE_MS);
+    // --alternate: the warm-up's traces still waiting are exported before the first segment
+    if (switchTracing !== undefined) {
+      await switchTracing({ flush: true });
+      await sleep(SETTLE_MS);
+    }
     await dump(server.pid, 'warmup');
     let counted = await spanCounts?.();
     for (let s = 0; s < o.segments; s++) {
@@ -851,9 +857,13 @@ export function segmentVariants(list: readonly string[], segments: number): Segm
 }
 
 /**
- * Per variant, its Ir/op in each round over the Ir/op of that round's `off` segment (the first
- * `off` of the list) — raw, without V8's compilers, without compilers and GC — with their
- * spread; and for every variant, the Ir over `off` per exported span of its segment.
+ * Per variant (every label but `off`), each of its segments' Ir/op over a reference: the mean
+ * of the nearest `off` segment before it and the nearest after it (one of them at the ends).
+ * A neighbouring reference cancels the drift of the process (the JIT still improving the
+ * path, 15–20 % over the first rounds); the repeated `off` (`off#2`) is measured against
+ * the same kind of reference, so its spread is the bench's own. Raw, without V8's compilers,
+ * without compilers and GC; and the Ir over the reference per span the segment exported
+ * (spans of the sink: the segment's own, flushed at its end).
  */
 export function alternateSummary(
   variants: readonly SegmentVariant[],
@@ -861,28 +871,30 @@ export function alternateSummary(
   spans: readonly number[],
   ops: number,
 ): Record<string, unknown> {
-  const rounds = new Map<number, Map<string, number>>();
-  variants.forEach((v, s) => {
-    const r = rounds.get(v.round) ?? new Map<string, number>();
-    r.set(v.label, s);
-    rounds.set(v.round, r);
-  });
-  const labels = [...new Set(variants.map((v) => v.label))];
+  const offs = variants.flatMap((v, s) => (v.label === 'off' ? [s] : []));
+  const neighbours = (s: number): number[] => {
+    const before = offs.filter((x) => x < s).at(-1);
+    const after = offs.find((x) => x > s);
+    return [before, after].filter((x): x is number => x !== undefined);
+  };
+  const labels = [...new Set(variants.map((v) => v.label))].filter((l) => l !== 'off');
   const out: Record<string, unknown> = {};
   for (const label of labels) {
-    if (label === 'off') continue;
-    const entry: Record<string, unknown> = {};
+    const segments = variants.flatMap((v, s) => (v.label === label ? [s] : []));
+    const entry: Record<string, unknown> = {
+      segments: segments.map((s) => s + 1),
+      spans: segments.map((s) => spans[s]),
+    };
     for (const metric of ['raw', 'withoutCompile', 'withoutCompileAndGc'] as const) {
       const ratios: number[] = [];
       const irPerSpan: number[] = [];
-      for (const r of rounds.values()) {
-        const a = r.get(label);
-        const b = r.get('off');
-        if (a === undefined || b === undefined) continue;
-        const x = perOp[metric][a]!;
-        const ref = perOp[metric][b]!;
+      for (const s of segments) {
+        const refs = neighbours(s);
+        if (refs.length === 0) continue;
+        const x = perOp[metric][s]!;
+        const ref = refs.reduce((acc, r) => acc + perOp[metric][r]!, 0) / refs.length;
         ratios.push(x / ref);
-        const n = (spans[a] ?? 0) - (spans[b] ?? 0);
+        const n = spans[s] ?? 0;
         if (n > 0) irPerSpan.push(((x - ref) * ops) / n);
       }
       entry[metric] = {
@@ -900,10 +912,9 @@ export function alternateSummary(
           : {}),
       };
     }
-    entry.spans = [...rounds.values()].map((r) => spans[r.get(label) ?? -1]);
     out[label] = entry;
   }
-  out.offSpans = [...rounds.values()].map((r) => spans[r.get('off') ?? -1]);
+  out.offSpans = offs.map((s) => spans[s]);
   return out;
 }
 
@@ -961,8 +972,9 @@ async function main(): Promise<void> {
     .split(',')
     .filter((x) => x !== '');
   for (const v of alternate) {
-    if (!(TRACING as readonly string[]).includes(v))
-      throw new UsageError(`--alternate: ${v} is not one of ${TRACING.join(', ')}`);
+    const pct = Number(v);
+    if (v !== 'off' && !(v !== '' && Number.isFinite(pct) && pct >= 0 && pct <= 100))
+      throw new UsageError(`--alternate: ${v} is neither off nor a percentage (0–100)`);
   }
   if (alternate.length > 0 && !alternate.includes('off'))
     throw new UsageError('--alternate: the list needs an off (the reference)');
