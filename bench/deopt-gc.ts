@@ -142,6 +142,7 @@ async function main(): Promise<void> {
     server,
     cliPath: join(build, 'dist', 'src', 'cli.js'),
     tracing: 'off',
+    alternate: [],
     associations: numberFlag(flags, 'associations', 4, 1, 1000),
     suite: SUITES.ccm8,
     tmp,

@@ -27,6 +27,10 @@
  *   gives coap-edge an OTLP endpoint (a sink process) and that sampling percentage (0: tracing
  *   on with no datagram sampled, the unsampled path alone); the sink's spans and export
  *   requests per segment are reported (`segmentSpans`).
+ *   `--alternate off,1,off,0 --rounds R` runs those tracing variants as the segments of ONE
+ *   process (bench/lib/tracing-switch.ts switches them between segments; round r runs the list
+ *   rotated by r; a repeated name, `off` twice, is the identical control) and reports each
+ *   variant's segments' Ir/op against their neighbouring `off` segments (`alternate`).
  *   `--scrape-metrics N` adds coap-edge's admin HTTP server and N GETs of its /metrics spread
  *   over the warm-up (uncounted): a scraped pod's process.
  * Servers (`--server`): `coap-edge` (`--build <dir>`: a checkout with a compiled dist/; default
@@ -94,7 +98,7 @@ import {
 } from './lib/servers.js';
 import { codeName, measurepointBody, type UplinkDevice } from './lib/uplink-load.js';
 import { IpcChild, startMosquitto, type Broker } from './lib/uplink-procs.js';
-import { increment, round, sleep } from './lib/stats.js';
+import { increment, round, sleep, spreadOf } from './lib/stats.js';
 
 const execFileP = promisify(execFile);
 
@@ -117,6 +121,15 @@ const USAGE = `usage: node dist/bench/instructions.js --kind <k> [options]
                       (coap-edge's output tail is reported)
   --export-delay <ms> with --tracing: OTEL_BSP_SCHEDULE_DELAY for coap-edge (default: none set,
                       so its default, 5000); longer than the run = the spans without any export
+  --alternate <list>  coap-edge uplink kinds: comma list of tracing variants (off or a
+                      sampling percentage: 0, 1, 20, 100…)
+                      run as the segments of one process, switched at run time
+                      (bench/lib/tracing-switch.ts); a repeated name is a control of the same
+                      variant; the warm-up runs --tracing's variant (default 1); at each
+                      segment's end the batch processor is flushed (its export lands in the
+                      segment); --segments is then rounds × list length
+  --rounds <n>        with --alternate: rounds (default 4), list rotated by one per round
+  --switch-gc         with --alternate: a full GC before every segment (after the dump)
   --scrape-metrics <n> coap-edge uplink kinds: serve the admin HTTP server (--http-port) and
                       GET its /metrics n times, spread over the warm-up (none counted): a
                       scraped pod's HTTP sockets in the process, with or without --tracing
@@ -169,6 +182,15 @@ export interface Rig {
   readonly scrape?: () => Promise<void>;
   /** With `--http-posts`: one POST made by the server process, waited for at the sink. */
   readonly post?: () => Promise<void>;
+  /** With `--alternate`: one command to bench/lib/tracing-switch.ts, waited for. */
+  readonly switchTracing?: (c: SwitchCommand) => Promise<void>;
+}
+
+/** A command of bench/lib/tracing-switch.ts. */
+export interface SwitchCommand {
+  readonly flush?: boolean;
+  readonly gc?: boolean;
+  readonly mode?: string;
 }
 
 interface SpanCounts {
@@ -191,6 +213,8 @@ export interface Config {
   /** `--http-posts`: HTTP client POSTs by coap-edge's process during the warm-up. */
   readonly posts: number;
   readonly postTransport: string;
+  /** `--alternate`: the variants of one round (empty: one variant per process). */
+  readonly alternate: readonly string[];
 }
 
 function callgrindLaunch(outFile: string, separateThreads: boolean): Launch {
@@ -367,6 +391,13 @@ export async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
         process.env.BENCH_HTTP_POSTS_TRANSPORT = c.postTransport;
         nodeFlags.push(`--import=${new URL('./lib/http-posts.js', import.meta.url).href}`);
       }
+      if (c.alternate.length > 0) {
+        process.env.BENCH_TRACING_SWITCH_FILE = join(c.tmp, 'tracing-switch.json');
+        nodeFlags.push(
+          '--expose-gc',
+          `--import=${new URL('./lib/tracing-switch.js', import.meta.url).href}`,
+        );
+      }
       if (c.tracing !== 'off') {
         const port = await freeTcpPort();
         spanSink = await IpcChild.start('spanSink', 'otlp-sink', [String(port)], HELPER_READY_MS);
@@ -442,6 +473,24 @@ export async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
         };
   const ps = postSink;
   const pid = server.pid;
+  const out = (): string => server.outputTail();
+  let switches = 0;
+  const switchTracing =
+    c.alternate.length === 0
+      ? undefined
+      : async (cmd: SwitchCommand): Promise<void> => {
+          writeFileSync(process.env.BENCH_TRACING_SWITCH_FILE!, JSON.stringify(cmd));
+          switches++;
+          const done = `tracing-switch: ${switches} done`;
+          const failed = `tracing-switch: ${switches} failed`;
+          process.kill(pid, 'SIGUSR2');
+          const until = performance.now() + OP_TIMEOUT_MS;
+          while (!out().includes(done)) {
+            if (out().includes(failed) || performance.now() > until)
+              throw new Error(`tracing-switch: ${JSON.stringify(cmd)}: ${out().slice(-300)}`);
+            await sleep(20);
+          }
+        };
   const posted = async (): Promise<number> =>
     Number((await ps!.request({ type: 'stats' })).otherRequests ?? 0);
   const post =
@@ -461,6 +510,7 @@ export async function uplinkRig(c: Config, launch: Launch): Promise<Rig> {
     server,
     op,
     ...(post !== undefined ? { post } : {}),
+    ...(switchTracing !== undefined ? { switchTracing } : {}),
     ...(spanCounts !== undefined ? { spanCounts } : {}),
     ...(scrape !== undefined ? { scrape } : {}),
     close: async () => {
@@ -613,7 +663,9 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
   const transition = Math.ceil(o.ops / 5);
   const t0 = performance.now();
   const rig = c.kind === 'handshake' || c.kind === 'record' ? dtlsRig : uplinkRig;
-  const { server, op, close, spanCounts, scrape, post } = await rig(c, launch);
+  const { server, op, close, spanCounts, scrape, post, switchTracing } = await rig(c, launch);
+  // --alternate: the variant of every segment, round r the list rotated by r
+  const variants = segmentVariants(c.alternate, o.segments);
   log(
     `run ${rep}: ${c.server} pid ${server.pid} ready after ${round((performance.now() - t0) / 1000, 1)} s`,
   );
@@ -657,16 +709,32 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
     // the measured rate, counted but not reported, absorbs that; its faults do not fail the run.
     await drive(op, o.warmup, transition, interval, transitionFaults);
     await sleep(SETTLE_MS);
+    // --alternate: the warm-up's traces still waiting are exported before the first segment
+    if (switchTracing !== undefined) {
+      await switchTracing({ flush: true });
+      await sleep(SETTLE_MS);
+    }
     await dump(server.pid, 'warmup');
     let counted = await spanCounts?.();
     for (let s = 0; s < o.segments; s++) {
       const f: Faults = { timeouts: 0, retransmissions: 0, lateStarts: 0, failures: {} };
       // the forced GC's own instructions fall in this segment, as a mark-compact's would
       if (o.gcBetweenSegments) await forceGc(server.pid, s + 1, () => server.outputTail());
+      // the switch (and its GC) after the previous dump: its few instructions fall in this
+      // segment, the same in every segment
+      if (switchTracing !== undefined)
+        await switchTracing({ mode: variants[s]!.mode, gc: o.switchGc });
       const ts = performance.now();
       await drive(op, o.warmup + transition + s * o.ops, o.ops, interval, f);
       segmentMs.push(round(performance.now() - ts, 0) ?? 0);
       await sleep(SETTLE_MS);
+      // the segment's traces still waiting in the batch processor are exported in it (the
+      // ones the 5 s timer exported already were): every trace's export is counted where the
+      // trace was, none in the next segment, which may be an off one
+      if (switchTracing !== undefined) {
+        await switchTracing({ flush: true });
+        await sleep(SETTLE_MS);
+      }
       await dump(server.pid, `segment${s + 1}`);
       const now = await spanCounts?.();
       if (now !== undefined && counted !== undefined) {
@@ -716,7 +784,23 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
     : undefined;
   if (!o.keep) rmSync(dir, { recursive: true, force: true });
   const last = segIr[segIr.length - 1]!;
+  const perOp = {
+    raw: segIr.map((x) => x / o.ops),
+    withoutCompile: segIr.map((x, k) => x / o.ops - segCompile[k]!),
+    withoutCompileAndGc: segIr.map((x, k) => x / o.ops - segCompile[k]! - segGc[k]!),
+  };
   return {
+    ...(variants.length > 0
+      ? {
+          alternate: alternateSummary(
+            variants,
+            perOp,
+            segmentSpans.map((x) => x.spans),
+            o.ops,
+          ),
+          segmentVariants: variants.map((v) => v.label),
+        }
+      : {}),
     pid: server.pid,
     command: server.command,
     irPerOp: round(last / o.ops, 0),
@@ -747,7 +831,96 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
   };
 }
 
+interface SegmentVariant {
+  /** The variant's name in the list, `#2`, `#3`… added to a repeated one. */
+  readonly label: string;
+  /** tracing-switch's mode. */
+  readonly mode: string;
+  readonly round: number;
+}
+
+/** The variants of `segments` segments: round r runs the list rotated left by r. */
+export function segmentVariants(list: readonly string[], segments: number): SegmentVariant[] {
+  if (list.length === 0) return [];
+  const seen: Record<string, number> = {};
+  const labels = list.map((m) => {
+    seen[m] = (seen[m] ?? 0) + 1;
+    return seen[m] === 1 ? m : `${m}#${seen[m]}`;
+  });
+  const out: SegmentVariant[] = [];
+  for (let s = 0; s < segments; s++) {
+    const round = Math.floor(s / list.length);
+    const i = (s + round) % list.length;
+    out.push({ label: labels[i]!, mode: list[i]!, round });
+  }
+  return out;
+}
+
+/**
+ * Per variant (every label but `off`), each of its segments' Ir/op over a reference: the mean
+ * of the nearest `off` segment before it and the nearest after it (one of them at the ends).
+ * A neighbouring reference cancels the drift of the process (the JIT still improving the
+ * path, 15–20 % over the first rounds); the repeated `off` (`off#2`) is measured against
+ * the same kind of reference, so its spread is the bench's own. Raw, without V8's compilers,
+ * without compilers and GC; and the Ir over the reference per span the segment exported
+ * (spans of the sink: the segment's own, flushed at its end).
+ */
+export function alternateSummary(
+  variants: readonly SegmentVariant[],
+  perOp: Readonly<Record<'raw' | 'withoutCompile' | 'withoutCompileAndGc', readonly number[]>>,
+  spans: readonly number[],
+  ops: number,
+): Record<string, unknown> {
+  const offs = variants.flatMap((v, s) => (v.label === 'off' ? [s] : []));
+  const neighbours = (s: number): number[] => {
+    const before = offs.filter((x) => x < s).at(-1);
+    const after = offs.find((x) => x > s);
+    return [before, after].filter((x): x is number => x !== undefined);
+  };
+  const labels = [...new Set(variants.map((v) => v.label))].filter((l) => l !== 'off');
+  const out: Record<string, unknown> = {};
+  for (const label of labels) {
+    const segments = variants.flatMap((v, s) => (v.label === label ? [s] : []));
+    const entry: Record<string, unknown> = {
+      segments: segments.map((s) => s + 1),
+      spans: segments.map((s) => spans[s]),
+    };
+    for (const metric of ['raw', 'withoutCompile', 'withoutCompileAndGc'] as const) {
+      const ratios: number[] = [];
+      const irPerSpan: number[] = [];
+      for (const s of segments) {
+        const refs = neighbours(s);
+        if (refs.length === 0) continue;
+        const x = perOp[metric][s]!;
+        const ref = refs.reduce((acc, r) => acc + perOp[metric][r]!, 0) / refs.length;
+        ratios.push(x / ref);
+        const n = spans[s] ?? 0;
+        if (n > 0) irPerSpan.push(((x - ref) * ops) / n);
+      }
+      entry[metric] = {
+        ratios: spreadOf(
+          ratios.map((x) => round(x, 4) ?? 0),
+          4,
+        ),
+        ...(irPerSpan.length > 0
+          ? {
+              excessIrPerSpan: spreadOf(
+                irPerSpan.map((x) => round(x, 0) ?? 0),
+                0,
+              ),
+            }
+          : {}),
+      };
+    }
+    out[label] = entry;
+  }
+  out.offSpans = offs.map((s) => spans[s]);
+  return out;
+}
+
 interface RunOptions {
+  /** `--switch-gc`: tracing-switch runs a full GC before every segment. */
+  readonly switchGc: boolean;
   /** `--gc-between-segments`: SIGUSR2 (bench/lib/gc-signal.ts) before every segment. */
   readonly gcBetweenSegments: boolean;
   readonly ops: number;
@@ -783,8 +956,10 @@ async function main(): Promise<void> {
       'scrape-metrics',
       'http-posts',
       'http-transport',
+      'alternate',
+      'rounds',
     ],
-    ['separate-threads', 'keep', 'gc-between-segments'],
+    ['separate-threads', 'keep', 'gc-between-segments', 'switch-gc'],
   );
   if (flags.help === true) {
     process.stdout.write(`${USAGE}\n`);
@@ -793,7 +968,20 @@ async function main(): Promise<void> {
   if (flags.kind === undefined) throw new UsageError('--kind is required');
   const kind = choiceFlag(flags, 'kind', KINDS, 'handshake');
   const server = choiceFlag(flags, 'server', SERVERS, 'coap-edge');
-  const tracing = choiceFlag(flags, 'tracing', TRACING, 'off');
+  const alternate = stringFlag(flags, 'alternate', '')
+    .split(',')
+    .filter((x) => x !== '');
+  for (const v of alternate) {
+    const pct = Number(v);
+    if (v !== 'off' && !(v !== '' && Number.isFinite(pct) && pct >= 0 && pct <= 100))
+      throw new UsageError(`--alternate: ${v} is neither off nor a percentage (0–100)`);
+  }
+  if (alternate.length > 0 && !alternate.includes('off'))
+    throw new UsageError('--alternate: the list needs an off (the reference)');
+  // the process is set up with tracing (at --tracing's ratio, default 1 %) and switched
+  const tracing = choiceFlag(flags, 'tracing', TRACING, alternate.length > 0 ? '1' : 'off');
+  if (alternate.length > 0 && tracing === 'off')
+    throw new UsageError('--alternate: the process needs tracing set up (--tracing 0|1|100)');
   const uplink = kind === 'uplink-publish' || kind === 'uplink-reply';
   if (tracing !== 'off' && (!uplink || server !== 'coap-edge')) {
     throw new UsageError('--tracing: coap-edge with an uplink kind only');
@@ -821,7 +1009,7 @@ async function main(): Promise<void> {
   );
   const build = resolve(stringFlag(flags, 'build', REPO_ROOT));
   const ops = numberFlag(flags, 'ops', kind === 'handshake' ? 60 : 150, 1, 1_000_000);
-  const o: RunOptions = {
+  const o: { -readonly [K in keyof RunOptions]: RunOptions[K] } = {
     ops,
     warmup: numberFlag(flags, 'warmup', 10 * ops, 0, 1_000_000),
     segments: numberFlag(flags, 'segments', 2, 1, 100),
@@ -830,7 +1018,15 @@ async function main(): Promise<void> {
     separateThreads: flags['separate-threads'] === true,
     keep: flags.keep === true,
     gcBetweenSegments: flags['gc-between-segments'] === true,
+    switchGc: flags['switch-gc'] === true,
   };
+  if (alternate.length > 0) {
+    if (!uplink || server !== 'coap-edge')
+      throw new UsageError('--alternate: coap-edge with an uplink kind only');
+    if (o.gcBetweenSegments || posts > 0)
+      throw new UsageError('--alternate: not with --gc-between-segments or --http-posts');
+    o.segments = alternate.length * numberFlag(flags, 'rounds', 4, 1, 100);
+  } else if (o.switchGc) throw new UsageError('--switch-gc: with --alternate only');
   if (o.gcBetweenSegments && (server === 'libcoap' || posts > 0)) {
     throw new UsageError(
       '--gc-between-segments: a node server (coap-edge or floor), no --http-posts',
@@ -866,6 +1062,7 @@ async function main(): Promise<void> {
     scrapes,
     posts,
     postTransport,
+    alternate,
   };
   const runs: Record<string, unknown>[] = [];
   for (let r = 0; r < repeat; r++) runs.push(await oneRun(c, o, r + 1));

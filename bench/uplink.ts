@@ -87,7 +87,7 @@ import {
   stopAll,
   type ServerProcess,
 } from './lib/servers.js';
-import { median, percentile, ratio, round, sleep } from './lib/stats.js';
+import { median, ratio, round, sleep, spreadOf } from './lib/stats.js';
 import {
   codeName,
   measurepointBody,
@@ -852,18 +852,6 @@ function ratioSpread(
       ),
     ]),
   );
-}
-
-function spreadOf(xs: readonly number[]): Record<string, unknown> {
-  const s = Float64Array.from(xs).sort();
-  return {
-    perRound: xs,
-    min: round(s.length > 0 ? s[0]! : null, 3),
-    q1: round(percentile(s, 25), 3),
-    median: round(median(xs), 3),
-    q3: round(percentile(s, 75), 3),
-    max: round(s.length > 0 ? s[s.length - 1]! : null, 3),
-  };
 }
 
 const PHASE_TEXT = (publishTail: string, publishClass: string): Record<PhaseName, string> => ({

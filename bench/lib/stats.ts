@@ -29,6 +29,19 @@ export function ratio(a: number | null, b: number | null): number | null {
 }
 
 /** A growable list of latencies in milliseconds. */
+/** The values as given, their min, quartiles (nearest rank), median and max, rounded. */
+export function spreadOf(xs: readonly number[], digits = 3): Record<string, unknown> {
+  const s = Float64Array.from(xs).sort();
+  return {
+    perRound: xs,
+    min: round(s.length > 0 ? s[0]! : null, digits),
+    q1: round(percentile(s, 25), digits),
+    median: round(median(xs), digits),
+    q3: round(percentile(s, 75), digits),
+    max: round(s.length > 0 ? s[s.length - 1]! : null, digits),
+  };
+}
+
 export class Samples {
   private buf = new Float64Array(4096);
   private n = 0;

@@ -5,6 +5,7 @@
  * read in otel-env.ts (sampler, protocol, endpoint, headers, batching, SDK disabled);
  * OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES name the resource.
  */
+import { channel } from 'node:diagnostics_channel';
 import { hostname } from 'node:os';
 import { isSpanContextValid, trace, TraceFlags, type Context } from '@opentelemetry/api';
 import { OTLPTraceExporter as OtlpHttpJsonExporter } from '@opentelemetry/exporter-trace-otlp-http';
@@ -32,7 +33,7 @@ import {
 } from './otel-env.js';
 import { OtlpProtoTraceExporter } from './otlp-proto.js';
 import { SyncContextManager } from './sync-context.js';
-import { Tracing } from './trace.js';
+import { TRACING_SETUP_CHANNEL, Tracing, type TracingSetupEvent } from './trace.js';
 
 export { tracesEndpoint };
 
@@ -154,6 +155,11 @@ export function setupTracing(o: TracingOptions): TracingHandle | undefined {
     policy.ratio,
     new Set(o.forcedDevices),
   );
+  const setupChannel = channel(TRACING_SETUP_CHANNEL);
+  if (setupChannel.hasSubscribers) {
+    const event: TracingSetupEvent = { tracing, forceFlush: () => provider.forceFlush() };
+    setupChannel.publish(event);
+  }
   return {
     tracing,
     endpoint,

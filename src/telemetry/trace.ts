@@ -33,6 +33,20 @@ import {
 
 export { SpanKind, SpanStatusCode, type Span, type Context, type Attributes };
 
+/**
+ * The diagnostics channel on which `setupTracing` publishes, once, a {@link TracingSetupEvent}
+ * for the set-up it made (nobody subscribes in production: a publish without subscribers does
+ * nothing). The bench's tracing switch (bench/lib/tracing-switch.ts) subscribes to it.
+ */
+export const TRACING_SETUP_CHANNEL = 'coap-edge:tracing-setup';
+
+/** What {@link TRACING_SETUP_CHANNEL} carries. */
+export interface TracingSetupEvent {
+  readonly tracing: Tracing;
+  /** Exports the spans waiting in the batch processor now (the bench's segment ends). */
+  readonly forceFlush: () => Promise<void>;
+}
+
 /** The context value naming the {@link Tracing} a traced datagram's spans belong to. */
 const TRACING_KEY = createContextKey('coap-edge tracing');
 
@@ -49,7 +63,12 @@ export class Tracing {
     readonly tracer: Tracer,
     /** Turned off once, at shutdown; components read it before any span work. */
     public on: boolean,
-    readonly ratio: number,
+    /**
+     * Share of datagrams traced. Fixed by the configuration; only the bench's tracing switch
+     * (bench/lib/tracing-switch.ts, through {@link TRACING_SETUP_CHANNEL}) changes it (and
+     * `on`) at run time, to measure tracing off and on within one process.
+     */
+    public ratio: number,
     readonly forced: ReadonlySet<string>,
   ) {
     this.root = ROOT_CONTEXT.setValue(TRACING_KEY, this);
