@@ -80,8 +80,9 @@ export interface CommandIntakeOptions {
   readonly reconnectMaxMs?: number;
   readonly logger?: MqttBackendLogger;
   /**
-   * The timers of {@link CommandIntake.waitSubscribed} and of the waits between store
-   * attempts (the connection's own timers are the MQTT connection's). Default the system clock.
+   * The timers of {@link CommandIntake.waitSubscribed}, of the waits between store attempts
+   * and of the connection's SUBACK wait, close guard and reconnect delay. Default the system
+   * clock.
    */
   readonly clock?: Clock;
 }
@@ -229,6 +230,7 @@ export class CommandIntake {
         reconnectMaxMs: o.reconnectMaxMs ?? 30_000,
         steadyOnConnect: false,
         maxInflight: 1,
+        clock: this.#clock,
       },
       this.#hooks(),
     );

@@ -202,7 +202,7 @@ export class MqttBridgeBackend {
   private queuedCount = 0;
   private readonly replies = new ReplyMatcher();
   private readonly subscriptions: ReplySubscriptions<PoolConnection>;
-  private readonly upWaiters = new UpWaiters();
+  private readonly upWaiters: UpWaiters;
   /** Connections whose failed attempts were logged since they were last up. */
   private readonly failureLogged = new Set<PoolConnection>();
 
@@ -240,6 +240,7 @@ export class MqttBridgeBackend {
       ),
     );
     this.clock = opts.clock ?? systemClock;
+    this.upWaiters = new UpWaiters(this.clock);
     // a publish waiting for its PUBACK holds the process open, as a Node timer per publish did
     // lingers: at a low rate the queue empties after nearly every publish
     this.deadlines = new TimerQueue(this.clock, true, 'linger');
@@ -268,6 +269,7 @@ export class MqttBridgeBackend {
             reconnectMinMs: opts.reconnectMinMs ?? 500,
             reconnectMaxMs: opts.reconnectMaxMs ?? 30_000,
             maxInflight: Math.max(1, opts.maxInflight ?? 1000),
+            clock: this.clock,
           },
           hooks,
         ),

@@ -31,7 +31,13 @@ import {
   type IDisconnectPacket,
   type IPublishPacket,
 } from 'mqtt';
-import { TimerQueue, type Clock, type Timed } from '../../time/clock.js';
+import {
+  systemClock,
+  TimerQueue,
+  type Clock,
+  type Timed,
+  type TimerHandle,
+} from '../../time/clock.js';
 import { KeepaliveTimer } from './keepalive-timer.js';
 import { pubackPacket, publishPacket } from './publish-packet.js';
 import { tapPubacks } from './puback-tap.js';
@@ -106,6 +112,13 @@ export interface ConnectionOptions {
   readonly steadyOnConnect?: boolean;
   /** In-flight QoS 1 publishes at most; lowered to the broker's MQTT 5 Receive Maximum. */
   readonly maxInflight: number;
+  /**
+   * The owner's clock, for the connection's own deadlines: the SUBACK wait, the close guard and
+   * the reconnect delay (each holds the process open, as a plain Node timer did). mqtt.js's
+   * connect timeout stays its own; its keep-alive is a {@link KeepaliveTimer} on the system
+   * clock. Default: the system clock.
+   */
+  readonly clock?: Clock;
 }
 
 export interface ConnectionHooks {
@@ -167,6 +180,9 @@ interface Session {
  */
 const REFUSED_PACKET_REASONS: ReadonlySet<number> = new Set([0x81, 0x82, 0x83, 0x90, 0x95, 0x99]);
 
+/** How long {@link MqttConnection.close} waits for mqtt.js to end before destroying the socket. */
+export const CLOSE_GUARD_MS = 1000;
+
 /** Random client id suffix: 8 hex digits, plus the pool index. */
 export function clientIdFor(prefix: string, index: number): string {
   return `${prefix}${randomBytes(4).toString('hex')}-${index}`;
@@ -201,13 +217,16 @@ export class MqttConnection {
   private session: Session | undefined;
   private failures = 0;
   private attempts = 0;
-  private retryTimer: NodeJS.Timeout | undefined;
+  private retryTimer: TimerHandle = undefined;
+  private readonly clock: Clock;
 
   constructor(
     readonly index: number,
     private readonly opts: ConnectionOptions,
     private readonly hooks: ConnectionHooks,
-  ) {}
+  ) {
+    this.clock = opts.clock ?? systemClock;
+  }
 
   /** Names this connection's latest loss while up (`<index>:<n>`). */
   get dropId(): string {
@@ -320,23 +339,28 @@ export class MqttConnection {
     if (s === undefined || !this.isUp) {
       return Promise.reject(new BackendUnavailableError('BACKEND_UNAVAILABLE'));
     }
+    const clock = this.clock;
     return new Promise<void>((resolve, reject) => {
       let done = false;
-      const timer = setTimeout(() => {
-        done = true;
-        reject(
-          this.session !== s || !s.up
-            ? new BackendUnavailableError('BACKEND_CONNECTION_LOST', 'before the SUBACK')
-            : new BackendUnavailableError('BACKEND_SUBSCRIBE_FAILED', 'no SUBACK in time'),
-        );
-      }, timeoutMs);
+      const timer = clock.setTimeout(
+        () => {
+          done = true;
+          reject(
+            this.session !== s || !s.up
+              ? new BackendUnavailableError('BACKEND_CONNECTION_LOST', 'before the SUBACK')
+              : new BackendUnavailableError('BACKEND_SUBSCRIBE_FAILED', 'no SUBACK in time'),
+          );
+        },
+        timeoutMs,
+        true,
+      );
       s.client.subscribe(
         typeof topic === 'string' ? topic : [...topic],
         { qos: 1 },
         (err, granted) => {
           if (done) return;
           done = true;
-          clearTimeout(timer);
+          clock.clearTimeout(timer);
           const refused = granted?.find((g) => (g.qos & 0x80) !== 0);
           if (this.session !== s || !s.up) {
             reject(new BackendUnavailableError('BACKEND_CONNECTION_LOST', 'before the SUBACK'));
@@ -383,20 +407,25 @@ export class MqttConnection {
   /** Ends the connection: DISCONNECT when idle, else a forced close; at most ~1 s. */
   async close(): Promise<void> {
     this.phase = 'closed';
-    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    this.clock.clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
     const s = this.session;
     this.session = undefined;
     if (s === undefined) return;
     const client = s.client;
+    const clock = this.clock;
     await new Promise<void>((resolve) => {
-      const guard = setTimeout(() => {
-        client.stream.destroy();
-        resolve();
-      }, 1000);
+      const guard = clock.setTimeout(
+        () => {
+          client.stream.destroy();
+          resolve();
+        },
+        CLOSE_GUARD_MS,
+        true,
+      );
       const force = !client.connected || s.inflight > 0;
       client.end(force, () => {
-        clearTimeout(guard);
+        clock.clearTimeout(guard);
         resolve();
       });
     });
@@ -530,14 +559,19 @@ export class MqttConnection {
     this.hooks.onDown(this, wasUp, s.lastError, retryNow || (o.reconnect ?? true));
     if (this.phase !== 'down') return; // the hook closed the connection
 
+    if (retryNow) {
+      // at once, in a later loop turn (no deadline, so not on the clock: a test's manual clock
+      // would hold the fallback to 3.1.1 until moved); close() meanwhile leaves it 'closed'
+      setImmediate(() => {
+        if (this.phase === 'down') this.open();
+      });
+      return;
+    }
+    if (!(o.reconnect ?? true)) return;
     const min = o.reconnectMinMs ?? 500;
     const max = o.reconnectMaxMs ?? 30_000;
     let delay: number;
-    if (retryNow) {
-      delay = 0;
-    } else if (!(o.reconnect ?? true)) {
-      return;
-    } else if (s.steady) {
+    if (s.steady) {
       // A connection that was up retries soon; failures from here on back off.
       delay = backoffDelay(0, min, max, Math.random());
       this.failures = 1;
@@ -545,10 +579,14 @@ export class MqttConnection {
       delay = backoffDelay(this.failures, min, max, Math.random());
       this.failures++;
     }
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = undefined;
-      if (this.phase === 'down') this.open();
-    }, delay);
+    this.retryTimer = this.clock.setTimeout(
+      () => {
+        this.retryTimer = undefined;
+        if (this.phase === 'down') this.open();
+      },
+      delay,
+      true,
+    );
   }
 }
 

@@ -8,6 +8,7 @@
  */
 import { ErrorWithReasonCode } from 'mqtt';
 import { CoapEdgeError } from '../../errors/index.js';
+import type { Clock } from '../../time/clock.js';
 import type { Principal } from '../types.js';
 import { MqttConnection, type ConnectionHooks, type ProtocolChoice } from './connection.js';
 import {
@@ -55,6 +56,8 @@ export interface DeviceConnectorOptions {
   secretOf(device: Principal): Promise<string | undefined>;
   /** Wall time, ms (the EnOS login's `timestamp=`). */
   readonly now: () => number;
+  /** The sessions' connection timers (SUBACK wait, close guard). */
+  readonly clock: Clock;
   readonly protocol: ProtocolChoice;
   readonly admission: Admission;
   readonly probe: BrokerProbe;
@@ -176,6 +179,7 @@ export class DeviceConnector {
           connectTimeoutMs: o.connectTimeoutMs,
           reconnect: false,
           maxInflight: Math.max(1, o.maxInflightPerDevice),
+          clock: o.clock,
         },
         hooks,
       );

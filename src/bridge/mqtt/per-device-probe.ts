@@ -14,9 +14,9 @@ export interface BrokerProbeOptions {
   readonly url: string;
   /** The broker URL without user info, for logs. */
   readonly urlForLogs: string;
-  /** Ms a probe's TCP connect may take. */
+  /** Ms a probe's TCP connect may take (on `clock`). */
   readonly connectTimeoutMs: number;
-  /** The probe interval's timers. */
+  /** The probe interval's, the connect timeout's and {@link BrokerProbe.wait}'s timers. */
   readonly clock: Clock;
   readonly warn: (obj: Record<string, unknown>, msg: string) => void;
 }
@@ -28,9 +28,11 @@ export class BrokerProbe {
   private probing = false;
   private stopped = false;
   private timer: TimerHandle = undefined;
-  private readonly upWaiters = new UpWaiters();
+  private readonly upWaiters: UpWaiters;
 
-  constructor(private readonly o: BrokerProbeOptions) {}
+  constructor(private readonly o: BrokerProbeOptions) {
+    this.upWaiters = new UpWaiters(o.clock);
+  }
 
   /** Probes now and then every `intervalMs` while `idle()` (no session open). */
   start(intervalMs: number, idle: () => boolean): void {
@@ -91,20 +93,25 @@ export class BrokerProbe {
     const target = probeTarget(this.o.url);
     if (target === undefined) return;
     this.probing = true;
+    const clock = this.o.clock;
     try {
       const ok = await new Promise<boolean>((resolve) => {
         const sock = createConnection({ host: target.host, port: target.port });
-        const timer = setTimeout(() => {
-          sock.destroy();
-          resolve(false);
-        }, this.o.connectTimeoutMs);
+        const timer = clock.setTimeout(
+          () => {
+            sock.destroy();
+            resolve(false);
+          },
+          this.o.connectTimeoutMs,
+          true,
+        );
         sock.once('connect', () => {
-          clearTimeout(timer);
+          clock.clearTimeout(timer);
           sock.destroy();
           resolve(true);
         });
         sock.once('error', () => {
-          clearTimeout(timer);
+          clock.clearTimeout(timer);
           resolve(false);
         });
       });

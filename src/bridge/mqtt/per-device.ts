@@ -336,6 +336,7 @@ export class DeviceSessionManager {
       refusalMemoryMs,
       secretOf: (device) => opts.secretOf(device),
       now: this.now,
+      clock,
       protocol: this.protocol,
       admission: this.admission,
       probe: this.probe,

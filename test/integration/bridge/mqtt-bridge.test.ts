@@ -15,7 +15,7 @@ import {
 } from '../../../src/bridge/mqtt/index.js';
 import { ManualClock } from '../../../src/time/clock.js';
 import { enosReply, killBrokers, Mosquitto, platform, subscriber, until } from './brokers.js';
-import { UNREACHED_DEADLINE_MS } from '../../helpers/clock.js';
+import { settlesAt, UNREACHED_DEADLINE_MS } from '../../helpers/clock.js';
 import { MQTT_BRIDGE_DEFAULTS } from '../../helpers/component-defaults.js';
 
 const PK = 'pk1';
@@ -292,9 +292,10 @@ describe('MQTT 3.1.1 fallback against aedes (3.1.1 only)', () => {
   });
 
   it('mqttProtocol 5 against a 3.1.1-only broker stays down and fails fast', async () => {
-    const b = backend(broker.port, { protocol: '5', poolSize: 1 });
+    const clock = new ManualClock();
+    const b = backend(broker.port, { protocol: '5', poolSize: 1, clock });
     await until(() => b.state() === 'down', 3000, 'state down');
-    assert.equal(await b.waitConnected(300), false);
+    assert.equal(await settlesAt(clock, 300, b.waitConnected(300), 'waitConnected'), false);
     await rejectsWith(b.publish(POST, Buffer.from('x')), 'BACKEND_UNAVAILABLE');
     assert.equal(b.stats().protocolFallbacks, 0);
   });
@@ -305,7 +306,13 @@ describe('MQTT bridge faults (own Mosquitto per case)', () => {
     const mosq = await Mosquitto.start();
     // rejecting at all shows it rejects at once, without waiting for a deadline
     const never = UNREACHED_DEADLINE_MS;
-    const b = backend(mosq.port, { poolSize: 2, publishTimeoutMs: never, replyTimeoutMs: never });
+    const clock = new ManualClock();
+    const b = backend(mosq.port, {
+      poolSize: 2,
+      publishTimeoutMs: never,
+      replyTimeoutMs: never,
+      clock,
+    });
     await connected(b);
     await b.publish(POST, Buffer.from('before'));
 
@@ -315,7 +322,17 @@ describe('MQTT bridge faults (own Mosquitto per case)', () => {
     assert.ok(err instanceof BackendUnavailableError);
     await rejectsWith(b.request(POST, request('1'), `${POST}_reply`, '1'), 'BACKEND_UNAVAILABLE');
 
+    // each connection waits for its retry on the backend's clock: soon (25-50 ms, half of
+    // reconnectMinMs and up) after a drop from up, and holding the process open
+    await until(() => clock.pendingKeptAlive === 2, 3000, 'one retry per connection');
+    const wait = clock.nextIn ?? 0;
+    assert.ok(wait >= 25 && wait <= 50, `retry after ${wait} ms`);
+    assert.equal(b.stats().reconnects, 0, 'no attempt before the retry');
     await mosq.restart();
+    clock.advance(50);
+    assert.equal(b.stats().reconnects, 2, 'both retried');
+    // (the wait's own deadline is on the manual clock: the condition, in real time, fails)
+    await until(() => b.state() === 'connected', 5000, 'reconnected');
     assert.equal(await b.waitConnected(5000), true, 'reconnects by itself');
     const sub = await subscriber(mosq.port, POST);
     clients.push(sub.client);
@@ -388,6 +405,7 @@ describe('MQTT bridge faults (own Mosquitto per case)', () => {
 
   it('a refused login is retried with backoff and never logs the password', async () => {
     const mosq = await Mosquitto.start({ config: 'allow_anonymous false' });
+    const clock = new ManualClock();
     const lines: string[] = [];
     const logger = {
       info: (obj: Record<string, unknown>, msg: string) => lines.push(JSON.stringify(obj) + msg),
@@ -399,8 +417,19 @@ describe('MQTT bridge faults (own Mosquitto per case)', () => {
       password: 'opt-secret-2',
       poolSize: 1,
       logger,
+      clock,
     });
-    await until(() => b.stats().reconnects >= 2, 3000, 'retries');
+    // each refusal sets the retry on the backend's clock: 25-50 ms, then 50-100 ms
+    for (const [n, high] of [50, 100].entries()) {
+      await until(() => clock.pending === 1, 3000, `refusal ${n + 1}`);
+      const wait = clock.nextIn ?? 0;
+      assert.ok(wait >= high / 2 && wait <= high, `retry ${n + 1} after ${wait} ms`);
+      clock.advance(wait - 1);
+      assert.equal(b.stats().reconnects, n, 'not before its delay');
+      clock.advance(1);
+    }
+    assert.equal(b.stats().reconnects, 2, 'retries');
+    await until(() => clock.pending === 1, 3000, 'refusal 3');
     assert.equal(b.state(), 'down');
     const err = await rejectsWith(b.publish(POST, Buffer.from('x')), 'BACKEND_UNAVAILABLE');
     assert.ok(lines.length > 0, 'the failure is logged');

@@ -204,11 +204,23 @@ describe('command intake: Mosquitto shared subscription', () => {
     });
     cleanups.push(() => store.close());
     const url = `mqtt://127.0.0.1:${m.port}`;
-    const i = intake({ url, store, shareGroup: 'g' });
+    // the connection's retry waits on the intake's clock
+    const clock = new ManualClock();
+    const i = intake({ url, store, shareGroup: 'g', clock });
     assert.equal(await i.waitSubscribed(5_000), true);
     await m.stop();
     await until(() => i.state() === 'down', 5_000, 'intake down');
+    await until(() => clock.pendingKeptAlive === 1, 5_000, 'the retry');
+    // subscribed before the drop (steady): 25-50 ms, half of reconnectMinMs and up
+    const wait = clock.nextIn ?? 0;
+    assert.ok(wait >= 25 && wait <= 50, `retry after ${wait} ms`);
     await m.restart();
+    clock.advance(wait - 1);
+    assert.equal(i.stats().reconnects, 0, 'not before its delay');
+    clock.advance(1);
+    assert.equal(i.stats().reconnects, 1, 'retried at its delay');
+    // (the wait's own deadline is on the manual clock: the condition, in real time, fails)
+    await until(() => i.state() === 'subscribed', 5_000, 'subscribed again');
     assert.equal(await i.waitSubscribed(5_000), true);
     assert.equal(i.stats().connectionDowns, 1);
     assert.ok(i.stats().reconnects >= 1);
@@ -336,6 +348,8 @@ describe('command intake: aedes (embedded broker)', () => {
     const subscribed = i.waitSubscribed(5_000);
     assert.equal(clock.pendingKeptAlive, 1, 'the wait holds the process open, as before');
     assert.equal(await settlesAt(clock, 5_000, subscribed, 'waitSubscribed'), false);
+    // the connection's retries wait on the same clock: closed, nothing is left on it
+    await i.close();
     assert.equal(clock.pending, 0);
   });
 

@@ -19,6 +19,7 @@ import { Aedes, type AedesOptions } from 'aedes';
 import { connect } from 'mqtt';
 import {
   brokerTarget,
+  CLOSE_GUARD_MS,
   MqttConnection,
   ProtocolChoice,
 } from '../../../src/bridge/mqtt/connection.js';
@@ -27,6 +28,7 @@ import { DeviceSessionManager } from '../../../src/bridge/mqtt/per-device.js';
 import { PublishCounters } from '../../../src/bridge/mqtt/stats.js';
 import type { Principal } from '../../../src/bridge/types.js';
 import { ManualClock } from '../../../src/time/clock.js';
+import { settlesAt, UNREACHED_DEADLINE_MS } from '../../helpers/clock.js';
 import { PER_DEVICE_DEFAULTS } from '../../helpers/component-defaults.js';
 
 const execFileAsync = promisify(execFile);
@@ -229,6 +231,74 @@ describe('per-device publish deadline and in-flight cap', () => {
     // of every two-byte number (65 536 Buffers kept for the process's life), and the
     // publish above still carried its topic length and packet id.
     assert.equal(mqttPacketNumbers.generated(), 0, 'no number table generated');
+  });
+});
+
+describe("the connection's own deadlines, on its owner's clock", () => {
+  const cleanups: (() => Promise<void>)[] = [];
+  after(async () => {
+    for (const c of cleanups.reverse()) await c();
+  });
+
+  it('no SUBACK: BACKEND_SUBSCRIBE_FAILED at the timeout; close() waits at most its guard for mqtt.js', async () => {
+    // aedes takes the SUBSCRIBE and never answers it
+    let reached = (): void => undefined;
+    const subscribeHeld = new Promise<void>((resolve) => (reached = resolve));
+    const broker = await aedesOn('127.0.0.1', undefined, {
+      authorizeSubscribe: () => reached(),
+    });
+    cleanups.push(() => broker.close());
+    const clock = new ManualClock();
+    let conn: MqttConnection | undefined;
+    const up = new Promise<MqttConnection>((resolve, reject) => {
+      conn = new MqttConnection(
+        0,
+        {
+          url: `mqtt://127.0.0.1:${broker.port}`,
+          username: undefined,
+          password: undefined,
+          clientId: 'deadline-test',
+          keepaliveSec: 30,
+          connectTimeoutMs: 5000,
+          reconnect: false,
+          maxInflight: 1,
+          clock,
+        },
+        {
+          protocolLevel: () => 4,
+          onVersionRefused: () => false,
+          onAttempt: () => undefined,
+          onMessage: () => undefined,
+          onUp: (c) => resolve(c),
+          onDown: (_c, _wasUp, err) => reject(err ?? new Error('down')),
+        },
+      );
+      conn.start();
+    });
+    const c = await up;
+    cleanups.push(() => c.close());
+
+    const code = (p: Promise<void>): Promise<string> =>
+      p.then(
+        () => 'resolved',
+        (e: unknown) => (e instanceof MqttBackendError ? e.code : String(e)),
+      );
+    const timedOut = code(c.subscribe('held/a', 5000));
+    await subscribeHeld;
+    assert.equal(clock.pendingKeptAlive, 1, 'the SUBACK wait holds the process open, as before');
+    assert.equal(
+      await settlesAt(clock, 5000, timedOut, 'the SUBACK wait'),
+      'BACKEND_SUBSCRIBE_FAILED',
+    );
+    assert.equal(c.isUp, true, 'the connection itself stays up');
+
+    // mqtt.js's end() waits for the SUBACK still owed (not a publish: no forced close)
+    const lost = code(c.subscribe('held/b', UNREACHED_DEADLINE_MS));
+    const closing = c.close();
+    assert.equal(clock.pendingKeptAlive, 2, 'the close guard holds the process open, as before');
+    await settlesAt(clock, CLOSE_GUARD_MS, closing, 'close()');
+    assert.equal(await lost, 'BACKEND_CONNECTION_LOST', 'the socket destroyed at the guard');
+    assert.equal(clock.pending, 0, 'every timer of the connection cleared');
   });
 });
 

@@ -21,6 +21,7 @@ import {
   ReplySubscriptions,
   type SubscribingConnection,
 } from '../../../src/bridge/mqtt/subscriptions.js';
+import { settlesAt } from '../../helpers/clock.js';
 import { MQTT_BRIDGE_DEFAULTS } from '../../helpers/component-defaults.js';
 import { ManualClock } from '../../../src/time/clock.js';
 import { KeepaliveManager, type MqttClient } from 'mqtt';
@@ -28,6 +29,14 @@ import { KeepaliveTimer } from '../../../src/bridge/mqtt/keepalive-timer.js';
 
 const buf = (s: string): Buffer => Buffer.from(s);
 const tick = (ms = 0): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `cond` (I/O to happen, not a deadline) every 5 ms; throws after 10 s. */
+async function waitFor(cond: () => boolean, what: string): Promise<void> {
+  for (let waited = 0; !cond(); waited += 5) {
+    if (waited > 10_000) throw new Error(`timed out waiting for ${what}`);
+    await tick(5);
+  }
+}
 
 describe('extractReplyId', () => {
   it('reads string and number ids of a JSON object', () => {
@@ -355,25 +364,43 @@ describe('MqttBridgeBackend without a broker', () => {
     assert.equal(await waiting, false);
   });
 
-  it('retries a refused TCP connect in the background and reports down', async () => {
+  it('retries a refused TCP connect in the background, backing off on its clock, and reports down', async () => {
+    const clock = new ManualClock();
     const b = new MqttBridgeBackend({
       ...MQTT_BRIDGE_DEFAULTS,
       url: 'mqtt://127.0.0.1:1',
       poolSize: 1,
-      reconnectMinMs: 10,
-      reconnectMaxMs: 20,
+      reconnectMinMs: 100,
+      reconnectMaxMs: 1000,
+      clock,
     });
     try {
       b.start();
       assert.equal(b.state(), 'connecting');
-      assert.equal(await b.waitConnected(100), false);
-      const deadline = Date.now() + 3000;
-      while (b.stats().reconnects < 3 && Date.now() < deadline) await tick(10);
-      assert.ok(b.stats().reconnects >= 3, 'keeps retrying');
+      // each refused attempt sets the one timer on the clock, its retry: doubling from 100 ms,
+      // with equal jitter (half of it random)
+      for (const [n, [low, high]] of [
+        [50, 100],
+        [100, 200],
+        [200, 400],
+      ].entries()) {
+        await waitFor(() => clock.pending === 1, `the retry after attempt ${n + 1}`);
+        assert.equal(clock.pendingKeptAlive, 1, 'the retry holds the process open, as before');
+        const wait = clock.nextIn ?? 0;
+        assert.ok(wait >= (low ?? 0) && wait <= (high ?? 0), `retry ${n + 1} after ${wait} ms`);
+        clock.advance(wait - 1);
+        assert.equal(b.stats().reconnects, n, 'not before its delay');
+        clock.advance(1);
+        assert.equal(b.stats().reconnects, n + 1, 'retried at its delay');
+      }
+      await waitFor(() => clock.pending === 1, 'the retry after attempt 4');
+      assert.ok((clock.nextIn ?? 0) >= 400, 'the next retry is 400-800 ms away');
       assert.equal(b.state(), 'down');
+      assert.equal(await settlesAt(clock, 100, b.waitConnected(100), 'waitConnected'), false);
     } finally {
       await b.close();
     }
+    assert.equal(clock.pending, 0, 'close() clears the retry');
   });
 });
 

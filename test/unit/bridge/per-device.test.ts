@@ -5,10 +5,11 @@
  * The clock is injected: lifetimes, the refusal memory and the rate limit need no waiting.
  */
 import { ManualClock } from '../../../src/time/clock.js';
-import { after, describe, it } from 'node:test';
+import { after, describe, it, mock } from 'node:test';
 import assert from 'node:assert/strict';
 import type { EventEmitter } from 'node:events';
-import { createServer, type Server, type Socket } from 'node:net';
+import { syncBuiltinESMExports } from 'node:module';
+import net, { createServer, Socket, type Server } from 'node:net';
 import { Aedes, type AuthenticateError } from 'aedes';
 import { enosMqttLogin } from '../../../src/enos/index.js';
 import type { DeviceKey, DeviceMessageBackend, Principal } from '../../../src/bridge/types.js';
@@ -28,10 +29,11 @@ import {
   PerDeviceConfigError,
   topicMatches,
 } from '../../../src/bridge/mqtt/per-device-login.js';
+import { BrokerProbe } from '../../../src/bridge/mqtt/per-device-probe.js';
 import { TokenBucket } from '../../../src/bridge/mqtt/per-device-rate.js';
 import { DeviceUnauthorizedError, MqttBackendError } from '../../../src/bridge/mqtt/errors.js';
 import { ErrorWithReasonCode } from 'mqtt';
-import { UNREACHED_DEADLINE_MS } from '../../helpers/clock.js';
+import { settlesAt, UNREACHED_DEADLINE_MS } from '../../helpers/clock.js';
 import { PER_DEVICE_DEFAULTS } from '../../helpers/component-defaults.js';
 
 const PK = 'prod1';
@@ -178,6 +180,39 @@ describe('command topic filters', () => {
     assert.deepEqual(probeTarget('mqtts://broker'), { host: 'broker', port: 8883 });
     assert.deepEqual(probeTarget('mqtt://[::1]'), { host: '::1', port: 1883 });
     assert.equal(probeTarget('nonsense'), undefined);
+  });
+
+  it("gives up the probe's TCP connect after connectTimeoutMs, on the probe's clock", async () => {
+    const clock = new ManualClock();
+    const probe = new BrokerProbe({
+      url: 'mqtt://broker.invalid:1883',
+      urlForLogs: 'mqtt://broker.invalid:1883',
+      connectTimeoutMs: 2000,
+      clock,
+      warn: () => undefined,
+    });
+    // a connect that neither succeeds nor fails: a socket that was never told to connect
+    const hanging = new Socket();
+    const createConnection = mock.method(net, 'createConnection', () => hanging);
+    syncBuiltinESMExports();
+    let probing: Promise<void>;
+    try {
+      probing = probe.probe();
+    } finally {
+      createConnection.mock.restore();
+      syncBuiltinESMExports();
+    }
+    assert.equal(createConnection.mock.callCount(), 1);
+    assert.equal(
+      clock.pendingKeptAlive,
+      1,
+      'the connect timeout holds the process open, as before',
+    );
+    assert.equal(probe.state(0), 'connecting', 'nothing known yet');
+    await settlesAt(clock, 2000, probing, "the probe's connect");
+    assert.equal(probe.state(0), 'down', 'unreachable after the timeout');
+    assert.equal(hanging.destroyed, true, 'the socket destroyed');
+    assert.equal(clock.pending, 0);
   });
 });
 
@@ -682,7 +717,7 @@ describe('DeviceSessionManager (aedes)', () => {
     assert.equal(h.m.stats().connects.failed.unreachable, 1);
     assert.equal(h.m.state(), 'down');
     h.m.start();
-    assert.equal(await h.m.waitConnected(100), false);
+    assert.equal(await settlesAt(h.manual, 100, h.m.waitConnected(100), 'waitConnected'), false);
     assert.ok(port > 0);
     await h.m.close();
     assert.equal(h.m.state(), 'down');
