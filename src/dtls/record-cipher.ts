@@ -251,7 +251,7 @@ const ccmNonce = Buffer.alloc(CCM_NONCE);
 
 /**
  * A Buffer made by Node's C++ side, held for the process's life so that V8 keeps the map all
- * such Buffers share (issue 11). `node::Buffer::New` makes a `Uint8Array` and then sets its
+ * such Buffers share. `node::Buffer::New` makes a `Uint8Array` and then sets its
  * prototype to `Buffer.prototype`: every node:crypto `update`/`digest` output (each record's
  * keystream and CBC-MAC below) and every datagram a UDP socket receives gets that map, reached
  * from the `Uint8Array` map by a prototype transition V8 holds weakly, and not the map of the

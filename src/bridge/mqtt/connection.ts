@@ -667,8 +667,8 @@ class AckedPublish implements Timed {
  * written meanwhile, leave in one `writev` instead of one `write` system call each.
  * The first publish or received message of a turn corks; a `setImmediate` (after the poll
  * phase that read the datagrams) uncorks. mqtt-packet's own cork per packet (uncorked on the
- * next tick), on the packets mqtt.js still writes, nests inside it. Adds at most one loop turn to a write; PUBACK deadlines are
- * timers and do not move.
+ * next tick), on the packets mqtt.js still writes, nests inside it. Adds at most one loop
+ * turn to a write; PUBACK deadlines are timers and do not move.
  */
 function coalesceWrites(s: Session): void {
   if (s.corked) return;

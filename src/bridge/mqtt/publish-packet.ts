@@ -57,10 +57,7 @@ export function publishPacket(
   const buf = Buffer.allocUnsafe(1 + varIntSize(remaining) + remaining);
   buf[0] = PUBLISH_QOS1;
   let at = writeVarInt(buf, 1, remaining);
-  buf[at] = topicLength >>> 8;
-  buf[at + 1] = topicLength & 0xff;
-  at += 2;
-  at += buf.write(topic, at, 'utf8');
+  at = writeString(buf, at, topic);
   buf[at] = messageId >>> 8;
   buf[at + 1] = messageId & 0xff;
   at += 2;
