@@ -259,7 +259,7 @@ export function redisOutcome(err: unknown): 'timeout' | 'error' {
   return err instanceof Error && err.message === 'Command timed out' ? 'timeout' : 'error';
 }
 
-export function asSourceError(err: unknown): SecretSourceError {
+function asSourceError(err: unknown): SecretSourceError {
   return err instanceof SecretSourceError
     ? err
     : new SecretSourceError('SOURCE_UNAVAILABLE', 'secret source failed');

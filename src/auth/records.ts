@@ -6,9 +6,9 @@ import { z } from 'zod';
 import type { DeviceRecord, ProductRecord } from './devices-file.js';
 
 /** Longest secret accepted from a registry or Redis, in UTF-16 code units. */
-export const MAX_SECRET_LENGTH = 1024;
+const MAX_SECRET_LENGTH = 1024;
 /** Longest asset id accepted. */
-export const MAX_ASSET_ID_LENGTH = 256;
+const MAX_ASSET_ID_LENGTH = 256;
 
 const loneSurrogate = /\p{Cs}/u;
 

@@ -19,7 +19,7 @@ import { SecretSourceError } from './source.js';
 import type { AuthStats } from './stats.js';
 
 /** Largest response body read, in bytes; a larger one is a bad response. */
-export const MAX_REGISTRY_BODY = 16 * 1024;
+const MAX_REGISTRY_BODY = 16 * 1024;
 
 const productBody = z.object({ productSecret: secretSchema, dynamicRegistration: z.boolean() });
 const deviceBody = z.object({ deviceSecret: secretSchema, assetId: assetIdSchema.nullish() });

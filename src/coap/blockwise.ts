@@ -51,7 +51,7 @@ export function transferKey(msg: CoapMessage): string {
 }
 
 /** An intermediate block was stored: answer 2.31 Continue (RFC 7959 §2.3, §2.9.1). */
-export const BLOCK1_CONTINUE = 0;
+const BLOCK1_CONTINUE = 0;
 /** No transfer for this block or not the next one: answer 4.08 (RFC 7959 §2.9.2). */
 export const BLOCK1_INCOMPLETE = 1;
 /** The body would exceed maxPayload: answer 4.13 with Size1 (RFC 7959 §2.9.3, §4). */
@@ -80,7 +80,7 @@ export const UPLOAD_OVERHEAD = 256;
  * what its blocks carried, not the datagrams they came in (a 16-byte block may arrive in a
  * 16 KB datagram padded with options this layer ignores).
  */
-export class Upload implements QueueNode<Upload> {
+class Upload implements QueueNode<Upload> {
   prev: Upload | undefined = undefined;
   next: Upload | undefined = undefined;
   /** The body so far in `data[0, received)`; the rest is room to grow. */
@@ -137,7 +137,7 @@ export class CachedBody implements QueueNode<CachedBody> {
 }
 
 /** One peer's transfers; maps are created on first use. */
-export class PeerBlocks {
+class PeerBlocks {
   uploads: Map<string, Upload> | undefined = undefined;
   bodies: Map<string, CachedBody> | undefined = undefined;
   /** @param key the peer's key */

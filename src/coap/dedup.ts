@@ -37,7 +37,7 @@ import type { CoapStats } from './stats.js';
 /** The handler is running and nothing has been sent: a duplicate gets nothing yet. */
 export const IN_PROGRESS = 0;
 /** The handler is running and an empty ACK was sent: a duplicate gets the empty ACK again. */
-export const ACKED = 1;
+const ACKED = 1;
 /** Answered: a duplicate gets `bytes` again (nothing for NON requests). */
 export const COMPLETE = 2;
 /** The peer was closed; the exchange finishing later must not touch the cache. */
@@ -75,7 +75,7 @@ export class DedupEntry implements QueueNode<DedupEntry> {
  * separate CON responses). The record lives as long as the peer has recent message IDs,
  * which covers the span in which our own IDs towards it must not repeat (§4.4).
  */
-export class DedupPeer {
+class DedupPeer {
   readonly entries = new Map<number, DedupEntry>();
   /** Last message ID we used towards this peer. */
   lastMessageId: number;

@@ -72,8 +72,6 @@ import { Retransmitter } from './retransmit.js';
 import { CoapStats } from './stats.js';
 import { systemClock, TimerQueue, type Clock, type Timed } from '../time/clock.js';
 
-export { CoapStats } from './stats.js';
-
 /** An authenticated datagram channel to one peer; a DTLS association implements it directly. */
 export interface CoapPeer<I> {
   /** Stable per association (address and port). */
@@ -137,7 +135,7 @@ export type CoapAdmission<I> = (req: CoapRequest<I>) => number | undefined;
  * Uri-Port, Uri-Path, Uri-Query, Content-Format, Accept, Block1, Block2, Size1, Size2 and
  * the EnOS private options 2100/2102 (elective anyway). Only odd (critical) numbers matter.
  */
-export const DEFAULT_UNDERSTOOD_OPTIONS: ReadonlySet<number> = new Set<number>([
+const DEFAULT_UNDERSTOOD_OPTIONS: ReadonlySet<number> = new Set<number>([
   OptionNumber.URI_HOST,
   OptionNumber.URI_PORT,
   OptionNumber.URI_PATH,

@@ -33,7 +33,7 @@ export interface RetransmitParams {
 }
 
 /** One Confirmable message waiting for its ACK. */
-export class Outgoing implements Timed {
+class Outgoing implements Timed {
   dueAt = 0;
   heapIndex = -1;
   /** Retransmissions so far. */

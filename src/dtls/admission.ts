@@ -63,7 +63,7 @@ function bump(m: Map<string, number>, key: string, by: number): void {
  * The /24 of an IPv4 address (also IPv4-mapped IPv6) or the /64 of an IPv6 address, as text.
  * Input is what the socket reports; anything unparsable is its own prefix.
  */
-export function networkPrefix(address: string): string {
+function networkPrefix(address: string): string {
   const v4 = address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
   if (!v4.includes(':')) {
     const dot = v4.lastIndexOf('.');

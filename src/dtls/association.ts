@@ -72,7 +72,7 @@ export interface DtlsAssociation<P> {
 const NO_RENEGOTIATION = Buffer.from([AlertLevel.warning, AlertDescription.noRenegotiation]);
 
 /** RFC 9853 §4 anti-amplification: at most this many bytes out per byte in, until validated. */
-export const AMPLIFICATION_FACTOR = 3;
+const AMPLIFICATION_FACTOR = 3;
 
 export class Association<P> implements DtlsAssociation<P> {
   lastActivity: number;

@@ -34,7 +34,7 @@ export type DtlsHandshakeEvent =
     };
 
 export const dtlsDropChannel = channel(DTLS_DROP_CHANNEL);
-export const dtlsHandshakeChannel = channel(DTLS_HANDSHAKE_CHANNEL);
+const dtlsHandshakeChannel = channel(DTLS_HANDSHAKE_CHANNEL);
 
 /**
  * Publishes a drop when somebody listens and the source publishes drops now

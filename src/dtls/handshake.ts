@@ -7,7 +7,6 @@ import {
   CLIENT_RANDOM_LENGTH,
   DTLS_1_2,
   HANDSHAKE_HEADER_LENGTH,
-  HandshakeType,
   MAX_COOKIE_LENGTH,
 } from './constants.js';
 import { get16, put16, put24 } from './bytes.js';
@@ -277,5 +276,3 @@ export function expectType(msgType: number, expected: number): void {
     );
   }
 }
-
-export { HandshakeType };

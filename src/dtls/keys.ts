@@ -1,7 +1,7 @@
 /** Key schedule for a completed PSK key exchange and the epoch-1 connection state. */
 import { Buffer } from 'node:buffer';
 import { createHash, type Hash } from 'node:crypto';
-import { ContentType, MAX_SEQUENCE } from './constants.js';
+import { MAX_SEQUENCE } from './constants.js';
 import { extendedMasterSecret, keyBlock, masterSecret, pskPremasterSecret } from './prf.js';
 import {
   createRecordCipher,
@@ -212,4 +212,3 @@ export class EpochState {
 
 export const ALERT_CLOSE_NOTIFY = Buffer.from([1, 0]);
 export const CHANGE_CIPHER_SPEC = Buffer.from([1]);
-export { ContentType };

@@ -801,7 +801,7 @@ export function recordLimits(
 }
 
 /** Identities are ASCII in practice; anything else is shown escaped, length-capped. */
-export function printableIdentity(identity: Buffer): string {
+function printableIdentity(identity: Buffer): string {
   const n = identity.length;
   let plain = n <= 128;
   for (let i = 0; plain && i < n; i++) {

@@ -1111,5 +1111,3 @@ const UNSHARED_SEQUENCE_BASE = 2 ** 47;
 function noAdmissionPolicy(): Admission {
   return NO_ADMISSION;
 }
-
-export { peerKey };

@@ -100,7 +100,7 @@ export const DROP_REASONS: readonly DropReason[] = [
   'buffer-full',
 ];
 
-export const HANDSHAKE_FAIL_REASONS: readonly HandshakeFailReason[] = [
+const HANDSHAKE_FAIL_REASONS: readonly HandshakeFailReason[] = [
   'psk-rejected',
   'psk-lookup-error',
   'bad-record-mac',
@@ -116,7 +116,7 @@ export const HANDSHAKE_FAIL_REASONS: readonly HandshakeFailReason[] = [
   'server-shutdown',
 ];
 
-export const CLOSE_REASONS: readonly CloseReason[] = [
+const CLOSE_REASONS: readonly CloseReason[] = [
   'peer-close-notify',
   'peer-fatal-alert',
   'local-close',

@@ -64,11 +64,11 @@ export type KeyRejectReason = 'empty-key' | 'bad-character' | 'too-long' | 'not-
 /** Longest accepted identity in UTF-8 bytes (see rule 1 in the module comment). */
 export const MAX_IDENTITY_BYTES = 256;
 /** Longest accepted productKey or deviceKey in UTF-8 bytes. */
-export const MAX_KEY_BYTES = 128;
+const MAX_KEY_BYTES = 128;
 /** Smallest lifetime in seconds (spec: "value range is 30 to 86400"). */
-export const LIFETIME_MIN = 30;
+const LIFETIME_MIN = 30;
 /** Largest lifetime in seconds (one day). */
-export const LIFETIME_MAX = 86400;
+const LIFETIME_MAX = 86400;
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 

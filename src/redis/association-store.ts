@@ -25,7 +25,13 @@
  * errors (or `RedisNotReplicatedError`); no error carries the snapshot.
  */
 import { createHash } from 'node:crypto';
-import { isCluster, writeDurably, type Durability, type RedisClient } from './client.js';
+import {
+  isCluster,
+  RedisReplyError,
+  writeDurably,
+  type Durability,
+  type RedisClient,
+} from './client.js';
 import { escapeKeyPart } from './keys.js';
 
 /** What an adopter gets back (the DTLS layer's `AdoptedState`). */
@@ -144,7 +150,7 @@ function isNoScript(e: unknown): boolean {
 /** An integer (sequence number) in a reply; the message names the operation only. */
 function int(v: unknown, op: string): number {
   if (typeof v === 'number' && Number.isSafeInteger(v)) return v;
-  throw new Error(`unexpected Redis reply to ${op}`);
+  throw new RedisReplyError(op);
 }
 
 /**
@@ -237,7 +243,7 @@ export class RedisAssociationStore {
     );
     if (blob == null || rx == null || owner == null) return undefined;
     const fence = Number(rx.toString());
-    if (!Number.isSafeInteger(fence)) throw new Error('unexpected Redis reply to peek');
+    if (!Number.isSafeInteger(fence)) throw new RedisReplyError('peek');
     return { blob, rxFence: fence, owner: owner.toString() };
   }
 
@@ -270,7 +276,7 @@ export class RedisAssociationStore {
     );
     if (r === null) return undefined;
     if (!Array.isArray(r) || r.length !== 4 || !Buffer.isBuffer(r[0])) {
-      throw new Error('unexpected Redis reply to adopt');
+      throw new RedisReplyError('adopt');
     }
     const [blob, rxFloor, rxLimit, txStart] = r as [Buffer, unknown, unknown, unknown];
     return {

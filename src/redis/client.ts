@@ -239,6 +239,19 @@ export class RedisNotReplicatedError extends CoapEdgeError {
 }
 
 /**
+ * Redis answered a command with a reply of the wrong shape (a script or server that is not
+ * ours, or a key written by something else). The message names the operation only: the
+ * reply may hold a sealed association.
+ */
+export class RedisReplyError extends CoapEdgeError {
+  readonly code = 'REDIS_UNEXPECTED_REPLY';
+  constructor(readonly operation: string) {
+    super(`unexpected Redis reply to ${operation}`);
+    this.name = 'RedisReplyError';
+  }
+}
+
+/**
  * Runs the write(s) `add` queues on a pipeline, followed by `WAIT` on the same connection
  * (a cluster sends the whole pipeline to the node of its keys), and answers the last
  * write's reply. Rejects with the write's own error, or {@link RedisNotReplicatedError}.

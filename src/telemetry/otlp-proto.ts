@@ -416,10 +416,7 @@ export class OtlpTraceEncoder {
 }
 
 /** The SDK's serializer interface, writing with {@link OtlpTraceEncoder}. */
-export function otlpProtoTraceSerializer(): ISerializer<
-  ReadableSpan[],
-  IExportTraceServiceResponse
-> {
+function otlpProtoTraceSerializer(): ISerializer<ReadableSpan[], IExportTraceServiceResponse> {
   const encoder = new OtlpTraceEncoder();
   return {
     serializeRequest: (spans) => encoder.encode(spans),

@@ -38,7 +38,7 @@ import { TRACING_SETUP_CHANNEL, Tracing, type TracingSetupEvent } from './trace.
 export { tracesEndpoint };
 
 /** Share of datagrams traced when neither `traceSampleRatio` nor OTEL_TRACES_SAMPLER says. */
-export const DEFAULT_TRACE_SAMPLE_RATIO = 0.01;
+const DEFAULT_TRACE_SAMPLE_RATIO = 0.01;
 
 export interface TracingOptions {
   /** OTLP traces URL; falls back to the OTEL_EXPORTER_OTLP_* variables. */

@@ -59,14 +59,14 @@ export function identityFrom(p: {
 }
 
 /** An MQTT topic, or a path relative to `/sys/{pk}/{dk}/`, as the CoAP path. */
-export function coapPathFor(topic: string, id: DeviceIdentity): string {
+function coapPathFor(topic: string, id: DeviceIdentity): string {
   if (topic.startsWith('/topic/')) return topic;
   const mqtt = topic.startsWith('/') ? topic : `/sys/${id.productKey}/${id.deviceKey}/${topic}`;
   return `/topic${mqtt}`;
 }
 
 /** An EnOS request body for a topic when the user gave only the params (or nothing). */
-export function enosBody(json: string | undefined, method: string): Buffer {
+function enosBody(json: string | undefined, method: string): Buffer {
   if (json === undefined) {
     return Buffer.from(
       JSON.stringify({ id: String(randomInt(1, 2 ** 31)), version: '1.0', method, params: {} }),
@@ -137,7 +137,7 @@ export function activate(o: DeviceToolOptions): Promise<CoapResponse> {
 }
 
 /** Reads `params.deviceSecret` from an activation answer. */
-export function activatedSecret(r: CoapResponse): string {
+function activatedSecret(r: CoapResponse): string {
   if (r.code !== 0x45) throw new DeviceToolError(`activation answered ${formatCode(r.code)}`);
   let body: unknown;
   try {

@@ -153,12 +153,6 @@ export interface LoadResult {
   };
 }
 
-export function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return 0;
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[i] ?? 0;
-}
-
 function round(n: number): number {
   return Math.round(n * 100) / 100;
 }

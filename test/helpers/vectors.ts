@@ -1,6 +1,6 @@
 /**
- * Loads the DTLS 1.2 PSK handshake captures in test/fixtures/dtls/ (copied from the research
- * vectors) into one shape. The OpenSSL files list the datagrams as captured; the
+ * Loads the DTLS 1.2 PSK handshake captures in test/fixtures/dtls/ (OpenSSL 3 and
+ * node-dtls-client) into one shape. The OpenSSL files list the datagrams as captured; the
  * node-dtls-client file lists records by name, which are grouped here into the datagrams of
  * one flight each (the records are byte-exact, the grouping is a reconstruction).
  */

@@ -5,13 +5,12 @@
  * response and to read a request's `ttd`.
  */
 export { CommandError, isCommandError, type CommandErrorCode } from './errors.js';
-export { CommandCounters, type CommandStoreStats } from './stats.js';
+export { type CommandStoreStats } from './stats.js';
 export {
   decodeEntry,
   encodeEntry,
   deviceId,
   parseDeviceId,
-  isExpired,
   matchReply,
   messageIdOf,
 } from './entry.js';

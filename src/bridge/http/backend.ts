@@ -46,9 +46,9 @@ import { HttpStatsRecorder, type HttpBackendStats } from './stats.js';
 import { mapHttpStatus, type HttpOutcome } from './status.js';
 
 /** Default cap on a response body read from a backend, in bytes. */
-export const DEFAULT_MAX_RESPONSE_BODY = 64 * 1024;
+const DEFAULT_MAX_RESPONSE_BODY = 64 * 1024;
 /** Default cap on a Max-Age taken from `Retry-After`, in seconds. */
-export const DEFAULT_MAX_RETRY_AFTER = 300;
+const DEFAULT_MAX_RETRY_AFTER = 300;
 
 export interface HttpBackendOptions {
   /** Default deadline of one call in ms (`httpTimeoutMs`); a route's `timeout` wins. */

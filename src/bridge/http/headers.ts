@@ -29,8 +29,6 @@ export const HEADER_TRACEPARENT = 'traceparent';
 export const HEADER_TRACESTATE = 'tracestate';
 export const HEADER_AUTHORIZATION = 'authorization';
 export const HEADER_TIMESTAMP = 'x-timestamp';
-/** Default name of the HMAC signature header. */
-export const DEFAULT_SIGNATURE_HEADER = 'x-signature';
 
 /**
  * Header names a route's `headers` may not set: hop-by-hop and framing headers (undici and
@@ -131,7 +129,7 @@ const CONTENT_FORMATS: ReadonlyMap<string, number> = new Map(
   [...CONTENT_TYPES].map(([format, type]) => [mediaType(type), format]),
 );
 
-export const OCTET_STREAM = 'application/octet-stream';
+const OCTET_STREAM = 'application/octet-stream';
 
 /**
  * The `Content-Type` for a CoAP Content-Format: 0 → `text/plain; charset=utf-8`,

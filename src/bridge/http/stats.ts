@@ -6,7 +6,7 @@ import { LatencyHistogram, type LatencySnapshot } from '../mqtt/stats.js';
 import { HTTP_OUTCOMES, type HttpOutcome } from './status.js';
 
 /** Upper bounds (ms) of the call latency buckets; the last, implicit bucket is +Inf. */
-export const HTTP_LATENCY_BOUNDS_MS: readonly number[] = [
+const HTTP_LATENCY_BOUNDS_MS: readonly number[] = [
   1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000,
 ];
 

@@ -18,13 +18,11 @@ export {
   type BackendUnavailableCode,
 } from './errors.js';
 export {
-  PUBACK_LATENCY_BOUNDS_MS,
   type BackendState,
   type MqttBackendStats,
   type LatencySnapshot,
   type PublishFailureReason,
 } from './stats.js';
-export { extractReplyId } from './replies.js';
 export {
   startEmbeddedBroker,
   EmbeddedBrokerError,

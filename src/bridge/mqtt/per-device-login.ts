@@ -40,11 +40,7 @@ const placeholder = /\{([^{}]*)\}/g;
  * Checks that `template` uses only the placeholders in `allowed`.
  * @throws PerDeviceConfigError naming the setting and the placeholder (never a value).
  */
-export function checkTemplate(
-  name: string,
-  template: string,
-  allowed: readonly TemplateVar[],
-): void {
+function checkTemplate(name: string, template: string, allowed: readonly TemplateVar[]): void {
   for (const m of template.matchAll(placeholder)) {
     const v = m[1] ?? '';
     if (!(allowed as readonly string[]).includes(v)) {

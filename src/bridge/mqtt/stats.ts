@@ -4,7 +4,7 @@
  */
 
 /** Upper bounds (ms) of the PUBACK latency buckets; the last, implicit bucket is +Inf. */
-export const PUBACK_LATENCY_BOUNDS_MS: readonly number[] = [
+const PUBACK_LATENCY_BOUNDS_MS: readonly number[] = [
   1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000,
 ];
 

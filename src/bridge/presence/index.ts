@@ -13,7 +13,6 @@ export {
   type SinkStats,
 } from './publisher.js';
 export {
-  PresenceError,
   type PresenceErrorCode,
   type PresenceEvent,
   type PresenceStatus,

@@ -9,9 +9,9 @@ import assert from 'node:assert/strict';
 import { isCommandError, RedisCommandStore } from '../../../src/bridge/commands/index.js';
 import { CLOSE_GUARD_MS } from '../../../src/redis/client.js';
 import { ManualClock } from '../../../src/time/clock.js';
-import { settlesAt } from '../../helpers/clock.js';
+import { settlesAt, UNREACHED_DEADLINE_MS } from '../../helpers/clock.js';
 import { COMMAND_STORE_DEFAULTS } from '../../helpers/component-defaults.js';
-import { RedisServer, freePort, prefix, timed, waitFor } from '../auth/helpers.js';
+import { RedisServer, freePort, prefix, waitFor } from '../auth/helpers.js';
 import { device, json, svc } from '../../unit/bridge/commands-suite.js';
 import { startStore } from './helpers.js';
 
@@ -39,7 +39,13 @@ describe('redis command store: faults', () => {
 
   it('fails fast while Redis is down and recovers, pub/sub included', async () => {
     const p = prefix();
-    const a = await startStore({ url: redis.url, prefix: p });
+    // a's commands never time out: an operation that sent its command to the dead Redis
+    // (instead of failing at the call) would hang the file until its limit, a failure
+    const a = await startStore({
+      url: redis.url,
+      prefix: p,
+      commandTimeoutMs: UNREACHED_DEADLINE_MS,
+    });
     const b = await startStore({ url: redis.url, prefix: p });
     stores.push(a, b);
     const d = device();
@@ -60,9 +66,13 @@ describe('redis command store: faults', () => {
       ['waitFor', () => a.waitFor(d, 5_000)],
     ];
     for (const [name, op] of ops) {
-      const r = await timed(op);
-      assert.ok(unavailable(r.error), `${name}: ${String(r.error)}`);
-      assert.ok(r.ms < 100, `${name} took ${r.ms} ms`);
+      const error = await op().then(
+        () => assert.fail(`${name} succeeded with Redis down`),
+        (e: unknown) => e,
+      );
+      assert.ok(unavailable(error), `${name}: ${String(error)}`);
+      // refused at the call, without a command sent
+      assert.match(String(error), /: redis not connected$/, name);
     }
     assert.ok(a.stats().redisErrors >= ops.length);
     await waitFor(() => a.stats().redisConnectionErrors >= 1, 'connection errors counted');
@@ -108,9 +118,14 @@ describe('redis command store: faults', () => {
     assert.ok(pid !== undefined);
     process.kill(pid, 'SIGSTOP');
     try {
-      const r = await timed(() => a.peek(d));
-      assert.ok(unavailable(r.error), String(r.error));
-      assert.ok(r.ms >= 150 && r.ms < 1_000, `${r.ms} ms`);
+      // Redis never answers while stopped: the peek ends only by the command timeout
+      const error = await a.peek(d).then(
+        () => assert.fail('answered by a stopped Redis'),
+        (e: unknown) => e,
+      );
+      assert.ok(unavailable(error), String(error));
+      assert.match(String(error), /: redis command failed$/);
+      assert.match(String((error as Error).cause), /timed out/i);
     } finally {
       process.kill(pid, 'SIGCONT');
     }

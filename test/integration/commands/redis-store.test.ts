@@ -150,13 +150,11 @@ describe('redis command store: two pods', () => {
     // a later read on b's connection: the waiters' first looks (empty queue) are answered
     assert.equal((await b.peek(d)).count, 0);
     assert.equal(b.stats().waiters, 2);
-    const t0 = performance.now();
     await a.enqueue(d, svc(d, 'reboot'), json('w1'));
+    // a waiter that is not woken answers undefined at its deadline: the command shows the wake
     const [cmd, cmd2] = await Promise.all([waiting, second]);
-    const ms = performance.now() - t0;
     assert.equal(cmd?.messageId, 'w1');
     assert.equal(cmd2?.id, cmd?.id);
-    assert.ok(ms < 500, `woke after ${ms} ms`);
     assert.equal(b.stats().wakeups, 2);
     assert.ok(b.stats().notifications >= 1);
     assert.equal(b.stats().waiters, 0);

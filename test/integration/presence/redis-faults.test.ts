@@ -15,7 +15,6 @@ import {
   RedisServer,
   settled,
   startPod,
-  tick,
   waitFor,
   type Pod,
 } from './helpers.js';
@@ -69,6 +68,11 @@ describe('presence: Redis faults', () => {
     await admin.call('CLIENT', 'PAUSE', String(ms), 'WRITE');
   }
 
+  /** Resolves when a pause has ended: a write of another client waits for it (a probe). */
+  async function pauseEnded(): Promise<void> {
+    await admin.call('SET', `presence-faults-probe:${process.pid}`, '1', 'PX', '1000');
+  }
+
   it('Redis stopped: no exception, requests unaffected; transitions catch up once it is back', async () => {
     // commands never time out here: a request or sweep that waited for Redis while it is down
     // (instead of failing at once, the client keeping no offline queue) would hang the file
@@ -120,7 +124,7 @@ describe('presence: Redis faults', () => {
     await pause(500);
     a.tracker.seen(principal('s1'));
     await waitFor(() => a.tracker.stats().storeErrors === 1, 'touch timed out');
-    await tick(500); // the paused script runs now
+    await pauseEnded(); // the GET below follows the paused script on a's connection
     assert.ok((await a.store.get({ productKey: 'pk', deviceKey: 'dk' })) !== undefined, 'applied');
     b.tracker.seen(principal('s1'));
     await settled(a, b);
@@ -141,7 +145,7 @@ describe('presence: Redis faults', () => {
     await pauseWrites(500);
     await a.tracker.sweep(); // the claim script times out
     assert.ok(a.tracker.stats().storeErrors >= 1);
-    await tick(500);
+    await pauseEnded();
     await b.tracker.sweep(); // nothing left to claim
     await settled(a, b);
     assert.equal(all().length, 1);
@@ -158,7 +162,7 @@ describe('presence: Redis faults', () => {
     await pause(500);
     a.tracker.sessionClosed(principal('s1'), 'close-notify');
     await waitFor(() => a.tracker.stats().pendingCloses === 1, 'close waits');
-    await tick(500);
+    await pauseEnded();
     assert.equal(await a.store.get({ productKey: 'pk', deviceKey: 'dk' }), undefined, 'applied');
     clock.advance(500);
     await a.tracker.sweep();

@@ -188,7 +188,8 @@ class FakeConn implements SubscribingConnection {
 describe('ReplySubscriptions', () => {
   it('subscribes once per topic, shares it, lingers after the last user', async () => {
     const conn = new FakeConn();
-    const subs = new ReplySubscriptions(() => conn, 1000, 30);
+    const clock = new ManualClock();
+    const subs = new ReplySubscriptions(() => conn, 1000, 30, clock);
     const a = subs.acquire('t');
     const b = subs.acquire('t');
     await Promise.all([a.ready, b.ready]);
@@ -197,10 +198,12 @@ describe('ReplySubscriptions', () => {
     subs.release(b);
     assert.equal(subs.active, 1, 'lingering');
     const c = subs.acquire('t');
-    await tick(50);
+    clock.advance(50);
     assert.deepEqual(conn.unsubscribed, [], 'reuse cancels the linger');
     subs.release(c);
-    await tick(60);
+    clock.advance(29);
+    assert.deepEqual(conn.unsubscribed, [], 'lingers for 30 ms');
+    clock.advance(1);
     assert.deepEqual(conn.unsubscribed, ['t']);
     assert.equal(subs.active, 0);
     subs.acquire('t');

@@ -499,9 +499,11 @@ describe('DeviceSessionManager (aedes)', () => {
     const waiting = h.m.publish(principal('r3'), post('r3'), Buffer.from('3')).then(() => {
       done = true;
     });
-    await tick(20);
+    // the wait is a timer of the manual clock: armed, then not due 1 ms before the slot
+    await until(() => h.manual.pending === timers + 1, 2000, 'the wait for a slot');
     h.clock += 49;
-    await tick(20);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(h.manual.pending, timers + 1, 'still waiting at 49 ms');
     assert.ok(!done && h.broker.logins.length === 2, 'waited for its slot');
     h.clock += 1;
     await waiting;
@@ -646,7 +648,8 @@ describe('DeviceSessionManager (aedes)', () => {
       replyTimeoutMs: 50,
     });
     await until(() => h.broker.published.length === 2, 2000, 'the second request');
-    await tick(20); // its PUBACK: the reply deadline counts from there
+    // its PUBACK: the reply deadline counts from there
+    await until(() => h.m.stats().publishes.inflight === 0, 2000, 'the PUBACK');
     h.clock += 50;
     await rejectsWith(late, 'BACKEND_REPLY_TIMEOUT');
     await h.broker.publish(`/sys/${PK}/q1/thing/service/x`, '{}');
@@ -668,13 +671,13 @@ describe('DeviceSessionManager (aedes)', () => {
       }),
     );
     await until(() => h.broker.published.length === 6, 2000, 'the requests');
-    await tick(20); // their PUBACKs: the reply deadlines are set
+    // their PUBACKs: the reply deadlines are set
+    await until(() => h.m.stats().publishes.inflight === 0, 2000, 'the PUBACKs');
     assert.ok(
       h.manual.pending <= timersBefore + 1,
       `host timers ${timersBefore} before, ${h.manual.pending} with five replies awaited`,
     );
-    h.clock += 999;
-    await tick(10);
+    h.clock += 999; // due deadlines fire inside the clock's advance
     assert.equal(h.m.stats().replies.timedOut, 0);
     h.clock += 1;
     for (const r of pending) await rejectsWith(r, 'BACKEND_REPLY_TIMEOUT');
@@ -689,8 +692,7 @@ describe('DeviceSessionManager (aedes)', () => {
     });
     const p = principal('ab');
     const pending = h.m.publish(p, post('ab'), Buffer.from('1'));
-    await tick(10);
-    assert.equal(h.m.stats().sessions.connecting, 1);
+    await until(() => h.m.stats().sessions.connecting === 1, 2000, 'connecting');
     await h.m.closeDevice(p);
     release('late');
     await rejectsWith(pending, 'BACKEND_UNAVAILABLE');

@@ -66,6 +66,8 @@ interface Harness {
   readonly closed: CloseReason[];
   readonly failures: HandshakeFailure[];
   readonly internalErrors: unknown[];
+  /** Wraps the harness's own send (the copy of each datagram the server sends), if set. */
+  readonly hooks: { aroundSend?: (send: () => void) => void };
 }
 
 type ExtraOptions = Partial<Omit<DtlsServerOptions<string>, 'send' | 'handler'>>;
@@ -79,12 +81,17 @@ function harness(opts: ExtraOptions = {}): Harness {
     closed: [],
     failures: [],
     internalErrors: [],
+    hooks: {},
   };
   const server = new DtlsServer<string>({
     ...DTLS_SERVER_DEFAULTS,
     clock: h.clock,
     ...opts,
-    send: (data, port, address) => h.sent.push({ data: Buffer.from(data), port, address }),
+    send: (data, port, address) => {
+      const copy = (): void => void h.sent.push({ data: Buffer.from(data), port, address });
+      if (h.hooks.aroundSend === undefined) copy();
+      else h.hooks.aroundSend(copy);
+    },
     handler: {
       resolvePsk: (identity) =>
         identity.toString() === IDENTITY
@@ -1378,14 +1385,10 @@ function countInsideServer(h: Harness, count: (on: boolean) => void): void {
       count(false);
     }
   };
-  const server = h.server as unknown as {
-    transport: (d: Buffer, p: number, a: string) => void;
-  };
-  const transport = server.transport;
-  server.transport = (d, p, a) => {
+  h.hooks.aroundSend = (send) => {
     count(false);
     try {
-      transport(d, p, a);
+      send();
     } finally {
       count(true);
     }

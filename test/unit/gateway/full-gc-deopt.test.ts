@@ -1,9 +1,10 @@
 /**
- * A full GC must not deoptimize the request path (issue 11; bench/README.md, "A full GC no
- * longer deoptimizes the request path"). Short-lived objects of the path (the record a
- * datagram holds, a CoAP exchange, the Buffers node:crypto and the UDP socket make in C++)
- * have maps that V8 keeps only while some object has them; the functions compiled against
- * those maps were thrown away at every mark-compact ("weak objects") when none was alive.
+ * A full GC must not deoptimize the request path (docs/design.md, "One datagram's way";
+ * bench/README.md, "A full GC no longer deoptimizes the request path"). Short-lived objects
+ * of the path (the record a datagram holds, a CoAP exchange, the Buffers node:crypto and the
+ * UDP socket make in C++) have maps that V8 keeps only while some object has them; the
+ * functions compiled against those maps were thrown away at every mark-compact ("weak
+ * objects") when none was alive.
  *
  * A child node (`--allow-natives-syntax --expose-gc`) drives each function through its real
  * path (records sealed, read and opened with the record cipher, one of them received from a

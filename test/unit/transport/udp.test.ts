@@ -6,6 +6,7 @@ import { once } from 'node:events';
 import type * as DnsModule from 'node:dns';
 
 import { UdpEndpoint, literalLookup } from '../../../src/transport/udp.js';
+import { inCI } from '../../helpers/tools.js';
 
 // dgram takes `dns.lookup` from the CommonJS module object when a socket is created, so a
 // wrapper put there sees every lookup of a socket that uses the default
@@ -90,7 +91,9 @@ describe('UdpEndpoint', () => {
     let ep: UdpEndpoint;
     try {
       ep = await UdpEndpoint.bind({ bind: '::1', port: 0 });
-    } catch {
+    } catch (e: unknown) {
+      // CI's machines have ::1: there, its absence is a broken machine, not a reason to skip
+      if (inCI()) throw e;
       t.skip('no IPv6 loopback on this machine');
       return;
     }
