@@ -22,6 +22,7 @@ import { RedisKeys } from '../src/auth/redis-keys.js';
 import { createSecretStack, type SecretStack } from '../src/auth/stack.js';
 import { RedisCommandStore, commandQueueKey } from '../src/bridge/commands/index.js';
 import { decodeEntry } from '../src/bridge/commands/entry.js';
+import { loadConfig } from '../src/config/load.js';
 import {
   startCrashTopology,
   type CrashTopology,
@@ -29,6 +30,9 @@ import {
 } from '../test/helpers/redis-topologies.js';
 import { numberFlag, parseFlags, runScript, stringFlag, UsageError } from './lib/args.js';
 import { commandLine, environment, log, writeResult } from './lib/harness.js';
+
+/** The gateway's per-command Redis deadline (WAIT gets 80 % of it), as `serve` runs it. */
+const COMMAND_TIMEOUT_MS = loadConfig().redisCommandTimeoutMs;
 
 const USAGE =
   'usage: node dist/bench/redis-crash-loss.js [--topologies cluster,sentinel] [--crashes 5] ' +
@@ -112,6 +116,7 @@ async function oneCrash(
         redisTtlMs: 60_000,
         negativeTtlMs: 5_000,
         registryTimeoutMs: 1_000,
+        redisCommandTimeoutMs: COMMAND_TIMEOUT_MS,
       });
       closers.push(() => s.close());
       stacks.push(s);
@@ -120,6 +125,7 @@ async function oneCrash(
         url: topo.target(),
         prefix: p,
         waitReplicas: o.waitReplicas,
+        commandTimeoutMs: COMMAND_TIMEOUT_MS,
         queueLength: 1_000_000,
         expiryMs: 3_600_000,
       });

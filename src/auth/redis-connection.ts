@@ -11,8 +11,8 @@ export interface RedisConnectionOptions {
   /** `redis://[:password@]host:port/db`, `rediss://…`, or a cluster / sentinel target. */
   readonly url: RedisTarget;
   readonly stats: AuthStats;
-  /** Per-command deadline in ms. @default 300 */
-  readonly commandTimeoutMs?: number | undefined;
+  /** Per-command deadline in ms (setting `redisCommandTimeoutMs`). */
+  readonly commandTimeoutMs: number;
   /** TCP connect deadline in ms. @default 1000 */
   readonly connectTimeoutMs?: number | undefined;
   /** Longest wait between reconnection attempts in ms (before jitter). @default 1000 */

@@ -19,7 +19,7 @@ import { SecretChain } from './chain.js';
 import type { DeviceRecord, DevicesFile, ProductRecord } from './devices-file.js';
 import { MemoryCache } from './memory-cache.js';
 import { RedisCache } from './redis-cache.js';
-import type { RedisTarget } from '../redis/client.js';
+import { durabilityFor, type RedisTarget } from '../redis/client.js';
 import type { Clock } from '../time/clock.js';
 import { RedisConnection } from './redis-connection.js';
 import { RedisKeys } from './redis-keys.js';
@@ -56,8 +56,8 @@ export interface SecretStackOptions {
   readonly now?: (() => number) | undefined;
   /** Timers of the registry's request deadline. @default systemClock */
   readonly clock?: Clock | undefined;
-  /** Per-command Redis deadline in ms. @default 300 */
-  readonly redisCommandTimeoutMs?: number | undefined;
+  /** Per-command Redis deadline in ms (setting `redisCommandTimeoutMs`). */
+  readonly redisCommandTimeoutMs: number;
   /**
    * Replicas that must have an activation (or secureMode 2 mark) before it counts; a claim
    * that fewer replicas confirm within the command timeout fails. @default 0
@@ -136,8 +136,8 @@ export function createSecretStack(o: SecretStackOptions): SecretStack {
   if (redis === undefined || o.redisUrl === undefined) {
     store = localActivations = new MemoryActivationStore(o.cacheSize);
   } else {
-    const replicas = Math.max(0, Math.floor(o.redisWaitReplicas ?? 0));
-    if (replicas > 0) {
+    const durability = durabilityFor(o.redisWaitReplicas ?? 0, o.redisCommandTimeoutMs);
+    if (durability !== undefined) {
       claims = new RedisConnection({
         url: o.redisUrl,
         stats,
@@ -148,11 +148,7 @@ export function createSecretStack(o: SecretStackOptions): SecretStack {
     store = new RedisActivationStore(redis, keys, {
       writer: claims,
       legacyKeys,
-      // WAIT must answer within the command timeout, or the timeout fails the claim instead
-      durability:
-        replicas > 0
-          ? { replicas, timeoutMs: Math.floor((o.redisCommandTimeoutMs ?? 300) * 0.8) }
-          : undefined,
+      durability,
     });
   }
   const chain = new SecretChain({

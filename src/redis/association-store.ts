@@ -19,19 +19,13 @@
  * into a string itself. Sequence numbers are below 2^48, exact in a double and in the
  * integer replies Redis makes of Lua numbers.
  *
- * Nonce safety needs every acknowledged lease to survive a failover: with `waitReplicas`,
+ * Nonce safety needs every acknowledged lease to survive a failover: with `durability`,
  * create, adopt, leaseTx and setRxFence answer only once that many replicas have the write
  * (WAIT on the same connection, `writeDurably`), else they reject. Errors are the ioredis
  * errors (or `RedisNotReplicatedError`); no error carries the snapshot.
  */
 import { createHash } from 'node:crypto';
-import {
-  isCluster,
-  RedisReplyError,
-  writeDurably,
-  type Durability,
-  type RedisClient,
-} from './client.js';
+import { RedisReplyError, writeDurably, type Durability, type RedisClient } from './client.js';
 import { escapeKeyPart } from './keys.js';
 
 /** What an adopter gets back (the DTLS layer's `AdoptedState`). */
@@ -47,20 +41,18 @@ export interface RedisAssociationStoreOptions {
   readonly client: RedisClient;
   /** Settings `redisPrefix` (keys are `{prefix}:assoc:…`, like the other stores). */
   readonly prefix: string;
-  /** Replicas that must confirm every lease (settings `redisWaitReplicas`). Default 0. */
-  readonly waitReplicas?: number;
+  /**
+   * Replicas that must confirm every lease and how long `WAIT` waits for them (settings
+   * `redisWaitReplicas`, `redisCommandTimeoutMs`: {@link durabilityFor}). None: no `WAIT`.
+   */
+  readonly durability?: Durability | undefined;
   /**
    * A second client (same topology) for the writes that wait for replicas: `WAIT` holds the
    * connection it is sent on until the replicas answer or it times out, and every command
    * behind it waits too, so lookups (peeks) must not share it. The caller owns it. Default:
-   * `client` (fine without `waitReplicas`).
+   * `client` (fine without `durability`).
    */
   readonly durableClient?: RedisClient;
-  /**
-   * How long WAIT waits for them. Default 80 % of the client's command timeout (300 ms when
-   * it has none), so WAIT answers before the command timeout fails the write.
-   */
-  readonly waitTimeoutMs?: number;
 }
 
 /**
@@ -168,13 +160,6 @@ function withoutBlob(e: unknown, blob: Buffer): unknown {
   return e;
 }
 
-/** The client's per-command timeout, whatever the topology. */
-function commandTimeoutOf(client: RedisClient): number | undefined {
-  return isCluster(client)
-    ? client.options.redisOptions?.commandTimeout
-    : client.options.commandTimeout;
-}
-
 export class RedisAssociationStore {
   readonly #client: RedisClient;
   /** Where writes that wait for replicas go (`#client` unless given one of its own). */
@@ -186,10 +171,7 @@ export class RedisAssociationStore {
     this.#client = o.client;
     this.#durable = o.durableClient ?? o.client;
     this.#prefix = o.prefix;
-    const replicas = Math.max(0, Math.floor(o.waitReplicas ?? 0));
-    const timeoutMs = o.waitTimeoutMs ?? Math.floor((commandTimeoutOf(o.client) ?? 300) * 0.8);
-    this.#durability =
-      replicas > 0 ? { replicas, timeoutMs: Math.max(1, Math.floor(timeoutMs)) } : undefined;
+    this.#durability = o.durability;
   }
 
   /** `{prefix}:assoc:{handle}`: the association's hash. */

@@ -58,15 +58,15 @@ export type RedisTarget = string | RedisClusterTarget | RedisSentinelTarget;
 export type RedisClient = Redis | Cluster;
 
 /** A Redis Cluster client (ioredis's own flag: no class needed, so no import of ioredis). */
-export function isCluster(client: RedisClient): client is Cluster {
+function isCluster(client: RedisClient): client is Cluster {
   return client.isCluster;
 }
 
 export interface FailFastRedisOptions {
   readonly url: RedisTarget;
   readonly connectionName: string;
-  /** Per-command deadline in ms. @default 300 */
-  readonly commandTimeoutMs?: number | undefined;
+  /** Per-command deadline in ms (setting `redisCommandTimeoutMs`). */
+  readonly commandTimeoutMs: number;
   /** TCP connect deadline in ms. @default 1000 */
   readonly connectTimeoutMs?: number | undefined;
   /** Longest wait between reconnection attempts in ms (before jitter). @default 1000 */
@@ -99,7 +99,7 @@ export function createFailFastRedis(o: FailFastRedisOptions): RedisClient {
   const perConnection = {
     // commands in flight when the connection drops fail instead of being retried
     maxRetriesPerRequest: 0,
-    commandTimeout: o.commandTimeoutMs ?? 300,
+    commandTimeout: o.commandTimeoutMs,
     connectTimeout: o.connectTimeoutMs ?? 1_000,
     // subscribers subscribe again themselves on every 'ready'
     autoResubscribe: false,
@@ -224,6 +224,17 @@ export function parseRedisNode(text: string): RedisNode | undefined {
 export interface Durability {
   readonly replicas: number;
   readonly timeoutMs: number;
+}
+
+/**
+ * The durability of writes on connections with this per-command deadline: `WAIT` gets 80 % of
+ * it, so that it answers before the command timeout fails the write. None for 0 replicas.
+ */
+export function durabilityFor(replicas: number, commandTimeoutMs: number): Durability | undefined {
+  const wanted = Math.max(0, Math.floor(replicas));
+  return wanted > 0
+    ? { replicas: wanted, timeoutMs: Math.max(1, Math.floor(commandTimeoutMs * 0.8)) }
+    : undefined;
 }
 
 /** Fewer replicas than asked confirmed a write in time; the master may still have it. */

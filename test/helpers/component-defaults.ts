@@ -42,4 +42,10 @@ export const TTD_DEFAULTS = {
 export const INTAKE_DEFAULTS = { shareGroup: config.commandShareGroup } as const;
 
 /** `MemoryCommandStore`, `RedisCommandStore`: `waitFor` calls that wait at once. */
-export const COMMAND_STORE_DEFAULTS = { maxWaiters: config.maxTtdWaiters } as const;
+export const COMMAND_STORE_DEFAULTS = {
+  maxWaiters: config.maxTtdWaiters,
+  commandTimeoutMs: config.redisCommandTimeoutMs,
+} as const;
+
+/** Every Redis connection's per-command deadline (setting `redisCommandTimeoutMs`). */
+export const REDIS_COMMAND_TIMEOUT_MS = config.redisCommandTimeoutMs;

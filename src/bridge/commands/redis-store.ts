@@ -38,6 +38,7 @@ import { KnownEmpty } from './known-empty.js';
 import {
   closeRedis,
   createFailFastRedis,
+  durabilityFor,
   type Durability,
   type RedisClient,
   type RedisTarget,
@@ -65,8 +66,8 @@ export interface RedisCommandStoreOptions {
    * closing. Default the system clock.
    */
   readonly clock?: Clock;
-  /** Per-command deadline. Default 300 ms. */
-  readonly commandTimeoutMs?: number;
+  /** Per-command deadline in ms (setting `redisCommandTimeoutMs`). */
+  readonly commandTimeoutMs: number;
   /** Default 1000 ms. */
   readonly connectTimeoutMs?: number;
   /** Longest wait between reconnection attempts. Default 1000 ms. */
@@ -131,12 +132,7 @@ export class RedisCommandStore implements CommandStore {
     this.#expiryMs = Math.max(1, o.expiryMs);
     const clock = (this.#clock = o.clock ?? systemClock);
     this.#now = o.now ?? (() => clock.wallNow());
-    const replicas = Math.max(0, Math.floor(o.waitReplicas ?? 0));
-    // WAIT must answer within the command timeout, or the timeout fails the write instead
-    this.#durability =
-      replicas > 0
-        ? { replicas, timeoutMs: Math.max(1, Math.floor((o.commandTimeoutMs ?? 300) * 0.8)) }
-        : undefined;
+    this.#durability = durabilityFor(o.waitReplicas ?? 0, o.commandTimeoutMs);
     this.#waiters = new Waiters(
       Math.max(0, o.maxWaiters),
       this.#counters,

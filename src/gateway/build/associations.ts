@@ -8,7 +8,12 @@ import type { Config } from '../../config/load.js';
 import type { PrincipalCodec } from '../../dtls/server.js';
 import type { SharingOptions } from '../../dtls/sharing.js';
 import { RedisAssociationStore } from '../../redis/association-store.js';
-import { closeRedis, createFailFastRedis, type RedisTarget } from '../../redis/client.js';
+import {
+  closeRedis,
+  createFailFastRedis,
+  durabilityFor,
+  type RedisTarget,
+} from '../../redis/client.js';
 import type { Logger } from '../../telemetry/log.js';
 import type { Clock } from '../../time/clock.js';
 import type { ReadinessCheck } from '../admin-server.js';
@@ -68,7 +73,7 @@ export function sharedAssociations(
     store: new RedisAssociationStore({
       client,
       prefix: config.redisPrefix,
-      waitReplicas: config.redisWaitReplicas,
+      durability: durabilityFor(config.redisWaitReplicas, config.redisCommandTimeoutMs),
       durableClient,
     }),
     key: /^[0-9a-fA-F]{64}$/.test(key) ? Buffer.from(key, 'hex') : Buffer.from(key, 'base64'),

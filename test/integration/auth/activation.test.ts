@@ -16,6 +16,7 @@ import { createSecretStack, type SecretStack } from '../../../src/auth/stack.js'
 import { derivePsk } from '../../../src/enos/index.js';
 import { ManualClock } from '../../../src/time/clock.js';
 import { UNREACHED_DEADLINE_MS } from '../../helpers/clock.js';
+import { REDIS_COMMAND_TIMEOUT_MS } from '../../helpers/component-defaults.js';
 import { FakeRegistry, RedisServer, prefix, stackOptions, startStack, waitFor } from './helpers.js';
 
 const file = DevicesFile.fromObject({
@@ -256,7 +257,11 @@ describe('activation', () => {
     p: string,
     fn: (store: RedisActivationStore) => Promise<void>,
   ): Promise<void> {
-    const conn = new RedisConnection({ url: redis.url, stats: new AuthStats() });
+    const conn = new RedisConnection({
+      url: redis.url,
+      stats: new AuthStats(),
+      commandTimeoutMs: REDIS_COMMAND_TIMEOUT_MS,
+    });
     try {
       await waitFor(() => conn.state === 'connected', 'connection');
       await fn(new RedisActivationStore(conn, new RedisKeys(p)));

@@ -11,6 +11,7 @@ import { connect, createServer as createNetServer } from 'node:net';
 import { once } from 'node:events';
 import { Redis } from 'ioredis';
 import { createSecretStack, type SecretStackOptions } from '../../../src/auth/stack.js';
+import { REDIS_COMMAND_TIMEOUT_MS } from '../../helpers/component-defaults.js';
 
 export async function freePort(): Promise<number> {
   const srv = createNetServer();
@@ -212,6 +213,7 @@ export function stackOptions(o: Partial<SecretStackOptions> & { redisPrefix: str
     negativeTtlMs: 5_000,
     redisMaxBackoffMs: 200,
     ...o,
+    redisCommandTimeoutMs: o.redisCommandTimeoutMs ?? REDIS_COMMAND_TIMEOUT_MS,
   } satisfies SecretStackOptions;
 }
 

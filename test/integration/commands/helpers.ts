@@ -20,6 +20,7 @@ export async function startStore(
     expiryMs: 48 * 3_600_000,
     maxBackoffMs: 100,
     ...o,
+    commandTimeoutMs: o.commandTimeoutMs ?? COMMAND_STORE_DEFAULTS.commandTimeoutMs,
   });
   if (!(await store.waitReady(5_000))) {
     await store.close();

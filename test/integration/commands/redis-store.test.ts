@@ -14,6 +14,7 @@ import { commandStoreSuite, device, json, reply, svc } from '../../unit/bridge/c
 import { RedisServer, waitFor } from '../auth/helpers.js';
 import { closeRedis, createFailFastRedis } from '../../../src/redis/client.js';
 import { dropKeys, prefix, rawClient, startStore } from './helpers.js';
+import { REDIS_COMMAND_TIMEOUT_MS } from '../../helpers/component-defaults.js';
 
 const raw = rawClient();
 const prefixes: string[] = [];
@@ -258,6 +259,7 @@ describe('redis command store: two pods', () => {
     const killer = createFailFastRedis({
       url: server.url,
       connectionName: 'killer',
+      commandTimeoutMs: REDIS_COMMAND_TIMEOUT_MS,
       onError: () => {},
     });
     try {

@@ -15,6 +15,7 @@ import {
   RedisNotReplicatedError,
   closeRedis,
   createFailFastRedis,
+  durabilityFor,
   type RedisClient,
   type RedisTarget,
 } from '../../../src/redis/client.js';
@@ -22,6 +23,8 @@ import { prefix, waitFor } from '../auth/helpers.js';
 import { RedisClusterFixture } from '../../helpers/redis-topologies.js';
 
 const TTL = 60_000;
+/** The clients' per-command deadline (a slow cluster start must not fail a command). */
+const COMMAND_TIMEOUT_MS = 2_000;
 const H1 = 'c:0a0b0c';
 const H2 = 'a:10.0.0.1|5684';
 const H3 = 'a:[2001:db8::1]|5684';
@@ -150,7 +153,7 @@ async function connect(url: RedisTarget, name: string): Promise<RedisClient> {
   const c = createFailFastRedis({
     url,
     connectionName: name,
-    commandTimeoutMs: 2_000,
+    commandTimeoutMs: COMMAND_TIMEOUT_MS,
     maxBackoffMs: 200,
     onError: () => {},
   });
@@ -202,7 +205,11 @@ for (const [name, topology] of Object.entries(topologies)) {
     });
 
     function store(p: string, client = a): RedisAssociationStore {
-      return new RedisAssociationStore({ client, prefix: p, waitReplicas: topology.waitReplicas });
+      return new RedisAssociationStore({
+        client,
+        prefix: p,
+        durability: durabilityFor(topology.waitReplicas, COMMAND_TIMEOUT_MS),
+      });
     }
 
     it('answers the reference scenario', async () => {
@@ -343,8 +350,7 @@ for (const [name, topology] of Object.entries(topologies)) {
         const durable = new RedisAssociationStore({
           client: a,
           prefix: p,
-          waitReplicas: 1,
-          waitTimeoutMs: 20,
+          durability: { replicas: 1, timeoutMs: 20 },
         });
         const replicas = Number(/connected_slaves:(\d+)/.exec(await a.info('replication'))?.[1]);
         assert.equal(replicas, 0, 'the test Redis has no replica');
@@ -384,7 +390,7 @@ for (const [name, topology] of Object.entries(topologies)) {
             client: reads,
             durableClient: writes,
             prefix: p,
-            waitReplicas: 1,
+            durability: durabilityFor(1, 300),
           });
           await store(p).create(H1, 'A', blob('x'), 0, 0, TTL, undefined);
           const leases = [1, 2, 3].map((i) =>

@@ -33,7 +33,10 @@ import {
   type CrashTopologyName,
   type PortRange,
 } from '../../helpers/redis-topologies.js';
-import { COMMAND_STORE_DEFAULTS } from '../../helpers/component-defaults.js';
+import {
+  COMMAND_STORE_DEFAULTS,
+  REDIS_COMMAND_TIMEOUT_MS,
+} from '../../helpers/component-defaults.js';
 
 const PORTS: PortRange = { from: 17_000, to: 17_999 };
 const TOPIC = '/sys/dyn/c/thing/service/reboot';
@@ -140,6 +143,7 @@ for (const name of ['cluster', 'sentinel'] satisfies CrashTopologyName[]) {
       const client = createFailFastRedis({
         url: topo.target(),
         connectionName: 'coap-edge-presence',
+        commandTimeoutMs: REDIS_COMMAND_TIMEOUT_MS,
         onError: () => undefined,
       });
       closers.push(() => closeRedis(client));

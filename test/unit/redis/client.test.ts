@@ -6,10 +6,12 @@ import {
   CLOSE_GUARD_MS,
   closeRedis,
   createFailFastRedis,
+  durabilityFor,
   type RedisClient,
 } from '../../../src/redis/client.js';
 import { ManualClock } from '../../../src/time/clock.js';
 import { settlesAt } from '../../helpers/clock.js';
+import { REDIS_COMMAND_TIMEOUT_MS } from '../../helpers/component-defaults.js';
 
 /** A loopback port nothing listens on: connections to it are refused at once. */
 async function refusedPort(): Promise<number> {
@@ -28,6 +30,7 @@ describe('closeRedis', () => {
     const client = createFailFastRedis({
       url: `redis://127.0.0.1:${port}`,
       connectionName: 'close-test',
+      commandTimeoutMs: REDIS_COMMAND_TIMEOUT_MS,
       onError: () => errors++,
       maxBackoffMs: 60_000,
     });
@@ -43,6 +46,7 @@ describe('closeRedis', () => {
     const client = createFailFastRedis({
       url: 'redis://127.0.0.1:6379',
       connectionName: 'close-test',
+      commandTimeoutMs: REDIS_COMMAND_TIMEOUT_MS,
       onError: () => {},
     });
     await once(client, 'ready');
@@ -77,5 +81,14 @@ describe('closeRedis', () => {
     const clock = new ManualClock();
     assert.equal(await closeRedis(client as unknown as RedisClient, clock), true);
     assert.equal(clock.pending, 0, 'no guard left behind');
+  });
+});
+
+describe('durabilityFor', () => {
+  test('no WAIT for 0 replicas; WAIT gets 80 % of the command deadline, at least 1 ms', () => {
+    assert.equal(durabilityFor(0, 300), undefined);
+    assert.equal(durabilityFor(-1, 300), undefined);
+    assert.deepEqual(durabilityFor(2, 300), { replicas: 2, timeoutMs: 240 });
+    assert.deepEqual(durabilityFor(1.7, 1), { replicas: 1, timeoutMs: 1 });
   });
 });
