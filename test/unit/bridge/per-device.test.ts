@@ -611,20 +611,28 @@ describe('DeviceSessionManager (aedes)', () => {
       Buffer.from('{}'),
     );
     await h.broker.publish(`/sys/${PK}/c1/thing/service/unprefixed`, 'x');
+    // a barrier instead of a pause: c1's connection gets this command after the unprefixed
+    // message (one broker, one subscriber connection: delivered in order), so once it is
+    // here, a wrongly handed-over unprefixed message would be here too
+    await h.broker.publish(`tenant/sys/${PK}/c1/thing/service/barrier`, 'b');
     await until(
-      () => h.commands.length >= 2 && h.m.stats().replies.unmatched >= 1,
+      () =>
+        h.commands.some((c) => c.payload === 'b') &&
+        h.commands.some((c) => c.device.deviceKey === 'c2') &&
+        h.m.stats().replies.unmatched >= 1,
       2000,
       'commands',
     );
-    await tick(50);
-    assert.deepEqual(
-      h.commands.map((c) => [c.device.deviceKey, c.topic, c.payload]),
-      [
-        ['c1', `/sys/${PK}/c1/thing/service/reboot`, '{"id":"9"}'],
-        ['c2', `/sys/${PK}/c2/thing/model/down_raw`, 'raw'],
-      ],
-    );
-    assert.equal(h.m.stats().commands.received, 2);
+    // in order per device connection (the two connections' order is the broker's)
+    const of = (dk: string): string[][] =>
+      h.commands.filter((c) => c.device.deviceKey === dk).map((c) => [c.topic, c.payload]);
+    assert.deepEqual(of('c1'), [
+      [`/sys/${PK}/c1/thing/service/reboot`, '{"id":"9"}'],
+      [`/sys/${PK}/c1/thing/service/barrier`, 'b'],
+    ]);
+    assert.deepEqual(of('c2'), [[`/sys/${PK}/c2/thing/model/down_raw`, 'raw']]);
+    assert.equal(h.commands.length, 3);
+    assert.equal(h.m.stats().commands.received, 3);
   });
 
   it('request: reply on the device connection; onCommand failures are counted', async () => {
