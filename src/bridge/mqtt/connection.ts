@@ -501,12 +501,13 @@ export class MqttConnection {
     // mqtt.js parses them (puback-tap.ts), on a socket of ours, and only when messages are
     // handled at once (no `handleMessage` hook that holds mqtt.js's packet pump, which the
     // tap's order relies on)
-    if (target !== undefined && hooks.handleMessage === undefined) {
-      tapPubacks(client, client.stream, (packet) => {
-        received(packet.topic, packet.payload, packet);
-        if (packet.qos === 1) writePuback(client, packet);
-      });
-    }
+    const tap =
+      target !== undefined && hooks.handleMessage === undefined
+        ? tapPubacks(client, client.stream, (packet) => {
+            received(packet.topic, packet.payload, packet);
+            if (packet.qos === 1) writePuback(client, packet);
+          })
+        : undefined;
     // The PUBACK of a QoS 1 message received is ours too (one write; publish-packet.ts says
     // why), written when the message is handled: at once, or when the owner's
     // `handleMessage` says so.
@@ -517,6 +518,8 @@ export class MqttConnection {
             hooks.handleMessage?.(packet, () => acknowledge(client, packet, done));
 
     client.on('error', (err: Error) => {
+      // mqtt-packet's parser, after a malformed packet, no longer reads where the tap would
+      tap?.stop();
       s.lastError = err;
       if (isVersionRefusal(err)) s.versionRefused = true;
     });

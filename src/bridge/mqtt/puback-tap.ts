@@ -54,7 +54,7 @@ export class PubackTap {
   private header = 0;
   private length = 0;
   private multiplier = 1;
-  /** Lost track of the packets (a malformed length): takes nothing from then on. */
+  /** Lost track of the packets (a malformed length, or {@link stop}): takes nothing more. */
   private lost = false;
   /** Chunks taken so far (counts for tests). */
   taken = 0;
@@ -82,6 +82,15 @@ export class PubackTap {
     }
     this.follow(chunk);
     return false;
+  }
+
+  /**
+   * Takes nothing from now on: mqtt.js reported an error (its parser's on a malformed packet,
+   * after which mqtt-packet drops what it holds and no longer reads the packets where the tap
+   * would; or any other), so every later byte goes to mqtt.js as it would without the tap.
+   */
+  stop(): void {
+    this.lost = true;
   }
 
   /**
