@@ -26,7 +26,7 @@
  */
 import type { Duplex } from 'node:stream';
 import type { MqttClient } from 'mqtt';
-import { parsePublish, type ReceivedPublish } from './received-publish.js';
+import { parsePublish, readVarInt, type ReceivedPublish } from './received-publish.js';
 
 /** PUBACK packet type with no flags. */
 const PUBACK = 0x40;
@@ -142,19 +142,12 @@ export class PubackTap {
    * or 0 when there is none there that {@link parsePublish} takes.
    */
   private takePublish(chunk: Buffer, at: number): number {
-    // the Remaining Length, at most four bytes, and at its fewest (as packetSize counts it)
-    let length = 0;
-    let multiplier = 1;
-    let start = at + 1;
-    for (;;) {
-      const byte = chunk[start++];
-      if (byte === undefined || start - at - 1 > MAX_LENGTH_BYTES) return 0;
-      length += (byte & 0x7f) * multiplier;
-      multiplier *= 128;
-      if ((byte & 0x80) === 0) break;
-    }
-    const end = start + length;
-    if (end > chunk.length || packetSize(length) !== end - at) return 0;
+    // the Remaining Length, at most four bytes and at its fewest (as packetSize counts it)
+    const v = readVarInt(chunk, at + 1, chunk.length);
+    if (v < 0) return 0;
+    const start = at + 1 + (v & 7);
+    const end = start + (v >>> 3);
+    if (end > chunk.length) return 0;
     const level = this.client.options.protocolVersion ?? 4;
     const packet = parsePublish(chunk, chunk[at] ?? 0, start, end, level);
     if (packet === undefined) return 0;

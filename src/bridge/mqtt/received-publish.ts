@@ -88,18 +88,10 @@ export function parsePublish(
   }
   let properties: PublishProperties | undefined;
   if (level === 5) {
-    // the properties' length, a Variable Byte Integer
-    let length = 0;
-    let multiplier = 1;
-    let bytes = 0;
-    for (;;) {
-      if (at >= end || bytes === MAX_VARINT_BYTES) return undefined;
-      const byte = chunk[at++] ?? 0;
-      bytes++;
-      length += (byte & 0x7f) * multiplier;
-      multiplier *= 128;
-      if ((byte & 0x80) === 0) break;
-    }
+    const v = readVarInt(chunk, at, end);
+    if (v < 0) return undefined;
+    const length = v >>> 3;
+    at += v & 7;
     if (end - at < length) return undefined;
     if (length > 0) {
       properties = parseProperties(chunk, at, at + length);
@@ -117,6 +109,27 @@ export function parsePublish(
     messageId,
     properties,
   );
+}
+
+/**
+ * The Variable Byte Integer at `at` in `chunk`, before `end`, as `value * 8 + its bytes` (one
+ * number, no object: a value is below 2^28), or -1 when it runs past `end` or past four
+ * bytes, or is not at its fewest bytes (MQTT 5 §1.5.5; mqtt-packet reads what it is given,
+ * and those few packets are left to it).
+ */
+export function readVarInt(chunk: Buffer, at: number, end: number): number {
+  let value = 0;
+  let multiplier = 1;
+  for (let k = 0; k < MAX_VARINT_BYTES && at + k < end; k++) {
+    const byte = chunk[at + k] ?? 0;
+    value += (byte & 0x7f) * multiplier;
+    multiplier *= 128;
+    if ((byte & 0x80) === 0) {
+      // a last byte of 0 after others: not the fewest bytes
+      return byte === 0 && k > 0 ? -1 : value * 8 + k + 1;
+    }
+  }
+  return -1;
 }
 
 /**
@@ -167,19 +180,11 @@ function parseProperties(chunk: Buffer, start: number, end: number): PublishProp
         break;
       }
       case SUBSCRIPTION_IDENTIFIER: {
-        let value = 0;
-        let multiplier = 1;
-        let bytes = 0;
-        for (;;) {
-          if (at >= end || bytes === MAX_VARINT_BYTES) return undefined;
-          const byte = chunk[at++] ?? 0;
-          bytes++;
-          value += (byte & 0x7f) * multiplier;
-          multiplier *= 128;
-          if ((byte & 0x80) === 0) break;
-        }
+        const v = readVarInt(chunk, at, end);
         // 0 is a protocol error (MQTT 5 §3.3.2.3.8)
-        if (value === 0) return undefined;
+        if (v < 8) return undefined;
+        const value = v >>> 3;
+        at += v & 7;
         const seen = props.subscriptionIdentifier;
         if (seen === undefined) props.subscriptionIdentifier = value;
         else if (typeof seen === 'number') props.subscriptionIdentifier = [seen, value];

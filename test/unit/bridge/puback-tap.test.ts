@@ -365,6 +365,22 @@ describe('PubackTap', () => {
     assert.deepEqual([delivered, f.acked, f.pings()], [['t/3'], [7], 1]);
   });
 
+  it('passes on a PUBLISH whose Remaining Length is not at its fewest bytes, and follows it', () => {
+    const f = fakeClient([7], 4);
+    const delivered: string[] = [];
+    const tap = new PubackTap(f.client, (p) => delivered.push(p.topic));
+    // 4 in two bytes (84 00): mqtt-packet reads it; the tap leaves it to mqtt.js
+    const odd = Buffer.from([0x30, 0x84, 0x00, 0x00, 0x01, 0x74, 0x78]);
+    assert.equal(tap.take(odd, true), false);
+    const parser = mqttPacket.parser({ protocolVersion: 4 });
+    const topics: string[] = [];
+    parser.on('packet', (p: { topic: string }) => topics.push(p.topic));
+    parser.parse(odd);
+    assert.deepEqual(topics, ['t']);
+    assert.equal(tap.take(bytes({ kind: 'ack', id: 7, pending: true }, 4), true), true);
+    assert.deepEqual([delivered, f.acked], [[], [7]]);
+  });
+
   it('stops taking after a length it cannot follow', () => {
     const f = fakeClient([9]);
     const tap = new PubackTap(f.client);

@@ -218,6 +218,8 @@ describe('parsePublish', () => {
       ours(Buffer.from([0x30, 0x08, 0, 1, 0x74, 0x80, 0x80, 0x80, 0x80, 0x00]), 5),
       undefined,
     );
+    // a properties length not at its fewest bytes (0 in two)
+    assert.equal(ours(Buffer.from([0x30, 0x06, 0, 1, 0x74, 0x80, 0x00, 0x78]), 5), undefined);
     // the empty topic (an alias without its property, or a 3.1.1 protocol error)
     assert.equal(ours(Buffer.from([0x30, 0x03, 0, 0, 0x78]), 4), undefined);
   });
