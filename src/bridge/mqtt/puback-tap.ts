@@ -7,16 +7,18 @@
  * parser (a `bl` BufferList whose every one- and two-byte read slices and copies a new
  * Buffer, a `debug` call per step, a packet object) and mqtt.js's packet pump and handlers:
  * about a tenth of a publish-only uplink's instructions for the PUBACK, four or five bytes,
- * and 25–30 k instructions per reply uplink for the reply (bench/README.md, "The MQTT path,
- * i11-mqtt" and "i11-replyparse"). The tap reads a chunk the socket receives before it is
- * pushed to its readers; a chunk made only of whole packets it fully understands — success
- * PUBACKs ({@link successPubackSize}) of publishes mqtt.js has pending, PUBLISHes our strict
- * parser takes (received-publish.ts) — starting where a packet starts, is handled here in
- * order, as mqtt.js's handlers would, and never reaches mqtt.js. Every other chunk goes to
- * mqtt.js unchanged (with a PUBACK of a refusal or of an unknown id, a QoS 2 PUBLISH, a topic
- * alias, a malformed packet, anything else in it, or a packet split across reads), and the
- * tap only follows where its packets end. mqtt.js's parser therefore sees the same stream
- * minus whole packets, and stays in step; nothing is half handled by both.
+ * and for the reply mqtt-packet's `parse` and mqtt.js's `handle`, 30–45 k instructions per
+ * reply uplink (bench/README.md, "The MQTT path, i11-mqtt" and "i11-replyparse"). The tap
+ * reads a chunk the socket receives before it is pushed to its readers; a chunk made only of
+ * whole packets it fully understands — success PUBACKs ({@link successPubackSize}) of
+ * publishes mqtt.js has pending, PUBLISHes our strict parser takes (received-publish.ts) —
+ * starting where a packet starts, is handled here in order, as mqtt.js's handlers would, and
+ * never reaches mqtt.js. Every other chunk goes to mqtt.js unchanged (with a PUBACK of a
+ * refusal or of an unknown id, a QoS 2 PUBLISH, a topic alias, a malformed packet, anything
+ * else in it, or a packet split across reads), and the tap only follows where its packets
+ * end. mqtt.js's parser therefore sees the same stream minus whole packets, and stays in
+ * step; nothing is half handled by both. After any mqtt.js error (its parser's, on a
+ * malformed packet, leaves it out of step) the tap takes nothing more ({@link PubackTap.stop}).
  *
  * Order: a chunk is only taken when mqtt.js has handled everything before it: the socket
  * is flowing with nothing buffered (so every earlier chunk went to mqtt.js's Writable) and
