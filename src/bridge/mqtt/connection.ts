@@ -167,7 +167,10 @@ interface Session {
    * them (NATIVE_BUFFER_MAP_HOLDER in src/dtls/record-cipher.ts says why).
    */
   uncork: NodeJS.Immediate | undefined;
-  /** The latest message received (mqtt-packet's object), held until the next, as `uncork`. */
+  /**
+   * The latest message received (mqtt-packet's object, or the tap's), held until the next, as
+   * `uncork`.
+   */
   lastMessage: IPublishPacket | undefined;
   /** Healthy for the backoff: up (or, without `steadyOnConnect`, marked by the owner). */
   steady: boolean;
@@ -484,12 +487,27 @@ export class MqttConnection {
     };
     this.session = s;
     const hooks = this.hooks;
-    // PUBACKs of our publishes are settled before mqtt.js parses them (puback-tap.ts), on a
-    // socket of ours, and only when messages are handled at once (no `handleMessage` hook that
-    // holds mqtt.js's packet pump, which the tap's order relies on)
-    if (target !== undefined && hooks.handleMessage === undefined) {
-      tapPubacks(client, client.stream);
-    }
+    // What mqtt.js's QoS 0/1 handler does with a message (handlers/publish.js): the `message`
+    // listener below, then `handleMessage` (ours: `acknowledge`, the PUBACK of QoS 1)
+    const received = (topic: string, payload: Buffer, packet: IPublishPacket): void => {
+      if (this.session !== s) return;
+      s.lastMessage = packet;
+      // mqtt.js writes the PUBACK right after this event, before the promises it settles run:
+      // held to the end of the turn, it leaves after the answer it brought has gone out
+      coalesceWrites(s);
+      hooks.onMessage(topic, payload, traceparentOf(packet));
+    };
+    // PUBACKs of our publishes are settled, and QoS 0/1 PUBLISHes parsed and handled, before
+    // mqtt.js parses them (puback-tap.ts), on a socket of ours, and only when messages are
+    // handled at once (no `handleMessage` hook that holds mqtt.js's packet pump, which the
+    // tap's order relies on)
+    const tap =
+      target !== undefined && hooks.handleMessage === undefined
+        ? tapPubacks(client, client.stream, (packet) => {
+            received(packet.topic, packet.payload, packet);
+            if (packet.qos === 1) writePuback(client, packet);
+          })
+        : undefined;
     // The PUBACK of a QoS 1 message received is ours too (one write; publish-packet.ts says
     // why), written when the message is handled: at once, or when the owner's
     // `handleMessage` says so.
@@ -500,6 +518,8 @@ export class MqttConnection {
             hooks.handleMessage?.(packet, () => acknowledge(client, packet, done));
 
     client.on('error', (err: Error) => {
+      // mqtt-packet's parser, after a malformed packet, no longer reads where the tap would
+      tap?.stop();
       s.lastError = err;
       if (isVersionRefusal(err)) s.versionRefused = true;
     });
@@ -521,14 +541,7 @@ export class MqttConnection {
       this.suspect = false;
       this.hooks.onUp(this);
     });
-    client.on('message', (topic: string, payload: Buffer, packet: IPublishPacket) => {
-      if (this.session !== s) return;
-      s.lastMessage = packet;
-      // mqtt.js writes the PUBACK right after this event, before the promises it settles run:
-      // held to the end of the turn, it leaves after the answer it brought has gone out
-      coalesceWrites(s);
-      this.hooks.onMessage(topic, payload, traceparentOf(packet));
-    });
+    client.on('message', received);
     client.on('disconnect', (packet: IDisconnectPacket) => {
       s.disconnectReason = packet.reasonCode ?? 0;
     });
@@ -707,8 +720,15 @@ function acknowledge(client: MqttClient, packet: IPublishPacket, done: DoneCallb
     done();
     return;
   }
-  if (client.connected) client.stream.write(pubackPacket(packet.messageId));
+  writePuback(client, packet);
   done(PUBACK_WRITTEN);
+}
+
+/** Our PUBACK of the QoS 1 message `packet`, unless the connection has gone. */
+function writePuback(client: MqttClient, packet: IPublishPacket): void {
+  if (client.connected && packet.messageId !== undefined) {
+    client.stream.write(pubackPacket(packet.messageId));
+  }
 }
 
 /**

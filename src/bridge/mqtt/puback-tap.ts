@@ -1,18 +1,24 @@
 /**
- * The PUBACKs of our QoS 1 publishes taken off the broker socket before mqtt.js's parser.
+ * The PUBACKs of our QoS 1 publishes, and the QoS 0 and 1 PUBLISHes the broker sends us, taken
+ * off the broker socket before mqtt.js's parser.
  *
- * Why our own code where mqtt.js parses: every uplink's PUBACK went from the socket through a
- * stream pipe into mqtt.js's Writable, mqtt-packet's parser (a `bl` BufferList whose every
- * one- and two-byte read slices and copies a new Buffer, a `debug` call per step, a packet
- * object) and mqtt.js's packet pump and ack handler: about a tenth of a publish-only uplink's
- * instructions, for four or five bytes (bench/README.md, "The MQTT path, i11-mqtt"). The tap
+ * Why our own code where mqtt.js parses: every uplink's PUBACK, and a platform reply's
+ * PUBLISH, went from the socket through a stream pipe into mqtt.js's Writable, mqtt-packet's
+ * parser (a `bl` BufferList whose every one- and two-byte read slices and copies a new
+ * Buffer, a `debug` call per step, a packet object) and mqtt.js's packet pump and handlers:
+ * about a tenth of a publish-only uplink's instructions for the PUBACK, four or five bytes,
+ * and for the reply mqtt-packet's `parse` and mqtt.js's `handle`, 30–45 k instructions per
+ * reply uplink (bench/README.md, "The MQTT path, i11-mqtt" and "i11-replyparse"). The tap
  * reads a chunk the socket receives before it is pushed to its readers; a chunk made only of
- * whole success PUBACKs ({@link successPubackSize}) of publishes mqtt.js has pending,
- * starting where a packet starts, is settled here as mqtt.js's
- * ack handler would and never reaches mqtt.js. Every other chunk goes to mqtt.js unchanged
- * (with a PUBACK of a refusal, of an unknown id, anything else in it, or split across reads),
- * and the tap only follows where its packets end. mqtt.js's parser therefore sees the same
- * stream minus whole packets, and stays in step.
+ * whole packets it fully understands — success PUBACKs ({@link successPubackSize}) of
+ * publishes mqtt.js has pending, PUBLISHes our strict parser takes (received-publish.ts) —
+ * starting where a packet starts, is handled here in order, as mqtt.js's handlers would, and
+ * never reaches mqtt.js. Every other chunk goes to mqtt.js unchanged (with a PUBACK of a
+ * refusal or of an unknown id, a QoS 2 PUBLISH, a topic alias, a malformed packet, anything
+ * else in it, or a packet split across reads), and the tap only follows where its packets
+ * end. mqtt.js's parser therefore sees the same stream minus whole packets, and stays in
+ * step; nothing is half handled by both. After any mqtt.js error (its parser's, on a
+ * malformed packet, leaves it out of step) the tap takes nothing more ({@link PubackTap.stop}).
  *
  * Order: a chunk is only taken when mqtt.js has handled everything before it: the socket
  * is flowing with nothing buffered (so every earlier chunk went to mqtt.js's Writable) and
@@ -22,6 +28,7 @@
  */
 import type { Duplex } from 'node:stream';
 import type { MqttClient } from 'mqtt';
+import { parsePublish, readVarInt, type ReceivedPublish } from './received-publish.js';
 
 /** PUBACK packet type with no flags. */
 const PUBACK = 0x40;
@@ -32,8 +39,15 @@ const NO_MATCHING_SUBSCRIBERS = 0x10;
 const MAX_LENGTH_BYTES = 4;
 
 /**
+ * What the tap does with a PUBLISH it takes: what mqtt.js would do with it (the connection's
+ * `message` listener, then its `handleMessage`: the PUBACK of a QoS 1 message).
+ */
+export type DeliverPublish = (packet: ReceivedPublish) => void;
+
+/**
  * Follows the packet boundaries of the bytes a broker sends (whatever the chunking) and says
- * which chunks are only whole success PUBACKs of pending publishes.
+ * which chunks are only whole packets it handles itself (success PUBACKs of pending
+ * publishes; with a `deliver`, the PUBLISHes {@link parsePublish} takes).
  */
 export class PubackTap {
   /** Bytes of the current packet's body still to come. */
@@ -42,17 +56,26 @@ export class PubackTap {
   private header = 0;
   private length = 0;
   private multiplier = 1;
-  /** Lost track of the packets (a malformed length): takes nothing from then on. */
+  /** Lost track of the packets (a malformed length, or {@link stop}): takes nothing more. */
   private lost = false;
   /** Chunks taken so far (counts for tests). */
   taken = 0;
+  /** The PUBLISHes of the chunk being settled, parsed before any is delivered. */
+  private readonly publishes: ReceivedPublish[] = [];
 
-  constructor(private readonly client: MqttClient) {}
+  /**
+   * `deliver`: takes PUBLISHes too (at `client.options.protocolVersion`); without it, only
+   * PUBACKs.
+   */
+  constructor(
+    private readonly client: MqttClient,
+    private readonly deliver?: DeliverPublish,
+  ) {}
 
   /**
    * Called with each chunk read from the socket, before anyone else sees it; `idle`: mqtt.js
-   * has handled every earlier chunk. True: the chunk was only PUBACKs, now settled, and
-   * must not be passed on.
+   * has handled every earlier chunk. True: the chunk was only packets the tap handles, now
+   * handled, and must not be passed on.
    */
   take(chunk: Buffer, idle: boolean): boolean {
     if (idle && this.header === 0 && this.rest === 0 && !this.lost && this.settle(chunk)) {
@@ -63,23 +86,75 @@ export class PubackTap {
     return false;
   }
 
-  /** Settles the chunk's PUBACKs when it holds nothing else; false (nothing done) otherwise. */
+  /**
+   * Takes nothing from now on: mqtt.js reported an error (its parser's on a malformed packet,
+   * after which mqtt-packet drops what it holds and no longer reads the packets where the tap
+   * would; or any other), so every later byte goes to mqtt.js as it would without the tap.
+   */
+  stop(): void {
+    this.lost = true;
+  }
+
+  /**
+   * Handles the chunk's packets in order when it holds nothing else; false (nothing done)
+   * otherwise. Every packet is checked (and each PUBLISH parsed) before the first is handled.
+   */
   private settle(chunk: Buffer): boolean {
     const n = chunk.length;
+    if (n === 0) return false;
     const outgoing = this.client.outgoing;
+    const publishes = this.publishes;
+    publishes.length = 0;
     let i = 0;
     while (i < n) {
       const size = successPubackSize(chunk, i);
-      if (size === 0) return false;
-      const id = ((chunk[i + 2] ?? 0) << 8) | (chunk[i + 3] ?? 0);
-      if (outgoing[id]?.cmd !== 'publish') return false;
-      i += size;
+      if (size > 0) {
+        const id = ((chunk[i + 2] ?? 0) << 8) | (chunk[i + 3] ?? 0);
+        if (outgoing[id]?.cmd !== 'publish') break;
+        i += size;
+        continue;
+      }
+      const end = this.deliver === undefined ? 0 : this.takePublish(chunk, i);
+      if (end === 0) break;
+      i = end;
     }
-    if (n === 0) return false;
-    for (i = 0; i < n; i += successPubackSize(chunk, i)) {
-      this.acked(((chunk[i + 2] ?? 0) << 8) | (chunk[i + 3] ?? 0));
+    if (i < n) {
+      publishes.length = 0;
+      return false;
     }
+    let p = 0;
+    for (i = 0; i < n;) {
+      const size = successPubackSize(chunk, i);
+      if (size > 0) {
+        this.acked(((chunk[i + 2] ?? 0) << 8) | (chunk[i + 3] ?? 0));
+        i += size;
+        continue;
+      }
+      const packet = publishes[p++];
+      if (packet === undefined) break; // cannot be: every other packet was parsed above
+      i += packetSize(packet.length);
+      this.deliver?.(packet);
+    }
+    publishes.length = 0;
     return true;
+  }
+
+  /**
+   * Parses the whole PUBLISH at `at` in `chunk` into {@link publishes}: the offset after it,
+   * or 0 when there is none there that {@link parsePublish} takes.
+   */
+  private takePublish(chunk: Buffer, at: number): number {
+    // the Remaining Length, at most four bytes and at its fewest (as packetSize counts it)
+    const v = readVarInt(chunk, at + 1, chunk.length);
+    if (v < 0) return 0;
+    const start = at + 1 + (v & 7);
+    const end = start + (v >>> 3);
+    if (end > chunk.length) return 0;
+    const level = this.client.options.protocolVersion ?? 4;
+    const packet = parsePublish(chunk, chunk[at] ?? 0, start, end, level);
+    if (packet === undefined) return 0;
+    this.publishes.push(packet);
+    return end;
   }
 
   /**
@@ -130,6 +205,11 @@ export class PubackTap {
   }
 }
 
+/** The size of a packet of Remaining Length `length` (its varint at its fewest bytes). */
+function packetSize(length: number): number {
+  return 1 + (length < 0x80 ? 1 : length < 0x4000 ? 2 : length < 0x200000 ? 3 : 4) + length;
+}
+
 /**
  * The size of the success PUBACK at `at` in `chunk` (whole in it), or 0 when there is none:
  * `40 02 id id` (3.1.1, and MQTT 5 with the reason code left out), `40 03 id id rc` and
@@ -150,10 +230,15 @@ function successPubackSize(chunk: Buffer, at: number): number {
 
 /**
  * Installs a {@link PubackTap} on `socket`, mqtt.js's stream of `client`: its chunks pass the
- * tap before the socket's readers (mqtt.js's pipe) get them.
+ * tap before the socket's readers (mqtt.js's pipe) get them. With `deliver`, the PUBLISHes it
+ * takes go there.
  */
-export function tapPubacks(client: MqttClient, socket: Duplex): PubackTap {
-  const tap = new PubackTap(client);
+export function tapPubacks(
+  client: MqttClient,
+  socket: Duplex,
+  deliver?: DeliverPublish,
+): PubackTap {
+  const tap = new PubackTap(client, deliver);
   // called with the socket as `this` below
   // eslint-disable-next-line @typescript-eslint/unbound-method
   const push = socket.push;

@@ -8,7 +8,7 @@ import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import { Socket } from 'node:net';
-import { MqttClient } from 'mqtt';
+import { connectAsync, MqttClient } from 'mqtt';
 import { PoolConnection, type ConnectionHooks } from '../../../src/bridge/mqtt/connection.js';
 
 const BROKER_PORT = 1883;
@@ -76,6 +76,18 @@ async function openConnection(
   conn.start();
   await isUp;
   return conn;
+}
+
+const TRACEPARENT = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-0';
+
+/** A plain mqtt.js client (MQTT 5) to the shared broker: the platform side. */
+async function platformClient(): Promise<MqttClient> {
+  const client = await connectAsync(`mqtt://127.0.0.1:${BROKER_PORT}`, {
+    protocolVersion: 5,
+    clientId: `coalesce-platform-${process.pid}-${Date.now()}`,
+    reconnectPeriod: 0,
+  });
+  return client;
 }
 
 const conns: PoolConnection[] = [];
@@ -224,6 +236,55 @@ describe('bridge connection work per publish', () => {
       parser.prototype.parse = original;
     }
     assert.equal(parses, 0);
+  });
+
+  it("handles received PUBLISHes before mqtt.js's parser: no parse per message", async () => {
+    // puback-tap.ts with received-publish.ts: a read that holds only QoS 0/1 PUBLISHes (and
+    // PUBACKs of pending publishes) never reaches mqtt-packet's parser; the handler still gets
+    // each message once, in order, with its MQTT 5 traceparent, and the broker its PUBACKs
+    // (more QoS 1 messages than Mosquitto's in-flight window of 20). On a build without this,
+    // one parse per message read.
+    const n = 50;
+    const received: [string, string, string | undefined][] = [];
+    let all: () => void = () => undefined;
+    const allReceived = new Promise<void>((resolve) => (all = resolve));
+    const c = await openConnection((topic, payload, traceparent) => {
+      if (received.push([topic, payload.toString(), traceparent]) === n) all();
+    });
+    conns.push(c);
+    await c.subscribe(`${TOPIC}/replies/#`, 5000);
+    const platform = await platformClient();
+    const require = createRequire(import.meta.url);
+    type ParseFn = (this: { settings?: unknown }, ...args: unknown[]) => unknown;
+    const parser = require('mqtt-packet/parser.js') as { prototype: Record<'parse', ParseFn> };
+    const original = parser.prototype.parse;
+    let parses = 0;
+    // only the connection's parser (mqtt.js hands it the client's options): the platform's
+    // client parses its own PUBACKs
+    const options = (c as unknown as { session?: { client: MqttClient } }).session?.client.options;
+    assert.ok(options !== undefined);
+    parser.prototype.parse = function (this: { settings?: unknown }, ...args: unknown[]): unknown {
+      if (this.settings === options) parses++;
+      return original.apply(this, args);
+    };
+    try {
+      for (let i = 0; i < n; i++) {
+        // one at a time: each message a read of its own, as a platform's replies come
+        await platform.publishAsync(`${TOPIC}/replies/${i}`, `r${i}`, {
+          qos: i % 5 === 0 ? 0 : 1,
+          properties: { userProperties: { traceparent: `${TRACEPARENT}${i}` } },
+        });
+      }
+      await allReceived;
+    } finally {
+      parser.prototype.parse = original;
+      await platform.endAsync();
+    }
+    assert.equal(parses, 0);
+    assert.deepEqual(
+      received,
+      Array.from({ length: n }, (_, i) => [`${TOPIC}/replies/${i}`, `r${i}`, `${TRACEPARENT}${i}`]),
+    );
   });
 
   it("leaves mqtt.js's debug logger out when DEBUG is not set", async () => {
