@@ -201,7 +201,7 @@ export function backoffDelay(failures: number, minMs: number, maxMs: number, ran
 }
 
 /** A CONNACK refusal of the protocol level: 0x01 (3.1.1) or 0x84 (MQTT 5). */
-export function isVersionRefusal(err: Error): boolean {
+function isVersionRefusal(err: Error): boolean {
   return err instanceof ErrorWithReasonCode && (err.code === 1 || err.code === 0x84);
 }
 
@@ -806,7 +806,7 @@ export function brokerTarget(url: string): BrokerTarget | undefined {
  * the URL as SNI (none for an IP address). A TLS error before the handshake completes is the
  * client's error, as with mqtt.js. Called by the client for its (one) stream.
  */
-export function streamTo(target: BrokerTarget): (client: MqttClient) => Duplex {
+function streamTo(target: BrokerTarget): (client: MqttClient) => Duplex {
   const { host, port } = target;
   if (!target.tls) return () => netConnect({ host, port });
   return (client) => {

@@ -22,7 +22,7 @@
 import type { IPublishPacket } from 'mqtt';
 
 /** PUBLISH packet type in the high nibble of the first byte. */
-export const PUBLISH_TYPE = 3;
+const PUBLISH_TYPE = 3;
 
 type PublishProperties = NonNullable<IPublishPacket['properties']>;
 type UserProperties = NonNullable<PublishProperties['userProperties']>;
