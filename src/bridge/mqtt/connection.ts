@@ -40,7 +40,7 @@ import {
 } from '../../time/clock.js';
 import { KeepaliveTimer } from './keepalive-timer.js';
 import { pubackPacket, publishPacket } from './publish-packet.js';
-import { tapPubacks } from './puback-tap.js';
+import { tapInbound } from './inbound-tap.js';
 import { BackendRejectedError, BackendUnavailableError, type MqttBackendError } from './errors.js';
 import type { PublishCounters } from './stats.js';
 
@@ -498,12 +498,12 @@ export class MqttConnection {
       hooks.onMessage(topic, payload, traceparentOf(packet));
     };
     // PUBACKs of our publishes are settled, and QoS 0/1 PUBLISHes parsed and handled, before
-    // mqtt.js parses them (puback-tap.ts), on a socket of ours, and only when messages are
+    // mqtt.js parses them (inbound-tap.ts), on a socket of ours, and only when messages are
     // handled at once (no `handleMessage` hook that holds mqtt.js's packet pump, which the
     // tap's order relies on)
     const tap =
       target !== undefined && hooks.handleMessage === undefined
-        ? tapPubacks(client, client.stream, (packet) => {
+        ? tapInbound(client, client.stream, (packet) => {
             received(packet.topic, packet.payload, packet);
             if (packet.qos === 1) writePuback(client, packet);
           })

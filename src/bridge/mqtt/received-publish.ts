@@ -1,6 +1,6 @@
 /**
  * A strict parser of the QoS 0 and 1 PUBLISH packets a broker sends us, for the tap that takes
- * whole packets off the broker socket before mqtt.js's parser (puback-tap.ts).
+ * whole packets off the broker socket before mqtt.js's parser (inbound-tap.ts).
  *
  * Why our own parser where mqtt-packet parses: a platform reply's PUBLISH went from the socket
  * through a stream pipe into mqtt.js's Writable and mqtt-packet's parser (a `bl` BufferList

@@ -223,7 +223,7 @@ describe('bridge connection work per publish', () => {
   });
 
   it("settles PUBACKs before mqtt.js's parser: no parse per publish", async () => {
-    // puback-tap.ts: a read that holds only PUBACKs of pending publishes never reaches
+    // inbound-tap.ts: a read that holds only PUBACKs of pending publishes never reaches
     // mqtt-packet's parser (on a build without the tap, one parse per PUBACK read)
     const c = await openConnection();
     conns.push(c);
@@ -245,7 +245,7 @@ describe('bridge connection work per publish', () => {
   });
 
   it("handles received PUBLISHes before mqtt.js's parser: no parse per message", async () => {
-    // puback-tap.ts with received-publish.ts: a read that holds only QoS 0/1 PUBLISHes (and
+    // inbound-tap.ts with received-publish.ts: a read that holds only QoS 0/1 PUBLISHes (and
     // PUBACKs of pending publishes) never reaches mqtt-packet's parser; the handler still gets
     // each message once, in order, with its MQTT 5 traceparent, and the broker its PUBACKs
     // (more QoS 1 messages than Mosquitto's in-flight window of 20). On a build without this,

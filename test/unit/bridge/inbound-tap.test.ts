@@ -1,5 +1,5 @@
 /**
- * The tap (`src/bridge/mqtt/puback-tap.ts`) takes a chunk off the broker's byte stream only
+ * The tap (`src/bridge/mqtt/inbound-tap.ts`) takes a chunk off the broker's byte stream only
  * when it is nothing but whole packets it handles — success PUBACKs of pending publishes and
  * (with a deliver function) QoS 0/1 PUBLISHes its parser takes — starting at a packet
  * boundary, while mqtt.js is idle; it handles them in order, and what it passes on is the
@@ -16,7 +16,7 @@ import { createRequire } from 'node:module';
 import type { EventEmitter } from 'node:events';
 import fc from 'fast-check';
 import type { IPublishPacket, MqttClient } from 'mqtt';
-import { PubackTap } from '../../../src/bridge/mqtt/puback-tap.js';
+import { InboundTap } from '../../../src/bridge/mqtt/inbound-tap.js';
 
 const require = createRequire(import.meta.url);
 const mqttPacket = require('mqtt-packet') as {
@@ -187,7 +187,7 @@ const itemArb: fc.Arbitrary<Item> = fc.oneof(
   },
 );
 
-describe('PubackTap', () => {
+describe('InboundTap', () => {
   it('takes whole chunks of pending success PUBACKs and PUBLISHes it parses, in order; mqtt.js parses the rest in step', () => {
     fc.assert(
       fc.property(
@@ -212,7 +212,7 @@ describe('PubackTap', () => {
           const pending = unique.flatMap((it) => (it.kind === 'ack' && it.pending ? [it.id] : []));
           const f = fakeClient(pending, level);
           // without a deliver function the tap takes PUBACKs only (the PUBACK tap as it was)
-          const tap = new PubackTap(
+          const tap = new InboundTap(
             f.client,
             publishes ? (p) => f.log.push(messageEntry(p)) : undefined,
           );
@@ -314,7 +314,7 @@ describe('PubackTap', () => {
 
   it('takes a read of several PUBACKs at once, and none while mqtt.js is not idle', () => {
     const f = fakeClient([1, 2, 3]);
-    const tap = new PubackTap(f.client);
+    const tap = new InboundTap(f.client);
     const two = Buffer.concat([
       bytes({ kind: 'ack', id: 1, pending: true }, 5),
       bytes({ kind: 'ack', id: 2, pending: true }, 5),
@@ -327,7 +327,7 @@ describe('PubackTap', () => {
   it("takes nothing after mqtt.js's parser failed on a malformed packet", () => {
     const f = fakeClient([7, 8], 5);
     const delivered: string[] = [];
-    const tap = new PubackTap(f.client, (p) => delivered.push(p.topic));
+    const tap = new InboundTap(f.client, (p) => delivered.push(p.topic));
     const parser = mqttPacket.parser(V5);
     const errors: string[] = [];
     parser.on('error', (err: Error) => {
@@ -348,7 +348,7 @@ describe('PubackTap', () => {
   it('passes on a chunk with a PUBLISH it does not take, PUBACKs and PUBLISHes around it included', () => {
     const f = fakeClient([7], 5);
     const delivered: string[] = [];
-    const tap = new PubackTap(f.client, (p) => delivered.push(p.topic));
+    const tap = new InboundTap(f.client, (p) => delivered.push(p.topic));
     const chunk = Buffer.concat([
       bytes({ kind: 'publish', id: 1, size: 3, qos: 1, props: 'some' }, 5),
       bytes({ kind: 'ack', id: 7, pending: true }, 5),
@@ -368,7 +368,7 @@ describe('PubackTap', () => {
   it('passes on a PUBLISH whose Remaining Length is not at its fewest bytes, and follows it', () => {
     const f = fakeClient([7], 4);
     const delivered: string[] = [];
-    const tap = new PubackTap(f.client, (p) => delivered.push(p.topic));
+    const tap = new InboundTap(f.client, (p) => delivered.push(p.topic));
     // 4 in two bytes (84 00): mqtt-packet reads it; the tap leaves it to mqtt.js
     const odd = Buffer.from([0x30, 0x84, 0x00, 0x00, 0x01, 0x74, 0x78]);
     assert.equal(tap.take(odd, true), false);
@@ -383,7 +383,7 @@ describe('PubackTap', () => {
 
   it('stops taking after a length it cannot follow', () => {
     const f = fakeClient([9]);
-    const tap = new PubackTap(f.client);
+    const tap = new InboundTap(f.client);
     assert.equal(tap.take(Buffer.from([0x30, 0xff, 0xff, 0xff, 0xff, 0x01]), true), false);
     assert.equal(tap.take(bytes({ kind: 'ack', id: 9, pending: true }, 5), true), false);
     assert.deepEqual(f.acked, []);

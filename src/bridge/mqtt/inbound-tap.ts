@@ -18,7 +18,7 @@
  * else in it, or a packet split across reads), and the tap only follows where its packets
  * end. mqtt.js's parser therefore sees the same stream minus whole packets, and stays in
  * step; nothing is half handled by both. After any mqtt.js error (its parser's, on a
- * malformed packet, leaves it out of step) the tap takes nothing more ({@link PubackTap.stop}).
+ * malformed packet, leaves it out of step) the tap takes nothing more ({@link InboundTap.stop}).
  *
  * Order: a chunk is only taken when mqtt.js has handled everything before it: the socket
  * is flowing with nothing buffered (so every earlier chunk went to mqtt.js's Writable) and
@@ -49,7 +49,7 @@ export type DeliverPublish = (packet: ReceivedPublish) => void;
  * which chunks are only whole packets it handles itself (success PUBACKs of pending
  * publishes; with a `deliver`, the PUBLISHes {@link parsePublish} takes).
  */
-export class PubackTap {
+export class InboundTap {
   /** Bytes of the current packet's body still to come. */
   private rest = 0;
   /** Bytes of the current packet's fixed header seen so far (0: at a packet boundary). */
@@ -229,16 +229,16 @@ function successPubackSize(chunk: Buffer, at: number): number {
 }
 
 /**
- * Installs a {@link PubackTap} on `socket`, mqtt.js's stream of `client`: its chunks pass the
+ * Installs a {@link InboundTap} on `socket`, mqtt.js's stream of `client`: its chunks pass the
  * tap before the socket's readers (mqtt.js's pipe) get them. With `deliver`, the PUBLISHes it
  * takes go there.
  */
-export function tapPubacks(
+export function tapInbound(
   client: MqttClient,
   socket: Duplex,
   deliver?: DeliverPublish,
-): PubackTap {
-  const tap = new PubackTap(client, deliver);
+): InboundTap {
+  const tap = new InboundTap(client, deliver);
   // called with the socket as `this` below
   // eslint-disable-next-line @typescript-eslint/unbound-method
   const push = socket.push;
