@@ -13,10 +13,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-
-const execFileAsync = promisify(execFile);
+import { runJitChild, type JitStatus } from '../helpers/jit-child.js';
 
 const CHILD = `
 const src = process.env.SRC_ROOT;
@@ -75,40 +72,23 @@ await turn();
 for (let k = 0; k < 3; k++) gc();
 for (const [name, f] of Object.entries(checked)) out[name].afterGc = optimized(f);
 traced(i++);
-for (const [name, f] of Object.entries(checked)) out[name].afterNextTrace = optimized(f);
+for (const [name, f] of Object.entries(checked)) out[name].afterNextCall = optimized(f);
 await flush();
 out.exported = exported;
 await handle.shutdown();
 process.stdout.write(JSON.stringify(out));
 `;
 
-interface Status {
-  readonly compiled: boolean;
-  readonly afterGc: boolean;
-  readonly afterNextTrace: boolean;
-}
-
 test('a full GC between traces leaves the traced branch of the datagram path optimized', async () => {
-  const { stdout } = await execFileAsync(
-    process.execPath,
-    // no automatic tier-up: only the functions the script names are compiled, when it says
-    [
-      '--allow-natives-syntax',
-      '--expose-gc',
-      '--interrupt-budget=1000000000',
-      '--input-type=module',
-      '-e',
-      CHILD,
-    ],
-    { env: { ...process.env, SRC_ROOT: new URL('../../src/', import.meta.url).href } },
-  );
-  const out = JSON.parse(stdout) as Record<string, Status | number>;
+  const out = (await runJitChild(CHILD, {
+    SRC_ROOT: new URL('../../src/', import.meta.url).href,
+  })) as Record<string, JitStatus | number>;
   // 42 traces of two spans each
   assert.equal(out.exported, 42 * 2);
   for (const name of ['isTraced', 'recordingSpan']) {
     assert.deepEqual(
       out[name],
-      { compiled: true, afterGc: true, afterNextTrace: true },
+      { compiled: true, afterGc: true, afterNextCall: true },
       `${name}: optimized, still after a full GC and after the next trace`,
     );
   }
