@@ -32,6 +32,7 @@ import {
   type SamplingPolicy,
 } from './otel-env.js';
 import { OtlpProtoTraceExporter } from './otlp-proto.js';
+import { SpanKeeper } from './span-keeper.js';
 import { SyncContextManager } from './sync-context.js';
 import { TRACING_SETUP_CHANNEL, Tracing, type TracingSetupEvent } from './trace.js';
 
@@ -144,7 +145,8 @@ export function setupTracing(o: TracingOptions): TracingHandle | undefined {
     resource: base.merge(detected),
     sampler: new GatewaySampler(policy),
     // every field given, so the SDK reads no OTEL_BSP_* of process.env behind the env record
-    spanProcessors: [new BatchSpanProcessor(exporter, { ...batch })],
+    // the keeper holds the last spans so a full GC keeps the traced path's maps (span-keeper.ts)
+    spanProcessors: [new BatchSpanProcessor(exporter, { ...batch }), new SpanKeeper()],
   });
   // The context manager and the W3C propagator are process-wide (the first setup's stay, and
   // are alike); the tracer is this provider's own, so spans go to this setup's exporter.

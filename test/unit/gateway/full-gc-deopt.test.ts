@@ -17,12 +17,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-
 import { SHARED_MQTT_PORT } from '../../helpers/e2e.js';
-
-const execFileAsync = promisify(execFile);
+import { runJitChild, type JitStatus } from '../../helpers/jit-child.js';
 
 const CHILD = `
 const src = process.env.SRC_ROOT;
@@ -127,34 +123,12 @@ out.answered = peer.sent;
 process.stdout.write(JSON.stringify(out));
 `;
 
-interface Status {
-  readonly compiled: boolean;
-  readonly afterGc: boolean;
-  readonly afterNextCall: boolean;
-}
-
 test('a full GC leaves the record and exchange functions optimized', async () => {
-  const { stdout } = await execFileAsync(
-    process.execPath,
-    // no automatic tier-up: only the functions the script names are compiled, when it says
-    [
-      '--allow-natives-syntax',
-      '--expose-gc',
-      '--interrupt-budget=1000000000',
-      '--input-type=module',
-      '-e',
-      CHILD,
-    ],
-    {
-      env: {
-        ...process.env,
-        SRC_ROOT: new URL('../../../src/', import.meta.url).href,
-        HELPERS: new URL('../../helpers/', import.meta.url).href,
-        MQTT_URL: `mqtt://127.0.0.1:${SHARED_MQTT_PORT}`,
-      },
-    },
-  );
-  const out = JSON.parse(stdout) as Record<string, Status | boolean | number>;
+  const out = (await runJitChild(CHILD, {
+    SRC_ROOT: new URL('../../../src/', import.meta.url).href,
+    HELPERS: new URL('../../helpers/', import.meta.url).href,
+    MQTT_URL: `mqtt://127.0.0.1:${SHARED_MQTT_PORT}`,
+  })) as Record<string, JitStatus | boolean | number>;
   // the datagram's Buffer has the map the held Buffer keeps alive
   assert.equal(out.datagramHasHolderMap, true);
   assert.equal(out.answered, 42 * 2, 'every request was answered');

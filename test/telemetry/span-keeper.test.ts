@@ -1,0 +1,106 @@
+/**
+ * A full GC between two sampled traces must not deoptimize the functions every datagram runs
+ * through on its traced branch (src/telemetry/span-keeper.ts; bench/README.md,
+ * "i11-trace1pct"). At 1 % sampling and a low rate no span is alive when a mark-compact runs;
+ * without the keeper V8 freed the maps of the spans and their attributes, threw away the code
+ * compiled against them and cleared their feedback, so the next trace deoptimized them again.
+ *
+ * A child node (`--allow-natives-syntax --expose-gc`, no automatic tier-up) sets tracing up
+ * as the gateway does (`setupTracing`, a test exporter), runs traced and untraced calls of
+ * each function, has TurboFan compile it (`%OptimizeFunctionOnNextCall`: no timing
+ * involved), exports the spans, drops every reference it has to them, runs full `gc()`s and
+ * reports whether each function is still optimized, and again after one more trace.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { runJitChild, type JitStatus } from '../helpers/jit-child.js';
+
+const CHILD = `
+const src = process.env.SRC_ROOT;
+const { subscribe } = await import('node:diagnostics_channel');
+const { setImmediate: turn } = await import('node:timers/promises');
+const { setupTracing } = await import(src + 'telemetry/setup.js');
+const trace = await import(src + 'telemetry/trace.js');
+const { ROOT_CONTEXT, context } = await import('@opentelemetry/api');
+
+let flush;
+subscribe(trace.TRACING_SETUP_CHANNEL, (e) => { flush = e.forceFlush; });
+let exported = 0;
+const exporter = {
+  export(spans, done) { exported += spans.length; done({ code: 0 }); },
+  shutdown: async () => undefined,
+  forceFlush: async () => undefined,
+};
+const handle = setupTracing({
+  endpoint: undefined, sampleRatio: 1, forcedDevices: [], serviceName: 'span-keeper-test',
+  serviceVersion: '0.0.0', env: { OTEL_BSP_SCHEDULE_DELAY: '1000000000' }, exporter,
+});
+const tracing = handle.tracing;
+
+// a datagram's trace as the gateway makes it: a root span with its attributes, a child under
+// it, the traced branch of isTraced and recordingSpan; and an untraced call of both
+function traced(i) {
+  const root = tracing.tracer.startSpan('coap-edge.datagram', {
+    kind: trace.SpanKind.SERVER,
+    attributes: { 'network.transport': 'udp', 'network.peer.port': 40000 + i },
+  }, ROOT_CONTEXT);
+  const ok = context.with(tracing.rootContext(root), () => {
+    const child = trace.startChild('coap.exchange', { 'coap.type': 'CON', 'coap.message_id': i });
+    const r = trace.isTraced() && trace.recordingSpan() !== undefined;
+    child?.end();
+    return r;
+  });
+  root.end();
+  if (!ok) throw new Error('not traced');
+  if (trace.isTraced() || trace.recordingSpan() !== undefined) throw new Error('traced outside');
+}
+
+const optimized = (f) => (%GetOptimizationStatus(f) & 16) !== 0;
+const checked = { isTraced: trace.isTraced, recordingSpan: trace.recordingSpan };
+const out = {};
+for (const f of Object.values(checked)) %PrepareFunctionForOptimization(f);
+let i = 0;
+for (; i < 40; i++) traced(i);
+for (const f of Object.values(checked)) %OptimizeFunctionOnNextCall(f);
+traced(i++);
+for (const [name, f] of Object.entries(checked)) out[name] = { compiled: optimized(f) };
+
+// the spans exported and no reference of this script left; a few full GCs (V8 may retain a
+// map without objects for a GC or two)
+await flush();
+await turn();
+for (let k = 0; k < 3; k++) gc();
+for (const [name, f] of Object.entries(checked)) out[name].afterGc = optimized(f);
+traced(i++);
+for (const [name, f] of Object.entries(checked)) out[name].afterNextCall = optimized(f);
+await flush();
+out.exported = exported;
+await handle.shutdown();
+process.stdout.write(JSON.stringify(out));
+`;
+
+test('a full GC between traces leaves the traced branch of the datagram path optimized', async () => {
+  const out = (await runJitChild(CHILD, {
+    SRC_ROOT: new URL('../../src/', import.meta.url).href,
+  })) as Record<string, JitStatus | number>;
+  // 42 traces of two spans each
+  assert.equal(out.exported, 42 * 2);
+  for (const name of ['isTraced', 'recordingSpan']) {
+    assert.deepEqual(
+      out[name],
+      { compiled: true, afterGc: true, afterNextCall: true },
+      `${name}: optimized, still after a full GC and after the next trace`,
+    );
+  }
+});
+
+test('the keeper holds the last KEPT_SPANS ended spans, oldest first, until shutdown', async () => {
+  const { KEPT_SPANS, SpanKeeper } = await import('../../src/telemetry/span-keeper.js');
+  const keeper = new SpanKeeper();
+  assert.deepEqual(keeper.spans(), []);
+  const ended = Array.from({ length: KEPT_SPANS + 4 }, (_, i) => ({ name: `s${i}` }) as never);
+  for (const s of ended) keeper.onEnd(s);
+  assert.deepEqual(keeper.spans(), ended.slice(4));
+  await keeper.shutdown();
+  assert.deepEqual(keeper.spans(), []);
+});
