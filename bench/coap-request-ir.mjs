@@ -7,12 +7,18 @@
 //             strings, query, Content-Format);
 //   endpoint  CoapEndpoint.receive with a handler that calls toBridgeRequest and answers 2.04
 //             through a promise (as the MQTT publish does), so the exchange's ACK deadline is
-//             set and cancelled; one microtask turn per request.
+//             set and cancelled; one microtask turn per request;
+//   records   the records bench's request instead (CON GET /nothing, 4-byte token) through
+//             CoapEndpoint.receive and the gateway's request handler (createRequestHandler on a
+//             Router without backends, request metrics): a piggybacked ACK 4.04 in the same
+//             turn. The dedup cache is full from the first thousand requests on, so every
+//             request evicts one entry, as in the bench's steady state (100 000 entries are
+//             full after a few seconds at its rate).
 // `build` is a checkout's root (its dist/ is loaded), so two builds run the same script.
 // Run it twice under `valgrind --tool=callgrind` with two op counts and take
 // (Ir(M) − Ir(N)) / (M − N): start-up and the first compiles cancel out. Prints nothing.
 //
-//   valgrind --tool=callgrind node bench/coap-request-ir.mjs <build> decode|endpoint <ops>
+//   valgrind --tool=callgrind node bench/coap-request-ir.mjs <build> decode|endpoint|records <ops>
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
@@ -82,5 +88,61 @@ if (mode === 'decode') {
   }
   if (endpoint.stats.responses !== ops) throw new Error(`${endpoint.stats.responses} answers`);
   endpoint.close();
-} else throw new Error('mode: decode | endpoint');
+} else if (mode === 'records') {
+  const { Router } = await dist('bridge/router.js');
+  const { RequestStats } = await dist('telemetry/metrics.js');
+  const { createRequestHandler } = await dist('gateway/translation/request-handler.js');
+  const router = new Router({
+    mqtt: undefined,
+    http: undefined,
+    routes: undefined,
+    activation: undefined,
+    commands: undefined,
+    presence: undefined,
+    unavailableMaxAge: 5,
+    maxInlineCommand: 256,
+    maxTtd: 60,
+    maxTtdWaitersPerDevice: 4,
+    maxTtdWaiters: 1000,
+  });
+  const requests = new RequestStats([1, 10, 100]);
+  const nothing = [{ number: OptionNumber.URI_PATH, value: Buffer.from('nothing') }];
+  const gets = [];
+  for (let mid = 0; mid < 4096; mid++) {
+    gets.push(
+      codec.encode({
+        type: CON,
+        code: Code.GET,
+        messageId: mid,
+        token,
+        options: nothing,
+        payload: Buffer.alloc(0),
+      }),
+    );
+  }
+  let notFound = 0;
+  const answered = {
+    key: 'p',
+    principal: undefined,
+    send: (b) => {
+      if (b[1] === Code.NOT_FOUND) notFound++;
+      return true;
+    },
+  };
+  const endpoint = new CoapEndpoint({
+    handler: createRequestHandler(router, requests),
+    ackTimeoutMs: 20_000,
+    maxPayload: 16_384,
+    blockSize: 1024,
+    maxUploadsPerPeer: 1,
+    maxUploads: 1,
+    maxUploadBytes: 1,
+    dedupMaxEntries: 1000,
+    clock: new ManualClock(),
+  });
+  for (let i = 0; i < ops; i++) endpoint.receive(answered, gets[i & 4095]);
+  if (notFound !== ops) throw new Error(`${notFound} answers 4.04`);
+  endpoint.close();
+  ok = ops;
+} else throw new Error('mode: decode | endpoint | records');
 if (ok !== ops) throw new Error(`${ok} of ${ops} requests translated`);
