@@ -280,18 +280,25 @@ export class DedupCache {
     this.gauges();
   }
 
+  /**
+   * Takes a live entry out of the FIFO and its record (and an emptied record out of `peers`).
+   * A live entry (not {@link DROPPED}) is always the one its record maps its message ID to,
+   * and its record the one `peers` maps its key to: `begin` removes the old entry of an ID
+   * before it maps a new one, and `dropPeer` and `clear` mark every entry they unmap as
+   * dropped. So one `delete` does, without a `get` to compare first: under load the cap
+   * evicts an entry per request, and each map operation is a hash lookup.
+   */
   private remove(e: DedupEntry): void {
+    if (e.state === DROPPED) return;
     if (this.fifo.has(e)) {
       this.fifo.remove(e);
       if (e.bytes !== undefined) this.bytes -= e.bytes.length;
     }
     const record = e.record;
-    if (record.entries.get(e.messageId) === e) {
-      record.entries.delete(e.messageId);
-      if (record.entries.size === 0 && this.peers.get(record.key) === record) {
-        this.peers.delete(record.key);
-        this.forgetFound();
-      }
+    record.entries.delete(e.messageId);
+    if (record.entries.size === 0) {
+      this.peers.delete(record.key);
+      this.forgetFound();
     }
     e.state = DROPPED;
     e.bytes = undefined;

@@ -132,6 +132,28 @@ describe('deduplication cache bounds', () => {
     assert.equal(c.find('a', 2, 2), e);
   });
 
+  test('DedupCache: an entry the cap evicts is unmapped without a lookup', () => {
+    // at the cap every completed request evicts the oldest entry (the bench's steady state);
+    // a live entry is always its record's entry for its ID, so a delete alone unmaps it
+    // (a get to compare first was one more hash lookup per request)
+    const { c, stats } = dedup();
+    for (let id = 1; id <= 10; id++) c.complete(c.begin('a', id, true, 0), Buffer.alloc(4), 0);
+    const oldest = c.find('a', 1, 1);
+    assert.ok(oldest !== undefined);
+    const other = c.begin('b', 1, true, 1);
+    const { keys } = countMapLookups(() => c.complete(other, Buffer.alloc(4), 1));
+    assert.deepEqual(keys, [], 'no lookup');
+    assert.equal(stats.dedupEvictions, 1);
+    assert.equal(oldest.state, DROPPED);
+    assert.equal(c.find('a', 1, 2), undefined, 'the evicted ID is forgotten');
+    assert.ok(c.find('a', 2, 2) !== undefined, 'the next oldest is kept');
+    assert.equal(c.size, 10);
+    // a peer whose last entry goes leaves the cache
+    for (let id = 2; id <= 10; id++) c.complete(c.begin('c', id, true, 2), Buffer.alloc(4), 2);
+    assert.equal(c.find('a', 10, 3), undefined);
+    assert.equal(stats.peers, 2);
+  });
+
   test('DedupCache: begin after find stays right when the peer changed in between', () => {
     const { c, stats } = dedup();
     // the expired entry find removes was the peer's last: begin makes a new record
