@@ -226,6 +226,36 @@ describe('deduplication cache: what a completed entry keeps', () => {
     assert.equal(clock.pending, 0, 'no timer left when nothing is cached');
   });
 
+  test('a completed entry keeps its answer where it lies, not a Buffer view of its own', () => {
+    // the view was ~100 bytes of heap object per request surviving into the old generation
+    const stats = new CoapStats();
+    const c = new DedupCache(
+      { maxEntries: 10, maxBytes: 1000, exchangeLifetimeMs: 1_000, nonLifetimeMs: 500 },
+      stats,
+      () => 0.5,
+    );
+    const pool = Buffer.from('0123456789abcdef');
+    const answer = pool.subarray(3, 9);
+    const e = c.begin('a', 1, true, 0);
+    c.complete(e, answer, 0);
+    const views = Object.values(e).filter((v) => ArrayBuffer.isView(v));
+    assert.deepEqual(views, [], 'no view among its fields');
+    assert.equal(e.bytes?.toString(), '345678', 'the same bytes for a duplicate');
+    assert.equal(stats.dedupBytes, 6);
+    // an empty ACK kept while the handler runs, then nothing for a NON answer
+    const f = c.begin('a', 2, true, 0);
+    c.acked(f, Buffer.from([0x60, 0, 0, 2]));
+    assert.equal(f.bytes?.toString('hex'), '60000002');
+    const g = c.begin('a', 3, false, 0);
+    c.complete(g, undefined, 0);
+    assert.equal(g.bytes, undefined);
+    // evicted and dropped entries keep nothing, and the byte count follows
+    c.dropPeer('a');
+    assert.equal(e.bytes, undefined);
+    assert.equal(f.bytes, undefined);
+    assert.equal(stats.dedupBytes, 0);
+  });
+
   test('expiries are small integers with a fractional clock, and stay exact', () => {
     // completed entries outlive requests by minutes: whatever they hold is copied by every
     // scavenge and marked by every mark-compact (bench/README.md, "Latency at half
