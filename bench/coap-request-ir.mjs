@@ -13,16 +13,17 @@
 //             Router without backends, request metrics): a piggybacked ACK 4.04 in the same
 //             turn. The dedup cache is full from the first thousand requests on, so every
 //             request evicts one entry, as in the bench's steady state (100 000 entries are
-//             full after a few seconds at its rate).
+//             full after a few seconds at its rate). A fifth argument sets that cap (e.g.
+//             100000, the default of a pod: the old generation then holds that many entries).
 // `build` is a checkout's root (its dist/ is loaded), so two builds run the same script.
 // Run it twice under `valgrind --tool=callgrind` with two op counts and take
 // (Ir(M) − Ir(N)) / (M − N): start-up and the first compiles cancel out. Prints nothing.
 //
-//   valgrind --tool=callgrind node bench/coap-request-ir.mjs <build> decode|endpoint|records <ops>
+//   valgrind --tool=callgrind node bench/coap-request-ir.mjs <build> decode|endpoint|records <ops> [cap]
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
-const [, , build, mode, opsS] = process.argv;
+const [, , build, mode, opsS, capS] = process.argv;
 const dist = (p) => import(pathToFileURL(resolve(build ?? '.', 'dist/src', p)).href);
 const codec = await dist('coap/codec.js');
 const { CON, Code, ContentFormat, OptionNumber } = await dist('coap/constants.js');
@@ -108,7 +109,7 @@ if (mode === 'decode') {
   const requests = new RequestStats([1, 10, 100]);
   const nothing = [{ number: OptionNumber.URI_PATH, value: Buffer.from('nothing') }];
   const gets = [];
-  for (let mid = 0; mid < 4096; mid++) {
+  for (let mid = 0; mid < 0x10000; mid++) {
     gets.push(
       codec.encode({
         type: CON,
@@ -121,14 +122,16 @@ if (mode === 'decode') {
     );
   }
   let notFound = 0;
-  const answered = {
-    key: 'p',
-    principal: undefined,
-    send: (b) => {
-      if (b[1] === Code.NOT_FOUND) notFound++;
-      return true;
-    },
+  const send = (b) => {
+    if (b[1] === Code.NOT_FOUND) notFound++;
+    return true;
   };
+  // the bench's 50 associations, one request of each in turn
+  const peers = Array.from({ length: 50 }, (_, i) => ({
+    key: `127.0.0.1:${40000 + i}`,
+    principal: undefined,
+    send,
+  }));
   const endpoint = new CoapEndpoint({
     handler: createRequestHandler(router, requests),
     ackTimeoutMs: 20_000,
@@ -137,10 +140,10 @@ if (mode === 'decode') {
     maxUploadsPerPeer: 1,
     maxUploads: 1,
     maxUploadBytes: 1,
-    dedupMaxEntries: 1000,
+    dedupMaxEntries: capS === undefined ? 1000 : Number(capS),
     clock: new ManualClock(),
   });
-  for (let i = 0; i < ops; i++) endpoint.receive(answered, gets[i & 4095]);
+  for (let i = 0; i < ops; i++) endpoint.receive(peers[i % 50], gets[Math.floor(i / 50) & 0xffff]);
   if (notFound !== ops) throw new Error(`${notFound} answers 4.04`);
   endpoint.close();
   ok = ops;
