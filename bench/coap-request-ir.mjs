@@ -54,6 +54,21 @@ const decodeRequest = codec.decodeWire ?? codec.decode; // a build before decode
 const peer = { key: 'p', principal: undefined, send: () => true };
 const CHANGED = { code: Code.CHANGED };
 
+/** The endpoint of the endpoint and records modes: `handler`, a dedup cap of `cap` entries. */
+function endpointOptions(handler, cap) {
+  return {
+    handler,
+    ackTimeoutMs: 20_000,
+    maxPayload: 16_384,
+    blockSize: 1024,
+    maxUploadsPerPeer: 1,
+    maxUploads: 1,
+    maxUploadBytes: 1,
+    dedupMaxEntries: cap,
+    clock: new ManualClock(),
+  };
+}
+
 const ops = Number(opsS);
 let ok = 0;
 if (mode === 'decode') {
@@ -69,20 +84,12 @@ if (mode === 'decode') {
     if (r !== undefined && r.path.length === 7 && r.contentFormat === ContentFormat.JSON) ok++;
   }
 } else if (mode === 'endpoint') {
-  const endpoint = new CoapEndpoint({
-    handler: (req) => {
+  const endpoint = new CoapEndpoint(
+    endpointOptions((req) => {
       if (toBridgeRequest(req)?.path.length === 7) ok++;
       return Promise.resolve(CHANGED);
-    },
-    ackTimeoutMs: 20_000,
-    maxPayload: 16_384,
-    blockSize: 1024,
-    maxUploadsPerPeer: 1,
-    maxUploads: 1,
-    maxUploadBytes: 1,
-    dedupMaxEntries: 1000,
-    clock: new ManualClock(),
-  });
+    }, 1000),
+  );
   for (let i = 0; i < ops; i++) {
     endpoint.receive(peer, datagrams[i & 4095]);
     await null; // the handler's promise settles: the answer goes out
@@ -132,17 +139,12 @@ if (mode === 'decode') {
     principal: undefined,
     send,
   }));
-  const endpoint = new CoapEndpoint({
-    handler: createRequestHandler(router, requests),
-    ackTimeoutMs: 20_000,
-    maxPayload: 16_384,
-    blockSize: 1024,
-    maxUploadsPerPeer: 1,
-    maxUploads: 1,
-    maxUploadBytes: 1,
-    dedupMaxEntries: capS === undefined ? 1000 : Number(capS),
-    clock: new ManualClock(),
-  });
+  const endpoint = new CoapEndpoint(
+    endpointOptions(
+      createRequestHandler(router, requests),
+      capS === undefined ? 1000 : Number(capS),
+    ),
+  );
   for (let i = 0; i < ops; i++) endpoint.receive(peers[i % 50], gets[Math.floor(i / 50) & 0xffff]);
   if (notFound !== ops) throw new Error(`${notFound} answers 4.04`);
   endpoint.close();

@@ -182,10 +182,10 @@ describe('deduplication cache bounds', () => {
 });
 
 describe('deduplication cache: what a completed entry keeps', () => {
-  function cache(maxEntries = 100_000): DedupCache {
+  function cache(maxEntries = 100_000, stats = new CoapStats()): DedupCache {
     return new DedupCache(
       { maxEntries, maxBytes: 32 << 20, exchangeLifetimeMs: 1_000, nonLifetimeMs: 500 },
-      new CoapStats(),
+      stats,
       () => 0.5,
     );
   }
@@ -229,11 +229,7 @@ describe('deduplication cache: what a completed entry keeps', () => {
   test('a completed entry keeps its answer where it lies, not a Buffer view of its own', () => {
     // the view was ~100 bytes of heap object per request surviving into the old generation
     const stats = new CoapStats();
-    const c = new DedupCache(
-      { maxEntries: 10, maxBytes: 1000, exchangeLifetimeMs: 1_000, nonLifetimeMs: 500 },
-      stats,
-      () => 0.5,
-    );
+    const c = cache(10, stats);
     const pool = Buffer.from('0123456789abcdef');
     const answer = pool.subarray(3, 9);
     const e = c.begin('a', 1, true, 0);

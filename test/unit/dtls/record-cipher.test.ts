@@ -142,6 +142,11 @@ describe('Ccm8 (CCM_8 from AES-ECB and a running AES-CBC)', () => {
   const A = hex('000102030405060708090a0b0c0d0e0f10111213');
   const P = hex('202122232425262728292a2b2c2d2e2f3031323334353637');
   const CT = hex('e3b201a9f5b71a7a9b1ceaeccd97e70b6176aad9a4428aa5484392fbc1b09951');
+  const flip = (b: Buffer, at: number): Buffer => {
+    const c = Buffer.from(b);
+    c[at]! ^= 0x80;
+    return c;
+  };
 
   test('NIST SP 800-38C example C.3, three times on one object, both ways', () => {
     const ccm = new Ccm8(K);
@@ -156,11 +161,6 @@ describe('Ccm8 (CCM_8 from AES-ECB and a running AES-CBC)', () => {
 
   test('a flipped bit anywhere (ciphertext, tag, AAD, nonce) → undefined', () => {
     const ccm = new Ccm8(K);
-    const flip = (b: Buffer, at: number): Buffer => {
-      const c = Buffer.from(b);
-      c[at]! ^= 0x80;
-      return c;
-    };
     for (let at = 0; at < CT.length; at++) {
       const bad = flip(CT, at);
       assert.equal(ccm.open(N, A, bad.subarray(0, P.length), bad.subarray(P.length)), undefined);
@@ -176,11 +176,6 @@ describe('Ccm8 (CCM_8 from AES-ECB and a running AES-CBC)', () => {
 
   test('openIn: the answer of open read in place; every flipped ciphertext or tag byte refused', () => {
     const ccm = new Ccm8(K);
-    const flip = (b: Buffer, at: number): Buffer => {
-      const c = Buffer.from(b);
-      c[at]! ^= 0x80;
-      return c;
-    };
     const body = Buffer.concat([Buffer.alloc(5, 0xee), CT, Buffer.alloc(3, 0xdd)]);
     assert.ok(ccm.openIn(N, A, body, 5, P.length)?.equals(P));
     for (let at = 5; at < 5 + CT.length; at++) {
