@@ -43,6 +43,10 @@ const UNAUTHORIZED: BridgeResponse = { status: 'unauthorized' };
 const METHOD_NOT_ALLOWED: BridgeResponse = { status: 'method-not-allowed' };
 const BAD_REQUEST: BridgeResponse = { status: 'bad-request' };
 const INTERNAL_ERROR: BridgeResponse = { status: 'internal-error' };
+/** The refusals of {@link authorize}, one shared object each (nothing allocated per refusal). */
+const REFUSED_NOT_FOUND: Authorization = Object.freeze({ ok: false, response: NOT_FOUND });
+const REFUSED_UNAUTHORIZED: Authorization = Object.freeze({ ok: false, response: UNAUTHORIZED });
+const REFUSED_FORBIDDEN: Authorization = Object.freeze({ ok: false, response: FORBIDDEN });
 const OCTET_STREAM = 42;
 const JSON_FORMAT = 50;
 
@@ -68,20 +72,20 @@ const STATUS_OF: { readonly [C in CoapResponseCode]: BridgeStatus } = {
  */
 export function authorize(req: BridgeRequest): Authorization {
   const parsed = parseTopicPath(req.path);
-  if (!parsed.ok) return { ok: false, response: NOT_FOUND };
+  if (!parsed.ok) return REFUSED_NOT_FOUND;
   const topic = parsed.topic;
   const p: Principal | undefined = req.principal;
   // Activation hands out a device secret: never without a product-secret DTLS session (the
   // plain development port has no principal at all).
-  if (p === undefined && topic.class === 'activate') return { ok: false, response: UNAUTHORIZED };
+  if (p === undefined && topic.class === 'activate') return REFUSED_UNAUTHORIZED;
   if (p !== undefined) {
     if (topic.productKey !== p.productKey || topic.deviceKey !== p.deviceKey) {
-      return { ok: false, response: FORBIDDEN };
+      return REFUSED_FORBIDDEN;
     }
     // The product secret is shared by the whole product: such a session may only activate.
-    if (p.secureMode === 3 && topic.class !== 'activate') return { ok: false, response: FORBIDDEN };
+    if (p.secureMode === 3 && topic.class !== 'activate') return REFUSED_FORBIDDEN;
     // Activation hands out a device secret; only a product-secret session asks for it.
-    if (p.secureMode === 2 && topic.class === 'activate') return { ok: false, response: FORBIDDEN };
+    if (p.secureMode === 2 && topic.class === 'activate') return REFUSED_FORBIDDEN;
   }
   return { ok: true, topic };
 }

@@ -31,6 +31,8 @@
  * @module
  */
 
+// Node's global `Buffer` is a getter: an imported binding is a constant (bench/README.md, records)
+import { Buffer } from 'node:buffer';
 import { LinkedQueue, type QueueNode } from './linked-queue.js';
 import type { CoapStats } from './stats.js';
 
@@ -54,8 +56,19 @@ export class DedupEntry implements QueueNode<DedupEntry> {
   next: DedupEntry | undefined = undefined;
   /** {@link IN_PROGRESS}, {@link ACKED}, {@link COMPLETE} or {@link DROPPED}. */
   state: number = IN_PROGRESS;
-  /** The encoded datagram to send again for a duplicate; undefined: send nothing. */
-  bytes: Buffer | undefined = undefined;
+  /**
+   * The memory of the encoded datagram to send again for a duplicate (undefined: send
+   * nothing), and where in it the datagram lies. A completed entry outlives its request by
+   * minutes, so it keeps no Buffer view of its own (~100 bytes of heap object for a datagram
+   * of a dozen): every object it holds is copied by the scavenges on its way to the old
+   * generation and marked by every mark-compact. The view is made again for a duplicate
+   * ({@link bytes}), which is rare; the memory is the one the view held (for an encoded answer
+   * a slice of Node's Buffer pool, which other slices of it keep alive anyway).
+   */
+  private memory: ArrayBufferLike | undefined = undefined;
+  private offset = 0;
+  /** Length of the kept datagram in bytes (0 when none is kept). */
+  byteLength = 0;
 
   /**
    * @param record the peer's record
@@ -68,6 +81,25 @@ export class DedupEntry implements QueueNode<DedupEntry> {
     /** @internal */
     public expires: number,
   ) {}
+
+  /** The datagram to send again for a duplicate (a new view of it); undefined: send nothing. */
+  get bytes(): Buffer | undefined {
+    const memory = this.memory;
+    return memory === undefined ? undefined : Buffer.from(memory, this.offset, this.byteLength);
+  }
+
+  /** @internal Keeps `bytes` (where it lies, not the view) for {@link bytes}; undefined: none. */
+  keep(bytes: Buffer | undefined): void {
+    if (bytes === undefined) {
+      this.memory = undefined;
+      this.offset = 0;
+      this.byteLength = 0;
+    } else {
+      this.memory = bytes.buffer;
+      this.offset = bytes.byteOffset;
+      this.byteLength = bytes.length;
+    }
+  }
 }
 
 /**
@@ -187,7 +219,7 @@ export class DedupCache {
   acked(e: DedupEntry, emptyAck: Buffer): void {
     if (e.state !== IN_PROGRESS) return;
     e.state = ACKED;
-    e.bytes = emptyAck;
+    e.keep(emptyAck);
   }
 
   /**
@@ -197,7 +229,7 @@ export class DedupCache {
   complete(e: DedupEntry, bytes: Buffer | undefined, now: number): void {
     if (e.state === DROPPED || e.state === COMPLETE) return;
     e.state = COMPLETE;
-    e.bytes = bytes;
+    e.keep(bytes);
     if (e.expires <= now - this.base) {
       // the handler outlived the message ID's lifetime: nothing left to deduplicate
       this.remove(e);
@@ -254,10 +286,10 @@ export class DedupCache {
     for (const e of record.entries.values()) {
       if (this.fifo.has(e)) {
         this.fifo.remove(e);
-        if (e.bytes !== undefined) this.bytes -= e.bytes.length;
+        this.bytes -= e.byteLength;
       }
       e.state = DROPPED;
-      e.bytes = undefined;
+      e.keep(undefined);
     }
     record.entries.clear();
     this.peers.delete(peerKey);
@@ -270,7 +302,7 @@ export class DedupCache {
     for (const record of this.peers.values()) {
       for (const e of record.entries.values()) {
         e.state = DROPPED;
-        e.bytes = undefined;
+        e.keep(undefined);
       }
     }
     this.fifo.clear();
@@ -280,21 +312,28 @@ export class DedupCache {
     this.gauges();
   }
 
+  /**
+   * Takes a live entry out of the FIFO and its record (and an emptied record out of `peers`).
+   * A live entry (not {@link DROPPED}) is always the one its record maps its message ID to,
+   * and its record the one `peers` maps its key to: `begin` removes the old entry of an ID
+   * before it maps a new one, and `dropPeer` and `clear` mark every entry they unmap as
+   * dropped. So one `delete` does, without a `get` to compare first: under load the cap
+   * evicts an entry per request, and each map operation is a hash lookup.
+   */
   private remove(e: DedupEntry): void {
+    if (e.state === DROPPED) return;
     if (this.fifo.has(e)) {
       this.fifo.remove(e);
-      if (e.bytes !== undefined) this.bytes -= e.bytes.length;
+      this.bytes -= e.byteLength;
     }
     const record = e.record;
-    if (record.entries.get(e.messageId) === e) {
-      record.entries.delete(e.messageId);
-      if (record.entries.size === 0 && this.peers.get(record.key) === record) {
-        this.peers.delete(record.key);
-        this.forgetFound();
-      }
+    record.entries.delete(e.messageId);
+    if (record.entries.size === 0) {
+      this.peers.delete(record.key);
+      this.forgetFound();
     }
     e.state = DROPPED;
-    e.bytes = undefined;
+    e.keep(undefined);
   }
 
   /** Moves the base to `now`, keeping expiries small integers (once every ~6 days). */

@@ -248,6 +248,9 @@ const BLOCK = 16;
 const ZERO_BLOCK = Buffer.alloc(BLOCK);
 /** The CCM nonce of the record being sealed or opened (scratch shared by every cipher). */
 const ccmNonce = Buffer.alloc(CCM_NONCE);
+/** The tag a record should carry and the one it carries ({@link Ccm8.openIn}; shared scratch). */
+const expectedTag = Buffer.alloc(CCM_TAG);
+const receivedTag = Buffer.alloc(CCM_TAG);
 
 /**
  * A Buffer made by Node's C++ side, held for the process's life so that V8 keeps the map all
@@ -413,6 +416,24 @@ export class Ccm8 {
     for (let i = 0; i < CCM_TAG; i++) s[i] = s[i]! ^ t[i]!;
     return timingSafeEqual(s.subarray(0, CCM_TAG), tag) ? pt : undefined;
   }
+
+  /**
+   * {@link open} of a record body read where it lies: ciphertext `body[at, at + len)`, the tag
+   * right after it. No view of the body is made (each is a typed array's construction): the
+   * expected and the received tag are put into two long-lived 8-byte scratches, which
+   * `timingSafeEqual` compares.
+   */
+  openIn(nonce: Buffer, aad: Buffer, body: Buffer, at: number, len: number): Buffer | undefined {
+    const s = this.keystream(nonce, len);
+    const pt = Buffer.allocUnsafe(len);
+    for (let i = 0; i < len; i++) pt[i] = body[at + i]! ^ s[BLOCK + i]!;
+    const t = this.mac(nonce, aad, pt);
+    for (let i = 0, end = at + len; i < CCM_TAG; i++) {
+      expectedTag[i] = s[i]! ^ t[i]!;
+      receivedTag[i] = body[end + i]!;
+    }
+    return timingSafeEqual(expectedTag, receivedTag) ? pt : undefined;
+  }
 }
 
 /**
@@ -520,10 +541,11 @@ class Ccm8Cipher implements RecordCipher, LiveObjects {
     if (ptLength < 0) return undefined;
     const nonce = this.nonce(body, 0);
     const aad = pseudoHeader.write(epoch, seq, type, version, ptLength, cid);
+    const ccm = this.ccm(ptLength, type);
+    // the long-lived objects read ciphertext and tag in place (no view of the body)
+    if (ccm !== undefined) return ccm.openIn(nonce, aad, body, CCM_EXPLICIT_NONCE, ptLength);
     const ciphertext = body.subarray(CCM_EXPLICIT_NONCE, CCM_EXPLICIT_NONCE + ptLength);
     const tag = body.subarray(body.length - CCM_TAG);
-    const ccm = this.ccm(ptLength, type);
-    if (ccm !== undefined) return ccm.open(nonce, aad, ciphertext, tag);
     const decipher = createDecipheriv('aes-128-ccm', this.key, nonce, {
       authTagLength: CCM_TAG,
     });

@@ -69,6 +69,11 @@ export type TopicRejectReason = 'not-topic' | 'unknown-shape' | 'bad-segment';
 export type TopicParseResult =
   { ok: true; topic: TopicInfo } | { ok: false; reason: TopicRejectReason };
 
+/** The refusals, one shared object each: a refused path allocates nothing for its answer. */
+const NOT_TOPIC: TopicParseResult = Object.freeze({ ok: false, reason: 'not-topic' });
+const UNKNOWN_SHAPE: TopicParseResult = Object.freeze({ ok: false, reason: 'unknown-shape' });
+const BAD_SEGMENT: TopicParseResult = Object.freeze({ ok: false, reason: 'bad-segment' });
+
 type Root = 'sys' | 'ext/session';
 
 /**
@@ -275,21 +280,21 @@ function commandTopicOf(shape: Shape, mqttTopic: string, segments: readonly stri
  * - `unknown-shape`: well-formed but not a topic the spec lists for devices to use.
  */
 export function parseTopicPath(segments: readonly string[]): TopicParseResult {
-  if (segments.length === 0 || segments[0] !== 'topic') return { ok: false, reason: 'not-topic' };
-  if (segments.length > maxSegments) return { ok: false, reason: 'unknown-shape' };
+  if (segments.length === 0 || segments[0] !== 'topic') return NOT_TOPIC;
+  if (segments.length > maxSegments) return UNKNOWN_SHAPE;
   for (let i = 1; i < segments.length; i++) {
-    if (validateKey(segments[i] ?? '') !== undefined) return { ok: false, reason: 'bad-segment' };
+    if (validateKey(segments[i] ?? '') !== undefined) return BAD_SEGMENT;
   }
 
   let root: Root;
   if (segments[1] === 'sys') root = 'sys';
   else if (segments[1] === 'ext' && segments[2] === 'session') root = 'ext/session';
-  else return { ok: false, reason: 'unknown-shape' };
+  else return UNKNOWN_SHAPE;
 
   const from = prefixLength[root];
   const bucket = index[root][segments.length - from]?.get(segments[from] ?? '');
   const shape = bucket && matchShape(bucket, segments, from);
-  if (!shape) return { ok: false, reason: 'unknown-shape' };
+  if (!shape) return UNKNOWN_SHAPE;
 
   // concatenated: a slice and its join cost ~1 k instructions more per request (callgrind)
   let mqttTopic = '';
@@ -313,7 +318,7 @@ export function parseTopicPath(segments: readonly string[]): TopicParseResult {
  * a topic without its leading slash is `not-topic`. Never throws.
  */
 export function parseMqttTopic(mqttTopic: string): TopicParseResult {
-  if (!mqttTopic.startsWith('/')) return { ok: false, reason: 'not-topic' };
+  if (!mqttTopic.startsWith('/')) return NOT_TOPIC;
   const levels = mqttTopic.split('/');
   levels[0] = 'topic';
   return parseTopicPath(levels);

@@ -4,7 +4,7 @@
  */
 import { describe, it, mock } from 'node:test';
 import assert from 'node:assert/strict';
-import { Router } from '../../../src/bridge/router.js';
+import { Router, authorize } from '../../../src/bridge/router.js';
 import { MemoryCommandStore } from '../../../src/bridge/commands/index.js';
 import type {
   BridgeRequest,
@@ -197,5 +197,23 @@ describe('router request path', () => {
     assert.equal(r.ttd.refusedDevice, 1);
     assert.equal(store.peeks + store.peekNows, 0, 'nothing looked up for a refused request');
     await store.close();
+  });
+});
+
+describe('authorize: refusals', () => {
+  it('are shared objects: a refused request allocates nothing for the refusal', () => {
+    // the records bench's GET /nothing is refused 4.04 here on every request
+    const notFound = authorize(request('/nothing'));
+    assert.deepEqual(notFound, { ok: false, response: { status: 'not-found' } });
+    assert.equal(authorize(request('/other')), notFound);
+    const forbidden = authorize(request('/topic/sys/pk2/dk2/thing/measurepoint/post'));
+    assert.equal(forbidden.ok, false);
+    assert.equal(authorize(request('/topic/sys/pk1/dk9/thing/measurepoint/post')), forbidden);
+    const unauthorized = authorize({
+      ...request('/topic/ext/session/pk1/dk1/thing/activate/info'),
+      principal: undefined,
+    });
+    assert.deepEqual(unauthorized, { ok: false, response: { status: 'unauthorized' } });
+    assert.ok(Object.isFrozen(notFound) && Object.isFrozen(forbidden));
   });
 });

@@ -132,6 +132,28 @@ describe('deduplication cache bounds', () => {
     assert.equal(c.find('a', 2, 2), e);
   });
 
+  test('DedupCache: an entry the cap evicts is unmapped without a lookup', () => {
+    // at the cap every completed request evicts the oldest entry (the bench's steady state);
+    // a live entry is always its record's entry for its ID, so a delete alone unmaps it
+    // (a get to compare first was one more hash lookup per request)
+    const { c, stats } = dedup();
+    for (let id = 1; id <= 10; id++) c.complete(c.begin('a', id, true, 0), Buffer.alloc(4), 0);
+    const oldest = c.find('a', 1, 1);
+    assert.ok(oldest !== undefined);
+    const other = c.begin('b', 1, true, 1);
+    const { keys } = countMapLookups(() => c.complete(other, Buffer.alloc(4), 1));
+    assert.deepEqual(keys, [], 'no lookup');
+    assert.equal(stats.dedupEvictions, 1);
+    assert.equal(oldest.state, DROPPED);
+    assert.equal(c.find('a', 1, 2), undefined, 'the evicted ID is forgotten');
+    assert.ok(c.find('a', 2, 2) !== undefined, 'the next oldest is kept');
+    assert.equal(c.size, 10);
+    // a peer whose last entry goes leaves the cache
+    for (let id = 2; id <= 10; id++) c.complete(c.begin('c', id, true, 2), Buffer.alloc(4), 2);
+    assert.equal(c.find('a', 10, 3), undefined);
+    assert.equal(stats.peers, 2);
+  });
+
   test('DedupCache: begin after find stays right when the peer changed in between', () => {
     const { c, stats } = dedup();
     // the expired entry find removes was the peer's last: begin makes a new record
@@ -160,10 +182,10 @@ describe('deduplication cache bounds', () => {
 });
 
 describe('deduplication cache: what a completed entry keeps', () => {
-  function cache(maxEntries = 100_000): DedupCache {
+  function cache(maxEntries = 100_000, stats = new CoapStats()): DedupCache {
     return new DedupCache(
       { maxEntries, maxBytes: 32 << 20, exchangeLifetimeMs: 1_000, nonLifetimeMs: 500 },
-      new CoapStats(),
+      stats,
       () => 0.5,
     );
   }
@@ -202,6 +224,32 @@ describe('deduplication cache: what a completed entry keeps', () => {
     assert.equal(ep.stats.dedupEntries, 0, 'the rest in the next turns');
     assert.equal(ep.stats.peers, 0);
     assert.equal(clock.pending, 0, 'no timer left when nothing is cached');
+  });
+
+  test('a completed entry keeps its answer where it lies, not a Buffer view of its own', () => {
+    // the view was ~100 bytes of heap object per request surviving into the old generation
+    const stats = new CoapStats();
+    const c = cache(10, stats);
+    const pool = Buffer.from('0123456789abcdef');
+    const answer = pool.subarray(3, 9);
+    const e = c.begin('a', 1, true, 0);
+    c.complete(e, answer, 0);
+    const views = Object.values(e).filter((v) => ArrayBuffer.isView(v));
+    assert.deepEqual(views, [], 'no view among its fields');
+    assert.equal(e.bytes?.toString(), '345678', 'the same bytes for a duplicate');
+    assert.equal(stats.dedupBytes, 6);
+    // an empty ACK kept while the handler runs, then nothing for a NON answer
+    const f = c.begin('a', 2, true, 0);
+    c.acked(f, Buffer.from([0x60, 0, 0, 2]));
+    assert.equal(f.bytes?.toString('hex'), '60000002');
+    const g = c.begin('a', 3, false, 0);
+    c.complete(g, undefined, 0);
+    assert.equal(g.bytes, undefined);
+    // evicted and dropped entries keep nothing, and the byte count follows
+    c.dropPeer('a');
+    assert.equal(e.bytes, undefined);
+    assert.equal(f.bytes, undefined);
+    assert.equal(stats.dedupBytes, 0);
   });
 
   test('expiries are small integers with a fractional clock, and stay exact', () => {

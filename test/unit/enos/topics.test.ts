@@ -393,3 +393,20 @@ void describe('activationTopic / topicToCoapPath', () => {
     assert.equal(cls, 'activate');
   });
 });
+
+describe('parseTopicPath refusals', () => {
+  it('are shared objects: a refused path allocates nothing for its answer', () => {
+    // the records bench's GET /nothing is refused here on every request
+    const notTopic = parseTopicPath(['nothing']);
+    assert.deepEqual(notTopic, { ok: false, reason: 'not-topic' });
+    assert.equal(parseTopicPath(['other']), notTopic);
+    assert.equal(parseTopicPath([]), notTopic);
+    const unknown = parseTopicPath(sys('no', 'such', 'shape'));
+    assert.deepEqual(unknown, { ok: false, reason: 'unknown-shape' });
+    assert.equal(parseTopicPath(['topic', 'nope', 'pk1']), unknown);
+    const bad = parseTopicPath(sys('thing', 'a b'));
+    assert.deepEqual(bad, { ok: false, reason: 'bad-segment' });
+    assert.equal(parseTopicPath(sys('thing', 'c d')), bad);
+    assert.ok(Object.isFrozen(notTopic) && Object.isFrozen(unknown) && Object.isFrozen(bad));
+  });
+});
