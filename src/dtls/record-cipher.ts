@@ -248,7 +248,7 @@ const BLOCK = 16;
 const ZERO_BLOCK = Buffer.alloc(BLOCK);
 /** The CCM nonce of the record being sealed or opened (scratch shared by every cipher). */
 const ccmNonce = Buffer.alloc(CCM_NONCE);
-/** The tag a record should carry and the one it carries ({@link Ccm8.openIn}; shared scratch). */
+/** The tag a record should carry and the one it carries (`Ccm8`'s open; shared scratch). */
 const expectedTag = Buffer.alloc(CCM_TAG);
 const receivedTag = Buffer.alloc(CCM_TAG);
 
@@ -408,29 +408,39 @@ export class Ccm8 {
 
   /** The plaintext, or `undefined` when the tag does not verify. */
   open(nonce: Buffer, aad: Buffer, ciphertext: Buffer, tag: Buffer): Buffer | undefined {
-    const s = this.keystream(nonce, ciphertext.length);
-    const len = ciphertext.length;
-    const pt = Buffer.allocUnsafe(len);
-    for (let i = 0; i < len; i++) pt[i] = ciphertext[i]! ^ s[BLOCK + i]!;
-    const t = this.mac(nonce, aad, pt);
-    for (let i = 0; i < CCM_TAG; i++) s[i] = s[i]! ^ t[i]!;
-    return timingSafeEqual(s.subarray(0, CCM_TAG), tag) ? pt : undefined;
+    return this.openAt(nonce, aad, ciphertext, 0, ciphertext.length, tag, 0);
   }
 
   /**
    * {@link open} of a record body read where it lies: ciphertext `body[at, at + len)`, the tag
-   * right after it. No view of the body is made (each is a typed array's construction): the
-   * expected and the received tag are put into two long-lived 8-byte scratches, which
-   * `timingSafeEqual` compares.
+   * right after it. No view of the body is made (each is a typed array's construction).
    */
   openIn(nonce: Buffer, aad: Buffer, body: Buffer, at: number, len: number): Buffer | undefined {
+    return this.openAt(nonce, aad, body, at, len, body, at + len);
+  }
+
+  /**
+   * Ciphertext `src[at, at + len)`, tag `tagSrc[tagAt, tagAt + 8)`: the expected and the
+   * received tag are put into two long-lived 8-byte scratches, which `timingSafeEqual`
+   * compares.
+   */
+  private openAt(
+    nonce: Buffer,
+    aad: Buffer,
+    src: Buffer,
+    at: number,
+    len: number,
+    tagSrc: Buffer,
+    tagAt: number,
+  ): Buffer | undefined {
+    if (tagSrc.length - tagAt < CCM_TAG) return undefined;
     const s = this.keystream(nonce, len);
     const pt = Buffer.allocUnsafe(len);
-    for (let i = 0; i < len; i++) pt[i] = body[at + i]! ^ s[BLOCK + i]!;
+    for (let i = 0; i < len; i++) pt[i] = src[at + i]! ^ s[BLOCK + i]!;
     const t = this.mac(nonce, aad, pt);
-    for (let i = 0, end = at + len; i < CCM_TAG; i++) {
+    for (let i = 0; i < CCM_TAG; i++) {
       expectedTag[i] = s[i]! ^ t[i]!;
-      receivedTag[i] = body[end + i]!;
+      receivedTag[i] = tagSrc[tagAt + i]!;
     }
     return timingSafeEqual(expectedTag, receivedTag) ? pt : undefined;
   }
