@@ -174,6 +174,13 @@ describe('Ccm8 (CCM_8 from AES-ECB and a running AES-CBC)', () => {
     assert.ok(ccm.open(N, A, ct, tag)?.equals(P));
   });
 
+  test('a tag shorter than 8 bytes → undefined, not a throw', () => {
+    const ccm = new Ccm8(K);
+    const ct = CT.subarray(0, P.length);
+    assert.equal(ccm.open(N, A, ct, CT.subarray(P.length, P.length + 7)), undefined);
+    assert.equal(ccm.openIn(N, A, CT.subarray(0, CT.length - 1), 0, P.length), undefined);
+  });
+
   test('openIn: the answer of open read in place; every flipped ciphertext or tag byte refused', () => {
     const ccm = new Ccm8(K);
     const body = Buffer.concat([Buffer.alloc(5, 0xee), CT, Buffer.alloc(3, 0xdd)]);
