@@ -28,7 +28,7 @@
  */
 import type { Duplex } from 'node:stream';
 import type { MqttClient } from 'mqtt';
-import { parsePublish, readVarInt, type ReceivedPublish } from './received-publish.js';
+import { parsePublish, readVarInt, u16, type ReceivedPublish } from './received-publish.js';
 
 /** PUBACK packet type with no flags. */
 const PUBACK = 0x40;
@@ -109,7 +109,7 @@ export class InboundTap {
     while (i < n) {
       const size = successPubackSize(chunk, i);
       if (size > 0) {
-        const id = ((chunk[i + 2] ?? 0) << 8) | (chunk[i + 3] ?? 0);
+        const id = u16(chunk, i + 2);
         if (outgoing[id]?.cmd !== 'publish') break;
         i += size;
         continue;
@@ -126,7 +126,7 @@ export class InboundTap {
     for (i = 0; i < n;) {
       const size = successPubackSize(chunk, i);
       if (size > 0) {
-        this.acked(((chunk[i + 2] ?? 0) << 8) | (chunk[i + 3] ?? 0));
+        this.acked(u16(chunk, i + 2));
         i += size;
         continue;
       }

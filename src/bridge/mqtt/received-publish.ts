@@ -76,7 +76,7 @@ export function parsePublish(
   if (qos > 1 || (qos === 0 && dup)) return undefined;
   let at = start;
   if (end - at < 2) return undefined;
-  const topicLength = ((chunk[at] ?? 0) << 8) | (chunk[at + 1] ?? 0);
+  const topicLength = u16(chunk, at);
   at += 2;
   if (topicLength === 0 || end - at < topicLength) return undefined;
   const topic = chunk.toString('utf8', at, at + topicLength);
@@ -84,7 +84,7 @@ export function parsePublish(
   let messageId: number | undefined;
   if (qos === 1) {
     if (end - at < 2) return undefined;
-    messageId = ((chunk[at] ?? 0) << 8) | (chunk[at + 1] ?? 0);
+    messageId = u16(chunk, at);
     if (messageId === 0) return undefined;
     at += 2;
   }
@@ -111,6 +111,11 @@ export function parsePublish(
     messageId,
     properties,
   );
+}
+
+/** The big-endian 16-bit integer at `at` (a length or a packet id; the caller checked 2 bytes). */
+export function u16(chunk: Buffer, at: number): number {
+  return ((chunk[at] ?? 0) << 8) | (chunk[at + 1] ?? 0);
 }
 
 /**
@@ -165,7 +170,7 @@ function parseProperties(chunk: Buffer, start: number, end: number): PublishProp
       case RESPONSE_TOPIC: {
         const key = id === CONTENT_TYPE ? 'contentType' : 'responseTopic';
         if (props[key] !== undefined || end - at < 2) return undefined;
-        const n = ((chunk[at] ?? 0) << 8) | (chunk[at + 1] ?? 0);
+        const n = u16(chunk, at);
         at += 2;
         if (end - at < n) return undefined;
         props[key] = chunk.toString('utf8', at, at + n);
@@ -174,7 +179,7 @@ function parseProperties(chunk: Buffer, start: number, end: number): PublishProp
       }
       case CORRELATION_DATA: {
         if (props.correlationData !== undefined || end - at < 2) return undefined;
-        const n = ((chunk[at] ?? 0) << 8) | (chunk[at + 1] ?? 0);
+        const n = u16(chunk, at);
         at += 2;
         if (end - at < n) return undefined;
         props.correlationData = chunk.subarray(at, at + n);
@@ -195,12 +200,12 @@ function parseProperties(chunk: Buffer, start: number, end: number): PublishProp
       }
       case USER_PROPERTY: {
         if (end - at < 2) return undefined;
-        const nameLength = ((chunk[at] ?? 0) << 8) | (chunk[at + 1] ?? 0);
+        const nameLength = u16(chunk, at);
         at += 2;
         if (end - at < nameLength + 2) return undefined;
         const name = chunk.toString('utf8', at, at + nameLength);
         at += nameLength;
-        const valueLength = ((chunk[at] ?? 0) << 8) | (chunk[at + 1] ?? 0);
+        const valueLength = u16(chunk, at);
         at += 2;
         if (end - at < valueLength) return undefined;
         const value = chunk.toString('utf8', at, at + valueLength);
