@@ -24,8 +24,6 @@ export interface MemoryCommandStoreOptions {
   readonly maxDevices?: number;
   /** Most concurrent `waitFor` calls that wait (setting `maxTtdWaiters`). */
   readonly maxWaiters: number;
-  /** Clock in ms since the epoch. Default the clock's `wallNow()`. */
-  readonly now?: () => number;
   /** Time, the waits' deadlines and the sweep's timer. Default the system clock. */
   readonly clock?: Clock;
   /** Ms between sweeps of expired entries; 0 disables the timer. Default 60000. */
@@ -37,7 +35,6 @@ export class MemoryCommandStore implements CommandStore {
   readonly #queueLength: number;
   readonly #expiryMs: number;
   readonly #maxDevices: number;
-  readonly #now: () => number;
   readonly #counters = new CommandCounters();
   readonly #waiters: Waiters;
   readonly #clock: Clock;
@@ -48,7 +45,6 @@ export class MemoryCommandStore implements CommandStore {
     this.#expiryMs = o.expiryMs;
     this.#maxDevices = Math.max(1, o.maxDevices ?? 100_000);
     const clock = (this.#clock = o.clock ?? systemClock);
-    this.#now = o.now ?? (() => clock.wallNow());
     this.#waiters = new Waiters(
       Math.max(0, o.maxWaiters),
       this.#counters,
@@ -90,7 +86,7 @@ export class MemoryCommandStore implements CommandStore {
         topic,
         payload: Buffer.from(payload),
         messageId,
-        enqueuedAt: this.#now(),
+        enqueuedAt: this.#clock.wallNow(),
         ...(traceparent !== undefined ? { traceparent } : {}),
       }),
     );
@@ -175,7 +171,7 @@ export class MemoryCommandStore implements CommandStore {
   #live(key: string): QueuedCommand[] {
     const q = this.#queues.get(key);
     if (q === undefined) return [];
-    const now = this.#now();
+    const now = this.#clock.wallNow();
     const live = q.filter((e) => !isExpired(e.enqueuedAt, now, this.#expiryMs));
     if (live.length === q.length) return q;
     this.#counters.expired += q.length - live.length;

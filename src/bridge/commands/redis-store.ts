@@ -59,8 +59,6 @@ export interface RedisCommandStoreOptions {
   readonly expiryMs: number;
   /** Most concurrent `waitFor` calls that wait, per pod (setting `maxTtdWaiters`). */
   readonly maxWaiters: number;
-  /** Clock in ms since the epoch. Default the clock's `wallNow()`. */
-  readonly now?: () => number;
   /**
    * Time and the timers of the waits for a command, {@link RedisCommandStore.waitReady} and
    * closing. Default the system clock.
@@ -112,7 +110,6 @@ export class RedisCommandStore implements CommandStore {
   readonly #channel: string;
   readonly #queueLength: number;
   readonly #expiryMs: number;
-  readonly #now: () => number;
   readonly #clock: Clock;
   readonly #durability: Durability | undefined;
   readonly #counters = new CommandCounters();
@@ -131,7 +128,6 @@ export class RedisCommandStore implements CommandStore {
     this.#queueLength = Math.max(1, o.queueLength);
     this.#expiryMs = Math.max(1, o.expiryMs);
     const clock = (this.#clock = o.clock ?? systemClock);
-    this.#now = o.now ?? (() => clock.wallNow());
     this.#durability = durabilityFor(o.waitReplicas ?? 0, o.commandTimeoutMs);
     this.#waiters = new Waiters(
       Math.max(0, o.maxWaiters),
@@ -187,7 +183,7 @@ export class RedisCommandStore implements CommandStore {
     traceparent?: string,
   ): Promise<'queued' | 'full'> {
     const messageId = messageIdOf(topic, payload);
-    const now = this.#now();
+    const now = this.#clock.wallNow();
     // this pod's own looks must not wait for the notification to come back
     const id = deviceId(device);
     this.#knownEmpty.notified(id);
@@ -252,7 +248,7 @@ export class RedisCommandStore implements CommandStore {
     device: DeviceKey,
     topic: string,
   ): Promise<{ command: QueuedCommand | undefined; count: number }> {
-    const r = await this.#run(fetchScript, device, [this.#now(), this.#expiryMs, topic]);
+    const r = await this.#run(fetchScript, device, [this.#clock.wallNow(), this.#expiryMs, topic]);
     this.#countPurge(r);
     const command = this.#entry(r[4]);
     if (command !== undefined) this.#counters.delivered++;
@@ -261,7 +257,7 @@ export class RedisCommandStore implements CommandStore {
 
   async acknowledge(device: DeviceKey, topic: string, reply: Buffer): Promise<boolean> {
     const r = await this.#run(ackScript, device, [
-      this.#now(),
+      this.#clock.wallNow(),
       this.#expiryMs,
       topic,
       messageIdOf(topic, reply) ?? '',
@@ -366,7 +362,7 @@ export class RedisCommandStore implements CommandStore {
   }
 
   async #peek(device: DeviceKey): Promise<{ head: QueuedCommand | undefined; count: number }> {
-    const r = await this.#run(peekScript, device, [this.#now(), this.#expiryMs]);
+    const r = await this.#run(peekScript, device, [this.#clock.wallNow(), this.#expiryMs]);
     this.#countPurge(r);
     return { head: this.#entry(r[4]), count: int(r[1]) };
   }
