@@ -76,7 +76,7 @@ async function receiveOne() {
 await receiveOne();
 await compile('readRecord', readRecord, roundTrip);
 await compile('Ccm8.seal', Ccm8.prototype.seal, roundTrip);
-// the record path opens in place (Ccm8.openIn); the floor's Ccm8.open is not on it
+// the record path opens in place (Ccm8.openIn, on the body Ccm8.open shares)
 await compile('Ccm8.openIn', Ccm8.prototype.openIn, roundTrip);
 
 // CoAP requests answered asynchronously: an Exchange each
