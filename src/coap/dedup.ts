@@ -19,9 +19,9 @@
  * EXCHANGE_LIFETIME, and an entry kept alive by hits would wrongly swallow that new
  * request), and retransmissions arrive within MAX_TRANSMIT_SPAN (45 s) of the original,
  * so the oldest entry is always the least likely to be needed: insertion order is the right
- * eviction order, and it needs no reordering on hits. Per-peer maps make `dropPeer` cost
- * the size of that peer's state rather than a scan of the whole cache (which lru-cache
- * would need), and entries of exchanges still in progress are kept out of the FIFO so caps
+ * eviction order, and it needs no reordering on hits. Per-peer chains (of its completed
+ * slots, of its entries in progress) make `dropPeer` cost the size of that peer's state
+ * rather than a scan of the whole cache (which lru-cache would need), and entries of exchanges still in progress are kept out of the FIFO so caps
  * can never evict them (a duplicate during processing must not reach the handler again).
  *
  * Why our own structure and no heap object per completed entry: completed entries outlive
@@ -44,7 +44,8 @@
  * ring is rebuilt with its live slots only, at twice its size or, when at least half of it is
  * dead, at the same size (the byte ring likewise): both stay within twice the caps, and no
  * live entry is ever evicted but by the caps and the lifetimes. Rebuilding is linear in the
- * ring, and is needed only while the cache fills or after that many removals.
+ * ring (the byte ring's copies its live answers, up to `maxBytes`, in one turn), and is needed
+ * only while the cache fills or after as many removals from the middle as it holds.
  *
  * @module
  */
