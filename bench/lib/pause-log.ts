@@ -8,16 +8,39 @@
  * `$BENCH_PAUSE_LOG_DIR/<pid>.jsonl`, flushed every 200 ms and at exit. Nothing is loaded
  * without that variable.
  *
+ * Each GC line also holds `old`: the bytes in use in the old generation (old, code and large
+ * object spaces) read when the observer runs, just after that GC. The young generation is empty
+ * after a scavenge and nothing is promoted until the next GC, so the growth from one GC line to
+ * the next scavenge's is what that scavenge promoted (plus objects allocated in old space
+ * directly): what fills the old generation and brings on the next mark-compact.
+ *
  * @module
  */
 import { appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PerformanceObserver, constants, performance } from 'node:perf_hooks';
+import { getHeapSpaceStatistics } from 'node:v8';
 
 const dir = process.env.BENCH_PAUSE_LOG_DIR;
 /** The stall timer's period and the lateness it reports. */
 const TICK_MS = 5;
 const STALL_MS = 3;
+
+/** The spaces of the old generation. */
+const OLD_SPACES = new Set([
+  'old_space',
+  'code_space',
+  'large_object_space',
+  'code_large_object_space',
+]);
+
+function oldGenerationUsed(): number {
+  let used = 0;
+  for (const s of getHeapSpaceStatistics()) {
+    if (OLD_SPACES.has(s.space_name)) used += s.space_used_size;
+  }
+  return used;
+}
 
 const KINDS: Record<number, string> = {
   [constants.NODE_PERFORMANCE_GC_MINOR]: 'scavenge',
@@ -36,6 +59,7 @@ if (dir !== undefined && dir !== '') {
     lines = [];
   };
   new PerformanceObserver((list) => {
+    const old = oldGenerationUsed();
     for (const e of list.getEntries()) {
       const kind = (e as { detail?: { kind?: number } | null }).detail?.kind ?? -1;
       lines.push(
@@ -44,6 +68,7 @@ if (dir !== undefined && dir !== '') {
           kind: KINDS[kind] ?? String(kind),
           t: origin + e.startTime,
           d: e.duration,
+          old,
         })}\n`,
       );
     }

@@ -22,6 +22,30 @@ export interface Pause {
   readonly t: number;
   /** Duration, ms. */
   readonly d: number;
+  /** GC lines: bytes in use in the old generation just after it (bench/lib/pause-log.ts). */
+  readonly old?: number;
+}
+
+/**
+ * Bytes the old generation grew by through the GCs that started in [from, to]: each line's
+ * `old` less the previous GC line's, over every GC but mark-compacts (which free; their
+ * growth is not known). Between two GCs the old generation grows only by what a scavenge
+ * promotes and by objects allocated there directly, so this is the promotion the window's
+ * work caused. Undefined when the log has no `old` figures (an older preload).
+ */
+function oldGrowth(pauses: readonly Pause[], from: number, to: number): number | undefined {
+  let prev: number | undefined;
+  let grown = 0;
+  let seen = false;
+  for (const p of pauses) {
+    if (p.ev !== 'gc' || p.old === undefined) continue;
+    if (prev !== undefined && p.t >= from && p.t <= to && p.kind !== 'mark-compact') {
+      if (p.old > prev) grown += p.old - prev;
+      seen = true;
+    }
+    prev = p.old;
+  }
+  return seen ? grown : undefined;
 }
 
 /** The pauses a process has logged so far (`<dir>/<pid>.jsonl`). */
@@ -98,8 +122,14 @@ export function pauseTail(phase: UplinkPhase, pauses: readonly Pause[]): Record<
     }
   }
   const share = (k: number, n: number): number | null => (n > 0 ? round(k / n, 3) : null);
+  const promoted = oldGrowth(pauses, from, to);
   return {
     uplinks: phase.messages,
+    promotedBytes: promoted ?? null,
+    promotedBytesPer10k:
+      promoted !== undefined && phase.messages > 0
+        ? Math.round((promoted * 10_000) / phase.messages)
+        : null,
     gc: Object.fromEntries(Object.entries(byKind).map(([k, c]) => [k, rounded(c)])),
     gcOver5ms: gcOver5,
     gcOver5msPer10k: phase.messages > 0 ? round((gcOver5 * 10_000) / phase.messages, 2) : null,
@@ -129,9 +159,15 @@ export function pauseTotals(rows: readonly Record<string, unknown>[]): Record<st
   let tailStall = 0;
   let allN = 0;
   let allGc = 0;
+  let promoted = 0;
+  let promotedUplinks = 0;
   const kinds: Record<string, Count> = {};
   for (const r of rows) {
     uplinks += r.uplinks as number;
+    if (typeof r.promotedBytes === 'number') {
+      promoted += r.promotedBytes;
+      promotedUplinks += r.uplinks as number;
+    }
     over5 += r.gcOver5ms as number;
     const t = r.tail as Record<string, number | null>;
     const a = r.all as Record<string, number | null>;
@@ -149,6 +185,8 @@ export function pauseTotals(rows: readonly Record<string, unknown>[]): Record<st
   }
   return {
     uplinks,
+    promotedBytesPer10k:
+      promotedUplinks > 0 ? Math.round((promoted * 10_000) / promotedUplinks) : null,
     gc: Object.fromEntries(
       Object.entries(kinds).map(([k, c]) => [
         k,
