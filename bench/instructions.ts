@@ -129,7 +129,12 @@ const USAGE = `usage: node dist/bench/instructions.js --kind <k> [options]
                       segment's end the batch processor is flushed (its export lands in the
                       segment); --segments is then rounds × list length
   --rounds <n>        with --alternate: rounds (default 4), list rotated by one per round
-  --switch-gc         with --alternate: a full GC before every segment (after the dump)
+  --switch-gc         with --alternate: a full GC before every segment (after the dump);
+                      a pod does not do that (see bench/README, "i11-trace3"): off by default
+  --lead-in <n>       with --alternate: after each switch, n operations at the new setting at
+                      --rate, dumped apart (not counted); for a sampling variant above 0 it
+                      goes on until one trace of it is exported (at most 5 n): the segment
+                      then starts as in a pod that has run at that setting all along
   --scrape-metrics <n> coap-edge uplink kinds: serve the admin HTTP server (--http-port) and
                       GET its /metrics n times, spread over the warm-up (none counted): a
                       scraped pod's HTTP sockets in the process, with or without --tracing
@@ -674,6 +679,9 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
   // spans and export requests the sink got by each dump (an export is up to a second late:
   // it counts where its instructions were counted)
   const segmentSpans: SpanCounts[] = [];
+  // --lead-in: the operations run before each segment, and their total so far
+  const segmentLeadIns: number[] = [];
+  let leadInOps = 0;
   const interval = 1000 / o.rate;
   let outputTail = '';
   let scrapes = 0;
@@ -724,8 +732,23 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
       // segment, the same in every segment
       if (switchTracing !== undefined)
         await switchTracing({ mode: variants[s]!.mode, gc: o.switchGc });
+      let first = o.warmup + transition + s * o.ops + leadInOps;
+      if (switchTracing !== undefined && o.leadIn > 0) {
+        const n = await leadIn(op, first, o.leadIn, interval, f, variants[s]!.mode, async () => {
+          await switchTracing({ flush: true });
+          return (await spanCounts?.())?.spans ?? 0;
+        });
+        leadInOps += n;
+        first += n;
+        segmentLeadIns.push(n);
+        await sleep(SETTLE_MS);
+        await switchTracing({ flush: true });
+        await sleep(SETTLE_MS);
+        await dump(server.pid, `leadin${s + 1}`);
+        counted = await spanCounts?.();
+      }
       const ts = performance.now();
-      await drive(op, o.warmup + transition + s * o.ops, o.ops, interval, f);
+      await drive(op, first, o.ops, interval, f);
       segmentMs.push(round(performance.now() - ts, 0) ?? 0);
       await sleep(SETTLE_MS);
       // the segment's traces still waiting in the batch processor are exported in it (the
@@ -815,6 +838,7 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
     irCumulative: cumulative,
     irTwoNMinusN: o.segments >= 2 ? round((cumulative[1]! - cumulative[0]!) / o.ops, 0) : undefined,
     segmentMs,
+    ...(o.leadIn > 0 ? { segmentLeadIns } : {}),
     ...(scrape !== undefined ? { metricsScrapes: scrapes } : {}),
     ...(post !== undefined ? { httpPosts: posts, httpTransport: c.postTransport } : {}),
     ...(spanCounts !== undefined ? { segmentSpans } : {}),
@@ -829,6 +853,32 @@ async function oneRun(c: Config, o: RunOptions, rep: number): Promise<Record<str
     ...(o.keep ? { callgrindDir: dir } : {}),
     ...(c.nodeFlags.length > 0 ? { serverOutputTail: outputTail.split('\n') } : {}),
   };
+}
+
+/**
+ * `--lead-in`: `n` operations from index `first` at the segment's setting; for a sampling
+ * variant above 0 then 10 more at a time until `exportedSpans` (which flushes the batch
+ * processor first) has grown since the start, at most `5 n` in all. Returns how many ran.
+ */
+export async function leadIn(
+  op: Op,
+  first: number,
+  n: number,
+  intervalMs: number,
+  f: Faults,
+  mode: string,
+  exportedSpans: () => Promise<number>,
+): Promise<number> {
+  const traced = mode !== 'off' && Number(mode) > 0;
+  const before = traced ? await exportedSpans() : 0;
+  await drive(op, first, n, intervalMs, f);
+  let done = n;
+  while (traced && done < 5 * n && (await exportedSpans()) === before) {
+    const more = Math.min(10, 5 * n - done);
+    await drive(op, first + done, more, intervalMs, f);
+    done += more;
+  }
+  return done;
 }
 
 interface SegmentVariant {
@@ -857,13 +907,16 @@ export function segmentVariants(list: readonly string[], segments: number): Segm
 }
 
 /**
- * Per variant (every label but `off`), each of its segments' Ir/op over a reference: the mean
- * of the nearest `off` segment before it and the nearest after it (one of them at the ends).
- * A neighbouring reference cancels the drift of the process (the JIT still improving the
- * path, 15–20 % over the first rounds); the repeated `off` (`off#2`) is measured against
- * the same kind of reference, so its spread is the bench's own. Raw, without V8's compilers,
- * without compilers and GC; and the Ir over the reference per span the segment exported
- * (spans of the sink: the segment's own, flushed at its end).
+ * Per variant label, and pooled per mode (`byMode`: `1` and `1#2` together; mode `off` is the
+ * control), each segment's Ir/op over a reference: the mean of the nearest segment of mode
+ * `off` before it and the nearest after it (one of them at the ends), never the segment itself.
+ * A neighbouring reference cancels the drift of the process (the JIT still improving the path,
+ * 15–20 % over the first rounds); an `off` segment is measured against its own `off`
+ * neighbours exactly as a traced one, so the spread of mode `off` is the bench's own (the
+ * identical-segment control). Raw, without V8's compilers, without compilers and GC; and the
+ * Ir over the reference per span the segment exported (spans of the sink: the segment's own,
+ * flushed at its end). With a list of one `off` only (`off,1`), the `off` segments have no
+ * control figures beyond their neighbours.
  */
 export function alternateSummary(
   variants: readonly SegmentVariant[],
@@ -871,16 +924,13 @@ export function alternateSummary(
   spans: readonly number[],
   ops: number,
 ): Record<string, unknown> {
-  const offs = variants.flatMap((v, s) => (v.label === 'off' ? [s] : []));
+  const offs = variants.flatMap((v, s) => (v.mode === 'off' ? [s] : []));
   const neighbours = (s: number): number[] => {
     const before = offs.filter((x) => x < s).at(-1);
     const after = offs.find((x) => x > s);
     return [before, after].filter((x): x is number => x !== undefined);
   };
-  const labels = [...new Set(variants.map((v) => v.label))].filter((l) => l !== 'off');
-  const out: Record<string, unknown> = {};
-  for (const label of labels) {
-    const segments = variants.flatMap((v, s) => (v.label === label ? [s] : []));
+  const summarize = (segments: readonly number[]): Record<string, unknown> => {
     const entry: Record<string, unknown> = {
       segments: segments.map((s) => s + 1),
       spans: segments.map((s) => spans[s]),
@@ -912,8 +962,18 @@ export function alternateSummary(
           : {}),
       };
     }
-    out[label] = entry;
+    return entry;
+  };
+  const of = (key: 'label' | 'mode', value: string): number[] =>
+    variants.flatMap((v, s) => (v[key] === value ? [s] : []));
+  const out: Record<string, unknown> = {};
+  for (const label of new Set(variants.map((v) => v.label))) {
+    out[label] = summarize(of('label', label));
   }
+  const byMode: Record<string, unknown> = {};
+  for (const mode of new Set(variants.map((v) => v.mode)))
+    byMode[mode] = summarize(of('mode', mode));
+  out.byMode = byMode;
   out.offSpans = offs.map((s) => spans[s]);
   return out;
 }
@@ -921,6 +981,8 @@ export function alternateSummary(
 interface RunOptions {
   /** `--switch-gc`: tracing-switch runs a full GC before every segment. */
   readonly switchGc: boolean;
+  /** `--lead-in`: uncounted operations after each switch (0: none). */
+  readonly leadIn: number;
   /** `--gc-between-segments`: SIGUSR2 (bench/lib/gc-signal.ts) before every segment. */
   readonly gcBetweenSegments: boolean;
   readonly ops: number;
@@ -958,6 +1020,7 @@ async function main(): Promise<void> {
       'http-transport',
       'alternate',
       'rounds',
+      'lead-in',
     ],
     ['separate-threads', 'keep', 'gc-between-segments', 'switch-gc'],
   );
@@ -1019,6 +1082,7 @@ async function main(): Promise<void> {
     keep: flags.keep === true,
     gcBetweenSegments: flags['gc-between-segments'] === true,
     switchGc: flags['switch-gc'] === true,
+    leadIn: numberFlag(flags, 'lead-in', 0, 0, 100_000),
   };
   if (alternate.length > 0) {
     if (!uplink || server !== 'coap-edge')
@@ -1026,7 +1090,8 @@ async function main(): Promise<void> {
     if (o.gcBetweenSegments || posts > 0)
       throw new UsageError('--alternate: not with --gc-between-segments or --http-posts');
     o.segments = alternate.length * numberFlag(flags, 'rounds', 4, 1, 100);
-  } else if (o.switchGc) throw new UsageError('--switch-gc: with --alternate only');
+  } else if (o.switchGc || o.leadIn > 0)
+    throw new UsageError('--switch-gc, --lead-in: with --alternate only');
   if (o.gcBetweenSegments && (server === 'libcoap' || posts > 0)) {
     throw new UsageError(
       '--gc-between-segments: a node server (coap-edge or floor), no --http-posts',

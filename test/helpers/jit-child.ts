@@ -38,3 +38,30 @@ export async function runJitChild(
   );
   return JSON.parse(stdout) as Record<string, unknown>;
 }
+
+/**
+ * The start of such a script for the tracing tests: `src` (the env's SRC_ROOT, a file URL of a
+ * compiled src/), `turn` (one event-loop turn), `trace` (telemetry/trace.js), tracing set up
+ * as the gateway does at ratio 1 with a counting exporter (`exported`, its span count) and no
+ * timer export, `flush` (the provider's forceFlush, from the setup channel) and `tracing`.
+ */
+export const TRACING_CHILD_SETUP = `
+const src = process.env.SRC_ROOT;
+const { subscribe } = await import('node:diagnostics_channel');
+const { setImmediate: turn } = await import('node:timers/promises');
+const { setupTracing } = await import(src + 'telemetry/setup.js');
+const trace = await import(src + 'telemetry/trace.js');
+let flush;
+subscribe(trace.TRACING_SETUP_CHANNEL, (e) => { flush = e.forceFlush; });
+let exported = 0;
+const exporter = {
+  export(spans, done) { exported += spans.length; done({ code: 0 }); },
+  shutdown: async () => undefined,
+  forceFlush: async () => undefined,
+};
+const handle = setupTracing({
+  endpoint: undefined, sampleRatio: 1, forcedDevices: [], serviceName: 'jit-child-test',
+  serviceVersion: '0.0.0', env: { OTEL_BSP_SCHEDULE_DELAY: '1000000000' }, exporter,
+});
+const tracing = handle.tracing;
+`;

@@ -239,4 +239,41 @@ describe('OTLP protobuf serializer', () => {
       request.encode = encode;
     }
   });
+
+  it('http/protobuf: the configured headers are read once, not again for every export', async () => {
+    const rx = await OtlpReceiver.start();
+    closers.push(() => rx.close());
+    // a header whose value counts its reads: the SDK merged the configured headers anew for
+    // every export (an async merge with a validation pass over them); they are static
+    let reads = 0;
+    const headers = {
+      get 'x-tenant'(): string {
+        reads++;
+        return 'edge-1';
+      },
+    };
+    Object.defineProperty(headers, 'x-tenant', { enumerable: true });
+    const mem = new InMemorySpanExporter();
+    const provider = new BasicTracerProvider({
+      resource: resourceFromAttributes({ 'service.name': 'coap-edge' }),
+      spanProcessors: [
+        new SimpleSpanProcessor(otlpExporter('http/protobuf', rx.url, headers)),
+        new SimpleSpanProcessor(mem),
+      ],
+    });
+    const t = provider.getTracer('coap-edge');
+    for (let i = 1; i <= 3; i++) {
+      t.startSpan(`export-${i}`).end();
+      await provider.forceFlush();
+      await rx.waitFor((s) => s.length >= i, `span ${i}`);
+    }
+    await provider.shutdown();
+    assert.deepEqual(rx.rejected, []);
+    assert.equal(rx.requests.length, 3);
+    for (const r of rx.requests) {
+      assert.equal(r.headers['x-tenant'], 'edge-1');
+      assert.equal(r.contentType, 'application/x-protobuf');
+    }
+    assert.equal(reads, 1, 'the configured headers were read for each export');
+  });
 });

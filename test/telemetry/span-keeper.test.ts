@@ -13,29 +13,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { runJitChild, type JitStatus } from '../helpers/jit-child.js';
+import { TRACING_CHILD_SETUP, runJitChild, type JitStatus } from '../helpers/jit-child.js';
 
-const CHILD = `
-const src = process.env.SRC_ROOT;
-const { subscribe } = await import('node:diagnostics_channel');
-const { setImmediate: turn } = await import('node:timers/promises');
-const { setupTracing } = await import(src + 'telemetry/setup.js');
-const trace = await import(src + 'telemetry/trace.js');
+const CHILD = `${TRACING_CHILD_SETUP}
 const { ROOT_CONTEXT, context } = await import('@opentelemetry/api');
-
-let flush;
-subscribe(trace.TRACING_SETUP_CHANNEL, (e) => { flush = e.forceFlush; });
-let exported = 0;
-const exporter = {
-  export(spans, done) { exported += spans.length; done({ code: 0 }); },
-  shutdown: async () => undefined,
-  forceFlush: async () => undefined,
-};
-const handle = setupTracing({
-  endpoint: undefined, sampleRatio: 1, forcedDevices: [], serviceName: 'span-keeper-test',
-  serviceVersion: '0.0.0', env: { OTEL_BSP_SCHEDULE_DELAY: '1000000000' }, exporter,
-});
-const tracing = handle.tracing;
 
 // a datagram's trace as the gateway makes it: a root span with its attributes, a child under
 // it, the traced branch of isTraced and recordingSpan; and an untraced call of both

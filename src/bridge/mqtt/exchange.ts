@@ -71,6 +71,23 @@ export type SendFn = (
 ) => Promise<void>;
 
 /**
+ * The last `{ traceparent }` user properties made, kept reachable. Such an object is the only
+ * one of its hidden class (map), and V8 holds the maps that optimized code and feedback name
+ * weakly: at 1 % sampling and a few uplinks per second none is alive at a mark-compact, the
+ * map goes with it, and the next traced publish deoptimizes `tracedPublish`, which every
+ * uplink runs, and TurboFan compiles it again (bench/README.md, "i11-trace3"). One kept
+ * object (a trace id, no secret) keeps the map, as the span keeper does for the spans'.
+ */
+const kept: { properties: UserProperties | undefined } = { properties: undefined };
+
+/** `{ traceparent: tp }`, the user properties of a traced publish that has none of its own. */
+function traceProperties(tp: string): UserProperties {
+  const properties = { traceparent: tp };
+  kept.properties = properties;
+  return properties;
+}
+
+/**
  * Publishes through `send` inside an `mqtt.publish` span when the active span records; the
  * trace context then travels as the MQTT 5 user property `traceparent` (3.1.1 connections
  * drop user properties).
@@ -100,7 +117,12 @@ export function tracedPublish(
       );
   if (span === undefined) return send(topic, payload, userProperties, device);
   const tp = traceparentOf(span);
-  const props = tp === undefined ? userProperties : { ...userProperties, traceparent: tp };
+  const props =
+    tp === undefined
+      ? userProperties
+      : userProperties === undefined
+        ? traceProperties(tp)
+        : { ...userProperties, traceparent: tp };
   return send(topic, payload, props, device).then(
     () => span.end(),
     (e: unknown) => {
