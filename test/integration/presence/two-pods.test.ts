@@ -176,9 +176,14 @@ describe('presence: two pods sharing Redis', () => {
       await tick(10);
     }
     assert.deepEqual(byDevice(all()), { dk: ['online:first-request'] }, 'no lapse under traffic');
-    // a lifetime of silence, and the sweeps' next turns see it
-    clock.advance(600);
-    // at the next sweep: the bound is for a starved machine
+    // then silence, its time moving as the traffic's did: at most 10 ms a turn, so that each
+    // pod's sweeps (every 100 ms of real time, which passes at least as fast) still flush its
+    // news before the other pod's sweep can claim the device. A single jump past the lifetime
+    // would be a stall of both pods, whose outcome depends on which sweeps first
+    for (let i = 0; i < 200 && all().length < 2; i++) {
+      clock.advance(10);
+      await tick(10);
+    }
     await waitFor(() => all().length === 2, 'offline', 10_000);
     // both sweepers had a whole sweep after it: a second claim would have come
     await sweptAndSettled(2, a, b);
