@@ -153,10 +153,21 @@ describe('presence: two pods sharing Redis', () => {
   it('with real timers and short lifetimes (lifetimeScale): one online, one offline in all', async () => {
     const p = prefix();
     prefixes.push(p);
-    // the sweeps run on real timers; the time the trackers read moves 10 ms with each request,
-    // so that a starved process (a turn of 600 ms and more at load 20) cannot make a lapse of
-    // what was traffic every 10 ms
+    // the sweeps run on real timers; the time the trackers read follows real time, but a
+    // turn counts at most MAX_TURN_MS: a starved process (turns of 600 ms and more at load 20,
+    // the scaled lifetime) then cannot lapse a device under traffic every 10 ms, nor let one
+    // pod claim a device before the other's sweep (every 100 ms) has flushed its news of it
+    // (two sweep intervals ahead). On a quiet machine the time is the real one.
+    const MAX_TURN_MS = 50;
     const clock = new Clock();
+    let last = performance.now();
+    const turn = async (): Promise<void> => {
+      await tick(10);
+      const now = performance.now();
+      const dt = Math.min(MAX_TURN_MS, Math.floor(now - last));
+      clock.advance(dt);
+      last = dt === MAX_TURN_MS ? now : last + dt;
+    };
     const o = {
       sweepIntervalMs: 100,
       lifetimeScale: 0.02, // 30 s → 600 ms
@@ -169,21 +180,17 @@ describe('presence: two pods sharing Redis', () => {
     a.tracker.start();
     b.tracker.start();
     const all = () => [...a.events, ...b.events];
-    // traffic on both pods for 1.2 s (two lifetimes), sweeps in between, then silence
-    for (let i = 0; i < 120; i++) {
+    // traffic on both pods for 1.2 s (two lifetimes), then silence
+    const end = clock.now() + 1_200;
+    for (let i = 0; clock.now() < end; i++) {
       (i % 2 === 0 ? a : b).tracker.seen(principal('s1'));
-      clock.advance(10);
-      await tick(10);
+      await turn();
     }
     assert.deepEqual(byDevice(all()), { dk: ['online:first-request'] }, 'no lapse under traffic');
-    // then silence, its time moving as the traffic's did: at most 10 ms a turn, so that each
-    // pod's sweeps (every 100 ms of real time, which passes at least as fast) still flush its
-    // news before the other pod's sweep can claim the device. A single jump past the lifetime
-    // would be a stall of both pods, whose outcome depends on which sweeps first
-    for (let i = 0; i < 200 && all().length < 2; i++) {
-      clock.advance(10);
-      await tick(10);
-    }
+    // the silence passes the same way (one jump past the lifetime would be a stall of both
+    // pods, after which the pod whose sweep comes second flushes news that lapsed meanwhile)
+    const silenceEnd = clock.now() + 3_000;
+    while (all().length < 2 && clock.now() < silenceEnd) await turn();
     await waitFor(() => all().length === 2, 'offline', 10_000);
     // both sweepers had a whole sweep after it: a second claim would have come
     await sweptAndSettled(2, a, b);
