@@ -39,10 +39,9 @@ export interface RegistryClientOptions {
   /** How long an open breaker refuses requests, in ms. @default 5000 */
   readonly breakerCooldownMs?: number | undefined;
   readonly stats: AuthStats;
-  /** Clock in ms for the breaker; default the clock's `now()`. */
-  readonly now?: (() => number) | undefined;
   /**
-   * Time and the request deadline's timer (which holds the process open, as a request does).
+   * Time (the breaker's cool-down) and the request deadline's timer (which holds the process
+   * open, as a request does).
    * @default systemClock
    */
   readonly clock?: Clock | undefined;
@@ -100,7 +99,7 @@ export class RegistryClient {
     this.#breaker = new CircuitBreaker({
       threshold: o.breakerThreshold ?? 5,
       cooldownMs: o.breakerCooldownMs ?? 5_000,
-      now: o.now ?? (() => clock.now()),
+      now: () => clock.now(),
       onOpen: () => this.#stats.registryCircuitOpened++,
     });
   }

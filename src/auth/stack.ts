@@ -52,9 +52,9 @@ export interface SecretStackOptions {
   readonly redisTtlMs: number;
   /** Lifetime of a remembered miss (LRU and Redis), in ms. */
   readonly negativeTtlMs: number;
-  /** Clock in ms for the LRU TTLs and the circuit breaker (tests). */
+  /** Clock in ms for the LRU TTLs (tests). */
   readonly now?: (() => number) | undefined;
-  /** Timers of the registry's request deadline. @default systemClock */
+  /** The registry's time: its circuit breaker's cool-down and its request deadline. @default systemClock */
   readonly clock?: Clock | undefined;
   /** Per-command Redis deadline in ms (setting `redisCommandTimeoutMs`). */
   readonly redisCommandTimeoutMs: number;
@@ -122,7 +122,6 @@ export function createSecretStack(o: SecretStackOptions): SecretStack {
           breakerThreshold: o.breakerThreshold,
           breakerCooldownMs: o.breakerCooldownMs,
           stats,
-          now: o.now,
           clock: o.clock,
         });
   const memory = {

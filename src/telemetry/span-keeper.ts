@@ -37,16 +37,6 @@ export class SpanKeeper implements SpanProcessor {
     this.next = this.next + 1 === KEPT_SPANS ? 0 : this.next + 1;
   }
 
-  /** The spans kept, oldest first (tests). */
-  spans(): ReadableSpan[] {
-    const out: ReadableSpan[] = [];
-    for (let i = 0; i < KEPT_SPANS; i++) {
-      const s = this.kept[(this.next + i) % KEPT_SPANS];
-      if (s !== undefined) out.push(s);
-    }
-    return out;
-  }
-
   forceFlush(): Promise<void> {
     return Promise.resolve();
   }

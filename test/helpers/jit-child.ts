@@ -9,6 +9,8 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
 const execFileAsync = promisify(execFile);
+/** The compiled test/helpers/tracing.js, for a child script's `setupTestTracing`. */
+const TRACING_HELPER = new URL('./tracing.js', import.meta.url).href;
 
 /** What such a script reports per function it checks. */
 export interface JitStatus {
@@ -34,7 +36,7 @@ export async function runJitChild(
       '-e',
       script,
     ],
-    { env: { ...process.env, ...env } },
+    { env: { ...process.env, TRACING_HELPER, ...env } },
   );
   return JSON.parse(stdout) as Record<string, unknown>;
 }
@@ -42,14 +44,14 @@ export async function runJitChild(
 /**
  * The start of such a script for the tracing tests: `src` (the env's SRC_ROOT, a file URL of a
  * compiled src/), `turn` (one event-loop turn), `trace` (telemetry/trace.js), tracing set up
- * as the gateway does at ratio 1 with a counting exporter (`exported`, its span count) and no
+ * as the gateway does at ratio 1 (test/helpers/tracing.ts's defaults) with a counting exporter (`exported`, its span count) and no
  * timer export, `flush` (the provider's forceFlush, from the setup channel) and `tracing`.
  */
 export const TRACING_CHILD_SETUP = `
 const src = process.env.SRC_ROOT;
 const { subscribe } = await import('node:diagnostics_channel');
 const { setImmediate: turn } = await import('node:timers/promises');
-const { setupTracing } = await import(src + 'telemetry/setup.js');
+const { setupTestTracing } = await import(process.env.TRACING_HELPER);
 const trace = await import(src + 'telemetry/trace.js');
 let flush;
 subscribe(trace.TRACING_SETUP_CHANNEL, (e) => { flush = e.forceFlush; });
@@ -59,9 +61,6 @@ const exporter = {
   shutdown: async () => undefined,
   forceFlush: async () => undefined,
 };
-const handle = setupTracing({
-  endpoint: undefined, sampleRatio: 1, forcedDevices: [], serviceName: 'jit-child-test',
-  serviceVersion: '0.0.0', env: { OTEL_BSP_SCHEDULE_DELAY: '1000000000' }, exporter,
-});
+const handle = setupTestTracing({ env: { OTEL_BSP_SCHEDULE_DELAY: '1000000000' }, exporter });
 const tracing = handle.tracing;
 `;

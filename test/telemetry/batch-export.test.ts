@@ -13,7 +13,8 @@ import { after, afterEach, beforeEach, describe, it, mock } from 'node:test';
 import assert from 'node:assert/strict';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { setupTracing, type TracingHandle } from '../../src/telemetry/setup.js';
+import type { TracingHandle } from '../../src/telemetry/setup.js';
+import { setupTestTracing } from '../helpers/tracing.js';
 import { resetOpenTelemetryGlobals } from '../helpers/otel-globals.js';
 
 /** Keeps each export call's spans apart, answers success at once. */
@@ -37,15 +38,7 @@ function setup(env: Record<string, string>): {
   exporter: RecordingExporter;
 } {
   const exporter = new RecordingExporter();
-  const handle = setupTracing({
-    endpoint: undefined,
-    sampleRatio: 1,
-    forcedDevices: [],
-    serviceName: 'coap-edge-test',
-    serviceVersion: '0.0.0-test',
-    env,
-    exporter,
-  });
+  const handle = setupTestTracing({ env, exporter });
   assert.ok(handle !== undefined);
   return { handle, exporter };
 }

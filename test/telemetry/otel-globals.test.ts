@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { trace } from '@opentelemetry/api';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
-import { setupTracing, type TracingHandle } from '../../src/telemetry/setup.js';
+import type { TracingHandle } from '../../src/telemetry/setup.js';
+import { setupTestTracing } from '../helpers/tracing.js';
 import { resetOpenTelemetryGlobals } from '../helpers/otel-globals.js';
 
 /** Keeps the names of the spans it is given (the SDK's in-memory exporter forgets at shutdown). */
@@ -25,15 +26,7 @@ class Names implements SpanExporter {
 }
 
 function setup(exporter: SpanExporter): TracingHandle {
-  const handle = setupTracing({
-    endpoint: undefined,
-    sampleRatio: 1,
-    forcedDevices: [],
-    serviceName: 'coap-edge',
-    serviceVersion: '0',
-    env: { OTEL_BSP_SCHEDULE_DELAY: '10' },
-    exporter,
-  });
+  const handle = setupTestTracing({ env: { OTEL_BSP_SCHEDULE_DELAY: '10' }, exporter });
   assert.ok(handle !== undefined);
   return handle;
 }

@@ -19,7 +19,8 @@ import { coapDuplicateChannel } from '../../src/coap/events.js';
 import { dtlsDropChannel } from '../../src/dtls/events.js';
 import { CipherSuite } from '../../src/dtls/constants.js';
 import { derivePsk } from '../../src/enos/psk.js';
-import { setupTracing, tracesEndpoint, type TracingHandle } from '../../src/telemetry/setup.js';
+import { tracesEndpoint, type TracingHandle } from '../../src/telemetry/setup.js';
+import { setupTestTracing } from '../helpers/tracing.js';
 import { NO_TRACING, Tracing } from '../../src/telemetry/trace.js';
 import { CoapDtlsClient } from '../../src/tools/coap-client.js';
 import { eventually } from '../helpers/e2e.js';
@@ -44,24 +45,13 @@ describe('telemetry setup without registering anything', () => {
   });
 
   it('without an endpoint (and no test exporter) tracing stays off', () => {
-    const handle = setupTracing({
-      endpoint: undefined,
-      sampleRatio: 1,
-      forcedDevices: [],
-      serviceName: 'coap-edge',
-      serviceVersion: '0',
-      env: {},
-    });
+    const handle = setupTestTracing();
     assert.equal(handle, undefined);
   });
 
   it('OTEL_SDK_DISABLED=true keeps tracing off even with an endpoint', () => {
-    const handle = setupTracing({
+    const handle = setupTestTracing({
       endpoint: 'http://127.0.0.1:4318/v1/traces',
-      sampleRatio: 1,
-      forcedDevices: [],
-      serviceName: 'coap-edge',
-      serviceVersion: '0',
       env: { OTEL_SDK_DISABLED: 'true' },
     });
     assert.equal(handle, undefined);
@@ -88,13 +78,10 @@ describe('telemetry: per-device forced sampling (ratio 0, traceDevices: [device0
   const clients: CoapDtlsClient[] = [];
 
   before(async () => {
-    tracing = setupTracing({
-      endpoint: undefined,
+    tracing = setupTestTracing({
       exporter,
       sampleRatio: 0,
       forcedDevices: ['device001'],
-      serviceName: 'coap-edge-test',
-      serviceVersion: '0',
       // spans leave 50 ms after they end, not after the specification's 5 s, which the
       // waits for them below would sit out (telemetry/batch-export checks the setting)
       env: { OTEL_BSP_SCHEDULE_DELAY: '50' },

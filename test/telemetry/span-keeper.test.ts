@@ -15,6 +15,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TRACING_CHILD_SETUP, runJitChild, type JitStatus } from '../helpers/jit-child.js';
 
+const SRC_ROOT = new URL('../../src/', import.meta.url).href;
+
 const CHILD = `${TRACING_CHILD_SETUP}
 const { ROOT_CONTEXT, context } = await import('@opentelemetry/api');
 
@@ -61,9 +63,7 @@ process.stdout.write(JSON.stringify(out));
 `;
 
 test('a full GC between traces leaves the traced branch of the datagram path optimized', async () => {
-  const out = (await runJitChild(CHILD, {
-    SRC_ROOT: new URL('../../src/', import.meta.url).href,
-  })) as Record<string, JitStatus | number>;
+  const out = (await runJitChild(CHILD, { SRC_ROOT })) as Record<string, JitStatus | number>;
   // 42 traces of two spans each
   assert.equal(out.exported, 42 * 2);
   for (const name of ['isTraced', 'recordingSpan']) {
@@ -75,13 +75,47 @@ test('a full GC between traces leaves the traced branch of the datagram path opt
   }
 });
 
-test('the keeper holds the last KEPT_SPANS ended spans, oldest first, until shutdown', async () => {
-  const { KEPT_SPANS, SpanKeeper } = await import('../../src/telemetry/span-keeper.js');
-  const keeper = new SpanKeeper();
-  assert.deepEqual(keeper.spans(), []);
-  const ended = Array.from({ length: KEPT_SPANS + 4 }, (_, i) => ({ name: `s${i}` }) as never);
-  for (const s of ended) keeper.onEnd(s);
-  assert.deepEqual(keeper.spans(), ended.slice(4));
-  await keeper.shutdown();
-  assert.deepEqual(keeper.spans(), []);
+// What the keeper is for, seen from outside: which ended spans a full GC cannot take. Each
+// span is known to the child only through a WeakRef; a WeakRef's target stays alive until the
+// end of the task that made or read it, hence a turn before each gc().
+const KEEPER_CHILD = `
+const { setImmediate: turn } = await import('node:timers/promises');
+const { KEPT_SPANS, SpanKeeper } = await import(process.env.SRC_ROOT + 'telemetry/span-keeper.js');
+const keeper = new SpanKeeper();
+// in a function of its own: no binding of the module keeps the last span
+const end = (n) => {
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    const span = { name: 's' + i };
+    out.push(new WeakRef(span));
+    keeper.onEnd(span);
+  }
+  return out;
+};
+const refs = end(KEPT_SPANS + 4);
+const alive = async () => {
+  await turn();
+  gc();
+  return refs.map((r) => r.deref() !== undefined);
+};
+const out = { kept: KEPT_SPANS, afterEnd: await alive() };
+await keeper.shutdown();
+out.afterShutdown = await alive();
+process.stdout.write(JSON.stringify(out));
+`;
+
+test('the keeper holds the last KEPT_SPANS ended spans through a full GC, until shutdown', async () => {
+  const out = (await runJitChild(KEEPER_CHILD, { SRC_ROOT })) as {
+    kept: number;
+    afterEnd: boolean[];
+    afterShutdown: boolean[];
+  };
+  const { KEPT_SPANS } = await import('../../src/telemetry/span-keeper.js');
+  assert.equal(out.kept, KEPT_SPANS);
+  // the four oldest were pushed out by the newer ones; the last KEPT_SPANS survive
+  assert.deepEqual(out.afterEnd, [
+    ...Array<boolean>(4).fill(false),
+    ...Array<boolean>(KEPT_SPANS).fill(true),
+  ]);
+  assert.deepEqual(out.afterShutdown, Array<boolean>(KEPT_SPANS + 4).fill(false));
 });

@@ -15,7 +15,8 @@ import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import { Code } from '../../src/coap/constants.js';
 import { CipherSuite } from '../../src/dtls/constants.js';
 import { derivePsk } from '../../src/enos/psk.js';
-import { setupTracing, type TracingHandle } from '../../src/telemetry/setup.js';
+import type { TracingHandle } from '../../src/telemetry/setup.js';
+import { setupTestTracing } from '../helpers/tracing.js';
 import { TRACING_SETUP_CHANNEL, type TracingSetupEvent } from '../../src/telemetry/trace.js';
 import { CoapDtlsClient } from '../../src/tools/coap-client.js';
 import { DEMO, MEASUREPOINT_PAYLOAD, startGateway, type TestGateway } from '../helpers/gateway.js';
@@ -33,13 +34,9 @@ describe('telemetry: the setup channel and tracing switched at run time', () => 
 
   before(async () => {
     subscribe(TRACING_SETUP_CHANNEL, onSetup);
-    handle = setupTracing({
-      endpoint: undefined,
+    handle = setupTestTracing({
       exporter,
       sampleRatio: 0.01,
-      forcedDevices: [],
-      serviceName: 'coap-edge-test',
-      serviceVersion: '0',
       // no export by the timer during the test: only forceFlush exports
       env: { OTEL_BSP_SCHEDULE_DELAY: '600000' },
     });

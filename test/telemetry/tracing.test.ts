@@ -25,7 +25,8 @@ import { ProxyTracerProvider, trace as otelTrace } from '@opentelemetry/api';
 import { encode } from '../../src/coap/codec.js';
 import { CON, Code, OptionNumber } from '../../src/coap/constants.js';
 import { derivePsk } from '../../src/enos/psk.js';
-import { setupTracing, type TracingHandle } from '../../src/telemetry/setup.js';
+import type { TracingHandle } from '../../src/telemetry/setup.js';
+import { setupTestTracing } from '../helpers/tracing.js';
 import type { CoapDtlsClient } from '../../src/tools/coap-client.js';
 import {
   E2eRegistry,
@@ -104,10 +105,9 @@ const receiverSpans = (): readonly OtlpSpan[] => receiver.spans;
 // one SDK for the whole file (it is global to the process), exporting to our receiver
 before(async () => {
   receiver = await OtlpReceiver.start();
-  tracing = setupTracing({
+  tracing = setupTestTracing({
     endpoint: receiver.url,
-    sampleRatio: 1,
-    forcedDevices: [],
+    // the resource's service.name and service.version are asserted below
     serviceName: 'coap-edge-test',
     serviceVersion: '0.0.0-test',
     env: { POD_NAME: 'coap-edge-test-0', POD_NAMESPACE: 'telemetry' },

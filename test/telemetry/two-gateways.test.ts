@@ -19,7 +19,8 @@ import { CipherSuite } from '../../src/dtls/constants.js';
 import { coapDuplicateChannel } from '../../src/coap/events.js';
 import { dtlsDropChannel } from '../../src/dtls/events.js';
 import { derivePsk } from '../../src/enos/psk.js';
-import { setupTracing, type TracingHandle } from '../../src/telemetry/setup.js';
+import type { TracingHandle } from '../../src/telemetry/setup.js';
+import { setupTestTracing } from '../helpers/tracing.js';
 import { CoapDtlsClient } from '../../src/tools/coap-client.js';
 import { eventually } from '../helpers/e2e.js';
 import { DEMO, MEASUREPOINT_PAYLOAD, startGateway, type TestGateway } from '../helpers/gateway.js';
@@ -27,13 +28,9 @@ import { describeSpans, fromReadableSpan, type OtlpSpan } from '../helpers/otlp.
 import { resetOpenTelemetryGlobals } from '../helpers/otel-globals.js';
 
 function traced(exporter: InMemorySpanExporter, serviceName: string): TracingHandle {
-  const handle = setupTracing({
-    endpoint: undefined,
+  const handle = setupTestTracing({
     exporter,
-    sampleRatio: 1,
-    forcedDevices: [],
     serviceName,
-    serviceVersion: '0',
     // spans leave 50 ms after they end, not after the specification's 5 s, which the wait
     // for both exports would sit out (telemetry/batch-export checks the setting)
     env: { OTEL_BSP_SCHEDULE_DELAY: '50' },

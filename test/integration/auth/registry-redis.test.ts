@@ -3,7 +3,7 @@
  * sharing between pods, negative caching, failures that are fast, counted and not cached,
  * the timeout, the circuit breaker.
  */
-import { settlesAt, UNREACHED_DEADLINE_MS } from '../../helpers/clock.js';
+import { clockReading, settlesAt, UNREACHED_DEADLINE_MS } from '../../helpers/clock.js';
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Redis } from 'ioredis';
@@ -221,7 +221,8 @@ describe('secret chain: registry + Redis', () => {
 
   it('the circuit breaker opens after consecutive failures and closes after a good probe', async () => {
     const p = prefix();
-    // the breaker's clock, stepped by hand (the cool-down passes without waiting for it)
+    // the registry's clock, its time stepped by hand (the cool-down passes without waiting
+    // for it), its timers real (the request deadlines, never reached here)
     let nowMs = 0;
     const s = await startStack(
       stackOptions({
@@ -229,7 +230,7 @@ describe('secret chain: registry + Redis', () => {
         registryUrl: registry.url,
         breakerThreshold: 3,
         breakerCooldownMs: 300,
-        now: () => nowMs,
+        clock: clockReading(() => nowMs),
       }),
     );
     stacks.push(s);

@@ -22,7 +22,8 @@ export async function startStore(
     ...o,
     commandTimeoutMs: o.commandTimeoutMs ?? COMMAND_STORE_DEFAULTS.commandTimeoutMs,
   });
-  if (!(await store.waitReady(5_000))) {
+  // ends as soon as both connections are up; the bound is for a starved machine
+  if (!(await store.waitReady(30_000))) {
     await store.close();
     throw new Error('command store did not connect');
   }

@@ -22,6 +22,14 @@ import {
   type Pod,
 } from './helpers.js';
 
+/**
+ * Each pod's Redis command deadline. What happens when Redis is slow is not what these tests
+ * show (the presence fault tests do); a process starved by other work can see an answer that
+ * has already arrived as a timeout at the gateway's 300 ms, when its timers run before its
+ * sockets are read.
+ */
+const COMMAND_TIMEOUT_MS = 2_000;
+
 describe('presence: two pods sharing Redis', () => {
   const pods: Pod[] = [];
   const clients: Redis[] = [];
@@ -43,8 +51,9 @@ describe('presence: two pods sharing Redis', () => {
     const p = prefix();
     prefixes.push(p);
     const clock = new Clock();
-    const a = await startPod('a', SHARED_REDIS, p, { clock: clockReading(clock.now), ...o });
-    const b = await startPod('b', SHARED_REDIS, p, { clock: clockReading(clock.now), ...o });
+    const opts = { clock: clockReading(clock.now), commandTimeoutMs: COMMAND_TIMEOUT_MS, ...o };
+    const a = await startPod('a', SHARED_REDIS, p, opts);
+    const b = await startPod('b', SHARED_REDIS, p, opts);
     pods.push(a, b);
     const admin = new Redis(SHARED_REDIS);
     clients.push(admin);
@@ -144,7 +153,27 @@ describe('presence: two pods sharing Redis', () => {
   it('with real timers and short lifetimes (lifetimeScale): one online, one offline in all', async () => {
     const p = prefix();
     prefixes.push(p);
-    const o = { sweepIntervalMs: 100, lifetimeScale: 0.02 }; // 30 s → 600 ms
+    // the sweeps run on real timers; the time the trackers read follows real time, but a
+    // turn counts at most MAX_TURN_MS: a starved process (turns of 600 ms and more at load 20,
+    // the scaled lifetime) then cannot lapse a device under traffic every 10 ms, nor let one
+    // pod claim a device before the other's sweep (every 100 ms) has flushed its news of it
+    // (two sweep intervals ahead). On a quiet machine the time is the real one.
+    const MAX_TURN_MS = 50;
+    const clock = new Clock();
+    let last = performance.now();
+    const turn = async (): Promise<void> => {
+      await tick(10);
+      const now = performance.now();
+      const dt = Math.min(MAX_TURN_MS, Math.floor(now - last));
+      clock.advance(dt);
+      last = dt === MAX_TURN_MS ? now : last + dt;
+    };
+    const o = {
+      sweepIntervalMs: 100,
+      lifetimeScale: 0.02, // 30 s → 600 ms
+      clock: clockReading(clock.now),
+      commandTimeoutMs: COMMAND_TIMEOUT_MS,
+    };
     const a = await startPod('a', SHARED_REDIS, p, o);
     const b = await startPod('b', SHARED_REDIS, p, o);
     pods.push(a, b);
@@ -152,14 +181,17 @@ describe('presence: two pods sharing Redis', () => {
     b.tracker.start();
     const all = () => [...a.events, ...b.events];
     // traffic on both pods for 1.2 s (two lifetimes), then silence
-    const end = Date.now() + 1_200;
-    let i = 0;
-    while (Date.now() < end) {
-      (i++ % 2 === 0 ? a : b).tracker.seen(principal('s1'));
-      await tick(10);
+    const end = clock.now() + 1_200;
+    for (let i = 0; clock.now() < end; i++) {
+      (i % 2 === 0 ? a : b).tracker.seen(principal('s1'));
+      await turn();
     }
     assert.deepEqual(byDevice(all()), { dk: ['online:first-request'] }, 'no lapse under traffic');
-    await waitFor(() => all().length === 2, 'offline', 3_000);
+    // the silence passes the same way (one jump past the lifetime would be a stall of both
+    // pods, after which the pod whose sweep comes second flushes news that lapsed meanwhile)
+    const silenceEnd = clock.now() + 3_000;
+    while (all().length < 2 && clock.now() < silenceEnd) await turn();
+    await waitFor(() => all().length === 2, 'offline', 10_000);
     // both sweepers had a whole sweep after it: a second claim would have come
     await sweptAndSettled(2, a, b);
     assert.deepEqual(byDevice(all()), { dk: ['online:first-request', 'offline:lifetime-lapsed'] });
