@@ -84,12 +84,39 @@ export function uriPathStrict(msg: CoapMessage): string[] | undefined {
 const MAX_SEGMENT = 255;
 
 /**
- * `bytes[start, end)` as a string when every byte is below 0x80 (such bytes are well-formed UTF-8 and
- * decode to the same code points), else undefined. Uri-Path segments nearly always are
- * ASCII; for a few bytes this loop costs fewer instructions than the two calls into C++
- * (`isUtf8`, then `toString`) a segment otherwise takes (bench/README.md, records).
+ * `bytes[start, end)` as a string when every byte is below 0x80 (such bytes are well-formed
+ * UTF-8 and decode to the same code points), else undefined. Uri-Path segments nearly always
+ * are ASCII and mostly the same few words (`topic`, `sys`, the product key, `thing`…): a
+ * segment of up to {@link MAX_CACHED_SEGMENT} bytes looks in its slot of
+ * {@link segmentCache} (by its length and three of its bytes) and, when the string there has
+ * the same characters, that string is returned: nothing is allocated. Otherwise the string is
+ * built a character at a time (for a few bytes fewer instructions than the two calls into
+ * C++, `isUtf8` then `toString`, bench/README.md, records) and takes the slot.
  */
 function asciiString(bytes: Uint8Array, start: number, end: number): string | undefined {
+  const len = end - start;
+  if (len === 0) return '';
+  if (len > MAX_CACHED_SEGMENT) return buildAscii(bytes, start, end);
+  const slot =
+    (len * 7 +
+      (bytes[start] ?? 0) * 31 +
+      (bytes[end - 1] ?? 0) * 3 +
+      (bytes[start + (len >> 1)] ?? 0)) &
+    (SEGMENT_CACHE_SLOTS - 1);
+  const cached = segmentCache[slot];
+  if (cached !== undefined && cached.length === len) {
+    // the cached string is ASCII: equal characters mean these bytes are ASCII too
+    let i = 0;
+    while (i < len && cached.charCodeAt(i) === bytes[start + i]) i++;
+    if (i === len) return cached;
+  }
+  const s = buildAscii(bytes, start, end);
+  if (s !== undefined) segmentCache[slot] = s;
+  return s;
+}
+
+/** {@link asciiString} without the cache: the string built a character at a time. */
+function buildAscii(bytes: Uint8Array, start: number, end: number): string | undefined {
   let s = '';
   for (let i = start; i < end; i++) {
     const b = bytes[i] ?? 0;
@@ -98,6 +125,20 @@ function asciiString(bytes: Uint8Array, start: number, end: number): string | un
   }
   return s;
 }
+
+/** Longest segment the cache holds; longer ones are rare and built each time. */
+const MAX_CACHED_SEGMENT = 32;
+/**
+ * Slots of the segment cache, a power of two (one string each, at most
+ * {@link MAX_CACHED_SEGMENT} characters: a few kilobytes in all). Two segments with one slot
+ * take it in turn: the words every request carries win it back at once, and a miss costs a
+ * compare beside the build. Only ever equal strings are returned, so a collision costs
+ * instructions, never a wrong segment.
+ */
+const SEGMENT_CACHE_SLOTS = 256;
+const segmentCache: (string | undefined)[] = new Array<string | undefined>(
+  SEGMENT_CACHE_SLOTS,
+).fill(undefined);
 
 /** Uri-Query arguments decoded as UTF-8 (RFC 7252 §5.10.1, §6.5). */
 export function uriQuery(msg: CoapMessage): string[] {

@@ -9,6 +9,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
+import { decode, decodeWire } from '../../../src/coap/codec.js';
 import { Code, ContentFormat, OptionNumber } from '../../../src/coap/constants.js';
 import type { CoapRequest } from '../../../src/coap/endpoint.js';
 import {
@@ -116,6 +117,47 @@ describe('a decoded request (the exchange layer decodes with decodeWire)', () =>
       assert.equal(o.value, o.value);
       if (o.value.length > 0) assert.equal(o.value.buffer, datagram.buffer);
     }
+  });
+
+  test('a Uri-Path segment read before is not built again: no String.fromCharCode call for a repeated path', async () => {
+    const paths: (string[] | undefined)[] = [];
+    const { ep, peer } = setup((r) => {
+      paths.push(uriPathStrict(r.message));
+      return { code: Code.CHANGED };
+    });
+    ep.receive(peer, uplink(10));
+    const calls = await counting(String, ['fromCharCode'], () => ep.receive(peer, uplink(11)));
+    assert.deepEqual(paths, [PATH, PATH]);
+    // main: 43, one per character of the seven segments
+    assert.deepEqual(calls, { fromCharCode: 0 });
+  });
+
+  test('segments that share a cache slot or a length, or differ in one byte, still read as their own bytes', () => {
+    const m = (segments: readonly string[]) => decodeWire(req({ mid: 1, path: segments }));
+    // far more distinct segments than the cache has slots, each read twice: every read is right
+    const words: string[] = [];
+    for (let i = 0; i < 3000; i++) words.push(`dk${i.toString(36)}`, `pk${i}`.padEnd(32, 'z'));
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < words.length; i += 7) {
+        const segments = words.slice(i, i + 7);
+        assert.deepEqual(uriPathStrict(m(segments)), segments);
+      }
+    }
+    // one byte apart, same length; then the first again
+    for (const s of ['post', 'posu', 'Post', 'post', 'pöst', 'post', '', 'p', '']) {
+      assert.deepEqual(uriPathStrict(m([s])), [s]);
+    }
+    // past the cached length and past the ASCII path's: built each time, the same strings
+    const long33 = 'a'.repeat(33);
+    const long300 = 'b'.repeat(300);
+    for (let round = 0; round < 2; round++) {
+      assert.deepEqual(uriPathStrict(m([long33, long300])), [long33, long300]);
+    }
+    // a plain decode (views, no WireOption) reads through the same cache
+    assert.deepEqual(uriPathStrict(decode(req({ mid: 2, path: ['topic', 'posu'] }))), [
+      'topic',
+      'posu',
+    ]);
   });
 
   test('a Uri-Path segment that is not UTF-8 still makes uriPathStrict undefined', () => {
