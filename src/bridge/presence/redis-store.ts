@@ -8,6 +8,7 @@
  *   the latest deadline written, so the state of a pool that is gone does not stay forever.
  * - `{prefix}:{presence}:dev:{pk}:{dk}`: hash `sid` (current session), `at` (ms of the
  *   request that set `sid`), `lt` (lifetime in s). Expires `retainMs` after the deadline.
+ *   After a claim it holds only `off` (the claim's `now`, ms) for `opTtlMs`: see touch.
  * - `{prefix}:{presence}:seq`: counter, incremented once per transition (the events' `seq`).
  * - `{prefix}:{presence}:op:{token}`: the answer of a transition, kept `opTtlMs` (60 s) so a
  *   retry of a write whose answer was lost (command timeout) learns what it did.
@@ -20,13 +21,21 @@
  * declares every key it touches (KEYS), none builds a key name itself:
  *
  * - touch: not a member → HSET + ZADD + INCR, answer `online` (only the first of any number
- *   of concurrent writers finds the device absent); a member → deadline = max(old, new), and
+ *   of concurrent writers finds the device absent), except when a claim removed the device
+ *   at or after this write's deadline (`off` ≥ deadline): then nothing, answer `lapsed`. That
+ *   is late news of a pod whose sweep was held up past its flush lead while another pod's
+ *   sweeper claimed the device: the news had lapsed by the claim anyway, and making the device
+ *   online again would publish an `online` dated before the `offline` already published, and
+ *   a second `offline` later. News still within its lifetime at the claim (the claim was
+ *   early) makes it online again, a new session after the claim too, and a device first seen
+ *   during a Redis outage has no marker: its online/offline pair is published as before.
+ *   A member → deadline = max(old, new), and
  *   the session is taken over only by a write whose request is not older than the stored one
  *   (a late flush of an old session on one pod cannot undo a re-handshake on another).
  * - close: member and `sid` equal → DEL + ZREM + INCR, answer `offline`; else nothing.
  * - claim: the candidates (ZRANGEBYSCORE ≤ now LIMIT n, read first) are passed with their
  *   hashes; the script removes each that is still a member with a deadline ≤ now (DEL +
- *   ZREM + INCR) and answers the list: each lapsed device is removed by exactly one claim,
+ *   ZREM + INCR, and the hash's `off` marker) and answers the list: each lapsed device is removed by exactly one claim,
  *   whichever pod's sweeper runs it, and a device refreshed between the read and the script
  *   is left alone.
  *
@@ -63,6 +72,12 @@ local at = tonumber(ARGV[3])
 local deadline = tonumber(ARGV[4])
 local res
 if not score then
+  local off = tonumber(redis.call('HGET', KEYS[2], 'off'))
+  if off and deadline <= off then
+    res = '{"r":"lapsed"}'
+    redis.call('SET', KEYS[3], res, 'PX', ARGV[6])
+    return res
+  end
   local seq = redis.call('INCR', KEYS[4])
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[2], 'sid', ARGV[2], 'at', ARGV[3], 'lt', ARGV[5])
@@ -117,6 +132,8 @@ for i = 3, #ARGV do
   if score and tonumber(score) <= now then
     local d = redis.call('HMGET', h, 'sid', 'lt')
     redis.call('DEL', h)
+    redis.call('HSET', h, 'off', ARGV[1])
+    redis.call('PEXPIRE', h, ARGV[2])
     redis.call('ZREM', KEYS[1], m)
     local seq = redis.call('INCR', KEYS[3])
     out[#out + 1] = {m, score, d[1] or '', tonumber(d[2]) or 0, seq}
@@ -244,6 +261,8 @@ export class RedisPresenceStore implements PresenceStore {
         return { kind: 'online', seq: int(field(obj, 'seq'), 'touch') };
       case 'refreshed':
         return { kind: 'refreshed' };
+      case 'lapsed':
+        return { kind: 'lapsed' };
       default:
         throw badReply('touch');
     }

@@ -86,7 +86,12 @@ export type TouchResult =
   /** The device was not online: this write made it online (exactly one writer gets this). */
   | { readonly kind: 'online'; readonly seq: number }
   /** The device was online already: its deadline (and session, if newer) were updated. */
-  | { readonly kind: 'refreshed' };
+  | { readonly kind: 'refreshed' }
+  /**
+   * The device is not online, and a claim took it offline at or after this write's deadline:
+   * late news that had lapsed by then; nothing changed and nothing is to be published.
+   */
+  | { readonly kind: 'lapsed' };
 
 export type CloseResult =
   /** The session was the device's current one: the device is offline now (exactly once). */

@@ -102,7 +102,11 @@ describe('presence: two pods sharing Redis', () => {
     assert.equal(offline.length, DEVICES.length);
     assert.ok(offline.every((e) => e.time === new Date(T0 + 20 + 30_000).toISOString()));
     assert.equal(await admin.zcard(`${p}:{presence}:deadlines`), 0);
-    assert.equal(await admin.exists(`${p}:{presence}:dev:pk:d0`), 0);
+    // the claim leaves only its marker (the claim's now), for the op TTL (60 s)
+    assert.deepEqual(await admin.hgetall(`${p}:{presence}:dev:pk:d0`), {
+      off: String(clock.now()),
+    });
+    assert.ok((await admin.pttl(`${p}:{presence}:dev:pk:d0`)) <= 60_000);
     // seq: unique over both pods
     assert.equal(new Set(all().map((e) => e.seq)).size, all().length);
   });
@@ -148,6 +152,27 @@ describe('presence: two pods sharing Redis', () => {
     const off = all().find((e) => e.status === 'offline');
     assert.equal(off?.time, new Date(T0 + 50_000).toISOString());
     assert.equal(off?.sessionId, 's2');
+  });
+
+  it("late news of a pod whose sweep was held up past the other pod's claim: no second online and offline", async () => {
+    const { a, b, clock, p, admin, all } = await two();
+    a.tracker.seen(principal('s1')); // T0: online, stored deadline T0 + 30 s
+    await waitFor(() => all().length === 1, 'online');
+    await settled(a, b);
+    clock.advance(1_000);
+    a.tracker.seen(principal('s1')); // T0 + 1 s: coalesced, not written yet
+    await settled(a, b);
+    // a's sweep is held up past its flush lead; b's sweeper claims the device meanwhile
+    clock.advance(40_000); // T0 + 41 s: a's news (deadline T0 + 31 s) has lapsed too
+    await b.tracker.sweep();
+    await waitFor(() => all().length === 2, 'offline');
+    // a's sweep comes: it flushes its late news, then claims
+    await a.tracker.sweep();
+    await settled(a, b);
+    await Promise.all([a.tracker.sweep(), b.tracker.sweep()]);
+    await settled(a, b);
+    assert.deepEqual(byDevice(all()), { dk: ['online:first-request', 'offline:lifetime-lapsed'] });
+    assert.equal(await admin.zcard(`${p}:{presence}:deadlines`), 0);
   });
 
   it('with real timers and short lifetimes (lifetimeScale): one online, one offline in all', async () => {
