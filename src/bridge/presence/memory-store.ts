@@ -3,6 +3,8 @@
  * {@link RedisPresenceStore} (see there); every call is synchronous inside, so no answer is
  * ever lost and idempotency tokens are not needed (they are accepted and ignored).
  * Finding lapsed devices scans all entries: fine for the device counts of one instance.
+ * It keeps no claim marker and never answers `lapsed`: late news after a claim needs a second
+ * pod, whose sweep claims what this one has not flushed; one tracker flushes before it claims.
  */
 import type { DeviceKey } from '../types.js';
 import type {
