@@ -29,15 +29,15 @@
  *   a second `offline` later. News still within its lifetime at the claim (the claim was
  *   early) makes it online again, a new session after the claim too, and a device first seen
  *   during a Redis outage has no marker: its online/offline pair is published as before.
- *   A member → deadline = max(old, new), and
- *   the session is taken over only by a write whose request is not older than the stored one
- *   (a late flush of an old session on one pod cannot undo a re-handshake on another).
+ *   A member → deadline = max(old, new), and the session is taken over only by a write whose
+ *   request is not older than the stored one (a late flush of an old session on one pod
+ *   cannot undo a re-handshake on another).
  * - close: member and `sid` equal → DEL + ZREM + INCR, answer `offline`; else nothing.
  * - claim: the candidates (ZRANGEBYSCORE ≤ now LIMIT n, read first) are passed with their
  *   hashes; the script removes each that is still a member with a deadline ≤ now (DEL +
- *   ZREM + INCR, and the hash's `off` marker) and answers the list: each lapsed device is removed by exactly one claim,
- *   whichever pod's sweeper runs it, and a device refreshed between the read and the script
- *   is left alone.
+ *   ZREM + INCR, leaving the hash's `off` marker) and answers the list: each lapsed device is
+ *   removed by exactly one claim, whichever pod's sweeper runs it, and a device refreshed
+ *   between the read and the script is left alone.
  *
  * Deadlines are written with one pod's clock and compared with another's: pods' clocks must
  * agree (NTP); a skew of Δ makes a lapse Δ early or late. Keys expire relative to the write
