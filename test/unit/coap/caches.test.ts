@@ -326,7 +326,7 @@ describe('deduplication cache: no heap object per completed entry', () => {
     const perEntry = (after - before) / N;
     t.diagnostic(`entry objects ${objects}, heap ${perEntry.toFixed(1)} bytes per completed entry`);
     assert.ok(objects <= 1, `${objects} DedupEntry objects alive for ${N} completed entries`);
-    // main kept ~120 bytes of heap per completed entry; the typed arrays are off the heap
+    // an object per completed entry kept ~120 bytes of heap each; the typed arrays are off it
     assert.ok(perEntry < 16, `${perEntry.toFixed(1)} heap bytes per completed entry`);
     // and the duplicates still get their answers
     const probe = new FakePeer('peer-7');
