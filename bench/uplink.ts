@@ -1646,7 +1646,9 @@ async function main(): Promise<void> {
       variants: phases,
       devices: deviceCount,
       mode: halfSaturation
-        ? `half saturation: fixed rate ${rate}/s per device`
+        ? offeredGiven !== undefined
+          ? `given offered load (--offered): fixed rate ${rate}/s per device`
+          : `half saturation: fixed rate ${rate}/s per device`
         : rate > 0
           ? `fixed rate ${rate}/s per device`
           : 'closed loop, one outstanding',
