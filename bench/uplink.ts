@@ -53,7 +53,12 @@
  *
  * Run: `npm run build && node dist/bench/uplink.js [--variants base|backends|tracing|all|…]
  *   [--devices 100] [--rate 0] [--rounds 3] [--duration 5] [--warmup 2] [--timeout 10000]
- *   [--suite ccm8|cbc] [--publish-topic t] [--profile] [--half-saturation]`
+ *   [--suite ccm8|cbc] [--publish-topic t] [--profile] [--half-saturation [--offered <msg/s>]]
+ *   [--pause-log] [--control-cli <p>] [--pin [--pin-server-cpu <n>]]`
+ *
+ * `--pin`: each measured server on a CPU of its own, the bench and every other child on the
+ * others (bench/lib/pin.ts); the CPU set of every process, read back per thread, is in
+ * `setup.pinning`.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
