@@ -53,7 +53,12 @@
  *
  * Run: `npm run build && node dist/bench/uplink.js [--variants base|backends|tracing|all|…]
  *   [--devices 100] [--rate 0] [--rounds 3] [--duration 5] [--warmup 2] [--timeout 10000]
- *   [--suite ccm8|cbc] [--publish-topic t] [--profile] [--half-saturation]`
+ *   [--suite ccm8|cbc] [--publish-topic t] [--profile] [--half-saturation [--offered <msg/s>]]
+ *   [--pause-log] [--control-cli <p>] [--pin [--pin-server-cpu <n>]]`
+ *
+ * `--pin`: each measured server on a CPU of its own, the bench and every other child on the
+ * others (bench/lib/pin.ts); the CPU set of every process, read back per thread, is in
+ * `setup.pinning`.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -99,6 +104,16 @@ import {
 import { IpcChild, startMosquitto, type Broker } from './lib/uplink-procs.js';
 import { runBrokerRttPhase } from './lib/broker-rtt.js';
 import { pauseTail, pauseTotals, readPauses } from './lib/pause-tail.js';
+import {
+  affinityOf,
+  allowedCpus,
+  formatCpuList,
+  pinLauncher,
+  pinProcess,
+  planPin,
+  type Affinity,
+  type PinPlan,
+} from './lib/pin.js';
 
 const USAGE = `usage: node dist/bench/uplink.js [options]
   --variants <list>   comma-separated variants or groups (default base):
@@ -131,7 +146,14 @@ const USAGE = `usage: node dist/bench/uplink.js [options]
                       (bench/lib/pause-log.ts) and set them beside each phase's p99 requests
                       (rounds[].pauses, summary.pauses)
   --control-cli <p>   the reply-control coap-edge runs this CLI (another build's
-                      dist/src/cli.js): old and new builds side by side in one run`;
+                      dist/src/cli.js): old and new builds side by side in one run
+  --pin               each measured server (coap-edge, floor, libcoap) on a CPU of its own,
+                      the bench and every other process (Mosquitto, the stand-in, ...) on the
+                      others (taskset); each process's CPU set is in setup.pinning
+  --offered <msg/s>   with --half-saturation: run the rounds at this offered load instead of
+                      measuring saturation first (e.g. half of an unpinned run's saturation
+                      for a --pin run)
+  --pin-server-cpu <n> the servers' CPU with --pin (default the highest this process may use)`;
 
 type PhaseName =
   | 'coapEdgeReply'
@@ -370,6 +392,8 @@ interface PhaseReport extends PhaseExtra {
   readonly cpuUsPerMessage: Record<string, number | null>;
   readonly processes: ReturnType<typeof perMessage>;
   readonly window: Record<string, number | null>;
+  /** Share of each CPU busy in the window (CPU number → share), other tenants included. */
+  readonly cpuBusy: Record<string, number>;
   readonly messages: number;
   /** Requests answered (any code) over the whole phase. */
   readonly answered: number;
@@ -550,6 +574,7 @@ function report(
         3,
       ),
     },
+    cpuBusy: w.cpuBusy,
     messages: p.messages,
     answered: p.answered,
     windowCodes: p.windowCodes,
@@ -905,6 +930,15 @@ const PHASE_TEXT = (publishTail: string, publishClass: string): Record<PhaseName
     'answered 2.04 on the PUBACK',
 });
 
+/** Each pinned process's CPU set read back now (null for one that is gone). */
+function affinities(
+  pinned: Readonly<Record<string, { pid: number }>>,
+): Record<string, Affinity | null> {
+  return Object.fromEntries(
+    Object.entries(pinned).map(([name, { pid }]) => [name, affinityOf(pid) ?? null]),
+  );
+}
+
 async function main(): Promise<void> {
   const flags = parseFlags(
     [
@@ -918,8 +952,10 @@ async function main(): Promise<void> {
       'suite',
       'publish-topic',
       'control-cli',
+      'pin-server-cpu',
+      'offered',
     ],
-    ['profile', 'half-saturation', 'pause-log'],
+    ['profile', 'half-saturation', 'pause-log', 'pin'],
   );
   if (flags.help === true) {
     process.stdout.write(`${USAGE}\n`);
@@ -932,6 +968,11 @@ async function main(): Promise<void> {
   const phases = parseVariants(
     stringFlag(flags, 'variants', halfSaturation ? 'reply,floor-reply' : 'base'),
   );
+  if (flags.offered !== undefined && !halfSaturation) {
+    throw new UsageError('--offered goes with --half-saturation');
+  }
+  const offeredGiven =
+    flags.offered === undefined ? undefined : numberFlag(flags, 'offered', 0, 1, 1e6, false);
   if (halfSaturation && !phases.includes('coapEdgeReply')) {
     throw new UsageError(
       '--half-saturation needs the reply variant (its saturation sets the rate)',
@@ -973,6 +1014,21 @@ async function main(): Promise<void> {
   const edgeKinds = [
     ...new Set(phases.map((p) => VARIANTS[p].edge).filter((e): e is EdgeKind => e !== undefined)),
   ];
+  if (flags['pin-server-cpu'] !== undefined && flags.pin !== true) {
+    throw new UsageError('--pin-server-cpu goes with --pin');
+  }
+  // before any child starts: the children inherit the bench's set, the servers get theirs
+  const pin: PinPlan | undefined =
+    flags.pin === true
+      ? planPin(
+          allowedCpus(),
+          flags['pin-server-cpu'] === undefined
+            ? undefined
+            : numberFlag(flags, 'pin-server-cpu', 0, 0, 4095),
+        )
+      : undefined;
+  if (pin !== undefined) pinProcess(process.pid, pin.otherCpus);
+  const serverLaunch = pin !== undefined ? { launcher: pinLauncher(pin.serverCpus) } : {};
   const tracingOn = edgeKinds.some((k) => TRACE_RATIO[k] !== undefined);
   const floorOn = phases.some((p) => VARIANTS[p].floor === true);
 
@@ -1135,6 +1191,7 @@ async function main(): Promise<void> {
           cpuProfDir: kind === 'bridge' ? profDir : undefined,
           extraArgs,
           nodeFlags: pauseFlags,
+          ...serverLaunch,
           ...(kind === 'control' && controlCli !== undefined ? { cliPath: controlCli } : {}),
         },
         first,
@@ -1149,6 +1206,7 @@ async function main(): Promise<void> {
             mqttUrl: brokerUrl,
             productKey: FLOOR_PRODUCT_KEY,
             nodeFlags: pauseFlags,
+            ...serverLaunch,
           },
           toDevices(1, MEASUREPOINT_TAIL, FLOOR_PRODUCT_KEY)[0]!,
         )
@@ -1156,10 +1214,12 @@ async function main(): Promise<void> {
     if (floor !== undefined)
       log(`floor: pid ${floor.pid}, ${floor.target.host}:${floor.target.port}`);
     const libcoap = runLibcoap
-      ? await startLibcoap(libcoapKey, devicesOf.get('libcoap')![0]!, [
-          '-d',
-          String(deviceCount + 16),
-        ])
+      ? await startLibcoap(
+          libcoapKey,
+          devicesOf.get('libcoap')![0]!,
+          ['-d', String(deviceCount + 16)],
+          serverLaunch,
+        )
       : undefined;
     if (libcoap !== undefined) {
       log(`libcoap: pid ${libcoap.pid}, ${libcoap.target.host}:${libcoap.target.port}`);
@@ -1189,6 +1249,39 @@ async function main(): Promise<void> {
       setup.spanSink = { pid: spanSink.proc.pid, command: spanSink.proc.command };
     }
     if (clearedEnv.length > 0) setup.clearedEnvironment = clearedEnv;
+    const pinned: Record<string, { pid: number; cpus: readonly number[] }> = {};
+    if (pin !== undefined) {
+      const put = (name: string, pid: number, cpus: readonly number[]): void => {
+        pinned[name] = { pid, cpus };
+      };
+      put('bench', process.pid, pin.otherCpus);
+      put('mosquitto', broker.proc.pid, pin.otherCpus);
+      put('platform', platform.proc.pid, pin.otherCpus);
+      put('counter', counter.proc.pid, pin.otherCpus);
+      if (httpSink !== undefined) put('httpSink', httpSink.proc.pid, pin.otherCpus);
+      if (spanSink !== undefined) put('spanSink', spanSink.proc.pid, pin.otherCpus);
+      for (const [kind, e] of edges) put(`coapEdge.${kind}`, e.pid, pin.serverCpus);
+      if (floor !== undefined) put('floor', floor.pid, pin.serverCpus);
+      if (libcoap !== undefined) put('libcoap', libcoap.pid, pin.serverCpus);
+      const atStart = affinities(pinned);
+      setup.pinning = {
+        serverCpus: formatCpuList(pin.serverCpus),
+        otherCpus: formatCpuList(pin.otherCpus),
+        how:
+          'the bench pinned itself (taskset -a -p -c <otherCpus>) before starting any child, ' +
+          'so the children inherit its set; each server ran behind taskset -c <serverCpus>. ' +
+          'Read back per thread from /proc/<pid>/task/*/status (Cpus_allowed_list)',
+        atStart,
+      };
+      log(
+        `pinning: servers on CPU ${formatCpuList(pin.serverCpus)}, the rest on ${formatCpuList(pin.otherCpus)}`,
+      );
+      const wrong = Object.entries(atStart).filter(
+        ([name, a]) =>
+          a === null || a.cpus !== formatCpuList(pinned[name]!.cpus) || a.threadsElsewhere > 0,
+      );
+      if (wrong.length > 0) throw new Error(`the pin did not take: ${JSON.stringify(wrong)}`);
+    }
 
     // preflight: coap-edge may need a moment for its MQTT pool and first reply subscription
     if (edgeKinds.includes('perDevice')) {
@@ -1254,7 +1347,11 @@ async function main(): Promise<void> {
       const v = VARIANTS[name];
       return v.floor === true ? floor! : v.edge === undefined ? libcoap! : edges.get(v.edge)!;
     };
-    if (halfSaturation) {
+    if (halfSaturation && offeredGiven !== undefined) {
+      rate = round(offeredGiven / deviceCount, 3)!;
+      halfSat = { saturation: null, basis: '--offered', offeredMessagesPerSec: offeredGiven };
+      log(`offered (--offered): ${offeredGiven} msg/s, ${rate}/s per device`);
+    } else if (halfSaturation) {
       // saturation: each reply-flow variant once in closed loop; the rate is half of
       // coapEdgeReply's messages/s, spread over the devices
       // two passes, the second in reverse order (A B … B A): no variant is always the first
@@ -1289,6 +1386,11 @@ async function main(): Promise<void> {
           p99Ms: q.p99Ms,
           failures: phase.failures,
           machineBusy: round(phase.window.machineBusy, 3),
+          cpuBusy: phase.window.cpuBusy,
+          serverCpuUtilisation: round(
+            phase.window.processes[serverOf(name).name]?.utilisation ?? null,
+            3,
+          ),
         };
         runs.get(name)!.push(one);
         log(`saturation ${name}: ${JSON.stringify(one)}`);
@@ -1338,6 +1440,7 @@ async function main(): Promise<void> {
             failures: b.failures,
             lateStarts: b.lateStarts,
             machineBusy: round(b.window.machineBusy, 3),
+            cpuBusy: b.window.cpuBusy,
             delivery,
           };
           row[BROKER_STEP] = res;
@@ -1465,6 +1568,9 @@ async function main(): Promise<void> {
       const t = e.outputTail().trim();
       if (t !== '') edgeTails[kind] = t.slice(-2000);
     }
+    if (setup.pinning !== undefined) {
+      (setup.pinning as Record<string, unknown>).atEnd = affinities(pinned);
+    }
     const floorTail = floor?.outputTail().trim() ?? '';
     if (floorTail !== '') edgeTails.floor = floorTail.slice(-2000);
   } finally {
@@ -1545,7 +1651,9 @@ async function main(): Promise<void> {
       variants: phases,
       devices: deviceCount,
       mode: halfSaturation
-        ? `half saturation: fixed rate ${rate}/s per device`
+        ? offeredGiven !== undefined
+          ? `given offered load (--offered): fixed rate ${rate}/s per device`
+          : `half saturation: fixed rate ${rate}/s per device`
         : rate > 0
           ? `fixed rate ${rate}/s per device`
           : 'closed loop, one outstanding',
@@ -1563,6 +1671,10 @@ async function main(): Promise<void> {
       profiled: profiling,
       controlCli: controlCli ?? null,
       pauseLog: pauseDir !== undefined,
+      pin:
+        pin !== undefined
+          ? { serverCpus: formatCpuList(pin.serverCpus), otherCpus: formatCpuList(pin.otherCpus) }
+          : null,
       publishTopic: publishTail,
       flavour:
         'publish + reply for every variant except coapEdgePublish: the device gets 2.04 ' +
@@ -1670,6 +1782,14 @@ async function main(): Promise<void> {
         : []),
       ...(profiling
         ? ['the bridge coap-edge ran under node --cpu-prof: its CPU figures include overhead']
+        : []),
+      ...(pin !== undefined
+        ? [
+            `--pin: every server on CPU ${formatCpuList(pin.serverCpus)} (one phase at a time, ` +
+              'the others idle there), the load generator, the broker round-trip client and ' +
+              `every other child on ${formatCpuList(pin.otherCpus)}; other tenants of the ` +
+              'machine are not pinned (window.cpuBusy shows each CPU busy with anything)',
+          ]
         : []),
     ],
   };

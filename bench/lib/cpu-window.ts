@@ -3,7 +3,7 @@
  * stand-in, ...): utime + stime from /proc/<pid>/stat per process, the bench process's own
  * CPU (the load generator) and machine-wide load, between opening and closing the window.
  */
-import { CLK_TCK, readCpu, readMachine, type CpuSample } from './proc.js';
+import { CLK_TCK, readCpu, readCpus, readMachine, type CpuSample } from './proc.js';
 import { round } from './stats.js';
 
 export interface ProcessCpu {
@@ -29,6 +29,8 @@ export interface MultiWindow {
   /** Share of all cores busy, machine-wide (other tenants and steal included). */
   readonly machineBusy: number;
   readonly machineSteal: number;
+  /** Share of each CPU busy (CPU number → share), other tenants included. */
+  readonly cpuBusy: Record<string, number>;
 }
 
 function sample(pid: number): CpuSample | undefined {
@@ -44,12 +46,21 @@ export function openMultiWindow(pids: Readonly<Record<string, number>>): () => M
   const names = Object.keys(pids);
   const before = new Map(names.map((n) => [n, sample(pids[n]!)]));
   const m0 = readMachine();
+  const c0 = readCpus();
   const self0 = process.cpuUsage();
   const t0 = performance.now();
   return () => {
     const t1 = performance.now();
     const self = process.cpuUsage(self0);
     const m1 = readMachine();
+    const c1 = readCpus();
+    const cpuBusy: Record<string, number> = {};
+    for (const { cpu, sample: b } of c1) {
+      const a = c0.find((x) => x.cpu === cpu)?.sample;
+      if (a !== undefined && b.total > a.total) {
+        cpuBusy[cpu] = round((b.busy - a.busy) / (b.total - a.total), 3)!;
+      }
+    }
     const wallMs = t1 - t0;
     const processes: Record<string, ProcessCpu> = {};
     for (const n of names) {
@@ -77,6 +88,7 @@ export function openMultiWindow(pids: Readonly<Record<string, number>>): () => M
       loadGenCpuUtilisation: loadGenCpuUs / 1000 / wallMs,
       machineBusy: m1.total > m0.total ? (m1.busy - m0.busy) / (m1.total - m0.total) : 0,
       machineSteal: m1.total > m0.total ? (m1.steal - m0.steal) / (m1.total - m0.total) : 0,
+      cpuBusy,
     };
   };
 }

@@ -14,8 +14,19 @@
  * the next scavenge's is what that scavenge promoted (plus objects allocated in old space
  * directly): what fills the old generation and brings on the next mark-compact.
  *
+ * Datagram turns: the preload also wraps `dgram.Socket.prototype.emit` to see each 'message'
+ * event. The first datagram of an event-loop turn notes the time and schedules a
+ * setImmediate; when it runs (the check phase, after the poll phase has handled everything
+ * that was ready) the turn is over: its length (from the first datagram's handler to the check
+ * phase, so all I/O handled in that poll phase, MQTT reads included) and its datagrams. A turn
+ * of 1 ms or more is logged on its own (`ev: 'turn'`, start, length, datagrams), every turn
+ * counted in one line per flush (`ev: 'turns'`, `d` 0: turns, datagrams, the most in one turn, turns
+ * of ≥ 1 ms): long turns are the server's own work holding up the requests queued behind it.
+ * The cost: one setImmediate per turn with datagrams, the same in every server measured.
+ *
  * @module
  */
+import { Socket as DgramSocket } from 'node:dgram';
 import { appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PerformanceObserver, constants, performance } from 'node:perf_hooks';
@@ -25,6 +36,8 @@ const dir = process.env.BENCH_PAUSE_LOG_DIR;
 /** The stall timer's period and the lateness it reports. */
 const TICK_MS = 5;
 const STALL_MS = 3;
+/** Datagram turns this long or longer are logged one by one. */
+const LONG_TURN_MS = 1;
 
 /** The spaces of the old generation. */
 const OLD_SPACES = new Set([
@@ -82,6 +95,66 @@ if (dir !== undefined && dir !== '') {
     }
     last = now;
   }, TICK_MS).unref();
-  setInterval(flush, 200).unref();
-  process.on('exit', flush);
+  // datagram turns (see the module comment)
+  let turnStart = -1;
+  let turnDatagrams = 0;
+  let turns = 0;
+  let turnDatagramsTotal = 0;
+  let mostInTurn = 0;
+  let longTurns = 0;
+  const endTurn = (): void => {
+    const d = performance.now() - turnStart;
+    turns++;
+    turnDatagramsTotal += turnDatagrams;
+    if (turnDatagrams > mostInTurn) mostInTurn = turnDatagrams;
+    if (d >= LONG_TURN_MS) {
+      longTurns++;
+      lines.push(`${JSON.stringify({ ev: 'turn', t: origin + turnStart, d, n: turnDatagrams })}\n`);
+    }
+    turnStart = -1;
+    turnDatagrams = 0;
+  };
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- called with its socket below
+  const emit = DgramSocket.prototype.emit;
+  DgramSocket.prototype.emit = function (
+    this: DgramSocket,
+    event: string | symbol,
+    ...args: unknown[]
+  ): boolean {
+    if (event === 'message') {
+      if (turnStart < 0) {
+        turnStart = performance.now();
+        setImmediate(endTurn);
+      }
+      turnDatagrams++;
+    }
+    return emit.apply(this, [event, ...args] as Parameters<typeof emit>);
+  };
+  const countTurns = (): void => {
+    if (turns > 0) {
+      lines.push(
+        `${JSON.stringify({
+          ev: 'turns',
+          t: origin + performance.now(),
+          d: 0,
+          turns,
+          datagrams: turnDatagramsTotal,
+          most: mostInTurn,
+          long: longTurns,
+        })}\n`,
+      );
+    }
+    turns = 0;
+    turnDatagramsTotal = 0;
+    mostInTurn = 0;
+    longTurns = 0;
+  };
+  setInterval(() => {
+    countTurns();
+    flush();
+  }, 200).unref();
+  process.on('exit', () => {
+    countTurns();
+    flush();
+  });
 }

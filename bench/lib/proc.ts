@@ -84,7 +84,22 @@ export interface MachineSample {
 /** Machine-wide jiffies from the `cpu` line of /proc/stat (all cores). */
 export function readMachine(): MachineSample {
   const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
-  const f = line.trim().split(/\s+/).slice(1).map(Number);
+  return machineSample(line.replace(/^cpu\s+/, ''));
+}
+
+/** Per CPU, from the `cpuN` lines of /proc/stat, in the order of N. */
+export function readCpus(): { readonly cpu: number; readonly sample: MachineSample }[] {
+  const out: { cpu: number; sample: MachineSample }[] = [];
+  for (const line of readFileSync('/proc/stat', 'utf8').split('\n')) {
+    const m = /^cpu(\d+)\s+(.*)$/.exec(line);
+    if (m?.[1] === undefined || m[2] === undefined) continue;
+    out.push({ cpu: Number(m[1]), sample: machineSample(m[2]) });
+  }
+  return out;
+}
+
+function machineSample(fields: string): MachineSample {
+  const f = fields.trim().split(/\s+/).map(Number);
   // user nice system idle iowait irq softirq steal (guest time is already in user)
   const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
   const idle = (f[3] ?? 0) + (f[4] ?? 0);
