@@ -22,7 +22,8 @@
  * call per batch of datagrams, answers sent with one sendmmsg after the batch, peers keyed by
  * a number instead of an address string; `--native crypto,io` both. Bench-only prototypes
  * (bench/native/edge_native.c, `npm run bench:native`; bench/README.md "What a native path
- * would gain"). Everything else is the same code.
+ * would gain"); `RECORDS_FLOOR_NATIVE=crypto,io` in the environment does the same). Everything
+ * else is the same code.
  *
  * With `--echo <bytes>` it is the pure Node UDP cost instead: no DTLS at all, every datagram
  * is answered with one preallocated datagram of that many bytes (bench/lib/records-load.ts
@@ -65,7 +66,10 @@ const HOST = '127.0.0.1';
 const port = Number(arg('port'));
 const echoBytes = arg('echo');
 const devicesFile = arg('devices');
-const nativeParts = new Set((arg('native') ?? '').split(',').filter((x) => x !== ''));
+// also from the environment, for drivers that start the floor with fixed arguments
+// (bench/instructions.js --server floor)
+const nativeArg = arg('native') ?? process.env.RECORDS_FLOOR_NATIVE ?? '';
+const nativeParts = new Set(nativeArg.split(',').filter((x) => x !== ''));
 const nativeCrypto = nativeParts.has('crypto');
 const nativeIo = nativeParts.has('io');
 const batch = Number(arg('batch') ?? NATIVE_MAX_BATCH);
