@@ -15,12 +15,14 @@
  *   fetches SHA-256 by name each time under OpenSSL 3) against one EVP_MAC context whose
  *   digest was fetched once.
  *
+ * The addon's output is checked against node:crypto first (`verify`).
+ *
  * Run: `node dist/bench/native-crypto-ab.js [--length 16] [--rounds 30] [--ops 20000]`
  */
-import { createHmac, randomBytes } from 'node:crypto';
+import { createCipheriv, createHmac, randomBytes } from 'node:crypto';
 
 import { numberFlag, parseFlags, runScript } from './lib/args.js';
-import { loadNative } from './lib/native.js';
+import { loadNative, type EdgeNative } from './lib/native.js';
 import { Ccm8 } from '../src/dtls/record-cipher.js';
 
 const USAGE = `usage: node dist/bench/native-crypto-ab.js [options]   (npm run bench:native first)
@@ -70,6 +72,47 @@ function measure(variants: Record<Names, Op>, rounds: number, ops: number): obje
   };
 }
 
+/**
+ * Before measuring: the addon's CCM_8 against `createCipheriv('aes-128-ccm')` for plaintexts
+ * of 1–300 bytes (every flipped byte of a record refused, the context still good after), its
+ * HMAC against `createHmac`. Throws on any difference.
+ */
+function verify(native: EdgeNative): void {
+  const key = randomBytes(16);
+  const w = native.ccmNew(key, true);
+  const r = native.ccmNew(key, false);
+  for (let len = 1; len <= 300; len++) {
+    const nonce = randomBytes(12);
+    const aad = randomBytes(13);
+    const pt = randomBytes(len);
+    const c = createCipheriv('aes-128-ccm', key, nonce, { authTagLength: 8 });
+    c.setAAD(aad, { plaintextLength: len });
+    const expected = Buffer.concat([c.update(pt), c.final(), c.getAuthTag()]);
+    const out = Buffer.alloc(3 + len + 8);
+    native.ccmSeal(w, nonce, aad, pt, out, 3);
+    if (!out.subarray(3).equals(expected)) throw new Error(`ccmSeal differs at ${len} bytes`);
+    const back = Buffer.alloc(len);
+    const open = (): boolean =>
+      native.ccmOpen(r, nonce, aad, out.subarray(3, 3 + len), out.subarray(3 + len), back);
+    if (!open() || !back.equals(pt)) throw new Error(`ccmOpen differs at ${len} bytes`);
+    const flip = 3 + (len % (len + 8));
+    out.writeUInt8(out.readUInt8(flip) ^ 1, flip);
+    if (open()) throw new Error(`ccmOpen accepted a flipped byte at ${len} bytes`);
+    out.writeUInt8(out.readUInt8(flip) ^ 1, flip);
+    if (!open()) throw new Error(`ccmOpen refused a good record after a forged one`);
+  }
+  const ctx = native.hmacNew();
+  for (let len = 1; len <= 100; len++) {
+    const k = randomBytes(len);
+    const a = randomBytes(13);
+    const b = randomBytes(len * 2);
+    const out = Buffer.alloc(32);
+    native.hmacSha256(ctx, k, a, b, out, 0);
+    if (!out.equals(createHmac('sha256', k).update(a).update(b).digest()))
+      throw new Error(`hmacSha256 differs at ${len}`);
+  }
+}
+
 function main(): Promise<void> {
   const flags = parseFlags(['length', 'rounds', 'ops'], []);
   if (flags.help === true) {
@@ -80,6 +123,7 @@ function main(): Promise<void> {
   const rounds = numberFlag(flags, 'rounds', 30, 1, 10_000);
   const ops = numberFlag(flags, 'ops', 20_000, 1, 1_000_000);
   const native = loadNative();
+  verify(native);
 
   const key = randomBytes(16);
   const nonce = randomBytes(12);
