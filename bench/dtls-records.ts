@@ -10,7 +10,11 @@
  * doing the same work per request (bench/lib/records-floor.ts); `udpEcho`, the same program's
  * plain UDP echo of datagrams of the same sizes (the pure Node UDP cost, no DTLS, no CoAP);
  * `coapEdgeControl`, a second coap-edge process started identically (the noise floor of two
- * identical processes).
+ * identical processes). On request only (`--servers nativeCrypto,nativeIo,native`, after
+ * `npm run bench:native`): the floor with bench-only native pieces (bench/native/): CCM_8 on
+ * OpenSSL EVP contexts (`floorNativeCrypto`), recvmmsg / sendmmsg batches instead of
+ * node:dgram (`floorNativeIo`; `floorNativeIo1` in batches of one datagram), both
+ * (`floorNative`).
  *
  * Reports requests/s (= records/s each way), p50/p99 latency, server CPU µs per request
  * (utime + stime from /proc) per server and round, medians over rotating rounds, the ratios
@@ -53,7 +57,8 @@ const USAGE = `usage: node dist/bench/dtls-records.js [options]
   --servers <list>    measured beside coap-edge and libcoap, comma-separated, or "none":
                       floor (bench/lib/records-floor.ts), echo (its plain UDP echo),
                       control (a second identical coap-edge); default floor,echo,control
-                      (floor and echo: CCM_8 only)
+                      (floor and echo: CCM_8 only); also nativeCrypto, nativeIo, nativeIo1, native: the
+                      floor with bench-only native pieces (npm run bench:native first)
   --profile           run coap-edge under node --cpu-prof and print its top functions`;
 
 async function main(): Promise<void> {
@@ -65,7 +70,15 @@ async function main(): Promise<void> {
   const clients = numberFlag(flags, 'clients', 50, 1, 10_000);
   const { suite, rounds, durationS, warmupS, devicesFile, device, profile } = serverFlags(flags);
   const timeoutMs = numberFlag(flags, 'timeout', 2000, 50, 120_000);
-  const wanted = serversFlag(flags, ['floor', 'echo', 'control']);
+  const wanted = serversFlag(flags, [
+    'floor',
+    'echo',
+    'control',
+    'nativeCrypto',
+    'nativeIo',
+    'nativeIo1',
+    'native',
+  ]);
 
   const ccm8 = suite === SUITES.ccm8;
   const load = (creds: RecordsLoad['creds']): RecordsLoad => ({
@@ -99,6 +112,32 @@ async function main(): Promise<void> {
         startRecordsFloor({ devicesFile, echoBytes: echoAnswerBytes }, creds),
       run: (server, creds) => runUdpEcho(server, load(creds)),
       preflight: false,
+    });
+  }
+
+  const nativeFloors = [
+    { flag: 'nativeCrypto', name: 'floorNativeCrypto', parts: ['crypto'] },
+    { flag: 'nativeIo', name: 'floorNativeIo', parts: ['io'] },
+    { flag: 'nativeIo1', name: 'floorNativeIo1', parts: ['io'], batch: 1 },
+    { flag: 'native', name: 'floorNative', parts: ['crypto', 'io'] },
+  ] as const;
+  for (const v of nativeFloors) {
+    if (!wanted.has(v.flag) || !ccm8) continue;
+    extraServers.push({
+      name: v.name,
+      description:
+        `the floor with bench-only native pieces (bench/native/): ${v.parts.join(' and ')} ` +
+        '(crypto: CCM_8 on one EVP context per key and direction; io: recvmmsg into an arena, ' +
+        'one JavaScript call per batch, answers by sendmmsg after it, no node:dgram' +
+        `${'batch' in v ? '; batches of one datagram' : ''})`,
+      start: (devicesFile, creds) =>
+        startRecordsFloor(
+          {
+            devicesFile,
+            native: { name: v.name, parts: v.parts, batch: 'batch' in v ? v.batch : undefined },
+          },
+          creds,
+        ),
     });
   }
 
@@ -144,6 +183,11 @@ async function main(): Promise<void> {
       floorToUdpEcho: ['floor', 'udpEcho'],
       udpEchoToLibcoap: ['udpEcho', 'libcoap'],
       controlToCoapEdge: ['coapEdgeControl', 'coapEdge'],
+      floorNativeCryptoToFloor: ['floorNativeCrypto', 'floor'],
+      floorNativeIoToFloor: ['floorNativeIo', 'floor'],
+      floorNativeIo1ToFloor: ['floorNativeIo1', 'floor'],
+      floorNativeToFloor: ['floorNative', 'floor'],
+      floorNativeToLibcoap: ['floorNative', 'libcoap'],
     },
     describe: (r) =>
       `${r.requestsPerSec ?? '-'} req/s, server ${r.serverCpuUsPerRequest ?? '-'} µs/req ` +

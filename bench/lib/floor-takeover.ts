@@ -152,10 +152,41 @@ export function checkRecord(peer: FloorPeer, msg: Buffer, offset: number, length
 }
 
 /**
- * The floors' datagram handler: application data and alerts of a peer in `peers` are cut
- * into records (every length checked) and opened with `open` (undefined: dropped); the
- * plaintext of application data goes to `onData`, a close_notify drops the peer. Any other
- * datagram goes to the DtlsServer.
+ * The records of one datagram of a known peer, cut with every length checked and opened with
+ * `open` (undefined: dropped); the plaintext of application data goes to `onData`. Returns
+ * false when the peer sent close_notify (the caller drops it), true otherwise.
+ */
+export function floorRecords<P extends FloorPeer>(
+  peer: P,
+  msg: Buffer,
+  open: (peer: P, msg: Buffer, offset: number, length: number) => Buffer | undefined,
+  onData: (peer: P, plain: Buffer) => void,
+): boolean {
+  let offset = 0;
+  while (msg.length - offset >= RECORD_HEADER) {
+    const length = msg.readUInt16BE(offset + 11);
+    const end = offset + RECORD_HEADER + length;
+    if (end > msg.length) return true;
+    const plain = open(peer, msg, offset, length);
+    const recordType = msg[offset];
+    offset = end;
+    if (plain === undefined) continue;
+    if (recordType === TYPE_APPLICATION_DATA) onData(peer, plain);
+    else if (recordType === TYPE_ALERT && plain.length === 2 && plain[1] === CLOSE_NOTIFY) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/** Whether a datagram starting with `type` may be a known peer's (application data, alert). */
+export function peerRecordType(type: number | undefined): boolean {
+  return type === TYPE_APPLICATION_DATA || type === TYPE_ALERT;
+}
+
+/**
+ * The floors' datagram handler: application data and alerts of a peer in `peers` go to
+ * `floorRecords`, a close_notify drops the peer. Any other datagram goes to the DtlsServer.
  */
 export function floorDatagrams<P extends FloorPeer>(
   dtls: DtlsServer<string>,
@@ -164,29 +195,11 @@ export function floorDatagrams<P extends FloorPeer>(
   onData: (peer: P, plain: Buffer) => void,
 ): (msg: Buffer, rinfo: RemoteInfo) => void {
   return (msg, rinfo) => {
-    const type = msg[0];
-    const peer =
-      type === TYPE_APPLICATION_DATA || type === TYPE_ALERT
-        ? peers.get(peerKey(rinfo.address, rinfo.port))
-        : undefined;
+    const peer = peerRecordType(msg[0]) ? peers.get(peerKey(rinfo.address, rinfo.port)) : undefined;
     if (peer === undefined) {
       dtls.handleDatagram(msg, rinfo.address, rinfo.port);
       return;
     }
-    let offset = 0;
-    while (msg.length - offset >= RECORD_HEADER) {
-      const length = msg.readUInt16BE(offset + 11);
-      const end = offset + RECORD_HEADER + length;
-      if (end > msg.length) return;
-      const plain = open(peer, msg, offset, length);
-      const recordType = msg[offset];
-      offset = end;
-      if (plain === undefined) continue;
-      if (recordType === TYPE_APPLICATION_DATA) onData(peer, plain);
-      else if (recordType === TYPE_ALERT && plain.length === 2 && plain[1] === CLOSE_NOTIFY) {
-        peers.delete(peerKey(peer.address, peer.port));
-        return;
-      }
-    }
+    if (!floorRecords(peer, msg, open, onData)) peers.delete(peerKey(peer.address, peer.port));
   };
 }

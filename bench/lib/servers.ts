@@ -13,7 +13,17 @@ import { waitReady, type Credentials, type Target } from './client.js';
 import { isAlive, readCpu, readRssKiB, type CpuSample } from './proc.js';
 
 export type ServerName =
-  'coapEdge' | 'coapEdgeControl' | 'libcoap' | 'floor' | 'udpEcho' | 'floorUdp' | 'floorCrypto';
+  | 'coapEdge'
+  | 'coapEdgeControl'
+  | 'libcoap'
+  | 'floor'
+  | 'udpEcho'
+  | 'floorUdp'
+  | 'floorCrypto'
+  | 'floorNativeCrypto'
+  | 'floorNativeIo'
+  | 'floorNativeIo1'
+  | 'floorNative';
 
 export interface ServerProcess {
   readonly name: ServerName;
@@ -265,23 +275,32 @@ export async function startFloor(
 /**
  * The records floor reference (bench/lib/records-floor.ts): `node dist/bench/lib/records-floor.js
  * --port <p> --devices <file>`, or with `echoBytes` its plain UDP echo (`--echo <bytes>`, no DTLS:
- * ready when it answers a datagram).
+ * ready when it answers a datagram); with `native` its bench-only native variants
+ * (`--native crypto,io`, bench/native/).
  */
 export async function startRecordsFloor(
-  o: { devicesFile: string; echoBytes?: number; nodeFlags?: readonly string[] } & Launch,
+  o: {
+    devicesFile: string;
+    echoBytes?: number;
+    /** `batch`: the native socket's largest batch (default 64). */
+    native?: { name: ServerName; parts: readonly ('crypto' | 'io')[]; batch?: number };
+    nodeFlags?: readonly string[];
+  } & Launch,
   creds: Credentials,
 ): Promise<ServerProcess> {
   const port = await freePortPair();
   const script = fileURLToPath(new URL('./records-floor.js', import.meta.url));
   const mode =
     o.echoBytes !== undefined ? ['--echo', String(o.echoBytes)] : ['--devices', o.devicesFile];
+  if (o.native !== undefined) mode.push('--native', o.native.parts.join(','));
+  if (o.native?.batch !== undefined) mode.push('--batch', String(o.native.batch));
   const args = [...(o.nodeFlags ?? []), script, '--port', String(port), ...mode];
   const child = spawn(...launched(o, process.execPath, args), {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const tail = track(child);
   const command = [...(o.launcher ?? []), 'node', ...args].join(' ');
-  const name = o.echoBytes !== undefined ? 'udpEcho' : 'floor';
+  const name = o.echoBytes !== undefined ? 'udpEcho' : (o.native?.name ?? 'floor');
   const s = handle(name, child, { host: HOST, port }, command, tail);
   return o.echoBytes === undefined ? ready(s, creds, o) : probed(s);
 }
