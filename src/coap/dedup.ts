@@ -44,8 +44,10 @@
  * ring is rebuilt with its live slots only, at twice its size or, when at least half of it is
  * dead, at the same size (the byte ring likewise): both stay within twice the caps, and no
  * live entry is ever evicted but by the caps and the lifetimes. Rebuilding is linear in the
- * ring (the byte ring's copies its live answers, up to `maxBytes`, in one turn), and is needed
- * only while the cache fills or after as many removals from the middle as it holds.
+ * ring (the byte ring's moves its live answers, up to `maxBytes`, in one turn), and is needed
+ * only while the cache fills or after as many removals from the middle as it holds. At the
+ * same size it is done in place (no fresh memory to fault in), which cuts such a turn
+ * several-fold (bench/README.md, "The dedup rings' rebuild under peer churn").
  *
  * @module
  */
@@ -621,60 +623,138 @@ export class DedupCache {
     }
   }
 
-  /** A byte ring of `length`, the live answers copied to its start in FIFO order. */
+  /**
+   * The byte ring rebuilt at `length` with the live answers only, in FIFO order. At its own
+   * length (a ring full of dead answers: peers dropped) it is compacted in place: fresh memory
+   * costs a page fault per 4 KiB on first touch, which at 30 MB of answers was most of a
+   * rebuild (bench/README.md, "The dedup rings' rebuild under peer churn"). The answers after
+   * the wrap (all of them when it has not wrapped) move down to the start, those before it up
+   * against the end, so the ring stays wrapped with the free space between. Answers of
+   * consecutive live slots lie side by side: each such run is one copy (a copy call costs more
+   * than its bytes at these sizes). At another length (the cache filling) they are copied to
+   * the start of a new buffer.
+   */
   private rebuildBytes(length: number): void {
-    const next = Buffer.allocUnsafeSlow(length);
+    const data = this.data;
     const slots = this.slots;
+    const inPlace = length === data.length;
+    const next = inPlace ? data : Buffer.allocUnsafeSlow(length);
+    // in place and wrapped, answers at or past the head are before the wrap: the second pass
+    const twoWays = inPlace && this.wrapped;
+    const split = twoWays ? this.byteHead : length;
     let w = 0;
+    let from = 0; // the run being gathered: data[from, to)
+    let to = 0;
     for (let d = 0; d < this.count; d++) {
       const p = this.slotAt(d) * SLOT;
-      const length = slots[p + S_LENGTH]!;
-      if (length <= 0) continue;
+      const n = slots[p + S_LENGTH]!;
+      if (n <= 0) continue;
       if (slots[p + S_PEER] === NONE) {
         slots[p + S_LENGTH] = NONE;
         continue;
       }
       const offset = slots[p + S_OFFSET]!;
-      this.data.copy(next, w, offset, offset + length);
-      slots[p + S_OFFSET] = w;
-      w += length;
+      if (offset >= split) continue;
+      if (offset !== to) {
+        w += this.move(next, w, from, to);
+        from = offset;
+        to = offset;
+      }
+      slots[p + S_OFFSET] = w + (to - from);
+      to += n;
+    }
+    w += this.move(next, w, from, to);
+    let top = length;
+    if (twoWays) {
+      // before the wrap, newest first, up against the end: a run grows down from `to`
+      from = to = -1;
+      for (let d = this.count - 1; d >= 0; d--) {
+        const p = this.slotAt(d) * SLOT;
+        const n = slots[p + S_LENGTH]!;
+        const offset = slots[p + S_OFFSET]!;
+        if (n <= 0 || offset < split) continue;
+        if (offset + n !== from) {
+          top -= this.move(data, top - (to - from), from, to);
+          from = offset + n;
+          to = from;
+        }
+        from = offset;
+        slots[p + S_OFFSET] = top - (to - offset);
+      }
+      top -= this.move(data, top - (to - from), from, to);
     }
     this.data = next;
-    this.byteHead = 0;
-    this.byteTail = w;
-    this.wrapped = false;
+    this.wrapped = top < length && w > 0;
+    this.wrapEnd = length;
+    this.byteHead = top < length ? top : 0;
+    this.byteTail = top < length && w === 0 ? length : w;
+  }
+
+  /** Copies data[from, to) to `at` in `target` (which may be the ring itself); its length. */
+  private move(target: Buffer, at: number, from: number, to: number): number {
+    if (to <= from) return 0;
+    if (target === this.data) {
+      if (at !== from) target.copyWithin(at, from, to);
+    } else this.data.copy(target, at, from, to);
+    return to - from;
   }
 
   /**
-   * A ring of `cap` slots holding the live ones in FIFO order from its start: the dead are
-   * dropped, and the ring indices in the peers' chains and the table follow the move.
+   * A ring of `cap` slots holding the live ones in FIFO order: the dead are dropped, and the
+   * ring indices in the peers' chains and the table follow the move. At its own size (half of
+   * it dead) in place, as the byte ring: the slots after the wrap (all, when it has not
+   * wrapped) down to the start, those before it up against the end; at another (the cache
+   * filling) into a new ring from its start.
    */
   private relayout(cap: number): void {
     const old = this.slots;
-    const next = new Int32Array(cap * SLOT);
+    const inPlace = cap === this.slotCap;
+    const next = inPlace ? old : new Int32Array(cap * SLOT);
     const moved = new Int32Array(this.slotCap);
+    const end = this.head + this.count;
+    const wraps = inPlace && end > this.slotCap;
+    // first pass: oldest first to the start (in place: only what lies after the wrap)
     let w = 0;
-    for (let d = 0; d < this.count; d++) {
-      const i = this.slotAt(d);
-      if (old[i * SLOT + S_PEER] === NONE) continue;
-      next.set(old.subarray(i * SLOT, i * SLOT + SLOT), w * SLOT);
-      moved[i] = w++;
+    for (let d = wraps ? this.slotCap - this.head : 0; d < this.count; d++) {
+      const i = this.slotAt(d) * SLOT;
+      if (old[i + S_PEER] === NONE) continue;
+      // field by field: a subarray per slot would be a heap object per slot
+      const o = w * SLOT;
+      if (!inPlace || o !== i) for (let f = 0; f < SLOT; f++) next[o + f] = old[i + f]!;
+      moved[i / SLOT] = w++;
     }
-    for (let j = 0; j < w; j++) {
+    let top = cap;
+    if (wraps) {
+      for (let i = (this.slotCap - 1) * SLOT; i >= this.head * SLOT; i -= SLOT) {
+        if (old[i + S_PEER] === NONE) continue;
+        const o = --top * SLOT;
+        if (o !== i) for (let f = 0; f < SLOT; f++) next[o + f] = old[i + f]!;
+        moved[i / SLOT] = top;
+      }
+    }
+    const relink = (j: number): void => {
       const p = j * SLOT;
       const n = next[p + S_NEXT]!;
       if (n !== NONE) next[p + S_NEXT] = moved[n]!;
       const q = next[p + S_PREV]!;
       if (q !== NONE) next[p + S_PREV] = moved[q]!;
-      this.table[this.lookup(next[p + S_PEER]!, next[p + S_ID]!) * POS + T_REF] = j;
+    };
+    for (let j = 0; j < w; j++) relink(j);
+    for (let j = top; j < cap; j++) relink(j);
+    // the table in one pass, in its order, rather than a probe per slot in the slots' order
+    const table = this.table;
+    for (let t = 0; t < table.length; t += POS) {
+      if (table[t + T_PEER] !== 0 && table[t + T_REF]! >= 0) {
+        table[t + T_REF] = moved[table[t + T_REF]!]!;
+      }
     }
     for (const record of this.byIndex) {
       if (record !== undefined && record.first !== NONE) record.first = moved[record.first]!;
     }
     this.slots = next;
     this.slotCap = cap;
-    this.head = 0;
-    this.count = w;
+    this.head = top < cap ? top : 0;
+    this.count = cap - top + w;
   }
 
   // --- entries in progress, records ------------------------------------------------------

@@ -61,20 +61,31 @@ commandStoreSuite('redis', async (o) => {
 
 describe('redis command store: two pods', () => {
   it('reads are not held up behind enqueues waiting for replicas (WAIT holds its connection)', async () => {
-    // this Redis has no replica: every WAIT runs to its timeout (80 % of the command timeout)
+    // This Redis has no replica: every WAIT runs to its timeout (80 % of the command timeout,
+    // 1.2 s), holding the connection it was sent on. The read must come back before the first
+    // of the three WAITs does, i.e. not behind any of them. That is asked as an order, not a
+    // deadline: a process starved by other work (the whole suite on two cores) reads a reply
+    // that has long arrived only when it next runs, so a deadline short enough to be quick
+    // (it was 300 ms) was also short enough to expire on an answer already in the socket.
     const p = prefix();
-    const store = await startStore({ prefix: p, waitReplicas: 1, commandTimeoutMs: 300 });
+    const store = await startStore({ prefix: p, waitReplicas: 1, commandTimeoutMs: 1_500 });
     try {
       const d = device();
+      const settled: string[] = [];
       const writes = [1, 2, 3].map((i) =>
-        store.enqueue(d, svc(d, 'x'), json(`w${i}`)).then(
-          () => 'queued',
-          () => 'refused',
-        ),
+        store
+          .enqueue(d, svc(d, 'x'), json(`w${i}`))
+          .then(
+            () => 'queued',
+            () => 'refused',
+          )
+          .finally(() => settled.push(`w${i}`)),
       );
-      // sent after the three enqueues; behind their WAITs it would wait 3 × 240 ms
+      // sent after the three enqueues; behind their WAITs it would come after at least one
       const peek = await store.peek(d);
+      assert.deepEqual(settled, [], 'the read came back while every enqueue still waited');
       assert.ok(peek.count <= 3);
+      // the first refused by its WAIT (no replica confirmed), the others by their deadline
       assert.deepEqual(await Promise.all(writes), ['refused', 'refused', 'refused']);
     } finally {
       await store.close();

@@ -340,109 +340,157 @@ describe('deduplication cache: no heap object per completed entry', () => {
     // The cache against a model of its semantics in plain maps and an array FIFO: RFC 7252
     // lifetimes from receipt, global caps evicting the oldest completed entry, in-progress
     // entries out of the caps, per-peer drop. Small caps, so the rings wrap, grow and fill.
-    interface M {
-      peer: string;
-      id: number;
-      state: number;
-      expires: number;
-      bytes: Buffer | undefined;
-    }
-    for (let seed = 1; seed <= 12; seed++) {
-      const rng = new Rng(seed);
-      const maxEntries = 1 + rng.int(12);
-      const maxBytes = 40 + rng.int(300);
-      const limits = { maxEntries, maxBytes, exchangeLifetimeMs: 100, nonLifetimeMs: 50 };
-      const stats = new CoapStats();
-      const c = new DedupCache(limits, stats, () => 0.5);
-      const model = new Map<string, M>();
-      const fifo: M[] = [];
-      let evictions = 0;
-      let bytes = 0;
-      const keyOf = (peer: string, id: number): string => `${peer}/${id}`;
-      const removeM = (m: M): void => {
-        model.delete(keyOf(m.peer, m.id));
-        const at = fifo.indexOf(m);
-        if (at >= 0) {
-          fifo.splice(at, 1);
-          bytes -= m.bytes?.length ?? 0;
-        }
-        m.state = DROPPED;
-      };
-      const open: [DedupEntry, M][] = [];
-      let now = 0;
-      for (let step = 0; step < 3000; step++) {
-        now += rng.int(4);
-        const peer = `p${rng.int(4)}`;
-        const id = rng.int(24);
-        const op = rng.int(10);
-        if (op < 4) {
-          // a request: find, then begin when new
-          const m = model.get(keyOf(peer, id));
-          const live = m !== undefined && (m.state !== COMPLETE || m.expires > now);
-          if (m !== undefined && !live) removeM(m);
-          const e = c.find(peer, id, now);
-          assert.equal(e !== undefined, live, `seed ${seed} step ${step}: found`);
-          if (e !== undefined && m !== undefined) {
-            assert.equal(e.state, m.state);
-            assert.deepEqual(e.bytes, m.bytes, `seed ${seed} step ${step}: bytes`);
-            continue;
-          }
-          const con = rng.int(3) > 0;
-          const fresh: M = {
-            peer,
-            id,
-            state: IN_PROGRESS,
-            expires: now + (con ? 100 : 50),
-            bytes: undefined,
-          };
-          model.set(keyOf(peer, id), fresh);
-          open.push([c.begin(peer, id, con, now), fresh]);
-        } else if (op < 8 && open.length > 0) {
-          // an exchange completes (in any order), sometimes after an empty ACK
-          const [e, m] = open.splice(rng.int(open.length), 1)[0]!;
-          if (rng.int(5) === 0) {
-            c.acked(e, Buffer.from([0x60, 0, 0, m.id]));
-            if (m.state === IN_PROGRESS) {
-              m.state = 1;
-              m.bytes = Buffer.from([0x60, 0, 0, m.id]);
-            }
-          }
-          const r = rng.int(6);
-          const answer =
-            r === 0
-              ? undefined
-              : Buffer.from(Array.from({ length: rng.int(70) }, () => rng.int(256)));
-          c.complete(e, answer, now);
-          if (m.state !== DROPPED) {
-            m.state = COMPLETE;
-            m.bytes = answer;
-            if (m.expires <= now) removeM(m);
-            else {
-              fifo.push(m);
-              bytes += answer?.length ?? 0;
-              while (fifo.length > maxEntries || bytes > maxBytes) {
-                removeM(fifo[0]!);
-                evictions++;
-              }
-            }
-          }
-          assert.equal(e.state, m.state, `seed ${seed} step ${step}: state after complete`);
-        } else if (op === 8) {
-          c.sweep(now);
-          while (fifo.length > 0 && fifo[0]!.expires <= now) removeM(fifo[0]!);
-        } else {
-          c.dropPeer(peer);
-          for (const m of [...model.values()]) if (m.peer === peer) removeM(m);
-        }
-        assert.equal(stats.dedupEntries, fifo.length, `seed ${seed} step ${step}: entries`);
-        assert.equal(stats.dedupBytes, bytes, `seed ${seed} step ${step}: bytes`);
-        assert.equal(stats.dedupEvictions, evictions, `seed ${seed} step ${step}: evictions`);
-        assert.equal(stats.peers, new Set([...model.values()].map((m) => m.peer)).size);
-        for (const [e, m] of open) assert.equal(e.state, m.state, `seed ${seed}: open state`);
-      }
-    }
+    againstModel({
+      seeds: 12,
+      steps: 3000,
+      peers: 4,
+      ids: 24,
+      entries: [1, 12],
+      bytes: [40, 300],
+      answer: 70,
+      lifetime: 100,
+    });
+  });
+
+  test('the same answers as a plain model while the rings grow and are compacted in place', () => {
+    // Caps above the rings' first sizes (256 slots, 16 KiB), many peers and frequent drops:
+    // the rings grow while the cache fills, then, full of dead slots, are compacted in place,
+    // wrapped or not.
+    againstModel({
+      seeds: 3,
+      steps: 6000,
+      peers: 40,
+      ids: 400,
+      entries: [150, 300],
+      bytes: [17_000, 30_000],
+      answer: 200,
+      lifetime: 5000,
+    });
   });
 });
+
+/** {@link againstModel}'s traffic: caps drawn from [min, min + spread). */
+interface ModelRun {
+  seeds: number;
+  steps: number;
+  peers: number;
+  ids: number;
+  entries: [number, number];
+  bytes: [number, number];
+  /** Answers are shorter than this. */
+  answer: number;
+  /** A CON's lifetime; a NON's is half. */
+  lifetime: number;
+}
+
+function againstModel(run: ModelRun): void {
+  interface M {
+    peer: string;
+    id: number;
+    state: number;
+    expires: number;
+    bytes: Buffer | undefined;
+  }
+  for (let seed = 1; seed <= run.seeds; seed++) {
+    const rng = new Rng(seed);
+    const maxEntries = run.entries[0] + rng.int(run.entries[1]);
+    const maxBytes = run.bytes[0] + rng.int(run.bytes[1]);
+    const limits = {
+      maxEntries,
+      maxBytes,
+      exchangeLifetimeMs: run.lifetime,
+      nonLifetimeMs: run.lifetime / 2,
+    };
+    const stats = new CoapStats();
+    const c = new DedupCache(limits, stats, () => 0.5);
+    const model = new Map<string, M>();
+    const fifo: M[] = [];
+    let evictions = 0;
+    let bytes = 0;
+    const keyOf = (peer: string, id: number): string => `${peer}/${id}`;
+    const removeM = (m: M): void => {
+      model.delete(keyOf(m.peer, m.id));
+      const at = fifo.indexOf(m);
+      if (at >= 0) {
+        fifo.splice(at, 1);
+        bytes -= m.bytes?.length ?? 0;
+      }
+      m.state = DROPPED;
+    };
+    const open: [DedupEntry, M][] = [];
+    let now = 0;
+    for (let step = 0; step < run.steps; step++) {
+      now += rng.int(4);
+      const peer = `p${rng.int(run.peers)}`;
+      const id = rng.int(run.ids);
+      const op = rng.int(10);
+      if (op < 4) {
+        // a request: find, then begin when new
+        const m = model.get(keyOf(peer, id));
+        const live = m !== undefined && (m.state !== COMPLETE || m.expires > now);
+        if (m !== undefined && !live) removeM(m);
+        const e = c.find(peer, id, now);
+        assert.equal(e !== undefined, live, `seed ${seed} step ${step}: found`);
+        if (e !== undefined && m !== undefined) {
+          assert.equal(e.state, m.state);
+          assert.deepEqual(e.bytes, m.bytes, `seed ${seed} step ${step}: bytes`);
+          continue;
+        }
+        const con = rng.int(3) > 0;
+        const fresh: M = {
+          peer,
+          id,
+          state: IN_PROGRESS,
+          expires: now + (con ? run.lifetime : run.lifetime / 2),
+          bytes: undefined,
+        };
+        model.set(keyOf(peer, id), fresh);
+        open.push([c.begin(peer, id, con, now), fresh]);
+      } else if (op < 8 && open.length > 0) {
+        // an exchange completes (in any order), sometimes after an empty ACK
+        const [e, m] = open.splice(rng.int(open.length), 1)[0]!;
+        if (rng.int(5) === 0) {
+          c.acked(e, Buffer.from([0x60, 0, 0, m.id]));
+          if (m.state === IN_PROGRESS) {
+            m.state = 1;
+            m.bytes = Buffer.from([0x60, 0, 0, m.id]);
+          }
+        }
+        const r = rng.int(6);
+        const answer =
+          r === 0
+            ? undefined
+            : Buffer.from(Array.from({ length: rng.int(run.answer) }, () => rng.int(256)));
+        c.complete(e, answer, now);
+        if (m.state !== DROPPED) {
+          m.state = COMPLETE;
+          m.bytes = answer;
+          if (m.expires <= now) removeM(m);
+          else {
+            fifo.push(m);
+            bytes += answer?.length ?? 0;
+            while (fifo.length > maxEntries || bytes > maxBytes) {
+              removeM(fifo[0]!);
+              evictions++;
+            }
+          }
+        }
+        assert.equal(e.state, m.state, `seed ${seed} step ${step}: state after complete`);
+      } else if (op === 8) {
+        c.sweep(now);
+        while (fifo.length > 0 && fifo[0]!.expires <= now) removeM(fifo[0]!);
+      } else {
+        c.dropPeer(peer);
+        for (const m of [...model.values()]) if (m.peer === peer) removeM(m);
+      }
+      assert.equal(stats.dedupEntries, fifo.length, `seed ${seed} step ${step}: entries`);
+      assert.equal(stats.dedupBytes, bytes, `seed ${seed} step ${step}: bytes`);
+      assert.equal(stats.dedupEvictions, evictions, `seed ${seed} step ${step}: evictions`);
+      assert.equal(stats.peers, new Set([...model.values()].map((m) => m.peer)).size);
+      for (const [e, m] of open) assert.equal(e.state, m.state, `seed ${seed}: open state`);
+    }
+  }
+}
 
 describe('TimerQueue', () => {
   class T implements Timed {
