@@ -25,6 +25,11 @@ export interface HandshakeLoad {
   readonly warmupMs: number;
   readonly durationMs: number;
   readonly handshakeTimeoutMs: number;
+  /**
+   * At most this many handshakes started per second by all connectors together (undefined:
+   * each connector starts its next handshake as soon as the last ends).
+   */
+  readonly handshakesPerSec?: number | undefined;
 }
 
 export interface HandshakeResult {
@@ -93,9 +98,36 @@ export async function runHandshakes(
 }
 
 /**
+ * One start schedule shared by concurrent loops: {@link turn} resolves at the next start, a
+ * start every `1000 / perSec` ms, so all of them together start at most `perSec` a second
+ * (a loop whose turn came while it was busy starts at once, and the schedule does not run
+ * ahead of the clock to make up for a slow server).
+ */
+export class StartPace {
+  #next: number;
+
+  constructor(
+    private readonly perSec: number,
+    private readonly now: () => number = () => performance.now(),
+    private readonly wait: (ms: number) => Promise<void> = sleep,
+  ) {
+    this.#next = now();
+  }
+
+  async turn(): Promise<void> {
+    const now = this.now();
+    const at = Math.max(this.#next, now);
+    this.#next = at + 1000 / this.perSec;
+    // timers have a 1-ms resolution: less than that is started now
+    if (at - now >= 1) await this.wait(at - now);
+  }
+}
+
+/**
  * `load.concurrency` connectors (connector i) each run `once` in a loop: it answers the
  * handshake's latency in ms, or the name of its failure. Failures are counted over the whole
- * phase (warm-up and drain included), handshakes and latencies over the window.
+ * phase (warm-up and drain included), handshakes and latencies over the window. With
+ * `load.handshakesPerSec` they take their starts from one {@link StartPace}.
  */
 async function tallied(
   server: ServerProcess,
@@ -104,8 +136,14 @@ async function tallied(
   once: (connector: number) => Promise<number | string>,
 ): Promise<HandshakeResult> {
   let stopping = false;
+  const pace =
+    load.handshakesPerSec !== undefined ? new StartPace(load.handshakesPerSec) : undefined;
   const connector = async (i: number): Promise<void> => {
     while (!stopping) {
+      if (pace !== undefined) {
+        await pace.turn();
+        if (stopping) break;
+      }
       const r = await once(i);
       if (typeof r === 'string') {
         t.failures++;
