@@ -5,7 +5,7 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { StartPace } from '../../../bench/lib/handshake-load.js';
+import { MAX_WARMUP_MS, StartPace, warmUp } from '../../../bench/lib/handshake-load.js';
 
 /** A pace at `perSec` on a fake clock: a sleeper wakes at its time, never moving time back. */
 function fakePace(perSec: number): { pace: StartPace; clock: { t: number } } {
@@ -53,5 +53,47 @@ describe('bench: handshakes at a given rate', () => {
     }
     // at once, then under a millisecond later (started now), then the schedule's 52 ms
     assert.deepEqual(starts, [50, 50.2, 52]);
+  });
+});
+
+describe('bench: the warm-up in handshakes', () => {
+  /** A fake clock whose waits pass at once; `done` handshakes complete per ms waited. */
+  function fake(done: number): {
+    now: () => number;
+    wait: (ms: number) => Promise<void>;
+    completed: () => number;
+  } {
+    let t = 0;
+    return {
+      now: () => t,
+      wait: (ms) => {
+        t += ms;
+        return Promise.resolve();
+      },
+      completed: () => Math.floor(t * done),
+    };
+  }
+
+  it('a slow server: the window waits past the seconds for the handshakes', async () => {
+    // 0.1 handshake a ms (100/s): 2 000 handshakes take 20 s, not the 4 s of the warm-up
+    const f = fake(0.1);
+    const ms = await warmUp({ warmupMs: 4000, warmupHandshakes: 2000 }, f.completed, f.now, f.wait);
+    assert.ok(ms >= 20_000 && ms < 20_100, `waited ${ms} ms`);
+  });
+
+  it('a fast server waits the seconds only; a stalled one at most MAX_WARMUP_MS', async () => {
+    const fast = fake(5);
+    assert.equal(
+      await warmUp({ warmupMs: 4000, warmupHandshakes: 2000 }, fast.completed, fast.now, fast.wait),
+      4000,
+    );
+    const stalled = fake(0);
+    const ms = await warmUp(
+      { warmupMs: 4000, warmupHandshakes: 2000 },
+      stalled.completed,
+      stalled.now,
+      stalled.wait,
+    );
+    assert.ok(ms >= MAX_WARMUP_MS && ms < MAX_WARMUP_MS + 100, `waited ${ms} ms`);
   });
 });
