@@ -12,7 +12,7 @@
 //   node bench/handshake-view.mjs --server coap-edge|libcoap|floor [--tool perf|strace|signal]
 //     [--warmup 5] [--duration 5] [--concurrency 16] [--rate n] [--out /tmp] [-- node flags]
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -108,4 +108,5 @@ console.log(
 );
 console.log(server.outputTail());
 await servers.stopAll();
+rmSync(dir, { recursive: true, force: true });
 process.exit(0);
