@@ -25,7 +25,21 @@ export interface HandshakeLoad {
   readonly warmupMs: number;
   readonly durationMs: number;
   readonly handshakeTimeoutMs: number;
+  /**
+   * At most this many handshakes started per second by all connectors together (undefined:
+   * each connector starts its next handshake as soon as the last ends).
+   */
+  readonly handshakesPerSec?: number | undefined;
+  /**
+   * The window opens only once this many handshakes completed in the phase (and `warmupMs`
+   * passed; at most {@link MAX_WARMUP_MS}): coap-edge's handshake path needs some 2 000
+   * handshakes before V8 has optimized it, which a time-based warm-up at a low rate never gives.
+   */
+  readonly warmupHandshakes?: number | undefined;
 }
+
+/** The longest a warm-up waits for its handshakes. */
+export const MAX_WARMUP_MS = 120_000;
 
 export interface HandshakeResult {
   readonly handshakesPerSec: number | null;
@@ -42,10 +56,14 @@ export interface HandshakeResult {
   readonly latency: { p50Ms: number | null; p99Ms: number | null; maxMs: number | null };
   readonly window: Record<string, number | null>;
   readonly serverRssKiB: number | null;
+  /** Handshakes completed and ms spent before the window opened. */
+  readonly warmup: { readonly handshakes: number; readonly ms: number };
 }
 
 interface Tally {
   measuring: boolean;
+  /** Completed before the window opened. */
+  warmupHandshakes: number;
   handshakes: number;
   retransmissions: number;
   withoutHelloVerify: number;
@@ -57,6 +75,7 @@ interface Tally {
 function newTally(): Tally {
   return {
     measuring: false,
+    warmupHandshakes: 0,
     handshakes: 0,
     retransmissions: 0,
     withoutHelloVerify: 0,
@@ -93,9 +112,36 @@ export async function runHandshakes(
 }
 
 /**
+ * One start schedule shared by concurrent loops: {@link turn} resolves at the next start, a
+ * start every `1000 / perSec` ms, so all of them together start at most `perSec` a second
+ * (a loop whose turn came while it was busy starts at once, and the schedule does not run
+ * ahead of the clock to make up for a slow server).
+ */
+export class StartPace {
+  #next: number;
+
+  constructor(
+    private readonly perSec: number,
+    private readonly now: () => number = () => performance.now(),
+    private readonly wait: (ms: number) => Promise<void> = sleep,
+  ) {
+    this.#next = now();
+  }
+
+  async turn(): Promise<void> {
+    const now = this.now();
+    const at = Math.max(this.#next, now);
+    this.#next = at + 1000 / this.perSec;
+    // timers have a 1-ms resolution: less than that is started now
+    if (at - now >= 1) await this.wait(at - now);
+  }
+}
+
+/**
  * `load.concurrency` connectors (connector i) each run `once` in a loop: it answers the
  * handshake's latency in ms, or the name of its failure. Failures are counted over the whole
- * phase (warm-up and drain included), handshakes and latencies over the window.
+ * phase (warm-up and drain included), handshakes and latencies over the window. With
+ * `load.handshakesPerSec` they take their starts from one {@link StartPace}.
  */
 async function tallied(
   server: ServerProcess,
@@ -104,8 +150,14 @@ async function tallied(
   once: (connector: number) => Promise<number | string>,
 ): Promise<HandshakeResult> {
   let stopping = false;
+  const pace =
+    load.handshakesPerSec !== undefined ? new StartPace(load.handshakesPerSec) : undefined;
   const connector = async (i: number): Promise<void> => {
     while (!stopping) {
+      if (pace !== undefined) {
+        await pace.turn();
+        if (stopping) break;
+      }
       const r = await once(i);
       if (typeof r === 'string') {
         t.failures++;
@@ -113,11 +165,13 @@ async function tallied(
       } else if (t.measuring) {
         t.handshakes++;
         t.latency.push(r);
-      }
+      } else if (!opened) t.warmupHandshakes++;
     }
   };
+  let opened = false;
   const connectors = Array.from({ length: load.concurrency }, (_, i) => connector(i));
-  await sleep(load.warmupMs);
+  const warmupMs = await warmUp(load, () => t.warmupHandshakes);
+  opened = true;
   const close = openWindow(server);
   t.measuring = true;
   await sleep(load.durationMs);
@@ -126,14 +180,35 @@ async function tallied(
   const serverRssKiB = server.rssKiB() ?? null;
   stopping = true;
   await Promise.all(connectors);
-  return result(w, t.handshakes, serverRssKiB, t);
+  return result(w, t.handshakes, serverRssKiB, t, {
+    handshakes: t.warmupHandshakes,
+    ms: Math.round(warmupMs),
+  });
+}
+
+/**
+ * Waits `load.warmupMs`, then until `completed()` reaches `load.warmupHandshakes` (polled
+ * every 50 ms), at most {@link MAX_WARMUP_MS} in all; answers the ms it waited.
+ */
+export async function warmUp(
+  load: Pick<HandshakeLoad, 'warmupMs' | 'warmupHandshakes'>,
+  completed: () => number,
+  now: () => number = () => performance.now(),
+  wait: (ms: number) => Promise<void> = sleep,
+): Promise<number> {
+  const t0 = now();
+  await wait(load.warmupMs);
+  const wanted = load.warmupHandshakes ?? 0;
+  while (completed() < wanted && now() - t0 < MAX_WARMUP_MS) await wait(50);
+  return now() - t0;
 }
 
 function result(
   w: Window,
   handshakes: number,
   serverRssKiB: number | null,
-  t: Omit<Tally, 'measuring' | 'handshakes'>,
+  t: Omit<Tally, 'measuring' | 'handshakes' | 'warmupHandshakes'>,
+  warmup: HandshakeResult['warmup'],
 ): HandshakeResult {
   const per = (us: number | null): number | null =>
     us !== null && handshakes > 0 ? round(us / handshakes, 1) : null;
@@ -151,6 +226,7 @@ function result(
     latency: t.latency.summary(),
     window: windowReport(w),
     serverRssKiB,
+    warmup,
   };
 }
 
@@ -262,7 +338,10 @@ export async function runCryptoOnly(
     const w = close();
     stopping = true;
     await loop;
-    return result(w, handshakes, server.rssKiB() ?? null, newTally());
+    return result(w, handshakes, server.rssKiB() ?? null, newTally(), {
+      handshakes: 0,
+      ms: load.warmupMs,
+    });
   } finally {
     socket.close();
   }
