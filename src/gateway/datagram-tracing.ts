@@ -28,6 +28,16 @@ import { SpanKind, type Attributes, type Span, type Tracing } from '../telemetry
 /** Spans per second for datagrams of peers without an association or handshake. */
 const ANONYMOUS_SPANS_PER_SECOND = 20;
 
+/**
+ * The last traced datagram's span attributes, kept reachable. Such an object (a literal, and
+ * the maps of the two keys a known device adds) is the only one of its maps; at a trace every
+ * few seconds none is alive when a mark-compact runs, the maps die, and V8 throws away
+ * `handle`'s optimized code, which every datagram runs, and at a few datagrams per second
+ * does not compile it again for minutes (bench/README.md, "Tracing at 1 %, settled"). One
+ * kept object holds the maps; as the MQTT path's `{ traceparent }` (bridge/mqtt/exchange.ts).
+ */
+const kept: { attributes: Attributes | undefined } = { attributes: undefined };
+
 export class DatagramTracer {
   private tokens = ANONYMOUS_SPANS_PER_SECOND;
   private refilledAt = Date.now();
@@ -118,6 +128,7 @@ export class DatagramTracer {
       attributes['coap_edge.product_key'] = principal.productKey;
       attributes['coap_edge.device_key'] = principal.deviceKey;
     }
+    kept.attributes = attributes;
     const span = tracing.tracer.startSpan(
       'coap-edge.datagram',
       { kind: SpanKind.SERVER, attributes },
