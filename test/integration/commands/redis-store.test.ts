@@ -33,6 +33,22 @@ after(async () => {
   raw.disconnect();
 });
 
+/**
+ * Ends the WAITs blocked on command stores' durable connections (as their timeout would); how
+ * many it ended. Only this test's stores wait for replicas on this Redis.
+ */
+async function unblockWaits(admin: ReturnType<typeof rawClient>): Promise<number> {
+  const list = await admin.client('LIST');
+  const ids = String(list)
+    .split('\n')
+    .filter((line) => / name=coap-edge-cmd-durable /.test(line) && / cmd=wait( |$)/.test(line))
+    .map((line) => /^id=(\d+)/.exec(line)?.[1])
+    .filter((id): id is string => id !== undefined);
+  let n = 0;
+  for (const id of ids) n += Number(await admin.client('UNBLOCK', id));
+  return n;
+}
+
 async function pods(n: number, o: { queueLength?: number; expiryMs?: number } = {}) {
   const p = prefix();
   prefixes.push(p);
@@ -61,14 +77,17 @@ commandStoreSuite('redis', async (o) => {
 
 describe('redis command store: two pods', () => {
   it('reads are not held up behind enqueues waiting for replicas (WAIT holds its connection)', async () => {
-    // This Redis has no replica: every WAIT runs to its timeout (80 % of the command timeout,
-    // 1.2 s), holding the connection it was sent on. The read must come back before the first
-    // of the three WAITs does, i.e. not behind any of them. That is asked as an order, not a
-    // deadline: a process starved by other work (the whole suite on two cores) reads a reply
-    // that has long arrived only when it next runs, so a deadline short enough to be quick
-    // (it was 300 ms) was also short enough to expire on an answer already in the socket.
+    // This Redis has no replica: every WAIT would run to its timeout (80 % of the command
+    // timeout, 8 s here), holding the connection it was sent on. The read must come back
+    // before any of the three enqueues settles, i.e. not behind any of their WAITs. That is
+    // asked as an order, not a deadline (a process starved by other work reads a reply that
+    // has long arrived only when it next runs). Then the test ends the WAITs itself with
+    // CLIENT UNBLOCK, which answers a WAIT as its timeout would (no replica confirmed): the
+    // test takes tens of milliseconds instead of the WAITs' timeouts, and the 10 s deadline
+    // is out of reach of a starved process.
     const p = prefix();
-    const store = await startStore({ prefix: p, waitReplicas: 1, commandTimeoutMs: 1_500 });
+    const store = await startStore({ prefix: p, waitReplicas: 1, commandTimeoutMs: 10_000 });
+    const admin = rawClient();
     try {
       const d = device();
       const settled: string[] = [];
@@ -85,9 +104,16 @@ describe('redis command store: two pods', () => {
       const peek = await store.peek(d);
       assert.deepEqual(settled, [], 'the read came back while every enqueue still waited');
       assert.ok(peek.count <= 3);
-      // the first refused by its WAIT (no replica confirmed), the others by their deadline
+      // each WAIT unblocked answers "no replica": every enqueue is refused, none by a deadline
+      let unblocked = 0;
+      while (settled.length < 3) {
+        unblocked += await unblockWaits(admin);
+        await new Promise((r) => setImmediate(r));
+      }
       assert.deepEqual(await Promise.all(writes), ['refused', 'refused', 'refused']);
+      assert.equal(unblocked, 3, 'each enqueue ended by its own WAIT');
     } finally {
+      admin.disconnect();
       await store.close();
       const raw = rawClient();
       await dropKeys(raw, p);
