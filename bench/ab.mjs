@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Before/after driver (bench/README.md, "Per-datagram CPU levers"): runs one bench from two
+// Before/after driver (bench/history/levers.md, "Per-datagram CPU levers"): runs one bench from two
 // builds alternately — base, new, and base again as the identical-process control — the order
 // rotating per iteration, and prints one JSON object: per path the medians of each build and
 // the medians (and ranges) of the per-iteration ratios new/base and control/base.

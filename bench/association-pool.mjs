@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Memory per DTLS association of the DtlsServer alone, and how much of it is Node's Buffer
-// pool (bench/README.md, "Association memory and the Buffer pool"). Plain Node, like
+// pool (bench/history/handshake.md, "Association memory and the Buffer pool"). Plain Node, like
 // ab.mjs: it runs a build's dist/ (--build <dir>, default this checkout), so two builds can be
 // compared with the same script.
 //

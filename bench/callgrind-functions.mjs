@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * Ir per operation by JavaScript function, from one segment's callgrind dump of
- * `instructions.js --keep --node-flags=--perf-basic-prof` (the method of bench/README.md, "The
+ * `instructions.js --keep --node-flags=--perf-basic-prof` (the method of bench/history/uplink.md,
+ * "The
  * uplink against its floor, fifth pass"): each `0x…` function of the dump is named from V8's
  * `/tmp/perf-<pid>.map` (the newest entry covering the address); every other function's
  * exclusive Ir (builtins, bytecode handlers, C++) is handed to its callers in proportion to

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Instructions per CoAP request on coap-edge's own part of the uplink path, for callgrind
-// (bench/README.md, "The CoAP decode, the Uri-Path and the exchange timer"): the bench's uplink
+// (bench/history/uplink.md, "The CoAP decode, the Uri-Path and the exchange timer"): the bench's
+// uplink
 // request (CON POST /topic/sys/pk/dk/thing/measurepoint/post, 4-byte token, Content-Format
 // JSON, a measurepoint body), `ops` times, through one of
 //   decode    the exchange layer's decoder and the translation's toBridgeRequest (Uri-Path

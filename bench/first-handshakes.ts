@@ -1,6 +1,7 @@
 /**
  * The first handshakes of a fresh coap-edge process: what a pod pays right after start-up,
- * before V8 has compiled the handshake's JavaScript (bench/README.md, "The first handshakes").
+ * before V8 has compiled the handshake's JavaScript (bench/history/handshake.md,
+ * "The first handshakes").
  * Each process of each build is started, answers one readiness handshake (startCoapEdge), then
  * `--handshakes` full handshakes one after the other (connect → close_notify, our DtlsClient),
  * and is stopped. The builds' processes alternate (a, b, a, b, …), `--processes` each.

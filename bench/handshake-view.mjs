@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// A time-based view of one server under the handshake bench's load (bench/README.md, "The
+// A time-based view of one server under the handshake bench's load (bench/history/handshake.md,
+// "The
 // handshake in time"): starts coap-edge, libcoap or the handshake floor as dtls-handshakes.js
 // does, runs its load (16 connectors, connect → close_notify), and over the measured window
 // attaches a tool to the server's pid:

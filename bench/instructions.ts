@@ -130,7 +130,8 @@ const USAGE = `usage: node dist/bench/instructions.js --kind <k> [options]
                       segment); --segments is then rounds × list length
   --rounds <n>        with --alternate: rounds (default 4), list rotated by one per round
   --switch-gc         with --alternate: a full GC before every segment (after the dump);
-                      a pod does not do that (see bench/README, "i11-trace3"): off by default
+                      a pod does not do that (bench/history/tracing.md, "i11-trace3"):
+                      off by default
   --lead-in <n>       with --alternate: after each switch, n operations at the new setting at
                       --rate, dumped apart (not counted); for a sampling variant above 0 it
                       goes on until one trace of it is exported (at most 5 n): the segment

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Instructions per body check of the uplink router, for callgrind (bench/README.md, "The
+// Instructions per body check of the uplink router, for callgrind (bench/history/uplink.md, "The
 // uplink against its floor, fifth pass" and "The reply flow, sixth pass"): is a measurepoint
 // body (the one bench/lib/uplink-load.ts sends, 100 ids in turn) a JSON object, by the byte
 // scanner (`scan`: isJsonObject) or by `JSON.parse` of its UTF-8 and an object check (`parse`:

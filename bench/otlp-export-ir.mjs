@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Instructions per OTLP export of any build, for callgrind (bench/README.md, "Measuring
-// tracing"): `setupTracing` of the build (its default exporter: http/protobuf to a sink), then
+// Instructions per OTLP export of any build, for callgrind (bench/history/tracing.md,
+// "The HTTP client's lasting cost, looked for again"): `setupTracing` of the build (its default
+// exporter: http/protobuf to a sink), then
 // `exports` times: `traces` sampled traces of five spans each (a datagram's root and four
 // children with the attributes an uplink's spans carry), and a forceFlush of the provider, so
 // each export request holds `traces` traces and is answered before the next. The sink

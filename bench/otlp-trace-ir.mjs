@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Instructions per sampled trace, split (bench/README.md, "Measuring tracing"), for callgrind:
+// Instructions per sampled trace, split (bench/history/tracing.md, "The serializer"), for
+// callgrind:
 // a build's `setupTracing` with a test exporter that answers at once (no HTTP), then one of
 //   spans       n × (10 traces of five spans, as otlp-export-ir.mjs makes them; a forceFlush):
 //               the SDK's span start, attributes, end and batch span processor

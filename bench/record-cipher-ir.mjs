@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Instructions per record-cipher operation of any build, for callgrind (bench/README.md,
+// Instructions per record-cipher operation of any build, for callgrind (bench/history/handshake.md,
 // "Association memory and the Buffer pool"): a 60-byte and a 150-byte record (other lengths
 // as the 3rd and 4th arguments), each sealed and opened on a CCM_8 cipher pair of its own, `ops`
 // times. Run it twice under `valgrind --tool=callgrind` with two op counts and take

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * V8's JIT log of a coap-edge process whose tracing alternates between off and a sampling
- * ratio, outside valgrind (bench/README.md, "i11-trace1pct"): the uplink-reply rig of
+ * ratio, outside valgrind (bench/history/tracing.md, "i11-trace1pct"): the uplink-reply rig of
  * `instructions.js --alternate` (Mosquitto, the platform stand-in, the OTLP sink, four
  * devices; bench/lib/tracing-switch.ts between segments, with a full GC before each unless
  * `NOGC=1`), coap-edge started with the given node flags and its stdout and stderr written to

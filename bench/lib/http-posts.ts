@@ -14,7 +14,8 @@
  *   posts it the body.
  *
  * The question it answers: does a process that has made HTTP client requests run its later
- * uplinks dearer, and through which transport (bench/README.md, "Measuring tracing").
+ * uplinks dearer, and through which transport (bench/history/tracing.md, "The HTTP client's
+ * lasting cost, looked for again").
  * No tracing is involved.
  */
 import { Agent, request } from 'node:http';

@@ -1,7 +1,7 @@
 /**
  * The bench-only native prototypes (bench/native/edge_native.c), loaded from their node-gyp
  * build: `npm run bench:native` builds them on demand. Nothing in src/ or the tests uses this,
- * and CI never builds it. See bench/README.md "What a native path would gain".
+ * and CI never builds it. See bench/history/native.md "What a native path would gain".
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';

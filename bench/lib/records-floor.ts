@@ -21,8 +21,8 @@
  * node:dgram but a UDP socket read with recvmmsg into a preallocated arena, one JavaScript
  * call per batch of datagrams, answers sent with one sendmmsg after the batch, peers keyed by
  * a number instead of an address string; `--native crypto,io` both. Bench-only prototypes
- * (bench/native/edge_native.c, `npm run bench:native`; bench/README.md "What a native path
- * would gain"); `RECORDS_FLOOR_NATIVE=crypto,io` in the environment does the same). Everything
+ * (bench/native/edge_native.c, `npm run bench:native`; bench/history/native.md "What a native
+ * path would gain"); `RECORDS_FLOOR_NATIVE=crypto,io` in the environment does the same). Everything
  * else is the same code.
  *
  * With `--echo <bytes>` it is the pure Node UDP cost instead: no DTLS at all, every datagram

@@ -1,5 +1,6 @@
 /*
- * Bench-only native prototypes for bench/README.md "What a native path would gain". Never part
+ * Bench-only native prototypes for bench/history/native.md "What a native path would gain". Never
+ * part
  * of the product: nothing in src/ loads this, npm ci / npm test / CI never build it (build on
  * demand: `npm run bench:native`, see bench/native/binding.gyp).
  *

@@ -15,7 +15,8 @@
  * @module
  */
 
-// Node's global `Buffer` is a getter: an imported binding is a constant (bench/README.md, records)
+// Node's global `Buffer` is a getter: an imported binding is a constant
+// (bench/history/records.md, "The record path, third pass")
 import { Buffer } from 'node:buffer';
 import {
   MAX_OPTION_LENGTH,
@@ -58,7 +59,8 @@ const NO_OPTIONS: readonly CoapOption[] = Object.freeze([]);
  * An option of a message from {@link decodeWire}: its value is `bytes[start, end)` of the
  * datagram, and `value` makes the Buffer view of it on first read (and keeps it). A view costs
  * a typed array's construction (~1 k instructions through `subarray`'s species lookup,
- * bench/README.md, "The CoAP decode, the Uri-Path and the exchange timer"); the request path
+ * bench/history/uplink.md, "The CoAP decode, the Uri-Path and the exchange timer"); the request
+ * path
  * reads its seven Uri-Path segments and its Content-Format straight from the bytes
  * (options.ts), so on that path no view is made at all.
  */

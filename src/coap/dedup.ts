@@ -37,7 +37,7 @@
  * never scanned by the GC, and grow only while the cache fills (doubling, up to twice its
  * caps). Expiries are small integers (ms after the cache's base time), and expired entries are
  * swept in bounded batches, so a backlog of them never holds up the event loop for a whole
- * scan (bench/README.md, "Latency at half saturation").
+ * scan (bench/history/dedup-and-gc.md, "Completed dedup entries without heap objects").
  *
  * Entries removed from the middle of the FIFO (a peer dropped, an expired entry found, a
  * message ID begun again) leave a dead slot that is freed when it reaches the head. A full
@@ -47,12 +47,13 @@
  * ring (the byte ring's moves its live answers, up to `maxBytes`, in one turn), and is needed
  * only while the cache fills or after as many removals from the middle as it holds. At the
  * same size it is done in place (no fresh memory to fault in), which cuts such a turn
- * several-fold (bench/README.md, "The dedup rings' rebuild under peer churn").
+ * several-fold (bench/history/dedup-and-gc.md, "The dedup rings' rebuild under peer churn").
  *
  * @module
  */
 
-// Node's global `Buffer` is a getter: an imported binding is a constant (bench/README.md, records)
+// Node's global `Buffer` is a getter: an imported binding is a constant
+// (bench/history/records.md, "The record path, third pass")
 import { Buffer } from 'node:buffer';
 import { LinkedQueue, type QueueNode } from './linked-queue.js';
 import type { CoapStats } from './stats.js';
@@ -627,7 +628,8 @@ export class DedupCache {
    * The byte ring rebuilt at `length` with the live answers only, in FIFO order. At its own
    * length (a ring full of dead answers: peers dropped) it is compacted in place: fresh memory
    * costs a page fault per 4 KiB on first touch, which at 30 MB of answers was most of a
-   * rebuild (bench/README.md, "The dedup rings' rebuild under peer churn"). The answers after
+   * rebuild (bench/history/dedup-and-gc.md, "The dedup rings' rebuild under peer churn"). The
+   * answers after
    * the wrap (all of them when it has not wrapped) move down to the start, those before it up
    * against the end, so the ring stays wrapped with the free space between. Answers of
    * consecutive live slots lie side by side: each such run is one copy (a copy call costs more

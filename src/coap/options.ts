@@ -91,7 +91,8 @@ const MAX_SEGMENT = 255;
  * {@link segmentCache} (by its length and three of its bytes) and, when the string there has
  * the same characters, that string is returned: nothing is allocated. Otherwise the string is
  * built a character at a time (for a few bytes fewer instructions than the two calls into
- * C++, `isUtf8` then `toString`, bench/README.md, records) and takes the slot.
+ * C++, `isUtf8` then `toString`, bench/history/sessions.md, "The floors measured")
+ * and takes the slot.
  */
 function asciiString(bytes: Uint8Array, start: number, end: number): string | undefined {
   const len = end - start;

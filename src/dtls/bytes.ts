@@ -3,8 +3,8 @@
  * `writeUIntBE` check the value's range and the offset on every call, through Node's
  * stack-hiding wrapper (rest arguments, `Reflect.apply`): dozens of calls per handshake and
  * several per record. Every caller here has checked the bounds (or sized the buffer) first,
- * and writes values in range by construction (bench/README.md, "The record path, third pass"
- * and "The handshake against its floor").
+ * and writes values in range by construction (bench/history/records.md, "The record path, third
+ * pass", and bench/history/handshake.md, "The handshake against its floor").
  */
 
 export function put16(out: Buffer, at: number, v: number): void {

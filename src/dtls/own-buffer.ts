@@ -6,7 +6,7 @@
  * kept keeps the whole slab alive. What an association holds for its lifetime (keys, IVs,
  * Connection IDs, client_random) is copied with {@link ownCopy} instead, so that an association
  * costs its own bytes, not a slab of datagrams and cookies per association (measured in
- * bench/README.md, "Association memory and the Buffer pool").
+ * bench/history/handshake.md, "Association memory and the Buffer pool").
  */
 import { Buffer } from 'node:buffer';
 

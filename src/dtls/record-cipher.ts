@@ -8,20 +8,22 @@
  * Scratch buffers for nonce and additional data are per cipher object and reused; node:crypto
  * copies them when a cipher is created, and everything here is synchronous.
  *
- * node:crypto cipher objects are one-shot (no new IV, no second message: bench/README.md,
+ * node:crypto cipher objects are one-shot (no new IV, no second message: bench/history/levers.md,
  * "Per-datagram CPU levers", lever 3), so instead of a new cipher per record each record
  * cipher keeps long-lived ones and never finalizes them: CCM_8 is built from AES-ECB (the CTR
  * keystream) and a running AES-CBC (the CBC-MAC), see `Ccm8`; CBC encrypts with a running
  * AES-CBC encryptor and a random first block, and decrypts with a running AES-CBC decryptor
  * whose first output block is dropped. A CCM_8 cipher's first record and alerts still go
- * through one-shot ciphers (`oneShotRecord`). Measured in bench/README.md ("Record crypto").
+ * through one-shot ciphers (`oneShotRecord`). Measured in bench/history/levers.md ("Record
+ * crypto").
  *
  * With a Connection ID (RFC 9146 §4-5) `seal` writes a `tls12_cid` record: the CID in the
  * header, the content wrapped as DTLSInnerPlaintext (content ‖ real type, no padding) and
  * the RFC 9146 additional data in the MAC or AEAD input; `open` then returns the whole
  * DTLSInnerPlaintext, which the caller unwraps (it may carry zero padding from the peer).
  */
-// Node's global `Buffer` is a getter: an imported binding is a constant (bench/README.md, records)
+// Node's global `Buffer` is a getter: an imported binding is a constant
+// (bench/history/records.md, "The record path, third pass")
 import { Buffer } from 'node:buffer';
 import {
   createCipheriv,
@@ -262,8 +264,9 @@ const receivedTag = Buffer.alloc(CCM_TAG);
  * functions see both and are compiled against both. Between two datagrams no such Buffer is
  * alive, so a full GC freed the map and deoptimized them all ("weak objects"), and the next
  * datagram made a new map: the path ran unoptimized until TurboFan compiled it again, at every
- * mark-compact of a long-running process (bench/README.md, "A full GC no longer deoptimizes
- * the request path"). With this Buffer alive the map stays the one the code checks for.
+ * mark-compact of a long-running process (bench/history/dedup-and-gc.md, "A full GC no
+ * longer deoptimizes the request path"). With this Buffer alive the map stays the one the code
+ * checks for.
  */
 export const NATIVE_BUFFER_MAP_HOLDER: Buffer = createCipheriv('aes-128-ecb', ZERO_BLOCK, null)
   .setAutoPadding(false)
@@ -277,7 +280,8 @@ function blocks(length: number): number {
 /**
  * Copies `n` bytes from `src[from]` to `dst[to]`: for the few bytes of a nonce, an AAD or a
  * block, a loop costs less than `Buffer.copy`, which validates its arguments, makes a
- * `Uint8Array` view for a source offset and calls `TypedArray.prototype.set` (bench/README.md,
+ * `Uint8Array` view for a source offset and calls `TypedArray.prototype.set`
+ * (bench/history/records.md,
  * "The record path against its floor"). The ranges are the caller's to get right.
  */
 function copyBytes(src: Buffer, from: number, dst: Buffer, to: number, n: number): void {
@@ -297,8 +301,8 @@ const CACHED_VIEW_BLOCKS = 64;
  * when a record needs more. One for every Ccm8: each record is sealed or opened synchronously
  * and nothing keeps a view of it past the call (the keystream and the MAC come out of
  * node:crypto in buffers of their own, the tag in the Ccm8's `chain`). It was 1 KiB per
- * long-lived Ccm8, two per busy CCM_8 association (bench/README.md, "Association memory and
- * the Buffer pool").
+ * long-lived Ccm8, two per busy CCM_8 association (bench/history/handshake.md,
+ * "Association memory and the Buffer pool").
  */
 class BlockScratch {
   private buffer = Buffer.alloc(CACHED_VIEW_BLOCKS * BLOCK);

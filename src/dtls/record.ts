@@ -72,7 +72,8 @@ export function readRecord(buf: Buffer, offset: number, cidLength = 0): DtlsReco
   const headerLength = RECORD_HEADER_LENGTH + cidLen;
   if (buf.length - offset < headerLength) return undefined;
   // the header's fields read byte by byte: the bounds are checked above, and each
-  // `readUInt16BE` / `readUIntBE` call would check them again (bench/README.md, records)
+  // `readUInt16BE` / `readUIntBE` call would check them again (bench/history/records.md, "The
+  // record path, third pass")
   const major = buf[offset + 1] ?? 0;
   if (major !== 0xfe) return undefined;
   const lengthAt = offset + 11 + cidLen;

@@ -33,7 +33,7 @@ const ANONYMOUS_SPANS_PER_SECOND = 20;
  * the maps of the two keys a known device adds) is the only one of its maps; at a trace every
  * few seconds none is alive when a mark-compact runs, the maps die, and V8 throws away
  * `handle`'s optimized code, which every datagram runs, and at a few datagrams per second
- * does not compile it again for minutes (bench/README.md, "Tracing at 1 %, settled"). One
+ * does not compile it again for minutes (bench/history/tracing.md, "Tracing at 1 %, settled"). One
  * kept object holds the maps; as the MQTT path's `{ traceparent }` (bridge/mqtt/exchange.ts).
  */
 const kept: { attributes: Attributes | undefined } = { attributes: undefined };

@@ -164,7 +164,7 @@ export interface BatchConfig {
  * defaults (5 s delay, 30 s timeout, batches of 512), but a queue of 8192 instead of 2048, so a
  * burst at 100 % sampling does not lose spans while an export is in flight. A longer delay puts
  * more traces in one export, and an export (an HTTP request) costs several traces' worth of CPU
- * (bench/README.md, "Measuring tracing").
+ * (bench/history/tracing.md, "The export delay and the publish shape").
  */
 export const DEFAULT_BATCH: BatchConfig = {
   scheduledDelayMillis: 5000,

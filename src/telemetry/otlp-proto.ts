@@ -6,8 +6,8 @@
  * BigInt operations, an object per attribute and per value) and then walks it with protobufjs
  * (a forked writer per nested message). Measured under callgrind that was 0.47 M (JIT, compile
  * left out) to 1.7 M (unoptimized) instructions per trace of five spans, as much as making the
- * spans to three times as much; this writer takes 0.2–0.37 M (bench/README.md, "The
- * serializer"). No maintained library writes OTLP from `ReadableSpan`s without that tree. The
+ * spans to three times as much; this writer takes 0.2–0.37 M (bench/history/tracing.md,
+ * "The serializer"). No maintained library writes OTLP from `ReadableSpan`s without that tree. The
  * transport stays the SDK's (`createOtlpHttpExportDelegate`: URL, headers, compression,
  * retries, timeout, agent options, OTEL_EXPORTER_OTLP_* variables), and so does the response's
  * decoding.

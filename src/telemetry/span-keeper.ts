@@ -10,7 +10,7 @@
  * handler's answer). The next sampled datagram then meets optimized code without feedback for
  * its branch: V8 deoptimizes those functions and TurboFan compiles them again, once per
  * mark-compact, which at one trace every few seconds cost several times the trace's own work
- * (bench/README.md, "i11-trace1pct"). Kept alive, the maps (and the feedback) survive.
+ * (bench/history/tracing.md, "i11-trace1pct"). Kept alive, the maps (and the feedback) survive.
  *
  * What it holds: {@link KEPT_SPANS} spans, already ended and exported or queued for export (the
  * batch processor holds those anyway); their attributes are what the trace carries (no

@@ -19,8 +19,8 @@
  *
  * @module
  */
-// Node's global `performance` is a getter: an imported binding is a constant (bench/README.md,
-// records)
+// Node's global `performance` is a getter: an imported binding is a constant
+// (bench/history/records.md, "The record path, third pass")
 import { performance } from 'node:perf_hooks';
 
 /**

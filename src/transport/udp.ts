@@ -7,7 +7,7 @@
  * the destination, even an IP literal, and sends from the lookup's callback. The default,
  * `dns.lookup`, validates its arguments and answers a literal through `process.nextTick`:
  * ~0.3 µs a send against ~0.04 µs for `literalLookup` below, which answers a literal at once
- * (bench/README.md, "UDP send and receive"). Every destination here is a datagram's source
+ * (bench/history/levers.md, "UDP send and receive"). Every destination here is a datagram's source
  * address, always a literal.
  *
  * The completion callback stays: without one, lib/dgram.js `doSend` drops a synchronous send

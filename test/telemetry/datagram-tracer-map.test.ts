@@ -1,7 +1,7 @@
 /**
  * A full GC between two sampled datagrams must not deoptimize the datagram tracer's `handle`
  * (src/gateway/datagram-tracing.ts), which every received datagram runs, traced or not
- * (bench/README.md, "Tracing at 1 %, settled"). A traced datagram's span attributes are an
+ * (bench/history/tracing.md, "Tracing at 1 %, settled"). A traced datagram's span attributes are an
  * object literal made per trace, with two keys added for a known device; at 1 % sampling and
  * a few datagrams per second none of those objects is alive when a mark-compact runs. If
  * their maps die with them, V8 throws away `handle`'s code compiled against them ("weak

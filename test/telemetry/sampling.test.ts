@@ -177,7 +177,8 @@ describe('telemetry: per-device forced sampling (ratio 0, traceDevices: [device0
 
   it('a datagram that is not sampled starts no span and enters no context; a forced one does both', async () => {
     // what tracing on adds to the 99 % of datagrams a 1 % ratio leaves out: only the sampling
-    // decision (bench/README.md, "Tracing"); counted at the tracer and the context API
+    // decision (bench/history/instructions.md, "Tracing, the unsampled path alone"); counted at
+    // the tracer and the context API
     assert.ok(tracing !== undefined);
     const tracer = tracing.tracing.tracer;
     const startSpan = tracer.startSpan.bind(tracer);

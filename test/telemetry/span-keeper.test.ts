@@ -1,6 +1,6 @@
 /**
  * A full GC between two sampled traces must not deoptimize the functions every datagram runs
- * through on its traced branch (src/telemetry/span-keeper.ts; bench/README.md,
+ * through on its traced branch (src/telemetry/span-keeper.ts; bench/history/tracing.md,
  * "i11-trace1pct"). At 1 % sampling and a low rate no span is alive when a mark-compact runs;
  * without the keeper V8 freed the maps of the spans and their attributes, threw away the code
  * compiled against them and cleared their feedback, so the next trace deoptimized them again.

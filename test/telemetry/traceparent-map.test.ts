@@ -1,6 +1,6 @@
 /**
  * A full GC between two sampled traces must not deoptimize the MQTT publish encoder that
- * every uplink runs (src/bridge/mqtt/exchange.ts, `tracedPublish`; bench/README.md,
+ * every uplink runs (src/bridge/mqtt/exchange.ts, `tracedPublish`; bench/history/tracing.md,
  * "i11-trace3"). A traced publish carries its trace context as the MQTT 5 user property
  * `traceparent`, in an object made per traced publish; at 1 % sampling and a few datagrams
  * per second none of those objects is alive when a mark-compact runs. If their map dies with

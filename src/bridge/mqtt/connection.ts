@@ -760,8 +760,8 @@ type StorePacket = Parameters<Store['put']>[0];
  * It has the shape of a traced publish's options (`qos`, then `properties`), not frozen: with
  * `{ qos: 1 }` alone, mqtt.js's copy of the options and the packet it builds took another shape
  * on each sampled publish, and V8 deoptimized its `publish`/`_sendPacket` (and mqtt-packet's
- * writer) when the first trace of a warm process came through (bench/README.md, "Measuring
- * tracing").
+ * writer) when the first trace of a warm process came through (bench/history/tracing.md,
+ * "The export delay and the publish shape").
  */
 const QOS1: IClientPublishOptions = { qos: 1, properties: undefined };
 

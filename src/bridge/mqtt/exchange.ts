@@ -75,7 +75,7 @@ export type SendFn = (
  * one of its hidden class (map), and V8 holds the maps that optimized code and feedback name
  * weakly: at 1 % sampling and a few uplinks per second none is alive at a mark-compact, the
  * map goes with it, and the next traced publish deoptimizes `tracedPublish`, which every
- * uplink runs, and TurboFan compiles it again (bench/README.md, "i11-trace3"). One kept
+ * uplink runs, and TurboFan compiles it again (bench/history/tracing.md, "i11-trace3"). One kept
  * object (a trace id, no secret) keeps the map, as the span keeper does for the spans'.
  */
 const kept: { properties: UserProperties | undefined } = { properties: undefined };

@@ -8,7 +8,7 @@
  * Buffer, a `debug` call per step, a packet object) and mqtt.js's packet pump and handlers:
  * about a tenth of a publish-only uplink's instructions for the PUBACK, four or five bytes,
  * and for the reply mqtt-packet's `parse` and mqtt.js's `handle`, 30–45 k instructions per
- * reply uplink (bench/README.md, "The MQTT path, i11-mqtt" and "i11-replyparse"). The tap
+ * reply uplink (bench/history/uplink.md, "The MQTT path" and "i11-replyparse"). The tap
  * reads a chunk the socket receives before it is pushed to its readers; a chunk made only of
  * whole packets it fully understands — success PUBACKs ({@link successPubackSize}) of
  * publishes mqtt.js has pending, PUBLISHes our strict parser takes (received-publish.ts) —

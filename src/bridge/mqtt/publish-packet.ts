@@ -13,7 +13,7 @@
  * Likewise the PUBACK mqtt.js answers a QoS 1 message received with: a packet object through
  * its `_sendPacket` and mqtt-packet's writer (three writes, a cork and a next-tick uncork), for
  * four bytes.
- * bench/README.md, "The MQTT path, i11-mqtt", has the figures.
+ * bench/history/uplink.md, "The MQTT path", has the figures.
  *
  * Only the case coap-edge sends is encoded here (QoS 1, no retain, no DUP, no topic alias;
  * MQTT 5 properties: user properties only); the rest stays with mqtt.js. The bytes are

@@ -9,7 +9,7 @@
  * handlers. Measured under callgrind per uplink with a reply: mqtt-packet's `parse` 19–33 k
  * instructions inclusive and mqtt.js's `handle` 10–13 k, the libraries 37–57 k in all; with
  * this parser and the tap, the libraries 1–3 k and the parse itself about 2.5 k
- * (bench/README.md, "i11-replyparse").
+ * (bench/history/uplink.md, "i11-replyparse").
  *
  * It returns the packet mqtt-packet would (the same fields, topic, payload and MQTT 5
  * properties in the same shape), or undefined for anything it does not fully understand: QoS

@@ -2,8 +2,8 @@
  * The CoAP request handler: maps a CoAP request to the bridge and the answer back, records
  * request metrics, and (when traced) wraps the exchange in a `coap.exchange` span.
  */
-// Node's global `performance` is a getter: an imported binding is a constant (bench/README.md,
-// records)
+// Node's global `performance` is a getter: an imported binding is a constant
+// (bench/history/records.md, "The record path, third pass")
 import { performance } from 'node:perf_hooks';
 import { authorize, type Router } from '../../bridge/router.js';
 import type { BridgeResponse, Principal } from '../../bridge/types.js';

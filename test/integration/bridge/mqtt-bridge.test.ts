@@ -114,7 +114,8 @@ describe('MQTT bridge against Mosquitto (MQTT 5)', () => {
     // publish, its options spread and its store's deep copy of every packet are not on the
     // path (on a build without it, 3 calls). Before, the options handed to mqtt.js had one
     // shape for traced and untraced publishes, since other shapes deoptimized mqtt.js's
-    // publish path (bench/README.md, "Measuring tracing"); now mqtt.js only sees the rare
+    // publish path (bench/history/tracing.md, "The export delay and the publish shape"); now
+    // mqtt.js only sees the rare
     // fallback (a disconnecting client, a packet the encoder leaves alone).
     const sub = await subscriber(mosq.port, '/sys/pkShape/#');
     clients.push(sub.client);

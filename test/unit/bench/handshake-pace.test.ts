@@ -1,7 +1,8 @@
 /**
  * The handshake bench's `--rate` (bench/lib/handshake-load.ts `StartPace`): concurrent
  * connectors take their starts from one schedule, so the servers of one run can be compared
- * at one handshake rate (CPU per handshake falls as the rate rises: bench/README.md).
+ * at one handshake rate (CPU per handshake falls as the rate rises: bench/history/sessions.md,
+ * the ninth session, and bench/history/handshake.md, "The handshake in time").
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';

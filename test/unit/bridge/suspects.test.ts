@@ -91,7 +91,8 @@ test('checkTopic refuses what Mosquitto disconnects on', () => {
 });
 
 test('checkTopic counts no bytes of a topic too short to exceed 65 535 of them', () => {
-  // per request, twice with a reply (bench/README.md, "fourth pass")
+  // per request, twice with a reply (bench/history/uplink.md, "The uplink against its floor,
+  // fourth pass")
   const buffer = Buffer as unknown as { byteLength: (s: string) => number };
   const byteLength = buffer.byteLength;
   let calls = 0;

@@ -272,8 +272,9 @@ describe('deduplication cache: what a completed entry keeps', () => {
 
   test('expiries are small integers with a fractional clock, and stay exact', () => {
     // completed entries outlive requests by minutes: whatever they hold is copied by every
-    // scavenge and marked by every mark-compact (bench/README.md, "Latency at half
-    // saturation"); an expiry kept as a fraction (performance.now()) is a heap number each
+    // scavenge and marked by every mark-compact (bench/history/dedup-and-gc.md,
+    // "Completed dedup entries without heap objects"); an expiry kept as a fraction
+    // (performance.now()) is a heap number each
     const c = cache();
     let now = 5e9 + 0.25; // ~58 days of uptime, in fractional ms
     const e = c.begin('a', 1, true, now);
@@ -295,7 +296,8 @@ describe('deduplication cache: what a completed entry keeps', () => {
 describe('deduplication cache: no heap object per completed entry', () => {
   test('50 000 completed exchanges through the endpoint leave no entry object and ~no heap', async (t) => {
     // Completed entries outlive requests by minutes: whatever object one holds is promoted to
-    // the old generation and marked there (bench/README.md, "Latency at half saturation").
+    // the old generation and marked there (bench/history/dedup-and-gc.md, "Completed dedup
+    // entries without heap objects").
     // The cache keeps them in typed arrays and its own byte ring instead.
     const N = 50_000;
     const ep = new CoapEndpoint<string>({

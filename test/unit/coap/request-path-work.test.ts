@@ -1,6 +1,7 @@
 /**
- * The exchange layer's own work per request on the uplink path (bench/README.md, "The CoAP
- * decode, the Uri-Path and the exchange timer"), counted: the Buffer views a request's decode
+ * The exchange layer's own work per request on the uplink path (bench/history/uplink.md,
+ * "The CoAP decode, the Uri-Path and the exchange timer"), counted: the Buffer views a request's
+ * decode
  * and its Uri-Path and Content-Format reading make, and the timer-queue operations of a CON
  * request answered through a promise before its ACK deadline. Beside them, the behaviour the
  * cuts must keep: every option value still reads the same, and empty ACKs still go out at each

@@ -189,7 +189,8 @@ void describe('validateKey', () => {
   });
 
   void it('checks a printable ASCII key without a regular expression', () => {
-    // the common key, checked per request for every Uri-Path segment (bench/README.md)
+    // the common key, checked per request for every Uri-Path segment (bench/history/sessions.md,
+    // "The floors measured")
     const proto = RegExp.prototype as { test: (s: string) => boolean };
     const test = proto.test;
     let calls = 0;

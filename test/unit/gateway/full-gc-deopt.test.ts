@@ -1,6 +1,7 @@
 /**
  * A full GC must not deoptimize the request path (docs/design.md, "One datagram's way";
- * bench/README.md, "A full GC no longer deoptimizes the request path"). Short-lived objects
+ * bench/history/dedup-and-gc.md, "A full GC no longer deoptimizes the request path"). Short-lived
+ * objects
  * of the path (the record a datagram holds, a CoAP exchange, the Buffers node:crypto and the
  * UDP socket make in C++) have maps that V8 keeps only while some object has them; the
  * functions compiled against those maps were thrown away at every mark-compact ("weak

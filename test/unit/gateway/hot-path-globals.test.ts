@@ -1,7 +1,8 @@
 /**
  * Node 20 defines the globals `Buffer` and `performance` as getters on `globalThis`: every
  * read of them from the record path was a getter call that the optimizing compiler does not
- * fold away (bench/README.md, records). The modules on that path import them instead; these
+ * fold away (bench/history/records.md, "The record path, third pass"). The modules on that path
+ * import them instead; these
  * tests count the global getters' calls while a record is sealed, opened, a CoAP message
  * encoded, the clock read and a request handled.
  */
