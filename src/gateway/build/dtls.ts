@@ -139,7 +139,7 @@ export async function buildDtls(
       coap.peerClosed(a.key);
       const why = PRESENCE_CLOSE[reason];
       if (why !== undefined && a.principal.secureMode === 2)
-        presence.sessionClosed(a.principal, why);
+        presence.sessionClosed(a.principal, why, a.carriedData);
       // the device ended its session: end its own MQTT connection too
       if (
         sessions !== undefined &&
