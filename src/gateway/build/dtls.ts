@@ -89,7 +89,7 @@ export async function buildDtls(
     },
     onData: (assoc, data) => coap.receive(assoc, data),
     onEstablished: (a) => {
-      metrics.handshakeDuration.observe(a.handshakeDurationMs / 1000);
+      metrics.handshakeDuration.observe(a.handshakeDurationMs);
       // the device has its own secret now: activation must never hand it out again
       if (a.principal.secureMode === 2) {
         secrets.activator.connected(a.principal.productKey, a.principal.deviceKey);
@@ -109,7 +109,7 @@ export async function buildDtls(
         );
     },
     onAdopted: (a, ms) => {
-      metrics.adoptionDuration.observe(ms / 1000);
+      metrics.adoptionDuration.observe(ms);
       log.debug(
         {
           peer: `${a.address}:${a.port}`,
