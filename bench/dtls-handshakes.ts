@@ -169,6 +169,9 @@ async function main(): Promise<void> {
       loadGenCpuUsPerHandshake: 'the bench process own CPU per handshake (the load generator)',
       latency: 'connect() to established, ms, nearest-rank percentiles',
       serverCpuUtilisation: 'server CPU / wall time; 1 = one core busy',
+      serverRunqueueWait:
+        "share of the window the server's main thread was runnable but waiting for a CPU (schedstat)",
+      loadGenRunqueueWait: "the same for the bench process's main thread (the load generator)",
     },
     parameters: {
       concurrency,
@@ -208,7 +211,9 @@ async function main(): Promise<void> {
     describe: (r) =>
       `${r.handshakesPerSec ?? '-'} hs/s, server ${r.serverCpuUsPerHandshake ?? '-'} µs/hs ` +
       `(${r.window.serverCpuTicks} ticks, util ${r.window.serverCpuUtilisation}), ` +
-      `loadgen util ${r.window.loadGenCpuUtilisation}, p50 ${r.latency.p50Ms} ms, ` +
+      `loadgen util ${r.window.loadGenCpuUtilisation}, run-queue wait server ` +
+      `${r.window.serverRunqueueWait ?? '-'} loadgen ${r.window.loadGenRunqueueWait ?? '-'}, ` +
+      `p50 ${r.latency.p50Ms} ms, ` +
       `after ${r.warmup.handshakes} warm-up handshakes in ${r.warmup.ms} ms, ` +
       `failures ${r.failures}`,
     metrics: {
@@ -220,6 +225,16 @@ async function main(): Promise<void> {
         digits: 1,
       },
       serverCpuUtilisation: { get: (r) => r.window.serverCpuUtilisation ?? null, digits: 3 },
+      serverRunqueueWait: {
+        get: (r) => r.window.serverRunqueueWait ?? null,
+        digits: 3,
+        compare: false,
+      },
+      loadGenRunqueueWait: {
+        get: (r) => r.window.loadGenRunqueueWait ?? null,
+        digits: 3,
+        compare: false,
+      },
       loadGenCpuUsPerHandshake: { get: (r) => r.loadGenCpuUsPerHandshake, digits: 1 },
       latencyP50Ms: { get: (r) => r.latency.p50Ms, digits: 3 },
       latencyP99Ms: { get: (r) => r.latency.p99Ms, digits: 3 },

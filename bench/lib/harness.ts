@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, relative } from 'node:path';
-import { CLK_TCK, cpuModel, readMachine } from './proc.js';
+import { CLK_TCK, cpuModel, readMachine, readMainWaitNs } from './proc.js';
 import { REPO_ROOT, libcoapVersion, type ServerProcess } from './servers.js';
 import { round } from './stats.js';
 
@@ -24,6 +24,14 @@ export interface Window {
   readonly serverCpuUtilisation: number;
   /** This process's (the load generator's) CPU / wall time. */
   readonly loadGenCpuUtilisation: number;
+  /**
+   * Share of the window the server's main thread was runnable but not run (waiting for a
+   * CPU); null when schedstat is unreadable. A server behind its offered rate at a low
+   * utilisation with a high share here was starved by the machine, not held back by itself.
+   */
+  readonly serverRunqueueWait: number | null;
+  /** The same for this process's (the load generator's) main thread. */
+  readonly loadGenRunqueueWait: number | null;
   /** Share of all cores busy, machine-wide (includes other tenants and steal). */
   readonly machineBusy: number;
   /** Share of all cores' time stolen by the hypervisor. */
@@ -31,17 +39,21 @@ export interface Window {
 }
 
 /** Starts a window now; call the returned function to close it. */
-export function openWindow(server: ServerProcess): () => Window {
+export function openWindow(server: Pick<ServerProcess, 'cpu'>): () => Window {
   const cpu0 = server.cpu();
   const m0 = readMachine();
   const self0 = process.cpuUsage();
+  const selfWait0 = readMainWaitNs(process.pid);
   const t0 = performance.now();
   return () => {
     const t1 = performance.now();
     const self = process.cpuUsage(self0);
     const m1 = readMachine();
     const cpu1 = server.cpu();
+    const selfWait1 = readMainWaitNs(process.pid);
     const wallMs = t1 - t0;
+    const waitShare = (w0: number | undefined, w1: number | undefined): number | null =>
+      w0 !== undefined && w1 !== undefined ? (w1 - w0) / 1e6 / wallMs : null;
     const ticks = cpu1.ticks - cpu0.ticks;
     const us = (ticks * 1e6) / CLK_TCK;
     const sched =
@@ -56,6 +68,8 @@ export function openWindow(server: ServerProcess): () => Window {
       serverCpuUsSchedstat: sched,
       serverCpuUtilisation: us / 1000 / wallMs,
       loadGenCpuUtilisation: (self.user + self.system) / 1000 / wallMs,
+      serverRunqueueWait: waitShare(cpu0.mainWaitNs, cpu1.mainWaitNs),
+      loadGenRunqueueWait: waitShare(selfWait0, selfWait1),
       machineBusy: m1.total > m0.total ? (m1.busy - m0.busy) / (m1.total - m0.total) : 0,
       machineSteal: m1.total > m0.total ? (m1.steal - m0.steal) / (m1.total - m0.total) : 0,
     };
@@ -70,6 +84,8 @@ export function windowReport(w: Window): Record<string, number | null> {
     serverSystemShare: w.serverCpuUs > 0 ? round(w.serverSystemCpuUs / w.serverCpuUs, 3) : null,
     serverCpuUtilisation: round(w.serverCpuUtilisation, 3),
     loadGenCpuUtilisation: round(w.loadGenCpuUtilisation, 3),
+    serverRunqueueWait: w.serverRunqueueWait === null ? null : round(w.serverRunqueueWait, 3),
+    loadGenRunqueueWait: w.loadGenRunqueueWait === null ? null : round(w.loadGenRunqueueWait, 3),
     machineBusy: round(w.machineBusy, 3),
     machineSteal: round(w.machineSteal, 3),
   };

@@ -32,6 +32,12 @@ export interface CpuSample {
   readonly systemTicks: number;
   /** Sum of the live threads' run time in ns, when schedstat is readable. */
   readonly schedNs: number | undefined;
+  /**
+   * The main thread's (the event loop's) time runnable but waiting for a CPU, in ns
+   * (schedstat's second field), when readable: time the OS did not run it although it had
+   * work.
+   */
+  readonly mainWaitNs: number | undefined;
 }
 
 /** CPU consumed so far by a process (all threads). Throws when the process is gone. */
@@ -45,7 +51,22 @@ export function readCpu(pid: number): CpuSample {
   if (!Number.isFinite(utime) || !Number.isFinite(stime)) {
     throw new Error(`cannot parse /proc/${pid}/stat`);
   }
-  return { ticks: utime + stime, systemTicks: stime, schedNs: readSchedNs(pid) };
+  return {
+    ticks: utime + stime,
+    systemTicks: stime,
+    schedNs: readSchedNs(pid),
+    mainWaitNs: readMainWaitNs(pid),
+  };
+}
+
+/** `pid`'s main thread's run-queue wait in ns (see {@link CpuSample.mainWaitNs}). */
+export function readMainWaitNs(pid: number): number | undefined {
+  try {
+    const n = Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[1]);
+    return Number.isFinite(n) ? n : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function readSchedNs(pid: number): number | undefined {

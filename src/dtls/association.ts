@@ -49,6 +49,12 @@ export interface DtlsAssociation<P> {
   readonly lastActivity: number;
   readonly open: boolean;
   /**
+   * Application data came in on this association: a record here, or (assumed) before it was
+   * adopted from another pod. False for a session that only shook hands: the layer above
+   * has had nothing from it.
+   */
+  readonly carriedData: boolean;
+  /**
    * Largest `data` {@link send} takes: the peer's record size limit (RFC 8449
    * record_size_limit, RFC 6066 max_fragment_length; 2^14 when it announced none), less the
    * inner content type byte when our records carry a CID (RFC 9146). The layer above sizes
@@ -77,6 +83,7 @@ const AMPLIFICATION_FACTOR = 3;
 export class Association<P> implements DtlsAssociation<P> {
   lastActivity: number;
   open = true;
+  carriedData = false;
   /** The key of the server's table: the current peer address and port. */
   peer: string;
   /** Our last flight (CCS, Finished), re-sent when the client repeats its Finished. */
@@ -233,6 +240,7 @@ export class Association<P> implements DtlsAssociation<P> {
       case ContentType.applicationData:
         // The client sends data only after it processed our Finished: the flight arrived.
         this.lastFlight = undefined;
+        this.carriedData = true;
         this.host.stats.applicationRecordsIn++;
         return plaintext;
       case ContentType.alert:

@@ -885,6 +885,8 @@ export class DtlsServer<P>
       snapshot.peerRecordLimit ?? MAX_PLAINTEXT,
     );
     assoc.lastActivity = now;
+    // its records may have gone to the layer above on the pod it comes from
+    assoc.carriedData = true;
     // the adopter restarts the identity index's expiry at its first lease
     const lease = new Lease(handle, now, rx.limit - rx.floor, admission.key, now);
     lease.ready = true;

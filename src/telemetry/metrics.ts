@@ -1,9 +1,9 @@
 /**
  * Prometheus metrics for Grafana. Core layers keep plain counters (an add on the hot path);
  * this module reads them when Prometheus scrapes, so metrics cost nothing between scrapes.
- * Only the handshake duration and adoption duration histograms are observed per event
- * through prom-client; the request latency is counted in plain buckets (`RequestStats`) and
- * read at scrape time like the backend latencies.
+ * Histograms too: the request latency (`RequestStats`), the handshake and adoption durations
+ * (`plainHistogram`) and the backend latencies are counted in plain buckets and read at
+ * scrape time.
  *
  * Names follow Prometheus conventions: `coap_edge_` prefix, `_total` counters, base units
  * (`_seconds`); label values come from fixed sets (no device keys, no topics).
@@ -256,6 +256,22 @@ class SnapshotHistogram<L extends string = 'backend'> extends Histogram<L> {
   }
 }
 
+/**
+ * A label-less histogram observed in ms into plain buckets (upper bounds `bounds`, in
+ * seconds) and read at scrape time, exposed in seconds: prom-client's `observe` hashes the
+ * (empty) label set and looks the series up on every call, once per handshake here.
+ */
+function plainHistogram(
+  registry: Registry,
+  name: string,
+  help: string,
+  bounds: readonly number[],
+): LatencyHistogram {
+  const h = new LatencyHistogram(bounds.map((b) => b * 1000));
+  new SnapshotHistogram(registry, name, help, () => [[undefined, h.snapshot()]]);
+  return h;
+}
+
 /** One sample per key of `rec` (dashes in keys become underscores), plus fixed labels. */
 function entries<K extends string, F extends string = never>(
   rec: Readonly<Record<string, number>>,
@@ -281,13 +297,14 @@ const up = (b: boolean): number => (b ? 1 : 0);
 export interface Metrics {
   readonly registry: Registry;
   readonly requests: RequestStats;
-  readonly handshakeDuration: Histogram;
+  /** The handshake's duration, observed in ms. */
+  readonly handshakeDuration: LatencyHistogram;
   /**
    * Time from the first record of an association established elsewhere to its adoption from
    * the shared store (the DTLS server's `onAdopted` hook; docs/operations.md, "Shared
-   * associations").
+   * associations"), observed in ms.
    */
-  readonly adoptionDuration: Histogram;
+  readonly adoptionDuration: LatencyHistogram;
   /** Binds the sources once the gateway is built (metrics exist before, reading nothing). */
   bind(sources: MetricSources): void;
 }
@@ -336,18 +353,18 @@ export function createMetrics(): Metrics {
     () => requests.latencies(),
     'method',
   );
-  const handshakeDuration = new Histogram({
-    name: 'coap_edge_dtls_handshake_duration_seconds',
-    help: 'Time from the verified ClientHello to the Finished message.',
-    buckets: HANDSHAKE_BUCKETS,
-    registers: [registry],
-  });
-  const adoptionDuration = new Histogram({
-    name: 'coap_edge_dtls_adoption_duration_seconds',
-    help: 'Time from the first record of an association established on another instance to its adoption from the shared store (store round trip included).',
-    buckets: HANDSHAKE_BUCKETS,
-    registers: [registry],
-  });
+  const handshakeDuration = plainHistogram(
+    registry,
+    'coap_edge_dtls_handshake_duration_seconds',
+    'Time from the verified ClientHello to the Finished message.',
+    HANDSHAKE_BUCKETS,
+  );
+  const adoptionDuration = plainHistogram(
+    registry,
+    'coap_edge_dtls_adoption_duration_seconds',
+    'Time from the first record of an association established on another instance to its adoption from the shared store (store round trip included).',
+    HANDSHAKE_BUCKETS,
+  );
 
   readGauge(
     registry,

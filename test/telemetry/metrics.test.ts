@@ -150,8 +150,8 @@ describe('telemetry: shared-association series from DtlsStats.shared', () => {
       plainDatagrams: () => 0,
       ready: () => true,
     });
-    metrics.adoptionDuration.observe(0.004);
-    metrics.adoptionDuration.observe(0.3);
+    metrics.adoptionDuration.observe(4);
+    metrics.adoptionDuration.observe(300);
     const text = await metrics.registry.metrics();
     const now = Exposition.parse(text);
     const expected: Record<string, Record<string, number>> = {
@@ -197,7 +197,7 @@ describe('telemetry: shared-association series from DtlsStats.shared', () => {
         assert.equal(now.sum(name, labels), n, `${name} ${JSON.stringify(labels)}`);
       }
     }
-    // the adoption histogram: observed in seconds, buckets like the handshake duration
+    // the adoption histogram: observed in ms, exposed in seconds, buckets like the handshake duration
     const h = 'coap_edge_dtls_adoption_duration_seconds';
     assert.equal(now.families.get(h)?.type, 'histogram');
     assert.equal(now.sum(`${h}_count`), 2);

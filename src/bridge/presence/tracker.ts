@@ -344,10 +344,18 @@ export class PresenceTracker {
     void this.#write(fresh);
   }
 
-  /** `p`'s DTLS session ended. Never throws, never waits. */
-  sessionClosed(p: Principal, reason: SessionCloseReason): void {
+  /**
+   * `p`'s DTLS session ended. Never throws, never waits. `carriedData` false: no request came
+   * in on the session (it only shook hands, on this pod), so no pod's store write names it and
+   * it is nobody's current session: counted as the store would answer, with no store call.
+   */
+  sessionClosed(p: Principal, reason: SessionCloseReason, carriedData = true): void {
     if (this.#closed) return;
     this.#s.sessionCloses[reason]++;
+    if (!carriedData) {
+      if (reason === 'close-notify' || reason === 'evicted') this.#s.closesNotCurrent++;
+      return;
+    }
     const e = this.#local.get(keyOf(p));
     const current = e !== undefined && e.sessionId === p.sessionId ? e : undefined;
     if (reason === 'idle' || reason === 'shutdown') {

@@ -89,7 +89,7 @@ export async function buildDtls(
     },
     onData: (assoc, data) => coap.receive(assoc, data),
     onEstablished: (a) => {
-      metrics.handshakeDuration.observe(a.handshakeDurationMs / 1000);
+      metrics.handshakeDuration.observe(a.handshakeDurationMs);
       // the device has its own secret now: activation must never hand it out again
       if (a.principal.secureMode === 2) {
         secrets.activator.connected(a.principal.productKey, a.principal.deviceKey);
@@ -109,7 +109,7 @@ export async function buildDtls(
         );
     },
     onAdopted: (a, ms) => {
-      metrics.adoptionDuration.observe(ms / 1000);
+      metrics.adoptionDuration.observe(ms);
       log.debug(
         {
           peer: `${a.address}:${a.port}`,
@@ -139,7 +139,7 @@ export async function buildDtls(
       coap.peerClosed(a.key);
       const why = PRESENCE_CLOSE[reason];
       if (why !== undefined && a.principal.secureMode === 2)
-        presence.sessionClosed(a.principal, why);
+        presence.sessionClosed(a.principal, why, a.carriedData);
       // the device ended its session: end its own MQTT connection too
       if (
         sessions !== undefined &&

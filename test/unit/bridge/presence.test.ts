@@ -191,6 +191,28 @@ describe('PresenceTracker (memory store)', () => {
     assert.equal(events.length, 3, 'a new session comes online');
   });
 
+  it('close of a session that carried no data: no store call, counted as not current', async () => {
+    const store = new MemoryPresenceStore();
+    const { tracker, events } = harness({ store });
+    tracker.seen(principal('s1'));
+    await settle();
+    // s2 only shook hands, then ended: s1 stays the device's session
+    tracker.sessionClosed(principal('s2'), 'close-notify', false);
+    tracker.sessionClosed(principal('s3', { dk: 'other' }), 'evicted', false);
+    tracker.sessionClosed(principal('s4', { dk: 'other' }), 'idle', false);
+    await settle();
+    assert.equal(store.calls.close, 0);
+    assert.deepEqual(summary(events), ['online:first-request']);
+    const s = tracker.stats();
+    assert.equal(s.closesNotCurrent, 2);
+    assert.deepEqual(s.sessionCloses, { 'close-notify': 1, evicted: 1, idle: 1, shutdown: 0 });
+    // one that carried data still goes to the store
+    tracker.sessionClosed(principal('s1'), 'close-notify', true);
+    await settle();
+    assert.equal(store.calls.close, 1);
+    assert.deepEqual(summary(events), ['online:first-request', 'offline:close-notify']);
+  });
+
   it('eviction of the current session: offline (evicted)', async () => {
     const { tracker, events } = harness();
     tracker.seen(principal('s1'));

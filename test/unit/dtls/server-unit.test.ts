@@ -1332,6 +1332,29 @@ describe('DtlsServer: connection_id extension (RFC 9146 §3)', () => {
 });
 
 describe('DtlsServer: the record path of an established peer', () => {
+  test('carriedData: false while the peer only shook hands, true from its first application record', () => {
+    withServer((h) => {
+      const p = PROFILES[0]!;
+      const a = clientFinish(p, hello(h, p, 47600, Buffer.alloc(32, 4)), PSK);
+      h.server.handleDatagram(a.datagram, ADDR, 47600);
+      const assoc = only(h.established);
+      assert.equal(assoc.carriedData, false);
+      // an alert is not data
+      h.server.handleDatagram(
+        a.keys.clientWrite.seal(ContentType.alert, 1, 1, Buffer.from([1, 100])),
+        ADDR,
+        47600,
+      );
+      assert.equal(assoc.carriedData, false);
+      h.server.handleDatagram(
+        a.keys.clientWrite.seal(ContentType.applicationData, 1, 2, Buffer.from('x')),
+        ADDR,
+        47600,
+      );
+      assert.equal(assoc.carriedData, true);
+    });
+  });
+
   test('finds the association by address and port: no handshake lookup, no key string looked up', () => {
     withServer((h) => {
       const p = PROFILES[0]!;
