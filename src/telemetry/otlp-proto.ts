@@ -8,9 +8,10 @@
  * left out) to 1.7 M (unoptimized) instructions per trace of five spans, as much as making the
  * spans to three times as much; this writer takes 0.2–0.37 M (bench/README.md, "The
  * serializer"). No maintained library writes OTLP from `ReadableSpan`s without that tree. The
- * transport stays the SDK's (`createOtlpHttpExportDelegate`: URL, headers, compression,
- * retries, timeout, agent options, OTEL_EXPORTER_OTLP_* variables), and so does the response's
- * decoding.
+ * SDK's export delegate stays (URL, headers, timeout, concurrency limit, OTEL_EXPORTER_OTLP_*
+ * variables, the response's decoding); an uncompressed body is sent by otlp-http.ts (one
+ * request ended with the body, the SDK's answers and retries), a gzip one by the SDK's
+ * transport.
  *
  * The bytes are those of the SDK's serializer, field for field and in the same order (its
  * test compares the two on spans with every kind of attribute, event, link and status), so
@@ -537,7 +538,8 @@ function headersOnce(
 /**
  * The OTLP/HTTP protobuf trace exporter: the SDK's `exporter-trace-otlp-proto` with
  * {@link OtlpTraceEncoder} as its serializer (the same construction as that package's
- * `OTLPTraceExporter`, whose serializer cannot be passed in).
+ * `OTLPTraceExporter`, whose serializer cannot be passed in) and, without compression, the
+ * transport of otlp-http.ts.
  */
 export class OtlpProtoTraceExporter
   extends OTLPExporterBase<ReadableSpan[]>
