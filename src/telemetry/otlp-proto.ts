@@ -8,10 +8,9 @@
  * left out) to 1.7 M (unoptimized) instructions per trace of five spans, as much as making the
  * spans to three times as much; this writer takes 0.2–0.37 M (bench/README.md, "The
  * serializer"). No maintained library writes OTLP from `ReadableSpan`s without that tree. The
- * SDK's export delegate stays (URL, headers, timeout, concurrency limit, OTEL_EXPORTER_OTLP_*
- * variables, the response's decoding); an uncompressed body is sent by otlp-http.ts (one
- * request ended with the body, the SDK's answers and retries), a gzip one by the SDK's
- * transport.
+ * transport stays the SDK's (`createOtlpHttpExportDelegate`: URL, headers, compression,
+ * retries, timeout, agent options, OTEL_EXPORTER_OTLP_* variables), and so does the response's
+ * decoding.
  *
  * The bytes are those of the SDK's serializer, field for field and in the same order (its
  * test compares the two on spans with every kind of attribute, event, link and status), so
@@ -28,7 +27,6 @@ import type { Resource } from '@opentelemetry/resources';
 import type { ReadableSpan, SpanExporter, TimedEvent } from '@opentelemetry/sdk-trace-base';
 import {
   OTLPExporterBase,
-  createOtlpNetworkExportDelegate,
   type OTLPExporterNodeConfigBase,
 } from '@opentelemetry/otlp-exporter-base';
 import {
@@ -40,7 +38,6 @@ import {
   type IExportTraceServiceResponse,
   type ISerializer,
 } from '@opentelemetry/otlp-transformer';
-import { createPostTransport } from './otlp-http.js';
 
 const SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK = 0x100;
 const SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK = 0x200;
@@ -379,117 +376,35 @@ function groups(spans: readonly ReadableSpan[]): Map<Resource, Map<string, Reada
   return byResource;
 }
 
-/** Whether every span has the first one's resource and scope objects (one tracer's spans). */
-function oneGroup(spans: readonly ReadableSpan[]): boolean {
-  const first = spans[0];
-  if (first === undefined) return false;
-  for (let i = 1; i < spans.length; i++) {
-    const s = spans[i];
-    if (s?.resource !== first.resource || s.instrumentationScope !== first.instrumentationScope)
-      return false;
-  }
-  return true;
-}
-
-/*
- * The `Resource` and `InstrumentationScope` messages of the last export, as bytes. A gateway's
- * spans all come from one tracer, so every export starts with the same two messages; they are
- * written once and copied after that (the resource's attributes are some eight key/values, as
- * much to write as a span). Keyed by object identity: the SDK's resources and scopes are not
- * changed once made, except a resource whose asynchronous attributes are still pending, which
- * is never kept.
- */
-let keptResource: Resource | undefined;
-let keptResourceBytes: Buffer | undefined;
-let keptScope: InstrumentationScope | undefined;
-let keptScopeBytes: Buffer | undefined;
-
-/** Copies `bytes` to the buffer. */
-function copyIn(bytes: Buffer): void {
-  ensure(bytes.length);
-  bytes.copy(buf, pos);
-  pos += bytes.length;
-}
-
-/** The bytes written since `from`, copied out. */
-function copyOut(from: number): Buffer {
-  const out = Buffer.allocUnsafe(pos - from);
-  buf.copy(out, 0, from, pos);
-  return out;
-}
-
-/** The resource message (field 1 of `ResourceSpans`). */
-function resourceMessage(resource: Resource): void {
-  if (resource === keptResource && keptResourceBytes !== undefined) {
-    copyIn(keptResourceBytes);
-    return;
-  }
-  const from = pos;
-  const res = begin(10);
-  keyValues(10, resource.attributes);
-  ensure(2);
-  buf[pos++] = 16;
-  buf[pos++] = 0;
-  end(res);
-  if (resource.asyncAttributesPending === true) return;
-  keptResource = resource;
-  keptResourceBytes = copyOut(from);
-}
-
-/** The scope message (field 1 of `ScopeSpans`). */
-function scopeMessage(sc: InstrumentationScope): void {
-  if (sc === keptScope && keptScopeBytes !== undefined) {
-    copyIn(keptScopeBytes);
-    return;
-  }
-  const from = pos;
-  scope(sc);
-  keptScope = sc;
-  keptScopeBytes = copyOut(from);
-}
-
-/** One `ScopeSpans` message of spans that share their scope. */
-function scopeSpans(list: readonly ReadableSpan[], first: ReadableSpan): void {
-  const ss = begin(18);
-  scopeMessage(first.instrumentationScope);
-  for (const s of list) span(s);
-  const schemaUrl = first.instrumentationScope.schemaUrl;
-  if (schemaUrl !== undefined) {
-    stringField(26, schemaUrl);
-  }
-  end(ss);
-}
-
-/** Ends a `ResourceSpans` message begun at `rs`. */
-function endResourceSpans(rs: number, resource: Resource): void {
-  const schemaUrl = resource.schemaUrl;
-  if (schemaUrl !== undefined && schemaUrl !== '') {
-    stringField(26, schemaUrl);
-  }
-  end(rs);
-}
-
 /** Encodes OTLP `ExportTraceServiceRequest`s. */
 export class OtlpTraceEncoder {
   encode(spans: readonly ReadableSpan[]): Uint8Array {
     pos = 0;
-    const first = spans[0];
-    if (first !== undefined && oneGroup(spans)) {
-      // the usual request: one resource, one scope (no grouping maps, no keys)
+    for (const [resource, byScope] of groups(spans)) {
       const rs = begin(10);
-      resourceMessage(first.resource);
-      scopeSpans(spans, first);
-      endResourceSpans(rs, first.resource);
-    } else {
-      for (const [resource, byScope] of groups(spans)) {
-        const rs = begin(10);
-        resourceMessage(resource);
-        for (const list of byScope.values()) {
-          const head = list[0];
-          if (head !== undefined) scopeSpans(list, head);
+      const res = begin(10);
+      keyValues(10, resource.attributes);
+      ensure(2);
+      buf[pos++] = 16;
+      buf[pos++] = 0;
+      end(res);
+      for (const list of byScope.values()) {
+        const first = list[0];
+        if (first === undefined) continue;
+        const ss = begin(18);
+        scope(first.instrumentationScope);
+        for (const s of list) span(s);
+        const schemaUrl = first.instrumentationScope.schemaUrl;
+        if (schemaUrl !== undefined) {
+          stringField(26, schemaUrl);
         }
-        endResourceSpans(rs, resource);
+        end(ss);
       }
+      const schemaUrl = resource.schemaUrl;
+      if (schemaUrl !== undefined && schemaUrl !== '') {
+        stringField(26, schemaUrl);
+      }
+      end(rs);
     }
     const out = Buffer.allocUnsafe(pos);
     buf.copy(out, 0, 0, pos);
@@ -538,8 +453,7 @@ function headersOnce(
 /**
  * The OTLP/HTTP protobuf trace exporter: the SDK's `exporter-trace-otlp-proto` with
  * {@link OtlpTraceEncoder} as its serializer (the same construction as that package's
- * `OTLPTraceExporter`, whose serializer cannot be passed in) and, without compression, the
- * transport of otlp-http.ts.
+ * `OTLPTraceExporter`, whose serializer cannot be passed in).
  */
 export class OtlpProtoTraceExporter
   extends OTLPExporterBase<ReadableSpan[]>
@@ -549,17 +463,11 @@ export class OtlpProtoTraceExporter
     const http = convertLegacyHttpOptions(config, 'TRACES', 'v1/traces', {
       'Content-Type': 'application/x-protobuf',
     });
-    const headers = headersOnce(http.headers);
-    const serializer = otlpProtoTraceSerializer();
     super(
-      http.compression === 'gzip'
-        ? createOtlpHttpExportDelegate({ ...http, headers }, serializer)
-        : // uncompressed: the body in one request, without the SDK's stream pipe (otlp-http.ts)
-          createOtlpNetworkExportDelegate(
-            http,
-            serializer,
-            createPostTransport({ ...http, headers }),
-          ),
+      createOtlpHttpExportDelegate(
+        { ...http, headers: headersOnce(http.headers) },
+        otlpProtoTraceSerializer(),
+      ),
     );
   }
 }

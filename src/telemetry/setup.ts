@@ -68,9 +68,6 @@ export interface TracingHandle {
   shutdown(): Promise<void>;
 }
 
-/** The sampler's "record and sample" (the SDK does not change the results it is given). */
-const SAMPLED: SamplingResult = Object.freeze({ decision: SamplingDecision.RECORD_AND_SAMPLED });
-
 /**
  * Datagram root spans are only started for datagrams `sampleDatagram` chose, so a span
  * without a parent is sampled; a span under a local parent follows it (its trace is already
@@ -85,15 +82,8 @@ export class GatewaySampler implements Sampler {
 
   shouldSample(ctx: Context, traceId: string): SamplingResult {
     const parent = trace.getSpanContext(ctx);
-    // A sampled local parent (every child of a traced datagram) is followed, and were its
-    // context invalid it would be sampled as a root: sampled either way, so its ids are not
-    // checked (the check, 48 hex digits, is a good part of this call in a rare trace's cold code).
-    if (
-      parent === undefined ||
-      (parent.isRemote !== true && (parent.traceFlags & TraceFlags.SAMPLED) !== 0) ||
-      !isSpanContextValid(parent)
-    ) {
-      return SAMPLED;
+    if (parent === undefined || !isSpanContextValid(parent)) {
+      return { decision: SamplingDecision.RECORD_AND_SAMPLED };
     }
     const parentSampled = (parent.traceFlags & TraceFlags.SAMPLED) !== 0;
     const rule = parent.isRemote === true ? this.policy.remoteParent : 'follow';

@@ -24,11 +24,7 @@ export class SyncContextManager implements ContextManager {
     const previous = this.current;
     this.current = ctx;
     try {
-      // no spread call when there is nothing to spread (every call of coap-edge's, which runs
-      // as unoptimized code in a rare trace)
-      return args.length === 0
-        ? (fn as () => ReturnType<F>).call(thisArg)
-        : fn.call(thisArg, ...args);
+      return fn.call(thisArg, ...args);
     } finally {
       this.current = previous;
     }

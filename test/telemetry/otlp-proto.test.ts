@@ -143,26 +143,6 @@ describe('OTLP protobuf serializer', () => {
     assert.equal(encoder.encode([]).length, 0);
   });
 
-  it('resource and scope bytes reused across requests: alternating resources and scopes', () => {
-    const encoder = new OtlpTraceEncoder();
-    const make = (resource: Record<string, string>) =>
-      spansOf(resource, (p) => {
-        for (const [name, version] of [
-          ['coap-edge', undefined],
-          ['coap-edge', '1.0.0'],
-        ] as const) {
-          p.getTracer(name, version).startSpan('x').end();
-          p.getTracer(name, version).startSpan('y').end();
-        }
-      });
-    const a = make({ 'service.name': 'a' });
-    const b = make({ 'service.name': 'b', 'service.instance.id': 'pod-2' });
-    for (const batch of [a, a.slice(0, 1), b, a, b.slice(2), a.slice(2), [...a, ...b], a]) {
-      const sdk = Buffer.from(ProtobufTraceSerializer.serializeRequest(batch) ?? new Uint8Array());
-      assert.ok(Buffer.from(encoder.encode(batch)).equals(sdk));
-    }
-  });
-
   it('a request larger than the buffer kept between requests, then a small one', () => {
     const [big] = spansOf({ 'service.name': 'coap-edge' }, (p) => {
       p.getTracer('coap-edge')
